@@ -1,0 +1,1 @@
+"""Nexus node agent: runs dispatched jobs in a PTY and reports on them."""

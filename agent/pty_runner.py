@@ -1,0 +1,444 @@
+"""Run one command in a pseudo terminal and stream its output byte-exact.
+
+``PtyRunner.run`` spawns the command with ptyprocess (so it sees a real
+terminal and leads its own session), reads the pty master on the event loop,
+hands coalesced chunks to ``on_output`` and returns a ``RunResult`` once the
+command has exited and its output is drained.
+
+Errors::
+
+    SpawnFailed        the command could not be started (bad cwd, no such
+                       executable, exec failed); carries ``reason``
+
+Exceptions raised by ``on_output``/``on_started`` and cancellation of ``run``
+itself propagate unchanged, after the process tree was SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import termios
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ptyprocess import PtyProcess  # type: ignore[import-untyped]
+
+from agent import process_tree
+
+_READ_SIZE = 64 * 1024
+# After the command exited, output still arriving within this window is
+# collected; after that, processes still holding the pty are killed.
+_DRAIN_QUIET_S = 0.2
+# A background process that keeps printing after the command exited would
+# never let the output go quiet; give up on it after this long.
+_DRAIN_MAX_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """What to run and how."""
+
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None  # full environment; None inherits ours
+    timeout_s: float | None = None
+    kill_grace_s: float = 5.0  # SIGTERM, wait this long, then SIGKILL
+    cols: int = 80
+    rows: int = 30
+    chunk_max: int = 32 * 1024
+    flush_interval_s: float = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """How a run ended."""
+
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    duration_ms: int
+    output_bytes: int
+    chunks: int
+    killed_by: Literal["timeout", "cancel"] | None
+
+
+class SpawnFailed(Exception):
+    """The command could not be started; nothing ran."""
+
+    retryable = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+OutputCallback = Callable[[bytes], Awaitable[None]]
+StartedCallback = Callable[[int], Awaitable[None]]
+
+
+class PtyRunner:
+    """Runs commands in a pty; one instance can serve many concurrent runs."""
+
+    async def run(
+        self,
+        spec: RunSpec,
+        on_output: OutputCallback,
+        cancel: asyncio.Event | None = None,
+        on_started: StartedCallback | None = None,
+    ) -> RunResult:
+        """Run ``spec`` to completion, streaming output to ``on_output``."""
+        argv = _resolve_argv(spec)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        proc = _spawn(spec, argv)
+        pid: int = proc.pid
+        tty = _pty_device(proc.fd, pid)
+        reaper = _Reaper(loop, pid)
+        reader = _PtyReader(loop, proc.fd, cap=4 * spec.chunk_max)
+        delivery: asyncio.Task[None] | None = None
+        try:
+            if on_started is not None:
+                await on_started(pid)
+            # Started only now so no chunk can overtake on_started.
+            reader.start()
+            delivery = asyncio.create_task(
+                _deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s)
+            )
+            killed_by = await _supervise(spec, reaper.exited, delivery, cancel, started)
+            if killed_by is not None:
+                await process_tree.kill_tree(pid, spec.kill_grace_s, tty=tty)
+            status, exited_at = await reaper.exited
+            if not await _drain(reader):
+                # The command is gone but something it left behind still holds
+                # the pty open (`sleep 100 &`, `setsid sleep 100 &`): end it,
+                # then collect what it printed on the way out.
+                await process_tree.kill_session(pid, grace_s=0, tty=tty)
+                await _drain(reader)
+            reader.stop()
+            await delivery
+        except BaseException:
+            process_tree.kill_tree_now(pid, leader_reaped=reaper.exited.done())
+            if delivery is not None:
+                delivery.cancel()
+            raise
+        finally:
+            reader.stop()
+            # Closing through ptyprocess's file object keeps it from closing
+            # the (by then possibly reused) fd number again when collected.
+            proc.fileobj.close()
+            proc.closed = True
+        code = os.waitstatus_to_exitcode(status) if status is not None else None
+        return RunResult(
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
+            duration_ms=int((exited_at - started) * 1000),
+            output_bytes=reader.delivered_bytes,
+            chunks=reader.delivered_chunks,
+            killed_by=killed_by,
+        )
+
+
+def _resolve_argv(spec: RunSpec) -> list[str]:
+    """Check cwd and find the executable the way the child's exec will."""
+    if not spec.argv:
+        raise SpawnFailed("empty argv")
+    if spec.cwd is not None:
+        if not os.path.isdir(spec.cwd):
+            raise SpawnFailed(f"cwd does not exist or is not a directory: {spec.cwd}")
+        if not os.access(spec.cwd, os.X_OK):
+            raise SpawnFailed(f"cwd is not accessible: {spec.cwd}")
+    command = spec.argv[0]
+    if os.sep in command:
+        # A relative path is relative to the child's cwd, not ours.
+        candidate = os.path.join(spec.cwd or os.getcwd(), command)
+        found = shutil.which(candidate)
+    else:
+        # ptyprocess would search *our* PATH; the child's PATH is what counts.
+        env = os.environ if spec.env is None else spec.env
+        found = shutil.which(command, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise SpawnFailed(f"executable not found or not executable: {command}")
+    return [os.path.abspath(found), *spec.argv[1:]]
+
+
+def _spawn(spec: RunSpec, argv: list[str]) -> Any:
+    def prepare_child() -> None:
+        # Runs in the forked child before exec, with the pty slave on fd 0-2.
+        # chdir happens here rather than via ptyprocess's cwd= because an
+        # error in preexec_fn is reported back to us, whereas a failing
+        # chdir inside ptyprocess would escape into the forked copy of us.
+        if spec.cwd is not None:
+            os.chdir(spec.cwd)
+        attrs = termios.tcgetattr(0)
+        # Byte-exact output: no "\n" -> "\r\n" or other output processing,
+        # and nothing we might write is echoed back into the output.
+        attrs[1] &= ~(termios.OPOST | termios.ONLCR)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(0, termios.TCSANOW, attrs)
+        # Python ignores SIGPIPE (and SIGXFSZ); ignored signals survive exec,
+        # so restore the defaults like subprocess does (`yes | head` must not
+        # print "Broken pipe").
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+
+    try:
+        return PtyProcess.spawn(
+            argv,
+            env=spec.env,
+            dimensions=(spec.rows, spec.cols),
+            preexec_fn=prepare_child,
+        )
+    except OSError as e:
+        raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
+
+
+def _pty_device(master_fd: int, pid: int) -> int | None:
+    """Device number of the pty slave, to find processes that still use it."""
+    try:
+        with open(f"/proc/self/fdinfo/{master_fd}") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "tty-index":
+                    return os.stat(f"/dev/pts/{int(value)}").st_rdev
+    except (OSError, ValueError):
+        pass
+    # Kernels without tty-index: ask the child. This misses the pty if the
+    # child has already exited, since an exited leader loses its terminal.
+    return process_tree.controlling_tty(pid)
+
+
+class _Reaper:
+    """Waits for the child in a thread; resolves ``exited`` to (status, time).
+
+    A dedicated thread per child (not the default executor) so that many
+    long-running jobs cannot starve each other's exit detection. The status is
+    None if the child was reaped by someone else.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int) -> None:
+        self._loop = loop
+        self._pid = pid
+        self.exited: asyncio.Future[tuple[int | None, float]] = loop.create_future()
+        threading.Thread(
+            target=self._wait, name=f"pty-reaper-{pid}", daemon=True
+        ).start()
+
+    def _wait(self) -> None:
+        status: int | None
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            status = None
+        result = (status, time.monotonic())
+        # RuntimeError: the loop is closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._resolve, result)
+
+    def _resolve(self, result: tuple[int | None, float]) -> None:
+        if not self.exited.done():
+            self.exited.set_result(result)
+
+
+class _PtyReader:
+    """Reads the pty master into a bounded buffer.
+
+    When the buffer holds ``cap`` bytes the fd is unregistered, so the kernel's
+    pty buffer fills up and the command blocks on write (back-pressure) until
+    ``take`` makes room again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._cap = cap
+        self._buf = bytearray()
+        self._registered = False
+        self.eof = False
+        self.error: OSError | None = None
+        self.changed = asyncio.Event()  # data arrived, room was made or eof
+        self.first_unflushed_at: float | None = None
+        self.last_activity_at = time.monotonic()
+        self.delivered_bytes = 0
+        self.delivered_chunks = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def paused(self) -> bool:
+        return not self.eof and not self._registered
+
+    def start(self) -> None:
+        os.set_blocking(self._fd, False)
+        self._resume()
+
+    def stop(self) -> None:
+        """End of output: no more reads; what is buffered is still delivered."""
+        self._pause()
+        if not self.eof:
+            self.eof = True
+            self.changed.set()
+
+    def take(self, n: int) -> bytes:
+        chunk = bytes(self._buf[:n])
+        del self._buf[:n]
+        # Remaining bytes count as fresh so a full-chunk flush is not
+        # followed by a tiny one straight away.
+        self.first_unflushed_at = time.monotonic() if self._buf else None
+        if not self.eof and len(self._buf) < self._cap:
+            self._resume()
+        return chunk
+
+    def _resume(self) -> None:
+        if not self._registered and not self.eof:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._registered = True
+            self.last_activity_at = time.monotonic()
+            self.changed.set()
+
+    def _pause(self) -> None:
+        if self._registered:
+            self._loop.remove_reader(self._fd)
+            self._registered = False
+
+    def _on_readable(self) -> None:
+        got = False
+        while len(self._buf) < self._cap:
+            try:
+                data = os.read(self._fd, min(_READ_SIZE, self._cap - len(self._buf)))
+            except BlockingIOError:
+                break
+            except OSError as e:
+                # Linux reports "all slave fds closed" as EIO on the master.
+                if e.errno != errno.EIO:
+                    self.error = e
+                self.stop()
+                return
+            if not data:
+                self.stop()
+                return
+            if not self._buf:
+                self.first_unflushed_at = time.monotonic()
+            self._buf += data
+            got = True
+        if len(self._buf) >= self._cap:
+            self._pause()
+        if got:
+            self.last_activity_at = time.monotonic()
+            self.changed.set()
+
+
+async def _deliver(
+    reader: _PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float
+) -> None:
+    """Hand buffered bytes to ``on_output`` in order, coalesced into chunks."""
+
+    async def emit(n: int) -> None:
+        chunk = reader.take(n)
+        await on_output(chunk)
+        reader.delivered_bytes += len(chunk)
+        reader.delivered_chunks += 1
+
+    try:
+        await _deliver_until_eof(reader, emit, chunk_max, interval_s)
+    except BaseException:
+        # Nobody will take bytes any more: stop reading so that waiting for
+        # the end of output cannot hang on a full buffer.
+        reader.stop()
+        raise
+
+
+async def _deliver_until_eof(
+    reader: _PtyReader,
+    emit: Callable[[int], Awaitable[None]],
+    chunk_max: int,
+    interval_s: float,
+) -> None:
+    while True:
+        reader.changed.clear()
+        if reader.buffered >= chunk_max:
+            await emit(chunk_max)
+        elif reader.eof:
+            while reader.buffered:
+                await emit(chunk_max)
+            if reader.error is not None:
+                raise reader.error
+            return
+        elif reader.buffered:
+            assert reader.first_unflushed_at is not None
+            due = reader.first_unflushed_at + interval_s - time.monotonic()
+            if due <= 0:
+                await emit(reader.buffered)
+            else:
+                await _wait_event(reader.changed, due)
+        else:
+            await reader.changed.wait()
+
+
+async def _supervise(
+    spec: RunSpec,
+    exited: asyncio.Future[Any],
+    delivery: asyncio.Task[None],
+    cancel: asyncio.Event | None,
+    started: float,
+) -> Literal["timeout", "cancel"] | None:
+    """Wait for exit, timeout or cancel; a failing ``on_output`` raises here."""
+    deadline = None if spec.timeout_s is None else started + spec.timeout_s
+    cancelled = None if cancel is None else asyncio.create_task(cancel.wait())
+    waiting: set[asyncio.Future[Any]] = {exited, delivery}
+    if cancelled is not None:
+        waiting.add(cancelled)
+    try:
+        while True:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return "timeout"
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if exited in done:
+                return None
+            if cancelled in done:
+                return "cancel"
+            if delivery in done:
+                # Output may end (all pty fds closed) before the command does;
+                # keep waiting for the exit, but surface on_output's error now.
+                delivery.result()
+                waiting.discard(delivery)
+    finally:
+        if cancelled is not None:
+            cancelled.cancel()
+
+
+async def _drain(reader: _PtyReader) -> bool:
+    """Read until EOF or quiet; True if EOF was reached.
+
+    Time spent paused on a slow ``on_output`` does not count as quiet.
+    """
+    began = time.monotonic()
+    hard_deadline = began + _DRAIN_MAX_S
+    while not reader.eof:
+        reader.changed.clear()
+        if reader.paused:
+            await reader.changed.wait()
+            continue
+        now = time.monotonic()
+        quiet_until = max(reader.last_activity_at, began) + _DRAIN_QUIET_S
+        if now >= quiet_until or now >= hard_deadline:
+            return False
+        await _wait_event(reader.changed, min(quiet_until, hard_deadline) - now)
+    return True
+
+
+async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()

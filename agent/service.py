@@ -1,0 +1,257 @@
+"""The node agent: heartbeats, the dispatch consumer and job runs.
+
+A dispatch is handled at most once: the agent first publishes `accepted`
+with optimistic concurrency on the job (it must be the next event after the
+dispatch) and acks the dispatch only once `accepted` is stored. A redelivered
+or outdated dispatch fails that check and is acked without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import api
+
+from agent.capabilities import discover_tools
+from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
+from orchestrator.bus import NatsBus
+from orchestrator.core.decide import Outgoing
+from orchestrator.errors import BusError, StaleDecision
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
+
+log = structlog.get_logger("nexus.agent")
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class _Running:
+    attempt: int
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Agent:
+    def __init__(
+        self,
+        bus: NatsBus,
+        node_id: str,
+        *,
+        labels: dict[str, str] | None = None,
+        max_jobs: int = 4,
+        heartbeat_s: float = 2.0,
+        extra_tools: tuple[str, ...] = (),
+        kill_grace_s: float = 5.0,
+    ) -> None:
+        self.bus = bus
+        self.node_id = subjects.check_id(node_id, "node id")
+        self.labels = labels or {}
+        self.max_jobs = max_jobs
+        self.heartbeat_s = heartbeat_s
+        self.tools = discover_tools(extra_tools)
+        self.kill_grace_s = kill_grace_s
+        self.instance = uuid.uuid4().hex[:12]
+        self.running: dict[str, _Running] = {}
+        self.runner = PtyRunner()
+        self.ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def durable(self) -> str:
+        return f"agent-{self.node_id}"
+
+    async def run(self) -> None:
+        """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
+        kv = None
+        while kv is None:
+            try:
+                kv = await self.bus.nodes_kv()
+                await self.bus.js.stream_info(subjects.EVENTS_STREAM)
+            except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError, nats.errors.TimeoutError):
+                kv = None
+                log.info("agent.waiting_for_streams", node=self.node_id)
+                await asyncio.sleep(1.0)
+        sub = await self._subscribe()
+        await self.bus.put_heartbeat(kv, self._heartbeat())
+        log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
+        self.ready.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._beat(kv))
+                tg.create_task(self._consume(sub))
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            for run in self.running.values():
+                run.cancel.set()
+
+    def _heartbeat(self) -> NodeHeartbeat:
+        return NodeHeartbeat(
+            node=self.node_id,
+            ts=datetime.now(UTC),
+            tools=self.tools,
+            labels=self.labels,
+            max_jobs=self.max_jobs,
+            active_jobs=len(self.running),
+            hostname=socket.gethostname(),
+            version=VERSION,
+            interval_s=self.heartbeat_s,
+            instance=self.instance,
+            running=sorted(self.running),
+        )
+
+    async def _beat(self, kv: object) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self.bus.put_heartbeat(kv, self._heartbeat())  # type: ignore[arg-type]
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("agent.heartbeat_failed", error=str(exc))
+
+    async def _subscribe(self):  # type: ignore[no-untyped-def]
+        # DeliverPolicy.NEW: a node id reused on a new machine must never pick up
+        # old dispatches. The consumer exists before the first heartbeat, so no
+        # dispatch meant for this agent is published before it.
+        cfg = api.ConsumerConfig(
+            durable_name=self.durable,
+            filter_subjects=subjects.agent_filters(self.node_id),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.NEW,
+            ack_wait=30,
+            max_ack_pending=1000,
+        )
+        try:
+            await self.bus.js.consumer_info(subjects.EVENTS_STREAM, self.durable)
+        except nats.js.errors.NotFoundError:
+            await self.bus.js.add_consumer(subjects.EVENTS_STREAM, cfg)
+        return await self.bus.js.pull_subscribe_bind(self.durable, stream=subjects.EVENTS_STREAM)
+
+    async def _consume(self, sub) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                msgs = await sub.fetch(batch=16, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("agent.fetch_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            event = codec.decode(msg.subject, msg.data)
+        except DecodeError as exc:
+            log.error("agent.bad_message", subject=msg.subject, reason=exc.reason)
+            await msg.term()
+            return
+        job_id = subjects.parse(msg.subject).id
+        if isinstance(event, JobCancel):
+            run = self.running.get(job_id)
+            if run is not None:
+                log.info("job.cancelling", job_id=job_id)
+                run.cancel.set()
+            await msg.ack()
+        elif isinstance(event, JobDispatch):
+            await self._accept(job_id, event, msg)
+        else:
+            await msg.term()
+
+    async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Msg) -> None:
+        accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
+        out = Outgoing(subjects.job(job_id, "accepted"), accepted, f"job:{job_id}:accepted:{dispatch.attempt}")
+        try:
+            pub = await self.bus.publish(out, expected_seq=msg.metadata.sequence.stream)
+        except StaleDecision:
+            log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
+            await msg.ack()
+            return
+        except BusError as exc:
+            log.error("job.accept_failed", job_id=job_id, error=str(exc))
+            await msg.nak(delay=1)
+            return
+        await msg.ack()
+        if pub.duplicate:
+            log.warning("job.already_accepted", job_id=job_id, reason="redelivered dispatch; not running it again")
+            return
+        run = _Running(attempt=dispatch.attempt)
+        self.running[job_id] = run
+        task = asyncio.create_task(self._run(job_id, dispatch, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
+        attempt = dispatch.attempt
+        chunk_no = 0
+
+        async def on_output(data: bytes) -> None:
+            nonlocal chunk_no
+            chunk_no += 1
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, chunk_no, data))
+
+        async def on_started(pid: int) -> None:
+            ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
+            await _retry(lambda: self.bus.publish(Outgoing(subjects.job(job_id, "started"), ev, f"job:{job_id}:started:{attempt}")))
+
+        env = {**os.environ, **dispatch.env}
+        spec = RunSpec(
+            argv=dispatch.argv,
+            cwd=dispatch.working_dir,
+            env=env,
+            timeout_s=dispatch.timeout_s,
+            kill_grace_s=self.kill_grace_s,
+        )
+        log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
+        try:
+            result = await self.runner.run(spec, on_output, run.cancel, on_started)
+            exited = JobExited(
+                ts=datetime.now(UTC),
+                node=self.node_id,
+                attempt=attempt,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                duration_ms=result.duration_ms,
+                output_bytes=result.output_bytes,
+                chunks=result.chunks,
+                killed_by=result.killed_by,
+            )
+        except SpawnFailed as exc:
+            exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
+        except (OSError, BusError) as exc:
+            # Whatever broke, the log must still say the attempt ended.
+            log.exception("job.run_failed", job_id=job_id)
+            exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {exc}")
+        finally:
+            self.running.pop(job_id, None)
+        out = Outgoing(subjects.job(job_id, "exited"), exited, f"job:{job_id}:exited:{attempt}")
+        await _retry(lambda: self.bus.publish(out))
+        log.info("job.exited", job_id=job_id, exit_code=exited.exit_code, killed_by=exited.killed_by)
+
+
+async def _retry(action, *, what: str = "publish") -> object:  # type: ignore[no-untyped-def]
+    """Retry a publish until it is stored: the msg id makes every retry harmless."""
+    delay = 0.2
+    while True:
+        try:
+            return await action()
+        except BusError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("agent.retrying", what=what, error=str(exc))
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("agent.retrying", what=what, error=str(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+

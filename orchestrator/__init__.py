@@ -1,0 +1,1 @@
+"""The Nexus orchestrator: reducer and decisions (pure, in `core`), DuckDB store, NATS adapter, CLI."""

@@ -1,0 +1,331 @@
+"""NatsBus: the one adapter between Nexus and NATS JetStream.
+
+Used by the orchestrator, the agent and the CLI. It creates the streams and
+the KV bucket, publishes events with deterministic `Nats-Msg-Id`s and
+per-entity optimistic concurrency, and reads the log back as `Record`s.
+nats-py errors are translated into `orchestrator.errors` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from orchestrator.core.decide import Outgoing
+from orchestrator.core.views import Record
+from orchestrator.errors import BusError, BusUnavailable, StaleDecision
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.events import NodeHeartbeat
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+WRONG_LAST_SEQUENCE = 10071
+CHUNK_HEADER = "Nexus-Chunk"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    events_replicas: int = 1
+    output_max_age_s: float = 7 * 24 * 3600
+    output_max_bytes: int = 8 * 1024**3
+    node_ttl_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    seq: int
+    attempt: int
+    number: int
+    data: bytes
+
+
+class NatsBus:
+    """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
+
+    def __init__(self, nc: Client, url: str) -> None:
+        self.nc = nc
+        self.url = url
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0) -> NatsBus:
+        """Connect; a daemon reconnects forever, a CLI fails fast with BusUnavailable."""
+
+        async def _quiet(_exc: Exception) -> None:
+            return None
+
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=timeout_s,
+                allow_reconnect=daemon,
+                max_reconnect_attempts=-1 if daemon else 0,
+                reconnect_time_wait=1,
+                error_cb=_quiet,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
+        return cls(nc, url)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    # ------------------------------------------------------------ setup
+
+    async def ensure_streams(self, limits: StreamLimits = StreamLimits()) -> None:
+        """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
+        events = api.StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            description="Nexus event log: the source of truth",
+            subjects=[subjects.EVENTS_ALL],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.NEW,
+            deny_delete=True,
+            deny_purge=True,
+            duplicate_window=120.0,
+            num_replicas=limits.events_replicas,
+            allow_direct=True,
+        )
+        output = api.StreamConfig(
+            name=subjects.OUTPUT_STREAM,
+            description="Raw PTY output chunks of Nexus jobs",
+            subjects=[subjects.OUTPUT_ALL],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_age=limits.output_max_age_s,
+            max_bytes=limits.output_max_bytes,
+            duplicate_window=120.0,
+            compression=api.StoreCompression.S2,
+            num_replicas=limits.events_replicas,
+            allow_direct=True,
+        )
+        try:
+            for cfg in (events, output):
+                try:
+                    await self.js.stream_info(cfg.name or "")
+                    await self.js.update_stream(cfg)
+                except nats.js.errors.NotFoundError:
+                    await self.js.add_stream(cfg)
+            await self.js.create_key_value(
+                bucket=subjects.NODES_BUCKET,
+                description="Nexus node heartbeats (liveness, not audit)",
+                history=1,
+                ttl=max(limits.node_ttl_s * 6, 60.0),
+            )
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise BusError("JetStream is not enabled on this server (start nats-server with -js)") from None
+
+    # ------------------------------------------------------------ publishing
+
+    async def publish(self, out: Outgoing, *, expected_seq: int | None = None) -> Published:
+        """Publish one event. With `expected_seq`, the server refuses it (StaleDecision)
+        unless the entity's last event is still at that sequence."""
+        headers = {"Nats-Msg-Id": out.msg_id}
+        if expected_seq is not None:
+            headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
+            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = _entity_filter(out.subject)
+        try:
+            ack = await self.js.publish(out.subject, codec.encode(out.event), headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
+                raise StaleDecision(out.subject, expected_seq) from None
+            raise BusError(f"publish to {out.subject} refused: {exc.description}", subject=out.subject) from None
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as exc:
+            raise BusError(f"no ack for {out.subject}: {type(exc).__name__}", subject=out.subject, retryable=True) from None
+        return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
+        """Publish decisions on one entity in order, each expecting the previous one."""
+        done: list[Published] = []
+        for out in outs:
+            pub = await self.publish(out, expected_seq=expected_seq)
+            done.append(pub)
+            expected_seq = pub.seq
+        return done
+
+    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
+        headers = {"Nats-Msg-Id": f"out:{job_id}:{attempt}:{number}", CHUNK_HEADER: str(number)}
+        subject = subjects.output(job_id, attempt)
+        try:
+            await self.js.publish(subject, data, headers=headers)
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"output chunk refused: {exc.description}", subject=subject) from None
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
+            raise BusError("no ack for output chunk", subject=subject, retryable=True) from None
+
+    # ------------------------------------------------------------ reading
+
+    async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:
+        """Last sequence of the stream (0 if empty), or of one subject filter."""
+        if subject is None:
+            info = await self.js.stream_info(stream)
+            return int(info.state.last_seq)
+        try:
+            msg = await self.js.get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    @contextlib.asynccontextmanager
+    async def _ordered(
+        self, subject: str, start_seq: int, stream: str, queue: asyncio.Queue[Msg]
+    ) -> AsyncIterator[None]:
+        async def on_msg(msg: Msg) -> None:
+            await queue.put(msg)
+
+        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
+        sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def records(
+        self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000
+    ) -> AsyncIterator[list[Record]]:
+        """Follow the event log from `start_seq`, forever, in batches of whatever is ready."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        async with self._ordered(subject, start_seq, subjects.EVENTS_STREAM, queue):
+            while True:
+                batch = [to_record(await queue.get())]
+                while len(batch) < batch_max and not queue.empty():
+                    batch.append(to_record(queue.get_nowait()))
+                yield batch
+
+    async def read_records(
+        self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
+        end = until_seq if until_seq is not None else await self.last_seq()
+        if end < start_seq:
+            return
+        if subject != subjects.EVENTS_ALL:
+            end = min(end, await self.last_seq(subject=subject))
+            if end == 0:
+                return
+        async for batch in self.records(start_seq, subject):
+            keep = [r for r in batch if r.seq <= end]
+            if keep:
+                yield keep
+            if batch[-1].seq >= end:
+                return
+
+    async def output_chunks(self, job_id: str, *, follow_until: Callable[[], bool] | None = None) -> AsyncIterator[OutputChunk]:
+        """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        subject = subjects.output_all(job_id)
+        try:
+            end = await self.last_seq(subjects.OUTPUT_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            end = 0
+        if end == 0 and follow_until is None:
+            return
+        async with self._ordered(subject, 1, subjects.OUTPUT_STREAM, queue):
+            while True:
+                if follow_until is None:
+                    msg = await queue.get()
+                else:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), 0.2)
+                    except TimeoutError:
+                        if follow_until():
+                            return
+                        continue
+                meta = msg.metadata
+                attempt = int(msg.subject.rsplit(".", 1)[1])
+                number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+                yield OutputChunk(seq=meta.sequence.stream, attempt=attempt, number=number, data=msg.data)
+                if follow_until is None and meta.sequence.stream >= end:
+                    return
+
+    # ------------------------------------------------------------ nodes
+
+    async def nodes_kv(self) -> KeyValue:
+        return await self.js.key_value(subjects.NODES_BUCKET)
+
+    async def put_heartbeat(self, kv: KeyValue, hb: NodeHeartbeat) -> None:
+        await kv.put(hb.node, codec.encode(hb))
+
+    async def watch_heartbeats(self, on_beat: Callable[[NodeHeartbeat], Awaitable[None]]) -> None:
+        """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put."""
+        kv = await self.nodes_kv()
+        watcher = await kv.watchall()
+        while True:
+            try:
+                entry = await watcher.updates(timeout=3600)
+            except nats.errors.TimeoutError:
+                continue
+            if entry is None or entry.value is None or entry.operation is not None:
+                continue
+            try:
+                hb = codec.decode_heartbeat(entry.value)
+            except DecodeError:
+                continue  # not ours to crash on; the bucket is not the audit trail
+            created = entry.created if isinstance(entry.created, datetime) else hb.ts
+            await on_beat(msgspec.structs.replace(hb, ts=created))
+
+    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
+        """A snapshot of the bucket, with the server's put time as `ts`."""
+        kv = await self.nodes_kv()
+        out: dict[str, NodeHeartbeat] = {}
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            return out
+        for key in keys:
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if entry.value is None:
+                continue
+            try:
+                out[key] = codec.decode_heartbeat(entry.value)
+            except DecodeError:
+                continue
+        return out
+
+
+def _entity_filter(subject: str) -> str:
+    ref = subjects.parse(subject)
+    if ref.family == "job":
+        return subjects.job_all(ref.id)
+    return ".".join(subject.split(".")[:4]) + ".>"
+
+
+def to_record(msg: Msg) -> Record:
+    """A JetStream message of NEXUS_EVENTS as a reducer record; bad payloads keep their reason."""
+    meta = msg.metadata
+    ts = meta.timestamp if meta.timestamp.tzinfo else meta.timestamp.replace(tzinfo=UTC)
+    try:
+        event = codec.decode(msg.subject, msg.data)
+    except DecodeError as exc:
+        return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, error=exc.reason)
+    return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, event=event)

@@ -1,0 +1,141 @@
+"""Shared CLI plumbing: options, connecting, error translation, output helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.bus import DEFAULT_URL, NatsBus
+from orchestrator.client import NexusClient, Rows
+from orchestrator.store import DuckDBStore
+from schemas.errors import NexusError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DATA_DIR = Path(".nexus")
+
+NatsOpt = Annotated[
+    str,
+    typer.Option("--nats", envvar="NEXUS_NATS_URL", help="NATS URL (default: the embedded server of `nexus up`).", show_default=True),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="Read this DuckDB file directly (read-only) instead of asking the running orchestrator."),
+]
+DEFAULT_NATS = DEFAULT_URL
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class CliError(NexusError):
+    """A user-facing error with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def fail(message: str, code: int = 1) -> None:
+    raise CliError(message, code)
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command; turn Nexus errors into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except CliError as exc:
+            err.print(f"nexus: error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.code) from None
+        except NexusError as exc:
+            err.print(f"nexus: error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@asynccontextmanager
+async def connect(url: str, name: str = "nexus-cli") -> AsyncIterator[NexusClient]:
+    bus = await NatsBus.connect(url, name=name)
+    try:
+        yield NexusClient(bus)
+    finally:
+        await bus.close()
+
+
+async def query(url: str, db: Path | None, sql: str, params: Sequence[Any] = ()) -> Rows:
+    """Ask the orchestrator, or read `db` directly when given."""
+    if db is not None:
+        return _query_file(db, sql, params)
+    async with connect(url) as client:
+        return await client.query(sql, params)
+
+
+def _query_file(db: Path, sql: str, params: Sequence[Any]) -> Rows:
+    if not db.exists():
+        fail(f"no such DuckDB file: {db}")
+    try:
+        store = DuckDBStore(db, read_only=True)
+    except NexusError as exc:
+        raise CliError(f"{exc} (is the orchestrator running? then leave out --db)") from None
+    try:
+        columns, rows = store.query(sql, params)
+    finally:
+        store.close()
+    return Rows(columns, [list(r) for r in rows])
+
+
+def parse_pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{what} must look like KEY=VALUE, got {item!r}", 2)
+        pairs[key] = value
+    return pairs
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value, enc_hook=str).decode() + "\n")
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def print_table(rows: Rows, *, title: str | None = None) -> None:
+    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
+    for col in rows.columns:
+        table.add_column(col, overflow="fold")
+    for row in rows.rows:
+        table.add_row(*(fmt(v) for v in row))
+    out.print(table)
+
+
+def default_user() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"

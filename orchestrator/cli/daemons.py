@@ -1,0 +1,156 @@
+"""Long-running verbs: up (everything, embedded), orchestrator, agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+
+from agent.service import Agent
+from orchestrator import logs
+from orchestrator.bus import NatsBus
+from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_pairs, run_async
+from orchestrator.embedded import EmbeddedNats
+from orchestrator.service import Orchestrator
+from orchestrator.store import DuckDBStore
+from schemas import subjects
+
+log = structlog.get_logger("nexus")
+
+LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log JSON lines instead of console text.")]
+TtlOpt = Annotated[float, typer.Option("--node-ttl", help="Seconds without heartbeat before a node is lost.", min=1)]
+
+
+async def _until_signal(*coros: asyncio.Future[None] | asyncio.Task[None]) -> None:
+    """Run tasks until SIGINT/SIGTERM or until one of them fails."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    tasks = [*coros, waiter]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _default_node() -> str:
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:64]
+    return name or "local"
+
+
+def up(
+    nats_url: Annotated[str | None, typer.Option("--nats", envvar="NEXUS_NATS_URL", help="Use this NATS server instead of starting the embedded one.")] = None,
+    data: Annotated[Path, typer.Option("--data", help="Where the embedded server and the DuckDB file live.")] = DATA_DIR,
+    port: Annotated[int, typer.Option("--port", help="Port of the embedded nats-server.")] = 4222,
+    node: Annotated[str | None, typer.Option("--node", help="Node id of the local agent (default: host name).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE of the local agent; repeatable.")] = None,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs on the local agent.", min=1)] = 4,
+    node_ttl: TtlOpt = 10.0,
+    log_level: LogOpt = "info",
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator and one agent. Ctrl-C stops all."""
+    logs.configure(log_level, json=log_json)
+    node_id = subjects.check_id(node or _default_node(), "node id")
+    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl)
+
+
+@run_async
+async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels: dict[str, str], max_jobs: int, node_ttl: float) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    server: EmbeddedNats | None = None
+    if nats_url is None:
+        server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log")
+        try:
+            nats_url = await server.start()
+        except Exception:
+            await server.stop()
+            raise
+        log.info("nats.started", url=nats_url, store=str(data / "jetstream"))
+    store = DuckDBStore(data / "nexus.duckdb")
+    bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
+    agent_bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node_id}", daemon=True)
+    orch = Orchestrator(bus, store, node_ttl_s=node_ttl)
+    agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
+    err.print(f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}. Ctrl-C stops.", highlight=False)
+    try:
+        await _until_signal(asyncio.create_task(orch.run()), asyncio.create_task(agent.run()))
+    finally:
+        await agent_bus.close()
+        await bus.close()
+        store.close()
+        if server is not None:
+            await server.stop()
+        log.info("nexus.stopped")
+
+
+def orchestrator(
+    nats_url: NatsOpt = DEFAULT_NATS,
+    db: Annotated[Path, typer.Option("--db", help="The orchestrator's DuckDB file (it is the only writer).")] = DATA_DIR / "nexus.duckdb",
+    node_ttl: TtlOpt = 10.0,
+    log_level: LogOpt = "info",
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run the orchestrator: reduce the log into DuckDB and make decisions."""
+    logs.configure(log_level, json=log_json)
+    _orchestrator(nats_url, db, node_ttl)
+
+
+@run_async
+async def _orchestrator(nats_url: str, db: Path, node_ttl: float) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = DuckDBStore(db)
+    bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
+    try:
+        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl).run()))
+    finally:
+        await bus.close()
+        store.close()
+
+
+def agent(
+    node: Annotated[str, typer.Option("--node", help="This node's id ([A-Za-z0-9_-], at most 64).", show_default=False)],
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE (e.g. env=prod); repeatable.")] = None,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", help="Jobs this node runs at once.", min=1)] = 4,
+    tool: Annotated[list[str] | None, typer.Option("--tool", help="Extra tool name to look for on PATH; repeatable.")] = None,
+    heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between heartbeats.", min=0.1)] = 2.0,
+    kill_grace: Annotated[float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL on timeout or cancel.", min=0)] = 5.0,
+    nats_url: NatsOpt = DEFAULT_NATS,
+    log_level: LogOpt = "info",
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run a node agent: take this node's dispatches and run them in a PTY."""
+    logs.configure(log_level, json=log_json)
+    subjects.check_id(node, "node id")
+    labels = parse_pairs(label, "--label")
+    _agent(nats_url, node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace)
+
+
+@run_async
+async def _agent(nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float) -> None:
+    bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node}", daemon=True)
+    try:
+        a = Agent(bus, node, labels=labels, max_jobs=max_jobs, extra_tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace)
+        await _until_signal(asyncio.create_task(a.run()))
+    finally:
+        await bus.close()
+
+

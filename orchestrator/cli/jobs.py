@@ -1,0 +1,404 @@
+"""Job verbs: run, submit, jobs, show, logs, history, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from orchestrator.cli.common import (
+    DEFAULT_NATS,
+    DbOpt,
+    JsonOpt,
+    NatsOpt,
+    connect,
+    default_user,
+    err,
+    fail,
+    fmt,
+    out,
+    parse_pairs,
+    print_json,
+    print_table,
+    query,
+    run_async,
+)
+from orchestrator.client import JOB_COLUMNS, Rows, new_job_id
+from orchestrator.core.text import text_view
+from orchestrator.core.views import Record
+from schemas import subjects
+from schemas.codec import event_type
+from schemas.events import (
+    JobAssigned,
+    JobCancelled,
+    JobExited,
+    JobFailed,
+    JobLost,
+    JobQueued,
+    JobRejected,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+)
+
+# Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
+EXIT_NEXUS = 125  # rejected, lost, or could not start
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+
+NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]
+ToolOpt = Annotated[str, typer.Option("--tool", help="Tool the node must have; bash/sh/zsh also interpret the command.")]
+CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory on the node.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE; repeatable.")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Kill the command (and its children) after this many seconds.", min=0.001)]
+PriorityOpt = Annotated[int, typer.Option("--priority", help="Higher runs first when nodes are busy.")]
+IdOpt = Annotated[str | None, typer.Option("--id", help="Job id (idempotency key); default: a new one.")]
+MetaOpt = Annotated[list[str] | None, typer.Option("--meta", help="Metadata KEY=VALUE stored with the job; repeatable.")]
+ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job to a parent job.")]
+CommandArg = Annotated[list[str], typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False)]
+
+
+def _request(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
+             env: list[str] | None, timeout: float | None, priority: int, meta: list[str] | None,
+             parent: str | None) -> JobRequested:  # fmt: skip
+    if not command:
+        fail("no command given: nexus run -- CMD ...", 2)
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    if node is not None:
+        subjects.check_id(node, "node id")
+    return JobRequested(
+        command=line,
+        tool=tool,
+        node=node,
+        labels=parse_pairs(label, "--label"),
+        working_dir=cwd,
+        env=parse_pairs(env, "--env"),
+        timeout_s=timeout,
+        priority=priority,
+        metadata=dict(parse_pairs(meta, "--meta")),
+        parent=parent,
+        requested_by=default_user(),
+    )
+
+
+def run(
+    command: CommandArg,
+    node: NodeOpt = None,
+    label: LabelOpt = None,
+    tool: ToolOpt = "bash",
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
+    timeout: TimeoutOpt = None,
+    priority: PriorityOpt = 0,
+    job_id: IdOpt = None,
+    meta: MetaOpt = None,
+    parent: ParentOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status lines on stderr.")] = False,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Submit a command, stream its output live, and exit with its exit code.
+
+    Exit codes: the command's own; 124 timed out; 130 cancelled; 128+N killed by
+    signal N; 125 rejected, lost or could not start.
+    """
+    code = _run(command, node, label, tool, cwd, env, timeout, priority, job_id, meta, parent, quiet, as_json, nats_url)
+    raise typer.Exit(code)
+
+
+@run_async
+async def _run(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
+               env: list[str] | None, timeout: float | None, priority: int, job_id: str | None,
+               meta: list[str] | None, parent: str | None, quiet: bool, as_json: bool, nats_url: str) -> int:  # fmt: skip
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent)
+    job_id = subjects.check_id(job_id or new_job_id(), "job id")
+    status = (lambda msg: None) if quiet or as_json else (lambda msg: err.print(f"[dim]nexus:[/dim] {msg}", highlight=False))
+    async with connect(nats_url) as client:
+        await client.submit(job_id, req)
+        status(f"job {job_id} submitted")
+        final: Record | None = None
+        exited: JobExited | None = None
+        output = bytearray()
+        interrupted = 0
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted += 1
+            if interrupted == 1:
+                status("cancelling (Ctrl-C again to stop following; the job goes on)")
+                asyncio.get_running_loop().create_task(client.cancel(job_id, by=default_user(), reason="Ctrl-C in nexus run"))
+            else:
+                raise KeyboardInterrupt
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            async for item in client.follow(job_id):
+                if item.output is not None:
+                    if as_json:
+                        output.extend(item.output)
+                    else:
+                        sys.stdout.buffer.write(item.output)
+                        sys.stdout.buffer.flush()
+                    continue
+                rec = item.record
+                assert rec is not None
+                ev = rec.event
+                if isinstance(ev, JobAssigned):
+                    status(f"assigned to node {ev.node} ({ev.reason})")
+                elif isinstance(ev, JobQueued):
+                    status(f"queued: {ev.reason}")
+                elif isinstance(ev, JobStarted):
+                    status(f"started on {ev.node}, pid {ev.pid}")
+                elif isinstance(ev, JobExited):
+                    exited = ev
+                elif isinstance(ev, JobRejected | JobSucceeded | JobFailed | JobTimedOut | JobCancelled | JobLost):
+                    final = rec
+        finally:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signal.SIGINT)
+    assert final is not None and final.event is not None
+    code = _exit_code(final, exited)
+    ev = final.event
+    if not isinstance(ev, JobSucceeded):
+        if isinstance(ev, JobTimedOut):
+            reason = f"after {ev.timeout_s:g}s" if ev.timeout_s else "no timeout recorded"
+        else:
+            reason = getattr(ev, "reason", "")
+        status(f"job {job_id} {event_type(ev).split('.', 1)[1]}: {reason}")
+    if as_json:
+        print_json(
+            {
+                "jobId": job_id,
+                "status": event_type(ev).split(".", 1)[1],
+                "exitCode": exited.exit_code if exited else None,
+                "exit": code,
+                "output": text_view(bytes(output)),
+            }
+        )
+    return code
+
+
+def _exit_code(final: Record, exited: JobExited | None) -> int:
+    ev = final.event
+    if isinstance(ev, JobSucceeded):
+        return ev.exit_code
+    if isinstance(ev, JobTimedOut):
+        return EXIT_TIMEOUT
+    if isinstance(ev, JobCancelled):
+        return EXIT_CANCELLED
+    if isinstance(ev, JobFailed) and exited is not None:
+        if exited.exit_code is not None:
+            return exited.exit_code
+        if exited.signal:
+            return 128 + exited.signal
+    return EXIT_NEXUS
+
+
+def submit(
+    command: CommandArg,
+    node: NodeOpt = None,
+    label: LabelOpt = None,
+    tool: ToolOpt = "bash",
+    cwd: CwdOpt = None,
+    env: EnvOpt = None,
+    timeout: TimeoutOpt = None,
+    priority: PriorityOpt = 0,
+    job_id: IdOpt = None,
+    meta: MetaOpt = None,
+    parent: ParentOpt = None,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Submit a command and print its job id, without waiting."""
+    _submit(command, node, label, tool, cwd, env, timeout, priority, job_id, meta, parent, as_json, nats_url)
+
+
+@run_async
+async def _submit(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
+                  env: list[str] | None, timeout: float | None, priority: int, job_id: str | None,
+                  meta: list[str] | None, parent: str | None, as_json: bool, nats_url: str) -> None:  # fmt: skip
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent)
+    job_id = subjects.check_id(job_id or new_job_id(), "job id")
+    async with connect(nats_url) as client:
+        seq = await client.submit(job_id, req)
+    if as_json:
+        print_json({"jobId": job_id, "seq": seq})
+    else:
+        print(job_id)
+
+
+def jobs(
+    status: Annotated[str | None, typer.Option("--status", help="Only jobs in this status.")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="Only jobs on this node.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.", min=1)] = 20,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """List jobs, newest first."""
+    _jobs(status, node, limit, as_json, db, nats_url)
+
+
+@run_async
+async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool, db: Any, nats_url: str) -> None:
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if node:
+        where.append("node = ?")
+        params.append(node)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = (
+        "SELECT job_id, status, node, exit_code, duration_ms, requested_at, command "
+        f"FROM jobs {clause} ORDER BY first_seq DESC LIMIT {int(limit)}"
+    )
+    rows = await query(nats_url, db, sql, params)
+    if as_json:
+        print_json(rows.dicts())
+    elif not rows.rows:
+        err.print("no jobs yet", highlight=False)
+    else:
+        print_table(rows)
+
+
+async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
+    rows = await query(nats_url, db, f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", [job_id])
+    if not rows.rows:
+        fail(f"no job {job_id!r}")
+    row = rows.dicts()[0]
+    for key in ("labels", "metadata"):
+        if isinstance(row.get(key), str):
+            row[key] = msgspec.json.decode(row[key])
+    return row
+
+
+def show(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Show one job's state."""
+    _show(job_id, as_json, db, nats_url)
+
+
+@run_async
+async def _show(job_id: str, as_json: bool, db: Any, nats_url: str) -> None:
+    row = await _job_row(nats_url, db, job_id)
+    if as_json:
+        print_json(row)
+        return
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        if value in (None, {}, []):
+            continue
+        out.print(f"[bold]{key:<{width}}[/bold]  {fmt(value)}", highlight=False)
+
+
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Write the raw PTY bytes (ANSI escapes and all).")] = False,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Print a job's output (text view: ANSI stripped, invalid UTF-8 replaced)."""
+    _logs(job_id, follow, raw, as_json, nats_url)
+
+
+@run_async
+async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: str) -> None:
+    subjects.check_id(job_id, "job id")
+    async with connect(nats_url) as client:
+        if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
+            fail(f"no job {job_id!r}")
+        data = bytearray()
+        if follow:
+            stream = (i.output async for i in client.follow(job_id) if i.output is not None)
+        else:
+            stream = (c.data async for c in client.bus.output_chunks(job_id))
+        async for chunk in stream:
+            if as_json:
+                data.extend(chunk)
+            elif raw:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            else:
+                sys.stdout.write(text_view(chunk))
+                sys.stdout.flush()
+    if as_json:
+        print_json({"jobId": job_id, "bytes": len(data), "text": text_view(bytes(data))})
+
+
+def history(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """A job's full event history from the log, for audits."""
+    _history(job_id, as_json, nats_url)
+
+
+@run_async
+async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
+    subjects.check_id(job_id, "job id")
+    async with connect(nats_url) as client:
+        records = await client.history(job_id)
+    if not records:
+        fail(f"no job {job_id!r}")
+    if as_json:
+        print_json([_record_json(r) for r in records])
+        return
+    rows = Rows(["seq", "ts", "type", "details"], [])
+    for r in records:
+        ts = r.event.ts if r.event is not None and r.event.ts else r.stream_ts
+        kind = event_type(r.event) if r.event is not None else "invalid"
+        rows.rows.append([r.seq, ts, kind, r.error or _summary(r)])
+    print_table(rows)
+
+
+def _record_json(r: Record) -> dict[str, Any]:
+    payload: Any
+    try:
+        payload = msgspec.json.decode(r.raw)
+    except msgspec.DecodeError:
+        payload = r.raw.decode("utf-8", errors="replace")
+    return {"seq": r.seq, "subject": r.subject, "stream_ts": r.stream_ts, "payload": payload, "error": r.error}
+
+
+def _summary(r: Record) -> str:
+    if r.event is None:
+        return ""
+    data = msgspec.to_builtins(r.event)
+    skip = {"type", "v", "ts", "env", "tests", "labels", "metadata", "argv", "candidates"}
+    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, "", [], {}))
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Cancel a job: drop it if queued, kill its process tree if running."""
+    _cancel(job_id, reason, nats_url)
+
+
+@run_async
+async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
+    subjects.check_id(job_id, "job id")
+    async with connect(nats_url) as client:
+        if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
+            fail(f"no job {job_id!r}")
+        await client.cancel(job_id, by=default_user(), reason=reason)
+    err.print(f"cancel requested for {job_id}", highlight=False)

@@ -1,0 +1,145 @@
+"""State verbs: sql, replay, nodes, schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from orchestrator.cli.common import DEFAULT_NATS, DbOpt, JsonOpt, NatsOpt, connect, err, fail, print_json, print_table, query, run_async
+from orchestrator.client import Rows
+from orchestrator.projection import Projection
+from orchestrator.store import DuckDBStore
+from schemas import export
+
+
+def sql(
+    statement: Annotated[str, typer.Argument(help='One SELECT, e.g. "SELECT status, count(*) FROM jobs GROUP BY 1".', show_default=False)],
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Run read-only SQL against the state (asks the running orchestrator; --db reads a file)."""
+    _sql(statement, as_json, db, nats_url)
+
+
+@run_async
+async def _sql(statement: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    rows = await query(nats_url, db, statement)
+    if as_json:
+        print_json(rows.dicts())
+    else:
+        print_table(rows)
+
+
+def _parse_until(value: str | None) -> tuple[int | None, datetime | None]:
+    if value is None:
+        return None, None
+    if value.isdigit():
+        return int(value), None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--until takes a sequence number or an ISO time, got {value!r}", 2)
+    return None, when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def replay(
+    db: Annotated[Path, typer.Option("--db", help="New DuckDB file to build (must not exist unless --force).")],
+    until: Annotated[str | None, typer.Option("--until", help="Stop after this stream sequence, or at this ISO time.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Rebuild the state from the event log into a new DuckDB file (audit replay)."""
+    _replay(db, until, force, as_json, nats_url)
+
+
+@run_async
+async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
+    until_seq, until_ts = _parse_until(until)
+    if db.exists():
+        if not force:
+            fail(f"{db} exists; replay builds a new file (use --force to overwrite)")
+        db.unlink()
+        Path(f"{db}.wal").unlink(missing_ok=True)
+    async with connect(nats_url) as client:
+        end = await client.bus.last_seq()
+        if until_seq is not None:
+            end = min(end, until_seq)
+        store = DuckDBStore(db)
+        projection = Projection(store)
+        try:
+            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=as_json) as bar:
+                task = bar.add_task("replay", total=end)
+                if end > 0:
+                    async for batch in client.bus.read_records(until_seq=end):
+                        if until_ts is not None:
+                            batch = [r for r in batch if r.stream_ts <= until_ts]
+                        if batch:
+                            projection.apply_batch(batch)
+                        bar.update(task, completed=batch[-1].seq if batch else end)
+                        if until_ts is not None and len(batch) == 0:
+                            break
+            counts = store.query("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), (SELECT count(*) FROM nodes)")[1][0]
+        finally:
+            store.close()
+    summary: dict[str, Any] = {"db": str(db), "last_seq": projection.applied_seq, "events": counts[0], "jobs": counts[1], "nodes": counts[2]}
+    if as_json:
+        print_json(summary)
+    else:
+        err.print(
+            f"replayed {summary['events']} events up to seq {summary['last_seq']} into {db}: "
+            f"{summary['jobs']} jobs, {summary['nodes']} nodes",
+            highlight=False,
+        )
+
+
+def nodes(
+    as_json: JsonOpt = False,
+    ttl: Annotated[float, typer.Option("--ttl", help="Seconds without heartbeat after which a node counts as offline.")] = 10.0,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Registered nodes: tools, labels, load and liveness (from their heartbeats)."""
+    _nodes(as_json, ttl, nats_url)
+
+
+@run_async
+async def _nodes(as_json: bool, ttl: float, nats_url: str) -> None:
+    async with connect(nats_url) as client:
+        beats = await client.bus.heartbeats()
+    now = datetime.now(UTC)
+    items = []
+    for node_id, hb in sorted(beats.items()):
+        age = (now - hb.ts).total_seconds()
+        items.append(
+            {
+                "node": node_id,
+                "live": age <= ttl,
+                "last_seen_s": round(age, 1),
+                "active_jobs": hb.active_jobs,
+                "max_jobs": hb.max_jobs,
+                "labels": hb.labels,
+                "tools": hb.tools,
+                "hostname": hb.hostname,
+            }
+        )
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        err.print("no nodes have sent a heartbeat (start one with `nexus agent --node ID`)", highlight=False)
+        return
+    rows = Rows(["node", "live", "load", "labels", "last seen", "tools"], [])
+    for i in items:
+        labels = ",".join(f"{k}={v}" for k, v in i["labels"].items())
+        rows.rows.append([i["node"], "yes" if i["live"] else "NO", f"{i['active_jobs']}/{i['max_jobs']}", labels, f"{i['last_seen_s']}s ago", " ".join(i["tools"])])
+    print_table(rows)
+
+
+def schema() -> None:
+    """Print the JSON Schema of every event."""
+    export.main()

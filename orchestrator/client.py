@@ -1,0 +1,137 @@
+"""NexusClient: what the CLI (and any Python caller) does against a running Nexus.
+
+Submitting and following go straight to JetStream; state questions go to the
+orchestrator over `nexus.rpc.query`, so nobody needs DuckDB's single-writer lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from orchestrator.bus import CHUNK_HEADER, NatsBus
+from orchestrator.core.decide import Outgoing
+from orchestrator.core.views import Record
+from orchestrator.errors import OrchestratorUnavailable, QueryError
+from orchestrator.bus import to_record
+from schemas import codec, subjects
+from schemas.events import TERMINAL_JOB_EVENTS, JobCancelRequested, JobExited, JobRequested
+from schemas.rpc import QueryRequest
+
+JOB_COLUMNS = (
+    "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
+    "requested_at, finished_at, requested_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
+)
+
+
+def new_job_id() -> str:
+    """Sortable by time, unique enough across publishers: `j-<ms hex>-<random>`."""
+    return f"j-{int(time.time() * 1000):x}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Rows:
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+@dataclass(frozen=True)
+class FollowItem:
+    """Either an event record or an output chunk of the job being followed."""
+
+    record: Record | None = None
+    output: bytes | None = None
+    attempt: int = 0
+
+
+class NexusClient:
+    def __init__(self, bus: NatsBus) -> None:
+        self.bus = bus
+
+    async def submit(self, job_id: str, req: JobRequested) -> int:
+        """Publish `requested`; returns its stream sequence. Same id twice = one job."""
+        out = Outgoing(subjects.job(job_id, "requested"), req, f"job:{job_id}:requested:1")
+        return (await self.bus.publish(out)).seq
+
+    async def cancel(self, job_id: str, *, by: str | None, reason: str | None) -> None:
+        ev = JobCancelRequested(requested_by=by, reason=reason)
+        n = secrets.token_hex(4)
+        await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{n}"))
+
+    async def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0) -> Rows:
+        req = QueryRequest(sql=sql, params=list(params))
+        try:
+            msg = await self.bus.nc.request(subjects.RPC_QUERY, codec.encode(req), timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise OrchestratorUnavailable(self.bus.url) from None
+        except nats.errors.TimeoutError:
+            raise QueryError(f"the orchestrator did not answer within {timeout_s:g}s") from None
+        result = codec.decode_query_result(msg.data)
+        if result.error:
+            raise QueryError(result.error)
+        return Rows(result.columns, result.rows)
+
+    async def history(self, job_id: str) -> list[Record]:
+        records: list[Record] = []
+        async for batch in self.bus.read_records(subjects.job_all(job_id)):
+            records.extend(batch)
+        return records
+
+    async def follow(self, job_id: str, *, from_seq: int = 1) -> AsyncIterator[FollowItem]:
+        """Events and output of one job, live, in order per kind, until it ends and
+        all output announced by `exited` has arrived."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            await queue.put(msg)
+
+        js = self.bus.js
+        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+        ev_sub = await js.subscribe(subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=cfg, cb=on_msg)
+        out_sub = await js.subscribe(subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True, config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL), cb=on_msg)
+        chunks: dict[int, int] = {}
+        expected: dict[int, int] = {}
+        final_attempt: int | None = None
+        ended = False
+        drain_deadline: float | None = None
+        try:
+            while True:
+                if ended and (final_attempt is None or chunks.get(final_attempt, 0) >= expected.get(final_attempt, 0)):
+                    return
+                timeout = None if drain_deadline is None else max(drain_deadline - time.monotonic(), 0.0)
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    return  # output announced but never stored (e.g. expired); stop rather than hang
+                if msg.subject.startswith("nexus.out."):
+                    attempt = int(msg.subject.rsplit(".", 1)[1])
+                    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+                    chunks[attempt] = max(chunks.get(attempt, 0), number)
+                    yield FollowItem(output=msg.data, attempt=attempt)
+                    continue
+                rec = to_record(msg)
+                if rec.seq < from_seq:
+                    continue
+                if isinstance(rec.event, JobExited):
+                    expected[rec.event.attempt] = rec.event.chunks
+                    final_attempt = rec.event.attempt
+                if isinstance(rec.event, TERMINAL_JOB_EVENTS):
+                    ended = True
+                    drain_deadline = time.monotonic() + 10.0
+                yield FollowItem(record=rec)
+        finally:
+            for sub in (ev_sub, out_sub):
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()

@@ -1,0 +1,236 @@
+"""The reducer: a deterministic fold of log records into job and node views.
+
+`apply(jobs, nodes, record)` returns what changed; the projection writes it.
+No clock, no random ids, no I/O: rebuilding from sequence 1 gives the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import assert_never
+
+import msgspec
+
+from orchestrator.core.views import JobView, NodeView, Record
+from schemas import subjects
+from schemas.codec import event_type
+from schemas.errors import InvalidSubject
+from schemas.events import (
+    JobAccepted,
+    JobAssigned,
+    JobCancel,
+    JobCancelled,
+    JobCancelRequested,
+    JobDispatch,
+    JobEvent,
+    JobExited,
+    JobFailed,
+    JobLost,
+    JobQueued,
+    JobRejected,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+    NodeEvent,
+    NodeLost,
+    NodeRegistered,
+)
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the `events` table."""
+
+    seq: int
+    subject: str
+    type: str
+    ts: datetime
+    job_id: str | None
+    node_id: str | None
+    pipeline_id: str | None
+    payload: str
+    error: str | None
+
+
+class Applied(msgspec.Struct, frozen=True, kw_only=True):
+    row: EventRow
+    job: JobView | None = None
+    node: NodeView | None = None
+
+
+def apply(jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], rec: Record) -> Applied:
+    """Fold one record. `jobs`/`nodes` must hold the views of the ids the record names."""
+    ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
+    try:
+        ref: subjects.SubjectRef | None = subjects.parse(rec.subject)
+    except InvalidSubject:
+        ref = None
+    job_id = ref.id if ref and ref.family == "job" else None
+    node_id = ref.id if ref and ref.family == "node" else (ref.node if ref else None)
+    pipeline_id = ref.id if ref and ref.family == "pipeline" else None
+
+    error = rec.error
+    job: JobView | None = None
+    node: NodeView | None = None
+    if rec.event is None or ref is None:
+        etype = ref.type if ref else "invalid"
+        if error is None:
+            error = "subject is not a Nexus event subject"
+    else:
+        etype = event_type(rec.event)
+        ev = rec.event
+        if isinstance(ev, NodeRegistered | NodeLost):
+            node = evolve_node(nodes.get(ref.id), ref.id, ev, ts, rec.seq)
+        elif job_id is not None:
+            before = jobs.get(job_id)
+            job, error = evolve_job(before, job_id, ev, ts, rec.seq)
+            if job is not None:
+                node_id = node_id or job.node
+    payload = rec.raw.decode("utf-8", errors="replace")
+    row = EventRow(
+        seq=rec.seq,
+        subject=rec.subject,
+        type=etype,
+        ts=ts,
+        job_id=job_id,
+        node_id=node_id,
+        pipeline_id=pipeline_id,
+        payload=payload,
+        error=error,
+    )
+    return Applied(row=row, job=job, node=node)
+
+
+def evolve_job(
+    job: JobView | None, job_id: str, ev: JobEvent | NodeEvent, ts: datetime, seq: int
+) -> tuple[JobView | None, str | None]:
+    """Next view of one job, and a note when the event changes nothing."""
+    if isinstance(ev, JobRequested):
+        if job is not None:
+            return None, "duplicate job.requested: the job already exists, ignored"
+        return (
+            JobView(
+                job_id=job_id,
+                status="requested",
+                command=ev.command,
+                tool=ev.tool,
+                requested_node=ev.node,
+                labels=dict(ev.labels),
+                working_dir=ev.working_dir,
+                env=dict(ev.env),
+                timeout_s=ev.timeout_s,
+                priority=ev.priority,
+                tests=list(ev.tests),
+                parent=ev.parent,
+                metadata=dict(ev.metadata),
+                requested_by=ev.requested_by,
+                requested_at=ts,
+                first_seq=seq,
+                last_seq=seq,
+            ),
+            None,
+        )
+    if job is None:
+        if isinstance(ev, JobRejected):
+            # A requested payload that never decoded: the rejection is the job's only record.
+            return (
+                JobView(
+                    job_id=job_id,
+                    status="rejected",
+                    command="",
+                    reason=ev.reason,
+                    requested_at=ts,
+                    finished_at=ts,
+                    first_seq=seq,
+                    last_seq=seq,
+                ),
+                None,
+            )
+        return None, "event for an unknown job, ignored"
+
+    job = msgspec.structs.replace(job, last_seq=seq)
+    was_terminal = job.terminal
+    match ev:
+        case JobRejected():
+            _finish(job, "rejected", ts, ev.reason)
+        case JobQueued():
+            job.status = "queued"
+            job.reason = ev.reason
+        case JobAssigned():
+            job.status = "assigned"
+            job.node = ev.node
+            job.attempt = ev.attempt
+            job.assigned_at = ts
+            job.reason = ev.reason
+        case JobDispatch():
+            job.status = "dispatched"
+        case JobAccepted():
+            job.status = "accepted"
+            job.accepted_at = ts
+            job.instance = ev.instance
+        case JobStarted():
+            job.status = "running"
+            job.started_at = ts
+        case JobExited():
+            job.status = "exited"
+            job.exit_code = ev.exit_code
+            job.signal = ev.signal
+            job.killed_by = ev.killed_by
+            job.duration_ms = ev.duration_ms
+            job.output_bytes = ev.output_bytes
+            job.chunks = ev.chunks
+            job.exited_at = ts
+            if ev.error:
+                job.reason = ev.error
+        case JobSucceeded():
+            _finish(job, "succeeded", ts, None)
+        case JobFailed():
+            _finish(job, "failed", ts, ev.reason)
+        case JobTimedOut():
+            _finish(job, "timed_out", ts, f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out")
+        case JobCancelRequested():
+            job.cancel_requested = True
+        case JobCancel():
+            job.cancel_sent = True
+        case JobCancelled():
+            _finish(job, "cancelled", ts, ev.reason)
+        case JobLost():
+            _finish(job, "lost", ts, ev.reason)
+        case NodeRegistered() | NodeLost() | JobRequested():
+            return None, "not a job event"
+        case _:
+            assert_never(ev)
+    if was_terminal and job.terminal is False:
+        return None, "event after the job ended, ignored"
+    return job, None
+
+
+def _finish(job: JobView, status: str, ts: datetime, reason: str | None) -> None:
+    if job.terminal:
+        return
+    job.status = status  # type: ignore[assignment]
+    job.finished_at = ts
+    if reason is not None:
+        job.reason = reason
+
+
+def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime, seq: int) -> NodeView:
+    view = NodeView(node_id=node_id) if node is None else msgspec.structs.replace(node)
+    view.last_seq = seq
+    match ev:
+        case NodeRegistered():
+            view.status = "online"
+            view.tools = list(ev.tools)
+            view.labels = dict(ev.labels)
+            view.max_jobs = ev.max_jobs
+            view.hostname = ev.hostname
+            view.version = ev.version
+            view.registered_at = ts
+            view.lost_at = None
+        case NodeLost():
+            view.status = "lost"
+            view.lost_at = ts
+        case _:
+            assert_never(ev)
+    return view

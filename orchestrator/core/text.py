@@ -1,0 +1,16 @@
+"""The text view of raw PTY output: ANSI escapes stripped, CRLF folded, bad UTF-8 replaced.
+
+The raw bytes stay in NEXUS_OUTPUT; this is only how people and regex tests read them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and two-byte escapes.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def text_view(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return _ANSI.sub("", text).replace("\r\n", "\n")

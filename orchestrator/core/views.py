@@ -1,0 +1,98 @@
+"""Read models folded from the event log: one `JobView` per job, one `NodeView` per node."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from schemas.events import Event, JobTest, MetaValue
+
+JobStatus = Literal[
+    "requested",
+    "rejected",
+    "queued",
+    "assigned",
+    "dispatched",
+    "accepted",
+    "running",
+    "exited",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "lost",
+]
+TERMINAL: frozenset[str] = frozenset({"rejected", "succeeded", "failed", "timed_out", "cancelled", "lost"})
+# States in which a job holds a slot on its node.
+ON_NODE: frozenset[str] = frozenset({"assigned", "dispatched", "accepted", "running"})
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of NEXUS_EVENTS as the reducer sees it.
+
+    `event` is None when the payload did not decode; `error` then says why.
+    `stream_ts` is the server's timestamp, used when the payload has no `ts`.
+    """
+
+    seq: int
+    subject: str
+    stream_ts: datetime
+    raw: bytes
+    event: Event | None = None
+    error: str | None = None
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    job_id: str
+    status: JobStatus
+    command: str
+    tool: str = "bash"
+    requested_node: str | None = None
+    node: str | None = None
+    labels: dict[str, str] = {}
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    timeout_s: float | None = None
+    priority: int = 0
+    tests: list[JobTest] = []
+    parent: str | None = None
+    metadata: dict[str, MetaValue] = {}
+    requested_by: str | None = None
+    attempt: int = 0
+    instance: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    killed_by: str | None = None
+    reason: str | None = None
+    duration_ms: int | None = None
+    output_bytes: int = 0
+    chunks: int = 0
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    requested_at: datetime | None = None
+    assigned_at: datetime | None = None
+    accepted_at: datetime | None = None
+    started_at: datetime | None = None
+    exited_at: datetime | None = None
+    finished_at: datetime | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class NodeView(msgspec.Struct, kw_only=True):
+    node_id: str
+    status: Literal["online", "lost"] = "online"
+    tools: list[str] = []
+    labels: dict[str, str] = {}
+    max_jobs: int = 1
+    hostname: str = ""
+    version: str = ""
+    registered_at: datetime | None = None
+    lost_at: datetime | None = None
+    last_seq: int = 0

@@ -1,0 +1,53 @@
+"""Projection: folds batches of log records into memory and the DuckDB store.
+
+Shared by the orchestrator (live) and `nexus replay` (rebuild into a new file).
+Only non-terminal jobs stay in memory; a record about an older job loads its
+view from the store first, so the fold is the same as one over the whole log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator.core import reducer
+from orchestrator.core.views import TERMINAL, JobView, NodeView, Record
+from orchestrator.store import DuckDBStore
+
+
+class Projection:
+    def __init__(self, store: DuckDBStore, on_ignored: Callable[[Record, str], None] | None = None) -> None:
+        self.store = store
+        self.on_ignored = on_ignored
+        self.applied_seq = store.checkpoint()
+        self.jobs: dict[str, JobView] = store.active_jobs(TERMINAL)
+        self.nodes: dict[str, NodeView] = store.all_nodes()
+
+    def apply_batch(self, batch: list[Record]) -> dict[str, JobView]:
+        """Fold a batch and store it with the checkpoint in one transaction; returns changed jobs."""
+        batch = [r for r in batch if r.seq > self.applied_seq]
+        if not batch:
+            return {}
+        missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
+        self.jobs.update(self.store.load_jobs(j for j in missing if j))
+        rows = []
+        dirty_jobs: dict[str, JobView] = {}
+        dirty_nodes: dict[str, NodeView] = {}
+        for rec in batch:
+            applied = reducer.apply(self.jobs, self.nodes, rec)
+            rows.append(applied.row)
+            if applied.row.error and self.on_ignored:
+                self.on_ignored(rec, applied.row.error)
+            if applied.job is not None:
+                self.jobs[applied.job.job_id] = dirty_jobs[applied.job.job_id] = applied.job
+            if applied.node is not None:
+                self.nodes[applied.node.node_id] = dirty_nodes[applied.node.node_id] = applied.node
+        self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq)
+        self.applied_seq = batch[-1].seq
+        for job_id in [j for j, v in self.jobs.items() if v.terminal]:
+            del self.jobs[job_id]
+        return dirty_jobs
+
+
+def job_id_of(subject: str) -> str | None:
+    parts = subject.split(".")
+    return parts[3] if len(parts) > 4 and parts[:3] == ["nexus", "evt", "job"] else None

@@ -1,0 +1,227 @@
+"""The orchestrator process: projection, decisions and the query responder.
+
+    log (NEXUS_EVENTS) --ordered consumer--> reducer --> DuckDBStore (rows + checkpoint)
+                                               |
+                                  decisions (pure) --> NatsBus.publish_chain (optimistic concurrency)
+
+Decisions are re-derived from state, never remembered: after a restart the
+projection resumes at its checkpoint and every pending job is decided again;
+the server refuses a decision whose job has moved on (StaleDecision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import structlog
+from nats.aio.msg import Msg
+
+from orchestrator.bus import NatsBus, StreamLimits
+from orchestrator.core import decide
+from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
+from orchestrator.projection import Projection, job_id_of
+from orchestrator.errors import BusError, QueryError, StaleDecision
+from orchestrator.store import DuckDBStore, run_query
+from schemas import codec, subjects
+from schemas.errors import DecodeError, InvalidSubject
+from schemas.events import JobAssigned, JobRejected, NodeHeartbeat
+from schemas.rpc import QueryResult
+
+log = structlog.get_logger("nexus.orchestrator")
+
+TICK_S = 1.0
+
+
+class Orchestrator:
+    def __init__(self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0) -> None:
+        self.bus = bus
+        self.store = store
+        self.node_ttl_s = node_ttl_s
+        self.projection = Projection(store, on_ignored=_log_ignored)
+        self.beats: dict[str, NodeHeartbeat] = {}
+        # job id -> (node, seq of our last publish): decisions the projection has not seen yet.
+        self.inflight: dict[str, tuple[str | None, int]] = {}
+        self.node_inflight: dict[str, int] = {}
+        self.started_at = datetime.now(UTC)
+        self.caught_up = asyncio.Event()
+        self._decide_lock = asyncio.Lock()
+        self._undecodable_requests: list[Record] = []
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        await self.bus.ensure_streams(StreamLimits(node_ttl_s=self.node_ttl_s))
+        log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
+        sub = await self.bus.nc.subscribe(subjects.RPC_QUERY, queue="nexus-orchestrator", cb=self._on_query)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._project(), name="project")
+                tg.create_task(self.bus.watch_heartbeats(self._on_beat), name="heartbeats")
+                tg.create_task(self._tick(), name="tick")
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    @property
+    def jobs(self) -> dict[str, JobView]:
+        return self.projection.jobs
+
+    @property
+    def nodes(self) -> dict[str, NodeView]:
+        return self.projection.nodes
+
+    @property
+    def applied_seq(self) -> int:
+        return self.projection.applied_seq
+
+    # ------------------------------------------------------------ projection
+
+    async def _project(self) -> None:
+        end = await self.bus.last_seq()
+        if self.applied_seq >= end:
+            self.caught_up.set()
+        async for batch in self.bus.records(self.applied_seq + 1):
+            touched = self.apply_batch(batch)
+            if not self.caught_up.is_set() and self.applied_seq >= end:
+                self.caught_up.set()
+                log.info("orchestrator.caught_up", seq=self.applied_seq)
+            await self.decide_jobs(touched)
+
+    def apply_batch(self, batch: list[Record]) -> set[str]:
+        """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
+        changed = self.projection.apply_batch(batch)
+        for job_id, job in changed.items():
+            if job.terminal:
+                log.info("job.finished", job_id=job_id, status=job.status, exit_code=job.exit_code)
+        # A `requested` payload that never decoded still needs its rejection published.
+        for rec in batch:
+            job_id = job_id_of(rec.subject)
+            if rec.event is None and rec.subject.endswith(".requested") and job_id and job_id not in changed:
+                if not self.store.load_jobs([job_id]):
+                    self._undecodable_requests.append(rec)
+        return set(changed)
+
+    # ------------------------------------------------------------ decisions
+
+    def _fleet(self) -> decide.Fleet:
+        load: dict[str, int] = {}
+        for job_id, job in self.jobs.items():
+            node = job.node if job.status in ON_NODE else None
+            pending = self.inflight.get(job_id)
+            if pending and pending[1] > job.last_seq and pending[0]:
+                node = pending[0]
+            if node:
+                load[node] = load.get(node, 0) + 1
+        return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s)
+
+    async def decide_jobs(self, touched: Iterable[str]) -> None:
+        if not self.caught_up.is_set():
+            return
+        async with self._decide_lock:
+            await self._publish_rejections()
+            ids = set(touched) | {j for j, v in self.jobs.items() if v.status == "queued"}
+            jobs = sorted(
+                (self.jobs[j] for j in ids if j in self.jobs),
+                key=lambda v: (-v.priority, v.first_seq),
+            )
+            now = datetime.now(UTC)
+            fleet = self._fleet()
+            for job in jobs:
+                pending = self.inflight.get(job.job_id)
+                if pending and pending[1] > job.last_seq:
+                    continue  # our last decision is not folded in yet
+                self.inflight.pop(job.job_id, None)
+                outs = decide.decide_job(job, fleet, now)
+                if outs:
+                    await self._publish(job, outs)
+
+    async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
+        node = next((o.event.node for o in outs if isinstance(o.event, JobAssigned)), None)
+        try:
+            done = await self.bus.publish_chain(outs, expected_seq=job.last_seq)
+        except StaleDecision:
+            log.debug("decision.stale", job_id=job.job_id, expected=job.last_seq)
+            return
+        except BusError as exc:
+            log.error("decision.publish_failed", job_id=job.job_id, error=str(exc))
+            return
+        self.inflight[job.job_id] = (node, done[-1].seq)
+        for out in outs:
+            log.info("job.decided", job_id=job.job_id, kind=codec.event_type(out.event), node=node)
+
+    async def _publish_rejections(self) -> None:
+        while self._undecodable_requests:
+            rec = self._undecodable_requests.pop(0)
+            try:
+                ref = subjects.parse(rec.subject)
+            except InvalidSubject:
+                continue  # no valid job id to reject; the events row keeps the reason
+            ev = JobRejected(
+                ts=datetime.now(UTC),
+                code="invalid_payload",
+                reason=f"payload does not decode: {rec.error}",
+                raw=rec.raw.decode("utf-8", errors="replace")[:4096],
+            )
+            out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, f"job:{ref.id}:rejected:{rec.seq}")
+            try:
+                await self.bus.publish(out, expected_seq=rec.seq)
+            except StaleDecision:
+                pass
+            except BusError as exc:
+                log.error("decision.publish_failed", job_id=ref.id, error=str(exc))
+
+    async def _on_beat(self, hb: NodeHeartbeat) -> None:
+        first = hb.node not in self.beats
+        self.beats[hb.node] = hb
+        if first:
+            log.info("node.seen", node=hb.node, tools=len(hb.tools), max_jobs=hb.max_jobs)
+        await self.decide_nodes([hb.node])
+        if first:
+            await self.decide_jobs(())
+
+    async def decide_nodes(self, node_ids: Iterable[str]) -> None:
+        if not self.caught_up.is_set():
+            return
+        now = datetime.now(UTC)
+        for node_id in node_ids:
+            view = self.nodes.get(node_id)
+            seq = view.last_seq if view else 0
+            if self.node_inflight.get(node_id, 0) > seq:
+                continue
+            for out in decide.decide_node(view, self.beats.get(node_id), now, self.node_ttl_s, self.started_at):
+                try:
+                    pub = await self.bus.publish(out, expected_seq=seq)
+                    self.node_inflight[node_id] = pub.seq
+                    log.info("node.decided", node=node_id, kind=codec.event_type(out.event))
+                except StaleDecision:
+                    pass
+                except BusError as exc:
+                    log.error("decision.publish_failed", node=node_id, error=str(exc))
+
+    async def _tick(self) -> None:
+        await self.caught_up.wait()
+        while True:
+            await self.decide_nodes(set(self.nodes) | set(self.beats))
+            await self.decide_jobs(list(self.jobs))
+            await asyncio.sleep(TICK_S)
+
+    # ------------------------------------------------------------ queries
+
+    async def _on_query(self, msg: Msg) -> None:
+        try:
+            req = codec.decode_query_request(msg.data)
+            cursor = self.store.con.cursor()  # made here: DuckDB connections are not shared across threads
+            try:
+                columns, rows = await asyncio.to_thread(run_query, cursor, req.sql, req.params)
+            finally:
+                cursor.close()
+            result = QueryResult(columns=columns, rows=[list(r) for r in rows], checkpoint=self.applied_seq)
+        except (DecodeError, QueryError) as exc:
+            result = QueryResult(error=str(exc), checkpoint=self.applied_seq)
+        await msg.respond(codec.encode(result))
+
+
+def _log_ignored(rec: Record, reason: str) -> None:
+    log.warning("event.ignored", seq=rec.seq, subject=rec.subject, reason=reason)

@@ -1,0 +1,165 @@
+"""DuckDBStore: the projection of the event log into DuckDB tables.
+
+The orchestrator is the only writer. Each batch of records is written in one
+transaction together with the last applied stream sequence (the checkpoint),
+so a restart resumes exactly after what was stored. Rows are loaded
+column-wise (`unnest` of one list per column), not one row at a time.
+
+Tables are documented in docs/state.md.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+
+from orchestrator.core.reducer import EventRow
+from orchestrator.core.views import JobView, NodeView
+from orchestrator.errors import QueryError
+
+CHECKPOINT = "events"
+
+_SQL_TYPES = {int: "BIGINT", str: "VARCHAR", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMPTZ"}
+
+
+def _column_type(tp: Any) -> str:
+    """SQL type of a view field: scalars map directly, Literals are text, the rest is JSON."""
+    if isinstance(tp, types.UnionType):  # `X | None`
+        (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is typing.Literal:
+        return "VARCHAR"
+    return _SQL_TYPES.get(tp, "JSON")
+
+
+class _Table:
+    """Column layout of a msgspec Struct as a DuckDB table, and conversions both ways."""
+
+    def __init__(self, name: str, struct: type[msgspec.Struct], key: str) -> None:
+        self.name = name
+        self.struct = struct
+        self.key = key
+        hints = typing.get_type_hints(struct, include_extras=False)
+        self.columns = [(f.name, _column_type(hints[f.name])) for f in msgspec.structs.fields(struct)]
+
+    def ddl(self) -> str:
+        cols = ", ".join(f"{n} {t}{' PRIMARY KEY' if n == self.key else ''}" for n, t in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"
+
+    def upsert(self, con: duckdb.DuckDBPyConnection, rows: Sequence[msgspec.Struct], *, replace: bool = True) -> None:
+        if not rows:
+            return
+        lists: list[list[Any]] = [[] for _ in self.columns]
+        for row in rows:
+            for i, (name, sqltype) in enumerate(self.columns):
+                value = getattr(row, name)
+                if sqltype == "JSON":
+                    value = msgspec.json.encode(value).decode()
+                lists[i].append(value)
+        select = ", ".join(f"unnest(?::{t}[])" for _, t in self.columns)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        con.execute(f"{verb} INTO {self.name} SELECT {select}", lists)
+
+    def decode(self, names: Sequence[str], values: Sequence[Any]) -> Any:
+        kinds = dict(self.columns)
+        data = {n: (msgspec.json.decode(v) if kinds.get(n) == "JSON" and v is not None else v) for n, v in zip(names, values, strict=True)}
+        return msgspec.convert(data, self.struct, strict=False)
+
+
+EVENTS = _Table("events", EventRow, "seq")
+JOBS = _Table("jobs", JobView, "job_id")
+NODES = _Table("nodes", NodeView, "node_id")
+
+
+class DuckDBStore:
+    """Owns one DuckDB file. Not thread-safe for writes; queries use their own cursor."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            raise QueryError(f"cannot open {self.path}: {exc}") from None
+        self.con.execute("SET TimeZone='UTC'")
+        if not read_only:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        for table in (EVENTS, JOBS, NODES):
+            self.con.execute(table.ddl())
+        self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def checkpoint(self) -> int:
+        row = self.con.execute("SELECT seq FROM checkpoint WHERE name = ?", [CHECKPOINT]).fetchone()
+        return int(row[0]) if row else 0
+
+    def write_batch(
+        self, rows: Sequence[EventRow], jobs: Iterable[JobView], nodes: Iterable[NodeView], last_seq: int
+    ) -> None:
+        """Store one batch and move the checkpoint, atomically."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            EVENTS.upsert(con, rows, replace=False)
+            JOBS.upsert(con, list(jobs))
+            NODES.upsert(con, list(nodes))
+            con.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", [CHECKPOINT, last_seq])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def load_jobs(self, job_ids: Iterable[str]) -> dict[str, JobView]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        cur = self.con.execute("SELECT * FROM jobs WHERE job_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+        return self._views(cur, JOBS)
+
+    def active_jobs(self, terminal: Iterable[str]) -> dict[str, JobView]:
+        cur = self.con.execute("SELECT * FROM jobs WHERE status NOT IN (SELECT unnest(?::VARCHAR[]))", [list(terminal)])
+        return self._views(cur, JOBS)
+
+    def all_nodes(self) -> dict[str, NodeView]:
+        return self._views(self.con.execute("SELECT * FROM nodes"), NODES)
+
+    @staticmethod
+    def _views(cur: duckdb.DuckDBPyConnection, table: _Table) -> dict[str, Any]:
+        names = [d[0] for d in cur.description or []]
+        out = {}
+        for values in cur.fetchall():
+            view = table.decode(names, values)
+            out[getattr(view, table.key)] = view
+        return out
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run read-only SQL; anything but SELECT is refused."""
+        return run_query(self.con, sql, params)
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0]) from None
+    if len(statements) != 1:
+        raise QueryError("give exactly one SQL statement")
+    if statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise QueryError(f"only SELECT queries are allowed here, not {statements[0].type.name}")
+    try:
+        cur = con.execute(sql, list(params))
+        names = [d[0] for d in cur.description or []]
+        return names, cur.fetchall()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0]) from None

@@ -1,0 +1,255 @@
+"""Every event on the Nexus bus, as msgspec Structs in one tagged union.
+
+The tag is the `type` field (`"job.requested"`, ...) and must agree with the
+subject the event is published on (see `schemas.subjects`). Evolution rules:
+new fields get defaults, no field changes type, a breaking change is a new kind.
+Unknown fields are ignored on decode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC time")]
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MetaValue = str | int | float | bool | None
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=False):
+    """Envelope shared by every event: `type` (the tag), `v` and `ts`."""
+
+    v: int = SCHEMA_VERSION
+    ts: Timestamp | None = None
+
+
+# ---------------------------------------------------------------- job tests
+
+
+class ExitCodeTest(msgspec.Struct, frozen=True, kw_only=True, tag="exit_code", tag_field="type"):
+    """The job's exit code must equal `expected`."""
+
+    expected: int = 0
+
+
+class OutputContainsTest(msgspec.Struct, frozen=True, kw_only=True, tag="output_contains", tag_field="type"):
+    """A regex that must (or, negated, must not) match the job's text output."""
+
+    pattern: str
+    stream: Literal["stdout"] = "stdout"
+    negate: bool = False
+
+
+class FileExistsTest(msgspec.Struct, frozen=True, kw_only=True, tag="file_exists", tag_field="type"):
+    """A path that must exist on the job's node, checked by its agent."""
+
+    path: str
+
+
+class HttpOkTest(msgspec.Struct, frozen=True, kw_only=True, tag="http_ok", tag_field="type"):
+    """A URL that must answer 2xx within `timeout_s`, checked from the node."""
+
+    url: str
+    timeout_s: float = 5.0
+
+
+class CommandTest(msgspec.Struct, frozen=True, kw_only=True, tag="command", tag_field="type"):
+    """Another command on the same node that must exit 0."""
+
+    command: str
+    timeout_s: float = 60.0
+
+
+JobTest = ExitCodeTest | OutputContainsTest | FileExistsTest | HttpOkTest | CommandTest
+
+
+# ---------------------------------------------------------------- job events
+
+
+class JobRequested(_Event, tag="job.requested"):
+    """Someone asks for a command to run. The job id (in the subject) is the idempotency key."""
+
+    command: str
+    tool: str = "bash"
+    node: Id | None = None
+    labels: dict[str, str] = {}
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    priority: int = 0
+    tests: list[JobTest] = []
+    parent: Id | None = None
+    metadata: dict[str, MetaValue] = {}
+    requested_by: str | None = None
+
+
+class JobRejected(_Event, tag="job.rejected"):
+    """The job will not run. `code` is machine-readable, `reason` is for people."""
+
+    code: str
+    reason: str
+    raw: str | None = None
+
+
+class JobQueued(_Event, tag="job.queued"):
+    """No node can take the job now; it waits for capacity."""
+
+    reason: str
+
+
+class JobAssigned(_Event, tag="job.assigned"):
+    """The orchestrator picked a node for an attempt."""
+
+    node: Id
+    attempt: int = 1
+    candidates: list[str] = []
+    reason: str = ""
+
+
+class JobDispatch(_Event, tag="job.dispatch"):
+    """The command for one agent (the node is in the subject). It stays in the log."""
+
+    attempt: int
+    tool: str
+    command: str
+    argv: list[str]
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    timeout_s: float | None = None
+
+
+class JobAccepted(_Event, tag="job.accepted"):
+    """The agent took the dispatch; from here the command may have run."""
+
+    node: Id
+    attempt: int
+    instance: str = ""
+
+
+class JobStarted(_Event, tag="job.started"):
+    """The process is running in a PTY on the node."""
+
+    node: Id
+    attempt: int
+    pid: int
+
+
+class JobExited(_Event, tag="job.exited"):
+    """The process ended (or could not start: `error`). Facts from the node."""
+
+    node: Id
+    attempt: int
+    exit_code: int | None = None
+    signal: int | None = None
+    duration_ms: int = 0
+    output_bytes: int = 0
+    chunks: int = 0
+    killed_by: Literal["timeout", "cancel"] | None = None
+    error: str | None = None
+
+
+class JobSucceeded(_Event, tag="job.succeeded"):
+    attempt: int
+    exit_code: int = 0
+
+
+class JobFailed(_Event, tag="job.failed"):
+    attempt: int
+    reason: str
+    exit_code: int | None = None
+
+
+class JobTimedOut(_Event, tag="job.timed_out"):
+    """The orchestrator's verdict on an attempt the agent killed at its timeout."""
+
+    attempt: int
+    timeout_s: float | None = None
+
+
+class JobCancelRequested(_Event, tag="job.cancel_requested"):
+    requested_by: str | None = None
+    reason: str | None = None
+
+
+class JobCancel(_Event, tag="job.cancel"):
+    """Kill request to one agent (node in the subject)."""
+
+    attempt: int
+
+
+class JobCancelled(_Event, tag="job.cancelled"):
+    reason: str = "cancelled"
+
+
+class JobLost(_Event, tag="job.lost"):
+    """The node vanished while the job was on it: outcome unknown, never re-run silently."""
+
+    node: Id
+    attempt: int
+    reason: str
+
+
+# ---------------------------------------------------------------- node events
+
+
+class NodeRegistered(_Event, tag="node.registered"):
+    """A node was first seen (or came back, or changed its capabilities)."""
+
+    tools: list[str] = []
+    labels: dict[str, str] = {}
+    max_jobs: int = 1
+    hostname: str = ""
+    version: str = ""
+
+
+class NodeLost(_Event, tag="node.lost"):
+    """A node's heartbeat expired."""
+
+    reason: str
+    last_seen: Timestamp | None = None
+
+
+JobEvent = (
+    JobRequested
+    | JobRejected
+    | JobQueued
+    | JobAssigned
+    | JobDispatch
+    | JobAccepted
+    | JobStarted
+    | JobExited
+    | JobSucceeded
+    | JobFailed
+    | JobTimedOut
+    | JobCancelRequested
+    | JobCancel
+    | JobCancelled
+    | JobLost
+)
+NodeEvent = NodeRegistered | NodeLost
+Event = JobEvent | NodeEvent
+
+TERMINAL_JOB_EVENTS = (JobRejected, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
+
+
+# ---------------------------------------------------------------- not events
+
+
+class NodeHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """Value of a node's key in the `nexus-nodes` KV bucket. Liveness only, not audit."""
+
+    node: Id
+    ts: Timestamp
+    tools: list[str] = []
+    labels: dict[str, str] = {}
+    max_jobs: int = 1
+    active_jobs: int = 0
+    hostname: str = ""
+    version: str = ""
+    interval_s: float = 2.0
+    instance: str = ""
+    running: list[str] = []

@@ -1,0 +1,110 @@
+"""Subject builders and the parser for Nexus subjects (DESIGN.md section 3).
+
+Every subject in the code base is built here, never with ad-hoc f-strings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from schemas.errors import InvalidId, InvalidSubject
+
+EVENTS_STREAM = "NEXUS_EVENTS"
+OUTPUT_STREAM = "NEXUS_OUTPUT"
+NODES_BUCKET = "nexus-nodes"
+
+EVENTS_ALL = "nexus.evt.>"
+OUTPUT_ALL = "nexus.out.>"
+RPC_QUERY = "nexus.rpc.query"
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+Family = Literal["job", "pipeline", "node"]
+
+
+def is_valid_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not is_valid_id(value):
+        raise InvalidId(value, what)
+    return value
+
+
+def job(job_id: str, kind: str) -> str:
+    """`nexus.evt.job.<job_id>.<kind>`."""
+    return f"nexus.evt.job.{check_id(job_id, 'job id')}.{kind}"
+
+
+def job_all(job_id: str) -> str:
+    """Every event of one job: `nexus.evt.job.<job_id>.>`."""
+    return f"nexus.evt.job.{check_id(job_id, 'job id')}.>"
+
+
+def dispatch(job_id: str, node_id: str) -> str:
+    return f"nexus.evt.job.{check_id(job_id, 'job id')}.dispatch.{check_id(node_id, 'node id')}"
+
+
+def cancel(job_id: str, node_id: str) -> str:
+    return f"nexus.evt.job.{check_id(job_id, 'job id')}.cancel.{check_id(node_id, 'node id')}"
+
+
+def agent_filters(node_id: str) -> list[str]:
+    """What one agent's durable consumer filters on: its dispatches and cancels."""
+    check_id(node_id, "node id")
+    return [f"nexus.evt.job.*.dispatch.{node_id}", f"nexus.evt.job.*.cancel.{node_id}"]
+
+
+def pipeline(pipeline_id: str, kind: str) -> str:
+    return f"nexus.evt.pipeline.{check_id(pipeline_id, 'pipeline id')}.{kind}"
+
+
+def node(node_id: str, kind: str) -> str:
+    return f"nexus.evt.node.{check_id(node_id, 'node id')}.{kind}"
+
+
+def output(job_id: str, attempt: int) -> str:
+    """Raw PTY output of one attempt of a job."""
+    return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}"
+
+
+def output_all(job_id: str) -> str:
+    return f"nexus.out.{check_id(job_id, 'job id')}.*"
+
+
+class SubjectRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What a subject on the event stream names."""
+
+    family: Family
+    id: str
+    kind: str
+    node: str | None = None
+
+    @property
+    def type(self) -> str:
+        """The payload `type` this subject carries, e.g. `job.exited`."""
+        return f"{self.family}.{self.kind}"
+
+
+def parse(subject: str) -> SubjectRef:
+    """Parse an event subject; raises InvalidSubject for anything else."""
+    parts = subject.split(".")
+    if len(parts) < 5 or parts[0] != "nexus" or parts[1] != "evt":
+        raise InvalidSubject(subject, "not of the form nexus.evt.<family>.<id>.<kind>")
+    family, ident, kind = parts[2], parts[3], parts[4]
+    if family not in ("job", "pipeline", "node"):
+        raise InvalidSubject(subject, f"unknown family {family!r}")
+    if not is_valid_id(ident):
+        raise InvalidSubject(subject, f"invalid {family} id {ident!r}")
+    node_id: str | None = None
+    if family == "job" and kind in ("dispatch", "cancel"):
+        if len(parts) != 6 or not is_valid_id(parts[5]):
+            raise InvalidSubject(subject, f"{kind} needs exactly one node id after it")
+        node_id = parts[5]
+    elif len(parts) != 5:
+        raise InvalidSubject(subject, "too many tokens")
+    return SubjectRef(family=family, id=ident, kind=kind, node=node_id)  # type: ignore[arg-type]
