@@ -156,10 +156,7 @@ def _collect(
     roots = {
         st.pid
         for st in stats
-        if st.pgrp == leader
-        or st.session == leader
-        or st.pid == leader
-        or (tty is not None and st.tty_nr == tty)
+        if st.pgrp == leader or st.session == leader or st.pid == leader or (tty is not None and st.tty_nr == tty)
     }
     if tty is not None:
         roots.update(pid for pid in tty_holders(tty) if pid in by_pid)
@@ -180,9 +177,7 @@ def _alive(targets: dict[int, ProcStat]) -> dict[int, ProcStat]:
     return {pid: st for pid, st in targets.items() if _same(read_stat(pid), st)}
 
 
-def _signal(
-    leader: int, targets: dict[int, ProcStat], sig: signal.Signals, *, group: bool
-) -> None:
+def _signal(leader: int, targets: dict[int, ProcStat], sig: signal.Signals, *, group: bool) -> None:
     # The group signal also reaches members forked after the last scan.
     if group or any(st.pgrp == leader for st in targets.values()):
         # Safe even after the leader was reaped: the kernel does not recycle
@@ -195,9 +190,7 @@ def _signal(
                 os.kill(pid, sig)
 
 
-async def _wait_gone(
-    targets: dict[int, ProcStat], timeout_s: float
-) -> dict[int, ProcStat]:
+async def _wait_gone(targets: dict[int, ProcStat], timeout_s: float) -> dict[int, ProcStat]:
     deadline = time.monotonic() + timeout_s
     alive = _alive(targets)
     while alive and (remaining := deadline - time.monotonic()) > 0:
@@ -206,9 +199,7 @@ async def _wait_gone(
     return alive
 
 
-async def _terminate(
-    leader: int, grace_s: float, *, include_leader: bool, tty: int | None = None
-) -> None:
+async def _terminate(leader: int, grace_s: float, *, include_leader: bool, tty: int | None = None) -> None:
     targets = _collect(leader, {}, include_leader=include_leader, tty=tty)
     _signal(leader, targets, signal.SIGTERM, group=include_leader)
     # A stopped process only acts on SIGTERM once it is continued.

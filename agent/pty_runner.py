@@ -108,9 +108,7 @@ class PtyRunner:
                 await on_started(pid)
             # Started only now so no chunk can overtake on_started.
             reader.start()
-            delivery = asyncio.create_task(
-                _deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s)
-            )
+            delivery = asyncio.create_task(_deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s))
             killed_by = await _supervise(spec, reaper.exited, delivery, cancel, started)
             if killed_by is not None:
                 await process_tree.kill_tree(pid, spec.kill_grace_s, tty=tty)
@@ -195,7 +193,10 @@ def _spawn(spec: RunSpec, argv: list[str]) -> Any:
             dimensions=(spec.rows, spec.cols),
             preexec_fn=prepare_child,
         )
-    except OSError as e:
+    except Exception as e:
+        # Broad on purpose: ptyprocess re-raises an error from the child's
+        # preexec_fn or exec by class *name*, as a plain Exception for
+        # non-builtin classes such as termios.error.
         raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
 
 
@@ -226,9 +227,7 @@ class _Reaper:
         self._loop = loop
         self._pid = pid
         self.exited: asyncio.Future[tuple[int | None, float]] = loop.create_future()
-        threading.Thread(
-            target=self._wait, name=f"pty-reaper-{pid}", daemon=True
-        ).start()
+        threading.Thread(target=self._wait, name=f"pty-reaper-{pid}", daemon=True).start()
 
     def _wait(self) -> None:
         status: int | None
@@ -336,9 +335,7 @@ class _PtyReader:
             self.changed.set()
 
 
-async def _deliver(
-    reader: _PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float
-) -> None:
+async def _deliver(reader: _PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float) -> None:
     """Hand buffered bytes to ``on_output`` in order, coalesced into chunks."""
 
     async def emit(n: int) -> None:
@@ -401,9 +398,7 @@ async def _supervise(
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 return "timeout"
-            done, _ = await asyncio.wait(
-                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if exited in done:
                 return None
             if cancelled in done:

@@ -44,9 +44,7 @@ async def run(argv: list[str], **kw: Any) -> tuple[RunResult, Output]:
     return result, out
 
 
-async def wait_until(
-    predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S
-) -> None:
+async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
