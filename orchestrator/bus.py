@@ -75,15 +75,18 @@ class NatsBus:
             return None
 
         try:
-            nc = await nats.connect(
-                url,
-                name=name,
-                connect_timeout=timeout_s,
-                allow_reconnect=daemon,
-                max_reconnect_attempts=-1 if daemon else 0,
-                reconnect_time_wait=1,
-                error_cb=_quiet,
-            )
+            # nats-py retries forever with max_reconnect_attempts=0, so a CLI asks
+            # for one retry and an overall deadline instead.
+            async with asyncio.timeout(None if daemon else timeout_s * 3):
+                nc = await nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=timeout_s,
+                    allow_reconnect=daemon,
+                    max_reconnect_attempts=-1 if daemon else 1,
+                    reconnect_time_wait=1 if daemon else 0.1,
+                    error_cb=_quiet,
+                )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
         return cls(nc, url)

@@ -108,7 +108,8 @@ def evolve_job(
     """Next view of one job, and a note when the event changes nothing."""
     if isinstance(ev, JobRequested):
         if job is not None:
-            return None, "duplicate job.requested: the job already exists, ignored"
+            # Still advance last_seq: decisions expect the job's last subject sequence.
+            return _touched(job, seq), "duplicate job.requested: the job already exists, ignored"
         return (
             JobView(
                 job_id=job_id,
@@ -149,7 +150,8 @@ def evolve_job(
             )
         return None, "event for an unknown job, ignored"
 
-    job = msgspec.structs.replace(job, last_seq=seq)
+    before = job
+    job = _touched(job, seq)
     was_terminal = job.terminal
     match ev:
         case JobRejected():
@@ -201,9 +203,13 @@ def evolve_job(
             return None, "not a job event"
         case _:
             assert_never(ev)
-    if was_terminal and job.terminal is False:
-        return None, "event after the job ended, ignored"
+    if was_terminal and not job.terminal:
+        return _touched(before, seq), "event after the job ended, ignored"
     return job, None
+
+
+def _touched(job: JobView, seq: int) -> JobView:
+    return msgspec.structs.replace(job, last_seq=seq)
 
 
 def _finish(job: JobView, status: str, ts: datetime, reason: str | None) -> None:
