@@ -276,8 +276,11 @@ class NatsBus:
     async def put_heartbeat(self, kv: KeyValue, hb: NodeHeartbeat) -> None:
         await kv.put(hb.node, codec.encode(hb))
 
-    async def watch_heartbeats(self, on_beat: Callable[[NodeHeartbeat], Awaitable[None]]) -> None:
-        """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put."""
+    async def watch_heartbeats(
+        self, on_beat: Callable[[NodeHeartbeat], Awaitable[None]], on_snapshot: Callable[[], None] | None = None
+    ) -> None:
+        """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put.
+        `on_snapshot` is called once the heartbeats stored so far have all been delivered."""
         kv = await self.nodes_kv()
         watcher = await kv.watchall()
         while True:
@@ -285,7 +288,12 @@ class NatsBus:
                 entry = await watcher.updates(timeout=3600)
             except nats.errors.TimeoutError:
                 continue
-            if entry is None or entry.value is None or entry.operation is not None:
+            if entry is None:
+                if on_snapshot is not None:
+                    on_snapshot()
+                    on_snapshot = None
+                continue
+            if entry.value is None or entry.operation is not None:
                 continue
             try:
                 hb = codec.decode_heartbeat(entry.value)
@@ -293,6 +301,9 @@ class NatsBus:
                 continue  # not ours to crash on; the bucket is not the audit trail
             created = entry.created if isinstance(entry.created, datetime) else hb.ts
             await on_beat(msgspec.structs.replace(hb, ts=created))
+            if on_snapshot is not None and entry.delta == 0:
+                on_snapshot()
+                on_snapshot = None
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         """A snapshot of the bucket, with the server's put time as `ts`."""

@@ -47,6 +47,9 @@ class Orchestrator:
         self.node_inflight: dict[str, int] = {}
         self.started_at = datetime.now(UTC)
         self.caught_up = asyncio.Event()
+        # Set once the stored heartbeats are known: before that, "no node has the
+        # tool" would only mean "not heard from yet".
+        self.fleet_known = asyncio.Event()
         self._decide_lock = asyncio.Lock()
         self._undecodable_requests: list[Record] = []
 
@@ -58,7 +61,7 @@ class Orchestrator:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._project(), name="project")
-                tg.create_task(self.bus.watch_heartbeats(self._on_beat), name="heartbeats")
+                tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
                 tg.create_task(self._tick(), name="tick")
         finally:
             with contextlib.suppress(Exception):
@@ -117,7 +120,7 @@ class Orchestrator:
         return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s)
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
-        if not self.caught_up.is_set():
+        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
             return
         async with self._decide_lock:
             await self._publish_rejections()
@@ -182,7 +185,7 @@ class Orchestrator:
             await self.decide_jobs(())
 
     async def decide_nodes(self, node_ids: Iterable[str]) -> None:
-        if not self.caught_up.is_set():
+        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
             return
         now = datetime.now(UTC)
         for node_id in node_ids:
@@ -202,6 +205,7 @@ class Orchestrator:
 
     async def _tick(self) -> None:
         await self.caught_up.wait()
+        await self.fleet_known.wait()
         while True:
             await self.decide_nodes(set(self.nodes) | set(self.beats))
             await self.decide_jobs(list(self.jobs))

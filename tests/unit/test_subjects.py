@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from schemas import subjects
@@ -80,7 +82,7 @@ def test_invalid_ids_are_rejected(bad: str) -> None:
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 @pytest.mark.parametrize("build", ID_BUILDERS)
-def test_every_builder_validates_its_ids(build, bad: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_builder_validates_its_ids(build: Callable[[str], object], bad: str) -> None:
     with pytest.raises(InvalidId):
         build(bad)
 

@@ -1,0 +1,28 @@
+# `make run` and `make test` set everything up on a fresh machine (Python 3.11+).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed  ## nats-server + orchestrator + one agent, in the foreground
+	$(VENV)/bin/nexus up
+
+test: $(VENV)/.installed  ## the whole suite: unit and integration
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy schemas orchestrator/core
+
+bench: $(VENV)/.installed
+	$(PY) bench/run_latency.py
+
+clean:
+	rm -rf $(VENV) .nexus
