@@ -9,6 +9,7 @@ or outdated dispatch fails that check and is acked without running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -90,6 +91,8 @@ class Agent:
                 tg.create_task(self._beat(kv))
                 tg.create_task(self._consume(sub))
         finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
             for task in list(self._tasks):
                 task.cancel()
             for run in self.running.values():

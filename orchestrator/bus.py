@@ -91,9 +91,14 @@ class NatsBus:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
         return cls(nc, url)
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Drain (flush what was published), but never hang on it: a pull request
+        in flight can keep a drain waiting for nats-py's full drain timeout."""
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout_s)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
 
     # ------------------------------------------------------------ setup
 
@@ -233,12 +238,13 @@ class NatsBus:
             end = min(end, await self.last_seq(subject=subject))
             if end == 0:
                 return
-        async for batch in self.records(start_seq, subject):
-            keep = [r for r in batch if r.seq <= end]
-            if keep:
-                yield keep
-            if batch[-1].seq >= end:
-                return
+        async with contextlib.aclosing(self.records(start_seq, subject)) as batches:
+            async for batch in batches:
+                keep = [r for r in batch if r.seq <= end]
+                if keep:
+                    yield keep
+                if batch[-1].seq >= end:
+                    return
 
     async def output_chunks(self, job_id: str, *, follow_until: Callable[[], bool] | None = None) -> AsyncIterator[OutputChunk]:
         """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end."""

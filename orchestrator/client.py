@@ -18,11 +18,10 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from orchestrator.bus import CHUNK_HEADER, NatsBus
+from orchestrator.bus import CHUNK_HEADER, NatsBus, to_record
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
 from orchestrator.errors import OrchestratorUnavailable, QueryError
-from orchestrator.bus import to_record
 from schemas import codec, subjects
 from schemas.events import TERMINAL_JOB_EVENTS, JobCancelRequested, JobExited, JobRequested
 from schemas.rpc import QueryRequest
@@ -98,9 +97,15 @@ class NexusClient:
             await queue.put(msg)
 
         js = self.bus.js
-        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-        ev_sub = await js.subscribe(subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=cfg, cb=on_msg)
-        out_sub = await js.subscribe(subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True, config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL), cb=on_msg)
+        def everything() -> api.ConsumerConfig:
+            return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+
+        ev_sub = await js.subscribe(
+            subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=everything(), cb=on_msg
+        )
+        out_sub = await js.subscribe(
+            subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True, config=everything(), cb=on_msg
+        )
         chunks: dict[int, int] = {}
         expected: dict[int, int] = {}
         final_attempt: int | None = None

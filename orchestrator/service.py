@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from nats.aio.msg import Msg
@@ -22,8 +22,8 @@ from nats.aio.msg import Msg
 from orchestrator.bus import NatsBus, StreamLimits
 from orchestrator.core import decide
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
-from orchestrator.projection import Projection, job_id_of
 from orchestrator.errors import BusError, QueryError, StaleDecision
+from orchestrator.projection import Projection, job_id_of
 from orchestrator.store import DuckDBStore, run_query
 from schemas import codec, subjects
 from schemas.errors import DecodeError, InvalidSubject
@@ -101,9 +101,9 @@ class Orchestrator:
         # A `requested` payload that never decoded still needs its rejection published.
         for rec in batch:
             job_id = job_id_of(rec.subject)
-            if rec.event is None and rec.subject.endswith(".requested") and job_id and job_id not in changed:
-                if not self.store.load_jobs([job_id]):
-                    self._undecodable_requests.append(rec)
+            undecodable_request = rec.event is None and rec.subject.endswith(".requested")
+            if undecodable_request and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
+                self._undecodable_requests.append(rec)
         return set(changed)
 
     # ------------------------------------------------------------ decisions
@@ -117,7 +117,8 @@ class Orchestrator:
                 node = pending[0]
             if node:
                 load[node] = load.get(node, 0) + 1
-        return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s)
+        warming_until = self.started_at + timedelta(seconds=self.node_ttl_s)
+        return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s, warming_until=warming_until)
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
         if not (self.caught_up.is_set() and self.fleet_known.is_set()):

@@ -16,7 +16,8 @@ import msgspec
 SCHEMA_VERSION = 1
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC time")]
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# (?!\n) because a Python `$` also matches before a final newline.
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$")]
 MetaValue = str | int | float | bool | None
 
 
@@ -70,7 +71,7 @@ JobTest = ExitCodeTest | OutputContainsTest | FileExistsTest | HttpOkTest | Comm
 # ---------------------------------------------------------------- job events
 
 
-class JobRequested(_Event, tag="job.requested"):
+class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     """Someone asks for a command to run. The job id (in the subject) is the idempotency key."""
 
     command: str
@@ -87,7 +88,7 @@ class JobRequested(_Event, tag="job.requested"):
     requested_by: str | None = None
 
 
-class JobRejected(_Event, tag="job.rejected"):
+class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
     """The job will not run. `code` is machine-readable, `reason` is for people."""
 
     code: str
@@ -95,13 +96,13 @@ class JobRejected(_Event, tag="job.rejected"):
     raw: str | None = None
 
 
-class JobQueued(_Event, tag="job.queued"):
+class JobQueued(_Event, frozen=True, kw_only=True, tag="job.queued"):
     """No node can take the job now; it waits for capacity."""
 
     reason: str
 
 
-class JobAssigned(_Event, tag="job.assigned"):
+class JobAssigned(_Event, frozen=True, kw_only=True, tag="job.assigned"):
     """The orchestrator picked a node for an attempt."""
 
     node: Id
@@ -110,7 +111,7 @@ class JobAssigned(_Event, tag="job.assigned"):
     reason: str = ""
 
 
-class JobDispatch(_Event, tag="job.dispatch"):
+class JobDispatch(_Event, frozen=True, kw_only=True, tag="job.dispatch"):
     """The command for one agent (the node is in the subject). It stays in the log."""
 
     attempt: int
@@ -122,7 +123,7 @@ class JobDispatch(_Event, tag="job.dispatch"):
     timeout_s: float | None = None
 
 
-class JobAccepted(_Event, tag="job.accepted"):
+class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
     """The agent took the dispatch; from here the command may have run."""
 
     node: Id
@@ -130,7 +131,7 @@ class JobAccepted(_Event, tag="job.accepted"):
     instance: str = ""
 
 
-class JobStarted(_Event, tag="job.started"):
+class JobStarted(_Event, frozen=True, kw_only=True, tag="job.started"):
     """The process is running in a PTY on the node."""
 
     node: Id
@@ -138,7 +139,7 @@ class JobStarted(_Event, tag="job.started"):
     pid: int
 
 
-class JobExited(_Event, tag="job.exited"):
+class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
     """The process ended (or could not start: `error`). Facts from the node."""
 
     node: Id
@@ -152,40 +153,40 @@ class JobExited(_Event, tag="job.exited"):
     error: str | None = None
 
 
-class JobSucceeded(_Event, tag="job.succeeded"):
+class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
     attempt: int
     exit_code: int = 0
 
 
-class JobFailed(_Event, tag="job.failed"):
+class JobFailed(_Event, frozen=True, kw_only=True, tag="job.failed"):
     attempt: int
     reason: str
     exit_code: int | None = None
 
 
-class JobTimedOut(_Event, tag="job.timed_out"):
+class JobTimedOut(_Event, frozen=True, kw_only=True, tag="job.timed_out"):
     """The orchestrator's verdict on an attempt the agent killed at its timeout."""
 
     attempt: int
     timeout_s: float | None = None
 
 
-class JobCancelRequested(_Event, tag="job.cancel_requested"):
+class JobCancelRequested(_Event, frozen=True, kw_only=True, tag="job.cancel_requested"):
     requested_by: str | None = None
     reason: str | None = None
 
 
-class JobCancel(_Event, tag="job.cancel"):
+class JobCancel(_Event, frozen=True, kw_only=True, tag="job.cancel"):
     """Kill request to one agent (node in the subject)."""
 
     attempt: int
 
 
-class JobCancelled(_Event, tag="job.cancelled"):
+class JobCancelled(_Event, frozen=True, kw_only=True, tag="job.cancelled"):
     reason: str = "cancelled"
 
 
-class JobLost(_Event, tag="job.lost"):
+class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
     """The node vanished while the job was on it: outcome unknown, never re-run silently."""
 
     node: Id
@@ -196,7 +197,7 @@ class JobLost(_Event, tag="job.lost"):
 # ---------------------------------------------------------------- node events
 
 
-class NodeRegistered(_Event, tag="node.registered"):
+class NodeRegistered(_Event, frozen=True, kw_only=True, tag="node.registered"):
     """A node was first seen (or came back, or changed its capabilities)."""
 
     tools: list[str] = []
@@ -206,7 +207,7 @@ class NodeRegistered(_Event, tag="node.registered"):
     version: str = ""
 
 
-class NodeLost(_Event, tag="node.lost"):
+class NodeLost(_Event, frozen=True, kw_only=True, tag="node.lost"):
     """A node's heartbeat expired."""
 
     reason: str

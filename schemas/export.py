@@ -8,11 +8,17 @@ import msgspec
 
 from schemas.events import Event, NodeHeartbeat
 
+_EVENT_NAMES = {cls.__name__ for cls in typing.get_args(Event)}
+
 
 def json_schema() -> dict[str, typing.Any]:
-    (events, heartbeat), components = msgspec.json.schema_components(
+    (events, _heartbeat), components = msgspec.json.schema_components(
         [Event, NodeHeartbeat], ref_template="#/$defs/{name}"
     )
+    for name, definition in components.items():
+        # The decoder takes the type from the subject, so publishers may leave `type` out.
+        if name in _EVENT_NAMES and "type" in definition.get("required", []):
+            definition["required"] = [f for f in definition["required"] if f != "type"]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Nexus events",

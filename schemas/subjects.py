@@ -21,6 +21,7 @@ OUTPUT_ALL = "nexus.out.>"
 RPC_QUERY = "nexus.rpc.query"
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 Family = Literal["job", "pipeline", "node"]
 
@@ -96,6 +97,8 @@ def parse(subject: str) -> SubjectRef:
     if len(parts) < 5 or parts[0] != "nexus" or parts[1] != "evt":
         raise InvalidSubject(subject, "not of the form nexus.evt.<family>.<id>.<kind>")
     family, ident, kind = parts[2], parts[3], parts[4]
+    if not _KIND.fullmatch(kind):
+        raise InvalidSubject(subject, f"invalid kind {kind!r}")
     if family not in ("job", "pipeline", "node"):
         raise InvalidSubject(subject, f"unknown family {family!r}")
     if not is_valid_id(ident):

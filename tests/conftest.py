@@ -75,7 +75,7 @@ class Stack:
         return orch
 
     async def stop_orchestrator(self) -> None:
-        orch, task, bus, store = self.orchestrators.pop()
+        _orch, task, bus, store = self.orchestrators.pop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -98,7 +98,7 @@ class Stack:
         return agent
 
     async def stop_agent(self, node: str) -> None:
-        agent, task, bus = self.agents.pop(node)
+        _agent, task, bus = self.agents.pop(node)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

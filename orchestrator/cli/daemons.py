@@ -57,7 +57,10 @@ def _default_node() -> str:
 
 
 def up(
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="NEXUS_NATS_URL", help="Use this NATS server instead of starting the embedded one.")] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option("--nats", envvar="NEXUS_NATS_URL", help="Use this NATS server instead of starting the embedded one."),
+    ] = None,
     data: Annotated[Path, typer.Option("--data", help="Where the embedded server and the DuckDB file live.")] = DATA_DIR,
     port: Annotated[int, typer.Option("--port", help="Port of the embedded nats-server.")] = 4222,
     node: Annotated[str | None, typer.Option("--node", help="Node id of the local agent (default: host name).")] = None,
@@ -90,9 +93,10 @@ async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels:
     agent_bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node_id}", daemon=True)
     orch = Orchestrator(bus, store, node_ttl_s=node_ttl)
     agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
-    err.print(f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}. Ctrl-C stops.", highlight=False)
     try:
-        await _until_signal(asyncio.create_task(orch.run()), asyncio.create_task(agent.run()))
+        tasks = [asyncio.create_task(orch.run()), asyncio.create_task(agent.run())]
+        ready = asyncio.create_task(_announce(orch, agent, f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}."))
+        await _until_signal(*tasks, ready)
     finally:
         await agent_bus.close()
         await bus.close()
@@ -100,6 +104,17 @@ async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels:
         if server is not None:
             await server.stop()
         log.info("nexus.stopped")
+
+
+async def _announce(orch: Orchestrator, agent: Agent, message: str) -> None:
+    """Say "up" once a job submitted now would be placed on the local agent."""
+    await orch.caught_up.wait()
+    await orch.fleet_known.wait()
+    await agent.ready.wait()
+    while agent.node_id not in orch.nodes:
+        await asyncio.sleep(0.05)
+    err.print(f"{message} Ctrl-C stops.", highlight=False)
+    await asyncio.Event().wait()
 
 
 def orchestrator(
@@ -132,7 +147,9 @@ def agent(
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Jobs this node runs at once.", min=1)] = 4,
     tool: Annotated[list[str] | None, typer.Option("--tool", help="Extra tool name to look for on PATH; repeatable.")] = None,
     heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between heartbeats.", min=0.1)] = 2.0,
-    kill_grace: Annotated[float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL on timeout or cancel.", min=0)] = 5.0,
+    kill_grace: Annotated[
+        float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL on timeout or cancel.", min=0)
+    ] = 5.0,
     nats_url: NatsOpt = DEFAULT_NATS,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
@@ -145,7 +162,9 @@ def agent(
 
 
 @run_async
-async def _agent(nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float) -> None:
+async def _agent(
+    nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float
+) -> None:
     bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node}", daemon=True)
     try:
         a = Agent(bus, node, labels=labels, max_jobs=max_jobs, extra_tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace)

@@ -58,12 +58,17 @@ LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node 
 ToolOpt = Annotated[str, typer.Option("--tool", help="Tool the node must have; bash/sh/zsh also interpret the command.")]
 CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory on the node.")]
 EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE; repeatable.")]
-TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Kill the command (and its children) after this many seconds.", min=0.001)]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Kill the command (and its children) after this many seconds.", min=0.001)
+]
 PriorityOpt = Annotated[int, typer.Option("--priority", help="Higher runs first when nodes are busy.")]
 IdOpt = Annotated[str | None, typer.Option("--id", help="Job id (idempotency key); default: a new one.")]
 MetaOpt = Annotated[list[str] | None, typer.Option("--meta", help="Metadata KEY=VALUE stored with the job; repeatable.")]
 ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job to a parent job.")]
-CommandArg = Annotated[list[str], typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False)]
+CommandArg = Annotated[
+    list[str],
+    typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False),
+]
 
 
 def _request(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,

@@ -87,7 +87,9 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
             counts = store.query("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), (SELECT count(*) FROM nodes)")[1][0]
         finally:
             store.close()
-    summary: dict[str, Any] = {"db": str(db), "last_seq": projection.applied_seq, "events": counts[0], "jobs": counts[1], "nodes": counts[2]}
+    summary: dict[str, Any] = {
+        "db": str(db), "last_seq": projection.applied_seq, "events": counts[0], "jobs": counts[1], "nodes": counts[2]
+    }  # fmt: skip
     if as_json:
         print_json(summary)
     else:
@@ -136,7 +138,8 @@ async def _nodes(as_json: bool, ttl: float, nats_url: str) -> None:
     rows = Rows(["node", "live", "load", "labels", "last seen", "tools"], [])
     for i in items:
         labels = ",".join(f"{k}={v}" for k, v in i["labels"].items())
-        rows.rows.append([i["node"], "yes" if i["live"] else "NO", f"{i['active_jobs']}/{i['max_jobs']}", labels, f"{i['last_seen_s']}s ago", " ".join(i["tools"])])
+        load = f"{i['active_jobs']}/{i['max_jobs']}"
+        rows.rows.append([i["node"], "yes" if i["live"] else "NO", load, labels, f"{i['last_seen_s']}s ago", " ".join(i["tools"])])
     print_table(rows)
 
 

@@ -52,6 +52,12 @@ class Fleet:
     heartbeats: Mapping[str, NodeHeartbeat]
     load: dict[str, int] = field(default_factory=dict)
     ttl_s: float = 10.0
+    # Until one TTL after the orchestrator started, a node we have not heard
+    # from may simply not have sent its first heartbeat yet: wait, don't reject.
+    warming_until: datetime | None = None
+
+    def warming(self, now: datetime) -> bool:
+        return self.warming_until is not None and now < self.warming_until
 
     def is_live(self, node_id: str, now: datetime) -> bool:
         hb = self.heartbeats.get(node_id)
@@ -94,6 +100,8 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
 def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     if job.requested_node is not None:
         target = job.requested_node
+        if not fleet.is_live(target, now) and fleet.warming(now):
+            return []
         if target not in fleet.views and target not in fleet.heartbeats:
             return _reject(job, now, "unknown_node", f"node {target!r} is not registered")
         if not fleet.is_live(target, now):
@@ -110,6 +118,8 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
             and all(hb.labels.get(k) == v for k, v in job.labels.items())
         )
         if not candidates:
+            if fleet.warming(now):
+                return []
             sel = f" with labels {job.labels}" if job.labels else ""
             return _reject(job, now, "no_capable_node", f"no live node{sel} has tool {job.tool!r}")
     free = [n for n in candidates if fleet.load.get(n, 0) < fleet.heartbeats[n].max_jobs]

@@ -164,7 +164,8 @@ def evolve_job(
             job.node = ev.node
             job.attempt = ev.attempt
             job.assigned_at = ts
-            job.reason = ev.reason
+            job.placement = ev.reason
+            job.reason = None
         case JobDispatch():
             job.status = "dispatched"
         case JobAccepted():

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 
-# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and two-byte escapes.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), then any other escape:
+# ESC, intermediates (0x20-0x2F, e.g. the "(" of ESC ( B), one final byte.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-~]")
+_CRLF = re.compile(r"\r+\n")
 
 
 def text_view(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace")
-    return _ANSI.sub("", text).replace("\r\n", "\n")
+    return _CRLF.sub("\n", _ANSI.sub("", text))

@@ -66,6 +66,7 @@ class JobView(msgspec.Struct, kw_only=True):
     signal: int | None = None
     killed_by: str | None = None
     reason: str | None = None
+    placement: str | None = None
     duration_ms: int | None = None
     output_bytes: int = 0
     chunks: int = 0

@@ -158,7 +158,7 @@ async def test_cli_json_outputs(stack: Stack) -> None:
 
 async def test_missing_job_and_bad_flags_give_one_line_errors(stack: Stack) -> None:
     for args in (["show", "nope"], ["logs", "nope"], ["history", "nope"], ["cancel", "nope"]):
-        code, out, err = await stack.nexus(*args)
+        code, _out, err = await stack.nexus(*args)
         assert code == 1, args
         assert err.decode().strip().count("\n") == 0 and b"Traceback" not in err, err
     code, _, err = await stack.nexus("run", "--bogus-flag", "--", "true")

@@ -163,11 +163,6 @@ def test_parse_rejects_bad_shapes(subject: str, fragment: str) -> None:
     assert isinstance(info.value, NexusError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: subjects.parse accepts an empty or wildcard kind token (nexus.evt.job.j1.> / .* / trailing dot); "
-    "those are filters or malformed subjects, not event subjects",
-)
 @pytest.mark.parametrize("subject", ["nexus.evt.job.j1.>", "nexus.evt.job.j1.*", "nexus.evt.job.j1."])
 def test_parse_rejects_wildcard_or_empty_kind(subject: str) -> None:
     with pytest.raises(InvalidSubject):

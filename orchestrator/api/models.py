@@ -1,0 +1,330 @@
+"""Request and response bodies of the HTTP API, as msgspec Structs.
+
+JSON names are camelCase (`jobId`, `streamEndpoint`, `exitCode`), the shapes
+users know from the product brief; Python attributes stay snake_case.
+Durations in JSON are milliseconds unless the name says otherwise
+(`timeoutSeconds`). Docstrings become descriptions in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.events import JobTest, MetaValue
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="[A-Za-z0-9_-]{1,64}")]
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Request bodies refuse unknown fields, so a typo is a 400, not a silently ignored option."""
+
+
+class _Out(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    pass
+
+
+# ---------------------------------------------------------------- problems
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details, served as application/problem+json."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+# ---------------------------------------------------------------- analysis
+
+
+class ValidateRequest(_Body, frozen=True, kw_only=True):
+    """A command to analyse without running it."""
+
+    command: str
+    tool: str = "bash"
+    node_id: Id | None = None
+    node_ids: list[Id] = []
+
+
+class ValidationWarning(_Out, frozen=True, kw_only=True):
+    """One finding of the analysis (or of the node checks)."""
+
+    type: str
+    severity: Severity | str
+    message: str
+
+
+class ValidateResponse(_Out, frozen=True, kw_only=True):
+    """The analysis verdict: `valid` is false when any warning is critical."""
+
+    valid: bool
+    severity: str
+    warnings: list[ValidationWarning]
+    suggestions: list[str]
+    parsed: bool
+    estimated_duration: float | None = None
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class CreateJobRequest(_Body, frozen=True, kw_only=True):
+    """A job to create. Only `command` is required; without `nodeId` the orchestrator picks a node."""
+
+    command: str
+    tool: str = "bash"
+    job_id: Id | None = None
+    node_id: Id | None = None
+    labels: dict[str, str] = {}
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = msgspec.field(default=None, name="timeoutSeconds")
+    priority: int = 0
+    tests: list[JobTest] = []
+    parent: Id | None = None
+    metadata: dict[str, MetaValue] = {}
+
+
+class JobCreated(_Out, frozen=True, kw_only=True):
+    """The job's `requested` event is stored; follow it at `streamEndpoint`."""
+
+    job_id: str
+    stream_endpoint: str
+    seq: int
+    created: bool = True
+
+
+class CancelRequest(_Body, frozen=True, kw_only=True):
+    reason: str | None = None
+
+
+class CancelAccepted(_Out, frozen=True, kw_only=True):
+    job_id: str
+    status: Literal["cancel_requested"] = "cancel_requested"
+
+
+class JobOut(_Out, frozen=True, kw_only=True):
+    """A job's state as reduced into DuckDB (`env` is never shown: it may hold secrets)."""
+
+    job_id: str
+    status: str
+    command: str
+    tool: str
+    stream_endpoint: str
+    requested_node: str | None = None
+    node: str | None = None
+    labels: dict[str, str] = {}
+    working_dir: str | None = None
+    timeout_s: float | None = msgspec.field(default=None, name="timeoutSeconds")
+    priority: int = 0
+    tests: list[JobTest] = []
+    parent: str | None = None
+    metadata: dict[str, MetaValue] = {}
+    requested_by: str | None = None
+    attempt: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    killed_by: str | None = None
+    reason: str | None = None
+    duration_ms: int | None = None
+    output_bytes: int = 0
+    chunks: int = 0
+    cancel_requested: bool = False
+    requested_at: datetime | None = None
+    assigned_at: datetime | None = None
+    accepted_at: datetime | None = None
+    started_at: datetime | None = None
+    exited_at: datetime | None = None
+    finished_at: datetime | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+class JobList(_Out, frozen=True, kw_only=True):
+    """Jobs, newest first. Pass `nextBefore` as `before` to get the next page."""
+
+    jobs: list[JobOut]
+    next_before: int | None = None
+
+
+# ---------------------------------------------------------------- SSE payloads
+
+
+class StatusEvent(_Out, frozen=True, kw_only=True):
+    """One lifecycle event of the job (`category` is its kind, e.g. `assigned`)."""
+
+    type: Literal["status"] = "status"
+    category: str
+    message: str
+    status: str
+    level: Literal["info", "warning", "error"] = "info"
+    seq: int
+    ts: datetime | None = None
+    node: str | None = None
+    attempt: int | None = None
+
+
+class OutputChunkEvent(_Out, frozen=True, kw_only=True):
+    """Output of the job. `text` is the text view (ANSI stripped, invalid UTF-8 replaced,
+    per chunk); `dataB64` is the raw bytes, so concatenating them is byte-exact."""
+
+    type: Literal["output_chunk"] = "output_chunk"
+    stream: Literal["stdout"] = "stdout"
+    text: str
+    data_b64: str
+    attempt: int
+    chunk: int
+    seq: int
+
+
+class DoneEvent(_Out, frozen=True, kw_only=True):
+    """The job ended and all of its stored output was sent."""
+
+    type: Literal["done"] = "done"
+    job_id: str
+    status: str
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------- nodes
+
+
+class NodeOut(_Out, frozen=True, kw_only=True):
+    """A node: registration from the event log, load and liveness from its heartbeat."""
+
+    node_id: str
+    status: str
+    live: bool
+    tools: list[str] = []
+    labels: dict[str, str] = {}
+    max_jobs: int = 1
+    active_jobs: int = 0
+    hostname: str = ""
+    version: str = ""
+    registered_at: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class NodeList(_Out, frozen=True, kw_only=True):
+    nodes: list[NodeOut]
+
+
+class OptimalNode(_Out, frozen=True, kw_only=True):
+    """The node the orchestrator would pick now (least loaded free node with the tool), or null."""
+
+    tool: str
+    node: NodeOut | None
+    candidates: list[str]
+    reason: str
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class CountByType(_Out, frozen=True, kw_only=True):
+    type: str
+    count: int
+
+
+class AnalysisMetrics(_Out, frozen=True, kw_only=True):
+    total_validations: int = 0
+    validation_failures: int = 0
+    failures_last_hour: int = 0
+    approvals_required: int = 0
+    avg_validation_time: float = 0.0
+    p95_validation_time: float = 0.0
+    common_findings: list[CountByType] = []
+
+
+class CoordinationMetrics(_Out, frozen=True, kw_only=True):
+    queue_depth: int = 0
+    pending_jobs: int = 0
+    executing_jobs: int = 0
+    queued_jobs: int = 0
+    avg_time_queued: float = 0.0
+    p95_time_queued: float = 0.0
+
+
+class ExecutionGroup(_Out, frozen=True, kw_only=True):
+    """Execution counts of one tool or one node."""
+
+    name: str
+    total_jobs: int = 0
+    successful_jobs: int = 0
+    failed_jobs: int = 0
+    timed_out_jobs: int = 0
+    avg_duration: float = 0.0
+
+
+class ExecutionMetrics(_Out, frozen=True, kw_only=True):
+    total_jobs: int = 0
+    successful_jobs: int = 0
+    failed_jobs: int = 0
+    timed_out_jobs: int = 0
+    cancelled_jobs: int = 0
+    lost_jobs: int = 0
+    success_rate: float = 0.0
+    timeout_rate: float = 0.0
+    avg_duration: float = 0.0
+    p95_duration: float = 0.0
+    by_tool: list[ExecutionGroup] = []
+    by_node: list[ExecutionGroup] = []
+
+
+class TestMetrics(_Out, frozen=True, kw_only=True):
+    __test__ = False  # not a pytest class
+
+    total_runs: int = 0
+    passed_runs: int = 0
+    failed_runs: int = 0
+    pass_rate: float = 0.0
+    rollbacks: int = 0
+    failing_assertions: list[CountByType] = []
+
+
+class DeployMetrics(_Out, frozen=True, kw_only=True):
+    total_deployments: int = 0
+    successful_deployments: int = 0
+    failed_deployments: int = 0
+    success_rate: float = 0.0
+    avg_pipeline_time: float = 0.0
+    rollbacks: int = 0
+    avg_rollback_time: float = 0.0
+
+
+class StepLatency(_Out, frozen=True, kw_only=True):
+    """Latency of one step of a job, in milliseconds, over the jobs that went through it."""
+
+    step: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+
+
+class PipelineMetrics(_Out, frozen=True, kw_only=True):
+    """Per-phase metrics from the event log. Times are milliseconds."""
+
+    analysis: AnalysisMetrics
+    coordination: CoordinationMetrics
+    execution: ExecutionMetrics
+    test: TestMetrics
+    deploy: DeployMetrics
+    latency: list[StepLatency]
+    generated_at: datetime
+
+
+class Health(_Out, frozen=True, kw_only=True):
+    status: Literal["ok"] = "ok"
+    nats: bool
+    auth: Literal["tokens", "open"]

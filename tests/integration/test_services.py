@@ -1,0 +1,99 @@
+"""The long-running services as real processes: `nexus up` and `nexus agent`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+
+from orchestrator.client import new_job_id
+from schemas.events import JobRequested
+from tests.conftest import NEXUS, Stack, wait_for
+
+
+async def _read_until(stream: asyncio.StreamReader, pattern: bytes, timeout: float = 60.0) -> re.Match[bytes]:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"process ended before {pattern!r}; it said:\n{seen.decode(errors='replace')}")
+            seen += line
+            if m := re.search(pattern, line):
+                return m
+
+
+async def test_nexus_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "nexus-data"
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "up", "--data", str(data), "--port", "-1", "--node", "local-1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        url = (await _read_until(proc.stderr, rb"NATS (nats://\S+),")).group(1).decode()
+        drain = asyncio.create_task(proc.stderr.read())
+        env = {**os.environ, "NEXUS_NATS_URL": url}
+
+        async def nexus(*args: str) -> tuple[int, bytes]:
+            p = await asyncio.create_subprocess_exec(NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            out, err = await p.communicate()
+            assert p.returncode is not None
+            return p.returncode, out + err
+
+        code, out = await nexus("run", "-q", "--", "echo", "hello")
+        assert (code, out) == (0, b"hello\n")
+        code, out = await nexus("sql", "SELECT status, count(*) AS n FROM jobs GROUP BY 1", "--json")
+        assert code == 0 and b'"succeeded"' in out
+        assert (data / "jetstream").is_dir() and (data / "nexus.duckdb").exists()
+
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await drain
+        # Everything stopped, nats-server included: nothing answers on the URL any more.
+        code, out = await nexus("jobs")
+        assert code == 1 and b"cannot reach NATS" in out
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def test_killed_agent_makes_its_running_job_lost_and_the_next_job_goes_elsewhere(stack: Stack) -> None:
+    env = {**os.environ, "NEXUS_NATS_URL": stack.url}
+    agent = await asyncio.create_subprocess_exec(
+        NEXUS, "agent", "--node", "doomed", "--heartbeat", "0.5", "--log-level", "warning",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await wait_for(lambda: "doomed" in stack.orchestrator.nodes, what="agent registered")
+        job_id = new_job_id()
+        await stack.client.submit(job_id, JobRequested(command="sleep 600", node="doomed"))
+
+        async def running() -> bool:
+            row = await stack.job(job_id)
+            return bool(row and row["status"] == "running")
+
+        await wait_for(running, what="job running on the doomed node")
+        agent.kill()
+        await agent.wait()
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        row = await stack.wait_job(job_id, timeout=30)
+        assert row["status"] == "lost"
+        assert "outcome is unknown" in row["reason"]
+        assert loop.time() - killed_at < 5.0 + 5.0  # the stack's node TTL plus a few seconds
+        history = await stack.client.history(job_id)
+        assert [r.subject.split(".")[4] for r in history].count("started") == 1  # never re-run
+        nodes = await stack.client.query("SELECT status FROM nodes WHERE node_id = 'doomed'")
+        assert nodes.rows == [["lost"]]
+
+        nxt = new_job_id()
+        await stack.client.submit(nxt, JobRequested(command="echo elsewhere"))
+        row = await stack.wait_job(nxt)
+        assert (row["status"], row["node"]) == ("succeeded", "node-1")
+    finally:
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
