@@ -19,7 +19,6 @@ from rich.table import Table
 
 from orchestrator.bus import DEFAULT_URL, NatsBus
 from orchestrator.client import NexusClient, Rows
-from orchestrator.store import DuckDBStore
 from schemas.errors import NexusError
 
 P = ParamSpec("P")
@@ -91,6 +90,8 @@ async def query(url: str, db: Path | None, sql: str, params: Sequence[Any] = ())
 
 
 def _query_file(db: Path, sql: str, params: Sequence[Any]) -> Rows:
+    from orchestrator.store import DuckDBStore
+
     if not db.exists():
         fail(f"no such DuckDB file: {db}")
     try:

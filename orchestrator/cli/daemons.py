@@ -7,19 +7,19 @@ import contextlib
 import signal
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
-from agent.service import Agent
 from orchestrator import logs
 from orchestrator.bus import NatsBus
 from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_pairs, run_async
-from orchestrator.embedded import EmbeddedNats
-from orchestrator.service import Orchestrator
-from orchestrator.store import DuckDBStore
 from schemas import subjects
+
+if TYPE_CHECKING:  # the services are imported when a daemon starts: short CLI verbs stay fast
+    from agent.service import Agent
+    from orchestrator.service import Orchestrator
 
 log = structlog.get_logger("nexus")
 
@@ -78,6 +78,11 @@ def up(
 
 @run_async
 async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels: dict[str, str], max_jobs: int, node_ttl: float) -> None:
+    from agent.service import Agent
+    from orchestrator.embedded import EmbeddedNats
+    from orchestrator.service import Orchestrator
+    from orchestrator.store import DuckDBStore
+
     data.mkdir(parents=True, exist_ok=True)
     server: EmbeddedNats | None = None
     if nats_url is None:
@@ -95,7 +100,8 @@ async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels:
     agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
     try:
         tasks = [asyncio.create_task(orch.run()), asyncio.create_task(agent.run())]
-        ready = asyncio.create_task(_announce(orch, agent, f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}."))
+        banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}."
+        ready = asyncio.create_task(_announce(orch, agent, banner))
         await _until_signal(*tasks, ready)
     finally:
         await agent_bus.close()
@@ -131,6 +137,9 @@ def orchestrator(
 
 @run_async
 async def _orchestrator(nats_url: str, db: Path, node_ttl: float) -> None:
+    from orchestrator.service import Orchestrator
+    from orchestrator.store import DuckDBStore
+
     db.parent.mkdir(parents=True, exist_ok=True)
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
@@ -165,6 +174,8 @@ def agent(
 async def _agent(
     nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float
 ) -> None:
+    from agent.service import Agent
+
     bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node}", daemon=True)
     try:
         a = Agent(bus, node, labels=labels, max_jobs=max_jobs, extra_tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace)

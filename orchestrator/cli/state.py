@@ -11,8 +11,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from orchestrator.cli.common import DEFAULT_NATS, DbOpt, JsonOpt, NatsOpt, connect, err, fail, print_json, print_table, query, run_async
 from orchestrator.client import Rows
-from orchestrator.projection import Projection
-from orchestrator.store import DuckDBStore
 from schemas import export
 
 
@@ -60,6 +58,9 @@ def replay(
 
 @run_async
 async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
+    from orchestrator.projection import Projection
+    from orchestrator.store import DuckDBStore
+
     until_seq, until_ts = _parse_until(until)
     if db.exists():
         if not force:
