@@ -23,7 +23,7 @@ from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import codec, subjects
-from schemas.events import TERMINAL_JOB_EVENTS, JobCancelRequested, JobExited, JobRequested
+from schemas.events import JobCancelRequested, JobExited, JobRequested, ends_job
 from schemas.rpc import QueryRequest
 
 JOB_COLUMNS = (
@@ -132,7 +132,7 @@ class NexusClient:
                 if isinstance(rec.event, JobExited):
                     expected[rec.event.attempt] = rec.event.chunks
                     final_attempt = rec.event.attempt
-                if isinstance(rec.event, TERMINAL_JOB_EVENTS):
+                if ends_job(rec.event):
                     ended = True
                     drain_deadline = time.monotonic() + 10.0
                 yield FollowItem(record=rec)

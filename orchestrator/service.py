@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -21,13 +22,15 @@ from nats.aio.msg import Msg
 
 from orchestrator.bus import NatsBus, StreamLimits
 from orchestrator.core import decide
+from orchestrator.core.analysis import analyze
+from orchestrator.core.policy import Policy
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
 from orchestrator.errors import BusError, QueryError, StaleDecision
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.store import DuckDBStore, run_query
 from schemas import codec, subjects
 from schemas.errors import DecodeError, InvalidSubject
-from schemas.events import JobAssigned, JobRejected, NodeHeartbeat
+from schemas.events import JobAssigned, JobRejected, NodeHeartbeat, Warning
 from schemas.rpc import QueryResult
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -36,9 +39,10 @@ TICK_S = 1.0
 
 
 class Orchestrator:
-    def __init__(self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0) -> None:
+    def __init__(self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0, policy: Policy | None = None) -> None:
         self.bus = bus
         self.store = store
+        self.policy = policy or Policy()
         self.node_ttl_s = node_ttl_s
         self.projection = Projection(store, on_ignored=_log_ignored)
         self.beats: dict[str, NodeHeartbeat] = {}
@@ -128,7 +132,7 @@ class Orchestrator:
             ids = set(touched) | {j for j, v in self.jobs.items() if v.status == "queued"}
             jobs = sorted(
                 (self.jobs[j] for j in ids if j in self.jobs),
-                key=lambda v: (-v.priority, v.first_seq),
+                key=lambda v: (-self.policy.priority_of(v.requested_by, v.priority), v.first_seq),
             )
             now = datetime.now(UTC)
             fleet = self._fleet()
@@ -137,9 +141,18 @@ class Orchestrator:
                 if pending and pending[1] > job.last_seq:
                     continue  # our last decision is not folded in yet
                 self.inflight.pop(job.job_id, None)
-                outs = decide.decide_job(job, fleet, now)
+                outs = decide.decide_job(job, fleet, now, self._context(job))
                 if outs:
                     await self._publish(job, outs)
+
+    def _context(self, job: JobView) -> decide.Context:
+        review = review_command(job.command, job.tool) if job.status == "requested" else None
+        statuses: dict[str, str] = {}
+        if job.after:
+            missing = [j for j in job.after if j not in self.jobs]
+            known = {**self.store.load_jobs(missing), **{j: self.jobs[j] for j in job.after if j in self.jobs}}
+            statuses = {j: v.status for j, v in known.items()}
+        return decide.Context(policy=self.policy, review=review, statuses=statuses)
 
     async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
         node = next((o.event.node for o in outs if isinstance(o.event, JobAssigned)), None)
@@ -226,6 +239,15 @@ class Orchestrator:
         except (DecodeError, QueryError) as exc:
             result = QueryResult(error=str(exc), checkpoint=self.applied_seq)
         await msg.respond(codec.encode(result))
+
+
+def review_command(command: str, tool: str) -> decide.Review:
+    """Run the analysis phase on a command and time it (the time goes into `validated`)."""
+    started = time.perf_counter()
+    result = analyze(command, tool)
+    took = (time.perf_counter() - started) * 1000
+    warnings = tuple(Warning(type=f.type, severity=f.severity, message=f.message) for f in result.findings)
+    return decide.Review(severity=result.severity, warnings=warnings, suggestions=tuple(result.suggestions), duration_ms=round(took, 3))
 
 
 def _log_ignored(rec: Record, reason: str) -> None:

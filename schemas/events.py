@@ -86,6 +86,44 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     parent: Id | None = None
     metadata: dict[str, MetaValue] = {}
     requested_by: str | None = None
+    after: list[Id] = []
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    idempotent: bool = False
+
+
+class Warning(msgspec.Struct, frozen=True, kw_only=True):
+    """One finding of the analysis phase (the product brief's `warnings` items)."""
+
+    type: str
+    severity: Literal["info", "warning", "critical"]
+    message: str
+
+
+class JobValidated(_Event, frozen=True, kw_only=True, tag="job.validated"):
+    """The analysis phase's verdict: the command may go on (perhaps after approval)."""
+
+    severity: Literal["info", "warning", "critical"] | None = None
+    warnings: list[Warning] = []
+    suggestions: list[str] = []
+    duration_ms: float = 0.0
+    approval_needed: bool = False
+
+
+class JobApprovalRequired(_Event, frozen=True, kw_only=True, tag="job.approval_required"):
+    """The job waits until someone allowed approves (or denies) it."""
+
+    reason: str
+    approvers: list[str] = []
+
+
+class JobApproved(_Event, frozen=True, kw_only=True, tag="job.approved"):
+    by: str
+    reason: str | None = None
+
+
+class JobDenied(_Event, frozen=True, kw_only=True, tag="job.denied"):
+    by: str
+    reason: str | None = None
 
 
 class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
@@ -187,11 +225,13 @@ class JobCancelled(_Event, frozen=True, kw_only=True, tag="job.cancelled"):
 
 
 class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
-    """The node vanished while the job was on it: outcome unknown, never re-run silently."""
+    """The node vanished while the job was on it: outcome unknown, never re-run silently.
+    Only a job declared idempotent with `retries` left is tried again (`will_retry`)."""
 
     node: Id
     attempt: int
     reason: str
+    will_retry: bool = False
 
 
 # ---------------------------------------------------------------- node events
@@ -216,6 +256,10 @@ class NodeLost(_Event, frozen=True, kw_only=True, tag="node.lost"):
 
 JobEvent = (
     JobRequested
+    | JobValidated
+    | JobApprovalRequired
+    | JobApproved
+    | JobDenied
     | JobRejected
     | JobQueued
     | JobAssigned
@@ -234,7 +278,12 @@ JobEvent = (
 NodeEvent = NodeRegistered | NodeLost
 Event = JobEvent | NodeEvent
 
-TERMINAL_JOB_EVENTS = (JobRejected, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
+TERMINAL_JOB_EVENTS = (JobRejected, JobDenied, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
+"""Events that end a job (a JobLost with will_retry does not: use `ends_job`)."""
+
+
+def ends_job(event: Event | None) -> bool:
+    return isinstance(event, TERMINAL_JOB_EVENTS) and not (isinstance(event, JobLost) and event.will_retry)
 
 
 # ---------------------------------------------------------------- not events

@@ -109,7 +109,7 @@ class Stack:
         return rows.dicts()[0] if rows.rows else None
 
     async def wait_job(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-        terminal = {"rejected", "succeeded", "failed", "timed_out", "cancelled", "lost"}
+        terminal = {"rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost"}
 
         async def done() -> dict[str, Any] | None:
             row = await self.job(job_id)

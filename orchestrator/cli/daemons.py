@@ -15,6 +15,8 @@ import typer
 from orchestrator import logs
 from orchestrator.bus import NatsBus
 from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_pairs, run_async
+from orchestrator.config import load_policy
+from orchestrator.core.policy import Policy
 from schemas import subjects
 
 if TYPE_CHECKING:  # the services are imported when a daemon starts: short CLI verbs stay fast
@@ -25,6 +27,7 @@ log = structlog.get_logger("nexus")
 
 LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log JSON lines instead of console text.")]
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML): users, roles, deny/allow rules, production labels.")]
 TtlOpt = Annotated[float, typer.Option("--node-ttl", help="Seconds without heartbeat before a node is lost.", min=1)]
 
 
@@ -67,17 +70,20 @@ def up(
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE of the local agent; repeatable.")] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs on the local agent.", min=1)] = 4,
     node_ttl: TtlOpt = 10.0,
+    policy: PolicyOpt = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator and one agent. Ctrl-C stops all."""
     logs.configure(log_level, json=log_json)
     node_id = subjects.check_id(node or _default_node(), "node id")
-    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl)
+    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl, load_policy(policy))
 
 
 @run_async
-async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels: dict[str, str], max_jobs: int, node_ttl: float) -> None:
+async def _up(
+    nats_url: str | None, data: Path, port: int, node_id: str, labels: dict[str, str], max_jobs: int, node_ttl: float, policy: Policy
+) -> None:
     from agent.service import Agent
     from orchestrator.embedded import EmbeddedNats
     from orchestrator.service import Orchestrator
@@ -96,7 +102,7 @@ async def _up(nats_url: str | None, data: Path, port: int, node_id: str, labels:
     store = DuckDBStore(data / "nexus.duckdb")
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
     agent_bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node_id}", daemon=True)
-    orch = Orchestrator(bus, store, node_ttl_s=node_ttl)
+    orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy)
     agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
     try:
         tasks = [asyncio.create_task(orch.run()), asyncio.create_task(agent.run())]
@@ -127,16 +133,17 @@ def orchestrator(
     nats_url: NatsOpt = DEFAULT_NATS,
     db: Annotated[Path, typer.Option("--db", help="The orchestrator's DuckDB file (it is the only writer).")] = DATA_DIR / "nexus.duckdb",
     node_ttl: TtlOpt = 10.0,
+    policy: PolicyOpt = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run the orchestrator: reduce the log into DuckDB and make decisions."""
     logs.configure(log_level, json=log_json)
-    _orchestrator(nats_url, db, node_ttl)
+    _orchestrator(nats_url, db, node_ttl, load_policy(policy))
 
 
 @run_async
-async def _orchestrator(nats_url: str, db: Path, node_ttl: float) -> None:
+async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy) -> None:
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
@@ -144,7 +151,7 @@ async def _orchestrator(nats_url: str, db: Path, node_ttl: float) -> None:
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
     try:
-        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl).run()))
+        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy).run()))
     finally:
         await bus.close()
         store.close()

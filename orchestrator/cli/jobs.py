@@ -65,6 +65,9 @@ PriorityOpt = Annotated[int, typer.Option("--priority", help="Higher runs first 
 IdOpt = Annotated[str | None, typer.Option("--id", help="Job id (idempotency key); default: a new one.")]
 MetaOpt = Annotated[list[str] | None, typer.Option("--meta", help="Metadata KEY=VALUE stored with the job; repeatable.")]
 ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job to a parent job.")]
+AfterOpt = Annotated[list[str] | None, typer.Option("--after", help="Start only after this job succeeded; repeatable.")]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Re-run on a lost node up to N times (needs --idempotent).", min=0, max=10)]
+IdempotentOpt = Annotated[bool, typer.Option("--idempotent", help="Declare the command safe to run again.")]
 CommandArg = Annotated[
     list[str],
     typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False),
@@ -73,13 +76,14 @@ CommandArg = Annotated[
 
 def _request(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
              env: list[str] | None, timeout: float | None, priority: int, meta: list[str] | None,
-             parent: str | None) -> JobRequested:  # fmt: skip
+             parent: str | None, after: list[str] | None = None, retries: int = 0,
+             idempotent: bool = False) -> JobRequested:  # fmt: skip
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
     if node is not None:
         subjects.check_id(node, "node id")
-    return JobRequested(
+    req = JobRequested(
         command=line,
         tool=tool,
         node=node,
@@ -91,7 +95,13 @@ def _request(command: list[str], node: str | None, label: list[str] | None, tool
         metadata=dict(parse_pairs(meta, "--meta")),
         parent=parent,
         requested_by=default_user(),
+        after=[subjects.check_id(a, "job id") for a in after or []],
+        retries=retries,
+        idempotent=idempotent,
     )
+    if retries and not idempotent:
+        fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
+    return req
 
 
 def run(
@@ -106,6 +116,9 @@ def run(
     job_id: IdOpt = None,
     meta: MetaOpt = None,
     parent: ParentOpt = None,
+    after: AfterOpt = None,
+    retries: RetriesOpt = 0,
+    idempotent: IdempotentOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status lines on stderr.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
@@ -115,15 +128,13 @@ def run(
     Exit codes: the command's own; 124 timed out; 130 cancelled; 128+N killed by
     signal N; 125 rejected, lost or could not start.
     """
-    code = _run(command, node, label, tool, cwd, env, timeout, priority, job_id, meta, parent, quiet, as_json, nats_url)
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent)
+    code = _run(req, job_id, quiet, as_json, nats_url)
     raise typer.Exit(code)
 
 
 @run_async
-async def _run(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
-               env: list[str] | None, timeout: float | None, priority: int, job_id: str | None,
-               meta: list[str] | None, parent: str | None, quiet: bool, as_json: bool, nats_url: str) -> int:  # fmt: skip
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent)
+async def _run(req: JobRequested, job_id: str | None, quiet: bool, as_json: bool, nats_url: str) -> int:
     job_id = subjects.check_id(job_id or new_job_id(), "job id")
     status = (lambda msg: None) if quiet or as_json else (lambda msg: err.print(f"[dim]nexus:[/dim] {msg}", highlight=False))
     async with connect(nats_url) as client:
@@ -221,18 +232,19 @@ def submit(
     job_id: IdOpt = None,
     meta: MetaOpt = None,
     parent: ParentOpt = None,
+    after: AfterOpt = None,
+    retries: RetriesOpt = 0,
+    idempotent: IdempotentOpt = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Submit a command and print its job id, without waiting."""
-    _submit(command, node, label, tool, cwd, env, timeout, priority, job_id, meta, parent, as_json, nats_url)
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent)
+    _submit(req, job_id, as_json, nats_url)
 
 
 @run_async
-async def _submit(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
-                  env: list[str] | None, timeout: float | None, priority: int, job_id: str | None,
-                  meta: list[str] | None, parent: str | None, as_json: bool, nats_url: str) -> None:  # fmt: skip
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent)
+async def _submit(req: JobRequested, job_id: str | None, as_json: bool, nats_url: str) -> None:
     job_id = subjects.check_id(job_id or new_job_id(), "job id")
     async with connect(nats_url) as client:
         seq = await client.submit(job_id, req)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import daemons, jobs, state
+from orchestrator.cli import daemons, jobs, review, state
 
 app = typer.Typer(
     name="nexus",
@@ -25,6 +25,9 @@ app.command(rich_help_panel="Jobs")(jobs.show)
 app.command(rich_help_panel="Jobs")(jobs.logs)
 app.command(rich_help_panel="Jobs")(jobs.history)
 app.command(rich_help_panel="Jobs")(jobs.cancel)
+app.command(rich_help_panel="Analysis")(review.validate)
+app.command(rich_help_panel="Analysis")(review.approve)
+app.command(rich_help_panel="Analysis")(review.deny)
 app.command(rich_help_panel="State")(state.nodes)
 app.command(rich_help_panel="State")(state.sql)
 app.command(rich_help_panel="State")(state.replay)

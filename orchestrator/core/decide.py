@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.core.views import ON_NODE, JobView, NodeView
+from orchestrator.core.policy import Policy
+from orchestrator.core.views import ON_NODE, PLACEABLE, JobView, NodeView
 from schemas import subjects
 from schemas.events import (
     Event,
     ExitCodeTest,
+    JobApprovalRequired,
     JobAssigned,
     JobCancel,
     JobCancelled,
@@ -27,9 +29,11 @@ from schemas.events import (
     JobRejected,
     JobSucceeded,
     JobTimedOut,
+    JobValidated,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
+    Warning,
 )
 
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
@@ -64,6 +68,26 @@ class Fleet:
         return hb is not None and (now - hb.ts).total_seconds() <= self.ttl_s
 
 
+@dataclass(frozen=True)
+class Review:
+    """The analysis of one command, as the decider needs it."""
+
+    severity: str | None = None
+    warnings: tuple[Warning, ...] = ()
+    suggestions: tuple[str, ...] = ()
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a decision may depend on besides the job and the fleet."""
+
+    policy: Policy = field(default_factory=Policy)
+    review: Review | None = None
+    # Status of each job named in this job's `after`, if known.
+    statuses: Mapping[str, str] = field(default_factory=dict)
+
+
 def argv_for(tool: str, command: str) -> list[str]:
     """How the agent runs a command: shells interpret it, any other tool is a
     capability the node must have, and the command line runs under bash."""
@@ -72,16 +96,26 @@ def argv_for(tool: str, command: str) -> list[str]:
     return ["bash", "-c", command]
 
 
-def decide_job(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
+def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = None) -> list[Outgoing]:
+    ctx = ctx or Context()
     if job.terminal:
         return []
     if job.cancel_requested:
-        if job.status in ("requested", "queued"):
+        if job.status in ("requested", "validated", "approval_required", "approved", "queued"):
             return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
         if job.status in ON_NODE and not job.cancel_sent and job.node is not None:
             ev = JobCancel(ts=now, attempt=job.attempt)
             return [Outgoing(subjects.cancel(job.job_id, job.node), ev, f"job:{job.job_id}:cancel:{job.attempt}")]
-    if job.status in ("requested", "queued"):
+    if job.status == "requested":
+        return _analyse(job, fleet, now, ctx)
+    if job.status == "approved" and not ctx.policy.may_approve(job.approved_by):
+        reason = f"{job.approved_by!r} may not approve this job; waiting for an approver"
+        ev = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
+        return [Outgoing(subjects.job(job.job_id, "approval_required"), ev, f"job:{job.job_id}:approval_required:{job.last_seq}")]
+    if job.status in PLACEABLE:
+        waiting = _dependencies(job, now, ctx)
+        if waiting is not None:
+            return waiting
         return _place(job, fleet, now)
     if job.status == "exited":
         return [_verdict(job, now)]
@@ -93,8 +127,78 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         elif job.status in ("accepted", "running") and hb and job.instance and hb.instance != job.instance:
             reason = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
         if reason:
-            return [_out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=reason), "lost")]
+            retry = job.idempotent and job.attempt <= job.retries
+            if retry:
+                reason += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
+            ev = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=reason, will_retry=retry)
+            return [_out(job, ev, "lost")]
     return []
+
+
+def _targets(job: JobView, fleet: Fleet, now: datetime) -> list[dict[str, str]]:
+    """Label sets of the nodes the job could land on (for policy checks)."""
+    if job.requested_node is not None:
+        hb = fleet.heartbeats.get(job.requested_node)
+        view = fleet.views.get(job.requested_node)
+        return [dict(hb.labels if hb else view.labels if view else {})]
+    found = [
+        dict(hb.labels)
+        for n, hb in fleet.heartbeats.items()
+        if fleet.is_live(n, now) and job.tool in hb.tools and all(hb.labels.get(k) == v for k, v in job.labels.items())
+    ]
+    return found or [dict(job.labels)]
+
+
+def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Outgoing]:
+    """Phase 1: permissions, deny/allow rules, risk findings, approval for production."""
+    policy = ctx.policy
+    if not policy.may_submit(job.requested_by):
+        return _reject(job, now, "permission_denied", f"user {job.requested_by!r} may not submit jobs")
+    targets = _targets(job, fleet, now)
+    denial = policy.denial(job.command, job.tool, targets)
+    if denial is not None:
+        return _reject(job, now, "policy_denied", denial)
+    review = ctx.review or Review()
+    production = any(policy.is_production(t) for t in targets) or policy.is_production(job.labels)
+    approval = policy.needs_approval(review.severity, production)
+    validated = JobValidated(
+        ts=now,
+        severity=review.severity,  # type: ignore[arg-type]
+        warnings=list(review.warnings),
+        suggestions=list(review.suggestions),
+        duration_ms=review.duration_ms,
+        approval_needed=approval,
+    )
+    first = _out(job, validated, "validated")
+    if approval:
+        worst = next((w.message for w in review.warnings if w.severity == review.severity), review.severity)
+        reason = f"{review.severity} command on a production node needs approval: {worst}"
+        return [first, _out(job, JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers), "approval_required")]
+    # Place in the same decision when possible, so a job costs one round trip.
+    after = _with_status(job, "validated")
+    rest = _dependencies(after, now, ctx)
+    return [first, *(rest if rest is not None else _place(after, fleet, now))]
+
+
+def _with_status(job: JobView, status: str) -> JobView:
+    copy = JobView(**{f: getattr(job, f) for f in job.__struct_fields__})
+    copy.status = status  # type: ignore[assignment]
+    return copy
+
+
+def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] | None:
+    """None when every job in `after` succeeded; else the events (maybe none) for waiting or giving up."""
+    if not job.after:
+        return None
+    failed = [j for j in job.after if ctx.statuses.get(j) in ("rejected", "denied", "failed", "timed_out", "cancelled", "lost")]
+    if failed:
+        return _reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
+    pending = [j for j in job.after if ctx.statuses.get(j) != "succeeded"]
+    if not pending:
+        return None
+    if job.status == "queued":
+        return []
+    return [_out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
 
 
 def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:

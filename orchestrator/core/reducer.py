@@ -18,10 +18,13 @@ from schemas.codec import event_type
 from schemas.errors import InvalidSubject
 from schemas.events import (
     JobAccepted,
+    JobApprovalRequired,
+    JobApproved,
     JobAssigned,
     JobCancel,
     JobCancelled,
     JobCancelRequested,
+    JobDenied,
     JobDispatch,
     JobEvent,
     JobExited,
@@ -33,6 +36,7 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTimedOut,
+    JobValidated,
     NodeEvent,
     NodeLost,
     NodeRegistered,
@@ -126,6 +130,9 @@ def evolve_job(
                 parent=ev.parent,
                 metadata=dict(ev.metadata),
                 requested_by=ev.requested_by,
+                after=list(ev.after),
+                retries=ev.retries,
+                idempotent=ev.idempotent,
                 requested_at=ts,
                 first_seq=seq,
                 last_seq=seq,
@@ -154,11 +161,30 @@ def evolve_job(
     job = _touched(job, seq)
     was_terminal = job.terminal
     match ev:
+        case JobValidated():
+            job.status = "validated"
+            job.severity = ev.severity
+            job.warnings = list(ev.warnings)
+            job.suggestions = list(ev.suggestions)
+            job.validation_ms = ev.duration_ms
+            job.validated_at = ts
+        case JobApprovalRequired():
+            job.status = "approval_required"
+            job.reason = ev.reason
+        case JobApproved():
+            if job.status == "approval_required":
+                job.status = "approved"
+                job.approved_by = ev.by
+                job.reason = ev.reason
+        case JobDenied():
+            if job.status == "approval_required":
+                _finish(job, "denied", ts, f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
         case JobRejected():
             _finish(job, "rejected", ts, ev.reason)
         case JobQueued():
             job.status = "queued"
             job.reason = ev.reason
+            job.queued_at = job.queued_at or ts
         case JobAssigned():
             job.status = "assigned"
             job.node = ev.node
@@ -199,7 +225,12 @@ def evolve_job(
         case JobCancelled():
             _finish(job, "cancelled", ts, ev.reason)
         case JobLost():
-            _finish(job, "lost", ts, ev.reason)
+            if ev.will_retry:
+                job.status = "queued"
+                job.reason = ev.reason
+                job.queued_at = ts
+            else:
+                _finish(job, "lost", ts, ev.reason)
         case NodeRegistered() | NodeLost() | JobRequested():
             return None, "not a job event"
         case _:

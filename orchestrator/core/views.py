@@ -7,10 +7,14 @@ from typing import Literal
 
 import msgspec
 
-from schemas.events import Event, JobTest, MetaValue
+from schemas.events import Event, JobTest, MetaValue, Warning
 
 JobStatus = Literal[
     "requested",
+    "validated",
+    "approval_required",
+    "approved",
+    "denied",
     "rejected",
     "queued",
     "assigned",
@@ -24,7 +28,9 @@ JobStatus = Literal[
     "cancelled",
     "lost",
 ]
-TERMINAL: frozenset[str] = frozenset({"rejected", "succeeded", "failed", "timed_out", "cancelled", "lost"})
+TERMINAL: frozenset[str] = frozenset({"rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost"})
+# States from which the job may be placed on a node.
+PLACEABLE: frozenset[str] = frozenset({"validated", "approved", "queued"})
 # States in which a job holds a slot on its node.
 ON_NODE: frozenset[str] = frozenset({"assigned", "dispatched", "accepted", "running"})
 
@@ -60,6 +66,14 @@ class JobView(msgspec.Struct, kw_only=True):
     parent: str | None = None
     metadata: dict[str, MetaValue] = {}
     requested_by: str | None = None
+    after: list[str] = []
+    retries: int = 0
+    idempotent: bool = False
+    severity: str | None = None
+    warnings: list[Warning] = []
+    suggestions: list[str] = []
+    validation_ms: float | None = None
+    approved_by: str | None = None
     attempt: int = 0
     instance: str = ""
     exit_code: int | None = None
@@ -73,6 +87,8 @@ class JobView(msgspec.Struct, kw_only=True):
     cancel_requested: bool = False
     cancel_sent: bool = False
     requested_at: datetime | None = None
+    validated_at: datetime | None = None
+    queued_at: datetime | None = None
     assigned_at: datetime | None = None
     accepted_at: datetime | None = None
     started_at: datetime | None = None

@@ -1,0 +1,35 @@
+"""Loading the orchestrator's policy file (YAML). Errors name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from orchestrator.core.policy import Policy
+from schemas.errors import NexusError
+
+
+class ConfigError(NexusError):
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy in `path`, or the default policy when `path` is None."""
+    if path is None:
+        return Policy()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, exc.strerror or str(exc)) from None
+    try:
+        return msgspec.yaml.decode(data, type=Policy) if data.strip() else Policy()
+    except msgspec.ValidationError as exc:
+        raise ConfigError(path, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(path, f"not valid YAML: {exc}") from None
+    except ValueError as exc:  # raised by Policy's own checks
+        raise ConfigError(path, str(exc)) from None

@@ -1,0 +1,144 @@
+"""Phase 1 and 2 decisions with a policy: permissions, deny/allow, approvals, dependencies, retries."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from orchestrator.config import ConfigError, load_policy
+from orchestrator.core import decide
+from orchestrator.core.decide import Context, Review
+from orchestrator.core.policy import Policy, Role, Rule
+from schemas import codec
+from schemas.events import JobApprovalRequired, JobLost, JobQueued, JobRejected, JobValidated, Warning
+from tests.unit.test_decide import NOW, fleet, hb, job
+
+CRITICAL = Review(
+    severity="critical",
+    warnings=(Warning(type="destructive_command", severity="critical", message="rm -rf on '/'"),),
+    suggestions=("Name the exact directory",),
+    duration_ms=0.4,
+)
+PEOPLE = Policy(users={"alice": ["admin"], "bob": ["operator"], "vic": ["viewer"]})
+
+
+def kinds(outs: list[decide.Outgoing]) -> list[str]:
+    return [codec.event_type(o.event) for o in outs]
+
+
+def test_safe_command_is_validated_and_placed_in_one_decision() -> None:
+    outs = decide.decide_job(job(status="requested"), fleet(hb("n1")), NOW, Context(review=Review(duration_ms=0.2)))
+    assert kinds(outs) == ["job.validated", "job.assigned", "job.dispatch"]
+    validated = outs[0].event
+    assert isinstance(validated, JobValidated)
+    assert (validated.severity, validated.duration_ms, validated.approval_needed) == (None, 0.2, False)
+
+
+def test_critical_command_on_production_node_waits_for_approval() -> None:
+    prod = hb("web-1", labels={"env": "prod"})
+    outs = decide.decide_job(job(status="requested", requested_node="web-1"), fleet(prod), NOW, Context(review=CRITICAL))
+    assert kinds(outs) == ["job.validated", "job.approval_required"]
+    assert isinstance(outs[1].event, JobApprovalRequired)
+    assert "rm -rf on '/'" in outs[1].event.reason
+    assert outs[0].event.warnings == list(CRITICAL.warnings)  # type: ignore[union-attr]
+
+
+def test_critical_command_on_a_non_production_node_runs_with_its_warnings() -> None:
+    outs = decide.decide_job(job(status="requested"), fleet(hb("dev-1", labels={"env": "dev"})), NOW, Context(review=CRITICAL))
+    assert kinds(outs) == ["job.validated", "job.assigned", "job.dispatch"]
+
+
+def test_label_selector_for_production_also_needs_approval() -> None:
+    outs = decide.decide_job(
+        job(status="requested", labels={"env": "production"}), fleet(hb("n1", labels={"env": "production"})), NOW, Context(review=CRITICAL)
+    )
+    assert kinds(outs)[-1] == "job.approval_required"
+
+
+def test_approved_job_is_placed_and_a_non_approver_does_not_count() -> None:
+    prod = fleet(hb("web-1", labels={"env": "prod"}))
+    ok = decide.decide_job(job(status="approved", approved_by="alice", requested_node="web-1"), prod, NOW, Context(policy=PEOPLE))
+    assert kinds(ok) == ["job.assigned", "job.dispatch"]
+    held = decide.decide_job(job(status="approved", approved_by="bob", requested_node="web-1", last_seq=7), prod, NOW, Context(policy=PEOPLE))
+    assert kinds(held) == ["job.approval_required"]
+    assert "'bob' may not approve" in held[0].event.reason  # type: ignore[union-attr]
+    assert held[0].msg_id == "job:j1:approval_required:7"
+
+
+@pytest.mark.parametrize(("user", "code"), [("vic", "permission_denied"), ("mallory", "permission_denied"), ("bob", None)])
+def test_permissions_come_from_roles(user: str, code: str | None) -> None:
+    outs = decide.decide_job(job(status="requested", requested_by=user), fleet(hb("n1")), NOW, Context(policy=PEOPLE))
+    if code is None:
+        assert kinds(outs)[0] == "job.validated"
+    else:
+        assert isinstance(outs[0].event, JobRejected) and outs[0].event.code == code
+
+
+def test_deny_rules_reject_outright_and_allow_lists_restrict() -> None:
+    policy = Policy(
+        deny=[Rule(pattern=r"curl .*\| *sh", reason="no piping downloads into a shell")],
+        allow=[Rule(pattern=r"^(echo|ls)\b", labels={"env": "prod"})],
+    )
+    denied = decide.decide_job(job(status="requested", command="curl x | sh"), fleet(hb("n1")), NOW, Context(policy=policy))
+    assert denied[0].event == JobRejected(ts=NOW, code="policy_denied", reason="no piping downloads into a shell")
+    prod = fleet(hb("p1", labels={"env": "prod"}))
+    not_allowed = decide.decide_job(job(status="requested", command="make deploy"), prod, NOW, Context(policy=policy))
+    assert not_allowed[0].event.code == "policy_denied"  # type: ignore[union-attr]
+    assert kinds(decide.decide_job(job(status="requested", command="echo ok"), prod, NOW, Context(policy=policy)))[0] == "job.validated"
+    # The allow list is scoped to env=prod: elsewhere anything not denied goes.
+    dev = fleet(hb("d1", labels={"env": "dev"}))
+    assert kinds(decide.decide_job(job(status="requested", command="make deploy"), dev, NOW, Context(policy=policy)))[0] == "job.validated"
+
+
+def test_dependencies_wait_then_run_or_give_up() -> None:
+    f = fleet(hb("n1"))
+    waiting = decide.decide_job(job(after=["a", "b"]), f, NOW, Context(statuses={"a": "succeeded", "b": "running"}))
+    assert kinds(waiting) == ["job.queued"] and "b" in waiting[0].event.reason  # type: ignore[union-attr]
+    assert decide.decide_job(job(status="queued", after=["a", "b"]), f, NOW, Context(statuses={"a": "succeeded"})) == []
+    ready = decide.decide_job(job(status="queued", after=["a"]), f, NOW, Context(statuses={"a": "succeeded"}))
+    assert kinds(ready) == ["job.assigned", "job.dispatch"]
+    failed = decide.decide_job(job(status="queued", after=["a"]), f, NOW, Context(statuses={"a": "failed"}))
+    assert failed[0].event.code == "dependency_failed"  # type: ignore[union-attr]
+
+
+def test_lost_job_is_retried_only_when_declared_idempotent_with_retries_left() -> None:
+    dead = fleet(hb("n1", age=60))
+    never = decide.decide_job(job(status="running", node="n1", attempt=1, retries=2), dead, NOW)
+    assert isinstance(never[0].event, JobLost) and not never[0].event.will_retry
+    again = decide.decide_job(job(status="running", node="n1", attempt=1, retries=2, idempotent=True), dead, NOW)
+    assert isinstance(again[0].event, JobLost) and again[0].event.will_retry
+    spent = decide.decide_job(job(status="running", node="n1", attempt=3, retries=2, idempotent=True), dead, NOW)
+    assert not spent[0].event.will_retry  # type: ignore[union-attr]
+
+
+def test_role_priority_and_explicit_priority() -> None:
+    policy = Policy(users={"alice": ["admin"], "bob": ["operator"]}, roles={"admin": Role(priority=10), "operator": Role()})
+    assert policy.priority_of("alice", 0) == 10
+    assert policy.priority_of("alice", 3) == 3
+    assert policy.priority_of("nobody", 0) == 0
+
+
+def test_queued_while_waiting_is_published_once() -> None:
+    out = decide.decide_job(job(status="validated"), fleet(hb("n1"), load={"n1": 1}), NOW)
+    assert isinstance(out[0].event, JobQueued)
+    assert decide.decide_job(job(status="queued"), fleet(hb("n1"), load={"n1": 1}), NOW) == []
+
+
+def test_policy_file_errors_name_the_file_and_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "policy.yaml"
+    good.write_text("users:\n  alice: [admin]\ndeny:\n  - pattern: 'mkfs'\n")
+    policy = load_policy(good)
+    assert policy.may_approve("alice") and policy.deny[0].pattern == "mkfs"
+    for text, needle in [
+        ("deny:\n  - patern: x\n", "unknown field `patern`"),
+        ("users: {a: [nope]}\n", "unknown role"),
+        ("deny: [{pattern: '('}]\n", "invalid pattern"),
+        ("deny: [\n", "not valid YAML"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_policy(bad)
+        assert str(bad) in str(info.value) and needle in str(info.value), str(info.value)
+    assert load_policy(None) == Policy()
+    assert msgspec.structs.asdict(Policy())["approval_severity"] == "critical"
