@@ -78,6 +78,7 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     tool: str = "bash"
     node: Id | None = None
     labels: dict[str, str] = {}
+    prefer: dict[str, str] = {}
     working_dir: str | None = None
     env: dict[str, str] = {}
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None

@@ -55,6 +55,7 @@ EXIT_CANCELLED = 130
 
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]
+PreferOpt = Annotated[list[str] | None, typer.Option("--prefer", help="Preferred node labels KEY=VALUE (e.g. region=eu); repeatable.")]
 ToolOpt = Annotated[str, typer.Option("--tool", help="Tool the node must have; bash/sh/zsh also interpret the command.")]
 CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory on the node.")]
 EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE; repeatable.")]
@@ -77,7 +78,7 @@ CommandArg = Annotated[
 def _request(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
              env: list[str] | None, timeout: float | None, priority: int, meta: list[str] | None,
              parent: str | None, after: list[str] | None = None, retries: int = 0,
-             idempotent: bool = False) -> JobRequested:  # fmt: skip
+             idempotent: bool = False, prefer: list[str] | None = None) -> JobRequested:  # fmt: skip
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
@@ -88,6 +89,7 @@ def _request(command: list[str], node: str | None, label: list[str] | None, tool
         tool=tool,
         node=node,
         labels=parse_pairs(label, "--label"),
+        prefer=parse_pairs(prefer, "--prefer"),
         working_dir=cwd,
         env=parse_pairs(env, "--env"),
         timeout_s=timeout,
@@ -108,6 +110,7 @@ def run(
     command: CommandArg,
     node: NodeOpt = None,
     label: LabelOpt = None,
+    prefer: PreferOpt = None,
     tool: ToolOpt = "bash",
     cwd: CwdOpt = None,
     env: EnvOpt = None,
@@ -128,7 +131,7 @@ def run(
     Exit codes: the command's own; 124 timed out; 130 cancelled; 128+N killed by
     signal N; 125 rejected, lost or could not start.
     """
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent)
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent, prefer)
     code = _run(req, job_id, quiet, as_json, nats_url)
     raise typer.Exit(code)
 
@@ -224,6 +227,7 @@ def submit(
     command: CommandArg,
     node: NodeOpt = None,
     label: LabelOpt = None,
+    prefer: PreferOpt = None,
     tool: ToolOpt = "bash",
     cwd: CwdOpt = None,
     env: EnvOpt = None,
@@ -239,7 +243,7 @@ def submit(
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Submit a command and print its job id, without waiting."""
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent)
+    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent, prefer)
     _submit(req, job_id, as_json, nats_url)
 
 

@@ -9,8 +9,23 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from orchestrator.cli.common import DEFAULT_NATS, DbOpt, JsonOpt, NatsOpt, connect, err, fail, print_json, print_table, query, run_async
+from orchestrator.cli.common import (
+    DEFAULT_NATS,
+    DbOpt,
+    JsonOpt,
+    NatsOpt,
+    connect,
+    err,
+    fail,
+    out,
+    parse_pairs,
+    print_json,
+    print_table,
+    query,
+    run_async,
+)
 from orchestrator.client import Rows
+from orchestrator.core.decide import Fleet, optimal_node
 from schemas import export
 
 
@@ -102,19 +117,35 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
 
 
 def nodes(
+    optimal: Annotated[bool, typer.Option("--optimal", help="Only the node a job would get now, and why.")] = False,
+    tool: Annotated[str, typer.Option("--tool", help="With --optimal: the tool the job needs.")] = "bash",
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="With --optimal: node selector KEY=VALUE.")] = None,
+    prefer: Annotated[list[str] | None, typer.Option("--prefer", help="With --optimal: preferred labels KEY=VALUE.")] = None,
     as_json: JsonOpt = False,
     ttl: Annotated[float, typer.Option("--ttl", help="Seconds without heartbeat after which a node counts as offline.")] = 10.0,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Registered nodes: tools, labels, load and liveness (from their heartbeats)."""
-    _nodes(as_json, ttl, nats_url)
+    _nodes(optimal, tool, parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)
 
 
 @run_async
-async def _nodes(as_json: bool, ttl: float, nats_url: str) -> None:
+async def _nodes(
+    optimal: bool, tool: str, labels: dict[str, str], prefer: dict[str, str], as_json: bool, ttl: float, nats_url: str
+) -> None:
     async with connect(nats_url) as client:
         beats = await client.bus.heartbeats()
     now = datetime.now(UTC)
+    if optimal:
+        fleet = Fleet(views={}, heartbeats=beats, load={n: hb.active_jobs for n, hb in beats.items()}, ttl_s=ttl)
+        node, why = optimal_node(fleet, tool, labels, prefer, now)
+        if as_json:
+            print_json({"nodeId": node, "tool": tool, "reason": why})
+        elif node is None:
+            fail(why)
+        else:
+            out.print(f"{node}  [dim]{why}[/dim]", highlight=False)
+        return
     items = []
     for node_id, hb in sorted(beats.items()):
         age = (now - hb.ts).total_seconds()

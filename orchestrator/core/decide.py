@@ -214,13 +214,7 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
             return _reject(job, now, "tool_missing", f"tool {job.tool!r} is not installed on node {target!r}")
         candidates = [target]
     else:
-        candidates = sorted(
-            n
-            for n, hb in fleet.heartbeats.items()
-            if fleet.is_live(n, now)
-            and job.tool in hb.tools
-            and all(hb.labels.get(k) == v for k, v in job.labels.items())
-        )
+        candidates = capable_nodes(fleet, job.tool, job.labels, now)
         if not candidates:
             if fleet.warming(now):
                 return []
@@ -232,10 +226,11 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
             return []
         reason = f"all {len(candidates)} capable node(s) are at their max concurrent jobs"
         return [_out(job, JobQueued(ts=now, reason=reason), "queued")]
-    chosen = min(free, key=lambda n: (fleet.load.get(n, 0) / max(fleet.heartbeats[n].max_jobs, 1), n))
-    fleet.load[chosen] = fleet.load.get(chosen, 0) + 1
+    ranked = rank_nodes(fleet, free, job.prefer)
+    chosen = ranked[0]
     attempt = job.attempt + 1
-    why = "requested node" if job.requested_node else f"least loaded of {len(free)} free candidate(s)"
+    why = "requested node" if job.requested_node else explain_choice(fleet, ranked, job.prefer)
+    fleet.load[chosen] = fleet.load.get(chosen, 0) + 1
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
     dispatch = JobDispatch(
         ts=now,
@@ -251,6 +246,57 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         _out(job, assigned, "assigned", attempt),
         Outgoing(subjects.dispatch(job.job_id, chosen), dispatch, f"job:{job.job_id}:dispatch:{attempt}"),
     ]
+
+
+def capable_nodes(fleet: Fleet, tool: str, labels: Mapping[str, str], now: datetime) -> list[str]:
+    """Live nodes that have the tool and match the label selector, by name."""
+    return sorted(
+        n
+        for n, hb in fleet.heartbeats.items()
+        if fleet.is_live(n, now) and tool in hb.tools and all(hb.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _cost(labels: Mapping[str, str]) -> float:
+    try:
+        return float(labels.get("cost", "inf"))
+    except ValueError:
+        return float("inf")
+
+
+def rank_nodes(fleet: Fleet, nodes: list[str], prefer: Mapping[str, str]) -> list[str]:
+    """Best first: lowest load (active / max), then matching the preferred labels
+    (location, e.g. region), then lowest `cost` label, then name."""
+
+    def key(n: str) -> tuple[float, int, float, str]:
+        hb = fleet.heartbeats[n]
+        load = fleet.load.get(n, 0) / max(hb.max_jobs, 1)
+        misses = sum(hb.labels.get(k) != v for k, v in prefer.items())
+        return (load, misses, _cost(hb.labels), n)
+
+    return sorted(nodes, key=key)
+
+
+def explain_choice(fleet: Fleet, ranked: list[str], prefer: Mapping[str, str]) -> str:
+    def describe(n: str) -> str:
+        hb = fleet.heartbeats[n]
+        extra = [f"{k}={hb.labels[k]}" for k in (*prefer, "cost") if k in hb.labels]
+        return f"{n} ({fleet.load.get(n, 0)}/{hb.max_jobs}{', ' + ', '.join(extra) if extra else ''})"
+
+    rest = ", ".join(describe(n) for n in ranked[1:4]) + (", ..." if len(ranked) > 4 else "")
+    return f"least loaded, then preferred labels, then cost: {describe(ranked[0])}" + (f" over {rest}" if rest else "")
+
+
+def optimal_node(fleet: Fleet, tool: str, labels: Mapping[str, str], prefer: Mapping[str, str], now: datetime) -> tuple[str | None, str]:
+    """The node a job with this tool and selector would get now, and why (for `nodes --optimal`)."""
+    candidates = capable_nodes(fleet, tool, labels, now)
+    if not candidates:
+        return None, f"no live node has tool {tool!r}" + (f" with labels {dict(labels)}" if labels else "")
+    free = [n for n in candidates if fleet.load.get(n, 0) < fleet.heartbeats[n].max_jobs]
+    if not free:
+        return None, f"all {len(candidates)} capable node(s) are busy; a job would be queued"
+    ranked = rank_nodes(fleet, free, prefer)
+    return ranked[0], explain_choice(fleet, ranked, prefer)
 
 
 def _verdict(job: JobView, now: datetime) -> Outgoing:

@@ -122,6 +122,7 @@ def evolve_job(
                 tool=ev.tool,
                 requested_node=ev.node,
                 labels=dict(ev.labels),
+                prefer=dict(ev.prefer),
                 working_dir=ev.working_dir,
                 env=dict(ev.env),
                 timeout_s=ev.timeout_s,

@@ -58,6 +58,7 @@ class JobView(msgspec.Struct, kw_only=True):
     requested_node: str | None = None
     node: str | None = None
     labels: dict[str, str] = {}
+    prefer: dict[str, str] = {}
     working_dir: str | None = None
     env: dict[str, str] = {}
     timeout_s: float | None = None

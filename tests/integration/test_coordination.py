@@ -116,3 +116,18 @@ async def _status(stack: Stack, job_id: str, status: str) -> bool:
     row = await stack.job(job_id)
     return bool(row and row["status"] == status)
 
+
+
+async def test_nodes_optimal_answers_like_the_scheduler(stack: Stack) -> None:
+    await stack.start_agent("eu-1", labels={"region": "eu", "cost": "3"}, max_jobs=2)
+    await stack.start_agent("eu-2", labels={"region": "eu", "cost": "1"}, max_jobs=2)
+    code, out, err = await stack.nexus("nodes", "--optimal", "--tool", "bash", "--label", "region=eu", "--json")
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["nodeId"] == "eu-2" and "cost=1" in body["reason"]
+    code, out, _ = await stack.nexus("nodes", "--optimal", "--tool", "no-such-tool")
+    assert code == 1
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="true", labels={"region": "eu"}))
+    row = await stack.wait_job(job_id)
+    assert row["node"] == "eu-2"

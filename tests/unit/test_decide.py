@@ -184,7 +184,7 @@ def test_ties_are_broken_by_name() -> None:
     ev = outs[0].event
     assert isinstance(ev, JobAssigned)
     assert ev.candidates == ["alpha", "mid", "zeta"]
-    assert ev.reason == "least loaded of 3 free candidate(s)"
+    assert ev.reason == "least loaded, then preferred labels, then cost: alpha (0/1) over mid (0/1), zeta (0/1)"
 
 
 def test_dead_nodes_are_not_candidates() -> None:
@@ -244,7 +244,7 @@ def test_assignment_subjects_events_and_msg_ids() -> None:
         ("nexus.evt.job.j7.dispatch.n1", "job:j7:dispatch:1"),
     ]
     assert outs[0].event == JobAssigned(
-        ts=NOW, node="n1", attempt=1, candidates=["n1"], reason="least loaded of 1 free candidate(s)"
+        ts=NOW, node="n1", attempt=1, candidates=["n1"], reason="least loaded, then preferred labels, then cost: n1 (0/1)"
     )
     assert outs[1].event == JobDispatch(
         ts=NOW,

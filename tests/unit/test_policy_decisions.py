@@ -59,7 +59,8 @@ def test_approved_job_is_placed_and_a_non_approver_does_not_count() -> None:
     prod = fleet(hb("web-1", labels={"env": "prod"}))
     ok = decide.decide_job(job(status="approved", approved_by="alice", requested_node="web-1"), prod, NOW, Context(policy=PEOPLE))
     assert kinds(ok) == ["job.assigned", "job.dispatch"]
-    held = decide.decide_job(job(status="approved", approved_by="bob", requested_node="web-1", last_seq=7), prod, NOW, Context(policy=PEOPLE))
+    bobs = job(status="approved", approved_by="bob", requested_node="web-1", last_seq=7)
+    held = decide.decide_job(bobs, prod, NOW, Context(policy=PEOPLE))
     assert kinds(held) == ["job.approval_required"]
     assert "'bob' may not approve" in held[0].event.reason  # type: ignore[union-attr]
     assert held[0].msg_id == "job:j1:approval_required:7"
@@ -142,3 +143,21 @@ def test_policy_file_errors_name_the_file_and_the_field(tmp_path) -> None:  # ty
         assert str(bad) in str(info.value) and needle in str(info.value), str(info.value)
     assert load_policy(None) == Policy()
     assert msgspec.structs.asdict(Policy())["approval_severity"] == "critical"
+
+
+def test_ranking_is_load_then_preferred_labels_then_cost() -> None:
+    f = fleet(
+        hb("busy", labels={"region": "eu", "cost": "1"}, max_jobs=2),
+        hb("eu-dear", labels={"region": "eu", "cost": "9"}, max_jobs=2),
+        hb("us-cheap", labels={"region": "us", "cost": "1"}, max_jobs=2),
+        hb("eu-cheap", labels={"region": "eu", "cost": "2"}, max_jobs=2),
+        load={"busy": 1},
+    )
+    assert decide.rank_nodes(f, list(f.heartbeats), {"region": "eu"}) == ["eu-cheap", "eu-dear", "us-cheap", "busy"]
+    assert decide.rank_nodes(f, list(f.heartbeats), {}) == ["us-cheap", "eu-cheap", "eu-dear", "busy"]
+    node, why = decide.optimal_node(f, "bash", {}, {"region": "eu"}, NOW)
+    assert node == "eu-cheap" and "eu-cheap (0/2, region=eu, cost=2)" in why
+    outs = decide.decide_job(job(prefer={"region": "eu"}), f, NOW)
+    assert outs[0].event.node == "eu-cheap"  # type: ignore[union-attr]
+    assert outs[0].event.candidates == ["busy", "eu-cheap", "eu-dear", "us-cheap"]  # type: ignore[union-attr]
+    assert decide.optimal_node(f, "docker", {}, {}, NOW) == (None, "no live node has tool 'docker'")
