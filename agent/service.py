@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from agent.capabilities import discover_tools
+from agent.checks import run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from orchestrator.bus import NatsBus
 from orchestrator.core.decide import Outgoing
@@ -218,6 +219,7 @@ class Agent:
         log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
         try:
             result = await self.runner.run(spec, on_output, run.cancel, on_started)
+            checks = await run_checks(dispatch.tests, dispatch.working_dir, env) if result.killed_by is None else []
             exited = JobExited(
                 ts=datetime.now(UTC),
                 node=self.node_id,
@@ -228,6 +230,7 @@ class Agent:
                 output_bytes=result.output_bytes,
                 chunks=result.chunks,
                 killed_by=result.killed_by,
+                checks=checks,
             )
         except SpawnFailed as exc:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")

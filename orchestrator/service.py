@@ -21,9 +21,10 @@ import structlog
 from nats.aio.msg import Msg
 
 from orchestrator.bus import NatsBus, StreamLimits
-from orchestrator.core import decide
+from orchestrator.core import assertions, decide
 from orchestrator.core.analysis import analyze
 from orchestrator.core.policy import Policy
+from orchestrator.core.text import text_view
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
 from orchestrator.errors import BusError, QueryError, StaleDecision
 from orchestrator.projection import Projection, job_id_of
@@ -141,18 +142,32 @@ class Orchestrator:
                 if pending and pending[1] > job.last_seq:
                     continue  # our last decision is not folded in yet
                 self.inflight.pop(job.job_id, None)
-                outs = decide.decide_job(job, fleet, now, self._context(job))
+                outs = decide.decide_job(job, fleet, now, await self._context(job))
                 if outs:
                     await self._publish(job, outs)
 
-    def _context(self, job: JobView) -> decide.Context:
+    async def _context(self, job: JobView) -> decide.Context:
         review = review_command(job.command, job.tool) if job.status == "requested" else None
+        output = None
+        if job.status == "exited" and assertions.needs_output(job.tests):
+            output = await self._output_text(job.job_id, job.attempt)
         statuses: dict[str, str] = {}
         if job.after:
             missing = [j for j in job.after if j not in self.jobs]
             known = {**self.store.load_jobs(missing), **{j: self.jobs[j] for j in job.after if j in self.jobs}}
             statuses = {j: v.status for j, v in known.items()}
-        return decide.Context(policy=self.policy, review=review, statuses=statuses)
+        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output)
+
+    async def _output_text(self, job_id: str, attempt: int) -> str | None:
+        data = bytearray()
+        try:
+            async for chunk in self.bus.output_chunks(job_id):
+                if chunk.attempt == attempt:
+                    data.extend(chunk.data)
+        except BusError as exc:
+            log.error("job.output_unavailable", job_id=job_id, error=str(exc))
+            return None
+        return text_view(bytes(data))
 
     async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
         node = next((o.event.node for o in outs if isinstance(o.event, JobAssigned)), None)

@@ -77,6 +77,18 @@ JOBS = _Table("jobs", JobView, "job_id")
 NODES = _Table("nodes", NodeView, "node_id")
 
 
+# Read models derived from the tables; recreated at every start, so they follow the code.
+VIEWS = (
+    """CREATE OR REPLACE VIEW job_tests AS
+    SELECT job_id, t.n, t.r->>'type' AS type, (t.r->>'passed')::BOOLEAN AS passed,
+           t.r->>'expected' AS expected, t.r->>'actual' AS actual, t.r->>'message' AS message
+    FROM jobs, LATERAL (
+        SELECT unnest(generate_series(1, json_array_length(test_results)::BIGINT)) AS n,
+               unnest(json_extract(test_results, '$[*]')) AS r
+    ) t""",
+)
+
+
 class DuckDBStore:
     """Owns one DuckDB file. Not thread-safe for writes; queries use their own cursor."""
 
@@ -94,6 +106,8 @@ class DuckDBStore:
         for table in (EVENTS, JOBS, NODES):
             self.con.execute(table.ddl())
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
+        for view in VIEWS:
+            self.con.execute(view)
 
     def close(self) -> None:
         self.con.close()

@@ -66,6 +66,20 @@ class CommandTest(msgspec.Struct, frozen=True, kw_only=True, tag="command", tag_
 
 
 JobTest = ExitCodeTest | OutputContainsTest | FileExistsTest | HttpOkTest | CommandTest
+NODE_TESTS = (FileExistsTest, HttpOkTest, CommandTest)
+"""Tests the agent checks on the node, right after the command exits."""
+
+
+class TestResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one assertion: what was expected, what was seen."""
+
+    __test__ = False  # not a pytest class
+
+    type: str
+    passed: bool
+    expected: str
+    actual: str
+    message: str = ""
 
 
 # ---------------------------------------------------------------- job events
@@ -160,6 +174,7 @@ class JobDispatch(_Event, frozen=True, kw_only=True, tag="job.dispatch"):
     working_dir: str | None = None
     env: dict[str, str] = {}
     timeout_s: float | None = None
+    tests: list[JobTest] = []
 
 
 class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
@@ -190,6 +205,15 @@ class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
     chunks: int = 0
     killed_by: Literal["timeout", "cancel"] | None = None
     error: str | None = None
+    checks: list[TestResult] = []
+
+
+class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
+    """The test phase's results: one per assertion. A job succeeds only if all passed."""
+
+    attempt: int
+    passed: bool
+    results: list[TestResult] = []
 
 
 class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
@@ -268,6 +292,7 @@ JobEvent = (
     | JobAccepted
     | JobStarted
     | JobExited
+    | JobTested
     | JobSucceeded
     | JobFailed
     | JobTimedOut

@@ -7,6 +7,7 @@ import contextlib
 import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -30,11 +31,14 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.client import JOB_COLUMNS, Rows, new_job_id
+from orchestrator.config import load_tests
 from orchestrator.core.text import text_view
 from orchestrator.core.views import Record
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.events import (
+    ExitCodeTest,
+    FileExistsTest,
     JobAssigned,
     JobCancelled,
     JobExited,
@@ -45,13 +49,16 @@ from schemas.events import (
     JobRequested,
     JobStarted,
     JobSucceeded,
+    JobTest,
     JobTimedOut,
+    OutputContainsTest,
 )
 
 # Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
 EXIT_NEXUS = 125  # rejected, lost, or could not start
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
+EXIT_TESTS_FAILED = 1  # the command exited 0 but its tests failed
 
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]
@@ -69,41 +76,52 @@ ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job t
 AfterOpt = Annotated[list[str] | None, typer.Option("--after", help="Start only after this job succeeded; repeatable.")]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Re-run on a lost node up to N times (needs --idempotent).", min=0, max=10)]
 IdempotentOpt = Annotated[bool, typer.Option("--idempotent", help="Declare the command safe to run again.")]
+TestsOpt = Annotated[Path | None, typer.Option("--tests", help="YAML/JSON file with a list of tests (exit_code, output_contains, ...).")]
+ExpectExitOpt = Annotated[int | None, typer.Option("--expect-exit", help="Test: the exit code must be this.")]
+ExpectOutputOpt = Annotated[list[str] | None, typer.Option("--expect-output", help="Test: this regex must match the output; repeatable.")]
+ExpectFileOpt = Annotated[list[str] | None, typer.Option("--expect-file", help="Test: this path must exist on the node; repeatable.")]
 CommandArg = Annotated[
     list[str],
     typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False),
 ]
 
 
-def _request(command: list[str], node: str | None, label: list[str] | None, tool: str, cwd: str | None,
-             env: list[str] | None, timeout: float | None, priority: int, meta: list[str] | None,
-             parent: str | None, after: list[str] | None = None, retries: int = 0,
-             idempotent: bool = False, prefer: list[str] | None = None) -> JobRequested:  # fmt: skip
+def _request(command: list[str], opts: dict[str, Any]) -> JobRequested:
+    """Build the `requested` event from the shared run/submit options."""
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
-    if node is not None:
-        subjects.check_id(node, "node id")
-    req = JobRequested(
-        command=line,
-        tool=tool,
-        node=node,
-        labels=parse_pairs(label, "--label"),
-        prefer=parse_pairs(prefer, "--prefer"),
-        working_dir=cwd,
-        env=parse_pairs(env, "--env"),
-        timeout_s=timeout,
-        priority=priority,
-        metadata=dict(parse_pairs(meta, "--meta")),
-        parent=parent,
-        requested_by=default_user(),
-        after=[subjects.check_id(a, "job id") for a in after or []],
-        retries=retries,
-        idempotent=idempotent,
-    )
-    if retries and not idempotent:
+    if opts["node"] is not None:
+        subjects.check_id(opts["node"], "node id")
+    if opts["retries"] and not opts["idempotent"]:
         fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
-    return req
+    return JobRequested(
+        command=line,
+        tool=opts["tool"],
+        node=opts["node"],
+        labels=parse_pairs(opts["label"], "--label"),
+        prefer=parse_pairs(opts["prefer"], "--prefer"),
+        working_dir=opts["cwd"],
+        env=parse_pairs(opts["env"], "--env"),
+        timeout_s=opts["timeout"],
+        priority=opts["priority"],
+        metadata=dict(parse_pairs(opts["meta"], "--meta")),
+        parent=opts["parent"],
+        requested_by=default_user(),
+        after=[subjects.check_id(a, "job id") for a in opts["after"] or []],
+        retries=opts["retries"],
+        idempotent=opts["idempotent"],
+        tests=_tests(opts),
+    )
+
+
+def _tests(opts: dict[str, Any]) -> list[JobTest]:
+    tests: list[JobTest] = load_tests(opts["tests"]) if opts["tests"] else []
+    if opts["expect_exit"] is not None:
+        tests.append(ExitCodeTest(expected=opts["expect_exit"]))
+    tests += [OutputContainsTest(pattern=p) for p in opts["expect_output"] or []]
+    tests += [FileExistsTest(path=p) for p in opts["expect_file"] or []]
+    return tests
 
 
 def run(
@@ -122,16 +140,20 @@ def run(
     after: AfterOpt = None,
     retries: RetriesOpt = 0,
     idempotent: IdempotentOpt = False,
+    tests: TestsOpt = None,
+    expect_exit: ExpectExitOpt = None,
+    expect_output: ExpectOutputOpt = None,
+    expect_file: ExpectFileOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status lines on stderr.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Submit a command, stream its output live, and exit with its exit code.
 
-    Exit codes: the command's own; 124 timed out; 130 cancelled; 128+N killed by
-    signal N; 125 rejected, lost or could not start.
+    Exit codes: the command's own; 1 if it exited 0 but its tests failed; 124 timed
+    out; 130 cancelled; 128+N killed by signal N; 125 rejected, lost or could not start.
     """
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent, prefer)
+    req = _request(command, locals())
     code = _run(req, job_id, quiet, as_json, nats_url)
     raise typer.Exit(code)
 
@@ -217,7 +239,8 @@ def _exit_code(final: Record, exited: JobExited | None) -> int:
         return EXIT_CANCELLED
     if isinstance(ev, JobFailed) and exited is not None:
         if exited.exit_code is not None:
-            return exited.exit_code
+            # A command that exited 0 but failed its tests still fails the run.
+            return exited.exit_code or EXIT_TESTS_FAILED
         if exited.signal:
             return 128 + exited.signal
     return EXIT_NEXUS
@@ -239,11 +262,15 @@ def submit(
     after: AfterOpt = None,
     retries: RetriesOpt = 0,
     idempotent: IdempotentOpt = False,
+    tests: TestsOpt = None,
+    expect_exit: ExpectExitOpt = None,
+    expect_output: ExpectOutputOpt = None,
+    expect_file: ExpectFileOpt = None,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Submit a command and print its job id, without waiting."""
-    req = _request(command, node, label, tool, cwd, env, timeout, priority, meta, parent, after, retries, idempotent, prefer)
+    req = _request(command, locals())
     _submit(req, job_id, as_json, nats_url)
 
 

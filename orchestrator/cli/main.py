@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from orchestrator.cli import daemons, jobs, review, state
+from orchestrator.cli.common import CliError, err
+from schemas.errors import NexusError
 
 app = typer.Typer(
     name="nexus",
@@ -35,7 +39,15 @@ app.command(rich_help_panel="State")(state.schema)
 
 
 def main() -> None:
-    app()
+    """Entry point: Nexus errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        app()
+    except CliError as exc:
+        err.print(f"nexus: error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.code)
+    except NexusError as exc:
+        err.print(f"nexus: error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from orchestrator.core import assertions
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import ON_NODE, PLACEABLE, JobView, NodeView
 from schemas import subjects
 from schemas.events import (
+    NODE_TESTS,
     Event,
     ExitCodeTest,
     JobApprovalRequired,
@@ -28,6 +30,7 @@ from schemas.events import (
     JobQueued,
     JobRejected,
     JobSucceeded,
+    JobTested,
     JobTimedOut,
     JobValidated,
     NodeHeartbeat,
@@ -86,6 +89,8 @@ class Context:
     review: Review | None = None
     # Status of each job named in this job's `after`, if known.
     statuses: Mapping[str, str] = field(default_factory=dict)
+    # Text view of the attempt's output, when a test needs it.
+    output: str | None = None
 
 
 def argv_for(tool: str, command: str) -> list[str]:
@@ -118,6 +123,15 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             return waiting
         return _place(job, fleet, now)
     if job.status == "exited":
+        if job.tests and job.killed_by is None and job.exit_code is not None:
+            results = assertions.evaluate(job.tests, job.exit_code, ctx.output, job.checks)
+            passed = all(r.passed for r in results)
+            tested = _out(job, JobTested(ts=now, attempt=job.attempt, passed=passed, results=results), "tested")
+            if not passed:
+                failed = ", ".join(f"{r.type} (expected {r.expected}, got {r.actual})" for r in results if not r.passed)
+                ev = JobFailed(ts=now, attempt=job.attempt, reason=f"tests failed: {failed}", exit_code=job.exit_code)
+                return [tested, _out(job, ev, "failed")]
+            return [tested, _out(job, JobSucceeded(ts=now, attempt=job.attempt, exit_code=job.exit_code), "succeeded")]
         return [_verdict(job, now)]
     if job.status in ON_NODE and job.node is not None:
         reason = None
@@ -241,6 +255,7 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         working_dir=job.working_dir,
         env=job.env,
         timeout_s=job.timeout_s,
+        tests=[t for t in job.tests if isinstance(t, NODE_TESTS)],
     )
     return [
         _out(job, assigned, "assigned", attempt),

@@ -35,6 +35,7 @@ from schemas.events import (
     JobRequested,
     JobStarted,
     JobSucceeded,
+    JobTested,
     JobTimedOut,
     JobValidated,
     NodeEvent,
@@ -211,8 +212,12 @@ def evolve_job(
             job.output_bytes = ev.output_bytes
             job.chunks = ev.chunks
             job.exited_at = ts
+            job.checks = list(ev.checks)
             if ev.error:
                 job.reason = ev.error
+        case JobTested():
+            job.tests_passed = ev.passed
+            job.test_results = list(ev.results)
         case JobSucceeded():
             _finish(job, "succeeded", ts, None)
         case JobFailed():

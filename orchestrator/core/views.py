@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.events import Event, JobTest, MetaValue, Warning
+from schemas.events import Event, JobTest, MetaValue, TestResult, Warning
 
 JobStatus = Literal[
     "requested",
@@ -85,6 +85,9 @@ class JobView(msgspec.Struct, kw_only=True):
     duration_ms: int | None = None
     output_bytes: int = 0
     chunks: int = 0
+    checks: list[TestResult] = []
+    tests_passed: bool | None = None
+    test_results: list[TestResult] = []
     cancel_requested: bool = False
     cancel_sent: bool = False
     requested_at: datetime | None = None

@@ -36,12 +36,14 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTest,
+    JobTested,
     JobTimedOut,
     JobValidated,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
     OutputContainsTest,
+    TestResult,
     Warning,
 )
 from schemas.rpc import QueryRequest, QueryResult
@@ -103,6 +105,12 @@ SAMPLES: list[Event] = [
         suggestions=["scope it"],
         duration_ms=1.5,
         approval_needed=True,
+    ),
+    JobTested(
+        ts=T0,
+        attempt=1,
+        passed=False,
+        results=[TestResult(type="exit_code", passed=False, expected="0", actual="3")],
     ),
     JobApprovalRequired(ts=T0, reason="critical on prod", approvers=["alice"]),
     JobApproved(ts=T0, by="alice", reason="change 42"),

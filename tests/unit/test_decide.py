@@ -31,6 +31,7 @@ from schemas.events import (
     JobRequested,
     JobStarted,
     JobSucceeded,
+    JobTested,
     JobTimedOut,
     NodeHeartbeat,
     NodeLost,
@@ -374,7 +375,14 @@ def test_load_is_counted_so_a_loop_never_exceeds_max_jobs() -> None:
     ],
 )
 def test_verdict_after_exit(view: JobView, expected: object, kind: str) -> None:
-    out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
+    outs = decide.decide_job(view, fleet(hb("n1")), NOW)
+    if view.tests:  # the test phase's results come first
+        tested, *outs = outs
+        assert isinstance(tested.event, JobTested) and tested.event.passed == (kind == "succeeded")
+    out = only(outs)
+    if isinstance(expected, JobFailed) and view.tests:
+        assert out.event.reason.startswith("tests failed: exit_code")  # type: ignore[union-attr]
+        return
     assert out.event == expected
     assert out.subject == f"nexus.evt.job.j1.{kind}"
     assert out.msg_id == f"job:j1:{kind}:{view.attempt}"

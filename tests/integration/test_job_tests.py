@@ -1,0 +1,81 @@
+"""The test phase on real jobs: assertions judged by the orchestrator and checked on the node."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.client import new_job_id
+from schemas.events import (
+    CommandTest,
+    ExitCodeTest,
+    FileExistsTest,
+    HttpOkTest,
+    JobRequested,
+    OutputContainsTest,
+)
+from tests.conftest import Stack
+
+
+@pytest.fixture
+def http_url() -> Iterator[str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_all_kinds_of_assertions_pass_and_are_recorded(stack: Stack, tmp_path, http_url: str) -> None:  # type: ignore[no-untyped-def]
+    job_id = new_job_id()
+    tests = [
+        ExitCodeTest(expected=0),
+        OutputContainsTest(pattern=r"Build successful"),
+        OutputContainsTest(pattern=r"ERROR", negate=True),
+        FileExistsTest(path="dist/index.html"),
+        HttpOkTest(url=http_url, timeout_s=5),
+        CommandTest(command="test -s dist/index.html"),
+    ]
+    command = "mkdir -p dist && echo '<html>' > dist/index.html && printf '\\033[32mBuild successful\\033[0m\\n'"
+    await stack.client.submit(job_id, JobRequested(command=command, working_dir=str(tmp_path), tests=tests))
+    row = await stack.wait_job(job_id)
+    assert row["status"] == "succeeded", row["reason"]
+    assert row["tests_passed"] is True
+    rows = await stack.client.query("SELECT type, passed FROM job_tests WHERE job_id = ? ORDER BY n", [job_id])
+    assert rows.rows == [[t, True] for t in ("exit_code", "output_contains", "output_contains", "file_exists", "http_ok", "command")]
+
+
+async def test_a_failed_assertion_fails_the_job_with_expected_and_actual(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = await stack.nexus(
+        "run", "--cwd", str(tmp_path), "--expect-output", "deployed to production", "--expect-file", "missing.txt", "--", "echo built"
+    )
+    assert code == 1, err
+    assert b"tests failed" in err
+    rows = await stack.client.query("SELECT type, passed, expected, actual FROM job_tests ORDER BY n")
+    assert rows.rows[0][:2] == ["output_contains", False] and "no match" in rows.rows[0][3]
+    assert rows.rows[1] == ["file_exists", False, "missing.txt exists", "missing"]
+
+
+async def test_tests_from_a_yaml_file(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "tests.yaml"
+    spec.write_text("tests:\n  - {type: exit_code, expected: 3}\n  - {type: output_contains, pattern: 'bye'}\n")
+    code, _, err = await stack.nexus("run", "--tests", str(spec), "--", "echo bye; exit 3")
+    assert code == 3, err  # `run` exits with the command's code; the job succeeded since 3 was expected
+    _, out, _ = await stack.nexus("jobs", "--json")
+    assert json.loads(out)[0]["status"] == "succeeded"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {type: exit_kode}\n")
+    code, _, err = await stack.nexus("run", "--tests", str(bad), "--", "true")
+    assert code == 1 and b"bad.yaml" in err and b"Traceback" not in err
