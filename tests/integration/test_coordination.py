@@ -131,3 +131,26 @@ async def test_nodes_optimal_answers_like_the_scheduler(stack: Stack) -> None:
     await stack.client.submit(job_id, JobRequested(command="true", labels={"region": "eu"}))
     row = await stack.wait_job(job_id)
     assert row["node"] == "eu-2"
+
+
+async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: Stack) -> None:
+    await stack.stop_agent("node-1")
+    await stack.start_agent("solo", max_jobs=1, labels={"pool": "solo"})
+    blocker, low, high, dropped = (new_job_id() for _ in range(4))
+    sel = {"pool": "solo"}
+    await stack.client.submit(blocker, JobRequested(command="sleep 1", labels=sel))
+    await wait_for(lambda: _status(stack, blocker, "running"), what="blocker running")
+    await stack.client.submit(low, JobRequested(command="true", labels=sel, priority=0))
+    await stack.client.submit(dropped, JobRequested(command="true", labels=sel))
+    await stack.client.submit(high, JobRequested(command="true", labels=sel, priority=5))
+    for job_id in (low, dropped, high):
+        await wait_for(lambda j=job_id: _status(stack, j, "queued"), what="queued")  # type: ignore[misc]
+    code, _, err = await stack.nexus("cancel", dropped)
+    assert code == 0, err
+    assert (await stack.wait_job(dropped))["status"] == "cancelled"
+    for job_id in (blocker, low, high):
+        assert (await stack.wait_job(job_id))["status"] == "succeeded"
+    started = await stack.client.query("SELECT job_id FROM events WHERE type = 'job.started' ORDER BY seq")
+    order = [r[0] for r in started.rows]
+    assert dropped not in order
+    assert order.index(high) < order.index(low)  # higher priority first, though submitted later
