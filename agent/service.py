@@ -94,10 +94,21 @@ class Agent:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            for task in list(self._tasks):
-                task.cancel()
-            for run in self.running.values():
-                run.cancel.set()
+            await self._stop_running_jobs()
+
+    async def _stop_running_jobs(self) -> None:
+        """On shutdown, kill what still runs and report it, so the log says how each attempt ended."""
+        if not self._tasks:
+            return
+        log.warning("agent.stopping_jobs", jobs=sorted(self.running))
+        for run in self.running.values():
+            run.cancel.set()
+        # Shield: the caller is being cancelled, but the exited events must still go out.
+        waiting = asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiting), self.kill_grace_s + 5.0)
+        for task in list(self._tasks):
+            task.cancel()
 
     def _heartbeat(self) -> NodeHeartbeat:
         return NodeHeartbeat(

@@ -97,3 +97,17 @@ async def test_killed_agent_makes_its_running_job_lost_and_the_next_job_goes_els
         if agent.returncode is None:
             agent.kill()
             await agent.wait()
+
+
+async def test_stopping_an_agent_kills_its_jobs_and_reports_them(stack: Stack) -> None:
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="sleep 600"))
+
+    async def running() -> bool:
+        row = await stack.job(job_id)
+        return bool(row and row["status"] == "running")
+
+    await wait_for(running, what="job running")
+    await stack.stop_agent("node-1")  # like SIGTERM to `nexus agent`
+    row = await stack.wait_job(job_id, timeout=20)
+    assert row["status"] == "cancelled" and row["killed_by"] == "cancel"
