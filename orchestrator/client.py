@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +88,11 @@ class NexusClient:
             records.extend(batch)
         return records
 
-    async def follow(self, job_id: str, *, from_seq: int = 1) -> AsyncIterator[FollowItem]:
+    async def follow(
+        self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None
+    ) -> AsyncIterator[FollowItem]:
         """Events and output of one job, live, in order per kind, until it ends and
-        all output announced by `exited` has arrived."""
+        all output announced by `exited` has arrived (or until `until(record)`)."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
@@ -132,7 +134,10 @@ class NexusClient:
                 if isinstance(rec.event, JobExited):
                     expected[rec.event.attempt] = rec.event.chunks
                     final_attempt = rec.event.attempt
-                if ends_job(rec.event):
+                if until is not None and until(rec):
+                    yield FollowItem(record=rec)
+                    return
+                if ends_job(rec.event) and until is None:
                     ended = True
                     drain_deadline = time.monotonic() + 10.0
                 yield FollowItem(record=rec)

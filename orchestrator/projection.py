@@ -43,7 +43,7 @@ class Projection:
                 self.nodes[applied.node.node_id] = dirty_nodes[applied.node.node_id] = applied.node
         self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq)
         self.applied_seq = batch[-1].seq
-        for job_id in [j for j, v in self.jobs.items() if v.terminal]:
+        for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
         return dirty_jobs
 

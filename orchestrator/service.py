@@ -109,7 +109,9 @@ class Orchestrator:
             undecodable_request = rec.event is None and rec.subject.endswith(".requested")
             if undecodable_request and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
                 self._undecodable_requests.append(rec)
-        return set(changed)
+        # A finished verification job moves its parent's test run on.
+        parents = {j.parent for j in changed.values() if j.terminal and j.parent and j.metadata.get("verifies") == j.parent}
+        return set(changed) | {p for p in parents if p}
 
     # ------------------------------------------------------------ decisions
 
@@ -151,12 +153,18 @@ class Orchestrator:
         output = None
         if job.status == "exited" and assertions.needs_output(job.tests):
             output = await self._output_text(job.job_id, job.attempt)
+        verification = None
+        if job.retest:
+            if assertions.needs_output(job.retest):
+                output = await self._output_text(job.job_id, job.attempt)
+            if job.retest_job:
+                verification = self.jobs.get(job.retest_job) or self.store.load_jobs([job.retest_job]).get(job.retest_job)
         statuses: dict[str, str] = {}
         if job.after:
             missing = [j for j in job.after if j not in self.jobs]
             known = {**self.store.load_jobs(missing), **{j: self.jobs[j] for j in job.after if j in self.jobs}}
             statuses = {j: v.status for j, v in known.items()}
-        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output)
+        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification)
 
     async def _output_text(self, job_id: str, attempt: int) -> str | None:
         data = bytearray()
@@ -170,18 +178,26 @@ class Orchestrator:
         return text_view(bytes(data))
 
     async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
-        node = next((o.event.node for o in outs if isinstance(o.event, JobAssigned)), None)
+        """The job's own events go out as one chain expecting its last sequence; events
+        for other jobs (a verification job's `requested`) are idempotent by their ids."""
+        own_prefix = subjects.job(job.job_id, "")
+        own = [o for o in outs if o.subject.startswith(own_prefix)]
+        node = next((o.event.node for o in own if isinstance(o.event, JobAssigned)), None)
         try:
-            done = await self.bus.publish_chain(outs, expected_seq=job.last_seq)
+            if own:
+                done = await self.bus.publish_chain(own, expected_seq=job.last_seq)
+                self.inflight[job.job_id] = (node, done[-1].seq)
+            for out in outs:
+                if out not in own:
+                    await self.bus.publish(out)
         except StaleDecision:
             log.debug("decision.stale", job_id=job.job_id, expected=job.last_seq)
             return
         except BusError as exc:
             log.error("decision.publish_failed", job_id=job.job_id, error=str(exc))
             return
-        self.inflight[job.job_id] = (node, done[-1].seq)
         for out in outs:
-            log.info("job.decided", job_id=job.job_id, kind=codec.event_type(out.event), node=node)
+            log.info("job.decided", job_id=job.job_id, subject=out.subject, kind=codec.event_type(out.event), node=node)
 
     async def _publish_rejections(self) -> None:
         while self._undecodable_requests:

@@ -216,6 +216,14 @@ class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
     results: list[TestResult] = []
 
 
+class JobTestRequested(_Event, frozen=True, kw_only=True, tag="job.test_requested"):
+    """Run these tests (again) on a finished job. Node-side tests run in a
+    verification job on the same node; the results come as a new `tested`."""
+
+    tests: list[JobTest]
+    requested_by: str | None = None
+
+
 class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
     attempt: int
     exit_code: int = 0
@@ -293,6 +301,7 @@ JobEvent = (
     | JobStarted
     | JobExited
     | JobTested
+    | JobTestRequested
     | JobSucceeded
     | JobFailed
     | JobTimedOut

@@ -32,6 +32,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.client import JOB_COLUMNS, Rows, new_job_id
 from orchestrator.config import load_tests
+from orchestrator.core.decide import Outgoing
 from orchestrator.core.text import text_view
 from orchestrator.core.views import Record
 from schemas import subjects
@@ -50,8 +51,11 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTest,
+    JobTested,
+    JobTestRequested,
     JobTimedOut,
     OutputContainsTest,
+    ends_job,
 )
 
 # Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
@@ -450,3 +454,52 @@ async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
             fail(f"no job {job_id!r}")
         await client.cancel(job_id, by=default_user(), reason=reason)
     err.print(f"cancel requested for {job_id}", highlight=False)
+
+
+def test(
+    job_id: Annotated[str, typer.Argument(help="A finished job.", show_default=False)],
+    tests: TestsOpt = None,
+    expect_exit: ExpectExitOpt = None,
+    expect_output: ExpectOutputOpt = None,
+    expect_file: ExpectFileOpt = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up waiting for the results after this many seconds.")] = 120.0,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Run tests on a finished job (node-side checks run on its node). Exit 0 if all pass, 1 if not."""
+    chosen = _tests({"tests": tests, "expect_exit": expect_exit, "expect_output": expect_output, "expect_file": expect_file})
+    if not chosen:
+        fail("no tests given: use --tests FILE or --expect-exit/--expect-output/--expect-file", 2)
+    passed = _test(job_id, chosen, timeout, as_json, nats_url)
+    raise typer.Exit(0 if passed else 1)
+
+
+@run_async
+async def _test(job_id: str, tests: list[JobTest], timeout: float, as_json: bool, nats_url: str) -> bool:
+    subjects.check_id(job_id, "job id")
+    async with connect(nats_url) as client:
+        history = await client.history(job_id)
+        if not history:
+            fail(f"no job {job_id!r}")
+        if not any(ends_job(r.event) for r in history):
+            fail(f"job {job_id!r} has not finished; tests run on finished jobs")
+        ev = JobTestRequested(tests=tests, requested_by=default_user())
+        request = Outgoing(subjects.job(job_id, "test_requested"), ev, f"job:{job_id}:test_requested:{new_job_id()}")
+        seq = (await client.bus.publish(request)).seq
+        result: JobTested | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async for item in client.follow(job_id, from_seq=seq + 1, until=lambda r: isinstance(r.event, JobTested)):
+                    if item.record is not None and isinstance(item.record.event, JobTested):
+                        result = item.record.event
+                        break
+        except TimeoutError:
+            fail(f"no test results within {timeout:g}s (is the orchestrator running?)")
+    assert result is not None
+    if as_json:
+        print_json({"jobId": job_id, "passed": result.passed, "results": msgspec.to_builtins(result.results)})
+    else:
+        for r in result.results:
+            mark = "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]"
+            out.print(f"{mark}  {r.type}: expected {r.expected}, got {r.actual}", highlight=False)
+    return result.passed

@@ -29,6 +29,7 @@ from schemas.events import (
     JobLost,
     JobQueued,
     JobRejected,
+    JobRequested,
     JobSucceeded,
     JobTested,
     JobTimedOut,
@@ -36,6 +37,7 @@ from schemas.events import (
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
+    TestResult,
     Warning,
 )
 
@@ -91,6 +93,8 @@ class Context:
     statuses: Mapping[str, str] = field(default_factory=dict)
     # Text view of the attempt's output, when a test needs it.
     output: str | None = None
+    # The verification job of a later test run, once it exists.
+    verification: JobView | None = None
 
 
 def argv_for(tool: str, command: str) -> list[str]:
@@ -104,7 +108,7 @@ def argv_for(tool: str, command: str) -> list[str]:
 def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = None) -> list[Outgoing]:
     ctx = ctx or Context()
     if job.terminal:
-        return []
+        return _retest(job, now, ctx) if job.retest else []
     if job.cancel_requested:
         if job.status in ("requested", "validated", "approval_required", "approved", "queued"):
             return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
@@ -147,6 +151,28 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             ev = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=reason, will_retry=retry)
             return [_out(job, ev, "lost")]
     return []
+
+
+def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:
+    """Tests on a finished job: node-side ones through a verification job on its node."""
+    node_tests = [t for t in job.retest if isinstance(t, NODE_TESTS)]
+    checks: list[TestResult] = []
+    if node_tests:
+        child = ctx.verification
+        if child is None:
+            if job.node is None or job.retest_job is None:
+                results = [TestResult(type="node", passed=False, expected="a node to check on", actual="the job never ran on a node")]
+                return [_out(job, JobTested(ts=now, attempt=job.attempt, passed=False, results=results), "tested")]
+            req = JobRequested(
+                command="true", node=job.node, tests=node_tests, parent=job.job_id, metadata={"verifies": job.job_id}, ts=now
+            )
+            return [Outgoing(subjects.job(job.retest_job, "requested"), req, f"job:{job.retest_job}:requested:1")]
+        if not child.terminal:
+            return []
+        checks = [r for r in child.test_results if r.type in ("file_exists", "http_ok", "command")] or list(child.checks)
+    results = assertions.evaluate(job.retest, job.exit_code, ctx.output, checks)
+    tested = JobTested(ts=now, attempt=job.attempt, passed=all(r.passed for r in results), results=results)
+    return [Outgoing(subjects.job(job.job_id, "tested"), tested, f"job:{job.job_id}:tested:{job.last_seq}")]
 
 
 def _targets(job: JobView, fleet: Fleet, now: datetime) -> list[dict[str, str]]:

@@ -36,6 +36,7 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTested,
+    JobTestRequested,
     JobTimedOut,
     JobValidated,
     NodeEvent,
@@ -218,6 +219,12 @@ def evolve_job(
         case JobTested():
             job.tests_passed = ev.passed
             job.test_results = list(ev.results)
+            job.retest = []
+        case JobTestRequested():
+            if not job.terminal or job.retest:
+                return _touched(before, seq), "tests can run on a finished job, one request at a time; ignored"
+            job.retest = list(ev.tests)
+            job.retest_job = verification_job_id(job.job_id, seq)
         case JobSucceeded():
             _finish(job, "succeeded", ts, None)
         case JobFailed():
@@ -244,6 +251,12 @@ def evolve_job(
     if was_terminal and not job.terminal:
         return _touched(before, seq), "event after the job ended, ignored"
     return job, None
+
+
+def verification_job_id(job_id: str, seq: int) -> str:
+    """Deterministic id of the job that checks a finished job's node-side tests."""
+    suffix = f"-t{seq}"
+    return job_id[: 64 - len(suffix)] + suffix
 
 
 def _touched(job: JobView, seq: int) -> JobView:

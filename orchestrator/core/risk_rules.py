@@ -6,9 +6,11 @@ findings. The severity contract (the corpus in tests/unit/analysis_corpus.py hol
 
 Paths (rm -r, find -delete, chmod/chown -R) are classified first:
   root      `/`, `/*`, `/.`, `//`, `/..`                          -> critical
-  home      `~`, `~/`, `~user`, `$HOME`, `${HOME}/*`               -> critical
-  system    any top-level dir (`/data`), or two levels under a system
-            top (`/etc/nginx`, `/var/www`, `/usr/lib`, `/home/bob`)  -> critical
+  home      `~`, `~/`, `~user`, `$HOME`, `${HOME}/*`, `/root`,
+            `/home/bob`                                            -> critical
+  system    any top-level dir (`/data`), two levels under a system top
+            (`/etc/nginx`, `/var/www`, `/home`), or a child of /var/lib,
+            /usr/lib, /usr/local, /usr/share (`/var/lib/mysql`)     -> critical
   broad     `.`, `..`, `*`, `./*`, `../..` (whole working dir)     -> warning
   dynamic   built from a variable other than HOME (`$DIR/*`)       -> warning
   other     any other absolute or home path (`/var/www/app/cache`) -> warning
@@ -96,17 +98,40 @@ def _approval(severity: Severity) -> str:
 # --- paths -------------------------------------------------------------------------------
 
 _SYSTEM_TOP = frozenset(
-    "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin snap srv sys usr var".split()
+    [
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "home",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "media",
+        "mnt",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "snap",
+        "srv",
+        "sys",
+        "usr",
+        "var",
+    ]
 )
+_SYSTEM_SECOND = frozenset({"/var/lib", "/usr/lib", "/usr/local", "/usr/share"})  # their children are system too
 _SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 _HOME_VAR = re.compile(r"^(?:\$HOME|\$\{HOME\})(?=/|$)")
 _PATH_REASON: dict[PathKind, str] = {
     "root": "the root filesystem",
     "home": "a home directory",
-    "system": "a system or top-level directory",
+    "system": "a system or top-level path",
     "broad": "the whole working directory",
     "dynamic": "a path built from a variable, which may expand to /",
-    "other": "an absolute path outside temporary directories",
+    "other": "a path outside temporary directories",
     "scratch": "a temporary directory",
     "relative": "a relative path",
 }
@@ -146,7 +171,11 @@ def classify_path(word: Word) -> PathKind:
             return "other"
         if any(norm.startswith(s + "/") for s in _SCRATCH):
             return "scratch"
+        if norm == "/root" or (len(parts) == 2 and parts[0] == "home"):
+            return "home"
         if len(parts) == 1 or (len(parts) == 2 and parts[0] in _SYSTEM_TOP):
+            return "system"
+        if len(parts) == 3 and posixpath.dirname(norm) in _SYSTEM_SECOND:
             return "system"
         return "other"
     norm = posixpath.normpath(path)
@@ -179,19 +208,20 @@ _RECURSIVE_RM: dict[PathKind, Severity | None] = {
 }
 
 
-def _rm_suggestions(kind: PathKind, target: str) -> tuple[str, ...]:
-    base = contents_base(target)
+def _rm_suggestions(kind: PathKind, target: str, recursive: bool) -> tuple[str, ...]:
+    if not recursive:
+        return (f"Back up '{target}' first, e.g. cp -a {target} {target}.bak",)
     if kind == "root":
         return ("Name the exact directory to delete instead of '/'",)
-    if kind in {"home", "system", "other", "broad"}:
-        sub = "./tmp" if kind == "broad" else f"{base.rstrip('/')}/tmp"
-        return (
-            f"Use 'rm -rf {sub}/*' for safer scoped deletion instead of '{target}'",
-            f"List what would be removed first: ls -la {target}",
-        )
     if kind == "dynamic":
-        return ('Guard the variable so an empty value cannot expand to /: rm -rf "${DIR:?}"/...',)
-    return ()
+        var = re.search(r"\$\{?(\w+)", target)
+        name = var.group(1) if var else "DIR"
+        return (f'Guard the variable so an empty value cannot expand to /: "${{{name}:?}}" instead of "${name}"',)
+    preview = f"List what would be removed first: ls -la {target}"
+    if kind in {"home", "system", "broad"}:
+        base = "." if kind == "broad" else contents_base(target).rstrip("/")
+        return (f"Use 'rm -rf {base}/tmp/*' for safer scoped deletion instead of '{target}'", preview)
+    return (preview,) if kind == "other" else ()
 
 
 def find_delete_severity(roots: Sequence[Word]) -> Severity:
@@ -250,16 +280,16 @@ def _rm(inv: Invocation) -> list[Risk]:
     best: tuple[Severity, PathKind, Word] | None = None
     for target in targets:
         kind = classify_path(target)
-        sev = _RECURSIVE_RM[kind] if recursive else ("warning" if kind in {"root", "system"} else None)
-        if sev and (best is None or SEVERITY_RANK[sev] > SEVERITY_RANK[best[0]]):
-            best = (sev, kind, target)
+        rated = _RECURSIVE_RM[kind] if recursive else ("warning" if kind in {"root", "system"} else None)
+        if rated and (best is None or SEVERITY_RANK[rated] > SEVERITY_RANK[best[0]]):
+            best = (rated, kind, target)
     if best:
         sev, kind, target = best
         if sev == "info":
             message = f"Command contains '{flag}' on '{target.text}' ({_PATH_REASON[kind]})"
         else:
             message = f"Command contains '{flag}' on '{target.text}' ({_PATH_REASON[kind]}) - {_approval(sev)}"
-        risks.append(Risk("destructive_command", sev, message, _rm_suggestions(kind, target.text)))
+        risks.append(Risk("destructive_command", sev, message, _rm_suggestions(kind, target.text, recursive)))
     return risks
 
 
@@ -270,7 +300,7 @@ FIND_DELETERS = frozenset({"rm", "unlink", "shred"})
 def find_parts(argv: Sequence[Word]) -> tuple[list[Word], list[list[Word]], bool]:
     """Split a find invocation into roots, the argv of each -exec/-ok, and whether -delete is set."""
     i = 1
-    while i < len(argv) and argv[i].text in {"-H", "-L", "-P"} or (i < len(argv) and argv[i].text.startswith("-O")):
+    while i < len(argv) and (argv[i].text in {"-H", "-L", "-P"} or argv[i].text.startswith("-O")):
         i += 1
     if i < len(argv) and argv[i].text == "-D":
         i += 2
@@ -364,9 +394,7 @@ def _devices(inv: Invocation) -> list[Risk]:
     if name == "cryptsetup" and set(args) & {"luksFormat", "erase", "luksErase", "reencrypt"}:
         return [_device_risk(name, devices[0] if devices else " ".join(args), "reformats encrypted volume")]
     if name in {"lvremove", "vgremove", "pvremove"} or (name in {"zpool", "zfs"} and args[:1] == ["destroy"]):
-        return [
-            Risk("device_write", "critical", f"Command '{name} {' '.join(args)}' destroys a volume - requires approval")
-        ]
+        return [Risk("device_write", "critical", f"Command '{name} {' '.join(args)}' destroys a volume - requires approval")]
     return []
 
 
@@ -392,12 +420,26 @@ def redirect_risks(op: str, target: str) -> list[Risk]:
 
 _POWER_SUGGESTION = "Drain the node and schedule the restart with approval, e.g. 'shutdown -r +5'"
 _REMOTE_ACCESS_UNITS = frozenset(
-    "ssh sshd networking network NetworkManager systemd-networkd wpa_supplicant firewalld".split()
+    ["ssh", "sshd", "networking", "network", "NetworkManager", "systemd-networkd", "wpa_supplicant", "firewalld"]
 )
 _SYSTEMCTL_POWER = frozenset(
-    "reboot poweroff halt kexec suspend hibernate hybrid-sleep suspend-then-hibernate rescue emergency soft-reboot".split()
+    [
+        "reboot",
+        "poweroff",
+        "halt",
+        "kexec",
+        "suspend",
+        "hibernate",
+        "hybrid-sleep",
+        "suspend-then-hibernate",
+        "rescue",
+        "emergency",
+        "soft-reboot",
+    ]
 )
-_SYSTEMCTL_VALUE_OPTS = frozenset("-H --host -M --machine -t --type -s --signal -p --property -n --lines -o --output".split())
+_SYSTEMCTL_VALUE_OPTS = frozenset(
+    ["-H", "--host", "-M", "--machine", "-t", "--type", "-s", "--signal", "-p", "--property", "-n", "--lines", "-o", "--output"]
+)
 
 
 def _power(command: str) -> Risk:
@@ -464,7 +506,7 @@ def _power_and_services(inv: Invocation) -> list[Risk]:
 # --- permissions -------------------------------------------------------------------------
 
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
-_WORLD_WRITABLE = re.compile(r"^(?:0?[0-7]?[0-7][0-7][2367]|(?:[ugo]*a[ugo]*|o)[+=][rwxXst]*w.*|\+?[rwx]*w[rwx]*)$")
+_WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*)$")
 
 
 def _permissions(inv: Invocation) -> list[Risk]:
@@ -473,11 +515,9 @@ def _permissions(inv: Invocation) -> list[Risk]:
     positional: list[Word] = []
     for w in inv.argv[1:]:
         t = w.text
-        if t in {"-R", "--recursive"} or (t.startswith("-") and not t.startswith("--") and "R" in t and name != "chmod"):
+        if t == "--recursive" or re.fullmatch(r"-[cfvhHLP]*R[cfvhHLPR]*", t):
             recursive = True
-        elif t in _CHMOD_OPTIONS or t.startswith("--"):
-            continue
-        elif name != "chmod" and t.startswith("-"):
+        elif t in _CHMOD_OPTIONS or t.startswith("--") or (name != "chmod" and t.startswith("-")):
             continue
         else:
             positional.append(w)
@@ -486,7 +526,7 @@ def _permissions(inv: Invocation) -> list[Risk]:
     spec, targets = positional[0].text, positional[1:]
     kinds = [(classify_path(t), t) for t in targets]
     change = f"{name} {'-R ' if recursive else ''}{spec}"
-    world = name == "chmod" and bool(_WORLD_WRITABLE.match(spec))
+    world = name == "chmod" and any(_WORLD_WRITABLE.match(part) for part in spec.split(","))
     for kind, target in kinds:
         if recursive and kind in {"root", "home", "system"}:
             return [
@@ -494,14 +534,12 @@ def _permissions(inv: Invocation) -> list[Risk]:
                     "system_permissions",
                     "critical",
                     f"Command '{change}' on '{target.text}' rewrites permissions of {_PATH_REASON[kind]} - requires approval",
-                    (
-                        f"Scope '{name}' to the application directory, not '{target.text}'",
-                        "Avoid 777: use 755 for directories and 644 for files",
-                    ),
+                    (f"Scope '{name}' to the application directory, not '{target.text}'",)
+                    + (("Avoid 777: use 755 for directories and 644 for files",) if world else ()),
                 )
             ]
     for kind, target in kinds:
-        if (recursive and world) or kind in {"root", "system"} and (world or kind == "root"):
+        if (recursive and world) or (kind in {"root", "system"} and (world or kind == "root")):
             return [
                 Risk(
                     "system_permissions",
@@ -645,11 +683,14 @@ def is_sql_client(inv: Invocation) -> bool:
     return name in SQL_CLIENTS or (name == "clickhouse" and [w.text for w in inv.argv[1:2]] == ["client"])
 
 
-_SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\$\$.*?\$\$", re.S)
-_SQL_CRITICAL_DROP = re.compile(r"\bDROP\s+(?:TABLE|DATABASE|SCHEMA|TABLESPACE|OWNED)\b")
-_SQL_DROP = re.compile(r"\bDROP\s+(?:[A-Z]+\s+)?[A-Z]+\b")
-_SQL_DELETE = re.compile(r"\bDELETE\s+(?:FROM\s+)?[\w.\"`\[\]]+")
-_SQL_UPDATE = re.compile(r"\bUPDATE\s+[\w.\"`\[\]]+\s+SET\b")
+# Unterminated comments and literals run to the end, so every pattern is linear.
+_SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*'?|\$\$.*?(?:\$\$|\Z)", re.S)
+_SQL_CRITICAL_DROP = re.compile(r"\bDROP\s+(?:TABLE|DATABASE|SCHEMA|TABLESPACE|OWNED)\b", re.I)
+_SQL_DROP = re.compile(r"\bDROP\s+(?:[A-Z]+\s+)?[A-Z]+\b", re.I)
+_SQL_DELETE = re.compile(r"\bDELETE\s+(?:FROM\s+)?[\w.\"`\[\]]+", re.I)
+_SQL_UPDATE = re.compile(r"\bUPDATE\s+[\w.\"`\[\]]+\s+SET\b", re.I)
+_SQL_TRUNCATE = re.compile(r"\bTRUNCATE\b", re.I)
+_SQL_WHERE = re.compile(r"\bWHERE\b", re.I)
 _SQL_SUGGESTIONS = (
     "Add a WHERE clause so the statement only touches the intended rows",
     "Back up the table first (pg_dump -t / mysqldump) or run it inside BEGIN; ... ROLLBACK; to check the row count",
@@ -660,14 +701,16 @@ def sql_risks(sql: str) -> list[Risk]:
     """Risks of SQL text: DROP, TRUNCATE, DELETE/UPDATE without WHERE (comments and literals ignored)."""
     risks: list[Risk] = []
     for raw in _SQL_NOISE.sub(" '' ", sql[:100_000]).split(";"):
-        stmt = " ".join(raw.split()).upper()
+        stmt = " ".join(raw.split())
         if not stmt:
             continue
         shown = stmt if len(stmt) <= 80 else stmt[:77] + "..."
-        has_where = re.search(r"\bWHERE\b", stmt) is not None
+        has_where = _SQL_WHERE.search(stmt) is not None
         if m := _SQL_CRITICAL_DROP.search(stmt):
-            risks.append(Risk("destructive_sql", "critical", f"SQL '{shown}' contains '{m.group(0)}' - requires approval", _SQL_SUGGESTIONS[1:]))
-        elif re.search(r"\bTRUNCATE\b", stmt):
+            risks.append(
+                Risk("destructive_sql", "critical", f"SQL '{shown}' contains '{m.group(0)}' - requires approval", _SQL_SUGGESTIONS[1:])
+            )
+        elif _SQL_TRUNCATE.search(stmt):
             risks.append(Risk("destructive_sql", "critical", f"SQL '{shown}' empties a table - requires approval", _SQL_SUGGESTIONS[1:]))
         elif _SQL_DELETE.search(stmt) and not has_where:
             risks.append(
@@ -678,7 +721,9 @@ def sql_risks(sql: str) -> list[Risk]:
                 Risk("destructive_sql", "warning", f"SQL '{shown}' updates every row (no WHERE) - review before running", _SQL_SUGGESTIONS)
             )
         elif m := _SQL_DROP.search(stmt):
-            risks.append(Risk("destructive_sql", "warning", f"SQL '{shown}' contains '{m.group(0)}' - review before running", _SQL_SUGGESTIONS[1:]))
+            risks.append(
+                Risk("destructive_sql", "warning", f"SQL '{shown}' contains '{m.group(0)}' - review before running", _SQL_SUGGESTIONS[1:])
+            )
     return risks
 
 
@@ -691,7 +736,14 @@ def _nosql(inv: Invocation) -> list[Risk]:
     if name == "redis-cli":
         hit = next((a for a in args if a.upper() in {"FLUSHALL", "FLUSHDB"}), None)
         if hit:
-            return [Risk("destructive_sql", "critical", f"Command 'redis-cli {hit}' deletes every key - requires approval", ("Back up with 'redis-cli --rdb' first",))]
+            return [
+                Risk(
+                    "destructive_sql",
+                    "critical",
+                    f"Command 'redis-cli {hit}' deletes every key - requires approval",
+                    ("Back up with 'redis-cli --rdb' first",),
+                )
+            ]
         return []
     for i, a in enumerate(args):
         script = args[i + 1] if a == "--eval" and i + 1 < len(args) else a.removeprefix("--eval=") if a.startswith("--eval=") else None
@@ -710,11 +762,25 @@ def _nosql(inv: Invocation) -> list[Risk]:
 # --- infrastructure ------------------------------------------------------------------------
 
 _KUBECTL_VALUE_OPTS = frozenset(
-    "-n --namespace --context --kubeconfig --cluster --user -s --server --as --token --request-timeout".split()
+    ["-n", "--namespace", "--context", "--kubeconfig", "--cluster", "--user", "-s", "--server", "--as", "--token", "--request-timeout"]
 )
 _KUBE_BROAD = frozenset(
-    "ns namespace namespaces node nodes no pv persistentvolume persistentvolumes crd crds "
-    "customresourcedefinition customresourcedefinitions all".split()
+    [
+        "ns",
+        "namespace",
+        "namespaces",
+        "node",
+        "nodes",
+        "no",
+        "pv",
+        "persistentvolume",
+        "persistentvolumes",
+        "crd",
+        "crds",
+        "customresourcedefinition",
+        "customresourcedefinitions",
+        "all",
+    ]
 )
 
 
@@ -789,6 +855,8 @@ def command_risks(inv: Invocation) -> list[Risk]:
     if not inv.argv:
         return []
     name = program(inv.argv[0])
+    if inv.argv[0].text.startswith("/etc/init.d/"):
+        return _power_and_services(inv)
     if name == "rm":
         return _rm(inv)
     if name == "find":

@@ -88,6 +88,9 @@ class JobView(msgspec.Struct, kw_only=True):
     checks: list[TestResult] = []
     tests_passed: bool | None = None
     test_results: list[TestResult] = []
+    # A later test run on the finished job (`test_requested`), and its verification job.
+    retest: list[JobTest] = []
+    retest_job: str | None = None
     cancel_requested: bool = False
     cancel_sent: bool = False
     requested_at: datetime | None = None
@@ -104,6 +107,11 @@ class JobView(msgspec.Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def settled(self) -> bool:
+        """Terminal with nothing left to decide: the projection may drop it from memory."""
+        return self.terminal and not self.retest
 
 
 class NodeView(msgspec.Struct, kw_only=True):

@@ -79,3 +79,23 @@ async def test_tests_from_a_yaml_file(stack: Stack, tmp_path) -> None:  # type: 
     bad.write_text("- {type: exit_kode}\n")
     code, _, err = await stack.nexus("run", "--tests", str(bad), "--", "true")
     assert code == 1 and b"bad.yaml" in err and b"Traceback" not in err
+
+
+async def test_tests_run_later_on_a_finished_job(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="echo 'Build successful' > build.log; echo done", working_dir=str(tmp_path)))
+    await stack.wait_job(job_id)
+    spec = tmp_path / "later.yaml"
+    spec.write_text(f"- {{type: exit_code, expected: 0}}\n- {{type: output_contains, pattern: done}}\n- {{type: file_exists, path: {tmp_path}/build.log}}\n")
+    code, out, err = await stack.nexus("test", job_id, "--tests", str(spec), "--json")
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["passed"] is True and [r["type"] for r in body["results"]] == ["exit_code", "output_contains", "file_exists"]
+    code, out, err = await stack.nexus("test", job_id, "--expect-file", str(tmp_path / "nope.txt"))
+    assert code == 1 and b"FAIL" in out, err
+    row = await stack.job(job_id)
+    assert row is not None and row["status"] == "succeeded" and row["tests_passed"] is False  # the latest run's results
+    verification = await stack.client.query("SELECT count(*) FROM jobs WHERE parent = ? AND metadata->>'verifies' = ?", [job_id, job_id])
+    assert verification.rows == [[2]]
+    code, _, err = await stack.nexus("test", "no-such-job", "--expect-exit", "0")
+    assert code == 1 and b"no job" in err
