@@ -4,6 +4,7 @@ file_exists, http_ok and command. Results go into `job.exited` as `checks`."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -39,7 +40,7 @@ def _http_ok(test: HttpOkTest) -> TestResult:
             status = resp.status
     except urllib.error.HTTPError as exc:
         status = exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return TestResult(type="http_ok", passed=False, expected=expected, actual=f"error: {reason}")
     return TestResult(type="http_ok", passed=200 <= status < 300, expected=expected, actual=f"HTTP {status}")

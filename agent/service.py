@@ -155,8 +155,8 @@ class Agent:
         while True:
             try:
                 msgs = await sub.fetch(batch=16, timeout=5)
-            except nats.errors.TimeoutError:
-                continue
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # nats-py raises either kind when no dispatch came in time
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("agent.fetch_failed", error=str(exc))
                 await asyncio.sleep(1.0)
@@ -219,7 +219,9 @@ class Agent:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
             await _retry(lambda: self.bus.publish(Outgoing(subjects.job(job_id, "started"), ev, f"job:{job_id}:started:{attempt}")))
 
-        env = {**os.environ, **dispatch.env}
+        # The job may ask where it runs (a deploy script, a health check on one node).
+        nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt), "TERM": "xterm"}
+        env = {**os.environ, **nexus_env, **dispatch.env}
         spec = RunSpec(
             argv=dispatch.argv,
             cwd=dispatch.working_dir,
@@ -245,8 +247,7 @@ class Agent:
             )
         except SpawnFailed as exc:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
-        except (OSError, BusError) as exc:
-            # Whatever broke, the log must still say the attempt ended.
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the log must still say the attempt ended
             log.exception("job.run_failed", job_id=job_id)
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {exc}")
         finally:

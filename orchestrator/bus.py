@@ -155,11 +155,12 @@ class NatsBus:
         """Publish one event. With `expected_seq`, the server refuses it (StaleDecision)
         unless the entity's last event is still at that sequence."""
         headers = {"Nats-Msg-Id": out.msg_id}
+        event = out.event if out.event.ts is not None else msgspec.structs.replace(out.event, ts=datetime.now(UTC))
         if expected_seq is not None:
             headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = _entity_filter(out.subject)
         try:
-            ack = await self.js.publish(out.subject, codec.encode(out.event), headers=headers)
+            ack = await self.js.publish(out.subject, codec.encode(event), headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
                 raise StaleDecision(out.subject, expected_seq) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestrator.core import reducer
+from orchestrator.core.pipeline import PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView, Record
 from orchestrator.store import DuckDBStore
 
@@ -21,19 +22,26 @@ class Projection:
         self.applied_seq = store.checkpoint()
         self.jobs: dict[str, JobView] = store.active_jobs(TERMINAL)
         self.nodes: dict[str, NodeView] = store.all_nodes()
+        self.pipelines: dict[str, PipelineView] = store.load_pipelines(running_only=True)
+        self.changed_pipelines: dict[str, PipelineView] = {}
 
     def apply_batch(self, batch: list[Record]) -> dict[str, JobView]:
-        """Fold a batch and store it with the checkpoint in one transaction; returns changed jobs."""
+        """Fold a batch and store it with the checkpoint in one transaction; returns changed
+        jobs (changed pipelines are left in `changed_pipelines`)."""
+        self.changed_pipelines = {}
         batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
         self.jobs.update(self.store.load_jobs(j for j in missing if j))
+        missing_pipes = {pipeline_id_of(r.subject) for r in batch} - set(self.pipelines) - {None}
+        self.pipelines.update(self.store.load_pipelines(p for p in missing_pipes if p))
         rows = []
         dirty_jobs: dict[str, JobView] = {}
         dirty_nodes: dict[str, NodeView] = {}
+        dirty_pipes: dict[str, PipelineView] = {}
         for rec in batch:
-            applied = reducer.apply(self.jobs, self.nodes, rec)
+            applied = reducer.apply(self.jobs, self.nodes, rec, self.pipelines)
             rows.append(applied.row)
             if applied.row.error and self.on_ignored:
                 self.on_ignored(rec, applied.row.error)
@@ -41,13 +49,23 @@ class Projection:
                 self.jobs[applied.job.job_id] = dirty_jobs[applied.job.job_id] = applied.job
             if applied.node is not None:
                 self.nodes[applied.node.node_id] = dirty_nodes[applied.node.node_id] = applied.node
-        self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq)
+            if applied.pipeline is not None:
+                self.pipelines[applied.pipeline.pipeline_id] = dirty_pipes[applied.pipeline.pipeline_id] = applied.pipeline
+        self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq, dirty_pipes.values())
         self.applied_seq = batch[-1].seq
         for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
+        for pipeline_id in [p for p, v in self.pipelines.items() if v.status in ("succeeded", "failed")]:
+            del self.pipelines[pipeline_id]
+        self.changed_pipelines = dirty_pipes
         return dirty_jobs
 
 
 def job_id_of(subject: str) -> str | None:
     parts = subject.split(".")
     return parts[3] if len(parts) > 4 and parts[:3] == ["nexus", "evt", "job"] else None
+
+
+def pipeline_id_of(subject: str) -> str | None:
+    parts = subject.split(".")
+    return parts[3] if len(parts) > 4 and parts[:3] == ["nexus", "evt", "pipeline"] else None

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from orchestrator.bus import NatsBus, StreamLimits
 from orchestrator.core import assertions, decide
 from orchestrator.core.analysis import analyze
+from orchestrator.core.pipeline import PipelineView, decide_pipeline, pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.text import text_view
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
@@ -57,6 +58,8 @@ class Orchestrator:
         self.fleet_known = asyncio.Event()
         self._decide_lock = asyncio.Lock()
         self._undecodable_requests: list[Record] = []
+        self._touched_pipelines: set[str] = set()
+        self.pipe_inflight: dict[str, int] = {}
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -96,10 +99,14 @@ class Orchestrator:
                 self.caught_up.set()
                 log.info("orchestrator.caught_up", seq=self.applied_seq)
             await self.decide_jobs(touched)
+            await self.decide_pipelines(self._touched_pipelines)
 
     def apply_batch(self, batch: list[Record]) -> set[str]:
         """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
         changed = self.projection.apply_batch(batch)
+        self._touched_pipelines = set(self.projection.changed_pipelines) | {
+            str(j.metadata["pipeline"]) for j in changed.values() if isinstance(j.metadata.get("pipeline"), str)
+        }
         for job_id, job in changed.items():
             if job.terminal:
                 log.info("job.finished", job_id=job_id, status=job.status, exit_code=job.exit_code)
@@ -199,6 +206,44 @@ class Orchestrator:
         for out in outs:
             log.info("job.decided", job_id=job.job_id, subject=out.subject, kind=codec.event_type(out.event), node=node)
 
+    async def decide_pipelines(self, pipeline_ids: Iterable[str]) -> None:
+        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
+            return
+        async with self._decide_lock:
+            for pipeline_id in sorted(pipeline_ids):
+                view = self.projection.pipelines.get(pipeline_id)
+                if view is None or self.pipe_inflight.get(pipeline_id, 0) > view.last_seq:
+                    continue
+                wanted = pipeline_jobs(view)
+                jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
+                jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
+                now = datetime.now(UTC)
+                fleet = self._fleet()
+                fleet_nodes: dict[str, list[str]] = {}
+                if not fleet.warming(now):
+                    for spec in view.spec.steps:
+                        if spec.labels:
+                            fleet_nodes[spec.id] = decide.capable_nodes(fleet, spec.tool, spec.labels, now)
+                outs = decide_pipeline(view, jobs, fleet_nodes, now)
+                await self._publish_pipeline(view, outs)
+
+    async def _publish_pipeline(self, view: PipelineView, outs: list[decide.Outgoing]) -> None:
+        """Pipeline events chain on the pipeline's last sequence; step job requests are idempotent by id."""
+        expected = view.last_seq
+        own_prefix = subjects.pipeline(view.pipeline_id, "")
+        try:
+            for out in outs:
+                if out.subject.startswith(own_prefix):
+                    expected = (await self.bus.publish(out, expected_seq=expected)).seq
+                    self.pipe_inflight[view.pipeline_id] = expected
+                else:
+                    await self.bus.publish(out)
+                log.info("pipeline.decided", pipeline_id=view.pipeline_id, subject=out.subject, kind=codec.event_type(out.event))
+        except StaleDecision:
+            log.debug("decision.stale", pipeline_id=view.pipeline_id, expected=expected)
+        except BusError as exc:
+            log.error("decision.publish_failed", pipeline_id=view.pipeline_id, error=str(exc))
+
     async def _publish_rejections(self) -> None:
         while self._undecodable_requests:
             rec = self._undecodable_requests.pop(0)
@@ -254,6 +299,7 @@ class Orchestrator:
         while True:
             await self.decide_nodes(set(self.nodes) | set(self.beats))
             await self.decide_jobs(list(self.jobs))
+            await self.decide_pipelines(list(self.projection.pipelines))
             await asyncio.sleep(TICK_S)
 
     # ------------------------------------------------------------ queries

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import msgspec
 
+from orchestrator.core.pipeline import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError
@@ -31,7 +32,7 @@ _SQL_TYPES = {int: "BIGINT", str: "VARCHAR", float: "DOUBLE", bool: "BOOLEAN", d
 
 def _column_type(tp: Any) -> str:
     """SQL type of a view field: scalars map directly, Literals are text, the rest is JSON."""
-    if isinstance(tp, types.UnionType):  # `X | None`
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:  # `X | None`
         (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(tp) is typing.Literal:
         return "VARCHAR"
@@ -41,16 +42,25 @@ def _column_type(tp: Any) -> str:
 class _Table:
     """Column layout of a msgspec Struct as a DuckDB table, and conversions both ways."""
 
-    def __init__(self, name: str, struct: type[msgspec.Struct], key: str) -> None:
+    def __init__(self, name: str, struct: type[msgspec.Struct], key: str | tuple[str, ...], exclude: tuple[str, ...] = ()) -> None:
         self.name = name
         self.struct = struct
-        self.key = key
+        self.key = (key,) if isinstance(key, str) else key
         hints = typing.get_type_hints(struct, include_extras=False)
-        self.columns = [(f.name, _column_type(hints[f.name])) for f in msgspec.structs.fields(struct)]
+        self.columns = [(f.name, _column_type(hints[f.name])) for f in msgspec.structs.fields(struct) if f.name not in exclude]
 
     def ddl(self) -> str:
-        cols = ", ".join(f"{n} {t}{' PRIMARY KEY' if n == self.key else ''}" for n, t in self.columns)
-        return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"
+        cols = ", ".join(f"{n} {t}" for n, t in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))"
+
+    def migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the table, or add the columns a newer version of the view has (new fields only ever get added)."""
+        con.execute(self.ddl())
+        query = "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+        have = {r[0] for r in con.execute(query, [self.name]).fetchall()}
+        for name, sqltype in self.columns:
+            if name not in have:
+                con.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {sqltype}")
 
     def upsert(self, con: duckdb.DuckDBPyConnection, rows: Sequence[msgspec.Struct], *, replace: bool = True) -> None:
         if not rows:
@@ -62,19 +72,22 @@ class _Table:
                 if sqltype == "JSON":
                     value = msgspec.json.encode(value).decode()
                 lists[i].append(value)
+        names = ", ".join(n for n, _ in self.columns)
         select = ", ".join(f"unnest(?::{t}[])" for _, t in self.columns)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        con.execute(f"{verb} INTO {self.name} SELECT {select}", lists)
+        con.execute(f"{verb} INTO {self.name} ({names}) SELECT {select}", lists)
 
-    def decode(self, names: Sequence[str], values: Sequence[Any]) -> Any:
+    def decode(self, names: Sequence[str], values: Sequence[Any], extra: dict[str, Any] | None = None) -> Any:
         kinds = dict(self.columns)
         data = {n: (msgspec.json.decode(v) if kinds.get(n) == "JSON" and v is not None else v) for n, v in zip(names, values, strict=True)}
-        return msgspec.convert(data, self.struct, strict=False)
+        return msgspec.convert({**data, **(extra or {})}, self.struct, strict=False)
 
 
 EVENTS = _Table("events", EventRow, "seq")
 JOBS = _Table("jobs", JobView, "job_id")
 NODES = _Table("nodes", NodeView, "node_id")
+PIPELINES = _Table("pipelines", PipelineView, "pipeline_id", exclude=("steps",))
+PIPELINE_STEPS = _Table("pipeline_steps", StepView, ("pipeline_id", "step_id"))
 
 
 # Read models derived from the tables; recreated at every start, so they follow the code.
@@ -95,7 +108,8 @@ class DuckDBStore:
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = str(path)
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
+            # No external access: `nexus sql` must not read or write files on the orchestrator's host.
+            self.con = duckdb.connect(self.path, read_only=read_only, config={"enable_external_access": False})
         except duckdb.IOException as exc:
             raise QueryError(f"cannot open {self.path}: {exc}") from None
         self.con.execute("SET TimeZone='UTC'")
@@ -103,8 +117,8 @@ class DuckDBStore:
             self._migrate()
 
     def _migrate(self) -> None:
-        for table in (EVENTS, JOBS, NODES):
-            self.con.execute(table.ddl())
+        for table in (EVENTS, JOBS, NODES, PIPELINES, PIPELINE_STEPS):
+            table.migrate(self.con)
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
         for view in VIEWS:
             self.con.execute(view)
@@ -117,15 +131,23 @@ class DuckDBStore:
         return int(row[0]) if row else 0
 
     def write_batch(
-        self, rows: Sequence[EventRow], jobs: Iterable[JobView], nodes: Iterable[NodeView], last_seq: int
+        self,
+        rows: Sequence[EventRow],
+        jobs: Iterable[JobView],
+        nodes: Iterable[NodeView],
+        last_seq: int,
+        pipelines: Iterable[PipelineView] = (),
     ) -> None:
         """Store one batch and move the checkpoint, atomically."""
         con = self.con
+        pipelines = list(pipelines)
         con.execute("BEGIN TRANSACTION")
         try:
             EVENTS.upsert(con, rows, replace=False)
             JOBS.upsert(con, list(jobs))
             NODES.upsert(con, list(nodes))
+            PIPELINES.upsert(con, pipelines)
+            PIPELINE_STEPS.upsert(con, [s for p in pipelines for s in p.steps])
             con.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", [CHECKPOINT, last_seq])
             con.execute("COMMIT")
         except BaseException:
@@ -143,6 +165,33 @@ class DuckDBStore:
         cur = self.con.execute("SELECT * FROM jobs WHERE status NOT IN (SELECT unnest(?::VARCHAR[]))", [list(terminal)])
         return self._views(cur, JOBS)
 
+    def load_pipelines(self, ids: Iterable[str] | None = None, *, running_only: bool = False) -> dict[str, PipelineView]:
+        """Pipeline views with their steps; all running ones, or the given ids."""
+        if ids is not None:
+            cur = self.con.execute("SELECT * FROM pipelines WHERE pipeline_id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
+        else:
+            where = "WHERE status IN ('running', 'rolling_back')" if running_only else ""
+            cur = self.con.execute(f"SELECT * FROM pipelines {where}")
+        names = [d[0] for d in cur.description or []]
+        heads = [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+        if not heads:
+            return {}
+        steps_cur = self.con.execute(
+            "SELECT * FROM pipeline_steps WHERE pipeline_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY pipeline_id, position",
+            [[h["pipeline_id"] for h in heads]],
+        )
+        step_names = [d[0] for d in steps_cur.description or []]
+        steps: dict[str, list[StepView]] = {}
+        for values in steps_cur.fetchall():
+            step = PIPELINE_STEPS.decode(step_names, values)
+            steps.setdefault(step.pipeline_id, []).append(step)
+        out = {}
+        for head in heads:
+            view = PIPELINES.decode(list(head), list(head.values()), extra={"steps": []})
+            view.steps = steps.get(view.pipeline_id, [])
+            out[view.pipeline_id] = view
+        return out
+
     def all_nodes(self) -> dict[str, NodeView]:
         return self._views(self.con.execute("SELECT * FROM nodes"), NODES)
 
@@ -152,7 +201,7 @@ class DuckDBStore:
         out = {}
         for values in cur.fetchall():
             view = table.decode(names, values)
-            out[getattr(view, table.key)] = view
+            out[getattr(view, table.key[0])] = view
         return out
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -311,7 +311,11 @@ JobEvent = (
     | JobLost
 )
 NodeEvent = NodeRegistered | NodeLost
-Event = JobEvent | NodeEvent
+
+# Pipeline events live in their own module, built on the envelope above.
+from schemas.pipelines import PipelineEvent  # noqa: E402 (after the names it imports)
+
+Event = JobEvent | NodeEvent | PipelineEvent
 
 TERMINAL_JOB_EVENTS = (JobRejected, JobDenied, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
 """Events that end a job (a JobLost with will_retry does not: use `ends_job`)."""

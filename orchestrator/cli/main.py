@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import daemons, jobs, review, state
+from orchestrator.cli import daemons, jobs, pipelines, review, state
 from orchestrator.cli.common import CliError, err
 from schemas.errors import NexusError
 
@@ -30,6 +30,7 @@ app.command(rich_help_panel="Jobs")(jobs.logs)
 app.command(rich_help_panel="Jobs")(jobs.history)
 app.command(rich_help_panel="Jobs")(jobs.cancel)
 app.command(rich_help_panel="Jobs")(jobs.test)
+app.add_typer(pipelines.app, name="pipeline", rich_help_panel="Deploy")
 app.command(rich_help_panel="Analysis")(review.validate)
 app.command(rich_help_panel="Analysis")(review.approve)
 app.command(rich_help_panel="Analysis")(review.deny)

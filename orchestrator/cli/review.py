@@ -26,9 +26,11 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import load_policy
 from orchestrator.core.decide import Outgoing
+from orchestrator.core.views import Record
 from orchestrator.errors import StaleDecision
 from schemas import subjects
 from schemas.events import JobApproved, JobDenied
+from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML) to check against; default: the built-in policy.")]
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -88,24 +90,58 @@ def validate(
     raise typer.Exit(0 if result["valid"] else 1)
 
 
+IdArg = Annotated[str, typer.Argument(help="Job id, or pipeline id with STEP.", show_default=False)]
+StepArg = Annotated[str | None, typer.Argument(help="Pipeline step waiting at an approval gate.", show_default=False)]
+
+
 def approve(
-    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    target: IdArg,
+    step: StepArg = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who approves (default: $USER); must be an approver in the policy.")] = None,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
-    """Release a job held for approval."""
-    _decide(job_id, "approved", by or default_user(), reason, nats_url)
+    """Release a job held for approval, or a pipeline step at its gate (nexus approve PIPELINE STEP)."""
+    if step is None:
+        _decide(target, "approved", by or default_user(), reason, nats_url)
+    else:
+        _decide_step(target, step, "approved", by or default_user(), reason, nats_url)
 
 
 def deny(
-    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    target: IdArg,
+    step: StepArg = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who denies (default: $USER).")] = None,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
-    """Reject a job held for approval; it never runs."""
-    _decide(job_id, "denied", by or default_user(), reason, nats_url)
+    """Reject a job held for approval (it never runs), or a pipeline step at its gate (the pipeline fails)."""
+    if step is None:
+        _decide(target, "denied", by or default_user(), reason, nats_url)
+    else:
+        _decide_step(target, step, "denied", by or default_user(), reason, nats_url)
+
+
+@run_async
+async def _decide_step(pipeline_id: str, step: str, kind: str, by: str, reason: str | None, nats_url: str) -> None:
+    subjects.check_id(pipeline_id, "pipeline id")
+    async with connect(nats_url) as client:
+        history: list[Record] = []
+        async for batch in client.bus.read_records(subjects.pipeline(pipeline_id, ">")):
+            history.extend(batch)
+        if not history:
+            fail(f"no pipeline {pipeline_id!r}")
+        waiting = {r.event.step for r in history if isinstance(r.event, PipelineApprovalRequired)}
+        answered = {r.event.step for r in history if isinstance(r.event, PipelineApproved | PipelineDenied)}
+        if step not in waiting - answered:
+            fail(f"step {step!r} of pipeline {pipeline_id!r} is not waiting for approval")
+        ev = PipelineApproved(step=step, by=by, reason=reason) if kind == "approved" else PipelineDenied(step=step, by=by, reason=reason)
+        out_ = Outgoing(subjects.pipeline(pipeline_id, kind), ev, f"pipeline:{pipeline_id}:{kind}:{step}:{secrets.token_hex(4)}")  # type: ignore[arg-type]
+        try:
+            await client.bus.publish(out_, expected_seq=history[-1].seq)
+        except StaleDecision:
+            fail(f"pipeline {pipeline_id!r} changed meanwhile; try again")
+    err.print(f"{pipeline_id} step {step} {kind} by {by}", highlight=False)
 
 
 @run_async

@@ -114,7 +114,13 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
         if job.status in ON_NODE and not job.cancel_sent and job.node is not None:
             ev = JobCancel(ts=now, attempt=job.attempt)
-            return [Outgoing(subjects.cancel(job.job_id, job.node), ev, f"job:{job.job_id}:cancel:{job.attempt}")]
+            kill = Outgoing(subjects.cancel(job.job_id, job.node), ev, f"job:{job.job_id}:cancel:{job.attempt}")
+            if job.status in ("assigned", "dispatched"):
+                # Not accepted yet: once the cancel is in the log the agent's `accepted`
+                # (which expects the dispatch to be the job's last event) can never be
+                # stored, so the command will not run; the job ends here.
+                return [kill, _out(job, JobCancelled(ts=now, reason="cancelled before the agent took it"), "cancelled")]
+            return [kill]
     if job.status == "requested":
         return _analyse(job, fleet, now, ctx)
     if job.status == "approved" and not ctx.policy.may_approve(job.approved_by):
@@ -131,9 +137,14 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             results = assertions.evaluate(job.tests, job.exit_code, ctx.output, job.checks)
             passed = all(r.passed for r in results)
             tested = _out(job, JobTested(ts=now, attempt=job.attempt, passed=passed, results=results), "tested")
-            if not passed:
+            # Without an explicit exit_code test, "exited as expected" still means exit 0.
+            exit_ok = job.exit_code == 0 or any(isinstance(t, ExitCodeTest) for t in job.tests)
+            if not (passed and exit_ok):
+                problems = [] if exit_ok else [f"exit code {job.exit_code}"]
                 failed = ", ".join(f"{r.type} (expected {r.expected}, got {r.actual})" for r in results if not r.passed)
-                ev = JobFailed(ts=now, attempt=job.attempt, reason=f"tests failed: {failed}", exit_code=job.exit_code)
+                if failed:
+                    problems.append(f"tests failed: {failed}")
+                ev = JobFailed(ts=now, attempt=job.attempt, reason="; ".join(problems), exit_code=job.exit_code)
                 return [tested, _out(job, ev, "failed")]
             return [tested, _out(job, JobSucceeded(ts=now, attempt=job.attempt, exit_code=job.exit_code), "succeeded")]
         return [_verdict(job, now)]

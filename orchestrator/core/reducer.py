@@ -6,17 +6,20 @@ No clock, no random ids, no I/O: rebuilding from sequence 1 gives the same rows.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from datetime import datetime
 from typing import assert_never
 
 import msgspec
 
+from orchestrator.core.pipeline import PipelineView, evolve_pipeline
 from orchestrator.core.views import JobView, NodeView, Record
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
 from schemas.events import (
+    Event,
     JobAccepted,
     JobApprovalRequired,
     JobApproved,
@@ -26,7 +29,6 @@ from schemas.events import (
     JobCancelRequested,
     JobDenied,
     JobDispatch,
-    JobEvent,
     JobExited,
     JobFailed,
     JobLost,
@@ -43,6 +45,7 @@ from schemas.events import (
     NodeLost,
     NodeRegistered,
 )
+from schemas.pipelines import PipelineEvent
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,10 +66,16 @@ class Applied(msgspec.Struct, frozen=True, kw_only=True):
     row: EventRow
     job: JobView | None = None
     node: NodeView | None = None
+    pipeline: PipelineView | None = None
 
 
-def apply(jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], rec: Record) -> Applied:
-    """Fold one record. `jobs`/`nodes` must hold the views of the ids the record names."""
+def apply(
+    jobs: Mapping[str, JobView],
+    nodes: Mapping[str, NodeView],
+    rec: Record,
+    pipelines: Mapping[str, PipelineView] | None = None,
+) -> Applied:
+    """Fold one record. The mappings must hold the views of the ids the record names."""
     ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
     try:
         ref: subjects.SubjectRef | None = subjects.parse(rec.subject)
@@ -79,6 +88,7 @@ def apply(jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], rec: Recor
     error = rec.error
     job: JobView | None = None
     node: NodeView | None = None
+    pipeline: PipelineView | None = None
     if rec.event is None or ref is None:
         etype = ref.type if ref else "invalid"
         if error is None:
@@ -88,6 +98,10 @@ def apply(jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], rec: Recor
         ev = rec.event
         if isinstance(ev, NodeRegistered | NodeLost):
             node = evolve_node(nodes.get(ref.id), ref.id, ev, ts, rec.seq)
+        elif isinstance(ev, PipelineEventTypes):
+            pipeline = evolve_pipeline((pipelines or {}).get(ref.id), ref.id, ev, ts, rec.seq)
+            if pipeline is None:
+                error = "event for an unknown pipeline, ignored"
         elif job_id is not None:
             before = jobs.get(job_id)
             job, error = evolve_job(before, job_id, ev, ts, rec.seq)
@@ -105,11 +119,14 @@ def apply(jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], rec: Recor
         payload=payload,
         error=error,
     )
-    return Applied(row=row, job=job, node=node)
+    return Applied(row=row, job=job, node=node, pipeline=pipeline)
+
+
+PipelineEventTypes = typing.get_args(PipelineEvent)
 
 
 def evolve_job(
-    job: JobView | None, job_id: str, ev: JobEvent | NodeEvent, ts: datetime, seq: int
+    job: JobView | None, job_id: str, ev: Event, ts: datetime, seq: int
 ) -> tuple[JobView | None, str | None]:
     """Next view of one job, and a note when the event changes nothing."""
     if isinstance(ev, JobRequested):
@@ -245,6 +262,8 @@ def evolve_job(
             else:
                 _finish(job, "lost", ts, ev.reason)
         case NodeRegistered() | NodeLost() | JobRequested():
+            return None, "not a job event"
+        case _ if isinstance(ev, PipelineEventTypes):
             return None, "not a job event"
         case _:
             assert_never(ev)

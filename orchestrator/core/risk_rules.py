@@ -129,7 +129,7 @@ _PATH_REASON: dict[PathKind, str] = {
     "root": "the root filesystem",
     "home": "a home directory",
     "system": "a system or top-level path",
-    "broad": "the whole working directory",
+    "broad": "the working directory or a parent of it",
     "dynamic": "a path built from a variable, which may expand to /",
     "other": "a path outside temporary directories",
     "scratch": "a temporary directory",
@@ -244,7 +244,7 @@ def _rm(inv: Invocation) -> list[Risk]:
         elif not options_done and t.startswith("-") and len(t) > 1:
             recursive |= "r" in t or "R" in t
             force |= "f" in t
-        else:
+        elif not (inv.via_xargs and t == "{}"):  # xargs -I{} fills the placeholder from its input
             targets.append(w)
     flag = "rm -rf" if recursive and force else "rm -r" if recursive else "rm -f" if force else "rm"
     if no_preserve:
@@ -622,7 +622,8 @@ def _git(inv: Invocation) -> list[Risk]:
     if delete or mirror:
         sev = "critical" if protected else "warning"
         what = "mirrors (and may delete) remote refs" if mirror else "deletes a remote branch"
-        return [Risk("force_push", sev, f"Command '{cmd}' {what}{onto} - {_approval(sev)}")]
+        named = f" ('{protected[0]}')" if protected else ""
+        return [Risk("force_push", sev, f"Command '{cmd}' {what}{named} - {_approval(sev)}")]
     return []
 
 

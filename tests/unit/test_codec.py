@@ -140,9 +140,11 @@ def subject_for(ev: Event) -> str:
 
 
 def test_samples_cover_every_event_type_in_the_union() -> None:
-    assert {codec.event_type(ev) for ev in SAMPLES} == set(codec.EVENT_TYPES)
+    # Pipeline events have their own samples in test_pipeline.py.
+    job_and_node = {t for t in codec.EVENT_TYPES if not t.startswith("pipeline.")}
+    assert {codec.event_type(ev) for ev in SAMPLES} == job_and_node
     assert set(codec.EVENT_TYPES.values()) == set(typing.get_args(Event))
-    assert len(SAMPLES) == len(codec.EVENT_TYPES)
+    assert len(SAMPLES) == len(job_and_node)
 
 
 @pytest.mark.parametrize("ev", SAMPLES, ids=lambda ev: codec.event_type(ev))

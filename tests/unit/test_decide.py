@@ -451,7 +451,15 @@ def test_cancel_before_dispatch_cancels(status: str) -> None:
     assert (out.subject, out.msg_id) == ("nexus.evt.job.j1.cancelled", "job:j1:cancelled:0")
 
 
-@pytest.mark.parametrize("status", ["assigned", "dispatched", "accepted", "running"])
+@pytest.mark.parametrize("status", ["assigned", "dispatched"])
+def test_cancel_before_the_agent_accepted_ends_the_job_at_once(status: str) -> None:
+    view = job(status=status, node="n1", attempt=1, cancel_requested=True)
+    kill, cancelled = decide.decide_job(view, fleet(hb("n1")), NOW)
+    assert kill.event == JobCancel(ts=NOW, attempt=1) and kill.subject == "nexus.evt.job.j1.cancel.n1"
+    assert isinstance(cancelled.event, JobCancelled) and cancelled.subject == "nexus.evt.job.j1.cancelled"
+
+
+@pytest.mark.parametrize("status", ["accepted", "running"])
 def test_cancel_on_node_sends_one_cancel_to_the_agent(status: str) -> None:
     view = job(status=status, node="n1", attempt=1, cancel_requested=True)
     out = only(decide.decide_job(view, fleet(hb("n1")), NOW))

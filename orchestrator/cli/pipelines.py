@@ -1,0 +1,207 @@
+"""Pipeline verbs: nexus pipeline run FILE, show ID, list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from nats.aio.msg import Msg
+from nats.js import api
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.bus import to_record
+from orchestrator.cli.common import (
+    DEFAULT_NATS,
+    DbOpt,
+    JsonOpt,
+    NatsOpt,
+    connect,
+    default_user,
+    err,
+    fail,
+    fmt,
+    out,
+    parse_pairs,
+    print_json,
+    print_table,
+    query,
+    run_async,
+)
+from orchestrator.client import NexusClient
+from orchestrator.core.decide import Outgoing
+from orchestrator.core.pipeline import PipelineView, evolve_pipeline
+from orchestrator.templates import load_template
+from schemas import subjects
+from schemas.pipelines import PipelineEvent, PipelineRequested
+
+app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
+
+STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "skipped": "dim", "waiting_approval": "magenta"}
+
+
+def new_pipeline_id() -> str:
+    return f"p-{int(time.time() * 1000):x}-{secrets.token_hex(2)}"
+
+
+@app.command("run")
+def run(
+    file: Annotated[Path, typer.Argument(help="Pipeline template (YAML).", show_default=False)],
+    var: Annotated[list[str] | None, typer.Option("--var", help="Template variable KEY=VALUE; repeatable.")] = None,
+    pipeline_id: Annotated[str | None, typer.Option("--id", help="Pipeline id (idempotency key); default: a new one.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and print the id; do not follow.")] = False,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Check a template, submit it, and follow it step by step. Exits 1 if the pipeline failed.
+
+    The template is refused before anything runs when it has a syntax error,
+    an unknown key, a missing field, an unknown step in `needs` or a cycle.
+    """
+    spec = load_template(file, parse_pairs(var, "--var"))
+    pid = subjects.check_id(pipeline_id or new_pipeline_id(), "pipeline id")
+    req = PipelineRequested(spec=spec, variables=parse_pairs(var, "--var"), requested_by=default_user(), source=str(file))
+    ok = _run(pid, req, detach, as_json, nats_url)
+    raise typer.Exit(0 if ok else 1)
+
+
+@run_async
+async def _run(pid: str, req: PipelineRequested, detach: bool, as_json: bool, nats_url: str) -> bool:
+    async with connect(nats_url) as client:
+        out_ = Outgoing(subjects.pipeline(pid, "requested"), req, f"pipeline:{pid}:requested")  # type: ignore[arg-type]
+        await client.bus.publish(out_)
+        if detach:
+            print_json({"pipelineId": pid}) if as_json else print(pid)
+            return True
+        view = await _follow(client, pid, live=not as_json and sys.stdout.isatty(), lines=not as_json)
+    if as_json:
+        print_json(_summary(view))
+    return view.status == "succeeded"
+
+
+async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool) -> PipelineView:
+    """Fold the pipeline's events as they come, showing a step list until it ends."""
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        await queue.put(msg)
+
+    cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+    sub = await client.bus.js.subscribe(
+        subjects.pipeline(pid, ">"), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=cfg, cb=on_msg
+    )
+    view: PipelineView | None = None
+    display = Live(console=out, auto_refresh=False) if live else contextlib.nullcontext()
+    try:
+        with display as screen:
+            while view is None or view.status not in ("succeeded", "failed"):
+                rec = to_record(await queue.get())
+                if not isinstance(rec.event, PipelineEvent.__args__):  # type: ignore[attr-defined]
+                    continue
+                ts = rec.event.ts or rec.stream_ts
+                view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
+                if view is None:
+                    continue
+                if isinstance(screen, Live):
+                    screen.update(_table(view), refresh=True)
+                elif lines:
+                    err.print(f"{fmt(ts)}  {_describe(rec.event)}", highlight=False)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    assert view is not None
+    if lines:
+        style = STATUS_STYLE.get(view.status, "")
+        out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]" + (f": {view.reason}" if view.reason else ""), highlight=False)
+    return view
+
+
+def _describe(ev: Any) -> str:
+    data = {k: v for k, v in msgspec.to_builtins(ev).items() if k not in ("type", "v", "ts", "spec", "variables")}
+    kind = ev.__struct_config__.tag.split(".", 1)[1]
+    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
+
+
+def _table(view: PipelineView) -> Table:
+    table = Table(title=f"{view.name} ({view.pipeline_id}): {view.status}", header_style="bold", box=None)
+    for col in ("step", "status", "batch", "nodes", "jobs", "reason"):
+        table.add_column(col, overflow="fold")
+    for s in view.steps:
+        style = STATUS_STYLE.get(s.status, "")
+        batch = str(s.batch) if s.batch >= 0 else ""
+        table.add_row(s.step_id, f"[{style}]{s.status}[/{style}]", batch, ",".join(s.nodes), str(len(s.jobs)), s.reason or "")
+    return table
+
+
+def _summary(view: PipelineView) -> dict[str, Any]:
+    return {
+        "pipelineId": view.pipeline_id,
+        "name": view.name,
+        "status": view.status,
+        "reason": view.reason,
+        "steps": [
+            {"step": s.step_id, "status": s.status, "reason": s.reason, "jobs": [j.job_id for j in s.jobs], "rollback": s.rollback_status}
+            for s in view.steps
+        ],
+    }
+
+
+@app.command("show")
+def show(
+    pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.", show_default=False)],
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """A pipeline's state and its steps."""
+    _show(pipeline_id, as_json, db, nats_url)
+
+
+@run_async
+async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
+    head = await query(nats_url, db, f"SELECT {columns} FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
+    if not head.rows:
+        fail(f"no pipeline {pipeline_id!r}")
+    steps = await query(
+        nats_url, db,
+        "SELECT step_id, status, batch, nodes, jobs, reason, rollback_status, started_at, finished_at "
+        "FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id],
+    )  # fmt: skip
+    if as_json:
+        print_json({**head.dicts()[0], "steps": steps.dicts()})
+        return
+    for key, value in head.dicts()[0].items():
+        if value is not None:
+            out.print(f"[bold]{key:<13}[/bold] {fmt(value)}", highlight=False)
+    print_table(steps)
+
+
+@app.command("list")
+def list_(
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.", min=1)] = 20,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Pipelines, newest first."""
+    _list(limit, as_json, db, nats_url)
+
+
+@run_async
+async def _list(limit: int, as_json: bool, db: Path | None, nats_url: str) -> None:
+    sql = "SELECT pipeline_id, name, status, requested_at, finished_at, reason FROM pipelines ORDER BY first_seq DESC LIMIT ?"
+    rows = await query(nats_url, db, sql, [limit])
+    if as_json:
+        print_json(rows.dicts())
+    elif not rows.rows:
+        err.print("no pipelines yet", highlight=False)
+    else:
+        print_table(rows)

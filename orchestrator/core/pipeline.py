@@ -1,0 +1,614 @@
+"""Pipelines: the fold of pipeline events into views, and the decider that moves one on.
+
+`evolve_pipeline` folds `pipeline.*` events into a `PipelineView` (with one
+`StepView` per step). `decide_pipeline` looks at that view, the `JobView`s of
+the pipeline's jobs and `now`, and returns what to publish next: pipeline events
+and `job.requested` for the steps' jobs. Both are pure: no clock, no I/O.
+
+Step jobs are ordinary jobs whose ids are derived from (pipeline, step position,
+role, batch, node index) by `step_job_id`. A job id is an idempotency key, so
+deciding again after a restart, or on a view that lags behind the log, can only
+re-publish a request the bus and the reducer already drop: no step runs twice.
+
+Rules (docs/pipelines.md has the user's version):
+
+- A step starts when all its `needs` ended and its `when` holds (`success`: all
+  needs succeeded; `failure`: one of them failed; `always`). Otherwise it is skipped.
+- Fail fast: once a step failed, steps not started yet with `when: success` are
+  skipped; steps already running finish; `failure`/`always` steps still run.
+- `max_parallel`: one `step_started` lists all the step's jobs (of the batch);
+  `job.requested` goes out for at most `max_parallel` unfinished jobs at a time.
+- Rolling: batches of `batch_size` nodes; after a batch's jobs succeeded its
+  health checks run on those nodes; the next batch starts only when the failed
+  nodes (job or health check) are within `max_fail_percentage`. Otherwise the
+  rollout stops: the step fails, and later batches are never touched.
+- When every step ended and one failed, the `rollback` command of each step
+  runs on every node where the step's job succeeded (the failed step's included:
+  a stopped rollout is undone on the batches already done), one step at a time,
+  in reverse order of completion. Then `rolled_back` and `failed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, assert_never, cast
+
+import msgspec
+
+from orchestrator.core.decide import Outgoing
+from orchestrator.core.views import JobView
+from schemas import subjects
+from schemas.events import Event, JobRequested, MetaValue
+from schemas.pipelines import (
+    PipelineApprovalRequired,
+    PipelineApproved,
+    PipelineDenied,
+    PipelineEvent,
+    PipelineFailed,
+    PipelineHealthCheckStarted,
+    PipelineRequested,
+    PipelineRollbackStarted,
+    PipelineRolledBack,
+    PipelineSpec,
+    PipelineStepFinished,
+    PipelineStepRollbackStarted,
+    PipelineStepRolledBack,
+    PipelineStepStarted,
+    PipelineSucceeded,
+    StepJob,
+    StepSpec,
+    resolve_needs,
+)
+
+PipelineStatus = Literal["running", "rolling_back", "succeeded", "failed"]
+StepState = Literal["pending", "waiting_approval", "approved", "denied", "running", "succeeded", "failed", "skipped"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
+PIPELINE_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
+Role = Literal["run", "health_check", "rollback"]
+
+
+class StepView(msgspec.Struct, kw_only=True):
+    """One row of `pipeline_steps`. Job lists hold every job the step planned so far."""
+
+    pipeline_id: str
+    step_id: str
+    position: int
+    status: StepState = "pending"
+    needs: list[str] = []
+    batch: int = -1
+    nodes: list[str] = []
+    jobs: list[StepJob] = []
+    health_checks: list[StepJob] = []
+    rollbacks: list[StepJob] = []
+    approval_requested_at: datetime | None = None
+    approval_deadline: datetime | None = None
+    approved_by: str | None = None
+    denied_by: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    rollback_status: Literal["running", "succeeded", "failed"] | None = None
+    rollback_reason: str | None = None
+    last_seq: int = 0
+
+
+class PipelineView(msgspec.Struct, kw_only=True):
+    """One row of `pipelines`; `steps` are the `pipeline_steps` rows (not a column)."""
+
+    pipeline_id: str
+    name: str
+    spec: PipelineSpec
+    status: PipelineStatus = "running"
+    variables: dict[str, str] = {}
+    requested_by: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    failed_step: str | None = None
+    finish_order: list[str] = []
+    rollback_steps: list[str] = []
+    rolled_back_steps: list[str] = []
+    rollback_failed: list[str] = []
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+    steps: list[StepView] = []
+
+    def step(self, step_id: str) -> StepView | None:
+        return next((s for s in self.steps if s.step_id == step_id), None)
+
+
+# ---------------------------------------------------------------- fold
+
+
+def evolve_pipeline(
+    view: PipelineView | None, pipeline_id: str, event: PipelineEvent, ts: datetime, seq: int
+) -> PipelineView | None:
+    """Next view of one pipeline; None for an event of a pipeline never requested.
+
+    Events that do not fit the current state (a second `requested`, anything after
+    the end, an answer for a step that is not waiting) change only `last_seq`.
+    """
+    if isinstance(event, PipelineRequested):
+        if view is not None:
+            return msgspec.structs.replace(view, last_seq=seq)
+        needs = resolve_needs(event.spec)
+        steps = [
+            StepView(pipeline_id=pipeline_id, step_id=s.id, position=i, needs=needs[s.id], last_seq=seq)
+            for i, s in enumerate(event.spec.steps)
+        ]
+        return PipelineView(
+            pipeline_id=pipeline_id,
+            name=event.spec.name,
+            spec=event.spec,
+            variables=dict(event.variables),
+            requested_by=event.requested_by,
+            source=event.source,
+            requested_at=ts,
+            first_seq=seq,
+            last_seq=seq,
+            steps=steps,
+        )
+    if view is None:
+        return None
+    v = msgspec.structs.replace(view, last_seq=seq, steps=list(view.steps))
+    if v.status in PIPELINE_TERMINAL:
+        return v
+
+    def update(step_id: str, **changes: Any) -> None:
+        s = v.step(step_id)
+        if s is not None:
+            v.steps[s.position] = msgspec.structs.replace(s, last_seq=seq, **changes)
+
+    s = v.step(event.step) if hasattr(event, "step") else None
+    match event:
+        case PipelineApprovalRequired():
+            if s is not None and s.status == "pending":
+                deadline = ts + timedelta(seconds=event.timeout_s)
+                update(s.step_id, status="waiting_approval", approval_requested_at=ts, approval_deadline=deadline)
+        case PipelineApproved():
+            if s is not None and s.status == "waiting_approval":
+                if _may_approve(v.spec, event.by):
+                    update(s.step_id, status="approved", approved_by=event.by, reason=event.reason)
+                else:
+                    update(s.step_id, reason=f"approval by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
+        case PipelineDenied():
+            if s is not None and s.status == "waiting_approval":
+                if _may_approve(v.spec, event.by):
+                    why = f"denied by {event.by}" + (f": {event.reason}" if event.reason else "")
+                    update(s.step_id, status="denied", denied_by=event.by, reason=why)
+                else:
+                    update(s.step_id, reason=f"denial by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
+        case PipelineStepStarted():
+            if s is not None and s.status in ("pending", "approved", "running"):
+                known = {j.job_id for j in s.jobs}
+                update(
+                    s.step_id,
+                    status="running",
+                    started_at=s.started_at or ts,
+                    batch=max(s.batch, event.batch),
+                    nodes=s.nodes or list(event.nodes),
+                    jobs=[*s.jobs, *(j for j in event.jobs if j.job_id not in known)],
+                )
+        case PipelineHealthCheckStarted():
+            if s is not None and s.status == "running":
+                known = {j.job_id for j in s.health_checks}
+                update(s.step_id, health_checks=[*s.health_checks, *(j for j in event.jobs if j.job_id not in known)])
+        case PipelineStepFinished():
+            if s is not None and s.status not in FINISHED:
+                update(s.step_id, status=event.status, finished_at=ts, reason=event.reason)
+                v.finish_order = [*v.finish_order, s.step_id]
+                if event.status == "failed" and v.failed_step is None:
+                    v.failed_step = s.step_id
+                    v.reason = f"step {s.step_id} failed" + (f": {event.reason}" if event.reason else "")
+        case PipelineRollbackStarted():
+            v.status = "rolling_back"
+            v.rollback_steps = list(event.steps)
+            v.reason = v.reason or event.reason
+        case PipelineStepRollbackStarted():
+            if s is not None and s.rollback_status is None:
+                update(s.step_id, rollback_status="running", rollbacks=list(event.jobs))
+        case PipelineStepRolledBack():
+            if s is not None and s.rollback_status == "running":
+                update(s.step_id, rollback_status=event.status, rollback_reason=event.reason)
+        case PipelineRolledBack():
+            v.rolled_back_steps = list(event.steps)
+            v.rollback_failed = list(event.failed)
+        case PipelineSucceeded():
+            v.status = "succeeded"
+            v.finished_at = ts
+        case PipelineFailed():
+            v.status = "failed"
+            v.finished_at = ts
+            v.reason = event.reason
+        case PipelineRequested():
+            pass
+        case _:
+            assert_never(event)
+    return v
+
+
+def _may_approve(spec: PipelineSpec, by: str) -> bool:
+    return not spec.approvers or by in spec.approvers
+
+
+# ---------------------------------------------------------------- job ids
+
+
+def step_job_id(pipeline_id: str, position: int, n: int, role: Role = "run", batch: int = 0) -> str:
+    """`<pipeline>-s<position>-<n>`, `...-s<position>-hc-<batch>-<n>`, `...-s<position>-rb-<n>`.
+
+    `n` is the node's index in the step's plan. The suffix grammar makes the id
+    unambiguous for any pipeline id (which may itself contain dashes); a pipeline
+    id too long to fit 64 characters is shortened with a hash of it.
+    """
+    if role == "run":
+        suffix = f"-s{position}-{n}"
+    elif role == "health_check":
+        suffix = f"-s{position}-hc-{batch}-{n}"
+    else:
+        suffix = f"-s{position}-rb-{n}"
+    head = pipeline_id
+    if len(head) + len(suffix) > 64:
+        digest = hashlib.sha256(pipeline_id.encode()).hexdigest()[:10]
+        head = f"{pipeline_id[: 64 - len(suffix) - len(digest) - 1]}-{digest}"
+    return head + suffix
+
+
+def pipeline_jobs(view: PipelineView) -> list[str]:
+    """Every job id the view names: the JobViews `decide_pipeline` needs."""
+    return [j.job_id for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)]
+
+
+def next_deadline(view: PipelineView) -> datetime | None:
+    """When the decider must run again even if nothing happens (an approval timing out)."""
+    if view.status in PIPELINE_TERMINAL:
+        return None
+    deadlines = [s.approval_deadline for s in view.steps if s.status == "waiting_approval" and s.approval_deadline]
+    return min(deadlines, default=None)
+
+
+# ---------------------------------------------------------------- decide
+
+
+@dataclass(frozen=True)
+class _Publish:
+    """A pipeline event to publish (kept typed as PipelineEvent until the end)."""
+
+    kind: str
+    event: PipelineEvent
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class _Request:
+    job_id: str
+    event: JobRequested
+
+
+_Emit = _Publish | _Request
+
+
+@dataclass
+class _Ctx:
+    jobs: Mapping[str, JobView]
+    fleet_nodes: Mapping[str, list[str]]
+    now: datetime
+    requested: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+
+    def known(self, job_id: str) -> bool:
+        return job_id in self.jobs or job_id in self.requested
+
+    def ended(self, job_id: str) -> bool:
+        jv = self.jobs.get(job_id)
+        return jv is not None and jv.terminal
+
+    def succeeded(self, job_id: str) -> bool:
+        jv = self.jobs.get(job_id)
+        return jv is not None and jv.status == "succeeded"
+
+    def failed(self, job_id: str) -> bool:
+        return self.ended(job_id) and not self.succeeded(job_id)
+
+
+def decide_pipeline(
+    view: PipelineView | None, jobs: Mapping[str, JobView], fleet_nodes: Mapping[str, list[str]], now: datetime
+) -> list[Outgoing]:
+    """What to publish next for one pipeline.
+
+    `jobs`: the current JobView of each id in `pipeline_jobs(view)` (missing: not
+    requested yet). `fleet_nodes[step_id]`: the live nodes matching a label step's
+    selector, needed when that step is about to start (absent: wait; empty: the
+    step fails). The decision folds its own pipeline events and decides again
+    until nothing changes, so one call moves the pipeline as far as it can.
+    """
+    if view is None:
+        return []
+    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now)
+    emitted: list[_Emit] = []
+    current = view
+    for _ in range(10_000):  # each round folds at least one new pipeline event; this only guards a bug
+        fresh = _decide_round(current, ctx)
+        if not fresh:
+            break
+        progressed = False
+        for e in fresh:
+            emitted.append(e)
+            if isinstance(e, _Request):
+                ctx.requested.add(e.job_id)
+                ctx.seen.add(_job_msg_id(e.job_id))
+            else:
+                ctx.seen.add(e.msg_id)
+                nxt = evolve_pipeline(current, current.pipeline_id, e.event, now, current.last_seq)
+                assert nxt is not None
+                current = nxt
+                progressed = True
+        if not progressed:
+            break
+    return [_outgoing(view.pipeline_id, e) for e in emitted]
+
+
+def _outgoing(pipeline_id: str, e: _Emit) -> Outgoing:
+    if isinstance(e, _Request):
+        return Outgoing(subjects.job(e.job_id, "requested"), e.event, _job_msg_id(e.job_id))
+    # Until schemas.events.Event includes PipelineEvent this cast is what lets Outgoing carry it.
+    return Outgoing(subjects.pipeline(pipeline_id, e.kind), cast(Event, e.event), e.msg_id)
+
+
+def _job_msg_id(job_id: str) -> str:
+    return f"job:{job_id}:requested:1"
+
+
+def _decide_round(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
+    """One round: finish what can finish, else start what can start, else end the pipeline."""
+    if v.status in PIPELINE_TERMINAL:
+        return []
+    if v.status == "rolling_back":
+        return _fresh(_rollback(v, ctx), ctx)
+    failing = v.failed_step is not None
+    for phase in (_progress_step, _start_step):
+        emits = [e for s in v.steps for e in phase(v, s, v.spec.steps[s.position], failing, ctx)]
+        emits = _fresh(emits, ctx)
+        if emits:
+            return emits
+    if all(s.status in FINISHED for s in v.steps):
+        if not failing:
+            return _fresh([_pipe(v, "succeeded", PipelineSucceeded(ts=ctx.now))], ctx)
+        return _fresh(_end_failed(v, ctx), ctx)
+    return []
+
+
+def _fresh(emits: list[_Emit], ctx: _Ctx) -> list[_Emit]:
+    return [e for e in emits if (e.msg_id if isinstance(e, _Publish) else _job_msg_id(e.job_id)) not in ctx.seen]
+
+
+def _pipe(v: PipelineView, kind: str, event: PipelineEvent, *key: object) -> _Publish:
+    return _Publish(kind, event, ":".join(["pipeline", v.pipeline_id, kind, *map(str, key)]))
+
+
+def _finish(v: PipelineView, s: StepView, status: Literal["succeeded", "failed", "skipped"], reason: str | None, now: datetime) -> _Publish:
+    return _pipe(v, "step_finished", PipelineStepFinished(ts=now, step=s.step_id, status=status, reason=reason), s.step_id)
+
+
+def _start_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx: _Ctx) -> list[_Emit]:
+    if s.status not in ("pending", "approved"):
+        return []
+    if s.status == "pending":
+        states = {n: st.status for n in s.needs if (st := v.step(n)) is not None}
+        if any(state not in FINISHED for state in states.values()):
+            return []
+        why_not = _why_not_run(spec, states, v.failed_step if failing else None)
+        if why_not is not None:
+            return [_finish(v, s, "skipped", why_not, ctx.now)]
+        if spec.approval:
+            ev = PipelineApprovalRequired(ts=ctx.now, step=s.step_id, timeout_s=spec.approval_timeout_s, approvers=list(v.spec.approvers))
+            return [_pipe(v, "approval_required", ev, s.step_id)]
+    elif failing and spec.when == "success":
+        return [_finish(v, s, "skipped", f"step {v.failed_step} failed", ctx.now)]
+    targets: list[str | None]
+    if spec.nodes:
+        targets = list(spec.nodes)
+    elif spec.labels:
+        found = ctx.fleet_nodes.get(s.step_id)
+        if found is None:
+            return []  # the orchestrator has not resolved the selector yet
+        targets = [*sorted(set(found))]
+        if not targets:
+            sel = ", ".join(f"{k}={val}" for k, val in sorted(spec.labels.items()))
+            return [_finish(v, s, "failed", f"no live node with tool {spec.tool!r} matches labels {sel}", ctx.now)]
+    else:
+        targets = [None]
+    jobs = [StepJob(job_id=step_job_id(v.pipeline_id, s.position, n), node=t) for n, t in enumerate(targets)]
+    first = jobs[: _batch_size(spec, len(jobs))]
+    nodes = [t for t in targets if t is not None]
+    return [_pipe(v, "step_started", PipelineStepStarted(ts=ctx.now, step=s.step_id, batch=0, jobs=first, nodes=nodes), s.step_id, 0)]
+
+
+def _why_not_run(spec: StepSpec, states: Mapping[str, str], failed_step: str | None) -> str | None:
+    if spec.when == "always":
+        return None
+    if spec.when == "failure":
+        return None if "failed" in states.values() else "no step it needs failed"
+    if failed_step is not None:
+        return f"step {failed_step} failed"
+    bad = [f"{n} {st}" for n, st in states.items() if st != "succeeded"]
+    return f"needs did not succeed: {', '.join(bad)}" if bad else None
+
+
+def _batch_size(spec: StepSpec, total: int) -> int:
+    return spec.batch_size if spec.strategy == "rolling" else max(total, 1)
+
+
+def _progress_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx: _Ctx) -> list[_Emit]:
+    now = ctx.now
+    if s.status == "waiting_approval":
+        if failing and spec.when == "success":
+            return [_finish(v, s, "skipped", f"step {v.failed_step} failed", now)]
+        if s.approval_deadline is not None and now >= s.approval_deadline:
+            return [_finish(v, s, "failed", f"not approved within {spec.approval_timeout_s:g}s", now)]
+        return []
+    if s.status == "denied":
+        return [_finish(v, s, "failed", s.reason, now)]
+    if s.status != "running":
+        return []
+
+    total = max(len(s.nodes), 1)
+    size = _batch_size(spec, total)
+    batches = -(-total // size)
+    lo, hi = s.batch * size, min(total, (s.batch + 1) * size)
+    batch_jobs = s.jobs[lo:hi]
+    failed = _failed_nodes(v, s, size, ctx)
+    exceeded = len(failed) * 100 > spec.max_fail_percentage * total
+
+    emits: list[_Emit] = []
+    if not exceeded:
+        emits += _top_up(v, s, spec, batch_jobs, s.jobs, "run", s.batch, ctx)
+    if any(ctx.known(j.job_id) and not ctx.ended(j.job_id) for j in batch_jobs):
+        return emits
+    if not exceeded and not all(ctx.ended(j.job_id) for j in batch_jobs):
+        return emits
+    ok = [(lo + i, j) for i, j in enumerate(batch_jobs) if ctx.succeeded(j.job_id)]
+    if spec.health_check and ok and not exceeded:
+        checks = [
+            StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "health_check", s.batch), node=_ran_on(j, ctx))
+            for n, j in ok
+        ]
+        recorded = {h.job_id for h in s.health_checks}
+        if any(h.job_id not in recorded for h in checks):
+            ev = PipelineHealthCheckStarted(ts=now, step=s.step_id, batch=s.batch, jobs=checks)
+            return [_pipe(v, "health_check_started", ev, s.step_id, s.batch)]
+        emits += _top_up(v, s, spec, checks, checks, "health_check", s.batch, ctx)
+        if not all(ctx.ended(h.job_id) for h in checks):
+            return emits
+        failed = _failed_nodes(v, s, size, ctx)
+        exceeded = len(failed) * 100 > spec.max_fail_percentage * total
+    if exceeded:
+        reason = _failure_reason(failed, total, spec, s.batch, batches)
+        return [*emits, _finish(v, s, "failed", reason, now)]
+    if s.batch + 1 < batches:
+        nxt = [
+            StepJob(job_id=step_job_id(v.pipeline_id, s.position, n), node=s.nodes[n] if s.nodes else None)
+            for n in range(hi, min(total, hi + size))
+        ]
+        ev_next = PipelineStepStarted(ts=now, step=s.step_id, batch=s.batch + 1, jobs=nxt, nodes=list(s.nodes))
+        return [*emits, _pipe(v, "step_started", ev_next, s.step_id, s.batch + 1)]
+    note = None
+    if failed:
+        note = f"{len(failed)} of {total} node(s) failed, within max_fail_percentage {spec.max_fail_percentage:g}"
+    return [*emits, _finish(v, s, "succeeded", note, now)]
+
+
+def _ran_on(j: StepJob, ctx: _Ctx) -> str | None:
+    jv = ctx.jobs.get(j.job_id)
+    return jv.node if jv is not None and jv.node else j.node
+
+
+def _failed_nodes(v: PipelineView, s: StepView, size: int, ctx: _Ctx) -> dict[int, str]:
+    """Plan index -> what failed there (its job, else its health check)."""
+    out: dict[int, str] = {}
+    checks = {h.job_id for h in s.health_checks}
+    for n, j in enumerate(s.jobs):
+        hc = step_job_id(v.pipeline_id, s.position, n, "health_check", n // size)
+        for job_id, what in ((j.job_id, "job"), (hc, "health check")):
+            jv = ctx.jobs.get(job_id)
+            if jv is not None and jv.terminal and jv.status != "succeeded" and (what == "job" or job_id in checks):
+                where = _ran_on(j, ctx) or j.job_id
+                out.setdefault(n, f"{what} {job_id} on {where} {jv.status}" + (f" ({jv.reason})" if jv.reason else ""))
+    return out
+
+
+def _failure_reason(failed: Mapping[int, str], total: int, spec: StepSpec, batch: int, batches: int) -> str:
+    shown = [failed[n] for n in sorted(failed)[:3]] + (["..."] if len(failed) > 3 else [])
+    reason = "; ".join(shown)
+    if total > 1:
+        reason = f"{len(failed)} of {total} node(s) failed (max_fail_percentage {spec.max_fail_percentage:g}): {reason}"
+    if spec.strategy == "rolling" and batch + 1 < batches:
+        reason += f"; rollout stopped after batch {batch + 1} of {batches}"
+    return reason
+
+
+def _top_up(
+    v: PipelineView, s: StepView, spec: StepSpec, candidates: list[StepJob], pool: list[StepJob], role: Role, batch: int, ctx: _Ctx
+) -> list[_Emit]:
+    """Requests for the candidates not requested yet, keeping at most `max_parallel` of `pool` unfinished."""
+    missing = [j for j in candidates if not ctx.known(j.job_id)]
+    if spec.max_parallel is not None:
+        active = sum(1 for j in pool if ctx.known(j.job_id) and not ctx.ended(j.job_id))
+        missing = missing[: max(0, spec.max_parallel - active)]
+    return [_request(v, s, spec, j, role, batch, ctx.now) for j in missing]
+
+
+def _request(v: PipelineView, s: StepView, spec: StepSpec, j: StepJob, role: Role, batch: int, now: datetime) -> _Request:
+    command = {"run": spec.command, "health_check": spec.health_check, "rollback": spec.rollback}[role]
+    assert command is not None
+    metadata: dict[str, MetaValue] = {"pipeline": v.pipeline_id, "step": s.step_id, "role": role}
+    if role != "rollback":
+        metadata["batch"] = batch
+    ev = JobRequested(
+        ts=now,
+        command=command,
+        tool=spec.tool,
+        node=j.node,
+        env=dict(spec.env),
+        working_dir=spec.working_dir,
+        timeout_s=spec.timeout_s,
+        tests=list(spec.tests) if role == "run" else [],
+        metadata=metadata,
+        requested_by=v.requested_by,
+    )
+    return _Request(j.job_id, ev)
+
+
+def _end_failed(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
+    reason = v.reason or "a step failed"
+    order = []
+    for name in reversed(v.finish_order):
+        s = v.step(name)
+        if s is not None and v.spec.steps[s.position].rollback and any(ctx.succeeded(j.job_id) for j in s.jobs):
+            order.append(name)
+    if not order:
+        return [_pipe(v, "failed", PipelineFailed(ts=ctx.now, reason=reason))]
+    return [_pipe(v, "rollback_started", PipelineRollbackStarted(ts=ctx.now, steps=order, reason=reason))]
+
+
+def _rollback(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
+    """One step at a time, in `rollback_steps` order; then `rolled_back` and `failed`."""
+    now = ctx.now
+    for name in v.rollback_steps:
+        s = v.step(name)
+        if s is None:
+            continue
+        spec = v.spec.steps[s.position]
+        if s.rollback_status is None:
+            jobs = [
+                StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "rollback"), node=_ran_on(j, ctx))
+                for n, j in enumerate(s.jobs)
+                if ctx.succeeded(j.job_id)
+            ]
+            return [_pipe(v, "step_rollback_started", PipelineStepRollbackStarted(ts=now, step=name, jobs=jobs), name)]
+        if s.rollback_status == "running":
+            emits = _top_up(v, s, spec, s.rollbacks, s.rollbacks, "rollback", 0, ctx)
+            if not all(ctx.ended(j.job_id) for j in s.rollbacks):
+                return emits
+            bad = [
+                f"{j.job_id} on {_ran_on(j, ctx)} {ctx.jobs[j.job_id].status}" for j in s.rollbacks if ctx.failed(j.job_id)
+            ]
+            ev = PipelineStepRolledBack(
+                ts=now, step=name, status="failed" if bad else "succeeded", reason="; ".join(bad) if bad else None
+            )
+            return [*emits, _pipe(v, "step_rolled_back", ev, name)]
+    done = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "succeeded"]
+    bad_steps = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "failed"]
+    reason = v.reason or "a step failed"
+    if done:
+        reason += f"; rolled back {', '.join(done)}"
+    if bad_steps:
+        reason += f"; rollback FAILED for {', '.join(bad_steps)}"
+    return [
+        _pipe(v, "rolled_back", PipelineRolledBack(ts=now, steps=done, failed=bad_steps)),
+        _pipe(v, "failed", PipelineFailed(ts=now, reason=reason)),
+    ]

@@ -1,0 +1,156 @@
+"""Pipelines end to end: chains, fan-out, rolling deploys with rollback, and a crash in the middle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from tests.conftest import NEXUS, Stack, wait_for
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def test_build_test_deploy_verify_chain(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "work"
+    out.mkdir()
+    (tmp_path / "chain.yaml").write_text(f"""
+name: chain
+steps:
+  - id: build
+    command: mkdir -p {out}/dist && echo '<html>' > {out}/dist/index.html && echo Build successful
+    tests:
+      - {{type: output_contains, pattern: Build successful}}
+  - id: test
+    command: test -s {out}/dist/index.html
+  - id: deploy
+    command: cp -r {out}/dist {out}/prod
+  - id: verify
+    command: grep -q html {out}/prod/index.html
+""")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "chain.yaml"), "--json")
+    assert code == 0, err
+    body = json.loads(stdout)
+    assert body["status"] == "succeeded"
+    assert [s["status"] for s in body["steps"]] == ["succeeded"] * 4
+    assert (out / "prod" / "index.html").exists()
+    code, stdout, _ = await stack.nexus("pipeline", "show", body["pipelineId"], "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "succeeded"
+    code, stdout, _ = await stack.nexus("pipeline", "list", "--json")
+    assert json.loads(stdout)[0]["pipeline_id"] == body["pipelineId"]
+
+
+async def test_chain_stops_at_first_failure_and_rolls_back_in_reverse(stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    (tmp_path / "p.yaml").write_text(f"""
+name: rollback
+steps:
+  - {{id: one, command: echo one >> {log}, rollback: echo undo-one >> {log}}}
+  - {{id: two, command: echo two >> {log}, rollback: echo undo-two >> {log}}}
+  - {{id: three, command: exit 7}}
+  - {{id: four, command: echo four >> {log}}}
+""")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "p.yaml"), "--json")
+    assert code == 1, err
+    body = json.loads(stdout)
+    assert body["status"] == "failed"
+    assert [s["status"] for s in body["steps"]] == ["succeeded", "succeeded", "failed", "skipped"]
+    assert lines(log) == ["one", "two", "undo-two", "undo-one"]
+
+
+async def test_parallel_fan_out_on_three_agents(stack: Stack, tmp_path: Path) -> None:
+    for name in ("fan-1", "fan-2", "fan-3"):
+        await stack.start_agent(name, labels={"role": "fan"})
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "fan.yaml").write_text(f"""
+name: fan-out
+steps:
+  - id: deploy
+    labels: {{role: fan}}
+    max_parallel: 2
+    command: touch {marks}/$NEXUS_NODE
+""")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--json")
+    assert code == 0, err
+    assert sorted(p.name for p in marks.iterdir()) == ["fan-1", "fan-2", "fan-3"]
+
+
+async def test_rolling_deploy_stops_at_a_failed_health_check_and_rolls_back(stack: Stack, tmp_path: Path) -> None:
+    for name in ("w1", "w2", "w3"):
+        await stack.start_agent(name)
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "rolling.yaml").write_text(f"""
+name: rolling
+steps:
+  - id: deploy
+    nodes: [w1, w2, w3]
+    strategy: rolling
+    batch_size: 1
+    command: echo deployed >> {state}/$NEXUS_NODE
+    health_check: test "$NEXUS_NODE" != w2
+    rollback: echo rolled-back >> {state}/$NEXUS_NODE
+""")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "rolling.yaml"), "--json")
+    assert code == 1, err
+    assert lines(state / "w1") == ["deployed", "rolled-back"]  # first batch rolled back
+    assert lines(state / "w2")[0] == "deployed"  # the batch whose check failed
+    assert not (state / "w3").exists()  # the third batch is never touched
+
+
+async def test_bad_templates_are_refused_before_anything_runs(stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps:\n  - id: a\n    command: echo a\n    needs: [nope]\n")
+    code, _, err = await stack.nexus("pipeline", "run", str(bad))
+    assert code == 1 and b"bad.yaml" in err and b"nope" in err and b"Traceback" not in err
+    bad.write_text("name: x\nsteps:\n  - id: a\n    comand: echo a\n")
+    code, _, err = await stack.nexus("pipeline", "run", str(bad))
+    assert code == 1 and b"bad.yaml:4" in err, err
+    rows = await stack.client.query("SELECT count(*) FROM pipelines")
+    assert rows.rows == [[0]]
+
+
+async def test_orchestrator_killed_mid_pipeline_resumes_without_running_a_step_twice(stack: Stack, tmp_path: Path) -> None:
+    await stack.stop_orchestrator()  # this test runs the orchestrator as a real process
+    db = tmp_path / "crash.duckdb"
+    env = {**os.environ, "NEXUS_NATS_URL": stack.url}
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            NEXUS, "orchestrator", "--db", str(db), "--node-ttl", "5", "--log-level", "warning",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+
+    orch = await start()
+    runs = tmp_path / "runs"
+    gate = tmp_path / "gate"
+    (tmp_path / "long.yaml").write_text(f"""
+name: crash
+steps:
+  - {{id: s1, command: echo s1 >> {runs}}}
+  - {{id: s2, command: "echo s2 >> {runs}; while [ ! -e {gate} ]; do sleep 0.05; done"}}
+  - {{id: s3, command: echo s3 >> {runs}}}
+""")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            NEXUS, "pipeline", "run", str(tmp_path / "long.yaml"), "--json", "--id", "crashy",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await wait_for(lambda: "s2" in lines(runs), timeout=60, what="step 2 running")
+        orch.send_signal(signal.SIGKILL)
+        await orch.wait()
+        gate.touch()  # step 2 finishes while no orchestrator runs
+        orch = await start()
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, stderr
+        assert json.loads(stdout)["status"] == "succeeded"
+        assert lines(runs) == ["s1", "s2", "s3"]  # every step ran exactly once
+    finally:
+        if orch.returncode is None:
+            orch.kill()
+            await orch.wait()
