@@ -39,7 +39,8 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 
 @dataclass(frozen=True)
 class StreamLimits:
-    events_replicas: int = 1
+    # None: keep what the streams have (1 for new ones); a number: set it (3 in a cluster).
+    replicas: int | None = None
     output_max_age_s: float = 7 * 24 * 3600
     output_max_bytes: int = 8 * 1024**3
     node_ttl_s: float = 10.0
@@ -114,7 +115,7 @@ class NatsBus:
             deny_delete=True,
             deny_purge=True,
             duplicate_window=120.0,
-            num_replicas=limits.events_replicas,
+            num_replicas=limits.replicas or 1,
             allow_direct=True,
         )
         output = api.StreamConfig(
@@ -128,13 +129,15 @@ class NatsBus:
             max_bytes=limits.output_max_bytes,
             duplicate_window=120.0,
             compression=api.StoreCompression.S2,
-            num_replicas=limits.events_replicas,
+            num_replicas=limits.replicas or 1,
             allow_direct=True,
         )
         try:
             for cfg in (events, output):
                 try:
-                    await self.js.stream_info(cfg.name or "")
+                    info = await self.js.stream_info(cfg.name or "")
+                    if limits.replicas is None:  # never shrink what an operator raised
+                        cfg.num_replicas = info.config.num_replicas
                     await self.js.update_stream(cfg)
                 except nats.js.errors.NotFoundError:
                     await self.js.add_stream(cfg)
@@ -143,6 +146,7 @@ class NatsBus:
                 description="Nexus node heartbeats (liveness, not audit)",
                 history=1,
                 ttl=max(limits.node_ttl_s * 6, 60.0),
+                replicas=limits.replicas or 1,
             )
         except nats.js.errors.APIError as exc:
             raise BusError(f"cannot set up JetStream streams: {exc.description}") from None

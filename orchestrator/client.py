@@ -21,7 +21,7 @@ from nats.js import api
 from orchestrator.bus import CHUNK_HEADER, NatsBus, to_record
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
-from orchestrator.errors import OrchestratorUnavailable, QueryError
+from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError
 from schemas import codec, subjects
 from schemas.events import JobCancelRequested, JobExited, JobRequested, ends_job
 from schemas.rpc import QueryRequest
@@ -117,11 +117,15 @@ class NexusClient:
             while True:
                 if ended and (final_attempt is None or chunks.get(final_attempt, 0) >= expected.get(final_attempt, 0)):
                     return
-                timeout = None if drain_deadline is None else max(drain_deadline - time.monotonic(), 0.0)
+                timeout = 1.0 if drain_deadline is None else max(min(drain_deadline - time.monotonic(), 1.0), 0.0)
                 try:
                     msg = await asyncio.wait_for(queue.get(), timeout)
                 except TimeoutError:
-                    return  # output announced but never stored (e.g. expired); stop rather than hang
+                    if not self.bus.nc.is_connected:
+                        raise BusUnavailable(self.bus.url, "connection lost while following the job") from None
+                    if drain_deadline is not None and time.monotonic() >= drain_deadline:
+                        return  # output announced but never stored (e.g. expired); stop rather than hang
+                    continue
                 if msg.subject.startswith("nexus.out."):
                     attempt = int(msg.subject.rsplit(".", 1)[1])
                     number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))

@@ -41,7 +41,10 @@ TICK_S = 1.0
 
 
 class Orchestrator:
-    def __init__(self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0, policy: Policy | None = None) -> None:
+    def __init__(
+        self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0, policy: Policy | None = None, replicas: int | None = None
+    ) -> None:
+        self.replicas = replicas
         self.bus = bus
         self.store = store
         self.policy = policy or Policy()
@@ -63,7 +66,7 @@ class Orchestrator:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        await self.bus.ensure_streams(StreamLimits(node_ttl_s=self.node_ttl_s))
+        await self.bus.ensure_streams(StreamLimits(node_ttl_s=self.node_ttl_s, replicas=self.replicas))
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
         sub = await self.bus.nc.subscribe(subjects.RPC_QUERY, queue="nexus-orchestrator", cb=self._on_query)
         try:

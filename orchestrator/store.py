@@ -79,7 +79,8 @@ class _Table:
 
     def decode(self, names: Sequence[str], values: Sequence[Any], extra: dict[str, Any] | None = None) -> Any:
         kinds = dict(self.columns)
-        data = {n: (msgspec.json.decode(v) if kinds.get(n) == "JSON" and v is not None else v) for n, v in zip(names, values, strict=True)}
+        # NULL means "take the field's default": columns added by a later version are NULL in old rows.
+        data = {n: (msgspec.json.decode(v) if kinds.get(n) == "JSON" else v) for n, v in zip(names, values, strict=True) if v is not None}
         return msgspec.convert({**data, **(extra or {})}, self.struct, strict=False)
 
 

@@ -134,16 +134,19 @@ def orchestrator(
     db: Annotated[Path, typer.Option("--db", help="The orchestrator's DuckDB file (it is the only writer).")] = DATA_DIR / "nexus.duckdb",
     node_ttl: TtlOpt = 10.0,
     policy: PolicyOpt = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", help="Stream replicas (3 in a 3-node cluster); default: keep what the streams have.", min=1)
+    ] = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run the orchestrator: reduce the log into DuckDB and make decisions."""
     logs.configure(log_level, json=log_json)
-    _orchestrator(nats_url, db, node_ttl, load_policy(policy))
+    _orchestrator(nats_url, db, node_ttl, load_policy(policy), replicas)
 
 
 @run_async
-async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy) -> None:
+async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, replicas: int | None) -> None:
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
@@ -151,7 +154,7 @@ async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
     try:
-        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy).run()))
+        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, replicas=replicas).run()))
     finally:
         await bus.close()
         store.close()
