@@ -154,3 +154,43 @@ steps:
         if orch.returncode is None:
             orch.kill()
             await orch.wait()
+
+
+async def test_local_examples_run(stack: Stack, tmp_path: Path) -> None:
+    for name in ("web-1", "web-2", "web-3"):
+        await stack.start_agent(name, labels={"role": "web"}, max_jobs=2)
+    examples = Path(__file__).parents[2] / "examples" / "local"
+    work = f"workdir={tmp_path}"
+
+    async def run(name: str, *extra: str) -> dict[str, object]:
+        code, stdout, err = await stack.nexus("pipeline", "run", str(examples / name), "--var", work, *extra, "--json")
+        body = json.loads(stdout)
+        assert (code == 0) == (body["status"] == "succeeded"), err
+        return body
+
+    assert (await run("chain.yaml"))["status"] == "succeeded"
+    assert (tmp_path / "www" / "index.html").exists()
+    assert (await run("fan-out.yaml"))["status"] == "succeeded"
+    assert sorted(p.name for p in (tmp_path / "fan").iterdir()) == ["web-1", "web-2", "web-3"]
+    assert (await run("rolling.yaml", "--var", "break=web-2"))["status"] == "failed"
+    assert [lines(tmp_path / "rolling" / n) for n in ("web-1", "web-2")] == [["v1"], ["v1"]]
+    assert not (tmp_path / "rolling" / "web-3").exists()
+    assert (await run("branch.yaml", "--var", "fail=1"))["status"] == "failed"
+    assert lines(tmp_path / "branch.log") == ["build failed, notifying", "cleanup"]
+
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "pipeline", "run", str(examples / "gate.yaml"), "--var", work, "--id", "gate-1", "--json",
+        env={**os.environ, "NEXUS_NATS_URL": stack.url}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    async def waiting() -> bool:
+        rows = await stack.client.query("SELECT status FROM pipeline_steps WHERE pipeline_id = 'gate-1' AND step_id = 'release'")
+        return rows.rows == [["waiting_approval"]]
+
+    await wait_for(waiting, what="gate waiting")
+    assert lines(tmp_path / "gate.log") == ["prepared"]
+    code, _, err = await stack.nexus("approve", "gate-1", "release", "--by", "alice")
+    assert code == 0, err
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert json.loads(stdout)["status"] == "succeeded"
+    assert lines(tmp_path / "gate.log") == ["prepared", "released"]
