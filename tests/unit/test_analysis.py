@@ -213,9 +213,29 @@ _BIG_INPUTS = {
 }
 
 
+# Inputs just inside the parse budget, in the shapes bashlex is slowest on.
+_SLOW_SHAPES = {
+    "backticks": "echo " + "`a`" * 2600,
+    "backticks in bash -c": "bash -c 'echo " + "`a`" * 2600 + "'",
+    "long pipeline": "a | " * 1900 + "b",
+    "parameter defaults": "echo " + "${a:-$(b)}" * 700,
+}
+
+
 @pytest.mark.parametrize("text", list(_BIG_INPUTS.values()), ids=list(_BIG_INPUTS))
 def test_100kb_input_is_analyzed_well_under_a_second(text: str) -> None:
     assert len(text) >= 60_000
     start = time.perf_counter()
     _check(analyze(text))
     assert time.perf_counter() - start < 0.8
+
+
+@pytest.mark.parametrize("text", list(_SLOW_SHAPES.values()), ids=list(_SLOW_SHAPES))
+def test_parser_worst_cases_stay_under_a_second(text: str) -> None:
+    start = time.perf_counter()
+    _check(analyze(text))
+    assert time.perf_counter() - start < 0.8
+
+
+def test_unterminated_parameter_expansion_does_not_hang_bashlex() -> None:
+    assert analyze("'${'x").severity == "warning"  # bashlex 0.18 loops forever here unguarded
