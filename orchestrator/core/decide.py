@@ -31,6 +31,7 @@ from schemas.events import (
     JobRejected,
     JobRequested,
     JobSucceeded,
+    JobTest,
     JobTested,
     JobTimedOut,
     JobValidated,
@@ -113,8 +114,8 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
         if job.status in ("requested", "validated", "approval_required", "approved", "queued"):
             return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
         if job.status in ON_NODE and not job.cancel_sent and job.node is not None:
-            ev = JobCancel(ts=now, attempt=job.attempt)
-            kill = Outgoing(subjects.cancel(job.job_id, job.node), ev, f"job:{job.job_id}:cancel:{job.attempt}")
+            cancel = JobCancel(ts=now, attempt=job.attempt)
+            kill = Outgoing(subjects.cancel(job.job_id, job.node), cancel, f"job:{job.job_id}:cancel:{job.attempt}")
             if job.status in ("assigned", "dispatched"):
                 # Not accepted yet: once the cancel is in the log the agent's `accepted`
                 # (which expects the dispatch to be the job's last event) can never be
@@ -125,8 +126,8 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
         return _analyse(job, fleet, now, ctx)
     if job.status == "approved" and not ctx.policy.may_approve(job.approved_by):
         reason = f"{job.approved_by!r} may not approve this job; waiting for an approver"
-        ev = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
-        return [Outgoing(subjects.job(job.job_id, "approval_required"), ev, f"job:{job.job_id}:approval_required:{job.last_seq}")]
+        hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
+        return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, f"job:{job.job_id}:approval_required:{job.last_seq}")]
     if job.status in PLACEABLE:
         waiting = _dependencies(job, now, ctx)
         if waiting is not None:
@@ -144,29 +145,29 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
                 failed = ", ".join(f"{r.type} (expected {r.expected}, got {r.actual})" for r in results if not r.passed)
                 if failed:
                     problems.append(f"tests failed: {failed}")
-                ev = JobFailed(ts=now, attempt=job.attempt, reason="; ".join(problems), exit_code=job.exit_code)
-                return [tested, _out(job, ev, "failed")]
+                failure = JobFailed(ts=now, attempt=job.attempt, reason="; ".join(problems), exit_code=job.exit_code)
+                return [tested, _out(job, failure, "failed")]
             return [tested, _out(job, JobSucceeded(ts=now, attempt=job.attempt, exit_code=job.exit_code), "succeeded")]
         return [_verdict(job, now)]
     if job.status in ON_NODE and job.node is not None:
-        reason = None
+        why: str | None = None
         hb = fleet.heartbeats.get(job.node)
         if not fleet.is_live(job.node, now):
-            reason = f"node {job.node} stopped sending heartbeats; the command's outcome is unknown"
+            why = f"node {job.node} stopped sending heartbeats; the command's outcome is unknown"
         elif job.status in ("accepted", "running") and hb and job.instance and hb.instance != job.instance:
-            reason = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
-        if reason:
+            why = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
+        if why:
             retry = job.idempotent and job.attempt <= job.retries
             if retry:
-                reason += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
-            ev = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=reason, will_retry=retry)
-            return [_out(job, ev, "lost")]
+                why += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
+            lost = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry)
+            return [_out(job, lost, "lost")]
     return []
 
 
 def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:
     """Tests on a finished job: node-side ones through a verification job on its node."""
-    node_tests = [t for t in job.retest if isinstance(t, NODE_TESTS)]
+    node_tests: list[JobTest] = [t for t in job.retest if isinstance(t, NODE_TESTS)]
     checks: list[TestResult] = []
     if node_tests:
         child = ctx.verification

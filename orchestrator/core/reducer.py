@@ -263,10 +263,11 @@ def evolve_job(
                 _finish(job, "lost", ts, ev.reason)
         case NodeRegistered() | NodeLost() | JobRequested():
             return None, "not a job event"
-        case _ if isinstance(ev, PipelineEventTypes):
-            return None, "not a job event"
         case _:
-            assert_never(ev)
+            # Pipeline events never reach here (apply routes them); anything else is a bug.
+            if not isinstance(ev, PipelineEventTypes):
+                assert_never(ev)  # type: ignore[arg-type]
+            return None, "not a job event"
     if was_terminal and not job.terminal:
         return _touched(before, seq), "event after the job ended, ignored"
     return job, None
