@@ -209,9 +209,12 @@ class Agent:
     async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
         attempt = dispatch.attempt
         chunk_no = 0
+        first_output_at: datetime | None = None
 
         async def on_output(data: bytes) -> None:
-            nonlocal chunk_no
+            nonlocal chunk_no, first_output_at
+            if first_output_at is None:
+                first_output_at = datetime.now(UTC)
             chunk_no += 1
             await _retry(lambda: self.bus.publish_output(job_id, attempt, chunk_no, data))
 
@@ -243,11 +246,12 @@ class Agent:
                 output_bytes=result.output_bytes,
                 chunks=result.chunks,
                 killed_by=result.killed_by,
+                first_output_at=first_output_at,
                 checks=checks,
             )
         except SpawnFailed as exc:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
-        except Exception as exc:  # noqa: BLE001 - whatever broke, the log must still say the attempt ended
+        except Exception as exc:
             log.exception("job.run_failed", job_id=job_id)
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {exc}")
         finally:

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import msgspec
 
+from orchestrator.api.metrics import view_ddl
 from orchestrator.core.pipeline import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
@@ -121,6 +122,8 @@ class DuckDBStore:
         for table in (EVENTS, JOBS, NODES, PIPELINES, PIPELINE_STEPS):
             table.migrate(self.con)
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
+        for statement in view_ddl():  # metrics_*: the API's per-phase metrics as views (CREATE OR REPLACE)
+            self.con.execute(statement)
         for view in VIEWS:
             self.con.execute(view)
 

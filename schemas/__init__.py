@@ -7,4 +7,4 @@ external tools) shares it.
 # schemas.events and schemas.pipelines import each other (pipeline events use the
 # job envelope; the Event union includes them): importing events first, here,
 # makes that order hold whichever module a caller names.
-import schemas.events  # noqa: E402,F401
+import schemas.events  # noqa: F401

@@ -206,6 +206,8 @@ class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
     killed_by: Literal["timeout", "cancel"] | None = None
     error: str | None = None
     checks: list[TestResult] = []
+    first_output_at: Timestamp | None = None
+    """When the agent read the first output byte (None: no output, or an older agent)."""
 
 
 class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
@@ -312,10 +314,33 @@ JobEvent = (
 )
 NodeEvent = NodeRegistered | NodeLost
 
+
+# ---------------------------------------------------------------- api events
+
+
+class ApiCalled(_Event, frozen=True, kw_only=True, tag="api.called"):
+    """One call of the HTTP API, allowed or refused: who, what, result. The request id is in the subject."""
+
+    user: str | None = None
+    role: str | None = None
+    method: str
+    path: str
+    query: str = ""
+    route: str | None = None
+    job_id: str | None = None
+    status: int
+    allowed: bool
+    reason: str | None = None
+    remote: str | None = None
+    duration_ms: float = 0.0
+
+
+ApiEvent = ApiCalled
+
 # Pipeline events live in their own module, built on the envelope above.
 from schemas.pipelines import PipelineEvent  # noqa: E402 (after the names it imports)
 
-Event = JobEvent | NodeEvent | PipelineEvent
+Event = JobEvent | NodeEvent | PipelineEvent | ApiEvent
 
 TERMINAL_JOB_EVENTS = (JobRejected, JobDenied, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
 """Events that end a job (a JobLost with will_retry does not: use `ends_job`)."""

@@ -23,7 +23,7 @@ RPC_QUERY = "nexus.rpc.query"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
-Family = Literal["job", "pipeline", "node"]
+Family = Literal["job", "pipeline", "node", "api"]
 
 
 def is_valid_id(value: str) -> bool:
@@ -68,6 +68,11 @@ def node(node_id: str, kind: str) -> str:
     return f"nexus.evt.node.{check_id(node_id, 'node id')}.{kind}"
 
 
+def api(request_id: str, kind: str) -> str:
+    """`nexus.evt.api.<request_id>.<kind>`: the HTTP API's audit trail (one event per call)."""
+    return f"nexus.evt.api.{check_id(request_id, 'request id')}.{kind}"
+
+
 def output(job_id: str, attempt: int) -> str:
     """Raw PTY output of one attempt of a job."""
     return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}"
@@ -99,7 +104,7 @@ def parse(subject: str) -> SubjectRef:
     family, ident, kind = parts[2], parts[3], parts[4]
     if not _KIND.fullmatch(kind):
         raise InvalidSubject(subject, f"invalid kind {kind!r}")
-    if family not in ("job", "pipeline", "node"):
+    if family not in ("job", "pipeline", "node", "api"):
         raise InvalidSubject(subject, f"unknown family {family!r}")
     if not is_valid_id(ident):
         raise InvalidSubject(subject, f"invalid {family} id {ident!r}")

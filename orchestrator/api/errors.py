@@ -12,6 +12,8 @@ bus or query errors 503, anything else a 500 without internals in `detail`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import structlog
 from litestar import Request, Response
@@ -103,11 +105,14 @@ def _validation_detail(exc: ValidationException) -> tuple[str, str]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        source = str(item.get("source") or source)
+        raw_source = item.get("source") or source
+        source = str(getattr(raw_source, "value", raw_source))
         message = str(item.get("message", "")).strip()
         key = item.get("key")
         if source != "body" and key:
             parts.append(f"{source} parameter {key!r}: {message}")
+        elif key:
+            parts.append(f"{message} at `{key}`")
         else:
             parts.append(message)
     if source == "body":
@@ -131,6 +136,8 @@ def to_problem(exc: Exception) -> ProblemError:
             return forbidden(exc.detail)
         case NotFoundException():
             return ProblemError(404, "not-found", "Not found", "no such API path (see /schema/openapi.json)")
+        case HTTPException() if exc.status_code == 400:  # e.g. a body that is not JSON at all
+            return ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {exc.detail}")
         case MethodNotAllowedException():
             return ProblemError(405, "method-not-allowed", "Method not allowed", exc.detail)
         case HTTPException():
@@ -143,7 +150,7 @@ def to_problem(exc: Exception) -> ProblemError:
             return ProblemError(500, "internal-error", "Internal error", "the API failed to answer; see its log")
 
 
-def problem_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def problem_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     problem = to_problem(exc)
     if problem.status >= 500 and not isinstance(exc, ProblemError | NexusError):
         log.error("api.failed", method=request.method, path=request.url.path, exc_info=exc)

@@ -61,13 +61,17 @@ class ValidationWarning(_Out, frozen=True, kw_only=True):
 
 
 class ValidateResponse(_Out, frozen=True, kw_only=True):
-    """The analysis verdict: `valid` is false when any warning is critical."""
+    """The analysis verdict: `valid` is false when any warning is critical or the policy refuses the command.
+    `approvalRequired`: it would be held for an approver (critical command on a production node)."""
 
     valid: bool
-    severity: str
+    severity: Severity | None
     warnings: list[ValidationWarning]
     suggestions: list[str]
     parsed: bool
+    approval_required: bool = False
+    denied: str | None = None
+    validation_ms: float = 0.0
     estimated_duration: float | None = None
 
 
@@ -89,6 +93,9 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     tests: list[JobTest] = []
     parent: Id | None = None
     metadata: dict[str, MetaValue] = {}
+    after: list[Id] = []
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    idempotent: bool = False
 
 
 class JobCreated(_Out, frozen=True, kw_only=True):
@@ -109,6 +116,21 @@ class CancelAccepted(_Out, frozen=True, kw_only=True):
     status: Literal["cancel_requested"] = "cancel_requested"
 
 
+class DecisionRequest(_Body, frozen=True, kw_only=True):
+    """Why a held job is approved or denied, for the record."""
+
+    reason: str | None = None
+
+
+class DecisionRecorded(_Out, frozen=True, kw_only=True):
+    """The approval or denial is in the log; the orchestrator acts on it (it may still refuse the approver)."""
+
+    job_id: str
+    decision: Literal["approved", "denied"]
+    by: str
+    seq: int
+
+
 class JobOut(_Out, frozen=True, kw_only=True):
     """A job's state as reduced into DuckDB (`env` is never shown: it may hold secrets)."""
 
@@ -127,6 +149,14 @@ class JobOut(_Out, frozen=True, kw_only=True):
     parent: str | None = None
     metadata: dict[str, MetaValue] = {}
     requested_by: str | None = None
+    after: list[str] = []
+    retries: int = 0
+    idempotent: bool = False
+    severity: str | None = None
+    warnings: list[ValidationWarning] = []
+    suggestions: list[str] = []
+    validation_ms: float | None = None
+    approved_by: str | None = None
     attempt: int = 0
     exit_code: int | None = None
     signal: int | None = None
@@ -137,6 +167,8 @@ class JobOut(_Out, frozen=True, kw_only=True):
     chunks: int = 0
     cancel_requested: bool = False
     requested_at: datetime | None = None
+    validated_at: datetime | None = None
+    queued_at: datetime | None = None
     assigned_at: datetime | None = None
     accepted_at: datetime | None = None
     started_at: datetime | None = None
@@ -234,10 +266,15 @@ class CountByType(_Out, frozen=True, kw_only=True):
 
 
 class AnalysisMetrics(_Out, frozen=True, kw_only=True):
+    """Validations are the analysis verdicts (`validated`, or rejected by policy); failures are the
+    critical or refused ones. Validation time is the analysis' own compute time."""
+
     total_validations: int = 0
     validation_failures: int = 0
     failures_last_hour: int = 0
     approvals_required: int = 0
+    approved: int = 0
+    denied: int = 0
     avg_validation_time: float = 0.0
     p95_validation_time: float = 0.0
     common_findings: list[CountByType] = []
@@ -246,6 +283,7 @@ class AnalysisMetrics(_Out, frozen=True, kw_only=True):
 class CoordinationMetrics(_Out, frozen=True, kw_only=True):
     queue_depth: int = 0
     pending_jobs: int = 0
+    awaiting_approval: int = 0
     executing_jobs: int = 0
     queued_jobs: int = 0
     avg_time_queued: float = 0.0

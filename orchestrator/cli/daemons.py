@@ -1,4 +1,4 @@
-"""Long-running verbs: up (everything, embedded), orchestrator, agent."""
+"""Long-running verbs: up (everything, embedded), orchestrator, agent, api."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning o
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log JSON lines instead of console text.")]
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML): users, roles, deny/allow rules, production labels.")]
 TtlOpt = Annotated[float, typer.Option("--node-ttl", help="Seconds without heartbeat before a node is lost.", min=1)]
+AuthOpt = Annotated[
+    Path | None,
+    typer.Option("--auth", help="API token file (TOML [[token]]: user, role, sha256 or token). Without it: open, loopback only."),
+]
 
 
 async def _until_signal(*coros: asyncio.Future[None] | asyncio.Task[None]) -> None:
@@ -71,20 +75,35 @@ def up(
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs on the local agent.", min=1)] = 4,
     node_ttl: TtlOpt = 10.0,
     policy: PolicyOpt = None,
+    api_host: Annotated[str, typer.Option("--api-host", help="Address of the HTTP API (without --auth: loopback only).")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API.", min=0, max=65535)] = 8080,
+    auth: AuthOpt = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator and one agent. Ctrl-C stops all."""
+    """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator, HTTP API and one agent. Ctrl-C stops all."""
     logs.configure(log_level, json=log_json)
     node_id = subjects.check_id(node or _default_node(), "node id")
-    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl, load_policy(policy))
+    api = None if no_api else (api_host, api_port, auth)
+    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl, load_policy(policy), api)
 
 
 @run_async
 async def _up(
-    nats_url: str | None, data: Path, port: int, node_id: str, labels: dict[str, str], max_jobs: int, node_ttl: float, policy: Policy
+    nats_url: str | None,
+    data: Path,
+    port: int,
+    node_id: str,
+    labels: dict[str, str],
+    max_jobs: int,
+    node_ttl: float,
+    policy: Policy,
+    api: tuple[str, int, Path | None] | None,
 ) -> None:
     from agent.service import Agent
+    from orchestrator.api.server import serve
+    from orchestrator.client import NexusClient
     from orchestrator.embedded import EmbeddedNats
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
@@ -104,12 +123,22 @@ async def _up(
     agent_bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node_id}", daemon=True)
     orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy)
     agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
+    buses: list[NatsBus] = []
     try:
         tasks = [asyncio.create_task(orch.run()), asyncio.create_task(agent.run())]
         banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}."
+        if api is not None:
+            api_host, api_port, auth = api
+            api_bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True)
+            buses.append(api_bus)
+            serving = serve(NexusClient(api_bus), host=api_host, port=api_port, auth_file=auth, policy=policy, node_ttl_s=node_ttl)
+            tasks.append(asyncio.create_task(serving))
+            banner += f" API http://{api_host}:{api_port}" + (" (open: no --auth file, so loopback only)." if auth is None else ".")
         ready = asyncio.create_task(_announce(orch, agent, banner))
         await _until_signal(*tasks, ready)
     finally:
+        for extra in buses:
+            await extra.close()
         await agent_bus.close()
         await bus.close()
         store.close()
@@ -194,3 +223,29 @@ async def _agent(
         await bus.close()
 
 
+def api(
+    nats_url: NatsOpt = DEFAULT_NATS,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (without --auth: loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
+    auth: AuthOpt = None,
+    policy: PolicyOpt = None,
+    node_ttl: TtlOpt = 10.0,
+    log_level: LogOpt = "info",
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Serve the HTTP API (jobs, live SSE output, nodes, metrics) against a running orchestrator."""
+    logs.configure(log_level, json=log_json)
+    _api(nats_url, host, port, auth, load_policy(policy), node_ttl)
+
+
+@run_async
+async def _api(nats_url: str, host: str, port: int, auth: Path | None, policy: Policy, node_ttl: float) -> None:
+    from orchestrator.api.server import serve
+    from orchestrator.client import NexusClient
+
+    bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True)
+    try:
+        serving = serve(NexusClient(bus), host=host, port=port, auth_file=auth, policy=policy, node_ttl_s=node_ttl)
+        await _until_signal(asyncio.create_task(serving))
+    finally:
+        await bus.close()

@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command(rich_help_panel="Services")(daemons.up)
 app.command(rich_help_panel="Services")(daemons.orchestrator)
 app.command(rich_help_panel="Services")(daemons.agent)
+app.command(rich_help_panel="Services")(daemons.api)
 app.command(rich_help_panel="Jobs")(jobs.run)
 app.command(rich_help_panel="Jobs")(jobs.submit)
 app.command(rich_help_panel="Jobs")(jobs.jobs)

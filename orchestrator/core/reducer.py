@@ -19,6 +19,7 @@ from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
 from schemas.events import (
+    ApiCalled,
     Event,
     JobAccepted,
     JobApprovalRequired,
@@ -98,6 +99,8 @@ def apply(
         ev = rec.event
         if isinstance(ev, NodeRegistered | NodeLost):
             node = evolve_node(nodes.get(ref.id), ref.id, ev, ts, rec.seq)
+        elif isinstance(ev, ApiCalled):
+            pass  # the HTTP API's audit trail: a row in `events`, no view
         elif isinstance(ev, PipelineEventTypes):
             pipeline = evolve_pipeline((pipelines or {}).get(ref.id), ref.id, ev, ts, rec.seq)
             if pipeline is None:
@@ -261,7 +264,7 @@ def evolve_job(
                 job.queued_at = ts
             else:
                 _finish(job, "lost", ts, ev.reason)
-        case NodeRegistered() | NodeLost() | JobRequested():
+        case NodeRegistered() | NodeLost() | JobRequested() | ApiCalled():
             return None, "not a job event"
         case _:
             # Pipeline events never reach here (apply routes them); anything else is a bug.

@@ -86,7 +86,10 @@ async def test_tests_run_later_on_a_finished_job(stack: Stack, tmp_path) -> None
     await stack.client.submit(job_id, JobRequested(command="echo 'Build successful' > build.log; echo done", working_dir=str(tmp_path)))
     await stack.wait_job(job_id)
     spec = tmp_path / "later.yaml"
-    spec.write_text(f"- {{type: exit_code, expected: 0}}\n- {{type: output_contains, pattern: done}}\n- {{type: file_exists, path: {tmp_path}/build.log}}\n")
+    spec.write_text(
+        "- {type: exit_code, expected: 0}\n- {type: output_contains, pattern: done}\n"
+        f"- {{type: file_exists, path: {tmp_path}/build.log}}\n"
+    )
     code, out, err = await stack.nexus("test", job_id, "--tests", str(spec), "--json")
     assert code == 0, err
     body = json.loads(out)

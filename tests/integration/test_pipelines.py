@@ -75,7 +75,7 @@ steps:
     max_parallel: 2
     command: touch {marks}/$NEXUS_NODE
 """)
-    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--json")
+    code, _stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--json")
     assert code == 0, err
     assert sorted(p.name for p in marks.iterdir()) == ["fan-1", "fan-2", "fan-3"]
 
@@ -96,7 +96,7 @@ steps:
     health_check: test "$NEXUS_NODE" != w2
     rollback: echo rolled-back >> {state}/$NEXUS_NODE
 """)
-    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "rolling.yaml"), "--json")
+    code, _stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "rolling.yaml"), "--json")
     assert code == 1, err
     assert lines(state / "w1") == ["deployed", "rolled-back"]  # first batch rolled back
     assert lines(state / "w2")[0] == "deployed"  # the batch whose check failed

@@ -13,6 +13,7 @@ from schemas import codec, export, subjects
 from schemas.errors import DecodeError, NexusError
 from schemas.events import (
     SCHEMA_VERSION,
+    ApiCalled,
     CommandTest,
     Event,
     ExitCodeTest,
@@ -122,6 +123,7 @@ SAMPLES: list[Event] = [
     JobLost(ts=T0, node="web-001", attempt=1, reason="heartbeat expired"),
     NodeRegistered(ts=T0, tools=["bash", "python3"], labels={"zone": "eu"}, max_jobs=4, hostname="h", version="0.1"),
     NodeLost(ts=T0, reason="no heartbeat", last_seen=T0 - timedelta(seconds=30)),
+    ApiCalled(ts=T0, user="alice", role="operator", method="POST", path="/api/v1/jobs", status=201, allowed=True),
 ]
 
 
@@ -129,6 +131,8 @@ def subject_for(ev: Event) -> str:
     family, kind = codec.event_type(ev).split(".", 1)
     if family == "node":
         return subjects.node("web-001", kind)
+    if family == "api":
+        return subjects.api("r-1", kind)
     if kind == "dispatch":
         return subjects.dispatch("j1", "web-001")
     if kind == "cancel":

@@ -107,6 +107,7 @@ def test_invalid_id_error_names_what_was_wrong() -> None:
         ("nexus.evt.pipeline.p1.started", "pipeline", "p1", "started", None, "pipeline.started"),
         ("nexus.evt.node.web-001.registered", "node", "web-001", "registered", None, "node.registered"),
         ("nexus.evt.node.web-001.lost", "node", "web-001", "lost", None, "node.lost"),
+        ("nexus.evt.api.r-1a2b-c3.called", "api", "r-1a2b-c3", "called", None, "api.called"),
     ],
 )
 def test_parse_event_subjects(subject: str, family: str, ident: str, kind: str, node: str | None, type_: str) -> None:
@@ -122,6 +123,7 @@ def test_parse_is_the_inverse_of_the_builders() -> None:
         subjects.cancel("j-9", "n1"),
         subjects.pipeline("p", "finished"),
         subjects.node("n1", "registered"),
+        subjects.api("r-1", "called"),
     ]
     rebuilt = []
     for s in built:

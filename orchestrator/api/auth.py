@@ -1,0 +1,266 @@
+"""Who may call the API, and the audit record of every call.
+
+Tokens come from a TOML file; each bearer token is one user with one role:
+
+    [[token]]
+    user = "alice"
+    role = "admin"          # viewer | operator | admin
+    sha256 = "9f86d0..."    # hex SHA-256 of the token; or `token = "..."` in clear text
+
+Roles are ranked. Viewers read (every GET, and the analysis-only validate);
+operators also submit, cancel, test, roll back and run pipelines; admins also
+approve. Without a file the API is open: every caller is `anonymous` with the
+admin role, and `server.serve` refuses to listen anywhere but loopback.
+Browsers' EventSource cannot send headers, so the SSE path also takes the
+token as `?access_token=` (never recorded in the audit event).
+
+Audit: `AuditedApp` wraps the whole ASGI app, so every call, including unknown
+paths and refused tokens, is published as an `api.called` event on
+`nexus.evt.api.<request_id>.called` (Nats-Msg-Id `api:<request_id>:called`)
+once its status is known, before the response starts. `/health` and `/schema`
+are public and not audited. The request id is echoed as `X-Request-Id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlencode
+
+import msgspec
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from orchestrator.api.errors import PROBLEM_JSON, ApiError, ProblemError, encode_problem, unauthorized
+from orchestrator.bus import NatsBus
+from orchestrator.core.decide import Outgoing
+from orchestrator.errors import BusError
+from schemas import subjects
+from schemas.events import ApiCalled
+
+log = structlog.get_logger("nexus.api")
+
+Role = Literal["viewer", "operator", "admin"]
+RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+REFUSED_KEY = "nexus.refused"
+PUBLIC_PREFIXES = ("/health", "/schema")
+TOKEN_QUERY = "access_token"
+
+
+class Identity(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller of one request."""
+
+    user: str
+    role: Role
+    open: bool = False
+
+
+ANONYMOUS = Identity(user="anonymous", role="admin", open=True)
+
+
+# ---------------------------------------------------------------- the token file
+
+
+class _TokenEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    user: str
+    role: Role
+    sha256: str | None = None
+    token: str | None = None
+
+
+class _TokenFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token: list[_TokenEntry] = []
+
+
+class Tokens:
+    """Bearer tokens by their SHA-256, so the lookup never compares secrets directly."""
+
+    def __init__(self, by_digest: dict[str, Identity]) -> None:
+        self.by_digest = by_digest
+
+    @classmethod
+    def load(cls, path: Path) -> Tokens:
+        try:
+            raw = tomllib.loads(path.read_text())
+            parsed = msgspec.convert(raw, _TokenFile)
+        except OSError as exc:
+            raise ApiError(f"cannot read the API token file {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            raise ApiError(f"API token file {path}: {exc}") from None
+        by_digest: dict[str, Identity] = {}
+        for i, entry in enumerate(parsed.token, 1):
+            where = f"API token file {path}, token #{i} ({entry.user!r})"
+            if not entry.user:
+                raise ApiError(f"{where}: `user` is empty")
+            if (entry.sha256 is None) == (entry.token is None):
+                raise ApiError(f"{where}: give exactly one of `sha256` or `token`")
+            digest = (entry.sha256 or "").lower() if entry.sha256 is not None else _digest(entry.token or "")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ApiError(f"{where}: `sha256` must be 64 hex digits")
+            if entry.token is not None and len(entry.token) < 16:
+                raise ApiError(f"{where}: a token must have at least 16 characters")
+            if digest in by_digest:
+                raise ApiError(f"{where}: the same token is listed twice")
+            by_digest[digest] = Identity(user=entry.user, role=entry.role)
+        if not by_digest:
+            raise ApiError(f"API token file {path} lists no [[token]]; leave the file out to run open on loopback")
+        return cls(by_digest)
+
+    def identify(self, token: str) -> Identity | None:
+        return self.by_digest.get(_digest(token))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- guards
+
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def require(role: Role) -> Guard:
+    """A route guard: the caller's role must rank at least `role`."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        ident = connection.scope.get("user")
+        if not isinstance(ident, Identity):
+            raise NotAuthorizedException("no identity on this request")
+        if RANK[ident.role] < RANK[role]:
+            detail = f"user {ident.user!r} has role {ident.role}; this call needs {role} or above"
+            connection.scope[REFUSED_KEY] = detail  # type: ignore[literal-required]
+            raise PermissionDeniedException(detail)
+
+    guard.__name__ = f"require_{role}"
+    return guard
+
+
+def identity_of(scope: Scope) -> Identity:
+    ident = scope.get("user")
+    assert isinstance(ident, Identity), "AuditedApp sets the identity of every API request"
+    return ident
+
+
+# ---------------------------------------------------------------- audit events
+
+
+def new_request_id() -> str:
+    return f"r-{int(time.time() * 1000):x}-{secrets.token_hex(4)}"
+
+
+class AuditedApp:
+    """ASGI wrapper around the Litestar app: authenticates, then audits the call."""
+
+    def __init__(self, app: ASGIApp, bus: NatsBus, tokens: Tokens | None) -> None:
+        self.app = app
+        self.bus = bus
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        started = time.monotonic()
+        ident, refusal = self._authenticate(scope)
+        audited = False
+
+        async def audited_send(message: Message) -> None:
+            nonlocal audited
+            if message["type"] == "http.response.start" and not audited:
+                audited = True
+                await self._audit(scope, request_id, ident, message["status"], refusal, started)
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        if ident is None:
+            await _send_problem(audited_send, unauthorized(refusal or "authentication required"), scope["path"])
+            return
+        scope["user"] = ident
+        try:
+            await self.app(scope, receive, audited_send)
+        finally:
+            if not audited:  # the app failed before answering: still on the record
+                await self._audit(scope, request_id, ident, 500, "no response", started)
+
+    def _authenticate(self, scope: HTTPScope) -> tuple[Identity | None, str | None]:
+        if self.tokens is None:
+            return ANONYMOUS, None
+        token = _bearer(scope)
+        if token is None:
+            return None, "missing bearer token (Authorization: Bearer <token>)"
+        ident = self.tokens.identify(token)
+        if ident is None:
+            return None, "unknown bearer token"
+        return ident, None
+
+    async def _audit(
+        self, scope: HTTPScope, request_id: str, ident: Identity | None, status: int, reason: str | None, started: float
+    ) -> None:
+        refused = status in (401, 403)
+        if status == 403:
+            reason = cast("dict[str, Any]", scope).get(REFUSED_KEY) or reason
+        handler = scope.get("route_handler")
+        route = next(iter(sorted(handler.paths)), None) if handler is not None else None
+        path_params = scope.get("path_params") or {}
+        client = scope.get("client")
+        event = ApiCalled(
+            ts=datetime.now(UTC),
+            user=ident.user if ident else None,
+            role=ident.role if ident else None,
+            method=scope["method"],
+            path=scope["path"],
+            query=_safe_query(scope),
+            route=route,
+            job_id=path_params.get("job_id"),
+            status=status,
+            allowed=not refused,
+            reason=reason if refused else None,
+            remote=f"{client[0]}:{client[1]}" if client else None,
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+        )
+        out = Outgoing(subjects.api(request_id, "called"), event, f"api:{request_id}:called")
+        try:
+            await self.bus.publish(out)
+        except BusError as exc:
+            # The response must still go out; the log keeps what the audit trail could not.
+            log.error("api.audit_failed", request_id=request_id, error=str(exc), **msgspec.to_builtins(event))
+        log.debug("api.called", request_id=request_id, user=event.user, method=event.method, path=event.path, status=status)
+
+
+def _bearer(scope: HTTPScope) -> str | None:
+    for name, raw in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = raw.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    if scope["method"] == "GET" and scope["path"].endswith("/stream"):
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if key == TOKEN_QUERY:
+                return value or None
+    return None
+
+
+def _safe_query(scope: HTTPScope) -> str:
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, v) for k, v in pairs if k != TOKEN_QUERY])
+
+
+async def _send_problem(send: Send, problem: ProblemError, path: str) -> None:
+    body = encode_problem(problem.problem(instance=path))
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,439 @@
+"""Per-phase metrics, computed by SQL over the `events` and `jobs` tables.
+
+Each metric is one SELECT in `VIEWS`. The API runs them through the
+orchestrator (`NexusClient.query`); the store creates the same statements as
+DuckDB views named after their keys, so `nexus sql "SELECT * FROM metrics_execution"`
+gives what the API serves. No web imports here, so the store can use it.
+
+Times are milliseconds; rates are 0..1; an empty phase reports zeros.
+
+    metrics_job_steps          one row per job: when it reached each step
+                               (requested, validated, queued, assigned, accepted, first output byte,
+                               exited, tested, finished), from the first event of each kind
+    metrics_step_latency       per step: count, mean, p50, p95, p99. A step starts at the latest
+                               earlier step the job went through (no analysis yet: `assigned`
+                               counts from `requested`; no output: `exited` counts from `accepted`)
+    metrics_analysis           analysis verdicts: job.validated events plus job.rejected with a policy
+                               code (permission_denied, policy_denied); failures are those rejections
+                               and validations of severity critical; failures in the last hour;
+                               holds for approval, approvals, denials; mean/p95 of the analysis'
+                               own time (`duration_ms` of job.validated)
+    metrics_analysis_findings  warning types in job.validated payloads (`warnings[].type`), by count
+    metrics_coordination       queue depth (queued), pending (not on a node yet: requested, validated,
+                               held for approval, approved, queued), of which held for approval,
+                               executing (on a node), jobs ever queued, mean/p95 time from queued to
+                               leaving the queue
+    metrics_execution          jobs that ended after being assigned to a node: by outcome, success
+                               and timeout rate, mean/p95 duration (exited jobs)
+    metrics_execution_by_tool  the same per tool
+    metrics_execution_by_node  the same per node
+    metrics_test               job.tested events: runs, passed (payload `passed`), pass rate, and
+                               rollbacks (pipeline.rolled_back events: the rollback frequency)
+    metrics_test_failures      failing assertion types (`results[]` with `passed` false), by count
+    metrics_deploy             pipelines that ended (pipeline.succeeded / pipeline.failed), success rate,
+                               mean pipeline time (requested -> ended), rollbacks and mean rollback time
+                               (pipeline.rollback_started -> pipeline.rolled_back)
+
+Only events that decoded and applied cleanly count (`error IS NULL`), so a
+kind this build cannot decode reads as zero rather than as garbage. The
+first output byte is `first_output_at` in the `job.exited` payload (see
+INTEGRATION.md); without it that step counts no jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.api.models import (
+    AnalysisMetrics,
+    CoordinationMetrics,
+    CountByType,
+    DeployMetrics,
+    ExecutionGroup,
+    ExecutionMetrics,
+    PipelineMetrics,
+    StepLatency,
+    TestMetrics,
+)
+from orchestrator.client import NexusClient
+
+
+def _ms(later: str, earlier: str) -> str:
+    return f"(epoch_us({later}) - epoch_us({earlier})) / 1000.0"
+
+
+def _z(expr: str) -> str:
+    return f"coalesce({expr}, 0)"
+
+
+_OK = "error IS NULL"
+# Every JSON access is wrapped in try(): filters may run in any order, and a payload
+# that failed to decode (kept with its error) is not JSON at all.
+
+JOB_STEPS = f"""
+SELECT j.job_id, j.tool, j.node, j.status,
+       j.requested_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.validated') AS validated_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.queued') AS queued_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.assigned') AS assigned_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.accepted') AS accepted_at,
+       min(TRY_CAST(try(json_extract_string(e.payload, '$.first_output_at')) AS TIMESTAMPTZ))
+           FILTER (WHERE e.type = 'job.exited') AS first_output_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.exited') AS exited_at,
+       min(e.ts) FILTER (WHERE e.type = 'job.tested') AS tested_at,
+       j.finished_at
+FROM jobs AS j
+LEFT JOIN events AS e ON e.job_id = j.job_id AND e.{_OK}
+GROUP BY ALL
+"""
+
+# (order, step, from, to, latency expression over metrics_job_steps)
+STEPS: list[tuple[int, str, str, str, str]] = [
+    (1, "requested_to_validated", "requested", "validated", _ms("validated_at", "requested_at")),
+    (2, "validated_to_assigned", "validated", "assigned", _ms("assigned_at", "coalesce(validated_at, requested_at)")),
+    (3, "assigned_to_accepted", "assigned", "accepted", _ms("accepted_at", "assigned_at")),
+    (4, "accepted_to_first_output", "accepted", "first_output", _ms("first_output_at", "accepted_at")),
+    (5, "first_output_to_exited", "first_output", "exited", _ms("exited_at", "coalesce(first_output_at, accepted_at)")),
+    (6, "exited_to_tested", "exited", "tested", _ms("tested_at", "exited_at")),
+    (7, "requested_to_finished", "requested", "finished", f"CASE WHEN exited_at IS NOT NULL THEN {_ms('finished_at', 'requested_at')} END"),
+]
+
+_STEP_ROWS = "\n  UNION ALL ".join(f"SELECT '{name}' AS step, {expr} AS ms FROM job_steps" for _, name, _, _, expr in STEPS)
+_STEP_NAMES = ", ".join(f"({order}, '{name}', '{src}', '{dst}')" for order, name, src, dst, _ in STEPS)
+
+STEP_LATENCY = f"""
+WITH job_steps AS ({JOB_STEPS}),
+step_ms AS (
+  {_STEP_ROWS}
+),
+steps(step_order, step, from_step, to_step) AS (VALUES {_STEP_NAMES})
+SELECT s.step_order, s.step, s.from_step, s.to_step,
+       count(m.ms) AS count,
+       {_z("avg(m.ms)")} AS mean_ms,
+       {_z("quantile_cont(m.ms, 0.5)")} AS p50_ms,
+       {_z("quantile_cont(m.ms, 0.95)")} AS p95_ms,
+       {_z("quantile_cont(m.ms, 0.99)")} AS p99_ms
+FROM steps AS s LEFT JOIN step_ms AS m ON m.step = s.step
+GROUP BY ALL
+ORDER BY s.step_order
+"""
+
+ANALYSIS_REJECT_CODES = ("permission_denied", "policy_denied")  # rejections decided by the analysis phase
+
+ANALYSIS = f"""
+WITH verdicts AS (
+  SELECT ts,
+         CASE WHEN type = 'job.validated' THEN TRY_CAST(try(json_extract(payload, '$.duration_ms')) AS DOUBLE) END AS ms,
+         (type = 'job.rejected' OR try(json_extract_string(payload, '$.severity')) = 'critical') AS failed
+  FROM events
+  WHERE {_OK} AND (type = 'job.validated' OR (type = 'job.rejected'
+        AND try(json_extract_string(payload, '$.code')) IN {ANALYSIS_REJECT_CODES!r}))
+)
+SELECT count(*) AS total_validations,
+       count(*) FILTER (WHERE failed) AS validation_failures,
+       count(*) FILTER (WHERE failed AND ts >= now() - INTERVAL 1 HOUR) AS failures_last_hour,
+       (SELECT count(*) FROM events WHERE type = 'job.approval_required' AND {_OK}) AS approvals_required,
+       (SELECT count(*) FROM events WHERE type = 'job.approved' AND {_OK}) AS approved,
+       (SELECT count(*) FROM events WHERE type = 'job.denied' AND {_OK}) AS denied,
+       {_z("avg(ms)")} AS avg_validation_ms,
+       {_z("quantile_cont(ms, 0.95)")} AS p95_validation_ms
+FROM verdicts
+"""
+
+ANALYSIS_FINDINGS = f"""
+SELECT try(json_extract_string(w, '$.type')) AS type, count(*) AS count
+FROM (SELECT unnest(try(json_extract(payload, '$.warnings[*]'))) AS w FROM events WHERE type = 'job.validated' AND {_OK})
+GROUP BY 1
+ORDER BY count DESC, type
+"""
+
+COORDINATION = f"""
+WITH q AS (
+  SELECT job_id,
+         min(ts) FILTER (WHERE type = 'job.queued') AS queued_at,
+         min(ts) FILTER (WHERE type IN ('job.assigned', 'job.cancelled', 'job.rejected')) AS left_at
+  FROM events WHERE job_id IS NOT NULL AND {_OK}
+  GROUP BY job_id
+),
+waits AS (SELECT {_ms("left_at", "queued_at")} AS ms FROM q WHERE queued_at IS NOT NULL AND left_at >= queued_at)
+SELECT (SELECT count(*) FROM jobs WHERE status = 'queued') AS queue_depth,
+       (SELECT count(*) FROM jobs WHERE status IN ('requested', 'validated', 'approval_required', 'approved', 'queued'))
+           AS pending_jobs,
+       (SELECT count(*) FROM jobs WHERE status = 'approval_required') AS awaiting_approval,
+       (SELECT count(*) FROM jobs WHERE status IN ('assigned', 'dispatched', 'accepted', 'running', 'exited')) AS executing_jobs,
+       (SELECT count(*) FROM q WHERE queued_at IS NOT NULL) AS queued_jobs,
+       {_z("avg(ms)")} AS avg_time_queued_ms,
+       {_z("quantile_cont(ms, 0.95)")} AS p95_time_queued_ms
+FROM waits
+"""
+
+_EXECUTED = "status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'lost') AND assigned_at IS NOT NULL"
+_EXECUTION_COLUMNS = f"""
+       count(*) AS total_jobs,
+       count(*) FILTER (WHERE status = 'succeeded') AS successful_jobs,
+       count(*) FILTER (WHERE status = 'failed') AS failed_jobs,
+       count(*) FILTER (WHERE status = 'timed_out') AS timed_out_jobs,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled_jobs,
+       count(*) FILTER (WHERE status = 'lost') AS lost_jobs,
+       {_z("count(*) FILTER (WHERE status = 'succeeded') / nullif(count(*), 0)")} AS success_rate,
+       {_z("count(*) FILTER (WHERE status = 'timed_out') / nullif(count(*), 0)")} AS timeout_rate,
+       {_z("avg(duration_ms) FILTER (WHERE exited_at IS NOT NULL)")} AS avg_duration_ms,
+       {_z("quantile_cont(duration_ms, 0.95) FILTER (WHERE exited_at IS NOT NULL)")} AS p95_duration_ms"""
+
+EXECUTION = f"SELECT{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED}"
+EXECUTION_BY_TOOL = f"SELECT tool,{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED}\nGROUP BY tool ORDER BY tool"
+EXECUTION_BY_NODE = f"SELECT node,{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED} AND node IS NOT NULL\nGROUP BY node ORDER BY node"
+
+_PASSED = "coalesce(TRY_CAST(try(json_extract(payload, '$.passed')) AS BOOLEAN), false)"
+
+TEST = f"""
+SELECT count(*) AS total_runs,
+       count(*) FILTER (WHERE {_PASSED}) AS passed_runs,
+       count(*) FILTER (WHERE NOT {_PASSED}) AS failed_runs,
+       {_z(f"count(*) FILTER (WHERE {_PASSED}) / nullif(count(*), 0)")} AS pass_rate,
+       (SELECT count(*) FROM events WHERE type = 'pipeline.rolled_back' AND {_OK}) AS rollbacks
+FROM events WHERE type = 'job.tested' AND {_OK}
+"""
+
+TEST_FAILURES = f"""
+SELECT try(json_extract_string(r, '$.type')) AS type, count(*) AS count
+FROM (SELECT unnest(try(json_extract(payload, '$.results[*]'))) AS r FROM events WHERE type = 'job.tested' AND {_OK})
+WHERE NOT coalesce(TRY_CAST(try(json_extract(r, '$.passed')) AS BOOLEAN), false)
+GROUP BY 1
+ORDER BY count DESC, type
+"""
+
+DEPLOY = f"""
+WITH p AS (
+  SELECT pipeline_id,
+         min(ts) FILTER (WHERE type = 'pipeline.requested') AS requested_at,
+         min(ts) FILTER (WHERE type = 'pipeline.succeeded') AS succeeded_at,
+         min(ts) FILTER (WHERE type = 'pipeline.failed') AS failed_at,
+         min(ts) FILTER (WHERE type = 'pipeline.rollback_started') AS rollback_started_at,
+         min(ts) FILTER (WHERE type = 'pipeline.rolled_back') AS rolled_back_at
+  FROM events WHERE pipeline_id IS NOT NULL AND {_OK}
+  GROUP BY pipeline_id
+),
+ended AS (SELECT *, coalesce(succeeded_at, failed_at) AS ended_at FROM p WHERE succeeded_at IS NOT NULL OR failed_at IS NOT NULL),
+rb AS (SELECT {_ms("rolled_back_at", "rollback_started_at")} AS ms FROM p WHERE rolled_back_at IS NOT NULL)
+SELECT (SELECT count(*) FROM ended) AS total_deployments,
+       (SELECT count(*) FROM ended WHERE succeeded_at IS NOT NULL) AS successful_deployments,
+       (SELECT count(*) FROM ended WHERE succeeded_at IS NULL) AS failed_deployments,
+       {_z("(SELECT count(*) FROM ended WHERE succeeded_at IS NOT NULL) / nullif((SELECT count(*) FROM ended), 0)")} AS success_rate,
+       {_z(f"(SELECT avg({_ms('ended_at', 'requested_at')}) FROM ended)")} AS avg_pipeline_ms,
+       (SELECT count(*) FROM rb) AS rollbacks,
+       {_z("(SELECT avg(ms) FROM rb)")} AS avg_rollback_ms
+"""
+
+VIEWS: dict[str, str] = {
+    "metrics_job_steps": JOB_STEPS,
+    "metrics_step_latency": STEP_LATENCY,
+    "metrics_analysis": ANALYSIS,
+    "metrics_analysis_findings": ANALYSIS_FINDINGS,
+    "metrics_coordination": COORDINATION,
+    "metrics_execution": EXECUTION,
+    "metrics_execution_by_tool": EXECUTION_BY_TOOL,
+    "metrics_execution_by_node": EXECUTION_BY_NODE,
+    "metrics_test": TEST,
+    "metrics_test_failures": TEST_FAILURES,
+    "metrics_deploy": DEPLOY,
+}
+
+
+def view_ddl() -> list[str]:
+    """The statements the store runs at start to (re)create the metrics views."""
+    return [f"CREATE OR REPLACE VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()]
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _one(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return rows[0] if rows else {}
+
+
+def _counts(rows: Sequence[dict[str, Any]]) -> list[CountByType]:
+    return [CountByType(type=str(r["type"]), count=int(r["count"])) for r in rows if r["type"] is not None]
+
+
+def _group(row: dict[str, Any], key: str) -> ExecutionGroup:
+    return ExecutionGroup(
+        name=str(row[key]),
+        total_jobs=row["total_jobs"],
+        successful_jobs=row["successful_jobs"],
+        failed_jobs=row["failed_jobs"],
+        timed_out_jobs=row["timed_out_jobs"],
+        avg_duration=float(row["avg_duration_ms"]),
+    )
+
+
+async def pipeline_metrics(client: NexusClient) -> PipelineMetrics:
+    """GET /api/v1/metrics/pipeline: the brief's per-phase shape plus step latencies."""
+    names = list(VIEWS)[1:]  # metrics_job_steps is per job, not a summary
+    results = await asyncio.gather(*(client.query(VIEWS[name]) for name in names))
+    r = {name: rows.dicts() for name, rows in zip(names, results, strict=True)}
+    a = _one(r["metrics_analysis"])
+    c = _one(r["metrics_coordination"])
+    x = _one(r["metrics_execution"])
+    t = _one(r["metrics_test"])
+    d = _one(r["metrics_deploy"])
+    return PipelineMetrics(
+        analysis=AnalysisMetrics(
+            total_validations=a["total_validations"],
+            validation_failures=a["validation_failures"],
+            failures_last_hour=a["failures_last_hour"],
+            approvals_required=a["approvals_required"],
+            approved=a["approved"],
+            denied=a["denied"],
+            avg_validation_time=float(a["avg_validation_ms"]),
+            p95_validation_time=float(a["p95_validation_ms"]),
+            common_findings=_counts(r["metrics_analysis_findings"]),
+        ),
+        coordination=CoordinationMetrics(
+            queue_depth=c["queue_depth"],
+            pending_jobs=c["pending_jobs"],
+            awaiting_approval=c["awaiting_approval"],
+            executing_jobs=c["executing_jobs"],
+            queued_jobs=c["queued_jobs"],
+            avg_time_queued=float(c["avg_time_queued_ms"]),
+            p95_time_queued=float(c["p95_time_queued_ms"]),
+        ),
+        execution=ExecutionMetrics(
+            total_jobs=x["total_jobs"],
+            successful_jobs=x["successful_jobs"],
+            failed_jobs=x["failed_jobs"],
+            timed_out_jobs=x["timed_out_jobs"],
+            cancelled_jobs=x["cancelled_jobs"],
+            lost_jobs=x["lost_jobs"],
+            success_rate=float(x["success_rate"]),
+            timeout_rate=float(x["timeout_rate"]),
+            avg_duration=float(x["avg_duration_ms"]),
+            p95_duration=float(x["p95_duration_ms"]),
+            by_tool=[_group(row, "tool") for row in r["metrics_execution_by_tool"]],
+            by_node=[_group(row, "node") for row in r["metrics_execution_by_node"]],
+        ),
+        test=TestMetrics(
+            total_runs=t["total_runs"],
+            passed_runs=t["passed_runs"],
+            failed_runs=t["failed_runs"],
+            pass_rate=float(t["pass_rate"]),
+            rollbacks=t["rollbacks"],
+            failing_assertions=_counts(r["metrics_test_failures"]),
+        ),
+        deploy=DeployMetrics(
+            total_deployments=d["total_deployments"],
+            successful_deployments=d["successful_deployments"],
+            failed_deployments=d["failed_deployments"],
+            success_rate=float(d["success_rate"]),
+            avg_pipeline_time=float(d["avg_pipeline_ms"]),
+            rollbacks=d["rollbacks"],
+            avg_rollback_time=float(d["avg_rollback_ms"]),
+        ),
+        latency=[
+            StepLatency(
+                step=row["step"],
+                from_=row["from_step"],
+                to=row["to_step"],
+                count=row["count"],
+                mean=float(row["mean_ms"]),
+                p50=float(row["p50_ms"]),
+                p95=float(row["p95_ms"]),
+                p99=float(row["p99_ms"]),
+            )
+            for row in r["metrics_step_latency"]
+        ],
+        generated_at=datetime.now(UTC),
+    )
+
+
+# ---------------------------------------------------------------- Prometheus
+
+
+class _Exposition:
+    """Prometheus text format 0.0.4: HELP and TYPE once per family, then samples."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        self.lines.append(f"{name}{{{label_text}}} {_number(value)}" if labels else f"{name} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def prometheus_text(m: PipelineMetrics) -> str:
+    """The same metrics for Prometheus (seconds, as Prometheus expects, not milliseconds)."""
+    p = _Exposition()
+    p.family("nexus_analysis_validations_total", "counter", "Jobs analysed (job.validated events).")
+    p.sample("nexus_analysis_validations_total", m.analysis.total_validations)
+    p.family("nexus_analysis_validation_failures_total", "counter", "Analyses that found the command invalid.")
+    p.sample("nexus_analysis_validation_failures_total", m.analysis.validation_failures)
+    p.family("nexus_analysis_approvals_required_total", "counter", "Jobs held for approval.")
+    p.sample("nexus_analysis_approvals_required_total", m.analysis.approvals_required)
+
+    p.family("nexus_coordination_queue_depth", "gauge", "Jobs queued for lack of node capacity.")
+    p.sample("nexus_coordination_queue_depth", m.coordination.queue_depth)
+    p.family("nexus_coordination_jobs", "gauge", "Jobs not finished, by phase: pending (not on a node yet) or executing.")
+    p.sample("nexus_coordination_jobs", m.coordination.pending_jobs, state="pending")
+    p.sample("nexus_coordination_jobs", m.coordination.executing_jobs, state="executing")
+    p.family("nexus_coordination_time_queued_seconds_mean", "gauge", "Mean time a queued job waited.")
+    p.sample("nexus_coordination_time_queued_seconds_mean", m.coordination.avg_time_queued / 1000)
+
+    e = m.execution
+    p.family("nexus_execution_jobs_total", "counter", "Jobs that ended after being assigned to a node, by outcome.")
+    for status, n in (("succeeded", e.successful_jobs), ("failed", e.failed_jobs), ("timed_out", e.timed_out_jobs),
+                      ("cancelled", e.cancelled_jobs), ("lost", e.lost_jobs)):  # fmt: skip
+        p.sample("nexus_execution_jobs_total", n, status=status)
+    p.family("nexus_execution_tool_jobs_total", "counter", "Ended jobs per tool, by outcome.")
+    for g in e.by_tool:
+        for status, n in (("succeeded", g.successful_jobs), ("failed", g.failed_jobs), ("timed_out", g.timed_out_jobs)):
+            p.sample("nexus_execution_tool_jobs_total", n, tool=g.name, status=status)
+    p.family("nexus_execution_node_jobs_total", "counter", "Ended jobs per node, by outcome.")
+    for g in e.by_node:
+        for status, n in (("succeeded", g.successful_jobs), ("failed", g.failed_jobs), ("timed_out", g.timed_out_jobs)):
+            p.sample("nexus_execution_node_jobs_total", n, node=g.name, status=status)
+    p.family("nexus_execution_duration_seconds_mean", "gauge", "Mean run time of exited jobs.")
+    p.sample("nexus_execution_duration_seconds_mean", e.avg_duration / 1000)
+    p.family("nexus_execution_tool_duration_seconds_mean", "gauge", "Mean run time of exited jobs per tool.")
+    for g in e.by_tool:
+        p.sample("nexus_execution_tool_duration_seconds_mean", g.avg_duration / 1000, tool=g.name)
+
+    p.family("nexus_test_runs_total", "counter", "Test runs on jobs (job.tested events), by result.")
+    p.sample("nexus_test_runs_total", m.test.passed_runs, result="passed")
+    p.sample("nexus_test_runs_total", m.test.failed_runs, result="failed")
+    p.family("nexus_test_assertion_failures_total", "counter", "Failing assertions by type.")
+    for c in m.test.failing_assertions:
+        p.sample("nexus_test_assertion_failures_total", c.count, type=c.type)
+
+    p.family("nexus_deploy_deployments_total", "counter", "Pipelines that ended, by result.")
+    p.sample("nexus_deploy_deployments_total", m.deploy.successful_deployments, result="succeeded")
+    p.sample("nexus_deploy_deployments_total", m.deploy.failed_deployments, result="failed")
+    p.family("nexus_deploy_rollbacks_total", "counter", "Rollbacks (job.rolled_back events).")
+    p.sample("nexus_deploy_rollbacks_total", m.deploy.rollbacks)
+    p.family("nexus_deploy_rollback_seconds_mean", "gauge", "Mean rollback time.")
+    p.sample("nexus_deploy_rollback_seconds_mean", m.deploy.avg_rollback_time / 1000)
+
+    p.family("nexus_job_step_seconds", "summary", "Latency of each step of a job (requested -> ... -> tested).")
+    for s in m.latency:
+        for q, v in (("0.5", s.p50), ("0.95", s.p95), ("0.99", s.p99)):
+            p.sample("nexus_job_step_seconds", v / 1000, step=s.step, quantile=q)
+        p.sample("nexus_job_step_seconds_sum", s.mean * s.count / 1000, step=s.step)
+        p.sample("nexus_job_step_seconds_count", s.count, step=s.step)
+    return p.text()

@@ -1,0 +1,156 @@
+"""Node routes: the fleet, one node, and the node the orchestrator would pick now.
+
+Registration (tools, labels, capacity) comes from the `nodes` table, liveness
+and the agent's own load from its heartbeat in the `nexus-nodes` bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+import nats.js.errors
+from litestar import get
+from litestar.params import FromPath, QueryParameter
+
+from orchestrator.api.auth import require
+from orchestrator.api.context import ApiContext, Ctx
+from orchestrator.api.errors import ProblemError, unknown_node
+from orchestrator.api.models import NodeList, NodeOut, OptimalNode
+from orchestrator.core.views import ON_NODE
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.events import NodeHeartbeat
+
+_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at FROM nodes"
+_LOAD_SQL = "SELECT node, count(*) FROM jobs WHERE node IS NOT NULL AND status IN (SELECT unnest(?::VARCHAR[])) GROUP BY node"
+
+
+def _json(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, str) else value
+
+
+async def heartbeats(ctx: ApiContext, registered: list[str]) -> dict[str, NodeHeartbeat]:
+    """The heartbeats of the registered nodes (read one by one: listing the bucket's keys
+    can come back short while an agent is putting its beat), plus any other node's."""
+    kv = await ctx.client.bus.nodes_kv()
+
+    async def one(node_id: str) -> NodeHeartbeat | None:
+        try:
+            entry = await kv.get(node_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        try:
+            return codec.decode_heartbeat(entry.value)
+        except DecodeError:
+            return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
+
+    beats = {hb.node: hb for hb in await asyncio.gather(*(one(n) for n in registered)) if hb is not None}
+    for node_id, hb in (await ctx.client.bus.heartbeats()).items():
+        beats.setdefault(node_id, hb)
+    return beats
+
+
+async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
+    """Every node known from the log or from a heartbeat, by id."""
+    rows = (await ctx.client.query(_NODE_SQL)).dicts()
+    beats = await heartbeats(ctx, [r["node_id"] for r in rows])
+    now = datetime.now(UTC)
+    out: dict[str, NodeOut] = {}
+    for row in rows:
+        hb = beats.get(row["node_id"])
+        out[row["node_id"]] = NodeOut(
+            node_id=row["node_id"],
+            status=row["status"],
+            live=row["status"] == "online" and _live(hb, now, ctx.node_ttl_s),
+            tools=_json(row["tools"]) or [],
+            labels=_json(row["labels"]) or {},
+            max_jobs=row["max_jobs"],
+            active_jobs=hb.active_jobs if hb else 0,
+            hostname=row["hostname"],
+            version=row["version"],
+            registered_at=msgspec.convert(row["registered_at"], datetime | None),
+            last_seen=hb.ts if hb else None,
+        )
+    for node_id, hb in beats.items():
+        if node_id not in out:  # heard from, not registered by the orchestrator yet
+            out[node_id] = _from_heartbeat(hb, now, ctx.node_ttl_s)
+    return dict(sorted(out.items()))
+
+
+def _live(hb: NodeHeartbeat | None, now: datetime, ttl_s: float) -> bool:
+    return hb is not None and (now - hb.ts).total_seconds() <= ttl_s
+
+
+def _from_heartbeat(hb: NodeHeartbeat, now: datetime, ttl_s: float) -> NodeOut:
+    return NodeOut(
+        node_id=hb.node,
+        status="unregistered",
+        live=_live(hb, now, ttl_s),
+        tools=hb.tools,
+        labels=hb.labels,
+        max_jobs=hb.max_jobs,
+        active_jobs=hb.active_jobs,
+        hostname=hb.hostname,
+        version=hb.version,
+        last_seen=hb.ts,
+    )
+
+
+async def node_known(ctx: ApiContext, node_id: str) -> bool:
+    """Whether the orchestrator would accept `node_id` as a target (registered or heard from)."""
+    rows = await ctx.client.query("SELECT 1 FROM nodes WHERE node_id = ?", [node_id])
+    if rows.rows:
+        return True
+    return node_id in await heartbeats(ctx, [node_id])
+
+
+@get("/api/v1/nodes", guards=[require("viewer")], summary="Registered nodes with tools, labels, load and liveness")
+async def list_nodes(ctx: Ctx) -> NodeList:
+    return NodeList(nodes=list((await fleet(ctx)).values()))
+
+
+@get("/api/v1/nodes/optimal", guards=[require("viewer")], summary="The node a job with this tool would go to now")
+async def optimal_node(
+    ctx: Ctx,
+    tool: Annotated[str, QueryParameter(description="The tool the job needs.")] = "bash",
+    label: Annotated[list[str] | None, QueryParameter(description="Node selector KEY=VALUE; repeatable.")] = None,
+) -> OptimalNode:
+    selector: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProblemError(400, "invalid-parameter", "Bad request", f"label must look like KEY=VALUE, got {item!r}")
+        selector[key] = value
+    nodes = await fleet(ctx)
+    load_rows = await ctx.client.query(_LOAD_SQL, [sorted(ON_NODE)])
+    load = {str(node): int(n) for node, n in load_rows.rows}
+    candidates = sorted(
+        n.node_id for n in nodes.values() if n.live and tool in n.tools and all(n.labels.get(k) == v for k, v in selector.items())
+    )
+    free = [n for n in candidates if load.get(n, 0) < nodes[n].max_jobs]
+    if not candidates:
+        sel = f" with labels {selector}" if selector else ""
+        return OptimalNode(tool=tool, node=None, candidates=[], reason=f"no live node{sel} has tool {tool!r}")
+    if not free:
+        reason = f"all {len(candidates)} capable node(s) are at their max concurrent jobs; a job would queue"
+        return OptimalNode(tool=tool, node=None, candidates=candidates, reason=reason)
+    chosen = min(free, key=lambda n: (load.get(n, 0) / max(nodes[n].max_jobs, 1), n))
+    reason = f"least loaded of {len(free)} free candidate(s): {load.get(chosen, 0)}/{nodes[chosen].max_jobs} jobs"
+    return OptimalNode(tool=tool, node=nodes[chosen], candidates=candidates, reason=reason)
+
+
+@get("/api/v1/nodes/{node_id:str}", guards=[require("viewer")], summary="One node")
+async def get_node(node_id: FromPath[str], ctx: Ctx) -> NodeOut:
+    subjects.check_id(node_id, "node id")
+    node = (await fleet(ctx)).get(node_id)
+    if node is None:
+        raise unknown_node(node_id)
+    return node
+
+
+ROUTES = [list_nodes, optimal_node, get_node]

@@ -1,0 +1,358 @@
+"""GET /api/v1/jobs/:id/stream: a job's events and output as Server-Sent Events, resumable.
+
+Every SSE message carries `data: {...}` with a `type` of `status`,
+`output_chunk` or `done` (no `event:` line, so a browser's
+`EventSource.onmessage` sees them all, as in the product brief).
+
+Event ids are positions in the two JetStream streams the job lives in:
+
+    id: <E>:<O>          E = stream sequence in NEXUS_EVENTS of the last job event sent,
+                         O = stream sequence in NEXUS_OUTPUT of the last output chunk sent
+    id: <E>:<O>:done     the `done` message: the stream is complete
+
+Both streams are read with ordered consumers: events filtered on
+`nexus.evt.job.<id>.>`, output on `nexus.out.<id>.*`, each in stream order.
+Each message sent advances one of the two numbers, so a client that reconnects
+with `Last-Event-ID: E:O` gets exactly the events after E and the chunks after
+O: no gap and no repeat, whatever the interleaving of the two streams was.
+(The job's events up to E are read again, silently, to rebuild its state.)
+Reconnecting with a `done` id answers 204, which tells EventSource to stop.
+`?lastEventId=` works as well as the header, for clients that cannot set it.
+
+`done` ({jobId, status, exitCode, reason}) follows the job's terminal event
+once all of its stored output is sent: the agent stores every chunk before it
+publishes `exited`, so when the verdict is read the output's last sequence is
+known. A stream of a finished job replays from the start and ends with `done`.
+Every follower has its own consumers: many clients can follow one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import anyio
+import msgspec
+import nats.errors
+from litestar import Response, get
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import Stream
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from orchestrator.api.auth import require
+from orchestrator.api.context import STOP, ApiContext, Ctx
+from orchestrator.api.errors import ProblemError, unknown_job
+from orchestrator.api.models import DoneEvent, OutputChunkEvent, StatusEvent
+from orchestrator.bus import CHUNK_HEADER, NatsBus, to_record
+from orchestrator.core.text import text_view
+from orchestrator.core.views import Record
+from schemas import subjects
+from schemas.codec import event_type
+from schemas.events import (
+    JobAccepted,
+    JobApprovalRequired,
+    JobApproved,
+    JobAssigned,
+    JobCancel,
+    JobCancelled,
+    JobCancelRequested,
+    JobDenied,
+    JobDispatch,
+    JobExited,
+    JobFailed,
+    JobLost,
+    JobQueued,
+    JobRejected,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobTested,
+    JobTimedOut,
+    JobValidated,
+    ends_job,
+)
+
+RETRY_MS = 1000
+DRAIN_TIMEOUT_S = 10.0  # after the verdict, how long to wait for announced output before `done`
+_encoder = msgspec.json.Encoder()
+
+_STATUS_OF_KIND = {
+    "requested": "requested",
+    "validated": "validated",
+    "approval_required": "approval_required",
+    "approved": "approved",
+    "denied": "denied",
+    "rejected": "rejected",
+    "queued": "queued",
+    "assigned": "assigned",
+    "dispatch": "dispatched",
+    "accepted": "accepted",
+    "started": "running",
+    "exited": "exited",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "timed_out": "timed_out",
+    "cancelled": "cancelled",
+    "lost": "lost",
+}
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client is in a job's stream: see the module docstring."""
+
+    events: int = 0
+    output: int = 0
+    done: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.events}:{self.output}" + (":done" if self.done else "")
+
+    @classmethod
+    def parse(cls, value: str) -> Position:
+        parts = value.strip().split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "done"):
+            raise ValueError(value)
+        events, output = int(parts[0]), int(parts[1])
+        if events < 0 or output < 0:
+            raise ValueError(value)
+        return cls(events, output, len(parts) == 3)
+
+
+def sse(position: Position, payload: msgspec.Struct) -> bytes:
+    return b"id: " + str(position).encode() + b"\ndata: " + _encoder.encode(payload) + b"\n\n"
+
+
+@dataclass
+class _JobState:
+    status: str = "requested"
+    exited: JobExited | None = None
+    verdict: Record | None = None
+    output_end: int | None = None  # last output sequence to send before `done`
+
+
+def describe(rec: Record, state: _JobState) -> StatusEvent:
+    """One event of the job as a `status` message (and the job's status after it)."""
+    kind = rec.subject.split(".")[4]
+    ev = rec.event
+    state.status = _STATUS_OF_KIND.get(kind, state.status)
+    node: str | None = None
+    attempt: int | None = None
+    level = "info"
+    match ev:
+        case None:
+            message, level = f"{kind}: {rec.error}", "warning"
+        case JobRequested():
+            by = f" by {ev.requested_by}" if ev.requested_by else ""
+            message = f"requested{by}: {ev.tool}: {_clip(ev.command)}"
+        case JobValidated():
+            found = f", {len(ev.warnings)} warning(s), worst {ev.severity}" if ev.warnings else ", no findings"
+            message = f"validated in {ev.duration_ms:g} ms{found}"
+            level = "warning" if ev.severity == "critical" else "info"
+        case JobApprovalRequired():
+            message, level = f"waiting for approval: {ev.reason}", "warning"
+        case JobApproved():
+            message = f"approved by {ev.by}" + (f": {ev.reason}" if ev.reason else "")
+        case JobDenied():
+            message, level = f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""), "error"
+        case JobRejected():
+            message, level = f"rejected: {ev.reason}", "error"
+        case JobQueued():
+            message = f"queued: {ev.reason}"
+        case JobAssigned():
+            node, attempt = ev.node, ev.attempt
+            message = f"assigned to node {ev.node} ({ev.reason})" if ev.reason else f"assigned to node {ev.node}"
+        case JobDispatch():
+            node, attempt = rec.subject.split(".")[5], ev.attempt
+            message = f"dispatched to node {node}: {ev.tool}: {_clip(ev.command)}"
+        case JobAccepted():
+            node, attempt = ev.node, ev.attempt
+            message = f"accepted by node {ev.node}"
+        case JobStarted():
+            node, attempt = ev.node, ev.attempt
+            message = f"started on node {ev.node}, pid {ev.pid}"
+        case JobExited():
+            node, attempt = ev.node, ev.attempt
+            if ev.error:
+                message, level = ev.error, "error"
+            elif ev.exit_code is not None:
+                message = f"exited with code {ev.exit_code} after {ev.duration_ms} ms"
+            else:
+                message = f"killed by signal {ev.signal}" + (f" ({ev.killed_by})" if ev.killed_by else "")
+        case JobTested():
+            ok = sum(1 for r in ev.results if r.passed)
+            attempt, level = ev.attempt, "info" if ev.passed else "warning"
+            message = f"tests {'passed' if ev.passed else 'failed'}: {ok}/{len(ev.results)} assertion(s) passed"
+        case JobSucceeded():
+            attempt, message = ev.attempt, f"succeeded (exit code {ev.exit_code})"
+        case JobFailed():
+            attempt, message, level = ev.attempt, f"failed: {ev.reason}", "error"
+        case JobTimedOut():
+            attempt, level = ev.attempt, "error"
+            message = f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out"
+        case JobCancelRequested():
+            by = f" by {ev.requested_by}" if ev.requested_by else ""
+            message = f"cancel requested{by}" + (f": {ev.reason}" if ev.reason else "")
+        case JobCancel():
+            node, attempt = rec.subject.split(".")[5], ev.attempt
+            message = f"kill sent to node {node}"
+        case JobCancelled():
+            message, level = f"cancelled: {ev.reason}", "warning"
+        case JobLost():
+            node, attempt, level = ev.node, ev.attempt, "error"
+            message = f"lost: {ev.reason}"
+            if ev.will_retry:
+                state.status = "queued"
+        case _:
+            message = event_type(ev)
+    return StatusEvent(
+        category=kind,
+        message=message,
+        status=state.status,
+        level=level,  # type: ignore[arg-type]
+        seq=rec.seq,
+        ts=ev.ts if ev is not None and ev.ts is not None else rec.stream_ts,
+        node=node,
+        attempt=attempt,
+    )
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _done(job_id: str, state: _JobState) -> DoneEvent:
+    assert state.verdict is not None
+    ev = state.verdict.event
+    exit_code = state.exited.exit_code if state.exited else None
+    if isinstance(ev, JobSucceeded | JobFailed) and ev.exit_code is not None:
+        exit_code = ev.exit_code
+    reason = getattr(ev, "reason", None)
+    if isinstance(ev, JobTimedOut):
+        reason = f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out"
+    elif isinstance(ev, JobDenied):
+        reason = f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else "")
+    return DoneEvent(job_id=job_id, status=state.status, exit_code=exit_code, reason=reason)
+
+
+async def follow(bus: NatsBus, job_id: str, start: Position, ctx: ApiContext) -> AsyncIterator[bytes]:
+    """The SSE bytes of one client's stream, from `start` until `done` (or the server stops)."""
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    subs: list[JetStreamContext.PushSubscription] = []
+    ctx.streams.add(queue)
+    try:
+        # Events from the job's first one, to rebuild its state; output only after what was sent.
+        subs.append(await _ordered(bus, subjects.job_all(job_id), subjects.EVENTS_STREAM, 1, on_msg))
+        out_start = start.output + 1
+        subs.append(await _ordered(bus, subjects.output_all(job_id), subjects.OUTPUT_STREAM, out_start, on_msg))
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        pos = start
+        state = _JobState()
+        last_item = time.monotonic()
+        while True:
+            if state.verdict is not None and state.output_end is not None and pos.output >= state.output_end:
+                yield sse(Position(pos.events, pos.output, done=True), _done(job_id, state))
+                return
+            timeout = ctx.keepalive_s if state.verdict is None else min(ctx.keepalive_s, DRAIN_TIMEOUT_S)
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                if state.verdict is not None and time.monotonic() - last_item >= DRAIN_TIMEOUT_S:
+                    state.output_end = pos.output  # announced output never came (expired?): end anyway
+                    continue
+                yield b": keepalive\n\n"
+                continue
+            last_item = time.monotonic()
+            if item is STOP:
+                return
+            assert isinstance(item, Msg)
+            seq = item.metadata.sequence.stream
+            if item.subject.startswith("nexus.out."):
+                if seq <= pos.output:
+                    continue
+                pos = Position(pos.events, seq)
+                yield sse(pos, _chunk(item, seq))
+                continue
+            rec = to_record(item)
+            status = describe(rec, state)
+            if isinstance(rec.event, JobExited):
+                state.exited = rec.event
+            if state.verdict is None and ends_job(rec.event):
+                state.verdict = rec
+                # Every chunk is stored before `exited` is published, so this is the last one.
+                state.output_end = await _last_output_seq(bus, job_id)
+            if seq <= pos.events:
+                continue  # sent before the client reconnected
+            pos = Position(seq, pos.output)
+            yield sse(pos, status)
+    finally:
+        ctx.streams.discard(queue)
+        # Runs while the response's task is being cancelled (client gone): shield the clean-up.
+        with anyio.CancelScope(shield=True):
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+
+def _chunk(msg: Msg, seq: int) -> OutputChunkEvent:
+    attempt = int(msg.subject.rsplit(".", 1)[1])
+    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+    return OutputChunkEvent(text=text_view(msg.data), data_b64=base64.b64encode(msg.data).decode(), attempt=attempt, chunk=number, seq=seq)
+
+
+async def _ordered(
+    bus: NatsBus, subject: str, stream: str, start_seq: int, cb: Callable[[Msg], Awaitable[None]]
+) -> JetStreamContext.PushSubscription:
+    cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
+    return await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=cb)
+
+
+async def _last_output_seq(bus: NatsBus, job_id: str) -> int:
+    try:
+        return await bus.last_seq(subjects.OUTPUT_STREAM, subjects.output_all(job_id))
+    except nats.errors.Error:
+        return 0
+
+
+@get(
+    "/api/v1/jobs/{job_id:str}/stream",
+    guards=[require("viewer")],
+    summary="Follow a job: status, output_chunk and done as Server-Sent Events",
+    description=__doc__,
+    media_type="text/event-stream",
+)
+async def stream_job(
+    job_id: FromPath[str],
+    ctx: Ctx,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID", description="Resume after this id.")] = None,
+    last_event_id_query: Annotated[
+        str | None, QueryParameter(name="lastEventId", description="The same, for clients that cannot set headers.")
+    ] = None,
+) -> Response[bytes] | Stream:
+    subjects.check_id(job_id, "job id")
+    raw = last_event_id if last_event_id is not None else last_event_id_query
+    try:
+        start = Position.parse(raw) if raw else Position()
+    except ValueError:
+        raise ProblemError(
+            400, "invalid-last-event-id", "Invalid Last-Event-ID", f"Last-Event-ID must look like E:O or E:O:done, got {raw!r}"
+        ) from None
+    if await ctx.client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
+        raise unknown_job(job_id)
+    if start.done:
+        return Response(b"", status_code=204)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Stream(follow(ctx.client.bus, job_id, start, ctx), media_type="text/event-stream", headers=headers)
+
+
+ROUTES = [stream_job]

@@ -1,0 +1,571 @@
+"""The HTTP API against a real stack: nats-server, orchestrator, PTY agent, and uvicorn on a free port.
+
+Clients are httpx; the SSE reader below is a minimal EventSource (id + data lines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.api import jobs as jobs_routes
+from orchestrator.api.errors import ApiError
+from orchestrator.api.server import serve
+from orchestrator.client import new_job_id
+from schemas.events import JobRequested
+from tests.conftest import Stack, wait_for
+
+DESIGN_PATHS = [
+    ("post", "/api/v1/jobs/validate"),
+    ("post", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{job_id}"),
+    ("get", "/api/v1/jobs/{job_id}/stream"),
+    ("post", "/api/v1/jobs/{job_id}/cancel"),
+    ("post", "/api/v1/jobs/{job_id}/test"),
+    ("get", "/api/v1/jobs/{job_id}/test-results"),
+    ("post", "/api/v1/jobs/{job_id}/rollback"),
+    ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/nodes/optimal"),
+    ("post", "/api/v1/pipelines"),
+    ("get", "/api/v1/pipelines/{pipeline_id}"),
+    ("get", "/api/v1/metrics/pipeline"),
+]
+
+LINES_CMD = "for i in $(seq 1 50); do echo line-$i; sleep 0.02; done"
+LINES_OUT = b"".join(f"line-{i}\n".encode() for i in range(1, 51))
+
+TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789", "admin": "admin-token-0123456789"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_api(stack: Stack, auth_file: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    port = _free_port()
+    task = asyncio.create_task(serve(stack.client, host="127.0.0.1", port=port, auth_file=auth_file))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+
+        async def ready() -> bool:
+            if task.done():
+                task.result()
+            try:
+                return (await http.get("/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            await wait_for(ready, 15, what="API ready")
+            yield http
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_api(stack) as http:
+        yield http
+
+
+# ---------------------------------------------------------------- SSE reading
+
+
+@dataclass
+class Sse:
+    id: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class SseSession:
+    status: int
+    events: list[Sse] = field(default_factory=list)
+
+    @property
+    def last_id(self) -> str | None:
+        return next((e.id for e in reversed(self.events) if e.id), None)
+
+    def output(self) -> bytes:
+        return b"".join(base64.b64decode(e.data["dataB64"]) for e in self.events if e.data["type"] == "output_chunk")
+
+
+async def read_sse(
+    http: httpx.AsyncClient, path: str, *, last_event_id: str | None = None, stop_after: Any = None, timeout: float = 30.0
+) -> SseSession:
+    """Read the stream until the server ends it, or until `stop_after(events)` is true (then hang up)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    async with asyncio.timeout(timeout), http.stream("GET", path, headers=headers) as resp:
+        session = SseSession(resp.status_code)
+        if resp.status_code != 200:
+            await resp.aread()
+            return session
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        event_id: str | None = None
+        data: list[str] = []
+        async for line in resp.aiter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            elif line == "":
+                if data:
+                    session.events.append(Sse(event_id, json.loads("\n".join(data))))
+                    if stop_after is not None and stop_after(session.events):
+                        return session  # leaving the block closes the connection mid-stream
+                event_id, data = None, []
+        return session
+
+
+def _positions(events: list[Sse]) -> list[tuple[int, int]]:
+    out = []
+    for e in events:
+        assert e.id is not None
+        a, b = e.id.split(":")[:2]
+        out.append((int(a), int(b)))
+    return out
+
+
+async def _submit(http: httpx.AsyncClient, command: str, **extra: Any) -> str:
+    resp = await http.post("/api/v1/jobs", json={"command": command, **extra})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["jobId"])
+
+
+def assert_problem(resp: httpx.Response, status: int, slug: str, *words: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = resp.json()
+    assert body["type"] == f"urn:nexus:problem:{slug}"
+    assert body["status"] == status and body["title"] and body["detail"]
+    for word in words:
+        assert word in body["detail"], body
+    return body
+
+
+# ---------------------------------------------------------------- paths
+
+
+async def test_openapi_document_lists_every_design_path(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/schema/openapi.json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    for method, path in DESIGN_PATHS:
+        assert method in doc["paths"].get(path, {}), (method, path)
+    assert "CreateJobRequest" in doc["components"]["schemas"]
+
+
+async def test_create_job_answers_once_requested_is_stored_not_when_the_command_ends(stack: Stack, api: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    resp = await api.post("/api/v1/jobs", json={"command": "sleep 600", "metadata": {"pipeline": "x"}})
+    assert resp.status_code == 201, resp.text
+    assert time.monotonic() - started < 5
+    body = resp.json()
+    job_id = body["jobId"]
+    assert body["streamEndpoint"] == f"/api/v1/jobs/{job_id}/stream"
+    assert resp.headers["location"] == f"/api/v1/jobs/{job_id}"
+    history = await stack.client.history(job_id)
+    assert history[0].seq == body["seq"] and isinstance(history[0].event, JobRequested)
+    assert history[0].event.requested_by == "anonymous"
+
+    async def running() -> bool:
+        return (await api.get(f"/api/v1/jobs/{job_id}")).json()["status"] == "running"
+
+    await wait_for(running, what="job running")
+    resp = await api.post(f"/api/v1/jobs/{job_id}/cancel", json={"reason": "enough"})
+    assert resp.status_code == 202 and resp.json() == {"jobId": job_id, "status": "cancel_requested"}
+    assert (await stack.wait_job(job_id))["status"] == "cancelled"
+    assert_problem(await api.post(f"/api/v1/jobs/{job_id}/cancel"), 409, "wrong-state", "cancelled")
+
+
+async def test_same_job_id_is_idempotent(stack: Stack, api: httpx.AsyncClient) -> None:
+    first = await api.post("/api/v1/jobs", json={"jobId": "idem-1", "command": "echo once"})
+    again = await api.post("/api/v1/jobs", json={"jobId": "idem-1", "command": "echo once"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["seq"] == first.json()["seq"] and again.json()["created"] is False
+    assert_problem(await api.post("/api/v1/jobs", json={"jobId": "idem-1", "command": "echo other"}), 409, "job-exists")
+    await stack.wait_job("idem-1")
+    history = await stack.client.history("idem-1")
+    assert [r.subject.split(".")[4] for r in history].count("requested") == 1
+
+
+async def test_list_and_show_jobs(stack: Stack, api: httpx.AsyncClient) -> None:
+    ids = [await _submit(api, f"echo job-{i}", metadata={"n": i}) for i in range(3)]
+    failing = await _submit(api, "exit 7")
+    for job_id in [*ids, failing]:
+        await stack.wait_job(job_id)
+    job = (await api.get(f"/api/v1/jobs/{ids[0]}")).json()
+    assert job["status"] == "succeeded" and job["exitCode"] == 0 and job["outputBytes"] == len(b"job-0\n")
+    assert job["node"] == "node-1" and job["metadata"] == {"n": 0} and job["requestedBy"] == "anonymous"
+    assert job["finishedAt"].endswith("Z") and "env" not in job
+    assert (await api.get(f"/api/v1/jobs/{failing}")).json()["exitCode"] == 7
+
+    listed = (await api.get("/api/v1/jobs")).json()
+    assert [j["jobId"] for j in listed["jobs"]] == [failing, *reversed(ids)]
+    assert listed["nextBefore"] is None
+    failed = (await api.get("/api/v1/jobs", params={"status": "failed"})).json()["jobs"]
+    assert [j["jobId"] for j in failed] == [failing]
+    page1 = (await api.get("/api/v1/jobs", params={"limit": 2})).json()
+    page2 = (await api.get("/api/v1/jobs", params={"limit": 2, "before": page1["nextBefore"]})).json()
+    assert [j["jobId"] for j in page1["jobs"] + page2["jobs"]] == [failing, *reversed(ids)]
+    assert page2["nextBefore"] is None
+
+
+async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> None:
+    assert_problem(await api.post("/api/v1/jobs", json={"tool": "bash"}), 400, "invalid-body", "command")
+    assert_problem(await api.post("/api/v1/jobs", json={"command": 3}), 400, "invalid-body", "command")
+    assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeID": "a"}), 400, "invalid-body", "nodeID")
+    assert_problem(await api.post("/api/v1/jobs", content=b"{not json"), 400, "invalid-body")
+    assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "timeoutSeconds": 0}), 400, "invalid-body")
+    assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "no.pe"}), 400, "invalid-body")
+    assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "nope"}), 422, "unknown-node", "nope")
+    for path in ("/api/v1/jobs/nope", "/api/v1/jobs/nope/stream"):
+        assert_problem(await api.get(path), 404, "unknown-job", "nope")
+    assert_problem(await api.post("/api/v1/jobs/nope/cancel"), 404, "unknown-job")
+    assert_problem(await api.get("/api/v1/jobs/bad.id"), 400, "invalid-job-id", "bad.id")
+    assert_problem(await api.get("/api/v1/jobs", params={"limit": 0}), 400, "invalid-parameter", "limit")
+    assert_problem(await api.get("/api/v1/jobs", params={"status": "weird"}), 400, "invalid-parameter", "status")
+    assert_problem(await api.get("/api/v1/nodes/nope"), 404, "unknown-node", "nope")
+    assert_problem(await api.get("/api/v1/nodes/optimal", params={"label": "novalue"}), 400, "invalid-parameter")
+    assert_problem(await api.get("/api/v1/no-such-path"), 404, "not-found")
+    assert_problem(await api.delete("/api/v1/jobs"), 405, "method-not-allowed")
+
+    job_id = await _submit(api, "true")
+    await stack.wait_job(job_id)
+    bad_id = await api.get(f"/api/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "x:y"})
+    assert_problem(bad_id, 400, "invalid-last-event-id", "x:y")
+    assert_problem(await api.post(f"/api/v1/jobs/{job_id}/approve"), 409, "wrong-state", "not waiting for approval")
+    assert_problem(await api.post("/api/v1/jobs/nope/deny"), 404, "unknown-job")
+    for method, path, what in (
+        ("post", f"/api/v1/jobs/{job_id}/test", "test phase"),
+        ("get", f"/api/v1/jobs/{job_id}/test-results", "test phase"),
+        ("post", f"/api/v1/jobs/{job_id}/rollback", "deploy phase"),
+        ("post", "/api/v1/pipelines", "deploy phase"),
+        ("get", "/api/v1/pipelines/p-1", "deploy phase"),
+    ):
+        assert_problem(await api.request(method, path), 501, "not-implemented", "not implemented yet", what)
+
+
+async def test_nodes_and_the_optimal_node(stack: Stack, api: httpx.AsyncClient) -> None:
+    nodes = (await api.get("/api/v1/nodes")).json()["nodes"]
+    assert [n["nodeId"] for n in nodes] == ["node-1"]
+    node = nodes[0]
+    assert node["live"] is True and node["status"] == "online" and "bash" in node["tools"]
+    assert (await api.get("/api/v1/nodes/node-1")).json()["nodeId"] == "node-1"
+    best = (await api.get("/api/v1/nodes/optimal", params={"tool": "bash"})).json()
+    assert best["node"]["nodeId"] == "node-1" and best["candidates"] == ["node-1"]
+    none = (await api.get("/api/v1/nodes/optimal", params={"tool": "no-such-tool"})).json()
+    assert none["node"] is None and "no-such-tool" in none["reason"]
+    labelled = (await api.get("/api/v1/nodes/optimal", params={"label": "env=prod"})).json()
+    assert labelled["node"] is None and "env" in labelled["reason"]
+
+
+# ---------------------------------------------------------------- validate (analysis)
+
+
+@dataclass
+class _Finding:
+    type: str
+    severity: str
+    message: str
+    command: str
+
+
+@dataclass
+class _Analysis:
+    findings: list[_Finding]
+    suggestions: list[str]
+    parsed: bool = True
+
+    @property
+    def severity(self) -> str | None:
+        return "critical" if self.findings else None
+
+
+class _StubAnalysis:
+    """Stands in for orchestrator.core.analysis (written elsewhere) to test the route itself."""
+
+    @staticmethod
+    def analyze(command: str, tool: str = "bash") -> _Analysis:
+        if "rm -rf" in command:
+            finding = _Finding("destructive_command", "critical", "Command contains 'rm -rf' - requires approval", command)
+            return _Analysis([finding], ["Add --dry-run flag to test first"])
+        return _Analysis([], [])
+
+
+async def test_validate_route_maps_the_analysis_and_checks_nodes(
+    stack: Stack, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_routes, "_analysis", _StubAnalysis)
+    resp = await api.post("/api/v1/jobs/validate", json={"tool": "bash", "command": "rm -rf /var/www/*", "nodeIds": ["node-1"]})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body.pop("validationMs") >= 0
+    assert body == {
+        "valid": False,
+        "severity": "critical",
+        "warnings": [{"type": "destructive_command", "severity": "critical", "message": "Command contains 'rm -rf' - requires approval"}],
+        "suggestions": ["Add --dry-run flag to test first"],
+        "parsed": True,
+        "approvalRequired": False,
+        "denied": None,
+        "estimatedDuration": None,
+    }
+    ok = (await api.post("/api/v1/jobs/validate", json={"command": "echo hi", "nodeId": "node-1"})).json()
+    assert ok["valid"] is True and ok["warnings"] == [] and ok["severity"] is None
+    unknown = (await api.post("/api/v1/jobs/validate", json={"command": "echo hi", "nodeIds": ["ghost"]})).json()
+    assert unknown["valid"] is False and unknown["warnings"][0]["type"] == "unknown_node"
+    assert_problem(await api.post("/api/v1/jobs/validate", json={}), 400, "invalid-body", "command")
+
+
+async def test_validate_with_the_real_analysis(api: httpx.AsyncClient) -> None:
+    pytest.importorskip("orchestrator.core.analysis")
+    bad = await api.post("/api/v1/jobs/validate", json={"tool": "bash", "command": "rm -rf /var/www/*", "nodeIds": ["node-1"]})
+    assert bad.status_code == 200, bad.text
+    assert bad.json()["valid"] is False
+    assert any(w["severity"] == "critical" for w in bad.json()["warnings"])
+    good = (await api.post("/api/v1/jobs/validate", json={"command": "echo hello"})).json()
+    assert good["valid"] is True
+
+
+async def test_a_critical_command_for_production_waits_for_approval(stack: Stack, api: httpx.AsyncClient) -> None:
+    await stack.start_agent("prod-1", labels={"env": "prod"})
+    command = "false && shutdown -h now || echo approved-and-ran"  # `false &&`: never shuts down
+    verdict = (await api.post("/api/v1/jobs/validate", json={"command": command, "nodeId": "prod-1"})).json()
+    assert verdict["severity"] == "critical" and verdict["approvalRequired"] is True and verdict["valid"] is False
+
+    async def status_of(job_id: str, want: str) -> bool:
+        return (await api.get(f"/api/v1/jobs/{job_id}")).json()["status"] == want
+
+    held = await _submit(api, command, nodeId="prod-1")
+    await wait_for(lambda: status_of(held, "approval_required"), what="job held for approval")
+    job = (await api.get(f"/api/v1/jobs/{held}")).json()
+    assert job["severity"] == "critical" and job["warnings"][0]["severity"] == "critical"
+    resp = await api.post(f"/api/v1/jobs/{held}/approve", json={"reason": "checked by hand"})
+    assert resp.status_code == 202 and resp.json()["decision"] == "approved" and resp.json()["by"] == "anonymous"
+    assert (await stack.wait_job(held))["status"] == "succeeded"
+    session = await read_sse(api, f"/api/v1/jobs/{held}/stream")
+    categories = [e.data["category"] for e in session.events if e.data["type"] == "status"]
+    assert categories[:4] == ["requested", "validated", "approval_required", "approved"]
+    assert session.output() == b"approved-and-ran\n"
+    assert_problem(await api.post(f"/api/v1/jobs/{held}/deny"), 409, "wrong-state")
+
+    refused = await _submit(api, command, nodeId="prod-1")
+    await wait_for(lambda: status_of(refused, "approval_required"), what="second job held")
+    assert (await api.post(f"/api/v1/jobs/{refused}/deny", json={"reason": "no"})).status_code == 202
+    assert (await stack.wait_job(refused))["status"] == "denied"
+    done = (await read_sse(api, f"/api/v1/jobs/{refused}/stream")).events[-1].data
+    assert done == {"type": "done", "jobId": refused, "status": "denied", "exitCode": None, "reason": "denied by anonymous: no"}
+
+
+# ---------------------------------------------------------------- SSE
+
+
+async def test_stream_of_a_finished_job_replays_from_the_start_and_ends_with_done(stack: Stack, api: httpx.AsyncClient) -> None:
+    job_id = await _submit(api, "printf 'hello\\033[1mbold\\033[0m\\n'; exit 3")
+    await stack.wait_job(job_id)
+    session = await read_sse(api, f"/api/v1/jobs/{job_id}/stream")
+    types = [e.data["type"] for e in session.events]
+    assert types[0] == "status" and types[-1] == "done" and "output_chunk" in types
+    categories = [e.data["category"] for e in session.events if e.data["type"] == "status"]
+    assert categories[0] == "requested" and categories[-1] == "failed"
+    assert {"assigned", "accepted", "started", "exited"} <= set(categories)
+    assert session.output() == b"hello\x1b[1mbold\x1b[0m\n"
+    text = "".join(e.data["text"] for e in session.events if e.data["type"] == "output_chunk")
+    assert text == "hellobold\n"
+    done = session.events[-1]
+    assert done.data == {"type": "done", "jobId": job_id, "status": "failed", "exitCode": 3, "reason": "exit code 3"}
+    assert done.id is not None and done.id.endswith(":done")
+    positions = _positions(session.events)
+    assert all(b >= a for a, b in itertools.pairwise(positions))  # both numbers only grow
+    # Each message advances exactly one of the two positions, so no position is sent twice.
+    assert len(set(positions[:-1])) == len(positions) - 1
+    # A client that already got `done` is told to stop reconnecting.
+    gone = await read_sse(api, f"/api/v1/jobs/{job_id}/stream", last_event_id=done.id)
+    assert gone.status == 204 and gone.events == []
+
+
+async def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(stack: Stack, api: httpx.AsyncClient) -> None:
+    job_id = await _submit(api, LINES_CMD)
+    path = f"/api/v1/jobs/{job_id}/stream"
+
+    def some_output(events: list[Sse]) -> bool:
+        return b"line-10\n" in b"".join(base64.b64decode(e.data["dataB64"]) for e in events if e.data["type"] == "output_chunk")
+
+    first = await read_sse(api, path, stop_after=some_output)
+    assert first.events[-1].data["type"] != "done"
+    assert first.last_id is not None
+    job = (await api.get(f"/api/v1/jobs/{job_id}")).json()
+    assert job["status"] not in ("succeeded", "failed"), "the job should still be running when the client hangs up"
+    second = await read_sse(api, path, last_event_id=first.last_id)
+    assert second.events[-1].data["type"] == "done" and second.events[-1].data["exitCode"] == 0
+    assert first.output() + second.output() == LINES_OUT
+    # Nothing delivered twice, nothing skipped: the two halves are exactly a fresh replay.
+    replay = await read_sse(api, path)
+    key = [(e.data["type"], e.data.get("seq")) for e in first.events + second.events]
+    assert sorted(key, key=str) == sorted([(e.data["type"], e.data.get("seq")) for e in replay.events], key=str)
+    assert len(key) == len(set(key))
+    assert replay.output() == LINES_OUT
+    # The query-string form of Last-Event-ID works the same way.
+    tail = await read_sse(api, f"{path}?lastEventId={first.last_id}")
+    assert tail.output() == second.output()
+
+
+async def test_many_clients_follow_one_job(stack: Stack, api: httpx.AsyncClient) -> None:
+    job_id = await _submit(api, LINES_CMD)
+    sessions = await asyncio.gather(*(read_sse(api, f"/api/v1/jobs/{job_id}/stream") for _ in range(4)))
+    for session in sessions:
+        assert session.output() == LINES_OUT
+        assert session.events[-1].data["type"] == "done"
+    assert len({hashlib.sha256(s.output()).hexdigest() for s in sessions}) == 1
+
+
+async def test_stopping_the_server_ends_open_streams(stack: Stack) -> None:
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="sleep 600"))
+    port = _free_port()
+    task = asyncio.create_task(serve(stack.client, host="127.0.0.1", port=port, auth_file=None))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(ready, 15, what="API ready")
+        got_first = asyncio.Event()
+
+        async def follow() -> SseSession:
+            return await read_sse(http, f"/api/v1/jobs/{job_id}/stream", stop_after=lambda ev: got_first.set() and False)
+
+        follower = asyncio.create_task(follow())
+        await asyncio.wait_for(got_first.wait(), 15)
+        started = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 4  # not uvicorn's graceful timeout: the stream was ended
+        session = await asyncio.wait_for(follower, 5)
+        assert session.events and session.events[-1].data["type"] == "status"
+    await stack.client.cancel(job_id, by="test", reason="cleanup")
+    await stack.wait_job(job_id)
+
+
+# ---------------------------------------------------------------- auth and audit
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens.toml"
+    path.write_text(
+        f'[[token]]\nuser = "vera"\nrole = "viewer"\ntoken = "{TOKENS["viewer"]}"\n\n'
+        f'[[token]]\nuser = "otto"\nrole = "operator"\nsha256 = "{hashlib.sha256(TOKENS["operator"].encode()).hexdigest()}"\n\n'
+        f'[[token]]\nuser = "ada"\nrole = "admin"\ntoken = "{TOKENS["admin"]}"\n'
+    )
+    return path
+
+
+def _as(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+async def _audit_events(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The api.called events in the log, by request id (read from JetStream, the source of truth)."""
+    out: dict[str, dict[str, Any]] = {}
+    async for batch in stack.client.bus.read_records(subject="nexus.evt.api.>"):
+        for rec in batch:
+            out[rec.subject.split(".")[3]] = json.loads(rec.raw)
+    return out
+
+
+async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Stack, token_file: Path) -> None:
+    async with running_api(stack, auth_file=token_file) as http:
+        calls: list[tuple[httpx.Response, str | None, str, int]] = []
+
+        async def call(method: str, path: str, role: str | None, expect: int, **kw: Any) -> httpx.Response:
+            headers = {"Authorization": "Bearer not-a-real-token-at-all"} if role == "bogus" else _as(role) if role else {}
+            resp = await http.request(method, path, headers=headers, **kw)
+            assert resp.status_code == expect, (method, path, role, resp.text)
+            calls.append((resp, role, path, expect))
+            return resp
+
+        assert (await http.get("/health")).json()["auth"] == "tokens"  # public
+        missing = await call("get", "/api/v1/jobs", None, 401)
+        assert_problem(missing, 401, "unauthorized", "missing bearer token")
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert_problem(await call("get", "/api/v1/jobs", "bogus", 401), 401, "unauthorized", "unknown bearer token")
+        await call("get", "/api/v1/jobs", "viewer", 200)
+        await call("get", "/api/v1/nodes", "viewer", 200)
+        await call("get", "/api/v1/metrics/pipeline", "viewer", 200)
+        refused = await call("post", "/api/v1/jobs", "viewer", 403, json={"command": "echo no"})
+        assert_problem(refused, 403, "forbidden", "vera", "operator")
+        created = await call("post", "/api/v1/jobs", "operator", 201, json={"command": "echo yes"})
+        job_id = created.json()["jobId"]
+        await call("post", f"/api/v1/jobs/{job_id}/approve", "operator", 403)
+        await call("post", f"/api/v1/jobs/{job_id}/approve", "admin", 409)  # allowed, but nothing is held
+        await call("post", "/api/v1/jobs", "admin", 201, json={"command": "echo admin"})
+        row = await stack.wait_job(job_id)
+        assert row["requested_by"] == "otto"
+        await call("post", f"/api/v1/jobs/{job_id}/cancel", "viewer", 403)
+        await call("get", "/api/v1/no-such-path", None, 401)
+
+        # EventSource cannot send headers: the stream takes the token in the query string too.
+        stream = await read_sse(http, f"/api/v1/jobs/{job_id}/stream?access_token={TOKENS['viewer']}")
+        assert stream.status == 200 and stream.events[-1].data["type"] == "done"
+        assert (await http.get(f"/api/v1/jobs/{job_id}?access_token={TOKENS['viewer']}")).status_code == 401
+
+        async def all_audited() -> dict[str, dict[str, Any]] | None:
+            found = await _audit_events(stack)
+            return found if all(r.headers["x-request-id"] in found for r, *_ in calls) else None
+
+        audit = await wait_for(all_audited, 10, what="audit events for every call")
+        users = {"viewer": "vera", "operator": "otto", "admin": "ada", None: None, "bogus": None}
+        for resp, role, path, status in calls:
+            ev = audit[resp.headers["x-request-id"]]
+            assert ev["type"] == "api.called" and ev["ts"].endswith("Z")
+            assert (ev["user"], ev["path"], ev["status"], ev["method"]) == (users[role], path, status, resp.request.method)
+            assert ev["allowed"] is (status not in (401, 403))
+            if status in (401, 403):
+                assert ev["reason"], ev
+        stream_audit = [e for e in audit.values() if e["path"].endswith("/stream")]
+        assert stream_audit and stream_audit[0]["user"] == "vera" and "access_token" not in stream_audit[0]["query"]
+        cancel_refusal = next(e for e in audit.values() if e["path"].endswith("/cancel"))
+        assert cancel_refusal["job_id"] == job_id and "needs operator" in cancel_refusal["reason"]
+
+
+async def test_open_mode_is_loopback_only_and_bad_token_files_are_clear(stack: Stack, tmp_path: Path) -> None:
+    with pytest.raises(ApiError, match="refusing to serve the API without a token file"):
+        await serve(stack.client, host="0.0.0.0", port=_free_port(), auth_file=None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[token]]\nuser = "x"\nrole = "root"\ntoken = "0123456789abcdefghij"\n')
+    with pytest.raises(ApiError, match="root"):
+        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=bad)
+    bad.write_text('[[token]]\nuser = "x"\nrole = "viewer"\n')
+    with pytest.raises(ApiError, match="exactly one of"):
+        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=bad)
+    with pytest.raises(ApiError, match="cannot read"):
+        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=tmp_path / "missing.toml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ApiError, match="cannot listen"):
+            await serve(stack.client, host="127.0.0.1", port=taken.getsockname()[1], auth_file=None)
