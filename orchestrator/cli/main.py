@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import daemons, jobs, pipelines, review, state
+from orchestrator.cli import daemons, jobs, metrics, pipelines, review, state
 from orchestrator.cli.common import CliError, err
 from schemas.errors import NexusError
 
@@ -39,6 +39,7 @@ app.command(rich_help_panel="State")(state.nodes)
 app.command(rich_help_panel="State")(state.sql)
 app.command(rich_help_panel="State")(state.replay)
 app.command(rich_help_panel="State")(state.schema)
+app.command(rich_help_panel="State")(metrics.metrics)
 
 
 def main() -> None:

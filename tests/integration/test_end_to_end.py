@@ -186,3 +186,21 @@ async def _status_is(stack: Stack, job_id: str, status: str) -> bool:
 
 def test_subject_of_requests() -> None:
     assert subjects.job("a", "requested") == "nexus.evt.job.a.requested"
+
+
+async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
+    for command in ("true", "exit 2", "true"):
+        await stack.client.submit(new_job_id(), JobRequested(command=command))
+    async def three_done() -> bool:
+        rows = await stack.client.query("SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
+        return rows.rows[0][0] == 3
+
+    await wait_for(three_done, what="3 jobs done")
+    code, out, err = await stack.nexus("metrics", "--json")
+    assert code == 0, err
+    body = json.loads(out)
+    assert (body["execution"]["totalJobs"], body["execution"]["successfulJobs"], body["execution"]["failedJobs"]) == (3, 2, 1)
+    assert body["analysis"]["totalValidations"] == 3
+    code, out, err = await stack.nexus("metrics", "--by", "node")
+    assert code == 0, err
+    assert b"Execution by node" in out and b"node-1" in out and b"Job step latency" in out

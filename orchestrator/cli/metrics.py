@@ -1,0 +1,71 @@
+"""`nexus metrics`: per-phase metrics from the event log, as tables or the API's JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+import typer
+from rich.table import Table
+
+from orchestrator.api.metrics import pipeline_metrics
+from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, out, print_json, run_async
+
+
+def metrics(
+    by: Annotated[Literal["tool", "node"] | None, typer.Option("--by", help="Also break execution down by tool or node.")] = None,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+) -> None:
+    """Per-phase metrics (analysis, coordination, execution, test, deploy) and job step latencies.
+
+    `--json` prints what GET /api/v1/metrics/pipeline serves. The same numbers are
+    DuckDB views (`nexus sql "SELECT * FROM metrics_step_latency"`).
+    """
+    _metrics(by, as_json, nats_url)
+
+
+@run_async
+async def _metrics(by: str | None, as_json: bool, nats_url: str) -> None:
+    async with connect(nats_url) as client:
+        m = await pipeline_metrics(client)
+    data: dict[str, Any] = msgspec.to_builtins(m)
+    if as_json:
+        print_json(data)
+        return
+    for phase in ("analysis", "coordination", "execution", "test", "deploy"):
+        values = data[phase]
+        table = Table(title=phase.capitalize(), title_justify="left", box=None, show_header=False, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for key, value in values.items():
+            if isinstance(value, list):
+                continue
+            table.add_row(key, _fmt(key, value))
+        out.print(table)
+        for key, value in values.items():
+            if isinstance(value, list) and value and key not in ("byTool", "byNode"):
+                out.print(f"  {key}: " + ", ".join(f"{v['type']} ({v['count']})" for v in value), highlight=False)
+    if by is not None:
+        groups = data["execution"]["byTool" if by == "tool" else "byNode"]
+        table = Table(title=f"Execution by {by}", title_justify="left", box=None, header_style="bold")
+        for col in (by, "jobs", "succeeded", "failed", "timed out", "avg ms"):
+            table.add_column(col, justify="left" if col == by else "right")
+        for g in groups:
+            counts = (g["totalJobs"], g["successfulJobs"], g["failedJobs"], g["timedOutJobs"])
+            table.add_row(g["name"], *(str(c) for c in counts), f"{g['avgDuration']:.0f}")
+        out.print(table)
+    steps = Table(title="Job step latency (ms)", title_justify="left", box=None, header_style="bold")
+    for col in ("step", "jobs", "mean", "p50", "p95", "p99"):
+        steps.add_column(col, justify="left" if col == "step" else "right")
+    for s in data["latency"]:
+        steps.add_row(s["step"], str(s["count"]), *(f"{s[k]:.1f}" for k in ("mean", "p50", "p95", "p99")))
+    out.print(steps)
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        if "rate" in key.lower():
+            return f"{value:.1%}"
+        return f"{value:.1f}"
+    return str(value)
