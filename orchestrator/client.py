@@ -23,7 +23,8 @@ from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
 from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError
 from schemas import codec, subjects
-from schemas.events import JobCancelRequested, JobExited, JobRequested, ends_job
+from schemas.events import JobCancelRequested, JobExited, JobRequested, JobTest, JobTested, JobTestRequested, ends_job
+from schemas.pipelines import PipelineRequested
 from schemas.rpc import QueryRequest
 
 JOB_COLUMNS = (
@@ -68,6 +69,25 @@ class NexusClient:
         ev = JobCancelRequested(requested_by=by, reason=reason)
         n = secrets.token_hex(4)
         await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{n}"))
+
+    async def request_tests(self, job_id: str, tests: list[JobTest], *, by: str | None) -> int:
+        """Ask for tests on a finished job; returns the request's sequence (see `wait_tested`)."""
+        ev = JobTestRequested(tests=tests, requested_by=by)
+        out = Outgoing(subjects.job(job_id, "test_requested"), ev, f"job:{job_id}:test_requested:{secrets.token_hex(6)}")
+        return (await self.bus.publish(out)).seq
+
+    async def wait_tested(self, job_id: str, after_seq: int, timeout_s: float) -> JobTested:
+        """The first `tested` of the job after `after_seq`; raises TimeoutError."""
+        async with asyncio.timeout(timeout_s):
+            async for item in self.follow(job_id, from_seq=after_seq + 1, until=lambda r: isinstance(r.event, JobTested)):
+                if item.record is not None and isinstance(item.record.event, JobTested):
+                    return item.record.event
+        raise TimeoutError
+
+    async def submit_pipeline(self, pipeline_id: str, req: PipelineRequested) -> int:
+        """Publish a pipeline's `requested`; the pipeline id is the idempotency key."""
+        out = Outgoing(subjects.pipeline(pipeline_id, "requested"), req, f"pipeline:{pipeline_id}:requested")
+        return (await self.bus.publish(out)).seq
 
     async def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0) -> Rows:
         req = QueryRequest(sql=sql, params=list(params))

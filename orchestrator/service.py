@@ -32,7 +32,7 @@ from orchestrator.projection import Projection, job_id_of
 from orchestrator.store import DuckDBStore, run_query
 from schemas import codec, subjects
 from schemas.errors import DecodeError, InvalidSubject
-from schemas.events import JobAssigned, JobRejected, NodeHeartbeat, Warning
+from schemas.events import JobAssigned, JobRejected, JobRolledBack, NodeHeartbeat, Warning
 from schemas.rpc import QueryResult
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -62,6 +62,7 @@ class Orchestrator:
         self._decide_lock = asyncio.Lock()
         self._undecodable_requests: list[Record] = []
         self._touched_pipelines: set[str] = set()
+        self._followups: list[decide.Outgoing] = []  # events about other jobs, idempotent by msg id
         self.pipe_inflight: dict[str, int] = {}
 
     async def run(self) -> None:
@@ -103,6 +104,7 @@ class Orchestrator:
                 log.info("orchestrator.caught_up", seq=self.applied_seq)
             await self.decide_jobs(touched)
             await self.decide_pipelines(self._touched_pipelines)
+            await self._publish_followups()
 
     def apply_batch(self, batch: list[Record]) -> set[str]:
         """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
@@ -119,6 +121,9 @@ class Orchestrator:
             undecodable_request = rec.event is None and rec.subject.endswith(".requested")
             if undecodable_request and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
                 self._undecodable_requests.append(rec)
+        for job in changed.values():
+            if (done := decide.rollback_done(job, datetime.now(UTC))) is not None:
+                self._followups.append(done)
         # A finished verification job moves its parent's test run on.
         parents = {j.parent for j in changed.values() if j.terminal and j.parent and j.metadata.get("verifies") == j.parent}
         return set(changed) | {p for p in parents if p}
@@ -246,6 +251,20 @@ class Orchestrator:
             log.debug("decision.stale", pipeline_id=view.pipeline_id, expected=expected)
         except BusError as exc:
             log.error("decision.publish_failed", pipeline_id=view.pipeline_id, error=str(exc))
+
+    async def _publish_followups(self) -> None:
+        if not self.caught_up.is_set():
+            return
+        while self._followups:
+            out = self._followups.pop(0)
+            target = job_id_of(out.subject)
+            done = self.jobs.get(target or "") or self.store.load_jobs([target or ""]).get(target or "")
+            if done is not None and isinstance(out.event, JobRolledBack) and done.rollback_job == out.event.rollback_job:
+                continue  # already in the log (seen again while catching up)
+            try:
+                await self.bus.publish(out)
+            except BusError as exc:
+                log.error("decision.publish_failed", subject=out.subject, error=str(exc))
 
     async def _publish_rejections(self) -> None:
         while self._undecodable_requests:

@@ -226,6 +226,12 @@ class JobTestRequested(_Event, frozen=True, kw_only=True, tag="job.test_requeste
     requested_by: str | None = None
 
 
+class JobRolledBack(_Event, frozen=True, kw_only=True, tag="job.rolled_back"):
+    """A rollback job (its `metadata.rollback_of` names this job) succeeded."""
+
+    rollback_job: Id
+
+
 class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
     attempt: int
     exit_code: int = 0
@@ -304,6 +310,7 @@ JobEvent = (
     | JobExited
     | JobTested
     | JobTestRequested
+    | JobRolledBack
     | JobSucceeded
     | JobFailed
     | JobTimedOut

@@ -1,4 +1,4 @@
-"""Job routes: validate, create, list, show, cancel, approve, deny; test and rollback answer 501 for now.
+"""Job routes: validate, create, list, show, cancel, approve, deny, test, test-results, rollback.
 
 Creating a job publishes its `requested` event and answers once JetStream has
 stored it; placement and execution happen later, visible on the job's stream.
@@ -20,7 +20,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from orchestrator.api import nodes
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.context import ApiContext, Ctx
-from orchestrator.api.errors import ProblemError, not_implemented, unknown_job, unknown_node, wrong_state
+from orchestrator.api.errors import ProblemError, unknown_job, unknown_node, wrong_state
 from orchestrator.api.models import (
     CancelAccepted,
     CancelRequest,
@@ -31,22 +31,23 @@ from orchestrator.api.models import (
     JobList,
     JobOut,
     NodeOut,
+    RollbackRequest,
+    RollbackStarted,
+    TestRequest,
+    TestResultOut,
+    TestResults,
     ValidateRequest,
     ValidateResponse,
     ValidationWarning,
 )
 from orchestrator.client import new_job_id
+from orchestrator.core import analysis as _analysis
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.policy import SEVERITY_RANK
 from orchestrator.core.views import TERMINAL, JobStatus
 from orchestrator.errors import StaleDecision
 from schemas import subjects
 from schemas.events import JobApproved, JobDenied, JobRequested
-
-try:  # without the analysis phase in this build (or its parser), validate answers 501
-    from orchestrator.core import analysis as _analysis
-except ImportError:  # pragma: no cover - depends on the tree
-    _analysis = None  # type: ignore[assignment]
 
 _JOB_FIELDS = [f.name for f in msgspec.structs.fields(JobOut) if f.name != "stream_endpoint"]
 _JOB_SQL = f"SELECT {', '.join(_JOB_FIELDS)} FROM jobs"
@@ -118,8 +119,6 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> ValidateResponse:
     """The analysis phase alone, as the orchestrator would run it for this caller: risk findings,
     the policy's verdict, and checks of the target nodes. Nothing is submitted."""
-    if _analysis is None:
-        raise not_implemented("command analysis (orchestrator/core/analysis.py is not in this build)")
     started = time.perf_counter()
     analysis = _analysis.analyze(data.command, data.tool)
     took_ms = (time.perf_counter() - started) * 1000
@@ -242,25 +241,58 @@ async def cancel_job(
     return CancelAccepted(job_id=job_id)
 
 
-# ---------------------------------------------------------------- phases still being built
+# ---------------------------------------------------------------- test phase
 
 
-@post("/api/v1/jobs/{job_id:str}/test", guards=[require("operator")], summary="Run tests on a finished job (501 for now)")
-async def test_job(job_id: FromPath[str]) -> None:
-    subjects.check_id(job_id, "job id")
-    raise not_implemented("running tests on a finished job (the test phase)")
+@post("/api/v1/jobs/{job_id:str}/test", status_code=200, guards=[require("operator")], summary="Run tests on a finished job")
+async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[TestRequest]) -> TestResults:
+    """Publishes `test_requested` and answers with the `tested` results (node-side checks
+    run in a verification job on the job's node)."""
+    job = await load_job(ctx, job_id)
+    if job.status not in TERMINAL:
+        raise wrong_state(f"job {job_id!r} is {job.status}; tests run on finished jobs")
+    seq = await ctx.client.request_tests(job_id, list(data.tests), by=identity_of(request.scope).user)
+    try:
+        tested = await ctx.client.wait_tested(job_id, seq, data.timeout_s)
+    except TimeoutError:
+        detail = f"no results within {data.timeout_s:g}s; see GET test-results later"
+        raise ProblemError(504, "test-timeout", "Tests still running", detail) from None
+    return TestResults(job_id=job_id, passed=tested.passed, results=[TestResultOut(**msgspec.structs.asdict(r)) for r in tested.results])
 
 
-@get("/api/v1/jobs/{job_id:str}/test-results", guards=[require("viewer")], summary="A job's test results (501 for now)")
-async def test_results(job_id: FromPath[str]) -> None:
-    subjects.check_id(job_id, "job id")
-    raise not_implemented("test results (the test phase)")
+@get("/api/v1/jobs/{job_id:str}/test-results", guards=[require("viewer")], summary="A job's latest test results")
+async def test_results(job_id: FromPath[str], ctx: Ctx) -> TestResults:
+    await load_job(ctx, job_id)
+    rows = await ctx.client.query("SELECT tests_passed, test_results FROM jobs WHERE job_id = ?", [job_id])
+    if not rows.rows:
+        return TestResults(job_id=job_id, passed=None)
+    passed, raw = rows.rows[0]
+    results = msgspec.json.decode(raw, type=list[TestResultOut]) if isinstance(raw, str) else []
+    return TestResults(job_id=job_id, passed=passed, results=results)
 
 
-@post("/api/v1/jobs/{job_id:str}/rollback", guards=[require("operator")], summary="Roll back a deployed job (501 for now)")
-async def rollback_job(job_id: FromPath[str]) -> None:
-    subjects.check_id(job_id, "job id")
-    raise not_implemented("rollback (the deploy phase)")
+# ---------------------------------------------------------------- deploy phase
+
+
+@post("/api/v1/jobs/{job_id:str}/rollback", status_code=202, guards=[require("operator")], summary="Roll back a deployed job")
+async def rollback_job(
+    job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[RollbackRequest | None] = None
+) -> RollbackStarted:
+    """Runs the undo command on the job's node as a new job (`parent` and `metadata.rollback_of`
+    name this one); when it succeeds, this job gets a `rolled_back` event."""
+    job = await load_job(ctx, job_id)
+    if job.status not in TERMINAL or job.node is None:
+        raise wrong_state(f"job {job_id!r} is {job.status}; only a finished job that ran on a node can be rolled back")
+    command = (data.command if data is not None else None) or job.metadata.get("rollback")
+    if not isinstance(command, str) or not command.strip():
+        raise ProblemError(422, "no-rollback-command", "No rollback command", "give `command`, or submit jobs with metadata.rollback")
+    rollback_id = new_job_id()
+    req = JobRequested(
+        command=command, node=job.node, parent=job_id, metadata={"rollback_of": job_id},
+        requested_by=identity_of(request.scope).user,
+    )  # fmt: skip
+    await ctx.client.submit(rollback_id, req)
+    return RollbackStarted(job_id=rollback_id, rollback_of=job_id, stream_endpoint=stream_endpoint(rollback_id))
 
 
 async def _decide(ctx: ApiContext, job_id: str, decision: Literal["approved", "denied"], by: str, reason: str | None) -> int:

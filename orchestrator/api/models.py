@@ -98,6 +98,61 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     idempotent: bool = False
 
 
+class TestRequest(_Body, frozen=True, kw_only=True):
+    """Tests to run on a finished job (the product brief's test configuration)."""
+
+    __test__ = False  # not a pytest class
+
+    tests: Annotated[list[JobTest], msgspec.Meta(min_length=1)]
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = msgspec.field(default=60.0, name="timeoutSeconds")
+
+
+class TestResultOut(_Out, frozen=True, kw_only=True):
+    __test__ = False  # not a pytest class
+
+    type: str
+    passed: bool
+    expected: str
+    actual: str
+    message: str = ""
+
+
+class TestResults(_Out, frozen=True, kw_only=True):
+    """`passed` is null when the job has never been tested."""
+
+    __test__ = False  # not a pytest class
+
+    job_id: str
+    passed: bool | None
+    results: list[TestResultOut] = []
+
+
+class RollbackRequest(_Body, frozen=True, kw_only=True):
+    """The command that undoes the job; default: the job's `metadata.rollback`."""
+
+    command: str | None = None
+
+
+class RollbackStarted(_Out, frozen=True, kw_only=True):
+    job_id: str
+    rollback_of: str
+    stream_endpoint: str
+
+
+class CreatePipelineRequest(_Body, frozen=True, kw_only=True):
+    """A pipeline from a YAML template (the same format as `nexus pipeline run FILE`)."""
+
+    template: str
+    variables: dict[str, str] = {}
+    pipeline_id: Id | None = None
+
+
+class PipelineCreated(_Out, frozen=True, kw_only=True):
+    pipeline_id: str
+    status_endpoint: str
+    seq: int
+
+
 class JobCreated(_Out, frozen=True, kw_only=True):
     """The job's `requested` event is stored; follow it at `streamEndpoint`."""
 

@@ -1,25 +1,59 @@
-"""Pipeline routes. The deploy phase (pipelines from YAML templates) is being built
-elsewhere; until it lands both paths answer 501 rather than pretend."""
+"""Pipeline routes: create one from a YAML template, read its state and steps."""
 
 from __future__ import annotations
 
-from litestar import get, post
-from litestar.params import FromPath
+from typing import Any
 
-from orchestrator.api.auth import require
-from orchestrator.api.errors import not_implemented
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import FromPath, JSONBody
+
+from orchestrator.api.auth import identity_of, require
+from orchestrator.api.context import Ctx
+from orchestrator.api.errors import ProblemError
+from orchestrator.api.models import CreatePipelineRequest, PipelineCreated
+from orchestrator.cli.pipelines import new_pipeline_id
+from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
+from schemas.pipelines import PipelineRequested
+
+_JSON = ("spec", "variables", "needs", "nodes", "jobs", "health_checks", "rollbacks", "finish_order", "rollback_steps")
 
 
-@post("/api/v1/pipelines", guards=[require("operator")], summary="Create a multi-job pipeline (501 for now)")
-async def create_pipeline() -> None:
-    raise not_implemented("pipelines (the deploy phase)")
+def status_endpoint(pipeline_id: str) -> str:
+    return f"/api/v1/pipelines/{pipeline_id}"
 
 
-@get("/api/v1/pipelines/{pipeline_id:str}", guards=[require("viewer")], summary="A pipeline's status (501 for now)")
-async def get_pipeline(pipeline_id: FromPath[str]) -> None:
+@post("/api/v1/pipelines", guards=[require("operator")], summary="Create a multi-job pipeline from a YAML template")
+async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CreatePipelineRequest]) -> Response[PipelineCreated]:
+    """The template is checked before anything runs: a bad one is a 422 naming the line."""
+    try:
+        spec = compile_template(data.template, data.variables, file="template")
+    except TemplateError as exc:
+        raise ProblemError(422, "invalid-template", "Invalid pipeline template", str(exc)) from None
+    pipeline_id = subjects.check_id(data.pipeline_id or new_pipeline_id(), "pipeline id")
+    req = PipelineRequested(spec=spec, variables=data.variables, requested_by=identity_of(request.scope).user, source="api")
+    seq = await ctx.client.submit_pipeline(pipeline_id, req)
+    body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)
+    return Response(body, status_code=201, headers={"Location": status_endpoint(pipeline_id)})
+
+
+@get("/api/v1/pipelines/{pipeline_id:str}", guards=[require("viewer")], summary="A pipeline's status and its steps")
+async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> dict[str, Any]:
     subjects.check_id(pipeline_id, "pipeline id")
-    raise not_implemented("pipelines (the deploy phase)")
+    head = await ctx.client.query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
+    if not head.rows:
+        known = await ctx.client.bus.last_seq(subject=subjects.pipeline(pipeline_id, ">"))
+        detail = "it is in the log but not reduced yet; try again" if known else "it has no events in the log"
+        raise ProblemError(404, "unknown-pipeline", "Unknown pipeline", f"no pipeline {pipeline_id!r}: {detail}")
+    steps = await ctx.client.query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
+    pipeline = _decoded(head.dicts()[0])
+    pipeline["steps"] = [_decoded(s) for s in steps.dicts()]
+    return pipeline
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (msgspec.json.decode(v) if k in _JSON and isinstance(v, str) else v) for k, v in row.items()}
 
 
 ROUTES = [create_pipeline, get_pipeline]

@@ -32,7 +32,6 @@ from orchestrator.cli.common import (
 )
 from orchestrator.client import JOB_COLUMNS, Rows, new_job_id
 from orchestrator.config import load_tests
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.text import text_view
 from orchestrator.core.views import Record
 from schemas import subjects
@@ -51,8 +50,6 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTest,
-    JobTested,
-    JobTestRequested,
     JobTimedOut,
     OutputContainsTest,
     ends_job,
@@ -483,16 +480,9 @@ async def _test(job_id: str, tests: list[JobTest], timeout: float, as_json: bool
             fail(f"no job {job_id!r}")
         if not any(ends_job(r.event) for r in history):
             fail(f"job {job_id!r} has not finished; tests run on finished jobs")
-        ev = JobTestRequested(tests=tests, requested_by=default_user())
-        request = Outgoing(subjects.job(job_id, "test_requested"), ev, f"job:{job_id}:test_requested:{new_job_id()}")
-        seq = (await client.bus.publish(request)).seq
-        result: JobTested | None = None
+        seq = await client.request_tests(job_id, tests, by=default_user())
         try:
-            async with asyncio.timeout(timeout):
-                async for item in client.follow(job_id, from_seq=seq + 1, until=lambda r: isinstance(r.event, JobTested)):
-                    if item.record is not None and isinstance(item.record.event, JobTested):
-                        result = item.record.event
-                        break
+            result = await client.wait_tested(job_id, seq, timeout)
         except TimeoutError:
             fail(f"no test results within {timeout:g}s (is the orchestrator running?)")
     assert result is not None

@@ -36,7 +36,6 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.client import NexusClient
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.pipeline import PipelineView, evolve_pipeline
 from orchestrator.templates import load_template
 from schemas import subjects
@@ -75,8 +74,7 @@ def run(
 @run_async
 async def _run(pid: str, req: PipelineRequested, detach: bool, as_json: bool, nats_url: str) -> bool:
     async with connect(nats_url) as client:
-        out_ = Outgoing(subjects.pipeline(pid, "requested"), req, f"pipeline:{pid}:requested")  # type: ignore[arg-type]
-        await client.bus.publish(out_)
+        await client.submit_pipeline(pid, req)
         if detach:
             print_json({"pipelineId": pid}) if as_json else print(pid)
             return True

@@ -30,6 +30,7 @@ from schemas.events import (
     JobQueued,
     JobRejected,
     JobRequested,
+    JobRolledBack,
     JobSucceeded,
     JobTest,
     JobTested,
@@ -163,6 +164,15 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             lost = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry)
             return [_out(job, lost, "lost")]
     return []
+
+
+def rollback_done(job: JobView, now: datetime) -> Outgoing | None:
+    """When a rollback job succeeds, the job it undid is marked `rolled_back`."""
+    target = job.metadata.get("rollback_of")
+    if job.status != "succeeded" or not isinstance(target, str) or not subjects.is_valid_id(target):
+        return None
+    ev = JobRolledBack(ts=now, rollback_job=job.job_id)
+    return Outgoing(subjects.job(target, "rolled_back"), ev, f"job:{target}:rolled_back:{job.job_id}")
 
 
 def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:

@@ -36,6 +36,7 @@ from schemas.events import (
     JobQueued,
     JobRejected,
     JobRequested,
+    JobRolledBack,
     JobStarted,
     JobSucceeded,
     JobTested,
@@ -240,6 +241,9 @@ def evolve_job(
             job.tests_passed = ev.passed
             job.test_results = list(ev.results)
             job.retest = []
+        case JobRolledBack():
+            job.rollback_job = ev.rollback_job
+            job.rolled_back_at = ts
         case JobTestRequested():
             if not job.terminal or job.retest:
                 return _touched(before, seq), "tests can run on a finished job, one request at a time; ignored"

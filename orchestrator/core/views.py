@@ -91,6 +91,8 @@ class JobView(msgspec.Struct, kw_only=True):
     # A later test run on the finished job (`test_requested`), and its verification job.
     retest: list[JobTest] = []
     retest_job: str | None = None
+    rollback_job: str | None = None
+    rolled_back_at: datetime | None = None
     cancel_requested: bool = False
     cancel_sent: bool = False
     requested_at: datetime | None = None

@@ -254,14 +254,9 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     assert_problem(bad_id, 400, "invalid-last-event-id", "x:y")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/approve"), 409, "wrong-state", "not waiting for approval")
     assert_problem(await api.post("/api/v1/jobs/nope/deny"), 404, "unknown-job")
-    for method, path, what in (
-        ("post", f"/api/v1/jobs/{job_id}/test", "test phase"),
-        ("get", f"/api/v1/jobs/{job_id}/test-results", "test phase"),
-        ("post", f"/api/v1/jobs/{job_id}/rollback", "deploy phase"),
-        ("post", "/api/v1/pipelines", "deploy phase"),
-        ("get", "/api/v1/pipelines/p-1", "deploy phase"),
-    ):
-        assert_problem(await api.request(method, path), 501, "not-implemented", "not implemented yet", what)
+    assert_problem(await api.post(f"/api/v1/jobs/{job_id}/rollback"), 422, "no-rollback-command")
+    assert_problem(await api.post("/api/v1/jobs/nope/test", json={"tests": [{"type": "exit_code"}]}), 404, "unknown-job")
+    assert_problem(await api.get("/api/v1/pipelines/p-1"), 404, "unknown-pipeline")
 
 
 async def test_nodes_and_the_optimal_node(stack: Stack, api: httpx.AsyncClient) -> None:
@@ -337,7 +332,6 @@ async def test_validate_route_maps_the_analysis_and_checks_nodes(
 
 
 async def test_validate_with_the_real_analysis(api: httpx.AsyncClient) -> None:
-    pytest.importorskip("orchestrator.core.analysis")
     bad = await api.post("/api/v1/jobs/validate", json={"tool": "bash", "command": "rm -rf /var/www/*", "nodeIds": ["node-1"]})
     assert bad.status_code == 200, bad.text
     assert bad.json()["valid"] is False
@@ -569,3 +563,59 @@ async def test_open_mode_is_loopback_only_and_bad_token_files_are_clear(stack: S
         taken.listen()
         with pytest.raises(ApiError, match="cannot listen"):
             await serve(stack.client, host="127.0.0.1", port=taken.getsockname()[1], auth_file=None)
+
+
+async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp_path: Path) -> None:
+    async with running_api(stack) as client:
+        job = (await client.post("/api/v1/jobs", json={"command": f"echo built > {tmp_path}/out.txt; echo Build successful"})).json()
+        await stack.wait_job(job["jobId"])
+        resp = await client.post(
+            f"/api/v1/jobs/{job['jobId']}/test",
+            json={"tests": [{"type": "exit_code", "expected": 0}, {"type": "output_contains", "pattern": "Build successful"},
+                            {"type": "file_exists", "path": f"{tmp_path}/out.txt"}]},
+        )  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["passed"] is True and [r["type"] for r in body["results"]] == ["exit_code", "output_contains", "file_exists"]
+        results = (await client.get(f"/api/v1/jobs/{job['jobId']}/test-results")).json()
+        assert results["passed"] is True and len(results["results"]) == 3
+
+        template = (
+            f"name: api\nsteps:\n  - {{id: one, command: echo one >> {tmp_path}/p.log}}\n"
+            f"  - {{id: two, command: echo two >> {tmp_path}/p.log}}\n"
+        )
+        resp = await client.post("/api/v1/pipelines", json={"template": template})
+        assert resp.status_code == 201, resp.text
+        pid = resp.json()["pipelineId"]
+
+        async def done() -> dict[str, Any] | None:
+            r = await client.get(f"/api/v1/pipelines/{pid}")
+            return r.json() if r.status_code == 200 and r.json()["status"] in ("succeeded", "failed") else None
+
+        pipeline = await wait_for(done, what="pipeline done")
+        assert pipeline["status"] == "succeeded" and [s["status"] for s in pipeline["steps"]] == ["succeeded", "succeeded"]
+        bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
+        assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+        assert (await client.get("/api/v1/pipelines/nope")).status_code == 404
+
+
+async def test_rollback_runs_the_undo_command_on_the_same_node(stack: Stack, tmp_path: Path) -> None:
+    async with running_api(stack) as client:
+        marker = tmp_path / "deployed"
+        created = (await client.post("/api/v1/jobs", json={"command": f"touch {marker}", "metadata": {"rollback": f"rm {marker}"}})).json()
+        await stack.wait_job(created["jobId"])
+        assert marker.exists()
+        resp = await client.post(f"/api/v1/jobs/{created['jobId']}/rollback")
+        assert resp.status_code == 202, resp.text
+        rollback = resp.json()
+        assert rollback["rollbackOf"] == created["jobId"]
+        assert (await stack.wait_job(rollback["jobId"]))["status"] == "succeeded"
+        assert not marker.exists()
+
+        async def rolled_back() -> bool:
+            row = await stack.job(created["jobId"])
+            return bool(row and row["rollback_job"] == rollback["jobId"] and row["rolled_back_at"] is not None)
+
+        await wait_for(rolled_back, what="rolled_back recorded")
+        kinds = [r.subject.split(".")[4] for r in await stack.client.history(created["jobId"])]
+        assert kinds.count("rolled_back") == 1
