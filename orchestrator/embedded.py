@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +22,15 @@ _LISTEN = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 
 class EmbeddedNatsError(NexusError):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def server_binary() -> str:
@@ -49,7 +60,13 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port), "-n", "nexus-embedded"]
         self.proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            # Own session: Ctrl-C reaches `nexus up`, which stops the server last, after
+            # the services drained. Parent-death signal: a killed `nexus up` leaves no server.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         assert self.proc.stderr is not None
         seen: list[bytes] = []
