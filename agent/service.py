@@ -186,12 +186,23 @@ class Agent:
     async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Msg) -> None:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
         out = Outgoing(subjects.job(job_id, "accepted"), accepted, f"job:{job_id}:accepted:{dispatch.attempt}")
+        expected = msg.metadata.sequence.stream
         try:
-            pub = await self.bus.publish(out, expected_seq=msg.metadata.sequence.stream)
-        except StaleDecision:
-            log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
-            await msg.ack()
-            return
+            for _ in range(5):
+                try:
+                    pub = await self.bus.publish(out, expected_seq=expected)
+                    break
+                except StaleDecision:
+                    # Something came after the dispatch. Only harmless events (a duplicate
+                    # request, say) let us accept; a cancel, a loss, an acceptance or a newer
+                    # dispatch mean this one must not run.
+                    expected = await self._still_runnable(job_id, msg.metadata.sequence.stream)
+                    if expected is None:
+                        log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
+                        await msg.ack()
+                        return
+            else:
+                raise BusError(f"job {job_id}: the log kept changing while accepting", retryable=True)
         except BusError as exc:
             log.error("job.accept_failed", job_id=job_id, error=str(exc))
             await msg.nak(delay=1)
@@ -205,6 +216,16 @@ class Agent:
         task = asyncio.create_task(self._run(job_id, dispatch, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _still_runnable(self, job_id: str, dispatch_seq: int) -> int | None:
+        """The job's last sequence if everything after the dispatch is harmless, else None."""
+        later = []
+        async for batch in self.bus.read_records(subjects.job_all(job_id), start_seq=dispatch_seq + 1):
+            later.extend(batch)
+        blocking = {"dispatch", "accepted", "cancel", "cancel_requested", "cancelled", "lost", "rejected", "denied"}
+        if any(r.subject.split(".")[4] in blocking for r in later):
+            return None
+        return later[-1].seq if later else dispatch_seq
 
     async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
         attempt = dispatch.attempt

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 
+import nats
+
 from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 from tests.conftest import NEXUS, Stack, wait_for
@@ -111,3 +113,28 @@ async def test_stopping_an_agent_kills_its_jobs_and_reports_them(stack: Stack) -
     await stack.stop_agent("node-1")  # like SIGTERM to `nexus agent`
     row = await stack.wait_job(job_id, timeout=20)
     assert row["status"] == "cancelled" and row["killed_by"] == "cancel"
+
+
+async def test_a_duplicate_request_between_dispatch_and_accept_does_not_strand_the_job(stack: Stack) -> None:
+    await stack.start_agent("late")
+    await stack.stop_agent("late")  # its heartbeat stays valid for a while: the job is dispatched to it
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="echo ran", node="late"))
+
+    async def dispatched() -> bool:
+        row = await stack.job(job_id)
+        return bool(row and row["status"] == "dispatched")
+
+    await wait_for(dispatched, what="dispatched to the stopped agent")
+    nc = await nats.connect(stack.url)
+    try:  # a plain publish, no msg id: stored after the dispatch
+        await nc.publish(f"nexus.evt.job.{job_id}.requested", b'{"command": "echo ran"}')
+        await nc.flush()
+    finally:
+        await nc.close()
+    await stack.start_agent("late")
+    row = await stack.wait_job(job_id)
+    assert row["status"] == "succeeded"
+    kinds = [r.subject.split(".")[4] for r in await stack.client.history(job_id)]
+    second_request = len(kinds) - 1 - kinds[::-1].index("requested")
+    assert kinds.count("started") == 1 and kinds.index("dispatch") < second_request < kinds.index("accepted"), kinds
