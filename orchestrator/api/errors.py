@@ -83,8 +83,6 @@ def wrong_state(detail: str) -> ProblemError:
     return ProblemError(409, "wrong-state", "Wrong state", detail)
 
 
-def not_implemented(what: str) -> ProblemError:
-    return ProblemError(501, "not-implemented", "Not implemented", f"not implemented yet: {what}")
 
 
 def unauthorized(detail: str) -> ProblemError:
