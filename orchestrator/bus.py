@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -29,6 +31,8 @@ from orchestrator.errors import BusError, BusUnavailable, StaleDecision
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
+
+log = structlog.get_logger("nexus.bus")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 WRONG_LAST_SEQUENCE = 10071
@@ -72,8 +76,14 @@ class NatsBus:
     async def connect(cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0) -> NatsBus:
         """Connect; a daemon reconnects forever, a CLI fails fast with BusUnavailable."""
 
-        async def _quiet(_exc: Exception) -> None:
-            return None
+        last_said = 0.0
+
+        async def _report(exc: Exception) -> None:
+            # A daemon keeps retrying; say so now and then instead of waiting in silence.
+            nonlocal last_said
+            if daemon and time.monotonic() - last_said > 10:
+                last_said = time.monotonic()
+                log.warning("nats.unreachable", url=url, error=str(exc) or type(exc).__name__, retrying=True)
 
         try:
             # nats-py retries forever with max_reconnect_attempts=0, so a CLI asks
@@ -86,7 +96,7 @@ class NatsBus:
                     allow_reconnect=daemon,
                     max_reconnect_attempts=-1 if daemon else 1,
                     reconnect_time_wait=1 if daemon else 0.1,
-                    error_cb=_quiet,
+                    error_cb=_report,
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
