@@ -12,12 +12,14 @@ nodes and metrics are read from the orchestrator or from JetStream per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromQuery
 from litestar.types import ASGIApp
 
 from orchestrator.api import jobs, metrics, nodes, pipelines, stream
@@ -37,8 +39,11 @@ async def health(ctx: Ctx) -> Health:
 
 
 @get("/api/v1/metrics/pipeline", guards=[require("viewer")], summary="Per-phase metrics and job step latencies (ms)")
-async def pipeline_metrics(ctx: Ctx) -> PipelineMetrics:
-    return await metrics.pipeline_metrics(ctx.client)
+async def pipeline_metrics(ctx: Ctx, since: FromQuery[datetime | None] = None) -> PipelineMetrics:
+    """`?since=` (RFC 3339) limits the metrics to what happened since then."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return await metrics.pipeline_metrics(ctx.client, since)
 
 
 @get("/metrics", guards=[require("viewer")], summary="The same metrics in Prometheus text format", media_type=PROMETHEUS_TEXT)

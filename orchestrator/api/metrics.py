@@ -186,6 +186,9 @@ _EXECUTION_COLUMNS = f"""
 EXECUTION = f"SELECT{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED}"
 EXECUTION_BY_TOOL = f"SELECT tool,{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED}\nGROUP BY tool ORDER BY tool"
 EXECUTION_BY_NODE = f"SELECT node,{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED} AND node IS NOT NULL\nGROUP BY node ORDER BY node"
+EXECUTION_BY_USER = (
+    f"SELECT coalesce(requested_by, '(unknown)') AS requested_by,{_EXECUTION_COLUMNS}\nFROM jobs WHERE {_EXECUTED}\nGROUP BY 1 ORDER BY 1"
+)
 
 _PASSED = "coalesce(TRY_CAST(try(json_extract(payload, '$.passed')) AS BOOLEAN), false)"
 
@@ -237,6 +240,7 @@ VIEWS: dict[str, str] = {
     "metrics_execution": EXECUTION,
     "metrics_execution_by_tool": EXECUTION_BY_TOOL,
     "metrics_execution_by_node": EXECUTION_BY_NODE,
+    "metrics_execution_by_user": EXECUTION_BY_USER,
     "metrics_test": TEST,
     "metrics_test_failures": TEST_FAILURES,
     "metrics_deploy": DEPLOY,
@@ -270,10 +274,18 @@ def _group(row: dict[str, Any], key: str) -> ExecutionGroup:
     )
 
 
-async def pipeline_metrics(client: NexusClient) -> PipelineMetrics:
-    """GET /api/v1/metrics/pipeline: the brief's per-phase shape plus step latencies."""
+def since_scoped(sql: str, since: datetime | None) -> tuple[str, list[Any]]:
+    """The same query over events and jobs since a time: CTEs named like the tables shadow them."""
+    if since is None:
+        return sql, []
+    scope = "WITH events AS (SELECT * FROM main.events WHERE ts >= ?), jobs AS (SELECT * FROM main.jobs WHERE requested_at >= ?)"
+    return f"{scope} SELECT * FROM ({sql.strip()})", [since, since]
+
+
+async def pipeline_metrics(client: NexusClient, since: datetime | None = None) -> PipelineMetrics:
+    """GET /api/v1/metrics/pipeline: the brief's per-phase shape plus step latencies (optionally since a time)."""
     names = list(VIEWS)[1:]  # metrics_job_steps is per job, not a summary
-    results = await asyncio.gather(*(client.query(VIEWS[name]) for name in names))
+    results = await asyncio.gather(*(client.query(*since_scoped(VIEWS[name], since)) for name in names))
     r = {name: rows.dicts() for name, rows in zip(names, results, strict=True)}
     a = _one(r["metrics_analysis"])
     c = _one(r["metrics_coordination"])
@@ -314,6 +326,7 @@ async def pipeline_metrics(client: NexusClient) -> PipelineMetrics:
             p95_duration=float(x["p95_duration_ms"]),
             by_tool=[_group(row, "tool") for row in r["metrics_execution_by_tool"]],
             by_node=[_group(row, "node") for row in r["metrics_execution_by_node"]],
+            by_user=[_group(row, "requested_by") for row in r["metrics_execution_by_user"]],
         ),
         test=TestMetrics(
             total_runs=t["total_runs"],

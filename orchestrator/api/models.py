@@ -369,6 +369,7 @@ class ExecutionMetrics(_Out, frozen=True, kw_only=True):
     p95_duration: float = 0.0
     by_tool: list[ExecutionGroup] = []
     by_node: list[ExecutionGroup] = []
+    by_user: list[ExecutionGroup] = []
 
 
 class TestMetrics(_Out, frozen=True, kw_only=True):

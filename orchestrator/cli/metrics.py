@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -9,11 +10,12 @@ import typer
 from rich.table import Table
 
 from orchestrator.api.metrics import pipeline_metrics
-from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, out, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, fail, out, print_json, run_async
 
 
 def metrics(
-    by: Annotated[Literal["tool", "node"] | None, typer.Option("--by", help="Also break execution down by tool or node.")] = None,
+    by: Annotated[Literal["tool", "node", "user"] | None, typer.Option("--by", help="Break execution down by tool, node or user.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only what happened since: an ISO time or an age like 30m, 2h, 7d.")] = None,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
@@ -22,13 +24,24 @@ def metrics(
     `--json` prints what GET /api/v1/metrics/pipeline serves. The same numbers are
     DuckDB views (`nexus sql "SELECT * FROM metrics_step_latency"`).
     """
-    _metrics(by, as_json, nats_url)
+    _metrics(by, parse_since(since) if since else None, as_json, nats_url)
+
+
+def parse_since(value: str) -> datetime:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--since takes an ISO time or an age like 30m, 2h, 7d; got {value!r}", 2)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @run_async
-async def _metrics(by: str | None, as_json: bool, nats_url: str) -> None:
+async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_url: str) -> None:
     async with connect(nats_url) as client:
-        m = await pipeline_metrics(client)
+        m = await pipeline_metrics(client, since)
     data: dict[str, Any] = msgspec.to_builtins(m)
     if as_json:
         print_json(data)
@@ -44,10 +57,10 @@ async def _metrics(by: str | None, as_json: bool, nats_url: str) -> None:
             table.add_row(key, _fmt(key, value))
         out.print(table)
         for key, value in values.items():
-            if isinstance(value, list) and value and key not in ("byTool", "byNode"):
+            if isinstance(value, list) and value and key not in ("byTool", "byNode", "byUser"):
                 out.print(f"  {key}: " + ", ".join(f"{v['type']} ({v['count']})" for v in value), highlight=False)
     if by is not None:
-        groups = data["execution"]["byTool" if by == "tool" else "byNode"]
+        groups = data["execution"]["by" + by.capitalize()]
         table = Table(title=f"Execution by {by}", title_justify="left", box=None, header_style="bold")
         for col in (by, "jobs", "succeeded", "failed", "timed out", "avg ms"):
             table.add_column(col, justify="left" if col == by else "right")

@@ -204,3 +204,23 @@ async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
     code, out, err = await stack.nexus("metrics", "--by", "node")
     assert code == 0, err
     assert b"Execution by node" in out and b"node-1" in out and b"Job step latency" in out
+
+
+async def test_metrics_since_and_by_user(stack: Stack) -> None:
+    await stack.client.submit(new_job_id(), JobRequested(command="true", requested_by="ann"))
+    await stack.client.submit(new_job_id(), JobRequested(command="true", requested_by="bob"))
+
+    async def two_done() -> bool:
+        rows = await stack.client.query("SELECT count(*) FROM jobs WHERE status = 'succeeded'")
+        return rows.rows[0][0] == 2
+
+    await wait_for(two_done, what="2 jobs done")
+    code, out, err = await stack.nexus("metrics", "--json", "--by", "user")
+    assert code == 0, err
+    assert sorted(g["name"] for g in json.loads(out)["execution"]["byUser"]) == ["ann", "bob"]
+    code, out, _ = await stack.nexus("metrics", "--json", "--since", "2h")
+    assert json.loads(out)["execution"]["totalJobs"] == 2
+    code, out, _ = await stack.nexus("metrics", "--json", "--since", "2999-01-01T00:00:00Z")
+    assert json.loads(out)["execution"]["totalJobs"] == 0
+    code, _, err = await stack.nexus("metrics", "--since", "yesterday")
+    assert code == 2 and b"--since" in err
