@@ -77,7 +77,7 @@ ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job t
 AfterOpt = Annotated[list[str] | None, typer.Option("--after", help="Start only after this job succeeded; repeatable.")]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Re-run on a lost node up to N times (needs --idempotent).", min=0, max=10)]
 IdempotentOpt = Annotated[bool, typer.Option("--idempotent", help="Declare the command safe to run again.")]
-TestsOpt = Annotated[Path | None, typer.Option("--tests", help="YAML/JSON file with a list of tests (exit_code, output_contains, ...).")]
+TestsOpt = Annotated[Path | None, typer.Option("--tests", "--file", "-f", help="YAML/JSON list of tests (see docs).")]
 ExpectExitOpt = Annotated[int | None, typer.Option("--expect-exit", help="Test: the exit code must be this.")]
 ExpectOutputOpt = Annotated[list[str] | None, typer.Option("--expect-output", help="Test: this regex must match the output; repeatable.")]
 ExpectFileOpt = Annotated[list[str] | None, typer.Option("--expect-file", help="Test: this path must exist on the node; repeatable.")]

@@ -37,6 +37,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.client import NexusClient
 from orchestrator.core.pipeline import PipelineView, evolve_pipeline
+from orchestrator.core.text import text_view
 from orchestrator.templates import load_template
 from schemas import subjects
 from schemas.pipelines import PipelineEvent, PipelineRequested
@@ -56,6 +57,7 @@ def run(
     var: Annotated[list[str] | None, typer.Option("--var", help="Template variable KEY=VALUE; repeatable.")] = None,
     pipeline_id: Annotated[str | None, typer.Option("--id", help="Pipeline id (idempotency key); default: a new one.")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and print the id; do not follow.")] = False,
+    output: Annotated[bool, typer.Option("--output", "-o", help="Stream each step job's output, prefixed with step and node.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
@@ -67,24 +69,24 @@ def run(
     spec = load_template(file, parse_pairs(var, "--var"))
     pid = subjects.check_id(pipeline_id or new_pipeline_id(), "pipeline id")
     req = PipelineRequested(spec=spec, variables=parse_pairs(var, "--var"), requested_by=default_user(), source=str(file))
-    ok = _run(pid, req, detach, as_json, nats_url)
+    ok = _run(pid, req, detach, output, as_json, nats_url)
     raise typer.Exit(0 if ok else 1)
 
 
 @run_async
-async def _run(pid: str, req: PipelineRequested, detach: bool, as_json: bool, nats_url: str) -> bool:
+async def _run(pid: str, req: PipelineRequested, detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
     async with connect(nats_url) as client:
         await client.submit_pipeline(pid, req)
         if detach:
             print_json({"pipelineId": pid}) if as_json else print(pid)
             return True
-        view = await _follow(client, pid, live=not as_json and sys.stdout.isatty(), lines=not as_json)
+        view = await _follow(client, pid, live=not as_json and sys.stdout.isatty(), lines=not as_json, output=output and not as_json)
     if as_json:
         print_json(_summary(view))
     return view.status == "succeeded"
 
 
-async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool) -> PipelineView:
+async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool, output: bool = False) -> PipelineView:
     """Fold the pipeline's events as they come, showing a step list until it ends."""
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -97,6 +99,7 @@ async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool) -> 
     )
     view: PipelineView | None = None
     display = Live(console=out, auto_refresh=False) if live else contextlib.nullcontext()
+    tails: dict[str, asyncio.Task[None]] = {}
     try:
         with display as screen:
             while view is None or view.status not in ("succeeded", "failed"):
@@ -105,13 +108,22 @@ async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool) -> 
                     continue
                 ts = rec.event.ts or rec.stream_ts
                 view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
+                if output:
+                    for job in getattr(rec.event, "jobs", []):
+                        if job.job_id not in tails:
+                            label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
+                            tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
                 if view is None:
                     continue
                 if isinstance(screen, Live):
                     screen.update(_table(view), refresh=True)
                 elif lines:
                     err.print(f"{fmt(ts)}  {_describe(rec.event)}", highlight=False)
+        if tails:  # let the last step's output finish printing
+            await asyncio.wait(tails.values(), timeout=10)
     finally:
+        for task in tails.values():
+            task.cancel()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     assert view is not None
@@ -119,6 +131,20 @@ async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool) -> 
         style = STATUS_STYLE.get(view.status, "")
         out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]" + (f": {view.reason}" if view.reason else ""), highlight=False)
     return view
+
+
+async def _tail(client: NexusClient, job_id: str, label: str) -> None:
+    """Print one step job's output as it comes, line by line, prefixed."""
+    pending = ""
+    async for item in client.follow(job_id):
+        if item.output is None:
+            continue
+        pending += text_view(item.output)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            out.print(f"{label} | {line}", highlight=False, markup=False)
+    if pending:
+        out.print(f"{label} | {pending}", highlight=False, markup=False)
 
 
 def _describe(ev: Any) -> str:

@@ -194,3 +194,13 @@ async def test_local_examples_run(stack: Stack, tmp_path: Path) -> None:
     stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert json.loads(stdout)["status"] == "succeeded"
     assert lines(tmp_path / "gate.log") == ["prepared", "released"]
+
+
+async def test_pipeline_run_can_stream_step_output(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "out.yaml").write_text(
+        'name: out\nsteps:\n  - {id: a, command: "echo hello from a; echo second line"}\n  - {id: b, command: "printf tail"}\n'
+    )
+    code, stdout, err = await stack.nexus("pipeline", "run", "--output", str(tmp_path / "out.yaml"))
+    assert code == 0, err
+    text = stdout.decode()
+    assert "a@any | hello from a\na@any | second line\n" in text and "b@any | tail" in text
