@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestrator.core import reducer
-from orchestrator.core.pipeline import PipelineView
+from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView, Record
 from orchestrator.store import DuckDBStore
 

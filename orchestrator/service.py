@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 from orchestrator.bus import NatsBus, StreamLimits
 from orchestrator.core import assertions, decide
 from orchestrator.core.analysis import analyze
-from orchestrator.core.pipeline import PipelineView, decide_pipeline, pipeline_jobs
+from orchestrator.core.pipeline import decide_pipeline
+from orchestrator.core.pipeline_views import PipelineView, pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.text import text_view
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record

@@ -21,7 +21,7 @@ import duckdb
 import msgspec
 
 from orchestrator.api.metrics import view_ddl
-from orchestrator.core.pipeline import PipelineView, StepView
+from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError

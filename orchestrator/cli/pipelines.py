@@ -36,7 +36,7 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.client import NexusClient
-from orchestrator.core.pipeline import PipelineView, evolve_pipeline
+from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.text import text_view
 from orchestrator.templates import load_template
 from schemas import subjects

@@ -13,7 +13,7 @@ from typing import assert_never
 
 import msgspec
 
-from orchestrator.core.pipeline import PipelineView, evolve_pipeline
+from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.views import JobView, NodeView, Record
 from schemas import subjects
 from schemas.codec import event_type

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.decide import Outgoing
-from orchestrator.core.pipeline import (
+from orchestrator.core.pipeline import decide_pipeline
+from orchestrator.core.pipeline_views import (
     PipelineView,
-    decide_pipeline,
     evolve_pipeline,
     next_deadline,
     pipeline_jobs,

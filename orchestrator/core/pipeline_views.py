@@ -1,0 +1,243 @@
+"""Pipeline read models: `PipelineView` and its `StepView`s, folded from pipeline events.
+
+Pure: no clock, no I/O. `decide_pipeline` (orchestrator.core.pipeline) decides from these views;
+the store keeps them in the `pipelines` and `pipeline_steps` tables. Step job ids are derived
+here (`step_job_id`) so the fold and the decider agree on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any, Literal, assert_never
+
+import msgspec
+
+from schemas.pipelines import (
+    PipelineApprovalRequired,
+    PipelineApproved,
+    PipelineDenied,
+    PipelineEvent,
+    PipelineFailed,
+    PipelineHealthCheckStarted,
+    PipelineRequested,
+    PipelineRollbackStarted,
+    PipelineRolledBack,
+    PipelineSpec,
+    PipelineStepFinished,
+    PipelineStepRollbackStarted,
+    PipelineStepRolledBack,
+    PipelineStepStarted,
+    PipelineSucceeded,
+    StepJob,
+    resolve_needs,
+)
+
+PipelineStatus = Literal["running", "rolling_back", "succeeded", "failed"]
+StepState = Literal["pending", "waiting_approval", "approved", "denied", "running", "succeeded", "failed", "skipped"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
+PIPELINE_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
+Role = Literal["run", "health_check", "rollback"]
+
+
+class StepView(msgspec.Struct, kw_only=True):
+    """One row of `pipeline_steps`. Job lists hold every job the step planned so far."""
+
+    pipeline_id: str
+    step_id: str
+    position: int
+    status: StepState = "pending"
+    needs: list[str] = []
+    batch: int = -1
+    nodes: list[str] = []
+    jobs: list[StepJob] = []
+    health_checks: list[StepJob] = []
+    rollbacks: list[StepJob] = []
+    approval_requested_at: datetime | None = None
+    approval_deadline: datetime | None = None
+    approved_by: str | None = None
+    denied_by: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    rollback_status: Literal["running", "succeeded", "failed"] | None = None
+    rollback_reason: str | None = None
+    last_seq: int = 0
+
+
+class PipelineView(msgspec.Struct, kw_only=True):
+    """One row of `pipelines`; `steps` are the `pipeline_steps` rows (not a column)."""
+
+    pipeline_id: str
+    name: str
+    spec: PipelineSpec
+    status: PipelineStatus = "running"
+    variables: dict[str, str] = {}
+    requested_by: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    failed_step: str | None = None
+    finish_order: list[str] = []
+    rollback_steps: list[str] = []
+    rolled_back_steps: list[str] = []
+    rollback_failed: list[str] = []
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+    steps: list[StepView] = []
+
+    def step(self, step_id: str) -> StepView | None:
+        return next((s for s in self.steps if s.step_id == step_id), None)
+
+
+# ---------------------------------------------------------------- fold
+
+
+def evolve_pipeline(
+    view: PipelineView | None, pipeline_id: str, event: PipelineEvent, ts: datetime, seq: int
+) -> PipelineView | None:
+    """Next view of one pipeline; None for an event of a pipeline never requested.
+
+    Events that do not fit the current state (a second `requested`, anything after
+    the end, an answer for a step that is not waiting) change only `last_seq`.
+    """
+    if isinstance(event, PipelineRequested):
+        if view is not None:
+            return msgspec.structs.replace(view, last_seq=seq)
+        needs = resolve_needs(event.spec)
+        steps = [
+            StepView(pipeline_id=pipeline_id, step_id=s.id, position=i, needs=needs[s.id], last_seq=seq)
+            for i, s in enumerate(event.spec.steps)
+        ]
+        return PipelineView(
+            pipeline_id=pipeline_id,
+            name=event.spec.name,
+            spec=event.spec,
+            variables=dict(event.variables),
+            requested_by=event.requested_by,
+            source=event.source,
+            requested_at=ts,
+            first_seq=seq,
+            last_seq=seq,
+            steps=steps,
+        )
+    if view is None:
+        return None
+    v = msgspec.structs.replace(view, last_seq=seq, steps=list(view.steps))
+    if v.status in PIPELINE_TERMINAL:
+        return v
+
+    def update(step_id: str, **changes: Any) -> None:
+        s = v.step(step_id)
+        if s is not None:
+            v.steps[s.position] = msgspec.structs.replace(s, last_seq=seq, **changes)
+
+    s = v.step(event.step) if hasattr(event, "step") else None
+    match event:
+        case PipelineApprovalRequired():
+            if s is not None and s.status == "pending":
+                deadline = ts + timedelta(seconds=event.timeout_s)
+                update(s.step_id, status="waiting_approval", approval_requested_at=ts, approval_deadline=deadline)
+        case PipelineApproved():
+            if s is not None and s.status == "waiting_approval":
+                if _may_approve(v.spec, event.by):
+                    update(s.step_id, status="approved", approved_by=event.by, reason=event.reason)
+                else:
+                    update(s.step_id, reason=f"approval by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
+        case PipelineDenied():
+            if s is not None and s.status == "waiting_approval":
+                if _may_approve(v.spec, event.by):
+                    why = f"denied by {event.by}" + (f": {event.reason}" if event.reason else "")
+                    update(s.step_id, status="denied", denied_by=event.by, reason=why)
+                else:
+                    update(s.step_id, reason=f"denial by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
+        case PipelineStepStarted():
+            if s is not None and s.status in ("pending", "approved", "running"):
+                known = {j.job_id for j in s.jobs}
+                update(
+                    s.step_id,
+                    status="running",
+                    started_at=s.started_at or ts,
+                    batch=max(s.batch, event.batch),
+                    nodes=s.nodes or list(event.nodes),
+                    jobs=[*s.jobs, *(j for j in event.jobs if j.job_id not in known)],
+                )
+        case PipelineHealthCheckStarted():
+            if s is not None and s.status == "running":
+                known = {j.job_id for j in s.health_checks}
+                update(s.step_id, health_checks=[*s.health_checks, *(j for j in event.jobs if j.job_id not in known)])
+        case PipelineStepFinished():
+            if s is not None and s.status not in FINISHED:
+                update(s.step_id, status=event.status, finished_at=ts, reason=event.reason)
+                v.finish_order = [*v.finish_order, s.step_id]
+                if event.status == "failed" and v.failed_step is None:
+                    v.failed_step = s.step_id
+                    v.reason = f"step {s.step_id} failed" + (f": {event.reason}" if event.reason else "")
+        case PipelineRollbackStarted():
+            v.status = "rolling_back"
+            v.rollback_steps = list(event.steps)
+            v.reason = v.reason or event.reason
+        case PipelineStepRollbackStarted():
+            if s is not None and s.rollback_status is None:
+                update(s.step_id, rollback_status="running", rollbacks=list(event.jobs))
+        case PipelineStepRolledBack():
+            if s is not None and s.rollback_status == "running":
+                update(s.step_id, rollback_status=event.status, rollback_reason=event.reason)
+        case PipelineRolledBack():
+            v.rolled_back_steps = list(event.steps)
+            v.rollback_failed = list(event.failed)
+        case PipelineSucceeded():
+            v.status = "succeeded"
+            v.finished_at = ts
+        case PipelineFailed():
+            v.status = "failed"
+            v.finished_at = ts
+            v.reason = event.reason
+        case PipelineRequested():
+            pass
+        case _:
+            assert_never(event)
+    return v
+
+
+def _may_approve(spec: PipelineSpec, by: str) -> bool:
+    return not spec.approvers or by in spec.approvers
+
+
+# ---------------------------------------------------------------- job ids
+
+
+def step_job_id(pipeline_id: str, position: int, n: int, role: Role = "run", batch: int = 0) -> str:
+    """`<pipeline>-s<position>-<n>`, `...-s<position>-hc-<batch>-<n>`, `...-s<position>-rb-<n>`.
+
+    `n` is the node's index in the step's plan. The suffix grammar makes the id
+    unambiguous for any pipeline id (which may itself contain dashes); a pipeline
+    id too long to fit 64 characters is shortened with a hash of it.
+    """
+    if role == "run":
+        suffix = f"-s{position}-{n}"
+    elif role == "health_check":
+        suffix = f"-s{position}-hc-{batch}-{n}"
+    else:
+        suffix = f"-s{position}-rb-{n}"
+    head = pipeline_id
+    if len(head) + len(suffix) > 64:
+        digest = hashlib.sha256(pipeline_id.encode()).hexdigest()[:10]
+        head = f"{pipeline_id[: 64 - len(suffix) - len(digest) - 1]}-{digest}"
+    return head + suffix
+
+
+def pipeline_jobs(view: PipelineView) -> list[str]:
+    """Every job id the view names: the JobViews `decide_pipeline` needs."""
+    return [j.job_id for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)]
+
+
+def next_deadline(view: PipelineView) -> datetime | None:
+    """When the decider must run again even if nothing happens (an approval timing out)."""
+    if view.status in PIPELINE_TERMINAL:
+        return None
+    deadlines = [s.approval_deadline for s in view.steps if s.status == "waiting_approval" and s.approval_deadline]
+    return min(deadlines, default=None)
+
+
