@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -37,7 +38,8 @@ DbOpt = Annotated[
 ]
 DEFAULT_NATS = DEFAULT_URL
 
-out = Console(soft_wrap=True)
+# Piped output is for grep and files: don't squeeze tables into 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -119,9 +121,15 @@ def print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value, enc_hook=str).decode() + "\n")
 
 
+_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
 def fmt(value: Any) -> str:
+    """A cell for people: times to the second (UTC), floats short, nothing for null."""
     if value is None:
         return ""
+    if isinstance(value, str) and _ISO.match(value):  # times arrive as RFC 3339 text over NATS
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
@@ -130,9 +138,11 @@ def fmt(value: Any) -> str:
 
 
 def print_table(rows: Rows, *, title: str | None = None) -> None:
+    # Ids and times stay on one line; long text (commands, reasons) wraps.
     table = Table(title=title, header_style="bold", box=None, pad_edge=False)
     for col in rows.columns:
-        table.add_column(col, overflow="fold")
+        whole = col.endswith(("_id", "_at")) or col in ("seq", "ts", "node", "status", "type")
+        table.add_column(col, no_wrap=whole, overflow="ellipsis" if whole else "fold")
     for row in rows.rows:
         table.add_row(*(fmt(v) for v in row))
     out.print(table)
