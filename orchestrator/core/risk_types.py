@@ -1,0 +1,49 @@
+"""The vocabulary of the risk rules: argv words, unwrapped commands, risks and severities.
+
+Every rule module (`filesystem_rules`, `host_rules`, `sql_rules`, `infra_rules`) takes an
+`Invocation` and returns `Risk` values; `orchestrator.core.analysis` builds the `Word`s and turns
+the risks into findings.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[Severity, int] = {"info": 1, "warning": 2, "critical": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One argv word after quote removal; `dynamic` if it holds a parameter or substitution."""
+
+    text: str
+    dynamic: bool = False
+    substituted: frozenset[str] = frozenset()  # programs run by $(...) / <(...) inside the word
+
+
+@dataclass(frozen=True, slots=True)
+class Risk:
+    type: str
+    severity: Severity
+    message: str
+    suggestions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """An unwrapped command: argv[0] is the program that really runs."""
+
+    argv: tuple[Word, ...]
+    via_xargs: bool = False  # more arguments arrive on stdin
+    input_roots: tuple[Word, ...] = ()  # roots of a `find` whose output feeds xargs
+
+
+def program(word: Word) -> str:
+    return posixpath.basename(word.text) or word.text
+
+
+def approval_phrase(severity: Severity) -> str:
+    return "requires approval" if severity == "critical" else "review before running"

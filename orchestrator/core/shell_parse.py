@@ -1,0 +1,411 @@
+"""Shell text to pipelines of simple commands: bashlex, the rewrites it needs, and a fallback.
+
+`Collector` flattens a bashlex AST into `Pipeline`s of `SimpleCommand`s: pipelines, `&&`/`||`/
+`;`, subshells and `{ }` groups, if/for/while bodies, function bodies, `$(...)`, backticks and
+`<(...)`. A substitution that only echoes literal words is folded (`$(echo rm) -rf /` gives the
+words `rm -rf /`); function bodies that run themselves in the background or piped into
+themselves (`:(){ :|:& };:`) are reported as fork bombs.
+
+bashlex lacks a few constructs, so `desugar` rewrites them in place at equal length before a
+second attempt: quoted heredoc delimiters, `$((...))`, `[[ ]]`, `time`, `coproc`, `select`,
+array assignments; code hidden inside the rewritten parts is returned to be parsed on its own.
+Input bashlex still cannot parse (unbalanced quotes, `case`, regexes inside `[[ ]]`) goes to
+`fallback_pipelines`, a text-level tokenizer that still finds the commands (`rm -rf / '`), and
+`FORK_BOMB_TEXT` matches the fork-bomb shape on the raw text. The fallback stops after
+`MAX_COMMANDS` commands.
+
+Importing this module patches one bashlex hang (see `_progressing`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import bashlex  # type: ignore[import-untyped]
+import bashlex.errors  # type: ignore[import-untyped]
+import bashlex.subst  # type: ignore[import-untyped]
+
+from orchestrator.core.risk_types import Word
+
+
+def _progressing(paramexpand: Any) -> Any:
+    def guarded(parserobj: Any, string: str, sindex: int) -> tuple[Any, int]:
+        node, end = paramexpand(parserobj, string, sindex)
+        if end <= sindex:
+            raise bashlex.errors.ParsingError("bad substitution", string, sindex)
+        return node, end
+
+    guarded.progressing = True  # type: ignore[attr-defined]
+    return guarded
+
+
+# bashlex 0.18 loops forever on an unterminated `${` inside a word (`'${'x`): subst._paramexpand
+# returns index 0 and the word expander starts over. This makes it a parse error instead; it
+# only turns that hang into an exception, so patching the module once at import is safe.
+if not getattr(bashlex.subst._paramexpand, "progressing", False):
+    bashlex.subst._paramexpand = _progressing(bashlex.subst._paramexpand)
+
+# The fallback tokenizer stops after this many simple commands; the analysis walks no more either.
+MAX_COMMANDS = 4_000
+
+# --- the shape the walker produces ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    op: str
+    target: str | None  # None for fd duplication and heredocs
+    body: str | None = None  # heredoc or here-string text fed on stdin
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleCommand:
+    words: tuple[Word, ...]
+    redirects: tuple[Redirect, ...]
+    text: str
+
+
+Pipeline = tuple[SimpleCommand | None, ...]  # None: a compound stage, walked on its own
+
+# --- bashlex ------------------------------------------------------------------------------
+
+
+def _children(node: Any) -> list[Any]:
+    out: list[Any] = [*(getattr(node, "parts", None) or ()), *(getattr(node, "list", None) or ())]
+    for attr in ("command", "output", "heredoc"):
+        child = getattr(node, attr, None)
+        if hasattr(child, "kind"):
+            out.append(child)
+    out.extend(getattr(node, "redirects", None) or ())
+    return out
+
+
+def _first_word(node: Any) -> str | None:
+    words = [p for p in node.parts if p.kind == "word"]
+    return str(words[0].word) if words else None
+
+
+def _programs(node: Any) -> frozenset[str]:
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.kind == "command" and (name := _first_word(n)):
+            found.add(posixpath.basename(name))
+        stack.extend(_children(n))
+    return frozenset(found)
+
+
+def _echo_constant(node: Any) -> str | None:
+    """The output of `echo`/`printf` with literal arguments, or None."""
+    if node.kind != "command" or any(p.kind != "word" or getattr(p, "parts", None) for p in node.parts):
+        return None
+    words = [str(p.word) for p in node.parts]
+    if words[0] not in {"echo", "printf"}:
+        return None
+    args = words[1:]
+    while args and args[0] in {"-n", "-e", "-E"}:
+        args = args[1:]
+    return " ".join(args)
+
+
+def _is_fork_bomb(name: str, body: Any) -> bool:
+    stack: list[tuple[Any, bool]] = [(body, False)]
+    while stack:
+        node, background = stack.pop()
+        if node.kind == "list":
+            parts = node.parts
+            for i, part in enumerate(parts):
+                nxt = parts[i + 1] if i + 1 < len(parts) else None
+                stack.append((part, background or (nxt is not None and nxt.kind == "operator" and nxt.op == "&")))
+        elif node.kind == "pipeline":
+            calls = sum(1 for p in node.parts if p.kind == "command" and _first_word(p) == name)
+            if calls >= 2 or (calls and background):
+                return True
+            stack.extend((p, background) for p in node.parts)
+        elif node.kind == "command":
+            if background and _first_word(node) == name:
+                return True
+        else:
+            stack.extend((c, background) for c in _children(node))
+    return False
+
+
+class Collector:
+    """Flattens a bashlex AST into pipelines of simple commands."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.pipelines: list[Pipeline] = []
+        self.fork_bombs: list[str] = []
+        self.scripts: list[str] = []  # $(...) inside ${x:-...}, which bashlex leaves as text
+
+    def text(self, node: Any) -> str:
+        start, end = node.pos
+        return self.source[start:end]
+
+    def visit(self, node: Any) -> None:
+        kind = node.kind
+        if kind == "command":
+            self.pipelines.append((self.simple(node),))
+        elif kind == "pipeline":
+            stages: list[SimpleCommand | None] = []
+            for part in node.parts:
+                if part.kind == "command":
+                    stages.append(self.simple(part))
+                elif part.kind not in {"pipe", "reservedword"}:
+                    stages.append(None)
+                    self.visit(part)
+            self.pipelines.append(tuple(stages))
+        elif kind == "function":
+            if _is_fork_bomb(str(node.name.word), node.body):
+                self.fork_bombs.append(self.text(node))
+            self.visit(node.body)
+        elif kind == "compound":
+            for part in node.list:
+                self.visit(part)
+            redirects = tuple(self.redirect(r) for r in getattr(node, "redirects", None) or ())
+            if redirects:
+                self.pipelines.append((SimpleCommand((), redirects, self.text(node)),))
+        elif kind in {"list", "if", "for", "while", "until"}:
+            for part in node.parts:
+                self.visit(part)
+        elif kind in {"word", "assignment"}:
+            self.word_parts(node)
+        elif kind in {"commandsubstitution", "processsubstitution"}:
+            self.visit(node.command)
+
+    def word_parts(self, node: Any) -> None:
+        for part in getattr(node, "parts", None) or ():
+            if part.kind in {"commandsubstitution", "processsubstitution"}:
+                self.visit(part.command)
+            elif part.kind == "parameter" and (subs := _substitutions(str(getattr(part, "value", "")))):
+                self.scripts.append(": " + " ".join(subs))
+            else:
+                self.word_parts(part)
+
+    def word(self, node: Any) -> list[Word]:
+        parts = getattr(node, "parts", None) or []
+        subs = [p for p in parts if p.kind in {"commandsubstitution", "processsubstitution"}]
+        dynamic = bool(subs) or any(p.kind == "parameter" for p in parts)
+        if len(subs) == 1 and self.text(subs[0]) == node.word:
+            folded = _echo_constant(subs[0].command)
+            if folded is not None:
+                return [Word(folded)] if self.source[node.pos[0]] == '"' else [Word(t) for t in folded.split()]
+        programs = frozenset().union(*(_programs(s.command) for s in subs))
+        return [Word(str(node.word), dynamic, programs)]
+
+    def simple(self, node: Any) -> SimpleCommand:
+        words: list[Word] = []
+        redirects: list[Redirect] = []
+        for part in node.parts:
+            if part.kind == "redirect":
+                redirects.append(self.redirect(part))
+            elif part.kind in {"word", "assignment"}:
+                self.word_parts(part)
+                if part.kind == "word" or words:
+                    words.extend(self.word(part))
+        return SimpleCommand(tuple(words), tuple(redirects), self.text(node))
+
+    def redirect(self, node: Any) -> Redirect:
+        output = node.output
+        target = None
+        if hasattr(output, "kind"):
+            self.word_parts(output)
+            target = str(output.word)
+        heredoc = getattr(node, "heredoc", None)
+        if heredoc is not None:
+            lines = str(heredoc.value).split("\n")[:-1]  # the last line is the delimiter
+            if node.type == "<<-":
+                lines = [line.lstrip("\t") for line in lines]
+            return Redirect(node.type, None, "\n".join(lines))
+        if node.type == "<<<":
+            return Redirect(node.type, None, target)
+        return Redirect(node.type, target)
+
+
+def _substitutions(text: str) -> list[str]:
+    """Every `$(...)` and backtick group in text (one pass; an unclosed group ends the scan)."""
+    found: list[str] = []
+    pos = 0
+    while (start := _first_substitution(text, pos)) >= 0:
+        end = text.find("`", start + 1) if text[start] == "`" else _closing_paren(text, start + 1)
+        if end < 0:
+            break
+        found.append(text[start : end + 1])
+        pos = end + 1
+    return found
+
+
+def _first_substitution(text: str, pos: int = 0) -> int:
+    hits = [i for i in (text.find("$(", pos), text.find("`", pos)) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def try_bashlex(text: str) -> list[Any] | None:
+    try:
+        return list(bashlex.parse(text))
+    except Exception:  # bashlex raises many unrelated types (ParsingError, NotImplementedError, ...)
+        return None
+
+
+def _closing_paren(text: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def desugar(text: str) -> tuple[str, list[str]]:
+    """Rewrite, at equal length, constructs bashlex cannot parse; return code they hid."""
+    hidden: list[str] = []
+    text = re.sub(r"(<<-?[ \t]*)(['\"])([^'\"\s]{1,64})\2", lambda m: m.group(1) + m.group(3) + "  ", text)
+    text = _blank_parens(text, _ARITHMETIC, "0", hidden)
+    text = _blank_parens(text, _ARRAY, "", hidden)
+    text = re.sub(r"(?<![^\s;&|(!])\[\[(?=\s)", " [", text)
+    text = re.sub(r"(?<=\s)\]\](?=$|[\s;&|)])", "] ", text)
+    text = re.sub(r"(?<![^\s;&|({!])(?:time(?:\s+-p)?|coproc)(?=\s)", lambda m: " " * len(m.group(0)), text)
+    text = re.sub(r"(?<![^\s;&|({])select(?=\s)", "for   ", text)
+    return text, hidden
+
+
+_ARITHMETIC = re.compile(r"\$(?=\(\()")  # $((1+2)) -> 0
+_ARRAY = re.compile(r"(?<![^\s;&|(])[A-Za-z_]\w*\+?=(?=\()")  # a=(1 2) -> a=
+
+
+def _blank_parens(text: str, opener: re.Pattern[str], replacement: str, hidden: list[str]) -> str:
+    """Blank each `opener(...)` group: all of it if `replacement` is given, else the parentheses."""
+    pos = 0
+    while (m := opener.search(text, pos)) is not None:
+        open_at = m.end()
+        close = _closing_paren(text, open_at)
+        if close < 0:
+            break
+        if subs := _substitutions(text[open_at + 1 : close]):
+            hidden.append(": " + " ".join(subs))
+        start = m.start() if replacement else open_at
+        text = text[:start] + replacement + " " * (close + 1 - start - len(replacement)) + text[close + 1 :]
+        pos = close + 1
+    return text
+
+
+# --- text-level fallback -----------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"(?P<space>[ \t\r\f\v]+|\\\n)"
+    r"|(?P<comment>(?<![^\s;&|()])\#[^\n]*)"
+    r"|(?P<op>\n|&&|\|\||;;|\|&|&>>|&>|>>|>\||<<<|<<-?|[;&|()<>{}])"
+    r"|(?P<word>(?:'[^']*'?|\"(?:\\.|[^\"\\])*\"?|\\.|[^\s;&|()<>'\"\\])+)",
+    re.S,
+)
+_PIECE = re.compile(r"'([^']*)'?|\"((?:\\.|[^\"\\])*)\"?|\\(.)|([^'\"\\]+)", re.S)
+_REDIRECT_OPS = frozenset({">", ">>", "&>", "&>>", ">|", "<", "<<", "<<-", "<<<"})
+_RESERVED = frozenset(
+    [
+        "if",
+        "then",
+        "else",
+        "elif",
+        "fi",
+        "do",
+        "done",
+        "while",
+        "until",
+        "for",
+        "in",
+        "case",
+        "esac",
+        "function",
+        "select",
+        "!",
+        "{",
+        "}",
+        "[[",
+        "]]",
+        "time",
+    ]
+)
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\+?=")
+FORK_BOMB_TEXT = re.compile(r"(?<![\w:.-])([\w:.-]{1,64})\s*\(\s*\)\s*\{[^{}]*?(?<![\w:.-])\1\s*(?:\||&(?!&))")
+
+
+def has_words(text: str) -> bool:
+    """False for blank text or text that is only comments, which bashlex rejects."""
+    return any(m.lastgroup == "word" for m in _TOKEN.finditer(text))
+
+
+def _unquote(raw: str) -> Word:
+    out: list[str] = []
+    dynamic = False
+    for m in _PIECE.finditer(raw):
+        single, double, escaped, bare = m.groups()
+        if single is not None:
+            out.append(single)
+        elif double is not None:
+            dynamic |= "$" in double or "`" in double
+            out.append(re.sub(r"\\([$`\"\\\n])", r"\1", double))
+        elif escaped is not None:
+            out.append(escaped)
+        else:
+            dynamic |= "$" in bare or "`" in bare
+            out.append(bare)
+    return Word("".join(out), dynamic)
+
+
+def fallback_pipelines(text: str) -> list[Pipeline]:
+    pipelines: list[Pipeline] = []
+    stages: list[SimpleCommand | None] = []
+    words: list[Word] = []
+    redirects: list[Redirect] = []
+    pending: str | None = None
+    span = [-1, -1]
+    count = 0
+
+    def close_command() -> None:
+        nonlocal words, redirects
+        if words or redirects:
+            stages.append(SimpleCommand(tuple(words), tuple(redirects), text[span[0] : span[1]]))
+        words, redirects = [], []
+        span[0] = -1
+
+    for m in _TOKEN.finditer(text):
+        if count > MAX_COMMANDS:
+            break
+        kind, value = m.lastgroup, m.group(0)
+        if kind in {"space", "comment"}:
+            continue
+        if span[0] < 0:
+            span[0] = m.start()
+        span[1] = m.end()
+        if kind == "word":
+            word = _unquote(value)
+            if pending is not None:
+                redirects.append(Redirect(pending, None if pending.startswith("<<") else word.text))
+                pending = None
+            elif words or (word.text not in _RESERVED and not ASSIGNMENT.match(word.text)):
+                words.append(word)
+            else:
+                span[0] = -1
+        elif value in _REDIRECT_OPS:
+            pending = value
+        elif value in {"|", "|&"}:
+            close_command()
+            count += 1
+        else:
+            close_command()
+            count += 1
+            if stages:
+                pipelines.append(tuple(stages))
+                stages = []
+    close_command()
+    if stages:
+        pipelines.append(tuple(stages))
+    return pipelines
