@@ -25,7 +25,7 @@ from nats.js import api
 from agent.capabilities import discover_tools
 from agent.checks import run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
-from orchestrator.bus import NatsBus
+from orchestrator.bus import NatsBus, raise_if_cancelling
 from orchestrator.core.decide import Outgoing
 from orchestrator.errors import BusError, StaleDecision
 from schemas import codec, subjects
@@ -127,6 +127,7 @@ class Agent:
 
     async def _beat(self, kv: object) -> None:
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.bus.put_heartbeat(kv, self._heartbeat())  # type: ignore[arg-type]
@@ -153,6 +154,7 @@ class Agent:
 
     async def _consume(self, sub) -> None:  # type: ignore[no-untyped-def]
         while True:
+            raise_if_cancelling()
             try:
                 msgs = await sub.fetch(batch=16, timeout=5)
             except (nats.errors.TimeoutError, TimeoutError):
@@ -286,6 +288,7 @@ async def _retry(action, *, what: str = "publish") -> object:  # type: ignore[no
     """Retry a publish until it is stored: the msg id makes every retry harmless."""
     delay = 0.2
     while True:
+        raise_if_cancelling()
         try:
             return await action()
         except BusError as exc:

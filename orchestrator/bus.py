@@ -64,6 +64,16 @@ class OutputChunk:
     data: bytes
 
 
+def raise_if_cancelling() -> None:
+    """Call at the top of every long-lived loop. On Python 3.11, `asyncio.wait_for` (used
+    inside nats-py's fetch and KV watch) can swallow a cancellation that races with a
+    message arriving; the task then loops forever and shutdown hangs. `cancelling()`
+    still counts that request, so the loop can honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
@@ -237,6 +247,7 @@ class NatsBus:
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         async with self._ordered(subject, start_seq, subjects.EVENTS_STREAM, queue):
             while True:
+                raise_if_cancelling()
                 batch = [to_record(await queue.get())]
                 while len(batch) < batch_max and not queue.empty():
                     batch.append(to_record(queue.get_nowait()))
@@ -273,6 +284,7 @@ class NatsBus:
             return
         async with self._ordered(subject, 1, subjects.OUTPUT_STREAM, queue):
             while True:
+                raise_if_cancelling()
                 if follow_until is None:
                     msg = await queue.get()
                 else:
@@ -305,6 +317,7 @@ class NatsBus:
         kv = await self.nodes_kv()
         watcher = await kv.watchall()
         while True:
+            raise_if_cancelling()
             try:
                 entry = await watcher.updates(timeout=3600)
             except nats.errors.TimeoutError:

@@ -18,7 +18,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from orchestrator.bus import CHUNK_HEADER, NatsBus, to_record
+from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
 from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError
@@ -135,6 +135,7 @@ class NexusClient:
         drain_deadline: float | None = None
         try:
             while True:
+                raise_if_cancelling()
                 if ended and (final_attempt is None or chunks.get(final_attempt, 0) >= expected.get(final_attempt, 0)):
                     return
                 timeout = 1.0 if drain_deadline is None else max(min(drain_deadline - time.monotonic(), 1.0), 0.0)

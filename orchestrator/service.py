@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from nats.aio.msg import Msg
 
-from orchestrator.bus import NatsBus, StreamLimits
+from orchestrator.bus import NatsBus, StreamLimits, raise_if_cancelling
 from orchestrator.core import assertions, decide
 from orchestrator.core.analysis import analyze
 from orchestrator.core.pipeline import decide_pipeline
@@ -43,9 +44,15 @@ TICK_S = 1.0
 
 class Orchestrator:
     def __init__(
-        self, bus: NatsBus, store: DuckDBStore, *, node_ttl_s: float = 10.0, policy: Policy | None = None, replicas: int | None = None
+        self,
+        bus: NatsBus,
+        store: DuckDBStore,
+        *,
+        node_ttl_s: float = 10.0,
+        policy: Policy | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
-        self.replicas = replicas
+        self.limits = dataclasses.replace(limits or StreamLimits(), node_ttl_s=node_ttl_s)
         self.bus = bus
         self.store = store
         self.policy = policy or Policy()
@@ -68,7 +75,7 @@ class Orchestrator:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        await self.bus.ensure_streams(StreamLimits(node_ttl_s=self.node_ttl_s, replicas=self.replicas))
+        await self.bus.ensure_streams(self.limits)
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
         sub = await self.bus.nc.subscribe(subjects.RPC_QUERY, queue="nexus-orchestrator", cb=self._on_query)
         try:
@@ -320,6 +327,7 @@ class Orchestrator:
         await self.caught_up.wait()
         await self.fleet_known.wait()
         while True:
+            raise_if_cancelling()
             await self.decide_nodes(set(self.nodes) | set(self.beats))
             await self.decide_jobs(list(self.jobs))
             await self.decide_pipelines(list(self.projection.pipelines))

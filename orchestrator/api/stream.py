@@ -49,7 +49,7 @@ from orchestrator.api.auth import require
 from orchestrator.api.context import STOP, ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
 from orchestrator.api.models import DoneEvent, OutputChunkEvent, StatusEvent
-from orchestrator.bus import CHUNK_HEADER, NatsBus, to_record
+from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.core.text import text_view
 from orchestrator.core.views import Record
 from schemas import subjects
@@ -260,6 +260,7 @@ async def follow(bus: NatsBus, job_id: str, start: Position, ctx: ApiContext) ->
         state = _JobState()
         last_item = time.monotonic()
         while True:
+            raise_if_cancelling()
             if state.verdict is not None and state.output_end is not None and pos.output >= state.output_end:
                 yield sse(Position(pos.events, pos.output, done=True), _done(job_id, state))
                 return

@@ -148,5 +148,20 @@ def print_table(rows: Rows, *, title: str | None = None) -> None:
     out.print(table)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str, what: str) -> float:
+    """Seconds in `30s`, `15m`, `2h`, `7d` (or a bare number of seconds)."""
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        fail(f"{what} takes a duration like 30s, 15m, 2h or 7d; got {value!r}", 2)
+    if seconds <= 0:
+        fail(f"{what} must be positive; got {value!r}", 2)
+    return seconds
+
+
 def default_user() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"

@@ -13,8 +13,8 @@ import structlog
 import typer
 
 from orchestrator import logs
-from orchestrator.bus import NatsBus
-from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_pairs, run_async
+from orchestrator.bus import NatsBus, StreamLimits
+from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_duration, parse_pairs, run_async
 from orchestrator.config import load_policy
 from orchestrator.core.policy import Policy
 from schemas import subjects
@@ -166,16 +166,23 @@ def orchestrator(
     replicas: Annotated[
         int | None, typer.Option("--replicas", help="Stream replicas (3 in a 3-node cluster); default: keep what the streams have.", min=1)
     ] = None,
+    output_max_age: Annotated[str, typer.Option("--output-max-age", help="Keep job output this long (e.g. 7d, 12h).")] = "7d",
+    output_max_gb: Annotated[float, typer.Option("--output-max-gb", help="Keep at most this much job output (GiB).", min=0.001)] = 8.0,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run the orchestrator: reduce the log into DuckDB and make decisions."""
     logs.configure(log_level, json=log_json)
-    _orchestrator(nats_url, db, node_ttl, load_policy(policy), replicas)
+    limits = StreamLimits(
+        replicas=replicas,
+        output_max_age_s=parse_duration(output_max_age, "--output-max-age"),
+        output_max_bytes=int(output_max_gb * 1024**3),
+    )
+    _orchestrator(nats_url, db, node_ttl, load_policy(policy), limits)
 
 
 @run_async
-async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, replicas: int | None) -> None:
+async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits) -> None:
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
@@ -183,7 +190,7 @@ async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
     try:
-        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, replicas=replicas).run()))
+        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, limits=limits).run()))
     finally:
         await bus.close()
         store.close()

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.api.metrics import pipeline_metrics
-from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, fail, out, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, fail, out, parse_duration, print_json, run_async
 
 
 def metrics(
@@ -28,9 +28,8 @@ def metrics(
 
 
 def parse_since(value: str) -> datetime:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    if value[-1:] in "smhd" and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value, "--since"))
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
