@@ -158,7 +158,12 @@ async def test_orchestrator_flags_set_stream_limits(stack: Stack, tmp_path) -> N
         assert str(info.config.discard) in ("new", "DiscardPolicy.NEW") and info.config.deny_delete and info.config.deny_purge
     finally:
         proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 20)
+        try:
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+        finally:
+            if proc.returncode is None:  # never leave an orchestrator behind
+                proc.kill()
+                await proc.wait()
     code, _, err = await stack.nexus("orchestrator", "--output-max-age", "soon")
     assert code == 2 and b"--output-max-age" in err
 
