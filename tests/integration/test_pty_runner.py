@@ -8,13 +8,13 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.pty_runner import PtyRunner, RunResult, RunSpec, SpawnFailed
+from tests.conftest import wait_for
 
 DEADLINE_S = 10.0
 
@@ -44,14 +44,6 @@ async def run(argv: list[str], **kw: Any) -> tuple[RunResult, Output]:
     return result, out
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        await asyncio.sleep(0.02)
-
-
 def token() -> str:
     """A sleep duration no other process on this machine uses."""
     return f"{random.randrange(10**8):08d}"
@@ -74,7 +66,7 @@ def procs_with(*needles: str) -> list[int]:
 
 
 async def no_survivors(*needles: str) -> None:
-    await wait_until(lambda: not procs_with(*needles), f"{needles} are gone")
+    await wait_for(lambda: not procs_with(*needles), DEADLINE_S, what=f"{needles} are gone")
 
 
 @pytest.mark.asyncio
@@ -187,7 +179,7 @@ async def test_slow_consumer_blocks_the_command(tmp_path: Path) -> None:
 
     spec = RunSpec(argv=[sys.executable, "-c", script], chunk_max=4096)
     task = asyncio.create_task(PtyRunner().run(spec, on_output))
-    await wait_until(lambda: written() > 0, "the command wrote something")
+    await wait_for(lambda: written() > 0, DEADLINE_S, what="the command wrote something")
     # Wait until the command stops making progress: it is blocked on the pty.
     last, stable_since = written(), time.monotonic()
     while time.monotonic() - stable_since < 0.5:
@@ -234,7 +226,7 @@ async def test_cancel_kills_the_whole_tree() -> None:
     cancel = asyncio.Event()
     spec = RunSpec(argv=["/bin/sh", "-c", script], kill_grace_s=2)
     task = asyncio.create_task(PtyRunner().run(spec, Output(), cancel))
-    await wait_until(lambda: len(procs_with(*sleeps)) == 3, "all sleeps run")
+    await wait_for(lambda: len(procs_with(*sleeps)) == 3, DEADLINE_S, what="all sleeps run")
     cancel.set()
     result = await asyncio.wait_for(task, DEADLINE_S)
     assert result.killed_by == "cancel"
@@ -251,7 +243,7 @@ async def test_sigterm_ignored_means_sigkill_after_grace() -> None:
         kill_grace_s=0.5,
     )
     task = asyncio.create_task(PtyRunner().run(spec, Output(), cancel))
-    await wait_until(lambda: bool(procs_with(duration)), "the sleep runs")
+    await wait_for(lambda: bool(procs_with(duration)), DEADLINE_S, what="the sleep runs")
     cancelled_at = time.monotonic()
     cancel.set()
     result = await asyncio.wait_for(task, DEADLINE_S)
