@@ -6,6 +6,8 @@ publishers may leave `type` out; when present it must agree with the subject.
 
 from __future__ import annotations
 
+import itertools
+import re
 import typing
 
 import msgspec
@@ -13,6 +15,7 @@ import msgspec
 from schemas import subjects
 from schemas.errors import DecodeError, InvalidSubject
 from schemas.events import Event, NodeHeartbeat
+from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
 from schemas.rpc import QueryRequest, QueryResult
 
 
@@ -42,8 +45,40 @@ def event_type(event: Event) -> str:
     return _tag(type(event))
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nesting_depth(data: bytes) -> int:
+    """Deepest nesting of arrays and objects in JSON text (brackets inside strings do not count)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the limit; skip the scan
+    steps = (_STEP[b[0]] for b in _BRACKETS.findall(_STRING.sub(b"", data)))
+    return max(itertools.accumulate(steps, initial=0))
+
+
+def check_bounds(subject: str, data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> None:
+    """Refuse, before decoding, a payload too large or too deeply nested to be ours."""
+    if len(data) > max_bytes:
+        raise DecodeError(subject, data, f"payload of {len(data)} bytes is over the limit of {max_bytes}")
+    if (depth := nesting_depth(data)) > MAX_DEPTH:
+        raise DecodeError(subject, data, f"payload nested {depth} deep, over the limit of {MAX_DEPTH}")
+
+
+def _decode(decoder: msgspec.json.Decoder[typing.Any], subject: str, data: bytes) -> typing.Any:
+    check_bounds(subject, data)
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(subject, data, str(exc)) from None
+    except (RecursionError, MemoryError) as exc:  # defence in depth behind check_bounds
+        raise DecodeError(subject, data, f"payload too complex to decode ({type(exc).__name__})") from None
+
+
 def decode(subject: str, data: bytes) -> Event:
-    """Decode an event published on `subject`; raises DecodeError with the reason."""
+    """Decode an event published on `subject`; raises DecodeError with the reason.
+    Never raises anything else, whatever the bytes."""
     try:
         ref = subjects.parse(subject)
     except InvalidSubject as exc:
@@ -51,29 +86,20 @@ def decode(subject: str, data: bytes) -> Event:
     decoder = _decoders.get(ref.type)
     if decoder is None:
         raise DecodeError(subject, data, f"unknown event type {ref.type!r}")
-    try:
-        event: Event = decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(subject, data, str(exc)) from None
+    event: Event = _decode(decoder, subject, data)
     return event
 
 
 def decode_heartbeat(data: bytes) -> NodeHeartbeat:
-    try:
-        return _heartbeat_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(subjects.NODES_BUCKET, data, str(exc)) from None
+    hb: NodeHeartbeat = _decode(_heartbeat_decoder, subjects.NODES_BUCKET, data)
+    return hb
 
 
 def decode_query_request(data: bytes) -> QueryRequest:
-    try:
-        return _query_request_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(subjects.RPC_QUERY, data, str(exc)) from None
+    req: QueryRequest = _decode(_query_request_decoder, subjects.RPC_QUERY, data)
+    return req
 
 
 def decode_query_result(data: bytes) -> QueryResult:
-    try:
-        return _query_result_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(subjects.RPC_QUERY, data, str(exc)) from None
+    result: QueryResult = _decode(_query_result_decoder, subjects.RPC_QUERY, data)
+    return result

@@ -13,18 +13,35 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.limits import (
+    MAX_AFTER,
+    MAX_LIST_ITEMS,
+    MAX_TESTS,
+    Attempt,
+    Command,
+    Env,
+    Int64,
+    Labels,
+    Metadata,
+    Name,
+    Names,
+    Path,
+    Pattern,
+    Priority,
+    TimeoutS,
+)
+
 SCHEMA_VERSION = 1
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC time")]
 # (?!\n) because a Python `$` also matches before a final newline.
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$")]
-MetaValue = str | int | float | bool | None
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=False):
     """Envelope shared by every event: `type` (the tag), `v` and `ts`."""
 
-    v: int = SCHEMA_VERSION
+    v: Int64 = SCHEMA_VERSION
     ts: Timestamp | None = None
 
 
@@ -34,13 +51,13 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid
 class ExitCodeTest(msgspec.Struct, frozen=True, kw_only=True, tag="exit_code", tag_field="type"):
     """The job's exit code must equal `expected`."""
 
-    expected: int = 0
+    expected: Int64 = 0
 
 
 class OutputContainsTest(msgspec.Struct, frozen=True, kw_only=True, tag="output_contains", tag_field="type"):
     """A regex that must (or, negated, must not) match the job's text output."""
 
-    pattern: str
+    pattern: Pattern
     stream: Literal["stdout"] = "stdout"
     negate: bool = False
 
@@ -48,24 +65,25 @@ class OutputContainsTest(msgspec.Struct, frozen=True, kw_only=True, tag="output_
 class FileExistsTest(msgspec.Struct, frozen=True, kw_only=True, tag="file_exists", tag_field="type"):
     """A path that must exist on the job's node, checked by its agent."""
 
-    path: str
+    path: Path
 
 
 class HttpOkTest(msgspec.Struct, frozen=True, kw_only=True, tag="http_ok", tag_field="type"):
     """A URL that must answer 2xx within `timeout_s`, checked from the node."""
 
-    url: str
-    timeout_s: float = 5.0
+    url: Path
+    timeout_s: TimeoutS = 5.0
 
 
 class CommandTest(msgspec.Struct, frozen=True, kw_only=True, tag="command", tag_field="type"):
     """Another command on the same node that must exit 0."""
 
-    command: str
-    timeout_s: float = 60.0
+    command: Command
+    timeout_s: TimeoutS = 60.0
 
 
 JobTest = ExitCodeTest | OutputContainsTest | FileExistsTest | HttpOkTest | CommandTest
+Tests = Annotated[list[JobTest], msgspec.Meta(max_length=MAX_TESTS)]
 NODE_TESTS = (FileExistsTest, HttpOkTest, CommandTest)
 """Tests the agent checks on the node, right after the command exits."""
 
@@ -88,20 +106,20 @@ class TestResult(msgspec.Struct, frozen=True, kw_only=True):
 class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     """Someone asks for a command to run. The job id (in the subject) is the idempotency key."""
 
-    command: str
-    tool: str = "bash"
+    command: Command
+    tool: Name = "bash"
     node: Id | None = None
-    labels: dict[str, str] = {}
-    prefer: dict[str, str] = {}
-    working_dir: str | None = None
-    env: dict[str, str] = {}
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    priority: int = 0
-    tests: list[JobTest] = []
+    labels: Labels = {}
+    prefer: Labels = {}
+    working_dir: Path | None = None
+    env: Env = {}
+    timeout_s: TimeoutS | None = None
+    priority: Priority = 0
+    tests: Tests = []
     parent: Id | None = None
-    metadata: dict[str, MetaValue] = {}
-    requested_by: str | None = None
-    after: list[Id] = []
+    metadata: Metadata = {}
+    requested_by: Name | None = None
+    after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
 
@@ -159,7 +177,7 @@ class JobAssigned(_Event, frozen=True, kw_only=True, tag="job.assigned"):
     """The orchestrator picked a node for an attempt."""
 
     node: Id
-    attempt: int = 1
+    attempt: Attempt = 1
     candidates: list[str] = []
     reason: str = ""
 
@@ -167,21 +185,21 @@ class JobAssigned(_Event, frozen=True, kw_only=True, tag="job.assigned"):
 class JobDispatch(_Event, frozen=True, kw_only=True, tag="job.dispatch"):
     """The command for one agent (the node is in the subject). It stays in the log."""
 
-    attempt: int
-    tool: str
-    command: str
-    argv: list[str]
-    working_dir: str | None = None
-    env: dict[str, str] = {}
-    timeout_s: float | None = None
-    tests: list[JobTest] = []
+    attempt: Attempt
+    tool: Name
+    command: Command
+    argv: Annotated[list[Command], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
+    working_dir: Path | None = None
+    env: Env = {}
+    timeout_s: TimeoutS | None = None
+    tests: Tests = []
 
 
 class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
     """The agent took the dispatch; from here the command may have run."""
 
     node: Id
-    attempt: int
+    attempt: Attempt
     instance: str = ""
 
 
@@ -189,20 +207,20 @@ class JobStarted(_Event, frozen=True, kw_only=True, tag="job.started"):
     """The process is running in a PTY on the node."""
 
     node: Id
-    attempt: int
-    pid: int
+    attempt: Attempt
+    pid: Int64
 
 
 class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
     """The process ended (or could not start: `error`). Facts from the node."""
 
     node: Id
-    attempt: int
-    exit_code: int | None = None
-    signal: int | None = None
-    duration_ms: int = 0
-    output_bytes: int = 0
-    chunks: int = 0
+    attempt: Attempt
+    exit_code: Int64 | None = None
+    signal: Int64 | None = None
+    duration_ms: Int64 = 0
+    output_bytes: Int64 = 0
+    chunks: Int64 = 0
     killed_by: Literal["timeout", "cancel"] | None = None
     error: str | None = None
     checks: list[TestResult] = []
@@ -213,7 +231,7 @@ class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
 class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
     """The test phase's results: one per assertion. A job succeeds only if all passed."""
 
-    attempt: int
+    attempt: Attempt
     passed: bool
     results: list[TestResult] = []
 
@@ -233,20 +251,20 @@ class JobRolledBack(_Event, frozen=True, kw_only=True, tag="job.rolled_back"):
 
 
 class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
-    attempt: int
-    exit_code: int = 0
+    attempt: Attempt
+    exit_code: Int64 = 0
 
 
 class JobFailed(_Event, frozen=True, kw_only=True, tag="job.failed"):
-    attempt: int
+    attempt: Attempt
     reason: str
-    exit_code: int | None = None
+    exit_code: Int64 | None = None
 
 
 class JobTimedOut(_Event, frozen=True, kw_only=True, tag="job.timed_out"):
     """The orchestrator's verdict on an attempt the agent killed at its timeout."""
 
-    attempt: int
+    attempt: Attempt
     timeout_s: float | None = None
 
 
@@ -258,7 +276,7 @@ class JobCancelRequested(_Event, frozen=True, kw_only=True, tag="job.cancel_requ
 class JobCancel(_Event, frozen=True, kw_only=True, tag="job.cancel"):
     """Kill request to one agent (node in the subject)."""
 
-    attempt: int
+    attempt: Attempt
 
 
 class JobCancelled(_Event, frozen=True, kw_only=True, tag="job.cancelled"):
@@ -270,7 +288,7 @@ class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
     Only a job declared idempotent with `retries` left is tried again (`will_retry`)."""
 
     node: Id
-    attempt: int
+    attempt: Attempt
     reason: str
     will_retry: bool = False
 
@@ -281,9 +299,9 @@ class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
 class NodeRegistered(_Event, frozen=True, kw_only=True, tag="node.registered"):
     """A node was first seen (or came back, or changed its capabilities)."""
 
-    tools: list[str] = []
-    labels: dict[str, str] = {}
-    max_jobs: int = 1
+    tools: Names = []
+    labels: Labels = {}
+    max_jobs: Int64 = 1
     hostname: str = ""
     version: str = ""
 
@@ -335,7 +353,7 @@ class ApiCalled(_Event, frozen=True, kw_only=True, tag="api.called"):
     query: str = ""
     route: str | None = None
     job_id: str | None = None
-    status: int
+    status: Int64
     allowed: bool
     reason: str | None = None
     remote: str | None = None
@@ -365,10 +383,10 @@ class NodeHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
 
     node: Id
     ts: Timestamp
-    tools: list[str] = []
-    labels: dict[str, str] = {}
-    max_jobs: int = 1
-    active_jobs: int = 0
+    tools: Names = []
+    labels: Labels = {}
+    max_jobs: Int64 = 1
+    active_jobs: Int64 = 0
     hostname: str = ""
     version: str = ""
     interval_s: float = 2.0

@@ -25,7 +25,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import Id, JobTest, _Event
+from schemas.events import Id, Tests, _Event
+from schemas.limits import Command, Env, Int64, Name, Path, TimeoutS
 
 StepStatus = Literal["succeeded", "failed", "skipped"]
 
@@ -34,34 +35,34 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One step: a command run as one job, or as one job per node (fan-out)."""
 
     id: Id
-    command: str
-    tool: str = "bash"
+    command: Command
+    tool: Name = "bash"
     nodes: list[Id] = []
     """Fan-out: one job on each of these nodes."""
     labels: dict[str, str] = {}
     """Fan-out: one job on every live node with these labels (resolved when the step starts)."""
-    max_parallel: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_parallel: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     """At most this many of the step's jobs unfinished at a time."""
     needs: list[Id] | None = None
     """Steps this one depends on. None: the previous step in the spec; []: none."""
     when: Literal["success", "failure", "always"] = "success"
     """Run if every need succeeded / if any need failed / once the needs ended."""
-    tests: list[JobTest] = []
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    rollback: str | None = None
+    tests: Tests = []
+    timeout_s: TimeoutS | None = None
+    rollback: Command | None = None
     """Command that undoes this step, run on the nodes where the step succeeded."""
     strategy: Literal["parallel", "rolling"] = "parallel"
-    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 1
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
     """Rolling: nodes per batch."""
-    health_check: str | None = None
+    health_check: Command | None = None
     """Command run on each node of a batch after its jobs succeeded; a failure counts as the node failing."""
     max_fail_percentage: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0
     """Percentage of the step's nodes allowed to fail before the step fails (and a rollout stops)."""
     approval: bool = False
     """Wait for `approved` before starting."""
-    approval_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3600
-    env: dict[str, str] = {}
-    working_dir: str | None = None
+    approval_timeout_s: TimeoutS = 3600
+    env: Env = {}
+    working_dir: Path | None = None
 
 
 class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,9 +99,9 @@ class SpecProblem(msgspec.Struct, frozen=True, kw_only=True):
     `field` the field (e.g. `needs`) and `item` the index inside a list field."""
 
     message: str
-    step: int | None = None
+    step: Int64 | None = None
     field: str | None = None
-    item: int | None = None
+    item: Int64 | None = None
 
 
 def spec_problems(spec: PipelineSpec) -> list[SpecProblem]:
@@ -226,7 +227,7 @@ class PipelineStepStarted(_Event, frozen=True, kw_only=True, tag="pipeline.step_
     """
 
     step: Id
-    batch: int = 0
+    batch: Int64 = 0
     jobs: list[StepJob]
     nodes: list[Id] = msgspec.field(default_factory=list)
 
@@ -235,7 +236,7 @@ class PipelineHealthCheckStarted(_Event, frozen=True, kw_only=True, tag="pipelin
     """The health check jobs of one batch, one per node whose job succeeded."""
 
     step: Id
-    batch: int
+    batch: Int64
     jobs: list[StepJob]
 
 

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import JobTest, MetaValue
+from schemas.events import JobTest
+from schemas.limits import MetaValue
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="[A-Za-z0-9_-]{1,64}")]
 Severity = Literal["info", "warning", "critical"]

@@ -47,7 +47,8 @@ from orchestrator.core.pipeline_views import (
 )
 from orchestrator.core.views import JobView
 from schemas import subjects
-from schemas.events import Event, JobRequested, MetaValue
+from schemas.events import Event, JobRequested
+from schemas.limits import MetaValue
 from schemas.pipelines import (
     PipelineApprovalRequired,
     PipelineEvent,

@@ -7,7 +7,8 @@ from typing import Literal
 
 import msgspec
 
-from schemas.events import Event, JobTest, MetaValue, TestResult, Warning
+from schemas.events import Event, JobTest, TestResult, Warning
+from schemas.limits import MetaValue
 
 JobStatus = Literal[
     "requested",
