@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +31,7 @@ from orchestrator.errors import BusError, BusUnavailable, StaleDecision
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
+from schemas.limits import MAX_EVENT_BYTES
 
 log = structlog.get_logger("nexus.bus")
 
@@ -81,6 +82,13 @@ class NatsBus:
         self.nc = nc
         self.url = url
         self.js: JetStreamContext = nc.jetstream(timeout=10)
+        # When the connection last came back (None: never lost). After that, silence
+        # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
+        self.reconnected_at: datetime | None = None
+
+    def _on_reconnect(self) -> None:
+        self.reconnected_at = datetime.now(UTC)
+        log.warning("nats.reconnected", url=self.url)
 
     @classmethod
     async def connect(cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0) -> NatsBus:
@@ -95,6 +103,12 @@ class NatsBus:
                 last_said = time.monotonic()
                 log.warning("nats.unreachable", url=url, error=str(exc) or type(exc).__name__, retrying=True)
 
+        bus: NatsBus | None = None
+
+        async def _reconnected() -> None:
+            if bus is not None:
+                bus._on_reconnect()
+
         try:
             # nats-py retries forever with max_reconnect_attempts=0, so a CLI asks
             # for one retry and an overall deadline instead.
@@ -107,10 +121,12 @@ class NatsBus:
                     max_reconnect_attempts=-1 if daemon else 1,
                     reconnect_time_wait=1 if daemon else 0.1,
                     error_cb=_report,
+                    reconnected_cb=_reconnected,
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
-        return cls(nc, url)
+        bus = cls(nc, url)
+        return bus
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Drain (flush what was published), but never hang on it: a pull request
@@ -183,14 +199,11 @@ class NatsBus:
         if expected_seq is not None:
             headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = _entity_filter(out.subject)
-        try:
-            ack = await self.js.publish(out.subject, codec.encode(event), headers=headers)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
-                raise StaleDecision(out.subject, expected_seq) from None
-            raise BusError(f"publish to {out.subject} refused: {exc.description}", subject=out.subject) from None
-        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as exc:
-            raise BusError(f"no ack for {out.subject}: {type(exc).__name__}", subject=out.subject, retryable=True) from None
+        data = codec.encode(event)
+        if len(data) > MAX_EVENT_BYTES:
+            raise BusError(f"{out.subject}: event of {len(data)} bytes is over the limit of {MAX_EVENT_BYTES}", subject=out.subject)
+        with _map_publish_errors(out.subject, expected_seq):
+            ack = await self.js.publish(out.subject, data, headers=headers)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
@@ -205,12 +218,8 @@ class NatsBus:
     async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
         headers = {"Nats-Msg-Id": f"out:{job_id}:{attempt}:{number}", CHUNK_HEADER: str(number)}
         subject = subjects.output(job_id, attempt)
-        try:
+        with _map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"output chunk refused: {exc.description}", subject=subject) from None
-        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
-            raise BusError("no ack for output chunk", subject=subject, retryable=True) from None
 
     # ------------------------------------------------------------ reading
 
@@ -240,18 +249,49 @@ class NatsBus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _behind(self, next_seq: int, subject: str) -> bool:
+        """Does the log hold something at or after `next_seq` that we have not been sent?"""
+        try:
+            last = await self.last_seq() if subject == subjects.EVENTS_ALL else await self.last_seq(subject=subject)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            return False  # cannot tell now (server away); ask again at the next idle turn
+        return last >= next_seq
+
     async def records(
-        self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000
+        self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000, idle_s: float = 5.0
     ) -> AsyncIterator[list[Record]]:
-        """Follow the event log from `start_seq`, forever, in batches of whatever is ready."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        async with self._ordered(subject, start_seq, subjects.EVENTS_STREAM, queue):
-            while True:
-                raise_if_cancelling()
-                batch = [to_record(await queue.get())]
-                while len(batch) < batch_max and not queue.empty():
-                    batch.append(to_record(queue.get_nowait()))
-                yield batch
+        """Follow the event log from `start_seq`, forever, in batches of whatever is ready.
+
+        Survives a server restart: when nothing arrives for `idle_s` while the log
+        has more, the subscription is made again from the next sequence."""
+        next_seq = start_seq
+        while True:
+            queue: asyncio.Queue[Msg] = asyncio.Queue()
+            async with contextlib.AsyncExitStack() as scope:
+                try:
+                    await scope.enter_async_context(self._ordered(subject, next_seq, subjects.EVENTS_STREAM, queue))
+                except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                    if self.nc.is_closed:
+                        raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
+                    log.warning("log.subscribe_failed", error=str(exc) or type(exc).__name__, next_seq=next_seq)
+                    await asyncio.sleep(1.0)
+                    continue
+                while True:
+                    raise_if_cancelling()
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), idle_s)
+                    except TimeoutError:
+                        if await self._behind(next_seq, subject):
+                            log.warning("log.resubscribing", next_seq=next_seq)
+                            break
+                        continue
+                    batch = [to_record(msg)]
+                    while len(batch) < batch_max and not queue.empty():
+                        batch.append(to_record(queue.get_nowait()))
+                    batch = [r for r in batch if r.seq >= next_seq]
+                    if batch:
+                        next_seq = batch[-1].seq + 1
+                        yield batch
 
     async def read_records(
         self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
@@ -310,18 +350,48 @@ class NatsBus:
         await kv.put(hb.node, codec.encode(hb))
 
     async def watch_heartbeats(
-        self, on_beat: Callable[[NodeHeartbeat], Awaitable[None]], on_snapshot: Callable[[], None] | None = None
+        self,
+        on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
+        on_snapshot: Callable[[], None] | None = None,
+        *,
+        idle_s: float = 10.0,
     ) -> None:
         """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put.
-        `on_snapshot` is called once the heartbeats stored so far have all been delivered."""
-        kv = await self.nodes_kv()
-        watcher = await kv.watchall()
+        `on_snapshot` is called once the heartbeats stored so far have all been delivered.
+
+        Survives a server restart: when no heartbeat comes for `idle_s`, the watch is
+        made again (it re-delivers the latest value of every node)."""
         while True:
             raise_if_cancelling()
             try:
-                entry = await watcher.updates(timeout=3600)
-            except nats.errors.TimeoutError:
+                kv = await self.nodes_kv()
+                watcher = await kv.watchall(inactive_threshold=max(idle_s * 3, 30.0))
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                if self.nc.is_closed:
+                    raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
+                log.warning("heartbeats.watch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
                 continue
+            try:
+                on_snapshot = await self._deliver_beats(watcher, on_beat, on_snapshot, idle_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+
+    async def _deliver_beats(
+        self,
+        watcher: KeyValue.KeyWatcher,
+        on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
+        on_snapshot: Callable[[], None] | None,
+        idle_s: float,
+    ) -> Callable[[], None] | None:
+        """Deliver until the watch goes quiet for `idle_s`; returns `on_snapshot` if not called yet."""
+        while True:
+            raise_if_cancelling()
+            try:
+                entry = await watcher.updates(timeout=idle_s)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return on_snapshot
             if entry is None:
                 if on_snapshot is not None:
                     on_snapshot()
@@ -340,25 +410,48 @@ class NatsBus:
                 on_snapshot = None
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
-        """A snapshot of the bucket, with the server's put time as `ts`."""
+        """A snapshot of the bucket (`ts` as the agent sent it), without creating a consumer:
+        the keys come from the stream's subject list, each value from a direct get. (`kv.keys()`
+        leaves an ordered consumer on the server for 5 minutes per call: a dashboard polling
+        the API every second used up the server's consumers.)"""
         kv = await self.nodes_kv()
-        out: dict[str, NodeHeartbeat] = {}
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return out
-        for key in keys:
+        prefix = f"$KV.{subjects.NODES_BUCKET}."
+        info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
+        keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+
+        async def one(key: str) -> NodeHeartbeat | None:
             try:
                 entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                continue
+            except nats.js.errors.KeyNotFoundError:  # deleted, or expired since the listing
+                return None
             if entry.value is None:
-                continue
+                return None
             try:
-                out[key] = codec.decode_heartbeat(entry.value)
+                return codec.decode_heartbeat(entry.value)
             except DecodeError:
-                continue
-        return out
+                return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
+
+        beats = await asyncio.gather(*(one(key) for key in keys))
+        return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}
+
+
+@contextlib.contextmanager
+def _map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]:
+    """nats-py's publish errors as BusError; `retryable` says whether the same publish may succeed later."""
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
+            raise StaleDecision(subject, expected_seq) from None
+        # 503 and friends: JetStream is (re)starting or has no leader yet.
+        retryable = exc.code is not None and exc.code >= 500
+        raise BusError(f"publish to {subject} refused: {exc.description}", subject=subject, retryable=retryable) from None
+    except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
+        raise BusError(f"no ack for {subject}: {type(exc).__name__}", subject=subject, retryable=True) from None
+    except nats.errors.MaxPayloadError:
+        raise BusError(f"publish to {subject} refused: over the server's max payload", subject=subject) from None
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
+        raise BusError(f"publish to {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
 
 
 def _entity_filter(subject: str) -> str:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 from orchestrator.core import reducer
 from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView, Record
 from orchestrator.store import DuckDBStore
+from schemas.limits import MAX_REASON_CHARS
 
 
 class Projection:
@@ -24,14 +27,39 @@ class Projection:
         self.nodes: dict[str, NodeView] = store.all_nodes()
         self.pipelines: dict[str, PipelineView] = store.load_pipelines(running_only=True)
         self.changed_pipelines: dict[str, PipelineView] = {}
+        self.quarantined: list[Record] = []
 
     def apply_batch(self, batch: list[Record]) -> dict[str, JobView]:
         """Fold a batch and store it with the checkpoint in one transaction; returns changed
-        jobs (changed pipelines are left in `changed_pipelines`)."""
+        jobs (changed pipelines are left in `changed_pipelines`).
+
+        Never stops on a record: when a batch cannot be folded or stored, its records
+        are applied one by one, and a record that still fails is quarantined (kept in
+        `events` with the reason, no effect on any view; listed in `quarantined`)."""
         self.changed_pipelines = {}
+        self.quarantined = []
         batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
+        saved = (dict(self.jobs), dict(self.nodes), dict(self.pipelines))
+        try:
+            return self._apply(batch)
+        except Exception as exc:  # a poison record: isolate it, never stop the fold
+            self.jobs, self.nodes, self.pipelines = saved
+            if len(batch) > 1:
+                changed: dict[str, JobView] = {}
+                pipes: dict[str, PipelineView] = {}
+                quarantined: list[Record] = []
+                for rec in batch:
+                    changed.update(self.apply_batch([rec]))
+                    pipes.update(self.changed_pipelines)
+                    quarantined.extend(self.quarantined)
+                self.changed_pipelines, self.quarantined = pipes, quarantined
+                return changed
+            self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
+            return {}
+
+    def _apply(self, batch: list[Record]) -> dict[str, JobView]:
         missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
         self.jobs.update(self.store.load_jobs(j for j in missing if j))
         missing_pipes = {pipeline_id_of(r.subject) for r in batch} - set(self.pipelines) - {None}
@@ -59,6 +87,16 @@ class Projection:
             del self.pipelines[pipeline_id]
         self.changed_pipelines = dirty_pipes
         return dirty_jobs
+
+    def _quarantine(self, rec: Record, reason: str) -> None:
+        """Store the record as an `events` row with the reason and move the checkpoint past it.
+        If even that fails, the store itself is broken: that error is raised."""
+        row = reducer.quarantine_row(rec, reason)
+        if self.on_ignored:
+            self.on_ignored(rec, reason)
+        self.store.write_batch([row], (), (), rec.seq)
+        self.applied_seq = rec.seq
+        self.quarantined = [msgspec.structs.replace(rec, error=reason)]
 
 
 def job_id_of(subject: str) -> str | None:

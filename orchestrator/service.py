@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -27,14 +27,14 @@ from orchestrator.core.analysis import analyze
 from orchestrator.core.pipeline import decide_pipeline
 from orchestrator.core.pipeline_views import PipelineView, pipeline_jobs
 from orchestrator.core.policy import Policy
-from orchestrator.core.text import text_view
 from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
 from orchestrator.errors import BusError, QueryError, StaleDecision
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.store import DuckDBStore, run_query
 from schemas import codec, subjects
 from schemas.errors import DecodeError, InvalidSubject
-from schemas.events import JobAssigned, JobRejected, JobRolledBack, NodeHeartbeat, Warning
+from schemas.events import JobAssigned, JobRejected, JobRolledBack, JobTest, NodeHeartbeat, Warning
+from schemas.limits import MAX_REASON_CHARS
 from schemas.rpc import QueryResult
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -124,10 +124,12 @@ class Orchestrator:
             if job.terminal:
                 log.info("job.finished", job_id=job_id, status=job.status, exit_code=job.exit_code)
         # A `requested` payload that never decoded still needs its rejection published.
+        quarantined = {r.seq: r for r in self.projection.quarantined}  # these carry the reason
         for rec in batch:
+            rec = quarantined.get(rec.seq, rec)
             job_id = job_id_of(rec.subject)
-            undecodable_request = rec.event is None and rec.subject.endswith(".requested")
-            if undecodable_request and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
+            unusable = rec.error is not None and rec.subject.endswith(".requested")
+            if unusable and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
                 self._undecodable_requests.append(rec)
         for job in changed.values():
             if (done := decide.rollback_done(job, datetime.now(UTC))) is not None:
@@ -138,6 +140,13 @@ class Orchestrator:
 
     # ------------------------------------------------------------ decisions
 
+    @property
+    def quiet_since(self) -> datetime:
+        """Since when silence from a node means something: our start, or our last reconnect
+        to NATS (while we were cut off, every node looked silent)."""
+        back = self.bus.reconnected_at
+        return max(self.started_at, back) if back is not None else self.started_at
+
     def _fleet(self) -> decide.Fleet:
         load: dict[str, int] = {}
         for job_id, job in self.jobs.items():
@@ -147,7 +156,7 @@ class Orchestrator:
                 node = pending[0]
             if node:
                 load[node] = load.get(node, 0) + 1
-        warming_until = self.started_at + timedelta(seconds=self.node_ttl_s)
+        warming_until = self.quiet_since + timedelta(seconds=self.node_ttl_s)
         return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s, warming_until=warming_until)
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
@@ -167,21 +176,23 @@ class Orchestrator:
                 if pending and pending[1] > job.last_seq:
                     continue  # our last decision is not folded in yet
                 self.inflight.pop(job.job_id, None)
-                outs = decide.decide_job(job, fleet, now, await self._context(job))
+                ctx = await self._context(job)
+                try:
+                    outs = decide.decide_job(job, fleet, now, ctx)
+                except Exception as exc:  # a bug met by this job's data must not stop every job
+                    log.exception("decision.crashed", job_id=job.job_id)
+                    outs = [decide.reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")]
                 if outs:
                     await self._publish(job, outs)
 
     async def _context(self, job: JobView) -> decide.Context:
         review = review_command(job.command, job.tool) if job.status == "requested" else None
-        output = None
-        if job.status == "exited" and assertions.needs_output(job.tests):
-            output = await self._output_text(job.job_id, job.attempt)
+        # The tests judged now: the attempt's own on exit, and those of a later test run.
+        judged = [*(job.tests if job.status == "exited" else ()), *job.retest]
+        output = await self._scan_output(job.job_id, job.attempt, judged) if assertions.needs_output(judged) else None
         verification = None
-        if job.retest:
-            if assertions.needs_output(job.retest):
-                output = await self._output_text(job.job_id, job.attempt)
-            if job.retest_job:
-                verification = self.jobs.get(job.retest_job) or self.store.load_jobs([job.retest_job]).get(job.retest_job)
+        if job.retest and job.retest_job:
+            verification = self.jobs.get(job.retest_job) or self.store.load_jobs([job.retest_job]).get(job.retest_job)
         statuses: dict[str, str] = {}
         if job.after:
             missing = [j for j in job.after if j not in self.jobs]
@@ -189,38 +200,58 @@ class Orchestrator:
             statuses = {j: v.status for j, v in known.items()}
         return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification)
 
-    async def _output_text(self, job_id: str, attempt: int) -> str | None:
-        data = bytearray()
+    async def _scan_output(self, job_id: str, attempt: int, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
+        """The output tests run over the attempt's stored output chunk by chunk, in
+        bounded memory (see OutputMatcher); None when the output cannot be read."""
+        matcher = assertions.OutputMatcher(tests)
         try:
-            async for chunk in self.bus.output_chunks(job_id):
-                if chunk.attempt == attempt:
-                    data.extend(chunk.data)
+            async with contextlib.aclosing(self.bus.output_chunks(job_id)) as chunks:
+                async for chunk in chunks:
+                    if chunk.attempt == attempt:
+                        matcher.feed(chunk.data)
+                        if matcher.settled:
+                            break  # every pattern has matched: the rest cannot change a verdict
+                    await asyncio.sleep(0)  # chunks already queued do not yield: let others run
         except BusError as exc:
             log.error("job.output_unavailable", job_id=job_id, error=str(exc))
             return None
-        return text_view(bytes(data))
+        return matcher.finish()
 
     async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
         """The job's own events go out as one chain expecting its last sequence; events
-        for other jobs (a verification job's `requested`) are idempotent by their ids."""
+        for other jobs (a verification job's `requested`) are idempotent by their ids.
+
+        A retryable failure leaves the job as it is: the next tick decides again and
+        publishes the same message ids. A refusal that retrying cannot fix (too large,
+        say) rejects the job, so it never holds a node's slot."""
         own_prefix = subjects.job(job.job_id, "")
         own = [o for o in outs if o.subject.startswith(own_prefix)]
         node = next((o.event.node for o in own if isinstance(o.event, JobAssigned)), None)
+        expected = job.last_seq
         try:
-            if own:
-                done = await self.bus.publish_chain(own, expected_seq=job.last_seq)
-                self.inflight[job.job_id] = (node, done[-1].seq)
+            for out in own:
+                expected = (await self.bus.publish(out, expected_seq=expected)).seq
+                self.inflight[job.job_id] = (node, expected)
             for out in outs:
                 if out not in own:
                     await self.bus.publish(out)
         except StaleDecision:
-            log.debug("decision.stale", job_id=job.job_id, expected=job.last_seq)
+            log.debug("decision.stale", job_id=job.job_id, expected=expected)
             return
         except BusError as exc:
-            log.error("decision.publish_failed", job_id=job.job_id, error=str(exc))
+            log.error("decision.publish_failed", job_id=job.job_id, error=str(exc), retryable=exc.retryable)
+            if not exc.retryable:
+                await self._reject_unpublishable(job, expected, exc)
             return
         for out in outs:
             log.info("job.decided", job_id=job.job_id, subject=out.subject, kind=codec.event_type(out.event), node=node)
+
+    async def _reject_unpublishable(self, job: JobView, expected: int, exc: BusError) -> None:
+        out = decide.reject(job, datetime.now(UTC), "publish_refused", f"a decision for this job could not be stored: {exc}")[0]
+        try:
+            self.inflight[job.job_id] = (None, (await self.bus.publish(out, expected_seq=expected)).seq)
+        except BusError as again:  # stale or away: the next tick decides again
+            log.error("decision.publish_failed", job_id=job.job_id, error=str(again))
 
     async def decide_pipelines(self, pipeline_ids: Iterable[str]) -> None:
         if not (self.caught_up.is_set() and self.fleet_known.is_set()):
@@ -261,39 +292,48 @@ class Orchestrator:
             log.error("decision.publish_failed", pipeline_id=view.pipeline_id, error=str(exc))
 
     async def _publish_followups(self) -> None:
+        """Events about other jobs (rollback done): each retried until stored, never dropped."""
         if not self.caught_up.is_set():
             return
         while self._followups:
-            out = self._followups.pop(0)
+            out = self._followups[0]
             target = job_id_of(out.subject)
             done = self.jobs.get(target or "") or self.store.load_jobs([target or ""]).get(target or "")
-            if done is not None and isinstance(out.event, JobRolledBack) and done.rollback_job == out.event.rollback_job:
-                continue  # already in the log (seen again while catching up)
-            try:
-                await self.bus.publish(out)
-            except BusError as exc:
-                log.error("decision.publish_failed", subject=out.subject, error=str(exc))
+            seen = done is not None and isinstance(out.event, JobRolledBack) and done.rollback_job == out.event.rollback_job
+            if not seen and not await self._publish_or_keep(out):  # (seen: already in the log, met again while catching up)
+                return
+            self._followups.pop(0)
 
     async def _publish_rejections(self) -> None:
+        """Reject jobs whose `requested` could not be used; retried until stored, never dropped."""
         while self._undecodable_requests:
-            rec = self._undecodable_requests.pop(0)
+            rec = self._undecodable_requests[0]
             try:
                 ref = subjects.parse(rec.subject)
             except InvalidSubject:
-                continue  # no valid job id to reject; the events row keeps the reason
-            ev = JobRejected(
-                ts=datetime.now(UTC),
-                code="invalid_payload",
-                reason=f"payload does not decode: {rec.error}",
-                raw=rec.raw.decode("utf-8", errors="replace")[:4096],
-            )
-            out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, f"job:{ref.id}:rejected:{rec.seq}")
-            try:
-                await self.bus.publish(out, expected_seq=rec.seq)
-            except StaleDecision:
-                pass
-            except BusError as exc:
-                log.error("decision.publish_failed", job_id=ref.id, error=str(exc))
+                ref = None  # no valid job id to reject; the events row keeps the reason
+            if ref is not None:
+                ev = JobRejected(
+                    ts=datetime.now(UTC),
+                    code="invalid_payload",
+                    reason=f"payload does not decode: {rec.error}"[:MAX_REASON_CHARS],
+                    raw=rec.raw.decode("utf-8", errors="replace")[:4096],
+                )
+                out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, f"job:{ref.id}:rejected:{rec.seq}")
+                if not await self._publish_or_keep(out, expected_seq=rec.seq):
+                    return
+            self._undecodable_requests.pop(0)
+
+    async def _publish_or_keep(self, out: decide.Outgoing, *, expected_seq: int | None = None) -> bool:
+        """Publish; False when it should be tried again later (the same message id makes that safe)."""
+        try:
+            await self.bus.publish(out, expected_seq=expected_seq)
+        except StaleDecision:
+            return True  # something else came first; nothing to add
+        except BusError as exc:
+            log.error("decision.publish_failed", subject=out.subject, error=str(exc), retryable=exc.retryable)
+            return not exc.retryable
+        return True
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
         first = hb.node not in self.beats
@@ -313,7 +353,7 @@ class Orchestrator:
             seq = view.last_seq if view else 0
             if self.node_inflight.get(node_id, 0) > seq:
                 continue
-            for out in decide.decide_node(view, self.beats.get(node_id), now, self.node_ttl_s, self.started_at):
+            for out in decide.decide_node(view, self.beats.get(node_id), now, self.node_ttl_s, self.quiet_since):
                 try:
                     pub = await self.bus.publish(out, expected_seq=seq)
                     self.node_inflight[node_id] = pub.seq
@@ -331,6 +371,9 @@ class Orchestrator:
             await self.decide_nodes(set(self.nodes) | set(self.beats))
             await self.decide_jobs(list(self.jobs))
             await self.decide_pipelines(list(self.projection.pipelines))
+            async with self._decide_lock:
+                await self._publish_rejections()
+                await self._publish_followups()
             await asyncio.sleep(TICK_S)
 
     # ------------------------------------------------------------ queries

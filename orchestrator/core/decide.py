@@ -15,7 +15,7 @@ from datetime import datetime
 from orchestrator.core import assertions
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import ON_NODE, PLACEABLE, JobView, NodeView
-from schemas import subjects
+from schemas import codec, subjects
 from schemas.events import (
     NODE_TESTS,
     Event,
@@ -42,6 +42,7 @@ from schemas.events import (
     TestResult,
     Warning,
 )
+from schemas.limits import MAX_EVENT_BYTES
 
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
 
@@ -63,8 +64,9 @@ class Fleet:
     heartbeats: Mapping[str, NodeHeartbeat]
     load: dict[str, int] = field(default_factory=dict)
     ttl_s: float = 10.0
-    # Until one TTL after the orchestrator started, a node we have not heard
-    # from may simply not have sent its first heartbeat yet: wait, don't reject.
+    # Until one TTL after the orchestrator started (or got its NATS connection
+    # back), a node we have not heard from may simply not have reached us yet:
+    # wait, don't reject, don't declare anything lost.
     warming_until: datetime | None = None
 
     def warming(self, now: datetime) -> bool:
@@ -93,8 +95,9 @@ class Context:
     review: Review | None = None
     # Status of each job named in this job's `after`, if known.
     statuses: Mapping[str, str] = field(default_factory=dict)
-    # Text view of the attempt's output, when a test needs it.
-    output: str | None = None
+    # What the output tests found in the attempt's output (streamed: assertions.OutputScan),
+    # or its whole text view; None when no test needs it or it cannot be read.
+    output: assertions.OutputScan | str | None = None
     # The verification job of a later test run, once it exists.
     verification: JobView | None = None
 
@@ -150,10 +153,18 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
                 return [tested, _out(job, failure, "failed")]
             return [tested, _out(job, JobSucceeded(ts=now, attempt=job.attempt, exit_code=job.exit_code), "succeeded")]
         return [_verdict(job, now)]
+    if job.status == "assigned" and job.node is not None and fleet.is_live(job.node, now):
+        # The dispatch of this attempt never reached the log (the publish after
+        # `assigned` failed): send it again, same message id. Had it been stored,
+        # the job's last sequence would have moved and the server refuses this.
+        dispatch = _dispatch(job, job.attempt, now)
+        return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, f"job:{job.job_id}:dispatch:{job.attempt}")]
     if job.status in ON_NODE and job.node is not None:
         why: str | None = None
         hb = fleet.heartbeats.get(job.node)
         if not fleet.is_live(job.node, now):
+            if fleet.warming(now):
+                return []
             why = f"node {job.node} stopped sending heartbeats; the command's outcome is unknown"
         elif job.status in ("accepted", "running") and hb and job.instance and hb.instance != job.instance:
             why = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
@@ -215,11 +226,19 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     """Phase 1: permissions, deny/allow rules, risk findings, approval for production."""
     policy = ctx.policy
     if not policy.may_submit(job.requested_by):
-        return _reject(job, now, "permission_denied", f"user {job.requested_by!r} may not submit jobs")
+        return reject(job, now, "permission_denied", f"user {job.requested_by!r} may not submit jobs")
     targets = _targets(job, fleet, now)
     denial = policy.denial(job.command, job.tool, targets)
     if denial is not None:
-        return _reject(job, now, "policy_denied", denial)
+        return reject(job, now, "policy_denied", denial)
+    problem = unplaceable(job, fleet)
+    if problem is not None:
+        # Never ask a human to approve what no node can run; after a restart, first
+        # give the nodes a TTL to be heard from.
+        return [] if fleet.warming(now) else reject(job, now, *problem)
+    size = len(codec.encode(_dispatch(job, 1, now)))
+    if size > MAX_EVENT_BYTES:
+        return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}")
     review = ctx.review or Review()
     production = any(policy.is_production(t) for t in targets) or policy.is_production(job.labels)
     approval = policy.needs_approval(review.severity, production)
@@ -254,7 +273,7 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
         return None
     failed = [j for j in job.after if ctx.statuses.get(j) in ("rejected", "denied", "failed", "timed_out", "cancelled", "lost")]
     if failed:
-        return _reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
+        return reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
     pending = [j for j in job.after if ctx.statuses.get(j) != "succeeded"]
     if not pending:
         return None
@@ -263,25 +282,42 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     return [_out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
 
 
+def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:
+    """Why no node known to us, live or not, could ever take the job: (code, reason);
+    None when one could, now or once it is heard from again."""
+    known = {n: (v.tools, v.labels) for n, v in fleet.views.items()}
+    known.update({n: (hb.tools, hb.labels) for n, hb in fleet.heartbeats.items()})
+    if job.requested_node is not None:
+        target = job.requested_node
+        if target not in known:
+            return "unknown_node", f"node {target!r} is not registered"
+        if job.tool not in known[target][0]:
+            return "tool_missing", f"tool {job.tool!r} is not installed on node {target!r}"
+        return None
+    if any(job.tool in tools and all(labels.get(k) == v for k, v in job.labels.items()) for tools, labels in known.values()):
+        return None
+    sel = f" with labels {job.labels}" if job.labels else ""
+    return "no_capable_node", f"no node{sel} has tool {job.tool!r}"
+
+
 def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     if job.requested_node is not None:
         target = job.requested_node
-        if not fleet.is_live(target, now) and fleet.warming(now):
-            return []
-        if target not in fleet.views and target not in fleet.heartbeats:
-            return _reject(job, now, "unknown_node", f"node {target!r} is not registered")
-        if not fleet.is_live(target, now):
-            return _reject(job, now, "node_offline", f"node {target!r} is offline (no heartbeat)")
-        if job.tool not in fleet.heartbeats[target].tools:
-            return _reject(job, now, "tool_missing", f"tool {job.tool!r} is not installed on node {target!r}")
-        candidates = [target]
+        candidates = [target] if fleet.is_live(target, now) and job.tool in fleet.heartbeats[target].tools else []
+        waiting = f"node {target!r} is not heard from (offline); waiting for it to come back"
     else:
         candidates = capable_nodes(fleet, job.tool, job.labels, now)
-        if not candidates:
-            if fleet.warming(now):
-                return []
-            sel = f" with labels {job.labels}" if job.labels else ""
-            return _reject(job, now, "no_capable_node", f"no live node{sel} has tool {job.tool!r}")
+        sel = f" with labels {job.labels}" if job.labels else ""
+        waiting = f"no live node{sel} has tool {job.tool!r}; waiting for one to come back"
+    if not candidates:
+        if fleet.warming(now):
+            return []
+        problem = unplaceable(job, fleet)
+        if problem is not None:
+            return reject(job, now, *problem)
+        # A node that was live a moment ago and is merely not heard from (a broker
+        # restart, a network blip) makes the job wait, not fail.
+        return [] if job.status == "queued" else [_out(job, JobQueued(ts=now, reason=waiting), "queued")]
     free = [n for n in candidates if fleet.load.get(n, 0) < fleet.heartbeats[n].max_jobs]
     if not free:
         if job.status == "queued":
@@ -294,7 +330,14 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     why = "requested node" if job.requested_node else explain_choice(fleet, ranked, job.prefer)
     fleet.load[chosen] = fleet.load.get(chosen, 0) + 1
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
-    dispatch = JobDispatch(
+    return [
+        _out(job, assigned, "assigned", attempt),
+        Outgoing(subjects.dispatch(job.job_id, chosen), _dispatch(job, attempt, now), f"job:{job.job_id}:dispatch:{attempt}"),
+    ]
+
+
+def _dispatch(job: JobView, attempt: int, now: datetime) -> JobDispatch:
+    return JobDispatch(
         ts=now,
         attempt=attempt,
         tool=job.tool,
@@ -305,10 +348,6 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         timeout_s=job.timeout_s,
         tests=[t for t in job.tests if isinstance(t, NODE_TESTS)],
     )
-    return [
-        _out(job, assigned, "assigned", attempt),
-        Outgoing(subjects.dispatch(job.job_id, chosen), dispatch, f"job:{job.job_id}:dispatch:{attempt}"),
-    ]
 
 
 def capable_nodes(fleet: Fleet, tool: str, labels: Mapping[str, str], now: datetime) -> list[str]:
@@ -378,7 +417,8 @@ def _verdict(job: JobView, now: datetime) -> Outgoing:
     return _out(job, JobSucceeded(ts=now, attempt=a, exit_code=job.exit_code), "succeeded")
 
 
-def _reject(job: JobView, now: datetime, code: str, reason: str) -> list[Outgoing]:
+def reject(job: JobView, now: datetime, code: str, reason: str) -> list[Outgoing]:
+    """The job will not run: `code` for machines, `reason` for people."""
     return [_out(job, JobRejected(ts=now, code=code, reason=reason), "rejected")]
 
 

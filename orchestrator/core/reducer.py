@@ -129,6 +129,25 @@ def apply(
 PipelineEventTypes = typing.get_args(PipelineEvent)
 
 
+def quarantine_row(rec: Record, reason: str) -> EventRow:
+    """The `events` row of a record whose effects were discarded: kept, with the reason."""
+    try:
+        ref: subjects.SubjectRef | None = subjects.parse(rec.subject)
+    except InvalidSubject:
+        ref = None
+    return EventRow(
+        seq=rec.seq,
+        subject=rec.subject,
+        type=ref.type if ref else "invalid",
+        ts=rec.stream_ts,
+        job_id=ref.id if ref and ref.family == "job" else None,
+        node_id=ref.id if ref and ref.family == "node" else (ref.node if ref else None),
+        pipeline_id=ref.id if ref and ref.family == "pipeline" else None,
+        payload=rec.raw.decode("utf-8", errors="replace").replace("\x00", "\\u0000"),
+        error=reason,
+    )
+
+
 def evolve_job(
     job: JobView | None, job_id: str, ev: Event, ts: datetime, seq: int
 ) -> tuple[JobView | None, str | None]:

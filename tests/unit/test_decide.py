@@ -63,7 +63,7 @@ def hb(
 def fleet(*beats: NodeHeartbeat, load: dict[str, int] | None = None, views: Iterable[str] | None = None) -> Fleet:
     names = [b.node for b in beats] if views is None else list(views)
     return Fleet(
-        views={n: NodeView(node_id=n) for n in names},
+        views={n: NodeView(node_id=n, tools=["bash", "sh"]) for n in names},
         heartbeats={b.node: b for b in beats},
         load=dict(load or {}),
         ttl_s=TTL,
@@ -118,10 +118,12 @@ def test_explicit_unknown_node_is_rejected() -> None:
         pytest.param(fleet(hb("n1", age=3600)), id="long-gone"),
     ],
 )
-def test_explicit_known_but_offline_node_is_rejected(f: Fleet) -> None:
-    ev = rejection(decide.decide_job(job(requested_node="n1"), f, NOW))
-    assert ev.code == "node_offline"
-    assert "n1" in ev.reason
+def test_explicit_known_but_offline_node_makes_the_job_wait(f: Fleet) -> None:
+    # Issue 9: a node merely not heard from (a broker restart) must not fail its jobs.
+    out = only(decide.decide_job(job(requested_node="n1"), f, NOW))
+    assert isinstance(out.event, JobQueued)
+    assert "n1" in out.event.reason and "waiting" in out.event.reason
+    assert decide.decide_job(job(requested_node="n1", status="queued"), f, NOW) == []
 
 
 def test_heartbeat_exactly_ttl_old_is_still_live() -> None:
@@ -140,7 +142,6 @@ def test_explicit_node_without_the_tool_is_rejected() -> None:
     [
         pytest.param(fleet(), job(), id="empty-fleet"),
         pytest.param(fleet(hb("n1"), hb("n2")), job(tool="python3"), id="nobody-has-the-tool"),
-        pytest.param(fleet(hb("n1", tools=["python3"], age=60), hb("n2")), job(tool="python3"), id="only-capable-dead"),
         pytest.param(fleet(hb("n1", labels={"zone": "eu"})), job(labels={"zone": "us"}), id="labels-mismatch"),
         pytest.param(fleet(hb("n1")), job(labels={"gpu": "yes"}), id="label-absent"),
     ],
@@ -151,6 +152,27 @@ def test_no_capable_node_is_rejected(f: Fleet, j: JobView) -> None:
     assert repr(j.tool) in ev.reason
     if j.labels:
         assert "labels" in ev.reason
+
+
+def test_only_capable_node_not_heard_from_makes_the_job_wait() -> None:
+    f = fleet(hb("n1", tools=["python3"], age=60), hb("n2"))
+    out = only(decide.decide_job(job(tool="python3"), f, NOW))
+    assert isinstance(out.event, JobQueued)
+    assert "waiting" in out.event.reason
+
+
+def test_nothing_placeable_is_rejected_before_asking_for_approval() -> None:
+    # Issue 9: approving a job no node can take dead-ends in `rejected`; say so at once.
+    ctx = decide.Context(review=decide.Review(severity="critical"))
+    outs = decide.decide_job(job(status="requested", labels={"env": "prod"}), fleet(hb("n1")), NOW, ctx)
+    assert rejection(outs).code == "no_capable_node"
+
+
+def test_a_dispatch_over_the_size_limit_is_rejected_at_analysis() -> None:
+    env = {f"V{i}": "x" * 16000 for i in range(40)}  # each value within limits, the sum is not
+    outs = decide.decide_job(job(status="requested", env=env), fleet(hb("n1")), NOW)
+    ev = rejection(outs)
+    assert ev.code == "too_large"
 
 
 # ---------------------------------------------------------------- placement: choice
@@ -519,7 +541,6 @@ def test_agent_restart_under_a_running_job_is_lost(status: str) -> None:
     [
         pytest.param("running", "boot-1", "boot-1", id="same-instance"),
         pytest.param("running", "", "boot-2", id="agent-gave-no-instance"),
-        pytest.param("assigned", "", "boot-2", id="not-yet-accepted"),
         pytest.param("dispatched", "", "boot-2", id="dispatched"),
     ],
 )
@@ -650,8 +671,9 @@ def test_placement_never_overfills_or_mismatches(nodes: dict[str, dict[str, Any]
         view = job(f"j{i}", status=spec["status"], tool=spec["tool"], labels=spec["labels"], requested_node=spec["node"])
         outs = decide.decide_job(view, f, NOW)
         if spec["status"] == "requested":  # analysis first, then placement in the same decision
-            assert codec.event_type(outs[0].event) == "job.validated"
-            outs = outs[1:]
+            assert codec.event_type(outs[0].event) in ("job.validated", "job.rejected")
+            if codec.event_type(outs[0].event) == "job.validated":
+                outs = outs[1:]
         kinds = [codec.event_type(o.event) for o in outs]
         assert kinds in ([], ["job.rejected"], ["job.queued"], ["job.assigned", "job.dispatch"])
         if kinds == []:
@@ -671,3 +693,12 @@ def test_placement_never_overfills_or_mismatches(nodes: dict[str, dict[str, Any]
     for n, count in placed.items():
         assert initial[n] + count <= nodes[n]["max_jobs"]
     assert f.load == {n: initial[n] + placed[n] for n in nodes}
+
+
+def test_an_assigned_job_whose_dispatch_never_reached_the_log_gets_it_again() -> None:
+    # Issue 9: a publish failure between `assigned` and `dispatch` left the job holding a slot forever.
+    view = job(status="assigned", node="n1", attempt=1, last_seq=7)
+    out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
+    assert isinstance(out.event, JobDispatch)
+    assert (out.subject, out.msg_id) == (subjects.dispatch("j1", "n1"), "job:j1:dispatch:1")
+    assert out.event.attempt == 1
