@@ -5,6 +5,14 @@ terminal and leads its own session), reads the pty master on the event loop,
 hands coalesced chunks to ``on_output`` and returns a ``RunResult`` once the
 command has exited and its output is drained.
 
+Stdin is closed at once, like ``ssh -n``: right after the spawn the terminal's
+EOF character (VEOF, normally ^D) is queued on the pty once, so the first read
+of stdin (``read``, ``cat``, a password prompt) returns end-of-file instead of
+waiting forever for input nobody can type. Nothing is echoed (echo is off).
+A command that reads stdin again after that EOF, or switches the terminal to
+raw mode first (and so sees a 0x04 byte), is on its own: it waits until its
+timeout or a cancel.
+
 Errors::
 
     SpawnFailed        the command could not be started (bad cwd, no such
@@ -93,12 +101,16 @@ class PtyRunner:
         cancel: asyncio.Event | None = None,
         on_started: StartedCallback | None = None,
     ) -> RunResult:
-        """Run ``spec`` to completion, streaming output to ``on_output``."""
+        """Run ``spec`` to completion, streaming output to ``on_output``.
+
+        The command's stdin is closed at once: its first read gets end-of-file.
+        """
         argv = _resolve_argv(spec)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         proc = _spawn(spec, argv)
         pid: int = proc.pid
+        _close_stdin(proc.fd)
         tty = _pty_device(proc.fd, pid)
         reaper = _Reaper(loop, pid)
         reader = _PtyReader(loop, proc.fd, cap=4 * spec.chunk_max)
@@ -198,6 +210,24 @@ def _spawn(spec: RunSpec, argv: list[str]) -> Any:
         # preexec_fn or exec by class *name*, as a plain Exception for
         # non-builtin classes such as termios.error.
         raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
+
+
+def _close_stdin(master_fd: int) -> None:
+    """Queue one EOF on the job's terminal: its first read of stdin returns nothing.
+
+    Called after the spawn returned, that is after ``prepare_child`` turned echo
+    off and the command was exec'd. On Linux, termios calls on the master act on
+    the slave's settings, so this is the EOF character the job's terminal uses.
+    """
+    try:
+        veof = termios.tcgetattr(master_fd)[6][termios.VEOF]
+        char = veof if isinstance(veof, bytes) else bytes([veof])
+        if char != b"\0":  # _POSIX_VDISABLE: the terminal has no EOF character
+            os.write(master_fd, char)
+    except (OSError, termios.error):
+        # The command already exited and took its terminal with it: nothing
+        # left to read stdin.
+        pass
 
 
 def _pty_device(master_fd: int, pid: int) -> int | None:

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from agent.capabilities import discover_tools
-from agent.checks import run_checks
+from agent.checks import describe, run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from orchestrator.bus import NatsBus, raise_if_cancelling
 from orchestrator.core.decide import Outgoing
@@ -258,7 +258,13 @@ class Agent:
         log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
         try:
             result = await self.runner.run(spec, on_output, run.cancel, on_started)
-            checks = await run_checks(dispatch.tests, dispatch.working_dir, env) if result.killed_by is None else []
+            killed_by = result.killed_by
+            checks = []
+            if killed_by is None:
+                # Tests get the job's cancel: they stop (their processes killed) when it is set.
+                checks = await run_checks(dispatch.tests, dispatch.working_dir, env, run.cancel, kill_grace_s=self.kill_grace_s)
+                if checks and run.cancel.is_set():
+                    killed_by = "cancel"  # cancelled during its test phase: the attempt ends cancelled
             exited = JobExited(
                 ts=datetime.now(UTC),
                 node=self.node_id,
@@ -268,7 +274,7 @@ class Agent:
                 duration_ms=result.duration_ms,
                 output_bytes=result.output_bytes,
                 chunks=result.chunks,
-                killed_by=result.killed_by,
+                killed_by=killed_by,
                 first_output_at=first_output_at,
                 checks=checks,
             )
@@ -276,7 +282,7 @@ class Agent:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
         except Exception as exc:
             log.exception("job.run_failed", job_id=job_id)
-            exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {exc}")
+            exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
             self.running.pop(job_id, None)
         out = Outgoing(subjects.job(job_id, "exited"), exited, f"job:{job_id}:exited:{attempt}")
