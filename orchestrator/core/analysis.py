@@ -2,44 +2,50 @@
 
 `analyze(command)` parses the command (`orchestrator.core.shell_parse`) and walks every simple
 command it contains. Each command is unwrapped (`orchestrator.core.unwrap`: sudo, env, xargs,
-kubectl/docker exec, ...) and code handed to another shell is parsed again: `sh -c`/`bash -c`
-strings, `eval`, `su -c`, `ssh host CMD`, `env -S`, heredocs and here-strings fed to a shell,
-and `echo ... | sh`. Text that is only data (`echo "rm -rf /"`, `grep "DROP TABLE" f.sql`,
-comments) is never treated as code. The rules and the severity contract are in
-`orchestrator.core.risk_rules`.
+nsenter, parallel, kubectl/docker exec, ...) and code handed elsewhere is read too: shell text
+(`sh -c`, `su -c`, `ssh host CMD`, `parallel CMD ::: ARGS`, `vi -c ':!CMD'`, ansible and salt
+commands, heredocs and pipes into a shell) is parsed again; code in other languages (`python -c`,
+heredocs into `python3`, `perl -e`, `node -e`, `awk 'BEGIN{system(...)}'`) is read by
+`orchestrator.core.inline_code` for the shell commands and deletes it amounts to; literal encoded
+payloads (`echo ... | base64 -d | sh`, `printf '\\x72...' | bash`) are decoded
+(`orchestrator.core.payloads`) and checked as what they decode to. Each command goes to the rule
+packs (`orchestrator.core.risk_rules`). Text that is only data (`echo "rm -rf /"`, `grep "DROP
+TABLE" f.sql`, a heredoc to `cat`, comments) is never treated as code.
 
 Decisions worth knowing:
-- `$(echo rm) -rf /` is folded: a substitution that only echoes literal words is replaced
-  by them, so it is rated as `rm -rf /`. Any other computed command name (`$CMD -rf /`) is
-  an info finding (`dynamic_command`): what it runs cannot be checked statically.
-- A download piped into a shell or interpreter (`curl ... | sudo bash`, `bash <(curl ...)`,
-  `sh -c "$(wget -O- ...)"`) is critical `remote_code`; decoded data piped into a shell
-  (`base64 -d | sh`) is a warning.
-- Function bodies are checked as if called. A function that runs itself in the background or
+- Code that cannot be known before it runs is a finding of its own: a download piped or
+  substituted into a shell or interpreter (`curl ... | sh`) is critical `remote_code`; `eval
+  "$X"`, `sh -c "$CMD"`, or a payload piped into a shell that does not decode statically is
+  critical `hidden_code`. `eval "$(ssh-agent -s)"` and the other environment-setup tools are info.
+- The working directory is followed through `cd`/`pushd` (and `working_dir`), so `cd / && rm -rf
+  *` rates as deleting top-level directories; relative paths are judged by name otherwise.
+- `$(echo rm) -rf /` is folded: a substitution that only echoes literal words is replaced by
+  them. Any other computed command name (`$CMD -rf /`) is an info `dynamic_command`.
+- Function bodies are checked as if called; a function that runs itself in the background or
   piped into itself (`:(){ :|:& };:`) is a critical `fork_bomb`.
 - Input bashlex cannot parse, even after the rewrites in `shell_parse`, gives an `unparseable`
-  warning and is checked by a text-level tokenizer, so `rm -rf / '` is still critical; the
-  fork-bomb shape is then matched on the raw text. `parsed` is False whenever any part needed
-  that fallback.
+  warning and is checked by a text-level tokenizer, so `rm -rf / '` is still critical.
 - Work is capped so 100 KB of input takes well under a second: 8 KB per bashlex parse, 16 KB
   of bashlex parsing per call (each parse also costs 256 characters of that budget), 5 levels
-  of nested shells and 4,000 simple commands. Past a cap the text-level fallback takes over
-  and the result carries an `unparseable` warning.
+  of nested code and 4,000 simple commands. Past a cap the text-level fallback takes over.
 - `tool` names the program that receives `command`: for a SQL client (`psql`, `mysql`, ...)
-  the command is SQL; for anything else it is a shell command line.
+  the command is SQL, for an interpreter (`python3`, `node`, ...) code in that language; for
+  anything else it is a shell command line.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 import msgspec
 
-from orchestrator.core.filesystem_rules import FIND_DELETERS, find_parts
-from orchestrator.core.host_rules import redirect_risks
-from orchestrator.core.risk_rules import command_risks
-from orchestrator.core.risk_types import SEVERITY_RANK, Invocation, Risk, Severity, program
+from orchestrator.core import inline_code, payloads
+from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
+from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
+from orchestrator.core.risk_rules import command_risks, redirect_risks
+from orchestrator.core.risk_types import SEVERITY_RANK, Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
@@ -51,8 +57,7 @@ from orchestrator.core.shell_parse import (
     has_words,
     try_bashlex,
 )
-from orchestrator.core.sql_rules import SQL_CLIENTS, is_sql_client, sql_risks
-from orchestrator.core.unwrap import Unwrapped, unwrap
+from orchestrator.core.unwrap import SHELLS, Unwrapped, unwrap
 
 _MAX_DEPTH = 5
 # bashlex costs 4 to 30 microseconds per character (backticks are the slowest), plus a fixed
@@ -62,13 +67,76 @@ _MAX_TOTAL_PARSE = 16_384
 _PARSE_OVERHEAD = 256
 _MAX_SHOWN = 300
 
-_DOWNLOADERS = frozenset(["curl", "wget", "fetch", "http", "https", "aria2c", "lwp-request", "GET"])
-_DECODERS = frozenset({"base64", "base32", "xxd", "uudecode"})
+_DOWNLOADERS = frozenset(["curl", "wget", "fetch", "http", "https", "aria2c", "lwp-request", "GET", "xh", "nc", "ncat", "socat"])
+_DECODERS = frozenset({"base64", "base32", "xxd", "uudecode", "openssl", "gunzip", "zcat", "rev", "tr", "printf", "gzip", "bzip2", "xz"})
+# Tools whose output is meant to be eval'd: environment setup, not hidden code.
+_ENV_TOOLS = frozenset(
+    [
+        "ssh-agent",
+        "gpg-agent",
+        "keychain",
+        "pyenv",
+        "rbenv",
+        "nodenv",
+        "goenv",
+        "jenv",
+        "plenv",
+        "direnv",
+        "brew",
+        "minikube",
+        "docker-machine",
+        "opam",
+        "conda",
+        "mamba",
+        "micromamba",
+        "starship",
+        "zoxide",
+        "thefuck",
+        "dircolors",
+        "luarocks",
+        "fnm",
+        "nvm",
+        "rustup",
+        "asdf",
+        "mise",
+        "rtx",
+        "atuin",
+        "fzf",
+        "navi",
+        "kubectl",
+        "helm",
+        "gh",
+        "poetry",
+        "pipenv",
+        "register-python-argcomplete",
+        "aws_completer",
+        "hub",
+        "lesspipe",
+        "lesspipe.sh",
+        "ssh-add",
+        "rvm",
+        "chruby",
+        "scw",
+        "tmuxinator",
+        "podman-machine",
+        "colima",
+        "dbus-launch",
+        "ppenv",
+        "sdkman",
+        "mcfly",
+        "broot",
+        "fasd",
+        "pkenv",
+        "tfenv",
+    ]
+)
 _SIMPLIFY = "Check the quoting, or split the command into simpler steps the analyzer can parse"
 _REMOTE_SUGGESTIONS = (
     "Download the script, inspect it, then run it: curl -fsSLo install.sh URL && less install.sh && sh install.sh",
     "Pin the downloaded script to a known checksum before running it",
 )
+_HIDDEN_SUGGESTION = "Write the command out literally so it can be reviewed, or decode the payload to a file and read it first"
+_ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,46 +162,44 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
         return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__)
 
 
-def analyze(command: str, tool: str = "bash") -> Analysis:
+def analyze(command: str, tool: str = "bash", working_dir: str | None = None) -> Analysis:
     """Parse `command` and report its risks; never raises on malformed input."""
-    run = _Run()
-    if posixpath.basename(tool) in SQL_CLIENTS:
-        for risk in sql_risks(command):
-            run.add(risk, command)
-    else:
-        run.script(command, 0)
+    run = _Run(working_dir)
+    run.start(command, tool)
     return Analysis(findings=run.findings, suggestions=run.suggestions, parsed=run.parsed)
+
+
+def normalised_commands(command: str, tool: str = "bash") -> list[str]:
+    """Every simple command as it will run: quotes removed, wrappers peeled, nested code included.
+
+    `shutdow""n -h now` gives `shutdown -h now`; `sudo bash -c 'rm -rf /x'` gives both
+    `sudo bash -c rm -rf /x` and `rm -rf /x`. Policy deny and allow rules match these.
+    """
+    run = _Run(None)
+    run.start(command, tool)
+    return run.lines
 
 
 # --- evaluation -------------------------------------------------------------------------
 
-_Feeder = tuple[SimpleCommand, Unwrapped]
+_Stage = tuple[SimpleCommand, Unwrapped]
 
 
 @dataclass(slots=True)
 class _Upstream:
     """The earlier stages of a pipeline, as seen by the next one."""
 
-    feeder: _Feeder | None = None  # the stage writing into this one
+    stages: list[_Stage] = field(default_factory=list)
     programs: set[str] = field(default_factory=set)
     text: str = ""  # e.g. "curl -fsSL URL" when checking "curl -fsSL URL | sudo bash"
+
+    @property
+    def feeder(self) -> _Stage | None:
+        return self.stages[-1] if self.stages else None
 
 
 def _heredoc(stage: SimpleCommand) -> str | None:
     return next((r.body for r in stage.redirects if r.body is not None), None)
-
-
-def _piped_text(stage: SimpleCommand, unwrapped: Unwrapped) -> str | None:
-    """What a pipeline stage writes, when it is literal: echo/printf words or a heredoc via cat."""
-    argv = unwrapped.argv
-    if not argv or any(w.dynamic for w in argv[1:]):
-        return None
-    name = program(argv[0])
-    if name in {"echo", "printf"}:
-        return " ".join(w.text for w in argv[1:] if w.text not in {"-n", "-e", "-E"})
-    if name == "cat" and len(argv) == 1:
-        return _heredoc(stage)
-    return None
 
 
 def _clip(text: str) -> str:
@@ -141,15 +207,58 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
-class _Run:
-    """One call of `analyze`: its findings, suggestions and work budget."""
+def _ansi_c(text: str) -> str:
+    """`$'\\x72m'` as the shell reads it, rewritten as a plain single-quoted string."""
+    return _ANSI_C.sub(lambda m: "'" + payloads.unescape(m.group(1)).replace("'", "'\\''") + "'", text)
 
-    def __init__(self) -> None:
+
+def _literal_stages(stages: list[_Stage]) -> str | None:
+    """The text a pipeline writes, when every stage is literal (echo, printf, decoders)."""
+    literal: list[tuple[list[str], str | None]] = []
+    for stage, unwrapped in stages:
+        argv = unwrapped.argv
+        if not argv or any(w.dynamic for w in argv):
+            return None
+        literal.append(([w.text for w in argv], _heredoc(stage)))
+    return payloads.pipeline_output(literal)
+
+
+def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
+    args = [w for w in argv[1:] if not w.text.startswith("-")]
+    if not args:
+        return "~"
+    target = args[0]
+    if target.dynamic and not target.text.startswith(("$HOME", "${HOME}")):
+        return None
+    text = re.sub(r"^(?:\$HOME|\$\{HOME\})", "~", target.text)
+    if text.startswith(("/", "~")):
+        return posixpath.normpath(text)
+    return posixpath.normpath(posixpath.join(cwd, text)) if cwd else None
+
+
+class _Run:
+    """One call of `analyze`: its findings, suggestions, working directory and work budget."""
+
+    def __init__(self, working_dir: str | None) -> None:
         self.findings: list[Finding] = []
         self.suggestions: list[str] = []
+        self.lines: list[str] = []
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
+        self.cwd = working_dir if working_dir and working_dir.startswith(("/", "~")) else None
+
+    def start(self, command: str, tool: str) -> None:
+        name = posixpath.basename(tool)
+        if name in SQL_CLIENTS:
+            for risk in sql_risks(command):
+                self.add(risk, command)
+            return
+        unwrapped = unwrap((Word(tool),))
+        if unwrapped.stdin == "code":
+            self.code(unwrapped.language, command, 0, command)
+        else:
+            self.script(command, 0)
 
     def add(self, risk: Risk, command: str) -> None:
         finding = Finding(type=risk.type, severity=risk.severity, message=risk.message, command=_clip(command))
@@ -160,12 +269,13 @@ class _Run:
     def script(self, text: str, depth: int, origin: str | None = None) -> None:
         if depth > _MAX_DEPTH:
             self.add(
-                Risk("unparseable", "warning", "Command nests shells more than 5 levels deep; not analyzed further", (_SIMPLIFY,)),
+                Risk("unparseable", "warning", "Command nests code more than 5 levels deep; not analyzed further", (_SIMPLIFY,)),
                 origin or text,
             )
             return
         if not text.strip():
             return
+        saved = self.cwd
         pipelines, bombs, hidden = self.parse(text)
         for bomb in bombs:
             self.add(
@@ -181,6 +291,8 @@ class _Run:
             self.script(code, depth + 1, origin)
         for pipeline in pipelines:
             self.pipeline(pipeline, depth)
+        if depth:
+            self.cwd = saved
 
     def parse(self, text: str) -> tuple[list[Pipeline], list[str], list[str]]:
         if not has_words(text):
@@ -189,8 +301,7 @@ class _Run:
         reason = "too long to parse" if len(text) > _MAX_PARSE_CHARS else "analysis budget used up"
         if len(text) <= _MAX_PARSE_CHARS and cost <= self.parse_budget:
             self.parse_budget -= cost
-            # bashlex misreads ANSI-C strings ($'...'); as plain '...' they keep their words
-            source = text.replace("$'", " '")
+            source = _ansi_c(text) if "$'" in text else text
             hidden: list[str] = []
             nodes = try_bashlex(source)
             if nodes is None:
@@ -199,7 +310,7 @@ class _Run:
                     self.parse_budget -= cost
                     nodes = try_bashlex(desugared)
             if nodes is not None:
-                collector = Collector(text)
+                collector = Collector(source)
                 try:
                     for node in nodes:
                         collector.visit(node)
@@ -237,56 +348,138 @@ class _Run:
                 return
             unwrapped = unwrap(stage.words) if stage.words else None
             self.simple(stage, unwrapped, upstream, depth)
-            upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
             if unwrapped is not None:
-                upstream.feeder = (stage, unwrapped)
+                if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
+                    self.cwd = _cd_target(unwrapped.argv, self.cwd)
+                upstream.stages.append((stage, unwrapped))
                 upstream.programs.update(program(w) for w in unwrapped.argv[:1])
+            upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         for redirect in stage.redirects:
             if redirect.target is not None:
-                for risk in redirect_risks(redirect.op, redirect.target):
+                for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
         if unwrapped is None:
             return
+        if stage.words:
+            line = " ".join(w.text for w in stage.words)
+            self.lines.append(line)
+            if unwrapped.argv and unwrapped.argv != stage.words:
+                self.lines.append(" ".join(w.text for w in unwrapped.argv))
         for word in unwrapped.code_files:
             if downloads := sorted(word.substituted & _DOWNLOADERS):
-                self.add(self.remote(downloads[0], f"'{program(unwrapped.argv[0])}'"), stage.text)
+                self.add(self.remote(downloads[0], f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"), stage.text)
         for script in unwrapped.scripts:
-            self.script(script.text, depth + 1, stage.text)
+            self.nested(script, stage, depth, "a shell")
+        for word in unwrapped.evals:
+            self.nested(word, stage, depth, "eval")
+        for language, source in unwrapped.code:
+            self.code(language, source.text, depth + 1, stage.text, source.dynamic)
         argv = unwrapped.argv
         if argv:
-            self.invocation(stage, unwrapped, upstream.feeder, depth)
-        stdin = unwrapped.stdin or ("sql" if argv and is_sql_client(Invocation(argv)) else None)
-        if stdin is None:
+            self.invocation(stage, unwrapped, upstream, depth)
+        self.stdin(stage, unwrapped, upstream, depth)
+
+    def nested(self, word: Word, stage: SimpleCommand, depth: int, runner: str) -> None:
+        """Shell text handed to a shell or to eval: parse it, or report it as hidden when computed."""
+        if downloads := sorted(word.substituted & _DOWNLOADERS):
+            self.add(self.remote(downloads[0], runner), stage.text)
+            return
+        text = word.text.strip()
+        if word.dynamic and re.fullmatch(r"\"?(?:\$\(.*\)|`.*`)\"?", text, re.S):
+            inner = text.strip('"')[2:-1] if text.strip('"').startswith("$(") else text.strip('"')[1:-1]
+            resolved = self.literal_output(inner)
+            if resolved is not None:
+                self.add(
+                    Risk("encoded_payload", "info", f"Command runs a decoded payload in {runner}; checked what it decodes to"), stage.text
+                )
+                self.script(resolved, depth + 1, stage.text)
+                return
+            if word.substituted and word.substituted <= _ENV_TOOLS:
+                self.add(
+                    Risk(
+                        "dynamic_command",
+                        "info",
+                        f"Command runs the output of '{sorted(word.substituted)[0]}' in {runner} (environment setup)",
+                    ),
+                    stage.text,
+                )
+                return
+            self.add(self.hidden(runner), stage.text)
+            return
+        if word.dynamic and re.fullmatch(r"\"?\$\{?\w+(?:\[[^]]*\])?\}?\"?(?:\s+.*)?", text, re.S):
+            self.add(self.hidden(runner), stage.text)
+            return
+        self.script(word.text, depth + 1, stage.text)
+
+    def literal_output(self, text: str) -> str | None:
+        nodes = try_bashlex(text) if len(text) <= _MAX_PARSE_CHARS else None
+        if nodes is None or len(nodes) != 1:
+            return None
+        collector = Collector(text)
+        try:
+            collector.visit(nodes[0])
+        except RecursionError:
+            return None
+        if len(collector.pipelines) != 1 or None in collector.pipelines[0]:
+            return None
+        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if s is not None]
+        return _literal_stages(stages)
+
+    def code(self, language: str, source: str, depth: int, origin: str, dynamic: bool = False) -> None:
+        if depth > _MAX_DEPTH:
+            self.script("", depth, origin)
+            return
+        reading = inline_code.shell_of(language, source)
+        for line in reading.shell:
+            self.script(line, depth + 1, origin)
+        for what in reading.hidden[:1]:
+            if reading.downloaded:
+                self.add(self.remote("the network", f"{language} exec"), origin)
+            else:
+                self.add(
+                    Risk(
+                        "hidden_code",
+                        "warning",
+                        f"Command runs {language} code computed at run time ({what}); it cannot be checked - review before running",
+                        (_HIDDEN_SUGGESTION,),
+                    ),
+                    origin,
+                )
+
+    def stdin(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
+        argv = unwrapped.argv
+        mode = unwrapped.stdin or ("sql" if argv and is_sql_client(Invocation(argv)) else None)
+        if mode is None:
             return
         body = _heredoc(stage)
+        runner = f"'{program(argv[0])}'" if argv else "a remote shell"
         if body is None and upstream.feeder is not None:
             piped = f"{upstream.text} | {stage.text}"
             if downloads := sorted(upstream.programs & _DOWNLOADERS):
-                self.add(self.remote(downloads[0], f"'{program(argv[0])}'" if argv else "a remote shell"), piped)
+                self.add(self.remote(downloads[0], runner), piped)
                 return
-            if upstream.programs & _DECODERS and stdin != "sql":
+            body = _literal_stages(upstream.stages)
+            if body is None:
+                if mode != "sql" and upstream.programs & _DECODERS:
+                    self.add(self.hidden(runner), piped)
+                return
+            if upstream.programs & _DECODERS:
                 self.add(
-                    Risk(
-                        "remote_code",
-                        "warning",
-                        "Command pipes decoded data into an interpreter; the code it runs is hidden - review before running",
-                        ("Decode to a file and read it before running it",),
-                    ),
-                    piped,
+                    Risk("encoded_payload", "info", f"Command pipes an encoded payload into {runner}; checked what it decodes to"), piped
                 )
-                return
-            body = _piped_text(*upstream.feeder)
         if body is None:
             return
-        if stdin == "shell":
+        if mode == "shell":
             self.script(body, depth + 1, stage.text)
-        elif stdin == "sql":
+        elif mode == "code":
+            self.code(unwrapped.language, body, depth + 1, stage.text)
+        elif mode == "sql":
             for risk in sql_risks(body):
                 self.add(risk, stage.text)
 
-    def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, feeder: _Feeder | None, depth: int) -> None:
+    def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv
         head = argv[0]
         if downloads := sorted(head.substituted & _DOWNLOADERS):
@@ -296,15 +489,17 @@ class _Run:
                 Risk("dynamic_command", "info", f"Command name '{head.text}' is computed at run time; what it runs cannot be checked"),
                 stage.text,
             )
+        feeder = upstream.feeder
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
-        for risk in command_risks(Invocation(argv, unwrapped.via_xargs, roots)):
+        stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
+        for risk in command_risks(Invocation(argv, unwrapped.via_xargs, roots, self.cwd, stdin_fed)):
             self.add(risk, stage.text)
         if program(head) == "find" and depth < _MAX_DEPTH:
             find_roots, execs, _ = find_parts(argv)
             for cmd in execs:
                 if program(cmd[0]) not in FIND_DELETERS:
-                    words = tuple(find_roots[0] if w.text == "{}" else w for w in cmd)
+                    words = tuple(Word("{}") if w.text == "{}" else w for w in cmd)
                     self.simple(SimpleCommand(words, (), stage.text), unwrap(words), _Upstream(), depth + 1)
 
     @staticmethod
@@ -315,3 +510,15 @@ class _Run:
             f"Command runs code downloaded with '{download}' in {runner} without inspecting it - requires approval",
             _REMOTE_SUGGESTIONS,
         )
+
+    @staticmethod
+    def hidden(runner: str) -> Risk:
+        return Risk(
+            "hidden_code",
+            "critical",
+            f"Command runs text in {runner} that is only known at run time (a variable, a substitution or an undecodable payload) - requires approval",
+            (_HIDDEN_SUGGESTION,),
+        )
+
+
+_ = SHELLS  # shells are recognised by unwrap; kept importable for the walkers

@@ -1,80 +1,88 @@
 """Risk rules: what one unwrapped simple command can destroy, and how badly.
 
-Pure functions over argv words; parsing and unwrapping (sudo, env, sh -c, ...) live in
-`orchestrator.core.analysis` and the modules it uses. `command_risks` sends each command to the
-rules for its area: `filesystem_rules` (paths, rm, find, permissions), `host_rules` (block
-devices, power, services, redirections), `sql_rules` (database clients), `infra_rules` (git,
-kubectl, helm, terraform); the shared types are in `risk_types`. Each rule returns `Risk`
-values; the analysis turns them into findings. The severity contract (the corpus in
-tests/unit/analysis_corpus.py holds it):
+`command_risks` sends each command to the packs that know its program (`orchestrator.core.risk`,
+one module per domain); `redirect_risks` rates a shell redirection. Parsing and unwrapping
+(sudo, env, sh -c, interpreters, launchers, ...) live in `orchestrator.core.analysis` and the
+modules it uses. The severity contract, held by the labelled corpus in tests/unit/corpus/:
 
-Paths (rm -r, find -delete, chmod/chown -R) are classified first:
-  root      `/`, `/*`, `/.`, `//`, `/..`                          -> critical
-  home      `~`, `~/`, `~user`, `$HOME`, `${HOME}/*`, `/root`,
-            `/home/bob`                                            -> critical
-  system    any top-level dir (`/data`), two levels under a system top
-            (`/etc/nginx`, `/var/www`, `/home`), or a child of /var/lib,
-            /usr/lib, /usr/local, /usr/share (`/var/lib/mysql`)     -> critical
-  broad     `.`, `..`, `*`, `./*`, `../..` (whole working dir)     -> warning
-  dynamic   built from a variable other than HOME (`$DIR/*`)       -> warning
-  other     any other absolute or home path (`/var/www/app/cache`) -> warning
-  scratch   under /tmp, /var/tmp, /dev/shm (`/tmp/build`)          -> info
-  relative  a named relative path (`./build`, `node_modules`)      -> info
-A trailing `/*` or `/.*` means "the contents of" and classifies as the directory itself.
+  critical  the command can destroy data, history or access that cannot be brought back without
+            a backup (or takes the node down); on production it is held for approval
+  warning   destructive, but narrow, recoverable, or depending on what it is given
+  info      worth knowing (a computed command name, a delete of scratch or build output)
 
-rm: recursive (-r/-R/--recursive) uses the table above; `--no-preserve-root` is critical.
-  Non-recursive rm is a warning on root/system paths and nothing otherwise. `xargs rm -r`
-  with unknown input is a warning; fed by `find ROOT`, it is rated like `find ROOT -delete`.
-find: `-delete` or `-exec rm/unlink/shred` is critical when a root is root/home/system, else a
-  warning (even under /tmp: find deletes by pattern across a whole tree).
-Devices: mkfs*, mkswap, wipefs, blkdiscard, partition tools, dd of=, tee, cp or shred onto a
-  block device, and `> /dev/sda` are critical; mkfs on an image file is a warning.
-Power: shutdown/reboot/halt/poweroff, init 0/1/6, systemctl reboot/poweroff/rescue/... and
-  writes to /proc/sysrq-trigger are critical; `shutdown -c` is nothing.
-Services: systemctl stop/disable/mask/kill, service X stop, /etc/init.d/X stop are warnings;
-  critical for units that carry remote access (ssh, sshd, networking, NetworkManager, ...).
-Permissions: chmod/chown/chgrp -R on root/home/system is critical; -R with a world-writable
-  mode elsewhere, or a non-recursive change on `/` or a system dir, is a warning.
-git push: --force/-f/+refspec is a warning, critical onto main/master/production;
-  --force-with-lease is info, a warning onto those branches; --delete/:branch/--mirror warning.
-  `git clean -f` with -d or -x is a warning.
-SQL through a client (-c/-e/--query/positional SQL, heredoc or echo piped in): DROP
-  TABLE/DATABASE/SCHEMA, TRUNCATE, DELETE without WHERE are critical; other DROPs, UPDATE
-  without WHERE and ALTER TABLE ... DROP are warnings. Redis FLUSHALL/FLUSHDB and Mongo
-  dropDatabase()/drop()/deleteMany({}) are critical.
-Infrastructure: terraform/tofu destroy (or apply -destroy), pulumi destroy, and kubectl delete
-  of namespaces/nodes/PVs/CRDs or with --all/-A are critical; other kubectl delete, -target
-  destroys, kubectl drain and helm uninstall are warnings; any of them with --dry-run is nothing.
+Each pack's module docstring lists its critical, warning and safe forms; docs/policy.md has
+them all. A program no pack knows gets no finding: the analysis is a guard against accidents
+with known tools, not a sandbox.
 """
 
 from __future__ import annotations
 
-from orchestrator.core.filesystem_rules import find_risks, permission_risks, rm_risks
-from orchestrator.core.host_rules import device_risks, power_and_service_risks
-from orchestrator.core.infra_rules import git_risks, infra_risks
-from orchestrator.core.risk_types import Invocation, Risk, program
-from orchestrator.core.sql_rules import is_sql_client, nosql_risks, sql_risks, sql_texts
+from collections.abc import Sequence
+
+from orchestrator.core.risk import cloud, containers, databases, disks, filesystem, iac, kubernetes, network, power, users, vcs, vms
+from orchestrator.core.risk.table import Handler, Pack, Rule, evaluate
+from orchestrator.core.risk_types import Invocation, Risk
+
+PACKS: tuple[Pack, ...] = (
+    filesystem.PACK,
+    disks.PACK,
+    vcs.PACK,
+    containers.PACK,
+    kubernetes.PACK,
+    cloud.PACK,
+    iac.PACK,
+    databases.PACK,
+    vms.PACK,
+    network.PACK,
+    users.PACK,
+    power.PACK,
+)
+
+
+def _index(packs: Sequence[Pack]) -> tuple[dict[str, list[Handler]], dict[str, list[Rule]]]:
+    handlers: dict[str, list[Handler]] = {}
+    rules: dict[str, list[Rule]] = {}
+    for pack in packs:
+        for name, handler in pack.handlers.items():
+            handlers.setdefault(name, []).append(handler)
+        for rule in pack.rules:
+            for name in rule.tool.names:
+                rules.setdefault(name, []).append(rule)
+    return handlers, rules
+
+
+_HANDLERS, _RULES = _index(PACKS)
+
+
+def pack_of(name: str) -> str | None:
+    """The pack that knows program `name`, for the benchmark's per-domain figures."""
+    for pack in PACKS:
+        if name in pack.handlers or any(name in r.tool.names for r in pack.rules):
+            return pack.name
+    return "disks" if disks.is_mkfs(name) else None
 
 
 def command_risks(inv: Invocation) -> list[Risk]:
     """Every risk of one unwrapped command (its redirections are checked separately)."""
     if not inv.argv:
         return []
-    name = program(inv.argv[0])
+    name = inv.name
     if inv.argv[0].text.startswith("/etc/init.d/"):
-        return power_and_service_risks(inv)
-    if name == "rm":
-        return rm_risks(inv)
-    if name == "find":
-        return find_risks(inv)
-    if name in {"chmod", "chown", "chgrp"}:
-        return permission_risks(inv)
-    if name == "git":
-        return git_risks(inv)
-    if is_sql_client(inv):
-        return [r for text in sql_texts(inv) for r in sql_risks(text)]
-    if name in {"redis-cli", "mongo", "mongosh"}:
-        return nosql_risks(inv)
-    if name in {"kubectl", "oc", "helm", "terraform", "tofu", "terragrunt", "pulumi"}:
-        return infra_risks(inv)
-    return power_and_service_risks(inv) or device_risks(inv)
+        return power.service_risks(inv) or []
+    if disks.is_mkfs(name):
+        return disks.mkfs_risks(inv) or []
+    found: list[Risk] = []
+    decided = False
+    for handler in _HANDLERS.get(name, ()):
+        risks = handler(inv)
+        if risks is not None:
+            decided = True
+            found.extend(risks)
+    if not decided:
+        found.extend(evaluate(_RULES.get(name, ()), inv))
+    return found
+
+
+def redirect_risks(op: str, target: str, cwd: str | None = None) -> list[Risk]:
+    """Risks of a redirection: a block device, the kernel's sysrq trigger, or a vital file truncated."""
+    return filesystem.redirect_risks(op, target, cwd)

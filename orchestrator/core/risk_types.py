@@ -1,8 +1,7 @@
 """The vocabulary of the risk rules: argv words, unwrapped commands, risks and severities.
 
-Every rule module (`filesystem_rules`, `host_rules`, `sql_rules`, `infra_rules`) takes an
-`Invocation` and returns `Risk` values; `orchestrator.core.analysis` builds the `Word`s and turns
-the risks into findings.
+Every pack under `orchestrator.core.risk` takes an `Invocation` and returns `Risk` values;
+`orchestrator.core.analysis` builds the `Word`s and turns the risks into findings.
 """
 
 from __future__ import annotations
@@ -39,6 +38,20 @@ class Invocation:
     argv: tuple[Word, ...]
     via_xargs: bool = False  # more arguments arrive on stdin
     input_roots: tuple[Word, ...] = ()  # roots of a `find` whose output feeds xargs
+    cwd: str | None = None  # the working directory when it is known (`cd /srv && ...`, the job's)
+    stdin_fed: bool = False  # a pipe, heredoc or here-string feeds the program's stdin
+
+    @property
+    def name(self) -> str:
+        return program(self.argv[0]) if self.argv else ""
+
+    @property
+    def args(self) -> list[str]:
+        return [w.text for w in self.argv[1:]]
+
+    @property
+    def line(self) -> str:
+        return " ".join(w.text for w in self.argv)
 
 
 def program(word: Word) -> str:
@@ -47,3 +60,7 @@ def program(word: Word) -> str:
 
 def approval_phrase(severity: Severity) -> str:
     return "requires approval" if severity == "critical" else "review before running"
+
+
+def worst(risks: list[Risk]) -> Severity | None:
+    return max((r.severity for r in risks), key=SEVERITY_RANK.__getitem__, default=None)

@@ -1,0 +1,263 @@
+"""Databases pack: SQL passed to a client, database admin CLIs, key-value and document stores.
+
+SQL through a client (-c/-e/--query/positional SQL, a heredoc or echo piped in, or
+`analyze(..., tool=<client>)`), comments and literals ignored: DROP TABLE/DATABASE/SCHEMA/
+KEYSPACE/OWNED, TRUNCATE, DELETE without WHERE are critical; other DROPs, UPDATE without WHERE
+and ALTER TABLE ... DROP are warnings.
+CLIs: `dropdb`, `mysqladmin drop`, `pg_dropcluster`, `redis-cli FLUSHALL/FLUSHDB`, Mongo
+`dropDatabase()`/`drop()`/`deleteMany({})`, `etcdctl del --prefix`/`--from-key`, `consul kv delete
+-recurse`, `influx bucket delete`, a `curl -X DELETE` of a whole Elasticsearch index pattern:
+critical. `dropuser`, `mongorestore --drop`, `pg_restore --clean`, `redis-cli DEL`, `curl -X
+DELETE` of one index: warning. `pg_dump --clean` only writes a dump: safe.
+"""
+
+from __future__ import annotations
+
+import re
+
+from orchestrator.core.risk.table import Pack, Rule, tool
+from orchestrator.core.risk_types import Invocation, Risk, program
+
+SQL_CLIENTS: dict[str, frozenset[str]] = {
+    "psql": frozenset({"-c", "--command"}),
+    "usql": frozenset({"-c", "--command"}),
+    "mysql": frozenset({"-e", "--execute"}),
+    "mariadb": frozenset({"-e", "--execute"}),
+    "cqlsh": frozenset({"-e", "--execute"}),
+    "clickhouse-client": frozenset({"-q", "--query"}),
+    "sqlcmd": frozenset({"-Q", "-q", "--query"}),
+    "snowsql": frozenset({"-q", "--query"}),
+    "trino": frozenset({"--execute"}),
+    "duckdb": frozenset({"-c", "-s", "-cmd"}),
+    "sqlite3": frozenset({"-cmd"}),
+}
+_POSITIONAL_SQL = frozenset({"sqlite3", "duckdb"})  # client DB [SQL ...]
+_SQLITE_VALUE_OPTS = frozenset({"-init", "-separator", "-newline", "-nullvalue", "-vfs", "-maxsize", "-mmap"})
+
+
+def sql_texts(inv: Invocation) -> list[str]:
+    """SQL passed on the command line of a database client (not stdin)."""
+    name = program(inv.argv[0])
+    args = [w.text for w in inv.argv[1:]]
+    if name == "clickhouse" and args[:1] == ["client"]:
+        name, args = "clickhouse-client", args[1:]
+    flags = SQL_CLIENTS.get(name)
+    if flags is None:
+        return []
+    texts: list[str] = []
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in flags:
+            if i + 1 < len(args):
+                texts.append(args[i + 1])
+            i += 2
+            continue
+        long_value = next((a[len(f) + 1 :] for f in flags if f.startswith("--") and a.startswith(f + "=")), None)
+        short_value = next((a[2:] for f in flags if len(f) == 2 and a.startswith(f) and len(a) > 2), None)
+        if long_value is not None or short_value is not None:
+            texts.append(long_value if long_value is not None else str(short_value))
+        elif a in _SQLITE_VALUE_OPTS:
+            i += 1
+        elif not a.startswith("-"):
+            positional.append(a)
+        i += 1
+    if name in _POSITIONAL_SQL:
+        texts.extend(positional[1:])
+    return texts
+
+
+def is_sql_client(inv: Invocation) -> bool:
+    name = program(inv.argv[0])
+    return name in SQL_CLIENTS or (name == "clickhouse" and [w.text for w in inv.argv[1:2]] == ["client"])
+
+
+# Unterminated comments and literals run to the end, so every pattern is linear.
+_SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*'?|\$\$.*?(?:\$\$|\Z)", re.S)
+_SQL_CRITICAL_DROP = re.compile(r"\bDROP\s+(?:TABLE|DATABASE|SCHEMA|TABLESPACE|OWNED|KEYSPACE|COLUMNFAMILY)\b", re.I)
+_SQL_DROP = re.compile(r"\bDROP\s+(?:[A-Z]+\s+)?[A-Z]+\b", re.I)
+_SQL_DELETE = re.compile(r"\bDELETE\s+(?:FROM\s+)?[\w.\"`\[\]]+", re.I)
+_SQL_UPDATE = re.compile(r"\bUPDATE\s+[\w.\"`\[\]]+\s+SET\b", re.I)
+_SQL_TRUNCATE = re.compile(r"\bTRUNCATE\b", re.I)
+_SQL_WHERE = re.compile(r"\bWHERE\b", re.I)
+_SQL_SUGGESTIONS = (
+    "Add a WHERE clause so the statement only touches the intended rows",
+    "Back up the table first (pg_dump -t / mysqldump) or run it inside BEGIN; ... ROLLBACK; to check the row count",
+)
+
+
+def sql_risks(sql: str) -> list[Risk]:
+    """Risks of SQL text: DROP, TRUNCATE, DELETE/UPDATE without WHERE (comments and literals ignored)."""
+    risks: list[Risk] = []
+    for raw in _SQL_NOISE.sub(" '' ", sql[:100_000]).split(";"):
+        stmt = " ".join(raw.split())
+        if not stmt:
+            continue
+        shown = stmt if len(stmt) <= 80 else stmt[:77] + "..."
+        has_where = _SQL_WHERE.search(stmt) is not None
+        if m := _SQL_CRITICAL_DROP.search(stmt):
+            risks.append(
+                Risk("destructive_sql", "critical", f"SQL '{shown}' contains '{m.group(0)}' - requires approval", _SQL_SUGGESTIONS[1:])
+            )
+        elif _SQL_TRUNCATE.search(stmt):
+            risks.append(Risk("destructive_sql", "critical", f"SQL '{shown}' empties a table - requires approval", _SQL_SUGGESTIONS[1:]))
+        elif _SQL_DELETE.search(stmt) and not has_where:
+            risks.append(
+                Risk("destructive_sql", "critical", f"SQL '{shown}' deletes every row (no WHERE) - requires approval", _SQL_SUGGESTIONS)
+            )
+        elif _SQL_UPDATE.search(stmt) and not has_where:
+            risks.append(
+                Risk("destructive_sql", "warning", f"SQL '{shown}' updates every row (no WHERE) - review before running", _SQL_SUGGESTIONS)
+            )
+        elif m := _SQL_DROP.search(stmt):
+            risks.append(
+                Risk("destructive_sql", "warning", f"SQL '{shown}' contains '{m.group(0)}' - review before running", _SQL_SUGGESTIONS[1:])
+            )
+    return risks
+
+
+_MONGO_DESTRUCTIVE = re.compile(r"dropDatabase\s*\(|\.drop\s*\(\s*\)|\.(?:deleteMany|remove)\s*\(\s*\{\s*\}\s*\)")
+
+
+def nosql_risks(inv: Invocation) -> list[Risk] | None:
+    name = program(inv.argv[0])
+    args = [w.text for w in inv.argv[1:]]
+    if name == "redis-cli":
+        if inv.stdin_fed and not args[-1:]:
+            return None
+        hit = next((a for a in args if a.upper() in {"FLUSHALL", "FLUSHDB"}), None)
+        if hit:
+            return [
+                Risk(
+                    "destructive_sql",
+                    "critical",
+                    f"Command 'redis-cli {hit}' deletes every key - requires approval",
+                    ("Back up with 'redis-cli --rdb' first",),
+                )
+            ]
+        return []
+    for i, a in enumerate(args):
+        script = args[i + 1] if a == "--eval" and i + 1 < len(args) else a.removeprefix("--eval=") if a.startswith("--eval=") else None
+        if script and _MONGO_DESTRUCTIVE.search(script):
+            return [
+                Risk(
+                    "destructive_sql",
+                    "critical",
+                    f"Command '{name} --eval' drops or empties a collection - requires approval",
+                    ("Back up with mongodump first and pass a filter to deleteMany",),
+                )
+            ]
+    return []
+
+
+def client_sql_risks(inv: Invocation) -> list[Risk]:
+    return [r for text in sql_texts(inv) for r in sql_risks(text)]
+
+
+_INDEX_ALL = re.compile(r"(?:^|/)(?:_all|\*|[\w.-]*\*)(?:[/?]|$)")
+
+
+def curl_delete_risks(inv: Invocation) -> list[Risk] | None:
+    """`curl -X DELETE URL`: a whole index pattern of a search cluster is critical, one resource a warning."""
+    args = inv.args
+    method = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-X", "--request"}), None)
+    method = method or next((a[2:] for a in args if a.startswith("-X") and len(a) > 2), None)
+    if method is None or method.upper() != "DELETE":
+        return None
+    urls = [a for a in args if "://" in a or re.match(r"^[\w.-]+:\d+/", a)]
+    url = urls[0] if urls else "the URL"
+    path = re.sub(r"^\w+://[^/]+", "", url) if "://" in url else url.split("/", 1)[-1]
+    if _INDEX_ALL.search(path) or path.strip("/") in {"", "_all"}:
+        return [
+            Risk(
+                "destructive_sql",
+                "critical",
+                f"Command 'curl -X DELETE {url}' deletes every index or resource matching the pattern - requires approval",
+                ("Name one index, and snapshot first (PUT _snapshot/...)",),
+            )
+        ]
+    return [Risk("destructive_command", "warning", f"Command 'curl -X DELETE {url}' deletes a remote resource - review before running")]
+
+
+_PG = tool("dropdb", "pg_dropcluster", "dropuser", "dropuser", values="-h --host -p --port -U --username")
+_MYSQLADMIN = tool("mysqladmin", "mariadb-admin", values="-h --host -P --port -u --user -p --password -S --socket")
+_ETCD = tool("etcdctl", values="--endpoints --cacert --cert --key --user --dial-timeout --command-timeout")
+_CONSUL = tool("consul", values="-http-addr -token -datacenter", clusters=False)
+_INFLUX = tool("influx", values="--host --token -t --org -o --org-id --bucket-id -i --name -n", clusters=True)
+_MONGO_TOOLS = tool("mongorestore", "pg_restore", values="-d --dbname -h --host -U --username -p --port --uri")
+_DUMP_FIRST = "Take a dump first (pg_dump -Fc DB > DB.dump / mysqldump DB > DB.sql)"
+
+PACK = Pack(
+    name="databases",
+    summary="SQL through psql/mysql/sqlite3/...; dropdb, mysqladmin drop, redis FLUSHALL, mongo drops, etcd/consul deletes",
+    rules=(
+        Rule(
+            "databases.dropdb",
+            _PG,
+            ("*",),
+            "critical",
+            "deletes a database or cluster",
+            unless=("--help", "--version"),
+            suggestion=_DUMP_FIRST,
+            type="destructive_sql",
+        ),
+        Rule(
+            "databases.mysqladmin-drop",
+            _MYSQLADMIN,
+            ("drop",),
+            "critical",
+            "deletes a database",
+            suggestion=_DUMP_FIRST,
+            type="destructive_sql",
+        ),
+        Rule("databases.mysqladmin-shutdown", _MYSQLADMIN, ("shutdown",), "warning", "stops the database server", type="destructive_sql"),
+        Rule(
+            "databases.etcd-del-prefix",
+            _ETCD,
+            ("del",),
+            "critical",
+            "deletes every key under the prefix",
+            flags=("--prefix", "--from-key"),
+            suggestion="List the keys first: etcdctl get --prefix --keys-only KEY",
+            type="destructive_sql",
+        ),
+        Rule("databases.etcd-del", _ETCD, ("del",), "warning", "deletes a key", type="destructive_sql"),
+        Rule(
+            "databases.consul-kv-recurse",
+            _CONSUL,
+            ("kv", "delete"),
+            "critical",
+            "deletes every key under the prefix",
+            flags=("-recurse",),
+            type="destructive_sql",
+        ),
+        Rule(
+            "databases.influx-delete",
+            _INFLUX,
+            ("bucket|org|v1", "delete"),
+            "critical",
+            "deletes a bucket or organisation with its data",
+            type="destructive_sql",
+        ),
+        Rule("databases.influx-delete-data", _INFLUX, ("delete",), "critical", "deletes points in a time range", type="destructive_sql"),
+        Rule(
+            "databases.restore-drop",
+            _MONGO_TOOLS,
+            (),
+            "warning",
+            "drops existing objects before restoring",
+            flags=("--drop", "--clean", "-c"),
+            type="destructive_sql",
+        ),
+    ),
+    handlers={
+        "redis-cli": nosql_risks,
+        "valkey-cli": nosql_risks,
+        "mongo": nosql_risks,
+        "mongosh": nosql_risks,
+        "curl": curl_delete_risks,
+        **{name: client_sql_risks for name in SQL_CLIENTS},
+        "clickhouse": client_sql_risks,
+    },
+)

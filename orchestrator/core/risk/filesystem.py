@@ -1,0 +1,390 @@
+"""Filesystem pack: recursive deletes by the class of the path, find -delete, shredding, moving
+system paths away, sync tools that delete at the destination, and truncating redirections.
+
+Recursive delete (`rm -r`, `find -delete`, `srm -r`) by path class (`risk.paths`):
+  root, home, home_data, system          critical
+  broad, project, dynamic, input, other  warning
+  guarded, scratch, build                info
+Non-recursive `rm`/`unlink` is critical on files the node cannot boot or log in without
+(`/etc/passwd`, `/boot/...`, `/usr/bin/...`, `/etc/*`), a warning on other system files.
+`shred`/`srm`/`wipe` destroy beyond recovery: critical. `mv` of root, home or system paths,
+or anything moved onto /dev/null: critical. `rsync --delete` and `rclone sync/purge/delete`:
+critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from orchestrator.core.risk.disks import is_block_device
+from orchestrator.core.risk.paths import REASON, PathKind, Place, contents_base, place
+from orchestrator.core.risk.table import Pack, Rule, has_flag, positionals, tool
+from orchestrator.core.risk_types import SEVERITY_RANK, Invocation, Risk, Severity, Word, approval_phrase, program
+
+RECURSIVE_DELETE: dict[PathKind, Severity] = {
+    "root": "critical",
+    "home": "critical",
+    "home_data": "critical",
+    "system": "critical",
+    "broad": "warning",
+    "project": "warning",
+    "dynamic": "warning",
+    "input": "warning",
+    "other": "warning",
+    "guarded": "info",
+    "scratch": "info",
+    "build": "info",
+}
+_VITAL = re.compile(
+    r"^/(?:etc/(?:passwd|shadow|group|gshadow|sudoers|fstab|crypttab|ssh/sshd_config|pam\.d/.*|sudoers\.d)"
+    r"|boot/.+|s?bin/.+|usr/s?bin/.+|lib(?:32|64)?/.+|usr/lib(?:32|64)?/[^/]+\.so[.\d]*|etc)$"
+)
+
+
+def rm_suggestions(found: Place, target: str) -> tuple[str, ...]:
+    kind, path = found.kind, found.path
+    if kind == "root":
+        return ("Name the exact directory to delete instead of '/'",)
+    if kind == "dynamic":
+        var = re.search(r"\$\{?(\w+)", target)
+        name = var.group(1) if var else "DIR"
+        return (f'Guard the variable so an empty value cannot expand to /: "${{{name}:?}}" instead of "${name}"',)
+    if kind == "input":
+        return ("Review the input list first: run the command that produces it on its own",)
+    if kind in {"broad", "project"}:
+        return (
+            f"Check the working directory first: pwd && ls -la {target}",
+            "Use an absolute path so the command cannot hit the wrong directory",
+        )
+    if kind in {"guarded", "scratch", "build"}:
+        return ()
+    tips = [f"List what would be removed first: ls -la {path}"]
+    if target.endswith("*"):
+        tips.append(f"Delete only the entries you mean inside {path} rather than all of them")
+    else:
+        tips.append(f"Back it up first, e.g. tar -czf backup.tgz {path}")
+    return tuple(tips)
+
+
+def _rm_flags(inv: Invocation) -> tuple[bool, bool, bool, list[Word]]:
+    recursive = force = no_preserve = False
+    targets: list[Word] = []
+    options_done = False
+    for w in inv.argv[1:]:
+        t = w.text
+        if not options_done and t == "--":
+            options_done = True
+        elif not options_done and t.startswith("--"):
+            recursive |= t in {"--recursive", "--dir"} and t == "--recursive"
+            force |= t == "--force"
+            no_preserve |= t == "--no-preserve-root"
+        elif not options_done and t.startswith("-") and len(t) > 1:
+            recursive |= "r" in t or "R" in t
+            force |= "f" in t
+        elif not (inv.via_xargs and t == "{}"):
+            targets.append(w)
+    return recursive, force, no_preserve, targets
+
+
+def delete_risk(flag: str, targets: list[Word], cwd: str | None, recursive: bool) -> Risk | None:
+    """The worst target of a delete: by path class when recursive, by vital files otherwise."""
+    best: tuple[Severity, Place, Word] | None = None
+    for target in targets:
+        found = place(target, cwd)
+        if recursive:
+            rated: Severity | None = RECURSIVE_DELETE[found.kind]
+        elif _VITAL.match(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
+            rated = "critical"
+        else:
+            rated = "warning" if found.kind in {"root", "system"} else None
+        if rated and (best is None or SEVERITY_RANK[rated] > SEVERITY_RANK[best[0]]):
+            best = (rated, found, target)
+    if best is None:
+        return None
+    sev, found, target = best
+    where = f"'{target.text}'" + (f" ({found.path})" if found.path not in {target.text, contents_base(target.text)} else "")
+    tail = "" if sev == "info" else f" - {approval_phrase(sev)}"
+    tips = rm_suggestions(found, target.text) if recursive else (f"Back it up first: cp -a {found.path} {found.path}.bak",)
+    return Risk("destructive_command", sev, f"Command contains '{flag}' on {where} ({REASON[found.kind]}){tail}", tips)
+
+
+def rm_risks(inv: Invocation) -> list[Risk]:
+    recursive, force, no_preserve, targets = _rm_flags(inv)
+    name = inv.name
+    flag = f"{name} -rf" if recursive and force else f"{name} -r" if recursive else f"{name} -f" if force else name
+    if no_preserve:
+        return [
+            Risk(
+                "destructive_command",
+                "critical",
+                f"Command contains '{flag} --no-preserve-root' - requires approval",
+                ("Remove --no-preserve-root and name the exact directory to delete",),
+            )
+        ]
+    if inv.via_xargs and inv.input_roots:
+        sev = find_delete_severity(inv.input_roots, inv.cwd)
+        roots = " ".join(r.text for r in inv.input_roots)
+        return [
+            Risk(
+                "destructive_command",
+                sev,
+                f"Command pipes files found under '{roots}' into '{flag}' - {approval_phrase(sev)}",
+                (f"Review the list first: run the find under '{roots}' without '| xargs {name}'",),
+            )
+        ]
+    risks: list[Risk] = []
+    if inv.via_xargs and recursive:
+        risks.append(
+            Risk(
+                "destructive_command",
+                "warning",
+                f"Command runs '{flag}' on paths read from its input - review before running",
+                (f"Review the input list first: run the pipeline without '| xargs {name}'",),
+            )
+        )
+    if name in {"srm", "wipe"}:
+        recursive = recursive or name == "wipe"
+    found = delete_risk(flag, targets, inv.cwd, recursive)
+    if found:
+        risks.append(found)
+    if name in {"srm", "wipe"} and targets:
+        risks.append(_shred(inv, targets[0].text))
+    return risks
+
+
+def _shred(inv: Invocation, target: str) -> Risk:
+    return Risk(
+        "destructive_command",
+        "critical",
+        f"Command '{inv.name}' overwrites '{target}' beyond recovery - requires approval",
+        (f"Check the target first: ls -la {target}; use plain rm if the data need not be unrecoverable",),
+    )
+
+
+def shred_risks(inv: Invocation) -> list[Risk] | None:
+    targets = [a for a in positionals(inv.args, _SHRED) if a != "-"]
+    if not targets or is_block_device(targets[0]):
+        return None  # block devices are the disks pack's
+    return [_shred(inv, targets[0])]
+
+
+_EXPR_START = re.compile(r"^(?:-.+|\(|\)|!|,)$")
+FIND_DELETERS = frozenset({"rm", "unlink", "shred", "srm"})
+
+
+def find_parts(argv: tuple[Word, ...] | list[Word]) -> tuple[list[Word], list[list[Word]], bool]:
+    """Split a find invocation into roots, the argv of each -exec/-ok, and whether -delete is set."""
+    i = 1
+    while i < len(argv) and (argv[i].text in {"-H", "-L", "-P"} or argv[i].text.startswith("-O")):
+        i += 1
+    if i < len(argv) and argv[i].text == "-D":
+        i += 2
+    roots: list[Word] = []
+    while i < len(argv) and not _EXPR_START.match(argv[i].text):
+        roots.append(argv[i])
+        i += 1
+    execs: list[list[Word]] = []
+    delete = False
+    while i < len(argv):
+        t = argv[i].text
+        if t == "-delete":
+            delete = True
+        elif t in {"-exec", "-execdir", "-ok", "-okdir"}:
+            cmd: list[Word] = []
+            i += 1
+            while i < len(argv) and argv[i].text not in {";", "+", "\\;"}:
+                cmd.append(argv[i])
+                i += 1
+            if cmd:
+                execs.append(cmd)
+        i += 1
+    return roots or [Word(".")], execs, delete
+
+
+def find_delete_severity(roots: tuple[Word, ...] | list[Word], cwd: str | None) -> Severity:
+    kinds = {place(r, cwd).kind for r in roots}
+    if kinds & {"root", "home", "home_data", "system"}:
+        return "critical"
+    return "info" if kinds <= {"scratch", "build", "guarded"} else "warning"
+
+
+def find_risks(inv: Invocation) -> list[Risk]:
+    roots, execs, delete = find_parts(inv.argv)
+    deleters = [c for c in execs if program(c[0]) in FIND_DELETERS]
+    if not delete and not deleters:
+        return []
+    sev = find_delete_severity(roots, inv.cwd)
+    how = "-delete" if delete else f"-exec {deleters[0][0].text}"
+    where = " ".join(r.text for r in roots)
+    tail = "" if sev == "info" else f" - {approval_phrase(sev)}"
+    return [
+        Risk(
+            "destructive_command",
+            sev,
+            f"Command contains 'find {where} ... {how}'{tail}",
+            (f"Run the same find with -print instead of '{how}' first to review the matches",),
+        )
+    ]
+
+
+def mv_risks(inv: Invocation) -> list[Risk] | None:
+    words = [w for w in inv.argv[1:] if not w.text.startswith("-")]
+    if len(words) < 2:
+        return None
+    *sources, dest = words
+    if dest.text == "/dev/null":
+        return [
+            Risk(
+                "destructive_command", "critical", f"Command moves '{sources[0].text}' onto /dev/null, which deletes it - requires approval"
+            )
+        ]
+    for src in sources:
+        found = place(src, inv.cwd)
+        if found.kind in {"root", "home", "system"} and not src.text.endswith("*"):
+            return [
+                Risk(
+                    "destructive_command",
+                    "critical",
+                    f"Command moves '{src.text}' ({REASON[found.kind]}) away - requires approval",
+                    (f"Copy it instead (cp -a {found.path} ...) and remove the original once the copy is checked",),
+                )
+            ]
+    return None
+
+
+_RSYNC = tool(
+    "rsync",
+    values="-e --rsh --exclude --include --filter -f --files-from --rsync-path --port --log-file -T --temp-dir --backup-dir --suffix --chmod --chown -M --remote-option",
+)
+_SHRED = tool("shred", values="-n --iterations -s --size --random-source")
+
+
+def rsync_risks(inv: Invocation) -> list[Risk] | None:
+    args = inv.args
+    deletes = any(a.startswith("--del") for a in args) or "--remove-source-files" in args
+    if not deletes or has_flag(args, "-n", _RSYNC) or has_flag(args, "--dry-run") or has_flag(args, "--list-only"):
+        return None
+    places = positionals(args, _RSYNC)
+    dest = places[-1] if len(places) >= 2 else ""
+    if "--remove-source-files" in args and not any(a.startswith("--del") for a in args):
+        return [
+            Risk(
+                "destructive_command",
+                "warning",
+                f"Command '{inv.line[:120]}' removes the source files after copying - review before running",
+            )
+        ]
+    local = dest.split(":", 1)[-1] if re.match(r"^[\w.@-]+:", dest) else dest
+    sev: Severity = "warning" if place(Word(local), inv.cwd).kind in {"scratch", "build"} else "critical"
+    return [
+        Risk(
+            "destructive_command",
+            sev,
+            f"Command 'rsync ... --delete' deletes files under '{dest}' that are not in the source - {approval_phrase(sev)}",
+            (f"Preview it first with the same options plus --dry-run: rsync --dry-run {' '.join(args)}",),
+        )
+    ]
+
+
+def truncate_risks(inv: Invocation) -> list[Risk] | None:
+    files = [w for w in inv.argv[1:] if not w.text.startswith("-") and not re.fullmatch(r"[<>%/*+-]?\d+[KMGTPEkmgtpe]?[Bb]?", w.text)]
+    for w in files:
+        found = place(w, inv.cwd)
+        if _VITAL.match(found.path):
+            return [
+                Risk(
+                    "destructive_command",
+                    "critical",
+                    f"Command 'truncate' empties '{found.path}', a file the system needs - requires approval",
+                )
+            ]
+    return None
+
+
+_RCLONE = tool("rclone", values="--config --filter --include --exclude --transfers --checkers --bwlimit --log-file --backup-dir")
+_RCLONE_PREVIEW = ("--dry-run", "-n", "--interactive", "-i", "--help", "-h")
+_PREVIEW = "Preview it first with the same arguments plus --dry-run: {cmd} --dry-run"
+
+PACK = Pack(
+    name="filesystem",
+    summary="rm, find -delete, shred/srm/wipe, mv of system paths, rsync --delete, rclone, truncate",
+    rules=(
+        Rule(
+            "filesystem.rclone-purge",
+            _RCLONE,
+            ("purge",),
+            "critical",
+            "deletes a remote path and all its contents",
+            unless=_RCLONE_PREVIEW,
+            suggestion=_PREVIEW,
+        ),
+        Rule(
+            "filesystem.rclone-delete",
+            _RCLONE,
+            ("delete|deletefile|rmdirs",),
+            "critical",
+            "deletes files on a remote",
+            unless=_RCLONE_PREVIEW,
+            suggestion=_PREVIEW,
+        ),
+        Rule(
+            "filesystem.rclone-sync",
+            _RCLONE,
+            ("sync|bisync",),
+            "critical",
+            "deletes destination files that are not in the source",
+            unless=_RCLONE_PREVIEW,
+            suggestion=_PREVIEW,
+        ),
+        Rule(
+            "filesystem.rclone-move",
+            _RCLONE,
+            ("move|moveto|cleanup|dedupe",),
+            "warning",
+            "removes or replaces files on a remote",
+            unless=_RCLONE_PREVIEW,
+            suggestion=_PREVIEW,
+        ),
+    ),
+    handlers={
+        "rm": rm_risks,
+        "unlink": rm_risks,
+        "srm": rm_risks,
+        "wipe": rm_risks,
+        "find": find_risks,
+        "shred": shred_risks,
+        "mv": mv_risks,
+        "rsync": rsync_risks,
+        "truncate": truncate_risks,
+    },
+)
+
+
+def redirect_risks(op: str, target: str, cwd: str | None) -> list[Risk]:
+    """Writing onto a block device or the sysrq trigger; truncating a file the system needs."""
+    if not op.endswith(">") and op not in {">>", "&>>", ">|", "<>", ">&"}:
+        return []
+    if is_block_device(target):
+        return [
+            Risk(
+                "device_write",
+                "critical",
+                f"Command redirects output onto block device '{target}' - requires approval",
+                (f"Double-check the target first with lsblk -f {target}: writing to a block device destroys its data",),
+            )
+        ]
+    if target == "/proc/sysrq-trigger":
+        return [Risk("power", "critical", "Command writes to /proc/sysrq-trigger (can crash or reboot the node) - requires approval")]
+    found = place(Word(target), cwd)
+    if op in {">", ">|", "&>"} and _VITAL.match(found.path) and found.path != "/etc":
+        return [
+            Risk(
+                "destructive_command",
+                "critical",
+                f"Command overwrites '{found.path}', a file the system needs to boot or log in - requires approval",
+                (
+                    f"Back it up first (cp -a {found.path} {found.path}.bak) and append with >> or edit it with a tool that validates it (visudo, vipw)",
+                ),
+            )
+        ]
+    return []

@@ -1,0 +1,228 @@
+"""Users and permissions pack: accounts, passwords, sudo, cron tables, and ownership or modes
+rewritten across system paths.
+
+Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
+`chmod 777 /` or on vital files, `userdel -r` / `deluser --remove-home` (the home directory goes
+too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
+the user, without asking), writing a `sudoers` file with `>`.
+Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
+the other groups), a world-writable `chmod -R` elsewhere, setuid bits, `crontab -ri`, `crontab
+FILE` (replaces the table).
+Safe: `crontab -l`, `id`, `getent`, `chmod -R 755 ./dist`, `chown -R app /srv/app/releases/42`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from orchestrator.core.risk.paths import REASON, place
+from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
+from orchestrator.core.risk_types import Invocation, Risk, Word
+
+_CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
+_WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
+_SETUID = re.compile(r"^(?:[4-7][0-7]{3}|[ugo]*\+[rwx]*s[rwx]*)$")
+
+
+def permission_risks(inv: Invocation) -> list[Risk]:
+    name = inv.name
+    recursive = False
+    positional: list[Word] = []
+    for w in inv.argv[1:]:
+        t = w.text
+        if t == "--recursive" or re.fullmatch(r"-[cfvhHLP]*R[cfvhHLPR]*", t):
+            recursive = True
+        elif (
+            t in _CHMOD_OPTIONS
+            or t.startswith("--")
+            or (name != "chmod" and t.startswith("-"))
+            or (name == "chmod" and re.fullmatch(r"-[cfvR]+", t))
+        ):
+            continue
+        else:
+            positional.append(w)
+    if len(positional) < 2:
+        return []
+    spec, targets = positional[0].text, positional[1:]
+    places = [(place(t, inv.cwd), t) for t in targets]
+    change = f"{name} {'-R ' if recursive else ''}{spec}"
+    world = name == "chmod" and any(_WORLD_WRITABLE.match(part) for part in spec.split(","))
+    for found, target in places:
+        if recursive and found.kind in {"root", "home", "system"}:
+            return [
+                Risk(
+                    "system_permissions",
+                    "critical",
+                    f"Command '{change}' on '{target.text}' rewrites permissions of {REASON[found.kind]} - requires approval",
+                    (f"Scope '{name}' to the directory that needs it, below '{found.path}'",)
+                    + (("Avoid 777: use 755 for directories and 644 for files",) if world else ()),
+                )
+            ]
+        if found.kind == "root" and (world or name != "chmod"):
+            return [Risk("system_permissions", "critical", f"Command '{change}' on '/' - requires approval")]
+    for found, target in places:
+        if (recursive and world) or (found.kind in {"system", "home"} and world):
+            return [
+                Risk(
+                    "system_permissions",
+                    "warning",
+                    f"Command '{change}' on '{target.text}' makes files world-writable - review before running",
+                    ("Avoid world-writable modes: use 755 for directories and 644 for files",),
+                )
+            ]
+        if name == "chmod" and _SETUID.match(spec) and not recursive:
+            return [
+                Risk(
+                    "system_permissions",
+                    "warning",
+                    f"Command '{change}' on '{target.text}' sets a setuid/setgid bit - review before running",
+                )
+            ]
+    return []
+
+
+def _user_target(inv: Invocation) -> str:
+    words = [a for a in inv.args if not a.startswith("-")]
+    return words[-1] if words else ""
+
+
+def account_risks(inv: Invocation) -> list[Risk] | None:
+    name, args = inv.name, inv.args
+    user = _user_target(inv)
+    if name in {"userdel", "deluser"}:
+        if user == "root":
+            return [Risk("account_change", "critical", "Command deletes the root account - requires approval")]
+        if has_flag(args, "-r") or has_flag(args, "--remove") or "--remove-home" in args or "--remove-all-files" in args:
+            return [
+                Risk(
+                    "account_change",
+                    "critical",
+                    f"Command '{name} {' '.join(args)}' deletes user '{user}' and their home directory - requires approval",
+                    (f"Archive the home directory first (tar -czf {user}-home.tgz ~{user}), or drop -r to keep it",),
+                )
+            ]
+        return [
+            Risk(
+                "account_change",
+                "warning",
+                f"Command '{name}' deletes user '{user}' - review before running",
+                (f"Lock the account instead: usermod -L {user}",),
+            )
+        ]
+    if name in {"passwd", "usermod", "chage"}:
+        locks = (
+            has_flag(args, "-d")
+            or has_flag(args, "-l")
+            or has_flag(args, "-L")
+            or has_flag(args, "--lock")
+            or has_flag(args, "--delete")
+            or has_flag(args, "-e")
+            or has_flag(args, "--expire*")
+        )
+        if (
+            name == "usermod"
+            and (has_flag(args, "-G") or has_flag(args, "--groups"))
+            and not (has_flag(args, "-a") or has_flag(args, "--append"))
+        ):
+            return [
+                Risk(
+                    "account_change",
+                    "warning",
+                    f"Command 'usermod -G' without -a replaces every supplementary group of '{user}' (sudo included) - review before running",
+                    ("Add -a to append the group: usermod -aG GROUP USER",),
+                )
+            ]
+        if (locks and name != "chage") or (name == "chage" and has_flag(args, "-E")):
+            sev = "critical" if user in {"root", ""} else "warning"
+            who = f"'{user}'" if user else "the current user (root when run with sudo)"
+            return [
+                Risk(
+                    "account_change",
+                    sev,
+                    f"Command '{name} {' '.join(args)}' locks, expires or removes the password of {who} - "
+                    + ("requires approval" if sev == "critical" else "review before running"),
+                )
+            ]
+    return None
+
+
+def crontab_risks(inv: Invocation) -> list[Risk] | None:
+    args = inv.args
+    if has_flag(args, "-r") or "--remove" in args:
+        if has_flag(args, "-i"):
+            return [
+                Risk(
+                    "account_change",
+                    "warning",
+                    "Command 'crontab -ri' deletes the user's cron table (after a prompt) - review before running",
+                )
+            ]
+        return [
+            Risk(
+                "account_change",
+                "critical",
+                "Command 'crontab -r' deletes every cron job of the user without asking - requires approval",
+                ("Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e",),
+            )
+        ]
+    files = [a for a in args if not a.startswith("-")]
+    if files and files[0] != "-" and not has_flag(args, "-l"):
+        return [
+            Risk(
+                "account_change",
+                "warning",
+                f"Command 'crontab {files[0]}' replaces the user's whole cron table - review before running",
+                ("Back the table up first: crontab -l > crontab.backup",),
+            )
+        ]
+    return None
+
+
+_GROUPS = tool("groupdel", "delgroup", "gpasswd")
+
+PACK = Pack(
+    name="users",
+    summary="chmod/chown/chgrp/setfacl on system paths, userdel -r, passwd/usermod locks, crontab -r",
+    rules=(
+        Rule(
+            "users.groupdel",
+            _GROUPS,
+            (),
+            "warning",
+            "deletes a group or removes its members",
+            flags=(),
+            unless=("--help", "-a", "--add"),
+            type="account_change",
+        ),
+    ),
+    handlers={
+        "chmod": permission_risks,
+        "chown": permission_risks,
+        "chgrp": permission_risks,
+        "userdel": account_risks,
+        "deluser": account_risks,
+        "passwd": account_risks,
+        "usermod": account_risks,
+        "chage": account_risks,
+        "crontab": crontab_risks,
+        "setfacl": lambda inv: _acl_risks(inv),
+        "chattr": lambda inv: _acl_risks(inv),
+    },
+)
+
+
+def _acl_risks(inv: Invocation) -> list[Risk] | None:
+    if not (has_flag(inv.args, "-R") or has_flag(inv.args, "--recursive")):
+        return None
+    for w in inv.argv[1:]:
+        if w.text.startswith("/") or w.text.startswith("~"):
+            found = place(w, inv.cwd)
+            if found.kind in {"root", "home", "system"}:
+                return [
+                    Risk(
+                        "system_permissions",
+                        "critical",
+                        f"Command '{inv.name} -R' on '{w.text}' rewrites access control of {REASON[found.kind]} - requires approval",
+                    )
+                ]
+    return None
