@@ -223,6 +223,14 @@ def _literal_stages(stages: list[_Stage]) -> str | None:
     return payloads.pipeline_output(literal)
 
 
+def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
+    """xargs fed literal text: its items go where `{}` is, or at the end."""
+    items = [Word(t) for t in literal.split()[:64]]
+    if any(w.text == "{}" for w in argv):
+        return tuple(x for w in argv for x in (items[:1] if w.text == "{}" else [w]))
+    return argv + tuple(items)
+
+
 def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
     args = [w for w in argv[1:] if not w.text.startswith("-")]
     if not args:
@@ -493,7 +501,10 @@ class _Run:
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
         stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
-        for risk in command_risks(Invocation(argv, unwrapped.via_xargs, roots, self.cwd, stdin_fed)):
+        via_xargs = unwrapped.via_xargs
+        if via_xargs and upstream.stages and (literal := _literal_stages(upstream.stages)) is not None:
+            argv, via_xargs = _fill_xargs(argv, literal), False
+        for risk in command_risks(Invocation(argv, via_xargs, roots, self.cwd, stdin_fed)):
             self.add(risk, stage.text)
         if program(head) == "find" and depth < _MAX_DEPTH:
             find_roots, execs, _ = find_parts(argv)

@@ -255,7 +255,9 @@ def _patterns(source: str, out: Reading) -> None:
             out.shell.append(text)
 
 
-_AWK_SYSTEM = re.compile(r"\bsystem\s*\(([^;{}]*)\)|\|\s*(\"(?:\\.|[^\"\\])*\")|(\"(?:\\.|[^\"\\])*\")\s*\|\s*getline")
+_AWK_SYSTEM = re.compile(
+    r"\bsystem\s*\(([^;{}]*)\)|print\s+([^|;{}]*)\|\s*\"(?:/bin/|/usr/bin/)?(?:ba|da|z)?sh\"|\|\s*(\"(?:\\.|[^\"\\])*\")|(\"(?:\\.|[^\"\\])*\")\s*\|\s*getline"
+)
 _AWK_PIECE = re.compile(r"\"((?:\\.|[^\"\\])*)\"|([A-Za-z_$][\w$\[\]]*)")
 
 

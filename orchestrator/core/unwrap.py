@@ -255,6 +255,8 @@ def _xargs(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...
 
 def _chroot_flock(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
     script = _option_value(args, "-c", "--command") if name in {"flock", "script"} else None
+    if script is None and name == "script":
+        script = next((args[i + 1] for i, a in enumerate(args[:-1]) if re.fullmatch(r"-[a-zA-Z]*c", a.text)), None)
     if script is not None:
         out.scripts.append(script)
         return _DONE
@@ -484,7 +486,7 @@ def _vi(args: tuple[Word, ...], out: Unwrapped) -> None:
 
 def _shell(argv: tuple[Word, ...], out: Unwrapped) -> Unwrapped:
     args = argv[1:]
-    run_string = False
+    run_string = from_stdin = False
     i = 0
     while i < len(args):
         t = args[i].text
@@ -495,12 +497,13 @@ def _shell(argv: tuple[Word, ...], out: Unwrapped) -> Unwrapped:
             break
         elif len(t) > 1 and t[0] in "-+":
             run_string |= not t.startswith("--") and "c" in t
+            from_stdin |= not t.startswith("--") and "s" in t
             i += 1
         else:
             break
     if run_string and i < len(args):
         out.scripts.append(args[i])
-    elif i < len(args):
+    elif i < len(args) and not from_stdin:
         out.code_files.append(args[i])
         out.argv = argv
     elif not run_string:

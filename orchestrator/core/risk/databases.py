@@ -180,8 +180,9 @@ def curl_delete_risks(inv: Invocation) -> list[Risk] | None:
     return [Risk("destructive_command", "warning", f"Command 'curl -X DELETE {url}' deletes a remote resource - review before running")]
 
 
-_PG = tool("dropdb", "pg_dropcluster", "dropuser", "dropuser", values="-h --host -p --port -U --username")
-_MYSQLADMIN = tool("mysqladmin", "mariadb-admin", values="-h --host -P --port -u --user -p --password -S --socket")
+_PG = tool("dropdb", "pg_dropcluster", values="-h --host -p --port -U --username")
+_DROPUSER = tool("dropuser", values="-h --host -p --port -U --username")
+_MYSQLADMIN = tool("mysqladmin", "mariadb-admin", values="-h --host -P --port -u --user -S --socket")
 _ETCD = tool("etcdctl", values="--endpoints --cacert --cert --key --user --dial-timeout --command-timeout")
 _CONSUL = tool("consul", values="-http-addr -token -datacenter", clusters=False)
 _INFLUX = tool("influx", values="--host --token -t --org -o --org-id --bucket-id -i --name -n", clusters=True)
@@ -202,6 +203,7 @@ PACK = Pack(
             suggestion=_DUMP_FIRST,
             type="destructive_sql",
         ),
+        Rule("databases.dropuser", _DROPUSER, ("*",), "warning", "deletes a database role", unless=("--help",), type="destructive_sql"),
         Rule(
             "databases.mysqladmin-drop",
             _MYSQLADMIN,

@@ -166,7 +166,7 @@ def parted_risks(inv: Invocation) -> list[Risk] | None:
                 (f"Print the current table first and keep it: parted {device} unit s print > partitions.txt",),
             )
         ]
-    if set(commands) <= _PARTED_READ:
+    if set(commands) <= _PARTED_READ or {"print", "p"} & set(commands):
         return []
     return [Risk("device_write", "warning", f"Command 'parted {device} {' '.join(commands)}' changes partitions - review before running")]
 
@@ -226,7 +226,8 @@ def fdisk_risks(inv: Invocation) -> list[Risk] | None:
 
 
 _PREVIEW_OFF = ("--help", "-h", "--version")
-_LVM = tool("lvremove", "vgremove", "pvremove", "lvreduce", "vgreduce", "pvmove", "lvconvert", "lvresize")
+_LVM = tool("lvremove", "vgremove", "pvremove", "lvreduce")
+_LVM_MOVE = tool("vgreduce", "pvmove", "lvconvert")
 _ZFS = tool("zfs", "zpool", values="-o -O -t -s -S")
 _BTRFS = tool("btrfs")
 _MDADM = tool("mdadm")
@@ -253,6 +254,7 @@ PACK = Pack(
             suggestion=_TEST_FIRST,
             type="device_write",
         ),
+        Rule("disks.lvm-move", _LVM_MOVE, (), "warning", "moves or removes extents of a volume group", unless=("--help", "-t", "--test"), type="device_write"),
         Rule(
             "disks.zfs-destroy",
             _ZFS,

@@ -202,7 +202,8 @@ def find_parts(argv: tuple[Word, ...] | list[Word]) -> tuple[list[Word], list[li
 
 
 def find_delete_severity(roots: tuple[Word, ...] | list[Word], cwd: str | None) -> Severity:
-    kinds = {place(r, cwd).kind for r in roots}
+    places = [place(r, cwd) for r in roots]
+    kinds = {"scratch" if p.path in {"/tmp", "/var/tmp", "/dev/shm"} else p.kind for p in places}
     if kinds & {"root", "home", "home_data", "system"}:
         return "critical"
     return "info" if kinds <= {"scratch", "build", "guarded"} else "warning"
@@ -356,6 +357,7 @@ PACK = Pack(
         "mv": mv_risks,
         "rsync": rsync_risks,
         "truncate": truncate_risks,
+        "tee": lambda inv: tee_risks(inv),
     },
 )
 
@@ -388,3 +390,10 @@ def redirect_risks(op: str, target: str, cwd: str | None) -> list[Risk]:
             )
         ]
     return []
+
+
+def tee_risks(inv: Invocation) -> list[Risk] | None:
+    """`tee FILE` writes like `> FILE` (`tee -a` like `>>`); block devices are the disks pack's."""
+    op = ">>" if has_flag(inv.args, "-a") or has_flag(inv.args, "--append") else ">"
+    risks = [r for a in inv.args if not a.startswith("-") and not is_block_device(a) for r in redirect_risks(op, a, inv.cwd)]
+    return risks or None

@@ -185,6 +185,9 @@ def place(word: Word, cwd: str | None = None) -> Place:
 def _relative(path: str) -> Place:
     norm = posixpath.normpath(path)
     parts = norm.split("/")
+    ups = next((i for i, p in enumerate(parts) if p != ".."), len(parts))
+    if 2 <= ups < len(parts) and parts[ups] in SYSTEM_TOP:
+        return Place("system", "/" + "/".join(parts[ups:]))  # ../../etc climbs out of any usual working directory
     if norm == "." or all(p == ".." for p in parts):
         return Place("broad", path)
     if parts[0] in BUILD_NAMES or parts[-1] in BUILD_NAMES:

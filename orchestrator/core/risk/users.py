@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.core.risk.paths import REASON, place
+from orchestrator.core.risk.paths import REASON, Place, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
 from orchestrator.core.risk_types import Invocation, Risk, Word
 
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
 _WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
 _SETUID = re.compile(r"^(?:[4-7][0-7]{3}|[ugo]*\+[rwx]*s[rwx]*)$")
+
+
+_OS_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/var/lib", "/var/spool", "/proc", "/sys", "/dev", "/run")
+
+
+def _os_owned(found: Place) -> bool:
+    """Root, homes, top-level directories and the trees the OS owns; not /srv/app or /var/www."""
+    if found.kind in {"root", "home"}:
+        return True
+    parts = [p for p in found.path.split("/") if p]
+    return found.kind == "system" and (len(parts) == 1 or any(found.path == t or found.path.startswith(t + "/") for t in _OS_TREES))
 
 
 def permission_risks(inv: Invocation) -> list[Risk]:
@@ -48,7 +59,7 @@ def permission_risks(inv: Invocation) -> list[Risk]:
     change = f"{name} {'-R ' if recursive else ''}{spec}"
     world = name == "chmod" and any(_WORLD_WRITABLE.match(part) for part in spec.split(","))
     for found, target in places:
-        if recursive and found.kind in {"root", "home", "system"}:
+        if recursive and _os_owned(found):
             return [
                 Risk(
                     "system_permissions",
