@@ -383,6 +383,9 @@ class _Run:
         for word in unwrapped.evals:
             self.nested(word, stage, depth, "eval")
         for language, source in unwrapped.code:
+            if downloads := sorted(source.substituted & _DOWNLOADERS):
+                self.add(self.remote(downloads[0], f"'{language}'"), stage.text)
+                continue
             self.code(language, source.text, depth + 1, stage.text, source.dynamic)
         argv = unwrapped.argv
         if argv:

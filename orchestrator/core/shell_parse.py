@@ -28,6 +28,7 @@ import bashlex  # type: ignore[import-untyped]
 import bashlex.errors  # type: ignore[import-untyped]
 import bashlex.subst  # type: ignore[import-untyped]
 
+from orchestrator.core.payloads import echo_output, printf_output
 from orchestrator.core.risk_types import Word
 
 
@@ -104,12 +105,9 @@ def _echo_constant(node: Any) -> str | None:
     if node.kind != "command" or any(p.kind != "word" or getattr(p, "parts", None) for p in node.parts):
         return None
     words = [str(p.word) for p in node.parts]
-    if words[0] not in {"echo", "printf"}:
-        return None
-    args = words[1:]
-    while args and args[0] in {"-n", "-e", "-E"}:
-        args = args[1:]
-    return " ".join(args)
+    if words[0] == "printf":
+        return printf_output(words[1:])
+    return echo_output(words[1:]) if words[0] == "echo" else None
 
 
 def _is_fork_bomb(name: str, body: Any) -> bool:

@@ -134,6 +134,10 @@ _PREFIXES = frozenset(
         "catchsegv",
         "dbus-run-session",
         "caffeinate",
+        "npx",
+        "pnpx",
+        "bunx",
+        "uvx",
         "firejail",
         "runcon",
         "setpriv",
@@ -326,6 +330,8 @@ def _source(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ..
 
 
 def _parallel(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
+    if any(a.text in {"--dry-run", "--dryrun"} for a in args):
+        return _DONE  # only prints the commands
     words = list(args[_skip_options(args, _VALUE_OPTIONS["parallel"]) :])
     seps = [i for i, w in enumerate(words) if w.text in {":::", "::::", ":::+", "::::+"}]
     if not seps:
@@ -501,6 +507,7 @@ def _shell(argv: tuple[Word, ...], out: Unwrapped) -> Unwrapped:
             i += 1
         else:
             break
+    from_stdin |= i < len(args) and args[i].text == "-"
     if run_string and i < len(args):
         out.scripts.append(args[i])
     elif i < len(args) and not from_stdin:

@@ -123,7 +123,7 @@ _MONGO_DESTRUCTIVE = re.compile(r"dropDatabase\s*\(|\.drop\s*\(\s*\)|\.(?:delete
 def nosql_risks(inv: Invocation) -> list[Risk] | None:
     name = program(inv.argv[0])
     args = [w.text for w in inv.argv[1:]]
-    if name == "redis-cli":
+    if name in {"redis-cli", "valkey-cli"}:
         if inv.stdin_fed and not args[-1:]:
             return None
         hit = next((a for a in args if a.upper() in {"FLUSHALL", "FLUSHDB"}), None)

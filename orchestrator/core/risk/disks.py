@@ -340,7 +340,7 @@ PACK = Pack(
         Rule(
             "disks.cryptsetup",
             _CRYPT,
-            ("luksformat|erase|lukserase|lukskillslot|reencrypt|luksremovekey|open",),
+            ("luksformat|erase|lukserase|lukskillslot|reencrypt|luksremovekey",),
             "critical",
             "reformats or destroys keys of an encrypted volume",
             unless=("--help",),

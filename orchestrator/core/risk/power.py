@@ -131,6 +131,8 @@ def service_risks(inv: Invocation) -> list[Risk] | None:
 
 def kill_risks(inv: Invocation) -> list[Risk] | None:
     args = inv.args
+    if args[:1] in (["-0"], ["-s", "0"], ["-n", "0"]) or args[:2] in (["-s", "0"], ["-n", "0"]) or "-l" in args:
+        return None  # signal 0 only checks that the process exists
     if args[:1] in (["-s"], ["-n"]):
         args = args[2:]
     elif len(args) > 1 and args[0].startswith("-"):

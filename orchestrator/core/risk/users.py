@@ -228,7 +228,7 @@ def _acl_risks(inv: Invocation) -> list[Risk] | None:
     for w in inv.argv[1:]:
         if w.text.startswith("/") or w.text.startswith("~"):
             found = place(w, inv.cwd)
-            if found.kind in {"root", "home", "system"}:
+            if _os_owned(found):
                 return [
                     Risk(
                         "system_permissions",
