@@ -1,4 +1,4 @@
-"""Risk analysis: the labelled corpus, its precision/recall, and robustness on arbitrary text."""
+"""Risk analysis: the labelled corpus (tuned and held-out parts), the shape of results, and robustness."""
 
 from __future__ import annotations
 
@@ -10,57 +10,82 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.analysis import Analysis, analyze
-from tests.unit.analysis_corpus import CORPUS, Case
+from orchestrator.core.analysis import Analysis, analyze, normalised_commands
+from tests.unit.analysis_corpus import CORPUS, HELDOUT, TUNED, Case
 
 _RANK = {None: 0, "info": 1, "warning": 2, "critical": 3}
+# The holding severity: what is held for approval on production.
+_HOLDS = "critical"
 
 
-def _flagged(severity: str | None) -> bool:
-    return _RANK[severity] >= _RANK["warning"]
+def _score(cases: list[Case]) -> tuple[float, float, int, int]:
+    """Recall on destructive commands and false-alarm rate on the others, at the holding severity."""
+    tp = fn = fp = tn = 0
+    for case in cases:
+        held = analyze(case.command, case.tool).severity == _HOLDS
+        if case.expected == _HOLDS:
+            tp, fn = tp + held, fn + (not held)
+        else:
+            fp, tn = fp + held, tn + (not held)
+    return tp / (tp + fn), fp / (fp + tn), tp + fn, fp + tn
 
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=c.command[:60], marks=pytest.mark.xfail(strict=True, reason="known gap")) if c.gap else c for c in CORPUS],
+    [pytest.param(c, id=c.where, marks=pytest.mark.xfail(strict=True, reason="known gap")) if c.gap else pytest.param(c, id=c.where) for c in TUNED],
 )
-def test_corpus_case(case: Case) -> None:
+def test_tuned_case(case: Case) -> None:
     result = analyze(case.command, case.tool)
     assert result.severity == case.expected, [f.message for f in result.findings]
 
 
-def test_corpus_precision_recall(record_property: Callable[[str, object], None]) -> None:
-    tp = fp = fn = exact = 0
-    for case in CORPUS:
-        got = analyze(case.command, case.tool).severity
-        exact += got == case.expected
-        if _flagged(got) and _flagged(case.expected):
-            tp += 1
-        elif _flagged(got):
-            fp += 1
-        elif _flagged(case.expected):
-            fn += 1
-    precision = tp / (tp + fp)
-    recall = tp / (tp + fn)
-    accuracy = exact / len(CORPUS)
-    for name, value in [("corpus_size", len(CORPUS)), ("precision", precision), ("recall", recall), ("exact", accuracy)]:
-        record_property(name, value)
-    print(
-        f"\nanalysis corpus: {len(CORPUS)} commands, flagged = warning or critical: "
-        f"precision {precision:.3f} ({tp}/{tp + fp}), recall {recall:.3f} ({tp}/{tp + fn}), "
-        f"exact severity {accuracy:.3f} ({exact}/{len(CORPUS)})"
-    )
-    assert len(CORPUS) >= 70
-    assert precision >= 0.95
+@pytest.mark.parametrize("part", [TUNED, HELDOUT], ids=["tuned", "heldout"])
+def test_corpus_recall_and_false_alarms(part: list[Case], record_property: Callable[[str, object], None]) -> None:
+    recall, false_alarms, destructive, benign = _score(part)
+    record_property("recall", recall)
+    record_property("false_alarms", false_alarms)
+    print(f"\n{part[0].part}: {len(part)} commands, recall {recall:.3f} of {destructive} destructive, false alarms {false_alarms:.3f} of {benign} others")
     assert recall >= 0.95
-    assert accuracy >= 0.9
+    assert false_alarms <= 0.02
 
 
-def test_corpus_covers_every_severity_and_tricky_shapes() -> None:
-    labels = {c.expected for c in CORPUS}
-    assert labels == {None, "info", "warning", "critical"}
-    assert sum(c.expected is None for c in CORPUS) >= 30
-    assert sum(_flagged(c.expected) for c in CORPUS) >= 30
+def test_corpus_is_broad() -> None:
+    assert len(CORPUS) >= 1500
+    assert len(HELDOUT) >= 400
+    assert {c.domain for c in CORPUS} >= {"filesystem", "disks", "vcs", "containers", "kubernetes", "cloud", "iac", "databases", "vms", "network", "users", "power", "code"}
+    tools = {c.command.split()[0] for c in CORPUS}
+    assert len(tools) >= 150
+    assert sum(c.expected is None for c in CORPUS) >= 600
+    assert sum(c.expected == "critical" for c in CORPUS) >= 600
+    assert all(c.source for c in CORPUS)
+
+
+def test_median_latency_is_under_5_ms() -> None:
+    timings = []
+    for case in CORPUS:
+        start = time.perf_counter()
+        analyze(case.command, case.tool)
+        timings.append(time.perf_counter() - start)
+    timings.sort()
+    assert timings[len(timings) // 2] < 0.005
+
+
+# --- false alarms the issue named ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sgdisk --verify /dev/sda",
+        "fdisk /dev/sda",
+        "wipefs /dev/sdb",
+        "reboot --wtmp-only",
+        "systemctl halt --when cancel",
+        "cat <<EOF\nrm -rf /\nEOF",
+    ],
+)
+def test_read_only_and_data_forms_are_not_held(command: str) -> None:
+    assert _RANK[analyze(command).severity] <= _RANK["info"]
 
 
 # --- the shape of a result -----------------------------------------------------------------
@@ -75,14 +100,24 @@ def test_finding_names_the_simple_command_and_the_path() -> None:
     assert finding.command == "sudo rm -rf /var/www/*"
     assert "'rm -rf' on '/var/www/*'" in finding.message
     assert "requires approval" in finding.message
-    assert any("/var/www/tmp/*" in s for s in result.suggestions)
+
+
+def test_suggestions_name_no_path_the_command_did_not() -> None:
+    """A suggestion narrows, previews or backs up what the command names; it invents no target."""
+    result = analyze("rm -rf /var/www/*")
+    assert result.suggestions == ["List what would be removed first: ls -la /var/www", "Delete only the entries you mean inside /var/www rather than all of them"]
+    assert not any("/tmp" in s for s in result.suggestions)
 
 
 def test_suggestions_follow_findings() -> None:
-    assert analyze("git push --force origin feature/x").suggestions == ["Use --force-with-lease instead of --force"]
+    assert any("--force-with-lease" in s for s in analyze("git push --force origin feature/x").suggestions)
+    assert any("git clean -ndx" in s for s in analyze("git clean -fdx").suggestions)
+    assert any("--dry-run" in s for s in analyze("rsync -a --delete dist/ /var/www/site/").suggestions)
     assert any("inspect it" in s for s in analyze("curl -sL https://x.example | bash").suggestions)
     assert any("WHERE" in s for s in analyze("psql -c 'DELETE FROM users'").suggestions)
-    assert any("--dry-run" in s for s in analyze("kubectl delete pod web-1").suggestions)
+    assert any("--dry-run" in s for s in analyze("kubectl delete deploy web").suggestions)
+    assert any("--dryrun" in s for s in analyze("aws s3 rm s3://b --recursive").suggestions)
+    assert any("plan -destroy" in s for s in analyze("terraform destroy").suggestions)
     assert analyze("ls -la").suggestions == []
 
 
@@ -96,6 +131,24 @@ def test_result_encodes_to_the_validate_warning_shape() -> None:
         "message": "Command 'mkfs.ext4' erases block device '/dev/sdb1' - requires approval",
         "command": "mkfs.ext4 /dev/sdb1",
     }
+
+
+def test_working_directory_makes_relative_paths_absolute() -> None:
+    assert analyze("rm -rf *", working_dir="/").severity == "critical"
+    assert analyze("rm -rf *", working_dir="/tmp/job-1").severity == "info"
+    assert analyze("rm -rf nginx", working_dir="/etc").severity == "critical"
+    assert analyze("rm -rf *").severity == "warning"
+
+
+def test_interpreter_tool_reads_the_command_as_code() -> None:
+    assert analyze("import shutil; shutil.rmtree('/etc')", tool="python3").severity == "critical"
+    assert analyze("print('hello')", tool="python3").severity is None
+
+
+def test_normalised_commands_remove_quoting_and_wrappers() -> None:
+    assert "shutdown -h now" in normalised_commands('shutdow""n -h now')
+    assert "rm -rf /x" in normalised_commands("sudo bash -c 'rm -rf /x'")
+    assert "reboot" in normalised_commands("echo cmVib290 | base64 -d | sh")
 
 
 def test_unparseable_input_is_a_warning_not_a_crash() -> None:
@@ -121,7 +174,7 @@ def test_nesting_is_capped() -> None:
         command = "eval " + command
     result = analyze(command)
     assert result.severity == "warning"
-    assert any("nests shells" in f.message for f in result.findings)
+    assert any("nests code" in f.message for f in result.findings)
 
 
 # --- robustness -----------------------------------------------------------------------------
@@ -196,7 +249,7 @@ def test_shell_like_fragments_never_raise(text: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from([c for c in CORPUS if c.tool == "bash" and "'" not in c.command and "\n" not in c.command]))
+@given(st.sampled_from([c for c in TUNED if c.tool == "bash" and "'" not in c.command and "\n" not in c.command]))
 def test_bash_c_wrapping_keeps_the_severity(case: Case) -> None:
     assert analyze(f"bash -c '{case.command}'").severity == analyze(case.command).severity
 
