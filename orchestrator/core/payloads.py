@@ -4,7 +4,8 @@
 the first writes known text (`echo`, `printf` with its escapes and `%s` arguments, `cat` of a
 heredoc, a decoder fed a here-string) and each later one is a known transform (`base64 -d`,
 `base32 -d`, `xxd -r -p`, `rev`, rot13 through `tr`, `gunzip`/`zcat`, `openssl base64 -d`).
-Anything else gives None: the analysis then reports the payload as hidden code.
+Anything else gives None: the analysis then reports the payload as hidden code, with
+`hidden_risk` (critical: only known at run time) or `remote_risk` (critical: downloaded).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import gzip
 import re
 import zlib
 from collections.abc import Sequence
+
+from orchestrator.core.risk_types import Risk
 
 _MAX_OUTPUT = 64_000
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|0?[0-7]{1,3}|[abefnrtv\\'\"?]|c)")
@@ -138,3 +141,91 @@ def pipeline_output(stages: Sequence[tuple[Sequence[str], str | None]]) -> str |
             return None
         data = transform(argv, data)
     return data
+
+
+# --- code that is not literal -------------------------------------------------------------
+
+DOWNLOADERS = frozenset(["curl", "wget", "fetch", "http", "https", "aria2c", "lwp-request", "GET", "xh", "nc", "ncat", "socat"])
+DECODERS = frozenset({"base64", "base32", "xxd", "uudecode", "openssl", "gunzip", "zcat", "rev", "tr", "printf", "gzip", "bzip2", "xz"})
+# Tools whose output is meant to be eval'd: environment setup, not hidden code.
+ENV_TOOLS = frozenset(
+    [
+        "ssh-agent",
+        "gpg-agent",
+        "keychain",
+        "pyenv",
+        "rbenv",
+        "nodenv",
+        "goenv",
+        "jenv",
+        "plenv",
+        "direnv",
+        "brew",
+        "minikube",
+        "docker-machine",
+        "opam",
+        "conda",
+        "mamba",
+        "micromamba",
+        "starship",
+        "zoxide",
+        "thefuck",
+        "dircolors",
+        "luarocks",
+        "fnm",
+        "nvm",
+        "rustup",
+        "asdf",
+        "mise",
+        "rtx",
+        "atuin",
+        "fzf",
+        "navi",
+        "kubectl",
+        "helm",
+        "gh",
+        "poetry",
+        "pipenv",
+        "register-python-argcomplete",
+        "aws_completer",
+        "hub",
+        "lesspipe",
+        "lesspipe.sh",
+        "ssh-add",
+        "rvm",
+        "chruby",
+        "scw",
+        "tmuxinator",
+        "podman-machine",
+        "colima",
+        "dbus-launch",
+        "mcfly",
+        "broot",
+        "fasd",
+        "tfenv",
+    ]
+)
+HIDDEN_SUGGESTION = "Write the command out literally so it can be reviewed, or decode the payload to a file and read it first"
+_REMOTE_SUGGESTIONS = (
+    "Download the script, inspect it, then run it: curl -fsSLo install.sh URL && less install.sh && sh install.sh",
+    "Pin the downloaded script to a known checksum before running it",
+)
+
+
+def remote_risk(download: str, runner: str) -> Risk:
+    return Risk(
+        "remote_code",
+        "critical",
+        f"Command runs code downloaded with '{download}' in {runner} without inspecting it - requires approval",
+        _REMOTE_SUGGESTIONS,
+    )
+
+
+def hidden_risk(runner: str) -> Risk:
+    return Risk(
+        "hidden_code",
+        "critical",
+        f"Command runs text in {runner} that is only known at run time (a variable, a substitution or an undecodable payload)"
+        " - requires approval",
+        (HIDDEN_SUGGESTION,),
+    )

@@ -32,7 +32,10 @@ def _score(cases: list[Case]) -> tuple[float, float, int, int]:
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=c.where, marks=pytest.mark.xfail(strict=True, reason="known gap")) if c.gap else pytest.param(c, id=c.where) for c in TUNED],
+    [
+        pytest.param(c, id=c.where, marks=pytest.mark.xfail(strict=True, reason="known gap")) if c.gap else pytest.param(c, id=c.where)
+        for c in TUNED
+    ],
 )
 def test_tuned_case(case: Case) -> None:
     result = analyze(case.command, case.tool)
@@ -44,7 +47,10 @@ def test_corpus_recall_and_false_alarms(part: list[Case], record_property: Calla
     recall, false_alarms, destructive, benign = _score(part)
     record_property("recall", recall)
     record_property("false_alarms", false_alarms)
-    print(f"\n{part[0].part}: {len(part)} commands, recall {recall:.3f} of {destructive} destructive, false alarms {false_alarms:.3f} of {benign} others")
+    print(
+        f"\n{part[0].part}: {len(part)} commands, recall {recall:.3f} of {destructive} destructive, "
+        f"false alarms {false_alarms:.3f} of {benign} others"
+    )
     assert recall >= 0.95
     assert false_alarms <= 0.02
 
@@ -52,7 +58,21 @@ def test_corpus_recall_and_false_alarms(part: list[Case], record_property: Calla
 def test_corpus_is_broad() -> None:
     assert len(CORPUS) >= 1500
     assert len(HELDOUT) >= 400
-    assert {c.domain for c in CORPUS} >= {"filesystem", "disks", "vcs", "containers", "kubernetes", "cloud", "iac", "databases", "vms", "network", "users", "power", "code"}
+    assert {c.domain for c in CORPUS} >= {
+        "filesystem",
+        "disks",
+        "vcs",
+        "containers",
+        "kubernetes",
+        "cloud",
+        "iac",
+        "databases",
+        "vms",
+        "network",
+        "users",
+        "power",
+        "code",
+    }
     tools = {c.command.split()[0] for c in CORPUS}
     assert len(tools) >= 150
     assert sum(c.expected is None for c in CORPUS) >= 600
@@ -105,7 +125,10 @@ def test_finding_names_the_simple_command_and_the_path() -> None:
 def test_suggestions_name_no_path_the_command_did_not() -> None:
     """A suggestion narrows, previews or backs up what the command names; it invents no target."""
     result = analyze("rm -rf /var/www/*")
-    assert result.suggestions == ["List what would be removed first: ls -la /var/www", "Delete only the entries you mean inside /var/www rather than all of them"]
+    assert result.suggestions == [
+        "List what would be removed first: ls -la /var/www",
+        "Delete only the entries you mean inside /var/www rather than all of them",
+    ]
     assert not any("/tmp" in s for s in result.suggestions)
 
 

@@ -11,6 +11,8 @@ critical. `dropuser`, `mongorestore --drop`, `pg_restore --clean`, `redis-cli DE
 DELETE` of one index: warning. `pg_dump --clean` only writes a dump: safe.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 import re
@@ -189,70 +191,25 @@ _INFLUX = tool("influx", values="--host --token -t --org -o --org-id --bucket-id
 _MONGO_TOOLS = tool("mongorestore", "pg_restore", values="-d --dbname -h --host -U --username -p --port --uri")
 _DUMP_FIRST = "Take a dump first (pg_dump -Fc DB > DB.dump / mysqldump DB > DB.sql)"
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("databases.dropdb", _PG, ("*",), "critical", "deletes a database or cluster", unless=("--help", "--version"), suggestion=_DUMP_FIRST, type="destructive_sql"),
+    Rule("databases.dropuser", _DROPUSER, ("*",), "warning", "deletes a database role", unless=("--help",), type="destructive_sql"),
+    Rule("databases.mysqladmin-drop", _MYSQLADMIN, ("drop",), "critical", "deletes a database", suggestion=_DUMP_FIRST, type="destructive_sql"),
+    Rule("databases.mysqladmin-shutdown", _MYSQLADMIN, ("shutdown",), "warning", "stops the database server", type="destructive_sql"),
+    Rule("databases.etcd-del-prefix", _ETCD, ("del",), "critical", "deletes every key under the prefix", flags=("--prefix", "--from-key"), suggestion="List the keys first: etcdctl get --prefix --keys-only KEY", type="destructive_sql"),
+    Rule("databases.etcd-del", _ETCD, ("del",), "warning", "deletes a key", type="destructive_sql"),
+    Rule("databases.consul-kv-recurse", _CONSUL, ("kv", "delete"), "critical", "deletes every key under the prefix", flags=("-recurse",), type="destructive_sql"),
+    Rule("databases.influx-delete", _INFLUX, ("bucket|org|v1", "delete"), "critical", "deletes a bucket or organisation with its data", type="destructive_sql"),
+    Rule("databases.influx-delete-data", _INFLUX, ("delete",), "critical", "deletes points in a time range", type="destructive_sql"),
+    Rule("databases.restore-drop", _MONGO_TOOLS, (), "warning", "drops existing objects before restoring", flags=("--drop", "--clean", "-c"), type="destructive_sql"),
+)
+# fmt: on
+
 PACK = Pack(
     name="databases",
     summary="SQL through psql/mysql/sqlite3/...; dropdb, mysqladmin drop, redis FLUSHALL, mongo drops, etcd/consul deletes",
-    rules=(
-        Rule(
-            "databases.dropdb",
-            _PG,
-            ("*",),
-            "critical",
-            "deletes a database or cluster",
-            unless=("--help", "--version"),
-            suggestion=_DUMP_FIRST,
-            type="destructive_sql",
-        ),
-        Rule("databases.dropuser", _DROPUSER, ("*",), "warning", "deletes a database role", unless=("--help",), type="destructive_sql"),
-        Rule(
-            "databases.mysqladmin-drop",
-            _MYSQLADMIN,
-            ("drop",),
-            "critical",
-            "deletes a database",
-            suggestion=_DUMP_FIRST,
-            type="destructive_sql",
-        ),
-        Rule("databases.mysqladmin-shutdown", _MYSQLADMIN, ("shutdown",), "warning", "stops the database server", type="destructive_sql"),
-        Rule(
-            "databases.etcd-del-prefix",
-            _ETCD,
-            ("del",),
-            "critical",
-            "deletes every key under the prefix",
-            flags=("--prefix", "--from-key"),
-            suggestion="List the keys first: etcdctl get --prefix --keys-only KEY",
-            type="destructive_sql",
-        ),
-        Rule("databases.etcd-del", _ETCD, ("del",), "warning", "deletes a key", type="destructive_sql"),
-        Rule(
-            "databases.consul-kv-recurse",
-            _CONSUL,
-            ("kv", "delete"),
-            "critical",
-            "deletes every key under the prefix",
-            flags=("-recurse",),
-            type="destructive_sql",
-        ),
-        Rule(
-            "databases.influx-delete",
-            _INFLUX,
-            ("bucket|org|v1", "delete"),
-            "critical",
-            "deletes a bucket or organisation with its data",
-            type="destructive_sql",
-        ),
-        Rule("databases.influx-delete-data", _INFLUX, ("delete",), "critical", "deletes points in a time range", type="destructive_sql"),
-        Rule(
-            "databases.restore-drop",
-            _MONGO_TOOLS,
-            (),
-            "warning",
-            "drops existing objects before restoring",
-            flags=("--drop", "--clean", "-c"),
-            type="destructive_sql",
-        ),
-    ),
+    rules=RULES,
     handlers={
         "redis-cli": nosql_risks,
         "valkey-cli": nosql_risks,

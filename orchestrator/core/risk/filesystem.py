@@ -12,6 +12,8 @@ or anything moved onto /dev/null: critical. `rsync --delete` and `rclone sync/pu
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 import re
@@ -306,47 +308,19 @@ _RCLONE = tool("rclone", values="--config --filter --include --exclude --transfe
 _RCLONE_PREVIEW = ("--dry-run", "-n", "--interactive", "-i", "--help", "-h")
 _PREVIEW = "Preview it first with the same arguments plus --dry-run: {cmd} --dry-run"
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("filesystem.rclone-purge", _RCLONE, ("purge",), "critical", "deletes a remote path and all its contents", unless=_RCLONE_PREVIEW, suggestion=_PREVIEW),
+    Rule("filesystem.rclone-delete", _RCLONE, ("delete|deletefile|rmdirs",), "critical", "deletes files on a remote", unless=_RCLONE_PREVIEW, suggestion=_PREVIEW),
+    Rule("filesystem.rclone-sync", _RCLONE, ("sync|bisync",), "critical", "deletes destination files that are not in the source", unless=_RCLONE_PREVIEW, suggestion=_PREVIEW),
+    Rule("filesystem.rclone-move", _RCLONE, ("move|moveto|cleanup|dedupe",), "warning", "removes or replaces files on a remote", unless=_RCLONE_PREVIEW, suggestion=_PREVIEW),
+)
+# fmt: on
+
 PACK = Pack(
     name="filesystem",
     summary="rm, find -delete, shred/srm/wipe, mv of system paths, rsync --delete, rclone, truncate",
-    rules=(
-        Rule(
-            "filesystem.rclone-purge",
-            _RCLONE,
-            ("purge",),
-            "critical",
-            "deletes a remote path and all its contents",
-            unless=_RCLONE_PREVIEW,
-            suggestion=_PREVIEW,
-        ),
-        Rule(
-            "filesystem.rclone-delete",
-            _RCLONE,
-            ("delete|deletefile|rmdirs",),
-            "critical",
-            "deletes files on a remote",
-            unless=_RCLONE_PREVIEW,
-            suggestion=_PREVIEW,
-        ),
-        Rule(
-            "filesystem.rclone-sync",
-            _RCLONE,
-            ("sync|bisync",),
-            "critical",
-            "deletes destination files that are not in the source",
-            unless=_RCLONE_PREVIEW,
-            suggestion=_PREVIEW,
-        ),
-        Rule(
-            "filesystem.rclone-move",
-            _RCLONE,
-            ("move|moveto|cleanup|dedupe",),
-            "warning",
-            "removes or replaces files on a remote",
-            unless=_RCLONE_PREVIEW,
-            suggestion=_PREVIEW,
-        ),
-    ),
+    rules=RULES,
     handlers={
         "rm": rm_risks,
         "unlink": rm_risks,

@@ -10,6 +10,8 @@ Warning: `apply -auto-approve` (changes nobody reviewed), `state rm`, `state mv`
 Safe: `plan`, `plan -destroy` (it only shows), `validate`, `show`, `output`, `-help`.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 from orchestrator.core.risk.table import Pack, Rule, positionals, tool
@@ -53,111 +55,26 @@ def terraform_risks(inv: Invocation) -> list[Risk] | None:
     return None
 
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("iac.tf-auto-approve", _TF, ("apply",), "warning", "applies changes nobody reviewed", flags=("-auto-approve", "--auto-approve"), suggestion="Save and review the plan first: terraform plan -out=tfplan && terraform apply tfplan", type="infra_destroy"),
+    Rule("iac.tf-state-rm", _TF, ("state", "rm|mv|replace-provider|push"), "warning", "edits the state by hand", unless=("-dry-run",), suggestion="Back up the state first: terraform state pull > state.backup.json; preview with -dry-run", type="infra_destroy"),
+    Rule("iac.tf-misc", _TF, ("force-unlock|taint|untaint",), "warning", "changes state locks or marks resources for re-creation", type="infra_destroy"),
+    Rule("iac.tf-workspace-delete", _TF, ("workspace", "delete"), "warning", "deletes a workspace and, with -force, its state", type="infra_destroy"),
+    Rule("iac.pulumi-destroy", _PULUMI, ("destroy|down",), "critical", "destroys every resource in the stack", unless=("--preview-only", "--help", "-h"), suggestion="Preview it first: pulumi preview --diff, or pulumi destroy --preview-only", type="infra_destroy"),
+    Rule("iac.pulumi-stack-rm", _PULUMI, ("stack", "rm"), "critical", "deletes the stack and its state", unless=("--help",), suggestion="Export the state first: pulumi stack export --file stack.json", type="infra_destroy"),
+    Rule("iac.pulumi-state-delete", _PULUMI, ("state", "delete|unprotect"), "warning", "edits the stack state by hand", type="infra_destroy"),
+    Rule("iac.pulumi-up-yes", _PULUMI, ("up|update|refresh",), "warning", "applies changes nobody reviewed", flags=("--yes", "-y", "--skip-preview", "-f"), type="infra_destroy"),
+    Rule("iac.pulumi-cancel", _PULUMI, ("cancel",), "warning", "cancels an update in progress, which can leave resources half-made", type="infra_destroy"),
+    Rule("iac.cdk-destroy", _CDK, ("destroy|remove",), "critical", "destroys the stacks", unless=("--help",), suggestion="Check what the stack holds first: cdk diff / cdk list", type="infra_destroy"),
+    Rule("iac.sls-remove", _SLS, ("remove",), "critical", "removes the deployed service and its resources", unless=("--help",), type="infra_destroy"),
+)
+# fmt: on
+
 PACK = Pack(
     name="iac",
     summary="terraform/tofu/terragrunt, pulumi, cdk, serverless: destroy, state surgery, unreviewed apply",
-    rules=(
-        Rule(
-            "iac.tf-auto-approve",
-            _TF,
-            ("apply",),
-            "warning",
-            "applies changes nobody reviewed",
-            flags=("-auto-approve", "--auto-approve"),
-            suggestion="Save and review the plan first: terraform plan -out=tfplan && terraform apply tfplan",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.tf-state-rm",
-            _TF,
-            ("state", "rm|mv|replace-provider|push"),
-            "warning",
-            "edits the state by hand",
-            unless=("-dry-run",),
-            suggestion="Back up the state first: terraform state pull > state.backup.json; preview with -dry-run",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.tf-misc",
-            _TF,
-            ("force-unlock|taint|untaint",),
-            "warning",
-            "changes state locks or marks resources for re-creation",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.tf-workspace-delete",
-            _TF,
-            ("workspace", "delete"),
-            "warning",
-            "deletes a workspace and, with -force, its state",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.pulumi-destroy",
-            _PULUMI,
-            ("destroy|down",),
-            "critical",
-            "destroys every resource in the stack",
-            unless=("--preview-only", "--help", "-h"),
-            suggestion="Preview it first: pulumi preview --diff, or pulumi destroy --preview-only",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.pulumi-stack-rm",
-            _PULUMI,
-            ("stack", "rm"),
-            "critical",
-            "deletes the stack and its state",
-            unless=("--help",),
-            suggestion="Export the state first: pulumi stack export --file stack.json",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.pulumi-state-delete",
-            _PULUMI,
-            ("state", "delete|unprotect"),
-            "warning",
-            "edits the stack state by hand",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.pulumi-up-yes",
-            _PULUMI,
-            ("up|update|refresh",),
-            "warning",
-            "applies changes nobody reviewed",
-            flags=("--yes", "-y", "--skip-preview", "-f"),
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.pulumi-cancel",
-            _PULUMI,
-            ("cancel",),
-            "warning",
-            "cancels an update in progress, which can leave resources half-made",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.cdk-destroy",
-            _CDK,
-            ("destroy|remove",),
-            "critical",
-            "destroys the stacks",
-            unless=("--help",),
-            suggestion="Check what the stack holds first: cdk diff / cdk list",
-            type="infra_destroy",
-        ),
-        Rule(
-            "iac.sls-remove",
-            _SLS,
-            ("remove",),
-            "critical",
-            "removes the deployed service and its resources",
-            unless=("--help",),
-            type="infra_destroy",
-        ),
-    ),
+    rules=RULES,
     handlers={"terraform": terraform_risks, "tofu": terraform_risks, "terragrunt": terraform_risks, "terraform-bin": terraform_risks},
 )
 

@@ -8,6 +8,8 @@ Warning: deleting one pod (its controller replaces it), `drain`, `cordon` of all
 Safe: every form with `--dry-run` (other than `--dry-run=none`), `get`, `describe`, `diff`.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,74 +61,22 @@ def kubectl_risks(inv: Invocation) -> list[Risk] | None:
     ]
 
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("kubernetes.scale-zero", _KUBECTL, ("scale",), "critical", "scales workloads to zero replicas, taking them offline", flags=("--replicas=0",), unless=("--dry-run=client", "--dry-run=server", "--dry-run"), suggestion="Scale down step by step, or check what runs first: kubectl get deploy", type="infra_destroy"),
+    Rule("kubernetes.drain", _KUBECTL, ("drain",), "warning", "evicts every pod from a node", unless=("--dry-run=client", "--dry-run=server", "--dry-run"), suggestion="Preview it first: {cmd} --dry-run=client", type="infra_destroy"),
+    Rule("kubernetes.taint-noexecute", _KUBECTL, ("taint", "**", "*:noexecute"), "warning", "evicts pods that do not tolerate the taint", type="infra_destroy"),
+    Rule("kubernetes.replace-force", _KUBECTL, ("replace|apply",), "warning", "deletes and re-creates or prunes resources", flags=("--force", "--prune"), unless=("--dry-run=client", "--dry-run=server"), suggestion="Preview it first: kubectl diff -f FILE", type="infra_destroy"),
+    Rule("kubernetes.helm-uninstall", _HELM, ("uninstall|delete|del|un",), "critical", "removes a release and the resources it created", unless=("--dry-run", "--help", "-h"), suggestion="Preview it first: {cmd} --dry-run", type="infra_destroy"),
+    Rule("kubernetes.helm-rollback", _HELM, ("rollback",), "warning", "rolls a release back", unless=("--dry-run",), type="infra_destroy"),
+    Rule("kubernetes.helm-force", _HELM, ("upgrade",), "warning", "replaces resources by force", flags=("--force", "--reset-values"), unless=("--dry-run",), type="infra_destroy"),
+)
+# fmt: on
+
 PACK = Pack(
     name="kubernetes",
     summary="kubectl/oc delete, drain, scale to zero; helm uninstall",
-    rules=(
-        Rule(
-            "kubernetes.scale-zero",
-            _KUBECTL,
-            ("scale",),
-            "critical",
-            "scales workloads to zero replicas, taking them offline",
-            flags=("--replicas=0",),
-            unless=("--dry-run=client", "--dry-run=server", "--dry-run"),
-            suggestion="Scale down step by step, or check what runs first: kubectl get deploy",
-            type="infra_destroy",
-        ),
-        Rule(
-            "kubernetes.drain",
-            _KUBECTL,
-            ("drain",),
-            "warning",
-            "evicts every pod from a node",
-            unless=("--dry-run=client", "--dry-run=server", "--dry-run"),
-            suggestion="Preview it first: {cmd} --dry-run=client",
-            type="infra_destroy",
-        ),
-        Rule(
-            "kubernetes.taint-noexecute",
-            _KUBECTL,
-            ("taint", "**", "*:noexecute"),
-            "warning",
-            "evicts pods that do not tolerate the taint",
-            type="infra_destroy",
-        ),
-        Rule(
-            "kubernetes.replace-force",
-            _KUBECTL,
-            ("replace|apply",),
-            "warning",
-            "deletes and re-creates or prunes resources",
-            flags=("--force", "--prune"),
-            unless=("--dry-run=client", "--dry-run=server"),
-            suggestion="Preview it first: kubectl diff -f FILE",
-            type="infra_destroy",
-        ),
-        Rule(
-            "kubernetes.helm-uninstall",
-            _HELM,
-            ("uninstall|delete|del|un",),
-            "critical",
-            "removes a release and the resources it created",
-            unless=("--dry-run", "--help", "-h"),
-            suggestion="Preview it first: {cmd} --dry-run",
-            type="infra_destroy",
-        ),
-        Rule(
-            "kubernetes.helm-rollback", _HELM, ("rollback",), "warning", "rolls a release back", unless=("--dry-run",), type="infra_destroy"
-        ),
-        Rule(
-            "kubernetes.helm-force",
-            _HELM,
-            ("upgrade",),
-            "warning",
-            "replaces resources by force",
-            flags=("--force", "--reset-values"),
-            unless=("--dry-run",),
-            type="infra_destroy",
-        ),
-    ),
+    rules=RULES,
     handlers={
         "kubectl": kubectl_risks,
         "oc": kubectl_risks,

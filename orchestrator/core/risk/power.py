@@ -11,6 +11,8 @@ Safe: `shutdown -c` (cancels), `shutdown -k` (only warns), `reboot/halt --wtmp-o
 writes the record), `systemctl ... --when=cancel`, `--help`, `systemctl status/restart/reload`.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 from orchestrator.core.risk.table import Pack, Rule, has_flag, positionals, tool
@@ -160,57 +162,21 @@ def kill_risks(inv: Invocation) -> list[Risk] | None:
 
 _IPMI = tool("ipmitool", values="-H -U -P -I -p -L -f -y -k -C")
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("power.ipmi-off", _IPMI, ("chassis|power", "**", "off|cycle|reset|soft|diag"), "critical", "cuts or cycles the machine's power", suggestion=_POWER_SUGGESTION, type="power"),
+    Rule("power.loginctl", tool("loginctl"), ("poweroff|reboot|halt|suspend|hibernate|kexec",), "critical", "takes the node down", suggestion=_POWER_SUGGESTION, type="power"),
+    Rule("power.rtcwake", tool("rtcwake", values="-m --mode -s --seconds -t --time -d --device"), (), "critical", "suspends or powers the node off", flags=("-m", "--mode"), unless=("--dry-run", "-n"), type="power"),
+    Rule("power.pm-suspend", tool("pm-suspend", "pm-hibernate", "pm-suspend-hybrid", "zzz"), (), "critical", "suspends the node", type="power"),
+    Rule("power.killall5", tool("killall5"), (), "critical", "signals every process on the node", type="power"),
+    Rule("power.pkill-root", tool("pkill", "killall", values="-u --user -g -G -P -t -s"), (), "warning", "kills every process of a user", flags=("-u", "--user"), type="power"),
+)
+# fmt: on
+
 PACK = Pack(
     name="power",
     summary="shutdown/reboot/halt, systemctl power verbs and service stops, init, kexec, ipmitool, kill 1",
-    rules=(
-        Rule(
-            "power.ipmi-off",
-            _IPMI,
-            ("chassis|power", "**", "off|cycle|reset|soft|diag"),
-            "critical",
-            "cuts or cycles the machine's power",
-            suggestion=_POWER_SUGGESTION,
-            type="power",
-        ),
-        Rule(
-            "power.loginctl",
-            tool("loginctl"),
-            ("poweroff|reboot|halt|suspend|hibernate|kexec",),
-            "critical",
-            "takes the node down",
-            suggestion=_POWER_SUGGESTION,
-            type="power",
-        ),
-        Rule(
-            "power.rtcwake",
-            tool("rtcwake", values="-m --mode -s --seconds -t --time -d --device"),
-            (),
-            "critical",
-            "suspends or powers the node off",
-            flags=("-m", "--mode"),
-            unless=("--dry-run", "-n"),
-            type="power",
-        ),
-        Rule(
-            "power.pm-suspend",
-            tool("pm-suspend", "pm-hibernate", "pm-suspend-hybrid", "zzz"),
-            (),
-            "critical",
-            "suspends the node",
-            type="power",
-        ),
-        Rule("power.killall5", tool("killall5"), (), "critical", "signals every process on the node", type="power"),
-        Rule(
-            "power.pkill-root",
-            tool("pkill", "killall", values="-u --user -g -G -P -t -s"),
-            (),
-            "warning",
-            "kills every process of a user",
-            flags=("-u", "--user"),
-            type="power",
-        ),
-    ),
+    rules=RULES,
     handlers={
         "shutdown": power_risks,
         "reboot": power_risks,

@@ -97,12 +97,15 @@ def has_flag(args: Sequence[str], flag: str, spec: Tool | None = None) -> bool:
         elif flag.endswith("*"):
             if a.startswith(flag[:-1]):
                 return True
-        elif a == flag or (a.startswith(flag + "=") and flag.startswith("--")):
+        elif a == flag or (a.startswith(flag + "=") and flag.startswith("--")) or (clusters and _in_cluster(flag, a)):
             return True
-        elif clusters and len(flag) == 2 and flag[0] == "-" and len(a) > 2 and a[0] == "-" and a[1] != "-" and a[1:].isalpha():
-            if flag[1] in a[1:]:
-                return True
     return False
+
+
+def _in_cluster(flag: str, arg: str) -> bool:
+    """`-f` inside `-fdx`."""
+    short = len(flag) == 2 and flag[0] == "-"
+    return short and len(arg) > 2 and arg[0] == "-" and arg[1] != "-" and arg[1:].isalpha() and flag[1] in arg[1:]
 
 
 def _verbs_match(patterns: Sequence[str], words: Sequence[str]) -> bool:

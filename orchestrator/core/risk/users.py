@@ -11,20 +11,37 @@ FILE` (replaces the table).
 Safe: `crontab -l`, `id`, `getent`, `chmod -R 755 ./dist`, `chown -R app /srv/app/releases/42`.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 import re
 
 from orchestrator.core.risk.paths import REASON, Place, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
-from orchestrator.core.risk_types import Invocation, Risk, Word
+from orchestrator.core.risk_types import Invocation, Risk, Severity, Word
 
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
 _WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
 _SETUID = re.compile(r"^(?:[4-7][0-7]{3}|[ugo]*\+[rwx]*s[rwx]*)$")
 
 
-_OS_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/var/lib", "/var/spool", "/proc", "/sys", "/dev", "/run")
+_OS_TREES = (
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/boot",
+    "/var/lib",
+    "/var/spool",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+)
 
 
 def _os_owned(found: Place) -> bool:
@@ -144,7 +161,7 @@ def account_risks(inv: Invocation) -> list[Risk] | None:
                 )
             ]
         if (locks and name != "chage") or (name == "chage" and has_flag(args, "-E")):
-            sev = "critical" if user in {"root", ""} else "warning"
+            sev: Severity = "critical" if user in {"root", ""} else "warning"
             who = f"'{user}'" if user else "the current user (root when run with sudo)"
             return [
                 Risk(
@@ -191,21 +208,16 @@ def crontab_risks(inv: Invocation) -> list[Risk] | None:
 
 _GROUPS = tool("groupdel", "delgroup", "gpasswd")
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("users.groupdel", _GROUPS, (), "warning", "deletes a group or removes its members", flags=(), unless=("--help", "-a", "--add"), type="account_change"),
+)
+# fmt: on
+
 PACK = Pack(
     name="users",
     summary="chmod/chown/chgrp/setfacl on system paths, userdel -r, passwd/usermod locks, crontab -r",
-    rules=(
-        Rule(
-            "users.groupdel",
-            _GROUPS,
-            (),
-            "warning",
-            "deletes a group or removes its members",
-            flags=(),
-            unless=("--help", "-a", "--add"),
-            type="account_change",
-        ),
-    ),
+    rules=RULES,
     handlers={
         "chmod": permission_risks,
         "chown": permission_risks,

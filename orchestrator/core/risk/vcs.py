@@ -10,6 +10,8 @@ branches, `reflog expire`/`gc --prune=now`, `git rm -r`, `hg strip`, `hg revert 
 Safe: the previews (`git clean -n`, `--dry-run`), `git restore --staged`, `checkout -b`.
 """
 
+# ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
+
 from __future__ import annotations
 
 from orchestrator.core.risk.table import Pack, Rule, has_flag, positionals, tool
@@ -219,66 +221,22 @@ _HG = tool("hg", values="-R --repository --cwd --config -r --rev -I -X")
 _SVN = tool("svn", values="-m --message -r --revision --depth --username --password")
 
 
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("vcs.hg-purge-all", _HG, ("purge|clean",), "critical", "deletes untracked and ignored files", flags=("--all",), unless=("--print", "-p"), suggestion="List them first: hg purge --all --print"),
+    Rule("vcs.hg-purge", _HG, ("purge|clean",), "critical", "deletes untracked files", unless=("--print", "-p"), suggestion="List them first: hg purge --print"),
+    Rule("vcs.hg-update-clean", _HG, ("update|up|checkout|co",), "critical", "discards uncommitted changes", flags=("-C", "--clean"), suggestion="Shelve the changes first: hg shelve"),
+    Rule("vcs.hg-revert-all", _HG, ("revert",), "warning", "reverts every file (it keeps .orig copies)", flags=("--all", "-a"), unless=("-n", "--dry-run")),
+    Rule("vcs.hg-strip", _HG, ("strip|prune",), "warning", "removes changesets from history"),
+    Rule("vcs.svn-revert-recursive", _SVN, ("revert",), "critical", "discards every local change below the path", flags=("-R", "--recursive", "--depth=infinity"), suggestion="See what would be lost first: svn diff"),
+    Rule("vcs.svn-cleanup-remove", _SVN, ("cleanup",), "critical", "deletes unversioned or ignored files", flags=("--remove-unversioned", "--remove-ignored")),
+    Rule("vcs.svn-delete-url", _SVN, ("delete|del|remove|rm",), "warning", "deletes a path in the repository"),
+)
+# fmt: on
+
 PACK = Pack(
     name="vcs",
     summary="git reset/clean/checkout/restore/push --force and history rewrites; hg and svn equivalents",
-    rules=(
-        Rule(
-            "vcs.hg-purge-all",
-            _HG,
-            ("purge|clean",),
-            "critical",
-            "deletes untracked and ignored files",
-            flags=("--all",),
-            unless=("--print", "-p"),
-            suggestion="List them first: hg purge --all --print",
-        ),
-        Rule(
-            "vcs.hg-purge",
-            _HG,
-            ("purge|clean",),
-            "critical",
-            "deletes untracked files",
-            unless=("--print", "-p"),
-            suggestion="List them first: hg purge --print",
-        ),
-        Rule(
-            "vcs.hg-update-clean",
-            _HG,
-            ("update|up|checkout|co",),
-            "critical",
-            "discards uncommitted changes",
-            flags=("-C", "--clean"),
-            suggestion="Shelve the changes first: hg shelve",
-        ),
-        Rule(
-            "vcs.hg-revert-all",
-            _HG,
-            ("revert",),
-            "warning",
-            "reverts every file (it keeps .orig copies)",
-            flags=("--all", "-a"),
-            unless=("-n", "--dry-run"),
-        ),
-        Rule("vcs.hg-strip", _HG, ("strip|prune",), "warning", "removes changesets from history"),
-        Rule(
-            "vcs.svn-revert-recursive",
-            _SVN,
-            ("revert",),
-            "critical",
-            "discards every local change below the path",
-            flags=("-R", "--recursive", "--depth=infinity"),
-            suggestion="See what would be lost first: svn diff",
-        ),
-        Rule(
-            "vcs.svn-cleanup-remove",
-            _SVN,
-            ("cleanup",),
-            "critical",
-            "deletes unversioned or ignored files",
-            flags=("--remove-unversioned", "--remove-ignored"),
-        ),
-        Rule("vcs.svn-delete-url", _SVN, ("delete|del|remove|rm",), "warning", "deletes a path in the repository"),
-    ),
+    rules=RULES,
     handlers={"git": git_risks},
 )

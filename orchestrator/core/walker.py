@@ -1,0 +1,391 @@
+"""The walk behind `orchestrator.core.analysis.analyze`: every simple command, and every piece of
+code a command hands on, visited once with the working directory it runs in.
+
+`Walk` parses shell text (bashlex, with the rewrites and text fallback of `shell_parse`), follows
+`cd`, unwraps each command (`unwrap`), reads nested shell text, `eval` words, code in other
+languages (`inline_code`) and literal payloads (`payloads`), and rates each command with the
+rule packs (`risk_rules`). It records `Hit`s; `analysis` turns them into the public `Finding`s.
+The caps on work are described in `orchestrator.core.analysis`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from orchestrator.core import inline_code, payloads
+from orchestrator.core.launchers import Unwrapped
+from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
+from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
+from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
+from orchestrator.core.risk_rules import command_risks, redirect_risks
+from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
+from orchestrator.core.shell_parse import (
+    FORK_BOMB_TEXT,
+    MAX_COMMANDS,
+    Collector,
+    Pipeline,
+    SimpleCommand,
+    desugar,
+    fallback_pipelines,
+    has_words,
+    try_bashlex,
+)
+from orchestrator.core.unwrap import unwrap
+
+_MAX_DEPTH = 5
+# bashlex costs 4 to 30 microseconds per character (backticks are the slowest), plus a fixed
+# cost per call that _PARSE_OVERHEAD charges against the budget.
+_MAX_PARSE_CHARS = 8_192
+_MAX_TOTAL_PARSE = 16_384
+_PARSE_OVERHEAD = 256
+_MAX_SHOWN = 300
+
+_SIMPLIFY = "Check the quoting, or split the command into simpler steps the analyzer can parse"
+_ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
+
+
+class Hit(NamedTuple):
+    """One risk and the simple command that triggered it."""
+
+    type: str
+    severity: Severity
+    message: str
+    command: str
+
+
+_Stage = tuple[SimpleCommand, Unwrapped]
+
+
+@dataclass(slots=True)
+class _Upstream:
+    """The earlier stages of a pipeline, as seen by the next one."""
+
+    stages: list[_Stage] = field(default_factory=list)
+    programs: set[str] = field(default_factory=set)
+    text: str = ""  # e.g. "curl -fsSL URL" when checking "curl -fsSL URL | sudo bash"
+
+    @property
+    def feeder(self) -> _Stage | None:
+        return self.stages[-1] if self.stages else None
+
+
+def _heredoc(stage: SimpleCommand) -> str | None:
+    return next((r.body for r in stage.redirects if r.body is not None), None)
+
+
+def _clip(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _ansi_c(text: str) -> str:
+    """`$'\\x72m'` as the shell reads it, rewritten as a plain single-quoted string."""
+    return _ANSI_C.sub(lambda m: "'" + payloads.unescape(m.group(1)).replace("'", "'\\''") + "'", text)
+
+
+def _literal_stages(stages: list[_Stage]) -> str | None:
+    """The text a pipeline writes, when every stage is literal (echo, printf, decoders)."""
+    literal: list[tuple[list[str], str | None]] = []
+    for stage, unwrapped in stages:
+        argv = unwrapped.argv
+        if not argv or any(w.dynamic for w in argv):
+            return None
+        literal.append(([w.text for w in argv], _heredoc(stage)))
+    return payloads.pipeline_output(literal)
+
+
+def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
+    """xargs fed literal text: its items go where `{}` is, or at the end."""
+    items = [Word(t) for t in literal.split()[:64]]
+    if any(w.text == "{}" for w in argv):
+        return tuple(x for w in argv for x in (items[:1] if w.text == "{}" else [w]))
+    return argv + tuple(items)
+
+
+def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
+    args = [w for w in argv[1:] if not w.text.startswith("-")]
+    if not args:
+        return "~"
+    target = args[0]
+    if target.dynamic and not target.text.startswith(("$HOME", "${HOME}")):
+        return None
+    text = re.sub(r"^(?:\$HOME|\$\{HOME\})", "~", target.text)
+    if text.startswith(("/", "~")):
+        return posixpath.normpath(text)
+    return posixpath.normpath(posixpath.join(cwd, text)) if cwd else None
+
+
+class Walk:
+    """One call of `analyze`: its findings, suggestions, working directory and work budget."""
+
+    def __init__(self, working_dir: str | None) -> None:
+        self.findings: list[Hit] = []
+        self.suggestions: list[str] = []
+        self.lines: list[str] = []
+        self.parsed = True
+        self.parse_budget = _MAX_TOTAL_PARSE
+        self.commands = 0
+        self.cwd = working_dir if working_dir and working_dir.startswith(("/", "~")) else None
+
+    def start(self, command: str, tool: str) -> None:
+        name = posixpath.basename(tool)
+        if name in SQL_CLIENTS:
+            for risk in sql_risks(command):
+                self.add(risk, command)
+            return
+        unwrapped = unwrap((Word(tool),))
+        if unwrapped.stdin == "code":
+            self.code(unwrapped.language, command, 0, command)
+        else:
+            self.script(command, 0)
+
+    def add(self, risk: Risk, command: str) -> None:
+        hit = Hit(risk.type, risk.severity, risk.message, _clip(command))
+        if hit not in self.findings:
+            self.findings.append(hit)
+        self.suggestions.extend(s for s in risk.suggestions if s not in self.suggestions)
+
+    def script(self, text: str, depth: int, origin: str | None = None) -> None:
+        if depth > _MAX_DEPTH:
+            self.add(
+                Risk("unparseable", "warning", "Command nests code more than 5 levels deep; not analyzed further", (_SIMPLIFY,)),
+                origin or text,
+            )
+            return
+        if not text.strip():
+            return
+        saved = self.cwd
+        pipelines, bombs, hidden = self.parse(text)
+        for bomb in bombs:
+            self.add(
+                Risk(
+                    "fork_bomb",
+                    "critical",
+                    "Command defines a fork bomb (a function that spawns copies of itself) - requires approval",
+                    ("Remove the fork bomb; to test process limits use a disposable container with ulimit -u",),
+                ),
+                bomb,
+            )
+        for code in hidden:
+            self.script(code, depth + 1, origin)
+        for pipeline in pipelines:
+            self.pipeline(pipeline, depth)
+        if depth:
+            self.cwd = saved
+
+    def parse(self, text: str) -> tuple[list[Pipeline], list[str], list[str]]:
+        if not has_words(text):
+            return [], [], []
+        cost = len(text) + _PARSE_OVERHEAD
+        reason = "too long to parse" if len(text) > _MAX_PARSE_CHARS else "analysis budget used up"
+        if len(text) <= _MAX_PARSE_CHARS and cost <= self.parse_budget:
+            self.parse_budget -= cost
+            source = _ansi_c(text) if "$'" in text else text
+            hidden: list[str] = []
+            nodes = try_bashlex(source)
+            if nodes is None:
+                desugared, hidden = desugar(source)
+                if desugared != source and cost <= self.parse_budget:
+                    self.parse_budget -= cost
+                    nodes = try_bashlex(desugared)
+            if nodes is not None:
+                collector = Collector(source)
+                try:
+                    for node in nodes:
+                        collector.visit(node)
+                except RecursionError:
+                    reason = "nested too deeply"
+                else:
+                    return collector.pipelines, collector.fork_bombs, hidden + collector.scripts
+            else:
+                reason = "the shell parser rejected it"
+        self.parsed = False
+        self.add(
+            Risk("unparseable", "warning", f"Could not parse the command ({reason}); checked it with a text-level fallback", (_SIMPLIFY,)),
+            text,
+        )
+        bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
+        return fallback_pipelines(text), bombs, []
+
+    def pipeline(self, stages: Pipeline, depth: int) -> None:
+        upstream = _Upstream()
+        for stage in stages:
+            if stage is None:
+                continue
+            self.commands += 1
+            if self.commands > MAX_COMMANDS:
+                if self.commands == MAX_COMMANDS + 1:
+                    self.add(
+                        Risk(
+                            "unparseable",
+                            "warning",
+                            f"Command has more than {MAX_COMMANDS} simple commands; the rest was not analyzed",
+                            (_SIMPLIFY,),
+                        ),
+                        stage.text,
+                    )
+                return
+            unwrapped = unwrap(stage.words) if stage.words else None
+            self.simple(stage, unwrapped, upstream, depth)
+            if unwrapped is not None:
+                if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
+                    self.cwd = _cd_target(unwrapped.argv, self.cwd)
+                upstream.stages.append((stage, unwrapped))
+                upstream.programs.update(program(w) for w in unwrapped.argv[:1])
+            upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+
+    def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
+        for redirect in stage.redirects:
+            if redirect.target is not None:
+                for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
+                    self.add(risk, stage.text)
+        if unwrapped is None:
+            return
+        if stage.words:
+            line = " ".join(w.text for w in stage.words)
+            self.lines.append(line)
+            if unwrapped.argv and unwrapped.argv != stage.words:
+                self.lines.append(" ".join(w.text for w in unwrapped.argv))
+        for word in unwrapped.code_files:
+            if downloads := sorted(word.substituted & DOWNLOADERS):
+                self.add(remote_risk(downloads[0], f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"), stage.text)
+        for script in unwrapped.scripts:
+            self.nested(script, stage, depth, "a shell")
+        for word in unwrapped.evals:
+            self.nested(word, stage, depth, "eval")
+        for language, source in unwrapped.code:
+            if downloads := sorted(source.substituted & DOWNLOADERS):
+                self.add(remote_risk(downloads[0], f"'{language}'"), stage.text)
+                continue
+            self.code(language, source.text, depth + 1, stage.text, source.dynamic)
+        argv = unwrapped.argv
+        if argv:
+            self.invocation(stage, unwrapped, upstream, depth)
+        self.stdin(stage, unwrapped, upstream, depth)
+
+    def nested(self, word: Word, stage: SimpleCommand, depth: int, runner: str) -> None:
+        """Shell text handed to a shell or to eval: parse it, or report it as hidden when computed."""
+        if downloads := sorted(word.substituted & DOWNLOADERS):
+            self.add(remote_risk(downloads[0], runner), stage.text)
+            return
+        text = word.text.strip()
+        if word.dynamic and re.fullmatch(r"\"?(?:\$\(.*\)|`.*`)\"?", text, re.S):
+            inner = text.strip('"')[2:-1] if text.strip('"').startswith("$(") else text.strip('"')[1:-1]
+            resolved = self.literal_output(inner)
+            if resolved is not None:
+                self.add(
+                    Risk("encoded_payload", "info", f"Command runs a decoded payload in {runner}; checked what it decodes to"), stage.text
+                )
+                self.script(resolved, depth + 1, stage.text)
+                return
+            if word.substituted and word.substituted <= ENV_TOOLS:
+                self.add(
+                    Risk(
+                        "dynamic_command",
+                        "info",
+                        f"Command runs the output of '{sorted(word.substituted)[0]}' in {runner} (environment setup)",
+                    ),
+                    stage.text,
+                )
+                return
+            self.add(hidden_risk(runner), stage.text)
+            return
+        if word.dynamic and re.fullmatch(r"\"?\$\{?\w+(?:\[[^]]*\])?\}?\"?(?:\s+.*)?", text, re.S):
+            self.add(hidden_risk(runner), stage.text)
+            return
+        self.script(word.text, depth + 1, stage.text)
+
+    def literal_output(self, text: str) -> str | None:
+        nodes = try_bashlex(text) if len(text) <= _MAX_PARSE_CHARS else None
+        if nodes is None or len(nodes) != 1:
+            return None
+        collector = Collector(text)
+        try:
+            collector.visit(nodes[0])
+        except RecursionError:
+            return None
+        if len(collector.pipelines) != 1 or None in collector.pipelines[0]:
+            return None
+        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if s is not None]
+        return _literal_stages(stages)
+
+    def code(self, language: str, source: str, depth: int, origin: str, dynamic: bool = False) -> None:
+        if depth > _MAX_DEPTH:
+            self.script("", depth, origin)
+            return
+        reading = inline_code.shell_of(language, source)
+        for line in reading.shell:
+            self.script(line, depth + 1, origin)
+        for what in reading.hidden[:1]:
+            if reading.downloaded:
+                self.add(remote_risk("the network", f"{language} exec"), origin)
+            else:
+                self.add(
+                    Risk(
+                        "hidden_code",
+                        "warning",
+                        f"Command runs {language} code computed at run time ({what}); it cannot be checked - review before running",
+                        (HIDDEN_SUGGESTION,),
+                    ),
+                    origin,
+                )
+
+    def stdin(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
+        argv = unwrapped.argv
+        mode = unwrapped.stdin or ("sql" if argv and is_sql_client(Invocation(argv)) else None)
+        if mode is None:
+            return
+        body = _heredoc(stage)
+        runner = f"'{program(argv[0])}'" if argv else "a remote shell"
+        if body is None and upstream.feeder is not None:
+            piped = f"{upstream.text} | {stage.text}"
+            if downloads := sorted(upstream.programs & DOWNLOADERS):
+                self.add(remote_risk(downloads[0], runner), piped)
+                return
+            body = _literal_stages(upstream.stages)
+            if body is None:
+                if mode != "sql" and upstream.programs & DECODERS:
+                    self.add(hidden_risk(runner), piped)
+                return
+            if upstream.programs & DECODERS:
+                self.add(
+                    Risk("encoded_payload", "info", f"Command pipes an encoded payload into {runner}; checked what it decodes to"), piped
+                )
+        if body is None:
+            return
+        if mode == "shell":
+            self.script(body, depth + 1, stage.text)
+        elif mode == "code":
+            self.code(unwrapped.language, body, depth + 1, stage.text)
+        elif mode == "sql":
+            for risk in sql_risks(body):
+                self.add(risk, stage.text)
+
+    def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
+        argv = unwrapped.argv
+        head = argv[0]
+        if downloads := sorted(head.substituted & DOWNLOADERS):
+            self.add(remote_risk(downloads[0], "the shell"), stage.text)
+        elif head.dynamic:
+            self.add(
+                Risk("dynamic_command", "info", f"Command name '{head.text}' is computed at run time; what it runs cannot be checked"),
+                stage.text,
+            )
+        feeder = upstream.feeder
+        fed = feeder[1].argv if feeder else ()
+        roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
+        stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
+        via_xargs = unwrapped.via_xargs
+        if via_xargs and upstream.stages and (literal := _literal_stages(upstream.stages)) is not None:
+            argv, via_xargs = _fill_xargs(argv, literal), False
+        for risk in command_risks(Invocation(argv, via_xargs, roots, self.cwd, stdin_fed)):
+            self.add(risk, stage.text)
+        if program(head) == "find" and depth < _MAX_DEPTH:
+            _, execs, _ = find_parts(argv)
+            for cmd in execs:
+                if program(cmd[0]) not in FIND_DELETERS:
+                    words = tuple(Word("{}") if w.text == "{}" else w for w in cmd)
+                    self.simple(SimpleCommand(words, (), stage.text), unwrap(words), _Upstream(), depth + 1)
