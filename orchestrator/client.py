@@ -2,6 +2,10 @@
 
 Submitting and following go straight to JetStream; state questions go to the
 orchestrator over `nexus.rpc.query`, so nobody needs DuckDB's single-writer lock.
+
+    NexusError (schemas.errors)
+    +-- NoSuchJob        nothing in the log under this job id
+    +-- JobFinished      the job already ended (`status`): there is nothing to cancel
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from nats.js import api
 from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
-from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError
+from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError, StaleDecision
 from schemas import codec, subjects
+from schemas.codec import event_type
+from schemas.errors import NexusError
 from schemas.events import JobCancelRequested, JobExited, JobRequested, JobTest, JobTested, JobTestRequested, ends_job
 from schemas.pipelines import PipelineRequested
 from schemas.rpc import QueryRequest
@@ -31,6 +37,31 @@ JOB_COLUMNS = (
     "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
     "requested_at, finished_at, requested_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
 )
+
+
+# Of a cancel racing with the job's own events, one wins; retry this often before giving up.
+CANCEL_ATTEMPTS = 5
+
+
+class NoSuchJob(NexusError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}")
+
+
+class JobFinished(NexusError):
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id} already finished ({status}); there is nothing to cancel")
+
+
+def final_status(history: Sequence[Record]) -> str | None:
+    """The status a job ended with (`succeeded`, `denied`, ...), or None while it goes on."""
+    for rec in reversed(history):
+        if ends_job(rec.event):
+            return event_type(rec.event).split(".", 1)[1]  # type: ignore[arg-type]
+    return None
 
 
 def new_job_id() -> str:
@@ -66,9 +97,30 @@ class NexusClient:
         return (await self.bus.publish(out)).seq
 
     async def cancel(self, job_id: str, *, by: str | None, reason: str | None) -> None:
+        """Publish `cancel_requested` whatever the job's state (see `cancel_unfinished`)."""
         ev = JobCancelRequested(requested_by=by, reason=reason)
         n = secrets.token_hex(4)
         await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{n}"))
+
+    async def cancel_unfinished(self, job_id: str, *, by: str | None, reason: str | None) -> int:
+        """Publish `cancel_requested` for a job that has not ended; returns its sequence.
+
+        Raises NoSuchJob, or JobFinished with nothing published: the record gets no
+        request that could never take effect. The request expects the job's last event
+        to be the one read, so a job that ends meanwhile is read again, not cancelled."""
+        ev = JobCancelRequested(requested_by=by, reason=reason)
+        for _ in range(CANCEL_ATTEMPTS):
+            history = await self.history(job_id)
+            if not history:
+                raise NoSuchJob(job_id)
+            if (status := final_status(history)) is not None:
+                raise JobFinished(job_id, status)
+            out = Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{secrets.token_hex(4)}")
+            try:
+                return (await self.bus.publish(out, expected_seq=history[-1].seq)).seq
+            except StaleDecision:
+                continue
+        raise StaleDecision(subjects.job(job_id, "cancel_requested"), history[-1].seq)
 
     async def request_tests(self, job_id: str, tests: list[JobTest], *, by: str | None) -> int:
         """Ask for tests on a finished job; returns the request's sequence (see `wait_tested`)."""

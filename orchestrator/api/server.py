@@ -1,9 +1,11 @@
 """`serve`: run the HTTP API under uvicorn inside the caller's event loop.
 
-Used by `nexus up` and `nexus api`. It binds the socket itself (so a port in
-use is an ApiError, not uvicorn's `sys.exit`), leaves signals to the process
-that owns them (cancel the task to stop), and on cancellation ends the SSE
-streams it serves before uvicorn's graceful shutdown.
+Used by `nexus up` and `nexus api`. `listen` binds the socket itself (so a
+port in use is an ApiError naming the address, not uvicorn's `sys.exit`);
+`nexus up` calls it before it starts anything else, so a taken port fails at
+once instead of after the embedded server and the services are up. `serve_on`
+leaves signals to the process that owns them (cancel the task to stop), and on
+cancellation ends the SSE streams it serves before uvicorn's graceful shutdown.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -50,7 +54,38 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        raise ApiError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        # asyncio-style wrappers repeat the address in strerror; the errno alone reads better.
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ApiError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+@dataclass(frozen=True)
+class ApiListener:
+    """The API's bound socket and the tokens that guard it, ready to serve."""
+
+    sock: socket.socket
+    host: str
+    tokens: Tokens | None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host if ':' not in self.host else f'[{self.host}]'}:{self.port}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def listen(host: str, port: int, auth_file: Path | None) -> ApiListener:
+    """Check the token file and bind: every reason the API cannot start, raised as ApiError
+    before anything is served. Without `auth_file` the API is open, so only on loopback."""
+    tokens = Tokens.load(auth_file) if auth_file is not None else None
+    if tokens is None and not is_loopback(host):
+        raise ApiError(f"refusing to serve the API without a token file on {host}: give --auth FILE, or listen on 127.0.0.1")
+    return ApiListener(_bind(host, port), host, tokens)
 
 
 async def serve(
@@ -62,15 +97,22 @@ async def serve(
     policy: Policy | None = None,
     node_ttl_s: float = 10.0,
 ) -> None:
-    """Serve until cancelled. Without `auth_file` the API is open, so only on loopback.
-    `policy` is the orchestrator's (validate answers with its verdict); default: the built-in one."""
-    tokens = Tokens.load(auth_file) if auth_file is not None else None
-    if tokens is None and not is_loopback(host):
-        raise ApiError(f"refusing to serve the API without a token file on {host}: give --auth FILE, or listen on 127.0.0.1")
+    """`listen`, then serve until cancelled. `policy` is the orchestrator's (validate
+    answers with its verdict); default: the built-in one."""
+    await serve_on(client, listen(host, port, auth_file), policy=policy, node_ttl_s=node_ttl_s)
+
+
+async def serve_on(client: NexusClient, listener: ApiListener, *, policy: Policy | None = None, node_ttl_s: float = 10.0) -> None:
+    """Serve on a listener until cancelled; the socket is closed at the end, whatever happens."""
+    try:
+        await _serve(client, listener, policy, node_ttl_s)
+    finally:
+        listener.close()
+
+
+async def _serve(client: NexusClient, listener: ApiListener, policy: Policy | None, node_ttl_s: float) -> None:
+    tokens, url = listener.tokens, listener.url
     api = create_app(client, tokens=tokens, policy=policy, node_ttl_s=node_ttl_s)
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
     config = uvicorn.Config(
         api.asgi,
         log_config=None,
@@ -83,7 +125,7 @@ async def serve(
     if tokens is None:
         log.warning("api.open", url=url, detail="no token file: the API is open to anyone on this machine, as admin")
     log.info("api.listening", url=url, auth="tokens" if tokens else "open")
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    serving = asyncio.ensure_future(server.serve(sockets=[listener.sock]))
     try:
         await asyncio.shield(serving)
     except asyncio.CancelledError:
@@ -92,5 +134,4 @@ async def serve(
         await serving
         raise
     finally:
-        sock.close()
         log.info("api.stopped", url=url)

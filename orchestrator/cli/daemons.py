@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
 import typer
 
 from orchestrator import logs
 from orchestrator.bus import NatsBus, StreamLimits
-from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, parse_duration, parse_pairs, run_async
+from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, fail, parse_duration, parse_pairs, run_async
 from orchestrator.config import load_policy
 from orchestrator.core.policy import Policy
 from schemas import subjects
 
 if TYPE_CHECKING:  # the services are imported when a daemon starts: short CLI verbs stay fast
     from agent.service import Agent
+    from orchestrator.api.server import ApiListener
     from orchestrator.service import Orchestrator
 
 log = structlog.get_logger("nexus")
 
-LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogOpt = Annotated[LogLevel, typer.Option("--log-level", help="How much to log.")]
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log JSON lines instead of console text.")]
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML): users, roles, deny/allow rules, production labels.")]
 TtlOpt = Annotated[float, typer.Option("--node-ttl", help="Seconds without heartbeat before a node is lost.", min=1)]
@@ -35,32 +38,77 @@ AuthOpt = Annotated[
 ]
 
 
-async def _until_signal(*coros: asyncio.Future[None] | asyncio.Task[None]) -> None:
-    """Run tasks until SIGINT/SIGTERM or until one of them fails."""
+# After a stop request, tasks get this long to end (the API's graceful shutdown is 5 s)
+# before they are cancelled again, and this long in all before the process gives up on them.
+STOP_GRACE_S = 6.0
+STOP_DEADLINE_S = 20.0
+EXIT_STUCK = 70
+
+
+async def _until_signal(*tasks: asyncio.Task[None]) -> None:
+    """Run tasks until SIGINT/SIGTERM or until one of them fails; then stop them all."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(stop.wait())
-    tasks = [*coros, waiter]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not waiter and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        for task in tasks:
+        stop.clear()  # from here on, another signal means: hurry
+        try:
+            await _stop_all([*tasks, waiter], hurry=stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def _stop_all(tasks: list[asyncio.Task[Any]], hurry: asyncio.Event) -> None:
+    """Cancel the tasks and wait for them, cancelling again those still running after a
+    grace (at once after another signal): on Python 3.11 a cancellation can be swallowed
+    (nats-py's `wait_for`), and a task that never saw it would keep the process waiting forever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_DEADLINE_S
+    grace = STOP_GRACE_S
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            log.error("nexus.stop_stuck", tasks=names, after_s=STOP_DEADLINE_S)
+            err.print(f"nexus: error: could not stop within {STOP_DEADLINE_S:g}s ({names}); exiting anyway", highlight=False)
+            os._exit(EXIT_STUCK)  # asyncio.run would wait for these tasks forever
+        for task in pending:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        all_done = asyncio.ensure_future(asyncio.wait(pending))
+        hurried = asyncio.ensure_future(hurry.wait())
+        await asyncio.wait([all_done, hurried], timeout=min(grace, left), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (all_done, hurried):
+            waiter.cancel()
+        hurry.clear()
+        grace = 1.0
+        pending = {t for t in pending if not t.done()}
+    for task in tasks:  # the first failure was raised already; the others only logged
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("nexus.task_failed", task=task.get_name(), error=repr(exc))
 
 
 def _default_node() -> str:
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:64]
     return name or "local"
+
+
+@dataclass(frozen=True)
+class LocalAgent:
+    node_id: str
+    labels: dict[str, str]
+    max_jobs: int
+
+
+ApiSpec = tuple[str, int, Path | None]  # host, port, token file
 
 
 def up(
@@ -69,82 +117,92 @@ def up(
         typer.Option("--nats", envvar="NEXUS_NATS_URL", help="Use this NATS server instead of starting the embedded one."),
     ] = None,
     data: Annotated[Path, typer.Option("--data", help="Where the embedded server and the DuckDB file live.")] = DATA_DIR,
-    port: Annotated[int, typer.Option("--port", help="Port of the embedded nats-server.")] = 4222,
+    port: Annotated[int, typer.Option("--port", help="Port of the embedded nats-server (-1: a free one).", min=-1, max=65535)] = 4222,
     node: Annotated[str | None, typer.Option("--node", help="Node id of the local agent (default: host name).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE of the local agent; repeatable.")] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs on the local agent.", min=1)] = 4,
     node_ttl: TtlOpt = 10.0,
     policy: PolicyOpt = None,
     api_host: Annotated[str, typer.Option("--api-host", help="Address of the HTTP API (without --auth: loopback only).")] = "127.0.0.1",
-    api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API.", min=0, max=65535)] = 8080,
+    api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API (0: a free one).", min=0, max=65535)] = 8080,
     auth: AuthOpt = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator, HTTP API and one agent. Ctrl-C stops all."""
+    """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator, HTTP API and one agent.
+
+    Ctrl-C or SIGTERM stops all. Exits 1 at once, starting nothing, when the API
+    cannot listen (port taken, bad --auth file).
+    """
     logs.configure(log_level, json=log_json)
-    node_id = subjects.check_id(node or _default_node(), "node id")
+    local = LocalAgent(subjects.check_id(node or _default_node(), "node id"), parse_pairs(label, "--label"), max_jobs)
     api = None if no_api else (api_host, api_port, auth)
-    _up(nats_url, data, port, node_id, parse_pairs(label, "--label"), max_jobs, node_ttl, load_policy(policy), api)
+    _up(nats_url, data, port, local, node_ttl, load_policy(policy), api)
 
 
 @run_async
-async def _up(
-    nats_url: str | None,
-    data: Path,
-    port: int,
-    node_id: str,
-    labels: dict[str, str],
-    max_jobs: int,
-    node_ttl: float,
-    policy: Policy,
-    api: tuple[str, int, Path | None] | None,
-) -> None:
-    from agent.service import Agent
-    from orchestrator.api.server import serve
-    from orchestrator.client import NexusClient
+async def _up(nats_url: str | None, data: Path, port: int, local: LocalAgent, node_ttl: float, policy: Policy, api: ApiSpec | None) -> None:
     from orchestrator.embedded import EmbeddedNats
-    from orchestrator.service import Orchestrator
-    from orchestrator.store import DuckDBStore
 
-    data.mkdir(parents=True, exist_ok=True)
+    # What can fail at once fails first, before any child process exists.
+    listener = _listen(api) if api is not None else None
     server: EmbeddedNats | None = None
-    if nats_url is None:
-        server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log")
-        try:
-            nats_url = await server.start()
-        except Exception:
-            await server.stop()
-            raise
-        log.info("nats.started", url=nats_url, store=str(data / "jetstream"))
-    store = DuckDBStore(data / "nexus.duckdb")
-    bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
-    agent_bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node_id}", daemon=True)
-    orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy)
-    agent = Agent(agent_bus, node_id, labels=labels, max_jobs=max_jobs)
-    buses: list[NatsBus] = []
     try:
-        tasks = [asyncio.create_task(orch.run()), asyncio.create_task(agent.run())]
-        banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {node_id!r}."
-        if api is not None:
-            api_host, api_port, auth = api
-            api_bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True)
-            buses.append(api_bus)
-            serving = serve(NexusClient(api_bus), host=api_host, port=api_port, auth_file=auth, policy=policy, node_ttl_s=node_ttl)
-            tasks.append(asyncio.create_task(serving))
-            banner += f" API http://{api_host}:{api_port}" + (" (open: no --auth file, so loopback only)." if auth is None else ".")
-        ready = asyncio.create_task(_announce(orch, agent, banner))
-        await _until_signal(*tasks, ready)
+        data.mkdir(parents=True, exist_ok=True)
+        if nats_url is None:
+            server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log")
+            nats_url = await server.start()
+            log.info("nats.started", url=nats_url, store=str(data / "jetstream"))
+        await _run_services(nats_url, data, local, node_ttl, policy, listener)
     finally:
-        for extra in buses:
-            await extra.close()
-        await agent_bus.close()
-        await bus.close()
-        store.close()
+        if listener is not None:
+            listener.close()
         if server is not None:
             await server.stop()
         log.info("nexus.stopped")
+
+
+def _listen(api: ApiSpec) -> ApiListener:
+    from orchestrator.api.errors import ApiError
+    from orchestrator.api.server import listen
+
+    host, port, auth = api
+    try:
+        return listen(host, port, auth)
+    except ApiError as exc:
+        fail(f"the HTTP API cannot start: {exc}. Nothing was started (see --api-port, --api-host, --auth, --no-api)")
+
+
+async def _run_services(
+    nats_url: str, data: Path, local: LocalAgent, node_ttl: float, policy: Policy, listener: ApiListener | None
+) -> None:
+    from agent.service import Agent
+    from orchestrator.api.server import serve_on
+    from orchestrator.client import NexusClient
+    from orchestrator.service import Orchestrator
+    from orchestrator.store import DuckDBStore
+
+    store = DuckDBStore(data / "nexus.duckdb")
+    buses: list[NatsBus] = []
+    try:
+        names = ["nexus-orchestrator", f"nexus-agent-{local.node_id}"] + (["nexus-api"] if listener is not None else [])
+        for name in names:
+            buses.append(await NatsBus.connect(nats_url, name=name, daemon=True))
+        orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy)
+        agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs)
+        tasks = [asyncio.create_task(orch.run(), name="orchestrator"), asyncio.create_task(agent.run(), name="agent")]
+        banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
+        if listener is not None:
+            serving = serve_on(NexusClient(buses[2]), listener, policy=policy, node_ttl_s=node_ttl)
+            tasks.append(asyncio.create_task(serving, name="api"))
+            banner += f" API {listener.url}" + (" (open: no --auth file, so loopback only)." if listener.tokens is None else ".")
+        ready = asyncio.create_task(_announce(orch, agent, banner), name="announce")
+        await _until_signal(*tasks, ready)
+    finally:
+        for bus in reversed(buses):
+            await bus.close()
+        store.close()
 
 
 async def _announce(orch: Orchestrator, agent: Agent, message: str) -> None:

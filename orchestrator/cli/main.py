@@ -1,4 +1,4 @@
-"""`nexus`: the single entry point. Verbs live in jobs.py, state.py and daemons.py."""
+"""`nexus`: the single entry point. Verbs live in one module per group (run.py, jobs.py, state.py, daemons.py, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import daemons, jobs, metrics, pipelines, review, state
+from orchestrator.cli import daemons, jobs, metrics, pipelines, review, run, state
 from orchestrator.cli.common import CliError, err
 from schemas.errors import NexusError
 
@@ -23,8 +23,8 @@ app.command(rich_help_panel="Services")(daemons.up)
 app.command(rich_help_panel="Services")(daemons.orchestrator)
 app.command(rich_help_panel="Services")(daemons.agent)
 app.command(rich_help_panel="Services")(daemons.api)
-app.command(rich_help_panel="Jobs")(jobs.run)
-app.command(rich_help_panel="Jobs")(jobs.submit)
+app.command(rich_help_panel="Jobs")(run.run)
+app.command(rich_help_panel="Jobs")(run.submit)
 app.command(rich_help_panel="Jobs")(jobs.jobs)
 app.command(rich_help_panel="Jobs")(jobs.show)
 app.command(rich_help_panel="Jobs")(jobs.logs)

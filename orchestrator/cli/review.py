@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     print_json,
     run_async,
 )
+from orchestrator.cli.follow import SEVERITY_STYLE
 from orchestrator.config import load_policy
 from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import Record
@@ -33,7 +34,6 @@ from schemas.events import JobApproved, JobDenied
 from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML) to check against; default: the built-in policy.")]
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def validate(

@@ -1,0 +1,195 @@
+"""What a person at the terminal sees of a job: status lines, output, verdict, exit code.
+
+`JobReport` turns a job's events into status lines on stderr as they arrive (the
+analysis findings, an approval hold with its reason and who may release it, the
+placement, the verdict) and gives `nexus run` its exit code. `Say` prints those
+lines and goes quiet when the terminal is gone; `OutputSink` writes the job's
+output to stdout and tells its owner once when nobody reads it any more.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+
+from orchestrator.cli.common import err
+from orchestrator.core.text import text_view
+from orchestrator.core.views import Record
+from schemas.codec import event_type
+from schemas.events import (
+    JobApprovalRequired,
+    JobApproved,
+    JobAssigned,
+    JobCancelled,
+    JobDenied,
+    JobExited,
+    JobFailed,
+    JobLost,
+    JobQueued,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+    JobValidated,
+    ends_job,
+)
+
+# Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
+EXIT_NEXUS = 125  # rejected, denied, lost, or could not start
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+EXIT_TESTS_FAILED = 1  # the command exited 0 but its tests failed
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+class Say:
+    """Status lines on stderr, `nexus: ...`; silent when disabled or once stderr is gone."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def __call__(self, line: str | Text) -> None:
+        if not self.enabled:
+            return
+        try:
+            err.print(Text.assemble(("nexus: ", "dim"), line), highlight=False)
+        except OSError:  # a closed terminal (SIGHUP) or pipe: nobody to tell any more
+            self.enabled = False
+
+
+class OutputSink:
+    """The job's raw output on stdout. When stdout is gone (a closed pipe or terminal)
+    it calls `on_gone` once and drops the rest, as `nexus run` then stops the job."""
+
+    def __init__(self, on_gone: Callable[[], None]) -> None:
+        self.on_gone = on_gone
+        self.gone = False
+
+    def write(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError:
+            self.gone = True
+            # Later writes (and the interpreter's flush at exit) go nowhere instead of failing again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            self.on_gone()
+
+
+def analysis_lines(ev: JobValidated) -> list[Text]:
+    """The findings of the analysis phase, one line each, worst first, then its suggestions."""
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    lines = [
+        Text.assemble("analysis: ", (f"{w.severity:<8}", SEVERITY_STYLE.get(w.severity, "")), f" {w.type}: {w.message}")
+        for w in sorted(ev.warnings, key=lambda w: rank.get(w.severity, 3))
+    ]
+    if ev.warnings:
+        lines += [Text(f"  suggestion: {s}") for s in ev.suggestions]
+    return lines
+
+
+def hold_lines(job_id: str, ev: JobApprovalRequired, *, following: bool) -> list[Text]:
+    """Why the job waits, who may release it, and how."""
+    who = ", ".join(ev.approvers) if ev.approvers else "anyone the orchestrator's policy lets approve (default policy: anyone)"
+    how = f"approve with `nexus approve {job_id}`, or refuse with `nexus deny {job_id}`"
+    return [
+        Text.assemble(("waiting for approval: ", "bold yellow"), ev.reason),
+        Text(f"  may approve: {who}"),
+        Text(f"  {how}" + ("; Ctrl-C cancels the job" if following else "")),
+    ]
+
+
+class JobReport:
+    """What is known of one job from its events, told through `say` as it arrives."""
+
+    def __init__(self, job_id: str, say: Say, *, following: bool = True) -> None:
+        self.job_id = job_id
+        self.say = say
+        self.following = following
+        self.status = "requested"
+        self.validated: JobValidated | None = None
+        self.exited: JobExited | None = None
+        self.final: Record | None = None
+
+    def on_record(self, rec: Record) -> None:
+        ev = rec.event
+        if ev is None:
+            return
+        self.status = event_type(ev).split(".", 1)[1]
+        if ends_job(ev):
+            self.final = rec
+            return
+        self._tell(ev)
+
+    def _tell(self, ev: Any) -> None:
+        match ev:
+            case JobValidated():
+                self.validated = ev
+                for line in analysis_lines(ev):
+                    self.say(line)
+            case JobApprovalRequired():
+                for line in hold_lines(self.job_id, ev, following=self.following):
+                    self.say(line)
+            case JobApproved():
+                self.say(f"approved by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
+            case JobQueued():
+                self.say(f"queued: {ev.reason}")
+            case JobAssigned():
+                self.say(f"assigned to node {ev.node} ({ev.reason})")
+            case JobStarted():
+                self.say(f"started on {ev.node}, pid {ev.pid}")
+            case JobExited():
+                self.exited = ev
+            case JobLost():  # not final: it will be retried
+                self.say(f"lost on node {ev.node}: {ev.reason}; trying again")
+
+    def verdict(self) -> str | None:
+        """One line on how the job ended, unless it simply succeeded."""
+        ev = self.final.event if self.final is not None else None
+        if ev is None or isinstance(ev, JobSucceeded):
+            return None
+        if isinstance(ev, JobTimedOut):
+            why = f"after {ev.timeout_s:g}s" if ev.timeout_s else "no timeout recorded"
+        elif isinstance(ev, JobDenied):
+            why = f"by {ev.by}" + (f": {ev.reason}" if ev.reason else " (no reason given)") + "; it never ran"
+        else:
+            why = getattr(ev, "reason", "")
+        return f"job {self.job_id} {self.status}: {why}"
+
+    def exit_code(self) -> int:
+        ev = self.final.event if self.final is not None else None
+        if isinstance(ev, JobSucceeded):
+            return ev.exit_code
+        if isinstance(ev, JobTimedOut):
+            return EXIT_TIMEOUT
+        if isinstance(ev, JobCancelled):
+            return EXIT_CANCELLED
+        if isinstance(ev, JobFailed) and self.exited is not None:
+            if self.exited.exit_code is not None:
+                # A command that exited 0 but failed its tests still fails the run.
+                return self.exited.exit_code or EXIT_TESTS_FAILED
+            if self.exited.signal:
+                return 128 + self.exited.signal
+        return EXIT_NEXUS
+
+    def warnings_json(self) -> list[dict[str, str]]:
+        found = self.validated.warnings if self.validated is not None else []
+        return [{"type": w.type, "severity": w.severity, "message": w.message} for w in found]
+
+    def to_json(self, output: bytes, code: int) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "status": self.status,
+            "exitCode": self.exited.exit_code if self.exited else None,
+            "exit": code,
+            "warnings": self.warnings_json(),
+            "output": text_view(output),
+        }

@@ -1,0 +1,78 @@
+"""The options `nexus run` and `nexus submit` share, and the `requested` event they build."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.common import default_user, fail, parse_pairs
+from orchestrator.config import load_tests
+from schemas import subjects
+from schemas.events import ExitCodeTest, FileExistsTest, JobRequested, JobTest, OutputContainsTest
+
+NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]
+PreferOpt = Annotated[list[str] | None, typer.Option("--prefer", help="Preferred node labels KEY=VALUE (e.g. region=eu); repeatable.")]
+ToolOpt = Annotated[str, typer.Option("--tool", help="Tool the node must have; bash/sh/zsh also interpret the command.")]
+CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory on the node.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE; repeatable.")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Kill the command (and its children) after this many seconds.", min=0.001)
+]
+PriorityOpt = Annotated[int, typer.Option("--priority", help="Higher runs first when nodes are busy.")]
+IdOpt = Annotated[str | None, typer.Option("--id", help="Job id (idempotency key); default: a new one.")]
+MetaOpt = Annotated[list[str] | None, typer.Option("--meta", help="Metadata KEY=VALUE stored with the job; repeatable.")]
+ParentOpt = Annotated[str | None, typer.Option("--parent", help="Link this job to a parent job.")]
+AfterOpt = Annotated[list[str] | None, typer.Option("--after", help="Start only after this job succeeded; repeatable.")]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Re-run on a lost node up to N times (needs --idempotent).", min=0, max=10)]
+IdempotentOpt = Annotated[bool, typer.Option("--idempotent", help="Declare the command safe to run again.")]
+TestsOpt = Annotated[Path | None, typer.Option("--tests", "--file", "-f", help="YAML/JSON list of tests (see docs).")]
+ExpectExitOpt = Annotated[int | None, typer.Option("--expect-exit", help="Test: the exit code must be this.")]
+ExpectOutputOpt = Annotated[list[str] | None, typer.Option("--expect-output", help="Test: this regex must match the output; repeatable.")]
+ExpectFileOpt = Annotated[list[str] | None, typer.Option("--expect-file", help="Test: this path must exist on the node; repeatable.")]
+CommandArg = Annotated[
+    list[str],
+    typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False),
+]
+
+
+def request_from(command: list[str], opts: dict[str, Any]) -> JobRequested:
+    """Build the `requested` event from the shared run/submit options."""
+    if not command:
+        fail("no command given: nexus run -- CMD ...", 2)
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    if opts["node"] is not None:
+        subjects.check_id(opts["node"], "node id")
+    if opts["retries"] and not opts["idempotent"]:
+        fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
+    return JobRequested(
+        command=line,
+        tool=opts["tool"],
+        node=opts["node"],
+        labels=parse_pairs(opts["label"], "--label"),
+        prefer=parse_pairs(opts["prefer"], "--prefer"),
+        working_dir=opts["cwd"],
+        env=parse_pairs(opts["env"], "--env"),
+        timeout_s=opts["timeout"],
+        priority=opts["priority"],
+        metadata=dict(parse_pairs(opts["meta"], "--meta")),
+        parent=opts["parent"],
+        requested_by=default_user(),
+        after=[subjects.check_id(a, "job id") for a in opts["after"] or []],
+        retries=opts["retries"],
+        idempotent=opts["idempotent"],
+        tests=tests_from(opts),
+    )
+
+
+def tests_from(opts: dict[str, Any]) -> list[JobTest]:
+    """The tests given by --tests FILE and the --expect-* shorthands."""
+    tests: list[JobTest] = load_tests(opts["tests"]) if opts["tests"] else []
+    if opts["expect_exit"] is not None:
+        tests.append(ExitCodeTest(expected=opts["expect_exit"]))
+    tests += [OutputContainsTest(pattern=p) for p in opts["expect_output"] or []]
+    tests += [FileExistsTest(path=p) for p in opts["expect_file"] or []]
+    return tests
