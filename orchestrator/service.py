@@ -79,6 +79,9 @@ class Orchestrator:
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
         sub = await self.bus.nc.subscribe(subjects.RPC_QUERY, queue="nexus-orchestrator", cb=self._on_query)
         try:
+            # A cancellation that nats-py's wait_for swallowed during the setup above
+            # must not be lost: the TaskGroup below would otherwise run forever.
+            raise_if_cancelling()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._project(), name="project")
                 tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")

@@ -29,7 +29,7 @@ async def _read_until(stream: asyncio.StreamReader, pattern: bytes, timeout: flo
 async def test_nexus_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "nexus-data"
     proc = await asyncio.create_subprocess_exec(
-        NEXUS, "up", "--data", str(data), "--port", "-1", "--node", "local-1",
+        NEXUS, "up", "--data", str(data), "--port", "-1", "--api-port", "0", "--node", "local-1",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, start_new_session=True,
     )  # fmt: skip
     assert proc.stderr is not None
