@@ -205,6 +205,8 @@ ENV_TOOLS = frozenset(
         "tfenv",
     ]
 )
+# `eval "$(tool init bash)"` and the like: a tool printing its shell setup.
+ENV_SETUP = re.compile(r"^\s*[\w./-]+(?:\s+[\w-]+)?\s+(?:init|shellenv|hook|env|completion|completions|activate|docker-env|shell-init)\b")
 HIDDEN_SUGGESTION = "Write the command out literally so it can be reviewed, or decode the payload to a file and read it first"
 _REMOTE_SUGGESTIONS = (
     "Download the script, inspect it, then run it: curl -fsSLo install.sh URL && less install.sh && sh install.sh",

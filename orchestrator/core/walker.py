@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
-from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
+from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
 from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
 from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
@@ -281,7 +281,7 @@ class Walk:
                 )
                 self.script(resolved, depth + 1, stage.text)
                 return
-            if word.substituted and word.substituted <= ENV_TOOLS:
+            if word.substituted and (word.substituted <= ENV_TOOLS or ENV_SETUP.search(inner)):
                 self.add(
                     Risk(
                         "dynamic_command",

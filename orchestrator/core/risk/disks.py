@@ -261,7 +261,7 @@ RULES: tuple[Rule, ...] = (
     Rule("disks.hdparm-erase", _HDPARM, (), "critical", "erases or overwrites a disk", flags=("--security-erase", "--security-erase-enhanced", "--trim-sector-ranges", "--write-sector", "--make-bad-sector", "--fwdownload*", "--dco-restore",), type="device_write"),
     Rule("disks.badblocks-write", _BADBLOCKS, (), "critical", "overwrites every block of the device", flags=("-w",), suggestion="Use the read-only test: badblocks -sv DEV", type="device_write"),
     Rule("disks.badblocks-rw", _BADBLOCKS, (), "warning", "rewrites every block (non-destructively, but on a mounted disk it corrupts data)", flags=("-n",), type="device_write"),
-    Rule("disks.nwipe", _NWIPE, (), "critical", "wipes whole disks or rewrites firmware", unless=("--help", "-h", "--version", "-r", "--read", "-L", "--list"), type="device_write"),
+    Rule("disks.nwipe", _NWIPE, (), "critical", "wipes whole disks or rewrites firmware", unless=("--help", "-h", "--version", "-V", "-r", "--read", "-L", "--list"), type="device_write"),
     Rule("disks.dmsetup-remove-all", _DMSETUP, ("remove_all",), "critical", "removes every device-mapper device", type="device_write"),
     Rule("disks.dmsetup-remove", _DMSETUP, ("remove|wipe_table|clear",), "warning", "removes or empties a device-mapper device", type="device_write"),
     Rule("disks.ceph-delete", _CEPH, ("**", "delete|rm|purge|destroy|rmpool|purge-snap|snap-purge"), "critical", "deletes cluster storage (a pool, image or OSD)", unless=("--help", "-h"), type="device_write"),

@@ -55,7 +55,7 @@ RULES: tuple[Rule, ...] = (
     Rule("vms.multipass-delete", _MULTIPASS, ("delete",), "warning", "deletes instances (recoverable until purged)", type="vm_destroy"),
     Rule("vms.lxc-delete", _LXC, ("delete|rm",), "critical", "deletes containers or VMs with their storage", unless=("--help", "-h"), suggestion="Snapshot it first: lxc snapshot NAME before-delete", type="vm_destroy"),
     Rule("vms.lxc-storage-delete", _LXC, ("storage|image|network|profile|project", "delete|rm"), "critical", "deletes a storage pool, image or network", type="vm_destroy"),
-    Rule("vms.lxc-destroy", tool("lxc-destroy"), (), "critical", "deletes a container and its root filesystem", type="vm_destroy"),
+    Rule("vms.lxc-destroy", tool("lxc-destroy"), (), "critical", "deletes a container and its root filesystem", unless=("-?", "--help", "-h"), type="vm_destroy"),
     Rule("vms.govc-destroy", _GOVC, ("vm.destroy|datastore.rm|pool.destroy|folder.destroy|snapshot.remove|object.destroy",), "critical", "deletes vSphere objects", type="vm_destroy"),
     Rule("vms.govc-power", _GOVC, ("vm.power",), "warning", "changes a VM's power state", flags=("-off", "-reset", "-s", "-r"), type="vm_destroy"),
     # backups
