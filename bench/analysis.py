@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.core.analysis import analyze  # noqa: E402
-from tests.unit.analysis_corpus import HELDOUT, TUNED, Case  # noqa: E402
+from orchestrator.core.analysis import analyze
+from tests.unit.analysis_corpus import HELDOUT, TUNED, Case
 
 _HOLDS = "critical"
 
@@ -121,7 +121,11 @@ def main() -> None:
         if not args.json:
             _print_table(part, rows)
     all_times.sort()
-    latency = {"median_ms": statistics.median(all_times) * 1000, "p99_ms": all_times[int(len(all_times) * 0.99)] * 1000, "max_ms": all_times[-1] * 1000}
+    latency = {
+        "median_ms": statistics.median(all_times) * 1000,
+        "p99_ms": all_times[int(len(all_times) * 0.99)] * 1000,
+        "max_ms": all_times[-1] * 1000,
+    }
     report["latency"] = latency
     if args.tldr:
         report["tldr"] = _tldr(args.tldr)
