@@ -31,7 +31,6 @@ from orchestrator.errors import BusError, BusUnavailable, StaleDecision
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
-from schemas.limits import MAX_EVENT_BYTES
 
 log = structlog.get_logger("nexus.bus")
 
@@ -200,8 +199,10 @@ class NatsBus:
             headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = _entity_filter(out.subject)
         data = codec.encode(event)
-        if len(data) > MAX_EVENT_BYTES:
-            raise BusError(f"{out.subject}: event of {len(data)} bytes is over the limit of {MAX_EVENT_BYTES}", subject=out.subject)
+        try:  # whatever we store must decode again: the same limits as for any publisher
+            codec.decode(out.subject, data)
+        except DecodeError as exc:
+            raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
         with _map_publish_errors(out.subject, expected_seq):
             ack = await self.js.publish(out.subject, data, headers=headers)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))

@@ -110,3 +110,14 @@ def test_a_record_that_cannot_be_stored_is_quarantined_and_the_fold_moves_on(tmp
     assert rows[1][1].startswith("cannot be projected")
     store.close()
 
+
+
+async def test_the_cli_refuses_what_the_bus_would_refuse_before_publishing(stack: Stack) -> None:
+    last = await stack.client.bus.last_seq()
+    code, _out, err = await stack.nexus("submit", "--priority", "9223372036854775808", "--", "echo", "x")
+    assert code != 0
+    assert b"priority" in err and b"Traceback" not in err
+    code, _out, err = await stack.nexus("submit", "--", "x" * 70_000)
+    assert code != 0
+    assert b"65536" in err and b"Traceback" not in err
+    assert await stack.client.bus.last_seq() == last  # nothing was published
