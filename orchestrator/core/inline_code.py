@@ -261,7 +261,12 @@ _AWK_SYSTEM = re.compile(
 _AWK_PIECE = re.compile(r"\"((?:\\.|[^\"\\])*)\"|([A-Za-z_$][\w$\[\]]*)")
 
 
+_AWK_ASSIGN = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*(\"(?:\\.|[^\"\\])*\")")
+
+
 def _awk(source: str, out: Reading) -> None:
+    strings = dict(_AWK_ASSIGN.findall(source))
+    source = re.sub(r"\bsystem\s*\(\s*([A-Za-z_]\w*)\s*\)", lambda m: f"system({strings.get(m.group(1), m.group(1))})", source)
     for m in _AWK_SYSTEM.finditer(source):
         expr = next(g for g in m.groups() if g is not None)
         pieces = []

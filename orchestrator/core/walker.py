@@ -340,6 +340,9 @@ class Walk:
             return
         body = _heredoc(stage)
         runner = f"'{program(argv[0])}'" if argv else "a remote shell"
+        if mode == "shell" and body is not None and re.fullmatch(r"\s*(?:\$\(.*\)|`.*`)\s*", body, re.S):
+            self.nested(Word(body.strip(), True), stage, depth, runner)  # `bash <<< "$(...)"`
+            return
         if body is None and upstream.feeder is not None:
             piped = f"{upstream.text} | {stage.text}"
             if downloads := sorted(upstream.programs & DOWNLOADERS):
@@ -384,8 +387,8 @@ class Walk:
         for risk in command_risks(Invocation(argv, via_xargs, roots, self.cwd, stdin_fed)):
             self.add(risk, stage.text)
         if program(head) == "find" and depth < _MAX_DEPTH:
-            _, execs, _ = find_parts(argv)
+            find_roots, execs, _ = find_parts(argv)
             for cmd in execs:
                 if program(cmd[0]) not in FIND_DELETERS:
-                    words = tuple(Word("{}") if w.text == "{}" else w for w in cmd)
+                    words = tuple(find_roots[0] if w.text == "{}" else w for w in cmd)
                     self.simple(SimpleCommand(words, (), stage.text), unwrap(words), _Upstream(), depth + 1)

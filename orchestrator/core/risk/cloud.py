@@ -93,8 +93,8 @@ RULES: tuple[Rule, ...] = (
     Rule("cloud.aws-s3-rb", _AWS, ("s3", "rb"), "warning", "deletes an (empty) bucket", type="cloud_destroy"),
     Rule("cloud.aws-s3-sync-delete", _AWS, ("s3", "sync"), "critical", "deletes destination objects that are not in the source", flags=("--delete",), unless=_AWS_SAFE, suggestion="Preview it first: {cmd} --dryrun", type="cloud_destroy"),
     Rule("cloud.aws-s3-mv", _AWS, ("s3", "mv"), "warning", "moves objects, removing the source", flags=("--recursive",), unless=_AWS_SAFE, type="cloud_destroy"),
-    Rule("cloud.aws-minor", _AWS, ("*", "delete-tags|untag-*|remove-tags*|delete-alarms|delete-*-tag*|remove-permission|delete-login-profile|delete-access-key"), "warning", "removes settings or tags", unless=_AWS_SAFE, type="cloud_destroy"),
-    Rule("cloud.aws-delete", _AWS, ("*", "delete-*|terminate-*|purge-*|remove-*|deregister-*|schedule-key-deletion|disable-key|batch-delete-*|cancel-*|release-*"), "critical", "deletes or terminates cloud resources", unless=_AWS_SAFE, suggestion=_AWS_LIST_FIRST, type="cloud_destroy"),
+    Rule("cloud.aws-minor", _AWS, ("*", "delete-tags|untag-*|remove-tags*|delete-alarms|delete-*-tag*|remove-permission|delete-login-profile|delete-access-key|delete-*-policy"), "warning", "removes settings or tags", unless=_AWS_SAFE, type="cloud_destroy"),
+    Rule("cloud.aws-delete", _AWS, ("*", "delete-*|terminate-*|purge-*|remove-*|deregister-*|schedule-key-deletion|disable-key|batch-delete-*|cancel-*|release-*|close-*"), "critical", "deletes or terminates cloud resources", unless=_AWS_SAFE, suggestion=_AWS_LIST_FIRST, type="cloud_destroy"),
     Rule("cloud.aws-stop", _AWS, ("*", "stop-*|reboot-*|disable-*|detach-*|disassociate-*|revoke-*"), "warning", "stops, reboots or detaches cloud resources", unless=_AWS_SAFE, type="cloud_destroy"),
     # gcloud / gsutil
     Rule("cloud.gcloud-config", _GCLOUD, ("config|auth|components", "**"), None),

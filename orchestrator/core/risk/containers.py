@@ -41,7 +41,7 @@ RULES: tuple[Rule, ...] = (
     Rule("containers.prune", _DOCKER, ("image|container|network|builder|buildx|pod", "prune"), "warning", "deletes unused objects", unless=_HELP, suggestion=_DF),
     Rule("containers.rm-force", _DOCKER, ("rm|rmi|container|image|pod", "**"), "warning", "force-removes containers or images (running ones included)", flags=("-f", "--force"), unless=_HELP),
     Rule("containers.swarm-leave", _DOCKER, ("swarm", "leave"), "warning", "takes the node out of the swarm", flags=("-f", "--force")),
-    Rule("containers.stack-rm", _DOCKER, ("stack|service|secret|config", "rm|remove"), "warning", "removes a running stack, service or secret", unless=_HELP),
+    Rule("containers.stack-rm", _DOCKER, ("stack|service|secret|config|network", "rm|remove"), "warning", "removes a running stack, service or secret", unless=_HELP),
     Rule("containers.down-v", _COMPOSE, ("down|rm",), "critical", "removes the project's volumes with their data", flags=("-v", "--volumes"), unless=_HELP, suggestion="Run 'docker-compose down' without -v to keep the volumes"),
     Rule("containers.down-rmi", _COMPOSE, ("down",), "warning", "removes the project's images", flags=("--rmi",)),
     Rule("containers.compose-rm", _COMPOSE, ("rm",), "warning", "removes the project's containers without asking", flags=("-f", "--force")),

@@ -22,7 +22,8 @@ from orchestrator.core.risk_types import Invocation, Risk
 
 _BLOCK_DEVICE = re.compile(
     r"^/dev/(?:(?:sd|hd|vd|xvd)[a-z]+\d*|nvme\d+(?:n\d+(?:p\d+)?)?|mmcblk\d+(?:p\d+)?|md\d+|dm-\d+|loop\d+"
-    r"|nbd\d+|rbd\d+|zd\d+|sr\d+|r?disk\d+(?:s\d+)?|mem|kmem|port|mtd\d+|(?:mapper|disk|block|md|zvol)/.+|[a-z]+vg\w*/.+)$"
+    r"|nbd\d+|rbd\d+|zd\d+|sr\d+|r?disk\d+(?:s\d+)?|mem|kmem|port|mtd\d+|(?:mapper|disk|block|md|zvol)/.+"
+    r"|(?!(?:pts|shm|mqueue|hugepages|fd|char|input|snd|net|bus|dri|cpu|usb|serial|v4l|vfio|dma_heap|tty)/)[\w.+-]+/[\w.+-]+)$"
 )
 
 
@@ -195,6 +196,8 @@ def _interactive(inv: Invocation, device: str) -> list[Risk]:
 _LIST_OPTS = (
     "-l",
     "--list",
+    "-x",
+    "--list-details",
     "-d",
     "--dump",
     "-J",

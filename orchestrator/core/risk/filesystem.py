@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from orchestrator.core.risk.disks import is_block_device
-from orchestrator.core.risk.paths import REASON, PathKind, Place, contents_base, place
+from orchestrator.core.risk.paths import REASON, PathKind, Place, contents_base, is_top_level, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, positionals, tool
 from orchestrator.core.risk_types import SEVERITY_RANK, Invocation, Risk, Severity, Word, approval_phrase, program
 
@@ -98,7 +98,7 @@ def delete_risk(flag: str, targets: list[Word], cwd: str | None, recursive: bool
         elif _VITAL.match(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
             rated = "critical"
         else:
-            rated = "warning" if found.kind in {"root", "system"} else None
+            rated = "warning" if found.kind == "root" or (found.kind == "system" and is_top_level(found)) else None
         if rated and (best is None or SEVERITY_RANK[rated] > SEVERITY_RANK[best[0]]):
             best = (rated, found, target)
     if best is None:
@@ -243,7 +243,7 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
         ]
     for src in sources:
         found = place(src, inv.cwd)
-        if found.kind in {"root", "home", "system"} and not src.text.endswith("*"):
+        if (found.kind in {"root", "home"} or (found.kind == "system" and is_top_level(found))) and not src.text.endswith("*"):
             return [
                 Risk(
                     "destructive_command",

@@ -47,6 +47,7 @@ RULES: tuple[Rule, ...] = (
     Rule("network.nft-delete-rule", _NFT, ("delete|destroy|flush", "**"), "warning", "deletes firewall rules or sets", unless=("-c", "--check"), type="network_cut"),
     Rule("network.ufw-reset", _UFW, ("reset|disable",), "critical", "removes or switches off every firewall rule", suggestion="Check the rules first: ufw status numbered", type="network_cut"),
     Rule("network.ufw-default-deny", _UFW, ("default", "deny|reject", "incoming|**"), "warning", "denies incoming connections not explicitly allowed (check SSH is allowed)", type="network_cut"),
+    Rule("network.ufw-deny", _UFW, ("deny|reject",), "warning", "blocks connections (check SSH stays allowed)", type="network_cut"),
     Rule("network.ufw-delete", _UFW, ("delete",), "warning", "deletes a firewall rule", unless=("--dry-run",), type="network_cut"),
     Rule("network.firewalld-panic", _FWCMD, (), "critical", "drops all traffic or rewrites the firewall", flags=("--panic-on", "--complete-reload", "--set-default-zone=drop", "--set-default-zone=block"), type="network_cut"),
     Rule("network.firewalld-remove", _FWCMD, (), "warning", "removes firewall rules", flags=("--remove-*", "--delete-*"), type="network_cut"),

@@ -8,8 +8,9 @@ working directory when that is known (`cd / && rm -rf *`). Then it is classified
   root       `/`                                              the whole filesystem
   home       `~`, `/home/bob`, `/root`                        a home directory
   home_data  `~/Documents`, `/home/bob/src`                   inside a home directory
-  system     a top-level dir (`/data`), two levels under a system top (`/etc/nginx`, `/var/www`),
-             or a child of /var/lib, /usr/lib, /usr/local, /usr/share
+  system     a top-level dir (`/data`), two levels under a system top (`/var/www`, `/srv/app`),
+             a child of /var/lib, or anything under /etc, /usr, /boot, /bin, /sbin, /lib*
+             (`/etc/systemd/system`); `/home/$USER/x` counts as under /home
   broad      `.`, `..`, `*` with an unknown working directory
   project    any other relative path (`src`, `.git`)
   dynamic    built from a variable (`$DIR/*`), which may expand to anything, `/` included
@@ -58,6 +59,7 @@ SYSTEM_TOP = frozenset(
 )
 _SYSTEM_SECOND = frozenset({"/var/lib", "/usr/lib", "/usr/local", "/usr/share", "/usr/lib64", "/var/spool"})
 _SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+_OS_TREES = frozenset({"etc", "usr", "boot", "bin", "sbin", "lib", "lib32", "lib64", "libx32"})  # system at any depth
 BUILD_NAMES = frozenset(
     [
         "node_modules",
@@ -170,7 +172,7 @@ def place(word: Word, cwd: str | None = None) -> Place:
     if _GUARDED.match(text) and "$" not in _GUARDED.sub("", text):
         return Place("guarded", text)
     if "$" in text or "`" in text:
-        return Place("dynamic", text)
+        return _dynamic(text, cwd)
     path = contents_base(text)
     if not path.startswith(("/", "~")):
         if cwd and cwd.startswith(("/", "~")):
@@ -182,6 +184,26 @@ def place(word: Word, cwd: str | None = None) -> Place:
     return _absolute(posixpath.normpath(path))
 
 
+def is_top_level(found: Place) -> bool:
+    """`/etc`, `/var/www`, `/var/lib/mysql`: a directory the system is organised by, not a file deep in it."""
+    parts = [p for p in found.path.split("/") if p]
+    return len(parts) <= 2 or (len(parts) == 3 and posixpath.dirname(found.path) in _SYSTEM_SECOND)
+
+
+_VAR = re.compile(r"\$\{?(\w+)\}?")
+_CRITICAL_KINDS = frozenset({"root", "home", "home_data", "system"})
+
+
+def _dynamic(text: str, cwd: str | None) -> Place:
+    """A variable inside a fixed absolute prefix (`/home/$USER/x`) still names a place under it."""
+    head = text.split("$", 1)[0]
+    if head.startswith(("/", "~")) and head.strip("/~") and "`" not in text:
+        named = place(Word(_VAR.sub(lambda m: m.group(1), text)), cwd)
+        if named.kind in _CRITICAL_KINDS:
+            return Place(named.kind, text)
+    return Place("dynamic", text)
+
+
 def _relative(path: str) -> Place:
     norm = posixpath.normpath(path)
     parts = norm.split("/")
@@ -190,7 +212,7 @@ def _relative(path: str) -> Place:
         return Place("system", "/" + "/".join(parts[ups:]))  # ../../etc climbs out of any usual working directory
     if norm == "." or all(p == ".." for p in parts):
         return Place("broad", path)
-    if parts[0] in BUILD_NAMES or parts[-1] in BUILD_NAMES:
+    if parts[0] in BUILD_NAMES or parts[-1] in BUILD_NAMES or parts[-1].endswith(".egg-info"):
         return Place("build", path)
     return Place("project", path)
 
@@ -221,7 +243,9 @@ def _absolute(norm: str) -> Place:
         return Place("system", norm)
     if len(parts) == 3 and posixpath.dirname(norm) in _SYSTEM_SECOND:
         return Place("system", norm)
-    if parts[-1] in BUILD_NAMES:
+    if parts[0] in _OS_TREES:
+        return Place("system", norm)
+    if parts[-1] in BUILD_NAMES or parts[-1].endswith(".egg-info"):
         return Place("build", norm)
     if parts[0] == "root" or parts[0] == "home":
         return Place("home_data", norm)

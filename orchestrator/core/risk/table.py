@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from orchestrator.core.risk_types import Invocation, Risk, Severity, approval_phrase
 
@@ -37,7 +38,7 @@ class Rule:
     """One row: leading positional `verbs`, required and excluding flags, the effect and its severity.
 
     `verbs`: one pattern per positional word; `a|b` alternatives, `*` any one word, `**` any
-    number of words, `x*` a prefix, `*x` a suffix. `flags`: at least one present (empty: none needed); `-f`
+    number of words, and `*` inside a word a glob (`delete-*`, `*:noexecute`). `flags`: at least one present (empty: none needed); `-f`
     also matches inside a cluster (`-fd`), `--x=v` matches `--x=v` or `--x v`, `--x*` a prefix.
     `suggestion` may use `{cmd}`, the command line as written.
     """
@@ -118,12 +119,7 @@ def _verbs_match(patterns: Sequence[str], words: Sequence[str]) -> bool:
         return False
     word = words[0].lower()
     for alt in head.split("|"):
-        if (
-            alt == "*"
-            or alt == word
-            or (alt.endswith("*") and word.startswith(alt[:-1]))
-            or (alt.startswith("*") and word.endswith(alt[1:]))
-        ):
+        if alt == word or ("*" in alt and fnmatchcase(word, alt)):
             return _verbs_match(rest, words[1:])
     return False
 

@@ -88,7 +88,13 @@ def _checkout(cmd: str, rest: list[str]) -> list[Risk]:
 def _restore(cmd: str, rest: list[str]) -> list[Risk]:
     staged = has_flag(rest, "--staged") or has_flag(rest, "-S")
     worktree = has_flag(rest, "--worktree") or has_flag(rest, "-W")
-    if (staged and not worktree) or has_flag(rest, "-h") or has_flag(rest, "--help") or (not positionals(rest, _GIT) and "--" not in rest):
+    if (
+        (staged and not worktree)
+        or has_flag(rest, "-h")
+        or has_flag(rest, "--help")
+        or has_flag(rest, "--dry-run")
+        or (not positionals(rest, _GIT) and "--" not in rest)
+    ):
         return []
     return [
         _risk("critical", cmd, "overwrites uncommitted changes in the worktree", "See what would be lost first: git diff", _STASH_FIRST)
