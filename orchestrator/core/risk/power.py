@@ -51,7 +51,6 @@ _SYSTEMCTL_POWER = frozenset(
         "rescue",
         "emergency",
         "soft-reboot",
-        "default",
     ]
 )
 _SYSTEMCTL = tool(
@@ -160,13 +159,15 @@ def kill_risks(inv: Invocation) -> list[Risk] | None:
     return None
 
 
+_RTCWAKE = tool("rtcwake", values="-s --seconds -t --time -d --device --date")
 _IPMI = tool("ipmitool", values="-H -U -P -I -p -L -f -y -k -C")
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
     Rule("power.ipmi-off", _IPMI, ("chassis|power", "**", "off|cycle|reset|soft|diag"), "critical", "cuts or cycles the machine's power", suggestion=_POWER_SUGGESTION, type="power"),
     Rule("power.loginctl", tool("loginctl"), ("poweroff|reboot|halt|suspend|hibernate|kexec",), "critical", "takes the node down", suggestion=_POWER_SUGGESTION, type="power"),
-    Rule("power.rtcwake", tool("rtcwake", values="-m --mode -s --seconds -t --time -d --device"), (), "critical", "suspends or powers the node off", flags=("-m", "--mode"), unless=("--dry-run", "-n"), type="power"),
+    Rule("power.rtcwake-safe", _RTCWAKE, (), None, flags=("--mode=show", "-m=show", "--mode=disable", "-m=disable", "--mode=on", "-m=on", "--mode=no", "-m=no")),
+    Rule("power.rtcwake", _RTCWAKE, (), "critical", "suspends or powers the node off", flags=("-m", "--mode"), unless=("--dry-run", "-n"), type="power"),
     Rule("power.pm-suspend", tool("pm-suspend", "pm-hibernate", "pm-suspend-hybrid", "zzz"), (), "critical", "suspends the node", type="power"),
     Rule("power.killall5", tool("killall5"), (), "critical", "signals every process on the node", type="power"),
     Rule("power.pkill-root", tool("pkill", "killall", values="-u --user -g -G -P -t -s"), (), "warning", "kills every process of a user", flags=("-u", "--user"), type="power"),
