@@ -10,6 +10,9 @@ Tables are documented in docs/state.md.
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -208,25 +211,151 @@ class DuckDBStore:
             out[getattr(view, table.key[0])] = view
         return out
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run read-only SQL; anything but SELECT is refused."""
-        return run_query(self.con, sql, params)
+    def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run read-only SQL (see `run_query`; default timeout QUERY_TIMEOUT_S); anything else is refused."""
+        return run_query(self.con, sql, params, timeout_s=QUERY_TIMEOUT_S if timeout_s is None else timeout_s)
+
+
+# ---------------------------------------------------------------- read-only queries
+#
+# `nexus sql` and the query responder run user SQL on the orchestrator's database. Three
+# layers keep it read-only, so one gap is not a hole: the text must be one SELECT, or
+# EXPLAIN [ANALYZE] of one SELECT (rebuilt from the checked text, not run as given); its
+# syntax tree (json_serialize_sql, which serializes SELECTs only) may call only table
+# functions without side effects; and it runs in a READ ONLY transaction, rolled back.
+
+QUERY_TIMEOUT_S = 5.0
+"""Longest a query may run. Below the client's 10 s request timeout, so the caller hears why."""
+QUERY_MAX_ROWS = 100_000
+"""Most rows a query may return: more would not fit in a reply and would only fill memory."""
+_FETCH_BATCH = 1000  # rows converted per GIL hold, so the timeout timer gets to run
+
+# Table functions a query may read from. Everything else is refused: checkpoint(),
+# enable_logging(), enable_profiling() change the database or the process; query('...')
+# would hide SQL from this check; arrow_scan() and friends take raw pointers.
+_TABLE_FUNCTIONS = frozenset({
+    "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
+    "histogram", "histogram_values", "pragma_table_info", "pragma_version", "pragma_database_size",
+    "duckdb_columns", "duckdb_constraints", "duckdb_databases", "duckdb_dependencies", "duckdb_functions",
+    "duckdb_indexes", "duckdb_keywords", "duckdb_schemas", "duckdb_settings", "duckdb_tables",
+    "duckdb_types", "duckdb_views",
+})  # fmt: skip
+_WRITING_FUNCTIONS = frozenset({"nextval", "setval", "setseed", "write_log"})  # scalars that change state
+_WORD = re.compile(r"[A-Za-z_]*")
 
 
 def run_query(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    max_rows: int = QUERY_MAX_ROWS,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query (see above) on `con`; raises QueryError when refused,
+    failed, slower than `timeout_s` or larger than `max_rows`. Safe to call in a thread
+    with a cursor of its own."""
+    text = _read_only_text(con, sql)
+    con.execute("SET enable_progress_bar = false")  # a slow query must not draw on the orchestrator's terminal
+    con.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        with _Deadline(con, timeout_s) as deadline:
+            try:
+                cur = con.execute(text, list(params))
+                names = [d[0] for d in cur.description or []]
+                rows: list[tuple[Any, ...]] = []
+                while batch := cur.fetchmany(_FETCH_BATCH):
+                    rows.extend(batch)
+                    if len(rows) > max_rows:
+                        raise QueryError(f"the query returns more than {max_rows} rows: add a LIMIT or aggregate")
+                return names, rows
+            except duckdb.InterruptException:
+                raise QueryError(f"query took longer than {timeout_s:g}s" if deadline.expired else "query interrupted") from None
+            except duckdb.Error as exc:
+                raise QueryError(str(exc).splitlines()[0]) from None
+    finally:
+        con.execute("ROLLBACK")
+
+
+class _Deadline:
+    """Interrupts `con` when the query outlives `timeout_s`; never after the block is left."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+        self._con = con
+        self._lock = threading.Lock()
+        self._running = False
+        self.expired = False
+        self._timer = threading.Timer(timeout_s, self._expire)
+        self._timer.daemon = True
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._running:
+                self.expired = True
+                self._con.interrupt()
+
+    def __enter__(self) -> _Deadline:
+        self._running = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._running = False
+        self._timer.cancel()
+
+
+def _read_only_text(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The statement to run for `sql`, once it is known to only read."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from None
     if len(statements) != 1:
         raise QueryError("give exactly one SQL statement")
-    if statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-        raise QueryError(f"only SELECT queries are allowed here, not {statements[0].type.name}")
+    kind = statements[0].type
+    if kind == duckdb.StatementType.SELECT:
+        _check_select(con, sql)
+        return sql
+    if kind == duckdb.StatementType.EXPLAIN:
+        prefix, explained = _split_explain(statements[0].query)
+        _check_select(con, explained)
+        return prefix + explained
+    raise QueryError(f"only SELECT queries are allowed here, not {kind.name}")
+
+
+def _split_explain(text: str) -> tuple[str, str]:
+    """`EXPLAIN [ANALYZE] stmt` -> ("EXPLAIN [ANALYZE] ", "stmt"), by DuckDB's own tokens."""
+    starts = [pos for pos, kind in duckdb.tokenize(text) if kind != duckdb.token_type.comment][:3]
+    words = [m.group(0).upper() if (m := _WORD.match(text, pos)) else "" for pos in starts]
+    analyze = len(words) > 1 and words[1] in ("ANALYZE", "ANALYSE")
+    first = 2 if analyze else 1
+    if len(starts) <= first or not words[first]:
+        raise QueryError("only EXPLAIN SELECT ... or EXPLAIN ANALYZE SELECT ... is allowed here (no options)")
+    return ("EXPLAIN ANALYZE " if analyze else "EXPLAIN "), text[starts[first] :]
+
+
+def _check_select(con: duckdb.DuckDBPyConnection, text: str) -> None:
+    """Refuse `text` unless it is one SELECT that calls nothing with side effects."""
+    row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [text]).fetchone()
     try:
-        cur = con.execute(sql, list(params))
-        names = [d[0] for d in cur.description or []]
-        return names, cur.fetchall()
-    except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0]) from None
+        tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    except RecursionError:
+        raise QueryError("the query is nested too deeply") from None
+    if tree.get("error"):
+        raise QueryError(f"only SELECT queries are allowed here ({tree.get('error_message', 'not a SELECT')})")
+    if len(tree.get("statements", ())) != 1:
+        raise QueryError("give exactly one SQL statement")
+    pending: list[Any] = [tree["statements"]]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "TABLE_FUNCTION":
+                name = str(node.get("function", {}).get("function_name", "")).lower()
+                if name not in _TABLE_FUNCTIONS:
+                    raise QueryError(f"the table function {name}() is not allowed in a query")
+            elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in _WRITING_FUNCTIONS:
+                raise QueryError(f"the function {node['function_name']}() changes state and is not allowed in a query")
+            pending.extend(node.values())

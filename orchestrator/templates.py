@@ -9,6 +9,14 @@ Variables: `${name}` and `{{ name }}` in string values are replaced by
 `--var name=value`, else by the template's own `vars:` defaults; an undefined
 name is an error. `$${name}` stays as a literal `${name}` (a shell variable).
 
+Bounded: a template is refused, naming the limit, when it is larger than
+MAX_TEMPLATE_BYTES, nests deeper than MAX_TEMPLATE_DEPTH, has more than
+MAX_TEMPLATE_NODES values once its aliases (`*name`) are expanded (so a
+"billion laughs" alias bomb stops early), produces more than
+MAX_TEMPLATE_TEXT_CHARS of text after substitution, or has more than
+MAX_TEMPLATE_STEPS steps. Compiling is pure and holds no shared state: safe to
+run in a thread (`asyncio.to_thread(compile_template, ...)`).
+
     NexusError
     +-- TemplateError(file, line, message)    line is 1-based; None when it has no place in the file
 """
@@ -25,9 +33,21 @@ from typing import Any, NoReturn
 import msgspec
 import yaml
 
+from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from schemas.errors import NexusError
 from schemas.events import JobTest
 from schemas.pipelines import PipelineSpec, StepSpec, spec_problems, with_resolved_needs
+
+MAX_TEMPLATE_BYTES = 1024 * 1024
+"""Largest template, in bytes of UTF-8."""
+MAX_TEMPLATE_DEPTH = 32
+"""Deepest nesting of mappings and lists, aliases expanded (a template needs about 6)."""
+MAX_TEMPLATE_NODES = 100_000
+"""Most values (scalars, mappings, lists) once every alias is expanded."""
+MAX_TEMPLATE_TEXT_CHARS = 8 * 1024 * 1024
+"""Most characters of text all values make together, aliases and variables expanded."""
+MAX_TEMPLATE_STEPS = 256
+"""Most steps in one pipeline."""
 
 
 class TemplateError(NexusError):
@@ -43,28 +63,40 @@ class TemplateError(NexusError):
 def load_template(path: Path, variables: dict[str, str]) -> PipelineSpec:
     """Read and compile one template file; raises TemplateError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_TEMPLATE_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(str(path), None, f"cannot read the template: {exc}") from None
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(str(path), None, _too_large())
     return compile_template(text, variables, file=str(path))
 
 
 def compile_template(text: str, variables: Mapping[str, str], file: str = "<template>") -> PipelineSpec:
-    """Compile template text (see `load_template`)."""
+    """Compile template text (see `load_template`); bounded, and safe to call in a thread."""
+    if len(text) > MAX_TEMPLATE_BYTES or len(text.encode("utf-8", errors="surrogatepass")) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(file, None, _too_large())
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        docs = compose_bounded(text, max_depth=MAX_TEMPLATE_DEPTH, max_nodes=MAX_TEMPLATE_NODES)
+    except YamlLimitError as exc:
+        raise TemplateError(file, exc.line, exc.message) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = f"{exc.context} (line {exc.context_mark.line + 1}): " if exc.context and exc.context_mark else ""
         raise TemplateError(file, mark.line + 1 if mark else None, f"YAML syntax error: {context}{exc.problem}") from None
     except yaml.YAMLError as exc:
         raise TemplateError(file, None, f"YAML syntax error: {exc}") from None
-    docs = [d for d in docs if d is not None]
-    if not docs:
+    found = [d for d in docs if d is not None]
+    if not found:
         raise TemplateError(file, None, "the template is empty")
-    if len(docs) > 1:
-        raise TemplateError(file, _line(docs[1]), "one pipeline per file: found a second YAML document")
-    return _Compiler(file, variables).pipeline(docs[0])
+    if len(found) > 1:
+        raise TemplateError(file, _line(found[1]), "one pipeline per file: found a second YAML document")
+    return _Compiler(file, variables).pipeline(found[0])
+
+
+def _too_large() -> str:
+    return f"the template is larger than {MAX_TEMPLATE_BYTES} bytes (MAX_TEMPLATE_BYTES); split it into several pipelines"
 
 
 # ---------------------------------------------------------------- internals
@@ -129,6 +161,7 @@ class _Compiler:
         self.file = file
         self.vars: dict[str, str] = dict(variables)  # --var wins over the template's vars: defaults
         self.constructor = yaml.constructor.SafeConstructor()
+        self.text_chars = 0  # characters of all values produced so far (MAX_TEMPLATE_TEXT_CHARS)
 
     def fail(self, where: Node | int | None, message: str) -> NoReturn:
         line = _line(where) if isinstance(where, Node) else where
@@ -185,7 +218,12 @@ class _Compiler:
         if text or node.tag == _STR:
             # A substituted number or boolean stays a string here; `convert` types it for its field.
             return value
-        return self.constructor.construct_object(node)
+        try:
+            return self.constructor.construct_object(node)
+        except yaml.MarkedYAMLError as exc:  # a tag SafeLoader does not construct (!!python/...)
+            self.fail(node, f"not a value a template can hold: {exc.problem}")
+        except (ValueError, TypeError, AttributeError):  # a 5,000-digit int, !!timestamp nonsense, ...
+            self.fail(node, f"{str(node.value)[:40]!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
 
     def text(self, node: Node, what: str) -> str:
         value = self.data(node, text=True)
@@ -208,7 +246,11 @@ class _Compiler:
                 self.fail(line, f"undefined variable {name!r}: {hint}")
             return self.vars[name]
 
-        return _VAR.sub(replace, raw)
+        value = _VAR.sub(replace, raw)
+        self.text_chars += len(value)
+        if self.text_chars > MAX_TEMPLATE_TEXT_CHARS:
+            self.fail(node, f"the template expands to more than {MAX_TEMPLATE_TEXT_CHARS} characters of text (MAX_TEMPLATE_TEXT_CHARS)")
+        return value
 
     # ------------------------------------------------------------ the pipeline
 
@@ -234,6 +276,8 @@ class _Compiler:
             self.fail(root, "missing required field 'steps' (or 'phases')")
         if not raw:
             self.fail(root, "a pipeline needs at least one step")
+        if len(raw) > MAX_TEMPLATE_STEPS:
+            self.fail(raw[MAX_TEMPLATE_STEPS].where, f"more than {MAX_TEMPLATE_STEPS} steps in one pipeline (MAX_TEMPLATE_STEPS)")
         steps = [self.convert(r) for r in raw]
         spec = PipelineSpec(name=name, description=description, approvers=approvers, steps=steps)
         for problem in spec_problems(spec):

@@ -8,18 +8,20 @@ nodes labelled `env=prod` or `env=production` for approval by anyone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import msgspec
+
+from orchestrator.core.text import PatternError, user_regex
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str | None, int] = {None: 0, "info": 1, "warning": 2, "critical": 3}
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A regex on the command line, for some tools and node labels (empty = all)."""
+    """A regex (RE2 syntax: no backreferences or lookaround) on the command line,
+    for some tools and node labels (empty = all)."""
 
     pattern: str
     tools: list[str] = []
@@ -34,7 +36,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         return labels is not None and all(labels.get(k) == v for k, v in self.labels.items())
 
     def matches(self, command: str) -> bool:
-        return re.search(self.pattern, command) is not None
+        # RE2 (linear time): a rule's pattern cannot stall the decision loop. Compiled
+        # patterns are cached by the re2 module; the policy checked them all at load.
+        return user_regex(self.pattern).search(command.encode("utf-8", errors="surrogatepass")) is not None
 
 
 class Role(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,8 +66,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def __post_init__(self) -> None:
         for rule in (*self.deny, *self.allow):
             try:
-                re.compile(rule.pattern)
-            except re.error as exc:
+                user_regex(rule.pattern)
+            except PatternError as exc:
                 raise ValueError(f"invalid pattern {rule.pattern!r}: {exc}") from None
         for user, roles in self.users.items():
             unknown = [r for r in roles if r not in self.roles]

@@ -1,0 +1,49 @@
+"""Output tests on a real job: judged while streaming the stored output, with RE2."""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.client import new_job_id
+from schemas.events import JobRequested, OutputContainsTest
+from tests.conftest import Stack
+
+MiB = 1024 * 1024
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+async def test_a_large_output_is_judged_in_bounded_memory_with_a_catastrophic_pattern(stack: Stack) -> None:
+    # 48 MiB of near misses for (a+)+$, then the line the test looks for.
+    line = "a" * 63 + "!"
+    command = f"yes '{line}' | head -n {48 * MiB // 65}; echo 'THE END'"
+    tests = [
+        OutputContainsTest(pattern=r"^THE END$"),
+        OutputContainsTest(pattern=r"(a+)+$", negate=True),
+        OutputContainsTest(pattern="ERROR", negate=True),
+    ]
+    job_id = new_job_id()
+    before = _rss()
+    started = time.monotonic()
+    await stack.client.submit(job_id, JobRequested(command=command, tests=tests))
+    row = await stack.wait_job(job_id, timeout=120)
+    took = time.monotonic() - started
+    grown = (_rss() - before) / MiB
+    assert row["status"] == "succeeded", row["reason"]
+    results = (await stack.client.query("SELECT passed, actual FROM job_tests WHERE job_id = ? ORDER BY n", [job_id])).rows
+    assert results[0] == [True, "matched 'THE END'"]
+    assert [r[0] for r in results] == [True, True, True]
+    assert int(results[1][1].split()[3]) > 48 * MiB - 100  # "no match in N characters": all of it was read
+    assert grown < 100, f"RSS grew by {grown:.0f} MiB"
+    print(f"48 MiB output judged in {took:.1f}s, RSS grew by {grown:.0f} MiB")
+
+
+async def test_a_pattern_re2_cannot_run_fails_the_job_with_the_reason(stack: Stack) -> None:
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="echo ok ok", tests=[OutputContainsTest(pattern=r"(ok) \1")]))
+    row = await stack.wait_job(job_id)
+    assert row["status"] == "failed"
+    assert "backreferences are not supported" in row["reason"]
