@@ -35,6 +35,8 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 
 from orchestrator.core.risk_types import SEVERITY_RANK, Severity
@@ -67,7 +69,21 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
 def analyze(command: str, tool: str = "bash", working_dir: str | None = None) -> Analysis:
     """Parse `command` and report its risks; never raises on malformed input."""
     walk = Walk(working_dir)
-    walk.start(command, tool)
+    try:
+        walk.start(command, tool)
+    except Exception as exc:  # a bug here must not take the decider down: fail closed, held for approval
+        return Analysis(
+            findings=[
+                Finding(
+                    type="analysis_error",
+                    severity="critical",
+                    message=f"The analysis failed ({type(exc).__name__}); the command could not be checked - requires approval",
+                    command=command[:300],
+                )
+            ],
+            suggestions=["Split the command into simpler steps the analyzer can check"],
+            parsed=False,
+        )
     findings = [Finding(type=h.type, severity=h.severity, message=h.message, command=h.command) for h in walk.findings]
     return Analysis(findings=findings, suggestions=walk.suggestions, parsed=walk.parsed)
 
@@ -79,5 +95,7 @@ def normalised_commands(command: str, tool: str = "bash") -> list[str]:
     `sudo bash -c rm -rf /x` and `rm -rf /x`. Policy deny and allow rules match these.
     """
     walk = Walk(None)
-    walk.start(command, tool)
+    # the lines gathered before a failure still go to the policy; analyze() reports the failure
+    with contextlib.suppress(Exception):
+        walk.start(command, tool)
     return walk.lines

@@ -315,3 +315,19 @@ def test_parser_worst_cases_stay_under_a_second(text: str) -> None:
 
 def test_unterminated_parameter_expansion_does_not_hang_bashlex() -> None:
     assert analyze("'${'x").severity == "warning"  # bashlex 0.18 loops forever here unguarded
+
+
+def test_a_failure_inside_the_analysis_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.core import walker
+
+    def broken(self: object, command: str, tool: str) -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(walker.Walk, "start", broken)
+    result = analyze("ls")
+    assert result.severity == "critical"
+    assert [f.type for f in result.findings] == ["analysis_error"]
+
+
+def test_python_that_only_warns_when_parsed_is_still_read() -> None:
+    assert analyze("python3 -c \"x = 1if True else 2; import shutil; shutil.rmtree('/etc')\"").severity == "critical"

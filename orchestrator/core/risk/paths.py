@@ -198,7 +198,8 @@ def _dynamic(text: str, cwd: str | None) -> Place:
     """A variable inside a fixed absolute prefix (`/home/$USER/x`) still names a place under it."""
     head = text.split("$", 1)[0]
     if head.startswith(("/", "~")) and head.strip("/~") and "`" not in text:
-        named = place(Word(_VAR.sub(lambda m: m.group(1), text)), cwd)
+        named_text = _VAR.sub(lambda m: m.group(1), text)
+        named = place(Word(named_text), cwd) if "$" not in named_text else Place("dynamic", text)
         if named.kind in _CRITICAL_KINDS:
             return Place(named.kind, text)
     return Place("dynamic", text)
