@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from orchestrator.core.analysis import normalised_commands
 from orchestrator.core.text import PatternError, user_regex
 
 Severity = Literal["info", "warning", "critical"]
@@ -20,8 +21,8 @@ SEVERITY_RANK: dict[str | None, int] = {None: 0, "info": 1, "warning": 2, "criti
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A regex (RE2 syntax: no backreferences or lookaround) on the command line,
-    for some tools and node labels (empty = all)."""
+    """A regex (RE2 syntax: no backreferences or lookaround) on the command line and on each
+    simple command as it will run, for some tools and node labels (empty = all)."""
 
     pattern: str
     tools: list[str] = []
@@ -107,12 +108,16 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def denial(self, command: str, tool: str, targets: Iterable[Mapping[str, str] | None]) -> str | None:
         """Why the command is refused on these target label sets, or None."""
         targets = list(targets) or [None]
+        # Rules also see each simple command as it will run (quotes removed, wrappers peeled, nested
+        # code included), so `shutdow""n` or `sudo sh -c 'shutdown'` cannot slip past `^shutdown`.
+        runs = normalised_commands(command, tool)
         for rule in self.deny:
-            if any(rule.applies(tool, t) for t in targets) and rule.matches(command):
+            if any(rule.applies(tool, t) for t in targets) and any(rule.matches(c) for c in (command, *runs)):
                 return rule.reason or f"command matches deny rule {rule.pattern!r}"
         for labels in targets:
             relevant = [r for r in self.allow if r.applies(tool, labels)]
-            if relevant and not any(r.matches(command) for r in relevant):
+            allowed = any(r.matches(command) for r in relevant) or (runs and all(any(r.matches(c) for r in relevant) for c in runs))
+            if relevant and not allowed:
                 return "command matches no allow rule for this tool and node"
         return None
 
