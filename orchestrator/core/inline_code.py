@@ -106,6 +106,18 @@ class _Python(ast.NodeVisitor):
                 self.names[target.id] = value
         self.generic_visit(node)
 
+    def visit_For(self, node: ast.For) -> None:
+        """`for d in ["/srv/a", "/srv/b"]: shutil.rmtree(d)` is checked once per value."""
+        values = [self.text(e) for e in node.iter.elts] if isinstance(node.iter, (ast.List, ast.Tuple, ast.Set)) else []
+        if isinstance(node.target, ast.Name) and values and all(v is not None for v in values):
+            for value in values[:16]:
+                self.names[node.target.id] = str(value)
+                for stmt in node.body:
+                    self.visit(stmt)
+            self.names.pop(node.target.id, None)
+            return
+        self.generic_visit(node)
+
     def text(self, node: ast.AST | None) -> str | None:
         """The string an expression evaluates to, with computed parts as $PYVAR; None if not text-like."""
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -236,7 +248,11 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+_HOME_EXPR = re.compile(r"\b(?:process\.env\.HOME|os\.homedir\(\)|ENV\[['\"]HOME['\"]\]|\$ENV\{HOME\}|getenv\(['\"]HOME['\"]\))")
+
+
 def _patterns(source: str, out: Reading) -> None:
+    source = _HOME_EXPR.sub("'~'", source)  # the home directory, however the language spells it
     for m in _CALL.finditer(source):
         name = m.group(1)
         literals = [_unescape(a or b) for a, b in _LITERAL.findall(m.group(2))]

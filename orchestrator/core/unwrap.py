@@ -19,6 +19,7 @@ kubectl/oc/docker/podman exec, ...) and collects what is handed elsewhere to run
 from __future__ import annotations
 
 import re
+import shlex
 
 from orchestrator.core.launchers import (
     DONE,
@@ -290,6 +291,29 @@ _WRAPPERS: dict[str, Step] = {
 }
 
 
+_POSITIONAL = re.compile(r"\$(?:\{([0-9@*])\}|([0-9@*]))")
+
+
+def _positional_args(script: Word, given: tuple[Word, ...]) -> Word:
+    """`sh -c 'rm -rf "$1"' _ /etc`: the script's $0, $1, $@ are the words after it."""
+    if not given or (script.dynamic and "$" not in script.text):
+        return script
+    literal = [w.text for w in given if not w.dynamic]
+    if len(literal) != len(given):
+        return script
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name in "@*":
+            return " ".join(literal[1:])
+        n = int(name)
+        return literal[n] if n < len(literal) else m.group(0)
+
+    text = re.sub(r'"\$(?:@|\{@\})"', lambda _: " ".join(shlex.quote(w) for w in literal[1:]), script.text)
+    text = _POSITIONAL.sub(value, text)
+    return Word(text, "$" in text or "`" in text, script.substituted)
+
+
 def _shell(argv: tuple[Word, ...], out: Unwrapped) -> Unwrapped:
     args = argv[1:]
     run_string = from_stdin = False
@@ -309,7 +333,7 @@ def _shell(argv: tuple[Word, ...], out: Unwrapped) -> Unwrapped:
             break
     from_stdin |= i < len(args) and args[i].text == "-"
     if run_string and i < len(args):
-        out.scripts.append(args[i])
+        out.scripts.append(_positional_args(args[i], args[i + 1 :]))
     elif i < len(args) and not from_stdin:
         out.code_files.append(args[i])
         out.argv = argv

@@ -331,3 +331,17 @@ def test_a_failure_inside_the_analysis_fails_closed(monkeypatch: pytest.MonkeyPa
 
 def test_python_that_only_warns_when_parsed_is_still_read() -> None:
     assert analyze("python3 -c \"x = 1if True else 2; import shutil; shutil.rmtree('/etc')\"").severity == "critical"
+
+
+@pytest.mark.parametrize(
+    ("command", "rated"),
+    [
+        ("sh -c 'rm -rf \"$1\"' _ /etc", "critical"),
+        ("sh -c 'rm -rf \"$@\"' sh build dist", "info"),
+        ("find /home -mindepth 1 -maxdepth 1 -exec sh -c 'rm -rf \"$0\"' {} \\;", "critical"),
+        ("python3 - <<'PY'\nimport shutil\nfor d in ['/srv/a', '/srv/b']:\n    shutil.rmtree(d)\nPY", "critical"),
+        ("node -e \"require('fs').rmSync(process.env.HOME, {recursive: true})\"", "critical"),
+    ],
+)
+def test_arguments_given_to_inline_code_are_followed(command: str, rated: str) -> None:
+    assert analyze(command).severity == rated
