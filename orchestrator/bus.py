@@ -313,9 +313,13 @@ class NatsBus:
                 if batch[-1].seq >= end:
                     return
 
-    async def output_chunks(self, job_id: str, *, follow_until: Callable[[], bool] | None = None) -> AsyncIterator[OutputChunk]:
-        """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+    async def output_chunks(
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
+    ) -> AsyncIterator[OutputChunk]:
+        """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end.
+
+        Read with a pull consumer, `batch` chunks (at most 32 KiB each) at a time, so
+        memory stays bounded however large the output is."""
         subject = subjects.output_all(job_id)
         try:
             end = await self.last_seq(subjects.OUTPUT_STREAM, subject)
@@ -323,24 +327,36 @@ class NatsBus:
             end = 0
         if end == 0 and follow_until is None:
             return
-        async with self._ordered(subject, 1, subjects.OUTPUT_STREAM, queue):
+        cfg = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True
+        )
+        sub = await self.js.pull_subscribe(subject, stream=subjects.OUTPUT_STREAM, config=cfg)
+        try:
             while True:
                 raise_if_cancelling()
-                if follow_until is None:
-                    msg = await queue.get()
-                else:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), 0.2)
-                    except TimeoutError:
-                        if follow_until():
-                            return
-                        continue
-                meta = msg.metadata
-                attempt = int(msg.subject.rsplit(".", 1)[1])
-                number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-                yield OutputChunk(seq=meta.sequence.stream, attempt=attempt, number=number, data=msg.data)
-                if follow_until is None and meta.sequence.stream >= end:
-                    return
+                try:
+                    msgs = await sub.fetch(batch, timeout=0.2 if follow_until is not None else 5.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    if follow_until is not None and follow_until():
+                        return
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    attempt = int(msg.subject.rsplit(".", 1)[1])
+                    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+                    yield OutputChunk(seq=meta.sequence.stream, attempt=attempt, number=number, data=msg.data)
+                    if follow_until is None and meta.sequence.stream >= end:
+                        return
+        finally:
+            await self._drop_consumer(sub, subjects.OUTPUT_STREAM)
+
+    async def _drop_consumer(self, sub: JetStreamContext.PullSubscription, stream: str) -> None:
+        """Unsubscribe and delete an ephemeral consumer now, rather than leave it to expire."""
+        with contextlib.suppress(Exception):
+            name = (await sub.consumer_info()).name
+            await self.js.delete_consumer(stream, name)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
     # ------------------------------------------------------------ nodes
 

@@ -40,6 +40,8 @@ from schemas.rpc import QueryResult
 log = structlog.get_logger("nexus.orchestrator")
 
 TICK_S = 1.0
+QUERY_THREADS = 4  # queries run at once, each in a thread with its own DuckDB cursor
+MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy" at once
 
 
 class Orchestrator:
@@ -72,6 +74,8 @@ class Orchestrator:
         self._touched_pipelines: set[str] = set()
         self._followups: list[decide.Outgoing] = []  # events about other jobs, idempotent by msg id
         self.pipe_inflight: dict[str, int] = {}
+        self._query_slots = asyncio.Semaphore(QUERY_THREADS)
+        self._query_tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -382,17 +386,36 @@ class Orchestrator:
     # ------------------------------------------------------------ queries
 
     async def _on_query(self, msg: Msg) -> None:
+        """nats-py calls this for one message at a time: answer each in its own task, so one
+        slow query (up to the store's time limit) does not hold the others back."""
+        if len(self._query_tasks) >= MAX_PENDING_QUERIES:
+            busy = QueryResult(error=f"the orchestrator is busy with {MAX_PENDING_QUERIES} queries; try again", checkpoint=self.applied_seq)
+            await self._respond(msg, busy)
+            return
+        task = asyncio.create_task(self._answer_query(msg))
+        self._query_tasks.add(task)
+        task.add_done_callback(self._query_tasks.discard)
+
+    async def _answer_query(self, msg: Msg) -> None:
         try:
             req = codec.decode_query_request(msg.data)
-            cursor = self.store.con.cursor()  # made here: DuckDB connections are not shared across threads
-            try:
-                columns, rows = await asyncio.to_thread(run_query, cursor, req.sql, req.params)
-            finally:
-                cursor.close()
+            async with self._query_slots:
+                cursor = self.store.con.cursor()  # made here: DuckDB connections are not shared across threads
+                try:
+                    columns, rows = await asyncio.to_thread(run_query, cursor, req.sql, req.params)
+                finally:
+                    cursor.close()
             result = QueryResult(columns=columns, rows=[list(r) for r in rows], checkpoint=self.applied_seq)
         except (DecodeError, QueryError) as exc:
             result = QueryResult(error=str(exc), checkpoint=self.applied_seq)
-        await msg.respond(codec.encode(result))
+        await self._respond(msg, result)
+
+    @staticmethod
+    async def _respond(msg: Msg, result: QueryResult) -> None:
+        try:
+            await msg.respond(codec.encode(result))
+        except Exception as exc:  # no reply subject, or the connection went away: nobody to tell
+            log.warning("query.unanswered", error=str(exc) or type(exc).__name__)
 
 
 def review_command(command: str, tool: str) -> decide.Review:

@@ -136,7 +136,9 @@ async def test_pipeline_metrics_match_the_log_counted_by_hand(stack: Stack) -> N
     critical = [h for h in validated if h.payloads["validated"].get("severity") == "critical"]
     a = got["analysis"]
     assert (a["totalValidations"], a["validationFailures"], a["failuresLastHour"]) == (len(validated), len(critical), len(critical))
-    assert len(validated) == len(ids) and len(critical) == 1
+    # The ghost job is rejected at analysis (no node could ever take it: issue 9), before any verdict.
+    assert len(validated) == len(ids) - 1 and len(critical) == 1
+    assert hands[ghost].end == "rejected" and "validated" not in hands[ghost].payloads
     assert a["avgValidationTime"] == pytest.approx(mean(analysis_ms))
     assert a["p95ValidationTime"] == pytest.approx(quantile_cont(analysis_ms, 0.95))
     assert a["approvalsRequired"] == 0 and {"type": "power", "count": 1} in a["commonFindings"]
