@@ -193,7 +193,7 @@ class Orchestrator:
                     await self._publish(job, outs)
 
     async def _context(self, job: JobView) -> decide.Context:
-        review = review_command(job.command, job.tool) if job.status == "requested" else None
+        review = review_command(job.command, job.tool, job.working_dir) if job.status == "requested" else None
         # The tests judged now: the attempt's own on exit, and those of a later test run.
         judged = [*(job.tests if job.status == "exited" else ()), *job.retest]
         output = await self._scan_output(job.job_id, job.attempt, judged) if assertions.needs_output(judged) else None
@@ -418,10 +418,11 @@ class Orchestrator:
             log.warning("query.unanswered", error=str(exc) or type(exc).__name__)
 
 
-def review_command(command: str, tool: str) -> decide.Review:
-    """Run the analysis phase on a command and time it (the time goes into `validated`)."""
+def review_command(command: str, tool: str, working_dir: str | None = None) -> decide.Review:
+    """Run the analysis phase on a command and time it (the time goes into `validated`).
+    The working directory rates relative paths (`rm -rf *` in `/` is not `rm -rf *` in /tmp)."""
     started = time.perf_counter()
-    result = analyze(command, tool)
+    result = analyze(command, tool, working_dir)
     took = (time.perf_counter() - started) * 1000
     warnings = tuple(Warning(type=f.type, severity=f.severity, message=f.message) for f in result.findings)
     return decide.Review(severity=result.severity, warnings=warnings, suggestions=tuple(result.suggestions), duration_ms=round(took, 3))
