@@ -23,6 +23,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_latency.py
+	$(PY) bench/analysis.py
 
 clean:
 	rm -rf $(VENV) .nexus
