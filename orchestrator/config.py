@@ -1,11 +1,17 @@
-"""Loading the orchestrator's policy file (YAML). Errors name the file and the field."""
+"""Loading the orchestrator's policy file and tests files (YAML). Errors name the file and the field.
+
+Both are bounded like pipeline templates (size, nesting, aliases expanded), so a
+hostile or broken file is refused with the limit it broke instead of eating memory.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import msgspec
+import yaml
 
+from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from orchestrator.core.policy import Policy
 from schemas.errors import NexusError
 from schemas.events import JobTest
@@ -18,14 +24,36 @@ class ConfigError(NexusError):
         super().__init__(f"{path}: {reason}")
 
 
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, once they are known to stay within the limits above."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, exc.strerror or str(exc)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(path, f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        compose_bounded(data.decode("utf-8"), max_depth=MAX_DEPTH, max_nodes=MAX_VALUES)
+    except UnicodeDecodeError:
+        raise ConfigError(path, "not UTF-8 text") from None
+    except YamlLimitError as exc:
+        raise ConfigError(path, str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML: {exc}") from None
+    return data
+
+
 def load_policy(path: Path | None) -> Policy:
     """The policy in `path`, or the default policy when `path` is None."""
     if path is None:
         return Policy()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, exc.strerror or str(exc)) from None
+    data = _read(path)
     try:
         return msgspec.yaml.decode(data, type=Policy) if data.strip() else Policy()
     except msgspec.ValidationError as exc:
@@ -40,9 +68,7 @@ def load_tests(path: Path) -> list[JobTest]:
     """A YAML or JSON list of job tests (`[{type: exit_code, expected: 0}, ...]`),
     or a mapping with a `tests:` key holding that list."""
     try:
-        data = msgspec.yaml.decode(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(path, exc.strerror or str(exc)) from None
+        data = msgspec.yaml.decode(_read(path))
     except msgspec.DecodeError as exc:
         raise ConfigError(path, f"not valid YAML: {exc}") from None
     if isinstance(data, dict):

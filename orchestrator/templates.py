@@ -36,6 +36,7 @@ import yaml
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from schemas.errors import NexusError
 from schemas.events import JobTest
+from schemas.limits import MAX_PIPELINE_STEPS
 from schemas.pipelines import PipelineSpec, StepSpec, spec_problems, with_resolved_needs
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
@@ -46,7 +47,7 @@ MAX_TEMPLATE_NODES = 100_000
 """Most values (scalars, mappings, lists) once every alias is expanded."""
 MAX_TEMPLATE_TEXT_CHARS = 8 * 1024 * 1024
 """Most characters of text all values make together, aliases and variables expanded."""
-MAX_TEMPLATE_STEPS = 256
+MAX_TEMPLATE_STEPS = MAX_PIPELINE_STEPS
 """Most steps in one pipeline."""
 
 

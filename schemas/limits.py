@@ -46,6 +46,7 @@ MAX_METADATA_ENTRIES = 64
 MAX_METADATA_CHARS = 4096
 MAX_AFTER = 100
 MAX_REASON_CHARS = 4096
+MAX_PIPELINE_STEPS = 256
 MAX_LIST_ITEMS = 1000
 """Any other list on the wire (tools, candidates, results, ...)."""
 

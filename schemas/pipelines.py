@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from schemas.events import Id, Tests, _Event
-from schemas.limits import Command, Env, Int64, Name, Path, TimeoutS
+from schemas.limits import MAX_PIPELINE_STEPS, Command, Env, Int64, Name, Names, Path, Text, TimeoutS
 
 StepStatus = Literal["succeeded", "failed", "skipped"]
 
@@ -68,11 +68,11 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
 class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A pipeline as compiled from a template: named steps with their dependencies."""
 
-    name: str
-    steps: list[StepSpec]
-    approvers: list[str] = []
+    name: Name
+    steps: Annotated[list[StepSpec], msgspec.Meta(max_length=MAX_PIPELINE_STEPS)]
+    approvers: Names = []
     """Who may approve gated steps; empty means anyone the API lets approve."""
-    description: str = ""
+    description: Text = ""
 
 
 def resolve_needs(spec: PipelineSpec) -> dict[str, list[str]]:

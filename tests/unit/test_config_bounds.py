@@ -1,0 +1,48 @@
+"""Policy and tests files are bounded like templates: a YAML bomb is refused, not expanded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import MAX_FILE_BYTES, ConfigError, load_policy, load_tests
+
+BOMB = "\n".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)),
+    ]
+)
+
+
+@pytest.mark.parametrize("load", [load_policy, load_tests])
+def test_a_billion_laughs_file_is_refused_fast(tmp_path: Path, load) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases"):
+        load(path)
+    assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("load", [load_policy, load_tests])
+def test_oversized_and_deep_files_are_refused(tmp_path: Path, load) -> None:  # type: ignore[no-untyped-def]
+    big = tmp_path / "big.yaml"
+    big.write_text("#" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(ConfigError, match="larger than"):
+        load(big)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 200 + "]" * 200)
+    with pytest.raises(ConfigError, match="nested deeper"):
+        load(deep)
+
+
+def test_ordinary_files_still_load(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approvers: [alice]\n")
+    assert load_policy(policy).approvers == ["alice"]
+    tests = tmp_path / "tests.yaml"
+    tests.write_text("- {type: exit_code, expected: 0}\n")
+    assert len(load_tests(tests)) == 1
