@@ -143,7 +143,8 @@ class Agent:
             filter_subjects=subjects.agent_filters(self.node_id),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.NEW,
-            ack_wait=30,
+            # A dispatch fetched by an agent that died before acking it comes back after this.
+            ack_wait=10,
             max_ack_pending=1000,
         )
         try:
@@ -224,8 +225,10 @@ class Agent:
         later = []
         async for batch in self.bus.read_records(subjects.job_all(job_id), start_seq=dispatch_seq + 1):
             later.extend(batch)
-        blocking = {"dispatch", "accepted", "cancel", "cancel_requested", "cancelled", "lost", "rejected", "denied"}
-        if any(r.subject.split(".")[4] in blocking for r in later):
+        # Only events that decode count: garbage on the job's subjects must not cost it its run.
+        blocking = {"dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost", "rejected",
+                    "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
+        if any(r.event is not None and r.subject.split(".")[4] in blocking for r in later):
             return None
         return later[-1].seq if later else dispatch_seq
 

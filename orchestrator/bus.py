@@ -35,6 +35,9 @@ from schemas.events import NodeHeartbeat
 log = structlog.get_logger("nexus.bus")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+# An ack normally takes milliseconds; one lost with a dropped connection is never
+# coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
+PUBLISH_ACK_TIMEOUT_S = 3.0
 WRONG_LAST_SEQUENCE = 10071
 CHUNK_HEADER = "Nexus-Chunk"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -84,9 +87,11 @@ class NatsBus:
         # When the connection last came back (None: never lost). After that, silence
         # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
         self.reconnected_at: datetime | None = None
+        self.reconnects = 0  # long-lived subscriptions compare it to know they must be made again
 
     def _on_reconnect(self) -> None:
         self.reconnected_at = datetime.now(UTC)
+        self.reconnects += 1
         log.warning("nats.reconnected", url=self.url)
 
     @classmethod
@@ -204,7 +209,7 @@ class NatsBus:
         except DecodeError as exc:
             raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
         with _map_publish_errors(out.subject, expected_seq):
-            ack = await self.js.publish(out.subject, data, headers=headers)
+            ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
@@ -220,7 +225,7 @@ class NatsBus:
         headers = {"Nats-Msg-Id": f"out:{job_id}:{attempt}:{number}", CHUNK_HEADER: str(number)}
         subject = subjects.output(job_id, attempt)
         with _map_publish_errors(subject, None):
-            await self.js.publish(subject, data, headers=headers)
+            await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 
     # ------------------------------------------------------------ reading
 
@@ -263,10 +268,12 @@ class NatsBus:
     ) -> AsyncIterator[list[Record]]:
         """Follow the event log from `start_seq`, forever, in batches of whatever is ready.
 
-        Survives a server restart: when nothing arrives for `idle_s` while the log
-        has more, the subscription is made again from the next sequence."""
+        Survives a server restart: after a reconnect, or when nothing arrives for
+        `idle_s` while the log has more, the subscription is made again from the next
+        sequence."""
         next_seq = start_seq
         while True:
+            seen_reconnects = self.reconnects
             queue: asyncio.Queue[Msg] = asyncio.Queue()
             async with contextlib.AsyncExitStack() as scope:
                 try:
@@ -277,15 +284,22 @@ class NatsBus:
                     log.warning("log.subscribe_failed", error=str(exc) or type(exc).__name__, next_seq=next_seq)
                     await asyncio.sleep(1.0)
                     continue
+                quiet_since = time.monotonic()
                 while True:
                     raise_if_cancelling()
                     try:
-                        msg = await asyncio.wait_for(queue.get(), idle_s)
+                        msg = await asyncio.wait_for(queue.get(), min(idle_s, 1.0))
                     except TimeoutError:
-                        if await self._behind(next_seq, subject):
-                            log.warning("log.resubscribing", next_seq=next_seq)
+                        if self.reconnects != seen_reconnects:
+                            log.info("log.resubscribing", next_seq=next_seq, why="reconnected")
                             break
+                        if time.monotonic() - quiet_since >= idle_s:
+                            quiet_since = time.monotonic()
+                            if await self._behind(next_seq, subject):
+                                log.warning("log.resubscribing", next_seq=next_seq, why="silent while the log grew")
+                                break
                         continue
+                    quiet_since = time.monotonic()
                     batch = [to_record(msg)]
                     while len(batch) < batch_max and not queue.empty():
                         batch.append(to_record(queue.get_nowait()))
@@ -376,8 +390,8 @@ class NatsBus:
         """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put.
         `on_snapshot` is called once the heartbeats stored so far have all been delivered.
 
-        Survives a server restart: when no heartbeat comes for `idle_s`, the watch is
-        made again (it re-delivers the latest value of every node)."""
+        Survives a server restart: after a reconnect, or when no heartbeat comes for
+        `idle_s`, the watch is made again (it re-delivers the latest value of every node)."""
         while True:
             raise_if_cancelling()
             try:
@@ -402,13 +416,19 @@ class NatsBus:
         on_snapshot: Callable[[], None] | None,
         idle_s: float,
     ) -> Callable[[], None] | None:
-        """Deliver until the watch goes quiet for `idle_s`; returns `on_snapshot` if not called yet."""
+        """Deliver until the watch goes quiet for `idle_s` or the connection was made again;
+        returns `on_snapshot` if not called yet."""
+        seen_reconnects = self.reconnects
+        quiet_since = time.monotonic()
         while True:
             raise_if_cancelling()
             try:
-                entry = await watcher.updates(timeout=idle_s)
+                entry = await watcher.updates(timeout=min(idle_s, 1.0))
             except (nats.errors.TimeoutError, TimeoutError):
-                return on_snapshot
+                if self.reconnects != seen_reconnects or time.monotonic() - quiet_since >= idle_s:
+                    return on_snapshot
+                continue
+            quiet_since = time.monotonic()
             if entry is None:
                 if on_snapshot is not None:
                     on_snapshot()

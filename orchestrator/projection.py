@@ -41,6 +41,7 @@ class Projection:
         batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
+        self._load_missing(batch)
         saved = (dict(self.jobs), dict(self.nodes), dict(self.pipelines))
         try:
             return self._apply(batch)
@@ -59,11 +60,14 @@ class Projection:
             self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
             return {}
 
-    def _apply(self, batch: list[Record]) -> dict[str, JobView]:
+    def _load_missing(self, batch: list[Record]) -> None:
+        """Bring the views of older jobs and pipelines the batch names into memory."""
         missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
         self.jobs.update(self.store.load_jobs(j for j in missing if j))
         missing_pipes = {pipeline_id_of(r.subject) for r in batch} - set(self.pipelines) - {None}
         self.pipelines.update(self.store.load_pipelines(p for p in missing_pipes if p))
+
+    def _apply(self, batch: list[Record]) -> dict[str, JobView]:
         rows = []
         dirty_jobs: dict[str, JobView] = {}
         dirty_nodes: dict[str, NodeView] = {}
@@ -94,7 +98,15 @@ class Projection:
         row = reducer.quarantine_row(rec, reason)
         if self.on_ignored:
             self.on_ignored(rec, reason)
-        self.store.write_batch([row], (), (), rec.seq)
+        job, node, pipeline = reducer.touch_entities(rec, self.jobs, self.nodes, self.pipelines)
+        jobs, nodes, pipes = [job] if job else [], [node] if node else [], [pipeline] if pipeline else []
+        self.store.write_batch([row], jobs, nodes, rec.seq, pipes)
+        for j in jobs:
+            self.jobs[j.job_id] = j
+        for n in nodes:
+            self.nodes[n.node_id] = n
+        for p in pipes:
+            self.pipelines[p.pipeline_id] = p
         self.applied_seq = rec.seq
         self.quarantined = [msgspec.structs.replace(rec, error=reason)]
 

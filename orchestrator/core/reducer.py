@@ -111,6 +111,8 @@ def apply(
             job, error = evolve_job(before, job_id, ev, ts, rec.seq)
             if job is not None:
                 node_id = node_id or job.node
+    moved = touch_entities(rec, jobs, nodes, pipelines or {})
+    job, node, pipeline = job or moved[0], node or moved[1], pipeline or moved[2]
     payload = rec.raw.decode("utf-8", errors="replace")
     row = EventRow(
         seq=rec.seq,
@@ -127,6 +129,27 @@ def apply(
 
 
 PipelineEventTypes = typing.get_args(PipelineEvent)
+
+
+def touch_entities(
+    rec: Record, jobs: Mapping[str, JobView], nodes: Mapping[str, NodeView], pipelines: Mapping[str, PipelineView]
+) -> tuple[JobView | None, NodeView | None, PipelineView | None]:
+    """The views whose `last_seq` this record moves, whatever its payload.
+
+    The server counts every message on `nexus.evt.<family>.<id>.>` in that entity's
+    last sequence, decodable or not; decisions expect it (optimistic concurrency).
+    A view that did not follow would have every later decision refused as stale."""
+    parts = rec.subject.split(".")
+    if len(parts) < 5 or parts[:2] != ["nexus", "evt"]:
+        return None, None, None
+    family, ident = parts[2], parts[3]
+    if family == "job" and ident in jobs:
+        return _touched(jobs[ident], rec.seq), None, None
+    if family == "node" and ident in nodes:
+        return None, msgspec.structs.replace(nodes[ident], last_seq=rec.seq), None
+    if family == "pipeline" and ident in pipelines:
+        return None, None, msgspec.structs.replace(pipelines[ident], last_seq=rec.seq)
+    return None, None, None
 
 
 def quarantine_row(rec: Record, reason: str) -> EventRow:

@@ -578,3 +578,30 @@ def test_golden_lifecycle_history() -> None:
 
 if __name__ == "__main__":
     print(json.dumps(snapshot("lifecycle"), indent=2, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "nexus.evt.job.j1.exited",  # a kind we know, a payload that does not decode
+        "nexus.evt.job.j1.frobnicated",  # a kind we do not know
+        "nexus.evt.job.j1.dispatch.n9",
+        "nexus.evt.job.j1.BAD.kind",  # not even a valid subject, but inside the job's filter
+    ],
+)
+def test_any_record_on_a_jobs_subjects_moves_its_last_seq(subject: str) -> None:
+    # Issue 9: the server counts it in the job's last sequence; a view that did not
+    # follow had every later decision refused as stale, and the job wedged for good.
+    fold = Fold().all(lifecycle()[:2])
+    garbage = Record(seq=3, subject=subject, stream_ts=stream_ts(3), raw=b'{"truncated": ', error="does not decode")
+    applied = fold.apply(garbage)
+    assert applied.row.error is not None
+    assert applied.job is not None and applied.job.last_seq == 3
+    assert applied.job.status == "assigned"  # nothing else changed
+
+
+def test_garbage_on_a_nodes_subjects_moves_its_last_seq() -> None:
+    fold = Fold()
+    fold.nodes["n1"] = NodeView(node_id="n1", last_seq=1)
+    applied = fold.apply(Record(seq=5, subject="nexus.evt.node.n1.registered", stream_ts=stream_ts(5), raw=b"\xff", error="bad"))
+    assert applied.node is not None and applied.node.last_seq == 5
