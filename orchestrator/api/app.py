@@ -1,9 +1,10 @@
 """`create_app`: the Litestar app of DESIGN.md section 7, wrapped for auth and audit.
 
     AuditedApp (auth.py)          bearer token -> Identity, one `api.called` event per call
-      Litestar                    routes, msgspec bodies, OpenAPI at /schema/openapi.json
-        jobs.py nodes.py stream.py pipelines.py, and here: /health and the two metrics routes
-        problem_handler           every error as application/problem+json
+      BoundedBody (bounds.py)     body size, media type and JSON depth, before anything decodes
+        Litestar                  routes, msgspec bodies, OpenAPI at /schema/openapi.json (openapi.py)
+          jobs.py nodes.py stream.py pipelines.py, and here: /health and the two metrics routes
+          problem_handler         every error as application/problem+json
 
 The app holds no state of its own besides the SSE streams it serves: jobs,
 nodes and metrics are read from the orchestrator or from JetStream per request.
@@ -12,44 +13,97 @@ nodes and metrics are read from the orchestrator or from JetStream per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from litestar import Litestar, Response, get
+import msgspec
+from litestar import Litestar, Response, get, route
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromQuery
+from litestar.params import QueryParameter
 from litestar.types import ASGIApp
 
-from orchestrator.api import jobs, metrics, nodes, pipelines, stream
-from orchestrator.api.auth import AuditedApp, Tokens, require
+from orchestrator.api import finished, jobs, metrics, nodes, pipelines, stream
+from orchestrator.api.auth import PUBLIC_PREFIXES, AuditedApp, Tokens, require
+from orchestrator.api.bounds import BoundedBody, strict_body
 from orchestrator.api.context import ApiContext, Ctx
-from orchestrator.api.errors import problem_handler
-from orchestrator.api.models import Health, PipelineMetrics
+from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, problem_handler
+from orchestrator.api.metrics_models import PipelineMetrics
+from orchestrator.api.models import Health
+from orchestrator.api.openapi import RefinedJson, problems
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
+from schemas.events import Timestamp
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@get("/health", summary="Liveness of the API and its NATS connection (no auth)")
+@get("/health", summary="Liveness of the API and its NATS connection (no auth)", responses=problems(public=True))
 async def health(ctx: Ctx) -> Health:
     return Health(nats=ctx.client.bus.nc.is_connected, auth=ctx.auth)
 
 
-@get("/api/v1/metrics/pipeline", guards=[require("viewer")], summary="Per-phase metrics and job step latencies (ms)")
-async def pipeline_metrics(ctx: Ctx, since: FromQuery[datetime | None] = None) -> PipelineMetrics:
+@get(
+    "/api/v1/metrics/pipeline",
+    guards=[require("viewer")],
+    summary="Per-phase metrics and job step latencies (ms)",
+    responses=problems(),
+)
+async def pipeline_metrics(
+    ctx: Ctx,
+    since: Annotated[
+        str | None, QueryParameter(format="date-time", description="Only what happened since then (RFC 3339, with an offset).")
+    ] = None,
+) -> PipelineMetrics:
     """`?since=` (RFC 3339) limits the metrics to what happened since then."""
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    return await metrics.pipeline_metrics(ctx.client, since)
+    return await metrics.pipeline_metrics(ctx.client, _since(since))
 
 
-@get("/metrics", guards=[require("viewer")], summary="The same metrics in Prometheus text format", media_type=PROMETHEUS_TEXT)
+def _since(raw: str | None) -> datetime | None:
+    # Litestar would also take `0.5` (a Unix time) or a time without offset; the document says RFC 3339.
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, Timestamp)
+    except msgspec.ValidationError:
+        detail = f"query parameter 'since' must be an RFC 3339 time with an offset, e.g. 2026-01-01T00:00:00Z; got {raw!r}"
+        raise ProblemError(400, "invalid-parameter", "Bad request", detail) from None
+
+
+@get(
+    "/metrics",
+    guards=[require("viewer")],
+    summary="The same metrics in Prometheus text format",
+    media_type=PROMETHEUS_TEXT,
+    responses=problems(),
+)
 async def prometheus(ctx: Ctx) -> Response[str]:
     text = metrics.prometheus_text(await metrics.pipeline_metrics(ctx.client))
     return Response(text, media_type=PROMETHEUS_TEXT)
+
+
+def _options(path: str, methods: set[str]) -> HTTPRouteHandler:
+    allow = ", ".join(sorted({*methods, "OPTIONS"}))
+
+    @route(path, http_method=["OPTIONS"], status_code=204, include_in_schema=False, sync_to_thread=False)
+    def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allow})
+
+    return options
+
+
+def _options_handlers(handlers: list[Any]) -> list[HTTPRouteHandler]:
+    """OPTIONS for a path served by several handlers (GET and POST /api/v1/jobs). Litestar's own
+    answer there lists only the methods of the first handler registered; ours, registered first,
+    lists them all (its Allow must match the document)."""
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            methods.setdefault(path, set()).update(handler.http_methods)
+    return [_options(path, found) for path, found in sorted(methods.items()) if len(found) > 1]
 
 
 @dataclass(frozen=True)
@@ -80,24 +134,38 @@ def create_app(
     def provide_ctx() -> ApiContext:
         return ctx
 
+    secured = tokens is not None
     openapi = OpenAPIConfig(
         title="Nexus",
         version="1",
         description=(
             "Event-sourced job orchestrator: jobs, their live output (SSE), nodes and per-phase metrics. "
-            "Errors are application/problem+json. Send `Authorization: Bearer <token>` unless the API runs open."
+            "Errors are application/problem+json. "
+            + ("Send `Authorization: Bearer <token>` (not needed for /health)." if secured else "This API runs open (loopback only).")
         ),
         path="/schema",
-        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-        security=[{"bearer": []}],
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")} if secured else None),
+        security=[{"bearer": []}] if secured else None,
+        render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), RefinedJson(secured=secured, public_prefixes=PUBLIC_PREFIXES)],
     )
-    handlers: list[Any] = [health, pipeline_metrics, prometheus, *jobs.ROUTES, *nodes.ROUTES, *stream.ROUTES, *pipelines.ROUTES]
+    handlers: list[Any] = [
+        health,
+        pipeline_metrics,
+        prometheus,
+        *jobs.ROUTES,
+        *finished.ROUTES,
+        *nodes.ROUTES,
+        *stream.ROUTES,
+        *pipelines.ROUTES,
+    ]
     app = Litestar(
-        route_handlers=handlers,
+        route_handlers=[*_options_handlers(handlers), *handlers],
         dependencies={"ctx": Provide(provide_ctx, sync_to_thread=False)},
         exception_handlers={Exception: problem_handler},
         openapi_config=openapi,
         on_shutdown=[ctx.stop_streams],
         logging_config=None,
+        request_max_body_size=MAX_BODY_BYTES,  # BoundedBody refuses first; this holds without it
+        before_request=strict_body,
     )
-    return Api(asgi=AuditedApp(app, client.bus, tokens), context=ctx, litestar=app)
+    return Api(asgi=AuditedApp(BoundedBody(app), client.bus, tokens), context=ctx, litestar=app)

@@ -23,6 +23,7 @@ are public and not audited. The request id is echoed as `X-Request-Id`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -41,7 +42,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from orchestrator.api.errors import PROBLEM_JSON, ApiError, ProblemError, encode_problem, unauthorized
+from orchestrator.api.errors import ApiError, send_problem, unauthorized
 from orchestrator.bus import NatsBus
 from orchestrator.core.decide import Outgoing
 from orchestrator.errors import BusError
@@ -185,14 +186,19 @@ class AuditedApp:
             await send(message)
 
         if ident is None:
-            await _send_problem(audited_send, unauthorized(refusal or "authentication required"), scope["path"])
+            await send_problem(audited_send, unauthorized(refusal or "authentication required"), scope["path"])
             return
         scope["user"] = ident
         try:
             await self.app(scope, receive, audited_send)
-        finally:
+        except asyncio.CancelledError:
+            raise  # the server is stopping mid-request: no answer, and no bus to record it on
+        except BaseException:
             if not audited:  # the app failed before answering: still on the record
                 await self._audit(scope, request_id, ident, 500, "no response", started)
+            raise
+        if not audited:
+            await self._audit(scope, request_id, ident, 500, "no response", started)
 
     def _authenticate(self, scope: HTTPScope) -> tuple[Identity | None, str | None]:
         if self.tokens is None:
@@ -256,11 +262,3 @@ def _bearer(scope: HTTPScope) -> str | None:
 def _safe_query(scope: HTTPScope) -> str:
     pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     return urlencode([(k, v) for k, v in pairs if k != TOKEN_QUERY])
-
-
-async def _send_problem(send: Send, problem: ProblemError, path: str) -> None:
-    body = encode_problem(problem.problem(instance=path))
-    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
-    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -6,8 +6,12 @@
 
 `problem_handler` is the one exception handler of the app. It translates at
 the boundary: Litestar's validation errors become 400 `invalid-body` (or
-`invalid-parameter`), routing errors 404/405, refused auth 401/403, Nexus
-bus or query errors 503, anything else a 500 without internals in `detail`.
+`invalid-parameter`), a body over the limit 413, routing errors 404/405,
+refused auth 401/403, Nexus bus or query errors and NATS client errors 503.
+A ValueError, LookupError or TypeError that escapes a handler is an input the
+handler did not foresee: 400 `invalid-request`, logged with its traceback (a bug
+to fix, but never a 500 for the caller). Anything else is a 500 without
+internals in `detail`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -25,14 +30,19 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import Send
 
 from orchestrator.api.models import Problem
 from orchestrator.errors import BusError, OrchestratorUnavailable, QueryError
 from schemas.errors import InvalidId, NexusError
+from schemas.limits import MAX_EVENT_BYTES
 
 log = structlog.get_logger("nexus.api")
 
 PROBLEM_JSON = "application/problem+json"
+MAX_BODY_BYTES = MAX_EVENT_BYTES
+"""Largest request body: whatever a body asks for must fit in one event on the bus."""
 _encoder = msgspec.json.Encoder()
 
 
@@ -83,6 +93,12 @@ def wrong_state(detail: str) -> ProblemError:
     return ProblemError(409, "wrong-state", "Wrong state", detail)
 
 
+def too_large(detail: str) -> ProblemError:
+    return ProblemError(413, "too-large", "Request too large", detail)
+
+
+def unavailable(detail: str) -> ProblemError:
+    return ProblemError(503, "unavailable", "Service unavailable", detail)
 
 
 def unauthorized(detail: str) -> ProblemError:
@@ -134,23 +150,40 @@ def to_problem(exc: Exception) -> ProblemError:
             return forbidden(exc.detail)
         case NotFoundException():
             return ProblemError(404, "not-found", "Not found", "no such API path (see /schema/openapi.json)")
+        case RequestEntityTooLarge():
+            return too_large(f"the request body is over the limit of {MAX_BODY_BYTES} bytes")
         case HTTPException() if exc.status_code == 400:  # e.g. a body that is not JSON at all
             return ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {exc.detail}")
         case MethodNotAllowedException():
-            return ProblemError(405, "method-not-allowed", "Method not allowed", exc.detail)
+            return ProblemError(405, "method-not-allowed", "Method not allowed", exc.detail, headers=exc.headers)
         case HTTPException():
-            return ProblemError(exc.status_code, "http-error", exc.detail or "HTTP error", exc.detail)
+            return ProblemError(exc.status_code, "http-error", exc.detail or "HTTP error", exc.detail, headers=exc.headers)
         case OrchestratorUnavailable() | BusError():
-            return ProblemError(503, "unavailable", "Service unavailable", str(exc))
+            return unavailable(str(exc))
+        case nats.errors.Error():  # the bus did not translate it: NATS is down, slow or refusing
+            return unavailable(f"NATS: {type(exc).__name__}: {exc}".rstrip(": "))
+        case TimeoutError():
+            return unavailable("timed out waiting for NATS or the orchestrator")
         case QueryError():
             return ProblemError(503, "query-failed", "State query failed", str(exc))
+        case ValueError() | LookupError() | TypeError() | RecursionError():
+            return ProblemError(400, "invalid-request", "Bad request", "the request could not be processed as sent; see the API's log")
         case _:
             return ProblemError(500, "internal-error", "Internal error", "the API failed to answer; see its log")
 
 
 def problem_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     problem = to_problem(exc)
-    if problem.status >= 500 and not isinstance(exc, ProblemError | NexusError):
-        log.error("api.failed", method=request.method, path=request.url.path, exc_info=exc)
+    if problem.slug in ("internal-error", "invalid-request"):
+        log.error("api.failed", method=request.method, path=request.url.path, status=problem.status, exc_info=exc)
     body = encode_problem(problem.problem(instance=request.url.path))
     return Response(content=body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
+
+
+async def send_problem(send: Send, problem: ProblemError, path: str) -> None:
+    """Answer with a problem from outside Litestar (the ASGI layers around it)."""
+    body = encode_problem(problem.problem(instance=path))
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

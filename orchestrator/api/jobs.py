@@ -1,4 +1,4 @@
-"""Job routes: validate, create, list, show, cancel, approve, deny, test, test-results, rollback.
+"""Job routes: validate, create, list, show, cancel, approve, deny (tests and rollback: finished.py).
 
 Creating a job publishes its `requested` event and answers once JetStream has
 stored it; placement and execution happen later, visible on the job's stream.
@@ -15,10 +15,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from orchestrator.api import nodes
 from orchestrator.api.auth import identity_of, require
+from orchestrator.api.bounds import check_job_fits
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job, unknown_node, wrong_state
 from orchestrator.api.models import (
@@ -31,15 +33,11 @@ from orchestrator.api.models import (
     JobList,
     JobOut,
     NodeOut,
-    RollbackRequest,
-    RollbackStarted,
-    TestRequest,
-    TestResultOut,
-    TestResults,
     ValidateRequest,
     ValidateResponse,
     ValidationWarning,
 )
+from orchestrator.api.openapi import problems
 from orchestrator.client import new_job_id
 from orchestrator.core import analysis as _analysis
 from orchestrator.core.decide import Outgoing
@@ -48,6 +46,7 @@ from orchestrator.core.views import TERMINAL, JobStatus
 from orchestrator.errors import StaleDecision
 from schemas import subjects
 from schemas.events import JobApproved, JobDenied, JobRequested
+from schemas.limits import INT64_MAX, MAX_NAME_CHARS
 
 _JOB_FIELDS = [f.name for f in msgspec.structs.fields(JobOut) if f.name != "stream_endpoint"]
 _JOB_SQL = f"SELECT {', '.join(_JOB_FIELDS)} FROM jobs"
@@ -115,7 +114,13 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 # ---------------------------------------------------------------- analysis
 
 
-@post("/api/v1/jobs/validate", status_code=200, guards=[require("viewer")], summary="Analyse a command without running it")
+@post(
+    "/api/v1/jobs/validate",
+    status_code=200,
+    guards=[require("viewer")],
+    summary="Analyse a command without running it",
+    responses=problems(body=True),
+)
 async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> ValidateResponse:
     """The analysis phase alone, as the orchestrator would run it for this caller: risk findings,
     the policy's verdict, and checks of the target nodes. Nothing is submitted."""
@@ -166,7 +171,19 @@ def _node_warnings(fleet: dict[str, NodeOut], targets: list[str], tool: str) -> 
 # ---------------------------------------------------------------- coordination
 
 
-@post("/api/v1/jobs", guards=[require("operator")], summary="Create a job; answers once its request is stored")
+@post(
+    "/api/v1/jobs",
+    guards=[require("operator")],
+    summary="Create a job; answers once its request is stored",
+    responses={
+        **problems(409, 422, body=True),
+        200: ResponseSpec(
+            JobCreated,
+            description="This `jobId` was stored before with the same request: the existing job (`created`: false)",
+            generate_examples=False,
+        ),
+    },
+)
 async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
     job_id = data.job_id or new_job_id()
     if data.node_id is not None and not await nodes.node_known(ctx, data.node_id):
@@ -189,6 +206,7 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
         retries=data.retries,
         idempotent=data.idempotent,
     )
+    check_job_fits(req)
     headers = {"Location": f"/api/v1/jobs/{job_id}"}
     if data.job_id is not None and await job_exists_in_log(ctx, job_id):
         # The job id is the idempotency key: a retried POST gets the same job, not a second one.
@@ -201,14 +219,16 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     return Response(JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=seq), status_code=201, headers=headers)
 
 
-@get("/api/v1/jobs", guards=[require("viewer")], summary="Jobs, newest first")
+@get("/api/v1/jobs", guards=[require("viewer")], summary="Jobs, newest first", responses=problems())
 async def list_jobs(
     ctx: Ctx,
     status: FromQuery[JobStatus | None] = None,
-    node: FromQuery[str | None] = None,
-    tool: FromQuery[str | None] = None,
+    node: Annotated[str | None, QueryParameter(max_length=MAX_NAME_CHARS, description="Only jobs on this node.")] = None,
+    tool: Annotated[str | None, QueryParameter(max_length=MAX_NAME_CHARS, description="Only jobs of this tool.")] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many jobs.")] = 50,
-    before: Annotated[int | None, QueryParameter(ge=1, description="Only jobs whose first event is older than this sequence.")] = None,
+    before: Annotated[
+        int | None, QueryParameter(ge=1, le=INT64_MAX, description="Only jobs whose first event is older than this sequence.")
+    ] = None,
 ) -> JobList:
     where: list[str] = []
     params: list[Any] = []
@@ -224,12 +244,18 @@ async def list_jobs(
     return JobList(jobs=jobs, next_before=jobs[-1].first_seq if more else None)
 
 
-@get("/api/v1/jobs/{job_id:str}", guards=[require("viewer")], summary="One job's state")
+@get("/api/v1/jobs/{job_id:str}", guards=[require("viewer")], summary="One job's state", responses=problems(404))
 async def get_job(job_id: FromPath[str], ctx: Ctx) -> JobOut:
     return await load_job(ctx, job_id)
 
 
-@post("/api/v1/jobs/{job_id:str}/cancel", status_code=202, guards=[require("operator")], summary="Cancel a job")
+@post(
+    "/api/v1/jobs/{job_id:str}/cancel",
+    status_code=202,
+    guards=[require("operator")],
+    summary="Cancel a job",
+    responses=problems(404, 409, body=True),
+)
 async def cancel_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CancelRequest | None] = None
 ) -> CancelAccepted:
@@ -239,60 +265,6 @@ async def cancel_job(
     reason = data.reason if data is not None else None
     await ctx.client.cancel(job_id, by=identity_of(request.scope).user, reason=reason)
     return CancelAccepted(job_id=job_id)
-
-
-# ---------------------------------------------------------------- test phase
-
-
-@post("/api/v1/jobs/{job_id:str}/test", status_code=200, guards=[require("operator")], summary="Run tests on a finished job")
-async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[TestRequest]) -> TestResults:
-    """Publishes `test_requested` and answers with the `tested` results (node-side checks
-    run in a verification job on the job's node)."""
-    job = await load_job(ctx, job_id)
-    if job.status not in TERMINAL:
-        raise wrong_state(f"job {job_id!r} is {job.status}; tests run on finished jobs")
-    seq = await ctx.client.request_tests(job_id, list(data.tests), by=identity_of(request.scope).user)
-    try:
-        tested = await ctx.client.wait_tested(job_id, seq, data.timeout_s)
-    except TimeoutError:
-        detail = f"no results within {data.timeout_s:g}s; see GET test-results later"
-        raise ProblemError(504, "test-timeout", "Tests still running", detail) from None
-    return TestResults(job_id=job_id, passed=tested.passed, results=[TestResultOut(**msgspec.structs.asdict(r)) for r in tested.results])
-
-
-@get("/api/v1/jobs/{job_id:str}/test-results", guards=[require("viewer")], summary="A job's latest test results")
-async def test_results(job_id: FromPath[str], ctx: Ctx) -> TestResults:
-    await load_job(ctx, job_id)
-    rows = await ctx.client.query("SELECT tests_passed, test_results FROM jobs WHERE job_id = ?", [job_id])
-    if not rows.rows:
-        return TestResults(job_id=job_id, passed=None)
-    passed, raw = rows.rows[0]
-    results = msgspec.json.decode(raw, type=list[TestResultOut]) if isinstance(raw, str) else []
-    return TestResults(job_id=job_id, passed=passed, results=results)
-
-
-# ---------------------------------------------------------------- deploy phase
-
-
-@post("/api/v1/jobs/{job_id:str}/rollback", status_code=202, guards=[require("operator")], summary="Roll back a deployed job")
-async def rollback_job(
-    job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[RollbackRequest | None] = None
-) -> RollbackStarted:
-    """Runs the undo command on the job's node as a new job (`parent` and `metadata.rollback_of`
-    name this one); when it succeeds, this job gets a `rolled_back` event."""
-    job = await load_job(ctx, job_id)
-    if job.status not in TERMINAL or job.node is None:
-        raise wrong_state(f"job {job_id!r} is {job.status}; only a finished job that ran on a node can be rolled back")
-    command = (data.command if data is not None else None) or job.metadata.get("rollback")
-    if not isinstance(command, str) or not command.strip():
-        raise ProblemError(422, "no-rollback-command", "No rollback command", "give `command`, or submit jobs with metadata.rollback")
-    rollback_id = new_job_id()
-    req = JobRequested(
-        command=command, node=job.node, parent=job_id, metadata={"rollback_of": job_id},
-        requested_by=identity_of(request.scope).user,
-    )  # fmt: skip
-    await ctx.client.submit(rollback_id, req)
-    return RollbackStarted(job_id=rollback_id, rollback_of=job_id, stream_endpoint=stream_endpoint(rollback_id))
 
 
 async def _decide(ctx: ApiContext, job_id: str, decision: Literal["approved", "denied"], by: str, reason: str | None) -> int:
@@ -318,7 +290,13 @@ async def _decide(ctx: ApiContext, job_id: str, decision: Literal["approved", "d
         raise wrong_state(f"job {job_id!r} changed meanwhile; read it again and retry") from None
 
 
-@post("/api/v1/jobs/{job_id:str}/approve", status_code=202, guards=[require("admin")], summary="Approve a job held by analysis")
+@post(
+    "/api/v1/jobs/{job_id:str}/approve",
+    status_code=202,
+    guards=[require("admin")],
+    summary="Approve a job held by analysis",
+    responses=problems(404, 409, body=True),
+)
 async def approve_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
@@ -327,7 +305,13 @@ async def approve_job(
     return DecisionRecorded(job_id=job_id, decision="approved", by=by, seq=seq)
 
 
-@post("/api/v1/jobs/{job_id:str}/deny", status_code=202, guards=[require("admin")], summary="Deny a job held by analysis")
+@post(
+    "/api/v1/jobs/{job_id:str}/deny",
+    status_code=202,
+    guards=[require("admin")],
+    summary="Deny a job held by analysis",
+    responses=problems(404, 409, body=True),
+)
 async def deny_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
@@ -336,4 +320,4 @@ async def deny_job(
     return DecisionRecorded(job_id=job_id, decision="denied", by=by, seq=seq)
 
 
-ROUTES = [validate_job, create_job, list_jobs, get_job, cancel_job, approve_job, deny_job, test_job, test_results, rollback_job]
+ROUTES = [validate_job, create_job, list_jobs, get_job, cancel_job, approve_job, deny_job]

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.api.models import (
+from orchestrator.api.metrics_models import (
     AnalysisMetrics,
     CoordinationMetrics,
     CountByType,

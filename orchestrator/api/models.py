@@ -13,11 +13,37 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import JobTest
-from schemas.limits import MetaValue
+from schemas.events import JobTest, Tests
+from schemas.limits import (
+    MAX_AFTER,
+    MAX_EVENT_BYTES,
+    MAX_LIST_ITEMS,
+    MAX_TESTS,
+    Command,
+    Env,
+    EnvValue,
+    Labels,
+    Metadata,
+    MetaValue,
+    Name,
+    Path,
+    Priority,
+    Text,
+    TimeoutS,
+)
 
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="[A-Za-z0-9_-]{1,64}")]
+# A Python `$` also matches before a final newline; `(?!\n)` makes it mean the end, as `$` does in JSON Schema.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")]
+POSITION_PATTERN = r"^[0-9]{1,19}:[0-9]{1,19}(:done)?$"
+"""A position in a job's SSE stream (`Last-Event-ID`): see stream.py."""
+LABEL_PATTERN = r"^[^=]+="
+"""A node selector `KEY=VALUE` (`?label=`)."""
+Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 Severity = Literal["info", "warning", "critical"]
+# Half the body limit: a template just over it still fits in a body, and gets the precise 400.
+Template = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_BYTES // 2)]
+Variables = Annotated[dict[Name, EnvValue], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -47,10 +73,10 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 class ValidateRequest(_Body, frozen=True, kw_only=True):
     """A command to analyse without running it."""
 
-    command: str
-    tool: str = "bash"
+    command: Command
+    tool: Name = "bash"
     node_id: Id | None = None
-    node_ids: list[Id] = []
+    node_ids: Ids = []
 
 
 class ValidationWarning(_Out, frozen=True, kw_only=True):
@@ -82,19 +108,19 @@ class ValidateResponse(_Out, frozen=True, kw_only=True):
 class CreateJobRequest(_Body, frozen=True, kw_only=True):
     """A job to create. Only `command` is required; without `nodeId` the orchestrator picks a node."""
 
-    command: str
-    tool: str = "bash"
+    command: Command
+    tool: Name = "bash"
     job_id: Id | None = None
     node_id: Id | None = None
-    labels: dict[str, str] = {}
-    working_dir: str | None = None
-    env: dict[str, str] = {}
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = msgspec.field(default=None, name="timeoutSeconds")
-    priority: int = 0
-    tests: list[JobTest] = []
+    labels: Labels = {}
+    working_dir: Path | None = None
+    env: Env = {}
+    timeout_s: TimeoutS | None = msgspec.field(default=None, name="timeoutSeconds")
+    priority: Priority = 0
+    tests: Tests = []
     parent: Id | None = None
-    metadata: dict[str, MetaValue] = {}
-    after: list[Id] = []
+    metadata: Metadata = {}
+    after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
 
@@ -104,7 +130,7 @@ class TestRequest(_Body, frozen=True, kw_only=True):
 
     __test__ = False  # not a pytest class
 
-    tests: Annotated[list[JobTest], msgspec.Meta(min_length=1)]
+    tests: Annotated[list[JobTest], msgspec.Meta(min_length=1, max_length=MAX_TESTS)]
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = msgspec.field(default=60.0, name="timeoutSeconds")
 
 
@@ -131,7 +157,7 @@ class TestResults(_Out, frozen=True, kw_only=True):
 class RollbackRequest(_Body, frozen=True, kw_only=True):
     """The command that undoes the job; default: the job's `metadata.rollback`."""
 
-    command: str | None = None
+    command: Command | None = None
 
 
 class RollbackStarted(_Out, frozen=True, kw_only=True):
@@ -143,8 +169,8 @@ class RollbackStarted(_Out, frozen=True, kw_only=True):
 class CreatePipelineRequest(_Body, frozen=True, kw_only=True):
     """A pipeline from a YAML template (the same format as `nexus pipeline run FILE`)."""
 
-    template: str
-    variables: dict[str, str] = {}
+    template: Template
+    variables: Variables = {}
     pipeline_id: Id | None = None
 
 
@@ -164,7 +190,7 @@ class JobCreated(_Out, frozen=True, kw_only=True):
 
 
 class CancelRequest(_Body, frozen=True, kw_only=True):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class CancelAccepted(_Out, frozen=True, kw_only=True):
@@ -175,7 +201,7 @@ class CancelAccepted(_Out, frozen=True, kw_only=True):
 class DecisionRequest(_Body, frozen=True, kw_only=True):
     """Why a held job is approved or denied, for the record."""
 
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class DecisionRecorded(_Out, frozen=True, kw_only=True):
@@ -311,112 +337,6 @@ class OptimalNode(_Out, frozen=True, kw_only=True):
     node: NodeOut | None
     candidates: list[str]
     reason: str
-
-
-# ---------------------------------------------------------------- metrics
-
-
-class CountByType(_Out, frozen=True, kw_only=True):
-    type: str
-    count: int
-
-
-class AnalysisMetrics(_Out, frozen=True, kw_only=True):
-    """Validations are the analysis verdicts (`validated`, or rejected by policy); failures are the
-    critical or refused ones. Validation time is the analysis' own compute time."""
-
-    total_validations: int = 0
-    validation_failures: int = 0
-    failures_last_hour: int = 0
-    approvals_required: int = 0
-    approved: int = 0
-    denied: int = 0
-    avg_validation_time: float = 0.0
-    p95_validation_time: float = 0.0
-    common_findings: list[CountByType] = []
-
-
-class CoordinationMetrics(_Out, frozen=True, kw_only=True):
-    queue_depth: int = 0
-    pending_jobs: int = 0
-    awaiting_approval: int = 0
-    executing_jobs: int = 0
-    queued_jobs: int = 0
-    avg_time_queued: float = 0.0
-    p95_time_queued: float = 0.0
-
-
-class ExecutionGroup(_Out, frozen=True, kw_only=True):
-    """Execution counts of one tool or one node."""
-
-    name: str
-    total_jobs: int = 0
-    successful_jobs: int = 0
-    failed_jobs: int = 0
-    timed_out_jobs: int = 0
-    avg_duration: float = 0.0
-
-
-class ExecutionMetrics(_Out, frozen=True, kw_only=True):
-    total_jobs: int = 0
-    successful_jobs: int = 0
-    failed_jobs: int = 0
-    timed_out_jobs: int = 0
-    cancelled_jobs: int = 0
-    lost_jobs: int = 0
-    success_rate: float = 0.0
-    timeout_rate: float = 0.0
-    avg_duration: float = 0.0
-    p95_duration: float = 0.0
-    by_tool: list[ExecutionGroup] = []
-    by_node: list[ExecutionGroup] = []
-    by_user: list[ExecutionGroup] = []
-
-
-class TestMetrics(_Out, frozen=True, kw_only=True):
-    __test__ = False  # not a pytest class
-
-    total_runs: int = 0
-    passed_runs: int = 0
-    failed_runs: int = 0
-    pass_rate: float = 0.0
-    rollbacks: int = 0
-    failing_assertions: list[CountByType] = []
-
-
-class DeployMetrics(_Out, frozen=True, kw_only=True):
-    total_deployments: int = 0
-    successful_deployments: int = 0
-    failed_deployments: int = 0
-    success_rate: float = 0.0
-    avg_pipeline_time: float = 0.0
-    rollbacks: int = 0
-    avg_rollback_time: float = 0.0
-
-
-class StepLatency(_Out, frozen=True, kw_only=True):
-    """Latency of one step of a job, in milliseconds, over the jobs that went through it."""
-
-    step: str
-    from_: str = msgspec.field(name="from")
-    to: str
-    count: int = 0
-    mean: float = 0.0
-    p50: float = 0.0
-    p95: float = 0.0
-    p99: float = 0.0
-
-
-class PipelineMetrics(_Out, frozen=True, kw_only=True):
-    """Per-phase metrics from the event log. Times are milliseconds."""
-
-    analysis: AnalysisMetrics
-    coordination: CoordinationMetrics
-    execution: ExecutionMetrics
-    test: TestMetrics
-    deploy: DeployMetrics
-    latency: list[StepLatency]
-    generated_at: datetime
 
 
 class Health(_Out, frozen=True, kw_only=True):

@@ -6,12 +6,10 @@ and the agent's own load from its heartbeat in the `nexus-nodes` bucket.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-import nats.js.errors
 from litestar import get
 from litestar.params import FromPath, QueryParameter
 
@@ -19,10 +17,11 @@ from orchestrator.api.auth import require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_node
 from orchestrator.api.models import NodeList, NodeOut, OptimalNode
+from orchestrator.api.openapi import problems
 from orchestrator.core.views import ON_NODE
-from schemas import codec, subjects
-from schemas.errors import DecodeError
+from schemas import subjects
 from schemas.events import NodeHeartbeat
+from schemas.limits import MAX_LABELS, MAX_NAME_CHARS
 
 _NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at FROM nodes"
 _LOAD_SQL = "SELECT node, count(*) FROM jobs WHERE node IS NOT NULL AND status IN (SELECT unnest(?::VARCHAR[])) GROUP BY node"
@@ -32,33 +31,11 @@ def _json(value: Any) -> Any:
     return msgspec.json.decode(value) if isinstance(value, str) else value
 
 
-async def heartbeats(ctx: ApiContext, registered: list[str]) -> dict[str, NodeHeartbeat]:
-    """The heartbeats of the registered nodes (read one by one: listing the bucket's keys
-    can come back short while an agent is putting its beat), plus any other node's."""
-    kv = await ctx.client.bus.nodes_kv()
-
-    async def one(node_id: str) -> NodeHeartbeat | None:
-        try:
-            entry = await kv.get(node_id)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        try:
-            return codec.decode_heartbeat(entry.value)
-        except DecodeError:
-            return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
-
-    beats = {hb.node: hb for hb in await asyncio.gather(*(one(n) for n in registered)) if hb is not None}
-    for node_id, hb in (await ctx.client.bus.heartbeats()).items():
-        beats.setdefault(node_id, hb)
-    return beats
-
-
 async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
     """Every node known from the log or from a heartbeat, by id."""
     rows = (await ctx.client.query(_NODE_SQL)).dicts()
-    beats = await heartbeats(ctx, [r["node_id"] for r in rows])
+    # One read of the bucket per request, and no consumer left behind (see NatsBus.heartbeats).
+    beats = await ctx.client.bus.heartbeats()
     now = datetime.now(UTC)
     out: dict[str, NodeOut] = {}
     for row in rows:
@@ -106,19 +83,27 @@ async def node_known(ctx: ApiContext, node_id: str) -> bool:
     rows = await ctx.client.query("SELECT 1 FROM nodes WHERE node_id = ?", [node_id])
     if rows.rows:
         return True
-    return node_id in await heartbeats(ctx, [node_id])
+    return node_id in await ctx.client.bus.heartbeats()
 
 
-@get("/api/v1/nodes", guards=[require("viewer")], summary="Registered nodes with tools, labels, load and liveness")
+@get("/api/v1/nodes", guards=[require("viewer")], summary="Registered nodes with tools, labels, load and liveness", responses=problems())
 async def list_nodes(ctx: Ctx) -> NodeList:
     return NodeList(nodes=list((await fleet(ctx)).values()))
 
 
-@get("/api/v1/nodes/optimal", guards=[require("viewer")], summary="The node a job with this tool would go to now")
+@get(
+    "/api/v1/nodes/optimal",
+    guards=[require("viewer")],
+    summary="The node a job with this tool would go to now",
+    responses=problems(),
+)
 async def optimal_node(
     ctx: Ctx,
-    tool: Annotated[str, QueryParameter(description="The tool the job needs.")] = "bash",
-    label: Annotated[list[str] | None, QueryParameter(description="Node selector KEY=VALUE; repeatable.")] = None,
+    tool: Annotated[str, QueryParameter(max_length=MAX_NAME_CHARS, description="The tool the job needs.")] = "bash",
+    label: Annotated[
+        list[str] | None,
+        QueryParameter(max_items=MAX_LABELS, description="Node selector KEY=VALUE; repeatable."),
+    ] = None,
 ) -> OptimalNode:
     selector: dict[str, str] = {}
     for item in label or []:
@@ -144,7 +129,7 @@ async def optimal_node(
     return OptimalNode(tool=tool, node=nodes[chosen], candidates=candidates, reason=reason)
 
 
-@get("/api/v1/nodes/{node_id:str}", guards=[require("viewer")], summary="One node")
+@get("/api/v1/nodes/{node_id:str}", guards=[require("viewer")], summary="One node", responses=problems(404))
 async def get_node(node_id: FromPath[str], ctx: Ctx) -> NodeOut:
     subjects.check_id(node_id, "node id")
     node = (await fleet(ctx)).get(node_id)

@@ -9,9 +9,11 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.auth import identity_of, require
+from orchestrator.api.bounds import check_fits
 from orchestrator.api.context import Ctx
 from orchestrator.api.errors import ProblemError
 from orchestrator.api.models import CreatePipelineRequest, PipelineCreated
+from orchestrator.api.openapi import problems
 from orchestrator.cli.pipelines import new_pipeline_id
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
@@ -24,7 +26,12 @@ def status_endpoint(pipeline_id: str) -> str:
     return f"/api/v1/pipelines/{pipeline_id}"
 
 
-@post("/api/v1/pipelines", guards=[require("operator")], summary="Create a multi-job pipeline from a YAML template")
+@post(
+    "/api/v1/pipelines",
+    guards=[require("operator")],
+    summary="Create a multi-job pipeline from a YAML template",
+    responses=problems(422, body=True),
+)
 async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CreatePipelineRequest]) -> Response[PipelineCreated]:
     """The template is checked before anything runs: a bad one is a 422 naming the line."""
     try:
@@ -33,12 +40,18 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
         raise ProblemError(422, "invalid-template", "Invalid pipeline template", str(exc)) from None
     pipeline_id = subjects.check_id(data.pipeline_id or new_pipeline_id(), "pipeline id")
     req = PipelineRequested(spec=spec, variables=data.variables, requested_by=identity_of(request.scope).user, source="api")
+    check_fits(req, "the pipeline's request")
     seq = await ctx.client.submit_pipeline(pipeline_id, req)
     body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)
     return Response(body, status_code=201, headers={"Location": status_endpoint(pipeline_id)})
 
 
-@get("/api/v1/pipelines/{pipeline_id:str}", guards=[require("viewer")], summary="A pipeline's status and its steps")
+@get(
+    "/api/v1/pipelines/{pipeline_id:str}",
+    guards=[require("viewer")],
+    summary="A pipeline's status and its steps",
+    responses=problems(404),
+)
 async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> dict[str, Any]:
     subjects.check_id(pipeline_id, "pipeline id")
     head = await ctx.client.query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import anyio
 import msgspec
 import nats.errors
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 from nats.aio.msg import Msg
@@ -48,7 +50,8 @@ from nats.js import JetStreamContext, api
 from orchestrator.api.auth import require
 from orchestrator.api.context import STOP, ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
-from orchestrator.api.models import DoneEvent, OutputChunkEvent, StatusEvent
+from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEvent, StatusEvent
+from orchestrator.api.openapi import problems
 from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.core.text import text_view
 from orchestrator.core.views import Record
@@ -77,6 +80,7 @@ from schemas.events import (
     JobValidated,
     ends_job,
 )
+from schemas.limits import INT64_MAX
 
 RETRY_MS = 1000
 DRAIN_TIMEOUT_S = 10.0  # after the verdict, how long to wait for announced output before `done`
@@ -116,11 +120,11 @@ class Position:
 
     @classmethod
     def parse(cls, value: str) -> Position:
-        parts = value.strip().split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "done"):
+        if re.fullmatch(POSITION_PATTERN, value) is None:
             raise ValueError(value)
+        parts = value.split(":")
         events, output = int(parts[0]), int(parts[1])
-        if events < 0 or output < 0:
+        if events > INT64_MAX or output > INT64_MAX:  # stream sequences; larger is no position at all
             raise ValueError(value)
         return cls(events, output, len(parts) == 3)
 
@@ -331,6 +335,10 @@ async def _last_output_seq(bus: NatsBus, job_id: str) -> int:
     summary="Follow a job: status, output_chunk and done as Server-Sent Events",
     description=__doc__,
     media_type="text/event-stream",
+    responses={
+        **problems(404),
+        204: ResponseSpec(data_container=None, description="The `Last-Event-ID` was the `done` message: nothing more to send"),
+    },
 )
 async def stream_job(
     job_id: FromPath[str],
@@ -341,19 +349,25 @@ async def stream_job(
     ] = None,
 ) -> Response[bytes] | Stream:
     subjects.check_id(job_id, "job id")
-    raw = last_event_id if last_event_id is not None else last_event_id_query
-    try:
-        start = Position.parse(raw) if raw else Position()
-    except ValueError:
-        raise ProblemError(
-            400, "invalid-last-event-id", "Invalid Last-Event-ID", f"Last-Event-ID must look like E:O or E:O:done, got {raw!r}"
-        ) from None
+    given = [p for p in (_position(last_event_id), _position(last_event_id_query)) if p is not None]
+    start = given[0] if given else Position()  # the header wins over the query string
     if await ctx.client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
         raise unknown_job(job_id)
     if start.done:
         return Response(b"", status_code=204)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Stream(follow(ctx.client.bus, job_id, start, ctx), media_type="text/event-stream", headers=headers)
+
+
+def _position(raw: str | None) -> Position | None:
+    """A given id must be valid, even an empty one or one the other form overrides."""
+    if raw is None:
+        return None
+    try:
+        return Position.parse(raw)
+    except ValueError:
+        detail = f"Last-Event-ID must look like E:O or E:O:done, got {raw!r}"
+        raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", detail) from None
 
 
 ROUTES = [stream_job]

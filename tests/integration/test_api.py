@@ -27,6 +27,7 @@ from orchestrator.api.server import serve
 from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 from tests.conftest import Stack, wait_for
+from tests.integration.api_support import assert_problem, free_port, serve_api
 
 DESIGN_PATHS = [
     ("post", "/api/v1/jobs/validate"),
@@ -51,33 +52,9 @@ LINES_OUT = b"".join(f"line-{i}\n".encode() for i in range(1, 51))
 TOKENS = {"viewer": "viewer-token-0123456789", "operator": "operator-token-0123456789", "admin": "admin-token-0123456789"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def running_api(stack: Stack, auth_file: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    port = _free_port()
-    task = asyncio.create_task(serve(stack.client, host="127.0.0.1", port=port, auth_file=auth_file))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-
-        async def ready() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/health")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await wait_for(ready, 15, what="API ready")
-            yield http
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def running_api(stack: Stack, auth_file: Path | None = None) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The API over the stack's client (other test modules use this one)."""
+    return serve_api(stack.client, auth_file)
 
 
 @pytest.fixture
@@ -148,17 +125,6 @@ async def _submit(http: httpx.AsyncClient, command: str, **extra: Any) -> str:
     resp = await http.post("/api/v1/jobs", json={"command": command, **extra})
     assert resp.status_code == 201, resp.text
     return str(resp.json()["jobId"])
-
-
-def assert_problem(resp: httpx.Response, status: int, slug: str, *words: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = resp.json()
-    assert body["type"] == f"urn:nexus:problem:{slug}"
-    assert body["status"] == status and body["title"] and body["detail"]
-    for word in words:
-        assert word in body["detail"], body
-    return body
 
 
 # ---------------------------------------------------------------- paths
@@ -271,6 +237,38 @@ async def test_nodes_and_the_optimal_node(stack: Stack, api: httpx.AsyncClient) 
     assert none["node"] is None and "no-such-tool" in none["reason"]
     labelled = (await api.get("/api/v1/nodes/optimal", params={"label": "env=prod"})).json()
     assert labelled["node"] is None and "env" in labelled["reason"]
+
+
+async def test_polling_the_nodes_leaves_no_consumer_behind(stack: Stack, api: httpx.AsyncClient) -> None:
+    """kv.keys() left a consumer per call on the KV stream for 5 minutes: after ~1,000
+    calls the server refused new consumers and every state read answered 500."""
+    js = stack.client.bus.js
+    before = (await js.stream_info("KV_nexus-nodes")).state.consumer_count
+    gate = asyncio.Semaphore(16)
+
+    async def one() -> int:
+        async with gate:
+            return (await api.get("/api/v1/nodes")).status_code
+
+    statuses = await asyncio.gather(*(one() for _ in range(1500)))
+    assert set(statuses) == {200}
+    for _ in range(20):  # the CLI's one-shot read (`nexus nodes`) as well
+        assert "node-1" in await stack.client.bus.heartbeats()
+    after = (await js.stream_info("KV_nexus-nodes")).state.consumer_count
+    assert after <= before + 1, (before, after)
+    nodes = (await api.get("/api/v1/nodes")).json()["nodes"]
+    assert [n["nodeId"] for n in nodes] == ["node-1"] and nodes[0]["live"] is True
+    assert (await api.post("/api/v1/jobs/validate", json={"command": "echo", "nodeId": "node-1"})).json()["valid"] is True
+
+
+async def test_options_lists_every_method_of_a_path(api: httpx.AsyncClient) -> None:
+    # Litestar's own answer listed only the methods of the first handler registered for the path.
+    resp = await api.options("/api/v1/jobs")
+    assert resp.status_code == 204 and resp.headers["allow"] == "GET, OPTIONS, POST"
+    assert (await api.options("/api/v1/jobs/x/cancel")).headers["allow"] == "OPTIONS, POST"
+    refused = await api.delete("/api/v1/jobs")
+    assert_problem(refused, 405, "method-not-allowed")
+    assert set(refused.headers["allow"].split(", ")) == {"GET", "OPTIONS", "POST"}
 
 
 # ---------------------------------------------------------------- validate (analysis)
@@ -435,7 +433,7 @@ async def test_many_clients_follow_one_job(stack: Stack, api: httpx.AsyncClient)
 async def test_stopping_the_server_ends_open_streams(stack: Stack) -> None:
     job_id = new_job_id()
     await stack.client.submit(job_id, JobRequested(command="sleep 600"))
-    port = _free_port()
+    port = free_port()
     task = asyncio.create_task(serve(stack.client, host="127.0.0.1", port=port, auth_file=None))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
 
@@ -548,16 +546,16 @@ async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Sta
 
 async def test_open_mode_is_loopback_only_and_bad_token_files_are_clear(stack: Stack, tmp_path: Path) -> None:
     with pytest.raises(ApiError, match="refusing to serve the API without a token file"):
-        await serve(stack.client, host="0.0.0.0", port=_free_port(), auth_file=None)
+        await serve(stack.client, host="0.0.0.0", port=free_port(), auth_file=None)
     bad = tmp_path / "bad.toml"
     bad.write_text('[[token]]\nuser = "x"\nrole = "root"\ntoken = "0123456789abcdefghij"\n')
     with pytest.raises(ApiError, match="root"):
-        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=bad)
+        await serve(stack.client, host="127.0.0.1", port=free_port(), auth_file=bad)
     bad.write_text('[[token]]\nuser = "x"\nrole = "viewer"\n')
     with pytest.raises(ApiError, match="exactly one of"):
-        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=bad)
+        await serve(stack.client, host="127.0.0.1", port=free_port(), auth_file=bad)
     with pytest.raises(ApiError, match="cannot read"):
-        await serve(stack.client, host="127.0.0.1", port=_free_port(), auth_file=tmp_path / "missing.toml")
+        await serve(stack.client, host="127.0.0.1", port=free_port(), auth_file=tmp_path / "missing.toml")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -597,6 +595,30 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
         bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/api/v1/pipelines/nope")).status_code == 404
+
+
+async def test_late_test_results_are_202_and_concurrent_requests_never_wait_for_nothing(stack: Stack, api: httpx.AsyncClient) -> None:
+    job_id = await _submit(api, "true")
+    await stack.wait_job(job_id)
+    path = f"/api/v1/jobs/{job_id}/test"
+    late = await api.post(path, json={"tests": [{"type": "exit_code"}], "timeoutSeconds": 1e-6})
+    assert late.status_code == 202, late.text  # requested; the results come later (was a 504)
+    assert late.json() == {"jobId": job_id, "passed": None, "results": []}
+    assert late.headers["location"] == f"/api/v1/jobs/{job_id}/test-results"
+
+    async def results_in() -> bool:
+        return (await api.get(f"/api/v1/jobs/{job_id}/test-results")).json()["passed"] is True
+
+    await wait_for(results_in, what="the late results")
+    # The orchestrator takes one test request per job at a time and ignores the others:
+    # their callers used to wait out their whole timeout. Now one runs, the others get 409.
+    started = time.monotonic()
+    answers = await asyncio.gather(*(api.post(path, json={"tests": [{"type": "exit_code"}], "timeoutSeconds": 30}) for _ in range(4)))
+    assert time.monotonic() - started < 15
+    assert 200 in {a.status_code for a in answers}, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code != 200:
+            assert_problem(answer, 409, "wrong-state")
 
 
 async def test_rollback_runs_the_undo_command_on_the_same_node(stack: Stack, tmp_path: Path) -> None:

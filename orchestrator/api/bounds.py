@@ -1,0 +1,176 @@
+"""Bounds at the HTTP edge: what a request may weigh before anything decodes or publishes it.
+
+    AuditedApp (auth.py)     who is calling; every answer below is audited too
+      BoundedBody            413 `too-large` over MAX_BODY_BYTES (announced or counted),
+                             415 `unsupported-media-type` for a body that is not JSON,
+                             400 `invalid-body` for JSON nested deeper than MAX_DEPTH
+        Litestar
+          `strict_body`      decodes the body strictly into the route's model, which
+                             carries the field bounds of schemas.limits (400 `invalid-body`)
+          handlers           `check_fits`/`check_job_fits`: 413 `too-large` for an event
+                             the bus would refuse (MAX_EVENT_BYTES, a dispatch included)
+
+The depth is measured on the raw bytes (strings skipped) before any decoder
+recurses into them: a 5,000-deep body made msgspec raise RecursionError.
+Litestar converts bodies leniently (`0` for `false`, `"5"` for `5`), which
+neither the OpenAPI document nor the bus allow; `strict_body` (a
+`before_request` hook) decodes the body as msgspec does by default first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.exceptions import ValidationException
+from litestar.types import ASGIApp, HTTPRequestEvent, HTTPScope, Receive, ReceiveMessage, Scope, Send
+
+from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, too_large
+from orchestrator.core.decide import argv_for
+from schemas import codec
+from schemas.events import NODE_TESTS, Event, JobDispatch, JobRequested
+from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _header(scope: HTTPScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _problem_in_headers(scope: HTTPScope, max_bytes: int) -> ProblemError | None:
+    """What the headers alone refuse: a body announced too large, or a body that is not JSON."""
+    raw_length = _header(scope, b"content-length")
+    chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
+    if raw_length is not None:
+        if not raw_length.isdigit():
+            return ProblemError(400, "invalid-body", "Bad request", f"invalid Content-Length {raw_length!r}")
+        if int(raw_length) > max_bytes:
+            return too_large(f"a request body of {int(raw_length)} bytes is over the limit of {max_bytes}")
+    has_body = chunked or (raw_length is not None and int(raw_length) > 0)
+    content_type = _header(scope, b"content-type")
+    if has_body and content_type is not None and not _is_json(content_type):
+        detail = f"request bodies are JSON (Content-Type: application/json), not {content_type!r}"
+        return ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
+    return None
+
+
+class BoundedBody:
+    """ASGI layer: read the body (bounded), check it, then hand it on to the app unchanged."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] in _NO_BODY:
+            await self.app(scope, receive, send)
+            return
+        problem = _problem_in_headers(scope, self.max_bytes)
+        if problem is not None:
+            await send_problem(send, problem, scope["path"])
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await send_problem(send, too_large(f"the request body is over the limit of {self.max_bytes} bytes"), scope["path"])
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (depth := codec.nesting_depth(body)) > self.max_depth:
+            detail = f"invalid request body: JSON nested {depth} deep, over the limit of {self.max_depth}"
+            await send_problem(send, ProblemError(400, "invalid-body", "Bad request", detail), scope["path"])
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> ReceiveMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            request: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+            return request
+        return await receive()  # after the body: the client's disconnect, when it comes
+
+    return replay
+
+
+# ---------------------------------------------------------------- strict bodies
+
+
+def _integral(value: Any) -> Any:
+    """JSON's view of numbers: `5.0` is the integer 5 (JSON Schema agrees; msgspec does not)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse (400) a body that only Litestar's lenient conversion would accept: a string
+    for a number, `0` for `false`. Litestar still decodes the body for the handler."""
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if field is None:
+        return
+    body = await request.body()  # cached: Litestar reads the same bytes afterwards
+    if not body:
+        return
+    try:
+        msgspec.convert(_integral(msgspec.json.decode(body)), field.annotation)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(str(exc), extra=[{"message": str(exc), "source": "body"}]) from None
+    except msgspec.DecodeError:
+        return  # not JSON at all: Litestar says so in its own words
+
+
+# ---------------------------------------------------------------- events a request would publish
+
+
+def check_fits(event: Event, what: str) -> None:
+    """413 unless `event` fits on the bus: a request is refused here, not published and lost."""
+    size = len(codec.encode(event))
+    if size > MAX_EVENT_BYTES:
+        raise too_large(f"{what} would be an event of {size} bytes, over the limit of {MAX_EVENT_BYTES}")
+
+
+def check_job_fits(req: JobRequested) -> None:
+    """The job's request, and the dispatch the orchestrator will build from it (the command
+    twice, env, node-side tests), must both fit: the decider would reject it as `too_large`."""
+    check_fits(req, "the job's request")
+    dispatch = JobDispatch(
+        ts=req.ts or datetime.now(UTC),
+        attempt=1,
+        tool=req.tool,
+        command=req.command,
+        argv=argv_for(req.tool, req.command),
+        working_dir=req.working_dir,
+        env=req.env,
+        timeout_s=req.timeout_s,
+        tests=[t for t in req.tests if isinstance(t, NODE_TESTS)],
+    )
+    check_fits(dispatch, "the job's dispatch (its command twice, env and node tests)")
