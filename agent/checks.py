@@ -32,7 +32,7 @@ import structlog
 from agent import process_tree
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from orchestrator.core.text import text_view
-from schemas.events import NODE_TESTS, CommandTest, FileExistsTest, HttpOkTest, JobTest, TestResult
+from schemas.values import NODE_TESTS, CommandTest, FileExistsTest, HttpOkTest, JobTest, TestResult
 
 log = structlog.get_logger("nexus.agent")
 

@@ -25,10 +25,10 @@ from nats.js import api
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
-from orchestrator.bus import NatsBus, raise_if_cancelling
-from orchestrator.core.decide import Outgoing
-from orchestrator.errors import BusError, StaleDecision
-from schemas import codec, subjects
+from bus.errors import BusError, StaleDecision
+from bus.nats_bus import NatsBus, raise_if_cancelling
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 
@@ -188,7 +188,7 @@ class Agent:
 
     async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Msg) -> None:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
-        out = Outgoing(subjects.job(job_id, "accepted"), accepted, f"job:{job_id}:accepted:{dispatch.attempt}")
+        out = Outgoing(subjects.job(job_id, "accepted"), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
         expected = msg.metadata.sequence.stream
         try:
             for _ in range(5):
@@ -246,7 +246,7 @@ class Agent:
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
-            await _retry(lambda: self.bus.publish(Outgoing(subjects.job(job_id, "started"), ev, f"job:{job_id}:started:{attempt}")))
+            await _retry(lambda: self.bus.publish(Outgoing(subjects.job(job_id, "started"), ev, msgids.job(job_id, "started", attempt))))
 
         # The job may ask where it runs (a deploy script, a health check on one node).
         nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt), "TERM": "xterm"}
@@ -288,7 +288,7 @@ class Agent:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
             self.running.pop(job_id, None)
-        out = Outgoing(subjects.job(job_id, "exited"), exited, f"job:{job_id}:exited:{attempt}")
+        out = Outgoing(subjects.job(job_id, "exited"), exited, msgids.job(job_id, "exited", attempt))
         await _retry(lambda: self.bus.publish(out))
         log.info("job.exited", job_id=job_id, exit_code=exited.exit_code, killed_by=exited.killed_by)
 

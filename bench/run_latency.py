@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.bus import NatsBus
+from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.embedded import EmbeddedNats
 from schemas.events import JobRequested

@@ -22,16 +22,18 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
-from orchestrator.core.decide import Outgoing
-from orchestrator.core.views import Record
-from orchestrator.errors import BusUnavailable, OrchestratorUnavailable, QueryError, StaleDecision
-from schemas import codec, subjects
+from bus.errors import BusUnavailable, StaleDecision
+from bus.nats_bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
+from orchestrator.errors import OrchestratorUnavailable, QueryError
+from schemas import codec, msgids, subjects
 from schemas.codec import event_type
+from schemas.envelope import Outgoing
 from schemas.errors import NexusError
-from schemas.events import JobCancelRequested, JobExited, JobRequested, JobTest, JobTested, JobTestRequested, ends_job
+from schemas.events import JobCancelRequested, JobExited, JobRequested, JobTested, JobTestRequested, ends_job
 from schemas.pipelines import PipelineRequested
+from schemas.records import Record
 from schemas.rpc import QueryRequest
+from schemas.values import JobTest
 
 JOB_COLUMNS = (
     "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
@@ -93,14 +95,14 @@ class NexusClient:
 
     async def submit(self, job_id: str, req: JobRequested) -> int:
         """Publish `requested`; returns its stream sequence. Same id twice = one job."""
-        out = Outgoing(subjects.job(job_id, "requested"), req, f"job:{job_id}:requested:1")
+        out = Outgoing(subjects.job(job_id, "requested"), req, msgids.job_request(job_id))
         return (await self.bus.publish(out)).seq
 
     async def cancel(self, job_id: str, *, by: str | None, reason: str | None) -> None:
         """Publish `cancel_requested` whatever the job's state (see `cancel_unfinished`)."""
         ev = JobCancelRequested(requested_by=by, reason=reason)
         n = secrets.token_hex(4)
-        await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{n}"))
+        await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, msgids.job(job_id, "cancel_requested", n)))
 
     async def cancel_unfinished(self, job_id: str, *, by: str | None, reason: str | None) -> int:
         """Publish `cancel_requested` for a job that has not ended; returns its sequence.
@@ -115,7 +117,7 @@ class NexusClient:
                 raise NoSuchJob(job_id)
             if (status := final_status(history)) is not None:
                 raise JobFinished(job_id, status)
-            out = Outgoing(subjects.job(job_id, "cancel_requested"), ev, f"job:{job_id}:cancel_requested:{secrets.token_hex(4)}")
+            out = Outgoing(subjects.job(job_id, "cancel_requested"), ev, msgids.job(job_id, "cancel_requested", secrets.token_hex(4)))
             try:
                 return (await self.bus.publish(out, expected_seq=history[-1].seq)).seq
             except StaleDecision:
@@ -125,7 +127,7 @@ class NexusClient:
     async def request_tests(self, job_id: str, tests: list[JobTest], *, by: str | None) -> int:
         """Ask for tests on a finished job; returns the request's sequence (see `wait_tested`)."""
         ev = JobTestRequested(tests=tests, requested_by=by)
-        out = Outgoing(subjects.job(job_id, "test_requested"), ev, f"job:{job_id}:test_requested:{secrets.token_hex(6)}")
+        out = Outgoing(subjects.job(job_id, "test_requested"), ev, msgids.job(job_id, "test_requested", secrets.token_hex(6)))
         return (await self.bus.publish(out)).seq
 
     async def wait_tested(self, job_id: str, after_seq: int, timeout_s: float) -> JobTested:
@@ -138,7 +140,7 @@ class NexusClient:
 
     async def submit_pipeline(self, pipeline_id: str, req: PipelineRequested) -> int:
         """Publish a pipeline's `requested`; the pipeline id is the idempotency key."""
-        out = Outgoing(subjects.pipeline(pipeline_id, "requested"), req, f"pipeline:{pipeline_id}:requested")
+        out = Outgoing(subjects.pipeline(pipeline_id, "requested"), req, msgids.pipeline(pipeline_id, "requested"))
         return (await self.bus.publish(out)).seq
 
     async def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0) -> Rows:

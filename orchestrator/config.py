@@ -14,7 +14,7 @@ import yaml
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from orchestrator.core.policy import Policy
 from schemas.errors import NexusError
-from schemas.events import JobTest
+from schemas.values import JobTest
 
 
 class ConfigError(NexusError):

@@ -13,9 +13,10 @@ import msgspec
 
 from orchestrator.core import reducer
 from orchestrator.core.pipeline_views import PipelineView
-from orchestrator.core.views import TERMINAL, JobView, NodeView, Record
+from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.store import DuckDBStore
 from schemas.limits import MAX_REASON_CHARS
+from schemas.records import Record
 
 
 class Projection:

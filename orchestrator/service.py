@@ -21,21 +21,24 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from nats.aio.msg import Msg
 
-from orchestrator.bus import NatsBus, StreamLimits, raise_if_cancelling
+from bus.errors import BusError, StaleDecision
+from bus.nats_bus import NatsBus, StreamLimits, raise_if_cancelling
 from orchestrator.core import assertions, decide
 from orchestrator.core.analysis import analyze
 from orchestrator.core.pipeline import decide_pipeline
 from orchestrator.core.pipeline_views import PipelineView, pipeline_jobs
 from orchestrator.core.policy import Policy
-from orchestrator.core.views import ON_NODE, JobView, NodeView, Record
-from orchestrator.errors import BusError, QueryError, StaleDecision
+from orchestrator.core.views import ON_NODE, JobView, NodeView
+from orchestrator.errors import QueryError
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.store import DuckDBStore, run_query
-from schemas import codec, subjects
+from schemas import codec, msgids, subjects
 from schemas.errors import DecodeError, InvalidSubject
-from schemas.events import JobAssigned, JobRejected, JobRolledBack, JobTest, NodeHeartbeat, Warning
+from schemas.events import JobAssigned, JobRejected, JobRolledBack, NodeHeartbeat
 from schemas.limits import MAX_REASON_CHARS
+from schemas.records import Record
 from schemas.rpc import QueryResult
+from schemas.values import Finding, JobTest
 
 log = structlog.get_logger("nexus.orchestrator")
 
@@ -326,7 +329,7 @@ class Orchestrator:
                     reason=f"payload does not decode: {rec.error}"[:MAX_REASON_CHARS],
                     raw=rec.raw.decode("utf-8", errors="replace")[:4096],
                 )
-                out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, f"job:{ref.id}:rejected:{rec.seq}")
+                out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, msgids.job(ref.id, "rejected", rec.seq))
                 if not await self._publish_or_keep(out, expected_seq=rec.seq):
                     return
             self._undecodable_requests.pop(0)
@@ -424,7 +427,7 @@ def review_command(command: str, tool: str, working_dir: str | None = None) -> d
     started = time.perf_counter()
     result = analyze(command, tool, working_dir)
     took = (time.perf_counter() - started) * 1000
-    warnings = tuple(Warning(type=f.type, severity=f.severity, message=f.message) for f in result.findings)
+    warnings = tuple(Finding(type=f.type, severity=f.severity, message=f.message) for f in result.findings)
     return decide.Review(severity=result.severity, warnings=warnings, suggestions=tuple(result.suggestions), duration_ms=round(took, 3))
 
 

@@ -35,9 +35,9 @@ import yaml
 
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from schemas.errors import NexusError
-from schemas.events import JobTest
 from schemas.limits import MAX_PIPELINE_STEPS
 from schemas.pipelines import PipelineSpec, StepSpec, spec_problems, with_resolved_needs
+from schemas.values import JobTest
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
 """Largest template, in bytes of UTF-8."""

@@ -8,15 +8,14 @@ Unknown fields are ignored on decode.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.envelope import Envelope, Id, Timestamp
 from schemas.limits import (
     MAX_AFTER,
     MAX_LIST_ITEMS,
-    MAX_TESTS,
     Attempt,
     Command,
     Env,
@@ -26,84 +25,21 @@ from schemas.limits import (
     Name,
     Names,
     Path,
-    Pattern,
     Priority,
     TimeoutS,
 )
-
-SCHEMA_VERSION = 1
-
-Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC time")]
-# (?!\n) because a Python `$` also matches before a final newline.
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$")]
-
-
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=False):
-    """Envelope shared by every event: `type` (the tag), `v` and `ts`."""
-
-    v: Int64 = SCHEMA_VERSION
-    ts: Timestamp | None = None
-
-
-# ---------------------------------------------------------------- job tests
-
-
-class ExitCodeTest(msgspec.Struct, frozen=True, kw_only=True, tag="exit_code", tag_field="type"):
-    """The job's exit code must equal `expected`."""
-
-    expected: Int64 = 0
-
-
-class OutputContainsTest(msgspec.Struct, frozen=True, kw_only=True, tag="output_contains", tag_field="type"):
-    """A regex that must (or, negated, must not) match the job's text output."""
-
-    pattern: Pattern
-    stream: Literal["stdout"] = "stdout"
-    negate: bool = False
-
-
-class FileExistsTest(msgspec.Struct, frozen=True, kw_only=True, tag="file_exists", tag_field="type"):
-    """A path that must exist on the job's node, checked by its agent."""
-
-    path: Path
-
-
-class HttpOkTest(msgspec.Struct, frozen=True, kw_only=True, tag="http_ok", tag_field="type"):
-    """A URL that must answer 2xx within `timeout_s`, checked from the node."""
-
-    url: Path
-    timeout_s: TimeoutS = 5.0
-
-
-class CommandTest(msgspec.Struct, frozen=True, kw_only=True, tag="command", tag_field="type"):
-    """Another command on the same node that must exit 0."""
-
-    command: Command
-    timeout_s: TimeoutS = 60.0
-
-
-JobTest = ExitCodeTest | OutputContainsTest | FileExistsTest | HttpOkTest | CommandTest
-Tests = Annotated[list[JobTest], msgspec.Meta(max_length=MAX_TESTS)]
-NODE_TESTS = (FileExistsTest, HttpOkTest, CommandTest)
-"""Tests the agent checks on the node, right after the command exits."""
-
-
-class TestResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The outcome of one assertion: what was expected, what was seen."""
-
-    __test__ = False  # not a pytest class
-
-    type: str
-    passed: bool
-    expected: str
-    actual: str
-    message: str = ""
-
+from schemas.pipelines import PipelineEvent
+from schemas.values import (
+    Finding,
+    JobTest,
+    TestResult,
+    Tests,
+)
 
 # ---------------------------------------------------------------- job events
 
 
-class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
+class JobRequested(Envelope, frozen=True, kw_only=True, tag="job.requested"):
     """Someone asks for a command to run. The job id (in the subject) is the idempotency key."""
 
     command: Command
@@ -124,42 +60,34 @@ class JobRequested(_Event, frozen=True, kw_only=True, tag="job.requested"):
     idempotent: bool = False
 
 
-class Warning(msgspec.Struct, frozen=True, kw_only=True):
-    """One finding of the analysis phase (the product brief's `warnings` items)."""
-
-    type: str
-    severity: Literal["info", "warning", "critical"]
-    message: str
-
-
-class JobValidated(_Event, frozen=True, kw_only=True, tag="job.validated"):
+class JobValidated(Envelope, frozen=True, kw_only=True, tag="job.validated"):
     """The analysis phase's verdict: the command may go on (perhaps after approval)."""
 
     severity: Literal["info", "warning", "critical"] | None = None
-    warnings: list[Warning] = []
+    warnings: list[Finding] = []
     suggestions: list[str] = []
     duration_ms: float = 0.0
     approval_needed: bool = False
 
 
-class JobApprovalRequired(_Event, frozen=True, kw_only=True, tag="job.approval_required"):
+class JobApprovalRequired(Envelope, frozen=True, kw_only=True, tag="job.approval_required"):
     """The job waits until someone allowed approves (or denies) it."""
 
     reason: str
     approvers: list[str] = []
 
 
-class JobApproved(_Event, frozen=True, kw_only=True, tag="job.approved"):
+class JobApproved(Envelope, frozen=True, kw_only=True, tag="job.approved"):
     by: str
     reason: str | None = None
 
 
-class JobDenied(_Event, frozen=True, kw_only=True, tag="job.denied"):
+class JobDenied(Envelope, frozen=True, kw_only=True, tag="job.denied"):
     by: str
     reason: str | None = None
 
 
-class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
+class JobRejected(Envelope, frozen=True, kw_only=True, tag="job.rejected"):
     """The job will not run. `code` is machine-readable, `reason` is for people."""
 
     code: str
@@ -167,13 +95,13 @@ class JobRejected(_Event, frozen=True, kw_only=True, tag="job.rejected"):
     raw: str | None = None
 
 
-class JobQueued(_Event, frozen=True, kw_only=True, tag="job.queued"):
+class JobQueued(Envelope, frozen=True, kw_only=True, tag="job.queued"):
     """No node can take the job now; it waits for capacity."""
 
     reason: str
 
 
-class JobAssigned(_Event, frozen=True, kw_only=True, tag="job.assigned"):
+class JobAssigned(Envelope, frozen=True, kw_only=True, tag="job.assigned"):
     """The orchestrator picked a node for an attempt."""
 
     node: Id
@@ -182,7 +110,7 @@ class JobAssigned(_Event, frozen=True, kw_only=True, tag="job.assigned"):
     reason: str = ""
 
 
-class JobDispatch(_Event, frozen=True, kw_only=True, tag="job.dispatch"):
+class JobDispatch(Envelope, frozen=True, kw_only=True, tag="job.dispatch"):
     """The command for one agent (the node is in the subject). It stays in the log."""
 
     attempt: Attempt
@@ -195,7 +123,7 @@ class JobDispatch(_Event, frozen=True, kw_only=True, tag="job.dispatch"):
     tests: Tests = []
 
 
-class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
+class JobAccepted(Envelope, frozen=True, kw_only=True, tag="job.accepted"):
     """The agent took the dispatch; from here the command may have run."""
 
     node: Id
@@ -203,7 +131,7 @@ class JobAccepted(_Event, frozen=True, kw_only=True, tag="job.accepted"):
     instance: str = ""
 
 
-class JobStarted(_Event, frozen=True, kw_only=True, tag="job.started"):
+class JobStarted(Envelope, frozen=True, kw_only=True, tag="job.started"):
     """The process is running in a PTY on the node."""
 
     node: Id
@@ -211,7 +139,7 @@ class JobStarted(_Event, frozen=True, kw_only=True, tag="job.started"):
     pid: Int64
 
 
-class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
+class JobExited(Envelope, frozen=True, kw_only=True, tag="job.exited"):
     """The process ended (or could not start: `error`). Facts from the node."""
 
     node: Id
@@ -228,7 +156,7 @@ class JobExited(_Event, frozen=True, kw_only=True, tag="job.exited"):
     """When the agent read the first output byte (None: no output, or an older agent)."""
 
 
-class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
+class JobTested(Envelope, frozen=True, kw_only=True, tag="job.tested"):
     """The test phase's results: one per assertion. A job succeeds only if all passed."""
 
     attempt: Attempt
@@ -236,7 +164,7 @@ class JobTested(_Event, frozen=True, kw_only=True, tag="job.tested"):
     results: list[TestResult] = []
 
 
-class JobTestRequested(_Event, frozen=True, kw_only=True, tag="job.test_requested"):
+class JobTestRequested(Envelope, frozen=True, kw_only=True, tag="job.test_requested"):
     """Run these tests (again) on a finished job. Node-side tests run in a
     verification job on the same node; the results come as a new `tested`."""
 
@@ -244,46 +172,46 @@ class JobTestRequested(_Event, frozen=True, kw_only=True, tag="job.test_requeste
     requested_by: str | None = None
 
 
-class JobRolledBack(_Event, frozen=True, kw_only=True, tag="job.rolled_back"):
+class JobRolledBack(Envelope, frozen=True, kw_only=True, tag="job.rolled_back"):
     """A rollback job (its `metadata.rollback_of` names this job) succeeded."""
 
     rollback_job: Id
 
 
-class JobSucceeded(_Event, frozen=True, kw_only=True, tag="job.succeeded"):
+class JobSucceeded(Envelope, frozen=True, kw_only=True, tag="job.succeeded"):
     attempt: Attempt
     exit_code: Int64 = 0
 
 
-class JobFailed(_Event, frozen=True, kw_only=True, tag="job.failed"):
+class JobFailed(Envelope, frozen=True, kw_only=True, tag="job.failed"):
     attempt: Attempt
     reason: str
     exit_code: Int64 | None = None
 
 
-class JobTimedOut(_Event, frozen=True, kw_only=True, tag="job.timed_out"):
+class JobTimedOut(Envelope, frozen=True, kw_only=True, tag="job.timed_out"):
     """The orchestrator's verdict on an attempt the agent killed at its timeout."""
 
     attempt: Attempt
     timeout_s: float | None = None
 
 
-class JobCancelRequested(_Event, frozen=True, kw_only=True, tag="job.cancel_requested"):
+class JobCancelRequested(Envelope, frozen=True, kw_only=True, tag="job.cancel_requested"):
     requested_by: str | None = None
     reason: str | None = None
 
 
-class JobCancel(_Event, frozen=True, kw_only=True, tag="job.cancel"):
+class JobCancel(Envelope, frozen=True, kw_only=True, tag="job.cancel"):
     """Kill request to one agent (node in the subject)."""
 
     attempt: Attempt
 
 
-class JobCancelled(_Event, frozen=True, kw_only=True, tag="job.cancelled"):
+class JobCancelled(Envelope, frozen=True, kw_only=True, tag="job.cancelled"):
     reason: str = "cancelled"
 
 
-class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
+class JobLost(Envelope, frozen=True, kw_only=True, tag="job.lost"):
     """The node vanished while the job was on it: outcome unknown, never re-run silently.
     Only a job declared idempotent with `retries` left is tried again (`will_retry`)."""
 
@@ -296,7 +224,7 @@ class JobLost(_Event, frozen=True, kw_only=True, tag="job.lost"):
 # ---------------------------------------------------------------- node events
 
 
-class NodeRegistered(_Event, frozen=True, kw_only=True, tag="node.registered"):
+class NodeRegistered(Envelope, frozen=True, kw_only=True, tag="node.registered"):
     """A node was first seen (or came back, or changed its capabilities)."""
 
     tools: Names = []
@@ -306,7 +234,7 @@ class NodeRegistered(_Event, frozen=True, kw_only=True, tag="node.registered"):
     version: str = ""
 
 
-class NodeLost(_Event, frozen=True, kw_only=True, tag="node.lost"):
+class NodeLost(Envelope, frozen=True, kw_only=True, tag="node.lost"):
     """A node's heartbeat expired."""
 
     reason: str
@@ -343,7 +271,7 @@ NodeEvent = NodeRegistered | NodeLost
 # ---------------------------------------------------------------- api events
 
 
-class ApiCalled(_Event, frozen=True, kw_only=True, tag="api.called"):
+class ApiCalled(Envelope, frozen=True, kw_only=True, tag="api.called"):
     """One call of the HTTP API, allowed or refused: who, what, result. The request id is in the subject."""
 
     user: str | None = None
@@ -362,8 +290,6 @@ class ApiCalled(_Event, frozen=True, kw_only=True, tag="api.called"):
 
 ApiEvent = ApiCalled
 
-# Pipeline events live in their own module, built on the envelope above.
-from schemas.pipelines import PipelineEvent  # noqa: E402 (after the names it imports)
 
 Event = JobEvent | NodeEvent | PipelineEvent | ApiEvent
 

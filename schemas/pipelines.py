@@ -25,8 +25,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import Id, Tests, _Event
+from schemas.envelope import Envelope, Id
 from schemas.limits import MAX_PIPELINE_STEPS, Command, Env, Int64, Name, Names, Path, Text, TimeoutS
+from schemas.values import Tests
 
 StepStatus = Literal["succeeded", "failed", "skipped"]
 
@@ -188,7 +189,7 @@ class StepJob(msgspec.Struct, frozen=True, kw_only=True):
     node: Id | None = None
 
 
-class PipelineRequested(_Event, frozen=True, kw_only=True, tag="pipeline.requested"):
+class PipelineRequested(Envelope, frozen=True, kw_only=True, tag="pipeline.requested"):
     """A pipeline was submitted. The pipeline id (in the subject) is the idempotency key."""
 
     spec: PipelineSpec
@@ -198,7 +199,7 @@ class PipelineRequested(_Event, frozen=True, kw_only=True, tag="pipeline.request
     """Where the spec came from, e.g. the template's file name."""
 
 
-class PipelineApprovalRequired(_Event, frozen=True, kw_only=True, tag="pipeline.approval_required"):
+class PipelineApprovalRequired(Envelope, frozen=True, kw_only=True, tag="pipeline.approval_required"):
     """A gated step is ready; it waits up to `timeout_s` for `approved` or `denied`."""
 
     step: Id
@@ -206,19 +207,19 @@ class PipelineApprovalRequired(_Event, frozen=True, kw_only=True, tag="pipeline.
     approvers: list[str] = msgspec.field(default_factory=list)
 
 
-class PipelineApproved(_Event, frozen=True, kw_only=True, tag="pipeline.approved"):
+class PipelineApproved(Envelope, frozen=True, kw_only=True, tag="pipeline.approved"):
     step: Id
     by: str
     reason: str | None = None
 
 
-class PipelineDenied(_Event, frozen=True, kw_only=True, tag="pipeline.denied"):
+class PipelineDenied(Envelope, frozen=True, kw_only=True, tag="pipeline.denied"):
     step: Id
     by: str
     reason: str | None = None
 
 
-class PipelineStepStarted(_Event, frozen=True, kw_only=True, tag="pipeline.step_started"):
+class PipelineStepStarted(Envelope, frozen=True, kw_only=True, tag="pipeline.step_started"):
     """A step started (parallel: `batch` 0, all its jobs) or one batch of a rolling step did.
 
     `nodes` is the step's whole plan, every target node in rollout order (empty
@@ -232,7 +233,7 @@ class PipelineStepStarted(_Event, frozen=True, kw_only=True, tag="pipeline.step_
     nodes: list[Id] = msgspec.field(default_factory=list)
 
 
-class PipelineHealthCheckStarted(_Event, frozen=True, kw_only=True, tag="pipeline.health_check_started"):
+class PipelineHealthCheckStarted(Envelope, frozen=True, kw_only=True, tag="pipeline.health_check_started"):
     """The health check jobs of one batch, one per node whose job succeeded."""
 
     step: Id
@@ -240,44 +241,44 @@ class PipelineHealthCheckStarted(_Event, frozen=True, kw_only=True, tag="pipelin
     jobs: list[StepJob]
 
 
-class PipelineStepFinished(_Event, frozen=True, kw_only=True, tag="pipeline.step_finished"):
+class PipelineStepFinished(Envelope, frozen=True, kw_only=True, tag="pipeline.step_finished"):
     step: Id
     status: StepStatus
     reason: str | None = None
 
 
-class PipelineRollbackStarted(_Event, frozen=True, kw_only=True, tag="pipeline.rollback_started"):
+class PipelineRollbackStarted(Envelope, frozen=True, kw_only=True, tag="pipeline.rollback_started"):
     """The pipeline failed; `steps` are rolled back one after the other, in this order."""
 
     steps: list[Id]
     reason: str
 
 
-class PipelineStepRollbackStarted(_Event, frozen=True, kw_only=True, tag="pipeline.step_rollback_started"):
+class PipelineStepRollbackStarted(Envelope, frozen=True, kw_only=True, tag="pipeline.step_rollback_started"):
     """One step's rollback command, as one job on each node where the step succeeded."""
 
     step: Id
     jobs: list[StepJob]
 
 
-class PipelineStepRolledBack(_Event, frozen=True, kw_only=True, tag="pipeline.step_rolled_back"):
+class PipelineStepRolledBack(Envelope, frozen=True, kw_only=True, tag="pipeline.step_rolled_back"):
     step: Id
     status: Literal["succeeded", "failed"]
     reason: str | None = None
 
 
-class PipelineRolledBack(_Event, frozen=True, kw_only=True, tag="pipeline.rolled_back"):
+class PipelineRolledBack(Envelope, frozen=True, kw_only=True, tag="pipeline.rolled_back"):
     """Every rollback ended: `steps` rolled back, `failed` did not (their rollback failed)."""
 
     steps: list[Id]
     failed: list[Id] = msgspec.field(default_factory=list)
 
 
-class PipelineSucceeded(_Event, frozen=True, kw_only=True, tag="pipeline.succeeded"):
+class PipelineSucceeded(Envelope, frozen=True, kw_only=True, tag="pipeline.succeeded"):
     pass
 
 
-class PipelineFailed(_Event, frozen=True, kw_only=True, tag="pipeline.failed"):
+class PipelineFailed(Envelope, frozen=True, kw_only=True, tag="pipeline.failed"):
     reason: str
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.service import Agent
-from orchestrator.bus import NatsBus
+from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.service import Orchestrator

@@ -36,7 +36,7 @@ from orchestrator.api.models import Health
 from orchestrator.api.openapi import RefinedJson, problems
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
-from schemas.events import Timestamp
+from schemas.envelope import Timestamp
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -42,11 +42,11 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
+from bus.errors import BusError
+from bus.nats_bus import NatsBus
 from orchestrator.api.errors import ApiError, send_problem, unauthorized
-from orchestrator.bus import NatsBus
-from orchestrator.core.decide import Outgoing
-from orchestrator.errors import BusError
-from schemas import subjects
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.events import ApiCalled
 
 log = structlog.get_logger("nexus.api")
@@ -236,7 +236,7 @@ class AuditedApp:
             remote=f"{client[0]}:{client[1]}" if client else None,
             duration_ms=round((time.monotonic() - started) * 1000, 3),
         )
-        out = Outgoing(subjects.api(request_id, "called"), event, f"api:{request_id}:called")
+        out = Outgoing(subjects.api(request_id, "called"), event, msgids.api(request_id, "called"))
         try:
             await self.bus.publish(out)
         except BusError as exc:

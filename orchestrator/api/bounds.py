@@ -31,8 +31,9 @@ from litestar.types import ASGIApp, HTTPRequestEvent, HTTPScope, Receive, Receiv
 from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, too_large
 from orchestrator.core.decide import argv_for
 from schemas import codec
-from schemas.events import NODE_TESTS, Event, JobDispatch, JobRequested
+from schemas.events import Event, JobDispatch, JobRequested
 from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
+from schemas.values import NODE_TESTS
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -33,8 +33,9 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Send
 
+from bus.errors import BusError
 from orchestrator.api.models import Problem
-from orchestrator.errors import BusError, OrchestratorUnavailable, QueryError
+from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas.errors import InvalidId, NexusError
 from schemas.limits import MAX_EVENT_BYTES
 

@@ -17,6 +17,7 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
+from bus.errors import StaleDecision
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_fits, check_job_fits
 from orchestrator.api.context import ApiContext, Ctx
@@ -25,11 +26,11 @@ from orchestrator.api.jobs import load_job, stream_endpoint
 from orchestrator.api.models import RollbackRequest, RollbackStarted, TestRequest, TestResultOut, TestResults
 from orchestrator.api.openapi import problems
 from orchestrator.client import new_job_id
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.views import TERMINAL
-from orchestrator.errors import StaleDecision
-from schemas import subjects
-from schemas.events import JobRequested, JobTest, JobTestRequested
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested, JobTestRequested
+from schemas.values import JobTest
 
 
 @post(
@@ -74,7 +75,7 @@ async def _request_tests(ctx: ApiContext, job_id: str, tests: list[JobTest], by:
         raise wrong_state(f"tests are already running on job {job_id!r}; read GET test-results when they end")
     ev = JobTestRequested(ts=datetime.now(UTC), tests=tests, requested_by=by)
     check_fits(ev, "the test request")
-    out = Outgoing(subjects.job(job_id, "test_requested"), ev, f"job:{job_id}:test_requested:{secrets.token_hex(6)}")
+    out = Outgoing(subjects.job(job_id, "test_requested"), ev, msgids.job(job_id, "test_requested", secrets.token_hex(6)))
     try:
         # The job's last event must still be the one read: of two racing requests one wins.
         return (await ctx.client.bus.publish(out, expected_seq=history[-1].seq)).seq

@@ -18,6 +18,7 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from bus.errors import StaleDecision
 from orchestrator.api import nodes
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_job_fits
@@ -40,11 +41,10 @@ from orchestrator.api.models import (
 from orchestrator.api.openapi import problems
 from orchestrator.client import new_job_id
 from orchestrator.core import analysis as _analysis
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.policy import SEVERITY_RANK
 from orchestrator.core.views import TERMINAL, JobStatus
-from orchestrator.errors import StaleDecision
-from schemas import subjects
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.events import JobApproved, JobDenied, JobRequested
 from schemas.limits import INT64_MAX, MAX_NAME_CHARS
 
@@ -282,7 +282,7 @@ async def _decide(ctx: ApiContext, job_id: str, decision: Literal["approved", "d
         if decision == "approved"
         else JobDenied(ts=datetime.now(UTC), by=by, reason=reason)
     )
-    out = Outgoing(subjects.job(job_id, decision), ev, f"job:{job_id}:{decision}:{history[-1].seq}")
+    out = Outgoing(subjects.job(job_id, decision), ev, msgids.job(job_id, decision, history[-1].seq))
     try:
         # The hold must still be the job's last event: of two racing decisions one wins.
         return (await ctx.client.bus.publish(out, expected_seq=history[-1].seq)).seq

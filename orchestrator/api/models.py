@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import JobTest, Tests
 from schemas.limits import (
     MAX_AFTER,
     MAX_EVENT_BYTES,
@@ -31,6 +30,7 @@ from schemas.limits import (
     Text,
     TimeoutS,
 )
+from schemas.values import JobTest, Tests
 
 # A Python `$` also matches before a final newline; `(?!\n)` makes it mean the end, as `$` does in JSON Schema.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"

@@ -47,14 +47,13 @@ from litestar.response import Stream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from bus.nats_bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.api.auth import require
 from orchestrator.api.context import STOP, ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
 from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEvent, StatusEvent
 from orchestrator.api.openapi import problems
-from orchestrator.bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
 from orchestrator.core.text import text_view
-from orchestrator.core.views import Record
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.events import (
@@ -81,6 +80,7 @@ from schemas.events import (
     ends_job,
 )
 from schemas.limits import INT64_MAX
+from schemas.records import Record
 
 RETRY_MS = 1000
 DRAIN_TIMEOUT_S = 10.0  # after the verdict, how long to wait for announced output before `done`

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.bus import DEFAULT_URL, NatsBus
+from bus.nats_bus import DEFAULT_URL, NatsBus
 from orchestrator.client import NexusClient, Rows
 from schemas.errors import NexusError
 

@@ -18,7 +18,6 @@ from rich.text import Text
 
 from orchestrator.cli.common import err
 from orchestrator.core.text import text_view
-from orchestrator.core.views import Record
 from schemas.codec import event_type
 from schemas.events import (
     JobApprovalRequired,
@@ -36,6 +35,7 @@ from schemas.events import (
     JobValidated,
     ends_job,
 )
+from schemas.records import Record
 
 # Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
 EXIT_NEXUS = 125  # rejected, denied, lost, or could not start

@@ -11,7 +11,8 @@ import typer
 from orchestrator.cli.common import default_user, fail, parse_pairs
 from orchestrator.config import load_tests
 from schemas import subjects
-from schemas.events import ExitCodeTest, FileExistsTest, JobRequested, JobTest, OutputContainsTest
+from schemas.events import JobRequested
+from schemas.values import ExitCodeTest, FileExistsTest, JobTest, OutputContainsTest
 
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]

@@ -27,10 +27,12 @@ from orchestrator.cli.common import (
 from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestsOpt, tests_from
 from orchestrator.client import JOB_COLUMNS, Rows
 from orchestrator.core.text import text_view
-from orchestrator.core.views import JobStatus, Record
+from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.codec import event_type
-from schemas.events import JobTest, ends_job
+from schemas.events import ends_job
+from schemas.records import Record
+from schemas.values import JobTest
 
 
 def jobs(

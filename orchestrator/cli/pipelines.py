@@ -17,7 +17,7 @@ from nats.js import api
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.bus import to_record
+from bus.nats_bus import to_record
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     DbOpt,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bus.errors import StaleDecision
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     JsonOpt,
@@ -26,12 +27,11 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.follow import SEVERITY_STYLE
 from orchestrator.config import load_policy
-from orchestrator.core.decide import Outgoing
-from orchestrator.core.views import Record
-from orchestrator.errors import StaleDecision
-from schemas import subjects
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.events import JobApproved, JobDenied
 from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied
+from schemas.records import Record
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML) to check against; default: the built-in policy.")]
 
@@ -136,7 +136,7 @@ async def _decide_step(pipeline_id: str, step: str, kind: str, by: str, reason: 
         if step not in waiting - answered:
             fail(f"step {step!r} of pipeline {pipeline_id!r} is not waiting for approval")
         ev = PipelineApproved(step=step, by=by, reason=reason) if kind == "approved" else PipelineDenied(step=step, by=by, reason=reason)
-        out_ = Outgoing(subjects.pipeline(pipeline_id, kind), ev, f"pipeline:{pipeline_id}:{kind}:{step}:{secrets.token_hex(4)}")  # type: ignore[arg-type]
+        out_ = Outgoing(subjects.pipeline(pipeline_id, kind), ev, msgids.pipeline(pipeline_id, kind, step, secrets.token_hex(4)))
         try:
             await client.bus.publish(out_, expected_seq=history[-1].seq)
         except StaleDecision:
@@ -157,7 +157,7 @@ async def _decide(job_id: str, kind: str, by: str, reason: str | None, nats_url:
             fail(f"job {job_id!r} is not waiting for approval")
         ev = JobApproved(by=by, reason=reason) if kind == "approved" else JobDenied(by=by, reason=reason)
         # Expect the hold to still be the job's last event: a racing approve/deny loses cleanly.
-        outgoing = Outgoing(subjects.job(job_id, kind), ev, f"job:{job_id}:{kind}:{secrets.token_hex(4)}")
+        outgoing = Outgoing(subjects.job(job_id, kind), ev, msgids.job(job_id, kind, secrets.token_hex(4)))
         try:
             await client.bus.publish(outgoing, expected_seq=history[-1].seq)
         except StaleDecision:

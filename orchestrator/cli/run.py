@@ -51,9 +51,9 @@ from orchestrator.cli.job_options import (
     request_from,
 )
 from orchestrator.client import JobFinished, NexusClient, new_job_id
-from orchestrator.core.views import Record
 from schemas import subjects
 from schemas.events import JobApprovalRequired, JobRequested, JobValidated, ends_job
+from schemas.records import Record
 
 # How long `nexus submit` waits for the analysis verdict before it leaves the job to it.
 VERDICT_WAIT_S = 5.0

@@ -41,15 +41,7 @@ import msgspec
 
 from orchestrator.core.risk_types import SEVERITY_RANK, Severity
 from orchestrator.core.walker import Walk
-
-
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    """One risk found in a command; `command` is the simple command that triggered it."""
-
-    type: str
-    severity: Severity
-    message: str
-    command: str
+from schemas.values import Finding
 
 
 class Analysis(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.core.text import PatternError, TextViewStream, UserRegex, user_regex
-from schemas.events import NODE_TESTS, ExitCodeTest, JobTest, OutputContainsTest, TestResult
 from schemas.limits import MAX_OUTPUT_TEST_BYTES
+from schemas.values import NODE_TESTS, ExitCodeTest, JobTest, OutputContainsTest, TestResult
 
 _SHOWN = 200  # characters of output quoted in a result
 

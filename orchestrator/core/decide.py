@@ -15,11 +15,10 @@ from datetime import datetime
 from orchestrator.core import assertions
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import ON_NODE, PLACEABLE, JobView, NodeView
-from schemas import codec, subjects
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.events import (
-    NODE_TESTS,
     Event,
-    ExitCodeTest,
     JobApprovalRequired,
     JobAssigned,
     JobCancel,
@@ -32,28 +31,17 @@ from schemas.events import (
     JobRequested,
     JobRolledBack,
     JobSucceeded,
-    JobTest,
     JobTested,
     JobTimedOut,
     JobValidated,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
-    TestResult,
-    Warning,
 )
 from schemas.limits import MAX_EVENT_BYTES
+from schemas.values import NODE_TESTS, ExitCodeTest, Finding, JobTest, TestResult
 
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One event to publish; `msg_id` makes a retry harmless."""
-
-    subject: str
-    event: Event
-    msg_id: str
 
 
 @dataclass
@@ -82,7 +70,7 @@ class Review:
     """The analysis of one command, as the decider needs it."""
 
     severity: str | None = None
-    warnings: tuple[Warning, ...] = ()
+    warnings: tuple[Finding, ...] = ()
     suggestions: tuple[str, ...] = ()
     duration_ms: float = 0.0
 
@@ -119,7 +107,7 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
             return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
         if job.status in ON_NODE and not job.cancel_sent and job.node is not None:
             cancel = JobCancel(ts=now, attempt=job.attempt)
-            kill = Outgoing(subjects.cancel(job.job_id, job.node), cancel, f"job:{job.job_id}:cancel:{job.attempt}")
+            kill = Outgoing(subjects.cancel(job.job_id, job.node), cancel, msgids.job(job.job_id, "cancel", job.attempt))
             if job.status in ("assigned", "dispatched"):
                 # Not accepted yet: once the cancel is in the log the agent's `accepted`
                 # (which expects the dispatch to be the job's last event) can never be
@@ -131,7 +119,7 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
     if job.status == "approved" and not ctx.policy.may_approve(job.approved_by):
         reason = f"{job.approved_by!r} may not approve this job; waiting for an approver"
         hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
-        return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, f"job:{job.job_id}:approval_required:{job.last_seq}")]
+        return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, msgids.job(job.job_id, "approval_required", job.last_seq))]
     if job.status in PLACEABLE:
         waiting = _dependencies(job, now, ctx)
         if waiting is not None:
@@ -158,7 +146,7 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
         # `assigned` failed): send it again, same message id. Had it been stored,
         # the job's last sequence would have moved and the server refuses this.
         dispatch = _dispatch(job, job.attempt, now)
-        return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, f"job:{job.job_id}:dispatch:{job.attempt}")]
+        return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, msgids.job(job.job_id, "dispatch", job.attempt))]
     if job.status in ON_NODE and job.node is not None:
         why: str | None = None
         hb = fleet.heartbeats.get(job.node)
@@ -183,7 +171,7 @@ def rollback_done(job: JobView, now: datetime) -> Outgoing | None:
     if job.status != "succeeded" or not isinstance(target, str) or not subjects.is_valid_id(target):
         return None
     ev = JobRolledBack(ts=now, rollback_job=job.job_id)
-    return Outgoing(subjects.job(target, "rolled_back"), ev, f"job:{target}:rolled_back:{job.job_id}")
+    return Outgoing(subjects.job(target, "rolled_back"), ev, msgids.job(target, "rolled_back", job.job_id))
 
 
 def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:
@@ -199,13 +187,13 @@ def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:
             req = JobRequested(
                 command="true", node=job.node, tests=node_tests, parent=job.job_id, metadata={"verifies": job.job_id}, ts=now
             )
-            return [Outgoing(subjects.job(job.retest_job, "requested"), req, f"job:{job.retest_job}:requested:1")]
+            return [Outgoing(subjects.job(job.retest_job, "requested"), req, msgids.job_request(job.retest_job))]
         if not child.terminal:
             return []
         checks = [r for r in child.test_results if r.type in ("file_exists", "http_ok", "command")] or list(child.checks)
     results = assertions.evaluate(job.retest, job.exit_code, ctx.output, checks)
     tested = JobTested(ts=now, attempt=job.attempt, passed=all(r.passed for r in results), results=results)
-    return [Outgoing(subjects.job(job.job_id, "tested"), tested, f"job:{job.job_id}:tested:{job.last_seq}")]
+    return [Outgoing(subjects.job(job.job_id, "tested"), tested, msgids.job(job.job_id, "tested", job.last_seq))]
 
 
 def _targets(job: JobView, fleet: Fleet, now: datetime) -> list[dict[str, str]]:
@@ -332,7 +320,7 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
     return [
         _out(job, assigned, "assigned", attempt),
-        Outgoing(subjects.dispatch(job.job_id, chosen), _dispatch(job, attempt, now), f"job:{job.job_id}:dispatch:{attempt}"),
+        Outgoing(subjects.dispatch(job.job_id, chosen), _dispatch(job, attempt, now), msgids.job(job.job_id, "dispatch", attempt)),
     ]
 
 
@@ -424,7 +412,7 @@ def reject(job: JobView, now: datetime, code: str, reason: str) -> list[Outgoing
 
 def _out(job: JobView, ev: Event, kind: str, attempt: int | None = None) -> Outgoing:
     a = job.attempt if attempt is None else attempt
-    return Outgoing(subjects.job(job.job_id, kind), ev, f"job:{job.job_id}:{kind}:{a}")
+    return Outgoing(subjects.job(job.job_id, kind), ev, msgids.job(job.job_id, kind, a))
 
 
 def decide_node(
@@ -450,11 +438,11 @@ def decide_node(
         ev = NodeRegistered(
             ts=now, tools=hb.tools, labels=hb.labels, max_jobs=hb.max_jobs, hostname=hb.hostname, version=hb.version
         )
-        return [Outgoing(subjects.node(node_id, "registered"), ev, f"node:{node_id}:registered:{seq}")]
+        return [Outgoing(subjects.node(node_id, "registered"), ev, msgids.node(node_id, "registered", seq))]
     if view is None or view.status != "online":
         return []
     last = hb.ts if hb is not None else since
     if (now - max(last, since)).total_seconds() <= ttl_s:
         return []
     ev_lost = NodeLost(ts=now, reason=f"no heartbeat for more than {ttl_s:g}s", last_seen=hb.ts if hb else None)
-    return [Outgoing(subjects.node(view.node_id, "lost"), ev_lost, f"node:{view.node_id}:lost:{view.last_seq}")]
+    return [Outgoing(subjects.node(view.node_id, "lost"), ev_lost, msgids.node(view.node_id, "lost", view.last_seq))]

@@ -33,9 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, cast
+from typing import Literal
 
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.pipeline_views import (
     FINISHED,
     PIPELINE_TERMINAL,
@@ -46,8 +45,9 @@ from orchestrator.core.pipeline_views import (
     step_job_id,
 )
 from orchestrator.core.views import JobView
-from schemas import subjects
-from schemas.events import Event, JobRequested
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested
 from schemas.limits import MetaValue
 from schemas.pipelines import (
     PipelineApprovalRequired,
@@ -134,7 +134,7 @@ def decide_pipeline(
             emitted.append(e)
             if isinstance(e, _Request):
                 ctx.requested.add(e.job_id)
-                ctx.seen.add(_job_msg_id(e.job_id))
+                ctx.seen.add(msgids.job_request(e.job_id))
             else:
                 ctx.seen.add(e.msg_id)
                 nxt = evolve_pipeline(current, current.pipeline_id, e.event, now, current.last_seq)
@@ -148,13 +148,8 @@ def decide_pipeline(
 
 def _outgoing(pipeline_id: str, e: _Emit) -> Outgoing:
     if isinstance(e, _Request):
-        return Outgoing(subjects.job(e.job_id, "requested"), e.event, _job_msg_id(e.job_id))
-    # Until schemas.events.Event includes PipelineEvent this cast is what lets Outgoing carry it.
-    return Outgoing(subjects.pipeline(pipeline_id, e.kind), cast(Event, e.event), e.msg_id)
-
-
-def _job_msg_id(job_id: str) -> str:
-    return f"job:{job_id}:requested:1"
+        return Outgoing(subjects.job(e.job_id, "requested"), e.event, msgids.job_request(e.job_id))
+    return Outgoing(subjects.pipeline(pipeline_id, e.kind), e.event, e.msg_id)
 
 
 def _decide_round(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
@@ -177,11 +172,11 @@ def _decide_round(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
 
 
 def _fresh(emits: list[_Emit], ctx: _Ctx) -> list[_Emit]:
-    return [e for e in emits if (e.msg_id if isinstance(e, _Publish) else _job_msg_id(e.job_id)) not in ctx.seen]
+    return [e for e in emits if (e.msg_id if isinstance(e, _Publish) else msgids.job_request(e.job_id)) not in ctx.seen]
 
 
-def _pipe(v: PipelineView, kind: str, event: PipelineEvent, *key: object) -> _Publish:
-    return _Publish(kind, event, ":".join(["pipeline", v.pipeline_id, kind, *map(str, key)]))
+def _pipe(v: PipelineView, kind: str, event: PipelineEvent, *key: int | str) -> _Publish:
+    return _Publish(kind, event, msgids.pipeline(v.pipeline_id, kind, *key))
 
 
 def _finish(v: PipelineView, s: StepView, status: Literal["succeeded", "failed", "skipped"], reason: str | None, now: datetime) -> _Publish:

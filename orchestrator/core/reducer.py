@@ -14,7 +14,7 @@ from typing import assert_never
 import msgspec
 
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
-from orchestrator.core.views import JobView, NodeView, Record
+from orchestrator.core.views import JobView, NodeView
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
@@ -48,6 +48,7 @@ from schemas.events import (
     NodeRegistered,
 )
 from schemas.pipelines import PipelineEvent
+from schemas.records import Record
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True):

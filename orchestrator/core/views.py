@@ -7,8 +7,8 @@ from typing import Literal
 
 import msgspec
 
-from schemas.events import Event, JobTest, TestResult, Warning
 from schemas.limits import MetaValue
+from schemas.values import Finding, JobTest, TestResult
 
 JobStatus = Literal[
     "requested",
@@ -36,21 +36,6 @@ PLACEABLE: frozenset[str] = frozenset({"validated", "approved", "queued"})
 ON_NODE: frozenset[str] = frozenset({"assigned", "dispatched", "accepted", "running"})
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of NEXUS_EVENTS as the reducer sees it.
-
-    `event` is None when the payload did not decode; `error` then says why.
-    `stream_ts` is the server's timestamp, used when the payload has no `ts`.
-    """
-
-    seq: int
-    subject: str
-    stream_ts: datetime
-    raw: bytes
-    event: Event | None = None
-    error: str | None = None
-
-
 class JobView(msgspec.Struct, kw_only=True):
     job_id: str
     status: JobStatus
@@ -72,7 +57,7 @@ class JobView(msgspec.Struct, kw_only=True):
     retries: int = 0
     idempotent: bool = False
     severity: str | None = None
-    warnings: list[Warning] = []
+    warnings: list[Finding] = []
     suggestions: list[str] = []
     validation_ms: float | None = None
     approved_by: str | None = None

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from bus.nats_bus import NatsBus
 from orchestrator.api.server import serve
-from orchestrator.bus import NatsBus
 from orchestrator.client import NexusClient
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.service import Orchestrator

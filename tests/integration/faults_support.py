@@ -36,7 +36,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from orchestrator.bus import NatsBus
+from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, Rows
 from orchestrator.embedded import EmbeddedNats
 from schemas import codec, subjects

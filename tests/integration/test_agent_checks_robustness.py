@@ -17,7 +17,8 @@ from typing import Any
 from agent.checks import run_checks
 from agent.pty_runner import PtyRunner, RunResult, RunSpec
 from orchestrator.client import new_job_id
-from schemas.events import CommandTest, HttpOkTest, JobRequested, TestResult
+from schemas.events import JobRequested
+from schemas.values import CommandTest, HttpOkTest, TestResult
 from tests.conftest import Stack, wait_for
 
 DEADLINE_S = 10.0

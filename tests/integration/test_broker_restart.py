@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bus import NatsBus
+from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.embedded import EmbeddedNats
 from schemas.events import JobRequested

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bus import NatsBus
+from bus.nats_bus import NatsBus
 from orchestrator.cli import daemons
 from orchestrator.client import new_job_id
 from orchestrator.core.policy import Policy

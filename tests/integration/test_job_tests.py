@@ -10,14 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.client import new_job_id
-from schemas.events import (
-    CommandTest,
-    ExitCodeTest,
-    FileExistsTest,
-    HttpOkTest,
-    JobRequested,
-    OutputContainsTest,
-)
+from schemas.events import JobRequested
+from schemas.values import CommandTest, ExitCodeTest, FileExistsTest, HttpOkTest, OutputContainsTest
 from tests.conftest import Stack
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from orchestrator.api import metrics
-from orchestrator.core.views import Record
 from schemas.events import JobRequested
+from schemas.records import Record
 from tests.conftest import Stack, wait_for
 from tests.integration.test_api import running_api
 

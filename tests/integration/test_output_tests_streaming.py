@@ -6,7 +6,8 @@ buffers while reading the stored output is bus.output_chunks's to bound."""
 from __future__ import annotations
 
 from orchestrator.client import new_job_id
-from schemas.events import JobRequested, OutputContainsTest
+from schemas.events import JobRequested
+from schemas.values import OutputContainsTest
 from tests.conftest import Stack
 
 MiB = 1024 * 1024

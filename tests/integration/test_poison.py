@@ -11,12 +11,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from orchestrator.core.views import Record
 from orchestrator.projection import Projection
 from orchestrator.store import DuckDBStore
 from schemas import subjects
 from schemas.events import JobRequested
 from schemas.limits import MAX_EVENT_BYTES
+from schemas.records import Record
 from tests.conftest import Stack
 
 DEEP = b'{"command": "echo deep", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"

@@ -9,7 +9,7 @@ import pytest
 
 from agent import checks
 from agent.checks import OutputTail, describe, parse_status_line, run_checks
-from schemas.events import CommandTest, ExitCodeTest, HttpOkTest, JobTest
+from schemas.values import CommandTest, ExitCodeTest, HttpOkTest, JobTest
 
 
 def test_describe_names_the_exception_even_without_a_message() -> None:

@@ -10,15 +10,11 @@ import msgspec
 import pytest
 
 from schemas import codec, export, subjects
+from schemas.envelope import SCHEMA_VERSION
 from schemas.errors import DecodeError, NexusError
 from schemas.events import (
-    SCHEMA_VERSION,
     ApiCalled,
-    CommandTest,
     Event,
-    ExitCodeTest,
-    FileExistsTest,
-    HttpOkTest,
     JobAccepted,
     JobApprovalRequired,
     JobApproved,
@@ -37,7 +33,6 @@ from schemas.events import (
     JobRolledBack,
     JobStarted,
     JobSucceeded,
-    JobTest,
     JobTested,
     JobTestRequested,
     JobTimedOut,
@@ -45,11 +40,9 @@ from schemas.events import (
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
-    OutputContainsTest,
-    TestResult,
-    Warning,
 )
 from schemas.rpc import QueryRequest, QueryResult
+from schemas.values import CommandTest, ExitCodeTest, FileExistsTest, Finding, HttpOkTest, JobTest, OutputContainsTest, TestResult
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 REQUESTED = subjects.job("j1", "requested")
@@ -104,7 +97,7 @@ SAMPLES: list[Event] = [
     JobValidated(
         ts=T0,
         severity="critical",
-        warnings=[Warning(type="destructive_command", severity="critical", message="rm -rf /")],
+        warnings=[Finding(type="destructive_command", severity="critical", message="rm -rf /")],
         suggestions=["scope it"],
         duration_ms=1.5,
         approval_needed=True,

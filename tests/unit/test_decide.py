@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core import decide, reducer
-from orchestrator.core.decide import Fleet, Outgoing
-from orchestrator.core.views import JobView, NodeView, Record
+from orchestrator.core.decide import Fleet
+from orchestrator.core.views import JobView, NodeView
 from schemas import codec, subjects
+from schemas.envelope import Outgoing
 from schemas.events import (
-    ExitCodeTest,
     JobAccepted,
     JobAssigned,
     JobCancel,
@@ -37,6 +37,8 @@ from schemas.events import (
     NodeLost,
     NodeRegistered,
 )
+from schemas.records import Record
+from schemas.values import ExitCodeTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 TTL = 10.0

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator.core.assertions import OutputMatcher, evaluate, scan_text
 from orchestrator.core.text import TextViewStream, text_view
-from schemas.events import OutputContainsTest
+from schemas.values import OutputContainsTest
 
 MiB = 1024 * 1024
 

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.decide import Outgoing
 from orchestrator.core.pipeline import decide_pipeline
 from orchestrator.core.pipeline_views import (
     PipelineView,
@@ -29,7 +28,8 @@ from orchestrator.core.pipeline_views import (
 )
 from orchestrator.core.views import JobView
 from schemas import subjects
-from schemas.events import ExitCodeTest, JobRequested
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested
 from schemas.pipelines import (
     PipelineApproved,
     PipelineDenied,
@@ -43,6 +43,7 @@ from schemas.pipelines import (
     StepSpec,
     with_resolved_needs,
 )
+from schemas.values import ExitCodeTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 _decoder = msgspec.json.Decoder(PipelineEvent)

@@ -10,12 +10,13 @@ from orchestrator.core import decide
 from orchestrator.core.decide import Context, Review
 from orchestrator.core.policy import Policy, Role, Rule
 from schemas import codec
-from schemas.events import JobApprovalRequired, JobLost, JobQueued, JobRejected, JobValidated, Warning
+from schemas.events import JobApprovalRequired, JobLost, JobQueued, JobRejected, JobValidated
+from schemas.values import Finding
 from tests.unit.test_decide import NOW, fleet, hb, job
 
 CRITICAL = Review(
     severity="critical",
-    warnings=(Warning(type="destructive_command", severity="critical", message="rm -rf on '/'"),),
+    warnings=(Finding(type="destructive_command", severity="critical", message="rm -rf on '/'"),),
     suggestions=("Name the exact directory",),
     duration_ms=0.4,
 )

@@ -18,12 +18,11 @@ import pytest
 
 from orchestrator.core import reducer
 from orchestrator.core.reducer import Applied, EventRow
-from orchestrator.core.views import JobView, NodeView, Record
+from orchestrator.core.views import JobView, NodeView
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.events import (
     Event,
-    ExitCodeTest,
     JobAccepted,
     JobAssigned,
     JobCancel,
@@ -42,6 +41,8 @@ from schemas.events import (
     NodeLost,
     NodeRegistered,
 )
+from schemas.records import Record
+from schemas.values import ExitCodeTest
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 
 from orchestrator.templates import TemplateError, compile_template, load_template
 from schemas.errors import NexusError
-from schemas.events import ExitCodeTest, FileExistsTest, OutputContainsTest
 from schemas.pipelines import PipelineSpec, StepSpec
+from schemas.values import ExitCodeTest, FileExistsTest, OutputContainsTest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.core.assertions import evaluate
 from orchestrator.core.policy import Policy, Rule
 from orchestrator.core.text import PatternError, user_regex
-from schemas.events import OutputContainsTest
+from schemas.values import OutputContainsTest
 
 CATASTROPHIC = "(a+)+$"  # exponential backtracking in Python's re: 27 characters took 13 s
 

@@ -25,12 +25,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from orchestrator.core.decide import Outgoing
-from orchestrator.core.views import Record
-from orchestrator.errors import BusError, BusUnavailable, StaleDecision
-from schemas import codec, subjects
+from bus.errors import BusError, BusUnavailable, StaleDecision
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
+from schemas.records import Record
 
 log = structlog.get_logger("nexus.bus")
 
@@ -222,7 +222,7 @@ class NatsBus:
         return done
 
     async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
-        headers = {"Nats-Msg-Id": f"out:{job_id}:{attempt}:{number}", CHUNK_HEADER: str(number)}
+        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
         subject = subjects.output(job_id, attempt)
         with _map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)

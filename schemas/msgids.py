@@ -1,0 +1,37 @@
+"""Nats-Msg-Id builders: every publish carries a deterministic id, so a retry is stored once.
+
+The id names what is published and the one thing that makes it unique; JetStream
+drops a second publish with the same id inside the stream's duplicate window.
+Listed in docs/events.md ("Nats-Msg-Id: retries never duplicate").
+"""
+
+from __future__ import annotations
+
+
+def job(job_id: str, kind: str, discriminator: int | str) -> str:
+    """`job:<id>:<kind>:<n>`: n is the attempt, a sequence, or a random token for requests a human may repeat."""
+    return f"job:{job_id}:{kind}:{discriminator}"
+
+
+def job_request(job_id: str) -> str:
+    """The job id is the publisher's idempotency key: one `requested` per job."""
+    return job(job_id, "requested", 1)
+
+
+def pipeline(pipeline_id: str, kind: str, *parts: int | str) -> str:
+    """`pipeline:<id>:<kind>[:<part>...]`."""
+    return ":".join(["pipeline", pipeline_id, kind, *map(str, parts)])
+
+
+def node(node_id: str, kind: str, seq: int) -> str:
+    """`node:<id>:<kind>:<seq>`: seq is the node's last sequence the decision was made on."""
+    return f"node:{node_id}:{kind}:{seq}"
+
+
+def output(job_id: str, attempt: int, number: int) -> str:
+    """`out:<id>:<attempt>:<chunk number>`."""
+    return f"out:{job_id}:{attempt}:{number}"
+
+
+def api(request_id: str, kind: str) -> str:
+    return f"api:{request_id}:{kind}"
