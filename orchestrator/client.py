@@ -11,25 +11,21 @@ orchestrator over `nexus.rpc.query`, so nobody needs DuckDB's single-writer lock
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-from nats.aio.msg import Msg
-from nats.js import api
-
-from bus.errors import BusUnavailable, StaleDecision
-from bus.nats_bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
+from bus.errors import StaleDecision
+from bus.nats_bus import NatsBus
+from orchestrator.app.follow import follow_job
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import codec, msgids, subjects
 from schemas.codec import event_type
 from schemas.envelope import Outgoing
 from schemas.errors import NexusError
-from schemas.events import JobCancelRequested, JobExited, JobRequested, JobTested, JobTestRequested, ends_job
+from schemas.events import JobCancelRequested, JobRequested, JobTested, JobTestRequested, ends_job
 from schemas.pipelines import PipelineRequested
 from schemas.records import Record
 from schemas.rpc import QueryRequest
@@ -146,12 +142,12 @@ class NexusClient:
     async def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0) -> Rows:
         req = QueryRequest(sql=sql, params=list(params))
         try:
-            msg = await self.bus.nc.request(subjects.RPC_QUERY, codec.encode(req), timeout=timeout_s)
-        except nats.errors.NoRespondersError:
-            raise OrchestratorUnavailable(self.bus.url) from None
-        except nats.errors.TimeoutError:
+            data = await self.bus.request(subjects.RPC_QUERY, codec.encode(req), timeout_s)
+        except TimeoutError:
             raise QueryError(f"the orchestrator did not answer within {timeout_s:g}s") from None
-        result = codec.decode_query_result(msg.data)
+        if data is None:
+            raise OrchestratorUnavailable(self.bus.url)
+        result = codec.decode_query_result(data)
         if result.error:
             raise QueryError(result.error)
         return Rows(result.columns, result.rows)
@@ -166,61 +162,9 @@ class NexusClient:
         self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None
     ) -> AsyncIterator[FollowItem]:
         """Events and output of one job, live, in order per kind, until it ends and
-        all output announced by `exited` has arrived (or until `until(record)`)."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def on_msg(msg: Msg) -> None:
-            await queue.put(msg)
-
-        js = self.bus.js
-        def everything() -> api.ConsumerConfig:
-            return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-
-        ev_sub = await js.subscribe(
-            subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=everything(), cb=on_msg
-        )
-        out_sub = await js.subscribe(
-            subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True, config=everything(), cb=on_msg
-        )
-        chunks: dict[int, int] = {}
-        expected: dict[int, int] = {}
-        final_attempt: int | None = None
-        ended = False
-        drain_deadline: float | None = None
-        try:
-            while True:
-                raise_if_cancelling()
-                if ended and (final_attempt is None or chunks.get(final_attempt, 0) >= expected.get(final_attempt, 0)):
-                    return
-                timeout = 1.0 if drain_deadline is None else max(min(drain_deadline - time.monotonic(), 1.0), 0.0)
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    if not self.bus.nc.is_connected:
-                        raise BusUnavailable(self.bus.url, "connection lost while following the job") from None
-                    if drain_deadline is not None and time.monotonic() >= drain_deadline:
-                        return  # output announced but never stored (e.g. expired); stop rather than hang
-                    continue
-                if msg.subject.startswith("nexus.out."):
-                    attempt = int(msg.subject.rsplit(".", 1)[1])
-                    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-                    chunks[attempt] = max(chunks.get(attempt, 0), number)
-                    yield FollowItem(output=msg.data, attempt=attempt)
-                    continue
-                rec = to_record(msg)
-                if rec.seq < from_seq:
-                    continue
-                if isinstance(rec.event, JobExited):
-                    expected[rec.event.attempt] = rec.event.chunks
-                    final_attempt = rec.event.attempt
-                if until is not None and until(rec):
-                    yield FollowItem(record=rec)
-                    return
-                if ends_job(rec.event) and until is None:
-                    ended = True
-                    drain_deadline = time.monotonic() + 10.0
-                yield FollowItem(record=rec)
-        finally:
-            for sub in (ev_sub, out_sub):
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        all its stored output has arrived (or until `until(record)`): see `app.follow`."""
+        async for item in follow_job(self.bus, job_id, events_from=from_seq, until=until):
+            if item.chunk is not None:
+                yield FollowItem(output=item.chunk.data, attempt=item.chunk.attempt)
+            elif item.record is not None and item.record.seq >= from_seq:
+                yield FollowItem(record=item.record)

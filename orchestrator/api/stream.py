@@ -10,7 +10,7 @@ Event ids are positions in the two JetStream streams the job lives in:
                          O = stream sequence in NEXUS_OUTPUT of the last output chunk sent
     id: <E>:<O>:done     the `done` message: the stream is complete
 
-Both streams are read with ordered consumers: events filtered on
+Both streams are read with ordered consumers (app.follow): events filtered on
 `nexus.evt.job.<id>.>`, output on `nexus.out.<id>.*`, each in stream order.
 Each message sent advances one of the two numbers, so a client that reconnects
 with `Last-Event-ID: E:O` gets exactly the events after E and the chunks after
@@ -30,29 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
 import msgspec
-import nats.errors
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
 
-from bus.nats_bus import CHUNK_HEADER, NatsBus, raise_if_cancelling, to_record
+from bus.nats_bus import NatsBus, OutputChunk
 from orchestrator.api.auth import require
-from orchestrator.api.context import STOP, ApiContext, Ctx
+from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
 from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEvent, StatusEvent
 from orchestrator.api.openapi import problems
+from orchestrator.app.follow import follow_job
 from orchestrator.core.text import text_view
 from schemas import subjects
 from schemas.codec import event_type
@@ -83,7 +79,6 @@ from schemas.limits import INT64_MAX
 from schemas.records import Record
 
 RETRY_MS = 1000
-DRAIN_TIMEOUT_S = 10.0  # after the verdict, how long to wait for announced output before `done`
 _encoder = msgspec.json.Encoder()
 
 _STATUS_OF_KIND = {
@@ -138,7 +133,6 @@ class _JobState:
     status: str = "requested"
     exited: JobExited | None = None
     verdict: Record | None = None
-    output_end: int | None = None  # last output sequence to send before `done`
 
 
 def describe(rec: Record, state: _JobState) -> StatusEvent:
@@ -248,85 +242,45 @@ def _done(job_id: str, state: _JobState) -> DoneEvent:
 async def follow(bus: NatsBus, job_id: str, start: Position, ctx: ApiContext) -> AsyncIterator[bytes]:
     """The SSE bytes of one client's stream, from `start` until `done` (or the server stops)."""
     queue: asyncio.Queue[object] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        queue.put_nowait(msg)
-
-    subs: list[JetStreamContext.PushSubscription] = []
     ctx.streams.add(queue)
     try:
-        # Events from the job's first one, to rebuild its state; output only after what was sent.
-        subs.append(await _ordered(bus, subjects.job_all(job_id), subjects.EVENTS_STREAM, 1, on_msg))
-        out_start = start.output + 1
-        subs.append(await _ordered(bus, subjects.output_all(job_id), subjects.OUTPUT_STREAM, out_start, on_msg))
         yield f"retry: {RETRY_MS}\n\n".encode()
         pos = start
         state = _JobState()
-        last_item = time.monotonic()
-        while True:
-            raise_if_cancelling()
-            if state.verdict is not None and state.output_end is not None and pos.output >= state.output_end:
-                yield sse(Position(pos.events, pos.output, done=True), _done(job_id, state))
-                return
-            timeout = ctx.keepalive_s if state.verdict is None else min(ctx.keepalive_s, DRAIN_TIMEOUT_S)
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                if state.verdict is not None and time.monotonic() - last_item >= DRAIN_TIMEOUT_S:
-                    state.output_end = pos.output  # announced output never came (expired?): end anyway
-                    continue
-                yield b": keepalive\n\n"
-                continue
-            last_item = time.monotonic()
-            if item is STOP:
-                return
-            assert isinstance(item, Msg)
-            seq = item.metadata.sequence.stream
-            if item.subject.startswith("nexus.out."):
-                if seq <= pos.output:
-                    continue
-                pos = Position(pos.events, seq)
-                yield sse(pos, _chunk(item, seq))
-                continue
-            rec = to_record(item)
-            status = describe(rec, state)
-            if isinstance(rec.event, JobExited):
-                state.exited = rec.event
-            if state.verdict is None and ends_job(rec.event):
-                state.verdict = rec
-                # Every chunk is stored before `exited` is published, so this is the last one.
-                state.output_end = await _last_output_seq(bus, job_id)
-            if seq <= pos.events:
-                continue  # sent before the client reconnected
-            pos = Position(seq, pos.output)
-            yield sse(pos, status)
+        # Events from the job's first one, to rebuild its state; output only after what was sent.
+        items = follow_job(bus, job_id, output_after=start.output, idle_s=ctx.keepalive_s, queue=queue)
+        try:
+            async for item in items:
+                if item.idle:
+                    yield b": keepalive\n\n"
+                elif item.chunk is not None:
+                    pos = Position(pos.events, item.chunk.seq)
+                    yield sse(pos, _chunk(item.chunk))
+                elif item.record is not None:
+                    rec = item.record
+                    status = describe(rec, state)
+                    if isinstance(rec.event, JobExited):
+                        state.exited = rec.event
+                    if state.verdict is None and ends_job(rec.event):
+                        state.verdict = rec
+                    if rec.seq > pos.events:  # else sent before the client reconnected
+                        pos = Position(rec.seq, pos.output)
+                        yield sse(pos, status)
+        finally:
+            # Runs while the response's task is being cancelled (client gone): shield the clean-up.
+            with anyio.CancelScope(shield=True):
+                await items.aclose()
+        if state.verdict is not None and not ctx.stopping:
+            yield sse(Position(pos.events, pos.output, done=True), _done(job_id, state))
     finally:
         ctx.streams.discard(queue)
-        # Runs while the response's task is being cancelled (client gone): shield the clean-up.
-        with anyio.CancelScope(shield=True):
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
 
 
-def _chunk(msg: Msg, seq: int) -> OutputChunkEvent:
-    attempt = int(msg.subject.rsplit(".", 1)[1])
-    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-    return OutputChunkEvent(text=text_view(msg.data), data_b64=base64.b64encode(msg.data).decode(), attempt=attempt, chunk=number, seq=seq)
-
-
-async def _ordered(
-    bus: NatsBus, subject: str, stream: str, start_seq: int, cb: Callable[[Msg], Awaitable[None]]
-) -> JetStreamContext.PushSubscription:
-    cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
-    return await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=cb)
-
-
-async def _last_output_seq(bus: NatsBus, job_id: str) -> int:
-    try:
-        return await bus.last_seq(subjects.OUTPUT_STREAM, subjects.output_all(job_id))
-    except nats.errors.Error:
-        return 0
+def _chunk(chunk: OutputChunk) -> OutputChunkEvent:
+    data = chunk.data
+    return OutputChunkEvent(
+        text=text_view(data), data_b64=base64.b64encode(data).decode(), attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq
+    )
 
 
 @get(
