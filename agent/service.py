@@ -13,23 +13,19 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import nats.errors
-import nats.js.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js import api
 
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
-from bus.nats_bus import NatsBus, raise_if_cancelling
-from schemas import codec, msgids, subjects
+from bus.port import Delivery, EventBus, raise_if_cancelling
+from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.errors import DecodeError
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 
 log = structlog.get_logger("nexus.agent")
@@ -46,7 +42,7 @@ class _Running:
 class Agent:
     def __init__(
         self,
-        bus: NatsBus,
+        bus: EventBus,
         node_id: str,
         *,
         labels: dict[str, str] | None = None,
@@ -74,27 +70,29 @@ class Agent:
 
     async def run(self) -> None:
         """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
-        kv = None
-        while kv is None:
-            try:
-                kv = await self.bus.nodes_kv()
-                await self.bus.js.stream_info(subjects.EVENTS_STREAM)
-            except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError, nats.errors.TimeoutError):
-                kv = None
-                log.info("agent.waiting_for_streams", node=self.node_id)
-                await asyncio.sleep(1.0)
-        sub = await self._subscribe()
-        await self.bus.put_heartbeat(kv, self._heartbeat())
-        log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
-        self.ready.set()
+        while not await self._streams_ready():
+            log.info("agent.waiting_for_streams", node=self.node_id)
+            await asyncio.sleep(1.0)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._beat(kv))
-                tg.create_task(self._consume(sub))
+            # The consumer exists before the first heartbeat, so no dispatch meant
+            # for this agent is published before it.
+            async with self.bus.dispatches(self.node_id) as deliveries:
+                await self.bus.put_heartbeat(self._heartbeat())
+                log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
+                self.ready.set()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._beat())
+                    tg.create_task(self._consume(deliveries))
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
             await self._stop_running_jobs()
+
+    async def _streams_ready(self) -> bool:
+        try:
+            return await self.bus.streams_ready()
+        except BusError as exc:
+            if not exc.retryable:
+                raise
+            return False
 
     async def _stop_running_jobs(self) -> None:
         """On shutdown, kill what still runs and report it, so the log says how each attempt ended."""
@@ -125,56 +123,27 @@ class Agent:
             running=sorted(self.running),
         )
 
-    async def _beat(self, kv: object) -> None:
+    async def _beat(self) -> None:
         while True:
             raise_if_cancelling()
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self.bus.put_heartbeat(kv, self._heartbeat())  # type: ignore[arg-type]
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                await self.bus.put_heartbeat(self._heartbeat())
+            except BusError as exc:
                 log.warning("agent.heartbeat_failed", error=str(exc))
 
-    async def _subscribe(self):  # type: ignore[no-untyped-def]
-        # DeliverPolicy.NEW: a node id reused on a new machine must never pick up
-        # old dispatches. The consumer exists before the first heartbeat, so no
-        # dispatch meant for this agent is published before it.
-        cfg = api.ConsumerConfig(
-            durable_name=self.durable,
-            filter_subjects=subjects.agent_filters(self.node_id),
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.NEW,
-            # A dispatch fetched by an agent that died before acking it comes back after this.
-            ack_wait=10,
-            max_ack_pending=1000,
-        )
-        try:
-            await self.bus.js.consumer_info(subjects.EVENTS_STREAM, self.durable)
-        except nats.js.errors.NotFoundError:
-            await self.bus.js.add_consumer(subjects.EVENTS_STREAM, cfg)
-        return await self.bus.js.pull_subscribe_bind(self.durable, stream=subjects.EVENTS_STREAM)
+    async def _consume(self, deliveries: AsyncIterator[Delivery]) -> None:
+        async for delivery in deliveries:
+            await self._handle(delivery)
 
-    async def _consume(self, sub) -> None:  # type: ignore[no-untyped-def]
-        while True:
-            raise_if_cancelling()
-            try:
-                msgs = await sub.fetch(batch=16, timeout=5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue  # nats-py raises either kind when no dispatch came in time
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
-                log.warning("agent.fetch_failed", error=str(exc))
-                await asyncio.sleep(1.0)
-                continue
-            for msg in msgs:
-                await self._handle(msg)
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            event = codec.decode(msg.subject, msg.data)
-        except DecodeError as exc:
-            log.error("agent.bad_message", subject=msg.subject, reason=exc.reason)
+    async def _handle(self, msg: Delivery) -> None:
+        record = msg.record
+        event = record.event
+        if event is None:
+            log.error("agent.bad_message", subject=record.subject, reason=record.error)
             await msg.term()
             return
-        job_id = subjects.parse(msg.subject).id
+        job_id = subjects.parse(record.subject).id
         if isinstance(event, JobCancel):
             run = self.running.get(job_id)
             if run is not None:
@@ -186,10 +155,10 @@ class Agent:
         else:
             await msg.term()
 
-    async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Msg) -> None:
+    async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Delivery) -> None:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
         out = Outgoing(subjects.job(job_id, "accepted"), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
-        expected = msg.metadata.sequence.stream
+        expected = msg.record.seq
         try:
             for _ in range(5):
                 try:
@@ -199,7 +168,7 @@ class Agent:
                     # Something came after the dispatch. Only harmless events (a duplicate
                     # request, say) let us accept; a cancel, a loss, an acceptance or a newer
                     # dispatch mean this one must not run.
-                    expected = await self._still_runnable(job_id, msg.metadata.sequence.stream)
+                    expected = await self._still_runnable(job_id, msg.record.seq)
                     if expected is None:
                         log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
                         await msg.ack()
@@ -208,7 +177,7 @@ class Agent:
                 raise BusError(f"job {job_id}: the log kept changing while accepting", retryable=True)
         except BusError as exc:
             log.error("job.accept_failed", job_id=job_id, error=str(exc))
-            await msg.nak(delay=1)
+            await msg.nak(delay_s=1)
             return
         await msg.ack()
         if pub.duplicate:
@@ -303,8 +272,6 @@ async def _retry(action, *, what: str = "publish") -> object:  # type: ignore[no
         except BusError as exc:
             if not exc.retryable:
                 raise
-            log.warning("agent.retrying", what=what, error=str(exc))
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("agent.retrying", what=what, error=str(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)

@@ -1,9 +1,11 @@
-"""Errors of the event log and bus, translated from nats-py in one place (bus.nats_bus).
+"""Errors of the event log and bus, translated from the client library in one place per adapter.
 
     NexusError (schemas.errors)
     +-- BusError                      NATS / JetStream trouble; `retryable` says if the same call may succeed later
         +-- BusUnavailable            cannot reach the server (retryable)
         +-- StaleDecision             optimistic concurrency refused a publish: re-read and decide again
+        +-- NotSetUp                  a stream or the heartbeat bucket does not exist (yet: retryable)
+        +-- RequestTimedOut           a request got no answer in time (retryable; also a TimeoutError)
 """
 
 from __future__ import annotations
@@ -28,3 +30,15 @@ class StaleDecision(BusError):
     def __init__(self, subject: str, expected_seq: int) -> None:
         self.expected_seq = expected_seq
         super().__init__(f"{subject}: another event came after seq {expected_seq}", subject=subject, retryable=True)
+
+
+class NotSetUp(BusError):
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} does not exist (has the orchestrator set up the streams?)", retryable=True)
+
+
+class RequestTimedOut(BusError, TimeoutError):
+    def __init__(self, subject: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"no answer on {subject} within {timeout_s:g}s", subject=subject, retryable=True)

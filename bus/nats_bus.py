@@ -1,9 +1,9 @@
 """NatsBus: the one adapter between Nexus and NATS JetStream.
 
-Used by the orchestrator, the agent and the CLI. It creates the streams and
-the KV bucket, publishes events with deterministic `Nats-Msg-Id`s and
-per-entity optimistic concurrency, and reads the log back as `Record`s.
-nats-py errors are translated into `orchestrator.errors` here.
+Implements `bus.port.EventBus` for the orchestrator, the agent and the clients. It
+creates the streams and the KV bucket, publishes events with deterministic
+`Nats-Msg-Id`s and per-entity optimistic concurrency, and reads the log back as
+`Record`s. nats-py errors are translated into `bus.errors` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
@@ -25,12 +25,16 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from bus.errors import BusError, BusUnavailable, StaleDecision
+from bus.errors import BusError, BusUnavailable, NotSetUp, StaleDecision
+from bus.port import DEFAULT_LIMITS, OutputChunk, Published, StreamLimits, entity_filter, raise_if_cancelling
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
+
+if TYPE_CHECKING:
+    from bus.nats_consumers import NatsDelivery, NatsRequest
 
 log = structlog.get_logger("nexus.bus")
 
@@ -42,39 +46,6 @@ WRONG_LAST_SEQUENCE = 10071
 CHUNK_HEADER = "Nexus-Chunk"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-
-
-@dataclass(frozen=True)
-class StreamLimits:
-    # None: keep what the streams have (1 for new ones); a number: set it (3 in a cluster).
-    replicas: int | None = None
-    output_max_age_s: float = 7 * 24 * 3600
-    output_max_bytes: int = 8 * 1024**3
-    node_ttl_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class Published:
-    seq: int
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class OutputChunk:
-    seq: int
-    attempt: int
-    number: int
-    data: bytes
-
-
-def raise_if_cancelling() -> None:
-    """Call at the top of every long-lived loop. On Python 3.11, `asyncio.wait_for` (used
-    inside nats-py's fetch and KV watch) can swallow a cancellation that races with a
-    message arriving; the task then loops forever and shutdown hangs. `cancelling()`
-    still counts that request, so the loop can honour it here."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class NatsBus:
@@ -143,7 +114,7 @@ class NatsBus:
 
     # ------------------------------------------------------------ setup
 
-    async def ensure_streams(self, limits: StreamLimits = StreamLimits()) -> None:
+    async def ensure_streams(self, limits: StreamLimits = DEFAULT_LIMITS) -> None:
         """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
         events = api.StreamConfig(
             name=subjects.EVENTS_STREAM,
@@ -202,7 +173,7 @@ class NatsBus:
         event = out.event if out.event.ts is not None else msgspec.structs.replace(out.event, ts=datetime.now(UTC))
         if expected_seq is not None:
             headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
-            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = _entity_filter(out.subject)
+            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = entity_filter(out.subject)
         data = codec.encode(event)
         try:  # whatever we store must decode again: the same limits as for any publisher
             codec.decode(out.subject, data)
@@ -231,14 +202,23 @@ class NatsBus:
 
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:
         """Last sequence of the stream (0 if empty), or of one subject filter."""
-        if subject is None:
-            info = await self.js.stream_info(stream)
-            return int(info.state.last_seq)
+        with map_read_errors(f"stream {stream}"):
+            if subject is None:
+                info = await self.js.stream_info(stream)
+                return int(info.state.last_seq)
+            try:
+                msg = await self.js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                return 0
+            return int(msg.seq or 0)
+
+    async def streams_ready(self) -> bool:
         try:
-            msg = await self.js.get_last_msg(stream, subject)
-        except nats.js.errors.NotFoundError:
-            return 0
-        return int(msg.seq or 0)
+            await self.last_seq()
+            await self._kv()
+        except NotSetUp:
+            return False
+        return True
 
     @contextlib.asynccontextmanager
     async def _ordered(
@@ -254,6 +234,66 @@ class NatsBus:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
+        """Request/reply; None when nobody listens on `subject`, RequestTimedOut (a TimeoutError) when nobody answers in time."""
+        from bus import nats_consumers
+
+        return await nats_consumers.request(self.nc, subject, data, timeout_s)
+
+    def responder(self, subject: str, queue: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsRequest]]:
+        from bus import nats_consumers
+
+        return nats_consumers.responder(self.nc, subject, queue)
+
+    def dispatches(self, node_id: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsDelivery]]:
+        from bus import nats_consumers
+
+        return nats_consumers.dispatch_consumer(self.js, node_id)
+
+    async def output_end(self, job_id: str) -> int:
+        """Sequence of the job's last stored output chunk (0: none, or cannot tell now)."""
+        try:
+            return await self.last_seq(subjects.OUTPUT_STREAM, subjects.output_all(job_id))
+        except (nats.errors.Error, nats.js.errors.Error):
+            return 0
+
+    @contextlib.asynccontextmanager
+    async def job_feed(
+        self, job_id: str, into: asyncio.Queue[object], *, events_from: int = 1, output_from: int = 1
+    ) -> AsyncIterator[None]:
+        """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each
+        kind in stream order (ordered consumers on both streams); the caller owns the
+        queue and may put its own sentinels in it."""
+
+        def put(convert: Callable[[Msg], object]) -> Callable[[Msg], Awaitable[None]]:
+            async def on_msg(msg: Msg) -> None:
+                into.put_nowait(convert(msg))
+
+            return on_msg
+
+        def cfg(start: int) -> api.ConsumerConfig:
+            return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1))
+
+        subs: list[JetStreamContext.PushSubscription] = []
+        try:
+            subs.append(await self.js.subscribe(
+                subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True,
+                config=cfg(events_from), cb=put(to_record),
+            ))
+            subs.append(await self.js.subscribe(
+                subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True,
+                config=cfg(output_from), cb=put(to_output_chunk),
+            ))
+            yield
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def _behind(self, next_seq: int, subject: str) -> bool:
         """Does the log hold something at or after `next_seq` that we have not been sent?"""
@@ -375,10 +415,17 @@ class NatsBus:
     # ------------------------------------------------------------ nodes
 
     async def nodes_kv(self) -> KeyValue:
+        """The raw bucket, for tests that play a foreign client (nats-py errors pass through)."""
         return await self.js.key_value(subjects.NODES_BUCKET)
 
-    async def put_heartbeat(self, kv: KeyValue, hb: NodeHeartbeat) -> None:
-        await kv.put(hb.node, codec.encode(hb))
+    async def _kv(self) -> KeyValue:
+        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+            return await self.js.key_value(subjects.NODES_BUCKET)
+
+    async def put_heartbeat(self, hb: NodeHeartbeat) -> None:
+        kv = await self._kv()
+        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+            await kv.put(hb.node, codec.encode(hb))
 
     async def watch_heartbeats(
         self,
@@ -395,9 +442,9 @@ class NatsBus:
         while True:
             raise_if_cancelling()
             try:
-                kv = await self.nodes_kv()
+                kv = await self._kv()
                 watcher = await kv.watchall(inactive_threshold=max(idle_s * 3, 30.0))
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, BusError) as exc:
                 if self.nc.is_closed:
                     raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
                 log.warning("heartbeats.watch_failed", error=str(exc) or type(exc).__name__)
@@ -451,14 +498,16 @@ class NatsBus:
         the keys come from the stream's subject list, each value from a direct get. (`kv.keys()`
         leaves an ordered consumer on the server for 5 minutes per call: a dashboard polling
         the API every second used up the server's consumers.)"""
-        kv = await self.nodes_kv()
+        kv = await self._kv()
         prefix = f"$KV.{subjects.NODES_BUCKET}."
-        info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
+        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+            info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
         keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
 
         async def one(key: str) -> NodeHeartbeat | None:
             try:
-                entry = await kv.get(key)
+                with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+                    entry = await kv.get(key)
             except nats.js.errors.KeyNotFoundError:  # deleted, or expired since the listing
                 return None
             if entry.value is None:
@@ -470,6 +519,24 @@ class NatsBus:
 
         beats = await asyncio.gather(*(one(key) for key in keys))
         return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}
+
+
+@contextlib.contextmanager
+def map_read_errors(what: str) -> Iterator[None]:
+    """nats-py's errors on reads and setup lookups as BusError (KeyNotFoundError passes: callers read it as "none")."""
+    try:
+        yield
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        raise
+    except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        raise NotSetUp(what) from None
+    except nats.js.errors.APIError as exc:
+        retryable = exc.code is not None and exc.code >= 500
+        raise BusError(f"{what}: {exc.description}", retryable=retryable) from None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
+        raise BusError(f"{what}: no answer from JetStream ({type(exc).__name__})", retryable=True) from None
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        raise BusError(f"{what}: {type(exc).__name__} {exc}".rstrip(), retryable=True) from None
 
 
 @contextlib.contextmanager
@@ -491,11 +558,15 @@ def _map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None
         raise BusError(f"publish to {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
 
 
-def _entity_filter(subject: str) -> str:
-    ref = subjects.parse(subject)
-    if ref.family == "job":
-        return subjects.job_all(ref.id)
-    return ".".join(subject.split(".")[:4]) + ".>"
+def is_nats_error(exc: BaseException) -> bool:
+    """An error of nats-py that escaped translation (callers map it to "unavailable")."""
+    return isinstance(exc, nats.errors.Error | nats.js.errors.Error)
+
+
+def to_output_chunk(msg: Msg) -> OutputChunk:
+    attempt = int(msg.subject.rsplit(".", 1)[1])
+    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data)
 
 
 def to_record(msg: Msg) -> Record:

@@ -1,0 +1,141 @@
+"""The NATS adapter's long-lived consumers: an agent's durable dispatch consumer and the query responder.
+
+Part of the NATS adapter (with bus.nats_bus): nats-py errors stop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from bus.errors import BusError, RequestTimedOut
+from bus.nats_bus import map_read_errors, to_record
+from bus.port import raise_if_cancelling
+from schemas import subjects
+from schemas.records import Record
+
+log = structlog.get_logger("nexus.bus")
+
+# A dispatch fetched by an agent that died before acking it comes back after this.
+DISPATCH_ACK_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NatsDelivery:
+    record: Record
+    _msg: Msg
+
+    async def ack(self) -> None:
+        with map_read_errors(f"ack {self.record.subject}"):
+            await self._msg.ack()
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        with map_read_errors(f"nak {self.record.subject}"):
+            await self._msg.nak(delay=delay_s)
+
+    async def term(self) -> None:
+        with map_read_errors(f"term {self.record.subject}"):
+            await self._msg.term()
+
+
+@dataclass(frozen=True)
+class NatsRequest:
+    data: bytes
+    _msg: Msg
+
+    async def respond(self, data: bytes) -> None:
+        try:
+            await self._msg.respond(data)
+        except Exception as exc:  # no reply subject, or the connection went away: nobody to tell
+            log.warning("request.unanswered", subject=self._msg.subject, error=str(exc) or type(exc).__name__)
+
+
+async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContext.PullSubscription:
+    """Create (once) and bind the node's durable consumer on NEXUS_EVENTS."""
+    durable = f"agent-{node_id}"
+    # DeliverPolicy.NEW: a node id reused on a new machine must never pick up old dispatches.
+    cfg = api.ConsumerConfig(
+        durable_name=durable,
+        filter_subjects=subjects.agent_filters(node_id),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.NEW,
+        ack_wait=DISPATCH_ACK_WAIT_S,
+        max_ack_pending=1000,
+    )
+    with map_read_errors(f"consumer {durable}"):
+        try:
+            await js.consumer_info(subjects.EVENTS_STREAM, durable)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(subjects.EVENTS_STREAM, cfg)
+        return await js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
+
+
+async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncIterator[NatsDelivery]:
+    """Fetch forever; a quiet or unreachable server is waited out, never raised."""
+    while True:
+        raise_if_cancelling()
+        try:
+            msgs = await sub.fetch(batch=16, timeout=5)
+        except (nats.errors.TimeoutError, TimeoutError):
+            continue  # nats-py raises either kind when no dispatch came in time
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("dispatches.fetch_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1.0)
+            continue
+        for msg in msgs:
+            yield NatsDelivery(to_record(msg), msg)
+
+
+@contextlib.asynccontextmanager
+async def dispatch_consumer(js: JetStreamContext, node_id: str) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
+    sub = await bind_dispatches(js, node_id)
+    try:
+        async with contextlib.aclosing(deliveries(sub)) as it:
+            yield it
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> bytes | None:
+    try:
+        msg = await nc.request(subject, data, timeout=timeout_s)
+    except nats.errors.NoRespondersError:
+        return None
+    except nats.errors.TimeoutError:
+        raise RequestTimedOut(subject, timeout_s) from None
+    except nats.errors.Error as exc:
+        raise BusError(f"request on {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
+    return bytes(msg.data)
+
+
+@contextlib.asynccontextmanager
+async def responder(nc: Client, subject: str, queue: str) -> AsyncIterator[AsyncIterator[NatsRequest]]:
+    inbox: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        inbox.put_nowait(msg)
+
+    with map_read_errors(f"subscribe {subject}"):
+        sub = await nc.subscribe(subject, queue=queue, cb=on_msg)
+
+    async def calls() -> AsyncIterator[NatsRequest]:
+        while True:
+            msg = await inbox.get()
+            yield NatsRequest(bytes(msg.data), msg)
+
+    try:
+        async with contextlib.aclosing(calls()) as it:
+            yield it
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

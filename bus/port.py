@@ -1,0 +1,182 @@
+"""The port to the event log and bus: what services and clients may ask of it, in Nexus terms.
+
+Two adapters implement `EventBus` and pass the same contract tests (tests/contract/):
+
+    bus.nats_bus.NatsBus    NATS JetStream, the only importer of nats-py
+    bus.memory.MemoryBus    an in-process twin for fast tests
+
+Every operation raises only `bus.errors` (and schemas.errors.DecodeError for a
+reply that does not decode); nothing of the underlying client leaks through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from schemas import subjects
+from schemas.envelope import Outgoing
+from schemas.events import NodeHeartbeat
+from schemas.records import Record
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    # None: keep what the streams have (1 for new ones); a number: set it (3 in a cluster).
+    replicas: int | None = None
+    output_max_age_s: float = 7 * 24 * 3600
+    output_max_bytes: int = 8 * 1024**3
+    node_ttl_s: float = 10.0
+
+
+DEFAULT_LIMITS = StreamLimits()
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where an event was stored; `duplicate` when its msg id had been stored before (seq is the first copy's)."""
+
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    seq: int
+    attempt: int
+    number: int
+    data: bytes
+
+
+class Delivery(Protocol):
+    """One message of an agent's dispatch consumer. Settle it exactly once."""
+
+    @property
+    def record(self) -> Record: ...
+
+    async def ack(self) -> None:
+        """Done with it: never deliver it again."""
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        """Not now: deliver it again (after `delay_s`)."""
+
+    async def term(self) -> None:
+        """Never deliver it again, and it was not handled (a message the agent cannot read)."""
+
+
+class Request(Protocol):
+    """One request received by a responder (the orchestrator's query channel): bytes in, bytes out."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    async def respond(self, data: bytes) -> None:
+        """Answer; never raises (the asker may have gone)."""
+
+
+class EventBus(Protocol):
+    """The event log (NEXUS_EVENTS), job output (NEXUS_OUTPUT), node heartbeats and the query channel."""
+
+    url: str
+    reconnected_at: datetime | None
+    """When the connection last came back (None: never lost); silence before it may have been ours."""
+
+    async def close(self) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    # ---- setup
+    async def ensure_streams(self, limits: StreamLimits = DEFAULT_LIMITS) -> None:
+        """Create or update the streams and the heartbeat bucket (admin only)."""
+
+    async def streams_ready(self) -> bool:
+        """Do the event log and the heartbeat bucket exist yet?"""
+
+    # ---- writing
+    async def publish(self, out: Outgoing, *, expected_seq: int | None = None) -> Published:
+        """Store one event. With `expected_seq`, refuse it (StaleDecision) unless the entity's
+        last event (`nexus.evt.job.<id>.>` for a job) is still at that sequence (0: none yet)."""
+
+    async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
+        """Publish decisions on one entity in order, each expecting the previous one."""
+
+    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
+        """Store output chunk `number` (1, 2, ...) of a job's attempt; a retry is harmless."""
+
+    # ---- reading
+    async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:
+        """Last sequence of the stream (0 if empty), or of the messages matching a subject filter."""
+
+    def records(
+        self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000, idle_s: float = 5.0
+    ) -> AsyncIterator[list[Record]]:
+        """Follow the log from `start_seq`, forever, in order, in batches of whatever is ready."""
+
+    def read_records(
+        self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
+
+    def output_chunks(
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
+    ) -> AsyncIterator[OutputChunk]:
+        """A job's stored output, all attempts, in order; with `follow_until`, wait for more until it says stop."""
+
+    async def output_end(self, job_id: str) -> int:
+        """Sequence of the job's last stored output chunk (0: none, or cannot tell now)."""
+
+    def job_feed(
+        self, job_id: str, into: asyncio.Queue[object], *, events_from: int = 1, output_from: int = 1
+    ) -> AbstractAsyncContextManager[None]:
+        """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each kind in stream order."""
+
+    # ---- heartbeats (not the audit trail)
+    async def put_heartbeat(self, hb: NodeHeartbeat) -> None: ...
+
+    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
+        """The latest heartbeat of every node, `ts` as the agent sent it."""
+
+    async def watch_heartbeats(
+        self,
+        on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
+        on_snapshot: Callable[[], None] | None = None,
+        *,
+        idle_s: float = 10.0,
+    ) -> None:
+        """Call `on_beat` for every heartbeat (`ts`: when it was stored), forever;
+        `on_snapshot` once those stored before the call have all been delivered."""
+
+    # ---- the agent's side
+    def dispatches(self, node_id: str) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
+        """The node's durable dispatch consumer (`dispatch` and `cancel` for this node, in order).
+        It exists once the context is entered and only sees what is published after its first creation."""
+
+    # ---- request/reply (the query channel, `subjects.RPC_QUERY`)
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
+        """The reply; None when nobody listens on `subject`; RequestTimedOut (a TimeoutError) when nobody answers in time."""
+
+    def responder(self, subject: str, queue: str) -> AbstractAsyncContextManager[AsyncIterator[Request]]:
+        """Serve `subject` in a queue group (each request reaches one member), from entering the context on."""
+
+
+def entity_filter(subject: str) -> str:
+    """The subjects whose last sequence guards a publish on `subject` (`nexus.evt.job.<id>.>` for a job)."""
+    ref = subjects.parse(subject)
+    if ref.family == "job":
+        return subjects.job_all(ref.id)
+    return ".".join(subject.split(".")[:4]) + ".>"
+
+
+def raise_if_cancelling() -> None:
+    """Call at the top of every long-lived loop. On Python 3.11, `asyncio.wait_for` (used
+    inside nats-py's fetch and KV watch) can swallow a cancellation that races with a
+    message arriving; the task then loops forever and shutdown hangs. `cancelling()`
+    still counts that request, so the loop can honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -1,0 +1,15 @@
+"""How the contract tests make each adapter and play a foreign publisher on it."""
+
+from __future__ import annotations
+
+from bus.memory import MemoryBus
+from bus.nats_bus import NatsBus
+from bus.port import EventBus
+
+
+async def inject(bus: EventBus, subject: str, data: bytes) -> int:
+    """Store raw bytes on the event log as any NATS client may (no checks); returns the sequence."""
+    if isinstance(bus, MemoryBus):
+        return bus.inject(subject, data)
+    assert isinstance(bus, NatsBus)
+    return int((await bus.js.publish(subject, data)).seq)

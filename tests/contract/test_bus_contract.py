@@ -1,0 +1,325 @@
+"""One contract, every adapter: `BusContract` runs against NatsBus (a real nats-server) and MemoryBus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bus.errors import RequestTimedOut, StaleDecision
+from bus.memory import MemoryBus, subject_matches
+from bus.nats_bus import NatsBus
+from bus.port import Delivery, EventBus, OutputChunk
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobCancel, JobDispatch, JobRequested, JobStarted, NodeHeartbeat
+from schemas.records import Record
+from tests.conftest import wait_for
+from tests.contract.adapters import inject
+
+TS = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def requested(job_id: str, command: str = "echo hi") -> Outgoing:
+    return Outgoing(subjects.job(job_id, "requested"), JobRequested(ts=TS, command=command), msgids.job_request(job_id))
+
+
+def started(job_id: str, attempt: int = 1) -> Outgoing:
+    ev = JobStarted(ts=TS, node="n1", attempt=attempt, pid=42)
+    return Outgoing(subjects.job(job_id, "started"), ev, msgids.job(job_id, "started", attempt))
+
+
+def dispatch(job_id: str, node: str, attempt: int = 1) -> Outgoing:
+    ev = JobDispatch(ts=TS, attempt=attempt, tool="bash", command="true", argv=["bash", "-c", "true"])
+    return Outgoing(subjects.dispatch(job_id, node), ev, msgids.job(job_id, "dispatch", attempt))
+
+
+def cancel(job_id: str, node: str, attempt: int = 1) -> Outgoing:
+    return Outgoing(subjects.cancel(job_id, node), JobCancel(ts=TS, attempt=attempt), msgids.job(job_id, "cancel", attempt))
+
+
+async def take(it: AsyncIterator[Any], n: int, timeout: float = 10.0) -> list[Any]:
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            got.append(await anext(it))
+    return got
+
+
+async def nothing_more(it: AsyncIterator[Delivery], bus: EventBus, node: str) -> None:
+    """A marker dispatch published now is the next delivery: nothing before it was pending."""
+    marker = await bus.publish(dispatch("marker", node))
+    (d,) = await take(it, 1)
+    assert d.record.seq == marker.seq, d.record.subject
+    await d.ack()
+
+
+class BusContract:
+    """What every EventBus adapter must do. Subclasses provide the `bus` and `fresh_bus` fixtures."""
+
+    # ---------------------------------------------------------------- publish
+
+    async def test_publish_assigns_increasing_sequences(self, bus: EventBus) -> None:
+        a = await bus.publish(requested("j1"))
+        b = await bus.publish(requested("j2"))
+        assert (a.seq, b.seq, a.duplicate, b.duplicate) == (1, 2, False, False)
+        assert await bus.last_seq() == 2
+        assert await bus.last_seq(subject=subjects.job_all("j1")) == 1
+        assert await bus.last_seq(subject=subjects.job_all("nope")) == 0
+
+    async def test_same_msg_id_is_stored_once(self, bus: EventBus) -> None:
+        first = await bus.publish(requested("j1"))
+        again = await bus.publish(requested("j1", command="echo other"))
+        assert (again.seq, again.duplicate) == (first.seq, True)
+        assert await bus.last_seq() == 1
+
+    async def test_expected_sequence_guards_the_entity(self, bus: EventBus) -> None:
+        first = await bus.publish(requested("j1"), expected_seq=0)
+        await bus.publish(requested("other"))  # another entity does not make j1 stale
+        second = await bus.publish(started("j1"), expected_seq=first.seq)
+        with pytest.raises(StaleDecision) as caught:
+            await bus.publish(started("j1", attempt=2), expected_seq=first.seq)
+        assert caught.value.retryable and caught.value.expected_seq == first.seq
+        with pytest.raises(StaleDecision):
+            await bus.publish(requested("j9"), expected_seq=5)
+        chain = await bus.publish_chain([started("j1", 3), started("j1", 4)], expected_seq=second.seq)
+        assert [p.seq for p in chain] == [second.seq + 1, second.seq + 2]
+
+    async def test_the_expectation_is_checked_before_the_duplicate(self, bus: EventBus) -> None:
+        # JetStream's order: a retry of a decision that did land, sent with the old
+        # expectation, is refused as stale rather than acked as a duplicate.
+        first = await bus.publish(requested("j1"), expected_seq=0)
+        with pytest.raises(StaleDecision):
+            await bus.publish(requested("j1"), expected_seq=0)
+        again = await bus.publish(requested("j1"), expected_seq=first.seq)
+        assert (again.seq, again.duplicate) == (first.seq, True)
+
+    async def test_a_missing_ts_is_filled_in(self, bus: EventBus) -> None:
+        await bus.publish(Outgoing(subjects.job("j1", "requested"), JobRequested(command="x"), msgids.job_request("j1")))
+        (record,) = await _read_all(bus)
+        assert record.event is not None and record.event.ts is not None
+
+    # ---------------------------------------------------------------- reading
+
+    async def test_read_range_stops_at_the_end(self, bus: EventBus) -> None:
+        for i in range(5):
+            await bus.publish(requested(f"j{i}"))
+        assert [r.seq for r in await _read_all(bus)] == [1, 2, 3, 4, 5]
+        assert [r.seq for r in await _read_all(bus, start_seq=2, until_seq=4)] == [2, 3, 4]
+        assert [r.subject for r in await _read_all(bus, subject=subjects.job_all("j3"))] == [subjects.job("j3", "requested")]
+        assert await _read_all(bus, start_seq=9) == []
+
+    async def test_follow_is_ordered_and_live(self, bus: EventBus) -> None:
+        await bus.publish(requested("j1"))
+        await bus.publish(requested("j2"))
+        async with contextlib.aclosing(_flat(bus.records(2, idle_s=1.0))) as follow:
+            (old,) = await take(follow, 1)
+            assert old.seq == 2
+            await bus.publish(started("j1"))
+            await bus.publish(started("j2"))
+            assert [r.seq for r in await take(follow, 2)] == [3, 4]
+
+    async def test_follow_filters_with_wildcards(self, bus: EventBus) -> None:
+        await bus.publish(dispatch("j1", "n1"))
+        await bus.publish(dispatch("j2", "n2"))
+        await bus.publish(cancel("j3", "n1"))
+        async with contextlib.aclosing(_flat(bus.records(1, "nexus.evt.job.*.dispatch.n1", idle_s=1.0))) as follow:
+            (only,) = await take(follow, 1)
+            assert only.subject == subjects.dispatch("j1", "n1")
+        got = await _read_all(bus, subject="nexus.evt.job.*.*.n1")
+        assert [r.subject for r in got] == [subjects.dispatch("j1", "n1"), subjects.cancel("j3", "n1")]
+
+    async def test_garbage_is_a_record_with_its_reason(self, bus: EventBus) -> None:
+        seq = await inject(bus, subjects.job("bad", "requested"), b"{not json")
+        await bus.publish(requested("good"))
+        bad, good = await _read_all(bus)
+        assert (bad.seq, bad.event, bad.raw) == (seq, None, b"{not json") and bad.error
+        assert good.event is not None and good.error is None
+
+    # ---------------------------------------------------------------- output
+
+    async def test_output_chunks_in_order_across_attempts(self, bus: EventBus) -> None:
+        assert await bus.output_end("j1") == 0
+        assert [c async for c in bus.output_chunks("j1")] == []
+        for attempt, number, data in [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]:
+            await bus.publish_output("j1", attempt, number, data)
+        await bus.publish_output("j1", 1, 2, b"retry of chunk 2")  # same msg id: stored once
+        await bus.publish_output("j2", 1, 1, b"other job")
+        chunks = [c async for c in bus.output_chunks("j1")]
+        assert [(c.attempt, c.number, c.data) for c in chunks] == [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]
+        assert await bus.output_end("j1") == chunks[-1].seq
+
+    async def test_output_follow_until_told_to_stop(self, bus: EventBus) -> None:
+        done = asyncio.Event()
+        got: list[OutputChunk] = []
+
+        async def read() -> None:
+            async for c in bus.output_chunks("j1", follow_until=done.is_set):
+                got.append(c)
+
+        reader = asyncio.create_task(read())
+        await bus.publish_output("j1", 1, 1, b"one")
+        await wait_for(lambda: len(got) == 1, what="the first chunk")
+        await bus.publish_output("j1", 1, 2, b"two")
+        await wait_for(lambda: len(got) == 2, what="the second chunk")
+        done.set()
+        await asyncio.wait_for(reader, 10)
+
+    async def test_job_feed_gives_events_and_output(self, bus: EventBus) -> None:
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        await bus.publish(requested("j1"))
+        async with bus.job_feed("j1", queue):
+            await bus.publish_output("j1", 1, 1, b"out")
+            await bus.publish(started("j1"))
+            await bus.publish(requested("j2"))
+            items = [await asyncio.wait_for(queue.get(), 10) for _ in range(3)]
+        records = [i.seq for i in items if isinstance(i, Record)]
+        assert records == [1, 2] and [i.data for i in items if isinstance(i, OutputChunk)] == [b"out"]
+
+    # ---------------------------------------------------------------- heartbeats
+
+    async def test_heartbeats_snapshot_and_watch(self, bus: EventBus) -> None:
+        await bus.put_heartbeat(NodeHeartbeat(node="n1", ts=TS, max_jobs=2))
+        assert {k: v.max_jobs for k, v in (await bus.heartbeats()).items()} == {"n1": 2}
+        assert (await bus.heartbeats())["n1"].ts == TS
+        beats: list[NodeHeartbeat] = []
+        snapshot = asyncio.Event()
+
+        async def on_beat(hb: NodeHeartbeat) -> None:
+            beats.append(hb)
+
+        watch = asyncio.create_task(bus.watch_heartbeats(on_beat, snapshot.set, idle_s=5.0))
+        try:
+            await asyncio.wait_for(snapshot.wait(), 10)
+            assert [b.node for b in beats] == ["n1"] and beats[0].ts != TS  # the time it was stored
+            await bus.put_heartbeat(NodeHeartbeat(node="n2", ts=TS))
+            await wait_for(lambda: [b.node for b in beats] == ["n1", "n2"], what="the new heartbeat")
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    # ---------------------------------------------------------------- setup
+
+    async def test_streams_ready_once_set_up(self, fresh_bus: EventBus) -> None:
+        assert not await fresh_bus.streams_ready()
+        await fresh_bus.ensure_streams()
+        await fresh_bus.ensure_streams()  # again: works on a server where they exist
+        assert await fresh_bus.streams_ready()
+
+    # ---------------------------------------------------------------- the agent's dispatch consumer
+
+    async def test_dispatch_consumer_sees_only_its_node_and_only_new(self, bus: EventBus) -> None:
+        await bus.publish(dispatch("before", "n1"))
+        async with bus.dispatches("n1") as deliveries:
+            await bus.publish(dispatch("j0", "n2"))
+            await bus.publish(requested("j1"))
+            mine = await bus.publish(dispatch("j1", "n1"))
+            stop = await bus.publish(cancel("j1", "n1"))
+            a, b = await take(deliveries, 2)
+            assert [(a.record.seq, b.record.seq)] == [(mine.seq, stop.seq)]
+            assert isinstance(a.record.event, JobDispatch) and isinstance(b.record.event, JobCancel)
+            await a.ack()
+            await b.ack()
+            await nothing_more(deliveries, bus, "n1")
+
+    async def test_nak_comes_back_and_ack_does_not(self, bus: EventBus) -> None:
+        async with bus.dispatches("n1") as deliveries:
+            first = await bus.publish(dispatch("j1", "n1"))
+            (d,) = await take(deliveries, 1)
+            await d.nak(delay_s=0.05)
+            (again,) = await take(deliveries, 1)
+            assert again.record.seq == first.seq
+            await again.ack()
+        async with bus.dispatches("n1") as deliveries:  # the durable remembers
+            await nothing_more(deliveries, bus, "n1")
+
+    async def test_term_and_garbage(self, bus: EventBus) -> None:
+        async with bus.dispatches("n1") as deliveries:
+            seq = await inject(bus, subjects.dispatch("j1", "n1"), b"\xff garbage")
+            (d,) = await take(deliveries, 1)
+            assert (d.record.seq, d.record.event) == (seq, None) and d.record.error
+            await d.term()
+            await nothing_more(deliveries, bus, "n1")
+
+    # ---------------------------------------------------------------- request/reply
+
+    async def test_request_reply(self, bus: EventBus) -> None:
+        assert await bus.request("nexus.rpc.test", b"ping", 2.0) is None  # nobody listens
+        async with bus.responder("nexus.rpc.test", "group") as calls:
+
+            async def serve() -> None:
+                async for call in calls:
+                    await call.respond(call.data.upper())
+
+            server = asyncio.create_task(serve())
+            try:
+                assert await bus.request("nexus.rpc.test", b"ping", 5.0) == b"PING"
+            finally:
+                server.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server
+
+    async def test_request_times_out(self, bus: EventBus) -> None:
+        async with bus.responder("nexus.rpc.test", "group"):
+            with pytest.raises(RequestTimedOut) as caught:
+                await bus.request("nexus.rpc.test", b"ping", 0.2)
+        assert isinstance(caught.value, TimeoutError) and caught.value.retryable
+
+
+async def _flat(batches: AsyncIterator[list[Record]]) -> AsyncIterator[Record]:
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for record in batch:
+                yield record
+
+
+async def _read_all(bus: EventBus, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None) -> list[Record]:
+    return [r async for batch in bus.read_records(subject, start_seq, until_seq) for r in batch]
+
+
+class TestNatsBus(BusContract):
+    @pytest.fixture
+    async def fresh_bus(self, nats_url: str) -> AsyncIterator[NatsBus]:
+        bus = await NatsBus.connect(nats_url, name="contract")
+        try:
+            yield bus
+        finally:
+            await bus.close()
+
+    @pytest.fixture
+    async def bus(self, fresh_bus: NatsBus) -> NatsBus:
+        await fresh_bus.ensure_streams()
+        return fresh_bus
+
+
+class TestMemoryBus(BusContract):
+    @pytest.fixture
+    def fresh_bus(self) -> MemoryBus:
+        return MemoryBus()
+
+    @pytest.fixture
+    async def bus(self, fresh_bus: MemoryBus) -> MemoryBus:
+        await fresh_bus.ensure_streams()
+        return fresh_bus
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "match"),
+    [
+        ("nexus.evt.>", "nexus.evt.job.j1.requested", True),
+        ("nexus.evt.>", "nexus.evt", False),
+        ("nexus.evt.job.*.dispatch.n1", "nexus.evt.job.j1.dispatch.n1", True),
+        ("nexus.evt.job.*.dispatch.n1", "nexus.evt.job.j1.dispatch.n2", False),
+        ("nexus.evt.job.*", "nexus.evt.job.j1.requested", False),
+        ("a.b", "a.b", True),
+    ],
+)
+def test_memory_subject_filters(pattern: str, subject: str, match: bool) -> None:
+    assert subject_matches(pattern, subject) is match
+
+
