@@ -1,0 +1,139 @@
+"""`nexus-agent`: the node agent on its own (argparse; the same flags as `nexus agent`).
+
+This is the agent's wiring: connect the NATS adapter, run `Agent` until SIGINT or
+SIGTERM, stop cleanly. It needs only schemas/, bus/ and agent/ (no DuckDB, Litestar,
+typer or the analysis), so a node can install the small `nexus-agent` distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent import logs
+from agent.service import Agent
+from bus.errors import BusError
+from bus.nats_bus import DEFAULT_URL, NatsBus
+from schemas import subjects
+from schemas.errors import NexusError
+
+log = structlog.get_logger("nexus.agent")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    nats_url: str = DEFAULT_URL
+    labels: dict[str, str] = field(default_factory=dict)
+    max_jobs: int = 4
+    tools: tuple[str, ...] = ()
+    heartbeat_s: float = 2.0
+    kill_grace_s: float = 5.0
+
+
+async def serve(opts: AgentOptions) -> None:
+    """Connect and run the agent until SIGINT/SIGTERM (`nexus agent` and `nexus-agent` both call this)."""
+    bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True)
+    try:
+        agent = Agent(
+            bus, opts.node, labels=opts.labels, max_jobs=opts.max_jobs, extra_tools=opts.tools,
+            heartbeat_s=opts.heartbeat_s, kill_grace_s=opts.kill_grace_s,
+        )  # fmt: skip
+        await _until_signal(asyncio.create_task(agent.run(), name="agent"), grace_s=opts.kill_grace_s + 10.0)
+    finally:
+        await bus.close()
+
+
+async def _until_signal(task: asyncio.Task[None], *, grace_s: float) -> None:
+    """Run until a signal or until the task ends; then cancel it and wait (a second signal: stop waiting)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raise what ended it
+            return
+        stop.clear()
+        task.cancel()
+        hurry = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, hurry], timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        while not task.done():  # a cancellation swallowed inside a library: ask again
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _node_id(text: str) -> str:
+    if not subjects.is_valid_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid node id ([A-Za-z0-9_-], at most 64)")
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nexus-agent", description="Run a Nexus node agent: take this node's dispatches and run them in a PTY."
+    )
+    p.add_argument("--node", required=True, type=_node_id, help="This node's id ([A-Za-z0-9_-], at most 64).")
+    p.add_argument("--label", "-l", action="append", type=_pair, default=[], metavar="KEY=VALUE", help="Label (e.g. env=prod); repeatable.")
+    p.add_argument("--max-jobs", type=int, default=4, help="Jobs this node runs at once (default 4).")
+    p.add_argument("--tool", action="append", default=[], help="Extra tool name to look for on PATH; repeatable.")
+    p.add_argument("--heartbeat", type=float, default=2.0, help="Seconds between heartbeats (default 2).")
+    p.add_argument("--kill-grace", type=float, default=5.0, help="Seconds between SIGTERM and SIGKILL on timeout or cancel (default 5).")
+    url = os.environ.get("NEXUS_NATS_URL", DEFAULT_URL)
+    p.add_argument("--nats", default=url, help="NATS URL (default: $NEXUS_NATS_URL, else %(default)s).")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="Log level (default info).")
+    p.add_argument("--log-json", action="store_true", help="Log as JSON lines.")
+    return p
+
+
+def options(argv: Sequence[str] | None = None) -> tuple[AgentOptions, argparse.Namespace]:
+    p = parser()
+    ns = p.parse_args(argv)
+    if ns.max_jobs < 1 or ns.heartbeat < 0.1 or ns.kill_grace < 0:
+        p.error("--max-jobs must be >= 1, --heartbeat >= 0.1 and --kill-grace >= 0")
+    opts = AgentOptions(
+        node=ns.node, nats_url=ns.nats, labels=dict(ns.label), max_jobs=ns.max_jobs, tools=tuple(ns.tool),
+        heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace,
+    )  # fmt: skip
+    return opts, ns
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts, ns = options(argv)
+    logs.configure(ns.log_level, json=ns.log_json)
+    try:
+        asyncio.run(serve(opts))
+    except (BusError, NexusError) as exc:
+        print(f"nexus-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
