@@ -10,6 +10,7 @@ Tables are documented in docs/state.md.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import threading
@@ -38,7 +39,7 @@ def _column_type(tp: Any) -> str:
     """SQL type of a view field: scalars map directly, Literals are text, the rest is JSON."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:  # `X | None`
         (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
-    if typing.get_origin(tp) is typing.Literal:
+    if typing.get_origin(tp) is typing.Literal or (isinstance(tp, type) and issubclass(tp, enum.StrEnum)):
         return "VARCHAR"
     return _SQL_TYPES.get(tp, "JSON")
 
@@ -75,6 +76,8 @@ class _Table:
                 value = getattr(row, name)
                 if sqltype == "JSON":
                     value = msgspec.json.encode(value).decode()
+                elif isinstance(value, enum.StrEnum):
+                    value = value.value
                 lists[i].append(value)
         names = ", ".join(n for n, _ in self.columns)
         select = ", ".join(f"unnest(?::{t}[])" for _, t in self.columns)
@@ -195,8 +198,7 @@ class DuckDBStore:
         out = {}
         for head in heads:
             view = PIPELINES.decode(list(head), list(head.values()), extra={"steps": []})
-            view.steps = steps.get(view.pipeline_id, [])
-            out[view.pipeline_id] = view
+            out[view.pipeline_id] = msgspec.structs.replace(view, steps=steps.get(view.pipeline_id, []))
         return out
 
     def all_nodes(self) -> dict[str, NodeView]:

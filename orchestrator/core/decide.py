@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from orchestrator.core import assertions
 from orchestrator.core.policy import Policy
-from orchestrator.core.views import ON_NODE, PLACEABLE, JobView, NodeView
+from orchestrator.core.views import ON_NODE, PLACEABLE, JobStatus, JobView, NodeView
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import (
@@ -244,15 +246,13 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
         reason = f"{review.severity} command on a production node needs approval: {worst}"
         return [first, _out(job, JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers), "approval_required")]
     # Place in the same decision when possible, so a job costs one round trip.
-    after = _with_status(job, "validated")
+    after = _with_status(job, JobStatus.VALIDATED)
     rest = _dependencies(after, now, ctx)
     return [first, *(rest if rest is not None else _place(after, fleet, now))]
 
 
-def _with_status(job: JobView, status: str) -> JobView:
-    copy = JobView(**{f: getattr(job, f) for f in job.__struct_fields__})
-    copy.status = status  # type: ignore[assignment]
-    return copy
+def _with_status(job: JobView, status: JobStatus) -> JobView:
+    return msgspec.structs.replace(job, status=status)
 
 
 def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] | None:

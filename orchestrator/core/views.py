@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Literal
 
@@ -10,33 +11,65 @@ import msgspec
 from schemas.limits import MetaValue
 from schemas.values import Finding, JobTest, TestResult
 
-JobStatus = Literal[
-    "requested",
-    "validated",
-    "approval_required",
-    "approved",
-    "denied",
-    "rejected",
-    "queued",
-    "assigned",
-    "dispatched",
-    "accepted",
-    "running",
-    "exited",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "lost",
-]
-TERMINAL: frozenset[str] = frozenset({"rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost"})
-# States from which the job may be placed on a node.
-PLACEABLE: frozenset[str] = frozenset({"validated", "approved", "queued"})
-# States in which a job holds a slot on its node.
-ON_NODE: frozenset[str] = frozenset({"assigned", "dispatched", "accepted", "running"})
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its lifecycle. A `str`: stored values and comparisons stay the plain names."""
+
+    REQUESTED = "requested"
+    VALIDATED = "validated"
+    APPROVAL_REQUIRED = "approval_required"
+    APPROVED = "approved"
+    DENIED = "denied"
+    REJECTED = "rejected"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    EXITED = "exited"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        """The job has ended; no event changes its status any more."""
+        return self in _TERMINAL
+
+    @property
+    def placeable(self) -> bool:
+        """The job may be placed on a node."""
+        return self in _PLACEABLE
+
+    @property
+    def on_node(self) -> bool:
+        """The job holds a slot on its node."""
+        return self in _ON_NODE
+
+    @property
+    def before_dispatch(self) -> bool:
+        """Nothing has been sent to a node yet: a cancel ends the job at once."""
+        return self in _BEFORE_DISPATCH
 
 
-class JobView(msgspec.Struct, kw_only=True):
+S = JobStatus
+_TERMINAL = frozenset({S.REJECTED, S.DENIED, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST})
+_PLACEABLE = frozenset({S.VALIDATED, S.APPROVED, S.QUEUED})
+_ON_NODE = frozenset({S.ASSIGNED, S.DISPATCHED, S.ACCEPTED, S.RUNNING})
+_BEFORE_DISPATCH = frozenset({S.REQUESTED, S.VALIDATED, S.APPROVAL_REQUIRED, S.APPROVED, S.QUEUED})
+del S
+
+# Derived from the enum, for code that needs the set (SQL parameters, membership of plain strings).
+TERMINAL: frozenset[str] = frozenset(s.value for s in JobStatus if s.terminal)
+PLACEABLE: frozenset[str] = frozenset(s.value for s in JobStatus if s.placeable)
+ON_NODE: frozenset[str] = frozenset(s.value for s in JobStatus if s.on_node)
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """One job, as the log tells it. Immutable: the reducer makes a new view with `msgspec.structs.replace`."""
+
     job_id: str
     status: JobStatus
     command: str
@@ -93,8 +126,21 @@ class JobView(msgspec.Struct, kw_only=True):
     last_seq: int = 0
 
     @property
+    def state(self) -> JobStatus:
+        # A view built by hand may carry the plain string; the enum owns what it means.
+        return JobStatus(self.status)
+
+    @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.state.terminal
+
+    @property
+    def placeable(self) -> bool:
+        return self.state.placeable
+
+    @property
+    def on_node(self) -> bool:
+        return self.state.on_node
 
     @property
     def settled(self) -> bool:
@@ -102,7 +148,7 @@ class JobView(msgspec.Struct, kw_only=True):
         return self.terminal and not self.retest
 
 
-class NodeView(msgspec.Struct, kw_only=True):
+class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str
     status: Literal["online", "lost"] = "online"
     tools: list[str] = []

@@ -1,0 +1,266 @@
+"""The job state machine: one small, pure evolve function per job event.
+
+`evolve_job` is the whole transition function. Events come in four groups
+(admission, on the node, outcome, after the fact); each group is a union and
+each is matched exhaustively, with a plain `assert_never` that mypy --strict
+checks, so a new job event kind fails the type check until it is handled.
+Views are frozen: every step returns a new `JobView` (`msgspec.structs.replace`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_never
+
+from msgspec.structs import replace
+
+from orchestrator.core.views import JobStatus, JobView
+from schemas.events import (
+    JobAccepted,
+    JobApprovalRequired,
+    JobApproved,
+    JobAssigned,
+    JobCancel,
+    JobCancelled,
+    JobCancelRequested,
+    JobDenied,
+    JobDispatch,
+    JobEvent,
+    JobExited,
+    JobFailed,
+    JobLost,
+    JobQueued,
+    JobRejected,
+    JobRequested,
+    JobRolledBack,
+    JobStarted,
+    JobSucceeded,
+    JobTested,
+    JobTestRequested,
+    JobTimedOut,
+    JobValidated,
+)
+
+# Before the job reaches a node.
+Admission = JobValidated | JobApprovalRequired | JobApproved | JobDenied | JobRejected | JobQueued
+# The node's side of one attempt.
+OnNode = JobAssigned | JobDispatch | JobAccepted | JobStarted | JobExited | JobCancelRequested | JobCancel
+# Verdicts: each ends the job, except a lost attempt that will be retried.
+Outcome = JobSucceeded | JobFailed | JobTimedOut | JobCancelled | JobLost
+# Facts recorded about a job that may already have ended.
+AfterTheFact = JobTested | JobTestRequested | JobRolledBack
+
+S = JobStatus
+Step = tuple[JobView, str | None]
+
+
+def evolve_job(job: JobView | None, job_id: str, ev: JobEvent, ts: datetime, seq: int) -> tuple[JobView | None, str | None]:
+    """Next view of one job, and a note when the event changes nothing."""
+    if isinstance(ev, JobRequested):
+        if job is not None:
+            # Still advance last_seq: decisions expect the job's last subject sequence.
+            return touched(job, seq), "duplicate job.requested: the job already exists, ignored"
+        return requested(job_id, ev, ts, seq), None
+    if job is None:
+        if isinstance(ev, JobRejected):
+            # A requested payload that never decoded: the rejection is the job's only record.
+            return rejected_unknown(job_id, ev, ts, seq), None
+        return None, "event for an unknown job, ignored"
+    before = touched(job, seq)
+    after, note = _transition(before, ev, ts, seq)
+    if note is not None:
+        return before, note
+    if job.terminal and not after.terminal:
+        return before, "event after the job ended, ignored"
+    return after, None
+
+
+def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, ts: datetime, seq: int) -> Step:
+    if isinstance(ev, Admission):
+        return _admission(job, ev, ts), None
+    if isinstance(ev, OnNode):
+        return _on_node(job, ev, ts), None
+    if isinstance(ev, Outcome):
+        return _outcome(job, ev, ts), None
+    if isinstance(ev, AfterTheFact):
+        return _after_the_fact(job, ev, ts, seq)
+    assert_never(ev)
+
+
+def requested(job_id: str, ev: JobRequested, ts: datetime, seq: int) -> JobView:
+    return JobView(
+        job_id=job_id,
+        status=S.REQUESTED,
+        command=ev.command,
+        tool=ev.tool,
+        requested_node=ev.node,
+        labels=dict(ev.labels),
+        prefer=dict(ev.prefer),
+        working_dir=ev.working_dir,
+        env=dict(ev.env),
+        timeout_s=ev.timeout_s,
+        priority=ev.priority,
+        tests=list(ev.tests),
+        parent=ev.parent,
+        metadata=dict(ev.metadata),
+        requested_by=ev.requested_by,
+        after=list(ev.after),
+        retries=ev.retries,
+        idempotent=ev.idempotent,
+        requested_at=ts,
+        first_seq=seq,
+        last_seq=seq,
+    )
+
+
+def rejected_unknown(job_id: str, ev: JobRejected, ts: datetime, seq: int) -> JobView:
+    return JobView(
+        job_id=job_id,
+        status=S.REJECTED,
+        command="",
+        reason=ev.reason,
+        requested_at=ts,
+        finished_at=ts,
+        first_seq=seq,
+        last_seq=seq,
+    )
+
+
+# ---------------------------------------------------------------- admission
+
+
+def _admission(job: JobView, ev: Admission, ts: datetime) -> JobView:
+    match ev:
+        case JobValidated():
+            return validated(job, ev, ts)
+        case JobApprovalRequired():
+            return replace(job, status=S.APPROVAL_REQUIRED, reason=ev.reason)
+        case JobApproved():
+            return approved(job, ev)
+        case JobDenied():
+            return denied(job, ev, ts)
+        case JobRejected():
+            return finish(job, S.REJECTED, ts, ev.reason)
+        case JobQueued():
+            return replace(job, status=S.QUEUED, reason=ev.reason, queued_at=job.queued_at or ts)
+        case _:
+            assert_never(ev)
+
+
+def validated(job: JobView, ev: JobValidated, ts: datetime) -> JobView:
+    return replace(
+        job,
+        status=S.VALIDATED,
+        severity=ev.severity,
+        warnings=list(ev.warnings),
+        suggestions=list(ev.suggestions),
+        validation_ms=ev.duration_ms,
+        validated_at=ts,
+    )
+
+
+def approved(job: JobView, ev: JobApproved) -> JobView:
+    if job.status != S.APPROVAL_REQUIRED:
+        return job
+    return replace(job, status=S.APPROVED, approved_by=ev.by, reason=ev.reason)
+
+
+def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
+    if job.status != S.APPROVAL_REQUIRED:
+        return job
+    return finish(job, S.DENIED, ts, f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
+
+
+# ---------------------------------------------------------------- on the node
+
+
+def _on_node(job: JobView, ev: OnNode, ts: datetime) -> JobView:
+    match ev:
+        case JobAssigned():
+            return replace(job, status=S.ASSIGNED, node=ev.node, attempt=ev.attempt, assigned_at=ts, placement=ev.reason, reason=None)
+        case JobDispatch():
+            return replace(job, status=S.DISPATCHED)
+        case JobAccepted():
+            return replace(job, status=S.ACCEPTED, accepted_at=ts, instance=ev.instance)
+        case JobStarted():
+            return replace(job, status=S.RUNNING, started_at=ts)
+        case JobExited():
+            return exited(job, ev, ts)
+        case JobCancelRequested():
+            return replace(job, cancel_requested=True)
+        case JobCancel():
+            return replace(job, cancel_sent=True)
+        case _:
+            assert_never(ev)
+
+
+def exited(job: JobView, ev: JobExited, ts: datetime) -> JobView:
+    return replace(
+        job,
+        status=S.EXITED,
+        exit_code=ev.exit_code,
+        signal=ev.signal,
+        killed_by=ev.killed_by,
+        duration_ms=ev.duration_ms,
+        output_bytes=ev.output_bytes,
+        chunks=ev.chunks,
+        exited_at=ts,
+        checks=list(ev.checks),
+        reason=ev.error or job.reason,
+    )
+
+
+# ---------------------------------------------------------------- outcome
+
+
+def _outcome(job: JobView, ev: Outcome, ts: datetime) -> JobView:
+    match ev:
+        case JobSucceeded():
+            return finish(job, S.SUCCEEDED, ts, None)
+        case JobFailed():
+            return finish(job, S.FAILED, ts, ev.reason)
+        case JobTimedOut():
+            return finish(job, S.TIMED_OUT, ts, f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out")
+        case JobCancelled():
+            return finish(job, S.CANCELLED, ts, ev.reason)
+        case JobLost():
+            if ev.will_retry:
+                return replace(job, status=S.QUEUED, reason=ev.reason, queued_at=ts)
+            return finish(job, S.LOST, ts, ev.reason)
+        case _:
+            assert_never(ev)
+
+
+def finish(job: JobView, status: JobStatus, ts: datetime, reason: str | None) -> JobView:
+    """The job ends with `status`; a job that has already ended keeps its verdict."""
+    if job.terminal:
+        return job
+    return replace(job, status=status, finished_at=ts, reason=job.reason if reason is None else reason)
+
+
+# ---------------------------------------------------------------- after the fact
+
+
+def _after_the_fact(job: JobView, ev: AfterTheFact, ts: datetime, seq: int) -> Step:
+    match ev:
+        case JobTested():
+            return replace(job, tests_passed=ev.passed, test_results=list(ev.results), retest=[]), None
+        case JobRolledBack():
+            return replace(job, rollback_job=ev.rollback_job, rolled_back_at=ts), None
+        case JobTestRequested():
+            if not job.terminal or job.retest:
+                return job, "tests can run on a finished job, one request at a time; ignored"
+            return replace(job, retest=list(ev.tests), retest_job=verification_job_id(job.job_id, seq)), None
+        case _:
+            assert_never(ev)
+
+
+def verification_job_id(job_id: str, seq: int) -> str:
+    """Deterministic id of the job that checks a finished job's node-side tests."""
+    suffix = f"-t{seq}"
+    return job_id[: 64 - len(suffix)] + suffix
+
+
+def touched(job: JobView, seq: int) -> JobView:
+    """The view with its `last_seq` moved: the server counts every message on the job's subjects."""
+    return replace(job, last_seq=seq)
