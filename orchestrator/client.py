@@ -2,10 +2,7 @@
 
 Submitting and following go straight to JetStream; state questions go to the
 orchestrator over `nexus.rpc.query`, so nobody needs DuckDB's single-writer lock.
-
-    NexusError (schemas.errors)
-    +-- NoSuchJob        nothing in the log under this job id
-    +-- JobFinished      the job already ended (`status`): there is nothing to cancel
+The use cases built on it (submit, cancel, approve, ...) are in `orchestrator.app`.
 """
 
 from __future__ import annotations
@@ -17,49 +14,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bus.errors import StaleDecision
-from bus.nats_bus import NatsBus
+from bus.port import EventBus
 from orchestrator.app.follow import follow_job
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import codec, msgids, subjects
-from schemas.codec import event_type
 from schemas.envelope import Outgoing
-from schemas.errors import NexusError
-from schemas.events import JobCancelRequested, JobRequested, JobTested, JobTestRequested, ends_job
+from schemas.events import JobCancelRequested, JobRequested, JobTested
 from schemas.pipelines import PipelineRequested
 from schemas.records import Record
 from schemas.rpc import QueryRequest
-from schemas.values import JobTest
 
 JOB_COLUMNS = (
     "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
     "requested_at, finished_at, requested_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
 )
-
-
-# Of a cancel racing with the job's own events, one wins; retry this often before giving up.
-CANCEL_ATTEMPTS = 5
-
-
-class NoSuchJob(NexusError):
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        super().__init__(f"no job {job_id!r}")
-
-
-class JobFinished(NexusError):
-    def __init__(self, job_id: str, status: str) -> None:
-        self.job_id = job_id
-        self.status = status
-        super().__init__(f"job {job_id} already finished ({status}); there is nothing to cancel")
-
-
-def final_status(history: Sequence[Record]) -> str | None:
-    """The status a job ended with (`succeeded`, `denied`, ...), or None while it goes on."""
-    for rec in reversed(history):
-        if ends_job(rec.event):
-            return event_type(rec.event).split(".", 1)[1]  # type: ignore[arg-type]
-    return None
 
 
 def new_job_id() -> str:
@@ -86,7 +54,7 @@ class FollowItem:
 
 
 class NexusClient:
-    def __init__(self, bus: NatsBus) -> None:
+    def __init__(self, bus: EventBus) -> None:
         self.bus = bus
 
     async def submit(self, job_id: str, req: JobRequested) -> int:
@@ -95,36 +63,10 @@ class NexusClient:
         return (await self.bus.publish(out)).seq
 
     async def cancel(self, job_id: str, *, by: str | None, reason: str | None) -> None:
-        """Publish `cancel_requested` whatever the job's state (see `cancel_unfinished`)."""
+        """Publish `cancel_requested` whatever the job's state (people go through `app.jobs.cancel`)."""
         ev = JobCancelRequested(requested_by=by, reason=reason)
         n = secrets.token_hex(4)
         await self.bus.publish(Outgoing(subjects.job(job_id, "cancel_requested"), ev, msgids.job(job_id, "cancel_requested", n)))
-
-    async def cancel_unfinished(self, job_id: str, *, by: str | None, reason: str | None) -> int:
-        """Publish `cancel_requested` for a job that has not ended; returns its sequence.
-
-        Raises NoSuchJob, or JobFinished with nothing published: the record gets no
-        request that could never take effect. The request expects the job's last event
-        to be the one read, so a job that ends meanwhile is read again, not cancelled."""
-        ev = JobCancelRequested(requested_by=by, reason=reason)
-        for _ in range(CANCEL_ATTEMPTS):
-            history = await self.history(job_id)
-            if not history:
-                raise NoSuchJob(job_id)
-            if (status := final_status(history)) is not None:
-                raise JobFinished(job_id, status)
-            out = Outgoing(subjects.job(job_id, "cancel_requested"), ev, msgids.job(job_id, "cancel_requested", secrets.token_hex(4)))
-            try:
-                return (await self.bus.publish(out, expected_seq=history[-1].seq)).seq
-            except StaleDecision:
-                continue
-        raise StaleDecision(subjects.job(job_id, "cancel_requested"), history[-1].seq)
-
-    async def request_tests(self, job_id: str, tests: list[JobTest], *, by: str | None) -> int:
-        """Ask for tests on a finished job; returns the request's sequence (see `wait_tested`)."""
-        ev = JobTestRequested(tests=tests, requested_by=by)
-        out = Outgoing(subjects.job(job_id, "test_requested"), ev, msgids.job(job_id, "test_requested", secrets.token_hex(6)))
-        return (await self.bus.publish(out)).seq
 
     async def wait_tested(self, job_id: str, after_seq: int, timeout_s: float) -> JobTested:
         """The first `tested` of the job after `after_seq`; raises TimeoutError."""

@@ -34,6 +34,7 @@ from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, problem_handle
 from orchestrator.api.metrics_models import PipelineMetrics
 from orchestrator.api.models import Health
 from orchestrator.api.openapi import RefinedJson, problems
+from orchestrator.api.prometheus import prometheus_text
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
 from schemas.envelope import Timestamp
@@ -43,7 +44,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 @get("/health", summary="Liveness of the API and its NATS connection (no auth)", responses=problems(public=True))
 async def health(ctx: Ctx) -> Health:
-    return Health(nats=ctx.client.bus.nc.is_connected, auth=ctx.auth)
+    return Health(nats=ctx.client.bus.connected, auth=ctx.auth)
 
 
 @get(
@@ -81,7 +82,7 @@ def _since(raw: str | None) -> datetime | None:
     responses=problems(),
 )
 async def prometheus(ctx: Ctx) -> Response[str]:
-    text = metrics.prometheus_text(await metrics.pipeline_metrics(ctx.client))
+    text = prometheus_text(await metrics.pipeline_metrics(ctx.client))
     return Response(text, media_type=PROMETHEUS_TEXT)
 
 

@@ -43,7 +43,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from bus.errors import BusError
-from bus.nats_bus import NatsBus
+from bus.port import EventBus
 from orchestrator.api.errors import ApiError, send_problem, unauthorized
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -163,7 +163,7 @@ def new_request_id() -> str:
 class AuditedApp:
     """ASGI wrapper around the Litestar app: authenticates, then audits the call."""
 
-    def __init__(self, app: ASGIApp, bus: NatsBus, tokens: Tokens | None) -> None:
+    def __init__(self, app: ASGIApp, bus: EventBus, tokens: Tokens | None) -> None:
         self.app = app
         self.bus = bus
         self.tokens = tokens

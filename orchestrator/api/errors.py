@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import nats.errors
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -34,7 +33,9 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Send
 
 from bus.errors import BusError
+from bus.nats_bus import is_nats_error
 from orchestrator.api.models import Problem
+from orchestrator.app.errors import AppError, NoSuchJob
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas.errors import InvalidId, NexusError
 from schemas.limits import MAX_EVENT_BYTES
@@ -159,9 +160,13 @@ def to_problem(exc: Exception) -> ProblemError:
             return ProblemError(405, "method-not-allowed", "Method not allowed", exc.detail, headers=exc.headers)
         case HTTPException():
             return ProblemError(exc.status_code, "http-error", exc.detail or "HTTP error", exc.detail, headers=exc.headers)
+        case NoSuchJob():
+            return unknown_job(exc.job_id)
+        case AppError():
+            return ProblemError(exc.http_status, exc.slug, exc.title, str(exc))
         case OrchestratorUnavailable() | BusError():
             return unavailable(str(exc))
-        case nats.errors.Error():  # the bus did not translate it: NATS is down, slow or refusing
+        case _ if is_nats_error(exc):  # the bus did not translate it: NATS is down, slow or refusing
             return unavailable(f"NATS: {type(exc).__name__}: {exc}".rstrip(": "))
         case TimeoutError():
             return unavailable("timed out waiting for NATS or the orchestrator")

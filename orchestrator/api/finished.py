@@ -8,7 +8,6 @@ is a new job on the same node whose success adds `rolled_back` to this one.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,20 +16,15 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from bus.errors import StaleDecision
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_fits, check_job_fits
-from orchestrator.api.context import ApiContext, Ctx
-from orchestrator.api.errors import ProblemError, wrong_state
+from orchestrator.api.context import Ctx
 from orchestrator.api.jobs import load_job, stream_endpoint
 from orchestrator.api.models import RollbackRequest, RollbackStarted, TestRequest, TestResultOut, TestResults
 from orchestrator.api.openapi import problems
+from orchestrator.app import finished as finished_app
+from orchestrator.app.finished import RollBack, RunTests
 from orchestrator.client import new_job_id
-from orchestrator.core.views import TERMINAL
-from schemas import msgids, subjects
-from schemas.envelope import Outgoing
-from schemas.events import JobRequested, JobTestRequested
-from schemas.values import JobTest
 
 
 @post(
@@ -51,10 +45,9 @@ from schemas.values import JobTest
 async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[TestRequest]) -> Response[TestResults]:
     """Publishes `test_requested` and answers with the `tested` results (node-side checks
     run in a verification job on the job's node)."""
-    job = await load_job(ctx, job_id)
-    if job.status not in TERMINAL:
-        raise wrong_state(f"job {job_id!r} is {job.status}; tests run on finished jobs")
-    seq = await _request_tests(ctx, job_id, list(data.tests), by=identity_of(request.scope).user)
+    ev = finished_app.tests_request(RunTests(job_id=job_id, tests=list(data.tests), by=identity_of(request.scope).user), datetime.now(UTC))
+    check_fits(ev, "the test request")
+    seq = await finished_app.request_tests(ctx.client, job_id, ev)
     try:
         tested = await ctx.client.wait_tested(job_id, seq, data.timeout_s)
     except TimeoutError:
@@ -63,24 +56,6 @@ async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, A
         return Response(TestResults(job_id=job_id, passed=None), status_code=202, headers=headers)
     results = [TestResultOut(**msgspec.structs.asdict(r)) for r in tested.results]
     return Response(TestResults(job_id=job_id, passed=tested.passed, results=results))
-
-
-async def _request_tests(ctx: ApiContext, job_id: str, tests: list[JobTest], by: str) -> int:
-    """Publish `test_requested`, unless a test run is pending: the orchestrator takes one
-    request at a time and ignores the others, whose callers would wait for nothing."""
-    history = await ctx.client.history(job_id)
-    kinds = [r.subject.split(".")[4] for r in history]
-    last_tested = max((i for i, k in enumerate(kinds) if k == "tested"), default=-1)
-    if "test_requested" in kinds[last_tested + 1 :]:
-        raise wrong_state(f"tests are already running on job {job_id!r}; read GET test-results when they end")
-    ev = JobTestRequested(ts=datetime.now(UTC), tests=tests, requested_by=by)
-    check_fits(ev, "the test request")
-    out = Outgoing(subjects.job(job_id, "test_requested"), ev, msgids.job(job_id, "test_requested", secrets.token_hex(6)))
-    try:
-        # The job's last event must still be the one read: of two racing requests one wins.
-        return (await ctx.client.bus.publish(out, expected_seq=history[-1].seq)).seq
-    except StaleDecision:
-        raise wrong_state(f"job {job_id!r} changed meanwhile; read it again and retry") from None
 
 
 @get(
@@ -114,17 +89,9 @@ async def rollback_job(
 ) -> RollbackStarted:
     """Runs the undo command on the job's node as a new job (`parent` and `metadata.rollback_of`
     name this one); when it succeeds, this job gets a `rolled_back` event."""
-    job = await load_job(ctx, job_id)
-    if job.status not in TERMINAL or job.node is None:
-        raise wrong_state(f"job {job_id!r} is {job.status}; only a finished job that ran on a node can be rolled back")
-    command = (data.command if data is not None else None) or job.metadata.get("rollback")
-    if not isinstance(command, str) or not command.strip():
-        raise ProblemError(422, "no-rollback-command", "No rollback command", "give `command`, or submit jobs with metadata.rollback")
+    undo = RollBack(job_id=job_id, command=data.command if data is not None else None, by=identity_of(request.scope).user)
+    req = await finished_app.rollback_request(ctx.client, undo, datetime.now(UTC))
     rollback_id = new_job_id()
-    req = JobRequested(
-        command=command, node=job.node, parent=job_id, metadata={"rollback_of": job_id},
-        requested_by=identity_of(request.scope).user,
-    )  # fmt: skip
     check_job_fits(req)
     await ctx.client.submit(rollback_id, req)
     return RollbackStarted(job_id=rollback_id, rollback_of=job_id, stream_endpoint=stream_endpoint(rollback_id))

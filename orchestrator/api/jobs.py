@@ -11,19 +11,18 @@ from __future__ import annotations
 import time
 import types
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from bus.errors import StaleDecision
 from orchestrator.api import nodes
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_job_fits
 from orchestrator.api.context import ApiContext, Ctx
-from orchestrator.api.errors import ProblemError, unknown_job, unknown_node, wrong_state
+from orchestrator.api.errors import ProblemError, unknown_job, unknown_node
 from orchestrator.api.models import (
     CancelAccepted,
     CancelRequest,
@@ -39,18 +38,19 @@ from orchestrator.api.models import (
     ValidationWarning,
 )
 from orchestrator.api.openapi import problems
-from orchestrator.client import new_job_id
+from orchestrator.app import jobs as jobs_app
+from orchestrator.app.jobs import CancelJob, DecideJob
+from orchestrator.app.rows import decoded
 from orchestrator.core import analysis as _analysis
+from orchestrator.core.admission import Candidate, admit, targets
 from orchestrator.core.policy import SEVERITY_RANK
-from orchestrator.core.views import TERMINAL, JobStatus
-from schemas import msgids, subjects
-from schemas.envelope import Outgoing
-from schemas.events import JobApproved, JobDenied, JobRequested
+from orchestrator.core.views import JobStatus
+from schemas import subjects
+from schemas.events import JobRequested
 from schemas.limits import INT64_MAX, MAX_NAME_CHARS
 
 _JOB_FIELDS = [f.name for f in msgspec.structs.fields(JobOut) if f.name != "stream_endpoint"]
 _JOB_SQL = f"SELECT {', '.join(_JOB_FIELDS)} FROM jobs"
-_JSON_FIELDS = ("labels", "tests", "metadata", "after", "warnings", "suggestions")
 
 
 def stream_endpoint(job_id: str) -> str:
@@ -59,8 +59,7 @@ def stream_endpoint(job_id: str) -> str:
 
 def job_out(row: dict[str, Any]) -> JobOut:
     """A `jobs` row (as the query RPC returns it: JSON columns as text) as the API's JobOut."""
-    values = {k: (msgspec.json.decode(v) if k in _JSON_FIELDS and isinstance(v, str) else v) for k, v in row.items()}
-    ns = types.SimpleNamespace(**values, stream_endpoint=stream_endpoint(row["job_id"]))
+    ns = types.SimpleNamespace(**decoded(row), stream_endpoint=stream_endpoint(row["job_id"]))
     return msgspec.convert(ns, JobOut, from_attributes=True, strict=False)
 
 
@@ -128,27 +127,28 @@ async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Reque
     analysis = _analysis.analyze(data.command, data.tool)
     took_ms = (time.perf_counter() - started) * 1000
     warnings = [ValidationWarning(type=f.type, severity=f.severity, message=f.message) for f in analysis.findings]
-    targets = list(dict.fromkeys([*([data.node_id] if data.node_id else []), *data.node_ids]))
-    fleet = await nodes.fleet(ctx) if targets else {}
-    warnings += _node_warnings(fleet, targets, data.tool)
-    labels = [fleet[n].labels for n in targets if n in fleet]
-    user = identity_of(request.scope).user
-    policy = ctx.policy
-    denied = None if policy.may_submit(user) else f"user {user!r} may not submit jobs"
-    denied = denied or policy.denial(data.command, data.tool, labels)
+    named = data.named_nodes()
+    fleet = await nodes.fleet(ctx)
+    warnings += _node_warnings(fleet, named, data.tool)
+    candidates = {n.node_id: Candidate(labels=n.labels, tools=n.tools, live=n.live) for n in fleet.values()}
+    on = [dict(fleet[n].labels) for n in named if n in fleet] if named else targets(None, data.labels, data.tool, candidates)
+    said = admit(
+        ctx.policy, user=identity_of(request.scope).user, command=data.command, tool=data.tool,
+        severity=analysis.severity, targets=on, selectors=data.labels,
+    )
     severity = max((w.severity for w in warnings), key=lambda s: SEVERITY_RANK.get(s, 1), default=None)
     rows = await ctx.client.query(
         "SELECT avg(duration_ms) FROM jobs WHERE status = 'succeeded' AND command = ? AND tool = ?", [data.command, data.tool]
     )
     estimate = rows.rows[0][0] if rows.rows else None
     return ValidateResponse(
-        valid=denied is None and not any(w.severity == "critical" for w in warnings),
+        valid=said.denied is None and not any(w.severity == "critical" for w in warnings),
         severity=severity,  # type: ignore[arg-type]
         warnings=warnings,
         suggestions=list(analysis.suggestions),
         parsed=analysis.parsed,
-        approval_required=policy.needs_approval(analysis.severity, any(policy.is_production(lb) for lb in labels)),
-        denied=denied,
+        approval_required=said.approval_needed,
+        denied=said.reason if said.denied else None,
         validation_ms=round(took_ms, 3),
         estimated_duration=float(estimate) if estimate is not None else None,
     )
@@ -185,38 +185,15 @@ def _node_warnings(fleet: dict[str, NodeOut], targets: list[str], tool: str) -> 
     },
 )
 async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
-    job_id = data.job_id or new_job_id()
-    if data.node_id is not None and not await nodes.node_known(ctx, data.node_id):
-        raise unknown_node(data.node_id, status=422)
-    req = JobRequested(
-        ts=datetime.now(UTC),
-        command=data.command,
-        tool=data.tool,
-        node=data.node_id,
-        labels=data.labels,
-        working_dir=data.working_dir,
-        env=data.env,
-        timeout_s=data.timeout_s,
-        priority=data.priority,
-        tests=data.tests,
-        parent=data.parent,
-        metadata=data.metadata,
-        requested_by=identity_of(request.scope).user,
-        after=data.after,
-        retries=data.retries,
-        idempotent=data.idempotent,
-    )
+    cmd = data.command_for(identity_of(request.scope).user)
+    job_id = jobs_app.job_id_of(cmd)
+    if cmd.node is not None and not await nodes.node_known(ctx, cmd.node):
+        raise unknown_node(cmd.node, status=422)
+    req = jobs_app.job_request(cmd, datetime.now(UTC))
     check_job_fits(req)
-    headers = {"Location": f"/api/v1/jobs/{job_id}"}
-    if data.job_id is not None and await job_exists_in_log(ctx, job_id):
-        # The job id is the idempotency key: a retried POST gets the same job, not a second one.
-        first = await _first_request(ctx, job_id)
-        if first is None or (first[1].command, first[1].tool, first[1].node) != (req.command, req.tool, req.node):
-            raise ProblemError(409, "job-exists", "Job exists", f"job id {job_id!r} is already used by a different request")
-        body = JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=first[0], created=False)
-        return Response(body, status_code=200, headers=headers)
-    seq = await ctx.client.submit(job_id, req)
-    return Response(JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=seq), status_code=201, headers=headers)
+    done = await jobs_app.submit(ctx.client, job_id, req)
+    body = JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=done.seq, created=done.created)
+    return Response(body, status_code=201 if done.created else 200, headers={"Location": f"/api/v1/jobs/{job_id}"})
 
 
 @get("/api/v1/jobs", guards=[require("viewer")], summary="Jobs, newest first", responses=problems())
@@ -259,35 +236,9 @@ async def get_job(job_id: FromPath[str], ctx: Ctx) -> JobOut:
 async def cancel_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CancelRequest | None] = None
 ) -> CancelAccepted:
-    job = await load_job(ctx, job_id)
-    if job.status in TERMINAL:
-        raise wrong_state(f"job {job_id!r} already ended ({job.status}); there is nothing to cancel")
-    reason = data.reason if data is not None else None
-    await ctx.client.cancel(job_id, by=identity_of(request.scope).user, reason=reason)
+    by = identity_of(request.scope).user
+    await jobs_app.cancel(ctx.client, CancelJob(job_id=job_id, by=by, reason=data.reason if data is not None else None))
     return CancelAccepted(job_id=job_id)
-
-
-async def _decide(ctx: ApiContext, job_id: str, decision: Literal["approved", "denied"], by: str, reason: str | None) -> int:
-    """Publish `approved`/`denied` for a job held for approval (the protocol of `nexus approve`)."""
-    subjects.check_id(job_id, "job id")
-    history = await ctx.client.history(job_id)
-    if not history:
-        raise unknown_job(job_id)
-    kinds = [r.subject.split(".")[4] for r in history]
-    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
-    if hold is None or any(k in ("approved", "denied") for k in kinds[hold + 1 :]):
-        raise wrong_state(f"job {job_id!r} is not waiting for approval")
-    ev = (
-        JobApproved(ts=datetime.now(UTC), by=by, reason=reason)
-        if decision == "approved"
-        else JobDenied(ts=datetime.now(UTC), by=by, reason=reason)
-    )
-    out = Outgoing(subjects.job(job_id, decision), ev, msgids.job(job_id, decision, history[-1].seq))
-    try:
-        # The hold must still be the job's last event: of two racing decisions one wins.
-        return (await ctx.client.bus.publish(out, expected_seq=history[-1].seq)).seq
-    except StaleDecision:
-        raise wrong_state(f"job {job_id!r} changed meanwhile; read it again and retry") from None
 
 
 @post(
@@ -301,7 +252,7 @@ async def approve_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
     by = identity_of(request.scope).user
-    seq = await _decide(ctx, job_id, "approved", by, data.reason if data else None)
+    seq = await jobs_app.decide(ctx.client, DecideJob(job_id=job_id, decision="approved", by=by, reason=data.reason if data else None))
     return DecisionRecorded(job_id=job_id, decision="approved", by=by, seq=seq)
 
 
@@ -316,7 +267,7 @@ async def deny_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
     by = identity_of(request.scope).user
-    seq = await _decide(ctx, job_id, "denied", by, data.reason if data else None)
+    seq = await jobs_app.decide(ctx.client, DecideJob(job_id=job_id, decision="denied", by=by, reason=data.reason if data else None))
     return DecisionRecorded(job_id=job_id, decision="denied", by=by, seq=seq)
 
 

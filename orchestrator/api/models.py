@@ -9,10 +9,12 @@ Durations in JSON are milliseconds unless the name says otherwise
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from orchestrator.app.errors import InvalidRequest
+from orchestrator.app.jobs import SubmitJob
 from schemas.limits import (
     MAX_AFTER,
     MAX_EVENT_BYTES,
@@ -71,12 +73,20 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ValidateRequest(_Body, frozen=True, kw_only=True):
-    """A command to analyse without running it."""
+    """A command to analyse without running it, for the nodes it would run on: `nodeId` /
+    `nodeIds` (`node` is accepted for `nodeId`), or else every live node with the tool whose
+    labels match `labels`, as the orchestrator places it."""
 
     command: Command
     tool: Name = "bash"
     node_id: Id | None = None
     node_ids: Ids = []
+    labels: Labels = {}
+    node: Id | None = msgspec.field(default=None, name="node")
+
+    def named_nodes(self) -> list[str]:
+        """The node ids given, once each, in order."""
+        return list(dict.fromkeys([*([self.node_id] if self.node_id else []), *([self.node] if self.node else []), *self.node_ids]))
 
 
 class ValidationWarning(_Out, frozen=True, kw_only=True):
@@ -106,13 +116,17 @@ class ValidateResponse(_Out, frozen=True, kw_only=True):
 
 
 class CreateJobRequest(_Body, frozen=True, kw_only=True):
-    """A job to create. Only `command` is required; without `nodeId` the orchestrator picks a node."""
+    """A job to create. Only `command` is required; without `nodeId` the orchestrator picks a node,
+    ranking the nodes that match `labels` by `prefer` (soft preferences) and cost.
+    `node`, `timeout_s` and `working_dir` (the event log's names) are accepted for
+    `nodeId`, `timeoutSeconds` and `workingDir`; giving both spellings with different values is a 400."""
 
     command: Command
     tool: Name = "bash"
     job_id: Id | None = None
     node_id: Id | None = None
     labels: Labels = {}
+    prefer: Labels = {}
     working_dir: Path | None = None
     env: Env = {}
     timeout_s: TimeoutS | None = msgspec.field(default=None, name="timeoutSeconds")
@@ -123,6 +137,25 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
+    node: Id | None = msgspec.field(default=None, name="node")
+    timeout_s_alias: TimeoutS | None = msgspec.field(default=None, name="timeout_s")
+    working_dir_alias: Path | None = msgspec.field(default=None, name="working_dir")
+
+    def command_for(self, requested_by: str) -> SubmitJob:
+        """The submit command (app.jobs) this body asks for, in the event log's vocabulary."""
+        fields = msgspec.structs.asdict(self)
+        node = _one_of(fields, "node_id", "node", "nodeId")
+        timeout_s = _one_of(fields, "timeout_s", "timeout_s_alias", "timeoutSeconds")
+        working_dir = _one_of(fields, "working_dir", "working_dir_alias", "workingDir")
+        return SubmitJob(**fields, node=node, timeout_s=timeout_s, working_dir=working_dir, requested_by=requested_by)
+
+
+def _one_of(fields: dict[str, Any], name: str, alias: str, shown: str) -> Any:
+    """Pop a field given under its HTTP name or its event-log alias; both, differing, is a 400."""
+    value, other = fields.pop(name), fields.pop(alias)
+    if value is not None and other is not None and value != other:
+        raise InvalidRequest(f"{shown} and its alias disagree ({value!r} vs {other!r}): give one")
+    return value if value is not None else other
 
 
 class TestRequest(_Body, frozen=True, kw_only=True):
@@ -331,7 +364,7 @@ class NodeList(_Out, frozen=True, kw_only=True):
 
 
 class OptimalNode(_Out, frozen=True, kw_only=True):
-    """The node the orchestrator would pick now (least loaded free node with the tool), or null."""
+    """The node the orchestrator would pick now (as it ranks: selectors, free, `prefer`, cost, load), or null."""
 
     tool: str
     node: NodeOut | None

@@ -7,7 +7,7 @@ and the agent's own load from its heartbeat in the `nexus-nodes` bucket.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import get
@@ -18,17 +18,14 @@ from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_node
 from orchestrator.api.models import NodeList, NodeOut, OptimalNode
 from orchestrator.api.openapi import problems
-from orchestrator.core.views import ON_NODE
+from orchestrator.app import nodes as nodes_app
+from orchestrator.app.nodes import FindOptimalNode
+from orchestrator.app.rows import decoded
 from schemas import subjects
 from schemas.events import NodeHeartbeat
 from schemas.limits import MAX_LABELS, MAX_NAME_CHARS
 
 _NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at FROM nodes"
-_LOAD_SQL = "SELECT node, count(*) FROM jobs WHERE node IS NOT NULL AND status IN (SELECT unnest(?::VARCHAR[])) GROUP BY node"
-
-
-def _json(value: Any) -> Any:
-    return msgspec.json.decode(value) if isinstance(value, str) else value
 
 
 async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
@@ -38,14 +35,14 @@ async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
     beats = await ctx.client.bus.heartbeats()
     now = datetime.now(UTC)
     out: dict[str, NodeOut] = {}
-    for row in rows:
+    for row in map(decoded, rows):
         hb = beats.get(row["node_id"])
         out[row["node_id"]] = NodeOut(
             node_id=row["node_id"],
             status=row["status"],
             live=row["status"] == "online" and _live(hb, now, ctx.node_ttl_s),
-            tools=_json(row["tools"]) or [],
-            labels=_json(row["labels"]) or {},
+            tools=row["tools"] or [],
+            labels=row["labels"] or {},
             max_jobs=row["max_jobs"],
             active_jobs=hb.active_jobs if hb else 0,
             hostname=row["hostname"],
@@ -104,29 +101,27 @@ async def optimal_node(
         list[str] | None,
         QueryParameter(max_items=MAX_LABELS, description="Node selector KEY=VALUE; repeatable."),
     ] = None,
+    prefer: Annotated[
+        list[str] | None,
+        QueryParameter(max_items=MAX_LABELS, description="Soft preference KEY=VALUE, as a job's `prefer`; repeatable."),
+    ] = None,
 ) -> OptimalNode:
-    selector: dict[str, str] = {}
-    for item in label or []:
+    """Ranked as the scheduler ranks: live nodes with the tool matching every `label`, not at
+    their max concurrent jobs, then by `prefer`, cost and load (`orchestrator.core.decide`)."""
+    query = FindOptimalNode(tool=tool, labels=_pairs(label, "label"), prefer=_pairs(prefer, "prefer"))
+    choice = await nodes_app.optimal_node(ctx.client, query, ttl_s=ctx.node_ttl_s, now=datetime.now(UTC))
+    node = (await fleet(ctx)).get(choice.node) if choice.node is not None else None
+    return OptimalNode(tool=tool, node=node, candidates=choice.candidates, reason=choice.reason)
+
+
+def _pairs(items: list[str] | None, name: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ProblemError(400, "invalid-parameter", "Bad request", f"label must look like KEY=VALUE, got {item!r}")
-        selector[key] = value
-    nodes = await fleet(ctx)
-    load_rows = await ctx.client.query(_LOAD_SQL, [sorted(ON_NODE)])
-    load = {str(node): int(n) for node, n in load_rows.rows}
-    candidates = sorted(
-        n.node_id for n in nodes.values() if n.live and tool in n.tools and all(n.labels.get(k) == v for k, v in selector.items())
-    )
-    free = [n for n in candidates if load.get(n, 0) < nodes[n].max_jobs]
-    if not candidates:
-        sel = f" with labels {selector}" if selector else ""
-        return OptimalNode(tool=tool, node=None, candidates=[], reason=f"no live node{sel} has tool {tool!r}")
-    if not free:
-        reason = f"all {len(candidates)} capable node(s) are at their max concurrent jobs; a job would queue"
-        return OptimalNode(tool=tool, node=None, candidates=candidates, reason=reason)
-    chosen = min(free, key=lambda n: (load.get(n, 0) / max(nodes[n].max_jobs, 1), n))
-    reason = f"least loaded of {len(free)} free candidate(s): {load.get(chosen, 0)}/{nodes[chosen].max_jobs} jobs"
-    return OptimalNode(tool=tool, node=nodes[chosen], candidates=candidates, reason=reason)
+            raise ProblemError(400, "invalid-parameter", "Bad request", f"{name} must look like KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs
 
 
 @get("/api/v1/nodes/{node_id:str}", guards=[require("viewer")], summary="One node", responses=problems(404))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 
@@ -14,12 +13,11 @@ from orchestrator.api.context import Ctx
 from orchestrator.api.errors import ProblemError
 from orchestrator.api.models import CreatePipelineRequest, PipelineCreated
 from orchestrator.api.openapi import problems
-from orchestrator.cli.pipelines import new_pipeline_id
+from orchestrator.app import pipelines as pipelines_app
+from orchestrator.app.pipelines import RunPipeline
+from orchestrator.app.rows import decoded
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
-from schemas.pipelines import PipelineRequested
-
-_JSON = ("spec", "variables", "needs", "nodes", "jobs", "health_checks", "rollbacks", "finish_order", "rollback_steps")
 
 
 def status_endpoint(pipeline_id: str) -> str:
@@ -38,10 +36,12 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
         spec = compile_template(data.template, data.variables, file="template")
     except TemplateError as exc:
         raise ProblemError(422, "invalid-template", "Invalid pipeline template", str(exc)) from None
-    pipeline_id = subjects.check_id(data.pipeline_id or new_pipeline_id(), "pipeline id")
-    req = PipelineRequested(spec=spec, variables=data.variables, requested_by=identity_of(request.scope).user, source="api")
+    by = identity_of(request.scope).user
+    cmd = RunPipeline(spec=spec, variables=data.variables, pipeline_id=data.pipeline_id, requested_by=by, source="api")
+    pipeline_id = pipelines_app.pipeline_id_of(cmd)
+    req = pipelines_app.pipeline_request(cmd)
     check_fits(req, "the pipeline's request")
-    seq = await ctx.client.submit_pipeline(pipeline_id, req)
+    seq = await pipelines_app.submit(ctx.client, pipeline_id, req)
     body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)
     return Response(body, status_code=201, headers={"Location": status_endpoint(pipeline_id)})
 
@@ -60,13 +60,9 @@ async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> dict[str, Any]:
         detail = "it is in the log but not reduced yet; try again" if known else "it has no events in the log"
         raise ProblemError(404, "unknown-pipeline", "Unknown pipeline", f"no pipeline {pipeline_id!r}: {detail}")
     steps = await ctx.client.query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
-    pipeline = _decoded(head.dicts()[0])
-    pipeline["steps"] = [_decoded(s) for s in steps.dicts()]
+    pipeline = decoded(head.dicts()[0])
+    pipeline["steps"] = [decoded(s) for s in steps.dicts()]
     return pipeline
-
-
-def _decoded(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (msgspec.json.decode(v) if k in _JSON and isinstance(v, str) else v) for k, v in row.items()}
 
 
 ROUTES = [create_pipeline, get_pipeline]

@@ -42,37 +42,20 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
-from bus.nats_bus import NatsBus, OutputChunk
+from bus.port import EventBus, OutputChunk
 from orchestrator.api.auth import require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
 from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEvent, StatusEvent
 from orchestrator.api.openapi import problems
 from orchestrator.app.follow import follow_job
+from orchestrator.app.narrate import narrate, status_after, verdict_reason
 from orchestrator.core.text import text_view
 from schemas import subjects
-from schemas.codec import event_type
 from schemas.events import (
-    JobAccepted,
-    JobApprovalRequired,
-    JobApproved,
-    JobAssigned,
-    JobCancel,
-    JobCancelled,
-    JobCancelRequested,
-    JobDenied,
-    JobDispatch,
     JobExited,
     JobFailed,
-    JobLost,
-    JobQueued,
-    JobRejected,
-    JobRequested,
-    JobStarted,
     JobSucceeded,
-    JobTested,
-    JobTimedOut,
-    JobValidated,
     ends_job,
 )
 from schemas.limits import INT64_MAX
@@ -80,27 +63,6 @@ from schemas.records import Record
 
 RETRY_MS = 1000
 _encoder = msgspec.json.Encoder()
-
-_STATUS_OF_KIND = {
-    "requested": "requested",
-    "validated": "validated",
-    "approval_required": "approval_required",
-    "approved": "approved",
-    "denied": "denied",
-    "rejected": "rejected",
-    "queued": "queued",
-    "assigned": "assigned",
-    "dispatch": "dispatched",
-    "accepted": "accepted",
-    "started": "running",
-    "exited": "exited",
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "timed_out": "timed_out",
-    "cancelled": "cancelled",
-    "lost": "lost",
-}
-
 
 @dataclass(frozen=True)
 class Position:
@@ -137,92 +99,13 @@ class _JobState:
 
 def describe(rec: Record, state: _JobState) -> StatusEvent:
     """One event of the job as a `status` message (and the job's status after it)."""
-    kind = rec.subject.split(".")[4]
-    ev = rec.event
-    state.status = _STATUS_OF_KIND.get(kind, state.status)
-    node: str | None = None
-    attempt: int | None = None
-    level = "info"
-    match ev:
-        case None:
-            message, level = f"{kind}: {rec.error}", "warning"
-        case JobRequested():
-            by = f" by {ev.requested_by}" if ev.requested_by else ""
-            message = f"requested{by}: {ev.tool}: {_clip(ev.command)}"
-        case JobValidated():
-            found = f", {len(ev.warnings)} warning(s), worst {ev.severity}" if ev.warnings else ", no findings"
-            message = f"validated in {ev.duration_ms:g} ms{found}"
-            level = "warning" if ev.severity == "critical" else "info"
-        case JobApprovalRequired():
-            message, level = f"waiting for approval: {ev.reason}", "warning"
-        case JobApproved():
-            message = f"approved by {ev.by}" + (f": {ev.reason}" if ev.reason else "")
-        case JobDenied():
-            message, level = f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""), "error"
-        case JobRejected():
-            message, level = f"rejected: {ev.reason}", "error"
-        case JobQueued():
-            message = f"queued: {ev.reason}"
-        case JobAssigned():
-            node, attempt = ev.node, ev.attempt
-            message = f"assigned to node {ev.node} ({ev.reason})" if ev.reason else f"assigned to node {ev.node}"
-        case JobDispatch():
-            node, attempt = rec.subject.split(".")[5], ev.attempt
-            message = f"dispatched to node {node}: {ev.tool}: {_clip(ev.command)}"
-        case JobAccepted():
-            node, attempt = ev.node, ev.attempt
-            message = f"accepted by node {ev.node}"
-        case JobStarted():
-            node, attempt = ev.node, ev.attempt
-            message = f"started on node {ev.node}, pid {ev.pid}"
-        case JobExited():
-            node, attempt = ev.node, ev.attempt
-            if ev.error:
-                message, level = ev.error, "error"
-            elif ev.exit_code is not None:
-                message = f"exited with code {ev.exit_code} after {ev.duration_ms} ms"
-            else:
-                message = f"killed by signal {ev.signal}" + (f" ({ev.killed_by})" if ev.killed_by else "")
-        case JobTested():
-            ok = sum(1 for r in ev.results if r.passed)
-            attempt, level = ev.attempt, "info" if ev.passed else "warning"
-            message = f"tests {'passed' if ev.passed else 'failed'}: {ok}/{len(ev.results)} assertion(s) passed"
-        case JobSucceeded():
-            attempt, message = ev.attempt, f"succeeded (exit code {ev.exit_code})"
-        case JobFailed():
-            attempt, message, level = ev.attempt, f"failed: {ev.reason}", "error"
-        case JobTimedOut():
-            attempt, level = ev.attempt, "error"
-            message = f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out"
-        case JobCancelRequested():
-            by = f" by {ev.requested_by}" if ev.requested_by else ""
-            message = f"cancel requested{by}" + (f": {ev.reason}" if ev.reason else "")
-        case JobCancel():
-            node, attempt = rec.subject.split(".")[5], ev.attempt
-            message = f"kill sent to node {node}"
-        case JobCancelled():
-            message, level = f"cancelled: {ev.reason}", "warning"
-        case JobLost():
-            node, attempt, level = ev.node, ev.attempt, "error"
-            message = f"lost: {ev.reason}"
-            if ev.will_retry:
-                state.status = "queued"
-        case _:
-            message = event_type(ev)
+    told = narrate(rec)
+    state.status = status_after(rec, state.status)
+    ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
     return StatusEvent(
-        category=kind,
-        message=message,
-        status=state.status,
-        level=level,  # type: ignore[arg-type]
-        seq=rec.seq,
-        ts=ev.ts if ev is not None and ev.ts is not None else rec.stream_ts,
-        node=node,
-        attempt=attempt,
+        category=told.category, message=told.message, status=state.status, level=told.level,
+        seq=rec.seq, ts=ts, node=told.node, attempt=told.attempt,
     )
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _done(job_id: str, state: _JobState) -> DoneEvent:
@@ -231,15 +114,10 @@ def _done(job_id: str, state: _JobState) -> DoneEvent:
     exit_code = state.exited.exit_code if state.exited else None
     if isinstance(ev, JobSucceeded | JobFailed) and ev.exit_code is not None:
         exit_code = ev.exit_code
-    reason = getattr(ev, "reason", None)
-    if isinstance(ev, JobTimedOut):
-        reason = f"timed out after {ev.timeout_s:g}s" if ev.timeout_s else "timed out"
-    elif isinstance(ev, JobDenied):
-        reason = f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else "")
-    return DoneEvent(job_id=job_id, status=state.status, exit_code=exit_code, reason=reason)
+    return DoneEvent(job_id=job_id, status=state.status, exit_code=exit_code, reason=verdict_reason(ev))
 
 
-async def follow(bus: NatsBus, job_id: str, start: Position, ctx: ApiContext) -> AsyncIterator[bytes]:
+async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -> AsyncIterator[bytes]:
     """The SSE bytes of one client's stream, from `start` until `done` (or the server stops)."""
     queue: asyncio.Queue[object] = asyncio.Queue()
     ctx.streams.add(queue)

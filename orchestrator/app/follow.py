@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from bus.errors import BusUnavailable
-from bus.nats_bus import NatsBus, OutputChunk, raise_if_cancelling
+from bus.port import EventBus, OutputChunk, raise_if_cancelling
 from schemas.events import ends_job
 from schemas.records import Record
 
@@ -35,7 +35,7 @@ class Followed:
 
 
 async def follow_job(
-    bus: NatsBus,
+    bus: EventBus,
     job_id: str,
     *,
     events_from: int = 1,

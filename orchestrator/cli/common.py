@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.nats_bus import DEFAULT_URL, NatsBus
+from orchestrator.app.errors import AppError
+from orchestrator.app.jobs import ANONYMOUS
 from orchestrator.client import NexusClient, Rows
 from schemas.errors import NexusError
 
@@ -65,6 +67,9 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         except CliError as exc:
             err.print(f"nexus: error: {exc}", markup=False, highlight=False)
             raise typer.Exit(exc.code) from None
+        except AppError as exc:
+            err.print(f"nexus: error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
         except NexusError as exc:
             err.print(f"nexus: error: {exc}", markup=False, highlight=False)
             raise typer.Exit(1) from None
@@ -118,7 +123,21 @@ def parse_pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.encode(value, enc_hook=str).decode() + "\n")
+    """`--json` output. The CLI speaks the event log's vocabulary (snake_case, as on NATS and in
+    DuckDB): Structs are written by attribute name, even those the HTTP API writes in camelCase."""
+    sys.stdout.write(msgspec.json.encode(plain(value), enc_hook=str).decode() + "\n")
+
+
+def plain(value: Any) -> Any:
+    """Structs as dicts keyed by attribute name, recursively; other values as they are
+    (keys of plain dicts are data, such as labels, and are never renamed)."""
+    if isinstance(value, msgspec.Struct):
+        return {name: plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -164,4 +183,4 @@ def parse_duration(value: str, what: str) -> float:
 
 
 def default_user() -> str:
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or ANONYMOUS

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.text import Text
 
+from orchestrator.app.narrate import narrate
 from orchestrator.cli.common import err
 from orchestrator.core.text import text_view
 from schemas.codec import event_type
@@ -127,9 +128,10 @@ class JobReport:
         if ends_job(ev):
             self.final = rec
             return
-        self._tell(ev)
+        self._tell(rec)
 
-    def _tell(self, ev: Any) -> None:
+    def _tell(self, rec: Record) -> None:
+        ev = rec.event
         match ev:
             case JobValidated():
                 self.validated = ev
@@ -138,18 +140,10 @@ class JobReport:
             case JobApprovalRequired():
                 for line in hold_lines(self.job_id, ev, following=self.following):
                     self.say(line)
-            case JobApproved():
-                self.say(f"approved by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
-            case JobQueued():
-                self.say(f"queued: {ev.reason}")
-            case JobAssigned():
-                self.say(f"assigned to node {ev.node} ({ev.reason})")
-            case JobStarted():
-                self.say(f"started on {ev.node}, pid {ev.pid}")
             case JobExited():
                 self.exited = ev
-            case JobLost():  # not final: it will be retried
-                self.say(f"lost on node {ev.node}: {ev.reason}; trying again")
+            case JobApproved() | JobQueued() | JobAssigned() | JobStarted() | JobLost():  # a lost job here is retried
+                self.say(narrate(rec).message)
 
     def verdict(self) -> str | None:
         """One line on how the job ended, unless it simply succeeded."""
@@ -186,9 +180,9 @@ class JobReport:
 
     def to_json(self, output: bytes, code: int) -> dict[str, Any]:
         return {
-            "jobId": self.job_id,
+            "job_id": self.job_id,
             "status": self.status,
-            "exitCode": self.exited.exit_code if self.exited else None,
+            "exit_code": self.exited.exit_code if self.exited else None,
             "exit": code,
             "warnings": self.warnings_json(),
             "output": text_view(output),

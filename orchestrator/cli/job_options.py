@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestrator.app.jobs import SubmitJob
 from orchestrator.cli.common import default_user, fail, parse_pairs
 from orchestrator.config import load_tests
 from schemas import subjects
-from schemas.events import JobRequested
 from schemas.values import ExitCodeTest, FileExistsTest, JobTest, OutputContainsTest
 
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
@@ -40,8 +40,8 @@ CommandArg = Annotated[
 ]
 
 
-def request_from(command: list[str], opts: dict[str, Any]) -> JobRequested:
-    """Build the `requested` event from the shared run/submit options."""
+def request_from(command: list[str], opts: dict[str, Any]) -> SubmitJob:
+    """The submit command given by the shared run/submit options."""
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
@@ -49,7 +49,8 @@ def request_from(command: list[str], opts: dict[str, Any]) -> JobRequested:
         subjects.check_id(opts["node"], "node id")
     if opts["retries"] and not opts["idempotent"]:
         fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
-    return JobRequested(
+    return SubmitJob(
+        job_id=opts["job_id"],
         command=line,
         tool=opts["tool"],
         node=opts["node"],

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 import typer
 
+from orchestrator.app import finished as finished_app
+from orchestrator.app import jobs as jobs_app
+from orchestrator.app.finished import RunTests
+from orchestrator.app.jobs import CancelJob
+from orchestrator.app.narrate import narrate
+from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     DbOpt,
@@ -30,7 +37,6 @@ from orchestrator.core.text import text_view
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.codec import event_type
-from schemas.events import ends_job
 from schemas.records import Record
 from schemas.values import JobTest
 
@@ -74,11 +80,7 @@ async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
     rows = await query(nats_url, db, f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", [job_id])
     if not rows.rows:
         fail(f"no job {job_id!r}")
-    row = rows.dicts()[0]
-    for key in ("labels", "metadata"):
-        if isinstance(row.get(key), str):
-            row[key] = msgspec.json.decode(row[key])
-    return row
+    return decoded(rows.dicts()[0])
 
 
 def show(
@@ -136,7 +138,7 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
                 sys.stdout.write(text_view(chunk))
                 sys.stdout.flush()
     if as_json:
-        print_json({"jobId": job_id, "bytes": len(data), "text": text_view(bytes(data))})
+        print_json({"job_id": job_id, "bytes": len(data), "text": text_view(bytes(data))})
 
 
 def history(
@@ -162,7 +164,7 @@ async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
     for r in records:
         ts = r.event.ts if r.event is not None and r.event.ts else r.stream_ts
         kind = event_type(r.event) if r.event is not None else "invalid"
-        rows.rows.append([r.seq, ts, kind, r.error or _summary(r)])
+        rows.rows.append([r.seq, ts, kind, r.error or narrate(r).message])
     print_table(rows)
 
 
@@ -173,14 +175,6 @@ def _record_json(r: Record) -> dict[str, Any]:
     except msgspec.DecodeError:
         payload = r.raw.decode("utf-8", errors="replace")
     return {"seq": r.seq, "subject": r.subject, "stream_ts": r.stream_ts, "payload": payload, "error": r.error}
-
-
-def _summary(r: Record) -> str:
-    if r.event is None:
-        return ""
-    data = msgspec.to_builtins(r.event)
-    skip = {"type", "v", "ts", "env", "tests", "labels", "metadata", "argv", "candidates"}
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, "", [], {}))
 
 
 def cancel(
@@ -197,9 +191,8 @@ def cancel(
 
 @run_async
 async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
-    subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
-        await client.cancel_unfinished(job_id, by=default_user(), reason=reason)
+        await jobs_app.cancel(client, CancelJob(job_id=job_id, by=default_user(), reason=reason))
     err.print(f"cancel requested for {job_id}", highlight=False)
 
 
@@ -223,21 +216,16 @@ def test(
 
 @run_async
 async def _test(job_id: str, tests: list[JobTest], timeout: float, as_json: bool, nats_url: str) -> bool:
-    subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
-        history = await client.history(job_id)
-        if not history:
-            fail(f"no job {job_id!r}")
-        if not any(ends_job(r.event) for r in history):
-            fail(f"job {job_id!r} has not finished; tests run on finished jobs")
-        seq = await client.request_tests(job_id, tests, by=default_user())
+        ev = finished_app.tests_request(RunTests(job_id=job_id, tests=tests, by=default_user()), datetime.now(UTC))
+        seq = await finished_app.request_tests(client, job_id, ev)
         try:
             result = await client.wait_tested(job_id, seq, timeout)
         except TimeoutError:
             fail(f"no test results within {timeout:g}s (is the orchestrator running?)")
     assert result is not None
     if as_json:
-        print_json({"jobId": job_id, "passed": result.passed, "results": msgspec.to_builtins(result.results)})
+        print_json({"job_id": job_id, "passed": result.passed, "results": result.results})
     else:
         for r in result.results:
             mark = "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]"

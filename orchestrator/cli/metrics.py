@@ -21,7 +21,7 @@ def metrics(
 ) -> None:
     """Per-phase metrics (analysis, coordination, execution, test, deploy) and job step latencies.
 
-    `--json` prints what GET /api/v1/metrics/pipeline serves. The same numbers are
+    `--json` prints what GET /api/v1/metrics/pipeline serves, in the CLI's snake_case names. The same numbers are
     DuckDB views (`nexus sql "SELECT * FROM metrics_step_latency"`).
     """
     _metrics(by, parse_since(since) if since else None, as_json, nats_url)
@@ -41,10 +41,10 @@ def parse_since(value: str) -> datetime:
 async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_url: str) -> None:
     async with connect(nats_url) as client:
         m = await pipeline_metrics(client, since)
-    data: dict[str, Any] = msgspec.to_builtins(m)
     if as_json:
-        print_json(data)
+        print_json(m)
         return
+    data: dict[str, Any] = msgspec.to_builtins(m)
     for phase in ("analysis", "coordination", "execution", "test", "deploy"):
         values = data[phase]
         table = Table(title=phase.capitalize(), title_justify="left", box=None, show_header=False, pad_edge=False)

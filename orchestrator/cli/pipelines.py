@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import msgspec
 import typer
-from nats.aio.msg import Msg
-from nats.js import api
 from rich.live import Live
 from rich.table import Table
 
-from bus.nats_bus import to_record
+from orchestrator.app import pipelines as pipelines_app
+from orchestrator.app.narrate import narrate
+from orchestrator.app.pipelines import RunPipeline
+from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     DbOpt,
@@ -39,16 +37,11 @@ from orchestrator.client import NexusClient
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.text import text_view
 from orchestrator.templates import load_template
-from schemas import subjects
 from schemas.pipelines import PipelineEvent, PipelineRequested
 
 app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
 
 STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "skipped": "dim", "waiting_approval": "magenta"}
-
-
-def new_pipeline_id() -> str:
-    return f"p-{int(time.time() * 1000):x}-{secrets.token_hex(2)}"
 
 
 @app.command("run")
@@ -66,19 +59,20 @@ def run(
     The template is refused before anything runs when it has a syntax error,
     an unknown key, a missing field, an unknown step in `needs` or a cycle.
     """
-    spec = load_template(file, parse_pairs(var, "--var"))
-    pid = subjects.check_id(pipeline_id or new_pipeline_id(), "pipeline id")
-    req = PipelineRequested(spec=spec, variables=parse_pairs(var, "--var"), requested_by=default_user(), source=str(file))
-    ok = _run(pid, req, detach, output, as_json, nats_url)
+    variables = parse_pairs(var, "--var")
+    cmd = RunPipeline(
+        spec=load_template(file, variables), variables=variables, pipeline_id=pipeline_id, requested_by=default_user(), source=str(file)
+    )
+    ok = _run(pipelines_app.pipeline_id_of(cmd), pipelines_app.pipeline_request(cmd), detach, output, as_json, nats_url)
     raise typer.Exit(0 if ok else 1)
 
 
 @run_async
 async def _run(pid: str, req: PipelineRequested, detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
     async with connect(nats_url) as client:
-        await client.submit_pipeline(pid, req)
+        await pipelines_app.submit(client, pid, req)
         if detach:
-            print_json({"pipelineId": pid}) if as_json else print(pid)
+            print_json({"pipeline_id": pid}) if as_json else print(pid)
             return True
         view = await _follow(client, pid, live=not as_json and sys.stdout.isatty(), lines=not as_json, output=output and not as_json)
     if as_json:
@@ -88,23 +82,13 @@ async def _run(pid: str, req: PipelineRequested, detach: bool, output: bool, as_
 
 async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool, output: bool = False) -> PipelineView:
     """Fold the pipeline's events as they come, showing a step list until it ends."""
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        await queue.put(msg)
-
-    cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-    sub = await client.bus.js.subscribe(
-        subjects.pipeline(pid, ">"), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=cfg, cb=on_msg
-    )
     view: PipelineView | None = None
     display = Live(console=out, auto_refresh=False) if live else contextlib.nullcontext()
     tails: dict[str, asyncio.Task[None]] = {}
     try:
         with display as screen:
-            while view is None or view.status not in ("succeeded", "failed"):
-                rec = to_record(await queue.get())
-                if not isinstance(rec.event, PipelineEvent.__args__):  # type: ignore[attr-defined]
+            async for rec in pipelines_app.records(client, pid):
+                if not isinstance(rec.event, PipelineEvent.__args__):
                     continue
                 ts = rec.event.ts or rec.stream_ts
                 view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
@@ -118,14 +102,14 @@ async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool, out
                 if isinstance(screen, Live):
                     screen.update(_table(view), refresh=True)
                 elif lines:
-                    err.print(f"{fmt(ts)}  {_describe(rec.event)}", highlight=False)
+                    err.print(f"{fmt(ts)}  {narrate(rec).message}", highlight=False)
+                if view.status in ("succeeded", "failed"):
+                    break
         if tails:  # let the last step's output finish printing
             await asyncio.wait(tails.values(), timeout=10)
     finally:
         for task in tails.values():
             task.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
     assert view is not None
     if lines:
         style = STATUS_STYLE.get(view.status, "")
@@ -147,12 +131,6 @@ async def _tail(client: NexusClient, job_id: str, label: str) -> None:
         out.print(f"{label} | {pending}", highlight=False, markup=False)
 
 
-def _describe(ev: Any) -> str:
-    data = {k: v for k, v in msgspec.to_builtins(ev).items() if k not in ("type", "v", "ts", "spec", "variables")}
-    kind = ev.__struct_config__.tag.split(".", 1)[1]
-    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
-
-
 def _table(view: PipelineView) -> Table:
     table = Table(title=f"{view.name} ({view.pipeline_id}): {view.status}", header_style="bold", box=None)
     for col in ("step", "status", "batch", "nodes", "jobs", "reason"):
@@ -166,7 +144,7 @@ def _table(view: PipelineView) -> Table:
 
 def _summary(view: PipelineView) -> dict[str, Any]:
     return {
-        "pipelineId": view.pipeline_id,
+        "pipeline_id": view.pipeline_id,
         "name": view.name,
         "status": view.status,
         "reason": view.reason,
@@ -200,7 +178,7 @@ async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str)
         "FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id],
     )  # fmt: skip
     if as_json:
-        print_json({**head.dicts()[0], "steps": steps.dicts()})
+        print_json({**decoded(head.dicts()[0]), "steps": [decoded(s) for s in steps.dicts()]})
         return
     for key, value in head.dicts()[0].items():
         if value is not None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from bus.errors import StaleDecision
+from orchestrator.app import jobs as jobs_app
+from orchestrator.app import pipelines as pipelines_app
+from orchestrator.app.jobs import DecideJob
+from orchestrator.app.pipelines import DecideStep
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     JsonOpt,
@@ -27,11 +29,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.follow import SEVERITY_STYLE
 from orchestrator.config import load_policy
-from schemas import msgids, subjects
-from schemas.envelope import Outgoing
-from schemas.events import JobApproved, JobDenied
-from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied
-from schemas.records import Record
+from orchestrator.core.admission import admit
 
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML) to check against; default: the built-in policy.")]
 
@@ -59,18 +57,19 @@ def validate(
     started = time.perf_counter()
     analysis = analyze(line, tool)
     took_ms = (time.perf_counter() - started) * 1000
-    denial = None if policy.may_submit(who) else f"user {who!r} may not submit jobs"
-    denial = denial or policy.denial(line, tool, [labels])
-    approval = policy.needs_approval(analysis.severity, policy.is_production(labels))
+    # Offline: the labels stand for the target node (the API and the orchestrator match them against the fleet).
+    said = admit(policy, user=who, command=line, tool=tool, severity=analysis.severity, targets=[labels], selectors=labels)
+    denial = said.reason if said.denied else None
+    approval = said.approval_needed
     result: dict[str, Any] = {
         "valid": denial is None and analysis.severity != "critical",
         "severity": analysis.severity,
         "warnings": [{"type": f.type, "message": f.message, "severity": f.severity} for f in analysis.findings],
         "suggestions": list(analysis.suggestions),
-        "approvalRequired": approval,
+        "approval_required": approval,
         "denied": denial,
         "parsed": analysis.parsed,
-        "validationMs": round(took_ms, 3),
+        "validation_ms": round(took_ms, 3),
     }
     if as_json:
         print_json(result)
@@ -90,6 +89,7 @@ def validate(
     raise typer.Exit(0 if result["valid"] else 1)
 
 
+Decision = Literal["approved", "denied"]
 IdArg = Annotated[str, typer.Argument(help="Job id, or pipeline id with STEP.", show_default=False)]
 StepArg = Annotated[str | None, typer.Argument(help="Pipeline step waiting at an approval gate.", show_default=False)]
 
@@ -123,43 +123,14 @@ def deny(
 
 
 @run_async
-async def _decide_step(pipeline_id: str, step: str, kind: str, by: str, reason: str | None, nats_url: str) -> None:
-    subjects.check_id(pipeline_id, "pipeline id")
+async def _decide_step(pipeline_id: str, step: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
     async with connect(nats_url) as client:
-        history: list[Record] = []
-        async for batch in client.bus.read_records(subjects.pipeline(pipeline_id, ">")):
-            history.extend(batch)
-        if not history:
-            fail(f"no pipeline {pipeline_id!r}")
-        waiting = {r.event.step for r in history if isinstance(r.event, PipelineApprovalRequired)}
-        answered = {r.event.step for r in history if isinstance(r.event, PipelineApproved | PipelineDenied)}
-        if step not in waiting - answered:
-            fail(f"step {step!r} of pipeline {pipeline_id!r} is not waiting for approval")
-        ev = PipelineApproved(step=step, by=by, reason=reason) if kind == "approved" else PipelineDenied(step=step, by=by, reason=reason)
-        out_ = Outgoing(subjects.pipeline(pipeline_id, kind), ev, msgids.pipeline(pipeline_id, kind, step, secrets.token_hex(4)))
-        try:
-            await client.bus.publish(out_, expected_seq=history[-1].seq)
-        except StaleDecision:
-            fail(f"pipeline {pipeline_id!r} changed meanwhile; try again")
+        await pipelines_app.decide_step(client, DecideStep(pipeline_id=pipeline_id, step=step, decision=kind, by=by, reason=reason))
     err.print(f"{pipeline_id} step {step} {kind} by {by}", highlight=False)
 
 
 @run_async
-async def _decide(job_id: str, kind: str, by: str, reason: str | None, nats_url: str) -> None:
-    subjects.check_id(job_id, "job id")
+async def _decide(job_id: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
     async with connect(nats_url) as client:
-        history = await client.history(job_id)
-        if not history:
-            fail(f"no job {job_id!r}")
-        kinds = [r.subject.split(".")[4] for r in history]
-        last_hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
-        if last_hold is None or any(k in ("approved", "denied") for k in kinds[last_hold + 1 :]):
-            fail(f"job {job_id!r} is not waiting for approval")
-        ev = JobApproved(by=by, reason=reason) if kind == "approved" else JobDenied(by=by, reason=reason)
-        # Expect the hold to still be the job's last event: a racing approve/deny loses cleanly.
-        outgoing = Outgoing(subjects.job(job_id, kind), ev, msgids.job(job_id, kind, secrets.token_hex(4)))
-        try:
-            await client.bus.publish(outgoing, expected_seq=history[-1].seq)
-        except StaleDecision:
-            fail(f"job {job_id!r} changed meanwhile; look at `nexus history {job_id}` and try again")
+        await jobs_app.decide(client, DecideJob(job_id=job_id, decision=kind, by=by, reason=reason))
     err.print(f"{job_id} {kind} by {by}", highlight=False)

@@ -21,11 +21,15 @@ import stat
 import sys
 import termios
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Annotated
 
 import typer
 
+from orchestrator.app import jobs as jobs_app
+from orchestrator.app.errors import JobFinished
+from orchestrator.app.jobs import CancelJob, SubmitJob, job_id_of, job_request
 from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
 from orchestrator.cli.follow import JobReport, OutputSink, Say
 from orchestrator.cli.job_options import (
@@ -50,9 +54,8 @@ from orchestrator.cli.job_options import (
     ToolOpt,
     request_from,
 )
-from orchestrator.client import JobFinished, NexusClient, new_job_id
-from schemas import subjects
-from schemas.events import JobApprovalRequired, JobRequested, JobValidated, ends_job
+from orchestrator.client import NexusClient
+from schemas.events import JobApprovalRequired, JobValidated, ends_job
 from schemas.records import Record
 
 # How long `nexus submit` waits for the analysis verdict before it leaves the job to it.
@@ -99,19 +102,18 @@ def run(
     Exit codes: the command's own; 1 if it exited 0 but its tests failed; 124 timed
     out; 130 cancelled; 128+N killed by signal N; 125 rejected, denied, lost or could not start.
     """
-    req = request_from(command, locals())
-    code = _run(req, job_id, quiet, as_json, nats_url)
+    code = _run(request_from(command, locals()), quiet, as_json, nats_url)
     raise typer.Exit(code)
 
 
 @run_async
-async def _run(req: JobRequested, job_id: str | None, quiet: bool, as_json: bool, nats_url: str) -> int:
-    job_id = subjects.check_id(job_id or new_job_id(), "job id")
+async def _run(cmd: SubmitJob, quiet: bool, as_json: bool, nats_url: str) -> int:
+    job_id = job_id_of(cmd)
     say = Say(enabled=not (quiet or as_json))
     if stdin_pending():
         say(STDIN_NOTE)
     async with connect(nats_url) as client:
-        await client.submit(job_id, req)
+        await jobs_app.submit(client, job_id, job_request(cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
         output = bytearray()
@@ -181,7 +183,7 @@ class CancelOnSignal:
 
     async def _cancel(self, why: str) -> None:
         with contextlib.suppress(JobFinished):  # it ended meanwhile: nothing to cancel
-            await self.client.cancel_unfinished(self.job_id, by=default_user(), reason=f"{why} in nexus run")
+            await jobs_app.cancel(self.client, CancelJob(job_id=self.job_id, by=default_user(), reason=f"{why} in nexus run"))
 
     async def follow(self, following: Awaitable[None]) -> bool:
         """Await the follower until it ends (True) or a second signal (False); in both
@@ -232,26 +234,25 @@ def submit(
     Waits a moment for the analysis verdict and shows its findings, an approval
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
     """
-    req = request_from(command, locals())
-    _submit(req, job_id, as_json, nats_url)
+    _submit(request_from(command, locals()), as_json, nats_url)
 
 
 @run_async
-async def _submit(req: JobRequested, job_id: str | None, as_json: bool, nats_url: str) -> None:
-    job_id = subjects.check_id(job_id or new_job_id(), "job id")
+async def _submit(cmd: SubmitJob, as_json: bool, nats_url: str) -> None:
+    job_id = job_id_of(cmd)
     say = Say(enabled=not as_json)
     if stdin_pending():
         say(STDIN_NOTE)
     report = JobReport(job_id, say, following=False)
     async with connect(nats_url) as client:
-        seq = await client.submit(job_id, req)
+        seq = (await jobs_app.submit(client, job_id, job_request(cmd, datetime.now(UTC)))).seq
         heard = await _await_verdict(client, report)
     if not heard:
         say(f"no analysis verdict within {VERDICT_WAIT_S:g}s (is the orchestrator running?); the job waits for it")
     elif (verdict := report.verdict()) is not None:
         say(verdict)
     if as_json:
-        print_json({"jobId": job_id, "seq": seq, "status": report.status, "warnings": report.warnings_json()})
+        print_json({"job_id": job_id, "seq": seq, "status": report.status, "warnings": report.warnings_json()})
     else:
         print(job_id)
 

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from orchestrator.app import nodes as nodes_app
+from orchestrator.app.nodes import FindOptimalNode
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     DbOpt,
@@ -25,7 +27,6 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.client import Rows
-from orchestrator.core.decide import Fleet, optimal_node
 from schemas import export
 
 
@@ -133,14 +134,15 @@ def nodes(
 async def _nodes(
     optimal: bool, tool: str, labels: dict[str, str], prefer: dict[str, str], as_json: bool, ttl: float, nats_url: str
 ) -> None:
-    async with connect(nats_url) as client:
-        beats = await client.bus.heartbeats()
     now = datetime.now(UTC)
+    async with connect(nats_url) as client:
+        if optimal:
+            choice = await nodes_app.optimal_node(client, FindOptimalNode(tool=tool, labels=labels, prefer=prefer), ttl_s=ttl, now=now)
+        beats = await client.bus.heartbeats()
     if optimal:
-        fleet = Fleet(views={}, heartbeats=beats, load={n: hb.active_jobs for n, hb in beats.items()}, ttl_s=ttl)
-        node, why = optimal_node(fleet, tool, labels, prefer, now)
+        node, why = choice.node, choice.reason
         if as_json:
-            print_json({"nodeId": node, "tool": tool, "reason": why})
+            print_json({"node_id": node, "tool": tool, "reason": why, "candidates": choice.candidates})
         elif node is None:
             fail(why)
         else:

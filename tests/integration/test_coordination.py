@@ -103,7 +103,7 @@ async def test_after_waits_for_the_dependency(stack: Stack) -> None:
 async def test_validate_prints_the_brief_shape(stack: Stack) -> None:
     code, out, _ = await stack.nexus("validate", "--json", "--label", "env=prod", "--", "rm -rf /var/www/*")
     body = json.loads(out)
-    assert code == 1 and body["valid"] is False and body["approvalRequired"] is True
+    assert code == 1 and body["valid"] is False and body["approval_required"] is True
     assert {"type", "message", "severity"} <= set(body["warnings"][0]) and body["warnings"][0]["severity"] == "critical"
     assert body["suggestions"]
     code, out, _ = await stack.nexus("validate", "--json", "--", 'echo "rm -rf /"')
@@ -124,7 +124,7 @@ async def test_nodes_optimal_answers_like_the_scheduler(stack: Stack) -> None:
     code, out, err = await stack.nexus("nodes", "--optimal", "--tool", "bash", "--label", "region=eu", "--json")
     assert code == 0, err
     body = json.loads(out)
-    assert body["nodeId"] == "eu-2" and "cost=1" in body["reason"]
+    assert body["node_id"] == "eu-2" and "cost=1" in body["reason"]
     code, out, _ = await stack.nexus("nodes", "--optimal", "--tool", "no-such-tool")
     assert code == 1
     job_id = new_job_id()

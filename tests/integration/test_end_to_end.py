@@ -145,7 +145,7 @@ async def test_unknown_node_is_rejected_with_a_clear_reason(stack: Stack) -> Non
 
 async def test_cli_json_outputs(stack: Stack) -> None:
     code, out, _ = await stack.nexus("submit", "--json", "--id", "js-1", "--", "echo", "x")
-    assert code == 0 and json.loads(out)["jobId"] == "js-1"
+    assert code == 0 and json.loads(out)["job_id"] == "js-1"
     await stack.wait_job("js-1")
     for args in (["jobs", "--json"], ["show", "js-1", "--json"], ["history", "js-1", "--json"], ["logs", "js-1", "--json"],
                  ["sql", "SELECT count(*) AS n FROM jobs", "--json"], ["nodes", "--json"]):  # fmt: skip
@@ -199,8 +199,8 @@ async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
     code, out, err = await stack.nexus("metrics", "--json")
     assert code == 0, err
     body = json.loads(out)
-    assert (body["execution"]["totalJobs"], body["execution"]["successfulJobs"], body["execution"]["failedJobs"]) == (3, 2, 1)
-    assert body["analysis"]["totalValidations"] == 3
+    assert (body["execution"]["total_jobs"], body["execution"]["successful_jobs"], body["execution"]["failed_jobs"]) == (3, 2, 1)
+    assert body["analysis"]["total_validations"] == 3
     code, out, err = await stack.nexus("metrics", "--by", "node")
     assert code == 0, err
     assert b"Execution by node" in out and b"node-1" in out and b"Job step latency" in out
@@ -217,10 +217,10 @@ async def test_metrics_since_and_by_user(stack: Stack) -> None:
     await wait_for(two_done, what="2 jobs done")
     code, out, err = await stack.nexus("metrics", "--json", "--by", "user")
     assert code == 0, err
-    assert sorted(g["name"] for g in json.loads(out)["execution"]["byUser"]) == ["ann", "bob"]
+    assert sorted(g["name"] for g in json.loads(out)["execution"]["by_user"]) == ["ann", "bob"]
     code, out, _ = await stack.nexus("metrics", "--json", "--since", "2h")
-    assert json.loads(out)["execution"]["totalJobs"] == 2
+    assert json.loads(out)["execution"]["total_jobs"] == 2
     code, out, _ = await stack.nexus("metrics", "--json", "--since", "2999-01-01T00:00:00Z")
-    assert json.loads(out)["execution"]["totalJobs"] == 0
+    assert json.loads(out)["execution"]["total_jobs"] == 0
     code, _, err = await stack.nexus("metrics", "--since", "yesterday")
     assert code == 2 and b"--since" in err

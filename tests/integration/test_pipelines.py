@@ -38,10 +38,10 @@ steps:
     assert body["status"] == "succeeded"
     assert [s["status"] for s in body["steps"]] == ["succeeded"] * 4
     assert (out / "prod" / "index.html").exists()
-    code, stdout, _ = await stack.nexus("pipeline", "show", body["pipelineId"], "--json")
+    code, stdout, _ = await stack.nexus("pipeline", "show", body["pipeline_id"], "--json")
     assert code == 0 and json.loads(stdout)["status"] == "succeeded"
     code, stdout, _ = await stack.nexus("pipeline", "list", "--json")
-    assert json.loads(stdout)[0]["pipeline_id"] == body["pipelineId"]
+    assert json.loads(stdout)[0]["pipeline_id"] == body["pipeline_id"]
 
 
 async def test_chain_stops_at_first_failure_and_rolls_back_in_reverse(stack: Stack, tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""Errors of the use cases, each mapped once per surface (HTTP: api/errors.py `to_problem`; CLI: cli/common.py `run_async`).
+
+    NexusError (schemas.errors)
+    +-- AppError                 a use case refused; `http_status` and `exit_code` say how each surface answers
+        +-- NoSuchJob            nothing in the log under this job id                     404, exit 1
+        +-- NoSuchPipeline       nothing in the log under this pipeline id                404, exit 1
+        +-- WrongState           the job is not in a state where this makes sense          409, exit 1
+            +-- JobFinished      the job already ended (`status`): nothing to cancel       409, exit 1
+            +-- NotHeld          the job is not waiting for approval                       409, exit 1
+            +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
+            +-- JobExists        the job id is taken by a different request                409, exit 1
+        +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
+"""
+
+from __future__ import annotations
+
+from schemas.errors import NexusError
+
+
+class AppError(NexusError):
+    http_status = 400
+    exit_code = 1
+    slug = "invalid-request"
+    title = "Bad request"
+
+
+class NoSuchJob(AppError):
+    http_status = 404
+    slug = "unknown-job"
+    title = "Unknown job"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}")
+
+
+class NoSuchPipeline(AppError):
+    http_status = 404
+    slug = "unknown-pipeline"
+    title = "Unknown pipeline"
+
+    def __init__(self, pipeline_id: str) -> None:
+        self.pipeline_id = pipeline_id
+        super().__init__(f"no pipeline {pipeline_id!r}")
+
+
+class WrongState(AppError):
+    http_status = 409
+    slug = "wrong-state"
+    title = "Wrong state"
+
+
+class JobExists(WrongState):
+    slug = "job-exists"
+    title = "Job exists"
+
+
+class JobFinished(WrongState):
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id} already finished ({status}); there is nothing to cancel")
+
+
+class NotHeld(WrongState):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} is not waiting for approval")
+
+
+class JobChanged(WrongState):
+    retryable = True
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} changed meanwhile; read it again (nexus history {job_id}) and retry")
+
+
+class InvalidRequest(AppError):
+    exit_code = 2

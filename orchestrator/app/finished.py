@@ -1,0 +1,104 @@
+"""Use cases on a finished job: run tests on it, roll it back.
+
+    `request_tests`  publish `test_requested`; one pending run per job (TestsPending)
+    `rollback`       run the undo command on the job's node as a new job (one builder: app.jobs)
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from bus.errors import StaleDecision
+from orchestrator.app.errors import AppError, JobChanged, NoSuchJob, WrongState
+from orchestrator.app.jobs import ANONYMOUS, SubmitJob, final_status, job_request
+from orchestrator.app.narrate import kind_of
+from orchestrator.app.rows import decoded
+from orchestrator.client import NexusClient
+from orchestrator.core.views import TERMINAL
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested, JobTestRequested
+from schemas.values import JobTest
+
+
+class NotFinished(WrongState):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id!r} is {status}; tests run on finished jobs")
+
+
+class TestsPending(WrongState):
+    __test__ = False  # not a pytest class
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"tests are already running on job {job_id!r}; read the results when they end")
+
+
+class NoRollbackCommand(AppError):
+    http_status = 422
+    slug = "no-rollback-command"
+    title = "No rollback command"
+
+    def __init__(self) -> None:
+        super().__init__("give `command`, or submit jobs with metadata.rollback")
+
+
+class RunTests(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    tests: list[JobTest]
+    by: str = ANONYMOUS
+
+
+class RollBack(msgspec.Struct, frozen=True, kw_only=True):
+    """Undo a finished job: `command`, or else the job's `metadata.rollback`."""
+
+    job_id: str
+    command: str | None = None
+    by: str = ANONYMOUS
+
+
+def tests_request(cmd: RunTests, now: datetime) -> JobTestRequested:
+    return JobTestRequested(ts=now, tests=list(cmd.tests), requested_by=cmd.by)
+
+
+async def request_tests(client: NexusClient, job_id: str, ev: JobTestRequested) -> int:
+    """Publish `test_requested` on a finished job with no test run pending; returns its sequence.
+    The orchestrator takes one request at a time and would ignore others, whose callers
+    would wait for nothing; of two racing requests one wins (JobChanged)."""
+    subjects.check_id(job_id, "job id")
+    history = await client.history(job_id)
+    if not history:
+        raise NoSuchJob(job_id)
+    if final_status(history) is None:
+        raise NotFinished(job_id, "not finished")
+    kinds = [kind_of(r) for r in history]
+    last_tested = max((i for i, k in enumerate(kinds) if k == "tested"), default=-1)
+    if "test_requested" in kinds[last_tested + 1 :]:
+        raise TestsPending(job_id)
+    out = Outgoing(subjects.job(job_id, "test_requested"), ev, msgids.job(job_id, "test_requested", secrets.token_hex(6)))
+    try:
+        return (await client.bus.publish(out, expected_seq=history[-1].seq)).seq
+    except StaleDecision:
+        raise JobChanged(job_id) from None
+
+
+async def rollback_request(client: NexusClient, cmd: RollBack, now: datetime) -> JobRequested:
+    """The `requested` of the rollback job: on the job's node, `parent` and `metadata.rollback_of` naming it."""
+    subjects.check_id(cmd.job_id, "job id")
+    rows = (await client.query("SELECT status, node, metadata FROM jobs WHERE job_id = ?", [cmd.job_id])).dicts()
+    if not rows:
+        if not await client.history(cmd.job_id):
+            raise NoSuchJob(cmd.job_id)
+        rows = [{"status": "requested", "node": None, "metadata": None}]
+    row: dict[str, Any] = decoded(rows[0])
+    if row["status"] not in TERMINAL or row["node"] is None:
+        raise WrongState(f"job {cmd.job_id!r} is {row['status']}; only a finished job that ran on a node can be rolled back")
+    command = cmd.command or (row["metadata"] or {}).get("rollback")
+    if not isinstance(command, str) or not command.strip():
+        raise NoRollbackCommand
+    undo = SubmitJob(command=command, node=row["node"], parent=cmd.job_id, metadata={"rollback_of": cmd.job_id}, requested_by=cmd.by)
+    return job_request(undo, now)
+

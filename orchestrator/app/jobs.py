@@ -1,0 +1,163 @@
+"""Job use cases, written once for every interface: submit, cancel, approve and deny.
+
+Commands are Structs in the vocabulary of the event log (snake_case: `node`,
+`timeout_s`, `working_dir`, `requested_by`); the HTTP API maps its camelCase
+names onto them in its request models, the CLI its options. Errors: app.errors.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from bus.errors import StaleDecision
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld
+from orchestrator.app.narrate import kind_of
+from orchestrator.client import NexusClient, new_job_id
+from schemas import msgids, subjects
+from schemas.codec import event_type
+from schemas.envelope import Outgoing
+from schemas.events import JobApproved, JobCancelRequested, JobDenied, JobRequested, ends_job
+from schemas.limits import Command, Env, Labels, Metadata, Name, Path, Priority, TimeoutS
+from schemas.records import Record
+from schemas.values import Tests
+
+# Who asks when nobody is named (no $USER, an open API): one name on every surface.
+ANONYMOUS = "anonymous"
+# Of a cancel racing with the job's own events, one wins; retry this often before giving up.
+CANCEL_ATTEMPTS = 5
+
+
+class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Run a command. Without `job_id` one is made; with one, it is the idempotency key."""
+
+    command: Command
+    tool: Name = "bash"
+    job_id: str | None = None
+    node: str | None = None
+    labels: Labels = {}
+    prefer: Labels = {}
+    working_dir: Path | None = None
+    env: Env = {}
+    timeout_s: TimeoutS | None = None
+    priority: Priority = 0
+    tests: Tests = []
+    parent: str | None = None
+    metadata: Metadata = {}
+    requested_by: str = ANONYMOUS
+    after: list[str] = []
+    retries: int = 0
+    idempotent: bool = False
+
+
+class Submitted(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    seq: int
+    created: bool = True
+
+
+class CancelJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    by: str = ANONYMOUS
+    reason: str | None = None
+
+
+class DecideJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Approve or deny a job held for approval."""
+
+    job_id: str
+    decision: Literal["approved", "denied"]
+    by: str = ANONYMOUS
+    reason: str | None = None
+
+
+def job_request(cmd: SubmitJob, now: datetime) -> JobRequested:
+    """The one builder of a job's `requested` event."""
+    fields = msgspec.structs.asdict(cmd)
+    del fields["job_id"]
+    return JobRequested(ts=now, **fields)
+
+
+def job_id_of(cmd: SubmitJob) -> str:
+    return subjects.check_id(cmd.job_id or new_job_id(), "job id")
+
+
+async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitted:
+    """Store the job's request. The same id with the same request again is the same job
+    (`created`: false); with a different request it is refused (WrongState)."""
+    history = await client.history(job_id) if await client.bus.last_seq(subject=subjects.job_all(job_id)) else []
+    first = first_request(history)
+    if history and first is None:
+        raise JobExists(f"job id {job_id!r} is already used (its events have no valid request)")
+    if first is not None:
+        seq, earlier = first
+        if (earlier.command, earlier.tool, earlier.node) != (req.command, req.tool, req.node):
+            raise JobExists(f"job id {job_id!r} is already used by a different request")
+        return Submitted(job_id=job_id, seq=seq, created=False)
+    return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
+
+
+def first_request(history: Sequence[Record]) -> tuple[int, JobRequested] | None:
+    for rec in history:
+        if isinstance(rec.event, JobRequested):
+            return rec.seq, rec.event
+    return None
+
+
+def final_status(history: Sequence[Record]) -> str | None:
+    """The status a job ended with (`succeeded`, `denied`, ...), or None while it goes on."""
+    for rec in reversed(history):
+        if rec.event is not None and ends_job(rec.event):
+            return event_type(rec.event).split(".", 1)[1]
+    return None
+
+
+async def cancel(client: NexusClient, cmd: CancelJob) -> int:
+    """Ask for the cancel of a job that has not ended; returns the request's sequence.
+
+    Raises NoSuchJob, or JobFinished with nothing published: the record gets no
+    request that could never take effect. The request expects the job's last event
+    to be the one read, so a job that ends meanwhile is read again, not cancelled."""
+    subjects.check_id(cmd.job_id, "job id")
+    ev = JobCancelRequested(requested_by=cmd.by, reason=cmd.reason)
+    for _ in range(CANCEL_ATTEMPTS):
+        history = await client.history(cmd.job_id)
+        if not history:
+            raise NoSuchJob(cmd.job_id)
+        if (status := final_status(history)) is not None:
+            raise JobFinished(cmd.job_id, status)
+        token = secrets.token_hex(4)  # a person may ask again, later, on purpose
+        out = Outgoing(subjects.job(cmd.job_id, "cancel_requested"), ev, msgids.job(cmd.job_id, "cancel_requested", token))
+        try:
+            return (await client.bus.publish(out, expected_seq=history[-1].seq)).seq
+        except StaleDecision:
+            continue
+    raise JobChanged(cmd.job_id)
+
+
+async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = None) -> int:
+    """Publish `approved` or `denied` for a job whose last hold is unanswered; returns its sequence.
+
+    The message id names the hold's state (the job's last sequence), so a retried
+    decision is stored once; the publish expects that state, so of two racing
+    decisions one wins and the other gets JobChanged."""
+    subjects.check_id(cmd.job_id, "job id")
+    history = await client.history(cmd.job_id)
+    if not history:
+        raise NoSuchJob(cmd.job_id)
+    kinds = [kind_of(r) for r in history]
+    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
+    if hold is None or any(k in ("approved", "denied") for k in kinds[hold + 1 :]):
+        raise NotHeld(cmd.job_id)
+    at = now or datetime.now(UTC)
+    ev = JobApproved(ts=at, by=cmd.by, reason=cmd.reason) if cmd.decision == "approved" else JobDenied(ts=at, by=cmd.by, reason=cmd.reason)
+    last = history[-1].seq
+    out = Outgoing(subjects.job(cmd.job_id, cmd.decision), ev, msgids.job(cmd.job_id, cmd.decision, last))
+    try:
+        return (await client.bus.publish(out, expected_seq=last)).seq
+    except StaleDecision:
+        raise JobChanged(cmd.job_id) from None

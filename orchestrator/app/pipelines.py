@@ -1,0 +1,85 @@
+"""Pipeline use cases: run one (the same request from a CLI file or an API body) and follow it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from bus.errors import StaleDecision
+from orchestrator.app.errors import NoSuchPipeline, WrongState
+from orchestrator.app.jobs import ANONYMOUS
+from orchestrator.client import NexusClient
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied, PipelineRequested, PipelineSpec
+from schemas.records import Record
+
+
+def new_pipeline_id() -> str:
+    return f"p-{int(time.time() * 1000):x}-{secrets.token_hex(2)}"
+
+
+class RunPipeline(msgspec.Struct, frozen=True, kw_only=True):
+    """Run a compiled template. `source` says where it came from (a file name, `api`)."""
+
+    spec: PipelineSpec
+    variables: dict[str, str] = {}
+    pipeline_id: str | None = None
+    requested_by: str = ANONYMOUS
+    source: str | None = None
+
+
+def pipeline_id_of(cmd: RunPipeline) -> str:
+    return subjects.check_id(cmd.pipeline_id or new_pipeline_id(), "pipeline id")
+
+
+def pipeline_request(cmd: RunPipeline, now: datetime | None = None) -> PipelineRequested:
+    """The one builder of a pipeline's `requested` event."""
+    return PipelineRequested(ts=now, spec=cmd.spec, variables=cmd.variables, requested_by=cmd.requested_by, source=cmd.source)
+
+
+async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> int:
+    """Store the request; the pipeline id is the idempotency key."""
+    return await client.submit_pipeline(pipeline_id, req)
+
+
+async def records(client: NexusClient, pipeline_id: str) -> AsyncIterator[Record]:
+    """The pipeline's records from its first, live (the bus subscribes again after a reconnect)."""
+    async for batch in client.bus.records(1, subjects.pipeline(pipeline_id, ">")):
+        for rec in batch:
+            yield rec
+
+
+class DecideStep(msgspec.Struct, frozen=True, kw_only=True):
+    """Approve or deny a pipeline step waiting at its approval gate."""
+
+    pipeline_id: str
+    step: str
+    decision: Literal["approved", "denied"]
+    by: str = ANONYMOUS
+    reason: str | None = None
+
+
+async def decide_step(client: NexusClient, cmd: DecideStep) -> int:
+    """Publish the step's `approved`/`denied`, expecting the pipeline's last event to be the one read."""
+    pid = subjects.check_id(cmd.pipeline_id, "pipeline id")
+    history: list[Record] = []
+    async for batch in client.bus.read_records(subjects.pipeline(pid, ">")):
+        history.extend(batch)
+    if not history:
+        raise NoSuchPipeline(pid)
+    waiting = {r.event.step for r in history if isinstance(r.event, PipelineApprovalRequired)}
+    answered = {r.event.step for r in history if isinstance(r.event, PipelineApproved | PipelineDenied)}
+    if cmd.step not in waiting - answered:
+        raise WrongState(f"step {cmd.step!r} of pipeline {pid!r} is not waiting for approval")
+    ev = (PipelineApproved if cmd.decision == "approved" else PipelineDenied)(step=cmd.step, by=cmd.by, reason=cmd.reason)
+    out = Outgoing(subjects.pipeline(pid, cmd.decision), ev, msgids.pipeline(pid, cmd.decision, cmd.step, history[-1].seq))
+    try:
+        return (await client.bus.publish(out, expected_seq=history[-1].seq)).seq
+    except StaleDecision:
+        raise WrongState(f"pipeline {pid!r} changed meanwhile; try again") from None

@@ -1,0 +1,133 @@
+"""Job use cases of the application layer, on the in-memory bus (the same port the NATS adapter implements)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bus.memory import MemoryBus
+from orchestrator.app import finished, jobs, pipelines
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NoSuchPipeline, NotHeld, WrongState
+from orchestrator.app.finished import NotFinished, RunTests, TestsPending
+from orchestrator.app.follow import follow_job
+from orchestrator.app.jobs import ANONYMOUS, CancelJob, DecideJob, SubmitJob
+from orchestrator.app.pipelines import DecideStep
+from orchestrator.client import NexusClient
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobApprovalRequired, JobCancelRequested, JobExited, JobSucceeded
+from schemas.pipelines import PipelineApprovalRequired
+from schemas.values import ExitCodeTest
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def client() -> NexusClient:
+    bus = MemoryBus()
+    await bus.ensure_streams()
+    return NexusClient(bus)
+
+
+async def put(client: NexusClient, job_id: str, kind: str, event: object) -> int:
+    out = Outgoing(subjects.job(job_id, kind), event, msgids.job(job_id, kind, 1))  # type: ignore[arg-type]
+    return (await client.bus.publish(out)).seq
+
+
+async def kinds(client: NexusClient, job_id: str) -> list[str]:
+    return [subjects.parse(r.subject).kind for r in await client.history(job_id)]
+
+
+def test_one_builder_takes_every_field_and_names_the_requester_the_same_way() -> None:
+    req = jobs.job_request(SubmitJob(command="deploy", node="web-1", prefer={"zone": "a"}, timeout_s=5), NOW)
+    assert (req.node, req.prefer, req.timeout_s, req.requested_by, req.ts) == ("web-1", {"zone": "a"}, 5, ANONYMOUS, NOW)
+
+
+async def test_the_same_job_id_is_the_same_job_and_a_different_request_is_refused(client: NexusClient) -> None:
+    first = await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo"), NOW))
+    again = await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo"), NOW))
+    assert (first.created, again.created, again.seq) == (True, False, first.seq)
+    with pytest.raises(JobExists):
+        await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="other"), NOW))
+
+
+async def test_cancel_refuses_unknown_and_finished_jobs_and_publishes_nothing(client: NexusClient) -> None:
+    with pytest.raises(NoSuchJob):
+        await jobs.cancel(client, CancelJob(job_id="ghost"))
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="true"), NOW))
+    await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
+    with pytest.raises(JobFinished) as caught:
+        await jobs.cancel(client, CancelJob(job_id="j1", by="ann"))
+    assert caught.value.status == "succeeded" and caught.value.http_status == 409 and caught.value.exit_code == 1
+    assert await kinds(client, "j1") == ["requested", "succeeded"]
+
+
+async def test_cancel_of_a_running_job_is_recorded_with_who_asked(client: NexusClient) -> None:
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="sleep 9"), NOW))
+    seq = await jobs.cancel(client, CancelJob(job_id="j1", by="ann", reason="wrong box"))
+    last = (await client.history("j1"))[-1]
+    assert last.seq == seq and last.event == JobCancelRequested(ts=last.event.ts, requested_by="ann", reason="wrong box")  # type: ignore[union-attr]
+
+
+async def test_a_decision_needs_an_unanswered_hold_and_a_retry_is_stored_once(client: NexusClient) -> None:
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="rm -rf /srv"), NOW))
+    with pytest.raises(NotHeld):
+        await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="bob"))
+    await put(client, "j1", "approval_required", JobApprovalRequired(reason="critical on prod"))
+    seq = await jobs.decide(client, DecideJob(job_id="j1", decision="denied", by="bob", reason="freeze"), NOW)
+    assert (await kinds(client, "j1"))[-1] == "denied" and seq > 0
+    with pytest.raises(NotHeld):
+        await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="carol"))
+
+
+async def test_a_decision_on_a_job_that_moved_meanwhile_is_refused(client: NexusClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="rm -rf /srv"), NOW))
+    await put(client, "j1", "approval_required", JobApprovalRequired(reason="critical on prod"))
+    real = client.history
+
+    async def stale(job_id: str) -> list:  # type: ignore[type-arg]
+        found = await real(job_id)
+        await put(client, "j1", "cancel_requested", JobCancelRequested(requested_by="ann"))
+        return found
+
+    monkeypatch.setattr(client, "history", stale)
+    with pytest.raises(JobChanged):
+        await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="bob"))
+
+
+async def test_follow_ends_after_the_verdict_once_the_stored_output_is_read(client: NexusClient) -> None:
+    bus = client.bus
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
+    await bus.publish_output("j1", 1, 1, b"hi\n")
+    await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=1))
+    await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
+    seen = [(i.record.seq if i.record else None, i.chunk.data if i.chunk else None) async for i in follow_job(bus, "j1")]
+    assert [s for s, _ in seen if s is not None] == [1, 2, 3]
+    assert [d for _, d in seen if d is not None] == [b"hi\n"]
+
+
+async def test_tests_run_on_finished_jobs_one_run_at_a_time(client: NexusClient) -> None:
+    ev = finished.tests_request(RunTests(job_id="j1", tests=[ExitCodeTest(expected=0)], by="ann"), NOW)
+    with pytest.raises(NoSuchJob):
+        await finished.request_tests(client, "j1", ev)
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="true"), NOW))
+    with pytest.raises(NotFinished):
+        await finished.request_tests(client, "j1", ev)
+    await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
+    seq = await finished.request_tests(client, "j1", ev)
+    assert (await client.history("j1"))[-1].seq == seq
+    with pytest.raises(TestsPending):
+        await finished.request_tests(client, "j1", ev)
+
+
+async def test_a_pipeline_step_decision_needs_its_gate_open(client: NexusClient) -> None:
+    gate = Outgoing(subjects.pipeline("p1", "approval_required"), PipelineApprovalRequired(step="deploy", timeout_s=60), "p1-gate")
+    with pytest.raises(NoSuchPipeline):
+        await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="approved"))
+    await client.bus.publish(gate)
+    with pytest.raises(WrongState):
+        await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="build", decision="approved"))
+    assert await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="denied", by="bob")) > 0
+    with pytest.raises(WrongState):
+        await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="approved"))
