@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean agent-dist
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/run_latency.py
 	$(PY) bench/analysis.py
+
+agent-dist: $(VENV)/.installed  ## the node agent alone (schemas, bus, agent): build/agent-dist/nexus_agent-*.whl
+	$(PY) packaging/agent/build.py
 
 clean:
 	rm -rf $(VENV) .nexus

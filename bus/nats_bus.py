@@ -116,53 +116,9 @@ class NatsBus:
 
     async def ensure_streams(self, limits: StreamLimits = DEFAULT_LIMITS) -> None:
         """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
-        events = api.StreamConfig(
-            name=subjects.EVENTS_STREAM,
-            description="Nexus event log: the source of truth",
-            subjects=[subjects.EVENTS_ALL],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.NEW,
-            deny_delete=True,
-            deny_purge=True,
-            duplicate_window=120.0,
-            num_replicas=limits.replicas or 1,
-            allow_direct=True,
-        )
-        output = api.StreamConfig(
-            name=subjects.OUTPUT_STREAM,
-            description="Raw PTY output chunks of Nexus jobs",
-            subjects=[subjects.OUTPUT_ALL],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            max_age=limits.output_max_age_s,
-            max_bytes=limits.output_max_bytes,
-            duplicate_window=120.0,
-            compression=api.StoreCompression.S2,
-            num_replicas=limits.replicas or 1,
-            allow_direct=True,
-        )
-        try:
-            for cfg in (events, output):
-                try:
-                    info = await self.js.stream_info(cfg.name or "")
-                    if limits.replicas is None:  # never shrink what an operator raised
-                        cfg.num_replicas = info.config.num_replicas
-                    await self.js.update_stream(cfg)
-                except nats.js.errors.NotFoundError:
-                    await self.js.add_stream(cfg)
-            await self.js.create_key_value(
-                bucket=subjects.NODES_BUCKET,
-                description="Nexus node heartbeats (liveness, not audit)",
-                history=1,
-                ttl=max(limits.node_ttl_s * 6, 60.0),
-                replicas=limits.replicas or 1,
-            )
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-            raise BusError("JetStream is not enabled on this server (start nats-server with -js)") from None
+        from bus import nats_setup
+
+        await nats_setup.ensure_streams(self.js, limits)
 
     # ------------------------------------------------------------ publishing
 
@@ -434,91 +390,16 @@ class NatsBus:
         *,
         idle_s: float = 10.0,
     ) -> None:
-        """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put.
-        `on_snapshot` is called once the heartbeats stored so far have all been delivered.
+        """Call `on_beat` for every heartbeat, forever (see bus.nats_nodes.watch)."""
+        from bus import nats_nodes
 
-        Survives a server restart: after a reconnect, or when no heartbeat comes for
-        `idle_s`, the watch is made again (it re-delivers the latest value of every node)."""
-        while True:
-            raise_if_cancelling()
-            try:
-                kv = await self._kv()
-                watcher = await kv.watchall(inactive_threshold=max(idle_s * 3, 30.0))
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, BusError) as exc:
-                if self.nc.is_closed:
-                    raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
-                log.warning("heartbeats.watch_failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                on_snapshot = await self._deliver_beats(watcher, on_beat, on_snapshot, idle_s)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()
-
-    async def _deliver_beats(
-        self,
-        watcher: KeyValue.KeyWatcher,
-        on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
-        on_snapshot: Callable[[], None] | None,
-        idle_s: float,
-    ) -> Callable[[], None] | None:
-        """Deliver until the watch goes quiet for `idle_s` or the connection was made again;
-        returns `on_snapshot` if not called yet."""
-        seen_reconnects = self.reconnects
-        quiet_since = time.monotonic()
-        while True:
-            raise_if_cancelling()
-            try:
-                entry = await watcher.updates(timeout=min(idle_s, 1.0))
-            except (nats.errors.TimeoutError, TimeoutError):
-                if self.reconnects != seen_reconnects or time.monotonic() - quiet_since >= idle_s:
-                    return on_snapshot
-                continue
-            quiet_since = time.monotonic()
-            if entry is None:
-                if on_snapshot is not None:
-                    on_snapshot()
-                    on_snapshot = None
-                continue
-            if entry.value is None or entry.operation is not None:
-                continue
-            try:
-                hb = codec.decode_heartbeat(entry.value)
-            except DecodeError:
-                continue  # not ours to crash on; the bucket is not the audit trail
-            created = entry.created if isinstance(entry.created, datetime) else hb.ts
-            await on_beat(msgspec.structs.replace(hb, ts=created))
-            if on_snapshot is not None and entry.delta == 0:
-                on_snapshot()
-                on_snapshot = None
+        await nats_nodes.watch(self, on_beat, on_snapshot, idle_s=idle_s)
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
-        """A snapshot of the bucket (`ts` as the agent sent it), without creating a consumer:
-        the keys come from the stream's subject list, each value from a direct get. (`kv.keys()`
-        leaves an ordered consumer on the server for 5 minutes per call: a dashboard polling
-        the API every second used up the server's consumers.)"""
-        kv = await self._kv()
-        prefix = f"$KV.{subjects.NODES_BUCKET}."
-        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-            info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
-        keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+        """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""
+        from bus import nats_nodes
 
-        async def one(key: str) -> NodeHeartbeat | None:
-            try:
-                with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-                    entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:  # deleted, or expired since the listing
-                return None
-            if entry.value is None:
-                return None
-            try:
-                return codec.decode_heartbeat(entry.value)
-            except DecodeError:
-                return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
-
-        beats = await asyncio.gather(*(one(key) for key in keys))
-        return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}
+        return await nats_nodes.snapshot(self)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,125 @@
+"""The NATS adapter's side of the `nexus-nodes` bucket: watching heartbeats and listing them.
+
+Part of the NATS adapter (with bus.nats_bus): nats-py errors stop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js.kv import KeyValue
+
+from bus.errors import BusError, BusUnavailable
+from bus.nats_bus import map_read_errors
+from bus.port import raise_if_cancelling
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.events import NodeHeartbeat
+
+if TYPE_CHECKING:
+    from bus.nats_bus import NatsBus
+
+log = structlog.get_logger("nexus.bus")
+
+
+async def watch(
+    bus: NatsBus,
+    on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
+    on_snapshot: Callable[[], None] | None = None,
+    *,
+    idle_s: float = 10.0,
+) -> None:
+    """Call `on_beat` for every heartbeat, forever; `ts` is the server's time of the put.
+    `on_snapshot` is called once the heartbeats stored so far have all been delivered.
+
+    Survives a server restart: after a reconnect, or when no heartbeat comes for
+    `idle_s`, the watch is made again (it re-delivers the latest value of every node)."""
+    while True:
+        raise_if_cancelling()
+        try:
+            kv = await bus._kv()
+            watcher = await kv.watchall(inactive_threshold=max(idle_s * 3, 30.0))
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError, BusError) as exc:
+            if bus.nc.is_closed:
+                raise BusUnavailable(bus.url, str(exc) or type(exc).__name__) from None
+            log.warning("heartbeats.watch_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            on_snapshot = await _deliver_beats(bus, watcher, on_beat, on_snapshot, idle_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+async def _deliver_beats(
+    bus: NatsBus,
+    watcher: KeyValue.KeyWatcher,
+    on_beat: Callable[[NodeHeartbeat], Awaitable[None]],
+    on_snapshot: Callable[[], None] | None,
+    idle_s: float,
+) -> Callable[[], None] | None:
+    """Deliver until the watch goes quiet for `idle_s` or the connection was made again;
+    returns `on_snapshot` if not called yet."""
+    seen_reconnects = bus.reconnects
+    quiet_since = time.monotonic()
+    while True:
+        raise_if_cancelling()
+        try:
+            entry = await watcher.updates(timeout=min(idle_s, 1.0))
+        except (nats.errors.TimeoutError, TimeoutError):
+            if bus.reconnects != seen_reconnects or time.monotonic() - quiet_since >= idle_s:
+                return on_snapshot
+            continue
+        quiet_since = time.monotonic()
+        if entry is None:
+            if on_snapshot is not None:
+                on_snapshot()
+                on_snapshot = None
+            continue
+        if entry.value is None or entry.operation is not None:
+            continue
+        try:
+            hb = codec.decode_heartbeat(entry.value)
+        except DecodeError:
+            continue  # not ours to crash on; the bucket is not the audit trail
+        created = entry.created if isinstance(entry.created, datetime) else hb.ts
+        await on_beat(msgspec.structs.replace(hb, ts=created))
+        if on_snapshot is not None and entry.delta == 0:
+            on_snapshot()
+            on_snapshot = None
+
+async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
+    """A snapshot of the bucket (`ts` as the agent sent it), without creating a consumer:
+    the keys come from the stream's subject list, each value from a direct get. (`kv.keys()`
+    leaves an ordered consumer on the server for 5 minutes per call: a dashboard polling
+    the API every second used up the server's consumers.)"""
+    kv = await bus._kv()
+    prefix = f"$KV.{subjects.NODES_BUCKET}."
+    with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+        info = await bus.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
+    keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+
+    async def one(key: str) -> NodeHeartbeat | None:
+        try:
+            with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+                entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # deleted, or expired since the listing
+            return None
+        if entry.value is None:
+            return None
+        try:
+            return codec.decode_heartbeat(entry.value)
+        except DecodeError:
+            return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
+
+    beats = await asyncio.gather(*(one(key) for key in keys))
+    return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}

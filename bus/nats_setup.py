@@ -1,0 +1,65 @@
+"""The NATS adapter's setup: the two streams and the heartbeat bucket, created or updated (DESIGN.md §2).
+
+Part of the NATS adapter (with bus.nats_bus): nats-py errors stop here.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext, api
+
+from bus.errors import BusError
+from bus.port import StreamLimits
+from schemas import subjects
+
+
+async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
+    """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
+    events = api.StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        description="Nexus event log: the source of truth",
+        subjects=[subjects.EVENTS_ALL],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.NEW,
+        deny_delete=True,
+        deny_purge=True,
+        duplicate_window=120.0,
+        num_replicas=limits.replicas or 1,
+        allow_direct=True,
+    )
+    output = api.StreamConfig(
+        name=subjects.OUTPUT_STREAM,
+        description="Raw PTY output chunks of Nexus jobs",
+        subjects=[subjects.OUTPUT_ALL],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        max_age=limits.output_max_age_s,
+        max_bytes=limits.output_max_bytes,
+        duplicate_window=120.0,
+        compression=api.StoreCompression.S2,
+        num_replicas=limits.replicas or 1,
+        allow_direct=True,
+    )
+    try:
+        for cfg in (events, output):
+            try:
+                info = await js.stream_info(cfg.name or "")
+                if limits.replicas is None:  # never shrink what an operator raised
+                    cfg.num_replicas = info.config.num_replicas
+                await js.update_stream(cfg)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(cfg)
+        await js.create_key_value(
+            bucket=subjects.NODES_BUCKET,
+            description="Nexus node heartbeats (liveness, not audit)",
+            history=1,
+            ttl=max(limits.node_ttl_s * 6, 60.0),
+            replicas=limits.replicas or 1,
+        )
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        raise BusError("JetStream is not enabled on this server (start nats-server with -js)") from None
