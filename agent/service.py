@@ -168,11 +168,12 @@ class Agent:
                     # Something came after the dispatch. Only harmless events (a duplicate
                     # request, say) let us accept; a cancel, a loss, an acceptance or a newer
                     # dispatch mean this one must not run.
-                    expected = await self._still_runnable(job_id, msg.record.seq)
-                    if expected is None:
+                    still = await self._still_runnable(job_id, msg.record.seq)
+                    if still is None:
                         log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
                         await msg.ack()
                         return
+                    expected = still
             else:
                 raise BusError(f"job {job_id}: the log kept changing while accepting", retryable=True)
         except BusError as exc:

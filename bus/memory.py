@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -203,7 +203,7 @@ class MemoryBus:
 
     async def records(
         self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000, idle_s: float = 5.0
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         next_seq = start_seq
         while True:
             raise_if_cancelling()
@@ -217,7 +217,7 @@ class MemoryBus:
 
     async def read_records(
         self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         stream = self._stream(subjects.EVENTS_STREAM)
         end = until_seq if until_seq is not None else stream.last()
         batch = [_record(m) for m in stream.since(start_seq, subject) if m.seq <= end]
@@ -226,7 +226,7 @@ class MemoryBus:
 
     async def output_chunks(
         self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
-    ) -> AsyncIterator[OutputChunk]:
+    ) -> AsyncGenerator[OutputChunk, None]:
         stream = self._stream(subjects.OUTPUT_STREAM)
         pattern = subjects.output_all(job_id)
         end = stream.last(pattern)
@@ -318,7 +318,15 @@ class MemoryBus:
             durable.again.update(dict.fromkeys(durable.unacked, now))
             durable.unacked.clear()
 
-    async def _deliver(self, durable: _Durable) -> AsyncIterator[MemoryDelivery]:
+    def settled(self, node_id: str) -> bool:
+        """Has the node's consumer been handed, and settled, everything published for it? (For tests.)"""
+        durable = self._durables.get(f"agent-{node_id}")
+        if durable is None:
+            return False
+        waiting = [m for m in self._events.since(durable.cursor, ">") if any(subject_matches(f, m.subject) for f in durable.filters)]
+        return not (waiting or durable.unacked or durable.again)
+
+    async def _deliver(self, durable: _Durable) -> AsyncGenerator[MemoryDelivery, None]:
         loop = asyncio.get_running_loop()
         while True:
             raise_if_cancelling()
@@ -359,7 +367,7 @@ class MemoryBus:
         members = self._responders.setdefault(subject, {}).setdefault(queue, [])
         members.append(inbox)
 
-        async def calls() -> AsyncIterator[MemoryRequest]:
+        async def calls() -> AsyncGenerator[MemoryRequest, None]:
             while True:
                 yield await inbox.get()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -261,7 +261,7 @@ class NatsBus:
 
     async def records(
         self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000, idle_s: float = 5.0
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """Follow the event log from `start_seq`, forever, in batches of whatever is ready.
 
         Survives a server restart: after a reconnect, or when nothing arrives for
@@ -306,7 +306,7 @@ class NatsBus:
 
     async def read_records(
         self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
         end = until_seq if until_seq is not None else await self.last_seq()
         if end < start_seq:
@@ -325,7 +325,7 @@ class NatsBus:
 
     async def output_chunks(
         self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
-    ) -> AsyncIterator[OutputChunk]:
+    ) -> AsyncGenerator[OutputChunk, None]:
         """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end.
 
         Read with a pull consumer, `batch` chunks (at most 32 KiB each) at a time, so

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import nats.errors
@@ -79,7 +79,7 @@ async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContex
         return await js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
 
 
-async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncIterator[NatsDelivery]:
+async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncGenerator[NatsDelivery, None]:
     """Fetch forever; a quiet or unreachable server is waited out, never raised."""
     while True:
         raise_if_cancelling()
@@ -128,7 +128,7 @@ async def responder(nc: Client, subject: str, queue: str) -> AsyncIterator[Async
     with map_read_errors(f"subscribe {subject}"):
         sub = await nc.subscribe(subject, queue=queue, cb=on_msg)
 
-    async def calls() -> AsyncIterator[NatsRequest]:
+    async def calls() -> AsyncGenerator[NatsRequest, None]:
         while True:
             msg = await inbox.get()
             yield NatsRequest(bytes(msg.data), msg)

@@ -58,7 +58,7 @@ async def watch(
             on_snapshot = await _deliver_beats(bus, watcher, on_beat, on_snapshot, idle_s)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
 async def _deliver_beats(
     bus: NatsBus,
@@ -74,7 +74,7 @@ async def _deliver_beats(
     while True:
         raise_if_cancelling()
         try:
-            entry = await watcher.updates(timeout=min(idle_s, 1.0))
+            entry = await watcher.updates(timeout=min(idle_s, 1.0))  # type: ignore[no-untyped-call]
         except (nats.errors.TimeoutError, TimeoutError):
             if bus.reconnects != seen_reconnects or time.monotonic() - quiet_since >= idle_s:
                 return on_snapshot

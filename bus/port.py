@@ -12,7 +12,7 @@ reply that does not decode); nothing of the underlying client leaks through it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,17 +114,17 @@ class EventBus(Protocol):
 
     def records(
         self, start_seq: int = 1, subject: str = subjects.EVENTS_ALL, *, batch_max: int = 1000, idle_s: float = 5.0
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """Follow the log from `start_seq`, forever, in order, in batches of whatever is ready."""
 
     def read_records(
         self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
 
     def output_chunks(
         self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
-    ) -> AsyncIterator[OutputChunk]:
+    ) -> AsyncGenerator[OutputChunk, None]:
         """A job's stored output, all attempts, in order; with `follow_until`, wait for more until it says stop."""
 
     async def output_end(self, job_id: str) -> int:

@@ -13,3 +13,8 @@ async def inject(bus: EventBus, subject: str, data: bytes) -> int:
         return bus.inject(subject, data)
     assert isinstance(bus, NatsBus)
     return int((await bus.js.publish(subject, data)).seq)
+
+
+def _both_are_event_buses(nats_bus: NatsBus, memory_bus: MemoryBus) -> list[EventBus]:
+    """Never called: mypy checks here that both adapters implement the port."""
+    return [nats_bus, memory_bus]

@@ -1,0 +1,67 @@
+"""The agent needs nothing but the port: a real agent (real PTY) on the in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent.service import Agent
+from bus.memory import MemoryBus
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobAccepted, JobDispatch, JobExited, JobStarted
+from schemas.records import Record
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[MemoryBus, Agent]]:
+    bus = MemoryBus()
+    agent = Agent(bus, "n1", heartbeat_s=0.2, kill_grace_s=0.5)
+    task = asyncio.create_task(agent.run())
+    await bus.ensure_streams()  # after the agent started waiting for them
+    await asyncio.wait_for(agent.ready.wait(), 10)
+    try:
+        yield bus, agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _dispatch(job_id: str, script: str) -> Outgoing:
+    ev = JobDispatch(attempt=1, tool="bash", command=script, argv=["bash", "-c", script])
+    return Outgoing(subjects.dispatch(job_id, "n1"), ev, msgids.job(job_id, "dispatch", 1))
+
+
+async def _history(bus: MemoryBus, job_id: str) -> list[Record]:
+    return [r async for batch in bus.read_records(subjects.job_all(job_id)) for r in batch]
+
+
+async def _exited(bus: MemoryBus, job_id: str) -> JobExited | None:
+    return next((r.event for r in await _history(bus, job_id) if isinstance(r.event, JobExited)), None)
+
+
+async def test_the_agent_runs_a_dispatch_on_the_twin(running: tuple[MemoryBus, Agent]) -> None:
+    bus, _agent = running
+    assert "n1" in await bus.heartbeats()
+    await bus.publish(_dispatch("j1", "echo hello from the twin"))
+    exited = await wait_for(lambda: _exited(bus, "j1"), what="the job to exit")
+    assert exited.exit_code == 0
+    kinds = [type(r.event) for r in await _history(bus, "j1")]
+    assert kinds == [JobDispatch, JobAccepted, JobStarted, JobExited]
+    output = b"".join([c.data async for c in bus.output_chunks("j1")])
+    assert b"hello from the twin" in output
+
+
+async def test_a_redelivered_dispatch_is_not_run_twice(running: tuple[MemoryBus, Agent]) -> None:
+    bus, _agent = running
+    dispatched = await bus.publish(_dispatch("j1", "true"))
+    await wait_for(lambda: _exited(bus, "j1"), what="the job to exit")
+    # The same dispatch again, as a redelivery would bring it: `accepted` is refused as stale.
+    bus.inject(subjects.dispatch("j1", "n1"), (await _history(bus, "j1"))[0].raw)
+    await wait_for(lambda: bus.settled("n1"), what="the agent to settle the redelivery")
+    assert [r.seq for r in await _history(bus, "j1") if isinstance(r.event, JobAccepted)] == [dispatched.seq + 1]
