@@ -3,7 +3,9 @@
 Implements `bus.port.EventBus` for the orchestrator, the agent and the clients. It
 creates the streams and the KV bucket, publishes events with deterministic
 `Nats-Msg-Id`s and per-entity optimistic concurrency, and reads the log back as
-`Record`s. nats-py errors are translated into `bus.errors` here and nowhere else.
+`Record`s. nats-py errors are translated into `bus.errors` here and in the modules
+it delegates to (bus.nats_consumers, bus.nats_nodes, bus.nats_setup), nowhere else.
+`nc`, `js` and `nodes_kv()` are not part of the port: tests use them to play a foreign client.
 """
 
 from __future__ import annotations
