@@ -15,27 +15,27 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 import structlog
 from nats.aio.msg import Msg
 
-from bus.errors import BusError, StaleDecision
+from bus.errors import BusError
 from bus.nats_bus import NatsBus, StreamLimits, raise_if_cancelling
-from orchestrator.core import assertions, decide
+from orchestrator.core import assertions, decide, planner
 from orchestrator.core.analysis import analyze
-from orchestrator.core.pipeline import decide_pipeline
-from orchestrator.core.pipeline_views import PipelineView, pipeline_jobs
+from orchestrator.core.outgoing import reject
+from orchestrator.core.pipeline_views import pipeline_jobs
 from orchestrator.core.policy import Policy
-from orchestrator.core.views import ON_NODE, JobView, NodeView
+from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError
 from orchestrator.projection import Projection, job_id_of
+from orchestrator.runner import Outcome, Runner
 from orchestrator.store import DuckDBStore, run_query
-from schemas import codec, msgids, subjects
-from schemas.errors import DecodeError, InvalidSubject
-from schemas.events import JobAssigned, JobRejected, JobRolledBack, NodeHeartbeat
-from schemas.limits import MAX_REASON_CHARS
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.events import JobRolledBack, NodeHeartbeat
 from schemas.records import Record
 from schemas.rpc import QueryResult
 from schemas.values import Finding, JobTest
@@ -64,19 +64,17 @@ class Orchestrator:
         self.node_ttl_s = node_ttl_s
         self.projection = Projection(store, on_ignored=_log_ignored)
         self.beats: dict[str, NodeHeartbeat] = {}
-        # job id -> (node, seq of our last publish): decisions the projection has not seen yet.
-        self.inflight: dict[str, tuple[str | None, int]] = {}
-        self.node_inflight: dict[str, int] = {}
+        # The one publish path; it remembers our publishes the projection has not seen yet.
+        self.runner = Runner(bus)
         self.started_at = datetime.now(UTC)
         self.caught_up = asyncio.Event()
         # Set once the stored heartbeats are known: before that, "no node has the
         # tool" would only mean "not heard from yet".
         self.fleet_known = asyncio.Event()
         self._decide_lock = asyncio.Lock()
-        self._undecodable_requests: list[Record] = []
+        # Rejections of undecodable requests and events about other jobs: kept until stored.
+        self._queued: list[planner.Plan] = []
         self._touched_pipelines: set[str] = set()
-        self._followups: list[decide.Outgoing] = []  # events about other jobs, idempotent by msg id
-        self.pipe_inflight: dict[str, int] = {}
         self._query_slots = asyncio.Semaphore(QUERY_THREADS)
         self._query_tasks: set[asyncio.Task[None]] = set()
 
@@ -122,31 +120,30 @@ class Orchestrator:
                 log.info("orchestrator.caught_up", seq=self.applied_seq)
             await self.decide_jobs(touched)
             await self.decide_pipelines(self._touched_pipelines)
-            await self._publish_followups()
+            await self._publish_queued()
 
     def apply_batch(self, batch: list[Record]) -> set[str]:
         """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
         changed = self.projection.apply_batch(batch)
-        self._touched_pipelines = set(self.projection.changed_pipelines) | {
-            str(j.metadata["pipeline"]) for j in changed.values() if isinstance(j.metadata.get("pipeline"), str)
-        }
+        self._touched_pipelines = planner.pipelines_touched(self.projection.changed_pipelines, changed.values())
         for job_id, job in changed.items():
             if job.terminal:
                 log.info("job.finished", job_id=job_id, status=job.status, exit_code=job.exit_code)
-        # A `requested` payload that never decoded still needs its rejection published.
+        now = datetime.now(UTC)
+        self._queued.extend(self._rejections(batch, changed, now))
+        self._queued.extend(planner.followups(changed.values(), now))
+        return set(changed) | planner.parents_to_decide(changed.values())
+
+    def _rejections(self, batch: list[Record], changed: Mapping[str, JobView], now: datetime) -> list[planner.Plan]:
+        """A `requested` payload that never decoded still needs its rejection published."""
         quarantined = {r.seq: r for r in self.projection.quarantined}  # these carry the reason
-        for rec in batch:
-            rec = quarantined.get(rec.seq, rec)
-            job_id = job_id_of(rec.subject)
+        plans = []
+        for rec in (quarantined.get(r.seq, r) for r in batch):
+            target = job_id_of(rec.subject)
             unusable = rec.error is not None and rec.subject.endswith(".requested")
-            if unusable and job_id and job_id not in changed and not self.store.load_jobs([job_id]):
-                self._undecodable_requests.append(rec)
-        for job in changed.values():
-            if (done := decide.rollback_done(job, datetime.now(UTC))) is not None:
-                self._followups.append(done)
-        # A finished verification job moves its parent's test run on.
-        parents = {j.parent for j in changed.values() if j.terminal and j.parent and j.metadata.get("verifies") == j.parent}
-        return set(changed) | {p for p in parents if p}
+            if unusable and target and target not in changed and not self.store.load_jobs([target]):
+                plans.extend(p for p in [planner.rejection(rec, now)] if p is not None)
+        return plans
 
     # ------------------------------------------------------------ decisions
 
@@ -157,43 +154,41 @@ class Orchestrator:
         back = self.bus.reconnected_at
         return max(self.started_at, back) if back is not None else self.started_at
 
+    @property
+    def _deciding(self) -> bool:
+        return self.caught_up.is_set() and self.fleet_known.is_set()
+
     def _fleet(self) -> decide.Fleet:
-        load: dict[str, int] = {}
-        for job_id, job in self.jobs.items():
-            node = job.node if job.status in ON_NODE else None
-            pending = self.inflight.get(job_id)
-            if pending and pending[1] > job.last_seq and pending[0]:
-                node = pending[0]
-            if node:
-                load[node] = load.get(node, 0) + 1
-        warming_until = self.quiet_since + timedelta(seconds=self.node_ttl_s)
-        return decide.Fleet(views=self.nodes, heartbeats=self.beats, load=load, ttl_s=self.node_ttl_s, warming_until=warming_until)
+        return planner.fleet(
+            self.nodes, self.beats, self.jobs, self.runner.pending, ttl_s=self.node_ttl_s, quiet_since=self.quiet_since
+        )
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
-        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
+        if not self._deciding:
             return
         async with self._decide_lock:
-            await self._publish_rejections()
-            ids = set(touched) | {j for j, v in self.jobs.items() if v.status == "queued"}
-            jobs = sorted(
-                (self.jobs[j] for j in ids if j in self.jobs),
-                key=lambda v: (-self.policy.priority_of(v.requested_by, v.priority), v.first_seq),
-            )
+            await self._publish_queued()
             now = datetime.now(UTC)
             fleet = self._fleet()
-            for job in jobs:
-                pending = self.inflight.get(job.job_id)
-                if pending and pending[1] > job.last_seq:
-                    continue  # our last decision is not folded in yet
-                self.inflight.pop(job.job_id, None)
+            for job in planner.jobs_due(self.jobs, touched, self.runner.pending, self.policy.priority_of):
+                self.runner.pending.pop(planner.job_key(job.job_id), None)
                 ctx = await self._context(job)
                 try:
                     outs = decide.decide_job(job, fleet, now, ctx)
                 except Exception as exc:  # a bug met by this job's data must not stop every job
                     log.exception("decision.crashed", job_id=job.job_id)
-                    outs = [decide.reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")]
+                    outs = reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")
                 if outs:
-                    await self._publish(job, outs)
+                    await self._publish_job(job, planner.plan_job(job, outs))
+
+    async def _publish_job(self, job: JobView, plan: planner.Plan) -> None:
+        """A retryable failure leaves the job as it is: the next tick decides again and
+        publishes the same message ids. A refusal that retrying cannot fix (too large,
+        say) rejects the job, so it never holds a node's slot."""
+        done = await self.runner.publish(plan)
+        if done.outcome is Outcome.REFUSED and done.expected is not None:
+            # Stale or away again: the next tick decides again.
+            await self.runner.publish(planner.refused(job, done.expected, datetime.now(UTC), str(done.error)))
 
     async def _context(self, job: JobView) -> decide.Context:
         review = review_command(job.command, job.tool, job.working_dir) if job.status == "requested" else None
@@ -227,123 +222,38 @@ class Orchestrator:
             return None
         return matcher.finish()
 
-    async def _publish(self, job: JobView, outs: list[decide.Outgoing]) -> None:
-        """The job's own events go out as one chain expecting its last sequence; events
-        for other jobs (a verification job's `requested`) are idempotent by their ids.
-
-        A retryable failure leaves the job as it is: the next tick decides again and
-        publishes the same message ids. A refusal that retrying cannot fix (too large,
-        say) rejects the job, so it never holds a node's slot."""
-        own_prefix = subjects.job(job.job_id, "")
-        own = [o for o in outs if o.subject.startswith(own_prefix)]
-        node = next((o.event.node for o in own if isinstance(o.event, JobAssigned)), None)
-        expected = job.last_seq
-        try:
-            for out in own:
-                expected = (await self.bus.publish(out, expected_seq=expected)).seq
-                self.inflight[job.job_id] = (node, expected)
-            for out in outs:
-                if out not in own:
-                    await self.bus.publish(out)
-        except StaleDecision:
-            log.debug("decision.stale", job_id=job.job_id, expected=expected)
-            return
-        except BusError as exc:
-            log.error("decision.publish_failed", job_id=job.job_id, error=str(exc), retryable=exc.retryable)
-            if not exc.retryable:
-                await self._reject_unpublishable(job, expected, exc)
-            return
-        for out in outs:
-            log.info("job.decided", job_id=job.job_id, subject=out.subject, kind=codec.event_type(out.event), node=node)
-
-    async def _reject_unpublishable(self, job: JobView, expected: int, exc: BusError) -> None:
-        out = decide.reject(job, datetime.now(UTC), "publish_refused", f"a decision for this job could not be stored: {exc}")[0]
-        try:
-            self.inflight[job.job_id] = (None, (await self.bus.publish(out, expected_seq=expected)).seq)
-        except BusError as again:  # stale or away: the next tick decides again
-            log.error("decision.publish_failed", job_id=job.job_id, error=str(again))
-
     async def decide_pipelines(self, pipeline_ids: Iterable[str]) -> None:
-        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
+        if not self._deciding:
             return
         async with self._decide_lock:
             for pipeline_id in sorted(pipeline_ids):
                 view = self.projection.pipelines.get(pipeline_id)
-                if view is None or self.pipe_inflight.get(pipeline_id, 0) > view.last_seq:
+                if view is None or planner.waiting(self.runner.pending, planner.pipeline_key(pipeline_id), view.last_seq):
                     continue
                 wanted = pipeline_jobs(view)
                 jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
                 jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
-                now = datetime.now(UTC)
-                fleet = self._fleet()
-                fleet_nodes: dict[str, list[str]] = {}
-                if not fleet.warming(now):
-                    for spec in view.spec.steps:
-                        if spec.labels:
-                            fleet_nodes[spec.id] = decide.capable_nodes(fleet, spec.tool, spec.labels, now)
-                outs = decide_pipeline(view, jobs, fleet_nodes, now)
-                await self._publish_pipeline(view, outs)
+                await self.runner.publish(planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC)))
 
-    async def _publish_pipeline(self, view: PipelineView, outs: list[decide.Outgoing]) -> None:
-        """Pipeline events chain on the pipeline's last sequence; step job requests are idempotent by id."""
-        expected = view.last_seq
-        own_prefix = subjects.pipeline(view.pipeline_id, "")
-        try:
-            for out in outs:
-                if out.subject.startswith(own_prefix):
-                    expected = (await self.bus.publish(out, expected_seq=expected)).seq
-                    self.pipe_inflight[view.pipeline_id] = expected
-                else:
-                    await self.bus.publish(out)
-                log.info("pipeline.decided", pipeline_id=view.pipeline_id, subject=out.subject, kind=codec.event_type(out.event))
-        except StaleDecision:
-            log.debug("decision.stale", pipeline_id=view.pipeline_id, expected=expected)
-        except BusError as exc:
-            log.error("decision.publish_failed", pipeline_id=view.pipeline_id, error=str(exc))
-
-    async def _publish_followups(self) -> None:
-        """Events about other jobs (rollback done): each retried until stored, never dropped."""
+    async def _publish_queued(self) -> None:
+        """Rejections of undecodable requests, then events about other jobs (rollback
+        done): each kept until stored or settled, never dropped."""
         if not self.caught_up.is_set():
             return
-        while self._followups:
-            out = self._followups[0]
-            target = job_id_of(out.subject)
-            done = self.jobs.get(target or "") or self.store.load_jobs([target or ""]).get(target or "")
-            seen = done is not None and isinstance(out.event, JobRolledBack) and done.rollback_job == out.event.rollback_job
-            if not seen and not await self._publish_or_keep(out):  # (seen: already in the log, met again while catching up)
+        while self._queued:
+            plan = self._queued[0]
+            if not self._already_seen(plan) and not (await self.runner.publish(plan)).settled:
                 return
-            self._followups.pop(0)
+            self._queued.pop(0)
 
-    async def _publish_rejections(self) -> None:
-        """Reject jobs whose `requested` could not be used; retried until stored, never dropped."""
-        while self._undecodable_requests:
-            rec = self._undecodable_requests[0]
-            try:
-                ref = subjects.parse(rec.subject)
-            except InvalidSubject:
-                ref = None  # no valid job id to reject; the events row keeps the reason
-            if ref is not None:
-                ev = JobRejected(
-                    ts=datetime.now(UTC),
-                    code="invalid_payload",
-                    reason=f"payload does not decode: {rec.error}"[:MAX_REASON_CHARS],
-                    raw=rec.raw.decode("utf-8", errors="replace")[:4096],
-                )
-                out = decide.Outgoing(subjects.job(ref.id, "rejected"), ev, msgids.job(ref.id, "rejected", rec.seq))
-                if not await self._publish_or_keep(out, expected_seq=rec.seq):
-                    return
-            self._undecodable_requests.pop(0)
-
-    async def _publish_or_keep(self, out: decide.Outgoing, *, expected_seq: int | None = None) -> bool:
-        """Publish; False when it should be tried again later (the same message id makes that safe)."""
-        try:
-            await self.bus.publish(out, expected_seq=expected_seq)
-        except StaleDecision:
-            return True  # something else came first; nothing to add
-        except BusError as exc:
-            log.error("decision.publish_failed", subject=out.subject, error=str(exc), retryable=exc.retryable)
-            return not exc.retryable
-        return True
+    def _already_seen(self, plan: planner.Plan) -> bool:
+        """A rollback already in the log, met again while catching up."""
+        out = plan.outs[0]
+        if not isinstance(out.event, JobRolledBack):
+            return False
+        target = job_id_of(out.subject) or ""
+        done = self.jobs.get(target) or self.store.load_jobs([target]).get(target)
+        return done is not None and done.rollback_job == out.event.rollback_job
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
         first = hb.node not in self.beats
@@ -355,23 +265,19 @@ class Orchestrator:
             await self.decide_jobs(())
 
     async def decide_nodes(self, node_ids: Iterable[str]) -> None:
-        if not (self.caught_up.is_set() and self.fleet_known.is_set()):
+        if not self._deciding:
             return
-        now = datetime.now(UTC)
-        for node_id in node_ids:
-            view = self.nodes.get(node_id)
-            seq = view.last_seq if view else 0
-            if self.node_inflight.get(node_id, 0) > seq:
-                continue
-            for out in decide.decide_node(view, self.beats.get(node_id), now, self.node_ttl_s, self.quiet_since):
-                try:
-                    pub = await self.bus.publish(out, expected_seq=seq)
-                    self.node_inflight[node_id] = pub.seq
-                    log.info("node.decided", node=node_id, kind=codec.event_type(out.event))
-                except StaleDecision:
-                    pass
-                except BusError as exc:
-                    log.error("decision.publish_failed", node=node_id, error=str(exc))
+        plans = planner.plan_nodes(
+            self.nodes,
+            self.beats,
+            node_ids,
+            self.runner.pending,
+            datetime.now(UTC),
+            ttl_s=self.node_ttl_s,
+            quiet_since=self.quiet_since,
+        )
+        for plan in plans:
+            await self.runner.publish(plan)
 
     async def _tick(self) -> None:
         await self.caught_up.wait()
@@ -382,8 +288,7 @@ class Orchestrator:
             await self.decide_jobs(list(self.jobs))
             await self.decide_pipelines(list(self.projection.pipelines))
             async with self._decide_lock:
-                await self._publish_rejections()
-                await self._publish_followups()
+                await self._publish_queued()
             await asyncio.sleep(TICK_S)
 
     # ------------------------------------------------------------ queries

@@ -11,38 +11,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 
 import msgspec
 
 from orchestrator.core import assertions
+from orchestrator.core.outgoing import out, reject
 from orchestrator.core.policy import Policy
-from orchestrator.core.views import ON_NODE, PLACEABLE, JobStatus, JobView, NodeView
+from orchestrator.core.verdicts import exited, retest
+from orchestrator.core.views import TERMINAL, JobStatus, JobView, NodeView
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import (
-    Event,
     JobApprovalRequired,
     JobAssigned,
     JobCancel,
     JobCancelled,
     JobDispatch,
-    JobFailed,
     JobLost,
     JobQueued,
-    JobRejected,
-    JobRequested,
-    JobRolledBack,
-    JobSucceeded,
-    JobTested,
-    JobTimedOut,
     JobValidated,
     NodeHeartbeat,
-    NodeLost,
-    NodeRegistered,
 )
 from schemas.limits import MAX_EVENT_BYTES
-from schemas.values import NODE_TESTS, ExitCodeTest, Finding, JobTest, TestResult
+from schemas.values import NODE_TESTS, Finding
 
+S = JobStatus
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
 
 
@@ -101,101 +95,78 @@ def argv_for(tool: str, command: str) -> list[str]:
 
 
 def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = None) -> list[Outgoing]:
+    """What to publish next for one job: one function per status, matched exhaustively."""
     ctx = ctx or Context()
     if job.terminal:
-        return _retest(job, now, ctx) if job.retest else []
-    if job.cancel_requested:
-        if job.status in ("requested", "validated", "approval_required", "approved", "queued"):
-            return [_out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
-        if job.status in ON_NODE and not job.cancel_sent and job.node is not None:
-            cancel = JobCancel(ts=now, attempt=job.attempt)
-            kill = Outgoing(subjects.cancel(job.job_id, job.node), cancel, msgids.job(job.job_id, "cancel", job.attempt))
-            if job.status in ("assigned", "dispatched"):
-                # Not accepted yet: once the cancel is in the log the agent's `accepted`
-                # (which expects the dispatch to be the job's last event) can never be
-                # stored, so the command will not run; the job ends here.
-                return [kill, _out(job, JobCancelled(ts=now, reason="cancelled before the agent took it"), "cancelled")]
-            return [kill]
-    if job.status == "requested":
-        return _analyse(job, fleet, now, ctx)
-    if job.status == "approved" and not ctx.policy.may_approve(job.approved_by):
+        return retest(job, now, ctx.verification, ctx.output) if job.retest else []
+    if job.cancel_requested and (cancel := _cancel(job, now)) is not None:
+        return cancel
+    state = job.state
+    match state:
+        case S.REQUESTED:
+            return _analyse(job, fleet, now, ctx)
+        case S.VALIDATED | S.APPROVED | S.QUEUED:
+            return _placeable(job, fleet, now, ctx)
+        case S.APPROVAL_REQUIRED:
+            return []  # a person decides
+        case S.ASSIGNED | S.DISPATCHED | S.ACCEPTED | S.RUNNING:
+            return _on_node(job, fleet, now)
+        case S.EXITED:
+            return exited(job, now, ctx.output)
+        case S.DENIED | S.REJECTED | S.SUCCEEDED | S.FAILED | S.TIMED_OUT | S.CANCELLED | S.LOST:
+            return []  # terminal: handled above
+        case _:
+            assert_never(state)
+
+
+def _cancel(job: JobView, now: datetime) -> list[Outgoing] | None:
+    """A cancel the job has not had yet; None when there is nothing (more) to send."""
+    if job.state.before_dispatch:
+        return [out(job, JobCancelled(ts=now, reason="cancelled before it was dispatched"), "cancelled")]
+    if not job.on_node or job.cancel_sent or job.node is None:
+        return None
+    cancel = JobCancel(ts=now, attempt=job.attempt)
+    kill = Outgoing(subjects.cancel(job.job_id, job.node), cancel, msgids.job(job.job_id, "cancel", job.attempt))
+    if job.status in (S.ASSIGNED, S.DISPATCHED):
+        # Not accepted yet: once the cancel is in the log the agent's `accepted`
+        # (which expects the dispatch to be the job's last event) can never be
+        # stored, so the command will not run; the job ends here.
+        return [kill, out(job, JobCancelled(ts=now, reason="cancelled before the agent took it"), "cancelled")]
+    return [kill]
+
+
+def _placeable(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Outgoing]:
+    if job.status == S.APPROVED and not ctx.policy.may_approve(job.approved_by):
         reason = f"{job.approved_by!r} may not approve this job; waiting for an approver"
         hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
         return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, msgids.job(job.job_id, "approval_required", job.last_seq))]
-    if job.status in PLACEABLE:
-        waiting = _dependencies(job, now, ctx)
-        if waiting is not None:
-            return waiting
-        return _place(job, fleet, now)
-    if job.status == "exited":
-        if job.tests and job.killed_by is None and job.exit_code is not None:
-            results = assertions.evaluate(job.tests, job.exit_code, ctx.output, job.checks)
-            passed = all(r.passed for r in results)
-            tested = _out(job, JobTested(ts=now, attempt=job.attempt, passed=passed, results=results), "tested")
-            # Without an explicit exit_code test, "exited as expected" still means exit 0.
-            exit_ok = job.exit_code == 0 or any(isinstance(t, ExitCodeTest) for t in job.tests)
-            if not (passed and exit_ok):
-                problems = [] if exit_ok else [f"exit code {job.exit_code}"]
-                failed = ", ".join(f"{r.type} (expected {r.expected}, got {r.actual})" for r in results if not r.passed)
-                if failed:
-                    problems.append(f"tests failed: {failed}")
-                failure = JobFailed(ts=now, attempt=job.attempt, reason="; ".join(problems), exit_code=job.exit_code)
-                return [tested, _out(job, failure, "failed")]
-            return [tested, _out(job, JobSucceeded(ts=now, attempt=job.attempt, exit_code=job.exit_code), "succeeded")]
-        return [_verdict(job, now)]
-    if job.status == "assigned" and job.node is not None and fleet.is_live(job.node, now):
+    waiting = _dependencies(job, now, ctx)
+    return waiting if waiting is not None else _place(job, fleet, now)
+
+
+def _on_node(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
+    """Re-send a dispatch that never reached the log; declare an attempt lost when its node or agent went away."""
+    if job.node is None:
+        return []
+    if job.status == S.ASSIGNED and fleet.is_live(job.node, now):
         # The dispatch of this attempt never reached the log (the publish after
         # `assigned` failed): send it again, same message id. Had it been stored,
         # the job's last sequence would have moved and the server refuses this.
         dispatch = _dispatch(job, job.attempt, now)
         return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, msgids.job(job.job_id, "dispatch", job.attempt))]
-    if job.status in ON_NODE and job.node is not None:
-        why: str | None = None
-        hb = fleet.heartbeats.get(job.node)
-        if not fleet.is_live(job.node, now):
-            if fleet.warming(now):
-                return []
-            why = f"node {job.node} stopped sending heartbeats; the command's outcome is unknown"
-        elif job.status in ("accepted", "running") and hb and job.instance and hb.instance != job.instance:
-            why = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
-        if why:
-            retry = job.idempotent and job.attempt <= job.retries
-            if retry:
-                why += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
-            lost = JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry)
-            return [_out(job, lost, "lost")]
-    return []
-
-
-def rollback_done(job: JobView, now: datetime) -> Outgoing | None:
-    """When a rollback job succeeds, the job it undid is marked `rolled_back`."""
-    target = job.metadata.get("rollback_of")
-    if job.status != "succeeded" or not isinstance(target, str) or not subjects.is_valid_id(target):
-        return None
-    ev = JobRolledBack(ts=now, rollback_job=job.job_id)
-    return Outgoing(subjects.job(target, "rolled_back"), ev, msgids.job(target, "rolled_back", job.job_id))
-
-
-def _retest(job: JobView, now: datetime, ctx: Context) -> list[Outgoing]:
-    """Tests on a finished job: node-side ones through a verification job on its node."""
-    node_tests: list[JobTest] = [t for t in job.retest if isinstance(t, NODE_TESTS)]
-    checks: list[TestResult] = []
-    if node_tests:
-        child = ctx.verification
-        if child is None:
-            if job.node is None or job.retest_job is None:
-                results = [TestResult(type="node", passed=False, expected="a node to check on", actual="the job never ran on a node")]
-                return [_out(job, JobTested(ts=now, attempt=job.attempt, passed=False, results=results), "tested")]
-            req = JobRequested(
-                command="true", node=job.node, tests=node_tests, parent=job.job_id, metadata={"verifies": job.job_id}, ts=now
-            )
-            return [Outgoing(subjects.job(job.retest_job, "requested"), req, msgids.job_request(job.retest_job))]
-        if not child.terminal:
+    hb = fleet.heartbeats.get(job.node)
+    if not fleet.is_live(job.node, now):
+        if fleet.warming(now):
             return []
-        checks = [r for r in child.test_results if r.type in ("file_exists", "http_ok", "command")] or list(child.checks)
-    results = assertions.evaluate(job.retest, job.exit_code, ctx.output, checks)
-    tested = JobTested(ts=now, attempt=job.attempt, passed=all(r.passed for r in results), results=results)
-    return [Outgoing(subjects.job(job.job_id, "tested"), tested, msgids.job(job.job_id, "tested", job.last_seq))]
+        why = f"node {job.node} stopped sending heartbeats; the command's outcome is unknown"
+    elif job.status in (S.ACCEPTED, S.RUNNING) and hb and job.instance and hb.instance != job.instance:
+        why = f"the agent on {job.node} restarted while the job ran; the command's outcome is unknown"
+    else:
+        return []
+    retry = job.idempotent and job.attempt <= job.retries
+    if retry:
+        why += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
+    return [out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry), "lost")]
 
 
 def _targets(job: JobView, fleet: Fleet, now: datetime) -> list[dict[str, str]]:
@@ -240,11 +211,11 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
         duration_ms=review.duration_ms,
         approval_needed=approval,
     )
-    first = _out(job, validated, "validated")
+    first = out(job, validated, "validated")
     if approval:
         worst = next((w.message for w in review.warnings if w.severity == review.severity), review.severity)
         reason = f"{review.severity} command on a production node needs approval: {worst}"
-        return [first, _out(job, JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers), "approval_required")]
+        return [first, out(job, JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers), "approval_required")]
     # Place in the same decision when possible, so a job costs one round trip.
     after = _with_status(job, JobStatus.VALIDATED)
     rest = _dependencies(after, now, ctx)
@@ -259,7 +230,7 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     """None when every job in `after` succeeded; else the events (maybe none) for waiting or giving up."""
     if not job.after:
         return None
-    failed = [j for j in job.after if ctx.statuses.get(j) in ("rejected", "denied", "failed", "timed_out", "cancelled", "lost")]
+    failed = [j for j in job.after if ctx.statuses.get(j) in TERMINAL and ctx.statuses.get(j) != S.SUCCEEDED]
     if failed:
         return reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
     pending = [j for j in job.after if ctx.statuses.get(j) != "succeeded"]
@@ -267,7 +238,7 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
         return None
     if job.status == "queued":
         return []
-    return [_out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
+    return [out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
 
 
 def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:
@@ -305,13 +276,13 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
             return reject(job, now, *problem)
         # A node that was live a moment ago and is merely not heard from (a broker
         # restart, a network blip) makes the job wait, not fail.
-        return [] if job.status == "queued" else [_out(job, JobQueued(ts=now, reason=waiting), "queued")]
+        return [] if job.status == "queued" else [out(job, JobQueued(ts=now, reason=waiting), "queued")]
     free = [n for n in candidates if fleet.load.get(n, 0) < fleet.heartbeats[n].max_jobs]
     if not free:
         if job.status == "queued":
             return []
         reason = f"all {len(candidates)} capable node(s) are at their max concurrent jobs"
-        return [_out(job, JobQueued(ts=now, reason=reason), "queued")]
+        return [out(job, JobQueued(ts=now, reason=reason), "queued")]
     ranked = rank_nodes(fleet, free, job.prefer)
     chosen = ranked[0]
     attempt = job.attempt + 1
@@ -319,7 +290,7 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     fleet.load[chosen] = fleet.load.get(chosen, 0) + 1
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
     return [
-        _out(job, assigned, "assigned", attempt),
+        out(job, assigned, "assigned", attempt),
         Outgoing(subjects.dispatch(job.job_id, chosen), _dispatch(job, attempt, now), msgids.job(job.job_id, "dispatch", attempt)),
     ]
 
@@ -387,62 +358,3 @@ def optimal_node(fleet: Fleet, tool: str, labels: Mapping[str, str], prefer: Map
         return None, f"all {len(candidates)} capable node(s) are busy; a job would be queued"
     ranked = rank_nodes(fleet, free, prefer)
     return ranked[0], explain_choice(fleet, ranked, prefer)
-
-
-def _verdict(job: JobView, now: datetime) -> Outgoing:
-    a = job.attempt
-    if job.killed_by == "timeout":
-        return _out(job, JobTimedOut(ts=now, attempt=a, timeout_s=job.timeout_s), "timed_out")
-    if job.killed_by == "cancel":
-        return _out(job, JobCancelled(ts=now, reason="cancelled while running"), "cancelled")
-    if job.exit_code is None:
-        reason = job.reason or (f"killed by signal {job.signal}" if job.signal else "did not exit normally")
-        return _out(job, JobFailed(ts=now, attempt=a, reason=reason), "failed")
-    expected = next((t.expected for t in job.tests if isinstance(t, ExitCodeTest)), 0)
-    if job.exit_code != expected:
-        reason = f"exit code {job.exit_code}" + (f", expected {expected}" if expected else "")
-        return _out(job, JobFailed(ts=now, attempt=a, reason=reason, exit_code=job.exit_code), "failed")
-    return _out(job, JobSucceeded(ts=now, attempt=a, exit_code=job.exit_code), "succeeded")
-
-
-def reject(job: JobView, now: datetime, code: str, reason: str) -> list[Outgoing]:
-    """The job will not run: `code` for machines, `reason` for people."""
-    return [_out(job, JobRejected(ts=now, code=code, reason=reason), "rejected")]
-
-
-def _out(job: JobView, ev: Event, kind: str, attempt: int | None = None) -> Outgoing:
-    a = job.attempt if attempt is None else attempt
-    return Outgoing(subjects.job(job.job_id, kind), ev, msgids.job(job.job_id, kind, a))
-
-
-def decide_node(
-    view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime
-) -> list[Outgoing]:
-    """Register a new or changed node; declare a silent one lost.
-
-    `since` is when this orchestrator started: a node is not declared lost
-    before it has had a full TTL to send a heartbeat to us.
-    """
-    if hb is not None and (now - hb.ts).total_seconds() <= ttl_s:
-        node_id = hb.node
-        changed = (
-            view is None
-            or view.status != "online"
-            or sorted(view.tools) != sorted(hb.tools)
-            or view.labels != hb.labels
-            or view.max_jobs != hb.max_jobs
-        )
-        if not changed:
-            return []
-        seq = view.last_seq if view else 0
-        ev = NodeRegistered(
-            ts=now, tools=hb.tools, labels=hb.labels, max_jobs=hb.max_jobs, hostname=hb.hostname, version=hb.version
-        )
-        return [Outgoing(subjects.node(node_id, "registered"), ev, msgids.node(node_id, "registered", seq))]
-    if view is None or view.status != "online":
-        return []
-    last = hb.ts if hb is not None else since
-    if (now - max(last, since)).total_seconds() <= ttl_s:
-        return []
-    ev_lost = NodeLost(ts=now, reason=f"no heartbeat for more than {ttl_s:g}s", last_seen=hb.ts if hb else None)
-    return [Outgoing(subjects.node(view.node_id, "lost"), ev_lost, msgids.node(view.node_id, "lost", view.last_seq))]

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never
 
 import msgspec
+from msgspec.structs import replace
 
 from schemas.pipelines import (
     PipelineApprovalRequired,
@@ -40,7 +41,7 @@ PIPELINE_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
 Role = Literal["run", "health_check", "rollback"]
 
 
-class StepView(msgspec.Struct, kw_only=True):
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
     """One row of `pipeline_steps`. Job lists hold every job the step planned so far."""
 
     pipeline_id: str
@@ -65,7 +66,7 @@ class StepView(msgspec.Struct, kw_only=True):
     last_seq: int = 0
 
 
-class PipelineView(msgspec.Struct, kw_only=True):
+class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     """One row of `pipelines`; `steps` are the `pipeline_steps` rows (not a column)."""
 
     pipeline_id: str
@@ -94,111 +95,149 @@ class PipelineView(msgspec.Struct, kw_only=True):
 # ---------------------------------------------------------------- fold
 
 
-def evolve_pipeline(
-    view: PipelineView | None, pipeline_id: str, event: PipelineEvent, ts: datetime, seq: int
-) -> PipelineView | None:
+def evolve_pipeline(view: PipelineView | None, pipeline_id: str, event: PipelineEvent, ts: datetime, seq: int) -> PipelineView | None:
     """Next view of one pipeline; None for an event of a pipeline never requested.
 
     Events that do not fit the current state (a second `requested`, anything after
     the end, an answer for a step that is not waiting) change only `last_seq`.
+    Views are frozen: each step returns a new view.
     """
     if isinstance(event, PipelineRequested):
-        if view is not None:
-            return msgspec.structs.replace(view, last_seq=seq)
-        needs = resolve_needs(event.spec)
-        steps = [
-            StepView(pipeline_id=pipeline_id, step_id=s.id, position=i, needs=needs[s.id], last_seq=seq)
-            for i, s in enumerate(event.spec.steps)
-        ]
-        return PipelineView(
-            pipeline_id=pipeline_id,
-            name=event.spec.name,
-            spec=event.spec,
-            variables=dict(event.variables),
-            requested_by=event.requested_by,
-            source=event.source,
-            requested_at=ts,
-            first_seq=seq,
-            last_seq=seq,
-            steps=steps,
-        )
+        return replace(view, last_seq=seq) if view is not None else _requested(pipeline_id, event, ts, seq)
     if view is None:
         return None
-    v = msgspec.structs.replace(view, last_seq=seq, steps=list(view.steps))
+    v = replace(view, last_seq=seq)
     if v.status in PIPELINE_TERMINAL:
         return v
+    if isinstance(event, StepEvent):
+        s = v.step(event.step)
+        return v if s is None else _with_step(v, _evolve_step(v, s, event, ts), seq)
+    return _evolve_run(v, event, ts)
 
-    def update(step_id: str, **changes: Any) -> None:
-        s = v.step(step_id)
-        if s is not None:
-            v.steps[s.position] = msgspec.structs.replace(s, last_seq=seq, **changes)
 
-    s = v.step(event.step) if hasattr(event, "step") else None
+def _requested(pipeline_id: str, event: PipelineRequested, ts: datetime, seq: int) -> PipelineView:
+    needs = resolve_needs(event.spec)
+    steps = [
+        StepView(pipeline_id=pipeline_id, step_id=s.id, position=i, needs=needs[s.id], last_seq=seq) for i, s in enumerate(event.spec.steps)
+    ]
+    return PipelineView(
+        pipeline_id=pipeline_id,
+        name=event.spec.name,
+        spec=event.spec,
+        variables=dict(event.variables),
+        requested_by=event.requested_by,
+        source=event.source,
+        requested_at=ts,
+        first_seq=seq,
+        last_seq=seq,
+        steps=steps,
+    )
+
+
+# Events about one step, and those about the whole run.
+StepEvent = (
+    PipelineApprovalRequired
+    | PipelineApproved
+    | PipelineDenied
+    | PipelineStepStarted
+    | PipelineHealthCheckStarted
+    | PipelineStepFinished
+    | PipelineStepRollbackStarted
+    | PipelineStepRolledBack
+)
+RunEvent = PipelineRollbackStarted | PipelineRolledBack | PipelineSucceeded | PipelineFailed
+
+
+def _with_step(v: PipelineView, step: _StepChange, seq: int) -> PipelineView:
+    """The view with one step's changes, and the run's (the finish order, the failed step)."""
+    new, run = step
+    if new is None:
+        return v
+    steps = list(v.steps)
+    steps[new.position] = replace(new, last_seq=seq)
+    return replace(v, steps=steps, **run)
+
+
+_StepChange = tuple[StepView | None, dict[str, Any]]
+_NONE: _StepChange = (None, {})
+
+
+def _evolve_step(v: PipelineView, s: StepView, event: StepEvent, ts: datetime) -> _StepChange:
     match event:
         case PipelineApprovalRequired():
-            if s is not None and s.status == "pending":
-                deadline = ts + timedelta(seconds=event.timeout_s)
-                update(s.step_id, status="waiting_approval", approval_requested_at=ts, approval_deadline=deadline)
-        case PipelineApproved():
-            if s is not None and s.status == "waiting_approval":
-                if _may_approve(v.spec, event.by):
-                    update(s.step_id, status="approved", approved_by=event.by, reason=event.reason)
-                else:
-                    update(s.step_id, reason=f"approval by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
-        case PipelineDenied():
-            if s is not None and s.status == "waiting_approval":
-                if _may_approve(v.spec, event.by):
-                    why = f"denied by {event.by}" + (f": {event.reason}" if event.reason else "")
-                    update(s.step_id, status="denied", denied_by=event.by, reason=why)
-                else:
-                    update(s.step_id, reason=f"denial by {event.by!r} ignored: approvers are {', '.join(v.spec.approvers)}")
+            if s.status != "pending":
+                return _NONE
+            deadline = ts + timedelta(seconds=event.timeout_s)
+            return replace(s, status="waiting_approval", approval_requested_at=ts, approval_deadline=deadline), {}
+        case PipelineApproved() | PipelineDenied():
+            return _answered(v.spec, s, event), {}
         case PipelineStepStarted():
-            if s is not None and s.status in ("pending", "approved", "running"):
-                known = {j.job_id for j in s.jobs}
-                update(
-                    s.step_id,
-                    status="running",
-                    started_at=s.started_at or ts,
-                    batch=max(s.batch, event.batch),
-                    nodes=s.nodes or list(event.nodes),
-                    jobs=[*s.jobs, *(j for j in event.jobs if j.job_id not in known)],
-                )
+            return _step_started(s, event, ts), {}
         case PipelineHealthCheckStarted():
-            if s is not None and s.status == "running":
-                known = {j.job_id for j in s.health_checks}
-                update(s.step_id, health_checks=[*s.health_checks, *(j for j in event.jobs if j.job_id not in known)])
+            if s.status != "running":
+                return _NONE
+            known = {j.job_id for j in s.health_checks}
+            return replace(s, health_checks=[*s.health_checks, *(j for j in event.jobs if j.job_id not in known)]), {}
         case PipelineStepFinished():
-            if s is not None and s.status not in FINISHED:
-                update(s.step_id, status=event.status, finished_at=ts, reason=event.reason)
-                v.finish_order = [*v.finish_order, s.step_id]
-                if event.status == "failed" and v.failed_step is None:
-                    v.failed_step = s.step_id
-                    v.reason = f"step {s.step_id} failed" + (f": {event.reason}" if event.reason else "")
-        case PipelineRollbackStarted():
-            v.status = "rolling_back"
-            v.rollback_steps = list(event.steps)
-            v.reason = v.reason or event.reason
+            return _step_finished(v, s, event, ts)
         case PipelineStepRollbackStarted():
-            if s is not None and s.rollback_status is None:
-                update(s.step_id, rollback_status="running", rollbacks=list(event.jobs))
+            return (replace(s, rollback_status="running", rollbacks=list(event.jobs)), {}) if s.rollback_status is None else _NONE
         case PipelineStepRolledBack():
-            if s is not None and s.rollback_status == "running":
-                update(s.step_id, rollback_status=event.status, rollback_reason=event.reason)
-        case PipelineRolledBack():
-            v.rolled_back_steps = list(event.steps)
-            v.rollback_failed = list(event.failed)
-        case PipelineSucceeded():
-            v.status = "succeeded"
-            v.finished_at = ts
-        case PipelineFailed():
-            v.status = "failed"
-            v.finished_at = ts
-            v.reason = event.reason
-        case PipelineRequested():
-            pass
+            if s.rollback_status != "running":
+                return _NONE
+            return replace(s, rollback_status=event.status, rollback_reason=event.reason), {}
         case _:
             assert_never(event)
-    return v
+
+
+def _answered(spec: PipelineSpec, s: StepView, event: PipelineApproved | PipelineDenied) -> StepView | None:
+    if s.status != "waiting_approval":
+        return None
+    what = "approval" if isinstance(event, PipelineApproved) else "denial"
+    if not _may_approve(spec, event.by):
+        return replace(s, reason=f"{what} by {event.by!r} ignored: approvers are {', '.join(spec.approvers)}")
+    if isinstance(event, PipelineApproved):
+        return replace(s, status="approved", approved_by=event.by, reason=event.reason)
+    why = f"denied by {event.by}" + (f": {event.reason}" if event.reason else "")
+    return replace(s, status="denied", denied_by=event.by, reason=why)
+
+
+def _step_started(s: StepView, event: PipelineStepStarted, ts: datetime) -> StepView | None:
+    if s.status not in ("pending", "approved", "running"):
+        return None
+    known = {j.job_id for j in s.jobs}
+    return replace(
+        s,
+        status="running",
+        started_at=s.started_at or ts,
+        batch=max(s.batch, event.batch),
+        nodes=s.nodes or list(event.nodes),
+        jobs=[*s.jobs, *(j for j in event.jobs if j.job_id not in known)],
+    )
+
+
+def _step_finished(v: PipelineView, s: StepView, event: PipelineStepFinished, ts: datetime) -> _StepChange:
+    if s.status in FINISHED:
+        return _NONE
+    run: dict[str, Any] = {"finish_order": [*v.finish_order, s.step_id]}
+    if event.status == "failed" and v.failed_step is None:
+        run["failed_step"] = s.step_id
+        run["reason"] = f"step {s.step_id} failed" + (f": {event.reason}" if event.reason else "")
+    return replace(s, status=event.status, finished_at=ts, reason=event.reason), run
+
+
+def _evolve_run(v: PipelineView, event: RunEvent, ts: datetime) -> PipelineView:
+    match event:
+        case PipelineRollbackStarted():
+            return replace(v, status="rolling_back", rollback_steps=list(event.steps), reason=v.reason or event.reason)
+        case PipelineRolledBack():
+            return replace(v, rolled_back_steps=list(event.steps), rollback_failed=list(event.failed))
+        case PipelineSucceeded():
+            return replace(v, status="succeeded", finished_at=ts)
+        case PipelineFailed():
+            return replace(v, status="failed", finished_at=ts, reason=event.reason)
+        case _:
+            assert_never(event)
 
 
 def _may_approve(spec: PipelineSpec, by: str) -> bool:
@@ -239,5 +278,3 @@ def next_deadline(view: PipelineView) -> datetime | None:
         return None
     deadlines = [s.approval_deadline for s in view.steps if s.status == "waiting_approval" and s.approval_deadline]
     return min(deadlines, default=None)
-
-

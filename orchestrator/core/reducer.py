@@ -53,43 +53,41 @@ def apply(
 ) -> Applied:
     """Fold one record. The mappings must hold the views of the ids the record names."""
     ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
-    try:
-        ref: subjects.SubjectRef | None = subjects.parse(rec.subject)
-    except InvalidSubject:
-        ref = None
-    job_id = ref.id if ref and ref.family == "job" else None
-    node_id = ref.id if ref and ref.family == "node" else (ref.node if ref else None)
-    pipeline_id = ref.id if ref and ref.family == "pipeline" else None
-
-    error = rec.error
-    changed: _Changed = (None, None, None)
+    ref = _parse(rec.subject)
+    views = _Views(jobs, nodes, pipelines or {})
     if rec.event is None or ref is None:
         etype = ref.type if ref else "invalid"
-        if error is None:
-            error = "subject is not a Nexus event subject"
+        changed: _Changed = (None, None, None)
+        note: str | None = "subject is not a Nexus event subject"
     else:
         etype = event_type(rec.event)
-        views = _Views(jobs, nodes, pipelines or {})
+        job_id = ref.id if ref.family == "job" else None
         changed, note = _fold(views, ref.id, job_id, rec.event, ts, rec.seq)
-        error = error or note
-        if changed[0] is not None:
-            node_id = node_id or changed[0].node
-    job, node, pipeline = changed
-    moved = touch_entities(rec, jobs, nodes, pipelines or {})
-    job, node, pipeline = job or moved[0], node or moved[1], pipeline or moved[2]
-    payload = rec.raw.decode("utf-8", errors="replace")
-    row = EventRow(
+    moved = touch_entities(rec, views.jobs, views.nodes, views.pipelines)
+    row = _row(rec, ref, etype, ts, rec.error or note, changed[0].node if changed[0] is not None else None)
+    return Applied(row=row, job=changed[0] or moved[0], node=changed[1] or moved[1], pipeline=changed[2] or moved[2])
+
+
+def _parse(subject: str) -> subjects.SubjectRef | None:
+    try:
+        return subjects.parse(subject)
+    except InvalidSubject:
+        return None
+
+
+def _row(rec: Record, ref: subjects.SubjectRef | None, etype: str, ts: datetime, error: str | None, job_node: str | None) -> EventRow:
+    node_id = ref.id if ref and ref.family == "node" else (ref.node if ref else None)
+    return EventRow(
         seq=rec.seq,
         subject=rec.subject,
         type=etype,
         ts=ts,
-        job_id=job_id,
-        node_id=node_id,
-        pipeline_id=pipeline_id,
-        payload=payload,
+        job_id=ref.id if ref and ref.family == "job" else None,
+        node_id=node_id or job_node,
+        pipeline_id=ref.id if ref and ref.family == "pipeline" else None,
+        payload=rec.raw.decode("utf-8", errors="replace"),
         error=error,
     )
-    return Applied(row=row, job=job, node=node, pipeline=pipeline)
 
 
 _Changed = tuple[JobView | None, NodeView | None, PipelineView | None]
@@ -141,21 +139,9 @@ def touch_entities(
 
 def quarantine_row(rec: Record, reason: str) -> EventRow:
     """The `events` row of a record whose effects were discarded: kept, with the reason."""
-    try:
-        ref: subjects.SubjectRef | None = subjects.parse(rec.subject)
-    except InvalidSubject:
-        ref = None
-    return EventRow(
-        seq=rec.seq,
-        subject=rec.subject,
-        type=ref.type if ref else "invalid",
-        ts=rec.stream_ts,
-        job_id=ref.id if ref and ref.family == "job" else None,
-        node_id=ref.id if ref and ref.family == "node" else (ref.node if ref else None),
-        pipeline_id=ref.id if ref and ref.family == "pipeline" else None,
-        payload=rec.raw.decode("utf-8", errors="replace").replace("\x00", "\\u0000"),
-        error=reason,
-    )
+    ref = _parse(rec.subject)
+    row = _row(rec, ref, ref.type if ref else "invalid", rec.stream_ts, reason, None)
+    return replace(row, payload=row.payload.replace("\x00", "\\u0000"))
 
 
 def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime, seq: int) -> NodeView:
@@ -178,4 +164,3 @@ def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime
             return replace(view, status="lost", lost_at=ts, last_seq=seq)
         case _:
             assert_never(ev)
-

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core import decide, reducer
+from orchestrator.core import decide, planner, reducer
 from orchestrator.core.decide import Fleet
 from orchestrator.core.views import JobView, NodeView
 from schemas import codec, subjects
@@ -565,7 +565,7 @@ def test_decide_node_registers_a_new_node() -> None:
     beat = NodeHeartbeat(
         node="n1", ts=ago(1), tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2"
     )
-    out = only(decide.decide_node(None, beat, NOW, TTL, since=ago(100)))
+    out = only(planner.decide_node(None, beat, NOW, TTL, since=ago(100)))
     assert out.event == NodeRegistered(
         ts=NOW, tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2"
     )
@@ -582,42 +582,42 @@ def test_decide_node_registers_a_new_node() -> None:
     ],
 )
 def test_decide_node_re_registers_on_changed_capabilities(beat: NodeHeartbeat) -> None:
-    out = only(decide.decide_node(node_view(), beat, NOW, TTL, since=ago(100)))
+    out = only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100)))
     assert isinstance(out.event, NodeRegistered)
     assert (out.event.tools, out.event.labels, out.event.max_jobs) == (beat.tools, beat.labels, beat.max_jobs)
     assert out.msg_id == "node:n1:registered:12"
 
 
 def test_decide_node_re_registers_a_lost_node_that_came_back() -> None:
-    out = only(decide.decide_node(node_view(status="lost"), hb("n1"), NOW, TTL, since=ago(100)))
+    out = only(planner.decide_node(node_view(status="lost"), hb("n1"), NOW, TTL, since=ago(100)))
     assert isinstance(out.event, NodeRegistered)
 
 
 def test_decide_node_is_quiet_when_nothing_changed() -> None:
     view = node_view(tools=["git", "bash"], labels={"zone": "eu"}, max_jobs=2)
     beat = hb("n1", tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=2, age=TTL)
-    assert decide.decide_node(view, beat, NOW, TTL, since=ago(100)) == []
+    assert planner.decide_node(view, beat, NOW, TTL, since=ago(100)) == []
 
 
 def test_decide_node_declares_a_silent_node_lost() -> None:
     beat = hb("n1", age=TTL + 0.001)
-    out = only(decide.decide_node(node_view(), beat, NOW, TTL, since=ago(100)))
+    out = only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100)))
     assert out.event == NodeLost(ts=NOW, reason="no heartbeat for more than 10s", last_seen=beat.ts)
     assert (out.subject, out.msg_id) == ("nexus.evt.node.n1.lost", "node:n1:lost:12")
 
 
 def test_decide_node_without_any_heartbeat_waits_a_full_ttl_after_start() -> None:
-    assert decide.decide_node(node_view(), None, NOW, TTL, since=ago(TTL)) == []
-    out = only(decide.decide_node(node_view(), None, NOW, TTL, since=ago(TTL + 1)))
+    assert planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL)) == []
+    out = only(planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL + 1)))
     assert out.event == NodeLost(ts=NOW, reason="no heartbeat for more than 10s", last_seen=None)
 
 
 def test_decide_node_does_not_declare_lost_before_since_plus_ttl() -> None:
     # An old heartbeat (e.g. from the KV snapshot) but the orchestrator has only just started.
     beat = hb("n1", age=600)
-    assert decide.decide_node(node_view(), beat, NOW, TTL, since=ago(5)) == []
-    assert decide.decide_node(node_view(), beat, NOW, TTL, since=ago(TTL)) == []
-    assert isinstance(only(decide.decide_node(node_view(), beat, NOW, TTL, since=ago(TTL + 1))).event, NodeLost)
+    assert planner.decide_node(node_view(), beat, NOW, TTL, since=ago(5)) == []
+    assert planner.decide_node(node_view(), beat, NOW, TTL, since=ago(TTL)) == []
+    assert isinstance(only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(TTL + 1))).event, NodeLost)
 
 
 @pytest.mark.parametrize(
@@ -630,7 +630,7 @@ def test_decide_node_does_not_declare_lost_before_since_plus_ttl() -> None:
     ],
 )
 def test_decide_node_does_nothing_for_unknown_or_already_lost(view: NodeView | None, beat: NodeHeartbeat | None) -> None:
-    assert decide.decide_node(view, beat, NOW, TTL, since=ago(100)) == []
+    assert planner.decide_node(view, beat, NOW, TTL, since=ago(100)) == []
 
 
 # ---------------------------------------------------------------- property
