@@ -12,7 +12,7 @@ from collections.abc import Callable
 import msgspec
 
 from orchestrator.core import reducer
-from orchestrator.core.pipeline_views import PipelineView
+from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.store import DuckDBStore
 from schemas.limits import MAX_REASON_CHARS
@@ -88,7 +88,7 @@ class Projection:
         self.applied_seq = batch[-1].seq
         for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
-        for pipeline_id in [p for p, v in self.pipelines.items() if v.status in ("succeeded", "failed")]:
+        for pipeline_id in [p for p, v in self.pipelines.items() if v.status in PIPELINE_TERMINAL]:
             del self.pipelines[pipeline_id]
         self.changed_pipelines = dirty_pipes
         return dirty_jobs

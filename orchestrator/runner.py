@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from bus.errors import BusError, StaleDecision
-from bus.nats_bus import NatsBus
+from bus.port import EventBus
 from orchestrator.core.planner import InFlight, Plan
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -48,7 +48,7 @@ class Published:
 
 
 class Runner:
-    def __init__(self, bus: NatsBus) -> None:
+    def __init__(self, bus: EventBus) -> None:
         self.bus = bus
         self.pending: dict[str, InFlight] = {}
 

@@ -1,0 +1,121 @@
+"""The runner's one publish path, on the in-memory bus: chains, staleness, retries, refusals.
+
+And the planner's bookkeeping around it (what is due, which slots are taken)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bus.errors import BusError
+from bus.memory import MemoryBus
+from bus.port import Published as PubAck
+from orchestrator.core import planner
+from orchestrator.core.views import JobStatus, JobView
+from orchestrator.runner import Outcome, Runner
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobAssigned, JobDispatch, JobQueued, JobRequested, JobRolledBack
+from schemas.records import Record
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FlakyBus(MemoryBus):
+    """Fails the next `fail` publishes, retryable or not, before storing anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = 0
+        self.retryable = True
+        self.msg_ids: list[str | None] = []
+
+    async def publish(self, out: Outgoing, *, expected_seq: int | None = None) -> PubAck:
+        self.msg_ids.append(out.msg_id)
+        if self.fail:
+            self.fail -= 1
+            raise BusError(f"no ack for {out.subject}", subject=out.subject, retryable=self.retryable)
+        return await super().publish(out, expected_seq=expected_seq)
+
+
+@pytest.fixture
+async def bus() -> FlakyBus:
+    b = FlakyBus()
+    await b.ensure_streams()
+    return b
+
+
+async def requested(bus: MemoryBus, job_id: str) -> JobView:
+    pub = await bus.publish(Outgoing(subjects.job(job_id, "requested"), JobRequested(command="true", ts=NOW), msgids.job_request(job_id)))
+    return JobView(job_id=job_id, status=JobStatus.REQUESTED, command="true", first_seq=pub.seq, last_seq=pub.seq)
+
+
+def assign(job: JobView, node: str = "n1") -> list[Outgoing]:
+    assigned = JobAssigned(ts=NOW, node=node, attempt=1, candidates=[node], reason="test")
+    dispatch = JobDispatch(ts=NOW, attempt=1, tool="bash", command="true", argv=["bash", "-c", "true"])
+    return [
+        Outgoing(subjects.job(job.job_id, "assigned"), assigned, msgids.job(job.job_id, "assigned", 1)),
+        Outgoing(subjects.dispatch(job.job_id, node), dispatch, msgids.job(job.job_id, "dispatch", 1)),
+    ]
+
+
+async def test_a_plan_goes_out_as_one_chain_and_is_remembered_until_folded(bus: FlakyBus) -> None:
+    job = await requested(bus, "j1")
+    runner = Runner(bus)
+    done = await runner.publish(planner.plan_job(job, assign(job)))
+    assert done.outcome is Outcome.DONE
+    mine = runner.pending[planner.job_key("j1")]
+    assert mine.node == "n1" and mine.seq == job.last_seq + 2
+    # Until the projection folds our events in, the job is not due and its slot is taken.
+    assert planner.jobs_due({"j1": job}, ["j1"], runner.pending, lambda _u, p: p) == []
+    fleet = planner.fleet({}, {}, {"j1": job}, runner.pending, ttl_s=10, quiet_since=NOW)
+    assert fleet.load == {"n1": 1}
+
+
+async def test_a_stale_plan_is_dropped_for_the_planner_to_decide_again(bus: FlakyBus) -> None:
+    job = await requested(bus, "j1")
+    await bus.publish(Outgoing(subjects.job("j1", "queued"), JobQueued(ts=NOW, reason="x"), msgids.job("j1", "queued", 0)))
+    done = await Runner(bus).publish(planner.plan_job(job, assign(job)))
+    assert done.outcome is Outcome.STALE and done.settled
+
+
+async def test_a_retryable_failure_is_retried_with_the_same_message_ids(bus: FlakyBus) -> None:
+    job = await requested(bus, "j1")
+    runner = Runner(bus)
+    plan = planner.plan_job(job, assign(job))
+    bus.fail = 1
+    first = await runner.publish(plan)
+    assert first.outcome is Outcome.RETRY and not first.settled
+    assert (await runner.publish(plan)).outcome is Outcome.DONE
+    assert bus.msg_ids[1] == bus.msg_ids[2] == msgids.job("j1", "assigned", 1)  # [0]: the request
+
+
+async def test_a_refusal_for_good_becomes_the_jobs_rejection(bus: FlakyBus) -> None:
+    job = await requested(bus, "j1")
+    runner = Runner(bus)
+    bus.fail, bus.retryable = 1, False
+    done = await runner.publish(planner.plan_job(job, assign(job)))
+    assert done.outcome is Outcome.REFUSED and done.expected == job.last_seq
+    assert (await runner.publish(planner.refused(job, done.expected, NOW, str(done.error)))).outcome is Outcome.DONE
+    kinds = [subjects.parse(r.subject).kind async for batch in bus.read_records(subjects.job_all("j1")) for r in batch]
+    assert kinds == ["requested", "rejected"]
+
+
+async def test_queued_plans_stand_on_their_message_ids(bus: FlakyBus) -> None:
+    runner = Runner(bus)
+    done = JobRolledBack(ts=NOW, rollback_job="rb")
+    out = Outgoing(subjects.job("target", "rolled_back"), done, msgids.job("target", "rolled_back", "rb"))
+    plan = planner.followup(out)
+    bus.fail = 1
+    assert (await runner.publish(plan)).outcome is Outcome.RETRY
+    assert (await runner.publish(plan)).outcome is Outcome.DONE
+    assert (await runner.publish(plan)).outcome is Outcome.DONE  # stored once: the id deduplicates
+    assert runner.pending == {}
+
+
+def test_an_undecodable_request_is_rejected_on_its_own_sequence() -> None:
+    rec = Record(seq=7, subject=subjects.job("bad", "requested"), stream_ts=NOW, raw=b"{", event=None, error="not JSON")
+    plan = planner.rejection(rec, NOW)
+    assert plan is not None and plan.expected == 7 and plan.key == planner.job_key("bad")
+    assert planner.rejection(Record(seq=8, subject="nexus.evt.job", stream_ts=NOW, raw=b"", event=None, error="x"), NOW) is None
