@@ -9,12 +9,13 @@ Durations in JSON are milliseconds unless the name says otherwise
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
-from orchestrator.app.errors import InvalidRequest
+from orchestrator.app.errors import ConflictingFields
 from orchestrator.app.jobs import SubmitJob
+from orchestrator.core.views import JobView
 from schemas.limits import (
     MAX_AFTER,
     MAX_EVENT_BYTES,
@@ -25,7 +26,6 @@ from schemas.limits import (
     EnvValue,
     Labels,
     Metadata,
-    MetaValue,
     Name,
     Path,
     Priority,
@@ -119,7 +119,7 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     """A job to create. Only `command` is required; without `nodeId` the orchestrator picks a node,
     ranking the nodes that match `labels` by `prefer` (soft preferences) and cost.
     `node`, `timeout_s` and `working_dir` (the event log's names) are accepted for
-    `nodeId`, `timeoutSeconds` and `workingDir`; giving both spellings with different values is a 400."""
+    `nodeId`, `timeoutSeconds` and `workingDir`; giving both spellings with different values is a 422."""
 
     command: Command
     tool: Name = "bash"
@@ -154,7 +154,7 @@ def _one_of(fields: dict[str, Any], name: str, alias: str, shown: str) -> Any:
     """Pop a field given under its HTTP name or its event-log alias; both, differing, is a 400."""
     value, other = fields.pop(name), fields.pop(alias)
     if value is not None and other is not None and value != other:
-        raise InvalidRequest(f"{shown} and its alias disagree ({value!r} vs {other!r}): give one")
+        raise ConflictingFields(f"{shown} and its alias disagree ({value!r} vs {other!r}): give one")
     return value if value is not None else other
 
 
@@ -246,51 +246,47 @@ class DecisionRecorded(_Out, frozen=True, kw_only=True):
     seq: int
 
 
-class JobOut(_Out, frozen=True, kw_only=True):
-    """A job's state as reduced into DuckDB (`env` is never shown: it may hold secrets)."""
+# JobOut is derived from the read model, so a field added to JobView shows here without a copy.
+# Hidden: `env` (may hold secrets) and the orchestrator's own bookkeeping.
+_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "cancel_sent"})
+_JOB_TYPES: dict[str, Any] = {"status": str, "warnings": list[ValidationWarning]}
+_JOB_NAMES = {"timeout_s": "timeoutSeconds"}  # the brief's name; every other field is camelCase
 
-    job_id: str
-    status: str
-    command: str
-    tool: str
-    stream_endpoint: str
-    requested_node: str | None = None
-    node: str | None = None
-    labels: dict[str, str] = {}
-    working_dir: str | None = None
-    timeout_s: float | None = msgspec.field(default=None, name="timeoutSeconds")
-    priority: int = 0
-    tests: list[JobTest] = []
-    parent: str | None = None
-    metadata: dict[str, MetaValue] = {}
-    requested_by: str | None = None
-    after: list[str] = []
-    retries: int = 0
-    idempotent: bool = False
-    severity: str | None = None
-    warnings: list[ValidationWarning] = []
-    suggestions: list[str] = []
-    validation_ms: float | None = None
-    approved_by: str | None = None
-    attempt: int = 0
-    exit_code: int | None = None
-    signal: int | None = None
-    killed_by: str | None = None
-    reason: str | None = None
-    duration_ms: int | None = None
-    output_bytes: int = 0
-    chunks: int = 0
-    cancel_requested: bool = False
-    requested_at: datetime | None = None
-    validated_at: datetime | None = None
-    queued_at: datetime | None = None
-    assigned_at: datetime | None = None
-    accepted_at: datetime | None = None
-    started_at: datetime | None = None
-    exited_at: datetime | None = None
-    finished_at: datetime | None = None
-    first_seq: int = 0
-    last_seq: int = 0
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _derived_job_out() -> type[msgspec.Struct]:
+    fields: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(JobView):
+        if f.name in _JOB_HIDDEN:
+            continue
+        default = f.default if f.default_factory is msgspec.NODEFAULT else msgspec.field(default_factory=f.default_factory)
+        fields.append((f.name, _JOB_TYPES.get(f.name, f.type), default))
+    fields.insert(4, ("stream_endpoint", str, msgspec.NODEFAULT))
+    return msgspec.defstruct(
+        "JobOut",
+        fields,
+        bases=(_Out,),
+        module=__name__,
+        namespace={"__doc__": "A job's state as reduced into DuckDB (the read model `JobView`; `env`, which may hold secrets, never)."},
+        rename=lambda name: _JOB_NAMES.get(name) or _camel(name),
+        frozen=True,
+        kw_only=True,
+    )
+
+
+if TYPE_CHECKING:
+
+    class JobOut(_Out, frozen=True, kw_only=True):
+        """For the type checker: the fields of JobView, made at run time by `_derived_job_out`."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    JobOut = _derived_job_out()
 
 
 class JobList(_Out, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ say well are settled here, once, when the document is first served:
 - Parameters a handler checks itself, to answer with its own problem slug,
   carry the pattern it enforces: path ids (`job_id`, `node_id`,
   `pipeline_id`: `subjects.check_id`, 400 `invalid-*-id`), `Last-Event-ID`
-  (400 `invalid-last-event-id`), `label` (KEY=VALUE).
+  (400 `invalid-last-event-id`), `label` and `prefer` (KEY=VALUE).
 - Public paths (/health) need no `Authorization`; with a token file every
   other operation does (`bearer`); an open API documents no security at all.
 
@@ -48,7 +48,8 @@ _PROBLEMS: dict[int, str] = {
     409: "`wrong-state` (e.g. cancelling a finished job) or `job-exists` (the job id is taken by another request)",
     413: f"`too-large`: a body over {MAX_BODY_BYTES} bytes, or an event the bus would refuse as too large",
     415: "`unsupported-media-type`: a body that is not `application/json`",
-    422: "`unknown-node` (a job aimed at a node nobody knows), `invalid-template` or `no-rollback-command`",
+    422: "`unknown-node` (a job aimed at a node nobody knows), `conflicting-fields` (`nodeId` and `node` differ), "
+    "`invalid-template` or `no-rollback-command`",
     503: "`unavailable` or `query-failed`: NATS or the orchestrator cannot answer now; retry later",
 }
 _ALWAYS = (400, 503)
@@ -95,7 +96,7 @@ def _constrain(param: dict[str, Any]) -> None:
     elif (where, name) in (("header", "Last-Event-ID"), ("query", "lastEventId")):
         param["schema"] = {"type": "string", "pattern": models.POSITION_PATTERN}
         param["example"] = "12:3"
-    elif (where, name) == ("query", "label"):
+    elif (where, name) in (("query", "label"), ("query", "prefer")):
         items = {"type": "string", "pattern": models.LABEL_PATTERN}
         param["schema"] = {"type": "array", "items": items, "maxItems": MAX_LABELS}
 

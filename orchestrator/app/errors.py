@@ -10,6 +10,7 @@
             +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
             +-- JobExists        the job id is taken by a different request                409, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
+            +-- ConflictingFields  one field under two names, two values                422
 """
 
 from __future__ import annotations
@@ -78,3 +79,11 @@ class JobChanged(WrongState):
 
 class InvalidRequest(AppError):
     exit_code = 2
+
+
+class ConflictingFields(InvalidRequest):
+    """A body gave a field under two names (`nodeId` and `node`) with different values."""
+
+    http_status = 422
+    slug = "conflicting-fields"
+    title = "Conflicting fields"
