@@ -217,7 +217,7 @@ class NatsBus:
         """Sequence of the job's last stored output chunk (0: none, or cannot tell now)."""
         try:
             return await self.last_seq(subjects.OUTPUT_STREAM, subjects.output_all(job_id))
-        except (nats.errors.Error, nats.js.errors.Error):
+        except BusError:
             return 0
 
     @contextlib.asynccontextmanager
@@ -257,7 +257,7 @@ class NatsBus:
         """Does the log hold something at or after `next_seq` that we have not been sent?"""
         try:
             last = await self.last_seq() if subject == subjects.EVENTS_ALL else await self.last_seq(subject=subject)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        except BusError:
             return False  # cannot tell now (server away); ask again at the next idle turn
         return last >= next_seq
 
@@ -335,7 +335,7 @@ class NatsBus:
         subject = subjects.output_all(job_id)
         try:
             end = await self.last_seq(subjects.OUTPUT_STREAM, subject)
-        except nats.js.errors.NotFoundError:
+        except NotSetUp:
             end = 0
         if end == 0 and follow_until is None:
             return
