@@ -64,10 +64,6 @@ class Agent:
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def durable(self) -> str:
-        return f"agent-{self.node_id}"
-
     async def run(self) -> None:
         """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
         while not await self._streams_ready():
