@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import structlog
-from nats.aio.msg import Msg
 
 from bus.errors import BusError
-from bus.nats_bus import NatsBus, StreamLimits, raise_if_cancelling
+from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from orchestrator.core import assertions, decide, planner
 from orchestrator.core.analysis import analyze
 from orchestrator.core.outgoing import reject
@@ -50,7 +49,7 @@ MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy"
 class Orchestrator:
     def __init__(
         self,
-        bus: NatsBus,
+        bus: EventBus,
         store: DuckDBStore,
         *,
         node_ttl_s: float = 10.0,
@@ -82,18 +81,14 @@ class Orchestrator:
         """Run until cancelled."""
         await self.bus.ensure_streams(self.limits)
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
-        sub = await self.bus.nc.subscribe(subjects.RPC_QUERY, queue="nexus-orchestrator", cb=self._on_query)
-        try:
-            # A cancellation that nats-py's wait_for swallowed during the setup above
-            # must not be lost: the TaskGroup below would otherwise run forever.
-            raise_if_cancelling()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._project(), name="project")
-                tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
-                tg.create_task(self._tick(), name="tick")
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        # A cancellation that nats-py's wait_for swallowed during the setup above
+        # must not be lost: the TaskGroup below would otherwise run forever.
+        raise_if_cancelling()
+        async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
+            tg.create_task(self._project(), name="project")
+            tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
+            tg.create_task(self._tick(), name="tick")
+            tg.create_task(self._serve_queries(queries), name="queries")
 
     @property
     def jobs(self) -> dict[str, JobView]:
@@ -137,7 +132,7 @@ class Orchestrator:
     def _rejections(self, batch: list[Record], changed: Mapping[str, JobView], now: datetime) -> list[planner.Plan]:
         """A `requested` payload that never decoded still needs its rejection published."""
         quarantined = {r.seq: r for r in self.projection.quarantined}  # these carry the reason
-        plans = []
+        plans: list[planner.Plan] = []
         for rec in (quarantined.get(r.seq, r) for r in batch):
             target = job_id_of(rec.subject)
             unusable = rec.error is not None and rec.subject.endswith(".requested")
@@ -293,9 +288,13 @@ class Orchestrator:
 
     # ------------------------------------------------------------ queries
 
-    async def _on_query(self, msg: Msg) -> None:
-        """nats-py calls this for one message at a time: answer each in its own task, so one
-        slow query (up to the store's time limit) does not hold the others back."""
+    async def _serve_queries(self, queries: AsyncIterator[Request]) -> None:
+        async for req in queries:
+            await self._on_query(req)
+
+    async def _on_query(self, msg: Request) -> None:
+        """Answer each query in its own task, so one slow query (up to the store's
+        time limit) does not hold the others back."""
         if len(self._query_tasks) >= MAX_PENDING_QUERIES:
             busy = QueryResult(error=f"the orchestrator is busy with {MAX_PENDING_QUERIES} queries; try again", checkpoint=self.applied_seq)
             await self._respond(msg, busy)
@@ -304,7 +303,7 @@ class Orchestrator:
         self._query_tasks.add(task)
         task.add_done_callback(self._query_tasks.discard)
 
-    async def _answer_query(self, msg: Msg) -> None:
+    async def _answer_query(self, msg: Request) -> None:
         try:
             req = codec.decode_query_request(msg.data)
             async with self._query_slots:
@@ -319,11 +318,8 @@ class Orchestrator:
         await self._respond(msg, result)
 
     @staticmethod
-    async def _respond(msg: Msg, result: QueryResult) -> None:
-        try:
-            await msg.respond(codec.encode(result))
-        except Exception as exc:  # no reply subject, or the connection went away: nobody to tell
-            log.warning("query.unanswered", error=str(exc) or type(exc).__name__)
+    async def _respond(msg: Request, result: QueryResult) -> None:
+        await msg.respond(codec.encode(result))  # never raises: the asker may have gone
 
 
 def review_command(command: str, tool: str, working_dir: str | None = None) -> decide.Review:
