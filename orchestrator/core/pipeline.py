@@ -233,62 +233,96 @@ def _batch_size(spec: StepSpec, total: int) -> int:
 
 
 def _progress_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx: _Ctx) -> list[_Emit]:
-    now = ctx.now
     if s.status == "waiting_approval":
-        if failing and spec.when == "success":
-            return [_finish(v, s, "skipped", f"step {v.failed_step} failed", now)]
-        if s.approval_deadline is not None and now >= s.approval_deadline:
-            return [_finish(v, s, "failed", f"not approved within {spec.approval_timeout_s:g}s", now)]
-        return []
+        return _waiting_approval(v, s, spec, failing, ctx.now)
     if s.status == "denied":
-        return [_finish(v, s, "failed", s.reason, now)]
+        return [_finish(v, s, "failed", s.reason, ctx.now)]
     if s.status != "running":
         return []
+    return _running(v, s, spec, ctx)
 
-    total = max(len(s.nodes), 1)
-    size = _batch_size(spec, total)
-    batches = -(-total // size)
-    lo, hi = s.batch * size, min(total, (s.batch + 1) * size)
-    batch_jobs = s.jobs[lo:hi]
-    failed = _failed_nodes(v, s, size, ctx)
-    exceeded = len(failed) * 100 > spec.max_fail_percentage * total
 
-    emits: list[_Emit] = []
-    if not exceeded:
-        emits += _top_up(v, s, spec, batch_jobs, s.jobs, "run", s.batch, ctx)
+def _waiting_approval(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, now: datetime) -> list[_Emit]:
+    if failing and spec.when == "success":
+        return [_finish(v, s, "skipped", f"step {v.failed_step} failed", now)]
+    if s.approval_deadline is not None and now >= s.approval_deadline:
+        return [_finish(v, s, "failed", f"not approved within {spec.approval_timeout_s:g}s", now)]
+    return []
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Where a running step is in its plan: nodes `lo` to `hi` of `total`, batch `index` of `count`."""
+
+    total: int
+    size: int
+    count: int
+    index: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, s: StepView, spec: StepSpec) -> _Batch:
+        total = max(len(s.nodes), 1)
+        size = _batch_size(spec, total)
+        return cls(total, size, -(-total // size), s.batch, s.batch * size, min(total, (s.batch + 1) * size))
+
+    def exceeded(self, failed: Mapping[int, str], spec: StepSpec) -> bool:
+        return len(failed) * 100 > spec.max_fail_percentage * self.total
+
+
+def _running(v: PipelineView, s: StepView, spec: StepSpec, ctx: _Ctx) -> list[_Emit]:
+    """A running step: keep its batch's jobs requested, then health checks, then the next batch or the verdict."""
+    b = _Batch.of(s, spec)
+    batch_jobs = s.jobs[b.lo : b.hi]
+    failed = _failed_nodes(v, s, b.size, ctx)
+    exceeded = b.exceeded(failed, spec)
+    emits = [] if exceeded else _top_up(v, s, spec, batch_jobs, s.jobs, "run", s.batch, ctx)
     if any(ctx.known(j.job_id) and not ctx.ended(j.job_id) for j in batch_jobs):
         return emits
     if not exceeded and not all(ctx.ended(j.job_id) for j in batch_jobs):
         return emits
-    ok = [(lo + i, j) for i, j in enumerate(batch_jobs) if ctx.succeeded(j.job_id)]
+    ok = [(b.lo + i, j) for i, j in enumerate(batch_jobs) if ctx.succeeded(j.job_id)]
     if spec.health_check and ok and not exceeded:
-        checks = [
-            StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "health_check", s.batch), node=_ran_on(j, ctx))
-            for n, j in ok
-        ]
-        recorded = {h.job_id for h in s.health_checks}
-        if any(h.job_id not in recorded for h in checks):
-            ev = PipelineHealthCheckStarted(ts=now, step=s.step_id, batch=s.batch, jobs=checks)
-            return [_pipe(v, "health_check_started", ev, s.step_id, s.batch)]
-        emits += _top_up(v, s, spec, checks, checks, "health_check", s.batch, ctx)
-        if not all(ctx.ended(h.job_id) for h in checks):
+        emits, checked = _health_checks(v, s, spec, ok, emits, ctx)
+        if not checked:
             return emits
-        failed = _failed_nodes(v, s, size, ctx)
-        exceeded = len(failed) * 100 > spec.max_fail_percentage * total
+        failed = _failed_nodes(v, s, b.size, ctx)
+        exceeded = b.exceeded(failed, spec)
+    return [*emits, *_batch_done(v, s, spec, b, failed, exceeded, ctx.now)]
+
+
+def _health_checks(
+    v: PipelineView, s: StepView, spec: StepSpec, ok: list[tuple[int, StepJob]], emits: list[_Emit], ctx: _Ctx
+) -> tuple[list[_Emit], bool]:
+    """The events for the batch's health checks, and whether every one has ended."""
+    checks = [
+        StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "health_check", s.batch), node=_ran_on(j, ctx)) for n, j in ok
+    ]
+    recorded = {h.job_id for h in s.health_checks}
+    if any(h.job_id not in recorded for h in checks):
+        ev = PipelineHealthCheckStarted(ts=ctx.now, step=s.step_id, batch=s.batch, jobs=checks)
+        return [_pipe(v, "health_check_started", ev, s.step_id, s.batch)], False
+    emits = [*emits, *_top_up(v, s, spec, checks, checks, "health_check", s.batch, ctx)]
+    return emits, all(ctx.ended(h.job_id) for h in checks)
+
+
+def _batch_done(
+    v: PipelineView, s: StepView, spec: StepSpec, b: _Batch, failed: Mapping[int, str], exceeded: bool, now: datetime
+) -> list[_Emit]:
     if exceeded:
-        reason = _failure_reason(failed, total, spec, s.batch, batches)
-        return [*emits, _finish(v, s, "failed", reason, now)]
-    if s.batch + 1 < batches:
+        return [_finish(v, s, "failed", _failure_reason(failed, b.total, spec, s.batch, b.count), now)]
+    if s.batch + 1 < b.count:
         nxt = [
             StepJob(job_id=step_job_id(v.pipeline_id, s.position, n), node=s.nodes[n] if s.nodes else None)
-            for n in range(hi, min(total, hi + size))
+            for n in range(b.hi, min(b.total, b.hi + b.size))
         ]
         ev_next = PipelineStepStarted(ts=now, step=s.step_id, batch=s.batch + 1, jobs=nxt, nodes=list(s.nodes))
-        return [*emits, _pipe(v, "step_started", ev_next, s.step_id, s.batch + 1)]
+        return [_pipe(v, "step_started", ev_next, s.step_id, s.batch + 1)]
     note = None
     if failed:
-        note = f"{len(failed)} of {total} node(s) failed, within max_fail_percentage {spec.max_fail_percentage:g}"
-    return [*emits, _finish(v, s, "succeeded", note, now)]
+        note = f"{len(failed)} of {b.total} node(s) failed, within max_fail_percentage {spec.max_fail_percentage:g}"
+    return [_finish(v, s, "succeeded", note, now)]
 
 
 def _ran_on(j: StepJob, ctx: _Ctx) -> str | None:
