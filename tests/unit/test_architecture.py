@@ -21,12 +21,9 @@ PACKAGES = ("schemas", "bus", "agent", "orchestrator")
 # modules it is split into, all named bus/nats_*.py.
 NATS_ADAPTER_PREFIX = "bus.nats_"
 
-# Known importers of nats still being moved behind bus.port.EventBus (issue 10, items 2 and 5: the
-# orchestrator split). Delete an entry when its module is done; the list only shrinks, and no module
-# may be added to it. (client.py, api/errors.py, api/stream.py and cli/pipelines.py are done.)
-NATS_ALLOWED_FOR_NOW: set[str] = {
-    "orchestrator.service",  # the query responder: use EventBus.responder(subjects.RPC_QUERY, "nexus-orchestrator")
-}
+# Modules allowed to import nats for now, while they move behind bus.port.EventBus (issue 10, item 2).
+# Empty since the application layer and the orchestrator split landed; keep it empty.
+NATS_ALLOWED_FOR_NOW: set[str] = set()
 
 # No clock, randomness, I/O or logging in pure code (DESIGN.md §1, STYLE.md "pure core").
 IMPURE = {
