@@ -23,10 +23,11 @@ from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
-from bus.port import Delivery, EventBus, raise_if_cancelling
+from bus.port import Delivery, EventBus, Published, raise_if_cancelling
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
+from schemas.records import Record
 
 log = structlog.get_logger("nexus.agent")
 
@@ -63,6 +64,8 @@ class Agent:
         self.runner = PtyRunner()
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # (job, attempt) this process has started: a run is never started twice.
+        self._started: dict[tuple[str, int], None] = {}
 
     async def run(self) -> None:
         """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
@@ -155,6 +158,7 @@ class Agent:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
         out = Outgoing(subjects.job(job_id, "accepted"), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
         expected = msg.record.seq
+        pub: Published | None = None
         try:
             for _ in range(5):
                 try:
@@ -166,6 +170,8 @@ class Agent:
                     # dispatch mean this one must not run.
                     still = await self._still_runnable(job_id, msg.record.seq)
                     if still is None:
+                        if await self._accepted_by_us(job_id, msg.record.seq, dispatch.attempt):
+                            break  # our own earlier `accepted` was stored though its ack was lost
                         log.warning("job.dispatch_outdated", job_id=job_id, reason="the job moved on since this dispatch; not running it")
                         await msg.ack()
                         return
@@ -177,14 +183,36 @@ class Agent:
             await msg.nak(delay_s=1)
             return
         await msg.ack()
-        if pub.duplicate:
-            log.warning("job.already_accepted", job_id=job_id, reason="redelivered dispatch; not running it again")
+        key = (job_id, dispatch.attempt)
+        if key in self._started:
+            log.warning("job.already_accepted", job_id=job_id, reason="redelivered dispatch; this agent already ran it")
             return
+        # An `accepted` for this attempt stored before is either ours (its ack was lost with a
+        # dropped connection: run it, or the job waits forever) or another process's (never run).
+        seen_before = pub is None or pub.duplicate
+        if seen_before and not await self._accepted_by_us(job_id, msg.record.seq, dispatch.attempt):
+            log.warning("job.already_accepted", job_id=job_id, reason="accepted by another agent process; not running it")
+            return
+        self._started[key] = None
+        if len(self._started) > 10_000:
+            del self._started[next(iter(self._started))]
         run = _Running(attempt=dispatch.attempt)
         self.running[job_id] = run
         task = asyncio.create_task(self._run(job_id, dispatch, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _accepted_by_us(self, job_id: str, dispatch_seq: int, attempt: int) -> bool:
+        """Is the job's `accepted` after this dispatch our own (this process, this attempt),
+        with nothing after it that forbids running (a cancel, a loss, an outcome)?"""
+        later: list[Record] = []
+        async for batch in self.bus.read_records(subjects.job_all(job_id), start_seq=dispatch_seq + 1):
+            later.extend(r for r in batch if r.event is not None)
+        ours = next((r for r in later if isinstance(r.event, JobAccepted) and r.event.attempt == attempt), None)
+        if ours is None or not isinstance(ours.event, JobAccepted) or ours.event.instance != self.instance:
+            return False
+        allowed = {"accepted", "requested", "test_requested", "approved", "denied"}
+        return all(r.subject.split(".")[4] in allowed for r in later if r.seq > ours.seq)
 
     async def _still_runnable(self, job_id: str, dispatch_seq: int) -> int | None:
         """The job's last sequence if everything after the dispatch is harmless, else None."""

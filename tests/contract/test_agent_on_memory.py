@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.service import Agent
+from bus.errors import BusError
 from bus.memory import MemoryBus
+from bus.port import Published
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobAccepted, JobDispatch, JobExited, JobStarted
@@ -65,3 +67,36 @@ async def test_a_redelivered_dispatch_is_not_run_twice(running: tuple[MemoryBus,
     bus.inject(subjects.dispatch("j1", "n1"), (await _history(bus, "j1"))[0].raw)
     await wait_for(lambda: bus.settled("n1"), what="the agent to settle the redelivery")
     assert [r.seq for r in await _history(bus, "j1") if isinstance(r.event, JobAccepted)] == [dispatched.seq + 1]
+
+
+async def test_a_dispatch_whose_accepted_was_stored_but_never_acked_still_runs(running: tuple[MemoryBus, Agent]) -> None:
+    # Seen under a broker restart: the agent's `accepted` was stored but its ack was lost
+    # (a timeout), so the dispatch was nak'ed and redelivered; then `accepted` was refused
+    # (stale, or a duplicate id) and the job waited forever at `accepted`.
+    bus, _agent = running
+    publish = bus.publish
+    lost = []
+
+    async def ack_lost_once(out: Outgoing, *, expected_seq: int | None = None) -> Published:
+        stored = await publish(out, expected_seq=expected_seq)
+        if isinstance(out.event, JobAccepted) and not lost:
+            lost.append(stored)
+            raise BusError("no ack for accepted: TimeoutError", retryable=True)
+        return stored
+
+    bus.publish = ack_lost_once  # type: ignore[method-assign]
+    await publish(_dispatch("j2", "echo ran once"))
+    exited = await wait_for(lambda: _exited(bus, "j2"), what="the job to run")
+    assert lost and exited.exit_code == 0
+    kinds = [type(r.event) for r in await _history(bus, "j2")]
+    assert kinds == [JobDispatch, JobAccepted, JobStarted, JobExited]
+
+
+async def test_a_dispatch_accepted_by_another_agent_process_never_runs(running: tuple[MemoryBus, Agent]) -> None:
+    bus, _agent = running
+    dispatch = await bus.publish(_dispatch("j3", "echo must not run"))
+    theirs = JobAccepted(node="n1", attempt=1, instance="an-earlier-process")
+    await bus.publish(Outgoing(subjects.job("j3", "accepted"), theirs, msgids.job("j3", "accepted", 1)), expected_seq=dispatch.seq)
+    bus.inject(subjects.dispatch("j3", "n1"), (await _history(bus, "j3"))[0].raw)
+    await wait_for(lambda: bus.settled("n1"), what="the agent to settle the dispatch")
+    assert not any(isinstance(r.event, JobStarted) for r in await _history(bus, "j3"))
