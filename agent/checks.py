@@ -31,7 +31,7 @@ import structlog
 
 from agent import process_tree
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
-from agent.text import text_view
+from schemas.text import text_view
 from schemas.values import NODE_TESTS, CommandTest, FileExistsTest, HttpOkTest, JobTest, TestResult
 
 log = structlog.get_logger("nexus.agent")

@@ -50,7 +50,6 @@ from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEven
 from orchestrator.api.openapi import problems
 from orchestrator.app.follow import follow_job
 from orchestrator.app.narrate import narrate, status_after, verdict_reason
-from orchestrator.core.text import text_view
 from schemas import subjects
 from schemas.events import (
     JobExited,
@@ -60,6 +59,7 @@ from schemas.events import (
 )
 from schemas.limits import INT64_MAX
 from schemas.records import Record
+from schemas.text import text_view
 
 RETRY_MS = 1000
 _encoder = msgspec.json.Encoder()

@@ -279,14 +279,13 @@ def agent(
 async def _agent(
     nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float
 ) -> None:
-    from agent.service import Agent
+    from agent.main import AgentOptions, serve
 
-    bus = await NatsBus.connect(nats_url, name=f"nexus-agent-{node}", daemon=True)
-    try:
-        a = Agent(bus, node, labels=labels, max_jobs=max_jobs, extra_tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace)
-        await _until_signal(asyncio.create_task(a.run()))
-    finally:
-        await bus.close()
+    # The same code as `nexus-agent` (the agent-only install): one agent, two entry points.
+    opts = AgentOptions(
+        node=node, nats_url=nats_url, labels=labels, max_jobs=max_jobs, tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace
+    )
+    await serve(opts)
 
 
 def api(

@@ -18,7 +18,6 @@ from rich.text import Text
 
 from orchestrator.app.narrate import narrate
 from orchestrator.cli.common import err
-from orchestrator.core.text import text_view
 from schemas.codec import event_type
 from schemas.events import (
     JobApprovalRequired,
@@ -37,6 +36,7 @@ from schemas.events import (
     ends_job,
 )
 from schemas.records import Record
+from schemas.text import text_view
 
 # Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
 EXIT_NEXUS = 125  # rejected, denied, lost, or could not start

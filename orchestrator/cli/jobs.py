@@ -33,11 +33,11 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestsOpt, tests_from
 from orchestrator.client import JOB_COLUMNS, Rows
-from orchestrator.core.text import text_view
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.records import Record
+from schemas.text import text_view
 from schemas.values import JobTest
 
 

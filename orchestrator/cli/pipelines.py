@@ -35,9 +35,9 @@ from orchestrator.cli.common import (
 )
 from orchestrator.client import NexusClient
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
-from orchestrator.core.text import text_view
 from orchestrator.templates import load_template
 from schemas.pipelines import PipelineEvent, PipelineRequested
+from schemas.text import text_view
 
 app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
 

@@ -19,10 +19,10 @@ from typing import Protocol
 
 import re2  # type: ignore[import-untyped]
 
+from schemas.text import ANSI_ESCAPE, CRLF_RUN
+
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), then any other escape:
 # ESC, intermediates (0x20-0x2F, e.g. the "(" of ESC ( B), one final byte.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-~]")
-_CRLF = re.compile(r"\r+\n")
 # The start of an escape sequence that more input could still complete (or change).
 _UNFINISHED_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[ -/]*)\Z")
 
@@ -32,11 +32,6 @@ MAX_HELD_CR = 4096
 """A run of carriage returns longer than this is passed on before its end is known."""
 REGEX_MAX_MEM = 2 * 1024 * 1024
 """Memory RE2 may use for one compiled pattern (program and match cache); bigger patterns are refused."""
-
-
-def text_view(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace")
-    return _CRLF.sub("\n", _ANSI.sub("", text))
 
 
 class TextViewStream:
@@ -62,7 +57,7 @@ class TextViewStream:
             unfinished = _UNFINISHED_ESCAPE.search(text, max(0, len(text) - MAX_HELD_ESCAPE))
             if unfinished is not None:
                 self._held, text = text[unfinished.start() :], text[: unfinished.start()]
-        return self._fold_crs(_ANSI.sub("", text), final=final)
+        return self._fold_crs(ANSI_ESCAPE.sub("", text), final=final)
 
     def _fold_crs(self, text: str, *, final: bool) -> str:
         if self._crs:
@@ -79,7 +74,7 @@ class TextViewStream:
             if len(text) - len(body) <= MAX_HELD_CR:
                 self._crs = len(text) - len(body)
                 text = body
-        return _CRLF.sub("\n", text)
+        return CRLF_RUN.sub("\n", text)
 
 
 # ---------------------------------------------------------------- user regexes

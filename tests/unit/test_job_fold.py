@@ -41,6 +41,8 @@ def _sample(kind: type[msgspec.Struct]) -> msgspec.Struct:
     required = {f.name: f.type for f in msgspec.structs.fields(kind) if f.required}
     samples: dict[str, object] = {}
     for name, tp in required.items():
+        while typing.get_origin(tp) is typing.Annotated:  # bounded types (schemas.limits)
+            tp = typing.get_args(tp)[0]
         origin = typing.get_origin(tp)
         if tp is int or name in ("attempt", "exit_code"):
             samples[name] = 1
@@ -57,10 +59,7 @@ def _sample(kind: type[msgspec.Struct]) -> msgspec.Struct:
 
 @pytest.mark.parametrize("kind", typing.get_args(JobEvent), ids=lambda k: k.__name__)
 def test_every_job_event_kind_folds_on_a_live_and_on_a_finished_job(kind: type[msgspec.Struct]) -> None:
-    try:
-        ev = _sample(kind)
-    except msgspec.ValidationError:
-        pytest.skip(f"{kind.__name__} has a required field this sampler cannot fill")
+    ev = _sample(kind)
     live, _ = evolve_job(None, "j", JobRequested(command="x"), NOW, 1)
     assert live is not None
     nxt, _ = evolve_job(live, "j", ev, NOW, 2)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.text import text_view
+from schemas.text import text_view
 
 
 @pytest.mark.parametrize(
