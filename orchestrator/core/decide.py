@@ -15,7 +15,7 @@ from typing import assert_never
 
 import msgspec
 
-from orchestrator.core import assertions
+from orchestrator.core import admission, assertions
 from orchestrator.core.outgoing import out, reject
 from orchestrator.core.policy import Policy
 from orchestrator.core.verdicts import exited, retest
@@ -169,29 +169,26 @@ def _on_node(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     return [out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry), "lost")]
 
 
-def _targets(job: JobView, fleet: Fleet, now: datetime) -> list[dict[str, str]]:
-    """Label sets of the nodes the job could land on (for policy checks)."""
-    if job.requested_node is not None:
-        hb = fleet.heartbeats.get(job.requested_node)
-        view = fleet.views.get(job.requested_node)
-        return [dict(hb.labels if hb else view.labels if view else {})]
-    found = [
-        dict(hb.labels)
-        for n, hb in fleet.heartbeats.items()
-        if fleet.is_live(n, now) and job.tool in hb.tools and all(hb.labels.get(k) == v for k, v in job.labels.items())
-    ]
-    return found or [dict(job.labels)]
+def candidates(fleet: Fleet, now: datetime) -> dict[str, admission.Candidate]:
+    """Every node we know, as admission sees it: labels and tools from its latest heartbeat
+    (else its registration), and whether it is live now."""
+    out = {n: admission.Candidate(labels=v.labels, tools=v.tools, live=False) for n, v in fleet.views.items()}
+    for n, hb in fleet.heartbeats.items():
+        out[n] = admission.Candidate(labels=hb.labels, tools=hb.tools, live=fleet.is_live(n, now))
+    return out
 
 
 def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Outgoing]:
     """Phase 1: permissions, deny/allow rules, risk findings, approval for production."""
     policy = ctx.policy
-    if not policy.may_submit(job.requested_by):
-        return reject(job, now, "permission_denied", f"user {job.requested_by!r} may not submit jobs")
-    targets = _targets(job, fleet, now)
-    denial = policy.denial(job.command, job.tool, targets)
-    if denial is not None:
-        return reject(job, now, "policy_denied", denial)
+    review = ctx.review or Review()
+    # The same admission as `nexus validate` and the API's validate (core/admission.py).
+    targets = admission.targets(job.requested_node, job.labels, job.tool, candidates(fleet, now))
+    verdict = admission.admit(
+        policy, user=job.requested_by, command=job.command, tool=job.tool, severity=review.severity, targets=targets, selectors=job.labels
+    )
+    if verdict.denied is not None:
+        return reject(job, now, verdict.denied, verdict.reason or verdict.denied)
     problem = unplaceable(job, fleet)
     if problem is not None:
         # Never ask a human to approve what no node can run; after a restart, first
@@ -200,9 +197,7 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     size = len(codec.encode(_dispatch(job, 1, now)))
     if size > MAX_EVENT_BYTES:
         return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}")
-    review = ctx.review or Review()
-    production = any(policy.is_production(t) for t in targets) or policy.is_production(job.labels)
-    approval = policy.needs_approval(review.severity, production)
+    approval = verdict.approval_needed
     validated = JobValidated(
         ts=now,
         severity=review.severity,  # type: ignore[arg-type]
