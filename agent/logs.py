@@ -1,4 +1,6 @@
-"""structlog set-up for the agent process (the same format as the orchestrator's, without importing it)."""
+"""structlog set-up for the long-running processes, agent and orchestrator alike.
+
+It lives with the agent because the agent imports nothing of the orchestrator."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import structlog
 import typer
 
+from agent import logs
 from bus.nats_bus import NatsBus
 from bus.port import StreamLimits
-from orchestrator import logs
 from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, fail, parse_duration, parse_pairs, run_async
 from orchestrator.config import load_policy
 from orchestrator.core.policy import Policy
