@@ -212,7 +212,7 @@ class Agent:
         if ours is None or not isinstance(ours.event, JobAccepted) or ours.event.instance != self.instance:
             return False
         allowed = {"accepted", "requested", "test_requested", "approved", "denied"}
-        return all(r.subject.split(".")[4] in allowed for r in later if r.seq > ours.seq)
+        return all(r.kind in allowed for r in later if r.seq > ours.seq)
 
     async def _still_runnable(self, job_id: str, dispatch_seq: int) -> int | None:
         """The job's last sequence if everything after the dispatch is harmless, else None."""
@@ -222,7 +222,7 @@ class Agent:
         # Only events that decode count: garbage on the job's subjects must not cost it its run.
         blocking = {"dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost", "rejected",
                     "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
-        if any(r.event is not None and r.subject.split(".")[4] in blocking for r in later):
+        if any(r.event is not None and r.kind in blocking for r in later):
             return None
         return later[-1].seq if later else dispatch_seq
 

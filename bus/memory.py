@@ -387,4 +387,4 @@ def _record(m: _Stored) -> Record:
 
 
 def _chunk(m: _Stored) -> OutputChunk:
-    return OutputChunk(seq=m.seq, attempt=int(m.subject.rsplit(".", 1)[1]), number=m.number, data=m.data)
+    return OutputChunk(seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data)

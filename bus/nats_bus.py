@@ -354,7 +354,7 @@ class NatsBus:
                     continue
                 for msg in msgs:
                     meta = msg.metadata
-                    attempt = int(msg.subject.rsplit(".", 1)[1])
+                    attempt = subjects.output_attempt(msg.subject)
                     number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
                     yield OutputChunk(seq=meta.sequence.stream, attempt=attempt, number=number, data=msg.data)
                     if follow_until is None and meta.sequence.stream >= end:
@@ -447,7 +447,7 @@ def is_nats_error(exc: BaseException) -> bool:
 
 
 def to_output_chunk(msg: Msg) -> OutputChunk:
-    attempt = int(msg.subject.rsplit(".", 1)[1])
+    attempt = subjects.output_attempt(msg.subject)
     number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
     return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data)
 

@@ -166,10 +166,7 @@ class EventBus(Protocol):
 
 def entity_filter(subject: str) -> str:
     """The subjects whose last sequence guards a publish on `subject` (`nexus.evt.job.<id>.>` for a job)."""
-    ref = subjects.parse(subject)
-    if ref.family == "job":
-        return subjects.job_all(ref.id)
-    return ".".join(subject.split(".")[:4]) + ".>"
+    return subjects.entity_filter(subject)
 
 
 def raise_if_cancelling() -> None:

@@ -15,6 +15,7 @@ from orchestrator.core import reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.store import DuckDBStore
+from schemas import subjects
 from schemas.limits import MAX_REASON_CHARS
 from schemas.records import Record
 
@@ -113,10 +114,10 @@ class Projection:
 
 
 def job_id_of(subject: str) -> str | None:
-    parts = subject.split(".")
-    return parts[3] if len(parts) > 4 and parts[:3] == ["nexus", "evt", "job"] else None
+    ent = subjects.entity_of(subject)
+    return ent.id if ent is not None and ent.family == "job" else None
 
 
 def pipeline_id_of(subject: str) -> str | None:
-    parts = subject.split(".")
-    return parts[3] if len(parts) > 4 and parts[:3] == ["nexus", "evt", "pipeline"] else None
+    ent = subjects.entity_of(subject)
+    return ent.id if ent is not None and ent.family == "pipeline" else None

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from schemas import subjects
+from schemas.errors import InvalidSubject
 from schemas.events import Event
 
 
@@ -22,3 +24,17 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     raw: bytes
     event: Event | None = None
     error: str | None = None
+
+    @property
+    def ref(self) -> subjects.SubjectRef | None:
+        """The subject, parsed (None when it is not a valid Nexus event subject)."""
+        try:
+            return subjects.parse(self.subject)
+        except InvalidSubject:
+            return None
+
+    @property
+    def kind(self) -> str:
+        """The kind named by the subject (`exited`, `dispatch`, ...), even for a payload that did not decode."""
+        ent = subjects.entity_of(self.subject)
+        return ent.kind if ent is not None else self.subject

@@ -116,3 +116,36 @@ def parse(subject: str) -> SubjectRef:
     elif len(parts) != 5:
         raise InvalidSubject(subject, "too many tokens")
     return SubjectRef(family=family, id=ident, kind=kind, node=node_id)  # type: ignore[arg-type]
+
+
+class Entity(msgspec.Struct, frozen=True, kw_only=True):
+    """Whose subjects a subject is under, read leniently: `nexus.evt.<family>.<id>.<kind>...`
+    even when the rest is not a valid Nexus subject (the server still counts it there)."""
+
+    family: str
+    id: str
+    kind: str
+
+
+def entity_of(subject: str) -> Entity | None:
+    parts = subject.split(".")
+    if len(parts) < 5 or parts[0] != "nexus" or parts[1] != "evt":
+        return None
+    return Entity(family=parts[2], id=parts[3], kind=parts[4])
+
+
+def entity_filter(subject: str) -> str:
+    """Every subject of the entity `subject` belongs to, e.g. `nexus.evt.job.<id>.>`:
+    what a publish's optimistic concurrency is checked against."""
+    ent = entity_of(subject)
+    if ent is None:
+        raise InvalidSubject(subject, "not of the form nexus.evt.<family>.<id>.<kind>")
+    return f"nexus.evt.{ent.family}.{ent.id}.>"
+
+
+def output_attempt(subject: str) -> int:
+    """The attempt of an output subject `nexus.out.<job_id>.<attempt>`."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != ["nexus", "out"] or not parts[3].isdigit():
+        raise InvalidSubject(subject, "not of the form nexus.out.<job_id>.<attempt>")
+    return int(parts[3])

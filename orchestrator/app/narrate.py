@@ -123,8 +123,7 @@ def clip(text: str, limit: int = 200) -> str:
 
 def kind_of(rec: Record) -> str:
     """The event's kind, from its subject (an undecodable record has no event to ask)."""
-    parts = rec.subject.split(".")
-    return parts[4] if len(parts) > 4 else rec.subject
+    return rec.kind
 
 
 def _request_phase(kind: str, rec: Record, ev: Any) -> Narration | None:

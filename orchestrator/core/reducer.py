@@ -124,10 +124,10 @@ def touch_entities(
     The server counts every message on `nexus.evt.<family>.<id>.>` in that entity's
     last sequence, decodable or not; decisions expect it (optimistic concurrency).
     A view that did not follow would have every later decision refused as stale."""
-    parts = rec.subject.split(".")
-    if len(parts) < 5 or parts[:2] != ["nexus", "evt"]:
+    ent = subjects.entity_of(rec.subject)
+    if ent is None:
         return None, None, None
-    family, ident = parts[2], parts[3]
+    family, ident = ent.family, ent.id
     if family == "job" and ident in jobs:
         return touched(jobs[ident], rec.seq), None, None
     if family == "node" and ident in nodes:

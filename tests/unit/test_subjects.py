@@ -169,3 +169,17 @@ def test_parse_rejects_bad_shapes(subject: str, fragment: str) -> None:
 def test_parse_rejects_wildcard_or_empty_kind(subject: str) -> None:
     with pytest.raises(InvalidSubject):
         subjects.parse(subject)
+
+
+def test_entity_of_reads_any_subject_under_an_entity_leniently() -> None:
+    ent = subjects.entity_of("nexus.evt.job.j1.BAD.kind")
+    assert ent is not None and (ent.family, ent.id, ent.kind) == ("job", "j1", "BAD")
+    assert subjects.entity_of("nexus.out.j1.1") is None
+    assert subjects.entity_filter("nexus.evt.job.j1.dispatch.n1") == "nexus.evt.job.j1.>"
+    assert subjects.entity_filter("nexus.evt.pipeline.p1.requested") == "nexus.evt.pipeline.p1.>"
+
+
+def test_output_attempt() -> None:
+    assert subjects.output_attempt(subjects.output("j1", 3)) == 3
+    with pytest.raises(InvalidSubject):
+        subjects.output_attempt("nexus.out.j1.x")
