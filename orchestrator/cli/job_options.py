@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -40,41 +41,74 @@ CommandArg = Annotated[
 ]
 
 
-def request_from(command: list[str], opts: dict[str, Any]) -> SubmitJob:
+@dataclass(frozen=True)
+class TestFlags:
+    """The test options shared by run, submit and test."""
+
+    __test__ = False  # not a pytest class
+
+    tests: Path | None = None
+    expect_exit: int | None = None
+    expect_output: list[str] | None = None
+    expect_file: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class JobFlags:
+    """The job options shared by run and submit, as typer parsed them."""
+
+    node: str | None = None
+    label: list[str] | None = None
+    prefer: list[str] | None = None
+    tool: str = "bash"
+    cwd: str | None = None
+    env: list[str] | None = None
+    timeout: float | None = None
+    priority: int = 0
+    job_id: str | None = None
+    meta: list[str] | None = None
+    parent: str | None = None
+    after: list[str] | None = None
+    retries: int = 0
+    idempotent: bool = False
+    tests: TestFlags = TestFlags()
+
+
+def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
     """The submit command given by the shared run/submit options."""
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
-    if opts["node"] is not None:
-        subjects.check_id(opts["node"], "node id")
-    if opts["retries"] and not opts["idempotent"]:
+    if flags.node is not None:
+        subjects.check_id(flags.node, "node id")
+    if flags.retries and not flags.idempotent:
         fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
     return SubmitJob(
-        job_id=opts["job_id"],
+        job_id=flags.job_id,
         command=line,
-        tool=opts["tool"],
-        node=opts["node"],
-        labels=parse_pairs(opts["label"], "--label"),
-        prefer=parse_pairs(opts["prefer"], "--prefer"),
-        working_dir=opts["cwd"],
-        env=parse_pairs(opts["env"], "--env"),
-        timeout_s=opts["timeout"],
-        priority=opts["priority"],
-        metadata=dict(parse_pairs(opts["meta"], "--meta")),
-        parent=opts["parent"],
+        tool=flags.tool,
+        node=flags.node,
+        labels=parse_pairs(flags.label, "--label"),
+        prefer=parse_pairs(flags.prefer, "--prefer"),
+        working_dir=flags.cwd,
+        env=parse_pairs(flags.env, "--env"),
+        timeout_s=flags.timeout,
+        priority=flags.priority,
+        metadata=dict(parse_pairs(flags.meta, "--meta")),
+        parent=flags.parent,
         requested_by=default_user(),
-        after=[subjects.check_id(a, "job id") for a in opts["after"] or []],
-        retries=opts["retries"],
-        idempotent=opts["idempotent"],
-        tests=tests_from(opts),
+        after=[subjects.check_id(a, "job id") for a in flags.after or []],
+        retries=flags.retries,
+        idempotent=flags.idempotent,
+        tests=tests_from(flags.tests),
     )
 
 
-def tests_from(opts: dict[str, Any]) -> list[JobTest]:
+def tests_from(flags: TestFlags) -> list[JobTest]:
     """The tests given by --tests FILE and the --expect-* shorthands."""
-    tests: list[JobTest] = load_tests(opts["tests"]) if opts["tests"] else []
-    if opts["expect_exit"] is not None:
-        tests.append(ExitCodeTest(expected=opts["expect_exit"]))
-    tests += [OutputContainsTest(pattern=p) for p in opts["expect_output"] or []]
-    tests += [FileExistsTest(path=p) for p in opts["expect_file"] or []]
+    tests: list[JobTest] = load_tests(flags.tests) if flags.tests else []
+    if flags.expect_exit is not None:
+        tests.append(ExitCodeTest(expected=flags.expect_exit))
+    tests += [OutputContainsTest(pattern=p) for p in flags.expect_output or []]
+    tests += [FileExistsTest(path=p) for p in flags.expect_file or []]
     return tests

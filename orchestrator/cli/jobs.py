@@ -31,7 +31,7 @@ from orchestrator.cli.common import (
     query,
     run_async,
 )
-from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestsOpt, tests_from
+from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestFlags, TestsOpt, tests_from
 from orchestrator.client import JOB_COLUMNS, Rows
 from orchestrator.core.views import JobStatus
 from schemas import subjects
@@ -207,7 +207,7 @@ def test(
     nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Run tests on a finished job (node-side checks run on its node). Exit 0 if all pass, 1 if not."""
-    chosen = tests_from({"tests": tests, "expect_exit": expect_exit, "expect_output": expect_output, "expect_file": expect_file})
+    chosen = tests_from(TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file))
     if not chosen:
         fail("no tests given: use --tests FILE or --expect-exit/--expect-output/--expect-file", 2)
     passed = _test(job_id, chosen, timeout, as_json, nats_url)

@@ -42,6 +42,7 @@ from orchestrator.cli.job_options import (
     ExpectOutputOpt,
     IdempotentOpt,
     IdOpt,
+    JobFlags,
     LabelOpt,
     MetaOpt,
     NodeOpt,
@@ -49,6 +50,7 @@ from orchestrator.cli.job_options import (
     PreferOpt,
     PriorityOpt,
     RetriesOpt,
+    TestFlags,
     TestsOpt,
     TimeoutOpt,
     ToolOpt,
@@ -102,7 +104,12 @@ def run(
     Exit codes: the command's own; 1 if it exited 0 but its tests failed; 124 timed
     out; 130 cancelled; 128+N killed by signal N; 125 rejected, denied, lost or could not start.
     """
-    code = _run(request_from(command, locals()), quiet, as_json, nats_url)
+    flags = JobFlags(
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, timeout=timeout, priority=priority,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
+    )
+    code = _run(request_from(command, flags), quiet, as_json, nats_url)
     raise typer.Exit(code)
 
 
@@ -234,7 +241,12 @@ def submit(
     Waits a moment for the analysis verdict and shows its findings, an approval
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
     """
-    _submit(request_from(command, locals()), as_json, nats_url)
+    flags = JobFlags(
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, timeout=timeout, priority=priority,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
+    )
+    _submit(request_from(command, flags), as_json, nats_url)
 
 
 @run_async
