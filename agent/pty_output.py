@@ -1,0 +1,183 @@
+"""The output side of a PTY run: read the master on the event loop with a bounded
+buffer (pausing the reader applies backpressure to the command), deliver coalesced
+chunks (first byte at once, then by size or time), and drain what is left after exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+READ_SIZE = 64 * 1024
+# After the command exited, output still arriving within this window is
+# collected; after that, processes still holding the pty are killed.
+DRAIN_QUIET_S = 0.2
+# A background process that keeps printing after the command exited would
+# never let the output go quiet; give up on it after this long.
+DRAIN_MAX_S = 2.0
+
+OutputCallback = Callable[[bytes], Awaitable[None]]
+
+
+class PtyReader:
+    """Reads the pty master into a bounded buffer.
+
+    When the buffer holds ``cap`` bytes the fd is unregistered, so the kernel's
+    pty buffer fills up and the command blocks on write (back-pressure) until
+    ``take`` makes room again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._cap = cap
+        self._buf = bytearray()
+        self._registered = False
+        self.eof = False
+        self.error: OSError | None = None
+        self.changed = asyncio.Event()  # data arrived, room was made or eof
+        self.first_unflushed_at: float | None = None
+        self.last_activity_at = time.monotonic()
+        self.delivered_bytes = 0
+        self.delivered_chunks = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def paused(self) -> bool:
+        return not self.eof and not self._registered
+
+    def start(self) -> None:
+        os.set_blocking(self._fd, False)
+        self._resume()
+
+    def stop(self) -> None:
+        """End of output: no more reads; what is buffered is still delivered."""
+        self._pause()
+        if not self.eof:
+            self.eof = True
+            self.changed.set()
+
+    def take(self, n: int) -> bytes:
+        chunk = bytes(self._buf[:n])
+        del self._buf[:n]
+        # Remaining bytes count as fresh so a full-chunk flush is not
+        # followed by a tiny one straight away.
+        self.first_unflushed_at = time.monotonic() if self._buf else None
+        if not self.eof and len(self._buf) < self._cap:
+            self._resume()
+        return chunk
+
+    def _resume(self) -> None:
+        if not self._registered and not self.eof:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._registered = True
+            self.last_activity_at = time.monotonic()
+            self.changed.set()
+
+    def _pause(self) -> None:
+        if self._registered:
+            self._loop.remove_reader(self._fd)
+            self._registered = False
+
+    def _on_readable(self) -> None:
+        got = False
+        while len(self._buf) < self._cap:
+            try:
+                data = os.read(self._fd, min(READ_SIZE, self._cap - len(self._buf)))
+            except BlockingIOError:
+                break
+            except OSError as e:
+                # Linux reports "all slave fds closed" as EIO on the master.
+                if e.errno != errno.EIO:
+                    self.error = e
+                self.stop()
+                return
+            if not data:
+                self.stop()
+                return
+            if not self._buf:
+                self.first_unflushed_at = time.monotonic()
+            self._buf += data
+            got = True
+        if len(self._buf) >= self._cap:
+            self._pause()
+        if got:
+            self.last_activity_at = time.monotonic()
+            self.changed.set()
+
+
+async def deliver(reader: PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float) -> None:
+    """Hand buffered bytes to ``on_output`` in order, coalesced into chunks."""
+
+    async def emit(n: int) -> None:
+        chunk = reader.take(n)
+        await on_output(chunk)
+        reader.delivered_bytes += len(chunk)
+        reader.delivered_chunks += 1
+
+    try:
+        await _deliver_until_eof(reader, emit, chunk_max, interval_s)
+    except BaseException:
+        # Nobody will take bytes any more: stop reading so that waiting for
+        # the end of output cannot hang on a full buffer.
+        reader.stop()
+        raise
+
+
+async def _deliver_until_eof(
+    reader: PtyReader,
+    emit: Callable[[int], Awaitable[None]],
+    chunk_max: int,
+    interval_s: float,
+) -> None:
+    while True:
+        reader.changed.clear()
+        if reader.buffered >= chunk_max:
+            await emit(chunk_max)
+        elif reader.eof:
+            while reader.buffered:
+                await emit(chunk_max)
+            if reader.error is not None:
+                raise reader.error
+            return
+        elif reader.buffered:
+            assert reader.first_unflushed_at is not None
+            due = reader.first_unflushed_at + interval_s - time.monotonic()
+            if due <= 0:
+                await emit(reader.buffered)
+            else:
+                await _wait_event(reader.changed, due)
+        else:
+            await reader.changed.wait()
+
+
+async def drain(reader: PtyReader) -> bool:
+    """Read until EOF or quiet; True if EOF was reached.
+
+    Time spent paused on a slow ``on_output`` does not count as quiet.
+    """
+    began = time.monotonic()
+    hard_deadline = began + DRAIN_MAX_S
+    while not reader.eof:
+        reader.changed.clear()
+        if reader.paused:
+            await reader.changed.wait()
+            continue
+        now = time.monotonic()
+        quiet_until = max(reader.last_activity_at, began) + DRAIN_QUIET_S
+        if now >= quiet_until or now >= hard_deadline:
+            return False
+        await _wait_event(reader.changed, min(quiet_until, hard_deadline) - now)
+    return True
+
+
+async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
