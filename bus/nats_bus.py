@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from bus.errors import BusError, BusUnavailable, NotSetUp, StaleDecision
+from bus.errors import BusError, BusUnavailable, NotSetUp
+from bus.nats_translate import CHUNK_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import DEFAULT_LIMITS, OutputChunk, Published, StreamLimits, entity_filter, raise_if_cancelling
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
@@ -44,8 +45,6 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 # An ack normally takes milliseconds; one lost with a dropped connection is never
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
 PUBLISH_ACK_TIMEOUT_S = 3.0
-WRONG_LAST_SEQUENCE = 10071
-CHUNK_HEADER = "Nexus-Chunk"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
@@ -137,7 +136,7 @@ class NatsBus:
             codec.decode(out.subject, data)
         except DecodeError as exc:
             raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
-        with _map_publish_errors(out.subject, expected_seq):
+        with map_publish_errors(out.subject, expected_seq):
             ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
@@ -153,7 +152,7 @@ class NatsBus:
     async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
         headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
         subject = subjects.output(job_id, attempt)
-        with _map_publish_errors(subject, None):
+        with map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 
     # ------------------------------------------------------------ reading
@@ -402,62 +401,3 @@ class NatsBus:
         from bus import nats_nodes
 
         return await nats_nodes.snapshot(self)
-
-
-@contextlib.contextmanager
-def map_read_errors(what: str) -> Iterator[None]:
-    """nats-py's errors on reads and setup lookups as BusError (KeyNotFoundError passes: callers read it as "none")."""
-    try:
-        yield
-    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-        raise
-    except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-        raise NotSetUp(what) from None
-    except nats.js.errors.APIError as exc:
-        retryable = exc.code is not None and exc.code >= 500
-        raise BusError(f"{what}: {exc.description}", retryable=retryable) from None
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
-        raise BusError(f"{what}: no answer from JetStream ({type(exc).__name__})", retryable=True) from None
-    except (nats.errors.Error, nats.js.errors.Error) as exc:
-        raise BusError(f"{what}: {type(exc).__name__} {exc}".rstrip(), retryable=True) from None
-
-
-@contextlib.contextmanager
-def _map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]:
-    """nats-py's publish errors as BusError; `retryable` says whether the same publish may succeed later."""
-    try:
-        yield
-    except nats.js.errors.APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
-            raise StaleDecision(subject, expected_seq) from None
-        # 503 and friends: JetStream is (re)starting or has no leader yet.
-        retryable = exc.code is not None and exc.code >= 500
-        raise BusError(f"publish to {subject} refused: {exc.description}", subject=subject, retryable=retryable) from None
-    except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
-        raise BusError(f"no ack for {subject}: {type(exc).__name__}", subject=subject, retryable=True) from None
-    except nats.errors.MaxPayloadError:
-        raise BusError(f"publish to {subject} refused: over the server's max payload", subject=subject) from None
-    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
-        raise BusError(f"publish to {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
-
-
-def is_nats_error(exc: BaseException) -> bool:
-    """An error of nats-py that escaped translation (callers map it to "unavailable")."""
-    return isinstance(exc, nats.errors.Error | nats.js.errors.Error)
-
-
-def to_output_chunk(msg: Msg) -> OutputChunk:
-    attempt = subjects.output_attempt(msg.subject)
-    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data)
-
-
-def to_record(msg: Msg) -> Record:
-    """A JetStream message of NEXUS_EVENTS as a reducer record; bad payloads keep their reason."""
-    meta = msg.metadata
-    ts = meta.timestamp if meta.timestamp.tzinfo else meta.timestamp.replace(tzinfo=UTC)
-    try:
-        event = codec.decode(msg.subject, msg.data)
-    except DecodeError as exc:
-        return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, error=exc.reason)
-    return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, event=event)

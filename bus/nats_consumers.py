@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bus.errors import BusError, RequestTimedOut
-from bus.nats_bus import map_read_errors, to_record
+from bus.nats_translate import map_read_errors, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
 from schemas.records import Record

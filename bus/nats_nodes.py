@@ -19,7 +19,7 @@ import structlog
 from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable
-from bus.nats_bus import map_read_errors
+from bus.nats_translate import map_read_errors
 from bus.port import raise_if_cancelling
 from schemas import codec, subjects
 from schemas.errors import DecodeError

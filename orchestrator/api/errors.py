@@ -33,7 +33,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Send
 
 from bus.errors import BusError
-from bus.nats_bus import is_nats_error
+from bus.nats_translate import is_nats_error
 from orchestrator.api.models import Problem
 from orchestrator.app.errors import AppError, NoSuchJob
 from orchestrator.errors import OrchestratorUnavailable, QueryError

@@ -1,0 +1,82 @@
+"""nats-py's errors mapped to bus.errors, and its messages to Nexus records: once, here.
+
+Used by the NATS adapter's modules (nats_bus, nats_consumers, nats_nodes) only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from bus.errors import BusError, NotSetUp, StaleDecision
+from bus.port import OutputChunk
+from schemas import codec, subjects
+from schemas.errors import DecodeError
+from schemas.records import Record
+
+WRONG_LAST_SEQUENCE = 10071
+CHUNK_HEADER = "Nexus-Chunk"
+
+
+@contextlib.contextmanager
+def map_read_errors(what: str) -> Iterator[None]:
+    """nats-py's errors on reads and setup lookups as BusError (KeyNotFoundError passes: callers read it as "none")."""
+    try:
+        yield
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        raise
+    except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        raise NotSetUp(what) from None
+    except nats.js.errors.APIError as exc:
+        retryable = exc.code is not None and exc.code >= 500
+        raise BusError(f"{what}: {exc.description}", retryable=retryable) from None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
+        raise BusError(f"{what}: no answer from JetStream ({type(exc).__name__})", retryable=True) from None
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        raise BusError(f"{what}: {type(exc).__name__} {exc}".rstrip(), retryable=True) from None
+
+
+@contextlib.contextmanager
+def map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]:
+    """nats-py's publish errors as BusError; `retryable` says whether the same publish may succeed later."""
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
+            raise StaleDecision(subject, expected_seq) from None
+        # 503 and friends: JetStream is (re)starting or has no leader yet.
+        retryable = exc.code is not None and exc.code >= 500
+        raise BusError(f"publish to {subject} refused: {exc.description}", subject=subject, retryable=retryable) from None
+    except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
+        raise BusError(f"no ack for {subject}: {type(exc).__name__}", subject=subject, retryable=True) from None
+    except nats.errors.MaxPayloadError:
+        raise BusError(f"publish to {subject} refused: over the server's max payload", subject=subject) from None
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
+        raise BusError(f"publish to {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
+
+
+def is_nats_error(exc: BaseException) -> bool:
+    """An error of nats-py that escaped translation (callers map it to "unavailable")."""
+    return isinstance(exc, nats.errors.Error | nats.js.errors.Error)
+
+
+def to_output_chunk(msg: Msg) -> OutputChunk:
+    attempt = subjects.output_attempt(msg.subject)
+    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data)
+
+
+def to_record(msg: Msg) -> Record:
+    """A JetStream message of NEXUS_EVENTS as a reducer record; bad payloads keep their reason."""
+    meta = msg.metadata
+    ts = meta.timestamp if meta.timestamp.tzinfo else meta.timestamp.replace(tzinfo=UTC)
+    try:
+        event = codec.decode(msg.subject, msg.data)
+    except DecodeError as exc:
+        return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, error=exc.reason)
+    return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, event=event)
