@@ -19,7 +19,7 @@ test: $(VENV)/.installed  ## the whole suite: unit and integration
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy schemas orchestrator/core
+	$(VENV)/bin/mypy schemas orchestrator/core bus agent
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_latency.py
