@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,32 +19,11 @@ from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 from schemas.values import CommandTest, HttpOkTest, TestResult
 from tests.conftest import Stack, wait_for
+from tests.integration.processes import procs_with, token
 
 DEADLINE_S = 10.0
 ENV = dict(os.environ)
 MiB = 1024 * 1024
-
-
-def token() -> str:
-    """A sleep duration no other process on this machine uses."""
-    return f"{random.randrange(10**8):08d}"
-
-
-def procs_with(*needles: str) -> list[int]:
-    """Pids of live processes with one of ``needles`` as a command line argument."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        # A zombie has an empty cmdline: it is already dead. A recycled pid has
-        # another command line, so it is never mistaken for ours.
-        if any(n.encode() in cmdline.split(b"\0") for n in needles):
-            found.append(int(name))
-    return found
 
 
 def _status_kib(field: str) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from agent.pty_runner import PtyRunner, RunResult, RunSpec, SpawnFailed
 from tests.conftest import wait_for
+from tests.integration.processes import procs_with, token
 
 DEADLINE_S = 10.0
 
@@ -42,27 +42,6 @@ async def run(argv: list[str], **kw: Any) -> tuple[RunResult, Output]:
     spec = RunSpec(argv=argv, **kw)
     result = await asyncio.wait_for(PtyRunner().run(spec, out), DEADLINE_S)
     return result, out
-
-
-def token() -> str:
-    """A sleep duration no other process on this machine uses."""
-    return f"{random.randrange(10**8):08d}"
-
-
-def procs_with(*needles: str) -> list[int]:
-    """Pids of live processes whose command line contains any needle."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        # A zombie has an empty cmdline: it is already dead.
-        if any(n.encode() in cmdline.split(b"\0") for n in needles):
-            found.append(int(name))
-    return found
 
 
 async def no_survivors(*needles: str) -> None:
