@@ -29,11 +29,10 @@ from litestar.exceptions import ValidationException
 from litestar.types import ASGIApp, HTTPRequestEvent, HTTPScope, Receive, ReceiveMessage, Scope, Send
 
 from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, too_large
-from orchestrator.core.decide import argv_for
+from orchestrator.core.decide import dispatch_for
 from schemas import codec
-from schemas.events import Event, JobDispatch, JobRequested
+from schemas.events import Event, JobRequested
 from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
-from schemas.values import NODE_TESTS
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -163,15 +162,5 @@ def check_job_fits(req: JobRequested) -> None:
     """The job's request, and the dispatch the orchestrator will build from it (the command
     twice, env, node-side tests), must both fit: the decider would reject it as `too_large`."""
     check_fits(req, "the job's request")
-    dispatch = JobDispatch(
-        ts=req.ts or datetime.now(UTC),
-        attempt=1,
-        tool=req.tool,
-        command=req.command,
-        argv=argv_for(req.tool, req.command),
-        working_dir=req.working_dir,
-        env=req.env,
-        timeout_s=req.timeout_s,
-        tests=[t for t in req.tests if isinstance(t, NODE_TESTS)],
-    )
+    dispatch = dispatch_for(req, 1, req.ts or datetime.now(UTC))
     check_fits(dispatch, "the job's dispatch (its command twice, env and node tests)")

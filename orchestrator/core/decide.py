@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import assert_never
+from typing import Protocol, assert_never
 
 import msgspec
 
@@ -34,7 +34,7 @@ from schemas.events import (
     NodeHeartbeat,
 )
 from schemas.limits import MAX_EVENT_BYTES
-from schemas.values import NODE_TESTS, Finding
+from schemas.values import NODE_TESTS, Finding, JobTest
 
 S = JobStatus
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
@@ -152,7 +152,7 @@ def _on_node(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         # The dispatch of this attempt never reached the log (the publish after
         # `assigned` failed): send it again, same message id. Had it been stored,
         # the job's last sequence would have moved and the server refuses this.
-        dispatch = _dispatch(job, job.attempt, now)
+        dispatch = dispatch_for(job, job.attempt, now)
         return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, msgids.job(job.job_id, "dispatch", job.attempt))]
     hb = fleet.heartbeats.get(job.node)
     if not fleet.is_live(job.node, now):
@@ -194,7 +194,7 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
         # Never ask a human to approve what no node can run; after a restart, first
         # give the nodes a TTL to be heard from.
         return [] if fleet.warming(now) else reject(job, now, *problem)
-    size = len(codec.encode(_dispatch(job, 1, now)))
+    size = len(codec.encode(dispatch_for(job, 1, now)))
     if size > MAX_EVENT_BYTES:
         return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}")
     approval = verdict.approval_needed
@@ -286,11 +286,29 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
     return [
         out(job, assigned, "assigned", attempt),
-        Outgoing(subjects.dispatch(job.job_id, chosen), _dispatch(job, attempt, now), msgids.job(job.job_id, "dispatch", attempt)),
+        Outgoing(subjects.dispatch(job.job_id, chosen), dispatch_for(job, attempt, now), msgids.job(job.job_id, "dispatch", attempt)),
     ]
 
 
-def _dispatch(job: JobView, attempt: int, now: datetime) -> JobDispatch:
+class Runnable(Protocol):
+    """What a dispatch is built from: a job's view, or the request it starts from."""
+
+    @property
+    def tool(self) -> str: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def working_dir(self) -> str | None: ...
+    @property
+    def env(self) -> dict[str, str]: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+    @property
+    def tests(self) -> list[JobTest]: ...
+
+
+def dispatch_for(job: Runnable, attempt: int, now: datetime) -> JobDispatch:
+    """The command for the agent, as this job's attempt will get it (also used to size it up front)."""
     return JobDispatch(
         ts=now,
         attempt=attempt,
