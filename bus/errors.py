@@ -1,11 +1,11 @@
 """Errors of the event log and bus, translated from the client library in one place per adapter.
 
-    NexusError (schemas.errors)
-    +-- BusError                      NATS / JetStream trouble; `retryable` says if the same call may succeed later
-        +-- BusUnavailable            cannot reach the server (retryable)
-        +-- StaleDecision             optimistic concurrency refused a publish: re-read and decide again
-        +-- NotSetUp                  a stream or the heartbeat bucket does not exist (yet: retryable)
-        +-- RequestTimedOut           a request got no answer in time (retryable; also a TimeoutError)
+NexusError (schemas.errors)
++-- BusError                      NATS / JetStream trouble; `retryable` says if the same call may succeed later
+    +-- BusUnavailable            cannot reach the server (retryable)
+    +-- StaleDecision             optimistic concurrency refused a publish: re-read and decide again
+    +-- NotSetUp                  a stream or the heartbeat bucket does not exist (yet: retryable)
+    +-- RequestTimedOut           a request got no answer in time (retryable; also a TimeoutError)
 """
 
 from __future__ import annotations

@@ -24,7 +24,16 @@ from datetime import UTC, datetime
 import msgspec
 
 from bus.errors import BusError, NotSetUp, RequestTimedOut, StaleDecision
-from bus.port import DEFAULT_LIMITS, OutputChunk, Published, StreamLimits, entity_filter, raise_if_cancelling
+from bus.port import (
+    DEFAULT_LIMITS,
+    OutputChunk,
+    Published,
+    StreamLimits,
+    entity_filter,
+    id_taken_by_another,
+    raise_if_cancelling,
+    reclaimed,
+)
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
@@ -175,6 +184,11 @@ class MemoryBus:
         if expected_seq is not None and stream.last(entity_filter(out.subject)) != expected_seq:
             raise StaleDecision(out.subject, expected_seq)
         pub = stream.append(out.subject, data, out.msg_id)
+        if pub.duplicate:
+            held = stream.messages[pub.seq - 1]
+            if id_taken_by_another(out, held.subject, held.data):
+                mine = reclaimed(out)
+                pub = stream.append(mine.subject, data, mine.msg_id)
         self._changed()
         return pub
 
@@ -190,9 +204,9 @@ class MemoryBus:
         self._stream(subjects.OUTPUT_STREAM).append(subjects.output(job_id, attempt), data, msgids.output(job_id, attempt, number), number)
         self._changed()
 
-    def inject(self, subject: str, data: bytes) -> int:
+    def inject(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
         """Store raw bytes on the event log as a foreign client may (no checks): for tests."""
-        seq = self._stream(subjects.EVENTS_STREAM).append(subject, data, None).seq
+        seq = self._stream(subjects.EVENTS_STREAM).append(subject, data, msg_id).seq
         self._changed()
         return seq
 

@@ -29,7 +29,16 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
 from bus.nats_translate import CHUNK_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
-from bus.port import DEFAULT_LIMITS, OutputChunk, Published, StreamLimits, entity_filter, raise_if_cancelling
+from bus.port import (
+    DEFAULT_LIMITS,
+    OutputChunk,
+    Published,
+    StreamLimits,
+    entity_filter,
+    id_taken_by_another,
+    raise_if_cancelling,
+    reclaimed,
+)
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
@@ -125,7 +134,20 @@ class NatsBus:
 
     async def publish(self, out: Outgoing, *, expected_seq: int | None = None) -> Published:
         """Publish one event. With `expected_seq`, the server refuses it (StaleDecision)
-        unless the entity's last event is still at that sequence."""
+        unless the entity's last event is still at that sequence. If a foreign message
+        holds the event's msg id, the event is stored under a derived id, never dropped."""
+        pub = await self._publish_once(out, expected_seq)
+        if pub.duplicate and await self._id_taken(out, pub.seq):
+            log.warning("bus.msg_id_taken", subject=out.subject, msg_id=out.msg_id, holder_seq=pub.seq)
+            pub = await self._publish_once(reclaimed(out), expected_seq)
+        return pub
+
+    async def _id_taken(self, out: Outgoing, seq: int) -> bool:
+        with map_read_errors(f"reading event {seq}"):
+            stored = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
+        return id_taken_by_another(out, stored.subject or "", stored.data or b"")
+
+    async def _publish_once(self, out: Outgoing, expected_seq: int | None) -> Published:
         headers = {"Nats-Msg-Id": out.msg_id}
         event = out.event if out.event.ts is not None else msgspec.structs.replace(out.event, ts=datetime.now(UTC))
         if expected_seq is not None:
@@ -178,9 +200,7 @@ class NatsBus:
         return True
 
     @contextlib.asynccontextmanager
-    async def _ordered(
-        self, subject: str, start_seq: int, stream: str, queue: asyncio.Queue[Msg]
-    ) -> AsyncIterator[None]:
+    async def _ordered(self, subject: str, start_seq: int, stream: str, queue: asyncio.Queue[Msg]) -> AsyncIterator[None]:
         async def on_msg(msg: Msg) -> None:
             await queue.put(msg)
 
@@ -238,14 +258,24 @@ class NatsBus:
 
         subs: list[JetStreamContext.PushSubscription] = []
         try:
-            subs.append(await self.js.subscribe(
-                subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True,
-                config=cfg(events_from), cb=put(to_record),
-            ))
-            subs.append(await self.js.subscribe(
-                subjects.output_all(job_id), stream=subjects.OUTPUT_STREAM, ordered_consumer=True,
-                config=cfg(output_from), cb=put(to_output_chunk),
-            ))
+            subs.append(
+                await self.js.subscribe(
+                    subjects.job_all(job_id),
+                    stream=subjects.EVENTS_STREAM,
+                    ordered_consumer=True,
+                    config=cfg(events_from),
+                    cb=put(to_record),
+                )
+            )
+            subs.append(
+                await self.js.subscribe(
+                    subjects.output_all(job_id),
+                    stream=subjects.OUTPUT_STREAM,
+                    ordered_consumer=True,
+                    config=cfg(output_from),
+                    cb=put(to_output_chunk),
+                )
+            )
             yield
         finally:
             for sub in subs:

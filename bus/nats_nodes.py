@@ -60,6 +60,7 @@ async def watch(
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
+
 async def _deliver_beats(
     bus: NatsBus,
     watcher: KeyValue.KeyWatcher,
@@ -96,6 +97,7 @@ async def _deliver_beats(
         if on_snapshot is not None and entry.delta == 0:
             on_snapshot()
             on_snapshot = None
+
 
 async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
     """A snapshot of the bucket (`ts` as the agent sent it), without creating a consumer:

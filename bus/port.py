@@ -12,14 +12,18 @@ reply that does not decode); nothing of the underlying client leaks through it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from schemas import subjects
-from schemas.envelope import Outgoing
+import msgspec
+
+from schemas import codec, msgids, subjects
+from schemas.envelope import Envelope, Outgoing
+from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
 
@@ -177,3 +181,32 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def id_taken_by_another(mine: Outgoing, stored_subject: str, stored: bytes) -> bool:
+    """A publish came back "duplicate": is the stored message our own earlier copy?
+
+    Some ids are claims the first holder wins (`Envelope.claims_its_id`: requests,
+    acceptances). Any other id belongs to the one event it names (this job's `exited` for
+    attempt 1, say); if a message that says something else holds it (a foreign client got
+    there first), ours must not be dropped in its favour: the caller stores it under
+    `msgids.reclaimed` instead. Our own retry may differ in `ts` only.
+    """
+    if mine.event.claims_its_id:
+        return False
+    if stored_subject != mine.subject:
+        return True
+    try:
+        theirs = codec.decode(stored_subject, stored)
+    except DecodeError:
+        return True
+    return _without_ts(theirs) != _without_ts(mine.event)
+
+
+def _without_ts(event: Envelope) -> Envelope:
+    return msgspec.structs.replace(event, ts=None)
+
+
+def reclaimed(mine: Outgoing) -> Outgoing:
+    """`mine` under an id derived from what it says (so its own retries still dedupe)."""
+    return Outgoing(mine.subject, mine.event, msgids.reclaimed(mine.msg_id, hashlib.sha256(codec.encode(_without_ts(mine.event))).hexdigest()[:16]))

@@ -29,9 +29,7 @@ EVENT_TYPES: dict[str, type[Event]] = {_tag(cls): cls for cls in typing.get_args
 
 # enc_hook=str: query results may hold values msgspec has no JSON form for.
 _encoder = msgspec.json.Encoder(enc_hook=str)
-_decoders: dict[str, msgspec.json.Decoder[typing.Any]] = {
-    tag: msgspec.json.Decoder(cls) for tag, cls in EVENT_TYPES.items()
-}
+_decoders: dict[str, msgspec.json.Decoder[typing.Any]] = {tag: msgspec.json.Decoder(cls) for tag, cls in EVENT_TYPES.items()}
 _heartbeat_decoder = msgspec.json.Decoder(NodeHeartbeat)
 _query_request_decoder = msgspec.json.Decoder(QueryRequest)
 _query_result_decoder = msgspec.json.Decoder(QueryResult)

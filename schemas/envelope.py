@@ -1,14 +1,14 @@
 """The envelope every event shares, and what a publisher hands to the bus.
 
-    Envelope    base of every event Struct: `type` (the tag), `v`, `ts`
-    Outgoing    one event to publish: subject, event, Nats-Msg-Id (see schemas.msgids)
+Envelope    base of every event Struct: `type` (the tag), `v`, `ts`
+Outgoing    one event to publish: subject, event, Nats-Msg-Id (see schemas.msgids)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -26,6 +26,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forb
 
     v: Int64 = SCHEMA_VERSION
     ts: Timestamp | None = None
+
+    claims_its_id: ClassVar[bool] = False
+    """True when the msg id is a claim that the first holder wins: a request's id is its
+    requester's idempotency key, an `accepted` is one process's claim on an attempt.
+    False (facts and decisions): the id names this one event, and a foreign message
+    holding it does not make ours a duplicate (bus.port.id_taken_by_another)."""
 
 
 @dataclass(frozen=True)

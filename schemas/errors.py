@@ -1,9 +1,9 @@
 """Errors of the wire layer.
 
-    NexusError                 root of every Nexus error (all packages derive from it)
-    +-- InvalidId              a job, pipeline or node id that breaks the id rule
-    +-- InvalidSubject         a subject that is not one of Nexus's shapes
-    +-- DecodeError            a payload that does not decode for its subject
+NexusError                 root of every Nexus error (all packages derive from it)
++-- InvalidId              a job, pipeline or node id that breaks the id rule
++-- InvalidSubject         a subject that is not one of Nexus's shapes
++-- DecodeError            a payload that does not decode for its subject
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ class InvalidId(NexusError):
     def __init__(self, value: str, what: str = "id") -> None:
         self.value = value
         self.what = what
-        super().__init__(
-            f"invalid {what} {value!r}: ids match [A-Za-z0-9_-]{{1,64}} (no dots, spaces or wildcards)"
-        )
+        super().__init__(f"invalid {what} {value!r}: ids match [A-Za-z0-9_-]{{1,64}} (no dots, spaces or wildcards)")
 
 
 class InvalidSubject(NexusError):

@@ -42,6 +42,8 @@ from schemas.values import (
 class JobRequested(Envelope, frozen=True, kw_only=True, tag="job.requested"):
     """Someone asks for a command to run. The job id (in the subject) is the idempotency key."""
 
+    claims_its_id = True
+
     command: Command
     tool: Name = "bash"
     node: Id | None = None
@@ -125,6 +127,8 @@ class JobDispatch(Envelope, frozen=True, kw_only=True, tag="job.dispatch"):
 
 class JobAccepted(Envelope, frozen=True, kw_only=True, tag="job.accepted"):
     """The agent took the dispatch; from here the command may have run."""
+
+    claims_its_id = True
 
     node: Id
     attempt: Attempt

@@ -12,9 +12,7 @@ _EVENT_NAMES = {cls.__name__ for cls in typing.get_args(Event)}
 
 
 def json_schema() -> dict[str, typing.Any]:
-    (events, _heartbeat), components = msgspec.json.schema_components(
-        [Event, NodeHeartbeat], ref_template="#/$defs/{name}"
-    )
+    (events, _heartbeat), components = msgspec.json.schema_components([Event, NodeHeartbeat], ref_template="#/$defs/{name}")
     for name, definition in components.items():
         # The decoder takes the type from the subject, so publishers may leave `type` out.
         if name in _EVENT_NAMES and "type" in definition.get("required", []):

@@ -35,3 +35,9 @@ def output(job_id: str, attempt: int, number: int) -> str:
 
 def api(request_id: str, kind: str) -> str:
     return f"api:{request_id}:{kind}"
+
+
+def reclaimed(msg_id: str, digest: str) -> str:
+    """`<id>~<digest>`: where an event goes when a foreign message already holds its id
+    (bus.port.reclaimed). The digest of its content keeps its retries one."""
+    return f"{msg_id}~{digest}"

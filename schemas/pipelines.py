@@ -114,9 +114,7 @@ def spec_problems(spec: PipelineSpec) -> list[SpecProblem]:
     seen: dict[str, int] = {}
     for i, step in enumerate(spec.steps):
         if step.id in seen:
-            problems.append(
-                SpecProblem(message=f"duplicate step id {step.id!r} (also step {seen[step.id] + 1})", step=i, field="id")
-            )
+            problems.append(SpecProblem(message=f"duplicate step id {step.id!r} (also step {seen[step.id] + 1})", step=i, field="id"))
         seen.setdefault(step.id, i)
         if not step.command.strip():
             problems.append(SpecProblem(message="command is empty", step=i, field="command"))
@@ -128,9 +126,7 @@ def spec_problems(spec: PipelineSpec) -> list[SpecProblem]:
         if step.strategy != "rolling" and step.batch_size != 1:
             problems.append(SpecProblem(message="batch_size applies to strategy: rolling only", step=i, field="batch_size"))
         if not step.approval and step.approval_timeout_s != 3600:
-            problems.append(
-                SpecProblem(message="approval_timeout_s is set but approval is false", step=i, field="approval_timeout_s")
-            )
+            problems.append(SpecProblem(message="approval_timeout_s is set but approval is false", step=i, field="approval_timeout_s"))
     needs = resolve_needs(spec)
     for i, step in enumerate(spec.steps):
         given = step.needs or []
@@ -191,6 +187,8 @@ class StepJob(msgspec.Struct, frozen=True, kw_only=True):
 
 class PipelineRequested(Envelope, frozen=True, kw_only=True, tag="pipeline.requested"):
     """A pipeline was submitted. The pipeline id (in the subject) is the idempotency key."""
+
+    claims_its_id = True
 
     spec: PipelineSpec
     variables: dict[str, str] = msgspec.field(default_factory=dict)

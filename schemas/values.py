@@ -61,7 +61,6 @@ class TestResult(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
 
 
-
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
     """One finding of the analysis phase (the product brief's `warnings` items)."""
 

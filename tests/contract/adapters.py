@@ -7,12 +7,13 @@ from bus.nats_bus import NatsBus
 from bus.port import EventBus
 
 
-async def inject(bus: EventBus, subject: str, data: bytes) -> int:
+async def inject(bus: EventBus, subject: str, data: bytes, msg_id: str | None = None) -> int:
     """Store raw bytes on the event log as any NATS client may (no checks); returns the sequence."""
     if isinstance(bus, MemoryBus):
-        return bus.inject(subject, data)
+        return bus.inject(subject, data, msg_id)
     assert isinstance(bus, NatsBus)
-    return int((await bus.js.publish(subject, data)).seq)
+    headers = {"Nats-Msg-Id": msg_id} if msg_id is not None else None
+    return int((await bus.js.publish(subject, data, headers=headers)).seq)
 
 
 def _both_are_event_buses(nats_bus: NatsBus, memory_bus: MemoryBus) -> list[EventBus]:

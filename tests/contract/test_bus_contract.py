@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from bus.errors import RequestTimedOut, StaleDecision
 from bus.memory import MemoryBus, subject_matches
 from bus.nats_bus import NatsBus
-from bus.port import Delivery, EventBus, OutputChunk
-from schemas import msgids, subjects
+from bus.port import Delivery, EventBus, OutputChunk, Published
+from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobCancel, JobDispatch, JobRequested, JobStarted, NodeHeartbeat
+from schemas.events import JobCancel, JobDispatch, JobExited, JobRequested, JobStarted, NodeHeartbeat
 from schemas.records import Record
 from tests.conftest import wait_for
 from tests.contract.adapters import inject
@@ -76,6 +77,19 @@ class BusContract:
         again = await bus.publish(requested("j1", command="echo other"))
         assert (again.seq, again.duplicate) == (first.seq, True)
         assert await bus.last_seq() == 1
+
+    async def test_a_fact_whose_msg_id_a_foreign_client_took_is_still_stored(self, bus: EventBus) -> None:
+        # A forger stores an `exited` under the id the agent will use, before the job exists.
+        forged = JobExited(ts=TS, node="n1", attempt=1, exit_code=0)
+        msg_id = msgids.job("j1", "exited", 1)
+        held = await inject(bus, subjects.job("j1", "exited"), codec.encode(forged), msg_id)
+        real = Outgoing(subjects.job("j1", "exited"), JobExited(ts=TS, node="n1", attempt=1, exit_code=7), msg_id)
+        pub = await bus.publish(real)
+        assert (pub.duplicate, pub.seq > held) == (False, True)
+        # Its retries (a new `ts` is fine) are still stored once.
+        retry = Outgoing(real.subject, msgspec.structs.replace(real.event, ts=datetime.now(UTC)), msg_id)
+        assert await bus.publish(retry) == Published(seq=pub.seq, duplicate=True)
+        assert await bus.last_seq() == pub.seq
 
     async def test_expected_sequence_guards_the_entity(self, bus: EventBus) -> None:
         first = await bus.publish(requested("j1"), expected_seq=0)
@@ -321,5 +335,3 @@ class TestMemoryBus(BusContract):
 )
 def test_memory_subject_filters(pattern: str, subject: str, match: bool) -> None:
     assert subject_matches(pattern, subject) is match
-
-
