@@ -39,6 +39,7 @@ from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
+from schemas.secrets import KEYS_BUCKET, OrchestratorKey
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -133,6 +134,7 @@ class MemoryBus:
         self._events = _Stream()
         self._output = _Stream()
         self._beats: dict[str, tuple[NodeHeartbeat, datetime]] = {}
+        self._orchestrator_key: bytes | None = None
         self._durables: dict[str, _Durable] = {}
         self._responders: dict[str, dict[str, list[asyncio.Queue[MemoryRequest]]]] = {}
         self._turn = itertools.count()
@@ -295,6 +297,21 @@ class MemoryBus:
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         if not self._set_up:
+    # ------------------------------------------------------------ public keys
+
+    async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
+        if not self._set_up:
+            raise NotSetUp(f"bucket {KEYS_BUCKET}")
+        self._orchestrator_key = codec.encode(key)
+
+    async def orchestrator_key(self) -> OrchestratorKey | None:
+        if not self._set_up or self._orchestrator_key is None:
+            return None
+        try:
+            return codec.decode_orchestrator_key(self._orchestrator_key)
+        except DecodeError:
+            return None
+
             raise NotSetUp(f"bucket {subjects.NODES_BUCKET}")
         return {node: hb for node, (hb, _) in self._beats.items()}
 

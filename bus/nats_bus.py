@@ -45,6 +45,7 @@ from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
 
+from schemas.secrets import OrchestratorKey
 if TYPE_CHECKING:
     from bus.nats_consumers import NatsDelivery, NatsRequest
 
@@ -428,6 +429,19 @@ class NatsBus:
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""
+    # ------------------------------------------------------------ public keys
+
+    async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
+        from bus import nats_keys
+
+        await nats_keys.put_orchestrator_key(self.js, key)
+
+    async def orchestrator_key(self) -> OrchestratorKey | None:
+        """The orchestrator's sealing key record, None when there is none (see bus.nats_keys)."""
+        from bus import nats_keys
+
+        return await nats_keys.orchestrator_key(self.js)
+
         from bus import nats_nodes
 
         return await nats_nodes.snapshot(self)

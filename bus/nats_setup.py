@@ -9,13 +9,14 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
+from bus import nats_keys
 from bus.errors import BusError
 from bus.port import StreamLimits
 from schemas import subjects
 
 
 async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
-    """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
+    """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, the nexus-nodes bucket and the nexus-keys bucket."""
     events = api.StreamConfig(
         name=subjects.EVENTS_STREAM,
         description="Nexus event log: the source of truth",
@@ -59,6 +60,7 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
             ttl=max(limits.node_ttl_s * 6, 60.0),
             replicas=limits.replicas or 1,
         )
+        await nats_keys.ensure_bucket(js, limits)
     except nats.js.errors.APIError as exc:
         raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError):

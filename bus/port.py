@@ -26,6 +26,7 @@ from schemas.envelope import Envelope, Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
+from schemas.secrets import OrchestratorKey
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,13 @@ class EventBus(Protocol):
         `on_snapshot` once those stored before the call have all been delivered."""
 
     # ---- the agent's side
+    # ---- public keys (the `nexus-keys` bucket; not the audit trail)
+    async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
+        """Publish the orchestrator's sealing key record (the orchestrator, at every start)."""
+
+    async def orchestrator_key(self) -> OrchestratorKey | None:
+        """The orchestrator's sealing key record; None when none is published (or its bucket does not exist yet)."""
+
     def dispatches(self, node_id: str) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
         """The node's durable dispatch consumer (`dispatch` and `cancel` for this node, in order).
         It exists once the context is entered and only sees what is published after its first creation."""

@@ -17,6 +17,7 @@ from schemas.errors import DecodeError, InvalidSubject
 from schemas.events import Event, NodeHeartbeat
 from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
 from schemas.rpc import QueryRequest, QueryResult
+from schemas.secrets import KEYS_BUCKET, OrchestratorKey
 
 
 def _tag(cls: type[msgspec.Struct]) -> str:
@@ -31,6 +32,7 @@ EVENT_TYPES: dict[str, type[Event]] = {_tag(cls): cls for cls in typing.get_args
 _encoder = msgspec.json.Encoder(enc_hook=str)
 _decoders: dict[str, msgspec.json.Decoder[typing.Any]] = {tag: msgspec.json.Decoder(cls) for tag, cls in EVENT_TYPES.items()}
 _heartbeat_decoder = msgspec.json.Decoder(NodeHeartbeat)
+_orchestrator_key_decoder = msgspec.json.Decoder(OrchestratorKey)
 _query_request_decoder = msgspec.json.Decoder(QueryRequest)
 _query_result_decoder = msgspec.json.Decoder(QueryResult)
 
@@ -91,6 +93,11 @@ def decode(subject: str, data: bytes) -> Event:
 def decode_heartbeat(data: bytes) -> NodeHeartbeat:
     hb: NodeHeartbeat = _decode(_heartbeat_decoder, subjects.NODES_BUCKET, data)
     return hb
+
+
+def decode_orchestrator_key(data: bytes) -> OrchestratorKey:
+    key: OrchestratorKey = _decode(_orchestrator_key_decoder, KEYS_BUCKET, data)
+    return key
 
 
 def decode_query_request(data: bytes) -> QueryRequest:

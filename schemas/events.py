@@ -60,6 +60,9 @@ class JobRequested(Envelope, frozen=True, kw_only=True, tag="job.requested"):
     after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
+    secrets: Names = []
+    """Names of `env` entries that are secret besides those whose names match the redaction
+    patterns or whose values are sealed (`sealed:v1:...`, see schemas.secrets)."""
 
 
 class JobValidated(Envelope, frozen=True, kw_only=True, tag="job.validated"):
@@ -322,3 +325,6 @@ class NodeHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     interval_s: float = 2.0
     instance: str = ""
     running: list[str] = []
+    sealing_key: str = ""
+    """The agent's X25519 public key (base64): the orchestrator seals a job's secret env values
+    to it. Empty (an older agent): the node cannot receive jobs with secrets."""

@@ -19,6 +19,7 @@ from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobCancel, JobDispatch, JobExited, JobRequested, JobStarted, NodeHeartbeat
 from schemas.records import Record
+from schemas.secrets import OrchestratorKey
 from tests.conftest import wait_for
 from tests.contract.adapters import inject
 
@@ -216,6 +217,20 @@ class BusContract:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+
+    # ---------------------------------------------------------------- public keys
+
+    async def test_orchestrator_key_is_none_until_published_then_the_latest(self, fresh_bus: EventBus) -> None:
+        assert await fresh_bus.orchestrator_key() is None  # no bucket yet: no key, no error
+        await fresh_bus.ensure_streams()
+        assert await fresh_bus.orchestrator_key() is None
+        first = OrchestratorKey(public_key="a2V5LTE=", redacted_vars=["*_PASSWORD"], ts=TS)
+        await fresh_bus.put_orchestrator_key(first)
+        assert await fresh_bus.orchestrator_key() == first
+        second = OrchestratorKey(public_key="a2V5LTI=", ts=TS)
+        await fresh_bus.put_orchestrator_key(second)
+        got = await fresh_bus.orchestrator_key()
+        assert got == second and got is not None and "*_TOKEN" in got.redacted_vars
 
     # ---------------------------------------------------------------- setup
 
