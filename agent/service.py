@@ -156,7 +156,7 @@ class Agent:
 
     async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Delivery) -> None:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
-        out = Outgoing(subjects.job(job_id, "accepted"), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
+        out = Outgoing(subjects.fact(job_id, "accepted", self.node_id), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
         expected = msg.record.seq
         pub: Published | None = None
         try:
@@ -236,11 +236,15 @@ class Agent:
             if first_output_at is None:
                 first_output_at = datetime.now(UTC)
             chunk_no += 1
-            await _retry(lambda: self.bus.publish_output(job_id, attempt, chunk_no, data))
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, chunk_no, data, self.node_id))
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
-            await _retry(lambda: self.bus.publish(Outgoing(subjects.job(job_id, "started"), ev, msgids.job(job_id, "started", attempt))))
+            await _retry(
+                lambda: self.bus.publish(
+                    Outgoing(subjects.fact(job_id, "started", self.node_id), ev, msgids.job(job_id, "started", attempt))
+                )
+            )
 
         # The job may ask where it runs (a deploy script, a health check on one node).
         nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt), "TERM": "xterm"}
@@ -282,7 +286,7 @@ class Agent:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
             self.running.pop(job_id, None)
-        out = Outgoing(subjects.job(job_id, "exited"), exited, msgids.job(job_id, "exited", attempt))
+        out = Outgoing(subjects.fact(job_id, "exited", self.node_id), exited, msgids.job(job_id, "exited", attempt))
         await _retry(lambda: self.bus.publish(out))
         log.info("job.exited", job_id=job_id, exit_code=exited.exit_code, killed_by=exited.killed_by)
 
@@ -300,5 +304,3 @@ async def _retry(action, *, what: str = "publish") -> object:  # type: ignore[no
             log.warning("agent.retrying", what=what, error=str(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
-
-

@@ -202,8 +202,10 @@ class MemoryBus:
             expected_seq = pub.seq
         return done
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
-        self._stream(subjects.OUTPUT_STREAM).append(subjects.output(job_id, attempt), data, msgids.output(job_id, attempt, number), number)
+    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
+        self._stream(subjects.OUTPUT_STREAM).append(
+            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number
+        )
         self._changed()
 
     def inject(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
@@ -295,8 +297,6 @@ class MemoryBus:
         self._beats[hb.node] = (hb, datetime.now(UTC))
         self._changed()
 
-    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
-        if not self._set_up:
     # ------------------------------------------------------------ public keys
 
     async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
@@ -312,6 +312,8 @@ class MemoryBus:
         except DecodeError:
             return None
 
+    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
+        if not self._set_up:
             raise NotSetUp(f"bucket {subjects.NODES_BUCKET}")
         return {node: hb for node, (hb, _) in self._beats.items()}
 

@@ -172,9 +172,9 @@ class NatsBus:
             expected_seq = pub.seq
         return done
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
+    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
         headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
-        subject = subjects.output(job_id, attempt)
+        subject = subjects.output(job_id, attempt, node_id)
         with map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 

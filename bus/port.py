@@ -87,6 +87,7 @@ class EventBus(Protocol):
     """The event log (NEXUS_EVENTS), job output (NEXUS_OUTPUT), node heartbeats and the query channel."""
 
     url: str
+    """The server's URL, to name it in messages: its credentials masked (bus.urls.redact_url)."""
     reconnected_at: datetime | None
     """When the connection last came back (None: never lost); silence before it may have been ours."""
 
@@ -110,7 +111,7 @@ class EventBus(Protocol):
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
         """Publish decisions on one entity in order, each expecting the previous one."""
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes) -> None:
+    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
         """Store output chunk `number` (1, 2, ...) of a job's attempt; a retry is harmless."""
 
     # ---- reading
@@ -156,7 +157,6 @@ class EventBus(Protocol):
         """Call `on_beat` for every heartbeat (`ts`: when it was stored), forever;
         `on_snapshot` once those stored before the call have all been delivered."""
 
-    # ---- the agent's side
     # ---- public keys (the `nexus-keys` bucket; not the audit trail)
     async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
         """Publish the orchestrator's sealing key record (the orchestrator, at every start)."""
@@ -164,6 +164,7 @@ class EventBus(Protocol):
     async def orchestrator_key(self) -> OrchestratorKey | None:
         """The orchestrator's sealing key record; None when none is published (or its bucket does not exist yet)."""
 
+    # ---- the agent's side
     def dispatches(self, node_id: str) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
         """The node's durable dispatch consumer (`dispatch` and `cancel` for this node, in order).
         It exists once the context is entered and only sees what is published after its first creation."""
@@ -217,4 +218,6 @@ def _without_ts(event: Envelope) -> Envelope:
 
 def reclaimed(mine: Outgoing) -> Outgoing:
     """`mine` under an id derived from what it says (so its own retries still dedupe)."""
-    return Outgoing(mine.subject, mine.event, msgids.reclaimed(mine.msg_id, hashlib.sha256(codec.encode(_without_ts(mine.event))).hexdigest()[:16]))
+    return Outgoing(
+        mine.subject, mine.event, msgids.reclaimed(mine.msg_id, hashlib.sha256(codec.encode(_without_ts(mine.event))).hexdigest()[:16])
+    )

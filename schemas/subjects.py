@@ -54,6 +54,18 @@ def cancel(job_id: str, node_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.cancel.{check_id(node_id, 'node id')}"
 
 
+NODE_FACTS = ("accepted", "started", "exited")
+"""Job kinds that are facts from the node that ran the job: their subjects end in the node id,
+so the server can let an agent publish only its own (DESIGN §9)."""
+
+
+def fact(job_id: str, kind: str, node_id: str) -> str:
+    """`nexus.evt.job.<job_id>.<kind>.<node_id>`, for the node facts (NODE_FACTS)."""
+    if kind not in NODE_FACTS:
+        raise InvalidSubject(kind, f"not a node fact (one of {', '.join(NODE_FACTS)})")
+    return f"nexus.evt.job.{check_id(job_id, 'job id')}.{kind}.{check_id(node_id, 'node id')}"
+
+
 def agent_filters(node_id: str) -> list[str]:
     """What one agent's durable consumer filters on: its dispatches and cancels."""
     check_id(node_id, "node id")
@@ -73,13 +85,14 @@ def api(request_id: str, kind: str) -> str:
     return f"nexus.evt.api.{check_id(request_id, 'request id')}.{kind}"
 
 
-def output(job_id: str, attempt: int) -> str:
-    """Raw PTY output of one attempt of a job."""
-    return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}"
+def output(job_id: str, attempt: int, node_id: str) -> str:
+    """Raw output of one attempt of a job, from the node that ran it: `nexus.out.<job_id>.<attempt>.<node_id>`."""
+    return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}.{check_id(node_id, 'node id')}"
 
 
 def output_all(job_id: str) -> str:
-    return f"nexus.out.{check_id(job_id, 'job id')}.*"
+    """All output of a job (also the `nexus.out.<job_id>.<attempt>` of releases before the node id)."""
+    return f"nexus.out.{check_id(job_id, 'job id')}.>"
 
 
 class SubjectRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +126,10 @@ def parse(subject: str) -> SubjectRef:
         if len(parts) != 6 or not is_valid_id(parts[5]):
             raise InvalidSubject(subject, f"{kind} needs exactly one node id after it")
         node_id = parts[5]
+    elif family == "job" and kind in NODE_FACTS and len(parts) == 6:  # 5 tokens: before the node id
+        if not is_valid_id(parts[5]):
+            raise InvalidSubject(subject, f"invalid node id {parts[5]!r}")
+        node_id = parts[5]
     elif len(parts) != 5:
         raise InvalidSubject(subject, "too many tokens")
     return SubjectRef(family=family, id=ident, kind=kind, node=node_id)  # type: ignore[arg-type]
@@ -144,8 +161,8 @@ def entity_filter(subject: str) -> str:
 
 
 def output_attempt(subject: str) -> int:
-    """The attempt of an output subject `nexus.out.<job_id>.<attempt>`."""
+    """The attempt of an output subject `nexus.out.<job_id>.<attempt>[.<node_id>]`."""
     parts = subject.split(".")
-    if len(parts) != 4 or parts[:2] != ["nexus", "out"] or not parts[3].isdigit():
-        raise InvalidSubject(subject, "not of the form nexus.out.<job_id>.<attempt>")
+    if len(parts) not in (4, 5) or parts[:2] != ["nexus", "out"] or not parts[3].isdigit() or len(parts[3]) > 9:
+        raise InvalidSubject(subject, "not of the form nexus.out.<job_id>.<attempt>.<node_id>")
     return int(parts[3])

@@ -40,6 +40,7 @@ from schemas.events import (
     JobTimedOut,
     JobValidated,
 )
+from schemas.secrets import Redaction, masked
 
 # Before the job reaches a node.
 Admission = JobValidated | JobApprovalRequired | JobApproved | JobDenied | JobRejected | JobQueued
@@ -78,6 +79,10 @@ def evolve_job(job: JobView | None, job_id: str, ev: JobEvent, ts: datetime, seq
 def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, ts: datetime, seq: int) -> Step:
     if isinstance(ev, Admission):
         return _admission(job, ev, ts), None
+    if isinstance(ev, NodeFact):
+        if (refused := _not_from_the_runner(job, ev)) is not None:
+            return job, refused
+        return _on_node(job, ev, ts), None
     if isinstance(ev, OnNode):
         return _on_node(job, ev, ts), None
     if isinstance(ev, Outcome):
@@ -88,6 +93,9 @@ def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, t
 
 
 def requested(job_id: str, ev: JobRequested, ts: datetime, seq: int) -> JobView:
+    # Secret values (sealed, or in clear from a foreign publisher) never reach the view:
+    # the decider reads them from the request in the log when it seals them for the node.
+    secrets = Redaction().secret_names(ev.env, ev.secrets)
     return JobView(
         job_id=job_id,
         status=S.REQUESTED,
@@ -97,7 +105,8 @@ def requested(job_id: str, ev: JobRequested, ts: datetime, seq: int) -> JobView:
         labels=dict(ev.labels),
         prefer=dict(ev.prefer),
         working_dir=ev.working_dir,
-        env=dict(ev.env),
+        env=masked(ev.env, secrets),
+        secrets=secrets,
         timeout_s=ev.timeout_s,
         priority=ev.priority,
         tests=list(ev.tests),
@@ -172,6 +181,27 @@ def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
 
 
 # ---------------------------------------------------------------- on the node
+
+# The facts a node reports about the attempt it runs, and the statuses each may follow.
+NodeFact = JobAccepted | JobStarted | JobExited
+_FACT_AFTER: dict[type, tuple[str, frozenset[JobStatus]]] = {
+    JobAccepted: ("accepted", frozenset({S.DISPATCHED})),
+    JobStarted: ("started", frozenset({S.ACCEPTED})),
+    JobExited: ("exited", frozenset({S.ACCEPTED, S.RUNNING})),
+}
+
+
+def _not_from_the_runner(job: JobView, ev: NodeFact) -> str | None:
+    """Why a node fact cannot count (None: it can): it must come from the node the current
+    attempt was dispatched to, for that attempt, in the order the agent reports them."""
+    if job.terminal:
+        return "event after the job ended, ignored"
+    if ev.node != job.node or ev.attempt != job.attempt:
+        return f"fact from node {ev.node!r} attempt {ev.attempt}, but the job's attempt {job.attempt} is on {job.node!r}: refused"
+    kind, after = _FACT_AFTER[type(ev)]
+    if job.status not in after:
+        return f"{kind} cannot follow status {job.status}: refused"
+    return None
 
 
 def _on_node(job: JobView, ev: OnNode, ts: datetime) -> JobView:

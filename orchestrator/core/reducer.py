@@ -13,7 +13,7 @@ from typing import NamedTuple, assert_never
 import msgspec
 from msgspec.structs import replace
 
-from orchestrator.core.job_fold import evolve_job, touched
+from orchestrator.core.job_fold import NodeFact, evolve_job, touched
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.views import JobView, NodeView
 from schemas import subjects
@@ -52,7 +52,7 @@ def apply(
     pipelines: Mapping[str, PipelineView] | None = None,
 ) -> Applied:
     """Fold one record. The mappings must hold the views of the ids the record names."""
-    ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
+    ts = rec.stream_ts  # the server's time: a payload's `ts` is the publisher's claim, never the record's
     ref = _parse(rec.subject)
     views = _Views(jobs, nodes, pipelines or {})
     if rec.event is None or ref is None:
@@ -62,7 +62,7 @@ def apply(
     else:
         etype = event_type(rec.event)
         job_id = ref.id if ref.family == "job" else None
-        changed, note = _fold(views, ref.id, job_id, rec.event, ts, rec.seq)
+        changed, note = _fold(views, ref.id, job_id, ref.node, rec.event, ts, rec.seq)
     moved = touch_entities(rec, views.jobs, views.nodes, views.pipelines)
     row = _row(rec, ref, etype, ts, rec.error or note, changed[0].node if changed[0] is not None else None)
     return Applied(row=row, job=changed[0] or moved[0], node=changed[1] or moved[1], pipeline=changed[2] or moved[2])
@@ -99,11 +99,15 @@ class _Views(NamedTuple):
     pipelines: Mapping[str, PipelineView]
 
 
-def _fold(views: _Views, ident: str, job_id: str | None, ev: Event, ts: datetime, seq: int) -> tuple[_Changed, str | None]:
+def _fold(
+    views: _Views, ident: str, job_id: str | None, subject_node: str | None, ev: Event, ts: datetime, seq: int
+) -> tuple[_Changed, str | None]:
     """Route an event to its family's evolve function: what changed, and a note when nothing did."""
     if isinstance(ev, JobEvent):
         if job_id is None:
             return (None, None, None), None
+        if isinstance(ev, NodeFact) and subject_node is not None and subject_node != ev.node:
+            return (None, None, None), f"published on node {subject_node!r}'s subject but names node {ev.node!r}: refused"
         job, note = evolve_job(views.jobs.get(job_id), job_id, ev, ts, seq)
         return (job, None, None), note
     if isinstance(ev, NodeEvent):

@@ -99,7 +99,7 @@ async def test_a_decision_on_a_job_that_moved_meanwhile_is_refused(client: Nexus
 async def test_follow_ends_after_the_verdict_once_the_stored_output_is_read(client: NexusClient) -> None:
     bus = client.bus
     await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
-    await bus.publish_output("j1", 1, 1, b"hi\n")
+    await bus.publish_output("j1", 1, 1, b"hi\n", "n1")
     await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=1))
     await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
     seen = [(i.record.seq if i.record else None, i.chunk.data if i.chunk else None) async for i in follow_job(bus, "j1")]

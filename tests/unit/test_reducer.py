@@ -58,7 +58,16 @@ def stream_ts(seq: int) -> datetime:
 
 
 def rec(seq: int, subject: str, event: Event) -> Record:
-    return Record(seq=seq, subject=subject, stream_ts=stream_ts(seq), raw=codec.encode(event), event=event)
+    """A record as the server stores it: stamped when the publish arrived, which in these
+    histories is the publisher's own `ts` when it gave one (the record uses the server's)."""
+    return Record(seq=seq, subject=subject, stream_ts=event.ts or stream_ts(seq), raw=codec.encode(event), event=event)
+
+
+def test_the_record_keeps_the_servers_time_not_the_payloads() -> None:
+    backdated = JobRequested(ts=datetime(2001, 1, 1, tzinfo=UTC), command="echo hi")
+    r = Record(seq=1, subject=subjects.job("j1", "requested"), stream_ts=at(5), raw=codec.encode(backdated), event=backdated)
+    a = Fold().apply(r)
+    assert a.job is not None and (a.job.requested_at, a.row.ts) == (at(5), at(5))
 
 
 class Fold:
