@@ -427,8 +427,6 @@ class NatsBus:
 
         await nats_nodes.watch(self, on_beat, on_snapshot, idle_s=idle_s)
 
-    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
-        """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""
     # ------------------------------------------------------------ public keys
 
     async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
@@ -442,6 +440,8 @@ class NatsBus:
 
         return await nats_keys.orchestrator_key(self.js)
 
+    async def heartbeats(self) -> dict[str, NodeHeartbeat]:
+        """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""
         from bus import nats_nodes
 
         return await nats_nodes.snapshot(self)
