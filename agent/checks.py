@@ -57,11 +57,13 @@ async def run_checks(
     cancel: asyncio.Event | None = None,
     *,
     kill_grace_s: float = 5.0,
+    secrets: tuple[bytes, ...] = (),
 ) -> list[TestResult]:
     """One result per node-side test in ``tests``, in order; never raises.
 
     ``cancel`` is the job's cancel event; ``kill_grace_s`` is how long a
-    command test's processes get between SIGTERM and SIGKILL.
+    command test's processes get between SIGTERM and SIGKILL; a command test's
+    output is masked of ``secrets`` as the job's is.
     """
     results: list[TestResult] = []
     for test in tests:
@@ -71,7 +73,7 @@ async def run_checks(
             results.append(_result(test, passed=False, actual=_NOT_CHECKED))
             continue
         try:
-            results.append(await _check(test, cwd, env, cancel, kill_grace_s))
+            results.append(await _check(test, cwd, env, cancel, kill_grace_s, secrets))
         except Exception as exc:
             log.exception("job.check_failed", test=_kind(test))
             results.append(_result(test, passed=False, actual=f"agent error: {describe(exc)}"))
@@ -84,14 +86,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _check(test: NodeTest, cwd: str | None, env: Mapping[str, str], cancel: asyncio.Event | None, kill_grace_s: float) -> TestResult:
+async def _check(
+    test: NodeTest, cwd: str | None, env: Mapping[str, str], cancel: asyncio.Event | None, kill_grace_s: float, secrets: tuple[bytes, ...]
+) -> TestResult:
     match test:
         case FileExistsTest():
             return _file_exists(test, cwd)
         case HttpOkTest():
             return await _http_ok(test, cancel)
         case CommandTest():
-            return await _command(test, cwd, env, cancel, kill_grace_s)
+            return await _command(test, cwd, env, cancel, kill_grace_s, secrets)
 
 
 def _kind(test: NodeTest) -> str:
@@ -143,9 +147,16 @@ class OutputTail:
 
 
 async def _command(
-    test: CommandTest, cwd: str | None, env: Mapping[str, str], cancel: asyncio.Event | None, kill_grace_s: float
+    test: CommandTest,
+    cwd: str | None,
+    env: Mapping[str, str],
+    cancel: asyncio.Event | None,
+    kill_grace_s: float,
+    secrets: tuple[bytes, ...],
 ) -> TestResult:
-    spec = RunSpec(argv=["bash", "-c", test.command], cwd=cwd, env=dict(env), timeout_s=test.timeout_s, kill_grace_s=kill_grace_s)
+    spec = RunSpec(
+        argv=["bash", "-c", test.command], cwd=cwd, env=dict(env), timeout_s=test.timeout_s, kill_grace_s=kill_grace_s, secrets=secrets
+    )
     tail = OutputTail()
     leader: int | None = None
 

@@ -11,6 +11,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+from agent.masking import OutputMasker
+
 READ_SIZE = 64 * 1024
 # After the command exited, output still arriving within this window is
 # collected; after that, processes still holding the pty are killed.
@@ -112,17 +114,35 @@ class PtyReader:
             self.changed.set()
 
 
-async def deliver(reader: PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float) -> None:
-    """Hand buffered bytes to ``on_output`` in order, coalesced into chunks."""
+async def deliver(
+    reader: PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float, masker: OutputMasker | None = None
+) -> None:
+    """Hand buffered bytes to ``on_output`` in order, coalesced into chunks; with a
+    ``masker``, the job's secrets replaced by the mask first (a secret split across two
+    chunks included: the bytes that may start one wait for the next chunk)."""
+
+    async def publish(chunk: bytes) -> None:
+        if chunk:
+            await on_output(chunk)
+            reader.delivered_bytes += len(chunk)
+            reader.delivered_chunks += 1
 
     async def emit(n: int) -> None:
         chunk = reader.take(n)
-        await on_output(chunk)
-        reader.delivered_bytes += len(chunk)
-        reader.delivered_chunks += 1
+        await publish(masker.feed(chunk) if masker is not None else chunk)
+
+    async def flush() -> None:
+        if masker is not None and masker.pending:
+            await publish(masker.flush())
 
     try:
-        await _deliver_until_eof(reader, emit, chunk_max, interval_s)
+        try:
+            await _deliver_until_eof(reader, emit, chunk_max, interval_s)
+        except OSError as exc:
+            if exc is reader.error:  # the end of output, if a broken one: publish what was held back
+                await flush()
+            raise
+        await flush()
     except BaseException:
         # Nobody will take bytes any more: stop reading so that waiting for
         # the end of output cannot hang on a full buffer.

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 
 from agent import process_tree
+from agent.masking import OutputMasker
 from agent.pty_output import OutputCallback, PtyReader, deliver, drain
 
 
@@ -55,6 +56,7 @@ class RunSpec:
     rows: int = 30
     chunk_max: int = 32 * 1024
     flush_interval_s: float = 0.05
+    secrets: tuple[bytes, ...] = ()  # replaced by the mask in the output (agent.masking)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +113,8 @@ class PtyRunner:
                 await on_started(pid)
             # Started only now so no chunk can overtake on_started.
             reader.start()
-            delivery = asyncio.create_task(deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s))
+            masker = OutputMasker(spec.secrets) if spec.secrets else None
+            delivery = asyncio.create_task(deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s, masker))
             killed_by = await _supervise(spec, reaper.exited, delivery, cancel, started)
             if killed_by is not None:
                 await process_tree.kill_tree(pid, spec.kill_grace_s, tty=tty)

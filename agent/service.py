@@ -17,17 +17,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
 import structlog
 
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
+from agent.environment import job_environment
+from agent.masking import mask_text, maskable
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
 from bus.port import Delivery, EventBus, Published, raise_if_cancelling
+from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 from schemas.records import Record
+from schemas.secrets import is_sealed
 
 log = structlog.get_logger("nexus.agent")
 
@@ -51,6 +56,8 @@ class Agent:
         heartbeat_s: float = 2.0,
         extra_tools: tuple[str, ...] = (),
         kill_grace_s: float = 5.0,
+        sealing_key: SealingKey | None = None,
+        pass_env: tuple[str, ...] = (),
     ) -> None:
         self.bus = bus
         self.node_id = subjects.check_id(node_id, "node id")
@@ -59,6 +66,10 @@ class Agent:
         self.heartbeat_s = heartbeat_s
         self.tools = discover_tools(extra_tools)
         self.kill_grace_s = kill_grace_s
+        # Opens the secrets sealed to this node; its public half goes into every heartbeat.
+        # Without one (in-process agents in tests) a key lives as long as the process.
+        self.sealing_key = sealing_key or SealingKey.generate()
+        self.pass_env = pass_env
         self.instance = uuid.uuid4().hex[:12]
         self.running: dict[str, _Running] = {}
         self.runner = PtyRunner()
@@ -107,6 +118,17 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
 
+    def _open_secrets(self, env: dict[str, str]) -> tuple[dict[str, str], tuple[bytes, ...]]:
+        """The job's env with its sealed values opened, and the bytes to mask in its output."""
+        opened: dict[str, str] = {}
+        for name, value in env.items():
+            if is_sealed(value):
+                try:
+                    opened[name] = self.sealing_key.open(value)
+                except SealedValueError as exc:
+                    raise SpawnFailed(f"secret {name} cannot be opened: {exc.reason} (did this agent's sealing key change?)") from None
+        return {**env, **opened}, maskable(opened.values())
+
     def _heartbeat(self) -> NodeHeartbeat:
         return NodeHeartbeat(
             node=self.node_id,
@@ -120,6 +142,7 @@ class Agent:
             interval_s=self.heartbeat_s,
             instance=self.instance,
             running=sorted(self.running),
+            sealing_key=self.sealing_key.public_key,
         )
 
     async def _beat(self) -> None:
@@ -247,23 +270,29 @@ class Agent:
             )
 
         # The job may ask where it runs (a deploy script, a health check on one node).
-        nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt), "TERM": "xterm"}
-        env = {**os.environ, **nexus_env, **dispatch.env}
-        spec = RunSpec(
-            argv=dispatch.argv,
-            cwd=dispatch.working_dir,
-            env=env,
-            timeout_s=dispatch.timeout_s,
-            kill_grace_s=self.kill_grace_s,
-        )
-        log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
+        nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt)}
+        secrets: tuple[bytes, ...] = ()
         try:
+            job_env, secrets = self._open_secrets(dispatch.env)
+            # A minimal environment (agent.environment), never the agent's own whole one.
+            env = job_environment(os.environ, nexus_env, job_env, self.pass_env)
+            spec = RunSpec(
+                argv=dispatch.argv,
+                cwd=dispatch.working_dir,
+                env=env,
+                timeout_s=dispatch.timeout_s,
+                kill_grace_s=self.kill_grace_s,
+                secrets=secrets,
+            )
+            log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
             result = await self.runner.run(spec, on_output, run.cancel, on_started)
             killed_by = result.killed_by
             checks = []
             if killed_by is None:
                 # Tests get the job's cancel: they stop (their processes killed) when it is set.
-                checks = await run_checks(dispatch.tests, dispatch.working_dir, env, run.cancel, kill_grace_s=self.kill_grace_s)
+                checks = await run_checks(
+                    dispatch.tests, dispatch.working_dir, env, run.cancel, kill_grace_s=self.kill_grace_s, secrets=secrets
+                )
                 if checks and run.cancel.is_set():
                     killed_by = "cancel"  # cancelled during its test phase: the attempt ends cancelled
             exited = JobExited(
@@ -286,9 +315,24 @@ class Agent:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
             self.running.pop(job_id, None)
+        exited = _masked(exited, secrets)
         out = Outgoing(subjects.fact(job_id, "exited", self.node_id), exited, msgids.job(job_id, "exited", attempt))
         await _retry(lambda: self.bus.publish(out))
         log.info("job.exited", job_id=job_id, exit_code=exited.exit_code, killed_by=exited.killed_by)
+
+
+def _masked(exited: JobExited, secrets: tuple[bytes, ...]) -> JobExited:
+    """`exited` with the job's secrets masked in its error and test results."""
+    if not secrets:
+        return exited
+    checks = [
+        msgspec.structs.replace(
+            c, expected=mask_text(c.expected, secrets), actual=mask_text(c.actual, secrets), message=mask_text(c.message, secrets)
+        )
+        for c in exited.checks
+    ]
+    error = mask_text(exited.error, secrets) if exited.error is not None else None
+    return msgspec.structs.replace(exited, checks=checks, error=error)
 
 
 async def _retry(action, *, what: str = "publish") -> object:  # type: ignore[no-untyped-def]

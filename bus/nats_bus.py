@@ -44,8 +44,8 @@ from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
-
 from schemas.secrets import OrchestratorKey
+
 if TYPE_CHECKING:
     from bus.nats_consumers import NatsDelivery, NatsRequest
 

@@ -14,15 +14,21 @@ import msgspec
 from orchestrator.core import reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
+from orchestrator.secrets import redact_record
 from orchestrator.store import DuckDBStore
 from schemas import subjects
 from schemas.limits import MAX_REASON_CHARS
 from schemas.records import Record
+from schemas.secrets import Redaction
 
 
 class Projection:
-    def __init__(self, store: DuckDBStore, on_ignored: Callable[[Record, str], None] | None = None) -> None:
+    def __init__(
+        self, store: DuckDBStore, on_ignored: Callable[[Record, str], None] | None = None, redaction: Redaction | None = None
+    ) -> None:
         self.store = store
+        # Secret env values that came in clear are masked before anything is folded or stored.
+        self.redaction = redaction or Redaction()
         self.on_ignored = on_ignored
         self.applied_seq = store.checkpoint()
         self.jobs: dict[str, JobView] = store.active_jobs(TERMINAL)
@@ -40,7 +46,7 @@ class Projection:
         `events` with the reason, no effect on any view; listed in `quarantined`)."""
         self.changed_pipelines = {}
         self.quarantined = []
-        batch = [r for r in batch if r.seq > self.applied_seq]
+        batch = [redact_record(r, self.redaction) for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         self._load_missing(batch)

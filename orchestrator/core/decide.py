@@ -71,6 +71,23 @@ class Review:
     duration_ms: float = 0.0
 
 
+class CannotSeal(Exception):
+    """A job's secrets cannot be sealed for a node (its request is unreadable, or sealed to another key)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Sealer(Protocol):
+    """Seals one job's secret env values to a node's public key. The values and the
+    cryptography stay outside the pure core (orchestrator.secrets builds it)."""
+
+    def seal_for(self, node_key: str) -> Mapping[str, str]:
+        """Each secret entry's value sealed to `node_key` (`sealed:v1:...`); raises CannotSeal."""
+        ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What a decision may depend on besides the job and the fleet."""
@@ -84,6 +101,9 @@ class Context:
     output: assertions.OutputScan | str | None = None
     # The verification job of a later test run, once it exists.
     verification: JobView | None = None
+    # Seals the job's secrets for the chosen node; None: not at hand now (a job with
+    # secrets then waits for the next decision).
+    sealer: Sealer | None = None
 
 
 def argv_for(tool: str, command: str) -> list[str]:
@@ -110,7 +130,7 @@ def decide_job(job: JobView, fleet: Fleet, now: datetime, ctx: Context | None = 
         case S.APPROVAL_REQUIRED:
             return []  # a person decides
         case S.ASSIGNED | S.DISPATCHED | S.ACCEPTED | S.RUNNING:
-            return _on_node(job, fleet, now)
+            return _on_node(job, fleet, now, ctx.sealer)
         case S.EXITED:
             return exited(job, now, ctx.output)
         case S.DENIED | S.REJECTED | S.SUCCEEDED | S.FAILED | S.TIMED_OUT | S.CANCELLED | S.LOST:
@@ -141,10 +161,10 @@ def _placeable(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[
         hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers)
         return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, msgids.job(job.job_id, "approval_required", job.last_seq))]
     waiting = _dependencies(job, now, ctx)
-    return waiting if waiting is not None else _place(job, fleet, now)
+    return waiting if waiting is not None else _place(job, fleet, now, ctx.sealer)
 
 
-def _on_node(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
+def _on_node(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:
     """Re-send a dispatch that never reached the log; declare an attempt lost when its node or agent went away."""
     if job.node is None:
         return []
@@ -152,7 +172,12 @@ def _on_node(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         # The dispatch of this attempt never reached the log (the publish after
         # `assigned` failed): send it again, same message id. Had it been stored,
         # the job's last sequence would have moved and the server refuses this.
-        dispatch = dispatch_for(job, job.attempt, now)
+        try:
+            dispatch = _sealed_dispatch(job, job.attempt, now, fleet.heartbeats[job.node], sealer)
+        except CannotSeal as exc:
+            return reject(job, now, "secret_unreadable", exc.reason)
+        if dispatch is None:
+            return []
         return [Outgoing(subjects.dispatch(job.job_id, job.node), dispatch, msgids.job(job.job_id, "dispatch", job.attempt))]
     hb = fleet.heartbeats.get(job.node)
     if not fleet.is_live(job.node, now):
@@ -214,7 +239,7 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     # Place in the same decision when possible, so a job costs one round trip.
     after = _with_status(job, JobStatus.VALIDATED)
     rest = _dependencies(after, now, ctx)
-    return [first, *(rest if rest is not None else _place(after, fleet, now))]
+    return [first, *(rest if rest is not None else _place(after, fleet, now, ctx.sealer))]
 
 
 def _with_status(job: JobView, status: JobStatus) -> JobView:
@@ -254,7 +279,7 @@ def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:
     return "no_capable_node", f"no node{sel} has tool {job.tool!r}"
 
 
-def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
+def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:
     if job.requested_node is not None:
         target = job.requested_node
         candidates = [target] if fleet.is_live(target, now) and job.tool in fleet.heartbeats[target].tools else []
@@ -272,6 +297,15 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
         # A node that was live a moment ago and is merely not heard from (a broker
         # restart, a network blip) makes the job wait, not fail.
         return [] if job.status == "queued" else [out(job, JobQueued(ts=now, reason=waiting), "queued")]
+    if job.secrets:
+        keyed = [n for n in candidates if fleet.heartbeats[n].sealing_key]
+        if not keyed:
+            reason = (
+                f"the job has secrets ({', '.join(job.secrets)}) and no capable node advertises a sealing key "
+                f"to receive them ({', '.join(candidates)}: an agent older than the secrets support?)"
+            )
+            return reject(job, now, "no_sealing_key", reason)
+        candidates = keyed
     free = [n for n in candidates if fleet.load.get(n, 0) < fleet.heartbeats[n].max_jobs]
     if not free:
         if job.status == "queued":
@@ -282,11 +316,17 @@ def _place(job: JobView, fleet: Fleet, now: datetime) -> list[Outgoing]:
     chosen = ranked[0]
     attempt = job.attempt + 1
     why = "requested node" if job.requested_node else explain_choice(fleet, ranked, job.prefer)
+    try:
+        dispatch = _sealed_dispatch(job, attempt, now, fleet.heartbeats[chosen], sealer)
+    except CannotSeal as exc:
+        return reject(job, now, "secret_unreadable", exc.reason)
+    if dispatch is None:
+        return []  # its secrets are not at hand now: the next decision places it
     fleet.load[chosen] = fleet.load.get(chosen, 0) + 1
     assigned = JobAssigned(ts=now, node=chosen, attempt=attempt, candidates=candidates, reason=why)
     return [
         out(job, assigned, "assigned", attempt),
-        Outgoing(subjects.dispatch(job.job_id, chosen), dispatch_for(job, attempt, now), msgids.job(job.job_id, "dispatch", attempt)),
+        Outgoing(subjects.dispatch(job.job_id, chosen), dispatch, msgids.job(job.job_id, "dispatch", attempt)),
     ]
 
 
@@ -307,8 +347,9 @@ class Runnable(Protocol):
     def tests(self) -> list[JobTest]: ...
 
 
-def dispatch_for(job: Runnable, attempt: int, now: datetime) -> JobDispatch:
-    """The command for the agent, as this job's attempt will get it (also used to size it up front)."""
+def dispatch_for(job: Runnable, attempt: int, now: datetime, sealed_env: Mapping[str, str] | None = None) -> JobDispatch:
+    """The command for the agent, as this job's attempt will get it (also used to size it up front).
+    `sealed_env`: the job's secret entries, sealed to the node's key, in place of their masks."""
     return JobDispatch(
         ts=now,
         attempt=attempt,
@@ -316,10 +357,24 @@ def dispatch_for(job: Runnable, attempt: int, now: datetime) -> JobDispatch:
         command=job.command,
         argv=argv_for(job.tool, job.command),
         working_dir=job.working_dir,
-        env=job.env,
+        env={**job.env, **sealed_env} if sealed_env else job.env,
         timeout_s=job.timeout_s,
         tests=[t for t in job.tests if isinstance(t, NODE_TESTS)],
     )
+
+
+def _sealed_dispatch(job: JobView, attempt: int, now: datetime, hb: NodeHeartbeat, sealer: Sealer | None) -> JobDispatch | None:
+    """The dispatch for `hb`'s node with the job's secrets sealed to its key; None when they are not at hand now."""
+    if not job.secrets:
+        return dispatch_for(job, attempt, now)
+    if not hb.sealing_key:
+        raise CannotSeal(f"node {hb.node} advertises no sealing key: it cannot receive the job's secrets")
+    if sealer is None:
+        return None
+    sealed = dict(sealer.seal_for(hb.sealing_key))
+    if sorted(sealed) != sorted(job.secrets):
+        raise CannotSeal(f"the job's request holds secrets {sorted(sealed)}, its view {job.secrets}")
+    return dispatch_for(job, attempt, now, sealed)
 
 
 def capable_nodes(fleet: Fleet, tool: str, labels: Mapping[str, str], now: datetime) -> list[str]:

@@ -80,6 +80,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     prefer: dict[str, str] = {}
     working_dir: str | None = None
     env: dict[str, str] = {}
+    """The job's env, secret values shown as schemas.secrets.MASK (they never reach a view)."""
+    secrets: list[str] = []
+    """Names of the secret env entries: the decider seals them for the node from the job's request in the log."""
     timeout_s: float | None = None
     priority: int = 0
     tests: list[JobTest] = []
