@@ -20,7 +20,11 @@ Decisions worth knowing:
 - The working directory is followed through `cd`/`pushd` (and `working_dir`), so `cd / && rm -rf
   *` rates as deleting top-level directories; relative paths are judged by name otherwise.
 - `$(echo rm) -rf /` is folded: a substitution that only echoes literal words is replaced by
-  them. Any other computed command name (`$CMD -rf /`) is an info `dynamic_command`.
+  them (`printf '%q '` quotes as the shell reads it back). A command name or a sourced script
+  known only at run time (`$CMD -rf /`, `"$@"`, `source "$F"`) fails closed: a critical
+  `unresolved_command`. A program named below a variable directory (`$HOME/bin/tool`) or looked
+  up by name (`$(command -v python3)`) is an info `dynamic_command`. Code nested deeper than
+  the caps below is critical too (`unparseable`): what it runs cannot be known.
 - Function bodies are checked as if called; a function that runs itself in the background or
   piped into itself (`:(){ :|:& };:`) is a critical `fork_bomb`.
 - Input bashlex cannot parse, even after the rewrites in `shell_parse`, gives an `unparseable`

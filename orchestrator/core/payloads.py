@@ -1,7 +1,7 @@
 """Literal payloads: what a pipeline of echo/printf and decoders writes, computed without running it.
 
 `pipeline_output(stages)` evaluates `echo TEXT | base64 -d | ...` when every stage is literal:
-the first writes known text (`echo`, `printf` with its escapes and `%s` arguments, `cat` of a
+the first writes known text (`echo`, `printf` with its escapes and `%s`/`%q` arguments, `cat` of a
 heredoc, a decoder fed a here-string) and each later one is a known transform (`base64 -d`,
 `base32 -d`, `xxd -r -p`, `rev`, rot13 through `tr`, `gunzip`/`zcat`, `openssl base64 -d`).
 Anything else gives None: the analysis then reports the payload as hidden code, with
@@ -15,6 +15,7 @@ import binascii
 import codecs
 import gzip
 import re
+import shlex
 import zlib
 from collections.abc import Sequence
 
@@ -55,18 +56,40 @@ def unescape(text: str) -> str:
     return _ESCAPE.sub(one, text)
 
 
+_CONVERSION = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?([sdbcqQ%])")
+_MAX_FORMAT_ROUNDS = 64
+
+
 def printf_output(args: Sequence[str]) -> str:
+    """What `printf FORMAT ARGS...` writes. `%q` quotes its argument for the shell (so
+    `eval "$(printf '%q ' rm -rf /)"` is read as `rm -rf /`), and the format is used again
+    while arguments are left, as printf does."""
     if not args:
         return ""
-    fmt, values = args[0], list(args[1:])
-    out = unescape(fmt)
-    if "%" in out:
-        it = iter(values)
-        out = re.sub(
-            r"%[-+ #0]*\d*(?:\.\d+)?([sdbc%])",
-            lambda m: "%" if m.group(1) == "%" else (unescape(next(it, "")) if m.group(1) == "b" else next(it, "")),
-            out,
-        )
+    fmt, values = unescape(args[0]), list(args[1:])
+    if "%" not in fmt:
+        return fmt
+    taken = 0
+
+    def one(m: re.Match[str]) -> str:
+        nonlocal taken
+        kind = m.group(1)
+        if kind == "%":
+            return "%"
+        value = values[taken] if taken < len(values) else ""
+        taken += 1
+        if kind == "b":
+            return unescape(value)
+        return shlex.quote(value) if kind in "qQ" else value
+
+    out = _CONVERSION.sub(one, fmt)
+    for _ in range(_MAX_FORMAT_ROUNDS):
+        before = taken
+        if taken >= len(values):
+            break
+        out += _CONVERSION.sub(one, fmt)
+        if taken == before or len(out) > _MAX_OUTPUT:
+            break
     return out
 
 

@@ -44,6 +44,10 @@ _PARSE_OVERHEAD = 256
 _MAX_SHOWN = 300
 
 _SIMPLIFY = "Check the quoting, or split the command into simpler steps the analyzer can parse"
+_SPELL_OUT = "Name the program literally (or put the command itself in the job) so it can be reviewed"
+# A program named by its full path below a directory from a variable (`$HOME/bin/tool`,
+# `${VENV}/bin/python`), or looked up by name (`$(command -v python3)`): the name is known.
+_NAMED_PROGRAM = re.compile(r"\$\{?\w+\}?/[^$`]+|(?:\$\(|`)\s*(?:which|command\s+-v|type\s+-[pP])\s+[\w.+-]+\s*[)`]")
 _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
 
 
@@ -105,6 +109,20 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
+def _computed_name(name: str) -> Risk:
+    """A command name known only at run time: a named program below a variable directory is
+    info; anything else (`$CMD`, `"$@"`, `$(get_cmd)`) fails closed."""
+    if _NAMED_PROGRAM.fullmatch(name):
+        return Risk("dynamic_command", "info", f"Command name '{name}' is computed at run time; the program is named, its path is not")
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command name '{_clip(name)}' is only known at run time (a variable or a command's output); "
+        "what it runs cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
 def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
     args = [w for w in argv[1:] if not w.text.startswith("-")]
     if not args:
@@ -150,8 +168,14 @@ class Walk:
 
     def script(self, text: str, depth: int, origin: str | None = None) -> None:
         if depth > _MAX_DEPTH:
+            # Fail closed: what runs at the inner levels is unknown, so it holds like a destructive command.
             self.add(
-                Risk("unparseable", "warning", "Command nests code more than 5 levels deep; not analyzed further", (_SIMPLIFY,)),
+                Risk(
+                    "unparseable",
+                    "critical",
+                    f"Command nests code more than {_MAX_DEPTH} levels deep; the inner levels cannot be checked - requires approval",
+                    (_SIMPLIFY,),
+                ),
                 origin or text,
             )
             return
@@ -203,10 +227,18 @@ class Walk:
             else:
                 reason = "the shell parser rejected it"
         self.parsed = False
-        self.add(
-            Risk("unparseable", "warning", f"Could not parse the command ({reason}); checked it with a text-level fallback", (_SIMPLIFY,)),
-            text,
-        )
+        if reason == "nested too deeply":  # beyond the parser's depth: fail closed, as beyond ours
+            risk = Risk(
+                "unparseable",
+                "critical",
+                "Command nests code deeper than the parser can follow; it cannot be checked - requires approval",
+                (_SIMPLIFY,),
+            )
+        else:
+            risk = Risk(
+                "unparseable", "warning", f"Could not parse the command ({reason}); checked it with a text-level fallback", (_SIMPLIFY,)
+            )
+        self.add(risk, text)
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
         return fallback_pipelines(text), bombs, []
 
@@ -250,8 +282,14 @@ class Walk:
             if unwrapped.argv and unwrapped.argv != stage.words:
                 self.lines.append(" ".join(w.text for w in unwrapped.argv))
         for word in unwrapped.code_files:
+            runner = f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"
             if downloads := sorted(word.substituted & DOWNLOADERS):
-                self.add(remote_risk(downloads[0], f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"), stage.text)
+                self.add(remote_risk(downloads[0], runner), stage.text)
+            elif word.dynamic and not _NAMED_PROGRAM.fullmatch(word.text):
+                what = f"Command runs a script in {runner} whose name is only known at run time ('{_clip(word.text)}')"
+                self.add(
+                    Risk("unresolved_command", "critical", f"{what}; it cannot be checked - requires approval", (_SPELL_OUT,)), stage.text
+                )
         for script in unwrapped.scripts:
             self.nested(script, stage, depth, "a shell")
         for word in unwrapped.evals:
@@ -373,10 +411,7 @@ class Walk:
         if downloads := sorted(head.substituted & DOWNLOADERS):
             self.add(remote_risk(downloads[0], "the shell"), stage.text)
         elif head.dynamic:
-            self.add(
-                Risk("dynamic_command", "info", f"Command name '{head.text}' is computed at run time; what it runs cannot be checked"),
-                stage.text,
-            )
+            self.add(_computed_name(head.text), stage.text)
         feeder = upstream.feeder
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()

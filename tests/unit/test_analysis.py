@@ -191,13 +191,42 @@ def test_duplicate_findings_are_reported_once() -> None:
     assert len(result.findings) == 1
 
 
-def test_nesting_is_capped() -> None:
-    command = "rm -rf /"
+def test_nesting_is_capped_and_fails_closed() -> None:
+    """Issue 11: what lies beyond the depth cap is unknown, so it holds like a destructive command."""
+    command = "echo hello"
     for _ in range(8):
         command = "eval " + command
     result = analyze(command)
-    assert result.severity == "warning"
-    assert any("nests code" in f.message for f in result.findings)
+    assert result.severity == "critical"
+    assert any("nests code" in f.message and f.message.endswith("requires approval") for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("$CMD", "critical"),
+        ('"$@"', "critical"),
+        ("sudo ${RUN} /srv", "critical"),
+        ('source "$SETUP"', "critical"),
+        ("bash $SCRIPT", "critical"),
+        ("$(get_command) --now", "critical"),
+        ("$HOME/bin/report", "info"),
+        ("$(command -v python3) -V", "info"),
+        ("echo $HOME", None),
+        ('rm -f "$LOG_DIR/app.log"', None),
+    ],
+)
+def test_a_command_name_known_only_at_run_time_fails_closed(command: str, severity: str | None) -> None:
+    result = analyze(command)
+    assert result.severity == severity, result.findings
+    if severity == "critical":
+        assert any(f.type == "unresolved_command" and "requires approval" in f.message for f in result.findings)
+
+
+def test_printf_q_is_read_as_the_shell_reads_it() -> None:
+    assert analyze("eval \"$(printf '%q ' rm -rf /)\"").severity == "critical"
+    assert analyze("bash -c \"$(printf 'bash -c %q' 'rm -rf /srv')\"").severity == "critical"
+    assert analyze("printf '%q\\n' hello world").severity is None
 
 
 # --- robustness -----------------------------------------------------------------------------
