@@ -23,8 +23,9 @@ import structlog
 from bus.errors import BusError
 from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from orchestrator.core import assertions, decide, planner
-from orchestrator.core.analysis import analyze
+from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
+from orchestrator.core.pipeline import step_companions
 from orchestrator.core.pipeline_views import pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
@@ -37,7 +38,7 @@ from schemas.errors import DecodeError
 from schemas.events import JobRolledBack, NodeHeartbeat
 from schemas.records import Record
 from schemas.rpc import QueryResult
-from schemas.values import Finding, JobTest
+from schemas.values import JobTest
 
 log = structlog.get_logger("nexus.orchestrator")
 
@@ -167,7 +168,7 @@ class Orchestrator:
             fleet = self._fleet()
             for job in planner.jobs_due(self.jobs, touched, self.runner.pending, self.policy.priority_of):
                 self.runner.pending.pop(planner.job_key(job.job_id), None)
-                ctx = await self._context(job)
+                ctx = await self._context(job, fleet, now)
                 try:
                     outs = decide.decide_job(job, fleet, now, ctx)
                 except Exception as exc:  # a bug met by this job's data must not stop every job
@@ -185,8 +186,8 @@ class Orchestrator:
             # Stale or away again: the next tick decides again.
             await self.runner.publish(planner.refused(job, done.expected, datetime.now(UTC), str(done.error)))
 
-    async def _context(self, job: JobView) -> decide.Context:
-        review = review_command(job.command, job.tool, job.working_dir) if job.status == "requested" else None
+    async def _context(self, job: JobView, fleet: decide.Fleet, now: datetime) -> decide.Context:
+        review = self._review(job, fleet, now) if job.status == "requested" else None
         # The tests judged now: the attempt's own on exit, and those of a later test run.
         judged = [*(job.tests if job.status == "exited" else ()), *job.retest]
         output = await self._scan_output(job.job_id, job.attempt, judged) if assertions.needs_output(judged) else None
@@ -199,6 +200,15 @@ class Orchestrator:
             known = {**self.store.load_jobs(missing), **{j: self.jobs[j] for j in job.after if j in self.jobs}}
             statuses = {j: v.status for j, v in known.items()}
         return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification)
+
+    def _review(self, job: JobView, fleet: decide.Fleet, now: datetime) -> decide.Review:
+        """Phase 1's one verdict (core.judge), timed: the time goes into `validated`. A pipeline
+        step's run job is judged with the step's health check and rollback."""
+        pipeline = job.metadata.get("pipeline")
+        view = self.projection.pipelines.get(pipeline) if isinstance(pipeline, str) else None
+        started = time.perf_counter()
+        verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, decide.candidates(fleet, now))
+        return decide.Review(judgement=verdict, duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
     async def _scan_output(self, job_id: str, attempt: int, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
         """The output tests run over the attempt's stored output chunk by chunk, in
@@ -228,7 +238,7 @@ class Orchestrator:
                 wanted = pipeline_jobs(view)
                 jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
                 jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
-                await self.runner.publish(planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC)))
+                await self.runner.publish(planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy))
 
     async def _publish_queued(self) -> None:
         """Rejections of undecodable requests, then events about other jobs (rollback
@@ -320,16 +330,6 @@ class Orchestrator:
     @staticmethod
     async def _respond(msg: Request, result: QueryResult) -> None:
         await msg.respond(codec.encode(result))  # never raises: the asker may have gone
-
-
-def review_command(command: str, tool: str, working_dir: str | None = None) -> decide.Review:
-    """Run the analysis phase on a command and time it (the time goes into `validated`).
-    The working directory rates relative paths (`rm -rf *` in `/` is not `rm -rf *` in /tmp)."""
-    started = time.perf_counter()
-    result = analyze(command, tool, working_dir)
-    took = (time.perf_counter() - started) * 1000
-    warnings = tuple(Finding(type=f.type, severity=f.severity, message=f.message) for f in result.findings)
-    return decide.Review(severity=result.severity, warnings=warnings, suggestions=tuple(result.suggestions), duration_ms=round(took, 3))
 
 
 def _log_ignored(rec: Record, reason: str) -> None:

@@ -6,7 +6,8 @@ with `metadata.pipeline` / `metadata.step`). Its events are published on
 
     requested            someone submitted the pipeline (the resolved spec, its variables)
     approval_required    a gated step's needs are met; it waits for `approved` or `denied`
-    approved / denied    an approver's answer for one step
+    approved / denied    an answer for one step (it counts only from an approver in the policy)
+    approval_refused     an answer from someone else: recorded with the reason; the step keeps waiting
     step_started         a step (or, when rolling, one batch of it) started; its jobs
     health_check_started the health checks of one batch of a step started; their jobs
     step_finished        a step ended: succeeded, failed or skipped
@@ -72,7 +73,8 @@ class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: Name
     steps: Annotated[list[StepSpec], msgspec.Meta(max_length=MAX_PIPELINE_STEPS)]
     approvers: Names = []
-    """Who may approve gated steps; empty means anyone the API lets approve."""
+    """Narrows who may approve gated steps to these of the policy's approvers; it never adds one
+    (the operator's policy file decides who approves, not the submitted template)."""
     description: Text = ""
 
 
@@ -217,6 +219,16 @@ class PipelineDenied(Envelope, frozen=True, kw_only=True, tag="pipeline.denied")
     reason: str | None = None
 
 
+class PipelineApprovalRefused(Envelope, frozen=True, kw_only=True, tag="pipeline.approval_refused"):
+    """An answer at a gate from someone the operator's policy does not let approve it
+    (`by`, `decision`: what they answered). It changes nothing: the step waits on."""
+
+    step: Id
+    by: str
+    decision: Literal["approved", "denied"]
+    reason: str
+
+
 class PipelineStepStarted(Envelope, frozen=True, kw_only=True, tag="pipeline.step_started"):
     """A step started (parallel: `batch` 0, all its jobs) or one batch of a rolling step did.
 
@@ -285,6 +297,7 @@ PipelineEvent = (
     | PipelineApprovalRequired
     | PipelineApproved
     | PipelineDenied
+    | PipelineApprovalRefused
     | PipelineStepStarted
     | PipelineHealthCheckStarted
     | PipelineStepFinished

@@ -32,18 +32,17 @@ from orchestrator.api.models import (
     JobCreated,
     JobList,
     JobOut,
-    NodeOut,
     ValidateRequest,
     ValidateResponse,
     ValidationWarning,
 )
 from orchestrator.api.openapi import problems
 from orchestrator.app import jobs as jobs_app
+from orchestrator.app import nodes as nodes_app
 from orchestrator.app.jobs import CancelJob, DecideJob
 from orchestrator.app.rows import decoded
-from orchestrator.core import analysis as _analysis
-from orchestrator.core.admission import Candidate, admit, targets
-from orchestrator.core.policy import SEVERITY_RANK
+from orchestrator.core.admission import worst
+from orchestrator.core.judge import judge
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.events import JobRequested
@@ -121,51 +120,29 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
     responses=problems(body=True),
 )
 async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> ValidateResponse:
-    """The analysis phase alone, as the orchestrator would run it for this caller: risk findings,
-    the policy's verdict, and checks of the target nodes. Nothing is submitted."""
+    """Phase 1 alone, for this caller: the one verdict the orchestrator reaches for the same job
+    (core.judge): findings of everything that would run, the policy's answer, checks of the
+    target nodes. Nothing is submitted."""
+    fleet = await nodes_app.candidates(ctx.client, ttl_s=ctx.node_ttl_s, now=datetime.now(UTC))
     started = time.perf_counter()
-    analysis = _analysis.analyze(data.command, data.tool)
+    verdict = judge(data.submission(identity_of(request.scope).user), ctx.policy, fleet)
     took_ms = (time.perf_counter() - started) * 1000
-    warnings = [ValidationWarning(type=f.type, severity=f.severity, message=f.message) for f in analysis.findings]
-    named = data.named_nodes()
-    fleet = await nodes.fleet(ctx)
-    warnings += _node_warnings(fleet, named, data.tool)
-    candidates = {n.node_id: Candidate(labels=n.labels, tools=n.tools, live=n.live) for n in fleet.values()}
-    on = [dict(fleet[n].labels) for n in named if n in fleet] if named else targets(None, data.labels, data.tool, candidates)
-    said = admit(
-        ctx.policy, user=identity_of(request.scope).user, command=data.command, tool=data.tool,
-        severity=analysis.severity, targets=on, selectors=data.labels,
-    )
-    severity = max((w.severity for w in warnings), key=lambda s: SEVERITY_RANK.get(s, 1), default=None)
+    found = [*verdict.findings, *verdict.node_findings]
     rows = await ctx.client.query(
         "SELECT avg(duration_ms) FROM jobs WHERE status = 'succeeded' AND command = ? AND tool = ?", [data.command, data.tool]
     )
     estimate = rows.rows[0][0] if rows.rows else None
     return ValidateResponse(
-        valid=said.denied is None and not any(w.severity == "critical" for w in warnings),
-        severity=severity,  # type: ignore[arg-type]
-        warnings=warnings,
-        suggestions=list(analysis.suggestions),
-        parsed=analysis.parsed,
-        approval_required=said.approval_needed,
-        denied=said.reason if said.denied else None,
+        valid=verdict.valid,
+        severity=worst(found),
+        warnings=[ValidationWarning(type=f.type, severity=f.severity, message=f.message) for f in found],
+        suggestions=list(verdict.suggestions),
+        parsed=verdict.parsed,
+        approval_required=verdict.approval_needed,
+        denied=verdict.reason if verdict.denied else None,
         validation_ms=round(took_ms, 3),
         estimated_duration=float(estimate) if estimate is not None else None,
     )
-
-
-def _node_warnings(fleet: dict[str, NodeOut], targets: list[str], tool: str) -> list[ValidationWarning]:
-    found: list[ValidationWarning] = []
-    for node_id in targets:
-        node = fleet.get(node_id)
-        if node is None:
-            found.append(ValidationWarning(type="unknown_node", severity="critical", message=f"node {node_id!r} is not registered"))
-        elif not node.live:
-            found.append(ValidationWarning(type="node_offline", severity="warning", message=f"node {node_id!r} is offline (no heartbeat)"))
-        elif tool not in node.tools:
-            msg = f"tool {tool!r} is not installed on node {node_id!r}"
-            found.append(ValidationWarning(type="tool_missing", severity="critical", message=msg))
-    return found
 
 
 # ---------------------------------------------------------------- coordination

@@ -15,6 +15,7 @@ import msgspec
 
 from orchestrator.app.errors import ConflictingFields
 from orchestrator.app.jobs import SubmitJob
+from orchestrator.core.admission import Submission
 from orchestrator.core.views import JobView
 from schemas.limits import (
     MAX_AFTER,
@@ -73,20 +74,37 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ValidateRequest(_Body, frozen=True, kw_only=True):
-    """A command to analyse without running it, for the nodes it would run on: `nodeId` /
-    `nodeIds` (`node` is accepted for `nodeId`), or else every live node with the tool whose
-    labels match `labels`, as the orchestrator places it."""
+    """A job to judge without running it, exactly as the orchestrator's phase 1 would: the
+    command with its `tool`, `env`, `tests` and `workingDir` (all of what would run is analysed),
+    for the nodes it would run on: `nodeId` / `nodeIds` (`node` is accepted for `nodeId`), or
+    else every live node with the tool whose labels match `labels`, as the orchestrator places it."""
 
     command: Command
     tool: Name = "bash"
     node_id: Id | None = None
     node_ids: Ids = []
     labels: Labels = {}
+    env: Env = {}
+    tests: Tests = []
+    working_dir: Path | None = None
     node: Id | None = msgspec.field(default=None, name="node")
 
     def named_nodes(self) -> list[str]:
         """The node ids given, once each, in order."""
         return list(dict.fromkeys([*([self.node_id] if self.node_id else []), *([self.node] if self.node else []), *self.node_ids]))
+
+    def submission(self, user: str | None) -> Submission:
+        """What phase 1 judges (core.judge), for this caller."""
+        return Submission(
+            command=self.command,
+            tool=self.tool,
+            env=dict(self.env),
+            tests=list(self.tests),
+            working_dir=self.working_dir,
+            nodes=self.named_nodes(),
+            labels=dict(self.labels),
+            user=user,
+        )
 
 
 class ValidationWarning(_Out, frozen=True, kw_only=True):

@@ -16,7 +16,14 @@ from orchestrator.app.jobs import ANONYMOUS
 from orchestrator.client import NexusClient
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.pipelines import PipelineApprovalRequired, PipelineApproved, PipelineDenied, PipelineRequested, PipelineSpec
+from schemas.pipelines import (
+    PipelineApprovalRefused,
+    PipelineApprovalRequired,
+    PipelineApproved,
+    PipelineDenied,
+    PipelineRequested,
+    PipelineSpec,
+)
 from schemas.records import Record
 
 
@@ -73,9 +80,14 @@ async def decide_step(client: NexusClient, cmd: DecideStep) -> int:
         history.extend(batch)
     if not history:
         raise NoSuchPipeline(pid)
-    waiting = {r.event.step for r in history if isinstance(r.event, PipelineApprovalRequired)}
-    answered = {r.event.step for r in history if isinstance(r.event, PipelineApproved | PipelineDenied)}
-    if cmd.step not in waiting - answered:
+    # Waiting: asked, and not answered since (an answer the orchestrator refused reopens the gate).
+    waiting: set[str] = set()
+    for r in history:
+        if isinstance(r.event, PipelineApprovalRequired | PipelineApprovalRefused):
+            waiting.add(r.event.step)
+        elif isinstance(r.event, PipelineApproved | PipelineDenied):
+            waiting.discard(r.event.step)
+    if cmd.step not in waiting:
         raise WrongState(f"step {cmd.step!r} of pipeline {pid!r} is not waiting for approval")
     ev = (PipelineApproved if cmd.decision == "approved" else PipelineDenied)(step=cmd.step, by=cmd.by, reason=cmd.reason)
     out = Outgoing(subjects.pipeline(pid, cmd.decision), ev, msgids.pipeline(pid, cmd.decision, cmd.step, history[-1].seq))

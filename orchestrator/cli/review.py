@@ -5,12 +5,14 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from orchestrator.app import jobs as jobs_app
+from orchestrator.app import nodes as nodes_app
 from orchestrator.app import pipelines as pipelines_app
 from orchestrator.app.jobs import DecideJob
 from orchestrator.app.pipelines import DecideStep
@@ -28,9 +30,14 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.cli.follow import SEVERITY_STYLE
+from orchestrator.cli.job_options import CwdOpt, EnvOpt, TestFlags, tests_from
 from orchestrator.config import load_policy
-from orchestrator.core.admission import admit
+from orchestrator.core.admission import Candidate, Submission, worst
+from orchestrator.core.judge import judge
+from schemas import subjects
 
+# A node silent this long is offline to `nexus validate --node` (the orchestrator's default --node-ttl).
+VALIDATE_NODE_TTL_S = 10.0
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML) to check against; default: the built-in policy.")]
 
 
@@ -38,55 +45,76 @@ def validate(
     command: Annotated[list[str], typer.Argument(help="The command, after `--`.", show_default=False)],
     tool: Annotated[str, typer.Option("--tool", help="Tool the command is for.")] = "bash",
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Labels of the target node KEY=VALUE (e.g. env=prod).")] = None,
+    node: Annotated[
+        str | None, typer.Option("--node", "-n", help="Judge it for this node (its labels and tools are read from the orchestrator).")
+    ] = None,
+    env: EnvOpt = None,
+    cwd: CwdOpt = None,
+    tests: Annotated[Path | None, typer.Option("--tests", "-f", help="YAML/JSON list of tests; command tests are analysed too.")] = None,
     policy_file: PolicyOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="Check permissions as this user (default: $USER).")] = None,
     as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
 ) -> None:
     """Run the analysis phase alone: verdict, warnings, suggestions. Nothing is submitted.
 
+    The verdict is the orchestrator's own (the same function judges both). Offline, the labels
+    stand for the target node; with --node the fleet is read from the orchestrator.
     Exit code 0 when valid, 1 when not (critical findings or refused by policy).
     """
-    from orchestrator.core.analysis import analyze
-
     if not command:
         fail("no command given: nexus validate -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
-    policy = load_policy(policy_file)
-    labels = parse_pairs(label, "--label")
-    who = user or default_user()
+    if node is not None:
+        subjects.check_id(node, "node id")
+    sub = Submission(
+        command=line,
+        tool=tool,
+        env=parse_pairs(env, "--env"),
+        tests=tests_from(TestFlags(tests=tests)),
+        working_dir=cwd,
+        nodes=[node] if node is not None else [],
+        labels=parse_pairs(label, "--label"),
+        user=user or default_user(),
+    )
+    fleet = _fleet(nats_url) if node is not None else None
     started = time.perf_counter()
-    analysis = analyze(line, tool)
+    verdict = judge(sub, load_policy(policy_file), fleet)
     took_ms = (time.perf_counter() - started) * 1000
-    # Offline: the labels stand for the target node (the API and the orchestrator match them against the fleet).
-    said = admit(policy, user=who, command=line, tool=tool, severity=analysis.severity, targets=[labels], selectors=labels)
-    denial = said.reason if said.denied else None
-    approval = said.approval_needed
+    found = [*verdict.findings, *verdict.node_findings]
+    denial = verdict.reason if verdict.denied else None
     result: dict[str, Any] = {
-        "valid": denial is None and analysis.severity != "critical",
-        "severity": analysis.severity,
-        "warnings": [{"type": f.type, "message": f.message, "severity": f.severity} for f in analysis.findings],
-        "suggestions": list(analysis.suggestions),
-        "approval_required": approval,
+        "valid": verdict.valid,
+        "severity": worst(found),
+        "warnings": [{"type": f.type, "message": f.message, "severity": f.severity} for f in found],
+        "suggestions": list(verdict.suggestions),
+        "approval_required": verdict.approval_needed,
         "denied": denial,
-        "parsed": analysis.parsed,
+        "parsed": verdict.parsed,
         "validation_ms": round(took_ms, 3),
     }
     if as_json:
         print_json(result)
     else:
-        verdict = "[green]valid[/green]" if result["valid"] else "[bold red]not valid[/bold red]"
-        out.print(f"{verdict}  {line}", highlight=False)
+        shown = "[green]valid[/green]" if result["valid"] else "[bold red]not valid[/bold red]"
+        out.print(f"{shown}  {line}", highlight=False)
         if denial:
             out.print(f"  [bold red]refused by policy:[/bold red] {denial}", highlight=False)
-        for f in analysis.findings:
+        for f in found:
             style = SEVERITY_STYLE.get(f.severity, "")
             out.print(f"  [{style}]{f.severity:<8}[/{style}] {f.type}: {f.message}", highlight=False)
-        if approval:
-            out.print("  needs approval before it runs on a production node (nexus approve JOB)", highlight=False)
-        for s in analysis.suggestions:
+        if verdict.approval_needed:
+            out.print(f"  needs approval before it runs ({verdict.approval_reason}); nexus approve JOB", highlight=False)
+        for s in verdict.suggestions:
             out.print(f"  suggestion: {s}", highlight=False)
     sys.stdout.flush()
     raise typer.Exit(0 if result["valid"] else 1)
+
+
+@run_async
+async def _fleet(nats_url: str) -> dict[str, Candidate]:
+    async with connect(nats_url) as client:
+        return await nodes_app.candidates(client, ttl_s=VALIDATE_NODE_TTL_S, now=datetime.now(UTC))
 
 
 Decision = Literal["approved", "denied"]

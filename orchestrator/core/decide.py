@@ -15,7 +15,8 @@ from typing import Protocol, assert_never
 
 import msgspec
 
-from orchestrator.core import admission, assertions
+from orchestrator.core import assertions
+from orchestrator.core.admission import Candidate, Judgement, placement_problem
 from orchestrator.core.outgoing import out, reject
 from orchestrator.core.policy import Policy
 from orchestrator.core.verdicts import exited, retest
@@ -34,7 +35,7 @@ from schemas.events import (
     NodeHeartbeat,
 )
 from schemas.limits import MAX_EVENT_BYTES
-from schemas.values import NODE_TESTS, Finding, JobTest
+from schemas.values import NODE_TESTS, JobTest
 
 S = JobStatus
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
@@ -63,11 +64,11 @@ class Fleet:
 
 @dataclass(frozen=True)
 class Review:
-    """The analysis of one command, as the decider needs it."""
+    """Phase 1's verdict on a requested job and how long it took to reach. The verdict comes
+    from orchestrator.core.judge.judge, the one function `nexus validate` and the API's
+    validate call too; a requested job is not decided without it."""
 
-    severity: str | None = None
-    warnings: tuple[Finding, ...] = ()
-    suggestions: tuple[str, ...] = ()
+    judgement: Judgement
     duration_ms: float = 0.0
 
 
@@ -194,48 +195,41 @@ def _on_node(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = 
     return [out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry), "lost")]
 
 
-def candidates(fleet: Fleet, now: datetime) -> dict[str, admission.Candidate]:
+def candidates(fleet: Fleet, now: datetime) -> dict[str, Candidate]:
     """Every node we know, as admission sees it: labels and tools from its latest heartbeat
     (else its registration), and whether it is live now."""
-    out = {n: admission.Candidate(labels=v.labels, tools=v.tools, live=False) for n, v in fleet.views.items()}
+    out = {n: Candidate(labels=v.labels, tools=v.tools, live=False) for n, v in fleet.views.items()}
     for n, hb in fleet.heartbeats.items():
-        out[n] = admission.Candidate(labels=hb.labels, tools=hb.tools, live=fleet.is_live(n, now))
+        out[n] = Candidate(labels=hb.labels, tools=hb.tools, live=fleet.is_live(n, now))
     return out
 
 
 def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Outgoing]:
-    """Phase 1: permissions, deny/allow rules, risk findings, approval for production."""
-    policy = ctx.policy
-    review = ctx.review or Review()
-    # The same admission as `nexus validate` and the API's validate (core/admission.py).
-    targets = admission.targets(job.requested_node, job.labels, job.tool, candidates(fleet, now))
-    verdict = admission.admit(
-        policy, user=job.requested_by, command=job.command, tool=job.tool, severity=review.severity, targets=targets, selectors=job.labels
-    )
+    """Phase 1: the judgement's verdict (permissions, deny/allow rules, findings, approval), as published."""
+    if ctx.review is None:
+        return []  # not judged yet: the adapter judges every requested job before deciding it
+    verdict = ctx.review.judgement
     if verdict.denied is not None:
         return reject(job, now, verdict.denied, verdict.reason or verdict.denied)
-    problem = unplaceable(job, fleet)
-    if problem is not None:
+    if verdict.unplaceable is not None:
         # Never ask a human to approve what no node can run; after a restart, first
         # give the nodes a TTL to be heard from.
-        return [] if fleet.warming(now) else reject(job, now, *problem)
+        return [] if fleet.warming(now) else reject(job, now, verdict.unplaceable, verdict.reason or verdict.unplaceable)
     size = len(codec.encode(dispatch_for(job, 1, now)))
     if size > MAX_EVENT_BYTES:
         return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}")
-    approval = verdict.approval_needed
     validated = JobValidated(
         ts=now,
-        severity=review.severity,  # type: ignore[arg-type]
-        warnings=list(review.warnings),
-        suggestions=list(review.suggestions),
-        duration_ms=review.duration_ms,
-        approval_needed=approval,
+        severity=verdict.severity,
+        warnings=[msgspec.structs.replace(f, command=None) for f in verdict.findings],
+        suggestions=list(verdict.suggestions),
+        duration_ms=ctx.review.duration_ms,
+        approval_needed=verdict.approval_needed,
     )
     first = out(job, validated, "validated")
-    if approval:
-        worst = next((w.message for w in review.warnings if w.severity == review.severity), review.severity)
-        reason = f"{review.severity} command on a production node needs approval: {worst}"
-        return [first, out(job, JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers), "approval_required")]
+    if verdict.approval_needed:
+        reason = verdict.approval_reason or "the analysis holds this job for approval"
+        return [first, out(job, JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers), "approval_required")]
     # Place in the same decision when possible, so a job costs one round trip.
     after = _with_status(job, JobStatus.VALIDATED)
     rest = _dependencies(after, now, ctx)
@@ -264,19 +258,10 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
 def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:
     """Why no node known to us, live or not, could ever take the job: (code, reason);
     None when one could, now or once it is heard from again."""
-    known = {n: (v.tools, v.labels) for n, v in fleet.views.items()}
-    known.update({n: (hb.tools, hb.labels) for n, hb in fleet.heartbeats.items()})
-    if job.requested_node is not None:
-        target = job.requested_node
-        if target not in known:
-            return "unknown_node", f"node {target!r} is not registered"
-        if job.tool not in known[target][0]:
-            return "tool_missing", f"tool {job.tool!r} is not installed on node {target!r}"
-        return None
-    if any(job.tool in tools and all(labels.get(k) == v for k, v in job.labels.items()) for tools, labels in known.values()):
-        return None
-    sel = f" with labels {job.labels}" if job.labels else ""
-    return "no_capable_node", f"no node{sel} has tool {job.tool!r}"
+    known = {n: Candidate(labels=v.labels, tools=v.tools, live=False) for n, v in fleet.views.items()}
+    known.update({n: Candidate(labels=hb.labels, tools=hb.tools, live=False) for n, hb in fleet.heartbeats.items()})
+    named = [job.requested_node] if job.requested_node is not None else []
+    return placement_problem(named, job.labels, job.tool, known)
 
 
 def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:

@@ -22,6 +22,11 @@ Rules (docs/pipelines.md has the user's version):
   health checks run on those nodes; the next batch starts only when the failed
   nodes (job or health check) are within `max_fail_percentage`. Otherwise the
   rollout stops: the step fails, and later batches are never touched.
+- A gate's answer counts only from someone the operator's policy lets approve (and, if the
+  template names approvers, one of those): `Policy.may_approve`, never the template alone. Any
+  other answer is recorded as `approval_refused` with the reason; the step keeps waiting.
+- A step's run jobs are judged with the step's health check and rollback (`step_companions`):
+  their worst finding counts for the job, so approval is asked before the step changes anything.
 - When every step ended and one failed, the `rollback` command of each step
   runs on every node where the step's job succeeded (the failed step's included:
   a stopped rollout is undone on the batches already done), one step at a time,
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from orchestrator.core.admission import Companion
 from orchestrator.core.pipeline_views import (
     FINISHED,
     PIPELINE_TERMINAL,
@@ -44,12 +50,14 @@ from orchestrator.core.pipeline_views import (
     evolve_pipeline,
     step_job_id,
 )
+from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
 from schemas.limits import MetaValue
 from schemas.pipelines import (
+    PipelineApprovalRefused,
     PipelineApprovalRequired,
     PipelineEvent,
     PipelineFailed,
@@ -91,6 +99,7 @@ class _Ctx:
     jobs: Mapping[str, JobView]
     fleet_nodes: Mapping[str, list[str]]
     now: datetime
+    policy: Policy
     requested: set[str] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)
 
@@ -110,19 +119,20 @@ class _Ctx:
 
 
 def decide_pipeline(
-    view: PipelineView | None, jobs: Mapping[str, JobView], fleet_nodes: Mapping[str, list[str]], now: datetime
+    view: PipelineView | None, jobs: Mapping[str, JobView], fleet_nodes: Mapping[str, list[str]], now: datetime, policy: Policy
 ) -> list[Outgoing]:
     """What to publish next for one pipeline.
 
     `jobs`: the current JobView of each id in `pipeline_jobs(view)` (missing: not
     requested yet). `fleet_nodes[step_id]`: the live nodes matching a label step's
     selector, needed when that step is about to start (absent: wait; empty: the
-    step fails). The decision folds its own pipeline events and decides again
-    until nothing changes, so one call moves the pipeline as far as it can.
+    step fails). `policy`: the operator's, which says who may answer a gate. The
+    decision folds its own pipeline events and decides again until nothing
+    changes, so one call moves the pipeline as far as it can.
     """
     if view is None:
         return []
-    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now)
+    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy)
     emitted: list[_Emit] = []
     current = view
     for _ in range(10_000):  # each round folds at least one new pipeline event; this only guards a bug
@@ -186,6 +196,8 @@ def _finish(v: PipelineView, s: StepView, status: Literal["succeeded", "failed",
 def _start_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx: _Ctx) -> list[_Emit]:
     if s.status not in ("pending", "approved"):
         return []
+    if s.status == "approved" and (refused := _refusal(v, s, spec, ctx)) is not None:
+        return [refused]
     if s.status == "pending":
         states = {n: st.status for n in s.needs if (st := v.step(n)) is not None}
         if any(state not in FINISHED for state in states.values()):
@@ -194,7 +206,13 @@ def _start_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx
         if why_not is not None:
             return [_finish(v, s, "skipped", why_not, ctx.now)]
         if spec.approval:
-            ev = PipelineApprovalRequired(ts=ctx.now, step=s.step_id, timeout_s=spec.approval_timeout_s, approvers=list(v.spec.approvers))
+            approvers = gate_approvers(ctx.policy, v.spec.approvers)
+            if v.spec.approvers and not approvers:
+                named = ", ".join(v.spec.approvers)
+                return [
+                    _finish(v, s, "failed", f"none of the pipeline's approvers ({named}) may approve under the operator's policy", ctx.now)
+                ]
+            ev = PipelineApprovalRequired(ts=ctx.now, step=s.step_id, timeout_s=spec.approval_timeout_s, approvers=approvers)
             return [_pipe(v, "approval_required", ev, s.step_id)]
     elif failing and spec.when == "success":
         return [_finish(v, s, "skipped", f"step {v.failed_step} failed", ctx.now)]
@@ -217,6 +235,27 @@ def _start_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, ctx
     return [_pipe(v, "step_started", PipelineStepStarted(ts=ctx.now, step=s.step_id, batch=0, jobs=first, nodes=nodes), s.step_id, 0)]
 
 
+def gate_approvers(policy: Policy, named: list[str]) -> list[str]:
+    """Who may answer a gate, for the record: the template's names that the policy lets approve,
+    else the policy's approvers (empty: whoever the policy's roles allow, or anyone by default)."""
+    return [a for a in named if policy.may_approve(a)] if named else list(policy.approvers)
+
+
+def _refusal(v: PipelineView, s: StepView, spec: StepSpec, ctx: _Ctx) -> _Publish | None:
+    """`approval_refused` when the step's answer came from someone who may not give it."""
+    decision: Literal["approved", "denied"] = "approved" if s.status == "approved" else "denied"
+    by = s.approved_by if decision == "approved" else s.denied_by
+    if by is None or (ctx.policy.may_approve(by) and (not v.spec.approvers or by in v.spec.approvers)):
+        return None
+    if not ctx.policy.may_approve(by):
+        who = ", ".join(ctx.policy.approvers) or "users whose role may approve"
+        why = f"{by!r} is not an approver in the operator's policy (approvers: {who})"
+    else:
+        why = f"{by!r} is not among this pipeline's approvers ({', '.join(v.spec.approvers)})"
+    ev = PipelineApprovalRefused(ts=ctx.now, step=s.step_id, by=by, decision=decision, reason=f"{decision} by {by!r} refused: {why}")
+    return _pipe(v, "approval_refused", ev, s.step_id, s.last_seq)
+
+
 def _why_not_run(spec: StepSpec, states: Mapping[str, str], failed_step: str | None) -> str | None:
     if spec.when == "always":
         return None
@@ -236,7 +275,8 @@ def _progress_step(v: PipelineView, s: StepView, spec: StepSpec, failing: bool, 
     if s.status == "waiting_approval":
         return _waiting_approval(v, s, spec, failing, ctx.now)
     if s.status == "denied":
-        return [_finish(v, s, "failed", s.reason, ctx.now)]
+        refused = _refusal(v, s, spec, ctx)
+        return [refused if refused is not None else _finish(v, s, "failed", s.reason, ctx.now)]
     if s.status != "running":
         return []
     return _running(v, s, spec, ctx)
@@ -296,9 +336,7 @@ def _health_checks(
     v: PipelineView, s: StepView, spec: StepSpec, ok: list[tuple[int, StepJob]], emits: list[_Emit], ctx: _Ctx
 ) -> tuple[list[_Emit], bool]:
     """The events for the batch's health checks, and whether every one has ended."""
-    checks = [
-        StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "health_check", s.batch), node=_ran_on(j, ctx)) for n, j in ok
-    ]
+    checks = [StepJob(job_id=step_job_id(v.pipeline_id, s.position, n, "health_check", s.batch), node=_ran_on(j, ctx)) for n, j in ok]
     recorded = {h.job_id for h in s.health_checks}
     if any(h.job_id not in recorded for h in checks):
         ev = PipelineHealthCheckStarted(ts=ctx.now, step=s.step_id, batch=s.batch, jobs=checks)
@@ -386,6 +424,19 @@ def _request(v: PipelineView, s: StepView, spec: StepSpec, j: StepJob, role: Rol
     return _Request(j.job_id, ev)
 
 
+def step_companions(view: PipelineView | None, metadata: Mapping[str, MetaValue]) -> list[Companion]:
+    """The commands a step's run job comes with, judged with it: the step's health check and
+    rollback (they run later on the same nodes, so approval is asked before the step starts).
+    Empty for any other job."""
+    name = metadata.get("step")
+    step = view.step(name) if view is not None and isinstance(name, str) and metadata.get("role") == "run" else None
+    if view is None or step is None:
+        return []
+    spec = view.spec.steps[step.position]
+    found = [("health check", spec.health_check), ("rollback", spec.rollback)]
+    return [Companion(role=role, command=command) for role, command in found if command]
+
+
 def _end_failed(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
     reason = v.reason or "a step failed"
     order = []
@@ -417,12 +468,8 @@ def _rollback(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
             emits = _top_up(v, s, spec, s.rollbacks, s.rollbacks, "rollback", 0, ctx)
             if not all(ctx.ended(j.job_id) for j in s.rollbacks):
                 return emits
-            bad = [
-                f"{j.job_id} on {_ran_on(j, ctx)} {ctx.jobs[j.job_id].status}" for j in s.rollbacks if ctx.failed(j.job_id)
-            ]
-            ev = PipelineStepRolledBack(
-                ts=now, step=name, status="failed" if bad else "succeeded", reason="; ".join(bad) if bad else None
-            )
+            bad = [f"{j.job_id} on {_ran_on(j, ctx)} {ctx.jobs[j.job_id].status}" for j in s.rollbacks if ctx.failed(j.job_id)]
+            ev = PipelineStepRolledBack(ts=now, step=name, status="failed" if bad else "succeeded", reason="; ".join(bad) if bad else None)
             return [*emits, _pipe(v, "step_rolled_back", ev, name)]
     done = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "succeeded"]
     bad_steps = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "failed"]

@@ -15,6 +15,7 @@ import msgspec
 from msgspec.structs import replace
 
 from schemas.pipelines import (
+    PipelineApprovalRefused,
     PipelineApprovalRequired,
     PipelineApproved,
     PipelineDenied,
@@ -139,6 +140,7 @@ StepEvent = (
     PipelineApprovalRequired
     | PipelineApproved
     | PipelineDenied
+    | PipelineApprovalRefused
     | PipelineStepStarted
     | PipelineHealthCheckStarted
     | PipelineStepFinished
@@ -170,7 +172,12 @@ def _evolve_step(v: PipelineView, s: StepView, event: StepEvent, ts: datetime) -
             deadline = ts + timedelta(seconds=event.timeout_s)
             return replace(s, status="waiting_approval", approval_requested_at=ts, approval_deadline=deadline), {}
         case PipelineApproved() | PipelineDenied():
-            return _answered(v.spec, s, event), {}
+            return _answered(s, event), {}
+        case PipelineApprovalRefused():
+            # The decider found the answer's author is no approver: the step waits again, same deadline.
+            if s.status not in ("approved", "denied"):
+                return _NONE
+            return replace(s, status="waiting_approval", approved_by=None, denied_by=None, reason=event.reason), {}
         case PipelineStepStarted():
             return _step_started(s, event, ts), {}
         case PipelineHealthCheckStarted():
@@ -190,12 +197,11 @@ def _evolve_step(v: PipelineView, s: StepView, event: StepEvent, ts: datetime) -
             assert_never(event)
 
 
-def _answered(spec: PipelineSpec, s: StepView, event: PipelineApproved | PipelineDenied) -> StepView | None:
+def _answered(s: StepView, event: PipelineApproved | PipelineDenied) -> StepView | None:
+    """The first answer to a waiting gate is taken as given; whether its author may give it is the
+    decider's question (it has the operator's policy), answered with `approval_refused` if not."""
     if s.status != "waiting_approval":
         return None
-    what = "approval" if isinstance(event, PipelineApproved) else "denial"
-    if not _may_approve(spec, event.by):
-        return replace(s, reason=f"{what} by {event.by!r} ignored: approvers are {', '.join(spec.approvers)}")
     if isinstance(event, PipelineApproved):
         return replace(s, status="approved", approved_by=event.by, reason=event.reason)
     why = f"denied by {event.by}" + (f": {event.reason}" if event.reason else "")
@@ -238,10 +244,6 @@ def _evolve_run(v: PipelineView, event: RunEvent, ts: datetime) -> PipelineView:
             return replace(v, status="failed", finished_at=ts, reason=event.reason)
         case _:
             assert_never(event)
-
-
-def _may_approve(spec: PipelineSpec, by: str) -> bool:
-    return not spec.approvers or by in spec.approvers
 
 
 # ---------------------------------------------------------------- job ids

@@ -17,6 +17,7 @@ from orchestrator.core import decide
 from orchestrator.core.outgoing import reject
 from orchestrator.core.pipeline import decide_pipeline
 from orchestrator.core.pipeline_views import PipelineView
+from orchestrator.core.policy import Policy
 from orchestrator.core.verdicts import rollback_done
 from orchestrator.core.views import JobView, NodeView
 from schemas import msgids, subjects
@@ -161,14 +162,15 @@ def pipelines_touched(changed_pipelines: Iterable[str], changed_jobs: Iterable[J
     return set(changed_pipelines) | of_jobs
 
 
-def plan_pipeline(view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime) -> Plan:
-    """The pipeline's next events; the live nodes of label steps are only trusted once the fleet is known."""
+def plan_pipeline(view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime, policy: Policy) -> Plan:
+    """The pipeline's next events; the live nodes of label steps are only trusted once the fleet is known.
+    The policy says who may answer its gates."""
     fleet_nodes: dict[str, list[str]] = {}
     if not fleet.warming(now):
         for spec in view.spec.steps:
             if spec.labels:
                 fleet_nodes[spec.id] = decide.capable_nodes(fleet, spec.tool, spec.labels, now)
-    outs = decide_pipeline(view, jobs, fleet_nodes, now)
+    outs = decide_pipeline(view, jobs, fleet_nodes, now, policy)
     return Plan(key=pipeline_key(view.pipeline_id), outs=tuple(outs), own=subjects.pipeline(view.pipeline_id, ""), expected=view.last_seq)
 
 
@@ -197,9 +199,7 @@ def plan_nodes(
     return plans
 
 
-def decide_node(
-    view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime
-) -> list[Outgoing]:
+def decide_node(view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime) -> list[Outgoing]:
     """Register a new or changed node; declare a silent one lost.
 
     `since` is when this orchestrator started: a node is not declared lost
@@ -217,9 +217,7 @@ def decide_node(
         if not changed:
             return []
         seq = view.last_seq if view else 0
-        ev = NodeRegistered(
-            ts=now, tools=hb.tools, labels=hb.labels, max_jobs=hb.max_jobs, hostname=hb.hostname, version=hb.version
-        )
+        ev = NodeRegistered(ts=now, tools=hb.tools, labels=hb.labels, max_jobs=hb.max_jobs, hostname=hb.hostname, version=hb.version)
         return [Outgoing(subjects.node(node_id, "registered"), ev, msgids.node(node_id, "registered", seq))]
     if view is None or view.status != "online":
         return []

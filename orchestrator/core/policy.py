@@ -2,8 +2,10 @@
 
 Loaded from a YAML file (`nexus orchestrator --policy FILE`; format in
 docs/policy.md); every check here is pure. With no file, the default policy
-lets everyone submit, denies nothing and holds critical commands aimed at
-nodes labelled `env=prod` or `env=production` for approval by anyone.
+lets everyone submit, denies nothing and holds every critical command for approval,
+on any node (secure by default: a finding that says "requires approval" is held);
+`approval_severity_anywhere: never` keeps that to nodes labelled `env=prod` or
+`env=production`. Anyone may approve under the default policy.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from orchestrator.core.analysis import normalised_commands
 from orchestrator.core.text import PatternError, user_regex
 
 Severity = Literal["info", "warning", "critical"]
+Threshold = Literal["info", "warning", "critical", "never"]
 SEVERITY_RANK: dict[str | None, int] = {None: 0, "info": 1, "warning": 2, "critical": 3}
+_THRESHOLD_RANK: dict[str, int] = {"info": 1, "warning": 2, "critical": 3, "never": 4}
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +62,9 @@ DEFAULT_ROLES = {
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     production_labels: dict[str, list[str]] = msgspec.field(default_factory=lambda: {"env": ["prod", "production"]})
     approval_severity: Severity = "critical"
+    """The lowest severity that holds a job aimed at a production node for approval."""
+    approval_severity_anywhere: Threshold = "critical"
+    """The lowest severity that holds a job for approval on any node; `never`: only production holds."""
     approvers: list[str] = []
     deny: list[Rule] = []
     allow: list[Rule] = []
@@ -87,6 +94,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         return any(r.submit for r in self.roles_of(user))
 
     def may_approve(self, user: str | None) -> bool:
+        """Whether the policy names `user` (or one of their roles) as an approver. Job approvals and
+        pipeline gates both ask this; a pipeline template's own list can only narrow it."""
         if self.approvers:
             names = {user, *(n for n in self.users.get(user or "", []))}
             return bool(names & set(self.approvers))
@@ -105,21 +114,39 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def is_production(self, labels: Mapping[str, str]) -> bool:
         return any(labels.get(k) in values for k, values in self.production_labels.items())
 
-    def denial(self, command: str, tool: str, targets: Iterable[Mapping[str, str] | None]) -> str | None:
-        """Why the command is refused on these target label sets, or None."""
+    def denial(
+        self,
+        command: str,
+        tool: str,
+        targets: Iterable[Mapping[str, str] | None],
+        *,
+        interpreter: str | None = None,
+        expanded: str | None = None,
+    ) -> str | None:
+        """Why the command is refused on these target label sets, or None. Rules apply by the
+        job's `tool`; `interpreter` is the program that reads the command (default: the tool);
+        `expanded` is the command with the job's env written out (what runs), when it differs."""
         targets = list(targets) or [None]
         # Rules also see each simple command as it will run (quotes removed, wrappers peeled, nested
         # code included), so `shutdow""n` or `sudo sh -c 'shutdown'` cannot slip past `^shutdown`.
-        runs = normalised_commands(command, tool)
+        runs = normalised_commands(expanded or command, interpreter or tool)
+        whole = (command, expanded) if expanded and expanded != command else (command,)
         for rule in self.deny:
-            if any(rule.applies(tool, t) for t in targets) and any(rule.matches(c) for c in (command, *runs)):
+            if any(rule.applies(tool, t) for t in targets) and any(rule.matches(c) for c in (*whole, *runs)):
                 return rule.reason or f"command matches deny rule {rule.pattern!r}"
         for labels in targets:
             relevant = [r for r in self.allow if r.applies(tool, labels)]
-            allowed = any(r.matches(command) for r in relevant) or (runs and all(any(r.matches(c) for r in relevant) for c in runs))
+            allowed = any(r.matches(expanded or command) for r in relevant) or (
+                runs and all(any(r.matches(c) for r in relevant) for c in runs)
+            )
             if relevant and not allowed:
                 return "command matches no allow rule for this tool and node"
         return None
 
     def needs_approval(self, severity: str | None, production: bool) -> bool:
-        return production and SEVERITY_RANK[severity] >= SEVERITY_RANK[self.approval_severity]
+        """Whether a finding of `severity` holds a job: anywhere from `approval_severity_anywhere`,
+        on a production node from `approval_severity`."""
+        rank = SEVERITY_RANK[severity]
+        if rank and rank >= _THRESHOLD_RANK[self.approval_severity_anywhere]:
+            return True
+        return production and rank >= SEVERITY_RANK[self.approval_severity]

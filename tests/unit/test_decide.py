@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from orchestrator.core import decide, planner, reducer
 from orchestrator.core.decide import Fleet
+from orchestrator.core.judge import judge, submission_of
+from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
 from schemas import codec, subjects
 from schemas.envelope import Outgoing
@@ -74,6 +76,13 @@ def fleet(*beats: NodeHeartbeat, load: dict[str, int] | None = None, views: Iter
 
 def job(job_id: str = "j1", status: str = "validated", **kw: Any) -> JobView:
     return JobView(job_id=job_id, status=status, command=kw.pop("command", "echo hi"), **kw)  # type: ignore[arg-type]
+
+
+def judged(view: JobView, f: Fleet, policy: Policy | None = None, **kw: Any) -> decide.Context:
+    """The context the orchestrator builds for a requested job: the one verdict (core.judge) on it."""
+    policy = policy or Policy()
+    verdict = judge(submission_of(view), policy, decide.candidates(f, NOW))
+    return decide.Context(policy=policy, review=decide.Review(judgement=verdict, duration_ms=0.4), **kw)
 
 
 def exited(**kw: Any) -> JobView:
@@ -165,15 +174,18 @@ def test_only_capable_node_not_heard_from_makes_the_job_wait() -> None:
 
 def test_nothing_placeable_is_rejected_before_asking_for_approval() -> None:
     # Issue 9: approving a job no node can take dead-ends in `rejected`; say so at once.
-    ctx = decide.Context(review=decide.Review(severity="critical"))
-    outs = decide.decide_job(job(status="requested", labels={"env": "prod"}), fleet(hb("n1")), NOW, ctx)
-    assert rejection(outs).code == "no_capable_node"
+    view, f = job(status="requested", command="rm -rf /", labels={"env": "prod"}), fleet(hb("n1"))
+    assert rejection(decide.decide_job(view, f, NOW, judged(view, f))).code == "no_capable_node"
+
+
+def test_a_requested_job_is_not_decided_before_it_is_judged() -> None:
+    assert decide.decide_job(job(status="requested"), fleet(hb("n1")), NOW) == []
 
 
 def test_a_dispatch_over_the_size_limit_is_rejected_at_analysis() -> None:
     env = {f"V{i}": "x" * 16000 for i in range(40)}  # each value within limits, the sum is not
-    outs = decide.decide_job(job(status="requested", env=env), fleet(hb("n1")), NOW)
-    ev = rejection(outs)
+    view, f = job(status="requested", env=env), fleet(hb("n1"))
+    ev = rejection(decide.decide_job(view, f, NOW, judged(view, f)))
     assert ev.code == "too_large"
 
 
@@ -671,7 +683,7 @@ def test_placement_never_overfills_or_mismatches(nodes: dict[str, dict[str, Any]
     placed: Counter[str] = Counter()
     for i, spec in enumerate(jobs):
         view = job(f"j{i}", status=spec["status"], tool=spec["tool"], labels=spec["labels"], requested_node=spec["node"])
-        outs = decide.decide_job(view, f, NOW)
+        outs = decide.decide_job(view, f, NOW, judged(view, f) if spec["status"] == "requested" else None)
         if spec["status"] == "requested":  # analysis first, then placement in the same decision
             assert codec.event_type(outs[0].event) in ("job.validated", "job.rejected")
             if codec.event_type(outs[0].event) == "job.validated":

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.pipeline import decide_pipeline
+from orchestrator.core.pipeline import decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
     evolve_pipeline,
@@ -26,11 +26,13 @@ from orchestrator.core.pipeline_views import (
     pipeline_jobs,
     step_job_id,
 )
+from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView
 from schemas import subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
 from schemas.pipelines import (
+    PipelineApprovalRefused,
     PipelineApproved,
     PipelineDenied,
     PipelineEvent,
@@ -68,8 +70,11 @@ def step(id: str, **kw: typing.Any) -> StepSpec:
 
 
 class Sim:
-    def __init__(self, pipeline: PipelineSpec, pid: str = "rel-1", fleet: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, pipeline: PipelineSpec, pid: str = "rel-1", fleet: dict[str, list[str]] | None = None, policy: Policy | None = None
+    ) -> None:
         self.pid = pid
+        self.policy = policy or Policy()
         self.now = NOW
         self.fleet = fleet or {}
         self.log: list[tuple[PipelineEvent, datetime]] = []
@@ -99,8 +104,8 @@ class Sim:
     def decide(self) -> list[Outgoing]:
         view = self.view()
         jobs = self.job_views(view)
-        outs = decide_pipeline(view, jobs, self.fleet, self.now)
-        assert outs == decide_pipeline(view, jobs, self.fleet, self.now), "deciding twice differs"
+        outs = decide_pipeline(view, jobs, self.fleet, self.now, self.policy)
+        assert outs == decide_pipeline(view, jobs, self.fleet, self.now, self.policy), "deciding twice differs"
         for o in outs:
             ref = subjects.parse(o.subject)
             if ref.family == "job":
@@ -480,14 +485,59 @@ def test_approval_gate_waits_then_runs_when_approved() -> None:
     assert view.status == "succeeded" and view.step("deploy").approved_by == "bob"  # type: ignore[union-attr]
 
 
-def test_approval_by_someone_not_an_approver_is_ignored() -> None:
+def test_approval_by_someone_not_among_the_pipelines_approvers_is_refused() -> None:
     sim = Sim(gated())
     sim.run(ok)
     sim.publish(PipelineApproved(ts=NOW, step="deploy", by="mallory"))
-    assert sim.settle() == []
+    (refused,) = sim.settle()
+    assert isinstance(refused.event, PipelineApprovalRefused) and refused.event.by == "mallory"
     deploy = sim.view().step("deploy")
-    assert deploy is not None and deploy.status == "waiting_approval"
-    assert deploy.reason is not None and "mallory" in deploy.reason
+    assert deploy is not None and deploy.status == "waiting_approval" and deploy.approved_by is None
+    assert deploy.reason is not None and "'mallory' is not among this pipeline's approvers" in deploy.reason
+    assert [j.metadata["step"] for j in sim.requested()] == ["build"]  # nothing of the gated step ran
+
+
+APPROVERS = Policy(approvers=["alice"], users={"alice": ["admin"], "mallory": ["operator"]})
+
+
+def test_a_gate_is_approved_only_by_the_policys_approvers_never_by_the_templates_list() -> None:
+    """Issue 11: the submitter's template named themself; the operator's policy decides."""
+    sim = Sim(spec(step("build"), step("deploy", approval=True)), policy=APPROVERS)
+    sim.run(ok)
+    assert sim.view().step("deploy").status == "waiting_approval"  # type: ignore[union-attr]
+    asked = [o.event for o in sim.published if o.subject.endswith(".approval_required")]
+    assert asked[0].approvers == ["alice"]  # type: ignore[union-attr]
+    for answer in (PipelineApproved(ts=NOW, step="deploy", by="mallory"), PipelineDenied(ts=NOW, step="deploy", by="mallory")):
+        sim.publish(answer)
+        (refused,) = sim.settle()
+        assert isinstance(refused.event, PipelineApprovalRefused)
+        assert refused.event.reason.endswith("'mallory' is not an approver in the operator's policy (approvers: alice)")
+        assert sim.view().step("deploy").status == "waiting_approval"  # type: ignore[union-attr]
+    assert refused.msg_id != sim.published[-2].msg_id  # each refusal is its own record
+    sim.publish(PipelineApproved(ts=NOW, step="deploy", by="alice"))
+    sim.settle()
+    assert [j.metadata["step"] for j in sim.requested()] == ["build", "deploy"]
+
+
+def test_a_template_naming_only_non_approvers_fails_its_gate_at_once() -> None:
+    sim = Sim(spec(step("build"), step("deploy", approval=True), approvers=["mallory"]), policy=APPROVERS)
+    sim.run(ok)
+    view = sim.view()
+    assert view.status == "failed" and "approval_required" not in sim.kinds()
+    assert view.step("deploy").reason == "none of the pipeline's approvers (mallory) may approve under the operator's policy"  # type: ignore[union-attr]
+
+
+def test_a_steps_run_jobs_come_with_its_health_check_and_rollback() -> None:
+    sim = Sim(spec(step("deploy", health_check="curl -f localhost", rollback="rm -rf /srv/app")))
+    sim.settle()
+    view = sim.view()
+    run = sim.jobs["rel-1-s0-0"]
+    assert [(c.role, c.command) for c in step_companions(view, run.metadata)] == [
+        ("health check", "curl -f localhost"),
+        ("rollback", "rm -rf /srv/app"),
+    ]
+    assert step_companions(view, {**run.metadata, "role": "rollback"}) == []
+    assert step_companions(None, run.metadata) == []
 
 
 def test_approval_gate_denied_fails_the_pipeline() -> None:
@@ -551,7 +601,7 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
     assert sim.requests == before
     # Deciding on a view whose jobs were not folded yet re-publishes the same requests only.
     view = sim.view()
-    lagging = decide_pipeline(view, {}, {}, NOW)
+    lagging = decide_pipeline(view, {}, {}, NOW, Policy())
     again = {subjects.parse(o.subject).id for o in lagging}
     assert again <= set(before)
     assert all(o.msg_id == f"job:{subjects.parse(o.subject).id}:requested:1" for o in lagging)
@@ -560,7 +610,7 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
 
 def test_restart_after_jobs_were_requested_but_step_started_was_lost() -> None:
     sim = Sim(spec(step("deploy", nodes=["w1", "w2"])))
-    outs = decide_pipeline(sim.view(), {}, {}, NOW)
+    outs = decide_pipeline(sim.view(), {}, {}, NOW, Policy())
     pipeline_events = [o for o in outs if subjects.parse(o.subject).family == "pipeline"]
     assert [o.msg_id for o in pipeline_events] == ["pipeline:rel-1:step_started:deploy:0"]
     # Only the job.requested events reached the log: the next decision re-emits the
@@ -570,7 +620,7 @@ def test_restart_after_jobs_were_requested_but_step_started_was_lost() -> None:
         for o in outs
         if isinstance(o.event, JobRequested)
     }
-    again = decide_pipeline(sim.view(), jobs, {}, NOW)
+    again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy())
     assert [o.msg_id for o in again] == ["pipeline:rel-1:step_started:deploy:0"]
 
 
@@ -646,6 +696,7 @@ def test_every_event_kind_round_trips_through_json() -> None:
     sim.run(fail_steps("fan"))
     sim.publish(PipelineApproved(step="roll", by="ops"))
     sim.publish(PipelineDenied(step="roll", by="ops"))
+    sim.publish(PipelineApprovalRefused(step="roll", by="ops", decision="denied", reason="not an approver"))
     seen = {tag(ev) for ev, _ in sim.log}
     assert kinds - seen <= {"pipeline.succeeded", "pipeline.approval_required", "pipeline.health_check_started"}
     for ev, _ in sim.log:

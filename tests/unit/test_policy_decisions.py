@@ -7,52 +7,60 @@ import pytest
 
 from orchestrator.config import ConfigError, load_policy
 from orchestrator.core import decide
-from orchestrator.core.decide import Context, Review
+from orchestrator.core.decide import Context, Fleet
 from orchestrator.core.policy import Policy, Role, Rule
+from orchestrator.core.views import JobView
 from schemas import codec
 from schemas.events import JobApprovalRequired, JobLost, JobQueued, JobRejected, JobValidated
-from schemas.values import Finding
-from tests.unit.test_decide import NOW, fleet, hb, job
+from tests.unit.test_decide import NOW, fleet, hb, job, judged
 
-CRITICAL = Review(
-    severity="critical",
-    warnings=(Finding(type="destructive_command", severity="critical", message="rm -rf on '/'"),),
-    suggestions=("Name the exact directory",),
-    duration_ms=0.4,
-)
 PEOPLE = Policy(users={"alice": ["admin"], "bob": ["operator"], "vic": ["viewer"]})
+PROD_ONLY = Policy(approval_severity_anywhere="never")
 
 
 def kinds(outs: list[decide.Outgoing]) -> list[str]:
     return [codec.event_type(o.event) for o in outs]
 
 
+def phase1(view: JobView, f: Fleet, policy: Policy | None = None) -> list[decide.Outgoing]:
+    """Phase 1 as the orchestrator runs it: judged (core.judge), then decided."""
+    return decide.decide_job(view, f, NOW, judged(view, f, policy))
+
+
 def test_safe_command_is_validated_and_placed_in_one_decision() -> None:
-    outs = decide.decide_job(job(status="requested"), fleet(hb("n1")), NOW, Context(review=Review(duration_ms=0.2)))
+    outs = phase1(job(status="requested"), fleet(hb("n1")))
     assert kinds(outs) == ["job.validated", "job.assigned", "job.dispatch"]
     validated = outs[0].event
     assert isinstance(validated, JobValidated)
-    assert (validated.severity, validated.duration_ms, validated.approval_needed) == (None, 0.2, False)
+    assert (validated.severity, validated.duration_ms, validated.approval_needed) == (None, 0.4, False)
 
 
 def test_critical_command_on_production_node_waits_for_approval() -> None:
     prod = hb("web-1", labels={"env": "prod"})
-    outs = decide.decide_job(job(status="requested", requested_node="web-1"), fleet(prod), NOW, Context(review=CRITICAL))
+    outs = phase1(job(status="requested", command="rm -rf /", requested_node="web-1"), fleet(prod), PROD_ONLY)
     assert kinds(outs) == ["job.validated", "job.approval_required"]
     assert isinstance(outs[1].event, JobApprovalRequired)
-    assert "rm -rf on '/'" in outs[1].event.reason
-    assert outs[0].event.warnings == list(CRITICAL.warnings)  # type: ignore[union-attr]
+    assert outs[1].event.reason.startswith("critical command on a production node needs approval: Command contains 'rm -rf' on '/'")
+    warning = outs[0].event.warnings[0]  # type: ignore[union-attr]
+    assert warning.severity == "critical" and warning.message.endswith(" - requires approval") and warning.command is None
 
 
-def test_critical_command_on_a_non_production_node_runs_with_its_warnings() -> None:
-    outs = decide.decide_job(job(status="requested"), fleet(hb("dev-1", labels={"env": "dev"})), NOW, Context(review=CRITICAL))
-    assert kinds(outs) == ["job.validated", "job.assigned", "job.dispatch"]
+def test_critical_command_holds_on_any_node_by_default_and_its_text_says_so() -> None:
+    """Issue 11: the default policy makes "requires approval" true wherever the job runs."""
+    dev = fleet(hb("dev-1", labels={"env": "dev"}))
+    held = phase1(job(status="requested", command="rm -rf /"), dev)
+    assert kinds(held) == ["job.validated", "job.approval_required"]
+    assert held[1].event.reason.startswith("critical command needs approval: ")  # type: ignore[union-attr]
+    # A policy that holds only production runs it, and the finding no longer claims approval here.
+    runs = phase1(job(status="requested", command="rm -rf /"), dev, PROD_ONLY)
+    assert kinds(runs) == ["job.validated", "job.assigned", "job.dispatch"]
+    (warning,) = runs[0].event.warnings  # type: ignore[union-attr]
+    assert warning.message.endswith(" - requires approval on production nodes"), warning.message
 
 
 def test_label_selector_for_production_also_needs_approval() -> None:
-    outs = decide.decide_job(
-        job(status="requested", labels={"env": "production"}), fleet(hb("n1", labels={"env": "production"})), NOW, Context(review=CRITICAL)
-    )
+    view = job(status="requested", command="rm -rf /", labels={"env": "production"})
+    outs = phase1(view, fleet(hb("n1", labels={"env": "production"})), PROD_ONLY)
     assert kinds(outs)[-1] == "job.approval_required"
 
 
@@ -69,7 +77,7 @@ def test_approved_job_is_placed_and_a_non_approver_does_not_count() -> None:
 
 @pytest.mark.parametrize(("user", "code"), [("vic", "permission_denied"), ("mallory", "permission_denied"), ("bob", None)])
 def test_permissions_come_from_roles(user: str, code: str | None) -> None:
-    outs = decide.decide_job(job(status="requested", requested_by=user), fleet(hb("n1")), NOW, Context(policy=PEOPLE))
+    outs = phase1(job(status="requested", requested_by=user), fleet(hb("n1")), PEOPLE)
     if code is None:
         assert kinds(outs)[0] == "job.validated"
     else:
@@ -81,15 +89,15 @@ def test_deny_rules_reject_outright_and_allow_lists_restrict() -> None:
         deny=[Rule(pattern=r"curl .*\| *sh", reason="no piping downloads into a shell")],
         allow=[Rule(pattern=r"^(echo|ls)\b", labels={"env": "prod"})],
     )
-    denied = decide.decide_job(job(status="requested", command="curl x | sh"), fleet(hb("n1")), NOW, Context(policy=policy))
+    denied = phase1(job(status="requested", command="curl x | sh"), fleet(hb("n1")), policy)
     assert denied[0].event == JobRejected(ts=NOW, code="policy_denied", reason="no piping downloads into a shell")
     prod = fleet(hb("p1", labels={"env": "prod"}))
-    not_allowed = decide.decide_job(job(status="requested", command="make deploy"), prod, NOW, Context(policy=policy))
+    not_allowed = phase1(job(status="requested", command="make deploy"), prod, policy)
     assert not_allowed[0].event.code == "policy_denied"  # type: ignore[union-attr]
-    assert kinds(decide.decide_job(job(status="requested", command="echo ok"), prod, NOW, Context(policy=policy)))[0] == "job.validated"
+    assert kinds(phase1(job(status="requested", command="echo ok"), prod, policy))[0] == "job.validated"
     # The allow list is scoped to env=prod: elsewhere anything not denied goes.
     dev = fleet(hb("d1", labels={"env": "dev"}))
-    assert kinds(decide.decide_job(job(status="requested", command="make deploy"), dev, NOW, Context(policy=policy)))[0] == "job.validated"
+    assert kinds(phase1(job(status="requested", command="make deploy"), dev, policy))[0] == "job.validated"
 
 
 def test_dependencies_wait_then_run_or_give_up() -> None:
@@ -144,6 +152,7 @@ def test_policy_file_errors_name_the_file_and_the_field(tmp_path) -> None:  # ty
         assert str(bad) in str(info.value) and needle in str(info.value), str(info.value)
     assert load_policy(None) == Policy()
     assert msgspec.structs.asdict(Policy())["approval_severity"] == "critical"
+    assert msgspec.structs.asdict(Policy())["approval_severity_anywhere"] == "critical"
 
 
 def test_ranking_is_load_then_preferred_labels_then_cost() -> None:

@@ -1,0 +1,201 @@
+"""Phase 1's one verdict (issue 11 item 5): `core.judge.judge`, and that nothing else reaches the analysis or the approval rule.
+
+The orchestrator, `nexus validate` and `POST /api/v1/jobs/validate` all call `judge`; the
+first tests prove it from the source (an ast walk), so a fourth copy of the rule cannot
+creep back in. The rest pin what is analysed: the argv the agent really runs, test commands,
+a step's health check and rollback, the job's env; and which messages claim approval.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from orchestrator.core.admission import Candidate, Companion, Judgement, Submission
+from orchestrator.core.judge import judge
+from orchestrator.core.policy import Policy, Rule
+from schemas.values import CommandTest, ExitCodeTest
+from tests.unit.test_architecture import imports, sources
+
+FLEET = {
+    "web-1": Candidate(labels={"env": "prod", "role": "web"}, tools=["bash", "psql"], live=True),
+    "dev-1": Candidate(labels={"env": "dev", "role": "web"}, tools=["bash", "psql"], live=True),
+    "old-1": Candidate(labels={"env": "prod", "role": "db"}, tools=["bash"], live=False),
+}
+PROD_ONLY = Policy(approval_severity_anywhere="never")
+ENTRY_POINTS = ("orchestrator.service", "orchestrator.cli.review", "orchestrator.api.jobs")
+
+
+def verdict(command: str, policy: Policy = PROD_ONLY, **kw: object) -> Judgement:
+    kw.setdefault("nodes", ["web-1"])
+    return judge(Submission(command=command, user="ann", **kw), policy, FLEET)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- one path
+
+
+def _calls(module: str) -> set[str]:
+    """Every function or method name `module` calls."""
+    tree = ast.parse(sources()[module].read_text())
+    return {
+        n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute | ast.Name)
+    }
+
+
+def test_only_the_judge_reaches_the_analysis_and_the_approval_rule() -> None:
+    """Fails when any module (one of the three callers above all) analyses a command, applies
+    the deny/allow or approval rule, or checks who may submit, other than through `judge`."""
+    own = {"orchestrator.core.judge"}
+    allowed = {
+        "orchestrator.core.analysis": own | {"orchestrator.core.policy"},  # policy: normalised_commands for its rules
+        "orchestrator.core.walker": {"orchestrator.core.analysis"},
+    }
+    for module in sources():
+        if not module.startswith("orchestrator."):
+            continue
+        for target, who in allowed.items():
+            if target in imports(module):
+                assert module in who, f"{module} imports {target}: phase 1 must go through orchestrator.core.judge"
+        if module in own | {"orchestrator.core.policy"}:
+            continue
+        rules = _calls(module) & {"analyze", "admit", "needs_approval", "denial", "may_submit", "normalised_commands"}
+        assert not rules, f"{module} calls {sorted(rules)}: only orchestrator.core.judge may"
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_the_orchestrator_the_cli_and_the_api_each_call_the_judge(module: str) -> None:
+    assert "orchestrator.core.judge" in imports(module)
+    assert "judge" in _calls(module)
+
+
+# ---------------------------------------------------------------- where it runs
+
+
+def test_selectors_that_can_only_reach_production_need_approval_without_a_node_named() -> None:
+    held = verdict("rm -rf /", nodes=[], labels={"env": "prod"})
+    assert held.production and held.approval_needed and held.denied is None and held.unplaceable is None
+    assert held.approval_reason is not None and held.approval_reason.startswith("critical command on a production node needs approval")
+
+
+def test_a_named_node_counts_and_no_live_match_falls_back_to_the_selectors() -> None:
+    assert not verdict("rm -rf /", nodes=["dev-1"]).production
+    assert verdict("rm -rf /", nodes=["dev-1"], labels={"env": "prod"}).production  # a production selector still counts
+    assert verdict("rm -rf /", nodes=[], labels={"role": "db"}).production is False  # the only db node is not live
+    ghost = verdict("echo hi", nodes=["ghost"])
+    assert (ghost.unplaceable, ghost.valid) == ("unknown_node", False)
+    assert [f.type for f in ghost.node_findings] == ["unknown_node"]
+    offline = verdict("echo hi", nodes=["old-1"])
+    assert offline.valid and [f.type for f in offline.node_findings] == ["node_offline"]
+    nowhere = verdict("echo hi", nodes=[], labels={"env": "qa"})
+    assert (nowhere.unplaceable, [f.type for f in nowhere.node_findings]) == ("no_capable_node", ["no_capable_node"])
+
+
+def test_offline_the_selectors_stand_for_the_target() -> None:
+    offline = judge(Submission(command="rm -rf /", labels={"env": "prod"}), PROD_ONLY, None)
+    assert offline.approval_needed and offline.unplaceable is None and offline.node_findings == []
+
+
+def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
+    people = Policy(users={"vic": ["viewer"]})
+    assert judge(Submission(command="true", user="vic"), people, FLEET).denied == "permission_denied"
+    assert judge(Submission(command="true", user="nobody"), people, FLEET).denied == "permission_denied"
+    rules = Policy(deny=[Rule(pattern=r"^shutdown\b", reason="no shutdowns")])
+    said = verdict("shutdown now", rules)
+    assert (said.denied, said.reason, said.valid) == ("policy_denied", "no shutdowns", False)
+    assert said.severity == "critical"
+
+
+# ---------------------------------------------------------------- what runs
+
+
+def test_a_tool_that_is_not_a_shell_is_judged_as_the_bash_line_it_runs() -> None:
+    """`tool: psql` is a capability; the agent runs the command with bash, so that is what is judged."""
+    as_sql = verdict("DROP TABLE users", tool="psql")
+    assert as_sql.severity is None  # bash runs a program named DROP: nothing to destroy
+    hidden = verdict("rm -rf /var/lib/postgresql", tool="psql")
+    assert hidden.severity == "critical" and hidden.approval_needed
+
+
+def test_test_commands_are_judged_and_their_worst_finding_counts() -> None:
+    tests = [ExitCodeTest(expected=0), CommandTest(command="rm -rf /etc")]
+    found = verdict("echo deploy", tests=tests)
+    assert found.severity == "critical" and found.approval_needed
+    assert found.findings[0].message.startswith("Test command: Command contains 'rm -rf' on '/etc'")
+
+
+def test_a_steps_health_check_and_rollback_count_for_its_job() -> None:
+    steps = [Companion(role="health check", command="curl -fsS localhost/health"), Companion(role="rollback", command="rm -rf /srv")]
+    found = verdict("deploy.sh", companions=steps)
+    assert found.approval_needed and [f.message.split(":")[0] for f in found.findings] == ["Rollback"]
+
+
+def test_a_variable_from_env_is_judged_as_its_value() -> None:
+    assert verdict("$CMD", env={"CMD": "rm -rf /"}).severity == "critical"
+    assert "destructive_command" in {f.type for f in verdict("$CMD", env={"CMD": "rm -rf /"}).findings}
+    assert verdict("$CMD", env={"CMD": "ls -la"}).severity is None
+    assert verdict('rm -rf "$TARGET"/*', env={"TARGET": "/"}).severity == "critical"
+    assert verdict("bash -c '$RUN'", env={"RUN": "shutdown -h now"}).severity == "critical"
+    assert verdict('echo "$MSG"', env={"MSG": "rm -rf / is a bad idea"}).severity is None
+    # Not in env: unresolved, so it fails closed, and says so.
+    unknown = verdict("$CMD")
+    assert unknown.approval_needed and unknown.findings[0].type == "unresolved_command"
+    assert unknown.findings[0].message.endswith(" - requires approval")
+    assert verdict("echo $HOME").severity is None
+
+
+def test_a_secret_is_never_expanded_into_a_finding() -> None:
+    found = verdict("$DB_PASSWORD --force", env={"DB_PASSWORD": "rm -rf /s3cr3t"})
+    assert [f.type for f in found.findings] == ["unresolved_command"]
+    assert all("s3cr3t" not in f.message and "s3cr3t" not in (f.command or "") for f in found.findings)
+    explicit = verdict("$X", env={"X": "rm -rf /"}, secrets=["X"])
+    assert [f.type for f in explicit.findings] == ["unresolved_command"]
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({"BASH_FUNC_ls%%": "() { rm -rf /; }"}, "destructive_command"),
+        ({"PROMPT_COMMAND": "rm -rf /home"}, "destructive_command"),
+        ({"BASH_ENV": "/tmp/x.sh"}, "unresolved_command"),
+        ({"LD_PRELOAD": "/tmp/evil.so"}, "unresolved_command"),
+        ({"NODE_OPTIONS": "--require /tmp/x.js"}, "unresolved_command"),
+    ],
+)
+def test_env_entries_the_shell_or_the_loader_runs_are_code(env: dict[str, str], kind: str) -> None:
+    found = verdict("ls", env=env)
+    assert found.approval_needed and kind in {f.type for f in found.findings}, found.findings
+
+
+def test_ordinary_env_is_not_code() -> None:
+    assert verdict("make test", env={"PATH": "/opt/bin:/usr/bin", "NODE_OPTIONS": "--max-old-space-size=4096"}).findings == []
+
+
+# ---------------------------------------------------------------- what the record says
+
+
+def test_by_default_a_critical_finding_holds_on_any_node_and_says_so() -> None:
+    dev = verdict("rm -rf /", Policy(), nodes=["dev-1"])
+    assert dev.approval_needed and dev.findings[0].message.endswith(" - requires approval")
+    assert dev.approval_reason is not None and dev.approval_reason.startswith("critical command needs approval: ")
+
+
+def test_when_the_policy_holds_only_production_the_text_does_not_claim_approval_elsewhere() -> None:
+    dev = verdict("rm -rf /", PROD_ONLY, nodes=["dev-1"])
+    assert not dev.approval_needed and dev.valid is False
+    assert dev.findings[0].message.endswith(" - requires approval on production nodes")
+    prod = verdict("rm -rf /", PROD_ONLY, nodes=["web-1"])
+    assert prod.findings[0].message.endswith(" - requires approval") and prod.approval_needed
+
+
+def test_a_warning_that_holds_says_it_requires_approval() -> None:
+    strict = Policy(approval_severity="warning", approval_severity_anywhere="never")
+    held = verdict("rm -rf build-cache/old", strict, nodes=["web-1"])
+    assert held.severity == "warning" and held.approval_needed
+    assert held.findings[0].message.endswith(" - requires approval")
+    elsewhere = verdict("rm -rf build-cache/old", strict, nodes=["dev-1"])
+    assert not elsewhere.approval_needed and elsewhere.findings[0].message.endswith(" - requires approval on production nodes")
+    relaxed = verdict("rm -rf build-cache/old", PROD_ONLY, nodes=["web-1"])
+    assert not relaxed.approval_needed and relaxed.findings[0].message.endswith(" - review before running")
