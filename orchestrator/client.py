@@ -23,6 +23,7 @@ from schemas.events import JobCancelRequested, JobRequested, JobTested
 from schemas.pipelines import PipelineRequested
 from schemas.records import Record
 from schemas.rpc import QueryRequest
+from schemas.secrets import OrchestratorKey
 
 JOB_COLUMNS = (
     "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
@@ -61,6 +62,10 @@ class NexusClient:
         """Publish `requested`; returns its stream sequence. Same id twice = one job."""
         out = Outgoing(subjects.job(job_id, "requested"), req, msgids.job_request(job_id))
         return (await self.bus.publish(out)).seq
+
+    async def sealing_key(self) -> OrchestratorKey | None:
+        """The orchestrator's public sealing key and redaction patterns (None: none published yet)."""
+        return await self.bus.orchestrator_key()
 
     async def cancel(self, job_id: str, *, by: str | None, reason: str | None) -> None:
         """Publish `cancel_requested` whatever the job's state (people go through `app.jobs.cancel`)."""

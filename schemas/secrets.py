@@ -93,6 +93,19 @@ def masked(env: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     return {n: MASK if n in hidden else v for n, v in env.items()}
 
 
+def shown_env(env: Mapping[str, object], explicit: Iterable[object] = ()) -> dict[str, object]:
+    """An `env` object of a payload as people may see it (`nexus history --json`): sealed values,
+    names matching the default patterns and names given as secret show as MASK. Takes what any
+    payload holds, well-formed or not."""
+    named = {n for n in explicit if isinstance(n, str)}
+    redaction = Redaction()
+
+    def secret(name: str, value: object) -> bool:
+        return name in named or not isinstance(value, str) or is_sealed(value) or redaction.matches(name)
+
+    return {n: MASK if secret(n, v) else v for n, v in env.items()}
+
+
 def parse_patterns(text: str) -> tuple[str, ...]:
     """`--redacted-vars` / NEXUS_REDACTED_VARS: comma-separated globs (`*_PASSWORD,*_TOKEN`)."""
     return tuple(p.strip() for p in text.split(",") if p.strip())

@@ -166,7 +166,7 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     job_id = jobs_app.job_id_of(cmd)
     if cmd.node is not None and not await nodes.node_known(ctx, cmd.node):
         raise unknown_node(cmd.node, status=422)
-    req = jobs_app.job_request(cmd, datetime.now(UTC))
+    req = await jobs_app.request_for(ctx.client, cmd, datetime.now(UTC))  # secrets sealed here
     check_job_fits(req)
     done = await jobs_app.submit(ctx.client, job_id, req)
     body = JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=done.seq, created=done.created)

@@ -147,6 +147,9 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     prefer: Labels = {}
     working_dir: Path | None = None
     env: Env = {}
+    secret_env: Env = {}
+    """Env entries that are secret whatever their names (those named like `*_PASSWORD` or `*_TOKEN` in
+    `env` are secret too): sealed to the node, never stored in clear, masked in the job's output."""
     timeout_s: TimeoutS | None = msgspec.field(default=None, name="timeoutSeconds")
     priority: Priority = 0
     tests: Tests = []

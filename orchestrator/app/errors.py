@@ -9,6 +9,7 @@
             +-- NotHeld          the job is not waiting for approval                       409, exit 1
             +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
             +-- JobExists        the job id is taken by a different request                409, exit 1
+        +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
             +-- ConflictingFields  one field under two names, two values                422
 """
@@ -43,6 +44,21 @@ class NoSuchPipeline(AppError):
     def __init__(self, pipeline_id: str) -> None:
         self.pipeline_id = pipeline_id
         super().__init__(f"no pipeline {pipeline_id!r}")
+
+
+class SecretsUnprotected(AppError):
+    """Refused rather than publish a secret in clear: the orchestrator's sealing key is not
+    in the `nexus-keys` bucket (no orchestrator started yet), or cannot be sealed to."""
+
+    http_status = 503
+    slug = "secrets-unprotected"
+    title = "Secrets cannot be protected"
+    retryable = True
+
+    def __init__(self, names: list[str], reason: str) -> None:
+        self.names = names
+        self.reason = reason
+        super().__init__(f"not submitted: secret env {', '.join(names)} would be published in clear ({reason})")
 
 
 class WrongState(AppError):

@@ -15,7 +15,8 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld
+from bus.sealing import SealingError, seal
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, SecretsUnprotected
 from orchestrator.app.narrate import kind_of
 from orchestrator.client import NexusClient, new_job_id
 from schemas import msgids, subjects
@@ -24,6 +25,7 @@ from schemas.envelope import Outgoing
 from schemas.events import JobApproved, JobCancelRequested, JobDenied, JobRequested, ends_job
 from schemas.limits import Command, Env, Labels, Metadata, Name, Path, Priority, TimeoutS
 from schemas.records import Record
+from schemas.secrets import OrchestratorKey, Redaction
 from schemas.values import Tests
 
 # Who asks when nobody is named (no $USER, an open API): one name on every surface.
@@ -52,6 +54,8 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     after: list[str] = []
     retries: int = 0
     idempotent: bool = False
+    secret_env: Env = {}
+    """Env entries that are secret whatever their names (`nexus run --secret`, the API's `secretEnv`)."""
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,11 +79,30 @@ class DecideJob(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-def job_request(cmd: SubmitJob, now: datetime) -> JobRequested:
-    """The one builder of a job's `requested` event."""
+def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = None) -> JobRequested:
+    """The one builder of a job's `requested` event. Every secret env value (by the
+    orchestrator's redaction patterns, or given as secret) is sealed to the orchestrator's
+    `key`; without a key a request with secrets is refused (SecretsUnprotected), never
+    published in clear."""
     fields = msgspec.structs.asdict(cmd)
-    del fields["job_id"]
-    return JobRequested(ts=now, **fields)
+    del fields["job_id"], fields["secret_env"]
+    env = {**cmd.env, **cmd.secret_env}
+    redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
+    clear = redaction.clear_secrets(env, cmd.secret_env)
+    if clear:
+        if key is None:
+            raise SecretsUnprotected(clear, "the orchestrator's sealing key is not published: is an orchestrator running?")
+        try:
+            env.update({n: seal(env[n], key.public_key) for n in clear})
+        except SealingError as exc:
+            raise SecretsUnprotected(clear, f"the orchestrator's published key is unusable: {exc}") from None
+    return JobRequested(ts=now, **fields | {"env": env}, secrets=sorted(cmd.secret_env))
+
+
+async def request_for(client: NexusClient, cmd: SubmitJob, now: datetime) -> JobRequested:
+    """`job_request`, with the orchestrator's key read from the bus when the job has an env."""
+    key = await client.sealing_key() if cmd.env or cmd.secret_env else None
+    return job_request(cmd, now, key)
 
 
 def job_id_of(cmd: SubmitJob) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ PreferOpt = Annotated[list[str] | None, typer.Option("--prefer", help="Preferred
 ToolOpt = Annotated[str, typer.Option("--tool", help="Tool the node must have; bash/sh/zsh also interpret the command.")]
 CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory on the node.")]
 EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE; repeatable.")]
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret",
+        help="Secret environment variable NAME (its value from your own environment) or NAME=VALUE: sealed to the node, "
+        "masked in output and in the record; repeatable. --env names like *_PASSWORD or *_TOKEN are secret too.",
+    ),
+]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Kill the command (and its children) after this many seconds.", min=0.001)
 ]
@@ -63,6 +72,7 @@ class JobFlags:
     tool: str = "bash"
     cwd: str | None = None
     env: list[str] | None = None
+    secret: list[str] | None = None
     timeout: float | None = None
     priority: int = 0
     job_id: str | None = None
@@ -92,6 +102,7 @@ def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
         prefer=parse_pairs(flags.prefer, "--prefer"),
         working_dir=flags.cwd,
         env=parse_pairs(flags.env, "--env"),
+        secret_env=secrets_from(flags.secret),
         timeout_s=flags.timeout,
         priority=flags.priority,
         metadata=dict(parse_pairs(flags.meta, "--meta")),
@@ -102,6 +113,22 @@ def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
         idempotent=flags.idempotent,
         tests=tests_from(flags.tests),
     )
+
+
+def secrets_from(given: list[str] | None) -> dict[str, str]:
+    """`--secret NAME=VALUE`, or `--secret NAME` for the value of NAME in our own environment
+    (so the value is not in the shell's history or in `ps`)."""
+    found: dict[str, str] = {}
+    for item in given or []:
+        name, sep, value = item.partition("=")
+        if not name:
+            fail(f"--secret {item!r}: give NAME or NAME=VALUE", 2)
+        if not sep:
+            if name not in os.environ:
+                fail(f"--secret {name}: no variable {name} in your environment (or give --secret {name}=VALUE)", 2)
+            value = os.environ[name]
+        found[name] = value
+    return found
 
 
 def tests_from(flags: TestFlags) -> list[JobTest]:

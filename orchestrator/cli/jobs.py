@@ -37,6 +37,7 @@ from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.records import Record
+from schemas.secrets import shown_env
 from schemas.text import text_view
 from schemas.values import JobTest
 
@@ -174,6 +175,9 @@ def _record_json(r: Record) -> dict[str, Any]:
         payload = msgspec.json.decode(r.raw)
     except msgspec.DecodeError:
         payload = r.raw.decode("utf-8", errors="replace")
+    if isinstance(payload, dict) and isinstance(payload.get("env"), dict):
+        given = payload.get("secrets")
+        payload["env"] = shown_env(payload["env"], given if isinstance(given, list) else ())  # secrets as the mask
     return {"seq": r.seq, "subject": r.subject, "stream_ts": r.stream_ts, "payload": payload, "error": r.error}
 
 
