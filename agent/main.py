@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -22,10 +23,13 @@ from agent import logs
 from agent.service import Agent
 from bus.errors import BusError
 from bus.nats_bus import DEFAULT_URL, NatsBus
+from bus.sealing import SealingKey
 from schemas import subjects
 from schemas.errors import NexusError
 
 log = structlog.get_logger("nexus.agent")
+
+SEALING_KEY_FILE = "sealing.key"
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,25 @@ class AgentOptions:
     tools: tuple[str, ...] = ()
     heartbeat_s: float = 2.0
     kill_grace_s: float = 5.0
+    state_dir: Path | None = None  # None: default_state_dir(node)
+    pass_env: tuple[str, ...] = ()
+
+
+def default_state_dir(node: str) -> Path:
+    """Where an agent keeps its state (its sealing key): $NEXUS_AGENT_STATE_DIR, else ./.nexus/agents/<node>."""
+    configured = os.environ.get("NEXUS_AGENT_STATE_DIR")
+    return Path(configured) if configured else Path(".nexus") / "agents" / node
 
 
 async def serve(opts: AgentOptions) -> None:
     """Connect and run the agent until SIGINT/SIGTERM (`nexus agent` and `nexus-agent` both call this)."""
+    # The key first: a node whose key file is unusable says so before it takes any work.
+    key = SealingKey.load_or_create((opts.state_dir or default_state_dir(opts.node)) / SEALING_KEY_FILE)
     bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True)
     try:
         agent = Agent(
             bus, opts.node, labels=opts.labels, max_jobs=opts.max_jobs, extra_tools=opts.tools,
-            heartbeat_s=opts.heartbeat_s, kill_grace_s=opts.kill_grace_s,
+            heartbeat_s=opts.heartbeat_s, kill_grace_s=opts.kill_grace_s, sealing_key=key, pass_env=opts.pass_env,
         )  # fmt: skip
         await _until_signal(asyncio.create_task(agent.run(), name="agent"), grace_s=opts.kill_grace_s + 10.0)
     finally:
@@ -105,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-grace", type=float, default=5.0, help="Seconds between SIGTERM and SIGKILL on timeout or cancel (default 5).")
     url = os.environ.get("NEXUS_NATS_URL", DEFAULT_URL)
     p.add_argument("--nats", default=url, help="NATS URL (default: $NEXUS_NATS_URL, else %(default)s).")
+    p.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="Where the agent keeps its sealing key (default: $NEXUS_AGENT_STATE_DIR, else ./.nexus/agents/NODE).",
+    )  # fmt: skip
+    p.add_argument(
+        "--pass-env", action="append", default=[], metavar="NAME",
+        help="Also give jobs this variable of the agent's environment (besides PATH, HOME, LANG, ...); repeatable.",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="Log level (default info).")
     p.add_argument("--log-json", action="store_true", help="Log as JSON lines.")
     return p
@@ -117,7 +139,7 @@ def options(argv: Sequence[str] | None = None) -> tuple[AgentOptions, argparse.N
         p.error("--max-jobs must be >= 1, --heartbeat >= 0.1 and --kill-grace >= 0")
     opts = AgentOptions(
         node=ns.node, nats_url=ns.nats, labels=dict(ns.label), max_jobs=ns.max_jobs, tools=tuple(ns.tool),
-        heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace,
+        heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace, state_dir=ns.state_dir, pass_env=tuple(ns.pass_env),
     )  # fmt: skip
     return opts, ns
 

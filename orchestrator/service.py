@@ -22,6 +22,7 @@ import structlog
 
 from bus.errors import BusError
 from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
+from bus.sealing import SealingKey
 from orchestrator.core import assertions, decide, planner
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
@@ -32,12 +33,14 @@ from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.runner import Outcome, Runner
+from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
 from orchestrator.store import DuckDBStore, run_query
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.events import JobRolledBack, NodeHeartbeat
 from schemas.records import Record
 from schemas.rpc import QueryResult
+from schemas.secrets import Redaction
 from schemas.values import JobTest
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -56,13 +59,19 @@ class Orchestrator:
         node_ttl_s: float = 10.0,
         policy: Policy | None = None,
         limits: StreamLimits | None = None,
+        sealing_key: SealingKey | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
         self.limits = dataclasses.replace(limits or StreamLimits(), node_ttl_s=node_ttl_s)
         self.bus = bus
         self.store = store
         self.policy = policy or Policy()
         self.node_ttl_s = node_ttl_s
-        self.projection = Projection(store, on_ignored=_log_ignored)
+        # Secrets: our key (default: sealing.key beside the DuckDB file) and which env names are secret.
+        self.sealing_key = sealing_key or key_beside(store.path)
+        self.redaction = redaction or Redaction()
+        self._secrets: dict[str, RequestSecrets] = {}  # of jobs about to be placed; memory only
+        self.projection = Projection(store, on_ignored=_log_ignored, redaction=self.redaction)
         self.beats: dict[str, NodeHeartbeat] = {}
         # The one publish path; it remembers our publishes the projection has not seen yet.
         self.runner = Runner(bus)
@@ -81,6 +90,7 @@ class Orchestrator:
     async def run(self) -> None:
         """Run until cancelled."""
         await self.bus.ensure_streams(self.limits)
+        await publish_key(self.bus, self.sealing_key, self.redaction)
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
         # A cancellation that nats-py's wait_for swallowed during the setup above
         # must not be lost: the TaskGroup below would otherwise run forever.
@@ -123,6 +133,8 @@ class Orchestrator:
         changed = self.projection.apply_batch(batch)
         self._touched_pipelines = planner.pipelines_touched(self.projection.changed_pipelines, changed.values())
         for job_id, job in changed.items():
+            if not job.state.before_dispatch:
+                self._secrets.pop(job_id, None)
             if job.terminal:
                 log.info("job.finished", job_id=job_id, status=job.status, exit_code=job.exit_code)
         now = datetime.now(UTC)
@@ -199,7 +211,22 @@ class Orchestrator:
             missing = [j for j in job.after if j not in self.jobs]
             known = {**self.store.load_jobs(missing), **{j: self.jobs[j] for j in job.after if j in self.jobs}}
             statuses = {j: v.status for j, v in known.items()}
-        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification)
+        sealer = await self._sealer(job)
+        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer)
+
+    async def _sealer(self, job: JobView) -> RequestSecrets | None:
+        """What seals the job's secrets for its node, while it may be dispatched; None when
+        it has none, or its request cannot be read now (it is decided again later)."""
+        if not job.secrets or not (job.state.before_dispatch or job.status == "assigned"):
+            self._secrets.pop(job.job_id, None)
+            return None
+        if job.job_id not in self._secrets:
+            try:
+                self._secrets[job.job_id] = await secrets_for(self.bus, self.sealing_key, job.job_id, job.secrets)
+            except BusError as exc:
+                log.warning("job.secrets_unavailable", job_id=job.job_id, error=str(exc))
+                return None
+        return self._secrets[job.job_id]
 
     def _review(self, job: JobView, fleet: decide.Fleet, now: datetime) -> decide.Review:
         """Phase 1's one verdict (core.judge), timed: the time goes into `validated`. A pipeline

@@ -20,6 +20,7 @@ from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, fail, 
 from orchestrator.config import load_policy
 from orchestrator.core.policy import Policy
 from schemas import subjects
+from schemas.secrets import DEFAULT_REDACTED_VARS, Redaction, parse_patterns
 
 if TYPE_CHECKING:  # the services are imported when a daemon starts: short CLI verbs stay fast
     from agent.service import Agent
@@ -102,6 +103,28 @@ def _default_node() -> str:
     return name or "local"
 
 
+RedactedVarsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redacted-vars",
+        envvar="NEXUS_REDACTED_VARS",
+        help="More env names whose values are secret, comma-separated globs (besides *_PASSWORD, *_TOKEN, *_SECRET, ...).",
+    ),
+]
+
+
+def _redaction(extra: str | None) -> Redaction:
+    return Redaction(patterns=(*DEFAULT_REDACTED_VARS, *parse_patterns(extra or "")))
+
+
+@dataclass(frozen=True)
+class AgentExtras:
+    """`nexus agent`'s secrets options: where its sealing key lives, what more of its environment jobs get."""
+
+    state_dir: Path | None = None
+    pass_env: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class LocalAgent:
     node_id: str
@@ -128,6 +151,7 @@ def up(
     api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API (0: a free one).", min=0, max=65535)] = 8080,
     auth: AuthOpt = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
+    redacted_vars: RedactedVarsOpt = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
@@ -139,11 +163,21 @@ def up(
     logs.configure(log_level, json=log_json)
     local = LocalAgent(subjects.check_id(node or _default_node(), "node id"), parse_pairs(label, "--label"), max_jobs)
     api = None if no_api else (api_host, api_port, auth)
-    _up(nats_url, data, port, local, node_ttl, load_policy(policy), api)
+    _up(nats_url, data, port, local, node_ttl, load_policy(policy), api, redaction=_redaction(redacted_vars))
 
 
 @run_async
-async def _up(nats_url: str | None, data: Path, port: int, local: LocalAgent, node_ttl: float, policy: Policy, api: ApiSpec | None) -> None:
+async def _up(
+    nats_url: str | None,
+    data: Path,
+    port: int,
+    local: LocalAgent,
+    node_ttl: float,
+    policy: Policy,
+    api: ApiSpec | None,
+    *,
+    redaction: Redaction,
+) -> None:
     from orchestrator.embedded import EmbeddedNats
 
     # What can fail at once fails first, before any child process exists.
@@ -155,7 +189,7 @@ async def _up(nats_url: str | None, data: Path, port: int, local: LocalAgent, no
             server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log")
             nats_url = await server.start()
             log.info("nats.started", url=nats_url, store=str(data / "jetstream"))
-        await _run_services(nats_url, data, local, node_ttl, policy, listener)
+        await _run_services(nats_url, data, local, node_ttl, policy, listener, redaction=redaction)
     finally:
         if listener is not None:
             listener.close()
@@ -176,9 +210,11 @@ def _listen(api: ApiSpec) -> ApiListener:
 
 
 async def _run_services(
-    nats_url: str, data: Path, local: LocalAgent, node_ttl: float, policy: Policy, listener: ApiListener | None
+    nats_url: str, data: Path, local: LocalAgent, node_ttl: float, policy: Policy, listener: ApiListener | None, *, redaction: Redaction
 ) -> None:
+    from agent.main import SEALING_KEY_FILE
     from agent.service import Agent
+    from bus.sealing import SealingKey
     from orchestrator.api.server import serve_on
     from orchestrator.client import NexusClient
     from orchestrator.service import Orchestrator
@@ -190,8 +226,9 @@ async def _run_services(
         names = ["nexus-orchestrator", f"nexus-agent-{local.node_id}"] + (["nexus-api"] if listener is not None else [])
         for name in names:
             buses.append(await NatsBus.connect(nats_url, name=name, daemon=True))
-        orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy)
-        agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs)
+        orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy, redaction=redaction)  # its key: <data>/sealing.key
+        agent_key = SealingKey.load_or_create(data / "agents" / local.node_id / SEALING_KEY_FILE)
+        agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key)
         tasks = [asyncio.create_task(orch.run(), name="orchestrator"), asyncio.create_task(agent.run(), name="agent")]
         banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
         if listener is not None:
@@ -227,6 +264,7 @@ def orchestrator(
     ] = None,
     output_max_age: Annotated[str, typer.Option("--output-max-age", help="Keep job output this long (e.g. 7d, 12h).")] = "7d",
     output_max_gb: Annotated[float, typer.Option("--output-max-gb", help="Keep at most this much job output (GiB).", min=0.001)] = 8.0,
+    redacted_vars: RedactedVarsOpt = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
@@ -237,11 +275,11 @@ def orchestrator(
         output_max_age_s=parse_duration(output_max_age, "--output-max-age"),
         output_max_bytes=int(output_max_gb * 1024**3),
     )
-    _orchestrator(nats_url, db, node_ttl, load_policy(policy), limits)
+    _orchestrator(nats_url, db, node_ttl, load_policy(policy), limits, _redaction(redacted_vars))
 
 
 @run_async
-async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits) -> None:
+async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits, redaction: Redaction) -> None:
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
@@ -249,7 +287,9 @@ async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
     try:
-        await _until_signal(asyncio.create_task(Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, limits=limits).run()))
+        # Its sealing key is sealing.key beside the DuckDB file (created on first start).
+        orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, limits=limits, redaction=redaction)
+        await _until_signal(asyncio.create_task(orch.run()))
     finally:
         await bus.close()
         store.close()
@@ -265,6 +305,16 @@ def agent(
         float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL on timeout or cancel.", min=0)
     ] = 5.0,
     nats_url: NatsOpt = DEFAULT_NATS,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", envvar="NEXUS_AGENT_STATE_DIR", help="Where the agent keeps its sealing key (default: ./.nexus/agents/NODE)."
+        ),
+    ] = None,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option("--pass-env", help="Also give jobs this variable of the agent's environment (besides PATH, HOME, ...); repeatable."),
+    ] = None,
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
@@ -272,19 +322,28 @@ def agent(
     logs.configure(log_level, json=log_json)
     subjects.check_id(node, "node id")
     labels = parse_pairs(label, "--label")
-    _agent(nats_url, node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace)
+    extras = AgentExtras(state_dir=state_dir, pass_env=tuple(pass_env or ()))
+    _agent(nats_url, node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace, extras)
 
 
 @run_async
 async def _agent(
-    nats_url: str, node: str, labels: dict[str, str], max_jobs: int, tools: tuple[str, ...], heartbeat: float, kill_grace: float
+    nats_url: str,
+    node: str,
+    labels: dict[str, str],
+    max_jobs: int,
+    tools: tuple[str, ...],
+    heartbeat: float,
+    kill_grace: float,
+    extras: AgentExtras,
 ) -> None:
     from agent.main import AgentOptions, serve
 
     # The same code as `nexus-agent` (the agent-only install): one agent, two entry points.
     opts = AgentOptions(
-        node=node, nats_url=nats_url, labels=labels, max_jobs=max_jobs, tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace
-    )
+        node=node, nats_url=nats_url, labels=labels, max_jobs=max_jobs, tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace,
+        state_dir=extras.state_dir, pass_env=extras.pass_env,
+    )  # fmt: skip
     await serve(opts)
 
 

@@ -29,7 +29,7 @@ import typer
 
 from orchestrator.app import jobs as jobs_app
 from orchestrator.app.errors import JobFinished
-from orchestrator.app.jobs import CancelJob, SubmitJob, job_id_of, job_request
+from orchestrator.app.jobs import CancelJob, SubmitJob, job_id_of
 from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
 from orchestrator.cli.follow import JobReport, OutputSink, Say
 from orchestrator.cli.job_options import (
@@ -50,6 +50,7 @@ from orchestrator.cli.job_options import (
     PreferOpt,
     PriorityOpt,
     RetriesOpt,
+    SecretOpt,
     TestFlags,
     TestsOpt,
     TimeoutOpt,
@@ -79,6 +80,7 @@ def run(
     tool: ToolOpt = "bash",
     cwd: CwdOpt = None,
     env: EnvOpt = None,
+    secret: SecretOpt = None,
     timeout: TimeoutOpt = None,
     priority: PriorityOpt = 0,
     job_id: IdOpt = None,
@@ -105,7 +107,7 @@ def run(
     out; 130 cancelled; 128+N killed by signal N; 125 rejected, denied, lost or could not start.
     """
     flags = JobFlags(
-        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, timeout=timeout, priority=priority,
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
         job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )
@@ -120,7 +122,7 @@ async def _run(cmd: SubmitJob, quiet: bool, as_json: bool, nats_url: str) -> int
     if stdin_pending():
         say(STDIN_NOTE)
     async with connect(nats_url) as client:
-        await jobs_app.submit(client, job_id, job_request(cmd, datetime.now(UTC)))
+        await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
         output = bytearray()
@@ -221,6 +223,7 @@ def submit(
     tool: ToolOpt = "bash",
     cwd: CwdOpt = None,
     env: EnvOpt = None,
+    secret: SecretOpt = None,
     timeout: TimeoutOpt = None,
     priority: PriorityOpt = 0,
     job_id: IdOpt = None,
@@ -242,7 +245,7 @@ def submit(
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
     """
     flags = JobFlags(
-        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, timeout=timeout, priority=priority,
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
         job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )
@@ -257,7 +260,7 @@ async def _submit(cmd: SubmitJob, as_json: bool, nats_url: str) -> None:
         say(STDIN_NOTE)
     report = JobReport(job_id, say, following=False)
     async with connect(nats_url) as client:
-        seq = (await jobs_app.submit(client, job_id, job_request(cmd, datetime.now(UTC)))).seq
+        seq = (await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))).seq
         heard = await _await_verdict(client, report)
     if not heard:
         say(f"no analysis verdict within {VERDICT_WAIT_S:g}s (is the orchestrator running?); the job waits for it")
