@@ -36,6 +36,7 @@ SEALING_KEY_FILE = "sealing.key"
 class AgentOptions:
     node: str
     nats_url: str = DEFAULT_URL
+    creds: str | None = None  # NATS .creds file: this node's agent identity
     labels: dict[str, str] = field(default_factory=dict)
     max_jobs: int = 4
     tools: tuple[str, ...] = ()
@@ -55,7 +56,7 @@ async def serve(opts: AgentOptions) -> None:
     """Connect and run the agent until SIGINT/SIGTERM (`nexus agent` and `nexus-agent` both call this)."""
     # The key first: a node whose key file is unusable says so before it takes any work.
     key = SealingKey.load_or_create((opts.state_dir or default_state_dir(opts.node)) / SEALING_KEY_FILE)
-    bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True)
+    bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True, creds=opts.creds)
     try:
         agent = Agent(
             bus, opts.node, labels=opts.labels, max_jobs=opts.max_jobs, extra_tools=opts.tools,
@@ -118,7 +119,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=2.0, help="Seconds between heartbeats (default 2).")
     p.add_argument("--kill-grace", type=float, default=5.0, help="Seconds between SIGTERM and SIGKILL on timeout or cancel (default 5).")
     url = os.environ.get("NEXUS_NATS_URL", DEFAULT_URL)
-    p.add_argument("--nats", default=url, help="NATS URL (default: $NEXUS_NATS_URL, else %(default)s).")
+    # Not %(default)s: help is printed, and the URL from the environment may carry a password.
+    p.add_argument("--nats", default=url, help=f"NATS URL (default: $NEXUS_NATS_URL, else {DEFAULT_URL}).")
+    p.add_argument(
+        "--creds",
+        default=os.environ.get("NEXUS_NATS_CREDS"),
+        help="NATS credentials file of this node's agent identity (`nexus creds new --role agent --node ID`; default: $NEXUS_NATS_CREDS).",
+    )
     p.add_argument(
         "--state-dir", type=Path, default=None,
         help="Where the agent keeps its sealing key (default: $NEXUS_AGENT_STATE_DIR, else ./.nexus/agents/NODE).",
@@ -138,7 +145,7 @@ def options(argv: Sequence[str] | None = None) -> tuple[AgentOptions, argparse.N
     if ns.max_jobs < 1 or ns.heartbeat < 0.1 or ns.kill_grace < 0:
         p.error("--max-jobs must be >= 1, --heartbeat >= 0.1 and --kill-grace >= 0")
     opts = AgentOptions(
-        node=ns.node, nats_url=ns.nats, labels=dict(ns.label), max_jobs=ns.max_jobs, tools=tuple(ns.tool),
+        node=ns.node, nats_url=ns.nats, creds=ns.creds, labels=dict(ns.label), max_jobs=ns.max_jobs, tools=tuple(ns.tool),
         heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace, state_dir=ns.state_dir, pass_env=tuple(ns.pass_env),
     )  # fmt: skip
     return opts, ns

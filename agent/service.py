@@ -84,15 +84,15 @@ class Agent:
             log.info("agent.waiting_for_streams", node=self.node_id)
             await asyncio.sleep(1.0)
         try:
-            # The consumer exists before the first heartbeat, so no dispatch meant
-            # for this agent is published before it.
-            async with self.bus.dispatches(self.node_id) as deliveries:
-                await self.bus.put_heartbeat(self._heartbeat())
-                log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
-                self.ready.set()
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._beat())
-                    tg.create_task(self._consume(deliveries))
+            # The first heartbeat announces the node; the orchestrator creates its dispatch
+            # consumer before it registers the node, so before any dispatch to it.
+            await self._put_heartbeat()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._beat())
+                async with self.bus.dispatches(self.node_id) as deliveries:
+                    log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
+                    self.ready.set()
+                    await self._consume(deliveries)
         finally:
             await self._stop_running_jobs()
 
@@ -149,10 +149,13 @@ class Agent:
         while True:
             raise_if_cancelling()
             await asyncio.sleep(self.heartbeat_s)
-            try:
-                await self.bus.put_heartbeat(self._heartbeat())
-            except BusError as exc:
-                log.warning("agent.heartbeat_failed", error=str(exc))
+            await self._put_heartbeat()
+
+    async def _put_heartbeat(self) -> None:
+        try:
+            await self.bus.put_heartbeat(self._heartbeat())
+        except BusError as exc:
+            log.warning("agent.heartbeat_failed", error=str(exc))
 
     async def _consume(self, deliveries: AsyncIterator[Delivery]) -> None:
         async for delivery in deliveries:

@@ -339,10 +339,16 @@ class MemoryBus:
 
     # ------------------------------------------------------------ the agent's side
 
+    async def provision_dispatches(self, node_id: str) -> None:
+        self._durable(node_id)
+
+    def _durable(self, node_id: str) -> _Durable:
+        stream = self._stream(subjects.EVENTS_STREAM)
+        return self._durables.setdefault(f"agent-{node_id}", _Durable(subjects.agent_filters(node_id), stream.last() + 1))
+
     @contextlib.asynccontextmanager
     async def dispatches(self, node_id: str) -> AsyncIterator[AsyncIterator[MemoryDelivery]]:
-        stream = self._stream(subjects.EVENTS_STREAM)
-        durable = self._durables.setdefault(f"agent-{node_id}", _Durable(subjects.agent_filters(node_id), stream.last() + 1))
+        durable = self._durable(node_id)
         try:
             async with contextlib.aclosing(self._deliver(durable)) as it:
                 yield it

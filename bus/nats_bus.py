@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from bus.port import (
     raise_if_cancelling,
     reclaimed,
 )
+from bus.urls import redact_url
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
@@ -64,7 +66,7 @@ class NatsBus:
 
     def __init__(self, nc: Client, url: str) -> None:
         self.nc = nc
-        self.url = url
+        self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         # When the connection last came back (None: never lost). After that, silence
         # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
@@ -77,8 +79,13 @@ class NatsBus:
         log.warning("nats.reconnected", url=self.url)
 
     @classmethod
-    async def connect(cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0) -> NatsBus:
-        """Connect; a daemon reconnects forever, a CLI fails fast with BusUnavailable."""
+    async def connect(
+        cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0, creds: str | os.PathLike[str] | None = None
+    ) -> NatsBus:
+        """Connect; a daemon reconnects forever, a CLI fails fast with BusUnavailable.
+        `creds`: a NATS `.creds` file (user JWT + nkey seed) to authenticate with."""
+        if creds is not None and not os.path.isfile(creds):
+            raise BusUnavailable(url, f"credentials file {os.fspath(creds)!r} not found")
 
         last_said = 0.0
 
@@ -87,7 +94,8 @@ class NatsBus:
             nonlocal last_said
             if daemon and time.monotonic() - last_said > 10:
                 last_said = time.monotonic()
-                log.warning("nats.unreachable", url=url, error=str(exc) or type(exc).__name__, retrying=True)
+                error = redact_url(str(exc)) or type(exc).__name__
+                log.warning("nats.unreachable", url=redact_url(url), error=error, retrying=True)
 
         bus: NatsBus | None = None
 
@@ -108,6 +116,7 @@ class NatsBus:
                     reconnect_time_wait=1 if daemon else 0.1,
                     error_cb=_report,
                     reconnected_cb=_reconnected,
+                    user_credentials=os.fspath(creds) if creds is not None else None,
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
@@ -227,6 +236,11 @@ class NatsBus:
         from bus import nats_consumers
 
         return nats_consumers.responder(self.nc, subject, queue)
+
+    async def provision_dispatches(self, node_id: str) -> None:
+        from bus import nats_consumers
+
+        await nats_consumers.provision_dispatches(self.js, node_id)
 
     def dispatches(self, node_id: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsDelivery]]:
         from bus import nats_consumers

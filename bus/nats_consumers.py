@@ -59,23 +59,49 @@ class NatsRequest:
             log.warning("request.unanswered", subject=self._msg.subject, error=str(exc) or type(exc).__name__)
 
 
-async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContext.PullSubscription:
-    """Create (once) and bind the node's durable consumer on NEXUS_EVENTS."""
-    durable = f"agent-{node_id}"
+def _dispatch_config(node_id: str) -> api.ConsumerConfig:
     # DeliverPolicy.NEW: a node id reused on a new machine must never pick up old dispatches.
-    cfg = api.ConsumerConfig(
-        durable_name=durable,
+    return api.ConsumerConfig(
+        durable_name=f"agent-{node_id}",
         filter_subjects=subjects.agent_filters(node_id),
         ack_policy=api.AckPolicy.EXPLICIT,
         deliver_policy=api.DeliverPolicy.NEW,
         ack_wait=DISPATCH_ACK_WAIT_S,
         max_ack_pending=1000,
     )
+
+
+async def provision_dispatches(js: JetStreamContext, node_id: str, timeout_s: float | None = None) -> None:
+    """Create the node's durable dispatch consumer unless it exists (the orchestrator does,
+    on a node's first heartbeat: an agent's own credentials may not create consumers)."""
+    durable = f"agent-{node_id}"
     with map_read_errors(f"consumer {durable}"):
         try:
-            await js.consumer_info(subjects.EVENTS_STREAM, durable)
+            await js.consumer_info(subjects.EVENTS_STREAM, durable, timeout=timeout_s)
         except nats.js.errors.NotFoundError:
-            await js.add_consumer(subjects.EVENTS_STREAM, cfg)
+            await js.add_consumer(subjects.EVENTS_STREAM, _dispatch_config(node_id), timeout=timeout_s)
+
+
+async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContext.PullSubscription:
+    """Bind the node's durable consumer on NEXUS_EVENTS once it exists. The orchestrator
+    creates it on the node's first heartbeat (provision_dispatches); the agent never tries:
+    its credentials may not, and nats-py closes a connection on a permissions violation."""
+    durable = f"agent-{node_id}"
+    waited = 0.0
+    while True:
+        raise_if_cancelling()
+        try:
+            with map_read_errors(f"consumer {durable}"):
+                await js.consumer_info(subjects.EVENTS_STREAM, durable, timeout=2.0)
+            break
+        except BusError as exc:  # NotSetUp until the orchestrator made it; a retryable error while unreachable
+            if waited == 0.0 or waited >= 30.0:
+                hint = "the orchestrator creates it on this node's heartbeat"
+                log.info("dispatches.waiting", consumer=durable, reason=str(exc), hint=hint)
+                waited = 0.0
+            await asyncio.sleep(0.2)
+            waited += 0.2
+    with map_read_errors(f"consumer {durable}"):
         return await js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
 
 

@@ -165,6 +165,10 @@ class EventBus(Protocol):
         """The orchestrator's sealing key record; None when none is published (or its bucket does not exist yet)."""
 
     # ---- the agent's side
+    async def provision_dispatches(self, node_id: str) -> None:
+        """Create the node's durable dispatch consumer unless it exists (the orchestrator's job:
+        an agent's credentials may not create consumers). Later dispatches wait for it there."""
+
     def dispatches(self, node_id: str) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
         """The node's durable dispatch consumer (`dispatch` and `cancel` for this node, in order).
         It exists once the context is entered and only sees what is published after its first creation."""

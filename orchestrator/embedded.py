@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import re
 import shutil
 import signal
@@ -44,8 +45,13 @@ def server_binary() -> str:
 
 
 class EmbeddedNats:
-    def __init__(self, store_dir: str | Path, *, host: str = "127.0.0.1", port: int = 4222, log_file: Path | None = None) -> None:
+    def __init__(
+        self, store_dir: str | Path, *, host: str = "127.0.0.1", port: int = 4222, log_file: Path | None = None, auth: str | None = None
+    ) -> None:
+        """`auth`: the server's authorization block (orchestrator.trust.keyring.Keyring.server_config);
+        with it, no client connects without credentials."""
         self.store_dir = Path(store_dir)
+        self.auth = auth
         self.host = host
         self.port = port
         self.log_file = log_file
@@ -59,6 +65,13 @@ class EmbeddedNats:
     async def start(self, ready_timeout_s: float = 20.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port), "-n", "nexus-embedded"]
+        if self.auth is not None:
+            # Flags override the file; the file carries what has no flag (the trusted operator and accounts).
+            conf = self.store_dir.parent / "nats-server.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.auth)
+            args += ["-c", str(conf)]
         self.proc = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.DEVNULL,

@@ -167,9 +167,7 @@ class Orchestrator:
         return self.caught_up.is_set() and self.fleet_known.is_set()
 
     def _fleet(self) -> decide.Fleet:
-        return planner.fleet(
-            self.nodes, self.beats, self.jobs, self.runner.pending, ttl_s=self.node_ttl_s, quiet_since=self.quiet_since
-        )
+        return planner.fleet(self.nodes, self.beats, self.jobs, self.runner.pending, ttl_s=self.node_ttl_s, quiet_since=self.quiet_since)
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
         if not self._deciding:
@@ -289,9 +287,16 @@ class Orchestrator:
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
         first = hb.node not in self.beats
-        self.beats[hb.node] = hb
         if first:
+            # Its dispatch consumer exists before the node can be registered, so before any
+            # dispatch to it: the agent's own credentials may not create it.
+            try:
+                await self.bus.provision_dispatches(hb.node)
+            except BusError as exc:
+                log.warning("node.provision_failed", node=hb.node, error=str(exc))
+                return  # the next heartbeat tries again
             log.info("node.seen", node=hb.node, tools=len(hb.tools), max_jobs=hb.max_jobs)
+        self.beats[hb.node] = hb
         await self.decide_nodes([hb.node])
         if first:
             await self.decide_jobs(())

@@ -33,6 +33,38 @@ NatsOpt = Annotated[
     str,
     typer.Option("--nats", envvar="NEXUS_NATS_URL", help="NATS URL (default: the embedded server of `nexus up`).", show_default=True),
 ]
+# Set by any verb's --creds (or NEXUS_NATS_CREDS) while it parses; read by `connect`.
+_creds: dict[str, Path | None] = {}
+
+
+def _remember_creds(value: Path | None) -> Path | None:
+    _creds["cli"] = value
+    return value
+
+
+CredsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--creds",
+        envvar="NEXUS_NATS_CREDS",
+        help="NATS credentials file (user JWT + nkey seed; default: ./.nexus/creds/admin.creds when present).",
+        callback=_remember_creds,
+        show_default=False,
+    ),
+]
+DEFAULT_CREDS = DATA_DIR / "creds" / "admin.creds"
+
+
+def creds_file(given: Path | None = None) -> Path | None:
+    """--creds, else NEXUS_NATS_CREDS, else the embedded default's admin credentials if they exist."""
+    chosen = given if given is not None else _creds.get("cli")
+    if chosen is not None:
+        if not chosen.is_file():
+            fail(f"credentials file {str(chosen)!r} not found (see --creds, NEXUS_NATS_CREDS)")
+        return chosen
+    return DEFAULT_CREDS if DEFAULT_CREDS.is_file() else None
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DbOpt = Annotated[
     Path | None,
@@ -81,7 +113,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 @asynccontextmanager
 async def connect(url: str, name: str = "nexus-cli") -> AsyncIterator[NexusClient]:
-    bus = await NatsBus.connect(url, name=name)
+    bus = await NatsBus.connect(url, name=name, creds=creds_file())
     try:
         yield NexusClient(bus)
     finally:

@@ -16,7 +16,19 @@ import typer
 from agent import logs
 from bus.nats_bus import NatsBus
 from bus.port import StreamLimits
-from orchestrator.cli.common import DATA_DIR, DEFAULT_NATS, NatsOpt, err, fail, parse_duration, parse_pairs, run_async
+from bus.urls import redact_url
+from orchestrator.cli.common import (
+    DATA_DIR,
+    DEFAULT_NATS,
+    CredsOpt,
+    NatsOpt,
+    creds_file,
+    err,
+    fail,
+    parse_duration,
+    parse_pairs,
+    run_async,
+)
 from orchestrator.config import load_policy
 from orchestrator.core.policy import Policy
 from schemas import subjects
@@ -140,7 +152,11 @@ def up(
         str | None,
         typer.Option("--nats", envvar="NEXUS_NATS_URL", help="Use this NATS server instead of starting the embedded one."),
     ] = None,
-    data: Annotated[Path, typer.Option("--data", help="Where the embedded server and the DuckDB file live.")] = DATA_DIR,
+    creds: Annotated[
+        Path | None,
+        typer.Option("--creds", envvar="NEXUS_NATS_CREDS", help="With --nats: the credentials every local service connects with."),
+    ] = None,
+    data: Annotated[Path, typer.Option("--data", help="Where the embedded server, its keys (creds/) and the DuckDB file live.")] = DATA_DIR,
     port: Annotated[int, typer.Option("--port", help="Port of the embedded nats-server (-1: a free one).", min=-1, max=65535)] = 4222,
     node: Annotated[str | None, typer.Option("--node", help="Node id of the local agent (default: host name).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE of the local agent; repeatable.")] = None,
@@ -157,18 +173,23 @@ def up(
 ) -> None:
     """Run everything locally: nats-server (JetStream, under ./.nexus/), orchestrator, HTTP API and one agent.
 
+    The embedded server requires authentication: on first start Nexus creates its
+    keys and credentials in ./.nexus/creds/ (admin.creds and submitter.creds for you;
+    more with `nexus creds new`) and reuses them after.
+
     Ctrl-C or SIGTERM stops all. Exits 1 at once, starting nothing, when the API
     cannot listen (port taken, bad --auth file).
     """
     logs.configure(log_level, json=log_json)
     local = LocalAgent(subjects.check_id(node or _default_node(), "node id"), parse_pairs(label, "--label"), max_jobs)
     api = None if no_api else (api_host, api_port, auth)
-    _up(nats_url, data, port, local, node_ttl, load_policy(policy), api, redaction=_redaction(redacted_vars))
+    _up(nats_url, creds, data, port, local, node_ttl, load_policy(policy), api, redaction=_redaction(redacted_vars))
 
 
 @run_async
 async def _up(
     nats_url: str | None,
+    creds: Path | None,
     data: Path,
     port: int,
     local: LocalAgent,
@@ -186,16 +207,48 @@ async def _up(
     try:
         data.mkdir(parents=True, exist_ok=True)
         if nats_url is None:
-            server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log")
+            identities = _embedded_identities(data / "creds", local.node_id)
+            server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log", auth=identities.server_config)
             nats_url = await server.start()
-            log.info("nats.started", url=nats_url, store=str(data / "jetstream"))
-        await _run_services(nats_url, data, local, node_ttl, policy, listener, redaction=redaction)
+            log.info("nats.started", url=redact_url(nats_url), store=str(data / "jetstream"), creds=str(data / "creds"))
+        else:
+            given = creds_file(creds)
+            identities = Identities(given, given, given, given, None, "")
+        await _run_services(nats_url, identities, data, local, node_ttl, policy, listener, redaction=redaction)
     finally:
         if listener is not None:
             listener.close()
         if server is not None:
             await server.stop()
         log.info("nexus.stopped")
+
+
+@dataclass(frozen=True)
+class Identities:
+    """Which credentials each local service connects with (None: no credentials)."""
+
+    orchestrator: Path | None
+    api: Path | None
+    agent: Path | None
+    admin: Path | None
+    submitter: Path | None
+    server_config: str
+
+
+def _embedded_identities(directory: Path, node_id: str) -> Identities:
+    """The embedded server's keys and its services' credentials: created once, then reused."""
+    from orchestrator.trust.keyring import Keyring
+
+    keyring = Keyring(directory)
+    keyring.ensure()
+    return Identities(
+        orchestrator=keyring.ensure_creds("admin", "orchestrator"),
+        api=keyring.ensure_creds("admin", "api"),
+        agent=keyring.ensure_creds("agent", f"agent-{node_id}", node_id),
+        admin=keyring.ensure_creds("admin", "admin"),
+        submitter=keyring.ensure_creds("submitter", "submitter"),
+        server_config=keyring.server_config(),
+    )
 
 
 def _listen(api: ApiSpec) -> ApiListener:
@@ -210,7 +263,15 @@ def _listen(api: ApiSpec) -> ApiListener:
 
 
 async def _run_services(
-    nats_url: str, data: Path, local: LocalAgent, node_ttl: float, policy: Policy, listener: ApiListener | None, *, redaction: Redaction
+    nats_url: str,
+    ids: Identities,
+    data: Path,
+    local: LocalAgent,
+    node_ttl: float,
+    policy: Policy,
+    listener: ApiListener | None,
+    *,
+    redaction: Redaction,
 ) -> None:
     from agent.main import SEALING_KEY_FILE
     from agent.service import Agent
@@ -223,18 +284,21 @@ async def _run_services(
     store = DuckDBStore(data / "nexus.duckdb")
     buses: list[NatsBus] = []
     try:
-        names = ["nexus-orchestrator", f"nexus-agent-{local.node_id}"] + (["nexus-api"] if listener is not None else [])
-        for name in names:
-            buses.append(await NatsBus.connect(nats_url, name=name, daemon=True))
+        names = [("nexus-orchestrator", ids.orchestrator), (f"nexus-agent-{local.node_id}", ids.agent)]
+        names += [("nexus-api", ids.api)] if listener is not None else []
+        for name, creds in names:
+            buses.append(await NatsBus.connect(nats_url, name=name, daemon=True, creds=creds))
         orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy, redaction=redaction)  # its key: <data>/sealing.key
         agent_key = SealingKey.load_or_create(data / "agents" / local.node_id / SEALING_KEY_FILE)
         agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key)
         tasks = [asyncio.create_task(orch.run(), name="orchestrator"), asyncio.create_task(agent.run(), name="agent")]
-        banner = f"nexus is up: NATS {nats_url}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
+        banner = f"nexus is up: NATS {redact_url(nats_url)}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
         if listener is not None:
             serving = serve_on(NexusClient(buses[2]), listener, policy=policy, node_ttl_s=node_ttl)
             tasks.append(asyncio.create_task(serving, name="api"))
             banner += f" API {listener.url}" + (" (open: no --auth file, so loopback only)." if listener.tokens is None else ".")
+        if ids.admin is not None and ids.submitter is not None:
+            banner += f" Credentials: {ids.admin} (admin; the CLI's default here), {ids.submitter} (submit and read)."
         ready = asyncio.create_task(_announce(orch, agent, banner), name="announce")
         await _until_signal(*tasks, ready)
     finally:
@@ -256,6 +320,7 @@ async def _announce(orch: Orchestrator, agent: Agent, message: str) -> None:
 
 def orchestrator(
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
     db: Annotated[Path, typer.Option("--db", help="The orchestrator's DuckDB file (it is the only writer).")] = DATA_DIR / "nexus.duckdb",
     node_ttl: TtlOpt = 10.0,
     policy: PolicyOpt = None,
@@ -275,17 +340,19 @@ def orchestrator(
         output_max_age_s=parse_duration(output_max_age, "--output-max-age"),
         output_max_bytes=int(output_max_gb * 1024**3),
     )
-    _orchestrator(nats_url, db, node_ttl, load_policy(policy), limits, _redaction(redacted_vars))
+    _orchestrator(nats_url, creds_file(creds), db, node_ttl, load_policy(policy), limits, _redaction(redacted_vars))
 
 
 @run_async
-async def _orchestrator(nats_url: str, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits, redaction: Redaction) -> None:
+async def _orchestrator(
+    nats_url: str, creds: Path | None, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits, redaction: Redaction
+) -> None:
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
     db.parent.mkdir(parents=True, exist_ok=True)
     store = DuckDBStore(db)
-    bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True)
+    bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True, creds=creds)
     try:
         # Its sealing key is sealing.key beside the DuckDB file (created on first start).
         orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, limits=limits, redaction=redaction)
@@ -305,6 +372,7 @@ def agent(
         float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL on timeout or cancel.", min=0)
     ] = 5.0,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -318,17 +386,20 @@ def agent(
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Run a node agent: take this node's dispatches and run them in a PTY."""
+    """Run a node agent: take this node's dispatches and run them in a PTY.
+
+    Give it an agent identity for this node (`nexus creds new --role agent --node ID`)."""
     logs.configure(log_level, json=log_json)
     subjects.check_id(node, "node id")
     labels = parse_pairs(label, "--label")
     extras = AgentExtras(state_dir=state_dir, pass_env=tuple(pass_env or ()))
-    _agent(nats_url, node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace, extras)
+    _agent(nats_url, creds_file(creds), node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace, extras)
 
 
 @run_async
 async def _agent(
     nats_url: str,
+    creds: Path | None,
     node: str,
     labels: dict[str, str],
     max_jobs: int,
@@ -341,14 +412,23 @@ async def _agent(
 
     # The same code as `nexus-agent` (the agent-only install): one agent, two entry points.
     opts = AgentOptions(
-        node=node, nats_url=nats_url, labels=labels, max_jobs=max_jobs, tools=tools, heartbeat_s=heartbeat, kill_grace_s=kill_grace,
-        state_dir=extras.state_dir, pass_env=extras.pass_env,
-    )  # fmt: skip
+        node=node,
+        nats_url=nats_url,
+        creds=str(creds) if creds else None,
+        labels=labels,
+        max_jobs=max_jobs,
+        tools=tools,
+        heartbeat_s=heartbeat,
+        state_dir=extras.state_dir,
+        pass_env=extras.pass_env,
+        kill_grace_s=kill_grace,
+    )
     await serve(opts)
 
 
 def api(
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (without --auth: loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
     auth: AuthOpt = None,
@@ -359,15 +439,15 @@ def api(
 ) -> None:
     """Serve the HTTP API (jobs, live SSE output, nodes, metrics) against a running orchestrator."""
     logs.configure(log_level, json=log_json)
-    _api(nats_url, host, port, auth, load_policy(policy), node_ttl)
+    _api(nats_url, creds_file(creds), host, port, auth, load_policy(policy), node_ttl)
 
 
 @run_async
-async def _api(nats_url: str, host: str, port: int, auth: Path | None, policy: Policy, node_ttl: float) -> None:
+async def _api(nats_url: str, creds: Path | None, host: str, port: int, auth: Path | None, policy: Policy, node_ttl: float) -> None:
     from orchestrator.api.server import serve
     from orchestrator.client import NexusClient
 
-    bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True)
+    bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True, creds=creds)
     try:
         serving = serve(NexusClient(bus), host=host, port=port, auth_file=auth, policy=policy, node_ttl_s=node_ttl)
         await _until_signal(asyncio.create_task(serving))

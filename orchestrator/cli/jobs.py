@@ -17,6 +17,7 @@ from orchestrator.app.narrate import narrate
 from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
+    CredsOpt,
     DbOpt,
     JsonOpt,
     NatsOpt,
@@ -49,6 +50,7 @@ def jobs(
     as_json: JsonOpt = False,
     db: DbOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """List jobs, newest first."""
     _jobs(status, node, limit, as_json, db, nats_url)
@@ -89,6 +91,7 @@ def show(
     as_json: JsonOpt = False,
     db: DbOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Show one job's state."""
     _show(job_id, as_json, db, nats_url)
@@ -113,6 +116,7 @@ def logs(
     raw: Annotated[bool, typer.Option("--raw", help="Write the raw PTY bytes (ANSI escapes and all).")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Print a job's output (text view: ANSI stripped, invalid UTF-8 replaced)."""
     _logs(job_id, follow, raw, as_json, nats_url)
@@ -146,6 +150,7 @@ def history(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """A job's full event history from the log, for audits."""
     _history(job_id, as_json, nats_url)
@@ -185,6 +190,7 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Cancel a job: drop it if queued or held, kill its process tree if running.
 
@@ -209,6 +215,7 @@ def test(
     timeout: Annotated[float, typer.Option("--timeout", help="Give up waiting for the results after this many seconds.")] = 120.0,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Run tests on a finished job (node-side checks run on its node). Exit 0 if all pass, 1 if not."""
     chosen = tests_from(TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file))

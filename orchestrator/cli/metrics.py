@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.api.metrics import pipeline_metrics
-from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, fail, out, parse_duration, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, out, parse_duration, print_json, run_async
 
 
 def metrics(
@@ -18,6 +18,7 @@ def metrics(
     since: Annotated[str | None, typer.Option("--since", help="Only what happened since: an ISO time or an age like 30m, 2h, 7d.")] = None,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Per-phase metrics (analysis, coordination, execution, test, deploy) and job step latencies.
 

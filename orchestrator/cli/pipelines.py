@@ -18,6 +18,7 @@ from orchestrator.app.pipelines import RunPipeline
 from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
+    CredsOpt,
     DbOpt,
     JsonOpt,
     NatsOpt,
@@ -53,6 +54,7 @@ def run(
     output: Annotated[bool, typer.Option("--output", "-o", help="Stream each step job's output, prefixed with step and node.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Check a template, submit it, and follow it step by step. Exits 1 if the pipeline failed.
 
@@ -161,6 +163,7 @@ def show(
     as_json: JsonOpt = False,
     db: DbOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """A pipeline's state and its steps."""
     _show(pipeline_id, as_json, db, nats_url)
@@ -192,6 +195,7 @@ def list_(
     as_json: JsonOpt = False,
     db: DbOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Pipelines, newest first."""
     _list(limit, as_json, db, nats_url)

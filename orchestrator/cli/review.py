@@ -18,6 +18,7 @@ from orchestrator.app.jobs import DecideJob
 from orchestrator.app.pipelines import DecideStep
 from orchestrator.cli.common import (
     DEFAULT_NATS,
+    CredsOpt,
     JsonOpt,
     NatsOpt,
     connect,
@@ -128,6 +129,7 @@ def approve(
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who approves (default: $USER); must be an approver in the policy.")] = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Release a job held for approval, or a pipeline step at its gate (nexus approve PIPELINE STEP)."""
     if step is None:
@@ -142,6 +144,7 @@ def deny(
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who denies (default: $USER).")] = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Reject a job held for approval (it never runs), or a pipeline step at its gate (the pipeline fails)."""
     if step is None:

@@ -30,7 +30,7 @@ import typer
 from orchestrator.app import jobs as jobs_app
 from orchestrator.app.errors import JobFinished
 from orchestrator.app.jobs import CancelJob, SubmitJob, job_id_of
-from orchestrator.cli.common import DEFAULT_NATS, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
 from orchestrator.cli.follow import JobReport, OutputSink, Say
 from orchestrator.cli.job_options import (
     AfterOpt,
@@ -96,6 +96,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status lines or analysis findings on stderr.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Submit a command, stream its output live, and exit with its exit code.
 
@@ -107,8 +108,21 @@ def run(
     out; 130 cancelled; 128+N killed by signal N; 125 rejected, denied, lost or could not start.
     """
     flags = JobFlags(
-        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
-        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        node=node,
+        label=label,
+        prefer=prefer,
+        tool=tool,
+        cwd=cwd,
+        env=env,
+        secret=secret,
+        timeout=timeout,
+        priority=priority,
+        job_id=job_id,
+        meta=meta,
+        parent=parent,
+        after=after,
+        retries=retries,
+        idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )
     code = _run(request_from(command, flags), quiet, as_json, nats_url)
@@ -238,6 +252,7 @@ def submit(
     expect_file: ExpectFileOpt = None,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Submit a command and print its job id, without waiting for it to run.
 
@@ -245,8 +260,21 @@ def submit(
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
     """
     flags = JobFlags(
-        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
-        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        node=node,
+        label=label,
+        prefer=prefer,
+        tool=tool,
+        cwd=cwd,
+        env=env,
+        secret=secret,
+        timeout=timeout,
+        priority=priority,
+        job_id=job_id,
+        meta=meta,
+        parent=parent,
+        after=after,
+        retries=retries,
+        idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )
     _submit(request_from(command, flags), as_json, nats_url)

@@ -13,6 +13,7 @@ from orchestrator.app import nodes as nodes_app
 from orchestrator.app.nodes import FindOptimalNode
 from orchestrator.cli.common import (
     DEFAULT_NATS,
+    CredsOpt,
     DbOpt,
     JsonOpt,
     NatsOpt,
@@ -35,6 +36,7 @@ def sql(
     as_json: JsonOpt = False,
     db: DbOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Run read-only SQL against the state (asks the running orchestrator; --db reads a file)."""
     _sql(statement, as_json, db, nats_url)
@@ -67,6 +69,7 @@ def replay(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Rebuild the state from the event log into a new DuckDB file (audit replay)."""
     _replay(db, until, force, as_json, nats_url)
@@ -125,6 +128,7 @@ def nodes(
     as_json: JsonOpt = False,
     ttl: Annotated[float, typer.Option("--ttl", help="Seconds without heartbeat after which a node counts as offline.")] = 10.0,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Registered nodes: tools, labels, load and liveness (from their heartbeats)."""
     _nodes(optimal, tool, parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)

@@ -36,7 +36,7 @@ async def test_nexus_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path) ->
     try:
         url = (await _read_until(proc.stderr, rb"NATS (nats://\S+),")).group(1).decode()
         drain = asyncio.create_task(proc.stderr.read())
-        env = {**os.environ, "NEXUS_NATS_URL": url}
+        env = {**os.environ, "NEXUS_NATS_URL": url, "NEXUS_NATS_CREDS": str(data / "creds" / "admin.creds")}
 
         async def nexus(*args: str) -> tuple[int, bytes]:
             p = await asyncio.create_subprocess_exec(NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)

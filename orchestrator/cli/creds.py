@@ -1,0 +1,63 @@
+"""`nexus creds new`: issue a NATS identity (DESIGN §9) from the deployment's keyring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, print_json
+from orchestrator.trust.roles import ROLES, Role
+
+app = typer.Typer(help="NATS identities: who may do what on the bus (see docs/security.md).", no_args_is_help=True)
+
+KEYRING = DATA_DIR / "creds"
+
+
+@app.command("new")
+def new(
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Who it is for: recorded as the identity's name.", show_default=False)],
+    node: Annotated[str | None, typer.Option("--node", help="For --role agent: the node id it may act for.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the .creds file (default: KEYRING/NAME.creds).")
+    ] = None,
+    keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
+    json: JsonOpt = False,
+) -> None:
+    """Issue a credentials file (user JWT + nkey seed, mode 0600) with ROLE's permissions.
+
+    The server accepts it at once, without a restart: it trusts the account key that
+    signs it. Roles: admin (everything), submitter (submit jobs and pipelines, cancel,
+    read), approver (a submitter who may also approve and deny), viewer (read only),
+    agent (one node: its dispatches, its facts, its output, its heartbeat).
+    """
+    from orchestrator.trust.keyring import Keyring, KeyringError
+
+    if role not in ROLES:
+        fail(f"unknown role {role!r}: one of {', '.join(ROLES)}", code=2)
+    ring = Keyring(keyring)
+    if not ring.exists():
+        fail(f"no keyring in {keyring}: run `nexus up` once there (it creates the keys), or give --keyring", code=2)
+    try:
+        issued = ring.issue(_role(role), name, node, output)
+    except KeyringError as exc:
+        fail(str(exc), code=2)
+    if json:
+        print_json(
+            {"path": str(issued.path), "name": issued.name, "role": issued.role, "node": issued.node, "public_key": issued.public_key}
+        )
+        return
+    out.print(f"{issued.path}", highlight=False)
+    err.print(
+        f"issued {issued.role} identity {issued.name!r}" + (f" for node {issued.node}" if issued.node else "") + f" ({issued.public_key})",
+        highlight=False,
+    )
+
+
+def _role(value: str) -> Role:
+    for role in ROLES:
+        if role == value:
+            return role
+    raise AssertionError(value)

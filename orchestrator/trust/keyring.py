@@ -1,0 +1,154 @@
+"""The keys behind a Nexus deployment's NATS identities, and the credentials issued from them.
+
+Layout of a keyring directory (`./.nexus/creds/` for `nexus up`; every file 0600):
+
+    operator.nk        the operator's nkey seed: signs the account JWTs (trust anchor)
+    account.nk         the NEXUS account's seed: signs every user JWT (`nexus creds new`)
+    system.nk          the system account's seed (the server's own account)
+    server.conf        the nats-server authorization block: operator JWT, account JWTs
+    <name>.creds       issued credentials (user JWT + user seed)
+
+NATS decentralized auth: the server trusts the operator, the operator signs the
+accounts (preloaded in server.conf), the account signs users. So a new identity
+needs no server change and no restart: `nexus creds new` signs a user JWT with
+the account key and the server checks that signature on connect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.trust import nats_jwt
+from orchestrator.trust.roles import Role, permissions
+
+ACCOUNT_NAME = "NEXUS"
+SYSTEM_NAME = "SYS"
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+# The NEXUS account: JetStream on, no other limits (streams are sized by Nexus itself).
+_ACCOUNT_LIMITS = {
+    "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True, "conn": -1, "leaf": -1,
+    "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1, "max_ack_pending": -1,
+    "mem_max_stream_bytes": -1, "disk_max_stream_bytes": -1, "max_bytes_required": False,
+}  # fmt: skip
+
+
+class KeyringError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Issued:
+    path: Path
+    name: str
+    role: Role
+    node: str | None
+    public_key: str
+
+
+class Keyring:
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    # ------------------------------------------------------------ keys
+
+    def exists(self) -> bool:
+        return (self.dir / "account.nk").is_file()
+
+    def ensure(self) -> None:
+        """Create the operator, account and system keys on first use, then the server config."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        for name, kind in (("operator", "operator"), ("account", "account"), ("system", "account")):
+            path = self.dir / f"{name}.nk"
+            if not path.exists():
+                _write_private(path, nats_jwt.new_seed(kind).decode() + "\n")
+        self.write_server_config()
+
+    def _seed(self, name: str) -> bytes:
+        path = self.dir / f"{name}.nk"
+        try:
+            return path.read_text().strip().encode()
+        except FileNotFoundError:
+            raise KeyringError(f"no {name} key in {self.dir}: run `nexus up` once there, or point --keyring at the keys") from None
+
+    @property
+    def account_public_key(self) -> str:
+        return nats_jwt.public_key(self._seed("account"))
+
+    # ------------------------------------------------------------ server side
+
+    def server_config(self) -> str:
+        """The nats-server block that trusts this keyring's operator and preloads its accounts."""
+        operator = self._seed("operator")
+        op_pub = nats_jwt.public_key(operator)
+        sys_pub = nats_jwt.public_key(self._seed("system"))
+        acct_pub = self.account_public_key
+        operator_jwt = nats_jwt.encode(operator, op_pub, "nexus", {"type": "operator", "system_account": sys_pub})
+        system_jwt = nats_jwt.encode(operator, sys_pub, SYSTEM_NAME, {"type": "account", "limits": {"conn": -1}})
+        account_jwt = nats_jwt.encode(operator, acct_pub, ACCOUNT_NAME, {"type": "account", "limits": _ACCOUNT_LIMITS})
+        return (
+            "# Written by Nexus (orchestrator.trust.keyring): who the server trusts. Regenerated on start.\n"
+            f"operator: {json.dumps(operator_jwt)}\n"
+            f"system_account: {sys_pub}\n"
+            "resolver: MEMORY\n"
+            "resolver_preload: {\n"
+            f"  {sys_pub}: {json.dumps(system_jwt)}\n"
+            f"  {acct_pub}: {json.dumps(account_jwt)}\n"
+            "}\n"
+        )
+
+    def write_server_config(self) -> Path:
+        path = self.dir / "server.conf"
+        _write_private(path, self.server_config())
+        return path
+
+    # ------------------------------------------------------------ identities
+
+    def issue(self, role: Role, name: str, node: str | None = None, out: Path | None = None) -> Issued:
+        """Sign a user JWT for `name` with `role`'s permissions and write its `.creds` (0600)."""
+        if not _NAME.fullmatch(name):
+            raise KeyringError(f"invalid name {name!r}: 1-64 of letters, digits, and _ . @ -")
+        if role == "agent" and node is None:
+            raise KeyringError("an agent identity needs --node")
+        try:
+            perms = permissions(role, node)
+        except ValueError as exc:
+            raise KeyringError(str(exc)) from None
+        user_seed = nats_jwt.new_seed("user")
+        user_pub = nats_jwt.public_key(user_seed)
+        claims = perms.claims()
+        claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else [])]
+        token = nats_jwt.encode(self._seed("account"), user_pub, name, claims)
+        path = out if out is not None else self.dir / f"{name}.creds"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, nats_jwt.creds_file(token, user_seed))
+        return Issued(path=path, name=name, role=role, node=node, public_key=user_pub)
+
+    def ensure_creds(self, role: Role, name: str, node: str | None = None) -> Path:
+        """`<name>.creds`, issued once and reused while it was issued by this account."""
+        path = self.dir / f"{name}.creds"
+        if path.is_file():
+            try:
+                token, _seed = nats_jwt.read_creds(path.read_text())
+                claims = nats_jwt.decode(token, trusted_issuers={self.account_public_key})
+                tags = set(claims.get("nats", {}).get("tags", []))
+                if f"role:{role}" in tags and (node is None or f"node:{node}" in tags):
+                    return path
+            except nats_jwt.JwtError:
+                pass  # issued by another keyring, or damaged: issue again
+        return self.issue(role, name, node).path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (created 0600, never world-readable in between)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

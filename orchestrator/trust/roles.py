@@ -1,0 +1,115 @@
+"""What each identity may do on the bus (DESIGN §9), as NATS user permissions. Pure.
+
+The server enforces these: they are written into each user's JWT by `nexus creds
+new` / `nexus up`. A permission names subjects, so everything an identity may
+touch is expressible by subject: a node's facts end in its node id
+(`nexus.evt.job.<id>.<kind>.<node>`), its output too (`nexus.out.<job>.<attempt>.<node>`),
+its heartbeat is the KV key `$KV.nexus-nodes.<node>`, and its dispatch consumer is
+the durable `agent-<node>` (created by the orchestrator, never by the agent).
+
+Readers create only ephemeral consumers: an ordered push consumer on the event log
+(`$JS.API.CONSUMER.CREATE.NEXUS_EVENTS`, no name) or a pull consumer on the output
+stream. They may not pull from, bind to, ack on or delete any consumer of the event
+log, so no one but node N takes node N's dispatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas import subjects
+
+Role = Literal["admin", "submitter", "approver", "viewer", "agent"]
+ROLES: tuple[Role, ...] = ("admin", "submitter", "approver", "viewer", "agent")
+
+EVENTS = subjects.EVENTS_STREAM
+OUTPUT = subjects.OUTPUT_STREAM
+KV_STREAMS = (f"KV_{subjects.NODES_BUCKET}", "KV_nexus-keys")
+INBOX = "_INBOX.>"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: list[str] = field(default_factory=list)
+    subscribe: list[str] = field(default_factory=list)
+
+    def claims(self) -> dict[str, object]:
+        """The `nats` claims of a user JWT that grant exactly these."""
+        return {
+            "pub": {"allow": sorted(set(self.publish))},
+            "sub": {"allow": sorted(set(self.subscribe))},
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "type": "user",
+        }
+
+
+def _read() -> list[str]:
+    """JetStream reads: stream info, message gets, ephemeral consumers, flow control, queries."""
+    allowed = ["$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>", subjects.RPC_QUERY]
+    for stream in (EVENTS, OUTPUT, *KV_STREAMS):
+        allowed += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}.>",
+        ]
+        allowed += [f"$JS.API.CONSUMER.CREATE.{stream}"]  # ephemeral (ordered) consumers only: no name
+    # The output stream holds no one's durable: pull consumers with a name are harmless there.
+    allowed += [f"$JS.API.CONSUMER.CREATE.{OUTPUT}.>", f"$JS.API.CONSUMER.INFO.{OUTPUT}.*"]
+    allowed += [f"$JS.API.CONSUMER.MSG.NEXT.{OUTPUT}.*", f"$JS.API.CONSUMER.DELETE.{OUTPUT}.*"]
+    for stream in KV_STREAMS:  # a KV watch is an ordered consumer on the bucket's stream
+        allowed += [f"$JS.API.CONSUMER.CREATE.{stream}.>"]
+    return allowed
+
+
+def _submit() -> list[str]:
+    return [
+        "nexus.evt.job.*.requested",
+        "nexus.evt.pipeline.*.requested",
+        "nexus.evt.job.*.cancel_requested",
+        "nexus.evt.job.*.test_requested",
+    ]
+
+
+def _approve() -> list[str]:
+    return ["nexus.evt.job.*.approved", "nexus.evt.job.*.denied", "nexus.evt.pipeline.*.approved", "nexus.evt.pipeline.*.denied"]
+
+
+def _agent(node: str) -> list[str]:
+    durable = f"agent-{node}"
+    return [
+        *(f"nexus.evt.job.*.{kind}.{node}" for kind in subjects.NODE_FACTS),
+        f"nexus.out.*.*.{node}",
+        f"$KV.{subjects.NODES_BUCKET}.{node}",
+        "$JS.API.INFO",
+        "$JS.FC.>",
+        f"$JS.API.STREAM.INFO.{EVENTS}",
+        f"$JS.API.STREAM.INFO.KV_{subjects.NODES_BUCKET}",
+        # The job's own history, read before running a dispatch (is it still runnable?).
+        f"$JS.API.CONSUMER.CREATE.{EVENTS}",
+        f"$JS.API.STREAM.MSG.GET.{EVENTS}",
+        # Its own dispatch consumer, and nothing else's.
+        f"$JS.API.CONSUMER.INFO.{EVENTS}.{durable}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{durable}",
+        f"$JS.ACK.{EVENTS}.{durable}.>",
+    ]
+
+
+def permissions(role: Role, node: str | None = None) -> Permissions:
+    if role == "admin":
+        return Permissions(publish=[">"], subscribe=[">"])
+    if role == "agent":
+        if node is None:
+            raise ValueError("an agent identity needs its node id")
+        return Permissions(publish=_agent(subjects.check_id(node, "node id")), subscribe=[INBOX])
+    if node is not None:
+        raise ValueError(f"--node is for agent identities, not {role}")
+    publish = _read()
+    if role in ("submitter", "approver"):
+        publish += _submit()
+    if role == "approver":
+        publish += _approve()
+    return Permissions(publish=publish, subscribe=[INBOX])

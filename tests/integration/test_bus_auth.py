@@ -1,0 +1,247 @@
+"""Issue 11: no anonymous bus, least privilege per identity, enforced by the server.
+
+Each test attacks a real `nexus up` (embedded nats-server in its shipped auth
+configuration, orchestrator, agent) the way a client with network access would,
+with plain nats-py, and shows the attack refused: nothing stored, nothing run
+(marker files prove what ran). The external contract still works with a
+submitter credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+
+from bus.nats_bus import NatsBus
+from orchestrator.client import new_job_id
+from schemas import subjects
+from tests.conftest import NEXUS, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class Up:
+    url: str
+    data: Path
+    creds: Path
+    admin: NatsBus
+    proc: asyncio.subprocess.Process
+    node: str = "local-1"
+
+    async def nexus(self, *args: str, creds: Path | None = None) -> tuple[int, str]:
+        env = {**os.environ, "NEXUS_NATS_URL": self.url, "NEXUS_NATS_CREDS": str(creds or self.creds / "admin.creds")}
+        p = await asyncio.create_subprocess_exec(NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+        out, _ = await p.communicate()
+        assert p.returncode is not None
+        return p.returncode, out.decode(errors="replace")
+
+    async def stored(self, subject: str) -> int:
+        """How many events the log holds on `subject` (read as admin)."""
+        info = await self.admin.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
+
+
+async def connect(up: Up, creds: Path | None) -> nats.aio.client.Client:
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    kwargs = {"user_credentials": str(creds)} if creds is not None else {}
+    return await nats.connect(up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, **kwargs)
+
+
+async def refused(up: Up, creds: Path, subject: str, payload: bytes = b"{}") -> None:
+    """Publish as `creds` and see the server refuse it (the error comes back on the connection)."""
+    nc = await connect(up, creds)
+    try:
+        with contextlib.suppress(nats.errors.Error):
+            await nc.publish(subject, payload)
+            await nc.flush(timeout=5)
+        await wait_for(lambda: "permissions violation" in str(nc.last_error or "").lower(), 10, what=f"the server to refuse {subject}")
+    finally:
+        await nc.close()
+    assert await up.stored(subject) == 0 if subject.startswith("nexus.evt.") else True
+
+
+@pytest.fixture
+async def up(tmp_path: Path) -> AsyncIterator[Up]:
+    data = tmp_path / "nexus-data"
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "up", "--data", str(data), "--port", "-1", "--no-api", "--node", "local-1", "--node-ttl", "5",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = b""
+    try:
+        async with asyncio.timeout(60):
+            while b"nexus is up" not in seen:
+                line = await proc.stderr.readline()
+                if not line:
+                    raise AssertionError(f"nexus up ended: {seen.decode(errors='replace')}")
+                seen += line
+        url = re.search(rb"NATS (nats://\S+),", seen).group(1).decode()  # type: ignore[union-attr]
+        drain = asyncio.create_task(proc.stderr.read())
+        admin = await NatsBus.connect(url, name="test-admin", creds=data / "creds" / "admin.creds")
+        try:
+            yield Up(url=url, data=data, creds=data / "creds", admin=admin, proc=proc)
+        finally:
+            await admin.close()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await drain
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def _request(command: str, node: str = "local-1") -> bytes:
+    return json.dumps({"type": "job.requested", "command": command, "node": node}).encode()
+
+
+async def test_the_embedded_server_refuses_anonymous_clients_and_writes_private_creds(up: Up) -> None:
+    # A client without credentials, spoken in the NATS protocol itself: refused.
+    host, port = up.url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        info = await reader.readline()
+        assert info.startswith(b"INFO ") and b'"auth_required":true' in info
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPUB nexus.evt.job.anon.requested 2\r\n{}\r\nPING\r\n')
+        await writer.drain()
+        said = await asyncio.wait_for(reader.readline(), 10)
+        assert b"Authorization Violation" in said, said
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert await up.stored("nexus.evt.job.anon.requested") == 0
+    for name in ("admin.creds", "submitter.creds", "operator.nk", "account.nk", "system.nk"):
+        mode = stat.S_IMODE((up.creds / name).stat().st_mode)
+        assert mode == 0o600, (name, oct(mode))
+    # A CLI verb without credentials is refused with a clear error, not a traceback.
+    code, out = await up.nexus("jobs", creds=up.creds / "no-such.creds")
+    assert code != 0 and "no-such.creds" in out and "Traceback" not in out
+
+
+async def test_a_submitter_runs_jobs_through_the_external_contract(up: Up, tmp_path: Path) -> None:
+    nc = await connect(up, up.creds / "submitter.creds")
+    try:
+        marker = tmp_path / "ran-by-submitter"
+        job_id = new_job_id()
+        # A plain core-NATS publish (no JetStream ack), as DESIGN §4 promises.
+        await nc.publish(subjects.job(job_id, "requested"), _request(f"touch {marker}"))
+        await nc.flush()
+        await wait_for(marker.exists, 30, what="the submitter's job to run")
+        # And it may read its job's events back, and submit with a JetStream ack.
+        got = await nc.jetstream().subscribe(subjects.job_all(job_id), ordered_consumer=True)
+        first = await got.next_msg(timeout=5)
+        assert first.subject == subjects.job(job_id, "requested")
+        await got.unsubscribe()
+        ack = await nc.jetstream().publish(subjects.job(new_job_id(), "requested"), _request("true"))
+        assert ack.seq > 0 and nc.last_error is None and nc.is_connected
+    finally:
+        await nc.close()
+    # The CLI with the submitter's credentials: run and read back.
+    code, out = await up.nexus("run", "-q", "--", "echo", "from-the-cli", creds=up.creds / "submitter.creds")
+    assert (code, out) == (0, "from-the-cli\n")
+    code, out = await up.nexus("jobs", "--json", creds=up.creds / "submitter.creds")
+    assert code == 0 and "from-the-cli" in out
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["validated", "approved", "assigned", "succeeded", "cancel.local-1", "exited.local-1", "exited", "dispatch.local-1"],
+)
+async def test_a_submitter_cannot_forge_decisions_or_facts(up: Up, tmp_path: Path, kind: str) -> None:
+    marker = tmp_path / "forged"
+    job_id = new_job_id()
+    payload = {"type": f"job.{kind.split('.')[0]}", "node": "local-1", "attempt": 1, "exit_code": 0, "by": "alice"}
+    payload |= {"command": "echo harmless", "argv": ["bash", "-c", f"touch {marker}"], "tool": "bash"}
+    await refused(up, up.creds / "submitter.creds", f"nexus.evt.job.{job_id}.{kind}", json.dumps(payload).encode())
+    assert not marker.exists()
+
+
+async def test_only_admin_may_change_or_delete_the_log(up: Up) -> None:
+    viewer = await _issue(up, "viewer", "eve")
+    config = json.dumps({"name": subjects.EVENTS_STREAM, "subjects": ["nexus.evt.>"], "max_msgs": 1}).encode()
+    for creds in (up.creds / "submitter.creds", viewer):
+        await refused(up, creds, f"$JS.API.STREAM.UPDATE.{subjects.EVENTS_STREAM}", config)
+        await refused(up, creds, f"$JS.API.STREAM.DELETE.{subjects.EVENTS_STREAM}")
+        await refused(up, creds, f"$JS.API.STREAM.PURGE.{subjects.EVENTS_STREAM}")
+        await refused(up, creds, f"$JS.API.CONSUMER.DELETE.{subjects.EVENTS_STREAM}.agent-{up.node}")
+    info = await up.admin.js.stream_info(subjects.EVENTS_STREAM)
+    assert info.config.max_msgs in (None, -1) and info.state.messages > 0
+
+
+async def test_no_one_but_the_orchestrator_answers_queries_or_takes_a_nodes_dispatches(up: Up) -> None:
+    submitter = up.creds / "submitter.creds"
+    nc = await connect(up, submitter)
+    try:
+        await nc.subscribe(subjects.RPC_QUERY)
+        with contextlib.suppress(nats.errors.Error):
+            await nc.flush(timeout=5)
+        await wait_for(lambda: "permissions violation" in str(nc.last_error or "").lower(), 10, what="the server to refuse the responder")
+    finally:
+        await nc.close()
+    # Pulling from, or acking on, the local agent's durable consumer (stealing its dispatches).
+    await refused(up, submitter, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
+    await refused(up, submitter, f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}.agent-{up.node}")
+    await refused(up, submitter, f"$JS.ACK.{subjects.EVENTS_STREAM}.agent-{up.node}.1.1.1.1.0")
+    code, out = await up.nexus("sql", "SELECT 40 + 2 AS answer", "--json", creds=submitter)
+    assert code == 0 and "42" in out and "forged" not in out
+
+
+async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
+    rogue = await _issue(up, "agent", "rogue", node="rogue-1")
+    job_id = new_job_id()
+    fact = b'{"type": "job.exited", "node": "local-1", "attempt": 1, "exit_code": 0}'
+    # Facts about another node's work, its output, its heartbeat, its consumer: all refused.
+    await refused(up, rogue, subjects.fact(job_id, "exited", up.node), fact)
+    await refused(up, rogue, subjects.output(job_id, 1, up.node), b"forged output")
+    await refused(up, rogue, f"$KV.nexus-nodes.{up.node}", b'{"node": "local-1", "cost": 0}')
+    await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
+    # Nor submit jobs or make decisions.
+    await refused(up, rogue, subjects.job(job_id, "requested"), _request("echo from-a-rogue-agent"))
+    await refused(up, rogue, subjects.job(job_id, "succeeded"), b"{}")
+    # Its own facts pass the server (the reducer then checks them against the job: unknown here).
+    nc = await connect(up, rogue)
+    try:
+        ack = await nc.jetstream().publish(
+            subjects.fact(job_id, "exited", "rogue-1"), b'{"type": "job.exited", "node": "rogue-1", "attempt": 1}'
+        )
+        assert ack.seq > 0
+    finally:
+        await nc.close()
+
+
+async def test_new_identities_work_without_a_restart_and_approvers_alone_approve(up: Up) -> None:
+    job_id = new_job_id()
+    await refused(up, up.creds / "submitter.creds", subjects.job(job_id, "approved"), b'{"type": "job.approved", "by": "mallory"}')
+    nc = await connect(up, await _issue(up, "approver", "alice"))
+    try:
+        ack = await nc.jetstream().publish(subjects.job(job_id, "approved"), b'{"type": "job.approved", "by": "alice"}')
+        assert ack.seq > 0 and nc.last_error is None
+    finally:
+        await nc.close()
+
+
+async def _issue(up: Up, role: str, name: str, node: str | None = None) -> Path:
+    args = [NEXUS, "creds", "new", "--role", role, "--name", name, "--keyring", str(up.creds)] + (["--node", node] if node else [])
+    done = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return path
