@@ -10,6 +10,7 @@ NexusError (schemas.errors)
 
 from __future__ import annotations
 
+from bus.urls import redact_url
 from schemas.errors import NexusError
 
 
@@ -22,8 +23,8 @@ class BusError(NexusError):
 
 class BusUnavailable(BusError):
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        super().__init__(f"cannot reach NATS at {url}: {reason}", retryable=True)
+        self.url = redact_url(url)  # printed and logged: never with its password
+        super().__init__(f"cannot reach NATS at {self.url}: {redact_url(reason)}", retryable=True)
 
 
 class StaleDecision(BusError):

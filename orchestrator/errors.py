@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from bus.urls import redact_url
 from schemas.errors import NexusError
 
 
@@ -19,8 +20,8 @@ class OrchestratorUnavailable(NexusError):
     retryable = True
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = redact_url(url)
         super().__init__(
-            f"no orchestrator answers on {url}: start one (nexus up / nexus orchestrator) "
+            f"no orchestrator answers on {self.url}: start one (nexus up / nexus orchestrator) "
             "or read a stopped orchestrator's file with --db PATH"
         )

@@ -1,7 +1,8 @@
 """`create_app`: the Litestar app of DESIGN.md section 7, wrapped for auth and audit.
 
     AuditedApp (auth.py)          bearer token -> Identity, one `api.called` event per call
-      BoundedBody (bounds.py)     body size, media type and JSON depth, before anything decodes
+      LoopbackOnly (loopback.py)  open mode only: 403 unless Host (and Origin, if sent) is loopback
+      BoundedBody (bounds.py)     body size, media type (JSON only) and JSON depth, before anything decodes
         Litestar                  routes, msgspec bodies, OpenAPI at /schema/openapi.json (openapi.py)
           jobs.py nodes.py stream.py pipelines.py, and here: /health and the two metrics routes
           problem_handler         every error as application/problem+json
@@ -31,6 +32,7 @@ from orchestrator.api.auth import PUBLIC_PREFIXES, AuditedApp, Tokens, require
 from orchestrator.api.bounds import BoundedBody, strict_body
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, problem_handler
+from orchestrator.api.loopback import LoopbackOnly
 from orchestrator.api.metrics_models import PipelineMetrics
 from orchestrator.api.models import Health
 from orchestrator.api.openapi import RefinedJson, problems
@@ -169,4 +171,6 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,  # BoundedBody refuses first; this holds without it
         before_request=strict_body,
     )
-    return Api(asgi=AuditedApp(BoundedBody(app), client.bus, tokens), context=ctx, litestar=app)
+    bounded: ASGIApp = BoundedBody(app)
+    guarded = bounded if secured else LoopbackOnly(bounded)  # with tokens, another site's page has none
+    return Api(asgi=AuditedApp(guarded, client.bus, tokens), context=ctx, litestar=app)

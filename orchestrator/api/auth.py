@@ -10,7 +10,8 @@ Tokens come from a TOML file; each bearer token is one user with one role:
 Roles are ranked. Viewers read (every GET, and the analysis-only validate);
 operators also submit, cancel, test, roll back and run pipelines; admins also
 approve. Without a file the API is open: every caller is `anonymous` with the
-admin role, and `server.serve` refuses to listen anywhere but loopback.
+admin role, `server.serve` refuses to listen anywhere but loopback, and
+`loopback.LoopbackOnly` answers only loopback `Host`s and `Origin`s.
 Browsers' EventSource cannot send headers, so the SSE path also takes the
 token as `?access_token=` (never recorded in the audit event).
 

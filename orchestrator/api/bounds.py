@@ -2,7 +2,9 @@
 
     AuditedApp (auth.py)     who is calling; every answer below is audited too
       BoundedBody            413 `too-large` over MAX_BODY_BYTES (announced or counted),
-                             415 `unsupported-media-type` for a body that is not JSON,
+                             415 `unsupported-media-type` for a write whose Content-Type is
+                             not `application/json` (`; charset=utf-8` allowed), or a body
+                             without one,
                              400 `invalid-body` for JSON nested deeper than MAX_DEPTH
         Litestar
           `strict_body`      decodes the body strictly into the route's model, which
@@ -38,8 +40,11 @@ _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _is_json(content_type: str) -> bool:
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    """`application/json`, with no parameter but `charset=utf-8` (JSON is UTF-8, RFC 8259).
+    Strict on purpose: a body a web page may send without a CORS preflight (`text/plain`,
+    a form) is never one the API reads, and other `+json` types are not what it documents."""
+    media, *params = (part.strip().lower() for part in content_type.split(";"))
+    return media == "application/json" and all(p.replace(" ", "") in ("", "charset=utf-8", 'charset="utf-8"') for p in params)
 
 
 def _header(scope: HTTPScope, name: bytes) -> str | None:
@@ -60,8 +65,11 @@ def _problem_in_headers(scope: HTTPScope, max_bytes: int) -> ProblemError | None
             return too_large(f"a request body of {int(raw_length)} bytes is over the limit of {max_bytes}")
     has_body = chunked or (raw_length is not None and int(raw_length) > 0)
     content_type = _header(scope, b"content-type")
-    if has_body and content_type is not None and not _is_json(content_type):
+    if content_type is not None and not _is_json(content_type):  # even on an empty body: it says it is not JSON
         detail = f"request bodies are JSON (Content-Type: application/json), not {content_type!r}"
+        return ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
+    if content_type is None and has_body:
+        detail = "a request body needs Content-Type: application/json (a body without one is not read)"
         return ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
     return None
 

@@ -34,6 +34,7 @@ from litestar.types import Send
 
 from bus.errors import BusError
 from bus.nats_translate import is_nats_error
+from bus.urls import redact_url
 from orchestrator.api.models import Problem
 from orchestrator.app.errors import AppError, NoSuchJob
 from orchestrator.errors import OrchestratorUnavailable, QueryError
@@ -167,7 +168,7 @@ def to_problem(exc: Exception) -> ProblemError:
         case OrchestratorUnavailable() | BusError():
             return unavailable(str(exc))
         case _ if is_nats_error(exc):  # the bus did not translate it: NATS is down, slow or refusing
-            return unavailable(f"NATS: {type(exc).__name__}: {exc}".rstrip(": "))
+            return unavailable(redact_url(f"NATS: {type(exc).__name__}: {exc}").rstrip(": "))
         case TimeoutError():
             return unavailable("timed out waiting for NATS or the orchestrator")
         case QueryError():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import uvicorn
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Tokens
 from orchestrator.api.errors import ApiError
+from orchestrator.api.loopback import is_loopback
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
 
@@ -38,15 +38,6 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # Signals belong to the process running us (nexus up); it cancels our task instead.
         yield
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -199,7 +199,7 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     assert_problem(await api.post("/api/v1/jobs", json={"tool": "bash"}), 400, "invalid-body", "command")
     assert_problem(await api.post("/api/v1/jobs", json={"command": 3}), 400, "invalid-body", "command")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeID": "a"}), 400, "invalid-body", "nodeID")
-    assert_problem(await api.post("/api/v1/jobs", content=b"{not json"), 400, "invalid-body")
+    assert_problem(await api.post("/api/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}), 400, "invalid-body")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "timeoutSeconds": 0}), 400, "invalid-body")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "no.pe"}), 400, "invalid-body")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "nope"}), 422, "unknown-node", "nope")
