@@ -83,11 +83,14 @@ async def provision_dispatches(js: JetStreamContext, node_id: str, timeout_s: fl
 
 
 async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContext.PullSubscription:
-    """Bind the node's durable consumer on NEXUS_EVENTS once it exists. The orchestrator
-    creates it on the node's first heartbeat (provision_dispatches); the agent never tries:
-    its credentials may not, and nats-py closes a connection on a permissions violation."""
+    """Bind the node's durable consumer on NEXUS_EVENTS once it exists: created here when
+    this identity may, else by the orchestrator on the node's first heartbeat."""
     durable = f"agent-{node_id}"
     waited = 0.0
+    with contextlib.suppress(BusError):
+        # Where this identity may create it (no auth, or admin), do; an agent identity may
+        # not: the server drops the request (it times out) and the orchestrator makes it.
+        await provision_dispatches(js, node_id, timeout_s=2.0)
     while True:
         raise_if_cancelling()
         try:
