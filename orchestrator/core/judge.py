@@ -81,7 +81,7 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
     if held:
         severity = worst(held)
         top = next(f for f in held if f.severity == severity)
-        where = " on a production node" if production and not policy.needs_approval(severity, False) else ""
+        where = " on a production node" if production else ""
         reason = f"{severity} command{where} needs approval: {top.message}"
     verdict = Judgement(
         findings=findings,
@@ -92,16 +92,18 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
         approval_needed=bool(held),
         approval_reason=reason,
     )
+    # A job that will not run needs no approval: refused, or no node could ever take it.
+    refused = msgspec.structs.replace(verdict, approval_needed=False, approval_reason=None)
     if not policy.may_submit(sub.user):
-        return msgspec.structs.replace(verdict, denied="permission_denied", reason=f"user {sub.user!r} may not submit jobs")
+        return msgspec.structs.replace(refused, denied="permission_denied", reason=f"user {sub.user!r} may not submit jobs")
     for run in runs:
         denial = policy.denial(run.text, sub.tool, targets, interpreter=run.interpreter, expanded=run.expanded)
         if denial is not None:
-            return msgspec.structs.replace(verdict, denied="policy_denied", reason=f"{_label(run.role)}{denial}")
+            return msgspec.structs.replace(refused, denied="policy_denied", reason=f"{_label(run.role)}{denial}")
     if nodes is not None and (problem := placement_problem(sub.nodes, sub.labels, sub.tool, nodes)) is not None:
         code, why = problem
         shown = verdict.node_findings if sub.nodes else [Finding(type=code, severity="critical", message=why)]
-        return msgspec.structs.replace(verdict, unplaceable=code, reason=why, node_findings=shown)
+        return msgspec.structs.replace(refused, unplaceable=code, reason=why, node_findings=shown)
     return verdict
 
 

@@ -366,6 +366,10 @@ def fallback_pipelines(text: str) -> list[Pipeline]:
     pending: str | None = None
     span = [-1, -1]
     count = 0
+    # Words that are not commands: the subject and list of `case`/`for`/`select` up to `in`/`do`,
+    # and a `case` item's patterns up to `)`.
+    header: str | None = None
+    patterns = False
 
     def close_command() -> None:
         nonlocal words, redirects
@@ -385,6 +389,20 @@ def fallback_pipelines(text: str) -> list[Pipeline]:
         span[1] = m.end()
         if kind == "word":
             word = _unquote(value)
+            if header is not None or patterns:
+                if header == "case" and value == "in":
+                    header, patterns = None, True
+                elif header in ("for", "select") and value == "do":
+                    header = None
+                span[0] = -1
+                continue
+            if not words and pending is None and value in ("case", "for", "select"):
+                header = value
+                span[0] = -1
+                continue
+            if not words and value == "esac":
+                span[0] = -1
+                continue
             if pending is not None:
                 redirects.append(Redirect(pending, None if pending.startswith("<<") else word.text))
                 pending = None
@@ -392,6 +410,12 @@ def fallback_pipelines(text: str) -> list[Pipeline]:
                 words.append(word)
             else:
                 span[0] = -1
+        elif patterns:
+            patterns = value != ")"  # `a|b)` and `(a)` are one pattern
+            span[0] = -1
+        elif header in ("for", "select") and value in {";", "\n"}:
+            header = None
+            span[0] = -1
         elif value in _REDIRECT_OPS:
             pending = value
         elif value in {"|", "|&"}:
@@ -400,6 +424,7 @@ def fallback_pipelines(text: str) -> list[Pipeline]:
         else:
             close_command()
             count += 1
+            patterns = value == ";;"  # the next `case` item starts with its patterns
             if stages:
                 pipelines.append(tuple(stages))
                 stages = []

@@ -47,6 +47,9 @@ _SIMPLIFY = "Check the quoting, or split the command into simpler steps the anal
 _SPELL_OUT = "Name the program literally (or put the command itself in the job) so it can be reviewed"
 # A program named by its full path below a directory from a variable (`$HOME/bin/tool`,
 # `${VENV}/bin/python`), or looked up by name (`$(command -v python3)`): the name is known.
+# A real expansion: a variable, `${...}`, `$(...)`, a positional parameter or backticks. `$?`, `$$`,
+# `$!`, `$#` and a lone `$` expand to numbers or to themselves, never to a program.
+_EXPANSION = re.compile(r"\$[A-Za-z_{(@*0-9]|`")
 _NAMED_PROGRAM = re.compile(r"\$\{?\w+\}?/[^$`]+|(?:\$\(|`)\s*(?:which|command\s+-v|type\s+-[pP])\s+[\w.+-]+\s*[)`]")
 _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
 
@@ -109,10 +112,21 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
+def _computed_script(word: Word, runner: str) -> Risk:
+    """A script read by a shell whose name is only known at run time: the output of a tool printing
+    its shell setup (`source <(kubectl completion bash)`) is info; anything else fails closed."""
+    inner = re.sub(r"^[<$]\((.*)\)$", r"\1", word.text.strip(), flags=re.S)
+    if word.substituted and (word.substituted <= ENV_TOOLS or ENV_SETUP.search(inner)):
+        tool = sorted(word.substituted)[0]
+        return Risk("dynamic_command", "info", f"Command reads the output of '{tool}' in {runner} (environment setup)")
+    what = f"Command runs a script in {runner} whose name is only known at run time ('{_clip(word.text)}')"
+    return Risk("unresolved_command", "critical", f"{what}; it cannot be checked - requires approval", (_SPELL_OUT,))
+
+
 def _computed_name(name: str) -> Risk:
     """A command name known only at run time: a named program below a variable directory is
     info; anything else (`$CMD`, `"$@"`, `$(get_cmd)`) fails closed."""
-    if _NAMED_PROGRAM.fullmatch(name):
+    if not _EXPANSION.search(name) or _NAMED_PROGRAM.fullmatch(name):
         return Risk("dynamic_command", "info", f"Command name '{name}' is computed at run time; the program is named, its path is not")
     return Risk(
         "unresolved_command",
@@ -285,11 +299,8 @@ class Walk:
             runner = f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"
             if downloads := sorted(word.substituted & DOWNLOADERS):
                 self.add(remote_risk(downloads[0], runner), stage.text)
-            elif word.dynamic and not _NAMED_PROGRAM.fullmatch(word.text):
-                what = f"Command runs a script in {runner} whose name is only known at run time ('{_clip(word.text)}')"
-                self.add(
-                    Risk("unresolved_command", "critical", f"{what}; it cannot be checked - requires approval", (_SPELL_OUT,)), stage.text
-                )
+            elif word.dynamic and _EXPANSION.search(word.text) and not _NAMED_PROGRAM.fullmatch(word.text):
+                self.add(_computed_script(word, runner), stage.text)
         for script in unwrapped.scripts:
             self.nested(script, stage, depth, "a shell")
         for word in unwrapped.evals:

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.api import jobs as jobs_routes
 from orchestrator.api.errors import ApiError
 from orchestrator.api.server import serve
 from orchestrator.client import new_job_id
@@ -274,51 +273,20 @@ async def test_options_lists_every_method_of_a_path(api: httpx.AsyncClient) -> N
 # ---------------------------------------------------------------- validate (analysis)
 
 
-@dataclass
-class _Finding:
-    type: str
-    severity: str
-    message: str
-    command: str
-
-
-@dataclass
-class _Analysis:
-    findings: list[_Finding]
-    suggestions: list[str]
-    parsed: bool = True
-
-    @property
-    def severity(self) -> str | None:
-        return "critical" if self.findings else None
-
-
-class _StubAnalysis:
-    """Stands in for orchestrator.core.analysis (written elsewhere) to test the route itself."""
-
-    @staticmethod
-    def analyze(command: str, tool: str = "bash") -> _Analysis:
-        if "rm -rf" in command:
-            finding = _Finding("destructive_command", "critical", "Command contains 'rm -rf' - requires approval", command)
-            return _Analysis([finding], ["Add --dry-run flag to test first"])
-        return _Analysis([], [])
-
-
-async def test_validate_route_maps_the_analysis_and_checks_nodes(
-    stack: Stack, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(jobs_routes, "_analysis", _StubAnalysis)
+async def test_validate_route_maps_the_verdict_and_checks_nodes(stack: Stack, api: httpx.AsyncClient) -> None:
     resp = await api.post("/api/v1/jobs/validate", json={"tool": "bash", "command": "rm -rf /var/www/*", "nodeIds": ["node-1"]})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body.pop("validationMs") >= 0
+    (warning,) = body.pop("warnings")
+    assert (warning["type"], warning["severity"]) == ("destructive_command", "critical")
+    assert warning["message"].endswith(" - requires approval")  # true: the default policy holds critical commands anywhere
+    assert body.pop("suggestions")
     assert body == {
         "valid": False,
         "severity": "critical",
-        "warnings": [{"type": "destructive_command", "severity": "critical", "message": "Command contains 'rm -rf' - requires approval"}],
-        "suggestions": ["Add --dry-run flag to test first"],
         "parsed": True,
-        "approvalRequired": False,
+        "approvalRequired": True,
         "denied": None,
         "estimatedDuration": None,
     }
@@ -326,6 +294,11 @@ async def test_validate_route_maps_the_analysis_and_checks_nodes(
     assert ok["valid"] is True and ok["warnings"] == [] and ok["severity"] is None
     unknown = (await api.post("/api/v1/jobs/validate", json={"command": "echo hi", "nodeIds": ["ghost"]})).json()
     assert unknown["valid"] is False and unknown["warnings"][0]["type"] == "unknown_node"
+    # What runs is judged: a test command, and a variable from env.
+    tested = {"command": "echo hi", "tests": [{"type": "command", "command": "rm -rf /etc"}]}
+    assert (await api.post("/api/v1/jobs/validate", json=tested)).json()["approvalRequired"] is True
+    from_env = (await api.post("/api/v1/jobs/validate", json={"command": "$CMD", "env": {"CMD": "shutdown -h now"}})).json()
+    assert from_env["severity"] == "critical" and from_env["warnings"][0]["type"] == "power"
     assert_problem(await api.post("/api/v1/jobs/validate", json={}), 400, "invalid-body", "command")
 
 

@@ -266,6 +266,7 @@ async def test_enum_like_options_refuse_unknown_values_and_list_the_choices(stac
 
 
 async def test_run_and_submit_show_the_analysis_findings_before_the_output(stack: Stack) -> None:
+    await _orchestrator_with(stack, Policy(approval_severity_anywhere="never"))  # hold on production only (default: anywhere)
     command = f"rm -rf /srv/nexus-test-{uuid.uuid4().hex}; echo done"  # critical, but not on production: runs
     code, out, err = await stack.nexus("run", "--", command)
     assert (code, out) == (0, b"done\n"), err
