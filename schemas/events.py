@@ -29,6 +29,7 @@ from schemas.limits import (
     TimeoutS,
 )
 from schemas.pipelines import PipelineEvent
+from schemas.trust import TrustEvent
 from schemas.values import (
     Finding,
     JobTest,
@@ -298,7 +299,7 @@ class ApiCalled(Envelope, frozen=True, kw_only=True, tag="api.called"):
 ApiEvent = ApiCalled
 
 
-Event = JobEvent | NodeEvent | PipelineEvent | ApiEvent
+Event = JobEvent | NodeEvent | PipelineEvent | ApiEvent | TrustEvent
 
 TERMINAL_JOB_EVENTS = (JobRejected, JobDenied, JobSucceeded, JobFailed, JobTimedOut, JobCancelled, JobLost)
 """Events that end a job (a JobLost with will_retry does not: use `ends_job`)."""

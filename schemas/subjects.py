@@ -23,7 +23,7 @@ RPC_QUERY = "nexus.rpc.query"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
-Family = Literal["job", "pipeline", "node", "api"]
+Family = Literal["job", "pipeline", "node", "api", "trust"]
 
 
 def is_valid_id(value: str) -> bool:
@@ -85,6 +85,11 @@ def api(request_id: str, kind: str) -> str:
     return f"nexus.evt.api.{check_id(request_id, 'request id')}.{kind}"
 
 
+def trust(ident: str, kind: str) -> str:
+    """`nexus.evt.trust.<id>.<kind>`: identity announcements (id: the public nkey) and checkpoints."""
+    return f"nexus.evt.trust.{check_id(ident, 'trust id')}.{kind}"
+
+
 def output(job_id: str, attempt: int, node_id: str) -> str:
     """Raw output of one attempt of a job, from the node that ran it: `nexus.out.<job_id>.<attempt>.<node_id>`."""
     return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}.{check_id(node_id, 'node id')}"
@@ -117,7 +122,7 @@ def parse(subject: str) -> SubjectRef:
     family, ident, kind = parts[2], parts[3], parts[4]
     if not _KIND.fullmatch(kind):
         raise InvalidSubject(subject, f"invalid kind {kind!r}")
-    if family not in ("job", "pipeline", "node", "api"):
+    if family not in ("job", "pipeline", "node", "api", "trust"):
         raise InvalidSubject(subject, f"unknown family {family!r}")
     if not is_valid_id(ident):
         raise InvalidSubject(subject, f"invalid {family} id {ident!r}")

@@ -22,6 +22,7 @@ from schemas.errors import InvalidSubject
 from schemas.events import ApiEvent, Event, JobEvent, NodeEvent, NodeLost, NodeRegistered
 from schemas.pipelines import PipelineEvent
 from schemas.records import Record
+from schemas.trust import TrustAnnounced, TrustCheckpoint
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +118,8 @@ def _fold(
         return (None, None, pipeline), None if pipeline is not None else "event for an unknown pipeline, ignored"
     if isinstance(ev, ApiEvent):
         return (None, None, None), None  # the HTTP API's audit trail: a row in `events`, no view
+    if isinstance(ev, TrustAnnounced | TrustCheckpoint):
+        return (None, None, None), None  # identities and checkpoints: rows in `events`, read by audits
     assert_never(ev)
 
 

@@ -42,6 +42,7 @@ from schemas.events import (
     NodeRegistered,
 )
 from schemas.rpc import QueryRequest, QueryResult
+from schemas.trust import TrustAnnounced, TrustCheckpoint
 from schemas.values import CommandTest, ExitCodeTest, FileExistsTest, Finding, HttpOkTest, JobTest, OutputContainsTest, TestResult
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -119,6 +120,8 @@ SAMPLES: list[Event] = [
     NodeRegistered(ts=T0, tools=["bash", "python3"], labels={"zone": "eu"}, max_jobs=4, hostname="h", version="0.1"),
     NodeLost(ts=T0, reason="no heartbeat", last_seen=T0 - timedelta(seconds=30)),
     ApiCalled(ts=T0, user="alice", role="operator", method="POST", path="/api/v1/jobs", status=201, allowed=True),
+    TrustAnnounced(ts=T0, jwt="eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln"),
+    TrustCheckpoint(ts=T0, upto_seq=1000, chain="0" * 64),
 ]
 
 
@@ -128,6 +131,8 @@ def subject_for(ev: Event) -> str:
         return subjects.node("web-001", kind)
     if family == "api":
         return subjects.api("r-1", kind)
+    if family == "trust":
+        return subjects.trust("UABC", kind)
     if kind == "dispatch":
         return subjects.dispatch("j1", "web-001")
     if kind == "cancel":

@@ -1,0 +1,35 @@
+"""Trust events (DESIGN §9): who may sign, and signed checkpoints over the log.
+
+nexus.evt.trust.<key>.announced     an identity shows its credentials (user JWT) once per
+                                    process start; <key> is its public nkey (U...)
+nexus.evt.trust.<id>.checkpoint     the orchestrator's signed (seq, chain) over the log
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from schemas.envelope import Envelope
+from schemas.limits import Int64
+
+Jwt = Annotated[str, msgspec.Meta(max_length=16 * 1024)]
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TrustAnnounced(Envelope, frozen=True, kw_only=True, tag="trust.announced"):
+    """An identity's user JWT (signed by the account): binds its public key to a name, a role
+    and, for agents, a node. The message itself is signed by that key (proof of possession)."""
+
+    jwt: Jwt
+
+
+class TrustCheckpoint(Envelope, frozen=True, kw_only=True, tag="trust.checkpoint"):
+    """The orchestrator's hash-chain value after applying the log up to `upto_seq`."""
+
+    upto_seq: Int64
+    chain: Digest
+
+
+TrustEvent = TrustAnnounced | TrustCheckpoint
