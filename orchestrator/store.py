@@ -25,6 +25,7 @@ import duckdb
 import msgspec
 
 from orchestrator.api.metrics import view_ddl
+from orchestrator.core.audit import GENESIS
 from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
@@ -139,6 +140,14 @@ class DuckDBStore:
     def checkpoint(self) -> int:
         row = self.con.execute("SELECT seq FROM checkpoint WHERE name = ?", [CHECKPOINT]).fetchone()
         return int(row[0]) if row else 0
+
+    def chain_at(self, seq: int) -> str | None:
+        """The log's hash chain value stored with row `seq` (GENESIS before the first row; None:
+        a row written before the chain existed)."""
+        if seq == 0:
+            return GENESIS
+        row = self.con.execute("SELECT chain FROM events WHERE seq = ?", [seq]).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def write_batch(
         self,
