@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from bus.errors import BusError, NotSetUp, RequestTimedOut, StaleDecision
+from bus.identity import Identity
 from bus.port import (
     DEFAULT_LIMITS,
     OutputChunk,
@@ -158,6 +159,10 @@ class MemoryBus:
         if name == subjects.OUTPUT_STREAM:
             return self._output
         raise NotSetUp(f"stream {name}")
+
+    @property
+    def identity(self) -> Identity | None:
+        return None
 
     @property
     def connected(self) -> bool:

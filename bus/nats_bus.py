@@ -29,6 +29,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
+from bus.identity import Identity, IdentityError
 from bus.nats_translate import CHUNK_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
@@ -64,14 +65,21 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
-    def __init__(self, nc: Client, url: str) -> None:
+    def __init__(self, nc: Client, url: str, identity: Identity | None = None) -> None:
         self.nc = nc
+        # Signs every publish (bus.identity); announced on the log before its first event.
+        self._identity = identity
+        self._announced = identity is None
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         # When the connection last came back (None: never lost). After that, silence
         # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
         self.reconnected_at: datetime | None = None
         self.reconnects = 0  # long-lived subscriptions compare it to know they must be made again
+
+    @property
+    def identity(self) -> Identity | None:
+        return self._identity
 
     def _on_reconnect(self) -> None:
         self.reconnected_at = datetime.now(UTC)
@@ -86,6 +94,10 @@ class NatsBus:
         `creds`: a NATS `.creds` file (user JWT + nkey seed) to authenticate with."""
         if creds is not None and not os.path.isfile(creds):
             raise BusUnavailable(url, f"credentials file {os.fspath(creds)!r} not found")
+        try:
+            identity = Identity.from_creds(creds) if creds is not None else None
+        except IdentityError as exc:
+            raise BusUnavailable(url, str(exc)) from None
 
         last_said = 0.0
 
@@ -120,7 +132,7 @@ class NatsBus:
                 )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
-        bus = cls(nc, url)
+        bus = cls(nc, url, identity)
         return bus
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -146,11 +158,19 @@ class NatsBus:
         """Publish one event. With `expected_seq`, the server refuses it (StaleDecision)
         unless the entity's last event is still at that sequence. If a foreign message
         holds the event's msg id, the event is stored under a derived id, never dropped."""
+        if not self._announced:
+            await self._announce()
         pub = await self._publish_once(out, expected_seq)
         if pub.duplicate and await self._id_taken(out, pub.seq):
             log.warning("bus.msg_id_taken", subject=out.subject, msg_id=out.msg_id, holder_seq=pub.seq)
             pub = await self._publish_once(reclaimed(out), expected_seq)
         return pub
+
+    async def _announce(self) -> None:
+        """Publish this identity's credentials JWT once, so readers of the log know who signs."""
+        assert self._identity is not None
+        await self._publish_once(self._identity.announcement(), None)
+        self._announced = True
 
     async def _id_taken(self, out: Outgoing, seq: int) -> bool:
         with map_read_errors(f"reading event {seq}"):
@@ -169,6 +189,8 @@ class NatsBus:
         except DecodeError as exc:
             raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
         with map_publish_errors(out.subject, expected_seq):
+            if self.identity is not None:
+                headers.update(self.identity.sign(out.subject, data))
             ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
@@ -184,6 +206,8 @@ class NatsBus:
     async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
         headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
         subject = subjects.output(job_id, attempt, node_id)
+        if self.identity is not None:
+            headers.update(self.identity.sign(subject, data))
         with map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 

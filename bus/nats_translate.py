@@ -9,11 +9,13 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
 from bus.errors import BusError, NotSetUp, StaleDecision
+from bus.identity import SIG_HEADER, SIGNER_HEADER
 from bus.port import OutputChunk
 from schemas import codec, subjects
 from schemas.errors import DecodeError
@@ -75,8 +77,11 @@ def to_record(msg: Msg) -> Record:
     """A JetStream message of NEXUS_EVENTS as a reducer record; bad payloads keep their reason."""
     meta = msg.metadata
     ts = meta.timestamp if meta.timestamp.tzinfo else meta.timestamp.replace(tzinfo=UTC)
+    headers = msg.headers or {}
+    signer, signature = headers.get(SIGNER_HEADER), headers.get(SIG_HEADER)
+    base = Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, signer=signer, signature=signature)
     try:
         event = codec.decode(msg.subject, msg.data)
     except DecodeError as exc:
-        return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, error=exc.reason)
-    return Record(seq=meta.sequence.stream, subject=msg.subject, stream_ts=ts, raw=msg.data, event=event)
+        return msgspec.structs.replace(base, error=exc.reason)
+    return msgspec.structs.replace(base, event=event)

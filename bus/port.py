@@ -21,6 +21,7 @@ from typing import Protocol
 
 import msgspec
 
+from bus.identity import Identity
 from schemas import codec, msgids, subjects
 from schemas.envelope import Envelope, Outgoing
 from schemas.errors import DecodeError
@@ -95,6 +96,10 @@ class EventBus(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who this connection signs as (its credentials), None on a bus without them."""
 
     # ---- setup
     async def ensure_streams(self, limits: StreamLimits = DEFAULT_LIMITS) -> None:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from orchestrator.core import reducer
+from bus.identity import Checked, Verifier
+from orchestrator.core import audit, authorship, reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.secrets import redact_record
@@ -24,9 +25,15 @@ from schemas.secrets import Redaction
 
 class Projection:
     def __init__(
-        self, store: DuckDBStore, on_ignored: Callable[[Record, str], None] | None = None, redaction: Redaction | None = None
+        self,
+        store: DuckDBStore,
+        on_ignored: Callable[[Record, str], None] | None = None,
+        redaction: Redaction | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.store = store
+        # Who made each record (signatures, announcements): None on a bus without credentials.
+        self.verifier = verifier
         # Secret env values that came in clear are masked before anything is folded or stored.
         self.redaction = redaction or Redaction()
         self.on_ignored = on_ignored
@@ -36,6 +43,10 @@ class Projection:
         self.pipelines: dict[str, PipelineView] = store.load_pipelines(running_only=True)
         self.changed_pipelines: dict[str, PipelineView] = {}
         self.quarantined: list[Record] = []
+        # The log's hash chain after the last applied record (None: a file from before the chain;
+        # the orchestrator then recomputes it from the log), and digests of the bytes as published.
+        self.chain: str | None = store.chain_at(self.applied_seq)
+        self._digests: dict[int, str] = {}
 
     def apply_batch(self, batch: list[Record]) -> dict[str, JobView]:
         """Fold a batch and store it with the checkpoint in one transaction; returns changed
@@ -46,7 +57,10 @@ class Projection:
         `events` with the reason, no effect on any view; listed in `quarantined`)."""
         self.changed_pipelines = {}
         self.quarantined = []
-        batch = [redact_record(r, self.redaction) for r in batch if r.seq > self.applied_seq]
+        for r in batch:  # of the bytes as the log holds them, before anything is masked
+            if r.seq > self.applied_seq:
+                self._digests.setdefault(r.seq, audit.digest(r.raw))
+        batch = [self._vet(redact_record(r, self.redaction)) for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         self._load_missing(batch)
@@ -68,6 +82,20 @@ class Projection:
             self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
             return {}
 
+    def _vet(self, rec: Record) -> Record:
+        """The record with its verified author; refused (no event, the reason as its error)
+        when its signature fails or its author may not make it (core.authorship)."""
+        if self.verifier is None:
+            return rec
+        problem = self.verifier.learn(rec)
+        checked = self.verifier.check(rec) if problem is None else Checked(None, problem)
+        rec = msgspec.structs.replace(rec, author=checked.author)
+        enforcing = bool(self.verifier.known)
+        why = authorship.refusal(rec, problem=checked.problem, enforcing=enforcing)
+        if why is not None:
+            return msgspec.structs.replace(rec, event=None, error=why[:MAX_REASON_CHARS])
+        return authorship.named(rec, enforcing=enforcing)
+
     def _load_missing(self, batch: list[Record]) -> None:
         """Bring the views of older jobs and pipelines the batch names into memory."""
         missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
@@ -80,9 +108,11 @@ class Projection:
         dirty_jobs: dict[str, JobView] = {}
         dirty_nodes: dict[str, NodeView] = {}
         dirty_pipes: dict[str, PipelineView] = {}
+        chain = self.chain
         for rec in batch:
             applied = reducer.apply(self.jobs, self.nodes, rec, self.pipelines)
-            rows.append(applied.row)
+            row, chain = self._linked(applied.row, rec, chain)
+            rows.append(row)
             if applied.row.error and self.on_ignored:
                 self.on_ignored(rec, applied.row.error)
             if applied.job is not None:
@@ -92,7 +122,9 @@ class Projection:
             if applied.pipeline is not None:
                 self.pipelines[applied.pipeline.pipeline_id] = dirty_pipes[applied.pipeline.pipeline_id] = applied.pipeline
         self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq, dirty_pipes.values())
-        self.applied_seq = batch[-1].seq
+        self.applied_seq, self.chain = batch[-1].seq, chain
+        for rec in batch:
+            self._digests.pop(rec.seq, None)
         for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
         for pipeline_id in [p for p, v in self.pipelines.items() if v.status in PIPELINE_TERMINAL]:
@@ -100,15 +132,23 @@ class Projection:
         self.changed_pipelines = dirty_pipes
         return dirty_jobs
 
+    def _linked(self, row: reducer.EventRow, rec: Record, prev: str | None) -> tuple[reducer.EventRow, str | None]:
+        """The row with its digest and chain value, the chain going on from `prev` (core.audit)."""
+        digest = self._digests.get(rec.seq) or audit.digest(rec.raw)
+        chain = None if prev is None else audit.link(prev, row.seq, row.subject, row.ts, digest, row.signer, row.signature)
+        return msgspec.structs.replace(row, digest=digest, chain=chain), chain
+
     def _quarantine(self, rec: Record, reason: str) -> None:
         """Store the record as an `events` row with the reason and move the checkpoint past it.
         If even that fails, the store itself is broken: that error is raised."""
-        row = reducer.quarantine_row(rec, reason)
+        row, chain = self._linked(reducer.quarantine_row(rec, reason), rec, self.chain)
         if self.on_ignored:
             self.on_ignored(rec, reason)
         job, node, pipeline = reducer.touch_entities(rec, self.jobs, self.nodes, self.pipelines)
         jobs, nodes, pipes = [job] if job else [], [node] if node else [], [pipeline] if pipeline else []
         self.store.write_batch([row], jobs, nodes, rec.seq, pipes)
+        self.chain = chain
+        self._digests.pop(rec.seq, None)
         for j in jobs:
             self.jobs[j.job_id] = j
         for n in nodes:

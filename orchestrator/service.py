@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import structlog
 
 from bus.errors import BusError
+from bus.identity import Verifier
 from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from bus.sealing import SealingKey
 from orchestrator.core import assertions, decide, planner
@@ -71,7 +72,8 @@ class Orchestrator:
         self.sealing_key = sealing_key or key_beside(store.path)
         self.redaction = redaction or Redaction()
         self._secrets: dict[str, RequestSecrets] = {}  # of jobs about to be placed; memory only
-        self.projection = Projection(store, on_ignored=_log_ignored, redaction=self.redaction)
+        verifier = Verifier.trusting_issuer_of(bus.identity)
+        self.projection = Projection(store, on_ignored=_log_ignored, redaction=self.redaction, verifier=verifier)
         self.beats: dict[str, NodeHeartbeat] = {}
         # The one publish path; it remembers our publishes the projection has not seen yet.
         self.runner = Runner(bus)

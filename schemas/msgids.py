@@ -41,3 +41,8 @@ def reclaimed(msg_id: str, digest: str) -> str:
     """`<id>~<digest>`: where an event goes when a foreign message already holds its id
     (bus.port.reclaimed). The digest of its content keeps its retries one."""
     return f"{msg_id}~{digest}"
+
+
+def trust(key: str, kind: str, part: str) -> str:
+    """`trust:<key>:<kind>:<part>`: an identity's announcement (part: its JWT's id) or a checkpoint."""
+    return f"trust:{key}:{kind}:{part}"

@@ -11,6 +11,16 @@ from schemas.errors import InvalidSubject
 from schemas.events import Event
 
 
+class Author(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified identity (bus.identity.Verifier): its public nkey, the name it was issued
+    to (`nexus creds new --name`), its role, and for an agent its node."""
+
+    key: str
+    name: str
+    role: str
+    node: str | None = None
+
+
 class Record(msgspec.Struct, frozen=True, kw_only=True):
     """One message of NEXUS_EVENTS as the reducer sees it.
 
@@ -24,6 +34,12 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     raw: bytes
     event: Event | None = None
     error: str | None = None
+    signer: str | None = None
+    """The `Nexus-Signer` header: the public nkey that signed it (None: unsigned)."""
+    signature: str | None = None
+    """The `Nexus-Sig` header: Ed25519 over the subject and the payload bytes."""
+    author: Author | None = None
+    """Who provably made it, once checked (projection); None: unsigned or unproven."""
 
     @property
     def ref(self) -> subjects.SubjectRef | None:

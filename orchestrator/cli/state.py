@@ -77,6 +77,7 @@ def replay(
 
 @run_async
 async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
+    from bus.identity import Verifier
     from orchestrator.projection import Projection
     from orchestrator.store import DuckDBStore
 
@@ -91,7 +92,8 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
         if until_seq is not None:
             end = min(end, until_seq)
         store = DuckDBStore(db)
-        projection = Projection(store)
+        # The same verdicts on authorship as the live orchestrator: trust the account that issued our credentials.
+        projection = Projection(store, verifier=Verifier.trusting_issuer_of(client.bus.identity))
         try:
             with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=as_json) as bar:
                 task = bar.add_task("replay", total=end)

@@ -37,6 +37,16 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
     pipeline_id: str | None
     payload: str
     error: str | None
+    signer: str | None = None
+    """The public nkey that signed the message (None: unsigned)."""
+    signature: str | None = None
+    author: str | None = None
+    """The verified identity's name (`nexus creds new --name`), when the signature holds."""
+    author_role: str | None = None
+    digest: str | None = None
+    """sha256 of the message bytes as stored in the log (core.audit); set by the projection."""
+    chain: str | None = None
+    """The log's hash chain after this record (core.audit.link); set by the projection."""
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +98,10 @@ def _row(rec: Record, ref: subjects.SubjectRef | None, etype: str, ts: datetime,
         pipeline_id=ref.id if ref and ref.family == "pipeline" else None,
         payload=rec.raw.decode("utf-8", errors="replace"),
         error=error,
+        signer=rec.signer,
+        signature=rec.signature,
+        author=rec.author.name if rec.author is not None else None,
+        author_role=rec.author.role if rec.author is not None else None,
     )
 
 

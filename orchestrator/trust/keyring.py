@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.trust import nats_jwt
-from orchestrator.trust.roles import Role, permissions
+from orchestrator.trust.roles import PERMISSIONS_VERSION, Role, permissions
 
 ACCOUNT_NAME = "NEXUS"
 SYSTEM_NAME = "SYS"
@@ -115,14 +115,14 @@ class Keyring:
             raise KeyringError(f"invalid name {name!r}: 1-64 of letters, digits, and _ . @ -")
         if role == "agent" and node is None:
             raise KeyringError("an agent identity needs --node")
-        try:
-            perms = permissions(role, node)
-        except ValueError as exc:
-            raise KeyringError(str(exc)) from None
         user_seed = nats_jwt.new_seed("user")
         user_pub = nats_jwt.public_key(user_seed)
+        try:
+            perms = permissions(role, node, user_pub)
+        except ValueError as exc:
+            raise KeyringError(str(exc)) from None
         claims = perms.claims()
-        claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else [])]
+        claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else []), PERMISSIONS_VERSION]
         token = nats_jwt.encode(self._seed("account"), user_pub, name, claims)
         path = out if out is not None else self.dir / f"{name}.creds"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ class Keyring:
                 token, _seed = nats_jwt.read_creds(path.read_text())
                 claims = nats_jwt.decode(token, trusted_issuers={self.account_public_key})
                 tags = set(claims.get("nats", {}).get("tags", []))
-                if f"role:{role}" in tags and (node is None or f"node:{node}" in tags):
+                if {f"role:{role}", PERMISSIONS_VERSION} <= tags and (node is None or f"node:{node}" in tags):
                     return path
             except nats_jwt.JwtError:
                 pass  # issued by another keyring, or damaged: issue again

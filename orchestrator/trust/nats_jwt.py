@@ -10,14 +10,15 @@ file written by `creds_file` (nats-py: `user_credentials=`).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import time
 from typing import Any
 
 import nacl.signing
-import nkeys
+import nkeys  # type: ignore[import-untyped]
+
+from bus.identity import IdentityError, decode_jwt, read_creds
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 
@@ -28,8 +29,10 @@ PREFIXES = {
 }
 
 
-class JwtError(Exception):
-    """A JWT or creds file that does not parse or whose signature does not hold."""
+# Reading and verifying are the bus's (agents verify too): one implementation.
+JwtError = IdentityError
+decode = decode_jwt
+__all__ = ["JwtError", "creds_file", "decode", "encode", "keypair", "new_seed", "public_key", "read_creds"]
 
 
 def new_seed(kind: str) -> bytes:
@@ -72,30 +75,6 @@ def encode(issuer_seed: bytes, subject: str, name: str, nats: dict[str, Any], *,
     return f"{signing_input}.{_b64(issuer.sign(signing_input.encode()))}"
 
 
-def decode(token: str, *, trusted_issuers: set[str] | None = None) -> dict[str, Any]:
-    """The claims of a JWT whose signature verifies against its `iss` (and, given
-    `trusted_issuers`, whose issuer is one of them). Raises JwtError otherwise."""
-    try:
-        head, body, sig = token.strip().split(".")
-        claims: dict[str, Any] = json.loads(_unb64(body))
-        header = json.loads(_unb64(head))
-        issuer = str(claims["iss"])
-        signature = _unb64(sig)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise JwtError(f"not a NATS JWT: {exc}") from None
-    if header.get("alg") != HEADER["alg"]:
-        raise JwtError(f"unexpected JWT algorithm {header.get('alg')!r}")
-    if trusted_issuers is not None and issuer not in trusted_issuers:
-        raise JwtError(f"JWT issued by {issuer}, which is not trusted here")
-    try:
-        ok = nkeys.KeyPair(public_key=issuer.encode()).verify(f"{head}.{body}".encode(), signature)
-    except nkeys.NkeysError as exc:
-        raise JwtError(f"JWT signature does not verify: {exc}") from None
-    if not ok:
-        raise JwtError("JWT signature does not verify")
-    return claims
-
-
 def creds_file(user_jwt: str, user_seed: bytes) -> str:
     """The standard `.creds` text: the user JWT and the user's nkey seed."""
     return (
@@ -110,13 +89,3 @@ def creds_file(user_jwt: str, user_seed: bytes) -> str:
         "------END USER NKEY SEED------\n\n"
         "*************************************************************\n"
     )
-
-
-def read_creds(text: str) -> tuple[str, bytes]:
-    """(user JWT, user seed) from a `.creds` file's text."""
-    blocks = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("---", "***", "NKEY", "NKEYs"))]
-    jwt = next((b for b in blocks if b.count(".") == 2), None)
-    seed = next((b for b in blocks if b.startswith("SU")), None)
-    if jwt is None or seed is None:
-        raise JwtError("not a NATS .creds file (a user JWT and an SU... seed expected)")
-    return jwt, seed.encode()

@@ -98,16 +98,23 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-def permissions(role: Role, node: str | None = None) -> Permissions:
+PERMISSIONS_VERSION = "perms:2"
+"""Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
+
+
+def permissions(role: Role, node: str | None = None, key: str | None = None) -> Permissions:
+    """What `role` may do; `key`: the identity's own public nkey (it announces itself on
+    `nexus.evt.trust.<key>.announced`, and on no other identity's subject)."""
+    own = [subjects.trust(key, "announced")] if key is not None else []
     if role == "admin":
         return Permissions(publish=[">"], subscribe=[">"])
     if role == "agent":
         if node is None:
             raise ValueError("an agent identity needs its node id")
-        return Permissions(publish=_agent(subjects.check_id(node, "node id")), subscribe=[INBOX])
+        return Permissions(publish=_agent(subjects.check_id(node, "node id")) + own, subscribe=[INBOX])
     if node is not None:
         raise ValueError(f"--node is for agent identities, not {role}")
-    publish = _read()
+    publish = _read() + own
     if role in ("submitter", "approver"):
         publish += _submit()
     if role == "approver":

@@ -10,6 +10,7 @@ submitter credential.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -245,3 +246,86 @@ async def _issue(up: Up, role: str, name: str, node: str | None = None) -> Path:
     path = Path(done.stdout.strip())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     return path
+
+
+async def _row(up: Up, sql: str) -> list[object]:
+    async def found() -> list[object] | None:
+        code, out = await up.nexus("sql", sql, "--json")
+        assert code == 0, out
+        rows = json.loads(out)
+        return list(rows[0].values()) if rows else None
+
+    got = await wait_for(found, 30, what=sql)
+    assert got is not None
+    return got
+
+
+async def test_the_record_names_verified_identities_and_refuses_false_signatures(up: Up, tmp_path: Path) -> None:
+    # An approver's approval is recorded under the name in its credentials, whatever `by` claims.
+    job_id = new_job_id()
+    # Through the Nexus bus adapter, which signs (a plain client's approval is unsigned: refused below).
+    approver = await NatsBus.connect(up.url, name="alice", creds=await _issue(up, "approver", "alice"))
+    try:
+        from schemas import msgids
+        from schemas.envelope import Outgoing
+        from schemas.events import JobApproved
+
+        await approver.publish(Outgoing(subjects.job(job_id, "approved"), JobApproved(by="mallory"), msgids.job(job_id, "approved", "x1")))
+    finally:
+        await approver.close()
+    row = await _row(
+        up,
+        f"SELECT author, author_role, json_extract_string(payload, '$.by') FROM events WHERE job_id = '{job_id}' AND type = 'job.approved'",
+    )
+    assert row == ["alice", "approver", "mallory"]  # the payload is kept as sent; the author is the verified one
+
+    # A plain client's unsigned approval: allowed by the server for an approver, refused by the record.
+    nc = await connect(up, up.creds / "alice.creds")
+    try:
+        await nc.jetstream().publish(subjects.job(job_id, "denied"), b'{"type": "job.denied", "by": "alice"}')
+    finally:
+        await nc.close()
+    (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND subject LIKE '%.denied'")
+    assert "unsigned job.denied" in str(error) and "refused" in str(error)
+
+    # A submitter that claims the orchestrator's key as signer, with a made-up signature: refused.
+    marker = tmp_path / "false-signature"
+    orch = json.loads(base64.urlsafe_b64decode((up.creds / "orchestrator.creds").read_text().split("\n")[1].split(".")[1] + "=="))["sub"]
+    nc = await connect(up, up.creds / "submitter.creds")
+    forged = new_job_id()
+    try:
+        headers = {"Nexus-Signer": orch, "Nexus-Sig": base64.urlsafe_b64encode(b"\0" * 64).decode().rstrip("=")}
+        await nc.jetstream().publish(subjects.job(forged, "requested"), _request(f"touch {marker}"), headers=headers)
+    finally:
+        await nc.close()
+    (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{forged}' AND type = 'job.requested'")
+    assert "does not verify" in str(error)
+    assert not marker.exists()
+
+
+async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_nothing(up: Up, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    job_id = new_job_id()
+    nc = await connect(up, up.creds / "submitter.creds")
+    try:
+        payload = json.dumps({"command": f"sleep 3; touch {marker}", "node": up.node, "requested_by": "root"}).encode()
+        await nc.jetstream().publish(subjects.job(job_id, "requested"), payload)
+    finally:
+        await nc.close()
+    await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'running'")
+    # A rogue agent may publish facts on its own node's subjects; about this job they change nothing.
+    rogue = await NatsBus.connect(up.url, name="rogue", creds=await _issue(up, "agent", "rogue-2", node="rogue-2"))
+    try:
+        from schemas import msgids
+        from schemas.envelope import Outgoing
+        from schemas.events import JobExited
+
+        fake = JobExited(node="rogue-2", attempt=1, exit_code=0)
+        await rogue.publish(Outgoing(subjects.fact(job_id, "exited", "rogue-2"), fake, msgids.job(job_id, "exited", 1)))
+    finally:
+        await rogue.close()
+    (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND subject LIKE '%.exited.rogue-2'")
+    assert "refused" in str(error)
+    row = await _row(up, f"SELECT status, requested_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
+    assert row == ["succeeded", None]  # the real exit, from the real node; the claimed "root" is not recorded
+    assert marker.exists()

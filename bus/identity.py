@@ -1,0 +1,210 @@
+"""Who published an event: NATS identities (user JWT + nkey) and the signatures on Nexus events.
+
+Every process with credentials signs what it publishes: the `Nexus-Signer` header
+names its public nkey, `Nexus-Sig` carries an Ed25519 signature (the `nkeys`
+library's) over the subject and the exact payload bytes. Once per start it
+publishes `nexus.evt.trust.<key>.announced` with its user JWT, so readers of the
+log (the orchestrator, agents, `nexus audit verify`) learn which name, role and
+node the key stands for, from a JWT whose signature chains to the account they
+trust. Nothing here is a crypto primitive: signing and verifying are nkeys'.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import binascii
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+import nkeys  # type: ignore[import-untyped]
+
+from schemas import subjects
+from schemas.envelope import Outgoing
+from schemas.records import Author, Record
+from schemas.trust import TrustAnnounced
+
+SIGNER_HEADER = "Nexus-Signer"
+SIG_HEADER = "Nexus-Sig"
+_CONTEXT = b"nexus-sig-v1\n"
+_PUBLIC_PREFIXES = {nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT, nkeys.PREFIX_BYTE_USER}
+
+
+class IdentityError(Exception):
+    """Credentials or a JWT that do not parse or do not verify."""
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def decode_jwt(token: str, *, trusted_issuers: Iterable[str] | None = None) -> dict[str, Any]:
+    """The claims of a NATS JWT whose signature verifies against its `iss` (and, given
+    `trusted_issuers`, whose issuer is one of them). Raises IdentityError otherwise."""
+    try:
+        head, body, sig = token.strip().split(".")
+        claims: dict[str, Any] = json.loads(_unb64(body))
+        header = json.loads(_unb64(head))
+        issuer = str(claims["iss"])
+        signature = _unb64(sig)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise IdentityError(f"not a NATS JWT: {exc}") from None
+    if not isinstance(header, dict) or header.get("alg") != "ed25519-nkey":
+        raise IdentityError("not an ed25519-nkey JWT")
+    if trusted_issuers is not None and issuer not in set(trusted_issuers):
+        raise IdentityError(f"issued by {issuer}, which is not trusted here")
+    if not _verify(issuer, f"{head}.{body}".encode(), signature):
+        raise IdentityError("JWT signature does not verify")
+    return claims
+
+
+def _verify(key: str, data: bytes, signature: bytes) -> bool:
+    verify_key = _verify_key(key)
+    if verify_key is None:
+        return False
+    try:
+        verify_key.verify(data, signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_key(key: str) -> nacl.signing.VerifyKey | None:
+    """The Ed25519 key inside a public nkey (base32: a prefix byte, 32 key bytes, a CRC-16).
+    nkeys.py verifies only with a seed in hand, so the public form is unpacked here and
+    the verification itself is PyNaCl's."""
+    try:
+        raw = base64.b32decode(key + "=" * (-len(key) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 35 or raw[0] not in _PUBLIC_PREFIXES:
+        return None
+    body, crc = raw[:-2], raw[-2:]
+    if bytes(nkeys.crc16_checksum(body)) != crc:
+        return None
+    return nacl.signing.VerifyKey(body[1:])
+
+
+def author_of(claims: dict[str, Any]) -> Author:
+    """Name, role and node from a user JWT's claims (tags `role:<r>`, `node:<n>`)."""
+    tags = [str(t) for t in (claims.get("nats") or {}).get("tags") or []]
+    role = next((t.removeprefix("role:") for t in tags if t.startswith("role:")), "")
+    node = next((t.removeprefix("node:") for t in tags if t.startswith("node:")), None)
+    return Author(key=str(claims.get("sub", "")), name=str(claims.get("name", "")), role=role, node=node)
+
+
+def read_creds(text: str) -> tuple[str, bytes]:
+    """(user JWT, user seed) from a `.creds` file's text."""
+    lines = [line.strip() for line in text.splitlines()]
+    jwt = next((line for line in lines if line.count(".") == 2 and " " not in line), None)
+    seed = next((line for line in lines if line.startswith("SU")), None)
+    if jwt is None or seed is None:
+        raise IdentityError("not a NATS .creds file (a user JWT and an SU... seed expected)")
+    return jwt, seed.encode()
+
+
+def signing_input(subject: str, data: bytes) -> bytes:
+    return _CONTEXT + subject.encode() + b"\n" + data
+
+
+class Identity:
+    """This process's own identity, from its `.creds` file: signs what it publishes."""
+
+    def __init__(self, jwt: str, seed: bytes) -> None:
+        self.jwt = jwt
+        self._kp = nkeys.from_seed(bytearray(seed))
+        self.key = self._kp.public_key.decode()
+        claims = json.loads(_unb64(jwt.split(".")[1]))
+        self.author = author_of(claims)
+        if self.author.key != self.key:
+            raise IdentityError("the JWT in the credentials is not for their seed")
+
+    @classmethod
+    def from_creds(cls, path: str | os.PathLike[str]) -> Identity:
+        try:
+            with open(path) as fh:
+                jwt, seed = read_creds(fh.read())
+            return cls(jwt, seed)
+        except (OSError, ValueError, nkeys.NkeysError) as exc:
+            raise IdentityError(f"cannot read credentials {os.fspath(path)!r}: {exc}") from None
+
+    def sign(self, subject: str, data: bytes) -> dict[str, str]:
+        """The headers that make this publish attributable to this identity."""
+        return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(signing_input(subject, data)))}
+
+    def announcement(self) -> Outgoing:
+        from schemas import msgids
+
+        jti = str(json.loads(_unb64(self.jwt.split(".")[1])).get("jti", "0"))[:16]
+        return Outgoing(subjects.trust(self.key, "announced"), TrustAnnounced(jwt=self.jwt), msgids.trust(self.key, "announced", jti))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Who made a record (None: unsigned, or not provably anyone) and what is wrong with it."""
+
+    author: Author | None
+    problem: str | None = None
+
+
+class Verifier:
+    """Learns identities from announcements (JWTs chaining to a trusted account) and checks
+    each record's signature. Deterministic over the log: replaying gives the same answers."""
+
+    def __init__(self, trusted_accounts: Iterable[str]) -> None:
+        self.trusted = frozenset(trusted_accounts)
+        self.known: dict[str, Author] = {}
+
+    @classmethod
+    def trusting_issuer_of(cls, identity: Identity | None) -> Verifier | None:
+        """A verifier that trusts the account that issued `identity` (None without one)."""
+        if identity is None:
+            return None
+        return cls([str(json.loads(_unb64(identity.jwt.split(".")[1]))["iss"])])
+
+    def learn(self, rec: Record) -> str | None:
+        """Take in an identity announcement; the reason when it is not acceptable."""
+        if not isinstance(rec.event, TrustAnnounced):
+            return None
+        ref = rec.ref
+        try:
+            claims = decode_jwt(rec.event.jwt, trusted_issuers=self.trusted)
+        except IdentityError as exc:
+            return f"announcement refused: {exc}"
+        author = author_of(claims)
+        if ref is None or ref.id != author.key or rec.signer != author.key:
+            return "announcement refused: not published and signed by the key it announces"
+        if not self._signature_holds(rec, author.key):
+            return "announcement refused: signature does not verify"
+        self.known[author.key] = author
+        return None
+
+    def check(self, rec: Record) -> Checked:
+        if rec.signer is None:
+            return Checked(None)
+        author = self.known.get(rec.signer)
+        if author is None:
+            return Checked(None, f"signed by {rec.signer}, which no trusted announcement names")
+        if not self._signature_holds(rec, rec.signer):
+            return Checked(None, f"signature by {author.name!r} does not verify (altered or forged)")
+        return Checked(author)
+
+    @staticmethod
+    def _signature_holds(rec: Record, key: str) -> bool:
+        if rec.signature is None:
+            return False
+        try:
+            signature = _unb64(rec.signature)
+        except (ValueError, binascii.Error):
+            return False
+        return _verify(key, signing_input(rec.subject, rec.raw), signature)

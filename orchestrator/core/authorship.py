@@ -1,0 +1,80 @@
+"""Who may author which event (DESIGN §9 "Authentic decisions and facts"). Pure.
+
+The projection checks each record's signature (bus.identity.Verifier) and asks
+`refusal` whether its author may have made it. A refused record is kept in
+`events` with the reason and changes nothing. Once the log holds a trusted
+identity's announcement, the rules are enforced; a log with none (a bus without
+credentials) is read as before, so old logs replay unchanged.
+
+    requests  (requested, cancel_requested, test_requested)   anyone the server let publish them;
+              unsigned ones too (the external contract: any NATS client with a submitter credential)
+    approvals (approved, denied)                                approver or admin, signed
+    node facts (accepted, started, exited)                      the agent of the node in the subject, signed
+    everything else (decisions, node and pipeline decisions,
+              the API's audit trail, checkpoints)               admin (the orchestrator, the API), signed
+"""
+
+from __future__ import annotations
+
+from msgspec.structs import replace
+
+from schemas.events import JobApproved, JobDenied, JobRequested
+from schemas.pipelines import PipelineApproved, PipelineDenied, PipelineRequested
+from schemas.records import Author, Record
+from schemas.subjects import NODE_FACTS
+
+REQUESTS = frozenset({"requested", "cancel_requested", "test_requested"})
+APPROVALS = frozenset({"approved", "denied"})
+APPROVERS = frozenset({"approver", "admin"})
+
+
+def refusal(rec: Record, *, problem: str | None, enforcing: bool) -> str | None:
+    """Why `rec` must not count (None: it may). `problem`: what the signature check found."""
+    if problem is not None:
+        return f"{problem}: refused"
+    ref = rec.ref
+    if not enforcing or ref is None or (ref.family == "trust" and ref.kind == "announced"):
+        return None
+    author = rec.author
+    what = f"{ref.family}.{ref.kind}"
+    if ref.kind in REQUESTS and ref.family in ("job", "pipeline"):
+        return None
+    if ref.kind in APPROVALS and ref.family in ("job", "pipeline"):
+        return _needs(author, what, APPROVERS, "an approver")
+    if ref.family == "job" and ref.kind in NODE_FACTS:
+        if author is not None and author.role == "agent" and ref.node is not None and author.node != ref.node:
+            return f"{what} for node {ref.node!r} signed by the agent of {author.node!r}: refused"
+        if author is not None and author.role == "agent" and ref.node is None:
+            return f"{what} without a node in its subject: refused"
+        return _needs(author, what, frozenset({"agent", "admin"}), "the node's agent")
+    return _needs(author, what, frozenset({"admin"}), "the orchestrator")
+
+
+def _needs(author: Author | None, what: str, roles: frozenset[str], who: str) -> str | None:
+    if author is None:
+        return f"unsigned {what}: only {who} may publish it; refused"
+    if author.role not in roles:
+        return f"{what} by {author.name!r} ({author.role}): only {who} may publish it; refused"
+    return None
+
+
+def speaks_for_itself(author: Author | None) -> bool:
+    """Whether the record's own `by`/`requested_by` may stand: an admin service (the API)
+    acts for the users it authenticated; anyone else is named by their verified identity."""
+    return author is not None and author.role == "admin"
+
+
+def named(rec: Record, *, enforcing: bool) -> Record:
+    """The record with its requester or approver named by the verified identity.
+
+    A signed request or approval by anyone but an admin service names its author; an
+    unsigned request, once rules are enforced, names no one (its claim is unproven)."""
+    ev = rec.event
+    if not enforcing or ev is None or speaks_for_itself(rec.author):
+        return rec
+    name = rec.author.name if rec.author is not None else None
+    if isinstance(ev, JobApproved | JobDenied | PipelineApproved | PipelineDenied) and name is not None:
+        return replace(rec, event=replace(ev, by=name))
+    if isinstance(ev, JobRequested | PipelineRequested) and ev.requested_by != name:
+        return replace(rec, event=replace(ev, requested_by=name))
+    return rec
