@@ -55,12 +55,14 @@ def default_state_dir(node: str) -> Path:
 async def serve(opts: AgentOptions) -> None:
     """Connect and run the agent until SIGINT/SIGTERM (`nexus agent` and `nexus-agent` both call this)."""
     # The key first: a node whose key file is unusable says so before it takes any work.
-    key = SealingKey.load_or_create((opts.state_dir or default_state_dir(opts.node)) / SEALING_KEY_FILE)
+    state_dir = opts.state_dir or default_state_dir(opts.node)
+    key = SealingKey.load_or_create(state_dir / SEALING_KEY_FILE)
     bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True, creds=opts.creds)
     try:
         agent = Agent(
             bus, opts.node, labels=opts.labels, max_jobs=opts.max_jobs, extra_tools=opts.tools,
             heartbeat_s=opts.heartbeat_s, kill_grace_s=opts.kill_grace_s, sealing_key=key, pass_env=opts.pass_env,
+            state_dir=state_dir,
         )  # fmt: skip
         await _until_signal(asyncio.create_task(agent.run(), name="agent"), grace_s=opts.kill_grace_s + 10.0)
     finally:

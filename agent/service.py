@@ -16,13 +16,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 import structlog
 
+from agent.authority import Authority
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
 from agent.environment import job_environment
+from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
@@ -58,8 +61,13 @@ class Agent:
         kill_grace_s: float = 5.0,
         sealing_key: SealingKey | None = None,
         pass_env: tuple[str, ...] = (),
+        state_dir: Path | None = None,
     ) -> None:
         self.bus = bus
+        # What this node ran, kept across restarts (never the same attempt twice), and
+        # who may tell it to run anything (signed dispatches, with credentials).
+        self.ledger = Ledger(state_dir)
+        self.authority = Authority(bus)
         self.node_id = subjects.check_id(node_id, "node id")
         self.labels = labels or {}
         self.max_jobs = max_jobs
@@ -169,6 +177,14 @@ class Agent:
             await msg.term()
             return
         job_id = subjects.parse(record.subject).id
+        if isinstance(event, JobCancel | JobDispatch) and (why := await self.authority.refusal(record, datetime.now(UTC))):
+            log.warning("agent.refused", job_id=job_id, kind=record.kind, reason=why, signer=record.signer)
+            await msg.term()
+            return
+        if isinstance(event, JobDispatch) and self.ledger.ran(job_id, event.attempt):
+            log.warning("job.already_ran", job_id=job_id, attempt=event.attempt, reason="this node ran this attempt before; never twice")
+            await msg.ack()
+            return
         if isinstance(event, JobCancel):
             run = self.running.get(job_id)
             if run is not None:
@@ -220,6 +236,7 @@ class Agent:
             log.warning("job.already_accepted", job_id=job_id, reason="accepted by another agent process; not running it")
             return
         self._started[key] = None
+        self.ledger.record(job_id, dispatch.attempt)
         if len(self._started) > 10_000:
             del self._started[next(iter(self._started))]
         run = _Running(attempt=dispatch.attempt)

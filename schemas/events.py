@@ -127,6 +127,8 @@ class JobDispatch(Envelope, frozen=True, kw_only=True, tag="job.dispatch"):
     env: Env = {}
     timeout_s: TimeoutS | None = None
     tests: Tests = []
+    expires_at: Timestamp | None = None
+    """After this the agent refuses it (a dispatch delivered late or replayed is not run)."""
 
 
 class JobAccepted(Envelope, frozen=True, kw_only=True, tag="job.accepted"):

@@ -69,3 +69,7 @@ Names = Annotated[list[Name], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 MetaText = Annotated[str, msgspec.Meta(max_length=MAX_METADATA_CHARS)]
 MetaValue = MetaText | Int64 | float | bool | None
 Metadata = Annotated[dict[Name, MetaValue], msgspec.Meta(max_length=MAX_METADATA_ENTRIES)]
+
+
+DISPATCH_TTL_S = 15 * 60
+"""A dispatch not accepted within this long of its decision is refused by the agent (signed expiry)."""

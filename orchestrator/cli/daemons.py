@@ -290,7 +290,8 @@ async def _run_services(
             buses.append(await NatsBus.connect(nats_url, name=name, daemon=True, creds=creds))
         orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy, redaction=redaction)  # its key: <data>/sealing.key
         agent_key = SealingKey.load_or_create(data / "agents" / local.node_id / SEALING_KEY_FILE)
-        agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key)
+        agent_dir = data / "agents" / local.node_id
+        agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key, state_dir=agent_dir)
         tasks = [asyncio.create_task(orch.run(), name="orchestrator"), asyncio.create_task(agent.run(), name="agent")]
         banner = f"nexus is up: NATS {redact_url(nats_url)}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
         if listener is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, assert_never
 
 import msgspec
@@ -34,7 +34,7 @@ from schemas.events import (
     JobValidated,
     NodeHeartbeat,
 )
-from schemas.limits import MAX_EVENT_BYTES
+from schemas.limits import DISPATCH_TTL_S, MAX_EVENT_BYTES
 from schemas.values import NODE_TESTS, JobTest
 
 S = JobStatus
@@ -345,6 +345,7 @@ def dispatch_for(job: Runnable, attempt: int, now: datetime, sealed_env: Mapping
         env={**job.env, **sealed_env} if sealed_env else job.env,
         timeout_s=job.timeout_s,
         tests=[t for t in job.tests if isinstance(t, NODE_TESTS)],
+        expires_at=now + timedelta(seconds=DISPATCH_TTL_S),
     )
 
 

@@ -329,3 +329,29 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     row = await _row(up, f"SELECT status, requested_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert row == ["succeeded", None]  # the real exit, from the real node; the claimed "root" is not recorded
     assert marker.exists()
+
+
+async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_twice(up: Up, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    # An admin credential in a plain client (no Nexus signature): the server lets it publish, the agent refuses.
+    nc = await connect(up, up.creds / "admin.creds")
+    try:
+        argv = ["bash", "-c", f"echo unsigned >> {marker}"]
+        forged = {"type": "job.dispatch", "attempt": 1, "tool": "bash", "command": "echo harmless", "argv": argv}
+        await nc.jetstream().publish(subjects.dispatch(new_job_id(), up.node), json.dumps(forged).encode())
+    finally:
+        await nc.close()
+    # A real job: runs once.
+    job_id = new_job_id()
+    code, out = await up.nexus("run", "-q", "--id", job_id, "--", f"echo run >> {marker}")
+    assert code == 0, out
+    # Its stored, signed dispatch published again (headers and all, a new msg id: past the duplicate window).
+    stored = await up.admin.js.get_last_msg(subjects.EVENTS_STREAM, subjects.dispatch(job_id, up.node))
+    headers = {k: v for k, v in (stored.headers or {}).items() if k.startswith("Nexus-")}
+    await up.admin.js.publish(stored.subject, stored.data, headers=headers)
+    # A marker dispatch published after both proves the agent has handled them.
+    done = new_job_id()
+    code, out = await up.nexus("run", "-q", "--id", done, "--", "true")
+    assert code == 0, out
+    assert marker.read_text() == "run\n"  # the unsigned one and the replay never ran
+    assert f"{job_id} 1" in (up.data / "agents" / up.node / "ran.log").read_text().splitlines()

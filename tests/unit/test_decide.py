@@ -39,6 +39,7 @@ from schemas.events import (
     NodeLost,
     NodeRegistered,
 )
+from schemas.limits import DISPATCH_TTL_S
 from schemas.records import Record
 from schemas.values import ExitCodeTest
 
@@ -292,6 +293,7 @@ def test_assignment_subjects_events_and_msg_ids() -> None:
         working_dir="/src",
         env={"CC": "gcc"},
         timeout_s=30.0,
+        expires_at=NOW + timedelta(seconds=DISPATCH_TTL_S),  # signed: the agent refuses it after that
     )
     # Every subject and payload must survive the codec, as the bus will encode them.
     for o in outs:

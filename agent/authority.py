@@ -1,0 +1,60 @@
+"""Whether a dispatch or cancel may be obeyed: signed by the orchestrator, for this node, unexpired.
+
+With credentials (an authenticated bus) the agent runs nothing it cannot verify:
+the message must carry a valid signature (bus.identity) by an identity with the
+admin role whose credentials chain to the account that issued this agent's own.
+The orchestrator's identity is learnt from its announcement on the log, on demand.
+Without credentials (a bus without auth) nothing can be verified; the agent says so
+once at start and obeys (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from bus.errors import BusError
+from bus.identity import Verifier
+from bus.port import EventBus
+from schemas import subjects
+from schemas.events import JobDispatch
+from schemas.records import Record
+
+log = structlog.get_logger("nexus.agent")
+
+
+class Authority:
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.verifier = Verifier.trusting_issuer_of(bus.identity)
+        if self.verifier is None:
+            log.warning("agent.unverified", detail="no credentials: dispatches cannot be verified; run agents with --creds")
+
+    async def refusal(self, rec: Record, now: datetime) -> str | None:
+        """Why this dispatch/cancel must not be obeyed (None: it may)."""
+        if self.verifier is None:
+            return None
+        checked = self.verifier.check(rec)
+        if checked.author is None and rec.signer is not None and rec.signer not in self.verifier.known:
+            await self._learn(rec.signer)
+            checked = self.verifier.check(rec)
+        if checked.author is None:
+            return checked.problem or "unsigned: only the orchestrator's signed dispatches run here"
+        if checked.author.role != "admin":
+            return f"signed by {checked.author.name!r} ({checked.author.role}), not by the orchestrator"
+        if isinstance(rec.event, JobDispatch):
+            if rec.event.expires_at is None:
+                return "the dispatch carries no expiry"
+            if rec.event.expires_at < now:
+                return f"the dispatch expired at {rec.event.expires_at.isoformat()}"
+        return None
+
+    async def _learn(self, key: str) -> None:
+        assert self.verifier is not None
+        try:
+            async for batch in self.bus.read_records(subjects.trust(key, "announced")):
+                for rec in batch:
+                    self.verifier.learn(rec)
+        except BusError as exc:
+            log.warning("agent.identity_lookup_failed", signer=key, error=str(exc))
