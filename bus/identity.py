@@ -12,8 +12,8 @@ trust. Nothing here is a crypto primitive: signing and verifying are nkeys'.
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import json
 import os
 from collections.abc import Iterable

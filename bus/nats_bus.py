@@ -104,9 +104,11 @@ class NatsBus:
         async def _report(exc: Exception) -> None:
             # A daemon keeps retrying; say so now and then instead of waiting in silence.
             nonlocal last_said
-            if daemon and time.monotonic() - last_said > 10:
+            error = redact_url(str(exc)) or type(exc).__name__
+            if "permissions violation" in error.lower():  # the server refused one operation; the connection is fine
+                log.warning("nats.permission_denied", url=redact_url(url), error=error)
+            elif daemon and time.monotonic() - last_said > 10:
                 last_said = time.monotonic()
-                error = redact_url(str(exc)) or type(exc).__name__
                 log.warning("nats.unreachable", url=redact_url(url), error=error, retrying=True)
 
         bus: NatsBus | None = None
@@ -269,7 +271,9 @@ class NatsBus:
     def dispatches(self, node_id: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsDelivery]]:
         from bus import nats_consumers
 
-        return nats_consumers.dispatch_consumer(self.js, node_id)
+        # An agent identity may not create consumers: it waits for the orchestrator's.
+        may_create = self._identity is None or self._identity.author.role == "admin"
+        return nats_consumers.dispatch_consumer(self.js, node_id, may_create=may_create)
 
     async def output_end(self, job_id: str) -> int:
         """Sequence of the job's last stored output chunk (0: none, or cannot tell now)."""

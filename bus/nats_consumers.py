@@ -82,15 +82,14 @@ async def provision_dispatches(js: JetStreamContext, node_id: str, timeout_s: fl
             await js.add_consumer(subjects.EVENTS_STREAM, _dispatch_config(node_id), timeout=timeout_s)
 
 
-async def bind_dispatches(js: JetStreamContext, node_id: str) -> JetStreamContext.PullSubscription:
+async def bind_dispatches(js: JetStreamContext, node_id: str, *, may_create: bool = True) -> JetStreamContext.PullSubscription:
     """Bind the node's durable consumer on NEXUS_EVENTS once it exists: created here when
     this identity may, else by the orchestrator on the node's first heartbeat."""
     durable = f"agent-{node_id}"
     waited = 0.0
-    with contextlib.suppress(BusError):
-        # Where this identity may create it (no auth, or admin), do; an agent identity may
-        # not: the server drops the request (it times out) and the orchestrator makes it.
-        await provision_dispatches(js, node_id, timeout_s=2.0)
+    if may_create:  # no auth, or an admin identity; an agent's would be refused by the server
+        with contextlib.suppress(BusError):
+            await provision_dispatches(js, node_id, timeout_s=2.0)
     while True:
         raise_if_cancelling()
         try:
@@ -125,8 +124,8 @@ async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncGenerator[N
 
 
 @contextlib.asynccontextmanager
-async def dispatch_consumer(js: JetStreamContext, node_id: str) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
-    sub = await bind_dispatches(js, node_id)
+async def dispatch_consumer(js: JetStreamContext, node_id: str, *, may_create: bool = True) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
+    sub = await bind_dispatches(js, node_id, may_create=may_create)
     try:
         async with contextlib.aclosing(deliveries(sub)) as it:
             yield it
