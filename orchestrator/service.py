@@ -24,6 +24,7 @@ from bus.errors import BusError
 from bus.identity import Verifier
 from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from bus.sealing import SealingKey
+from orchestrator.audit import chain_upto
 from orchestrator.core import assertions, decide, planner
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
@@ -36,12 +37,14 @@ from orchestrator.projection import Projection, job_id_of
 from orchestrator.runner import Outcome, Runner
 from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
 from orchestrator.store import DuckDBStore, run_query
-from schemas import codec, subjects
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import JobRolledBack, NodeHeartbeat
 from schemas.records import Record
 from schemas.rpc import QueryResult
 from schemas.secrets import Redaction
+from schemas.trust import TrustCheckpoint
 from schemas.values import JobTest
 
 log = structlog.get_logger("nexus.orchestrator")
@@ -49,6 +52,9 @@ log = structlog.get_logger("nexus.orchestrator")
 TICK_S = 1.0
 QUERY_THREADS = 4  # queries run at once, each in a thread with its own DuckDB cursor
 MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy" at once
+CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
+CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
+CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 
 
 class Orchestrator:
@@ -88,11 +94,22 @@ class Orchestrator:
         self._touched_pipelines: set[str] = set()
         self._query_slots = asyncio.Semaphore(QUERY_THREADS)
         self._query_tasks: set[asyncio.Task[None]] = set()
+        # Signed checkpoints over the log's hash chain (docs/security.md, "What `nexus audit verify` proves").
+        self.checkpoint_every, self.checkpoint_s = CHECKPOINT_EVERY, CHECKPOINT_S
+        self._unattested = 0  # events applied since the last checkpoint we published (checkpoints not counted)
+        self._attest_now = asyncio.Event()
 
     async def run(self) -> None:
         """Run until cancelled."""
         await self.bus.ensure_streams(self.limits)
         await publish_key(self.bus, self.sealing_key, self.redaction)
+        if self.projection.chain is None:  # a file from before the chain: carry on from the log's
+            self.projection.chain = await chain_upto(self.bus, self.applied_seq)
+            log.warning(
+                "audit.chain_resumed",
+                seq=self.applied_seq,
+                hint="rows before it carry no chain: replay the log into a new file to audit it",
+            )
         log.info("orchestrator.started", checkpoint=self.applied_seq, active_jobs=len(self.jobs), db=self.store.path)
         # A cancellation that nats-py's wait_for swallowed during the setup above
         # must not be lost: the TaskGroup below would otherwise run forever.
@@ -102,6 +119,7 @@ class Orchestrator:
             tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
             tg.create_task(self._tick(), name="tick")
             tg.create_task(self._serve_queries(queries), name="queries")
+            tg.create_task(self._attest(), name="checkpoints")
 
     @property
     def jobs(self) -> dict[str, JobView]:
@@ -133,6 +151,9 @@ class Orchestrator:
     def apply_batch(self, batch: list[Record]) -> set[str]:
         """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
         changed = self.projection.apply_batch(batch)
+        self._unattested += sum(1 for r in batch if not isinstance(r.event, TrustCheckpoint))
+        if self._unattested >= self.checkpoint_every:
+            self._attest_now.set()
         self._touched_pipelines = planner.pipelines_touched(self.projection.changed_pipelines, changed.values())
         for job_id, job in changed.items():
             if not job.state.before_dispatch:
@@ -329,6 +350,39 @@ class Orchestrator:
             async with self._decide_lock:
                 await self._publish_queued()
             await asyncio.sleep(TICK_S)
+
+    # ------------------------------------------------------------ checkpoints
+
+    async def _attest(self) -> None:
+        """Publish a signed checkpoint (the chain value of the last applied record) every
+        `checkpoint_every` events, or `checkpoint_s` after new ones, never when idle. Only
+        when we sign (a bus with credentials): an unsigned checkpoint would prove nothing."""
+        if self.bus.identity is None:
+            return
+        await self.caught_up.wait()
+        while True:
+            raise_if_cancelling()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.checkpoint_s):
+                    await self._attest_now.wait()
+            self._attest_now.clear()
+            if self._unattested:
+                await self.publish_checkpoint()
+
+    async def publish_checkpoint(self) -> bool:
+        """One checkpoint for the last applied record; False when the chain is unknown or the bus refused it."""
+        seq, chain = self.applied_seq, self.projection.chain
+        if seq == 0 or chain is None:
+            return False
+        pending = self._unattested
+        event = TrustCheckpoint(ts=datetime.now(UTC), upto_seq=seq, chain=chain)
+        out = Outgoing(subjects.trust(CHECKPOINT_ID, "checkpoint"), event, msgids.trust(CHECKPOINT_ID, "checkpoint", str(seq)))
+        done = await self.runner.publish(planner.Plan(key=f"trust:{CHECKPOINT_ID}", outs=(out,)))
+        if done.outcome is Outcome.DONE:
+            self._unattested = max(0, self._unattested - pending)
+            log.info("audit.checkpoint", upto_seq=seq, chain=chain)
+            return True
+        return False
 
     # ------------------------------------------------------------ queries
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import creds, daemons, jobs, metrics, pipelines, review, run, state
+from orchestrator.cli import audit, creds, daemons, jobs, metrics, pipelines, review, run, state
 from orchestrator.cli.common import CliError, err
 from schemas.errors import NexusError
 
@@ -41,6 +41,7 @@ app.command(rich_help_panel="State")(state.replay)
 app.command(rich_help_panel="State")(state.schema)
 app.command(rich_help_panel="State")(metrics.metrics)
 app.add_typer(creds.app, name="creds", rich_help_panel="Trust")
+app.add_typer(audit.app, name="audit", rich_help_panel="Trust")
 
 
 def main() -> None:

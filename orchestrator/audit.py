@@ -1,0 +1,262 @@
+"""`nexus audit verify`: prove the log, or a DuckDB file made from it (DESIGN §9 "The log is evidence").
+
+Both sources go through the same steps (orchestrator.core.audit is the pure part):
+
+    log (NEXUS_EVENTS, through the bus)            file (`events` rows, read-only)
+      every record, digest of its bytes              each row: its payload against its stored digest
+                    \\                                 /
+             the fold, replayed into a scratch DuckDB file: the reducer and the signature
+             checks (bus.identity.Verifier, trusting the given account keys) say what
+             each event did and who provably made it
+                                   |
+             core.audit.Trail: seqs contiguous, the chain recomputed (a file's stored chain
+             values too), each signed checkpoint matched, the file's rows against the fold
+
+What a file cannot prove by itself is said, not failed: rows after the last checkpoint,
+rows whose payload is masked (a secret that came in clear) or was not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bus.identity import IdentityError, Verifier, decode_jwt, read_creds
+from bus.port import EventBus
+from orchestrator.core import audit
+from orchestrator.core.audit import AuditReport, Content, Entry, Stored, Trail
+from orchestrator.projection import Projection
+from orchestrator.store import DuckDBStore
+from schemas import codec
+from schemas.errors import DecodeError
+from schemas.records import Record
+from schemas.secrets import MASK
+from schemas.trust import TrustCheckpoint
+
+Progress = Callable[[int], None]
+BATCH = 1000
+# Columns of an `events` row that the fold derives from the log: a file must agree on them.
+DERIVED = ("type", "job_id", "node_id", "pipeline_id", "author", "author_role")
+# The row redact_record keeps when a payload with secrets in clear is not a JSON object.
+MASKED_FALLBACK = '{"env": "masked: the payload held secrets in clear"}'
+
+
+class AuditError(Exception):
+    """The audit cannot start (no trusted key, an unreadable file)."""
+
+
+def trusted_account_of(creds: Path) -> str:
+    """The account key that issued the identity in a `.creds` file: whom the log's signers must chain to."""
+    try:
+        jwt, _seed = read_creds(creds.read_text())
+        return str(decode_jwt(jwt)["iss"])
+    except (OSError, IdentityError, KeyError) as exc:
+        raise AuditError(f"cannot read the account key from {str(creds)!r}: {exc}") from None
+
+
+async def chain_upto(bus: EventBus, upto: int) -> str:
+    """The chain value after record `upto`, recomputed from the log (for a file written
+    before the chain existed: the orchestrator carries on from there)."""
+    chain = audit.GENESIS
+    if upto <= 0:
+        return chain
+    async for batch in bus.read_records(until_seq=upto):
+        for rec in batch:
+            chain = audit.link(chain, rec.seq, rec.subject, rec.stream_ts, audit.digest(rec.raw), rec.signer, rec.signature)
+    return chain
+
+
+async def verify_log(bus: EventBus, trusted: Iterable[str], progress: Progress | None = None) -> AuditReport:
+    """Audit the whole log as it is now."""
+    end = await bus.last_seq()
+    with _Replay(f"log {bus.url}", trusted) as replay:
+        if end > 0:
+            async for batch in bus.read_records(until_seq=end):
+                replay.feed([_Item(rec, audit.digest(rec.raw)) for rec in batch])
+                if progress:
+                    progress(batch[-1].seq)
+        return replay.finish(last_seq=end)
+
+
+def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = None) -> AuditReport:
+    """Audit the `events` table of a DuckDB file, opened read-only."""
+    if not path.is_file():
+        raise AuditError(f"no such DuckDB file: {path}")
+    store = DuckDBStore(path, read_only=True)
+    try:
+        with _Replay(f"file {path}", trusted) as replay:
+            for rows in _rows(store):
+                replay.feed([_row_item(row) for row in rows])
+                if progress and rows:
+                    progress(int(rows[-1]["seq"]))
+            return replay.finish(last_seq=store.checkpoint())
+    finally:
+        store.close()
+
+
+def count_file(path: Path) -> int:
+    store = DuckDBStore(path, read_only=True)
+    try:
+        row = store.con.execute("SELECT count(*) FROM events").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- the replay
+
+
+@dataclass(frozen=True)
+class _Item:
+    record: Record
+    digest: str | None
+    content: Content = "verified"
+    note: str | None = None
+    stored: dict[str, Any] | None = None
+
+
+class _Replay:
+    """The fold of what is fed, into a scratch file, and the trail over it."""
+
+    def __init__(self, source: str, trusted: Iterable[str]) -> None:
+        self.trusted = sorted(set(trusted))
+        self.trail = Trail(source, self.trusted)
+        self.verifier = Verifier(self.trusted)
+        self._dir = tempfile.TemporaryDirectory(prefix="nexus-audit-")
+        self.store = DuckDBStore(Path(self._dir.name) / "replay.duckdb")
+        self.projection = Projection(self.store, verifier=self.verifier)
+
+    def __enter__(self) -> _Replay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+        self._dir.cleanup()
+
+    def feed(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        self.projection.apply_batch([i.record for i in items])
+        seqs = [i.record.seq for i in items]
+        cur = self.store.con.execute(
+            f"SELECT seq, error, {', '.join(DERIVED)} FROM events WHERE seq BETWEEN ? AND ?", [min(seqs), max(seqs)]
+        )
+        names = [d[0] for d in cur.description or []]
+        folded = {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+        for item in items:
+            self.trail.add(self._entry(item, folded.get(item.record.seq)))
+
+    def _entry(self, item: _Item, row: dict[str, Any] | None) -> Entry:
+        rec = item.record
+        if row is None:  # the fold skips a seq it has passed: the trail names it
+            row = {"error": "not replayed: out of order", "type": rec.kind, "author": None, "author_role": None}
+        stored = None
+        if item.stored is not None:
+            # Who signed a row whose signed bytes are not in the file cannot be told again.
+            compared = DERIVED if item.content == "verified" else tuple(c for c in DERIVED if c not in ("author", "author_role"))
+            differs = [c for c in compared if item.stored.get(c) != row.get(c)]
+            if differs:
+                verb = "differs" if len(differs) == 1 else "differ"
+                self.trail.problem(rec.seq, f"{row['type']}: the row's {', '.join(differs)} {verb} from what the log gives: altered")
+            stored = Stored(chain=item.stored.get("chain"), error=item.stored.get("error"))
+        author = None
+        if row.get("author") is not None:
+            author = f"{row['author']} ({row.get('author_role') or 'no role'})"
+        checkpoint = (rec.event.upto_seq, rec.event.chain) if isinstance(rec.event, TrustCheckpoint) else None
+        return Entry(
+            seq=rec.seq,
+            subject=rec.subject,
+            type=str(row["type"]),
+            ts=rec.stream_ts,
+            digest=item.digest,
+            signer=item.stored.get("signer") if item.stored is not None else rec.signer,
+            signature=item.stored.get("signature") if item.stored is not None else rec.signature,
+            verdict=row["error"],
+            author=author,
+            content=item.content,
+            note=item.note,
+            checkpoint=checkpoint,
+            stored=stored,
+        )
+
+    def finish(self, *, last_seq: int) -> AuditReport:
+        report = self.trail.report
+        report.identities = len(self.verifier.known)
+        if report.events and not self.verifier.known:
+            keys = ", ".join(self.trusted) or "none given"
+            self.trail.problem(
+                None,
+                f"no identity announced in this source chains to the trusted account key ({keys}): "
+                "no event is provably authentic (a bus without credentials, or the wrong --account-key)",
+            )
+        return self.trail.finish(last_seq=last_seq)
+
+
+# ---------------------------------------------------------------- a file's rows
+
+_COLUMNS = ("seq", "subject", "type", "ts", "payload", "error", "digest", "chain", "signer", "signature", *DERIVED)
+
+
+def _rows(store: DuckDBStore) -> Iterator[list[dict[str, Any]]]:
+    have = {r[0] for r in store.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'").fetchall()}
+    if not have:
+        raise AuditError(f"{store.path} has no events table")
+    select = ", ".join(dict.fromkeys(c if c in have else f"NULL AS {c}" for c in _COLUMNS))
+    cur = store.con.execute(f"SELECT {select} FROM events ORDER BY seq")
+    names = [d[0] for d in cur.description or []]
+    while rows := cur.fetchmany(BATCH):
+        yield [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _row_item(row: dict[str, Any]) -> _Item:
+    seq, subject, ts, payload = int(row["seq"]), str(row["subject"]), row["ts"], str(row["payload"] or "")
+    digest = row["digest"]
+    raw, content, note = _content(row, payload, digest)
+    signer, signature = row["signer"], row["signature"]
+    if content != "verified":
+        # The signed bytes are not in the row: replay it as unsigned (a request still counts so).
+        signer = signature = None
+    return _Item(_record(seq, subject, ts, raw, signer, signature), digest, content, note, row)
+
+
+def _content(row: dict[str, Any], payload: str, digest: str | None) -> tuple[bytes, Content, str | None]:
+    """The payload's bytes as published when the row keeps them exactly, and whether it does."""
+    raw = payload.encode()
+    if digest is None:
+        return raw, "unverifiable", "no digest recorded"
+    if audit.digest(raw) == digest:
+        return raw, "verified", None
+    if "\\u0000" in payload:  # a quarantined row has its NUL bytes escaped
+        unescaped = payload.replace("\\u0000", "\x00").encode()
+        if audit.digest(unescaped) == digest:
+            return unescaped, "verified", None
+    if row.get("error") is not None and "\ufffd" in payload:
+        return raw, "unverifiable", "the published bytes were not valid UTF-8: the row keeps a lossy copy"
+    if row.get("type") in ("job.requested", "job.dispatch") and _masked(payload):
+        return raw, "masked", "a secret env value came in clear: the row masks it (compare with the log)"
+    return raw, "altered", None
+
+
+def _masked(payload: str) -> bool:
+    if payload == MASKED_FALLBACK:
+        return True
+    try:
+        obj = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    env = obj.get("env") if isinstance(obj, dict) else None
+    return isinstance(env, dict) and MASK in env.values()
+
+
+def _record(seq: int, subject: str, ts: datetime, raw: bytes, signer: str | None, signature: str | None) -> Record:
+    base = Record(seq=seq, subject=subject, stream_ts=ts, raw=raw, signer=signer, signature=signature)
+    try:
+        return msgspec.structs.replace(base, event=codec.decode(subject, raw))
+    except DecodeError as exc:
+        return msgspec.structs.replace(base, error=exc.reason)

@@ -1,0 +1,131 @@
+"""Issue 11 item 4: a log that is evidence (`nexus audit verify`, DESIGN §9).
+
+On a real `nexus up` (embedded nats-server with auth, orchestrator, agent; every
+process signs what it publishes): jobs run, a foreign client's forgery is refused,
+the orchestrator signs a checkpoint, and `nexus audit verify` proves the log; then a
+replay of it into a DuckDB file is proven offline, and copies of that file altered by
+someone with full access (who also recomputes the stored chain columns) are caught,
+each naming the event.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import nats
+import pytest
+
+from orchestrator.core import audit
+from schemas import subjects
+from tests.conftest import wait_for
+from tests.integration.test_bus_auth import Up, up  # noqa: F401 (the `nexus up` fixture)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def verify(running: Up, *args: str) -> tuple[int, dict[str, Any]]:
+    code, out = await running.nexus("audit", "verify", "--json", *args)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    assert lines, out
+    return code, json.loads(lines[-1])
+
+
+async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_tampered_with(up: Up, tmp_path: Path) -> None:  # noqa: F811
+    for i in range(3):
+        code, out = await up.nexus("run", "-q", "--id", f"audit-{i}", "--", "echo", f"audited {i}")
+        assert (code, out) == (0, f"audited {i}\n")
+    # A foreign client with the server's permission, but no signature: the reducer refuses it.
+    nc = await nats.connect(up.url, user_credentials=str(up.creds / "admin.creds"))
+    try:
+        ack = await nc.jetstream().publish(subjects.job("audit-0", "succeeded"), b'{"type": "job.succeeded", "attempt": 1}')
+        forged = ack.seq
+    finally:
+        await nc.close()
+
+    async def covered() -> dict[str, Any] | None:
+        code, report = await verify(up)
+        return report if code == 0 and report["uncovered"] == 0 and report["covered_upto"] >= forged else None
+
+    report = await wait_for(covered, 60, what="a signed checkpoint covering the whole log")
+    assert report["ok"] and report["problems"] == [] and report["checkpoints"] >= 1
+    assert report["authentic"] == report["applied"] > 20 and report["identities"] >= 3
+    assert [(r["seq"], r["type"]) for r in report["rejected"]] == [(forged, "job.succeeded")]
+    assert "refused" in report["rejected"][0]["reason"]
+    code, text = await up.nexus("audit", "verify")
+    assert code == 0 and "OK:" in text and f"seq {forged} job.succeeded" in text
+
+    # A replay handed to an auditor: proven offline, with the account key alone.
+    copy = tmp_path / "copy.duckdb"
+    code, out = await up.nexus("replay", "--db", str(copy))
+    assert code == 0, out
+    account = report["trusted_accounts"][0]
+    code, offline = await verify(up, "--db", str(copy), "--account-key", account)
+    assert code == 0, offline["problems"]
+    assert (offline["events"], offline["checkpoints"], [r["seq"] for r in offline["rejected"]]) == (
+        report["events"], report["checkpoints"], [forged],
+    )  # fmt: skip
+
+    rows = _rows(copy)
+    request = next(r["seq"] for r in rows if r["type"] == "job.requested" and r["seq"] < forged)
+    fact = next(r["seq"] for r in rows if r["type"] == "job.exited" and r["seq"] < forged)
+
+    altered = _tampered(copy, tmp_path / "altered.duckdb", lambda con: con.execute(
+        "UPDATE events SET payload = replace(payload, 'audited 0', 'rm -rf /') WHERE seq = ?", [request]
+    ))  # fmt: skip
+    removed = _tampered(copy, tmp_path / "removed.duckdb", lambda con: con.execute("DELETE FROM events WHERE seq = ?", [fact]))
+    inserted = _tampered(copy, tmp_path / "inserted.duckdb", lambda con: _insert_after(con, fact))
+    for path, seq in ((altered, request), (removed, fact), (inserted, fact + 1)):
+        code, found = await verify(up, "--db", str(path), "--account-key", account)
+        assert code == 1 and not found["ok"], (path.name, found)
+        assert seq in [p["seq"] for p in found["problems"]], (path.name, found["problems"])
+        code, text = await up.nexus("audit", "verify", "--db", str(path), "--account-key", account)
+        assert code == 1 and f"seq {seq}:" in text and "FAILED" in text, text
+    # The wrong account key: nothing in the file is provably anyone's.
+    code, found = await verify(up, "--db", str(copy), "--account-key", "A" + "B" * 55)
+    assert code == 1 and any(p["seq"] is None and "no identity" in p["what"] for p in found["problems"])
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cur = con.execute("SELECT * FROM events ORDER BY seq")
+        names = [d[0] for d in cur.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def _tampered(source: Path, target: Path, change: Any) -> Path:
+    """A copy of the file changed by someone with full access, who then makes every stored
+    digest and chain value agree with the rows again (and the checkpoint table too)."""
+    shutil.copy(source, target)
+    con = duckdb.connect(str(target))
+    try:
+        change(con)
+        prev = audit.GENESIS
+        rows = con.execute("SELECT seq, subject, ts, payload, signer, signature FROM events ORDER BY seq").fetchall()
+        for seq, subject, ts, payload, signer, signature in rows:
+            digest = audit.digest(payload.encode())
+            prev = audit.link(prev, seq, subject, ts, digest, signer, signature)
+            con.execute("UPDATE events SET digest = ?, chain = ? WHERE seq = ?", [digest, prev, seq])
+        con.execute("UPDATE checkpoint SET seq = (SELECT max(seq) FROM events)")
+    finally:
+        con.close()
+    return target
+
+
+def _insert_after(con: duckdb.DuckDBPyConnection, seq: int) -> None:
+    """A fake fact slipped in after `seq`, the later rows renumbered to make room."""
+    con.execute("CREATE TEMP TABLE moved AS SELECT * FROM events WHERE seq > ?", [seq])
+    con.execute("DELETE FROM events WHERE seq > ?", [seq])
+    con.execute("UPDATE moved SET seq = seq + 1")
+    con.execute("INSERT INTO events SELECT * FROM moved")
+    con.execute(
+        "INSERT INTO events (seq, subject, type, ts, job_id, node_id, payload) SELECT ?, subject, type, ts, job_id, node_id, "
+        "replace(payload, '\"exit_code\": 0', '\"exit_code\": 0, \"note\": \"forged\"') FROM events WHERE seq = ?",
+        [seq + 1, seq],
+    )
