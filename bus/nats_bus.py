@@ -29,7 +29,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
-from bus.identity import Identity, IdentityError
+from bus.identity import SIG_HEADER, SIGNER_HEADER, Identity, IdentityError, Verifier
 from bus.nats_translate import CHUNK_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
@@ -46,7 +46,7 @@ from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
-from schemas.records import Record
+from schemas.records import Author, Record
 from schemas.secrets import OrchestratorKey
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class NatsBus:
         # Signs every publish (bus.identity); announced on the log before its first event.
         self._identity = identity
         self._announced = identity is None
+        self._verifier = Verifier.trusting_issuer_of(identity)
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         # When the connection last came back (None: never lost). After that, silence
@@ -256,12 +257,34 @@ class NatsBus:
         """Request/reply; None when nobody listens on `subject`, RequestTimedOut (a TimeoutError) when nobody answers in time."""
         from bus import nats_consumers
 
-        return await nats_consumers.request(self.nc, subject, data, timeout_s)
+        msg = await nats_consumers.request(self.nc, subject, data, timeout_s)
+        if msg is None:
+            return None
+        if self._verifier is not None:  # with credentials, only the orchestrator's signed answers count
+            headers = msg.headers or {}
+            answer = Record(seq=0, subject=msg.subject, stream_ts=datetime.now(UTC), raw=bytes(msg.data),
+                            signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER))  # fmt: skip
+            author = await self._author(answer)
+            if author is None or author.role != "admin":
+                who = f"{author.name} ({author.role})" if author else "no verifiable identity"
+                raise BusError(f"the answer on {subject} is not the orchestrator's (signed by {who}): refused", subject=subject)
+        return bytes(msg.data)
+
+    async def _author(self, rec: Record) -> Author | None:
+        """Who signed `rec`, learning the signer's announcement from the log when it is new here."""
+        assert self._verifier is not None
+        checked = self._verifier.check(rec)
+        if checked.author is None and rec.signer is not None and rec.signer not in self._verifier.known:
+            async for batch in self.read_records(subjects.trust(rec.signer, "announced")):
+                for announced in batch:
+                    self._verifier.learn(announced)
+            checked = self._verifier.check(rec)
+        return checked.author
 
     def responder(self, subject: str, queue: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsRequest]]:
         from bus import nats_consumers
 
-        return nats_consumers.responder(self.nc, subject, queue)
+        return nats_consumers.responder(self.nc, subject, queue, self._identity)
 
     async def provision_dispatches(self, node_id: str) -> None:
         from bus import nats_consumers

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bus.errors import BusError, RequestTimedOut
+from bus.identity import Identity
 from bus.nats_translate import map_read_errors, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
@@ -51,10 +52,16 @@ class NatsDelivery:
 class NatsRequest:
     data: bytes
     _msg: Msg
+    _nc: Client
+    _identity: Identity | None = None
 
     async def respond(self, data: bytes) -> None:
+        """Answer, signed by this process's identity (clients accept only the orchestrator's answers)."""
         try:
-            await self._msg.respond(data)
+            if not self._msg.reply:
+                raise ValueError("the request has no reply subject")
+            headers = self._identity.sign(self._msg.reply, data) if self._identity is not None else None
+            await self._nc.publish(self._msg.reply, data, headers=headers)
         except Exception as exc:  # no reply subject, or the connection went away: nobody to tell
             log.warning("request.unanswered", subject=self._msg.subject, error=str(exc) or type(exc).__name__)
 
@@ -134,7 +141,7 @@ async def dispatch_consumer(js: JetStreamContext, node_id: str, *, may_create: b
             await sub.unsubscribe()
 
 
-async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> bytes | None:
+async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> Msg | None:
     try:
         msg = await nc.request(subject, data, timeout=timeout_s)
     except nats.errors.NoRespondersError:
@@ -143,11 +150,11 @@ async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> by
         raise RequestTimedOut(subject, timeout_s) from None
     except nats.errors.Error as exc:
         raise BusError(f"request on {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
-    return bytes(msg.data)
+    return msg
 
 
 @contextlib.asynccontextmanager
-async def responder(nc: Client, subject: str, queue: str) -> AsyncIterator[AsyncIterator[NatsRequest]]:
+async def responder(nc: Client, subject: str, queue: str, identity: Identity | None = None) -> AsyncIterator[AsyncIterator[NatsRequest]]:
     inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def on_msg(msg: Msg) -> None:
@@ -159,7 +166,7 @@ async def responder(nc: Client, subject: str, queue: str) -> AsyncIterator[Async
     async def calls() -> AsyncGenerator[NatsRequest, None]:
         while True:
             msg = await inbox.get()
-            yield NatsRequest(bytes(msg.data), msg)
+            yield NatsRequest(bytes(msg.data), msg, nc, identity)
 
     try:
         async with contextlib.aclosing(calls()) as it:
