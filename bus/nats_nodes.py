@@ -92,6 +92,10 @@ async def _deliver_beats(
             hb = codec.decode_heartbeat(entry.value)
         except DecodeError:
             continue  # not ours to crash on; the bucket is not the audit trail
+        if hb.node != entry.key:
+            # The server lets node N's agent write only key N: a value naming another node is not its own.
+            log.warning("heartbeat.refused", key=entry.key, names=hb.node, reason="a heartbeat under another node's key")
+            continue
         created = entry.created if isinstance(entry.created, datetime) else hb.ts
         await on_beat(msgspec.structs.replace(hb, ts=created))
         if on_snapshot is not None and entry.delta == 0:
@@ -119,9 +123,10 @@ async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
         if entry.value is None:
             return None
         try:
-            return codec.decode_heartbeat(entry.value)
+            hb = codec.decode_heartbeat(entry.value)
         except DecodeError:
             return None  # the bucket is not the audit trail; a bad value reads as no heartbeat
+        return hb if hb.node == key else None  # under another node's key: not that node's
 
     beats = await asyncio.gather(*(one(key) for key in keys))
     return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}

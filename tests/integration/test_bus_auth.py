@@ -355,3 +355,15 @@ async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_
     assert code == 0, out
     assert marker.read_text() == "run\n"  # the unsigned one and the replay never ran
     assert f"{job_id} 1" in (up.data / "agents" / up.node / "ran.log").read_text().splitlines()
+
+
+async def test_a_heartbeat_under_another_nodes_key_is_not_that_nodes(up: Up) -> None:
+    # Only an admin can write another key at all; even then the value must name its own key.
+    kv = await up.admin.js.key_value("nexus-nodes")
+    fake = {"node": up.node, "ts": "2026-12-05T10:00:00Z", "tools": ["bash"], "labels": {"planted": "yes"}, "max_jobs": 64}
+    await kv.put("ghost-1", json.dumps(fake).encode())
+    marker = new_job_id()
+    code, out = await up.nexus("run", "-q", "--id", marker, "--", "true")  # the orchestrator has read the bucket since
+    assert code == 0, out
+    code, out = await up.nexus("nodes", "--json")
+    assert code == 0 and "planted" not in out and "ghost-1" not in out, out
