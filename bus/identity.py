@@ -100,7 +100,8 @@ def author_of(claims: dict[str, Any]) -> Author:
     tags = [str(t) for t in (claims.get("nats") or {}).get("tags") or []]
     role = next((t.removeprefix("role:") for t in tags if t.startswith("role:")), "")
     node = next((t.removeprefix("node:") for t in tags if t.startswith("node:")), None)
-    return Author(key=str(claims.get("sub", "")), name=str(claims.get("name", "")), role=role, node=node)
+    service = role == "admin" and "service" in tags
+    return Author(key=str(claims.get("sub", "")), name=str(claims.get("name", "")), role=role, node=node, service=service)
 
 
 def read_creds(text: str) -> tuple[str, bytes]:

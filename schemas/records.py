@@ -19,6 +19,8 @@ class Author(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     role: str
     node: str | None = None
+    service: bool = False
+    """An admin service (the API, the orchestrator) that may name the user it acts for."""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):

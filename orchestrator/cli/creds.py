@@ -24,6 +24,9 @@ def new(
         Path | None, typer.Option("--output", "-o", help="Where to write the .creds file (default: KEYRING/NAME.creds).")
     ] = None,
     keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
+    service: Annotated[
+        bool, typer.Option("--service", help="An admin service that records the users it authenticated (the API, the orchestrator).")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Issue a credentials file (user JWT + nkey seed, mode 0600) with ROLE's permissions.
@@ -41,7 +44,7 @@ def new(
     if not ring.exists():
         fail(f"no keyring in {keyring}: run `nexus up` once there (it creates the keys), or give --keyring", code=2)
     try:
-        issued = ring.issue(_role(role), name, node, output)
+        issued = ring.issue(_role(role), name, node, output, service=service)
     except KeyringError as exc:
         fail(str(exc), code=2)
     if json:

@@ -242,8 +242,8 @@ def _embedded_identities(directory: Path, node_id: str) -> Identities:
     keyring = Keyring(directory)
     keyring.ensure()
     return Identities(
-        orchestrator=keyring.ensure_creds("admin", "orchestrator"),
-        api=keyring.ensure_creds("admin", "api"),
+        orchestrator=keyring.ensure_creds("admin", "orchestrator", service=True),
+        api=keyring.ensure_creds("admin", "api", service=True),
         agent=keyring.ensure_creds("agent", f"agent-{node_id}", node_id),
         admin=keyring.ensure_creds("admin", "admin"),
         submitter=keyring.ensure_creds("submitter", "submitter"),

@@ -59,9 +59,10 @@ def _needs(author: Author | None, what: str, roles: frozenset[str], who: str) ->
 
 
 def speaks_for_itself(author: Author | None) -> bool:
-    """Whether the record's own `by`/`requested_by` may stand: an admin service (the API)
-    acts for the users it authenticated; anyone else is named by their verified identity."""
-    return author is not None and author.role == "admin"
+    """Whether the record's own `by`/`requested_by` may stand: an admin service (the API, the
+    orchestrator; `nexus creds new --service`) acts for the users it authenticated; anyone
+    else, an admin at the CLI included, is named by their verified identity."""
+    return author is not None and author.service
 
 
 def named(rec: Record, *, enforcing: bool) -> Record:

@@ -26,6 +26,7 @@ from orchestrator.trust import nats_jwt
 from orchestrator.trust.roles import PERMISSIONS_VERSION, Role, permissions
 
 ACCOUNT_NAME = "NEXUS"
+SERVICE_TAG = "service"  # an admin identity that acts for the users it authenticated (the API, the orchestrator)
 SYSTEM_NAME = "SYS"
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
@@ -109,7 +110,7 @@ class Keyring:
 
     # ------------------------------------------------------------ identities
 
-    def issue(self, role: Role, name: str, node: str | None = None, out: Path | None = None) -> Issued:
+    def issue(self, role: Role, name: str, node: str | None = None, out: Path | None = None, *, service: bool = False) -> Issued:
         """Sign a user JWT for `name` with `role`'s permissions and write its `.creds` (0600)."""
         if not _NAME.fullmatch(name):
             raise KeyringError(f"invalid name {name!r}: 1-64 of letters, digits, and _ . @ -")
@@ -122,14 +123,16 @@ class Keyring:
         except ValueError as exc:
             raise KeyringError(str(exc)) from None
         claims = perms.claims()
-        claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else []), PERMISSIONS_VERSION]
+        if service and role != "admin":
+            raise KeyringError("only an admin identity can be a service (one that acts for the users it authenticated)")
+        claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else []), *([SERVICE_TAG] if service else []), PERMISSIONS_VERSION]
         token = nats_jwt.encode(self._seed("account"), user_pub, name, claims)
         path = out if out is not None else self.dir / f"{name}.creds"
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(path, nats_jwt.creds_file(token, user_seed))
         return Issued(path=path, name=name, role=role, node=node, public_key=user_pub)
 
-    def ensure_creds(self, role: Role, name: str, node: str | None = None) -> Path:
+    def ensure_creds(self, role: Role, name: str, node: str | None = None, *, service: bool = False) -> Path:
         """`<name>.creds`, issued once and reused while it was issued by this account."""
         path = self.dir / f"{name}.creds"
         if path.is_file():
@@ -137,11 +140,15 @@ class Keyring:
                 token, _seed = nats_jwt.read_creds(path.read_text())
                 claims = nats_jwt.decode(token, trusted_issuers={self.account_public_key})
                 tags = set(claims.get("nats", {}).get("tags", []))
-                if {f"role:{role}", PERMISSIONS_VERSION} <= tags and (node is None or f"node:{node}" in tags):
+                if (
+                    {f"role:{role}", PERMISSIONS_VERSION} <= tags
+                    and (node is None or f"node:{node}" in tags)
+                    and (SERVICE_TAG in tags) == service
+                ):
                     return path
             except nats_jwt.JwtError:
                 pass  # issued by another keyring, or damaged: issue again
-        return self.issue(role, name, node).path
+        return self.issue(role, name, node, service=service).path
 
 
 def _write_private(path: Path, text: str) -> None:

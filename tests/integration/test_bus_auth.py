@@ -367,3 +367,16 @@ async def test_a_heartbeat_under_another_nodes_key_is_not_that_nodes(up: Up) -> 
     assert code == 0, out
     code, out = await up.nexus("nodes", "--json")
     assert code == 0 and "planted" not in out and "ghost-1" not in out, out
+
+
+async def test_an_approval_is_recorded_under_the_approvers_identity_not_its_by(up: Up) -> None:
+    job_id = new_job_id()
+    held = "$NEXUS_UNSET_PROGRAM"  # critical (a program known only at run time), and harmless: it is unset
+    code, out = await up.nexus("submit", "--id", job_id, "--", held)
+    assert code == 0, out
+    await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'approval_required'")
+    alice = await _issue(up, "approver", "alice")
+    code, out = await up.nexus("approve", job_id, "--by", "mallory", creds=alice)
+    assert code == 0, out
+    row = await _row(up, f"SELECT status, approved_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
+    assert row == ["succeeded", "alice"]
