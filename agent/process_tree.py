@@ -154,9 +154,7 @@ def _collect(
     stats = snapshot()
     by_pid = {st.pid: st for st in stats}
     roots = {
-        st.pid
-        for st in stats
-        if st.pgrp == leader or st.session == leader or st.pid == leader or (tty is not None and st.tty_nr == tty)
+        st.pid for st in stats if st.pgrp == leader or st.session == leader or st.pid == leader or (tty is not None and st.tty_nr == tty)
     }
     if tty is not None:
         roots.update(pid for pid in tty_holders(tty) if pid in by_pid)

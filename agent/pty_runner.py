@@ -300,5 +300,3 @@ async def _supervise(
     finally:
         if cancelled is not None:
             cancelled.cancel()
-
-

@@ -18,5 +18,3 @@ def reject(job: JobView, now: datetime, code: str, reason: str) -> list[Outgoing
 def out(job: JobView, ev: Event, kind: str, attempt: int | None = None) -> Outgoing:
     a = job.attempt if attempt is None else attempt
     return Outgoing(subjects.job(job.job_id, kind), ev, msgids.job(job.job_id, kind, a))
-
-

@@ -80,5 +80,3 @@ def verdict(job: JobView, now: datetime) -> Outgoing:
         reason = f"exit code {job.exit_code}" + (f", expected {expected}" if expected else "")
         return out(job, JobFailed(ts=now, attempt=a, reason=reason, exit_code=job.exit_code), "failed")
     return out(job, JobSucceeded(ts=now, attempt=a, exit_code=job.exit_code), "succeeded")
-
-
