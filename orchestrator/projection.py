@@ -60,7 +60,8 @@ class Projection:
         for r in batch:  # of the bytes as the log holds them, before anything is masked
             if r.seq > self.applied_seq:
                 self._digests.setdefault(r.seq, audit.digest(r.raw))
-        batch = [self._vet(redact_record(r, self.redaction)) for r in batch if r.seq > self.applied_seq]
+        # Vetted before masking: the signature is over the bytes as published.
+        batch = [redact_record(self._vet(r), self.redaction) for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         self._load_missing(batch)

@@ -19,8 +19,9 @@ import duckdb
 import nats
 import pytest
 
+from bus.identity import Identity
 from orchestrator.core import audit
-from schemas import subjects
+from schemas import codec, subjects
 from tests.conftest import wait_for
 from tests.integration.test_bus_auth import Up, up  # noqa: F401 (the `nexus up` fixture)
 
@@ -87,6 +88,40 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
     # The wrong account key: nothing in the file is provably anyone's.
     code, found = await verify(up, "--db", str(copy), "--account-key", "A" + "B" * 55)
     assert code == 1 and any(p["seq"] is None and "no identity" in p["what"] for p in found["problems"])
+
+
+async def test_a_signed_request_with_a_secret_in_clear_counts_and_its_masked_row_is_said_not_failed(up: Up, tmp_path: Path) -> None:  # noqa: F811
+    # A Nexus identity publishing its own request with a secret in clear (no sealing): the
+    # projection masks the value in the row, but the signature is over the bytes in the log.
+    admin = Identity.from_creds(up.creds / "admin.creds")
+    subject = subjects.job("clear-secret", "requested")
+    data = json.dumps({"command": "true", "node": up.node, "env": {"DB_PASSWORD": "in-clear"}}).encode()
+    announcement = admin.announcement()
+    said = codec.encode(announcement.event)
+    nc = await nats.connect(up.url, user_credentials=str(up.creds / "admin.creds"))
+    try:
+        js = nc.jetstream()
+        await js.publish(announcement.subject, said, headers={**admin.sign(announcement.subject, said), "Nats-Msg-Id": announcement.msg_id})
+        await js.publish(subject, data, headers=admin.sign(subject, data))
+    finally:
+        await nc.close()
+    job = await wait_for(lambda: _finished(up, "clear-secret"), 60, what="the job with a clear secret to end")
+    assert job["status"] == "succeeded", job
+    copy = tmp_path / "copy.duckdb"
+    code, out = await up.nexus("replay", "--db", str(copy))
+    assert code == 0, out
+    code, report = await verify(up, "--db", str(copy))
+    assert code == 0, report["problems"]
+    assert [u["type"] for u in report["unverifiable"]] == ["job.requested"]
+    assert "in-clear" not in copy.read_bytes().decode(errors="replace")
+
+
+async def _finished(running: Up, job_id: str) -> dict[str, Any] | None:
+    code, out = await running.nexus("show", job_id, "--json")
+    if code != 0:
+        return None
+    job: dict[str, Any] = json.loads(out)
+    return job if job.get("status") in ("succeeded", "failed", "rejected") else None
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
