@@ -5,7 +5,8 @@ process signs what it publishes): jobs run, a foreign client's forgery is refuse
 the orchestrator signs a checkpoint, and `nexus audit verify` proves the log; then a
 replay of it into a DuckDB file is proven offline, and copies of that file altered by
 someone with full access (who also recomputes the stored chain columns) are caught,
-each naming the event.
+each naming the event. Also: a signed request whose secret came in clear, and a
+DuckDB file written before the chain existed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ import nats
 import pytest
 
 from bus.identity import Identity
+from bus.memory import MemoryBus
+from orchestrator.audit import chain_upto
 from orchestrator.core import audit
-from schemas import codec, subjects
+from orchestrator.projection import Projection
+from orchestrator.store import DuckDBStore
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested
 from tests.conftest import wait_for
 from tests.integration.test_bus_auth import Up, up  # noqa: F401 (the `nexus up` fixture)
 
@@ -122,6 +129,28 @@ async def _finished(running: Up, job_id: str) -> dict[str, Any] | None:
         return None
     job: dict[str, Any] = json.loads(out)
     return job if job.get("status") in ("succeeded", "failed", "rejected") else None
+
+
+async def test_a_file_from_before_the_chain_goes_on_with_the_chain_recomputed_from_the_log(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    await bus.ensure_streams()
+    for i in range(5):
+        await bus.publish(Outgoing(subjects.job(f"old-{i}", "requested"), JobRequested(command="true"), msgids.job_request(f"old-{i}")))
+    records = [r async for batch in bus.read_records() for r in batch]
+    store = DuckDBStore(tmp_path / "old.duckdb")
+    Projection(store).apply_batch(records[:3])
+    expected = store.chain_at(3)
+    store.con.execute("UPDATE events SET digest = NULL, chain = NULL")  # as an older version wrote it
+    assert Projection(store).chain is None
+    assert await chain_upto(bus, 3) == expected
+    resumed = Projection(store)
+    resumed.chain = await chain_upto(bus, 3)
+    resumed.apply_batch(records[3:])
+    fresh = DuckDBStore(tmp_path / "new.duckdb")
+    Projection(fresh).apply_batch(records)
+    assert store.chain_at(5) == fresh.chain_at(5) is not None
+    store.close()
+    fresh.close()
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
