@@ -55,7 +55,7 @@ class Hand:
             if rec.event is None:
                 continue
             kind = rec.subject.split(".")[4]
-            ts = rec.event.ts or rec.stream_ts
+            ts = rec.stream_ts  # the record's time is the server's (DESIGN §9), never the payload's
             self.first.setdefault(kind, ts)
             self.payloads.setdefault(kind, json.loads(rec.raw))
             if kind in END_KINDS and self.end is None:
