@@ -56,6 +56,7 @@ def validate(
     user: Annotated[str | None, typer.Option("--user", help="Check permissions as this user (default: $USER).")] = None,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
 ) -> None:
     """Run the analysis phase alone: verdict, warnings, suggestions. Nothing is submitted.
 
