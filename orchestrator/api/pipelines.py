@@ -39,7 +39,7 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     by = identity_of(request.scope).user
     cmd = RunPipeline(spec=spec, variables=data.variables, pipeline_id=data.pipeline_id, requested_by=by, source="api")
     pipeline_id = pipelines_app.pipeline_id_of(cmd)
-    req = pipelines_app.pipeline_request(cmd)
+    req = await pipelines_app.request_for(ctx.client, cmd)
     check_fits(req, "the pipeline's request")
     seq = await pipelines_app.submit(ctx.client, pipeline_id, req)
     body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)

@@ -8,7 +8,7 @@ names onto them in its request models, the CLI its options. Errors: app.errors.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -86,9 +86,16 @@ def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = Non
     published in clear."""
     fields = msgspec.structs.asdict(cmd)
     del fields["job_id"], fields["secret_env"]
-    env = {**cmd.env, **cmd.secret_env}
+    env = sealed_env({**cmd.env, **cmd.secret_env}, cmd.secret_env, key)
+    return JobRequested(ts=now, **fields | {"env": env}, secrets=sorted(cmd.secret_env))
+
+
+def sealed_env(env: Mapping[str, str], explicit: Mapping[str, str], key: OrchestratorKey | None) -> dict[str, str]:
+    """`env` with every secret value (by the orchestrator's redaction patterns, or named in
+    `explicit`) sealed to the orchestrator's `key`; SecretsUnprotected rather than any in clear."""
+    env = dict(env)
     redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
-    clear = redaction.clear_secrets(env, cmd.secret_env)
+    clear = redaction.clear_secrets(env, explicit)
     if clear:
         if key is None:
             raise SecretsUnprotected(clear, "the orchestrator's sealing key is not published: is an orchestrator running?")
@@ -96,7 +103,7 @@ def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = Non
             env.update({n: seal(env[n], key.public_key) for n in clear})
         except SealingError as exc:
             raise SecretsUnprotected(clear, f"the orchestrator's published key is unusable: {exc}") from None
-    return JobRequested(ts=now, **fields | {"env": env}, secrets=sorted(cmd.secret_env))
+    return env
 
 
 async def request_for(client: NexusClient, cmd: SubmitJob, now: datetime) -> JobRequested:

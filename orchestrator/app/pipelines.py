@@ -12,7 +12,7 @@ import msgspec
 
 from bus.errors import StaleDecision
 from orchestrator.app.errors import NoSuchPipeline, WrongState
-from orchestrator.app.jobs import ANONYMOUS
+from orchestrator.app.jobs import ANONYMOUS, sealed_env
 from orchestrator.client import NexusClient
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -25,6 +25,7 @@ from schemas.pipelines import (
     PipelineSpec,
 )
 from schemas.records import Record
+from schemas.secrets import OrchestratorKey
 
 
 def new_pipeline_id() -> str:
@@ -45,9 +46,20 @@ def pipeline_id_of(cmd: RunPipeline) -> str:
     return subjects.check_id(cmd.pipeline_id or new_pipeline_id(), "pipeline id")
 
 
-def pipeline_request(cmd: RunPipeline, now: datetime | None = None) -> PipelineRequested:
-    """The one builder of a pipeline's `requested` event."""
-    return PipelineRequested(ts=now, spec=cmd.spec, variables=cmd.variables, requested_by=cmd.requested_by, source=cmd.source)
+def pipeline_request(cmd: RunPipeline, now: datetime | None = None, key: OrchestratorKey | None = None) -> PipelineRequested:
+    """The one builder of a pipeline's `requested` event. Secret values in the steps' env and
+    in the template's variables are sealed to the orchestrator's `key`, as a job's are
+    (app.jobs.sealed_env): the step's jobs carry them sealed, and the node gets them sealed."""
+    steps = [msgspec.structs.replace(s, env=sealed_env(s.env, {}, key)) if s.env else s for s in cmd.spec.steps]
+    spec = msgspec.structs.replace(cmd.spec, steps=steps)
+    variables = sealed_env(cmd.variables, {}, key)
+    return PipelineRequested(ts=now, spec=spec, variables=variables, requested_by=cmd.requested_by, source=cmd.source)
+
+
+async def request_for(client: NexusClient, cmd: RunPipeline, now: datetime | None = None) -> PipelineRequested:
+    """`pipeline_request` with the orchestrator's key fetched when there is env or variables to seal."""
+    needs_key = bool(cmd.variables) or any(s.env for s in cmd.spec.steps)
+    return pipeline_request(cmd, now, await client.sealing_key() if needs_key else None)
 
 
 async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> int:

@@ -37,7 +37,7 @@ from orchestrator.cli.common import (
 from orchestrator.client import NexusClient
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.templates import load_template
-from schemas.pipelines import PipelineEvent, PipelineRequested
+from schemas.pipelines import PipelineEvent
 from schemas.text import text_view
 
 app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
@@ -65,14 +65,14 @@ def run(
     cmd = RunPipeline(
         spec=load_template(file, variables), variables=variables, pipeline_id=pipeline_id, requested_by=default_user(), source=str(file)
     )
-    ok = _run(pipelines_app.pipeline_id_of(cmd), pipelines_app.pipeline_request(cmd), detach, output, as_json, nats_url)
+    ok = _run(pipelines_app.pipeline_id_of(cmd), cmd, detach, output, as_json, nats_url)
     raise typer.Exit(0 if ok else 1)
 
 
 @run_async
-async def _run(pid: str, req: PipelineRequested, detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
+async def _run(pid: str, cmd: pipelines_app.RunPipeline, detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
     async with connect(nats_url) as client:
-        await pipelines_app.submit(client, pid, req)
+        await pipelines_app.submit(client, pid, await pipelines_app.request_for(client, cmd))
         if detach:
             print_json({"pipeline_id": pid}) if as_json else print(pid)
             return True

@@ -187,3 +187,26 @@ async def test_no_orchestrator_key_means_the_cli_refuses_rather_than_send_a_secr
         assert await bus.last_seq() == 0
     finally:
         await bus.close()
+
+
+async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process: tuple[asyncio.subprocess.Process, str, Path]) -> None:
+    password = f"pipe-{secrets.token_hex(8)}"
+    marker_file = stack.tmp / "seen-by-the-step"
+    template = stack.tmp / "deploy.yaml"
+    template.write_text(
+        "name: secret-step\n"
+        "steps:\n"
+        "  - id: use\n"
+        f"    command: 'printf %s \"$DB_PASSWORD\" > {marker_file}; echo \"pw=$DB_PASSWORD\"'\n"
+        f"    nodes: [{NODE}]\n"
+        "    env:\n"
+        f"      DB_PASSWORD: {password}\n"
+    )
+    code, out, err = await stack.nexus("pipeline", "run", str(template), "--json")
+    assert code == 0, (out, err)
+    assert marker_file.read_text() == password  # the step's job saw the value
+    bus = stack.client.bus
+    assert isinstance(bus, NatsBus)
+    for stream in (subjects.EVENTS_STREAM, subjects.OUTPUT_STREAM):
+        for data in await _raw_messages(bus, stream):
+            assert password.encode() not in data, stream
