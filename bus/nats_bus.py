@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
 PUBLISH_ACK_TIMEOUT_S = 3.0
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_DENIED_SUBJECT = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
@@ -69,6 +71,8 @@ class NatsBus:
         self.nc = nc
         # Signs every publish (bus.identity); announced on the log before its first event.
         self._identity = identity
+        # Subjects the server refused to this connection (permissions violations), to say why.
+        self.denied: set[str] = set()
         self._announced = identity is None
         self._verifier = Verifier.trusting_issuer_of(identity)
         self.url = redact_url(url)  # for messages only: nothing connects with it again
@@ -107,7 +111,10 @@ class NatsBus:
             nonlocal last_said
             error = redact_url(str(exc)) or type(exc).__name__
             if "permissions violation" in error.lower():  # the server refused one operation; the connection is fine
-                log.warning("nats.permission_denied", url=redact_url(url), error=error)
+                if bus is not None and (m := _DENIED_SUBJECT.search(error)):
+                    bus.denied.add(m.group(1))
+                if daemon:  # a CLI says it in its error instead (NatsBus._not_allowed)
+                    log.warning("nats.permission_denied", url=redact_url(url), error=error)
             elif daemon and time.monotonic() - last_said > 10:
                 last_said = time.monotonic()
                 log.warning("nats.unreachable", url=redact_url(url), error=error, retrying=True)
@@ -191,11 +198,20 @@ class NatsBus:
             codec.decode(out.subject, data)
         except DecodeError as exc:
             raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
-        with map_publish_errors(out.subject, expected_seq):
-            if self.identity is not None:
-                headers.update(self.identity.sign(out.subject, data))
-            ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
+        try:
+            with map_publish_errors(out.subject, expected_seq):
+                if self.identity is not None:
+                    headers.update(self.identity.sign(out.subject, data))
+                ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
+        except BusError:
+            if out.subject in self.denied:  # the server said why the ack never came
+                raise self._not_allowed(out.subject) from None
+            raise
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    def _not_allowed(self, subject: str) -> BusError:
+        who = f"{self._identity.author.name!r} ({self._identity.author.role})" if self._identity else "these credentials"
+        return BusError(f"not allowed: the server refuses {subject} from {who}; see docs/security.md for who may do what", subject=subject)
 
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
         """Publish decisions on one entity in order, each expecting the previous one."""

@@ -177,6 +177,9 @@ async def test_a_submitter_cannot_forge_decisions_or_facts(up: Up, tmp_path: Pat
 
 async def test_only_admin_may_change_or_delete_the_log(up: Up) -> None:
     viewer = await _issue(up, "viewer", "eve")
+    # A viewer that tries to submit is told why, in one line.
+    code, out = await up.nexus("run", "--", "echo", "from-a-viewer", creds=viewer)
+    assert code == 1 and "not allowed" in out and "'eve' (viewer)" in out and "Traceback" not in out, out
     config = json.dumps({"name": subjects.EVENTS_STREAM, "subjects": ["nexus.evt.>"], "max_msgs": 1}).encode()
     for creds in (up.creds / "submitter.creds", viewer):
         await refused(up, creds, f"$JS.API.STREAM.UPDATE.{subjects.EVENTS_STREAM}", config)
