@@ -48,7 +48,7 @@ class Projection:
         self.chain: str | None = store.chain_at(self.applied_seq)
         self._digests: dict[int, str] = {}
 
-    def apply_batch(self, batch: list[Record]) -> dict[str, JobView]:
+    def apply_batch(self, batch: list[Record], *, vetted: bool = False) -> dict[str, JobView]:
         """Fold a batch and store it with the checkpoint in one transaction; returns changed
         jobs (changed pipelines are left in `changed_pipelines`).
 
@@ -57,11 +57,13 @@ class Projection:
         `events` with the reason, no effect on any view; listed in `quarantined`)."""
         self.changed_pipelines = {}
         self.quarantined = []
-        for r in batch:  # of the bytes as the log holds them, before anything is masked
-            if r.seq > self.applied_seq:
-                self._digests.setdefault(r.seq, audit.digest(r.raw))
-        # Vetted before masking: the signature is over the bytes as published.
-        batch = [redact_record(self._vet(r), self.redaction) for r in batch if r.seq > self.applied_seq]
+        if not vetted:  # (records retried one by one below were vetted and masked already)
+            for r in batch:  # of the bytes as the log holds them, before anything is masked
+                if r.seq > self.applied_seq:
+                    self._digests.setdefault(r.seq, audit.digest(r.raw))
+            # Vetted before masking: the signature is over the bytes as published.
+            batch = [redact_record(self._vet(r), self.redaction) for r in batch if r.seq > self.applied_seq]
+        batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         self._load_missing(batch)
@@ -75,7 +77,7 @@ class Projection:
                 pipes: dict[str, PipelineView] = {}
                 quarantined: list[Record] = []
                 for rec in batch:
-                    changed.update(self.apply_batch([rec]))
+                    changed.update(self.apply_batch([rec], vetted=True))
                     pipes.update(self.changed_pipelines)
                     quarantined.extend(self.quarantined)
                 self.changed_pipelines, self.quarantined = pipes, quarantined
