@@ -38,6 +38,9 @@ class Projection:
         self.redaction = redaction or Redaction()
         self.on_ignored = on_ignored
         self.applied_seq = store.checkpoint()
+        if verifier is not None:  # what it learnt before a restart: the identities announced so far
+            for rec in store.announcements(self.applied_seq):
+                verifier.learn(rec)
         self.jobs: dict[str, JobView] = store.active_jobs(TERMINAL)
         self.nodes: dict[str, NodeView] = store.all_nodes()
         self.pipelines: dict[str, PipelineView] = store.load_pipelines(running_only=True)

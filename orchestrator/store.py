@@ -30,6 +30,9 @@ from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError
+from schemas import codec
+from schemas.errors import DecodeError
+from schemas.records import Record
 
 CHECKPOINT = "events"
 
@@ -140,6 +143,24 @@ class DuckDBStore:
     def checkpoint(self) -> int:
         row = self.con.execute("SELECT seq FROM checkpoint WHERE name = ?", [CHECKPOINT]).fetchone()
         return int(row[0]) if row else 0
+
+    def announcements(self, upto_seq: int) -> list[Record]:
+        """The identity announcements applied so far (trust.announced rows that counted), as
+        records again: a restarted projection learns from them who signs."""
+        rows = self.con.execute(
+            "SELECT seq, subject, ts, payload, signer, signature FROM events "
+            "WHERE type = 'trust.announced' AND error IS NULL AND seq <= ? ORDER BY seq",
+            [upto_seq],
+        ).fetchall()
+        found = []
+        for seq, subject, ts, payload, signer, signature in rows:
+            raw = payload.encode()
+            try:
+                event = codec.decode(subject, raw)
+            except DecodeError:
+                continue
+            found.append(Record(seq=seq, subject=subject, stream_ts=ts, raw=raw, event=event, signer=signer, signature=signature))
+        return found
 
     def chain_at(self, seq: int) -> str | None:
         """The log's hash chain value stored with row `seq` (GENESIS before the first row; None:

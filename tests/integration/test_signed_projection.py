@@ -1,0 +1,51 @@
+"""The projection's knowledge of who signs survives a restart (real DuckDB file, real keys)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bus.identity import Identity, Verifier
+from orchestrator.projection import Projection
+from orchestrator.store import DuckDBStore
+from orchestrator.trust.keyring import Keyring
+from schemas import codec, msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import JobRequested
+from schemas.records import Record
+
+T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+
+def signed(me: Identity, seq: int, out: Outgoing) -> Record:
+    raw = codec.encode(out.event)
+    headers = me.sign(out.subject, raw)
+    return Record(
+        seq=seq, subject=out.subject, stream_ts=T0, raw=raw, event=codec.decode(out.subject, raw),
+        signer=headers["Nexus-Signer"], signature=headers["Nexus-Sig"],
+    )  # fmt: skip
+
+
+def test_a_restarted_projection_still_knows_who_signed_before(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keys")
+    ring.ensure()
+    me = Identity.from_creds(ring.issue("submitter", "alice").path)
+    db = tmp_path / "nexus.duckdb"
+
+    def request(job_id: str) -> Outgoing:
+        return Outgoing(subjects.job(job_id, "requested"), JobRequested(ts=T0, command="true"), msgids.job_request(job_id))
+
+    store = DuckDBStore(db)
+    first = Projection(store, verifier=Verifier([ring.account_public_key]))
+    first.apply_batch([signed(me, 1, me.announcement()), signed(me, 2, request("j1"))])
+    assert first.jobs["j1"].requested_by == "alice"
+    store.close()
+
+    # A new process on the same file: it resumes after seq 2 and never sees the announcement again.
+    store = DuckDBStore(db)
+    again = Projection(store, verifier=Verifier([ring.account_public_key]))
+    again.apply_batch([signed(me, 3, request("j2"))])
+    (row,) = store.query("SELECT error, author FROM events WHERE seq = 3")[1]
+    assert row == (None, "alice")
+    assert again.jobs["j2"].requested_by == "alice"
+    store.close()
