@@ -17,7 +17,6 @@ import structlog
 from bus.errors import BusError
 from bus.identity import Verifier
 from bus.port import EventBus
-from schemas import subjects
 from schemas.events import JobDispatch
 from schemas.records import Record
 
@@ -53,8 +52,7 @@ class Authority:
     async def _learn(self, key: str) -> None:
         assert self.verifier is not None
         try:
-            async for batch in self.bus.read_records(subjects.trust(key, "announced")):
-                for rec in batch:
-                    self.verifier.learn(rec)
+            if (announced := await self.bus.announcement(key)) is not None:
+                self.verifier.learn(announced)
         except BusError as exc:
             log.warning("agent.identity_lookup_failed", signer=key, error=str(exc))

@@ -34,7 +34,6 @@ from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
-from schemas.records import Record
 from schemas.secrets import is_sealed
 
 log = structlog.get_logger("nexus.agent")
@@ -248,9 +247,7 @@ class Agent:
     async def _accepted_by_us(self, job_id: str, dispatch_seq: int, attempt: int) -> bool:
         """Is the job's `accepted` after this dispatch our own (this process, this attempt),
         with nothing after it that forbids running (a cancel, a loss, an outcome)?"""
-        later: list[Record] = []
-        async for batch in self.bus.read_records(subjects.job_all(job_id), start_seq=dispatch_seq + 1):
-            later.extend(r for r in batch if r.event is not None)
+        later = [r for r in await self.bus.node_history(job_id, self.node_id, dispatch_seq + 1) if r.event is not None]
         ours = next((r for r in later if isinstance(r.event, JobAccepted) and r.event.attempt == attempt), None)
         if ours is None or not isinstance(ours.event, JobAccepted) or ours.event.instance != self.instance:
             return False
@@ -258,13 +255,14 @@ class Agent:
         return all(r.kind in allowed for r in later if r.seq > ours.seq)
 
     async def _still_runnable(self, job_id: str, dispatch_seq: int) -> int | None:
-        """The job's last sequence if everything after the dispatch is harmless, else None."""
-        later = []
-        async for batch in self.bus.read_records(subjects.job_all(job_id), start_seq=dispatch_seq + 1):
-            later.extend(batch)
+        """The job's last sequence if everything after the dispatch is harmless, else None.
+
+        It reads what this node may (subjects.node_view_filters): the job's own events and this
+        node's; a newer attempt elsewhere shows as its `assigned`, which comes before its dispatch."""
+        later = await self.bus.node_history(job_id, self.node_id, dispatch_seq + 1)
         # Only events that decode count: garbage on the job's subjects must not cost it its run.
-        blocking = {"dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost", "rejected",
-                    "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
+        blocking = {"assigned", "dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost",
+                    "rejected", "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
         if any(r.event is not None and r.kind in blocking for r in later):
             return None
         return later[-1].seq if later else dispatch_seq

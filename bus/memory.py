@@ -238,6 +238,18 @@ class MemoryBus:
             else:
                 await signal.wait()
 
+    async def node_history(self, job_id: str, node_id: str, start_seq: int = 1) -> list[Record]:
+        stream = self._stream(subjects.EVENTS_STREAM)
+        patterns = subjects.node_view_filters(job_id, node_id)
+        found = [m for m in stream.messages[max(start_seq, 1) - 1 :] if any(subject_matches(p, m.subject) for p in patterns)]
+        return [_record(m) for m in found]
+
+    async def announcement(self, key: str) -> Record | None:
+        stream = self._stream(subjects.EVENTS_STREAM)
+        subject = subjects.trust(key, "announced")
+        found = [m for m in stream.messages if m.subject == subject]
+        return _record(found[-1]) if found else None
+
     async def read_records(
         self, subject: str = subjects.EVENTS_ALL, start_seq: int = 1, until_seq: int | None = None
     ) -> AsyncGenerator[list[Record], None]:

@@ -174,3 +174,42 @@ async def responder(nc: Client, subject: str, queue: str, identity: Identity | N
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def read_filtered(nc: Client, js: JetStreamContext, stream: str, filter_subject: str, start_seq: int) -> list[Msg]:
+    """The stored messages of one filter from `start_seq`, through a named push consumer
+    that lives for this read only: its create subject carries the filter
+    (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), so an identity may be allowed
+    exactly these filters and no other (an agent: its jobs' events, not other nodes')."""
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
+    with map_read_errors(f"read {filter_subject}"):
+        sub = await nc.subscribe(inbox, cb=on_msg)
+        try:
+            cfg = api.ConsumerConfig(
+                name=f"read-{nc._nuid.next().decode()}",
+                filter_subject=filter_subject,
+                deliver_subject=inbox,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(start_seq, 1),
+                ack_policy=api.AckPolicy.NONE,
+                max_deliver=1,
+                inactive_threshold=5.0,  # the server removes it: this identity may not delete consumers
+                mem_storage=True,
+                num_replicas=1,
+            )
+            info = await js.add_consumer(stream, cfg)
+            # What it holds: delivered already (the push may have begun) plus still pending.
+            total = int(info.num_pending or 0) + int((info.delivered.consumer_seq if info.delivered else 0) or 0)
+            msgs = []
+            async with asyncio.timeout(10):
+                for _ in range(total):
+                    msgs.append(await got.get())
+            return msgs
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

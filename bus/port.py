@@ -133,6 +133,13 @@ class EventBus(Protocol):
     ) -> AsyncGenerator[list[Record], None]:
         """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
 
+    async def node_history(self, job_id: str, node_id: str, start_seq: int = 1) -> list[Record]:
+        """The job's records from `start_seq` that node `node_id`'s agent may read
+        (subjects.node_view_filters), in order: all an agent needs to accept a dispatch safely."""
+
+    async def announcement(self, key: str) -> Record | None:
+        """The last `nexus.evt.trust.<key>.announced` (None: that key never announced itself)."""
+
     def output_chunks(
         self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
     ) -> AsyncGenerator[OutputChunk, None]:

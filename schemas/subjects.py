@@ -66,6 +66,14 @@ def fact(job_id: str, kind: str, node_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.{kind}.{check_id(node_id, 'node id')}"
 
 
+def node_view_filters(job_id: str, node_id: str) -> list[str]:
+    """What of one job a node's agent may read: its job-level events (`nexus.evt.job.<id>.<kind>`)
+    and its own node's (`nexus.evt.job.<id>.<kind>.<node>`), never another node's dispatches."""
+    check_id(job_id, "job id")
+    check_id(node_id, "node id")
+    return [f"nexus.evt.job.{job_id}.*", f"nexus.evt.job.{job_id}.*.{node_id}"]
+
+
 def agent_filters(node_id: str) -> list[str]:
     """What one agent's durable consumer filters on: its dispatches and cancels."""
     check_id(node_id, "node id")

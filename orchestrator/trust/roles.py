@@ -88,9 +88,16 @@ def _agent(node: str) -> list[str]:
         "$JS.FC.>",
         f"$JS.API.STREAM.INFO.{EVENTS}",
         f"$JS.API.STREAM.INFO.KV_{subjects.NODES_BUCKET}",
-        # The job's own history, read before running a dispatch (is it still runnable?).
-        f"$JS.API.CONSUMER.CREATE.{EVENTS}",
-        f"$JS.API.STREAM.MSG.GET.{EVENTS}",
+        # A job's history as this node may see it, read before running a dispatch (is it still
+        # runnable?): a short-lived consumer whose one filter is in its create subject, either the
+        # job's own events (nexus.evt.job.<id>.*) or this node's (nexus.evt.job.<id>.*.<node>):
+        # never another node's dispatches (subjects.node_view_filters).
+        f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.*",
+        f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.*.{node}",
+        # Who signed a dispatch: the signer's announcement, by a direct get naming its subject.
+        f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.trust.*.announced",
+        # Its own last fact on a subject, when a publish came back "duplicate" (bus.port.id_taken_by_another).
+        f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.job.*.*.{node}",
         # Its own dispatch consumer, and nothing else's.
         f"$JS.API.CONSUMER.INFO.{EVENTS}.{durable}",
         f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{durable}",

@@ -20,6 +20,7 @@ from schemas.envelope import Outgoing
 from schemas.events import JobCancel, JobDispatch, JobExited, JobRequested, JobStarted, NodeHeartbeat
 from schemas.records import Record
 from schemas.secrets import OrchestratorKey
+from schemas.trust import TrustAnnounced
 from tests.conftest import wait_for
 from tests.contract.adapters import inject
 
@@ -91,6 +92,24 @@ class BusContract:
         retry = Outgoing(real.subject, msgspec.structs.replace(real.event, ts=datetime.now(UTC)), msg_id)
         assert await bus.publish(retry) == Published(seq=pub.seq, duplicate=True)
         assert await bus.last_seq() == pub.seq
+
+    async def test_node_history_is_the_jobs_events_and_that_nodes_only(self, bus: EventBus) -> None:
+        await bus.publish(requested("j1"))
+        mine = await bus.publish(dispatch("j1", "n1"))
+        await bus.publish(dispatch("j1", "n2", attempt=2))  # another node's: never in n1's view
+        await bus.publish(started("j1"))  # the old five-token form: a job-level subject
+        await bus.publish(requested("j2"))
+        seen = await bus.node_history("j1", "n1")
+        assert [r.subject for r in seen] == [subjects.job("j1", "requested"), subjects.dispatch("j1", "n1"), subjects.job("j1", "started")]
+        assert [r.seq for r in await bus.node_history("j1", "n1", start_seq=mine.seq + 1)] == [seen[-1].seq]
+        assert await bus.node_history("nope", "n1") == []
+
+    async def test_an_announcement_is_found_by_its_key(self, bus: EventBus) -> None:
+        assert await bus.announcement("UKEY1") is None
+        ann = TrustAnnounced(ts=TS, jwt="a.b.c")
+        await bus.publish(Outgoing(subjects.trust("UKEY1", "announced"), ann, msgids.trust("UKEY1", "announced", "1")))
+        got = await bus.announcement("UKEY1")
+        assert got is not None and got.event == ann
 
     async def test_expected_sequence_guards_the_entity(self, bus: EventBus) -> None:
         first = await bus.publish(requested("j1"), expected_seq=0)

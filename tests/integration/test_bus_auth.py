@@ -383,3 +383,27 @@ async def test_an_approval_is_recorded_under_the_approvers_identity_not_its_by(u
     assert code == 0, out
     row = await _row(up, f"SELECT status, approved_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert row == ["succeeded", "alice"]
+
+
+async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
+    job_id = new_job_id()
+    code, out = await up.nexus("run", "-q", "--id", job_id, "--", "echo", "for-local-1-only")
+    assert code == 0, out
+    rogue = await _issue(up, "agent", "peeker", node="peek-1")
+    dispatch = subjects.dispatch(job_id, up.node)
+    events = subjects.EVENTS_STREAM
+    # An ordered (unnamed) consumer on the log, a named one filtered on the dispatch, a direct get of it: refused.
+    config = json.dumps({"stream_name": events, "config": {"filter_subject": dispatch, "deliver_subject": "_INBOX.peek"}}).encode()
+    await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}", config)
+    await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}.peek.{dispatch}", config)
+    await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}.peek.nexus.evt.job.*.dispatch.{up.node}", config)
+    await refused(up, rogue, f"$JS.API.DIRECT.GET.{events}.{dispatch}")
+    await refused(up, rogue, f"$JS.API.STREAM.MSG.GET.{events}", json.dumps({"last_by_subj": dispatch}).encode())
+    # What it may read of a job (its own view) holds no other node's dispatch.
+    bus = await NatsBus.connect(up.url, name="peeker", creds=rogue)
+    try:
+        seen = await bus.node_history(job_id, "peek-1")
+    finally:
+        await bus.close()
+    assert seen and all(not r.subject.endswith(f".{up.node}") for r in seen)
+    assert b"for-local-1-only" in b"".join(r.raw for r in seen)  # the request is job-level: visible
