@@ -105,7 +105,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:2"
+PERMISSIONS_VERSION = "perms:3"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 
