@@ -64,6 +64,12 @@ _DENIED_SUBJECT = re.compile(r'permissions violation for publish to "([^"]+)"', 
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
+def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
+    if creds is None:
+        return "the server requires credentials (Authorization Violation): give --creds FILE or NEXUS_NATS_CREDS"
+    return f"the server refused the credentials in {os.fspath(creds)!r} (Authorization Violation): issued for another server?"
+
+
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
@@ -110,6 +116,12 @@ class NatsBus:
             # A daemon keeps retrying; say so now and then instead of waiting in silence.
             nonlocal last_said
             error = redact_url(str(exc)) or type(exc).__name__
+            if "authorization violation" in error.lower() and bus is None:
+                # Refused at connect: retrying with the same credentials cannot help.
+                refused.append(error)
+                if connecting is not None:
+                    connecting.cancel()
+                return
             if "permissions violation" in error.lower():  # the server refused one operation; the connection is fine
                 if bus is not None and (m := _DENIED_SUBJECT.search(error)):
                     bus.denied.add(m.group(1))
@@ -120,6 +132,8 @@ class NatsBus:
                 log.warning("nats.unreachable", url=redact_url(url), error=error, retrying=True)
 
         bus: NatsBus | None = None
+        refused: list[str] = []
+        connecting: asyncio.Future[Client] | None = None
 
         async def _reconnected() -> None:
             if bus is not None:
@@ -129,18 +143,27 @@ class NatsBus:
             # nats-py retries forever with max_reconnect_attempts=0, so a CLI asks
             # for one retry and an overall deadline instead.
             async with asyncio.timeout(None if daemon else timeout_s * 3):
-                nc = await nats.connect(
-                    url,
-                    name=name,
-                    connect_timeout=timeout_s,
-                    allow_reconnect=daemon,
-                    max_reconnect_attempts=-1 if daemon else 1,
-                    reconnect_time_wait=1 if daemon else 0.1,
-                    error_cb=_report,
-                    reconnected_cb=_reconnected,
-                    user_credentials=os.fspath(creds) if creds is not None else None,
+                connecting = asyncio.ensure_future(
+                    nats.connect(
+                        url,
+                        name=name,
+                        connect_timeout=timeout_s,
+                        allow_reconnect=daemon,
+                        max_reconnect_attempts=-1 if daemon else 1,
+                        reconnect_time_wait=1 if daemon else 0.1,
+                        error_cb=_report,
+                        reconnected_cb=_reconnected,
+                        user_credentials=os.fspath(creds) if creds is not None else None,
+                    )
                 )
+                nc = await connecting
+        except asyncio.CancelledError:
+            if not refused:
+                raise
+            raise BusUnavailable(url, _refused_reason(creds)) from None
         except (OSError, TimeoutError, nats.errors.Error) as exc:
+            if refused or "authorization violation" in str(exc).lower():
+                raise BusUnavailable(url, _refused_reason(creds)) from None
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
         bus = cls(nc, url, identity)
         return bus

@@ -105,7 +105,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:3"
+PERMISSIONS_VERSION = "perms:4"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 
@@ -126,4 +126,5 @@ def permissions(role: Role, node: str | None = None, key: str | None = None) -> 
         publish += _submit()
     if role == "approver":
         publish += _approve()
-    return Permissions(publish=publish, subscribe=[INBOX])
+    # Readers may also watch the log live with a plain core subscription (any NATS client).
+    return Permissions(publish=publish, subscribe=[INBOX, subjects.EVENTS_ALL, subjects.OUTPUT_ALL])

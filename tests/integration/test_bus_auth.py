@@ -132,6 +132,13 @@ async def test_the_embedded_server_refuses_anonymous_clients_and_writes_private_
     for name in ("admin.creds", "submitter.creds", "operator.nk", "account.nk", "system.nk"):
         mode = stat.S_IMODE((up.creds / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
+    # A daemon without credentials stops at once and says why (it does not retry forever).
+    env = {k: v for k, v in os.environ.items() if k != "NEXUS_NATS_CREDS"} | {"NEXUS_NATS_URL": up.url}
+    agent = await asyncio.create_subprocess_exec(
+        NEXUS, "agent", "--node", "no-creds", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=up.data.parent,
+    )  # fmt: skip
+    said, _ = await asyncio.wait_for(agent.communicate(), 30)
+    assert agent.returncode != 0 and b"requires credentials" in said, said
     # A CLI verb without credentials is refused with a clear error, not a traceback.
     code, out = await up.nexus("jobs", creds=up.creds / "no-such.creds")
     assert code != 0 and "no-such.creds" in out and "Traceback" not in out
@@ -407,3 +414,24 @@ async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
         await bus.close()
     assert seen and all(not r.subject.endswith(f".{up.node}") for r in seen)
     assert b"for-local-1-only" in b"".join(r.raw for r in seen)  # the request is job-level: visible
+
+
+async def test_readers_may_watch_the_log_live_and_agents_may_not(up: Up) -> None:
+    job_id = new_job_id()
+    nc = await connect(up, up.creds / "submitter.creds")
+    try:
+        sub = await nc.subscribe(subjects.job_all(job_id))
+        await nc.flush()
+        await nc.publish(subjects.job(job_id, "requested"), _request("true"))
+        first = await sub.next_msg(timeout=10)
+        assert first.subject == subjects.job(job_id, "requested") and nc.last_error is None
+    finally:
+        await nc.close()
+    rogue = await connect(up, await _issue(up, "agent", "watcher", node="watch-1"))
+    try:
+        await rogue.subscribe(f"nexus.evt.job.*.dispatch.{up.node}")
+        with contextlib.suppress(nats.errors.Error):
+            await rogue.flush(timeout=5)
+        await wait_for(lambda: "permissions violation" in str(rogue.last_error or "").lower(), 10, what="the subscription refused")
+    finally:
+        await rogue.close()
