@@ -29,6 +29,7 @@ from schemas.envelope import Outgoing
 from schemas.records import Author, Record
 from schemas.trust import TrustAnnounced
 
+TRUSTED_ACCOUNTS_ENV = "NEXUS_TRUSTED_ACCOUNTS"
 SIGNER_HEADER = "Nexus-Signer"
 SIG_HEADER = "Nexus-Sig"
 _CONTEXT = b"nexus-sig-v1\n"
@@ -168,10 +169,13 @@ class Verifier:
 
     @classmethod
     def trusting_issuer_of(cls, identity: Identity | None) -> Verifier | None:
-        """A verifier that trusts the account that issued `identity` (None without one)."""
+        """A verifier that trusts the account that issued `identity` (None without one), and the
+        accounts listed in NEXUS_TRUSTED_ACCOUNTS (comma-separated: keys retired by a rotation,
+        so history they signed still verifies on replay)."""
         if identity is None:
             return None
-        return cls([str(json.loads(_unb64(identity.jwt.split(".")[1]))["iss"])])
+        retired = [k.strip() for k in os.environ.get(TRUSTED_ACCOUNTS_ENV, "").split(",") if k.strip()]
+        return cls([str(json.loads(_unb64(identity.jwt.split(".")[1]))["iss"]), *retired])
 
     def learn(self, rec: Record) -> str | None:
         """Take in an identity announcement; the reason when it is not acceptable."""

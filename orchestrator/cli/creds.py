@@ -49,7 +49,14 @@ def new(
         fail(str(exc), code=2)
     if json:
         print_json(
-            {"path": str(issued.path), "name": issued.name, "role": issued.role, "node": issued.node, "public_key": issued.public_key}
+            {
+                "path": str(issued.path),
+                "name": issued.name,
+                "role": issued.role,
+                "node": issued.node,
+                "public_key": issued.public_key,
+                "account": ring.account_public_key,
+            }
         )
         return
     out.print(f"{issued.path}", highlight=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bus.identity import Identity, Verifier
 from orchestrator.projection import Projection
 from orchestrator.store import DuckDBStore
@@ -49,3 +51,18 @@ def test_a_restarted_projection_still_knows_who_signed_before(tmp_path: Path) ->
     assert row == (None, "alice")
     assert again.jobs["j2"].requested_by == "alice"
     store.close()
+
+
+def test_history_signed_under_a_retired_account_still_verifies_when_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = Keyring(tmp_path / "old"), Keyring(tmp_path / "new")
+    old.ensure()
+    new.ensure()
+    before = Identity.from_creds(old.issue("submitter", "alice").path)
+    now = Identity.from_creds(new.issue("admin", "orchestrator", service=True).path)
+    ann = signed(before, 1, before.announcement())
+    verifier = Verifier.trusting_issuer_of(now)
+    assert verifier is not None and verifier.learn(ann) is not None  # the old account is not trusted by default
+    monkeypatch.setenv("NEXUS_TRUSTED_ACCOUNTS", old.account_public_key)
+    verifier = Verifier.trusting_issuer_of(now)
+    assert verifier is not None and verifier.learn(ann) is None
+    assert verifier.check(signed(before, 2, Outgoing(subjects.job("j1", "requested"), JobRequested(ts=T0, command="true"), "x"))).author
