@@ -238,6 +238,9 @@ class MemoryBus:
             else:
                 await signal.wait()
 
+    async def announce(self) -> None:
+        return None  # no identities on the in-process twin
+
     async def node_history(self, job_id: str, node_id: str, start_seq: int = 1) -> list[Record]:
         stream = self._stream(subjects.EVENTS_STREAM)
         patterns = subjects.node_view_filters(job_id, node_id)

@@ -199,6 +199,10 @@ class NatsBus:
             pub = await self._publish_once(reclaimed(out), expected_seq)
         return pub
 
+    async def announce(self) -> None:
+        if not self._announced:
+            await self._announce()
+
     async def _announce(self) -> None:
         """Publish this identity's credentials JWT once, so readers of the log know who signs."""
         assert self._identity is not None

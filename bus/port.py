@@ -133,6 +133,10 @@ class EventBus(Protocol):
     ) -> AsyncGenerator[list[Record], None]:
         """Read the log from `start_seq` up to `until_seq` (default: the last sequence now), then stop."""
 
+    async def announce(self) -> None:
+        """Publish this connection's identity announcement now (once; also done before its first
+        event): readers of its answers and decisions can then verify them from the start."""
+
     async def node_history(self, job_id: str, node_id: str, start_seq: int = 1) -> list[Record]:
         """The job's records from `start_seq` that node `node_id`'s agent may read
         (subjects.node_view_filters), in order: all an agent needs to accept a dispatch safely."""

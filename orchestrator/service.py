@@ -102,6 +102,8 @@ class Orchestrator:
     async def run(self) -> None:
         """Run until cancelled."""
         await self.bus.ensure_streams(self.limits)
+        # Who signs its decisions and answers, on the log before it answers anyone.
+        await self.bus.announce()
         await publish_key(self.bus, self.sealing_key, self.redaction)
         if self.projection.chain is None:  # a file from before the chain: carry on from the log's
             self.projection.chain = await chain_upto(self.bus, self.applied_seq)

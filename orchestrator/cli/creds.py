@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, print_json
+from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, parse_duration, print_json
 from orchestrator.trust.roles import ROLES, Role
 
 app = typer.Typer(help="NATS identities: who may do what on the bus (see docs/security.md).", no_args_is_help=True)
@@ -27,6 +27,9 @@ def new(
     service: Annotated[
         bool, typer.Option("--service", help="An admin service that records the users it authenticated (the API, the orchestrator).")
     ] = False,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="The server stops accepting it after this long (e.g. 90d, 12h); default: never.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Issue a credentials file (user JWT + nkey seed, mode 0600) with ROLE's permissions.
@@ -44,7 +47,8 @@ def new(
     if not ring.exists():
         fail(f"no keyring in {keyring}: run `nexus up` once there (it creates the keys), or give --keyring", code=2)
     try:
-        issued = ring.issue(_role(role), name, node, output, service=service)
+        expires_s = int(parse_duration(expires, "--expires")) if expires is not None else None
+        issued = ring.issue(_role(role), name, node, output, service=service, expires_s=expires_s)
     except KeyringError as exc:
         fail(str(exc), code=2)
     if json:

@@ -110,7 +110,16 @@ class Keyring:
 
     # ------------------------------------------------------------ identities
 
-    def issue(self, role: Role, name: str, node: str | None = None, out: Path | None = None, *, service: bool = False) -> Issued:
+    def issue(
+        self,
+        role: Role,
+        name: str,
+        node: str | None = None,
+        out: Path | None = None,
+        *,
+        service: bool = False,
+        expires_s: int | None = None,
+    ) -> Issued:
         """Sign a user JWT for `name` with `role`'s permissions and write its `.creds` (0600)."""
         if not _NAME.fullmatch(name):
             raise KeyringError(f"invalid name {name!r}: 1-64 of letters, digits, and _ . @ -")
@@ -126,7 +135,7 @@ class Keyring:
         if service and role != "admin":
             raise KeyringError("only an admin identity can be a service (one that acts for the users it authenticated)")
         claims["tags"] = [f"role:{role}", *([f"node:{node}"] if node else []), *([SERVICE_TAG] if service else []), PERMISSIONS_VERSION]
-        token = nats_jwt.encode(self._seed("account"), user_pub, name, claims)
+        token = nats_jwt.encode(self._seed("account"), user_pub, name, claims, expires_s=expires_s)
         path = out if out is not None else self.dir / f"{name}.creds"
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(path, nats_jwt.creds_file(token, user_seed))

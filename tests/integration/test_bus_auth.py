@@ -249,8 +249,8 @@ async def test_new_identities_work_without_a_restart_and_approvers_alone_approve
         await nc.close()
 
 
-async def _issue(up: Up, role: str, name: str, node: str | None = None) -> Path:
-    args = [NEXUS, "creds", "new", "--role", role, "--name", name, "--keyring", str(up.creds)] + (["--node", node] if node else [])
+async def _issue(up: Up, role: str, name: str, node: str | None = None, *extra: str) -> Path:
+    args = [NEXUS, "creds", "new", "--role", role, "--name", name, "--keyring", str(up.creds), *extra] + (["--node", node] if node else [])
     done = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.strip())
@@ -435,3 +435,15 @@ async def test_readers_may_watch_the_log_live_and_agents_may_not(up: Up) -> None
         await wait_for(lambda: "permissions violation" in str(rogue.last_error or "").lower(), 10, what="the subscription refused")
     finally:
         await rogue.close()
+
+
+async def test_credentials_issued_to_expire_stop_working_by_themselves(up: Up) -> None:
+    short = await _issue(up, "viewer", "temp", None, "--expires", "3s")
+    code, out = await up.nexus("jobs", creds=short)
+    assert code == 0, out
+
+    async def refused_now() -> bool:
+        code, out = await up.nexus("jobs", creds=short)
+        return code != 0 and "refused the credentials" in out
+
+    await wait_for(refused_now, 30, what="the server to refuse the expired credentials")
