@@ -32,7 +32,7 @@ from orchestrator.core.pipeline import step_companions
 from orchestrator.core.pipeline_views import pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
-from orchestrator.errors import QueryError
+from orchestrator.errors import QueryError, StateAheadOfLog
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.runner import Outcome, Runner
 from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
@@ -102,6 +102,8 @@ class Orchestrator:
     async def run(self) -> None:
         """Run until cancelled."""
         await self.bus.ensure_streams(self.limits)
+        if self.applied_seq > (end := await self.bus.last_seq()):
+            raise StateAheadOfLog(self.store.path, self.applied_seq, end)
         # Who signs its decisions and answers, on the log before it answers anyone.
         await self.bus.announce()
         await publish_key(self.bus, self.sealing_key, self.redaction)

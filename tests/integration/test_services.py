@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 
 import nats
@@ -184,3 +185,40 @@ async def test_agent_process_stops_promptly_on_sigterm(stack: Stack) -> None:
                 agent.kill()
                 await agent.wait()
         stack.orchestrator.beats.pop("term", None)
+
+
+async def test_a_state_file_ahead_of_the_log_is_refused_not_folded_into(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The store wiped under a state file (or the file pointed at another server): folding would skip events.
+    data = tmp_path / "nexus-data"
+
+    async def up() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            NEXUS, "up", "--data", str(data), "--port", "-1", "--no-api", "--node", "local-1",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+
+    first = await up()
+    assert first.stderr is not None
+    try:
+        url = (await _read_until(first.stderr, rb"NATS (nats://\S+),")).group(1).decode()
+        drain = asyncio.create_task(first.stderr.read())
+        env = {**os.environ, "NEXUS_NATS_URL": url, "NEXUS_NATS_CREDS": str(data / "creds" / "admin.creds")}
+        run = await asyncio.create_subprocess_exec(NEXUS, "run", "-q", "--", "true", env=env)
+        assert await asyncio.wait_for(run.wait(), 60) == 0
+        first.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(first.wait(), 30) == 0
+        await drain
+    finally:
+        if first.returncode is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            await first.wait()
+    shutil.rmtree(data / "jetstream")
+    again = await up()
+    try:
+        _, err = await asyncio.wait_for(again.communicate(), 60)
+    finally:
+        if again.returncode is None:
+            os.killpg(again.pid, signal.SIGKILL)
+            await again.wait()
+    text = err.decode()
+    assert again.returncode == 1 and "was made from another log" in text and "Traceback" not in text, text
