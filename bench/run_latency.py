@@ -53,6 +53,19 @@ async def wait_status(client: NexusClient, job_ids: list[str], timeout: float = 
     raise TimeoutError("jobs did not finish")
 
 
+async def wait_ready(client: NexusClient, timeout: float = 60.0) -> None:
+    """Until the orchestrator answers queries (it has started and caught up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.query("SELECT 1")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def main(runs: int, sequential: int, burst: int, max_jobs: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
     server = EmbeddedNats(tmp / "js", port=-1)
@@ -67,15 +80,7 @@ async def main(runs: int, sequential: int, burst: int, max_jobs: int) -> None:
     try:
         # Ready when a job goes through.
         warm = new_job_id()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await client.query("SELECT 1")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+        await wait_ready(client)
         await client.submit(warm, JobRequested(command="true"))
         await wait_status(client, [warm])
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run_latency import pct, wait_status
+from run_latency import pct, wait_ready, wait_status
 
 from bus.identity import Identity, Verifier
 from bus.nats_bus import NatsBus
@@ -67,15 +67,7 @@ async def measure(signed: bool, sequential: int, burst: int, max_jobs: int) -> d
     bus = await NatsBus.connect(url, name="bench", creds=creds["client"])
     client = NexusClient(bus)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await client.query("SELECT 1")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+        await wait_ready(client)
         for _ in range(3):  # warm up: identities announced, consumers made, caches full
             warm = new_job_id()
             await client.submit(warm, JobRequested(command="true"))

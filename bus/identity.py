@@ -126,8 +126,8 @@ class Identity:
         self.jwt = jwt
         self._kp = nkeys.from_seed(bytearray(seed))
         self.key = self._kp.public_key.decode()
-        claims = json.loads(_unb64(jwt.split(".")[1]))
-        self.author = author_of(claims)
+        self.claims: dict[str, Any] = json.loads(_unb64(jwt.split(".")[1]))
+        self.author = author_of(self.claims)
         if self.author.key != self.key:
             raise IdentityError("the JWT in the credentials is not for their seed")
 
@@ -147,7 +147,7 @@ class Identity:
     def announcement(self) -> Outgoing:
         from schemas import msgids
 
-        jti = str(json.loads(_unb64(self.jwt.split(".")[1])).get("jti", "0"))[:16]
+        jti = str(self.claims.get("jti", "0"))[:16]
         return Outgoing(subjects.trust(self.key, "announced"), TrustAnnounced(jwt=self.jwt), msgids.trust(self.key, "announced", jti))
 
 
@@ -175,7 +175,7 @@ class Verifier:
         if identity is None:
             return None
         retired = [k.strip() for k in os.environ.get(TRUSTED_ACCOUNTS_ENV, "").split(",") if k.strip()]
-        return cls([str(json.loads(_unb64(identity.jwt.split(".")[1]))["iss"]), *retired])
+        return cls([str(identity.claims["iss"]), *retired])
 
     def learn(self, rec: Record) -> str | None:
         """Take in an identity announcement; the reason when it is not acceptable."""

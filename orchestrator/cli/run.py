@@ -108,23 +108,10 @@ def run(
     out; 130 cancelled; 128+N killed by signal N; 125 rejected, denied, lost or could not start.
     """
     flags = JobFlags(
-        node=node,
-        label=label,
-        prefer=prefer,
-        tool=tool,
-        cwd=cwd,
-        env=env,
-        secret=secret,
-        timeout=timeout,
-        priority=priority,
-        job_id=job_id,
-        meta=meta,
-        parent=parent,
-        after=after,
-        retries=retries,
-        idempotent=idempotent,
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
-    )
+    )  # fmt: skip
     code = _run(request_from(command, flags), quiet, as_json, nats_url)
     raise typer.Exit(code)
 
@@ -260,23 +247,10 @@ def submit(
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
     """
     flags = JobFlags(
-        node=node,
-        label=label,
-        prefer=prefer,
-        tool=tool,
-        cwd=cwd,
-        env=env,
-        secret=secret,
-        timeout=timeout,
-        priority=priority,
-        job_id=job_id,
-        meta=meta,
-        parent=parent,
-        after=after,
-        retries=retries,
-        idempotent=idempotent,
+        node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
-    )
+    )  # fmt: skip
     _submit(request_from(command, flags), as_json, nats_url)
 
 

@@ -21,6 +21,7 @@ import httpx
 from bus.nats_bus import NatsBus
 from orchestrator.api.server import serve
 from orchestrator.client import NexusClient
+from orchestrator.core.policy import Policy
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.service import Orchestrator
 from orchestrator.store import DuckDBStore
@@ -34,9 +35,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(client: NexusClient, auth_file: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def serve_api(client: NexusClient, auth_file: Path | None = None, policy: Policy | None = None) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    task = asyncio.create_task(serve(client, host="127.0.0.1", port=port, auth_file=auth_file))
+    extra = {"policy": policy} if policy is not None else {}
+    task = asyncio.create_task(serve(client, host="127.0.0.1", port=port, auth_file=auth_file, **extra))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
 
         async def ready() -> bool:

@@ -287,7 +287,7 @@ async def test_nats_server_kill_9_and_restart_on_the_same_store_and_port(stack: 
     async def recover(burst: Burst) -> None:
         assert stack.server is not None
         port = stack.server.port
-        await asyncio.sleep(OUTAGE_S)
+        await asyncio.sleep(OUTAGE_S)  # the outage itself is the scenario, not a wait for a condition
         await stack.start_nats(port=port)
 
     burst, statuses = await run_scenario(stack, "nats", inject, recover)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,12 @@ import httpx
 import pytest
 
 from bus.nats_bus import NatsBus
-from orchestrator.api.server import serve
 from orchestrator.config import load_policy
 from orchestrator.service import Orchestrator
 from orchestrator.store import DuckDBStore
 from schemas.events import JobApprovalRequired, JobRejected, JobValidated
 from tests.conftest import Stack, wait_for
-from tests.integration.api_support import free_port
+from tests.integration.api_support import serve_api
 
 POLICY = """\
 users:
@@ -50,27 +48,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-@contextlib.asynccontextmanager
-async def _api(stack: Stack, token_file: Path, policy_file: Path) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    task = asyncio.create_task(serve(stack.client, host="127.0.0.1", port=port, auth_file=token_file, policy=load_policy(policy_file)))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-
-        async def ready() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/health")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await wait_for(ready, 15, what="API ready")
-            yield http
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def _api(stack: Stack, token_file: Path, policy_file: Path) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return serve_api(stack.client, token_file, load_policy(policy_file))
 
 
 async def _orchestrator_with(stack: Stack, policy_file: Path) -> None:

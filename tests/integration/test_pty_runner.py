@@ -161,9 +161,10 @@ async def test_slow_consumer_blocks_the_command(tmp_path: Path) -> None:
     await wait_for(lambda: written() > 0, DEADLINE_S, what="the command wrote something")
     # Wait until the command stops making progress: it is blocked on the pty.
     last, stable_since = written(), time.monotonic()
-    while time.monotonic() - stable_since < 0.5:
-        assert not task.done()
-        await asyncio.sleep(0.05)
+    deadline = stable_since + DEADLINE_S
+    while time.monotonic() - stable_since < 0.5:  # the condition: no progress for half a second
+        assert not task.done() and time.monotonic() < deadline, "the command never stopped making progress"
+        await asyncio.sleep(0.05)  # the polling period of that condition
         if (now := written()) != last:
             last, stable_since = now, time.monotonic()
     assert last < 256 * 1024, "output was buffered without bound"
