@@ -196,17 +196,19 @@ class Clock:
     """Seconds spent per stage, summed: `lap(stage)` charges the time since the last lap to
     `stage`. Disabled, it does nothing (one attribute test)."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, timer: Callable[[], float] = time.perf_counter) -> None:
         self.enabled = enabled
+        self.timer = timer
         self.spent: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self._last = timer()
 
     def start(self) -> None:
-        self._last = time.perf_counter()
+        if self.enabled:
+            self._last = self.timer()
 
     def lap(self, stage: str) -> None:
         if self.enabled:
-            now = time.perf_counter()
+            now = self.timer()
             self.spent[stage] = self.spent.get(stage, 0.0) + now - self._last
             self._last = now
 
