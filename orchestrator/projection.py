@@ -76,10 +76,12 @@ class Projection:
         clock = self.clock
         clock.start()
         if not vetted:  # (records retried one by one below were vetted and masked already)
-            if holds is None or len(holds) != len(batch):
-                holds = signatures(batch) if self.verifier is not None else [None] * len(batch)
+            if holds is not None and len(holds) == len(batch):
+                fresh = [(r, h) for r, h in zip(batch, holds, strict=True) if r.seq > self.applied_seq]
+            else:  # (a record applied already, delivered again, is not checked again)
+                new = [r for r in batch if r.seq > self.applied_seq]
+                fresh = list(zip(new, signatures(new) if self.verifier is not None else [None] * len(new), strict=True))
                 clock.lap("verify")
-            fresh = [(r, h) for r, h in zip(batch, holds, strict=True) if r.seq > self.applied_seq]
             for r, _ in fresh:  # of the bytes as the log holds them, before anything is masked
                 self._digests.setdefault(r.seq, audit.digest(r.raw))
             clock.lap("chain")

@@ -95,15 +95,22 @@ class _Table:
         if len(rows) < DOC_FROM:
             self._upsert_lists(con, rows, replace=replace)
             return
-        if self.plain:  # the struct's fields are the columns, all scalars: msgspec encodes the rows as they are
-            doc = _JSON.encode(rows)
-        else:
-            try:
-                doc = _JSON.encode([self._doc_row(row) for row in rows])
-            except _NotJson:
-                self._upsert_lists(con, rows, replace=replace)
-                return
-        con.execute(self._doc_sql[replace], [doc.decode()])
+        try:  # a plain struct's fields are the columns, all scalars: msgspec encodes the row as it is
+            docs = [_JSON.encode(row) for row in rows] if self.plain else [_JSON.encode(self._doc_row(row)) for row in rows]
+        except _NotJson:
+            self._upsert_lists(con, rows, replace=replace)
+            return
+        # Documents of at most DOC_MAX_BYTES (one row may be more): DuckDB's parse of a document
+        # takes several times its size in memory, and a batch of large payloads must not add up.
+        part: list[bytes] = []
+        size = 0
+        for doc in docs:
+            if part and size + len(doc) > DOC_MAX_BYTES:
+                con.execute(self._doc_sql[replace], [_document(part)])
+                part, size = [], 0
+            part.append(doc)
+            size += len(doc) + 1
+        con.execute(self._doc_sql[replace], [_document(part)])
 
     def _doc_row(self, row: msgspec.Struct) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -141,7 +148,12 @@ class _Table:
 
 _JSON = msgspec.json.Encoder()
 DOC_FROM = 100
-"""Rows from which a table's batch goes to DuckDB as one JSON document (measured crossover)."""
+"""Rows from which a table's batch goes to DuckDB as JSON documents (measured crossover)."""
+DOC_MAX_BYTES = 2 << 20
+
+
+def _document(rows: list[bytes]) -> str:
+    return (b"[" + b",".join(rows) + b"]").decode()
 
 
 class _NotJson(Exception):
