@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,14 +55,17 @@ def say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
-def timed_replay(url: str, creds: Path, db: Path, *extra: str) -> float:
+def timed_replay(url: str, creds: Path, db: Path, *extra: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (all its threads, user + system) of one `nexus replay` process."""
     env = {**os.environ, "NEXUS_NATS_URL": url, "NEXUS_NATS_CREDS": str(creds)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run([BIN / "nexus", "replay", "--db", db, "--force", "--json", *extra], env=env, capture_output=True, text=True)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"nexus replay failed: {done.stderr[-2000:]}")
-    return took
+    return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 async def nats_rate(url: str, creds: Path, events: int) -> tuple[float, list[Any]]:
@@ -181,11 +185,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                    f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         say(quiet, f"log: {events} events ({log.real_events} from real processes)")
         db = scratch / "replay.duckdb"
-        startup = min(timed_replay(log.url, log.admin_creds, db, "--until", "1") for _ in range(2))
-        whole = min(timed_replay(log.url, log.admin_creds, db) for _ in range(args.runs))
+        startup, startup_cpu = min(timed_replay(log.url, log.admin_creds, db, "--until", "1") for _ in range(2))
+        whole, whole_cpu = min(timed_replay(log.url, log.admin_creds, db) for _ in range(args.runs))
         net = events / max(whole - startup, 1e-9)
+        cpu_us = (whole_cpu - startup_cpu) / events * 1e6
         say(quiet, f"nexus replay: {whole:.2f} s for the process, start-up {startup:.2f} s: "
-                   f"{events / whole:,.0f} events/s whole, {net:,.0f} events/s net of start-up")  # fmt: skip
+                   f"{events / whole:,.0f} events/s whole, {net:,.0f} events/s net of start-up; "
+                   f"{cpu_us:.0f} µs CPU per event net (all threads; nats-server's not counted)")  # fmt: skip
         nats, msgs = await nats_rate(log.url, log.admin_creds, events)
         say(quiet, f"NATS (nats-py ordered consumer, nothing else): {nats:,.0f} msgs/s")
         lists, copied = duckdb_rates(db, scratch)
@@ -214,6 +220,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     fig = [
         {"what": "nexus replay, net of start-up (every signature verified)", "value": net, "unit": "events/s", "target": ">= 60000",
          "peer": "nats-py ordered consumer", "peer_value": nats, "ratio": net / nats},
+        {"what": "nexus replay, CPU per event net of start-up (all its threads)", "value": cpu_us, "unit": "µs/event",
+         "target": None, "peer": None, "peer_value": None, "ratio": None},
         {"what": "nexus replay, whole process", "value": events / whole, "unit": "events/s", "target": None,
          "peer": None, "peer_value": None, "ratio": None},
         {"what": "NATS raw replay (nats-py ordered consumer)", "value": nats, "unit": "msgs/s", "target": None,
