@@ -7,12 +7,14 @@ again by the same keys), then measures:
   replay      `nexus replay --db FILE` as a process: whole, and net of start-up (the same
               command with `--until 1` is the start-up); every signature verified
   NATS        nats-py ordered consumer reading the same stream, nothing else done
-  DuckDB      the replayed `events` rows inserted again from Python lists in one statement
-              (the bulk path the store uses), and copied inside DuckDB (CREATE TABLE AS)
+  DuckDB      the replayed `events` rows inserted again in one transaction: as one list per
+              column in one statement, and as the store writes them (JSON documents);
+              and copied inside DuckDB (CREATE TABLE AS), the engine's own bulk rate
   verify      one Ed25519 verification (PyNaCl), serially: the floor of a verified replay
               is cores / (verify time), whatever else is made fast
   profile     where the time goes, stage by stage, in this process, each stage alone on
-              one core (CPU time): fetch, decode, verify, authorship, load, fold, chain,
+              one core (CPU time): fetch (nats-py receiving), decode, verify, authorship,
+              load (views of older jobs from the file), fold, chain (digest and link),
               write; and the in-process replay without verification (not a mode of
               `nexus replay`: it shows what the checks cost)
 
@@ -42,6 +44,7 @@ from replay_log import open_log
 from bus.identity import Verifier, signatures_hold
 from bus.nats_bus import NatsBus
 from bus.nats_translate import to_record
+from orchestrator.core.reducer import EventRow
 from orchestrator.projection import Clock, Projection
 from orchestrator.replay import replay
 from orchestrator.store import EVENTS, DuckDBStore
@@ -68,8 +71,9 @@ def timed_replay(url: str, creds: Path, db: Path, *extra: str) -> tuple[float, f
     return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-async def nats_rate(url: str, creds: Path, events: int) -> tuple[float, list[Any]]:
-    """Messages/s of a raw ordered consumer over the whole stream (nats-py, as the replay uses)."""
+async def nats_rate(url: str, creds: Path, events: int) -> tuple[float, float, list[Any]]:
+    """Messages/s of a raw ordered consumer over the whole stream (nats-py, as the replay uses),
+    the CPU µs per message it costs this process, and the messages."""
     from nats.js import api
 
     bus = await NatsBus.connect(url, name="bench-nats-peer", creds=creds)
@@ -82,20 +86,20 @@ async def nats_rate(url: str, creds: Path, events: int) -> tuple[float, list[Any
             if len(got) >= events:
                 done.set()
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
         sub = await bus.js.subscribe("nexus.evt.>", stream="NEXUS_EVENTS", ordered_consumer=True, cb=on_msg, config=cfg)
         await asyncio.wait_for(done.wait(), 120)
-        took = time.perf_counter() - t0
+        took, cpu = time.perf_counter() - t0, time.process_time() - c0
         await sub.unsubscribe()
-        return events / took, got
+        return events / took, cpu / events * 1e6, got
     finally:
         await bus.close()
 
 
-def duckdb_rates(db: Path, scratch: Path) -> tuple[float, float]:
-    """Rows/s inserting the replayed `events` rows from Python lists in one statement, and
-    copying them inside DuckDB."""
+def duckdb_rates(db: Path, scratch: Path) -> tuple[float, float, float]:
+    """Rows/s inserting the replayed `events` rows from Python lists in one statement, as the
+    store does (JSON documents), and copying them inside DuckDB."""
     import duckdb
 
     src = duckdb.connect(str(db), read_only=True)
@@ -116,12 +120,19 @@ def duckdb_rates(db: Path, scratch: Path) -> tuple[float, float]:
     con.execute(f"INSERT INTO events ({', '.join(names)}) SELECT {select}", columns)
     con.execute("COMMIT")
     lists = len(rows) / (time.perf_counter() - t0)
+    con.execute("DELETE FROM events")
+    structs = [EventRow(**dict(zip(names, row, strict=True))) for row in rows]
+    t0 = time.perf_counter()
+    con.execute("BEGIN")
+    EVENTS.upsert(con, structs, replace=False)
+    con.execute("COMMIT")
+    documents = len(rows) / (time.perf_counter() - t0)
     con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
     t0 = time.perf_counter()
     con.execute("CREATE TABLE copied AS SELECT * FROM src.events")
     copied = len(rows) / (time.perf_counter() - t0)
     con.close()
-    return lists, copied
+    return lists, documents, copied
 
 
 def verify_us(records: list[Any], n: int = 2000) -> float:
@@ -192,10 +203,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         say(quiet, f"nexus replay: {whole:.2f} s for the process, start-up {startup:.2f} s: "
                    f"{events / whole:,.0f} events/s whole, {net:,.0f} events/s net of start-up; "
                    f"{cpu_us:.0f} µs CPU per event net (all threads; nats-server's not counted)")  # fmt: skip
-        nats, msgs = await nats_rate(log.url, log.admin_creds, events)
+        nats, fetch_us, msgs = await nats_rate(log.url, log.admin_creds, events)
         say(quiet, f"NATS (nats-py ordered consumer, nothing else): {nats:,.0f} msgs/s")
-        lists, copied = duckdb_rates(db, scratch)
-        say(quiet, f"DuckDB bulk insert of the same rows: {lists:,.0f} rows/s from Python lists, {copied:,.0f} rows/s copied in-engine")
+        lists, documents, copied = duckdb_rates(db, scratch)
+        say(quiet, f"DuckDB bulk insert of the same rows: {lists:,.0f} rows/s from Python lists, {documents:,.0f} rows/s as the "
+                   f"store writes them (JSON documents), {copied:,.0f} rows/s copied in-engine")  # fmt: skip
         bus = await NatsBus.connect(log.url, name="bench-id", creds=log.admin_creds)
         identity = bus.identity
         await bus.close()
@@ -204,11 +216,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         cores = os.cpu_count() or 1
         floor = cores / v_us * 1e6
         say(quiet, f"Ed25519 verification: {v_us:.1f} µs CPU each: {cores} cores verify at most {floor:,.0f} events/s, doing nothing else")
-        per = profile(msgs, identity, scratch)
+        per = {"fetch": fetch_us, **profile(msgs, identity, scratch)}
         say(quiet, "profile, CPU µs per event, each stage alone on one core:")
-        for stage in ("decode", "verify", "authorship", "load", "fold", "chain", "write"):
+        for stage in ("fetch", "decode", "verify", "authorship", "load", "fold", "chain", "write"):
             say(quiet, f"  {stage:<11} {per.get(stage, 0.0):6.1f}")
-        say(quiet, f"  {'total':<11} {sum(per.values()):6.1f}   (+ receiving: NATS above)")
+        say(quiet, f"  {'total':<11} {sum(per.values()):6.1f}")
         unverified = await in_process(log.url, log.admin_creds, scratch, verify=False)
         verified = await in_process(log.url, log.admin_creds, scratch, verify=True)
         say(quiet, f"in-process pipeline: {verified:,.0f} events/s verified, {unverified:,.0f} events/s with no verifier (not a mode)")
@@ -226,7 +238,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
          "peer": None, "peer_value": None, "ratio": None},
         {"what": "NATS raw replay (nats-py ordered consumer)", "value": nats, "unit": "msgs/s", "target": None,
          "peer": None, "peer_value": None, "ratio": None},
-        {"what": "DuckDB bulk insert of the events rows (Python lists, one statement)", "value": lists, "unit": "rows/s",
+        {"what": "DuckDB insert of the events rows as the store writes them (JSON documents)", "value": documents,
+         "unit": "rows/s", "target": None, "peer": "DuckDB in-engine copy", "peer_value": copied, "ratio": documents / copied},
+        {"what": "DuckDB insert of the events rows from Python lists (one statement)", "value": lists, "unit": "rows/s",
          "target": None, "peer": "DuckDB in-engine copy", "peer_value": copied, "ratio": lists / copied},
         {"what": "Ed25519 verification (PyNaCl), CPU", "value": v_us, "unit": "µs/event", "target": None,
          "peer": None, "peer_value": None, "ratio": None},

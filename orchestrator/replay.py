@@ -46,13 +46,14 @@ async def replay(
     loop = asyncio.get_running_loop()
     pending: collections.deque[tuple[list[Record], asyncio.Future[list[Holds]]]] = collections.deque()
 
-    def verify(records: list[Record]) -> asyncio.Future[list[Holds]]:
+    def verify(records: list[Record]) -> list[asyncio.Future[Holds]]:
+        """Start checking the signatures of `records` now, in the pool."""
         if projection.verifier is None:
-            done: asyncio.Future[list[Holds]] = loop.create_future()
-            done.set_result([[None] * len(records)])
-            return done
+            done: asyncio.Future[Holds] = loop.create_future()
+            done.set_result([None] * len(records))
+            return [done]
         pool = verification_pool()
-        return asyncio.gather(*(loop.run_in_executor(pool, signatures_hold, part) for part in chunks(records)))
+        return [loop.run_in_executor(pool, signatures_hold, part) for part in chunks(records)]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-replay") as applier:
 
@@ -65,6 +66,7 @@ async def replay(
 
         if until_seq > projection.applied_seq:
             gathered: list[Record] = []
+            checks: list[asyncio.Future[Holds]] = []
             async for records in bus.read_records(start_seq=projection.applied_seq + 1, until_seq=until_seq):
                 if until_ts is not None:
                     kept = [r for r in records if r.stream_ts <= until_ts]
@@ -73,15 +75,16 @@ async def replay(
                 else:
                     stop = False
                 gathered.extend(records)
+                checks.extend(verify(records))  # checked as they come, folded when their batch's turn comes
                 if len(gathered) >= batch or (stop and gathered):
-                    pending.append((gathered, verify(gathered)))  # checked now, folded when its turn comes
-                    gathered = []
+                    pending.append((gathered, asyncio.gather(*checks)))
+                    gathered, checks = [], []
                 while len(pending) > 1:
                     await apply_oldest()
                 if stop:
                     break
             if gathered:
-                pending.append((gathered, verify(gathered)))
+                pending.append((gathered, asyncio.gather(*checks)))
         while pending:
             await apply_oldest()
     return projection.applied_seq
