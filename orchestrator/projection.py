@@ -54,7 +54,7 @@ class Projection:
         # the orchestrator then recomputes it from the log), and digests of the bytes as published.
         self.chain: str | None = store.chain_at(self.applied_seq)
         self._digests: dict[int, str] = {}
-        # Where the time goes, stage by stage (bench/replay.py --profile); off: costs nothing.
+        # Where the time goes, stage by stage (bench/replay.py turns it on); off, it costs nothing.
         self.clock: Clock = Clock(enabled=False)
 
     def apply_batch(
