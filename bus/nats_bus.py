@@ -293,9 +293,9 @@ class NatsBus:
         return True
 
     @contextlib.asynccontextmanager
-    async def _ordered(self, subject: str, start_seq: int, stream: str, queue: asyncio.Queue[Msg]) -> AsyncIterator[None]:
+    async def _ordered(self, subject: str, start_seq: int, stream: str, inbox: _Inbox) -> AsyncIterator[None]:
         async def on_msg(msg: Msg) -> None:
-            await queue.put(msg)
+            inbox.put(msg)
 
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
         sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
@@ -422,10 +422,10 @@ class NatsBus:
         next_seq = start_seq
         while True:
             seen_reconnects = self.reconnects
-            queue: asyncio.Queue[Msg] = asyncio.Queue()
+            inbox = _Inbox()
             async with contextlib.AsyncExitStack() as scope:
                 try:
-                    await scope.enter_async_context(self._ordered(subject, next_seq, subjects.EVENTS_STREAM, queue))
+                    await scope.enter_async_context(self._ordered(subject, next_seq, subjects.EVENTS_STREAM, inbox))
                 except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                     if self.nc.is_closed:
                         raise BusUnavailable(self.url, str(exc) or type(exc).__name__) from None
@@ -436,7 +436,7 @@ class NatsBus:
                 while True:
                     raise_if_cancelling()
                     try:
-                        msg = await asyncio.wait_for(queue.get(), min(idle_s, 1.0))
+                        msgs = await inbox.take(batch_max, min(idle_s, 1.0))
                     except TimeoutError:
                         if self.reconnects != seen_reconnects:
                             log.info("log.resubscribing", next_seq=next_seq, why="reconnected")
@@ -448,10 +448,7 @@ class NatsBus:
                                 break
                         continue
                     quiet_since = time.monotonic()
-                    batch = [to_record(msg)]
-                    while len(batch) < batch_max and not queue.empty():
-                        batch.append(to_record(queue.get_nowait()))
-                    batch = [r for r in batch if r.seq >= next_seq]
+                    batch = [r for r in map(to_record, msgs) if r.seq >= next_seq]
                     if batch:
                         next_seq = batch[-1].seq + 1
                         yield batch
@@ -594,3 +591,27 @@ class NatsBus:
         from bus import nats_nodes
 
         return await nats_nodes.snapshot(self)
+
+
+class _Inbox:
+    """What an ordered consumer delivers, taken in batches: one wake-up per batch, not one per
+    message (a replay reads tens of thousands of messages a second)."""
+
+    def __init__(self) -> None:
+        self._msgs: list[Msg] = []
+        self._ready = asyncio.Event()
+
+    def put(self, msg: Msg) -> None:
+        self._msgs.append(msg)
+        self._ready.set()
+
+    async def take(self, most: int, timeout_s: float) -> list[Msg]:
+        """Up to `most` messages, in order, waiting up to `timeout_s` for the first (TimeoutError)."""
+        if not self._msgs:
+            self._ready.clear()
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        if len(self._msgs) <= most:
+            taken, self._msgs = self._msgs, []
+        else:
+            taken, self._msgs = self._msgs[:most], self._msgs[most:]
+        return taken

@@ -7,11 +7,15 @@ view from the store first, so the fold is the same as one over the whole log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
-from bus.identity import Checked, Verifier
+from bus.identity import Checked, Verifier, signatures_hold
 from orchestrator.core import audit, authorship, reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
@@ -50,26 +54,45 @@ class Projection:
         # the orchestrator then recomputes it from the log), and digests of the bytes as published.
         self.chain: str | None = store.chain_at(self.applied_seq)
         self._digests: dict[int, str] = {}
+        # Where the time goes, stage by stage (bench/replay.py turns it on); off, it costs nothing.
+        self.clock: Clock = Clock(enabled=False)
 
-    def apply_batch(self, batch: list[Record], *, vetted: bool = False) -> dict[str, JobView]:
+    def apply_batch(
+        self, batch: list[Record], *, vetted: bool = False, holds: Sequence[bool | None] | None = None
+    ) -> dict[str, JobView]:
         """Fold a batch and store it with the checkpoint in one transaction; returns changed
         jobs (changed pipelines are left in `changed_pipelines`).
+
+        `holds`: for each record of `batch`, whether its signature verifies
+        (`bus.identity.signatures_hold`), when the caller checked ahead (a replay does,
+        in threads, while the previous batch folds); otherwise checked here, in threads
+        for a large batch (`signatures`).
 
         Never stops on a record: when a batch cannot be folded or stored, its records
         are applied one by one, and a record that still fails is quarantined (kept in
         `events` with the reason, no effect on any view; listed in `quarantined`)."""
         self.changed_pipelines = {}
         self.quarantined = []
+        clock = self.clock
+        clock.start()
         if not vetted:  # (records retried one by one below were vetted and masked already)
-            for r in batch:  # of the bytes as the log holds them, before anything is masked
-                if r.seq > self.applied_seq:
-                    self._digests.setdefault(r.seq, audit.digest(r.raw))
+            if holds is not None and len(holds) == len(batch):
+                fresh = [(r, h) for r, h in zip(batch, holds, strict=True) if r.seq > self.applied_seq]
+            else:  # (a record applied already, delivered again, is not checked again)
+                new = [r for r in batch if r.seq > self.applied_seq]
+                fresh = list(zip(new, signatures(new) if self.verifier is not None else [None] * len(new), strict=True))
+                clock.lap("verify")
+            for r, _ in fresh:  # of the bytes as the log holds them, before anything is masked
+                self._digests.setdefault(r.seq, audit.digest(r.raw))
+            clock.lap("chain")
             # Vetted before masking: the signature is over the bytes as published.
-            batch = [redact_record(self._vet(r), self.redaction) for r in batch if r.seq > self.applied_seq]
+            batch = [redact_record(self._vet(r, h), self.redaction) for r, h in fresh]
+            clock.lap("authorship")
         batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
             return {}
         self._load_missing(batch)
+        clock.lap("load")
         saved = (dict(self.jobs), dict(self.nodes), dict(self.pipelines))
         try:
             return self._apply(batch)
@@ -88,13 +111,13 @@ class Projection:
             self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
             return {}
 
-    def _vet(self, rec: Record) -> Record:
+    def _vet(self, rec: Record, holds: bool | None = None) -> Record:
         """The record with its verified author; refused (no event, the reason as its error)
         when its signature fails or its author may not make it (core.authorship)."""
         if self.verifier is None:
             return rec
-        problem = self.verifier.learn(rec)
-        checked = self.verifier.check(rec) if problem is None else Checked(None, problem)
+        problem = self.verifier.learn(rec, holds)
+        checked = self.verifier.check(rec, holds) if problem is None else Checked(None, problem)
         rec = msgspec.structs.replace(rec, author=checked.author)
         enforcing = bool(self.verifier.known)
         why = authorship.refusal(rec, problem=checked.problem, enforcing=enforcing)
@@ -110,15 +133,13 @@ class Projection:
         self.pipelines.update(self.store.load_pipelines(p for p in missing_pipes if p))
 
     def _apply(self, batch: list[Record]) -> dict[str, JobView]:
-        rows = []
+        folded = []
         dirty_jobs: dict[str, JobView] = {}
         dirty_nodes: dict[str, NodeView] = {}
         dirty_pipes: dict[str, PipelineView] = {}
-        chain = self.chain
         for rec in batch:
             applied = reducer.apply(self.jobs, self.nodes, rec, self.pipelines)
-            row, chain = self._linked(applied.row, rec, chain)
-            rows.append(row)
+            folded.append(applied.row)
             if applied.row.error and self.on_ignored:
                 self.on_ignored(rec, applied.row.error)
             if applied.job is not None:
@@ -127,7 +148,15 @@ class Projection:
                 self.nodes[applied.node.node_id] = dirty_nodes[applied.node.node_id] = applied.node
             if applied.pipeline is not None:
                 self.pipelines[applied.pipeline.pipeline_id] = dirty_pipes[applied.pipeline.pipeline_id] = applied.pipeline
+        self.clock.lap("fold")
+        rows = []
+        chain = self.chain
+        for rec, folded_row in zip(batch, folded, strict=True):
+            row, chain = self._linked(folded_row, rec, chain)
+            rows.append(row)
+        self.clock.lap("chain")
         self.store.write_batch(rows, dirty_jobs.values(), dirty_nodes.values(), batch[-1].seq, dirty_pipes.values())
+        self.clock.lap("write")
         self.applied_seq, self.chain = batch[-1].seq, chain
         for rec in batch:
             self._digests.pop(rec.seq, None)
@@ -163,6 +192,57 @@ class Projection:
             self.pipelines[p.pipeline_id] = p
         self.applied_seq = rec.seq
         self.quarantined = [msgspec.structs.replace(rec, error=reason)]
+
+
+class Clock:
+    """Seconds spent per stage, summed: `lap(stage)` charges the time since the last lap to
+    `stage`. Disabled, it does nothing (one attribute test)."""
+
+    def __init__(self, *, enabled: bool = True, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.enabled = enabled
+        self.timer = timer
+        self.spent: dict[str, float] = {}
+        self._last = timer()
+
+    def start(self) -> None:
+        if self.enabled:
+            self._last = self.timer()
+
+    def lap(self, stage: str) -> None:
+        if self.enabled:
+            now = self.timer()
+            self.spent[stage] = self.spent.get(stage, 0.0) + now - self._last
+            self._last = now
+
+
+# ---------------------------------------------------------------- signatures, on every core
+
+PARALLEL_FROM = 256
+"""Records in a batch from which its signatures are checked in threads: below, the hand-offs
+cost more than they save (a live batch is a few records; a replay or a catch-up, thousands)."""
+CHUNK = 250
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def verification_pool() -> ThreadPoolExecutor:
+    """Threads that check signatures (one per core), made on first use, shared by the process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="nexus-verify")
+        return _pool
+
+
+def chunks(batch: Sequence[Record]) -> list[Sequence[Record]]:
+    return [batch[i : i + CHUNK] for i in range(0, len(batch), CHUNK)]
+
+
+def signatures(batch: Sequence[Record]) -> list[bool | None]:
+    """`signatures_hold` over a batch: in this thread for a small one, on every core for a large one."""
+    if len(batch) < PARALLEL_FROM:
+        return signatures_hold(batch)
+    return [h for part in verification_pool().map(signatures_hold, chunks(batch)) for h in part]
 
 
 def job_id_of(subject: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,6 +80,7 @@ def replay(
 async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
     from bus.identity import Verifier
     from orchestrator.projection import Projection
+    from orchestrator.replay import replay as replay_log
     from orchestrator.store import DuckDBStore
 
     until_seq, until_ts = _parse_until(until)
@@ -97,15 +99,8 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
         try:
             with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=as_json) as bar:
                 task = bar.add_task("replay", total=end)
-                if end > 0:
-                    async for batch in client.bus.read_records(until_seq=end):
-                        if until_ts is not None:
-                            batch = [r for r in batch if r.stream_ts <= until_ts]
-                        if batch:
-                            projection.apply_batch(batch)
-                        bar.update(task, completed=batch[-1].seq if batch else end)
-                        if until_ts is not None and len(batch) == 0:
-                            break
+                done = functools.partial(bar.update, task)
+                await replay_log(client.bus, projection, until_seq=end, until_ts=until_ts, progress=lambda seq: done(completed=seq))
             counts = store.query("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), (SELECT count(*) FROM nodes)")[1][0]
         finally:
             store.close()

@@ -79,6 +79,18 @@ def test_the_time_is_the_same_instant_in_any_zone_and_naive_means_utc() -> None:
     assert audit.link(GENESIS, 1, "s", T0, "d", None, None) == audit.link(GENESIS, 1, "s", later, "d", None, None)
 
 
+def test_the_link_encoding_is_pinned() -> None:
+    # Values of the encoding in the module docstring: any implementation must give these
+    # (a verifier written elsewhere, or a faster one here), or every stored chain breaks.
+    assert audit.link(GENESIS, 7, "nexus.evt.job.a.requested", T0, "ab" * 32, "UKEY", None) == (
+        "6f796ae3d43dfb7c2082478548c80ddd1c8e9175f8314d17808030e7b7471852"
+    )
+    assert audit.link(GENESIS, 7, "nexus.evt.job.é.requested", T0.replace(microsecond=0), "ab" * 32, None, "sig") == (
+        "34ff168779120dd6f2b5715e9bfe4a7cc17fba97986cadfd62f259736fa66141"
+    )
+    assert audit.chain_time(T0.replace(microsecond=0)) == "2026-11-24T10:00:00.000000Z"
+
+
 def timezone_plus_2() -> object:
     from datetime import timezone
 
