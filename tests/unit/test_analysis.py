@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import msgspec
@@ -78,16 +77,6 @@ def test_corpus_is_broad() -> None:
     assert sum(c.expected is None for c in CORPUS) >= 600
     assert sum(c.expected == "critical" for c in CORPUS) >= 600
     assert all(c.source for c in CORPUS)
-
-
-def test_median_latency_is_under_5_ms() -> None:
-    timings = []
-    for case in CORPUS:
-        start = time.perf_counter()
-        analyze(case.command, case.tool)
-        timings.append(time.perf_counter() - start)
-    timings.sort()
-    assert timings[len(timings) // 2] < 0.005
 
 
 # --- false alarms the issue named ------------------------------------------------------------
@@ -328,18 +317,15 @@ _SLOW_SHAPES = {
 
 
 @pytest.mark.parametrize("text", list(_BIG_INPUTS.values()), ids=list(_BIG_INPUTS))
-def test_100kb_input_is_analyzed_well_under_a_second(text: str) -> None:
+def test_100kb_input_is_analyzed(text: str) -> None:
+    # Speed is bench/analysis.py's (worst cases included); here: a verdict, no recursion error, no hang.
     assert len(text) >= 60_000
-    start = time.perf_counter()
     _check(analyze(text))
-    assert time.perf_counter() - start < 0.8
 
 
 @pytest.mark.parametrize("text", list(_SLOW_SHAPES.values()), ids=list(_SLOW_SHAPES))
-def test_parser_worst_cases_stay_under_a_second(text: str) -> None:
-    start = time.perf_counter()
+def test_parser_worst_cases_get_a_verdict(text: str) -> None:
     _check(analyze(text))
-    assert time.perf_counter() - start < 0.8
 
 
 def test_unterminated_parameter_expansion_does_not_hang_bashlex() -> None:
