@@ -1,0 +1,144 @@
+"""A real `nexus up` and a real headless Chromium for the console's browser tests.
+
+Chromium is Debian's (`/usr/bin/chromium`, installed by `make test` when missing),
+driven by Playwright through `executable_path`: nothing is downloaded. The browser
+is started with every background service off, and each page records the requests
+that leave loopback, so a test can prove the console needs no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from tests.conftest import NEXUS
+
+T = TypeVar("T")
+CHROMIUM = os.environ.get("NEXUS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def until(predicate: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy (the sync twin of conftest.wait_for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Up:
+    """A running `nexus up`: its API's URL, NATS URL and data directory."""
+
+    proc: subprocess.Popen[bytes]
+    data: Path
+    lines: list[str] = field(default_factory=list)
+    url: str = ""
+    nats: str = ""
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+
+@contextlib.contextmanager
+def nexus_up(tmp: Path, *extra: str) -> Iterator[Up]:
+    """`nexus up` in `tmp` (never the worktree: it writes ./.nexus), on free ports."""
+    data = tmp / "nexus-data"
+    proc = subprocess.Popen(
+        [NEXUS, "up", "--data", str(data), "--port", "-1", "--api-port", "0", "--node", "local-1", "--node-ttl", "5", *extra],
+        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    up = Up(proc=proc, data=data)
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            up.lines.append(line)
+            if m := re.search(r"nexus is up: NATS (nats://\S+),.* API (http://\S+) ", line):
+                up.nats, up.url = m.group(1), m.group(2)
+                ready.set()
+        ready.set()  # ended: the wait below reports it
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ready.wait(90)
+        assert up.url, "nexus up did not come up:\n" + "".join(up.lines[-30:])
+        with up.http() as client:
+            until(lambda: client.get("/api/v1/nodes").status_code in (200, 401), what="the API answering")
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[tuple[Playwright, Browser]]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield pw, browser
+        finally:
+            browser.close()
+
+
+class Watched:
+    """A page, the requests it made that left loopback, and its script errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.offsite: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", self._request)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def _request(self, request: Any) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.hostname not in LOOPBACK:
+            self.offsite.append(request.url)
+
+
+def new_page(browser: Browser, *, width: int = 1280, height: int = 860, **options: Any) -> Watched:
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
+    return Watched(context.new_page())
+
+
+def shot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """A screenshot for docs/console.md (PNG, kept small: the viewport unless asked)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
