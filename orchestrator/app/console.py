@@ -135,7 +135,7 @@ async def inbox(client: NexusClient) -> Inbox:
     steps = []
     for r in map(decoded, steps_q.dicts()):
         spec = r.pop("spec") or {}
-        step = next((s for s in spec.get("steps", []) if s.get("id") == r["step_id"]), {})
+        step: dict[str, Any] = next((s for s in spec.get("steps", []) if s.get("id") == r["step_id"]), {})
         labels = step.get("labels") or {}
         r |= {
             "pipeline_name": r.pop("name"),

@@ -386,7 +386,7 @@ def test_no_request_leaves_loopback_and_the_api_docs_render_offline(up: Up, page
         expect(p.locator("main .error")).to_have_count(0)
     p.goto(f"{up.url}/schema/swagger")
     expect(p.locator(".swagger-ui .info .title")).to_contain_text("Nexus", timeout=30_000)
-    expect(p.locator(".opblock-summary-path", has_text="/api/v1/feed")).to_have_count(1)
+    expect(p.locator(".opblock-summary-path", has_text="/api/v1/approvals")).to_have_count(1)
     shot(p, "api-docs")
     # The page fixture asserts that nothing left loopback; the console's page also says so itself.
     with up.http() as http:

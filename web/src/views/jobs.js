@@ -99,6 +99,7 @@ export function jobsView({ main, params, onFeed }) {
       // The read model may trail the feed by a few events: the feed's status is then the newer one.
       const told = latest.get(id);
       if (told && job.lastSeq < told.seq) job.status = told.status;
+      else latest.delete(id);
       if (matches(job)) put(job, { top: !rows.has(id) });
       else if (rows.has(id)) {
         rows.get(id).tr.remove();
