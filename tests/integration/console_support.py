@@ -79,7 +79,7 @@ def nexus_up(tmp: Path, *extra: str) -> Iterator[Up]:
         for raw in proc.stderr:
             line = raw.decode(errors="replace")
             up.lines.append(line)
-            if m := re.search(r"nexus is up: NATS (nats://\S+),.* API (http://\S+) ", line):
+            if m := re.search(r"nexus is up: NATS (nats://\S+),.* API (http://[\w.:\[\]-]+?)\.?\s", line):
                 up.nats, up.url = m.group(1), m.group(2)
                 ready.set()
         ready.set()  # ended: the wait below reports it

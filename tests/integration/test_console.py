@@ -173,7 +173,7 @@ def test_job_page_streams_colours_and_progress_live_and_resumes_after_a_drop(up:
     expect(history).to_contain_text("requested")
     expect(history).to_contain_text("succeeded")
     assert p.locator("ol.history time").count() >= 5
-    shot(p, "job")
+    shot(p, "job", full_page=True)
 
 
 def test_job_page_buttons_download_test_rerun_cancel_and_roll_back(up: Up, page: Watched) -> None:
@@ -309,7 +309,7 @@ def test_nodes_show_liveness_load_tools_heartbeat_and_their_jobs(up: Up, page: W
     goto(p, up, "nodes")
     card = p.locator('article[data-node="local-1"]')
     expect(card).to_contain_text("live")
-    expect(card).to_contain_text(re.compile(r"Load\s*1/4"))
+    expect(card).to_contain_text(re.compile(r"Load\s*1/4"), timeout=30_000)  # the next heartbeat, read every 5 s
     expect(card).to_contain_text("bash")
     expect(card.locator("dd").nth(1)).not_to_have_text("never")
     expect(card).to_contain_text(busy)
@@ -358,6 +358,7 @@ def test_phone_screen_and_keyboard(up: Up, browser: Browser) -> None:
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{route} is {width}px wide on a 390px screen"
         goto(p, up, "jobs")
+        expect(p.locator("tbody tr").first).to_be_visible()
         shot(p, "phone")
         # Keyboard: the skip link first, then the menu; Enter follows a link.
         p.goto("about:blank")

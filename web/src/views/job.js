@@ -6,6 +6,8 @@ import "@xterm/xterm/css/xterm.css";
 import { api, follow } from "../api.js";
 import { badge, clear, errorBox, fmtDuration, fmtTime, h, jobDuration, TERMINAL } from "../dom.js";
 
+const MAX_ROWS = 32;
+
 function b64bytes(b64) {
   const bin = atob(b64);
   const out = new Uint8Array(bin.length);
@@ -21,7 +23,7 @@ export function jobView({ main, session, onFeed }, jobId) {
     convertEol: true,
     disableStdin: true,
     cursorBlink: false,
-    rows: 24,
+    rows: 10, // grows with the output, up to MAX_ROWS; the rest scrolls
     cols: 100,
     scrollback: 10000,
     fontSize: 13,
@@ -201,7 +203,10 @@ export function jobView({ main, session, onFeed }, jobId) {
       if (m.type === "output_chunk") {
         const bytes = b64bytes(m.dataB64);
         output.push(bytes);
-        term.write(bytes);
+        term.write(bytes, () => {
+          const need = Math.min(MAX_ROWS, term.buffer.active.length);
+          if (need > term.rows) term.resize(term.cols, need);
+        });
       } else if (m.type === "status") {
         historyList.append(
           h("li", { class: `lvl-${m.level}` }, h("time", { datetime: m.ts }, fmtTime(m.ts)), " ", h("strong", {}, m.category), " ", m.message),

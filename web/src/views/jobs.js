@@ -16,7 +16,7 @@ export function jobsView({ main, params, onFeed }) {
   let loading = false;
 
   const tbody = h("tbody");
-  const more = h("button", { type: "button", onclick: () => load(false) }, "Load more");
+  const more = h("button", { type: "button", hidden: true, onclick: () => load(false) }, "Load more");
   const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
   const statusSel = h(
     "select",

@@ -1,7 +1,7 @@
 // Pipelines: the list, and one pipeline as a graph of steps (columns by dependency depth,
 // edges for `needs`), each step's state, batches, gate and rollback live, its jobs one click away.
 import { api } from "../api.js";
-import { badge, clear, debounce, errorBox, fmtTime, h } from "../dom.js";
+import { badge, clear, debounce, errorBox, fmtTime, h, TERMINAL } from "../dom.js";
 
 export function pipelinesView({ main, onFeed }) {
   const tbody = h("tbody");
@@ -159,9 +159,20 @@ export function pipelineView({ main, onFeed }, pipelineId) {
     try {
       pipeline = await api(`/api/v1/pipelines/${enc}`);
       render();
-      const unknown = [...jobStatus.keys()].filter((id) => jobStatus.get(id) === null).slice(0, 50);
-      await Promise.all(unknown.map(async (id) => jobStatus.set(id, (await api(`/api/v1/jobs/${encodeURIComponent(id)}`).catch(() => ({ status: null }))).status)));
-      if (unknown.length) render();
+      // Jobs not known to have ended are read again: the feed may have told a newer status meanwhile,
+      // in which case a read that was already under way does not override it.
+      const open = [...jobStatus.keys()].filter((id) => !TERMINAL.has(jobStatus.get(id))).slice(0, 50);
+      const before = new Map(open.map((id) => [id, jobStatus.get(id)]));
+      const read = await Promise.all(open.map((id) => api(`/api/v1/jobs/${encodeURIComponent(id)}`).catch(() => null)));
+      let changed = false;
+      read.forEach((j, i) => {
+        const id = open[i];
+        if (j && jobStatus.get(id) === before.get(id) && j.status !== before.get(id)) {
+          jobStatus.set(id, j.status);
+          changed = true;
+        }
+      });
+      if (changed) render();
     } catch (err) {
       clear(head, h("h1", {}, "Pipeline ", pipelineId), errorBox(err));
     }
