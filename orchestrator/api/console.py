@@ -23,13 +23,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, get, post
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 
 from orchestrator.api.auth import RANK, identity_of, require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError
-from orchestrator.api.models import DecisionRequest
+from orchestrator.api.models import ID_PATTERN, DecisionRequest
 from orchestrator.api.openapi import problems
 from orchestrator.app import console as console_app
 from orchestrator.app import pipelines as pipelines_app
@@ -39,6 +39,7 @@ from schemas.envelope import Timestamp
 from schemas.limits import INT64_MAX
 
 _encoder = msgspec.json.Encoder()
+StepId = Annotated[str, PathParameter(pattern=ID_PATTERN, description="The step's id in the template.")]
 
 
 def parse_since(raw: str | None) -> datetime | None:
@@ -144,7 +145,7 @@ async def _decide_step(
 )
 async def approve_step(
     pipeline_id: FromPath[str],
-    step: FromPath[str],
+    step: StepId,
     ctx: Ctx,
     request: Request[Any, Any, Any],
     data: JSONBody[DecisionRequest | None] = None,
@@ -161,7 +162,7 @@ async def approve_step(
 )
 async def deny_step(
     pipeline_id: FromPath[str],
-    step: FromPath[str],
+    step: StepId,
     ctx: Ctx,
     request: Request[Any, Any, Any],
     data: JSONBody[DecisionRequest | None] = None,

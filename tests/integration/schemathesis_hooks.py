@@ -5,30 +5,26 @@
 run of a few minutes must not spend most of it waiting: valid timeouts are capped at
 2 s here, which keeps them valid (so a case stays positive or negative as generated).
 
-With `--workers 2`, two threads may describe Hypothesis filter lambdas at once; each
-description parses the lambda's source file with `ast.parse`, and on CPython 3.11
-concurrent parses can fail with "SystemError: AST constructor recursion depth mismatch"
-(a Runtime Error of the run, not of the API). Those descriptions are serialised here.
+Hypothesis describes every filter lambda (only for its reprs) by parsing the lambda's source
+file with `ast.parse`; on CPython 3.11.7 that parse can fail with "SystemError: AST
+constructor recursion depth mismatch" (a CPython bug, seen with 3.11.7), which
+Schemathesis reports as a Runtime Error of the run, not of the API. The description is
+cosmetic, so here it is made without parsing.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import schemathesis
 from hypothesis.internal import lambda_sources
 
-_describe = lambda_sources._lambda_description
-_parsing = threading.Lock()
+
+def _plain_description(f: Any) -> str:
+    return f"lambda: <{getattr(f, '__qualname__', 'lambda')}>"
 
 
-def _one_at_a_time(*args: Any, **kwargs: Any) -> Any:
-    with _parsing:
-        return _describe(*args, **kwargs)
-
-
-lambda_sources._lambda_description = _one_at_a_time
+lambda_sources.lambda_description = _plain_description
 
 CAP_S = 2.0
 MAX_S = 600.0
