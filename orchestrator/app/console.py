@@ -77,6 +77,9 @@ async def fleet_feed(
             try:
                 item = await asyncio.wait_for(queue.get(), idle_s)
             except TimeoutError:
+                if task.done():  # the log reader failed (the bus is gone): end, so the client reconnects
+                    task.result()
+                    return
                 yield None
                 continue
             if not isinstance(item, Record):

@@ -346,12 +346,13 @@ def test_metrics_draws_charts_over_time_with_the_since_choice(up: Up, page: Watc
 
 
 def test_phone_screen_and_keyboard(up: Up, browser: Browser) -> None:
+    ended(up, submit(up, "echo on a phone"))
     page = new_page(browser, width=390, height=844, is_mobile=True, has_touch=True)
     p = page.page
     try:
         goto(p, up, "jobs")
         expect(p.locator("tbody tr").first).to_be_visible()
-        for route in ("jobs", "run", "approvals", "nodes", "metrics"):
+        for route in ("jobs", "run", "approvals", "pipelines", "nodes", "metrics"):
             goto(p, up, route)
             expect(p.locator("main h1").first).to_be_visible()
             expect(p.locator("main .error")).to_have_count(0)
@@ -400,3 +401,24 @@ def test_no_request_leaves_loopback_and_the_api_docs_render_offline(up: Up, page
         # The whole page, compressed, as the issue asks: under ~300 KB.
         assert len(res.content) + sum(int(a.headers["content-length"]) for a in answers) < 300_000
         assert http.get("/console/../pyproject.toml").status_code == 404
+
+
+def test_a_failed_pipeline_shows_its_failed_step_and_rollback(up: Up, page: Watched) -> None:
+    p = page.page
+    template = (
+        "name: console-rollback\nsteps:\n"
+        "  - id: release\n    command: echo released\n    rollback: echo undone\n"
+        "  - id: verify\n    command: exit 3\n"
+    )
+    with up.http() as http:
+        res = http.post("/api/v1/pipelines", json={"template": template})
+        assert res.status_code == 201, res.text
+        pid = res.json()["pipelineId"]
+    goto(p, up, f"pipelines/{pid}")
+    expect(p.locator("h1")).to_contain_text("failed", timeout=60_000)
+    expect(p.locator('article[data-step="verify"]')).to_contain_text("failed")
+    release = p.locator('article[data-step="release"]')
+    expect(release).to_contain_text("rollback: succeeded", timeout=30_000)
+    expect(p.locator("dl.facts")).to_contain_text("verify")  # the failed step
+    release.get_by_text("rollback jobs:").get_by_role("link").first.click()
+    until(lambda: "undone" in terminal_text(p), what="the rollback job's output")
