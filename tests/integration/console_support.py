@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,9 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# Screenshots go to a scratch directory, or, to refresh the ones docs/console.md shows,
+# to the directory NEXUS_CONSOLE_SHOTS names (`NEXUS_CONSOLE_SHOTS=docs/console`).
+SHOTS = Path(os.environ.get("NEXUS_CONSOLE_SHOTS") or Path(tempfile.gettempdir()) / "nexus-console-shots")
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -139,6 +142,6 @@ def new_page(browser: Browser, *, width: int = 1280, height: int = 860, **option
 
 
 def shot(page: Page, name: str, *, full_page: bool = False) -> None:
-    """A screenshot for docs/console.md (PNG, kept small: the viewport unless asked)."""
+    """A screenshot of the view (PNG, the viewport unless asked), for docs/console.md."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
