@@ -125,13 +125,18 @@ async def list_pipelines(
 
 
 async def _decide_step(
-    ctx: ApiContext, request: Request[Any, Any, Any], pid: str, step: str, decision: str, data: DecisionRequest | None
+    ctx: ApiContext,
+    request: Request[Any, Any, Any],
+    pid: str,
+    step: str,
+    decision: Literal["approved", "denied"],
+    data: DecisionRequest | None,
 ) -> StepDecisionRecorded:
     subjects.check_id(pid, "pipeline id")
     subjects.check_id(step, "step id")
     by = identity_of(request.scope).user
     reason = data.reason if data else None
-    cmd = pipelines_app.DecideStep(pipeline_id=pid, step=step, decision=decision, by=by, reason=reason)  # type: ignore[arg-type]
+    cmd = pipelines_app.DecideStep(pipeline_id=pid, step=step, decision=decision, by=by, reason=reason)
     seq = await pipelines_app.decide_step(ctx.client, cmd)
     return StepDecisionRecorded(pipeline_id=pid, step=step, decision=cmd.decision, by=by, seq=seq)
 

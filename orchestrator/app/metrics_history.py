@@ -2,8 +2,8 @@
 
 `metrics_history(client, since, now, buckets)` cuts [since, now] into equal buckets
 (without `since`: from the first job requested) and answers, per bucket: jobs
-requested, their outcomes (by the time they finished), analysis failures (rejected
-or denied), the queue depth at the bucket's end, p50/p95 of each lifecycle step
+requested, their outcomes (by the time they finished), analysis failures (as the
+snapshot counts them: rejections by the analysis and critical verdicts), the queue depth at the bucket's end, p50/p95 of each lifecycle step
 (`metrics.STEPS`, the same definitions as the snapshot) of the jobs requested in
 it, and deploys: pipelines that ended, succeeded, and the mean rollback time.
 One SQL statement per figure family, over the orchestrator's tables, through the
@@ -18,12 +18,11 @@ from typing import Any
 
 import msgspec
 
-from orchestrator.api.metrics import JOB_STEPS, STEPS, _ms
+from orchestrator.api.metrics import ANALYSIS_REJECT_CODES, JOB_STEPS, STEPS, _ms
 from orchestrator.client import NexusClient
 
 MAX_BUCKETS = 200
 _FAILED = ("failed", "timed_out", "lost", "cancelled")
-_REFUSED = ("rejected", "denied")
 
 
 class StepPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,9 +73,15 @@ async def metrics_history(client: NexusClient, since: datetime | None, now: date
     ends_sql = f"""
         SELECT {b("finished_at")} AS b,
                count(*) FILTER (WHERE status = 'succeeded') AS ok,
-               count(*) FILTER (WHERE status IN {_FAILED}) AS bad,
-               count(*) FILTER (WHERE status IN {_REFUSED}) AS refused
+               count(*) FILTER (WHERE status IN {_FAILED}) AS bad
         FROM jobs WHERE finished_at >= $1 GROUP BY 1"""
+    # The snapshot's definition (metrics.ANALYSIS): rejections by the analysis and critical validations.
+    refused_sql = f"""
+        SELECT {b("ts")} AS b, count(*) AS n FROM events
+        WHERE error IS NULL AND ts >= $1 AND (
+          (type = 'job.validated' AND try(json_extract_string(payload, '$.severity')) = 'critical')
+          OR (type = 'job.rejected' AND try(json_extract_string(payload, '$.code')) IN {ANALYSIS_REJECT_CODES!r}))
+        GROUP BY 1"""
     steps_sql = f"""
         WITH js AS ({JOB_STEPS}), m AS ({step_rows})
         SELECT b, step, quantile_cont(ms, 0.5) AS p50, quantile_cont(ms, 0.95) AS p95
@@ -101,9 +106,10 @@ async def metrics_history(client: NexusClient, since: datetime | None, now: date
         SELECT {b("ended_at")} AS b, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
                avg({_ms("rb_end", "rb_start")}) FILTER (WHERE rb_end IS NOT NULL) AS rb_ms
         FROM p WHERE ended_at >= $1 GROUP BY 1"""
-    jobs, ends, steps, depth, deploys = await asyncio.gather(
+    jobs, ends, refused, steps, depth, deploys = await asyncio.gather(
         client.query(jobs_sql, p),
         client.query(ends_sql, p),
+        client.query(refused_sql, p),
         client.query(steps_sql, p),
         client.query(depth_sql, [*p, buckets]),
         client.query(deploy_sql, p),
@@ -121,7 +127,9 @@ async def metrics_history(client: NexusClient, since: datetime | None, now: date
         if (row := at(r["b"])) is not None:
             row["succeeded"] = row.get("succeeded", 0) + r["ok"]
             row["failed"] = row.get("failed", 0) + r["bad"]
-            row["validation_failures"] = row.get("validation_failures", 0) + r["refused"]
+    for r in refused.dicts():
+        if (row := at(r["b"])) is not None:
+            row["validation_failures"] = row.get("validation_failures", 0) + r["n"]
     for r in steps.dicts():
         if (row := at(r["b"])) is not None:
             row["steps"][r["step"]] = StepPoint(p50_ms=r["p50"], p95_ms=r["p95"])

@@ -81,7 +81,7 @@ export function metricsView({ main, params }) {
       chart("Lifecycle steps p50 (ms)", xs, hist.steps.map((s) => ({ label: s.replaceAll("_", " "), values: col((x) => x.steps[s]?.p50_ms ?? null) })), "ms");
       chart("Lifecycle steps p95 (ms)", xs, hist.steps.map((s) => ({ label: s.replaceAll("_", " "), values: col((x) => x.steps[s]?.p95_ms ?? null) })), "ms");
       chart("Queue depth", xs, [{ label: "queued", values: col((x) => x.queueDepth) }], "jobs");
-      chart("Validation failures", xs, [{ label: "rejected or denied", values: col((x) => x.validationFailures) }], "jobs");
+      chart("Validation failures", xs, [{ label: "rejected by analysis or critical", values: col((x) => x.validationFailures) }], "jobs");
       chart("Deploys", xs, [
         { label: "ended", values: col((x) => x.deploys) },
         { label: "succeeded", values: col((x) => x.deploysSucceeded) },
