@@ -128,7 +128,10 @@ def test_job_list_shows_new_jobs_and_status_changes_live_and_filters(up: Up, pag
     expect(p.locator(f'tr[data-job="{fresh}"]')).to_have_count(1)
     assert "status=succeeded" in p.url and "node=local-1" in p.url
     p.fill("#f-node", "")
+    p.fill("#f-user", "")
     p.select_option("#f-status", "")
+    expect(p).to_have_url(re.compile("#/jobs$"))
+    expect(p.locator(f'tr[data-job="{earlier}"]')).to_have_count(1)
     shot(p, "jobs")
 
 
