@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -106,6 +107,71 @@ def nexus_up(tmp: Path, *extra: str) -> Iterator[Up]:
         reader.join(5)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+class DroppingProxy:
+    """A loopback TCP relay in front of the API whose `drop()` cuts every open connection, as a
+    network failure would (Chromium's offline emulation leaves open streams alone)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.drops = 0
+        self.refusing = False  # cut new connections at once too: the network is down
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.refusing:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        self._close(src, dst)
+
+    def _close(self, *socks: socket.socket) -> None:
+        with self.lock:
+            for sock in socks:
+                if sock in self.open:
+                    self.open.discard(sock)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+
+    def drop(self) -> None:
+        self.drops += 1
+        self._close(*list(self.open))
+
+    def close(self) -> None:
+        self.server.close()
+        self.drop()
+
+
+@contextlib.contextmanager
+def dropping_proxy(url: str) -> Iterator[DroppingProxy]:
+    proxy = DroppingProxy(url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.integration.console_support import Up, Watched, chromium, new_page, nexus_up, shot, until
+from tests.integration.console_support import Up, Watched, chromium, dropping_proxy, new_page, nexus_up, shot, until
 
 TERMINAL = {"rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost"}
 PIPELINE = """\
@@ -85,7 +85,7 @@ def terminal_text(page: Page) -> str:
     """What xterm.js shows, line by line (its buffer, as the screen renders it)."""
     return str(
         page.evaluate(
-            """() => { const b = window.__nexusTerm.buffer.active; const out = [];
+            """() => { if (!window.__nexusTerm) return ""; const b = window.__nexusTerm.buffer.active; const out = [];
                 for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
                 return out.join("\\n").replace(/\\n+$/, ""); }"""
         )
@@ -146,37 +146,45 @@ def test_job_page_streams_colours_and_progress_live_and_resumes_after_a_drop(up:
     job_id = submit(up, command)
     streams: list[dict[str, str]] = []
     p.on("request", lambda r: streams.append(r.headers) if r.url.endswith(f"/jobs/{job_id}/stream") else None)
-    goto(p, up, f"jobs/{job_id}")
-    until(lambda: "before-drop" in terminal_text(p), what="output before the job ends")
-    assert job(up, job_id)["status"] not in TERMINAL  # live: the job is still waiting for the file
-    # Colours: xterm renders the SGR 31 text with its red foreground class, in a red colour.
-    red = p.locator(".xterm-rows span.xterm-fg-1", has_text="red alert")
-    expect(red).to_have_count(1)
-    rgb = red.evaluate("el => getComputedStyle(el).color")
-    r, g, b = (int(x) for x in re.findall(r"\d+", rgb)[:3])
-    assert r > 150 and g < 100 and b < 100, rgb
-    expect(p.locator(".xterm-rows span", has_text="plain")).not_to_have_class(re.compile("xterm-fg-1"))
-    # \r: the progress line was overwritten in place, as a terminal shows it.
-    text = terminal_text(p)
-    assert "progress 99%" in text and "progress 33%" not in text, text
-    # Drop the connection, let the job go on, and the stream resumes from where it was.
-    p.evaluate("() => { for (const s of window.__nexusStreams) if (s.path.endsWith('/stream')) s.drop(); }")
-    gate.touch()
-    expect(p.locator("#stream-state")).to_have_text("(complete)", timeout=30_000)
-    text = terminal_text(p)
-    assert text.count("before-drop") == 1 and text.count("after-drop") == 1 and text.count("red alert") == 1, text
-    assert len(streams) >= 2 and streams[-1].get("last-event-id", "").count(":") >= 1, streams
-    assert "authorization" not in streams[0]  # open mode: no token anywhere
-    # Then the job's facts and history.
-    expect(p.locator("h1")).to_contain_text("succeeded", timeout=15_000)
-    facts = p.locator("dl.facts")
-    expect(facts).to_contain_text("local-1")
-    expect(facts).to_contain_text("Exit code")
-    history = p.locator("ol.history")
-    expect(history).to_contain_text("requested")
-    expect(history).to_contain_text("succeeded")
-    assert p.locator("ol.history time").count() >= 5
-    shot(p, "job", full_page=True)
+    # Through a relay that can cut the connections, as a network failure would.
+    with dropping_proxy(up.url) as proxy:
+        p.goto(f"{proxy.url}/#/jobs/{job_id}")
+        until(lambda: "before-drop" in terminal_text(p), what="output before the job ends")
+        assert job(up, job_id)["status"] not in TERMINAL  # live: the job is still waiting for the file
+        # Colours: xterm renders the SGR 31 text with its red foreground class, in a red colour.
+        red = p.locator(".xterm-rows span.xterm-fg-1", has_text="red alert")
+        expect(red).to_have_count(1)
+        rgb = red.evaluate("el => getComputedStyle(el).color")
+        r, g, b = (int(x) for x in re.findall(r"\d+", rgb)[:3])
+        assert r > 150 and g < 100 and b < 100, rgb
+        expect(p.locator(".xterm-rows span", has_text="plain")).not_to_have_class(re.compile("xterm-fg-1"))
+        # \r: the progress line was overwritten in place, as a terminal shows it.
+        text = terminal_text(p)
+        assert "progress 99%" in text and "progress 33%" not in text, text
+        # Cut the connection, let the job go on meanwhile: the stream resumes from where it was.
+        # The network stays down (new connections are cut too) until the job has ended.
+        proxy.refusing = True
+        proxy.drop()
+        expect(p.locator("#stream-state")).to_have_text("(reconnecting)")
+        gate.touch()
+        until(lambda: job(up, job_id)["status"] in TERMINAL, what="the job to end while the network is down")
+        assert "after-drop" not in terminal_text(p)
+        proxy.refusing = False
+        expect(p.locator("#stream-state")).to_have_text("(complete)", timeout=30_000)
+        text = terminal_text(p)
+        assert text.count("before-drop") == 1 and text.count("after-drop") == 1 and text.count("red alert") == 1, text
+        assert len(streams) >= 2 and streams[-1].get("last-event-id", "").count(":") >= 1, streams
+        assert "authorization" not in streams[0]  # open mode: no token anywhere
+        # Then the job's facts and history.
+        expect(p.locator("h1")).to_contain_text("succeeded", timeout=15_000)
+        facts = p.locator("dl.facts")
+        expect(facts).to_contain_text("local-1")
+        expect(facts).to_contain_text("Exit code")
+        history = p.locator("ol.history")
+        expect(history).to_contain_text("requested")
+        expect(history).to_contain_text("succeeded")
+        assert p.locator("ol.history time").count() >= 5
+        shot(p, "job", full_page=True)
 
 
 def test_job_page_buttons_download_test_rerun_cancel_and_roll_back(up: Up, page: Watched) -> None:

@@ -118,23 +118,13 @@ export function follow(path, { onMessage, onState = () => {}, lastEventId = null
     onState("closed");
   })();
 
-  const handle = {
-    path,
+  return {
     close() {
       closed = true;
-      controller?.abort();
-      window.__nexusStreams.delete(handle);
-    },
-    // Drops the connection as a network failure would; the stream resumes by itself.
-    drop() {
       controller?.abort();
     },
     get lastId() {
       return lastId;
     },
   };
-  window.__nexusStreams.add(handle);
-  return handle;
 }
-
-window.__nexusStreams = window.__nexusStreams || new Set();
