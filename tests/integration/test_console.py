@@ -141,6 +141,7 @@ def test_job_page_streams_colours_and_progress_live_and_resumes_after_a_drop(up:
     command = (
         r"printf '\033[31mred alert\033[0m plain\n'; "
         r"for i in 1 2 3; do printf 'progress %d%%\r' $((i * 33)); done; printf '\n'; "
+        r"printf 'cursor abc\n\033[1A\033[9CZ\n'; "
         f"echo before-drop; while [ ! -e {gate} ]; do sleep 0.05; done; echo after-drop"
     )
     job_id = submit(up, command)
@@ -161,6 +162,8 @@ def test_job_page_streams_colours_and_progress_live_and_resumes_after_a_drop(up:
         # \r: the progress line was overwritten in place, as a terminal shows it.
         text = terminal_text(p)
         assert "progress 99%" in text and "progress 33%" not in text, text
+        # Cursor moves: up one line, right 9 columns, and the Z overwrote the c.
+        assert "cursor abZ" in text and "cursor abc" not in text, text
         # Cut the connection, let the job go on meanwhile: the stream resumes from where it was.
         # The network stays down (new connections are cut too) until the job has ended.
         proxy.refusing = True
