@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean agent-dist
+.PHONY: run test lint bench clean agent-dist console browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,17 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## nats-server + orchestrator + one agent, in the foreground
 	$(VENV)/bin/nexus up
 
-test: $(VENV)/.installed  ## the whole suite: unit and integration
+test: $(VENV)/.installed browser  ## the whole suite: unit and integration (the console's in headless Chromium)
 	$(PY) -m pytest
+
+CHROMIUM ?= /usr/bin/chromium
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+browser:  ## Debian's chromium for the console's browser tests (Playwright drives it; it never downloads one)
+	@test -x $(CHROMIUM) || $(APT) install -y --no-install-recommends chromium \
+		|| ($(APT) update && $(APT) install -y --no-install-recommends chromium)
+
+console:  ## rebuild the web console (web/) into orchestrator/console/static; needs Node 20+ and npm
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -14,10 +14,8 @@ nodes and metrics are read from the orchestrator or from JetStream per request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Litestar, Response, get, route
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
@@ -27,19 +25,19 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import QueryParameter
 from litestar.types import ASGIApp
 
-from orchestrator.api import finished, jobs, metrics, nodes, pipelines, stream
+from orchestrator.api import console, finished, jobs, metrics, nodes, pipelines, stream
 from orchestrator.api.auth import PUBLIC_PREFIXES, AuditedApp, Tokens, require
 from orchestrator.api.bounds import BoundedBody, strict_body
 from orchestrator.api.context import ApiContext, Ctx
-from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, problem_handler
+from orchestrator.api.errors import MAX_BODY_BYTES, problem_handler
 from orchestrator.api.loopback import LoopbackOnly
 from orchestrator.api.metrics_models import PipelineMetrics
 from orchestrator.api.models import Health
 from orchestrator.api.openapi import RefinedJson, problems
 from orchestrator.api.prometheus import prometheus_text
 from orchestrator.client import NexusClient
+from orchestrator.console.assets import SWAGGER, ConsoleAssets
 from orchestrator.core.policy import Policy
-from schemas.envelope import Timestamp
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -62,18 +60,7 @@ async def pipeline_metrics(
     ] = None,
 ) -> PipelineMetrics:
     """`?since=` (RFC 3339) limits the metrics to what happened since then."""
-    return await metrics.pipeline_metrics(ctx.client, _since(since))
-
-
-def _since(raw: str | None) -> datetime | None:
-    # Litestar would also take `0.5` (a Unix time) or a time without offset; the document says RFC 3339.
-    if raw is None:
-        return None
-    try:
-        return msgspec.convert(raw, Timestamp)
-    except msgspec.ValidationError:
-        detail = f"query parameter 'since' must be an RFC 3339 time with an offset, e.g. 2026-01-01T00:00:00Z; got {raw!r}"
-        raise ProblemError(400, "invalid-parameter", "Bad request", detail) from None
+    return await metrics.pipeline_metrics(ctx.client, console.parse_since(since))
 
 
 @get(
@@ -149,7 +136,7 @@ def create_app(
         path="/schema",
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")} if secured else None),
         security=[{"bearer": []}] if secured else None,
-        render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), RefinedJson(secured=secured, public_prefixes=PUBLIC_PREFIXES)],
+        render_plugins=[_local_swagger(), RefinedJson(secured=secured, public_prefixes=PUBLIC_PREFIXES)],
     )
     handlers: list[Any] = [
         health,
@@ -160,6 +147,7 @@ def create_app(
         *nodes.ROUTES,
         *stream.ROUTES,
         *pipelines.ROUTES,
+        *console.ROUTES,
     ]
     app = Litestar(
         route_handlers=[*_options_handlers(handlers), *handlers],
@@ -173,4 +161,16 @@ def create_app(
     )
     bounded: ASGIApp = BoundedBody(app)
     guarded = bounded if secured else LoopbackOnly(bounded)  # with tokens, another site's page has none
-    return Api(asgi=AuditedApp(guarded, client.bus, tokens), context=ctx, litestar=app)
+    # The console's static files are public like /schema: served before auth (orchestrator/console).
+    return Api(asgi=ConsoleAssets(AuditedApp(guarded, client.bus, tokens)), context=ctx, litestar=app)
+
+
+def _local_swagger() -> SwaggerRenderPlugin:
+    """Swagger UI from the package's own copy (the default loads 4 files from a CDN: blank offline)."""
+    return SwaggerRenderPlugin(
+        path=["/", "/swagger"],
+        js_url=f"{SWAGGER}swagger-ui-bundle.js",
+        css_url=f"{SWAGGER}swagger-ui.css",
+        standalone_preset_js_url=f"{SWAGGER}swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{SWAGGER}favicon-32x32.png'>",
+    )

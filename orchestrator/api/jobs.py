@@ -179,6 +179,7 @@ async def list_jobs(
     status: FromQuery[JobStatus | None] = None,
     node: Annotated[str | None, QueryParameter(max_length=MAX_NAME_CHARS, description="Only jobs on this node.")] = None,
     tool: Annotated[str | None, QueryParameter(max_length=MAX_NAME_CHARS, description="Only jobs of this tool.")] = None,
+    user: Annotated[str | None, QueryParameter(max_length=MAX_NAME_CHARS, description="Only jobs requested by this user.")] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many jobs.")] = 50,
     before: Annotated[
         int | None, QueryParameter(ge=1, le=INT64_MAX, description="Only jobs whose first event is older than this sequence.")
@@ -186,7 +187,7 @@ async def list_jobs(
 ) -> JobList:
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", status), ("node", node), ("tool", tool), ("first_seq <", before)):
+    for column, value in (("status", status), ("node", node), ("tool", tool), ("requested_by", user), ("first_seq <", before)):
         if value is not None:
             where.append(f"{column} ?" if column.endswith("<") else f"{column} = ?")
             params.append(value)

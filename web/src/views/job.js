@@ -1,0 +1,234 @@
+// One job: its output in a real terminal emulator (xterm.js: colours, \r progress bars, cursor
+// moves), live and resumed without gaps after a drop (the stream's Last-Event-ID), then its
+// history, findings, test results and the actions the caller's role allows.
+import { Terminal } from "@xterm/xterm";
+import "@xterm/xterm/css/xterm.css";
+import { api, follow } from "../api.js";
+import { badge, clear, errorBox, fmtDuration, fmtTime, h, jobDuration, TERMINAL } from "../dom.js";
+
+const MAX_ROWS = 32;
+
+function b64bytes(b64) {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+export function jobView({ main, session, onFeed }, jobId) {
+  const enc = encodeURIComponent(jobId);
+  const term = new Terminal({
+    // The agent keeps output byte-exact (its PTY does not turn \n into \r\n); a terminal on a
+    // tty would have seen \r\n, so the emulator does that conversion.
+    convertEol: true,
+    disableStdin: true,
+    cursorBlink: false,
+    rows: 10, // grows with the output, up to MAX_ROWS; the rest scrolls
+    cols: 100,
+    scrollback: 10000,
+    fontSize: 13,
+    theme: { background: "#111418", foreground: "#e6e6e6" },
+  });
+  const output = []; // raw bytes, for the download
+  const head = h("section", { class: "card", "aria-labelledby": "job-title" });
+  const actions = h("div", { class: "actions", role: "group", "aria-label": "Job actions" });
+  const msg = h("div", { role: "status", "aria-live": "polite" });
+  const termBox = h("div", { class: "terminal", role: "region", "aria-label": "Job output", tabindex: "0" });
+  const streamState = h("span", { class: "muted", id: "stream-state" }, "connecting");
+  const historyList = h("ol", { class: "history" });
+  const findings = h("section", { class: "card", "aria-labelledby": "findings-title" });
+  const tests = h("section", { class: "card", "aria-labelledby": "tests-title" });
+  let job = null;
+
+  clear(
+    main,
+    head,
+    actions,
+    msg,
+    h("section", { "aria-labelledby": "out-title" }, h("h2", { id: "out-title" }, "Output ", streamState), termBox),
+    findings,
+    tests,
+    h("section", { class: "card", "aria-labelledby": "hist-title" }, h("h2", { id: "hist-title" }, "History"), historyList),
+  );
+  term.open(termBox);
+  window.__nexusTerm = term; // tests read the emulator's buffer
+
+  const probe = h("span", { class: "xterm-probe", "aria-hidden": "true" }, "W".repeat(50));
+  function fit() {
+    probe.style.cssText = `position:absolute;visibility:hidden;white-space:pre;font-family:${term.options.fontFamily};font-size:${term.options.fontSize}px`;
+    document.body.append(probe);
+    const cell = probe.getBoundingClientRect().width / 50 || 7.8;
+    probe.remove();
+    const cols = Math.max(20, Math.min(250, Math.floor((termBox.clientWidth - 16) / cell)));
+    if (cols !== term.cols) term.resize(cols, term.rows);
+  }
+  fit();
+  window.addEventListener("resize", fit);
+
+  function renderHead() {
+    const dur = jobDuration(job);
+    clear(
+      head,
+      h("h1", { id: "job-title" }, "Job ", h("code", {}, jobId), " ", badge(job.status)),
+      h("pre", { class: "command" }, job.command),
+      h(
+        "dl",
+        { class: "facts" },
+        [
+          ["Node", job.node || job.requestedNode || "(not placed)"],
+          ["Requested by", job.requestedBy || ""],
+          ["Approved by", job.approvedBy],
+          ["Exit code", job.exitCode ?? (TERMINAL.has(job.status) ? "none" : "")],
+          ["Reason", job.reason],
+          ["Duration", fmtDuration(dur)],
+          ["Requested", fmtTime(job.requestedAt)],
+          ["Attempt", job.attempt || ""],
+          ["Labels", Object.entries(job.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")],
+          ["Parent", job.parent ? h("a", { href: `#/jobs/${encodeURIComponent(job.parent)}` }, job.parent) : null],
+          ["Rolled back by", job.rollbackJob ? h("a", { href: `#/jobs/${encodeURIComponent(job.rollbackJob)}` }, job.rollbackJob) : null],
+        ]
+          .filter(([, v]) => v !== null && v !== undefined && v !== "")
+          .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+      ),
+    );
+    renderActions();
+    renderFindings();
+  }
+
+  function renderActions() {
+    const ended = TERMINAL.has(job.status);
+    const can = session.canSubmit;
+    const btn = (label, handler, enabled, title) =>
+      h("button", { type: "button", onclick: handler, disabled: !enabled, title: enabled ? null : title }, label);
+    const why = can ? "not in this state" : "needs the operator role";
+    clear(
+      actions,
+      btn("Cancel", cancel, can && !ended && !job.cancelRequested, why),
+      btn("Re-run", rerun, can, why),
+      btn("Test", test, can && ended, why),
+      btn("Roll back", rollback, can && job.status === "succeeded", why),
+      session.canApprove && job.status === "approval_required" ? [btn("Approve", () => decide("approve"), true), btn("Deny", () => decide("deny"), true)] : null,
+      h("button", { type: "button", onclick: download }, "Download output"),
+    );
+  }
+
+  function renderFindings() {
+    const warnings = job.warnings || [];
+    clear(
+      findings,
+      h("h2", { id: "findings-title" }, "Analysis"),
+      h("p", {}, `Severity: ${job.severity || "none"}`),
+      warnings.length
+        ? h("ul", { class: "findings" }, warnings.map((w) => h("li", { class: `sev-${w.severity}` }, h("strong", {}, `${w.severity} ${w.type}: `), w.message)))
+        : h("p", { class: "muted" }, "No findings."),
+      (job.suggestions || []).length ? h("ul", {}, job.suggestions.map((s) => h("li", {}, s))) : null,
+    );
+  }
+
+  async function loadTests() {
+    try {
+      const res = await api(`/api/v1/jobs/${enc}/test-results`);
+      clear(
+        tests,
+        h("h2", { id: "tests-title" }, "Tests"),
+        res.passed === null
+          ? h("p", { class: "muted" }, "No tests ran.")
+          : h("p", {}, res.passed ? "All tests passed." : "Some tests failed."),
+        res.results.length
+          ? h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Test", "Passed", "Expected", "Actual"].map((t) => h("th", { scope: "col" }, t)))),
+              h("tbody", {}, res.results.map((r) => h("tr", {}, h("td", {}, r.type), h("td", {}, r.passed ? "yes" : "no"), h("td", {}, r.expected), h("td", {}, r.actual)))),
+            )
+          : null,
+      );
+    } catch (err) {
+      clear(tests, h("h2", { id: "tests-title" }, "Tests"), errorBox(err));
+    }
+  }
+
+  async function reload() {
+    try {
+      job = await api(`/api/v1/jobs/${enc}`);
+      renderHead();
+      if (TERMINAL.has(job.status)) loadTests();
+    } catch (err) {
+      clear(head, h("h1", { id: "job-title" }, "Job ", h("code", {}, jobId)), errorBox(err));
+    }
+  }
+
+  async function act(fn) {
+    try {
+      msg.replaceChildren(h("p", {}, await fn()));
+    } catch (err) {
+      msg.replaceChildren(errorBox(err));
+    }
+    reload();
+  }
+  const cancel = () => act(async () => (await api(`/api/v1/jobs/${enc}/cancel`, { method: "POST", body: {} }), "Cancel requested."));
+  const decide = (what) => act(async () => (await api(`/api/v1/jobs/${enc}/${what}`, { method: "POST", body: {} }), `${what === "approve" ? "Approved" : "Denied"}.`));
+  const rerun = () =>
+    act(async () => {
+      const body = { command: job.command, tool: job.tool, labels: job.labels, tests: job.tests, timeoutSeconds: job.timeoutSeconds ?? undefined };
+      if (job.requestedNode) body.node = job.requestedNode;
+      const created = await api("/api/v1/jobs", { method: "POST", body });
+      location.hash = `#/jobs/${encodeURIComponent(created.jobId)}`;
+      return "Submitted again.";
+    });
+  const test = () =>
+    act(async () => {
+      const list = job.tests?.length ? job.tests : [{ type: "exit_code", expected: 0 }];
+      const res = await api(`/api/v1/jobs/${enc}/test`, { method: "POST", body: { tests: list } });
+      loadTests();
+      return res.passed ? "Tests passed." : "Tests failed.";
+    });
+  const rollback = () =>
+    act(async () => {
+      const started = await api(`/api/v1/jobs/${enc}/rollback`, { method: "POST", body: {} });
+      location.hash = `#/jobs/${encodeURIComponent(started.jobId)}`;
+      return "Rollback started.";
+    });
+  function download() {
+    const blob = new Blob(output, { type: "application/octet-stream" });
+    const a = h("a", { href: URL.createObjectURL(blob), download: `${jobId}.out` });
+    document.body.append(a);
+    a.click();
+    setTimeout(() => (URL.revokeObjectURL(a.href), a.remove()), 1000);
+  }
+
+  const stream = follow(`/api/v1/jobs/${enc}/stream`, {
+    onState: (s) => (streamState.textContent = s === "live" ? "(live)" : s === "closed" ? "(complete)" : `(${s})`),
+    onMessage: (m) => {
+      if (m.type === "output_chunk") {
+        const bytes = b64bytes(m.dataB64);
+        output.push(bytes);
+        term.write(bytes, () => {
+          const need = Math.min(MAX_ROWS, term.buffer.active.length);
+          if (need > term.rows) term.resize(term.cols, need);
+        });
+      } else if (m.type === "status") {
+        historyList.append(
+          h("li", { class: `lvl-${m.level}` }, h("time", { datetime: m.ts }, fmtTime(m.ts)), " ", h("strong", {}, m.category), " ", m.message),
+        );
+        if (job && m.status !== job.status) {
+          job.status = m.status;
+          renderHead();
+        }
+      } else if (m.type === "done") {
+        termBox.dataset.done = "true";
+        setTimeout(reload, 200);
+      }
+    },
+  });
+  const off = onFeed((item) => {
+    if (item.entity === "job" && item.id === jobId && ["tested", "rolled_back", "approved", "cancel_requested"].includes(item.kind)) setTimeout(reload, 200);
+  });
+  reload();
+  return () => {
+    stream.close();
+    off();
+    window.removeEventListener("resize", fit);
+    term.dispose();
+  };
+}
