@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("nexus.bus")
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
 # An ack normally takes milliseconds; one lost with a dropped connection is never
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
 PUBLISH_ACK_TIMEOUT_S = 3.0

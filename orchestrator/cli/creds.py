@@ -1,7 +1,5 @@
 """`nexus creds new`: issue a NATS identity (DESIGN §9) from the deployment's keyring."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

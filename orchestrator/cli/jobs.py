@@ -1,20 +1,11 @@
 """Job verbs: jobs, show, logs, history, cancel, test (run and submit: run.py)."""
 
-from __future__ import annotations
-
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import typer
 
-from orchestrator.app import finished as finished_app
-from orchestrator.app import jobs as jobs_app
-from orchestrator.app.finished import RunTests
-from orchestrator.app.jobs import CancelJob
-from orchestrator.app.narrate import narrate
-from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     CredsOpt,
@@ -33,14 +24,11 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestFlags, TestsOpt, tests_from
-from orchestrator.client import JOB_COLUMNS, Rows
-from orchestrator.core.views import JobStatus
-from schemas import subjects
-from schemas.codec import event_type
-from schemas.records import Record
-from schemas.secrets import shown_env
-from schemas.text import text_view
-from schemas.values import JobTest
+from orchestrator.core.views import JobStatus  # typer reads it from the signature of `jobs`
+
+if TYPE_CHECKING:  # the rest is imported where used: `nexus --help` stays fast
+    from schemas.records import Record
+    from schemas.values import JobTest
 
 
 def jobs(
@@ -80,6 +68,9 @@ async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool,
 
 
 async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
+    from orchestrator.app.rows import decoded
+    from orchestrator.client import JOB_COLUMNS
+
     rows = await query(nats_url, db, f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", [job_id])
     if not rows.rows:
         fail(f"no job {job_id!r}")
@@ -124,6 +115,9 @@ def logs(
 
 @run_async
 async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: str) -> None:
+    from schemas import subjects
+    from schemas.text import text_view
+
     subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
@@ -158,6 +152,11 @@ def history(
 
 @run_async
 async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
+    from orchestrator.app.narrate import narrate
+    from orchestrator.client import Rows
+    from schemas import subjects
+    from schemas.codec import event_type
+
     subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
         records = await client.history(job_id)
@@ -174,7 +173,11 @@ async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
     print_table(rows)
 
 
-def _record_json(r: Record) -> dict[str, Any]:
+def _record_json(r: "Record") -> dict[str, Any]:
+    import msgspec
+
+    from schemas.secrets import shown_env
+
     payload: Any
     try:
         payload = msgspec.json.decode(r.raw)
@@ -201,6 +204,9 @@ def cancel(
 
 @run_async
 async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
+    from orchestrator.app import jobs as jobs_app
+    from orchestrator.app.jobs import CancelJob
+
     async with connect(nats_url) as client:
         await jobs_app.cancel(client, CancelJob(job_id=job_id, by=default_user(), reason=reason))
     err.print(f"cancel requested for {job_id}", highlight=False)
@@ -226,7 +232,10 @@ def test(
 
 
 @run_async
-async def _test(job_id: str, tests: list[JobTest], timeout: float, as_json: bool, nats_url: str) -> bool:
+async def _test(job_id: str, tests: "list[JobTest]", timeout: float, as_json: bool, nats_url: str) -> bool:
+    from orchestrator.app import finished as finished_app
+    from orchestrator.app.finished import RunTests
+
     async with connect(nats_url) as client:
         ev = finished_app.tests_request(RunTests(job_id=job_id, tests=tests, by=default_user()), datetime.now(UTC))
         seq = await finished_app.request_tests(client, job_id, ev)
