@@ -27,9 +27,10 @@ from agent.checks import describe, run_checks
 from agent.environment import job_environment
 from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
+from agent.pipe_runner import PipeRunner
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
-from bus.port import Delivery, EventBus, Published, raise_if_cancelling
+from bus.port import Delivery, EventBus, OutputStream, Published, raise_if_cancelling
 from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -80,6 +81,7 @@ class Agent:
         self.instance = uuid.uuid4().hex[:12]
         self.running: dict[str, _Running] = {}
         self.runner = PtyRunner()
+        self.pipe_runner = PipeRunner()  # `tty: false` jobs
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         # (job, attempt) this process has started: a run is never started twice.
@@ -272,12 +274,13 @@ class Agent:
         chunk_no = 0
         first_output_at: datetime | None = None
 
-        async def on_output(data: bytes) -> None:
+        async def on_output(data: bytes, stream: OutputStream = "stdout") -> None:
             nonlocal chunk_no, first_output_at
             if first_output_at is None:
                 first_output_at = datetime.now(UTC)
             chunk_no += 1
-            await _retry(lambda: self.bus.publish_output(job_id, attempt, chunk_no, data, self.node_id))
+            number = chunk_no  # the two streams of a `tty: false` job share the numbering
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream))
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
@@ -302,8 +305,11 @@ class Agent:
                 kill_grace_s=self.kill_grace_s,
                 secrets=secrets,
             )
-            log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv)
-            result = await self.runner.run(spec, on_output, run.cancel, on_started)
+            log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv, tty=dispatch.tty)
+            if dispatch.tty:
+                result = await self.runner.run(spec, on_output, run.cancel, on_started)
+            else:
+                result = await self.pipe_runner.run(spec, on_output, run.cancel, on_started)
             killed_by = result.killed_by
             checks = []
             if killed_by is None:

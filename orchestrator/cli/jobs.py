@@ -122,22 +122,25 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
     async with connect(nats_url) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        data = bytearray()
+        data, errors = bytearray(), bytearray()
         if follow:
-            stream = (i.output async for i in client.follow(job_id) if i.output is not None)
+            stream = ((i.output, i.stream) async for i in client.follow(job_id) if i.output is not None)
         else:
-            stream = (c.data async for c in client.bus.output_chunks(job_id))
-        async for chunk in stream:
+            stream = ((c.data, c.stream) async for c in client.bus.output_chunks(job_id))
+        async for chunk, which in stream:
+            # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
             if as_json:
-                data.extend(chunk)
-            elif raw:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+                (errors if which == "stderr" else data).extend(chunk)
+                continue
+            out_file = sys.stderr if which == "stderr" else sys.stdout
+            if raw:
+                out_file.buffer.write(chunk)
+                out_file.buffer.flush()
             else:
-                sys.stdout.write(text_view(chunk))
-                sys.stdout.flush()
+                out_file.write(text_view(chunk))
+                out_file.flush()
     if as_json:
-        print_json({"job_id": job_id, "bytes": len(data), "text": text_view(bytes(data))})
+        print_json({"job_id": job_id, "bytes": len(data) + len(errors), "text": text_view(bytes(data)), "stderr": text_view(bytes(errors))})
 
 
 def history(

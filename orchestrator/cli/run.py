@@ -128,10 +128,10 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
         await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
-        output = bytearray()
+        output, stderr = bytearray(), bytearray()
         with CancelOnSignal(client, job_id, say) as guard:
             sink = OutputSink(on_gone=lambda: guard.cancel("stdout closed"))
-            ended = await guard.follow(_follow(client, report, output if as_json else sink))
+            ended = await guard.follow(_follow(client, report, (output, stderr) if as_json else sink))
     code = report.exit_code()
     if ended:
         if (verdict := report.verdict()) is not None:
@@ -140,17 +140,17 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
         code = 128 + guard.detached_by
         say(f"stopped following job {job_id}; `nexus logs {job_id} -f` picks it up")
     if as_json:
-        print_json(report.to_json(bytes(output), code))
+        print_json(report.to_json(bytes(output), code, bytes(stderr)))
     return code
 
 
-async def _follow(client: "NexusClient", report: "JobReport", output: "bytearray | OutputSink") -> None:
+async def _follow(client: "NexusClient", report: "JobReport", output: "tuple[bytearray, bytearray] | OutputSink") -> None:
     async for item in client.follow(report.job_id):
         if item.output is not None:
-            if isinstance(output, bytearray):
-                output.extend(item.output)
+            if isinstance(output, tuple):
+                output[item.stream == "stderr"].extend(item.output)
             else:
-                output.write(item.output)
+                output.write(item.output, item.stream)
         elif item.record is not None:
             report.on_record(item.record)
 
