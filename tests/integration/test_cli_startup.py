@@ -34,13 +34,13 @@ with open(OUT, "w") as f:
 
 # Never needed to print help: each of these costs tens of milliseconds or more to import.
 NOT_FOR_HELP = (
-    "asyncio", "nats", "duckdb", "bashlex", "structlog", "litestar", "yaml", "ptyprocess", "rich.progress", "rich.live",
+    "asyncio", "nats", "duckdb", "bashlex", "structlog", "litestar", "yaml", "ptyprocess", "rich.progress", "rich.live", "pydantic",
     "bus.nats_bus", "orchestrator.app.jobs", "orchestrator.core.analysis", "orchestrator.core.policy",
     "orchestrator.client", "orchestrator.store", "orchestrator.service", "agent.service",
 )  # fmt: skip
 # `nexus run` talks to the bus, but analysis, storage, the API and the agent are other processes' business.
 NOT_FOR_RUN = (
-    "duckdb", "bashlex", "litestar", "ptyprocess", "orchestrator.core.analysis", "orchestrator.core.policy",
+    "duckdb", "bashlex", "litestar", "ptyprocess", "pydantic", "orchestrator.core.analysis", "orchestrator.core.policy",
     "orchestrator.store", "orchestrator.service", "orchestrator.api.app", "agent.service",
 )  # fmt: skip
 
