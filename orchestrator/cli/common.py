@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 
 from bus.urls import DEFAULT_URL
-from schemas.errors import NexusError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -101,8 +100,11 @@ out = LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = LazyConsole(stderr=True, soft_wrap=True)
 
 
-class CliError(NexusError):
-    """A user-facing error with an exit code."""
+class CliError(Exception):
+    """A user-facing error with an exit code. Not a NexusError: that would import the schemas
+    (msgspec and every event) for `nexus --help`; `main` and `run_async` catch both."""
+
+    retryable = False
 
     def __init__(self, message: str, code: int = 1) -> None:
         self.code = code
@@ -121,6 +123,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         import asyncio
 
         from orchestrator.app.errors import AppError
+        from schemas.errors import NexusError
 
         try:
             return asyncio.run(fn(*args, **kwargs))
@@ -167,7 +170,11 @@ def _query_file(db: Path, sql: str, params: Sequence[Any]) -> Rows:
         fail(f"no such DuckDB file: {db}")
     try:
         store = DuckDBStore(db, read_only=True)
-    except NexusError as exc:
+    except Exception as exc:
+        from schemas.errors import NexusError
+
+        if not isinstance(exc, NexusError):
+            raise
         raise CliError(f"{exc} (is the orchestrator running? then leave out --db)") from None
     try:
         columns, rows = store.query(sql, params)

@@ -2,7 +2,7 @@
 
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -24,7 +24,13 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestFlags, TestsOpt, tests_from
-from orchestrator.core.views import JobStatus  # typer reads it from the signature of `jobs`
+
+# The values of orchestrator.core.views.JobStatus, spelled out so that listing the verbs does not
+# import the read model (msgspec and the schemas); tests/unit/test_cli_choices.py keeps them equal.
+JobStatusName = Literal[
+    "requested", "validated", "approval_required", "approved", "denied", "rejected", "queued", "assigned", "dispatched",
+    "accepted", "running", "exited", "succeeded", "failed", "timed_out", "cancelled", "lost",
+]  # fmt: skip
 
 if TYPE_CHECKING:  # the rest is imported where used: `nexus --help` stays fast
     from schemas.records import Record
@@ -32,7 +38,7 @@ if TYPE_CHECKING:  # the rest is imported where used: `nexus --help` stays fast
 
 
 def jobs(
-    status: Annotated[JobStatus | None, typer.Option("--status", help="Only jobs in this status.", show_choices=True)] = None,
+    status: Annotated[JobStatusName | None, typer.Option("--status", help="Only jobs in this status.", show_choices=True)] = None,
     node: Annotated[str | None, typer.Option("--node", help="Only jobs on this node.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.", min=1)] = 20,
     as_json: JsonOpt = False,

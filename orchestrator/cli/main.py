@@ -8,7 +8,6 @@ import typer
 
 from orchestrator.cli import audit, creds, daemons, jobs, metrics, pipelines, review, run, state
 from orchestrator.cli.common import CliError, err
-from schemas.errors import NexusError
 
 app = typer.Typer(
     name="nexus",
@@ -51,7 +50,11 @@ def main() -> None:
     except CliError as exc:
         err.print(f"nexus: error: {exc}", markup=False, highlight=False)
         sys.exit(exc.code)
-    except NexusError as exc:
+    except Exception as exc:
+        from schemas.errors import NexusError  # imported only now: `nexus --help` does without the schemas
+
+        if not isinstance(exc, NexusError):
+            raise
         err.print(f"nexus: error: {exc}", markup=False, highlight=False)
         sys.exit(1)
 
