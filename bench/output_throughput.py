@@ -184,7 +184,7 @@ async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dic
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-out-"))
     server = EmbeddedNats(tmp / "js", port=-1)
     url = await server.start()
-    env = {**os.environ, "NEXUS_NATS_URL": url}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NEXUS_NATS_URL": url}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [
         subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"], env=env, **quiet),

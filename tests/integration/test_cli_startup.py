@@ -73,6 +73,14 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...])
     assert {"orchestrator.cli.run", "orchestrator.cli.daemons", "orchestrator.cli.state"} <= modules
 
 
+async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
+    code, modules, said = await _probe(tmp_path, "--help")
+    assert code == 0
+    assert "rich" not in modules  # typer's rich renderer costs more than the rest of the start-up
+    for panel, verb in (("Services:", "orchestrator"), ("Jobs:", "submit"), ("State:", "replay"), ("Trust:", "audit")):
+        assert panel in said and verb in said.split(panel, 1)[1], f"{verb} under {panel}"
+
+
 async def test_run_loads_only_what_it_uses(stack: Stack) -> None:
     code, modules, said = await _probe(stack.tmp, "run", "--node", "node-1", "--", "true", env={"NEXUS_NATS_URL": stack.url})
     assert code == 0, said
