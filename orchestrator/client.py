@@ -107,7 +107,9 @@ class NexusClient:
             records.extend(batch)
         return records
 
-    async def follow(self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None) -> AsyncIterator[FollowItem]:
+    async def follow(
+        self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None
+    ) -> AsyncIterator[FollowItem]:
         """Events and output of one job, live, in order per kind, until it ends and
         all its stored output has arrived (or until `until(record)`): see `app.follow`."""
         async for item in follow_job(self.bus, job_id, events_from=from_seq, until=until):
