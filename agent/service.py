@@ -47,6 +47,8 @@ VERSION = "0.1.0"
 OUTPUT_CHUNK_MAX = 256 * 1024
 # Pipes (`tty: false`) deliver bulk output far faster than a PTY: bigger chunks, still well under 1 MiB.
 PIPE_CHUNK_MAX = 512 * 1024
+# Room for the headers (msg id, chunk number, stream, signature) within the server's max_payload.
+HEADER_ROOM = 4096
 
 
 @dataclass
@@ -311,7 +313,8 @@ class Agent:
                 timeout_s=dispatch.timeout_s,
                 kill_grace_s=self.kill_grace_s,
                 secrets=secrets,
-                chunk_max=OUTPUT_CHUNK_MAX if dispatch.tty else PIPE_CHUNK_MAX,
+                # A server configured with a smaller max_payload gets smaller chunks, never refused ones.
+                chunk_max=min(OUTPUT_CHUNK_MAX if dispatch.tty else PIPE_CHUNK_MAX, self.bus.max_payload - HEADER_ROOM),
             )
             log.info("job.running", job_id=job_id, attempt=attempt, argv=dispatch.argv, tty=dispatch.tty)
             if dispatch.tty:

@@ -170,6 +170,10 @@ class MemoryBus:
     def connected(self) -> bool:
         return not self._closed
 
+    @property
+    def max_payload(self) -> int:
+        return 1024 * 1024  # nats-server's default
+
     async def close(self) -> None:
         self._closed = True
 

@@ -313,6 +313,10 @@ class NatsBus:
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
 
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
     async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
         """Request/reply; None when nobody listens on `subject`, RequestTimedOut (a TimeoutError) when nobody answers in time."""
         from bus import nats_consumers

@@ -104,6 +104,10 @@ class EventBus(Protocol):
     def connected(self) -> bool: ...
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (payload and headers); output chunks stay under it."""
+
+    @property
     def identity(self) -> Identity | None:
         """Who this connection signs as (its credentials), None on a bus without them."""
 

@@ -8,7 +8,11 @@ import base64
 import hashlib
 import shlex
 from datetime import UTC, datetime
+from pathlib import Path
 
+from bus.nats_bus import NatsBus
+from orchestrator.client import NexusClient
+from orchestrator.embedded import EmbeddedNats
 from schemas import subjects
 from schemas.events import JobRequested
 from tests.conftest import Stack, wait_for
@@ -147,3 +151,34 @@ def test_old_requests_without_tty_still_decode() -> None:
 
     ev = codec.decode(subjects.job("j1", "requested"), b'{"command": "echo hi"}')
     assert isinstance(ev, JobRequested) and ev.tty is True
+
+
+async def test_chunks_fit_a_server_with_a_small_max_payload(tmp_path: Path) -> None:
+    # `auth` is the config file's text: here only a max_payload far below the agent's chunk sizes.
+    server = EmbeddedNats(tmp_path / "js", port=-1, auth="max_payload: 65536\n")
+    url = await server.start()
+    bus = await NatsBus.connect(url, name="test-client")
+    stack = Stack(url=url, db=tmp_path / "nexus.duckdb", tmp=tmp_path, client=NexusClient(bus))
+    try:
+        await stack.start_orchestrator()
+        await stack.start_agent("small")
+        for tty in (True, False):
+            job_id = f"j-small-{tty}-{token()}"
+            await stack.client.submit(job_id, JobRequested(ts=datetime.now(UTC), command=shlex.join(BINARY_ARGV), tty=tty))
+            row = await stack.wait_job(job_id)
+            assert row["status"] == "succeeded", row
+            chunks = [c async for c in stack.client.bus.output_chunks(job_id)]
+            assert max(len(c.data) for c in chunks) < 65536
+            got = b"".join(c.data for c in chunks if c.stream == "stdout")
+            if tty:  # one merged stream
+                assert len(got) == len(WANT_OUT) + len(WANT_ERR)
+            else:
+                assert _digest(got) == _digest(WANT_OUT)
+                assert _digest(b"".join(c.data for c in chunks if c.stream == "stderr")) == _digest(WANT_ERR)
+    finally:
+        for node in list(stack.agents):
+            await stack.stop_agent(node)
+        while stack.orchestrators:
+            await stack.stop_orchestrator()
+        await bus.close()
+        await server.stop()
