@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import resource
 import statistics
 import subprocess
@@ -78,6 +79,7 @@ async def with_stack(runs: int) -> tuple[float, float]:
                 p.kill()
                 p.wait()
         await server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the streams hold what the jobs wrote
 
 
 def main() -> None:

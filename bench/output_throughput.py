@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import shlex
 import subprocess
 import sys
@@ -217,6 +218,7 @@ async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dic
                 p.kill()
                 p.wait()
         await server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the streams hold what the jobs wrote
 
 
 def main() -> None:
