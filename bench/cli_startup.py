@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import resource
+import shutil
 import statistics
 import subprocess
 import sys

@@ -20,8 +20,8 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
