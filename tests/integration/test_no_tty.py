@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,3 +183,10 @@ async def test_chunks_fit_a_server_with_a_small_max_payload(tmp_path: Path) -> N
             await stack.stop_orchestrator()
         await bus.close()
         await server.stop()
+
+
+async def test_nexus_run_no_tty_json_keeps_the_streams_apart(stack: Stack) -> None:
+    code, out, err = await stack.nexus("run", "--no-tty", "--json", "--", "printf out; printf err >&2")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["output"], report["stderr"], report["exit"]) == ("out", "err", 0)
