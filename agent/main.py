@@ -22,8 +22,9 @@ import structlog
 from agent import logs
 from agent.service import Agent
 from bus.errors import BusError
-from bus.nats_bus import DEFAULT_URL, NatsBus
+from bus.nats_bus import NatsBus
 from bus.sealing import SealingKey
+from bus.urls import DEFAULT_URL
 from schemas import subjects
 from schemas.errors import NexusError
 

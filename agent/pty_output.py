@@ -66,7 +66,8 @@ class PtyReader:
             self.changed.set()
 
     def take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[:n])
+        with memoryview(self._buf) as view:  # one copy (slicing the bytearray first made two)
+            chunk = bytes(view[:n])
         del self._buf[:n]
         # Remaining bytes count as fresh so a full-chunk flush is not
         # followed by a tiny one straight away.

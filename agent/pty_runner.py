@@ -98,14 +98,14 @@ class PtyRunner:
 
         The command's stdin is closed at once: its first read gets end-of-file.
         """
-        argv = _resolve_argv(spec)
+        argv = resolve_argv(spec)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         proc = _spawn(spec, argv)
         pid: int = proc.pid
         _close_stdin(proc.fd)
         tty = _pty_device(proc.fd, pid)
-        reaper = _Reaper(loop, pid)
+        reaper = Reaper(loop, pid)
         reader = PtyReader(loop, proc.fd, cap=4 * spec.chunk_max)
         delivery: asyncio.Task[None] | None = None
         try:
@@ -115,7 +115,7 @@ class PtyRunner:
             reader.start()
             masker = OutputMasker(spec.secrets) if spec.secrets else None
             delivery = asyncio.create_task(deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s, masker))
-            killed_by = await _supervise(spec, reaper.exited, delivery, cancel, started)
+            killed_by = await supervise(spec, reaper.exited, delivery, cancel, started)
             if killed_by is not None:
                 await process_tree.kill_tree(pid, spec.kill_grace_s, tty=tty)
             status, exited_at = await reaper.exited
@@ -149,7 +149,7 @@ class PtyRunner:
         )
 
 
-def _resolve_argv(spec: RunSpec) -> list[str]:
+def resolve_argv(spec: RunSpec) -> list[str]:
     """Check cwd and find the executable the way the child's exec will."""
     if not spec.argv:
         raise SpawnFailed("empty argv")
@@ -239,7 +239,7 @@ def _pty_device(master_fd: int, pid: int) -> int | None:
     return process_tree.controlling_tty(pid)
 
 
-class _Reaper:
+class Reaper:
     """Waits for the child in a thread; resolves ``exited`` to (status, time).
 
     A dedicated thread per child (not the default executor) so that many
@@ -269,7 +269,7 @@ class _Reaper:
             self.exited.set_result(result)
 
 
-async def _supervise(
+async def supervise(
     spec: RunSpec,
     exited: asyncio.Future[Any],
     delivery: asyncio.Task[None],

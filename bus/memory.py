@@ -28,6 +28,7 @@ from bus.identity import Identity
 from bus.port import (
     DEFAULT_LIMITS,
     OutputChunk,
+    OutputStream,
     Published,
     StreamLimits,
     entity_filter,
@@ -61,6 +62,7 @@ class _Stored:
     data: bytes
     ts: datetime
     number: int = 0  # output chunks: the chunk number header
+    stream: OutputStream = "stdout"  # output chunks: the stream header
 
 
 @dataclass
@@ -74,11 +76,11 @@ class _Stream:
                 return msg.seq
         return 0
 
-    def append(self, subject: str, data: bytes, msg_id: str | None, number: int = 0) -> Published:
+    def append(self, subject: str, data: bytes, msg_id: str | None, number: int = 0, stream: OutputStream = "stdout") -> Published:
         if msg_id is not None and msg_id in self.msg_ids:
             return Published(seq=self.msg_ids[msg_id], duplicate=True)
         seq = len(self.messages) + 1
-        self.messages.append(_Stored(seq, subject, data, datetime.now(UTC), number))
+        self.messages.append(_Stored(seq, subject, data, datetime.now(UTC), number, stream))
         if msg_id is not None:
             self.msg_ids[msg_id] = seq
         return Published(seq=seq, duplicate=False)
@@ -168,6 +170,10 @@ class MemoryBus:
     def connected(self) -> bool:
         return not self._closed
 
+    @property
+    def max_payload(self) -> int:
+        return 1024 * 1024  # nats-server's default
+
     async def close(self) -> None:
         self._closed = True
 
@@ -207,9 +213,11 @@ class MemoryBus:
             expected_seq = pub.seq
         return done
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
+    async def publish_output(
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+    ) -> None:
         self._stream(subjects.OUTPUT_STREAM).append(
-            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number
+            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number, stream
         )
         self._changed()
 
@@ -446,4 +454,4 @@ def _record(m: _Stored) -> Record:
 
 
 def _chunk(m: _Stored) -> OutputChunk:
-    return OutputChunk(seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data)
+    return OutputChunk(seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data, stream=m.stream)

@@ -31,10 +31,11 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
 from bus.identity import SIG_HEADER, SIGNER_HEADER, Identity, IdentityError, Verifier
-from bus.nats_translate import CHUNK_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
+from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
     OutputChunk,
+    OutputStream,
     Published,
     StreamLimits,
     entity_filter,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("nexus.bus")
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
 # An ack normally takes milliseconds; one lost with a dropped connection is never
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
 PUBLISH_ACK_TIMEOUT_S = 3.0
@@ -262,8 +262,12 @@ class NatsBus:
             expected_seq = pub.seq
         return done
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
+    async def publish_output(
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+    ) -> None:
         headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
+        if stream != "stdout":
+            headers[STREAM_HEADER] = stream
         subject = subjects.output(job_id, attempt, node_id)
         if self.identity is not None:
             headers.update(self.identity.sign(subject, data))
@@ -308,6 +312,10 @@ class NatsBus:
     @property
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
 
     async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
         """Request/reply; None when nobody listens on `subject`, RequestTimedOut (a TimeoutError) when nobody answers in time."""
@@ -530,9 +538,7 @@ class NatsBus:
                     continue
                 for msg in msgs:
                     meta = msg.metadata
-                    attempt = subjects.output_attempt(msg.subject)
-                    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-                    yield OutputChunk(seq=meta.sequence.stream, attempt=attempt, number=number, data=msg.data)
+                    yield to_output_chunk(msg)
                     if follow_until is None and meta.sequence.stream >= end:
                         return
         finally:

@@ -15,13 +15,19 @@ from nats.aio.msg import Msg
 
 from bus.errors import BusError, NotSetUp, StaleDecision
 from bus.identity import SIG_HEADER, SIGNER_HEADER
-from bus.port import OutputChunk
+from bus.port import OutputChunk, OutputStream
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.records import Record
 
 WRONG_LAST_SEQUENCE = 10071
 CHUNK_HEADER = "Nexus-Chunk"
+# Present (value "stderr") only on a `tty: false` job's stderr chunks; absent means stdout.
+STREAM_HEADER = "Nexus-Stream"
+
+
+def output_stream(headers: dict[str, str] | None) -> OutputStream:
+    return "stderr" if (headers or {}).get(STREAM_HEADER) == "stderr" else "stdout"
 
 
 @contextlib.contextmanager
@@ -69,7 +75,7 @@ def is_nats_error(exc: BaseException) -> bool:
 def to_output_chunk(msg: Msg) -> OutputChunk:
     attempt = subjects.output_attempt(msg.subject)
     number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data)
+    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data, stream=output_stream(msg.headers))
 
 
 def to_record(msg: Msg) -> Record:

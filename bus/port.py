@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -50,12 +50,18 @@ class Published:
     duplicate: bool
 
 
+# Which stream of the job a chunk is from: a PTY job's output is all "stdout" (the terminal
+# merges both); a `tty: false` job's stderr is "stderr" (header Nexus-Stream on NEXUS_OUTPUT).
+OutputStream = Literal["stdout", "stderr"]
+
+
 @dataclass(frozen=True)
 class OutputChunk:
     seq: int
     attempt: int
     number: int
     data: bytes
+    stream: OutputStream = "stdout"
 
 
 class Delivery(Protocol):
@@ -98,6 +104,10 @@ class EventBus(Protocol):
     def connected(self) -> bool: ...
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (payload and headers); output chunks stay under it."""
+
+    @property
     def identity(self) -> Identity | None:
         """Who this connection signs as (its credentials), None on a bus without them."""
 
@@ -116,8 +126,11 @@ class EventBus(Protocol):
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
         """Publish decisions on one entity in order, each expecting the previous one."""
 
-    async def publish_output(self, job_id: str, attempt: int, number: int, data: bytes, node_id: str) -> None:
-        """Store output chunk `number` (1, 2, ...) of a job's attempt; a retry is harmless."""
+    async def publish_output(
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+    ) -> None:
+        """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry is harmless.
+        Chunk numbers count both streams of an attempt together."""
 
     # ---- reading
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:

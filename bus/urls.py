@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+# The embedded default of `nexus up`; here, not in bus.nats_bus, so the CLI names it without importing nats.
+DEFAULT_URL = "nats://127.0.0.1:4222"
 MASK = "***"
 
 # The userinfo of every `scheme://userinfo@` in the text. Greedy up to the last `@`

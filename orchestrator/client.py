@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bus.port import EventBus
+from bus.port import EventBus, OutputStream
 from orchestrator.app.follow import follow_job
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import codec, msgids, subjects
@@ -52,6 +52,8 @@ class FollowItem:
     record: Record | None = None
     output: bytes | None = None
     attempt: int = 0
+    stream: OutputStream = "stdout"
+    """Which of the job's streams `output` is from (`stderr` only for a `tty: false` job)."""
 
 
 class NexusClient:
@@ -112,6 +114,6 @@ class NexusClient:
         all its stored output has arrived (or until `until(record)`): see `app.follow`."""
         async for item in follow_job(self.bus, job_id, events_from=from_seq, until=until):
             if item.chunk is not None:
-                yield FollowItem(output=item.chunk.data, attempt=item.chunk.attempt)
+                yield FollowItem(output=item.chunk.data, attempt=item.chunk.attempt, stream=item.chunk.stream)
             elif item.record is not None and item.record.seq >= from_seq:
                 yield FollowItem(record=item.record)

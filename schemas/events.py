@@ -64,6 +64,8 @@ class JobRequested(Envelope, frozen=True, kw_only=True, tag="job.requested"):
     secrets: Names = []
     """Names of `env` entries that are secret besides those whose names match the redaction
     patterns or whose values are sealed (`sealed:v1:...`, see schemas.secrets)."""
+    tty: bool = True
+    """Run in a PTY (true) or with plain pipes (false: stdout and stderr kept apart, bulk output at pipe speed)."""
 
 
 class JobValidated(Envelope, frozen=True, kw_only=True, tag="job.validated"):
@@ -129,6 +131,8 @@ class JobDispatch(Envelope, frozen=True, kw_only=True, tag="job.dispatch"):
     tests: Tests = []
     expires_at: Timestamp | None = None
     """After this the agent refuses it (a dispatch delivered late or replayed is not run)."""
+    tty: bool = True
+    """Run in a PTY (true) or with plain pipes (false: stdout and stderr kept apart)."""
 
 
 class JobAccepted(Envelope, frozen=True, kw_only=True, tag="job.accepted"):

@@ -65,6 +65,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
     approval_timeout_s: TimeoutS = 3600
     env: Env = {}
     working_dir: Path | None = None
+    tty: bool = True
+    """False: the step's jobs run with plain pipes instead of a PTY (stdout and stderr kept apart)."""
 
 
 class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True):

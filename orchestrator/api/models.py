@@ -158,6 +158,8 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
+    tty: bool = True
+    """False: plain pipes instead of a PTY, stdout and stderr kept apart (each `output_chunk` names its `stream`)."""
     node: Id | None = msgspec.field(default=None, name="node")
     timeout_s_alias: TimeoutS | None = msgspec.field(default=None, name="timeout_s")
     working_dir_alias: Path | None = msgspec.field(default=None, name="working_dir")
@@ -336,10 +338,11 @@ class StatusEvent(_Out, frozen=True, kw_only=True):
 
 class OutputChunkEvent(_Out, frozen=True, kw_only=True):
     """Output of the job. `text` is the text view (ANSI stripped, invalid UTF-8 replaced,
-    per chunk); `dataB64` is the raw bytes, so concatenating them is byte-exact."""
+    per chunk); `dataB64` is the raw bytes, so concatenating them (per `stream`) is byte-exact.
+    `stream`: always `stdout` for a PTY job (the terminal merges both); `stdout` or `stderr` for a `tty: false` job."""
 
     type: Literal["output_chunk"] = "output_chunk"
-    stream: Literal["stdout"] = "stdout"
+    stream: Literal["stdout", "stderr"] = "stdout"
     text: str
     data_b64: str
     attempt: int

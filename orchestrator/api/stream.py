@@ -157,7 +157,8 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
 def _chunk(chunk: OutputChunk) -> OutputChunkEvent:
     data = chunk.data
     return OutputChunkEvent(
-        text=text_view(data), data_b64=base64.b64encode(data).decode(), attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq
+        text=text_view(data), data_b64=base64.b64encode(data).decode(), attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq,
+        stream=chunk.stream,
     )
 
 

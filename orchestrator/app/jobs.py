@@ -56,6 +56,8 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     idempotent: bool = False
     secret_env: Env = {}
     """Env entries that are secret whatever their names (`nexus run --secret`, the API's `secretEnv`)."""
+    tty: bool = True
+    """False: plain pipes instead of a PTY, stdout and stderr kept apart (`nexus run --no-tty`, the API's `tty`)."""
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,15 +1,14 @@
 """`nexus audit verify`: prove the log, or a DuckDB file made from it (DESIGN §9; docs/security.md)."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, creds_file, err, fail, out, print_json, run_async
-from orchestrator.core.audit import AuditReport
+
+if TYPE_CHECKING:  # the audit machinery is imported when `verify` runs, not for `nexus --help`
+    from orchestrator.core.audit import AuditReport
 
 app = typer.Typer(help="Prove the record: the event log, or a DuckDB file made from it (see docs/security.md).", no_args_is_help=True)
 
@@ -42,11 +41,14 @@ def verify(
 
 @run_async
 async def _verify(db: Path | None, account_keys: list[str], as_json: bool, nats_url: str) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from orchestrator.audit import AuditError, count_file, trusted_account_of, verify_file, verify_log
 
     try:
         trusted = account_keys or [trusted_account_of(_creds_for_key(db))]
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=as_json) as bar:
+        columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err.get(), transient=True, disable=as_json) as bar:
             if db is not None:
                 task = bar.add_task("verify", total=count_file(db) if db.is_file() else 0)
                 report = verify_file(db, trusted, lambda seq: bar.update(task, completed=seq))
@@ -76,7 +78,7 @@ def _say(text: str) -> None:
     out.print(text, highlight=False, markup=False)
 
 
-def _print(r: AuditReport) -> None:
+def _print(r: "AuditReport") -> None:
     span = f"seqs {r.first_seq}-{r.last_seq}" if r.events else "no events"
     _say(f"{r.source}: {r.events} events ({span})")
     _say(f"  trusted account:   {', '.join(r.trusted_accounts)} ({r.identities} identities announced)")

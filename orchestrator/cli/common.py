@@ -1,8 +1,13 @@
-"""Shared CLI plumbing: options, connecting, error translation, output helpers."""
+"""Shared CLI plumbing: options, connecting, error translation, output helpers.
+
+Start-up time is part of the interface (`nexus --help`, `nexus run -- true`): this module and
+every verb module import only typer and light stdlib modules at the top; the bus, the
+application layer, rich and DuckDB are imported inside the functions that use them.
+tests/integration/test_cli_startup.py holds that line.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import re
@@ -11,18 +16,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
-import msgspec
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from bus.nats_bus import DEFAULT_URL, NatsBus
-from orchestrator.app.errors import AppError
-from orchestrator.app.jobs import ANONYMOUS
-from orchestrator.client import NexusClient, Rows
-from schemas.errors import NexusError
+from bus.urls import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestrator.client import NexusClient, Rows
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,13 +75,36 @@ DbOpt = Annotated[
 ]
 DEFAULT_NATS = DEFAULT_URL
 
+
+class LazyConsole:
+    """A rich Console made on first use (rich costs tens of milliseconds to import).
+    Attribute access goes to the Console; `get()` gives it to rich's own widgets."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 # Piped output is for grep and files: don't squeeze tables into 80 columns.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
+out = LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = LazyConsole(stderr=True, soft_wrap=True)
 
 
-class CliError(NexusError):
-    """A user-facing error with an exit code."""
+class CliError(Exception):
+    """A user-facing error with an exit code. Not a NexusError: that would import the schemas
+    (msgspec and every event) for `nexus --help`; `main` and `run_async` catch both."""
+
+    retryable = False
 
     def __init__(self, message: str, code: int = 1) -> None:
         self.code = code
@@ -94,6 +120,11 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        import asyncio
+
+        from orchestrator.app.errors import AppError
+        from schemas.errors import NexusError
+
         try:
             return asyncio.run(fn(*args, **kwargs))
         except CliError as exc:
@@ -113,6 +144,9 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 @asynccontextmanager
 async def connect(url: str, name: str = "nexus-cli") -> AsyncIterator[NexusClient]:
+    from bus.nats_bus import NatsBus
+    from orchestrator.client import NexusClient
+
     bus = await NatsBus.connect(url, name=name, creds=creds_file())
     try:
         yield NexusClient(bus)
@@ -129,13 +163,18 @@ async def query(url: str, db: Path | None, sql: str, params: Sequence[Any] = ())
 
 
 def _query_file(db: Path, sql: str, params: Sequence[Any]) -> Rows:
+    from orchestrator.client import Rows
     from orchestrator.store import DuckDBStore
 
     if not db.exists():
         fail(f"no such DuckDB file: {db}")
     try:
         store = DuckDBStore(db, read_only=True)
-    except NexusError as exc:
+    except Exception as exc:
+        from schemas.errors import NexusError
+
+        if not isinstance(exc, NexusError):
+            raise
         raise CliError(f"{exc} (is the orchestrator running? then leave out --db)") from None
     try:
         columns, rows = store.query(sql, params)
@@ -157,12 +196,16 @@ def parse_pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
 def print_json(value: Any) -> None:
     """`--json` output. The CLI speaks the event log's vocabulary (snake_case, as on NATS and in
     DuckDB): Structs are written by attribute name, even those the HTTP API writes in camelCase."""
+    import msgspec
+
     sys.stdout.write(msgspec.json.encode(plain(value), enc_hook=str).decode() + "\n")
 
 
 def plain(value: Any) -> Any:
     """Structs as dicts keyed by attribute name, recursively; other values as they are
     (keys of plain dicts are data, such as labels, and are never renamed)."""
+    import msgspec
+
     if isinstance(value, msgspec.Struct):
         return {name: plain(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, dict):
@@ -189,6 +232,8 @@ def fmt(value: Any) -> str:
 
 
 def print_table(rows: Rows, *, title: str | None = None) -> None:
+    from rich.table import Table
+
     # Ids and times stay on one line; long text (commands, reasons) wraps.
     table = Table(title=title, header_style="bold", box=None, pad_edge=False)
     for col in rows.columns:
@@ -215,4 +260,6 @@ def parse_duration(value: str, what: str) -> float:
 
 
 def default_user() -> str:
+    from orchestrator.app.jobs import ANONYMOUS
+
     return os.environ.get("USER") or os.environ.get("LOGNAME") or ANONYMOUS

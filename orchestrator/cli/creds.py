@@ -1,14 +1,18 @@
 """`nexus creds new`: issue a NATS identity (DESIGN §9) from the deployment's keyring."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, parse_duration, print_json
-from orchestrator.trust.roles import ROLES, Role
+
+if TYPE_CHECKING:
+    from orchestrator.trust.roles import Role
+
+# orchestrator.trust.roles.ROLES, spelled out so that listing the verbs does not import the
+# trust machinery (and the schemas); tests/unit/test_cli_choices.py keeps them equal.
+ROLE_NAMES = ("admin", "submitter", "approver", "viewer", "agent")
 
 app = typer.Typer(help="NATS identities: who may do what on the bus (see docs/security.md).", no_args_is_help=True)
 
@@ -17,7 +21,7 @@ KEYRING = DATA_DIR / "creds"
 
 @app.command("new")
 def new(
-    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.", show_default=False)],
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLE_NAMES)}.", show_default=False)],
     name: Annotated[str, typer.Option("--name", help="Who it is for: recorded as the identity's name.", show_default=False)],
     node: Annotated[str | None, typer.Option("--node", help="For --role agent: the node id it may act for.")] = None,
     output: Annotated[
@@ -40,6 +44,7 @@ def new(
     agent (one node: its dispatches, its facts, its output, its heartbeat).
     """
     from orchestrator.trust.keyring import Keyring, KeyringError
+    from orchestrator.trust.roles import ROLES
 
     if role not in ROLES:
         fail(f"unknown role {role!r}: one of {', '.join(ROLES)}", code=2)
@@ -70,7 +75,9 @@ def new(
     )
 
 
-def _role(value: str) -> Role:
+def _role(value: str) -> "Role":
+    from orchestrator.trust.roles import ROLES
+
     for role in ROLES:
         if role == value:
             return role

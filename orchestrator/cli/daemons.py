@@ -1,8 +1,5 @@
 """Long-running verbs: up (everything, embedded), orchestrator, agent, api."""
 
-from __future__ import annotations
-
-import asyncio
 import os
 import signal
 import socket
@@ -10,12 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import structlog
 import typer
 
-from agent import logs
-from bus.nats_bus import NatsBus
-from bus.port import StreamLimits
 from bus.urls import redact_url
 from orchestrator.cli.common import (
     DATA_DIR,
@@ -29,17 +22,23 @@ from orchestrator.cli.common import (
     parse_pairs,
     run_async,
 )
-from orchestrator.config import load_policy
-from orchestrator.core.policy import Policy
-from schemas import subjects
-from schemas.secrets import DEFAULT_REDACTED_VARS, Redaction, parse_patterns
 
-if TYPE_CHECKING:  # the services are imported when a daemon starts: short CLI verbs stay fast
+if TYPE_CHECKING:  # the services (and the bus, the policy) are imported when a daemon starts: short CLI verbs stay fast
+    import asyncio
+
     from agent.service import Agent
+    from bus.port import StreamLimits
     from orchestrator.api.server import ApiListener
+    from orchestrator.core.policy import Policy
     from orchestrator.service import Orchestrator
+    from schemas.secrets import Redaction
 
-log = structlog.get_logger("nexus")
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("nexus")
+
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogOpt = Annotated[LogLevel, typer.Option("--log-level", help="How much to log.")]
@@ -59,8 +58,10 @@ STOP_DEADLINE_S = 20.0
 EXIT_STUCK = 70
 
 
-async def _until_signal(*tasks: asyncio.Task[None]) -> None:
+async def _until_signal(*tasks: "asyncio.Task[None]") -> None:
     """Run tasks until SIGINT/SIGTERM or until one of them fails; then stop them all."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,10 +81,12 @@ async def _until_signal(*tasks: asyncio.Task[None]) -> None:
                 loop.remove_signal_handler(sig)
 
 
-async def _stop_all(tasks: list[asyncio.Task[Any]], hurry: asyncio.Event) -> None:
+async def _stop_all(tasks: "list[asyncio.Task[Any]]", hurry: "asyncio.Event") -> None:
     """Cancel the tasks and wait for them, cancelling again those still running after a
     grace (at once after another signal): on Python 3.11 a cancellation can be swallowed
     (nats-py's `wait_for`), and a task that never saw it would keep the process waiting forever."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STOP_DEADLINE_S
     grace = STOP_GRACE_S
@@ -92,7 +95,7 @@ async def _stop_all(tasks: list[asyncio.Task[Any]], hurry: asyncio.Event) -> Non
         left = deadline - loop.time()
         if left <= 0:
             names = ", ".join(sorted(t.get_name() for t in pending))
-            log.error("nexus.stop_stuck", tasks=names, after_s=STOP_DEADLINE_S)
+            _log().error("nexus.stop_stuck", tasks=names, after_s=STOP_DEADLINE_S)
             err.print(f"nexus: error: could not stop within {STOP_DEADLINE_S:g}s ({names}); exiting anyway", highlight=False)
             os._exit(EXIT_STUCK)  # asyncio.run would wait for these tasks forever
         for task in pending:
@@ -107,7 +110,7 @@ async def _stop_all(tasks: list[asyncio.Task[Any]], hurry: asyncio.Event) -> Non
         pending = {t for t in pending if not t.done()}
     for task in tasks:  # the first failure was raised already; the others only logged
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.debug("nexus.task_failed", task=task.get_name(), error=repr(exc))
+            _log().debug("nexus.task_failed", task=task.get_name(), error=repr(exc))
 
 
 def _default_node() -> str:
@@ -125,7 +128,9 @@ RedactedVarsOpt = Annotated[
 ]
 
 
-def _redaction(extra: str | None) -> Redaction:
+def _redaction(extra: str | None) -> "Redaction":
+    from schemas.secrets import DEFAULT_REDACTED_VARS, Redaction, parse_patterns
+
     return Redaction(patterns=(*DEFAULT_REDACTED_VARS, *parse_patterns(extra or "")))
 
 
@@ -180,6 +185,10 @@ def up(
     Ctrl-C or SIGTERM stops all. Exits 1 at once, starting nothing, when the API
     cannot listen (port taken, bad --auth file).
     """
+    from agent import logs
+    from orchestrator.config import load_policy
+    from schemas import subjects
+
     logs.configure(log_level, json=log_json)
     local = LocalAgent(subjects.check_id(node or _default_node(), "node id"), parse_pairs(label, "--label"), max_jobs)
     api = None if no_api else (api_host, api_port, auth)
@@ -194,10 +203,10 @@ async def _up(
     port: int,
     local: LocalAgent,
     node_ttl: float,
-    policy: Policy,
+    policy: "Policy",
     api: ApiSpec | None,
     *,
-    redaction: Redaction,
+    redaction: "Redaction",
 ) -> None:
     from orchestrator.embedded import EmbeddedNats
 
@@ -210,7 +219,7 @@ async def _up(
             identities = _embedded_identities(data / "creds", local.node_id)
             server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log", auth=identities.server_config)
             nats_url = await server.start()
-            log.info("nats.started", url=redact_url(nats_url), store=str(data / "jetstream"), creds=str(data / "creds"))
+            _log().info("nats.started", url=redact_url(nats_url), store=str(data / "jetstream"), creds=str(data / "creds"))
         else:
             given = creds_file(creds)
             identities = Identities(given, given, given, given, None, "")
@@ -220,7 +229,7 @@ async def _up(
             listener.close()
         if server is not None:
             await server.stop()
-        log.info("nexus.stopped")
+        _log().info("nexus.stopped")
 
 
 @dataclass(frozen=True)
@@ -251,7 +260,7 @@ def _embedded_identities(directory: Path, node_id: str) -> Identities:
     )
 
 
-def _listen(api: ApiSpec) -> ApiListener:
+def _listen(api: ApiSpec) -> "ApiListener":
     from orchestrator.api.errors import ApiError
     from orchestrator.api.server import listen
 
@@ -268,13 +277,16 @@ async def _run_services(
     data: Path,
     local: LocalAgent,
     node_ttl: float,
-    policy: Policy,
-    listener: ApiListener | None,
+    policy: "Policy",
+    listener: "ApiListener | None",
     *,
-    redaction: Redaction,
+    redaction: "Redaction",
 ) -> None:
+    import asyncio
+
     from agent.main import SEALING_KEY_FILE
     from agent.service import Agent
+    from bus.nats_bus import NatsBus
     from bus.sealing import SealingKey
     from orchestrator.api.server import serve_on
     from orchestrator.client import NexusClient
@@ -308,8 +320,10 @@ async def _run_services(
         store.close()
 
 
-async def _announce(orch: Orchestrator, agent: Agent, message: str) -> None:
+async def _announce(orch: "Orchestrator", agent: "Agent", message: str) -> None:
     """Say "up" once a job submitted now would be placed on the local agent."""
+    import asyncio
+
     await orch.caught_up.wait()
     await orch.fleet_known.wait()
     await agent.ready.wait()
@@ -335,6 +349,10 @@ def orchestrator(
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run the orchestrator: reduce the log into DuckDB and make decisions."""
+    from agent import logs
+    from bus.port import StreamLimits
+    from orchestrator.config import load_policy
+
     logs.configure(log_level, json=log_json)
     limits = StreamLimits(
         replicas=replicas,
@@ -346,8 +364,11 @@ def orchestrator(
 
 @run_async
 async def _orchestrator(
-    nats_url: str, creds: Path | None, db: Path, node_ttl: float, policy: Policy, limits: StreamLimits, redaction: Redaction
+    nats_url: str, creds: Path | None, db: Path, node_ttl: float, policy: "Policy", limits: "StreamLimits", redaction: "Redaction"
 ) -> None:
+    import asyncio
+
+    from bus.nats_bus import NatsBus
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
@@ -390,6 +411,9 @@ def agent(
     """Run a node agent: take this node's dispatches and run them in a PTY.
 
     Give it an agent identity for this node (`nexus creds new --role agent --node ID`)."""
+    from agent import logs
+    from schemas import subjects
+
     logs.configure(log_level, json=log_json)
     subjects.check_id(node, "node id")
     labels = parse_pairs(label, "--label")
@@ -439,12 +463,18 @@ def api(
     log_json: LogJsonOpt = False,
 ) -> None:
     """Serve the HTTP API (jobs, live SSE output, nodes, metrics) against a running orchestrator."""
+    from agent import logs
+    from orchestrator.config import load_policy
+
     logs.configure(log_level, json=log_json)
     _api(nats_url, creds_file(creds), host, port, auth, load_policy(policy), node_ttl)
 
 
 @run_async
-async def _api(nats_url: str, creds: Path | None, host: str, port: int, auth: Path | None, policy: Policy, node_ttl: float) -> None:
+async def _api(nats_url: str, creds: Path | None, host: str, port: int, auth: Path | None, policy: "Policy", node_ttl: float) -> None:
+    import asyncio
+
+    from bus.nats_bus import NatsBus
     from orchestrator.api.server import serve
     from orchestrator.client import NexusClient
 

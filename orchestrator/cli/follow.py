@@ -63,14 +63,19 @@ class Say:
 
 
 class OutputSink:
-    """The job's raw output on stdout. When stdout is gone (a closed pipe or terminal)
-    it calls `on_gone` once and drops the rest, as `nexus run` then stops the job."""
+    """The job's raw output on stdout (a `tty: false` job's stderr on stderr). When stdout is
+    gone (a closed pipe or terminal) it calls `on_gone` once and drops the rest, as `nexus run`
+    then stops the job."""
 
     def __init__(self, on_gone: Callable[[], None]) -> None:
         self.on_gone = on_gone
         self.gone = False
+        self.stderr_gone = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, stream: str = "stdout") -> None:
+        if stream == "stderr":
+            self._write_stderr(data)
+            return
         if self.gone:
             return
         try:
@@ -83,6 +88,16 @@ class OutputSink:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
             self.on_gone()
+
+    def _write_stderr(self, data: bytes) -> None:
+        if self.stderr_gone:
+            return
+        try:
+            sys.stderr.flush()  # our own status lines (text layer) first, in the order they were said
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
+        except OSError:  # nobody reads our stderr any more: the job's stdout still counts
+            self.stderr_gone = True
 
 
 def analysis_lines(ev: JobValidated) -> list[Text]:
@@ -178,7 +193,8 @@ class JobReport:
         found = self.validated.warnings if self.validated is not None else []
         return [{"type": w.type, "severity": w.severity, "message": w.message} for w in found]
 
-    def to_json(self, output: bytes, code: int) -> dict[str, Any]:
+    def to_json(self, output: bytes, code: int, stderr: bytes = b"") -> dict[str, Any]:
+        """`output`: the job's output (a `tty: false` job's stdout); `stderr`: a `tty: false` job's stderr."""
         return {
             "job_id": self.job_id,
             "status": self.status,
@@ -186,4 +202,5 @@ class JobReport:
             "exit": code,
             "warnings": self.warnings_json(),
             "output": text_view(output),
+            "stderr": text_view(stderr),
         }

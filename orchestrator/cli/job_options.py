@@ -6,15 +6,15 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.app.jobs import SubmitJob
 from orchestrator.cli.common import default_user, fail, parse_pairs
-from orchestrator.config import load_tests
-from schemas import subjects
-from schemas.values import ExitCodeTest, FileExistsTest, JobTest, OutputContainsTest
+
+if TYPE_CHECKING:  # imported where used, so that `nexus --help` stays fast
+    from orchestrator.app.jobs import SubmitJob
+    from schemas.values import JobTest
 
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (default: the orchestrator picks one).")]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Node selector KEY=VALUE; repeatable.")]
@@ -44,6 +44,14 @@ TestsOpt = Annotated[Path | None, typer.Option("--tests", "--file", "-f", help="
 ExpectExitOpt = Annotated[int | None, typer.Option("--expect-exit", help="Test: the exit code must be this.")]
 ExpectOutputOpt = Annotated[list[str] | None, typer.Option("--expect-output", help="Test: this regex must match the output; repeatable.")]
 ExpectFileOpt = Annotated[list[str] | None, typer.Option("--expect-file", help="Test: this path must exist on the node; repeatable.")]
+NoTtyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-tty",
+        help="Run with plain pipes instead of a PTY: stdout and stderr kept apart (here: the job's stderr on yours), "
+        "for bulk output at pipe speed.",
+    ),
+]
 CommandArg = Annotated[
     list[str],
     typer.Argument(help="The command, after `--`. One argument is a shell line; several are quoted as argv.", show_default=False),
@@ -81,11 +89,15 @@ class JobFlags:
     after: list[str] | None = None
     retries: int = 0
     idempotent: bool = False
+    tty: bool = True
     tests: TestFlags = TestFlags()
 
 
 def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
     """The submit command given by the shared run/submit options."""
+    from orchestrator.app.jobs import SubmitJob
+    from schemas import subjects
+
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
@@ -111,6 +123,7 @@ def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
         after=[subjects.check_id(a, "job id") for a in flags.after or []],
         retries=flags.retries,
         idempotent=flags.idempotent,
+        tty=flags.tty,
         tests=tests_from(flags.tests),
     )
 
@@ -133,7 +146,13 @@ def secrets_from(given: list[str] | None) -> dict[str, str]:
 
 def tests_from(flags: TestFlags) -> list[JobTest]:
     """The tests given by --tests FILE and the --expect-* shorthands."""
-    tests: list[JobTest] = load_tests(flags.tests) if flags.tests else []
+    from schemas.values import ExitCodeTest, FileExistsTest, OutputContainsTest
+
+    tests: list[JobTest] = []
+    if flags.tests:
+        from orchestrator.config import load_tests  # YAML and the policy's checks: only when a file is given
+
+        tests = load_tests(flags.tests)
     if flags.expect_exit is not None:
         tests.append(ExitCodeTest(expected=flags.expect_exit))
     tests += [OutputContainsTest(pattern=p) for p in flags.expect_output or []]

@@ -1,20 +1,11 @@
 """Job verbs: jobs, show, logs, history, cancel, test (run and submit: run.py)."""
 
-from __future__ import annotations
-
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import msgspec
 import typer
 
-from orchestrator.app import finished as finished_app
-from orchestrator.app import jobs as jobs_app
-from orchestrator.app.finished import RunTests
-from orchestrator.app.jobs import CancelJob
-from orchestrator.app.narrate import narrate
-from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     CredsOpt,
@@ -33,18 +24,21 @@ from orchestrator.cli.common import (
     run_async,
 )
 from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestFlags, TestsOpt, tests_from
-from orchestrator.client import JOB_COLUMNS, Rows
-from orchestrator.core.views import JobStatus
-from schemas import subjects
-from schemas.codec import event_type
-from schemas.records import Record
-from schemas.secrets import shown_env
-from schemas.text import text_view
-from schemas.values import JobTest
+
+# The values of orchestrator.core.views.JobStatus, spelled out so that listing the verbs does not
+# import the read model (msgspec and the schemas); tests/unit/test_cli_choices.py keeps them equal.
+JobStatusName = Literal[
+    "requested", "validated", "approval_required", "approved", "denied", "rejected", "queued", "assigned", "dispatched",
+    "accepted", "running", "exited", "succeeded", "failed", "timed_out", "cancelled", "lost",
+]  # fmt: skip
+
+if TYPE_CHECKING:  # the rest is imported where used: `nexus --help` stays fast
+    from schemas.records import Record
+    from schemas.values import JobTest
 
 
 def jobs(
-    status: Annotated[JobStatus | None, typer.Option("--status", help="Only jobs in this status.", show_choices=True)] = None,
+    status: Annotated[JobStatusName | None, typer.Option("--status", help="Only jobs in this status.", show_choices=True)] = None,
     node: Annotated[str | None, typer.Option("--node", help="Only jobs on this node.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.", min=1)] = 20,
     as_json: JsonOpt = False,
@@ -80,6 +74,9 @@ async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool,
 
 
 async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
+    from orchestrator.app.rows import decoded
+    from orchestrator.client import JOB_COLUMNS
+
     rows = await query(nats_url, db, f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", [job_id])
     if not rows.rows:
         fail(f"no job {job_id!r}")
@@ -124,26 +121,32 @@ def logs(
 
 @run_async
 async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: str) -> None:
+    from schemas import subjects
+    from schemas.text import text_view
+
     subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        data = bytearray()
+        data, errors = bytearray(), bytearray()
         if follow:
-            stream = (i.output async for i in client.follow(job_id) if i.output is not None)
+            stream = ((i.output, i.stream) async for i in client.follow(job_id) if i.output is not None)
         else:
-            stream = (c.data async for c in client.bus.output_chunks(job_id))
-        async for chunk in stream:
+            stream = ((c.data, c.stream) async for c in client.bus.output_chunks(job_id))
+        async for chunk, which in stream:
+            # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
             if as_json:
-                data.extend(chunk)
-            elif raw:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+                (errors if which == "stderr" else data).extend(chunk)
+                continue
+            out_file = sys.stderr if which == "stderr" else sys.stdout
+            if raw:
+                out_file.buffer.write(chunk)
+                out_file.buffer.flush()
             else:
-                sys.stdout.write(text_view(chunk))
-                sys.stdout.flush()
+                out_file.write(text_view(chunk))
+                out_file.flush()
     if as_json:
-        print_json({"job_id": job_id, "bytes": len(data), "text": text_view(bytes(data))})
+        print_json({"job_id": job_id, "bytes": len(data) + len(errors), "text": text_view(bytes(data)), "stderr": text_view(bytes(errors))})
 
 
 def history(
@@ -158,6 +161,11 @@ def history(
 
 @run_async
 async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
+    from orchestrator.app.narrate import narrate
+    from orchestrator.client import Rows
+    from schemas import subjects
+    from schemas.codec import event_type
+
     subjects.check_id(job_id, "job id")
     async with connect(nats_url) as client:
         records = await client.history(job_id)
@@ -174,7 +182,11 @@ async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
     print_table(rows)
 
 
-def _record_json(r: Record) -> dict[str, Any]:
+def _record_json(r: "Record") -> dict[str, Any]:
+    import msgspec
+
+    from schemas.secrets import shown_env
+
     payload: Any
     try:
         payload = msgspec.json.decode(r.raw)
@@ -201,6 +213,9 @@ def cancel(
 
 @run_async
 async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
+    from orchestrator.app import jobs as jobs_app
+    from orchestrator.app.jobs import CancelJob
+
     async with connect(nats_url) as client:
         await jobs_app.cancel(client, CancelJob(job_id=job_id, by=default_user(), reason=reason))
     err.print(f"cancel requested for {job_id}", highlight=False)
@@ -226,7 +241,10 @@ def test(
 
 
 @run_async
-async def _test(job_id: str, tests: list[JobTest], timeout: float, as_json: bool, nats_url: str) -> bool:
+async def _test(job_id: str, tests: "list[JobTest]", timeout: float, as_json: bool, nats_url: str) -> bool:
+    from orchestrator.app import finished as finished_app
+    from orchestrator.app.finished import RunTests
+
     async with connect(nats_url) as client:
         ev = finished_app.tests_request(RunTests(job_id=job_id, tests=tests, by=default_user()), datetime.now(UTC))
         seq = await finished_app.request_tests(client, job_id, ev)

@@ -1,15 +1,10 @@
 """`nexus metrics`: per-phase metrics from the event log, as tables or the API's JSON."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import msgspec
 import typer
-from rich.table import Table
 
-from orchestrator.api.metrics import pipeline_metrics
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, out, parse_duration, print_json, run_async
 
 
@@ -40,6 +35,11 @@ def parse_since(value: str) -> datetime:
 
 @run_async
 async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_url: str) -> None:
+    import msgspec
+    from rich.table import Table
+
+    from orchestrator.api.metrics import pipeline_metrics
+
     async with connect(nats_url) as client:
         m = await pipeline_metrics(client, since)
     if as_json:

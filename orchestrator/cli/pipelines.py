@@ -1,21 +1,12 @@
 """Pipeline verbs: nexus pipeline run FILE, show ID, list."""
 
-from __future__ import annotations
-
-import asyncio
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
-from orchestrator.app import pipelines as pipelines_app
-from orchestrator.app.narrate import narrate
-from orchestrator.app.pipelines import RunPipeline
-from orchestrator.app.rows import decoded
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     CredsOpt,
@@ -34,11 +25,13 @@ from orchestrator.cli.common import (
     query,
     run_async,
 )
-from orchestrator.client import NexusClient
-from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
-from orchestrator.templates import load_template
-from schemas.pipelines import PipelineEvent
-from schemas.text import text_view
+
+if TYPE_CHECKING:  # imported where used, so that `nexus --help` stays fast
+    from rich.table import Table
+
+    from orchestrator.app import pipelines as pipelines_app
+    from orchestrator.client import NexusClient
+    from orchestrator.core.pipeline_views import PipelineView
 
 app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
 
@@ -61,6 +54,10 @@ def run(
     The template is refused before anything runs when it has a syntax error,
     an unknown key, a missing field, an unknown step in `needs` or a cycle.
     """
+    from orchestrator.app import pipelines as pipelines_app
+    from orchestrator.app.pipelines import RunPipeline
+    from orchestrator.templates import load_template
+
     variables = parse_pairs(var, "--var")
     cmd = RunPipeline(
         spec=load_template(file, variables), variables=variables, pipeline_id=pipeline_id, requested_by=default_user(), source=str(file)
@@ -70,7 +67,9 @@ def run(
 
 
 @run_async
-async def _run(pid: str, cmd: pipelines_app.RunPipeline, detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
+async def _run(pid: str, cmd: "pipelines_app.RunPipeline", detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
+    from orchestrator.app import pipelines as pipelines_app
+
     async with connect(nats_url) as client:
         await pipelines_app.submit(client, pid, await pipelines_app.request_for(client, cmd))
         if detach:
@@ -82,10 +81,19 @@ async def _run(pid: str, cmd: pipelines_app.RunPipeline, detach: bool, output: b
     return view.status == "succeeded"
 
 
-async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool, output: bool = False) -> PipelineView:
+async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, output: bool = False) -> "PipelineView":
     """Fold the pipeline's events as they come, showing a step list until it ends."""
+    import asyncio
+
+    from rich.live import Live
+
+    from orchestrator.app import pipelines as pipelines_app
+    from orchestrator.app.narrate import narrate
+    from orchestrator.core.pipeline_views import evolve_pipeline
+    from schemas.pipelines import PipelineEvent
+
     view: PipelineView | None = None
-    display = Live(console=out, auto_refresh=False) if live else contextlib.nullcontext()
+    display = Live(console=out.get(), auto_refresh=False) if live else contextlib.nullcontext()
     tails: dict[str, asyncio.Task[None]] = {}
     try:
         with display as screen:
@@ -119,8 +127,10 @@ async def _follow(client: NexusClient, pid: str, *, live: bool, lines: bool, out
     return view
 
 
-async def _tail(client: NexusClient, job_id: str, label: str) -> None:
+async def _tail(client: "NexusClient", job_id: str, label: str) -> None:
     """Print one step job's output as it comes, line by line, prefixed."""
+    from schemas.text import text_view
+
     pending = ""
     async for item in client.follow(job_id):
         if item.output is None:
@@ -133,7 +143,9 @@ async def _tail(client: NexusClient, job_id: str, label: str) -> None:
         out.print(f"{label} | {pending}", highlight=False, markup=False)
 
 
-def _table(view: PipelineView) -> Table:
+def _table(view: "PipelineView") -> "Table":
+    from rich.table import Table
+
     table = Table(title=f"{view.name} ({view.pipeline_id}): {view.status}", header_style="bold", box=None)
     for col in ("step", "status", "batch", "nodes", "jobs", "reason"):
         table.add_column(col, overflow="fold")
@@ -144,7 +156,7 @@ def _table(view: PipelineView) -> Table:
     return table
 
 
-def _summary(view: PipelineView) -> dict[str, Any]:
+def _summary(view: "PipelineView") -> dict[str, Any]:
     return {
         "pipeline_id": view.pipeline_id,
         "name": view.name,
@@ -171,6 +183,8 @@ def show(
 
 @run_async
 async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    from orchestrator.app.rows import decoded
+
     columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
     head = await query(nats_url, db, f"SELECT {columns} FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
     if not head.rows:

@@ -1,21 +1,14 @@
 """Analysis verbs: validate (phase 1 alone), approve and deny held jobs."""
 
-from __future__ import annotations
-
 import shlex
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from orchestrator.app import jobs as jobs_app
-from orchestrator.app import nodes as nodes_app
-from orchestrator.app import pipelines as pipelines_app
-from orchestrator.app.jobs import DecideJob
-from orchestrator.app.pipelines import DecideStep
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     CredsOpt,
@@ -30,12 +23,10 @@ from orchestrator.cli.common import (
     print_json,
     run_async,
 )
-from orchestrator.cli.follow import SEVERITY_STYLE
 from orchestrator.cli.job_options import CwdOpt, EnvOpt, TestFlags, tests_from
-from orchestrator.config import load_policy
-from orchestrator.core.admission import Candidate, Submission, worst
-from orchestrator.core.judge import judge
-from schemas import subjects
+
+if TYPE_CHECKING:  # the analysis (bashlex, the policy) is imported when a verb runs, not for `nexus --help`
+    from orchestrator.core.admission import Candidate
 
 # A node silent this long is offline to `nexus validate --node` (the orchestrator's default --node-ttl).
 VALIDATE_NODE_TTL_S = 10.0
@@ -64,6 +55,12 @@ def validate(
     stand for the target node; with --node the fleet is read from the orchestrator.
     Exit code 0 when valid, 1 when not (critical findings or refused by policy).
     """
+    from orchestrator.cli.follow import SEVERITY_STYLE
+    from orchestrator.config import load_policy
+    from orchestrator.core.admission import Submission, worst
+    from orchestrator.core.judge import judge
+    from schemas import subjects
+
     if not command:
         fail("no command given: nexus validate -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
@@ -114,7 +111,9 @@ def validate(
 
 
 @run_async
-async def _fleet(nats_url: str) -> dict[str, Candidate]:
+async def _fleet(nats_url: str) -> "dict[str, Candidate]":
+    from orchestrator.app import nodes as nodes_app
+
     async with connect(nats_url) as client:
         return await nodes_app.candidates(client, ttl_s=VALIDATE_NODE_TTL_S, now=datetime.now(UTC))
 
@@ -156,6 +155,9 @@ def deny(
 
 @run_async
 async def _decide_step(pipeline_id: str, step: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
+    from orchestrator.app import pipelines as pipelines_app
+    from orchestrator.app.pipelines import DecideStep
+
     async with connect(nats_url) as client:
         await pipelines_app.decide_step(client, DecideStep(pipeline_id=pipeline_id, step=step, decision=kind, by=by, reason=reason))
     err.print(f"{pipeline_id} step {step} {kind} by {by}", highlight=False)
@@ -163,6 +165,9 @@ async def _decide_step(pipeline_id: str, step: str, kind: Decision, by: str, rea
 
 @run_async
 async def _decide(job_id: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
+    from orchestrator.app import jobs as jobs_app
+    from orchestrator.app.jobs import DecideJob
+
     async with connect(nats_url) as client:
         await jobs_app.decide(client, DecideJob(job_id=job_id, decision=kind, by=by, reason=reason))
     err.print(f"{job_id} {kind} by {by}", highlight=False)

@@ -10,9 +10,6 @@ nobody reads any more (a closed pipe or terminal) counts as that first signal.
 A second signal stops following at once (exit 128+N); the cancel stands.
 """
 
-from __future__ import annotations
-
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -23,15 +20,11 @@ import termios
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.app import jobs as jobs_app
-from orchestrator.app.errors import JobFinished
-from orchestrator.app.jobs import CancelJob, SubmitJob, job_id_of
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
-from orchestrator.cli.follow import JobReport, OutputSink, Say
 from orchestrator.cli.job_options import (
     AfterOpt,
     CommandArg,
@@ -46,6 +39,7 @@ from orchestrator.cli.job_options import (
     LabelOpt,
     MetaOpt,
     NodeOpt,
+    NoTtyOpt,
     ParentOpt,
     PreferOpt,
     PriorityOpt,
@@ -57,9 +51,12 @@ from orchestrator.cli.job_options import (
     ToolOpt,
     request_from,
 )
-from orchestrator.client import NexusClient
-from schemas.events import JobApprovalRequired, JobValidated, ends_job
-from schemas.records import Record
+
+if TYPE_CHECKING:  # imported where used: `nexus --help` must not pay for the bus and the app layer
+    from orchestrator.app.jobs import SubmitJob
+    from orchestrator.cli.follow import JobReport, OutputSink, Say
+    from orchestrator.client import NexusClient
+    from schemas.records import Record
 
 # How long `nexus submit` waits for the analysis verdict before it leaves the job to it.
 VERDICT_WAIT_S = 5.0
@@ -93,6 +90,7 @@ def run(
     expect_exit: ExpectExitOpt = None,
     expect_output: ExpectOutputOpt = None,
     expect_file: ExpectFileOpt = None,
+    no_tty: NoTtyOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status lines or analysis findings on stderr.")] = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
@@ -109,7 +107,7 @@ def run(
     """
     flags = JobFlags(
         node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
-        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent, tty=not no_tty,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )  # fmt: skip
     code = _run(request_from(command, flags), quiet, as_json, nats_url)
@@ -117,7 +115,11 @@ def run(
 
 
 @run_async
-async def _run(cmd: SubmitJob, quiet: bool, as_json: bool, nats_url: str) -> int:
+async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> int:
+    from orchestrator.app import jobs as jobs_app
+    from orchestrator.app.jobs import job_id_of
+    from orchestrator.cli.follow import JobReport, OutputSink, Say
+
     job_id = job_id_of(cmd)
     say = Say(enabled=not (quiet or as_json))
     if stdin_pending():
@@ -126,10 +128,10 @@ async def _run(cmd: SubmitJob, quiet: bool, as_json: bool, nats_url: str) -> int
         await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
-        output = bytearray()
+        output, stderr = bytearray(), bytearray()
         with CancelOnSignal(client, job_id, say) as guard:
             sink = OutputSink(on_gone=lambda: guard.cancel("stdout closed"))
-            ended = await guard.follow(_follow(client, report, output if as_json else sink))
+            ended = await guard.follow(_follow(client, report, (output, stderr) if as_json else sink))
     code = report.exit_code()
     if ended:
         if (verdict := report.verdict()) is not None:
@@ -138,17 +140,17 @@ async def _run(cmd: SubmitJob, quiet: bool, as_json: bool, nats_url: str) -> int
         code = 128 + guard.detached_by
         say(f"stopped following job {job_id}; `nexus logs {job_id} -f` picks it up")
     if as_json:
-        print_json(report.to_json(bytes(output), code))
+        print_json(report.to_json(bytes(output), code, bytes(stderr)))
     return code
 
 
-async def _follow(client: NexusClient, report: JobReport, output: bytearray | OutputSink) -> None:
+async def _follow(client: "NexusClient", report: "JobReport", output: "tuple[bytearray, bytearray] | OutputSink") -> None:
     async for item in client.follow(report.job_id):
         if item.output is not None:
-            if isinstance(output, bytearray):
-                output.extend(item.output)
+            if isinstance(output, tuple):
+                output[item.stream == "stderr"].extend(item.output)
             else:
-                output.write(item.output)
+                output.write(item.output, item.stream)
         elif item.record is not None:
             report.on_record(item.record)
 
@@ -156,7 +158,9 @@ async def _follow(client: NexusClient, report: JobReport, output: bytearray | Ou
 class CancelOnSignal:
     """While `nexus run` follows: the first stop signal cancels the job, a second one stops following."""
 
-    def __init__(self, client: NexusClient, job_id: str, say: Say) -> None:
+    def __init__(self, client: "NexusClient", job_id: str, say: "Say") -> None:
+        import asyncio
+
         self.client = client
         self.job_id = job_id
         self.say = say
@@ -165,7 +169,7 @@ class CancelOnSignal:
         self._detach = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
-    def __enter__(self) -> CancelOnSignal:
+    def __enter__(self) -> "CancelOnSignal":
         for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -188,16 +192,24 @@ class CancelOnSignal:
         """Ask for the job's cancel once, whatever asked first."""
         if self.cancelling is not None:
             return
+        import asyncio
+
         self.say(f"{why}: cancelling job {self.job_id} (a second signal stops following; the cancel stands)")
         self.cancelling = asyncio.ensure_future(self._cancel(why))
 
     async def _cancel(self, why: str) -> None:
+        from orchestrator.app import jobs as jobs_app
+        from orchestrator.app.errors import JobFinished
+        from orchestrator.app.jobs import CancelJob
+
         with contextlib.suppress(JobFinished):  # it ended meanwhile: nothing to cancel
             await jobs_app.cancel(self.client, CancelJob(job_id=self.job_id, by=default_user(), reason=f"{why} in nexus run"))
 
     async def follow(self, following: Awaitable[None]) -> bool:
         """Await the follower until it ends (True) or a second signal (False); in both
         cases a cancel asked for is stored before this returns."""
+        import asyncio
+
         task = asyncio.ensure_future(following)
         detach = asyncio.ensure_future(self._detach.wait())
         try:
@@ -237,6 +249,7 @@ def submit(
     expect_exit: ExpectExitOpt = None,
     expect_output: ExpectOutputOpt = None,
     expect_file: ExpectFileOpt = None,
+    no_tty: NoTtyOpt = False,
     as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
@@ -248,14 +261,18 @@ def submit(
     """
     flags = JobFlags(
         node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
-        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent,
+        job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent, tty=not no_tty,
         tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )  # fmt: skip
     _submit(request_from(command, flags), as_json, nats_url)
 
 
 @run_async
-async def _submit(cmd: SubmitJob, as_json: bool, nats_url: str) -> None:
+async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
+    from orchestrator.app import jobs as jobs_app
+    from orchestrator.app.jobs import job_id_of
+    from orchestrator.cli.follow import JobReport, Say
+
     job_id = job_id_of(cmd)
     say = Say(enabled=not as_json)
     if stdin_pending():
@@ -274,10 +291,13 @@ async def _submit(cmd: SubmitJob, as_json: bool, nats_url: str) -> None:
         print(job_id)
 
 
-async def _await_verdict(client: NexusClient, report: JobReport) -> bool:
+async def _await_verdict(client: "NexusClient", report: "JobReport") -> bool:
     """Follow the job until the analysis phase answered (validated, held or rejected)."""
+    import asyncio
 
-    def answered(rec: Record) -> bool:
+    from schemas.events import JobApprovalRequired, JobValidated, ends_job
+
+    def answered(rec: "Record") -> bool:
         if isinstance(rec.event, JobValidated):
             return not rec.event.approval_needed  # else the hold comes next, in the same decision
         return isinstance(rec.event, JobApprovalRequired) or ends_job(rec.event)

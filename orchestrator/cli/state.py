@@ -1,17 +1,12 @@
 """State verbs: sql, replay, nodes, schema."""
 
-from __future__ import annotations
-
 import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from orchestrator.app import nodes as nodes_app
-from orchestrator.app.nodes import FindOptimalNode
 from orchestrator.cli.common import (
     DEFAULT_NATS,
     CredsOpt,
@@ -28,8 +23,6 @@ from orchestrator.cli.common import (
     query,
     run_async,
 )
-from orchestrator.client import Rows
-from schemas import export
 
 
 def sql(
@@ -78,6 +71,8 @@ def replay(
 
 @run_async
 async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from bus.identity import Verifier
     from orchestrator.projection import Projection
     from orchestrator.replay import replay as replay_log
@@ -97,7 +92,8 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
         # The same verdicts on authorship as the live orchestrator: trust the account that issued our credentials.
         projection = Projection(store, verifier=Verifier.trusting_issuer_of(client.bus.identity))
         try:
-            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=as_json) as bar:
+            columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, console=err.get(), transient=True, disable=as_json) as bar:
                 task = bar.add_task("replay", total=end)
                 done = functools.partial(bar.update, task)
                 await replay_log(client.bus, projection, until_seq=end, until_ts=until_ts, progress=lambda seq: done(completed=seq))
@@ -135,6 +131,10 @@ def nodes(
 async def _nodes(
     optimal: bool, tool: str, labels: dict[str, str], prefer: dict[str, str], as_json: bool, ttl: float, nats_url: str
 ) -> None:
+    from orchestrator.app import nodes as nodes_app
+    from orchestrator.app.nodes import FindOptimalNode
+    from orchestrator.client import Rows
+
     now = datetime.now(UTC)
     async with connect(nats_url) as client:
         if optimal:
@@ -180,4 +180,6 @@ async def _nodes(
 
 def schema() -> None:
     """Print the JSON Schema of every event."""
+    from schemas import export
+
     export.main()

@@ -332,7 +332,9 @@ class Runnable(Protocol):
     def tests(self) -> list[JobTest]: ...
 
 
-def dispatch_for(job: Runnable, attempt: int, now: datetime, sealed_env: Mapping[str, str] | None = None) -> JobDispatch:
+def dispatch_for(
+    job: Runnable, attempt: int, now: datetime, sealed_env: Mapping[str, str] | None = None, *, tty: bool = True
+) -> JobDispatch:
     """The command for the agent, as this job's attempt will get it (also used to size it up front).
     `sealed_env`: the job's secret entries, sealed to the node's key, in place of their masks."""
     return JobDispatch(
@@ -346,13 +348,14 @@ def dispatch_for(job: Runnable, attempt: int, now: datetime, sealed_env: Mapping
         timeout_s=job.timeout_s,
         tests=[t for t in job.tests if isinstance(t, NODE_TESTS)],
         expires_at=now + timedelta(seconds=DISPATCH_TTL_S),
+        tty=tty,
     )
 
 
 def _sealed_dispatch(job: JobView, attempt: int, now: datetime, hb: NodeHeartbeat, sealer: Sealer | None) -> JobDispatch | None:
     """The dispatch for `hb`'s node with the job's secrets sealed to its key; None when they are not at hand now."""
     if not job.secrets:
-        return dispatch_for(job, attempt, now)
+        return dispatch_for(job, attempt, now, tty=job.tty)
     if not hb.sealing_key:
         raise CannotSeal(f"node {hb.node} advertises no sealing key: it cannot receive the job's secrets")
     if sealer is None:
@@ -360,7 +363,7 @@ def _sealed_dispatch(job: JobView, attempt: int, now: datetime, hb: NodeHeartbea
     sealed = dict(sealer.seal_for(hb.sealing_key))
     if sorted(sealed) != sorted(job.secrets):
         raise CannotSeal(f"the job's request holds secrets {sorted(sealed)}, its view {job.secrets}")
-    return dispatch_for(job, attempt, now, sealed)
+    return dispatch_for(job, attempt, now, sealed, tty=job.tty)
 
 
 def capable_nodes(fleet: Fleet, tool: str, labels: Mapping[str, str], now: datetime) -> list[str]:

@@ -116,6 +116,7 @@ def requested(job_id: str, ev: JobRequested, ts: datetime, seq: int) -> JobView:
         after=list(ev.after),
         retries=ev.retries,
         idempotent=ev.idempotent,
+        tty=ev.tty,
         requested_at=ts,
         first_seq=seq,
         last_seq=seq,

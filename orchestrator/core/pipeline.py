@@ -420,6 +420,7 @@ def _request(v: PipelineView, s: StepView, spec: StepSpec, j: StepJob, role: Rol
         tests=list(spec.tests) if role == "run" else [],
         metadata=metadata,
         requested_by=v.requested_by,
+        tty=spec.tty,
     )
     return _Request(j.job_id, ev)
 

@@ -92,6 +92,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     after: list[str] = []
     retries: int = 0
     idempotent: bool = False
+    tty: bool = True
     severity: str | None = None
     warnings: list[Finding] = []
     suggestions: list[str] = []

@@ -1,0 +1,267 @@
+"""Output throughput: ~100 MB of job output through a real stack, against the physical limits.
+
+In the same run it measures
+  1. a bare ptyprocess read loop and a bare pipe read loop over the same generator
+     (the physical limits: nothing Nexus does can be faster),
+  2. the same generator as a Nexus job through a private nats-server, `nexus orchestrator`
+     and `nexus agent` (separate processes), with `tty: true` (PTY) and `tty: false` (pipes):
+     from the agent's `started` to the last byte received by a following client,
+     byte-exact (SHA-256 of what the client received against what the generator wrote),
+  3. the agent's memory: VmRSS/VmHWM of its process when idle and after the big jobs.
+
+Targets (issue 13): PTY >= 90% of the bare PTY loop; pipes >= 300 MB/s; agent peak RSS
+<= 35 MiB idle and <= 60 MiB under output. `--json` prints one JSON object (bench/README convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+MIB = 1024 * 1024
+
+# Writes `blocks` MiB: block i is a 1 MiB pseudo-random block with i in its first 8 bytes
+# (so order matters to the hash), on a raw terminal when it has one (no \n -> \r\n).
+GENERATOR = r"""
+import os, random, sys, tty
+blocks = int(sys.argv[1])
+if os.isatty(1):
+    tty.setraw(1)
+base = random.Random(13).randbytes(1 << 20)
+for i in range(blocks):
+    block = i.to_bytes(8, "big") + base[8:]
+    view = memoryview(block)
+    while view:
+        view = view[os.write(1, view):]
+"""
+
+
+def expected_digest(blocks: int) -> str:
+    import random
+
+    base = random.Random(13).randbytes(1 << 20)
+    h = hashlib.sha256()
+    for i in range(blocks):
+        h.update(i.to_bytes(8, "big") + base[8:])
+    return h.hexdigest()
+
+
+def generator_argv(blocks: int) -> list[str]:
+    return [sys.executable, "-c", GENERATOR, str(blocks)]
+
+
+@dataclass
+class Figure:
+    what: str
+    value: float
+    unit: str
+    target: str | None = None
+    peer: str | None = None
+    peer_value: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return round(self.value / self.peer_value, 3) if self.peer_value else None
+
+    def json(self) -> dict[str, object]:
+        peer_value = None if self.peer_value is None else round(self.peer_value, 2)
+        return {"what": self.what, "value": round(self.value, 2), "unit": self.unit, "target": self.target,
+                "peer": self.peer, "peer_value": peer_value, "ratio": self.ratio}  # fmt: skip
+
+
+# ---------------------------------------------------------------- physical limits
+
+
+def bare_pty(blocks: int) -> tuple[float, str]:
+    """MB/s of a bare ptyprocess read loop, and the digest of what it read."""
+    from ptyprocess import PtyProcess  # type: ignore[import-untyped]
+
+    h = hashlib.sha256()
+    t0 = time.perf_counter()
+    proc = PtyProcess.spawn(generator_argv(blocks))
+    total = 0
+    while True:
+        try:
+            data = os.read(proc.fd, 64 * 1024)
+        except OSError:  # EIO: every slave fd closed
+            break
+        if not data:
+            break
+        h.update(data)
+        total += len(data)
+    took = time.perf_counter() - t0
+    proc.close(force=True)
+    return total / took / 1e6, h.hexdigest()
+
+
+def bare_pipe(blocks: int) -> tuple[float, str]:
+    """MB/s of a bare pipe read loop, and the digest of what it read."""
+    h = hashlib.sha256()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(generator_argv(blocks), stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    total = 0
+    while data := os.read(fd, MIB):
+        h.update(data)
+        total += len(data)
+    took = time.perf_counter() - t0
+    proc.wait()
+    proc.stdout.close()
+    return total / took / 1e6, h.hexdigest()
+
+
+# ---------------------------------------------------------------- through Nexus
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    found = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+@dataclass
+class Through:
+    received_mb_s: float  # the agent's `started` -> the last byte a following client received
+    stored_mb_s: float  # the agent's `started` -> its `exited` (sent once every chunk is stored)
+    digest: str
+    stderr_bytes: int
+
+
+async def through_nexus(client: object, blocks: int, tty: bool) -> Through:
+    """One job of `blocks` MiB, followed live by a client (as `nexus run` does)."""
+    from orchestrator.client import NexusClient, new_job_id
+    from schemas.events import JobExited, JobRequested, JobStarted
+
+    assert isinstance(client, NexusClient)
+    job_id = new_job_id()
+    await client.submit(job_id, JobRequested(command=shlex.join(generator_argv(blocks)), tty=tty))
+    h = hashlib.sha256()
+    started: float | None = None
+    exited: float | None = None
+    last_byte = 0.0
+    total = errors = 0
+    async for item in client.follow(job_id):
+        if item.output is not None:
+            if item.stream == "stderr":
+                errors += len(item.output)
+                continue
+            h.update(item.output)
+            total += len(item.output)
+            last_byte = time.time()
+        elif item.record is not None and isinstance(item.record.event, JobStarted) and item.record.event.ts is not None:
+            started = item.record.event.ts.timestamp()
+        elif item.record is not None and isinstance(item.record.event, JobExited) and item.record.event.ts is not None:
+            exited = item.record.event.ts.timestamp()
+    assert started is not None and exited is not None, "no started or exited event"
+    return Through(total / (last_byte - started) / 1e6, total / (exited - started) / 1e6, h.hexdigest(), errors)
+
+
+async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dict[str, int]]]:
+    from bus.nats_bus import NatsBus
+    from orchestrator.client import NexusClient, new_job_id
+    from orchestrator.embedded import EmbeddedNats
+    from schemas.events import JobRequested
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from run_latency import wait_ready, wait_status
+
+    tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-out-"))
+    server = EmbeddedNats(tmp / "js", port=-1)
+    url = await server.start()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NEXUS_NATS_URL": url}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"], env=env, **quiet),
+        subprocess.Popen([BIN / "nexus", "agent", "--node", "bench-out", "--log-level", "warning", "--state-dir", tmp / "agent"],
+                         env=env, cwd=tmp, **quiet),
+    ]  # fmt: skip
+    agent_pid = procs[1].pid
+    bus = await NatsBus.connect(url, name="bench-output")
+    client = NexusClient(bus)
+    memory: dict[str, dict[str, int]] = {}
+    try:
+        await wait_ready(client)
+        warm = new_job_id()
+        await client.submit(warm, JobRequested(command="true"))
+        await wait_status(client, [warm])
+        memory["idle"] = memory_kib(agent_pid)
+        results = {}
+        for tty in (True, False):
+            results[tty] = await through_nexus(client, blocks, tty)
+        memory["after"] = memory_kib(agent_pid)
+        return results, memory
+    finally:
+        await bus.close()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        await server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the streams hold what the jobs wrote
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=100, help="MiB of output per job (default 100)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    blocks = args.mb
+    want = expected_digest(blocks)
+    pty_limit, pty_digest = bare_pty(blocks)
+    pipe_limit, pipe_digest = bare_pipe(blocks)
+    assert pty_digest == want, "the bare PTY loop did not read what the generator wrote (terminal not raw?)"
+    assert pipe_digest == want, "the bare pipe loop did not read what the generator wrote"
+    results, memory = asyncio.run(stack_figures(blocks))
+    exact = {tty: r.digest == want and r.stderr_bytes == 0 for tty, r in results.items()}
+    figures = [
+        Figure("bare ptyprocess read loop", pty_limit, "MB/s"),
+        Figure("bare pipe read loop", pipe_limit, "MB/s"),
+        Figure(f"{blocks} MiB through Nexus, tty: true (PTY), received", results[True].received_mb_s, "MB/s",
+               ">= 90% of the bare PTY loop", "bare ptyprocess read loop", pty_limit),
+        Figure(f"{blocks} MiB through Nexus, tty: false (pipes), received", results[False].received_mb_s, "MB/s", ">= 300 MB/s",
+               "bare pipe read loop", pipe_limit),
+        Figure("  the same, tty: true, stored (started -> exited)", results[True].stored_mb_s, "MB/s", None,
+               "bare ptyprocess read loop", pty_limit),
+        Figure("  the same, tty: false, stored (started -> exited)", results[False].stored_mb_s, "MB/s", None,
+               "bare pipe read loop", pipe_limit),
+        Figure("byte-exact, tty: true (1 = yes)", float(exact[True]), "bool", "1"),
+        Figure("byte-exact, tty: false (1 = yes)", float(exact[False]), "bool", "1"),
+        Figure("agent RSS idle (VmRSS)", memory["idle"]["VmRSS"] / 1024, "MiB", "<= 35 MiB"),
+        Figure("agent peak RSS idle (VmHWM)", memory["idle"]["VmHWM"] / 1024, "MiB", "<= 35 MiB"),
+        Figure(f"agent peak RSS after {blocks} MiB jobs (VmHWM)", memory["after"]["VmHWM"] / 1024, "MiB", "<= 60 MiB"),
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"bench": "output_throughput", "figures": [f.json() for f in figures]}))
+    else:
+        print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
+        for f in figures:
+            ratio = f"  ({f.ratio:.0%} of {f.peer})" if f.ratio is not None else ""
+            target = f"  target {f.target}" if f.target else ""
+            print(f"{f.what:<52} {f.value:9.1f} {f.unit}{ratio}{target}")
+    if not all(exact.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The CLI starts fast because each verb imports its heavy modules only when it runs (issue 13).
+
+No timings here (speed lives in bench/cli_startup.py): these tests run the real entry point in a
+child interpreter and then look at which modules it loaded. `nexus --help` must not load the bus,
+the analysis (bashlex), DuckDB, the HTTP API or the agent; `nexus run -- true` against a running
+stack needs the bus but still none of the orchestrator's own machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+
+# The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded.
+_PROBE = """
+import json, sys
+from orchestrator.cli.main import main
+sys.argv = ["nexus", *sys.argv[2:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+with open(OUT, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+# Never needed to print help: each of these costs tens of milliseconds or more to import.
+NOT_FOR_HELP = (
+    "asyncio", "nats", "duckdb", "bashlex", "structlog", "litestar", "yaml", "ptyprocess", "rich.progress", "rich.live", "pydantic",
+    "bus.nats_bus", "orchestrator.app.jobs", "orchestrator.core.analysis", "orchestrator.core.policy",
+    "orchestrator.client", "orchestrator.store", "orchestrator.service", "agent.service",
+)  # fmt: skip
+# `nexus run` talks to the bus, but analysis, storage, the API and the agent are other processes' business.
+NOT_FOR_RUN = (
+    "duckdb", "bashlex", "litestar", "ptyprocess", "pydantic", "orchestrator.core.analysis", "orchestrator.core.policy",
+    "orchestrator.store", "orchestrator.service", "orchestrator.api.app", "agent.service",
+)  # fmt: skip
+
+
+async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    out = tmp / "probe.json"
+    code = _PROBE.replace("OUT", repr(str(out)))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "probe", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})}, cwd=tmp,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    found = json.loads(out.read_text())
+    return found["code"], set(found["modules"]), stdout.decode(errors="replace") + stderr.decode(errors="replace")
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if n in modules]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("jobs", "--help"), ("pipeline", "--help"), ("up", "--help")])
+async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...]) -> None:
+    code, modules, said = await _probe(tmp_path, *args)
+    assert code == 0, said
+    assert "Usage" in said
+    assert _loaded(modules, NOT_FOR_HELP) == [], f"`nexus {' '.join(args)}` imported heavy modules"
+    # The probe can fail: the verb modules themselves were loaded (help lists every verb).
+    assert {"orchestrator.cli.run", "orchestrator.cli.daemons", "orchestrator.cli.state"} <= modules
+
+
+async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
+    code, modules, said = await _probe(tmp_path, "--help")
+    assert code == 0
+    assert "rich" not in modules  # typer's rich renderer costs more than the rest of the start-up
+    for panel, verb in (("Services:", "orchestrator"), ("Jobs:", "submit"), ("State:", "replay"), ("Trust:", "audit")):
+        assert panel in said and verb in said.split(panel, 1)[1], f"{verb} under {panel}"
+
+
+async def test_run_loads_only_what_it_uses(stack: Stack) -> None:
+    code, modules, said = await _probe(stack.tmp, "run", "--node", "node-1", "--", "true", env={"NEXUS_NATS_URL": stack.url})
+    assert code == 0, said
+    assert "bus.nats_bus" in modules  # it did talk to the bus
+    assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
