@@ -70,6 +70,15 @@ def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
     return f"the server refused the credentials in {os.fspath(creds)!r} (Authorization Violation): issued for another server?"
 
 
+def servers(url: str) -> list[str]:
+    """`--nats` / NEXUS_NATS_URL may list several servers, comma separated (the members of a
+    cluster): the client tries each at connect and fails over between them after."""
+    found = [u.strip() for u in url.split(",") if u.strip()]
+    if not found:
+        raise BusUnavailable(url, "no server URL given")
+    return found
+
+
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
@@ -145,7 +154,7 @@ class NatsBus:
             async with asyncio.timeout(None if daemon else timeout_s * 3):
                 connecting = asyncio.ensure_future(
                     nats.connect(
-                        url,
+                        servers(url),
                         name=name,
                         connect_timeout=timeout_s,
                         allow_reconnect=daemon,
