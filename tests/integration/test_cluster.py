@@ -1,0 +1,88 @@
+"""Issue 15: Nexus on a real 3-node JetStream cluster (replicas 3, TLS, authenticated routes).
+
+    leader loss       kill -9 the NEXUS_EVENTS stream leader with jobs in flight, then kill -9
+                      a non-leader and restart it: every acked event is still there, no
+                      command ran twice, every job ended, facts once each
+    agent failover    an agent whose server dies mid-job reconnects to another member, keeps
+                      running the job, and its facts and output arrive once, byte for byte
+
+Two orchestrators at once are in test_cluster_orchestrators.py. Speed (stall length,
+dispatch latency) is measured by bench/cluster_failover.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.cluster_support import NexusCluster, Work, facts_once
+from tests.integration.test_ops_configs import CLUSTER
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[NexusCluster]:
+    c = NexusCluster(tmp_path)
+    try:
+        await c.start()
+        yield c
+    finally:
+        await c.close()
+
+
+async def check_exactly_once(cluster: NexusCluster, work: Work, acked: dict[str, int]) -> None:
+    ids = sorted(acked)
+    ended = await cluster.all_ended(ids, 120)
+    assert {j: s for j, s in ended.items() if s != "succeeded"} == {}
+    assert {j: n for j in ids if (n := work.runs(j)) != 1} == {}, "every command ran exactly once"
+    # Every acknowledged `requested` is still in the log where its ack said.
+    lost = {j: seq for j, seq in acked.items() if await cluster.stored_subject(seq) != f"nexus.evt.job.{j}.requested"}
+    assert lost == {}
+    assert await facts_once(cluster, ids) == {}
+
+
+async def test_leader_loss_then_member_restart(cluster: NexusCluster) -> None:
+    work = Work(cluster.root / "work")
+    await cluster.start_orchestrator("orchestrator-a")
+    for node in ("n1", "n2", "n3"):
+        await cluster.start_agent(node, max_jobs=4)
+    info = await cluster.js.stream_info("NEXUS_EVENTS")
+    assert info.config.num_replicas == 3 and info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+    acked: dict[str, int] = {}
+    first = [f"lead-{i:03d}" for i in range(36)]
+    for job_id in first:
+        acked[job_id] = await cluster.submit(job_id, work.command(job_id, 1.0))
+
+    async def some_running() -> bool:
+        got = await cluster.statuses(first)
+        return got is not None and sum(s in ("running", "succeeded") for s in got.values()) >= 3
+
+    await wait_for(some_running, 60, what="jobs in flight")
+    leader = await cluster.stream_leader()
+    await cluster.kill_member(leader)
+    # Submitted while the old leader is gone: the stream elects another and takes them.
+    during = [f"during-{i:03d}" for i in range(12)]
+    for job_id in during:
+        acked[job_id] = await cluster.submit(job_id, work.command(job_id, 0.2))
+    assert await cluster.stream_leader() != leader
+    await check_exactly_once(cluster, work, acked)
+
+    # A non-leader dies and comes back on its store; the cluster keeps going meanwhile.
+    await cluster.restart_member(leader)
+    leader = await cluster.stream_leader()
+    follower = next(n for n in CLUSTER if n != leader)
+    await cluster.kill_member(follower)
+    after = [f"after-{i:03d}" for i in range(24)]
+    for job_id in after[:12]:
+        acked[job_id] = await cluster.submit(job_id, work.command(job_id, 0.2))
+    await cluster.restart_member(follower)
+    for job_id in after[12:]:
+        acked[job_id] = await cluster.submit(job_id, work.command(job_id, 0.2))
+    await check_exactly_once(cluster, work, acked)
+    assert set(work.peak()) == {"n1", "n2", "n3"}
+    assert max(work.peak().values()) <= 4
