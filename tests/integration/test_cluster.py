@@ -86,3 +86,39 @@ async def test_leader_loss_then_member_restart(cluster: NexusCluster) -> None:
     await check_exactly_once(cluster, work, acked)
     assert set(work.peak()) == {"n1", "n2", "n3"}
     assert max(work.peak().values()) <= 4
+
+
+async def test_agent_loses_its_server_mid_job(cluster: NexusCluster) -> None:
+    await cluster.start_orchestrator("orchestrator-a")
+    await cluster.start_agent("solo", max_jobs=2)
+    marks = cluster.root / "marks"
+    marks.mkdir()
+    # Prints a line every 0.1 s for about 4 s; the agent's server dies in the middle.
+    lines = 40
+    command = f"echo run >> {marks}/job; for i in $(seq 1 {lines}); do echo line-$i; sleep 0.1; done"
+    seq = await cluster.submit("failover-1", command)
+
+    async def printing() -> bool:
+        got = await cluster.statuses(["failover-1"])
+        return got == {"failover-1": "running"}
+
+    await wait_for(printing, 60, what="the job running")
+    member = await wait_for(lambda: cluster.member_of("nexus-agent-solo"), 30, what="the agent's connection")
+    await cluster.kill_member(member)
+    # It reconnects to another member by itself (it was given all three URLs).
+    await wait_for(lambda: cluster.member_of("nexus-agent-solo"), 30, what="the agent connected again")
+    assert await cluster.member_of("nexus-agent-solo") != member
+
+    ended = await cluster.all_ended(["failover-1"], 90)
+    assert ended == {"failover-1": "succeeded"}
+    assert (marks / "job").read_text() == "run\n", "the command ran once"
+    assert await cluster.stored_subject(seq) == "nexus.evt.job.failover-1.requested"
+    assert await facts_once(cluster, ["failover-1"]) == {}
+    kinds = [r.kind for r in await cluster.history("failover-1")]
+    assert kinds.count("started") == 1 and kinds.count("exited") == 1, kinds
+    # Output: every chunk once, in order, and the bytes the command printed.
+    assert cluster.observer is not None
+    chunks = [c async for c in cluster.observer.bus.output_chunks("failover-1")]
+    assert [c.number for c in chunks] == list(range(1, len(chunks) + 1))
+    text = b"".join(c.data for c in chunks).decode()
+    assert text == "".join(f"line-{i}\n" for i in range(1, lines + 1))
