@@ -61,7 +61,7 @@ class Work:
     def command(self, job_id: str, sleep_s: float) -> str:
         marks, nodes = self.root / "marks", self.root / "nodes"
         # $NEXUS_NODE is set by the agent that runs it. flock orders the lines across the node's jobs.
-        line = f'flock {nodes}/"$NEXUS_NODE".lock sh -c "echo \\"$1 {job_id}\\" >> {nodes}/$NEXUS_NODE" --'
+        line = f"""flock {nodes}/"$NEXUS_NODE".lock sh -c 'echo "$1 {job_id}" >> {nodes}/"$NEXUS_NODE"' mark"""
         return f"echo {job_id} >> {marks}/{job_id}; {line} +; sleep {sleep_s:g}; {line} -"
 
     def runs(self, job_id: str) -> int:
@@ -76,6 +76,7 @@ class Work:
                 continue
             now = top = 0
             for line in path.read_text().splitlines():
+                assert line[:2] in ("+ ", "- "), f"{path}: {line!r}"
                 now += 1 if line.startswith("+") else -1
                 top = max(top, now)
             peaks[path.name] = top
@@ -119,7 +120,7 @@ class NexusCluster:
 
         async def ok() -> bool:
             try:
-                for name, m in self.members.items():
+                for m in self.members.values():
                     if m.proc.returncode is not None:
                         continue
                     meta = (await m.monitor("/jsz")).get("meta_cluster") or {}
@@ -315,6 +316,10 @@ class NexusCluster:
         return str(msg.subject)
 
 
+# Decisions and facts a job has at most once per attempt (a decision published twice shows here).
+ONCE = ("validated", "assigned", "dispatch", "accepted", "started", "exited", *TERMINAL)
+
+
 async def facts_once(cluster: NexusCluster, job_ids: list[str]) -> dict[str, list[str]]:
     """Per job, the facts and decisions that appear more than once for one attempt (empty: none)."""
     twice: dict[str, list[str]] = {}
@@ -322,8 +327,9 @@ async def facts_once(cluster: NexusCluster, job_ids: list[str]) -> dict[str, lis
         seen: dict[tuple[str, int], int] = {}
         for rec in await cluster.history(job_id):
             attempt = getattr(rec.event, "attempt", None)
-            if rec.kind in ("assigned", "dispatch", "accepted", "started", "exited") and isinstance(attempt, int):
-                seen[(rec.kind, attempt)] = seen.get((rec.kind, attempt), 0) + 1
+            if rec.kind in ONCE and rec.event is not None:
+                key = (rec.kind, attempt if isinstance(attempt, int) else 0)
+                seen[key] = seen.get(key, 0) + 1
         dup = [f"{k}#{a} x{n}" for (k, a), n in seen.items() if n > 1]
         if dup:
             twice[job_id] = dup
