@@ -43,7 +43,9 @@ from tests.integration.faults_support import _dying_with_us
 from tests.integration.test_ops_configs import CLUSTER, Fleet, Pki, Server, cluster_conf, free_ports, make_pki, routes_conf
 
 TERMINAL = ("rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost")
-NODE_TTL_S = 10.0  # above a leader election, so a stall never makes a node look lost
+# Above a stream leader's failover (nats-server's Raft election timeouts are 4-9 s, then the
+# heartbeat bucket's puts resume): the stall must not make every node look lost.
+NODE_TTL_S = 20.0
 HEARTBEAT_S = 0.5
 LOG_LEVEL = os.environ.get("NEXUS_CLUSTER_LOG_LEVEL", "info")
 
@@ -226,11 +228,12 @@ class NexusCluster:
         await wait_for(answering, 90, what=f"{name} started and answering")
         return proc
 
-    async def start_agent(self, node: str, *, max_jobs: int = 2) -> asyncio.subprocess.Process:
+    async def start_agent(self, node: str, *, max_jobs: int = 2, labels: dict[str, str] | None = None) -> asyncio.subprocess.Process:
         creds = self.creds(f"agent-{node}", "agent", node)
         state = self.root / "agents" / node
         args = ("agent", "--node", node, "--heartbeat", f"{HEARTBEAT_S:g}", "--kill-grace", "0.5", "--max-jobs", str(max_jobs))
-        proc = await self._spawn(f"agent-{node}", creds, *args, "--state-dir", str(state))
+        flags = [f for k, v in (labels or {}).items() for f in ("--label", f"{k}={v}")]
+        proc = await self._spawn(f"agent-{node}", creds, *args, *flags, "--state-dir", str(state))
         self.agents[node] = proc
 
         async def registered() -> bool:
