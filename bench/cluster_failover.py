@@ -34,6 +34,8 @@ from schemas.records import Record
 from tests.integration.cluster_support import TERMINAL, NexusCluster, Work
 from tests.integration.test_ops_configs import CLUSTER
 
+FLY_S = 20.0  # how long each of the in-flight jobs runs
+
 
 def p99(values: list[float]) -> float:
     if not values:
@@ -95,13 +97,14 @@ async def lost_acked(cluster: NexusCluster, acked: dict[str, int]) -> int:
 async def leader_loss(cluster: NexusCluster, work: Work, jobs: int) -> dict[str, float]:
     start_seq = (await cluster.js.stream_info("NEXUS_EVENTS")).state.last_seq + 1
     ids = [f"fly-{i:04d}" for i in range(jobs)]
-    acked = await submit_all(cluster, work, ids, 4.0)
+    # Long enough that all of them are on their nodes at once when the leader dies.
+    acked = await submit_all(cluster, work, ids, FLY_S)
 
     async def in_flight() -> bool:
         got = await cluster.statuses(ids) or {}
-        return sum(s in ("accepted", "running") for s in got.values()) >= jobs * 3 // 4
+        return sum(s in ("accepted", "running") for s in got.values()) >= jobs * 9 // 10
 
-    await wait(in_flight, 90)
+    await wait(in_flight, 120)
     probes: list[str] = []
     stop = asyncio.Event()
 
@@ -119,12 +122,15 @@ async def leader_loss(cluster: NexusCluster, work: Work, jobs: int) -> dict[str,
     leader = await cluster.stream_leader()
     killed_at = datetime.now(UTC)
     await cluster.kill_member(leader)
+    election = asyncio.create_task(elected(cluster, leader))
     # Probe on until 5 s after the first probe the new leader stored.
     acked_before = len(probes)
     await wait(lambda: _true(len(probes) > acked_before + 1), 60)
     await asyncio.sleep(5)
     stop.set()
     await prober
+    election_s = await election
+    in_flight_at_kill = sum(s in ("accepted", "running") for s in (await cluster.statuses(ids) or {}).values())
     ended = await cluster.all_ended([*ids, *probes], 150)
     # A non-leader dies and comes back.
     await cluster.restart_member(leader)
@@ -149,6 +155,8 @@ async def leader_loss(cluster: NexusCluster, work: Work, jobs: int) -> dict[str,
         "never_ran": sum(work.runs(j) == 0 for j in all_ids),
         "open": sum(s not in TERMINAL for s in ended.values()) + len(set(all_ids) - set(ended)),
         "not_succeeded": sum(s != "succeeded" for s in ended.values()),
+        "in_flight": in_flight_at_kill,
+        "election_s": election_s,
         "stall_s": first_after(recs, killed_at),
         "stall_dispatch_s": first_after(recs, killed_at, "dispatch"),
         "follower_stall_s": first_after(recs, follower_killed_at),
@@ -187,6 +195,23 @@ async def two_deciders(cluster: NexusCluster, work: Work, burst: int) -> dict[st
         "takeover_s": first_after(recs, killed_at, "dispatch"),
         "jobs_per_s": burst / elapsed,
     }
+
+
+async def elected(cluster: NexusCluster, old: str) -> float:
+    """Seconds from now (the kill) until a member reports another NEXUS_EVENTS leader: the
+    election itself, which Nexus cannot shorten (nats-server's Raft election timeouts)."""
+    assert cluster.observer is not None
+    js = cluster.observer.bus.nc.jetstream(timeout=0.5)  # type: ignore[attr-defined]
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        try:
+            info = await js.stream_info("NEXUS_EVENTS")
+            if info.cluster is not None and info.cluster.leader and info.cluster.leader != old:
+                return time.monotonic() - started
+        except Exception:  # no leader yet: the request times out or is refused
+            pass
+        await asyncio.sleep(0.05)
+    return float("nan")
 
 
 async def _true(value: bool) -> bool:
@@ -230,6 +255,8 @@ def figures(r: dict[str, Any], jobs: int, burst: int) -> list[dict[str, Any]]:
         fig(f"leader loss ({jobs} jobs in flight): acked events lost", one["acked_lost"], "events", "0"),
         fig("leader loss: commands run twice", one["run_twice"], "commands", "0"),
         fig("leader loss: jobs left open", one["open"], "jobs", "0"),
+        fig("leader loss: jobs on their nodes at the kill", one["in_flight"], "jobs", None),
+        fig("leader loss: election, kill -> a new leader reported (nats-server)", one["election_s"], "s", None),
         fig("leader loss: stall, kill -> next event stored", one["stall_s"], "s", "< 6"),
         fig("leader loss: stall, kill -> next dispatch", one["stall_dispatch_s"], "s", "< 6"),
         fig("non-leader loss: stall, kill -> next event stored", one["follower_stall_s"], "s", None),

@@ -102,7 +102,8 @@ class NexusCluster:
 
     # ------------------------------------------------------------ nats-servers
 
-    async def start(self) -> None:
+    async def start(self, members: int = 3) -> None:
+        """The cluster's configs, `members` of its servers started (the rest: start_rest), the clients."""
         self.pki = make_pki(self.root / "tls")
         self.keyring = Keyring(self.root / "keyring")
         self.keyring.ensure()
@@ -111,11 +112,19 @@ class NexusCluster:
         routes = routes_conf(*(f"127.0.0.1:{p}" for p in ports))
         for n, name in enumerate(CLUSTER, 1):
             self.confs[name] = cluster_conf(self.root / f"nats-{n}", n, self.pki, self.keyring, ports[n - 1], routes)
-        started = await asyncio.gather(*(self.fleet.start(self.confs[name]) for name in CLUSTER))
-        self.members = dict(zip(CLUSTER, started, strict=True))
-        await self.formed()
+        started = await asyncio.gather(*(self.fleet.start(self.confs[name]) for name in CLUSTER[:members]))
+        self.members = dict(zip(CLUSTER, started, strict=False))
+        if members == len(CLUSTER):
+            await self.formed()
         self.observer = NexusClient(await self.connect("observer", "admin"))
         self.submitter = NexusClient(await self.connect("submitter", "submitter"))
+
+    async def start_rest(self) -> None:
+        """Start the members start() left out, and wait for the cluster to form."""
+        rest = [name for name in CLUSTER if name not in self.members]
+        started = await asyncio.gather(*(self.fleet.start(self.confs[name]) for name in rest))
+        self.members.update(zip(rest, started, strict=True))
+        await self.formed()
 
     async def formed(self, timeout: float = 60) -> None:
         """Every live member routes to the others and is current with one JetStream meta leader."""
@@ -207,7 +216,7 @@ class NexusCluster:
         path = self.logs() / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def start_orchestrator(self, name: str) -> asyncio.subprocess.Process:
+    async def start_orchestrator(self, name: str, *, wait: bool = True) -> asyncio.subprocess.Process:
         """`nexus orchestrator --replicas 3` with its own DuckDB file and identity; the sealing key is
         the first orchestrator's (orchestrators sharing a log share it: docs/operations.md)."""
         data = self.root / name
@@ -219,6 +228,8 @@ class NexusCluster:
         args = ("orchestrator", "--db", str(data / "nexus.duckdb"), "--node-ttl", f"{NODE_TTL_S:g}", "--replicas", "3")
         proc = await self._spawn(name, creds, *args)
         self.orchestrators[name] = proc
+        if not wait:
+            return proc
 
         async def answering() -> bool:
             if proc.returncode is not None:

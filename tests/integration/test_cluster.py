@@ -5,6 +5,8 @@
                       command ran twice, every job ended, facts once each
     agent failover    an agent whose server dies mid-job reconnects to another member, keeps
                       running the job, and its facts and output arrive once, byte for byte
+    forming cluster   an orchestrator started while only one member is up (no JetStream meta
+                      leader) waits, says so, and sets up its streams once the cluster forms
 
 Two orchestrators at once are in test_cluster_orchestrators.py. Speed (stall length,
 dispatch latency) is measured by bench/cluster_failover.py, not asserted here.
@@ -122,3 +124,25 @@ async def test_agent_loses_its_server_mid_job(cluster: NexusCluster) -> None:
     assert [c.number for c in chunks] == list(range(1, len(chunks) + 1))
     text = b"".join(c.data for c in chunks).decode()
     assert text == "".join(f"line-{i}\n" for i in range(1, lines + 1))
+
+
+async def test_orchestrator_waits_for_the_cluster_to_form(tmp_path: Path) -> None:
+    cluster = NexusCluster(tmp_path)
+    try:
+        await cluster.start(members=1)  # one of three: no quorum, so no JetStream meta leader
+        proc = await cluster.start_orchestrator("orchestrator-a", wait=False)
+        await wait_for(lambda: "streams.waiting" in cluster.log_text("orchestrator-a"), 60, what="the orchestrator waiting")
+        assert proc.returncode is None
+        assert "orchestrator.started" not in cluster.log_text("orchestrator-a")
+        await cluster.start_rest()
+        await wait_for(lambda: "orchestrator.started" in cluster.log_text("orchestrator-a"), 90, what="the orchestrator started")
+        assert "streams.ready" in cluster.log_text("orchestrator-a")
+        info = await cluster.js.stream_info("NEXUS_EVENTS")
+        assert info.config.num_replicas == 3
+        await cluster.start_agent("n1")
+        work = Work(tmp_path / "work")
+        seq = await cluster.submit("formed-1", work.command("formed-1", 0))
+        assert await cluster.all_ended(["formed-1"], 60) == {"formed-1": "succeeded"}
+        assert await cluster.stored_subject(seq) == "nexus.evt.job.formed-1.requested"
+    finally:
+        await cluster.close()
