@@ -212,6 +212,16 @@ class NexusCluster:
         self._spawned.append(proc)
         return proc
 
+    async def nexus(self, *args: str) -> tuple[int, str]:
+        """A CLI verb against the cluster (all three URLs) as the observer's admin identity."""
+        env = {**os.environ, "NEXUS_NATS_URL": self.urls, "NEXUS_NATS_CREDS": str(self.creds("observer", "admin"))}
+        p = await asyncio.create_subprocess_exec(
+            NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=self.root
+        )
+        out, _ = await asyncio.wait_for(p.communicate(), 120)
+        assert p.returncode is not None
+        return p.returncode, out.decode(errors="replace")
+
     def log_text(self, name: str) -> str:
         path = self.logs() / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""

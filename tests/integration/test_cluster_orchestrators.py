@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from orchestrator.core.decide import argv_for
@@ -83,6 +84,17 @@ async def test_two_orchestrators_one_killed_mid_burst(cluster: NexusCluster) -> 
         return a.checkpoint == b.checkpoint and a.rows == b.rows and len(a.rows) == len(ids)
 
     await wait_for(both_agree, 60, what="both orchestrators answering the same rows at the same applied sequence")
+
+    # The log both wrote stays evidence (checkpoints signed by either), and replays to the same jobs.
+    code, out = await cluster.nexus("audit", "verify")
+    assert code == 0, out
+    replayed = cluster.root / "replayed.duckdb"
+    code, out = await cluster.nexus("replay", "--db", str(replayed))
+    assert code == 0, out
+    with duckdb.connect(str(replayed), read_only=True) as con:
+        rows = con.execute(sql).fetchall()
+    _, now = await cluster.ask(sql)
+    assert [list(r) for r in rows] == now.rows
 
 
 async def test_the_agent_refuses_to_run_beyond_max_jobs(cluster: NexusCluster) -> None:
