@@ -43,9 +43,21 @@ from tests.integration.faults_support import _dying_with_us
 from tests.integration.test_ops_configs import CLUSTER, Fleet, Pki, Server, cluster_conf, free_ports, make_pki, routes_conf
 
 TERMINAL = ("rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost")
-# Above a stream leader's failover (nats-server's Raft election timeouts are 4-9 s, then the
-# heartbeat bucket's puts resume): the stall must not make every node look lost.
-NODE_TTL_S = 20.0
+OPS_ENV = Path(__file__).resolve().parents[2] / "ops" / "nexus-cluster.env"
+
+
+def ops_env() -> dict[str, str]:
+    """ops/nexus-cluster.env as systemd reads an EnvironmentFile (KEY=VALUE lines, # comments)."""
+    pairs = (line.split("=", 1) for line in OPS_ENV.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def orchestrator_flags() -> list[str]:
+    """The orchestrator's flags as the ops env file gives them (--replicas 3, a node TTL above a
+    stream leader's failover): the tests run what operators are told to run."""
+    flags = ops_env()["NEXUS_ORCHESTRATOR_ARGS"].split()
+    assert flags[flags.index("--replicas") + 1] == "3", flags
+    return flags
 HEARTBEAT_S = 0.5
 LOG_LEVEL = os.environ.get("NEXUS_CLUSTER_LOG_LEVEL", "info")
 
@@ -235,8 +247,7 @@ class NexusCluster:
         if first is not None and not (data / "sealing.key").exists() and (self.root / first / "sealing.key").exists():
             shutil.copy2(self.root / first / "sealing.key", data / "sealing.key")
         creds = self.creds(name, "admin")
-        args = ("orchestrator", "--db", str(data / "nexus.duckdb"), "--node-ttl", f"{NODE_TTL_S:g}", "--replicas", "3")
-        proc = await self._spawn(name, creds, *args)
+        proc = await self._spawn(name, creds, "orchestrator", "--db", str(data / "nexus.duckdb"), *orchestrator_flags())
         self.orchestrators[name] = proc
         if not wait:
             return proc
