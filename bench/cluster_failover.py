@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.events import JobRequested
 from schemas.records import Record
 from tests.integration.cluster_support import TERMINAL, NexusCluster, Work
-from tests.integration.test_ops_configs import CLUSTER
+from tests.integration.ops_support import CLUSTER
 
 FLY_S = 20.0  # how long each of the in-flight jobs runs
 

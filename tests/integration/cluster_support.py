@@ -40,7 +40,7 @@ from schemas.records import Record
 from schemas.rpc import QueryRequest, QueryResult
 from tests.conftest import NEXUS, wait_for
 from tests.integration.faults_support import _dying_with_us
-from tests.integration.test_ops_configs import CLUSTER, Fleet, Pki, Server, cluster_conf, free_ports, make_pki, routes_conf
+from tests.integration.ops_support import CLUSTER, Fleet, Pki, Server, cluster_conf, free_ports, make_pki, routes_conf
 
 TERMINAL = ("rejected", "denied", "succeeded", "failed", "timed_out", "cancelled", "lost")
 OPS_ENV = Path(__file__).resolve().parents[2] / "ops" / "nexus-cluster.env"
@@ -58,6 +58,8 @@ def orchestrator_flags() -> list[str]:
     flags = ops_env()["NEXUS_ORCHESTRATOR_ARGS"].split()
     assert flags[flags.index("--replicas") + 1] == "3", flags
     return flags
+
+
 HEARTBEAT_S = 0.5
 LOG_LEVEL = os.environ.get("NEXUS_CLUSTER_LOG_LEVEL", "info")
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.integration.cluster_support import NexusCluster, Work, facts_once
-from tests.integration.test_ops_configs import CLUSTER
+from tests.integration.ops_support import CLUSTER
 
 pytestmark = pytest.mark.timeout(240)
 
