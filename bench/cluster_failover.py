@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent import logs
 from schemas.events import JobRequested
 from schemas.records import Record
 from tests.integration.cluster_support import TERMINAL, NexusCluster, Work
@@ -277,6 +278,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=300, help="jobs of the two-orchestrator burst (default 300)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (bench/all.py)")
     args = ap.parse_args()
+    logs.configure("warning")  # the bench's own clients log to stderr: stdout is the figures only
     result = asyncio.run(run(args.jobs, args.burst))
     figs = figures(result, args.jobs, args.burst)
     if args.json:
