@@ -12,7 +12,9 @@ sync_interval: always) on loopback, all real processes (tests/integration/cluste
                  one orchestrator mid-burst. Figures: highest concurrency on a node (jobs
                  record it under flock), run twice, open, takeover (kill -> next dispatch)
 
-    python bench/cluster_failover.py [--jobs 200] [--burst 300] [--json]
+    python bench/cluster_failover.py [--jobs 200] [--burst 300] [--keep] [--json]
+
+Everything runs under a temp dir, removed at the end unless --keep (then its path is printed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -188,8 +191,11 @@ async def two_deciders(cluster: NexusCluster, work: Work, burst: int) -> dict[st
     elapsed = time.monotonic() - started
     recs = await records_since(cluster, start_seq)
     peaks = work.peak()
+    # Dispatches an agent had to hold back: the two orchestrators together over-assigned its node.
+    waited = sum(cluster.log_text(f"agent-{n}").count("job.waiting_for_slot") for n in ("m1", "m2", "m3"))
     return {
         "peak": max(peaks.get(n, 0) for n in ("m1", "m2", "m3")),
+        "waited": waited,
         "run_twice": sum(work.runs(j) > 1 for j in ids),
         "open": sum(s not in TERMINAL for s in ended.values()),
         "acked_lost": await lost_acked(cluster, acked),
@@ -227,7 +233,7 @@ async def wait(predicate: Any, timeout: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def run(jobs: int, burst: int) -> dict[str, Any]:
+async def run(jobs: int, burst: int, keep: bool) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="nexus-cluster-bench-"))
     cluster = NexusCluster(root)
     try:
@@ -239,9 +245,11 @@ async def run(jobs: int, burst: int) -> dict[str, Any]:
             await cluster.start_agent(node, max_jobs=per_agent, labels={"pool": "one"})
         one = await leader_loss(cluster, work, jobs)
         two = await two_deciders(cluster, work, burst)
-        return {"leader_loss": one, "two_orchestrators": two, "root": str(root)}
+        return {"leader_loss": one, "two_orchestrators": two, "root": str(root) if keep else None}
     finally:
         await cluster.close()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def figures(r: dict[str, Any], jobs: int, burst: int) -> list[dict[str, Any]]:
@@ -264,6 +272,7 @@ def figures(r: dict[str, Any], jobs: int, burst: int) -> list[dict[str, Any]]:
         fig("dispatch p99 before the kill (requested -> dispatch)", one["p99_before_ms"], "ms", None),
         fig("dispatch p99 after the kill", one["p99_after_ms"], "ms", None, round(ratio, 2) if ratio else None),
         fig(f"2 orchestrators ({burst} jobs, 3 x --max-jobs 2): highest concurrency on a node", two["peak"], "jobs", "<= 2"),
+        fig("2 orchestrators: over-assignments held back by an agent (waited for a slot)", two["waited"], "dispatches", None),
         fig("2 orchestrators: commands run twice", two["run_twice"], "commands", "0"),
         fig("2 orchestrators: jobs left open", two["open"], "jobs", "0"),
         fig("2 orchestrators: acked events lost", two["acked_lost"], "events", "0"),
@@ -276,10 +285,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=200, help="jobs in flight when the stream leader dies (default 200)")
     ap.add_argument("--burst", type=int, default=300, help="jobs of the two-orchestrator burst (default 300)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stores, the jobs' records)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (bench/all.py)")
     args = ap.parse_args()
     logs.configure("warning")  # the bench's own clients log to stderr: stdout is the figures only
-    result = asyncio.run(run(args.jobs, args.burst))
+    result = asyncio.run(run(args.jobs, args.burst, args.keep))
     figs = figures(result, args.jobs, args.burst)
     if args.json:
         print(json.dumps({"bench": "cluster_failover", "figures": figs}))
@@ -290,7 +300,7 @@ def main() -> None:
         print(f"{f['what']:<72} {f['value']:>10g} {f['unit']}{target}{ratio}")
     one = result["leader_loss"]
     print(f"probes: {one['probes_before']} before, {one['probes_after']} after; never ran: {one['never_ran']}; "
-          f"not succeeded: {one['not_succeeded']}; processes and logs under {result['root']}")  # fmt: skip
+          f"not succeeded: {one['not_succeeded']}" + (f"; logs and stores kept in {result['root']}" if result["root"] else ""))  # fmt: skip
 
 
 if __name__ == "__main__":
