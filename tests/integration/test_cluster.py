@@ -5,6 +5,8 @@
                       command ran twice, every job ended, facts once each
     agent failover    an agent whose server dies mid-job reconnects to another member, keeps
                       running the job, and its facts and output arrive once, byte for byte
+    follower loss     the member holding the orchestrator's log follower (an R1 ordered consumer)
+                      dies: the orchestrator follows again and decides what came meanwhile
     forming cluster   an orchestrator started while only one member is up (no JetStream meta
                       leader) waits, says so, and sets up its streams once the cluster forms
 
@@ -146,3 +148,22 @@ async def test_orchestrator_waits_for_the_cluster_to_form(tmp_path: Path) -> Non
         assert await cluster.stored_subject(seq) == "nexus.evt.job.formed-1.requested"
     finally:
         await cluster.close()
+
+
+async def test_the_orchestrator_follows_again_when_its_consumer_dies(cluster: NexusCluster) -> None:
+    work = Work(cluster.root / "work")
+    await cluster.start_orchestrator("orchestrator-a")
+    await cluster.start_agent("n1", max_jobs=4)
+    acked = {"warm-1": await cluster.submit("warm-1", work.command("warm-1", 0))}
+    await cluster.all_ended(["warm-1"], 60)
+    # The orchestrator's ordered consumer: the stream's one consumer without a durable name
+    # (an agent's short-lived reads are named read-...).
+    infos = await cluster.js.consumers_info("NEXUS_EVENTS")
+    ordered = [i for i in infos if not i.config.durable_name and not i.name.startswith("read-")]
+    hosts = [i.cluster.leader for i in ordered if i.cluster is not None]
+    assert len(hosts) == 1 and hosts[0] in CLUSTER, hosts
+    await cluster.kill_member(hosts[0])
+    for i in range(6):
+        job_id = f"meanwhile-{i}"
+        acked[job_id] = await cluster.submit(job_id, work.command(job_id, 0.1))
+    await check_exactly_once(cluster, work, acked)
