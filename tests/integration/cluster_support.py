@@ -113,6 +113,7 @@ class NexusCluster:
     observer: NexusClient | None = None
     submitter: NexusClient | None = None
     _spawned: list[asyncio.subprocess.Process] = field(default_factory=list)
+    _cert_file: str | None = None
 
     # ------------------------------------------------------------ nats-servers
 
@@ -121,7 +122,9 @@ class NexusCluster:
         self.pki = make_pki(self.root / "tls")
         self.keyring = Keyring(self.root / "keyring")
         self.keyring.ensure()
-        os.environ["SSL_CERT_FILE"] = str(self.pki.ca)  # NatsBus's default TLS context trusts the test CA
+        # NatsBus's default TLS context (ours and the processes') trusts the test CA; put back in close().
+        self._cert_file = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = str(self.pki.ca)
         ports = free_ports(3)
         routes = routes_conf(*(f"127.0.0.1:{p}" for p in ports))
         for n, name in enumerate(CLUSTER, 1):
@@ -296,6 +299,11 @@ class NexusCluster:
                 with contextlib.suppress(Exception):
                     await client.bus.close(timeout_s=2.0)
         await self.fleet.stop_all()
+        if self.pki is not None:
+            if self._cert_file is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = self._cert_file
 
     # ------------------------------------------------------------ jobs and state
 
