@@ -123,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-grace", type=float, default=5.0, help="Seconds between SIGTERM and SIGKILL on timeout or cancel (default 5).")
     url = os.environ.get("NEXUS_NATS_URL", DEFAULT_URL)
     # Not %(default)s: help is printed, and the URL from the environment may carry a password.
-    p.add_argument("--nats", default=url, help=f"NATS URL (default: $NEXUS_NATS_URL, else {DEFAULT_URL}).")
+    p.add_argument("--nats", default=url, help=f"NATS URL, or several comma separated (default: $NEXUS_NATS_URL, else {DEFAULT_URL}).")
     p.add_argument(
         "--creds",
         default=os.environ.get("NEXUS_NATS_CREDS"),

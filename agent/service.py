@@ -95,6 +95,8 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         # (job, attempt) this process has started: a run is never started twice.
         self._started: dict[tuple[str, int], None] = {}
+        # At most max_jobs commands at once, whatever the orchestrators assigned (see _admit).
+        self._slots = asyncio.Semaphore(max(max_jobs, 1))
 
     async def run(self) -> None:
         """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
@@ -251,7 +253,7 @@ class Agent:
             del self._started[next(iter(self._started))]
         run = _Running(attempt=dispatch.attempt)
         self.running[job_id] = run
-        task = asyncio.create_task(self._run(job_id, dispatch, run))
+        task = asyncio.create_task(self._admit(job_id, dispatch, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -277,6 +279,45 @@ class Agent:
         if any(r.event is not None and r.kind in blocking for r in later):
             return None
         return later[-1].seq if later else dispatch_seq
+
+    async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
+        """Run the accepted job once a slot is free. Two orchestrators can each count a slot
+        free on this node (each decides alone), so the agent enforces --max-jobs itself: a
+        dispatch beyond it is accepted (it is this node's, exactly once) and waits here, in
+        arrival order; cancelled while it waits, it ends cancelled without ever starting."""
+        if not await self._take_slot(job_id, run):
+            self.running.pop(job_id, None)
+            never = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, killed_by="cancel",
+                              error="cancelled while waiting for a free slot; never started")  # fmt: skip
+            out = Outgoing(subjects.fact(job_id, "exited", self.node_id), never, msgids.job(job_id, "exited", dispatch.attempt))
+            await _retry(lambda: self.bus.publish(out))
+            log.info("job.exited", job_id=job_id, killed_by="cancel", started=False)
+            return
+        try:
+            await self._run(job_id, dispatch, run)
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self, job_id: str, run: _Running) -> bool:
+        """Wait for a free slot; False (holding none) if the job is cancelled first."""
+        if self._slots.locked():
+            log.info("job.waiting_for_slot", job_id=job_id, max_jobs=self.max_jobs)
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        cancelled = asyncio.ensure_future(run.cancel.wait())
+        try:
+            await asyncio.wait((acquiring, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the agent stops: give back a slot taken at that instant
+            if acquiring.done() and not acquiring.cancelled():
+                self._slots.release()
+            raise
+        finally:
+            cancelled.cancel()
+            acquiring.cancel()  # no effect once acquired
+        got = acquiring.done() and not acquiring.cancelled()
+        if got and run.cancel.is_set():
+            self._slots.release()
+            return False
+        return got
 
     async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
         attempt = dispatch.attempt

@@ -62,12 +62,24 @@ PUBLISH_ACK_TIMEOUT_S = 3.0
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _DENIED_SUBJECT = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# How long a follower of the log waits for "how far is the log?" when its subscription is quiet.
+BEHIND_CHECK_S = 2.0
+ORDERED_CREATE_S = 4.0  # creating a log follower's ordered consumer (see _ordered)
 
 
 def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
     if creds is None:
         return "the server requires credentials (Authorization Violation): give --creds FILE or NEXUS_NATS_CREDS"
     return f"the server refused the credentials in {os.fspath(creds)!r} (Authorization Violation): issued for another server?"
+
+
+def servers(url: str) -> list[str]:
+    """`--nats` / NEXUS_NATS_URL may list several servers, comma separated (the members of a
+    cluster): the client tries each at connect and fails over between them after."""
+    found = [u.strip() for u in url.split(",") if u.strip()]
+    if not found:
+        raise BusUnavailable(url, "no server URL given")
+    return found
 
 
 class NatsBus:
@@ -145,7 +157,7 @@ class NatsBus:
             async with asyncio.timeout(None if daemon else timeout_s * 3):
                 connecting = asyncio.ensure_future(
                     nats.connect(
-                        url,
+                        servers(url),
                         name=name,
                         connect_timeout=timeout_s,
                         allow_reconnect=daemon,
@@ -302,7 +314,10 @@ class NatsBus:
             inbox.put(msg)
 
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
-        sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
+        # A short timeout: on a cluster that lost its JetStream meta leader the create goes
+        # unanswered until a new one is elected, and records() should ask again soon after.
+        js = self.nc.jetstream(timeout=ORDERED_CREATE_S)
+        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
         try:
             yield
         finally:
@@ -414,8 +429,11 @@ class NatsBus:
     async def _behind(self, next_seq: int, subject: str) -> bool:
         """Does the log hold something at or after `next_seq` that we have not been sent?"""
         try:
-            last = await self.last_seq() if subject == subjects.EVENTS_ALL else await self.last_seq(subject=subject)
-        except BusError:
+            # Briefly: while a cluster elects a new stream leader nobody answers, and this
+            # loop must come back to its queue (the next turn asks again).
+            async with asyncio.timeout(BEHIND_CHECK_S):
+                last = await self.last_seq() if subject == subjects.EVENTS_ALL else await self.last_seq(subject=subject)
+        except (BusError, TimeoutError):
             return False  # cannot tell now (server away); ask again at the next idle turn
         return last >= next_seq
 

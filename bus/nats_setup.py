@@ -5,8 +5,12 @@ Part of the NATS adapter (with bus.nats_bus): nats-py errors stop here.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.js import JetStreamContext, api
 
 from bus import nats_keys
@@ -14,8 +18,45 @@ from bus.errors import BusError
 from bus.port import StreamLimits
 from schemas import subjects
 
+log = structlog.get_logger("nexus.bus")
 
-async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
+# A freshly formed cluster answers "temporarily unavailable" (or not at all) until it has
+# elected a JetStream meta leader and each stream's Raft group: waited out up to this long.
+SETUP_DEADLINE_S = 60.0
+# No responders at all means no JetStream on this server; on a member that is still
+# starting it lasts a moment only.
+NO_JETSTREAM_AFTER_S = 5.0
+_UNAVAILABLE = (503, 504)  # JetStream not ready yet (no meta leader, no stream leader yet)
+
+
+async def ensure_streams(js: JetStreamContext, limits: StreamLimits, *, deadline_s: float = SETUP_DEADLINE_S) -> None:
+    """`_ensure_streams`, retried while the cluster is not ready yet, with a progress log."""
+    started = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            await _ensure_streams(js, limits)
+            if tries > 1:
+                log.info("streams.ready", tries=tries, waited_s=round(time.monotonic() - started, 1))
+            return
+        except nats.js.errors.APIError as exc:
+            if exc.code not in _UNAVAILABLE or time.monotonic() - started > deadline_s:
+                raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
+            why = exc.description or "JetStream temporarily unavailable"
+        except nats.errors.NoRespondersError:
+            if time.monotonic() - started > NO_JETSTREAM_AFTER_S:
+                raise BusError("JetStream is not enabled on this server (start nats-server with -js)") from None
+            why = "no JetStream responders yet"
+        except nats.errors.TimeoutError:
+            if time.monotonic() - started > deadline_s:
+                raise BusError(f"JetStream did not answer within {deadline_s:g} s (enabled? a cluster with a meta leader?)") from None
+            why = "JetStream did not answer"
+        log.info("streams.waiting", reason=why, tries=tries, hint="a new cluster elects its JetStream leaders first")
+        await asyncio.sleep(min(0.25 * tries, 2.0))
+
+
+async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
     """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, the nexus-nodes bucket and the nexus-keys bucket."""
     events = api.StreamConfig(
         name=subjects.EVENTS_STREAM,
@@ -44,24 +85,19 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         num_replicas=limits.replicas or 1,
         allow_direct=True,
     )
-    try:
-        for cfg in (events, output):
-            try:
-                info = await js.stream_info(cfg.name or "")
-                if limits.replicas is None:  # never shrink what an operator raised
-                    cfg.num_replicas = info.config.num_replicas
-                await js.update_stream(cfg)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(cfg)
-        await js.create_key_value(
-            bucket=subjects.NODES_BUCKET,
-            description="Nexus node heartbeats (liveness, not audit)",
-            history=1,
-            ttl=max(limits.node_ttl_s * 6, 60.0),
-            replicas=limits.replicas or 1,
-        )
-        await nats_keys.ensure_bucket(js, limits)
-    except nats.js.errors.APIError as exc:
-        raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-        raise BusError("JetStream is not enabled on this server (start nats-server with -js)") from None
+    for cfg in (events, output):
+        try:
+            info = await js.stream_info(cfg.name or "")
+            if limits.replicas is None:  # never shrink what an operator raised
+                cfg.num_replicas = info.config.num_replicas
+            await js.update_stream(cfg)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(cfg)
+    await js.create_key_value(
+        bucket=subjects.NODES_BUCKET,
+        description="Nexus node heartbeats (liveness, not audit)",
+        history=1,
+        ttl=max(limits.node_ttl_s * 6, 60.0),
+        replicas=limits.replicas or 1,
+    )
+    await nats_keys.ensure_bucket(js, limits)

@@ -21,6 +21,9 @@ from schemas.errors import DecodeError
 from schemas.records import Record
 
 WRONG_LAST_SEQUENCE = 10071
+# "duplicate message id is in process": another publisher's message with this id is being
+# stored right now (two orchestrators making the same decision on a cluster).
+DUPLICATE_IN_PROCESS = 10158
 CHUNK_HEADER = "Nexus-Chunk"
 # Present (value "stderr") only on a `tty: false` job's stderr chunks; absent means stdout.
 STREAM_HEADER = "Nexus-Stream"
@@ -54,8 +57,15 @@ def map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]
     try:
         yield
     except nats.js.errors.APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE and expected_seq is not None:
+        wrong_last = exc.err_code == WRONG_LAST_SEQUENCE or (exc.description or "").startswith("wrong last sequence")
+        if wrong_last and expected_seq is not None:  # a cluster's stream leader may say it without the number
             raise StaleDecision(subject, expected_seq) from None
+        if exc.err_code == DUPLICATE_IN_PROCESS or "duplicate message id is in process" in (exc.description or ""):
+            # Not a refusal: the same decision (or fact) is being stored by someone else.
+            # A decision re-reads (stale); anything else retries and gets the duplicate ack.
+            if expected_seq is not None:
+                raise StaleDecision(subject, expected_seq) from None
+            raise BusError(f"publish to {subject}: {exc.description}", subject=subject, retryable=True) from None
         # 503 and friends: JetStream is (re)starting or has no leader yet.
         retryable = exc.code is not None and exc.code >= 500
         raise BusError(f"publish to {subject} refused: {exc.description}", subject=subject, retryable=retryable) from None

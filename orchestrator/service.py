@@ -50,6 +50,7 @@ from schemas.values import JobTest
 log = structlog.get_logger("nexus.orchestrator")
 
 TICK_S = 1.0
+LOG_IDLE_S = 2.0  # see _project
 QUERY_THREADS = 4  # queries run at once, each in a thread with its own DuckDB cursor
 MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy" at once
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
@@ -143,7 +144,9 @@ class Orchestrator:
         end = await self.bus.last_seq()
         if self.applied_seq >= end:
             self.caught_up.set()
-        async for batch in self.bus.records(self.applied_seq + 1):
+        # A quiet log is checked every LOG_IDLE_S: on a cluster the ordered consumer dies with
+        # its stream leader, and this is how the orchestrator notices and follows again.
+        async for batch in self.bus.records(self.applied_seq + 1, idle_s=LOG_IDLE_S):
             touched = self.apply_batch(batch)
             if not self.caught_up.is_set() and self.applied_seq >= end:
                 self.caught_up.set()

@@ -34,7 +34,12 @@ DATA_DIR = Path(".nexus")
 
 NatsOpt = Annotated[
     str,
-    typer.Option("--nats", envvar="NEXUS_NATS_URL", help="NATS URL (default: the embedded server of `nexus up`).", show_default=True),
+    typer.Option(
+        "--nats",
+        envvar="NEXUS_NATS_URL",
+        help="NATS URL, or several comma separated (default: the embedded server of `nexus up`).",
+        show_default=True,
+    ),
 ]
 # Set by any verb's --creds (or NEXUS_NATS_CREDS) while it parses; read by `connect`.
 _creds: dict[str, Path | None] = {}
