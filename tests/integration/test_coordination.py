@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 
 from orchestrator.client import new_job_id
 from schemas.events import JobRequested
@@ -133,12 +134,13 @@ async def test_nodes_optimal_answers_like_the_scheduler(stack: Stack) -> None:
     assert row["node"] == "eu-2"
 
 
-async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: Stack) -> None:
+async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: Stack, tmp_path: Path) -> None:
     await stack.stop_agent("node-1")
     await stack.start_agent("solo", max_jobs=1, labels={"pool": "solo"})
     blocker, low, high, dropped = (new_job_id() for _ in range(4))
     sel = {"pool": "solo"}
-    await stack.client.submit(blocker, JobRequested(command="sleep 1", labels=sel))
+    gate = tmp_path / "gate"  # the blocker holds the only slot until the queue is checked
+    await stack.client.submit(blocker, JobRequested(command=f"while [ ! -e {gate} ]; do sleep 0.05; done", labels=sel))
     await wait_for(lambda: _status(stack, blocker, "running"), what="blocker running")
     await stack.client.submit(low, JobRequested(command="true", labels=sel, priority=0))
     await stack.client.submit(dropped, JobRequested(command="true", labels=sel))
@@ -148,6 +150,7 @@ async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: 
     code, _, err = await stack.nexus("cancel", dropped)
     assert code == 0, err
     assert (await stack.wait_job(dropped))["status"] == "cancelled"
+    gate.touch()
     for job_id in (blocker, low, high):
         assert (await stack.wait_job(job_id))["status"] == "succeeded"
     started = await stack.client.query("SELECT job_id FROM events WHERE type = 'job.started' ORDER BY seq")
