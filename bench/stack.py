@@ -28,6 +28,9 @@ from orchestrator.client import NexusClient
 from schemas import subjects
 
 BIN = Path(sys.executable).parent
+# Put before the orchestrator's command line, e.g. [sys.executable, "-m", "cProfile", "-o", FILE] to profile it.
+ORCHESTRATOR_PREFIX: list[str] = []
+AGENT_PREFIX: list[str] = []  # the same for each agent ("{node}" in it is replaced by the node id)
 TERMINAL = {"succeeded", "failed", "rejected", "timed_out", "cancelled", "lost"}
 
 
@@ -50,6 +53,19 @@ class Stack:
     nodes: list[str]
     orchestrator_log: Path | None
     env: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # "nats-server", "orchestrator", node ids
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU time (user + system) each process has used so far, from /proc (Linux)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return out
 
 
 @dataclass
@@ -174,18 +190,21 @@ async def local_stack(*, agents: int = 1, max_jobs: int = 8, orchestrator_log: b
     try:
         level = ["--log-level", "debug", "--log-json"] if orchestrator_log else ["--log-level", "warning"]
         with open(log_path, "wb") if log_path else contextlib.nullcontext() as sink:  # type: ignore[attr-defined]
-            orch = [BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", *level]
+            orch = [*ORCHESTRATOR_PREFIX, BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", *level]
             procs.append(subprocess.Popen(orch, env=env, stderr=sink))
         nodes = [f"bench-{i + 1}" for i in range(agents)]
         for node in nodes:
-            argv = [BIN / "nexus-agent", "--node", node, "--max-jobs", str(max_jobs), "--log-level", "warning",
+            prefix = [a.replace("{node}", node) for a in AGENT_PREFIX]
+            argv = [*prefix, BIN / "nexus-agent", "--node", node, "--max-jobs", str(max_jobs), "--log-level", "warning",
                     "--state-dir", tmp / "agents" / node]  # fmt: skip
             procs.append(subprocess.Popen(argv, env=env))
         bus = await NatsBus.connect(url, name="bench")
         client = NexusClient(bus)
         await wait_ready(client)
         await wait_nodes(client, nodes)
-        yield Stack(url=url, tmp=tmp, bus=bus, client=client, nodes=nodes, orchestrator_log=log_path, env=env)
+        pids = {"nats-server": server.proc.pid if server.proc else 0, "orchestrator": procs[0].pid}
+        pids.update((node, p.pid) for node, p in zip(nodes, procs[1:], strict=True))
+        yield Stack(url=url, tmp=tmp, bus=bus, client=client, nodes=nodes, orchestrator_log=log_path, env=env, pids=pids)
     finally:
         if bus is not None:
             await bus.close()

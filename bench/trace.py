@@ -37,7 +37,9 @@ def orchestrator_timings(path: Path | None) -> dict[str, list[float]]:
     """From the orchestrator's JSON debug log: per batch, fold+write and decide+publish; per decision, its publish."""
     found: dict[str, list[float]] = {"batch: fold + verify + DuckDB write": [], "batch: decide + publish": [],
                                      "decision publish (requested -> validated, assigned, dispatch)": [],
-                                     "decision publish (exited -> succeeded)": []}  # fmt: skip
+                                     "decision publish (exited -> succeeded)": [],
+                                     "store: one DuckDB transaction (wall)": [], "store: one DuckDB transaction (CPU)": [],
+                                     "store: rows per transaction": []}  # fmt: skip
     if path is None or not path.exists():
         return found
     for line in path.read_text(errors="replace").splitlines():
@@ -48,6 +50,10 @@ def orchestrator_timings(path: Path | None) -> dict[str, list[float]]:
         if entry.get("event") == "orchestrator.batch" and entry.get("jobs"):
             found["batch: fold + verify + DuckDB write"].append(entry["apply_ms"])
             found["batch: decide + publish"].append(entry["decide_ms"])
+        elif entry.get("event") == "store.flushed":
+            found["store: one DuckDB transaction (wall)"].append(entry["ms"])
+            found["store: one DuckDB transaction (CPU)"].append(entry["cpu_ms"])
+            found["store: rows per transaction"].append(entry["rows"])
         elif entry.get("event") == "decision.timing":
             key = "requested -> validated, assigned, dispatch" if entry.get("status") == "requested" else "exited -> succeeded"
             found[f"decision publish ({key})"].append(entry["publish_ms"])
@@ -64,6 +70,7 @@ async def trace(jobs: int, command: str) -> dict[str, list[float]]:
             await watch.wait([warm])
             acks: list[float] = []
             ids = []
+            cpu_before = stack.cpu_s()
             for _ in range(jobs):
                 job_id = new_job_id()
                 t0 = time.perf_counter()
@@ -71,6 +78,7 @@ async def trace(jobs: int, command: str) -> dict[str, list[float]]:
                 acks.append((time.perf_counter() - t0) * 1000)
                 await watch.wait([job_id])
                 ids.append(job_id)
+            cpu_after = stack.cpu_s()
             # The last output chunk may land after `succeeded` is seen: give the watcher a moment.
             await asyncio.sleep(0.2)
         finally:
@@ -81,6 +89,10 @@ async def trace(jobs: int, command: str) -> dict[str, list[float]]:
         for a, b in TOTALS:
             gaps[f"TOTAL {a} -> {b}"] = [g for j in ids if (g := watch.jobs[j].gap_ms(a, b)) is not None]
         gaps.update(orchestrator_timings(stack.orchestrator_log))
+        # CPU per job, by process: less sensitive to a busy machine than any wall time.
+        for name, after in cpu_after.items():
+            role = "agent" if name in stack.nodes else name
+            gaps[f"CPU per job: {role} (ms, one value)"] = [(after - cpu_before.get(name, 0.0)) * 1000 / jobs]
         return gaps
 
 

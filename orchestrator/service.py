@@ -60,6 +60,7 @@ MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy"
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
+STORE_EVERY_S = 0.02  # folded batches wait at most this long (plus one store) to be in DuckDB
 
 
 class Orchestrator:
@@ -178,9 +179,12 @@ class Orchestrator:
                       decide_ms=_ms(t1, time.perf_counter()), jobs=len(touched))  # fmt: skip
 
     async def _store_folded(self) -> None:
-        """Store folded batches as they come, all queued at once in one transaction."""
+        """Store folded batches in one transaction per STORE_EVERY_S at most: one job's
+        several batches (requested, accepted, started, exited...) or a burst's hundreds
+        share a transaction, whose cost hardly grows with its rows."""
         while True:
             await self.store.queued.wait()
+            await asyncio.sleep(STORE_EVERY_S)
             await self.store.flush()
 
     def apply_batch(self, batch: list[Record]) -> set[str]:
