@@ -138,7 +138,9 @@ async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: 
     await stack.start_agent("solo", max_jobs=1, labels={"pool": "solo"})
     blocker, low, high, dropped = (new_job_id() for _ in range(4))
     sel = {"pool": "solo"}
-    await stack.client.submit(blocker, JobRequested(command="sleep 1", labels=sel))
+    gate = stack.tmp / f"{blocker}.gate"  # the blocker holds the only slot until the cancel is done
+    hold = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    await stack.client.submit(blocker, JobRequested(command=hold, labels=sel))
     await wait_for(lambda: _status(stack, blocker, "running"), what="blocker running")
     await stack.client.submit(low, JobRequested(command="true", labels=sel, priority=0))
     await stack.client.submit(dropped, JobRequested(command="true", labels=sel))
@@ -148,6 +150,7 @@ async def test_cancel_removes_a_queued_job_and_priority_orders_the_queue(stack: 
     code, _, err = await stack.nexus("cancel", dropped)
     assert code == 0, err
     assert (await stack.wait_job(dropped))["status"] == "cancelled"
+    gate.touch()
     for job_id in (blocker, low, high):
         assert (await stack.wait_job(job_id))["status"] == "succeeded"
     started = await stack.client.query("SELECT job_id FROM events WHERE type = 'job.started' ORDER BY seq")
