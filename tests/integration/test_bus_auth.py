@@ -315,10 +315,12 @@ async def test_the_record_names_verified_identities_and_refuses_false_signatures
 
 async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_nothing(up: Up, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
+    gate = tmp_path / "gate"  # the job runs until the rogue's fact is in: it must meet a running job
     job_id = new_job_id()
     nc = await connect(up, up.creds / "submitter.creds")
     try:
-        payload = json.dumps({"command": f"sleep 3; touch {marker}", "node": up.node, "requested_by": "root"}).encode()
+        command = f"while [ ! -e {gate} ]; do sleep 0.05; done; touch {marker}"
+        payload = json.dumps({"command": command, "node": up.node, "requested_by": "root"}).encode()
         await nc.jetstream().publish(subjects.job(job_id, "requested"), payload)
     finally:
         await nc.close()
@@ -336,6 +338,7 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
         await rogue.close()
     (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND subject LIKE '%.exited.rogue-2'")
     assert "refused" in str(error)
+    gate.touch()
     row = await _row(up, f"SELECT status, requested_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert row == ["succeeded", None]  # the real exit, from the real node; the claimed "root" is not recorded
     assert marker.exists()
