@@ -60,7 +60,7 @@ MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy"
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
-STORE_EVERY_S = 0.02  # folded batches wait at most this long (plus one store) to be in DuckDB
+STORE_EVERY_S = 0.05  # folded batches wait at most this long (plus one store) to be in DuckDB
 
 
 class Orchestrator:
@@ -241,8 +241,14 @@ class Orchestrator:
             await self._publish_queued()
             now = datetime.now(UTC)
             fleet = self._fleet()
+            touched_ids = set(touched)
+            due = planner.jobs_due(self.jobs, touched_ids, self.runner.pending, self.policy.priority_of)
+            if _all_full(fleet, now):
+                # A queued job can only wait while every live node is full: deciding each again
+                # after every batch of a burst costs CPU for nothing. The tick decides all anyway.
+                due = [j for j in due if j.status != "queued" or j.job_id in touched_ids]
             plans: list[tuple[JobView, planner.Plan]] = []
-            for job in planner.jobs_due(self.jobs, touched, self.runner.pending, self.policy.priority_of):
+            for job in due:
                 self.runner.pending.pop(planner.job_key(job.job_id), None)
                 ctx = await self._context(job, fleet, now)
                 try:
@@ -468,6 +474,12 @@ class Orchestrator:
     @staticmethod
     async def _respond(msg: Request, result: QueryResult) -> None:
         await msg.respond(codec.encode(result))  # never raises: the asker may have gone
+
+
+def _all_full(fleet: decide.Fleet, now: datetime) -> bool:
+    """Some node is live and every live node runs as many jobs as it may."""
+    live = [(n, hb) for n, hb in fleet.heartbeats.items() if fleet.is_live(n, now)]
+    return bool(live) and all(fleet.load.get(n, 0) >= hb.max_jobs for n, hb in live)
 
 
 def _ms(t0: float, t1: float) -> float:
