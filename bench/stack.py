@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -217,6 +218,7 @@ async def local_stack(*, agents: int = 1, max_jobs: int = 8, orchestrator_log: b
                 p.kill()
                 p.wait()
         await server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def machine() -> str:
