@@ -40,11 +40,19 @@ class Ledger:
 
     def record(self, job_id: str, attempt: int) -> None:
         """Written and synced before the process is spawned: a crash after it never runs it again."""
+        fd = self.append(job_id, attempt)
+        if fd is not None:
+            os.fsync(fd)
+
+    def append(self, job_id: str, attempt: int) -> int | None:
+        """`record` without the sync: returns the descriptor to fsync (None: memory only)
+        before the process is spawned, so the sync may run off the caller's thread."""
         self._ran.add((job_id, attempt))
-        if self._fh is not None:
-            self._fh.write(f"{job_id} {attempt}\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        if self._fh is None:
+            return None
+        self._fh.write(f"{job_id} {attempt}\n")
+        self._fh.flush()
+        return self._fh.fileno()
 
     def close(self) -> None:
         if self._fh is not None:

@@ -170,7 +170,9 @@ async def _deliver_until_eof(
         elif reader.buffered:
             assert reader.first_unflushed_at is not None
             due = reader.first_unflushed_at + interval_s - time.monotonic()
-            if due <= 0:
+            # The first bytes go at once (someone may be watching for a prompt or a
+            # progress line); after that, coalescing by size or time keeps chunks few.
+            if due <= 0 or reader.delivered_chunks == 0:
                 await emit(reader.buffered)
             else:
                 await _wait_event(reader.changed, due)

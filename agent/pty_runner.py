@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 
-from agent import process_tree
+from agent import process_tree, pty_spawn
 from agent.masking import OutputMasker
 from agent.pty_output import OutputCallback, PtyReader, deliver, drain
 
@@ -173,6 +173,13 @@ def resolve_argv(spec: RunSpec) -> list[str]:
 
 
 def _spawn(spec: RunSpec, argv: list[str]) -> Any:
+    if spec.cwd is None and pty_spawn.AVAILABLE:
+        # posix_spawn: the same terminal set-up without forking the agent (agent.pty_spawn).
+        try:
+            return pty_spawn.spawn(argv, os.environ if spec.env is None else spec.env, spec.rows, spec.cols)
+        except OSError as e:
+            raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
+
     def prepare_child() -> None:
         # Runs in the forked child before exec, with the pty slave on fd 0-2.
         # chdir happens here rather than via ptyprocess's cwd= because an

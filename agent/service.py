@@ -248,12 +248,14 @@ class Agent:
             log.warning("job.already_accepted", job_id=job_id, reason="accepted by another agent process; not running it")
             return
         self._started[key] = None
-        self.ledger.record(job_id, dispatch.attempt)
+        # Noted now (a redelivery is refused from here on), synced to disk by the run before
+        # it spawns anything: the fsync does not hold up the next dispatch.
+        unsynced = self.ledger.append(job_id, dispatch.attempt)
         if len(self._started) > 10_000:
             del self._started[next(iter(self._started))]
         run = _Running(attempt=dispatch.attempt)
         self.running[job_id] = run
-        task = asyncio.create_task(self._admit(job_id, dispatch, run))
+        task = asyncio.create_task(self._admit(job_id, dispatch, run, unsynced))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -280,7 +282,7 @@ class Agent:
             return None
         return later[-1].seq if later else dispatch_seq
 
-    async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
+    async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
         """Run the accepted job once a slot is free. Two orchestrators can each count a slot
         free on this node (each decides alone), so the agent enforces --max-jobs itself: a
         dispatch beyond it is accepted (it is this node's, exactly once) and waits here, in
@@ -294,7 +296,7 @@ class Agent:
             log.info("job.exited", job_id=job_id, killed_by="cancel", started=False)
             return
         try:
-            await self._run(job_id, dispatch, run)
+            await self._run(job_id, dispatch, run, unsynced)
         finally:
             self._slots.release()
 
@@ -319,7 +321,7 @@ class Agent:
             return False
         return got
 
-    async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running) -> None:
+    async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
         attempt = dispatch.attempt
         chunk_no = 0
         first_output_at: datetime | None = None
@@ -344,6 +346,8 @@ class Agent:
         nexus_env = {"NEXUS_JOB_ID": job_id, "NEXUS_NODE": self.node_id, "NEXUS_ATTEMPT": str(attempt)}
         secrets: tuple[bytes, ...] = ()
         try:
+            if unsynced is not None:  # the ledger line on disk before the process exists (never run twice)
+                await asyncio.to_thread(os.fsync, unsynced)
             job_env, secrets = self._open_secrets(dispatch.env)
             # A minimal environment (agent.environment), never the agent's own whole one.
             env = job_environment(os.environ, nexus_env, job_env, self.pass_env)

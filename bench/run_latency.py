@@ -1,10 +1,13 @@
-"""End-to-end latency and throughput on a local stack.
+"""End-to-end latency and throughput on a local stack (issue 13's acceptance figures).
 
-Starts a private nats-server (random port, temp store), `nexus orchestrator`
-and `nexus agent` as separate processes, then measures:
+Starts private stacks (bench.stack: nats-server on a random port with a temp store,
+`nexus orchestrator` and `nexus-agent` processes) and measures, on the JetStream
+server timestamps of the events (one clock: all on one machine):
   1. wall time of `nexus run -- true` (a new CLI process each time), N runs
-  2. requested -> succeeded of jobs submitted one at a time from one client
-  3. a burst of jobs submitted at once: time until all succeeded
+  2. `requested` -> `exited` (and -> `succeeded`) of `true` jobs submitted one at a time
+  3. the first output byte of `echo hi` after `requested`, one at a time
+  4. a burst of `true` jobs submitted at once on 4 agents: jobs/s until all succeeded
+  5. `echo hi` on 20 agents at once (one job per node): wall until all exited
 Prints the figures; record them in docs/benchmarks.md.
 """
 
@@ -12,119 +15,161 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from bus.nats_bus import NatsBus
-from orchestrator.client import NexusClient, new_job_id
-from orchestrator.embedded import EmbeddedNats
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import BIN, LogWatch, Stack, local_stack, machine, med, pct
+from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 
-BIN = Path(sys.executable).parent
+Figure = dict[str, Any]
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+def figure(what: str, value: float, unit: str, target: str | None = None, **peer: Any) -> Figure:
+    return {"what": what, "value": round(value, 3), "unit": unit, "target": target,
+            "peer": peer.get("peer"), "peer_value": peer.get("peer_value"), "ratio": peer.get("ratio")}  # fmt: skip
 
 
-def summary(name: str, values: list[float]) -> None:
-    print(f"{name:<44} n={len(values):<4} median={statistics.median(values) * 1000:7.1f} ms  "
-          f"p95={pct(values, 95) * 1000:7.1f} ms  min={min(values) * 1000:7.1f} ms")  # fmt: skip
-
-
-async def wait_status(client: NexusClient, job_ids: list[str], timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    placeholders = ",".join("?" for _ in job_ids)
-    while time.monotonic() < deadline:
-        rows = await client.query(
-            f"SELECT count(*) FROM jobs WHERE job_id IN ({placeholders}) AND status IN "
-            "('succeeded','failed','rejected','timed_out','cancelled','lost')",
-            job_ids,
-        )
-        if rows.rows[0][0] == len(job_ids):
-            return
-        await asyncio.sleep(0.005)
-    raise TimeoutError("jobs did not finish")
-
-
-async def wait_ready(client: NexusClient, timeout: float = 60.0) -> None:
-    """Until the orchestrator answers queries (it has started and caught up)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await client.query("SELECT 1")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def main(runs: int, sequential: int, burst: int, max_jobs: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
-    server = EmbeddedNats(tmp / "js", port=-1)
-    url = await server.start()
-    env = {**os.environ, "NEXUS_NATS_URL": url}
-    procs = [
-        subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"], env=env),
-        subprocess.Popen([BIN / "nexus", "agent", "--node", "bench-1", "--max-jobs", str(max_jobs), "--log-level", "warning"], env=env),
-    ]
-    bus = await NatsBus.connect(url, name="bench")
-    client = NexusClient(bus)
-    try:
-        # Ready when a job goes through.
-        warm = new_job_id()
-        await wait_ready(client)
-        await client.submit(warm, JobRequested(command="true"))
-        await wait_status(client, [warm])
-
-        print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
-        walls = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            proc = await asyncio.create_subprocess_exec(BIN / "nexus", "run", "-q", "--", "true", env=env)
-            assert await proc.wait() == 0
-            walls.append(time.perf_counter() - t0)
-        summary("`nexus run -- true` wall time (new process)", walls)
-
-        inner = []
-        for _ in range(sequential):
-            job_id = new_job_id()
-            t0 = time.perf_counter()
-            await client.submit(job_id, JobRequested(command="true"))
-            await wait_status(client, [job_id])
-            inner.append(time.perf_counter() - t0)
-        summary("submit -> succeeded (one at a time)", inner)
-
-        ids = [new_job_id() for _ in range(burst)]
+async def cli_wall(stack: Stack, runs: int) -> list[Figure]:
+    walls = []
+    for _ in range(runs):
         t0 = time.perf_counter()
-        for job_id in ids:
-            await client.submit(job_id, JobRequested(command="true"))
-        await wait_status(client, ids)
-        took = time.perf_counter() - t0
-        print(f"burst of {burst} `true` jobs, agent max {max_jobs}: all succeeded in {took:.2f} s ({burst / took:.1f} jobs/s)")
-        rows = await client.query("SELECT count(*) FROM events")
-        print(f"events in the log: {rows.rows[0][0]}")
-    finally:
-        await bus.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=15)
-        await server.stop()
+        proc = await asyncio.create_subprocess_exec(BIN / "nexus", "run", "-q", "--", "true", env=stack.env)
+        assert await proc.wait() == 0
+        walls.append((time.perf_counter() - t0) * 1000)
+    return [figure("`nexus run -- true` wall time (new CLI process), p50", med(walls), "ms")]
+
+
+async def one_at_a_time(stack: Stack, watch: LogWatch, n: int, command: str) -> list[str]:
+    ids = []
+    for _ in range(n):
+        job_id = new_job_id()
+        await stack.client.submit(job_id, JobRequested(command=command))
+        await watch.wait([job_id])
+        ids.append(job_id)
+    return ids
+
+
+async def sequential(stack: Stack, watch: LogWatch, n: int) -> list[Figure]:
+    ids = await one_at_a_time(stack, watch, n, "true")
+    exited = [g for j in ids if (g := watch.jobs[j].gap_ms("requested", "exited")) is not None]
+    done = [g for j in ids if (g := watch.jobs[j].gap_ms("requested", "succeeded")) is not None]
+    return [
+        figure(f"`true` one at a time ({n}): requested -> exited, p50", med(exited), "ms", "<= 15"),
+        figure(f"`true` one at a time ({n}): requested -> exited, p99", pct(exited, 99), "ms", "<= 40"),
+        figure(f"`true` one at a time ({n}): requested -> succeeded, p50", med(done), "ms"),
+    ]
+
+
+async def first_byte(stack: Stack, watch: LogWatch, n: int) -> list[Figure]:
+    ids = await one_at_a_time(stack, watch, n, "echo hi")
+    await asyncio.sleep(0.2)  # a chunk may be seen after `succeeded` (two streams)
+    gaps = [g for j in ids if (g := watch.jobs[j].gap_ms("requested", "output")) is not None]
+    if len(gaps) < len(ids):
+        raise RuntimeError(f"first output chunk seen for {len(gaps)} of {len(ids)} jobs")
+    return [
+        figure(f"`echo hi` one at a time ({n}): requested -> first output byte, p50", med(gaps), "ms", "<= 20"),
+        figure(f"`echo hi` one at a time ({n}): requested -> first output byte, p99", pct(gaps, 99), "ms"),
+    ]
+
+
+async def burst(stack: Stack, watch: LogWatch, n: int) -> list[Figure]:
+    ids = [new_job_id() for _ in range(n)]
+    cpu_before = stack.cpu_s()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(stack.client.submit(j, JobRequested(command="true")) for j in ids))
+    await watch.wait(ids, timeout_s=300)
+    wall = time.perf_counter() - t0
+    cpu = {name: (s - cpu_before.get(name, 0.0)) * 1000 / n for name, s in stack.cpu_s().items()}
+    statuses = {watch.jobs[j].status for j in ids}
+    if statuses != {"succeeded"}:
+        raise RuntimeError(f"burst: not every job succeeded: {statuses}")
+    agents = len(stack.nodes)
+    # CPU per job by process: on 2 cores, 300 jobs/s leaves 6.7 ms of CPU per job for everything.
+    by_role = {"orchestrator": cpu.get("orchestrator", 0.0), "agents": sum(v for k, v in cpu.items() if k in stack.nodes),
+               "nats-server": cpu.get("nats-server", 0.0)}  # fmt: skip
+    return [
+        figure(f"burst of {n} `true` at once on {agents} agents: until all succeeded", n / wall, "jobs/s", ">= 300"),
+        *(figure(f"burst: CPU per job, {role}", ms, "ms") for role, ms in by_role.items()),
+    ]
+
+
+async def fan_out(stack: Stack, watch: LogWatch) -> list[Figure]:
+    ids = {node: new_job_id() for node in stack.nodes}
+    t0 = time.perf_counter()
+    await asyncio.gather(*(stack.client.submit(j, JobRequested(command="echo hi", node=node)) for node, j in ids.items()))
+    await watch.wait(ids.values(), until="exited")
+    wall = (time.perf_counter() - t0) * 1000
+    await watch.wait(ids.values())
+    bad = {watch.jobs[j].status for j in ids.values()} - {"succeeded"}
+    if bad:
+        raise RuntimeError(f"fan-out: not every job succeeded: {bad}")
+    peer = ansible_peer(len(stack.nodes))
+    extra: dict[str, Any] = {"peer": "ansible ad-hoc (bench/ansible_peer.py: missing)"}
+    if peer is not None:
+        extra = {"peer": "ansible ad-hoc", "peer_value": peer, "ratio": peer / wall}
+    return [figure(f"`echo hi` on {len(stack.nodes)} agents at once: wall until all exited", wall, "ms", "<= 100", **extra)]
+
+
+def ansible_peer(targets: int) -> float | None:
+    """The fleet helper's bench/ansible_peer.py (ansible ad-hoc `echo hi` on local targets), when present."""
+    try:
+        from bench import ansible_peer  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    run = getattr(ansible_peer, "adhoc_echo_ms", None)
+    return run(targets) if callable(run) else None
+
+
+async def main(a: argparse.Namespace) -> list[Figure]:
+    figures: list[Figure] = []
+    async with local_stack(agents=4, max_jobs=a.max_jobs) as stack:
+        watch = LogWatch(stack.bus)
+        await watch.start(output=True)
+        try:
+            warm = new_job_id()
+            await stack.client.submit(warm, JobRequested(command="true"))
+            await watch.wait([warm])
+            if a.runs:
+                figures += await cli_wall(stack, a.runs)
+            figures += await sequential(stack, watch, a.sequential)
+            figures += await first_byte(stack, watch, a.first_byte)
+            figures += await burst(stack, watch, a.burst)
+        finally:
+            await watch.stop()
+    if a.fan_out:
+        async with local_stack(agents=a.fan_out, max_jobs=a.max_jobs) as stack:
+            watch = LogWatch(stack.bus)
+            await watch.start()
+            try:
+                await fan_out(stack, watch)  # warm: the first job on each agent
+                figures += await fan_out(stack, watch)
+            finally:
+                await watch.stop()
+    return figures
+
+
+def report(figures: list[Figure]) -> None:
+    print(f"machine: {machine()}")
+    for f in figures:
+        target = f" (target {f['target']})" if f["target"] else ""
+        peer = ""
+        if f["peer"]:
+            peer = f"; peer {f['peer']}" + (f" {f['peer_value']:.0f} {f['unit']}, ratio {f['ratio']:.1f}x" if f["peer_value"] else "")
+        print(f"{f['what']:<78} {f['value']:9.1f} {f['unit']}{target}{peer}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--sequential", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=10, help="`nexus run` processes (0: skip)")
+    ap.add_argument("--sequential", type=int, default=200)
+    ap.add_argument("--first-byte", type=int, default=50)
     ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--fan-out", type=int, default=20, help="agents for the `echo hi` fan-out (0: skip)")
     ap.add_argument("--max-jobs", type=int, default=8)
-    a = ap.parse_args()
-    asyncio.run(main(a.runs, a.sequential, a.burst, a.max_jobs))
+    args = ap.parse_args()
+    report(asyncio.run(main(args)))

@@ -1,8 +1,12 @@
 """The orchestrator process: projection, decisions and the query responder.
 
-    log (NEXUS_EVENTS) --ordered consumer--> reducer --> DuckDBStore (rows + checkpoint)
+    log (NEXUS_EVENTS) --ordered consumer--> reducer (memory) --> WriteBehind --thread--> DuckDB (rows + checkpoint)
                                                |
-                                  decisions (pure) --> NatsBus.publish_chain (optimistic concurrency)
+                                  decisions (pure) --> Runner.publish (optimistic concurrency)
+
+Decisions are taken from the in-memory views as soon as a batch is folded; the
+batch is stored right after, in one transaction with its checkpoint, off the
+event loop (orchestrator.write_behind, which says why a crash in between is safe).
 
 Decisions are re-derived from state, never remembered: after a restart the
 projection resumes at its checkpoint and every pending job is decided again;
@@ -37,6 +41,7 @@ from orchestrator.projection import Projection, job_id_of
 from orchestrator.runner import Outcome, Runner
 from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
 from orchestrator.store import DuckDBStore, run_query
+from orchestrator.write_behind import WriteBehind
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
@@ -56,6 +61,7 @@ MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy"
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
+STORE_EVERY_S = 0.05  # folded batches wait at most this long (plus one store) to be in DuckDB
 
 
 class Orchestrator:
@@ -72,7 +78,8 @@ class Orchestrator:
     ) -> None:
         self.limits = dataclasses.replace(limits or StreamLimits(), node_ttl_s=node_ttl_s)
         self.bus = bus
-        self.store = store
+        # Rows are queued and stored in a thread right after the decisions they lead to.
+        self.store = store if isinstance(store, WriteBehind) else WriteBehind(store)
         self.policy = policy or Policy()
         self.node_ttl_s = node_ttl_s
         # Secrets: our key (default: sealing.key beside the DuckDB file) and which env names are secret.
@@ -80,7 +87,7 @@ class Orchestrator:
         self.redaction = redaction or Redaction()
         self._secrets: dict[str, RequestSecrets] = {}  # of jobs about to be placed; memory only
         verifier = Verifier.trusting_issuer_of(bus.identity)
-        self.projection = Projection(store, on_ignored=_log_ignored, redaction=self.redaction, verifier=verifier)
+        self.projection = Projection(self.store, on_ignored=_log_ignored, redaction=self.redaction, verifier=verifier)
         self.beats: dict[str, NodeHeartbeat] = {}
         # The one publish path; it remembers our publishes the projection has not seen yet.
         self.runner = Runner(bus)
@@ -101,7 +108,14 @@ class Orchestrator:
         self._attest_now = asyncio.Event()
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled; what is folded by then is stored before it returns."""
+        try:
+            await self._run()
+        finally:
+            self.store.flush_now()
+            self.store.close_writer()
+
+    async def _run(self) -> None:
         await self.bus.ensure_streams(self.limits)
         if self.applied_seq > (end := await self.bus.last_seq()):
             raise StateAheadOfLog(self.store.path, self.applied_seq, end)
@@ -121,6 +135,7 @@ class Orchestrator:
         raise_if_cancelling()
         async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
             tg.create_task(self._project(), name="project")
+            tg.create_task(self._store_folded(), name="store")
             tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
             tg.create_task(self._tick(), name="tick")
             tg.create_task(self._serve_queries(queries), name="queries")
@@ -136,24 +151,44 @@ class Orchestrator:
 
     @property
     def applied_seq(self) -> int:
+        """The last sequence stored in DuckDB, what queries see: at most one flush behind
+        `folded_seq`, the last one in memory, from which decisions are taken."""
+        return self.store.stored_seq
+
+    @property
+    def folded_seq(self) -> int:
         return self.projection.applied_seq
 
     # ------------------------------------------------------------ projection
 
     async def _project(self) -> None:
         end = await self.bus.last_seq()
-        if self.applied_seq >= end:
+        if self.folded_seq >= end:
             self.caught_up.set()
         # A quiet log is checked every LOG_IDLE_S: on a cluster the ordered consumer dies with
         # its stream leader, and this is how the orchestrator notices and follows again.
-        async for batch in self.bus.records(self.applied_seq + 1, idle_s=LOG_IDLE_S):
+        async for batch in self.bus.records(self.folded_seq + 1, idle_s=LOG_IDLE_S):
+            t0 = time.perf_counter()
             touched = self.apply_batch(batch)
-            if not self.caught_up.is_set() and self.applied_seq >= end:
+            t1 = time.perf_counter()
+            if not self.caught_up.is_set() and self.folded_seq >= end:
                 self.caught_up.set()
-                log.info("orchestrator.caught_up", seq=self.applied_seq)
+                log.info("orchestrator.caught_up", seq=self.folded_seq)
             await self.decide_jobs(touched)
             await self.decide_pipelines(self._touched_pipelines)
             await self._publish_queued()
+            # For bench/trace.py (debug level only): where one batch's time went.
+            log.debug("orchestrator.batch", records=len(batch), last_seq=self.folded_seq, apply_ms=_ms(t0, t1),
+                      decide_ms=_ms(t1, time.perf_counter()), jobs=len(touched))  # fmt: skip
+
+    async def _store_folded(self) -> None:
+        """Store folded batches in one transaction per STORE_EVERY_S at most: one job's
+        several batches (requested, accepted, started, exited...) or a burst's hundreds
+        share a transaction, whose cost hardly grows with its rows."""
+        while True:
+            await self.store.queued.wait()
+            await asyncio.sleep(STORE_EVERY_S)
+            await self.store.flush()
 
     def apply_batch(self, batch: list[Record]) -> set[str]:
         """Fold a batch (memory + DuckDB, one transaction); returns the job ids touched."""
@@ -200,13 +235,23 @@ class Orchestrator:
         return planner.fleet(self.nodes, self.beats, self.jobs, self.runner.pending, ttl_s=self.node_ttl_s, quiet_since=self.quiet_since)
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
+        """Decide every due job one after the other (each takes its slot in `fleet`), then
+        publish the plans at once: one job's events stay a chain in order, but different
+        jobs do not wait for each other's acks."""
         if not self._deciding:
             return
         async with self._decide_lock:
             await self._publish_queued()
             now = datetime.now(UTC)
             fleet = self._fleet()
-            for job in planner.jobs_due(self.jobs, touched, self.runner.pending, self.policy.priority_of):
+            touched_ids = set(touched)
+            due = planner.jobs_due(self.jobs, touched_ids, self.runner.pending, self.policy.priority_of)
+            if _all_full(fleet, now):
+                # A queued job can only wait while every live node is full: deciding each again
+                # after every batch of a burst costs CPU for nothing. The tick decides all anyway.
+                due = [j for j in due if j.status != "queued" or j.job_id in touched_ids]
+            plans: list[tuple[JobView, planner.Plan]] = []
+            for job in due:
                 self.runner.pending.pop(planner.job_key(job.job_id), None)
                 ctx = await self._context(job, fleet, now)
                 try:
@@ -215,13 +260,20 @@ class Orchestrator:
                     log.exception("decision.crashed", job_id=job.job_id)
                     outs = reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")
                 if outs:
-                    await self._publish_job(job, planner.plan_job(job, outs))
+                    plans.append((job, planner.plan_job(job, outs)))
+            if len(plans) == 1:
+                await self._publish_job(*plans[0])
+            elif plans:
+                await asyncio.gather(*(self._publish_job(job, plan) for job, plan in plans))
 
     async def _publish_job(self, job: JobView, plan: planner.Plan) -> None:
         """A retryable failure leaves the job as it is: the next tick decides again and
         publishes the same message ids. A refusal that retrying cannot fix (too large,
         say) rejects the job, so it never holds a node's slot."""
+        t0 = time.perf_counter()
         done = await self.runner.publish(plan)
+        # For bench/trace.py (debug level only).
+        log.debug("decision.timing", job_id=job.job_id, status=job.status, events=len(plan.outs), publish_ms=_ms(t0, time.perf_counter()))
         if done.outcome is Outcome.REFUSED and done.expected is not None:
             # Stale or away again: the next tick decides again.
             await self.runner.publish(planner.refused(job, done.expected, datetime.now(UTC), str(done.error)))
@@ -378,7 +430,7 @@ class Orchestrator:
 
     async def publish_checkpoint(self) -> bool:
         """One checkpoint for the last applied record; False when the chain is unknown or the bus refused it."""
-        seq, chain = self.applied_seq, self.projection.chain
+        seq, chain = self.folded_seq, self.projection.chain
         if seq == 0 or chain is None:
             return False
         pending = self._unattested
@@ -425,6 +477,16 @@ class Orchestrator:
     @staticmethod
     async def _respond(msg: Request, result: QueryResult) -> None:
         await msg.respond(codec.encode(result))  # never raises: the asker may have gone
+
+
+def _all_full(fleet: decide.Fleet, now: datetime) -> bool:
+    """Some node is live and every live node runs as many jobs as it may."""
+    live = [(n, hb) for n, hb in fleet.heartbeats.items() if fleet.is_live(n, now)]
+    return bool(live) and all(fleet.load.get(n, 0) >= hb.max_jobs for n, hb in live)
+
+
+def _ms(t0: float, t1: float) -> float:
+    return round((t1 - t0) * 1000, 3)
 
 
 def _log_ignored(rec: Record, reason: str) -> None:

@@ -300,6 +300,16 @@ async def test_nats_server_kill_9_and_restart_on_the_same_store_and_port(stack: 
     burst.report()
 
 
+async def _taken_by_garbage(stack: ProcessStack, ids: list[str]) -> set[str]:
+    rows = await stack.try_query(
+        "SELECT job_id FROM (SELECT job_id, error, row_number() OVER (PARTITION BY job_id ORDER BY seq) AS n FROM events "
+        "WHERE type = 'job.requested' AND job_id IN (SELECT unnest(?::VARCHAR[]))) WHERE n = 1 AND error IS NOT NULL",
+        [ids],
+    )
+    assert rows is not None
+    return {r[0] for r in rows.rows}
+
+
 @pytest.mark.timeout(240, method="thread")
 async def test_flood_of_2000_malformed_messages_mid_burst(stack: ProcessStack) -> None:
     assert stack.orchestrator is not None
@@ -356,9 +366,16 @@ async def test_flood_of_2000_malformed_messages_mid_burst(stack: ProcessStack) -
     burst.figures["rss_samples"] = len(samples)
     assert max(samples) < RSS_LIMIT_MB, f"orchestrator RSS reached {max(samples):.0f} MB"
     await burst.check(statuses, exempt=frozenset(forged_targets))
+    # A job id whose first `requested` in the log is the flood's undecodable one: its rejection
+    # is published expecting that record to be the job's last. If it is stored before the
+    # real request, the id is taken (same id, one job: DESIGN §8) and the job ends rejected,
+    # the real request a duplicate; if the real request comes first, the rejection is stale and
+    # the job runs. A race either way (the faster the orchestrator, the likelier the first).
+    taken = await _taken_by_garbage(stack, ids)
+    assert all(statuses[j] in ("rejected", "succeeded") for j in taken), {j: statuses[j] for j in taken}
     # Only a forged fact may change a job's outcome; every other job ran once and succeeded.
-    others = Counter(s for j, s in statuses.items() if j not in forged_targets)
-    assert others == Counter({"succeeded": JOBS - len(forged_targets)}), others
+    others = Counter(s for j, s in statuses.items() if j not in forged_targets and j not in taken)
+    assert others == Counter({"succeeded": JOBS - len(set(forged_targets) | taken)}), others
     rows = await stack.try_query("SELECT count(*) FROM events WHERE error IS NOT NULL")
     assert rows is not None
     burst.figures["events_with_error"] = rows.rows[0][0]
