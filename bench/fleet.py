@@ -131,7 +131,9 @@ async def submit_all(client: NexusClient, jobs: list[tuple[str, str]], at_once: 
     await asyncio.gather(*(one(j, n) for j, n in jobs))
 
 
-async def measure(n: int, *, heartbeat_s: float, idle_window_s: float, rate: float, steady_s: float, keep: bool) -> Result:
+async def measure(
+    n: int, *, heartbeat_s: float, idle_window_s: float, rate: float, steady_s: float, keep: bool, log_level: str = "warning"
+) -> Result:
     res = Result(n)
     tmp = Path(tempfile.mkdtemp(prefix=f"nexus-fleet-{n}-"))
     ring = Keyring(tmp / "creds")
@@ -144,9 +146,10 @@ async def measure(n: int, *, heartbeat_s: float, idle_window_s: float, rate: flo
     server = EmbeddedNats(tmp / "js", port=-1, auth=ring.server_config())
     url = await server.start()
     env = {**os.environ, "NEXUS_NATS_URL": url}
+    logs = {name: open(tmp / f"{name}.log", "wb") for name in ("orchestrator", "simulator")}  # noqa: SIM115 - closed below
     orch = await asyncio.create_subprocess_exec(
-        BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning",
-        env={**env, "NEXUS_NATS_CREDS": str(orch_creds)},
+        BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", log_level,
+        env={**env, "NEXUS_NATS_CREDS": str(orch_creds)}, stderr=logs["orchestrator"],
     )  # fmt: skip
     sim: asyncio.subprocess.Process | None = None
     bus = await NatsBus.connect(url, name="bench-fleet", creds=bench_creds)
@@ -156,7 +159,7 @@ async def measure(n: int, *, heartbeat_s: float, idle_window_s: float, rate: flo
         t0 = time.monotonic()
         sim = await asyncio.create_subprocess_exec(
             sys.executable, HERE / "fleet_sim.py", "--url", url, "--creds-dir", sim_dir, "--nodes", str(n),
-            "--heartbeat-s", str(heartbeat_s), stdout=asyncio.subprocess.PIPE, env=env,
+            "--heartbeat-s", str(heartbeat_s), "--log-level", log_level, stdout=asyncio.subprocess.PIPE, stderr=logs["simulator"], env=env,
         )  # fmt: skip
         assert sim.stdout is not None
         online = await wait_count(client, "SELECT count(*) FROM nodes WHERE status = 'online'", n, timeout_s=max(60.0, n * 0.1))
@@ -239,7 +242,11 @@ async def measure(n: int, *, heartbeat_s: float, idle_window_s: float, rate: flo
                     proc.kill()
                     await proc.wait()
         await server.stop()
-        if not keep:
+        for fh in logs.values():
+            fh.close()
+        if keep:
+            print(f"kept {tmp} (orchestrator.log, simulator.log, nexus.duckdb)", file=sys.stderr)
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -247,7 +254,8 @@ def figures(results: list[Result]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
 
     def add(what: str, value: float, unit: str, target: str | None = None) -> None:
-        out.append({"what": what, "value": round(value, 4), "unit": unit, "target": target, "peer": None, "peer_value": None, "ratio": None})
+        fig = {"what": what, "value": round(value, 4), "unit": unit, "target": target, "peer": None, "peer_value": None, "ratio": None}
+        out.append(fig)
 
     base = next((r for r in results if "idle_cpu_orchestrator" in r.figures), None)
     for r in results:
@@ -285,7 +293,10 @@ async def main(a: argparse.Namespace) -> None:
     for n in a.nodes:
         if not a.json:
             print(f"-- {n} simulated nodes", file=sys.stderr, flush=True)
-        results.append(await measure(n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep))
+        one = measure(
+            n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep, log_level=a.log_level
+        )
+        results.append(await one)
     figs = figures(results)
     notes = [f"{r.nodes}: {note}" for r in results for note in r.notes]
     if a.json:
@@ -309,5 +320,6 @@ if __name__ == "__main__":
     ap.add_argument("--rate", type=float, default=20.0, help="jobs/s of the steady dispatch load")
     ap.add_argument("--steady", type=float, default=10.0, help="seconds of steady dispatch load")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (logs, DuckDB file)")
+    ap.add_argument("--log-level", default="warning", help="of the orchestrator and the simulator (their logs go to the temp directory)")
     ap.add_argument("--json", action="store_true")
     asyncio.run(main(ap.parse_args()))

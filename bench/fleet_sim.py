@@ -121,7 +121,7 @@ class Fleet:
 
 
 def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -148,8 +148,9 @@ if __name__ == "__main__":
     ap.add_argument("--creds-dir", type=Path, required=True)
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--heartbeat-s", type=float, default=2.0)
+    ap.add_argument("--log-level", default="warning")
     a = ap.parse_args()
-    configure("warning")
+    configure(a.log_level)
 
     async def run() -> None:
         task = asyncio.create_task(main(a.url, a.creds_dir, a.nodes, a.heartbeat_s))

@@ -14,6 +14,12 @@ from bus.errors import BusError
 from bus.port import StreamLimits
 from schemas import subjects
 
+# nats-server 2.15 limits a stream to 1,000 consumers unless the stream sets its own limit
+# (and reads 0 or -1 as "use that default"). NEXUS_EVENTS holds one durable consumer per
+# node plus short-lived readers, so a 1,000-node fleet hit it (bench/fleet.py): the
+# 1,000th node was never provisioned. A high explicit limit still stops a runaway.
+MAX_CONSUMERS = 1_000_000
+
 
 async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
     """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, the nexus-nodes bucket and the nexus-keys bucket."""
@@ -29,6 +35,7 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         duplicate_window=120.0,
         num_replicas=limits.replicas or 1,
         allow_direct=True,
+        max_consumers=MAX_CONSUMERS,
     )
     output = api.StreamConfig(
         name=subjects.OUTPUT_STREAM,
@@ -43,6 +50,7 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         compression=api.StoreCompression.S2,
         num_replicas=limits.replicas or 1,
         allow_direct=True,
+        max_consumers=MAX_CONSUMERS,
     )
     try:
         for cfg in (events, output):

@@ -55,6 +55,7 @@ MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy"
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
+PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
 
 
 class Orchestrator:
@@ -88,6 +89,10 @@ class Orchestrator:
         # Set once the stored heartbeats are known: before that, "no node has the
         # tool" would only mean "not heard from yet".
         self.fleet_known = asyncio.Event()
+        # Nodes heard from whose dispatch consumer is being made (their latest heartbeat).
+        self._new_beats: dict[str, NodeHeartbeat] = {}
+        self._provisioning: set[asyncio.Task[None]] = set()
+        self._provision_slots = asyncio.Semaphore(PROVISION_AT_ONCE)
         self._decide_lock = asyncio.Lock()
         # Rejections of undecodable requests and events about other jobs: kept until stored.
         self._queued: list[planner.Plan] = []
@@ -118,12 +123,16 @@ class Orchestrator:
         # A cancellation that nats-py's wait_for swallowed during the setup above
         # must not be lost: the TaskGroup below would otherwise run forever.
         raise_if_cancelling()
-        async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
-            tg.create_task(self._project(), name="project")
-            tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
-            tg.create_task(self._tick(), name="tick")
-            tg.create_task(self._serve_queries(queries), name="queries")
-            tg.create_task(self._attest(), name="checkpoints")
+        try:
+            async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
+                tg.create_task(self._project(), name="project")
+                tg.create_task(self.bus.watch_heartbeats(self._on_beat, self._on_snapshot), name="heartbeats")
+                tg.create_task(self._tick(), name="tick")
+                tg.create_task(self._serve_queries(queries), name="queries")
+                tg.create_task(self._attest(), name="checkpoints")
+        finally:
+            for task in list(self._provisioning):
+                task.cancel()
 
     @property
     def jobs(self) -> dict[str, JobView]:
@@ -313,20 +322,48 @@ class Orchestrator:
         return done is not None and done.rollback_job == out.event.rollback_job
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
-        first = hb.node not in self.beats
+        if hb.node in self.beats:
+            self.beats[hb.node] = hb
+            await self.decide_nodes([hb.node])
+            return
+        # A new node: its dispatch consumer is made before it can be registered, so before any
+        # dispatch to it (the agent's own credentials may not create it). In the background,
+        # PROVISION_AT_ONCE at a time: made one by one inside this watch, a thousand new nodes
+        # held every other node's heartbeat back past its TTL (bench/fleet.py), and those
+        # nodes were declared lost while they beat.
+        first = hb.node not in self._new_beats
+        self._new_beats[hb.node] = hb  # the latest one is registered
         if first:
-            # Its dispatch consumer exists before the node can be registered, so before any
-            # dispatch to it: the agent's own credentials may not create it.
-            try:
-                await self.bus.provision_dispatches(hb.node)
-            except BusError as exc:
-                log.warning("node.provision_failed", node=hb.node, error=str(exc))
-                return  # the next heartbeat tries again
-            log.info("node.seen", node=hb.node, tools=len(hb.tools), max_jobs=hb.max_jobs)
-        self.beats[hb.node] = hb
-        await self.decide_nodes([hb.node])
-        if first:
-            await self.decide_jobs(())
+            task = asyncio.create_task(self._provision(hb.node), name=f"provision-{hb.node}")
+            self._provisioning.add(task)
+            task.add_done_callback(self._provisioning.discard)
+
+    async def _provision(self, node_id: str) -> None:
+        try:
+            async with self._provision_slots:
+                await self.bus.provision_dispatches(node_id)
+        except BusError as exc:
+            log.warning("node.provision_failed", node=node_id, error=str(exc))
+            self._new_beats.pop(node_id, None)  # the next heartbeat tries again
+            return
+        hb = self._new_beats.pop(node_id)
+        log.info("node.seen", node=node_id, tools=len(hb.tools), max_jobs=hb.max_jobs)
+        self.beats[node_id] = hb
+        await self.decide_nodes([node_id])
+        await self.decide_jobs(())
+
+    def _on_snapshot(self) -> None:
+        """The stored heartbeats are all delivered: the fleet is known once the nodes among
+        them are provisioned too ("no node has the tool" must not mean "not provisioned yet")."""
+        pending = list(self._provisioning)
+
+        async def known() -> None:
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.fleet_known.set()
+
+        task = asyncio.create_task(known(), name="fleet-known")
+        self._provisioning.add(task)
+        task.add_done_callback(self._provisioning.discard)
 
     async def decide_nodes(self, node_ids: Iterable[str]) -> None:
         if not self._deciding:
