@@ -147,8 +147,10 @@ async def measure(
     url = await server.start()
     env = {**os.environ, "NEXUS_NATS_URL": url}
     logs = {name: open(tmp / f"{name}.log", "wb") for name in ("orchestrator", "simulator")}  # noqa: SIM115 - closed below
+    # FLEET_PROFILE=1: the orchestrator runs under cProfile (orchestrator.prof in the temp directory).
+    profile = [sys.executable, "-m", "cProfile", "-o", tmp / "orchestrator.prof"] if os.environ.get("FLEET_PROFILE") else []
     orch = await asyncio.create_subprocess_exec(
-        BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", log_level,
+        *profile, BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", log_level,
         env={**env, "NEXUS_NATS_CREDS": str(orch_creds)}, stderr=logs["orchestrator"],
     )  # fmt: skip
     sim: asyncio.subprocess.Process | None = None
