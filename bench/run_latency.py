@@ -33,7 +33,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+FIGURES: list[dict[str, object]] = []  # for --json (COMMON.md's convention), filled as the figures are printed
+
+
+def figure(what: str, value: float, unit: str, target: str | None = None) -> None:
+    FIGURES.append({"what": what, "value": round(value, 4), "unit": unit, "target": target,
+                    "peer": None, "peer_value": None, "ratio": None})  # fmt: skip
+
+
 def summary(name: str, values: list[float]) -> None:
+    figure(f"{name}, median", statistics.median(values) * 1000, "ms")
+    figure(f"{name}, p95", pct(values, 95) * 1000, "ms")
     print(f"{name:<44} n={len(values):<4} median={statistics.median(values) * 1000:7.1f} ms  "
           f"p95={pct(values, 95) * 1000:7.1f} ms  min={min(values) * 1000:7.1f} ms")  # fmt: skip
 
@@ -109,6 +119,7 @@ async def main(runs: int, sequential: int, burst: int, max_jobs: int) -> None:
         await wait_status(client, ids)
         took = time.perf_counter() - t0
         print(f"burst of {burst} `true` jobs, agent max {max_jobs}: all succeeded in {took:.2f} s ({burst / took:.1f} jobs/s)")
+        figure(f"burst of {burst} `true` jobs on one agent (max {max_jobs})", burst / took, "jobs/s")
         rows = await client.query("SELECT count(*) FROM events")
         print(f"events in the log: {rows.rows[0][0]}")
     finally:
@@ -126,5 +137,14 @@ if __name__ == "__main__":
     ap.add_argument("--sequential", type=int, default=50)
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--max-jobs", type=int, default=8)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the human figures go to stderr)")
     a = ap.parse_args()
-    asyncio.run(main(a.runs, a.sequential, a.burst, a.max_jobs))
+    if a.json:
+        import contextlib
+        import json
+
+        with contextlib.redirect_stdout(sys.stderr):
+            asyncio.run(main(a.runs, a.sequential, a.burst, a.max_jobs))
+        print(json.dumps({"bench": "run_latency", "figures": FIGURES}))
+    else:
+        asyncio.run(main(a.runs, a.sequential, a.burst, a.max_jobs))
