@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fleet import die_with_parent
 from run_latency import wait_ready, wait_status
 
 from agent.pty_runner import PtyRunner, RunSpec
@@ -104,7 +105,7 @@ async def nexus_real_agents(agents: int) -> dict[str, float]:
     url = await server.start()
     env = {**os.environ, "NEXUS_NATS_URL": url}
     nodes = [f"peer-{i}" for i in range(agents)]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "preexec_fn": die_with_parent}
     procs = [subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"], env=env, **quiet)]  # type: ignore[call-overload]
     for node in nodes:
         cmd = [BIN / "nexus", "agent", "--node", node, "--state-dir", tmp / node, "--log-level", "warning"]
