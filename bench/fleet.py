@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fleet_sim import node_name
 from run_latency import pct, wait_ready
 
+from bus.errors import BusError
 from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.embedded import EmbeddedNats
@@ -131,12 +132,24 @@ async def wait_count(client: NexusClient, sql: str, want: int, timeout_s: float,
     return None
 
 
+async def submit(client: NexusClient, job_id: str, req: JobRequested) -> None:
+    """Submit, again on a lost ack (the job id is the msg id: a retry never makes a second job)."""
+    for attempt in range(5):
+        try:
+            await client.submit(job_id, req)
+            return
+        except BusError as exc:
+            if not exc.retryable or attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
 async def submit_all(client: NexusClient, jobs: list[tuple[str, str]], at_once: int = 64) -> None:
     gate = asyncio.Semaphore(at_once)
 
     async def one(job_id: str, node: str) -> None:
         async with gate:
-            await client.submit(job_id, JobRequested(command="echo hi", node=node, requested_by="bench"))
+            await submit(client, job_id, JobRequested(command="echo hi", node=node, requested_by="bench"))
 
     await asyncio.gather(*(one(j, n) for j, n in jobs))
 
@@ -234,7 +247,7 @@ async def measure(
                 job_id = new_job_id()
                 sent[job_id] = time.monotonic()
                 req = JobRequested(command="echo hi", node=node_name(random.randrange(n)), requested_by="bench-steady")
-                tasks.append(asyncio.create_task(client.submit(job_id, req)))
+                tasks.append(asyncio.create_task(submit(client, job_id, req)))
             await asyncio.gather(*tasks)
             if await exits.wait_all(list(sent), timeout_s=60.0) is None:
                 res.notes.append(f"steady: only {sum(j in exits.seen for j in sent)} of {total} exited in time")

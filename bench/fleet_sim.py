@@ -81,6 +81,15 @@ class SimAgent(Agent):
         super().__init__(bus, node_id, heartbeat_s=heartbeat_s, max_jobs=max_jobs, labels={"sim": "1"})
         self.runner = SimRunner()  # type: ignore[assignment]
         self.tools = list(SIM_TOOLS)
+        self.last_beat: float | None = None
+        self.max_gap = 0.0  # the longest time between two heartbeats stored: is the simulator keeping up?
+
+    async def _put_heartbeat(self) -> None:
+        await super()._put_heartbeat()
+        now = time.monotonic()
+        if self.last_beat is not None:
+            self.max_gap = max(self.max_gap, now - self.last_beat)
+        self.last_beat = now
 
 
 class Fleet:
@@ -113,7 +122,16 @@ class Fleet:
                 raise RuntimeError(f"{len(failed)} simulated agents stopped: {failed[0].exception()!r}")
             await asyncio.sleep(0.1)
 
+    def beat_gaps(self) -> tuple[float, int]:
+        """The longest gap between two heartbeats of one agent, and how many agents had one over
+        5 intervals (the orchestrator's default TTL): then the simulator, not the orchestrator, fell behind."""
+        late = sum(1 for a in self.agents if a.max_gap > 5 * self.heartbeat_s)
+        return max((a.max_gap for a in self.agents), default=0.0), late
+
     async def stop(self) -> None:
+        gap, late = self.beat_gaps()
+        print(f"heartbeats: longest gap {gap:.1f} s (interval {self.heartbeat_s:g} s); {late} agents went quiet over {5 * self.heartbeat_s:g} s",
+              file=sys.stderr, flush=True)  # fmt: skip
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
