@@ -130,7 +130,8 @@ class Fleet:
 
     async def stop(self) -> None:
         gap, late = self.beat_gaps()
-        print(f"heartbeats: longest gap {gap:.1f} s (interval {self.heartbeat_s:g} s); {late} agents went quiet over {5 * self.heartbeat_s:g} s",
+        quiet = 5 * self.heartbeat_s
+        print(f"heartbeats: longest gap {gap:.1f} s (interval {self.heartbeat_s:g} s); {late} agents went quiet over {quiet:g} s",
               file=sys.stderr, flush=True)  # fmt: skip
         for task in self._tasks:
             task.cancel()
