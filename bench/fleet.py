@@ -73,12 +73,16 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def cpu_percent(pids: dict[str, int], window_s: float) -> dict[str, float]:
-    before = {k: cpu_seconds(p) for k, p in pids.items()}
+def cpu_of(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+async def cpu_percent(pids: dict[str, list[int]], window_s: float) -> dict[str, float]:
+    before = {k: cpu_of(p) for k, p in pids.items()}
     t0 = time.monotonic()
     await asyncio.sleep(window_s)
     took = time.monotonic() - t0
-    return {k: (cpu_seconds(p) - before[k]) / took * 100 for k, p in pids.items()}
+    return {k: (cpu_of(p) - before[k]) / took * 100 for k, p in pids.items()}
 
 
 @dataclass
@@ -155,7 +159,8 @@ async def submit_all(client: NexusClient, jobs: list[tuple[str, str]], at_once: 
 
 
 async def measure(
-    n: int, *, heartbeat_s: float, idle_window_s: float, rate: float, steady_s: float, keep: bool, log_level: str = "warning"
+    n: int, *, heartbeat_s: float, idle_window_s: float, rate: float, steady_s: float, keep: bool, log_level: str = "warning",
+    procs: int = 1,
 ) -> Result:
     res = Result(n)
     tmp = Path(tempfile.mkdtemp(prefix=f"nexus-fleet-{n}-"))
@@ -166,7 +171,7 @@ async def measure(
     sim_dir = tmp / "sim-creds"
     for i in range(n):
         ring.issue("agent", node_name(i), node=node_name(i), out=sim_dir / f"{node_name(i)}.creds")
-    server = EmbeddedNats(tmp / "js", port=-1, auth=ring.server_config())
+    server = EmbeddedNats(tmp / "js", port=-1, auth=ring.server_config(), log_file=tmp / "nats-server.log")
     url = await server.start()
     env = {**os.environ, "NEXUS_NATS_URL": url}
     logs = {name: open(tmp / f"{name}.log", "wb") for name in ("orchestrator", "simulator")}  # noqa: SIM115 - closed below
@@ -176,39 +181,42 @@ async def measure(
         *profile, BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", log_level,
         env={**env, "NEXUS_NATS_CREDS": str(orch_creds)}, stderr=logs["orchestrator"], preexec_fn=die_with_parent,
     )  # fmt: skip
-    sim: asyncio.subprocess.Process | None = None
+    sims: list[asyncio.subprocess.Process] = []
     bus = await NatsBus.connect(url, name="bench-fleet", creds=bench_creds)
     client = NexusClient(bus)
     try:
         await wait_ready(client)
         t0 = time.monotonic()
-        sim = await asyncio.create_subprocess_exec(
-            sys.executable, HERE / "fleet_sim.py", "--url", url, "--creds-dir", sim_dir, "--nodes", str(n),
-            "--heartbeat-s", str(heartbeat_s), "--log-level", log_level, stdout=asyncio.subprocess.PIPE, stderr=logs["simulator"], env=env,
-            preexec_fn=die_with_parent,
-        )  # fmt: skip
-        assert sim.stdout is not None
+        share = -(-n // procs)  # nodes per simulator process
+        for first in range(0, n, share):
+            sims.append(await asyncio.create_subprocess_exec(
+                sys.executable, HERE / "fleet_sim.py", "--url", url, "--creds-dir", sim_dir, "--nodes", str(min(share, n - first)),
+                "--first", str(first), "--heartbeat-s", str(heartbeat_s), "--log-level", log_level,
+                stdout=asyncio.subprocess.PIPE, stderr=logs["simulator"], env=env, preexec_fn=die_with_parent,
+            ))  # fmt: skip
         online = await wait_count(client, "SELECT count(*) FROM nodes WHERE status = 'online'", n, timeout_s=max(60.0, n * 0.1))
         if online is None:
             got = await count(client, "SELECT count(*) FROM nodes WHERE status = 'online'")
             res.notes.append(f"only {got} of {n} nodes came online")
             return res
         res.figures["register_s"] = online - t0
-        async with asyncio.timeout(max(60.0, n * 0.05)):
-            line = (await sim.stdout.readline()).decode().split()
-        if line[:1] != ["ready"]:
-            res.notes.append(f"the simulator did not start: {line}")
-            return res
+        for sim in sims:
+            assert sim.stdout is not None
+            async with asyncio.timeout(max(60.0, n * 0.05)):
+                line = (await sim.stdout.readline()).decode().split()
+            if line[:1] != ["ready"]:
+                res.notes.append(f"a simulator did not start: {line}")
+                return res
         res.figures["sim_ready_s"] = time.monotonic() - t0
 
         # Idle: every node heartbeating, no jobs. Settle one TTL first (the registration burst).
         await asyncio.sleep(max(2.0, heartbeat_s * 2))
         assert server.proc is not None
-        pids = {"orchestrator": orch.pid, "nats-server": server.proc.pid, "simulator": sim.pid}
+        pids = {"orchestrator": [orch.pid], "nats-server": [server.proc.pid], "simulator": [s.pid for s in sims]}
         cpu = await cpu_percent(pids, idle_window_s)
         for name, value in cpu.items():
             res.figures[f"idle_cpu_{name}"] = value
-            res.figures[f"rss_{name}_mib"] = rss_mib(pids[name])
+            res.figures[f"rss_{name}_mib"] = sum(rss_mib(p) for p in pids[name])
 
         exits = Exits()
         sub = await bus.nc.subscribe("nexus.evt.job.*.exited.*", cb=exits.on_msg)
@@ -216,7 +224,7 @@ async def measure(
             # Fan-out: `echo hi` on every node at once.
             jobs = [(new_job_id(), node_name(i)) for i in range(n)]
             ids = [j for j, _ in jobs]
-            busy = {k: cpu_seconds(p) for k, p in pids.items()}
+            busy = {k: cpu_of(p) for k, p in pids.items()}
             t0 = time.monotonic()
             await submit_all(client, jobs)
             res.figures["fanout_submit_s"] = time.monotonic() - t0
@@ -228,7 +236,7 @@ async def measure(
                 # CPU seconds each process spent until then: the simulator does the work of N
                 # agents in one process, so when it nears the wall time, it is what was measured.
                 for k, p in pids.items():
-                    res.figures[f"fanout_cpu_{k}"] = cpu_seconds(p) - busy[k]
+                    res.figures[f"fanout_cpu_{k}"] = cpu_of(p) - busy[k]
                 done = await wait_count(
                     client, "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND requested_by = 'bench' AND command = 'echo hi'",
                     n, timeout_s=60.0,
@@ -261,10 +269,10 @@ async def measure(
         return res
     finally:
         await bus.close()
-        for proc in (sim, orch):
-            if proc is not None and proc.returncode is None:
+        for proc in (*sims, orch):
+            if proc.returncode is None:
                 proc.terminate()
-        for proc in (sim, orch):
+        for proc in (*sims, orch):
             if proc is not None:
                 try:
                     async with asyncio.timeout(30):
@@ -298,7 +306,7 @@ def figures(results: list[Result]) -> list[dict[str, object]]:
             add(f"fleet {n}: orchestrator idle CPU (2 s beats)", f["idle_cpu_orchestrator"], "% core", cpu_target)
             add(f"fleet {n}: orchestrator RSS", f["rss_orchestrator_mib"], "MiB")
             add(f"fleet {n}: nats-server idle CPU", f["idle_cpu_nats-server"], "% core")
-            add(f"fleet {n}: simulator idle CPU ({n} agents)", f["idle_cpu_simulator"], "% core")
+            add(f"fleet {n}: simulators' idle CPU ({n} agents)", f["idle_cpu_simulator"], "% core")
             if base is not None and r is not base and base.figures["idle_cpu_orchestrator"] > 0:
                 growth = f["idle_cpu_orchestrator"] / base.figures["idle_cpu_orchestrator"]
                 add(f"fleet {n}: orchestrator idle CPU growth vs {base.nodes} nodes (x{n / base.nodes:g} nodes)", growth, "x")
@@ -328,7 +336,8 @@ async def main(a: argparse.Namespace) -> None:
         if not a.json:
             print(f"-- {n} simulated nodes", file=sys.stderr, flush=True)
         one = measure(
-            n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep, log_level=a.log_level
+            n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep, log_level=a.log_level,
+            procs=a.procs or max(1, n // 500),
         )
         results.append(await one)
     figs = figures(results)
@@ -353,6 +362,7 @@ if __name__ == "__main__":
     ap.add_argument("--idle-window", type=float, default=10.0, help="seconds of idle CPU measurement")
     ap.add_argument("--rate", type=float, default=20.0, help="jobs/s of the steady dispatch load")
     ap.add_argument("--steady", type=float, default=10.0, help="seconds of steady dispatch load")
+    ap.add_argument("--procs", type=int, default=0, help="simulator processes (default: one per 500 nodes)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (logs, DuckDB file)")
     ap.add_argument("--log-level", default="warning", help="of the orchestrator and the simulator (their logs go to the temp directory)")
     ap.add_argument("--json", action="store_true")

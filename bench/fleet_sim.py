@@ -95,8 +95,8 @@ class SimAgent(Agent):
 class Fleet:
     """N simulated agents on N connections; `start` returns once all are bound."""
 
-    def __init__(self, url: str, creds_dir: Path, nodes: int, *, heartbeat_s: float = 2.0, max_jobs: int = 4) -> None:
-        self.url, self.creds_dir, self.count = url, creds_dir, nodes
+    def __init__(self, url: str, creds_dir: Path, nodes: int, *, first: int = 0, heartbeat_s: float = 2.0, max_jobs: int = 4) -> None:
+        self.url, self.creds_dir, self.count, self.first = url, creds_dir, nodes, first
         self.heartbeat_s, self.max_jobs = heartbeat_s, max_jobs
         self.agents: list[SimAgent] = []
         self.buses: list[NatsBus] = []
@@ -116,7 +116,7 @@ class Fleet:
             await asyncio.sleep(self.heartbeat_s * (i % 97) / 97)
             self._tasks.append(asyncio.create_task(agent.run(), name=node))
 
-        await asyncio.gather(*(one(i) for i in range(self.count)))
+        await asyncio.gather(*(one(i) for i in range(self.first, self.first + self.count)))
         while not all(a.ready.is_set() for a in self.agents):
             if failed := [t for t in self._tasks if t.done()]:
                 raise RuntimeError(f"{len(failed)} simulated agents stopped: {failed[0].exception()!r}")
@@ -145,9 +145,9 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def main(url: str, creds_dir: Path, nodes: int, heartbeat_s: float) -> None:
+async def main(url: str, creds_dir: Path, nodes: int, first: int, heartbeat_s: float) -> None:
     raise_fd_limit()
-    fleet = Fleet(url, creds_dir, nodes, heartbeat_s=heartbeat_s)
+    fleet = Fleet(url, creds_dir, nodes, first=first, heartbeat_s=heartbeat_s)
     t0 = time.monotonic()
     try:
         await fleet.start()
@@ -166,13 +166,14 @@ if __name__ == "__main__":
     ap.add_argument("--url", required=True)
     ap.add_argument("--creds-dir", type=Path, required=True)
     ap.add_argument("--nodes", type=int, default=100)
+    ap.add_argument("--first", type=int, default=0, help="the first node's number (several simulators share a fleet)")
     ap.add_argument("--heartbeat-s", type=float, default=2.0)
     ap.add_argument("--log-level", default="warning")
     a = ap.parse_args()
     configure(a.log_level)
 
     async def run() -> None:
-        task = asyncio.create_task(main(a.url, a.creds_dir, a.nodes, a.heartbeat_s))
+        task = asyncio.create_task(main(a.url, a.creds_dir, a.nodes, a.first, a.heartbeat_s))
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
