@@ -58,7 +58,15 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
                 info = await js.stream_info(cfg.name or "")
                 if limits.replicas is None:  # never shrink what an operator raised
                     cfg.num_replicas = info.config.num_replicas
-                await js.update_stream(cfg)
+                try:
+                    await js.update_stream(cfg)
+                except nats.js.errors.APIError:
+                    if cfg.max_consumers == info.config.max_consumers:
+                        raise
+                    # A server before 2.12 cannot change a stream's consumer limit (nor does it
+                    # impose one of its own): keep the stream's.
+                    cfg.max_consumers = info.config.max_consumers
+                    await js.update_stream(cfg)
             except nats.js.errors.NotFoundError:
                 await js.add_stream(cfg)
         await js.create_key_value(

@@ -16,11 +16,13 @@ import pytest
 
 from bench.fleet_sim import Fleet, node_name
 from bus.nats_bus import NatsBus
+from bus.nats_setup import MAX_CONSUMERS
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.service import Orchestrator
 from orchestrator.store import DuckDBStore
 from orchestrator.trust.keyring import Keyring
+from schemas import subjects
 from schemas.events import JobRequested
 from tests.conftest import wait_for
 
@@ -104,3 +106,29 @@ async def test_simulated_fleet_registers_and_runs_a_fan_out(sim: SimStack) -> No
     assert len(facts) == 3 * NODES
     assert all(author == node == jobs[job_id] and role == "agent" for job_id, node, author, role in facts), facts
     assert cols == ["job_id", "node_id", "author", "author_role"]
+
+
+async def test_more_than_a_thousand_nodes_get_a_dispatch_consumer(tmp_path: Path) -> None:
+    """nats-server 2.15 limits a stream to 1,000 consumers unless it sets its own limit; one
+    durable per node: node 1,001 was refused. A stream made before the limit gets it on start."""
+    server = EmbeddedNats(tmp_path / "js", port=-1)
+    url = await server.start()
+    bus = await NatsBus.connect(url, name="test-limits")
+    try:
+        # As an older Nexus made it: no consumer limit of its own.
+        await bus.js.add_stream(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_ALL])
+        await bus.ensure_streams()
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.config.max_consumers == MAX_CONSUMERS
+        gate = asyncio.Semaphore(32)
+
+        async def provision(i: int) -> None:
+            async with gate:
+                await bus.provision_dispatches(f"n{i}")
+
+        await asyncio.gather(*(provision(i) for i in range(1001)))
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.state.consumer_count == 1001
+    finally:
+        await bus.close()
+        await server.stop()
