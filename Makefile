@@ -30,9 +30,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy schemas orchestrator/core bus agent
 
-bench: $(VENV)/.installed
-	$(PY) bench/run_latency.py
-	$(PY) bench/analysis.py
+bench: $(VENV)/.installed  ## every bench/*.py, one table (bench/all.py); ansible-core is the peer's, not a Nexus dependency
+	$(PY) -m pip install --quiet ansible-core
+	$(PY) bench/all.py
 
 agent-dist: $(VENV)/.installed  ## the node agent alone (schemas, bus, agent): build/agent-dist/nexus_agent-*.whl
 	$(PY) packaging/agent/build.py

@@ -104,6 +104,25 @@ def _tldr(root: Path) -> dict[str, object]:
     return {"examples": len(examples), "held": len(held), "share": len(held) / max(1, len(examples)), "top": programs.most_common(25)}
 
 
+def _figures(report: dict[str, object]) -> list[dict[str, object]]:
+    def fig(what: str, value: object, unit: str) -> dict[str, object]:
+        v = round(float(value), 4) if isinstance(value, int | float) else None
+        return {"what": what, "value": v, "unit": unit, "target": None, "peer": None, "peer_value": None, "ratio": None}
+
+    out = []
+    for part in ("tuned", "heldout"):
+        rows = report[part]
+        assert isinstance(rows, list)
+        everything = rows[-1]  # the ALL row
+        out.append(fig(f"analysis {part}: recall on destructive commands", everything["recall"], "share"))
+        out.append(fig(f"analysis {part}: false alarms", everything["false_alarms"], "share"))
+    latency = report["latency"]
+    assert isinstance(latency, dict)
+    out.append(fig("analysis: median per command", latency["median_ms"], "ms"))
+    out.append(fig("analysis: p99 per command", latency["p99_ms"], "ms"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="time each command this many times, keep the best")
@@ -129,8 +148,8 @@ def main() -> None:
     report["latency"] = latency
     if args.tldr:
         report["tldr"] = _tldr(args.tldr)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if args.json:  # the convention of bench/all.py (COMMON.md): "figures", plus the whole report
+        print(json.dumps({"bench": "analysis", "figures": _figures(report), "report": report}))
         return
     print(f"\nlatency per command: median {latency['median_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms, max {latency['max_ms']:.3f} ms")
     if args.tldr:

@@ -109,20 +109,19 @@ async def fan_out(stack: Stack, watch: LogWatch) -> list[Figure]:
     if bad:
         raise RuntimeError(f"fan-out: not every job succeeded: {bad}")
     peer = ansible_peer(len(stack.nodes))
-    extra: dict[str, Any] = {"peer": "ansible ad-hoc (bench/ansible_peer.py: missing)"}
+    extra: dict[str, Any] = {"peer": "ansible ad-hoc (not installed: make bench installs ansible-core)"}
     if peer is not None:
         extra = {"peer": "ansible ad-hoc", "peer_value": peer, "ratio": peer / wall}
     return [figure(f"`echo hi` on {len(stack.nodes)} agents at once: wall until all exited", wall, "ms", "<= 100", **extra)]
 
 
 def ansible_peer(targets: int) -> float | None:
-    """The fleet helper's bench/ansible_peer.py (ansible ad-hoc `echo hi` on local targets), when present."""
-    try:
-        from bench import ansible_peer  # type: ignore[attr-defined]
-    except ImportError:
+    """Ansible ad-hoc `echo hi` on `targets` local hosts, in ms (bench/ansible_peer.py); None without ansible."""
+    from bench import ansible_peer
+
+    if not ansible_peer.ansible_available():
         return None
-    run = getattr(ansible_peer, "adhoc_echo_ms", None)
-    return run(targets) if callable(run) else None
+    return ansible_peer.ansible_adhoc(targets, forks=targets) * 1000
 
 
 async def main(a: argparse.Namespace) -> list[Figure]:
@@ -153,14 +152,14 @@ async def main(a: argparse.Namespace) -> list[Figure]:
     return figures
 
 
-def report(figures: list[Figure]) -> None:
-    print(f"machine: {machine()}")
+def report(figures: list[Figure], out: Any = sys.stdout) -> None:
+    print(f"machine: {machine()}", file=out)
     for f in figures:
         target = f" (target {f['target']})" if f["target"] else ""
         peer = ""
         if f["peer"]:
             peer = f"; peer {f['peer']}" + (f" {f['peer_value']:.0f} {f['unit']}, ratio {f['ratio']:.1f}x" if f["peer_value"] else "")
-        print(f"{f['what']:<78} {f['value']:9.1f} {f['unit']}{target}{peer}")
+        print(f"{f['what']:<78} {f['value']:9.1f} {f['unit']}{target}{peer}", file=out)
 
 
 if __name__ == "__main__":
@@ -171,5 +170,11 @@ if __name__ == "__main__":
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--fan-out", type=int, default=20, help="agents for the `echo hi` fan-out (0: skip)")
     ap.add_argument("--max-jobs", type=int, default=8)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the human figures go to stderr)")
     args = ap.parse_args()
-    report(asyncio.run(main(args)))
+    figures = asyncio.run(main(args))
+    report(figures, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        import json
+
+        print(json.dumps({"bench": "run_latency", "figures": figures}))

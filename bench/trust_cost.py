@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -144,7 +146,8 @@ def _now():  # type: ignore[no-untyped-def]
     return datetime.now(UTC)
 
 
-async def main(sequential: int, burst: int, max_jobs: int) -> None:
+async def main(sequential: int, burst: int, max_jobs: int) -> list[dict[str, object]]:
+    """Prints the figures; returns them in the --json convention (COMMON.md)."""
     print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
     sign_us, verify_us = crypto_cost()
     print(f"one signature {sign_us:.1f} us, one verification {verify_us:.1f} us (nkeys / PyNaCl Ed25519)")
@@ -161,11 +164,30 @@ async def main(sequential: int, burst: int, max_jobs: int) -> None:
     print(f"burst of {burst} on one agent (max {max_jobs}): open {rate_open:.0f} jobs/s   signed {rate_signed:.0f} jobs/s   "
           f"ratio {rate_signed / rate_open:.2f}")  # fmt: skip
 
+    def fig(what: str, value: float, unit: str, peer: str | None = None, peer_value: float | None = None) -> dict[str, object]:
+        ratio = round(value / peer_value, 3) if peer_value else None
+        return {"what": what, "value": round(value, 3), "unit": unit, "target": None,
+                "peer": peer, "peer_value": peer_value, "ratio": ratio}  # fmt: skip
+
+    return [
+        fig("one Ed25519 signature (nkeys)", sign_us, "us"),
+        fig("one signature verification", verify_us, "us"),
+        fig("signed stack: requested -> succeeded p50", signed["p50_ms"], "ms", "open stack", round(open_["p50_ms"], 3)),
+        fig("signed stack: requested -> succeeded p95", signed["p95_ms"], "ms", "open stack", round(open_["p95_ms"], 3)),
+        fig(f"signed stack: burst of {burst} on one agent", rate_signed, "jobs/s", "open stack", round(rate_open, 3)),
+    ]
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sequential", type=int, default=50)
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--max-jobs", type=int, default=8)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the human figures go to stderr)")
     a = ap.parse_args()
-    asyncio.run(main(a.sequential, a.burst, a.max_jobs))
+    if a.json:
+        with contextlib.redirect_stdout(sys.stderr):
+            figures = asyncio.run(main(a.sequential, a.burst, a.max_jobs))
+        print(json.dumps({"bench": "trust_cost", "figures": figures}))
+    else:
+        asyncio.run(main(a.sequential, a.burst, a.max_jobs))

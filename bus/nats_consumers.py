@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -94,6 +95,10 @@ async def bind_dispatches(js: JetStreamContext, node_id: str, *, may_create: boo
     this identity may, else by the orchestrator on the node's first heartbeat."""
     durable = f"agent-{node_id}"
     waited = 0.0
+    # Backs off from 0.2 s to 3 s, with jitter: a thousand agents starting together, each
+    # asking every 0.2 s, flooded the server's JetStream API (5,000 requests/s) while the
+    # orchestrator was creating their consumers one by one (bench/fleet.py).
+    pause = 0.2
     if may_create:  # no auth, or an admin identity; an agent's would be refused by the server
         with contextlib.suppress(BusError):
             await provision_dispatches(js, node_id, timeout_s=2.0)
@@ -108,8 +113,9 @@ async def bind_dispatches(js: JetStreamContext, node_id: str, *, may_create: boo
                 hint = "the orchestrator creates it on this node's heartbeat"
                 log.info("dispatches.waiting", consumer=durable, reason=str(exc), hint=hint)
                 waited = 0.0
-            await asyncio.sleep(0.2)
-            waited += 0.2
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 1.5, 3.0) * random.uniform(0.8, 1.2)
     with map_read_errors(f"consumer {durable}"):
         return await js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
 

@@ -20,6 +20,12 @@ from schemas import subjects
 
 log = structlog.get_logger("nexus.bus")
 
+# nats-server 2.15 limits a stream to 1,000 consumers unless the stream sets its own limit
+# (and reads 0 or -1 as "use that default"). NEXUS_EVENTS holds one durable consumer per
+# node plus short-lived readers, so a 1,000-node fleet hit it (bench/fleet.py): the
+# 1,000th node was never provisioned. A high explicit limit still stops a runaway.
+MAX_CONSUMERS = 1_000_000
+
 # A freshly formed cluster answers "temporarily unavailable" (or not at all) until it has
 # elected a JetStream meta leader and each stream's Raft group: waited out up to this long.
 SETUP_DEADLINE_S = 60.0
@@ -70,6 +76,7 @@ async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         duplicate_window=120.0,
         num_replicas=limits.replicas or 1,
         allow_direct=True,
+        max_consumers=MAX_CONSUMERS,
     )
     output = api.StreamConfig(
         name=subjects.OUTPUT_STREAM,
@@ -84,13 +91,22 @@ async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         compression=api.StoreCompression.S2,
         num_replicas=limits.replicas or 1,
         allow_direct=True,
+        max_consumers=MAX_CONSUMERS,
     )
     for cfg in (events, output):
         try:
             info = await js.stream_info(cfg.name or "")
             if limits.replicas is None:  # never shrink what an operator raised
                 cfg.num_replicas = info.config.num_replicas
-            await js.update_stream(cfg)
+            try:
+                await js.update_stream(cfg)
+            except nats.js.errors.APIError:
+                if cfg.max_consumers == info.config.max_consumers:
+                    raise
+                # A server before 2.12 cannot change a stream's consumer limit (nor does it
+                # impose one of its own): keep the stream's.
+                cfg.max_consumers = info.config.max_consumers
+                await js.update_stream(cfg)
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
     await js.create_key_value(

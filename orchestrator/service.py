@@ -30,6 +30,7 @@ from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from bus.sealing import SealingKey
 from orchestrator.audit import chain_upto
 from orchestrator.core import assertions, decide, planner
+from orchestrator.core.admission import Candidate
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
 from orchestrator.core.pipeline import step_companions
@@ -62,6 +63,8 @@ CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.05  # folded batches wait at most this long (plus one store) to be in DuckDB
+PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
+PUBLISH_AT_ONCE = 64  # jobs of one decision round whose events are in flight at once
 
 
 class Orchestrator:
@@ -96,6 +99,11 @@ class Orchestrator:
         # Set once the stored heartbeats are known: before that, "no node has the
         # tool" would only mean "not heard from yet".
         self.fleet_known = asyncio.Event()
+        # Nodes heard from whose dispatch consumer is being made (their latest heartbeat).
+        self._new_beats: dict[str, NodeHeartbeat] = {}
+        self._provisioning: set[asyncio.Task[None]] = set()
+        self._provision_slots = asyncio.Semaphore(PROVISION_AT_ONCE)
+        self._candidates: tuple[decide.Fleet | None, datetime | None, Mapping[str, Candidate]] = (None, None, {})
         self._decide_lock = asyncio.Lock()
         # Rejections of undecodable requests and events about other jobs: kept until stored.
         self._queued: list[planner.Plan] = []
@@ -133,13 +141,17 @@ class Orchestrator:
         # A cancellation that nats-py's wait_for swallowed during the setup above
         # must not be lost: the TaskGroup below would otherwise run forever.
         raise_if_cancelling()
-        async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
-            tg.create_task(self._project(), name="project")
-            tg.create_task(self._store_folded(), name="store")
-            tg.create_task(self.bus.watch_heartbeats(self._on_beat, self.fleet_known.set), name="heartbeats")
-            tg.create_task(self._tick(), name="tick")
-            tg.create_task(self._serve_queries(queries), name="queries")
-            tg.create_task(self._attest(), name="checkpoints")
+        try:
+            async with self.bus.responder(subjects.RPC_QUERY, "nexus-orchestrator") as queries, asyncio.TaskGroup() as tg:
+                tg.create_task(self._project(), name="project")
+                tg.create_task(self._store_folded(), name="store")
+                tg.create_task(self.bus.watch_heartbeats(self._on_beat, self._on_snapshot), name="heartbeats")
+                tg.create_task(self._tick(), name="tick")
+                tg.create_task(self._serve_queries(queries), name="queries")
+                tg.create_task(self._attest(), name="checkpoints")
+        finally:
+            for task in list(self._provisioning):
+                task.cancel()
 
     @property
     def jobs(self) -> dict[str, JobView]:
@@ -261,10 +273,20 @@ class Orchestrator:
                     outs = reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")
                 if outs:
                     plans.append((job, planner.plan_job(job, outs)))
+            # Decided in priority order (placement counts each one), then published side by side,
+            # PUBLISH_AT_ONCE jobs at a time: each job's chain is its own (optimistic concurrency
+            # per job), so a fan-out of 1,000 jobs no longer waits for 3,000 acks one after the
+            # other (bench/fleet.py). All are settled before the lock is released.
             if len(plans) == 1:
                 await self._publish_job(*plans[0])
             elif plans:
-                await asyncio.gather(*(self._publish_job(job, plan) for job, plan in plans))
+                slots = asyncio.Semaphore(PUBLISH_AT_ONCE)
+
+                async def publish(job: JobView, plan: planner.Plan) -> None:
+                    async with slots:
+                        await self._publish_job(job, plan)
+
+                await asyncio.gather(*(publish(job, plan) for job, plan in plans))
 
     async def _publish_job(self, job: JobView, plan: planner.Plan) -> None:
         """A retryable failure leaves the job as it is: the next tick decides again and
@@ -314,7 +336,11 @@ class Orchestrator:
         pipeline = job.metadata.get("pipeline")
         view = self.projection.pipelines.get(pipeline) if isinstance(pipeline, str) else None
         started = time.perf_counter()
-        verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, decide.candidates(fleet, now))
+        # Every node as admission sees it, made once per decision round, not once per job: a
+        # fan-out of 1,000 jobs over 1,000 nodes built a million of them (bench/fleet.py).
+        if self._candidates[0] is not fleet or self._candidates[1] != now:
+            self._candidates = (fleet, now, decide.candidates(fleet, now))
+        verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, self._candidates[2])
         return decide.Review(judgement=verdict, duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
     async def _scan_output(self, job_id: str, attempt: int, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
@@ -368,20 +394,48 @@ class Orchestrator:
         return done is not None and done.rollback_job == out.event.rollback_job
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
-        first = hb.node not in self.beats
+        if hb.node in self.beats:
+            self.beats[hb.node] = hb
+            await self.decide_nodes([hb.node])
+            return
+        # A new node: its dispatch consumer is made before it can be registered, so before any
+        # dispatch to it (the agent's own credentials may not create it). In the background,
+        # PROVISION_AT_ONCE at a time: made one by one inside this watch, a thousand new nodes
+        # held every other node's heartbeat back past its TTL (bench/fleet.py), and those
+        # nodes were declared lost while they beat.
+        first = hb.node not in self._new_beats
+        self._new_beats[hb.node] = hb  # the latest one is registered
         if first:
-            # Its dispatch consumer exists before the node can be registered, so before any
-            # dispatch to it: the agent's own credentials may not create it.
-            try:
-                await self.bus.provision_dispatches(hb.node)
-            except BusError as exc:
-                log.warning("node.provision_failed", node=hb.node, error=str(exc))
-                return  # the next heartbeat tries again
-            log.info("node.seen", node=hb.node, tools=len(hb.tools), max_jobs=hb.max_jobs)
-        self.beats[hb.node] = hb
-        await self.decide_nodes([hb.node])
-        if first:
-            await self.decide_jobs(())
+            task = asyncio.create_task(self._provision(hb.node), name=f"provision-{hb.node}")
+            self._provisioning.add(task)
+            task.add_done_callback(self._provisioning.discard)
+
+    async def _provision(self, node_id: str) -> None:
+        try:
+            async with self._provision_slots:
+                await self.bus.provision_dispatches(node_id)
+        except BusError as exc:
+            log.warning("node.provision_failed", node=node_id, error=str(exc))
+            self._new_beats.pop(node_id, None)  # the next heartbeat tries again
+            return
+        hb = self._new_beats.pop(node_id)
+        log.info("node.seen", node=node_id, tools=len(hb.tools), max_jobs=hb.max_jobs)
+        self.beats[node_id] = hb
+        await self.decide_nodes([node_id])
+        await self.decide_jobs(())
+
+    def _on_snapshot(self) -> None:
+        """The stored heartbeats are all delivered: the fleet is known once the nodes among
+        them are provisioned too ("no node has the tool" must not mean "not provisioned yet")."""
+        pending = list(self._provisioning)
+
+        async def known() -> None:
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.fleet_known.set()
+
+        task = asyncio.create_task(known(), name="fleet-known")
+        self._provisioning.add(task)
+        task.add_done_callback(self._provisioning.discard)
 
     async def decide_nodes(self, node_ids: Iterable[str]) -> None:
         if not self._deciding:
