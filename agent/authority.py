@@ -23,6 +23,11 @@ from schemas.records import Record
 log = structlog.get_logger("nexus.agent")
 
 
+class CannotCheckYet(Exception):
+    """The signer's announcement could not be read now (the bus is starting or failing over).
+    Not a verdict: the message is delivered again later, neither obeyed nor refused."""
+
+
 class Authority:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
@@ -31,7 +36,8 @@ class Authority:
             log.warning("agent.unverified", detail="no credentials: dispatches cannot be verified; run agents with --creds")
 
     async def refusal(self, rec: Record, now: datetime) -> str | None:
-        """Why this dispatch/cancel must not be obeyed (None: it may)."""
+        """Why this dispatch/cancel must not be obeyed (None: it may). Raises CannotCheckYet
+        when the signer is new and its announcement cannot be read at the moment."""
         if self.verifier is None:
             return None
         checked = self.verifier.check(rec)
@@ -56,3 +62,4 @@ class Authority:
                 self.verifier.learn(announced)
         except BusError as exc:
             log.warning("agent.identity_lookup_failed", signer=key, error=str(exc))
+            raise CannotCheckYet(str(exc)) from None

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from agent.authority import Authority
+from agent.authority import Authority, CannotCheckYet
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
 from agent.environment import job_environment
@@ -49,6 +49,7 @@ OUTPUT_CHUNK_MAX = 256 * 1024
 PIPE_CHUNK_MAX = 512 * 1024
 # Room for the headers (msg id, chunk number, stream, signature) within the server's max_payload.
 HEADER_ROOM = 4096
+CHECK_RETRY_S = 1.0  # a dispatch whose signer could not be looked up is delivered again after this
 
 
 @dataclass
@@ -189,10 +190,18 @@ class Agent:
             await msg.term()
             return
         job_id = subjects.parse(record.subject).id
-        if isinstance(event, JobCancel | JobDispatch) and (why := await self.authority.refusal(record, datetime.now(UTC))):
-            log.warning("agent.refused", job_id=job_id, kind=record.kind, reason=why, signer=record.signer)
-            await msg.term()
-            return
+        if isinstance(event, JobCancel | JobDispatch):
+            try:
+                why = await self.authority.refusal(record, datetime.now(UTC))
+            except CannotCheckYet as exc:
+                # A refusal is final (term), so a lookup that failed for a moment must not become one.
+                log.warning("agent.check_deferred", job_id=job_id, kind=record.kind, error=str(exc), retry_in_s=CHECK_RETRY_S)
+                await msg.nak(CHECK_RETRY_S)
+                return
+            if why:
+                log.warning("agent.refused", job_id=job_id, kind=record.kind, reason=why, signer=record.signer)
+                await msg.term()
+                return
         if isinstance(event, JobDispatch) and self.ledger.ran(job_id, event.attempt):
             log.warning("job.already_ran", job_id=job_id, attempt=event.attempt, reason="this node ran this attempt before; never twice")
             await msg.ack()
