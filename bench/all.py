@@ -1,9 +1,9 @@
 """Every benchmark, one table (issue 13; `make bench`).
 
-Runs each script of SCRIPTS that exists with `--json` (COMMON.md's convention: one JSON object
+Runs each script of SCRIPTS that exists with `--json` (the convention of every bench/ script: one JSON object
 `{"bench", "figures": [{"what", "value", "unit", "target", "peer", "peer_value", "ratio"}]}`),
 one after the other so they do not share the CPU, and prints one table: what, value, unit,
-target, peer, ratio, and PASS/FAIL where a target is set. A script that is not there (yet) is
+target, peer, ratio, and PASS/FAIL where a target is set. A script that is not there is
 named as missing; one that fails or prints no JSON is named with its exit status and the end of
 its stderr, and the others still run. Exit status 1 when a figure misses its target or a
 script failed, else 0.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# (script, extra arguments). Scripts from other helpers may not be merged yet: tolerated.
+# (script, extra arguments). A script not there is named as missing, not an error.
 SCRIPTS: list[tuple[str, list[str]]] = [
     ("run_latency.py", []),
     ("analysis.py", ["--rounds", "1"]),

@@ -148,7 +148,7 @@ def main() -> None:
     report["latency"] = latency
     if args.tldr:
         report["tldr"] = _tldr(args.tldr)
-    if args.json:  # the convention of bench/all.py (COMMON.md): "figures", plus the whole report
+    if args.json:  # the convention of bench/all.py: "figures", plus the whole report
         print(json.dumps({"bench": "analysis", "figures": _figures(report), "report": report}))
         return
     print(f"\nlatency per command: median {latency['median_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms, max {latency['max_ms']:.3f} ms")

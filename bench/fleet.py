@@ -14,7 +14,7 @@ and measures:
              facts were seen, then until all `succeeded` (target: 1,000 nodes in 3 s)
   dispatch   a steady rate of `echo hi` jobs to random nodes under that load: requested ->
              exited p50/p99 as a client sees it (the `exited` fact arriving on its subscription)
-Prints the figures, or with --json one object (see COMMON.md's convention).
+Prints the figures, or with --json one object (the convention of bench/all.py).
 """
 
 from __future__ import annotations

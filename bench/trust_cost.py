@@ -147,7 +147,7 @@ def _now():  # type: ignore[no-untyped-def]
 
 
 async def main(sequential: int, burst: int, max_jobs: int) -> list[dict[str, object]]:
-    """Prints the figures; returns them in the --json convention (COMMON.md)."""
+    """Prints the figures; returns them in the --json convention of bench/all.py."""
     print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
     sign_us, verify_us = crypto_cost()
     print(f"one signature {sign_us:.1f} us, one verification {verify_us:.1f} us (nkeys / PyNaCl Ed25519)")
