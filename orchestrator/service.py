@@ -63,6 +63,7 @@ CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.05  # folded batches wait at most this long (plus one store) to be in DuckDB
+QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
 PUBLISH_AT_ONCE = 64  # jobs of one decision round whose events are in flight at once
 
@@ -517,6 +518,7 @@ class Orchestrator:
     async def _answer_query(self, msg: Request) -> None:
         try:
             req = codec.decode_query_request(msg.data)
+            await self._settle()
             async with self._query_slots:
                 cursor = self.store.con.cursor()  # made here: DuckDB connections are not shared across threads
                 try:
@@ -527,6 +529,19 @@ class Orchestrator:
         except (DecodeError, QueryError) as exc:
             result = QueryResult(error=str(exc), checkpoint=self.applied_seq)
         await self._respond(msg, result)
+
+    async def _settle(self) -> None:
+        """Let a query see every event the log held when it was asked: a client that has just
+        seen its job end on the log then reads it ended (decisions run ahead of DuckDB by up to
+        one store, see write_behind). Waits at most QUERY_SETTLE_S; a later answer is still given,
+        and its checkpoint says how far it goes."""
+        try:
+            end = await self.bus.last_seq()
+        except BusError:
+            return
+        deadline = time.monotonic() + QUERY_SETTLE_S
+        while self.applied_seq < end and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     @staticmethod
     async def _respond(msg: Request, result: QueryResult) -> None:
