@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fleet import die_with_parent
-from run_latency import wait_ready, wait_status
+from stack import wait_ready, wait_status
 
 from agent.pty_runner import PtyRunner, RunSpec
 from bus.nats_bus import NatsBus

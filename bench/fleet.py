@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fleet_sim import node_name
-from run_latency import pct, wait_ready
+from stack import pct, wait_ready
 
 from bus.errors import BusError
 from bus.nats_bus import NatsBus

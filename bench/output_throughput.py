@@ -180,7 +180,7 @@ async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dic
     from schemas.events import JobRequested
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from run_latency import wait_ready, wait_status
+    from stack import wait_ready, wait_status
 
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-out-"))
     server = EmbeddedNats(tmp / "js", port=-1)

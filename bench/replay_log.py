@@ -35,6 +35,9 @@ from schemas import subjects
 from schemas.events import JobRequested
 from schemas.records import Record
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import wait_ready
+
 BIN = Path(sys.executable).parent
 TERMINAL_SQL = "('succeeded','failed','rejected','timed_out','cancelled','lost')"
 
@@ -102,7 +105,7 @@ async def _run_real_jobs(url: str, root: Path, creds: dict[str, Path], bus: Nats
     submitter = await NatsBus.connect(url, name="bench-submitter", creds=creds["client"])
     client = NexusClient(submitter)
     try:
-        await _wait_ready(client)
+        await wait_ready(client)
         ids: list[str] = []
         for start in range(0, jobs, 100):  # bursts of 100, as a busy fleet sends them
             burst = [new_job_id() for _ in range(min(100, jobs - start))]
@@ -117,18 +120,6 @@ async def _run_real_jobs(url: str, root: Path, creds: dict[str, Path], bus: Nats
         for p in procs:
             p.wait(timeout=30)
     (root / "real_events").write_text(str(await bus.last_seq()))
-
-
-async def _wait_ready(client: NexusClient, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await client.query("SELECT 1")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def _wait_done(client: NexusClient, ids: list[str], timeout: float = 120.0) -> None:

@@ -162,6 +162,21 @@ async def wait_ready(client: NexusClient, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def wait_status(client: NexusClient, job_ids: list[str], timeout_s: float = 300.0) -> None:
+    """Until every job in `job_ids` has ended, whatever its outcome."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = await client.query(
+            "SELECT count(*) FROM jobs WHERE job_id IN (SELECT unnest(?::VARCHAR[])) AND status IN "
+            "('succeeded','failed','rejected','timed_out','cancelled','lost')",
+            [job_ids],
+        )
+        if rows.rows[0][0] == len(job_ids):
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{len(job_ids)} jobs did not all end within {timeout_s:g} s")
+
+
 async def wait_nodes(client: NexusClient, nodes: list[str], timeout_s: float = 60.0) -> None:
     """Until every node is registered and online (the orchestrator may place jobs on it)."""
     deadline = time.monotonic() + timeout_s

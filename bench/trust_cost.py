@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run_latency import pct, wait_ready, wait_status
+from stack import pct, wait_ready, wait_status
 
 from bus.identity import Identity, Verifier
 from bus.nats_bus import NatsBus
