@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fleet import die_with_parent
-from stack import wait_ready, wait_status
+from stack import stop_processes, wait_ready, wait_status
 
 from agent.pty_runner import PtyRunner, RunSpec
 from bus.nats_bus import NatsBus
@@ -145,13 +145,7 @@ async def nexus_real_agents(agents: int) -> dict[str, float]:
         return {"fanout": fanout, "run_cli": one_cli}
     finally:
         await bus.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, timeout_s=20)
         await server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

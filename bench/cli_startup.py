@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import stop_processes
+
 BIN = Path(sys.executable).parent
 NEXUS = str(BIN / "nexus")
 # As installed: an installed package has its bytecode; a checkout run with PYTHONDONTWRITEBYTECODE
@@ -70,14 +73,7 @@ async def with_stack(runs: int) -> tuple[float, float]:
             await asyncio.sleep(0.2)
         return await asyncio.to_thread(timed, [NEXUS, "run", "-q", "--", "true"], runs, env)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         await server.stop()
         shutil.rmtree(tmp, ignore_errors=True)  # the streams hold what the jobs wrote
 

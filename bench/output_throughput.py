@@ -180,7 +180,7 @@ async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dic
     from schemas.events import JobRequested
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from stack import wait_ready, wait_status
+    from stack import stop_processes, wait_ready, wait_status
 
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-out-"))
     server = EmbeddedNats(tmp / "js", port=-1)
@@ -209,14 +209,7 @@ async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dic
         return results, memory
     finally:
         await bus.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         await server.stop()
         shutil.rmtree(tmp, ignore_errors=True)  # the streams hold what the jobs wrote
 

@@ -36,7 +36,7 @@ from schemas.events import JobRequested
 from schemas.records import Record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import wait_ready
+from stack import stop_processes, wait_ready
 
 BIN = Path(sys.executable).parent
 TERMINAL_SQL = "('succeeded','failed','rejected','timed_out','cancelled','lost')"
@@ -115,10 +115,7 @@ async def _run_real_jobs(url: str, root: Path, creds: dict[str, Path], bus: Nats
             await _wait_done(client, ids)
     finally:
         await submitter.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop_processes(procs, timeout_s=30)
     (root / "real_events").write_text(str(await bus.last_seq()))
 
 

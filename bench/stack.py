@@ -224,16 +224,22 @@ async def local_stack(*, agents: int = 1, max_jobs: int = 8, orchestrator_log: b
     finally:
         if bus is not None:
             await bus.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         await server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    """SIGTERM to all, then wait for each; one that outlives `timeout_s` is killed."""
+    procs = list(procs)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def machine() -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stack import pct, wait_ready, wait_status
+from stack import pct, stop_processes, wait_ready, wait_status
 
 from bus.identity import Identity, Verifier
 from bus.nats_bus import NatsBus
@@ -98,10 +98,7 @@ async def measure(signed: bool, sequential: int, burst: int, max_jobs: int) -> d
         }
     finally:
         await bus.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=15)
+        stop_processes(procs)
         await server.stop()
 
 

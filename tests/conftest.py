@@ -40,6 +40,19 @@ async def wait_for(predicate: Callable[[], Awaitable[T | None] | T | None], time
         await asyncio.sleep(0.02)
 
 
+async def wait_stalled(progress: Callable[[], int], task: asyncio.Task[Any], timeout: float, quiet_s: float = 0.5) -> int:
+    """Until `progress()` has not moved for `quiet_s` while `task` still runs (a writer blocked
+    by back-pressure); its last value. Fails if the task ends first or it never stalls."""
+    last, stable_since = progress(), time.monotonic()
+    deadline = stable_since + timeout
+    while time.monotonic() - stable_since < quiet_s:  # the condition: no progress for quiet_s
+        assert not task.done() and time.monotonic() < deadline, "the command never stopped making progress"
+        await asyncio.sleep(0.05)  # the polling period of that condition
+        if (now := progress()) != last:
+            last, stable_since = now, time.monotonic()
+    return last
+
+
 @pytest.fixture
 async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
     server = EmbeddedNats(tmp_path / "jetstream", port=-1)

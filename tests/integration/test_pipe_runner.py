@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from agent.pipe_runner import PipeRunner, Stream
 from agent.pty_runner import RunResult, RunSpec, SpawnFailed
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_stalled
 from tests.integration.processes import procs_with, token
 
 DEADLINE_S = 20.0
@@ -177,13 +176,7 @@ async def test_slow_consumer_blocks_the_command(tmp_path: Path) -> None:
     spec = RunSpec(argv=[sys.executable, "-c", script], chunk_max=4096)
     task = asyncio.create_task(PipeRunner().run(spec, on_output))
     await wait_for(lambda: written() > 0, DEADLINE_S, what="the command wrote something")
-    last, stable_since = written(), time.monotonic()
-    deadline = stable_since + DEADLINE_S
-    while time.monotonic() - stable_since < 0.5:  # the condition: no progress for half a second
-        assert not task.done() and time.monotonic() < deadline, "the command never stopped making progress"
-        await asyncio.sleep(0.05)  # the polling period of that condition
-        if (now := written()) != last:
-            last, stable_since = now, time.monotonic()
+    last = await wait_stalled(written, task, DEADLINE_S)
     # A pipe holds 64 KiB (up to 1 MiB if raised), the reader 4 x chunk_max: far below what was asked.
     assert last < 2 * 1024 * 1024, "output was buffered without bound"
     gate.set()

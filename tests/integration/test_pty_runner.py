@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.pty_runner import PtyRunner, RunResult, RunSpec, SpawnFailed
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_stalled
 from tests.integration.processes import procs_with, token
 
 DEADLINE_S = 10.0
@@ -159,14 +159,8 @@ async def test_slow_consumer_blocks_the_command(tmp_path: Path) -> None:
     spec = RunSpec(argv=[sys.executable, "-c", script], chunk_max=4096)
     task = asyncio.create_task(PtyRunner().run(spec, on_output))
     await wait_for(lambda: written() > 0, DEADLINE_S, what="the command wrote something")
-    # Wait until the command stops making progress: it is blocked on the pty.
-    last, stable_since = written(), time.monotonic()
-    deadline = stable_since + DEADLINE_S
-    while time.monotonic() - stable_since < 0.5:  # the condition: no progress for half a second
-        assert not task.done() and time.monotonic() < deadline, "the command never stopped making progress"
-        await asyncio.sleep(0.05)  # the polling period of that condition
-        if (now := written()) != last:
-            last, stable_since = now, time.monotonic()
+    # The command stops making progress: it is blocked on the pty.
+    last = await wait_stalled(written, task, DEADLINE_S)
     assert last < 256 * 1024, "output was buffered without bound"
     gate.set()
     result = await asyncio.wait_for(task, DEADLINE_S)
