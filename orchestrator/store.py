@@ -25,12 +25,12 @@ from typing import Any
 import duckdb
 import msgspec
 
-from orchestrator.api.metrics import view_ddl
 from orchestrator.core.audit import GENESIS
 from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError
+from orchestrator.metrics_sql import view_ddl
 from schemas import codec
 from schemas.errors import DecodeError
 from schemas.records import Record

@@ -25,16 +25,17 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import QueryParameter
 from litestar.types import ASGIApp
 
-from orchestrator.api import console, finished, jobs, metrics, nodes, pipelines, stream
+from orchestrator.api import console, finished, jobs, nodes, pipelines, stream
 from orchestrator.api.auth import PUBLIC_PREFIXES, AuditedApp, Tokens, require
 from orchestrator.api.bounds import BoundedBody, strict_body
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import MAX_BODY_BYTES, problem_handler
 from orchestrator.api.loopback import LoopbackOnly
-from orchestrator.api.metrics_models import PipelineMetrics
 from orchestrator.api.models import Health
 from orchestrator.api.openapi import RefinedJson, problems
 from orchestrator.api.prometheus import prometheus_text
+from orchestrator.app import metrics
+from orchestrator.app.metrics_models import PipelineMetrics
 from orchestrator.client import NexusClient
 from orchestrator.console.assets import SWAGGER, ConsoleAssets
 from orchestrator.core.policy import Policy

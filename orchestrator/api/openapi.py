@@ -32,8 +32,9 @@ from litestar.enums import OpenAPIMediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import OpenAPIRenderPlugin
 
-from orchestrator.api import metrics_models, models
+from orchestrator.api import models
 from orchestrator.api.errors import MAX_BODY_BYTES, PROBLEM_JSON
+from orchestrator.app import metrics_models
 from schemas.limits import MAX_LABELS
 
 _REF = "#/components/schemas/{name}"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestrator.api.metrics_models import PipelineMetrics
+from orchestrator.app.metrics_models import PipelineMetrics
 
 
 class _Exposition:

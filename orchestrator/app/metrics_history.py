@@ -4,7 +4,7 @@
 (without `since`: from the first job requested) and answers, per bucket: jobs
 requested, their outcomes (by the time they finished), analysis failures (as the
 snapshot counts them: rejections by the analysis and critical verdicts), the queue depth at the bucket's end, p50/p95 of each lifecycle step
-(`metrics.STEPS`, the same definitions as the snapshot) of the jobs requested in
+(`metrics_sql.STEPS`, the same definitions as the snapshot) of the jobs requested in
 it, and deploys: pipelines that ended, succeeded, and the mean rollback time.
 One SQL statement per figure family, over the orchestrator's tables, through the
 query channel as every other read.
@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from orchestrator.api.metrics import ANALYSIS_REJECT_CODES, JOB_STEPS, STEPS, _ms
 from orchestrator.client import NexusClient
+from orchestrator.metrics_sql import ANALYSIS_REJECT_CODES, JOB_STEPS, STEPS, ms_between
 
 MAX_BUCKETS = 200
 _FAILED = ("failed", "timed_out", "lost", "cancelled")
@@ -104,7 +104,7 @@ async def metrics_history(client: NexusClient, since: datetime | None, now: date
                  min(ts) FILTER (WHERE type = 'pipeline.rolled_back') AS rb_end
           FROM events WHERE type LIKE 'pipeline.%' AND error IS NULL GROUP BY pipeline_id)
         SELECT {b("ended_at")} AS b, count(*) AS n, count(*) FILTER (WHERE ok) AS ok,
-               avg({_ms("rb_end", "rb_start")}) FILTER (WHERE rb_end IS NOT NULL) AS rb_ms
+               avg({ms_between("rb_end", "rb_start")}) FILTER (WHERE rb_end IS NOT NULL) AS rb_ms
         FROM p WHERE ended_at >= $1 GROUP BY 1"""
     jobs, ends, refused, steps, depth, deploys = await asyncio.gather(
         client.query(jobs_sql, p),

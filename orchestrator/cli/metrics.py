@@ -38,7 +38,7 @@ async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_u
     import msgspec
     from rich.table import Table
 
-    from orchestrator.api.metrics import pipeline_metrics
+    from orchestrator.app.metrics import pipeline_metrics
 
     async with connect(nats_url) as client:
         m = await pipeline_metrics(client, since)

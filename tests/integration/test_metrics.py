@@ -13,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 
-from orchestrator.api import metrics
+from orchestrator import metrics_sql
 from orchestrator.core.policy import Policy
 from schemas.events import JobRequested
 from schemas.records import Record
@@ -202,7 +202,7 @@ async def test_pipeline_metrics_match_the_log_counted_by_hand(stack: Stack) -> N
     await stack.stop_orchestrator()
     con = duckdb.connect(str(stack.db))
     try:
-        for ddl in metrics.view_ddl():
+        for ddl in metrics_sql.view_ddl():
             con.execute(ddl)
         row = con.execute("SELECT total_jobs, successful_jobs, timed_out_jobs FROM metrics_execution").fetchone()
         assert row == (x["totalJobs"], x["successfulJobs"], x["timedOutJobs"])

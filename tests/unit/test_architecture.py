@@ -102,6 +102,17 @@ def test_the_core_imports_nothing_of_the_orchestrators_edges() -> None:
     assert {m: hits for m, hits in bad.items() if hits} == {}
 
 
+EDGES = ("orchestrator.api", "orchestrator.cli", "orchestrator.console")
+
+
+def test_nothing_under_the_edges_imports_them() -> None:
+    """The HTTP API, the CLI and the console are thin adapters over the application layer:
+    no other orchestrator module (use cases, store, service, projection) reaches into them."""
+    inner = [m for m in sources() if _under(m, "orchestrator") and not any(_under(m, e) for e in EDGES)]
+    bad = {m: sorted(i for i in imports(m) if any(_under(i, e) for e in EDGES)) for m in inner}
+    assert {m: hits for m, hits in bad.items() if hits} == {}
+
+
 def test_schemas_import_only_msgspec_and_typing_bits() -> None:
     bad = {
         m: sorted(i for i in imports(m) if _top(i) not in SCHEMAS_MAY_IMPORT)

@@ -1,9 +1,9 @@
 """Per-phase metrics, computed by SQL over the `events` and `jobs` tables.
 
-Each metric is one SELECT in `VIEWS`. The API runs them through the
-orchestrator (`NexusClient.query`); the store creates the same statements as
+Each metric is one SELECT in `VIEWS`. The application layer runs
+them through the orchestrator (`NexusClient.query`, orchestrator/app/metrics.py); the store creates the same statements as
 DuckDB views named after their keys, so `nexus sql "SELECT * FROM metrics_execution"`
-gives what the API serves. No web imports here, so the store can use it.
+gives what the API serves. Plain SQL, no I/O: the store and the application layer both use it.
 
 Times are milliseconds; rates are 0..1; an empty phase reports zeros.
 
@@ -42,26 +42,11 @@ INTEGRATION.md); without it that step counts no jobs.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from orchestrator.api.metrics_models import (
-    AnalysisMetrics,
-    CoordinationMetrics,
-    CountByType,
-    DeployMetrics,
-    ExecutionGroup,
-    ExecutionMetrics,
-    PipelineMetrics,
-    StepLatency,
-    TestMetrics,
-)
-from orchestrator.client import NexusClient
 
-
-def _ms(later: str, earlier: str) -> str:
+def ms_between(later: str, earlier: str) -> str:
     return f"(epoch_us({later}) - epoch_us({earlier})) / 1000.0"
 
 
@@ -92,13 +77,19 @@ GROUP BY ALL
 
 # (order, step, from, to, latency expression over metrics_job_steps)
 STEPS: list[tuple[int, str, str, str, str]] = [
-    (1, "requested_to_validated", "requested", "validated", _ms("validated_at", "requested_at")),
-    (2, "validated_to_assigned", "validated", "assigned", _ms("assigned_at", "coalesce(validated_at, requested_at)")),
-    (3, "assigned_to_accepted", "assigned", "accepted", _ms("accepted_at", "assigned_at")),
-    (4, "accepted_to_first_output", "accepted", "first_output", _ms("first_output_at", "accepted_at")),
-    (5, "first_output_to_exited", "first_output", "exited", _ms("exited_at", "coalesce(first_output_at, accepted_at)")),
-    (6, "exited_to_tested", "exited", "tested", _ms("tested_at", "exited_at")),
-    (7, "requested_to_finished", "requested", "finished", f"CASE WHEN exited_at IS NOT NULL THEN {_ms('finished_at', 'requested_at')} END"),
+    (1, "requested_to_validated", "requested", "validated", ms_between("validated_at", "requested_at")),
+    (2, "validated_to_assigned", "validated", "assigned", ms_between("assigned_at", "coalesce(validated_at, requested_at)")),
+    (3, "assigned_to_accepted", "assigned", "accepted", ms_between("accepted_at", "assigned_at")),
+    (4, "accepted_to_first_output", "accepted", "first_output", ms_between("first_output_at", "accepted_at")),
+    (5, "first_output_to_exited", "first_output", "exited", ms_between("exited_at", "coalesce(first_output_at, accepted_at)")),
+    (6, "exited_to_tested", "exited", "tested", ms_between("tested_at", "exited_at")),
+    (
+        7,
+        "requested_to_finished",
+        "requested",
+        "finished",
+        f"CASE WHEN exited_at IS NOT NULL THEN {ms_between('finished_at', 'requested_at')} END",
+    ),
 ]
 
 _STEP_ROWS = "\n  UNION ALL ".join(f"SELECT '{name}' AS step, {expr} AS ms FROM job_steps" for _, name, _, _, expr in STEPS)
@@ -158,7 +149,7 @@ WITH q AS (
   FROM events WHERE job_id IS NOT NULL AND {_OK}
   GROUP BY job_id
 ),
-waits AS (SELECT {_ms("left_at", "queued_at")} AS ms FROM q WHERE queued_at IS NOT NULL AND left_at >= queued_at)
+waits AS (SELECT {ms_between("left_at", "queued_at")} AS ms FROM q WHERE queued_at IS NOT NULL AND left_at >= queued_at)
 SELECT (SELECT count(*) FROM jobs WHERE status = 'queued') AS queue_depth,
        (SELECT count(*) FROM jobs WHERE status IN ('requested', 'validated', 'approval_required', 'approved', 'queued'))
            AS pending_jobs,
@@ -221,12 +212,12 @@ WITH p AS (
   GROUP BY pipeline_id
 ),
 ended AS (SELECT *, coalesce(succeeded_at, failed_at) AS ended_at FROM p WHERE succeeded_at IS NOT NULL OR failed_at IS NOT NULL),
-rb AS (SELECT {_ms("rolled_back_at", "rollback_started_at")} AS ms FROM p WHERE rolled_back_at IS NOT NULL)
+rb AS (SELECT {ms_between("rolled_back_at", "rollback_started_at")} AS ms FROM p WHERE rolled_back_at IS NOT NULL)
 SELECT (SELECT count(*) FROM ended) AS total_deployments,
        (SELECT count(*) FROM ended WHERE succeeded_at IS NOT NULL) AS successful_deployments,
        (SELECT count(*) FROM ended WHERE succeeded_at IS NULL) AS failed_deployments,
        {_z("(SELECT count(*) FROM ended WHERE succeeded_at IS NOT NULL) / nullif((SELECT count(*) FROM ended), 0)")} AS success_rate,
-       {_z(f"(SELECT avg({_ms('ended_at', 'requested_at')}) FROM ended)")} AS avg_pipeline_ms,
+       {_z(f"(SELECT avg({ms_between('ended_at', 'requested_at')}) FROM ended)")} AS avg_pipeline_ms,
        (SELECT count(*) FROM rb) AS rollbacks,
        {_z("(SELECT avg(ms) FROM rb)")} AS avg_rollback_ms
 """
@@ -252,133 +243,9 @@ def view_ddl() -> list[str]:
     return [f"CREATE OR REPLACE VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()]
 
 
-# ---------------------------------------------------------------- JSON
-
-
-def _one(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return rows[0] if rows else {}
-
-
-def _counts(rows: Sequence[dict[str, Any]]) -> list[CountByType]:
-    return [CountByType(type=str(r["type"]), count=int(r["count"])) for r in rows if r["type"] is not None]
-
-
-def _group(row: dict[str, Any], key: str) -> ExecutionGroup:
-    return ExecutionGroup(
-        name=str(row[key]),
-        total_jobs=row["total_jobs"],
-        successful_jobs=row["successful_jobs"],
-        failed_jobs=row["failed_jobs"],
-        timed_out_jobs=row["timed_out_jobs"],
-        avg_duration=float(row["avg_duration_ms"]),
-    )
-
-
 def since_scoped(sql: str, since: datetime | None) -> tuple[str, list[Any]]:
     """The same query over events and jobs since a time: CTEs named like the tables shadow them."""
     if since is None:
         return sql, []
     scope = "WITH events AS (SELECT * FROM main.events WHERE ts >= ?), jobs AS (SELECT * FROM main.jobs WHERE requested_at >= ?)"
     return f"{scope} SELECT * FROM ({sql.strip()})", [since, since]
-
-
-async def pipeline_metrics(client: NexusClient, since: datetime | None = None) -> PipelineMetrics:
-    """GET /api/v1/metrics/pipeline: the brief's per-phase shape plus step latencies (optionally since a time)."""
-    names = list(VIEWS)[1:]  # metrics_job_steps is per job, not a summary
-    results = await asyncio.gather(*(client.query(*since_scoped(VIEWS[name], since)) for name in names))
-    r = {name: rows.dicts() for name, rows in zip(names, results, strict=True)}
-    return PipelineMetrics(
-        analysis=_analysis(r),
-        coordination=_coordination(_one(r["metrics_coordination"])),
-        execution=_execution(r),
-        test=_test(r),
-        deploy=_deploy(_one(r["metrics_deploy"])),
-        latency=[_latency(row) for row in r["metrics_step_latency"]],
-        generated_at=datetime.now(UTC),
-    )
-
-
-Results = dict[str, list[dict[str, Any]]]
-
-
-def _analysis(r: Results) -> AnalysisMetrics:
-    a = _one(r["metrics_analysis"])
-    return AnalysisMetrics(
-        total_validations=a["total_validations"],
-        validation_failures=a["validation_failures"],
-        failures_last_hour=a["failures_last_hour"],
-        approvals_required=a["approvals_required"],
-        approved=a["approved"],
-        denied=a["denied"],
-        avg_validation_time=float(a["avg_validation_ms"]),
-        p95_validation_time=float(a["p95_validation_ms"]),
-        common_findings=_counts(r["metrics_analysis_findings"]),
-    )
-
-
-def _coordination(c: dict[str, Any]) -> CoordinationMetrics:
-    return CoordinationMetrics(
-        queue_depth=c["queue_depth"],
-        pending_jobs=c["pending_jobs"],
-        awaiting_approval=c["awaiting_approval"],
-        executing_jobs=c["executing_jobs"],
-        queued_jobs=c["queued_jobs"],
-        avg_time_queued=float(c["avg_time_queued_ms"]),
-        p95_time_queued=float(c["p95_time_queued_ms"]),
-    )
-
-
-def _execution(r: Results) -> ExecutionMetrics:
-    x = _one(r["metrics_execution"])
-    return ExecutionMetrics(
-        total_jobs=x["total_jobs"],
-        successful_jobs=x["successful_jobs"],
-        failed_jobs=x["failed_jobs"],
-        timed_out_jobs=x["timed_out_jobs"],
-        cancelled_jobs=x["cancelled_jobs"],
-        lost_jobs=x["lost_jobs"],
-        success_rate=float(x["success_rate"]),
-        timeout_rate=float(x["timeout_rate"]),
-        avg_duration=float(x["avg_duration_ms"]),
-        p95_duration=float(x["p95_duration_ms"]),
-        by_tool=[_group(row, "tool") for row in r["metrics_execution_by_tool"]],
-        by_node=[_group(row, "node") for row in r["metrics_execution_by_node"]],
-        by_user=[_group(row, "requested_by") for row in r["metrics_execution_by_user"]],
-    )
-
-
-def _test(r: Results) -> TestMetrics:
-    t = _one(r["metrics_test"])
-    return TestMetrics(
-        total_runs=t["total_runs"],
-        passed_runs=t["passed_runs"],
-        failed_runs=t["failed_runs"],
-        pass_rate=float(t["pass_rate"]),
-        rollbacks=t["rollbacks"],
-        failing_assertions=_counts(r["metrics_test_failures"]),
-    )
-
-
-def _deploy(d: dict[str, Any]) -> DeployMetrics:
-    return DeployMetrics(
-        total_deployments=d["total_deployments"],
-        successful_deployments=d["successful_deployments"],
-        failed_deployments=d["failed_deployments"],
-        success_rate=float(d["success_rate"]),
-        avg_pipeline_time=float(d["avg_pipeline_ms"]),
-        rollbacks=d["rollbacks"],
-        avg_rollback_time=float(d["avg_rollback_ms"]),
-    )
-
-
-def _latency(row: dict[str, Any]) -> StepLatency:
-    return StepLatency(
-        step=row["step"],
-        from_=row["from_step"],
-        to=row["to_step"],
-        count=row["count"],
-        mean=float(row["mean_ms"]),
-        p50=float(row["p50_ms"]),
-        p95=float(row["p95_ms"]),
-        p99=float(row["p99_ms"]),
-    )
