@@ -140,6 +140,18 @@ class Identity:
         except (OSError, ValueError, nkeys.NkeysError) as exc:
             raise IdentityError(f"cannot read credentials {os.fspath(path)!r}: {exc}") from None
 
+    @property
+    def inbox_prefix(self) -> str | None:
+        """The private inbox prefix these credentials grant (an agent's `_INBOX_NODE.<node>`), or
+        None: the NATS default `_INBOX`. Taken from the JWT's subscribe permissions, so an agent
+        whose credentials were issued before private inboxes keeps working until re-issued."""
+        node = self.author.node
+        if self.author.role != "agent" or node is None or not subjects.is_valid_id(node):
+            return None
+        prefix = subjects.node_inbox(node)
+        allowed = ((self.claims.get("nats") or {}).get("sub") or {}).get("allow") or []
+        return prefix if f"{prefix}.>" in allowed else None
+
     def sign(self, subject: str, data: bytes) -> dict[str, str]:
         """The headers that make this publish attributable to this identity."""
         return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(signing_input(subject, data)))}

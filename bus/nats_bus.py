@@ -24,7 +24,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.aio.client import Client
+from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
@@ -121,6 +121,13 @@ class NatsBus:
             identity = Identity.from_creds(creds) if creds is not None else None
         except IdentityError as exc:
             raise BusUnavailable(url, str(exc)) from None
+        inbox = identity.inbox_prefix if identity is not None else None
+        if identity is not None and identity.author.role == "agent" and inbox is None:
+            log.warning(
+                "nats.shared_inbox",
+                creds=os.fspath(creds) if creds is not None else None,
+                hint="these agent credentials predate private inboxes (they may read every `_INBOX.>` reply): issue them again",
+            )
 
         last_said = 0.0
 
@@ -166,6 +173,7 @@ class NatsBus:
                         error_cb=_report,
                         reconnected_cb=_reconnected,
                         user_credentials=os.fspath(creds) if creds is not None else None,
+                        inbox_prefix=inbox or DEFAULT_INBOX_PREFIX,
                     )
                 )
                 nc = await connecting

@@ -46,6 +46,14 @@ def job_all(job_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.>"
 
 
+def node_inbox(node_id: str) -> str:
+    """The inbox prefix of node `node_id`'s agent: `_INBOX_NODE.<node>`. Replies to the agent
+    (its pull requests' deliveries, JetStream acks) arrive under it, and its credentials let it
+    subscribe there and nowhere else, so no agent reads another's dispatches off the wire or
+    anyone's answers on `_INBOX.>`."""
+    return f"_INBOX_NODE.{check_id(node_id, 'node id')}"
+
+
 def dispatch(job_id: str, node_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.dispatch.{check_id(node_id, 'node id')}"
 

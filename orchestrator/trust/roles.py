@@ -105,7 +105,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:4"
+PERMISSIONS_VERSION = "perms:5"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 
@@ -118,7 +118,9 @@ def permissions(role: Role, node: str | None = None, key: str | None = None) -> 
     if role == "agent":
         if node is None:
             raise ValueError("an agent identity needs its node id")
-        return Permissions(publish=_agent(subjects.check_id(node, "node id")) + own, subscribe=[INBOX])
+        # Replies only, under its own inbox prefix (subjects.node_inbox): never `_INBOX.>`, where
+        # other agents' pulled dispatches and everyone's answers pass.
+        return Permissions(publish=_agent(subjects.check_id(node, "node id")) + own, subscribe=[f"{subjects.node_inbox(node)}.>"])
     if node is not None:
         raise ValueError(f"--node is for agent identities, not {role}")
     publish = _read() + own

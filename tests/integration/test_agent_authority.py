@@ -84,3 +84,20 @@ async def test_a_signer_nobody_announced_is_refused(identities: tuple[Identity, 
     bus = _Lookups(agent, None, failures=0)  # the lookup answers: no such announcement
     why = await Authority(bus).refusal(_signed_dispatch(orchestrator), NOW)  # type: ignore[arg-type]
     assert why is not None and "announcement" in why
+
+
+def test_an_agent_connects_under_the_private_inbox_its_credentials_grant(identities: tuple[Identity, Identity], tmp_path: Path) -> None:
+    """New agent credentials grant `_INBOX_NODE.<node>.>` only, and the bus takes that prefix
+    from them; older ones (shared `_INBOX.>`) keep the default until issued again; other
+    roles use the default `_INBOX`, which foreign NATS clients expect."""
+    from orchestrator.trust import nats_jwt
+    from orchestrator.trust.keyring import Keyring
+
+    agent, orchestrator = identities
+    assert agent.claims["nats"]["sub"]["allow"] == ["_INBOX_NODE.n1.>"]
+    assert agent.inbox_prefix == subjects.node_inbox("n1") == "_INBOX_NODE.n1"
+    assert orchestrator.inbox_prefix is None
+    keyring = Keyring(tmp_path / "creds")
+    older = dict(agent.claims["nats"], sub={"allow": ["_INBOX.>"]})
+    token = nats_jwt.encode(keyring._seed("account"), agent.key, "agent-n1", older)
+    assert Identity(token, agent._kp.seed).inbox_prefix is None

@@ -57,12 +57,14 @@ class Up:
         return sum((info.state.subjects or {}).values())
 
 
-async def connect(up: Up, creds: Path | None) -> nats.aio.client.Client:
+async def connect(up: Up, creds: Path | None, inbox_prefix: str = "_INBOX") -> nats.aio.client.Client:
     async def quiet(exc: Exception) -> None:
         pass
 
     kwargs = {"user_credentials": str(creds)} if creds is not None else {}
-    return await nats.connect(up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, **kwargs)
+    return await nats.connect(
+        up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, inbox_prefix=inbox_prefix, **kwargs
+    )
 
 
 async def refused(up: Up, creds: Path, subject: str, payload: bytes = b"{}") -> None:
@@ -227,8 +229,9 @@ async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
     # Nor submit jobs or make decisions.
     await refused(up, rogue, subjects.job(job_id, "requested"), _request("echo from-a-rogue-agent"))
     await refused(up, rogue, subjects.job(job_id, "succeeded"), b"{}")
-    # Its own facts pass the server (the reducer then checks them against the job: unknown here).
-    nc = await connect(up, rogue)
+    # Its own facts pass the server (the reducer then checks them against the job: unknown here);
+    # the JetStream ack comes back under its own inbox prefix, as for any agent.
+    nc = await connect(up, rogue, inbox_prefix=subjects.node_inbox("rogue-1"))
     try:
         ack = await nc.jetstream().publish(
             subjects.fact(job_id, "exited", "rogue-1"), b'{"type": "job.exited", "node": "rogue-1", "attempt": 1}'
@@ -419,6 +422,38 @@ async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
         await bus.close()
     assert seen and all(not r.subject.endswith(f".{up.node}") for r in seen)
     assert b"for-local-1-only" in b"".join(r.raw for r in seen)  # the request is job-level: visible
+
+
+async def subscribe_refused(up: Up, creds: Path, subject: str) -> None:
+    """Subscribe as `creds` and see the server refuse it."""
+    nc = await connect(up, creds)
+    try:
+        await nc.subscribe(subject)
+        with contextlib.suppress(nats.errors.Error):
+            await nc.flush(timeout=5)
+        await wait_for(lambda: "permissions violation" in str(nc.last_error or "").lower(), 10, what=f"the server to refuse {subject}")
+    finally:
+        await nc.close()
+
+
+async def test_an_agent_cannot_snoop_on_replies(up: Up) -> None:
+    """A node's dispatches reach it as replies to its pull requests, and answers to queries
+    travel on inboxes too: an agent may subscribe to its own inbox prefix only."""
+    rogue = await _issue(up, "agent", "snooper", node="snoop-1")
+    await subscribe_refused(up, rogue, "_INBOX.>")
+    await subscribe_refused(up, rogue, f"{subjects.node_inbox(up.node)}.>")
+    await subscribe_refused(up, rogue, ">")
+    # Its own inbox works: the agent's bus connects under it and reads what it may.
+    bus = await NatsBus.connect(up.url, name="snoop-1", creds=rogue)
+    try:
+        assert bus.nc._inbox_prefix == subjects.node_inbox("snoop-1").encode()
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.config.name == subjects.EVENTS_STREAM and not bus.denied
+    finally:
+        await bus.close()
+    # And the real agent, under its own prefix, still runs jobs.
+    code, out = await up.nexus("run", "-q", "--", "echo", "still-runs")
+    assert (code, out) == (0, "still-runs\n"), out
 
 
 async def test_readers_may_watch_the_log_live_and_agents_may_not(up: Up) -> None:
