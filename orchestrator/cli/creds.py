@@ -1,4 +1,4 @@
-"""`nexus creds new`: issue a NATS identity (DESIGN §9) from the deployment's keyring."""
+"""`nexus creds new | list | revoke`: the deployment's NATS identities (DESIGN §9), from its keyring."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -8,6 +8,7 @@ import typer
 from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, parse_duration, print_json
 
 if TYPE_CHECKING:
+    from orchestrator.trust.keyring import Keyring
     from orchestrator.trust.roles import Role
 
 # orchestrator.trust.roles.ROLES, spelled out so that listing the verbs does not import the
@@ -73,6 +74,105 @@ def new(
         f"issued {issued.role} identity {issued.name!r}" + (f" for node {issued.node}" if issued.node else "") + f" ({issued.public_key})",
         highlight=False,
     )
+
+
+@app.command("list")
+def list_(
+    keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
+    json: JsonOpt = False,
+) -> None:
+    """The identities this keyring issued (since it kept a list), oldest first, and which are revoked."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from orchestrator.trust.keyring import KeyringError
+
+    ring = _keyring(keyring)
+    try:
+        issued, revoked = ring.issued(), ring.revocations()
+    except KeyringError as exc:
+        fail(str(exc), code=2)
+    rows = [dict(i.__dict__, revoked_at=revoked.get(i.public_key)) for i in issued]
+    if json:
+        print_json(rows)
+        return
+
+    def when(ts: int | None) -> str:
+        return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "role", "node", "public key", "issued", "expires", "revoked"):
+        table.add_column(column)
+    for r in rows:
+        times = (when(r["issued_at"]), when(r["expires_at"]), when(r["revoked_at"]))
+        table.add_row(r["name"], r["role"], r["node"] or "", r["public_key"], *times)
+    out.print(table)
+
+
+@app.command("revoke")
+def revoke(
+    names: Annotated[list[str] | None, typer.Argument(help="Identities by name: every key issued to each.", show_default=False)] = None,
+    key: Annotated[
+        list[str] | None, typer.Option("--key", help="A user public key (U...), e.g. of credentials issued elsewhere. Repeatable.")
+    ] = None,
+    keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
+    json: JsonOpt = False,
+) -> None:
+    """Revoke identities now: the server refuses their credentials and drops their connections.
+
+    The keys go into the account JWT's revocation list (KEYRING/revocations.json, written into
+    KEYRING/server.conf). A `nexus up` server running beside the keyring (KEYRING/..) re-reads
+    its config at once (SIGHUP); a server of your own needs the new server.conf and a reload
+    (`nats-server --signal reload`). What a revoked identity signed before stays in the log and
+    still verifies. Issue the person or node new credentials with `nexus creds new`; revoking
+    `nexus up`'s own services stops them until its next start, which issues them anew.
+    """
+    from orchestrator import embedded
+    from orchestrator.trust.keyring import KeyringError
+
+    ring = _keyring(keyring)
+    try:
+        issued = ring.issued()
+        keys = list(key or [])
+        for name in names or []:
+            found = [i.public_key for i in issued if i.name == name]
+            if not found:
+                fail(f"no identity named {name!r} in {keyring}/issued.jsonl (`nexus creds list`); give its key with --key U...", code=2)
+            keys += found
+        if not keys:
+            fail("name the identities to revoke (NAME ... or --key U...)", code=2)
+        new = ring.revoke(keys)
+    except KeyringError as exc:
+        fail(str(exc), code=2)
+    data = keyring.parent
+    try:
+        pid = embedded.reload(data, ring.server_config(), data / "nats-server.log") if new else embedded.running_pid(data)
+    except embedded.EmbeddedNatsError as exc:
+        fail(f"revoked in {keyring}/server.conf, but {exc}", code=1)
+    if json:
+        print_json({"revoked": keys, "newly_revoked": new, "reloaded_pid": pid, "server_conf": str(keyring / "server.conf")})
+        return
+    for k in keys:
+        out.print(k, highlight=False)
+    said = f"revoked {len(keys)} key(s)" + (f", {len(keys) - len(new)} of them already" if len(new) < len(keys) else "")
+    if pid is not None:
+        err.print(f"{said}; the running nats-server (pid {pid}) reloaded: they are refused from now on", highlight=False)
+    else:
+        err.print(
+            f"{said} in {keyring}/server.conf; no `nexus up` server runs under {data}: give your server the new server.conf "
+            "and reload it (`nats-server --signal reload`)",
+            highlight=False,
+        )
+
+
+def _keyring(path: Path) -> "Keyring":
+    from orchestrator.trust.keyring import Keyring
+
+    ring = Keyring(path)
+    if not ring.exists():
+        fail(f"no keyring in {path}: run `nexus up` once there (it creates the keys), or give --keyring", code=2)
+    return ring
 
 
 def _role(value: str) -> "Role":

@@ -6,12 +6,17 @@ Layout of a keyring directory (`./.nexus/creds/` for `nexus up`; every file 0600
     account.nk         the NEXUS account's seed: signs every user JWT (`nexus creds new`)
     system.nk          the system account's seed (the server's own account)
     server.conf        the nats-server authorization block: operator JWT, account JWTs
+    operator.jwt       the operator's JWT, system.jwt the system account's: made once, kept
     <name>.creds       issued credentials (user JWT + user seed)
+    issued.jsonl       one line per identity issued: name, role, node, public key, when
+    revocations.json   revoked user keys and since when (in the account JWT, so in server.conf)
 
 NATS decentralized auth: the server trusts the operator, the operator signs the
 accounts (preloaded in server.conf), the account signs users. So a new identity
 needs no server change and no restart: `nexus creds new` signs a user JWT with
-the account key and the server checks that signature on connect.
+the account key and the server checks that signature on connect. Revoking one
+(`nexus creds revoke`) lists its key in the account JWT's `revocations`: the server
+refuses it once it has re-read server.conf (a reload, no restart).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +56,19 @@ class Issued:
     role: Role
     node: str | None
     public_key: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One line of `issued.jsonl`: an identity this keyring issued."""
+
+    name: str
+    role: str
+    node: str | None
+    public_key: str
+    issued_at: int
+    expires_at: int | None
+    path: str
 
 
 class Keyring:
@@ -89,9 +109,16 @@ class Keyring:
         op_pub = nats_jwt.public_key(operator)
         sys_pub = nats_jwt.public_key(self._seed("system"))
         acct_pub = self.account_public_key
-        operator_jwt = nats_jwt.encode(operator, op_pub, "nexus", {"type": "operator", "system_account": sys_pub})
-        system_jwt = nats_jwt.encode(operator, sys_pub, SYSTEM_NAME, {"type": "account", "limits": {"conn": -1}})
-        account_jwt = nats_jwt.encode(operator, acct_pub, ACCOUNT_NAME, {"type": "account", "limits": _ACCOUNT_LIMITS})
+        # Written once and kept: a running server reloads a new account JWT (revocations), but
+        # not a changed operator.
+        operator_claims = {"type": "operator", "system_account": sys_pub}
+        operator_jwt = self._kept("operator.jwt", lambda: nats_jwt.encode(operator, op_pub, "nexus", operator_claims))
+        system_claims = {"type": "account", "limits": {"conn": -1}}
+        system_jwt = self._kept("system.jwt", lambda: nats_jwt.encode(operator, sys_pub, SYSTEM_NAME, system_claims))
+        account: dict[str, object] = {"type": "account", "limits": _ACCOUNT_LIMITS}
+        if revoked := self.revocations():
+            account["revocations"] = revoked  # user key -> unix time: JWTs issued up to then are refused
+        account_jwt = nats_jwt.encode(operator, acct_pub, ACCOUNT_NAME, account)
         return (
             "# Written by Nexus (orchestrator.trust.keyring): who the server trusts. Regenerated on start.\n"
             f"operator: {json.dumps(operator_jwt)}\n"
@@ -102,6 +129,15 @@ class Keyring:
             f"  {acct_pub}: {json.dumps(account_jwt)}\n"
             "}\n"
         )
+
+    def _kept(self, name: str, make: Callable[[], str]) -> str:
+        path = self.dir / name
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            token = make()
+            _write_private(path, token + "\n")
+            return token
 
     def write_server_config(self) -> Path:
         path = self.dir / "server.conf"
@@ -139,7 +175,57 @@ class Keyring:
         path = out if out is not None else self.dir / f"{name}.creds"
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(path, nats_jwt.creds_file(token, user_seed))
+        issued_at = int(nats_jwt.decode(token, trusted_issuers={self.account_public_key})["iat"])
+        expires_at = issued_at + expires_s if expires_s is not None else None
+        record = Identity(name, role, node, user_pub, issued_at, expires_at, str(path.resolve()))
+        _append_private(self.dir / "issued.jsonl", json.dumps(record.__dict__) + "\n")
         return Issued(path=path, name=name, role=role, node=node, public_key=user_pub)
+
+    def issued(self) -> list[Identity]:
+        """Every identity issued here (since the keyring kept a list), oldest first."""
+        try:
+            lines = (self.dir / "issued.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for number, line in enumerate(lines, 1):
+            try:
+                found.append(Identity(**json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                raise KeyringError(f"{self.dir / 'issued.jsonl'} line {number} is damaged: {exc}") from None
+        return found
+
+    # ------------------------------------------------------------ revocation
+
+    def revocations(self) -> dict[str, int]:
+        """Revoked user keys -> the unix time from which the server refuses them."""
+        path = self.dir / "revocations.json"
+        try:
+            loaded = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise KeyringError(f"{path} is damaged: {exc}") from None
+        if not isinstance(loaded, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in loaded.items()):
+            raise KeyringError(f"{path} is damaged: not a map of user keys to unix times")
+        return loaded
+
+    def revoke(self, keys: Iterable[str]) -> list[str]:
+        """Revoke user `keys` (public nkeys, U...) from now on and rewrite server.conf; returns
+        the keys that were not revoked before. A running server applies it when it reloads."""
+        revoked = self.revocations()
+        now = int(time.time())
+        new = []
+        for key in keys:
+            if not nats_jwt.is_user_key(key):
+                raise KeyringError(f"not a user public key: {key!r} (a U... nkey, as `nexus creds list` shows)")
+            if key not in revoked:
+                revoked[key] = now
+                new.append(key)
+        if new:
+            _write_private(self.dir / "revocations.json", json.dumps(revoked, indent=1, sort_keys=True) + "\n")
+            self.write_server_config()
+        return new
 
     def ensure_creds(self, role: Role, name: str, node: str | None = None, *, service: bool = False) -> Path:
         """`<name>.creds`, issued once and reused while it was issued by this account."""
@@ -153,11 +239,18 @@ class Keyring:
                     {f"role:{role}", PERMISSIONS_VERSION} <= tags
                     and (node is None or f"node:{node}" in tags)
                     and (SERVICE_TAG in tags) == service
+                    and claims.get("sub") not in self.revocations()
                 ):
                     return path
             except nats_jwt.JwtError:
                 pass  # issued by another keyring, or damaged: issue again
         return self.issue(role, name, node, service=service).path
+
+
+def _append_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(text)
 
 
 def _write_private(path: Path, text: str) -> None:

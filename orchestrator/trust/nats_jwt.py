@@ -10,6 +10,7 @@ file written by `creds_file` (nats-py: `user_credentials=`).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ PREFIXES = {
 # Reading and verifying are the bus's (agents verify too): one implementation.
 JwtError = IdentityError
 decode = decode_jwt
-__all__ = ["JwtError", "creds_file", "decode", "encode", "keypair", "new_seed", "public_key", "read_creds"]
+__all__ = ["JwtError", "creds_file", "decode", "encode", "is_user_key", "keypair", "new_seed", "public_key", "read_creds"]
 
 
 def new_seed(kind: str) -> bytes:
@@ -46,6 +47,15 @@ def keypair(seed: bytes) -> nkeys.KeyPair:
 
 def public_key(seed: bytes) -> str:
     return str(keypair(seed).public_key.decode())
+
+
+def is_user_key(key: str) -> bool:
+    """A well-formed public user nkey: `U...`, its prefix byte and checksum right."""
+    try:
+        raw = base64.b32decode(key + "=" * (-len(key) % 8))
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 35 and raw[0] == nkeys.PREFIX_BYTE_USER and bytes(nkeys.crc16_checksum(raw[:-2])) == raw[-2:]
 
 
 def _b64(data: bytes) -> str:

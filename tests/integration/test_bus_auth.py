@@ -487,3 +487,38 @@ async def test_credentials_issued_to_expire_stop_working_by_themselves(up: Up) -
         return code != 0 and "refused the credentials" in out
 
     await wait_for(refused_now, 30, what="the server to refuse the expired credentials")
+
+
+async def test_a_revoked_identity_is_refused_at_once_and_others_keep_working(up: Up) -> None:
+    eve = await _issue(up, "viewer", "eve")
+    bob = await _issue(up, "viewer", "bob")
+    node = await _issue(up, "agent", "agent-gone-1", node="gone-1")
+    live = await connect(up, eve)
+    try:
+        assert live.is_connected
+        code, out = await up.nexus("jobs", creds=eve)
+        assert code == 0, out
+        revoke = [NEXUS, "creds", "revoke", "eve", "agent-gone-1", "--keyring", str(up.creds), "--json"]
+        done = await asyncio.to_thread(subprocess.run, revoke, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        said = json.loads(done.stdout)
+        assert said["reloaded_pid"] and len(said["newly_revoked"]) == 2
+        # The open connection is dropped, and no new one is let in.
+        await wait_for(lambda: not live.is_connected, 10, what="the server to drop the revoked identity's connection")
+    finally:
+        await live.close()
+    code, out = await up.nexus("jobs", creds=eve)
+    assert code != 0 and "refused the credentials" in out, out
+    code, out = await up.nexus("jobs", creds=node)
+    assert code != 0 and "refused the credentials" in out, out
+    # Everyone else is untouched; the person gets new credentials, which work.
+    code, out = await up.nexus("jobs", creds=bob)
+    assert code == 0, out
+    code, out = await up.nexus("jobs", creds=await _issue(up, "viewer", "eve"))
+    assert code == 0, out
+    listed = subprocess.run([NEXUS, "creds", "list", "--keyring", str(up.creds), "--json"], capture_output=True, text=True, check=True)
+    revoked = {(i["name"], i["revoked_at"] is not None) for i in json.loads(listed.stdout)}
+    assert {("eve", True), ("eve", False), ("bob", False), ("agent-gone-1", True)} <= revoked
+    # Asked for someone it never issued: a clear error, nothing changed.
+    done = subprocess.run([NEXUS, "creds", "revoke", "mallory", "--keyring", str(up.creds)], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "no identity named 'mallory'" in done.stderr and "Traceback" not in done.stderr
