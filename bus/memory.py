@@ -340,6 +340,9 @@ class MemoryBus:
         except DecodeError:
             return None
 
+    async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
+        return self._set_up
+
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         if not self._set_up:
             raise NotSetUp(f"bucket {subjects.NODES_BUCKET}")

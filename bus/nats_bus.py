@@ -618,6 +618,15 @@ class NatsBus:
 
         return await nats_keys.orchestrator_key(self.js)
 
+    async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
+        """Asks the bucket's stream leader (stream info is answered by the leader alone)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}")
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError):
+            return False
+        return info.cluster is None or bool(info.cluster.leader)
+
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""
         from bus import nats_nodes

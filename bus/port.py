@@ -186,6 +186,11 @@ class EventBus(Protocol):
         """Call `on_beat` for every heartbeat (`ts`: when it was stored), forever;
         `on_snapshot` once those stored before the call have all been delivered."""
 
+    async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
+        """Whether a heartbeat could be stored now (the bucket's stream has a leader and answers
+        within `timeout_s`). While it cannot, every node is silent through no fault of its own:
+        a stream leader's election on a cluster, a server cut off."""
+
     # ---- public keys (the `nexus-keys` bucket; not the audit trail)
     async def put_orchestrator_key(self, key: OrchestratorKey) -> None:
         """Publish the orchestrator's sealing key record (the orchestrator, at every start)."""

@@ -66,6 +66,7 @@ STORE_EVERY_S = 0.05  # folded batches wait at most this long (plus one store) t
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
 PUBLISH_AT_ONCE = 64  # jobs of one decision round whose events are in flight at once
+PROBE_S = 0.5  # how often we check that heartbeats can be stored (see _watch_heartbeat_store)
 
 
 class Orchestrator:
@@ -96,6 +97,7 @@ class Orchestrator:
         # The one publish path; it remembers our publishes the projection has not seen yet.
         self.runner = Runner(bus)
         self.started_at = datetime.now(UTC)
+        self.stalled_at: datetime | None = None  # last time heartbeats could not be stored
         self.caught_up = asyncio.Event()
         # Set once the stored heartbeats are known: before that, "no node has the
         # tool" would only mean "not heard from yet".
@@ -148,6 +150,7 @@ class Orchestrator:
                 tg.create_task(self._store_folded(), name="store")
                 tg.create_task(self.bus.watch_heartbeats(self._on_beat, self._on_snapshot), name="heartbeats")
                 tg.create_task(self._tick(), name="tick")
+                tg.create_task(self._watch_heartbeat_store(), name="heartbeat-store")
                 tg.create_task(self._serve_queries(queries), name="queries")
                 tg.create_task(self._attest(), name="checkpoints")
         finally:
@@ -235,10 +238,27 @@ class Orchestrator:
 
     @property
     def quiet_since(self) -> datetime:
-        """Since when silence from a node means something: our start, or our last reconnect
-        to NATS (while we were cut off, every node looked silent)."""
-        back = self.bus.reconnected_at
-        return max(self.started_at, back) if back is not None else self.started_at
+        """Since when silence from a node means something: our start, our last reconnect to
+        NATS (while we were cut off, every node looked silent), or the last moment heartbeats
+        could not be stored (a stream leader's election silences the whole fleet)."""
+        return max(t for t in (self.started_at, self.bus.reconnected_at, self.stalled_at) if t is not None)
+
+    async def _watch_heartbeat_store(self) -> None:
+        """Note when the heartbeat bucket cannot take writes, so that nodes are not declared
+        lost for a silence the bus imposed on them: each gets a full TTL from its end."""
+        stalled = False
+        while True:
+            raise_if_cancelling()
+            writable = await self.bus.heartbeats_writable(timeout_s=PROBE_S * 2)
+            if not writable:
+                self.stalled_at = datetime.now(UTC)
+            if writable == stalled:
+                stalled = not writable
+                if stalled:
+                    log.warning("nodes.heartbeats_stalled", reason="the heartbeat bucket takes no writes: no node declared lost meanwhile")
+                else:
+                    log.info("nodes.heartbeats_resumed", ttl_s=self.node_ttl_s)
+            await asyncio.sleep(PROBE_S)
 
     @property
     def _deciding(self) -> bool:

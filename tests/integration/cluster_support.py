@@ -243,16 +243,17 @@ class NexusCluster:
         path = self.logs() / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def start_orchestrator(self, name: str, *, wait: bool = True) -> asyncio.subprocess.Process:
-        """`nexus orchestrator --replicas 3` with its own DuckDB file and identity; the sealing key is
-        the first orchestrator's (orchestrators sharing a log share it: docs/operations.md)."""
+    async def start_orchestrator(self, name: str, *extra: str, wait: bool = True) -> asyncio.subprocess.Process:
+        """`nexus orchestrator --replicas 3` with its own DuckDB file and identity (and `extra` flags,
+        which override the ops env's); the sealing key is the first orchestrator's (orchestrators
+        sharing a log share it: docs/operations.md)."""
         data = self.root / name
         data.mkdir(exist_ok=True)
         first = next(iter(self.orchestrators), None)
         if first is not None and not (data / "sealing.key").exists() and (self.root / first / "sealing.key").exists():
             shutil.copy2(self.root / first / "sealing.key", data / "sealing.key")
         creds = self.creds(name, "admin")
-        proc = await self._spawn(name, creds, "orchestrator", "--db", str(data / "nexus.duckdb"), *orchestrator_flags())
+        proc = await self._spawn(name, creds, "orchestrator", "--db", str(data / "nexus.duckdb"), *orchestrator_flags(), *extra)
         self.orchestrators[name] = proc
         if not wait:
             return proc

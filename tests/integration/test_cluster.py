@@ -9,6 +9,9 @@
                       dies: the orchestrator follows again and decides what came meanwhile
     forming cluster   an orchestrator started while only one member is up (no JetStream meta
                       leader) waits, says so, and sets up its streams once the cluster forms
+    bucket election   the heartbeat bucket's leader dies: while it elects another, no heartbeat is
+                      stored, and no node is declared lost for it (even with a TTL shorter than
+                      the election)
 
 Two orchestrators at once are in test_cluster_orchestrators.py. Speed (stall length,
 dispatch latency) is measured by bench/cluster_failover.py, not asserted here.
@@ -19,8 +22,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 import pytest
 
+from schemas import subjects
 from tests.conftest import wait_for
 from tests.integration.cluster_support import NexusCluster, Work, facts_once
 from tests.integration.ops_support import CLUSTER
@@ -167,3 +173,45 @@ async def test_the_orchestrator_follows_again_when_its_consumer_dies(cluster: Ne
         job_id = f"meanwhile-{i}"
         acked[job_id] = await cluster.submit(job_id, work.command(job_id, 0.1))
     await check_exactly_once(cluster, work, acked)
+
+
+async def test_no_node_is_lost_while_the_heartbeat_bucket_elects_a_leader(cluster: NexusCluster) -> None:
+    ttl = 3  # shorter than any election (4 to 9 s): without the check every node would be lost
+    await cluster.start_orchestrator("orchestrator-a", "--node-ttl", str(ttl))
+    for node in ("n1", "n2"):
+        await cluster.start_agent(node)
+    bucket = f"KV_{subjects.NODES_BUCKET}"
+    leader = await cluster.stream_leader(bucket)
+    # The orchestrator keeps its connection (a reconnect would excuse the silence by itself).
+    home = await cluster.member_of("nexus-orchestrator")
+    if home == leader:
+        await cluster.js._nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{bucket}", b"", timeout=5)
+        leader = await wait_for(lambda: _other_leader(cluster, bucket, home), 30, what="the bucket's leader elsewhere")
+    await cluster.kill_member(leader)
+
+    async def lost() -> int | None:
+        """`node.lost` events in the log (None while the log itself answers no one)."""
+        try:
+            info = await cluster.js.stream_info(subjects.EVENTS_STREAM, subjects_filter="nexus.evt.node.*.lost")
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            return None
+        return sum((info.state.subjects or {}).values())
+
+    async def over() -> bool:
+        return "nodes.heartbeats_resumed" in cluster.log_text("orchestrator-a") or bool(await lost())
+
+    await wait_for(over, 60, what="the election to end")
+
+    async def counted() -> tuple[int] | None:
+        n = await lost()
+        return None if n is None else (n,)
+
+    assert await wait_for(counted, 30, what="the log answering") == (0,)
+    assert "nodes.heartbeats_stalled" in cluster.log_text("orchestrator-a")
+    rows = await cluster.try_query("SELECT node_id, status FROM nodes ORDER BY node_id")
+    assert rows is not None and rows.rows == [["n1", "online"], ["n2", "online"]]
+
+
+async def _other_leader(cluster: NexusCluster, stream: str, not_on: str | None) -> str | None:
+    leader = await cluster.stream_leader(stream)
+    return leader if leader != not_on else None
