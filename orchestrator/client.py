@@ -102,10 +102,14 @@ class NexusClient:
         return Rows(result.columns, result.rows)
 
     async def history(self, job_id: str) -> list[Record]:
+        """The job's events from the log, judged as the orchestrator judges them: each with its
+        verified author, requests and approvals named by it, refused ones with their reason."""
+        from orchestrator.vetting import vetted
+
         records: list[Record] = []
         async for batch in self.bus.read_records(subjects.job_all(job_id)):
             records.extend(batch)
-        return records
+        return await vetted(self.bus, records)
 
     async def follow(
         self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None

@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
-from bus.identity import Checked, Verifier, signatures_hold
-from orchestrator.core import audit, authorship, reducer
+from bus.identity import Verifier, signatures_hold
+from orchestrator.core import audit, reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.secrets import redact_record
 from orchestrator.store import DuckDBStore
+from orchestrator.vetting import vet
 from schemas import subjects
 from schemas.limits import MAX_REASON_CHARS
 from schemas.records import Record
@@ -112,18 +113,8 @@ class Projection:
             return {}
 
     def _vet(self, rec: Record, holds: bool | None = None) -> Record:
-        """The record with its verified author; refused (no event, the reason as its error)
-        when its signature fails or its author may not make it (core.authorship)."""
-        if self.verifier is None:
-            return rec
-        problem = self.verifier.learn(rec, holds)
-        checked = self.verifier.check(rec, holds) if problem is None else Checked(None, problem)
-        rec = msgspec.structs.replace(rec, author=checked.author)
-        enforcing = bool(self.verifier.known)
-        why = authorship.refusal(rec, problem=checked.problem, enforcing=enforcing)
-        if why is not None:
-            return msgspec.structs.replace(rec, event=None, error=why[:MAX_REASON_CHARS])
-        return authorship.named(rec, enforcing=enforcing)
+        """The record with its verified author, or refused (orchestrator.vetting)."""
+        return rec if self.verifier is None else vet(self.verifier, rec, holds)
 
     def _load_missing(self, batch: list[Record]) -> None:
         """Bring the views of older jobs and pipelines the batch names into memory."""

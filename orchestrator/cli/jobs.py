@@ -155,7 +155,9 @@ def history(
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
-    """A job's full event history from the log, for audits."""
+    """A job's full event history from the log, for audits: the server's time of each event,
+    who made it (the identity its signature proves), and events the orchestrator refused
+    (forged or not theirs to make) marked so, with the reason."""
     _history(job_id, as_json, nats_url)
 
 
@@ -174,11 +176,11 @@ async def _history(job_id: str, as_json: bool, nats_url: str) -> None:
     if as_json:
         print_json([_record_json(r) for r in records])
         return
-    rows = Rows(["seq", "ts", "type", "details"], [])
+    rows = Rows(["seq", "ts", "type", "by", "details"], [])
     for r in records:
-        ts = r.event.ts if r.event is not None and r.event.ts else r.stream_ts
-        kind = event_type(r.event) if r.event is not None else "invalid"
-        rows.rows.append([r.seq, ts, kind, r.error or narrate(r).message])
+        kind = event_type(r.event) if r.event is not None else f"{r.subject.split('.')[2]}.{r.kind} (not counted)"
+        by = r.author.name if r.author is not None else ""
+        rows.rows.append([r.seq, r.stream_ts, kind, by, r.error or narrate(r).message])
     print_table(rows)
 
 
@@ -195,7 +197,8 @@ def _record_json(r: "Record") -> dict[str, Any]:
     if isinstance(payload, dict) and isinstance(payload.get("env"), dict):
         given = payload.get("secrets")
         payload["env"] = shown_env(payload["env"], given if isinstance(given, list) else ())  # secrets as the mask
-    return {"seq": r.seq, "subject": r.subject, "stream_ts": r.stream_ts, "payload": payload, "error": r.error}
+    author = None if r.author is None else {"name": r.author.name, "role": r.author.role, "node": r.author.node, "key": r.author.key}
+    return {"seq": r.seq, "subject": r.subject, "stream_ts": r.stream_ts, "author": author, "payload": payload, "error": r.error}
 
 
 def cancel(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
-from schemas.events import JobApproved, JobDenied, JobRequested
+from schemas.events import JobApproved, JobCancelRequested, JobDenied, JobRequested, JobTestRequested
 from schemas.pipelines import PipelineApproved, PipelineDenied, PipelineRequested
 from schemas.records import Author, Record
 from schemas.subjects import NODE_FACTS
@@ -68,14 +68,15 @@ def speaks_for_itself(author: Author | None) -> bool:
 def named(rec: Record, *, enforcing: bool) -> Record:
     """The record with its requester or approver named by the verified identity.
 
-    A signed request or approval by anyone but an admin service names its author; an
-    unsigned request, once rules are enforced, names no one (its claim is unproven)."""
+    A signed request (to run, cancel or test a job, to run a pipeline) or approval by anyone
+    but an admin service names its author; an unsigned request, once rules are enforced,
+    names no one (its claim is unproven)."""
     ev = rec.event
     if not enforcing or ev is None or speaks_for_itself(rec.author):
         return rec
     name = rec.author.name if rec.author is not None else None
     if isinstance(ev, JobApproved | JobDenied | PipelineApproved | PipelineDenied) and name is not None:
         return replace(rec, event=replace(ev, by=name))
-    if isinstance(ev, JobRequested | PipelineRequested) and ev.requested_by != name:
+    if isinstance(ev, JobRequested | PipelineRequested | JobCancelRequested | JobTestRequested) and ev.requested_by != name:
         return replace(rec, event=replace(ev, requested_by=name))
     return rec

@@ -300,6 +300,14 @@ async def test_the_record_names_verified_identities_and_refuses_false_signatures
         await nc.close()
     (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND subject LIKE '%.denied'")
     assert "unsigned job.denied" in str(error) and "refused" in str(error)
+    # `nexus history` (read from the log, by a viewer) says the same: who, and what did not count.
+    code, out = await up.nexus("history", job_id, "--json", creds=await _issue(up, "viewer", "auditor"))
+    assert code == 0, out
+    seen = {e["subject"].rsplit(".", 1)[1]: e for e in json.loads(out)}
+    assert seen["approved"]["author"]["name"] == "alice" and seen["approved"]["error"] is None
+    assert seen["denied"]["author"] is None and "unsigned job.denied" in seen["denied"]["error"]
+    code, out = await up.nexus("history", job_id)
+    assert code == 0 and "approved by alice" in out and "mallory" not in out and "job.denied (not counted)" in out, out
 
     # A submitter that claims the orchestrator's key as signer, with a made-up signature: refused.
     marker = tmp_path / "false-signature"

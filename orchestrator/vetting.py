@@ -1,0 +1,46 @@
+"""Who made a record, and whether they may: the check every reader of the log applies the same
+way (the projection as it folds the log; `NexusClient.history` for the CLI, the API and the
+console), so that what a reader shows is what the orchestrator counted.
+
+A record gets its verified author (`Record.author`: the identity its signature proves, from a
+trusted announcement), a request or approval is named by that identity (core.authorship.named),
+and a record its author may not make loses its event and carries the reason as its error.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from bus.identity import Checked, Verifier
+from bus.port import EventBus
+from orchestrator.core import authorship
+from schemas.limits import MAX_REASON_CHARS
+from schemas.records import Record
+
+
+def vet(verifier: Verifier, rec: Record, holds: bool | None = None) -> Record:
+    """`rec` judged: its verified author set; refused (no event, the reason as its error) when
+    its signature fails or its author may not make it. `holds`: whether its signature verifies,
+    when already checked (None: checked here). Announcements are learnt on the way."""
+    problem = verifier.learn(rec, holds)
+    checked = verifier.check(rec, holds) if problem is None else Checked(None, problem)
+    rec = msgspec.structs.replace(rec, author=checked.author)
+    enforcing = bool(verifier.known)
+    why = authorship.refusal(rec, problem=checked.problem, enforcing=enforcing)
+    if why is not None:
+        return msgspec.structs.replace(rec, event=None, error=why[:MAX_REASON_CHARS])
+    return authorship.named(rec, enforcing=enforcing)
+
+
+async def vetted(bus: EventBus, records: list[Record]) -> list[Record]:
+    """`records` (read straight from the log) judged as the orchestrator judges them, trusting
+    the account that issued this client's credentials; unchanged without credentials (an open
+    bus has no identities). One direct read per signer for its announcement."""
+    verifier = Verifier.trusting_issuer_of(bus.identity)
+    if verifier is None:
+        return records
+    for key in sorted({r.signer for r in records if r.signer is not None}):
+        announced = await bus.announcement(key)
+        if announced is not None:
+            verifier.learn(announced)
+    return [vet(verifier, r) for r in records]
