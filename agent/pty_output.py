@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from agent.masking import OutputMasker
@@ -25,18 +26,26 @@ OutputCallback = Callable[[bytes], Awaitable[None]]
 
 
 class PtyReader:
-    """Reads the pty master into a bounded buffer.
+    """Reads the pty master (or a pipe) into a bounded buffer.
 
     When the buffer holds ``cap`` bytes the fd is unregistered, so the kernel's
     pty buffer fills up and the command blocks on write (back-pressure) until
     ``take`` makes room again.
+
+    The buffer is a list of the pieces read, each read ending at the next multiple
+    of ``chunk`` bytes: ``take(chunk)`` then joins whole pieces (one copy; none when one
+    read filled the chunk) instead of appending every read to one bytearray and
+    copying the chunk out of it again.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int, chunk: int, read_size: int = READ_SIZE) -> None:
         self._loop = loop
         self._fd = fd
         self._cap = cap
-        self._buf = bytearray()
+        self._chunk = chunk
+        self._read_size = read_size
+        self._pieces: deque[bytes] = deque()
+        self._size = 0
         self._registered = False
         self.eof = False
         self.error: OSError | None = None
@@ -48,7 +57,7 @@ class PtyReader:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._size
 
     @property
     def paused(self) -> bool:
@@ -66,13 +75,22 @@ class PtyReader:
             self.changed.set()
 
     def take(self, n: int) -> bytes:
-        with memoryview(self._buf) as view:  # one copy (slicing the bytearray first made two)
-            chunk = bytes(view[:n])
-        del self._buf[:n]
+        """The first ``n`` buffered bytes (all of them if fewer)."""
+        parts: list[bytes] = []
+        need = min(n, self._size)
+        while need:
+            piece = self._pieces.popleft()
+            if len(piece) > need:  # only when a read was not aligned to the chunk size
+                self._pieces.appendleft(piece[need:])
+                piece = piece[:need]
+            parts.append(piece)
+            need -= len(piece)
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._size -= len(chunk)
         # Remaining bytes count as fresh so a full-chunk flush is not
         # followed by a tiny one straight away.
-        self.first_unflushed_at = time.monotonic() if self._buf else None
-        if not self.eof and len(self._buf) < self._cap:
+        self.first_unflushed_at = time.monotonic() if self._size else None
+        if not self.eof and self._size < self._cap:
             self._resume()
         return chunk
 
@@ -90,9 +108,11 @@ class PtyReader:
 
     def _on_readable(self) -> None:
         got = False
-        while len(self._buf) < self._cap:
+        while self._size < self._cap:
+            # Up to the next chunk boundary, so that no piece straddles two chunks.
+            want = min(self._read_size, self._cap - self._size, self._chunk - self._size % self._chunk)
             try:
-                data = os.read(self._fd, min(READ_SIZE, self._cap - len(self._buf)))
+                data = os.read(self._fd, want)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -104,11 +124,12 @@ class PtyReader:
             if not data:
                 self.stop()
                 return
-            if not self._buf:
+            if not self._size:
                 self.first_unflushed_at = time.monotonic()
-            self._buf += data
+            self._pieces.append(data)
+            self._size += len(data)
             got = True
-        if len(self._buf) >= self._cap:
+        if self._size >= self._cap:
             self._pause()
         if got:
             self.last_activity_at = time.monotonic()

@@ -106,7 +106,7 @@ class PtyRunner:
         _close_stdin(proc.fd)
         tty = _pty_device(proc.fd, pid)
         reaper = Reaper(loop, pid)
-        reader = PtyReader(loop, proc.fd, cap=4 * spec.chunk_max)
+        reader = PtyReader(loop, proc.fd, cap=4 * spec.chunk_max, chunk=spec.chunk_max)
         delivery: asyncio.Task[None] | None = None
         try:
             if on_started is not None:

@@ -45,8 +45,9 @@ VERSION = "0.1.0"
 # (bench/output_throughput.py: ~2-3x from 32 KiB to 256 KiB). Well under nats-server's default
 # 1 MiB max_payload; a job's reader buffers at most 4 chunks per stream (back-pressure above that).
 OUTPUT_CHUNK_MAX = 256 * 1024
-# Pipes (`tty: false`) deliver bulk output far faster than a PTY: bigger chunks, still well under 1 MiB.
-PIPE_CHUNK_MAX = 512 * 1024
+# Pipes (`tty: false`) deliver bulk output far faster than a PTY: chunks as big as the server takes
+# (under the default 1 MiB max_payload: 1 MiB less HEADER_ROOM), half the publishes of 512 KiB ones.
+PIPE_CHUNK_MAX = 1024 * 1024
 # Room for the headers (msg id, chunk number, stream, signature) within the server's max_payload.
 HEADER_ROOM = 4096
 CHECK_RETRY_S = 1.0  # a dispatch whose signer could not be looked up is delivered again after this

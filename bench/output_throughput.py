@@ -8,6 +8,7 @@ In the same run it measures
      from the agent's `started` to the last byte received by a following client,
      byte-exact (SHA-256 of what the client received against what the generator wrote),
   3. the agent's memory: VmRSS/VmHWM of its process when idle and after the big jobs.
+With `--signed` the stack runs with credentials, as `nexus up` does (every chunk signed).
 
 Targets (issue 13): PTY >= 90% of the bare PTY loop; pipes >= 300 MB/s; agent peak RSS
 <= 35 MiB idle and <= 60 MiB under output. `--json` prints one JSON object (bench/README convention).
@@ -173,27 +174,43 @@ async def through_nexus(client: object, blocks: int, tty: bool) -> Through:
     return Through(total / (last_byte - started) / 1e6, total / (exited - started) / 1e6, h.hexdigest(), errors)
 
 
-async def stack_figures(blocks: int) -> tuple[dict[bool, Through], dict[str, dict[str, int]]]:
+async def stack_figures(blocks: int, signed: bool) -> tuple[dict[bool, Through], dict[str, dict[str, int]]]:
     from bus.nats_bus import NatsBus
     from orchestrator.client import NexusClient, new_job_id
     from orchestrator.embedded import EmbeddedNats
+    from orchestrator.trust.keyring import Keyring
     from schemas.events import JobRequested
 
     sys.path.insert(0, str(Path(__file__).parent))
     from stack import stop_processes, wait_ready, wait_status
 
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-out-"))
-    server = EmbeddedNats(tmp / "js", port=-1)
+    creds: dict[str, Path | None] = dict.fromkeys(("orchestrator", "agent", "client"))
+    auth = None
+    if signed:  # as `nexus up` runs: every process has credentials and signs what it publishes
+        ring = Keyring(tmp / "creds")
+        ring.ensure()
+        creds = {"orchestrator": ring.issue("admin", "orchestrator").path,
+                 "agent": ring.issue("agent", "agent-bench-out", "bench-out").path,
+                 "client": ring.issue("submitter", "bench").path}  # fmt: skip
+        auth = ring.server_config()
+    server = EmbeddedNats(tmp / "js", port=-1, auth=auth)
     url = await server.start()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NEXUS_NATS_URL": url}
+
+    def env_of(name: str) -> dict[str, str]:
+        path = creds[name]
+        return env if path is None else env | {"NEXUS_NATS_CREDS": str(path)}
+
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [
-        subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"], env=env, **quiet),
+        subprocess.Popen([BIN / "nexus", "orchestrator", "--db", tmp / "nexus.duckdb", "--log-level", "warning"],
+                         env=env_of("orchestrator"), **quiet),
         subprocess.Popen([BIN / "nexus", "agent", "--node", "bench-out", "--log-level", "warning", "--state-dir", tmp / "agent"],
-                         env=env, cwd=tmp, **quiet),
+                         env=env_of("agent"), cwd=tmp, **quiet),
     ]  # fmt: skip
     agent_pid = procs[1].pid
-    bus = await NatsBus.connect(url, name="bench-output")
+    bus = await NatsBus.connect(url, name="bench-output", creds=creds["client"])
     client = NexusClient(bus)
     memory: dict[str, dict[str, int]] = {}
     try:
@@ -218,6 +235,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=100, help="MiB of output per job (default 100)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--signed", action="store_true", help="a stack with credentials, as `nexus up` runs: every chunk signed")
     args = ap.parse_args()
     blocks = args.mb
     want = expected_digest(blocks)
@@ -225,7 +243,7 @@ def main() -> None:
     pipe_limit, pipe_digest = bare_pipe(blocks)
     assert pty_digest == want, "the bare PTY loop did not read what the generator wrote (terminal not raw?)"
     assert pipe_digest == want, "the bare pipe loop did not read what the generator wrote"
-    results, memory = asyncio.run(stack_figures(blocks))
+    results, memory = asyncio.run(stack_figures(blocks, args.signed))
     exact = {tty: r.digest == want and r.stderr_bytes == 0 for tty, r in results.items()}
     figures = [
         Figure("bare ptyprocess read loop", pty_limit, "MB/s"),
@@ -247,7 +265,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"bench": "output_throughput", "figures": [f.json() for f in figures]}))
     else:
-        print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
+        print(f"machine: {os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+              f"load {os.getloadavg()[0]:.1f}, {'signed' if args.signed else 'no credentials'}")
         for f in figures:
             ratio = f"  ({f.ratio:.0%} of {f.peer})" if f.ratio is not None else ""
             target = f"  target {f.target}" if f.target else ""

@@ -2,7 +2,8 @@
 
 Every process with credentials signs what it publishes: the `Nexus-Signer` header
 names its public nkey, `Nexus-Sig` carries an Ed25519 signature (the `nkeys`
-library's) over the subject and the exact payload bytes. Once per start it
+library's) over the subject and the exact payload bytes (an output chunk: over the
+SHA-256 of its bytes, see `output_signing_input`). Once per start it
 publishes `nexus.evt.trust.<key>.announced` with its user JWT, so readers of the
 log (the orchestrator, agents, `nexus audit verify`) learn which name, role and
 node the key stands for, from a JWT whose signature chains to the account they
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -33,6 +35,7 @@ TRUSTED_ACCOUNTS_ENV = "NEXUS_TRUSTED_ACCOUNTS"
 SIGNER_HEADER = "Nexus-Signer"
 SIG_HEADER = "Nexus-Sig"
 _CONTEXT = b"nexus-sig-v1\n"
+_OUTPUT_CONTEXT = b"nexus-out-sig-v1\n"
 _PUBLIC_PREFIXES = {nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT, nkeys.PREFIX_BYTE_USER}
 
 
@@ -119,6 +122,26 @@ def signing_input(subject: str, data: bytes) -> bytes:
     return _CONTEXT + subject.encode() + b"\n" + data
 
 
+def output_signing_input(subject: str, data: bytes) -> bytes:
+    """What an output chunk's signature covers: its subject and the SHA-256 of its bytes.
+
+    Ed25519 hashes the whole message it signs twice with SHA-512: over a 1 MiB chunk that was
+    5.5 ms of the agent's CPU per chunk, four times everything else it does with one. SHA-256
+    once, then a signature over 32 bytes, is 0.6 ms, and binds the chunk as firmly. Its own
+    context string keeps an output signature from ever passing for an event's (`signing_input`)."""
+    return _OUTPUT_CONTEXT + subject.encode() + b"\n" + hashlib.sha256(data).digest()
+
+
+def output_signature_holds(subject: str, data: bytes, signer: str, signature: str) -> bool:
+    """Whether an output chunk's `Nexus-Sig` verifies under the key in its `Nexus-Signer`
+    (whether that key is the node's agent is the reader's question, as for events)."""
+    try:
+        raw = _unb64(signature)
+    except (ValueError, binascii.Error):
+        return False
+    return _verify(signer, output_signing_input(subject, data), raw)
+
+
 class Identity:
     """This process's own identity, from its `.creds` file: signs what it publishes."""
 
@@ -155,6 +178,10 @@ class Identity:
     def sign(self, subject: str, data: bytes) -> dict[str, str]:
         """The headers that make this publish attributable to this identity."""
         return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(signing_input(subject, data)))}
+
+    def sign_output(self, subject: str, data: bytes) -> dict[str, str]:
+        """The same headers for an output chunk, over its digest (`output_signing_input`)."""
+        return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(output_signing_input(subject, data)))}
 
     def announcement(self) -> Outgoing:
         from schemas import msgids

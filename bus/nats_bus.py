@@ -290,7 +290,7 @@ class NatsBus:
             headers[STREAM_HEADER] = stream
         subject = subjects.output(job_id, attempt, node_id)
         if self.identity is not None:
-            headers.update(self.identity.sign(subject, data))
+            headers.update(self.identity.sign_output(subject, data))
         with map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 

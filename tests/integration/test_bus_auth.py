@@ -27,6 +27,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
+from bus.identity import SIG_HEADER, SIGNER_HEADER, output_signature_holds
 from bus.nats_bus import NatsBus
 from orchestrator.client import new_job_id
 from schemas import subjects
@@ -152,9 +153,18 @@ async def test_a_submitter_runs_jobs_through_the_external_contract(up: Up, tmp_p
         marker = tmp_path / "ran-by-submitter"
         job_id = new_job_id()
         # A plain core-NATS publish (no JetStream ack), as DESIGN §4 promises.
-        await nc.publish(subjects.job(job_id, "requested"), _request(f"touch {marker}"))
+        await nc.publish(subjects.job(job_id, "requested"), _request(f"echo signed-output && touch {marker}"))
         await nc.flush()
         await wait_for(marker.exists, 30, what="the submitter's job to run")
+        # Its output as any reader gets it: raw bytes, signed by the node's agent over their digest.
+        out = await nc.jetstream().subscribe(subjects.output_all(job_id), ordered_consumer=True)
+        chunk = await out.next_msg(timeout=10)
+        await out.unsubscribe()
+        assert chunk.data == b"signed-output\n"
+        signer, sig = (chunk.headers or {})[SIGNER_HEADER], (chunk.headers or {})[SIG_HEADER]
+        assert output_signature_holds(chunk.subject, chunk.data, signer, sig)
+        assert not output_signature_holds(chunk.subject, b"altered-output\n", signer, sig)
+        assert not output_signature_holds(subjects.output(job_id, 2, "local-1"), chunk.data, signer, sig)
         # And it may read its job's events back, and submit with a JetStream ack.
         got = await nc.jetstream().subscribe(subjects.job_all(job_id), ordered_consumer=True)
         first = await got.next_msg(timeout=5)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.pipe_runner import PipeRunner, Stream
+from agent.pipe_runner import PIPE_SIZE, PipeRunner, Stream
+from agent.pty_output import PtyReader
 from agent.pty_runner import RunResult, RunSpec, SpawnFailed
 from tests.conftest import wait_for, wait_stalled
 from tests.integration.processes import procs_with, token
@@ -71,6 +72,32 @@ async def test_binary_output_on_both_streams_is_byte_exact_and_in_order() -> Non
     assert hashlib.sha256(out.data("stdout")).hexdigest() == hashlib.sha256(want_out).hexdigest()
     assert hashlib.sha256(out.data("stderr")).hexdigest() == hashlib.sha256(want_err).hexdigest()
     assert out.data("stdout") == want_out and out.data("stderr") == want_err
+
+
+async def test_the_pipes_hold_a_whole_chunk_and_reads_end_on_chunk_boundaries() -> None:
+    # The command's stdout is a 1 MiB pipe (not the default 64 KiB): both sides move whole chunks.
+    _, out = await run([sys.executable, "-c", "import fcntl; print(fcntl.fcntl(1, fcntl.F_GETPIPE_SZ))"])
+    assert out.data("stdout") == f"{PIPE_SIZE}\n".encode()
+    # Uneven writes still come out as full chunks, in order, the last one short.
+    script = "import os\nfor i in range(40):\n    os.write(1, bytes([i]) * 7777)\n"
+    _, out = await run([sys.executable, "-c", script], chunk_max=32 * 1024)
+    assert out.data("stdout") == b"".join(bytes([i]) * 7777 for i in range(40))
+    assert [len(c) for c in out.chunks["stdout"][1:-1]] == [32 * 1024] * (len(out.chunks["stdout"]) - 2)
+
+
+async def test_reader_takes_any_number_of_bytes_across_and_inside_its_pieces() -> None:
+    r, w = os.pipe()
+    reader = PtyReader(asyncio.get_running_loop(), r, cap=1 << 20, chunk=10, read_size=4)
+    try:
+        reader.start()
+        os.write(w, b"0123456789abcdefghij")
+        await wait_for(lambda: reader.buffered == 20, what="20 bytes read")
+        assert [reader.take(n) for n in (3, 8, 1, 100)] == [b"012", b"3456789a", b"b", b"cdefghij"]
+        assert reader.buffered == 0
+    finally:
+        reader.stop()
+        os.close(r)
+        os.close(w)
 
 
 async def test_stdin_is_closed_and_there_is_no_terminal() -> None:
