@@ -11,7 +11,9 @@
    re-signed by the key that signed the original (the bench holds every identity's seed),
    in the original interleaving. The reducer accepts them as the originals (every one is
    a valid, authentic event), so a replay does the same work per event as on a real log.
-   Checkpoints are not copied: their chain values would not match.
+   Checkpoints are not copied (their chain values would not match): new ones are signed by
+   the orchestrator's key over the copies, as the orchestrator signs them (every
+   CHECKPOINT_EVERY events, with its verdicts on the signatures: all hold).
 
 The store directory can be kept (`--keep DIR` in bench/replay.py) and used again.
 """
@@ -29,17 +31,20 @@ from pathlib import Path
 from bus.identity import SIG_HEADER, SIGNER_HEADER, Identity
 from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, new_job_id
+from orchestrator.core import audit
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.trust.keyring import Keyring
-from schemas import subjects
+from schemas import codec, subjects
 from schemas.events import JobRequested
 from schemas.records import Record
+from schemas.trust import TrustCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import stop_processes, wait_ready
 
 BIN = Path(sys.executable).parent
 TERMINAL_SQL = "('succeeded','failed','rejected','timed_out','cancelled','lost')"
+CHECKPOINT_EVERY = 1000  # as orchestrator.service's
 
 
 @dataclass
@@ -130,15 +135,18 @@ async def _wait_done(client: NexusClient, ids: list[str], timeout: float = 120.0
 
 
 async def _multiply(bus: NatsBus, creds: dict[str, Path], events: int) -> None:
-    """Publish the real jobs' events again under new job ids until the log holds `events`."""
+    """Publish the real jobs' events again under new job ids until the log holds `events`,
+    with a signed checkpoint after every CHECKPOINT_EVERY of them."""
     signers = {ident.key: ident for ident in (Identity.from_creds(p) for p in creds.values())}
+    orchestrator = Identity.from_creds(creds["orchestrator"])
     originals: list[Record] = [r async for batch in bus.read_records() for r in batch]
     job_records = [r for r in originals if (ent := subjects.entity_of(r.subject)) is not None and ent.family == "job"]
+    chain = _chained(audit.GENESIS, originals)
+    copies = [(copy, rec) for copy in range(1, events // max(len(job_records), 1) + 2) for rec in job_records]
     have = len(originals)
-    copy = 0
-    while have < events and job_records:
-        copy += 1
-        for rec in job_records[: events - have]:
+    while have < events and copies:
+        verified_from = have + 1
+        for copy, rec in copies[: min(CHECKPOINT_EVERY, events - have)]:
             ent = subjects.entity_of(rec.subject)
             assert ent is not None and rec.signer is not None
             old, new = ent.id, f"{ent.id}-c{copy}"
@@ -148,9 +156,29 @@ async def _multiply(bus: NatsBus, creds: dict[str, Path], events: int) -> None:
             assert set(headers) >= {SIGNER_HEADER, SIG_HEADER}
             await bus.nc.publish(subject, data, headers=headers)
             have += 1
+        del copies[: have - verified_from + 1]
         await bus.nc.flush()
+        chain = _chained(chain, await _read(bus, verified_from, have))
+        if have < events:  # the orchestrator's checkpoint over them (it trails by one here)
+            cp = TrustCheckpoint(upto_seq=have, chain=chain, verified_from=verified_from, unverified=())
+            data = codec.encode(cp)
+            subject = subjects.trust("orchestrator", "checkpoint")
+            await bus.nc.publish(subject, data, headers={**orchestrator.sign(subject, data), "Nats-Msg-Id": f"bench:cp:{have}"})
+            await bus.nc.flush()
+            have += 1
+            chain = _chained(chain, await _read(bus, have, have))
+
+
+async def _read(bus: NatsBus, first: int, last: int) -> list[Record]:
     deadline = time.monotonic() + 60
-    while await bus.last_seq() < events:
+    while await bus.last_seq() < last:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the log holds {await bus.last_seq()} events, {events} published")
-        await asyncio.sleep(0.05)
+            raise RuntimeError(f"the log holds {await bus.last_seq()} events, {last} published")
+        await asyncio.sleep(0.01)
+    return [r async for batch in bus.read_records(start_seq=first, until_seq=last) for r in batch]
+
+
+def _chained(chain: str, records: list[Record]) -> str:
+    for r in records:
+        chain = audit.link(chain, r.seq, r.subject, r.stream_ts, audit.digest(r.raw), r.signer, r.signature)
+    return chain

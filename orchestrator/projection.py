@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import msgspec
 
@@ -26,6 +27,16 @@ from schemas import subjects
 from schemas.limits import MAX_REASON_CHARS
 from schemas.records import Record
 from schemas.secrets import Redaction
+from schemas.trust import MAX_UNVERIFIED
+
+
+class Link(NamedTuple):
+    """A record's digest and chain value, and the chain value before it (core.audit), computed
+    ahead (orchestrator.lookahead): taken only when that chain value is the projection's own."""
+
+    digest: str
+    prev: str
+    chain: str
 
 
 class Projection:
@@ -55,11 +66,21 @@ class Projection:
         # the orchestrator then recomputes it from the log), and digests of the bytes as published.
         self.chain: str | None = store.chain_at(self.applied_seq)
         self._digests: dict[int, str] = {}
+        self._links: dict[int, Link] = {}
+        # The signature verdicts of the records folded since the last signed checkpoint (from the
+        # first record this projection checked): what the next checkpoint tells a replay.
+        self._verdicts_from = self.applied_seq + 1
+        self._unverified: list[int] = []
         # Where the time goes, stage by stage (bench/replay.py turns it on); off, it costs nothing.
         self.clock: Clock = Clock(enabled=False)
 
     def apply_batch(
-        self, batch: list[Record], *, vetted: bool = False, holds: Sequence[bool | None] | None = None
+        self,
+        batch: list[Record],
+        *,
+        vetted: bool = False,
+        holds: Sequence[bool | None] | None = None,
+        links: Sequence[Link | None] = (),
     ) -> dict[str, JobView]:
         """Fold a batch and store it with the checkpoint in one transaction; returns changed
         jobs (changed pipelines are left in `changed_pipelines`).
@@ -67,7 +88,8 @@ class Projection:
         `holds`: for each record of `batch`, whether its signature verifies
         (`bus.identity.signatures_hold`), when the caller checked ahead (a replay does,
         in threads, while the previous batch folds); otherwise checked here, in threads
-        for a large batch (`signatures`).
+        for a large batch (`signatures`). `links`: for each record, its Link when the
+        caller computed it ahead (a replay does), else none.
 
         Never stops on a record: when a batch cannot be folded or stored, its records
         are applied one by one, and a record that still fails is quarantined (kept in
@@ -83,8 +105,14 @@ class Projection:
                 new = [r for r in batch if r.seq > self.applied_seq]
                 fresh = list(zip(new, signatures(new) if self.verifier is not None else [None] * len(new), strict=True))
                 clock.lap("verify")
+            self._unverified.extend(r.seq for r, h in fresh if h is False)
+            for r, linked in zip(batch, links, strict=False):
+                if linked is not None and r.seq > self.applied_seq:
+                    self._links[r.seq] = linked
             for r, _ in fresh:  # of the bytes as the log holds them, before anything is masked
-                self._digests.setdefault(r.seq, audit.digest(r.raw))
+                if r.seq not in self._digests:
+                    linked = self._links.get(r.seq)
+                    self._digests[r.seq] = linked.digest if linked is not None else audit.digest(r.raw)
             clock.lap("chain")
             # Vetted before masking: the signature is over the bytes as published.
             batch = [redact_record(self._vet(r, h), self.redaction) for r, h in fresh]
@@ -111,6 +139,20 @@ class Projection:
                 return changed
             self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
             return {}
+
+    def verdicts(self) -> tuple[int | None, tuple[int, ...]]:
+        """What a checkpoint of `applied_seq` may say of the signatures (schemas.trust.TrustCheckpoint):
+        the first seq checked since the last `attested`, and those of them whose signature did
+        not hold. (None, ()) when there is nothing to say: no signatures checked (no verifier),
+        no record since, or more failures than a checkpoint may name."""
+        if self.verifier is None or self._verdicts_from > self.applied_seq or len(self._unverified) > MAX_UNVERIFIED:
+            return None, ()
+        return self._verdicts_from, tuple(self._unverified)
+
+    def attested(self, upto_seq: int) -> None:
+        """A signed checkpoint up to `upto_seq` is in the log: the next one's verdicts start after it."""
+        self._verdicts_from = max(self._verdicts_from, upto_seq + 1)
+        self._unverified = [s for s in self._unverified if s > upto_seq]
 
     def _vet(self, rec: Record, holds: bool | None = None) -> Record:
         """The record with its verified author, or refused (orchestrator.vetting)."""
@@ -151,6 +193,7 @@ class Projection:
         self.applied_seq, self.chain = batch[-1].seq, chain
         for rec in batch:
             self._digests.pop(rec.seq, None)
+            self._links.pop(rec.seq, None)
         for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
         for pipeline_id in [p for p, v in self.pipelines.items() if v.status in PIPELINE_TERMINAL]:
@@ -161,7 +204,13 @@ class Projection:
     def _linked(self, row: reducer.EventRow, rec: Record, prev: str | None) -> tuple[reducer.EventRow, str | None]:
         """The row with its digest and chain value, the chain going on from `prev` (core.audit)."""
         digest = self._digests.get(rec.seq) or audit.digest(rec.raw)
-        chain = None if prev is None else audit.link(prev, row.seq, row.subject, row.ts, digest, row.signer, row.signature)
+        ahead = self._links.get(rec.seq)
+        if prev is None:
+            chain = None
+        elif ahead is not None and ahead.prev == prev and ahead.digest == digest:  # the same link, computed ahead
+            chain = ahead.chain
+        else:
+            chain = audit.link(prev, row.seq, row.subject, row.ts, digest, row.signer, row.signature)
         return msgspec.structs.replace(row, digest=digest, chain=chain), chain
 
     def _quarantine(self, rec: Record, reason: str) -> None:
@@ -175,6 +224,7 @@ class Projection:
         self.store.write_batch([row], jobs, nodes, rec.seq, pipes)
         self.chain = chain
         self._digests.pop(rec.seq, None)
+        self._links.pop(rec.seq, None)
         for j in jobs:
             self.jobs[j.job_id] = j
         for n in nodes:

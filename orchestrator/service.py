@@ -509,10 +509,12 @@ class Orchestrator:
         if seq == 0 or chain is None:
             return False
         pending = self._unattested
-        event = TrustCheckpoint(ts=datetime.now(UTC), upto_seq=seq, chain=chain)
+        verified_from, unverified = self.projection.verdicts()  # lets a replay skip re-checking them (orchestrator.replay)
+        event = TrustCheckpoint(ts=datetime.now(UTC), upto_seq=seq, chain=chain, verified_from=verified_from, unverified=unverified)
         out = Outgoing(subjects.trust(CHECKPOINT_ID, "checkpoint"), event, msgids.trust(CHECKPOINT_ID, "checkpoint", str(seq)))
         done = await self.runner.publish(planner.Plan(key=f"trust:{CHECKPOINT_ID}", outs=(out,)))
         if done.outcome is Outcome.DONE:
+            self.projection.attested(seq)
             self._unattested = max(0, self._unattested - pending)
             log.info("audit.checkpoint", upto_seq=seq, chain=chain)
             return True

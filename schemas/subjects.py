@@ -5,6 +5,7 @@ Every subject in the code base is built here, never with ad-hoc f-strings.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -130,6 +131,7 @@ class SubjectRef(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.family}.{self.kind}"
 
 
+@functools.lru_cache(maxsize=4096)  # one record's subject is parsed several times on its way (a replay's hot path)
 def parse(subject: str) -> SubjectRef:
     """Parse an event subject; raises InvalidSubject for anything else."""
     parts = subject.split(".")
@@ -165,6 +167,7 @@ class Entity(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
 
 
+@functools.lru_cache(maxsize=4096)
 def entity_of(subject: str) -> Entity | None:
     parts = subject.split(".")
     if len(parts) < 5 or parts[0] != "nexus" or parts[1] != "evt":

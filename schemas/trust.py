@@ -16,6 +16,9 @@ from schemas.limits import Int64
 
 Jwt = Annotated[str, msgspec.Meta(max_length=16 * 1024)]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+MAX_UNVERIFIED = 10_000
+"""Seqs a checkpoint may name in `unverified` (about 120 KB of JSON); beyond, it names none
+and carries no verdicts."""
 
 
 class TrustAnnounced(Envelope, frozen=True, kw_only=True, tag="trust.announced"):
@@ -26,10 +29,18 @@ class TrustAnnounced(Envelope, frozen=True, kw_only=True, tag="trust.announced")
 
 
 class TrustCheckpoint(Envelope, frozen=True, kw_only=True, tag="trust.checkpoint"):
-    """The orchestrator's hash-chain value after applying the log up to `upto_seq`."""
+    """The orchestrator's hash-chain value after applying the log up to `upto_seq`, and its
+    verdicts on the signatures it checked: every signed record of `verified_from`..`upto_seq`
+    held, except those named in `unverified`. A replay whose recomputed chain at `upto_seq`
+    equals `chain` folds exactly those records, so it may take these verdicts instead of
+    checking each signature again (orchestrator.replay)."""
 
     upto_seq: Int64
     chain: Digest
+    verified_from: Int64 | None = None
+    """The first seq the verdicts cover (None: no verdicts, as from an orchestrator before them)."""
+    unverified: Annotated[tuple[Int64, ...], msgspec.Meta(max_length=MAX_UNVERIFIED)] = ()
+    """The seqs of `verified_from`..`upto_seq` whose signature did not hold (normally none)."""
 
 
 TrustEvent = TrustAnnounced | TrustCheckpoint

@@ -29,6 +29,7 @@ from orchestrator.store import DuckDBStore
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
+from schemas.trust import TrustCheckpoint
 from tests.conftest import wait_for
 from tests.integration.test_bus_auth import Up, up  # noqa: F401 (the `nexus up` fixture)
 
@@ -48,21 +49,29 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
         assert (code, out) == (0, f"audited {i}\n")
     # A foreign client with the server's permission, but no signature: the reducer refuses it.
     nc = await nats.connect(up.url, user_credentials=str(up.creds / "admin.creds"))
+    # And a decision signed with the orchestrator's key, altered after signing.
+    orchestrator = Identity.from_creds(up.creds / "orchestrator.creds")
+    subject, data = subjects.job("audit-1", "validated"), b'{"type": "job.validated", "severity": "info"}'
     try:
         ack = await nc.jetstream().publish(subjects.job("audit-0", "succeeded"), b'{"type": "job.succeeded", "attempt": 1}')
         forged = ack.seq
+        altered = (await nc.jetstream().publish(subject, data + b" ", headers=orchestrator.sign(subject, data))).seq
     finally:
         await nc.close()
 
     async def covered() -> dict[str, Any] | None:
         code, report = await verify(up)
-        return report if code == 0 and report["uncovered"] == 0 and report["covered_upto"] >= forged else None
+        return report if code == 0 and report["uncovered"] == 0 and report["covered_upto"] >= altered else None
 
     report = await wait_for(covered, 60, what="a signed checkpoint covering the whole log")
     assert report["ok"] and report["problems"] == [] and report["checkpoints"] >= 1
     assert report["authentic"] == report["applied"] > 20 and report["identities"] >= 3
-    assert [(r["seq"], r["type"]) for r in report["rejected"]] == [(forged, "job.succeeded")]
-    assert "refused" in report["rejected"][0]["reason"]
+    assert [(r["seq"], r["type"]) for r in report["rejected"]] == [(forged, "job.succeeded"), (altered, "job.validated")]
+    assert "refused" in report["rejected"][0]["reason"] and "does not verify" in report["rejected"][1]["reason"]
+    # The orchestrator's checkpoints give its verdicts on the signatures it checked: the altered one failed.
+    checkpoints = [r.event async for batch in up.admin.read_records() for r in batch if isinstance(r.event, TrustCheckpoint)]
+    assert any(cp.verified_from is not None and cp.verified_from <= altered <= cp.upto_seq for cp in checkpoints)
+    assert {s for cp in checkpoints for s in cp.unverified} == {altered}
     code, text = await up.nexus("audit", "verify")
     assert code == 0 and "OK:" in text and f"seq {forged} job.succeeded" in text
 
@@ -74,7 +83,7 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
     code, offline = await verify(up, "--db", str(copy), "--account-key", account)
     assert code == 0, offline["problems"]
     assert (offline["events"], offline["checkpoints"], [r["seq"] for r in offline["rejected"]]) == (
-        report["events"], report["checkpoints"], [forged],
+        report["events"], report["checkpoints"], [forged, altered],
     )  # fmt: skip
 
     rows = _rows(copy)

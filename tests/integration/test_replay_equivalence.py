@@ -10,12 +10,20 @@ clear, and late events for jobs settled long before (their views come back from 
 It is replayed twice into real DuckDB files: the reference, 50 records per transaction
 verified inline (the live orchestrator's path), and `nexus replay`'s. Every table must be
 equal, and the rejections must be there.
+
+The log also holds signed checkpoints (orchestrator.lookahead): a genuine one, whose
+verdicts the replay takes instead of checking each signature of its range again (a forged
+fact inside that range is refused from its verdict), and checkpoints that must vouch for
+nothing although each says a forgery after it held: one signed by the orchestrator whose
+chain does not match, one whose own signature does not hold, one by a submitter, one by an
+identity nobody announced. Their forgeries, and those at the end that no checkpoint
+covers, are refused from their own signatures.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +31,10 @@ import duckdb
 import nats
 import pytest
 
-from bus.identity import Identity, Verifier
+import orchestrator.replay
+from bus.identity import Identity, Verifier, signatures_hold
 from bus.nats_bus import NatsBus
+from orchestrator.core import audit
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.projection import PARALLEL_FROM, Projection
 from orchestrator.replay import replay
@@ -42,6 +52,8 @@ from schemas.events import (
     JobValidated,
     NodeRegistered,
 )
+from schemas.records import Record
+from schemas.trust import TrustCheckpoint
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,6 +69,8 @@ class Signed:
     url: str
     admin_creds: Path
     end: int
+    vouched_upto: int
+    """The genuine checkpoint's `upto_seq`: records up to it are not verified one by one."""
 
 
 @pytest.fixture
@@ -73,9 +87,8 @@ async def signed_log(tmp_path: Path) -> AsyncIterator[Signed]:
 
     server = EmbeddedNats(tmp_path / "js", port=-1, auth=ring.server_config())
     url = await server.start()
-    bus = await NatsBus.connect(url, name="setup", creds=admin_creds)
-    await bus.ensure_streams()
-    await bus.close()
+    check = await NatsBus.connect(url, name="setup", creds=admin_creds)
+    await check.ensure_streams()
     nc = await nats.connect(url, user_credentials=str(admin_creds))
     published = 0
 
@@ -87,6 +100,22 @@ async def signed_log(tmp_path: Path) -> AsyncIterator[Signed]:
 
     async def event(subject: str, ev: object, who: Identity | None, **kw: bool) -> None:
         await put(subject, codec.encode(ev), who, **kw)  # type: ignore[arg-type]
+
+    async def checkpoint(*, who: Identity, chain_ok: bool = True, alter: bool = False) -> int:
+        """A checkpoint of everything published so far, as the orchestrator makes it (the chain,
+        and the seqs whose signature does not hold); `chain_ok=False`: the chain of one record
+        less. Not genuine ones say that every signature held. Returns its `upto_seq`."""
+        await nc.flush()
+        await wait_for(lambda: _at_least(check, published), 30, what="the log to hold every published event")
+        records = [r async for batch in check.read_records(until_seq=published) for r in batch]
+        genuine = chain_ok and not alter and who is orch
+        chain = audit.GENESIS
+        for r in records if chain_ok else records[:-1]:
+            chain = audit.link(chain, r.seq, r.subject, r.stream_ts, audit.digest(r.raw), r.signer, r.signature)
+        bad = tuple(r.seq for r, h in zip(records, signatures_hold(records), strict=True) if h is False) if genuine else ()
+        await event(subjects.trust("orchestrator", "checkpoint"), TrustCheckpoint(upto_seq=published, chain=chain, verified_from=1,
+                                                                                  unverified=bad), who, alter=alter)  # fmt: skip
+        return len(records)
 
     try:
         for me in (orch, agent, alice):
@@ -109,6 +138,14 @@ async def signed_log(tmp_path: Path) -> AsyncIterator[Signed]:
             for j in group:
                 await event(subjects.fact(j, "accepted", NODE), JobAccepted(node=NODE, attempt=1), agent)
                 await event(subjects.fact(j, "started", NODE), JobStarted(node=NODE, attempt=1, pid=100), agent)
+            if start == 40:  # a forged exit, then the genuine checkpoint (its verdicts name the forgery)
+                await event(subjects.fact("job-41", "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
+                vouched_upto = await checkpoint(who=orch)
+            untrusted = {120: {"who": orch, "chain_ok": False}, 160: {"who": orch, "alter": True}, 200: {"who": alice},
+                         240: {"who": stranger}}  # fmt: skip
+            if start in untrusted:  # checkpoints that must vouch for nothing, each after a forged exit
+                await event(subjects.fact(group[1], "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
+                await checkpoint(**untrusted[start])  # type: ignore[arg-type]
             for j in group:
                 await event(subjects.fact(j, "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=0), agent)
                 await event(subjects.job(j, "succeeded"), JobSucceeded(attempt=1), orch)
@@ -123,13 +160,10 @@ async def signed_log(tmp_path: Path) -> AsyncIterator[Signed]:
         await event(subjects.job("job-9", "succeeded"), JobSucceeded(attempt=1), orch)  # late: the job is settled
         await event(subjects.job("late-1", "requested"), JobRequested(command="true"), alice)  # a job still open at the end
         await nc.flush()
-        check = await NatsBus.connect(url, name="check", creds=admin_creds)
-        try:
-            await wait_for(lambda: _at_least(check, published), 30, what="the log to hold every published event")
-        finally:
-            await check.close()
-        yield Signed(url=url, admin_creds=admin_creds, end=published)
+        await wait_for(lambda: _at_least(check, published), 30, what="the log to hold every published event")
+        yield Signed(url=url, admin_creds=admin_creds, end=published, vouched_upto=vouched_upto)
     finally:
+        await check.close()
         await nc.close()
         await server.stop()
 
@@ -138,7 +172,9 @@ async def _at_least(bus: NatsBus, n: int) -> bool:
     return await bus.last_seq() >= n
 
 
-async def test_the_fast_replay_writes_what_the_live_path_writes(signed_log: Signed, tmp_path: Path) -> None:
+async def test_the_fast_replay_writes_what_the_live_path_writes(
+    signed_log: Signed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bus = await NatsBus.connect(signed_log.url, name="replays", creds=signed_log.admin_creds)
     try:
         reference = DuckDBStore(tmp_path / "reference.duckdb")
@@ -153,10 +189,19 @@ async def test_the_fast_replay_writes_what_the_live_path_writes(signed_log: Sign
         fast = Projection(fast_store, verifier=Verifier.trusting_issuer_of(bus.identity))
         batch = 1000  # a job has 8 events: about 125 job rows a batch
         assert batch >= PARALLEL_FROM and batch // 8 >= DOC_FROM  # threads and JSON documents both used
+        verified: list[int] = []
+
+        def counted(records: Sequence[Record]) -> list[bool | None]:
+            verified.extend(r.seq for r in records)
+            return signatures_hold(records)
+
+        monkeypatch.setattr(orchestrator.replay, "signatures_hold", counted)
         assert await replay(bus, fast, until_seq=signed_log.end, batch=batch) == signed_log.end
         fast_store.close()
     finally:
         await bus.close()
+    # The genuine checkpoint vouched for its range; no other checkpoint vouched for anything.
+    assert sorted(verified) == list(range(signed_log.vouched_upto + 1, signed_log.end + 1))
 
     a = duckdb.connect(str(tmp_path / "reference.duckdb"), read_only=True)
     b = duckdb.connect(str(tmp_path / "fast.duckdb"), read_only=True)
@@ -171,6 +216,9 @@ async def test_the_fast_replay_writes_what_the_live_path_writes(signed_log: Sign
     errors = dict(b.execute("SELECT job_id, error FROM events WHERE error IS NOT NULL AND job_id IS NOT NULL").fetchall())
     assert "only the orchestrator may publish it" in errors["job-1"]
     assert "does not verify" in errors["job-2"]
+    forged = b.execute("SELECT seq, job_id, error FROM events WHERE type = 'job.exited' AND error IS NOT NULL ORDER BY seq").fetchall()
+    assert [j for _, j, _ in forged] == ["job-41", "job-121", "job-161", "job-201", "job-241"]
+    assert all("does not verify" in e for _, _, e in forged) and forged[0][0] <= signed_log.vouched_upto < forged[1][0]
     assert errors["job-3"].startswith("unsigned job.succeeded")
     assert "no trusted announcement" in errors["job-4"]
     assert "signed by the agent of 'n1'" in errors["job-5"]
@@ -179,10 +227,13 @@ async def test_the_fast_replay_writes_what_the_live_path_writes(signed_log: Sign
     late = b.execute("SELECT max(seq) FROM events WHERE job_id = 'job-9'").fetchone()
     assert late == b.execute("SELECT last_seq FROM jobs WHERE job_id = 'job-9'").fetchone() and late[0] > signed_log.end - 10
     unauthored = b.execute("SELECT count(*) FROM events WHERE author IS NULL").fetchone()
-    assert unauthored == (3,)  # altered, unsigned, signed by a stranger: nobody provably made them
+    # Altered, unsigned, signed by a stranger; the five forged exits, the altered and the stranger's
+    # checkpoints: nobody provably made them.
+    assert unauthored == (10,)
     (payload,) = b.execute("SELECT payload FROM events WHERE job_id = 'job-7' AND type = 'job.requested'").fetchone() or ("",)
     assert "in-clear" not in payload and json.loads(payload)["env"]["DB_PASSWORD"] != "in-clear"
     statuses = dict(b.execute("SELECT status, count(*) FROM jobs GROUP BY 1").fetchall())
     assert statuses == {"succeeded": JOBS, "requested": 1}
+    assert b.execute("SELECT count(*) FROM jobs WHERE exit_code <> 0").fetchone() == (0,)
     chain = b.execute("SELECT count(*) FROM events WHERE chain IS NULL OR digest IS NULL").fetchone()
     assert chain == (0,)
