@@ -46,7 +46,7 @@ from orchestrator.write_behind import WriteBehind
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
-from schemas.events import JobRolledBack, NodeHeartbeat
+from schemas.events import JobAssigned, JobRolledBack, NodeHeartbeat
 from schemas.records import Record
 from schemas.rpc import QueryResult
 from schemas.secrets import Redaction
@@ -259,12 +259,14 @@ class Orchestrator:
             fleet = self._fleet()
             touched_ids = set(touched)
             due = planner.jobs_due(self.jobs, touched_ids, self.runner.pending, self.policy.priority_of)
-            if _all_full(fleet, now):
-                # A queued job can only wait while every live node is full: deciding each again
-                # after every batch of a burst costs CPU for nothing. The tick decides all anyway.
-                due = [j for j in due if j.status != "queued" or j.job_id in touched_ids]
+            free = _free_slots(fleet, now)
             plans: list[tuple[JobView, planner.Plan]] = []
             for job in due:
+                if free == 0 and job.status == "queued" and job.job_id not in touched_ids:
+                    # A queued job can only wait while every live node is full: deciding each again
+                    # after every batch of a burst costs CPU for nothing (once the slots freed by the
+                    # batch are taken, the rest of the queue is skipped). The tick decides all anyway.
+                    continue
                 self.runner.pending.pop(planner.job_key(job.job_id), None)
                 ctx = await self._context(job, fleet, now)
                 try:
@@ -274,6 +276,8 @@ class Orchestrator:
                     outs = reject(job, now, "internal_error", f"the orchestrator could not decide: {type(exc).__name__}: {exc}")
                 if outs:
                     plans.append((job, planner.plan_job(job, outs)))
+                    if free and any(isinstance(o.event, JobAssigned) for o in outs):
+                        free -= 1  # it took a free slot on a live node (decide._place)
             # Decided in priority order (placement counts each one), then published side by side,
             # PUBLISH_AT_ONCE jobs at a time: each job's chain is its own (optimistic concurrency
             # per job), so a fan-out of 1,000 jobs no longer waits for 3,000 acks one after the
@@ -548,10 +552,10 @@ class Orchestrator:
         await msg.respond(codec.encode(result))  # never raises: the asker may have gone
 
 
-def _all_full(fleet: decide.Fleet, now: datetime) -> bool:
-    """Some node is live and every live node runs as many jobs as it may."""
+def _free_slots(fleet: decide.Fleet, now: datetime) -> int | None:
+    """How many more jobs the live nodes may run; None when no node is live."""
     live = [(n, hb) for n, hb in fleet.heartbeats.items() if fleet.is_live(n, now)]
-    return bool(live) and all(fleet.load.get(n, 0) >= hb.max_jobs for n, hb in live)
+    return sum(max(0, hb.max_jobs - fleet.load.get(n, 0)) for n, hb in live) if live else None
 
 
 def _ms(t0: float, t1: float) -> float:
