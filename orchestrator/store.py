@@ -91,10 +91,11 @@ class _Table:
                 con.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {sqltype}")
 
     def upsert(self, con: duckdb.DuckDBPyConnection, rows: Sequence[msgspec.Struct], *, replace: bool = True) -> None:
-        """Insert (or replace) rows, inside the caller's transaction. Many rows go as one JSON document that
-        DuckDB takes apart itself (msgspec writes it in one call; cheaper than handing DuckDB
-        one Python object per value, by ~30% at thousands of rows); a few go as one list per
-        column (the document's fixed cost is higher), and so do floats JSON cannot say (NaN, inf)."""
+        """Insert (or replace) rows, in the caller's transaction. Many rows go as one JSON
+        document that DuckDB takes apart itself (msgspec writes it in one call; cheaper than
+        handing DuckDB one Python object per value, by ~30% at thousands of rows); a few go as
+        one list per column (the document's fixed cost is higher), and so do floats JSON cannot
+        say (NaN, inf)."""
         if not rows:
             return
         if replace and self._delete_sql is not None:
@@ -262,7 +263,8 @@ class DuckDBStore:
             PIPELINES.upsert(con, pipelines)
             PIPELINE_STEPS.upsert(con, [s for p in pipelines for s in p.steps])
             # An UPDATE costs less than INSERT OR REPLACE; the row is made once, by the first batch.
-            if not con.execute("UPDATE checkpoint SET seq = ? WHERE name = ?", [last_seq, CHECKPOINT]).fetchone()[0]:
+            updated = con.execute("UPDATE checkpoint SET seq = ? WHERE name = ?", [last_seq, CHECKPOINT]).fetchone()
+            if not (updated and updated[0]):
                 con.execute("INSERT INTO checkpoint VALUES (?, ?)", [CHECKPOINT, last_seq])
             con.execute("COMMIT")
         except BaseException:
