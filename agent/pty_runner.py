@@ -247,29 +247,43 @@ def _pty_device(master_fd: int, pid: int) -> int | None:
 
 
 class Reaper:
-    """Waits for the child in a thread; resolves ``exited`` to (status, time).
+    """Waits for the child; resolves ``exited`` to (status, time).
 
-    A dedicated thread per child (not the default executor) so that many
-    long-running jobs cannot starve each other's exit detection. The status is
-    None if the child was reaped by someone else.
+    On Linux the event loop watches a pidfd of the child (readable once it has exited) and
+    reaps it then: no thread per job. Without pidfds, a dedicated thread per child waits in
+    waitpid (not the default executor, so that many long-running jobs cannot starve each
+    other's exit detection). The status is None if the child was reaped by someone else.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pid: int) -> None:
         self._loop = loop
         self._pid = pid
         self.exited: asyncio.Future[tuple[int | None, float]] = loop.create_future()
-        threading.Thread(target=self._wait, name=f"pty-reaper-{pid}", daemon=True).start()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+            threading.Thread(target=self._wait, name=f"pty-reaper-{pid}", daemon=True).start()
+        else:
+            loop.add_reader(self._pidfd, self._on_pidfd)
+
+    def _on_pidfd(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._resolve(self._reap())  # it has exited: waitpid returns at once
 
     def _wait(self) -> None:
+        result = self._reap()
+        # RuntimeError: the loop is closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._resolve, result)
+
+    def _reap(self) -> tuple[int | None, float]:
         status: int | None
         try:
             _, status = os.waitpid(self._pid, 0)
         except ChildProcessError:
             status = None
-        result = (status, time.monotonic())
-        # RuntimeError: the loop is closed, so nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._resolve, result)
+        return status, time.monotonic()
 
     def _resolve(self, result: tuple[int | None, float]) -> None:
         if not self.exited.done():

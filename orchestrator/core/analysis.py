@@ -40,6 +40,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import msgspec
 
@@ -62,8 +63,22 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
         return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__)
 
 
+# A fan-out sends one command line to many nodes, a burst often repeats one: each job is
+# judged, but a command is parsed and walked once (bench/fleet.py: 1,000 jobs of `echo hi`).
+# The walk is pure, so the cached answer is the answer. Bounded: keys are at most
+# MAX_COMMAND_CHARS (64 KiB) each.
+CACHED_COMMANDS = 256
+
+
 def analyze(command: str, tool: str = "bash", working_dir: str | None = None) -> Analysis:
     """Parse `command` and report its risks; never raises on malformed input."""
+    found = _analyze(command, tool, working_dir)
+    # Lists of their own: a caller that changed a cached answer's lists would change the next job's verdict.
+    return msgspec.structs.replace(found, findings=list(found.findings), suggestions=list(found.suggestions))
+
+
+@functools.lru_cache(maxsize=CACHED_COMMANDS)
+def _analyze(command: str, tool: str, working_dir: str | None) -> Analysis:
     walk = Walk(working_dir)
     try:
         walk.start(command, tool)
@@ -90,8 +105,13 @@ def normalised_commands(command: str, tool: str = "bash") -> list[str]:
     `shutdow""n -h now` gives `shutdown -h now`; `sudo bash -c 'rm -rf /x'` gives both
     `sudo bash -c rm -rf /x` and `rm -rf /x`. Policy deny and allow rules match these.
     """
+    return list(_normalised(command, tool))
+
+
+@functools.lru_cache(maxsize=CACHED_COMMANDS)
+def _normalised(command: str, tool: str) -> tuple[str, ...]:
     walk = Walk(None)
     # the lines gathered before a failure still go to the policy; analyze() reports the failure
     with contextlib.suppress(Exception):
         walk.start(command, tool)
-    return walk.lines
+    return tuple(walk.lines)

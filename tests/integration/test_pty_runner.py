@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,18 @@ async def test_cancelling_run_kills_the_tree() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await no_survivors(duration)
+
+
+@pytest.mark.asyncio
+async def test_exit_is_seen_without_a_thread_per_job(tmp_path: Path) -> None:
+    """The event loop watches each child's pidfd: running jobs hold no reaper threads."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    out = Output()
+    command = f"echo started; read x < {gate}; exit 3"
+    running = asyncio.create_task(PtyRunner().run(RunSpec(argv=["/bin/bash", "-c", command]), out))
+    await asyncio.wait_for(out.first.wait(), DEADLINE_S)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("pty-reaper")]
+    await asyncio.to_thread(gate.write_text, "go\n")
+    result = await asyncio.wait_for(running, DEADLINE_S)
+    assert result.exit_code == 3

@@ -360,3 +360,14 @@ def test_python_that_only_warns_when_parsed_is_still_read() -> None:
 )
 def test_arguments_given_to_inline_code_are_followed(command: str, rated: str) -> None:
     assert analyze(command).severity == rated
+
+
+def test_a_repeated_command_gets_an_answer_of_its_own() -> None:
+    """Analyses are cached by command: a caller changing its answer must not change the next one's."""
+    first = analyze("rm -rf /")
+    first.findings.clear()
+    first.suggestions.append("nothing to see")
+
+    again = analyze("rm -rf /")
+    assert again.findings and again.findings[0].severity == "critical"
+    assert "nothing to see" not in again.suggestions

@@ -1,0 +1,57 @@
+"""DuckDBStore.write_batch: a view replaces its row (DELETE of the keys, then INSERT, in the
+batch's transaction), and a batch DuckDB refuses changes nothing, old rows and checkpoint alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.core.views import JobStatus, JobView, NodeView
+from orchestrator.store import DOC_FROM, DuckDBStore
+
+
+def job(job_id: str, status: JobStatus, exit_code: int | None = None) -> JobView:
+    return JobView(job_id=job_id, status=status, command="true", node="n1", labels={"env": "test"}, exit_code=exit_code)
+
+
+def rows(store: DuckDBStore, sql: str) -> list[tuple[object, ...]]:
+    return store.con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DuckDBStore:
+    return DuckDBStore(tmp_path / "nexus.duckdb")
+
+
+def test_a_newer_view_replaces_the_row_and_the_checkpoint_moves(store: DuckDBStore) -> None:
+    store.write_batch([], [job("j1", JobStatus.QUEUED), job("j2", JobStatus.QUEUED)], [NodeView(node_id="n1")], 3)
+    store.write_batch([], [job("j1", JobStatus.SUCCEEDED, exit_code=0)], [NodeView(node_id="n1", status="lost")], 5)
+
+    assert rows(store, "SELECT job_id, status, exit_code, labels FROM jobs ORDER BY job_id") == [
+        ("j1", "succeeded", 0, '{"env":"test"}'),
+        ("j2", "queued", None, '{"env":"test"}'),
+    ]
+    assert rows(store, "SELECT node_id, status FROM nodes") == [("n1", "lost")]
+    assert store.checkpoint() == 5
+    assert store.load_jobs(["j1"])["j1"] == job("j1", JobStatus.SUCCEEDED, exit_code=0)
+
+
+def test_many_views_at_once_replace_theirs_and_add_the_rest(store: DuckDBStore) -> None:
+    n = DOC_FROM * 2  # the JSON-document path
+    store.write_batch([], [job(f"j{i}", JobStatus.QUEUED) for i in range(n // 2)], [], 1)
+    store.write_batch([], [job(f"j{i}", JobStatus.RUNNING) for i in range(n)], [], 2)
+
+    assert rows(store, "SELECT status, count(*) FROM jobs GROUP BY status") == [("running", n)]
+
+
+def test_a_refused_batch_keeps_the_old_rows_and_checkpoint(store: DuckDBStore) -> None:
+    store.write_batch([], [job("j1", JobStatus.QUEUED)], [], 3)
+    twice = [job("j1", JobStatus.RUNNING), job("j1", JobStatus.SUCCEEDED)]  # the INSERT after the DELETE fails
+
+    with pytest.raises(duckdb.Error):
+        store.write_batch([], twice, [], 4)
+
+    assert rows(store, "SELECT job_id, status FROM jobs") == [("j1", "queued")]
+    assert store.checkpoint() == 3
