@@ -23,7 +23,6 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -31,6 +30,7 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
 from bus.identity import SIG_HEADER, SIGNER_HEADER, Identity, IdentityError, Verifier
+from bus.logs import Logger
 from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
@@ -54,7 +54,7 @@ from schemas.secrets import OrchestratorKey
 if TYPE_CHECKING:
     from bus.nats_consumers import NatsDelivery, NatsRequest
 
-log = structlog.get_logger("nexus.bus")
+log = Logger("nexus.bus")
 
 # An ack normally takes milliseconds; one lost with a dropped connection is never
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
