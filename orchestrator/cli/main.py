@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -102,6 +103,13 @@ def main() -> None:
     """Entry point: Nexus errors become one line on stderr and an exit code, never a traceback."""
     try:
         command(sys.argv[1:])()
+    except SystemExit:  # how click ends every verb that did not fail with an error of ours
+        # The process ends here and its memory with it: spare the interpreter's exit-time
+        # collections a walk over every object the imports made (~15% of `nexus run`'s CPU).
+        # Objects left in reference cycles then get no __del__ at exit, which Python never
+        # promised; every verb closes what it opened.
+        gc.freeze()
+        raise
     except CliError as exc:
         err.print(f"nexus: error: {exc}", markup=False, highlight=False)
         sys.exit(exc.code)
