@@ -10,6 +10,7 @@ import contextlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nats.errors
 import nats.js.errors
@@ -18,12 +19,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bus.errors import BusError, RequestTimedOut
-from bus.identity import Identity
 from bus.logs import Logger
 from bus.nats_translate import map_read_errors, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
 from schemas.records import Record
+
+if TYPE_CHECKING:
+    from bus.identity import Identity
 
 log = Logger("nexus.bus")
 

@@ -99,7 +99,8 @@ async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
     assert code == 0, said
     assert "bus.nats_bus" in modules  # it did talk to the bus
     assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
-    # structlog only when something is logged (bus.logs), sealing only for secrets, rich only to print status lines.
-    assert _loaded(modules, ("structlog", "bus.sealing", *(["rich"] if quiet else []))) == []
+    # structlog only when something is logged (bus.logs), PyNaCl only for credentials (the stack
+    # has none) or secrets, rich only to print status lines.
+    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
     assert modules & VERB_MODULES == {"orchestrator.cli.run"}
     assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
