@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import structlog
-
 from bus.errors import BusError
 from bus.identity import Verifier
+from bus.logs import Logger
 from bus.port import EventBus
 from schemas.events import JobDispatch
 from schemas.records import Record
 
-log = structlog.get_logger("nexus.agent")
+log = Logger("nexus.agent")
 
 
 class CannotCheckYet(Exception):

@@ -27,14 +27,13 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-import structlog
-
 from agent import process_tree
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
+from bus.logs import Logger
 from schemas.text import text_view
 from schemas.values import NODE_TESTS, CommandTest, FileExistsTest, HttpOkTest, JobTest, TestResult
 
-log = structlog.get_logger("nexus.agent")
+log = Logger("nexus.agent")
 
 _TAIL = 200  # characters of a command test's output quoted in its result
 _TAIL_BYTES = 4 * _TAIL  # a character takes at most 4 bytes of UTF-8

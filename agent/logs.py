@@ -1,19 +1,23 @@
 """structlog set-up for the long-running processes, agent and orchestrator alike.
 
-It lives with the agent because the agent imports nothing of the orchestrator."""
+It lives with the agent because the agent imports nothing of the orchestrator. structlog
+comes through `bus.logs` (imported without rich: exceptions are rendered as plain text here)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-import structlog
+from bus.logs import structlog_module
+
+if TYPE_CHECKING:
+    from structlog.typing import Processor
 
 
 def configure(level: str = "info", *, json: bool = False) -> None:
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    structlog = structlog_module()
+    renderer: Processor = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

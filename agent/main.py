@@ -17,18 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from agent import logs
 from agent.service import Agent
 from bus.errors import BusError
+from bus.logs import Logger
 from bus.nats_bus import NatsBus
 from bus.sealing import SealingKey
 from bus.urls import DEFAULT_URL
 from schemas import subjects
 from schemas.errors import NexusError
 
-log = structlog.get_logger("nexus.agent")
+log = Logger("nexus.agent")
 
 SEALING_KEY_FILE = "sealing.key"
 # glibc's malloc hands out every block of 128 KiB or more (after its own adjustment, of

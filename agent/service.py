@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import structlog
 
 from agent.authority import Authority, CannotCheckYet
 from agent.capabilities import discover_tools
@@ -30,6 +29,7 @@ from agent.masking import mask_text, maskable
 from agent.pipe_runner import PipeRunner
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
+from bus.logs import Logger
 from bus.port import Delivery, EventBus, OutputStream, Published, raise_if_cancelling
 from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
@@ -37,7 +37,7 @@ from schemas.envelope import Outgoing
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 from schemas.secrets import is_sealed
 
-log = structlog.get_logger("nexus.agent")
+log = Logger("nexus.agent")
 
 VERSION = "0.1.0"
 # Output chunks as stored on NEXUS_OUTPUT: each is one publish awaited until stored (in order, so

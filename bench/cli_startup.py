@@ -1,7 +1,9 @@
 """CLI start-up: whole-process wall time of `nexus --help` and `nexus run -- true`.
 
-In the same run it measures Python's own floor (`python -c pass`) and the framework's
-(`python -c "import typer"`), so the figures can be read as ratios on any machine.
+In the same run it measures Python's own floor (`python -c pass`), the framework's
+(`python -c "import typer"`) and that of every library `nexus run` cannot do without
+(typer, nats-py, msgspec, asyncio: importing them alone), so the figures can be read as
+ratios on any machine.
 `nexus run -- true` runs against a private stack (nats-server, `nexus orchestrator`,
 `nexus agent`, separate processes), so it includes submitting, scheduling, running
 `true` in a PTY on the agent and following the job to its end.
@@ -32,6 +34,8 @@ BIN = Path(sys.executable).parent
 NEXUS = str(BIN / "nexus")
 # As installed: an installed package has its bytecode; a checkout run with PYTHONDONTWRITEBYTECODE
 # (set in some shells and CI images) would compile every project module on every start instead.
+# What `nexus run` imports of other people's code and cannot do without: its floor.
+LIBRARIES = "import typer, nats, msgspec, asyncio"
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
@@ -85,11 +89,13 @@ def main() -> None:
     args = ap.parse_args()
     floor = timed([sys.executable, "-c", "pass"], args.runs)
     typer_floor = timed([sys.executable, "-c", "import typer"], args.runs)
+    libraries = timed([sys.executable, "-c", LIBRARIES], args.runs)
     helped = timed([NEXUS, "--help"], args.runs)
     ran = asyncio.run(with_stack(args.runs))
     rows = [
         ("python -c pass (floor)", floor, None, None, None),
         ('python -c "import typer"', typer_floor, None, "python -c pass", floor),
+        (f'python -c "{LIBRARIES}"', libraries, None, 'python -c "import typer"', typer_floor),
         ("nexus --help, whole process", helped, "<= 120 ms", 'python -c "import typer"', typer_floor),
         ("nexus run -- true, whole process (private stack)", ran, "<= 150 ms", 'python -c "import typer"', typer_floor),
     ]

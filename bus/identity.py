@@ -29,11 +29,9 @@ import nkeys  # type: ignore[import-untyped]
 from schemas import subjects
 from schemas.envelope import Outgoing
 from schemas.records import Author, Record
-from schemas.trust import TrustAnnounced
+from schemas.trust import SIG_HEADER, SIGNER_HEADER, TrustAnnounced
 
 TRUSTED_ACCOUNTS_ENV = "NEXUS_TRUSTED_ACCOUNTS"
-SIGNER_HEADER = "Nexus-Signer"
-SIG_HEADER = "Nexus-Sig"
 _CONTEXT = b"nexus-sig-v1\n"
 _OUTPUT_CONTEXT = b"nexus-out-sig-v1\n"
 _PUBLIC_PREFIXES = {nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT, nkeys.PREFIX_BYTE_USER}

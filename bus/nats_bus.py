@@ -23,14 +23,13 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotSetUp
-from bus.identity import SIG_HEADER, SIGNER_HEADER, Identity, IdentityError, Verifier
+from bus.logs import Logger
 from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
@@ -50,11 +49,13 @@ from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Author, Record
 from schemas.secrets import OrchestratorKey
+from schemas.trust import SIG_HEADER, SIGNER_HEADER
 
 if TYPE_CHECKING:
+    from bus.identity import Identity, Verifier
     from bus.nats_consumers import NatsDelivery, NatsRequest
 
-log = structlog.get_logger("nexus.bus")
+log = Logger("nexus.bus")
 
 # An ack normally takes milliseconds; one lost with a dropped connection is never
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
@@ -82,6 +83,23 @@ def servers(url: str) -> list[str]:
     return found
 
 
+def _identity_from(url: str, creds: str | os.PathLike[str]) -> Identity:
+    from bus.identity import Identity, IdentityError  # PyNaCl and nkeys: only with credentials
+
+    try:
+        return Identity.from_creds(creds)
+    except IdentityError as exc:
+        raise BusUnavailable(url, str(exc)) from None
+
+
+def _verifier_for(identity: Identity | None) -> Verifier | None:
+    if identity is None:
+        return None
+    from bus.identity import Verifier
+
+    return Verifier.trusting_issuer_of(identity)
+
+
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
@@ -92,7 +110,7 @@ class NatsBus:
         # Subjects the server refused to this connection (permissions violations), to say why.
         self.denied: set[str] = set()
         self._announced = identity is None
-        self._verifier = Verifier.trusting_issuer_of(identity)
+        self._verifier = _verifier_for(identity)
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         # When the connection last came back (None: never lost). After that, silence
@@ -117,10 +135,7 @@ class NatsBus:
         `creds`: a NATS `.creds` file (user JWT + nkey seed) to authenticate with."""
         if creds is not None and not os.path.isfile(creds):
             raise BusUnavailable(url, f"credentials file {os.fspath(creds)!r} not found")
-        try:
-            identity = Identity.from_creds(creds) if creds is not None else None
-        except IdentityError as exc:
-            raise BusUnavailable(url, str(exc)) from None
+        identity = _identity_from(url, creds) if creds is not None else None
         inbox = identity.inbox_prefix if identity is not None else None
         if identity is not None and identity.author.role == "agent" and inbox is None:
             log.warning(

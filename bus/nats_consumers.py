@@ -10,22 +10,25 @@ import contextlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from bus.errors import BusError, RequestTimedOut
-from bus.identity import Identity
+from bus.logs import Logger
 from bus.nats_translate import map_read_errors, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
 from schemas.records import Record
 
-log = structlog.get_logger("nexus.bus")
+if TYPE_CHECKING:
+    from bus.identity import Identity
+
+log = Logger("nexus.bus")
 
 # A dispatch fetched by an agent that died before acking it comes back after this.
 DISPATCH_ACK_WAIT_S = 10.0

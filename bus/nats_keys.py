@@ -10,17 +10,17 @@ Part of the NATS adapter (with bus.nats_bus): nats-py errors stop here.
 from __future__ import annotations
 
 import nats.js.errors
-import structlog
 from nats.js import JetStreamContext
 
 from bus.errors import NotSetUp
+from bus.logs import Logger
 from bus.nats_translate import map_read_errors
 from bus.port import StreamLimits
 from schemas import codec
 from schemas.errors import DecodeError
 from schemas.secrets import KEYS_BUCKET, ORCHESTRATOR_KEY, OrchestratorKey
 
-log = structlog.get_logger("nexus.bus")
+log = Logger("nexus.bus")
 
 
 async def ensure_bucket(js: JetStreamContext, limits: StreamLimits) -> None:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import msgspec
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable
+from bus.logs import Logger
 from bus.nats_translate import map_read_errors
 from bus.port import raise_if_cancelling
 from schemas import codec, subjects
@@ -28,7 +28,7 @@ from schemas.events import NodeHeartbeat
 if TYPE_CHECKING:
     from bus.nats_bus import NatsBus
 
-log = structlog.get_logger("nexus.bus")
+log = Logger("nexus.bus")
 
 
 async def watch(

@@ -10,15 +10,15 @@ import time
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js import JetStreamContext, api
 
 from bus import nats_keys
 from bus.errors import BusError
+from bus.logs import Logger
 from bus.port import StreamLimits
 from schemas import subjects
 
-log = structlog.get_logger("nexus.bus")
+log = Logger("nexus.bus")
 
 # nats-server 2.15 limits a stream to 1,000 consumers unless the stream sets its own limit
 # (and reads 0 or -1 as "use that default"). NEXUS_EVENTS holds one durable consumer per

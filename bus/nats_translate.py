@@ -14,11 +14,11 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from bus.errors import BusError, NotSetUp, StaleDecision
-from bus.identity import SIG_HEADER, SIGNER_HEADER
 from bus.port import OutputChunk, OutputStream
 from schemas import codec, subjects
 from schemas.errors import DecodeError
 from schemas.records import Record
+from schemas.trust import SIG_HEADER, SIGNER_HEADER
 
 WRONG_LAST_SEQUENCE = 10071
 # "duplicate message id is in process": another publisher's message with this id is being

@@ -17,17 +17,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
-from bus.identity import Identity
 from schemas import codec, msgids, subjects
 from schemas.envelope import Envelope, Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Record
 from schemas.secrets import OrchestratorKey
+
+if TYPE_CHECKING:  # PyNaCl and nkeys are imported where there are credentials to use
+    from bus.identity import Identity
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ publishers may leave `type` out; when present it must agree with the subject.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import typing
@@ -30,11 +31,14 @@ EVENT_TYPES: dict[str, type[Event]] = {_tag(cls): cls for cls in typing.get_args
 
 # enc_hook=str: query results may hold values msgspec has no JSON form for.
 _encoder = msgspec.json.Encoder(enc_hook=str)
-_decoders: dict[str, msgspec.json.Decoder[typing.Any]] = {tag: msgspec.json.Decoder(cls) for tag, cls in EVENT_TYPES.items()}
-_heartbeat_decoder = msgspec.json.Decoder(NodeHeartbeat)
-_orchestrator_key_decoder = msgspec.json.Decoder(OrchestratorKey)
-_query_request_decoder = msgspec.json.Decoder(QueryRequest)
-_query_result_decoder = msgspec.json.Decoder(QueryResult)
+T = typing.TypeVar("T")
+
+
+@functools.cache
+def _decoder(cls: type[T]) -> msgspec.json.Decoder[T]:
+    """Each type's decoder, made when first needed: all of them up front cost every process
+    ~4 ms at start, and a CLI process decodes a handful of the event kinds."""
+    return msgspec.json.Decoder(cls)
 
 
 def encode(value: msgspec.Struct) -> bytes:
@@ -83,28 +87,28 @@ def decode(subject: str, data: bytes) -> Event:
         ref = subjects.parse(subject)
     except InvalidSubject as exc:
         raise DecodeError(subject, data, exc.reason) from None
-    decoder = _decoders.get(ref.type)
-    if decoder is None:
+    cls = EVENT_TYPES.get(ref.type)
+    if cls is None:
         raise DecodeError(subject, data, f"unknown event type {ref.type!r}")
-    event: Event = _decode(decoder, subject, data)
+    event: Event = _decode(_decoder(cls), subject, data)
     return event
 
 
 def decode_heartbeat(data: bytes) -> NodeHeartbeat:
-    hb: NodeHeartbeat = _decode(_heartbeat_decoder, subjects.NODES_BUCKET, data)
+    hb: NodeHeartbeat = _decode(_decoder(NodeHeartbeat), subjects.NODES_BUCKET, data)
     return hb
 
 
 def decode_orchestrator_key(data: bytes) -> OrchestratorKey:
-    key: OrchestratorKey = _decode(_orchestrator_key_decoder, KEYS_BUCKET, data)
+    key: OrchestratorKey = _decode(_decoder(OrchestratorKey), KEYS_BUCKET, data)
     return key
 
 
 def decode_query_request(data: bytes) -> QueryRequest:
-    req: QueryRequest = _decode(_query_request_decoder, subjects.RPC_QUERY, data)
+    req: QueryRequest = _decode(_decoder(QueryRequest), subjects.RPC_QUERY, data)
     return req
 
 
 def decode_query_result(data: bytes) -> QueryResult:
-    result: QueryResult = _decode(_query_result_decoder, subjects.RPC_QUERY, data)
+    result: QueryResult = _decode(_decoder(QueryResult), subjects.RPC_QUERY, data)
     return result

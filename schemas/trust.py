@@ -3,6 +3,9 @@
 nexus.evt.trust.<key>.announced     an identity shows its credentials (user JWT) once per
                                     process start; <key> is its public nkey (U...)
 nexus.evt.trust.<id>.checkpoint     the orchestrator's signed (seq, chain) over the log
+
+Every signed message carries its signer's public nkey and the signature in two NATS headers
+(bus.identity signs and verifies; here so that a reader without credentials needs no crypto).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import msgspec
 
 from schemas.envelope import Envelope
 from schemas.limits import Int64
+
+SIGNER_HEADER = "Nexus-Signer"
+SIG_HEADER = "Nexus-Sig"
 
 Jwt = Annotated[str, msgspec.Meta(max_length=16 * 1024)]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]

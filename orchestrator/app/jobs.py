@@ -15,7 +15,6 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from bus.sealing import SealingError, seal
 from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, SecretsUnprotected
 from orchestrator.app.narrate import kind_of
 from orchestrator.client import NexusClient, new_job_id
@@ -101,6 +100,8 @@ def sealed_env(env: Mapping[str, str], explicit: Mapping[str, str], key: Orchest
     if clear:
         if key is None:
             raise SecretsUnprotected(clear, "the orchestrator's sealing key is not published: is an orchestrator running?")
+        from bus.sealing import SealingError, seal  # PyNaCl: only for a job with secrets
+
         try:
             env.update({n: seal(env[n], key.public_key) for n in clear})
         except SealingError as exc:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
-
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.app.narrate import narrate
 from orchestrator.cli.common import err
@@ -38,6 +36,9 @@ from schemas.events import (
 from schemas.records import Record
 from schemas.text import text_view
 
+if TYPE_CHECKING:  # rich is imported when there is something to print: `nexus run -q` does without it
+    from rich.text import Text
+
 # Exit codes of `nexus run` besides the command's own (documented in docs/cli.md).
 EXIT_NEXUS = 125  # rejected, denied, lost, or could not start
 EXIT_TIMEOUT = 124
@@ -56,6 +57,8 @@ class Say:
     def __call__(self, line: str | Text) -> None:
         if not self.enabled:
             return
+        from rich.text import Text
+
         try:
             err.print(Text.assemble(("nexus: ", "dim"), line), highlight=False)
         except OSError:  # a closed terminal (SIGHUP) or pipe: nobody to tell any more
@@ -102,18 +105,22 @@ class OutputSink:
 
 def analysis_lines(ev: JobValidated) -> list[Text]:
     """The findings of the analysis phase, one line each, worst first, then its suggestions."""
+    if not ev.warnings:
+        return []
+    from rich.text import Text
+
     rank = {"critical": 0, "warning": 1, "info": 2}
     lines = [
         Text.assemble("analysis: ", (f"{w.severity:<8}", SEVERITY_STYLE.get(w.severity, "")), f" {w.type}: {w.message}")
         for w in sorted(ev.warnings, key=lambda w: rank.get(w.severity, 3))
     ]
-    if ev.warnings:
-        lines += [Text(f"  suggestion: {s}") for s in ev.suggestions]
-    return lines
+    return lines + [Text(f"  suggestion: {s}") for s in ev.suggestions]
 
 
 def hold_lines(job_id: str, ev: JobApprovalRequired, *, following: bool) -> list[Text]:
     """Why the job waits, who may release it, and how."""
+    from rich.text import Text
+
     who = ", ".join(ev.approvers) if ev.approvers else "anyone the orchestrator's policy lets approve (default policy: anyone)"
     how = f"approve with `nexus approve {job_id}`, or refuse with `nexus deny {job_id}`"
     return [

@@ -63,14 +63,25 @@ def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return [n for n in names if n in modules]
 
 
-@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("jobs", "--help"), ("pipeline", "--help"), ("up", "--help")])
-async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...]) -> None:
+VERB_MODULES = {f"orchestrator.cli.{m}" for m in ("audit", "creds", "daemons", "jobs", "metrics", "pipelines", "review", "run", "state")}
+
+
+@pytest.mark.parametrize(
+    ("args", "verb_modules"),
+    [
+        (("--help",), VERB_MODULES),  # the verb list: every verb
+        (("run", "--help"), {"orchestrator.cli.run"}),  # one verb: its own module only
+        (("jobs", "--help"), {"orchestrator.cli.jobs"}),
+        (("pipeline", "--help"), {"orchestrator.cli.pipelines"}),
+        (("up", "--help"), {"orchestrator.cli.daemons"}),
+    ],
+)
+async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...], verb_modules: set[str]) -> None:
     code, modules, said = await _probe(tmp_path, *args)
     assert code == 0, said
     assert "Usage" in said
     assert _loaded(modules, NOT_FOR_HELP) == [], f"`nexus {' '.join(args)}` imported heavy modules"
-    # The probe can fail: the verb modules themselves were loaded (help lists every verb).
-    assert {"orchestrator.cli.run", "orchestrator.cli.daemons", "orchestrator.cli.state"} <= modules
+    assert modules & VERB_MODULES == verb_modules
 
 
 async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
@@ -81,8 +92,15 @@ async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> N
         assert panel in said and verb in said.split(panel, 1)[1], f"{verb} under {panel}"
 
 
-async def test_run_loads_only_what_it_uses(stack: Stack) -> None:
-    code, modules, said = await _probe(stack.tmp, "run", "--node", "node-1", "--", "true", env={"NEXUS_NATS_URL": stack.url})
+@pytest.mark.parametrize("quiet", [False, True], ids=["status lines", "quiet"])
+async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
+    args = ("run", "--node", "node-1", *(["-q"] if quiet else []), "--", "true")
+    code, modules, said = await _probe(stack.tmp, *args, env={"NEXUS_NATS_URL": stack.url})
     assert code == 0, said
     assert "bus.nats_bus" in modules  # it did talk to the bus
     assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
+    # structlog only when something is logged (bus.logs), PyNaCl only for credentials (the stack
+    # has none) or secrets, rich only to print status lines.
+    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
+    assert modules & VERB_MODULES == {"orchestrator.cli.run"}
+    assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
