@@ -352,7 +352,11 @@ async def main(a: argparse.Namespace) -> None:
             n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep, log_level=a.log_level,
             procs=a.procs or max(1, n // 500),
         )
-        results.append(await one)
+        try:
+            results.append(await one)
+        except (BusError, TimeoutError) as exc:  # a fleet too large for this machine must not lose the others' figures
+            results.append(Result(n, notes=[f"stopped: {exc}"]))
+        progress(f"fleet {n}: {json.dumps({k: round(v, 4) for k, v in results[-1].figures.items()})} {results[-1].notes}")
     figs = figures(results)
     notes = [f"{r.nodes}: {note}" for r in results for note in r.notes]
     if a.json:
