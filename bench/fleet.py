@@ -85,6 +85,10 @@ async def cpu_percent(pids: dict[str, list[int]], window_s: float) -> dict[str, 
     return {k: (cpu_of(p) - before[k]) / took * 100 for k, p in pids.items()}
 
 
+def progress(what: str) -> None:
+    print(what, file=sys.stderr, flush=True)
+
+
 @dataclass
 class Result:
     nodes: int
@@ -188,26 +192,35 @@ async def measure(
         await wait_ready(client)
         t0 = time.monotonic()
         share = -(-n // procs)  # nodes per simulator process
+        # In waves, one simulator process at a time, each waited for (all its agents bound to
+        # their dispatch consumers): 5,000 agents connecting and announcing at once starved
+        # every process on 2 cores, the simulators first (their beats late past the TTL).
         for first in range(0, n, share):
-            sims.append(await asyncio.create_subprocess_exec(
+            sim = await asyncio.create_subprocess_exec(
                 sys.executable, HERE / "fleet_sim.py", "--url", url, "--creds-dir", sim_dir, "--nodes", str(min(share, n - first)),
                 "--first", str(first), "--heartbeat-s", str(heartbeat_s), "--log-level", log_level,
                 stdout=asyncio.subprocess.PIPE, stderr=logs["simulator"], env=env, preexec_fn=die_with_parent,
-            ))  # fmt: skip
-        online = await wait_count(client, "SELECT count(*) FROM nodes WHERE status = 'online'", n, timeout_s=max(60.0, n * 0.1))
+            )  # fmt: skip
+            sims.append(sim)
+            assert sim.stdout is not None
+            try:
+                async with asyncio.timeout(max(60.0, share * 0.2)):
+                    line = (await sim.stdout.readline()).decode().split()
+            except TimeoutError:
+                line = ["timed out"]
+            online = await count(client, "SELECT count(*) FROM nodes WHERE status = 'online'")
+            progress(f"fleet {n}: wave {len(sims)}: {first + min(share, n - first)} agents started, {online} nodes online, "
+                     f"{time.monotonic() - t0:.1f} s")  # fmt: skip
+            if line[:1] != ["ready"]:
+                res.notes.append(f"the simulator of nodes {first}.. did not start: {' '.join(line)}")
+                return res
+        res.figures["sim_ready_s"] = time.monotonic() - t0
+        online = await wait_count(client, "SELECT count(*) FROM nodes WHERE status = 'online'", n, timeout_s=max(60.0, n * 0.02))
         if online is None:
             got = await count(client, "SELECT count(*) FROM nodes WHERE status = 'online'")
             res.notes.append(f"only {got} of {n} nodes came online")
             return res
         res.figures["register_s"] = online - t0
-        for sim in sims:
-            assert sim.stdout is not None
-            async with asyncio.timeout(max(60.0, n * 0.05)):
-                line = (await sim.stdout.readline()).decode().split()
-            if line[:1] != ["ready"]:
-                res.notes.append(f"a simulator did not start: {line}")
-                return res
-        res.figures["sim_ready_s"] = time.monotonic() - t0
 
         # Idle: every node heartbeating, no jobs. Settle one TTL first (the registration burst).
         await asyncio.sleep(max(2.0, heartbeat_s * 2))
@@ -339,7 +352,11 @@ async def main(a: argparse.Namespace) -> None:
             n, heartbeat_s=a.heartbeat_s, idle_window_s=a.idle_window, rate=a.rate, steady_s=a.steady, keep=a.keep, log_level=a.log_level,
             procs=a.procs or max(1, n // 500),
         )
-        results.append(await one)
+        try:
+            results.append(await one)
+        except (BusError, TimeoutError) as exc:  # a fleet too large for this machine must not lose the others' figures
+            results.append(Result(n, notes=[f"stopped: {exc}"]))
+        progress(f"fleet {n}: {json.dumps({k: round(v, 4) for k, v in results[-1].figures.items()})} {results[-1].notes}")
     figs = figures(results)
     notes = [f"{r.nodes}: {note}" for r in results for note in r.notes]
     if a.json:

@@ -113,6 +113,7 @@ class NatsBus:
         self._verifier = _verifier_for(identity)
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self._nodes_kv: KeyValue | None = None  # see _kv
         # When the connection last came back (None: never lost). After that, silence
         # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
         self.reconnected_at: datetime | None = None
@@ -600,8 +601,13 @@ class NatsBus:
         return await self.js.key_value(subjects.NODES_BUCKET)
 
     async def _kv(self) -> KeyValue:
-        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-            return await self.js.key_value(subjects.NODES_BUCKET)
+        # Looked up once: nats-py's lookup is a JetStream STREAM.INFO request, and made on every
+        # heartbeat it cost the server ~4x the put itself (bench/fleet.py at 5,000 nodes). The
+        # handle is only names (the bucket's subjects), so it stays right across reconnects.
+        if self._nodes_kv is None:
+            with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+                self._nodes_kv = await self.js.key_value(subjects.NODES_BUCKET)
+        return self._nodes_kv
 
     async def put_heartbeat(self, hb: NodeHeartbeat) -> None:
         kv = await self._kv()

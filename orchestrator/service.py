@@ -65,6 +65,7 @@ CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.1  # folded batches wait at most this long (plus one store) to be in DuckDB (see _store_folded)
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
+NODE_DECISIONS_AT_ONCE = 64  # nodes' `registered` / `lost` in flight at once
 PUBLISH_AT_ONCE = 64  # jobs of one decision round whose events are in flight at once
 PROBE_S = 0.5  # how often we check that heartbeats can be stored (see _watch_heartbeat_store)
 
@@ -106,6 +107,10 @@ class Orchestrator:
         self._new_beats: dict[str, NodeHeartbeat] = {}
         self._provisioning: set[asyncio.Task[None]] = set()
         self._provision_slots = asyncio.Semaphore(PROVISION_AT_ONCE)
+        # Nodes to decide again (a heartbeat changed something, or the tick), by _decide_nodes_due.
+        self._nodes_due: set[str] = set()
+        self._nodes_joined = False  # a node was provisioned since the last round: jobs may place on it
+        self._nodes_wake = asyncio.Event()
         self._candidates: tuple[decide.Fleet | None, datetime | None, Mapping[str, Candidate]] = (None, None, {})
         self._decide_lock = asyncio.Lock()
         # Rejections of undecodable requests and events about other jobs: kept until stored.
@@ -151,6 +156,7 @@ class Orchestrator:
                 tg.create_task(self.bus.watch_heartbeats(self._on_beat, self._on_snapshot), name="heartbeats")
                 tg.create_task(self._tick(), name="tick")
                 tg.create_task(self._watch_heartbeat_store(), name="heartbeat-store")
+                tg.create_task(self._decide_nodes_due(), name="nodes")
                 tg.create_task(self._serve_queries(queries), name="queries")
                 tg.create_task(self._attest(), name="checkpoints")
         finally:
@@ -421,9 +427,13 @@ class Orchestrator:
         return done is not None and done.rollback_job == out.event.rollback_job
 
     async def _on_beat(self, hb: NodeHeartbeat) -> None:
+        """Only records the beat: what it changes is decided and published by
+        _decide_nodes_due. Awaiting each `registered` / `lost` here, one after the other,
+        held the watch back: with 5,000 nodes it fell over a TTL behind the beats, and
+        nodes were declared lost while they beat (bench/fleet.py)."""
         if hb.node in self.beats:
             self.beats[hb.node] = hb
-            await self.decide_nodes([hb.node])
+            self._decide_node_soon(hb.node)
             return
         # A new node: its dispatch consumer is made before it can be registered, so before any
         # dispatch to it (the agent's own credentials may not create it). In the background,
@@ -448,8 +458,24 @@ class Orchestrator:
         hb = self._new_beats.pop(node_id)
         log.info("node.seen", node=node_id, tools=len(hb.tools), max_jobs=hb.max_jobs)
         self.beats[node_id] = hb
-        await self.decide_nodes([node_id])
-        await self.decide_jobs(())
+        self._nodes_joined = True
+        self._decide_node_soon(node_id)
+
+    def _decide_node_soon(self, node_id: str) -> None:
+        self._nodes_due.add(node_id)
+        self._nodes_wake.set()
+
+    async def _decide_nodes_due(self) -> None:
+        """Decide the nodes due, in rounds: the beats that come in meanwhile join the next
+        round. Once per round, the jobs too if nodes joined (one may take a queued job)."""
+        while True:
+            await self._nodes_wake.wait()
+            self._nodes_wake.clear()
+            due, self._nodes_due = self._nodes_due, set()
+            joined, self._nodes_joined = self._nodes_joined, False
+            await self.decide_nodes(due)
+            if joined:
+                await self.decide_jobs(())
 
     def _on_snapshot(self) -> None:
         """The stored heartbeats are all delivered: the fleet is known once the nodes among
@@ -476,15 +502,23 @@ class Orchestrator:
             ttl_s=self.node_ttl_s,
             quiet_since=self.quiet_since,
         )
-        for plan in plans:
-            await self.runner.publish(plan)
+        # Side by side: each node's decision is its own chain (optimistic concurrency per node),
+        # and 5,000 nodes declared lost one ack after the other took longer than their TTL.
+        slots = asyncio.Semaphore(NODE_DECISIONS_AT_ONCE)
+
+        async def publish(plan: planner.Plan) -> None:
+            async with slots:
+                await self.runner.publish(plan)
+
+        await asyncio.gather(*(publish(plan) for plan in plans))
 
     async def _tick(self) -> None:
         await self.caught_up.wait()
         await self.fleet_known.wait()
         while True:
             raise_if_cancelling()
-            await self.decide_nodes(set(self.nodes) | set(self.beats))
+            self._nodes_due.update(self.nodes.keys() | self.beats.keys())
+            self._nodes_wake.set()
             await self.decide_jobs(list(self.jobs))
             await self.decide_pipelines(list(self.projection.pipelines))
             async with self._decide_lock:
