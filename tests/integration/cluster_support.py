@@ -354,12 +354,20 @@ class NexusCluster:
         return await self.observer.history(job_id)
 
     async def stored_subject(self, seq: int) -> str | None:
-        """The subject stored at `seq` of the event stream (None: nothing there)."""
-        try:
-            msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
-        except nats.js.errors.NotFoundError:
-            return None
-        return str(msg.subject)
+        """The subject stored at `seq` of the event stream (None: nothing there), once the
+        stream answers (right after a member's loss it may still be electing a leader: 503)."""
+
+        async def answer() -> tuple[str | None] | None:
+            try:
+                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                return (None,)
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                return None
+            return (str(msg.subject),)
+
+        (subject,) = await wait_for(answer, 60, what=f"the event stream to answer for seq {seq}")
+        return subject
 
 
 # Decisions and facts a job has at most once per attempt (a decision published twice shows here).
