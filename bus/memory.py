@@ -340,6 +340,9 @@ class MemoryBus:
         except DecodeError:
             return None
 
+    def heartbeats_behind_s(self) -> float:
+        return 0.0
+
     async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
         return self._set_up
 

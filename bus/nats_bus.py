@@ -118,6 +118,7 @@ class NatsBus:
         # from nodes may have been ours, not theirs: see Orchestrator.quiet_since.
         self.reconnected_at: datetime | None = None
         self.reconnects = 0  # long-lived subscriptions compare it to know they must be made again
+        self.beats_behind_from: datetime | None = None  # the heartbeat watch's read position when behind
 
     @property
     def identity(self) -> Identity | None:
@@ -638,6 +639,10 @@ class NatsBus:
         from bus import nats_keys
 
         return await nats_keys.orchestrator_key(self.js)
+
+    def heartbeats_behind_s(self) -> float:
+        behind_from = self.beats_behind_from
+        return 0.0 if behind_from is None else max(0.0, (datetime.now(UTC) - behind_from).total_seconds())
 
     async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
         """Asks the bucket's stream leader (stream info is answered by the leader alone)."""

@@ -97,6 +97,9 @@ async def _deliver_beats(
             log.warning("heartbeat.refused", key=entry.key, names=hb.node, reason="a heartbeat under another node's key")
             continue
         created = entry.created if isinstance(entry.created, datetime) else hb.ts
+        # More stored after this one (entry.delta: the watch's pending count): we are reading
+        # `created` while the server is further on (NatsBus.heartbeats_behind_s).
+        bus.beats_behind_from = created if entry.delta else None
         await on_beat(msgspec.structs.replace(hb, ts=created))
         if on_snapshot is not None and entry.delta == 0:
             on_snapshot()

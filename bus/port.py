@@ -188,6 +188,10 @@ class EventBus(Protocol):
         """Call `on_beat` for every heartbeat (`ts`: when it was stored), forever;
         `on_snapshot` once those stored before the call have all been delivered."""
 
+    def heartbeats_behind_s(self) -> float:
+        """How far behind the stored heartbeats `watch_heartbeats` has read (seconds of server
+        time; 0 when caught up): beats stored in that time are not delivered yet."""
+
     async def heartbeats_writable(self, timeout_s: float = 1.0) -> bool:
         """Whether a heartbeat could be stored now (the bucket's stream has a leader and answers
         within `timeout_s`). While it cannot, every node is silent through no fault of its own:

@@ -273,7 +273,15 @@ class Orchestrator:
         return self.caught_up.is_set() and self.fleet_known.is_set()
 
     def _fleet(self) -> decide.Fleet:
-        return planner.fleet(self.nodes, self.beats, self.jobs, self.runner.pending, ttl_s=self.node_ttl_s, quiet_since=self.quiet_since)
+        return planner.fleet(
+            self.nodes,
+            self.beats,
+            self.jobs,
+            self.runner.pending,
+            ttl_s=self.node_ttl_s,
+            quiet_since=self.quiet_since,
+            lag_s=self.bus.heartbeats_behind_s(),
+        )
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:
         """Decide every due job one after the other (each takes its slot in `fleet`), then
@@ -501,6 +509,7 @@ class Orchestrator:
             datetime.now(UTC),
             ttl_s=self.node_ttl_s,
             quiet_since=self.quiet_since,
+            lag_s=self.bus.heartbeats_behind_s(),
         )
         # Side by side: each node's decision is its own chain (optimistic concurrency per node),
         # and 5,000 nodes declared lost one ack after the other took longer than their TTL.

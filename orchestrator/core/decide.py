@@ -53,13 +53,16 @@ class Fleet:
     # back), a node we have not heard from may simply not have reached us yet:
     # wait, don't reject, don't declare anything lost.
     warming_until: datetime | None = None
+    # How far behind the heartbeats stored the orchestrator has read (0: caught up): a node
+    # may have beaten in that time without our knowing yet, so its silence is counted without it.
+    lag_s: float = 0.0
 
     def warming(self, now: datetime) -> bool:
         return self.warming_until is not None and now < self.warming_until
 
     def is_live(self, node_id: str, now: datetime) -> bool:
         hb = self.heartbeats.get(node_id)
-        return hb is not None and (now - hb.ts).total_seconds() <= self.ttl_s
+        return hb is not None and (now - hb.ts).total_seconds() - self.lag_s <= self.ttl_s
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def fleet(
     *,
     ttl_s: float,
     quiet_since: datetime,
+    lag_s: float = 0.0,
 ) -> decide.Fleet:
     """The fleet as decisions see it: a job assigned by a publish not folded in yet holds its slot."""
     load: dict[str, int] = {}
@@ -100,7 +101,7 @@ def fleet(
         if node:
             load[node] = load.get(node, 0) + 1
     warming_until = quiet_since + timedelta(seconds=ttl_s)
-    return decide.Fleet(views=nodes, heartbeats=beats, load=load, ttl_s=ttl_s, warming_until=warming_until)
+    return decide.Fleet(views=nodes, heartbeats=beats, load=load, ttl_s=ttl_s, warming_until=warming_until, lag_s=lag_s)
 
 
 def jobs_due(
@@ -186,6 +187,7 @@ def plan_nodes(
     *,
     ttl_s: float,
     quiet_since: datetime,
+    lag_s: float = 0.0,
 ) -> list[Plan]:
     plans = []
     for node_id in node_ids:
@@ -193,17 +195,21 @@ def plan_nodes(
         seq = view.last_seq if view else 0
         if waiting(pending, node_key(node_id), seq):
             continue
-        outs = decide_node(view, beats.get(node_id), now, ttl_s, quiet_since)
+        outs = decide_node(view, beats.get(node_id), now, ttl_s, quiet_since, lag_s)
         if outs:
             plans.append(Plan(key=node_key(node_id), outs=tuple(outs), own=subjects.node(node_id, ""), expected=seq, chained=False))
     return plans
 
 
-def decide_node(view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime) -> list[Outgoing]:
+def decide_node(
+    view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime, lag_s: float = 0.0
+) -> list[Outgoing]:
     """Register a new or changed node; declare a silent one lost.
 
     `since` is when this orchestrator started: a node is not declared lost
-    before it has had a full TTL to send a heartbeat to us.
+    before it has had a full TTL to send a heartbeat to us. `lag_s`: how far
+    behind the stored heartbeats we have read; silence in that time is not
+    counted (a beat may be there, unread).
     """
     if hb is not None and (now - hb.ts).total_seconds() <= ttl_s:
         node_id = hb.node
@@ -222,7 +228,7 @@ def decide_node(view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, 
     if view is None or view.status != "online":
         return []
     last = hb.ts if hb is not None else since
-    if (now - max(last, since)).total_seconds() <= ttl_s:
+    if (now - max(last, since)).total_seconds() - lag_s <= ttl_s:
         return []
     ev_lost = NodeLost(ts=now, reason=f"no heartbeat for more than {ttl_s:g}s", last_seen=hb.ts if hb else None)
     return [Outgoing(subjects.node(view.node_id, "lost"), ev_lost, msgids.node(view.node_id, "lost", view.last_seq))]

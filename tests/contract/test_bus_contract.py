@@ -365,6 +365,28 @@ class TestNatsBus(BusContract):
             await watcher.close()
 
 
+    async def test_the_watch_says_how_far_behind_it_reads(self, bus: NatsBus) -> None:
+        """Heartbeats stored before the watch reads them: while it delivers an older one with more
+        after it, it is behind (by that one's age); at the newest, caught up (decide.Fleet.lag_s)."""
+        for node in ("n1", "n2", "n3"):
+            await bus.put_heartbeat(NodeHeartbeat(node=node, ts=TS))
+        behind: list[float] = []
+        snapshot = asyncio.Event()
+
+        async def on_beat(hb: NodeHeartbeat) -> None:
+            behind.append(bus.heartbeats_behind_s())
+
+        watch = asyncio.create_task(bus.watch_heartbeats(on_beat, snapshot.set, idle_s=5.0))
+        try:
+            await asyncio.wait_for(snapshot.wait(), 10)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        assert len(behind) == 3 and behind[0] > 0 and behind[1] > 0 and behind[2] == 0.0, behind
+        assert bus.heartbeats_behind_s() == 0.0
+
+
 class TestMemoryBus(BusContract):
     @pytest.fixture
     def fresh_bus(self) -> MemoryBus:

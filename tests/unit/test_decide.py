@@ -623,6 +623,20 @@ def test_decide_node_declares_a_silent_node_lost() -> None:
     assert (out.subject, out.msg_id) == ("nexus.evt.node.n1.lost", "node:n1:lost:12")
 
 
+def test_silence_we_have_not_read_yet_is_not_counted() -> None:
+    """Behind the stored heartbeats by `lag_s` (an overloaded orchestrator, 5,000 nodes), a
+    node may have beaten in that time: it is lost only once silent for the TTL beyond it."""
+    beat = hb("n1", age=TTL + 3)
+    assert isinstance(only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100))).event, NodeLost)
+    assert planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100), lag_s=4) == []
+    assert isinstance(only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100), lag_s=2)).event, NodeLost)
+    # Its job is not lost either, and the same holds for every liveness question.
+    running = job(status="running", node="n1", attempt=1)
+    behind = Fleet(views={}, heartbeats={"n1": beat}, ttl_s=TTL, lag_s=4)
+    assert behind.is_live("n1", NOW) and decide.decide_job(running, behind, NOW) == []
+    assert not fleet(beat).is_live("n1", NOW)
+
+
 def test_decide_node_without_any_heartbeat_waits_a_full_ttl_after_start() -> None:
     assert planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL)) == []
     out = only(planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL + 1)))
