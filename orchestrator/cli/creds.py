@@ -93,9 +93,8 @@ def list_(
         issued, revoked = ring.issued(), ring.revocations()
     except KeyringError as exc:
         fail(str(exc), code=2)
-    rows = [dict(i.__dict__, revoked_at=revoked.get(i.public_key)) for i in issued]
     if json:
-        print_json(rows)
+        print_json([dict(i.as_json(), revoked_at=revoked.get(i.public_key)) for i in issued])
         return
 
     def when(ts: int | None) -> str:
@@ -104,9 +103,9 @@ def list_(
     table = Table(box=None, pad_edge=False)
     for column in ("name", "role", "node", "public key", "issued", "expires", "revoked"):
         table.add_column(column)
-    for r in rows:
-        times = (when(r["issued_at"]), when(r["expires_at"]), when(r["revoked_at"]))
-        table.add_row(r["name"], r["role"], r["node"] or "", r["public_key"], *times)
+    for i in issued:
+        times = (when(i.issued_at), when(i.expires_at), when(revoked.get(i.public_key)))
+        table.add_row(i.name, i.role, i.node or "", i.public_key, *times)
     out.print(table)
 
 

@@ -21,6 +21,7 @@ refuses it once it has re-read server.conf (a reload, no restart).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.trust import nats_jwt
 from orchestrator.trust.roles import PERMISSIONS_VERSION, Role, permissions
@@ -51,24 +53,22 @@ class KeyringError(Exception):
 
 @dataclass(frozen=True)
 class Issued:
+    """An identity this keyring issued (one line of `issued.jsonl`)."""
+
     path: Path
     name: str
     role: Role
     node: str | None
     public_key: str
-
-
-@dataclass(frozen=True)
-class Identity:
-    """One line of `issued.jsonl`: an identity this keyring issued."""
-
-    name: str
-    role: str
-    node: str | None
-    public_key: str
     issued_at: int
-    expires_at: int | None
-    path: str
+    expires_at: int | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "path": str(self.path)}
+
+    @classmethod
+    def from_json(cls, fields: dict[str, Any]) -> Issued:
+        return cls(**{**fields, "path": Path(fields["path"])})
 
 
 class Keyring:
@@ -177,11 +177,12 @@ class Keyring:
         _write_private(path, nats_jwt.creds_file(token, user_seed))
         issued_at = int(nats_jwt.decode(token, trusted_issuers={self.account_public_key})["iat"])
         expires_at = issued_at + expires_s if expires_s is not None else None
-        record = Identity(name, role, node, user_pub, issued_at, expires_at, str(path.resolve()))
-        _append_private(self.dir / "issued.jsonl", json.dumps(record.__dict__) + "\n")
-        return Issued(path=path, name=name, role=role, node=node, public_key=user_pub)
+        issued = Issued(path, name, role, node, user_pub, issued_at, expires_at)
+        kept = dataclasses.replace(issued, path=path.resolve())  # the list outlives the working directory
+        _append_private(self.dir / "issued.jsonl", json.dumps(kept.as_json()) + "\n")
+        return issued
 
-    def issued(self) -> list[Identity]:
+    def issued(self) -> list[Issued]:
         """Every identity issued here (since the keyring kept a list), oldest first."""
         try:
             lines = (self.dir / "issued.jsonl").read_text().splitlines()
@@ -190,8 +191,8 @@ class Keyring:
         found = []
         for number, line in enumerate(lines, 1):
             try:
-                found.append(Identity(**json.loads(line)))
-            except (ValueError, TypeError) as exc:
+                found.append(Issued.from_json(json.loads(line)))
+            except (ValueError, TypeError, KeyError) as exc:
                 raise KeyringError(f"{self.dir / 'issued.jsonl'} line {number} is damaged: {exc}") from None
         return found
 
