@@ -85,7 +85,11 @@ def is_nats_error(exc: BaseException) -> bool:
 def to_output_chunk(msg: Msg) -> OutputChunk:
     attempt = subjects.output_attempt(msg.subject)
     number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
-    return OutputChunk(seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data, stream=output_stream(msg.headers))
+    headers = msg.headers or {}
+    return OutputChunk(
+        seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data, stream=output_stream(headers),
+        subject=msg.subject, signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
+    )  # fmt: skip
 
 
 def to_record(msg: Msg) -> Record:

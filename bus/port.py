@@ -64,6 +64,14 @@ class OutputChunk:
     number: int
     data: bytes
     stream: OutputStream = "stdout"
+    subject: str = ""
+    signer: str | None = None  # Nexus-Signer / Nexus-Sig: who signed it (bus.identity.output_signing_input)
+    signature: str | None = None
+
+    @property
+    def node(self) -> str | None:
+        """The node that published it (None: a subject of releases before the node id)."""
+        return subjects.output_node(self.subject)
 
 
 class Delivery(Protocol):

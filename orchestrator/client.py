@@ -8,14 +8,15 @@ The use cases built on it (submit, cancel, approve, ...) are in `orchestrator.ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bus.port import EventBus, OutputStream
-from orchestrator.app.follow import follow_job
+from bus.port import EventBus, OutputChunk, OutputStream
+from orchestrator.app.follow import follow_job, job_output
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
@@ -110,6 +111,12 @@ class NexusClient:
         async for batch in self.bus.read_records(subjects.job_all(job_id)):
             records.extend(batch)
         return await vetted(self.bus, records)
+
+    async def output(self, job_id: str) -> AsyncIterator[OutputChunk]:
+        """The job's stored output, all attempts, in order: what counts (see `app.follow.job_output`)."""
+        async with contextlib.aclosing(job_output(self.bus, job_id)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def follow(
         self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None

@@ -38,6 +38,7 @@ from orchestrator.core.pipeline_views import pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError, StateAheadOfLog
+from orchestrator.output_gate import OutputGate
 from orchestrator.projection import Projection, job_id_of
 from orchestrator.runner import Outcome, Runner
 from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
@@ -345,7 +346,7 @@ class Orchestrator:
         review = self._review(job, fleet, now) if job.status == "requested" else None
         # The tests judged now: the attempt's own on exit, and those of a later test run.
         judged = [*(job.tests if job.status == "exited" else ()), *job.retest]
-        output = await self._scan_output(job.job_id, job.attempt, judged) if assertions.needs_output(judged) else None
+        output = await self._scan_output(job, judged) if assertions.needs_output(judged) else None
         verification = None
         if job.retest and job.retest_job:
             verification = self.jobs.get(job.retest_job) or self.store.load_jobs([job.retest_job]).get(job.retest_job)
@@ -384,20 +385,29 @@ class Orchestrator:
         verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, self._candidates[2])
         return decide.Review(judgement=verdict, duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
-    async def _scan_output(self, job_id: str, attempt: int, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
+    async def _scan_output(self, job: JobView, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
         """The output tests run over the attempt's stored output chunk by chunk, in
-        bounded memory (see OutputMatcher); None when the output cannot be read."""
+        bounded memory (see OutputMatcher), over the chunks that count (from the attempt's
+        node, orchestrator.output_gate); None when the output cannot be read."""
         matcher = assertions.OutputMatcher(tests)
+        gate = OutputGate(self.projection.verifier)
+        if job.node is not None:
+            gate.nodes[job.attempt] = job.node
         try:
-            async with contextlib.aclosing(self.bus.output_chunks(job_id)) as chunks:
+            async with contextlib.aclosing(self.bus.output_chunks(job.job_id)) as chunks:
                 async for chunk in chunks:
-                    if chunk.attempt == attempt:
-                        matcher.feed(chunk.data)
-                        if matcher.settled:
-                            break  # every pattern has matched: the rest cannot change a verdict
+                    if chunk.attempt != job.attempt:
+                        continue
+                    refused = gate.judge(chunk, final=True)
+                    if refused is not None:
+                        log.warning("output.refused", job_id=job.job_id, seq=chunk.seq, reason=refused)
+                        continue
+                    matcher.feed(chunk.data)
+                    if matcher.settled:
+                        break  # every pattern has matched: the rest cannot change a verdict
                     await asyncio.sleep(0)  # chunks already queued do not yield: let others run
         except BusError as exc:
-            log.error("job.output_unavailable", job_id=job_id, error=str(exc))
+            log.error("job.output_unavailable", job_id=job.job_id, error=str(exc))
             return None
         return matcher.finish()
 

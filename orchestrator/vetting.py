@@ -5,6 +5,8 @@ console), so that what a reader shows is what the orchestrator counted.
 A record gets its verified author (`Record.author`: the identity its signature proves, from a
 trusted announcement), a request or approval is named by that identity (core.authorship.named),
 and a record its author may not make loses its event and carries the reason as its error.
+
+Output chunks are node facts too: `orchestrator.output_gate`.
 """
 
 from __future__ import annotations
@@ -32,15 +34,36 @@ def vet(verifier: Verifier, rec: Record, holds: bool | None = None) -> Record:
     return authorship.named(rec, enforcing=enforcing)
 
 
-async def vetted(bus: EventBus, records: list[Record]) -> list[Record]:
-    """`records` (read straight from the log) judged as the orchestrator judges them, trusting
-    the account that issued this client's credentials; unchanged without credentials (an open
-    bus has no identities). One direct read per signer for its announcement."""
-    verifier = Verifier.trusting_issuer_of(bus.identity)
-    if verifier is None:
-        return records
-    for key in sorted({r.signer for r in records if r.signer is not None}):
-        announced = await bus.announcement(key)
+class Vetting:
+    """`vet` for a reader of the log that meets signers as it goes (a followed job, a history):
+    it trusts the account that issued this client's credentials and reads each new signer's
+    announcement once, by a direct read. Without credentials (an open bus has no identities)
+    records pass unchanged."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.verifier = Verifier.trusting_issuer_of(bus.identity)
+        self._looked_up: set[str] = set()
+
+    async def meet(self, signer: str | None) -> None:
+        """Learn `signer`'s announcement, if it has one and it was not looked up before."""
+        if self.verifier is None or signer is None or signer in self._looked_up:
+            return
+        self._looked_up.add(signer)
+        announced = await self.bus.announcement(signer)
         if announced is not None:
-            verifier.learn(announced)
-    return [vet(verifier, r) for r in records]
+            self.verifier.learn(announced)
+
+    async def record(self, rec: Record) -> Record:
+        if self.verifier is None:
+            return rec
+        await self.meet(rec.signer)
+        return vet(self.verifier, rec)
+
+    async def records(self, records: list[Record]) -> list[Record]:
+        return [await self.record(r) for r in records]
+
+
+async def vetted(bus: EventBus, records: list[Record]) -> list[Record]:
+    """`records` (read straight from the log) judged as the orchestrator judges them (`Vetting`)."""
+    return await Vetting(bus).records(records)

@@ -184,6 +184,12 @@ def entity_filter(subject: str) -> str:
     return f"nexus.evt.{ent.family}.{ent.id}.>"
 
 
+def output_node(subject: str) -> str | None:
+    """The node of an output subject `nexus.out.<job_id>.<attempt>.<node_id>` (None: no node in it)."""
+    parts = subject.split(".")
+    return parts[4] if len(parts) == 5 and parts[:2] == ["nexus", "out"] else None
+
+
 def output_attempt(subject: str) -> int:
     """The attempt of an output subject `nexus.out.<job_id>.<attempt>[.<node_id>]`."""
     parts = subject.split(".")

@@ -8,19 +8,31 @@ verdict is read and every output chunk stored before it has been yielded
 (the agent stores every chunk before it publishes `exited`), or `drain_s`
 after the last item if announced output never arrives (say, it expired).
 With `until`, it ends at the first record from `events_from` on that matches.
+
+Records come judged as the orchestrator judges them when this client has credentials
+(orchestrator.vetting), and output only as far as it counts (orchestrator.output_gate: from
+the node that ran the attempt); a chunk read before the record naming its attempt's node
+waits for it, in order. Refused chunks are left out and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 
 from bus.errors import BusUnavailable
+from bus.logs import Logger
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
+from orchestrator.output_gate import WAIT, OutputGate
+from schemas import subjects
 from schemas.events import ends_job
 from schemas.records import Record
+
+log = Logger("nexus.follow")
 
 DRAIN_S = 10.0  # after the verdict, how long to wait for announced output
 
@@ -49,14 +61,18 @@ async def follow_job(
     Anything put into `queue` that is neither a record nor a chunk (a server's
     stop sentinel) ends the stream."""
     queue = queue if queue is not None else asyncio.Queue()
+    readers = JobReaders(bus, job_id)
     verdict_seen = False
     output_end: int | None = None
     last_output = output_after
     last_item = time.monotonic()
-    async with bus.job_feed(job_id, queue, events_from=1 if until is None else events_from, output_from=output_after + 1):
+    # Always from the job's first event: the output gate learns each attempt's node from them.
+    async with bus.job_feed(job_id, queue, events_from=1, output_from=output_after + 1):
         while True:
             raise_if_cancelling()
             if output_end is not None and last_output >= output_end:
+                for chunk in readers.release(final=True):
+                    yield Followed(chunk=chunk)
                 return
             try:
                 item = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
@@ -64,6 +80,8 @@ async def follow_job(
                 if not bus.connected:
                     raise BusUnavailable(bus.url, "connection lost while following the job") from None
                 if verdict_seen and time.monotonic() - last_item >= DRAIN_S:
+                    for chunk in readers.release(final=True):
+                        yield Followed(chunk=chunk)
                     return
                 yield Followed(idle=True)
                 continue
@@ -71,11 +89,17 @@ async def follow_job(
             if isinstance(item, OutputChunk):
                 if item.seq > last_output:
                     last_output = item.seq
-                    yield Followed(chunk=item)
+                    await readers.hold(item)
+                    for chunk in readers.release():
+                        yield Followed(chunk=chunk)
                 continue
             if not isinstance(item, Record):
                 return
+            item = await readers.record(item)
+            released = list(readers.release())
             if until is not None:
+                for chunk in released:
+                    yield Followed(chunk=chunk)
                 if item.seq >= events_from:
                     yield Followed(record=item)
                     if until(item):
@@ -85,3 +109,74 @@ async def follow_job(
                 verdict_seen = True
                 output_end = await bus.output_end(job_id)
             yield Followed(record=item)
+            for chunk in released:
+                yield Followed(chunk=chunk)
+
+
+class JobReaders:
+    """What one reader of a job counts: its records vetted (with credentials) and its output
+    through the gate, chunks kept in stream order while one waits for its attempt's node."""
+
+    def __init__(self, bus: EventBus, job_id: str) -> None:
+        self.job_id = job_id
+        self._vetting = None
+        if bus.identity is not None:  # PyNaCl and the verifier: only for a reader with credentials
+            from orchestrator.vetting import Vetting
+
+            self._vetting = Vetting(bus)
+        self.gate = OutputGate(self._vetting.verifier if self._vetting is not None else None)
+        self._held: deque[OutputChunk] = deque()
+
+    async def record(self, rec: Record) -> Record:
+        if self._vetting is not None:
+            rec = await self._vetting.record(rec)
+        self.gate.learn(rec)
+        return rec
+
+    async def hold(self, chunk: OutputChunk) -> None:
+        if self._vetting is not None:
+            await self._vetting.meet(chunk.signer)
+        self._held.append(chunk)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the first held chunk waits for its attempt's node."""
+        return bool(self._held) and self.gate.judge(self._held[0]) == WAIT
+
+    def release(self, *, final: bool = False) -> Iterator[OutputChunk]:
+        """The held chunks that count, in order, up to the first that must still wait
+        (`final`: none waits any more; what is still unknown is refused)."""
+        while self._held:
+            verdict = self.gate.judge(self._held[0], final=final)
+            if verdict == WAIT:
+                return
+            chunk = self._held.popleft()
+            if verdict is None:
+                yield chunk
+            else:
+                log.warning("output.refused", job_id=self.job_id, seq=chunk.seq, reason=verdict)
+
+
+async def job_output(bus: EventBus, job_id: str) -> AsyncGenerator[OutputChunk, None]:
+    """The job's stored output as it stands, all attempts, in order: only what counts (as
+    `follow_job` gives it, without following). The job's records are read first, and read
+    again if a chunk belongs to an attempt they do not place (it began meanwhile)."""
+    readers = JobReaders(bus, job_id)
+    read_to = await _read_records(bus, readers, 1)
+    async with contextlib.aclosing(bus.output_chunks(job_id)) as chunks:
+        async for chunk in chunks:
+            await readers.hold(chunk)
+            if readers.waiting:
+                read_to = await _read_records(bus, readers, read_to + 1)
+            for counted in readers.release(final=True):
+                yield counted
+
+
+async def _read_records(bus: EventBus, readers: JobReaders, start_seq: int) -> int:
+    """Feed the job's records from `start_seq` to `readers`; the last sequence read."""
+    last = start_seq - 1
+    async for batch in bus.read_records(subjects.job_all(readers.job_id), start_seq):
+        for rec in batch:
+            await readers.record(rec)
+            last = rec.seq
+    return last

@@ -132,7 +132,7 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
         if follow:
             stream = ((i.output, i.stream) async for i in client.follow(job_id) if i.output is not None)
         else:
-            stream = ((c.data, c.stream) async for c in client.bus.output_chunks(job_id))
+            stream = ((c.data, c.stream) async for c in client.output(job_id))
         async for chunk, which in stream:
             # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
             if as_json:

@@ -367,6 +367,51 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     assert marker.exists()
 
 
+async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_agent(up: Up, tmp_path: Path) -> None:
+    """DESIGN §9: output is a node fact. Chunks for a job from another node, unsigned, or signed
+    by another node's agent reach the log (they are on subjects their publishers may use) but
+    no reader counts them: not `nexus logs`, not a follower, not the job's output test."""
+    gate = tmp_path / "gate"
+    job_id = new_job_id()
+    command = f"echo genuine; while [ ! -e {gate} ]; do sleep 0.05; done"
+    tests = [{"type": "output_contains", "pattern": "ALL GOOD"}]
+    request = json.dumps({"command": command, "node": up.node, "tests": tests}).encode()
+    await up.admin.js.publish(subjects.job(job_id, "requested"), request)
+    await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'running'")
+    rogue_creds = await _issue(up, "agent", "rogue-3", node="rogue-3")
+    rogue = await NatsBus.connect(up.url, name="rogue", creds=rogue_creds)
+    try:  # on its own node's subject: the server lets it, the readers do not count it
+        await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3")
+    finally:
+        await rogue.close()
+    await refused(up, rogue_creds, subjects.output(job_id, 1, up.node), b"ALL GOOD (as local-1)\n")
+    # Where a server lets anyone publish on the node's subject (an operator's own, laxer server):
+    # unsigned, or signed by another node's agent, it still does not count.
+    nc = await connect(up, up.creds / "admin.creds")
+    try:
+        subject = subjects.output(job_id, 1, up.node)
+        await nc.jetstream().publish(subject, b"ALL GOOD (unsigned)\n", headers={"Nexus-Chunk": "3"})
+        from bus.identity import Identity
+
+        forged = b"ALL GOOD (signed by rogue-3)\n"
+        signed = Identity.from_creds(rogue_creds).sign_output(subject, forged)
+        await nc.jetstream().publish(subject, forged, headers={"Nexus-Chunk": "4", **signed})
+    finally:
+        await nc.close()
+    gate.touch()
+    (status,) = await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
+    assert status == "failed"  # "ALL GOOD" is nowhere in what local-1's agent wrote
+    info = await up.admin.js.stream_info(subjects.OUTPUT_STREAM, subjects_filter=subjects.output_all(job_id))
+    assert sum((info.state.subjects or {}).values()) == 4  # the forgeries are in the log, as evidence
+    for args in (["logs", job_id, "--json"], ["logs", "--follow", job_id, "--json"]):
+        code, out = await up.nexus(*args)
+        assert code == 0, out
+        shown = json.loads(out.splitlines()[-1])
+        assert shown["text"].strip() == "genuine", (args, out)
+    code, out = await up.nexus("logs", job_id)
+    assert out.count("output.refused") == 3 and "ALL GOOD" not in out, out
+
+
 async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_twice(up: Up, tmp_path: Path) -> None:
     marker = tmp_path / "runs"
     # An admin credential in a plain client (no Nexus signature): the server lets it publish, the agent refuses.

@@ -16,7 +16,7 @@ from orchestrator.app.pipelines import DecideStep
 from orchestrator.client import NexusClient
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobApprovalRequired, JobCancelRequested, JobExited, JobSucceeded
+from schemas.events import JobApprovalRequired, JobAssigned, JobCancelRequested, JobExited, JobSucceeded
 from schemas.pipelines import PipelineApprovalRequired
 from schemas.values import ExitCodeTest
 
@@ -99,12 +99,30 @@ async def test_a_decision_on_a_job_that_moved_meanwhile_is_refused(client: Nexus
 async def test_follow_ends_after_the_verdict_once_the_stored_output_is_read(client: NexusClient) -> None:
     bus = client.bus
     await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
+    await put(client, "j1", "assigned", JobAssigned(node="n1", attempt=1))
     await bus.publish_output("j1", 1, 1, b"hi\n", "n1")
     await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=1))
     await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
     seen = [(i.record.seq if i.record else None, i.chunk.data if i.chunk else None) async for i in follow_job(bus, "j1")]
-    assert [s for s, _ in seen if s is not None] == [1, 2, 3]
+    assert [s for s, _ in seen if s is not None] == [1, 2, 3, 4]
     assert [d for _, d in seen if d is not None] == [b"hi\n"]
+
+
+async def test_output_counts_only_from_the_node_that_ran_the_attempt(client: NexusClient) -> None:
+    """DESIGN §9: output is a node fact. Another node's chunks for the job (its subject names
+    that node), and chunks of an attempt no node was given, are left out by every reader."""
+    bus = client.bus
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
+    await bus.publish_output("j1", 1, 1, b"early ", "n1")  # read before the record naming n1: waits for it, in order
+    await put(client, "j1", "assigned", JobAssigned(node="n1", attempt=1))
+    await bus.publish_output("j1", 1, 1, b"forged by n2 ", "n2")
+    await bus.publish_output("j1", 1, 2, b"hi\n", "n1")
+    await bus.publish_output("j1", 7, 1, b"attempt 7 was never given to a node", "n1")
+    await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=2))
+    await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
+    followed = [i.chunk.data async for i in follow_job(bus, "j1") if i.chunk is not None]
+    stored = [c.data async for c in client.output("j1")]
+    assert followed == stored == [b"early ", b"hi\n"]
 
 
 async def test_tests_run_on_finished_jobs_one_run_at_a_time(client: NexusClient) -> None:

@@ -1,0 +1,52 @@
+"""core.authorship.output_refusal: output is a node fact (DESIGN §9). Pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.core.authorship import output_refusal
+from schemas.records import Author
+
+AGENT_N1 = Author(key="UN1", name="n1", role="agent", node="n1")
+AGENT_N2 = Author(key="UN2", name="n2", role="agent", node="n2")
+ADMIN = Author(key="UA", name="orchestrator", role="admin", service=True)
+VIEWER = Author(key="UV", name="vic", role="viewer")
+
+
+def refusal(
+    chunk_node: str | None,
+    author: Author | None = None,
+    *,
+    attempt_node: str | None = "n1",
+    problem: str | None = None,
+    enforcing: bool = True,
+) -> str | None:
+    return output_refusal(attempt=1, attempt_node=attempt_node, chunk_node=chunk_node, author=author, problem=problem, enforcing=enforcing)
+
+
+def test_the_attempts_node_signed_by_its_agent_or_admin_counts() -> None:
+    assert refusal("n1", AGENT_N1) is None
+    assert refusal("n1", ADMIN) is None
+
+
+def test_without_identities_the_node_in_the_subject_decides() -> None:
+    assert refusal("n1", enforcing=False) is None
+    assert refusal(None, enforcing=False) is None  # a subject of releases before the node id
+    assert "runs on 'n1'" in str(refusal("n2", enforcing=False))
+    assert "gave to no node" in str(refusal("n1", attempt_node=None, enforcing=False))
+
+
+@pytest.mark.parametrize(
+    ("chunk_node", "author", "problem", "why"),
+    [
+        ("n2", AGENT_N2, None, "which runs on 'n1'"),  # another node's agent, on its own subject
+        ("n1", AGENT_N2, None, "signed by the agent of 'n2'"),  # on n1's subject (a laxer server)
+        ("n1", None, None, "unsigned output"),
+        ("n1", VIEWER, None, "only the node's agent"),
+        ("n1", None, "signature by 'n1' does not verify (altered or forged)", "does not verify"),
+        (None, AGENT_N1, None, "without a node in its subject"),
+    ],
+)
+def test_anything_else_is_refused_with_its_reason(chunk_node: str | None, author: Author | None, problem: str | None, why: str) -> None:
+    reason = refusal(chunk_node, author, problem=problem)
+    assert reason is not None and why in reason and reason.endswith("refused")
