@@ -228,11 +228,11 @@ class Agent:
                 try:
                     pub = await self.bus.publish(out, expected_seq=expected)
                     break
-                except StaleDecision:
+                except StaleDecision as stale:
                     # Something came after the dispatch. Only harmless events (a duplicate
                     # request, say) let us accept; a cancel, a loss, an acceptance or a newer
                     # dispatch mean this one must not run.
-                    still = await self._still_runnable(job_id, msg.record.seq)
+                    still = await self._still_runnable(job_id, msg.record.seq, stale.last_seq)
                     if still is None:
                         if await self._accepted_by_us(job_id, msg.record.seq, dispatch.attempt):
                             break  # our own earlier `accepted` was stored though its ack was lost
@@ -279,18 +279,21 @@ class Agent:
         allowed = {"accepted", "requested", "test_requested", "approved", "denied"}
         return all(r.kind in allowed for r in later if r.seq > ours.seq)
 
-    async def _still_runnable(self, job_id: str, dispatch_seq: int) -> int | None:
-        """The job's last sequence if everything after the dispatch is harmless, else None.
+    async def _still_runnable(self, job_id: str, dispatch_seq: int, last_seq: int | None) -> int | None:
+        """The sequence to expect next if nothing after the dispatch stops it, else None.
 
-        It reads what this node may (subjects.node_view_filters): the job's own events and this
-        node's; a newer attempt elsewhere shows as its `assigned`, which comes before its dispatch."""
+        It reads what this node may (subjects.node_view_filters): the job's events that can stop
+        a dispatch and this node's; a newer attempt elsewhere shows as its `assigned`, which comes
+        before its dispatch. What else came (a duplicate request, a test request) it may not read:
+        `last_seq` is the job's last sequence as the server gave it with the refusal, and the
+        reads, made after it, cover everything up to it."""
         later = await self.bus.node_history(job_id, self.node_id, dispatch_seq + 1)
         # Only events that decode count: garbage on the job's subjects must not cost it its run.
         blocking = {"assigned", "dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost",
                     "rejected", "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
         if any(r.event is not None and r.kind in blocking for r in later):
             return None
-        return later[-1].seq if later else dispatch_seq
+        return max(last_seq or 0, later[-1].seq if later else dispatch_seq)
 
     async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
         """Run the accepted job once a slot is free. Two orchestrators can each count a slot

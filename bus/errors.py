@@ -28,8 +28,12 @@ class BusUnavailable(BusError):
 
 
 class StaleDecision(BusError):
-    def __init__(self, subject: str, expected_seq: int) -> None:
+    """The entity's last sequence was not `expected_seq`; `last_seq`: what it was, when the
+    server said (a cluster's stream leader may not)."""
+
+    def __init__(self, subject: str, expected_seq: int, last_seq: int | None = None) -> None:
         self.expected_seq = expected_seq
+        self.last_seq = last_seq
         super().__init__(f"{subject}: another event came after seq {expected_seq}", subject=subject, retryable=True)
 
 

@@ -194,8 +194,8 @@ class MemoryBus:
             raise BusError(f"refusing to publish {out.subject}: {exc.reason}", subject=out.subject) from None
         stream = self._stream(subjects.EVENTS_STREAM)
         # JetStream's order: the expectation first, then the duplicate check.
-        if expected_seq is not None and stream.last(entity_filter(out.subject)) != expected_seq:
-            raise StaleDecision(out.subject, expected_seq)
+        if expected_seq is not None and (last := stream.last(entity_filter(out.subject))) != expected_seq:
+            raise StaleDecision(out.subject, expected_seq, last)
         pub = stream.append(out.subject, data, out.msg_id)
         if pub.duplicate:
             held = stream.messages[pub.seq - 1]

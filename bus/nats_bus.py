@@ -528,10 +528,11 @@ class NatsBus:
         create subject: what an agent identity's permissions allow (bus.nats_consumers)."""
         from bus import nats_consumers
 
-        found: list[Record] = []
-        for filter_subject in subjects.node_view_filters(job_id, node_id):
-            msgs = await nats_consumers.read_filtered(self.nc, self.js, subjects.EVENTS_STREAM, filter_subject, start_seq)
-            found.extend(to_record(m) for m in msgs)
+        reads = [
+            nats_consumers.read_filtered(self.nc, self.js, subjects.EVENTS_STREAM, filter_subject, start_seq)
+            for filter_subject in subjects.node_view_filters(job_id, node_id)
+        ]
+        found = [to_record(m) for msgs in await asyncio.gather(*reads) for m in msgs]
         return sorted(found, key=lambda r: r.seq)
 
     async def announcement(self, key: str) -> Record | None:

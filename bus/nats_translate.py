@@ -6,6 +6,7 @@ Used by the NATS adapter's modules (nats_bus, nats_consumers, nats_nodes) only.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ WRONG_LAST_SEQUENCE = 10071
 # "duplicate message id is in process": another publisher's message with this id is being
 # stored right now (two orchestrators making the same decision on a cluster).
 DUPLICATE_IN_PROCESS = 10158
+_LAST_SEQ = re.compile(r"wrong last sequence: (\d+)")
 CHUNK_HEADER = "Nexus-Chunk"
 # Present (value "stderr") only on a `tty: false` job's stderr chunks; absent means stdout.
 STREAM_HEADER = "Nexus-Stream"
@@ -59,7 +61,8 @@ def map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]
     except nats.js.errors.APIError as exc:
         wrong_last = exc.err_code == WRONG_LAST_SEQUENCE or (exc.description or "").startswith("wrong last sequence")
         if wrong_last and expected_seq is not None:  # a cluster's stream leader may say it without the number
-            raise StaleDecision(subject, expected_seq) from None
+            said = _LAST_SEQ.search(exc.description or "")
+            raise StaleDecision(subject, expected_seq, int(said.group(1)) if said else None) from None
         if exc.err_code == DUPLICATE_IN_PROCESS or "duplicate message id is in process" in (exc.description or ""):
             # Not a refusal: the same decision (or fact) is being stored by someone else.
             # A decision re-reads (stale); anything else retries and gets the duplicate ack.

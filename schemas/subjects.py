@@ -75,12 +75,20 @@ def fact(job_id: str, kind: str, node_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.{kind}.{check_id(node_id, 'node id')}"
 
 
+AGENT_JOB_KINDS = ("assigned", "cancel_requested", "cancelled", "lost", "rejected", "denied", "succeeded", "failed", "timed_out",
+                   *NODE_FACTS)  # fmt: skip
+"""The job-level events a node's agent may read of a job: those that stop a dispatch from running
+(a newer attempt, a cancel, a loss, an outcome; node facts of releases before the node id). Never
+the request (the command and its environment), nor anything else about other people's jobs."""
+
+
 def node_view_filters(job_id: str, node_id: str) -> list[str]:
-    """What of one job a node's agent may read: its job-level events (`nexus.evt.job.<id>.<kind>`)
-    and its own node's (`nexus.evt.job.<id>.<kind>.<node>`), never another node's dispatches."""
+    """What of one job a node's agent may read, one filter each: the job-level events that can stop
+    a dispatch (AGENT_JOB_KINDS) and its own node's (`nexus.evt.job.<id>.<kind>.<node>`); never the
+    job's request, never another node's dispatches."""
     check_id(job_id, "job id")
     check_id(node_id, "node id")
-    return [f"nexus.evt.job.{job_id}.*", f"nexus.evt.job.{job_id}.*.{node_id}"]
+    return [*(f"nexus.evt.job.{job_id}.{kind}" for kind in AGENT_JOB_KINDS), f"nexus.evt.job.{job_id}.*.{node_id}"]
 
 
 def agent_filters(node_id: str) -> list[str]:

@@ -89,10 +89,11 @@ def _agent(node: str) -> list[str]:
         f"$JS.API.STREAM.INFO.{EVENTS}",
         f"$JS.API.STREAM.INFO.KV_{subjects.NODES_BUCKET}",
         # A job's history as this node may see it, read before running a dispatch (is it still
-        # runnable?): a short-lived consumer whose one filter is in its create subject, either the
-        # job's own events (nexus.evt.job.<id>.*) or this node's (nexus.evt.job.<id>.*.<node>):
-        # never another node's dispatches (subjects.node_view_filters).
-        f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.*",
+        # runnable?): short-lived consumers whose one filter is in their create subject, either
+        # one kind of the job's own events that can stop a dispatch (nexus.evt.job.<id>.cancelled)
+        # or this node's (nexus.evt.job.<id>.*.<node>): never a request (the command), never
+        # another node's dispatches (subjects.node_view_filters).
+        *(f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.{kind}" for kind in subjects.AGENT_JOB_KINDS),
         f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.*.{node}",
         # Who signed a dispatch: the signer's announcement, by a direct get naming its subject.
         f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.trust.*.announced",
@@ -105,7 +106,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:5"
+PERMISSIONS_VERSION = "perms:6"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 

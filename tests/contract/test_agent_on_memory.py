@@ -92,6 +92,30 @@ async def test_a_dispatch_whose_accepted_was_stored_but_never_acked_still_runs(r
     assert kinds == [JobDispatch, JobAccepted, JobStarted, JobExited]
 
 
+async def test_a_harmless_event_the_agent_may_not_read_does_not_stop_its_dispatch(running: tuple[MemoryBus, Agent]) -> None:
+    # A duplicate request stored between the dispatch and `accepted` makes `accepted` stale. The
+    # agent may not read requests (subjects.node_view_filters): it finds nothing that stops the
+    # dispatch and expects the job's last sequence as the refusal gave it.
+    bus, _agent = running
+    publish = bus.publish
+
+    async def request_in_between(out: Outgoing, *, expected_seq: int | None = None) -> Published:
+        if isinstance(out.event, JobAccepted) and not await _requests(bus, "j5"):
+            bus.inject(subjects.job("j5", "requested"), b'{"command": "echo again"}')
+        return await publish(out, expected_seq=expected_seq)
+
+    bus.publish = request_in_between  # type: ignore[method-assign]
+    await publish(_dispatch("j5", "echo ran"))
+    exited = await wait_for(lambda: _exited(bus, "j5"), what="the job to run")
+    assert exited.exit_code == 0
+    assert [r.kind for r in await _history(bus, "j5")] == ["dispatch", "requested", "accepted", "started", "exited"]
+    assert not any(r.kind == "requested" for r in await bus.node_history("j5", "n1"))
+
+
+async def _requests(bus: MemoryBus, job_id: str) -> list[Record]:
+    return [r for r in await _history(bus, job_id) if r.kind == "requested"]
+
+
 async def test_a_dispatch_accepted_by_another_agent_process_never_runs(running: tuple[MemoryBus, Agent]) -> None:
     bus, _agent = running
     dispatch = await bus.publish(_dispatch("j3", "echo must not run"))

@@ -93,14 +93,14 @@ class BusContract:
         assert await bus.publish(retry) == Published(seq=pub.seq, duplicate=True)
         assert await bus.last_seq() == pub.seq
 
-    async def test_node_history_is_the_jobs_events_and_that_nodes_only(self, bus: EventBus) -> None:
-        await bus.publish(requested("j1"))
+    async def test_node_history_is_what_can_stop_a_dispatch_and_that_nodes_only(self, bus: EventBus) -> None:
+        await bus.publish(requested("j1"))  # the request (the command): never in an agent's view
         mine = await bus.publish(dispatch("j1", "n1"))
         await bus.publish(dispatch("j1", "n2", attempt=2))  # another node's: never in n1's view
         await bus.publish(started("j1"))  # the old five-token form: a job-level subject
         await bus.publish(requested("j2"))
         seen = await bus.node_history("j1", "n1")
-        assert [r.subject for r in seen] == [subjects.job("j1", "requested"), subjects.dispatch("j1", "n1"), subjects.job("j1", "started")]
+        assert [r.subject for r in seen] == [subjects.dispatch("j1", "n1"), subjects.job("j1", "started")]
         assert [r.seq for r in await bus.node_history("j1", "n1", start_seq=mine.seq + 1)] == [seen[-1].seq]
         assert await bus.node_history("nope", "n1") == []
 
@@ -118,6 +118,7 @@ class BusContract:
         with pytest.raises(StaleDecision) as caught:
             await bus.publish(started("j1", attempt=2), expected_seq=first.seq)
         assert caught.value.retryable and caught.value.expected_seq == first.seq
+        assert caught.value.last_seq == second.seq  # what the entity's last sequence is (one server says)
         with pytest.raises(StaleDecision):
             await bus.publish(requested("j9"), expected_seq=5)
         chain = await bus.publish_chain([started("j1", 3), started("j1", 4)], expected_seq=second.seq)

@@ -477,14 +477,18 @@ async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
     await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}.peek.nexus.evt.job.*.dispatch.{up.node}", config)
     await refused(up, rogue, f"$JS.API.DIRECT.GET.{events}.{dispatch}")
     await refused(up, rogue, f"$JS.API.STREAM.MSG.GET.{events}", json.dumps({"last_by_subj": dispatch}).encode())
-    # What it may read of a job (its own view) holds no other node's dispatch.
+    # Nor any job's request (the command): not this one's, not every job's at once, not all of a job's events.
+    for peek in (subjects.job(job_id, "requested"), "nexus.evt.job.*.requested", subjects.job(job_id, "*"), "nexus.evt.job.*.*"):
+        await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}.peek.{peek}", config)
+    # What it may read of a job (its own view: what can stop a dispatch) holds neither.
     bus = await NatsBus.connect(up.url, name="peeker", creds=rogue)
     try:
         seen = await bus.node_history(job_id, "peek-1")
     finally:
         await bus.close()
-    assert seen and all(not r.subject.endswith(f".{up.node}") for r in seen)
-    assert b"for-local-1-only" in b"".join(r.raw for r in seen)  # the request is job-level: visible
+    assert {r.kind for r in seen} == {"assigned", "succeeded"}
+    assert all(not r.subject.endswith(f".{up.node}") for r in seen)
+    assert b"for-local-1-only" not in b"".join(r.raw for r in seen)
 
 
 async def subscribe_refused(up: Up, creds: Path, subject: str) -> None:
