@@ -86,11 +86,14 @@ def is_nats_error(exc: BaseException) -> bool:
 
 
 def to_output_chunk(msg: Msg) -> OutputChunk:
-    attempt = subjects.output_attempt(msg.subject)
-    number = int((msg.headers or {}).get(CHUNK_HEADER, "0"))
+    """A message of NEXUS_OUTPUT as a chunk, whatever its publisher put in its subject and headers
+    (a chunk number that is not one reads as 0; orchestrator.output_gate judges the rest)."""
     headers = msg.headers or {}
+    said = headers.get(CHUNK_HEADER, "0")
+    number = int(said) if said.isascii() and said.isdigit() and len(said) <= 9 else 0
     return OutputChunk(
-        seq=msg.metadata.sequence.stream, attempt=attempt, number=number, data=msg.data, stream=output_stream(headers),
+        seq=msg.metadata.sequence.stream, attempt=subjects.output_attempt(msg.subject), number=number, data=msg.data,
+        stream=output_stream(headers),
         subject=msg.subject, signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
     )  # fmt: skip
 

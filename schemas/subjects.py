@@ -199,8 +199,10 @@ def output_node(subject: str) -> str | None:
 
 
 def output_attempt(subject: str) -> int:
-    """The attempt of an output subject `nexus.out.<job_id>.<attempt>[.<node_id>]`."""
+    """The attempt of an output subject `nexus.out.<job_id>.<attempt>[.<node_id>]`; 0 when it
+    names none (`nexus.out.<job>.x.<node>`: anyone who may publish output may publish there, so
+    readers get a chunk of no attempt, which never counts, rather than an error)."""
     parts = subject.split(".")
     if len(parts) not in (4, 5) or parts[:2] != ["nexus", "out"] or not parts[3].isdigit() or len(parts[3]) > 9:
-        raise InvalidSubject(subject, "not of the form nexus.out.<job_id>.<attempt>.<node_id>")
+        return 0
     return int(parts[3])

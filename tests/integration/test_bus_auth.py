@@ -382,6 +382,8 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     rogue = await NatsBus.connect(up.url, name="rogue", creds=rogue_creds)
     try:  # on its own node's subject: the server lets it, the readers do not count it
         await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3")
+        # Nor garbage where an attempt and a chunk number belong: no reader may fail on it.
+        await rogue.js.publish(f"nexus.out.{job_id}.x.rogue-3", b"ALL GOOD (no attempt)\n", headers={"Nexus-Chunk": "\u00b2"})
     finally:
         await rogue.close()
     await refused(up, rogue_creds, subjects.output(job_id, 1, up.node), b"ALL GOOD (as local-1)\n")
@@ -402,14 +404,14 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     (status,) = await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert status == "failed"  # "ALL GOOD" is nowhere in what local-1's agent wrote
     info = await up.admin.js.stream_info(subjects.OUTPUT_STREAM, subjects_filter=subjects.output_all(job_id))
-    assert sum((info.state.subjects or {}).values()) == 4  # the forgeries are in the log, as evidence
+    assert sum((info.state.subjects or {}).values()) == 5  # the forgeries are in the log, as evidence
     for args in (["logs", job_id, "--json"], ["logs", "--follow", job_id, "--json"]):
         code, out = await up.nexus(*args)
         assert code == 0, out
         shown = json.loads(out.splitlines()[-1])
         assert shown["text"].strip() == "genuine", (args, out)
     code, out = await up.nexus("logs", job_id)
-    assert out.count("output.refused") == 3 and "ALL GOOD" not in out, out
+    assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 
 
 async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_twice(up: Up, tmp_path: Path) -> None:
