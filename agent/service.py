@@ -26,7 +26,6 @@ from agent.checks import describe, run_checks
 from agent.environment import job_environment
 from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
-from agent.output_window import OutputWindow
 from agent.pipe_runner import PipeRunner
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
@@ -41,8 +40,8 @@ from schemas.secrets import is_sealed
 log = Logger("nexus.agent")
 
 VERSION = "0.1.0"
-# Output chunks as stored on NEXUS_OUTPUT: a few publishes in flight at once, stored in order
-# (agent.output_window), so the chunk size sets the throughput of bulk output
+# Output chunks as stored on NEXUS_OUTPUT: each is one publish awaited until stored (in order, so
+# a retry can never reorder the output), so the chunk size sets the throughput of bulk output
 # (bench/output_throughput.py: ~2-3x from 32 KiB to 256 KiB). Well under nats-server's default
 # 1 MiB max_payload; a job's reader buffers at most 4 chunks per stream (back-pressure above that).
 OUTPUT_CHUNK_MAX = 256 * 1024
@@ -334,19 +333,16 @@ class Agent:
 
     async def _run(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
         attempt = dispatch.attempt
+        chunk_no = 0
         first_output_at: datetime | None = None
 
-        async def publish_chunk(number: int, data: bytes, stream: OutputStream, after: int | None) -> None:
-            await self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream, after=after)
-
-        # The two streams of a `tty: false` job share the chunk numbering.
-        output = OutputWindow(publish_chunk, _retry)
-
         async def on_output(data: bytes, stream: OutputStream = "stdout") -> None:
-            nonlocal first_output_at
+            nonlocal chunk_no, first_output_at
             if first_output_at is None:
                 first_output_at = datetime.now(UTC)
-            await output.send(data, stream)
+            chunk_no += 1
+            number = chunk_no  # the two streams of a `tty: false` job share the numbering
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream))
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
@@ -380,7 +376,6 @@ class Agent:
                 result = await self.runner.run(spec, on_output, run.cancel, on_started)
             else:
                 result = await self.pipe_runner.run(spec, on_output, run.cancel, on_started)
-            await output.close()  # every chunk stored before `exited` says how many there are
             killed_by = result.killed_by
             checks = []
             if killed_by is None:
@@ -407,11 +402,8 @@ class Agent:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
         except Exception as exc:
             log.exception("job.run_failed", job_id=job_id)
-            with contextlib.suppress(BusError):  # what was handed over before the failure is still stored
-                await output.close()
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
-            output.abandon()  # nothing left after close(); after a failure or a stop, what was in flight
             self.running.pop(job_id, None)
         exited = _masked(exited, secrets)
         out = Outgoing(subjects.fact(job_id, "exited", self.node_id), exited, msgids.job(job_id, "exited", attempt))

@@ -4,7 +4,6 @@ NexusError (schemas.errors)
 +-- BusError                      NATS / JetStream trouble; `retryable` says if the same call may succeed later
     +-- BusUnavailable            cannot reach the server (retryable)
     +-- StaleDecision             optimistic concurrency refused a publish: re-read and decide again
-    +-- OutOfTurn                 an output chunk was refused: the chunk it follows is not the last stored (retryable)
     +-- NotSetUp                  a stream or the heartbeat bucket does not exist (yet: retryable)
     +-- RequestTimedOut           a request got no answer in time (retryable; also a TimeoutError)
 """
@@ -32,12 +31,6 @@ class StaleDecision(BusError):
     def __init__(self, subject: str, expected_seq: int) -> None:
         self.expected_seq = expected_seq
         super().__init__(f"{subject}: another event came after seq {expected_seq}", subject=subject, retryable=True)
-
-
-class OutOfTurn(BusError):
-    def __init__(self, subject: str, after: int) -> None:
-        self.after = after
-        super().__init__(f"{subject}: not stored, chunk {after} is not the last on the output stream", subject=subject, retryable=True)
 
 
 class NotSetUp(BusError):

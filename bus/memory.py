@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from bus.errors import BusError, NotSetUp, OutOfTurn, RequestTimedOut, StaleDecision
+from bus.errors import BusError, NotSetUp, RequestTimedOut, StaleDecision
 from bus.identity import Identity
 from bus.port import (
     DEFAULT_LIMITS,
@@ -69,7 +69,6 @@ class _Stored:
 class _Stream:
     messages: list[_Stored] = field(default_factory=list)
     msg_ids: dict[str, int] = field(default_factory=dict)
-    last_msg_id: str | None = None  # of the last message stored (JetStream's Nats-Expected-Last-Msg-Id)
 
     def last(self, pattern: str | None = None) -> int:
         for msg in reversed(self.messages):
@@ -82,7 +81,6 @@ class _Stream:
             return Published(seq=self.msg_ids[msg_id], duplicate=True)
         seq = len(self.messages) + 1
         self.messages.append(_Stored(seq, subject, data, datetime.now(UTC), number, stream))
-        self.last_msg_id = msg_id
         if msg_id is not None:
             self.msg_ids[msg_id] = seq
         return Published(seq=seq, duplicate=False)
@@ -216,23 +214,11 @@ class MemoryBus:
         return done
 
     async def publish_output(
-        self,
-        job_id: str,
-        attempt: int,
-        number: int,
-        data: bytes,
-        node_id: str,
-        stream: OutputStream = "stdout",
-        *,
-        after: int | None = None,
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
     ) -> None:
-        subject = subjects.output(job_id, attempt, node_id)
-        msg_id = msgids.output(job_id, attempt, number)
-        out = self._stream(subjects.OUTPUT_STREAM)
-        # JetStream's order for this expectation: the duplicate check first (a retry is acknowledged).
-        if after is not None and msg_id not in out.msg_ids and out.last_msg_id != msgids.output(job_id, attempt, after):
-            raise OutOfTurn(subject, after)
-        out.append(subject, data, msg_id, number, stream)
+        self._stream(subjects.OUTPUT_STREAM).append(
+            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number, stream
+        )
         self._changed()
 
     def inject(self, subject: str, data: bytes, msg_id: str | None = None) -> int:

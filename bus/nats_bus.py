@@ -61,7 +61,6 @@ log = Logger("nexus.bus")
 # coming, and every retry carries the same Nats-Msg-Id, so waiting less is safe.
 PUBLISH_ACK_TIMEOUT_S = 3.0
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
-EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 _DENIED_SUBJECT = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 # How long a follower of the log waits for "how far is the log?" when its subscription is quiet.
@@ -301,27 +300,15 @@ class NatsBus:
         return done
 
     async def publish_output(
-        self,
-        job_id: str,
-        attempt: int,
-        number: int,
-        data: bytes,
-        node_id: str,
-        stream: OutputStream = "stdout",
-        *,
-        after: int | None = None,
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
     ) -> None:
         headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
         if stream != "stdout":
             headers[STREAM_HEADER] = stream
-        if after is not None:
-            # Stream-wide (JetStream has no per-subject form by msg id): another job's output
-            # stored in between refuses the chunk too, and the publisher sends it again alone.
-            headers[EXPECTED_LAST_MSG_ID] = msgids.output(job_id, attempt, after)
         subject = subjects.output(job_id, attempt, node_id)
         if self.identity is not None:
             headers.update(self.identity.sign_output(subject, data))
-        with map_publish_errors(subject, None, after):
+        with map_publish_errors(subject, None):
             await self.js.publish(subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
 
     # ------------------------------------------------------------ reading

@@ -13,7 +13,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from bus.errors import BusError, NotSetUp, OutOfTurn, StaleDecision
+from bus.errors import BusError, NotSetUp, StaleDecision
 from bus.port import OutputChunk, OutputStream
 from schemas import codec, subjects
 from schemas.errors import DecodeError
@@ -21,7 +21,6 @@ from schemas.records import Record
 from schemas.trust import SIG_HEADER, SIGNER_HEADER
 
 WRONG_LAST_SEQUENCE = 10071
-WRONG_LAST_MSG_ID = 10070
 # "duplicate message id is in process": another publisher's message with this id is being
 # stored right now (two orchestrators making the same decision on a cluster).
 DUPLICATE_IN_PROCESS = 10158
@@ -53,17 +52,14 @@ def map_read_errors(what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def map_publish_errors(subject: str, expected_seq: int | None, after: int | None = None) -> Iterator[None]:
-    """nats-py's publish errors as BusError; `retryable` says whether the same publish may succeed later.
-    `expected_seq`: the publish expected that last sequence; `after`: the output chunk it expected last."""
+def map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]:
+    """nats-py's publish errors as BusError; `retryable` says whether the same publish may succeed later."""
     try:
         yield
     except nats.js.errors.APIError as exc:
         wrong_last = exc.err_code == WRONG_LAST_SEQUENCE or (exc.description or "").startswith("wrong last sequence")
         if wrong_last and expected_seq is not None:  # a cluster's stream leader may say it without the number
             raise StaleDecision(subject, expected_seq) from None
-        if after is not None and (exc.err_code == WRONG_LAST_MSG_ID or (exc.description or "").startswith("wrong last msg")):
-            raise OutOfTurn(subject, after) from None
         if exc.err_code == DUPLICATE_IN_PROCESS or "duplicate message id is in process" in (exc.description or ""):
             # Not a refusal: the same decision (or fact) is being stored by someone else.
             # A decision re-reads (stale); anything else retries and gets the duplicate ack.

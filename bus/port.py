@@ -129,21 +129,10 @@ class EventBus(Protocol):
         """Publish decisions on one entity in order, each expecting the previous one."""
 
     async def publish_output(
-        self,
-        job_id: str,
-        attempt: int,
-        number: int,
-        data: bytes,
-        node_id: str,
-        stream: OutputStream = "stdout",
-        *,
-        after: int | None = None,
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
     ) -> None:
         """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry is harmless.
-        Chunk numbers count both streams of an attempt together. With `after`, store it only if
-        chunk `after` of this attempt is the last message on the output stream, else refuse it
-        (OutOfTurn, nothing stored): so a chunk published before the one it follows is acknowledged
-        can never be stored ahead of it. A chunk already stored is recognised (a retry) before that check."""
+        Chunk numbers count both streams of an attempt together."""
 
     # ---- reading
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.errors import OutOfTurn, RequestTimedOut, StaleDecision
+from bus.errors import RequestTimedOut, StaleDecision
 from bus.memory import MemoryBus, subject_matches
 from bus.nats_bus import NatsBus
 from bus.port import Delivery, EventBus, OutputChunk, Published
@@ -186,27 +186,6 @@ class BusContract:
         chunks = [c async for c in bus.output_chunks("j1")]
         assert [(c.attempt, c.number, c.data) for c in chunks] == [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]
         assert await bus.output_end("j1") == chunks[-1].seq
-
-    async def test_an_output_chunk_after_another_is_stored_only_right_after_it(self, bus: EventBus) -> None:
-        await bus.publish_output("j1", 1, 1, b"one", "n1")
-        await bus.publish_output("j1", 1, 2, b"two", "n1", after=1)
-        with pytest.raises(OutOfTurn) as refused:  # chunk 3 is not stored: 4 may not go before it
-            await bus.publish_output("j1", 1, 4, b"four", "n1", after=3)
-        assert refused.value.retryable and refused.value.after == 3
-        await bus.publish_output("j2", 1, 1, b"another job's", "n1")
-        with pytest.raises(OutOfTurn):  # the expectation is stream-wide: other output came in between
-            await bus.publish_output("j1", 1, 3, b"three", "n1", after=2)
-        await bus.publish_output("j1", 1, 3, b"three", "n1")  # alone, once 2 is known stored
-        await bus.publish_output("j1", 1, 4, b"four", "n1", after=3)
-        chunks = [(c.number, c.data) async for c in bus.output_chunks("j1")]
-        assert chunks == [(1, b"one"), (2, b"two"), (3, b"three"), (4, b"four")]
-
-    async def test_a_stored_chunk_sent_again_is_a_duplicate_before_its_expectation(self, bus: EventBus) -> None:
-        await bus.publish_output("j1", 1, 1, b"one", "n1")
-        await bus.publish_output("j1", 1, 2, b"two", "n1", after=1)
-        await bus.publish_output("j2", 1, 1, b"another job's", "n1")
-        await bus.publish_output("j1", 1, 2, b"two", "n1", after=1)  # its ack was lost: the retry is harmless
-        assert [c.number async for c in bus.output_chunks("j1")] == [1, 2]
 
     async def test_output_follow_until_told_to_stop(self, bus: EventBus) -> None:
         done = asyncio.Event()
