@@ -279,7 +279,10 @@ def main() -> None:
         Figure("byte-exact, tty: true (1 = yes)", float(exact[True]), "bool", "1"),
         Figure("byte-exact, tty: false (1 = yes)", float(exact[False]), "bool", "1"),
         *(Figure(f"  CPU s per 100 MiB, {'PTY' if tty else 'pipes'}, {name}", cpu * 100 / blocks, "s")
-          for tty in (True, False) for name, cpu in results[tty].cpu.items()),
+          for tty in (True, False) for name, cpu in [*results[tty].cpu.items(), ("all", sum(results[tty].cpu.values()))]),
+        # Were the whole path's CPU seconds spread perfectly over this machine's cores, no faster than this.
+        *(Figure(f"  {'PTY' if tty else 'pipes'}: the CPU limit on {os.cpu_count()} cores", blocks * MIB / sum(results[tty].cpu.values())
+                 * (os.cpu_count() or 1) / 1e6, "MB/s") for tty in (True, False)),
         Figure("agent RSS idle (VmRSS)", memory["idle"]["VmRSS"] / 1024, "MiB", "<= 35 MiB"),
         Figure("agent peak RSS idle (VmHWM)", memory["idle"]["VmHWM"] / 1024, "MiB", "<= 35 MiB"),
         Figure(f"agent peak RSS after {blocks} MiB jobs (VmHWM)", memory["after"]["VmHWM"] / 1024, "MiB", "<= 60 MiB"),
