@@ -137,21 +137,38 @@ def memory_kib(pid: int) -> dict[str, int]:
     return found
 
 
+def cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process so far, and of its reaped children, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 @dataclass
 class Through:
     received_mb_s: float  # the agent's `started` -> the last byte a following client received
     stored_mb_s: float  # the agent's `started` -> its `exited` (sent once every chunk is stored)
     digest: str
     stderr_bytes: int
+    cpu: dict[str, float]  # CPU seconds per process over the job: submit -> the client's last item
 
 
-async def through_nexus(client: object, blocks: int, tty: bool) -> Through:
-    """One job of `blocks` MiB, followed live by a client (as `nexus run` does)."""
+async def through_nexus(client: object, blocks: int, tty: bool, pids: dict[str, int]) -> Through:
+    """One job of `blocks` MiB, followed live by a client (as `nexus run` does).
+    `pids`: the stack's processes by name, whose CPU seconds over the job are taken."""
     from orchestrator.client import NexusClient, new_job_id
     from schemas.events import JobExited, JobRequested, JobStarted
 
     assert isinstance(client, NexusClient)
+
+    def cpu_now() -> dict[str, float]:
+        now = {name: cpu_s(pid)[0] for name, pid in pids.items()}
+        now["command"] = cpu_s(pids["agent"])[1]  # the job's own processes, reaped by the agent
+        now["client"] = time.process_time()  # this process: nats-py, the follow loop and SHA-256
+        return now
+
     job_id = new_job_id()
+    cpu_before = cpu_now()
     await client.submit(job_id, JobRequested(command=shlex.join(generator_argv(blocks)), tty=tty))
     h = hashlib.sha256()
     started: float | None = None
@@ -170,8 +187,10 @@ async def through_nexus(client: object, blocks: int, tty: bool) -> Through:
             started = item.record.event.ts.timestamp()
         elif item.record is not None and isinstance(item.record.event, JobExited) and item.record.event.ts is not None:
             exited = item.record.event.ts.timestamp()
+    cpu_after = cpu_now()
     assert started is not None and exited is not None, "no started or exited event"
-    return Through(total / (last_byte - started) / 1e6, total / (exited - started) / 1e6, h.hexdigest(), errors)
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    return Through(total / (last_byte - started) / 1e6, total / (exited - started) / 1e6, h.hexdigest(), errors, cpu)
 
 
 async def stack_figures(blocks: int, signed: bool) -> tuple[dict[bool, Through], dict[str, dict[str, int]]]:
@@ -209,7 +228,8 @@ async def stack_figures(blocks: int, signed: bool) -> tuple[dict[bool, Through],
         subprocess.Popen([BIN / "nexus", "agent", "--node", "bench-out", "--log-level", "warning", "--state-dir", tmp / "agent"],
                          env=env_of("agent"), cwd=tmp, **quiet),
     ]  # fmt: skip
-    agent_pid = procs[1].pid
+    assert server.proc is not None
+    pids = {"nats-server": server.proc.pid, "orchestrator": procs[0].pid, "agent": procs[1].pid}
     bus = await NatsBus.connect(url, name="bench-output", creds=creds["client"])
     client = NexusClient(bus)
     memory: dict[str, dict[str, int]] = {}
@@ -218,11 +238,11 @@ async def stack_figures(blocks: int, signed: bool) -> tuple[dict[bool, Through],
         warm = new_job_id()
         await client.submit(warm, JobRequested(command="true"))
         await wait_status(client, [warm])
-        memory["idle"] = memory_kib(agent_pid)
+        memory["idle"] = memory_kib(pids["agent"])
         results = {}
         for tty in (True, False):
-            results[tty] = await through_nexus(client, blocks, tty)
-        memory["after"] = memory_kib(agent_pid)
+            results[tty] = await through_nexus(client, blocks, tty, pids)
+        memory["after"] = memory_kib(pids["agent"])
         return results, memory
     finally:
         await bus.close()
@@ -258,6 +278,11 @@ def main() -> None:
                "bare pipe read loop", pipe_limit),
         Figure("byte-exact, tty: true (1 = yes)", float(exact[True]), "bool", "1"),
         Figure("byte-exact, tty: false (1 = yes)", float(exact[False]), "bool", "1"),
+        *(Figure(f"  CPU s per 100 MiB, {'PTY' if tty else 'pipes'}, {name}", cpu * 100 / blocks, "s")
+          for tty in (True, False) for name, cpu in [*results[tty].cpu.items(), ("all", sum(results[tty].cpu.values()))]),
+        # Were the whole path's CPU seconds spread perfectly over this machine's cores, no faster than this.
+        *(Figure(f"  {'PTY' if tty else 'pipes'}: the CPU limit on {os.cpu_count()} cores", blocks * MIB / sum(results[tty].cpu.values())
+                 * (os.cpu_count() or 1) / 1e6, "MB/s") for tty in (True, False)),
         Figure("agent RSS idle (VmRSS)", memory["idle"]["VmRSS"] / 1024, "MiB", "<= 35 MiB"),
         Figure("agent peak RSS idle (VmHWM)", memory["idle"]["VmHWM"] / 1024, "MiB", "<= 35 MiB"),
         Figure(f"agent peak RSS after {blocks} MiB jobs (VmHWM)", memory["after"]["VmHWM"] / 1024, "MiB", "<= 60 MiB"),
@@ -270,7 +295,7 @@ def main() -> None:
         for f in figures:
             ratio = f"  ({f.ratio:.0%} of {f.peer})" if f.ratio is not None else ""
             target = f"  target {f.target}" if f.target else ""
-            print(f"{f.what:<52} {f.value:9.1f} {f.unit}{ratio}{target}")
+            print(f"{f.what:<52} {f.value:9.{2 if f.unit == 's' else 1}f} {f.unit}{ratio}{target}")
     if not all(exact.values()):
         sys.exit(1)
 
