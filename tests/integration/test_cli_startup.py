@@ -20,7 +20,7 @@ from tests.conftest import Stack
 
 # The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded.
 _PROBE = """
-import json, sys
+import gc, json, sys
 from orchestrator.cli.main import main
 sys.argv = ["nexus", *sys.argv[2:]]
 code = 0
@@ -29,7 +29,7 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 with open(OUT, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+    json.dump({"code": code, "modules": sorted(sys.modules), "collecting": gc.isenabled()}, f)
 """
 
 # Never needed to print help: each of these costs tens of milliseconds or more to import.
@@ -45,7 +45,7 @@ NOT_FOR_RUN = (
 )  # fmt: skip
 
 
-async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str, bool]:
     out = tmp / "probe.json"
     code = _PROBE.replace("OUT", repr(str(out)))
     proc = await asyncio.create_subprocess_exec(
@@ -56,7 +56,8 @@ async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tu
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode(errors="replace")
     found = json.loads(out.read_text())
-    return found["code"], set(found["modules"]), stdout.decode(errors="replace") + stderr.decode(errors="replace")
+    said = stdout.decode(errors="replace") + stderr.decode(errors="replace")
+    return found["code"], set(found["modules"]), said, found["collecting"]
 
 
 def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -77,7 +78,7 @@ VERB_MODULES = {f"orchestrator.cli.{m}" for m in ("audit", "creds", "daemons", "
     ],
 )
 async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...], verb_modules: set[str]) -> None:
-    code, modules, said = await _probe(tmp_path, *args)
+    code, modules, said, _ = await _probe(tmp_path, *args)
     assert code == 0, said
     assert "Usage" in said
     assert _loaded(modules, NOT_FOR_HELP) == [], f"`nexus {' '.join(args)}` imported heavy modules"
@@ -85,7 +86,7 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
 
 
 async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
-    code, modules, said = await _probe(tmp_path, "--help")
+    code, modules, said, _ = await _probe(tmp_path, "--help")
     assert code == 0
     assert "rich" not in modules  # typer's rich renderer costs more than the rest of the start-up
     for panel, verb in (("Services:", "orchestrator"), ("Jobs:", "submit"), ("State:", "replay"), ("Trust:", "audit")):
@@ -95,7 +96,7 @@ async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> N
 @pytest.mark.parametrize("quiet", [False, True], ids=["status lines", "quiet"])
 async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
     args = ("run", "--node", "node-1", *(["-q"] if quiet else []), "--", "true")
-    code, modules, said = await _probe(stack.tmp, *args, env={"NEXUS_NATS_URL": stack.url})
+    code, modules, said, collecting = await _probe(stack.tmp, *args, env={"NEXUS_NATS_URL": stack.url})
     assert code == 0, said
     assert "bus.nats_bus" in modules  # it did talk to the bus
     assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
@@ -104,3 +105,4 @@ async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
     assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
     assert modules & VERB_MODULES == {"orchestrator.cli.run"}
     assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
+    assert collecting, "the collector, off while `nexus run` started (orchestrator.cli.startup), never came back"
