@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from bus.errors import BusUnavailable
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
@@ -25,8 +26,7 @@ from schemas.records import Record
 DRAIN_S = 10.0  # after the verdict, how long to wait for announced output
 
 
-@dataclass(frozen=True)
-class Followed:
+class Followed(msgspec.Struct, frozen=True):
     """One item of a followed job: a record, an output chunk, or `idle` (nothing for `idle_s`)."""
 
     record: Record | None = None
