@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 
 from bus.urls import DEFAULT_URL
-from orchestrator.cli import startup
+from orchestrator.cli import process
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -133,7 +133,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
         async def started() -> T:
             # The verb's first wait for I/O ends start-up: it has imported what it runs with.
-            asyncio.get_running_loop().call_soon(startup.end)
+            asyncio.get_running_loop().call_soon(process.started)
             return await fn(*args, **kwargs)
 
         try:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import gc
 import sys
 
-from orchestrator.cli import startup
+from orchestrator.cli import process
 
 
 def main() -> None:
     """Entry point: Nexus errors become one line on stderr and an exit code, never a traceback."""
-    startup.begin()  # before typer and the verb's own imports: see orchestrator.cli.startup
+    process.start()  # before typer and the verb's own imports: see orchestrator.cli.process
     from orchestrator.cli.common import CliError, err
     from orchestrator.cli.verbs import command
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from orchestrator.cli import process
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
 from orchestrator.cli.job_options import (
     AfterOpt,
@@ -111,7 +112,8 @@ def run(
         tests=JobTestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )  # fmt: skip
     code = _run(request_from(command, flags), quiet, as_json, nats_url)
-    raise typer.Exit(code)
+    # All it opened is closed by now (the bus, the event loop, its signal handlers).
+    process.exit_now(code)
 
 
 @run_async

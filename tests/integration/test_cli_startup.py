@@ -16,20 +16,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import NEXUS, Stack
 
-# The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded.
+# The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded; also
+# when the verb ends its process at once (orchestrator.cli.process.exit_now).
 _PROBE = """
-import gc, json, sys
+import gc, json, os, sys
 from orchestrator.cli.main import main
+
+def written(code):
+    with open(OUT, "w") as f:
+        json.dump({"code": code, "modules": sorted(sys.modules), "collecting": gc.isenabled()}, f)
+
+exit_now = os._exit
+os._exit = lambda code: (written(code), exit_now(code))
 sys.argv = ["nexus", *sys.argv[2:]]
 code = 0
 try:
     main()
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-with open(OUT, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules), "collecting": gc.isenabled()}, f)
+written(code)
 """
 
 # Never needed to print help: each of these costs tens of milliseconds or more to import.
@@ -105,4 +112,23 @@ async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
     assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
     assert modules & VERB_MODULES == {"orchestrator.cli.run"}
     assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
-    assert collecting, "the collector, off while `nexus run` started (orchestrator.cli.startup), never came back"
+    assert collecting, "the collector, off while `nexus run` started (orchestrator.cli.process), never came back"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["output", "json"])
+async def test_run_ends_at_once_with_all_it_printed_and_the_jobs_exit_code(stack: Stack, as_json: bool) -> None:
+    """`nexus run` skips the interpreter's teardown (process.exit_now), yet all it printed arrives:
+    also where Python buffers stdout (a pipe, no PYTHONUNBUFFERED as in this environment)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"NEXUS_NATS_URL": stack.url}
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "run", *(["--json"] if as_json else []), "--", "echo first; echo last; exit 3",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=stack.tmp,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 3, err.decode(errors="replace")
+    if as_json:
+        report = json.loads(out)
+        assert (report["exit"], report["status"]) == (3, "failed") and "first" in report["output"] and "last" in report["output"]
+    else:
+        assert out == b"first\nlast\n"
+        assert b"nexus: job" in err

@@ -1,4 +1,4 @@
-"""The collector during a `nexus` verb's start-up (orchestrator.cli.startup): off while the process
+"""The collector during a `nexus` verb's start-up (orchestrator.cli.process): off while the process
 starts, on again from an async verb's first wait, so a verb that runs for hours collects for hours.
 No timings here (bench/cli_startup.py)."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.cli import startup
+from orchestrator.cli import process
 from orchestrator.cli.common import run_async
 
 
@@ -31,7 +31,7 @@ async def _verb(seen: list[bool]) -> None:
 
 
 def test_an_async_verb_collects_again_from_its_first_wait(restore_gc: None) -> None:
-    startup.begin()
+    process.start()
     seen: list[bool] = []
     _verb(seen)
     assert seen == [False, True, True]
