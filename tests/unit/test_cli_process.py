@@ -1,11 +1,14 @@
-"""The collector during a `nexus` verb's start-up (orchestrator.cli.process): off while the process
-starts, on again from an async verb's first wait, so a verb that runs for hours collects for hours.
-No timings here (bench/cli_startup.py)."""
+"""How a `nexus` process starts and ends (orchestrator.cli.process): the collector is off while it
+starts and on again from an async verb's first wait, so a verb that runs for hours collects for
+hours; `exit_now` ends it with all it printed. No timings here (bench/cli_startup.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +47,21 @@ def test_a_verb_in_a_process_that_collects_changes_nothing(restore_gc: None) -> 
     _verb(seen)
     assert seen == [True, True, True]
     assert gc.get_freeze_count() == frozen
+
+
+# A child that prints without flushing (stdout a pipe, no PYTHONUNBUFFERED), then ends at once.
+_ENDS_AT_ONCE = """
+import os, sys
+from orchestrator.cli import process
+sys.stdout.write("all of it")
+if sys.argv[1] == "gone":
+    os.close(sys.stdout.fileno())
+process.exit_now(3)
+"""
+
+
+@pytest.mark.parametrize(("stdout", "code", "printed"), [("there", 3, b"all of it"), ("gone", 120, b"")])
+def test_exit_now_flushes_what_was_printed_or_says_it_could_not(stdout: str, code: int, printed: bytes) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", _ENDS_AT_ONCE, stdout], capture_output=True, env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (code, printed), done.stderr
