@@ -100,18 +100,21 @@ async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> N
         assert panel in said and verb in said.split(panel, 1)[1], f"{verb} under {panel}"
 
 
-@pytest.mark.parametrize("quiet", [False, True], ids=["status lines", "quiet"])
-async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
+@pytest.mark.parametrize(
+    ("quiet", "styled"), [(False, False), (True, False), (False, True)], ids=["status lines", "quiet", "styled status lines"]
+)
+async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool, styled: bool) -> None:
     args = ("run", "--node", "node-1", *(["-q"] if quiet else []), "--", "true")
-    code, modules, said, collecting = await _probe(stack.tmp, *args, env={"NEXUS_NATS_URL": stack.url})
+    env = {"NEXUS_NATS_URL": stack.url, **({"FORCE_COLOR": "1"} if styled else {})}
+    code, modules, said, collecting = await _probe(stack.tmp, *args, env=env)
     assert code == 0, said
     assert "bus.nats_bus" in modules  # it did talk to the bus
     assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
     # structlog only when something is logged (bus.logs), PyNaCl only for credentials (the stack
-    # has none) or secrets, rich only to print status lines.
-    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
+    # has none) or secrets, rich only to style status lines (a terminal, FORCE_COLOR).
+    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *([] if styled else ["rich"]))) == []
     assert modules & VERB_MODULES == {"orchestrator.cli.run"}
-    assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
+    assert ("rich" in modules) is styled and (" submitted" in said) is not quiet
     assert collecting, "the collector, off while `nexus run` started (orchestrator.cli.process), never came back"
 
 
