@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -32,8 +31,7 @@ if TYPE_CHECKING:  # PyNaCl and nkeys are imported where there are credentials t
     from bus.identity import Identity
 
 
-@dataclass(frozen=True)
-class StreamLimits:
+class StreamLimits(msgspec.Struct, frozen=True):
     # None: keep what the streams have (1 for new ones); a number: set it (3 in a cluster).
     replicas: int | None = None
     output_max_age_s: float = 7 * 24 * 3600
@@ -44,8 +42,7 @@ class StreamLimits:
 DEFAULT_LIMITS = StreamLimits()
 
 
-@dataclass(frozen=True)
-class Published:
+class Published(msgspec.Struct, frozen=True):
     """Where an event was stored; `duplicate` when its msg id had been stored before (seq is the first copy's)."""
 
     seq: int
@@ -57,8 +54,7 @@ class Published:
 OutputStream = Literal["stdout", "stderr"]
 
 
-@dataclass(frozen=True)
-class OutputChunk:
+class OutputChunk(msgspec.Struct, frozen=True):
     seq: int
     attempt: int
     number: int

@@ -12,8 +12,9 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bus.port import EventBus, OutputChunk, OutputStream
 from orchestrator.app.follow import follow_job, job_output
@@ -37,8 +38,7 @@ def new_job_id() -> str:
     return f"j-{int(time.time() * 1000):x}-{secrets.token_hex(3)}"
 
 
-@dataclass
-class Rows:
+class Rows(msgspec.Struct):
     columns: list[str]
     rows: list[list[Any]]
 
@@ -46,8 +46,7 @@ class Rows:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
 
-@dataclass(frozen=True)
-class FollowItem:
+class FollowItem(msgspec.Struct, frozen=True):
     """Either an event record or an output chunk of the job being followed."""
 
     record: Record | None = None

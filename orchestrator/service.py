@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+import msgspec
 import structlog
 
 from bus.errors import BusError
@@ -83,7 +83,7 @@ class Orchestrator:
         sealing_key: SealingKey | None = None,
         redaction: Redaction | None = None,
     ) -> None:
-        self.limits = dataclasses.replace(limits or StreamLimits(), node_ttl_s=node_ttl_s)
+        self.limits = msgspec.structs.replace(limits or StreamLimits(), node_ttl_s=node_ttl_s)
         self.bus = bus
         # Rows are queued and stored in a thread right after the decisions they lead to.
         self.store = store if isinstance(store, WriteBehind) else WriteBehind(store)

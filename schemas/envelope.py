@@ -6,7 +6,6 @@ Outgoing    one event to publish: subject, event, Nats-Msg-Id (see schemas.msgid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, ClassVar
 
@@ -34,8 +33,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forb
     holding it does not make ours a duplicate (bus.port.id_taken_by_another)."""
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(msgspec.Struct, frozen=True):
     """One event to publish; `msg_id` (built by schemas.msgids) makes a retry harmless."""
 
     subject: str

@@ -22,7 +22,8 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
-from dataclasses import dataclass
+
+import msgspec
 
 from bus.errors import BusUnavailable
 from bus.logs import Logger
@@ -37,8 +38,7 @@ log = Logger("nexus.follow")
 DRAIN_S = 10.0  # after the verdict, how long to wait for announced output
 
 
-@dataclass(frozen=True)
-class Followed:
+class Followed(msgspec.Struct, frozen=True):
     """One item of a followed job: a record, an output chunk, or `idle` (nothing for `idle_s`)."""
 
     record: Record | None = None

@@ -1,1 +1,1 @@
-"""The `nexus` command line: one module per group of verbs, wired in `main`."""
+"""The `nexus` command line: one module per group of verbs, wired in `verbs`, run by `main`."""

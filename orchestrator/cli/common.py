@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 
 from bus.urls import DEFAULT_URL
+from orchestrator.cli import process
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -130,8 +131,13 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         from orchestrator.app.errors import AppError
         from schemas.errors import NexusError
 
+        async def started() -> T:
+            # The verb's first wait for I/O ends start-up: it has imported what it runs with.
+            asyncio.get_running_loop().call_soon(process.started)
+            return await fn(*args, **kwargs)
+
         try:
-            return asyncio.run(fn(*args, **kwargs))
+            return asyncio.run(started())
         except CliError as exc:
             err.print(f"nexus: error: {exc}", markup=False, highlight=False)
             raise typer.Exit(exc.code) from None

@@ -23,7 +23,7 @@ from orchestrator.cli.common import (
     query,
     run_async,
 )
-from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, TestFlags, TestsOpt, tests_from
+from orchestrator.cli.job_options import ExpectExitOpt, ExpectFileOpt, ExpectOutputOpt, JobTestFlags, TestsOpt, tests_from
 
 # The values of orchestrator.core.views.JobStatus, spelled out so that listing the verbs does not
 # import the read model (msgspec and the schemas); tests/unit/test_cli_choices.py keeps them equal.
@@ -236,7 +236,7 @@ def test(
     creds: CredsOpt = None,
 ) -> None:
     """Run tests on a finished job (node-side checks run on its node). Exit 0 if all pass, 1 if not."""
-    chosen = tests_from(TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file))
+    chosen = tests_from(JobTestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file))
     if not chosen:
         fail("no tests given: use --tests FILE or --expect-exit/--expect-output/--expect-file", 2)
     passed = _test(job_id, chosen, timeout, as_json, nats_url)

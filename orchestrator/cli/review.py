@@ -23,7 +23,7 @@ from orchestrator.cli.common import (
     print_json,
     run_async,
 )
-from orchestrator.cli.job_options import CwdOpt, EnvOpt, TestFlags, tests_from
+from orchestrator.cli.job_options import CwdOpt, EnvOpt, JobTestFlags, tests_from
 
 if TYPE_CHECKING:  # the analysis (bashlex, the policy) is imported when a verb runs, not for `nexus --help`
     from orchestrator.core.admission import Candidate
@@ -70,7 +70,7 @@ def validate(
         command=line,
         tool=tool,
         env=parse_pairs(env, "--env"),
-        tests=tests_from(TestFlags(tests=tests)),
+        tests=tests_from(JobTestFlags(tests=tests)),
         working_dir=cwd,
         nodes=[node] if node is not None else [],
         labels=parse_pairs(label, "--label"),

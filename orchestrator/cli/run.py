@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from orchestrator.cli import process
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, default_user, print_json, run_async
 from orchestrator.cli.job_options import (
     AfterOpt,
@@ -36,6 +37,7 @@ from orchestrator.cli.job_options import (
     IdempotentOpt,
     IdOpt,
     JobFlags,
+    JobTestFlags,
     LabelOpt,
     MetaOpt,
     NodeOpt,
@@ -45,7 +47,6 @@ from orchestrator.cli.job_options import (
     PriorityOpt,
     RetriesOpt,
     SecretOpt,
-    TestFlags,
     TestsOpt,
     TimeoutOpt,
     ToolOpt,
@@ -108,10 +109,11 @@ def run(
     flags = JobFlags(
         node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
         job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent, tty=not no_tty,
-        tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
+        tests=JobTestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )  # fmt: skip
     code = _run(request_from(command, flags), quiet, as_json, nats_url)
-    raise typer.Exit(code)
+    # All it opened is closed by now (the bus, the event loop, its signal handlers).
+    process.exit_now(code)
 
 
 @run_async
@@ -262,7 +264,7 @@ def submit(
     flags = JobFlags(
         node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
         job_id=job_id, meta=meta, parent=parent, after=after, retries=retries, idempotent=idempotent, tty=not no_tty,
-        tests=TestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
+        tests=JobTestFlags(tests=tests, expect_exit=expect_exit, expect_output=expect_output, expect_file=expect_file),
     )  # fmt: skip
     _submit(request_from(command, flags), as_json, nats_url)
 

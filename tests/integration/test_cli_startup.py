@@ -16,20 +16,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import NEXUS, Stack
 
-# The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded.
+# The child runs `nexus ARGS...` as the entry point does, then writes what it had loaded; also
+# when the verb ends its process at once (orchestrator.cli.process.exit_now).
 _PROBE = """
-import json, sys
+import gc, json, os, sys
 from orchestrator.cli.main import main
+
+def written(code):
+    with open(OUT, "w") as f:
+        json.dump({"code": code, "modules": sorted(sys.modules), "collecting": gc.isenabled()}, f)
+
+exit_now = os._exit
+os._exit = lambda code: (written(code), exit_now(code))
 sys.argv = ["nexus", *sys.argv[2:]]
 code = 0
 try:
     main()
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-with open(OUT, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+written(code)
 """
 
 # Never needed to print help: each of these costs tens of milliseconds or more to import.
@@ -45,7 +52,7 @@ NOT_FOR_RUN = (
 )  # fmt: skip
 
 
-async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str, bool]:
     out = tmp / "probe.json"
     code = _PROBE.replace("OUT", repr(str(out)))
     proc = await asyncio.create_subprocess_exec(
@@ -56,7 +63,8 @@ async def _probe(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tu
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode(errors="replace")
     found = json.loads(out.read_text())
-    return found["code"], set(found["modules"]), stdout.decode(errors="replace") + stderr.decode(errors="replace")
+    said = stdout.decode(errors="replace") + stderr.decode(errors="replace")
+    return found["code"], set(found["modules"]), said, found["collecting"]
 
 
 def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -77,7 +85,7 @@ VERB_MODULES = {f"orchestrator.cli.{m}" for m in ("audit", "creds", "daemons", "
     ],
 )
 async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...], verb_modules: set[str]) -> None:
-    code, modules, said = await _probe(tmp_path, *args)
+    code, modules, said, _ = await _probe(tmp_path, *args)
     assert code == 0, said
     assert "Usage" in said
     assert _loaded(modules, NOT_FOR_HELP) == [], f"`nexus {' '.join(args)}` imported heavy modules"
@@ -85,22 +93,45 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
 
 
 async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
-    code, modules, said = await _probe(tmp_path, "--help")
+    code, modules, said, _ = await _probe(tmp_path, "--help")
     assert code == 0
     assert "rich" not in modules  # typer's rich renderer costs more than the rest of the start-up
     for panel, verb in (("Services:", "orchestrator"), ("Jobs:", "submit"), ("State:", "replay"), ("Trust:", "audit")):
         assert panel in said and verb in said.split(panel, 1)[1], f"{verb} under {panel}"
 
 
-@pytest.mark.parametrize("quiet", [False, True], ids=["status lines", "quiet"])
-async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool) -> None:
+@pytest.mark.parametrize(
+    ("quiet", "styled"), [(False, False), (True, False), (False, True)], ids=["status lines", "quiet", "styled status lines"]
+)
+async def test_run_loads_only_what_it_uses(stack: Stack, quiet: bool, styled: bool) -> None:
     args = ("run", "--node", "node-1", *(["-q"] if quiet else []), "--", "true")
-    code, modules, said = await _probe(stack.tmp, *args, env={"NEXUS_NATS_URL": stack.url})
+    env = {"NEXUS_NATS_URL": stack.url, **({"FORCE_COLOR": "1"} if styled else {})}
+    code, modules, said, collecting = await _probe(stack.tmp, *args, env=env)
     assert code == 0, said
     assert "bus.nats_bus" in modules  # it did talk to the bus
     assert _loaded(modules, NOT_FOR_RUN) == [], "`nexus run -- true` imported modules it does not use"
     # structlog only when something is logged (bus.logs), PyNaCl only for credentials (the stack
-    # has none) or secrets, rich only to print status lines.
-    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *(["rich"] if quiet else []))) == []
+    # has none) or secrets, rich only to style status lines (a terminal, FORCE_COLOR).
+    assert _loaded(modules, ("structlog", "bus.sealing", "nacl", "nkeys", *([] if styled else ["rich"]))) == []
     assert modules & VERB_MODULES == {"orchestrator.cli.run"}
-    assert ("rich" in modules) is not quiet and ("nexus: job" in said) is not quiet
+    assert ("rich" in modules) is styled and (" submitted" in said) is not quiet
+    assert collecting, "the collector, off while `nexus run` started (orchestrator.cli.process), never came back"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["output", "json"])
+async def test_run_ends_at_once_with_all_it_printed_and_the_jobs_exit_code(stack: Stack, as_json: bool) -> None:
+    """`nexus run` skips the interpreter's teardown (process.exit_now), yet all it printed arrives:
+    also where Python buffers stdout (a pipe, no PYTHONUNBUFFERED as in this environment)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"NEXUS_NATS_URL": stack.url}
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "run", *(["--json"] if as_json else []), "--", "echo first; echo last; exit 3",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=stack.tmp,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 3, err.decode(errors="replace")
+    if as_json:
+        report = json.loads(out)
+        assert (report["exit"], report["status"]) == (3, "failed") and "first" in report["output"] and "last" in report["output"]
+    else:
+        assert out == b"first\nlast\n"
+        assert b"nexus: job" in err
