@@ -10,7 +10,11 @@ from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, co
 if TYPE_CHECKING:  # the audit machinery is imported when `verify` runs, not for `nexus --help`
     from orchestrator.core.audit import AuditReport
 
-app = typer.Typer(help="Prove the record: the event log, or a DuckDB file made from it (see docs/security.md).", no_args_is_help=True)
+app = typer.Typer(
+    help="Prove the record: the event log, or a DuckDB file made from it (see docs/security.md).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 SHOWN = 20  # rows of each list printed for people; --json has them all
 

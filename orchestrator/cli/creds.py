@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 # trust machinery (and the schemas); tests/unit/test_cli_choices.py keeps them equal.
 ROLE_NAMES = ("admin", "submitter", "approver", "viewer", "agent")
 
-app = typer.Typer(help="NATS identities: who may do what on the bus (see docs/security.md).", no_args_is_help=True)
+app = typer.Typer(
+    help="NATS identities: who may do what on the bus (see docs/security.md).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 KEYRING = DATA_DIR / "creds"
 

@@ -33,7 +33,11 @@ if TYPE_CHECKING:  # imported where used, so that `nexus --help` stays fast
     from orchestrator.client import NexusClient
     from orchestrator.core.pipeline_views import PipelineView
 
-app = typer.Typer(help="Pipelines from YAML templates (deploy phase).", no_args_is_help=True)
+app = typer.Typer(
+    help="Pipelines from YAML templates (deploy phase).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "skipped": "dim", "waiting_approval": "magenta"}
 

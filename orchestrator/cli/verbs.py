@@ -79,6 +79,7 @@ def command(args: Sequence[str]) -> TyperGroup:
         cls=VerbGroups,
         help="Run shell commands across a fleet of machines, with a record you can trust.",
         no_args_is_help=True,
+        rich_markup_mode="markdown",
         pretty_exceptions_enable=False,
         add_completion=False,
         context_settings={"help_option_names": ["-h", "--help"]},

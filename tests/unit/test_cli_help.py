@@ -1,0 +1,28 @@
+"""`--help` text: a docstring's paragraphs are reflowed to the terminal's width, not broken
+where the source line happened to end (at 80 columns `nexus run --help` printed "124 timed"
+and "out" on two lines)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli.verbs import command
+
+
+def help_lines(args: list[str], width: int) -> list[str]:
+    result = CliRunner().invoke(command(args), [*args, "--help"], env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return [line.strip() for line in result.output.splitlines()]
+
+
+def test_a_paragraph_is_not_broken_where_its_source_line_ends() -> None:
+    assert not any(line.endswith("124 timed") for line in help_lines(["run"], 80))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["run"], "the job's stdin is closed at once (like ssh -n). The analysis findings"),
+    (["creds", "new"], "the account key that signs it. Roles: admin (everything)"),
+])  # fmt: skip
+def test_a_wide_terminal_gets_long_lines(args: list[str], words: str) -> None:
+    assert any(words in line for line in help_lines(args, 200))
