@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+import msgspec
 import structlog
 
 from bus.errors import BusError
@@ -440,6 +441,10 @@ class Orchestrator:
         held the watch back: with 5,000 nodes it fell over a TTL behind the beats, and
         nodes were declared lost while they beat (bench/fleet.py)."""
         if hb.node in self.beats:
+            if hb.dispatches_from != self.beats[hb.node].dispatches_from:
+                # The agent reads elsewhere now (upgraded, or credentials issued again): its new
+                # consumer starts at this heartbeat, so nothing sent to it from here on is missed.
+                self._background(self._move(hb, self.beats[hb.node].dispatches_from), f"provision-{hb.node}")
             self.beats[hb.node] = hb
             self._decide_node_soon(hb.node)
             return
@@ -451,16 +456,29 @@ class Orchestrator:
         first = hb.node not in self._new_beats
         self._new_beats[hb.node] = hb  # the latest one is registered
         if first:
-            task = asyncio.create_task(self._provision(hb.node), name=f"provision-{hb.node}")
-            self._provisioning.add(task)
-            task.add_done_callback(self._provisioning.discard)
+            self._background(self._join(hb), f"provision-{hb.node}")
 
-    async def _provision(self, node_id: str) -> None:
+    def _background(self, work: Coroutine[object, object, object], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._provisioning.add(task)
+        task.add_done_callback(self._provisioning.discard)
+
+    async def _provision(self, hb: NodeHeartbeat) -> bool:
         try:
             async with self._provision_slots:
-                await self.bus.provision_dispatches(node_id)
+                await self.bus.provision_dispatches(hb.node, hb.dispatches_from, since=hb.ts)
         except BusError as exc:
-            log.warning("node.provision_failed", node=node_id, error=str(exc))
+            log.warning("node.provision_failed", node=hb.node, stream=hb.dispatches_from, error=str(exc))
+            return False
+        return True
+
+    async def _move(self, hb: NodeHeartbeat, was: str) -> None:
+        if not await self._provision(hb) and hb.node in self.beats:  # the next heartbeat tries again
+            self.beats[hb.node] = msgspec.structs.replace(self.beats[hb.node], dispatches_from=was)
+
+    async def _join(self, hb: NodeHeartbeat) -> None:
+        node_id = hb.node
+        if not await self._provision(hb):
             self._new_beats.pop(node_id, None)  # the next heartbeat tries again
             return
         hb = self._new_beats.pop(node_id)
