@@ -165,6 +165,7 @@ class Agent:
             instance=self.instance,
             running=sorted(self.running),
             sealing_key=self.sealing_key.public_key,
+            dispatches_from=self.bus.dispatch_stream(self.node_id),
         )
 
     async def _beat(self) -> None:

@@ -173,6 +173,12 @@ class Identity:
         allowed = ((self.claims.get("nats") or {}).get("sub") or {}).get("allow") or []
         return prefix if f"{prefix}.>" in allowed else None
 
+    def may_publish(self, subject: str) -> bool:
+        """Whether the JWT's publish permissions name `subject` (or allow everything): what
+        credentials issued before a permission existed lack, so the caller takes the old way."""
+        allowed = ((self.claims.get("nats") or {}).get("pub") or {}).get("allow") or []
+        return subject in allowed or ">" in allowed
+
     def sign(self, subject: str, data: bytes) -> dict[str, str]:
         """The headers that make this publish attributable to this identity."""
         return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(signing_input(subject, data)))}

@@ -373,8 +373,11 @@ class MemoryBus:
 
     # ------------------------------------------------------------ the agent's side
 
-    async def provision_dispatches(self, node_id: str) -> None:
-        self._durable(node_id)
+    async def provision_dispatches(self, node_id: str, stream: str = subjects.DISPATCH_STREAM, *, since: datetime | None = None) -> None:
+        self._durable(node_id)  # one durable per node here, whatever the stream
+
+    def dispatch_stream(self, node_id: str) -> str:
+        return subjects.DISPATCH_STREAM
 
     def _durable(self, node_id: str) -> _Durable:
         stream = self._stream(subjects.EVENTS_STREAM)

@@ -217,7 +217,7 @@ class NatsBus:
     # ------------------------------------------------------------ setup
 
     async def ensure_streams(self, limits: StreamLimits = DEFAULT_LIMITS) -> None:
-        """Create or update NEXUS_EVENTS, NEXUS_OUTPUT and the nexus-nodes bucket."""
+        """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, NEXUS_DISPATCH and the buckets."""
         from bus import nats_setup
 
         await nats_setup.ensure_streams(self.js, limits)
@@ -389,17 +389,24 @@ class NatsBus:
 
         return nats_consumers.responder(self.nc, subject, queue, self._identity)
 
-    async def provision_dispatches(self, node_id: str) -> None:
+    async def provision_dispatches(self, node_id: str, stream: str = subjects.DISPATCH_STREAM, *, since: datetime | None = None) -> None:
         from bus import nats_consumers
 
-        await nats_consumers.provision_dispatches(self.js, node_id)
+        await nats_consumers.provision_dispatches(self.js, node_id, stream, since=since)
+
+    def dispatch_stream(self, node_id: str) -> str:
+        """NEXUS_DISPATCH, unless these credentials predate it (they may pull only the node's
+        consumer on NEXUS_EVENTS): then NEXUS_EVENTS, until they are issued again."""
+        if self._identity is None or self._identity.may_publish(f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}.agent-{node_id}"):
+            return subjects.DISPATCH_STREAM
+        return subjects.EVENTS_STREAM
 
     def dispatches(self, node_id: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsDelivery]]:
         from bus import nats_consumers
 
         # An agent identity may not create consumers: it waits for the orchestrator's.
         may_create = self._identity is None or self._identity.author.role == "admin"
-        return nats_consumers.dispatch_consumer(self.js, node_id, may_create=may_create)
+        return nats_consumers.dispatch_consumer(self.js, node_id, self.dispatch_stream(node_id), may_create=may_create)
 
     async def output_end(self, job_id: str) -> int:
         """Sequence of the job's last stored output chunk (0: none, or cannot tell now)."""

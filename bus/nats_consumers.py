@@ -10,6 +10,7 @@ import contextlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -20,7 +21,7 @@ from nats.js import JetStreamContext, api
 
 from bus.errors import BusError, RequestTimedOut
 from bus.logs import Logger
-from bus.nats_translate import map_read_errors, to_record
+from bus.nats_translate import map_read_errors, to_delivered_record, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
 from schemas.records import Record
@@ -32,6 +33,7 @@ log = Logger("nexus.bus")
 
 # A dispatch fetched by an agent that died before acking it comes back after this.
 DISPATCH_ACK_WAIT_S = 10.0
+EVENTS_FROM = "nexus_events_from"  # a consumer's metadata: the first log sequence it is for
 
 
 @dataclass(frozen=True)
@@ -70,32 +72,58 @@ class NatsRequest:
             log.warning("request.unanswered", subject=self._msg.subject, error=str(exc) or type(exc).__name__)
 
 
-def _dispatch_config(node_id: str) -> api.ConsumerConfig:
+def _dispatch_config(node_id: str, stream: str, since: datetime | None) -> api.ConsumerConfig:
     # DeliverPolicy.NEW: a node id reused on a new machine must never pick up old dispatches.
-    return api.ConsumerConfig(
+    # `since` (the heartbeat that said where the agent reads): nothing sent to it after is missed
+    # while its consumer is being made.
+    cfg = api.ConsumerConfig(
         durable_name=f"agent-{node_id}",
-        filter_subjects=subjects.agent_filters(node_id),
         ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.NEW,
+        deliver_policy=api.DeliverPolicy.NEW if since is None else api.DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,
         ack_wait=DISPATCH_ACK_WAIT_S,
         max_ack_pending=1000,
     )
+    if stream == subjects.DISPATCH_STREAM:
+        cfg.filter_subject = subjects.delivery(node_id)  # one literal subject: found without a scan
+    else:
+        cfg.filter_subjects = subjects.agent_filters(node_id)
+    return cfg
 
 
-async def provision_dispatches(js: JetStreamContext, node_id: str, timeout_s: float | None = None) -> None:
-    """Create the node's durable dispatch consumer unless it exists (the orchestrator does,
-    on a node's first heartbeat: an agent's own credentials may not create consumers)."""
+def check_dispatch_stream(stream: str) -> str:
+    if stream not in (subjects.DISPATCH_STREAM, subjects.EVENTS_STREAM):
+        raise BusError(f"no dispatch consumers on stream {stream!r}")
+    return stream
+
+
+async def provision_dispatches(
+    js: JetStreamContext, node_id: str, stream: str, *, since: datetime | None = None, timeout_s: float | None = None
+) -> None:
+    """Create the node's durable dispatch consumer on `stream` (NEXUS_DISPATCH, or NEXUS_EVENTS
+    for an agent whose credentials predate it) unless it exists (the orchestrator does, on a
+    node's first heartbeat: an agent's own credentials may not create consumers)."""
     durable = f"agent-{node_id}"
     with map_read_errors(f"consumer {durable}"):
         try:
-            await js.consumer_info(subjects.EVENTS_STREAM, durable, timeout=timeout_s)
+            await js.consumer_info(check_dispatch_stream(stream), durable, timeout=timeout_s)
         except nats.js.errors.NotFoundError:
-            await js.add_consumer(subjects.EVENTS_STREAM, _dispatch_config(node_id), timeout=timeout_s)
+            cfg = _dispatch_config(node_id, stream, since)
+            if stream == subjects.DISPATCH_STREAM and since is None:
+                # "Only what is published after its creation", to the event: a copy can reach
+                # NEXUS_DISPATCH an instant after its event reached the log, so the log's position
+                # now goes with the consumer, and the agent skips copies of events before it.
+                last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+                cfg.metadata = {EVENTS_FROM: str(int(last) + 1)}
+            await js.add_consumer(stream, cfg, timeout=timeout_s)
 
 
-async def bind_dispatches(js: JetStreamContext, node_id: str, *, may_create: bool = True) -> JetStreamContext.PullSubscription:
-    """Bind the node's durable consumer on NEXUS_EVENTS once it exists: created here when
-    this identity may, else by the orchestrator on the node's first heartbeat."""
+async def bind_dispatches(
+    js: JetStreamContext, node_id: str, stream: str, *, may_create: bool = True
+) -> tuple[JetStreamContext.PullSubscription, int]:
+    """Bind the node's durable consumer on `stream` once it exists: created here when
+    this identity may, else by the orchestrator on the node's first heartbeat. With the
+    first log sequence it is for (see provision_dispatches; 0: all it holds)."""
     durable = f"agent-{node_id}"
     waited = 0.0
     # Backs off from 0.2 s to 3 s, with jitter: a thousand agents starting together, each
@@ -104,27 +132,30 @@ async def bind_dispatches(js: JetStreamContext, node_id: str, *, may_create: boo
     pause = 0.2
     if may_create:  # no auth, or an admin identity; an agent's would be refused by the server
         with contextlib.suppress(BusError):
-            await provision_dispatches(js, node_id, timeout_s=2.0)
+            await provision_dispatches(js, node_id, stream, timeout_s=2.0)
     while True:
         raise_if_cancelling()
         try:
             with map_read_errors(f"consumer {durable}"):
-                await js.consumer_info(subjects.EVENTS_STREAM, durable, timeout=2.0)
+                info = await js.consumer_info(stream, durable, timeout=2.0)
             break
         except BusError as exc:  # NotSetUp until the orchestrator made it; a retryable error while unreachable
             if waited == 0.0 or waited >= 30.0:
                 hint = "the orchestrator creates it on this node's heartbeat"
-                log.info("dispatches.waiting", consumer=durable, reason=str(exc), hint=hint)
+                log.info("dispatches.waiting", consumer=durable, stream=stream, reason=str(exc), hint=hint)
                 waited = 0.0
             await asyncio.sleep(pause)
             waited += pause
             pause = min(pause * 1.5, 3.0) * random.uniform(0.8, 1.2)
+    floor = (info.config.metadata or {}).get(EVENTS_FROM, "0")
     with map_read_errors(f"consumer {durable}"):
-        return await js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
+        return await js.pull_subscribe_bind(durable, stream=stream), int(floor) if floor.isdigit() else 0
 
 
-async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncGenerator[NatsDelivery, None]:
-    """Fetch forever; a quiet or unreachable server is waited out, never raised."""
+async def deliveries(sub: JetStreamContext.PullSubscription, stream: str, floor: int = 0) -> AsyncGenerator[NatsDelivery, None]:
+    """Fetch forever; a quiet or unreachable server is waited out, never raised. Copies of
+    events before `floor` (published before the consumer was made) are acked and skipped."""
+    record_of = to_delivered_record if stream == subjects.DISPATCH_STREAM else to_record
     while True:
         raise_if_cancelling()
         try:
@@ -136,14 +167,21 @@ async def deliveries(sub: JetStreamContext.PullSubscription) -> AsyncGenerator[N
             await asyncio.sleep(1.0)
             continue
         for msg in msgs:
-            yield NatsDelivery(to_record(msg), msg)
+            delivery = NatsDelivery(record_of(msg), msg)
+            if 0 < delivery.record.seq < floor:
+                with contextlib.suppress(BusError):  # not acked: it comes back, and is skipped again
+                    await delivery.ack()
+                continue
+            yield delivery
 
 
 @contextlib.asynccontextmanager
-async def dispatch_consumer(js: JetStreamContext, node_id: str, *, may_create: bool = True) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
-    sub = await bind_dispatches(js, node_id, may_create=may_create)
+async def dispatch_consumer(
+    js: JetStreamContext, node_id: str, stream: str, *, may_create: bool = True
+) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
+    sub, floor = await bind_dispatches(js, node_id, stream, may_create=may_create)
     try:
-        async with contextlib.aclosing(deliveries(sub)) as it:
+        async with contextlib.aclosing(deliveries(sub, stream, floor)) as it:
             yield it
     finally:
         with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ SETUP_DEADLINE_S = 60.0
 # starting it lasts a moment only.
 NO_JETSTREAM_AFTER_S = 5.0
 _UNAVAILABLE = (503, 504)  # JetStream not ready yet (no meta leader, no stream leader yet)
+STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use with a different configuration"
 
 
 async def ensure_streams(js: JetStreamContext, limits: StreamLimits, *, deadline_s: float = SETUP_DEADLINE_S) -> None:
@@ -62,8 +63,46 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits, *, deadline
         await asyncio.sleep(min(0.25 * tries, 2.0))
 
 
+# How long a dispatch waits in NEXUS_DISPATCH for its node (a node down that long has its jobs
+# `lost` long before; the log keeps the dispatch for ever).
+DISPATCH_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+async def _ensure_dispatch_stream(js: JetStreamContext, limits: StreamLimits) -> None:
+    """NEXUS_DISPATCH (schemas.subjects): no subjects of its own, so nothing reaches it but what
+    the server copies from NEXUS_EVENTS, each with a `Nats-Stream-Source` header naming the
+    event's subject and sequence there. Made on an existing log, it starts at the log's end."""
+    transforms = [api.SubjectTransform(src=src, dest=subjects.DELIVERY_DEST) for src in subjects.DELIVERY_SOURCES]
+    cfg = api.StreamConfig(
+        name=subjects.DISPATCH_STREAM,
+        description="Nexus dispatches and cancels, one subject per node, for the agents (the log is NEXUS_EVENTS)",
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        max_age=DISPATCH_MAX_AGE_S,
+        num_replicas=limits.replicas or 1,
+        max_consumers=MAX_CONSUMERS,
+    )
+    try:
+        info = await js.stream_info(subjects.DISPATCH_STREAM)
+    except nats.js.errors.NotFoundError:
+        start = int((await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq) + 1
+        cfg.sources = [api.StreamSource(name=subjects.EVENTS_STREAM, opt_start_seq=start, subject_transforms=transforms)]
+        try:
+            await js.add_stream(cfg)
+            return
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+        info = await js.stream_info(subjects.DISPATCH_STREAM)  # another orchestrator made it just now
+    cfg.sources = info.config.sources  # where its copying started stays as it was
+    if limits.replicas is None:  # never shrink what an operator raised
+        cfg.num_replicas = info.config.num_replicas
+    await js.update_stream(cfg)
+
+
 async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
-    """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, the nexus-nodes bucket and the nexus-keys bucket."""
+    """Create or update NEXUS_EVENTS, NEXUS_OUTPUT, NEXUS_DISPATCH, the nexus-nodes bucket and the nexus-keys bucket."""
     events = api.StreamConfig(
         name=subjects.EVENTS_STREAM,
         description="Nexus event log: the source of truth",
@@ -109,6 +148,7 @@ async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
                 await js.update_stream(cfg)
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
+    await _ensure_dispatch_stream(js, limits)
     await js.create_key_value(
         bucket=subjects.NODES_BUCKET,
         description="Nexus node heartbeats (liveness, not audit)",

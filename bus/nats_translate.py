@@ -110,6 +110,29 @@ def to_record(msg: Msg) -> Record:
     return Record(seq=seq, subject=msg.subject, stream_ts=ts, raw=msg.data, signer=signer, signature=signature, event=event)
 
 
+SOURCE_HEADER = "Nats-Stream-Source"  # set by the server on what it copies into a sourcing stream
+
+
+def to_delivered_record(msg: Msg) -> Record:
+    """A message of NEXUS_DISPATCH as the NEXUS_EVENTS record it copies: the event's own subject
+    and sequence, from the `Nats-Stream-Source` header the server wrote when it copied it
+    (`<stream> <seq> <filters> <destinations> <subject> [<ident>]`; nobody can publish into
+    NEXUS_DISPATCH, and the server replaces any such header on the way in). Its signature is
+    over that subject, so it is verified as the event it is. Unreadable: an error record."""
+    _, ts = _position(msg)
+    headers = msg.headers or {}
+    words = headers.get(SOURCE_HEADER, "").split(" ")
+    if len(words) < 5 or words[0] != subjects.EVENTS_STREAM or not words[1].isdigit():
+        return Record(seq=0, subject=msg.subject, stream_ts=ts, raw=msg.data, error=f"not a copy of a {subjects.EVENTS_STREAM} event")
+    subject, seq = words[4], int(words[1])
+    signer, signature = headers.get(SIGNER_HEADER), headers.get(SIG_HEADER)
+    try:
+        event = codec.decode(subject, msg.data)
+    except DecodeError as exc:
+        return Record(seq=seq, subject=subject, stream_ts=ts, raw=msg.data, signer=signer, signature=signature, error=exc.reason)
+    return Record(seq=seq, subject=subject, stream_ts=ts, raw=msg.data, signer=signer, signature=signature, event=event)
+
+
 def _position(msg: Msg) -> tuple[int, datetime]:
     """Stream sequence and server time of a JetStream message, from its reply subject.
 

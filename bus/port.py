@@ -209,9 +209,14 @@ class EventBus(Protocol):
         """The orchestrator's sealing key record; None when none is published (or its bucket does not exist yet)."""
 
     # ---- the agent's side
-    async def provision_dispatches(self, node_id: str) -> None:
+    async def provision_dispatches(self, node_id: str, stream: str = subjects.DISPATCH_STREAM, *, since: datetime | None = None) -> None:
         """Create the node's durable dispatch consumer unless it exists (the orchestrator's job:
-        an agent's credentials may not create consumers). Later dispatches wait for it there."""
+        an agent's credentials may not create consumers). Later dispatches wait for it there.
+        `stream`: where the node's agent reads them (its heartbeat's `dispatches_from`);
+        `since`: what it holds starts at that time (None: at its creation)."""
+
+    def dispatch_stream(self, node_id: str) -> str:
+        """Where this connection's agent for `node_id` reads its dispatches (it says so in its heartbeat)."""
 
     def dispatches(self, node_id: str) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
         """The node's durable dispatch consumer (`dispatch` and `cancel` for this node, in order).

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import structlog
@@ -66,6 +66,7 @@ CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.1  # folded batches wait at most this long (plus one store) to be in DuckDB (see _store_folded)
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
+MOVE_OVERLAP = timedelta(minutes=1)  # a node's consumer made anew (see _on_beat) starts this long before the beat
 NODE_DECISIONS_AT_ONCE = 64  # nodes' `registered` / `lost` in flight at once
 PUBLISH_AT_ONCE = 64  # jobs of one decision round whose events are in flight at once
 PROBE_S = 0.5  # how often we check that heartbeats can be stored (see _watch_heartbeat_store)
@@ -450,6 +451,11 @@ class Orchestrator:
         held the watch back: with 5,000 nodes it fell over a TTL behind the beats, and
         nodes were declared lost while they beat (bench/fleet.py)."""
         if hb.node in self.beats:
+            if hb.dispatches_from != self.beats[hb.node].dispatches_from:
+                # The agent reads elsewhere now (upgraded, or credentials issued again): its new
+                # consumer starts a while before this heartbeat, so nothing sent to the node meanwhile
+                # is missed (what came before and was handled, the agent refuses to run again).
+                self._background(self._move(hb, self.beats[hb.node].dispatches_from), f"provision-{hb.node}")
             self.beats[hb.node] = hb
             self._decide_node_soon(hb.node)
             return
@@ -461,16 +467,30 @@ class Orchestrator:
         first = hb.node not in self._new_beats
         self._new_beats[hb.node] = hb  # the latest one is registered
         if first:
-            task = asyncio.create_task(self._provision(hb.node), name=f"provision-{hb.node}")
-            self._provisioning.add(task)
-            task.add_done_callback(self._provisioning.discard)
+            self._background(self._join(hb), f"provision-{hb.node}")
 
-    async def _provision(self, node_id: str) -> None:
+    def _background(self, work: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._provisioning.add(task)
+        task.add_done_callback(self._provisioning.discard)
+
+    async def _provision(self, hb: NodeHeartbeat, since: datetime | None = None) -> bool:
         try:
             async with self._provision_slots:
-                await self.bus.provision_dispatches(node_id)
+                await self.bus.provision_dispatches(hb.node, hb.dispatches_from, since=since)
         except BusError as exc:
-            log.warning("node.provision_failed", node=node_id, error=str(exc))
+            log.warning("node.provision_failed", node=hb.node, stream=hb.dispatches_from, error=str(exc))
+            return False
+        return True
+
+    async def _move(self, hb: NodeHeartbeat, was: str) -> None:
+        # A minute back: a margin over any clock skew between the bucket's and the stream's servers.
+        if not await self._provision(hb, since=hb.ts - MOVE_OVERLAP) and hb.node in self.beats:  # the next heartbeat tries again
+            self.beats[hb.node] = msgspec.structs.replace(self.beats[hb.node], dispatches_from=was)
+
+    async def _join(self, hb: NodeHeartbeat) -> None:
+        node_id = hb.node
+        if not await self._provision(hb):
             self._new_beats.pop(node_id, None)  # the next heartbeat tries again
             return
         hb = self._new_beats.pop(node_id)

@@ -335,3 +335,6 @@ class NodeHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     sealing_key: str = ""
     """The agent's X25519 public key (base64): the orchestrator seals a job's secret env values
     to it. Empty (an older agent): the node cannot receive jobs with secrets."""
+    dispatches_from: str = "NEXUS_EVENTS"
+    """The stream whose `agent-<node>` consumer the agent reads its dispatches from:
+    `NEXUS_DISPATCH`, or `NEXUS_EVENTS` for agents (or credentials) from before it."""

@@ -15,6 +15,13 @@ from schemas.errors import InvalidId, InvalidSubject
 
 EVENTS_STREAM = "NEXUS_EVENTS"
 OUTPUT_STREAM = "NEXUS_OUTPUT"
+# Agents' delivery copy of the dispatches and cancels (not the log: NEXUS_EVENTS is). The server
+# sources them from NEXUS_EVENTS under one literal subject per node (`deliveries`), so a node's
+# consumer finds its next message by that subject alone. Filtered on NEXUS_EVENTS instead
+# (`nexus.evt.job.*.dispatch.<node>`), each of N consumers scans every event stored since it
+# last looked, and walks every job's subjects when that crosses a block: a fan-out cost the
+# server N x events, growing with the log's history (bench/fleet.py).
+DISPATCH_STREAM = "NEXUS_DISPATCH"
 NODES_BUCKET = "nexus-nodes"
 
 EVENTS_ALL = "nexus.evt.>"
@@ -92,9 +99,19 @@ def node_view_filters(job_id: str, node_id: str) -> list[str]:
 
 
 def agent_filters(node_id: str) -> list[str]:
-    """What one agent's durable consumer filters on: its dispatches and cancels."""
+    """What one agent's durable consumer on NEXUS_EVENTS filters on (credentials from before
+    NEXUS_DISPATCH): its dispatches and cancels."""
     check_id(node_id, "node id")
     return [f"nexus.evt.job.*.dispatch.{node_id}", f"nexus.evt.job.*.cancel.{node_id}"]
+
+
+DELIVERY_SOURCES = ("nexus.evt.job.*.dispatch.*", "nexus.evt.job.*.cancel.*")
+DELIVERY_DEST = "nexus.deliver.{{wildcard(2)}}"  # the node's token of DELIVERY_SOURCES
+
+
+def delivery(node_id: str) -> str:
+    """The one subject of NEXUS_DISPATCH that holds node `node_id`'s dispatches and cancels."""
+    return f"nexus.deliver.{check_id(node_id, 'node id')}"
 
 
 def pipeline(pipeline_id: str, kind: str) -> str:

@@ -5,12 +5,14 @@ new` / `nexus up`. A permission names subjects, so everything an identity may
 touch is expressible by subject: a node's facts end in its node id
 (`nexus.evt.job.<id>.<kind>.<node>`), its output too (`nexus.out.<job>.<attempt>.<node>`),
 its heartbeat is the KV key `$KV.nexus-nodes.<node>`, and its dispatch consumer is
-the durable `agent-<node>` (created by the orchestrator, never by the agent).
+the durable `agent-<node>` on NEXUS_DISPATCH (created by the orchestrator, never by the
+agent; it filters the node's one subject there, the server's copies of its dispatches
+and cancels).
 
 Readers create only ephemeral consumers: an ordered push consumer on the event log
 (`$JS.API.CONSUMER.CREATE.NEXUS_EVENTS`, no name) or a pull consumer on the output
 stream. They may not pull from, bind to, ack on or delete any consumer of the event
-log, so no one but node N takes node N's dispatches.
+log or of NEXUS_DISPATCH, so no one but node N takes node N's dispatches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ROLES: tuple[Role, ...] = ("admin", "submitter", "approver", "viewer", "agent")
 
 EVENTS = subjects.EVENTS_STREAM
 OUTPUT = subjects.OUTPUT_STREAM
+DISPATCH = subjects.DISPATCH_STREAM
 KV_STREAMS = (f"KV_{subjects.NODES_BUCKET}", "KV_nexus-keys")
 INBOX = "_INBOX.>"
 
@@ -99,14 +102,21 @@ def _agent(node: str) -> list[str]:
         f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.trust.*.announced",
         # Its own last fact on a subject, when a publish came back "duplicate" (bus.port.id_taken_by_another).
         f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.job.*.*.{node}",
-        # Its own dispatch consumer, and nothing else's.
-        f"$JS.API.CONSUMER.INFO.{EVENTS}.{durable}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{durable}",
-        f"$JS.ACK.{EVENTS}.{durable}.>",
+        # Its own dispatch consumer, and nothing else's: on NEXUS_DISPATCH (it holds the node's
+        # copies alone), and on NEXUS_EVENTS for an orchestrator or agent from before it.
+        *(
+            allowed
+            for stream in (DISPATCH, EVENTS)
+            for allowed in (
+                f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+                f"$JS.ACK.{stream}.{durable}.>",
+            )
+        ),
     ]
 
 
-PERMISSIONS_VERSION = "perms:6"
+PERMISSIONS_VERSION = "perms:7"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 

@@ -223,6 +223,9 @@ async def test_no_one_but_the_orchestrator_answers_queries_or_takes_a_nodes_disp
     await refused(up, submitter, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
     await refused(up, submitter, f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}.agent-{up.node}")
     await refused(up, submitter, f"$JS.ACK.{subjects.EVENTS_STREAM}.agent-{up.node}.1.1.1.1.0")
+    await refused(up, submitter, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}.agent-{up.node}", b'{"batch": 1}')
+    await refused(up, submitter, f"$JS.API.CONSUMER.CREATE.{subjects.DISPATCH_STREAM}.agent-{up.node}")
+    await refused(up, submitter, f"$JS.ACK.{subjects.DISPATCH_STREAM}.agent-{up.node}.1.1.1.1.0")
     code, out = await up.nexus("sql", "SELECT 40 + 2 AS answer", "--json", creds=submitter)
     assert code == 0 and "42" in out and "forged" not in out
 
@@ -236,6 +239,8 @@ async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
     await refused(up, rogue, subjects.output(job_id, 1, up.node), b"forged output")
     await refused(up, rogue, f"$KV.nexus-nodes.{up.node}", b'{"node": "local-1", "cost": 0}')
     await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
+    await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}.agent-{up.node}", b'{"batch": 1}')
+    await refused(up, rogue, f"$JS.ACK.{subjects.DISPATCH_STREAM}.agent-{up.node}.1.1.1.1.0")
     # Nor submit jobs or make decisions.
     await refused(up, rogue, subjects.job(job_id, "requested"), _request("echo from-a-rogue-agent"))
     await refused(up, rogue, subjects.job(job_id, "succeeded"), b"{}")
@@ -482,6 +487,12 @@ async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
     # Nor any job's request (the command): not this one's, not every job's at once, not all of a job's events.
     for peek in (subjects.job(job_id, "requested"), "nexus.evt.job.*.requested", subjects.job(job_id, "*"), "nexus.evt.job.*.*"):
         await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{events}.peek.{peek}", config)
+    # Nor the copies in NEXUS_DISPATCH: no consumer of its own there, no get.
+    copies = subjects.DISPATCH_STREAM
+    await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{copies}", config)
+    await refused(up, rogue, f"$JS.API.CONSUMER.CREATE.{copies}.peek.{subjects.delivery(up.node)}", config)
+    await refused(up, rogue, f"$JS.API.DIRECT.GET.{copies}.{subjects.delivery(up.node)}")
+    await refused(up, rogue, f"$JS.API.STREAM.MSG.GET.{copies}", json.dumps({"last_by_subj": subjects.delivery(up.node)}).encode())
     # What it may read of a job (its own view: what can stop a dispatch) holds neither.
     bus = await NatsBus.connect(up.url, name="peeker", creds=rogue)
     try:
@@ -591,3 +602,51 @@ async def test_a_revoked_identity_is_refused_at_once_and_others_keep_working(up:
     # Asked for someone it never issued: a clear error, nothing changed.
     done = subprocess.run([NEXUS, "creds", "revoke", "mallory", "--keyring", str(up.creds)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "no identity named 'mallory'" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_agents_read_their_dispatches_from_nexus_dispatch_and_older_credentials_from_the_log(
+    up: Up, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent reads its node's consumer on NEXUS_DISPATCH; with credentials issued before that
+    stream (no permission on its consumer there) it keeps its consumer on NEXUS_EVENTS, says so in
+    its heartbeat, and the orchestrator makes that one. Issued again, the agent moves over."""
+    from agent.service import Agent
+    from orchestrator.trust import roles
+    from orchestrator.trust.keyring import Keyring
+
+    async def consumer_on(stream: str, node: str) -> bool:
+        try:
+            await up.admin.js.consumer_info(stream, f"agent-{node}")
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    assert await consumer_on(subjects.DISPATCH_STREAM, up.node) and not await consumer_on(subjects.EVENTS_STREAM, up.node)
+    with monkeypatch.context() as patch:
+        now = roles._agent
+        patch.setattr(roles, "_agent", lambda node: [p for p in now(node) if subjects.DISPATCH_STREAM not in p])
+        old_creds = Keyring(up.creds).issue("agent", "old-agent", node="old-1", out=tmp_path / "old.creds").path
+    new_creds = Keyring(up.creds).issue("agent", "new-agent", node="old-1", out=tmp_path / "new.creds").path
+
+    async def run_on_old_1(creds: Path, word: str) -> NatsBus:
+        bus = await NatsBus.connect(up.url, name="old-1", daemon=True, creds=creds)
+        agent = Agent(bus, "old-1", heartbeat_s=0.5, state_dir=tmp_path / "old-1")
+        task = asyncio.create_task(agent.run())
+        try:
+            code, out = await up.nexus("run", "--node", "old-1", "--", "echo", word)
+            assert code == 0 and word in out, out
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            agent.ledger.close()
+            await bus.close()
+        return bus
+
+    bus = await run_on_old_1(old_creds, "through-the-log")
+    assert bus.dispatch_stream("old-1") == subjects.EVENTS_STREAM
+    assert await consumer_on(subjects.EVENTS_STREAM, "old-1") and not await consumer_on(subjects.DISPATCH_STREAM, "old-1")
+    # The same node with credentials issued now: its heartbeat names NEXUS_DISPATCH, the orchestrator
+    # (which knows the node already) makes its consumer there, and its jobs arrive there.
+    bus = await run_on_old_1(new_creds, "through-nexus-dispatch")
+    assert bus.dispatch_stream("old-1") == subjects.DISPATCH_STREAM
+    assert await consumer_on(subjects.DISPATCH_STREAM, "old-1")

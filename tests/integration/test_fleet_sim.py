@@ -110,7 +110,8 @@ async def test_simulated_fleet_registers_and_runs_a_fan_out(sim: SimStack) -> No
 
 async def test_more_than_a_thousand_nodes_get_a_dispatch_consumer(tmp_path: Path) -> None:
     """nats-server 2.15 limits a stream to 1,000 consumers unless it sets its own limit; one
-    durable per node: node 1,001 was refused. A stream made before the limit gets it on start."""
+    durable per node: node 1,001 was refused. A stream made before the limit gets it on start
+    (NEXUS_EVENTS holds the durables of agents whose credentials predate NEXUS_DISPATCH)."""
     server = EmbeddedNats(tmp_path / "js", port=-1)
     url = await server.start()
     bus = await NatsBus.connect(url, name="test-limits")
@@ -120,6 +121,8 @@ async def test_more_than_a_thousand_nodes_get_a_dispatch_consumer(tmp_path: Path
         await bus.ensure_streams()
         info = await bus.js.stream_info(subjects.EVENTS_STREAM)
         assert info.config.max_consumers == MAX_CONSUMERS
+        info = await bus.js.stream_info(subjects.DISPATCH_STREAM)  # where the durables are now
+        assert info.config.max_consumers == MAX_CONSUMERS
         gate = asyncio.Semaphore(32)
 
         async def provision(i: int) -> None:
@@ -127,7 +130,7 @@ async def test_more_than_a_thousand_nodes_get_a_dispatch_consumer(tmp_path: Path
                 await bus.provision_dispatches(f"n{i}")
 
         await asyncio.gather(*(provision(i) for i in range(1001)))
-        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        info = await bus.js.stream_info(subjects.DISPATCH_STREAM)
         assert info.state.consumer_count == 1001
     finally:
         await bus.close()
