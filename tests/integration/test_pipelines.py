@@ -202,5 +202,8 @@ async def test_pipeline_run_can_stream_step_output(stack: Stack, tmp_path: Path)
     )
     code, stdout, err = await stack.nexus("pipeline", "run", "--output", str(tmp_path / "out.yaml"))
     assert code == 0, err
-    text = stdout.decode()
-    assert "a@any | hello from a\na@any | second line\n" in text and "b@any | tail" in text
+    printed = stdout.decode().splitlines()
+    # Each step's lines whole and in order; steps are followed at once, so a step's last line
+    # may come after the next step's first on a loaded machine (seen in CI).
+    assert [line for line in printed if line.startswith("a@any | ")] == ["a@any | hello from a", "a@any | second line"]
+    assert [line for line in printed if line.startswith("b@any | ")] == ["b@any | tail"]
