@@ -735,3 +735,13 @@ def test_an_assigned_job_whose_dispatch_never_reached_the_log_gets_it_again() ->
     assert isinstance(out.event, JobDispatch)
     assert (out.subject, out.msg_id) == (subjects.dispatch("j1", "n1"), "job:j1:dispatch:1")
     assert out.event.attempt == 1
+
+
+def test_unplaceable_reads_each_node_as_its_heartbeat_else_its_registration() -> None:
+    # n1 registered with bash and sh but beats with docker only; n2 is registered, never heard from.
+    f = fleet(hb("n1", tools=["docker"]), views=["n1", "n2"])
+    assert decide.unplaceable(job(tool="docker"), f) is None
+    assert decide.unplaceable(job(tool="sh"), f) is None  # n2's registration has it: it may come back
+    assert decide.unplaceable(job(tool="sh", requested_node="n1"), f) == ("tool_missing", "tool 'sh' is not installed on node 'n1'")
+    assert decide.unplaceable(job(tool="sh", requested_node="n3"), f) == ("unknown_node", "node 'n3' is not registered")
+    assert decide.unplaceable(job(tool="zsh"), f) == ("no_capable_node", "no node has tool 'zsh'")
