@@ -101,6 +101,7 @@ class Orchestrator:
         self.runner = Runner(bus)
         self.started_at = datetime.now(UTC)
         self.stalled_at: datetime | None = None  # last time heartbeats could not be stored
+        self.writable_at: datetime | None = None  # when the last probe that found them storable was sent
         self.caught_up = asyncio.Event()
         # Set once the stored heartbeats are known: before that, "no node has the
         # tool" would only mean "not heard from yet".
@@ -259,8 +260,11 @@ class Orchestrator:
         stalled = False
         while True:
             raise_if_cancelling()
+            asked = datetime.now(UTC)
             writable = await self.bus.heartbeats_writable(timeout_s=PROBE_S * 2)
-            if not writable:
+            if writable:
+                self.writable_at = asked
+            else:
                 self.stalled_at = datetime.now(UTC)
             if writable == stalled:
                 stalled = not writable
@@ -540,6 +544,10 @@ class Orchestrator:
             ttl_s=self.node_ttl_s,
             quiet_since=self.quiet_since,
             lag_s=self.bus.heartbeats_behind_s(),
+            # Silence is counted only up to the last probe that found the store taking writes: a
+            # probe under way when a leader dies answers only after its timeout, and meanwhile a
+            # node whose beat was refused must not pass for a node that stopped beating.
+            heard_until=self.writable_at if self.writable_at is not None else self.quiet_since,
         )
         # Side by side: each node's decision is its own chain (optimistic concurrency per node),
         # and 5,000 nodes declared lost one ack after the other took longer than their TTL.

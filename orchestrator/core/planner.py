@@ -188,6 +188,7 @@ def plan_nodes(
     ttl_s: float,
     quiet_since: datetime,
     lag_s: float = 0.0,
+    heard_until: datetime | None = None,
 ) -> list[Plan]:
     plans = []
     for node_id in node_ids:
@@ -195,21 +196,29 @@ def plan_nodes(
         seq = view.last_seq if view else 0
         if waiting(pending, node_key(node_id), seq):
             continue
-        outs = decide_node(view, beats.get(node_id), now, ttl_s, quiet_since, lag_s)
+        outs = decide_node(view, beats.get(node_id), now, ttl_s, quiet_since, lag_s, heard_until)
         if outs:
             plans.append(Plan(key=node_key(node_id), outs=tuple(outs), own=subjects.node(node_id, ""), expected=seq, chained=False))
     return plans
 
 
 def decide_node(
-    view: NodeView | None, hb: NodeHeartbeat | None, now: datetime, ttl_s: float, since: datetime, lag_s: float = 0.0
+    view: NodeView | None,
+    hb: NodeHeartbeat | None,
+    now: datetime,
+    ttl_s: float,
+    since: datetime,
+    lag_s: float = 0.0,
+    heard_until: datetime | None = None,
 ) -> list[Outgoing]:
     """Register a new or changed node; declare a silent one lost.
 
     `since` is when this orchestrator started: a node is not declared lost
     before it has had a full TTL to send a heartbeat to us. `lag_s`: how far
     behind the stored heartbeats we have read; silence in that time is not
-    counted (a beat may be there, unread).
+    counted (a beat may be there, unread). `heard_until`: the last moment the
+    heartbeat store was known to take writes; silence after it is not counted
+    (a beat may have been refused, not left unsent).
     """
     if hb is not None and (now - hb.ts).total_seconds() <= ttl_s:
         node_id = hb.node
@@ -228,7 +237,8 @@ def decide_node(
     if view is None or view.status != "online":
         return []
     last = hb.ts if hb is not None else since
-    if (now - max(last, since)).total_seconds() - lag_s <= ttl_s:
+    counted_to = now if heard_until is None else min(now, heard_until)
+    if (counted_to - max(last, since)).total_seconds() - lag_s <= ttl_s:
         return []
     ev_lost = NodeLost(ts=now, reason=f"no heartbeat for more than {ttl_s:g}s", last_seen=hb.ts if hb else None)
     return [Outgoing(subjects.node(view.node_id, "lost"), ev_lost, msgids.node(view.node_id, "lost", view.last_seq))]

@@ -637,6 +637,16 @@ def test_silence_we_have_not_read_yet_is_not_counted() -> None:
     assert not fleet(beat).is_live("n1", NOW)
 
 
+def test_silence_after_the_store_was_last_known_to_take_writes_is_not_counted() -> None:
+    """`heard_until`: the last probe that found the heartbeat store taking writes was sent 2 s
+    ago (a leader died since; the next probe answers only after its timeout). A node silent for
+    TTL + 1 s by the clock has been silent for only TTL - 1 s of storable time."""
+    beat = hb("n1", age=TTL + 1)
+    assert planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100), heard_until=ago(2)) == []
+    assert isinstance(only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100), heard_until=ago(0.5))).event, NodeLost)
+    assert isinstance(only(planner.decide_node(node_view(), beat, NOW, TTL, since=ago(100))).event, NodeLost)
+
+
 def test_decide_node_without_any_heartbeat_waits_a_full_ttl_after_start() -> None:
     assert planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL)) == []
     out = only(planner.decide_node(node_view(), None, NOW, TTL, since=ago(TTL + 1)))
