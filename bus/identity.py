@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,12 +241,19 @@ class Verifier:
 
     def check(self, rec: Record, holds: bool | None = None) -> Checked:
         """Who signed `rec`; `holds` as for `learn`."""
-        if rec.signer is None:
+        return self._checked(rec.signer, lambda key: holds if holds is not None else self._signature_holds(rec, key))
+
+    def check_output(self, subject: str, data: bytes, signer: str | None, signature: str | None) -> Checked:
+        """Who signed an output chunk (its signature is over its digest: `output_signing_input`)."""
+        return self._checked(signer, lambda key: signature is not None and output_signature_holds(subject, data, key, signature))
+
+    def _checked(self, signer: str | None, holds: Callable[[str], bool]) -> Checked:
+        if signer is None:
             return Checked(None)
-        author = self.known.get(rec.signer)
+        author = self.known.get(signer)
         if author is None:
-            return Checked(None, f"signed by {rec.signer}, which no trusted announcement names")
-        if not (holds if holds is not None else self._signature_holds(rec, rec.signer)):
+            return Checked(None, f"signed by {signer}, which no trusted announcement names")
+        if not holds(signer):
             return Checked(None, f"signature by {author.name!r} does not verify (altered or forged)")
         return Checked(author)
 

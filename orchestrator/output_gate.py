@@ -16,7 +16,7 @@ from schemas.events import JobAssigned, JobDispatch
 from schemas.records import Record
 
 if TYPE_CHECKING:
-    from bus.identity import Checked, Verifier
+    from bus.identity import Verifier
 
 Wait = Literal["wait"]
 WAIT: Wait = "wait"
@@ -47,21 +47,8 @@ class OutputGate:
         enforcing = self.verifier is not None and bool(self.verifier.known)
         author, problem = None, None
         if enforcing and self.verifier is not None:
-            checked = self._check(self.verifier, chunk)
+            checked = self.verifier.check_output(chunk.subject, chunk.data, chunk.signer, chunk.signature)
             author, problem = checked.author, checked.problem
         return authorship.output_refusal(
             attempt=chunk.attempt, attempt_node=attempt_node, chunk_node=chunk.node, author=author, problem=problem, enforcing=enforcing
         )
-
-    @staticmethod
-    def _check(verifier: Verifier, chunk: OutputChunk) -> Checked:
-        from bus.identity import Checked, output_signature_holds  # PyNaCl: only a reader with credentials gets here
-
-        if chunk.signer is None:
-            return Checked(None)
-        author = verifier.known.get(chunk.signer)
-        if author is None:
-            return Checked(None, f"signed by {chunk.signer}, which no trusted announcement names")
-        if chunk.signature is None or not output_signature_holds(chunk.subject, chunk.data, chunk.signer, chunk.signature):
-            return Checked(None, f"signature by {author.name!r} does not verify (altered or forged)")
-        return Checked(author)
