@@ -119,11 +119,11 @@ class MemoryDelivery:
 @dataclass(frozen=True)
 class MemoryRequest:
     data: bytes
-    _answer: asyncio.Future[bytes]
+    _answer: asyncio.Future[list[bytes]]
 
-    async def respond(self, data: bytes) -> None:
+    async def respond(self, *parts: bytes) -> None:
         if not self._answer.done():
-            self._answer.set_result(data)
+            self._answer.set_result(list(parts))
 
 
 class MemoryBus:
@@ -424,12 +424,12 @@ class MemoryBus:
 
     # ------------------------------------------------------------ request/reply
 
-    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> list[bytes] | None:
         groups = self._responders.get(subject, {})
         members = [queues for queues in groups.values() if queues]
         if not members:
             return None
-        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         for queues in members:  # one member of each queue group, in turn
             queues[next(self._turn) % len(queues)].put_nowait(MemoryRequest(data, answer))
         try:

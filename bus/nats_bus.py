@@ -357,14 +357,15 @@ class NatsBus:
     def max_payload(self) -> int:
         return int(self.nc.max_payload)
 
-    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
-        """Request/reply; None when nobody listens on `subject`, RequestTimedOut (a TimeoutError) when nobody answers in time."""
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> list[bytes] | None:
+        """Request/reply (see EventBus.request). With credentials, every part of the answer
+        must be signed by an admin identity (the orchestrator) for this request's inbox."""
         from bus import nats_consumers
 
-        msg = await nats_consumers.request(self.nc, subject, data, timeout_s)
-        if msg is None:
+        msgs = await nats_consumers.request(self.nc, subject, data, timeout_s)
+        if msgs is None:
             return None
-        if self._verifier is not None:  # with credentials, only the orchestrator's signed answers count
+        for msg in msgs if self._verifier is not None else ():
             headers = msg.headers or {}
             answer = Record(seq=0, subject=msg.subject, stream_ts=datetime.now(UTC), raw=bytes(msg.data),
                             signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER))  # fmt: skip
@@ -372,7 +373,7 @@ class NatsBus:
             if author is None or author.role != "admin":
                 who = f"{author.name} ({author.role})" if author else "no verifiable identity"
                 raise BusError(f"the answer on {subject} is not the orchestrator's (signed by {who}): refused", subject=subject)
-        return bytes(msg.data)
+        return [bytes(msg.data) for msg in msgs]
 
     async def _author(self, rec: Record) -> Author | None:
         """Who signed `rec`, learning the signer's announcement from the log when it is new here."""

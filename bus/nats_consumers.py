@@ -34,6 +34,7 @@ log = Logger("nexus.bus")
 # A dispatch fetched by an agent that died before acking it comes back after this.
 DISPATCH_ACK_WAIT_S = 10.0
 EVENTS_FROM = "nexus_events_from"  # a consumer's metadata: the first log sequence it is for
+PARTS_HEADER = "Nexus-Parts"  # how many messages an answer comes in
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,17 @@ class NatsRequest:
     _nc: Client
     _identity: Identity | None = None
 
-    async def respond(self, data: bytes) -> None:
-        """Answer, signed by this process's identity (clients accept only the orchestrator's answers)."""
+    async def respond(self, *parts: bytes) -> None:
+        """Answer, each part signed by this process's identity (clients accept only the
+        orchestrator's answers) and saying how many parts there are (`Nexus-Parts`)."""
         try:
             if not self._msg.reply:
                 raise ValueError("the request has no reply subject")
-            headers = self._identity.sign(self._msg.reply, data) if self._identity is not None else None
-            await self._nc.publish(self._msg.reply, data, headers=headers)
+            for data in parts:
+                headers = {PARTS_HEADER: str(len(parts))}
+                if self._identity is not None:
+                    headers.update(self._identity.sign(self._msg.reply, data))
+                await self._nc.publish(self._msg.reply, data, headers=headers)
         except Exception as exc:  # no reply subject, or the connection went away: nobody to tell
             log.warning("request.unanswered", subject=self._msg.subject, error=str(exc) or type(exc).__name__)
 
@@ -159,7 +164,10 @@ async def deliveries(sub: JetStreamContext.PullSubscription, stream: str, floor:
     while True:
         raise_if_cancelling()
         try:
-            msgs = await sub.fetch(batch=16, timeout=5)
+            # One at a time: nats-py's fetch of a batch may hold a message it already has until
+            # the batch fills or the request expires (a dispatch waited up to 5 s for its agent
+            # in bench/fleet.py's steady load; a bare nats-py loop shows it too).
+            msgs = await sub.fetch(batch=1, timeout=5)
         except (nats.errors.TimeoutError, TimeoutError):
             continue  # nats-py raises either kind when no dispatch came in time
         except (nats.errors.Error, nats.js.errors.Error) as exc:
@@ -188,16 +196,38 @@ async def dispatch_consumer(
             await sub.unsubscribe()
 
 
-async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> Msg | None:
+async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> list[Msg] | None:
+    """The answer's messages, on an inbox of this request's own (an answer may come in several:
+    see NatsRequest.respond); None when nobody listens. The whole answer must come within
+    `timeout_s` of the request."""
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
     try:
-        msg = await nc.request(subject, data, timeout=timeout_s)
-    except nats.errors.NoRespondersError:
-        return None
-    except nats.errors.TimeoutError:
+        sub = await nc.subscribe(inbox, cb=on_msg)
+        try:
+            await nc.publish(subject, data, reply=inbox)
+            answer: list[Msg] = []
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    msg = await got.get()
+                    headers = msg.headers or {}
+                    if headers.get("Status") == "503":  # the server's "no responders"
+                        return None
+                    answer.append(msg)
+                    wanted = headers.get(PARTS_HEADER, "1")
+                    if len(answer) >= (int(wanted) if wanted.isdigit() else 1):
+                        return answer
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+    except TimeoutError:
         raise RequestTimedOut(subject, timeout_s) from None
     except nats.errors.Error as exc:
         raise BusError(f"request on {subject} failed: {type(exc).__name__}", subject=subject, retryable=True) from None
-    return msg
 
 
 @contextlib.asynccontextmanager

@@ -92,8 +92,9 @@ class Request(Protocol):
     @property
     def data(self) -> bytes: ...
 
-    async def respond(self, data: bytes) -> None:
-        """Answer; never raises (the asker may have gone)."""
+    async def respond(self, *parts: bytes) -> None:
+        """Answer in one message, or in several when it is too big for one (the asker gets
+        them all, in order, as one answer); never raises (the asker may have gone)."""
 
 
 class EventBus(Protocol):
@@ -223,8 +224,10 @@ class EventBus(Protocol):
         It exists once the context is entered and only sees what is published after its first creation."""
 
     # ---- request/reply (the query channel, `subjects.RPC_QUERY`)
-    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes | None:
-        """The reply; None when nobody listens on `subject`; RequestTimedOut (a TimeoutError) when nobody answers in time."""
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> list[bytes] | None:
+        """The reply, in the parts the responder sent it in (one, unless it was too big for one
+        message); None when nobody listens on `subject`; RequestTimedOut (a TimeoutError) when
+        nobody answers in time."""
 
     def responder(self, subject: str, queue: str) -> AbstractAsyncContextManager[AsyncIterator[Request]]:
         """Serve `subject` in a queue group (each request reaches one member), from entering the context on."""

@@ -89,14 +89,17 @@ class NexusClient:
         return (await self.bus.publish(out)).seq
 
     async def query(self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0) -> Rows:
-        req = QueryRequest(sql=sql, params=list(params))
+        req = QueryRequest(sql=sql, params=list(params), in_parts=True)
         try:
-            data = await self.bus.request(subjects.RPC_QUERY, codec.encode(req), timeout_s)
+            parts = await self.bus.request(subjects.RPC_QUERY, codec.encode(req), timeout_s)
         except TimeoutError:
             raise QueryError(f"the orchestrator did not answer within {timeout_s:g}s") from None
-        if data is None:
+        if parts is None:
             raise OrchestratorUnavailable(self.bus.url)
-        result = codec.decode_query_result(data)
+        try:
+            result = codec.join_query_results([codec.decode_query_result(p) for p in parts])
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
         if result.error:
             raise QueryError(result.error)
         return Rows(result.columns, result.rows)

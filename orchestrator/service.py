@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,7 @@ CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.1  # folded batches wait at most this long (plus one store) to be in DuckDB (see _store_folded)
+ENCODE_INLINE_ROWS = 1_000  # a query's answer with more rows is encoded in a thread
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
 MOVE_OVERLAP = timedelta(minutes=1)  # a node's consumer made anew (see _on_beat) starts this long before the beat
@@ -625,8 +627,10 @@ class Orchestrator:
         task.add_done_callback(self._query_tasks.discard)
 
     async def _answer_query(self, msg: Request) -> None:
+        in_parts = False
         try:
             req = codec.decode_query_request(msg.data)
+            in_parts = req.in_parts
             await self._settle()
             async with self._query_slots:
                 cursor = self.store.con.cursor()  # made here: DuckDB connections are not shared across threads
@@ -637,7 +641,7 @@ class Orchestrator:
             result = QueryResult(columns=columns, rows=[list(r) for r in rows], checkpoint=self.applied_seq)
         except (DecodeError, QueryError) as exc:
             result = QueryResult(error=str(exc), checkpoint=self.applied_seq)
-        await self._respond(msg, result)
+        await self._respond(msg, result, in_parts=in_parts)
 
     async def _settle(self) -> None:
         """Let a query see every event the log held when it was asked: a client that has just
@@ -653,8 +657,12 @@ class Orchestrator:
             await asyncio.sleep(0.005)
 
     @staticmethod
-    async def _respond(msg: Request, result: QueryResult) -> None:
-        await msg.respond(codec.encode(result))  # never raises: the asker may have gone
+    async def _respond(msg: Request, result: QueryResult, *, in_parts: bool = False) -> None:
+        # An answer too big for one message goes in parts to an asker that takes them; a long
+        # one is encoded in a thread, so that the event loop goes on meanwhile.
+        encode = functools.partial(codec.encode_query_result, result, in_parts=in_parts)
+        parts = await asyncio.to_thread(encode) if len(result.rows) > ENCODE_INLINE_ROWS else encode()
+        await msg.respond(*parts)  # never raises: the asker may have gone
 
 
 def _free_slots(fleet: decide.Fleet, now: datetime) -> int | None:

@@ -112,3 +112,45 @@ def decode_query_request(data: bytes) -> QueryRequest:
 def decode_query_result(data: bytes) -> QueryResult:
     result: QueryResult = _decode(_decoder(QueryResult), subjects.RPC_QUERY, data)
     return result
+
+
+def encode_query_result(result: QueryResult, *, in_parts: bool, part_bytes: int = MAX_EVENT_BYTES) -> list[bytes]:
+    """The answer as messages of at most `part_bytes` each (what every reader decodes): one
+    when it fits, else its rows split in order over several (`in_parts`: the asker takes
+    that), else an error saying what to do."""
+    whole = _encoder.encode(result)
+    if len(whole) <= part_bytes:
+        return [whole]
+    if not in_parts:
+        too_big = f"the answer is {len(whole)} bytes, over the {part_bytes} of one message, and this client takes no more"
+        too_big += ": add a LIMIT, or use a newer client"
+        return [_encoder.encode(QueryResult(error=too_big, checkpoint=result.checkpoint))]
+    room = part_bytes - len(_encoder.encode(msgspec.structs.replace(result, rows=[], part=2**31, parts=2**31)))
+    groups: list[list[list[typing.Any]]] = [[]]
+    size = 0
+    for n, row in enumerate(result.rows, 1):
+        cost = len(_encoder.encode(row)) + 1  # and its comma
+        if cost > room:
+            error = f"row {n} of the answer is {cost} bytes, over the {part_bytes} of one message: select fewer or shorter columns"
+            return [_encoder.encode(QueryResult(error=error, checkpoint=result.checkpoint))]
+        if size + cost > room:
+            groups.append([])
+            size = 0
+        groups[-1].append(row)
+        size += cost
+    parts = len(groups)
+    return [_encoder.encode(msgspec.structs.replace(result, rows=rows, part=i, parts=parts)) for i, rows in enumerate(groups, 1)]
+
+
+def join_query_results(parts: typing.Sequence[QueryResult]) -> QueryResult:
+    """One answer from its parts, in the order received; raises ValueError unless they are
+    exactly parts 1 to n of one answer (an error in any part is the answer)."""
+    for result in parts:
+        if result.error:
+            return result
+    if not parts or [p.part for p in parts] != list(range(1, len(parts) + 1)) or any(p.parts != len(parts) for p in parts):
+        raise ValueError(f"an answer in parts came incomplete or out of order: {[(p.part, p.parts) for p in parts]}")
+    if len(parts) == 1:
+        return parts[0]
+    rows = [row for p in parts for row in p.rows]
+    return QueryResult(columns=parts[0].columns, rows=rows, checkpoint=parts[0].checkpoint)

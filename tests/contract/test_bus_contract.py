@@ -303,11 +303,16 @@ class BusContract:
 
             async def serve() -> None:
                 async for call in calls:
-                    await call.respond(call.data.upper())
+                    if call.data == b"big":  # an answer in three messages, each as big as one may be
+                        await call.respond(*(bytes([i]) * (400 * 1024) for i in range(3)))
+                    else:
+                        await call.respond(call.data.upper())
 
             server = asyncio.create_task(serve())
             try:
-                assert await bus.request("nexus.rpc.test", b"ping", 5.0) == b"PING"
+                assert await bus.request("nexus.rpc.test", b"ping", 5.0) == [b"PING"]
+                assert await bus.request("nexus.rpc.test", b"big", 5.0) == [bytes([i]) * (400 * 1024) for i in range(3)]
+                assert await bus.request("nexus.rpc.test", b"pong", 5.0) == [b"PONG"]  # nothing left over from the last
             finally:
                 server.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

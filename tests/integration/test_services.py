@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -49,6 +50,10 @@ async def test_nexus_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path) ->
         assert (code, out) == (0, b"hello\n")
         code, out = await nexus("sql", "SELECT status, count(*) AS n FROM jobs GROUP BY 1", "--json")
         assert code == 0 and b'"succeeded"' in out
+        # An answer bigger than one NATS message (~2 MB) comes in parts, each signed and checked.
+        code, out = await nexus("sql", "SELECT range AS n, repeat('x', 1000) AS pad FROM range(2000)", "--json")
+        assert code == 0, out[-500:]
+        assert [row["n"] for row in json.loads(out)] == list(range(2000))
         assert (data / "jetstream").is_dir() and (data / "nexus.duckdb").exists()
 
         proc.send_signal(signal.SIGINT)

@@ -433,3 +433,41 @@ def test_export_main_prints_the_schema_as_json(capsys: pytest.CaptureFixture[str
     export.main()
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(msgspec.json.encode(export.json_schema()))
+
+
+def _answer(rows: int, width: int) -> QueryResult:
+    return QueryResult(columns=["n", "text"], rows=[[n, "x" * width] for n in range(rows)], checkpoint=7)
+
+
+def test_a_query_answer_that_fits_one_message_is_one_part() -> None:
+    (only,) = codec.encode_query_result(_answer(10, 10), in_parts=True)
+    assert codec.decode_query_result(only) == _answer(10, 10)
+
+
+def test_a_big_query_answer_goes_in_parts_each_within_one_message_and_joins_in_order() -> None:
+    answer = _answer(3_000, 500)  # ~1.5 MB
+    parts = codec.encode_query_result(answer, in_parts=True, part_bytes=256 * 1024)
+    assert len(parts) > 5 and all(len(p) <= 256 * 1024 for p in parts)
+    decoded = [codec.decode_query_result(p) for p in parts]
+    assert [(d.part, d.parts) for d in decoded] == [(i, len(parts)) for i in range(1, len(parts) + 1)]
+    assert codec.join_query_results(decoded) == answer
+
+
+def test_parts_missing_or_out_of_order_are_refused() -> None:
+    decoded = [codec.decode_query_result(p) for p in codec.encode_query_result(_answer(3_000, 500), in_parts=True, part_bytes=256 * 1024)]
+    for broken in (decoded[1:], decoded[:-1], [decoded[1], decoded[0], *decoded[2:]]):
+        with pytest.raises(ValueError, match="incomplete or out of order"):
+            codec.join_query_results(broken)
+
+
+def test_a_big_answer_to_a_client_that_takes_one_message_is_an_error_saying_what_to_do() -> None:
+    (only,) = codec.encode_query_result(_answer(3_000, 500), in_parts=False, part_bytes=256 * 1024)
+    error = codec.decode_query_result(only).error
+    assert error is not None and "add a LIMIT" in error
+
+
+def test_a_row_too_big_for_any_message_is_an_error_naming_it() -> None:
+    answer = QueryResult(columns=["text"], rows=[["short"], ["x" * 300_000]])
+    (only,) = codec.encode_query_result(answer, in_parts=True, part_bytes=256 * 1024)
+    error = codec.decode_query_result(only).error
+    assert error is not None and "row 2" in error
