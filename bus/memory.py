@@ -437,6 +437,9 @@ class MemoryBus:
         except TimeoutError:
             raise RequestTimedOut(subject, timeout_s) from None
 
+    async def remove_idle_consumers(self, idle_s: float) -> list[str]:
+        return []  # its readers hold no consumers of their own
+
     @contextlib.asynccontextmanager
     async def responder(self, subject: str, queue: str) -> AsyncIterator[AsyncIterator[MemoryRequest]]:
         inbox: asyncio.Queue[MemoryRequest] = asyncio.Queue()

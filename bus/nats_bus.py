@@ -385,6 +385,11 @@ class NatsBus:
             checked = self._verifier.check(rec)
         return checked.author
 
+    async def remove_idle_consumers(self, idle_s: float) -> list[str]:
+        from bus import nats_consumers
+
+        return await nats_consumers.remove_idle_consumers(self.js, idle_s)
+
     def responder(self, subject: str, queue: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[NatsRequest]]:
         from bus import nats_consumers
 

@@ -10,7 +10,7 @@ import contextlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -25,6 +25,7 @@ from bus.nats_translate import map_read_errors, to_delivered_record, to_record
 from bus.port import raise_if_cancelling
 from schemas import subjects
 from schemas.records import Record
+from schemas.secrets import KEYS_BUCKET
 
 if TYPE_CHECKING:
     from bus.identity import Identity
@@ -194,6 +195,45 @@ async def dispatch_consumer(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+# The streams readers may make consumers on (docs/security.md), where idle ones are removed.
+READABLE_STREAMS = (subjects.EVENTS_STREAM, subjects.OUTPUT_STREAM, f"KV_{subjects.NODES_BUCKET}", f"KV_{KEYS_BUCKET}")
+
+
+async def remove_idle_consumers(js: JetStreamContext, idle_s: float) -> list[str]:
+    """Remove each consumer of READABLE_STREAMS that nobody has used for `idle_s` (none bound,
+    no pull waiting, nothing delivered or acked since), whatever inactive threshold it was
+    made with; the agents' dispatch consumers excepted. Returns `stream/name` of each removed."""
+    removed: list[str] = []
+    now = datetime.now(UTC)
+    for stream in READABLE_STREAMS:
+        with map_read_errors(f"consumers of {stream}"):
+            try:
+                infos = await _consumers(js, stream)
+            except nats.js.errors.NotFoundError:
+                continue  # a bucket not made yet
+            for info in infos:
+                if _is_agents(info) or info.push_bound or (info.num_waiting or 0) > 0:
+                    continue
+                used = max(t for t in (info.created, *(s.last_active for s in (info.delivered, info.ack_floor) if s)) if t)
+                if (now - used).total_seconds() > idle_s:
+                    with contextlib.suppress(nats.js.errors.NotFoundError):  # gone meanwhile
+                        await js.delete_consumer(stream, info.name)
+                    removed.append(f"{stream}/{info.name}")
+    return removed
+
+
+async def _consumers(js: JetStreamContext, stream: str) -> list[api.ConsumerInfo]:
+    infos: list[api.ConsumerInfo] = []
+    while page := await js.consumers_info(stream, offset=len(infos)):
+        infos += page
+    return infos
+
+
+def _is_agents(info: api.ConsumerInfo) -> bool:
+    """An agent's durable dispatch consumer (on the log for agents from before NEXUS_DISPATCH)."""
+    return bool(info.config.durable_name and info.config.durable_name == info.name and info.name.startswith("agent-"))
 
 
 async def request(nc: Client, subject: str, data: bytes, timeout_s: float) -> list[Msg] | None:

@@ -37,6 +37,8 @@ class StreamLimits(msgspec.Struct, frozen=True):
     output_max_age_s: float = 7 * 24 * 3600
     output_max_bytes: int = 8 * 1024**3
     node_ttl_s: float = 10.0
+    # A consumer on a stream readers may read, unused this long, is removed (Orchestrator).
+    consumer_idle_s: float = 3600.0
 
 
 DEFAULT_LIMITS = StreamLimits()
@@ -208,6 +210,12 @@ class EventBus(Protocol):
 
     async def orchestrator_key(self) -> OrchestratorKey | None:
         """The orchestrator's sealing key record; None when none is published (or its bucket does not exist yet)."""
+
+    async def remove_idle_consumers(self, idle_s: float) -> list[str]:
+        """Remove the consumers on the streams readers may read (the log, the output, the
+        buckets) that nobody has used for `idle_s`, whatever inactive threshold they were made
+        with, the agents' dispatch consumers excepted (admin only): a reader may make consumers,
+        but not ones that outlive their use. Returns `stream/name` of each removed."""
 
     # ---- the agent's side
     async def provision_dispatches(self, node_id: str, stream: str = subjects.DISPATCH_STREAM, *, since: datetime | None = None) -> None:

@@ -65,6 +65,7 @@ CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.1  # folded batches wait at most this long (plus one store) to be in DuckDB (see _store_folded)
+IDLE_CONSUMERS_EVERY_S = 60.0  # how often unused consumers are looked for (at most)
 ENCODE_INLINE_ROWS = 1_000  # a query's answer with more rows is encoded in a thread
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
 PROVISION_AT_ONCE = 16  # new nodes' dispatch consumers made at once
@@ -164,6 +165,7 @@ class Orchestrator:
                 tg.create_task(self._decide_nodes_due(), name="nodes")
                 tg.create_task(self._serve_queries(queries), name="queries")
                 tg.create_task(self._attest(), name="checkpoints")
+                tg.create_task(self._remove_idle_consumers(), name="idle-consumers")
         finally:
             for task in list(self._provisioning):
                 task.cancel()
@@ -573,6 +575,20 @@ class Orchestrator:
             async with self._decide_lock:
                 await self._publish_queued()
             await asyncio.sleep(TICK_S)
+
+    async def _remove_idle_consumers(self) -> None:
+        """Readers may make consumers on the log, the output and the buckets (they read through
+        them), with any inactive threshold, so one could make them outlive everyone: those
+        unused for `limits.consumer_idle_s` are removed here."""
+        idle_s = self.limits.consumer_idle_s
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(min(max(idle_s / 4, 0.5), IDLE_CONSUMERS_EVERY_S))
+            try:
+                if removed := await self.bus.remove_idle_consumers(idle_s):
+                    log.info("consumers.removed", consumers=removed, idle_s=idle_s, reason="unused for longer than --idle-consumers-after")
+            except BusError as exc:
+                log.warning("consumers.not_removed", error=str(exc))
 
     # ------------------------------------------------------------ checkpoints
 

@@ -650,3 +650,45 @@ async def test_agents_read_their_dispatches_from_nexus_dispatch_and_older_creden
     bus = await run_on_old_1(new_creds, "through-nexus-dispatch")
     assert bus.dispatch_stream("old-1") == subjects.DISPATCH_STREAM
     assert await consumer_on(subjects.DISPATCH_STREAM, "old-1")
+
+
+async def test_a_readers_consumer_made_to_outlive_everyone_is_removed_once_unused(up: Up, tmp_path: Path) -> None:
+    viewer = await _issue(up, "viewer", "vic")
+    nc = await connect(up, viewer)
+    # A live reader: an ordered consumer on the log that its client still holds.
+    live = await nc.jetstream().subscribe(subjects.EVENTS_ALL, ordered_consumer=True)
+    try:
+        # The attack: consumers meant to stay ~3 years after their maker went away.
+        hoard = json.dumps({"stream_name": "x", "config": {"deliver_policy": "all", "ack_policy": "none", "inactive_threshold": 10**17}})
+        made = []
+        for stream in (subjects.EVENTS_STREAM, subjects.OUTPUT_STREAM, f"KV_{subjects.NODES_BUCKET}"):
+            reply = await nc.request(f"$JS.API.CONSUMER.CREATE.{stream}", hoard.replace('"x"', json.dumps(stream)).encode(), timeout=5)
+            name = json.loads(reply.data)["name"]
+            made.append((stream, name))
+            assert (await up.admin.js.consumer_info(stream, name)).config.inactive_threshold > 10**7  # the server kept it
+        # A second orchestrator (two at once are supported) that removes consumers after 1 s unused.
+        orch = await asyncio.create_subprocess_exec(
+            NEXUS, "orchestrator", "--nats", up.url, "--creds", str(up.creds / "admin.creds"), "--db", str(tmp_path / "second.duckdb"),
+            "--idle-consumers-after", "1s", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+
+            async def gone() -> bool:
+                for stream, name in made:
+                    with contextlib.suppress(nats.js.errors.NotFoundError):
+                        await up.admin.js.consumer_info(stream, name)
+                        return False
+                return True
+
+            await wait_for(gone, 60, what="the unused consumers to be removed")
+        finally:
+            orch.send_signal(signal.SIGINT)
+            await asyncio.wait_for(orch.wait(), 30)
+        # What is in use stays: the live reader's consumer, and the agent's dispatch consumer.
+        await up.admin.js.consumer_info(subjects.EVENTS_STREAM, live._consumer)
+        await up.admin.js.consumer_info(subjects.DISPATCH_STREAM, f"agent-{up.node}")
+        code, out = await up.nexus("run", "-q", "--", "echo", "still-works")
+        assert (code, out.strip()) == (0, "still-works"), out
+    finally:
+        await live.unsubscribe()
+        await nc.close()
