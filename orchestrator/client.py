@@ -112,7 +112,24 @@ class NexusClient:
         records: list[Record] = []
         async for batch in self.bus.read_records(subjects.job_all(job_id)):
             records.extend(batch)
-        return await vetted(self.bus, records)
+        return self._with_verdicts(await vetted(self.bus, records), await self._refused(job_id))
+
+    async def _refused(self, job_id: str) -> dict[int, str]:
+        """The orchestrator's refusals among the job's events (seq -> reason): some depend on
+        the job's state when the event came (a fact from a node the job is not on), which a
+        reader of the records alone cannot judge. Empty when the orchestrator cannot answer."""
+        try:
+            rows = await self.query("SELECT seq, error FROM events WHERE job_id = ? AND error IS NOT NULL", [job_id])
+        except (QueryError, OrchestratorUnavailable):
+            return {}
+        return {int(seq): str(error) for seq, error in rows.rows}
+
+    @staticmethod
+    def _with_verdicts(records: list[Record], refused: dict[int, str]) -> list[Record]:
+        return [
+            msgspec.structs.replace(r, event=None, error=refused[r.seq]) if r.seq in refused and r.error is None else r
+            for r in records
+        ]
 
     async def output(self, job_id: str) -> AsyncIterator[OutputChunk]:
         """The job's stored output, all attempts, in order: what counts (see `app.follow.job_output`)."""

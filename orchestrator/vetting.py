@@ -20,10 +20,12 @@ from schemas.limits import MAX_REASON_CHARS
 from schemas.records import Record
 
 
-def vet(verifier: Verifier, rec: Record, holds: bool | None = None) -> Record:
+def vet(verifier: Verifier, rec: Record, holds: bool | None = None, *, name_unsigned: bool = False) -> Record:
     """`rec` judged: its verified author set; refused (no event, the reason as its error) when
     its signature fails or its author may not make it. `holds`: whether its signature verifies,
-    when already checked (None: checked here). Announcements are learnt on the way."""
+    when already checked (None: checked here). Announcements are learnt on the way.
+    `name_unsigned`: an unsigned request names no one even before any signer is known (a
+    client with credentials reading one job, whose request comes before the signed decisions)."""
     problem = verifier.learn(rec, holds)
     checked = verifier.check(rec, holds) if problem is None else Checked(None, problem)
     rec = msgspec.structs.replace(rec, author=checked.author)
@@ -31,7 +33,7 @@ def vet(verifier: Verifier, rec: Record, holds: bool | None = None) -> Record:
     why = authorship.refusal(rec, problem=checked.problem, enforcing=enforcing)
     if why is not None:
         return msgspec.structs.replace(rec, event=None, error=why[:MAX_REASON_CHARS])
-    return authorship.named(rec, enforcing=enforcing)
+    return authorship.named(rec, enforcing=enforcing or name_unsigned)
 
 
 class Vetting:
@@ -58,7 +60,9 @@ class Vetting:
         if self.verifier is None:
             return rec
         await self.meet(rec.signer)
-        return vet(self.verifier, rec)
+        # A job's request comes before any signed decision of it: with credentials (a bus
+        # where the orchestrator enforces authorship), its free-text requester is no one's claim.
+        return vet(self.verifier, rec, name_unsigned=True)
 
     async def records(self, records: list[Record]) -> list[Record]:
         return [await self.record(r) for r in records]

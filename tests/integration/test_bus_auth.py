@@ -319,10 +319,12 @@ async def test_the_record_names_verified_identities_and_refuses_false_signatures
     code, out = await up.nexus("history", job_id, "--json", creds=await _issue(up, "viewer", "auditor"))
     assert code == 0, out
     seen = {e["subject"].rsplit(".", 1)[1]: e for e in json.loads(out)}
-    assert seen["approved"]["author"]["name"] == "alice" and seen["approved"]["error"] is None
+    # (The approval is authentic, but of a job nobody requested: it counted for nothing either.)
+    assert seen["approved"]["author"]["name"] == "alice" and "unknown job" in seen["approved"]["error"]
     assert seen["denied"]["author"] is None and "unsigned job.denied" in seen["denied"]["error"]
     code, out = await up.nexus("history", job_id)
-    assert code == 0 and "approved by alice" in out and "mallory" not in out and "job.denied (not counted)" in out, out
+    (line,) = [x for x in out.splitlines() if "job.approved" in x]
+    assert code == 0 and " alice " in line and "mallory" not in out and "job.denied (not counted)" in out, out
 
     # A submitter that claims the orchestrator's key as signer, with a made-up signature: refused.
     marker = tmp_path / "false-signature"
@@ -346,7 +348,7 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     try:
         # The job runs until the test opens the gate: the rogue fact must meet a running job.
         command = f"while [ ! -e {gate} ]; do sleep 0.05; done; touch {marker}"
-        payload = json.dumps({"command": command, "node": up.node, "requested_by": "root"}).encode()
+        payload = json.dumps({"command": command, "node": up.node, "requested_by": "claimed-ceo"}).encode()
         await nc.jetstream().publish(subjects.job(job_id, "requested"), payload)
     finally:
         await nc.close()
@@ -368,8 +370,14 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     assert status == "running"  # the forged exit ended nothing
     gate.touch()
     row = await _row(up, f"SELECT status, requested_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
-    assert row == ["succeeded", None]  # the real exit, from the real node; the claimed "root" is not recorded
+    assert row == ["succeeded", None]  # the real exit, from the real node; the claimed name is not recorded
     assert marker.exists()
+    # Nor shown: what people read of the job names no one for the unsigned request.
+    code, out = await up.nexus("history", job_id)
+    assert code == 0 and "requested" in out and "claimed-ceo" not in out, out
+    # And the rogue's exit shows as the orchestrator judged it: not counted, with the reason.
+    (line,) = [x for x in out.splitlines() if ".exited" in x and "rogue-2" in x]
+    assert "not counted" in line and "refused" in line, out
 
 
 async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_agent(up: Up, tmp_path: Path) -> None:
