@@ -29,7 +29,7 @@ from schemas.secrets import OrchestratorKey
 
 JOB_COLUMNS = (
     "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
-    "requested_at, finished_at, requested_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
+    "requested_at, finished_at, requested_by, approved_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
 )
 
 

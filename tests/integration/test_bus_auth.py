@@ -476,6 +476,8 @@ async def test_an_approval_is_recorded_under_the_approvers_identity_not_its_by(u
     assert code == 0, out
     row = await _row(up, f"SELECT status, approved_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert row == ["succeeded", "alice"]
+    code, out = await up.nexus("show", job_id, "--json")  # DESIGN §9: shown by `nexus show --json`
+    assert code == 0 and json.loads(out)["approved_by"] == "alice", out
 
 
 async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
