@@ -25,7 +25,7 @@ from schemas.pipelines import (
     PipelineSpec,
 )
 from schemas.records import Record
-from schemas.secrets import OrchestratorKey
+from schemas.secrets import OrchestratorKey, Redaction
 
 
 def new_pipeline_id() -> str:
@@ -52,7 +52,12 @@ def pipeline_request(cmd: RunPipeline, now: datetime | None = None, key: Orchest
     (app.jobs.sealed_env): the step's jobs carry them sealed, and the node gets them sealed."""
     steps = [msgspec.structs.replace(s, env=sealed_env(s.env, {}, key)) if s.env else s for s in cmd.spec.steps]
     spec = msgspec.structs.replace(cmd.spec, steps=steps)
-    variables = sealed_env(cmd.variables, {}, key)
+    # A variable is secret by its name, or by where it goes: into a secret env entry of a step
+    # (`API_TOKEN: ${mytok}`), whose value is sealed, so it must not stay in clear beside it.
+    redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
+    secret_values = [s.env[n] for s in cmd.spec.steps for n in redaction.clear_secrets(s.env)]
+    feeding = {n: v for n, v in cmd.variables.items() if v and any(v in secret for secret in secret_values)}
+    variables = sealed_env(cmd.variables, feeding, key)
     return PipelineRequested(ts=now, spec=spec, variables=variables, requested_by=cmd.requested_by, source=cmd.source)
 
 

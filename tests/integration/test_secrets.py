@@ -193,20 +193,24 @@ async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process
     password = f"pipe-{secrets.token_hex(8)}"
     marker_file = stack.tmp / "seen-by-the-step"
     template = stack.tmp / "deploy.yaml"
+    token = f"tok-{secrets.token_hex(8)}"  # a variable named like nothing secret, going into a secret entry
     template.write_text(
         "name: secret-step\n"
         "steps:\n"
         "  - id: use\n"
-        f"    command: 'printf %s \"$DB_PASSWORD\" > {marker_file}; echo \"pw=$DB_PASSWORD\"'\n"
+        f"    command: 'printf %s \"$DB_PASSWORD $API_TOKEN\" > {marker_file}; echo \"pw=$DB_PASSWORD\"'\n"
         f"    nodes: [{NODE}]\n"
         "    env:\n"
         f"      DB_PASSWORD: {password}\n"
+        "      API_TOKEN: ${mytok}\n"
     )
-    code, out, err = await stack.nexus("pipeline", "run", str(template), "--json")
+    code, out, err = await stack.nexus("pipeline", "run", str(template), "--var", f"mytok={token}", "--json")
     assert code == 0, (out, err)
-    assert marker_file.read_text() == password  # the step's job saw the value
+    assert marker_file.read_text() == f"{password} {token}"  # the step's job saw the values
+    _, events, _ = await stack.nexus("sql", "SELECT payload FROM events", "--json")
+    assert token.encode() not in events and password.encode() not in events
     bus = stack.client.bus
     assert isinstance(bus, NatsBus)
     for stream in (subjects.EVENTS_STREAM, subjects.OUTPUT_STREAM):
         for data in await _raw_messages(bus, stream):
-            assert password.encode() not in data, stream
+            assert password.encode() not in data and token.encode() not in data, stream
