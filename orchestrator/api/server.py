@@ -24,6 +24,7 @@ import uvicorn
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Tokens
 from orchestrator.api.errors import ApiError
+from orchestrator.api.http_protocol import MAX_CONNECTIONS, HeadsInTime
 from orchestrator.api.loopback import is_loopback
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
@@ -115,6 +116,8 @@ async def _serve(client: NexusClient, listener: ApiListener, policy: Policy | No
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_S,
         server_header=False,
+        http=HeadsInTime,  # a request head must come whole within HEAD_TIMEOUT_S
+        limit_concurrency=MAX_CONNECTIONS,
     )
     server = _Server(config)
     if tokens is None:

@@ -211,3 +211,23 @@ async def test_when_nats_goes_away_the_api_answers_503_and_stays_up(tmp_path: Pa
             assert_problem(resp, 503, "unavailable")
         health = await http.get("/health")
         assert health.status_code == 200 and health.json()["nats"] is False
+
+
+async def test_a_request_head_that_never_ends_is_cut_off(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.api.http_protocol import HeadsInTime
+
+    monkeypatch.setattr(HeadsInTime, "head_timeout_s", 0.5)
+    async with serve_api(stack.client) as http:
+        host, port = http.base_url.host, http.base_url.port
+        # Slowloris: a request line and one header, then nothing. The server hangs up.
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        # A whole request is answered, however long it then waits for the next (keep-alive).
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 200")
+        writer.close()
