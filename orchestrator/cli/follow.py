@@ -58,9 +58,9 @@ class Say:
 
     Control characters in a line (it may quote the log: a reason, a finding) are shown as
     escapes (terminal_text). Where rich would print a plain line as it is (stderr no terminal,
-    nothing forcing styles), it is written here byte for byte as rich would, without importing rich (~15 ms of a
-    `nexus run` in a script); styled lines (analysis findings, holds) and terminals go
-    through rich."""
+    nothing forcing styles), it is written here byte for byte as rich would, without importing
+    rich (~15 ms of a `nexus run` in a script); styled lines (analysis findings, holds) and
+    terminals go through rich."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
