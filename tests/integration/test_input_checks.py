@@ -44,6 +44,8 @@ async def test_requests_no_process_can_take_are_rejected_with_the_reason(stack: 
     for command, (_extra, said) in cases.items():
         code, reason = await _rejected(stack, ids[command])
         assert code == "invalid_request" and reason.startswith(said), (command, reason)
+    [(total, failed)] = (await stack.client.query("SELECT total_validations, validation_failures FROM metrics_analysis")).rows
+    assert (total, failed) == (len(cases), len(cases))  # verdicts of the analysis phase, each a failure
     status, out, err = await stack.nexus("validate", "--", "")
     assert status == 1 and b"the command is empty" in out + err
 
