@@ -41,6 +41,7 @@ from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 from agent import process_tree, pty_spawn
 from agent.masking import OutputMasker
 from agent.pty_output import OutputCallback, PtyReader, deliver, drain
+from schemas import runnable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,9 +151,13 @@ class PtyRunner:
 
 
 def resolve_argv(spec: RunSpec) -> list[str]:
-    """Check cwd and find the executable the way the child's exec will."""
+    """Check what exec will be given (schemas.runnable) and cwd, and find the executable the way
+    the child's exec will. A dispatch the orchestrator's analysis should have rejected (one
+    from an older orchestrator) ends here as a clear reason, not an error from deep in exec."""
     if not spec.argv:
         raise SpawnFailed("empty argv")
+    if (problem := runnable.unrunnable(spec.argv, spec.cwd, spec.env or {})) is not None:
+        raise SpawnFailed(problem)
     if spec.cwd is not None:
         if not os.path.isdir(spec.cwd):
             raise SpawnFailed(f"cwd does not exist or is not a directory: {spec.cwd}")

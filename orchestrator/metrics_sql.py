@@ -13,8 +13,8 @@ Times are milliseconds; rates are 0..1; an empty phase reports zeros.
     metrics_step_latency       per step: count, mean, p50, p95, p99. A step starts at the latest
                                earlier step the job went through (no analysis yet: `assigned`
                                counts from `requested`; no output: `exited` counts from `accepted`)
-    metrics_analysis           analysis verdicts: job.validated events plus job.rejected with a policy
-                               code (permission_denied, policy_denied); failures are those rejections
+    metrics_analysis           analysis verdicts: job.validated events plus job.rejected with an analysis
+                               code (invalid_request, permission_denied, policy_denied); failures are those rejections
                                and validations of severity critical; failures in the last hour;
                                holds for approval, approvals, denials; mean/p95 of the analysis'
                                own time (`duration_ms` of job.validated)
@@ -112,7 +112,7 @@ GROUP BY ALL
 ORDER BY s.step_order
 """
 
-ANALYSIS_REJECT_CODES = ("permission_denied", "policy_denied")  # rejections decided by the analysis phase
+ANALYSIS_REJECT_CODES = ("invalid_request", "permission_denied", "policy_denied")  # rejections decided by the analysis phase
 
 ANALYSIS = f"""
 WITH verdicts AS (

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, creds_file, err, fail, out, print_json, run_async
+from orchestrator.cli.terminal_text import printable
 
 if TYPE_CHECKING:  # the audit machinery is imported when `verify` runs, not for `nexus --help`
     from orchestrator.core.audit import AuditReport
@@ -79,7 +80,7 @@ def _creds_for_key(db: Path | None) -> Path:
 
 
 def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False)
+    out.print(printable(text, one_line=True), highlight=False, markup=False)  # reasons quote the log
 
 
 def _print(r: "AuditReport") -> None:

@@ -22,6 +22,7 @@ import typer
 
 from bus.urls import DEFAULT_URL
 from orchestrator.cli import process
+from orchestrator.cli.terminal_text import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -229,8 +230,9 @@ def plain(value: Any) -> Any:
 _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
-def fmt(value: Any) -> str:
-    """A cell for people: times to the second (UTC), floats short, nothing for null."""
+def fmt(value: Any, *, one_line: bool = False) -> str:
+    """A cell for people: times to the second (UTC), floats short, nothing for null, control
+    characters shown as escapes (terminal_text.printable; `one_line`: newlines too)."""
     if value is None:
         return ""
     if isinstance(value, str) and _ISO.match(value):  # times arrive as RFC 3339 text over NATS
@@ -239,11 +241,12 @@ def fmt(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    return printable(str(value), one_line=one_line)
 
 
 def print_table(rows: Rows, *, title: str | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     # Ids and times stay on one line; long text (commands, reasons) wraps.
     table = Table(title=title, header_style="bold", box=None, pad_edge=False)
@@ -251,7 +254,7 @@ def print_table(rows: Rows, *, title: str | None = None) -> None:
         whole = col.endswith(("_id", "_at")) or col in ("seq", "ts", "node", "status", "type")
         table.add_column(col, no_wrap=whole, overflow="ellipsis" if whole else "fold")
     for row in rows.rows:
-        table.add_row(*(fmt(v) for v in row))
+        table.add_row(*(Text(fmt(v)) for v in row))  # as text: a "[" in a cell is not markup
     out.print(table)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.app.narrate import narrate
 from orchestrator.cli.common import err
+from orchestrator.cli.terminal_text import printable, printable_text
 from schemas.codec import event_type
 from schemas.events import (
     JobApprovalRequired,
@@ -50,17 +51,16 @@ SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 # Set at all, any of these may make rich style a pipe too (rich.console.Console.is_terminal).
 STYLE_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
-# What rich's Text leaves out of a line: bell, backspace, vertical tab, form feed, carriage return.
-_STRIPPED = dict.fromkeys((7, 8, 11, 12, 13))
 
 
 class Say:
     """Status lines on stderr, `nexus: ...`; silent when disabled or once stderr is gone.
 
-    Where rich would print a plain line as it is (stderr no terminal, nothing forcing styles),
-    it is written here byte for byte as rich would, without importing rich (~15 ms of a
-    `nexus run` in a script); styled lines (analysis findings, holds) and terminals go
-    through rich."""
+    Control characters in a line (it may quote the log: a reason, a finding) are shown as
+    escapes (terminal_text). Where rich would print a plain line as it is (stderr no terminal,
+    nothing forcing styles), it is written here byte for byte as rich would, without importing
+    rich (~15 ms of a `nexus run` in a script); styled lines (analysis findings, holds) and
+    terminals go through rich."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -71,12 +71,13 @@ class Say:
             return
         try:
             if self.plain and isinstance(line, str):
-                sys.stderr.write(f"nexus: {line}".translate(_STRIPPED).expandtabs(8) + "\n")
+                sys.stderr.write(f"nexus: {printable(line, one_line=True)}\n")
                 sys.stderr.flush()
                 return
             from rich.text import Text
 
-            err.print(Text.assemble(("nexus: ", "dim"), line), highlight=False)
+            shown = printable(line, one_line=True) if isinstance(line, str) else printable_text(line, one_line=True)
+            err.print(Text.assemble(("nexus: ", "dim"), shown), highlight=False)
         except OSError:  # a closed terminal (SIGHUP) or pipe: nobody to tell any more
             self.enabled = False
 

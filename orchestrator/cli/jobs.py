@@ -96,6 +96,8 @@ def show(
 
 @run_async
 async def _show(job_id: str, as_json: bool, db: Any, nats_url: str) -> None:
+    from rich.markup import escape
+
     row = await _job_row(nats_url, db, job_id)
     if as_json:
         print_json(row)
@@ -104,7 +106,7 @@ async def _show(job_id: str, as_json: bool, db: Any, nats_url: str) -> None:
     for key, value in row.items():
         if value in (None, {}, []):
             continue
-        out.print(f"[bold]{key:<{width}}[/bold]  {fmt(value)}", highlight=False)
+        out.print(f"[bold]{key:<{width}}[/bold]  {escape(fmt(value, one_line=True))}", highlight=False)
 
 
 def logs(

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, out, parse_duration, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, fmt, out, parse_duration, print_json, run_async
 
 
 def metrics(
@@ -37,6 +37,7 @@ def parse_since(value: str) -> datetime:
 async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_url: str) -> None:
     import msgspec
     from rich.table import Table
+    from rich.text import Text
 
     from orchestrator.app.metrics import pipeline_metrics
 
@@ -66,7 +67,7 @@ async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_u
             table.add_column(col, justify="left" if col == by else "right")
         for g in groups:
             counts = (g["totalJobs"], g["successfulJobs"], g["failedJobs"], g["timedOutJobs"])
-            table.add_row(g["name"], *(str(c) for c in counts), f"{g['avgDuration']:.0f}")
+            table.add_row(Text(fmt(g["name"])), *(str(c) for c in counts), f"{g['avgDuration']:.0f}")  # a user or tool as requested
         out.print(table)
     steps = Table(title="Job step latency (ms)", title_justify="left", box=None, header_style="bold")
     for col in ("step", "jobs", "mean", "p50", "p95", "p99"):

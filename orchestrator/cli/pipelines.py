@@ -90,6 +90,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
     import asyncio
 
     from rich.live import Live
+    from rich.markup import escape
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
@@ -116,7 +117,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
                 if isinstance(screen, Live):
                     screen.update(_table(view), refresh=True)
                 elif lines:
-                    err.print(f"{fmt(ts)}  {narrate(rec).message}", highlight=False)
+                    err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
                 if view.status in ("succeeded", "failed"):
                     break
         if tails:  # let the last step's output finish printing
@@ -127,7 +128,8 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
     assert view is not None
     if lines:
         style = STATUS_STYLE.get(view.status, "")
-        out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]" + (f": {view.reason}" if view.reason else ""), highlight=False)
+        reason = f": {escape(fmt(view.reason, one_line=True))}" if view.reason else ""
+        out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]{reason}", highlight=False)
     return view
 
 
@@ -187,6 +189,8 @@ def show(
 
 @run_async
 async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    from rich.markup import escape
+
     from orchestrator.app.rows import decoded
 
     columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
@@ -203,7 +207,7 @@ async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str)
         return
     for key, value in head.dicts()[0].items():
         if value is not None:
-            out.print(f"[bold]{key:<13}[/bold] {fmt(value)}", highlight=False)
+            out.print(f"[bold]{key:<13}[/bold] {escape(fmt(value, one_line=True))}", highlight=False)
     print_table(steps)
 
 

@@ -16,6 +16,7 @@ from orchestrator.cli.common import (
     connect,
     err,
     fail,
+    fmt,
     out,
     parse_pairs,
     print_json,
@@ -131,6 +132,8 @@ def nodes(
 async def _nodes(
     optimal: bool, tool: str, labels: dict[str, str], prefer: dict[str, str], as_json: bool, ttl: float, nats_url: str
 ) -> None:
+    from rich.markup import escape
+
     from orchestrator.app import nodes as nodes_app
     from orchestrator.app.nodes import FindOptimalNode
     from orchestrator.client import Rows
@@ -147,7 +150,7 @@ async def _nodes(
         elif node is None:
             fail(why)
         else:
-            out.print(f"{node}  [dim]{why}[/dim]", highlight=False)
+            out.print(f"{node}  [dim]{escape(fmt(why, one_line=True))}[/dim]", highlight=False)  # why: labels as nodes sent them
         return
     items = []
     for node_id, hb in sorted(beats.items()):

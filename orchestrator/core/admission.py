@@ -59,18 +59,23 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
     user: str | None = None
     companions: list[Companion] = []
+    job_id: str | None = None
+    after: list[str] = []
 
 
 class Judgement(msgspec.Struct, frozen=True, kw_only=True):
     """The one verdict on a submission.
 
-    `denied`: refused by the policy (`reason` says why). `unplaceable`: no known node could
+    `invalid`: the request can never run as given (an empty command, a NUL byte, an env name
+    no process can have, a job waiting for itself: `reason` says which); nothing else was
+    judged. `denied`: refused by the policy (`reason` says why). `unplaceable`: no known node could
     ever take it (`reason` too); None when the fleet was not consulted. `findings` are the
     analysis of everything that would run (the argv built for the tool, test commands,
     companions, code in `env`), their messages true for this job's targets; `node_findings`
     describe the named nodes (unknown, offline, missing the tool) and never decide approval.
     """
 
+    invalid: str | None = None
     denied: Denial | None = None
     unplaceable: Unplaceable | None = None
     reason: str | None = None
@@ -89,9 +94,9 @@ class Judgement(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def valid(self) -> bool:
-        """Not refused, placeable, and no critical finding (of the analysis or of the named nodes)."""
+        """Runnable, not refused, placeable, and no critical finding (of the analysis or of the named nodes)."""
         critical = any(f.severity == "critical" for f in (*self.findings, *self.node_findings))
-        return self.denied is None and self.unplaceable is None and not critical
+        return self.invalid is None and self.denied is None and self.unplaceable is None and not critical
 
 
 def placement_problem(

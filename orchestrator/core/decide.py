@@ -8,7 +8,7 @@ the server rather than applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, assert_never
@@ -100,6 +100,9 @@ class Context:
     review: Review | None = None
     # Status of each job named in this job's `after`, if known.
     statuses: Mapping[str, str] = field(default_factory=dict)
+    # The `after` of each known job this one waits for, directly or through others, that has not
+    # succeeded (a job that succeeded is on no cycle): where a dependency cycle would show.
+    waits: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # What the output tests found in the attempt's output (streamed: assertions.OutputScan),
     # or its whole text view; None when no test needs it or it cannot be read.
     output: assertions.OutputScan | str | None = None
@@ -212,6 +215,8 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     if ctx.review is None:
         return []  # not judged yet: the adapter judges every requested job before deciding it
     verdict = ctx.review.judgement
+    if verdict.invalid is not None:
+        return reject(job, now, "invalid_request", verdict.invalid)
     if verdict.denied is not None:
         return reject(job, now, verdict.denied, verdict.reason or verdict.denied)
     if verdict.unplaceable is not None:
@@ -247,6 +252,8 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     """None when every job in `after` succeeded; else the events (maybe none) for waiting or giving up."""
     if not job.after:
         return None
+    if (loop := dependency_cycle(job.job_id, job.after, ctx.waits)) is not None:
+        return reject(job, now, "dependency_cycle", f"dependency cycle: {' -> '.join(loop)}; none of its jobs can ever start")
     failed = [j for j in job.after if ctx.statuses.get(j) in TERMINAL and ctx.statuses.get(j) != S.SUCCEEDED]
     if failed:
         return reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
@@ -256,6 +263,27 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     if job.status == "queued":
         return []
     return [out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
+
+
+def dependency_cycle(job_id: str, after: Sequence[str], waits: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A path of `after` from `job_id` back to itself (`[a, b, a]`), or None. Every job on it
+    waits for the next to succeed, so none ever starts: each is rejected when next decided.
+    `waits`: the `after` of the other jobs (depth-first, each job visited once)."""
+    path = [job_id]
+    seen = {job_id}
+    todo: list[Iterator[str]] = [iter(after)]
+    while todo:
+        nxt = next(todo[-1], None)
+        if nxt is None:
+            todo.pop()
+            path.pop()
+        elif nxt == job_id:
+            return [*path, job_id]
+        elif nxt not in seen:
+            seen.add(nxt)
+            path.append(nxt)
+            todo.append(iter(waits.get(nxt, ())))
+    return None
 
 
 def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:

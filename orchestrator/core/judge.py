@@ -16,6 +16,10 @@ What is analysed is what will run, not what the request says:
   its value; env entries the shell or the loader run (`BASH_FUNC_x%%`, `PROMPT_COMMAND`,
   `BASH_ENV`, `LD_PRELOAD`, ...) are checked as code, or fail closed when they name a file.
 
+Before any of that, a request that can never run as given is `invalid` (`invalid_request`
+below): an empty command, a NUL byte or an env name no process can take (schemas.runnable),
+a job whose `after` names itself. Such a job is rejected; it never reaches a node.
+
 The worst finding of all of them is the job's. A finding holds the job when the policy says
 so for its targets (`Policy.needs_approval`), and its message says what is true for this job:
 "requires approval" when it holds it, "requires approval on production nodes" when only
@@ -37,6 +41,7 @@ from orchestrator.core.admission import Candidate, Companion, Judgement, Submiss
 from orchestrator.core.analysis import analyze
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView
+from schemas import runnable
 from schemas.values import CommandTest, Finding
 
 # dispatch_for stamps a time on the dispatch; nothing judged depends on it.
@@ -60,6 +65,8 @@ class _Run(NamedTuple):
 def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None) -> Judgement:
     """The verdict on `sub` under `policy`. `nodes`: every node known (live or not), or None when
     the fleet is not at hand (`nexus validate` offline: the selectors stand for the target)."""
+    if (why := invalid(sub)) is not None:
+        return Judgement(invalid=why, reason=why, findings=[Finding(type="invalid_request", severity="critical", message=why)])
     targets = _targets(sub, nodes)
     production = any(policy.is_production(t) for t in targets) or policy.is_production(sub.labels)
     values = job_env.readable(sub.env, sub.secrets)
@@ -107,6 +114,21 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
     return verdict
 
 
+def invalid(sub: Submission) -> str | None:
+    """Why `sub` can never run as given; None when it could."""
+    if not sub.command.strip():
+        return "the command is empty (or only white space): there is nothing to run"
+    if sub.job_id is not None and sub.job_id in sub.after:
+        return f"the job waits for itself: its `after` names its own id {sub.job_id!r}, so it could never start"
+    texts = [("the command", sub.command), ("the tool", sub.tool), ("the working directory", sub.working_dir or "")]
+    texts += [("a test command", t.command) for t in sub.tests if isinstance(t, CommandTest)]
+    texts += [(f"the {c.role}", c.command) for c in sub.companions]
+    for what, text in texts:
+        if (problem := runnable.holds_nul(what, text)) is not None:
+            return problem
+    return runnable.env_problem(sub.env)
+
+
 def submission_of(job: JobView, companions: Sequence[Companion] = ()) -> Submission:
     """A requested job as phase 1 judges it (its env as the view holds it: secrets masked)."""
     return Submission(
@@ -121,6 +143,8 @@ def submission_of(job: JobView, companions: Sequence[Companion] = ()) -> Submiss
         labels=dict(job.labels),
         user=job.requested_by,
         companions=list(companions),
+        job_id=job.job_id,
+        after=list(job.after),
     )
 
 

@@ -124,3 +124,27 @@ async def test_a_dispatch_accepted_by_another_agent_process_never_runs(running: 
     bus.inject(subjects.dispatch("j3", "n1"), (await _history(bus, "j3"))[0].raw)
     await wait_for(lambda: bus.settled("n1"), what="the agent to settle the dispatch")
     assert not any(isinstance(r.event, JobStarted) for r in await _history(bus, "j3"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"command": "echo \x00 nul"}, "argument 2 of the command line holds a NUL byte"),
+        ({"command": "true", "env": {"A=B": "1"}}, "env name 'A=B' holds '='"),
+        ({"command": "true", "env": {"": "2"}}, "an env entry has an empty name"),
+        ({"command": "true", "env": {"A": "\x00"}}, "the value of env 'A' holds a NUL byte"),
+        ({"command": "true", "working_dir": "/tmp\x00"}, "the working directory holds a NUL byte"),
+        ({"command": "echo \x00", "tty": False}, "argument 2 of the command line holds a NUL byte"),
+    ],
+)
+async def test_a_dispatch_no_process_can_take_ends_with_a_clear_reason(
+    running: tuple[MemoryBus, Agent], fields: dict[str, object], said: str
+) -> None:
+    """What the analysis now rejects, as an older orchestrator could still dispatch it: `could not
+    start` with the reason, not `agent error: ValueError: embedded null byte` and a traceback."""
+    bus, _agent = running
+    command = str(fields.pop("command"))
+    ev = JobDispatch(attempt=1, tool="bash", command=command, argv=["bash", "-c", command], **fields)  # type: ignore[arg-type]
+    await bus.publish(Outgoing(subjects.dispatch("j1", "n1"), ev, msgids.job("j1", "dispatch", 1)))
+    exited = await wait_for(lambda: _exited(bus, "j1"), what="the job to exit")
+    assert exited.error is not None and exited.error.startswith(f"could not start: {said}"), exited.error

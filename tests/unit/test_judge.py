@@ -108,6 +108,42 @@ def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
     assert said.severity == "critical"
 
 
+# ---------------------------------------------------------------- what can run at all
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"command": ""}, "the command is empty"),
+        ({"command": "   \n\t "}, "the command is empty"),
+        ({"command": "echo \x00 nul"}, "the command holds a NUL byte"),
+        ({"command": "true", "working_dir": "/tmp\x00x"}, "the working directory holds a NUL byte"),
+        ({"command": "true", "tool": "ba\x00sh"}, "the tool holds a NUL byte"),
+        ({"command": "true", "tests": [CommandTest(command="test -f x\x00")]}, "a test command holds a NUL byte"),
+        ({"command": "true", "companions": [Companion(role="rollback", command="\x00")]}, "the rollback holds a NUL byte"),
+        ({"command": "true", "env": {"A=B": "1"}}, "env name 'A=B' holds '='"),
+        ({"command": "true", "env": {"": "2"}}, "an env entry has an empty name"),
+        ({"command": "true", "env": {"A\x00": "2"}}, "env name 'A\\x00' holds a NUL byte"),
+        ({"command": "true", "env": {"A": "x\x00y"}}, "the value of env 'A' holds a NUL byte"),
+        ({"command": "true", "job_id": "j1", "after": ["j0", "j1"]}, "the job waits for itself"),
+    ],
+)
+def test_a_request_that_can_never_run_is_invalid_whatever_the_policy_says(fields: dict[str, object], said: str) -> None:
+    """Only a node could have found out (`embedded null byte`, `illegal environment variable name`),
+    or it would have run nothing and succeeded: it is refused up front, with the reason."""
+    found = judge(Submission(user="ann", **fields), Policy(), FLEET)  # type: ignore[arg-type]
+    assert found.invalid is not None and found.invalid.startswith(said), found.invalid
+    assert (found.valid, found.reason, found.approval_needed) == (False, found.invalid, False)
+    assert [(f.type, f.severity, f.message) for f in found.findings] == [("invalid_request", "critical", found.invalid)]
+
+
+def test_what_a_process_can_be_given_stays_valid() -> None:
+    """POSIX names beyond [A-Za-z_][A-Za-z0-9_]* are names too (`BASH_FUNC_f%%` is how bash exports a function)."""
+    env = {"BASH_FUNC_greet%%": "() { rm -rf /; }", "lower.dot": "1", "EMPTY": "", "_": "x=y"}
+    found = judge(Submission(command="greet # a comment", env=env, job_id="j1", after=["j0"]), Policy(), FLEET)
+    assert found.invalid is None and found.severity == "critical"  # judged as usual: the exported function is code
+
+
 # ---------------------------------------------------------------- what runs
 
 
