@@ -271,7 +271,7 @@ class DecisionRecorded(_Out, frozen=True, kw_only=True):
 
 # JobOut is derived from the read model, so a field added to JobView shows here without a copy.
 # Hidden: `env` (may hold secrets) and the orchestrator's own bookkeeping.
-_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "cancel_sent"})
+_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "cancel_sent"})
 _JOB_TYPES: dict[str, Any] = {"status": str, "warnings": list[ValidationWarning]}
 _JOB_NAMES = {"timeout_s": "timeoutSeconds"}  # the brief's name; every other field is camelCase
 

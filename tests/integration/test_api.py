@@ -550,6 +550,9 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
         assert body["passed"] is True and [r["type"] for r in body["results"]] == ["exit_code", "output_contains", "file_exists"]
         results = (await client.get(f"/api/v1/jobs/{job['jobId']}/test-results")).json()
         assert results["passed"] is True and len(results["results"]) == 3
+        # The verification job that checked the file on the node names who asked (review: it was null).
+        checks = await stack.client.query("SELECT job_id, requested_by FROM jobs WHERE parent = ?", [job["jobId"]])
+        assert [r[1] for r in checks.rows] == ["anonymous"], checks.rows
 
         template = (
             f"name: api\nsteps:\n  - {{id: one, command: echo one >> {tmp_path}/p.log}}\n"
