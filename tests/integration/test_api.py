@@ -13,7 +13,7 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,31 @@ async def test_list_and_show_jobs(stack: Stack, api: httpx.AsyncClient) -> None:
     page2 = (await api.get("/api/v1/jobs", params={"limit": 2, "before": page1["nextBefore"]})).json()
     assert [j["jobId"] for j in page1["jobs"] + page2["jobs"]] == [failing, *reversed(ids)]
     assert page2["nextBefore"] is None
+
+
+async def _detail(resp: Awaitable[httpx.Response]) -> str:
+    body = assert_problem(await resp, 400, "invalid-body")
+    return str(body["detail"])
+
+
+async def test_a_bad_body_is_told_in_plain_words_on_every_write(api: httpx.AsyncClient) -> None:
+    # Review: an empty body said "'data' at `data`"; `{}` said "Object missing required field".
+    json_type = {"content-type": "application/json"}
+    for path, required in [
+        ("/api/v1/jobs", "`command`"),
+        ("/api/v1/jobs/validate", "`command`"),
+        ("/api/v1/pipelines", "`template`"),
+        ("/api/v1/jobs/some-job/test", "`tests`"),
+    ]:
+        empty = await _detail(api.post(path, content=b"", headers=json_type))
+        assert empty == f"invalid request body: the body is empty: send a JSON object with {required} (required)", path
+        assert await _detail(api.post(path, json={})) == f"invalid request body: {required} is required", path
+    nested = await _detail(api.post("/api/v1/jobs", json={"command": "x", "tests": [{"type": "exit_code", "expected": "0"}]}))
+    assert nested == "invalid request body: `tests[0].expected`: expected `int`, got `str`"
+    unknown = await _detail(api.post("/api/v1/jobs", json={"command": "x", "nodeID": "a"}))
+    assert unknown == "invalid request body: `nodeID` is not a field of this body"
+    missing = await _detail(api.post("/api/v1/jobs/some-job/test", json={"tests": [{"type": "file_exists"}]}))
+    assert missing == "invalid request body: `tests[0].path` is required"
 
 
 async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> None:
