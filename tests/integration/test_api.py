@@ -593,6 +593,13 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
 
         pipeline = await wait_for(done, what="pipeline done")
         assert pipeline["status"] == "succeeded" and [s["status"] for s in pipeline["steps"]] == ["succeeded", "succeeded"]
+        # camelCase like every body the API writes (review: it was the DuckDB rows, snake_case).
+        assert (pipeline["pipelineId"], pipeline["requestedBy"], pipeline["spec"]["name"]) == (pid, "anonymous", "api")
+        assert [s["stepId"] for s in pipeline["steps"]] == ["one", "two"]
+        spec_step = pipeline["spec"]["steps"][0]
+        assert {"maxParallel", "batchSize", "timeoutSeconds"} <= set(spec_step)
+        bodies = [pipeline, pipeline["spec"], spec_step, *pipeline["steps"], *pipeline["steps"][0]["jobs"]]
+        assert not [k for body in bodies for k in body if "_" in k], bodies
         bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/api/v1/pipelines/nope")).status_code == 404
