@@ -393,6 +393,24 @@ async def test_stream_of_a_finished_job_replays_from_the_start_and_ends_with_don
     assert gone.status == 204 and gone.events == []
 
 
+async def test_a_finished_jobs_replay_has_its_output_where_it_happened(stack: Stack, api: httpx.AsyncClient) -> None:
+    # Review: a late client got every status through `succeeded` first, then all of the output.
+    job_id = await _submit(api, "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.1; done")
+    await stack.wait_job(job_id)
+    path = f"/api/v1/jobs/{job_id}/stream"
+    replay = await read_sse(api, path)
+    kinds = [e.data.get("category", e.data["type"]) for e in replay.events]
+    chunks = [i for i, kind in enumerate(kinds) if kind == "output_chunk"]
+    assert chunks and kinds.index("started") < chunks[0] and chunks[-1] < kinds.index("exited"), kinds
+    assert kinds[-2:] == ["succeeded", "done"] and replay.output() == b"".join(b"line-%d\n" % i for i in range(1, 7))
+    # Cut in the middle of the output and resume: the two halves are the replay, in its order.
+    first = await read_sse(api, path, stop_after=lambda events: b"line-2" in b"".join(
+        base64.b64decode(e.data["dataB64"]) for e in events if e.data["type"] == "output_chunk"))  # fmt: skip
+    assert first.events[-1].data["type"] == "output_chunk" and first.last_id is not None
+    rest = await read_sse(api, path, last_event_id=first.last_id)
+    assert [(e.id, e.data) for e in first.events + rest.events] == [(e.id, e.data) for e in replay.events]
+
+
 async def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(stack: Stack, api: httpx.AsyncClient) -> None:
     job_id = await _submit(api, LINES_CMD)
     path = f"/api/v1/jobs/{job_id}/stream"
