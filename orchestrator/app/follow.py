@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 
 import msgspec
 
-from bus.errors import BusUnavailable
+from bus.errors import BusError, BusUnavailable
 from bus.logs import Logger
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
 from orchestrator.output_gate import WAIT, OutputGate
@@ -69,8 +69,7 @@ async def follow_job(
     last_item = time.monotonic()
     # Always from the job's first event: the output gate learns each attempt's node from them.
     async with bus.job_feed(job_id, queue, events_from=1, output_from=output_after + 1):
-        stored = await asyncio.gather(bus.last_seq(subject=subjects.job_all(job_id)), bus.output_end(job_id))
-        order = StoreOrder(*stored, output_after=output_after)
+        order = StoreOrder(*await asyncio.gather(_events_end(bus, job_id), bus.output_end(job_id)), output_after=output_after)
         while True:
             raise_if_cancelling()
             if output_end is not None and last_output >= output_end:
@@ -121,6 +120,14 @@ async def follow_job(
             yield Followed(record=item)
             for chunk in released:
                 yield Followed(chunk=chunk)
+
+
+async def _events_end(bus: EventBus, job_id: str) -> int:
+    """The job's last event sequence; 0 when the server cannot tell now (then nothing is waited for)."""
+    try:
+        return await bus.last_seq(subject=subjects.job_all(job_id))
+    except BusError:
+        return 0
 
 
 class StoreOrder:
