@@ -467,5 +467,6 @@ def _record(m: _Stored) -> Record:
 
 def _chunk(m: _Stored) -> OutputChunk:
     return OutputChunk(
-        seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data, stream=m.stream, subject=m.subject
-    )
+        seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data, stream_ts=m.ts,
+        stream=m.stream, subject=m.subject,
+    )  # fmt: skip

@@ -91,8 +91,9 @@ def to_output_chunk(msg: Msg) -> OutputChunk:
     headers = msg.headers or {}
     said = headers.get(CHUNK_HEADER, "0")
     number = int(said) if said.isascii() and said.isdigit() and len(said) <= 9 else 0
+    seq, ts = _position(msg)
     return OutputChunk(
-        seq=msg.metadata.sequence.stream, attempt=subjects.output_attempt(msg.subject), number=number, data=msg.data,
+        seq=seq, attempt=subjects.output_attempt(msg.subject), number=number, data=msg.data, stream_ts=ts,
         stream=output_stream(headers),
         subject=msg.subject, signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
     )  # fmt: skip

@@ -61,6 +61,7 @@ class OutputChunk(msgspec.Struct, frozen=True):
     attempt: int
     number: int
     data: bytes
+    stream_ts: datetime  # the server's time of storing it, as Record.stream_ts: orders output among the job's events
     stream: OutputStream = "stdout"
     subject: str = ""
     signer: str | None = None  # Nexus-Signer / Nexus-Sig: who signed it (bus.identity.output_signing_input)

@@ -147,13 +147,25 @@ async def strict_body(request: Request[Any, Any, Any]) -> None:
         return
     body = await request.body()  # cached: Litestar reads the same bytes afterwards
     if not body:
+        if not field.has_default:  # else Litestar's own words: "'data' at `data`"
+            raise _invalid(empty_body(field.annotation))
         return
     try:
         msgspec.convert(_integral(msgspec.json.decode(body)), field.annotation)
     except msgspec.ValidationError as exc:
-        raise ValidationException(str(exc), extra=[{"message": str(exc), "source": "body"}]) from None
+        raise _invalid(str(exc)) from None
     except msgspec.DecodeError:
         return  # not JSON at all: Litestar says so in its own words
+
+
+def empty_body(model: Any) -> str:
+    """What an empty body lacks, in the body's own (camelCase) field names."""
+    required = [f"`{f.encode_name}`" for f in msgspec.structs.fields(model) if f.required]
+    return "the body is empty: send a JSON object" + (f" with {' and '.join(required)} (required)" if required else "")
+
+
+def _invalid(message: str) -> ValidationException:
+    return ValidationException(message, extra=[{"message": message, "source": "body"}])
 
 
 # ---------------------------------------------------------------- events a request would publish

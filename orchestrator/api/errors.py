@@ -16,6 +16,7 @@ internals in `detail`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -115,6 +116,32 @@ def forbidden(detail: str) -> ProblemError:
 # ---------------------------------------------------------------- the handler
 
 
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
+
+
+def plain_body_error(message: str, key: str | None = None) -> str:
+    """A body decoder's message (msgspec: "Object missing required field `command`", "Expected
+    `int`, got `str` - at `$.tests[0].expected`") in plain words, naming the field by its path in the
+    body: "`command` is required", "`tests[0].expected`: expected `int`, got `str`"."""
+    m = _AT.match(message.strip())
+    assert m is not None  # the pattern matches any text
+    text, path = m["message"], (m["path"] or "").lstrip(".")
+    if not path and key and key != "data":  # Litestar's key for a field; `data` is the body itself
+        path = key
+    if missing := _MISSING.match(text):
+        return f"`{_joined(path, missing['field'])}` is required"
+    if unknown := _UNKNOWN.match(text):
+        return f"`{_joined(path, unknown['field'])}` is not a field of this body"
+    text = text[:1].lower() + text[1:]
+    return f"`{path}`: {text}" if path else text
+
+
+def _joined(path: str, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
 def _validation_detail(exc: ValidationException) -> tuple[str, str]:
     items = exc.extra if isinstance(exc.extra, list) else []
     parts: list[str] = []
@@ -128,8 +155,8 @@ def _validation_detail(exc: ValidationException) -> tuple[str, str]:
         key = item.get("key")
         if source != "body" and key:
             parts.append(f"{source} parameter {key!r}: {message}")
-        elif key:
-            parts.append(f"{message} at `{key}`")
+        elif source == "body":
+            parts.append(plain_body_error(message, str(key) if key else None))
         else:
             parts.append(message)
     if source == "body":

@@ -8,6 +8,10 @@ Durations in JSON are milliseconds unless the name says otherwise
 
 from __future__ import annotations
 
+import functools
+import operator
+import types
+import typing
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -16,6 +20,7 @@ import msgspec
 from orchestrator.app.errors import ConflictingFields
 from orchestrator.app.jobs import SubmitJob
 from orchestrator.core.admission import Submission
+from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.views import JobView
 from schemas.limits import (
     MAX_AFTER,
@@ -33,6 +38,7 @@ from schemas.limits import (
     Text,
     TimeoutS,
 )
+from schemas.pipelines import PipelineSpec, StepJob, StepSpec
 from schemas.values import JobTest, Tests
 
 # A Python `$` also matches before a final newline; `(?!\n)` makes it mean the end, as `$` does in JSON Schema.
@@ -271,7 +277,7 @@ class DecisionRecorded(_Out, frozen=True, kw_only=True):
 
 # JobOut is derived from the read model, so a field added to JobView shows here without a copy.
 # Hidden: `env` (may hold secrets) and the orchestrator's own bookkeeping.
-_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "cancel_sent"})
+_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "cancel_sent"})
 _JOB_TYPES: dict[str, Any] = {"status": str, "warnings": list[ValidationWarning]}
 _JOB_NAMES = {"timeout_s": "timeoutSeconds"}  # the brief's name; every other field is camelCase
 
@@ -310,6 +316,64 @@ if TYPE_CHECKING:
 
 else:
     JobOut = _derived_job_out()
+
+
+# ---------------------------------------------------------------- pipelines
+
+# The pipeline's read model as a response body: PipelineView, its StepViews, their StepJobs and the
+# spec (PipelineSpec, StepSpec) copied field for field with camelCase names, so a field added to a
+# view shows here without a copy. Tests within a step (`JobTest`) keep their names, as in jobs.
+
+
+def _wire_name(name: str) -> str:
+    """camelCase; seconds say so (`timeout_s` is `timeoutSeconds`, the brief's name)."""
+    return _camel(name[:-2]) + "Seconds" if name.endswith("_s") else _camel(name)
+
+
+def _swapped(tp: Any, swap: dict[Any, Any]) -> Any:
+    """`tp` with each Struct type in `swap` replaced by its copy, in lists, dicts, unions and bounds."""
+    if tp in swap:
+        return swap[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return Annotated[(_swapped(args[0], swap), *tp.__metadata__)]
+    if origin in (list, dict):
+        return origin[tuple(_swapped(a, swap) for a in args)]
+    if origin in (types.UnionType, typing.Union):
+        return functools.reduce(operator.or_, (_swapped(a, swap) for a in args))
+    return tp
+
+
+def _copied(view: type[msgspec.Struct], name: str, swap: dict[Any, Any] | None = None) -> type[msgspec.Struct]:
+    fields: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(view):
+        default = f.default if f.default_factory is msgspec.NODEFAULT else msgspec.field(default_factory=f.default_factory)
+        fields.append((f.name, _swapped(f.type, swap or {}), default))
+    return msgspec.defstruct(
+        name,
+        fields,
+        bases=(_Out,),
+        module=__name__,
+        namespace={"__doc__": view.__doc__},
+        rename=_wire_name,
+        frozen=True,
+        kw_only=True,
+    )
+
+
+if TYPE_CHECKING:
+
+    class PipelineOut(_Out, frozen=True, kw_only=True):
+        """For the type checker: the fields of PipelineView, made at run time by `_copied`."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    StepJobOut = _copied(StepJob, "StepJobOut")
+    StepSpecOut = _copied(StepSpec, "StepSpecOut")
+    PipelineSpecOut = _copied(PipelineSpec, "PipelineSpecOut", {StepSpec: StepSpecOut})
+    PipelineStepOut = _copied(StepView, "PipelineStepOut", {StepJob: StepJobOut})
+    PipelineOut = _copied(PipelineView, "PipelineOut", {PipelineSpec: PipelineSpecOut, StepView: PipelineStepOut})
 
 
 class JobList(_Out, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 
@@ -11,11 +12,12 @@ from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_fits
 from orchestrator.api.context import Ctx
 from orchestrator.api.errors import ProblemError
-from orchestrator.api.models import CreatePipelineRequest, PipelineCreated
+from orchestrator.api.models import CreatePipelineRequest, PipelineCreated, PipelineOut
 from orchestrator.api.openapi import problems
 from orchestrator.app import pipelines as pipelines_app
 from orchestrator.app.pipelines import RunPipeline
 from orchestrator.app.rows import decoded
+from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
 
@@ -52,7 +54,7 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     summary="A pipeline's status and its steps",
     responses=problems(404),
 )
-async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> dict[str, Any]:
+async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> PipelineOut:
     subjects.check_id(pipeline_id, "pipeline id")
     head = await ctx.client.query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
     if not head.rows:
@@ -60,9 +62,9 @@ async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> dict[str, Any]:
         detail = "it is in the log but not reduced yet; try again" if known else "it has no events in the log"
         raise ProblemError(404, "unknown-pipeline", "Unknown pipeline", f"no pipeline {pipeline_id!r}: {detail}")
     steps = await ctx.client.query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
-    pipeline = decoded(head.dicts()[0])
-    pipeline["steps"] = [decoded(s) for s in steps.dicts()]
-    return pipeline
+    row = decoded(head.dicts()[0]) | {"steps": [decoded(s) for s in steps.dicts()]}
+    view = msgspec.convert(row, PipelineView, strict=False)  # rows come snake_case, times as text
+    return msgspec.convert(view, PipelineOut, from_attributes=True)
 
 
 ROUTES = [create_pipeline, get_pipeline]

@@ -22,7 +22,8 @@ Reconnecting with a `done` id answers 204, which tells EventSource to stop.
 `done` ({jobId, status, exitCode, reason}) follows the job's terminal event
 once all of its stored output is sent: the agent stores every chunk before it
 publishes `exited`, so when the verdict is read the output's last sequence is
-known. A stream of a finished job replays from the start and ends with `done`.
+known. A stream of a finished job replays from the start and ends with `done`,
+its output between `started` and `exited` as it happened (app.follow.StoreOrder).
 Every follower has its own consumers: many clients can follow one job.
 """
 

@@ -8,6 +8,7 @@ verdict is read and every output chunk stored before it has been yielded
 (the agent stores every chunk before it publishes `exited`), or `drain_s`
 after the last item if announced output never arrives (say, it expired).
 With `until`, it ends at the first record from `events_from` on that matches.
+Records and chunks come in the order the server stored them, a replay's too (StoreOrder).
 
 Records come judged as the orchestrator judges them when this client has credentials
 (orchestrator.vetting), and output only as far as it counts (orchestrator.output_gate: from
@@ -25,7 +26,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 
 import msgspec
 
-from bus.errors import BusUnavailable
+from bus.errors import BusError, BusUnavailable
 from bus.logs import Logger
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
 from orchestrator.output_gate import WAIT, OutputGate
@@ -68,24 +69,34 @@ async def follow_job(
     last_item = time.monotonic()
     # Always from the job's first event: the output gate learns each attempt's node from them.
     async with bus.job_feed(job_id, queue, events_from=1, output_from=output_after + 1):
+        order = StoreOrder(*await asyncio.gather(_events_end(bus, job_id), bus.output_end(job_id)), output_after=output_after)
         while True:
             raise_if_cancelling()
             if output_end is not None and last_output >= output_end:
                 for chunk in readers.release(final=True):
                     yield Followed(chunk=chunk)
                 return
-            try:
-                item = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
-            except TimeoutError:
-                if not bus.connected:
-                    raise BusUnavailable(bus.url, "connection lost while following the job") from None
-                if verdict_seen and time.monotonic() - last_item >= DRAIN_S:
-                    for chunk in readers.release(final=True):
-                        yield Followed(chunk=chunk)
+            item = order.next()
+            if item is None:
+                try:
+                    got = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
+                except TimeoutError:
+                    if not bus.connected:
+                        raise BusUnavailable(bus.url, "connection lost while following the job") from None
+                    if order.waiting:  # stored items that did not come (expired meanwhile): go on without them
+                        order.stop_waiting()
+                        continue
+                    if verdict_seen and time.monotonic() - last_item >= DRAIN_S:
+                        for chunk in readers.release(final=True):
+                            yield Followed(chunk=chunk)
+                        return
+                    yield Followed(idle=True)
+                    continue
+                last_item = time.monotonic()
+                if not isinstance(got, Record | OutputChunk):
                     return
-                yield Followed(idle=True)
+                order.add(got)
                 continue
-            last_item = time.monotonic()
             if isinstance(item, OutputChunk):
                 if item.seq > last_output:
                     last_output = item.seq
@@ -93,8 +104,6 @@ async def follow_job(
                     for chunk in readers.release():
                         yield Followed(chunk=chunk)
                 continue
-            if not isinstance(item, Record):
-                return
             item = await readers.record(item)
             released = list(readers.release())
             if until is not None:
@@ -111,6 +120,60 @@ async def follow_job(
             yield Followed(record=item)
             for chunk in released:
                 yield Followed(chunk=chunk)
+
+
+async def _events_end(bus: EventBus, job_id: str) -> int:
+    """The job's last event sequence; 0 when the server cannot tell now (then nothing is waited for)."""
+    try:
+        return await bus.last_seq(subject=subjects.job_all(job_id))
+    except BusError:
+        return 0
+
+
+class StoreOrder:
+    """A job's records and chunks in the order the server stored them.
+
+    Each consumer keeps its own stream's order, but a follower that joins late (a finished
+    job's replay) gets both backlogs at once, in no order between them: all of the events,
+    `succeeded` included, before any output. Until both streams are read up to where they
+    stood when the follow began (`events_end`, `output_end`), the next item is the earlier
+    of the two heads by the server's timestamps (`stream_ts`), so each attempt's output comes
+    between its `started` and its `exited`, as a live follower sees it. Each kind stays in
+    its stream's order, so a position `E:O` still resumes exactly. After that, items are live
+    and go as they come."""
+
+    def __init__(self, events_end: int, output_end: int, *, output_after: int = 0) -> None:
+        self.records: deque[Record] = deque()
+        self.chunks: deque[OutputChunk] = deque()
+        self.events_end, self.output_end = events_end, output_end
+        self.events_read, self.output_read = 0, output_after
+
+    def add(self, item: Record | OutputChunk) -> None:
+        if isinstance(item, OutputChunk):
+            self.chunks.append(item)
+            self.output_read = max(self.output_read, item.seq)
+        else:
+            self.records.append(item)
+            self.events_read = max(self.events_read, item.seq)
+
+    def next(self) -> Record | OutputChunk | None:
+        """The next item, or None while the other stream may still hold an earlier one."""
+        records, chunks = self.records, self.chunks
+        if records and chunks:
+            return records.popleft() if records[0].stream_ts <= chunks[0].stream_ts else chunks.popleft()
+        if records and self.output_read >= self.output_end:
+            return records.popleft()
+        if chunks and self.events_read >= self.events_end:
+            return chunks.popleft()
+        return None
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.records or self.chunks)
+
+    def stop_waiting(self) -> None:
+        """Take what was stored as read: what has not come by now (expired, say) is not waited for."""
+        self.events_end = self.output_end = 0
 
 
 class JobReaders:

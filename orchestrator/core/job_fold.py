@@ -275,13 +275,13 @@ def finish(job: JobView, status: JobStatus, ts: datetime, reason: str | None) ->
 def _after_the_fact(job: JobView, ev: AfterTheFact, ts: datetime, seq: int) -> Step:
     match ev:
         case JobTested():
-            return replace(job, tests_passed=ev.passed, test_results=list(ev.results), retest=[]), None
+            return replace(job, tests_passed=ev.passed, test_results=list(ev.results), retest=[], retest_by=None), None
         case JobRolledBack():
             return replace(job, rollback_job=ev.rollback_job, rolled_back_at=ts), None
         case JobTestRequested():
             if not job.terminal or job.retest:
                 return job, "tests can run on a finished job, one request at a time; ignored"
-            return replace(job, retest=list(ev.tests), retest_job=verification_job_id(job.job_id, seq)), None
+            return replace(job, retest=list(ev.tests), retest_job=verification_job_id(job.job_id, seq), retest_by=ev.requested_by), None
         case _:
             assert_never(ev)
 

@@ -55,7 +55,13 @@ def retest(job: JobView, now: datetime, verification: JobView | None, output: Ou
                 results = [TestResult(type="node", passed=False, expected="a node to check on", actual="the job never ran on a node")]
                 return [out(job, JobTested(ts=now, attempt=job.attempt, passed=False, results=results), "tested")]
             req = JobRequested(
-                command="true", node=job.node, tests=node_tests, parent=job.job_id, metadata={"verifies": job.job_id}, ts=now
+                command="true",
+                node=job.node,
+                tests=node_tests,
+                parent=job.job_id,
+                metadata={"verifies": job.job_id},
+                requested_by=job.retest_by,
+                ts=now,
             )
             return [Outgoing(subjects.job(job.retest_job, "requested"), req, msgids.job_request(job.retest_job))]
         if not child.terminal:

@@ -111,9 +111,10 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     checks: list[TestResult] = []
     tests_passed: bool | None = None
     test_results: list[TestResult] = []
-    # A later test run on the finished job (`test_requested`), and its verification job.
+    # A later test run on the finished job (`test_requested`), its verification job and who asked.
     retest: list[JobTest] = []
     retest_job: str | None = None
+    retest_by: str | None = None
     rollback_job: str | None = None
     rolled_back_at: datetime | None = None
     cancel_requested: bool = False

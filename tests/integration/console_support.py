@@ -185,14 +185,17 @@ def chromium() -> Iterator[tuple[Playwright, Browser]]:
 
 
 class Watched:
-    """A page, the requests it made that left loopback, and its script errors."""
+    """A page, the requests it made that left loopback, its script errors and what it logged as
+    an error on the console (a failed request among them: Chromium logs a 401 there)."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.offsite: list[str] = []
         self.errors: list[str] = []
+        self.console_errors: list[str] = []
         page.on("request", self._request)
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
 
     def _request(self, request: Any) -> None:
         parts = urlsplit(request.url)

@@ -13,7 +13,7 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,31 @@ async def test_list_and_show_jobs(stack: Stack, api: httpx.AsyncClient) -> None:
     assert page2["nextBefore"] is None
 
 
+async def _detail(resp: Awaitable[httpx.Response]) -> str:
+    body = assert_problem(await resp, 400, "invalid-body")
+    return str(body["detail"])
+
+
+async def test_a_bad_body_is_told_in_plain_words_on_every_write(api: httpx.AsyncClient) -> None:
+    # Review: an empty body said "'data' at `data`"; `{}` said "Object missing required field".
+    json_type = {"content-type": "application/json"}
+    for path, required in [
+        ("/api/v1/jobs", "`command`"),
+        ("/api/v1/jobs/validate", "`command`"),
+        ("/api/v1/pipelines", "`template`"),
+        ("/api/v1/jobs/some-job/test", "`tests`"),
+    ]:
+        empty = await _detail(api.post(path, content=b"", headers=json_type))
+        assert empty == f"invalid request body: the body is empty: send a JSON object with {required} (required)", path
+        assert await _detail(api.post(path, json={})) == f"invalid request body: {required} is required", path
+    nested = await _detail(api.post("/api/v1/jobs", json={"command": "x", "tests": [{"type": "exit_code", "expected": "0"}]}))
+    assert nested == "invalid request body: `tests[0].expected`: expected `int`, got `str`"
+    unknown = await _detail(api.post("/api/v1/jobs", json={"command": "x", "nodeID": "a"}))
+    assert unknown == "invalid request body: `nodeID` is not a field of this body"
+    missing = await _detail(api.post("/api/v1/jobs/some-job/test", json={"tests": [{"type": "file_exists"}]}))
+    assert missing == "invalid request body: `tests[0].path` is required"
+
+
 async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> None:
     assert_problem(await api.post("/api/v1/jobs", json={"tool": "bash"}), 400, "invalid-body", "command")
     assert_problem(await api.post("/api/v1/jobs", json={"command": 3}), 400, "invalid-body", "command")
@@ -366,6 +391,24 @@ async def test_stream_of_a_finished_job_replays_from_the_start_and_ends_with_don
     # A client that already got `done` is told to stop reconnecting.
     gone = await read_sse(api, f"/api/v1/jobs/{job_id}/stream", last_event_id=done.id)
     assert gone.status == 204 and gone.events == []
+
+
+async def test_a_finished_jobs_replay_has_its_output_where_it_happened(stack: Stack, api: httpx.AsyncClient) -> None:
+    # Review: a late client got every status through `succeeded` first, then all of the output.
+    job_id = await _submit(api, "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.1; done")
+    await stack.wait_job(job_id)
+    path = f"/api/v1/jobs/{job_id}/stream"
+    replay = await read_sse(api, path)
+    kinds = [e.data.get("category", e.data["type"]) for e in replay.events]
+    chunks = [i for i, kind in enumerate(kinds) if kind == "output_chunk"]
+    assert chunks and kinds.index("started") < chunks[0] and chunks[-1] < kinds.index("exited"), kinds
+    assert kinds[-2:] == ["succeeded", "done"] and replay.output() == b"".join(b"line-%d\n" % i for i in range(1, 7))
+    # Cut in the middle of the output and resume: the two halves are the replay, in its order.
+    first = await read_sse(api, path, stop_after=lambda events: b"line-2" in b"".join(
+        base64.b64decode(e.data["dataB64"]) for e in events if e.data["type"] == "output_chunk"))  # fmt: skip
+    assert first.events[-1].data["type"] == "output_chunk" and first.last_id is not None
+    rest = await read_sse(api, path, last_event_id=first.last_id)
+    assert [(e.id, e.data) for e in first.events + rest.events] == [(e.id, e.data) for e in replay.events]
 
 
 async def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(stack: Stack, api: httpx.AsyncClient) -> None:
@@ -550,6 +593,9 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
         assert body["passed"] is True and [r["type"] for r in body["results"]] == ["exit_code", "output_contains", "file_exists"]
         results = (await client.get(f"/api/v1/jobs/{job['jobId']}/test-results")).json()
         assert results["passed"] is True and len(results["results"]) == 3
+        # The verification job that checked the file on the node names who asked (review: it was null).
+        checks = await stack.client.query("SELECT job_id, requested_by FROM jobs WHERE parent = ?", [job["jobId"]])
+        assert [r[1] for r in checks.rows] == ["anonymous"], checks.rows
 
         template = (
             f"name: api\nsteps:\n  - {{id: one, command: echo one >> {tmp_path}/p.log}}\n"
@@ -565,6 +611,13 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
 
         pipeline = await wait_for(done, what="pipeline done")
         assert pipeline["status"] == "succeeded" and [s["status"] for s in pipeline["steps"]] == ["succeeded", "succeeded"]
+        # camelCase like every body the API writes (review: it was the DuckDB rows, snake_case).
+        assert (pipeline["pipelineId"], pipeline["requestedBy"], pipeline["spec"]["name"]) == (pid, "anonymous", "api")
+        assert [s["stepId"] for s in pipeline["steps"]] == ["one", "two"]
+        spec_step = pipeline["spec"]["steps"][0]
+        assert {"maxParallel", "batchSize", "timeoutSeconds"} <= set(spec_step)
+        bodies = [pipeline, pipeline["spec"], spec_step, *pipeline["steps"], *pipeline["steps"][0]["jobs"]]
+        assert not [k for body in bodies for k in body if "_" in k], bodies
         bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/api/v1/pipelines/nope")).status_code == 404

@@ -108,3 +108,9 @@ async def test_the_document_lists_the_problems_and_the_bounds_the_server_enforce
     assert props["command"]["maxLength"] == MAX_COMMAND_CHARS
     assert props["env"]["maxProperties"] and props["metadata"]["maxProperties"]
     assert all(schemas[name]["additionalProperties"] is False for name in schemas if name.endswith("Request"))
+    # Every 2xx JSON answer is a typed model (review: GET /api/v1/pipelines/{id} was `additionalProperties: {}`).
+    pipeline = doc["paths"]["/api/v1/pipelines/{pipeline_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert pipeline == {"$ref": "#/components/schemas/PipelineOut"}
+    out = schemas["PipelineOut"]["properties"]
+    assert {"pipelineId", "requestedBy", "steps", "spec"} <= set(out) and not [k for k in out if "_" in k]
+    assert "maxParallel" in schemas["StepSpecOut"]["properties"] and "stepId" in schemas["PipelineStepOut"]["properties"]

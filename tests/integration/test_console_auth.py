@@ -63,6 +63,19 @@ def held_job(up: Up) -> str:
     return job_id
 
 
+def test_the_first_visit_shows_the_login_without_an_error(up: Up, page: Watched) -> None:
+    # Review: the console asked whoami without a token, and Chromium logged the 401 as an error.
+    p = page.page
+    api_calls: list[str] = []
+    p.on("request", lambda r: api_calls.append(r.url) if "/api/" in r.url else None)
+    p.goto(f"{up.url}/")
+    expect(p.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(p.get_by_label("Token")).to_be_focused()
+    assert page.console_errors == [] and api_calls == [], (page.console_errors, api_calls)
+    login(page, up, "vic")  # and the token, once given, is asked about
+    assert page.console_errors == [] and [u for u in api_calls if u.endswith("/api/v1/whoami")], (page.console_errors, api_calls)
+
+
 def test_login_takes_a_token_kept_out_of_urls_and_an_admin_approves(up: Up, page: Watched) -> None:
     p = page.page
     urls: list[str] = []

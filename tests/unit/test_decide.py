@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from orchestrator.core import decide, planner, reducer
 from orchestrator.core.decide import Fleet
+from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
@@ -34,6 +35,7 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTested,
+    JobTestRequested,
     JobTimedOut,
     NodeHeartbeat,
     NodeLost,
@@ -41,7 +43,7 @@ from schemas.events import (
 )
 from schemas.limits import DISPATCH_TTL_S
 from schemas.records import Record
-from schemas.values import ExitCodeTest
+from schemas.values import ExitCodeTest, FileExistsTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 TTL = 10.0
@@ -755,3 +757,14 @@ def test_unplaceable_reads_each_node_as_its_heartbeat_else_its_registration() ->
     assert decide.unplaceable(job(tool="sh", requested_node="n1"), f) == ("tool_missing", "tool 'sh' is not installed on node 'n1'")
     assert decide.unplaceable(job(tool="sh", requested_node="n3"), f) == ("unknown_node", "node 'n3' is not registered")
     assert decide.unplaceable(job(tool="zsh"), f) == ("no_capable_node", "no node has tool 'zsh'")
+
+
+def test_the_verification_job_of_a_test_run_names_who_asked_for_it() -> None:
+    # Review: `<job>-tN` had no requester, so `nexus metrics --by user` counted it as (unknown).
+    done = job(status="succeeded", node="n1", attempt=1, exit_code=0, last_seq=9)
+    asked = JobTestRequested(ts=NOW, tests=[FileExistsTest(path="/etc/hostname")], requested_by="alice")
+    view, note = evolve_job(done, "j1", asked, NOW, 10)
+    assert view is not None and note is None
+    out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
+    assert isinstance(out.event, JobRequested) and out.subject == subjects.job("j1-t10", "requested")
+    assert (out.event.requested_by, out.event.node, out.event.parent) == ("alice", "n1", "j1")

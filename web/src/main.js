@@ -94,6 +94,12 @@ function loginView(message) {
 
 async function start() {
   try {
+    // Without a token, ask the public /health whether the API wants one: a whoami without a
+    // token would be a 401, which the browser logs as an error on every first visit.
+    if (!token.get() && (await api("/health")).auth === "tokens") {
+      loginView(null);
+      return;
+    }
     const me = await api("/api/v1/whoami");
     Object.assign(session, me);
   } catch (err) {

@@ -42,14 +42,14 @@ export function pipelinesView({ main, onFeed }) {
 }
 
 function levels(steps) {
-  const byId = new Map(steps.map((s) => [s.step_id, s]));
+  const byId = new Map(steps.map((s) => [s.stepId, s]));
   const depth = new Map();
   const visit = (s, seen = new Set()) => {
-    if (depth.has(s.step_id)) return depth.get(s.step_id);
-    if (seen.has(s.step_id)) return 0;
-    seen.add(s.step_id);
+    if (depth.has(s.stepId)) return depth.get(s.stepId);
+    if (seen.has(s.stepId)) return 0;
+    seen.add(s.stepId);
     const d = Math.max(-1, ...(s.needs || []).map((n) => (byId.has(n) ? visit(byId.get(n), seen) : -1))) + 1;
-    depth.set(s.step_id, d);
+    depth.set(s.stepId, d);
     return d;
   };
   const cols = [];
@@ -73,38 +73,38 @@ export function pipelineView({ main, onFeed }, pipelineId) {
   }
 
   function stepCard(s) {
-    const spec = specOf(s.step_id);
+    const spec = specOf(s.stepId);
     const jobs = (s.jobs || []).map((j) => {
-      jobStatus.has(j.job_id) || jobStatus.set(j.job_id, null);
-      const st = jobStatus.get(j.job_id);
-      return h("li", {}, h("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, dataset: { job: j.job_id } }, j.node ? `${j.node}` : j.job_id), " ", st ? badge(st) : null);
+      jobStatus.has(j.jobId) || jobStatus.set(j.jobId, null);
+      const st = jobStatus.get(j.jobId);
+      return h("li", {}, h("a", { href: `#/jobs/${encodeURIComponent(j.jobId)}`, dataset: { job: j.jobId } }, j.node ? `${j.node}` : j.jobId), " ", st ? badge(st) : null);
     });
     const extra = [];
-    if (spec.strategy === "rolling") extra.push(`rolling, ${spec.batch_size || 1} per batch${s.batch >= 0 ? `, batch ${s.batch + 1}` : ""}`);
+    if (spec.strategy === "rolling") extra.push(`rolling, ${spec.batchSize || 1} per batch${s.batch >= 0 ? `, batch ${s.batch + 1}` : ""}`);
     if ((s.nodes || []).length > 1) extra.push(`fan-out to ${s.nodes.length} nodes`);
-    if (spec.max_parallel) extra.push(`at most ${spec.max_parallel} at a time`);
+    if (spec.maxParallel) extra.push(`at most ${spec.maxParallel} at a time`);
     if (spec.when && spec.when !== "success") extra.push(`runs on ${spec.when}`);
     const gate = spec.approval
-      ? s.approved_by
-        ? `gate: approved by ${s.approved_by}`
-        : s.denied_by
-          ? `gate: denied by ${s.denied_by}`
-          : s.approval_requested_at
-            ? `gate: waiting for approval (until ${fmtTime(s.approval_deadline)})`
+      ? s.approvedBy
+        ? `gate: approved by ${s.approvedBy}`
+        : s.deniedBy
+          ? `gate: denied by ${s.deniedBy}`
+          : s.approvalRequestedAt
+            ? `gate: waiting for approval (until ${fmtTime(s.approvalDeadline)})`
             : "gate: approval before it starts"
       : null;
     return h(
       "article",
-      { class: `step st-${s.status}`, role: "listitem", dataset: { step: s.step_id }, "aria-label": `Step ${s.step_id}: ${s.status}` },
-      h("h3", {}, s.step_id, " ", badge(s.status)),
+      { class: `step st-${s.status}`, role: "listitem", dataset: { step: s.stepId }, "aria-label": `Step ${s.stepId}: ${s.status}` },
+      h("h3", {}, s.stepId, " ", badge(s.status)),
       spec.command ? h("code", { class: "cmd" }, spec.command) : null,
       (s.needs || []).length ? h("p", { class: "muted" }, `after ${s.needs.join(", ")}`) : null,
       extra.length ? h("p", {}, extra.join(" · ")) : null,
-      gate ? h("p", { class: s.approval_requested_at && !s.approved_by && !s.denied_by ? "warn" : "" }, gate, s.approval_requested_at && !s.approved_by && !s.denied_by ? [" ", h("a", { href: "#/approvals" }, "open the inbox")] : null) : null,
-      s.rollback_status ? h("p", { class: "warn" }, `rollback: ${s.rollback_status}${s.rollback_reason ? ` (${s.rollback_reason})` : ""}`) : null,
+      gate ? h("p", { class: s.approvalRequestedAt && !s.approvedBy && !s.deniedBy ? "warn" : "" }, gate, s.approvalRequestedAt && !s.approvedBy && !s.deniedBy ? [" ", h("a", { href: "#/approvals" }, "open the inbox")] : null) : null,
+      s.rollbackStatus ? h("p", { class: "warn" }, `rollback: ${s.rollbackStatus}${s.rollbackReason ? ` (${s.rollbackReason})` : ""}`) : null,
       s.reason ? h("p", { class: "muted" }, s.reason) : null,
       jobs.length ? h("ul", { class: "step-jobs", "aria-label": "Jobs" }, jobs) : null,
-      (s.rollbacks || []).length ? h("p", {}, "rollback jobs: ", s.rollbacks.map((j) => [h("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}` }, j.node || j.job_id), " "])) : null,
+      (s.rollbacks || []).length ? h("p", {}, "rollback jobs: ", s.rollbacks.map((j) => [h("a", { href: `#/jobs/${encodeURIComponent(j.jobId)}` }, j.node || j.jobId), " "])) : null,
     );
   }
 
@@ -114,7 +114,7 @@ export function pipelineView({ main, onFeed }, pipelineId) {
     svg.setAttribute("height", wrap.scrollHeight);
     svg.replaceChildren();
     for (const s of pipeline?.steps || []) {
-      const to = graph.querySelector(`[data-step="${CSS.escape(s.step_id)}"]`);
+      const to = graph.querySelector(`[data-step="${CSS.escape(s.stepId)}"]`);
       for (const n of s.needs || []) {
         const from = graph.querySelector(`[data-step="${CSS.escape(n)}"]`);
         if (!from || !to) continue;
@@ -139,13 +139,13 @@ export function pipelineView({ main, onFeed }, pipelineId) {
         { class: "facts" },
         [
           ["Id", pipelineId],
-          ["Requested by", pipeline.requested_by],
-          ["Requested", fmtTime(pipeline.requested_at)],
-          ["Finished", fmtTime(pipeline.finished_at)],
-          ["Failed step", pipeline.failed_step],
+          ["Requested by", pipeline.requestedBy],
+          ["Requested", fmtTime(pipeline.requestedAt)],
+          ["Finished", fmtTime(pipeline.finishedAt)],
+          ["Failed step", pipeline.failedStep],
           ["Reason", pipeline.reason],
-          ["Rolled back", (pipeline.rolled_back_steps || []).join(", ")],
-          ["Rollback failed", (pipeline.rollback_failed || []).join(", ")],
+          ["Rolled back", (pipeline.rolledBackSteps || []).join(", ")],
+          ["Rollback failed", (pipeline.rollbackFailed || []).join(", ")],
         ]
           .filter(([, v]) => v)
           .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
