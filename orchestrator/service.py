@@ -429,7 +429,8 @@ class Orchestrator:
                 wanted = pipeline_jobs(view)
                 jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
                 jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
-                await self.runner.publish(planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy))
+                plan = planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy, enforcing=self.projection.enforcing)
+                await self.runner.publish(plan)
 
     async def _publish_queued(self) -> None:
         """Rejections of undecodable requests, then events about other jobs (rollback

@@ -163,15 +163,18 @@ def pipelines_touched(changed_pipelines: Iterable[str], changed_jobs: Iterable[J
     return set(changed_pipelines) | of_jobs
 
 
-def plan_pipeline(view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime, policy: Policy) -> Plan:
+def plan_pipeline(
+    view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime, policy: Policy, *, enforcing: bool
+) -> Plan:
     """The pipeline's next events; the live nodes of label steps are only trusted once the fleet is known.
-    The policy says who may answer its gates."""
+    The policy says who may answer its gates; `enforcing`: identities are enforced, so its steps
+    count only the jobs the orchestrator requested (core.pipeline.decide_pipeline)."""
     fleet_nodes: dict[str, list[str]] = {}
     if not fleet.warming(now):
         for spec in view.spec.steps:
             if spec.labels:
                 fleet_nodes[spec.id] = decide.capable_nodes(fleet, spec.tool, spec.labels, now)
-    outs = decide_pipeline(view, jobs, fleet_nodes, now, policy)
+    outs = decide_pipeline(view, jobs, fleet_nodes, now, policy, enforcing=enforcing)
     return Plan(key=pipeline_key(view.pipeline_id), outs=tuple(outs), own=subjects.pipeline(view.pipeline_id, ""), expected=view.last_seq)
 
 

@@ -89,6 +89,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     metadata: dict[str, MetaValue] = {}
     requested_by: str | None = None
+    requester_role: str | None = None
+    """The verified role of whoever published the job's `requested` (None: unsigned, or a bus
+    without credentials). A pipeline step counts only a job the orchestrator (admin) requested."""
     after: list[str] = []
     retries: int = 0
     idempotent: bool = False

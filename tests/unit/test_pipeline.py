@@ -71,9 +71,15 @@ def step(id: str, **kw: typing.Any) -> StepSpec:
 
 class Sim:
     def __init__(
-        self, pipeline: PipelineSpec, pid: str = "rel-1", fleet: dict[str, list[str]] | None = None, policy: Policy | None = None
+        self,
+        pipeline: PipelineSpec,
+        pid: str = "rel-1",
+        fleet: dict[str, list[str]] | None = None,
+        policy: Policy | None = None,
+        enforcing: bool = True,
     ) -> None:
         self.pid = pid
+        self.enforcing = enforcing
         self.policy = policy or Policy()
         self.now = NOW
         self.fleet = fleet or {}
@@ -81,6 +87,7 @@ class Sim:
         self.incremental: PipelineView | None = None
         self.jobs: dict[str, JobView] = {}
         self.requests: list[str] = []
+        self.hijacked: set[str] = set()
         self.published: list[Outgoing] = []
         self.publish(PipelineRequested(ts=self.now, spec=pipeline, requested_by="alice", source="t.yaml"))
 
@@ -104,13 +111,15 @@ class Sim:
     def decide(self) -> list[Outgoing]:
         view = self.view()
         jobs = self.job_views(view)
-        outs = decide_pipeline(view, jobs, self.fleet, self.now, self.policy)
-        assert outs == decide_pipeline(view, jobs, self.fleet, self.now, self.policy), "deciding twice differs"
+        outs = decide_pipeline(view, jobs, self.fleet, self.now, self.policy, enforcing=self.enforcing)
+        assert outs == decide_pipeline(view, jobs, self.fleet, self.now, self.policy, enforcing=self.enforcing), "deciding twice differs"
         for o in outs:
             ref = subjects.parse(o.subject)
             if ref.family == "job":
                 assert isinstance(o.event, JobRequested)
                 assert ref.kind == "requested" and o.msg_id == f"job:{ref.id}:requested:1"
+                if ref.id in self.hijacked:
+                    continue  # the bus drops it: that id is taken
                 assert ref.id not in self.jobs, f"job {ref.id} requested twice"
                 ev = o.event
                 assert ev.metadata["pipeline"] == self.pid and ev.parent is None
@@ -122,6 +131,8 @@ class Sim:
                     node=ev.node or "auto-1",
                     metadata=dict(ev.metadata),
                     tests=list(ev.tests),
+                    requested_by=ev.requested_by,
+                    requester_role="admin" if self.enforcing else None,
                 )
                 self.requests.append(ref.id)
             else:
@@ -141,6 +152,12 @@ class Sim:
         assert not self.jobs[job_id].terminal
         self.jobs[job_id] = msgspec.structs.replace(self.jobs[job_id], status=status, reason=reason)
         return self.settle()
+
+    def hijack(self, job_id: str, *, role: str | None = "submitter", status: str = "succeeded") -> None:
+        """Someone else's request under a step's job id, published before the orchestrator's:
+        it holds the id (the orchestrator's own request would be dropped as a duplicate)."""
+        self.jobs[job_id] = JobView(job_id=job_id, status=status, command="echo HIJACKED", requested_by="mallory", requester_role=role)
+        self.hijacked.add(job_id)
 
     def active(self) -> list[str]:
         return [j for j in self.requests if not self.jobs[j].terminal]
@@ -461,6 +478,80 @@ def test_rolling_deploy_tolerates_failures_within_max_fail_percentage() -> None:
     assert view.steps[1].reason is not None and "1 of 3" in view.steps[1].reason
 
 
+# ---------------------------------------------------------------- foreign requests under a step's id
+
+
+def test_a_job_someone_else_requested_under_a_steps_id_fails_the_step() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0")  # a submitter guessed the `test` step's id and published first
+    sim.finish("rel-1-s0-0")
+    view = sim.view()
+    assert view.status == "failed"
+    test = view.step("test")
+    assert test is not None and test.status == "failed"
+    assert test.reason is not None and "requested by 'mallory' (submitter), not by the orchestrator" in test.reason
+    assert [j.metadata["step"] for j in sim.requested()] == ["build"]  # the foreign job is never ours
+    assert [s.status for s in view.steps] == ["succeeded", "failed", "skipped", "skipped"]
+
+
+def test_a_foreign_job_never_passes_an_approval_gate() -> None:
+    sim = Sim(gated())
+    sim.settle()
+    sim.hijack("rel-1-s1-0")  # it even ran, before anyone approved
+    sim.finish("rel-1-s0-0")
+    assert sim.view().step("deploy").status == "waiting_approval"  # type: ignore[union-attr]
+    sim.publish(PipelineApproved(ts=NOW, step="deploy", by="bob"))
+    sim.settle()
+    view = sim.view()
+    deploy = view.step("deploy")
+    assert deploy is not None and deploy.status == "failed" and "not by the orchestrator" in (deploy.reason or "")
+    assert view.status == "failed"
+
+
+def test_an_unsigned_request_under_a_steps_id_is_foreign_once_identities_are_enforced() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role=None, status="running")  # still running: the step does not wait for it
+    sim.finish("rel-1-s0-0")
+    test = sim.view().step("test")
+    assert test is not None and test.status == "failed" and "requested by an unsigned publisher" in (test.reason or "")
+
+
+def test_a_foreign_job_fails_a_step_whatever_its_max_fail_percentage() -> None:
+    sim = Sim(spec(step("fan", nodes=["w1", "w2", "w3", "w4"], max_fail_percentage=50)))
+    sim.settle()
+    sim.hijack("rel-1-s0-9")  # not one of the step's ids: it changes nothing
+    for j in ("rel-1-s0-0", "rel-1-s0-1", "rel-1-s0-2"):
+        sim.finish(j)
+    assert sim.view().status == "running"
+    sim.jobs["rel-1-s0-3"] = msgspec.structs.replace(sim.jobs["rel-1-s0-3"], requester_role="submitter", status="succeeded")
+    sim.settle()  # (a view that says the last job's request was someone else's)
+    fan = sim.view().step("fan")
+    assert fan is not None and fan.status == "failed" and "job rel-1-s0-3" in (fan.reason or "")
+
+
+def test_a_foreign_rollback_job_fails_the_rollback() -> None:
+    sim = Sim(chain(build="undo-build"))
+    sim.settle()
+    sim.hijack("rel-1-s0-rb-0")
+    sim.finish("rel-1-s0-0")
+    sim.finish("rel-1-s1-0", "failed", "exit code 1")
+    view = sim.view()
+    build = view.step("build")
+    assert view.status == "failed" and build is not None and build.rollback_status == "failed"
+    assert "not by the orchestrator" in (build.rollback_reason or "")
+    assert view.rollback_failed == ["build"]
+
+
+def test_without_identities_every_job_under_a_steps_id_counts() -> None:
+    # A bus without credentials proves no author: today's behaviour, documented in docs/security.md.
+    sim = Sim(chain(), enforcing=False)
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role=None)
+    assert sim.run(ok).status == "succeeded"
+
+
 # ---------------------------------------------------------------- approval gates
 
 
@@ -601,7 +692,7 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
     assert sim.requests == before
     # Deciding on a view whose jobs were not folded yet re-publishes the same requests only.
     view = sim.view()
-    lagging = decide_pipeline(view, {}, {}, NOW, Policy())
+    lagging = decide_pipeline(view, {}, {}, NOW, Policy(), enforcing=True)
     again = {subjects.parse(o.subject).id for o in lagging}
     assert again <= set(before)
     assert all(o.msg_id == f"job:{subjects.parse(o.subject).id}:requested:1" for o in lagging)
@@ -610,17 +701,17 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
 
 def test_restart_after_jobs_were_requested_but_step_started_was_lost() -> None:
     sim = Sim(spec(step("deploy", nodes=["w1", "w2"])))
-    outs = decide_pipeline(sim.view(), {}, {}, NOW, Policy())
+    outs = decide_pipeline(sim.view(), {}, {}, NOW, Policy(), enforcing=True)
     pipeline_events = [o for o in outs if subjects.parse(o.subject).family == "pipeline"]
     assert [o.msg_id for o in pipeline_events] == ["pipeline:rel-1:step_started:deploy:0"]
     # Only the job.requested events reached the log: the next decision re-emits the
     # same step_started (same msg id) and requests nothing the log already has.
     jobs = {
-        subjects.parse(o.subject).id: JobView(job_id=subjects.parse(o.subject).id, status="requested", command="x")
+        subjects.parse(o.subject).id: JobView(job_id=subjects.parse(o.subject).id, status="requested", command="x", requester_role="admin")
         for o in outs
         if isinstance(o.event, JobRequested)
     }
-    again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy())
+    again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy(), enforcing=True)
     assert [o.msg_id for o in again] == ["pipeline:rel-1:step_started:deploy:0"]
 
 
