@@ -55,13 +55,14 @@ from orchestrator.core.views import JobView
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
-from schemas.limits import MetaValue
+from schemas.limits import MAX_REASON_CHARS, MetaValue
 from schemas.pipelines import (
     PipelineApprovalRefused,
     PipelineApprovalRequired,
     PipelineEvent,
     PipelineFailed,
     PipelineHealthCheckStarted,
+    PipelineRejected,
     PipelineRollbackStarted,
     PipelineRolledBack,
     PipelineStepFinished,
@@ -71,6 +72,7 @@ from schemas.pipelines import (
     PipelineSucceeded,
     StepJob,
     StepSpec,
+    spec_refusal,
 )
 
 # ---------------------------------------------------------------- decide
@@ -164,6 +166,8 @@ def decide_pipeline(
     """
     if view is None:
         return []
+    if (rejected := _rejection(view, now)) is not None:
+        return [rejected]
     ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy, enforcing=enforcing)
     emitted: list[_Emit] = []
     current = view
@@ -186,6 +190,20 @@ def decide_pipeline(
         if not progressed:
             break
     return [_outgoing(view.pipeline_id, e) for e in emitted]
+
+
+def _rejection(v: PipelineView, now: datetime) -> Outgoing | None:
+    """`rejected` for a pipeline whose spec cannot run (schemas.pipelines.spec_refusal, the check
+    `nexus pipeline run` makes on the template): a step that needs itself, a cycle... would
+    otherwise wait forever. Asked only before anything of it happened: a pipeline that moved on
+    was accepted (by this check, or by a release before it)."""
+    if v.status != "running" or any(s.status != "pending" for s in v.steps):
+        return None
+    why = spec_refusal(v.spec)
+    if why is None:
+        return None
+    ev = PipelineRejected(ts=now, code="invalid_spec", reason=f"the pipeline cannot run: {why}"[:MAX_REASON_CHARS])
+    return Outgoing(subjects.pipeline(v.pipeline_id, "rejected"), ev, msgids.pipeline(v.pipeline_id, "rejected"))
 
 
 def _outgoing(pipeline_id: str, e: _Emit) -> Outgoing:

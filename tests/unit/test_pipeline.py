@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core import planner
 from orchestrator.core.pipeline import decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
@@ -37,6 +38,7 @@ from schemas.pipelines import (
     PipelineDenied,
     PipelineEvent,
     PipelineFailed,
+    PipelineRejected,
     PipelineRequested,
     PipelineSpec,
     PipelineStepStarted,
@@ -45,6 +47,7 @@ from schemas.pipelines import (
     StepSpec,
     with_resolved_needs,
 )
+from schemas.records import Record
 from schemas.values import ExitCodeTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -552,6 +555,42 @@ def test_without_identities_every_job_under_a_steps_id_counts() -> None:
     assert sim.run(ok).status == "succeeded"
 
 
+# ---------------------------------------------------------------- rejected pipelines
+
+
+@pytest.mark.parametrize(
+    ("steps", "said"),
+    [
+        ([step("a", needs=["a"])], "step a: needs: step 'a' needs itself"),
+        ([step("c", needs=[]), step("a", needs=["b"]), step("b", needs=["a"])], "dependency cycle: a -> b -> a"),
+    ],
+)
+def test_a_pipeline_whose_spec_cannot_run_is_rejected_before_anything_runs(steps: list[StepSpec], said: str) -> None:
+    # Published straight on the bus: `nexus pipeline run` refuses the same template (one check, spec_problems).
+    sim = Sim(PipelineSpec(name="bad", steps=steps))
+    (out,) = sim.settle()
+    assert isinstance(out.event, PipelineRejected) and out.event.code == "invalid_spec" and said in out.event.reason
+    assert out.subject == "nexus.evt.pipeline.rel-1.rejected"
+    view = sim.view()
+    assert (view.status, view.reason) == ("rejected", out.event.reason) and view.finished_at is not None
+    assert sim.requests == [] and sim.settle() == [] and next_deadline(view) is None
+
+
+def test_a_rejection_is_the_only_record_of_a_pipeline_whose_request_never_decoded() -> None:
+    rec = Record(seq=7, subject="nexus.evt.pipeline.pbad1.requested", stream_ts=NOW, raw=b"garbage", error="not JSON")
+    plan = planner.rejection(rec, NOW)
+    assert plan is not None and plan.expected == 7 and plan.is_own(plan.outs[0])
+    (out,) = plan.outs
+    assert out.subject == "nexus.evt.pipeline.pbad1.rejected" and out.msg_id == "pipeline:pbad1:rejected:7"
+    assert isinstance(out.event, PipelineRejected) and out.event.code == "invalid_payload" and out.event.raw == "garbage"
+    view = evolve_pipeline(None, "pbad1", roundtrip(out.event), NOW, 8)
+    assert view is not None and view.status == "rejected" and "payload does not decode: not JSON" in (view.reason or "")
+    assert view.first_seq == 8 and view.steps == []
+    # A valid request under that id afterwards is a duplicate: the id stays rejected, as a job's does.
+    again = evolve_pipeline(view, "pbad1", PipelineRequested(spec=spec(step("a"))), NOW, 9)
+    assert again is not None and again.status == "rejected" and again.last_seq == 9
+
+
 # ---------------------------------------------------------------- approval gates
 
 
@@ -788,6 +827,7 @@ def test_every_event_kind_round_trips_through_json() -> None:
     sim.publish(PipelineApproved(step="roll", by="ops"))
     sim.publish(PipelineDenied(step="roll", by="ops"))
     sim.publish(PipelineApprovalRefused(step="roll", by="ops", decision="denied", reason="not an approver"))
+    sim.publish(PipelineRejected(code="invalid_spec", reason="late: the pipeline ended"))
     seen = {tag(ev) for ev, _ in sim.log}
     assert kinds - seen <= {"pipeline.succeeded", "pipeline.approval_required", "pipeline.health_check_started"}
     for ev, _ in sim.log:
