@@ -107,6 +107,7 @@ class _Ctx:
     now: datetime
     policy: Policy
     enforcing: bool
+    requester: str | None
     requested: set[str] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)
 
@@ -117,9 +118,10 @@ class _Ctx:
         """Why the job under this step id is not the step's (None: it is). Its id is the
         idempotency key, so a request someone else published first holds it, and ours was
         dropped as a duplicate: that job never counts. Without identities nothing says who
-        requested it, and every job counts."""
+        requested it, and every job counts. The orchestrator's requests name the pipeline's
+        requester: an admin service acting for someone else (the HTTP API) did not make them."""
         jv = self.jobs.get(job_id)
-        if jv is None or not self.enforcing or jv.requester_role == ORCHESTRATOR_ROLE:
+        if jv is None or not self.enforcing or (jv.requester_role == ORCHESTRATOR_ROLE and jv.requested_by == self.requester):
             return None
         who = f"{jv.requested_by!r} ({jv.requester_role})" if jv.requester_role else "an unsigned publisher"
         return f"requested by {who}, not by the orchestrator: a foreign request under the step's job id, not counted"
@@ -160,7 +162,8 @@ def decide_pipeline(
     step fails). `policy`: the operator's, which says who may answer a gate.
     `enforcing`: the log's identities are enforced (core.authorship), so a step
     counts only the jobs the orchestrator requested (`JobView.requester_role`
-    admin); a job someone else requested first under a step's id fails the step.
+    admin, for the pipeline's requester); a job someone else requested first
+    under a step's id fails the step.
     The decision folds its own pipeline events and decides again until nothing
     changes, so one call moves the pipeline as far as it can.
     """
@@ -168,7 +171,7 @@ def decide_pipeline(
         return []
     if (rejected := _rejection(view, now)) is not None:
         return [rejected]
-    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy, enforcing=enforcing)
+    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy, enforcing=enforcing, requester=view.requested_by)
     emitted: list[_Emit] = []
     current = view
     for _ in range(10_000):  # each round folds at least one new pipeline event; this only guards a bug

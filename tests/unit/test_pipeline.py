@@ -547,6 +547,16 @@ def test_a_foreign_rollback_job_fails_the_rollback() -> None:
     assert view.rollback_failed == ["build"]
 
 
+def test_an_admin_service_acting_for_someone_else_does_not_speak_for_the_orchestrator() -> None:
+    # The HTTP API (an admin service) publishes its users' requests, named after them, with ids they may choose.
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role="admin")  # requested_by 'mallory', not the pipeline's 'alice'
+    sim.finish("rel-1-s0-0")
+    test = sim.view().step("test")
+    assert test is not None and test.status == "failed" and "requested by 'mallory' (admin)" in (test.reason or "")
+
+
 def test_without_identities_every_job_under_a_steps_id_counts() -> None:
     # A bus without credentials proves no author: today's behaviour, documented in docs/security.md.
     sim = Sim(chain(), enforcing=False)
@@ -745,11 +755,11 @@ def test_restart_after_jobs_were_requested_but_step_started_was_lost() -> None:
     assert [o.msg_id for o in pipeline_events] == ["pipeline:rel-1:step_started:deploy:0"]
     # Only the job.requested events reached the log: the next decision re-emits the
     # same step_started (same msg id) and requests nothing the log already has.
-    jobs = {
-        subjects.parse(o.subject).id: JobView(job_id=subjects.parse(o.subject).id, status="requested", command="x", requester_role="admin")
-        for o in outs
-        if isinstance(o.event, JobRequested)
-    }
+    jobs: dict[str, JobView] = {}
+    for o in outs:
+        if isinstance(o.event, JobRequested):
+            job_id = subjects.parse(o.subject).id
+            jobs[job_id] = JobView(job_id=job_id, status="requested", command="x", requested_by="alice", requester_role="admin")
     again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy(), enforcing=True)
     assert [o.msg_id for o in again] == ["pipeline:rel-1:step_started:deploy:0"]
 
