@@ -211,10 +211,10 @@ class DuckDBStore:
         for table in (EVENTS, JOBS, NODES, PIPELINES, PIPELINE_STEPS):
             added = table.migrate(self.con)
             if table is JOBS and "requester_role" in added:
-                # A file from before the column: who made each job's request is in the row of the
+                # A file from before the columns: who made each job's request is in the row of the
                 # request that counted (pipeline steps under way go on counting the orchestrator's).
                 self.con.execute(
-                    "UPDATE jobs SET requester_role = e.author_role FROM events e "
+                    "UPDATE jobs SET requester = e.author, requester_role = e.author_role FROM events e "
                     "WHERE e.job_id = jobs.job_id AND e.type = 'job.requested' AND e.error IS NULL"
                 )
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")

@@ -119,9 +119,12 @@ class _Ctx:
         idempotency key, so a request someone else published first holds it, and ours was
         dropped as a duplicate: that job never counts. Without identities nothing says who
         requested it, and every job counts. The orchestrator's requests name the pipeline's
-        requester: an admin service acting for someone else (the HTTP API) did not make them."""
+        requester (an orchestrator that is an admin service) or itself (one that is not): an
+        admin service acting for another user (the HTTP API) did not make them."""
         jv = self.jobs.get(job_id)
-        if jv is None or not self.enforcing or (jv.requester_role == ORCHESTRATOR_ROLE and jv.requested_by == self.requester):
+        if jv is None or not self.enforcing:
+            return None
+        if jv.requester_role == ORCHESTRATOR_ROLE and jv.requested_by in (self.requester, jv.requester):
             return None
         who = f"{jv.requested_by!r} ({jv.requester_role})" if jv.requester_role else "an unsigned publisher"
         return f"requested by {who}, not by the orchestrator: a foreign request under the step's job id, not counted"

@@ -75,7 +75,7 @@ def apply(
         job_id = ref.id if ref.family == "job" else None
         changed, note = _fold(views, ref.id, job_id, ref.node, rec.event, ts, rec.seq)
         if isinstance(rec.event, JobRequested) and note is None and changed[0] is not None and rec.author is not None:
-            changed = (replace(changed[0], requester_role=rec.author.role), None, None)
+            changed = (replace(changed[0], requester=rec.author.name, requester_role=rec.author.role), None, None)
     moved = touch_entities(rec, views.jobs, views.nodes, views.pipelines)
     row = _row(rec, ref, etype, ts, rec.error or note, changed[0].node if changed[0] is not None else None)
     return Applied(row=row, job=changed[0] or moved[0], node=changed[1] or moved[1], pipeline=changed[2] or moved[2])

@@ -80,9 +80,12 @@ class Sim:
         fleet: dict[str, list[str]] | None = None,
         policy: Policy | None = None,
         enforcing: bool = True,
+        orchestrator: str | None = None,
     ) -> None:
         self.pid = pid
         self.enforcing = enforcing
+        # The orchestrator's identity, when it is no admin service: its requests are named after it.
+        self.orchestrator = orchestrator
         self.policy = policy or Policy()
         self.now = NOW
         self.fleet = fleet or {}
@@ -134,7 +137,8 @@ class Sim:
                     node=ev.node or "auto-1",
                     metadata=dict(ev.metadata),
                     tests=list(ev.tests),
-                    requested_by=ev.requested_by,
+                    requested_by=self.orchestrator or ev.requested_by,
+                    requester=(self.orchestrator or "orchestrator") if self.enforcing else None,
                     requester_role="admin" if self.enforcing else None,
                 )
                 self.requests.append(ref.id)
@@ -156,10 +160,14 @@ class Sim:
         self.jobs[job_id] = msgspec.structs.replace(self.jobs[job_id], status=status, reason=reason)
         return self.settle()
 
-    def hijack(self, job_id: str, *, role: str | None = "submitter", status: str = "succeeded") -> None:
+    def hijack(self, job_id: str, *, role: str | None = "submitter", by: str | None = "mallory", status: str = "succeeded") -> None:
         """Someone else's request under a step's job id, published before the orchestrator's:
-        it holds the id (the orchestrator's own request would be dropped as a duplicate)."""
-        self.jobs[job_id] = JobView(job_id=job_id, status=status, command="echo HIJACKED", requested_by="mallory", requester_role=role)
+        it holds the id (the orchestrator's own request would be dropped as a duplicate).
+        `by`: the identity that published it, `role` its role (None: unsigned)."""
+        requester = by if role is not None else None
+        self.jobs[job_id] = JobView(
+            job_id=job_id, status=status, command="echo HIJACKED", requested_by="mallory", requester=requester, requester_role=role
+        )
         self.hijacked.add(job_id)
 
     def active(self) -> list[str]:
@@ -551,10 +559,17 @@ def test_an_admin_service_acting_for_someone_else_does_not_speak_for_the_orchest
     # The HTTP API (an admin service) publishes its users' requests, named after them, with ids they may choose.
     sim = Sim(chain())
     sim.settle()
-    sim.hijack("rel-1-s1-0", role="admin")  # requested_by 'mallory', not the pipeline's 'alice'
+    sim.hijack("rel-1-s1-0", role="admin", by="api")  # for 'mallory', not for the pipeline's 'alice'
     sim.finish("rel-1-s0-0")
     test = sim.view().step("test")
     assert test is not None and test.status == "failed" and "requested by 'mallory' (admin)" in (test.reason or "")
+
+
+def test_an_orchestrator_that_is_no_admin_service_is_named_by_its_own_identity_and_counts() -> None:
+    # `nexus creds new --role admin --name orchestrator-b` (operations.md): its requests name itself.
+    sim = Sim(chain(), orchestrator="orchestrator-b")
+    assert sim.run(ok).status == "succeeded"
+    assert {j.requested_by for j in sim.jobs.values()} == {"orchestrator-b"}
 
 
 def test_without_identities_every_job_under_a_steps_id_counts() -> None:

@@ -76,9 +76,10 @@ def test_a_job_remembers_the_verified_role_of_its_first_request_only() -> None:
     first = msgspec.structs.replace(rec(1, subjects.job("p-s1-0", "requested"), JobRequested(command="echo HIJACKED")), author=mallory)
     ours = msgspec.structs.replace(rec(2, subjects.job("p-s1-0", "requested"), JobRequested(command="echo legit")), author=orchestrator)
     f = Fold().all([first, ours])
-    assert (f.jobs["p-s1-0"].requester_role, f.jobs["p-s1-0"].command) == ("submitter", "echo HIJACKED")
+    held = f.jobs["p-s1-0"]
+    assert (held.requester, held.requester_role, held.command) == ("mallory", "submitter", "echo HIJACKED")
     unsigned = Fold().all([rec(1, subjects.job("j1", "requested"), JobRequested(command="echo hi"))])
-    assert unsigned.jobs["j1"].requester_role is None
+    assert (unsigned.jobs["j1"].requester, unsigned.jobs["j1"].requester_role) == (None, None)
 
 
 class Fold:
