@@ -140,6 +140,12 @@ class Projection:
             self._quarantine(batch[0], f"cannot be projected: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS])
             return {}
 
+    @property
+    def enforcing(self) -> bool:
+        """Whether the log's identities are enforced (core.authorship): the log holds a
+        trusted identity's announcement. False on a bus without credentials."""
+        return self.verifier is not None and bool(self.verifier.known)
+
     def verdicts(self) -> tuple[int | None, tuple[int, ...]]:
         """What a checkpoint of `applied_seq` may say of the signatures (schemas.trust.TrustCheckpoint):
         the first seq checked since the last `attested`, and those of them whose signature did

@@ -40,7 +40,7 @@ from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
 from orchestrator.errors import QueryError, StateAheadOfLog
 from orchestrator.output_gate import OutputGate
-from orchestrator.projection import Projection, job_id_of
+from orchestrator.projection import Projection, job_id_of, pipeline_id_of
 from orchestrator.runner import Outcome, Runner
 from orchestrator.secrets import RequestSecrets, key_beside, publish_key, secrets_for
 from orchestrator.store import DuckDBStore, run_query
@@ -241,13 +241,18 @@ class Orchestrator:
         return set(changed) | planner.parents_to_decide(changed.values())
 
     def _rejections(self, batch: list[Record], changed: Mapping[str, JobView], now: datetime) -> list[planner.Plan]:
-        """A `requested` payload that never decoded still needs its rejection published."""
+        """A job's or a pipeline's `requested` payload that never decoded still needs its
+        rejection published (unless that id already names a job or pipeline)."""
         quarantined = {r.seq: r for r in self.projection.quarantined}  # these carry the reason
         plans: list[planner.Plan] = []
         for rec in (quarantined.get(r.seq, r) for r in batch):
-            target = job_id_of(rec.subject)
-            unusable = rec.error is not None and rec.subject.endswith(".requested")
-            if unusable and target and target not in changed and not self.store.load_jobs([target]):
+            if rec.error is None or not rec.subject.endswith(".requested"):
+                continue
+            job, pipeline = job_id_of(rec.subject), pipeline_id_of(rec.subject)
+            fresh_job = job is not None and job not in changed and not self.store.load_jobs([job])
+            known_pipeline = pipeline in self.projection.pipelines or bool(pipeline and self.store.load_pipelines([pipeline]))
+            fresh_pipeline = pipeline is not None and not known_pipeline
+            if fresh_job or fresh_pipeline:
                 plans.extend(p for p in [planner.rejection(rec, now)] if p is not None)
         return plans
 
@@ -456,7 +461,8 @@ class Orchestrator:
                 wanted = pipeline_jobs(view)
                 jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
                 jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
-                await self.runner.publish(planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy))
+                plan = planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy, enforcing=self.projection.enforcing)
+                await self.runner.publish(plan)
 
     async def _publish_queued(self) -> None:
         """Rejections of undecodable requests, then events about other jobs (rollback

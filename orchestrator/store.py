@@ -81,14 +81,19 @@ class _Table:
         cols = ", ".join(f"{n} {t}" for n, t in self.columns)
         return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))"
 
-    def migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Create the table, or add the columns a newer version of the view has (new fields only ever get added)."""
-        con.execute(self.ddl())
+    def migrate(self, con: duckdb.DuckDBPyConnection) -> set[str]:
+        """Create the table, or add the columns a newer version of the view has (new fields only
+        ever get added); returns the columns added to an existing table."""
         query = "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+        existed = bool(con.execute(query, [self.name]).fetchall())
+        con.execute(self.ddl())
         have = {r[0] for r in con.execute(query, [self.name]).fetchall()}
+        added = set()
         for name, sqltype in self.columns:
             if name not in have:
                 con.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {sqltype}")
+                added.add(name)
+        return added if existed else set()
 
     def upsert(self, con: duckdb.DuckDBPyConnection, rows: Sequence[msgspec.Struct], *, replace: bool = True) -> None:
         """Insert (or replace) rows, in the caller's transaction. Many rows go as one JSON
@@ -204,7 +209,14 @@ class DuckDBStore:
 
     def _migrate(self) -> None:
         for table in (EVENTS, JOBS, NODES, PIPELINES, PIPELINE_STEPS):
-            table.migrate(self.con)
+            added = table.migrate(self.con)
+            if table is JOBS and "requester_role" in added:
+                # A file from before the columns: who made each job's request is in the row of the
+                # request that counted (pipeline steps under way go on counting the orchestrator's).
+                self.con.execute(
+                    "UPDATE jobs SET requester = e.author, requester_role = e.author_role FROM events e "
+                    "WHERE e.job_id = jobs.job_id AND e.type = 'job.requested' AND e.error IS NULL"
+                )
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
         for statement in view_ddl():  # metrics_*: the API's per-phase metrics as views (CREATE OR REPLACE)
             self.con.execute(statement)

@@ -5,6 +5,7 @@ with `metadata.pipeline` / `metadata.step`). Its events are published on
 `nexus.evt.pipeline.<pipeline_id>.<kind>` with `type` `pipeline.<kind>`:
 
     requested            someone submitted the pipeline (the resolved spec, its variables)
+    rejected             the orchestrator refused it: the request does not decode, or its spec cannot run
     approval_required    a gated step's needs are met; it waits for `approved` or `denied`
     approved / denied    an answer for one step (it counts only from an approver in the policy)
     approval_refused     an answer from someone else: recorded with the reason; the step keeps waiting
@@ -27,7 +28,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from schemas.envelope import Envelope, Id
-from schemas.limits import MAX_PIPELINE_STEPS, Command, Env, Int64, Name, Names, Path, Text, TimeoutS
+from schemas.limits import MAX_PIPELINE_STEPS, MAX_REASON_CHARS, Command, Env, Int64, Name, Names, Path, Text, TimeoutS
 from schemas.values import Tests
 
 StepStatus = Literal["succeeded", "failed", "skipped"]
@@ -124,9 +125,11 @@ def spec_problems(spec: PipelineSpec) -> list[SpecProblem]:
             problems.append(SpecProblem(message="command is empty", step=i, field="command"))
         if step.nodes and step.labels:
             problems.append(SpecProblem(message="give either nodes or labels, not both", step=i, field="labels"))
+        listed: set[str] = set()
         for j, node in enumerate(step.nodes):
-            if node in step.nodes[:j]:
+            if node in listed:
                 problems.append(SpecProblem(message=f"node {node!r} is listed twice", step=i, field="nodes", item=j))
+            listed.add(node)
         if step.strategy != "rolling" and step.batch_size != 1:
             problems.append(SpecProblem(message="batch_size applies to strategy: rolling only", step=i, field="batch_size"))
         if not step.approval and step.approval_timeout_s != 3600:
@@ -150,6 +153,16 @@ def spec_problems(spec: PipelineSpec) -> list[SpecProblem]:
             first = next(i for i, s in enumerate(spec.steps) if s.id == cycle[0])
             problems.append(SpecProblem(message="dependency cycle: " + " -> ".join(cycle), step=first, field="needs"))
     return problems
+
+
+def spec_refusal(spec: PipelineSpec) -> str | None:
+    """Why the spec cannot run, in one text (None: it can): `spec_problems`, each named by its
+    step and field as a template's errors are. The orchestrator rejects such a pipeline."""
+    said = []
+    for p in spec_problems(spec):
+        where = f"step {spec.steps[p.step].id}: " if p.step is not None else ""
+        said.append(where + (f"{p.field}: " if p.field else "") + p.message)
+    return "; ".join(said)[:MAX_REASON_CHARS] if said else None
 
 
 def find_cycle(needs: dict[str, list[str]]) -> list[str]:
@@ -294,6 +307,15 @@ class PipelineFailed(Envelope, frozen=True, kw_only=True, tag="pipeline.failed")
     reason: str
 
 
+class PipelineRejected(Envelope, frozen=True, kw_only=True, tag="pipeline.rejected"):
+    """The pipeline will not run: `code` `invalid_payload` (its `requested` does not decode; `raw`
+    holds the start of it) or `invalid_spec` (`spec_problems` found something). `reason` is for people."""
+
+    code: str
+    reason: str
+    raw: str | None = None
+
+
 PipelineEvent = (
     PipelineRequested
     | PipelineApprovalRequired
@@ -309,4 +331,5 @@ PipelineEvent = (
     | PipelineRolledBack
     | PipelineSucceeded
     | PipelineFailed
+    | PipelineRejected
 )

@@ -39,7 +39,9 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "skipped": "dim", "waiting_approval": "magenta"}
+STATUS_STYLE = {
+    "succeeded": "green", "failed": "bold red", "rejected": "bold red", "running": "yellow", "skipped": "dim", "waiting_approval": "magenta"
+}  # fmt: skip
 
 
 @app.command("run")
@@ -94,7 +96,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
-    from orchestrator.core.pipeline_views import evolve_pipeline
+    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline
     from schemas.pipelines import PipelineEvent
 
     view: PipelineView | None = None
@@ -118,7 +120,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
                     screen.update(_table(view), refresh=True)
                 elif lines:
                     err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
-                if view.status in ("succeeded", "failed"):
+                if view.status in PIPELINE_TERMINAL:
                     break
         if tails:  # let the last step's output finish printing
             await asyncio.wait(tails.values(), timeout=10)

@@ -55,13 +55,14 @@ from orchestrator.core.views import JobView
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
-from schemas.limits import MetaValue
+from schemas.limits import MAX_REASON_CHARS, MetaValue
 from schemas.pipelines import (
     PipelineApprovalRefused,
     PipelineApprovalRequired,
     PipelineEvent,
     PipelineFailed,
     PipelineHealthCheckStarted,
+    PipelineRejected,
     PipelineRollbackStarted,
     PipelineRolledBack,
     PipelineStepFinished,
@@ -71,9 +72,14 @@ from schemas.pipelines import (
     PipelineSucceeded,
     StepJob,
     StepSpec,
+    spec_refusal,
 )
 
 # ---------------------------------------------------------------- decide
+
+ORCHESTRATOR_ROLE = "admin"
+"""The role of the identity the orchestrator signs with (core.authorship): a step's job counts
+only when its request is from this role."""
 
 
 @dataclass(frozen=True)
@@ -100,39 +106,75 @@ class _Ctx:
     fleet_nodes: Mapping[str, list[str]]
     now: datetime
     policy: Policy
+    enforcing: bool
+    requester: str | None
     requested: set[str] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)
 
     def known(self, job_id: str) -> bool:
         return job_id in self.jobs or job_id in self.requested
 
+    def foreign(self, job_id: str) -> str | None:
+        """Why the job under this step id is not the step's (None: it is). Its id is the
+        idempotency key, so a request someone else published first holds it, and ours was
+        dropped as a duplicate: that job never counts. Without identities nothing says who
+        requested it, and every job counts. The orchestrator's requests name the pipeline's
+        requester (an orchestrator that is an admin service) or itself (one that is not): an
+        admin service acting for another user (the HTTP API) did not make them."""
+        jv = self.jobs.get(job_id)
+        if jv is None or not self.enforcing:
+            return None
+        if jv.requester_role == ORCHESTRATOR_ROLE and jv.requested_by in (self.requester, jv.requester):
+            return None
+        who = f"{jv.requested_by!r} ({jv.requester_role})" if jv.requester_role else "an unsigned publisher"
+        return f"requested by {who}, not by the orchestrator: a foreign request under the step's job id, not counted"
+
     def ended(self, job_id: str) -> bool:
         jv = self.jobs.get(job_id)
-        return jv is not None and jv.terminal
+        return jv is not None and (jv.terminal or self.foreign(job_id) is not None)
 
     def succeeded(self, job_id: str) -> bool:
         jv = self.jobs.get(job_id)
-        return jv is not None and jv.status == "succeeded"
+        return jv is not None and jv.status == "succeeded" and self.foreign(job_id) is None
 
     def failed(self, job_id: str) -> bool:
         return self.ended(job_id) and not self.succeeded(job_id)
 
+    def failure(self, job_id: str) -> str | None:
+        """How the job failed the step (None: it did not, or not yet)."""
+        jv = self.jobs.get(job_id)
+        if jv is None or not self.failed(job_id):
+            return None
+        return self.foreign(job_id) or str(jv.status) + (f" ({jv.reason})" if jv.reason else "")
+
 
 def decide_pipeline(
-    view: PipelineView | None, jobs: Mapping[str, JobView], fleet_nodes: Mapping[str, list[str]], now: datetime, policy: Policy
+    view: PipelineView | None,
+    jobs: Mapping[str, JobView],
+    fleet_nodes: Mapping[str, list[str]],
+    now: datetime,
+    policy: Policy,
+    *,
+    enforcing: bool,
 ) -> list[Outgoing]:
     """What to publish next for one pipeline.
 
     `jobs`: the current JobView of each id in `pipeline_jobs(view)` (missing: not
     requested yet). `fleet_nodes[step_id]`: the live nodes matching a label step's
     selector, needed when that step is about to start (absent: wait; empty: the
-    step fails). `policy`: the operator's, which says who may answer a gate. The
-    decision folds its own pipeline events and decides again until nothing
+    step fails). `policy`: the operator's, which says who may answer a gate.
+    `enforcing`: the log's identities are enforced (core.authorship), so a step
+    counts only the jobs the orchestrator requested (`JobView.requester_role`
+    admin, for the pipeline's requester); a job someone else requested first
+    under a step's id fails the step.
+    The decision folds its own pipeline events and decides again until nothing
     changes, so one call moves the pipeline as far as it can.
     """
     if view is None:
         return []
-    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy)
+    if (rejected := _rejection(view, now)) is not None:
+        return [rejected]
+    ctx = _Ctx(jobs=jobs, fleet_nodes=fleet_nodes, now=now, policy=policy, enforcing=enforcing, requester=view.requested_by)
     emitted: list[_Emit] = []
     current = view
     for _ in range(10_000):  # each round folds at least one new pipeline event; this only guards a bug
@@ -154,6 +196,20 @@ def decide_pipeline(
         if not progressed:
             break
     return [_outgoing(view.pipeline_id, e) for e in emitted]
+
+
+def _rejection(v: PipelineView, now: datetime) -> Outgoing | None:
+    """`rejected` for a pipeline whose spec cannot run (schemas.pipelines.spec_refusal, the check
+    `nexus pipeline run` makes on the template): a step that needs itself, a cycle... would
+    otherwise wait forever. Asked only before anything of it happened: a pipeline that moved on
+    was accepted (by this check, or by a release before it)."""
+    if v.status != "running" or any(s.status != "pending" for s in v.steps):
+        return None
+    why = spec_refusal(v.spec)
+    if why is None:
+        return None
+    ev = PipelineRejected(ts=now, code="invalid_spec", reason=f"the pipeline cannot run: {why}"[:MAX_REASON_CHARS])
+    return Outgoing(subjects.pipeline(v.pipeline_id, "rejected"), ev, msgids.pipeline(v.pipeline_id, "rejected"))
 
 
 def _outgoing(pipeline_id: str, e: _Emit) -> Outgoing:
@@ -307,8 +363,10 @@ class _Batch:
         size = _batch_size(spec, total)
         return cls(total, size, -(-total // size), s.batch, s.batch * size, min(total, (s.batch + 1) * size))
 
-    def exceeded(self, failed: Mapping[int, str], spec: StepSpec) -> bool:
-        return len(failed) * 100 > spec.max_fail_percentage * self.total
+    def exceeded(self, failed: Mapping[int, str], spec: StepSpec, intruded: bool) -> bool:
+        """Too many nodes failed, or a job was foreign (`intruded`): that fails the step whatever
+        max_fail_percentage allows, so a forged request is never a tolerated failure."""
+        return intruded or len(failed) * 100 > spec.max_fail_percentage * self.total
 
 
 def _running(v: PipelineView, s: StepView, spec: StepSpec, ctx: _Ctx) -> list[_Emit]:
@@ -316,7 +374,7 @@ def _running(v: PipelineView, s: StepView, spec: StepSpec, ctx: _Ctx) -> list[_E
     b = _Batch.of(s, spec)
     batch_jobs = s.jobs[b.lo : b.hi]
     failed = _failed_nodes(v, s, b.size, ctx)
-    exceeded = b.exceeded(failed, spec)
+    exceeded = b.exceeded(failed, spec, _intruded(s, ctx))
     emits = [] if exceeded else _top_up(v, s, spec, batch_jobs, s.jobs, "run", s.batch, ctx)
     if any(ctx.known(j.job_id) and not ctx.ended(j.job_id) for j in batch_jobs):
         return emits
@@ -328,7 +386,7 @@ def _running(v: PipelineView, s: StepView, spec: StepSpec, ctx: _Ctx) -> list[_E
         if not checked:
             return emits
         failed = _failed_nodes(v, s, b.size, ctx)
-        exceeded = b.exceeded(failed, spec)
+        exceeded = b.exceeded(failed, spec, _intruded(s, ctx))
     return [*emits, *_batch_done(v, s, spec, b, failed, exceeded, ctx.now)]
 
 
@@ -375,11 +433,14 @@ def _failed_nodes(v: PipelineView, s: StepView, size: int, ctx: _Ctx) -> dict[in
     for n, j in enumerate(s.jobs):
         hc = step_job_id(v.pipeline_id, s.position, n, "health_check", n // size)
         for job_id, what in ((j.job_id, "job"), (hc, "health check")):
-            jv = ctx.jobs.get(job_id)
-            if jv is not None and jv.terminal and jv.status != "succeeded" and (what == "job" or job_id in checks):
-                where = _ran_on(j, ctx) or j.job_id
-                out.setdefault(n, f"{what} {job_id} on {where} {jv.status}" + (f" ({jv.reason})" if jv.reason else ""))
+            why = ctx.failure(job_id) if what == "job" or job_id in checks else None
+            if why is not None:
+                out.setdefault(n, f"{what} {job_id} on {_ran_on(j, ctx) or j.job_id} {why}")
     return out
+
+
+def _intruded(s: StepView, ctx: _Ctx) -> bool:
+    return any(ctx.foreign(j.job_id) is not None for j in (*s.jobs, *s.health_checks))
 
 
 def _failure_reason(failed: Mapping[int, str], total: int, spec: StepSpec, batch: int, batches: int) -> str:
@@ -469,7 +530,7 @@ def _rollback(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
             emits = _top_up(v, s, spec, s.rollbacks, s.rollbacks, "rollback", 0, ctx)
             if not all(ctx.ended(j.job_id) for j in s.rollbacks):
                 return emits
-            bad = [f"{j.job_id} on {_ran_on(j, ctx)} {ctx.jobs[j.job_id].status}" for j in s.rollbacks if ctx.failed(j.job_id)]
+            bad = [f"{j.job_id} on {_ran_on(j, ctx)} {why}" for j in s.rollbacks if (why := ctx.failure(j.job_id)) is not None]
             ev = PipelineStepRolledBack(ts=now, step=name, status="failed" if bad else "succeeded", reason="; ".join(bad) if bad else None)
             return [*emits, _pipe(v, "step_rolled_back", ev, name)]
     done = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "succeeded"]

@@ -22,6 +22,7 @@ from schemas.pipelines import (
     PipelineEvent,
     PipelineFailed,
     PipelineHealthCheckStarted,
+    PipelineRejected,
     PipelineRequested,
     PipelineRollbackStarted,
     PipelineRolledBack,
@@ -35,10 +36,10 @@ from schemas.pipelines import (
     resolve_needs,
 )
 
-PipelineStatus = Literal["running", "rolling_back", "succeeded", "failed"]
+PipelineStatus = Literal["running", "rolling_back", "succeeded", "failed", "rejected"]
 StepState = Literal["pending", "waiting_approval", "approved", "denied", "running", "succeeded", "failed", "skipped"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
-PIPELINE_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
+PIPELINE_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
 Role = Literal["run", "health_check", "rollback"]
 
 
@@ -106,7 +107,8 @@ def evolve_pipeline(view: PipelineView | None, pipeline_id: str, event: Pipeline
     if isinstance(event, PipelineRequested):
         return replace(view, last_seq=seq) if view is not None else _requested(pipeline_id, event, ts, seq)
     if view is None:
-        return None
+        # A `requested` that never decoded: the rejection is the pipeline's only record.
+        return _rejected_unknown(pipeline_id, event, ts, seq) if isinstance(event, PipelineRejected) else None
     v = replace(view, last_seq=seq)
     if v.status in PIPELINE_TERMINAL:
         return v
@@ -135,6 +137,20 @@ def _requested(pipeline_id: str, event: PipelineRequested, ts: datetime, seq: in
     )
 
 
+def _rejected_unknown(pipeline_id: str, event: PipelineRejected, ts: datetime, seq: int) -> PipelineView:
+    return PipelineView(
+        pipeline_id=pipeline_id,
+        name="",
+        spec=PipelineSpec(name="", steps=[]),
+        status="rejected",
+        reason=event.reason,
+        requested_at=ts,
+        finished_at=ts,
+        first_seq=seq,
+        last_seq=seq,
+    )
+
+
 # Events about one step, and those about the whole run.
 StepEvent = (
     PipelineApprovalRequired
@@ -147,7 +163,7 @@ StepEvent = (
     | PipelineStepRollbackStarted
     | PipelineStepRolledBack
 )
-RunEvent = PipelineRollbackStarted | PipelineRolledBack | PipelineSucceeded | PipelineFailed
+RunEvent = PipelineRollbackStarted | PipelineRolledBack | PipelineSucceeded | PipelineFailed | PipelineRejected
 
 
 def _with_step(v: PipelineView, step: _StepChange, seq: int) -> PipelineView:
@@ -242,6 +258,8 @@ def _evolve_run(v: PipelineView, event: RunEvent, ts: datetime) -> PipelineView:
             return replace(v, status="succeeded", finished_at=ts)
         case PipelineFailed():
             return replace(v, status="failed", finished_at=ts, reason=event.reason)
+        case PipelineRejected():
+            return replace(v, status="rejected", finished_at=ts, reason=event.reason)
         case _:
             assert_never(event)
 

@@ -25,6 +25,7 @@ from schemas.envelope import Outgoing
 from schemas.errors import InvalidSubject
 from schemas.events import JobAssigned, JobRejected, NodeHeartbeat, NodeLost, NodeRegistered
 from schemas.limits import MAX_REASON_CHARS
+from schemas.pipelines import PipelineRejected
 from schemas.records import Record
 
 
@@ -124,19 +125,23 @@ def refused(job: JobView, expected: int, now: datetime, why: str) -> Plan:
 
 
 def rejection(rec: Record, now: datetime) -> Plan | None:
-    """The rejection of a `requested` payload that does not decode; None without a valid job id."""
+    """The rejection of a job's or a pipeline's `requested` payload that does not decode; None
+    without a valid job or pipeline id."""
     try:
-        job_id = subjects.parse(rec.subject).id
-    except InvalidSubject:  # no valid job id to reject; the events row keeps the reason
+        ref = subjects.parse(rec.subject)
+    except InvalidSubject:  # no valid id to reject; the events row keeps the reason
         return None
-    ev = JobRejected(
-        ts=now,
-        code="invalid_payload",
-        reason=f"payload does not decode: {rec.error}"[:MAX_REASON_CHARS],
-        raw=rec.raw.decode("utf-8", errors="replace")[:4096],
-    )
-    out = Outgoing(subjects.job(job_id, "rejected"), ev, msgids.job(job_id, "rejected", rec.seq))
-    return Plan(key=job_key(job_id), outs=(out,), own=subjects.job(job_id, ""), expected=rec.seq)
+    reason = f"payload does not decode: {rec.error}"[:MAX_REASON_CHARS]
+    raw = rec.raw.decode("utf-8", errors="replace")[:4096]
+    if ref.family == "pipeline":
+        ev_pipe = PipelineRejected(ts=now, code="invalid_payload", reason=reason, raw=raw)
+        out = Outgoing(subjects.pipeline(ref.id, "rejected"), ev_pipe, msgids.pipeline(ref.id, "rejected", rec.seq))
+        return Plan(key=pipeline_key(ref.id), outs=(out,), own=subjects.pipeline(ref.id, ""), expected=rec.seq)
+    if ref.family != "job":
+        return None
+    ev = JobRejected(ts=now, code="invalid_payload", reason=reason, raw=raw)
+    out = Outgoing(subjects.job(ref.id, "rejected"), ev, msgids.job(ref.id, "rejected", rec.seq))
+    return Plan(key=job_key(ref.id), outs=(out,), own=subjects.job(ref.id, ""), expected=rec.seq)
 
 
 def followup(out: Outgoing) -> Plan:
@@ -163,15 +168,18 @@ def pipelines_touched(changed_pipelines: Iterable[str], changed_jobs: Iterable[J
     return set(changed_pipelines) | of_jobs
 
 
-def plan_pipeline(view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime, policy: Policy) -> Plan:
+def plan_pipeline(
+    view: PipelineView, jobs: Mapping[str, JobView], fleet: decide.Fleet, now: datetime, policy: Policy, *, enforcing: bool
+) -> Plan:
     """The pipeline's next events; the live nodes of label steps are only trusted once the fleet is known.
-    The policy says who may answer its gates."""
+    The policy says who may answer its gates; `enforcing`: identities are enforced, so its steps
+    count only the jobs the orchestrator requested (core.pipeline.decide_pipeline)."""
     fleet_nodes: dict[str, list[str]] = {}
     if not fleet.warming(now):
         for spec in view.spec.steps:
             if spec.labels:
                 fleet_nodes[spec.id] = decide.capable_nodes(fleet, spec.tool, spec.labels, now)
-    outs = decide_pipeline(view, jobs, fleet_nodes, now, policy)
+    outs = decide_pipeline(view, jobs, fleet_nodes, now, policy, enforcing=enforcing)
     return Plan(key=pipeline_key(view.pipeline_id), outs=tuple(outs), own=subjects.pipeline(view.pipeline_id, ""), expected=view.last_seq)
 
 

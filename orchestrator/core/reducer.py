@@ -19,7 +19,7 @@ from orchestrator.core.views import JobView, NodeView
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
-from schemas.events import ApiEvent, Event, JobEvent, NodeEvent, NodeLost, NodeRegistered
+from schemas.events import ApiEvent, Event, JobEvent, JobRequested, NodeEvent, NodeLost, NodeRegistered
 from schemas.pipelines import PipelineEvent
 from schemas.records import Record
 from schemas.trust import TrustAnnounced, TrustCheckpoint
@@ -74,6 +74,8 @@ def apply(
         etype = event_type(rec.event)
         job_id = ref.id if ref.family == "job" else None
         changed, note = _fold(views, ref.id, job_id, ref.node, rec.event, ts, rec.seq)
+        if isinstance(rec.event, JobRequested) and note is None and changed[0] is not None and rec.author is not None:
+            changed = (replace(changed[0], requester=rec.author.name, requester_role=rec.author.role), None, None)
     moved = touch_entities(rec, views.jobs, views.nodes, views.pipelines)
     row = _row(rec, ref, etype, ts, rec.error or note, changed[0].node if changed[0] is not None else None)
     return Applied(row=row, job=changed[0] or moved[0], node=changed[1] or moved[1], pipeline=changed[2] or moved[2])

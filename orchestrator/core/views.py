@@ -89,6 +89,11 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     metadata: dict[str, MetaValue] = {}
     requested_by: str | None = None
+    requester: str | None = None
+    """The verified identity that published the job's `requested` (`nexus creds new --name`; None:
+    unsigned, or a bus without credentials); `requested_by` may name the user an admin service acted for."""
+    requester_role: str | None = None
+    """That identity's role. A pipeline step counts only a job the orchestrator (admin) requested."""
     after: list[str] = []
     retries: int = 0
     idempotent: bool = False

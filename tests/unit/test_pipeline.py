@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core import planner
 from orchestrator.core.pipeline import decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
@@ -37,6 +38,7 @@ from schemas.pipelines import (
     PipelineDenied,
     PipelineEvent,
     PipelineFailed,
+    PipelineRejected,
     PipelineRequested,
     PipelineSpec,
     PipelineStepStarted,
@@ -45,6 +47,7 @@ from schemas.pipelines import (
     StepSpec,
     with_resolved_needs,
 )
+from schemas.records import Record
 from schemas.values import ExitCodeTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -71,9 +74,18 @@ def step(id: str, **kw: typing.Any) -> StepSpec:
 
 class Sim:
     def __init__(
-        self, pipeline: PipelineSpec, pid: str = "rel-1", fleet: dict[str, list[str]] | None = None, policy: Policy | None = None
+        self,
+        pipeline: PipelineSpec,
+        pid: str = "rel-1",
+        fleet: dict[str, list[str]] | None = None,
+        policy: Policy | None = None,
+        enforcing: bool = True,
+        orchestrator: str | None = None,
     ) -> None:
         self.pid = pid
+        self.enforcing = enforcing
+        # The orchestrator's identity, when it is no admin service: its requests are named after it.
+        self.orchestrator = orchestrator
         self.policy = policy or Policy()
         self.now = NOW
         self.fleet = fleet or {}
@@ -81,6 +93,7 @@ class Sim:
         self.incremental: PipelineView | None = None
         self.jobs: dict[str, JobView] = {}
         self.requests: list[str] = []
+        self.hijacked: set[str] = set()
         self.published: list[Outgoing] = []
         self.publish(PipelineRequested(ts=self.now, spec=pipeline, requested_by="alice", source="t.yaml"))
 
@@ -104,13 +117,15 @@ class Sim:
     def decide(self) -> list[Outgoing]:
         view = self.view()
         jobs = self.job_views(view)
-        outs = decide_pipeline(view, jobs, self.fleet, self.now, self.policy)
-        assert outs == decide_pipeline(view, jobs, self.fleet, self.now, self.policy), "deciding twice differs"
+        outs = decide_pipeline(view, jobs, self.fleet, self.now, self.policy, enforcing=self.enforcing)
+        assert outs == decide_pipeline(view, jobs, self.fleet, self.now, self.policy, enforcing=self.enforcing), "deciding twice differs"
         for o in outs:
             ref = subjects.parse(o.subject)
             if ref.family == "job":
                 assert isinstance(o.event, JobRequested)
                 assert ref.kind == "requested" and o.msg_id == f"job:{ref.id}:requested:1"
+                if ref.id in self.hijacked:
+                    continue  # the bus drops it: that id is taken
                 assert ref.id not in self.jobs, f"job {ref.id} requested twice"
                 ev = o.event
                 assert ev.metadata["pipeline"] == self.pid and ev.parent is None
@@ -122,6 +137,9 @@ class Sim:
                     node=ev.node or "auto-1",
                     metadata=dict(ev.metadata),
                     tests=list(ev.tests),
+                    requested_by=self.orchestrator or ev.requested_by,
+                    requester=(self.orchestrator or "orchestrator") if self.enforcing else None,
+                    requester_role="admin" if self.enforcing else None,
                 )
                 self.requests.append(ref.id)
             else:
@@ -141,6 +159,16 @@ class Sim:
         assert not self.jobs[job_id].terminal
         self.jobs[job_id] = msgspec.structs.replace(self.jobs[job_id], status=status, reason=reason)
         return self.settle()
+
+    def hijack(self, job_id: str, *, role: str | None = "submitter", by: str | None = "mallory", status: str = "succeeded") -> None:
+        """Someone else's request under a step's job id, published before the orchestrator's:
+        it holds the id (the orchestrator's own request would be dropped as a duplicate).
+        `by`: the identity that published it, `role` its role (None: unsigned)."""
+        requester = by if role is not None else None
+        self.jobs[job_id] = JobView(
+            job_id=job_id, status=status, command="echo HIJACKED", requested_by="mallory", requester=requester, requester_role=role
+        )
+        self.hijacked.add(job_id)
 
     def active(self) -> list[str]:
         return [j for j in self.requests if not self.jobs[j].terminal]
@@ -461,6 +489,133 @@ def test_rolling_deploy_tolerates_failures_within_max_fail_percentage() -> None:
     assert view.steps[1].reason is not None and "1 of 3" in view.steps[1].reason
 
 
+# ---------------------------------------------------------------- foreign requests under a step's id
+
+
+def test_a_job_someone_else_requested_under_a_steps_id_fails_the_step() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0")  # a submitter guessed the `test` step's id and published first
+    sim.finish("rel-1-s0-0")
+    view = sim.view()
+    assert view.status == "failed"
+    test = view.step("test")
+    assert test is not None and test.status == "failed"
+    assert test.reason is not None and "requested by 'mallory' (submitter), not by the orchestrator" in test.reason
+    assert [j.metadata["step"] for j in sim.requested()] == ["build"]  # the foreign job is never ours
+    assert [s.status for s in view.steps] == ["succeeded", "failed", "skipped", "skipped"]
+
+
+def test_a_foreign_job_never_passes_an_approval_gate() -> None:
+    sim = Sim(gated())
+    sim.settle()
+    sim.hijack("rel-1-s1-0")  # it even ran, before anyone approved
+    sim.finish("rel-1-s0-0")
+    assert sim.view().step("deploy").status == "waiting_approval"  # type: ignore[union-attr]
+    sim.publish(PipelineApproved(ts=NOW, step="deploy", by="bob"))
+    sim.settle()
+    view = sim.view()
+    deploy = view.step("deploy")
+    assert deploy is not None and deploy.status == "failed" and "not by the orchestrator" in (deploy.reason or "")
+    assert view.status == "failed"
+
+
+def test_an_unsigned_request_under_a_steps_id_is_foreign_once_identities_are_enforced() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role=None, status="running")  # still running: the step does not wait for it
+    sim.finish("rel-1-s0-0")
+    test = sim.view().step("test")
+    assert test is not None and test.status == "failed" and "requested by an unsigned publisher" in (test.reason or "")
+
+
+def test_a_foreign_job_fails_a_step_whatever_its_max_fail_percentage() -> None:
+    sim = Sim(spec(step("fan", nodes=["w1", "w2", "w3", "w4"], max_fail_percentage=50)))
+    sim.settle()
+    sim.hijack("rel-1-s0-9")  # not one of the step's ids: it changes nothing
+    for j in ("rel-1-s0-0", "rel-1-s0-1", "rel-1-s0-2"):
+        sim.finish(j)
+    assert sim.view().status == "running"
+    sim.jobs["rel-1-s0-3"] = msgspec.structs.replace(sim.jobs["rel-1-s0-3"], requester_role="submitter", status="succeeded")
+    sim.settle()  # (a view that says the last job's request was someone else's)
+    fan = sim.view().step("fan")
+    assert fan is not None and fan.status == "failed" and "job rel-1-s0-3" in (fan.reason or "")
+
+
+def test_a_foreign_rollback_job_fails_the_rollback() -> None:
+    sim = Sim(chain(build="undo-build"))
+    sim.settle()
+    sim.hijack("rel-1-s0-rb-0")
+    sim.finish("rel-1-s0-0")
+    sim.finish("rel-1-s1-0", "failed", "exit code 1")
+    view = sim.view()
+    build = view.step("build")
+    assert view.status == "failed" and build is not None and build.rollback_status == "failed"
+    assert "not by the orchestrator" in (build.rollback_reason or "")
+    assert view.rollback_failed == ["build"]
+
+
+def test_an_admin_service_acting_for_someone_else_does_not_speak_for_the_orchestrator() -> None:
+    # The HTTP API (an admin service) publishes its users' requests, named after them, with ids they may choose.
+    sim = Sim(chain())
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role="admin", by="api")  # for 'mallory', not for the pipeline's 'alice'
+    sim.finish("rel-1-s0-0")
+    test = sim.view().step("test")
+    assert test is not None and test.status == "failed" and "requested by 'mallory' (admin)" in (test.reason or "")
+
+
+def test_an_orchestrator_that_is_no_admin_service_is_named_by_its_own_identity_and_counts() -> None:
+    # `nexus creds new --role admin --name orchestrator-b` (operations.md): its requests name itself.
+    sim = Sim(chain(), orchestrator="orchestrator-b")
+    assert sim.run(ok).status == "succeeded"
+    assert {j.requested_by for j in sim.jobs.values()} == {"orchestrator-b"}
+
+
+def test_without_identities_every_job_under_a_steps_id_counts() -> None:
+    # A bus without credentials proves no author: today's behaviour, documented in docs/security.md.
+    sim = Sim(chain(), enforcing=False)
+    sim.settle()
+    sim.hijack("rel-1-s1-0", role=None)
+    assert sim.run(ok).status == "succeeded"
+
+
+# ---------------------------------------------------------------- rejected pipelines
+
+
+@pytest.mark.parametrize(
+    ("steps", "said"),
+    [
+        ([step("a", needs=["a"])], "step a: needs: step 'a' needs itself"),
+        ([step("c", needs=[]), step("a", needs=["b"]), step("b", needs=["a"])], "dependency cycle: a -> b -> a"),
+    ],
+)
+def test_a_pipeline_whose_spec_cannot_run_is_rejected_before_anything_runs(steps: list[StepSpec], said: str) -> None:
+    # Published straight on the bus: `nexus pipeline run` refuses the same template (one check, spec_problems).
+    sim = Sim(PipelineSpec(name="bad", steps=steps))
+    (out,) = sim.settle()
+    assert isinstance(out.event, PipelineRejected) and out.event.code == "invalid_spec" and said in out.event.reason
+    assert out.subject == "nexus.evt.pipeline.rel-1.rejected"
+    view = sim.view()
+    assert (view.status, view.reason) == ("rejected", out.event.reason) and view.finished_at is not None
+    assert sim.requests == [] and sim.settle() == [] and next_deadline(view) is None
+
+
+def test_a_rejection_is_the_only_record_of_a_pipeline_whose_request_never_decoded() -> None:
+    rec = Record(seq=7, subject="nexus.evt.pipeline.pbad1.requested", stream_ts=NOW, raw=b"garbage", error="not JSON")
+    plan = planner.rejection(rec, NOW)
+    assert plan is not None and plan.expected == 7 and plan.is_own(plan.outs[0])
+    (out,) = plan.outs
+    assert out.subject == "nexus.evt.pipeline.pbad1.rejected" and out.msg_id == "pipeline:pbad1:rejected:7"
+    assert isinstance(out.event, PipelineRejected) and out.event.code == "invalid_payload" and out.event.raw == "garbage"
+    view = evolve_pipeline(None, "pbad1", roundtrip(out.event), NOW, 8)
+    assert view is not None and view.status == "rejected" and "payload does not decode: not JSON" in (view.reason or "")
+    assert view.first_seq == 8 and view.steps == []
+    # A valid request under that id afterwards is a duplicate: the id stays rejected, as a job's does.
+    again = evolve_pipeline(view, "pbad1", PipelineRequested(spec=spec(step("a"))), NOW, 9)
+    assert again is not None and again.status == "rejected" and again.last_seq == 9
+
+
 # ---------------------------------------------------------------- approval gates
 
 
@@ -601,7 +756,7 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
     assert sim.requests == before
     # Deciding on a view whose jobs were not folded yet re-publishes the same requests only.
     view = sim.view()
-    lagging = decide_pipeline(view, {}, {}, NOW, Policy())
+    lagging = decide_pipeline(view, {}, {}, NOW, Policy(), enforcing=True)
     again = {subjects.parse(o.subject).id for o in lagging}
     assert again <= set(before)
     assert all(o.msg_id == f"job:{subjects.parse(o.subject).id}:requested:1" for o in lagging)
@@ -610,17 +765,17 @@ def test_restart_replays_the_log_and_decides_nothing_new() -> None:
 
 def test_restart_after_jobs_were_requested_but_step_started_was_lost() -> None:
     sim = Sim(spec(step("deploy", nodes=["w1", "w2"])))
-    outs = decide_pipeline(sim.view(), {}, {}, NOW, Policy())
+    outs = decide_pipeline(sim.view(), {}, {}, NOW, Policy(), enforcing=True)
     pipeline_events = [o for o in outs if subjects.parse(o.subject).family == "pipeline"]
     assert [o.msg_id for o in pipeline_events] == ["pipeline:rel-1:step_started:deploy:0"]
     # Only the job.requested events reached the log: the next decision re-emits the
     # same step_started (same msg id) and requests nothing the log already has.
-    jobs = {
-        subjects.parse(o.subject).id: JobView(job_id=subjects.parse(o.subject).id, status="requested", command="x")
-        for o in outs
-        if isinstance(o.event, JobRequested)
-    }
-    again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy())
+    jobs: dict[str, JobView] = {}
+    for o in outs:
+        if isinstance(o.event, JobRequested):
+            job_id = subjects.parse(o.subject).id
+            jobs[job_id] = JobView(job_id=job_id, status="requested", command="x", requested_by="alice", requester_role="admin")
+    again = decide_pipeline(sim.view(), jobs, {}, NOW, Policy(), enforcing=True)
     assert [o.msg_id for o in again] == ["pipeline:rel-1:step_started:deploy:0"]
 
 
@@ -697,6 +852,7 @@ def test_every_event_kind_round_trips_through_json() -> None:
     sim.publish(PipelineApproved(step="roll", by="ops"))
     sim.publish(PipelineDenied(step="roll", by="ops"))
     sim.publish(PipelineApprovalRefused(step="roll", by="ops", decision="denied", reason="not an approver"))
+    sim.publish(PipelineRejected(code="invalid_spec", reason="late: the pipeline ended"))
     seen = {tag(ev) for ev, _ in sim.log}
     assert kinds - seen <= {"pipeline.succeeded", "pipeline.approval_required", "pipeline.health_check_started"}
     for ev, _ in sim.log:

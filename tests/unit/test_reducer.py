@@ -41,7 +41,7 @@ from schemas.events import (
     NodeLost,
     NodeRegistered,
 )
-from schemas.records import Record
+from schemas.records import Author, Record
 from schemas.values import ExitCodeTest
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -68,6 +68,18 @@ def test_the_record_keeps_the_servers_time_not_the_payloads() -> None:
     r = Record(seq=1, subject=subjects.job("j1", "requested"), stream_ts=at(5), raw=codec.encode(backdated), event=backdated)
     a = Fold().apply(r)
     assert a.job is not None and (a.job.requested_at, a.row.ts) == (at(5), at(5))
+
+
+def test_a_job_remembers_the_verified_role_of_its_first_request_only() -> None:
+    mallory = Author(key="UM", name="mallory", role="submitter")
+    orchestrator = Author(key="UA", name="orchestrator", role="admin", service=True)
+    first = msgspec.structs.replace(rec(1, subjects.job("p-s1-0", "requested"), JobRequested(command="echo HIJACKED")), author=mallory)
+    ours = msgspec.structs.replace(rec(2, subjects.job("p-s1-0", "requested"), JobRequested(command="echo legit")), author=orchestrator)
+    f = Fold().all([first, ours])
+    held = f.jobs["p-s1-0"]
+    assert (held.requester, held.requester_role, held.command) == ("mallory", "submitter", "echo HIJACKED")
+    unsigned = Fold().all([rec(1, subjects.job("j1", "requested"), JobRequested(command="echo hi"))])
+    assert (unsigned.jobs["j1"].requester, unsigned.jobs["j1"].requester_role) == (None, None)
 
 
 class Fold:

@@ -55,3 +55,22 @@ def test_a_refused_batch_keeps_the_old_rows_and_checkpoint(store: DuckDBStore) -
 
     assert rows(store, "SELECT job_id, status FROM jobs") == [("j1", "queued")]
     assert store.checkpoint() == 3
+
+
+def test_a_file_from_before_requester_role_gets_it_from_the_requests_events_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = DuckDBStore(path)
+    old.write_batch([], [job("j1", JobStatus.RUNNING), job("j2", JobStatus.RUNNING)], [], 2)
+    old.con.execute("ALTER TABLE jobs DROP COLUMN requester")
+    old.con.execute("ALTER TABLE jobs DROP COLUMN requester_role")
+    old.con.execute(
+        "INSERT INTO events (seq, subject, type, ts, job_id, payload, error, author, author_role) VALUES "
+        "(1, 'nexus.evt.job.j1.requested', 'job.requested', now(), 'j1', '{}', NULL, 'orchestrator', 'admin'), "
+        "(2, 'nexus.evt.job.j1.requested', 'job.requested', now(), 'j1', '{}', 'duplicate', 'mallory', 'submitter')"
+    )
+    old.close()
+    store = DuckDBStore(path)
+    got = rows(store, "SELECT job_id, requester, requester_role FROM jobs ORDER BY job_id")
+    assert got == [("j1", "orchestrator", "admin"), ("j2", None, None)]
+    store.close()
+    assert rows(DuckDBStore(path), "SELECT requester_role FROM jobs WHERE job_id = 'j1'") == [("admin",)]
