@@ -47,6 +47,11 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
     """sha256 of the message bytes as stored in the log (core.audit); set by the projection."""
     chain: str | None = None
     """The log's hash chain after this record (core.audit.link); set by the projection."""
+    copy_kind: str | None = None
+    """Set when `payload` is not the log's bytes: `masked` (secrets that came in clear) or `lossy`
+    (bytes that were not UTF-8); with the writer's signature over it (core.audit.copy_statement)."""
+    copy_signer: str | None = None
+    copy_signature: str | None = None
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):
