@@ -92,6 +92,7 @@ def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = 
     """Audit the `events` table of a DuckDB file, opened read-only."""
     if not path.is_file():
         raise AuditError(f"no such DuckDB file: {path}")
+    trusted = list(trusted)
     store = DuckDBStore(path, read_only=True)
     try:
         copies = _Copies(store, trusted)
@@ -211,13 +212,8 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _columns(store: DuckDBStore) -> set[str]:
-    query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
-    return {r[0] for r in store.con.execute(query).fetchall()}
-
-
 def _rows(store: DuckDBStore) -> Iterator[list[dict[str, Any]]]:
-    have = _columns(store)
+    have = {r[0] for r in store.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'").fetchall()}
     if not have:
         raise AuditError(f"{store.path} has no events table")
     select = ", ".join(dict.fromkeys(c if c in have else f"NULL AS {c}" for c in _COLUMNS))
@@ -227,13 +223,18 @@ def _rows(store: DuckDBStore) -> Iterator[list[dict[str, Any]]]:
         yield [dict(zip(names, row, strict=True)) for row in rows]
 
 
+UNSIGNED_COPY = (
+    "no copy signature vouches for it; rows masked by a Nexus from before signed copies have none either: "
+    "to audit those, replay the log into a new file (`nexus replay`)"
+)
+
+
 class _Copies:
     """Which rows of a file are their writer's signed copies (core.audit.copy_statement), decided
     by the signature alone: signed by an admin identity whose JWT the file keeps and a trusted
     account issued. Anyone else's, or none, and a payload that is not the log's bytes is altered."""
 
     def __init__(self, store: DuckDBStore, trusted: Iterable[str]) -> None:
-        self.signed = "copy_signature" in _columns(store)
         self.writers: dict[str, Author] = {}
         self.refused: dict[str, str] = {}
         for key, jwt in store.copy_signers():
@@ -274,13 +275,8 @@ class _Copies:
             if audit.digest(unescaped) == digest:
                 return unescaped, "verified", None
         kind, signer, signature = row["copy_kind"], row["copy_signer"], row["copy_signature"]
-        if not self.signed:
-            return raw, "altered", (
-                "the file is from before rows' copies were signed: a row with a secret masked cannot be told "
-                "from an altered one; replay the log into a new file (`nexus replay`) to audit it"
-            )
         if kind not in COPY_REASONS or signer is None or signature is None:
-            return raw, "altered", None
+            return raw, "altered", UNSIGNED_COPY
         writer = self.writers.get(signer)
         if writer is None:
             why = self.refused.get(signer, "no JWT in copy_signers")

@@ -220,7 +220,9 @@ class Projection:
             chain = ahead.chain
         else:
             chain = audit.link(prev, row.seq, row.subject, row.ts, digest, row.signer, row.signature)
-        return msgspec.structs.replace(row, digest=digest, chain=chain, **self._copy(row, rec, digest)), chain
+        if rec.event is None or rec.seq in self._masked:  # (anything that decoded was UTF-8)
+            return msgspec.structs.replace(row, digest=digest, chain=chain, **self._copy(row, rec, digest)), chain
+        return msgspec.structs.replace(row, digest=digest, chain=chain), chain
 
     def _copy(self, row: reducer.EventRow, rec: Record, digest: str) -> dict[str, str]:
         """For a row whose payload is not the log's bytes: which copy it is, signed by our
@@ -228,7 +230,7 @@ class Projection:
         kind: audit.CopyKind
         if rec.seq in self._masked:
             kind = "masked"
-        elif rec.event is None and not _utf8(rec.raw):  # (anything that decoded was UTF-8)
+        elif not _utf8(rec.raw):
             kind = "lossy"
         else:
             return {}

@@ -135,7 +135,7 @@ def test_a_file_from_before_signed_copies_says_what_it_cannot_prove(ring: Keyrin
     old = changed(path, tmp_path / "old.duckdb", *drop, "DROP TABLE copy_signers")
     report = verify_file(old, [ring.account_public_key])
     assert set(problems(report)) == {MASKED, LOSSY}
-    assert "before rows' copies were signed" in problems(report)[MASKED] and "nexus replay" in problems(report)[MASKED]
+    assert "from before signed copies" in problems(report)[MASKED] and "nexus replay" in problems(report)[MASKED]
     # Without such rows an old file proves what it did before.
     plain = changed(old, tmp_path / "old-plain.duckdb", f"DELETE FROM events WHERE seq >= {MASKED}", f"UPDATE checkpoint SET seq = {PLAIN}")
     assert verify_file(plain, [ring.account_public_key]).ok
