@@ -45,8 +45,9 @@ Progress = Callable[[int], None]
 BATCH = 1000
 # Columns of an `events` row that the fold derives from the log: a file must agree on them.
 DERIVED = ("type", "job_id", "node_id", "pipeline_id", "author", "author_role")
-COPY_REASONS: dict[str, str] = {
+COPY_REASONS: dict[CopyKind, str] = {
     "masked": "a secret env value came in clear: the row masks it",
+    "masked-invalid": "a payload that did not decode held secret env values in clear: the row masks them",
     "lossy": "the published bytes were not valid UTF-8: the row keeps a lossy copy",
 }
 
@@ -259,8 +260,8 @@ class _Copies:
         if content != "verified":
             # The signed bytes are not in the row: replay it as unsigned (a request still counts so).
             signer = signature = None
-        if content == "copy" and row["copy_kind"] == "lossy":
-            error = "the payload was not valid UTF-8"  # as the log's bytes did: the lossy text would decode
+        if content == "copy" and row["copy_kind"] != "masked":
+            error = "the payload did not decode"  # as the log's bytes did not: the copy might
         return _Item(_record(seq, subject, ts, raw, signer, signature, error), digest, content, note, row)
 
     def _content(self, row: dict[str, Any], payload: str, digest: str | None) -> tuple[bytes, Content, str | None]:
@@ -274,15 +275,15 @@ class _Copies:
             unescaped = payload.replace("\\u0000", "\x00").encode()
             if audit.digest(unescaped) == digest:
                 return unescaped, "verified", None
-        kind, signer, signature = row["copy_kind"], row["copy_signer"], row["copy_signature"]
-        if kind not in COPY_REASONS or signer is None or signature is None:
+        kind = next((k for k in COPY_REASONS if k == row["copy_kind"]), None)
+        signer, signature = row["copy_signer"], row["copy_signature"]
+        if kind is None or signer is None or signature is None:
             return raw, "altered", UNSIGNED_COPY
         writer = self.writers.get(signer)
         if writer is None:
             why = self.refused.get(signer, "no JWT in copy_signers")
             return raw, "altered", f"its copy is signed by {signer}: {why}"
-        copy_kind: CopyKind = "masked" if kind == "masked" else "lossy"
-        statement = audit.copy_statement(copy_kind, int(row["seq"]), str(row["subject"]), digest, payload)
+        statement = audit.copy_statement(kind, int(row["seq"]), str(row["subject"]), digest, payload)
         if not copy_signature_holds(statement, signer, signature):
             return raw, "altered", f"its copy signature by {writer.name!r} does not verify"
         return raw, "copy", f"{COPY_REASONS[kind]}; the copy is signed by {writer.name!r}"

@@ -229,7 +229,7 @@ class Projection:
         identity (core.audit.copy_statement), so the file alone proves it."""
         kind: audit.CopyKind
         if rec.seq in self._masked:
-            kind = "masked"
+            kind = "masked" if rec.event is not None else "masked-invalid"
         elif not _utf8(rec.raw):
             kind = "lossy"
         else:

