@@ -34,6 +34,7 @@ from schemas.trust import SIG_HEADER, SIGNER_HEADER, TrustAnnounced
 TRUSTED_ACCOUNTS_ENV = "NEXUS_TRUSTED_ACCOUNTS"
 _CONTEXT = b"nexus-sig-v1\n"
 _OUTPUT_CONTEXT = b"nexus-out-sig-v1\n"
+_COPY_CONTEXT = b"nexus-copy-sig-v1\n"
 _PUBLIC_PREFIXES = {nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT, nkeys.PREFIX_BYTE_USER}
 
 
@@ -140,6 +141,16 @@ def output_signature_holds(subject: str, data: bytes, signer: str, signature: st
     return _verify(signer, output_signing_input(subject, data), raw)
 
 
+def copy_signature_holds(statement: bytes, signer: str, signature: str) -> bool:
+    """Whether a file row's copy signature (`Identity.sign_copy`) verifies under `signer`'s key
+    (whether that key may vouch for the file is the reader's question, as for events)."""
+    try:
+        raw = _unb64(signature)
+    except (ValueError, binascii.Error):
+        return False
+    return _verify(signer, _COPY_CONTEXT + statement, raw)
+
+
 class Identity:
     """This process's own identity, from its `.creds` file: signs what it publishes."""
 
@@ -186,6 +197,11 @@ class Identity:
     def sign_output(self, subject: str, data: bytes) -> dict[str, str]:
         """The same headers for an output chunk, over its digest (`output_signing_input`)."""
         return {SIGNER_HEADER: self.key, SIG_HEADER: _b64(self._kp.sign(output_signing_input(subject, data)))}
+
+    def sign_copy(self, statement: bytes) -> str:
+        """A signature over a DuckDB row's copy of an event (orchestrator.core.audit.copy_statement):
+        its own context string, so it never passes for an event's or an output chunk's."""
+        return _b64(self._kp.sign(_COPY_CONTEXT + statement))
 
     def announcement(self) -> Outgoing:
         from schemas import msgids

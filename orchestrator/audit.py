@@ -12,8 +12,11 @@ Both sources go through the same steps (orchestrator.core.audit is the pure part
              core.audit.Trail: seqs contiguous, the chain recomputed (a file's stored chain
              values too), each signed checkpoint matched, the file's rows against the fold
 
-What a file cannot prove by itself is said, not failed: rows after the last checkpoint,
-rows whose payload is masked (a secret that came in clear) or was not valid UTF-8.
+A file's row whose payload is not the log's bytes (a secret that came in clear, masked;
+bytes that were not UTF-8) counts only with its writer's copy signature (core.audit.copy_statement),
+by an admin identity whose JWT the file keeps (`copy_signers`) and the trusted account issued;
+without one the row is altered, whatever its payload looks like. What a file cannot prove by
+itself is said, not failed: rows after the last checkpoint.
 """
 
 from __future__ import annotations
@@ -27,24 +30,26 @@ from typing import Any
 
 import msgspec
 
-from bus.identity import IdentityError, Verifier, decode_jwt, read_creds
+from bus.identity import IdentityError, Verifier, author_of, copy_signature_holds, decode_jwt, read_creds
 from bus.port import EventBus
 from orchestrator.core import audit
-from orchestrator.core.audit import AuditReport, Content, Entry, Stored, Trail
+from orchestrator.core.audit import AuditReport, Content, CopyKind, Entry, Stored, Trail
 from orchestrator.projection import Projection
 from orchestrator.store import DuckDBStore
 from schemas import codec
 from schemas.errors import DecodeError
-from schemas.records import Record
-from schemas.secrets import MASK
+from schemas.records import Author, Record
 from schemas.trust import TrustCheckpoint
 
 Progress = Callable[[int], None]
 BATCH = 1000
 # Columns of an `events` row that the fold derives from the log: a file must agree on them.
 DERIVED = ("type", "job_id", "node_id", "pipeline_id", "author", "author_role")
-# The row redact_record keeps when a payload with secrets in clear is not a JSON object.
-MASKED_FALLBACK = '{"env": "masked: the payload held secrets in clear"}'
+COPY_REASONS: dict[CopyKind, str] = {
+    "masked": "a secret env value came in clear: the row masks it",
+    "masked-invalid": "a payload that did not decode held secret env values in clear: the row masks them",
+    "lossy": "the published bytes were not valid UTF-8: the row keeps a lossy copy",
+}
 
 
 class AuditError(Exception):
@@ -88,11 +93,13 @@ def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = 
     """Audit the `events` table of a DuckDB file, opened read-only."""
     if not path.is_file():
         raise AuditError(f"no such DuckDB file: {path}")
+    trusted = list(trusted)
     store = DuckDBStore(path, read_only=True)
     try:
+        copies = _Copies(store, trusted)
         with _Replay(f"file {path}", trusted) as replay:
             for rows in _rows(store):
-                replay.feed([_row_item(row) for row in rows])
+                replay.feed([copies.item(row) for row in rows])
                 if progress and rows:
                     progress(int(rows[-1]["seq"]))
             return replay.finish(last_seq=store.checkpoint())
@@ -200,7 +207,10 @@ class _Replay:
 
 # ---------------------------------------------------------------- a file's rows
 
-_COLUMNS = ("seq", "subject", "type", "ts", "payload", "error", "digest", "chain", "signer", "signature", *DERIVED)
+_COLUMNS = (
+    "seq", "subject", "type", "ts", "payload", "error", "digest", "chain", "signer", "signature",
+    "copy_kind", "copy_signer", "copy_signature", *DERIVED,
+)  # fmt: skip
 
 
 def _rows(store: DuckDBStore) -> Iterator[list[dict[str, Any]]]:
@@ -214,48 +224,75 @@ def _rows(store: DuckDBStore) -> Iterator[list[dict[str, Any]]]:
         yield [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def _row_item(row: dict[str, Any]) -> _Item:
-    seq, subject, ts, payload = int(row["seq"]), str(row["subject"]), row["ts"], str(row["payload"] or "")
-    digest = row["digest"]
-    raw, content, note = _content(row, payload, digest)
-    signer, signature = row["signer"], row["signature"]
-    if content != "verified":
-        # The signed bytes are not in the row: replay it as unsigned (a request still counts so).
-        signer = signature = None
-    return _Item(_record(seq, subject, ts, raw, signer, signature), digest, content, note, row)
+UNSIGNED_COPY = (
+    "no copy signature vouches for it; rows masked by a Nexus from before signed copies have none either: "
+    "to audit those, replay the log into a new file (`nexus replay`)"
+)
 
 
-def _content(row: dict[str, Any], payload: str, digest: str | None) -> tuple[bytes, Content, str | None]:
-    """The payload's bytes as published when the row keeps them exactly, and whether it does."""
-    raw = payload.encode()
-    if digest is None:
-        return raw, "unverifiable", "no digest recorded"
-    if audit.digest(raw) == digest:
-        return raw, "verified", None
-    if "\\u0000" in payload:  # a quarantined row has its NUL bytes escaped
-        unescaped = payload.replace("\\u0000", "\x00").encode()
-        if audit.digest(unescaped) == digest:
-            return unescaped, "verified", None
-    if row.get("error") is not None and "\ufffd" in payload:
-        return raw, "unverifiable", "the published bytes were not valid UTF-8: the row keeps a lossy copy"
-    if row.get("type") in ("job.requested", "job.dispatch") and _masked(payload):
-        return raw, "masked", "a secret env value came in clear: the row masks it (compare with the log)"
-    return raw, "altered", None
+class _Copies:
+    """Which rows of a file are their writer's signed copies (core.audit.copy_statement), decided
+    by the signature alone: signed by an admin identity whose JWT the file keeps and a trusted
+    account issued. Anyone else's, or none, and a payload that is not the log's bytes is altered."""
+
+    def __init__(self, store: DuckDBStore, trusted: Iterable[str]) -> None:
+        self.writers: dict[str, Author] = {}
+        self.refused: dict[str, str] = {}
+        for key, jwt in store.copy_signers():
+            try:
+                author = author_of(decode_jwt(jwt, trusted_issuers=trusted))
+            except IdentityError as exc:
+                self.refused[key] = f"its JWT in copy_signers does not hold: {exc}"
+                continue
+            if author.key != key:
+                self.refused[key] = "the JWT copy_signers keeps for it is another key's"
+            elif author.role != "admin":
+                self.refused[key] = f"{author.name!r} ({author.role or 'no role'}) may not vouch for a file: only an admin identity"
+            else:
+                self.writers[key] = author
+
+    def item(self, row: dict[str, Any]) -> _Item:
+        seq, subject, ts, payload = int(row["seq"]), str(row["subject"]), row["ts"], str(row["payload"] or "")
+        digest = row["digest"]
+        raw, content, note = self._content(row, payload, digest)
+        signer, signature = row["signer"], row["signature"]
+        error = None
+        if content != "verified":
+            # The signed bytes are not in the row: replay it as unsigned (a request still counts so).
+            signer = signature = None
+        if content == "copy" and row["copy_kind"] != "masked":
+            error = "the payload did not decode"  # as the log's bytes did not: the copy might
+        return _Item(_record(seq, subject, ts, raw, signer, signature, error), digest, content, note, row)
+
+    def _content(self, row: dict[str, Any], payload: str, digest: str | None) -> tuple[bytes, Content, str | None]:
+        """The payload's bytes as published when the row keeps them exactly, or whether it is a signed copy."""
+        raw = payload.encode()
+        if digest is None:
+            return raw, "unverifiable", "no digest recorded"
+        if audit.digest(raw) == digest:
+            return raw, "verified", None
+        if "\\u0000" in payload:  # a quarantined row has its NUL bytes escaped
+            unescaped = payload.replace("\\u0000", "\x00").encode()
+            if audit.digest(unescaped) == digest:
+                return unescaped, "verified", None
+        kind = next((k for k in COPY_REASONS if k == row["copy_kind"]), None)
+        signer, signature = row["copy_signer"], row["copy_signature"]
+        if kind is None or signer is None or signature is None:
+            return raw, "altered", UNSIGNED_COPY
+        writer = self.writers.get(signer)
+        if writer is None:
+            why = self.refused.get(signer, "no JWT in copy_signers")
+            return raw, "altered", f"its copy is signed by {signer}: {why}"
+        statement = audit.copy_statement(kind, int(row["seq"]), str(row["subject"]), digest, payload)
+        if not copy_signature_holds(statement, signer, signature):
+            return raw, "altered", f"its copy signature by {writer.name!r} does not verify"
+        return raw, "copy", f"{COPY_REASONS[kind]}; the copy is signed by {writer.name!r}"
 
 
-def _masked(payload: str) -> bool:
-    if payload == MASKED_FALLBACK:
-        return True
-    try:
-        obj = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, RecursionError):
-        return False
-    env = obj.get("env") if isinstance(obj, dict) else None
-    return isinstance(env, dict) and MASK in env.values()
-
-
-def _record(seq: int, subject: str, ts: datetime, raw: bytes, signer: str | None, signature: str | None) -> Record:
+def _record(seq: int, subject: str, ts: datetime, raw: bytes, signer: str | None, signature: str | None, error: str | None) -> Record:
     base = Record(seq=seq, subject=subject, stream_ts=ts, raw=raw, signer=signer, signature=signature)
+    if error is not None:
+        return msgspec.structs.replace(base, error=error)
     try:
         return msgspec.structs.replace(base, event=codec.decode(subject, raw))
     except DecodeError as exc:

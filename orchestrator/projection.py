@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from bus.identity import Verifier, signatures_hold
+from bus.identity import Identity, Verifier, signatures_hold
 from orchestrator.core import audit, reducer
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
@@ -46,10 +46,15 @@ class Projection:
         on_ignored: Callable[[Record, str], None] | None = None,
         redaction: Redaction | None = None,
         verifier: Verifier | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.store = store
         # Who made each record (signatures, announcements): None on a bus without credentials.
         self.verifier = verifier
+        # Who writes this file: signs each row whose payload is a copy, not the log's bytes (core.audit).
+        self.identity = identity
+        if identity is not None:
+            store.add_copy_signer(identity.key, identity.jwt)
         # Secret env values that came in clear are masked before anything is folded or stored.
         self.redaction = redaction or Redaction()
         self.on_ignored = on_ignored
@@ -67,6 +72,7 @@ class Projection:
         self.chain: str | None = store.chain_at(self.applied_seq)
         self._digests: dict[int, str] = {}
         self._links: dict[int, Link] = {}
+        self._masked: set[int] = set()  # seqs whose secrets came in clear, masked before folding
         # The signature verdicts of the records folded since the last signed checkpoint (from the
         # first record this projection checked): what the next checkpoint tells a replay.
         self._verdicts_from = self.applied_seq + 1
@@ -115,7 +121,9 @@ class Projection:
                     self._digests[r.seq] = linked.digest if linked is not None else audit.digest(r.raw)
             clock.lap("chain")
             # Vetted before masking: the signature is over the bytes as published.
-            batch = [redact_record(self._vet(r, h), self.redaction) for r, h in fresh]
+            vetted_records = [self._vet(r, h) for r, h in fresh]
+            batch = [redact_record(r, self.redaction) for r in vetted_records]
+            self._masked.update(m.seq for m, r in zip(batch, vetted_records, strict=True) if m is not r)
             clock.lap("authorship")
         batch = [r for r in batch if r.seq > self.applied_seq]
         if not batch:
@@ -200,6 +208,7 @@ class Projection:
         for rec in batch:
             self._digests.pop(rec.seq, None)
             self._links.pop(rec.seq, None)
+            self._masked.discard(rec.seq)
         for job_id in [j for j, v in self.jobs.items() if v.settled]:
             del self.jobs[job_id]
         for pipeline_id in [p for p, v in self.pipelines.items() if v.status in PIPELINE_TERMINAL]:
@@ -217,7 +226,24 @@ class Projection:
             chain = ahead.chain
         else:
             chain = audit.link(prev, row.seq, row.subject, row.ts, digest, row.signer, row.signature)
+        if rec.event is None or rec.seq in self._masked:  # (anything that decoded was UTF-8)
+            return msgspec.structs.replace(row, digest=digest, chain=chain, **self._copy(row, rec, digest)), chain
         return msgspec.structs.replace(row, digest=digest, chain=chain), chain
+
+    def _copy(self, row: reducer.EventRow, rec: Record, digest: str) -> dict[str, str]:
+        """For a row whose payload is not the log's bytes: which copy it is, signed by our
+        identity (core.audit.copy_statement), so the file alone proves it."""
+        kind: audit.CopyKind
+        if rec.seq in self._masked:
+            kind = "masked" if rec.event is not None else "masked-invalid"
+        elif not _utf8(rec.raw):
+            kind = "lossy"
+        else:
+            return {}
+        if self.identity is None:
+            return {"copy_kind": kind}
+        statement = audit.copy_statement(kind, row.seq, row.subject, digest, row.payload)
+        return {"copy_kind": kind, "copy_signer": self.identity.key, "copy_signature": self.identity.sign_copy(statement)}
 
     def _quarantine(self, rec: Record, reason: str) -> None:
         """Store the record as an `events` row with the reason and move the checkpoint past it.
@@ -231,6 +257,7 @@ class Projection:
         self.chain = chain
         self._digests.pop(rec.seq, None)
         self._links.pop(rec.seq, None)
+        self._masked.discard(rec.seq)
         for j in jobs:
             self.jobs[j.job_id] = j
         for n in nodes:
@@ -290,6 +317,14 @@ def signatures(batch: Sequence[Record]) -> list[bool | None]:
     if len(batch) < PARALLEL_FROM:
         return signatures_hold(batch)
     return [h for part in verification_pool().map(signatures_hold, chunks(batch)) for h in part]
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def job_id_of(subject: str) -> str | None:

@@ -100,7 +100,9 @@ class Orchestrator:
         self.redaction = redaction or Redaction()
         self._secrets: dict[str, RequestSecrets] = {}  # of jobs about to be placed; memory only
         verifier = Verifier.trusting_issuer_of(bus.identity)
-        self.projection = Projection(self.store, on_ignored=_log_ignored, redaction=self.redaction, verifier=verifier)
+        self.projection = Projection(
+            self.store, on_ignored=_log_ignored, redaction=self.redaction, verifier=verifier, identity=bus.identity
+        )
         self.beats: dict[str, NodeHeartbeat] = {}
         # The one publish path; it remembers our publishes the projection has not seen yet.
         self.runner = Runner(bus)

@@ -218,6 +218,8 @@ class DuckDBStore:
                     "WHERE e.job_id = jobs.job_id AND e.type = 'job.requested' AND e.error IS NULL"
                 )
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
+        # The identities that signed rows' copies in this file (events.copy_signer): their user JWTs.
+        self.con.execute("CREATE TABLE IF NOT EXISTS copy_signers (key VARCHAR PRIMARY KEY, jwt VARCHAR NOT NULL)")
         for statement in view_ddl():  # metrics_*: the API's per-phase metrics as views (CREATE OR REPLACE)
             self.con.execute(statement)
         for view in VIEWS:
@@ -247,6 +249,17 @@ class DuckDBStore:
                 continue
             found.append(Record(seq=seq, subject=subject, stream_ts=ts, raw=raw, event=event, signer=signer, signature=signature))
         return found
+
+    def add_copy_signer(self, key: str, jwt: str) -> None:
+        """Keep the user JWT of an identity that signs rows' copies here (core.audit.copy_statement),
+        so that an audit of the file alone learns whom the account issued that key to."""
+        self.con.execute("INSERT OR REPLACE INTO copy_signers VALUES (?, ?)", [key, jwt])
+
+    def copy_signers(self) -> list[tuple[str, str]]:
+        """(key, user JWT) of every identity that signed copies here; none in a file from before copies were signed."""
+        if not self.con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'copy_signers'").fetchall():
+            return []
+        return [(str(k), str(j)) for k, j in self.con.execute("SELECT key, jwt FROM copy_signers ORDER BY key").fetchall()]
 
     def chain_at(self, seq: int) -> str | None:
         """The log's hash chain value stored with row `seq` (GENESIS before the first row; None:

@@ -92,10 +92,13 @@ def _print(r: "AuditReport") -> None:
     _say(f"  checkpoints:       {r.checkpoints} signed, matching; covered up to seq {r.covered_upto}")
     if r.uncovered:
         _say(f"  not yet covered:   {r.uncovered} events after seq {r.covered_upto} (no checkpoint names them yet)")
+    if r.copies:
+        _say(f"  signed copies:     {len(r.copies)} rows keep their writer's signed copy, not the log's bytes (secrets masked)")
     if r.unverifiable:
         _say(f"  not provable here: {len(r.unverifiable)} events whose content this source cannot prove")
     for title, lines in (
         ("rejected", [f"seq {x.seq} {x.type}: {x.reason}" for x in r.rejected]),
+        ("signed copies", [f"seq {x.seq} {x.type}: {x.reason}" for x in r.copies]),
         ("not provable here", [f"seq {x.seq} {x.type}: {x.reason}" for x in r.unverifiable]),
         ("PROBLEMS", [f"{'seq ' + str(p.seq) if p.seq is not None else 'source'}: {p.what}" for p in r.problems]),
     ):

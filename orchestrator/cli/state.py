@@ -90,8 +90,10 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
         if until_seq is not None:
             end = min(end, until_seq)
         store = DuckDBStore(db)
-        # The same verdicts on authorship as the live orchestrator: trust the account that issued our credentials.
-        projection = Projection(store, verifier=Verifier.trusting_issuer_of(client.bus.identity))
+        # The same verdicts on authorship as the live orchestrator: trust the account that issued our
+        # credentials; rows kept masked are signed by them (an audit of the file trusts an admin's).
+        identity = client.bus.identity
+        projection = Projection(store, verifier=Verifier.trusting_issuer_of(identity), identity=identity)
         try:
             columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
             with Progress(*columns, console=err.get(), transient=True, disable=as_json) as bar:

@@ -15,6 +15,12 @@ altered, removed or inserted: one changed byte changes every later chain value.
 the log or from a file: contiguity, the chain (recomputed; in a file also each row's
 stored value), content against the digest, the fold's verdicts, signed checkpoints.
 
+A row whose `payload` is not the log's bytes (a secret that came in clear, masked; bytes
+that were not UTF-8, kept as a lossy copy) is a *copy*: the projection that wrote it signs
+`copy_statement` (what kind of copy, of which record, which stored text) with its identity,
+so a file proves such a row without the log, and nobody without that identity's key can
+make a changed row pass for one.
+
 The link's encoding, for anyone who writes their own verifier: sha256 over
 `b"nexus-chain-v1"` followed by each field in order (prev, seq in decimal, subject,
 time, digest, signer, signature), a null field as the byte `N`, any other as `S`, its
@@ -39,6 +45,7 @@ CHAIN_WINDOW = 100_000
 names the record it has just applied, so a checkpoint trails its `upto_seq` by a few."""
 
 _TAG = b"nexus-chain-v1"
+_COPY_TAG = b"nexus-copy-v1"
 
 
 def digest(raw: bytes) -> str:
@@ -56,21 +63,39 @@ def chain_time(ts: datetime) -> str:
 
 def link(prev: str, seq: int, subject: str, stream_ts: datetime, digest: str, signer: str | None, signature: str | None) -> str:
     """The chain value of one record, given the previous record's."""
-    parts = [_TAG]  # hashed in one call: the same bytes as one update per field
-    for field in (prev, str(seq), subject, chain_time(stream_ts), digest, signer, signature):
+    return hashlib.sha256(_fields(_TAG, prev, str(seq), subject, chain_time(stream_ts), digest, signer, signature)).hexdigest()
+
+
+def _fields(tag: bytes, *fields: str | None) -> bytes:
+    parts = [tag]  # hashed in one call: the same bytes as one update per field
+    for field in fields:
         if field is None:
             parts.append(b"N")
         else:
             data = field.encode("utf-8", errors="surrogatepass")
             parts.append(b"S" + len(data).to_bytes(8, "big") + data)
-    return hashlib.sha256(b"".join(parts)).hexdigest()
+    return b"".join(parts)
+
+
+CopyKind = Literal["masked", "masked-invalid", "lossy"]
+"""Why a row's payload is not the log's bytes: secret env values that came in clear are masked
+(in an event, or in a payload that did not decode); the bytes were not valid UTF-8 (the row
+keeps them decoded with U+FFFD in place of the bad ones)."""
+
+
+def copy_statement(kind: CopyKind, seq: int, subject: str, digest: str, payload: str) -> bytes:
+    """What the writer of a file signs for a row whose `payload` is its copy of record `seq`
+    (`digest`: of the log's bytes), not the bytes themselves: the kind, the record, and the
+    sha256 of the stored text (UTF-8). Encoded as the chain's fields, after `nexus-copy-v1`."""
+    stored = hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return _fields(_COPY_TAG, kind, str(seq), subject, digest, stored)
 
 
 # ---------------------------------------------------------------- what an audit reads and reports
 
-Content = Literal["verified", "masked", "unverifiable", "altered"]
-"""Whether an entry's payload is the one its digest names: yes; masked (a secret that came in
-clear is masked in the row); cannot tell (bytes that were not valid UTF-8, no digest); no."""
+Content = Literal["verified", "copy", "unverifiable", "altered"]
+"""Whether an entry's payload is the one its digest names: yes; the writer's signed copy of it
+(secrets masked, or bytes that were not UTF-8: `copy_statement`); cannot tell (no digest); no."""
 
 
 class Stored(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +152,14 @@ class Unproven(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class Copied(msgspec.Struct, frozen=True, kw_only=True):
+    """A row that keeps its writer's signed copy of the event, not the log's bytes (`copy_statement`)."""
+
+    seq: int
+    type: str
+    reason: str
+
+
 class AuditReport(msgspec.Struct, kw_only=True):
     """The outcome of `nexus audit verify`: ok only when `problems` is empty."""
 
@@ -149,6 +182,9 @@ class AuditReport(msgspec.Struct, kw_only=True):
     uncovered: int = 0
     """Events after `covered_upto` (checkpoints themselves not counted): not yet covered by a checkpoint."""
     unverifiable: list[Unproven] = []
+    copies: list[Copied] = []
+    """Rows whose payload is their writer's signed copy (a secret masked, bytes that were not
+    UTF-8): proven as that writer stored them; the log holds the bytes as published."""
     trusted_accounts: list[str] = []
     identities: int = 0
     """Identities the log announces that chain to a trusted account."""
@@ -221,6 +257,9 @@ class Trail:
         if e.content == "altered":
             self.problem(e.seq, f"{e.type}: the payload does not match its digest: altered{f' ({e.note})' if e.note else ''}")
             return False
+        if e.content == "copy":
+            self.report.copies.append(Copied(seq=e.seq, type=e.type, reason=e.note or "the writer's signed copy"))
+            return True
         if e.content != "verified":
             self.report.unverifiable.append(Unproven(seq=e.seq, type=e.type, reason=e.note or e.content))
             return False

