@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 
 from bus.identity import IdentityError, Verifier, author_of, copy_signature_holds, decode_jwt, read_creds
@@ -94,7 +95,10 @@ def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = 
     if not path.is_file():
         raise AuditError(f"no such DuckDB file: {path}")
     trusted = list(trusted)
-    store = DuckDBStore(path, read_only=True)
+    try:
+        store = DuckDBStore(path, read_only=True)
+    except duckdb.Error as exc:
+        raise AuditError(f"{path} is not a DuckDB file this audit can read: {str(exc).splitlines()[0]}") from None
     try:
         copies = _Copies(store, trusted)
         with _Replay(f"file {path}", trusted) as replay:
@@ -103,6 +107,8 @@ def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = 
                 if progress and rows:
                     progress(int(rows[-1]["seq"]))
             return replay.finish(last_seq=store.checkpoint())
+    except duckdb.Error as exc:  # a table or column missing or changed: not a state file as Nexus writes them
+        raise AuditError(f"{path} cannot be read as a Nexus state file: {str(exc).splitlines()[0]}") from None
     finally:
         store.close()
 

@@ -109,6 +109,8 @@ def _print(r: "AuditReport") -> None:
             if len(lines) > SHOWN:
                 _say(f"  ... and {len(lines) - SHOWN} more (--json lists all)")
     if r.ok:
-        _say("OK: every event that counted is authentic; the sequence is complete and unaltered")
+        _say(f"OK: every event that counted is authentic; the sequence ({span}) is complete and unaltered")
+        if r.source.startswith("file "):  # a prefix of the log is a valid file: only the log shows what came after
+            _say(f"  (a file cannot show events cut from its end: `nexus audit verify` checks the log itself past seq {r.last_seq})")
     else:
         _say(f"FAILED: {len(r.problems)} problems")

@@ -141,3 +141,13 @@ def test_a_file_from_before_signed_copies_says_what_it_cannot_prove(ring: Keyrin
     # Without such rows an old file proves what it did before.
     plain = changed(old, tmp_path / "old-plain.duckdb", f"DELETE FROM events WHERE seq >= {MASKED}", f"UPDATE checkpoint SET seq = {PLAIN}")
     assert verify_file(plain, [ring.account_public_key]).ok
+
+
+def test_a_file_missing_a_table_is_a_clear_error_not_a_traceback(ring: Keyring, tmp_path: Path) -> None:
+    from orchestrator.audit import AuditError
+
+    admin = Identity.from_creds(ring.issue("admin", "replayer").path)
+    path = written(ring, tmp_path / "replay.duckdb", admin)
+    for table in ("checkpoint", "events"):
+        with pytest.raises(AuditError, match="Nexus state file|DuckDB file|no events table"):
+            verify_file(changed(path, tmp_path / f"no-{table}.duckdb", f"DROP TABLE {table}"), [ring.account_public_key])
