@@ -149,5 +149,5 @@ def test_a_file_missing_a_table_is_a_clear_error_not_a_traceback(ring: Keyring, 
     admin = Identity.from_creds(ring.issue("admin", "replayer").path)
     path = written(ring, tmp_path / "replay.duckdb", admin)
     for table in ("checkpoint", "events"):
-        with pytest.raises(AuditError, match="Nexus state file|DuckDB file|no events table"):
+        with pytest.raises(AuditError, match=r"Nexus state file|DuckDB file|no events table"):
             verify_file(changed(path, tmp_path / f"no-{table}.duckdb", f"DROP TABLE {table}"), [ring.account_public_key])
