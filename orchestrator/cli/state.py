@@ -78,6 +78,7 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
     from orchestrator.projection import Projection
     from orchestrator.replay import replay as replay_log
     from orchestrator.store import DuckDBStore
+    from schemas.secrets import Redaction
 
     until_seq, until_ts = _parse_until(until)
     if db.exists():
@@ -93,7 +94,11 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
         # The same verdicts on authorship as the live orchestrator: trust the account that issued our
         # credentials; rows kept masked are signed by them (an audit of the file trusts an admin's).
         identity = client.bus.identity
-        projection = Projection(store, verifier=Verifier.trusting_issuer_of(identity), identity=identity)
+        # The orchestrator's redaction patterns (its --redacted-vars too), so that a secret it
+        # keeps masked in its own file is masked in this one as well.
+        key = await client.sealing_key()
+        redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
+        projection = Projection(store, verifier=Verifier.trusting_issuer_of(identity), identity=identity, redaction=redaction)
         try:
             columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
             with Progress(*columns, console=err.get(), transient=True, disable=as_json) as bar:

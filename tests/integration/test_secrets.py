@@ -214,3 +214,22 @@ async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process
     for stream in (subjects.EVENTS_STREAM, subjects.OUTPUT_STREAM):
         for data in await _raw_messages(bus, stream):
             assert password.encode() not in data and token.encode() not in data, stream
+
+
+async def test_a_replay_masks_what_the_orchestrator_masks_by_its_own_patterns_too(stack: Stack) -> None:
+    import msgspec
+
+    from schemas.events import JobRequested
+
+    value = f"custom-{secrets.token_hex(8)}"
+    # The orchestrator's published patterns, as with `--redacted-vars 'X_*'`.
+    key = await stack.client.bus.orchestrator_key()
+    assert key is not None
+    await stack.client.bus.put_orchestrator_key(msgspec.structs.replace(key, redacted_vars=[*key.redacted_vars, "X_*"]))
+    # Sent in clear by an external publisher: the log keeps its bytes; a state file masks it.
+    await stack.client.submit(new_job_id(), JobRequested(command="true", env={"X_CUSTOM": value}))
+    db = stack.tmp / "replayed.duckdb"
+    code, out, err = await stack.nexus("replay", "--db", str(db), "--json")
+    assert code == 0, (out, err)
+    for path in (db, Path(f"{db}.wal")):
+        assert not path.exists() or value.encode() not in path.read_bytes(), path
