@@ -17,7 +17,7 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, SecretsUnprotected
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchDependency, NoSuchJob, NotHeld, SecretsUnprotected
 from orchestrator.app.narrate import kind_of, status_after
 from orchestrator.client import NexusClient, new_job_id
 from schemas import msgids, subjects
@@ -136,7 +136,8 @@ def job_id_of(cmd: SubmitJob) -> str:
 
 async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitted:
     """Store the job's request. The same id with the same request again is the same job
-    (`created`: false); with a different request it is refused (WrongState)."""
+    (`created`: false); with a different request it is refused (WrongState). A job to run
+    `after` one the log has never seen is refused (NoSuchDependency): it would wait for ever."""
     history = await client.history(job_id) if await client.bus.last_seq(subject=subjects.job_all(job_id)) else []
     first = first_request(history)
     if history and first is None:
@@ -146,6 +147,9 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
         if (earlier.command, earlier.tool, earlier.node) != (req.command, req.tool, req.node):
             raise JobExists(f"job id {job_id!r} is already used by a different request")
         return Submitted(job_id=job_id, seq=seq, created=False)
+    for needed in req.after:
+        if await client.bus.last_seq(subject=subjects.job_all(subjects.check_id(needed, "job id"))) == 0:
+            raise NoSuchDependency(needed)
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
 
 
