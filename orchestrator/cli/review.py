@@ -202,7 +202,8 @@ async def _decide(target: str, step: str | None, kind: Decision, reason: str | N
         ids = {"job_id": target} if step is None else {"pipeline_id": target, "step": step}
         print_json({**ids, "decision": kind, "seq": seq, **plain(answer), "by": by})
     elif answer.outcome == "refused":
-        err.print(f"nexus: error: {what}: {kind} by {by}, refused: {answer.reason}", highlight=False, markup=False)
+        # The orchestrator's reason names the identity and why ("'bob' may not approve this job; ...").
+        err.print(f"nexus: error: {what}: {answer.reason or f'{kind} by {by} refused'}", highlight=False, markup=False)
     elif answer.outcome == "pending":
         err.print(f"{what} {kind} by {by}: recorded; not acted on yet (is the orchestrator running?)", highlight=False, markup=False)
     else:

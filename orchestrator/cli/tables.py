@@ -2,8 +2,9 @@
 
 `fit_table` keeps every header on one line and every cell of a "whole" column (an id, a key, a
 time, a status) in one piece: `nexus creds revoke --key` needs the whole key, `nexus show` the
-whole id. When that does not fit the width, it leaves out columns with nothing in them, then the
-caller's `drop` columns (least important first), then narrows the gaps between columns. The other
+whole id. Columns are two spaces apart, one when that makes them fit; when even that does not
+fit the width, it leaves out columns with nothing in them, then the caller's `drop` columns
+(least important first). The other
 columns (commands, names, reasons) share what is left, folded at spaces and never narrower than
 their longest word (up to WORD_MAX), nor than ROOMY unless all they hold is shorter.
 """
@@ -53,7 +54,7 @@ def fit_table(
 
     empty = [i for i in keep if not any(row[i] for row in cells)]
     for i in [*empty, *(columns.index(c) for c in drop if c in columns)]:
-        if fits(2, roomy) or len(keep) == 1:
+        if fits(1, roomy) or len(keep) == 1:
             break
         if i in keep:
             keep.remove(i)

@@ -51,10 +51,10 @@ def test_a_public_key_is_never_cut_and_times_fold_rather_than_squeeze_it() -> No
 
 def test_without_revocations_the_empty_column_goes_first_and_the_role_stays() -> None:
     columns = ["name", "role", "node", "public key", "issued", "expires", "revoked"]
-    rows = [["alice", "submitter", "", KEY, "2026-12-06 02:54:44Z", "2027-12-06 02:54:44Z", ""]]
+    rows = [["agent-local-1", "submitter", "", KEY, "2026-12-06 02:54:44Z", "2027-12-06 02:54:44Z", ""]]
     lines = render(fit_table(columns, rows, 80, whole=CREDS_WHOLE.__contains__, drop=CREDS_DROP))
     assert lines[0].split() == ["name", "role", "public", "key"], lines
-    assert lines[1].split() == ["alice", "submitter", KEY], lines
+    assert lines[1].split() == ["agent-local-1", "submitter", KEY], lines  # one space apart rather than no role
 
 
 def test_pipeline_steps_show_job_ids_and_names_fold_between_words_only() -> None:
