@@ -531,7 +531,7 @@ class NatsBus:
             return
         if subject != subjects.EVENTS_ALL:
             end = min(end, await self.last_seq(subject=subject))
-            if end == 0:
+            if end < start_seq:  # nothing of the subject from start_seq on (or at all): do not wait for it
                 return
         async with contextlib.aclosing(self.records(start_seq, subject)) as batches:
             async for batch in batches:
