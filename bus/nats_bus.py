@@ -71,7 +71,11 @@ ORDERED_CREATE_S = 4.0  # creating a log follower's ordered consumer (see _order
 def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
     if creds is None:
         return "the server requires credentials (Authorization Violation): give --creds FILE or NEXUS_NATS_CREDS"
-    return f"the server refused the credentials in {os.fspath(creds)!r} (Authorization Violation): issued for another server?"
+    # The server does not say why; revocation (`nexus creds revoke`) is the likeliest on a server that took them before.
+    return (
+        f"the server refused the credentials in {os.fspath(creds)!r} (Authorization Violation): "
+        "they may have been revoked (see `nexus creds list`), have expired, or be for another server"
+    )
 
 
 def servers(url: str) -> list[str]:
@@ -282,13 +286,13 @@ class NatsBus:
                 ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
         except BusError:
             if out.subject in self.denied:  # the server said why the ack never came
-                raise self._not_allowed(out.subject) from None
+                raise self._not_allowed(out.subject, subject=out.subject) from None
             raise
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
-    def _not_allowed(self, subject: str) -> BusError:
+    def _not_allowed(self, what: str, *, subject: str | None = None) -> BusError:
         who = f"{self._identity.author.name!r} ({self._identity.author.role})" if self._identity else "these credentials"
-        return BusError(f"not allowed: the server refuses {subject} from {who}; see docs/security.md for who may do what", subject=subject)
+        return BusError(f"not allowed: the server refuses {what} from {who}; see docs/security.md for who may do what", subject=subject)
 
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
         """Publish decisions on one entity in order, each expecting the previous one."""
@@ -315,15 +319,22 @@ class NatsBus:
 
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:
         """Last sequence of the stream (0 if empty), or of one subject filter."""
-        with map_read_errors(f"stream {stream}"):
-            if subject is None:
-                info = await self.js.stream_info(stream)
-                return int(info.state.last_seq)
-            try:
-                msg = await self.js.get_last_msg(stream, subject)
-            except nats.js.errors.NotFoundError:
-                return 0
-            return int(msg.seq or 0)
+        try:
+            with map_read_errors(f"stream {stream}"):
+                if subject is None:
+                    info = await self.js.stream_info(stream)
+                    return int(info.state.last_seq)
+                try:
+                    msg = await self.js.get_last_msg(stream, subject)
+                except nats.js.errors.NotFoundError:
+                    return 0
+                return int(msg.seq or 0)
+        except BusError:
+            # The server refused the JetStream API request itself (`$JS.API.<op>.<stream>`; nats-py
+            # reports it in lower case): the request goes unanswered, which is no "no answer" at all.
+            if any(s.lower().startswith("$js.api.") and s.lower().endswith(f".{stream.lower()}") for s in self.denied):
+                raise self._not_allowed(f"reading stream {stream}") from None
+            raise
 
     async def streams_ready(self) -> bool:
         try:
@@ -526,7 +537,7 @@ class NatsBus:
             return
         if subject != subjects.EVENTS_ALL:
             end = min(end, await self.last_seq(subject=subject))
-            if end == 0:
+            if end < start_seq:  # nothing of the subject from start_seq on (or at all): do not wait for it
                 return
         async with contextlib.aclosing(self.records(start_seq, subject)) as batches:
             async for batch in batches:

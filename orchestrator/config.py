@@ -18,10 +18,13 @@ from schemas.values import JobTest
 
 
 class ConfigError(NexusError):
-    def __init__(self, path: Path, reason: str) -> None:
+    """`path`, the 1-based `line` when known, and what is wrong there: one line, as a template's errors."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        self.line = line
+        super().__init__(f"{path}:{line}: {reason}" if line is not None else f"{path}: {reason}")
 
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -43,9 +46,13 @@ def _read(path: Path) -> bytes:
     except UnicodeDecodeError:
         raise ConfigError(path, "not UTF-8 text") from None
     except YamlLimitError as exc:
-        raise ConfigError(path, str(exc)) from None
+        raise ConfigError(path, exc.message, exc.line) from None
+    except yaml.MarkedYAMLError as exc:  # PyYAML's own text spans lines and quotes the file
+        mark = exc.problem_mark or exc.context_mark
+        context = f"{exc.context} (line {exc.context_mark.line + 1}): " if exc.context and exc.context_mark else ""
+        raise ConfigError(path, f"not valid YAML: {context}{exc.problem}", mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, f"not valid YAML: {exc}") from None
+        raise ConfigError(path, f"not valid YAML: {' '.join(str(exc).split())}") from None
     return data
 
 

@@ -27,7 +27,10 @@ def json_schema() -> dict[str, typing.Any]:
 
 
 def main() -> None:
-    print(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2).decode())
+    try:
+        print(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2).decode())
+    except BrokenPipeError:  # the reader left (`| head`): end quietly with 1, as click ends `nexus schema`
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -130,9 +130,12 @@ class Stack:
 
         return await wait_for(done, timeout, what=f"job {job_id} to finish")
 
-    async def nexus(self, *args: str, stdin: bytes | None = None, timeout: float = 60.0) -> tuple[int, bytes, bytes]:
-        """Run the real `nexus` CLI against this stack (async, so the in-process services keep running)."""
-        env = {**os.environ, "NEXUS_NATS_URL": self.url}
+    async def nexus(
+        self, *args: str, stdin: bytes | None = None, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """Run the real `nexus` CLI against this stack (async, so the in-process services keep running).
+        `env`: variables to set for it (this bus has no credentials: $USER names the person)."""
+        env = {**os.environ, "NEXUS_NATS_URL": self.url, **(env or {})}
         proc = await asyncio.create_subprocess_exec(
             NEXUS, *args, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=self.tmp,

@@ -12,6 +12,7 @@
         +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
             +-- ConflictingFields  one field under two names, two values                422
+            +-- NoSuchDependency   `after` names a job the log has never seen               422
 """
 
 from __future__ import annotations
@@ -103,3 +104,15 @@ class ConflictingFields(InvalidRequest):
     http_status = 422
     slug = "conflicting-fields"
     title = "Conflicting fields"
+
+
+class NoSuchDependency(InvalidRequest):
+    """A job to run after one that does not exist would wait for ever: refused at submit."""
+
+    http_status = 422
+    slug = "unknown-dependency"
+    title = "Unknown dependency"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"after: no job {job_id!r} (a job waits only for jobs already submitted)")

@@ -7,6 +7,8 @@ names onto them in its request models, the CLI its options. Errors: app.errors.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,13 +17,13 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, SecretsUnprotected
-from orchestrator.app.narrate import kind_of
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchDependency, NoSuchJob, NotHeld, SecretsUnprotected
+from orchestrator.app.narrate import kind_of, status_after
 from orchestrator.client import NexusClient, new_job_id
 from schemas import msgids, subjects
 from schemas.codec import event_type
 from schemas.envelope import Outgoing
-from schemas.events import JobApproved, JobCancelRequested, JobDenied, JobRequested, ends_job
+from schemas.events import JobApprovalRequired, JobApproved, JobCancelRequested, JobDenied, JobRequested, ends_job
 from schemas.limits import Command, Env, Labels, Metadata, Name, Path, Priority, TimeoutS
 from schemas.records import Record
 from schemas.secrets import OrchestratorKey, Redaction
@@ -80,6 +82,19 @@ class DecideJob(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+class DecisionAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of an approval or denial (of a job, or of a pipeline step at its gate).
+
+    `outcome`: `acted` (it counted and the job or step moved on: `status`), `refused` (it does
+    not count, or the orchestrator holds the job or gate again: `reason`), `pending` (stored,
+    no answer yet). `by`: the identity the record names (the credentials' name), once read."""
+
+    outcome: Literal["acted", "refused", "pending"]
+    by: str | None = None
+    status: str | None = None
+    reason: str | None = None
+
+
 def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = None) -> JobRequested:
     """The one builder of a job's `requested` event. Every secret env value (by the
     orchestrator's redaction patterns, or given as secret) is sealed to the orchestrator's
@@ -121,7 +136,8 @@ def job_id_of(cmd: SubmitJob) -> str:
 
 async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitted:
     """Store the job's request. The same id with the same request again is the same job
-    (`created`: false); with a different request it is refused (WrongState)."""
+    (`created`: false); with a different request it is refused (WrongState). A job to run
+    `after` one the log has never seen is refused (NoSuchDependency): it would wait for ever."""
     history = await client.history(job_id) if await client.bus.last_seq(subject=subjects.job_all(job_id)) else []
     first = first_request(history)
     if history and first is None:
@@ -131,6 +147,9 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
         if (earlier.command, earlier.tool, earlier.node) != (req.command, req.tool, req.node):
             raise JobExists(f"job id {job_id!r} is already used by a different request")
         return Submitted(job_id=job_id, seq=seq, created=False)
+    for needed in req.after:
+        if await client.bus.last_seq(subject=subjects.job_all(subjects.check_id(needed, "job id"))) == 0:
+            raise NoSuchDependency(needed)
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
 
 
@@ -194,3 +213,40 @@ async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = Non
         return (await client.bus.publish(out, expected_seq=last)).seq
     except StaleDecision:
         raise JobChanged(cmd.job_id) from None
+
+
+async def decision_answer(
+    client: NexusClient, job_id: str, decision: Literal["approved", "denied"], seq: int, timeout_s: float
+) -> DecisionAnswer:
+    """What the orchestrator made of the decision stored at `seq`, waiting at most `timeout_s`.
+
+    Refused: the record does not count (its author may not decide), or, for an approval, the
+    job's next event holds it again (the policy does not let that identity approve it). A
+    denial that counts ends the job by itself; an approval counts once the job moves on."""
+
+    def settles(rec: Record) -> bool:
+        if rec.seq == seq:
+            return rec.event is None or decision == "denied"
+        return rec.seq > seq and rec.event is not None
+
+    by: str | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with contextlib.aclosing(client.follow(job_id, from_seq=seq, until=settles)) as items:
+                async for item in items:
+                    rec = item.record
+                    if rec is None:
+                        continue
+                    if rec.seq == seq:
+                        if not isinstance(rec.event, JobApproved | JobDenied):
+                            return DecisionAnswer(outcome="refused", reason=rec.error)
+                        by = rec.event.by
+                        if decision == "denied":
+                            return DecisionAnswer(outcome="acted", by=by, status="denied")
+                    elif isinstance(rec.event, JobApprovalRequired):
+                        return DecisionAnswer(outcome="refused", by=by, status="approval_required", reason=rec.event.reason)
+                    elif rec.event is not None:
+                        return DecisionAnswer(outcome="acted", by=by, status=status_after(rec, "approved"))
+    except TimeoutError:
+        pass
+    return DecisionAnswer(outcome="pending", by=by)

@@ -112,9 +112,18 @@ def timed_out(ev: JobTimedOut) -> str:
 
 
 def details(ev: Any) -> str:
-    """An event's own fields as `key=value`, without the envelope and the bulky ones."""
+    """An event's own fields as `key=value`, without the envelope and the bulky ones; a list as
+    its items joined, a step's jobs by their ids (not a Python repr of the JSON)."""
     data = msgspec.to_builtins(ev)
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in _NOT_DETAILS and v not in (None, "", [], {}))
+    return ", ".join(f"{k}={_shown(v)}" for k, v in data.items() if k not in _NOT_DETAILS and v not in (None, "", [], {}))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(_shown(v) for v in value)
+    if isinstance(value, dict) and "job_id" in value:
+        return str(value["job_id"])
+    return str(value)
 
 
 def clip(text: str, limit: int = 200) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +14,9 @@ import msgspec
 
 from bus.errors import StaleDecision
 from orchestrator.app.errors import NoSuchPipeline, WrongState
-from orchestrator.app.jobs import ANONYMOUS, sealed_env
+from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, sealed_env
 from orchestrator.client import NexusClient
+from orchestrator.vetting import Vetting
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.pipelines import (
@@ -21,8 +24,12 @@ from schemas.pipelines import (
     PipelineApprovalRequired,
     PipelineApproved,
     PipelineDenied,
+    PipelineFailed,
     PipelineRequested,
     PipelineSpec,
+    PipelineStepFinished,
+    PipelineStepStarted,
+    PipelineSucceeded,
 )
 from schemas.records import Record
 from schemas.secrets import OrchestratorKey, Redaction
@@ -72,11 +79,14 @@ async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) 
     return await client.submit_pipeline(pipeline_id, req)
 
 
-async def records(client: NexusClient, pipeline_id: str) -> AsyncIterator[Record]:
-    """The pipeline's records from its first, live (the bus subscribes again after a reconnect)."""
-    async for batch in client.bus.records(1, subjects.pipeline(pipeline_id, ">")):
+async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> AsyncIterator[Record]:
+    """The pipeline's records from `from_seq`, live (the bus subscribes again after a reconnect),
+    judged as the orchestrator judges them (orchestrator.vetting): each with its verified author,
+    requests and approvals named by it, refused ones with their reason."""
+    vetting = Vetting(client.bus)
+    async for batch in client.bus.records(from_seq, subjects.pipeline(pipeline_id, ">")):
         for rec in batch:
-            yield rec
+            yield await vetting.record(rec)
 
 
 class DecideStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,3 +122,31 @@ async def decide_step(client: NexusClient, cmd: DecideStep) -> int:
         return (await client.bus.publish(out, expected_seq=history[-1].seq)).seq
     except StaleDecision:
         raise WrongState(f"pipeline {pid!r} changed meanwhile; try again") from None
+
+
+async def step_answer(client: NexusClient, cmd: DecideStep, seq: int, timeout_s: float) -> DecisionAnswer:
+    """What the orchestrator made of the step's answer stored at `seq`, waiting at most `timeout_s`:
+    refused when the record does not count or the orchestrator recorded `approval_refused` for
+    the step (the gate waits again); acted when the step started or finished, or the pipeline ended."""
+    by: str | None = None
+    try:
+        async with asyncio.timeout(timeout_s), contextlib.aclosing(records(client, cmd.pipeline_id, seq)) as recs:
+            async for rec in recs:
+                ev = rec.event
+                if rec.seq == seq:
+                    if not isinstance(ev, PipelineApproved | PipelineDenied):
+                        return DecisionAnswer(outcome="refused", reason=rec.error)
+                    by = ev.by
+                elif isinstance(ev, PipelineApprovalRefused) and ev.step == cmd.step:
+                    return DecisionAnswer(outcome="refused", by=by, status="waiting_approval", reason=ev.reason)
+                elif isinstance(ev, PipelineStepStarted) and ev.step == cmd.step:
+                    return DecisionAnswer(outcome="acted", by=by, status="running")
+                elif isinstance(ev, PipelineStepFinished) and ev.step == cmd.step:
+                    return DecisionAnswer(outcome="acted", by=by, status=ev.status, reason=ev.reason)
+                elif isinstance(ev, PipelineSucceeded):
+                    return DecisionAnswer(outcome="acted", by=by, status="succeeded")
+                elif isinstance(ev, PipelineFailed):
+                    return DecisionAnswer(outcome="acted", by=by, status="failed", reason=ev.reason)
+    except TimeoutError:
+        pass
+    return DecisionAnswer(outcome="pending", by=by)

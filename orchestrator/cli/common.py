@@ -57,7 +57,8 @@ CredsOpt = Annotated[
     typer.Option(
         "--creds",
         envvar="NEXUS_NATS_CREDS",
-        help="NATS credentials file (user JWT + nkey seed; default: ./.nexus/creds/admin.creds when present).",
+        # No word longer than a narrow help column: rich cuts one with "…" (at 80 columns the path was).
+        help="NATS credentials file (user JWT + nkey seed; default: admin.creds in ./.nexus/creds/ when present).",
         callback=_remember_creds,
         show_default=False,
     ),
@@ -244,18 +245,13 @@ def fmt(value: Any, *, one_line: bool = False) -> str:
     return printable(str(value), one_line=one_line)
 
 
-def print_table(rows: Rows, *, title: str | None = None) -> None:
-    from rich.table import Table
-    from rich.text import Text
+def print_table(rows: Rows, *, title: str | None = None, drop: Sequence[str] = (), headers: dict[str, str] | None = None) -> None:
+    """`rows` as a table that fits the terminal (cli.tables.fit_table: ids and times whole;
+    `drop`: the columns that may be left out when narrow, least important first)."""
+    from orchestrator.cli.tables import fit_table
 
-    # Ids and times stay on one line; long text (commands, reasons) wraps.
-    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for col in rows.columns:
-        whole = col.endswith(("_id", "_at")) or col in ("seq", "ts", "node", "status", "type")
-        table.add_column(col, no_wrap=whole, overflow="ellipsis" if whole else "fold")
-    for row in rows.rows:
-        table.add_row(*(Text(fmt(v)) for v in row))  # as text: a "[" in a cell is not markup
-    out.print(table)
+    cells = [[fmt(v) for v in row] for row in rows.rows]
+    out.print(fit_table(rows.columns, cells, out.width, title=title, drop=drop, headers=headers))
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -88,8 +88,7 @@ def list_(
     """The identities this keyring issued (since it kept a list), oldest first, and which are revoked."""
     from datetime import UTC, datetime
 
-    from rich.table import Table
-
+    from orchestrator.cli.tables import fit_table
     from orchestrator.trust.keyring import KeyringError
 
     ring = _keyring(keyring)
@@ -104,13 +103,13 @@ def list_(
     def when(ts: int | None) -> str:
         return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "role", "node", "public key", "issued", "expires", "revoked"):
-        table.add_column(column)
-    for i in issued:
-        times = (when(i.issued_at), when(i.expires_at), when(revoked.get(i.public_key)))
-        table.add_row(i.name, i.role, i.node or "", i.public_key, *times)
-    out.print(table)
+    rows = [
+        [i.name, i.role, i.node or "", i.public_key, when(i.issued_at), when(i.expires_at), when(revoked.get(i.public_key))] for i in issued
+    ]
+    columns = ["name", "role", "node", "public key", "issued", "expires", "revoked"]
+    # The whole key, always: `nexus creds revoke --key` takes it. Times fold at their space when narrow.
+    whole = ("role", "node", "public key")
+    out.print(fit_table(columns, rows, out.width, whole=whole.__contains__, drop=("expires", "issued", "node", "role")))
 
 
 @app.command("revoke")

@@ -148,7 +148,9 @@ def hold_lines(job_id: str, ev: JobApprovalRequired, *, following: bool) -> list
     """Why the job waits, who may release it, and how."""
     from rich.text import Text
 
-    who = ", ".join(ev.approvers) if ev.approvers else "anyone the orchestrator's policy lets approve (default policy: anyone)"
+    # The server takes approvals only from the approver and admin roles; the policy may narrow that to names.
+    role = "credentials with the approver or admin role"
+    who = f"{', '.join(ev.approvers)} (the policy's approvers), with {role}" if ev.approvers else f"anyone with {role}"
     how = f"approve with `nexus approve {job_id}`, or refuse with `nexus deny {job_id}`"
     return [
         Text.assemble(("waiting for approval: ", "bold yellow"), ev.reason),

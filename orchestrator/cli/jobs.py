@@ -70,7 +70,7 @@ async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool,
     elif not rows.rows:
         err.print("no jobs match" if status or node else "no jobs yet", highlight=False)
     else:
-        print_table(rows)
+        print_table(rows, drop=("duration_ms", "requested_at"))
 
 
 async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
@@ -206,6 +206,7 @@ def _record_json(r: "Record") -> dict[str, Any]:
 def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
+    as_json: JsonOpt = False,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
@@ -213,17 +214,20 @@ def cancel(
 
     A job that already ended is left alone (nothing is recorded) and the exit code is 1.
     """
-    _cancel(job_id, reason, nats_url)
+    _cancel(job_id, reason, as_json, nats_url)
 
 
 @run_async
-async def _cancel(job_id: str, reason: str | None, nats_url: str) -> None:
+async def _cancel(job_id: str, reason: str | None, as_json: bool, nats_url: str) -> None:
     from orchestrator.app import jobs as jobs_app
     from orchestrator.app.jobs import CancelJob
 
     async with connect(nats_url) as client:
-        await jobs_app.cancel(client, CancelJob(job_id=job_id, by=default_user(), reason=reason))
-    err.print(f"cancel requested for {job_id}", highlight=False)
+        seq = await jobs_app.cancel(client, CancelJob(job_id=job_id, by=default_user(), reason=reason))
+    if as_json:
+        print_json({"job_id": job_id, "cancel_requested": True, "seq": seq})
+    else:
+        err.print(f"cancel requested for {job_id}", highlight=False)
 
 
 def test(

@@ -1,11 +1,12 @@
 """`nexus metrics`: per-phase metrics from the event log, as tables or the API's JSON."""
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import typer
 
-from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, fmt, out, parse_duration, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, fail, fmt, out, parse_duration, run_async
 
 
 def metrics(
@@ -17,8 +18,8 @@ def metrics(
 ) -> None:
     """Per-phase metrics (analysis, coordination, execution, test, deploy) and job step latencies.
 
-    `--json` prints what GET /api/v1/metrics/pipeline serves, in the CLI's snake_case names. The same numbers are
-    DuckDB views (`nexus sql "SELECT * FROM metrics_step_latency"`).
+    `--json` prints exactly what GET /api/v1/metrics/pipeline serves (its camelCase names). The same
+    numbers are DuckDB views (`nexus sql "SELECT * FROM metrics_step_latency"`).
     """
     _metrics(by, parse_since(since) if since else None, as_json, nats_url)
 
@@ -43,8 +44,8 @@ async def _metrics(by: str | None, since: datetime | None, as_json: bool, nats_u
 
     async with connect(nats_url) as client:
         m = await pipeline_metrics(client, since)
-    if as_json:
-        print_json(m)
+    if as_json:  # the API's response model, encoded as the API encodes it
+        sys.stdout.write(msgspec.json.encode(m).decode() + "\n")
         return
     data: dict[str, Any] = msgspec.to_builtins(m)
     for phase in ("analysis", "coordination", "execution", "test", "deploy"):

@@ -152,16 +152,15 @@ async def _tail(client: "NexusClient", job_id: str, label: str) -> None:
 
 
 def _table(view: "PipelineView") -> "Table":
-    from rich.table import Table
+    from orchestrator.cli.tables import fit_table
 
-    table = Table(title=f"{view.name} ({view.pipeline_id}): {view.status}", header_style="bold", box=None)
-    for col in ("step", "status", "batch", "nodes", "jobs", "reason"):
-        table.add_column(col, overflow="fold")
-    for s in view.steps:
-        style = STATUS_STYLE.get(s.status, "")
-        batch = str(s.batch) if s.batch >= 0 else ""
-        table.add_row(s.step_id, f"[{style}]{s.status}[/{style}]", batch, ",".join(s.nodes), str(len(s.jobs)), s.reason or "")
-    return table
+    rows = [  # (fmt: text from the log, control characters shown as escapes)
+        [fmt(s.step_id), s.status, str(s.batch) if s.batch >= 0 else "", fmt(", ".join(s.nodes)), str(len(s.jobs)), fmt(s.reason or "")]
+        for s in view.steps
+    ]
+    title = fmt(f"{view.name} ({view.pipeline_id}): {view.status}", one_line=True)
+    columns = ["step", "status", "batch", "nodes", "jobs", "reason"]
+    return fit_table(columns, rows, out.width, title=title, drop=("batch", "nodes"), styles={"status": STATUS_STYLE})
 
 
 def _summary(view: "PipelineView") -> dict[str, Any]:
@@ -194,6 +193,7 @@ async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str)
     from rich.markup import escape
 
     from orchestrator.app.rows import decoded
+    from orchestrator.client import Rows
 
     columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
     head = await query(nats_url, db, f"SELECT {columns} FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
@@ -210,7 +210,10 @@ async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str)
     for key, value in head.dicts()[0].items():
         if value is not None:
             out.print(f"[bold]{key:<13}[/bold] {escape(fmt(value, one_line=True))}", highlight=False)
-    print_table(steps)
+    shown = [{**s, "nodes": ", ".join(s["nodes"]), "jobs": ", ".join(j["job_id"] for j in s["jobs"])} for s in map(decoded, steps.dicts())]
+    print_table(
+        Rows(steps.columns, [list(s.values()) for s in shown]), drop=("rollback_status", "finished_at", "started_at", "batch", "nodes")
+    )
 
 
 @app.command("list")
@@ -234,4 +237,4 @@ async def _list(limit: int, as_json: bool, db: Path | None, nats_url: str) -> No
     elif not rows.rows:
         err.print("no pipelines yet", highlight=False)
     else:
-        print_table(rows)
+        print_table(rows, drop=("finished_at", "requested_at"))

@@ -20,6 +20,7 @@ from orchestrator.cli.common import (
     fail,
     out,
     parse_pairs,
+    plain,
     print_json,
     run_async,
 )
@@ -121,53 +122,91 @@ async def _fleet(nats_url: str) -> "dict[str, Candidate]":
 Decision = Literal["approved", "denied"]
 IdArg = Annotated[str, typer.Argument(help="Job id, or pipeline id with STEP.", show_default=False)]
 StepArg = Annotated[str | None, typer.Argument(help="Pipeline step waiting at an approval gate.", show_default=False)]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why, for the record.")]
+WaitOpt = Annotated[
+    float,
+    typer.Option("--wait", min=0, help="Seconds to wait for the orchestrator to act on it (or refuse it); 0: do not wait."),
+]
+
+
+def _no_by(value: str | None) -> None:
+    if value is not None:
+        fail(
+            "--by is not taken: the record names the identity of the credentials you decide with (--creds), "
+            "never a typed name; give each approver their own (nexus creds new --role approver --name NAME)",
+            2,
+        )
+
+
+# Kept, hidden, to say why a script's `--by NAME` no longer works instead of "No such option".
+ByOpt = Annotated[str | None, typer.Option("--by", hidden=True, callback=_no_by, expose_value=False)]
 
 
 def approve(
     target: IdArg,
     step: StepArg = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
-    by: Annotated[str | None, typer.Option("--by", help="Who approves (default: $USER); must be an approver in the policy.")] = None,
+    reason: ReasonOpt = None,
+    wait: WaitOpt = 10.0,
+    as_json: JsonOpt = False,
+    _by: ByOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
-    """Release a job held for approval, or a pipeline step at its gate (nexus approve PIPELINE STEP)."""
-    if step is None:
-        _decide(target, "approved", by or default_user(), reason, nats_url)
-    else:
-        _decide_step(target, step, "approved", by or default_user(), reason, nats_url)
+    """Release a job held for approval, or a pipeline step at its gate (nexus approve PIPELINE STEP).
+
+    The record names you by your credentials, which need the approver or admin role (the server
+    refuses others); if the orchestrator's policy lists approvers, you must be one of them. Waits
+    for the orchestrator's answer: exit 0 once it acted on it (or it is recorded and not acted on
+    within --wait), 1 when it refused it.
+    """
+    raise typer.Exit(0 if _decide(target, step, "approved", reason, wait, as_json, nats_url) else 1)
 
 
 def deny(
     target: IdArg,
     step: StepArg = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
-    by: Annotated[str | None, typer.Option("--by", help="Who denies (default: $USER).")] = None,
+    reason: ReasonOpt = None,
+    wait: WaitOpt = 10.0,
+    as_json: JsonOpt = False,
+    _by: ByOpt = None,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
-    """Reject a job held for approval (it never runs), or a pipeline step at its gate (the pipeline fails)."""
-    if step is None:
-        _decide(target, "denied", by or default_user(), reason, nats_url)
-    else:
-        _decide_step(target, step, "denied", by or default_user(), reason, nats_url)
+    """Reject a job held for approval (it never runs), or a pipeline step at its gate (the pipeline fails).
+
+    Who may deny, and the exit codes, as for `nexus approve`.
+    """
+    raise typer.Exit(0 if _decide(target, step, "denied", reason, wait, as_json, nats_url) else 1)
 
 
 @run_async
-async def _decide_step(pipeline_id: str, step: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
-    from orchestrator.app import pipelines as pipelines_app
-    from orchestrator.app.pipelines import DecideStep
-
-    async with connect(nats_url) as client:
-        await pipelines_app.decide_step(client, DecideStep(pipeline_id=pipeline_id, step=step, decision=kind, by=by, reason=reason))
-    err.print(f"{pipeline_id} step {step} {kind} by {by}", highlight=False)
-
-
-@run_async
-async def _decide(job_id: str, kind: Decision, by: str, reason: str | None, nats_url: str) -> None:
+async def _decide(target: str, step: str | None, kind: Decision, reason: str | None, wait: float, as_json: bool, nats_url: str) -> bool:
+    """Publish the decision, wait for the orchestrator's answer, say it; False when refused."""
     from orchestrator.app import jobs as jobs_app
-    from orchestrator.app.jobs import DecideJob
+    from orchestrator.app import pipelines as pipelines_app
 
     async with connect(nats_url) as client:
-        await jobs_app.decide(client, DecideJob(job_id=job_id, decision=kind, by=by, reason=reason))
-    err.print(f"{job_id} {kind} by {by}", highlight=False)
+        identity = client.bus.identity
+        # What the record will name: the credentials' name (no credentials: an open bus proves nobody).
+        sent = identity.author.name if identity is not None else default_user()
+        if step is None:
+            seq = await jobs_app.decide(client, jobs_app.DecideJob(job_id=target, decision=kind, by=sent, reason=reason))
+            answer = await jobs_app.decision_answer(client, target, kind, seq, wait)
+        else:
+            cmd = pipelines_app.DecideStep(pipeline_id=target, step=step, decision=kind, by=sent, reason=reason)
+            seq = await pipelines_app.decide_step(client, cmd)
+            answer = await pipelines_app.step_answer(client, cmd, seq, wait)
+    by = answer.by or sent
+    what = f"job {target}" if step is None else f"pipeline {target} step {step}"
+    if as_json:
+        ids = {"job_id": target} if step is None else {"pipeline_id": target, "step": step}
+        print_json({**ids, "decision": kind, "seq": seq, **plain(answer), "by": by})
+    elif answer.outcome == "refused":
+        # The orchestrator's reason names the identity and why ("'bob' may not approve this job; ...").
+        err.print(f"nexus: error: {what}: {answer.reason or f'{kind} by {by} refused'}", highlight=False, markup=False)
+    elif answer.outcome == "pending":
+        err.print(f"{what} {kind} by {by}: recorded; not acted on yet (is the orchestrator running?)", highlight=False, markup=False)
+    else:
+        now = f"now {answer.status}" + (f": {answer.reason}" if answer.reason else "")
+        err.print(f"{what} {kind} by {by}; {now}", highlight=False, markup=False)
+    return answer.outcome != "refused"

@@ -161,7 +161,7 @@ async def _nodes(
         return
     items = []
     for node_id, hb in sorted(beats.items()):
-        age = (now - hb.ts).total_seconds()
+        age = max(0.0, (now - hb.ts).total_seconds())  # a node's clock a little ahead of ours is not "-0.0s ago"
         items.append(
             {
                 "node": node_id,
@@ -185,10 +185,12 @@ async def _nodes(
         labels = ",".join(f"{k}={v}" for k, v in i["labels"].items())
         load = f"{i['active_jobs']}/{i['max_jobs']}"
         rows.rows.append([i["node"], "yes" if i["live"] else "NO", load, labels, f"{i['last_seen_s']}s ago", " ".join(i["tools"])])
-    print_table(rows)
+    print_table(rows, drop=("tools", "labels"))
 
 
-def schema() -> None:
+def schema(
+    as_json: Annotated[bool, typer.Option("--json", help="Accepted for uniformity: the schema is JSON either way.")] = False,
+) -> None:
     """Print the JSON Schema of every event."""
     from schemas import export
 

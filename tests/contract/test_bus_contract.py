@@ -147,6 +147,10 @@ class BusContract:
         assert [r.seq for r in await _read_all(bus, start_seq=2, until_seq=4)] == [2, 3, 4]
         assert [r.subject for r in await _read_all(bus, subject=subjects.job_all("j3"))] == [subjects.job("j3", "requested")]
         assert await _read_all(bus, start_seq=9) == []
+        # Past a subject's last record, with later records of others: nothing, at once (NatsBus
+        # followed the subject and waited for ever: `nexus logs` hung re-reading a finished job).
+        async with asyncio.timeout(10):
+            assert await _read_all(bus, subject=subjects.job_all("j1"), start_seq=3) == []
 
     async def test_follow_is_ordered_and_live(self, bus: EventBus) -> None:
         await bus.publish(requested("j1"))

@@ -45,8 +45,8 @@ class Up:
     proc: asyncio.subprocess.Process
     node: str = "local-1"
 
-    async def nexus(self, *args: str, creds: Path | None = None) -> tuple[int, str]:
-        env = {**os.environ, "NEXUS_NATS_URL": self.url, "NEXUS_NATS_CREDS": str(creds or self.creds / "admin.creds")}
+    async def nexus(self, *args: str, creds: Path | None = None, env: dict[str, str] | None = None) -> tuple[int, str]:
+        env = {**os.environ, "NEXUS_NATS_URL": self.url, "NEXUS_NATS_CREDS": str(creds or self.creds / "admin.creds"), **(env or {})}
         p = await asyncio.create_subprocess_exec(NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
         out, _ = await p.communicate()
         assert p.returncode is not None
@@ -472,12 +472,62 @@ async def test_an_approval_is_recorded_under_the_approvers_identity_not_its_by(u
     assert code == 0, out
     await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'approval_required'")
     alice = await _issue(up, "approver", "alice")
+    # A typed name is never the approver: refused with the reason, nothing recorded.
     code, out = await up.nexus("approve", job_id, "--by", "mallory", creds=alice)
+    assert code == 2 and "--by is not taken" in out and "Traceback" not in out, out
+    # The CLI says who the record names (the credentials' name), not $USER, and what the orchestrator did.
+    code, out = await up.nexus("approve", job_id, "--json", creds=alice, env={"USER": "mallory"})
     assert code == 0, out
+    said = json.loads(out.splitlines()[-1])
+    assert (said["job_id"], said["decision"], said["by"], said["outcome"]) == (job_id, "approved", "alice", "acted"), said
     row = await _row(up, f"SELECT status, approved_by FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed')")
     assert row == ["succeeded", "alice"]
     code, out = await up.nexus("show", job_id, "--json")  # DESIGN §9: shown by `nexus show --json`
     assert code == 0 and json.loads(out)["approved_by"] == "alice", out
+
+
+async def test_a_gate_answer_the_orchestrator_refuses_fails_and_progress_lines_name_verified_identities(up: Up, tmp_path: Path) -> None:
+    """Admin credentials may approve, but a template naming its approvers takes only them: the
+    orchestrator records `approval_refused`, and `nexus approve` says so and exits 1 (it said
+    "approved" and exited 0). `nexus pipeline run` names the requester and the approver by their
+    credentials, not by $USER (it printed `requested_by=anonymous` with $USER unset)."""
+    template = tmp_path / "gate.yaml"
+    template.write_text(
+        "name: gate\napprovers: [alice]\nsteps:\n  - id: release\n    approval: true\n    approval_timeout_s: 600\n    command: 'true'\n"
+    )
+    alice = await _issue(up, "approver", "alice")
+    no_user = {"USER": "", "LOGNAME": ""}
+    following = asyncio.create_task(up.nexus("pipeline", "run", str(template), "--id", "gate-1", env=no_user))
+    await _row(up, "SELECT status FROM pipeline_steps WHERE pipeline_id = 'gate-1' AND status = 'waiting_approval'")
+    code, out = await up.nexus("approve", "gate-1", "release", env=no_user)
+    assert code == 1, out
+    said = "nexus: error: pipeline gate-1 step release: approved by 'admin' refused: 'admin' is not among this pipeline's approvers"
+    assert said in out, out
+    code, out = await up.nexus("approve", "gate-1", "release", creds=alice)
+    assert code == 0 and "pipeline gate-1 step release approved by alice; now " in out, out
+    code, out = await asyncio.wait_for(following, 60)
+    assert code == 0, out
+    assert "requested_by=admin" in out and "by=alice" in out and "anonymous" not in out, out
+
+
+async def test_an_answer_not_acted_on_in_time_is_said_to_be_only_recorded(up: Up) -> None:
+    job_id = new_job_id()
+    code, out = await up.nexus("submit", "--id", job_id, "--", "$NEXUS_UNSET_PROGRAM")
+    assert code == 0, out
+    await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'approval_required'")
+    code, out = await up.nexus("approve", job_id, "--wait", "0")
+    assert code == 0 and f"job {job_id} approved by admin: recorded; not acted on yet" in out, out
+
+
+async def test_reading_what_the_credentials_may_not_read_says_so(up: Up) -> None:
+    """An agent may not read the log: `nexus logs` said "no answer from JetStream (TimeoutError)"."""
+    job_id = new_job_id()
+    code, out = await up.nexus("run", "-q", "--id", job_id, "--", "true")
+    assert code == 0, out
+    agent = await _issue(up, "agent", "agent-read-1", node="read-1")
+    code, out = await up.nexus("logs", job_id, creds=agent)
+    assert code == 1 and "not allowed" in out and "reading stream NEXUS_EVENTS" in out and "'agent-read-1' (agent)" in out, out
+    assert "no answer" not in out, out
 
 
 async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
@@ -598,7 +648,7 @@ async def test_a_revoked_identity_is_refused_at_once_and_others_keep_working(up:
     finally:
         await live.close()
     code, out = await up.nexus("jobs", creds=eve)
-    assert code != 0 and "refused the credentials" in out, out
+    assert code != 0 and "refused the credentials" in out and "may have been revoked" in out, out
     code, out = await up.nexus("jobs", creds=node)
     assert code != 0 and "refused the credentials" in out, out
     # Everyone else is untouched; the person gets new credentials, which work.

@@ -155,8 +155,8 @@ async def test_run_says_it_waits_for_approval_why_and_for_whom_then_ends_clearly
         said = await _read_until(proc.stderr, rb"nexus (approve|deny)")
         assert b"waiting for approval" in said and b"critical command on a production node" in said, said
         assert b"may approve: alice, bob" in said and f"nexus approve {job_id}".encode() in said
-        code, _, err = await stack.nexus("deny", job_id, "--by", "alice", "--reason", "not in the change window")
-        assert code == 0, err
+        code, _, err = await stack.nexus("deny", job_id, "--reason", "not in the change window", env={"USER": "alice"})
+        assert code == 0 and f"job {job_id} denied by alice; now denied".encode() in err, err
         rest = await asyncio.wait_for(proc.stderr.read(), 30)
         assert await asyncio.wait_for(proc.wait(), 30) == 125
     finally:
@@ -175,7 +175,7 @@ async def test_the_readme_approval_example_runs_once_approved(stack: Stack) -> N
         said = await _read_until(proc.stderr, rb"nexus (approve|deny)")
         assert b"may approve: anyone" in said, said
         code, _, err = await stack.nexus("approve", job_id, "--reason", "change 42")
-        assert code == 0, err
+        assert code == 0 and f"job {job_id} approved by ".encode() in err and b"; now " in err, err
         rest = await asyncio.wait_for(proc.stderr.read(), 30)
         assert await asyncio.wait_for(proc.wait(), 30) == 0, rest
     finally:
@@ -278,3 +278,11 @@ async def test_run_and_submit_show_the_analysis_findings_before_the_output(stack
     assert b"analysis: critical" in err
     code, out, err = await stack.nexus("submit", "--node", "nope", "--", "true")
     assert code == 0 and b"rejected: node 'nope' is not registered" in err, err
+
+
+async def test_a_job_after_one_that_does_not_exist_is_refused_at_submit(stack: Stack) -> None:
+    """It was accepted and stayed queued for ever."""
+    before = await stack.client.bus.last_seq()
+    code, out, err = await stack.nexus("submit", "--after", "nope", "--", "echo", "x")
+    assert code == 2 and out == b"" and b"no job 'nope'" in err and b"Traceback" not in err, err
+    assert await stack.client.bus.last_seq() == before

@@ -65,7 +65,7 @@ async def test_critical_command_on_production_waits_for_approval(stack: Stack) -
     history = [r.subject.split(".")[4] for r in await stack.client.history(job_id)]
     assert "dispatch" not in history and "started" not in history  # never runs before approval
 
-    code, _, err = await stack.nexus("approve", job_id, "--by", "alice", "--reason", "change 42")
+    code, _, err = await stack.nexus("approve", job_id, "--reason", "change 42", env={"USER": "alice"})
     assert code == 0, err
     row = await stack.wait_job(job_id)
     assert row["status"] == "failed" and row["exit_code"] == 1 and row["approved_by"] == "alice"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import msgspec
 import nats
 
+from orchestrator.app.metrics import pipeline_metrics
 from orchestrator.client import new_job_id
 from schemas import subjects
 from schemas.events import JobRequested
@@ -188,6 +190,15 @@ def test_subject_of_requests() -> None:
     assert subjects.job("a", "requested") == "nexus.evt.job.a.requested"
 
 
+def _keys(value: object, at: str = "") -> set[str]:
+    """Every key path in a JSON value (list items under `[]`)."""
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in {f"{at}.{k}", *_keys(v, f"{at}.{k}")}}
+    if isinstance(value, list):
+        return {p for v in value for p in _keys(v, f"{at}[]")}
+    return set()
+
+
 async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
     for command in ("true", "exit 2", "true"):
         await stack.client.submit(new_job_id(), JobRequested(command=command))
@@ -199,8 +210,11 @@ async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
     code, out, err = await stack.nexus("metrics", "--json")
     assert code == 0, err
     body = json.loads(out)
-    assert (body["execution"]["total_jobs"], body["execution"]["successful_jobs"], body["execution"]["failed_jobs"]) == (3, 2, 1)
-    assert body["analysis"]["total_validations"] == 3
+    assert (body["execution"]["totalJobs"], body["execution"]["successfulJobs"], body["execution"]["failedJobs"]) == (3, 2, 1)
+    assert body["analysis"]["totalValidations"] == 3
+    # Exactly the API's shape (GET /api/v1/metrics/pipeline): its response model's names, every one.
+    api = msgspec.to_builtins(await pipeline_metrics(stack.client))
+    assert _keys(body) == _keys(api) and "generatedAt" in body and "byUser" in body["execution"], _keys(body) ^ _keys(api)
     code, out, err = await stack.nexus("metrics", "--by", "node")
     assert code == 0, err
     assert b"Execution by node" in out and b"node-1" in out and b"Job step latency" in out
@@ -217,10 +231,10 @@ async def test_metrics_since_and_by_user(stack: Stack) -> None:
     await wait_for(two_done, what="2 jobs done")
     code, out, err = await stack.nexus("metrics", "--json", "--by", "user")
     assert code == 0, err
-    assert sorted(g["name"] for g in json.loads(out)["execution"]["by_user"]) == ["ann", "bob"]
+    assert sorted(g["name"] for g in json.loads(out)["execution"]["byUser"]) == ["ann", "bob"]
     code, out, _ = await stack.nexus("metrics", "--json", "--since", "2h")
-    assert json.loads(out)["execution"]["total_jobs"] == 2
+    assert json.loads(out)["execution"]["totalJobs"] == 2
     code, out, _ = await stack.nexus("metrics", "--json", "--since", "2999-01-01T00:00:00Z")
-    assert json.loads(out)["execution"]["total_jobs"] == 0
+    assert json.loads(out)["execution"]["totalJobs"] == 0
     code, _, err = await stack.nexus("metrics", "--since", "yesterday")
     assert code == 2 and b"--since" in err

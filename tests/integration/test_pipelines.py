@@ -189,8 +189,8 @@ async def test_local_examples_run(stack: Stack, tmp_path: Path) -> None:
 
     await wait_for(waiting, what="gate waiting")
     assert lines(tmp_path / "gate.log") == ["prepared"]
-    code, _, err = await stack.nexus("approve", "gate-1", "release", "--by", "alice")
-    assert code == 0, err
+    code, _, err = await stack.nexus("approve", "gate-1", "release", env={"USER": "alice"})
+    assert code == 0 and b"pipeline gate-1 step release approved by alice; now running" in err, err
     stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert json.loads(stdout)["status"] == "succeeded"
     assert lines(tmp_path / "gate.log") == ["prepared", "released"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from bus.memory import MemoryBus
 from orchestrator.app import finished, jobs, pipelines
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NoSuchPipeline, NotHeld, WrongState
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchDependency, NoSuchJob, NoSuchPipeline, NotHeld, WrongState
 from orchestrator.app.finished import NotFinished, RunTests, TestsPending
 from orchestrator.app.follow import follow_job
 from orchestrator.app.jobs import ANONYMOUS, CancelJob, DecideJob, SubmitJob
@@ -16,8 +17,8 @@ from orchestrator.app.pipelines import DecideStep
 from orchestrator.client import NexusClient
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobApprovalRequired, JobAssigned, JobCancelRequested, JobExited, JobSucceeded
-from schemas.pipelines import PipelineApprovalRequired
+from schemas.events import JobApprovalRequired, JobAssigned, JobCancelRequested, JobExited, JobQueued, JobSucceeded
+from schemas.pipelines import PipelineApprovalRefused, PipelineApprovalRequired, PipelineStepStarted, StepJob
 from schemas.values import ExitCodeTest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -79,6 +80,46 @@ async def test_a_decision_needs_an_unanswered_hold_and_a_retry_is_stored_once(cl
     assert (await kinds(client, "j1"))[-1] == "denied" and seq > 0
     with pytest.raises(NotHeld):
         await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="carol"))
+
+
+async def test_a_job_after_one_never_submitted_is_refused_and_nothing_is_stored(client: NexusClient) -> None:
+    with pytest.raises(NoSuchDependency, match="no job 'nope'"):
+        await jobs.submit(client, "j2", jobs.job_request(SubmitJob(command="echo", after=["nope"]), NOW))
+    assert await kinds(client, "j2") == []
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="true"), NOW))
+    assert (await jobs.submit(client, "j2", jobs.job_request(SubmitJob(command="echo", after=["j1"]), NOW))).created
+
+
+async def test_the_answer_to_an_approval_is_what_the_orchestrator_did_next(client: NexusClient) -> None:
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="rm -rf /srv"), NOW))
+    await put(client, "j1", "approval_required", JobApprovalRequired(reason="critical"))
+    seq = await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="bob"))
+    assert await jobs.decision_answer(client, "j1", "approved", seq, 0.2) == jobs.DecisionAnswer(outcome="pending", by="bob")
+    # The policy does not let bob approve: the orchestrator holds the job again.
+    again = Outgoing(subjects.job("j1", "approval_required"), JobApprovalRequired(reason="'bob' may not approve this job"), "j1:hold:2")
+    await client.bus.publish(again)
+    refused = await jobs.decision_answer(client, "j1", "approved", seq, 5)
+    assert (refused.outcome, refused.by, refused.reason) == ("refused", "bob", "'bob' may not approve this job")
+    seq = await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="alice"))
+    await put(client, "j1", "queued", JobQueued(reason="waiting for a node"))
+    assert await jobs.decision_answer(client, "j1", "approved", seq, 5) == jobs.DecisionAnswer(outcome="acted", by="alice", status="queued")
+
+
+async def test_the_answer_to_a_gate_is_the_steps_next_event(client: NexusClient) -> None:
+    pid = "p1"
+    gate = PipelineApprovalRequired(step="go", timeout_s=60)
+    await client.bus.publish(Outgoing(subjects.pipeline(pid, "approval_required"), gate, "p1:a"))
+    cmd = DecideStep(pipeline_id=pid, step="go", decision="approved", by="admin")
+    seq = await pipelines.decide_step(client, cmd)
+    refusal = PipelineApprovalRefused(step="go", by="admin", decision="approved", reason="'admin' is not among this pipeline's approvers")
+    await client.bus.publish(Outgoing(subjects.pipeline(pid, "approval_refused"), refusal, "p1:r"))
+    said = await pipelines.step_answer(client, cmd, seq, 5)
+    assert (said.outcome, said.by, said.reason) == ("refused", "admin", refusal.reason)
+    seq = await pipelines.decide_step(client, msgspec.structs.replace(cmd, by="alice"))
+    started = PipelineStepStarted(step="go", batch=0, jobs=[StepJob(job_id="p1-s0-0")], nodes=[])
+    await client.bus.publish(Outgoing(subjects.pipeline(pid, "step_started"), started, "p1:s"))
+    said = await pipelines.step_answer(client, msgspec.structs.replace(cmd, by="alice"), seq, 5)
+    assert (said.outcome, said.by, said.status) == ("acted", "alice", "running")
 
 
 async def test_a_decision_on_a_job_that_moved_meanwhile_is_refused(client: NexusClient, monkeypatch: pytest.MonkeyPatch) -> None:

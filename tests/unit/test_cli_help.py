@@ -26,3 +26,11 @@ def test_a_paragraph_is_not_broken_where_its_source_line_ends() -> None:
 ])  # fmt: skip
 def test_a_wide_terminal_gets_long_lines(args: list[str], words: str) -> None:
     assert any(words in line for line in help_lines(args, 200))
+
+
+@pytest.mark.parametrize("verb", [["run"], ["submit"], ["agent"], ["orchestrator"], ["approve"], ["jobs"]])
+def test_nothing_is_cut_at_80_columns(verb: list[str]) -> None:
+    """The --creds default (./.nexus/creds/admin.creds) was cut to `./.nexus/creds/admin.cre…`."""
+    lines = help_lines(verb, 80)
+    assert not any("…" in line for line in lines), [line for line in lines if "…" in line]
+    assert any("./.nexus/creds/" in line for line in lines)

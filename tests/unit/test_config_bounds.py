@@ -46,3 +46,14 @@ def test_ordinary_files_still_load(tmp_path: Path) -> None:
     tests = tmp_path / "tests.yaml"
     tests.write_text("- {type: exit_code, expected: 0}\n")
     assert len(load_tests(tests)) == 1
+
+
+@pytest.mark.parametrize("load", [load_policy, load_tests])
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_the_line(tmp_path: Path, load) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.yaml"
+    path.write_text("- type: exit_code\n  expected: [0\n- type: output_contains\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    said = str(info.value)
+    assert "\n" not in said and said.startswith(f"{path}:") and "not valid YAML" in said, said
+    assert info.value.line is not None and 1 <= info.value.line <= 3, said

@@ -18,7 +18,7 @@ from schemas.events import (
     JobSucceeded,
     JobTimedOut,
 )
-from schemas.pipelines import PipelineSucceeded
+from schemas.pipelines import PipelineApprovalRequired, PipelineStepStarted, PipelineSucceeded, StepJob
 from schemas.records import Record
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,3 +69,8 @@ def test_an_undecodable_record_says_why_and_other_families_list_their_fields() -
     done = Record(seq=4, subject=subjects.pipeline("p1", "succeeded"), stream_ts=AT, raw=b"{}", event=PipelineSucceeded())
     assert narrate(done).message == "succeeded"
     assert details(JobStarted(node="n", attempt=1, pid=7)) == "node=n, attempt=1, pid=7"
+    # `nexus pipeline run` progress: a step's jobs by id, lists as their items (it printed `jobs=[{'job_id': ...}]`).
+    jobs = [StepJob(job_id="p-s0-0", node="a"), StepJob(job_id="p-s0-1")]
+    assert details(PipelineStepStarted(step="build", batch=0, jobs=jobs, nodes=["a"])) == "step=build, batch=0, jobs=p-s0-0 p-s0-1, nodes=a"
+    gate = PipelineApprovalRequired(step="go", timeout_s=60.0, approvers=["alice", "bob"])
+    assert details(gate) == "step=go, timeout_s=60.0, approvers=alice bob"
