@@ -619,7 +619,7 @@ class Orchestrator:
             await asyncio.sleep(min(max(idle_s / 4, 0.5), IDLE_CONSUMERS_EVERY_S))
             try:
                 if removed := await self.bus.remove_idle_consumers(idle_s):
-                    log.info("consumers.removed", consumers=removed, idle_s=idle_s, reason="unused for longer than --idle-consumers-after")
+                    log.info("consumers.removed", consumers=removed, idle_s=idle_s, reason="unused for longer than --consumer-idle")
             except BusError as exc:
                 log.warning("consumers.not_removed", error=str(exc))
 

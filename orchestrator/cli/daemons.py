@@ -344,11 +344,11 @@ def orchestrator(
     ] = None,
     output_max_age: Annotated[str, typer.Option("--output-max-age", help="Keep job output this long (e.g. 7d, 12h).")] = "7d",
     output_max_gb: Annotated[float, typer.Option("--output-max-gb", help="Keep at most this much job output (GiB).", min=0.001)] = 8.0,
-    idle_consumers_after: Annotated[
+    consumer_idle: Annotated[
         str,
         typer.Option(
-            "--idle-consumers-after",
-            help="Remove a consumer on the log, the output or the buckets after this long unused (e.g. 1h, 30m); agents' excepted.",
+            "--consumer-idle",
+            help="Remove readers' consumers unused this long (e.g. 1h, 30m).",
         ),
     ] = "1h",
     redacted_vars: RedactedVarsOpt = None,
@@ -365,7 +365,7 @@ def orchestrator(
         replicas=replicas,
         output_max_age_s=parse_duration(output_max_age, "--output-max-age"),
         output_max_bytes=int(output_max_gb * 1024**3),
-        consumer_idle_s=parse_duration(idle_consumers_after, "--idle-consumers-after"),
+        consumer_idle_s=parse_duration(consumer_idle, "--consumer-idle"),
     )
     _orchestrator(nats_url, creds_file(creds), db, node_ttl, load_policy(policy), limits, _redaction(redacted_vars))
 

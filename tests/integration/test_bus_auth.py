@@ -729,7 +729,7 @@ async def test_a_readers_consumer_made_to_outlive_everyone_is_removed_once_unuse
         # A second orchestrator (two at once are supported) that removes consumers after 1 s unused.
         orch = await asyncio.create_subprocess_exec(
             NEXUS, "orchestrator", "--nats", up.url, "--creds", str(up.creds / "admin.creds"), "--db", str(tmp_path / "second.duckdb"),
-            "--idle-consumers-after", "1s", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            "--consumer-idle", "1s", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
 
