@@ -353,6 +353,12 @@ class NexusCluster:
         assert self.observer is not None
         return await self.observer.history(job_id)
 
+    async def records(self, job_id: str) -> list[Record]:
+        """The job's records as the log holds them (`history` shows them as the orchestrator
+        judged them: of a job it never saw requested, nothing counts)."""
+        assert self.observer is not None
+        return [r async for batch in self.observer.bus.read_records(subjects.job_all(job_id)) for r in batch]
+
     async def stored_subject(self, seq: int) -> str | None:
         """The subject stored at `seq` of the event stream (None: nothing there), once the
         stream answers (right after a member's loss it may still be electing a leader: 503)."""

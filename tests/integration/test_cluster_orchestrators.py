@@ -119,8 +119,8 @@ async def test_the_agent_refuses_to_run_beyond_max_jobs(cluster: NexusCluster) -
     cancel = JobCancel(ts=datetime.now(UTC), attempt=1)
     await bus.publish(Outgoing(subjects.cancel(waiting, "n1"), cancel, msgids.job(waiting, "cancel", 1)))
 
-    async def exited(job_id: str) -> list[str]:
-        return [r.kind for r in await cluster.history(job_id) if r.kind == "exited"]
+    async def exited(job_id: str) -> list[str]:  # the agent's facts (the orchestrator never saw these jobs requested)
+        return [r.kind for r in await cluster.records(job_id) if r.kind == "exited"]
 
     async def all_exited() -> bool:
         return all([await exited(j) for j in ids])
@@ -129,7 +129,7 @@ async def test_the_agent_refuses_to_run_beyond_max_jobs(cluster: NexusCluster) -
     assert {j: len(await exited(j)) for j in ids} == dict.fromkeys(ids, 1)  # fmt: skip
     assert {j: work.runs(j) for j in ids} == {**dict.fromkeys(ids[:-1], 1), waiting: 0}
     assert work.peak() == {"n1": MAX_JOBS}
-    last = next(r for r in await cluster.history(waiting) if r.kind == "exited")
+    last = next(r for r in await cluster.records(waiting) if r.kind == "exited")
     assert getattr(last.event, "killed_by", None) == "cancel"
 
 
