@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -67,6 +67,8 @@ CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
 STORE_EVERY_S = 0.1  # folded batches wait at most this long (plus one store) to be in DuckDB (see _store_folded)
+FORMING_S = 60.0  # how long start-up publishes wait for a forming cluster's stream leaders
+FORMING_PAUSE_S = 0.5
 IDLE_CONSUMERS_EVERY_S = 60.0  # how often unused consumers are looked for (at most)
 ENCODE_INLINE_ROWS = 1_000  # a query's answer with more rows is encoded in a thread
 QUERY_SETTLE_S = 2.0  # a query waits at most this long for what the log held when it was asked
@@ -145,9 +147,10 @@ class Orchestrator:
         await self.bus.ensure_streams(self.limits)
         if self.applied_seq > (end := await self.bus.last_seq()):
             raise StateAheadOfLog(self.store.path, self.applied_seq, end)
-        # Who signs its decisions and answers, on the log before it answers anyone.
-        await self.bus.announce()
-        await publish_key(self.bus, self.sealing_key, self.redaction)
+        # Who signs its decisions and answers, on the log before it answers anyone. On a cluster
+        # the streams exist before their leaders are elected: a publish then has no responder.
+        await _while_forming(self.bus.announce, "announce")
+        await _while_forming(lambda: publish_key(self.bus, self.sealing_key, self.redaction), "publish_key")
         if self.projection.chain is None:  # a file from before the chain: carry on from the log's
             self.projection.chain = await chain_upto(self.bus, self.applied_seq)
             log.warning(
@@ -712,6 +715,20 @@ class Orchestrator:
         encode = functools.partial(codec.encode_query_result, result, in_parts=in_parts)
         parts = await asyncio.to_thread(encode) if len(result.rows) > ENCODE_INLINE_ROWS else encode()
         await msg.respond(*parts)  # never raises: the asker may have gone
+
+
+async def _while_forming(step: Callable[[], Awaitable[None]], what: str) -> None:
+    """A start-up step, tried again while the bus says it may pass soon (a stream of a cluster
+    that is forming has no leader yet), for at most FORMING_S."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await step()
+        except BusError as exc:
+            if not exc.retryable or time.monotonic() - started > FORMING_S:
+                raise
+            log.info("orchestrator.waiting", step=what, reason=str(exc), hint="a forming cluster elects its stream leaders first")
+            await asyncio.sleep(FORMING_PAUSE_S)
 
 
 def _free_slots(fleet: decide.Fleet, now: datetime) -> int | None:
