@@ -516,7 +516,12 @@ async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Sta
             calls.append((resp, role, path, expect))
             return resp
 
-        assert (await http.get("/health")).json()["auth"] == "tokens"  # public
+        health = await http.get("/health")  # public: says a token is needed, and nothing else
+        assert health.json() == {"status": "ok", "nats": True, "auth": "tokens"} and "x-request-id" not in health.headers
+        assert (await http.get("/")).status_code == 200  # the console's page (its login form): public too
+        for doc in ("/schema/openapi.json", "/schema/swagger"):  # the API's document needs a token like every call
+            assert_problem(await call("get", doc, None, 401), 401, "unauthorized", "missing bearer token")
+            await call("get", doc, "viewer", 200)
         missing = await call("get", "/api/v1/jobs", None, 401)
         assert_problem(missing, 401, "unauthorized", "missing bearer token")
         assert missing.headers["www-authenticate"].startswith("Bearer")
