@@ -41,8 +41,8 @@ from orchestrator.app import jobs as jobs_app
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.jobs import CancelJob, DecideJob
 from orchestrator.app.rows import decoded
-from orchestrator.core.admission import worst
-from orchestrator.core.judge import judge
+from orchestrator.core.admission import Submission, worst
+from orchestrator.core.judge import invalid, judge
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.events import JobRequested
@@ -112,6 +112,14 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 # ---------------------------------------------------------------- analysis
 
 
+def refuse_unrunnable(sub: Submission, where: str = "") -> None:
+    """400 `invalid-body` for a request the analysis would reject as `invalid_request`
+    (core.judge.invalid: an empty command, a NUL byte, an env name no process can take, a job
+    waiting for itself), with its reason: refused at submit, not accepted and rejected later."""
+    if (why := invalid(sub)) is not None:
+        raise ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {where}{why}")
+
+
 @post(
     "/api/v1/jobs/validate",
     status_code=200,
@@ -140,6 +148,7 @@ async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Reque
         parsed=verdict.parsed,
         approval_required=verdict.approval_needed,
         denied=verdict.reason if verdict.denied else None,
+        invalid=verdict.invalid,
         validation_ms=round(took_ms, 3),
         estimated_duration=float(estimate) if estimate is not None else None,
     )
@@ -164,6 +173,17 @@ async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Reque
 async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
     cmd = data.command_for(identity_of(request.scope).user)
     job_id = jobs_app.job_id_of(cmd)
+    refuse_unrunnable(
+        Submission(
+            command=cmd.command,
+            tool=cmd.tool,
+            env={**cmd.env, **cmd.secret_env},  # in clear here: a NUL in a secret value is as fatal
+            tests=list(cmd.tests),
+            working_dir=cmd.working_dir,
+            job_id=job_id,
+            after=list(cmd.after),
+        )
+    )
     if cmd.node is not None and not await nodes.node_known(ctx, cmd.node):
         raise unknown_node(cmd.node, status=422)
     req = await jobs_app.request_for(ctx.client, cmd, datetime.now(UTC))  # secrets sealed here

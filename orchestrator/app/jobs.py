@@ -15,9 +15,10 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, SecretsUnprotected
+from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchJob, NotHeld, ReservedJobId, SecretsUnprotected
 from orchestrator.app.narrate import kind_of
 from orchestrator.client import NexusClient, new_job_id
+from orchestrator.core.pipeline_views import is_step_job_id
 from schemas import msgids, subjects
 from schemas.codec import event_type
 from schemas.envelope import Outgoing
@@ -116,7 +117,13 @@ async def request_for(client: NexusClient, cmd: SubmitJob, now: datetime) -> Job
 
 
 def job_id_of(cmd: SubmitJob) -> str:
-    return subjects.check_id(cmd.job_id or new_job_id(), "job id")
+    """The job's id: the caller's choice, unless it is one only the orchestrator may request, or a new one."""
+    if cmd.job_id is None:
+        return new_job_id()
+    subjects.check_id(cmd.job_id, "job id")
+    if is_step_job_id(cmd.job_id):
+        raise ReservedJobId(cmd.job_id)
+    return cmd.job_id
 
 
 async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitted:
