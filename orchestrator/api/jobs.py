@@ -1,4 +1,4 @@
-"""Job routes: validate, create, list, show, cancel, approve, deny (tests and rollback: finished.py).
+"""Job routes: validate, create, re-run, list, show, cancel, approve, deny (tests and rollback: finished.py).
 
 Creating a job publishes its `requested` event and answers once JetStream has
 stored it; placement and execution happen later, visible on the job's stream.
@@ -41,6 +41,7 @@ from orchestrator.app import jobs as jobs_app
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.jobs import CancelJob, DecideJob
 from orchestrator.app.rows import decoded
+from orchestrator.client import new_job_id
 from orchestrator.core.admission import Submission, worst
 from orchestrator.core.judge import invalid, judge
 from orchestrator.core.views import JobStatus
@@ -193,6 +194,25 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     return Response(body, status_code=201 if done.created else 200, headers={"Location": f"/api/v1/jobs/{job_id}"})
 
 
+@post(
+    "/api/v1/jobs/{job_id:str}/rerun",
+    status_code=201,
+    guards=[require("operator")],
+    summary="Run a job's request again, as a new job",
+    responses=problems(404),
+)
+async def rerun_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
+    """The job's stored request again under a new id, every field the same (its env too, secret
+    values still sealed: a view shows them masked, so no client could send them back), requested
+    by the caller. What the console's Re-run button does."""
+    req = await jobs_app.request_again(ctx.client, job_id, identity_of(request.scope).user, datetime.now(UTC))
+    check_job_fits(req)
+    new_id = new_job_id()
+    done = await jobs_app.submit(ctx.client, new_id, req)
+    body = JobCreated(job_id=new_id, stream_endpoint=stream_endpoint(new_id), seq=done.seq, created=done.created)
+    return Response(body, status_code=201, headers={"Location": f"/api/v1/jobs/{new_id}"})
+
+
 @get("/api/v1/jobs", guards=[require("viewer")], summary="Jobs, newest first", responses=problems())
 async def list_jobs(
     ctx: Ctx,
@@ -269,4 +289,4 @@ async def deny_job(
     return DecisionRecorded(job_id=job_id, decision="denied", by=by, seq=seq)
 
 
-ROUTES = [validate_job, create_job, list_jobs, get_job, cancel_job, approve_job, deny_job]
+ROUTES = [validate_job, create_job, rerun_job, list_jobs, get_job, cancel_job, approve_job, deny_job]

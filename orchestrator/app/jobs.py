@@ -141,6 +141,24 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
 
 
+async def request_again(client: NexusClient, job_id: str, by: str, now: datetime) -> JobRequested:
+    """Job `job_id`'s request, as a new job's: every field as stored, so the new job runs as the
+    old did (command, tool, node, labels, working directory, env, tty, tests, metadata, ...),
+    requested by `by` at `now`. Secret values stay sealed to the orchestrator, as stored (one that
+    came in clear from a foreign publisher is sealed now); no value is ever read back from a view,
+    where a secret shows as a mask."""
+    subjects.check_id(job_id, "job id")
+    first = first_request(await client.history(job_id))
+    if first is None:
+        raise NoSuchJob(job_id)
+    _, earlier = first
+    env = dict(earlier.env)
+    if env:
+        explicit = {n: env[n] for n in earlier.secrets if n in env}
+        env = sealed_env(env, explicit, await client.sealing_key())
+    return msgspec.structs.replace(earlier, ts=now, requested_by=by, env=env)
+
+
 def first_request(history: Sequence[Record]) -> tuple[int, JobRequested] | None:
     for rec in history:
         if isinstance(rec.event, JobRequested):
