@@ -185,6 +185,9 @@ async def test_rerun_requests_the_same_again_its_secrets_still_sealed(stack: Sta
     assert resp.status_code == 201, resp.text
     assert request_of(await stack.client.history(resp.json()["jobId"])).env["API_TOKEN"].startswith("sealed:v1:")
     assert_problem(await api.post("/api/v1/jobs/no-such-job/rerun"), 404, "unknown-job")
+    # A secret near the env value bound outgrows it once sealed: 413 with the name, not a 503.
+    big = await api.post("/api/v1/jobs", json={"command": "true", "secretEnv": {"BIG": "x" * 16_000}})
+    assert_problem(big, 413, "too-large", "'BIG'", "once sealed")
 
 
 def request_of(history: list[Any]) -> JobRequested:
