@@ -127,7 +127,8 @@ class NexusClient:
     @staticmethod
     def _with_verdicts(records: list[Record], refused: dict[int, str]) -> list[Record]:
         return [
-            msgspec.structs.replace(r, event=None, error=refused[r.seq]) if r.seq in refused and r.error is None else r for r in records
+            msgspec.structs.replace(r, event=None, error=refused[r.seq]) if r.seq in refused and r.error is None else r
+            for r in records
         ]
 
     async def output(self, job_id: str) -> AsyncIterator[OutputChunk]:
@@ -136,7 +137,9 @@ class NexusClient:
             async for chunk in chunks:
                 yield chunk
 
-    async def follow(self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None) -> AsyncIterator[FollowItem]:
+    async def follow(
+        self, job_id: str, *, from_seq: int = 1, until: Callable[[Record], bool] | None = None
+    ) -> AsyncIterator[FollowItem]:
         """Events and output of one job, live, in order per kind, until it ends and
         all its stored output has arrived (or until `until(record)`): see `app.follow`."""
         async for item in follow_job(self.bus, job_id, events_from=from_seq, until=until):

@@ -1,10 +1,10 @@
 """Errors of the orchestrator's adapters and services.
 
-NexusError (schemas.errors)
-+-- BusError (bus.errors)         NATS / JetStream trouble, translated at the adapter
-+-- QueryError                    SQL refused or failed
-+-- OrchestratorUnavailable       nobody answers the query subject
-+-- StateAheadOfLog               the state file has applied more of a log than this log holds
+    NexusError (schemas.errors)
+    +-- BusError (bus.errors)         NATS / JetStream trouble, translated at the adapter
+    +-- QueryError                    SQL refused or failed
+    +-- OrchestratorUnavailable       nobody answers the query subject
+    +-- StateAheadOfLog               the state file has applied more of a log than this log holds
 """
 
 from __future__ import annotations

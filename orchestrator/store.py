@@ -60,8 +60,8 @@ class _Table:
         fields = msgspec.structs.fields(struct)
         self.columns = [(f.name, _column_type(hints[f.name])) for f in fields if f.name not in exclude]
         # Rows as one JSON document: JSON columns travel as their text and are cast like `?::JSON` would.
-        self.plain = (
-            not exclude and all(t not in ("JSON", "DOUBLE") for _, t in self.columns) and all(f.encode_name == f.name for f in fields)
+        self.plain = not exclude and all(t not in ("JSON", "DOUBLE") for _, t in self.columns) and all(
+            f.encode_name == f.name for f in fields
         )
         shape = ", ".join(f'"{n}": "{"VARCHAR" if t == "JSON" else t}"' for n, t in self.columns)
         names = ", ".join(n for n, _ in self.columns)

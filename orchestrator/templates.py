@@ -107,7 +107,9 @@ _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _VAR = re.compile(r"\$\$\{|\$\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}|\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
-_TESTS: dict[str, type[msgspec.Struct]] = {str(cls.__struct_config__.tag): cls for cls in typing.get_args(JobTest)}
+_TESTS: dict[str, type[msgspec.Struct]] = {
+    str(cls.__struct_config__.tag): cls for cls in typing.get_args(JobTest)
+}
 # Step fields whose scalars are taken as written: `PORT: 8080` is "8080", `version: 1.10` is "1.10".
 _TEXT_FIELDS = frozenset({"id", "command", "tool", "rollback", "health_check", "working_dir", "nodes", "needs", "labels", "env"})
 _STEP_FIELDS = tuple(StepSpec.__struct_fields__)

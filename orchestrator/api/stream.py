@@ -65,7 +65,6 @@ from schemas.text import text_view
 RETRY_MS = 1000
 _encoder = msgspec.json.Encoder()
 
-
 @dataclass(frozen=True)
 class Position:
     """Where a client is in a job's stream: see the module docstring."""
@@ -105,14 +104,8 @@ def describe(rec: Record, state: _JobState) -> StatusEvent:
     state.status = status_after(rec, state.status)
     ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
     return StatusEvent(
-        category=told.category,
-        message=told.message,
-        status=state.status,
-        level=told.level,
-        seq=rec.seq,
-        ts=ts,
-        node=told.node,
-        attempt=told.attempt,
+        category=told.category, message=told.message, status=state.status, level=told.level,
+        seq=rec.seq, ts=ts, node=told.node, attempt=told.attempt,
     )
 
 
@@ -165,11 +158,7 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
 def _chunk(chunk: OutputChunk) -> OutputChunkEvent:
     data = chunk.data
     return OutputChunkEvent(
-        text=text_view(data),
-        data_b64=base64.b64encode(data).decode(),
-        attempt=chunk.attempt,
-        chunk=chunk.number,
-        seq=chunk.seq,
+        text=text_view(data), data_b64=base64.b64encode(data).decode(), attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq,
         stream=chunk.stream,
     )
 

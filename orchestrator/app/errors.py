@@ -1,18 +1,18 @@
 """Errors of the use cases, each mapped once per surface (HTTP: api/errors.py `to_problem`; CLI: cli/common.py `run_async`).
 
-NexusError (schemas.errors)
-+-- AppError                 a use case refused; `http_status` and `exit_code` say how each surface answers
-    +-- NoSuchJob            nothing in the log under this job id                     404, exit 1
-    +-- NoSuchPipeline       nothing in the log under this pipeline id                404, exit 1
-    +-- WrongState           the job is not in a state where this makes sense          409, exit 1
-        +-- JobFinished      the job already ended (`status`): nothing to cancel       409, exit 1
-        +-- NotHeld          the job is not waiting for approval                       409, exit 1
-        +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
-        +-- JobExists        the job id is taken by a different request                409, exit 1
-    +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
-    +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
-        +-- ConflictingFields  one field under two names, two values                422
-        +-- ReservedJobId      a chosen job id shaped like a pipeline step's job id      400
+    NexusError (schemas.errors)
+    +-- AppError                 a use case refused; `http_status` and `exit_code` say how each surface answers
+        +-- NoSuchJob            nothing in the log under this job id                     404, exit 1
+        +-- NoSuchPipeline       nothing in the log under this pipeline id                404, exit 1
+        +-- WrongState           the job is not in a state where this makes sense          409, exit 1
+            +-- JobFinished      the job already ended (`status`): nothing to cancel       409, exit 1
+            +-- NotHeld          the job is not waiting for approval                       409, exit 1
+            +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
+            +-- JobExists        the job id is taken by a different request                409, exit 1
+        +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
+        +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
+            +-- ConflictingFields  one field under two names, two values                422
+            +-- ReservedJobId      a chosen job id shaped like a pipeline step's job id      400
 """
 
 from __future__ import annotations

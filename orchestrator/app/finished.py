@@ -1,7 +1,7 @@
 """Use cases on a finished job: run tests on it, roll it back.
 
-`request_tests`  publish `test_requested`; one pending run per job (TestsPending)
-`rollback`       run the undo command on the job's node as a new job (one builder: app.jobs)
+    `request_tests`  publish `test_requested`; one pending run per job (TestsPending)
+    `rollback`       run the undo command on the job's node as a new job (one builder: app.jobs)
 """
 
 from __future__ import annotations
@@ -101,3 +101,4 @@ async def rollback_request(client: NexusClient, cmd: RollBack, now: datetime) ->
         raise NoRollbackCommand
     undo = SubmitJob(command=command, node=row["node"], parent=cmd.job_id, metadata={"rollback_of": cmd.job_id}, requested_by=cmd.by)
     return job_request(undo, now)
+

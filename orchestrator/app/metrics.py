@@ -43,6 +43,7 @@ def _group(row: dict[str, Any], key: str) -> ExecutionGroup:
     )
 
 
+
 async def pipeline_metrics(client: NexusClient, since: datetime | None = None) -> PipelineMetrics:
     """GET /api/v1/metrics/pipeline: the brief's per-phase shape plus step latencies (optionally since a time)."""
     names = list(VIEWS)[1:]  # metrics_job_steps is per job, not a summary

@@ -32,7 +32,9 @@ def _is_json(tp: Any) -> bool:
 
 
 def json_columns(*views: type[msgspec.Struct]) -> frozenset[str]:
-    return frozenset(f.name for view in views for f in msgspec.structs.fields(view) if _is_json(typing.get_type_hints(view)[f.name]))
+    return frozenset(
+        f.name for view in views for f in msgspec.structs.fields(view) if _is_json(typing.get_type_hints(view)[f.name])
+    )
 
 
 JSON_COLUMNS = json_columns(JobView, NodeView, PipelineView, StepView)

@@ -373,6 +373,7 @@ class TestNatsBus(BusContract):
         finally:
             await watcher.close()
 
+
     async def test_the_watch_says_how_far_behind_it_reads(self, bus: NatsBus) -> None:
         """Heartbeats stored before the watch reads them: while it delivers an older one with more
         after it, it is behind (by that one's age); at the newest, caught up (decide.Fleet.lag_s)."""

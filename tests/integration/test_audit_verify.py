@@ -199,6 +199,6 @@ def _insert_after(con: duckdb.DuckDBPyConnection, seq: int) -> None:
     con.execute("INSERT INTO events SELECT * FROM moved")
     con.execute(
         "INSERT INTO events (seq, subject, type, ts, job_id, node_id, payload) SELECT ?, subject, type, ts, job_id, node_id, "
-        'replace(payload, \'"exit_code": 0\', \'"exit_code": 0, "note": "forged"\') FROM events WHERE seq = ?',
+        "replace(payload, '\"exit_code\": 0', '\"exit_code\": 0, \"note\": \"forged\"') FROM events WHERE seq = ?",
         [seq + 1, seq],
     )

@@ -74,7 +74,6 @@ async def test_broker_kill_and_restart_mid_burst(server_and_stack: tuple[Embedde
     await wait_for(some_done, 60, what="20 jobs done before the kill")
     server = await _restart(server, down_s=3.0)
     try:
-
         async def all_done() -> dict[str, str] | None:
             with contextlib.suppress(Exception):
                 st = await _statuses(stack, ids)

@@ -63,7 +63,9 @@ async def connect(up: Up, creds: Path | None, inbox_prefix: str = "_INBOX") -> n
         pass
 
     kwargs = {"user_credentials": str(creds)} if creds is not None else {}
-    return await nats.connect(up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, inbox_prefix=inbox_prefix, **kwargs)
+    return await nats.connect(
+        up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, inbox_prefix=inbox_prefix, **kwargs
+    )
 
 
 async def refused(up: Up, creds: Path, subject: str, payload: bytes = b"{}") -> None:

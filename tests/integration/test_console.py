@@ -202,7 +202,10 @@ def test_job_page_buttons_download_test_rerun_cancel_and_roll_back(up: Up, page:
         p.get_by_role("button", name="Download output").click()
     raw = Path(dl.value.path()).read_bytes()
     with up.http() as http:
-        chunks = [base64.b64decode(m) for m in re.findall(r'"dataB64":"([^"]*)"', http.get(f"/api/v1/jobs/{done}/stream").text)]
+        chunks = [
+            base64.b64decode(m)
+            for m in re.findall(r'"dataB64":"([^"]*)"', http.get(f"/api/v1/jobs/{done}/stream").text)
+        ]
     assert raw == b"".join(chunks) == b"A\tB\r\n\x1b[1mbold\x1b[0m\n"
     # Test: runs the job's tests (an exit code test when it has none) and shows the results.
     p.get_by_role("button", name="Test").click()

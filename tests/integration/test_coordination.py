@@ -28,7 +28,9 @@ async def test_burst_of_300_jobs_on_3_agents_never_exceeds_capacity(stack: Stack
     rows = await stack.client.query("SELECT status, count(*) FROM jobs WHERE job_id LIKE 'burst-%' GROUP BY 1")
     assert dict(rows.rows) == {"succeeded": 300}
 
-    events = await stack.client.query("SELECT seq, type, job_id, node_id FROM events WHERE job_id LIKE 'burst-%' ORDER BY seq")
+    events = await stack.client.query(
+        "SELECT seq, type, job_id, node_id FROM events WHERE job_id LIKE 'burst-%' ORDER BY seq"
+    )
     running: dict[str, int] = defaultdict(int)
     peak: dict[str, int] = defaultdict(int)
     per_job: dict[str, list[str]] = defaultdict(list)
@@ -114,6 +116,7 @@ async def test_validate_prints_the_brief_shape(stack: Stack) -> None:
 async def _status(stack: Stack, job_id: str, status: str) -> bool:
     row = await stack.job(job_id)
     return bool(row and row["status"] == status)
+
 
 
 async def test_nodes_optimal_answers_like_the_scheduler(stack: Stack) -> None:

@@ -59,7 +59,9 @@ async def test_invalid_utf8_is_stored_byte_exact(stack: Stack) -> None:
 
 async def test_timeout_kills_the_whole_process_tree(stack: Stack) -> None:
     marker = "31337.5"
-    code, _, err = await stack.nexus("run", "--timeout", "1", "--", f"sh -c 'sleep {marker} & setsid sleep {marker} & sleep {marker}'")
+    code, _, err = await stack.nexus(
+        "run", "--timeout", "1", "--", f"sh -c 'sleep {marker} & setsid sleep {marker} & sleep {marker}'"
+    )
     assert code == 124, err
     rows = await stack.client.query("SELECT status, killed_by FROM jobs")
     assert rows.rows == [["timed_out", "timeout"]]
@@ -189,7 +191,6 @@ def test_subject_of_requests() -> None:
 async def test_metrics_verb_matches_the_log(stack: Stack) -> None:
     for command in ("true", "exit 2", "true"):
         await stack.client.submit(new_job_id(), JobRequested(command=command))
-
     async def three_done() -> bool:
         rows = await stack.client.query("SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
         return rows.rows[0][0] == 3

@@ -83,7 +83,9 @@ async def test_simulated_fleet_registers_and_runs_a_fan_out(sim: SimStack) -> No
     ids = [*jobs, failing]
 
     async def finished() -> dict[str, str] | None:
-        rows = await sim.client.query(f"SELECT job_id, status, node FROM jobs WHERE job_id IN ({','.join('?' for _ in ids)})", ids)
+        rows = await sim.client.query(
+            f"SELECT job_id, status, node FROM jobs WHERE job_id IN ({','.join('?' for _ in ids)})", ids
+        )
         found = {r[0]: (r[1], r[2]) for r in rows.rows}
         done = len(found) == len(ids) and all(s in TERMINAL for s, _ in found.values())
         return {j: f"{s}@{n}" for j, (s, n) in found.items()} if done else None

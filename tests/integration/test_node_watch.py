@@ -43,7 +43,9 @@ async def test_beats_are_taken_in_while_a_node_decision_waits_for_its_ack(stack:
         assert not gate.is_set()
 
         gate.set()
-        await wait_for(lambda: all(n in orch.nodes and orch.nodes[n].status == "online" for n in ("n1", "n2")), what="both registered")
+        await wait_for(
+            lambda: all(n in orch.nodes and orch.nodes[n].status == "online" for n in ("n1", "n2")), what="both registered"
+        )
     finally:
         gate.set()
         await bus.close()

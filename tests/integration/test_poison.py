@@ -111,6 +111,7 @@ def test_a_record_that_cannot_be_stored_is_quarantined_and_the_fold_moves_on(tmp
     store.close()
 
 
+
 async def test_the_cli_refuses_what_the_bus_would_refuse_before_publishing(stack: Stack) -> None:
     last = await stack.client.bus.last_seq()
     code, _out, err = await stack.nexus("submit", "--priority", "9223372036854775808", "--", "echo", "x")

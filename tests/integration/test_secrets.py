@@ -198,7 +198,7 @@ async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process
         "name: secret-step\n"
         "steps:\n"
         "  - id: use\n"
-        f'    command: \'printf %s "$DB_PASSWORD $API_TOKEN" > {marker_file}; echo "pw=$DB_PASSWORD"\'\n'
+        f"    command: 'printf %s \"$DB_PASSWORD $API_TOKEN\" > {marker_file}; echo \"pw=$DB_PASSWORD\"'\n"
         f"    nodes: [{NODE}]\n"
         "    env:\n"
         f"      DB_PASSWORD: {password}\n"

@@ -114,7 +114,11 @@ def test_nothing_under_the_edges_imports_them() -> None:
 
 
 def test_schemas_import_only_msgspec_and_typing_bits() -> None:
-    bad = {m: sorted(i for i in imports(m) if _top(i) not in SCHEMAS_MAY_IMPORT) for m in sources() if _under(m, "schemas")}
+    bad = {
+        m: sorted(i for i in imports(m) if _top(i) not in SCHEMAS_MAY_IMPORT)
+        for m in sources()
+        if _under(m, "schemas")
+    }
     assert {m: hits for m, hits in bad.items() if hits} == {}
 
 

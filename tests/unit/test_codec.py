@@ -189,7 +189,10 @@ def test_minimal_external_payload_decodes_with_defaults() -> None:
 
 
 def test_design_example_payload_decodes() -> None:
-    data = b'{"type": "job.requested", "v": 1, "ts": "2026-11-24T10:00:00Z", "tool": "bash", "command": "echo hello", "node": "web-001"}'
+    data = (
+        b'{"type": "job.requested", "v": 1, "ts": "2026-11-24T10:00:00Z",'
+        b' "tool": "bash", "command": "echo hello", "node": "web-001"}'
+    )
     assert codec.decode(REQUESTED, data) == JobRequested(ts=T0, command="echo hello", node="web-001")
 
 
@@ -226,7 +229,9 @@ def test_old_event_without_new_fields_still_decodes() -> None:
     ("subject", "payload"),
     [
         pytest.param(REQUESTED, b'{"command": "x", "ts": "2026-11-24T10:00:00"}', id="requested-ts"),
-        pytest.param(subjects.node("n1", "lost"), b'{"reason": "r", "last_seen": "2026-11-24T10:00:00"}', id="node-last-seen"),
+        pytest.param(
+            subjects.node("n1", "lost"), b'{"reason": "r", "last_seen": "2026-11-24T10:00:00"}', id="node-last-seen"
+        ),
     ],
 )
 def test_naive_timestamps_are_refused(subject: str, payload: bytes) -> None:
@@ -253,7 +258,9 @@ def test_naive_timestamps_are_refused(subject: str, payload: bytes) -> None:
         pytest.param(REQUESTED, b'{"command": "x", "ts": "yesterday"}', "$.ts", id="bad-ts"),
         pytest.param(REQUESTED, b'{"command": "x", "type": null}', "$.type", id="null-type"),
         pytest.param(subjects.job("j1", "exited"), b'{"node": "n1", "attempt": "one"}', "$.attempt", id="exited"),
-        pytest.param(subjects.job("j1", "exited"), b'{"node": "n1", "attempt": 1, "killed_by": "oom"}', "$.killed_by", id="kb"),
+        pytest.param(
+            subjects.job("j1", "exited"), b'{"node": "n1", "attempt": 1, "killed_by": "oom"}', "$.killed_by", id="kb"
+        ),
         pytest.param(subjects.job("j1", "bogus"), b"{}", "unknown event type 'job.bogus'", id="unknown-kind"),
         pytest.param(subjects.pipeline("p1", "started"), b"{}", "pipeline.started", id="no-pipeline-events"),
         pytest.param(subjects.node("n1", "drained"), b"{}", "node.drained", id="unknown-node-kind"),

@@ -62,7 +62,9 @@ def hb(
     age: float = 0.0,
     instance: str = "",
 ) -> NodeHeartbeat:
-    return NodeHeartbeat(node=node, ts=ago(age), tools=list(tools), labels=labels or {}, max_jobs=max_jobs, instance=instance)
+    return NodeHeartbeat(
+        node=node, ts=ago(age), tools=list(tools), labels=labels or {}, max_jobs=max_jobs, instance=instance
+    )
 
 
 def fleet(*beats: NodeHeartbeat, load: dict[str, int] | None = None, views: Iterable[str] | None = None) -> Fleet:
@@ -579,9 +581,13 @@ def node_view(**kw: Any) -> NodeView:
 
 
 def test_decide_node_registers_a_new_node() -> None:
-    beat = NodeHeartbeat(node="n1", ts=ago(1), tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2")
+    beat = NodeHeartbeat(
+        node="n1", ts=ago(1), tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2"
+    )
     out = only(planner.decide_node(None, beat, NOW, TTL, since=ago(100)))
-    assert out.event == NodeRegistered(ts=NOW, tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2")
+    assert out.event == NodeRegistered(
+        ts=NOW, tools=["bash", "git"], labels={"zone": "eu"}, max_jobs=3, hostname="h", version="0.2"
+    )
     assert (out.subject, out.msg_id) == ("nexus.evt.node.n1.registered", "node:n1:registered:0")
 
 
@@ -699,7 +705,10 @@ job_st = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None, database=None)
 @given(nodes=st.dictionaries(st.sampled_from(NAMES), node_st, max_size=5), jobs=st.lists(job_st, max_size=15))
 def test_placement_never_overfills_or_mismatches(nodes: dict[str, dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
-    beats = [hb(n, tools=spec["tools"], labels=spec["labels"], max_jobs=spec["max_jobs"], age=spec["age"]) for n, spec in nodes.items()]
+    beats = [
+        hb(n, tools=spec["tools"], labels=spec["labels"], max_jobs=spec["max_jobs"], age=spec["age"])
+        for n, spec in nodes.items()
+    ]
     initial = {n: spec["load"] for n, spec in nodes.items()}
     f = fleet(*beats, load=initial)
     placed: Counter[str] = Counter()

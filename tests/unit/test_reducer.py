@@ -539,7 +539,8 @@ def test_fold_is_independent_of_decode_path() -> None:
     # Records built from raw bytes (as the bus does) fold like records built from events.
     direct = Fold().all(lifecycle())
     via_bytes = Fold().all(
-        Record(seq=r.seq, subject=r.subject, stream_ts=r.stream_ts, raw=r.raw, event=codec.decode(r.subject, r.raw)) for r in lifecycle()
+        Record(seq=r.seq, subject=r.subject, stream_ts=r.stream_ts, raw=r.raw, event=codec.decode(r.subject, r.raw))
+        for r in lifecycle()
     )
     assert direct.jobs == via_bytes.jobs
     assert direct.rows == via_bytes.rows
