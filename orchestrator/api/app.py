@@ -1,11 +1,12 @@
 """`create_app`: the Litestar app of DESIGN.md section 7, wrapped for auth and audit.
 
-    AuditedApp (auth.py)          bearer token -> Identity, one `api.called` event per call
-      LoopbackOnly (loopback.py)  open mode only: 403 unless Host (and Origin, if sent) is loopback
-      BoundedBody (bounds.py)     body size, media type (JSON only) and JSON depth, before anything decodes
-        Litestar                  routes, msgspec bodies, OpenAPI at /schema/openapi.json (openapi.py)
-          jobs.py nodes.py stream.py pipelines.py, and here: /health and the two metrics routes
-          problem_handler         every error as application/problem+json
+    AuditedApp (auth.py)            bearer token -> Identity, one `api.called` event per call
+      LoopbackOnly (loopback.py)    open mode only: 403 unless Host (and Origin, if sent) is loopback
+        ConsoleAssets (console/)    the console's static files (public: no token, audited only when refused)
+          BoundedBody (bounds.py)   body size, media type (JSON only) and JSON depth, before anything decodes
+            Litestar                routes, msgspec bodies, OpenAPI at /schema/openapi.json (openapi.py)
+              jobs.py nodes.py stream.py pipelines.py, and here: /health and the two metrics routes
+              problem_handler       every error as application/problem+json
 
 The app holds no state of its own besides the SSE streams it serves: jobs,
 nodes and metrics are read from the orchestrator or from JetStream per request.
@@ -26,7 +27,7 @@ from litestar.params import QueryParameter
 from litestar.types import ASGIApp
 
 from orchestrator.api import console, finished, jobs, nodes, pipelines, stream
-from orchestrator.api.auth import PUBLIC_PREFIXES, AuditedApp, Tokens, require
+from orchestrator.api.auth import PUBLIC_PATHS, AuditedApp, Tokens, require
 from orchestrator.api.bounds import BoundedBody, strict_body
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import MAX_BODY_BYTES, problem_handler
@@ -137,7 +138,7 @@ def create_app(
         path="/schema",
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")} if secured else None),
         security=[{"bearer": []}] if secured else None,
-        render_plugins=[_local_swagger(), RefinedJson(secured=secured, public_prefixes=PUBLIC_PREFIXES)],
+        render_plugins=[_local_swagger(), RefinedJson(secured=secured, public_prefixes=PUBLIC_PATHS)],
     )
     handlers: list[Any] = [
         health,
@@ -160,10 +161,11 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,  # BoundedBody refuses first; this holds without it
         before_request=strict_body,
     )
-    bounded: ASGIApp = BoundedBody(app)
-    guarded = bounded if secured else LoopbackOnly(bounded)  # with tokens, another site's page has none
-    # The console's static files are public like /schema: served before auth (orchestrator/console).
-    return Api(asgi=ConsoleAssets(AuditedApp(guarded, client.bus, tokens)), context=ctx, litestar=app)
+    assets = ConsoleAssets(BoundedBody(app))
+    # Open mode answers this machine's pages only, the console's files included; with tokens,
+    # another site's page has none, and the files hold no data (the login form is among them).
+    guarded: ASGIApp = assets if secured else LoopbackOnly(assets)
+    return Api(asgi=AuditedApp(guarded, client.bus, tokens, public=assets.serves), context=ctx, litestar=app)
 
 
 def _local_swagger() -> SwaggerRenderPlugin:

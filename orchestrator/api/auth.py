@@ -18,8 +18,12 @@ token as `?access_token=` (never recorded in the audit event).
 Audit: `AuditedApp` wraps the whole ASGI app, so every call, including unknown
 paths and refused tokens, is published as an `api.called` event on
 `nexus.evt.api.<request_id>.called` (Nats-Msg-Id `api:<request_id>:called`)
-once its status is known, before the response starts. `/health` and `/schema`
-are public and not audited. The request id is echoed as `X-Request-Id`.
+once its status is known, before the response starts. Public paths need no token
+and are audited only when refused (open mode's 403): `/health` (the console's first
+visit reads whether a token is needed there) and the console's static files (the
+login form is among them; `public`, given by the app). `/schema` is like any other
+call: with `--auth` it needs a token. The request id is echoed as `X-Request-Id`
+on every audited call.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ log = structlog.get_logger("nexus.api")
 Role = Literal["viewer", "operator", "admin"]
 RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 REFUSED_KEY = "nexus.refused"
-PUBLIC_PREFIXES = ("/health", "/schema")
+PUBLIC_PATHS = ("/health",)
 TOKEN_QUERY = "access_token"
 
 
@@ -164,41 +168,45 @@ def new_request_id() -> str:
 class AuditedApp:
     """ASGI wrapper around the Litestar app: authenticates, then audits the call."""
 
-    def __init__(self, app: ASGIApp, bus: EventBus, tokens: Tokens | None) -> None:
+    def __init__(self, app: ASGIApp, bus: EventBus, tokens: Tokens | None, public: Callable[[HTTPScope], bool]) -> None:
         self.app = app
         self.bus = bus
         self.tokens = tokens
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"].startswith(PUBLIC_PREFIXES):
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
         started = time.monotonic()
+        public = scope["path"] in PUBLIC_PATHS or self.public(scope)
         ident, refusal = self._authenticate(scope)
-        audited = False
+        answered = False
 
         async def audited_send(message: Message) -> None:
-            nonlocal audited
-            if message["type"] == "http.response.start" and not audited:
-                audited = True
-                await self._audit(scope, request_id, ident, message["status"], refusal, started)
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            nonlocal answered
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                if not public or message["status"] in (401, 403):
+                    await self._audit(scope, request_id, ident, message["status"], refusal, started)
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        if ident is None:
+        if ident is None and not public:
             await send_problem(audited_send, unauthorized(refusal or "authentication required"), scope["path"])
             return
-        scope["user"] = ident
+        if ident is not None:
+            scope["user"] = ident
         try:
             await self.app(scope, receive, audited_send)
         except asyncio.CancelledError:
             raise  # the server is stopping mid-request: no answer, and no bus to record it on
         except BaseException:
-            if not audited:  # the app failed before answering: still on the record
+            if not answered and not public:  # the app failed before answering: still on the record
                 await self._audit(scope, request_id, ident, 500, "no response", started)
             raise
-        if not audited:
+        if not answered and not public:
             await self._audit(scope, request_id, ident, 500, "no response", started)
 
     def _authenticate(self, scope: HTTPScope) -> tuple[Identity | None, str | None]:

@@ -34,7 +34,7 @@ from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, 
 from orchestrator.core.decide import dispatch_for
 from schemas import codec
 from schemas.events import Event, JobRequested
-from schemas.limits import MAX_DEPTH, MAX_EVENT_BYTES
+from schemas.limits import MAX_DEPTH, MAX_ENV_VALUE_CHARS, MAX_EVENT_BYTES
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -180,7 +180,15 @@ def check_fits(event: Event, what: str) -> None:
 
 def check_job_fits(req: JobRequested) -> None:
     """The job's request, and the dispatch the orchestrator will build from it (the command
-    twice, env, node-side tests), must both fit: the decider would reject it as `too_large`."""
+    twice, env, node-side tests), must both fit: the decider would reject it as `too_large`.
+    A secret value grows when sealed (base64 of its UTF-8 bytes and 48 more) and must still fit
+    the env value bound, or the bus would refuse the request (a 503 after the body was taken)."""
+    for name, value in req.env.items():
+        if len(value) > MAX_ENV_VALUE_CHARS:
+            raise too_large(
+                f"env {name!r} is {len(value)} characters once sealed, over the limit of {MAX_ENV_VALUE_CHARS}: "
+                "a secret value may hold about 12 KiB"
+            )
     check_fits(req, "the job's request")
     dispatch = dispatch_for(req, 1, req.ts or datetime.now(UTC))
     check_fits(dispatch, "the job's dispatch (its command twice, env and node tests)")

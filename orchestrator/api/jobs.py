@@ -1,4 +1,4 @@
-"""Job routes: validate, create, list, show, cancel, approve, deny (tests and rollback: finished.py).
+"""Job routes: validate, create, re-run, list, show, cancel, approve, deny (tests and rollback: finished.py).
 
 Creating a job publishes its `requested` event and answers once JetStream has
 stored it; placement and execution happen later, visible on the job's stream.
@@ -41,8 +41,9 @@ from orchestrator.app import jobs as jobs_app
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.jobs import CancelJob, DecideJob
 from orchestrator.app.rows import decoded
-from orchestrator.core.admission import worst
-from orchestrator.core.judge import judge
+from orchestrator.client import new_job_id
+from orchestrator.core.admission import Submission, worst
+from orchestrator.core.judge import invalid, judge
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.events import JobRequested
@@ -112,6 +113,14 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 # ---------------------------------------------------------------- analysis
 
 
+def refuse_unrunnable(sub: Submission, where: str = "") -> None:
+    """400 `invalid-body` for a request the analysis would reject as `invalid_request`
+    (core.judge.invalid: an empty command, a NUL byte, an env name no process can take, a job
+    waiting for itself), with its reason: refused at submit, not accepted and rejected later."""
+    if (why := invalid(sub)) is not None:
+        raise ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {where}{why}")
+
+
 @post(
     "/api/v1/jobs/validate",
     status_code=200,
@@ -140,6 +149,7 @@ async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Reque
         parsed=verdict.parsed,
         approval_required=verdict.approval_needed,
         denied=verdict.reason if verdict.denied else None,
+        invalid=verdict.invalid,
         validation_ms=round(took_ms, 3),
         estimated_duration=float(estimate) if estimate is not None else None,
     )
@@ -164,6 +174,17 @@ async def validate_job(data: JSONBody[ValidateRequest], ctx: Ctx, request: Reque
 async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
     cmd = data.command_for(identity_of(request.scope).user)
     job_id = jobs_app.job_id_of(cmd)
+    refuse_unrunnable(
+        Submission(
+            command=cmd.command,
+            tool=cmd.tool,
+            env={**cmd.env, **cmd.secret_env},  # in clear here: a NUL in a secret value is as fatal
+            tests=list(cmd.tests),
+            working_dir=cmd.working_dir,
+            job_id=job_id,
+            after=list(cmd.after),
+        )
+    )
     if cmd.node is not None and not await nodes.node_known(ctx, cmd.node):
         raise unknown_node(cmd.node, status=422)
     req = await jobs_app.request_for(ctx.client, cmd, datetime.now(UTC))  # secrets sealed here
@@ -171,6 +192,25 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     done = await jobs_app.submit(ctx.client, job_id, req)
     body = JobCreated(job_id=job_id, stream_endpoint=stream_endpoint(job_id), seq=done.seq, created=done.created)
     return Response(body, status_code=201 if done.created else 200, headers={"Location": f"/api/v1/jobs/{job_id}"})
+
+
+@post(
+    "/api/v1/jobs/{job_id:str}/rerun",
+    status_code=201,
+    guards=[require("operator")],
+    summary="Run a job's request again, as a new job",
+    responses=problems(404),
+)
+async def rerun_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
+    """The job's stored request again under a new id, every field the same (its env too, secret
+    values still sealed: a view shows them masked, so no client could send them back), requested
+    by the caller. What the console's Re-run button does."""
+    req = await jobs_app.request_again(ctx.client, job_id, identity_of(request.scope).user, datetime.now(UTC))
+    check_job_fits(req)
+    new_id = new_job_id()
+    done = await jobs_app.submit(ctx.client, new_id, req)
+    body = JobCreated(job_id=new_id, stream_endpoint=stream_endpoint(new_id), seq=done.seq, created=done.created)
+    return Response(body, status_code=201, headers={"Location": f"/api/v1/jobs/{new_id}"})
 
 
 @get("/api/v1/jobs", guards=[require("viewer")], summary="Jobs, newest first", responses=problems())
@@ -249,4 +289,4 @@ async def deny_job(
     return DecisionRecorded(job_id=job_id, decision="denied", by=by, seq=seq)
 
 
-ROUTES = [validate_job, create_job, list_jobs, get_job, cancel_job, approve_job, deny_job]
+ROUTES = [validate_job, create_job, rerun_job, list_jobs, get_job, cancel_job, approve_job, deny_job]

@@ -132,6 +132,8 @@ class ValidateResponse(_Out, frozen=True, kw_only=True):
     parsed: bool
     approval_required: bool = False
     denied: str | None = None
+    invalid: str | None = None
+    """Why the request can never run as given (an empty command, a NUL byte, a bad env name): `POST /api/v1/jobs` refuses it (400)."""
     validation_ms: float = 0.0
     estimated_duration: float | None = None
 

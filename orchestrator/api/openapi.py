@@ -103,11 +103,36 @@ def _constrain(param: dict[str, Any]) -> None:
         param["schema"] = {"type": "array", "items": items, "maxItems": MAX_LABELS}
 
 
+# What POST /api/v1/jobs refuses before storing (core.judge.invalid, api/jobs.py `refuse_unrunnable`),
+# said in the document as patterns: a command with something to run, no NUL byte a process could
+# not take, env names without `=`. The server's answer is its own 400 `invalid-body`, with the reason.
+_NO_NUL = "^[^\\x00]*$"
+_RUNNABLE = {
+    "command": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
+    "tool": _NO_NUL,
+    "workingDir": _NO_NUL,
+    "working_dir": _NO_NUL,
+}
+
+
+def _runnable(body: dict[str, Any]) -> None:
+    """Constrain a job body's schema (in place) to what a process can be given."""
+    props = body["properties"]
+    for name, pattern in _RUNNABLE.items():
+        for schema in props[name].get("anyOf", [props[name]]):
+            if schema.get("type") == "string":
+                schema["pattern"] = pattern
+    for name in ("env", "secretEnv"):
+        props[name]["propertyNames"]["pattern"] = "^[^=\\x00]+$"
+        props[name]["additionalProperties"]["pattern"] = _NO_NUL
+
+
 def refine(document: dict[str, Any], *, secured: bool, public_prefixes: tuple[str, ...]) -> dict[str, Any]:
     """The document Litestar generated, with the schemas, ids and security the server enforces."""
     doc = copy.deepcopy(document)
     _, components = msgspec.json.schema_components(_struct_types(), ref_template=_REF)
     doc.setdefault("components", {})["schemas"] = {**doc.get("components", {}).get("schemas", {}), **components}
+    _runnable(doc["components"]["schemas"]["CreateJobRequest"])
     for path, item in doc.get("paths", {}).items():
         for operation in item.values():
             if not isinstance(operation, dict):

@@ -13,6 +13,7 @@
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
             +-- ConflictingFields  one field under two names, two values                422
             +-- NoSuchDependency   `after` names a job the log has never seen               422
+            +-- ReservedJobId      a chosen job id shaped like a pipeline step's job id      400
 """
 
 from __future__ import annotations
@@ -116,3 +117,18 @@ class NoSuchDependency(InvalidRequest):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"after: no job {job_id!r} (a job waits only for jobs already submitted)")
+
+
+class ReservedJobId(InvalidRequest):
+    """A caller chose a job id of the shape the orchestrator gives a pipeline step's jobs
+    (core.pipeline_views.step_job_id): stored first, such a job would count for the step."""
+
+    slug = "invalid-job-id"
+    title = "Invalid job id"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"job id {job_id!r} has the shape of a pipeline step's job id (<pipeline>-s<step>-<n>, "
+            "-s<step>-hc-<batch>-<n> or -s<step>-rb-<n>), which only the orchestrator may request; choose another id"
+        )

@@ -17,9 +17,19 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchDependency, NoSuchJob, NotHeld, SecretsUnprotected
+from orchestrator.app.errors import (
+    JobChanged,
+    JobExists,
+    JobFinished,
+    NoSuchDependency,
+    NoSuchJob,
+    NotHeld,
+    ReservedJobId,
+    SecretsUnprotected,
+)
 from orchestrator.app.narrate import kind_of, status_after
 from orchestrator.client import NexusClient, new_job_id
+from orchestrator.core.pipeline_views import is_step_job_id
 from schemas import msgids, subjects
 from schemas.codec import event_type
 from schemas.envelope import Outgoing
@@ -131,7 +141,13 @@ async def request_for(client: NexusClient, cmd: SubmitJob, now: datetime) -> Job
 
 
 def job_id_of(cmd: SubmitJob) -> str:
-    return subjects.check_id(cmd.job_id or new_job_id(), "job id")
+    """The job's id: the caller's choice, unless it is one only the orchestrator may request, or a new one."""
+    if cmd.job_id is None:
+        return new_job_id()
+    subjects.check_id(cmd.job_id, "job id")
+    if is_step_job_id(cmd.job_id):
+        raise ReservedJobId(cmd.job_id)
+    return cmd.job_id
 
 
 async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitted:
@@ -151,6 +167,24 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
         if await client.bus.last_seq(subject=subjects.job_all(subjects.check_id(needed, "job id"))) == 0:
             raise NoSuchDependency(needed)
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
+
+
+async def request_again(client: NexusClient, job_id: str, by: str, now: datetime) -> JobRequested:
+    """Job `job_id`'s request, as a new job's: every field as stored, so the new job runs as the
+    old did (command, tool, node, labels, working directory, env, tty, tests, metadata, ...),
+    requested by `by` at `now`. Secret values stay sealed to the orchestrator, as stored (one that
+    came in clear from a foreign publisher is sealed now); no value is ever read back from a view,
+    where a secret shows as a mask."""
+    subjects.check_id(job_id, "job id")
+    first = first_request(await client.history(job_id))
+    if first is None:
+        raise NoSuchJob(job_id)
+    _, earlier = first
+    env = dict(earlier.env)
+    if env:
+        explicit = {n: env[n] for n in earlier.secrets if n in env}
+        env = sealed_env(env, explicit, await client.sealing_key())
+    return msgspec.structs.replace(earlier, ts=now, requested_by=by, env=env)
 
 
 def first_request(history: Sequence[Record]) -> tuple[int, JobRequested] | None:

@@ -6,9 +6,10 @@
     /console/<file>          the console's built assets (hashed names: cached for a year)
     /console/swagger/<file>  Swagger UI's bundle, preset, stylesheet and favicon (for /schema/swagger)
 
-Everything else goes to the API. These files are public and static, like
-/schema: they hold no data, so they need no token (the login form is among them)
-and are not audited. Each file is read once and kept with its gzip form, served
+Everything else goes to the API. These files are public and static: they hold
+no data, so they need no token (the login form is among them) and are audited only
+when refused (`serves` tells the audit layer which requests they are). In open mode
+they sit behind the loopback check like every other path (api/loopback.py). Each file is read once and kept with its gzip form, served
 when the client accepts it. Paths are looked up in the set of files shipped, so
 `..` or any other name is simply not found.
 """
@@ -22,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 STATIC = Path(str(resources.files("orchestrator.console").joinpath("static")))
 PREFIX = "/console/"
@@ -65,17 +66,19 @@ class ConsoleAssets:
         self.app = app
         self.assets = load(root)
 
+    @staticmethod
+    def serves(scope: HTTPScope) -> bool:
+        """Whether this layer answers the request (a file, or its 404), not the API."""
+        return scope["method"] in ("GET", "HEAD") and (scope["path"] == "/" or scope["path"].startswith(PREFIX))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != ScopeType.HTTP or not self.serves(scope):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
         asset = self.assets.get(path)
         if asset is None:
-            if path == "/" or path.startswith(PREFIX):
-                await _send(send, 404, b"not found", "text/plain; charset=utf-8", [], head=scope["method"] == "HEAD")
-                return
-            await self.app(scope, receive, send)
+            await _send(send, 404, b"not found", "text/plain; charset=utf-8", [], head=scope["method"] == "HEAD")
             return
         accepts = any(k == b"accept-encoding" and b"gzip" in v for k, v in scope["headers"])
         body, extra = asset.body, [(b"vary", b"accept-encoding")]

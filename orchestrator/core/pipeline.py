@@ -494,7 +494,11 @@ def step_companions(view: PipelineView | None, metadata: Mapping[str, MetaValue]
     step = view.step(name) if view is not None and isinstance(name, str) and metadata.get("role") == "run" else None
     if view is None or step is None:
         return []
-    spec = view.spec.steps[step.position]
+    return spec_companions(view.spec.steps[step.position])
+
+
+def spec_companions(spec: StepSpec) -> list[Companion]:
+    """The step's health check and rollback, as its run jobs are judged with them."""
     found = [("health check", spec.health_check), ("rollback", spec.rollback)]
     return [Companion(role=role, command=command) for role, command in found if command]
 

@@ -8,6 +8,7 @@ here (`step_job_id`) so the fold and the decider agree on them.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never
 
@@ -285,6 +286,15 @@ def step_job_id(pipeline_id: str, position: int, n: int, role: Role = "run", bat
         digest = hashlib.sha256(pipeline_id.encode()).hexdigest()[:10]
         head = f"{pipeline_id[: 64 - len(suffix) - len(digest) - 1]}-{digest}"
     return head + suffix
+
+
+_STEP_JOB_SUFFIX = re.compile(r".-s[0-9]+-(?:[0-9]+|hc-[0-9]+-[0-9]+|rb-[0-9]+)\Z")
+
+
+def is_step_job_id(job_id: str) -> bool:
+    """Whether `job_id` has the shape `step_job_id` gives a pipeline step's jobs (any pipeline):
+    ids the orchestrator alone may request (app.jobs refuses them from a caller)."""
+    return _STEP_JOB_SUFFIX.search(job_id) is not None
 
 
 def pipeline_jobs(view: PipelineView) -> list[str]:

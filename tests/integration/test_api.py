@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from orchestrator.api.errors import ApiError
 from orchestrator.api.server import serve
+from orchestrator.app.jobs import first_request
 from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 from tests.conftest import Stack, wait_for
@@ -159,6 +161,39 @@ async def test_create_job_answers_once_requested_is_stored_not_when_the_command_
     assert resp.status_code == 202 and resp.json() == {"jobId": job_id, "status": "cancel_requested"}
     assert (await stack.wait_job(job_id))["status"] == "cancelled"
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/cancel"), 409, "wrong-state", "cancelled")
+
+
+async def test_rerun_requests_the_same_again_its_secrets_still_sealed(stack: Stack, api: httpx.AsyncClient) -> None:
+    body = {
+        "command": "echo again", "workingDir": "/tmp", "tty": False, "env": {"A": "1", "API_TOKEN": "t0ken-value"},
+        "secretEnv": {"PLAIN": "p-value"}, "metadata": {"rollback": "echo undo"}, "priority": 2, "retries": 1,
+        "idempotent": True, "prefer": {"zone": "a"}, "timeoutSeconds": 30, "tests": [{"type": "exit_code", "expected": 0}],
+    }  # fmt: skip
+    created = await api.post("/api/v1/jobs", json=body)
+    assert created.status_code == 201, created.text
+    first = created.json()["jobId"]
+    resp = await api.post(f"/api/v1/jobs/{first}/rerun")
+    assert resp.status_code == 201, resp.text
+    again = resp.json()["jobId"]
+    assert again != first and resp.headers["location"] == f"/api/v1/jobs/{again}"
+    old, new = [request_of(await stack.client.history(j)) for j in (first, again)]
+    assert msgspec.structs.replace(new, ts=old.ts) == old  # every field, env values sealed as stored
+    assert all(new.env[n].startswith("sealed:v1:") for n in ("API_TOKEN", "PLAIN")) and new.secrets == ["PLAIN"]
+    # A secret a foreign publisher sent in clear is sealed in the new request, never republished in clear.
+    await stack.client.submit("foreign-clear", JobRequested(command="true", env={"API_TOKEN": "in-clear"}))
+    resp = await api.post("/api/v1/jobs/foreign-clear/rerun")
+    assert resp.status_code == 201, resp.text
+    assert request_of(await stack.client.history(resp.json()["jobId"])).env["API_TOKEN"].startswith("sealed:v1:")
+    assert_problem(await api.post("/api/v1/jobs/no-such-job/rerun"), 404, "unknown-job")
+    # A secret near the env value bound outgrows it once sealed: 413 with the name, not a 503.
+    big = await api.post("/api/v1/jobs", json={"command": "true", "secretEnv": {"BIG": "x" * 16_000}})
+    assert_problem(big, 413, "too-large", "'BIG'", "once sealed")
+
+
+def request_of(history: list[Any]) -> JobRequested:
+    found = first_request(history)
+    assert found is not None
+    return found[1]
 
 
 async def test_same_job_id_is_idempotent(stack: Stack, api: httpx.AsyncClient) -> None:
@@ -313,6 +348,7 @@ async def test_validate_route_maps_the_verdict_and_checks_nodes(stack: Stack, ap
         "parsed": True,
         "approvalRequired": True,
         "denied": None,
+        "invalid": None,
         "estimatedDuration": None,
     }
     ok = (await api.post("/api/v1/jobs/validate", json={"command": "echo hi", "nodeId": "node-1"})).json()
@@ -516,7 +552,12 @@ async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Sta
             calls.append((resp, role, path, expect))
             return resp
 
-        assert (await http.get("/health")).json()["auth"] == "tokens"  # public
+        health = await http.get("/health")  # public: says a token is needed, and nothing else
+        assert health.json() == {"status": "ok", "nats": True, "auth": "tokens"} and "x-request-id" not in health.headers
+        assert (await http.get("/")).status_code == 200  # the console's page (its login form): public too
+        for doc in ("/schema/openapi.json", "/schema/swagger"):  # the API's document needs a token like every call
+            assert_problem(await call("get", doc, None, 401), 401, "unauthorized", "missing bearer token")
+            await call("get", doc, "viewer", 200)
         missing = await call("get", "/api/v1/jobs", None, 401)
         assert_problem(missing, 401, "unauthorized", "missing bearer token")
         assert missing.headers["www-authenticate"].startswith("Bearer")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.console.assets import load
 from tests.conftest import NEXUS, Stack, wait_for
 from tests.integration.api_support import assert_problem
 from tests.integration.test_api import read_sse
@@ -153,20 +155,37 @@ async def test_a_dns_rebound_host_reads_nothing_and_writes_nothing(stack: Stack,
     assert await _no_job(stack, "rebound")
 
 
+async def _audited(stack: Stack, request_id: str) -> dict[str, Any] | None:
+    async for batch in stack.client.bus.read_records(subject=f"nexus.evt.api.{request_id}.>"):
+        for rec in batch:
+            found: dict[str, Any] = json.loads(rec.raw)
+            return found
+    return None
+
+
+async def test_the_console_files_are_served_to_this_machine_s_pages_only(open_api: LiveApi) -> None:
+    """The console's page and assets, like every other path: a DNS-rebound name, a page elsewhere
+    or an opaque `null` origin gets a 403, for GET and HEAD alike (they were served to anyone)."""
+    http = open_api.http
+    script = next(p for p in load() if p.startswith("/console/assets/") and p.endswith(".js"))
+    for path in ("/", script, "/console/swagger/swagger-ui.css", "/console/no-such-file"):
+        own = await http.get(path, headers={"host": f"localhost:{open_api.port}", "origin": f"http://localhost:{open_api.port}"})
+        assert own.status_code == (404 if "no-such" in path else 200), path
+        assert "x-request-id" not in own.headers  # served files are not audited
+        for foreign in ({"host": "evil.example"}, {"origin": "null"}, {"origin": "http://evil.example"}):
+            assert_problem(await http.get(path, headers=foreign), 403, "forbidden", "open mode serves loopback")
+            head = await http.head(path, headers=foreign)
+            assert head.status_code == 403 and not head.content, (path, foreign)
+
+
 async def test_refusals_are_on_the_audit_record_with_their_reason(stack: Stack, open_api: LiveApi) -> None:
-    refused = await open_api.http.get("/api/v1/jobs", headers={"host": "evil.example"})
-    assert refused.status_code == 403
-    request_id = refused.headers["x-request-id"]
-
-    async def audited() -> dict[str, Any] | None:
-        async for batch in stack.client.bus.read_records(subject=f"nexus.evt.api.{request_id}.>"):
-            for rec in batch:
-                found: dict[str, Any] = json.loads(rec.raw)
-                return found
-        return None
-
-    event: dict[str, Any] = await wait_for(audited, 10, what="the refusal's api.called event")
-    assert event["status"] == 403 and event["allowed"] is False and "evil.example" in event["reason"]
+    for path in ("/api/v1/jobs", "/"):  # the console's page too
+        refused = await open_api.http.get(path, headers={"host": "evil.example"})
+        assert refused.status_code == 403
+        audited = functools.partial(_audited, stack, refused.headers["x-request-id"])
+        event = await wait_for(audited, 10, what="the refusal's api.called event")
+        assert event["status"] == 403 and event["allowed"] is False and "evil.example" in event["reason"]
+        assert event["path"] == path
 
 
 # ---------------------------------------------------------------- this machine's own clients

@@ -63,9 +63,9 @@ async def test_every_answer_matches_the_document(tmp_path: Path) -> None:
     assert selected and tested and selected[1] == tested[1], output[-3000:]  # no operation skipped
 
 
-async def _document(stack: Stack, auth_file: Path | None) -> dict[str, Any]:
+async def _document(stack: Stack, auth_file: Path | None, token: str | None = None) -> dict[str, Any]:
     async with serve_api(stack.client, auth_file) as http:
-        resp = await http.get("/schema/openapi.json")  # public: no token needed
+        resp = await http.get("/schema/openapi.json", headers={"Authorization": f"Bearer {token}"} if token else {})
         assert resp.status_code == 200
         doc: dict[str, Any] = resp.json()
         return doc
@@ -78,7 +78,7 @@ def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 async def test_the_document_says_who_needs_a_token(stack: Stack, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.toml"
     tokens.write_text('[[token]]\nuser = "a"\nrole = "admin"\ntoken = "a-token-of-sixteen-chars"\n')
-    secured = await _document(stack, tokens)
+    secured = await _document(stack, tokens, "a-token-of-sixteen-chars")
     assert secured["security"] == [{"bearer": []}] and "bearer" in secured["components"]["securitySchemes"]
     assert secured["paths"]["/health"]["get"]["security"] == []  # /health answers anyone
     assert all("security" not in op for _, path, op in _operations(secured) if path != "/health")

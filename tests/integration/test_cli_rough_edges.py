@@ -252,6 +252,15 @@ async def test_cancel_on_a_finished_job_fails_clearly_and_records_nothing(stack:
     assert await stack.client.bus.last_seq(subject=subjects.job_all(job_id)) == before
 
 
+async def test_run_and_submit_refuse_a_job_id_shaped_like_a_pipeline_step_s(stack: Stack) -> None:
+    """Stored first, a job of that id would count for the step when the orchestrator asks for it."""
+    for verb in ("run", "submit"):
+        for job_id in ("deploy-s0-0", "deploy-s1-hc-0-2", "deploy-s1-rb-0"):
+            code, _, err = await stack.nexus(verb, "--id", job_id, "--", "echo", "hi")
+            assert code == 2 and b"pipeline step" in err and b"Traceback" not in err, (verb, err)
+            assert await stack.client.bus.last_seq(subject=subjects.job_all(job_id)) == 0
+
+
 async def test_enum_like_options_refuse_unknown_values_and_list_the_choices(stack: Stack) -> None:
     code, out, err = await stack.nexus("jobs", "--status", "nonsense")
     assert code == 2 and b"no jobs" not in out + err

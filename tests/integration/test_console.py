@@ -11,6 +11,7 @@ go to docs/console/ (docs/console.md shows them).
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,51 @@ def test_job_page_buttons_download_test_rerun_cancel_and_roll_back(up: Up, page:
     p.get_by_role("button", name="Cancel").click()
     expect(p.locator("h1")).to_contain_text("cancelled", timeout=30_000)
     assert ended(up, long)["status"] == "cancelled"
+
+
+def _output(up: Up, job_id: str) -> list[tuple[str, bytes]]:
+    """The job's output chunks as stored: (stream, bytes)."""
+    with up.http() as http:
+        text = http.get(f"/api/v1/jobs/{job_id}/stream").text
+    chunks = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+    return [(c.get("stream", ""), base64.b64decode(c["dataB64"])) for c in chunks if c.get("type") == "output_chunk"]
+
+
+REQUESTED = ["command", "tool", "labels", "prefer", "workingDir", "secrets", "timeoutSeconds", "priority", "tests", "parent",
+             "metadata", "after", "retries", "idempotent", "tty", "requestedNode"]  # fmt: skip
+
+
+def test_rerun_runs_the_same_request_again_env_and_secrets_included(up: Up, page: Watched, tmp_path: Path) -> None:
+    p = page.page
+    first = submit(up, "true")
+    ended(up, first)
+    fields = {
+        "workingDir": str(tmp_path), "tty": False, "env": {"GREETING": "hello there"}, "prefer": {"zone": "a"},
+        "priority": 3, "timeoutSeconds": 30, "metadata": {"rollback": "echo undo"}, "retries": 1, "idempotent": True,
+        "after": [first], "parent": first, "tests": [{"type": "output_contains", "pattern": "hello"}], "nodeId": "local-1",
+    }  # fmt: skip
+    done = submit(up, 'pwd; echo "$GREETING"; echo oops >&2; [ -t 1 ] && echo tty || echo no-tty', **fields)
+    assert ended(up, done)["status"] == "succeeded"
+    goto(p, up, f"jobs/{done}")
+    p.get_by_role("button", name="Re-run").click()
+    expect(p).not_to_have_url(re.compile(f"{done}$"), timeout=15_000)
+    again = p.url.rsplit("/", 1)[1]
+    old, new = job(up, done), ended(up, again)
+    assert again != done and new["status"] == "succeeded", new["reason"]
+    assert {k: new[k] for k in REQUESTED} == {k: old[k] for k in REQUESTED}
+    out = _output(up, again)
+    assert out == _output(up, done)  # the same bytes on the same streams: same directory, env and no PTY
+    assert b"".join(b for s, b in out if s == "stdout") == f"{tmp_path}\nhello there\nno-tty\n".encode()
+    assert b"".join(b for s, b in out if s == "stderr") == b"oops\n"
+    # A secret reads as a mask in every view; the re-run still gets its value (sealed, server-side).
+    secret = submit(up, 'test "$API_TOKEN" = s3cret-value && echo same', env={"API_TOKEN": "s3cret-value"})
+    assert ended(up, secret)["status"] == "succeeded"
+    goto(p, up, f"jobs/{secret}")
+    p.get_by_role("button", name="Re-run").click()
+    expect(p).not_to_have_url(re.compile(f"{secret}$"), timeout=15_000)
+    again = p.url.rsplit("/", 1)[1]
+    assert ended(up, again)["status"] == "succeeded" and job(up, again)["secrets"] == job(up, secret)["secrets"]
+    assert _output(up, again) == _output(up, secret)
 
 
 # ---------------------------------------------------------------- run form and approvals

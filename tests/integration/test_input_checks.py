@@ -10,6 +10,7 @@ from orchestrator.client import new_job_id
 from schemas import subjects
 from schemas.events import JobDispatch
 from tests.conftest import Stack
+from tests.integration.api_support import assert_problem, serve_api
 
 
 async def _publish(stack: Stack, job_id: str, payload: dict[str, object]) -> None:
@@ -48,6 +49,48 @@ async def test_requests_no_process_can_take_are_rejected_with_the_reason(stack: 
     assert (total, failed) == (len(cases), len(cases))  # verdicts of the analysis phase, each a failure
     status, out, err = await stack.nexus("validate", "--", "")
     assert status == 1 and b"the command is empty" in out + err
+
+
+async def test_the_api_refuses_at_submit_what_the_analysis_would_reject(stack: Stack) -> None:
+    """400 `invalid-body` with the analysis' own reason, for jobs and pipeline steps, and nothing
+    stored (they were answered 201 and rejected later); validate says invalid with that reason."""
+    bodies = [
+        ({"command": "  \t"}, "the command is empty"),
+        ({"command": "echo \x00 nul"}, "the command holds a NUL byte"),
+        ({"command": "true", "workingDir": "/tmp/\x00"}, "the working directory holds a NUL byte"),
+        ({"command": "true", "env": {"A=B": "1"}}, "env name 'A=B' holds '='"),
+        ({"command": "true", "env": {"": "1"}}, "an env entry has an empty name"),
+        ({"command": "true", "secretEnv": {"TOKEN": "x\x00y"}}, "the value of env 'TOKEN' holds a NUL byte"),
+        ({"command": "true", "tests": [{"type": "command", "command": "test \x00"}]}, "a test command holds a NUL byte"),
+        ({"command": "true", "jobId": "self-wait", "after": ["self-wait"]}, "the job waits for itself"),
+    ]
+    async with serve_api(stack.client) as http:
+        for body, said in bodies:
+            resp = await http.post("/api/v1/jobs", json=body)
+            assert_problem(resp, 400, "invalid-body", said)
+            if "jobId" not in body and "secretEnv" not in body:  # fields a job has, not an analysis
+                check = (await http.post("/api/v1/jobs/validate", json=body)).json()
+                assert check["valid"] is False and check["invalid"].startswith(said), (body, check)
+        step = {"id": "s", "command": "true"}
+        steps = [({"working_dir": "/\x00"}, "step 's': the working directory holds"), ({"env": {"A=B": "1"}}, "step 's': env name 'A=B'")]
+        steps.append(({"rollback": "undo \x00"}, "step 's': the rollback holds a NUL byte"))
+        for change, said in steps:
+            template = json.dumps({"name": "bad", "steps": [step | change]})
+            resp = await http.post("/api/v1/pipelines", json={"template": template, "pipelineId": "bad-pipeline"})
+            assert_problem(resp, 400, "invalid-body", said)
+        assert (await http.post("/api/v1/jobs/validate", json={"command": "echo fine"})).json()["invalid"] is None
+    assert await stack.client.bus.last_seq(subject="nexus.evt.job.>") == 0
+    assert await stack.client.bus.last_seq(subject="nexus.evt.pipeline.>") == 0
+
+
+async def test_the_api_refuses_a_chosen_job_id_shaped_like_a_pipeline_step_s(stack: Stack) -> None:
+    """Stored first, such a job would count for the step when the orchestrator asks for it."""
+    async with serve_api(stack.client) as http:
+        for job_id in ("rel-s0-0", "rel-s2-hc-1-3", "rel-s2-rb-3"):
+            resp = await http.post("/api/v1/jobs", json={"command": "echo squat", "jobId": job_id})
+            assert_problem(resp, 400, "invalid-job-id", "pipeline step")
+            assert await stack.client.bus.last_seq(subject=subjects.job_all(job_id)) == 0
+        assert (await http.post("/api/v1/jobs", json={"command": "true", "jobId": "rel-s0"})).status_code == 201
 
 
 async def test_jobs_waiting_for_themselves_or_each_other_are_rejected_not_left_waiting(stack: Stack) -> None:

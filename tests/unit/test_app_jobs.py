@@ -9,7 +9,17 @@ import pytest
 
 from bus.memory import MemoryBus
 from orchestrator.app import finished, jobs, pipelines
-from orchestrator.app.errors import JobChanged, JobExists, JobFinished, NoSuchDependency, NoSuchJob, NoSuchPipeline, NotHeld, WrongState
+from orchestrator.app.errors import (
+    JobChanged,
+    JobExists,
+    JobFinished,
+    NoSuchDependency,
+    NoSuchJob,
+    NoSuchPipeline,
+    NotHeld,
+    ReservedJobId,
+    WrongState,
+)
 from orchestrator.app.finished import NotFinished, RunTests, TestsPending
 from orchestrator.app.follow import follow_job
 from orchestrator.app.jobs import ANONYMOUS, CancelJob, DecideJob, SubmitJob
@@ -190,3 +200,11 @@ async def test_a_pipeline_step_decision_needs_its_gate_open(client: NexusClient)
     assert await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="denied", by="bob")) > 0
     with pytest.raises(WrongState):
         await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="approved"))
+
+
+def test_a_chosen_job_id_may_not_be_shaped_like_a_pipeline_step_s() -> None:
+    assert jobs.job_id_of(SubmitJob(command="true", job_id="my-job-1")) == "my-job-1"
+    assert jobs.job_id_of(SubmitJob(command="true")).startswith("j-")
+    for taken in ("rel-s0-0", "rel-s2-hc-1-3", "rel-s2-rb-3"):
+        with pytest.raises(ReservedJobId, match="pipeline step"):
+            jobs.job_id_of(SubmitJob(command="true", job_id=taken))

@@ -23,6 +23,7 @@ from orchestrator.core.pipeline import decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
     evolve_pipeline,
+    is_step_job_id,
     next_deadline,
     pipeline_jobs,
     step_job_id,
@@ -872,6 +873,13 @@ def test_step_job_ids_are_valid_unambiguous_and_fit_64_chars() -> None:
     a, b = step_job_id(long, 12, 345, "health_check", 67), step_job_id(long[:-1] + "y", 12, 345, "health_check", 67)
     assert len(a) == 64 and a != b and subjects.is_valid_id(a)
     assert a.endswith("-s12-hc-67-345")
+
+
+def test_every_step_job_id_and_only_those_has_the_step_shape() -> None:
+    made = [step_job_id(p, pos, n, role, b) for p in ("p", "p-s1", "x" * 64) for pos in (0, 12) for n in (0, 7)
+            for role in ("run", "health_check", "rollback") for b in (0, 3)]  # fmt: skip
+    assert all(is_step_job_id(j) for j in made)
+    assert not any(map(is_step_job_id, ["j-18f3a-abc123", "deploy", "-s1-0", "p-s1", "p-s-1", "p-s1-hc-2", "p-s1-rb-", "p-s1-x"]))
 
 
 def test_started_step_keeps_its_plan() -> None:

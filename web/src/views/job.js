@@ -170,9 +170,9 @@ export function jobView({ main, session, onFeed }, jobId) {
   const decide = (what) => act(async () => (await api(`/api/v1/jobs/${enc}/${what}`, { method: "POST", body: {} }), `${what === "approve" ? "Approved" : "Denied"}.`));
   const rerun = () =>
     act(async () => {
-      const body = { command: job.command, tool: job.tool, labels: job.labels, tests: job.tests, timeoutSeconds: job.timeoutSeconds ?? undefined };
-      if (job.requestedNode) body.node = job.requestedNode;
-      const created = await api("/api/v1/jobs", { method: "POST", body });
+      // The server sends the job's stored request again (its env too, secrets still sealed): the
+      // new job runs as this one did. Nothing is rebuilt here from the view, which hides the env.
+      const created = await api(`/api/v1/jobs/${enc}/rerun`, { method: "POST" });
       location.hash = `#/jobs/${encodeURIComponent(created.jobId)}`;
       return "Submitted again.";
     });
