@@ -34,6 +34,8 @@ log = Logger("nexus.bus")
 
 # A dispatch fetched by an agent that died before acking it comes back after this.
 DISPATCH_ACK_WAIT_S = 10.0
+IDLE_FETCH_S = 5.0  # an idle agent's pull waits this long for a dispatch, then asks again
+BUSY_FETCH_BATCH, BUSY_FETCH_S = 16, 0.05  # right after a dispatch: up to 16 more, waiting at most 50 ms
 EVENTS_FROM = "nexus_events_from"  # a consumer's metadata: the first log sequence it is for
 PARTS_HEADER = "Nexus-Parts"  # how many messages an answer comes in
 
@@ -162,19 +164,23 @@ async def deliveries(sub: JetStreamContext.PullSubscription, stream: str, floor:
     """Fetch forever; a quiet or unreachable server is waited out, never raised. Copies of
     events before `floor` (published before the consumer was made) are acked and skipped."""
     record_of = to_delivered_record if stream == subjects.DISPATCH_STREAM else to_record
+    # Idle, one at a time with a long wait: nats-py's fetch of a batch may hold a message it
+    # already has until the batch fills or the request expires (a dispatch waited up to 5 s for
+    # its agent in bench/fleet.py's steady load; a bare nats-py loop shows it too). Right after
+    # a dispatch, a batch with a short wait: a burst's dispatches come in a few round trips.
+    batch, wait_s = 1, IDLE_FETCH_S
     while True:
         raise_if_cancelling()
         try:
-            # One at a time: nats-py's fetch of a batch may hold a message it already has until
-            # the batch fills or the request expires (a dispatch waited up to 5 s for its agent
-            # in bench/fleet.py's steady load; a bare nats-py loop shows it too).
-            msgs = await sub.fetch(batch=1, timeout=5)
+            msgs = await sub.fetch(batch=batch, timeout=wait_s)
         except (nats.errors.TimeoutError, TimeoutError):
+            batch, wait_s = 1, IDLE_FETCH_S
             continue  # nats-py raises either kind when no dispatch came in time
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("dispatches.fetch_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(1.0)
             continue
+        batch, wait_s = BUSY_FETCH_BATCH, BUSY_FETCH_S
         for msg in msgs:
             delivery = NatsDelivery(record_of(msg), msg)
             if 0 < delivery.record.seq < floor:
