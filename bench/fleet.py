@@ -238,6 +238,7 @@ async def measure(
             jobs = [(new_job_id(), node_name(i)) for i in range(n)]
             ids = [j for j, _ in jobs]
             busy = {k: cpu_of(p) for k, p in pids.items()}
+            progress(f"fleet {n}: fan-out of `echo hi` to {n} nodes")
             t0 = time.monotonic()
             await submit_all(client, jobs)
             res.figures["fanout_submit_s"] = time.monotonic() - t0

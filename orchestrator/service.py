@@ -61,8 +61,6 @@ TICK_S = 1.0
 LOG_IDLE_S = 2.0  # see _project
 QUERY_THREADS = 4  # queries run at once, each in a thread with its own DuckDB cursor
 MAX_PENDING_QUERIES = 64  # beyond this many waiting, a query is answered "busy" at once
-# A dependency cycle is looked for through at most this many jobs (each decision of a waiting job).
-WAITS_FOLLOWED = 10_000
 CHECKPOINT_EVERY = 1000  # a signed checkpoint after this many new events...
 CHECKPOINT_S = 5.0  # ...or this long after the first one not covered yet
 CHECKPOINT_ID = "orchestrator"  # nexus.evt.trust.<id>.checkpoint
@@ -372,35 +370,17 @@ class Orchestrator:
         if job.retest and job.retest_job:
             verification = self.jobs.get(job.retest_job) or self.store.load_jobs([job.retest_job]).get(job.retest_job)
         statuses: dict[str, str] = {}
-        waits: dict[str, list[str]] = {}
-        if job.after:
-            known = self._jobs_named(job.after)
-            statuses = {j: v.status for j, v in known.items()}
-            waits = self._waits(known)
+        if job.after:  # only jobs requested before this one count (decide.Context.statuses)
+            statuses = {j: v.status for j, v in self._jobs_named(job.after).items() if 0 < v.first_seq < job.first_seq}
         sealer = await self._sealer(job)
         return decide.Context(
-            policy=self.policy, review=review, statuses=statuses, waits=waits, output=output, verification=verification, sealer=sealer
+            policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer
         )
 
     def _jobs_named(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The known jobs among `job_ids`: from memory while active, else from the store."""
         ids = set(job_ids)
         return {**self.store.load_jobs(ids - self.jobs.keys()), **{j: self.jobs[j] for j in ids if j in self.jobs}}
-
-    def _waits(self, first: Mapping[str, JobView]) -> dict[str, list[str]]:
-        """The `after` of the jobs in `first` and of those they wait for, in turn, that have not
-        succeeded (decide.Context.waits), up to WAITS_FOLLOWED jobs."""
-        waits: dict[str, list[str]] = {}
-        seen = set(first)
-        level = dict(first)
-        while level:
-            waits.update((j, list(v.after)) for j, v in level.items() if v.after and v.status != "succeeded")
-            wanted = {d for j in level for d in waits.get(j, ()) if d not in seen}
-            if len(seen) + len(wanted) > WAITS_FOLLOWED:
-                break
-            seen |= wanted
-            level = self._jobs_named(wanted)
-        return waits
 
     async def _sealer(self, job: JobView) -> RequestSecrets | None:
         """What seals the job's secrets for its node, while it may be dispatched; None when

@@ -8,7 +8,7 @@ the server rather than applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, assert_never
@@ -98,11 +98,10 @@ class Context:
 
     policy: Policy = field(default_factory=Policy)
     review: Review | None = None
-    # Status of each job named in this job's `after`, if known.
+    # Status of each job named in this job's `after` that was requested before it (log order).
+    # A job named there but not here never will be: it is unknown, or it came after (which is
+    # also what makes a cycle of jobs waiting for each other impossible).
     statuses: Mapping[str, str] = field(default_factory=dict)
-    # The `after` of each known job this one waits for, directly or through others, that has not
-    # succeeded (a job that succeeded is on no cycle): where a dependency cycle would show.
-    waits: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # What the output tests found in the attempt's output (streamed: assertions.OutputScan),
     # or its whole text view; None when no test needs it or it cannot be read.
     output: assertions.OutputScan | str | None = None
@@ -252,8 +251,10 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     """None when every job in `after` succeeded; else the events (maybe none) for waiting or giving up."""
     if not job.after:
         return None
-    if (loop := dependency_cycle(job.job_id, job.after, ctx.waits)) is not None:
-        return reject(job, now, "dependency_cycle", f"dependency cycle: {' -> '.join(loop)}; none of its jobs can ever start")
+    unknown = [j for j in job.after if j not in ctx.statuses]
+    if unknown:
+        why = f"it waits for job(s) not requested before it: {', '.join(unknown)}; a job can wait only for jobs already in the log"
+        return reject(job, now, "dependency_unknown", why)
     failed = [j for j in job.after if ctx.statuses.get(j) in TERMINAL and ctx.statuses.get(j) != S.SUCCEEDED]
     if failed:
         return reject(job, now, "dependency_failed", f"job(s) it depends on did not succeed: {', '.join(failed)}")
@@ -263,27 +264,6 @@ def _dependencies(job: JobView, now: datetime, ctx: Context) -> list[Outgoing] |
     if job.status == "queued":
         return []
     return [out(job, JobQueued(ts=now, reason=f"waiting for job(s) {', '.join(pending)} to succeed"), "queued")]
-
-
-def dependency_cycle(job_id: str, after: Sequence[str], waits: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A path of `after` from `job_id` back to itself (`[a, b, a]`), or None. Every job on it
-    waits for the next to succeed, so none ever starts: each is rejected when next decided.
-    `waits`: the `after` of the other jobs (depth-first, each job visited once)."""
-    path = [job_id]
-    seen = {job_id}
-    todo: list[Iterator[str]] = [iter(after)]
-    while todo:
-        nxt = next(todo[-1], None)
-        if nxt is None:
-            todo.pop()
-            path.pop()
-        elif nxt == job_id:
-            return [*path, job_id]
-        elif nxt not in seen:
-            seen.add(nxt)
-            path.append(nxt)
-            todo.append(iter(waits.get(nxt, ())))
-    return None
 
 
 def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:

@@ -1,5 +1,5 @@
 """Bad input from a foreign publisher, against a real stack (DESIGN §8: a clear error, nothing lost):
-requests no process can take and dependency cycles are rejected with the reason and never reach
+requests no process can take, dependencies on jobs that are not there (or a cycle) are rejected with the reason and never reach
 an agent; control characters in what was published never reach the operator's terminal raw."""
 
 from __future__ import annotations
@@ -93,15 +93,25 @@ async def test_the_api_refuses_a_chosen_job_id_shaped_like_a_pipeline_step_s(sta
         assert (await http.post("/api/v1/jobs", json={"command": "true", "jobId": "rel-s0"})).status_code == 201
 
 
-async def test_jobs_waiting_for_themselves_or_each_other_are_rejected_not_left_waiting(stack: Stack) -> None:
+async def test_jobs_waiting_for_themselves_each_other_or_nothing_are_rejected_not_left_waiting(stack: Stack) -> None:
     await _publish(stack, "cyc-self", {"command": "echo self", "after": ["cyc-self"]})
     assert (await _rejected(stack, "cyc-self"))[0] == "invalid_request"
 
+    await _publish(stack, "dep-ghost", {"command": "echo ghost", "after": ["no-such-job"]})
+    code, reason = await _rejected(stack, "dep-ghost")
+    assert (code, reason.split(";")[0]) == ("dependency_unknown", "it waits for job(s) not requested before it: no-such-job")
+
+    # A cycle: the first names one requested after it, so it can never wait for it; the second
+    # then waits for one that ended without succeeding. Neither waits for ever, nor runs.
     await _publish(stack, "cyc-a", {"command": "echo a", "after": ["cyc-b"]})
     await _publish(stack, "cyc-b", {"command": "echo b", "after": ["cyc-a"]})
-    for job_id, other in (("cyc-a", "cyc-b"), ("cyc-b", "cyc-a")):
-        code, reason = await _rejected(stack, job_id)
-        assert (code, reason.split(";")[0]) == ("dependency_cycle", f"dependency cycle: {job_id} -> {other} -> {job_id}")
+    code, reason = await _rejected(stack, "cyc-a")
+    assert (code, reason.split(";")[0]) == ("dependency_unknown", "it waits for job(s) not requested before it: cyc-b")
+    assert await _rejected(stack, "cyc-b") == ("dependency_failed", "job(s) it depends on did not succeed: cyc-a")
+    # Requested late, the job it named does not count either, and runs on its own account only.
+    await _publish(stack, "no-such-job", {"command": "true"})
+    assert (await stack.wait_job("no-such-job"))["status"] == "succeeded"
+    assert (await stack.wait_job("dep-ghost"))["status"] == "rejected"
 
 
 async def test_escape_sequences_in_published_text_reach_no_terminal_raw(stack: Stack) -> None:
