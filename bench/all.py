@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -131,6 +132,9 @@ def main() -> int:
     for script, args in SCRIPTS:
         if a.only and script.removesuffix(".py") not in a.only:
             continue
+        # The previous script's files (stores of hundreds of MB) are written back to disk
+        # first, so that writeback does not share the CPU and the disk with the next one.
+        os.sync()
         print(f"running bench/{script} ...", file=sys.stderr, flush=True)
         reports.append(run_one(script, args, a.timeout))
     extra = cross_ratios(reports)
