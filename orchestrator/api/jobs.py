@@ -199,13 +199,15 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     status_code=201,
     guards=[require("operator")],
     summary="Run a job's request again, as a new job",
-    responses=problems(404),
+    responses=problems(403, 404),
 )
 async def rerun_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
     """The job's stored request again under a new id, every field the same (its env too, secret
     values still sealed: a view shows them masked, so no client could send them back), requested
-    by the caller. What the console's Re-run button does."""
-    req = await jobs_app.request_again(ctx.client, job_id, identity_of(request.scope).user, datetime.now(UTC))
+    by the caller. What the console's Re-run button does. A request with sealed secrets only its
+    requester or an admin may run again (403 otherwise)."""
+    who = identity_of(request.scope)
+    req = await jobs_app.request_again(ctx.client, job_id, who.user, datetime.now(UTC), admin=who.role == "admin")
     check_job_fits(req)
     new_id = new_job_id()
     done = await jobs_app.submit(ctx.client, new_id, req)

@@ -24,6 +24,7 @@ from orchestrator.app.errors import (
     NoSuchDependency,
     NoSuchJob,
     NotHeld,
+    NotYours,
     ReservedJobId,
     SecretsUnprotected,
 )
@@ -36,7 +37,7 @@ from schemas.envelope import Outgoing
 from schemas.events import JobApprovalRequired, JobApproved, JobCancelRequested, JobDenied, JobRequested, ends_job
 from schemas.limits import Command, Env, Labels, Metadata, Name, Path, Priority, TimeoutS
 from schemas.records import Record
-from schemas.secrets import OrchestratorKey, Redaction
+from schemas.secrets import OrchestratorKey, Redaction, is_sealed
 from schemas.values import Tests
 
 # Who asks when nobody is named (no $USER, an open API): one name on every surface.
@@ -169,12 +170,13 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
 
 
-async def request_again(client: NexusClient, job_id: str, by: str, now: datetime) -> JobRequested:
+async def request_again(client: NexusClient, job_id: str, by: str, now: datetime, *, admin: bool = False) -> JobRequested:
     """Job `job_id`'s request, as a new job's: every field as stored, so the new job runs as the
     old did (command, tool, node, labels, working directory, env, tty, tests, metadata, ...),
     requested by `by` at `now`. Secret values stay sealed to the orchestrator, as stored (one that
     came in clear from a foreign publisher is sealed now); no value is ever read back from a view,
-    where a secret shows as a mask."""
+    where a secret shows as a mask. A request with sealed secrets is someone's credentials: only
+    the job's requester (as the log judged it) or an `admin` may run it again (NotYours)."""
     subjects.check_id(job_id, "job id")
     first = first_request(await client.history(job_id))
     if first is None:
@@ -184,6 +186,12 @@ async def request_again(client: NexusClient, job_id: str, by: str, now: datetime
     if env:
         explicit = {n: env[n] for n in earlier.secrets if n in env}
         env = sealed_env(env, explicit, await client.sealing_key())
+    held = sorted(n for n, v in env.items() if is_sealed(v))
+    if held and not admin:
+        rows = (await client.query("SELECT requested_by FROM jobs WHERE job_id = ?", [job_id])).rows
+        owner = rows[0][0] if rows else None
+        if owner is None or owner != by:
+            raise NotYours(job_id, owner, held)
     return msgspec.structs.replace(earlier, ts=now, requested_by=by, env=env)
 
 

@@ -541,6 +541,37 @@ async def _audit_events(stack: Stack) -> dict[str, dict[str, Any]]:
     return out
 
 
+async def test_only_its_requester_or_an_admin_may_rerun_a_job_with_sealed_secrets(stack: Stack, tmp_path: Path) -> None:
+    """Re-run resends the stored request, sealed secrets included: someone's credentials. Another
+    operator gets 403 (nothing published); its requester and an admin may; without secrets anyone
+    who may submit may."""
+    tokens = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ada": "ada-token-0123456789"}
+    path = tmp_path / "tokens.toml"
+    path.write_text("".join(
+        f'[[token]]\nuser = "{user}"\nrole = "{"admin" if user == "ada" else "operator"}"\ntoken = "{token}"\n\n'
+        for user, token in tokens.items()
+    ))  # fmt: skip
+
+    def by(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[user]}"}
+
+    async with running_api(stack, auth_file=path) as http:
+        created = await http.post("/api/v1/jobs", headers=by("alice"), json={"command": "true", "env": {"DB_PASSWORD": "hunter2"}})
+        assert created.status_code == 201, created.text
+        secret_job = created.json()["jobId"]
+        plain = (await http.post("/api/v1/jobs", headers=by("alice"), json={"command": "true", "env": {"A": "1"}})).json()["jobId"]
+        await stack.wait_job(secret_job)
+        before = await stack.client.bus.last_seq(subject="nexus.evt.job.>")
+        refused = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by("bob"))
+        assert_problem(refused, 403, "not-yours", "DB_PASSWORD", "alice")
+        assert await stack.client.bus.last_seq(subject="nexus.evt.job.>") == before  # nothing requested
+        for user in ("alice", "ada"):
+            again = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by(user))
+            assert again.status_code == 201, again.text
+            assert first_request(await stack.client.history(again.json()["jobId"]))[1].requested_by == user  # type: ignore[index]
+        assert (await http.post(f"/api/v1/jobs/{plain}/rerun", headers=by("bob"))).status_code == 201
+
+
 async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Stack, token_file: Path) -> None:
     async with running_api(stack, auth_file=token_file) as http:
         calls: list[tuple[httpx.Response, str | None, str, int]] = []
