@@ -1,9 +1,10 @@
 """Sealing secret env values to a process's X25519 key (libsodium sealed boxes, through PyNaCl).
 
-The wire form is `sealed:v1:<base64>` (schemas.secrets): anyone may seal to a public
-key, only the holder of the private key opens. Clients seal to the orchestrator's key
-(published in the `nexus-keys` bucket), the orchestrator opens and seals again to the
-chosen node's key (from its heartbeat), the agent opens just before the spawn.
+The wire forms are in schemas.secrets: anyone may seal to a public key, only the holder
+of the private key opens. Clients seal to the orchestrator's key (published in the
+`nexus-keys` bucket) with whom the value is for (`seal_bound`: `sealed:v2:`), the
+orchestrator opens (`open_bound`), checks that, and seals the value again to the chosen
+node's key (from its heartbeat; `seal`: `sealed:v1:`), the agent opens just before the spawn.
 
 Here, not in schemas/ (which stays free of anything but msgspec) nor in orchestrator/
 (the agent-only install has schemas/, bus/ and agent/): every process that talks over
@@ -25,11 +26,12 @@ import os
 import stat
 from pathlib import Path
 
+import msgspec
 import nacl.exceptions
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from schemas.errors import NexusError
-from schemas.secrets import SEALED_PREFIX, is_sealed
+from schemas.secrets import BOUND_PREFIX, SEALED_PREFIX, Bound
 
 KEY_FILE_HEADER = "nexus-sealing-key-v1"
 
@@ -74,6 +76,14 @@ def seal(value: str, public_key: str) -> str:
     """`value` sealed to `public_key` (base64), in the wire form `sealed:v1:<base64>`."""
     box = SealedBox(public_key_of(public_key))
     return SEALED_PREFIX + _b64(box.encrypt(value.encode("utf-8", errors="surrogatepass")))
+
+
+def seal_bound(value: str, public_key: str, *, requester: str | None = None, job: str | None = None) -> str:
+    """`value` sealed to `public_key` for `requester` and/or `job` (`sealed:v2:<base64>` of `Bound`)."""
+    if requester is None and job is None:
+        raise ValueError("a bound value is for a requester or a job")
+    box = SealedBox(public_key_of(public_key))
+    return BOUND_PREFIX + _b64(box.encrypt(msgspec.json.encode(Bound(value=value, requester=requester, job=job))))
 
 
 class SealingKey:
@@ -138,13 +148,32 @@ class SealingKey:
             raise KeyFileError(path, "the key is damaged (not 32 bytes of base64)") from None
 
     def open(self, value: str) -> str:
-        """The clear text of a value sealed to this key."""
-        if not is_sealed(value):
-            raise SealedValueError("the value is not sealed")
-        data = _unb64(value[len(SEALED_PREFIX) :], "the sealed value")
+        """The clear text of a `sealed:v1:` value sealed to this key."""
+        if not value.startswith(SEALED_PREFIX):
+            raise SealedValueError(f"the value is not sealed ({SEALED_PREFIX}...)")
         try:
-            return self._box.decrypt(data).decode("utf-8", errors="surrogatepass")
-        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError):
-            raise SealedValueError("it was sealed to another key, or altered") from None
+            return self._decrypt(value[len(SEALED_PREFIX) :]).decode("utf-8", errors="surrogatepass")
         except UnicodeDecodeError:
             raise SealedValueError("its clear text is not UTF-8") from None
+
+    def open_bound(self, value: str) -> Bound:
+        """The clear text of a sealed value, with whom it is for: a `sealed:v2:` value's `Bound`;
+        a `sealed:v1:` value is for no one in particular (neither field set)."""
+        if value.startswith(SEALED_PREFIX):
+            return Bound(value=self.open(value))
+        if not value.startswith(BOUND_PREFIX):
+            raise SealedValueError("the value is not sealed")
+        try:
+            bound = msgspec.json.decode(self._decrypt(value[len(BOUND_PREFIX) :]), type=Bound)
+        except msgspec.DecodeError as exc:
+            raise SealedValueError(f"its clear text is not a bound value: {exc}") from None
+        if bound.requester is None and bound.job is None:
+            raise SealedValueError("it is bound to no requester and no job")
+        return bound
+
+    def _decrypt(self, body: str) -> bytes:
+        data = _unb64(body, "the sealed value")
+        try:
+            return self._box.decrypt(data)
+        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError):
+            raise SealedValueError("it was sealed to another key, or altered") from None

@@ -9,6 +9,10 @@
 - The decider seals a job's secrets for the chosen node through `RequestSecrets`, made
   from the job's request as it is in the log (`secrets_for`): values sealed to us are
   opened and sealed again to the node's key; values that came in clear are sealed too.
+  A sealed value counts only for whom it was sealed (`sealed:v2:`, schemas.secrets.Bound):
+  the job's requester as the record names it, or the job itself. A value copied out of
+  someone else's request, or sealed for no one (`sealed:v1:`), is refused: anyone who
+  can read the log could otherwise run another user's secret in a command of theirs.
 """
 
 from __future__ import annotations
@@ -58,36 +62,55 @@ async def publish_key(bus: EventBus, key: SealingKey, redaction: Redaction) -> N
 class RequestSecrets:
     """The `decide.Sealer` of one job: its secret values as its request holds them."""
 
-    def __init__(self, key: SealingKey, values: Mapping[str, str], problem: str | None = None) -> None:
+    def __init__(
+        self, key: SealingKey, values: Mapping[str, str], problem: str | None = None, *, job_id: str = "", requester: str | None = None
+    ) -> None:
         self._key = key
         self._values = dict(values)
         self._problem = problem
+        self._job_id = job_id
+        self._requester = requester
 
     def seal_for(self, node_key: str) -> dict[str, str]:
         if self._problem is not None:
             raise CannotSeal(self._problem)
         sealed: dict[str, str] = {}
         for name, value in self._values.items():
-            try:
-                clear = self._key.open(value) if is_sealed(value) else value
-            except SealedValueError as exc:
-                raise CannotSeal(f"secret {name} cannot be opened: {exc.reason} (sealed to an older orchestrator key?)") from None
+            clear = self._open(name, value) if is_sealed(value) else value
             try:
                 sealed[name] = seal(clear, node_key)
             except SealedValueError as exc:
                 raise CannotSeal(f"the node's sealing key is unusable: {exc.reason}") from None
         return sealed
 
+    def _open(self, name: str, value: str) -> str:
+        """The clear value, if it was sealed to us for this job or its requester; else CannotSeal."""
+        try:
+            bound = self._key.open_bound(value)
+        except SealedValueError as exc:
+            raise CannotSeal(f"secret {name} cannot be opened: {exc.reason} (sealed to an older orchestrator key?)") from None
+        if bound.requester is None and bound.job is None:
+            why = "it is sealed for no one in particular (sealed:v1:), so anyone who read the log could have copied it here"
+        elif bound.job is not None and bound.job != self._job_id:
+            why = f"it was sealed for job {bound.job!r}, not this one"
+        elif bound.requester is not None and bound.requester != self._requester:
+            who = repr(self._requester) if self._requester is not None else "no one (an unsigned request)"
+            why = f"it was sealed for {bound.requester!r}, and this job's requester is {who}"
+        else:
+            return bound.value
+        raise CannotSeal(f"secret {name} refused: {why}; seal it again for this job or its requester (docs/security.md)")
 
-async def secrets_for(bus: EventBus, key: SealingKey, job_id: str, names: list[str]) -> RequestSecrets:
-    """The job's secrets from its first request in the log. Raises BusError when the log cannot be read now."""
+
+async def secrets_for(bus: EventBus, key: SealingKey, job_id: str, names: list[str], requester: str | None) -> RequestSecrets:
+    """The job's secrets from its first request in the log, for `requester` (the job's requester
+    as the record names it). Raises BusError when the log cannot be read now."""
     async for batch in bus.read_records(subjects.job(job_id, "requested")):
         for rec in batch:
             if isinstance(rec.event, JobRequested):
                 env = rec.event.env
                 missing = [n for n in names if n not in env]
                 problem = f"the job's request has no env entries {missing}" if missing else None
-                return RequestSecrets(key, {n: env[n] for n in names if n in env}, problem)
+                return RequestSecrets(key, {n: env[n] for n in names if n in env}, problem, job_id=job_id, requester=requester)
     return RequestSecrets(key, {}, "the job's request is not in the log")
 
 

@@ -390,7 +390,7 @@ class Orchestrator:
             return None
         if job.job_id not in self._secrets:
             try:
-                self._secrets[job.job_id] = await secrets_for(self.bus, self.sealing_key, job.job_id, job.secrets)
+                self._secrets[job.job_id] = await secrets_for(self.bus, self.sealing_key, job.job_id, job.secrets, job.requested_by)
             except BusError as exc:
                 log.warning("job.secrets_unavailable", job_id=job.job_id, error=str(exc))
                 return None

@@ -4,8 +4,10 @@ An `env` entry of a job is secret when its name matches the redaction patterns
 (Buildkite's: `*_PASSWORD`, `*_TOKEN`, ...; the orchestrator's `--redacted-vars`
 adds more), when its value is sealed, or when the request
 names it in `secrets`. Clients seal every secret value to the orchestrator's
-public key (`sealed:v1:<base64>`); the orchestrator seals it again to the chosen
-node's key for the dispatch; only the agent opens it, just before the spawn.
+public key, bound to the job's requester or to the job (`sealed:v2:<base64>`, `Bound`:
+a copy in another user's request is refused); the orchestrator seals it again to the
+chosen node's key for the dispatch (`sealed:v1:<base64>`, the value alone); only the
+agent opens it, just before the spawn.
 Views show a secret's value as `MASK`, and the agent replaces it by `MASK` in
 the job's output. The cryptography itself is in bus.sealing (PyNaCl); this module
 is pure.
@@ -26,7 +28,24 @@ MASK = "********"
 """What a secret value is shown as: in DuckDB, in every view, in the job's output."""
 
 SEALED_PREFIX = "sealed:v1:"
-"""A sealed env value: this prefix, then the base64 of a libsodium sealed box (X25519 + XSalsa20-Poly1305)."""
+"""A sealed env value: this prefix, then the base64 of a libsodium sealed box (X25519 + XSalsa20-Poly1305)
+of the value's UTF-8 bytes. What the orchestrator sends a node in a dispatch (which it signs, for that
+node alone). In a request the orchestrator refuses it: anyone who can read the log could copy it into
+a request of their own."""
+
+BOUND_PREFIX = "sealed:v2:"
+"""A sealed env value bound to whom it is for: this prefix, then the base64 of a sealed box of `Bound`
+as JSON. What a request carries: the orchestrator opens it only for that requester or that job."""
+
+
+class Bound(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The clear text of a `sealed:v2:` value: the value, and whom it may be used for (at least one)."""
+
+    value: str
+    requester: str | None = None
+    """The job's requester as the record names it (the verified identity; the API's token user)."""
+    job: str | None = None
+    """The one job id it may be used in (a foreign client that does not sign its requests)."""
 
 DEFAULT_REDACTED_VARS = (
     "*_PASSWORD",
@@ -59,7 +78,7 @@ class OrchestratorKey(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def is_sealed(value: str) -> bool:
-    return value.startswith(SEALED_PREFIX)
+    return value.startswith((SEALED_PREFIX, BOUND_PREFIX))
 
 
 @cache

@@ -204,10 +204,9 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
 async def rerun_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
     """The job's stored request again under a new id, every field the same (its env too, secret
     values still sealed: a view shows them masked, so no client could send them back), requested
-    by the caller. What the console's Re-run button does. A request with sealed secrets only its
-    requester or an admin may run again (403 otherwise)."""
-    who = identity_of(request.scope)
-    req = await jobs_app.request_again(ctx.client, job_id, who.user, datetime.now(UTC), admin=who.role == "admin")
+    by the caller. What the console's Re-run button does. A request with secrets sealed for its
+    requester only they may run again (403 otherwise)."""
+    req = await jobs_app.request_again(ctx.client, job_id, identity_of(request.scope).user, datetime.now(UTC))
     check_job_fits(req)
     new_id = new_job_id()
     done = await jobs_app.submit(ctx.client, new_id, req)

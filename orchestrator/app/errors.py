@@ -10,7 +10,7 @@
             +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
             +-- JobExists        the job id is taken by a different request                409, exit 1
         +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
-        +-- NotYours             another user's sealed secrets, asked for by a non-admin     403, exit 1
+        +-- NotYours             another user's sealed secrets, asked for by someone else   403, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
             +-- ConflictingFields  one field under two names, two values                422
             +-- NoSuchDependency   `after` names a job the log has never seen               422
@@ -72,7 +72,8 @@ class NotYours(AppError):
     def __init__(self, job_id: str, owner: str | None, names: list[str]) -> None:
         self.job_id = job_id
         who = f"its requester ({owner})" if owner else "its requester"
-        super().__init__(f"job {job_id!r} holds sealed secret env entries ({', '.join(names)}): only {who} or an admin may run it again")
+        names_ = ", ".join(names)
+        super().__init__(f"job {job_id!r} holds secret env entries sealed for its requester ({names_}): only {who} may run it again")
 
 
 class WrongState(AppError):

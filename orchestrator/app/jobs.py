@@ -30,6 +30,7 @@ from orchestrator.app.errors import (
 )
 from orchestrator.app.narrate import kind_of, status_after
 from orchestrator.client import NexusClient, new_job_id
+from orchestrator.core.authorship import speaks_for_itself
 from orchestrator.core.pipeline_views import is_step_job_id
 from schemas import msgids, subjects
 from schemas.codec import event_type
@@ -106,30 +107,40 @@ class DecisionAnswer(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = None) -> JobRequested:
+def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = None, requester: str | None = None) -> JobRequested:
     """The one builder of a job's `requested` event. Every secret env value (by the
     orchestrator's redaction patterns, or given as secret) is sealed to the orchestrator's
-    `key`; without a key a request with secrets is refused (SecretsUnprotected), never
-    published in clear."""
+    `key`, for `requester` (the name the record will give the request: `record_name`; by
+    default the one it claims); without a key a request with secrets is refused
+    (SecretsUnprotected), never published in clear."""
     fields = msgspec.structs.asdict(cmd)
     del fields["job_id"], fields["secret_env"]
-    env = sealed_env({**cmd.env, **cmd.secret_env}, cmd.secret_env, key)
+    env = sealed_env({**cmd.env, **cmd.secret_env}, cmd.secret_env, key, requester=requester or cmd.requested_by)
     return JobRequested(ts=now, **fields | {"env": env}, secrets=sorted(cmd.secret_env))
 
 
-def sealed_env(env: Mapping[str, str], explicit: Mapping[str, str], key: OrchestratorKey | None) -> dict[str, str]:
+def record_name(client: NexusClient, claimed: str) -> str:
+    """The name the record will give a request this client publishes claiming `claimed`: its
+    verified identity's name, unless it has none or is a service that speaks for the users it
+    authenticated (the API), whose claim stands (core.authorship.named)."""
+    ident = client.bus.identity
+    return claimed if ident is None or speaks_for_itself(ident.author) else ident.author.name
+
+
+def sealed_env(env: Mapping[str, str], explicit: Mapping[str, str], key: OrchestratorKey | None, *, requester: str) -> dict[str, str]:
     """`env` with every secret value (by the orchestrator's redaction patterns, or named in
-    `explicit`) sealed to the orchestrator's `key`; SecretsUnprotected rather than any in clear."""
+    `explicit`) sealed to the orchestrator's `key` for `requester` (`sealed:v2:`: the
+    orchestrator opens it only for a job of theirs); SecretsUnprotected rather than any in clear."""
     env = dict(env)
     redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
     clear = redaction.clear_secrets(env, explicit)
     if clear:
         if key is None:
             raise SecretsUnprotected(clear, "the orchestrator's sealing key is not published: is an orchestrator running?")
-        from bus.sealing import SealingError, seal  # PyNaCl: only for a job with secrets
+        from bus.sealing import SealingError, seal_bound  # PyNaCl: only for a job with secrets
 
         try:
-            env.update({n: seal(env[n], key.public_key) for n in clear})
+            env.update({n: seal_bound(env[n], key.public_key, requester=requester) for n in clear})
         except SealingError as exc:
             raise SecretsUnprotected(clear, f"the orchestrator's published key is unusable: {exc}") from None
     return env
@@ -138,7 +149,7 @@ def sealed_env(env: Mapping[str, str], explicit: Mapping[str, str], key: Orchest
 async def request_for(client: NexusClient, cmd: SubmitJob, now: datetime) -> JobRequested:
     """`job_request`, with the orchestrator's key read from the bus when the job has an env."""
     key = await client.sealing_key() if cmd.env or cmd.secret_env else None
-    return job_request(cmd, now, key)
+    return job_request(cmd, now, key, record_name(client, cmd.requested_by))
 
 
 def job_id_of(cmd: SubmitJob) -> str:
@@ -170,28 +181,30 @@ async def submit(client: NexusClient, job_id: str, req: JobRequested) -> Submitt
     return Submitted(job_id=job_id, seq=await client.submit(job_id, req))
 
 
-async def request_again(client: NexusClient, job_id: str, by: str, now: datetime, *, admin: bool = False) -> JobRequested:
+async def request_again(client: NexusClient, job_id: str, by: str, now: datetime) -> JobRequested:
     """Job `job_id`'s request, as a new job's: every field as stored, so the new job runs as the
     old did (command, tool, node, labels, working directory, env, tty, tests, metadata, ...),
     requested by `by` at `now`. Secret values stay sealed to the orchestrator, as stored (one that
     came in clear from a foreign publisher is sealed now); no value is ever read back from a view,
-    where a secret shows as a mask. A request with sealed secrets is someone's credentials: only
-    the job's requester (as the log judged it) or an `admin` may run it again (NotYours)."""
+    where a secret shows as a mask. A request with sealed secrets is someone's credentials, sealed
+    for them: only the job's requester (as the record names it) may run it again (NotYours); the
+    orchestrator would not open them for anyone else."""
     subjects.check_id(job_id, "job id")
     first = first_request(await client.history(job_id))
     if first is None:
         raise NoSuchJob(job_id)
     _, earlier = first
+    # Values that came in clear were never anyone's: the log shows them to every reader.
+    held = sorted(n for n, v in earlier.env.items() if is_sealed(v))
+    if held:
+        rows = (await client.query("SELECT requested_by FROM jobs WHERE job_id = ?", [job_id])).rows
+        owner = rows[0][0] if rows else None
+        if owner is None or owner != record_name(client, by):
+            raise NotYours(job_id, owner, held)
     env = dict(earlier.env)
     if env:
         explicit = {n: env[n] for n in earlier.secrets if n in env}
-        env = sealed_env(env, explicit, await client.sealing_key())
-    held = sorted(n for n, v in env.items() if is_sealed(v))
-    if held and not admin:
-        rows = (await client.query("SELECT requested_by FROM jobs WHERE job_id = ?", [job_id])).rows
-        owner = rows[0][0] if rows else None
-        if owner is None or owner != by:
-            raise NotYours(job_id, owner, held)
+        env = sealed_env(env, explicit, await client.sealing_key(), requester=record_name(client, by))
     return msgspec.structs.replace(earlier, ts=now, requested_by=by, env=env)
 
 

@@ -14,7 +14,7 @@ import msgspec
 
 from bus.errors import StaleDecision
 from orchestrator.app.errors import NoSuchPipeline, WrongState
-from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, sealed_env
+from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
 from orchestrator.client import NexusClient
 from orchestrator.vetting import Vetting
 from schemas import msgids, subjects
@@ -53,25 +53,30 @@ def pipeline_id_of(cmd: RunPipeline) -> str:
     return subjects.check_id(cmd.pipeline_id or new_pipeline_id(), "pipeline id")
 
 
-def pipeline_request(cmd: RunPipeline, now: datetime | None = None, key: OrchestratorKey | None = None) -> PipelineRequested:
+def pipeline_request(
+    cmd: RunPipeline, now: datetime | None = None, key: OrchestratorKey | None = None, requester: str | None = None
+) -> PipelineRequested:
     """The one builder of a pipeline's `requested` event. Secret values in the steps' env and
     in the template's variables are sealed to the orchestrator's `key`, as a job's are
-    (app.jobs.sealed_env): the step's jobs carry them sealed, and the node gets them sealed."""
-    steps = [msgspec.structs.replace(s, env=sealed_env(s.env, {}, key)) if s.env else s for s in cmd.spec.steps]
+    (app.jobs.sealed_env), for `requester` (app.jobs.record_name; by default the one it claims),
+    who is also the requester of its steps' jobs: the step's jobs carry them sealed, and the node
+    gets them sealed."""
+    requester = requester or cmd.requested_by
+    steps = [msgspec.structs.replace(s, env=sealed_env(s.env, {}, key, requester=requester)) if s.env else s for s in cmd.spec.steps]
     spec = msgspec.structs.replace(cmd.spec, steps=steps)
     # A variable is secret by its name, or by where it goes: into a secret env entry of a step
     # (`API_TOKEN: ${mytok}`), whose value is sealed, so it must not stay in clear beside it.
     redaction = Redaction(patterns=tuple(key.redacted_vars)) if key is not None else Redaction()
     secret_values = [s.env[n] for s in cmd.spec.steps for n in redaction.clear_secrets(s.env)]
     feeding = {n: v for n, v in cmd.variables.items() if v and any(v in secret for secret in secret_values)}
-    variables = sealed_env(cmd.variables, feeding, key)
+    variables = sealed_env(cmd.variables, feeding, key, requester=requester)
     return PipelineRequested(ts=now, spec=spec, variables=variables, requested_by=cmd.requested_by, source=cmd.source)
 
 
 async def request_for(client: NexusClient, cmd: RunPipeline, now: datetime | None = None) -> PipelineRequested:
     """`pipeline_request` with the orchestrator's key fetched when there is env or variables to seal."""
     needs_key = bool(cmd.variables) or any(s.env for s in cmd.spec.steps)
-    return pipeline_request(cmd, now, await client.sealing_key() if needs_key else None)
+    return pipeline_request(cmd, now, await client.sealing_key() if needs_key else None, record_name(client, cmd.requested_by))
 
 
 async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> int:

@@ -178,12 +178,12 @@ async def test_rerun_requests_the_same_again_its_secrets_still_sealed(stack: Sta
     assert again != first and resp.headers["location"] == f"/api/v1/jobs/{again}"
     old, new = [request_of(await stack.client.history(j)) for j in (first, again)]
     assert msgspec.structs.replace(new, ts=old.ts) == old  # every field, env values sealed as stored
-    assert all(new.env[n].startswith("sealed:v1:") for n in ("API_TOKEN", "PLAIN")) and new.secrets == ["PLAIN"]
+    assert all(new.env[n].startswith("sealed:v2:") for n in ("API_TOKEN", "PLAIN")) and new.secrets == ["PLAIN"]
     # A secret a foreign publisher sent in clear is sealed in the new request, never republished in clear.
     await stack.client.submit("foreign-clear", JobRequested(command="true", env={"API_TOKEN": "in-clear"}))
     resp = await api.post("/api/v1/jobs/foreign-clear/rerun")
     assert resp.status_code == 201, resp.text
-    assert request_of(await stack.client.history(resp.json()["jobId"])).env["API_TOKEN"].startswith("sealed:v1:")
+    assert request_of(await stack.client.history(resp.json()["jobId"])).env["API_TOKEN"].startswith("sealed:v2:")
     assert_problem(await api.post("/api/v1/jobs/no-such-job/rerun"), 404, "unknown-job")
     # A secret near the env value bound outgrows it once sealed: 413 with the name, not a 503.
     big = await api.post("/api/v1/jobs", json={"command": "true", "secretEnv": {"BIG": "x" * 16_000}})
@@ -541,10 +541,10 @@ async def _audit_events(stack: Stack) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def test_only_its_requester_or_an_admin_may_rerun_a_job_with_sealed_secrets(stack: Stack, tmp_path: Path) -> None:
-    """Re-run resends the stored request, sealed secrets included: someone's credentials. Another
-    operator gets 403 (nothing published); its requester and an admin may; without secrets anyone
-    who may submit may."""
+async def test_only_its_requester_may_rerun_a_job_with_sealed_secrets(stack: Stack, tmp_path: Path) -> None:
+    """Re-run resends the stored request, sealed secrets included: someone's credentials, sealed
+    for them (the orchestrator opens them for no one else). Another operator, an admin too, gets
+    403 (nothing published); its requester may; without secrets anyone who may submit may."""
     tokens = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ada": "ada-token-0123456789"}
     path = tmp_path / "tokens.toml"
     path.write_text("".join(
@@ -562,13 +562,14 @@ async def test_only_its_requester_or_an_admin_may_rerun_a_job_with_sealed_secret
         plain = (await http.post("/api/v1/jobs", headers=by("alice"), json={"command": "true", "env": {"A": "1"}})).json()["jobId"]
         await stack.wait_job(secret_job)
         before = await stack.client.bus.last_seq(subject="nexus.evt.job.>")
-        refused = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by("bob"))
-        assert_problem(refused, 403, "not-yours", "DB_PASSWORD", "alice")
+        for user in ("bob", "ada"):
+            refused = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by(user))
+            assert_problem(refused, 403, "not-yours", "DB_PASSWORD", "alice")
         assert await stack.client.bus.last_seq(subject="nexus.evt.job.>") == before  # nothing requested
-        for user in ("alice", "ada"):
-            again = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by(user))
-            assert again.status_code == 201, again.text
-            assert first_request(await stack.client.history(again.json()["jobId"]))[1].requested_by == user  # type: ignore[index]
+        again = await http.post(f"/api/v1/jobs/{secret_job}/rerun", headers=by("alice"))
+        assert again.status_code == 201, again.text
+        assert first_request(await stack.client.history(again.json()["jobId"]))[1].requested_by == "alice"  # type: ignore[index]
+        assert (await stack.wait_job(again.json()["jobId"]))["status"] == "succeeded"  # opened for her
         assert (await http.post(f"/api/v1/jobs/{plain}/rerun", headers=by("bob"))).status_code == 201
 
 

@@ -3,7 +3,8 @@ decider's sealing for the node, and what views, the projection and the request b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import msgspec
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent.environment import DEFAULT_PATH, job_environment
 from agent.masking import MASK_BYTES, OutputMasker, mask_text, maskable
-from bus.sealing import SealedValueError, SealingKey, seal
+from bus.sealing import SealedValueError, SealingKey, seal, seal_bound
 from orchestrator.app.errors import SecretsUnprotected
 from orchestrator.app.jobs import SubmitJob, job_request
 from orchestrator.core import decide
@@ -24,7 +25,7 @@ from orchestrator.secrets import RequestSecrets, redact_record
 from schemas import codec, subjects
 from schemas.events import JobAssigned, JobDispatch, JobRejected, JobRequested, NodeHeartbeat
 from schemas.records import Record
-from schemas.secrets import MASK, OrchestratorKey, Redaction, is_sealed, masked, parse_patterns, shown_env
+from schemas.secrets import MASK, Bound, OrchestratorKey, Redaction, is_sealed, masked, parse_patterns, shown_env
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -198,13 +199,14 @@ def test_requests_seal_secrets_to_the_orchestrators_key() -> None:
     orch = SealingKey.generate()
     key = OrchestratorKey(public_key=orch.public_key, redacted_vars=["*_PASSWORD", "*_CRED"])
     cmd = SubmitJob(command="true", env={"DB_PASSWORD": "pw-1", "X_CRED": "cred-2", "PLAIN": "p"}, secret_env={"ANY": "any-3"})
-    req = job_request(cmd, NOW, key)
+    req = job_request(cmd, NOW, key, requester="alice")
     assert req.env["PLAIN"] == "p" and req.secrets == ["ANY"]
-    assert {n: orch.open(req.env[n]) for n in ("DB_PASSWORD", "X_CRED", "ANY")} == {
-        "DB_PASSWORD": "pw-1",
-        "X_CRED": "cred-2",
-        "ANY": "any-3",
+    assert {n: orch.open_bound(req.env[n]) for n in ("DB_PASSWORD", "X_CRED", "ANY")} == {
+        "DB_PASSWORD": Bound(value="pw-1", requester="alice"),
+        "X_CRED": Bound(value="cred-2", requester="alice"),
+        "ANY": Bound(value="any-3", requester="alice"),
     }
+    assert all(req.env[n].startswith("sealed:v2:") for n in ("DB_PASSWORD", "X_CRED", "ANY"))
     assert b"pw-1" not in codec.encode(req)
 
 
@@ -272,9 +274,42 @@ def test_secrets_not_at_hand_wait_and_unopenable_ones_reject() -> None:
 
 def test_request_secrets_open_ours_and_seal_clear_ones_for_the_node() -> None:
     orch, node = SealingKey.generate(), SealingKey.generate()
-    secrets = RequestSecrets(orch, {"A": seal("from-client", orch.public_key), "B": "came-in-clear"})
+    values = {"A": seal_bound("from-client", orch.public_key, requester="alice"), "B": "came-in-clear",
+              "C": seal_bound("for-the-job", orch.public_key, job="j1")}  # fmt: skip
+    secrets = RequestSecrets(orch, values, job_id="j1", requester="alice")
     sealed = secrets.seal_for(node.public_key)
-    assert {n: node.open(v) for n, v in sealed.items()} == {"A": "from-client", "B": "came-in-clear"}
-    stranger = RequestSecrets(orch, {"A": seal("x", SealingKey.generate().public_key)})
+    assert {n: node.open(v) for n, v in sealed.items()} == {"A": "from-client", "B": "came-in-clear", "C": "for-the-job"}
+    assert all(v.startswith("sealed:v1:") for v in sealed.values())  # for the node alone: the dispatch is signed for it
+    stranger = RequestSecrets(orch, {"A": seal_bound("x", SealingKey.generate().public_key, requester="alice")}, requester="alice")
     with pytest.raises(CannotSeal, match="older orchestrator key"):
         stranger.seal_for(node.public_key)
+
+
+@pytest.mark.parametrize(
+    ("value", "job_id", "requester", "why"),
+    [
+        (lambda k: seal_bound("s", k, requester="alice"), "j2", "mallory", "sealed for 'alice', and this job's requester is 'mallory'"),
+        (lambda k: seal_bound("s", k, requester="alice"), "j2", None, "this job's requester is no one (an unsigned request)"),
+        (lambda k: seal_bound("s", k, job="j1"), "j2", "alice", "sealed for job 'j1', not this one"),
+        (lambda k: seal("s", k), "j1", "alice", "sealed for no one in particular (sealed:v1:)"),
+    ],
+)
+def test_a_sealed_value_copied_into_someone_elses_request_is_refused(
+    value: Callable[[str], str], job_id: str, requester: str | None, why: str
+) -> None:
+    """Anyone who can read the log can copy a sealed value into a request of their own: the
+    orchestrator opens it only for the requester or the job it was sealed for."""
+    orch, node = SealingKey.generate(), SealingKey.generate()
+    secrets = RequestSecrets(orch, {"DB_PASSWORD": value(orch.public_key)}, job_id=job_id, requester=requester)
+    with pytest.raises(CannotSeal, match=re.escape(why)):
+        secrets.seal_for(node.public_key)
+
+
+def test_bound_values_say_for_whom_and_need_someone() -> None:
+    key = SealingKey.generate()
+    assert key.open_bound(seal_bound("v", key.public_key, requester="a", job="j")) == Bound(value="v", requester="a", job="j")
+    assert key.open_bound(seal("v", key.public_key)) == Bound(value="v")
+    with pytest.raises(ValueError, match="requester or a job"):
+        seal_bound("v", key.public_key)
+    with pytest.raises(SealedValueError, match="not sealed"):
+        key.open(seal_bound("v", key.public_key, requester="a"))  # the agent opens only what is sealed for the node
