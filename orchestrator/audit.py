@@ -16,7 +16,9 @@ A file's row whose payload is not the log's bytes (a secret that came in clear, 
 bytes that were not UTF-8) counts only with its writer's copy signature (core.audit.copy_statement),
 by an admin identity whose JWT the file keeps (`copy_signers`) and the trusted account issued;
 without one the row is altered, whatever its payload looks like. What a file cannot prove by
-itself is said, not failed: rows after the last checkpoint.
+itself is said, not failed: rows after the last checkpoint. The file's end is its writer's
+signed `head` (core.audit.head_statement): without one that holds, the audit fails, since rows
+cut from the end could not be told.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ from schemas.records import Author, Record
 from schemas.trust import TrustCheckpoint
 
 Progress = Callable[[int], None]
+HEAD_UNPROVEN = (
+    "the file's end is not signed by an admin identity the trusted account issued (no `head` row, or its signature "
+    "does not hold): rows removed from its end could not be told. A file from an older Nexus, or made without "
+    "credentials: replay the log into a new file (`nexus replay`) to audit it"
+)
 BATCH = 1000
 # Columns of an `events` row that the fold derives from the log: a file must agree on them.
 DERIVED = ("type", "job_id", "node_id", "pipeline_id", "author", "author_role")
@@ -106,7 +113,8 @@ def verify_file(path: Path, trusted: Iterable[str], progress: Progress | None = 
                 replay.feed([copies.item(row) for row in rows])
                 if progress and rows:
                     progress(int(rows[-1]["seq"]))
-            return replay.finish(last_seq=store.checkpoint())
+            end, end_chain = copies.head(store)
+            return replay.finish(last_seq=end, head_chain=end_chain)
     except duckdb.Error as exc:  # a table or column missing or changed: not a state file as Nexus writes them
         raise AuditError(f"{path} cannot be read as a Nexus state file: {str(exc).splitlines()[0]}") from None
     finally:
@@ -198,7 +206,7 @@ class _Replay:
             stored=stored,
         )
 
-    def finish(self, *, last_seq: int) -> AuditReport:
+    def finish(self, *, last_seq: int | None, head_chain: str | None = None) -> AuditReport:
         report = self.trail.report
         report.identities = len(self.verifier.known)
         if report.events and not self.verifier.known:
@@ -208,7 +216,9 @@ class _Replay:
                 f"no identity announced in this source chains to the trusted account key ({keys}): "
                 "no event is provably authentic (a bus without credentials, or the wrong --account-key)",
             )
-        return self.trail.finish(last_seq=last_seq)
+        if head_chain is None and last_seq is None and report.events:
+            self.trail.problem(None, HEAD_UNPROVEN)
+        return self.trail.finish(last_seq=last_seq, head_chain=head_chain)
 
 
 # ---------------------------------------------------------------- a file's rows
@@ -256,6 +266,18 @@ class _Copies:
                 self.refused[key] = f"{author.name!r} ({author.role or 'no role'}) may not vouch for a file: only an admin identity"
             else:
                 self.writers[key] = author
+
+    def head(self, store: DuckDBStore) -> tuple[int | None, str | None]:
+        """Where the file ends, as its writer signed it: (seq, chain there); (None, None) when no
+        signed head holds (the audit then fails: rows cut from the end could not be told)."""
+        head = store.head()
+        if head is None:
+            return None, None
+        seq, chain, signer, signature = head
+        writer = self.writers.get(signer)
+        if writer is None or not copy_signature_holds(audit.head_statement(seq, chain), signer, signature):
+            return None, None
+        return seq, chain
 
     def item(self, row: dict[str, Any]) -> _Item:
         seq, subject, ts, payload = int(row["seq"]), str(row["subject"]), row["ts"], str(row["payload"] or "")

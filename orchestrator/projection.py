@@ -55,6 +55,7 @@ class Projection:
         self.identity = identity
         if identity is not None:
             store.add_copy_signer(identity.key, identity.jwt)
+            store.head_signer = (identity.key, identity.sign_copy)
         # Secret env values that came in clear are masked before anything is folded or stored.
         self.redaction = redaction or Redaction()
         self.on_ignored = on_ignored

@@ -17,7 +17,7 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from orchestrator.core.audit import GENESIS
+from orchestrator.core.audit import GENESIS, head_statement
 from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.reducer import EventRow
 from orchestrator.core.views import JobView, NodeView
@@ -204,6 +204,9 @@ class DuckDBStore:
         except duckdb.IOException as exc:
             raise QueryError(f"cannot open {self.path}: {exc}") from None
         self.con.execute("SET TimeZone='UTC'")
+        # Who signs the file's end (`head`) as rows are stored: (key, sign), set by the projection
+        # that writes (a signing identity's key and its copy signature); None: the head stays unsigned.
+        self.head_signer: tuple[str, Callable[[bytes], str]] | None = None
         if not read_only:
             self._migrate()
 
@@ -220,6 +223,11 @@ class DuckDBStore:
         self.con.execute("CREATE TABLE IF NOT EXISTS checkpoint (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)")
         # The identities that signed rows' copies in this file (events.copy_signer): their user JWTs.
         self.con.execute("CREATE TABLE IF NOT EXISTS copy_signers (key VARCHAR PRIMARY KEY, jwt VARCHAR NOT NULL)")
+        # The file's end as its writer signed it (core.audit.head_statement): one row, moved with the rows.
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS head (name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL, chain VARCHAR NOT NULL, "
+            "signer VARCHAR NOT NULL, signature VARCHAR NOT NULL)"
+        )
         for statement in view_ddl():  # metrics_*: the API's per-phase metrics as views (CREATE OR REPLACE)
             self.con.execute(statement)
         for view in VIEWS:
@@ -254,6 +262,14 @@ class DuckDBStore:
         """Keep the user JWT of an identity that signs rows' copies here (core.audit.copy_statement),
         so that an audit of the file alone learns whom the account issued that key to."""
         self.con.execute("INSERT OR REPLACE INTO copy_signers VALUES (?, ?)", [key, jwt])
+
+    def head(self) -> tuple[int, str, str, str] | None:
+        """(seq, chain, signer, signature) of the file's signed end; None: never signed (no signing
+        writer, or a file from before heads were signed)."""
+        if not self.con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'head'").fetchall():
+            return None
+        row = self.con.execute("SELECT seq, chain, signer, signature FROM head WHERE name = ?", [CHECKPOINT]).fetchone()
+        return (int(row[0]), str(row[1]), str(row[2]), str(row[3])) if row else None
 
     def copy_signers(self) -> list[tuple[str, str]]:
         """(key, user JWT) of every identity that signed copies here; none in a file from before copies were signed."""
@@ -291,6 +307,10 @@ class DuckDBStore:
             updated = con.execute("UPDATE checkpoint SET seq = ? WHERE name = ?", [last_seq, CHECKPOINT]).fetchone()
             if not (updated and updated[0]):
                 con.execute("INSERT INTO checkpoint VALUES (?, ?)", [CHECKPOINT, last_seq])
+            if self.head_signer is not None and rows and (chain := rows[-1].chain) is not None:
+                key, sign = self.head_signer  # the last row stored, signed: the file's end
+                signature = sign(head_statement(rows[-1].seq, chain))
+                con.execute("INSERT OR REPLACE INTO head VALUES (?, ?, ?, ?, ?)", [CHECKPOINT, rows[-1].seq, chain, key, signature])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -60,6 +60,7 @@ class _Connection(DuckDBStore):
     def __init__(self, con: object, path: str) -> None:  # no super().__init__: the file is open already
         self.con = con  # type: ignore[assignment]
         self.path = path
+        self.head_signer = None
 
 
 class WriteBehind(DuckDBStore):
@@ -74,6 +75,15 @@ class WriteBehind(DuckDBStore):
         self._queued = _Queued()
         self._flushing = _Queued()  # taken by the flush in progress, until it is stored
         self.queued = asyncio.Event()
+
+    @property  # type: ignore[override]
+    def head_signer(self) -> tuple[str, Callable[[bytes], str]] | None:
+        """The writer thread's connection signs the file's end as it stores (DuckDBStore.head_signer)."""
+        return self._writer.head_signer
+
+    @head_signer.setter
+    def head_signer(self, signer: tuple[str, Callable[[bytes], str]] | None) -> None:
+        self._writer.head_signer = signer
 
     @property
     def pending(self) -> bool:

@@ -110,7 +110,7 @@ def _print(r: "AuditReport") -> None:
                 _say(f"  ... and {len(lines) - SHOWN} more (--json lists all)")
     if r.ok:
         _say(f"OK: every event that counted is authentic; the sequence ({span}) is complete and unaltered")
-        if r.source.startswith("file "):  # a prefix of the log is a valid file: only the log shows what came after
-            _say(f"  (a file cannot show events cut from its end: `nexus audit verify` checks the log itself past seq {r.last_seq})")
+        if r.source.startswith("file "):  # its end is signed; what the log got after it, only the log shows
+            _say(f"  (the file ends at seq {r.last_seq}, as its writer signed it; `nexus audit verify` checks the log itself past it)")
     else:
         _say(f"FAILED: {len(r.problems)} problems")

@@ -15,6 +15,10 @@ altered, removed or inserted: one changed byte changes every later chain value.
 the log or from a file: contiguity, the chain (recomputed; in a file also each row's
 stored value), content against the digest, the fold's verdicts, signed checkpoints.
 
+A file's writer also signs its end, `head_statement` (the last seq it stored and the chain
+there), in the transaction that stores the rows: rows cut from the end of a file, even
+with its `checkpoint` table edited to match, no longer agree with the signed head.
+
 A row whose `payload` is not the log's bytes (a secret that came in clear, masked; bytes
 that were not UTF-8, kept as a lossy copy) is a *copy*: the projection that wrote it signs
 `copy_statement` (what kind of copy, of which record, which stored text) with its identity,
@@ -46,6 +50,7 @@ names the record it has just applied, so a checkpoint trails its `upto_seq` by a
 
 _TAG = b"nexus-chain-v1"
 _COPY_TAG = b"nexus-copy-v1"
+_HEAD_TAG = b"nexus-head-v1"
 
 
 def digest(raw: bytes) -> str:
@@ -89,6 +94,12 @@ def copy_statement(kind: CopyKind, seq: int, subject: str, digest: str, payload:
     sha256 of the stored text (UTF-8). Encoded as the chain's fields, after `nexus-copy-v1`."""
     stored = hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()
     return _fields(_COPY_TAG, kind, str(seq), subject, digest, stored)
+
+
+def head_statement(seq: int, chain: str) -> bytes:
+    """What the writer of a file signs for its end: the last seq it stored and the chain value
+    there. Encoded as the chain's fields, after `nexus-head-v1`."""
+    return _fields(_HEAD_TAG, str(seq), chain)
 
 
 # ---------------------------------------------------------------- what an audit reads and reports
@@ -304,9 +315,17 @@ class Trail:
             r.covered_upto = max(r.covered_upto, upto)
             self._pending = [(s, p) for s, p in self._pending if s > upto]
 
-    def finish(self, *, last_seq: int | None = None) -> AuditReport:
-        """The report; `last_seq`: where the source says it ends (the stream's last seq, the file's checkpoint)."""
+    def finish(self, *, last_seq: int | None = None, head_chain: str | None = None) -> AuditReport:
+        """The report; `last_seq`: where the source says it ends (the stream's last seq, the file's
+        signed head or checkpoint); `head_chain`: the chain value the file's signed head gives there."""
         r = self.report
+        known = self._chains.get(last_seq) if last_seq is not None else None
+        if head_chain is not None and last_seq == r.last_seq and known is not None and known != head_chain:
+            self.problem(
+                last_seq,
+                f"the file's signed head says the chain at seq {last_seq} is {head_chain[:16]}..., the rows give "
+                f"{known[:16]}...: a row was altered, removed or inserted",
+            )
         if self._legacy:
             self.problem(
                 self._legacy[0],

@@ -18,7 +18,7 @@ import pytest
 
 from bus.identity import Identity, Verifier
 from orchestrator.audit import verify_file
-from orchestrator.core.audit import AuditReport
+from orchestrator.core.audit import AuditReport, head_statement
 from orchestrator.projection import Projection
 from orchestrator.store import DuckDBStore
 from orchestrator.trust.keyring import Keyring
@@ -134,13 +134,48 @@ def test_a_file_from_before_signed_copies_says_what_it_cannot_prove(ring: Keyrin
     admin = Identity.from_creds(ring.issue("admin", "replayer").path)
     path = written(ring, tmp_path / "replay.duckdb", admin)
     drop = [f"ALTER TABLE events DROP COLUMN {c}" for c in ("copy_kind", "copy_signer", "copy_signature")]
-    old = changed(path, tmp_path / "old.duckdb", *drop, "DROP TABLE copy_signers")
+    old = changed(path, tmp_path / "old.duckdb", *drop, "DROP TABLE copy_signers", "DROP TABLE head")
     report = verify_file(old, [ring.account_public_key])
-    assert set(problems(report)) == {MASKED, LOSSY, INVALID}
+    assert set(problems(report)) == {MASKED, LOSSY, INVALID, None}
     assert "from before signed copies" in problems(report)[MASKED] and "nexus replay" in problems(report)[MASKED]
-    # Without such rows an old file proves what it did before.
+    # Its end is signed by no one either: cut there (the checkpoint edited to match), it could not be told.
+    assert "end is not signed" in problems(report)[None] and "nexus replay" in problems(report)[None]
     plain = changed(old, tmp_path / "old-plain.duckdb", f"DELETE FROM events WHERE seq >= {MASKED}", f"UPDATE checkpoint SET seq = {PLAIN}")
-    assert verify_file(plain, [ring.account_public_key]).ok
+    assert set(problems(verify_file(plain, [ring.account_public_key]))) == {None}
+
+
+def test_rows_cut_from_the_end_of_a_file_fail_the_audit(ring: Keyring, tmp_path: Path) -> None:
+    """DESIGN §9: a row removed, even by someone with full access to the file, makes the audit
+    fail and name it. The end too: its writer signs it (the `head` row) as it stores the rows."""
+    admin = Identity.from_creds(ring.issue("admin", "replayer").path)
+    path = written(ring, tmp_path / "replay.duckdb", admin)
+    assert verify_file(path, [ring.account_public_key]).ok
+    last = INVALID
+    cut = {
+        "last-row": [f"DELETE FROM events WHERE seq = {last}"],
+        "last-row-and-checkpoint": [f"DELETE FROM events WHERE seq = {last}", f"UPDATE checkpoint SET seq = {last - 1}"],
+        "head-moved": [f"DELETE FROM events WHERE seq = {last}", f"UPDATE head SET seq = {last - 1}"],
+        "head-moved-with-its-chain": [
+            f"DELETE FROM events WHERE seq = {last}",
+            f"UPDATE head SET seq = {last - 1}, chain = (SELECT chain FROM events WHERE seq = {last - 1})",
+        ],
+        "head-dropped": [f"DELETE FROM events WHERE seq = {last}", "DELETE FROM head"],
+        "row-added-after-it": [f"INSERT INTO events SELECT * REPLACE ({last + 1} AS seq) FROM events WHERE seq = {PLAIN}"],
+    }
+    for name, sql in cut.items():
+        report = verify_file(changed(path, tmp_path / f"{name}.duckdb", *sql), [ring.account_public_key])
+        assert not report.ok, name
+        said = " | ".join(p.what for p in report.problems)
+        assert any(w in said for w in ("removed", "end is not signed", "rows added")), (name, said)
+    # Re-signed by someone who is not an admin of the trusted account: still not its writer's.
+    viewer = Identity.from_creds(ring.issue("viewer", "mallory").path)
+    forged = changed(path, tmp_path / "forged.duckdb", f"DELETE FROM events WHERE seq = {last}")
+    con = duckdb.connect(str(forged))
+    chain = con.execute(f"SELECT chain FROM events WHERE seq = {last - 1}").fetchone()[0]  # type: ignore[index]
+    con.execute("UPDATE head SET seq = ?, chain = ?, signer = ?, signature = ?",
+                [last - 1, chain, viewer.key, viewer.sign_copy(head_statement(last - 1, chain))])  # fmt: skip
+    con.close()
+    assert "end is not signed" in problems(verify_file(forged, [ring.account_public_key]))[None]
 
 
 def test_a_file_missing_a_table_is_a_clear_error_not_a_traceback(ring: Keyring, tmp_path: Path) -> None:
@@ -148,6 +183,6 @@ def test_a_file_missing_a_table_is_a_clear_error_not_a_traceback(ring: Keyring, 
 
     admin = Identity.from_creds(ring.issue("admin", "replayer").path)
     path = written(ring, tmp_path / "replay.duckdb", admin)
-    for table in ("checkpoint", "events"):
+    for table in ("events",):
         with pytest.raises(AuditError, match=r"Nexus state file|DuckDB file|no events table"):
             verify_file(changed(path, tmp_path / f"no-{table}.duckdb", f"DROP TABLE {table}"), [ring.account_public_key])
