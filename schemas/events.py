@@ -83,6 +83,10 @@ class JobApprovalRequired(Envelope, frozen=True, kw_only=True, tag="job.approval
 
     reason: str
     approvers: list[str] = []
+    deciders: list[str] | None = None
+    """Who may approve or deny it, by name, as the orchestrator's policy said when it held the job
+    (its approvers, and the users whose roles are among them or may approve); None: anyone whose
+    credentials carry the approver role. A denial by anyone else changes nothing."""
 
 
 class JobApproved(Envelope, frozen=True, kw_only=True, tag="job.approved"):

@@ -29,6 +29,7 @@ import msgspec
 from bus.errors import BusError, BusUnavailable
 from bus.logs import Logger
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
+from orchestrator.core.authorship import OpenHolds
 from orchestrator.output_gate import WAIT, OutputGate
 from schemas import subjects
 from schemas.events import ends_job
@@ -188,11 +189,13 @@ class JobReaders:
 
             self._vetting = Vetting(bus)
         self.gate = OutputGate(self._vetting.verifier if self._vetting is not None else None)
+        self._holds = OpenHolds()
         self._held: deque[OutputChunk] = deque()
 
     async def record(self, rec: Record) -> Record:
         if self._vetting is not None:
             rec = await self._vetting.record(rec)
+        rec = self._holds.judge(rec)
         self.gate.learn(rec)
         return rec
 

@@ -32,6 +32,7 @@ from orchestrator.app.narrate import kind_of, status_after
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.core.authorship import speaks_for_itself
 from orchestrator.core.pipeline_views import is_step_job_id
+from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas import msgids, subjects
 from schemas.codec import event_type
 from schemas.envelope import Outgoing
@@ -256,7 +257,8 @@ async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = Non
     history = await client.history(cmd.job_id)
     if not history:
         raise NoSuchJob(cmd.job_id)
-    kinds = [kind_of(r) for r in history]
+    # What counted (a refused record, kept in the log, has no event here: client.history).
+    kinds = [kind_of(r) if r.event is not None else "refused" for r in history]
     hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
     if hold is None or any(k in ("approved", "denied") for k in kinds[hold + 1 :]):
         raise NotHeld(cmd.job_id)
@@ -276,8 +278,9 @@ async def decision_answer(
     """What the orchestrator made of the decision stored at `seq`, waiting at most `timeout_s`.
 
     Refused: the record does not count (its author may not decide), or, for an approval, the
-    job's next event holds it again (the policy does not let that identity approve it). A
-    denial that counts ends the job by itself; an approval counts once the job moves on."""
+    job's next event holds it again (the policy does not let that identity approve it); a
+    denial, when the orchestrator's fold refused it (the policy names who may decide the hold).
+    A denial that counts ends the job by itself; an approval counts once the job moves on."""
 
     def settles(rec: Record) -> bool:
         if rec.seq == seq:
@@ -297,7 +300,7 @@ async def decision_answer(
                             return DecisionAnswer(outcome="refused", reason=rec.error)
                         by = rec.event.by
                         if decision == "denied":
-                            return DecisionAnswer(outcome="acted", by=by, status="denied")
+                            return await _denial_answer(client, seq, by)
                     elif isinstance(rec.event, JobApprovalRequired):
                         return DecisionAnswer(outcome="refused", by=by, status="approval_required", reason=rec.event.reason)
                     elif rec.event is not None:
@@ -305,3 +308,17 @@ async def decision_answer(
     except TimeoutError:
         pass
     return DecisionAnswer(outcome="pending", by=by)
+
+
+async def _denial_answer(client: NexusClient, seq: int, by: str) -> DecisionAnswer:
+    """Whether the orchestrator's fold let the denial at `seq` end the job (its `events` row: a
+    query waits for what the log held when it was asked); pending when it cannot say now."""
+    try:
+        rows = (await client.query("SELECT error FROM events WHERE seq = ?", [seq])).rows
+    except (QueryError, OrchestratorUnavailable):
+        return DecisionAnswer(outcome="pending", by=by)
+    if not rows:
+        return DecisionAnswer(outcome="pending", by=by)
+    if rows[0][0] is not None:
+        return DecisionAnswer(outcome="refused", by=by, reason=str(rows[0][0]))
+    return DecisionAnswer(outcome="acted", by=by, status="denied")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
-from schemas.events import JobApproved, JobCancelRequested, JobDenied, JobRequested, JobTestRequested
+from schemas.events import JobApprovalRequired, JobApproved, JobCancelRequested, JobDenied, JobRequested, JobTestRequested
+from schemas.limits import MAX_REASON_CHARS
 from schemas.pipelines import PipelineApproved, PipelineDenied, PipelineRequested
 from schemas.records import Author, Record
 from schemas.subjects import NODE_FACTS
@@ -48,6 +49,34 @@ def refusal(rec: Record, *, problem: str | None, enforcing: bool) -> str | None:
             return f"{what} without a node in its subject: refused"
         return _needs(author, what, frozenset({"agent", "admin"}), "the node's agent")
     return _needs(author, what, frozenset({"admin"}), "the orchestrator")
+
+
+def denial_refusal(deciders: list[str] | None, by: str) -> str | None:
+    """Why a denial of a held job must not count (None: it may): the hold named who may decide it
+    (JobApprovalRequired.deciders: the policy's approvers, by name) and `by` is not one of them.
+    The reducer and every reader of the log (orchestrator.vetting) ask this the same way."""
+    if deciders is None or by in deciders:
+        return None
+    return f"{by!r} may not deny this job (who may decide it, by the policy: {', '.join(deciders) or 'no one'}); ignored"
+
+
+class OpenHolds:
+    """Who may decide each job's open approval hold, as a reader of the log meets the records in
+    order (a followed job): a denial by anyone else is refused (no event, the reason as its
+    error), as the reducer refuses it, so a follower does not take it for the job's end."""
+
+    def __init__(self) -> None:
+        self._deciders: dict[str, list[str] | None] = {}
+
+    def judge(self, rec: Record) -> Record:
+        ev, job_id = rec.event, rec.ref.id if rec.ref is not None else ""
+        if isinstance(ev, JobApprovalRequired):
+            self._deciders[job_id] = ev.deciders
+        elif isinstance(ev, JobDenied) and (why := denial_refusal(self._deciders.get(job_id), ev.by)) is not None:
+            return replace(rec, event=None, error=why[:MAX_REASON_CHARS])
+        elif isinstance(ev, JobApproved | JobDenied):
+            self._deciders.pop(job_id, None)
+        return rec
 
 
 def _needs(author: Author | None, what: str, roles: frozenset[str], who: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import assert_never
 
 from msgspec.structs import replace
 
+from orchestrator.core.authorship import denial_refusal
 from orchestrator.core.views import JobStatus, JobView
 from schemas.events import (
     JobAccepted,
@@ -77,6 +78,8 @@ def evolve_job(job: JobView | None, job_id: str, ev: JobEvent, ts: datetime, seq
 
 
 def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, ts: datetime, seq: int) -> Step:
+    if isinstance(ev, JobDenied) and (refused := _not_a_decider(job, ev)) is not None:
+        return job, refused
     if isinstance(ev, Admission):
         return _admission(job, ev, ts), None
     if isinstance(ev, NodeFact):
@@ -144,7 +147,7 @@ def _admission(job: JobView, ev: Admission, ts: datetime) -> JobView:
         case JobValidated():
             return validated(job, ev, ts)
         case JobApprovalRequired():
-            return replace(job, status=S.APPROVAL_REQUIRED, reason=ev.reason)
+            return replace(job, status=S.APPROVAL_REQUIRED, reason=ev.reason, deciders=ev.deciders)
         case JobApproved():
             return approved(job, ev)
         case JobDenied():
@@ -173,6 +176,13 @@ def approved(job: JobView, ev: JobApproved) -> JobView:
     if job.status != S.APPROVAL_REQUIRED:
         return job
     return replace(job, status=S.APPROVED, approved_by=ev.by, reason=ev.reason)
+
+
+def _not_a_decider(job: JobView, ev: JobDenied) -> str | None:
+    """Why a denial cannot end the job (None: it can): its author is not among those the policy
+    let decide when it held the job (authorship.denial_refusal). (An approval by them is answered
+    by the orchestrator, which holds the job again: decide.) Kept in the log, it changes nothing."""
+    return denial_refusal(job.deciders, ev.by) if job.status == S.APPROVAL_REQUIRED else None
 
 
 def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:

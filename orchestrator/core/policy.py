@@ -103,6 +103,14 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             return True
         return any(r.approve for r in self.roles_of(user))
 
+    def deciders(self) -> list[str] | None:
+        """Every name `may_approve` accepts, when they can be listed (JobApprovalRequired.deciders);
+        None: anyone (no approvers and no users named)."""
+        if not self.approvers and not self.users:
+            return None
+        named = set(self.approvers) if self.approvers else set()
+        return sorted(named | {u for u in self.users if self.may_approve(u)})
+
     def priority_of(self, user: str | None, requested: int) -> int:
         """An explicit priority wins; otherwise the user's highest role priority."""
         if requested or not self.users:  # asked for every due job of every decision round: the common cases first

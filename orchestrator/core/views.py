@@ -103,6 +103,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     suggestions: list[str] = []
     validation_ms: float | None = None
     approved_by: str | None = None
+    deciders: list[str] | None = None
+    """Who may approve or deny the job's current hold (JobApprovalRequired.deciders); None: anyone allowed."""
     attempt: int = 0
     instance: str = ""
     exit_code: int | None = None

@@ -155,6 +155,10 @@ async def test_run_says_it_waits_for_approval_why_and_for_whom_then_ends_clearly
         said = await _read_until(proc.stderr, rb"nexus (approve|deny)")
         assert b"waiting for approval" in said and b"critical command on a production node" in said, said
         assert b"may approve: alice, bob" in said and f"nexus approve {job_id}".encode() in said
+        # Someone the policy does not name: the denial is kept in the log and changes nothing.
+        code, _, err = await stack.nexus("deny", job_id, "--reason", "spite", env={"USER": "mallory"})
+        assert code == 1 and b"'mallory' may not deny this job" in err and b"alice, bob" in err, err
+        assert (await stack.job(job_id))["status"] == "approval_required"  # `deny` waited for the verdict
         code, _, err = await stack.nexus("deny", job_id, "--reason", "not in the change window", env={"USER": "alice"})
         assert code == 0 and f"job {job_id} denied by alice; now denied".encode() in err, err
         rest = await asyncio.wait_for(proc.stderr.read(), 30)

@@ -67,3 +67,36 @@ def test_every_job_event_kind_folds_on_a_live_and_on_a_finished_job(kind: type[m
     done = msgspec.structs.replace(live, status=JobStatus.SUCCEEDED)
     after, _ = evolve_job(done, "j", ev, NOW, 3)  # type: ignore[arg-type]
     assert after is not None and after.terminal and after.last_seq == 3
+
+
+@pytest.mark.parametrize(
+    ("deciders", "by", "status"),
+    [
+        (None, "anyone", JobStatus.DENIED),
+        (["alice", "bob"], "alice", JobStatus.DENIED),
+        (["alice"], "mallory", JobStatus.APPROVAL_REQUIRED),
+        ([], "alice", JobStatus.APPROVAL_REQUIRED),
+    ],
+)
+def test_a_denial_counts_only_from_those_the_policy_let_decide_when_it_held_the_job(
+    deciders: list[str] | None, by: str, status: JobStatus
+) -> None:
+    from schemas.events import JobApprovalRequired, JobDenied
+
+    job, _ = evolve_job(None, "j", JobRequested(command="rm -rf /srv"), NOW, 1)
+    held, _ = evolve_job(job, "j", JobApprovalRequired(reason="critical", approvers=["ops"], deciders=deciders), NOW, 2)
+    assert held is not None and held.deciders == deciders
+    after, note = evolve_job(held, "j", JobDenied(by=by, reason="no"), NOW, 3)
+    assert after is not None and after.status is status
+    assert (note is None) == (status is JobStatus.DENIED)
+    if note is not None:
+        assert note.startswith(f"{by!r} may not deny this job") and "ignored" in note
+
+
+def test_who_may_decide_is_listed_from_the_policy() -> None:
+    from orchestrator.core.policy import Policy, Role
+
+    assert Policy().deciders() is None  # no approvers, no users: anyone with the approver role
+    roles = {"ops": Role(submit=True, approve=True), "dev": Role(submit=True)}
+    assert Policy(users={"ann": ["ops"], "dan": ["dev"]}, roles=roles).deciders() == ["ann"]
+    assert Policy(approvers=["ops", "zoe"], users={"ann": ["ops"], "dan": ["dev"]}, roles=roles).deciders() == ["ann", "ops", "zoe"]
