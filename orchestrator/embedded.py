@@ -4,6 +4,9 @@ Used by `nexus up` and by the integration tests (port -1 = random). It waits
 for the server's own "Server is ready" line, never for a fixed time. With an
 authorization block, its config and pid file sit beside the store directory, so
 `reload` (from another process: `nexus creds revoke`) can hand it a new one.
+`supervise` starts it again, on the same port and store, when it dies under
+`nexus up` (the services reconnect by themselves); after RESTARTS failures in a
+row it gives up, so `nexus up` exits non-zero for its own supervisor.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas.errors import NexusError
 
 SERVER_NAME = "nexus-embedded"
+RESTARTS = 5
+"""Restarts in a row (each failing to stay up RESTART_STABLE_S) before `supervise` gives up."""
+RESTART_STABLE_S = 30.0
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 _LISTEN = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 
 
@@ -109,6 +117,7 @@ class EmbeddedNats:
         self.log_file = log_file
         self.proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -150,7 +159,7 @@ class EmbeddedNats:
                     if b"Server is ready" in line:
                         break
         except TimeoutError:
-            await self.stop()
+            await self._terminate()
             raise EmbeddedNatsError(f"nats-server did not become ready within {ready_timeout_s:g}s") from None
         self._drain = asyncio.create_task(self._drain_log(b"".join(seen)))
         return self.url
@@ -169,7 +178,39 @@ class EmbeddedNats:
             if sink:
                 sink.close()
 
+    async def supervise(self, on_event: Callable[[str, dict[str, object]], None]) -> None:
+        """Wait for the server to die, and start it again on the same port and store (after
+        `stop`, return). `on_event(name, fields)` is told each time (to log). Raises
+        EmbeddedNatsError after RESTARTS restarts in a row that did not stay up."""
+        failures = 0
+        while True:
+            assert self.proc is not None
+            began = time.monotonic()
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            failures = 0 if time.monotonic() - began >= RESTART_STABLE_S else failures + 1
+            if failures >= RESTARTS:
+                raise EmbeddedNatsError(f"nats-server exited with {code} and did not stay up after {RESTARTS} restarts")
+            pause = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            on_event("nats.exited", {"code": code, "restart_in_s": pause, "url": self.url})
+            await asyncio.sleep(pause)
+            if self._drain:
+                self._drain.cancel()
+            try:
+                await self.start()
+            except EmbeddedNatsError as exc:
+                on_event("nats.restart_failed", {"error": str(exc)})
+                if self.proc is None or self.proc.returncode is None:
+                    raise
+                continue
+            on_event("nats.restarted", {"url": self.url})
+
     async def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        await self._terminate(timeout_s)
+
+    async def _terminate(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.returncode is not None:
             return
         self.proc.terminate()

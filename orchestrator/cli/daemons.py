@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the services (and the bus, the policy) are imported when a 
     from bus.port import StreamLimits
     from orchestrator.api.server import ApiListener
     from orchestrator.core.policy import Policy
+    from orchestrator.embedded import EmbeddedNats
     from orchestrator.service import Orchestrator
     from schemas.secrets import Redaction
 
@@ -223,7 +224,7 @@ async def _up(
         else:
             given = creds_file(creds)
             identities = Identities(given, given, given, given, None, "")
-        await _run_services(nats_url, identities, data, local, node_ttl, policy, listener, redaction=redaction)
+        await _run_services(nats_url, identities, data, local, node_ttl, policy, listener, redaction=redaction, server=server)
     finally:
         if listener is not None:
             listener.close()
@@ -281,6 +282,7 @@ async def _run_services(
     listener: "ApiListener | None",
     *,
     redaction: "Redaction",
+    server: "EmbeddedNats | None" = None,
 ) -> None:
     import asyncio
 
@@ -305,6 +307,8 @@ async def _run_services(
         agent_dir = data / "agents" / local.node_id
         agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key, state_dir=agent_dir)
         tasks = [asyncio.create_task(orch.run(), name="orchestrator"), asyncio.create_task(agent.run(), name="agent")]
+        if server is not None:  # the embedded server started again if it dies; `nexus up` exits if it cannot
+            tasks.append(asyncio.create_task(server.supervise(_server_event), name="nats-server"))
         banner = f"nexus is up: NATS {redact_url(nats_url)}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
         if listener is not None:
             serving = serve_on(NexusClient(buses[2]), listener, policy=policy, node_ttl_s=node_ttl)
@@ -318,6 +322,14 @@ async def _run_services(
         for bus in reversed(buses):
             await bus.close()
         store.close()
+
+
+def _server_event(name: str, fields: dict[str, object]) -> None:
+    """What `EmbeddedNats.supervise` says: its server died (an error), or is back (a warning)."""
+    if name == "nats.restarted":
+        _log().warning(name, **fields)
+    else:
+        _log().error(name, **fields)
 
 
 async def _announce(orch: "Orchestrator", agent: "Agent", message: str) -> None:
