@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import nats
@@ -104,6 +104,15 @@ def _verifier_for(identity: Identity | None) -> Verifier | None:
     return Verifier.trusting_issuer_of(identity)
 
 
+def _api_of(stream: str) -> Callable[[str], bool]:
+    """Whether a refused subject is a JetStream API request on `stream` (`$JS.API.<op>.<stream>`;
+    nats-py reports it in lower case)."""
+    return lambda s: s.lower().startswith("$js.api.") and s.lower().endswith(f".{stream.lower()}")
+
+
+T = TypeVar("T")
+
+
 class NatsBus:
     """A connected NATS client plus JetStream helpers. Create with `NatsBus.connect`."""
 
@@ -111,8 +120,10 @@ class NatsBus:
         self.nc = nc
         # Signs every publish (bus.identity); announced on the log before its first event.
         self._identity = identity
-        # Subjects the server refused to this connection (permissions violations), to say why.
+        # Subjects the server refused to this connection (permissions violations), to say why,
+        # and the operations waiting for an answer that such a refusal means will never come.
         self.denied: set[str] = set()
+        self._refusal_waiters: list[tuple[asyncio.Future[str], Callable[[str], bool]]] = []
         self._announced = identity is None
         self._verifier = _verifier_for(identity)
         self.url = redact_url(url)  # for messages only: nothing connects with it again
@@ -164,7 +175,7 @@ class NatsBus:
                 return
             if "permissions violation" in error.lower():  # the server refused one operation; the connection is fine
                 if bus is not None and (m := _DENIED_SUBJECT.search(error)):
-                    bus.denied.add(m.group(1))
+                    bus._refused(m.group(1))
                 if daemon:  # a CLI says it in its error instead (NatsBus._not_allowed)
                     log.warning("nats.permission_denied", url=redact_url(url), error=error)
             elif daemon and time.monotonic() - last_said > 10:
@@ -283,12 +294,42 @@ class NatsBus:
             with map_publish_errors(out.subject, expected_seq):
                 if self.identity is not None:
                     headers.update(self.identity.sign(out.subject, data))
-                ack = await self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
+                publishing = self.js.publish(out.subject, data, headers=headers, timeout=PUBLISH_ACK_TIMEOUT_S)
+                ack = await self._unless_refused(publishing, out.subject.__eq__, f"publishing {out.subject}")
         except BusError:
             if out.subject in self.denied:  # the server said why the ack never came
                 raise self._not_allowed(out.subject, subject=out.subject) from None
             raise
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    def _refused(self, subject: str) -> None:
+        self.denied.add(subject)
+        for waiter, matches in self._refusal_waiters:
+            if not waiter.done() and matches(subject):
+                waiter.set_result(subject)
+
+    async def _unless_refused(self, operation: Awaitable[T], matches: Callable[[str], bool], what: str) -> T:
+        """`operation`, or BusError "not allowed" as soon as the server refuses a subject it
+        uses (a permissions violation comes back at once; the answer it stops, never)."""
+        if any(matches(s) for s in self.denied):
+            raise self._not_allowed(what)
+        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = (refused, matches)
+        self._refusal_waiters.append(entry)
+        task: asyncio.Future[T] = asyncio.ensure_future(operation)
+        try:
+            await asyncio.wait([task, refused], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+            if task.done():
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise self._not_allowed(what)
+        finally:
+            self._refusal_waiters.remove(entry)
+            refused.cancel()
+            if not task.done():
+                task.cancel()
 
     def _not_allowed(self, what: str, *, subject: str | None = None) -> BusError:
         who = f"{self._identity.author.name!r} ({self._identity.author.role})" if self._identity else "these credentials"
@@ -321,18 +362,19 @@ class NatsBus:
         """Last sequence of the stream (0 if empty), or of one subject filter."""
         try:
             with map_read_errors(f"stream {stream}"):
+                api_of_stream = _api_of(stream)
                 if subject is None:
-                    info = await self.js.stream_info(stream)
+                    info = await self._unless_refused(self.js.stream_info(stream), api_of_stream, f"reading stream {stream}")
                     return int(info.state.last_seq)
                 try:
-                    msg = await self.js.get_last_msg(stream, subject)
+                    msg = await self._unless_refused(self.js.get_last_msg(stream, subject), api_of_stream, f"reading stream {stream}")
                 except nats.js.errors.NotFoundError:
                     return 0
                 return int(msg.seq or 0)
         except BusError:
             # The server refused the JetStream API request itself (`$JS.API.<op>.<stream>`; nats-py
             # reports it in lower case): the request goes unanswered, which is no "no answer" at all.
-            if any(s.lower().startswith("$js.api.") and s.lower().endswith(f".{stream.lower()}") for s in self.denied):
+            if any(_api_of(stream)(s) for s in self.denied):
                 raise self._not_allowed(f"reading stream {stream}") from None
             raise
 
@@ -373,7 +415,7 @@ class NatsBus:
         must be signed by an admin identity (the orchestrator) for this request's inbox."""
         from bus import nats_consumers
 
-        msgs = await nats_consumers.request(self.nc, subject, data, timeout_s)
+        msgs = await self._unless_refused(nats_consumers.request(self.nc, subject, data, timeout_s), subject.__eq__, f"asking {subject}")
         if msgs is None:
             return None
         for msg in msgs if self._verifier is not None else ():

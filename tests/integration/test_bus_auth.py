@@ -528,6 +528,9 @@ async def test_reading_what_the_credentials_may_not_read_says_so(up: Up) -> None
     code, out = await up.nexus("logs", job_id, creds=agent)
     assert code == 1 and "not allowed" in out and "reading stream NEXUS_EVENTS" in out and "'agent-read-1' (agent)" in out, out
     assert "no answer" not in out, out
+    # Nor ask the orchestrator: said so (it said "the orchestrator did not answer within 10s").
+    code, out = await up.nexus("show", job_id, creds=agent)
+    assert code == 1 and "not allowed" in out and "asking nexus.rpc.query" in out and "did not answer" not in out, out
 
 
 async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
