@@ -34,7 +34,6 @@ import msgspec
 import yaml
 
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
-from orchestrator.core.assertions import pattern_problem
 from schemas.errors import NexusError
 from schemas.limits import MAX_PIPELINE_STEPS
 from schemas.pipelines import PipelineSpec, StepSpec, spec_problems, with_resolved_needs
@@ -343,6 +342,8 @@ class _Compiler:
                 self.fail(fields["type"][1], f"unknown test type {kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
             fields = self.mapping(item, f"a {kind} test", ("type", *cls.__struct_fields__))
             if cls is OutputContainsTest and "pattern" in fields:
+                from orchestrator.core.assertions import pattern_problem  # RE2: only for a template with output tests
+
                 pattern = self.data(fields["pattern"][1], text=True)
                 if isinstance(pattern, str) and (why := pattern_problem(pattern)) is not None:
                     self.fail(fields["pattern"][1], why)
