@@ -7,7 +7,8 @@ keys, missing fields, types, ids, `needs` references, cycles, duplicate ids.
 
 Variables: `${name}` and `{{ name }}` in string values are replaced by
 `--var name=value`, else by the template's own `vars:` defaults; an undefined
-name is an error, and so is a `--var` the template neither declares nor uses. `$${name}` stays as a literal `${name}` (a shell variable).
+name is an error, and so is a `--var` the template neither declares nor uses.
+`$${name}` stays as a literal `${name}` (a shell variable).
 
 Bounded: a template is refused, naming the limit, when it is larger than
 MAX_TEMPLATE_BYTES, nests deeper than MAX_TEMPLATE_DEPTH, has more than
@@ -260,13 +261,13 @@ class _Compiler:
 
     def pipeline(self, root: Node) -> PipelineSpec:
         top = self.mapping(root, "the template", _TOP_KEYS)
-        declared: dict[str, str] = {}
+        declared: set[str] = set()
         if "vars" in top:
             for name, (_key, value) in self.mapping(top["vars"][1], "vars").items():
                 if not isinstance(value, yaml.ScalarNode) or value.tag == _NULL:
                     self.fail(value, f"vars: {name} must be a plain value")
-                declared[name] = str(value.value)
-                self.vars.setdefault(name, declared[name])
+                declared.add(name)
+                self.vars.setdefault(name, str(value.value))
         if "name" not in top:
             self.fail(root, "missing required field 'name'")
         name = self.text(top["name"][1], "name")
@@ -285,7 +286,7 @@ class _Compiler:
         if len(raw) > MAX_TEMPLATE_STEPS:
             self.fail(raw[MAX_TEMPLATE_STEPS].where, f"more than {MAX_TEMPLATE_STEPS} steps in one pipeline (MAX_TEMPLATE_STEPS)")
         steps = [self.convert(r) for r in raw]
-        self.check_given(root, declared)
+        self.check_given(declared)
         spec = PipelineSpec(name=name, description=description, approvers=approvers, steps=steps)
         for problem in spec_problems(spec):
             where: Node | None = root
@@ -300,7 +301,7 @@ class _Compiler:
             self.fail(where, problem.message)
         return with_resolved_needs(spec)
 
-    def check_given(self, root: Node, declared: Mapping[str, str]) -> None:
+    def check_given(self, declared: set[str]) -> None:
         """Refuse a variable passed in (`--var`, the API's `variables`) that the template neither
         declares under vars: nor uses: a misspelt one would leave the default in place, unseen."""
         known = sorted({*declared, *self.used})
