@@ -27,11 +27,6 @@ from schemas.records import Record
 from schemas.rpc import QueryRequest
 from schemas.secrets import OrchestratorKey
 
-JOB_COLUMNS = (
-    "job_id, status, node, tool, command, exit_code, reason, attempt, duration_ms, output_bytes, "
-    "requested_at, finished_at, requested_by, approved_by, timeout_s, working_dir, labels, metadata, parent, signal, killed_by"
-)
-
 
 def new_job_id() -> str:
     """Sortable by time, unique enough across publishers: `j-<ms hex>-<random>`."""

@@ -6,6 +6,8 @@ hostile or broken file is refused with the limit it broke instead of eating memo
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 
 import msgspec
@@ -83,4 +85,19 @@ def load_tests(path: Path) -> list[JobTest]:
     try:
         return msgspec.convert(data, list[JobTest])
     except msgspec.ValidationError as exc:
-        raise ConfigError(path, f"not a list of tests: {exc}") from None
+        raise ConfigError(path, f"not a list of tests: {exc}{_hint(data)}") from None
+
+
+def _hint(data: object) -> str:
+    """A "did you mean" for the first key a test's type does not have."""
+    kinds = {str(cls.__struct_config__.tag): cls for cls in typing.get_args(JobTest)}
+    for item in data if isinstance(data, list) else []:
+        kind = item.get("type") if isinstance(item, dict) else None
+        cls = kinds.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            continue
+        for key in item:
+            if key != "type" and key not in cls.__struct_fields__:
+                close = difflib.get_close_matches(str(key), cls.__struct_fields__, n=1)
+                return f"; did you mean {close[0]!r}?" if close else f"; a {kind} test has: {', '.join(cls.__struct_fields__)}"
+    return ""

@@ -7,7 +7,8 @@ keys, missing fields, types, ids, `needs` references, cycles, duplicate ids.
 
 Variables: `${name}` and `{{ name }}` in string values are replaced by
 `--var name=value`, else by the template's own `vars:` defaults; an undefined
-name is an error. `$${name}` stays as a literal `${name}` (a shell variable).
+name is an error, and so is a `--var` the template neither declares nor uses.
+`$${name}` stays as a literal `${name}` (a shell variable).
 
 Bounded: a template is refused, naming the limit, when it is larger than
 MAX_TEMPLATE_BYTES, nests deeper than MAX_TEMPLATE_DEPTH, has more than
@@ -37,7 +38,7 @@ from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from schemas.errors import NexusError
 from schemas.limits import MAX_PIPELINE_STEPS
 from schemas.pipelines import PipelineSpec, StepSpec, spec_problems, with_resolved_needs
-from schemas.values import JobTest
+from schemas.values import JobTest, OutputContainsTest
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
 """Largest template, in bytes of UTF-8."""
@@ -161,6 +162,8 @@ class _Compiler:
     def __init__(self, file: str, variables: Mapping[str, str]) -> None:
         self.file = file
         self.vars: dict[str, str] = dict(variables)  # --var wins over the template's vars: defaults
+        self.given = tuple(variables)
+        self.used: set[str] = set()  # names the template's values refer to
         self.constructor = yaml.constructor.SafeConstructor()
         self.text_chars = 0  # characters of all values produced so far (MAX_TEMPLATE_TEXT_CHARS)
 
@@ -239,6 +242,7 @@ class _Compiler:
             if m.group(0) == "$${":
                 return "${"
             name = m.group(1) or m.group(2)
+            self.used.add(name)
             if name not in self.vars:
                 line = _line(node)
                 if node.style == "|":  # a literal block: count its lines
@@ -257,10 +261,12 @@ class _Compiler:
 
     def pipeline(self, root: Node) -> PipelineSpec:
         top = self.mapping(root, "the template", _TOP_KEYS)
+        declared: set[str] = set()
         if "vars" in top:
             for name, (_key, value) in self.mapping(top["vars"][1], "vars").items():
                 if not isinstance(value, yaml.ScalarNode) or value.tag == _NULL:
                     self.fail(value, f"vars: {name} must be a plain value")
+                declared.add(name)
                 self.vars.setdefault(name, str(value.value))
         if "name" not in top:
             self.fail(root, "missing required field 'name'")
@@ -280,6 +286,7 @@ class _Compiler:
         if len(raw) > MAX_TEMPLATE_STEPS:
             self.fail(raw[MAX_TEMPLATE_STEPS].where, f"more than {MAX_TEMPLATE_STEPS} steps in one pipeline (MAX_TEMPLATE_STEPS)")
         steps = [self.convert(r) for r in raw]
+        self.check_given(declared)
         spec = PipelineSpec(name=name, description=description, approvers=approvers, steps=steps)
         for problem in spec_problems(spec):
             where: Node | None = root
@@ -293,6 +300,16 @@ class _Compiler:
                 self.fail(where, f"step {label}: {field + ': ' if field else ''}{problem.message}")
             self.fail(where, problem.message)
         return with_resolved_needs(spec)
+
+    def check_given(self, declared: set[str]) -> None:
+        """Refuse a variable passed in (`--var`, the API's `variables`) that the template neither
+        declares under vars: nor uses: a misspelt one would leave the default in place, unseen."""
+        known = sorted({*declared, *self.used})
+        for name in self.given:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"its variables: {', '.join(known)}" if known else "it has none"
+                self.fail(None, f"variable {name!r} is not declared under vars: nor used by the template; {hint}")
 
     def strings(self, node: Node, what: str) -> list[str]:
         values = self.data(node, text=True)
@@ -324,7 +341,13 @@ class _Compiler:
             if cls is None:
                 close = difflib.get_close_matches(kind, list(_TESTS), n=1)
                 self.fail(fields["type"][1], f"unknown test type {kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-            self.mapping(item, f"a {kind} test", ("type", *cls.__struct_fields__))
+            fields = self.mapping(item, f"a {kind} test", ("type", *cls.__struct_fields__))
+            if cls is OutputContainsTest and "pattern" in fields:
+                from orchestrator.core.assertions import pattern_problem  # RE2: only for a template with output tests
+
+                pattern = self.data(fields["pattern"][1], text=True)
+                if isinstance(pattern, str) and (why := pattern_problem(pattern)) is not None:
+                    self.fail(fields["pattern"][1], why)
             out.append(self.data(item))
         return out
 

@@ -19,6 +19,7 @@ import msgspec
 
 from orchestrator.app.errors import ConflictingFields
 from orchestrator.app.jobs import SubmitJob
+from orchestrator.app.rows import JOB_HIDDEN
 from orchestrator.core.admission import Submission
 from orchestrator.core.pipeline_views import PipelineView, StepView
 from orchestrator.core.views import JobView
@@ -278,8 +279,7 @@ class DecisionRecorded(_Out, frozen=True, kw_only=True):
 
 
 # JobOut is derived from the read model, so a field added to JobView shows here without a copy.
-# Hidden: `env` (may hold secrets) and the orchestrator's own bookkeeping.
-_JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "cancel_sent"})
+# Hidden: `env` (may hold secrets) and the orchestrator's own bookkeeping (app.rows.JOB_HIDDEN, as `nexus show`).
 _JOB_TYPES: dict[str, Any] = {"status": str, "warnings": list[ValidationWarning]}
 _JOB_NAMES = {"timeout_s": "timeoutSeconds"}  # the brief's name; every other field is camelCase
 
@@ -292,7 +292,7 @@ def _camel(name: str) -> str:
 def _derived_job_out() -> type[msgspec.Struct]:
     fields: list[tuple[str, Any, Any]] = []
     for f in msgspec.structs.fields(JobView):
-        if f.name in _JOB_HIDDEN:
+        if f.name in JOB_HIDDEN:
             continue
         default = f.default if f.default_factory is msgspec.NODEFAULT else msgspec.field(default_factory=f.default_factory)
         fields.append((f.name, _JOB_TYPES.get(f.name, f.type), default))

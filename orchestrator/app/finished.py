@@ -13,11 +13,12 @@ from typing import Any
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import AppError, JobChanged, NoSuchJob, WrongState
+from orchestrator.app.errors import AppError, InvalidRequest, JobChanged, NoSuchJob, WrongState
 from orchestrator.app.jobs import ANONYMOUS, SubmitJob, final_status, job_request
 from orchestrator.app.narrate import kind_of
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient
+from orchestrator.core.assertions import tests_problem
 from orchestrator.core.views import TERMINAL
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -61,6 +62,9 @@ class RollBack(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def tests_request(cmd: RunTests, now: datetime) -> JobTestRequested:
+    """The `test_requested` event; InvalidRequest for a test that could never be judged (a bad pattern)."""
+    if (why := tests_problem(cmd.tests)) is not None:
+        raise InvalidRequest(why)
     return JobTestRequested(ts=now, tests=list(cmd.tests), requested_by=cmd.by)
 
 
@@ -86,9 +90,12 @@ async def request_tests(client: NexusClient, job_id: str, ev: JobTestRequested) 
 
 
 async def rollback_request(client: NexusClient, cmd: RollBack, now: datetime) -> JobRequested:
-    """The `requested` of the rollback job: on the job's node, `parent` and `metadata.rollback_of` naming it."""
+    """The `requested` of the rollback job: on the job's node, in its working directory with its
+    env (as a pipeline step's rollback runs with the step's), `parent` and `metadata.rollback_of`
+    naming it. Its secret env entries are left out: they are sealed for the job's requester."""
     subjects.check_id(cmd.job_id, "job id")
-    rows = (await client.query("SELECT status, node, metadata FROM jobs WHERE job_id = ?", [cmd.job_id])).dicts()
+    sql = "SELECT status, node, metadata, working_dir, env, secrets FROM jobs WHERE job_id = ?"
+    rows = (await client.query(sql, [cmd.job_id])).dicts()
     if not rows:
         if not await client.history(cmd.job_id):
             raise NoSuchJob(cmd.job_id)
@@ -99,6 +106,15 @@ async def rollback_request(client: NexusClient, cmd: RollBack, now: datetime) ->
     command = cmd.command or (row["metadata"] or {}).get("rollback")
     if not isinstance(command, str) or not command.strip():
         raise NoRollbackCommand
-    undo = SubmitJob(command=command, node=row["node"], parent=cmd.job_id, metadata={"rollback_of": cmd.job_id}, requested_by=cmd.by)
+    env = {n: v for n, v in (row["env"] or {}).items() if n not in (row["secrets"] or [])}
+    undo = SubmitJob(
+        command=command,
+        node=row["node"],
+        working_dir=row["working_dir"],
+        env=env,
+        parent=cmd.job_id,
+        metadata={"rollback_of": cmd.job_id},
+        requested_by=cmd.by,
+    )
     return job_request(undo, now)
 

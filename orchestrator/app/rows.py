@@ -39,6 +39,11 @@ def json_columns(*views: type[msgspec.Struct]) -> frozenset[str]:
 
 JSON_COLUMNS = json_columns(JobView, NodeView, PipelineView, StepView)
 
+JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "cancel_sent"})
+"""Fields of a job's view that no surface shows: `env` (it may hold secrets) and the orchestrator's own bookkeeping."""
+JOB_SHOWN = tuple(f.name for f in msgspec.structs.fields(JobView) if f.name not in JOB_HIDDEN)
+"""A job's state as every surface shows it (`GET /api/v1/jobs/:id`, `nexus show`)."""
+
 
 def decoded(row: dict[str, Any]) -> dict[str, Any]:
     """The row with its JSON columns (text from DuckDB) as values."""

@@ -153,4 +153,9 @@ def tests_from(flags: JobTestFlags) -> list[JobTest]:
         tests.append(ExitCodeTest(expected=flags.expect_exit))
     tests += [OutputContainsTest(pattern=p) for p in flags.expect_output or []]
     tests += [FileExistsTest(path=p) for p in flags.expect_file or []]
+    if any(isinstance(t, OutputContainsTest) for t in tests):
+        from orchestrator.core.assertions import tests_problem  # RE2: only for a job with output tests
+
+        if (why := tests_problem(tests)) is not None:
+            fail(why, 2)
     return tests

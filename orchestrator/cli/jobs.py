@@ -74,10 +74,9 @@ async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool,
 
 
 async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
-    from orchestrator.app.rows import decoded
-    from orchestrator.client import JOB_COLUMNS
+    from orchestrator.app.rows import JOB_SHOWN, decoded
 
-    rows = await query(nats_url, db, f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", [job_id])
+    rows = await query(nats_url, db, f"SELECT {', '.join(JOB_SHOWN)} FROM jobs WHERE job_id = ?", [job_id])
     if not rows.rows:
         fail(f"no job {job_id!r}")
     return decoded(rows.dicts()[0])
@@ -102,11 +101,23 @@ async def _show(job_id: str, as_json: bool, db: Any, nats_url: str) -> None:
     if as_json:
         print_json(row)
         return
+    tests, results = row.pop("tests"), row.pop("test_results")
     width = max(len(k) for k in row)
     for key, value in row.items():
         if value in (None, {}, []):
             continue
         out.print(f"[bold]{key:<{width}}[/bold]  {escape(fmt(value, one_line=True))}", highlight=False)
+    if tests:
+        out.print("[bold]tests[/bold]", highlight=False)
+        for test in tests:
+            fields = ", ".join(f"{k}={fmt(v, one_line=True)}" for k, v in test.items() if k != "type")
+            out.print(f"  {escape(test['type'])}  {escape(fields)}", highlight=False)
+    if results:
+        out.print("[bold]test results[/bold]" + ("" if row["tests_passed"] else " (failed)"), highlight=False)
+        for r in results:
+            mark = "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]"
+            out.print(f"  {mark}  {escape(r['type'])}: expected {escape(fmt(r['expected'], one_line=True))}, "
+                      f"got {escape(fmt(r['actual'], one_line=True))}", highlight=False)  # fmt: skip
 
 
 def logs(

@@ -110,10 +110,20 @@ def placement_problem(
             return "unknown_node", f"node {target!r} is not registered"
         if tool not in node.tools:
             return "tool_missing", f"tool {tool!r} is not installed on node {target!r}"
+        if not node.matches(selectors):
+            return "no_capable_node", lacks_labels(target, node, selectors)
     if named or any(tool in n.tools and n.matches(selectors) for n in nodes.values()):
         return None
     sel = f" with labels {dict(selectors)}" if selectors else ""
     return "no_capable_node", f"no node{sel} has tool {tool!r}"
+
+
+def lacks_labels(node_id: str, node: Candidate, selectors: Mapping[str, str]) -> str:
+    """Why a named node cannot take a job whose label selectors it does not match."""
+    missing = sorted(k for k, v in selectors.items() if node.labels.get(k) != v)
+    wanted = ", ".join(f"{k}={selectors[k]}" for k in missing)
+    has = ", ".join(f"{k}={node.labels[k]}" for k in missing if k in node.labels)
+    return f"node {node_id!r} does not have the labels {wanted}" + (f" (it has {has})" if has else "")
 
 
 def worst(findings: Sequence[Finding]) -> Severity | None:

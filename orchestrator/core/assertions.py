@@ -26,6 +26,24 @@ def needs_output(tests: Sequence[JobTest]) -> bool:
     return any(isinstance(t, OutputContainsTest) for t in tests)
 
 
+def pattern_problem(pattern: str) -> str | None:
+    """Why an output_contains pattern could never be judged (compiled as `OutputMatcher` compiles it); None when it can."""
+    try:
+        user_regex(pattern, multiline=True)
+    except PatternError as exc:
+        return f"invalid pattern {pattern!r}: {exc}"
+    return None
+
+
+def tests_problem(tests: Sequence[JobTest]) -> str | None:
+    """Why one of `tests` could never be judged (the first such); None when all can. Refused
+    before anything runs, rather than failing the job after its command ran."""
+    for n, test in enumerate(tests, 1):
+        if isinstance(test, OutputContainsTest) and (why := pattern_problem(test.pattern)) is not None:
+            return f"test {n} (output_contains): {why}"
+    return None
+
+
 @dataclass(frozen=True)
 class OutputScan:
     """What an `OutputMatcher` saw: per pattern, the start of its first match (None:

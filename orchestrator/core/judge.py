@@ -18,7 +18,8 @@ What is analysed is what will run, not what the request says:
 
 Before any of that, a request that can never run as given is `invalid` (`invalid_request`
 below): an empty command, a NUL byte or an env name no process can take (schemas.runnable),
-a job whose `after` names itself. Such a job is rejected; it never reaches a node.
+a job whose `after` names itself, a test that could never be judged (an output_contains
+pattern RE2 refuses: `assertions.tests_problem`). Such a job is rejected; it never reaches a node.
 
 The worst finding of all of them is the job's. A finding holds the job when the policy says
 so for its targets (`Policy.needs_approval`), and its message says what is true for this job:
@@ -37,8 +38,9 @@ from typing import NamedTuple
 import msgspec
 
 from orchestrator.core import decide, job_env
-from orchestrator.core.admission import Candidate, Companion, Judgement, Submission, placement_problem, worst
+from orchestrator.core.admission import Candidate, Companion, Judgement, Submission, lacks_labels, placement_problem, worst
 from orchestrator.core.analysis import analyze
+from orchestrator.core.assertions import tests_problem
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView
 from schemas import runnable
@@ -126,7 +128,7 @@ def invalid(sub: Submission) -> str | None:
     for what, text in texts:
         if (problem := runnable.holds_nul(what, text)) is not None:
             return problem
-    return runnable.env_problem(sub.env)
+    return runnable.env_problem(sub.env) or tests_problem(sub.tests)
 
 
 def submission_of(job: JobView, companions: Sequence[Companion] = ()) -> Submission:
@@ -232,4 +234,6 @@ def _node_findings(sub: Submission, nodes: Mapping[str, Candidate]) -> list[Find
         elif sub.tool not in node.tools:
             message = f"tool {sub.tool!r} is not installed on node {node_id!r}"
             found.append(Finding(type="tool_missing", severity="critical", message=message))
+        if node is not None and not node.matches(sub.labels):
+            found.append(Finding(type="no_capable_node", severity="critical", message=lacks_labels(node_id, node, sub.labels)))
     return found

@@ -54,9 +54,13 @@ def retest(job: JobView, now: datetime, verification: JobView | None, output: Ou
             if job.node is None or job.retest_job is None:
                 results = [TestResult(type="node", passed=False, expected="a node to check on", actual="the job never ran on a node")]
                 return [out(job, JobTested(ts=now, attempt=job.attempt, passed=False, results=results), "tested")]
+            # Checked where the job ran: its working directory and env (secret values are sealed
+            # for the job's requester, so its secret entries are left out).
             req = JobRequested(
                 command="true",
                 node=job.node,
+                working_dir=job.working_dir,
+                env={n: v for n, v in job.env.items() if n not in job.secrets},
                 tests=node_tests,
                 parent=job.job_id,
                 metadata={"verifies": job.job_id},

@@ -96,3 +96,55 @@ async def test_tests_run_later_on_a_finished_job(stack: Stack, tmp_path) -> None
     assert verification.rows == [[2]]
     code, _, err = await stack.nexus("test", "no-such-job", "--expect-exit", "0")
     assert code == 1 and b"no job" in err
+
+
+async def test_a_retest_and_a_rollback_run_in_the_jobs_working_dir_with_its_env(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Review: the verification job `t-cwd-t...` had no working_dir (FAIL file_exists: f1 missing), and
+    # the rollback touched its file in the agent's own directory.
+    from tests.integration.api_support import serve_api
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    code, _, err = await stack.nexus("run", "--id", "t-cwd", "--cwd", str(wd), "-e", "MARK=m1", "--expect-file", "f1", "--", "touch f1")
+    assert code == 0, err
+    later = tmp_path / "later.yaml"
+    later.write_text("- {type: file_exists, path: f1}\n- {type: command, command: 'test \"$MARK\" = m1 && test -e f1'}\n")
+    code, out, err = await stack.nexus("test", "t-cwd", "--tests", str(later), "--json")
+    assert code == 0 and json.loads(out)["passed"] is True, out + err
+    rows = await stack.client.query("SELECT working_dir FROM jobs WHERE parent = 't-cwd' AND metadata->>'verifies' = 't-cwd'")
+    assert rows.rows == [[str(wd)]]
+    async with serve_api(stack.client) as http:
+        resp = await http.post("/api/v1/jobs/t-cwd/rollback", json={"command": "touch rb_$MARK"})
+        assert resp.status_code == 202, resp.text
+        assert (await stack.wait_job(resp.json()["jobId"]))["status"] == "succeeded"
+    assert (wd / "rb_m1").exists()
+
+
+async def test_show_carries_the_tests_and_their_results_as_the_api_does(stack: Stack) -> None:
+    # Review: `nexus show --json` had no tests, tests_passed, test_results, after, priority, prefer; and the
+    # text of a job whose latest re-test failed said only `status succeeded`.
+    from tests.integration.api_support import serve_api
+
+    code, _, err = await stack.nexus(
+        "run", "--id", "shown", "--priority", "3", "--prefer", "region=eu", "--expect-output", "nope", "--", "echo hi"
+    )
+    assert code == 1, err
+    code, out, err = await stack.nexus("show", "shown", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["tests"] == [{"type": "output_contains", "pattern": "nope", "stream": "stdout", "negate": False}]
+    assert row["tests_passed"] is False and [r["passed"] for r in row["test_results"]] == [False]
+    assert (row["priority"], row["prefer"], row["after"], row["status"]) == (3, {"region": "eu"}, [], "failed")
+    async with serve_api(stack.client) as http:
+        api = (await http.get("/api/v1/jobs/shown")).json()
+    camel = {k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:]) for k in row} - {"timeoutS"}
+    assert set(api) - {"streamEndpoint", "timeoutSeconds"} == camel
+
+    code, _, err = await stack.nexus("run", "--id", "retested", "--", "echo hi")
+    assert code == 0, err
+    code, _, err = await stack.nexus("test", "retested", "--expect-output", "nope")
+    assert code == 1, err
+    code, out, err = await stack.nexus("show", "retested")
+    text = out.decode()
+    assert code == 0 and "succeeded" in text, err
+    assert "tests_passed" in text and "False" in text and "FAIL  output_contains: expected match for /nope/" in text, text

@@ -10,6 +10,7 @@ import pytest
 from bus.memory import MemoryBus
 from orchestrator.app import finished, jobs, pipelines
 from orchestrator.app.errors import (
+    InvalidRequest,
     JobChanged,
     JobExists,
     JobFinished,
@@ -29,7 +30,7 @@ from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobApprovalRequired, JobAssigned, JobCancelRequested, JobExited, JobQueued, JobSucceeded
 from schemas.pipelines import PipelineApprovalRefused, PipelineApprovalRequired, PipelineStepStarted, StepJob
-from schemas.values import ExitCodeTest
+from schemas.values import ExitCodeTest, OutputContainsTest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -208,3 +209,9 @@ def test_a_chosen_job_id_may_not_be_shaped_like_a_pipeline_step_s() -> None:
     for taken in ("rel-s0-0", "rel-s2-hc-1-3", "rel-s2-rb-3"):
         with pytest.raises(ReservedJobId, match="pipeline step"):
             jobs.job_id_of(SubmitJob(command="true", job_id=taken))
+
+
+def test_a_test_run_with_a_pattern_re2_refuses_is_refused_before_it_is_published() -> None:
+    with pytest.raises(InvalidRequest, match=r"invalid pattern '\(a'"):
+        finished.tests_request(RunTests(job_id="j1", tests=[OutputContainsTest(pattern="(a")]), NOW)
+    assert finished.tests_request(RunTests(job_id="j1", tests=[OutputContainsTest(pattern="a")]), NOW).tests

@@ -219,6 +219,19 @@ def test_unknown_fields_are_ignored() -> None:
     assert codec.decode(REQUESTED, data) == JobRequested(command="x")
 
 
+def test_a_test_with_a_key_its_type_does_not_have_does_not_decode() -> None:
+    # Review: `negat: true` was dropped and the test meant its opposite; a pipeline refused the same typo.
+    data = b'{"command": "x", "tests": [{"type": "output_contains", "pattern": "error", "negat": true}]}'
+    with pytest.raises(DecodeError, match="unknown field `negat`"):
+        codec.decode(REQUESTED, data)
+    for kind in ("job.dispatch", "job.test_requested"):
+        subject = subjects.job("j1", kind.split(".")[1]) if kind != "job.dispatch" else subjects.dispatch("j1", "n1")
+        payload = {"attempt": 1, "tool": "bash", "command": "x", "argv": ["x"]} if kind == "job.dispatch" else {}
+        payload["tests"] = [{"type": "file_exists", "path": "x", "extra": 1}]
+        with pytest.raises(DecodeError, match="unknown field `extra`"):
+            codec.decode(subject, json.dumps(payload).encode())
+
+
 def test_old_event_without_new_fields_still_decodes() -> None:
     data = b'{"type": "job.exited", "v": 1, "ts": "2026-11-24T10:00:00Z", "node": "n1", "attempt": 1}'
     ev = codec.decode(subjects.job("j1", "exited"), data)

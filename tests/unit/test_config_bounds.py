@@ -57,3 +57,14 @@ def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_the_line(tmp_path: 
     said = str(info.value)
     assert "\n" not in said and said.startswith(f"{path}:") and "not valid YAML" in said, said
     assert info.value.line is not None and 1 <= info.value.line <= 3, said
+
+
+def test_a_test_with_a_key_its_type_does_not_have_is_refused_with_a_guess(tmp_path: Path) -> None:
+    # Review: `negat: true` was dropped silently, so the test meant its opposite.
+    path = tmp_path / "t7.yaml"
+    path.write_text('- {type: output_contains, pattern: "error", negat: true}\n')
+    with pytest.raises(ConfigError, match=r"unknown field `negat`.*did you mean 'negate'"):
+        load_tests(path)
+    path.write_text("tests:\n  - {type: file_exists, path: x, zzz: 1}\n")
+    with pytest.raises(ConfigError, match="a file_exists test has: path"):
+        load_tests(path)

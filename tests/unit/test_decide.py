@@ -43,6 +43,7 @@ from schemas.events import (
 )
 from schemas.limits import DISPATCH_TTL_S
 from schemas.records import Record
+from schemas.secrets import MASK
 from schemas.values import ExitCodeTest, FileExistsTest
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -759,6 +760,14 @@ def test_unplaceable_reads_each_node_as_its_heartbeat_else_its_registration() ->
     assert decide.unplaceable(job(tool="zsh"), f) == ("no_capable_node", "no node has tool 'zsh'")
 
 
+def test_a_job_pinned_to_a_node_without_its_labels_is_rejected() -> None:
+    f = fleet(hb("us1", labels={"region": "us"}))
+    view = job(status="requested", requested_node="us1", labels={"region": "eu"})
+    assert decide.unplaceable(view, f) == ("no_capable_node", "node 'us1' does not have the labels region=eu (it has region=us)")
+    ev = rejection(decide.decide_job(view, f, NOW, judged(view, f)))
+    assert ev.code == "no_capable_node" and "region=eu" in ev.reason
+
+
 def test_the_verification_job_of_a_test_run_names_who_asked_for_it() -> None:
     # Review: `<job>-tN` had no requester, so `nexus metrics --by user` counted it as (unknown).
     done = job(status="succeeded", node="n1", attempt=1, exit_code=0, last_seq=9)
@@ -768,3 +777,15 @@ def test_the_verification_job_of_a_test_run_names_who_asked_for_it() -> None:
     out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
     assert isinstance(out.event, JobRequested) and out.subject == subjects.job("j1-t10", "requested")
     assert (out.event.requested_by, out.event.node, out.event.parent) == ("alice", "n1", "j1")
+
+
+def test_the_verification_job_runs_where_the_job_ran_without_its_secrets() -> None:
+    # Review: `nexus test JOB --expect-file f1` looked in the agent's directory, not the job's working_dir.
+    env = {"OUT": "dist", "API_TOKEN": MASK}
+    done = job(status="succeeded", node="n1", attempt=1, exit_code=0, last_seq=9, working_dir="/srv/app", env=env, secrets=["API_TOKEN"])
+    asked = JobTestRequested(ts=NOW, tests=[FileExistsTest(path="f1")], requested_by="alice")
+    view, _ = evolve_job(done, "j1", asked, NOW, 10)
+    assert view is not None
+    out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
+    assert isinstance(out.event, JobRequested)
+    assert (out.event.working_dir, out.event.env) == ("/srv/app", {"OUT": "dist"})

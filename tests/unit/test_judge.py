@@ -15,7 +15,7 @@ import pytest
 from orchestrator.core.admission import Candidate, Companion, Judgement, Submission
 from orchestrator.core.judge import judge
 from orchestrator.core.policy import Policy, Rule
-from schemas.values import CommandTest, ExitCodeTest
+from schemas.values import CommandTest, ExitCodeTest, OutputContainsTest
 from tests.unit.test_architecture import imports, sources
 
 FLEET = {
@@ -91,6 +91,26 @@ def test_a_named_node_counts_and_no_live_match_falls_back_to_the_selectors() -> 
     assert offline.valid and [f.type for f in offline.node_findings] == ["node_offline"]
     nowhere = verdict("echo hi", nodes=[], labels={"env": "qa"})
     assert (nowhere.unplaceable, [f.type for f in nowhere.node_findings]) == ("no_capable_node", ["no_capable_node"])
+
+
+def test_a_named_node_without_the_selected_labels_is_refused_not_the_selector_dropped() -> None:
+    # Review: `--node us1 -l region=eu` ran on us1 (region=us) and validate said valid.
+    wrong = verdict("echo hi", nodes=["web-1"], labels={"env": "dev", "role": "web"})
+    assert (wrong.unplaceable, wrong.valid) == ("no_capable_node", False)
+    assert wrong.reason == "node 'web-1' does not have the labels env=dev (it has env=prod)"
+    assert [(f.type, f.severity) for f in wrong.node_findings] == [("no_capable_node", "critical")]
+    offline = verdict("echo hi", nodes=["old-1"], labels={"role": "web"})
+    assert offline.unplaceable == "no_capable_node" and [f.type for f in offline.node_findings] == ["node_offline", "no_capable_node"]
+    right = verdict("echo hi", nodes=["web-1"], labels={"env": "prod"})
+    assert right.valid and right.unplaceable is None and right.node_findings == []
+
+
+def test_a_test_pattern_re2_refuses_makes_the_request_invalid() -> None:
+    # Review: `(a` was accepted, the command ran, and the job failed `got invalid pattern: missing ): (a`.
+    bad = verdict("echo hi", tests=[ExitCodeTest(), OutputContainsTest(pattern="(a")])
+    assert bad.invalid is not None and bad.invalid.startswith("test 2 (output_contains): invalid pattern '(a': missing ): (a")
+    assert not bad.valid and bad.findings[0].type == "invalid_request"
+    assert verdict("echo hi", tests=[OutputContainsTest(pattern="^done$")]).invalid is None
 
 
 def test_offline_the_selectors_stand_for_the_target() -> None:

@@ -429,3 +429,34 @@ def test_load_template_names_the_file(tmp_path: Path) -> None:
 
 def test_empty_template() -> None:
     assert refused("# nothing\n").message == "the template is empty"
+
+
+def test_a_variable_the_template_neither_declares_nor_uses_is_refused_with_a_guess() -> None:
+    # Review: `--var verison=1.2.3` left the default `main` deployed, and the pipeline succeeded.
+    template = """
+        name: p
+        vars: {version: main}
+        steps:
+          - id: a
+            command: echo deploying ${version} to ${target}
+        """
+    err = refused(template, verison="1.2.3", target="eu")
+    assert err.line is None and "variable 'verison' is not declared under vars: nor used" in err.message
+    assert "did you mean 'version'?" in err.message
+    assert "its variables: target, version" in refused(template, zzz="1", target="eu").message
+    assert compile_(template, version="1.2.3", target="eu").steps[0].command == "echo deploying 1.2.3 to eu"  # used, not declared: fine
+
+
+def test_an_output_pattern_re2_refuses_is_refused_at_its_line() -> None:
+    err = refused(
+        """
+        name: p
+        steps:
+          - id: a
+            command: echo a
+            tests:
+              - {type: exit_code}
+              - {type: output_contains, pattern: "(a"}
+        """
+    )
+    assert err.line == 7 and err.message.startswith("invalid pattern '(a': missing ): (a")
