@@ -16,7 +16,7 @@ import yaml
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from orchestrator.core.policy import Policy
 from schemas.errors import NexusError
-from schemas.values import JobTest
+from schemas.values import JobTest, StrictJobTest
 
 
 class ConfigError(NexusError):
@@ -83,7 +83,7 @@ def load_tests(path: Path) -> list[JobTest]:
     if isinstance(data, dict):
         data = data.get("tests")
     try:
-        return msgspec.convert(data, list[JobTest])
+        return list(msgspec.convert(data, list[StrictJobTest]))
     except msgspec.ValidationError as exc:
         raise ConfigError(path, f"not a list of tests: {exc}{_hint(data)}") from None
 

@@ -40,7 +40,7 @@ from schemas.limits import (
     TimeoutS,
 )
 from schemas.pipelines import PipelineSpec, StepJob, StepSpec
-from schemas.values import JobTest, Tests
+from schemas.values import StrictJobTest, StrictTests
 
 # A Python `$` also matches before a final newline; `(?!\n)` makes it mean the end, as `$` does in JSON Schema.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
@@ -92,7 +92,7 @@ class ValidateRequest(_Body, frozen=True, kw_only=True):
     node_ids: Ids = []
     labels: Labels = {}
     env: Env = {}
-    tests: Tests = []
+    tests: StrictTests = []
     working_dir: Path | None = None
     node: Id | None = msgspec.field(default=None, name="node")
 
@@ -161,7 +161,7 @@ class CreateJobRequest(_Body, frozen=True, kw_only=True):
     `env` are secret too): sealed to the node, never stored in clear, masked in the job's output."""
     timeout_s: TimeoutS | None = msgspec.field(default=None, name="timeoutSeconds")
     priority: Priority = 0
-    tests: Tests = []
+    tests: StrictTests = []
     parent: Id | None = None
     metadata: Metadata = {}
     after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
@@ -195,7 +195,7 @@ class TestRequest(_Body, frozen=True, kw_only=True):
 
     __test__ = False  # not a pytest class
 
-    tests: Annotated[list[JobTest], msgspec.Meta(min_length=1, max_length=MAX_TESTS)]
+    tests: Annotated[list[StrictJobTest], msgspec.Meta(min_length=1, max_length=MAX_TESTS)]
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = msgspec.field(default=60.0, name="timeoutSeconds")
 
 
