@@ -888,3 +888,11 @@ def test_started_step_keeps_its_plan() -> None:
     view = evolve_pipeline(view, "p", PipelineStepStarted(step="d", jobs=jobs, nodes=["w1"]), NOW, 2)
     view = evolve_pipeline(view, "p", PipelineStepStarted(step="d", jobs=jobs, nodes=["w1"]), NOW, 3)
     assert view is not None and view.steps[0].jobs == jobs and view.steps[0].status == "running"
+
+
+def test_a_step_job_that_never_got_a_node_is_not_said_to_have_run_on_one() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.jobs["rel-1-s0-0"] = msgspec.structs.replace(sim.jobs["rel-1-s0-0"], node=None)
+    sim.finish("rel-1-s0-0", "rejected", "no node has tool 'ansible'")
+    assert sim.view().steps[0].reason == "job rel-1-s0-0 rejected (no node has tool 'ansible')"
