@@ -239,9 +239,12 @@ class CreatePipelineRequest(_Body, frozen=True, kw_only=True):
 
 
 class PipelineCreated(_Out, frozen=True, kw_only=True):
+    """The pipeline's `requested` event is stored (`created`: false: it was before, the same request)."""
+
     pipeline_id: str
     status_endpoint: str
     seq: int
+    created: bool = True
 
 
 class JobCreated(_Out, frozen=True, kw_only=True):

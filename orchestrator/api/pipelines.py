@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.auth import identity_of, require
@@ -33,10 +34,19 @@ def status_endpoint(pipeline_id: str) -> str:
     "/api/v1/pipelines",
     guards=[require("operator")],
     summary="Create a multi-job pipeline from a YAML template",
-    responses=problems(422, body=True),
+    responses={
+        **problems(409, 422, body=True),
+        200: ResponseSpec(
+            PipelineCreated,
+            description="This `pipelineId` was stored before with the same request: the existing pipeline (`created`: false)",
+            generate_examples=False,
+        ),
+    },
 )
 async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CreatePipelineRequest]) -> Response[PipelineCreated]:
-    """The template is checked before anything runs: a bad one is a 422 naming the line."""
+    """The template is checked before anything runs: a bad one is a 422 naming the line. The
+    pipeline id is the idempotency key: the same request again is the same pipeline (200),
+    a different one under a used id is a 409 `pipeline-exists`."""
     try:
         spec = compile_template(data.template, data.variables, file="template")
     except TemplateError as exc:
@@ -56,9 +66,9 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     pipeline_id = pipelines_app.pipeline_id_of(cmd)
     req = await pipelines_app.request_for(ctx.client, cmd)
     check_fits(req, "the pipeline's request")
-    seq = await pipelines_app.submit(ctx.client, pipeline_id, req)
-    body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)
-    return Response(body, status_code=201, headers={"Location": status_endpoint(pipeline_id)})
+    done = await pipelines_app.submit(ctx.client, pipeline_id, req)
+    body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=done.seq, created=done.created)
+    return Response(body, status_code=201 if done.created else 200, headers={"Location": status_endpoint(pipeline_id)})
 
 
 @get(

@@ -13,10 +13,10 @@ from typing import Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import NoSuchPipeline, WrongState
+from orchestrator.app.errors import NoSuchPipeline, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
 from orchestrator.client import NexusClient
-from orchestrator.vetting import Vetting
+from orchestrator.vetting import Vetting, vetted
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.pipelines import (
@@ -32,7 +32,7 @@ from schemas.pipelines import (
     PipelineSucceeded,
 )
 from schemas.records import Record
-from schemas.secrets import OrchestratorKey, Redaction
+from schemas.secrets import OrchestratorKey, Redaction, is_sealed
 
 
 def new_pipeline_id() -> str:
@@ -79,9 +79,54 @@ async def request_for(client: NexusClient, cmd: RunPipeline, now: datetime | Non
     return pipeline_request(cmd, now, await client.sealing_key() if needs_key else None, record_name(client, cmd.requested_by))
 
 
-async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> int:
-    """Store the request; the pipeline id is the idempotency key."""
-    return await client.submit_pipeline(pipeline_id, req)
+class PipelineSubmitted(msgspec.Struct, frozen=True, kw_only=True):
+    pipeline_id: str
+    seq: int
+    created: bool = True
+
+
+async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> PipelineSubmitted:
+    """Store the request; the pipeline id is the idempotency key. The same id with the same
+    request again is the same pipeline (`created`: false); with a different one it is refused
+    (PipelineExists), as a job's id is: else the caller would follow the old pipeline as if
+    the new one ran. Checked again after the publish, for a different request that came first."""
+    earlier = await _first_request(client, pipeline_id)
+    if earlier is None:
+        seq = await client.submit_pipeline(pipeline_id, req)
+        earlier = await _first_request(client, pipeline_id)
+        if earlier is not None and earlier[0] == seq:
+            return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq)
+    if earlier is None or earlier[1] is None:
+        raise PipelineExists(f"pipeline id {pipeline_id!r} is already used (its events have no valid request)")
+    seq, first = earlier
+    if not same_request(first, req):
+        raise PipelineExists(f"pipeline id {pipeline_id!r} is already used by a different request")
+    return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq, created=False)
+
+
+async def _first_request(client: NexusClient, pipeline_id: str) -> tuple[int, PipelineRequested | None] | None:
+    """The first `requested` under the id that counts (judged as the orchestrator judges it);
+    (seq, None) when some are stored and none counts; None when there is none."""
+    stored: list[Record] = []
+    async for batch in client.bus.read_records(subjects.pipeline(pipeline_id, "requested")):
+        stored.extend(batch)
+    valid = [(r.seq, r.event) for r in await vetted(client.bus, stored) if isinstance(r.event, PipelineRequested)]
+    return valid[0] if valid else (stored[0].seq, None) if stored else None
+
+
+def same_request(a: PipelineRequested, b: PipelineRequested) -> bool:
+    """Whether two requests ask for the same pipeline: the same spec and variables. Sealed
+    values differ on every sealing, so only where they are counts for them."""
+    return _comparable(a) == _comparable(b)
+
+
+def _comparable(req: PipelineRequested) -> tuple[PipelineSpec, dict[str, str]]:
+    steps = [msgspec.structs.replace(s, env=_unsealed(s.env)) for s in req.spec.steps]
+    return msgspec.structs.replace(req.spec, steps=steps), _unsealed(req.variables)
+
+
+def _unsealed(values: dict[str, str]) -> dict[str, str]:
+    return {k: "(sealed)" if is_sealed(v) else v for k, v in values.items()}
 
 
 async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> AsyncIterator[Record]:

@@ -691,6 +691,13 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
         assert {"maxParallel", "batchSize", "timeoutSeconds"} <= set(spec_step)
         bodies = [pipeline, pipeline["spec"], spec_step, *pipeline["steps"], *pipeline["steps"][0]["jobs"]]
         assert not [k for body in bodies for k in body if "_" in k], bodies
+        # The id is the idempotency key: the same request again is that pipeline, another one is refused
+        # (review: a different template got 201 with the old pipeline's seq, and never ran).
+        again = await client.post("/api/v1/pipelines", json={"template": template, "pipelineId": pid})
+        assert again.status_code == 200 and again.json()["created"] is False and again.json()["seq"] == resp.json()["seq"], again.text
+        other = template.replace("name: api", "name: totally-different")
+        assert_problem(await client.post("/api/v1/pipelines", json={"template": other, "pipelineId": pid}), 409, "pipeline-exists")
+        assert (await stack.client.query("SELECT count(*) FROM pipelines")).rows == [[1]]
         bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/api/v1/pipelines/nope")).status_code == 404

@@ -207,3 +207,20 @@ async def test_pipeline_run_can_stream_step_output(stack: Stack, tmp_path: Path)
     # may come after the next step's first on a loaded machine (seen in CI).
     assert [line for line in printed if line.startswith("a@any | ")] == ["a@any | hello from a", "a@any | second line"]
     assert [line for line in printed if line.startswith("b@any | ")] == ["b@any | tail"]
+
+
+async def test_a_pipeline_id_reused_for_a_different_request_is_refused_and_the_same_one_is_followed(stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    first, other = tmp_path / "first.yaml", tmp_path / "other.yaml"
+    first.write_text(f"name: first\nsteps:\n  - {{id: a, command: echo first >> {log}}}\n")
+    other.write_text(f"name: other\nsteps:\n  - {{id: a, command: echo other >> {log}}}\n")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(first), "--id", "reuse-1", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "succeeded", err
+    # It printed the first pipeline's result as if this one ran (review).
+    code, stdout, err = await stack.nexus("pipeline", "run", str(other), "--id", "reuse-1", "--json")
+    assert code == 1 and b"pipeline id 'reuse-1' is already used by a different request" in err, err
+    assert stdout == b""
+    # The same request again (a retry) follows the stored pipeline; nothing runs twice.
+    code, stdout, err = await stack.nexus("pipeline", "run", str(first), "--id", "reuse-1", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "succeeded", err
+    assert lines(log) == ["first"]
