@@ -48,7 +48,14 @@ STATUS_STYLE = {
 def run(
     file: Annotated[Path, typer.Argument(help="Pipeline template (YAML).", show_default=False)],
     var: Annotated[list[str] | None, typer.Option("--var", help="Template variable KEY=VALUE; repeatable.")] = None,
-    pipeline_id: Annotated[str | None, typer.Option("--id", help="Pipeline id (idempotency key: the same request again follows that pipeline, a different one is refused); default: a new one.")] = None,
+    pipeline_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Pipeline id (idempotency key: the same request again follows that pipeline, a different one is refused); "
+            "default: a new one.",
+        ),
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and print the id; do not follow.")] = False,
     output: Annotated[bool, typer.Option("--output", "-o", help="Stream each step job's output, prefixed with step and node.")] = False,
     as_json: JsonOpt = False,

@@ -224,3 +224,24 @@ async def test_a_pipeline_id_reused_for_a_different_request_is_refused_and_the_s
     code, stdout, err = await stack.nexus("pipeline", "run", str(first), "--id", "reuse-1", "--json")
     assert code == 0 and json.loads(stdout)["status"] == "succeeded", err
     assert lines(log) == ["first"]
+
+
+async def test_jobs_and_steps_pinned_to_a_node_gone_past_the_grace_are_rejected_not_held_for_ever(stack: Stack, tmp_path: Path) -> None:
+    # Review: `nexus submit --node eu1` after eu1 stopped stayed queued with no deadline, and a
+    # pipeline step on it kept its pipeline running until the job was cancelled by hand.
+    await stack.stop_orchestrator()
+    await stack.start_orchestrator(offline_grace_s=1.0)
+    await stack.start_agent("eu1")
+    await stack.stop_agent("eu1")
+    await wait_for(lambda: stack.orchestrator.nodes["eu1"].status == "lost", what="eu1 lost")
+    code, _, err = await stack.nexus("submit", "--id", "off-1", "--node", "eu1", "--", "echo", "hi")
+    assert code == 0, err
+    row = await stack.wait_job("off-1")
+    assert row["status"] == "rejected" and "node 'eu1' is offline: not heard from since" in row["reason"], row
+    rows = await stack.client.query("SELECT payload->>'code' FROM events WHERE job_id = 'off-1' AND type = 'job.rejected'")
+    assert rows.rows == [["node_offline"]]
+    (tmp_path / "offl.yaml").write_text("name: offl\nsteps:\n  - {id: deploy, nodes: [eu1, node-1], command: 'true'}\n")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "offl.yaml"), "--id", "offl1", "--json")
+    assert code == 1, err
+    step = json.loads(stdout)["steps"][0]
+    assert step["status"] == "failed" and "job offl1-s0-0 on eu1 rejected (node 'eu1' is offline" in step["reason"], step
