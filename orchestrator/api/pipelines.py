@@ -18,10 +18,8 @@ from orchestrator.api.models import CreatePipelineRequest, PipelineCreated, Pipe
 from orchestrator.api.openapi import problems
 from orchestrator.app import pipelines as pipelines_app
 from orchestrator.app.pipelines import RunPipeline
-from orchestrator.app.rows import decoded
 from orchestrator.core.admission import Submission
 from orchestrator.core.pipeline import spec_companions
-from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
 
@@ -78,15 +76,14 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     responses=problems(404),
 )
 async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> PipelineOut:
+    """Steps show where their jobs ran, and a running step's `reason` what its jobs wait for (a
+    job held for approval, a queued one), as `nexus pipeline show` does."""
     subjects.check_id(pipeline_id, "pipeline id")
-    head = await ctx.client.query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
-    if not head.rows:
+    view = await pipelines_app.pipeline_view(ctx.client.query, pipeline_id)
+    if view is None:
         known = await ctx.client.bus.last_seq(subject=subjects.pipeline(pipeline_id, ">"))
         detail = "it is in the log but not reduced yet; try again" if known else "it has no events in the log"
         raise ProblemError(404, "unknown-pipeline", "Unknown pipeline", f"no pipeline {pipeline_id!r}: {detail}")
-    steps = await ctx.client.query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
-    row = decoded(head.dicts()[0]) | {"steps": [decoded(s) for s in steps.dicts()]}
-    view = msgspec.convert(row, PipelineView, strict=False)  # rows come snake_case, times as text
     return msgspec.convert(view, PipelineOut, from_attributes=True)
 
 

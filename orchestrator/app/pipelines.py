@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from bus.errors import StaleDecision
 from orchestrator.app.errors import NoSuchPipeline, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
-from orchestrator.client import NexusClient
+from orchestrator.app.rows import decoded
+from orchestrator.client import NexusClient, Rows
+from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipeline, pipeline_jobs, shown
 from orchestrator.vetting import Vetting, vetted
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -96,9 +98,9 @@ async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) 
         earlier = await _first_request(client, pipeline_id)
         if earlier is not None and earlier[0] == seq:
             return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq)
-    if earlier is None or earlier[1] is None:
+    seq, first = earlier if earlier is not None else (0, None)
+    if first is None:
         raise PipelineExists(f"pipeline id {pipeline_id!r} is already used (its events have no valid request)")
-    seq, first = earlier
     if not same_request(first, req):
         raise PipelineExists(f"pipeline id {pipeline_id!r} is already used by a different request")
     return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq, created=False)
@@ -129,6 +131,24 @@ def _unsealed(values: dict[str, str]) -> dict[str, str]:
     return {k: "(sealed)" if is_sealed(v) else v for k, v in values.items()}
 
 
+Query = Callable[[str, Sequence[Any]], Awaitable[Rows]]
+
+
+async def pipeline_view(query: Query, pipeline_id: str) -> PipelineView | None:
+    """A pipeline as its views show it (core.pipeline_views.shown: where its jobs ran, what they
+    wait for), from the state `query` reads (the orchestrator's, or a DuckDB file); None if unknown."""
+    head = await query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
+    if not head.rows:
+        return None
+    steps = await query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
+    row = decoded(head.dicts()[0]) | {"steps": [decoded(s) for s in steps.dicts()]}
+    view = msgspec.convert(row, PipelineView, strict=False)  # rows come snake_case, times as text
+    ids = pipeline_jobs(view)
+    jobs = await query("SELECT job_id, status, reason, node FROM jobs WHERE list_contains(?::VARCHAR[], job_id)", [ids]) if ids else None
+    states = {r[0]: StepJobState(status=r[1], reason=r[2], node=r[3]) for r in jobs.rows} if jobs is not None else {}
+    return shown(view, states)
+
+
 async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> AsyncIterator[Record]:
     """The pipeline's records from `from_seq`, live (the bus subscribes again after a reconnect),
     judged as the orchestrator judges them (orchestrator.vetting): each with its verified author,
@@ -137,6 +157,45 @@ async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> A
     async for batch in client.bus.records(from_seq, subjects.pipeline(pipeline_id, ">")):
         for rec in batch:
             yield await vetting.record(rec)
+
+
+WAIT_KINDS = ("approval_required", "queued", "assigned")
+"""Kinds of job events that say whether a job waits (held for approval, queued) or stopped (placed)."""
+
+
+async def followed(client: NexusClient, pipeline_id: str) -> AsyncIterator[Record]:
+    """`records` of the pipeline, live, and with them, from its request on, the WAIT_KINDS records
+    of jobs shaped as its step jobs (core.pipeline_views.of_pipeline): what `nexus pipeline run`
+    needs to say that a step waits, for an approval or a node. The two come in log order each,
+    not with each other: a job's record may come before the `step_started` that names it."""
+    queue: asyncio.Queue[Record | BaseException] = asyncio.Queue(maxsize=1000)
+
+    async def pump(source: AsyncIterator[Record]) -> None:
+        try:
+            async for rec in source:
+                await queue.put(rec)
+        except Exception as exc:  # handed to the reader, which raises it
+            await queue.put(exc)
+
+    async def jobs(kind: str, start: int) -> AsyncIterator[Record]:
+        vetting = Vetting(client.bus)
+        async for batch in client.bus.records(start, subjects.job_kind_all(kind)):
+            for rec in batch:
+                if of_pipeline(pipeline_id, subjects.parse(rec.subject).id):
+                    yield await vetting.record(rec)
+
+    tasks = [asyncio.create_task(pump(records(client, pipeline_id)))]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if len(tasks) == 1:
+                tasks += [asyncio.create_task(pump(jobs(kind, item.seq))) for kind in WAIT_KINDS]
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class DecideStep(msgspec.Struct, frozen=True, kw_only=True):

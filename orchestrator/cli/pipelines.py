@@ -95,7 +95,8 @@ async def _run(pid: str, cmd: "pipelines_app.RunPipeline", detach: bool, output:
 
 
 async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, output: bool = False) -> "PipelineView":
-    """Fold the pipeline's events as they come, showing a step list until it ends."""
+    """Fold the pipeline's events as they come, showing a step list until it ends, and what a
+    running step waits for (a job held for approval, with the command that answers it; a queued one)."""
     import asyncio
 
     from rich.live import Live
@@ -103,30 +104,46 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
-    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline
+    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, StepJobState, evolve_pipeline, shown, waiting_note
+    from schemas import subjects
+    from schemas.events import JobApprovalRequired, JobAssigned, JobQueued
     from schemas.pipelines import PipelineEvent
 
     view: PipelineView | None = None
+    states: dict[str, StepJobState] = {}  # the step jobs' waits, from their own records
+    told: set[tuple[str, str]] = set()
     display = Live(console=out.get(), auto_refresh=False) if live else contextlib.nullcontext()
     tails: dict[str, asyncio.Task[None]] = {}
     try:
         with display as screen:
-            async for rec in pipelines_app.records(client, pid):
-                if not isinstance(rec.event, PipelineEvent.__args__):
+            async for rec in pipelines_app.followed(client, pid):
+                ev = rec.event
+                ts = (ev.ts if ev is not None else None) or rec.stream_ts
+                if isinstance(ev, JobApprovalRequired | JobQueued | JobAssigned):
+                    status = subjects.parse(rec.subject).kind
+                    node = ev.node if isinstance(ev, JobAssigned) else None
+                    states[subjects.parse(rec.subject).id] = StepJobState(status=status, reason=ev.reason or None, node=node)
+                elif isinstance(ev, PipelineEvent.__args__):
+                    view = evolve_pipeline(view, pid, ev, ts, rec.seq) or view
+                    if output:
+                        for job in getattr(ev, "jobs", []):
+                            if job.job_id not in tails:
+                                label = f"{getattr(ev, 'step', '?')}@{job.node or 'any'}"
+                                tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
+                    if lines and not isinstance(screen, Live) and view is not None:
+                        err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
+                else:
                     continue
-                ts = rec.event.ts or rec.stream_ts
-                view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
-                if output:
-                    for job in getattr(rec.event, "jobs", []):
-                        if job.job_id not in tails:
-                            label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
-                            tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
                 if view is None:
                     continue
                 if isinstance(screen, Live):
-                    screen.update(_table(view), refresh=True)
+                    screen.update(_table(shown(view, states)), refresh=True)
                 elif lines:
-                    err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
+                    for step, job_id in ((s.step_id, j.job_id) for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)):
+                        note = waiting_note(job_id, states.get(job_id))
+                        if note is not None and (job_id, states[job_id].status) not in told:
+                            told.add((job_id, states[job_id].status))
+                            err.print(f"{fmt(ts)}  step {escape(fmt(step))}: {escape(fmt(note, one_line=True))}", highlight=False)
                 if view.status in PIPELINE_TERMINAL:
                     break
         if tails:  # let the last step's output finish printing
@@ -135,6 +152,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
         for task in tails.values():
             task.cancel()
     assert view is not None
+    view = shown(view, states)
     if lines:
         style = STATUS_STYLE.get(view.status, "")
         reason = f": {escape(fmt(view.reason, one_line=True))}" if view.reason else ""
@@ -197,29 +215,32 @@ def show(
 
 @run_async
 async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    import msgspec
     from rich.markup import escape
 
-    from orchestrator.app.rows import decoded
+    from orchestrator.app import pipelines as pipelines_app
     from orchestrator.client import Rows
 
-    columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
-    head = await query(nats_url, db, f"SELECT {columns} FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
-    if not head.rows:
+    if db is not None:
+        view = await pipelines_app.pipeline_view(lambda sql, params: query(nats_url, db, sql, params), pipeline_id)
+    else:
+        async with connect(nats_url) as client:
+            view = await pipelines_app.pipeline_view(client.query, pipeline_id)
+    if view is None:
         fail(f"no pipeline {pipeline_id!r}")
-    steps = await query(
-        nats_url, db,
-        "SELECT step_id, status, batch, nodes, jobs, reason, rollback_status, started_at, finished_at "
-        "FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id],
-    )  # fmt: skip
+    whole = msgspec.to_builtins(view)
+    head = {k: whole[k] for k in ("pipeline_id", "name", "status", "reason", "requested_by", "source", "requested_at", "finished_at")}
+    columns = ("step_id", "status", "batch", "nodes", "jobs", "reason", "rollback_status", "started_at", "finished_at")
+    steps = [{k: s.get(k) for k in columns} | {"batch": s["batch"] if s["batch"] >= 0 else None} for s in whole["steps"]]
     if as_json:
-        print_json({**decoded(head.dicts()[0]), "steps": [decoded(s) for s in steps.dicts()]})
+        print_json({**head, "steps": steps})
         return
-    for key, value in head.dicts()[0].items():
+    for key, value in head.items():
         if value is not None:
             out.print(f"[bold]{key:<13}[/bold] {escape(fmt(value, one_line=True))}", highlight=False)
-    shown = [{**s, "nodes": ", ".join(s["nodes"]), "jobs": ", ".join(j["job_id"] for j in s["jobs"])} for s in map(decoded, steps.dicts())]
+    shown = [{**s, "nodes": ", ".join(s["nodes"]), "jobs": ", ".join(j["job_id"] for j in s["jobs"])} for s in steps]
     print_table(
-        Rows(steps.columns, [list(s.values()) for s in shown]), drop=("rollback_status", "finished_at", "started_at", "batch", "nodes")
+        Rows(list(columns), [list(s.values()) for s in shown]), drop=("rollback_status", "finished_at", "started_at", "batch", "nodes")
     )
 
 

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from tests.conftest import NEXUS, Stack, wait_for
+from tests.integration.api_support import serve_api
 
 
 def lines(path: Path) -> list[str]:
@@ -245,3 +246,43 @@ async def test_jobs_and_steps_pinned_to_a_node_gone_past_the_grace_are_rejected_
     assert code == 1, err
     step = json.loads(stdout)["steps"][0]
     assert step["status"] == "failed" and "job offl1-s0-0 on eu1 rejected (node 'eu1' is offline" in step["reason"], step
+
+
+async def test_a_step_whose_job_is_held_says_so_and_steps_show_where_their_jobs_ran(stack: Stack, tmp_path: Path) -> None:
+    # Review: a step job held for approval looked like a plain `running` step (empty reason, nothing
+    # printed by `nexus pipeline run`); unpinned steps showed no node; a step not started showed batch -1.
+    await stack.start_agent("prod-1", labels={"env": "prod"})
+    (tmp_path / "held.yaml").write_text(
+        "name: held\nsteps:\n  - {id: safe, command: 'true'}\n"
+        "  - {id: risky, nodes: [prod-1], command: 'false && rm -rf /'}\n  - {id: after, command: 'true'}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "pipeline", "run", str(tmp_path / "held.yaml"), "--id", "held1",
+        env={**os.environ, "NEXUS_NATS_URL": stack.url}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await wait_for(lambda: _status(stack, "held1-s1-0", "approval_required"), what="the step's job held")
+    hint = "job held1-s1-0 is held for approval"
+    code, stdout, err = await stack.nexus("pipeline", "show", "held1", "--json")
+    assert code == 0, err
+    body = json.loads(stdout)
+    safe, risky, after = body["steps"]
+    assert risky["status"] == "running" and hint in risky["reason"] and "nexus approve held1-s1-0" in risky["reason"], risky
+    assert hint in body["reason"]
+    assert safe["nodes"] == ["node-1"] and safe["jobs"] == [{"job_id": "held1-s0-0", "node": "node-1"}], safe
+    assert after["batch"] is None
+    code, stdout, err = await stack.nexus("pipeline", "show", "held1")
+    assert code == 0 and b"nexus approve" in stdout, stdout
+    assert [line.split() for line in stdout.decode().splitlines() if line.startswith("after ")] == [["after", "pending"]], stdout
+    async with serve_api(stack.client, None) as api:
+        steps = (await api.get("/api/v1/pipelines/held1")).json()["steps"]
+    assert hint in steps[1]["reason"] and steps[0]["jobs"] == [{"jobId": "held1-s0-0", "node": "node-1"}], steps
+    code, _, err = await stack.nexus("deny", "held1-s1-0", "--reason", "not today")
+    assert code == 0, err
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert b"step risky: " + hint.encode() in err and b"nexus approve held1-s1-0" in err, err
+
+
+async def _status(stack: Stack, job_id: str, status: str) -> bool:
+    row = await stack.job(job_id)
+    return bool(row and row["status"] == status)
