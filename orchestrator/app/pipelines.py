@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipe
 from orchestrator.vetting import Vetting, vetted
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
+from schemas.errors import InvalidSubject
 from schemas.pipelines import (
     PipelineApprovalRefused,
     PipelineApprovalRequired,
@@ -163,7 +164,7 @@ WAIT_KINDS = ("approval_required", "queued", "assigned")
 """Kinds of job events that say whether a job waits (held for approval, queued) or stopped (placed)."""
 
 
-async def followed(client: NexusClient, pipeline_id: str) -> AsyncIterator[Record]:
+async def followed(client: NexusClient, pipeline_id: str) -> AsyncGenerator[Record, None]:
     """`records` of the pipeline, live, and with them, from its request on, the WAIT_KINDS records
     of jobs shaped as its step jobs (core.pipeline_views.of_pipeline): what `nexus pipeline run`
     needs to say that a step waits, for an approval or a node. The two come in log order each,
@@ -181,7 +182,11 @@ async def followed(client: NexusClient, pipeline_id: str) -> AsyncIterator[Recor
         vetting = Vetting(client.bus)
         async for batch in client.bus.records(start, subjects.job_kind_all(kind)):
             for rec in batch:
-                if of_pipeline(pipeline_id, subjects.parse(rec.subject).id):
+                try:
+                    ours = of_pipeline(pipeline_id, subjects.parse(rec.subject).id)
+                except InvalidSubject:  # any subject can be published under the filter
+                    continue
+                if ours:
                     yield await vetting.record(rec)
 
     tasks = [asyncio.create_task(pump(records(client, pipeline_id)))]

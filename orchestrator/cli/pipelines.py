@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # imported where used, so that `nexus --help` stays fast
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.client import NexusClient
-    from orchestrator.core.pipeline_views import PipelineView
+    from orchestrator.core.pipeline_views import PipelineView, StepJobState
+    from schemas.records import Record
 
 app = typer.Typer(
     help="Pipelines from YAML templates (deploy phase).",
@@ -104,60 +105,97 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
-    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, StepJobState, evolve_pipeline, shown, waiting_note
-    from schemas import subjects
-    from schemas.events import JobApprovalRequired, JobAssigned, JobQueued
+    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline, shown
     from schemas.pipelines import PipelineEvent
 
     view: PipelineView | None = None
-    states: dict[str, StepJobState] = {}  # the step jobs' waits, from their own records
-    told: set[tuple[str, str]] = set()
+    waits = _Waits()
     display = Live(console=out.get(), auto_refresh=False) if live else contextlib.nullcontext()
     tails: dict[str, asyncio.Task[None]] = {}
     try:
-        with display as screen:
-            async for rec in pipelines_app.followed(client, pid):
-                ev = rec.event
-                ts = (ev.ts if ev is not None else None) or rec.stream_ts
-                if isinstance(ev, JobApprovalRequired | JobQueued | JobAssigned):
-                    status = subjects.parse(rec.subject).kind
-                    node = ev.node if isinstance(ev, JobAssigned) else None
-                    states[subjects.parse(rec.subject).id] = StepJobState(status=status, reason=ev.reason or None, node=node)
-                elif isinstance(ev, PipelineEvent.__args__):
-                    view = evolve_pipeline(view, pid, ev, ts, rec.seq) or view
-                    if output:
-                        for job in getattr(ev, "jobs", []):
-                            if job.job_id not in tails:
-                                label = f"{getattr(ev, 'step', '?')}@{job.node or 'any'}"
-                                tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
-                    if lines and not isinstance(screen, Live) and view is not None:
-                        err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
-                else:
-                    continue
-                if view is None:
-                    continue
-                if isinstance(screen, Live):
-                    screen.update(_table(shown(view, states)), refresh=True)
-                elif lines:
-                    for step, job_id in ((s.step_id, j.job_id) for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)):
-                        note = waiting_note(job_id, states.get(job_id))
-                        if note is not None and (job_id, states[job_id].status) not in told:
-                            told.add((job_id, states[job_id].status))
+        async with contextlib.aclosing(pipelines_app.followed(client, pid)) as followed:
+            with display as screen:
+                async for rec in followed:
+                    ts = (rec.event.ts if rec.event is not None else None) or rec.stream_ts
+                    if isinstance(rec.event, PipelineEvent.__args__):
+                        view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
+                        if view is not None:
+                            waits.planned(view)
+                        if output:
+                            for job in getattr(rec.event, "jobs", []):
+                                if job.job_id not in tails:
+                                    label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
+                                    tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
+                        if lines and not isinstance(screen, Live) and view is not None:
+                            err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
+                    elif not waits.learn(rec):
+                        continue
+                    if view is None:
+                        continue
+                    if isinstance(screen, Live):
+                        screen.update(_table(shown(view, waits.states)), refresh=True)
+                    elif lines:
+                        for step, note in waits.news():
                             err.print(f"{fmt(ts)}  step {escape(fmt(step))}: {escape(fmt(note, one_line=True))}", highlight=False)
-                if view.status in PIPELINE_TERMINAL:
-                    break
+                    if view.status in PIPELINE_TERMINAL:
+                        break
         if tails:  # let the last step's output finish printing
             await asyncio.wait(tails.values(), timeout=10)
     finally:
         for task in tails.values():
             task.cancel()
     assert view is not None
-    view = shown(view, states)
+    view = shown(view, waits.states)
     if lines:
         style = STATUS_STYLE.get(view.status, "")
         reason = f": {escape(fmt(view.reason, one_line=True))}" if view.reason else ""
         out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]{reason}", highlight=False)
     return view
+
+
+class _Waits:
+    """What the step jobs wait for, as `nexus pipeline run` learns it from their records
+    (app.pipelines.followed): each job's last state, and the waits not printed yet."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, StepJobState] = {}
+        self._step_of: dict[str, str] = {}  # job id -> its step, once the view plans it
+        self._untold: set[str] = set()
+        self._noted: set[str] = set()  # jobs whose state is a wait (core.pipeline_views.waiting_note)
+
+    def planned(self, view: "PipelineView") -> None:
+        self._step_of = {j.job_id: s.step_id for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)}
+
+    def learn(self, rec: "Record") -> bool:
+        """Take a job's record; whether what the views show changed (a wait began or ended)."""
+        from orchestrator.core.pipeline_views import StepJobState, waiting_note
+        from schemas import subjects
+        from schemas.events import JobApprovalRequired, JobAssigned, JobQueued
+
+        ev = rec.event
+        if not isinstance(ev, JobApprovalRequired | JobQueued | JobAssigned):
+            return False
+        ref = subjects.parse(rec.subject)
+        self.states[ref.id] = StepJobState(status=ref.kind, reason=ev.reason or None, node=ev.node if isinstance(ev, JobAssigned) else None)
+        was = ref.id in self._noted
+        if waiting_note(ref.id, self.states[ref.id]) is None:
+            self._noted.discard(ref.id)
+            return was
+        self._noted.add(ref.id)
+        self._untold.add(ref.id)
+        return True
+
+    def news(self) -> list[tuple[str, str]]:
+        """(step, wait) of the waits not printed yet whose job the view plans; printed once each."""
+        from orchestrator.core.pipeline_views import waiting_note
+
+        found = []
+        for job_id in sorted(j for j in self._untold if j in self._step_of):
+            self._untold.discard(job_id)
+            note = waiting_note(job_id, self.states[job_id])
+            if note is not None:
+                found.append((self._step_of[job_id], note))
+        return found
 
 
 async def _tail(client: "NexusClient", job_id: str, label: str) -> None:
