@@ -84,6 +84,7 @@ class Orchestrator:
         store: DuckDBStore,
         *,
         node_ttl_s: float = 10.0,
+        offline_grace_s: float = decide.Fleet.offline_grace_s,
         policy: Policy | None = None,
         limits: StreamLimits | None = None,
         sealing_key: SealingKey | None = None,
@@ -95,6 +96,7 @@ class Orchestrator:
         self.store = store if isinstance(store, WriteBehind) else WriteBehind(store)
         self.policy = policy or Policy()
         self.node_ttl_s = node_ttl_s
+        self.offline_grace_s = offline_grace_s  # how long jobs wait for a node not heard from (core.decide.Fleet)
         # Secrets: our key (default: sealing.key beside the DuckDB file) and which env names are secret.
         self.sealing_key = sealing_key or key_beside(store.path)
         self.redaction = redaction or Redaction()
@@ -301,6 +303,7 @@ class Orchestrator:
             ttl_s=self.node_ttl_s,
             quiet_since=self.quiet_since,
             lag_s=self.bus.heartbeats_behind_s(),
+            offline_grace_s=self.offline_grace_s,
         )
 
     async def decide_jobs(self, touched: Iterable[str]) -> None:

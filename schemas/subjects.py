@@ -54,6 +54,13 @@ def job_all(job_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.>"
 
 
+def job_kind_all(kind: str) -> str:
+    """One kind of event of every job: `nexus.evt.job.*.<kind>`."""
+    if not _KIND.fullmatch(kind):
+        raise InvalidSubject(kind, "not an event kind")
+    return f"nexus.evt.job.*.{kind}"
+
+
 def node_inbox(node_id: str) -> str:
     """The inbox prefix of node `node_id`'s agent: `_INBOX_NODE.<node>`. Replies to the agent
     (its pull requests' deliveries, JetStream acks) arrive under it, and its credentials let it

@@ -76,10 +76,10 @@ class Stack:
     def orchestrator(self) -> Orchestrator:
         return self.orchestrators[-1][0]
 
-    async def start_orchestrator(self, node_ttl_s: float = 5.0) -> Orchestrator:
+    async def start_orchestrator(self, node_ttl_s: float = 5.0, **kwargs: Any) -> Orchestrator:
         bus = await NatsBus.connect(self.url, name="test-orchestrator", daemon=True)
         store = DuckDBStore(self.db)
-        orch = Orchestrator(bus, store, node_ttl_s=node_ttl_s)
+        orch = Orchestrator(bus, store, node_ttl_s=node_ttl_s, **kwargs)
         task = asyncio.create_task(orch.run())
         self.orchestrators.append((orch, task, bus, store))
         await wait_for(lambda: orch.caught_up.is_set() or task.done(), what="orchestrator caught up")

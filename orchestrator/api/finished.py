@@ -36,8 +36,8 @@ from orchestrator.client import new_job_id
         **problems(404, 409, body=True),
         202: ResponseSpec(
             TestResults,
-            description="The tests are requested but had no result within `timeoutSeconds`: `passed` is null; "
-            "read `Location` (GET test-results) later",
+            description="The tests are requested but had no result within `timeoutSeconds`: `passed` is null and "
+            "`pending` true; read `Location` (GET test-results) until `pending` is false",
             generate_examples=False,
         ),
     },
@@ -53,7 +53,7 @@ async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, A
     except TimeoutError:
         # Not a failure of the tests nor of the server: they run on, the results come later.
         headers = {"Location": f"/api/v1/jobs/{job_id}/test-results"}
-        return Response(TestResults(job_id=job_id, passed=None), status_code=202, headers=headers)
+        return Response(TestResults(job_id=job_id, passed=None, pending=True), status_code=202, headers=headers)
     results = [TestResultOut(**msgspec.structs.asdict(r)) for r in tested.results]
     return Response(TestResults(job_id=job_id, passed=tested.passed, results=results))
 
@@ -65,13 +65,11 @@ async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, A
     responses=problems(404),
 )
 async def test_results(job_id: FromPath[str], ctx: Ctx) -> TestResults:
+    """While a test run is pending, `pending` is true and `passed` null (not the previous run's)."""
     await load_job(ctx, job_id)
-    rows = await ctx.client.query("SELECT tests_passed, test_results FROM jobs WHERE job_id = ?", [job_id])
-    if not rows.rows:
-        return TestResults(job_id=job_id, passed=None)
-    passed, raw = rows.rows[0]
-    results = msgspec.json.decode(raw, type=list[TestResultOut]) if isinstance(raw, str) else []
-    return TestResults(job_id=job_id, passed=passed, results=results)
+    latest = await finished_app.latest_tests(ctx.client, job_id)
+    results = [TestResultOut(**msgspec.structs.asdict(r)) for r in latest.results]
+    return TestResults(job_id=job_id, passed=latest.passed, results=results, pending=latest.pending)
 
 
 # ---------------------------------------------------------------- deploy phase

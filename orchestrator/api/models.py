@@ -210,13 +210,15 @@ class TestResultOut(_Out, frozen=True, kw_only=True):
 
 
 class TestResults(_Out, frozen=True, kw_only=True):
-    """`passed` is null when the job has never been tested."""
+    """`passed` is null when the job has never been tested, or while a test run is `pending`
+    (requested, not judged yet: `results` are then empty, not the previous run's)."""
 
     __test__ = False  # not a pytest class
 
     job_id: str
     passed: bool | None
     results: list[TestResultOut] = []
+    pending: bool = False
 
 
 class RollbackRequest(_Body, frozen=True, kw_only=True):
@@ -240,9 +242,12 @@ class CreatePipelineRequest(_Body, frozen=True, kw_only=True):
 
 
 class PipelineCreated(_Out, frozen=True, kw_only=True):
+    """The pipeline's `requested` event is stored (`created`: false: it was before, the same request)."""
+
     pipeline_id: str
     status_endpoint: str
     seq: int
+    created: bool = True
 
 
 class JobCreated(_Out, frozen=True, kw_only=True):

@@ -47,7 +47,7 @@ _PROBLEMS: dict[int, str] = {
     403: "`forbidden`: the caller's role is below the role this call needs; or, on an API without a token file, "
     "a `Host` or `Origin` that is not a loopback name (open mode serves this machine's own clients only)",
     404: "`unknown-job`, `unknown-node`, `unknown-pipeline` or `not-found`",
-    409: "`wrong-state` (e.g. cancelling a finished job) or `job-exists` (the job id is taken by another request)",
+    409: "`wrong-state` (e.g. cancelling a finished job), `job-exists` or `pipeline-exists` (the id is taken by another request)",
     413: f"`too-large`: a body over {MAX_BODY_BYTES} bytes, or an event the bus would refuse as too large",
     415: "`unsupported-media-type`: a `Content-Type` other than `application/json` (`; charset=utf-8` allowed), or a body without one",
     422: "`unknown-node` (a job aimed at a node nobody knows), `conflicting-fields` (`nodeId` and `node` differ), "

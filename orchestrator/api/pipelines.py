@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.auth import identity_of, require
@@ -17,10 +18,8 @@ from orchestrator.api.models import CreatePipelineRequest, PipelineCreated, Pipe
 from orchestrator.api.openapi import problems
 from orchestrator.app import pipelines as pipelines_app
 from orchestrator.app.pipelines import RunPipeline
-from orchestrator.app.rows import decoded
 from orchestrator.core.admission import Submission
 from orchestrator.core.pipeline import spec_companions
-from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
 
@@ -33,10 +32,19 @@ def status_endpoint(pipeline_id: str) -> str:
     "/api/v1/pipelines",
     guards=[require("operator")],
     summary="Create a multi-job pipeline from a YAML template",
-    responses=problems(422, body=True),
+    responses={
+        **problems(409, 422, body=True),
+        200: ResponseSpec(
+            PipelineCreated,
+            description="This `pipelineId` was stored before with the same request: the existing pipeline (`created`: false)",
+            generate_examples=False,
+        ),
+    },
 )
 async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[CreatePipelineRequest]) -> Response[PipelineCreated]:
-    """The template is checked before anything runs: a bad one is a 422 naming the line."""
+    """The template is checked before anything runs: a bad one is a 422 naming the line. The
+    pipeline id is the idempotency key: the same request again is the same pipeline (200),
+    a different one under a used id is a 409 `pipeline-exists`."""
     try:
         spec = compile_template(data.template, data.variables, file="template")
     except TemplateError as exc:
@@ -56,9 +64,9 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     pipeline_id = pipelines_app.pipeline_id_of(cmd)
     req = await pipelines_app.request_for(ctx.client, cmd)
     check_fits(req, "the pipeline's request")
-    seq = await pipelines_app.submit(ctx.client, pipeline_id, req)
-    body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=seq)
-    return Response(body, status_code=201, headers={"Location": status_endpoint(pipeline_id)})
+    done = await pipelines_app.submit(ctx.client, pipeline_id, req)
+    body = PipelineCreated(pipeline_id=pipeline_id, status_endpoint=status_endpoint(pipeline_id), seq=done.seq, created=done.created)
+    return Response(body, status_code=201 if done.created else 200, headers={"Location": status_endpoint(pipeline_id)})
 
 
 @get(
@@ -68,15 +76,14 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
     responses=problems(404),
 )
 async def get_pipeline(pipeline_id: FromPath[str], ctx: Ctx) -> PipelineOut:
+    """Steps show where their jobs ran, and a running step's `reason` what its jobs wait for (a
+    job held for approval, a queued one), as `nexus pipeline show` does."""
     subjects.check_id(pipeline_id, "pipeline id")
-    head = await ctx.client.query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
-    if not head.rows:
+    view = await pipelines_app.pipeline_view(ctx.client.query, pipeline_id)
+    if view is None:
         known = await ctx.client.bus.last_seq(subject=subjects.pipeline(pipeline_id, ">"))
         detail = "it is in the log but not reduced yet; try again" if known else "it has no events in the log"
         raise ProblemError(404, "unknown-pipeline", "Unknown pipeline", f"no pipeline {pipeline_id!r}: {detail}")
-    steps = await ctx.client.query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
-    row = decoded(head.dicts()[0]) | {"steps": [decoded(s) for s in steps.dicts()]}
-    view = msgspec.convert(row, PipelineView, strict=False)  # rows come snake_case, times as text
     return msgspec.convert(view, PipelineOut, from_attributes=True)
 
 

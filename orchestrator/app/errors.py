@@ -9,6 +9,7 @@
             +-- NotHeld          the job is not waiting for approval                       409, exit 1
             +-- JobChanged       another event came first (optimistic concurrency)        409, exit 1
             +-- JobExists        the job id is taken by a different request                409, exit 1
+            +-- PipelineExists   the pipeline id is taken by a different request           409, exit 1
         +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
         +-- NotYours             another user's sealed secrets, asked for by someone else   403, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
@@ -85,6 +86,11 @@ class WrongState(AppError):
 class JobExists(WrongState):
     slug = "job-exists"
     title = "Job exists"
+
+
+class PipelineExists(WrongState):
+    slug = "pipeline-exists"
+    title = "Pipeline exists"
 
 
 class JobFinished(WrongState):

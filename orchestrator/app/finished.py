@@ -1,6 +1,7 @@
 """Use cases on a finished job: run tests on it, roll it back.
 
     `request_tests`  publish `test_requested`; one pending run per job (TestsPending)
+    `latest_tests`   the latest results, or that a run is pending
     `rollback`       run the undo command on the job's node as a new job (one builder: app.jobs)
 """
 
@@ -23,7 +24,7 @@ from orchestrator.core.views import TERMINAL
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested, JobTestRequested
-from schemas.values import JobTest
+from schemas.values import JobTest, TestResult
 
 
 class NotFinished(WrongState):
@@ -87,6 +88,28 @@ async def request_tests(client: NexusClient, job_id: str, ev: JobTestRequested) 
         return (await client.bus.publish(out, expected_seq=history[-1].seq)).seq
     except StaleDecision:
         raise JobChanged(job_id) from None
+
+
+class LatestTests(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's latest test results. `pending`: a test run is requested and not judged yet;
+    `passed` is then None and `results` empty, not the previous run's, until it is."""
+
+    passed: bool | None = None
+    results: list[TestResult] = []
+    pending: bool = False
+
+
+async def latest_tests(client: NexusClient, job_id: str) -> LatestTests:
+    """The job's latest test results from the state; a `test_requested` the state has not
+    applied yet (its row's `last_seq` is before it) counts as pending too."""
+    rows = await client.query("SELECT tests_passed, test_results, retest, last_seq FROM jobs WHERE job_id = ?", [job_id])
+    if not rows.rows:
+        return LatestTests()
+    row = decoded(rows.dicts()[0])
+    asked = await client.bus.last_seq(subject=subjects.job(job_id, "test_requested"))
+    if row["retest"] or asked > row["last_seq"]:
+        return LatestTests(pending=True)
+    return LatestTests(passed=row["tests_passed"], results=msgspec.convert(row["test_results"] or [], list[TestResult]))
 
 
 async def rollback_request(client: NexusClient, cmd: RollBack, now: datetime) -> JobRequested:

@@ -6,19 +6,22 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import NoSuchPipeline, WrongState
+from orchestrator.app.errors import NoSuchPipeline, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
-from orchestrator.client import NexusClient
-from orchestrator.vetting import Vetting
+from orchestrator.app.rows import decoded
+from orchestrator.client import NexusClient, Rows
+from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipeline, pipeline_jobs, shown
+from orchestrator.vetting import Vetting, vetted
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
+from schemas.errors import InvalidSubject
 from schemas.pipelines import (
     PipelineApprovalRefused,
     PipelineApprovalRequired,
@@ -32,7 +35,7 @@ from schemas.pipelines import (
     PipelineSucceeded,
 )
 from schemas.records import Record
-from schemas.secrets import OrchestratorKey, Redaction
+from schemas.secrets import OrchestratorKey, Redaction, is_sealed
 
 
 def new_pipeline_id() -> str:
@@ -79,9 +82,72 @@ async def request_for(client: NexusClient, cmd: RunPipeline, now: datetime | Non
     return pipeline_request(cmd, now, await client.sealing_key() if needs_key else None, record_name(client, cmd.requested_by))
 
 
-async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> int:
-    """Store the request; the pipeline id is the idempotency key."""
-    return await client.submit_pipeline(pipeline_id, req)
+class PipelineSubmitted(msgspec.Struct, frozen=True, kw_only=True):
+    pipeline_id: str
+    seq: int
+    created: bool = True
+
+
+async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) -> PipelineSubmitted:
+    """Store the request; the pipeline id is the idempotency key. The same id with the same
+    request again is the same pipeline (`created`: false); with a different one it is refused
+    (PipelineExists), as a job's id is: else the caller would follow the old pipeline as if
+    the new one ran. Checked again after the publish, for a different request that came first."""
+    earlier = await _first_request(client, pipeline_id)
+    if earlier is None:
+        seq = await client.submit_pipeline(pipeline_id, req)
+        earlier = await _first_request(client, pipeline_id)
+        if earlier is not None and earlier[0] == seq:
+            return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq)
+    seq, first = earlier if earlier is not None else (0, None)
+    if first is None:
+        raise PipelineExists(f"pipeline id {pipeline_id!r} is already used (its events have no valid request)")
+    if not same_request(first, req):
+        raise PipelineExists(f"pipeline id {pipeline_id!r} is already used by a different request")
+    return PipelineSubmitted(pipeline_id=pipeline_id, seq=seq, created=False)
+
+
+async def _first_request(client: NexusClient, pipeline_id: str) -> tuple[int, PipelineRequested | None] | None:
+    """The first `requested` under the id that counts (judged as the orchestrator judges it);
+    (seq, None) when some are stored and none counts; None when there is none."""
+    stored: list[Record] = []
+    async for batch in client.bus.read_records(subjects.pipeline(pipeline_id, "requested")):
+        stored.extend(batch)
+    valid = [(r.seq, r.event) for r in await vetted(client.bus, stored) if isinstance(r.event, PipelineRequested)]
+    return valid[0] if valid else (stored[0].seq, None) if stored else None
+
+
+def same_request(a: PipelineRequested, b: PipelineRequested) -> bool:
+    """Whether two requests ask for the same pipeline: the same spec and variables. Sealed
+    values differ on every sealing, so only where they are counts for them."""
+    return _comparable(a) == _comparable(b)
+
+
+def _comparable(req: PipelineRequested) -> tuple[PipelineSpec, dict[str, str]]:
+    steps = [msgspec.structs.replace(s, env=_unsealed(s.env)) for s in req.spec.steps]
+    return msgspec.structs.replace(req.spec, steps=steps), _unsealed(req.variables)
+
+
+def _unsealed(values: dict[str, str]) -> dict[str, str]:
+    return {k: "(sealed)" if is_sealed(v) else v for k, v in values.items()}
+
+
+Query = Callable[[str, Sequence[Any]], Awaitable[Rows]]
+
+
+async def pipeline_view(query: Query, pipeline_id: str) -> PipelineView | None:
+    """A pipeline as its views show it (core.pipeline_views.shown: where its jobs ran, what they
+    wait for), from the state `query` reads (the orchestrator's, or a DuckDB file); None if unknown."""
+    head = await query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
+    if not head.rows:
+        return None
+    steps = await query("SELECT * FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id])
+    row = decoded(head.dicts()[0]) | {"steps": [decoded(s) for s in steps.dicts()]}
+    view = msgspec.convert(row, PipelineView, strict=False)  # rows come snake_case, times as text
+    ids = pipeline_jobs(view)
+    jobs = await query("SELECT job_id, status, reason, node FROM jobs WHERE list_contains(?::VARCHAR[], job_id)", [ids]) if ids else None
+    states = {r[0]: StepJobState(status=r[1], reason=r[2], node=r[3]) for r in jobs.rows} if jobs is not None else {}
+    return shown(view, states)
 
 
 async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> AsyncIterator[Record]:
@@ -92,6 +158,49 @@ async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> A
     async for batch in client.bus.records(from_seq, subjects.pipeline(pipeline_id, ">")):
         for rec in batch:
             yield await vetting.record(rec)
+
+
+WAIT_KINDS = ("approval_required", "queued", "assigned")
+"""Kinds of job events that say whether a job waits (held for approval, queued) or stopped (placed)."""
+
+
+async def followed(client: NexusClient, pipeline_id: str) -> AsyncGenerator[Record, None]:
+    """`records` of the pipeline, live, and with them, from its request on, the WAIT_KINDS records
+    of jobs shaped as its step jobs (core.pipeline_views.of_pipeline): what `nexus pipeline run`
+    needs to say that a step waits, for an approval or a node. The two come in log order each,
+    not with each other: a job's record may come before the `step_started` that names it."""
+    queue: asyncio.Queue[Record | BaseException] = asyncio.Queue(maxsize=1000)
+
+    async def pump(source: AsyncIterator[Record]) -> None:
+        try:
+            async for rec in source:
+                await queue.put(rec)
+        except Exception as exc:  # handed to the reader, which raises it
+            await queue.put(exc)
+
+    async def jobs(kind: str, start: int) -> AsyncIterator[Record]:
+        vetting = Vetting(client.bus)
+        async for batch in client.bus.records(start, subjects.job_kind_all(kind)):
+            for rec in batch:
+                try:
+                    ours = of_pipeline(pipeline_id, subjects.parse(rec.subject).id)
+                except InvalidSubject:  # any subject can be published under the filter
+                    continue
+                if ours:
+                    yield await vetting.record(rec)
+
+    tasks = [asyncio.create_task(pump(records(client, pipeline_id)))]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if len(tasks) == 1:
+                tasks += [asyncio.create_task(pump(jobs(kind, item.seq))) for kind in WAIT_KINDS]
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class DecideStep(msgspec.Struct, frozen=True, kw_only=True):

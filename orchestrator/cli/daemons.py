@@ -46,6 +46,14 @@ LogOpt = Annotated[LogLevel, typer.Option("--log-level", help="How much to log."
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log JSON lines instead of console text.")]
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="Policy file (YAML): users, roles, deny/allow rules, production labels.")]
 TtlOpt = Annotated[float, typer.Option("--node-ttl", help="Seconds without heartbeat before a node is lost.", min=1)]
+GraceOpt = Annotated[
+    str,
+    typer.Option(
+        "--offline-grace",
+        help="How long jobs that need a node not heard from wait for it to come back (e.g. 5m, 1h), counted from its "
+        "last heartbeat; then they are rejected (node_offline).",
+    ),
+]
 AuthOpt = Annotated[
     Path | None,
     typer.Option("--auth", help="API token file (TOML [[token]]: user, role, sha256 or token). Without it: open, loopback only."),
@@ -150,6 +158,14 @@ class LocalAgent:
     max_jobs: int
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """When a silent node is lost (its running jobs with it), and when jobs stop waiting for it."""
+
+    node_ttl_s: float
+    offline_grace_s: float
+
+
 ApiSpec = tuple[str, int, Path | None]  # host, port, token file
 
 
@@ -168,6 +184,7 @@ def up(
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE of the local agent; repeatable.")] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs on the local agent.", min=1)] = 4,
     node_ttl: TtlOpt = 10.0,
+    offline_grace: GraceOpt = "5m",
     policy: PolicyOpt = None,
     api_host: Annotated[str, typer.Option("--api-host", help="Address of the HTTP API (without --auth: loopback only).")] = "127.0.0.1",
     api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API (0: a free one).", min=0, max=65535)] = 8080,
@@ -193,7 +210,8 @@ def up(
     logs.configure(log_level, json=log_json)
     local = LocalAgent(subjects.check_id(node or _default_node(), "node id"), parse_pairs(label, "--label"), max_jobs)
     api = None if no_api else (api_host, api_port, auth)
-    _up(nats_url, creds, data, port, local, node_ttl, load_policy(policy), api, redaction=_redaction(redacted_vars))
+    liveness = Liveness(node_ttl, parse_duration(offline_grace, "--offline-grace"))
+    _up(nats_url, creds, data, port, local, liveness, load_policy(policy), api, redaction=_redaction(redacted_vars))
 
 
 @run_async
@@ -203,7 +221,7 @@ async def _up(
     data: Path,
     port: int,
     local: LocalAgent,
-    node_ttl: float,
+    liveness: Liveness,
     policy: "Policy",
     api: ApiSpec | None,
     *,
@@ -224,7 +242,7 @@ async def _up(
         else:
             given = creds_file(creds)
             identities = Identities(given, given, given, given, None, "")
-        await _run_services(nats_url, identities, data, local, node_ttl, policy, listener, redaction=redaction, server=server)
+        await _run_services(nats_url, identities, data, local, liveness, policy, listener, redaction=redaction, server=server)
     finally:
         if listener is not None:
             listener.close()
@@ -277,7 +295,7 @@ async def _run_services(
     ids: Identities,
     data: Path,
     local: LocalAgent,
-    node_ttl: float,
+    liveness: Liveness,
     policy: "Policy",
     listener: "ApiListener | None",
     *,
@@ -302,7 +320,9 @@ async def _run_services(
         names += [("nexus-api", ids.api)] if listener is not None else []
         for name, creds in names:
             buses.append(await NatsBus.connect(nats_url, name=name, daemon=True, creds=creds))
-        orch = Orchestrator(buses[0], store, node_ttl_s=node_ttl, policy=policy, redaction=redaction)  # its key: <data>/sealing.key
+        orch = Orchestrator(  # its key: <data>/sealing.key
+            buses[0], store, node_ttl_s=liveness.node_ttl_s, offline_grace_s=liveness.offline_grace_s, policy=policy, redaction=redaction
+        )
         agent_key = SealingKey.load_or_create(data / "agents" / local.node_id / SEALING_KEY_FILE)
         agent_dir = data / "agents" / local.node_id
         agent = Agent(buses[1], local.node_id, labels=local.labels, max_jobs=local.max_jobs, sealing_key=agent_key, state_dir=agent_dir)
@@ -311,7 +331,7 @@ async def _run_services(
             tasks.append(asyncio.create_task(server.supervise(_server_event), name="nats-server"))
         banner = f"nexus is up: NATS {redact_url(nats_url)}, state {data / 'nexus.duckdb'}, agent {local.node_id!r}."
         if listener is not None:
-            serving = serve_on(NexusClient(buses[2]), listener, policy=policy, node_ttl_s=node_ttl)
+            serving = serve_on(NexusClient(buses[2]), listener, policy=policy, node_ttl_s=liveness.node_ttl_s)
             tasks.append(asyncio.create_task(serving, name="api"))
             banner += f" API {listener.url}" + (" (open: no --auth file, so loopback only)." if listener.tokens is None else ".")
         if ids.admin is not None and ids.submitter is not None:
@@ -350,6 +370,7 @@ def orchestrator(
     creds: CredsOpt = None,
     db: Annotated[Path, typer.Option("--db", help="The orchestrator's DuckDB file (it is the only writer).")] = DATA_DIR / "nexus.duckdb",
     node_ttl: TtlOpt = 10.0,
+    offline_grace: GraceOpt = "5m",
     policy: PolicyOpt = None,
     replicas: Annotated[
         int | None, typer.Option("--replicas", help="Stream replicas (3 in a 3-node cluster); default: keep what the streams have.", min=1)
@@ -379,12 +400,13 @@ def orchestrator(
         output_max_bytes=int(output_max_gb * 1024**3),
         consumer_idle_s=parse_duration(consumer_idle, "--consumer-idle"),
     )
-    _orchestrator(nats_url, creds_file(creds), db, node_ttl, load_policy(policy), limits, _redaction(redacted_vars))
+    liveness = Liveness(node_ttl, parse_duration(offline_grace, "--offline-grace"))
+    _orchestrator(nats_url, creds_file(creds), db, liveness, load_policy(policy), limits, _redaction(redacted_vars))
 
 
 @run_async
 async def _orchestrator(
-    nats_url: str, creds: Path | None, db: Path, node_ttl: float, policy: "Policy", limits: "StreamLimits", redaction: "Redaction"
+    nats_url: str, creds: Path | None, db: Path, liveness: Liveness, policy: "Policy", limits: "StreamLimits", redaction: "Redaction"
 ) -> None:
     import asyncio
 
@@ -397,7 +419,15 @@ async def _orchestrator(
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True, creds=creds)
     try:
         # Its sealing key is sealing.key beside the DuckDB file (created on first start).
-        orch = Orchestrator(bus, store, node_ttl_s=node_ttl, policy=policy, limits=limits, redaction=redaction)
+        orch = Orchestrator(
+            bus,
+            store,
+            node_ttl_s=liveness.node_ttl_s,
+            offline_grace_s=liveness.offline_grace_s,
+            policy=policy,
+            limits=limits,
+            redaction=redaction,
+        )
         await _until_signal(asyncio.create_task(orch.run()))
     finally:
         await bus.close()

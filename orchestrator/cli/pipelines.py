@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # imported where used, so that `nexus --help` stays fast
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.client import NexusClient
-    from orchestrator.core.pipeline_views import PipelineView
+    from orchestrator.core.pipeline_views import PipelineView, StepJobState
+    from schemas.records import Record
 
 app = typer.Typer(
     help="Pipelines from YAML templates (deploy phase).",
@@ -48,7 +49,14 @@ STATUS_STYLE = {
 def run(
     file: Annotated[Path, typer.Argument(help="Pipeline template (YAML).", show_default=False)],
     var: Annotated[list[str] | None, typer.Option("--var", help="Template variable KEY=VALUE; repeatable.")] = None,
-    pipeline_id: Annotated[str | None, typer.Option("--id", help="Pipeline id (idempotency key); default: a new one.")] = None,
+    pipeline_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Pipeline id (idempotency key: the same request again follows that pipeline, a different one is refused); "
+            "default: a new one.",
+        ),
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit and print the id; do not follow.")] = False,
     output: Annotated[bool, typer.Option("--output", "-o", help="Stream each step job's output, prefixed with step and node.")] = False,
     as_json: JsonOpt = False,
@@ -88,7 +96,8 @@ async def _run(pid: str, cmd: "pipelines_app.RunPipeline", detach: bool, output:
 
 
 async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, output: bool = False) -> "PipelineView":
-    """Fold the pipeline's events as they come, showing a step list until it ends."""
+    """Fold the pipeline's events as they come, showing a step list until it ends, and what a
+    running step waits for (a job held for approval, with the command that answers it; a queued one)."""
     import asyncio
 
     from rich.live import Live
@@ -96,43 +105,97 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
-    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline
+    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline, shown
     from schemas.pipelines import PipelineEvent
 
     view: PipelineView | None = None
+    waits = _Waits()
     display = Live(console=out.get(), auto_refresh=False) if live else contextlib.nullcontext()
     tails: dict[str, asyncio.Task[None]] = {}
     try:
-        with display as screen:
-            async for rec in pipelines_app.records(client, pid):
-                if not isinstance(rec.event, PipelineEvent.__args__):
-                    continue
-                ts = rec.event.ts or rec.stream_ts
-                view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
-                if output:
-                    for job in getattr(rec.event, "jobs", []):
-                        if job.job_id not in tails:
-                            label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
-                            tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
-                if view is None:
-                    continue
-                if isinstance(screen, Live):
-                    screen.update(_table(view), refresh=True)
-                elif lines:
-                    err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
-                if view.status in PIPELINE_TERMINAL:
-                    break
+        async with contextlib.aclosing(pipelines_app.followed(client, pid)) as followed:
+            with display as screen:
+                async for rec in followed:
+                    ts = (rec.event.ts if rec.event is not None else None) or rec.stream_ts
+                    if isinstance(rec.event, PipelineEvent.__args__):
+                        view = evolve_pipeline(view, pid, rec.event, ts, rec.seq) or view
+                        if view is not None:
+                            waits.planned(view)
+                        if output:
+                            for job in getattr(rec.event, "jobs", []):
+                                if job.job_id not in tails:
+                                    label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
+                                    tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
+                        if lines and not isinstance(screen, Live) and view is not None:
+                            err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
+                    elif not waits.learn(rec):
+                        continue
+                    if view is None:
+                        continue
+                    if isinstance(screen, Live):
+                        screen.update(_table(shown(view, waits.states)), refresh=True)
+                    elif lines:
+                        for step, note in waits.news():
+                            err.print(f"{fmt(ts)}  step {escape(fmt(step))}: {escape(fmt(note, one_line=True))}", highlight=False)
+                    if view.status in PIPELINE_TERMINAL:
+                        break
         if tails:  # let the last step's output finish printing
             await asyncio.wait(tails.values(), timeout=10)
     finally:
         for task in tails.values():
             task.cancel()
     assert view is not None
+    view = shown(view, waits.states)
     if lines:
         style = STATUS_STYLE.get(view.status, "")
         reason = f": {escape(fmt(view.reason, one_line=True))}" if view.reason else ""
         out.print(f"pipeline {pid} [{style}]{view.status}[/{style}]{reason}", highlight=False)
     return view
+
+
+class _Waits:
+    """What the step jobs wait for, as `nexus pipeline run` learns it from their records
+    (app.pipelines.followed): each job's last state, and the waits not printed yet."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, StepJobState] = {}
+        self._step_of: dict[str, str] = {}  # job id -> its step, once the view plans it
+        self._untold: set[str] = set()
+        self._noted: set[str] = set()  # jobs whose state is a wait (core.pipeline_views.waiting_note)
+
+    def planned(self, view: "PipelineView") -> None:
+        self._step_of = {j.job_id: s.step_id for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)}
+
+    def learn(self, rec: "Record") -> bool:
+        """Take a job's record; whether what the views show changed (a wait began or ended)."""
+        from orchestrator.core.pipeline_views import StepJobState, waiting_note
+        from schemas import subjects
+        from schemas.events import JobApprovalRequired, JobAssigned, JobQueued
+
+        ev = rec.event
+        if not isinstance(ev, JobApprovalRequired | JobQueued | JobAssigned):
+            return False
+        ref = subjects.parse(rec.subject)
+        self.states[ref.id] = StepJobState(status=ref.kind, reason=ev.reason or None, node=ev.node if isinstance(ev, JobAssigned) else None)
+        was = ref.id in self._noted
+        if waiting_note(ref.id, self.states[ref.id]) is None:
+            self._noted.discard(ref.id)
+            return was
+        self._noted.add(ref.id)
+        self._untold.add(ref.id)
+        return True
+
+    def news(self) -> list[tuple[str, str]]:
+        """(step, wait) of the waits not printed yet whose job the view plans; printed once each."""
+        from orchestrator.core.pipeline_views import waiting_note
+
+        found = []
+        for job_id in sorted(j for j in self._untold if j in self._step_of):
+            self._untold.discard(job_id)
+            note = waiting_note(job_id, self.states[job_id])
+            if note is not None:
+                found.append((self._step_of[job_id], note))
+        return found
 
 
 async def _tail(client: "NexusClient", job_id: str, label: str) -> None:
@@ -190,29 +253,32 @@ def show(
 
 @run_async
 async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str) -> None:
+    import msgspec
     from rich.markup import escape
 
-    from orchestrator.app.rows import decoded
+    from orchestrator.app import pipelines as pipelines_app
     from orchestrator.client import Rows
 
-    columns = "pipeline_id, name, status, reason, requested_by, source, requested_at, finished_at"
-    head = await query(nats_url, db, f"SELECT {columns} FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
-    if not head.rows:
+    if db is not None:
+        view = await pipelines_app.pipeline_view(lambda sql, params: query(nats_url, db, sql, params), pipeline_id)
+    else:
+        async with connect(nats_url) as client:
+            view = await pipelines_app.pipeline_view(client.query, pipeline_id)
+    if view is None:
         fail(f"no pipeline {pipeline_id!r}")
-    steps = await query(
-        nats_url, db,
-        "SELECT step_id, status, batch, nodes, jobs, reason, rollback_status, started_at, finished_at "
-        "FROM pipeline_steps WHERE pipeline_id = ? ORDER BY position", [pipeline_id],
-    )  # fmt: skip
+    whole = msgspec.to_builtins(view)
+    head = {k: whole[k] for k in ("pipeline_id", "name", "status", "reason", "requested_by", "source", "requested_at", "finished_at")}
+    columns = ("step_id", "status", "batch", "nodes", "jobs", "reason", "rollback_status", "started_at", "finished_at")
+    steps = [{k: s.get(k) for k in columns} | {"batch": s["batch"] if s["batch"] >= 0 else None} for s in whole["steps"]]
     if as_json:
-        print_json({**decoded(head.dicts()[0]), "steps": [decoded(s) for s in steps.dicts()]})
+        print_json({**head, "steps": steps})
         return
-    for key, value in head.dicts()[0].items():
+    for key, value in head.items():
         if value is not None:
             out.print(f"[bold]{key:<13}[/bold] {escape(fmt(value, one_line=True))}", highlight=False)
-    shown = [{**s, "nodes": ", ".join(s["nodes"]), "jobs": ", ".join(j["job_id"] for j in s["jobs"])} for s in map(decoded, steps.dicts())]
+    shown = [{**s, "nodes": ", ".join(s["nodes"]), "jobs": ", ".join(j["job_id"] for j in s["jobs"])} for s in steps]
     print_table(
-        Rows(steps.columns, [list(s.values()) for s in shown]), drop=("rollback_status", "finished_at", "started_at", "batch", "nodes")
+        Rows(list(columns), [list(s.values()) for s in shown]), drop=("rollback_status", "finished_at", "started_at", "batch", "nodes")
     )
 
 

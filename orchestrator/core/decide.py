@@ -8,6 +8,7 @@ the server rather than applied twice.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +57,9 @@ class Fleet:
     # How far behind the heartbeats stored the orchestrator has read (0: caught up): a node
     # may have beaten in that time without our knowing yet, so its silence is counted without it.
     lag_s: float = 0.0
+    # How long after a node's last heartbeat the jobs that need it wait for it to come back (a
+    # restart, a network blip); past that it is gone, and they are rejected rather than held for ever.
+    offline_grace_s: float = 300.0
 
     def warming(self, now: datetime) -> bool:
         return self.warming_until is not None and now < self.warming_until
@@ -63,6 +67,19 @@ class Fleet:
     def is_live(self, node_id: str, now: datetime) -> bool:
         hb = self.heartbeats.get(node_id)
         return hb is not None and (now - hb.ts).total_seconds() - self.lag_s <= self.ttl_s
+
+    def last_heard(self, node_id: str) -> datetime | None:
+        """The node's last heartbeat, else when it was last known to be there (lost, registered)."""
+        hb = self.heartbeats.get(node_id)
+        if hb is not None:
+            return hb.ts
+        view = self.views.get(node_id)
+        return None if view is None else view.lost_at or view.registered_at
+
+    def gone(self, node_id: str, now: datetime) -> bool:
+        """Not heard from for longer than `offline_grace_s`: jobs stop waiting for it."""
+        heard = self.last_heard(node_id)
+        return heard is None or (now - heard).total_seconds() - self.lag_s > self.offline_grace_s
 
 
 @dataclass(frozen=True)
@@ -274,14 +291,32 @@ def unplaceable(job: JobView, fleet: Fleet) -> tuple[str, str] | None:
     return placement_problem(named, job.labels, job.tool, _Known(fleet))
 
 
+def _gone(job: JobView, fleet: Fleet, now: datetime) -> tuple[str, str] | None:
+    """Why the job stops waiting for nodes not heard from: the one it is pinned to, or every
+    known node that could take it, silent past the fleet's `offline_grace_s`; None while one may come back."""
+    grace = f"jobs wait at most {fleet.offline_grace_s:g}s after a node's last heartbeat"
+    target = job.requested_node
+    if target is not None:
+        if not fleet.gone(target, now):
+            return None
+        heard = fleet.last_heard(target)
+        when = f"since {heard.isoformat().replace('+00:00', 'Z')}" if heard is not None else "ever"
+        return "node_offline", f"node {target!r} is offline: not heard from {when} ({grace})"
+    if placement_problem([], job.labels, job.tool, _Known(fleet, not_gone_at=now)) is None:
+        return None
+    sel = f" with labels {job.labels}" if job.labels else ""
+    return "no_capable_node", f"no node{sel} with tool {job.tool!r} has been heard from lately ({grace})"
+
+
 class _Known(Mapping[str, Candidate]):
     """Every node known, live or not, as admission sees it (its last heartbeat's tools and labels,
     else its registration's), each made when asked for: a job that waits for a slot usually finds
     a capable node among the first. Made in full for every waiting job, 5,000 nodes for each of a
     fan-out's 5,000 jobs, this was a fifth of the orchestrator's CPU (bench/fleet.py --nodes 5000)."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, not_gone_at: datetime | None = None) -> None:
         self._fleet = fleet
+        self._now = not_gone_at  # only the nodes not gone (Fleet.gone) at this time
 
     def __getitem__(self, node: str) -> Candidate:
         hb = self._fleet.heartbeats.get(node)
@@ -291,11 +326,15 @@ class _Known(Mapping[str, Candidate]):
         return Candidate(labels=view.labels, tools=view.tools, live=False)
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._fleet.heartbeats
-        yield from (n for n in self._fleet.views if n not in self._fleet.heartbeats)
+        fleet, now = self._fleet, self._now
+        for n in itertools.chain(fleet.heartbeats, (n for n in fleet.views if n not in fleet.heartbeats)):
+            if now is None or not fleet.gone(n, now):
+                yield n
 
     def __len__(self) -> int:
-        return len(self._fleet.heartbeats.keys() | self._fleet.views.keys())
+        if self._now is None:
+            return len(self._fleet.heartbeats.keys() | self._fleet.views.keys())
+        return sum(1 for _ in self)
 
 
 def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:
@@ -310,11 +349,12 @@ def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = No
     if not candidates:
         if fleet.warming(now):
             return []
-        problem = unplaceable(job, fleet)
+        problem = unplaceable(job, fleet) or _gone(job, fleet, now)
         if problem is not None:
             return reject(job, now, *problem)
         # A node that was live a moment ago and is merely not heard from (a broker
-        # restart, a network blip) makes the job wait, not fail.
+        # restart, a network blip) makes the job wait, not fail: up to the grace.
+        waiting += f" (at most {fleet.offline_grace_s:g}s after its last heartbeat, then the job is rejected)"
         return [] if job.status == "queued" else [out(job, JobQueued(ts=now, reason=waiting), "queued")]
     if job.secrets:
         keyed = [n for n in candidates if fleet.heartbeats[n].sealing_key]

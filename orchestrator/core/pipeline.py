@@ -426,6 +426,11 @@ def _ran_on(j: StepJob, ctx: _Ctx) -> str | None:
     return jv.node if jv is not None and jv.node else j.node
 
 
+def _on(node: str | None) -> str:
+    """` on NODE`, or nothing for a job that never got a node (rejected, denied before placement)."""
+    return f" on {node}" if node else ""
+
+
 def _failed_nodes(v: PipelineView, s: StepView, size: int, ctx: _Ctx) -> dict[int, str]:
     """Plan index -> what failed there (its job, else its health check)."""
     out: dict[int, str] = {}
@@ -435,7 +440,7 @@ def _failed_nodes(v: PipelineView, s: StepView, size: int, ctx: _Ctx) -> dict[in
         for job_id, what in ((j.job_id, "job"), (hc, "health check")):
             why = ctx.failure(job_id) if what == "job" or job_id in checks else None
             if why is not None:
-                out.setdefault(n, f"{what} {job_id} on {_ran_on(j, ctx) or j.job_id} {why}")
+                out.setdefault(n, f"{what} {job_id}{_on(_ran_on(j, ctx))} {why}")
     return out
 
 
@@ -534,7 +539,7 @@ def _rollback(v: PipelineView, ctx: _Ctx) -> list[_Emit]:
             emits = _top_up(v, s, spec, s.rollbacks, s.rollbacks, "rollback", 0, ctx)
             if not all(ctx.ended(j.job_id) for j in s.rollbacks):
                 return emits
-            bad = [f"{j.job_id} on {_ran_on(j, ctx)} {why}" for j in s.rollbacks if (why := ctx.failure(j.job_id)) is not None]
+            bad = [f"{j.job_id}{_on(_ran_on(j, ctx))} {why}" for j in s.rollbacks if (why := ctx.failure(j.job_id)) is not None]
             ev = PipelineStepRolledBack(ts=now, step=name, status="failed" if bad else "succeeded", reason="; ".join(bad) if bad else None)
             return [*emits, _pipe(v, "step_rolled_back", ev, name)]
     done = [n for n in v.rollback_steps if (s := v.step(n)) is not None and s.rollback_status == "succeeded"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never
 
@@ -265,6 +266,58 @@ def _evolve_run(v: PipelineView, event: RunEvent, ts: datetime) -> PipelineView:
             assert_never(event)
 
 
+# ---------------------------------------------------------------- as people read it
+
+
+class StepJobState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the views of a pipeline show of one of its jobs: its status, why, and its node."""
+
+    status: str
+    reason: str | None = None
+    node: str | None = None
+
+
+def shown(view: PipelineView, jobs: Mapping[str, StepJobState]) -> PipelineView:
+    """The view as `nexus pipeline show`, the API and `nexus pipeline run` show it, with what its
+    jobs' own records say (`jobs`, by job id): each step job with the node it ran on; a step
+    that named no nodes with those where its jobs ran; and while a step runs, what its jobs wait
+    for first in its reason: a job held for approval (with the command that answers it) or
+    queued (with why). A running pipeline's reason names the steps that wait so."""
+
+    def placed(planned: list[StepJob]) -> list[StepJob]:
+        return [replace(j, node=j.node or (st.node if (st := jobs.get(j.job_id)) else None)) for j in planned]
+
+    steps: list[StepView] = []
+    waiting: list[str] = []
+    for s in view.steps:
+        run = placed(s.jobs)
+        reason = s.reason
+        if s.status == "running" or s.rollback_status == "running":
+            waits = [w for j in (*s.jobs, *s.health_checks, *s.rollbacks) if (w := waiting_note(j.job_id, jobs.get(j.job_id))) is not None]
+            if waits:
+                more = [f"and {len(waits) - 3} more"] if len(waits) > 3 else []
+                reason = "; ".join([*waits[:3], *more, *([s.reason] if s.reason else [])])
+                waiting.append(f"step {s.step_id}: {waits[0]}")
+        nodes = s.nodes or list(dict.fromkeys(j.node for j in run if j.node))
+        steps.append(replace(s, jobs=run, health_checks=placed(s.health_checks), rollbacks=placed(s.rollbacks), nodes=nodes, reason=reason))
+    reason = view.reason
+    if view.status in ("running", "rolling_back") and waiting:
+        reason = "; ".join([*waiting, *([view.reason] if view.reason else [])])
+    return replace(view, steps=steps, reason=reason)
+
+
+def waiting_note(job_id: str, job: StepJobState | None) -> str | None:
+    """What a step job waits for, with what answers it (None: it waits for nothing we can name)."""
+    if job is None:
+        return None
+    if job.status == "approval_required":
+        why = f" ({job.reason})" if job.reason else ""
+        return f"job {job_id} is held for approval{why}: nexus approve {job_id} (or nexus deny {job_id})"
+    if job.status == "queued":
+        return f"job {job_id} is queued" + (f": {job.reason}" if job.reason else "")
+    return None
+
+
 # ---------------------------------------------------------------- job ids
 
 
@@ -295,6 +348,15 @@ def is_step_job_id(job_id: str) -> bool:
     """Whether `job_id` has the shape `step_job_id` gives a pipeline step's jobs (any pipeline):
     ids the orchestrator alone may request (app.jobs refuses them from a caller)."""
     return _STEP_JOB_SUFFIX.search(job_id) is not None
+
+
+def of_pipeline(pipeline_id: str, job_id: str) -> bool:
+    """Whether `job_id` is shaped as one of the pipeline's step jobs (`step_job_id`), its id
+    whole or shortened with its hash; only a view's job lists say which it planned."""
+    if not is_step_job_id(job_id):
+        return False
+    digest = hashlib.sha256(pipeline_id.encode()).hexdigest()[:10]
+    return job_id.startswith(f"{pipeline_id}-s") or f"-{digest}-s" in job_id
 
 
 def pipeline_jobs(view: PipelineView) -> list[str]:

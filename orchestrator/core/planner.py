@@ -91,6 +91,7 @@ def fleet(
     ttl_s: float,
     quiet_since: datetime,
     lag_s: float = 0.0,
+    offline_grace_s: float = decide.Fleet.offline_grace_s,
 ) -> decide.Fleet:
     """The fleet as decisions see it: a job assigned by a publish not folded in yet holds its slot."""
     load: dict[str, int] = {}
@@ -102,7 +103,9 @@ def fleet(
         if node:
             load[node] = load.get(node, 0) + 1
     warming_until = quiet_since + timedelta(seconds=ttl_s)
-    return decide.Fleet(views=nodes, heartbeats=beats, load=load, ttl_s=ttl_s, warming_until=warming_until, lag_s=lag_s)
+    return decide.Fleet(
+        views=nodes, heartbeats=beats, load=load, ttl_s=ttl_s, warming_until=warming_until, lag_s=lag_s, offline_grace_s=offline_grace_s
+    )
 
 
 def jobs_due(

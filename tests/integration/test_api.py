@@ -691,9 +691,50 @@ async def test_tests_on_a_finished_job_and_pipelines_over_http(stack: Stack, tmp
         assert {"maxParallel", "batchSize", "timeoutSeconds"} <= set(spec_step)
         bodies = [pipeline, pipeline["spec"], spec_step, *pipeline["steps"], *pipeline["steps"][0]["jobs"]]
         assert not [k for body in bodies for k in body if "_" in k], bodies
+        # The id is the idempotency key: the same request again is that pipeline, another one is refused
+        # (review: a different template got 201 with the old pipeline's seq, and never ran).
+        again = await client.post("/api/v1/pipelines", json={"template": template, "pipelineId": pid})
+        assert again.status_code == 200 and again.json()["created"] is False and again.json()["seq"] == resp.json()["seq"], again.text
+        other = template.replace("name: api", "name: totally-different")
+        assert_problem(await client.post("/api/v1/pipelines", json={"template": other, "pipelineId": pid}), 409, "pipeline-exists")
+        assert (await stack.client.query("SELECT count(*) FROM pipelines")).rows == [[1]]
         bad = await client.post("/api/v1/pipelines", json={"template": "name: x\nsteps:\n  - {id: a, comand: x}\n"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/api/v1/pipelines/nope")).status_code == 404
+
+
+async def test_test_results_say_a_run_is_pending_instead_of_giving_the_previous_one(
+    stack: Stack, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Review: while a new run was pending, GET test-results gave the previous run's `passed: false`
+    # with nothing saying a run was pending; a client polling until `passed != null` took it.
+    await stack.start_agent("t-node", max_jobs=1)
+    job_id = await _submit(api, "true", node="t-node")
+    await stack.wait_job(job_id)
+    first = await api.post(f"/api/v1/jobs/{job_id}/test", json={"tests": [{"type": "exit_code", "expected": 1}]})
+    assert first.status_code == 200 and first.json()["passed"] is False, first.text
+    gate = tmp_path / "gate"
+    blocker = await _submit(api, f"while [ ! -e {gate} ]; do sleep 0.05; done", node="t-node")
+    await wait_for(lambda: _has_status(stack, blocker, "running"), what="the node busy")
+    # A node-side check runs in a verification job on the job's node, which is busy: it waits.
+    check = {"tests": [{"type": "file_exists", "path": str(tmp_path)}], "timeoutSeconds": 1e-6}
+    late = await api.post(f"/api/v1/jobs/{job_id}/test", json=check)
+    assert late.status_code == 202 and late.json()["pending"] is True, late.text
+    pending = (await api.get(f"/api/v1/jobs/{job_id}/test-results")).json()
+    assert pending == {"jobId": job_id, "passed": None, "results": [], "pending": True}, pending
+    gate.touch()
+
+    async def judged() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await api.get(f"/api/v1/jobs/{job_id}/test-results")).json()
+        return body if not body["pending"] else None
+
+    done = await wait_for(judged, what="the new run judged")
+    assert done["passed"] is True and [r["type"] for r in done["results"]] == ["file_exists"], done
+
+
+async def _has_status(stack: Stack, job_id: str, status: str) -> bool:
+    row = await stack.job(job_id)
+    return bool(row and row["status"] == status)
 
 
 async def test_late_test_results_are_202_and_concurrent_requests_never_wait_for_nothing(stack: Stack, api: httpx.AsyncClient) -> None:
@@ -702,7 +743,7 @@ async def test_late_test_results_are_202_and_concurrent_requests_never_wait_for_
     path = f"/api/v1/jobs/{job_id}/test"
     late = await api.post(path, json={"tests": [{"type": "exit_code"}], "timeoutSeconds": 1e-6})
     assert late.status_code == 202, late.text  # requested; the results come later (was a 504)
-    assert late.json() == {"jobId": job_id, "passed": None, "results": []}
+    assert late.json() == {"jobId": job_id, "passed": None, "results": [], "pending": True}
     assert late.headers["location"] == f"/api/v1/jobs/{job_id}/test-results"
 
     async def results_in() -> bool:

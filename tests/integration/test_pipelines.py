@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from tests.conftest import NEXUS, Stack, wait_for
+from tests.integration.api_support import serve_api
 
 
 def lines(path: Path) -> list[str]:
@@ -207,3 +208,81 @@ async def test_pipeline_run_can_stream_step_output(stack: Stack, tmp_path: Path)
     # may come after the next step's first on a loaded machine (seen in CI).
     assert [line for line in printed if line.startswith("a@any | ")] == ["a@any | hello from a", "a@any | second line"]
     assert [line for line in printed if line.startswith("b@any | ")] == ["b@any | tail"]
+
+
+async def test_a_pipeline_id_reused_for_a_different_request_is_refused_and_the_same_one_is_followed(stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    first, other = tmp_path / "first.yaml", tmp_path / "other.yaml"
+    first.write_text(f"name: first\nsteps:\n  - {{id: a, command: echo first >> {log}}}\n")
+    other.write_text(f"name: other\nsteps:\n  - {{id: a, command: echo other >> {log}}}\n")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(first), "--id", "reuse-1", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "succeeded", err
+    # It printed the first pipeline's result as if this one ran (review).
+    code, stdout, err = await stack.nexus("pipeline", "run", str(other), "--id", "reuse-1", "--json")
+    assert code == 1 and b"pipeline id 'reuse-1' is already used by a different request" in err, err
+    assert stdout == b""
+    # The same request again (a retry) follows the stored pipeline; nothing runs twice.
+    code, stdout, err = await stack.nexus("pipeline", "run", str(first), "--id", "reuse-1", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "succeeded", err
+    assert lines(log) == ["first"]
+
+
+async def test_jobs_and_steps_pinned_to_a_node_gone_past_the_grace_are_rejected_not_held_for_ever(stack: Stack, tmp_path: Path) -> None:
+    # Review: `nexus submit --node eu1` after eu1 stopped stayed queued with no deadline, and a
+    # pipeline step on it kept its pipeline running until the job was cancelled by hand.
+    await stack.stop_orchestrator()
+    await stack.start_orchestrator(offline_grace_s=1.0)
+    await stack.start_agent("eu1")
+    await stack.stop_agent("eu1")
+    await wait_for(lambda: stack.orchestrator.nodes["eu1"].status == "lost", what="eu1 lost")
+    code, _, err = await stack.nexus("submit", "--id", "off-1", "--node", "eu1", "--", "echo", "hi")
+    assert code == 0, err
+    row = await stack.wait_job("off-1")
+    assert row["status"] == "rejected" and "node 'eu1' is offline: not heard from since" in row["reason"], row
+    rows = await stack.client.query("SELECT payload->>'code' FROM events WHERE job_id = 'off-1' AND type = 'job.rejected'")
+    assert rows.rows == [["node_offline"]]
+    (tmp_path / "offl.yaml").write_text("name: offl\nsteps:\n  - {id: deploy, nodes: [eu1, node-1], command: 'true'}\n")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "offl.yaml"), "--id", "offl1", "--json")
+    assert code == 1, err
+    step = json.loads(stdout)["steps"][0]
+    assert step["status"] == "failed" and "job offl1-s0-0 on eu1 rejected (node 'eu1' is offline" in step["reason"], step
+
+
+async def test_a_step_whose_job_is_held_says_so_and_steps_show_where_their_jobs_ran(stack: Stack, tmp_path: Path) -> None:
+    # Review: a step job held for approval looked like a plain `running` step (empty reason, nothing
+    # printed by `nexus pipeline run`); unpinned steps showed no node; a step not started showed batch -1.
+    await stack.start_agent("prod-1", labels={"env": "prod"})
+    (tmp_path / "held.yaml").write_text(
+        "name: held\nsteps:\n  - {id: safe, command: 'true'}\n"
+        "  - {id: risky, nodes: [prod-1], command: 'false && rm -rf /'}\n  - {id: after, command: 'true'}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "pipeline", "run", str(tmp_path / "held.yaml"), "--id", "held1",
+        env={**os.environ, "NEXUS_NATS_URL": stack.url}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await wait_for(lambda: _status(stack, "held1-s1-0", "approval_required"), what="the step's job held")
+    hint = "job held1-s1-0 is held for approval"
+    code, stdout, err = await stack.nexus("pipeline", "show", "held1", "--json")
+    assert code == 0, err
+    body = json.loads(stdout)
+    safe, risky, after = body["steps"]
+    assert risky["status"] == "running" and hint in risky["reason"] and "nexus approve held1-s1-0" in risky["reason"], risky
+    assert hint in body["reason"]
+    assert safe["nodes"] == ["node-1"] and safe["jobs"] == [{"job_id": "held1-s0-0", "node": "node-1"}], safe
+    assert after["batch"] is None
+    code, stdout, err = await stack.nexus("pipeline", "show", "held1")
+    assert code == 0 and b"nexus approve" in stdout, stdout
+    assert [line.split() for line in stdout.decode().splitlines() if line.startswith("after ")] == [["after", "pending"]], stdout
+    async with serve_api(stack.client, None) as api:
+        steps = (await api.get("/api/v1/pipelines/held1")).json()["steps"]
+    assert hint in steps[1]["reason"] and steps[0]["jobs"] == [{"jobId": "held1-s0-0", "node": "node-1"}], steps
+    code, _, err = await stack.nexus("deny", "held1-s1-0", "--reason", "not today")
+    assert code == 0, err
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert b"step risky: " + hint.encode() in err and b"nexus approve held1-s1-0" in err, err
+
+
+async def _status(stack: Stack, job_id: str, status: str) -> bool:
+    row = await stack.job(job_id)
+    return bool(row and row["status"] == status)

@@ -68,10 +68,12 @@ def hb(
     )
 
 
-def fleet(*beats: NodeHeartbeat, load: dict[str, int] | None = None, views: Iterable[str] | None = None) -> Fleet:
+def fleet(
+    *beats: NodeHeartbeat, load: dict[str, int] | None = None, views: Iterable[str] | None = None, registered: float = 60.0
+) -> Fleet:
     names = [b.node for b in beats] if views is None else list(views)
     return Fleet(
-        views={n: NodeView(node_id=n, tools=["bash", "sh"]) for n in names},
+        views={n: NodeView(node_id=n, tools=["bash", "sh"], registered_at=ago(registered)) for n in names},
         heartbeats={b.node: b for b in beats},
         load=dict(load or {}),
         ttl_s=TTL,
@@ -130,7 +132,7 @@ def test_explicit_unknown_node_is_rejected() -> None:
     [
         pytest.param(fleet(hb("n1", age=TTL + 0.001)), id="stale-heartbeat"),
         pytest.param(fleet(views=["n1"]), id="registered-without-heartbeat"),
-        pytest.param(fleet(hb("n1", age=3600)), id="long-gone"),
+        pytest.param(fleet(hb("n1", age=Fleet.offline_grace_s)), id="silent-for-the-whole-grace"),
     ],
 )
 def test_explicit_known_but_offline_node_makes_the_job_wait(f: Fleet) -> None:
@@ -138,7 +140,35 @@ def test_explicit_known_but_offline_node_makes_the_job_wait(f: Fleet) -> None:
     out = only(decide.decide_job(job(requested_node="n1"), f, NOW))
     assert isinstance(out.event, JobQueued)
     assert "n1" in out.event.reason and "waiting" in out.event.reason
+    assert f"at most {Fleet.offline_grace_s:g}s after its last heartbeat" in out.event.reason
     assert decide.decide_job(job(requested_node="n1", status="queued"), f, NOW) == []
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        pytest.param(fleet(hb("n1", age=Fleet.offline_grace_s + 0.001)), id="silent-past-the-grace"),
+        pytest.param(fleet(views=["n1"], registered=3600), id="registered-long-ago-never-heard"),
+    ],
+)
+@pytest.mark.parametrize("status", ["validated", "queued"])
+def test_a_job_stops_waiting_for_a_node_gone_past_the_grace(f: Fleet, status: str) -> None:
+    # Review: a job pinned to a node gone for good waited for ever, contrary to docs/state.md.
+    ev = rejection(decide.decide_job(job(requested_node="n1", status=status), f, NOW))
+    assert ev.code == "node_offline"
+    assert "node 'n1' is offline: not heard from since" in ev.reason and f"{Fleet.offline_grace_s:g}s" in ev.reason
+
+
+def test_a_job_stops_waiting_when_every_capable_node_is_gone_past_the_grace() -> None:
+    f = fleet(hb("n1", tools=["python3"], age=Fleet.offline_grace_s + 1), hb("n2"))
+    ev = rejection(decide.decide_job(job(tool="python3"), f, NOW))
+    assert ev.code == "no_capable_node" and "heard from lately" in ev.reason
+
+
+def test_no_job_is_rejected_for_a_gone_node_while_the_orchestrator_warms_up() -> None:
+    f = fleet(hb("n1", age=3600))
+    f.warming_until = NOW + timedelta(seconds=1)
+    assert decide.decide_job(job(requested_node="n1"), f, NOW) == []
 
 
 def test_heartbeat_exactly_ttl_old_is_still_live() -> None:

@@ -22,10 +22,13 @@ from orchestrator.core import planner
 from orchestrator.core.pipeline import decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
+    StepJobState,
     evolve_pipeline,
     is_step_job_id,
     next_deadline,
+    of_pipeline,
     pipeline_jobs,
+    shown,
     step_job_id,
 )
 from orchestrator.core.policy import Policy
@@ -888,3 +891,41 @@ def test_started_step_keeps_its_plan() -> None:
     view = evolve_pipeline(view, "p", PipelineStepStarted(step="d", jobs=jobs, nodes=["w1"]), NOW, 2)
     view = evolve_pipeline(view, "p", PipelineStepStarted(step="d", jobs=jobs, nodes=["w1"]), NOW, 3)
     assert view is not None and view.steps[0].jobs == jobs and view.steps[0].status == "running"
+
+
+def test_a_step_job_that_never_got_a_node_is_not_said_to_have_run_on_one() -> None:
+    sim = Sim(chain())
+    sim.settle()
+    sim.jobs["rel-1-s0-0"] = msgspec.structs.replace(sim.jobs["rel-1-s0-0"], node=None)
+    sim.finish("rel-1-s0-0", "rejected", "no node has tool 'ansible'")
+    assert sim.view().steps[0].reason == "job rel-1-s0-0 rejected (no node has tool 'ansible')"
+
+
+# ---------------------------------------------------------------- as people read it
+
+
+def test_a_running_step_says_what_its_jobs_wait_for_and_where_they_ran() -> None:
+    sim = Sim(spec(step("build"), step("deploy", nodes=["prod-1"]), step("verify")))
+    sim.settle()
+    sim.finish("rel-1-s0-0")
+    states = {
+        "rel-1-s0-0": StepJobState(status="succeeded", node="auto-1"),
+        "rel-1-s1-0": StepJobState(status="approval_required", reason="critical on production"),
+    }
+    view = shown(sim.view(), states)
+    build, deploy, verify = view.steps
+    assert (build.nodes, build.jobs) == (["auto-1"], [StepJob(job_id="rel-1-s0-0", node="auto-1")])
+    note = "job rel-1-s1-0 is held for approval (critical on production): nexus approve rel-1-s1-0 (or nexus deny rel-1-s1-0)"
+    assert (deploy.status, deploy.reason, deploy.nodes) == ("running", note, ["prod-1"])
+    assert view.reason == f"step deploy: {note}"
+    assert (verify.batch, verify.reason) == (-1, None)
+    queued = shown(sim.view(), {"rel-1-s1-0": StepJobState(status="queued", reason="node 'prod-1' is not heard from")})
+    assert queued.steps[1].reason == "job rel-1-s1-0 is queued: node 'prod-1' is not heard from"
+    placed = shown(sim.view(), {"rel-1-s1-0": StepJobState(status="assigned", node="prod-1")})
+    assert (placed.steps[1].reason, placed.reason) == (None, None)
+
+
+@pytest.mark.parametrize("pid", ["rel-1", "p" * 64])
+def test_step_jobs_are_known_by_their_shape(pid: str) -> None:
+    assert all(of_pipeline(pid, step_job_id(pid, 2, n, role, 1)) for n in (0, 11) for role in ("run", "health_check", "rollback"))
+    assert not of_pipeline(pid, "other-s0-0") and not of_pipeline(pid, f"{pid}-x") and not of_pipeline("rel", "rel-1-s0-0")
