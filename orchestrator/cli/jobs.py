@@ -280,3 +280,35 @@ async def _test(job_id: str, tests: "list[JobTest]", timeout: float, as_json: bo
             mark = "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]"
             out.print(f"{mark}  {r.type}: expected {r.expected}, got {r.actual}", highlight=False)
     return result.passed
+
+
+def rollback(
+    job_id: Annotated[str, typer.Argument(help="A finished job that ran on a node.", show_default=False)],
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="The undo command (default: the job's metadata.rollback).", show_default=False)
+    ] = None,
+    as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_NATS,
+    creds: CredsOpt = None,
+) -> None:
+    """Roll back a finished job: run its undo command on the same node, in the job's working
+    directory with its env (secret entries left out), as a new job; when that job succeeds, the
+    first one gets `rolled_back`. Prints the new job's id (follow it with `nexus logs -f ID`)."""
+    _rollback(job_id, command, as_json, nats_url)
+
+
+@run_async
+async def _rollback(job_id: str, command: str | None, as_json: bool, nats_url: str) -> None:
+    from orchestrator.app import finished as finished_app
+    from orchestrator.app.finished import RollBack
+    from orchestrator.client import new_job_id
+
+    async with connect(nats_url) as client:
+        req = await finished_app.rollback_request(client, RollBack(job_id=job_id, command=command, by=default_user()), datetime.now(UTC))
+        rollback_id = new_job_id()
+        await client.submit(rollback_id, req)
+    if as_json:
+        print_json({"job_id": rollback_id, "rollback_of": job_id})
+    else:
+        out.print(rollback_id, highlight=False, markup=False)
+        err.print(f"rolling back {job_id} on {req.node} as job {rollback_id}", highlight=False, markup=False)

@@ -50,6 +50,7 @@ VERBS = (
     ("Jobs", "jobs", "history"),
     ("Jobs", "jobs", "cancel"),
     ("Jobs", "jobs", "test"),
+    ("Jobs", "jobs", "rollback"),
     ("Analysis", "review", "validate"),
     ("Analysis", "review", "approve"),
     ("Analysis", "review", "deny"),

@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,22 @@ async def test_show_carries_the_tests_and_their_results_as_the_api_does(stack: S
     text = out.decode()
     assert code == 0 and "succeeded" in text, err
     assert "tests_passed" in text and "False" in text and "FAIL  output_contains: expected match for /nope/" in text, text
+
+
+async def test_nexus_rollback_runs_the_undo_on_the_same_node_as_the_api_does(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "deployed"
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command=f"touch {marker}", metadata={"rollback": f"rm {marker}"}))
+    assert (await stack.wait_job(job_id))["status"] == "succeeded" and marker.exists()
+    code, out, err = await stack.nexus("rollback", job_id, "--json")
+    assert code == 0, err
+    said = json.loads(out)
+    assert said["rollback_of"] == job_id
+    assert (await stack.wait_job(said["job_id"]))["status"] == "succeeded"
+    assert not marker.exists()
+    # Nothing to undo with: a clear error, nothing submitted.
+    plain = new_job_id()
+    await stack.client.submit(plain, JobRequested(command="true"))
+    await stack.wait_job(plain)
+    code, out, err = await stack.nexus("rollback", plain)
+    assert code != 0 and b"rollback" in err and b"Traceback" not in err, err
