@@ -100,11 +100,11 @@ def _programs(node: Any) -> frozenset[str]:
     return frozenset(found)
 
 
-def _echo_constant(node: Any) -> str | None:
+def _echo_constant(node: Any, source: str) -> str | None:
     """The output of `echo`/`printf` with literal arguments, or None."""
     if node.kind != "command" or any(p.kind != "word" or getattr(p, "parts", None) for p in node.parts):
         return None
-    words = [str(p.word) for p in node.parts]
+    words = [unquote(source[p.pos[0] : p.pos[1]]) for p in node.parts]
     if words[0] == "printf":
         return printf_output(words[1:])
     return echo_output(words[1:]) if words[0] == "echo" else None
@@ -187,14 +187,22 @@ class Collector:
 
     def word(self, node: Any) -> list[Word]:
         parts = getattr(node, "parts", None) or []
+        raw = self.text(node)
+        if not parts and (alternatives := brace_expansion(raw)) is not None:
+            return [Word(unquote(a)) for a in alternatives if a]
+        # bashlex's own quote removal is wrong for words that join quoted pieces ('a "b"'"" loses
+        # the inner quotes, 'a'"'"'b' keeps them all), and nested shell text is parsed again
+        # from this: the quotes are removed here, from the source, expansions kept as written.
+        start = node.pos[0]
+        text = unquote(raw, [(p.pos[0] - start, p.pos[1] - start) for p in parts if p.kind in _EXPANSIONS])
         subs = [p for p in parts if p.kind in {"commandsubstitution", "processsubstitution"}]
         dynamic = bool(subs) or any(p.kind == "parameter" for p in parts)
-        if len(subs) == 1 and self.text(subs[0]) == node.word:
-            folded = _echo_constant(subs[0].command)
+        if len(subs) == 1 and self.text(subs[0]) == text:
+            folded = _echo_constant(subs[0].command, self.source)
             if folded is not None:
-                return [Word(folded)] if self.source[node.pos[0]] == '"' else [Word(t) for t in folded.split()]
+                return [Word(folded)] if raw.startswith('"') else [Word(t) for t in folded.split()]
         programs = frozenset().union(*(_programs(s.command) for s in subs))
-        return [Word(str(node.word), dynamic, programs)]
+        return [Word(text, dynamic, programs)]
 
     def simple(self, node: Any) -> SimpleCommand:
         words: list[Word] = []
@@ -213,7 +221,7 @@ class Collector:
         target = None
         if hasattr(output, "kind"):
             self.word_parts(output)
-            target = str(output.word)
+            target = self.word(output)[0].text if output.kind == "word" else str(output.word)
         heredoc = getattr(node, "heredoc", None)
         if heredoc is not None:
             lines = str(heredoc.value).split("\n")[:-1]  # the last line is the delimiter
@@ -223,6 +231,91 @@ class Collector:
         if node.type == "<<<":
             return Redirect(node.type, None, target)
         return Redirect(node.type, target)
+
+
+_EXPANSIONS = frozenset({"parameter", "commandsubstitution", "processsubstitution", "tilde"})
+_MAX_BRACE_WORDS = 64
+
+
+def unquote(raw: str, kept: list[tuple[int, int]] | None = None) -> str:
+    """A word's text as the shell hands it on: quotes and escapes removed. The `kept` spans
+    (expansions, offsets into raw) are copied as written."""
+    spans = dict(kept or ())
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if not quote and c == "$" and raw[i + 1 : i + 2] == '"':
+            i += 1  # $"..." is a translated string: the quotes are plain double quotes
+            continue
+        if i in spans:
+            out.append(raw[i : spans[i]])
+            i = spans[i]
+            continue
+        if quote == "'":
+            if c == "'":
+                quote = ""
+            else:
+                out.append(c)
+        elif c == "\\" and i + 1 < len(raw) and (not quote or raw[i + 1] in '$`"\\\n'):
+            if raw[i + 1] != "\n":
+                out.append(raw[i + 1])
+            i += 1
+        elif c == '"' or (not quote and c == "'"):
+            quote = "" if quote == c else c
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def brace_expansion(raw: str) -> list[str] | None:
+    """The words an unquoted `{a,b}` in a literal word expands to (`{rm,-rf,/}` is three words,
+    `/etc/{passwd,shadow}` two), still quoted; None when the word has no such braces."""
+    opening = _brace(raw)
+    if opening is None:
+        return None
+    words: list[str] = []
+    pending = [raw]
+    while pending and len(words) < _MAX_BRACE_WORDS:
+        word = pending.pop(0)
+        found = _brace(word)
+        if found is None:
+            words.append(word)
+            continue
+        start, commas, end = found
+        cuts = [start, *commas, end]
+        pending[:0] = [word[:start] + word[a + 1 : b] + word[end + 1 :] for a, b in zip(cuts, cuts[1:], strict=False)]
+    return words
+
+
+def _brace(raw: str) -> tuple[int, list[int], int] | None:
+    """The first unquoted `{...,...}` group: where it opens, its top-level commas, where it closes."""
+    quote = ""
+    stack: list[tuple[int, list[int]]] = []
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c == "\\":
+            i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "{" and raw[i - 1 : i] != "$":
+            stack.append((i, []))
+        elif c == "," and stack:
+            stack[-1][1].append(i)
+        elif c == "}" and stack:
+            start, commas = stack.pop()
+            if commas:
+                return start, commas, i
+        i += 1
+    return None
 
 
 def _substitutions(text: str) -> list[str]:

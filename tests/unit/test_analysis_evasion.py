@@ -1,0 +1,53 @@
+"""Forms that once hid a destructive command from the analysis (a review's findings, 2026-12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.core.analysis import analyze, normalised_commands
+
+_Q = "'\"'\"'"  # a single quote inside single quotes, as shlex.quote writes it
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        """bash -c 'bash -c "git reset --hard"'\"\"""",
+        """bash -c 'bash -c "rm -rf /"'\"\"""",
+        """bash -c 'bash -c "mkfs.ext4 /dev/sda"'\"\"""",
+        """bash -c 'bash -c "dd if=/dev/zero of=/dev/sda"'\"\"""",
+        """bash -c 'bash -c "iptables -F"'\"\"""",
+        f"bash -c 'bash -c {_Q}rm -rf /{_Q}'",
+        f"sudo bash -c 'su -c {_Q}rm -rf /{_Q}'",
+        f"ssh host 'bash -c {_Q}rm -rf /{_Q}'",
+    ],
+)
+def test_nested_shell_text_joined_from_quoted_pieces_is_read(command: str) -> None:
+    assert analyze(command).severity == "critical"
+
+
+@pytest.mark.parametrize(
+    ("command", "runs"),
+    [
+        ("""bash -c 'bash -c "git reset --hard"'\"\"""", "git reset --hard"),
+        (f"bash -c 'bash -c {_Q}uname{_Q}'", "uname"),
+        ("echo 'it'\"'\"'s'", "echo it's"),
+        ("echo \"$X\"'a b'", "echo $Xa b"),
+        ('echo $"hi"', "echo hi"),
+    ],
+)
+def test_quotes_are_removed_as_the_shell_removes_them(command: str, runs: str) -> None:
+    assert runs in normalised_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("command", "runs"),
+    [("{uname,-a}", "uname -a"), ("{rm,-rf,/}", "rm -rf /"), ("rm -rf {/,}", "rm -rf /"), ("echo '{a,b}'", "echo {a,b}")],
+)
+def test_brace_expansion_gives_the_words_that_run(command: str, runs: str) -> None:
+    assert runs in normalised_commands(command)
+
+
+@pytest.mark.parametrize("command", ["{rm,-rf,/}", "rm -rf {/,}", "{sudo,rm,-rf,/}"])
+def test_brace_expanded_deletes_are_critical(command: str) -> None:
+    assert analyze(command).severity == "critical"
