@@ -19,6 +19,7 @@ Importing this module patches one bashlex hang (see `_progressing`).
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 from dataclasses import dataclass
@@ -180,7 +181,7 @@ class Collector:
         for part in getattr(node, "parts", None) or ():
             if part.kind in {"commandsubstitution", "processsubstitution"}:
                 self.visit(part.command)
-            elif part.kind == "parameter" and (subs := _substitutions(str(getattr(part, "value", "")))):
+            elif part.kind == "parameter" and (subs := substitutions(str(getattr(part, "value", "")))):
                 self.scripts.append(": " + " ".join(subs))
             else:
                 self.word_parts(part)
@@ -286,7 +287,7 @@ def brace_expansion(raw: str) -> list[str] | None:
             continue
         start, commas, end = found
         cuts = [start, *commas, end]
-        pending[:0] = [word[:start] + word[a + 1 : b] + word[end + 1 :] for a, b in zip(cuts, cuts[1:], strict=False)]
+        pending[:0] = [word[:start] + word[a + 1 : b] + word[end + 1 :] for a, b in itertools.pairwise(cuts)]
     return words
 
 
@@ -318,7 +319,7 @@ def _brace(raw: str) -> tuple[int, list[int], int] | None:
     return None
 
 
-def _substitutions(text: str) -> list[str]:
+def substitutions(text: str) -> list[str]:
     """Every `$(...)` and backtick group in text (one pass; an unclosed group ends the scan)."""
     found: list[str] = []
     pos = 0
@@ -380,7 +381,7 @@ def _blank_parens(text: str, opener: re.Pattern[str], replacement: str, hidden: 
         close = _closing_paren(text, open_at)
         if close < 0:
             break
-        if subs := _substitutions(text[open_at + 1 : close]):
+        if subs := substitutions(text[open_at + 1 : close]):
             hidden.append(": " + " ".join(subs))
         start = m.start() if replacement else open_at
         text = text[:start] + replacement + " " * (close + 1 - start - len(replacement)) + text[close + 1 :]

@@ -31,6 +31,7 @@ from orchestrator.core.shell_parse import (
     desugar,
     fallback_pipelines,
     has_words,
+    substitutions,
     try_bashlex,
 )
 from orchestrator.core.unwrap import unwrap
@@ -112,6 +113,17 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
+def _forms(words: tuple[Word, ...], argv: tuple[Word, ...]) -> tuple[str, ...]:
+    """A simple command as written, as unwrapped, and with the program named without its path
+    (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`)."""
+    forms = [" ".join(w.text for w in words)]
+    if argv:
+        forms.append(" ".join(w.text for w in argv))
+        if "/" in argv[0].text and not argv[0].dynamic:
+            forms.append(" ".join([program(argv[0]), *(w.text for w in argv[1:])]))
+    return tuple(dict.fromkeys(forms))
+
+
 def _computed_script(word: Word, runner: str) -> Risk:
     """A script read by a shell whose name is only known at run time: the output of a tool printing
     its shell setup (`source <(kubectl completion bash)`) is info; anything else fails closed."""
@@ -156,7 +168,8 @@ class Walk:
     def __init__(self, working_dir: str | None) -> None:
         self.findings: list[Hit] = []
         self.suggestions: list[str] = []
-        self.lines: list[str] = []
+        self.commands_seen: list[tuple[str, ...]] = []  # each simple command in the forms it can be written
+        self.complete = True  # False once a cap left commands unwalked
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
@@ -183,6 +196,7 @@ class Walk:
     def script(self, text: str, depth: int, origin: str | None = None) -> None:
         if depth > _MAX_DEPTH:
             # Fail closed: what runs at the inner levels is unknown, so it holds like a destructive command.
+            self.complete = False
             self.add(
                 Risk(
                     "unparseable",
@@ -254,7 +268,10 @@ class Walk:
             )
         self.add(risk, text)
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
-        return fallback_pipelines(text), bombs, []
+        pipelines = fallback_pipelines(text)
+        # The tokenizer keeps `$(...)` inside its words: read them as the parser would have.
+        subs = [sub for p in pipelines for c in p if c for w in c.words if w.dynamic for sub in substitutions(w.text)]
+        return pipelines, bombs, [": " + " ".join(subs)] if subs else []
 
     def pipeline(self, stages: Pipeline, depth: int) -> None:
         upstream = _Upstream()
@@ -263,12 +280,14 @@ class Walk:
                 continue
             self.commands += 1
             if self.commands > MAX_COMMANDS:
-                if self.commands == MAX_COMMANDS + 1:
+                if self.complete or self.commands == MAX_COMMANDS + 1:
+                    # Fail closed: the commands past the cap are unknown, so they hold like a destructive one.
+                    self.complete = False
                     self.add(
                         Risk(
                             "unparseable",
-                            "warning",
-                            f"Command has more than {MAX_COMMANDS} simple commands; the rest was not analyzed",
+                            "critical",
+                            f"Command has more than {MAX_COMMANDS} simple commands; the rest cannot be checked - requires approval",
                             (_SIMPLIFY,),
                         ),
                         stage.text,
@@ -291,10 +310,7 @@ class Walk:
         if unwrapped is None:
             return
         if stage.words:
-            line = " ".join(w.text for w in stage.words)
-            self.lines.append(line)
-            if unwrapped.argv and unwrapped.argv != stage.words:
-                self.lines.append(" ".join(w.text for w in unwrapped.argv))
+            self.commands_seen.append(_forms(stage.words, unwrapped.argv))
         for word in unwrapped.code_files:
             runner = f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"
             if downloads := sorted(word.substituted & DOWNLOADERS):

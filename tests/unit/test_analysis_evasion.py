@@ -51,3 +51,10 @@ def test_brace_expansion_gives_the_words_that_run(command: str, runs: str) -> No
 @pytest.mark.parametrize("command", ["{rm,-rf,/}", "rm -rf {/,}", "{sudo,rm,-rf,/}"])
 def test_brace_expanded_deletes_are_critical(command: str) -> None:
     assert analyze(command).severity == "critical"
+
+
+@pytest.mark.parametrize("padding", ["true; " * 4001, "echo hi\n" * 4001])
+def test_commands_past_the_cap_fail_closed(padding: str) -> None:
+    result = analyze(padding + "rm -rf /")
+    assert result.severity == "critical"
+    assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)
