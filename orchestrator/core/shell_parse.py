@@ -344,6 +344,42 @@ def try_bashlex(text: str) -> list[Any] | None:
         return None
 
 
+# Tokens bash never accepts where bashlex reports them unexpected. `(` is not among them: bashlex
+# also rejects `for ((`, `[[ =~ (a|b) ]]` and extglob patterns there, all valid bash.
+_STRAY_TOKENS = frozenset({")", "&&", "||", "|", ";", ";;", "&", "then", "else", "elif", "fi", "do", "done", "esac", "}"})
+# Constructs bashlex does not parse as bash does: no syntax error is claimed where they appear.
+_BASHLEX_GAPS = re.compile(r"\[\[|\(\(|\$\[|(?<![\w-])(?:case|select|coproc)(?![\w-])|\\\s*$")
+
+
+def syntax_error(text: str) -> str | None:
+    """Why bash would refuse `text` before running any of it (what `bash -n` says), or None.
+
+    Only errors bashlex and bash agree on are claimed: an unclosed quote, `$(` or `${`, a command
+    line that ends inside an `if`/`for`/`while`/`(`/`{` or after `|`/`&&`, and a token no
+    command can start with (`echo )`, `&& ls`, `fi`). Text bashlex cannot read for other reasons
+    is left to the analysis' fallback (None)."""
+    if _BASHLEX_GAPS.search(text) or not has_words(text):
+        return None
+    try:
+        bashlex.parse(text)
+        return None
+    except bashlex.errors.ParsingError as exc:
+        error = exc
+    except Exception:  # bashlex's own limits (NotImplementedError, ...), not the command's
+        return None
+    desugared, _ = desugar(text)
+    if desugared != text and try_bashlex(desugared) is not None:
+        return None
+    message = str(error.message)
+    if message.startswith("unexpected EOF while looking for matching") or message == "unexpected EOF":
+        what = "the command ends too early (an unclosed if, for, while, ( or {, or a trailing | or &&)"
+        return what if message == "unexpected EOF" else message
+    token = re.fullmatch(r"unexpected token '(.*)'", message)
+    if token and token.group(1) in _STRAY_TOKENS:
+        return f"syntax error near unexpected token '{token.group(1)}' (at character {error.position + 1})"
+    return None
+
+
 def _closing_paren(text: str, open_at: int) -> int:
     depth = 0
     for i in range(open_at, len(text)):
