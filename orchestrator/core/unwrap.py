@@ -158,6 +158,8 @@ def unwrap(argv: tuple[Word, ...]) -> Unwrapped:
         if not argv:
             break
         name, args = program(argv[0]), argv[1:]
+        if argv[0].text.startswith("/etc/init.d/"):
+            break  # a service script (`/etc/init.d/ssh stop`), whatever its name
         if name in _PREFIXES:
             argv = _prefix_rest(name, args)
         elif name == "command":
