@@ -68,6 +68,7 @@ class SimpleCommand:
     words: tuple[Word, ...]
     redirects: tuple[Redirect, ...]
     text: str
+    assignments: tuple[Word, ...] = ()  # `NAME=value` before the words; a `for` loop's variable, once per item
 
 
 Pipeline = tuple[SimpleCommand | None, ...]  # None: a compound stage, walked on its own
@@ -170,12 +171,28 @@ class Collector:
             if redirects:
                 self.pipelines.append((SimpleCommand((), redirects, self.text(node)),))
         elif kind in {"list", "if", "for", "while", "until"}:
+            if kind == "for" and (loop := self.loop_variable(node)) is not None:
+                self.pipelines.append((loop,))
             for part in node.parts:
                 self.visit(part)
         elif kind in {"word", "assignment"}:
             self.word_parts(node)
         elif kind in {"commandsubstitution", "processsubstitution"}:
             self.visit(node.command)
+
+    def loop_variable(self, node: Any) -> SimpleCommand | None:
+        """`for d in / /etc` as the assignments `d=/` and `d=/etc`, so the body is read with them."""
+        parts = node.parts
+        if len(parts) < 4 or parts[1].kind != "word" or parts[2].kind != "reservedword" or parts[2].word != "in":
+            return None
+        items: list[Word] = []
+        for part in parts[3:]:
+            if part.kind != "word":
+                break
+            items.extend(self.word(part))
+        name = str(parts[1].word)
+        values = tuple(Word(f"{name}={w.text}", w.dynamic, w.substituted) for w in items)
+        return SimpleCommand((), (), self.text(node), values) if values else None
 
     def word_parts(self, node: Any) -> None:
         for part in getattr(node, "parts", None) or ():
@@ -202,12 +219,19 @@ class Collector:
             folded = _echo_constant(subs[0].command, self.source)
             if folded is not None:
                 return [Word(folded)] if raw.startswith('"') else [Word(t) for t in folded.split()]
+        for sub in list(subs):  # `/$(echo)`, `/e$(printf tc)`: a literal echo inside a word
+            if (folded := _echo_constant(sub.command, self.source)) is not None and "\n" not in folded.strip():
+                text = text.replace(self.text(sub), folded.strip(), 1)
+                subs.remove(sub)
+        if not subs and not any(p.kind == "parameter" for p in parts):
+            dynamic = False
         programs = frozenset().union(*(_programs(s.command) for s in subs))
         return [Word(text, dynamic, programs)]
 
     def simple(self, node: Any) -> SimpleCommand:
         words: list[Word] = []
         redirects: list[Redirect] = []
+        assignments: list[Word] = []
         for part in node.parts:
             if part.kind == "redirect":
                 redirects.append(self.redirect(part))
@@ -215,7 +239,9 @@ class Collector:
                 self.word_parts(part)
                 if part.kind == "word" or words:
                     words.extend(self.word(part))
-        return SimpleCommand(tuple(words), tuple(redirects), self.text(node))
+                else:
+                    assignments.extend(self.word(part))
+        return SimpleCommand(tuple(words), tuple(redirects), self.text(node), tuple(assignments))
 
     def redirect(self, node: Any) -> Redirect:
         output = node.output

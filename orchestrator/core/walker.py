@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from orchestrator.core import inline_code, payloads
@@ -23,6 +23,7 @@ from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
+    ASSIGNMENT,
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
     Collector,
@@ -53,6 +54,11 @@ _SPELL_OUT = "Name the program literally (or put the command itself in the job) 
 _EXPANSION = re.compile(r"\$[A-Za-z_{(@*0-9]|`")
 _NAMED_PROGRAM = re.compile(r"\$\{?\w+\}?/[^$`]+|(?:\$\(|`)\s*(?:which|command\s+-v|type\s+-[pP])\s+[\w.+-]+\s*[)`]")
 _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
+_SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
+_MAX_VALUES = 16
+# A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
+_CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
 
 
 class Hit(NamedTuple):
@@ -124,6 +130,11 @@ def _forms(words: tuple[Word, ...], argv: tuple[Word, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(forms))
 
 
+def _written_in(word: Word, name: str, value: Word) -> Word:
+    text = re.sub(r"\$(?:\{" + name + r"\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
+    return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
+
+
 def _computed_script(word: Word, runner: str) -> Risk:
     """A script read by a shell whose name is only known at run time: the output of a tool printing
     its shell setup (`source <(kubectl completion bash)`) is info; anything else fails closed."""
@@ -170,6 +181,9 @@ class Walk:
         self.suggestions: list[str] = []
         self.commands_seen: list[tuple[str, ...]] = []  # each simple command in the forms it can be written
         self.complete = True  # False once a cap left commands unwalked
+        self.variables: dict[str, list[Word]] = {}  # assigned in the command itself: `X=/; rm -rf $X`
+        self.written: dict[str, str] = {}  # files the command writes with literal text: path -> text
+        self.downloaded: dict[str, str] = {}  # files it downloads: path -> the downloader
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
@@ -293,14 +307,48 @@ class Walk:
                         stage.text,
                     )
                 return
+            before = self.assign(stage)
+            stage = replace(stage, words=self.substitute(stage.words))
             unwrapped = unwrap(stage.words) if stage.words else None
             self.simple(stage, unwrapped, upstream, depth)
+            if before is not None:  # `X=/ cmd`: X is cmd's alone
+                self.variables = before
             if unwrapped is not None:
                 if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
                     self.cwd = _cd_target(unwrapped.argv, self.cwd)
                 upstream.stages.append((stage, unwrapped))
                 upstream.programs.update(program(w) for w in unwrapped.argv[:1])
             upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+
+    def assign(self, stage: SimpleCommand) -> dict[str, list[Word]] | None:
+        """Record the variables a stage sets; the variables to restore after it when they were
+        only its own (`X=/ cmd`). `export`/`declare`/`local`/`readonly` set them too."""
+        words = stage.words
+        setters = words[1:] if words and words[0].text in _SETTERS else ()
+        given = [*stage.assignments, *(w for w in setters if ASSIGNMENT.match(w.text))]
+        if not given:
+            return None
+        before = dict(self.variables) if words and not setters else None
+        new: dict[str, list[Word]] = {}
+        for word in given:
+            name, _, value = word.text.partition("=")
+            new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
+        for name, values in new.items():
+            self.variables[name] = [v for value in values for v in self.substitute((value,))][:_MAX_VALUES]
+        return before
+
+    def substitute(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        """Words with the variables the command assigned written in, one word per value."""
+        if not self.variables:
+            return words
+        out: list[Word] = []
+        for word in words:
+            names = [n for n in _VARIABLE.findall(word.text) if n in self.variables] if word.dynamic else []
+            variants = [word]
+            for name in dict.fromkeys(names):
+                variants = [_written_in(v, name, value) for v in variants for value in self.variables[name]][:_MAX_VALUES]
+            out.extend(variants)
+        return tuple(out)
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         for redirect in stage.redirects:
@@ -309,11 +357,19 @@ class Walk:
                     self.add(risk, stage.text)
         if unwrapped is None:
             return
+        self.remember_writes(stage, unwrapped, upstream)
         if stage.words:
             self.commands_seen.append(_forms(stage.words, unwrapped.argv))
-        for word in unwrapped.code_files:
+        head = unwrapped.argv[:1]
+        files = [*unwrapped.code_files, *(head if head and self.file_key(head[0]) in self.written.keys() | self.downloaded.keys() else ())]
+        for word in files:
             runner = f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"
-            if downloads := sorted(word.substituted & DOWNLOADERS):
+            key = self.file_key(word)
+            if key in self.downloaded:
+                self.add(remote_risk(self.downloaded[key], runner), stage.text)
+            elif key in self.written:
+                self.script(self.written[key], depth + 1, stage.text)
+            elif downloads := sorted(word.substituted & DOWNLOADERS):
                 self.add(remote_risk(downloads[0], runner), stage.text)
             elif word.dynamic and _EXPANSION.search(word.text) and not _NAMED_PROGRAM.fullmatch(word.text):
                 self.add(_computed_script(word, runner), stage.text)
@@ -330,6 +386,42 @@ class Walk:
         if argv:
             self.invocation(stage, unwrapped, upstream, depth)
         self.stdin(stage, unwrapped, upstream, depth)
+
+    def file_key(self, word: Word) -> str | None:
+        if word.dynamic or not word.text:
+            return None
+        path = word.text if word.text.startswith("/") or self.cwd is None else posixpath.join(self.cwd, word.text)
+        return posixpath.normpath(path)
+
+    def remember_writes(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream) -> None:
+        """Files this command writes, so a later `bash FILE` is read as what was written:
+        literal text from echo/printf, or a download (curl -o, wget -O, `curl URL > FILE`)."""
+        argv = unwrapped.argv
+        if not argv:
+            return
+        targets = [r.target for r in stage.redirects if r.op in {">", ">>", ">|", "&>"} and r.target]
+        name = program(argv[0])
+        if name in DOWNLOADERS:
+            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in {"-o", "--output", "-O", "--output-document"}]
+            given += [Word(w.text.split("=", 1)[1]) for w in argv if w.text.startswith(("--output=", "--output-document="))]
+            for word in [*given, *(Word(t) for t in targets)]:
+                if (key := self.file_key(word)) is not None:
+                    self.downloaded[key] = name
+            return
+        if name == "tee":
+            targets += [w.text for w in argv[1:] if not w.text.startswith("-")]
+            text = _literal_stages(upstream.stages) if upstream.stages else None
+        else:
+            text = _literal_stages([(stage, unwrapped)])
+        for target in targets:
+            if (key := self.file_key(Word(target))) is not None:
+                self.downloaded.pop(key, None)
+                if text is None:
+                    self.written.pop(key, None)
+                elif key in self.written and any(r.op == ">>" and r.target == target for r in stage.redirects):
+                    self.written[key] = f"{self.written[key]}\n{text}"
+                else:
+                    self.written[key] = text
 
     def nested(self, word: Word, stage: SimpleCommand, depth: int, runner: str) -> None:
         """Shell text handed to a shell or to eval: parse it, or report it as hidden when computed."""
@@ -426,6 +518,8 @@ class Walk:
             return
         if mode == "shell":
             self.script(body, depth + 1, stage.text)
+        elif mode == "cron":
+            self.script("\n".join(_CRON_LINE.sub("", line) for line in body.splitlines() if line.strip()), depth + 1, stage.text)
         elif mode == "code":
             self.code(unwrapped.language, body, depth + 1, stage.text)
         elif mode == "sql":
@@ -442,10 +536,14 @@ class Walk:
         feeder = upstream.feeder
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
+        source = upstream.stages[0][1].argv if upstream.stages else ()
+        if unwrapped.via_xargs and not roots and source and program(source[0]) == "ls":  # `ls /etc | ... | xargs rm`
+            roots = tuple(w for w in source[1:] if not w.text.startswith("-")) or (Word("."),)
         stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
         via_xargs = unwrapped.via_xargs
-        if via_xargs and upstream.stages and (literal := _literal_stages(upstream.stages)) is not None:
-            argv, via_xargs = _fill_xargs(argv, literal), False
+        fed_text = _literal_stages(upstream.stages) if upstream.stages else _heredoc(stage)
+        if via_xargs and fed_text is not None:
+            argv, via_xargs = _fill_xargs(argv, fed_text), False
         for risk in command_risks(Invocation(argv, via_xargs, roots, self.cwd, stdin_fed)):
             self.add(risk, stage.text)
         if program(head) == "find" and depth < _MAX_DEPTH:
