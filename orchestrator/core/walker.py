@@ -19,7 +19,7 @@ from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
 from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
 from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
-from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
+from orchestrator.core.risk.filesystem import FIND_DELETERS, find_delete_severity, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
@@ -307,8 +307,9 @@ class Walk:
                         stage.text,
                     )
                 return
+            words = self.substitute(stage.words)
             before = self.assign(stage)
-            stage = replace(stage, words=self.substitute(stage.words))
+            stage = replace(stage, words=words)
             unwrapped = unwrap(stage.words) if stage.words else None
             self.simple(stage, unwrapped, upstream, depth)
             if before is not None:  # `X=/ cmd`: X is cmd's alone
@@ -538,7 +539,8 @@ class Walk:
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
         source = upstream.stages[0][1].argv if upstream.stages else ()
         if unwrapped.via_xargs and not roots and source and program(source[0]) == "ls":  # `ls /etc | ... | xargs rm`
-            roots = tuple(w for w in source[1:] if not w.text.startswith("-")) or (Word("."),)
+            listed = tuple(w for w in source[1:] if not w.text.startswith("-"))
+            roots = listed if listed and find_delete_severity(listed, self.cwd) == "critical" else ()
         stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
         via_xargs = unwrapped.via_xargs
         fed_text = _literal_stages(upstream.stages) if upstream.stages else _heredoc(stage)

