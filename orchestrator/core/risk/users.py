@@ -2,7 +2,8 @@
 rewritten across system paths.
 
 Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
-`chmod 777 /` or on vital files, `userdel -r` / `deluser --remove-home` (the home directory goes
+`chmod 777 /` or on vital files, a mode that locks out a vital file or program (`chmod 000
+/etc/sudoers`, `chmod -x /bin/chmod`), `userdel -r` / `deluser --remove-home` (the home directory goes
 too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
 the user, without asking), writing a `sudoers` file with `>`.
 Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
