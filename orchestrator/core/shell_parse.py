@@ -248,7 +248,7 @@ class Collector:
         target = None
         if hasattr(output, "kind"):
             self.word_parts(output)
-            target = self.word(output)[0].text if output.kind == "word" else str(output.word)
+            target = next(iter(self.word(output)), Word("")).text if output.kind == "word" else str(output.word)
         heredoc = getattr(node, "heredoc", None)
         if heredoc is not None:
             lines = str(heredoc.value).split("\n")[:-1]  # the last line is the delimiter

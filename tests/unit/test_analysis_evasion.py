@@ -109,3 +109,7 @@ def test_what_the_command_sets_up_itself_is_followed(command: str) -> None:
 )
 def test_everyday_commands_stay_below_critical(command: str) -> None:
     assert analyze(command).severity in {None, "info", "warning"}
+
+
+def test_a_redirection_target_that_expands_to_nothing_is_no_analysis_failure() -> None:
+    assert [f.type for f in analyze("echo > {,}").findings] == []
