@@ -122,6 +122,11 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
 
 def invalid(sub: Submission) -> str | None:
     """Why `sub` can never run as given; None when it could."""
+    return unrunnable(sub) or syntax_problem(sub)
+
+
+def unrunnable(sub: Submission) -> str | None:
+    """Why no process could take `sub` (empty, too long, a NUL byte, a bad env name, waiting for itself)."""
     if not sub.command.strip():
         return "the command is empty (or only white space): there is nothing to run"
     if sub.job_id is not None and sub.job_id in sub.after:
@@ -134,12 +139,10 @@ def invalid(sub: Submission) -> str | None:
     for what, text in texts:
         if (problem := runnable.holds_nul(what, text)) is not None:
             return problem
-    if (problem := runnable.env_problem(sub.env)) is not None:
-        return problem
-    return _syntax_problem(sub)
+    return runnable.env_problem(sub.env)
 
 
-def _syntax_problem(sub: Submission) -> str | None:
+def syntax_problem(sub: Submission) -> str | None:
     """A shell text that bash would refuse before running any of it: the job can only fail."""
     shell = sub.tool if sub.tool in decide.SHELLS else _TEST_SHELL
     texts = [("the command", sub.command, shell)] if shell in _CHECKED_SHELLS else []

@@ -165,7 +165,7 @@ async def test_evasions_a_review_ran_live_are_held_refused_or_invalid(stack: Sta
         said = (await api.post("/api/v1/jobs/validate", json=broken, headers=headers)).json()
         assert said["valid"] is False and said["invalid"].startswith("the command is not valid bash syntax"), said
         refused = await api.post("/api/v1/jobs", json=broken, headers=headers)
-        assert refused.status_code == 400 and "not valid bash syntax" in refused.text, refused.text
+        assert refused.status_code == 422 and "invalid-command" in refused.text and "not valid bash syntax" in refused.text, refused.text
 
     code, out, err = await stack.nexus("validate", "--json", "--policy", str(policy_file), "--", 'echo "hello')
     assert code == 1, err
