@@ -43,7 +43,7 @@ from orchestrator.app.jobs import CancelJob, DecideJob
 from orchestrator.app.rows import decoded
 from orchestrator.client import new_job_id
 from orchestrator.core.admission import Submission, worst
-from orchestrator.core.judge import invalid, judge
+from orchestrator.core.judge import judge, syntax_problem, unrunnable
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.events import JobRequested
@@ -114,11 +114,14 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 
 
 def refuse_unrunnable(sub: Submission, where: str = "") -> None:
-    """400 `invalid-body` for a request the analysis would reject as `invalid_request`
-    (core.judge.invalid: an empty command, a NUL byte, an env name no process can take, a job
-    waiting for itself), with its reason: refused at submit, not accepted and rejected later."""
-    if (why := invalid(sub)) is not None:
+    """A request the analysis would reject as `invalid_request` (core.judge.invalid), refused at
+    submit with its reason, not accepted and rejected later: 400 `invalid-body` when no process
+    could take it (an empty command, a NUL byte, an env name, a job waiting for itself), 422
+    `invalid-command` when bash would refuse its shell syntax (the API document cannot say that)."""
+    if (why := unrunnable(sub)) is not None:
         raise ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {where}{why}")
+    if (why := syntax_problem(sub)) is not None:
+        raise ProblemError(422, "invalid-command", "Invalid command", f"{where}{why}")
 
 
 @post(

@@ -31,7 +31,9 @@ Decisions worth knowing:
   warning and is checked by a text-level tokenizer, so `rm -rf / '` is still critical.
 - Work is capped so 100 KB of input takes well under a second: 8 KB per bashlex parse, 16 KB
   of bashlex parsing per call (each parse also costs 256 characters of that budget), 5 levels
-  of nested code and 4,000 simple commands. Past a cap the text-level fallback takes over.
+  of nested code and 4,000 simple commands. Past the parse caps the text-level fallback takes
+  over; past the nesting or command caps the command fails closed (critical `unparseable`),
+  and policy rules refuse it (they cannot see every command).
 - `tool` names the program that receives `command`: for a SQL client (`psql`, `mysql`, ...)
   the command is SQL, for an interpreter (`python3`, `node`, ...) code in that language; for
   anything else it is a shell command line.
@@ -39,7 +41,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import msgspec
@@ -99,19 +100,31 @@ def _analyze(command: str, tool: str, working_dir: str | None) -> Analysis:
     return Analysis(findings=findings, suggestions=walk.suggestions, parsed=walk.parsed)
 
 
+class Normalised(msgspec.Struct, frozen=True, kw_only=True):
+    """Every simple command of a command line as it will run, for the policy's rules."""
+
+    commands: tuple[tuple[str, ...], ...]
+    """Each simple command in the forms it can be written: as submitted (quotes removed), unwrapped,
+    and with the program named without its path."""
+    complete: bool
+    """False when a cap (commands, nesting) left some commands unread."""
+
+
 def normalised_commands(command: str, tool: str = "bash") -> list[str]:
     """Every simple command as it will run: quotes removed, wrappers peeled, nested code included.
 
     `shutdow""n -h now` gives `shutdown -h now`; `sudo bash -c 'rm -rf /x'` gives both
-    `sudo bash -c rm -rf /x` and `rm -rf /x`. Policy deny and allow rules match these.
+    `sudo bash -c rm -rf /x` and `rm -rf /x`; `/sbin/shutdown` also gives `shutdown`.
     """
-    return list(_normalised(command, tool))
+    return [form for forms in normalised(command, tool).commands for form in forms]
 
 
 @functools.lru_cache(maxsize=CACHED_COMMANDS)
-def _normalised(command: str, tool: str) -> tuple[str, ...]:
+def normalised(command: str, tool: str = "bash") -> Normalised:
+    """The simple commands policy deny and allow rules match (see `Normalised`)."""
     walk = Walk(None)
-    # the lines gathered before a failure still go to the policy; analyze() reports the failure
-    with contextlib.suppress(Exception):
+    try:
         walk.start(command, tool)
-    return tuple(walk.lines)
+    except Exception:  # analyze() reports the failure; the rules see the commands read before it, as incomplete
+        walk.complete = False
+    return Normalised(commands=tuple(walk.commands_seen), complete=walk.complete)

@@ -17,9 +17,11 @@ What is analysed is what will run, not what the request says:
   `BASH_ENV`, `LD_PRELOAD`, ...) are checked as code, or fail closed when they name a file.
 
 Before any of that, a request that can never run as given is `invalid` (`invalid_request`
-below): an empty command, a NUL byte or an env name no process can take (schemas.runnable),
-a job whose `after` names itself, a test that could never be judged (an output_contains
-pattern RE2 refuses: `assertions.tests_problem`). Such a job is rejected; it never reaches a node.
+below): an empty command, a command longer than a request may carry, a NUL byte or an env
+name no process can take (schemas.runnable), shell text bash would refuse to parse
+(`shell_parse.syntax_error`: `echo "hello`, `if true; then echo x`), a job whose `after`
+names itself, a test that could never be judged (an output_contains pattern RE2 refuses:
+`assertions.tests_problem`). Such a job is rejected; it never reaches a node.
 
 The worst finding of all of them is the job's. A finding holds the job when the policy says
 so for its targets (`Policy.needs_approval`), and its message says what is true for this job:
@@ -42,14 +44,18 @@ from orchestrator.core.admission import Candidate, Companion, Judgement, Submiss
 from orchestrator.core.analysis import analyze
 from orchestrator.core.assertions import tests_problem
 from orchestrator.core.policy import Policy
+from orchestrator.core.shell_parse import syntax_error
 from orchestrator.core.views import JobView
 from schemas import runnable
+from schemas.limits import MAX_COMMAND_CHARS
 from schemas.values import CommandTest, Finding
 
 # dispatch_for stamps a time on the dispatch; nothing judged depends on it.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The agent runs a `command` test as `bash -c TEST` (agent/checks.py).
 _TEST_SHELL = "bash"
+# Shells whose grammar bashlex reads (zsh, ksh and fish accept forms it does not).
+_CHECKED_SHELLS = frozenset({"bash", "sh", "dash"})
 _HOLDS = " - requires approval"
 _HOLDS_ON_PRODUCTION = " - requires approval on production nodes"
 _REVIEW = " - review before running"
@@ -118,10 +124,17 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
 
 def invalid(sub: Submission) -> str | None:
     """Why `sub` can never run as given; None when it could."""
+    return unrunnable(sub) or syntax_problem(sub)
+
+
+def unrunnable(sub: Submission) -> str | None:
+    """Why no process could take `sub` (empty, too long, a NUL byte, a bad env name, waiting for itself)."""
     if not sub.command.strip():
         return "the command is empty (or only white space): there is nothing to run"
     if sub.job_id is not None and sub.job_id in sub.after:
         return f"the job waits for itself: its `after` names its own id {sub.job_id!r}, so it could never start"
+    if len(sub.command) > MAX_COMMAND_CHARS:
+        return f"the command is {len(sub.command):,} characters long; a job's command may be at most {MAX_COMMAND_CHARS:,}"
     texts = [("the command", sub.command), ("the tool", sub.tool), ("the working directory", sub.working_dir or "")]
     texts += [("a test command", t.command) for t in sub.tests if isinstance(t, CommandTest)]
     texts += [(f"the {c.role}", c.command) for c in sub.companions]
@@ -129,6 +142,18 @@ def invalid(sub: Submission) -> str | None:
         if (problem := runnable.holds_nul(what, text)) is not None:
             return problem
     return runnable.env_problem(sub.env) or tests_problem(sub.tests)
+
+
+def syntax_problem(sub: Submission) -> str | None:
+    """A shell text that bash would refuse before running any of it: the job can only fail."""
+    shell = sub.tool if sub.tool in decide.SHELLS else _TEST_SHELL
+    texts = [("the command", sub.command, shell)] if shell in _CHECKED_SHELLS else []
+    texts += [("a test command", t.command, _TEST_SHELL) for t in sub.tests if isinstance(t, CommandTest)]
+    texts += [(f"the {c.role}", c.command, shell) for c in sub.companions if shell in _CHECKED_SHELLS]
+    for what, text, program in texts:
+        if (error := syntax_error(text)) is not None:
+            return f"{what} is not valid {program} syntax: {error}"
+    return None
 
 
 def submission_of(job: JobView, companions: Sequence[Companion] = ()) -> Submission:

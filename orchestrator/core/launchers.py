@@ -43,7 +43,7 @@ class Unwrapped:
     evals: list[Word] = field(default_factory=list)  # words given to `eval`
     code: list[tuple[str, Word]] = field(default_factory=list)  # (language, source) run in an interpreter
     code_files: list[Word] = field(default_factory=list)  # files run as code (`source F`, `bash F`)
-    stdin: Literal["shell", "code"] | None = None  # the program runs its stdin
+    stdin: Literal["shell", "code", "cron"] | None = None  # the program runs its stdin (cron: lines of a crontab)
     language: str = ""  # for stdin == "code"
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from orchestrator.core.analysis import normalised_commands
+from orchestrator.core.analysis import normalised
 from orchestrator.core.text import PatternError, user_regex
 
 Severity = Literal["info", "warning", "critical"]
@@ -136,17 +136,25 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         `expanded` is the command with the job's env written out (what runs), when it differs."""
         targets = list(targets) or [None]
         # Rules also see each simple command as it will run (quotes removed, wrappers peeled, nested
-        # code included), so `shutdow""n` or `sudo sh -c 'shutdown'` cannot slip past `^shutdown`.
-        runs = normalised_commands(expanded or command, interpreter or tool)
+        # code included, the program without its path), so `shutdow""n`, `/sbin/shutdown` or
+        # `sudo sh -c 'shutdown'` cannot slip past `^shutdown`.
+        seen = normalised(expanded or command, interpreter or tool)
         whole = (command, expanded) if expanded and expanded != command else (command,)
-        for rule in self.deny:
-            if any(rule.applies(tool, t) for t in targets) and any(rule.matches(c) for c in (*whole, *runs)):
+        lines = (*whole, *(form for forms in seen.commands for form in forms))
+        deny = [r for r in self.deny if any(r.applies(tool, t) for t in targets)]
+        for rule in deny:
+            if any(rule.matches(c) for c in lines):
                 return rule.reason or f"command matches deny rule {rule.pattern!r}"
-        for labels in targets:
-            relevant = [r for r in self.allow if r.applies(tool, labels)]
-            allowed = any(r.matches(expanded or command) for r in relevant) or (
-                runs and all(any(r.matches(c) for r in relevant) for c in runs)
-            )
+        allow = [[r for r in self.allow if r.applies(tool, labels)] for labels in targets]
+        if not seen.complete and (deny or any(allow)):
+            return "the command is too large or nested too deeply to check every command it runs against the policy's rules"
+        for relevant in allow:
+            # Every simple command must match an allow rule in one of its forms; the line as a whole
+            # only counts when it holds no command at all (`echo hi; id` must not pass as `^echo`).
+            if seen.commands:
+                allowed = all(any(r.matches(f) for r in relevant for f in forms) for forms in seen.commands)
+            else:
+                allowed = any(r.matches(c) for r in relevant for c in whole)
             if relevant and not allowed:
                 return "command matches no allow rule for this tool and node"
         return None

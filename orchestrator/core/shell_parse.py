@@ -19,6 +19,7 @@ Importing this module patches one bashlex hang (see `_progressing`).
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class SimpleCommand:
     words: tuple[Word, ...]
     redirects: tuple[Redirect, ...]
     text: str
+    assignments: tuple[Word, ...] = ()  # `NAME=value` before the words; a `for` loop's variable, once per item
 
 
 Pipeline = tuple[SimpleCommand | None, ...]  # None: a compound stage, walked on its own
@@ -100,11 +102,11 @@ def _programs(node: Any) -> frozenset[str]:
     return frozenset(found)
 
 
-def _echo_constant(node: Any) -> str | None:
+def _echo_constant(node: Any, source: str) -> str | None:
     """The output of `echo`/`printf` with literal arguments, or None."""
     if node.kind != "command" or any(p.kind != "word" or getattr(p, "parts", None) for p in node.parts):
         return None
-    words = [str(p.word) for p in node.parts]
+    words = [unquote(source[p.pos[0] : p.pos[1]]) for p in node.parts]
     if words[0] == "printf":
         return printf_output(words[1:])
     return echo_output(words[1:]) if words[0] == "echo" else None
@@ -169,6 +171,8 @@ class Collector:
             if redirects:
                 self.pipelines.append((SimpleCommand((), redirects, self.text(node)),))
         elif kind in {"list", "if", "for", "while", "until"}:
+            if kind == "for" and (loop := self.loop_variable(node)) is not None:
+                self.pipelines.append((loop,))
             for part in node.parts:
                 self.visit(part)
         elif kind in {"word", "assignment"}:
@@ -176,29 +180,58 @@ class Collector:
         elif kind in {"commandsubstitution", "processsubstitution"}:
             self.visit(node.command)
 
+    def loop_variable(self, node: Any) -> SimpleCommand | None:
+        """`for d in / /etc` as the assignments `d=/` and `d=/etc`, so the body is read with them."""
+        parts = node.parts
+        if len(parts) < 4 or parts[1].kind != "word" or parts[2].kind != "reservedword" or parts[2].word != "in":
+            return None
+        items: list[Word] = []
+        for part in parts[3:]:
+            if part.kind != "word":
+                break
+            items.extend(self.word(part))
+        name = str(parts[1].word)
+        values = tuple(Word(f"{name}={w.text}", w.dynamic, w.substituted) for w in items)
+        return SimpleCommand((), (), self.text(node), values) if values else None
+
     def word_parts(self, node: Any) -> None:
         for part in getattr(node, "parts", None) or ():
             if part.kind in {"commandsubstitution", "processsubstitution"}:
                 self.visit(part.command)
-            elif part.kind == "parameter" and (subs := _substitutions(str(getattr(part, "value", "")))):
+            elif part.kind == "parameter" and (subs := substitutions(str(getattr(part, "value", "")))):
                 self.scripts.append(": " + " ".join(subs))
             else:
                 self.word_parts(part)
 
     def word(self, node: Any) -> list[Word]:
         parts = getattr(node, "parts", None) or []
+        raw = self.text(node)
+        if not parts and (alternatives := brace_expansion(raw)) is not None:
+            return [Word(unquote(a)) for a in alternatives if a]
+        # bashlex's own quote removal is wrong for words that join quoted pieces ('a "b"'"" loses
+        # the inner quotes, 'a'"'"'b' keeps them all), and nested shell text is parsed again
+        # from this: the quotes are removed here, from the source, expansions kept as written.
+        start = node.pos[0]
+        text = unquote(raw, [(p.pos[0] - start, p.pos[1] - start) for p in parts if p.kind in _EXPANSIONS])
         subs = [p for p in parts if p.kind in {"commandsubstitution", "processsubstitution"}]
         dynamic = bool(subs) or any(p.kind == "parameter" for p in parts)
-        if len(subs) == 1 and self.text(subs[0]) == node.word:
-            folded = _echo_constant(subs[0].command)
+        if len(subs) == 1 and self.text(subs[0]) == text:
+            folded = _echo_constant(subs[0].command, self.source)
             if folded is not None:
-                return [Word(folded)] if self.source[node.pos[0]] == '"' else [Word(t) for t in folded.split()]
+                return [Word(folded)] if raw.startswith('"') else [Word(t) for t in folded.split()]
+        for sub in list(subs):  # `/$(echo)`, `/e$(printf tc)`: a literal echo inside a word
+            if (folded := _echo_constant(sub.command, self.source)) is not None and "\n" not in folded.strip():
+                text = text.replace(self.text(sub), folded.strip(), 1)
+                subs.remove(sub)
+        if not subs and not any(p.kind == "parameter" for p in parts):
+            dynamic = False
         programs = frozenset().union(*(_programs(s.command) for s in subs))
-        return [Word(str(node.word), dynamic, programs)]
+        return [Word(text, dynamic, programs)]
 
     def simple(self, node: Any) -> SimpleCommand:
         words: list[Word] = []
         redirects: list[Redirect] = []
+        assignments: list[Word] = []
         for part in node.parts:
             if part.kind == "redirect":
                 redirects.append(self.redirect(part))
@@ -206,14 +239,16 @@ class Collector:
                 self.word_parts(part)
                 if part.kind == "word" or words:
                     words.extend(self.word(part))
-        return SimpleCommand(tuple(words), tuple(redirects), self.text(node))
+                else:
+                    assignments.extend(self.word(part))
+        return SimpleCommand(tuple(words), tuple(redirects), self.text(node), tuple(assignments))
 
     def redirect(self, node: Any) -> Redirect:
         output = node.output
         target = None
         if hasattr(output, "kind"):
             self.word_parts(output)
-            target = str(output.word)
+            target = next(iter(self.word(output)), Word("")).text if output.kind == "word" else str(output.word)
         heredoc = getattr(node, "heredoc", None)
         if heredoc is not None:
             lines = str(heredoc.value).split("\n")[:-1]  # the last line is the delimiter
@@ -225,7 +260,92 @@ class Collector:
         return Redirect(node.type, target)
 
 
-def _substitutions(text: str) -> list[str]:
+_EXPANSIONS = frozenset({"parameter", "commandsubstitution", "processsubstitution", "tilde"})
+_MAX_BRACE_WORDS = 64
+
+
+def unquote(raw: str, kept: list[tuple[int, int]] | None = None) -> str:
+    """A word's text as the shell hands it on: quotes and escapes removed. The `kept` spans
+    (expansions, offsets into raw) are copied as written."""
+    spans = dict(kept or ())
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if not quote and c == "$" and raw[i + 1 : i + 2] == '"':
+            i += 1  # $"..." is a translated string: the quotes are plain double quotes
+            continue
+        if i in spans:
+            out.append(raw[i : spans[i]])
+            i = spans[i]
+            continue
+        if quote == "'":
+            if c == "'":
+                quote = ""
+            else:
+                out.append(c)
+        elif c == "\\" and i + 1 < len(raw) and (not quote or raw[i + 1] in '$`"\\\n'):
+            if raw[i + 1] != "\n":
+                out.append(raw[i + 1])
+            i += 1
+        elif c == '"' or (not quote and c == "'"):
+            quote = "" if quote == c else c
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def brace_expansion(raw: str) -> list[str] | None:
+    """The words an unquoted `{a,b}` in a literal word expands to (`{rm,-rf,/}` is three words,
+    `/etc/{passwd,shadow}` two), still quoted; None when the word has no such braces."""
+    opening = _brace(raw)
+    if opening is None:
+        return None
+    words: list[str] = []
+    pending = [raw]
+    while pending and len(words) < _MAX_BRACE_WORDS:
+        word = pending.pop(0)
+        found = _brace(word)
+        if found is None:
+            words.append(word)
+            continue
+        start, commas, end = found
+        cuts = [start, *commas, end]
+        pending[:0] = [word[:start] + word[a + 1 : b] + word[end + 1 :] for a, b in itertools.pairwise(cuts)]
+    return words
+
+
+def _brace(raw: str) -> tuple[int, list[int], int] | None:
+    """The first unquoted `{...,...}` group: where it opens, its top-level commas, where it closes."""
+    quote = ""
+    stack: list[tuple[int, list[int]]] = []
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c == "\\":
+            i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "{" and raw[i - 1 : i] != "$":
+            stack.append((i, []))
+        elif c == "," and stack:
+            stack[-1][1].append(i)
+        elif c == "}" and stack:
+            start, commas = stack.pop()
+            if commas:
+                return start, commas, i
+        i += 1
+    return None
+
+
+def substitutions(text: str) -> list[str]:
     """Every `$(...)` and backtick group in text (one pass; an unclosed group ends the scan)."""
     found: list[str] = []
     pos = 0
@@ -248,6 +368,42 @@ def try_bashlex(text: str) -> list[Any] | None:
         return list(bashlex.parse(text))
     except Exception:  # bashlex raises many unrelated types (ParsingError, NotImplementedError, ...)
         return None
+
+
+# Tokens bash never accepts where bashlex reports them unexpected. `(` is not among them: bashlex
+# also rejects `for ((`, `[[ =~ (a|b) ]]` and extglob patterns there, all valid bash.
+_STRAY_TOKENS = frozenset({")", "&&", "||", "|", ";", ";;", "&", "then", "else", "elif", "fi", "do", "done", "esac", "}"})
+# Constructs bashlex does not parse as bash does: no syntax error is claimed where they appear.
+_BASHLEX_GAPS = re.compile(r"\[\[|\(\(|\$\[|(?<![\w-])(?:case|select|coproc)(?![\w-])|\\\s*$")
+
+
+def syntax_error(text: str) -> str | None:
+    """Why bash would refuse `text` before running any of it (what `bash -n` says), or None.
+
+    Only errors bashlex and bash agree on are claimed: an unclosed quote, `$(` or `${`, a command
+    line that ends inside an `if`/`for`/`while`/`(`/`{` or after `|`/`&&`, and a token no
+    command can start with (`echo )`, `&& ls`, `fi`). Text bashlex cannot read for other reasons
+    is left to the analysis' fallback (None)."""
+    if _BASHLEX_GAPS.search(text) or not has_words(text):
+        return None
+    try:
+        bashlex.parse(text)
+        return None
+    except bashlex.errors.ParsingError as exc:
+        error = exc
+    except Exception:  # bashlex's own limits (NotImplementedError, ...), not the command's
+        return None
+    desugared, _ = desugar(text)
+    if desugared != text and try_bashlex(desugared) is not None:
+        return None
+    message = str(error.message)
+    if message.startswith("unexpected EOF while looking for matching") or message == "unexpected EOF":
+        what = "the command ends too early (an unclosed if, for, while, ( or {, or a trailing | or &&)"
+        return what if message == "unexpected EOF" else message
+    token = re.fullmatch(r"unexpected token '(.*)'", message)
+    if token and token.group(1) in _STRAY_TOKENS:
+        return f"syntax error near unexpected token '{token.group(1)}' (at character {error.position + 1})"
+    return None
 
 
 def _closing_paren(text: str, open_at: int) -> int:
@@ -287,7 +443,7 @@ def _blank_parens(text: str, opener: re.Pattern[str], replacement: str, hidden: 
         close = _closing_paren(text, open_at)
         if close < 0:
             break
-        if subs := _substitutions(text[open_at + 1 : close]):
+        if subs := substitutions(text[open_at + 1 : close]):
             hidden.append(": " + " ".join(subs))
         start = m.start() if replacement else open_at
         text = text[:start] + replacement + " " * (close + 1 - start - len(replacement)) + text[close + 1 :]

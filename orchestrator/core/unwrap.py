@@ -13,13 +13,16 @@ kubectl/oc/docker/podman exec, ...) and collects what is handed elsewhere to run
 - `eval` words, kept apart: a computed `eval "$X"` is itself a finding;
 - code in another language: `python -c`, `perl -e`, `ruby -e`, `node -e`, `php -r`, `lua -e`,
   `awk 'PROGRAM'`, and heredocs or pipes into an interpreter (`stdin`/`language`);
-- files run as code (`source F`, `bash F`, `python F`).
+- files run as code (`source F`, `bash F`, `python F`);
+- programs that run their stdin as shell text: `sudo -s`/`sudo -i`, `su` without `-c`,
+  `at`/`batch`, and `crontab -` (each line's command after the schedule).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from typing import Literal
 
 from orchestrator.core.launchers import (
     DONE,
@@ -158,8 +161,14 @@ def unwrap(argv: tuple[Word, ...]) -> Unwrapped:
         if not argv:
             break
         name, args = program(argv[0]), argv[1:]
+        if argv[0].text.startswith("/etc/init.d/"):
+            break  # a service script (`/etc/init.d/ssh stop`), whatever its name
         if name in _PREFIXES:
-            argv = _prefix_rest(name, args)
+            rest = _prefix_rest(name, args)
+            if not rest and name in {"sudo", "doas"} and any(a.text in {"-s", "-i", "--shell", "--login"} for a in args):
+                out.stdin, out.argv = "shell", argv  # a root shell that reads its commands from stdin
+                return out
+            argv = rest
         elif name == "command":
             argv = () if args[:1] and args[0].text in {"-v", "-V"} else args[skip_options(args, frozenset()) :]
         elif (step := _step(name, args, out)) is not None:
@@ -177,7 +186,19 @@ def unwrap(argv: tuple[Word, ...]) -> Unwrapped:
         else:
             break
     out.argv = argv
+    if argv and (reads := _stdin_reader(program(argv[0]), argv[1:])) is not None:
+        out.stdin = reads
     return out
+
+
+def _stdin_reader(name: str, args: tuple[Word, ...]) -> Literal["shell", "cron"] | None:
+    """`at now`, `batch` and `crontab -` run what they read on stdin (unless given a file, or asked to list)."""
+    texts = [a.text for a in args]
+    if name in {"at", "batch"} and not any(t.startswith(("-f", "-l", "-d", "-r", "-c", "-q")) for t in texts):
+        return "shell"
+    if name == "crontab" and texts[-1:] == ["-"]:
+        return "cron"
+    return None
 
 
 def _step(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...] | None:
@@ -229,7 +250,10 @@ def _su(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
         return DONE
     # runuser -u USER CMD runs CMD; `su USER` and `runuser USER` open an interactive shell
     as_user = name == "runuser" and any(a.text in {"-u", "--user"} for a in args)
-    return args[skip_options(args, _VALUE_OPTIONS[name]) :] if as_user else ()
+    if as_user:
+        return args[skip_options(args, _VALUE_OPTIONS[name]) :]
+    out.stdin, out.argv = "shell", (Word(name), *args)  # the shell it opens reads stdin: `su <<< CMD`
+    return DONE
 
 
 def _ssh(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:

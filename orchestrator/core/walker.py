@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
 from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
 from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
-from orchestrator.core.risk.filesystem import FIND_DELETERS, find_parts
+from orchestrator.core.risk.filesystem import FIND_DELETERS, find_delete_severity, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
+    ASSIGNMENT,
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
     Collector,
@@ -31,6 +32,7 @@ from orchestrator.core.shell_parse import (
     desugar,
     fallback_pipelines,
     has_words,
+    substitutions,
     try_bashlex,
 )
 from orchestrator.core.unwrap import unwrap
@@ -52,6 +54,11 @@ _SPELL_OUT = "Name the program literally (or put the command itself in the job) 
 _EXPANSION = re.compile(r"\$[A-Za-z_{(@*0-9]|`")
 _NAMED_PROGRAM = re.compile(r"\$\{?\w+\}?/[^$`]+|(?:\$\(|`)\s*(?:which|command\s+-v|type\s+-[pP])\s+[\w.+-]+\s*[)`]")
 _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
+_SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
+_MAX_VALUES = 16
+# A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
+_CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
 
 
 class Hit(NamedTuple):
@@ -112,6 +119,22 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
+def _forms(words: tuple[Word, ...], argv: tuple[Word, ...]) -> tuple[str, ...]:
+    """A simple command as written, as unwrapped, and with the program named without its path
+    (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`)."""
+    forms = [" ".join(w.text for w in words)]
+    if argv:
+        forms.append(" ".join(w.text for w in argv))
+        if "/" in argv[0].text and not argv[0].dynamic:
+            forms.append(" ".join([program(argv[0]), *(w.text for w in argv[1:])]))
+    return tuple(dict.fromkeys(forms))
+
+
+def _written_in(word: Word, name: str, value: Word) -> Word:
+    text = re.sub(r"\$(?:\{" + name + r"\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
+    return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
+
+
 def _computed_script(word: Word, runner: str) -> Risk:
     """A script read by a shell whose name is only known at run time: the output of a tool printing
     its shell setup (`source <(kubectl completion bash)`) is info; anything else fails closed."""
@@ -156,7 +179,11 @@ class Walk:
     def __init__(self, working_dir: str | None) -> None:
         self.findings: list[Hit] = []
         self.suggestions: list[str] = []
-        self.lines: list[str] = []
+        self.commands_seen: list[tuple[str, ...]] = []  # each simple command in the forms it can be written
+        self.complete = True  # False once a cap left commands unwalked
+        self.variables: dict[str, list[Word]] = {}  # assigned in the command itself: `X=/; rm -rf $X`
+        self.written: dict[str, str] = {}  # files the command writes with literal text: path -> text
+        self.downloaded: dict[str, str] = {}  # files it downloads: path -> the downloader
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
@@ -183,6 +210,7 @@ class Walk:
     def script(self, text: str, depth: int, origin: str | None = None) -> None:
         if depth > _MAX_DEPTH:
             # Fail closed: what runs at the inner levels is unknown, so it holds like a destructive command.
+            self.complete = False
             self.add(
                 Risk(
                     "unparseable",
@@ -254,7 +282,10 @@ class Walk:
             )
         self.add(risk, text)
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
-        return fallback_pipelines(text), bombs, []
+        pipelines = fallback_pipelines(text)
+        # The tokenizer keeps `$(...)` inside its words: read them as the parser would have.
+        subs = [sub for p in pipelines for c in p if c for w in c.words if w.dynamic for sub in substitutions(w.text)]
+        return pipelines, bombs, [": " + " ".join(subs)] if subs else []
 
     def pipeline(self, stages: Pipeline, depth: int) -> None:
         upstream = _Upstream()
@@ -263,25 +294,62 @@ class Walk:
                 continue
             self.commands += 1
             if self.commands > MAX_COMMANDS:
-                if self.commands == MAX_COMMANDS + 1:
+                if self.complete or self.commands == MAX_COMMANDS + 1:
+                    # Fail closed: the commands past the cap are unknown, so they hold like a destructive one.
+                    self.complete = False
                     self.add(
                         Risk(
                             "unparseable",
-                            "warning",
-                            f"Command has more than {MAX_COMMANDS} simple commands; the rest was not analyzed",
+                            "critical",
+                            f"Command has more than {MAX_COMMANDS} simple commands; the rest cannot be checked - requires approval",
                             (_SIMPLIFY,),
                         ),
                         stage.text,
                     )
                 return
+            words = self.substitute(stage.words)
+            before = self.assign(stage)
+            stage = replace(stage, words=words)
             unwrapped = unwrap(stage.words) if stage.words else None
             self.simple(stage, unwrapped, upstream, depth)
+            if before is not None:  # `X=/ cmd`: X is cmd's alone
+                self.variables = before
             if unwrapped is not None:
                 if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
                     self.cwd = _cd_target(unwrapped.argv, self.cwd)
                 upstream.stages.append((stage, unwrapped))
                 upstream.programs.update(program(w) for w in unwrapped.argv[:1])
             upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+
+    def assign(self, stage: SimpleCommand) -> dict[str, list[Word]] | None:
+        """Record the variables a stage sets; the variables to restore after it when they were
+        only its own (`X=/ cmd`). `export`/`declare`/`local`/`readonly` set them too."""
+        words = stage.words
+        setters = words[1:] if words and words[0].text in _SETTERS else ()
+        given = [*stage.assignments, *(w for w in setters if ASSIGNMENT.match(w.text))]
+        if not given:
+            return None
+        before = dict(self.variables) if words and not setters else None
+        new: dict[str, list[Word]] = {}
+        for word in given:
+            name, _, value = word.text.partition("=")
+            new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
+        for name, values in new.items():
+            self.variables[name] = [v for value in values for v in self.substitute((value,))][:_MAX_VALUES]
+        return before
+
+    def substitute(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        """Words with the variables the command assigned written in, one word per value."""
+        if not self.variables:
+            return words
+        out: list[Word] = []
+        for word in words:
+            names = [n for n in _VARIABLE.findall(word.text) if n in self.variables] if word.dynamic else []
+            variants = [word]
+            for name in dict.fromkeys(names):
+                variants = [_written_in(v, name, value) for v in variants for value in self.variables[name]][:_MAX_VALUES]
+            out.extend(variants)
+        return tuple(out)
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         for redirect in stage.redirects:
@@ -290,14 +358,19 @@ class Walk:
                     self.add(risk, stage.text)
         if unwrapped is None:
             return
+        self.remember_writes(stage, unwrapped, upstream)
         if stage.words:
-            line = " ".join(w.text for w in stage.words)
-            self.lines.append(line)
-            if unwrapped.argv and unwrapped.argv != stage.words:
-                self.lines.append(" ".join(w.text for w in unwrapped.argv))
-        for word in unwrapped.code_files:
+            self.commands_seen.append(_forms(stage.words, unwrapped.argv))
+        head = unwrapped.argv[:1]
+        files = [*unwrapped.code_files, *(head if head and self.file_key(head[0]) in self.written.keys() | self.downloaded.keys() else ())]
+        for word in files:
             runner = f"'{program(unwrapped.argv[0]) if unwrapped.argv else 'source'}'"
-            if downloads := sorted(word.substituted & DOWNLOADERS):
+            key = self.file_key(word)
+            if key in self.downloaded:
+                self.add(remote_risk(self.downloaded[key], runner), stage.text)
+            elif key in self.written:
+                self.script(self.written[key], depth + 1, stage.text)
+            elif downloads := sorted(word.substituted & DOWNLOADERS):
                 self.add(remote_risk(downloads[0], runner), stage.text)
             elif word.dynamic and _EXPANSION.search(word.text) and not _NAMED_PROGRAM.fullmatch(word.text):
                 self.add(_computed_script(word, runner), stage.text)
@@ -314,6 +387,42 @@ class Walk:
         if argv:
             self.invocation(stage, unwrapped, upstream, depth)
         self.stdin(stage, unwrapped, upstream, depth)
+
+    def file_key(self, word: Word) -> str | None:
+        if word.dynamic or not word.text:
+            return None
+        path = word.text if word.text.startswith("/") or self.cwd is None else posixpath.join(self.cwd, word.text)
+        return posixpath.normpath(path)
+
+    def remember_writes(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream) -> None:
+        """Files this command writes, so a later `bash FILE` is read as what was written:
+        literal text from echo/printf, or a download (curl -o, wget -O, `curl URL > FILE`)."""
+        argv = unwrapped.argv
+        if not argv:
+            return
+        targets = [r.target for r in stage.redirects if r.op in {">", ">>", ">|", "&>"} and r.target]
+        name = program(argv[0])
+        if name in DOWNLOADERS:
+            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in {"-o", "--output", "-O", "--output-document"}]
+            given += [Word(w.text.split("=", 1)[1]) for w in argv if w.text.startswith(("--output=", "--output-document="))]
+            for word in [*given, *(Word(t) for t in targets)]:
+                if (key := self.file_key(word)) is not None:
+                    self.downloaded[key] = name
+            return
+        if name == "tee":
+            targets += [w.text for w in argv[1:] if not w.text.startswith("-")]
+            text = _literal_stages(upstream.stages) if upstream.stages else None
+        else:
+            text = _literal_stages([(stage, unwrapped)])
+        for target in targets:
+            if (key := self.file_key(Word(target))) is not None:
+                self.downloaded.pop(key, None)
+                if text is None:
+                    self.written.pop(key, None)
+                elif key in self.written and any(r.op == ">>" and r.target == target for r in stage.redirects):
+                    self.written[key] = f"{self.written[key]}\n{text}"
+                else:
+                    self.written[key] = text
 
     def nested(self, word: Word, stage: SimpleCommand, depth: int, runner: str) -> None:
         """Shell text handed to a shell or to eval: parse it, or report it as hidden when computed."""
@@ -410,6 +519,8 @@ class Walk:
             return
         if mode == "shell":
             self.script(body, depth + 1, stage.text)
+        elif mode == "cron":
+            self.script("\n".join(_CRON_LINE.sub("", line) for line in body.splitlines() if line.strip()), depth + 1, stage.text)
         elif mode == "code":
             self.code(unwrapped.language, body, depth + 1, stage.text)
         elif mode == "sql":
@@ -426,10 +537,15 @@ class Walk:
         feeder = upstream.feeder
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()
+        source = upstream.stages[0][1].argv if upstream.stages else ()
+        if unwrapped.via_xargs and not roots and source and program(source[0]) == "ls":  # `ls /etc | ... | xargs rm`
+            listed = tuple(w for w in source[1:] if not w.text.startswith("-"))
+            roots = listed if listed and find_delete_severity(listed, self.cwd) == "critical" else ()
         stdin_fed = feeder is not None or any(r.body is not None or r.op == "<" for r in stage.redirects)
         via_xargs = unwrapped.via_xargs
-        if via_xargs and upstream.stages and (literal := _literal_stages(upstream.stages)) is not None:
-            argv, via_xargs = _fill_xargs(argv, literal), False
+        fed_text = _literal_stages(upstream.stages) if upstream.stages else _heredoc(stage)
+        if via_xargs and fed_text is not None:
+            argv, via_xargs = _fill_xargs(argv, fed_text), False
         for risk in command_risks(Invocation(argv, via_xargs, roots, self.cwd, stdin_fed)):
             self.add(risk, stage.text)
         if program(head) == "find" and depth < _MAX_DEPTH:

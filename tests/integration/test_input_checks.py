@@ -83,6 +83,18 @@ async def test_the_api_refuses_at_submit_what_the_analysis_would_reject(stack: S
     assert await stack.client.bus.last_seq(subject="nexus.evt.pipeline.>") == 0
 
 
+async def test_validate_says_invalid_what_submit_refuses(stack: Stack) -> None:
+    """A command too long to publish, or with a lone surrogate escape, is invalid with a reason
+    that says so, at `nexus validate` as at submit (a review found `valid`, then a failed publish)."""
+    status, out, err = await stack.nexus("validate", "--", "echo " + "x" * 70_000)
+    assert status == 1 and b"a job's command may be at most 65,536" in out + err, out + err
+    async with serve_api(stack.client) as http:
+        for path in ("/api/v1/jobs/validate", "/api/v1/jobs"):
+            resp = await http.post(path, content=b'{"command": "echo \\ud800"}', headers={"content-type": "application/json"})
+            assert_problem(resp, 400, "invalid-body", "lone UTF-16 surrogate")
+    assert await stack.client.bus.last_seq(subject="nexus.evt.job.>") == 0
+
+
 async def test_the_api_refuses_a_chosen_job_id_shaped_like_a_pipeline_step_s(stack: Stack) -> None:
     """Stored first, such a job would count for the step when the orchestrator asks for it."""
     async with serve_api(stack.client) as http:

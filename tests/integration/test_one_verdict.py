@@ -131,3 +131,42 @@ async def test_the_orchestrator_the_cli_and_the_api_reach_the_same_verdict(stack
     assert answers["deny-listed"]["orchestrator"]["denied"] == "no filesystems made by jobs"
     assert answers["unknown user"]["orchestrator"]["denied"] == "user 'mallory' may not submit jobs"
     assert answers["harmless"]["orchestrator"] == {"denied": None, "approval": False, "severity": None}
+
+
+EVASION_POLICY = """\
+approval_severity: warning
+deny:
+  - pattern: '^uname'
+"""
+
+
+@pytest.mark.timeout(240)
+async def test_evasions_a_review_ran_live_are_held_refused_or_invalid(stack: Stack, tmp_path: Path) -> None:
+    """A review's live runs (2026-12): a nested `bash -c` joined from quoted pieces ran `git reset
+    --hard` on a production node without approval; `{uname,-a}` slipped past `^uname`; a command
+    with a syntax error was called valid. Now: held, refused, and invalid at validate and submit."""
+    policy_file, token_file = tmp_path / "policy.yaml", tmp_path / "tokens.toml"
+    policy_file.write_text(EVASION_POLICY)
+    token_file.write_text(TOKEN_FILE)
+    await _orchestrator_with(stack, policy_file)
+    await stack.start_agent("prod-1", labels={"env": "prod"})
+    headers = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    nested = """bash -c 'bash -c "git reset --hard"'\"\""""
+    async with _api(stack, token_file, policy_file) as api:
+        created = await api.post("/api/v1/jobs", json={"command": nested, "nodeId": "prod-1"}, headers=headers)
+        assert created.status_code == 201, created.text
+        assert await _orchestrators_answer(stack, created.json()["jobId"]) == {"denied": None, "approval": True, "severity": "critical"}
+
+        created = await api.post("/api/v1/jobs", json={"command": "{uname,-a}", "nodeId": "prod-1"}, headers=headers)
+        assert created.status_code == 201, created.text
+        assert (await _orchestrators_answer(stack, created.json()["jobId"]))["denied"] == "command matches deny rule '^uname'"
+
+        broken = {"command": 'echo "hello', "nodeId": "prod-1"}
+        said = (await api.post("/api/v1/jobs/validate", json=broken, headers=headers)).json()
+        assert said["valid"] is False and said["invalid"].startswith("the command is not valid bash syntax"), said
+        refused = await api.post("/api/v1/jobs", json=broken, headers=headers)
+        assert refused.status_code == 422 and "invalid-command" in refused.text and "not valid bash syntax" in refused.text, refused.text
+
+    code, out, err = await stack.nexus("validate", "--json", "--policy", str(policy_file), "--", 'echo "hello')
+    assert code == 1, err
+    assert json.loads(out)["valid"] is False

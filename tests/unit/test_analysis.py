@@ -333,13 +333,16 @@ def test_unterminated_parameter_expansion_does_not_hang_bashlex() -> None:
 
 
 def test_a_failure_inside_the_analysis_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.core import walker
+    from orchestrator.core import analysis, walker
 
     def broken(self: object, command: str, tool: str) -> None:
         raise RecursionError
 
     monkeypatch.setattr(walker.Walk, "start", broken)
-    result = analyze("ls")
+    try:
+        result = analyze("ls")
+    finally:
+        analysis._analyze.cache_clear()  # the failure must not stay cached for later callers of analyze("ls")
     assert result.severity == "critical"
     assert [f.type for f in result.findings] == ["analysis_error"]
 

@@ -46,3 +46,61 @@ def test_allow_rules_still_refuse_anything_else(command: str) -> None:
 
 def test_normalised_commands_list_each_form() -> None:
     assert normalised_commands("sudo sh -c 'shutdown -h now'") == ["sudo sh -c shutdown -h now", "shutdown -h now"]
+
+
+_DENY_UNAME = Policy(deny=[Rule(pattern=r"^uname"), Rule(pattern=r"^shutdown")])
+_TOO_MANY = "true; " * 4001
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "/bin/uname -a",
+        "{uname,-a}",
+        "/sbin/shutdown -h now",
+        "sudo /sbin/shutdown -h now",
+        "{shutdown,-h,now}",
+        "bash -c 'bash -c '\"'\"'uname'\"'\"''",
+        "bash -c 'bash -c \"uname\"'\"\"",
+    ],
+)
+def test_deny_rules_see_paths_braces_and_nested_quoting(command: str) -> None:
+    assert _DENY_UNAME.denial(command, "bash", [None]) is not None
+
+
+def test_a_command_too_large_to_read_whole_is_refused_when_rules_apply() -> None:
+    assert "too large" in (_DENY_UNAME.denial(_TOO_MANY + "uname -a", "bash", [None]) or "")
+    assert "too large" in (_ALLOW_APP.denial(_TOO_MANY + "systemctl restart app", "bash", [None]) or "")
+    assert Policy().denial(_TOO_MANY + "uname -a", "bash", [None]) is None  # no rules: the analysis holds it
+
+
+_ALLOW_LIST = Policy(allow=[Rule(pattern=r"^(echo|ls|df|cat /var/log/.*)( .*)?$")])
+_ALLOW_DOCS = Policy(allow=[Rule(pattern=r"^(systemctl (status|restart) app|/opt/app/bin/.*)$")])
+
+
+@pytest.mark.parametrize(
+    ("policy", "command"),
+    [
+        (_ALLOW_LIST, "id"),
+        (_ALLOW_LIST, "echo hi; id"),
+        (_ALLOW_LIST, "echo hi && cat /etc/shadow"),
+        (_ALLOW_LIST, "echo $(id)"),
+        (_ALLOW_LIST, "ls | sh"),
+        (_ALLOW_DOCS, "/opt/app/bin/x; cat /etc/shadow"),
+    ],
+)
+def test_an_allow_list_needs_every_simple_command_to_match(policy: Policy, command: str) -> None:
+    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+
+
+@pytest.mark.parametrize(
+    ("policy", "command"),
+    [
+        (_ALLOW_LIST, "echo hi; ls -la"),
+        (_ALLOW_LIST, "df -h | cat /var/log/syslog"),
+        (_ALLOW_DOCS, "/opt/app/bin/deploy --now"),
+        (_ALLOW_DOCS, "systemctl status app && systemctl restart app"),
+    ],
+)
+def test_an_allow_list_passes_commands_made_only_of_allowed_ones(policy: Policy, command: str) -> None:
+    assert policy.denial(command, "bash", [None]) is None

@@ -50,7 +50,7 @@ def test_only_the_judge_reaches_the_analysis_and_the_approval_rule() -> None:
     the deny/allow or approval rule, or checks who may submit, other than through `judge`."""
     own = {"orchestrator.core.judge"}
     allowed = {
-        "orchestrator.core.analysis": own | {"orchestrator.core.policy"},  # policy: normalised_commands for its rules
+        "orchestrator.core.analysis": own | {"orchestrator.core.policy"},  # policy: normalised for its rules
         "orchestrator.core.walker": {"orchestrator.core.analysis"},
     }
     for module in sources():
@@ -59,9 +59,9 @@ def test_only_the_judge_reaches_the_analysis_and_the_approval_rule() -> None:
         for target, who in allowed.items():
             if target in imports(module):
                 assert module in who, f"{module} imports {target}: phase 1 must go through orchestrator.core.judge"
-        if module in own | {"orchestrator.core.policy"}:
+        if module in own | {"orchestrator.core.policy", "orchestrator.core.analysis"}:
             continue
-        rules = _calls(module) & {"analyze", "admit", "needs_approval", "denial", "may_submit", "normalised_commands"}
+        rules = _calls(module) & {"analyze", "admit", "needs_approval", "denial", "may_submit", "normalised_commands", "normalised"}
         assert not rules, f"{module} calls {sorted(rules)}: only orchestrator.core.judge may"
 
 
@@ -146,6 +146,15 @@ def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
         ({"command": "true", "env": {"A\x00": "2"}}, "env name 'A\\x00' holds a NUL byte"),
         ({"command": "true", "env": {"A": "x\x00y"}}, "the value of env 'A' holds a NUL byte"),
         ({"command": "true", "job_id": "j1", "after": ["j0", "j1"]}, "the job waits for itself"),
+        ({"command": "echo " + "x" * 70_000}, "the command is 70,005 characters long; a job's command may be at most 65,536"),
+        ({"command": 'echo "hello'}, "the command is not valid bash syntax: unexpected EOF while looking for matching"),
+        ({"command": "if true; then echo x"}, "the command is not valid bash syntax: the command ends too early"),
+        ({"command": "for i in 1 2; do echo $i"}, "the command is not valid bash syntax: the command ends too early"),
+        ({"command": "echo )"}, "the command is not valid bash syntax: syntax error near unexpected token ')'"),
+        ({"command": "ls |"}, "the command is not valid bash syntax: the command ends too early"),
+        ({"command": "&& ls"}, "the command is not valid bash syntax: syntax error near unexpected token '&&'"),
+        ({"command": "ls", "tool": "sh", "tests": [CommandTest(command="test -f 'x")]}, "a test command is not valid bash syntax"),
+        ({"command": "fi", "tool": "sh"}, "the command is not valid sh syntax: syntax error near unexpected token 'fi'"),
     ],
 )
 def test_a_request_that_can_never_run_is_invalid_whatever_the_policy_says(fields: dict[str, object], said: str) -> None:
@@ -162,6 +171,27 @@ def test_what_a_process_can_be_given_stays_valid() -> None:
     env = {"BASH_FUNC_greet%%": "() { rm -rf /; }", "lower.dot": "1", "EMPTY": "", "_": "x=y"}
     found = judge(Submission(command="greet # a comment", env=env, job_id="j1", after=["j0"]), Policy(), FLEET)
     assert found.invalid is None and found.severity == "critical"  # judged as usual: the exported function is code
+
+
+@pytest.mark.parametrize(
+    ("command", "tool"),
+    [
+        ("ls", "bash"),
+        ("grep -r TODO .", "bash"),
+        ('echo "rm -rf /"', "bash"),
+        ("git status", "bash"),
+        ("df -h", "bash"),
+        ("systemctl status sshd", "bash"),
+        ("ls \\", "bash"),  # a trailing backslash is a literal one
+        ("cat <<EOF\nno end", "bash"),  # bash warns and runs it
+        ("case $x in a) echo 'a)';; esac", "bash"),
+        ("[[ $x =~ ^(a|b)$ ]] && echo y", "bash"),
+        ("for ((i=0; i<3; i++)); do echo $i; done", "bash"),
+        ("() { echo anonymous; }", "zsh"),  # zsh grammar (an anonymous function): not checked as bash
+    ],
+)
+def test_valid_shell_text_is_not_called_a_syntax_error(command: str, tool: str) -> None:
+    assert judge(Submission(command=command, tool=tool, user="ann"), Policy(), None).invalid is None
 
 
 # ---------------------------------------------------------------- what runs

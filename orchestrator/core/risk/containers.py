@@ -2,7 +2,7 @@
 
 Critical: `system prune` (any form: it removes stopped containers, unused networks and images,
 and with `--volumes` data), `volume prune`, `volume rm`, `compose down -v/--volumes` and
-`compose rm -v`. Warning: `image/container/network/builder prune`, `rm -f`, `rmi -f`,
+`compose rm -v`, `system reset`. Warning: `image/container/network/builder prune`, `rm -f`, `rmi -f`,
 `compose down --rmi all`, `swarm leave --force`, `stack rm`, `service rm`.
 Safe: `system df`, `compose down` alone (containers are rebuilt from the file), `--help`.
 Commands run inside a container (`docker exec`) are unwrapped and checked as themselves.
@@ -32,6 +32,7 @@ _HELP = ("--help", "-h")
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
+    Rule("containers.system-reset", _DOCKER, ("system", "reset"), "critical", "deletes every container, image, volume and network of the engine", unless=_HELP),
     Rule("containers.system-prune", _DOCKER, ("system", "prune"), "critical", "deletes stopped containers, unused images and networks (and volumes with --volumes)", unless=_HELP, suggestion=_DF),
     Rule("containers.volume-prune", _DOCKER, ("volume", "prune"), "critical", "deletes every volume no container uses, with its data", unless=_HELP, suggestion="List them first: docker volume ls -f dangling=true"),
     Rule("containers.volume-rm", _DOCKER, ("volume", "rm|remove"), "critical", "deletes a volume and its data", unless=_HELP, suggestion=_BACKUP_VOLUME),

@@ -8,7 +8,10 @@ Recursive delete (`rm -r`, `find -delete`, `srm -r`) by path class (`risk.paths`
 Non-recursive `rm`/`unlink` is critical on files the node cannot boot or log in without
 (`/etc/passwd`, `/boot/...`, `/usr/bin/...`, `/etc/*`), a warning on other system files.
 `shred`/`srm`/`wipe` destroy beyond recovery: critical. `mv` of root, home or system paths,
-or anything moved onto /dev/null: critical. `rsync --delete` and `rclone sync/purge/delete`:
+or anything moved onto /dev/null: critical (also `mv /usr/bin/* DIR`). A vital file replaced
+by a device (`cp /dev/null /etc/passwd`, `install ... /dev/null F`, `ln -sf X /etc/passwd`) or
+emptied by `sed -i` with a delete command: critical; copied over from another file: a warning.
+`tar -c` with a block device as the archive: critical. `rsync --delete` and `rclone sync/purge/delete`:
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
 """
 
@@ -37,7 +40,7 @@ RECURSIVE_DELETE: dict[PathKind, Severity] = {
     "scratch": "info",
     "build": "info",
 }
-_VITAL = re.compile(
+VITAL = re.compile(
     r"^/(?:etc/(?:passwd|shadow|group|gshadow|sudoers|fstab|crypttab|ssh/sshd_config|pam\.d/.*|sudoers\.d)"
     r"|boot/.+|s?bin/.+|usr/s?bin/.+|lib(?:32|64)?/.+|usr/lib(?:32|64)?/[^/]+\.so[.\d]*|etc)$"
 )
@@ -95,7 +98,7 @@ def delete_risk(flag: str, targets: list[Word], cwd: str | None, recursive: bool
         found = place(target, cwd)
         if recursive:
             rated: Severity | None = RECURSIVE_DELETE[found.kind]
-        elif _VITAL.match(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
+        elif VITAL.match(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
             rated = "critical"
         else:
             rated = "warning" if found.kind == "root" or (found.kind == "system" and is_top_level(found)) else None
@@ -243,7 +246,9 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
         ]
     for src in sources:
         found = place(src, inv.cwd)
-        if (found.kind in {"root", "home"} or (found.kind == "system" and is_top_level(found))) and not src.text.endswith("*"):
+        if (found.kind in {"root", "home"} or (found.kind == "system" and is_top_level(found))) and (
+            not src.text.endswith("*") or _OS_TREE.match(found.path)
+        ):
             return [
                 Risk(
                     "destructive_command",
@@ -252,6 +257,82 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
                     (f"Copy it instead (cp -a {found.path} ...) and remove the original once the copy is checked",),
                 )
             ]
+    return None
+
+
+_OS_TREE = re.compile(r"^/(?:etc|boot|s?bin|lib(?:32|64)?|usr(?:/s?bin|/lib(?:32|64)?)?)$")
+_INSTALL = tool("install", values="-m --mode -o --owner -g --group -t --target-directory -S --suffix")
+_SED_DELETE = re.compile(r"(?:^|[;}\s/$\d])d\s*$")
+
+
+def _replaced(verb: str, target: Word, source: str, cwd: str | None) -> list[Risk] | None:
+    """A vital file replaced: by a device (emptied for good) is critical, by another file a warning."""
+    found = place(target, cwd)
+    if not VITAL.match(found.path) or found.path == "/etc":
+        return None
+    if source.startswith("/dev/"):
+        return [Risk("destructive_command", "critical", f"Command '{verb}' replaces '{found.path}' with {source}, a file the system needs to boot or log in - requires approval")]
+    return [
+        Risk(
+            "destructive_command",
+            "warning",
+            f"Command '{verb}' replaces '{found.path}', a file the system needs to boot or log in - review before running",
+            (f"Back it up first (cp -a {found.path} {found.path}.bak) and check the new file before it goes in place",),
+        )
+    ]
+
+
+def copy_risks(inv: Invocation) -> list[Risk] | None:
+    """`cp`/`install`/`ln -f` onto a vital file."""
+    name = inv.name
+    if name == "ln" and not (has_flag(inv.args, "-f") or "--force" in inv.args):
+        return None
+    words = positionals(inv.args, _INSTALL) if name == "install" else [a for a in inv.args if not a.startswith("-")]
+    if len(words) < 2:
+        return None
+    return _replaced(name, Word(words[-1]), "/dev/" if name == "ln" and words[0].startswith("/dev/") else words[0], inv.cwd)
+
+
+def sed_risks(inv: Invocation) -> list[Risk] | None:
+    """`sed -i` whose script deletes lines of a vital file (`sed -i d /etc/passwd`, `'1,$d'`)."""
+    args = inv.args
+    if not any(a == "-i" or a.startswith(("-i", "--in-place")) or re.fullmatch(r"-[nErsuz]*i\S*", a) for a in args):
+        return None
+    words = [a for a in args if not a.startswith("-")]
+    script = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-e", "--expression"}), None)
+    files = words if script is not None else words[1:]
+    script = script if script is not None else (words[0] if words else "")
+    if not _SED_DELETE.search(script):
+        return None
+    for f in files:
+        found = place(Word(f), inv.cwd)
+        if VITAL.match(found.path) and found.path != "/etc":
+            return [Risk("destructive_command", "critical", f"Command 'sed -i {script}' deletes lines of '{found.path}', a file the system needs to boot or log in - requires approval",
+                         (f"Back it up first (cp -a {found.path} {found.path}.bak) and preview the edit without -i",))]
+    return None
+
+
+def tar_risks(inv: Invocation) -> list[Risk] | None:
+    """`tar -c` (or `-r`, `-u`) whose archive is a block device: the disk is overwritten."""
+    args = inv.args
+    if not args:
+        return None
+    archive = None
+    letters = ""
+    if re.fullmatch(r"[A-Za-z]+", args[0]):  # old style: `tar cf ARCHIVE ...`
+        letters = args[0]
+        archive = args[1] if "f" in letters and len(args) > 1 else None
+    for i, a in enumerate(args):
+        if a.startswith("--file="):
+            archive = a.split("=", 1)[1]
+        elif a == "--file" or (re.fullmatch(r"-[A-Za-z]*f", a) and i + 1 < len(args)):
+            archive = args[i + 1] if i + 1 < len(args) else None
+        if re.fullmatch(r"-[A-Za-z]+", a):
+            letters += a[1:]
+    writes = bool(set(letters) & set("cruA")) or any(a in {"--create", "--append", "--update", "--concatenate"} for a in args)
+    if writes and archive is not None and is_block_device(archive):
+        return [Risk("device_write", "critical", f"Command 'tar' writes its archive onto block device '{archive}', destroying its data - requires approval",
+                     (f"Double-check the target first with lsblk -f {archive}; write the archive to a file instead",))]
     return None
 
 
@@ -293,7 +374,7 @@ def truncate_risks(inv: Invocation) -> list[Risk] | None:
     files = [w for w in inv.argv[1:] if not w.text.startswith("-") and not re.fullmatch(r"[<>%/*+-]?\d+[KMGTPEkmgtpe]?[Bb]?", w.text)]
     for w in files:
         found = place(w, inv.cwd)
-        if _VITAL.match(found.path):
+        if VITAL.match(found.path):
             return [
                 Risk(
                     "destructive_command",
@@ -331,6 +412,11 @@ PACK = Pack(
         "mv": mv_risks,
         "rsync": rsync_risks,
         "truncate": truncate_risks,
+        "cp": copy_risks,
+        "install": copy_risks,
+        "ln": copy_risks,
+        "sed": sed_risks,
+        "tar": tar_risks,
         "tee": lambda inv: tee_risks(inv),
     },
 )
@@ -352,7 +438,7 @@ def redirect_risks(op: str, target: str, cwd: str | None) -> list[Risk]:
     if target == "/proc/sysrq-trigger":
         return [Risk("power", "critical", "Command writes to /proc/sysrq-trigger (can crash or reboot the node) - requires approval")]
     found = place(Word(target), cwd)
-    if op in {">", ">|", "&>"} and _VITAL.match(found.path) and found.path != "/etc":
+    if op in {">", ">|", "&>"} and VITAL.match(found.path) and found.path != "/etc":
         return [
             Risk(
                 "destructive_command",

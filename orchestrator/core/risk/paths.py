@@ -136,7 +136,7 @@ class Place:
     path: str  # the normalised path, for messages
 
 
-_HOME_VAR = re.compile(r"^(?:\$HOME|\$\{HOME\})(?=/|$)")
+_HOME_VAR = re.compile(r"^(?:\$HOME|\$\{HOME(?::?[-?=][^}]*)?\})(?=/|$)")  # `${HOME:?}` only guards it against being empty
 _TMP_VAR = re.compile(r"^(?:\$TMPDIR|\$\{TMPDIR(?::?[-=][^}]*)?\}|\$TMP|\$\{TMP\}|\$TEMP)(?=/|$)")
 _PWD_VAR = re.compile(r"^(?:\$PWD|\$\{PWD\}|\$\(pwd\)|`pwd`)(?=/|$)")
 _GUARDED = re.compile(r"^\$\{\w+:\?[^}]*\}(?=/|$)")

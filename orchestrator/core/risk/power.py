@@ -5,8 +5,10 @@ hibernate/rescue/emergency/soft-reboot, `isolate rescue.target`), `init 0/1/6`, 
 `loginctl poweroff/reboot`, `ipmitool chassis power off/cycle/reset`, writes to
 /proc/sysrq-trigger, `kill` of PID 1 or of every process (`kill -9 -1`), stopping, disabling or
 masking the units that carry remote access (ssh, sshd, networking, NetworkManager, ...).
+Also critical: killing those services' processes (`pkill sshd`, `killall -9 sshd`, `kill -9
+$(pgrep sshd)`) and every process of root (`pkill -u root`).
 Warning: stopping, disabling, masking or killing any other service (systemctl, service,
-/etc/init.d, rc-service, update-rc.d, chkconfig), `killall5`, `pkill -u root`.
+/etc/init.d, rc-service, update-rc.d, chkconfig), `killall5`, `pkill -u USER`.
 Safe: `shutdown -c` (cancels), `shutdown -k` (only warns), `reboot/halt --wtmp-only` (-w: only
 writes the record), `systemctl ... --when=cancel`, `--help`, `systemctl status/restart/reload`.
 """
@@ -14,6 +16,8 @@ writes the record), `systemctl ... --when=cancel`, `--help`, `systemctl status/r
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
 
 from __future__ import annotations
+
+import re
 
 from orchestrator.core.risk.table import Pack, Rule, has_flag, positionals, tool
 from orchestrator.core.risk_types import Invocation, Risk
@@ -130,8 +134,49 @@ def service_risks(inv: Invocation) -> list[Risk] | None:
     return []
 
 
+_PKILL = tool("pkill", "killall", values="-u --user -g -G -P -t -s -U -F --pidfile --signal -n --ns --nslist")
+_PROCESS_LOOKUP = re.compile(r"\$\((?:pgrep|pidof|pkill)\s+(?:-\S+\s+)*([\w@.-]+)")
+
+
+_GENTLE_SIGNALS = frozenset({"HUP", "1", "USR1", "10", "USR2", "12", "CONT", "18", "WINCH", "28", "0"})
+
+
+def _gentle(args: list[str]) -> bool:
+    """A signal that asks a daemon to reload or reopen its logs (`-HUP`, `-s USR1`), not to die."""
+    given = [args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-s", "-n", "--signal"}]
+    given += [a.split("=", 1)[1] for a in args if a.startswith("--signal=")]
+    given += [a[1:] for a in args if len(a) > 1 and a[0] == "-" and (a[1:].isdigit() or a[1:].isupper())]
+    return bool(given) and all(g.upper().removeprefix("SIG") in _GENTLE_SIGNALS for g in given)
+
+
+def _cuts_access(process: str) -> Risk:
+    return Risk(
+        "service_stop",
+        "critical",
+        f"Command kills '{process}', which can cut off remote access to the node - requires approval",
+        ("Use 'systemctl restart' instead, and keep a console session open",),
+    )
+
+
+def pkill_risks(inv: Invocation) -> list[Risk] | None:
+    args = inv.args
+    if inv.name == "pgrep" or _gentle(args):
+        return None
+    for name in positionals(args, _PKILL):
+        if name.removesuffix(":") in REMOTE_ACCESS_UNITS:
+            return [_cuts_access(name)]
+    users = [args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-u", "--user", "-U"}]
+    users += [a.split("=", 1)[1] for a in args if a.startswith("--user=")] + [a[2:] for a in args if re.fullmatch(r"-u\S+", a)]
+    if any(u in {"root", "0"} for u in ",".join(users).split(",")):
+        return [Risk("power", "critical", f"Command '{inv.line[:120]}' kills every process of root (sshd, the agent, ...) - requires approval", ("Name the processes to stop instead",))]
+    return None
+
+
 def kill_risks(inv: Invocation) -> list[Risk] | None:
     args = inv.args
+    for a in args:
+        if (m := _PROCESS_LOOKUP.search(a)) and m.group(1) in REMOTE_ACCESS_UNITS and not _gentle(args):
+            return [_cuts_access(m.group(1))]
     if args[:1] in (["-0"], ["-s", "0"], ["-n", "0"]) or args[:2] in (["-s", "0"], ["-n", "0"]) or "-l" in args:
         return None  # signal 0 only checks that the process exists
     if args[:1] in (["-s"], ["-n"]):
@@ -193,5 +238,7 @@ PACK = Pack(
         "update-rc.d": service_risks,
         "chkconfig": service_risks,
         "kill": kill_risks,
+        "pkill": pkill_risks,
+        "killall": pkill_risks,
     },
 )

