@@ -246,9 +246,22 @@ async def cancel(client: NexusClient, cmd: CancelJob) -> int:
     raise JobChanged(cmd.job_id)
 
 
+def held(history: Sequence[Record]) -> bool:
+    """Whether the job waits for a decision: its last hold is followed by no answer, no cancel
+    request and no end."""
+    kinds = [kind_of(r) for r in history]
+    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
+    if hold is None:
+        return False
+    after = history[hold + 1 :]
+    return not any(kind_of(r) in ("approved", "denied", "cancel_requested") or ends_job(r.event) for r in after)
+
+
 async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = None) -> int:
     """Publish `approved` or `denied` for a job whose last hold is unanswered; returns its sequence.
 
+    Held: a hold with no answer, no cancel request and no end after it (a job cancelled while
+    held is not waiting for anyone; a decision on it would only add a record that never counts).
     The message id names the hold's state (the job's last sequence), so a retried
     decision is stored once; the publish expects that state, so of two racing
     decisions one wins and the other gets JobChanged."""
@@ -256,9 +269,7 @@ async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = Non
     history = await client.history(cmd.job_id)
     if not history:
         raise NoSuchJob(cmd.job_id)
-    kinds = [kind_of(r) for r in history]
-    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
-    if hold is None or any(k in ("approved", "denied") for k in kinds[hold + 1 :]):
+    if not held(history):
         raise NotHeld(cmd.job_id)
     at = now or datetime.now(UTC)
     ev = JobApproved(ts=at, by=cmd.by, reason=cmd.reason) if cmd.decision == "approved" else JobDenied(ts=at, by=cmd.by, reason=cmd.reason)

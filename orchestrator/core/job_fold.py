@@ -15,6 +15,7 @@ from typing import assert_never
 from msgspec.structs import replace
 
 from orchestrator.core.views import JobStatus, JobView
+from schemas.codec import event_type
 from schemas.events import (
     JobAccepted,
     JobApprovalRequired,
@@ -77,6 +78,10 @@ def evolve_job(job: JobView | None, job_id: str, ev: JobEvent, ts: datetime, seq
 
 
 def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, ts: datetime, seq: int) -> Step:
+    if isinstance(ev, JobApproved | JobDenied) and job.status != S.APPROVAL_REQUIRED:
+        # Not waiting for one (cancelled, answered, never held): a record that never counts,
+        # so it stays out of the approvals and denials counted (metrics_analysis) and reads so.
+        return job, f"{event_type(ev)} of a job not waiting for approval ({job.status}), ignored"
     if isinstance(ev, Admission):
         return _admission(job, ev, ts), None
     if isinstance(ev, NodeFact):
@@ -170,14 +175,10 @@ def validated(job: JobView, ev: JobValidated, ts: datetime) -> JobView:
 
 
 def approved(job: JobView, ev: JobApproved) -> JobView:
-    if job.status != S.APPROVAL_REQUIRED:
-        return job
     return replace(job, status=S.APPROVED, approved_by=ev.by, reason=ev.reason)
 
 
 def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
-    if job.status != S.APPROVAL_REQUIRED:
-        return job
     return finish(job, S.DENIED, ts, f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
 
 

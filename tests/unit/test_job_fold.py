@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.views import ON_NODE, PLACEABLE, TERMINAL, JobStatus, JobView
-from schemas.events import JobEvent, JobRequested
+from schemas.events import JobApproved, JobDenied, JobEvent, JobRequested
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,3 +67,16 @@ def test_every_job_event_kind_folds_on_a_live_and_on_a_finished_job(kind: type[m
     done = msgspec.structs.replace(live, status=JobStatus.SUCCEEDED)
     after, _ = evolve_job(done, "j", ev, NOW, 3)  # type: ignore[arg-type]
     assert after is not None and after.terminal and after.last_seq == 3
+
+
+def test_a_decision_on_a_job_not_waiting_for_one_is_ignored_with_a_note() -> None:
+    """Review: an approval after a cancel changed nothing, yet its row had no note, so
+    metrics_analysis counted it among the approvals."""
+    job = JobView(job_id="j", status=JobStatus.CANCELLED, command="x", finished_at=NOW)
+    for ev in (JobApproved(by="bob"), JobDenied(by="bob")):
+        after, note = evolve_job(job, "j", ev, NOW, 9)
+        assert after is not None and after.status == JobStatus.CANCELLED and after.last_seq == 9
+        assert note is not None and "not waiting for approval (cancelled)" in note
+    held = JobView(job_id="j", status=JobStatus.APPROVAL_REQUIRED, command="x")
+    after, note = evolve_job(held, "j", JobApproved(by="bob"), NOW, 9)
+    assert note is None and after is not None and (after.status, after.approved_by) == (JobStatus.APPROVED, "bob")
