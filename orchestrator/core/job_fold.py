@@ -155,6 +155,8 @@ def _admission(job: JobView, ev: Admission, ts: datetime) -> JobView:
         case JobDenied():
             return denied(job, ev, ts)
         case JobRejected():
+            if ev.severity is not None or ev.warnings:  # what the analysis found before it refused
+                job = replace(job, severity=ev.severity, warnings=list(ev.warnings))
             return finish(job, S.REJECTED, ts, ev.reason)
         case JobQueued():
             return replace(job, status=S.QUEUED, reason=ev.reason, queued_at=job.queued_at or ts)

@@ -190,6 +190,6 @@ def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime
                 last_seq=seq,
             )
         case NodeLost():
-            return replace(view, status="lost", lost_at=ts, last_seq=seq)
+            return replace(view, status="lost", lost_at=ts, last_seen=ev.last_seen or view.last_seen, last_seq=seq)
         case _:
             assert_never(ev)

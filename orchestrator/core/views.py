@@ -168,4 +168,7 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     version: str = ""
     registered_at: datetime | None = None
     lost_at: datetime | None = None
+    last_seen: datetime | None = None
+    """The last heartbeat the orchestrator knew of when it found the node lost (`node.lost`): it
+    outlives the heartbeat itself, which the bucket drops after its TTL."""
     last_seq: int = 0

@@ -489,6 +489,7 @@ def test_node_registered_then_lost_then_back() -> None:
     a = f.apply(rec(2, subjects.node("n1", "lost"), NodeLost(ts=at(2), reason="no heartbeat", last_seen=at(1))))
     assert a.node is not None
     assert (a.node.status, a.node.lost_at, a.node.last_seq, a.node.tools) == ("lost", at(2), 2, ["bash"])
+    assert a.node.last_seen == at(1)  # the last heartbeat known outlives the heartbeat (review: "never")
     assert a.row.type == "node.lost"
 
     back = NodeRegistered(ts=at(3), tools=["bash", "git"], max_jobs=1)
