@@ -504,6 +504,14 @@ def test_node_registered_then_lost_then_back() -> None:
     )
 
 
+def test_a_node_lost_without_its_heartbeat_keeps_its_registration_as_the_last_sign() -> None:
+    # Review: after an orchestrator restart a lost node read "Last heartbeat: never".
+    f = Fold()
+    f.apply(rec(1, subjects.node("n1", "registered"), NodeRegistered(ts=at(1), tools=["bash"])))
+    a = f.apply(rec(2, subjects.node("n1", "lost"), NodeLost(ts=at(2), reason="no heartbeat")))
+    assert a.node is not None and a.node.last_seen == at(1)
+
+
 def test_node_lost_for_an_unseen_node_creates_a_lost_view() -> None:
     a = Fold().apply(rec(4, subjects.node("n7", "lost"), NodeLost(ts=at(4), reason="gone")))
     assert a.node == NodeView(node_id="n7", status="lost", lost_at=at(4), last_seq=4)

@@ -205,7 +205,8 @@ export function jobView({ main, session, onFeed }, jobId) {
 
   async function act(fn) {
     try {
-      msg.replaceChildren(h("p", {}, await fn()));
+      const said = await fn(); // a line of text, or a decision's answer already laid out
+      msg.replaceChildren(said instanceof Node ? said : h("p", {}, said));
     } catch (err) {
       msg.replaceChildren(errorBox(err));
     }
