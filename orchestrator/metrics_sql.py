@@ -16,7 +16,8 @@ Times are milliseconds; rates are 0..1; an empty phase reports zeros.
     metrics_analysis           analysis verdicts: job.validated events plus job.rejected with an analysis
                                code (invalid_request, permission_denied, policy_denied); failures are those rejections
                                and validations of severity critical; failures in the last hour;
-                               holds for approval, approvals, denials; mean/p95 of the analysis'
+                               holds for approval, approvals and denials that counted (not ignored, an
+                               approval not answered with a new hold); mean/p95 of the analysis'
                                own time (`duration_ms` of job.validated)
     metrics_analysis_findings  warning types in job.validated payloads (`warnings[].type`), by count
     metrics_coordination       queue depth (queued), pending (not on a node yet: requested, validated,
@@ -115,7 +116,12 @@ ORDER BY s.step_order
 ANALYSIS_REJECT_CODES = ("invalid_request", "permission_denied", "policy_denied")  # rejections decided by the analysis phase
 
 ANALYSIS = f"""
-WITH verdicts AS (
+WITH holds AS (
+  -- An approval the orchestrator answered with a new hold (the policy does not let its author approve) did not count.
+  SELECT type, lead(type) OVER (PARTITION BY job_id ORDER BY seq) AS next_type
+  FROM events WHERE type IN ('job.approved', 'job.approval_required') AND {_OK}
+),
+verdicts AS (
   SELECT ts,
          CASE WHEN type = 'job.validated' THEN TRY_CAST(try(json_extract(payload, '$.duration_ms')) AS DOUBLE) END AS ms,
          (type = 'job.rejected' OR try(json_extract_string(payload, '$.severity')) = 'critical') AS failed
@@ -127,7 +133,7 @@ SELECT count(*) AS total_validations,
        count(*) FILTER (WHERE failed) AS validation_failures,
        count(*) FILTER (WHERE failed AND ts >= now() - INTERVAL 1 HOUR) AS failures_last_hour,
        (SELECT count(*) FROM events WHERE type = 'job.approval_required' AND {_OK}) AS approvals_required,
-       (SELECT count(*) FROM events WHERE type = 'job.approved' AND {_OK}) AS approved,
+       (SELECT count(*) FROM holds WHERE type = 'job.approved' AND next_type IS DISTINCT FROM 'job.approval_required') AS approved,
        (SELECT count(*) FROM events WHERE type = 'job.denied' AND {_OK}) AS denied,
        {_z("avg(ms)")} AS avg_validation_ms,
        {_z("quantile_cont(ms, 0.95)")} AS p95_validation_ms

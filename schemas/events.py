@@ -100,11 +100,15 @@ class JobDenied(Envelope, frozen=True, kw_only=True, tag="job.denied"):
 
 
 class JobRejected(Envelope, frozen=True, kw_only=True, tag="job.rejected"):
-    """The job will not run. `code` is machine-readable, `reason` is for people."""
+    """The job will not run. `code` is machine-readable, `reason` is for people. A rejection by the
+    analysis phase (a deny rule, no node that can run it, ...) carries what the analysis found, as
+    `validated` would have: `severity` and `warnings` (empty when it found nothing or did not run)."""
 
     code: str
     reason: str
     raw: str | None = None
+    severity: Literal["info", "warning", "critical"] | None = None
+    warnings: list[Finding] = []
 
 
 class JobQueued(Envelope, frozen=True, kw_only=True, tag="job.queued"):

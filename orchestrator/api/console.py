@@ -5,6 +5,7 @@ client gets the same answers.
     GET  /api/v1/whoami                                   the caller's user and role (what to show)
     GET  /api/v1/feed                                     SSE: every job and pipeline event, live
     GET  /api/v1/approvals                                held jobs and pipeline steps at their gate
+    GET  /api/v1/jobs/:id/history                         a job's every event (its stream ends at its verdict)
     GET  /api/v1/pipelines                                pipelines, newest first
     POST /api/v1/pipelines/:id/steps/:step/approve|deny   answer a pipeline's approval gate
     GET  /api/v1/metrics/history                          the per-phase metrics as time series
@@ -29,7 +30,7 @@ from litestar.response import Stream
 from orchestrator.api.auth import RANK, identity_of, require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError
-from orchestrator.api.models import ID_PATTERN, DecisionRequest
+from orchestrator.api.models import DECISION_OUTCOME_DOC, ID_PATTERN, DecisionRequest
 from orchestrator.api.openapi import problems
 from orchestrator.app import console as console_app
 from orchestrator.app import pipelines as pipelines_app
@@ -62,11 +63,16 @@ class WhoAmI(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class StepDecisionRecorded(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    __doc__ = "The step's approval or denial is in the log. " + DECISION_OUTCOME_DOC
+
     pipeline_id: str
     step: str
     decision: Literal["approved", "denied"]
     by: str
     seq: int
+    outcome: Literal["acted", "refused", "pending"] = "pending"
+    status: str | None = None
+    reason: str | None = None
 
 
 @get("/api/v1/whoami", guards=[require("viewer")], summary="The caller's identity and role", responses=problems())
@@ -117,6 +123,16 @@ async def approvals(ctx: Ctx) -> console_app.Inbox:
     return await console_app.inbox(ctx.client)
 
 
+@get(
+    "/api/v1/jobs/{job_id:str}/history",
+    guards=[require("viewer")],
+    summary="A job's every event, after its end too (re-tests, rollbacks), as `nexus history` tells it",
+    responses=problems(404),
+)
+async def job_history(job_id: FromPath[str], ctx: Ctx) -> console_app.JobHistory:
+    return await console_app.job_history(ctx.client, job_id)
+
+
 @get("/api/v1/pipelines", guards=[require("viewer")], summary="Pipelines, newest first", responses=problems())
 async def list_pipelines(
     ctx: Ctx, limit: Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many.")] = 100
@@ -135,10 +151,15 @@ async def _decide_step(
     subjects.check_id(pid, "pipeline id")
     subjects.check_id(step, "step id")
     by = identity_of(request.scope).user
-    reason = data.reason if data else None
-    cmd = pipelines_app.DecideStep(pipeline_id=pid, step=step, decision=decision, by=by, reason=reason)
+    body = data or DecisionRequest()
+    cmd = pipelines_app.DecideStep(pipeline_id=pid, step=step, decision=decision, by=by, reason=body.reason)
     seq = await pipelines_app.decide_step(ctx.client, cmd)
-    return StepDecisionRecorded(pipeline_id=pid, step=step, decision=cmd.decision, by=by, seq=seq)
+    # The orchestrator may refuse the answer (its author is not among the gate's approvers): say so now.
+    answer = await pipelines_app.step_answer(ctx.client, cmd, seq, body.timeout_s)
+    return StepDecisionRecorded(
+        pipeline_id=pid, step=step, decision=decision, by=answer.by or by, seq=seq, outcome=answer.outcome, status=answer.status,
+        reason=answer.reason,
+    )  # fmt: skip
 
 
 @post(
@@ -184,4 +205,4 @@ async def history(
     return await metrics_history(ctx.client, parse_since(since), datetime.now(UTC), buckets)
 
 
-ROUTES = [whoami, feed, approvals, list_pipelines, approve_step, deny_step, history]
+ROUTES = [whoami, feed, approvals, job_history, list_pipelines, approve_step, deny_step, history]

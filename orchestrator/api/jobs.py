@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import types
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -273,9 +273,7 @@ async def cancel_job(
 async def approve_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
-    by = identity_of(request.scope).user
-    seq = await jobs_app.decide(ctx.client, DecideJob(job_id=job_id, decision="approved", by=by, reason=data.reason if data else None))
-    return DecisionRecorded(job_id=job_id, decision="approved", by=by, seq=seq)
+    return await _decide(ctx, request, job_id, "approved", data)
 
 
 @post(
@@ -288,9 +286,21 @@ async def approve_job(
 async def deny_job(
     job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DecisionRequest | None] = None
 ) -> DecisionRecorded:
+    return await _decide(ctx, request, job_id, "denied", data)
+
+
+async def _decide(
+    ctx: ApiContext, request: Request[Any, Any, Any], job_id: str, decision: Literal["approved", "denied"], data: DecisionRequest | None
+) -> DecisionRecorded:
+    """Store the decision, then wait (`timeoutSeconds`) for what the orchestrator made of it: the
+    caller learns a refusal (an approver the policy does not allow) from the answer, not later."""
     by = identity_of(request.scope).user
-    seq = await jobs_app.decide(ctx.client, DecideJob(job_id=job_id, decision="denied", by=by, reason=data.reason if data else None))
-    return DecisionRecorded(job_id=job_id, decision="denied", by=by, seq=seq)
+    body = data or DecisionRequest()
+    seq = await jobs_app.decide(ctx.client, DecideJob(job_id=job_id, decision=decision, by=by, reason=body.reason))
+    answer = await jobs_app.decision_answer(ctx.client, job_id, decision, seq, body.timeout_s)
+    return DecisionRecorded(
+        job_id=job_id, decision=decision, by=answer.by or by, seq=seq, outcome=answer.outcome, status=answer.status, reason=answer.reason
+    )
 
 
 ROUTES = [validate_job, create_job, rerun_job, list_jobs, get_job, cancel_job, approve_job, deny_job]

@@ -269,18 +269,28 @@ class CancelAccepted(_Out, frozen=True, kw_only=True):
 
 
 class DecisionRequest(_Body, frozen=True, kw_only=True):
-    """Why a held job is approved or denied, for the record."""
+    """Why a held job (or a step at its gate) is approved or denied, for the record; how long to
+    wait for the orchestrator's answer (0: do not wait, `outcome` is then `pending`)."""
 
     reason: Text | None = None
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = msgspec.field(default=10.0, name="timeoutSeconds")
+
+
+DECISION_OUTCOME_DOC = """`outcome`: what the orchestrator made of it (app.jobs.DecisionAnswer): `acted` (it counted:
+`status` is the job's or step's next state), `refused` (it does not count, the job or gate waits
+again: `reason` says why, e.g. who may approve), `pending` (stored, no answer within `timeoutSeconds`)."""
 
 
 class DecisionRecorded(_Out, frozen=True, kw_only=True):
-    """The approval or denial is in the log; the orchestrator acts on it (it may still refuse the approver)."""
+    __doc__ = "The approval or denial is in the log. " + DECISION_OUTCOME_DOC
 
     job_id: str
     decision: Literal["approved", "denied"]
     by: str
     seq: int
+    outcome: Literal["acted", "refused", "pending"] = "pending"
+    status: str | None = None
+    reason: str | None = None
 
 
 # JobOut is derived from the read model, so a field added to JobView shows here without a copy.

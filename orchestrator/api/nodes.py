@@ -25,7 +25,7 @@ from schemas import subjects
 from schemas.events import NodeHeartbeat
 from schemas.limits import MAX_LABELS, MAX_NAME_CHARS
 
-_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at FROM nodes"
+_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at, last_seen FROM nodes"
 
 
 async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
@@ -48,7 +48,8 @@ async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
             hostname=row["hostname"],
             version=row["version"],
             registered_at=msgspec.convert(row["registered_at"], datetime | None),
-            last_seen=hb.ts if hb else None,
+            # Its heartbeat, else the last one known when it was found lost (the bucket forgets it).
+            last_seen=hb.ts if hb else msgspec.convert(row["last_seen"], datetime | None),
         )
     for node_id, hb in beats.items():
         if node_id not in out:  # heard from, not registered by the orchestrator yet

@@ -5,6 +5,7 @@ through `orchestrator/api/console.py`); nothing here knows about HTTP.
     fleet_feed   every job and pipeline event from a log position on, live, as FeedItems
                  (the job's status after the event, so a list updates without a refetch)
     inbox        jobs held for approval and pipeline steps waiting at their gate
+    job_history  a job's every event, after its end too, as `nexus history` tells it
     pipelines    pipelines, newest first
 """
 
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from bus.port import EventBus
+from orchestrator.app.errors import NoSuchJob
 from orchestrator.app.narrate import narrate, status_after
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient
@@ -102,6 +104,8 @@ class HeldJob(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     warnings: list[dict[str, Any]]
     suggestions: list[str]
     requested_at: datetime | None
+    approvers: list[str] = []
+    """Who may approve, as the hold names them (empty: whoever the policy's roles allow)."""
 
 
 class HeldStep(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -112,6 +116,15 @@ class HeldStep(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     targets: list[str]
     requested_at: datetime | None
     deadline: datetime | None
+    approvers: list[str] = []
+    """Who may answer the gate, as it names them (empty: whoever the policy's roles allow)."""
+
+
+class _Hold(msgspec.Struct, frozen=True):
+    """The fields of a `job.approval_required` or `pipeline.approval_required` payload the inbox reads."""
+
+    approvers: list[str] = []
+    step: str | None = None
 
 
 class Inbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -121,20 +134,35 @@ class Inbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     steps: list[HeldStep]
 
 
+_HELD_JOBS = "SELECT job_id FROM jobs WHERE status = 'approval_required' AND NOT coalesce(cancel_requested, false)"
+_WAITING_STEPS = "SELECT pipeline_id FROM pipeline_steps WHERE status = 'waiting_approval'"
+
+
 async def inbox(client: NexusClient) -> Inbox:
-    """Jobs held for approval (oldest first) and pipeline steps waiting at their approval gate."""
-    jobs_q, steps_q = await asyncio.gather(
+    """Jobs held for approval (oldest first; one whose cancel is asked waits for nobody) and
+    pipeline steps waiting at their approval gate, each with who may approve (its last hold's
+    `approvers`)."""
+    jobs_q, steps_q, holds_q = await asyncio.gather(
         client.query(
             "SELECT job_id, command, requested_by, requested_node, labels, severity, warnings, suggestions, requested_at "
-            "FROM jobs WHERE status = 'approval_required' ORDER BY first_seq"
+            f"FROM jobs WHERE job_id IN ({_HELD_JOBS}) ORDER BY first_seq"
         ),
         client.query(
             "SELECT s.pipeline_id, p.name, s.step_id, s.nodes, s.approval_requested_at, s.approval_deadline, p.spec "
             "FROM pipeline_steps AS s JOIN pipelines AS p USING (pipeline_id) "
             "WHERE s.status = 'waiting_approval' ORDER BY s.approval_requested_at"
         ),
+        client.query(
+            "SELECT coalesce(job_id, pipeline_id) AS id, payload FROM events WHERE error IS NULL AND ("
+            f"(type = 'job.approval_required' AND job_id IN ({_HELD_JOBS})) OR "
+            f"(type = 'pipeline.approval_required' AND pipeline_id IN ({_WAITING_STEPS}))) ORDER BY seq"
+        ),
     )
-    jobs = [_convert(r, HeldJob) for r in map(decoded, jobs_q.dicts())]
+    approvers: dict[tuple[str, str | None], list[str]] = {}  # (job or pipeline id, step) -> the last hold's
+    for ident, payload in holds_q.rows:
+        hold = msgspec.json.decode(payload, type=_Hold)
+        approvers[(ident, hold.step)] = hold.approvers
+    jobs = [_convert(r | {"approvers": approvers.get((r["job_id"], None), [])}, HeldJob) for r in map(decoded, jobs_q.dicts())]
     steps = []
     for r in map(decoded, steps_q.dicts()):
         spec = r.pop("spec") or {}
@@ -146,9 +174,49 @@ async def inbox(client: NexusClient) -> Inbox:
             "targets": r.pop("nodes") or step.get("nodes") or [f"{k}={v}" for k, v in labels.items()],
             "requested_at": r.pop("approval_requested_at"),
             "deadline": r.pop("approval_deadline"),
+            "approvers": approvers.get((r["pipeline_id"], r["step_id"]), []),
         }
         steps.append(_convert(r, HeldStep))
     return Inbox(jobs=jobs, steps=steps)
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One event of a job's history, as `nexus history` tells it."""
+
+    seq: int
+    ts: datetime
+    """The server's time of the record (never the publisher's claim)."""
+    kind: str
+    message: str
+    level: str = "info"
+    by: str | None = None
+    """Who provably made it (its signature's identity); None: unsigned or unproven."""
+    counted: bool = True
+    """False: the orchestrator refused it (forged, not theirs to make, or too late); `message` says why."""
+
+
+class JobHistory(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    job_id: str
+    events: list[HistoryEntry]
+
+
+async def job_history(client: NexusClient, job_id: str) -> JobHistory:
+    """A job's whole history from the log, judged as the orchestrator judges it (the records of
+    `nexus history`): what happened after it ended too (re-tests, rollbacks), which its stream,
+    ending at its verdict, does not carry. NoSuchJob when the log has none."""
+    subjects.check_id(job_id, "job id")
+    records = await client.history(job_id)
+    if not records:
+        raise NoSuchJob(job_id)
+    return JobHistory(job_id=job_id, events=[_entry(rec) for rec in records])
+
+
+def _entry(rec: Record) -> HistoryEntry:
+    by = rec.author.name if rec.author is not None else None
+    if rec.event is None:  # refused: its reason instead of its story
+        return HistoryEntry(seq=rec.seq, ts=rec.stream_ts, kind=rec.kind, message=rec.error or "", level="warning", by=by, counted=False)
+    told = narrate(rec)
+    return HistoryEntry(seq=rec.seq, ts=rec.stream_ts, kind=rec.kind, message=told.message, level=told.level, by=by)
 
 
 class PipelineSummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -1,6 +1,6 @@
 """Use cases on a finished job: run tests on it, roll it back.
 
-    `request_tests`  publish `test_requested`; one pending run per job (TestsPending)
+    `request_tests`  publish `test_requested` on a job that ran (NeverRan); one pending run per job (TestsPending)
     `latest_tests`   the latest results, or that a run is pending
     `rollback`       run the undo command on the job's node as a new job (one builder: app.jobs)
 """
@@ -23,13 +23,18 @@ from orchestrator.core.assertions import tests_problem
 from orchestrator.core.views import TERMINAL
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobRequested, JobTestRequested
+from schemas.events import JobExited, JobRequested, JobTestRequested
 from schemas.values import JobTest, TestResult
 
 
 class NotFinished(WrongState):
     def __init__(self, job_id: str, status: str) -> None:
         super().__init__(f"job {job_id!r} is {status}; tests run on finished jobs")
+
+
+class NeverRan(WrongState):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id!r} never ran ({status} before any attempt exited); tests run on a job that ran")
 
 
 class TestsPending(WrongState):
@@ -70,15 +75,19 @@ def tests_request(cmd: RunTests, now: datetime) -> JobTestRequested:
 
 
 async def request_tests(client: NexusClient, job_id: str, ev: JobTestRequested) -> int:
-    """Publish `test_requested` on a finished job with no test run pending; returns its sequence.
+    """Publish `test_requested` on a finished job that ran (an attempt exited) with no test run
+    pending; returns its sequence. A job that never ran has no exit code or output to test: its
+    tests could only fail, and the failure would be recorded as the job's (NeverRan).
     The orchestrator takes one request at a time and would ignore others, whose callers
     would wait for nothing; of two racing requests one wins (JobChanged)."""
     subjects.check_id(job_id, "job id")
     history = await client.history(job_id)
     if not history:
         raise NoSuchJob(job_id)
-    if final_status(history) is None:
+    if (status := final_status(history)) is None:
         raise NotFinished(job_id, "not finished")
+    if not any(isinstance(r.event, JobExited) for r in history):
+        raise NeverRan(job_id, status)
     kinds = [kind_of(r) for r in history]
     last_tested = max((i for i, k in enumerate(kinds) if k == "tested"), default=-1)
     if "test_requested" in kinds[last_tested + 1 :]:

@@ -247,9 +247,23 @@ async def cancel(client: NexusClient, cmd: CancelJob) -> int:
     raise JobChanged(cmd.job_id)
 
 
+def held(history: Sequence[Record]) -> bool:
+    """Whether the job waits for a decision: its last hold is followed by no answer, no cancel
+    request and no end."""
+    counted = [r for r in history if r.event is not None]  # a refused record has none (client.history)
+    kinds = [kind_of(r) for r in counted]
+    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
+    if hold is None:
+        return False
+    after = counted[hold + 1 :]
+    return not any(kind_of(r) in ("approved", "denied", "cancel_requested") or ends_job(r.event) for r in after)
+
+
 async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = None) -> int:
     """Publish `approved` or `denied` for a job whose last hold is unanswered; returns its sequence.
 
+    Held: a hold with no answer, no cancel request and no end after it (a job cancelled while
+    held is not waiting for anyone; a decision on it would only add a record that never counts).
     The message id names the hold's state (the job's last sequence), so a retried
     decision is stored once; the publish expects that state, so of two racing
     decisions one wins and the other gets JobChanged."""
@@ -257,10 +271,7 @@ async def decide(client: NexusClient, cmd: DecideJob, now: datetime | None = Non
     history = await client.history(cmd.job_id)
     if not history:
         raise NoSuchJob(cmd.job_id)
-    # What counted (a refused record, kept in the log, has no event here: client.history).
-    kinds = [kind_of(r) if r.event is not None else "refused" for r in history]
-    hold = max((i for i, k in enumerate(kinds) if k == "approval_required"), default=None)
-    if hold is None or any(k in ("approved", "denied") for k in kinds[hold + 1 :]):
+    if not held(history):
         raise NotHeld(cmd.job_id)
     at = now or datetime.now(UTC)
     ev = JobApproved(ts=at, by=cmd.by, reason=cmd.reason) if cmd.decision == "approved" else JobDenied(ts=at, by=cmd.by, reason=cmd.reason)

@@ -231,17 +231,18 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     if ctx.review is None:
         return []  # not judged yet: the adapter judges every requested job before deciding it
     verdict = ctx.review.judgement
+    found = (verdict.severity, verdict.findings)  # carried by a rejection, as `validated` would have
     if verdict.invalid is not None:
-        return reject(job, now, "invalid_request", verdict.invalid)
+        return reject(job, now, "invalid_request", verdict.invalid, found)
     if verdict.denied is not None:
-        return reject(job, now, verdict.denied, verdict.reason or verdict.denied)
+        return reject(job, now, verdict.denied, verdict.reason or verdict.denied, found)
     if verdict.unplaceable is not None:
         # Never ask a human to approve what no node can run; after a restart, first
         # give the nodes a TTL to be heard from.
-        return [] if fleet.warming(now) else reject(job, now, verdict.unplaceable, verdict.reason or verdict.unplaceable)
+        return [] if fleet.warming(now) else reject(job, now, verdict.unplaceable, verdict.reason or verdict.unplaceable, found)
     size = len(codec.encode(dispatch_for(job, 1, now)))
     if size > MAX_EVENT_BYTES:
-        return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}")
+        return reject(job, now, "too_large", f"the job's dispatch would be {size} bytes, over the limit of {MAX_EVENT_BYTES}", found)
     validated = JobValidated(
         ts=now,
         severity=verdict.severity,

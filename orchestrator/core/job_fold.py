@@ -16,6 +16,7 @@ from msgspec.structs import replace
 
 from orchestrator.core.authorship import denial_refusal
 from orchestrator.core.views import JobStatus, JobView
+from schemas.codec import event_type
 from schemas.events import (
     JobAccepted,
     JobApprovalRequired,
@@ -78,7 +79,12 @@ def evolve_job(job: JobView | None, job_id: str, ev: JobEvent, ts: datetime, seq
 
 
 def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, ts: datetime, seq: int) -> Step:
-    if isinstance(ev, JobDenied) and (refused := _not_a_decider(job, ev)) is not None:
+    if isinstance(ev, JobApproved | JobDenied) and job.status != S.APPROVAL_REQUIRED:
+        # Not waiting for one (cancelled, answered, never held): a record that never counts,
+        # so it stays out of the approvals and denials counted (metrics_analysis) and reads so.
+        return job, f"{event_type(ev)} of a job not waiting for approval ({job.status}), ignored"
+    if isinstance(ev, JobDenied) and (refused := denial_refusal(job.deciders, ev.by)) is not None:
+        # By someone the hold did not name (an approval by them is answered with a new hold: decide).
         return job, refused
     if isinstance(ev, Admission):
         return _admission(job, ev, ts), None
@@ -153,6 +159,8 @@ def _admission(job: JobView, ev: Admission, ts: datetime) -> JobView:
         case JobDenied():
             return denied(job, ev, ts)
         case JobRejected():
+            if ev.severity is not None or ev.warnings:  # what the analysis found before it refused
+                job = replace(job, severity=ev.severity, warnings=list(ev.warnings))
             return finish(job, S.REJECTED, ts, ev.reason)
         case JobQueued():
             return replace(job, status=S.QUEUED, reason=ev.reason, queued_at=job.queued_at or ts)
@@ -173,21 +181,10 @@ def validated(job: JobView, ev: JobValidated, ts: datetime) -> JobView:
 
 
 def approved(job: JobView, ev: JobApproved) -> JobView:
-    if job.status != S.APPROVAL_REQUIRED:
-        return job
     return replace(job, status=S.APPROVED, approved_by=ev.by, reason=ev.reason)
 
 
-def _not_a_decider(job: JobView, ev: JobDenied) -> str | None:
-    """Why a denial cannot end the job (None: it can): its author is not among those the policy
-    let decide when it held the job (authorship.denial_refusal). (An approval by them is answered
-    by the orchestrator, which holds the job again: decide.) Kept in the log, it changes nothing."""
-    return denial_refusal(job.deciders, ev.by) if job.status == S.APPROVAL_REQUIRED else None
-
-
 def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
-    if job.status != S.APPROVAL_REQUIRED:
-        return job
     return finish(job, S.DENIED, ts, f"denied by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
 
 

@@ -190,6 +190,8 @@ def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime
                 last_seq=seq,
             )
         case NodeLost():
-            return replace(view, status="lost", lost_at=ts, last_seq=seq)
+            # Without the heartbeat (gone from the bucket before the orchestrator looked, e.g. across
+            # its restart), the last one known is the one its latest registration answered.
+            return replace(view, status="lost", lost_at=ts, last_seen=ev.last_seen or view.registered_at, last_seq=seq)
         case _:
             assert_never(ev)

@@ -170,4 +170,7 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     version: str = ""
     registered_at: datetime | None = None
     lost_at: datetime | None = None
+    last_seen: datetime | None = None
+    """The last heartbeat known when the node was found lost (`node.lost`'s `last_seen`, else the
+    time of its latest registration): it outlives the heartbeat, which the bucket drops after its TTL."""
     last_seq: int = 0

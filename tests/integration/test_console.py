@@ -485,3 +485,121 @@ def test_a_failed_pipeline_shows_its_failed_step_and_rollback(up: Up, page: Watc
     expect(p.locator("dl.facts")).to_contain_text("verify")  # the failed step
     release.get_by_text("rollback jobs:").get_by_role("link").first.click()
     until(lambda: "undone" in terminal_text(p), what="the rollback job's output")
+
+
+# ---------------------------------------------------------------- review: what the console hid or let through
+
+
+def _held(up: Up, marker: str) -> str:
+    held = submit(up, f"rm -rf /nexus-console-{marker}-nothing-here")
+    until(lambda: job(up, held)["status"] == "approval_required", what="the job held")
+    return held
+
+
+def test_a_held_job_cancelled_elsewhere_leaves_the_inbox_live(up: Up, page: Watched) -> None:
+    p = page.page
+    held = _held(up, "cancelled-elsewhere")
+    goto(p, up, "approvals")
+    card = p.locator(f'article[data-job="{held}"]')
+    expect(card.get_by_role("button", name="Approve")).to_be_visible()
+    expect(card).to_contain_text("May approve:")
+    count = p.locator("#inbox-count")
+    expect(count).to_have_text(re.compile(r"\(\d+\)"))
+    before = len(until(lambda: _inbox(up) or None, what="the inbox read"))
+    with up.http() as http:
+        assert http.post(f"/api/v1/jobs/{held}/cancel", json={}).status_code == 202
+    expect(card).to_have_count(0, timeout=15_000)
+    expect(count).to_have_text(f"({before - 1})" if before > 1 else "", timeout=15_000)
+    assert ended(up, held)["status"] == "cancelled"
+
+
+def _inbox(up: Up) -> list[str]:
+    with up.http() as http:
+        inbox = http.get("/api/v1/approvals").json()
+    return [j["jobId"] for j in inbox["jobs"]] + [s["pipelineId"] for s in inbox["steps"]]
+
+
+GATED = """\
+name: console-gated
+approvers: [bob]
+steps:
+  - id: ship
+    approval: true
+    command: echo shipped
+"""
+
+
+def test_a_gate_approval_the_orchestrator_refuses_is_shown_refused_with_who_may_approve(up: Up, page: Watched) -> None:
+    p = page.page
+    with up.http() as http:
+        res = http.post("/api/v1/pipelines", json={"template": GATED})
+        assert res.status_code == 201, res.text
+        pid = res.json()["pipelineId"]
+    until(lambda: pid in _inbox(up), what="the gate open")
+    goto(p, up, "approvals")
+    gate = p.locator(f'article[data-pipeline="{pid}"][data-step="ship"]')
+    expect(gate).to_contain_text("May approve: bob")
+    gate.get_by_role("button", name="Approve").click()
+    alert = p.get_by_role("alert")
+    expect(alert).to_contain_text("Refused", timeout=15_000)
+    expect(alert).to_contain_text("not among this pipeline's approvers (bob)")
+    expect(p.locator("main")).not_to_contain_text(f"Approved: {pid}")
+    expect(gate).to_have_count(1)  # the gate waits on
+
+
+def test_the_job_history_shows_what_came_after_its_end(up: Up, page: Watched) -> None:
+    p = page.page
+    done = submit(up, "echo audited", metadata={"rollback": "echo undone"})
+    ended(up, done)
+    goto(p, up, f"jobs/{done}")
+    history = p.locator("ol.history")
+    expect(history).to_contain_text("succeeded", timeout=30_000)
+    p.get_by_role("button", name="Test").click()
+    for kind in ("test_requested", "tested"):  # live, without a reload
+        expect(history.locator("strong", has_text=re.compile(f"^{kind}$"))).to_have_count(1, timeout=30_000)
+    p.get_by_role("button", name="Roll back").click()
+    expect(p).not_to_have_url(re.compile(f"{done}$"), timeout=15_000)
+    rollback_id = p.url.rsplit("/", 1)[1]
+    ended(up, rollback_id)
+    until(lambda: job(up, done)["rollbackJob"] == rollback_id, what="the rollback recorded on the job")
+    goto(p, up, f"jobs/{done}")  # a fresh page: the stream ends at `succeeded`, the history does not
+    history = p.locator("ol.history")
+    for kind in ("test_requested", "tested", "rolled_back"):
+        expect(history.locator("strong", has_text=re.compile(f"^{kind}$"))).to_have_count(1, timeout=15_000)
+
+
+def test_a_job_that_never_ran_cannot_be_tested_and_says_no_findings_only_after_an_analysis(up: Up, page: Watched) -> None:
+    p = page.page
+    held = _held(up, "never-ran")
+    with up.http() as http:
+        assert http.post(f"/api/v1/jobs/{held}/deny", json={}).json()["outcome"] == "acted"
+    ended(up, held)
+    goto(p, up, f"jobs/{held}")
+    expect(p.locator("h1")).to_contain_text("denied", timeout=15_000)
+    expect(p.get_by_role("button", name="Test")).to_be_disabled()
+    expect(p.get_by_role("button", name="Re-run")).to_be_enabled()
+    # Rejected before any analysis finished (no node could take it): not "No findings."
+    nowhere = submit(up, "echo nowhere", labels={"nexus-console-no-such-label": "x"})
+    assert ended(up, nowhere)["status"] == "rejected"
+    goto(p, up, f"jobs/{nowhere}")
+    findings = p.locator("section", has=p.locator("#findings-title"))
+    expect(findings).to_contain_text("No findings recorded.", timeout=15_000)
+    expect(p.get_by_role("button", name="Test")).to_be_disabled()
+
+
+def test_an_invalid_job_id_stops_at_once_and_bad_labels_are_refused(up: Up, page: Watched) -> None:
+    p = page.page
+    streams: list[str] = []
+    p.on("request", lambda r: streams.append(r.url) if r.url.endswith("/stream") else None)
+    goto(p, up, "jobs/a.b")
+    expect(p.locator("#stream-state")).to_have_text("(stopped)", timeout=15_000)
+    expect(p.locator("main .error").first).to_contain_text("a.b")
+    assert len(streams) == 1, streams
+    # Labels: "env prod" is no key=value pair; it is refused, not sent as a label named "env prod".
+    goto(p, up, "run")
+    p.fill("#r-command", "echo labelled")
+    p.fill("#r-labels", "env prod")
+    expect(p.locator("#verdict")).to_contain_text("not key=value", timeout=15_000)
+    p.get_by_role("button", name="Run", exact=True).click()
+    expect(p.locator("#r-result")).to_contain_text("not key=value")
+    expect(p).to_have_url(re.compile("#/run$"))

@@ -7,8 +7,10 @@ in the page. The API still decides: a viewer's forged approve is refused there.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -142,3 +144,16 @@ def test_views_and_buttons_follow_the_role(up: Up, page: Watched) -> None:
     expect(p.get_by_role("button", name="Approve")).to_have_count(0)
     p.get_by_role("button", name="Cancel").click()
     expect(p.locator("h1")).to_contain_text(re.compile("cancelled"), timeout=30_000)
+
+
+def test_with_auth_the_api_docs_link_fetches_the_schema_with_the_token(up: Up, page: Watched) -> None:
+    # Review: the link opened /schema/swagger, a raw 401 (a link cannot send the tab's token).
+    p = page.page
+    login(page, up, "vic")
+    link = p.locator("#api-docs")
+    expect(link).to_have_text("API schema")
+    with p.expect_download() as dl:
+        link.click()
+    doc = json.loads(Path(dl.value.path()).read_text())
+    assert doc["openapi"].startswith("3.") and "/api/v1/approvals" in doc["paths"]
+    assert "Nexus" in doc["info"]["title"]

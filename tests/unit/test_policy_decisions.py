@@ -90,7 +90,9 @@ def test_deny_rules_reject_outright_and_allow_lists_restrict() -> None:
         allow=[Rule(pattern=r"^(echo|ls)\b", labels={"env": "prod"})],
     )
     denied = phase1(job(status="requested", command="curl x | sh"), fleet(hb("n1")), policy)
-    assert denied[0].event == JobRejected(ts=NOW, code="policy_denied", reason="no piping downloads into a shell")
+    ev = denied[0].event
+    assert isinstance(ev, JobRejected) and (ev.code, ev.reason) == ("policy_denied", "no piping downloads into a shell")
+    assert ev.severity == "critical"  # with what the analysis found
     prod = fleet(hb("p1", labels={"env": "prod"}))
     not_allowed = phase1(job(status="requested", command="make deploy"), prod, policy)
     assert not_allowed[0].event.code == "policy_denied"  # type: ignore[union-attr]

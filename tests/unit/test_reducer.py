@@ -489,6 +489,7 @@ def test_node_registered_then_lost_then_back() -> None:
     a = f.apply(rec(2, subjects.node("n1", "lost"), NodeLost(ts=at(2), reason="no heartbeat", last_seen=at(1))))
     assert a.node is not None
     assert (a.node.status, a.node.lost_at, a.node.last_seq, a.node.tools) == ("lost", at(2), 2, ["bash"])
+    assert a.node.last_seen == at(1)  # the last heartbeat known outlives the heartbeat (review: "never")
     assert a.row.type == "node.lost"
 
     back = NodeRegistered(ts=at(3), tools=["bash", "git"], max_jobs=1)
@@ -501,6 +502,14 @@ def test_node_registered_then_lost_then_back() -> None:
         {},
         at(3),
     )
+
+
+def test_a_node_lost_without_its_heartbeat_keeps_its_registration_as_the_last_sign() -> None:
+    # Review: after an orchestrator restart a lost node read "Last heartbeat: never".
+    f = Fold()
+    f.apply(rec(1, subjects.node("n1", "registered"), NodeRegistered(ts=at(1), tools=["bash"])))
+    a = f.apply(rec(2, subjects.node("n1", "lost"), NodeLost(ts=at(2), reason="no heartbeat")))
+    assert a.node is not None and a.node.last_seen == at(1)
 
 
 def test_node_lost_for_an_unseen_node_creates_a_lost_view() -> None:

@@ -52,8 +52,10 @@ export async function api(path, { method = "GET", body, signal } = {}) {
 }
 
 // Follow an SSE endpoint; reconnects after a drop with Last-Event-ID, so nothing is
-// missed or repeated. Returns { close() }. `onMessage(data, id)` gets parsed JSON.
-export function follow(path, { onMessage, onState = () => {}, lastEventId = null } = {}) {
+// missed or repeated. Returns { close() }. `onMessage(data, id)` gets parsed JSON. An answer
+// that asking again cannot change (400: an id that can never be valid, 403) ends it: `onError(err)`.
+const FINAL = new Set([400, 403]);
+export function follow(path, { onMessage, onState = () => {}, onError = () => {}, lastEventId = null } = {}) {
   let closed = false;
   let controller = null;
   let lastId = lastEventId;
@@ -73,7 +75,21 @@ export function follow(path, { onMessage, onState = () => {}, lastEventId = null
       closed = true; // the stream was complete
       return;
     }
-    if (!res.ok) throw new ApiError(res.status, null);
+    if (!res.ok) {
+      let problem = null;
+      try {
+        problem = await res.json();
+      } catch {
+        /* not JSON */
+      }
+      const err = new ApiError(res.status, problem);
+      if (FINAL.has(res.status)) {
+        closed = true;
+        onError(err);
+        return;
+      }
+      throw err;
+    }
     onState("live");
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";

@@ -2,11 +2,11 @@
 // by the URL's fragment (#/jobs, #/jobs/<id>, ...), so the server serves one page at /.
 import "./style.css";
 import { api, follow, token, whenUnauthorized } from "./api.js";
-import { clear, h } from "./dom.js";
+import { clear, debounce, h } from "./dom.js";
 import { jobsView } from "./views/jobs.js";
 import { jobView } from "./views/job.js";
 import { runView } from "./views/run.js";
-import { approvalsView } from "./views/approvals.js";
+import { approvalsView, INBOX_KINDS } from "./views/approvals.js";
 import { pipelinesView, pipelineView } from "./views/pipelines.js";
 import { nodesView } from "./views/nodes.js";
 import { metricsView } from "./views/metrics.js";
@@ -26,20 +26,23 @@ function startFeed() {
   feed = follow("/api/v1/feed", {
     onMessage: (item) => {
       for (const fn of listeners) fn(item);
-      if (["approval_required", "approved", "denied"].includes(item.kind)) refreshInbox();
+      // A held job cancelled or ended elsewhere leaves the inbox too.
+      if (INBOX_KINDS.includes(item.kind) || waiting.has(item.id)) refreshInbox();
     },
   });
 }
 
-async function refreshInbox() {
+let waiting = new Set(); // the jobs and pipelines the count is made of
+const refreshInbox = debounce(async () => {
   try {
     const inbox = await api("/api/v1/approvals");
+    waiting = new Set([...inbox.jobs.map((j) => j.jobId), ...inbox.steps.map((s) => s.pipelineId)]);
     const n = inbox.jobs.length + inbox.steps.length;
     document.getElementById("inbox-count").textContent = n ? `(${n})` : "";
   } catch {
     /* shown on the approvals page */
   }
-}
+}, 150);
 
 let cleanup = null;
 function route() {
@@ -66,6 +69,7 @@ function route() {
 }
 
 function loginView(message) {
+  apiDocsLink("tokens"); // only --auth asks for a login
   document.getElementById("who").textContent = "";
   document.getElementById("logout").hidden = true;
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true, minlength: 16 });
@@ -112,10 +116,35 @@ async function start() {
   }
   document.getElementById("who").textContent = `${session.user} (${session.role}${session.auth === "open" ? ", open mode" : ""})`;
   document.getElementById("logout").hidden = session.auth === "open";
+  apiDocsLink(session.auth);
   document.body.dataset.role = session.role;
   startFeed();
   refreshInbox();
   route();
+}
+
+// With --auth, /schema wants the token, which a plain link cannot send (it lives in this tab's
+// sessionStorage, never in a cookie or URL): the link then fetches the OpenAPI document with
+// the token and saves it, instead of opening Swagger UI on a 401.
+const apiDocs = document.getElementById("api-docs");
+async function downloadSchema(e) {
+  e.preventDefault();
+  try {
+    const doc = await api("/schema/openapi.json");
+    const a = h("a", { href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })), download: "nexus-openapi.json" });
+    document.body.append(a);
+    a.click();
+    setTimeout(() => (URL.revokeObjectURL(a.href), a.remove()), 1000);
+  } catch {
+    /* a 401 logs out; nothing else to say here */
+  }
+}
+function apiDocsLink(auth) {
+  const tokens = auth === "tokens";
+  apiDocs.textContent = tokens ? "API schema" : "API docs";
+  apiDocs.title = tokens ? "Download the OpenAPI document (Swagger UI at /schema/swagger needs a token a link cannot send)" : "";
+  apiDocs.href = tokens ? "/schema/openapi.json" : "/schema/swagger";
+  apiDocs.onclick = tokens ? downloadSchema : null;
 }
 
 whenUnauthorized(() => {

@@ -4,7 +4,8 @@
 import { Terminal } from "@xterm/xterm";
 import "@xterm/xterm/css/xterm.css";
 import { api, follow } from "../api.js";
-import { badge, clear, errorBox, fmtDuration, fmtTime, h, jobDuration, TERMINAL } from "../dom.js";
+import { badge, clear, debounce, errorBox, fmtDuration, fmtTime, h, jobDuration, TERMINAL } from "../dom.js";
+import { answerLine } from "./approvals.js";
 
 const MAX_ROWS = 32;
 
@@ -39,6 +40,10 @@ export function jobView({ main, session, onFeed }, jobId) {
   const findings = h("section", { class: "card", "aria-labelledby": "findings-title" });
   const tests = h("section", { class: "card", "aria-labelledby": "tests-title" });
   let job = null;
+  // History by log sequence: the stream tells events as they come while the job runs; the API's
+  // history (GET .../history) tells them all, those after the job ended too (re-tests, rollbacks).
+  const history = new Map();
+  let streamStopped = false;
 
   clear(
     main,
@@ -101,13 +106,15 @@ export function jobView({ main, session, onFeed }, jobId) {
     const btn = (label, handler, enabled, title) =>
       h("button", { type: "button", onclick: handler, disabled: !enabled, title: enabled ? null : title }, label);
     const why = can ? "not in this state" : "needs the operator role";
+    const ran = job.exitedAt != null; // tests judge what a run left: a job that never ran has nothing to test
+    const held = job.status === "approval_required" && !job.cancelRequested;
     clear(
       actions,
       btn("Cancel", cancel, can && !ended && !job.cancelRequested, why),
       btn("Re-run", rerun, can, why),
-      btn("Test", test, can && ended, why),
+      btn("Test", test, can && ended && ran, can && ended ? "the job never ran: nothing to test" : why),
       btn("Roll back", rollback, can && job.status === "succeeded", why),
-      session.canApprove && job.status === "approval_required" ? [btn("Approve", () => decide("approve"), true), btn("Deny", () => decide("deny"), true)] : null,
+      session.canApprove && held ? [btn("Approve", () => decide("approve"), true), btn("Deny", () => decide("deny"), true)] : null,
       h("button", { type: "button", onclick: download }, "Download output"),
     );
   }
@@ -120,9 +127,46 @@ export function jobView({ main, session, onFeed }, jobId) {
       h("p", {}, `Severity: ${job.severity || "none"}`),
       warnings.length
         ? h("ul", { class: "findings" }, warnings.map((w) => h("li", { class: `sev-${w.severity}` }, h("strong", {}, `${w.severity} ${w.type}: `), w.message)))
-        : h("p", { class: "muted" }, "No findings."),
+        : h("p", { class: "muted" }, noFindings()),
       (job.suggestions || []).length ? h("ul", {}, job.suggestions.map((s) => h("li", {}, s))) : null,
     );
+  }
+
+  // Only a finished analysis can say it found nothing; a job refused or ended before it says less.
+  function noFindings() {
+    if (job.validatedAt || job.severity) return "No findings.";
+    return TERMINAL.has(job.status) ? "No findings recorded." : "Not analysed yet.";
+  }
+
+  function renderHistory() {
+    clear(
+      historyList,
+      [...history.values()]
+        .sort((a, b) => a.seq - b.seq)
+        .map((e) =>
+          h(
+            "li",
+            { class: `lvl-${e.level}`, dataset: { seq: e.seq } },
+            h("time", { datetime: e.ts }, fmtTime(e.ts)),
+            " ",
+            h("strong", {}, e.kind),
+            " ",
+            e.message,
+            e.by ? h("span", { class: "muted" }, ` (${e.by})`) : null,
+            e.counted === false ? h("em", {}, " (not counted)") : null,
+          ),
+        ),
+    );
+  }
+
+  async function loadHistory() {
+    try {
+      const res = await api(`/api/v1/jobs/${enc}/history`);
+      for (const e of res.events) history.set(e.seq, e);
+      renderHistory();
+    } catch {
+      /* the stream's events stay; the job's facts say what failed */
+    }
   }
 
   async function loadTests() {
@@ -152,6 +196,7 @@ export function jobView({ main, session, onFeed }, jobId) {
     try {
       job = await api(`/api/v1/jobs/${enc}`);
       renderHead();
+      loadHistory();
       if (TERMINAL.has(job.status)) loadTests();
     } catch (err) {
       clear(head, h("h1", { id: "job-title" }, "Job ", h("code", {}, jobId)), errorBox(err));
@@ -160,14 +205,15 @@ export function jobView({ main, session, onFeed }, jobId) {
 
   async function act(fn) {
     try {
-      msg.replaceChildren(h("p", {}, await fn()));
+      const said = await fn(); // a line of text, or a decision's answer already laid out
+      msg.replaceChildren(said instanceof Node ? said : h("p", {}, said));
     } catch (err) {
       msg.replaceChildren(errorBox(err));
     }
     reload();
   }
   const cancel = () => act(async () => (await api(`/api/v1/jobs/${enc}/cancel`, { method: "POST", body: {} }), "Cancel requested."));
-  const decide = (what) => act(async () => (await api(`/api/v1/jobs/${enc}/${what}`, { method: "POST", body: {} }), `${what === "approve" ? "Approved" : "Denied"}.`));
+  const decide = (what) => act(async () => answerLine(await api(`/api/v1/jobs/${enc}/${what}`, { method: "POST", body: {} }), jobId));
   const rerun = () =>
     act(async () => {
       // The server sends the job's stored request again (its env too, secrets still sealed): the
@@ -198,7 +244,11 @@ export function jobView({ main, session, onFeed }, jobId) {
   }
 
   const stream = follow(`/api/v1/jobs/${enc}/stream`, {
-    onState: (s) => (streamState.textContent = s === "live" ? "(live)" : s === "closed" ? "(complete)" : `(${s})`),
+    onState: (s) => (streamState.textContent = s === "live" ? "(live)" : s === "closed" ? (streamStopped ? "(stopped)" : "(complete)") : `(${s})`),
+    onError: (err) => {
+      streamStopped = true; // e.g. an id that can never be valid: asking again would not help
+      msg.replaceChildren(errorBox(err));
+    },
     onMessage: (m) => {
       if (m.type === "output_chunk") {
         const bytes = b64bytes(m.dataB64);
@@ -208,9 +258,10 @@ export function jobView({ main, session, onFeed }, jobId) {
           if (need > term.rows) term.resize(term.cols, need);
         });
       } else if (m.type === "status") {
-        historyList.append(
-          h("li", { class: `lvl-${m.level}` }, h("time", { datetime: m.ts }, fmtTime(m.ts)), " ", h("strong", {}, m.category), " ", m.message),
-        );
+        if (!history.has(m.seq)) {
+          history.set(m.seq, { seq: m.seq, ts: m.ts, kind: m.category, message: m.message, level: m.level });
+          renderHistory();
+        }
         if (job && m.status !== job.status) {
           job.status = m.status;
           renderHead();
@@ -221,8 +272,10 @@ export function jobView({ main, session, onFeed }, jobId) {
       }
     },
   });
+  // Whatever happens to the job, during its run or after (tests, a rollback), shows without a reload.
+  const later = debounce(reload, 200);
   const off = onFeed((item) => {
-    if (item.entity === "job" && item.id === jobId && ["tested", "rolled_back", "approved", "cancel_requested"].includes(item.kind)) setTimeout(reload, 200);
+    if (item.entity === "job" && item.id === jobId) later();
   });
   reload();
   return () => {

@@ -3,10 +3,13 @@
 import { api } from "../api.js";
 import { clear, debounce, errorBox, h } from "../dom.js";
 
-function pairs(text) {
+// "k=v, k2=v2" as an object; a part without "=" or without a key is refused, never taken as a
+// label named "env prod" with an empty value.
+function pairs(text, what) {
   const out = {};
   for (const part of text.split(",").map((s) => s.trim()).filter(Boolean)) {
     const [k, ...v] = part.split("=");
+    if (!v.length || !k.trim()) throw new Error(`${what}: ${JSON.stringify(part)} is not key=value (separate pairs with commas)`);
     out[k.trim()] = v.join("=").trim();
   }
   return out;
@@ -23,11 +26,11 @@ export function runView({ main, session }) {
   const exitCode = h("input", { id: "r-exit", type: "number", placeholder: "e.g. 0" });
   const contains = h("input", { id: "r-contains", placeholder: "regex the output must match" });
   const verdict = h("section", { id: "verdict", class: "card verdict", "aria-live": "polite", "aria-labelledby": "verdict-title" });
-  const result = h("div", { role: "status" });
+  const result = h("div", { role: "status", id: "r-result" });
   const submit = h("button", { type: "submit", class: "primary", disabled: !session.canSubmit }, "Run");
 
   function body() {
-    const b = { command: command.value, tool: tool.value.trim() || "bash", labels: pairs(labels.value), tests: [] };
+    const b = { command: command.value, tool: tool.value.trim() || "bash", labels: pairs(labels.value, "Labels"), tests: [] };
     if (node.value) b.node = node.value;
     if (exitCode.value !== "") b.tests.push({ type: "exit_code", expected: Number(exitCode.value) });
     if (contains.value) b.tests.push({ type: "output_contains", pattern: contains.value });
@@ -42,7 +45,7 @@ export function runView({ main, session }) {
       return;
     }
     try {
-      const v = await api("/api/v1/jobs/validate", { method: "POST", body: body() });
+      const v = await api("/api/v1/jobs/validate", { method: "POST", body: body() }); // body() refuses bad labels
       if (mine !== asked) return;
       verdict.dataset.severity = v.severity || "none";
       clear(
@@ -67,10 +70,10 @@ export function runView({ main, session }) {
 
   async function run(e) {
     e.preventDefault();
-    const b = body();
-    b.prefer = pairs(prefer.value);
-    if (timeout.value) b.timeoutSeconds = Number(timeout.value);
     try {
+      const b = body();
+      b.prefer = pairs(prefer.value, "Prefer");
+      if (timeout.value) b.timeoutSeconds = Number(timeout.value);
       const created = await api("/api/v1/jobs", { method: "POST", body: b });
       location.hash = `#/jobs/${encodeURIComponent(created.jobId)}`;
     } catch (err) {
@@ -79,6 +82,7 @@ export function runView({ main, session }) {
   }
 
   for (const el of [command, tool, node, labels, exitCode, contains]) el.addEventListener("input", analyse);
+  prefer.addEventListener("input", () => result.replaceChildren());
   clear(
     main,
     h("h1", {}, "Run a command"),
