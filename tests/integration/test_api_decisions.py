@@ -90,11 +90,13 @@ async def test_an_approval_the_policy_refuses_is_answered_so_and_not_counted(sta
     assert [(j["jobId"], j["approvers"]) for j in inbox] == [(held, ["alice"])]
     await wait_for(lambda: _metric(api, "approvalsRequired", 2), what="the second hold counted")
     assert (await api.get("/api/v1/metrics/pipeline")).json()["analysis"]["approved"] == 0
-    # Denied by one who may not: refused too; the job waits on.
-    stack.orchestrator.policy = Policy()
+    # Denied by one the hold does not name (its `deciders`, as the policy said when it held the
+    # job): refused too, not counted; the job waits on.
     res = await api.post(f"/api/v1/jobs/{held}/deny", json={"timeoutSeconds": 5})
-    assert (res.json()["outcome"], res.json()["status"]) == ("acted", "denied")
-    await wait_for(lambda: _metric(api, "denied", 1), what="the denial counted")
+    said = res.json()
+    assert (said["outcome"], said["status"]) == ("refused", None) and "'anonymous' may not deny this job" in said["reason"], said
+    assert (await stack.job(held))["status"] == "approval_required"
+    assert (await api.get("/api/v1/metrics/pipeline")).json()["analysis"]["denied"] == 0
 
 
 async def _metric(api: httpx.AsyncClient, name: str, want: int) -> bool:
