@@ -346,7 +346,8 @@ class Agent:
                 first_output_at = datetime.now(UTC)
             chunk_no += 1
             number = chunk_no  # the two streams of a `tty: false` job share the numbering
-            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream))
+            token = msgids.output_token()  # the chunk's own id, the same for all its retries
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream, token=token))
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)

@@ -214,10 +214,10 @@ class MemoryBus:
         return done
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
         self._stream(subjects.OUTPUT_STREAM).append(
-            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number, stream
+            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number, token), number, stream
         )
         self._changed()
 

@@ -304,9 +304,9 @@ class NatsBus:
         return done
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
-        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
+        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number, token), CHUNK_HEADER: str(number)}
         if stream != "stdout":
             headers[STREAM_HEADER] = stream
         subject = subjects.output(job_id, attempt, node_id)

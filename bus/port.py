@@ -137,10 +137,11 @@ class EventBus(Protocol):
         """Publish decisions on one entity in order, each expecting the previous one."""
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
-        """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry is harmless.
-        Chunk numbers count both streams of an attempt together."""
+        """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry with the
+        same `token` (msgids.output_token, drawn once per chunk) is harmless. Chunk numbers count
+        both streams of an attempt together."""
 
     # ---- reading
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:

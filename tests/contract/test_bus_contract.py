@@ -185,9 +185,9 @@ class BusContract:
         assert await bus.output_end("j1") == 0
         assert [c async for c in bus.output_chunks("j1")] == []
         for attempt, number, data in [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]:
-            await bus.publish_output("j1", attempt, number, data, "n1")
-        await bus.publish_output("j1", 1, 2, b"retry of chunk 2", "n1")  # same msg id: stored once
-        await bus.publish_output("j2", 1, 1, b"other job", "n1")
+            await bus.publish_output("j1", attempt, number, data, "n1", token=f"t{attempt}-{number}")
+        await bus.publish_output("j1", 1, 2, b"retry of chunk 2", "n1", token="t1-2")  # same msg id: stored once
+        await bus.publish_output("j2", 1, 1, b"other job", "n1", token="t1-1")
         chunks = [c async for c in bus.output_chunks("j1")]
         assert [(c.attempt, c.number, c.data) for c in chunks] == [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]
         assert await bus.output_end("j1") == chunks[-1].seq
@@ -201,9 +201,9 @@ class BusContract:
                 got.append(c)
 
         reader = asyncio.create_task(read())
-        await bus.publish_output("j1", 1, 1, b"one", "n1")
+        await bus.publish_output("j1", 1, 1, b"one", "n1", token="t")
         await wait_for(lambda: len(got) == 1, what="the first chunk")
-        await bus.publish_output("j1", 1, 2, b"two", "n1")
+        await bus.publish_output("j1", 1, 2, b"two", "n1", token="t")
         await wait_for(lambda: len(got) == 2, what="the second chunk")
         done.set()
         await asyncio.wait_for(reader, 10)
@@ -212,7 +212,7 @@ class BusContract:
         queue: asyncio.Queue[object] = asyncio.Queue()
         await bus.publish(requested("j1"))
         async with bus.job_feed("j1", queue):
-            await bus.publish_output("j1", 1, 1, b"out", "n1")
+            await bus.publish_output("j1", 1, 1, b"out", "n1", token="t")
             await bus.publish(started("j1"))
             await bus.publish(requested("j2"))
             items = [await asyncio.wait_for(queue.get(), 10) for _ in range(3)]

@@ -394,7 +394,7 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     rogue_creds = await _issue(up, "agent", "rogue-3", node="rogue-3")
     rogue = await NatsBus.connect(up.url, name="rogue", creds=rogue_creds)
     try:  # on its own node's subject: the server lets it, the readers do not count it
-        await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3")
+        await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3", token="rogue")
         # Nor garbage where an attempt and a chunk number belong: no reader may fail on it.
         await rogue.js.publish(f"nexus.out.{job_id}.x.rogue-3", b"ALL GOOD (no attempt)\n", headers={"Nexus-Chunk": "\u00b2"})
     finally:
@@ -425,6 +425,24 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
         assert shown["text"].strip() == "genuine", (args, out)
     code, out = await up.nexus("logs", job_id)
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
+
+
+async def test_another_nodes_agent_cannot_have_a_jobs_output_dropped_as_a_duplicate(up: Up) -> None:
+    """JetStream's duplicate window is the whole stream's, not one subject's: a chunk whose
+    Nats-Msg-Id anyone could compute, another node's agent could store first (on its own
+    subject, where it may publish) and the real chunk would be dropped as its duplicate."""
+    job_id = new_job_id()
+    evil = await NatsBus.connect(up.url, name="evil", creds=await _issue(up, "agent", "evil", node="evil"))
+    try:
+        for number in range(4):  # the ids the agent's first chunks of attempt 1 used to carry
+            msg_id = f"out:{job_id}:1:{number}"
+            await evil.js.publish(subjects.output(job_id, 1, "evil"), b"EVIL", headers={"Nats-Msg-Id": msg_id, "Nexus-Chunk": "1"})
+    finally:
+        await evil.close()
+    code, out = await up.nexus("run", "-q", "--id", job_id, "--", "echo secret-result-42", creds=up.creds / "submitter.creds")
+    assert (code, out) == (0, "secret-result-42\n")
+    code, out = await up.nexus("logs", "--raw", job_id, creds=up.creds / "submitter.creds")
+    assert code == 0 and out.endswith("\nsecret-result-42\n") and "EVIL" not in out, out  # before it: the refusals, logged
 
 
 async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_twice(up: Up, tmp_path: Path) -> None:
