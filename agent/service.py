@@ -26,6 +26,7 @@ from agent.checks import describe, run_checks
 from agent.environment import job_environment
 from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
+from agent.node_claim import NodeClaim, NodeTaken
 from agent.pipe_runner import PipeRunner
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
@@ -90,6 +91,7 @@ class Agent:
         self.sealing_key = sealing_key or SealingKey.generate()
         self.pass_env = pass_env
         self.instance = uuid.uuid4().hex[:12]
+        self.claim = NodeClaim(bus, self.node_id, self.instance)  # one agent per node id
         self.running: dict[str, _Running] = {}
         self.runner = PtyRunner()
         self.pipe_runner = PipeRunner()  # `tty: false` jobs
@@ -105,16 +107,21 @@ class Agent:
         while not await self._streams_ready():
             log.info("agent.waiting_for_streams", node=self.node_id)
             await asyncio.sleep(1.0)
+        # The first heartbeat announces the node; the orchestrator creates its dispatch
+        # consumer before it registers the node, so before any dispatch to it. Not while
+        # another agent runs as this node (NodeTaken).
+        await _retry(lambda: self.claim.take(self._heartbeat()), what="first heartbeat")
         try:
-            # The first heartbeat announces the node; the orchestrator creates its dispatch
-            # consumer before it registers the node, so before any dispatch to it.
-            await self._put_heartbeat()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._beat())
                 async with self.bus.dispatches(self.node_id) as deliveries:
                     log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
                     self.ready.set()
                     await self._consume(deliveries)
+        except* NodeTaken as group:
+            # Another agent took over this node id: stop taking its dispatches, now.
+            log.error("agent.node_taken", node=self.node_id, error=str(group.exceptions[0]))
+            raise group.exceptions[0] from None
         finally:
             await self._stop_running_jobs()
 
@@ -176,7 +183,7 @@ class Agent:
 
     async def _put_heartbeat(self) -> None:
         try:
-            await self.bus.put_heartbeat(self._heartbeat())
+            await self.claim.beat(self._heartbeat())
         except BusError as exc:
             log.warning("agent.heartbeat_failed", error=str(exc))
 

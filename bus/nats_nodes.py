@@ -133,3 +133,27 @@ async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
 
     beats = await asyncio.gather(*(one(key) for key in keys))
     return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}
+
+
+async def read_one(bus: NatsBus, node_id: str) -> tuple[NodeHeartbeat | None, int]:
+    """Node `node_id`'s stored heartbeat (`ts` as its agent sent it; None: no key, or a value that
+    is not that node's heartbeat) and the key's revision (0: never written, or expired), by a
+    direct get of the one key (an agent may read its own). NotAllowed for credentials that may not."""
+    kv = await bus._kv()
+    try:
+        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+            entry = await kv.get(node_id)
+    except nats.js.errors.KeyDeletedError as exc:
+        return None, int(exc.entry.revision or 0) if exc.entry is not None else 0
+    except nats.js.errors.KeyNotFoundError:
+        return None, 0
+    except BusError:
+        if f"$JS.API.DIRECT.GET.KV_{subjects.NODES_BUCKET}.$KV.{subjects.NODES_BUCKET}.{node_id}" in bus.denied:
+            raise bus._not_allowed(f"reading the heartbeat of node {node_id}") from None
+        raise
+    revision = int(entry.revision or 0)
+    try:
+        hb = codec.decode_heartbeat(entry.value or b"")
+    except DecodeError:
+        return None, revision
+    return (hb if hb.node == node_id else None), revision
