@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from secrets import token_hex
 
 import msgspec
 
@@ -353,7 +354,7 @@ class Agent:
                 first_output_at = datetime.now(UTC)
             chunk_no += 1
             number = chunk_no  # the two streams of a `tty: false` job share the numbering
-            token = msgids.output_token()  # the chunk's own id, the same for all its retries
+            token = token_hex(16)  # the chunk's id no one else can guess, the same for its retries (msgids.output)
             await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream, token=token))
 
         async def on_started(pid: int) -> None:

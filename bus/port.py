@@ -140,7 +140,7 @@ class EventBus(Protocol):
         self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
         """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry with the
-        same `token` (msgids.output_token, drawn once per chunk) is harmless. Chunk numbers count
+        same `token` (random, drawn once per chunk: msgids.output) is harmless. Chunk numbers count
         both streams of an attempt together."""
 
     # ---- reading

@@ -8,8 +8,6 @@ Listed in docs/events.md ("Nats-Msg-Id: retries never duplicate").
 
 from __future__ import annotations
 
-import secrets
-
 
 def job(job_id: str, kind: str, discriminator: int | str) -> str:
     """`job:<id>:<kind>:<n>`: n is the attempt, a sequence, or a random token for requests a human may repeat."""
@@ -35,13 +33,8 @@ def output(job_id: str, attempt: int, number: int, token: str) -> str:
     """`out:<id>:<attempt>:<chunk number>:<token>`. The duplicate window is the whole stream's,
     not one subject's: an id anyone could compute, another node's agent could store first (on
     its own subject) and the chunk would be dropped as its duplicate. So the agent draws a
-    random token per chunk (`output_token`) and keeps it for that chunk's retries."""
+    random token per chunk (128 bits) and keeps it for that chunk's retries."""
     return f"out:{job_id}:{attempt}:{number}:{token}"
-
-
-def output_token() -> str:
-    """128 random bits: no one but the publisher knows a chunk's id before it is stored."""
-    return secrets.token_hex(16)
 
 
 def api(request_id: str, kind: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.errors import RequestTimedOut, StaleDecision
+from bus.errors import HeartbeatMoved, RequestTimedOut, StaleDecision
 from bus.memory import MemoryBus, subject_matches
 from bus.nats_bus import NatsBus
 from bus.port import Delivery, EventBus, OutputChunk, Published
@@ -244,6 +244,21 @@ class BusContract:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+
+    async def test_a_heartbeat_put_with_a_revision_is_a_compare_and_set(self, bus: EventBus) -> None:
+        """What keeps two agents off one node id (agent.node_claim)."""
+        assert await bus.node_heartbeat("cas") == (None, 0)
+        first = await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="a"), revision=0)
+        with pytest.raises(HeartbeatMoved):  # not empty any more
+            await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="b"), revision=0)
+        second = await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="a"), revision=first)
+        with pytest.raises(HeartbeatMoved):  # where "b" last saw it: moved on since
+            await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="b"), revision=first)
+        held, revision = await bus.node_heartbeat("cas")
+        assert held is not None and (held.instance, revision) == ("a", second) and second > first
+        await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="c"))  # without a revision: stored whatever was there
+        held, _ = await bus.node_heartbeat("cas")
+        assert held is not None and held.instance == "c"
 
     # ---------------------------------------------------------------- public keys
 
