@@ -6,7 +6,8 @@ id) would share the node's dispatch consumer, and each heartbeat naming another 
 the orchestrator call the node's running jobs lost ("the agent restarted") and run idempotent
 ones again while they still run. So:
 
-- At start, when the key holds a heartbeat of another instance, the agent watches the key for
+- At start, when the key holds a heartbeat of another instance (not its last, written as it
+  stopped cleanly: `stopped`), the agent watches the key for
   about that instance's interval (`silence_s`). Written again: that agent is alive, and this one
   refuses to start (NodeTaken). Silent: it was an agent that died (one being replaced after a
   crash), and this one takes the key over with a compare-and-set on the revision it watched.
@@ -75,7 +76,7 @@ class NodeClaim:
             await self.bus.put_heartbeat(beat)
             return
         while True:
-            if held is not None and held.instance != self.instance:
+            if held is not None and held.instance != self.instance and not held.stopped:
                 revision = await self._until_silent(held, revision)
             try:
                 self.revision = await self.bus.put_heartbeat(beat, revision=revision)

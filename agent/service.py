@@ -36,6 +36,7 @@ from bus.port import Delivery, EventBus, OutputStream, Published, raise_if_cance
 from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
+from schemas.errors import NexusError
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 from schemas.secrets import is_sealed
 
@@ -52,6 +53,7 @@ OUTPUT_CHUNK_MAX = 256 * 1024
 PIPE_CHUNK_MAX = 1024 * 1024
 # Room for the headers (msg id, chunk number, stream, signature) within the server's max_payload.
 HEADER_ROOM = 4096
+STOPPED_BEAT_S = 2.0  # how long a stopping agent tries to say so
 CHECK_RETRY_S = 1.0  # a dispatch whose signer could not be looked up is delivered again after this
 
 
@@ -125,6 +127,13 @@ class Agent:
             raise group.exceptions[0] from None
         finally:
             await self._stop_running_jobs()
+            await self._say_stopped()
+
+    async def _say_stopped(self) -> None:
+        """A last heartbeat saying this agent stopped: the next one for this node starts at once."""
+        with contextlib.suppress(NexusError, TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(STOPPED_BEAT_S):
+                await asyncio.shield(self.claim.beat(msgspec.structs.replace(self._heartbeat(), stopped=True)))
 
     async def _streams_ready(self) -> bool:
         try:

@@ -96,6 +96,18 @@ async def test_a_stalled_agent_whose_node_was_taken_over_stops_instead_of_both_r
     assert marks.runs("after") == ["after"]
 
 
+async def test_a_restart_waits_for_a_killed_agent_and_not_for_one_that_stopped_cleanly(stack: ProcessStack) -> None:
+    log = stack.logs / f"agent-{NODE}.log"
+    await stack.kill(await stack.start_agent(NODE))  # kill -9: its last heartbeat may still be a live agent's
+    await stack.start_agent(NODE)
+    assert log.read_text().count("agent.node_held") == 1 and "agent.node_taken_over" in log.read_text()
+    stopping = stack.agents[NODE]
+    stopping.send_signal(signal.SIGTERM)  # a clean stop says so in its last heartbeat
+    assert await stopping.wait() == 0
+    await stack.start_agent(NODE)
+    assert log.read_text().count("agent.node_held") == 1  # the next one started without watching for it
+
+
 # An agent under nohup, with one more signal ignored and one blocked (as a service manager may start it).
 LAUNCHER = (
     sys.executable, "-c",
