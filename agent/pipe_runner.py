@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from agent import process_tree
+from agent import job_signals, process_tree
 from agent.masking import OutputMasker
 from agent.pty_output import PtyReader, deliver, drain
 from agent.pty_runner import Reaper, RunResult, RunSpec, SpawnFailed, StartedCallback, resolve_argv, supervise
@@ -166,6 +167,9 @@ def _spawn(spec: RunSpec, argv: list[str]) -> tuple[subprocess.Popen[bytes], dic
             env=spec.env,
             start_new_session=True,  # its own session and process group: the tree is killed as one
             close_fds=True,
+            # subprocess resets Python's SIGPIPE and SIGXFSZ; anything else the agent inherited
+            # ignored or blocked (nohup's SIGHUP) takes a preexec_fn, which costs the fast vfork.
+            preexec_fn=functools.partial(job_signals.reset_in_child, job_signals.ignored()) if job_signals.inherited() else None,
         )
     except (OSError, subprocess.SubprocessError) as e:
         for fd in (out_r, err_r):

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import termios
 import threading
 import time
@@ -38,7 +37,7 @@ from typing import Any, Literal
 
 from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 
-from agent import process_tree, pty_spawn
+from agent import job_signals, process_tree, pty_spawn
 from agent.masking import OutputMasker
 from agent.pty_output import OutputCallback, PtyReader, deliver, drain
 from schemas import runnable
@@ -185,6 +184,8 @@ def _spawn(spec: RunSpec, argv: list[str]) -> Any:
         except OSError as e:
             raise SpawnFailed(f"cannot start {argv[0]}: {e}") from e
 
+    to_default = job_signals.ignored()
+
     def prepare_child() -> None:
         # Runs in the forked child before exec, with the pty slave on fd 0-2.
         # chdir happens here rather than via ptyprocess's cwd= because an
@@ -198,11 +199,9 @@ def _spawn(spec: RunSpec, argv: list[str]) -> Any:
         attrs[1] &= ~(termios.OPOST | termios.ONLCR)
         attrs[3] &= ~termios.ECHO
         termios.tcsetattr(0, termios.TCSANOW, attrs)
-        # Python ignores SIGPIPE (and SIGXFSZ); ignored signals survive exec,
-        # so restore the defaults like subprocess does (`yes | head` must not
-        # print "Broken pipe").
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        # Ignored signals and the mask survive exec: the job starts with defaults
+        # (`yes | head` must not print "Broken pipe"; nohup's SIGHUP is not the job's).
+        job_signals.reset_in_child(to_default)
 
     try:
         return PtyProcess.spawn(

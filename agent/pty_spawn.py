@@ -8,8 +8,9 @@ same work in a fraction of a millisecond, with the same result for the command:
   slave by name after setsid, which on Linux makes it the session's terminal;
 - stdin, stdout and stderr on the slave, no other descriptor of ours (every
   inheritable one is closed in the child; the rest are close-on-exec);
-- byte-exact output (no OPOST/ONLCR) and no echo, the window size, and SIGPIPE and
-  SIGXFSZ at their defaults (Python ignores both), set before the exec;
+- byte-exact output (no OPOST/ONLCR) and no echo, the window size, and every signal
+  ignored here (Python's SIGPIPE and SIGXFSZ, nohup's SIGHUP) at its default and
+  none blocked (agent.job_signals), set before the exec;
 - an exec that fails is an OSError here, before anything ran.
 
 It has no way to change directory in the child (os.posix_spawn lacks it before
@@ -21,11 +22,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import struct
 import termios
 from collections.abc import Mapping
 from typing import BinaryIO
+
+from agent import job_signals
 
 AVAILABLE = hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN") and os.path.isdir("/proc/self/fd")
 
@@ -57,7 +59,7 @@ def spawn(argv: list[str], env: Mapping[str, str], rows: int, cols: int) -> Spaw
             (os.POSIX_SPAWN_DUP2, 0, 2),
         ]
         pid = os.posix_spawn(
-            argv[0], argv, dict(env), file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=()
+            argv[0], argv, dict(env), file_actions=actions, setsid=True, setsigdef=job_signals.ignored(), setsigmask=()
         )
     except BaseException:
         os.close(master)

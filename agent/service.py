@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from secrets import token_hex
 
 import msgspec
 
@@ -26,6 +27,7 @@ from agent.checks import describe, run_checks
 from agent.environment import job_environment
 from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
+from agent.node_claim import NodeClaim, NodeTaken
 from agent.pipe_runner import PipeRunner
 from agent.pty_runner import PtyRunner, RunSpec, SpawnFailed
 from bus.errors import BusError, StaleDecision
@@ -34,6 +36,7 @@ from bus.port import Delivery, EventBus, OutputStream, Published, raise_if_cance
 from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
+from schemas.errors import NexusError
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
 from schemas.secrets import is_sealed
 
@@ -50,6 +53,7 @@ OUTPUT_CHUNK_MAX = 256 * 1024
 PIPE_CHUNK_MAX = 1024 * 1024
 # Room for the headers (msg id, chunk number, stream, signature) within the server's max_payload.
 HEADER_ROOM = 4096
+STOPPED_BEAT_S = 2.0  # how long a stopping agent tries to say so
 CHECK_RETRY_S = 1.0  # a dispatch whose signer could not be looked up is delivered again after this
 
 
@@ -90,6 +94,7 @@ class Agent:
         self.sealing_key = sealing_key or SealingKey.generate()
         self.pass_env = pass_env
         self.instance = uuid.uuid4().hex[:12]
+        self.claim = NodeClaim(bus, self.node_id, self.instance)  # one agent per node id
         self.running: dict[str, _Running] = {}
         self.runner = PtyRunner()
         self.pipe_runner = PipeRunner()  # `tty: false` jobs
@@ -105,18 +110,30 @@ class Agent:
         while not await self._streams_ready():
             log.info("agent.waiting_for_streams", node=self.node_id)
             await asyncio.sleep(1.0)
+        # The first heartbeat announces the node; the orchestrator creates its dispatch
+        # consumer before it registers the node, so before any dispatch to it. Not while
+        # another agent runs as this node (NodeTaken).
+        await _retry(lambda: self.claim.take(self._heartbeat()), what="first heartbeat")
         try:
-            # The first heartbeat announces the node; the orchestrator creates its dispatch
-            # consumer before it registers the node, so before any dispatch to it.
-            await self._put_heartbeat()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._beat())
                 async with self.bus.dispatches(self.node_id) as deliveries:
                     log.info("agent.started", node=self.node_id, tools=self.tools, max_jobs=self.max_jobs, instance=self.instance)
                     self.ready.set()
                     await self._consume(deliveries)
+        except* NodeTaken as group:
+            # Another agent took over this node id: stop taking its dispatches, now.
+            log.error("agent.node_taken", node=self.node_id, error=str(group.exceptions[0]))
+            raise group.exceptions[0] from None
         finally:
             await self._stop_running_jobs()
+            await self._say_stopped()
+
+    async def _say_stopped(self) -> None:
+        """A last heartbeat saying this agent stopped: the next one for this node starts at once."""
+        with contextlib.suppress(NexusError, TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(STOPPED_BEAT_S):
+                await asyncio.shield(self.claim.beat(msgspec.structs.replace(self._heartbeat(), stopped=True)))
 
     async def _streams_ready(self) -> bool:
         try:
@@ -176,7 +193,7 @@ class Agent:
 
     async def _put_heartbeat(self) -> None:
         try:
-            await self.bus.put_heartbeat(self._heartbeat())
+            await self.claim.beat(self._heartbeat())
         except BusError as exc:
             log.warning("agent.heartbeat_failed", error=str(exc))
 
@@ -346,7 +363,8 @@ class Agent:
                 first_output_at = datetime.now(UTC)
             chunk_no += 1
             number = chunk_no  # the two streams of a `tty: false` job share the numbering
-            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream))
+            token = token_hex(16)  # the chunk's id no one else can guess, the same for its retries (msgids.output)
+            await _retry(lambda: self.bus.publish_output(job_id, attempt, number, data, self.node_id, stream, token=token))
 
         async def on_started(pid: int) -> None:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)

@@ -6,6 +6,8 @@ NexusError (schemas.errors)
     +-- StaleDecision             optimistic concurrency refused a publish: re-read and decide again
     +-- NotSetUp                  a stream or the heartbeat bucket does not exist (yet: retryable)
     +-- RequestTimedOut           a request got no answer in time (retryable; also a TimeoutError)
+    +-- HeartbeatMoved            a node's heartbeat key was not at the revision a put expected
+    +-- NotAllowed                the server refuses this operation to these credentials
 """
 
 from __future__ import annotations
@@ -47,3 +49,16 @@ class RequestTimedOut(BusError, TimeoutError):
     def __init__(self, subject: str, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         super().__init__(f"no answer on {subject} within {timeout_s:g}s", subject=subject, retryable=True)
+
+
+class HeartbeatMoved(BusError):
+    """Node `node`'s heartbeat key was not at `expected` (someone else wrote it): read it and decide."""
+
+    def __init__(self, node: str, expected: int) -> None:
+        self.node = node
+        self.expected = expected
+        super().__init__(f"the heartbeat of node {node} moved past revision {expected}", retryable=True)
+
+
+class NotAllowed(BusError):
+    """The server refuses this operation to these credentials (its permissions)."""

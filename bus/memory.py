@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from bus.errors import BusError, NotSetUp, RequestTimedOut, StaleDecision
+from bus.errors import BusError, HeartbeatMoved, NotSetUp, RequestTimedOut, StaleDecision
 from bus.identity import Identity
 from bus.port import (
     DEFAULT_LIMITS,
@@ -137,6 +137,7 @@ class MemoryBus:
         self._events = _Stream()
         self._output = _Stream()
         self._beats: dict[str, tuple[NodeHeartbeat, datetime]] = {}
+        self._beat_revisions: dict[str, int] = {}  # the bucket's sequence of each key's last put
         self._orchestrator_key: bytes | None = None
         self._durables: dict[str, _Durable] = {}
         self._responders: dict[str, dict[str, list[asyncio.Queue[MemoryRequest]]]] = {}
@@ -214,10 +215,10 @@ class MemoryBus:
         return done
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
         self._stream(subjects.OUTPUT_STREAM).append(
-            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number), number, stream
+            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number, token), number, stream
         )
         self._changed()
 
@@ -319,11 +320,21 @@ class MemoryBus:
 
     # ------------------------------------------------------------ heartbeats
 
-    async def put_heartbeat(self, hb: NodeHeartbeat) -> None:
+    async def put_heartbeat(self, hb: NodeHeartbeat, *, revision: int | None = None) -> int:
         if not self._set_up:
             raise NotSetUp(f"bucket {subjects.NODES_BUCKET}")
+        if revision is not None and self._beat_revisions.get(hb.node, 0) != revision:
+            raise HeartbeatMoved(hb.node, revision)
         self._beats[hb.node] = (hb, datetime.now(UTC))
+        self._beat_revisions[hb.node] = max(self._beat_revisions.values(), default=0) + 1
         self._changed()
+        return self._beat_revisions[hb.node]
+
+    async def node_heartbeat(self, node_id: str) -> tuple[NodeHeartbeat | None, int]:
+        if not self._set_up:
+            raise NotSetUp(f"bucket {subjects.NODES_BUCKET}")
+        held = self._beats.get(node_id)
+        return (held[0] if held else None), self._beat_revisions.get(node_id, 0)
 
     # ------------------------------------------------------------ public keys
 

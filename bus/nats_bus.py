@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from bus.errors import BusError, BusUnavailable, NotSetUp
+from bus.errors import BusError, BusUnavailable, HeartbeatMoved, NotAllowed, NotSetUp
 from bus.logs import Logger
 from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
@@ -338,9 +338,9 @@ class NatsBus:
             if not task.done():
                 task.cancel()
 
-    def _not_allowed(self, what: str, *, subject: str | None = None) -> BusError:
+    def _not_allowed(self, what: str, *, subject: str | None = None) -> NotAllowed:
         who = f"{self._identity.author.name!r} ({self._identity.author.role})" if self._identity else "these credentials"
-        return BusError(f"not allowed: the server refuses {what} from {who}; see docs/security.md for who may do what", subject=subject)
+        return NotAllowed(f"not allowed: the server refuses {what} from {who}; see docs/security.md for who may do what", subject=subject)
 
     async def publish_chain(self, outs: Sequence[Outgoing], *, expected_seq: int) -> list[Published]:
         """Publish decisions on one entity in order, each expecting the previous one."""
@@ -352,9 +352,9 @@ class NatsBus:
         return done
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
-        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number), CHUNK_HEADER: str(number)}
+        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number, token), CHUNK_HEADER: str(number)}
         if stream != "stdout":
             headers[STREAM_HEADER] = stream
         subject = subjects.output(job_id, attempt, node_id)
@@ -684,10 +684,21 @@ class NatsBus:
                 self._nodes_kv = await self.js.key_value(subjects.NODES_BUCKET)
         return self._nodes_kv
 
-    async def put_heartbeat(self, hb: NodeHeartbeat) -> None:
+    async def put_heartbeat(self, hb: NodeHeartbeat, *, revision: int | None = None) -> int:
         kv = await self._kv()
         with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-            await kv.put(hb.node, codec.encode(hb))
+            if revision is None:
+                return await kv.put(hb.node, codec.encode(hb))
+            try:
+                return await kv.update(hb.node, codec.encode(hb), last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise HeartbeatMoved(hb.node, revision) from None
+
+    async def node_heartbeat(self, node_id: str) -> tuple[NodeHeartbeat | None, int]:
+        """See bus.nats_nodes.read_one."""
+        from bus import nats_nodes
+
+        return await nats_nodes.read_one(self, node_id)
 
     async def watch_heartbeats(
         self,

@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from bus.errors import BusError, BusUnavailable
+from bus.errors import BusError, BusUnavailable, NotAllowed
 from bus.logs import Logger
 from bus.nats_translate import map_read_errors
 from bus.port import raise_if_cancelling
@@ -133,3 +133,29 @@ async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
 
     beats = await asyncio.gather(*(one(key) for key in keys))
     return {key: hb for key, hb in zip(keys, beats, strict=True) if hb is not None}
+
+
+async def read_one(bus: NatsBus, node_id: str) -> tuple[NodeHeartbeat | None, int]:
+    """Node `node_id`'s stored heartbeat (`ts` as its agent sent it; None: no key, or a value that
+    is not that node's heartbeat) and the key's revision (0: never written, or expired), by a
+    direct get naming the one key (an agent may read its own). NotAllowed for credentials that
+    may not, or a bucket without direct gets (made by an orchestrator from before them)."""
+    stream, key = f"KV_{subjects.NODES_BUCKET}", f"$KV.{subjects.NODES_BUCKET}.{node_id}"
+    try:
+        with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
+            try:
+                msg = await bus.js.get_msg(stream, subject=key, direct=True)
+            except nats.js.errors.NotFoundError:
+                return None, 0
+            except nats.errors.NoRespondersError:
+                raise bus._not_allowed(f"reading node {node_id}'s heartbeat (the bucket has no direct gets yet)") from None
+    except BusError as exc:
+        if isinstance(exc, NotAllowed) or not any(denied.lower() == f"$js.api.direct.get.{stream}.{key}".lower() for denied in bus.denied):
+            raise
+        raise bus._not_allowed(f"reading node {node_id}'s heartbeat") from None
+    revision = int(msg.seq or 0)
+    try:
+        hb = codec.decode_heartbeat(msg.data or b"")
+    except DecodeError:
+        return None, revision  # a delete marker, or garbage
+    return (hb if hb.node == node_id else None), revision

@@ -18,6 +18,8 @@ from bus.logs import Logger
 from bus.port import StreamLimits
 from schemas import subjects
 
+STREAM_CONFIG_DIFFERS = 10058  # JSStreamNameExistErr: "stream name already in use with a different configuration"
+
 log = Logger("nexus.bus")
 
 # nats-server 2.15 limits a stream to 1,000 consumers unless the stream sets its own limit
@@ -149,11 +151,25 @@ async def _ensure_streams(js: JetStreamContext, limits: StreamLimits) -> None:
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
     await _ensure_dispatch_stream(js, limits)
-    await js.create_key_value(
-        bucket=subjects.NODES_BUCKET,
-        description="Nexus node heartbeats (liveness, not audit)",
-        history=1,
-        ttl=max(limits.node_ttl_s * 6, 60.0),
-        replicas=limits.replicas or 1,
-    )
+    await _ensure_nodes_bucket(js, limits)
     await nats_keys.ensure_bucket(js, limits)
+
+
+async def _ensure_nodes_bucket(js: JetStreamContext, limits: StreamLimits) -> None:
+    """The heartbeat bucket, with direct gets: an agent reads its own key back by a direct get
+    naming it (the only read its credentials allow there; agent.node_claim)."""
+    try:
+        await js.create_key_value(
+            bucket=subjects.NODES_BUCKET,
+            description="Nexus node heartbeats (liveness, not audit)",
+            history=1,
+            ttl=max(limits.node_ttl_s * 6, 60.0),
+            replicas=limits.replicas or 1,
+            direct=True,
+        )
+    except nats.js.errors.BadRequestError as exc:
+        info = await js.stream_info(f"KV_{subjects.NODES_BUCKET}")
+        if exc.err_code != STREAM_CONFIG_DIFFERS or info.config.allow_direct:
+            raise
+        info.config.allow_direct = True  # a bucket made before agents read their key
+        await js.update_stream(info.config)

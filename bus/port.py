@@ -137,10 +137,11 @@ class EventBus(Protocol):
         """Publish decisions on one entity in order, each expecting the previous one."""
 
     async def publish_output(
-        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout"
+        self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
-        """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry is harmless.
-        Chunk numbers count both streams of an attempt together."""
+        """Store output chunk `number` (1, 2, ...) of a job's attempt, from `stream`; a retry with the
+        same `token` (random, drawn once per chunk: msgids.output) is harmless. Chunk numbers count
+        both streams of an attempt together."""
 
     # ---- reading
     async def last_seq(self, stream: str = subjects.EVENTS_STREAM, subject: str | None = None) -> int:
@@ -181,7 +182,13 @@ class EventBus(Protocol):
         """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each kind in stream order."""
 
     # ---- heartbeats (not the audit trail)
-    async def put_heartbeat(self, hb: NodeHeartbeat) -> None: ...
+    async def put_heartbeat(self, hb: NodeHeartbeat, *, revision: int | None = None) -> int:
+        """Store `hb` under its node's key; returns the key's new revision. With `revision`, only
+        if the key is still at it (0: never written), else HeartbeatMoved: a compare-and-set."""
+
+    async def node_heartbeat(self, node_id: str) -> tuple[NodeHeartbeat | None, int]:
+        """The node's stored heartbeat (None: none, or a value that is not that node's heartbeat)
+        and its key's revision (0: none); NotAllowed for credentials that may not read it."""
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         """The latest heartbeat of every node, `ts` as the agent sent it."""

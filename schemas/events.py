@@ -346,3 +346,6 @@ class NodeHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     dispatches_from: str = "NEXUS_EVENTS"
     """The stream whose `agent-<node>` consumer the agent reads its dispatches from:
     `NEXUS_DISPATCH`, or `NEXUS_EVENTS` for agents (or credentials) from before it."""
+    stopped: bool = False
+    """The agent's last heartbeat before it stopped cleanly: a new agent for the node need not
+    wait to see whether this one is still alive (agent.node_claim)."""

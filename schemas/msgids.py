@@ -1,6 +1,7 @@
-"""Nats-Msg-Id builders: every publish carries a deterministic id, so a retry is stored once.
+"""Nats-Msg-Id builders: every publish carries an id its retries share, so a retry is stored once.
 
-The id names what is published and the one thing that makes it unique; JetStream
+The id names what is published and the one thing that makes it unique (for output
+chunks, a random token the agent keeps for the chunk's retries); JetStream
 drops a second publish with the same id inside the stream's duplicate window.
 Listed in docs/events.md ("Nats-Msg-Id: retries never duplicate").
 """
@@ -28,9 +29,12 @@ def node(node_id: str, kind: str, seq: int) -> str:
     return f"node:{node_id}:{kind}:{seq}"
 
 
-def output(job_id: str, attempt: int, number: int) -> str:
-    """`out:<id>:<attempt>:<chunk number>`."""
-    return f"out:{job_id}:{attempt}:{number}"
+def output(job_id: str, attempt: int, number: int, token: str) -> str:
+    """`out:<id>:<attempt>:<chunk number>:<token>`. The duplicate window is the whole stream's,
+    not one subject's: an id anyone could compute, another node's agent could store first (on
+    its own subject) and the chunk would be dropped as its duplicate. So the agent draws a
+    random token per chunk (128 bits) and keeps it for that chunk's retries."""
+    return f"out:{job_id}:{attempt}:{number}:{token}"
 
 
 def api(request_id: str, kind: str) -> str:

@@ -87,6 +87,8 @@ def _agent(node: str) -> list[str]:
         *(f"nexus.evt.job.*.{kind}.{node}" for kind in subjects.NODE_FACTS),
         f"nexus.out.*.*.{node}",
         f"$KV.{subjects.NODES_BUCKET}.{node}",
+        # Its own heartbeat, read back: is another agent running under this node id? (agent.node_claim)
+        f"$JS.API.DIRECT.GET.KV_{subjects.NODES_BUCKET}.$KV.{subjects.NODES_BUCKET}.{node}",
         "$JS.API.INFO",
         "$JS.FC.>",
         f"$JS.API.STREAM.INFO.{EVENTS}",
@@ -116,7 +118,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:7"
+PERMISSIONS_VERSION = "perms:8"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.errors import RequestTimedOut, StaleDecision
+from bus.errors import HeartbeatMoved, RequestTimedOut, StaleDecision
 from bus.memory import MemoryBus, subject_matches
 from bus.nats_bus import NatsBus
 from bus.port import Delivery, EventBus, OutputChunk, Published
@@ -185,9 +185,9 @@ class BusContract:
         assert await bus.output_end("j1") == 0
         assert [c async for c in bus.output_chunks("j1")] == []
         for attempt, number, data in [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]:
-            await bus.publish_output("j1", attempt, number, data, "n1")
-        await bus.publish_output("j1", 1, 2, b"retry of chunk 2", "n1")  # same msg id: stored once
-        await bus.publish_output("j2", 1, 1, b"other job", "n1")
+            await bus.publish_output("j1", attempt, number, data, "n1", token=f"t{attempt}-{number}")
+        await bus.publish_output("j1", 1, 2, b"retry of chunk 2", "n1", token="t1-2")  # same msg id: stored once
+        await bus.publish_output("j2", 1, 1, b"other job", "n1", token="t1-1")
         chunks = [c async for c in bus.output_chunks("j1")]
         assert [(c.attempt, c.number, c.data) for c in chunks] == [(1, 1, b"a\r\n"), (1, 2, b"\x1b[31mb"), (2, 1, b"\x00c")]
         assert await bus.output_end("j1") == chunks[-1].seq
@@ -201,9 +201,9 @@ class BusContract:
                 got.append(c)
 
         reader = asyncio.create_task(read())
-        await bus.publish_output("j1", 1, 1, b"one", "n1")
+        await bus.publish_output("j1", 1, 1, b"one", "n1", token="t")
         await wait_for(lambda: len(got) == 1, what="the first chunk")
-        await bus.publish_output("j1", 1, 2, b"two", "n1")
+        await bus.publish_output("j1", 1, 2, b"two", "n1", token="t")
         await wait_for(lambda: len(got) == 2, what="the second chunk")
         done.set()
         await asyncio.wait_for(reader, 10)
@@ -212,7 +212,7 @@ class BusContract:
         queue: asyncio.Queue[object] = asyncio.Queue()
         await bus.publish(requested("j1"))
         async with bus.job_feed("j1", queue):
-            await bus.publish_output("j1", 1, 1, b"out", "n1")
+            await bus.publish_output("j1", 1, 1, b"out", "n1", token="t")
             await bus.publish(started("j1"))
             await bus.publish(requested("j2"))
             items = [await asyncio.wait_for(queue.get(), 10) for _ in range(3)]
@@ -244,6 +244,21 @@ class BusContract:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+
+    async def test_a_heartbeat_put_with_a_revision_is_a_compare_and_set(self, bus: EventBus) -> None:
+        """What keeps two agents off one node id (agent.node_claim)."""
+        assert await bus.node_heartbeat("cas") == (None, 0)
+        first = await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="a"), revision=0)
+        with pytest.raises(HeartbeatMoved):  # not empty any more
+            await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="b"), revision=0)
+        second = await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="a"), revision=first)
+        with pytest.raises(HeartbeatMoved):  # where "b" last saw it: moved on since
+            await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="b"), revision=first)
+        held, revision = await bus.node_heartbeat("cas")
+        assert held is not None and (held.instance, revision) == ("a", second) and second > first
+        await bus.put_heartbeat(NodeHeartbeat(node="cas", ts=TS, instance="c"))  # without a revision: stored whatever was there
+        held, _ = await bus.node_heartbeat("cas")
+        assert held is not None and held.instance == "c"
 
     # ---------------------------------------------------------------- public keys
 

@@ -138,8 +138,8 @@ class ProcessStack:
 
     # ------------------------------------------------------------ nexus processes
 
-    async def _spawn(self, name: str, *args: str) -> asyncio.subprocess.Process:
-        argv, preexec = _dying_with_us([NEXUS, *args, "--log-level", LOG_LEVEL])
+    async def _spawn(self, name: str, *args: str, wrapper: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
+        argv, preexec = _dying_with_us([*wrapper, NEXUS, *args, "--log-level", LOG_LEVEL])
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
@@ -160,11 +160,16 @@ class ProcessStack:
         await wait_for(answers, 60, what="the orchestrator answering queries")
         return proc
 
-    async def start_agent(self, node: str) -> asyncio.subprocess.Process:
+    async def spawn_agent(
+        self, node: str, *extra: str, name: str | None = None, wrapper: tuple[str, ...] = ()
+    ) -> asyncio.subprocess.Process:
+        """`nexus agent --node NODE` (this suite's flags, then `extra`), its log in logs/<name>.log; not waited for."""
+        args = ("agent", "--node", node, "--heartbeat", f"{HEARTBEAT_S:g}", "--kill-grace", "0.5", "--max-jobs", "4", *extra)
+        return await self._spawn(name or f"agent-{node}", *args, wrapper=wrapper)
+
+    async def start_agent(self, node: str, *extra: str, wrapper: tuple[str, ...] = ()) -> asyncio.subprocess.Process:
         before = await self.heartbeat_instance(node)
-        proc = await self._spawn(
-            f"agent-{node}", "agent", "--node", node, "--heartbeat", f"{HEARTBEAT_S:g}", "--kill-grace", "0.5", "--max-jobs", "4"
-        )
+        proc = await self.spawn_agent(node, *extra, wrapper=wrapper)
         self.agents[node] = proc
 
         async def heard() -> bool:
@@ -270,10 +275,10 @@ class Submitter:
         submitter.connection_errors = errors
         return submitter
 
-    async def submit(self, job_id: str, command: str, *, node: str | None = None) -> int:
-        """Publish `requested` until acked; the same Nats-Msg-Id makes every retry harmless
-        (a duplicate ack names the sequence of the message first stored)."""
-        payload = json.dumps({"command": command} if node is None else {"command": command, "node": node}).encode()
+    async def submit(self, job_id: str, command: str, *, node: str | None = None, **fields: object) -> int:
+        """Publish `requested` (`fields`: more of its fields) until acked; the same Nats-Msg-Id makes
+        every retry harmless (a duplicate ack names the sequence of the message first stored)."""
+        payload = json.dumps({"command": command, **({} if node is None else {"node": node}), **fields}).encode()
         headers = {"Nats-Msg-Id": f"job:{job_id}:requested:1"}
         while True:
             try:

@@ -394,7 +394,7 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     rogue_creds = await _issue(up, "agent", "rogue-3", node="rogue-3")
     rogue = await NatsBus.connect(up.url, name="rogue", creds=rogue_creds)
     try:  # on its own node's subject: the server lets it, the readers do not count it
-        await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3")
+        await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3", token="rogue")
         # Nor garbage where an attempt and a chunk number belong: no reader may fail on it.
         await rogue.js.publish(f"nexus.out.{job_id}.x.rogue-3", b"ALL GOOD (no attempt)\n", headers={"Nexus-Chunk": "\u00b2"})
     finally:
@@ -425,6 +425,24 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
         assert shown["text"].strip() == "genuine", (args, out)
     code, out = await up.nexus("logs", job_id)
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
+
+
+async def test_another_nodes_agent_cannot_have_a_jobs_output_dropped_as_a_duplicate(up: Up) -> None:
+    """JetStream's duplicate window is the whole stream's, not one subject's: a chunk whose
+    Nats-Msg-Id anyone could compute, another node's agent could store first (on its own
+    subject, where it may publish) and the real chunk would be dropped as its duplicate."""
+    job_id = new_job_id()
+    evil = await NatsBus.connect(up.url, name="evil", creds=await _issue(up, "agent", "evil", node="evil"))
+    try:
+        for number in range(4):  # the ids the agent's first chunks of attempt 1 used to carry
+            msg_id = f"out:{job_id}:1:{number}"
+            await evil.js.publish(subjects.output(job_id, 1, "evil"), b"EVIL", headers={"Nats-Msg-Id": msg_id, "Nexus-Chunk": "1"})
+    finally:
+        await evil.close()
+    for verb in (("run", "-q", "--id", job_id, "--", "echo secret-result-42"), ("logs", "--raw", job_id)):
+        code, out = await up.nexus(*verb, creds=up.creds / "submitter.creds")  # stderr too: the refusals, logged
+        shown = [line for line in out.splitlines() if "output.refused" not in line]
+        assert code == 0 and shown == ["secret-result-42"], out
 
 
 async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_twice(up: Up, tmp_path: Path) -> None:
@@ -713,6 +731,36 @@ async def test_agents_read_their_dispatches_from_nexus_dispatch_and_older_creden
     bus = await run_on_old_1(new_creds, "through-nexus-dispatch")
     assert bus.dispatch_stream("old-1") == subjects.DISPATCH_STREAM
     assert await consumer_on(subjects.DISPATCH_STREAM, "old-1")
+
+
+async def test_an_agent_whose_credentials_may_not_read_its_heartbeat_runs_without_the_one_agent_check(
+    up: Up, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Agent credentials from before `perms:8` may not read their node's heartbeat back (agent.node_claim):
+    the agent says so and runs as before, rather than not at all."""
+    from agent.service import Agent
+    from orchestrator.trust import roles
+    from orchestrator.trust.keyring import Keyring
+
+    with monkeypatch.context() as patch:
+        now = roles._agent
+        patch.setattr(roles, "_agent", lambda node: [p for p in now(node) if not p.startswith("$JS.API.DIRECT.GET.KV_")])
+        old_creds = Keyring(up.creds).issue("agent", "old-agent", node="old-2", out=tmp_path / "old.creds").path
+    bus = await NatsBus.connect(up.url, name="old-2", daemon=True, creds=old_creds)
+    agent = Agent(bus, "old-2", heartbeat_s=0.5, state_dir=tmp_path / "old-2")
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 60)  # after its read was refused (a request that times out)
+        await _row(up, "SELECT node_id FROM nodes WHERE node_id = 'old-2' AND status = 'online'")
+        code, out = await up.nexus("run", "--node", "old-2", "--", "echo", "unchecked")
+        assert code == 0 and "unchecked" in out, out
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        agent.ledger.close()
+        await bus.close()
+    said = capsys.readouterr()
+    assert "agent.cannot_check_node" in said.out + said.err
 
 
 async def test_a_readers_consumer_made_to_outlive_everyone_is_removed_once_unused(up: Up, tmp_path: Path) -> None:

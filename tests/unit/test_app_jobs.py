@@ -174,7 +174,7 @@ async def test_follow_ends_after_the_verdict_once_the_stored_output_is_read(clie
     bus = client.bus
     await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
     await put(client, "j1", "assigned", JobAssigned(node="n1", attempt=1))
-    await bus.publish_output("j1", 1, 1, b"hi\n", "n1")
+    await bus.publish_output("j1", 1, 1, b"hi\n", "n1", token="t0")
     await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=1))
     await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
     seen = [(i.record.seq if i.record else None, i.chunk.data if i.chunk else None) async for i in follow_job(bus, "j1")]
@@ -187,11 +187,11 @@ async def test_output_counts_only_from_the_node_that_ran_the_attempt(client: Nex
     that node), and chunks of an attempt no node was given, are left out by every reader."""
     bus = client.bus
     await jobs.submit(client, "j1", jobs.job_request(SubmitJob(command="echo hi"), NOW))
-    await bus.publish_output("j1", 1, 1, b"early ", "n1")  # read before the record naming n1: waits for it, in order
+    await bus.publish_output("j1", 1, 1, b"early ", "n1", token="t1")  # read before the record naming n1: waits for it, in order
     await put(client, "j1", "assigned", JobAssigned(node="n1", attempt=1))
-    await bus.publish_output("j1", 1, 1, b"forged by n2 ", "n2")
-    await bus.publish_output("j1", 1, 2, b"hi\n", "n1")
-    await bus.publish_output("j1", 7, 1, b"attempt 7 was never given to a node", "n1")
+    await bus.publish_output("j1", 1, 1, b"forged by n2 ", "n2", token="t2")
+    await bus.publish_output("j1", 1, 2, b"hi\n", "n1", token="t3")
+    await bus.publish_output("j1", 7, 1, b"attempt 7 was never given to a node", "n1", token="t4")
     await put(client, "j1", "exited", JobExited(node="n1", attempt=1, exit_code=0, duration_ms=1, chunks=2))
     await put(client, "j1", "succeeded", JobSucceeded(attempt=1, exit_code=0))
     followed = [i.chunk.data async for i in follow_job(bus, "j1") if i.chunk is not None]
