@@ -65,15 +65,16 @@ async def follow_job(
     until: Callable[[Record], bool] | None = None,
     idle_s: float = 1.0,
     queue: asyncio.Queue[object] | None = None,
-    reconnect_s: float = RECONNECT_S,
+    reconnect_s: float | None = None,
 ) -> AsyncGenerator[Followed, None]:
     """The job's records and chunks as they come (see the module docstring).
 
     Anything put into `queue` that is neither a record nor a chunk (a server's
     stop sentinel) ends the stream. A lost connection is waited for, `reconnect_s`
-    at most (BusUnavailable after that): then both streams are read again from the
+    (default RECONNECT_S) at most, BusUnavailable after that: then both streams are read again from the
     item after the last one read, so nothing is missed and nothing comes twice."""
     queue = queue if queue is not None else asyncio.Queue()
+    reconnect_s = RECONNECT_S if reconnect_s is None else reconnect_s
     readers = JobReaders(bus, job_id)
     order: StoreOrder | None = None
     verdict_seen = False

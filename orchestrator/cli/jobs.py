@@ -134,7 +134,8 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
     async with connect(nats_url, follows=follow) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        size, text = 0, {"stdout": [], "stderr": []}  # type: dict[str, list[str]]
+        size = 0
+        text: dict[str, list[str]] = {"stdout": [], "stderr": []}
         stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
         stream = _followed(client, job_id) if follow else stored
         async for chunk, attempt, which in stream:
@@ -157,7 +158,7 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
         print_json({"job_id": job_id, "bytes": size, "text": "".join(text["stdout"]), "stderr": "".join(text["stderr"])})
 
 
-async def _followed(client: "NexusClient", job_id: str) -> AsyncIterator[tuple[bytes, int, str]]:
+async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":
     """The job's output as it comes; notices (the connection lost, or back) on stderr."""
     from orchestrator.cli.follow import Say
 
