@@ -1,7 +1,7 @@
 """GET /api/v1/jobs/:id/stream: a job's events and output as Server-Sent Events, resumable.
 
 Every SSE message carries `data: {...}` with a `type` of `status`,
-`output_chunk` or `done` (no `event:` line, so a browser's
+`output_chunk`, `done` or `error` (no `event:` line, so a browser's
 `EventSource.onmessage` sees them all, as in the product brief).
 
 Event ids are positions in the two JetStream streams the job lives in:
@@ -25,6 +25,10 @@ publishes `exited`, so when the verdict is read the output's last sequence is
 known. A stream of a finished job replays from the start and ends with `done`,
 its output between `started` and `exited` as it happened (app.follow.StoreOrder).
 Every follower has its own consumers: many clients can follow one job.
+
+A lost connection to NATS is waited for (app.follow.RECONNECT_S), then the stream goes on from
+where it stopped; if NATS does not come back in time, `error` ends the stream (its id the last
+position sent, so a client that reconnects with it resumes once NATS is back).
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ async def _sse(url: str, lines: list[dict[str, object]]) -> None:
 async def test_followers_ride_out_a_broker_restart(process_stack: ProcessStack) -> None:
     stack = process_stack
     api_port = free_port()
-    api = await stack._spawn("api", "api", "--port", str(api_port))
+    await stack._spawn("api", "api", "--port", str(api_port))
     await wait_for(lambda: _answers(api_port), 30, what="the API answering")
 
     lines = [f"line-{i}" for i in range(1, 31)]
