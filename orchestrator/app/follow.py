@@ -71,8 +71,8 @@ async def follow_job(
 
     Anything put into `queue` that is neither a record nor a chunk (a server's
     stop sentinel) ends the stream. A lost connection is waited for, `reconnect_s`
-    (default RECONNECT_S) at most, BusUnavailable after that: then both streams are read again from the
-    item after the last one read, so nothing is missed and nothing comes twice."""
+    (default RECONNECT_S) at most, BusUnavailable after that; once it is back, both
+    streams are read again from after the last item read: no gap, no repeat."""
     queue = queue if queue is not None else asyncio.Queue()
     reconnect_s = RECONNECT_S if reconnect_s is None else reconnect_s
     readers = JobReaders(bus, job_id)
@@ -161,8 +161,8 @@ async def follow_job(
 
 
 async def _wait_connected(bus: EventBus, job_id: str, lost_since: float, reconnect_s: float) -> None:
-    """Until the bus is connected again (and a moment more, to let the server settle), or
-    BusUnavailable once `reconnect_s` have passed since the connection was found lost."""
+    """Until the bus is connected again, or BusUnavailable once `reconnect_s` have passed
+    since the connection was found lost."""
     while True:
         if time.monotonic() - lost_since >= reconnect_s:
             why = f"lost the connection while following job {job_id}; it did not come back within {reconnect_s:g}s (the job goes on)"
