@@ -405,7 +405,8 @@ class StatusEvent(_Out, frozen=True, kw_only=True):
 class OutputChunkEvent(_Out, frozen=True, kw_only=True):
     """Output of the job. `text` is the text view (ANSI stripped, CRLF folded, invalid UTF-8
     replaced) of the stream so far: a character or escape sequence cut between two chunks
-    comes whole with the second, so the `text`s of a stream concatenated are its text view.
+    comes whole with the second, so the `text`s of a stream concatenated are its text view (but
+    for what its last chunk leaves open: carriage returns at its very end, a cut character).
     `dataB64` is the raw bytes, so concatenating them (per `stream`) is byte-exact.
     `stream`: always `stdout` for a PTY job (the terminal merges both); `stdout` or `stderr` for a `tty: false` job."""
 
