@@ -6,10 +6,16 @@ installed (rich for pretty tracebacks, greenlet for its deprecated thread-local 
 Nexus uses neither (`agent.logs` renders exceptions as text with `format_exc_info`). Together
 they were tens of milliseconds of every start and ~5 MiB of the agent's idle RSS (issue 13).
 Hidden only while structlog itself is imported: whatever imports rich later gets it.
+
+Diagnostics go to stderr in every process. The daemons set structlog up (`agent.logs.configure`);
+a client (`nexus run`, `nexus logs`, any caller of the library) does not, and structlog's own
+default prints to stdout, into the job's output that the verb writes there byte for byte. So a
+structlog nobody has set up is set up here, on first use: warnings and worse, on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from types import ModuleType
 from typing import Any
@@ -19,9 +25,24 @@ UNUSED_BY_STRUCTLOG = ("rich", "greenlet")
 
 
 def structlog_module() -> ModuleType:
-    """structlog, imported now (without rich and greenlet) unless something imported it before."""
-    if (loaded := sys.modules.get("structlog")) is not None:
-        return loaded
+    """structlog, imported now (without rich and greenlet) unless something imported it before,
+    and writing to stderr unless someone has set it up (see the module docstring)."""
+    structlog = sys.modules.get("structlog") or _import_structlog()
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                structlog.dev.ConsoleRenderer(colors=sys.stderr is not None and sys.stderr.isatty()),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        )
+    return structlog
+
+
+def _import_structlog() -> ModuleType:
     hidden = [name for name in UNUSED_BY_STRUCTLOG if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # Python's way to make `import name` raise ImportError

@@ -66,6 +66,7 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 # How long a follower of the log waits for "how far is the log?" when its subscription is quiet.
 BEHIND_CHECK_S = 2.0
 ORDERED_CREATE_S = 4.0  # creating a log follower's ordered consumer (see _ordered)
+CLI_RECONNECT_WAIT_S = 0.5  # between a following CLI's attempts to reconnect
 
 
 def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
@@ -149,9 +150,19 @@ class NatsBus:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str, daemon: bool = False, timeout_s: float = 3.0, creds: str | os.PathLike[str] | None = None
+        cls,
+        url: str,
+        *,
+        name: str,
+        daemon: bool = False,
+        reconnect: bool = False,
+        timeout_s: float = 3.0,
+        creds: str | os.PathLike[str] | None = None,
     ) -> NatsBus:
         """Connect; a daemon reconnects forever, a CLI fails fast with BusUnavailable.
+        `reconnect`: a CLI that follows a job; it fails fast at connect as any CLI, but once
+        connected it reconnects after a lost connection as a daemon does, until closed (the
+        follower decides how long to wait: app.follow.RECONNECT_S).
         `creds`: a NATS `.creds` file (user JWT + nkey seed) to authenticate with."""
         if creds is not None and not os.path.isfile(creds):
             raise BusUnavailable(url, f"credentials file {os.fspath(creds)!r} not found")
@@ -202,7 +213,7 @@ class NatsBus:
                         servers(url),
                         name=name,
                         connect_timeout=timeout_s,
-                        allow_reconnect=daemon,
+                        allow_reconnect=daemon or reconnect,
                         max_reconnect_attempts=-1 if daemon else 1,
                         reconnect_time_wait=1 if daemon else 0.1,
                         error_cb=_report,
@@ -220,6 +231,10 @@ class NatsBus:
             if refused or "authorization violation" in str(exc).lower():
                 raise BusUnavailable(url, _refused_reason(creds)) from None
             raise BusUnavailable(url, str(exc) or type(exc).__name__) from None
+        if reconnect and not daemon:
+            # nats-py reads these when the connection drops: retry from now on, as a daemon does.
+            nc.options["max_reconnect_attempts"] = -1
+            nc.options["reconnect_time_wait"] = CLI_RECONNECT_WAIT_S
         bus = cls(nc, url, identity)
         bus.publishes_wait_for_refusals = not daemon
         return bus
@@ -500,24 +515,25 @@ class NatsBus:
 
         subs: list[JetStreamContext.PushSubscription] = []
         try:
-            subs.append(
-                await self.js.subscribe(
-                    subjects.job_all(job_id),
-                    stream=subjects.EVENTS_STREAM,
-                    ordered_consumer=True,
-                    config=cfg(events_from),
-                    cb=put(to_record),
+            with map_read_errors(f"following job {job_id}"):
+                subs.append(
+                    await self.js.subscribe(
+                        subjects.job_all(job_id),
+                        stream=subjects.EVENTS_STREAM,
+                        ordered_consumer=True,
+                        config=cfg(events_from),
+                        cb=put(to_record),
+                    )
                 )
-            )
-            subs.append(
-                await self.js.subscribe(
-                    subjects.output_all(job_id),
-                    stream=subjects.OUTPUT_STREAM,
-                    ordered_consumer=True,
-                    config=cfg(output_from),
-                    cb=put(to_output_chunk),
+                subs.append(
+                    await self.js.subscribe(
+                        subjects.output_all(job_id),
+                        stream=subjects.OUTPUT_STREAM,
+                        ordered_consumer=True,
+                        config=cfg(output_from),
+                        cb=put(to_output_chunk),
+                    )
                 )
-            )
             yield
         finally:
             for sub in subs:

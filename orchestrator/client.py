@@ -42,13 +42,15 @@ class Rows(msgspec.Struct):
 
 
 class FollowItem(msgspec.Struct, frozen=True):
-    """Either an event record or an output chunk of the job being followed."""
+    """An event record, an output chunk or a notice of the job being followed."""
 
     record: Record | None = None
     output: bytes | None = None
     attempt: int = 0
     stream: OutputStream = "stdout"
     """Which of the job's streams `output` is from (`stderr` only for a `tty: false` job)."""
+    notice: str | None = None
+    """For the person following: the connection was lost, or came back (app.follow)."""
 
 
 class NexusClient:
@@ -142,3 +144,5 @@ class NexusClient:
                 yield FollowItem(output=item.chunk.data, attempt=item.chunk.attempt, stream=item.chunk.stream)
             elif item.record is not None and item.record.seq >= from_seq:
                 yield FollowItem(record=item.record)
+            elif item.notice is not None:
+                yield FollowItem(notice=item.notice)

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import structlog
 
+from bus.logs import Logger
 from bus.port import EventBus
 from bus.sealing import SealedValueError, SealingKey, seal
 from orchestrator.core.decide import CannotSeal
@@ -32,7 +32,7 @@ from schemas.events import JobDispatch, JobRequested
 from schemas.records import Record
 from schemas.secrets import MASK, OrchestratorKey, Redaction, is_sealed, masked
 
-log = structlog.get_logger("nexus.orchestrator")
+log = Logger("nexus.orchestrator")
 
 KEY_FILE = "sealing.key"
 

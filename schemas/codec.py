@@ -70,12 +70,47 @@ def check_bounds(subject: str, data: bytes, max_bytes: int = MAX_EVENT_BYTES) ->
         raise DecodeError(subject, data, f"payload nested {depth} deep, over the limit of {MAX_DEPTH}")
 
 
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)  # one escape: \uXXXX, or \ and any byte
+
+
+def lone_surrogate(data: bytes) -> tuple[int, str] | None:
+    """The first `\\uD800`-`\\uDFFF` escape in JSON text that is not half of a pair (a high one
+    followed at once by a low one), as (byte offset, escape); None if there is none. It
+    stands for no character, so the text it is in cannot be UTF-8."""
+    high: re.Match[bytes] | None = None  # a high surrogate waiting for its low half
+    for m in _ESCAPE.finditer(data):
+        unit = int(m[1], 16) if m[1] else -1
+        if high is not None:
+            if 0xDC00 <= unit <= 0xDFFF and m.start() == high.end():
+                high = None
+                continue
+            break
+        if 0xDC00 <= unit <= 0xDFFF:
+            return m.start(), m.group().decode("ascii")
+        if 0xD800 <= unit <= 0xDBFF:
+            high = m
+    return (high.start(), high.group().decode("ascii")) if high is not None else None
+
+
+def json_error(data: bytes, message: str) -> str:
+    """msgspec's reason why `data` is no JSON it takes, in words that name the fault: for a
+    lone surrogate escape msgspec says "Input data was truncated", which misleads."""
+    found = lone_surrogate(data)
+    if found is None:
+        return message
+    at, escape = found
+    return (
+        f"JSON is malformed: a lone UTF-16 surrogate escape {escape} (byte {at}) stands for no character, "
+        "so the text is not valid Unicode (UTF-8); a character outside the BMP is escaped as a surrogate pair"
+    )
+
+
 def _decode(decoder: msgspec.json.Decoder[typing.Any], subject: str, data: bytes) -> typing.Any:
     check_bounds(subject, data)
     try:
         return decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise DecodeError(subject, data, str(exc)) from None
+        raise DecodeError(subject, data, json_error(data, str(exc))) from None
     except (RecursionError, MemoryError) as exc:  # defence in depth behind check_bounds
         raise DecodeError(subject, data, f"payload too complex to decode ({type(exc).__name__})") from None
 

@@ -418,8 +418,11 @@ class StatusEvent(_Out, frozen=True, kw_only=True):
 
 
 class OutputChunkEvent(_Out, frozen=True, kw_only=True):
-    """Output of the job. `text` is the text view (ANSI stripped, invalid UTF-8 replaced,
-    per chunk); `dataB64` is the raw bytes, so concatenating them (per `stream`) is byte-exact.
+    """Output of the job. `text` is the text view (ANSI stripped, CRLF folded, invalid UTF-8
+    replaced) of the stream so far: a character or escape sequence cut between two chunks
+    comes whole with the second, so the `text`s of a stream concatenated are its text view (but
+    for what its last chunk leaves open: carriage returns at its very end, a cut character).
+    `dataB64` is the raw bytes, so concatenating them (per `stream`) is byte-exact.
     `stream`: always `stdout` for a PTY job (the terminal merges both); `stdout` or `stderr` for a `tty: false` job."""
 
     type: Literal["output_chunk"] = "output_chunk"
@@ -439,6 +442,17 @@ class DoneEvent(_Out, frozen=True, kw_only=True):
     status: str
     exit_code: int | None = None
     reason: str | None = None
+
+
+class ErrorEvent(_Out, frozen=True, kw_only=True):
+    """The stream ends before `done`: the server lost NATS and it did not come back in time.
+    Its id is the last position sent, so reconnecting with it (as EventSource does) resumes
+    without a gap once NATS is back. `retryable`: whether that may help."""
+
+    type: Literal["error"] = "error"
+    job_id: str
+    message: str
+    retryable: bool = True
 
 
 # ---------------------------------------------------------------- nodes

@@ -1,7 +1,7 @@
 """GET /api/v1/jobs/:id/stream: a job's events and output as Server-Sent Events, resumable.
 
 Every SSE message carries `data: {...}` with a `type` of `status`,
-`output_chunk` or `done` (no `event:` line, so a browser's
+`output_chunk`, `done` or `error` (no `event:` line, so a browser's
 `EventSource.onmessage` sees them all, as in the product brief).
 
 Event ids are positions in the two JetStream streams the job lives in:
@@ -25,6 +25,10 @@ publishes `exited`, so when the verdict is read the output's last sequence is
 known. A stream of a finished job replays from the start and ends with `done`,
 its output between `started` and `exited` as it happened (app.follow.StoreOrder).
 Every follower has its own consumers: many clients can follow one job.
+
+A lost connection to NATS is waited for (app.follow.RECONNECT_S), then the stream goes on from
+where it stopped; if NATS does not come back in time, `error` ends the stream (its id the last
+position sent, so a client that reconnects with it resumes once NATS is back).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
+from bus.errors import BusError
+from bus.logs import Logger
 from bus.port import EventBus, OutputChunk
 from orchestrator.api.auth import require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
-from orchestrator.api.models import POSITION_PATTERN, DoneEvent, OutputChunkEvent, StatusEvent
+from orchestrator.api.models import POSITION_PATTERN, DoneEvent, ErrorEvent, OutputChunkEvent, StatusEvent
 from orchestrator.api.openapi import problems
 from orchestrator.app.follow import follow_job
 from orchestrator.app.narrate import narrate, status_after, verdict_reason
@@ -60,10 +66,11 @@ from schemas.events import (
 )
 from schemas.limits import INT64_MAX
 from schemas.records import Record
-from schemas.text import text_view
+from schemas.text import TextViews
 
 RETRY_MS = 1000
 _encoder = msgspec.json.Encoder()
+log = Logger("nexus.api")
 
 @dataclass(frozen=True)
 class Position:
@@ -126,15 +133,18 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
         yield f"retry: {RETRY_MS}\n\n".encode()
         pos = start
         state = _JobState()
+        views = TextViews()
         # Events from the job's first one, to rebuild its state; output only after what was sent.
         items = follow_job(bus, job_id, output_after=start.output, idle_s=ctx.keepalive_s, queue=queue)
         try:
             async for item in items:
                 if item.idle:
                     yield b": keepalive\n\n"
+                elif item.notice is not None:  # the connection to NATS lost or back: a comment, EventSource ignores it
+                    yield b": " + item.notice.encode() + b"\n\n"
                 elif item.chunk is not None:
                     pos = Position(pos.events, item.chunk.seq)
-                    yield sse(pos, _chunk(item.chunk))
+                    yield sse(pos, _chunk(item.chunk, views))
                 elif item.record is not None:
                     rec = item.record
                     status = describe(rec, state)
@@ -145,6 +155,10 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
                     if rec.seq > pos.events:  # else sent before the client reconnected
                         pos = Position(rec.seq, pos.output)
                         yield sse(pos, status)
+        except BusError as exc:  # NATS did not come back in time (app.follow.RECONNECT_S): say so, then end
+            log.warning("stream.ended", job_id=job_id, error=str(exc))
+            yield sse(pos, ErrorEvent(job_id=job_id, message=str(exc), retryable=exc.retryable))
+            return
         finally:
             # Runs while the response's task is being cancelled (client gone): shield the clean-up.
             with anyio.CancelScope(shield=True):
@@ -155,11 +169,11 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
         ctx.streams.discard(queue)
 
 
-def _chunk(chunk: OutputChunk) -> OutputChunkEvent:
+def _chunk(chunk: OutputChunk, views: TextViews) -> OutputChunkEvent:
     data = chunk.data
     return OutputChunkEvent(
-        text=text_view(data), data_b64=base64.b64encode(data).decode(), attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq,
-        stream=chunk.stream,
+        text=views.feed(chunk.attempt, chunk.stream, data), data_b64=base64.b64encode(data).decode(),
+        attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq, stream=chunk.stream,
     )
 
 

@@ -10,6 +10,9 @@ after the last item if announced output never arrives (say, it expired).
 With `until`, it ends at the first record from `events_from` on that matches.
 Records and chunks come in the order the server stored them, a replay's too (StoreOrder).
 
+A lost connection (a broker restart) is waited for, RECONNECT_S at most, saying so with a
+`notice`; then both streams are read on from after the last item read: no gap, no repeat.
+
 Records come judged as the orchestrator judges them when this client has credentials
 (orchestrator.vetting), and output only as far as it counts (orchestrator.output_gate: from
 the node that ran the attempt); a chunk read before the record naming its attempt's node
@@ -38,14 +41,19 @@ from schemas.records import Record
 log = Logger("nexus.follow")
 
 DRAIN_S = 10.0  # after the verdict, how long to wait for announced output
+RECONNECT_S = 60.0
+"""How long a follower waits for a lost connection to come back (a broker restart) before it gives up."""
+RECONNECT_POLL_S = 0.2  # how often a follower looks whether the connection is back
 
 
 class Followed(msgspec.Struct, frozen=True):
-    """One item of a followed job: a record, an output chunk, or `idle` (nothing for `idle_s`)."""
+    """One item of a followed job: a record, an output chunk, `idle` (nothing for `idle_s`),
+    or a `notice` for the person following (the connection was lost, or came back)."""
 
     record: Record | None = None
     chunk: OutputChunk | None = None
     idle: bool = False
+    notice: str | None = None
 
 
 async def follow_job(
@@ -57,70 +65,111 @@ async def follow_job(
     until: Callable[[Record], bool] | None = None,
     idle_s: float = 1.0,
     queue: asyncio.Queue[object] | None = None,
+    reconnect_s: float | None = None,
 ) -> AsyncGenerator[Followed, None]:
     """The job's records and chunks as they come (see the module docstring).
 
     Anything put into `queue` that is neither a record nor a chunk (a server's
-    stop sentinel) ends the stream."""
+    stop sentinel) ends the stream. A lost connection is waited for, `reconnect_s`
+    (default RECONNECT_S) at most, BusUnavailable after that; once it is back, both
+    streams are read again from after the last item read: no gap, no repeat."""
     queue = queue if queue is not None else asyncio.Queue()
+    reconnect_s = RECONNECT_S if reconnect_s is None else reconnect_s
     readers = JobReaders(bus, job_id)
+    order: StoreOrder | None = None
     verdict_seen = False
     output_end: int | None = None
     last_output = output_after
     last_item = time.monotonic()
-    # Always from the job's first event: the output gate learns each attempt's node from them.
-    async with bus.job_feed(job_id, queue, events_from=1, output_from=output_after + 1):
-        order = StoreOrder(*await asyncio.gather(_events_end(bus, job_id), bus.output_end(job_id)), output_after=output_after)
-        while True:
-            raise_if_cancelling()
-            if output_end is not None and last_output >= output_end:
-                for chunk in readers.release(final=True):
-                    yield Followed(chunk=chunk)
-                return
-            item = order.next()
-            if item is None:
-                try:
-                    got = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
-                except TimeoutError:
-                    if not bus.connected:
-                        raise BusUnavailable(bus.url, "connection lost while following the job") from None
-                    if order.waiting:  # stored items that did not come (expired meanwhile): go on without them
-                        order.stop_waiting()
-                        continue
-                    if verdict_seen and time.monotonic() - last_item >= DRAIN_S:
-                        for chunk in readers.release(final=True):
-                            yield Followed(chunk=chunk)
-                        return
-                    yield Followed(idle=True)
-                    continue
-                last_item = time.monotonic()
-                if not isinstance(got, Record | OutputChunk):
-                    return
-                order.add(got)
+    lost_since: float | None = None  # when the connection was found lost, until following again
+    told = False  # whether the follower was told it was lost
+    while True:  # one turn per connection: after a reconnect the feed is made again
+        connection = bus.reconnected_at
+        # Events always from the job's first: the output gate learns each attempt's node from them.
+        events_next = order.events_read + 1 if order is not None else 1
+        output_next = (order.output_read if order is not None else output_after) + 1
+        async with contextlib.AsyncExitStack() as feed:
+            try:
+                await feed.enter_async_context(bus.job_feed(job_id, queue, events_from=events_next, output_from=output_next))
+            except BusError:
+                if lost_since is None:
+                    raise
+                await _wait_connected(bus, job_id, lost_since, reconnect_s)
                 continue
-            if isinstance(item, OutputChunk):
-                if item.seq > last_output:
-                    last_output = item.seq
-                    await readers.hold(item)
-                    for chunk in readers.release():
+            if order is None:
+                order = StoreOrder(*await asyncio.gather(_events_end(bus, job_id), bus.output_end(job_id)), output_after=output_after)
+            if lost_since is not None:
+                lost_since = None
+                if told:
+                    yield Followed(notice=f"connected to NATS again: following job {job_id} on from where it stopped")
+            while True:
+                raise_if_cancelling()
+                if output_end is not None and last_output >= output_end:
+                    for chunk in readers.release(final=True):
                         yield Followed(chunk=chunk)
-                continue
-            item = await readers.record(item)
-            released = list(readers.release())
-            if until is not None:
+                    return
+                item = order.next()
+                if item is None:
+                    try:
+                        got = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
+                    except TimeoutError:
+                        if not bus.connected or bus.reconnected_at != connection:
+                            break  # the feed's consumers may be gone with the connection: make them again
+                        if order.waiting:  # stored items that did not come (expired meanwhile): go on without them
+                            order.stop_waiting()
+                            continue
+                        if verdict_seen and time.monotonic() - last_item >= DRAIN_S:
+                            for chunk in readers.release(final=True):
+                                yield Followed(chunk=chunk)
+                            return
+                        yield Followed(idle=True)
+                        continue
+                    last_item = time.monotonic()
+                    if not isinstance(got, Record | OutputChunk):
+                        return
+                    order.add(got)
+                    continue
+                if isinstance(item, OutputChunk):
+                    if item.seq > last_output:
+                        last_output = item.seq
+                        await readers.hold(item)
+                        for chunk in readers.release():
+                            yield Followed(chunk=chunk)
+                    continue
+                item = await readers.record(item)
+                released = list(readers.release())
+                if until is not None:
+                    for chunk in released:
+                        yield Followed(chunk=chunk)
+                    if item.seq >= events_from:
+                        yield Followed(record=item)
+                        if until(item):
+                            return
+                    continue
+                if not verdict_seen and ends_job(item.event):
+                    verdict_seen = True
+                    output_end = await bus.output_end(job_id)
+                yield Followed(record=item)
                 for chunk in released:
                     yield Followed(chunk=chunk)
-                if item.seq >= events_from:
-                    yield Followed(record=item)
-                    if until(item):
-                        return
-                continue
-            if not verdict_seen and ends_job(item.event):
-                verdict_seen = True
-                output_end = await bus.output_end(job_id)
-            yield Followed(record=item)
-            for chunk in released:
-                yield Followed(chunk=chunk)
+        if lost_since is None:
+            lost_since = time.monotonic()
+            told = not bus.connected  # else it came back before it was missed: no need to say anything
+            if told:
+                yield Followed(notice=f"lost the connection to NATS at {bus.url}: waiting up to {reconnect_s:g}s for it (the job goes on)")
+        await _wait_connected(bus, job_id, lost_since, reconnect_s)
+
+
+async def _wait_connected(bus: EventBus, job_id: str, lost_since: float, reconnect_s: float) -> None:
+    """Until the bus is connected again, or BusUnavailable once `reconnect_s` have passed
+    since the connection was found lost."""
+    while True:
+        if time.monotonic() - lost_since >= reconnect_s:
+            why = f"lost the connection while following job {job_id}; it did not come back within {reconnect_s:g}s (the job goes on)"
+            raise BusUnavailable(bus.url, why)
+        await asyncio.sleep(RECONNECT_POLL_S)
+        if bus.connected:
+            return
 
 
 async def _events_end(bus: EventBus, job_id: str) -> int:
@@ -150,6 +199,10 @@ class StoreOrder:
         self.events_read, self.output_read = 0, output_after
 
     def add(self, item: Record | OutputChunk) -> None:
+        """Take the next item of its stream; one read before (a feed made again after a reconnect
+        starts after the last item read, but the old feed may have queued more) is dropped."""
+        if item.seq <= (self.output_read if isinstance(item, OutputChunk) else self.events_read):
+            return
         if isinstance(item, OutputChunk):
             self.chunks.append(item)
             self.output_read = max(self.output_read, item.seq)

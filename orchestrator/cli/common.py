@@ -156,11 +156,12 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 
 @asynccontextmanager
-async def connect(url: str, name: str = "nexus-cli") -> AsyncIterator[NexusClient]:
+async def connect(url: str, name: str = "nexus-cli", *, follows: bool = False) -> AsyncIterator[NexusClient]:
+    """A client of the bus at `url`; one that `follows` a job reconnects after a lost connection."""
     from bus.nats_bus import NatsBus
     from orchestrator.client import NexusClient
 
-    bus = await NatsBus.connect(url, name=name, creds=creds_file())
+    bus = await NatsBus.connect(url, name=name, creds=creds_file(), reconnect=follows)
     try:
         yield NexusClient(bus)
     finally:

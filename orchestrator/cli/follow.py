@@ -64,10 +64,16 @@ class Say:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.plain = enabled and not _styled(sys.stderr)
+        self.plain = not _styled(sys.stderr)
+        self.gone = False  # stderr closed: nobody to tell any more
 
     def __call__(self, line: str | Text) -> None:
-        if not self.enabled:
+        if self.enabled:
+            self.tell(line)
+
+    def tell(self, line: str | Text) -> None:
+        """Say `line` even when status lines are off (-q, --json): what the person must know."""
+        if self.gone:
             return
         try:
             if self.plain and isinstance(line, str):
@@ -79,7 +85,7 @@ class Say:
             shown = printable(line, one_line=True) if isinstance(line, str) else printable_text(line, one_line=True)
             err.print(Text.assemble(("nexus: ", "dim"), shown), highlight=False)
         except OSError:  # a closed terminal (SIGHUP) or pipe: nobody to tell any more
-            self.enabled = False
+            self.gone = True
 
 
 def _styled(stream: TextIO | None) -> bool:

@@ -33,6 +33,9 @@ JobStatusName = Literal[
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # the rest is imported where used: `nexus --help` stays fast
+    from collections.abc import AsyncIterator
+
+    from orchestrator.client import NexusClient
     from schemas.records import Record
     from schemas.values import JobTest
 
@@ -135,31 +138,54 @@ def logs(
 @run_async
 async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: str) -> None:
     from schemas import subjects
-    from schemas.text import text_view
+    from schemas.text import TextViews
 
     subjects.check_id(job_id, "job id")
-    async with connect(nats_url) as client:
+    views = TextViews()  # a character may be cut between two chunks
+    async with connect(nats_url, follows=follow) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        data, errors = bytearray(), bytearray()
-        if follow:
-            stream = ((i.output, i.stream) async for i in client.follow(job_id) if i.output is not None)
-        else:
-            stream = ((c.data, c.stream) async for c in client.output(job_id))
-        async for chunk, which in stream:
+        size = 0
+        text: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
+        stream = _followed(client, job_id) if follow else stored
+        async for chunk, attempt, which in stream:
             # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
             if as_json:
-                (errors if which == "stderr" else data).extend(chunk)
-                continue
-            out_file = sys.stderr if which == "stderr" else sys.stdout
-            if raw:
+                size += len(chunk)
+                text[which].append(views.feed(attempt, which, chunk))
+            elif raw:
+                out_file = sys.stderr if which == "stderr" else sys.stdout
                 out_file.buffer.write(chunk)
                 out_file.buffer.flush()
             else:
-                out_file.write(text_view(chunk))
-                out_file.flush()
+                _write_text(which, views.feed(attempt, which, chunk))
+    for which, rest in views.finish().items():
+        if as_json:
+            text[which].append(rest)
+        else:
+            _write_text(which, rest)
     if as_json:
-        print_json({"job_id": job_id, "bytes": len(data) + len(errors), "text": text_view(bytes(data)), "stderr": text_view(bytes(errors))})
+        print_json({"job_id": job_id, "bytes": size, "text": "".join(text["stdout"]), "stderr": "".join(text["stderr"])})
+
+
+async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":
+    """The job's output as it comes; notices (the connection lost, or back) on stderr."""
+    from orchestrator.cli.follow import Say
+
+    say = Say()
+    async for item in client.follow(job_id):
+        if item.output is not None:
+            yield item.output, item.attempt, item.stream
+        elif item.notice is not None:
+            say(item.notice)
+
+
+def _write_text(stream: str, text: str) -> None:
+    if text:
+        out_file = sys.stderr if stream == "stderr" else sys.stdout
+        out_file.write(text)
+        out_file.flush()
 
 
 def history(

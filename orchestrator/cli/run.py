@@ -126,7 +126,7 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
     say = Say(enabled=not (quiet or as_json))
     if stdin_pending():
         say(STDIN_NOTE)
-    async with connect(nats_url) as client:
+    async with connect(nats_url, follows=True) as client:
         await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
@@ -155,6 +155,8 @@ async def _follow(client: "NexusClient", report: "JobReport", output: "tuple[byt
                 output.write(item.output, item.stream)
         elif item.record is not None:
             report.on_record(item.record)
+        elif item.notice is not None:  # the connection lost or back: said even with -q, since it may take a while
+            report.say.tell(item.notice)
 
 
 class CancelOnSignal:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestrator.core.text import PatternError, TextViewStream, UserRegex, user_regex
+from orchestrator.core.text import PatternError, UserRegex, user_regex
 from schemas.limits import MAX_OUTPUT_TEST_BYTES
+from schemas.text import TextViewStream
 from schemas.values import NODE_TESTS, ExitCodeTest, JobTest, OutputContainsTest, TestResult
 
 _SHOWN = 200  # characters of output quoted in a result

@@ -1,9 +1,4 @@
-"""The text view of raw PTY output, and the regexes users write against text.
-
-The text view: ANSI escapes stripped, CRLF folded, bad UTF-8 replaced. The raw
-bytes stay in NEXUS_OUTPUT; this is only how people and regex tests read them.
-`TextViewStream` gives the same view chunk by chunk, holding back at most an
-unfinished escape sequence, a run of carriage returns and a split UTF-8 character.
+"""The regexes users write against the text view of output (schemas.text).
 
 User regexes (output tests, policy rules) go through `user_regex`: RE2, whose
 matching time is linear in the input whatever the pattern, so `(a+)+$` cannot
@@ -13,71 +8,13 @@ pattern raises `PatternError` with the reason.
 
 from __future__ import annotations
 
-import codecs
 import re
 from typing import Protocol
 
 import re2  # type: ignore[import-untyped]
 
-from schemas.text import ANSI_ESCAPE, CRLF_RUN
-
-# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), then any other escape:
-# ESC, intermediates (0x20-0x2F, e.g. the "(" of ESC ( B), one final byte.
-# The start of an escape sequence that more input could still complete (or change).
-_UNFINISHED_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[ -/]*)\Z")
-
-MAX_HELD_ESCAPE = 4096
-"""An escape sequence still open after this many characters is taken as text."""
-MAX_HELD_CR = 4096
-"""A run of carriage returns longer than this is passed on before its end is known."""
 REGEX_MAX_MEM = 2 * 1024 * 1024
 """Memory RE2 may use for one compiled pattern (program and match cache); bigger patterns are refused."""
-
-
-class TextViewStream:
-    """`text_view` of a byte stream fed in chunks: `feed(raw)` returns the text that is
-    settled so far, `finish()` the rest. Joined, they equal `text_view(all bytes)`,
-    except for an escape sequence open longer than MAX_HELD_ESCAPE characters or a
-    run of more than MAX_HELD_CR carriage returns (both taken as plain text)."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._held = ""  # an unfinished escape sequence
-        self._crs = 0  # carriage returns at the end of the text so far, not yet emitted
-
-    def feed(self, raw: bytes) -> str:
-        return self._settle(self._held + self._decoder.decode(raw), final=False)
-
-    def finish(self) -> str:
-        return self._settle(self._held + self._decoder.decode(b"", final=True), final=True)
-
-    def _settle(self, text: str, *, final: bool) -> str:
-        self._held = ""
-        if not final:
-            unfinished = _UNFINISHED_ESCAPE.search(text, max(0, len(text) - MAX_HELD_ESCAPE))
-            if unfinished is not None:
-                self._held, text = text[unfinished.start() :], text[: unfinished.start()]
-        return self._fold_crs(ANSI_ESCAPE.sub("", text), final=final)
-
-    def _fold_crs(self, text: str, *, final: bool) -> str:
-        if self._crs:
-            body = text.lstrip("\r")
-            if not body and not final and self._crs + len(text) <= MAX_HELD_CR:
-                self._crs += len(text)
-                return ""
-            # The held run joins the CRs this text starts with; "\n" next folds them all.
-            lead = len(text) - len(body)
-            text = ("" if body.startswith("\n") else "\r" * (self._crs + lead)) + body
-            self._crs = 0
-        if not final:
-            body = text.rstrip("\r")
-            if len(text) - len(body) <= MAX_HELD_CR:
-                self._crs = len(text) - len(body)
-                text = body
-        return CRLF_RUN.sub("\n", text)
-
-
-# ---------------------------------------------------------------- user regexes
 
 
 class PatternError(ValueError):

@@ -36,7 +36,7 @@ IMPURE = {
 # What schemas/ may import: msgspec and the stdlib's typing bits.
 SCHEMAS_MAY_IMPORT = {
     "__future__", "msgspec", "schemas", "typing", "collections", "dataclasses", "datetime", "enum", "re",
-    "itertools", "functools", "json", "string",
+    "itertools", "functools", "json", "string", "codecs",
 }  # fmt: skip
 
 # What the agent must stay free of, so that a node installs it without the orchestrator's stack.

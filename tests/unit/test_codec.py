@@ -494,3 +494,21 @@ def test_a_row_too_big_for_any_message_is_an_error_naming_it() -> None:
     (only,) = codec.encode_query_result(answer, in_parts=True, part_bytes=256 * 1024)
     error = codec.decode_query_result(only).error
     assert error is not None and "row 2" in error
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (rb'{"command": "echo \ud800"}', (18, "\\ud800")),
+        (rb'{"command": "\udc00 x"}', (13, "\\udc00")),
+        (rb'{"command": "\ud83d\ud83d\ude00"}', (13, "\\ud83d")),
+        (rb'{"command": "\ud83d\ude00 and \\ud800"}', None),  # a pair, and an escaped backslash before "ud800"
+        (rb'{"command": "\u00e9"}', None),
+    ],
+)
+def test_a_lone_surrogate_escape_is_found_and_named(data: bytes, found: tuple[int, str] | None) -> None:
+    assert codec.lone_surrogate(data) == found
+    if found is not None:
+        with pytest.raises(DecodeError) as caught:
+            codec.decode(subjects.job("j1", "requested"), data)
+        assert f"lone UTF-16 surrogate escape {found[1]} (byte {found[0]})" in caught.value.reason

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.assertions import OutputMatcher, evaluate, scan_text
-from orchestrator.core.text import TextViewStream
-from schemas.text import text_view
+from schemas.text import TextViewStream, text_view
 from schemas.values import OutputContainsTest
 
 MiB = 1024 * 1024

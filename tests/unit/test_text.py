@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.text import text_view
+from schemas.text import TextViews, text_view
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,18 @@ def test_pty_crcrlf_leaves_no_crlf() -> None:
 )
 def test_other_common_escapes_are_stripped(escape: bytes) -> None:
     assert text_view(b"before" + escape + b"after") == "beforeafter"
+
+
+def test_text_views_read_each_stream_of_each_attempt_across_its_chunks() -> None:
+    one, two, err = "\u00e9\u4e2d\U0001f600\x1b[31mred\x1b[0m\r\n".encode(), "ok \u4e2d".encode(), "\U0001f600!".encode()
+    views = TextViews()
+    got = {"stdout": "", "stderr": ""}
+    # Cut everywhere, the streams interleaved; attempt 2's first chunk ends attempt 1.
+    for i in range(len(one)):
+        got["stdout"] += views.feed(1, "stdout", one[i : i + 1])
+        if i < len(err):
+            got["stderr"] += views.feed(1, "stderr", err[i : i + 1])
+    got["stdout"] += views.feed(2, "stdout", two[:4]) + views.feed(2, "stdout", two[4:])
+    for stream, rest in views.finish().items():
+        got[stream] += rest
+    assert got == {"stdout": text_view(one) + text_view(two), "stderr": text_view(err)}

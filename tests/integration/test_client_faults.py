@@ -1,0 +1,240 @@
+"""The client verbs as real processes, against what a review found them weak at.
+
+1. Diagnostics (a refused chunk, say) go to stderr: stdout is the job's output, byte for byte.
+2. The text view reads a character (and an escape sequence) cut between two chunks whole,
+   in `nexus logs` and in the `text` of the API's stream.
+3. `nexus run`, `nexus logs -f` and the API's stream ride out a broker restart (kill -9,
+   restart on the same port and store): every line once, in order, the right exit code;
+   a stream that cannot go on ends with an `error` message, never a traceback.
+4. A lone surrogate escape in a request is rejected with a reason that names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bus.nats_bus import NatsBus
+from orchestrator.app import follow as app_follow
+from orchestrator.client import NexusClient
+from orchestrator.embedded import EmbeddedNats
+from schemas import subjects
+from schemas.text import text_view
+from tests.conftest import NEXUS, Stack, wait_for
+from tests.integration.api_support import free_port, serve_api
+from tests.integration.faults_support import ProcessStack
+
+OUTAGE_S = 3.0  # the broker outage itself is the scenario, not a wait for a condition
+
+
+class Follower:
+    """A real `nexus` process whose stdout and stderr are read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out = bytearray()
+        self.err = bytearray()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [asyncio.ensure_future(self._read(proc.stdout, self.out)), asyncio.ensure_future(self._read(proc.stderr, self.err))]
+
+    @classmethod
+    async def start(cls, url: str, cwd: Path, *args: str) -> Follower:
+        proc = await asyncio.create_subprocess_exec(
+            NEXUS, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "NEXUS_NATS_URL": url}, cwd=cwd,
+        )  # fmt: skip
+        return cls(proc)
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader, into: bytearray) -> None:
+        while chunk := await stream.read(65536):
+            into.extend(chunk)
+
+    async def wait(self, timeout: float) -> int:
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+        await asyncio.gather(*self._readers)
+        return code
+
+
+# ---------------------------------------------------------------- 1. diagnostics on stderr
+
+
+async def test_client_diagnostics_go_to_stderr_never_into_the_output(stack: Stack) -> None:
+    code, out, err = await stack.nexus("run", "--id", "quiet-1", "--", "printf 'hi\\n'")
+    assert (code, out) == (0, b"hi\n"), err
+    # Output from a node that did not run the job: followers refuse it and log that they did.
+    nc = stack.client.bus.nc  # type: ignore[attr-defined]
+    await nc.jetstream().publish(subjects.output("quiet-1", 1, "evil"), b"FORGED\n", headers={"Nexus-Chunk": "99"})
+
+    code, out, err = await stack.nexus("logs", "quiet-1")
+    assert (code, out) == (0, b"hi\n"), err
+    assert b"output.refused" in err and b"evil" in err
+    code, raw, err = await stack.nexus("logs", "--raw", "quiet-1")
+    assert (code, raw) == (0, b"hi\n") and b"output.refused" in err
+    code, out, err = await stack.nexus("logs", "--json", "quiet-1")
+    assert code == 0 and json.loads(out)["text"] == "hi\n"
+    assert b"output.refused" in err
+
+
+# ---------------------------------------------------------------- 2. the text view across chunks
+
+# Characters of 2, 3 and 4 bytes in odd numbers, and colour escapes, in one write of ~3 MB: the
+# boundaries of its chunks fall inside characters and escape sequences.
+_WRITE = (
+    "import sys; sys.stdout.buffer.write(('\\u00e9' * 300001 + '\\u4e2d' * 333333 + '\\U0001f600' * 250001).encode()"
+    " + b''.join(b'\\x1b[3%dm%d' % (i % 8, i) for i in range(100000)))"
+)
+_EXPECTED = "\u00e9" * 300001 + "\u4e2d" * 333333 + "\U0001f600" * 250001 + "".join(str(i) for i in range(100000))
+
+
+async def test_the_text_view_reads_characters_cut_between_chunks_whole(stack: Stack) -> None:
+    code, _, err = await stack.nexus("run", "-q", "--no-tty", "--id", "utf-1", "--", f'python3 -c "{_WRITE}"')
+    assert code == 0, err
+    chunks = [c.data async for c in stack.client.output("utf-1")]
+    raw = b"".join(chunks)
+    assert text_view(raw) == _EXPECTED
+    cut = sum(1 for c in chunks if c.decode("utf-8", errors="replace") != c.decode("utf-8", errors="ignore"))
+    assert cut > 0, "no chunk boundary fell inside a character: the test proves nothing"
+
+    code, out, err = await stack.nexus("logs", "utf-1")
+    assert code == 0, err
+    assert out.decode() == _EXPECTED
+    code, out, err = await stack.nexus("logs", "--json", "utf-1")
+    assert code == 0 and json.loads(out)["text"] == _EXPECTED
+
+    async with serve_api(stack.client) as http, http.stream("GET", "/api/v1/jobs/utf-1/stream") as resp:
+        messages = [json.loads(line[6:]) async for line in resp.aiter_lines() if line.startswith("data: ")]
+    output = [m for m in messages if m["type"] == "output_chunk"]
+    assert b"".join(base64.b64decode(m["dataB64"]) for m in output) == raw
+    assert "".join(m["text"] for m in output) == _EXPECTED
+    assert messages[-1]["type"] == "done"
+
+
+# ---------------------------------------------------------------- 3. a broker restart
+
+
+@pytest.fixture
+async def process_stack(tmp_path: Path) -> AsyncIterator[ProcessStack]:
+    s = ProcessStack(tmp_path)
+    try:
+        await s.start_nats()
+        await s.start_orchestrator()
+        await s.start_agent("node-1")
+        yield s
+    finally:
+        await s.close()
+
+
+async def _restart_nats(stack: ProcessStack) -> None:
+    assert stack.server is not None
+    port = stack.server.port
+    await stack.kill_nats()
+    await asyncio.sleep(OUTAGE_S)
+    await stack.start_nats(port=port)
+
+
+async def _sse(url: str, lines: list[dict[str, object]]) -> None:
+    async with httpx.AsyncClient(timeout=120) as http, http.stream("GET", url) as resp:
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                lines.append(json.loads(line[6:]))
+
+
+@pytest.mark.timeout(240)
+async def test_followers_ride_out_a_broker_restart(process_stack: ProcessStack) -> None:
+    stack = process_stack
+    api_port = free_port()
+    await stack._spawn("api", "api", "--port", str(api_port))
+    await wait_for(lambda: _answers(api_port), 30, what="the API answering")
+
+    lines = [f"line-{i}" for i in range(1, 31)]
+    command = "for i in $(seq 1 30); do echo line-$i; sleep 0.25; done"
+    run = await Follower.start(stack.url, stack.root, "run", "--no-tty", "--id", "rr-1", "--", command)
+    await wait_for(lambda: b"line-2\n" in run.out, 60, what="the job's first lines")
+    logs = await Follower.start(stack.url, stack.root, "logs", "-f", "rr-1")
+    messages: list[dict[str, object]] = []
+    sse = asyncio.ensure_future(_sse(f"http://127.0.0.1:{api_port}/api/v1/jobs/rr-1/stream", messages))
+    await wait_for(lambda: b"line-4\n" in logs.out and len(messages) > 4, 30, what="both followers following")
+
+    await _restart_nats(stack)
+
+    assert await run.wait(120) == 0, run.err.decode()
+    assert run.out.decode().splitlines() == lines  # every line once, in order: no gap, no repeat
+    assert b"lost the connection to NATS" in run.err and b"connected to NATS again" in run.err
+    assert await logs.wait(120) == 0, logs.err.decode()
+    assert logs.out.decode().splitlines() == lines
+    assert b"lost the connection to NATS" in logs.err
+
+    await asyncio.wait_for(sse, 120)
+    text = "".join(str(m["text"]) for m in messages if m["type"] == "output_chunk")
+    assert text.splitlines() == lines
+    assert messages[-1]["type"] == "done" and messages[-1]["status"] == "succeeded"
+    rows = await stack.try_query("SELECT count(*) FROM events WHERE job_id = 'rr-1' AND type = 'job.started'")
+    assert rows is not None and rows.rows == [[1]]  # it ran once
+    log = (stack.logs / "api.log").read_text()
+    assert "Traceback" not in log and "ExceptionGroup" not in log
+
+
+async def _answers(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.timeout(120)
+async def test_a_stream_that_cannot_go_on_ends_with_an_error_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_follow, "RECONNECT_S", 2.0)
+    server = EmbeddedNats(tmp_path / "jetstream", port=-1)
+    url = await server.start()
+    s = Stack(url=url, db=tmp_path / "nexus.duckdb", tmp=tmp_path, client=NexusClient(await NatsBus.connect(url, name="api", daemon=True)))
+    try:
+        await s.start_orchestrator()
+        await s.start_agent("node-1")
+        code, _, err = await s.nexus("submit", "--id", "gone-1", "--", "for i in $(seq 1 100); do echo line-$i; sleep 0.2; done")
+        assert code == 0, err
+        async with serve_api(s.client) as http, http.stream("GET", "/api/v1/jobs/gone-1/stream") as resp:
+            messages: list[dict[str, object]] = []
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    messages.append(json.loads(line[6:]))
+                    if len(messages) == 5:
+                        assert server.proc is not None
+                        server.proc.kill()  # and it never comes back
+        assert messages[-1]["type"] == "error", messages[-3:]
+        assert "did not come back within 2s" in str(messages[-1]["message"])
+    finally:
+        for node in list(s.agents):
+            await s.stop_agent(node)
+        while s.orchestrators:
+            await s.stop_orchestrator()
+        with contextlib.suppress(Exception):
+            await s.client.bus.close()
+        await server.stop()
+
+
+# ---------------------------------------------------------------- 4. a lone surrogate
+
+
+async def test_a_lone_surrogate_is_rejected_saying_so(stack: Stack) -> None:
+    nc = stack.client.bus.nc  # type: ignore[attr-defined]
+    await nc.publish(subjects.job("lone-1", "requested"), b'{"command": "echo \\ud800"}')
+    row = await stack.wait_job("lone-1")
+    assert row["status"] == "rejected"
+    assert "lone UTF-16 surrogate escape \\ud800" in row["reason"] and "truncated" not in row["reason"]
