@@ -21,7 +21,6 @@ neither the OpenAPI document nor the bus allow; `strict_body` (a
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -155,12 +154,9 @@ async def strict_body(request: Request[Any, Any, Any]) -> None:
         msgspec.convert(_integral(msgspec.json.decode(body)), field.annotation)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from None
-    except msgspec.DecodeError:
-        if _LONE_SURROGATE.search(body):  # msgspec's words for it, "Input data was truncated", mislead
-            raise _invalid(
-                "the body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is no character: "
-                "send the text as UTF-8, or escape a character outside the BMP as its surrogate pair"
-            ) from None
+    except msgspec.DecodeError as exc:
+        if codec.lone_surrogate(body) is not None:  # msgspec's words for it, "Input data was truncated", mislead
+            raise _invalid(codec.json_error(body, str(exc))) from None
         return  # not JSON at all: Litestar says so in its own words
 
 
@@ -168,10 +164,6 @@ def empty_body(model: Any) -> str:
     """What an empty body lacks, in the body's own (camelCase) field names."""
     required = [f"`{f.encode_name}`" for f in msgspec.structs.fields(model) if f.required]
     return "the body is empty: send a JSON object" + (f" with {' and '.join(required)} (required)" if required else "")
-
-
-# A high surrogate escape not followed by a low one, or a low one not preceded by a high one.
-_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
 def _invalid(message: str) -> ValidationException:
