@@ -9,28 +9,9 @@ import json
 from pathlib import Path
 
 from orchestrator.client import new_job_id
-from schemas import subjects
-from schemas.events import JobDispatch
 from tests.conftest import Stack
 from tests.integration.api_support import assert_problem, serve_api
-
-
-async def _publish(stack: Stack, job_id: str, payload: dict[str, object]) -> None:
-    """As any NATS client would: a plain core-NATS publish of the JSON."""
-    await stack.client.bus.nc.publish(subjects.job(job_id, "requested"), json.dumps(payload).encode())  # type: ignore[attr-defined]
-
-
-async def _rejected(stack: Stack, job_id: str) -> tuple[str, str]:
-    """The job's rejection (code, reason), once it has ended rejected, having never been dispatched."""
-    row = await stack.wait_job(job_id)
-    assert row["status"] == "rejected", row
-    assert not any(isinstance(r.event, JobDispatch) for r in await stack.client.history(job_id))
-    [(code, reason)] = (
-        await stack.client.query(
-            "SELECT payload->>'code', payload->>'reason' FROM events WHERE job_id = ? AND type = 'job.rejected'", [job_id]
-        )
-    ).rows
-    return code, reason
+from tests.integration.test_input_checks import _publish, _rejected
 
 
 async def _jobs(stack: Stack) -> int:
