@@ -33,7 +33,7 @@ from orchestrator.client import new_job_id
     guards=[require("operator")],
     summary="Run tests on a finished job",
     responses={
-        **problems(404, 409, body=True),
+        **problems(404, 409, 422, body=True),
         202: ResponseSpec(
             TestResults,
             description="The tests are requested but had no result within `timeoutSeconds`: `passed` is null and "

@@ -13,6 +13,7 @@
         +-- SecretsUnprotected   a secret env value, and no orchestrator key to seal it to  503, exit 1
         +-- NotYours             another user's sealed secrets, asked for by someone else   403, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
+            +-- InvalidTest        a test that could never be judged (a bad pattern)         422
             +-- ConflictingFields  one field under two names, two values                422
             +-- NoSuchDependency   `after` names a job the log has never seen               422
             +-- ReservedJobId      a chosen job id shaped like a pipeline step's job id      400
@@ -116,6 +117,15 @@ class JobChanged(WrongState):
 
 class InvalidRequest(AppError):
     exit_code = 2
+
+
+class InvalidTest(InvalidRequest):
+    """A test that could never be judged (an output_contains pattern RE2 refuses): what the API
+    document cannot say of a string, so 422 rather than 400."""
+
+    http_status = 422
+    slug = "invalid-test"
+    title = "Invalid test"
 
 
 class ConflictingFields(InvalidRequest):

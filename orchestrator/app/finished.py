@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import AppError, InvalidRequest, JobChanged, NoSuchJob, WrongState
+from orchestrator.app.errors import AppError, InvalidTest, JobChanged, NoSuchJob, WrongState
 from orchestrator.app.jobs import ANONYMOUS, SubmitJob, final_status, job_request
 from orchestrator.app.narrate import kind_of
 from orchestrator.app.rows import decoded
@@ -68,9 +68,9 @@ class RollBack(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def tests_request(cmd: RunTests, now: datetime) -> JobTestRequested:
-    """The `test_requested` event; InvalidRequest for a test that could never be judged (a bad pattern)."""
+    """The `test_requested` event; InvalidTest for a test that could never be judged (a bad pattern)."""
     if (why := tests_problem(cmd.tests)) is not None:
-        raise InvalidRequest(why)
+        raise InvalidTest(why)
     return JobTestRequested(ts=now, tests=list(cmd.tests), requested_by=cmd.by)
 
 

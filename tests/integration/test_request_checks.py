@@ -43,7 +43,7 @@ async def test_an_output_pattern_re2_refuses_is_refused_before_anything_runs(sta
     assert code == 2 and b"invalid pattern '(a': missing ): (a" in err, err
     async with serve_api(stack.client) as http:
         body = {"command": f"touch {marker}", "tests": [{"type": "output_contains", "pattern": "(a"}]}
-        assert_problem(await http.post("/api/v1/jobs", json=body), 400, "invalid-body", "invalid pattern '(a'")
+        assert_problem(await http.post("/api/v1/jobs", json=body), 422, "invalid-test", "invalid pattern '(a'")
         step = {"id": "s", "command": f"touch {marker}", "tests": [{"type": "output_contains", "pattern": "(a"}]}
         template = json.dumps({"name": "bad", "steps": [step]})
         assert_problem(await http.post("/api/v1/pipelines", json={"template": template}), 422, "invalid-template", "invalid pattern '(a'")
@@ -51,7 +51,7 @@ async def test_an_output_pattern_re2_refuses_is_refused_before_anything_runs(sta
         assert (await http.post("/api/v1/jobs", json={"command": "echo done", "jobId": done})).status_code == 201
         await stack.wait_job(done)
         resp = await http.post(f"/api/v1/jobs/{done}/test", json={"tests": [{"type": "output_contains", "pattern": "(a"}]})
-        assert_problem(resp, 400, "invalid-request", "invalid pattern '(a'")
+        assert_problem(resp, 422, "invalid-test", "invalid pattern '(a'")
     assert [k for r in await stack.client.history(done) if (k := r.subject.split(".")[4]) == "test_requested"] == []
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(
