@@ -178,10 +178,15 @@ def _cancel(job: JobView, now: datetime) -> list[Outgoing] | None:
     return [kill]
 
 
+def _hold(reason: str, now: datetime, policy: Policy) -> JobApprovalRequired:
+    """A hold for approval, naming who may decide it as the policy says now."""
+    return JobApprovalRequired(ts=now, reason=reason, approvers=policy.approvers, deciders=policy.deciders())
+
+
 def _placeable(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Outgoing]:
     if job.status == S.APPROVED and not ctx.policy.may_approve(job.approved_by):
         reason = f"{job.approved_by!r} may not approve this job; waiting for an approver"
-        hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers, deciders=ctx.policy.deciders())
+        hold = _hold(reason, now, ctx.policy)
         return [Outgoing(subjects.job(job.job_id, "approval_required"), hold, msgids.job(job.job_id, "approval_required", job.last_seq))]
     waiting = _dependencies(job, now, ctx)
     return waiting if waiting is not None else _place(job, fleet, now, ctx.sealer)
@@ -254,8 +259,7 @@ def _analyse(job: JobView, fleet: Fleet, now: datetime, ctx: Context) -> list[Ou
     first = out(job, validated, "validated")
     if verdict.approval_needed:
         reason = verdict.approval_reason or "the analysis holds this job for approval"
-        hold = JobApprovalRequired(ts=now, reason=reason, approvers=ctx.policy.approvers, deciders=ctx.policy.deciders())
-        return [first, out(job, hold, "approval_required")]
+        return [first, out(job, _hold(reason, now, ctx.policy), "approval_required")]
     # Place in the same decision when possible, so a job costs one round trip.
     after = _with_status(job, JobStatus.VALIDATED)
     rest = _dependencies(after, now, ctx)

@@ -143,7 +143,7 @@ async def _restart_nats(stack: ProcessStack) -> None:
     assert stack.server is not None
     port = stack.server.port
     await stack.kill_nats()
-    await asyncio.sleep(OUTAGE_S)
+    await asyncio.sleep(OUTAGE_S)  # the outage itself is the scenario, not a wait for a condition
     await stack.start_nats(port=port)
 
 
