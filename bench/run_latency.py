@@ -135,9 +135,12 @@ async def main(a: argparse.Namespace) -> list[Figure]:
             await watch.wait([warm])
             if a.runs:
                 figures += await cli_wall(stack, a.runs)
-            figures += await sequential(stack, watch, a.sequential)
-            figures += await first_byte(stack, watch, a.first_byte)
-            figures += await burst(stack, watch, a.burst)
+            if a.sequential:
+                figures += await sequential(stack, watch, a.sequential)
+            if a.first_byte:
+                figures += await first_byte(stack, watch, a.first_byte)
+            if a.burst:
+                figures += await burst(stack, watch, a.burst)
         finally:
             await watch.stop()
     if a.fan_out:
@@ -167,7 +170,7 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=10, help="`nexus run` processes (0: skip)")
     ap.add_argument("--sequential", type=int, default=200)
     ap.add_argument("--first-byte", type=int, default=50)
-    ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=200, help="jobs in the burst (0: skip, as for the other counts)")
     ap.add_argument("--fan-out", type=int, default=20, help="agents for the `echo hi` fan-out (0: skip)")
     ap.add_argument("--max-jobs", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="print one JSON object (the human figures go to stderr)")
