@@ -7,6 +7,7 @@ view from the store first, so the fold is the same as one over the whole log.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -110,7 +111,7 @@ class Projection:
                 fresh = [(r, h) for r, h in zip(batch, holds, strict=True) if r.seq > self.applied_seq]
             else:  # (a record applied already, delivered again, is not checked again)
                 new = [r for r in batch if r.seq > self.applied_seq]
-                fresh = list(zip(new, signatures(new) if self.verifier is not None else [None] * len(new), strict=True))
+                fresh = list(zip(new, signatures(new, self.identity) if self.verifier is not None else [None] * len(new), strict=True))
                 clock.lap("verify")
             self._unverified.extend(r.seq for r, h in fresh if h is False)
             for r, linked in zip(batch, links, strict=False):
@@ -313,11 +314,12 @@ def chunks(batch: Sequence[Record]) -> list[Sequence[Record]]:
     return [batch[i : i + CHUNK] for i in range(0, len(batch), CHUNK)]
 
 
-def signatures(batch: Sequence[Record]) -> list[bool | None]:
-    """`signatures_hold` over a batch: in this thread for a small one, on every core for a large one."""
+def signatures(batch: Sequence[Record], own: Identity | None = None) -> list[bool | None]:
+    """`signatures_hold` over a batch: in this thread for a small one, on every core for a large one.
+    `own`: this process's identity (its own recent publishes need no verification)."""
     if len(batch) < PARALLEL_FROM:
-        return signatures_hold(batch)
-    return [h for part in verification_pool().map(signatures_hold, chunks(batch)) for h in part]
+        return signatures_hold(batch, own)
+    return [h for part in verification_pool().map(functools.partial(signatures_hold, own=own), chunks(batch)) for h in part]
 
 
 def _utf8(raw: bytes) -> bool:
