@@ -337,7 +337,8 @@ def figures(results: list[Result]) -> list[dict[str, object]]:
         if "first_exited_s" in f:
             add(f"fleet {n}: first jobs after start (cold: identities announced and learnt), all exited", f["first_exited_s"], "s")
         if "fanout_exited_s" in f:
-            add(f"fleet {n}: fan-out `echo hi` (every node has run a job), all exited", f["fanout_exited_s"], "s", f"< {FANOUT_TARGET_S:g}" if n == 1000 else None)
+            target = f"< {FANOUT_TARGET_S:g}" if n == 1000 else None
+            add(f"fleet {n}: fan-out `echo hi` (every node has run a job), all exited", f["fanout_exited_s"], "s", target)
         if "fanout_cpu_simulator" in f:
             for k in ("orchestrator", "nats-server", "simulator"):
                 add(f"fleet {n}: fan-out, {k} CPU until all exited", f[f"fanout_cpu_{k}"], "s")

@@ -23,7 +23,8 @@ def ring(tmp_path: Path) -> Keyring:
 
 
 def record(headers: dict[str, str], raw: bytes, subject: str = SUBJECT, seq: int = 1) -> Record:
-    return Record(seq=seq, subject=subject, stream_ts=datetime.now(UTC), raw=raw, signer=headers[SIGNER_HEADER], signature=headers[SIG_HEADER])
+    signer, signature = headers[SIGNER_HEADER], headers[SIG_HEADER]
+    return Record(seq=seq, subject=subject, stream_ts=datetime.now(UTC), raw=raw, signer=signer, signature=signature)
 
 
 def test_its_own_publish_read_back_is_known_and_holds(ring: Keyring) -> None:
