@@ -19,6 +19,7 @@ Importing this module patches one bashlex hang (see `_progressing`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import posixpath
 import re
@@ -377,6 +378,7 @@ _STRAY_TOKENS = frozenset({")", "&&", "||", "|", ";", ";;", "&", "then", "else",
 _BASHLEX_GAPS = re.compile(r"\[\[|\(\(|\$\[|(?<![\w-])(?:case|select|coproc)(?![\w-])|\\\s*$")
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a fan-out checks one command text for every node
 def syntax_error(text: str) -> str | None:
     """Why bash would refuse `text` before running any of it (what `bash -n` says), or None.
 
