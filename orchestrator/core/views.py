@@ -142,17 +142,19 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
         # A view built by hand may carry the plain string; the enum owns what it means.
         return JobStatus(self.status)
 
+    # The sets answer for a plain string as for the member (a StrEnum hashes and compares as its
+    # value), without making a member: these are asked for every job on every decision round.
     @property
     def terminal(self) -> bool:
-        return self.state.terminal
+        return self.status in TERMINAL
 
     @property
     def placeable(self) -> bool:
-        return self.state.placeable
+        return self.status in PLACEABLE
 
     @property
     def on_node(self) -> bool:
-        return self.state.on_node
+        return self.status in ON_NODE
 
     @property
     def settled(self) -> bool:
