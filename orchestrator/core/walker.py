@@ -28,6 +28,7 @@ from orchestrator.core.shell_parse import (
     MAX_COMMANDS,
     Collector,
     Pipeline,
+    Redirect,
     SimpleCommand,
     desugar,
     fallback_pipelines,
@@ -119,15 +120,24 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
-def _forms(words: tuple[Word, ...], argv: tuple[Word, ...]) -> tuple[str, ...]:
+def _forms(words: tuple[Word, ...], argv: tuple[Word, ...], files: str = "") -> tuple[str, ...]:
     """A simple command as written, as unwrapped, and with the program named without its path
-    (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`)."""
+    (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`); each
+    with the files it redirects to or from (`_redirected_files`), which are part of what it does."""
     forms = [" ".join(w.text for w in words)]
     if argv:
         forms.append(" ".join(w.text for w in argv))
         if "/" in argv[0].text and not argv[0].dynamic:
             forms.append(" ".join([program(argv[0]), *(w.text for w in argv[1:])]))
-    return tuple(dict.fromkeys(forms))
+    return tuple(dict.fromkeys(f"{form} {files}" if files else form for form in forms))
+
+
+def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
+    """The files a simple command's redirections write or read, as written (`> /etc/passwd`,
+    `< /etc/shadow`): an allow rule for `systemctl restart app` is no rule for
+    `systemctl restart app > /etc/passwd`. Not fd duplications (`2>&1`), heredocs and
+    here-strings (data in the command itself), or /dev/null."""
+    return " ".join(f"{r.op} {r.target}" for r in redirects if r.target is not None and r.body is None and r.target != "/dev/null")
 
 
 def _written_in(word: Word, name: str, value: Word) -> Word:
@@ -356,11 +366,14 @@ class Walk:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
+        files = _redirected_files(stage.redirects)
         if unwrapped is None:
+            if files:  # a redirection alone is a command too: `> /etc/passwd` empties the file
+                self.commands_seen.append((files,))
             return
         self.remember_writes(stage, unwrapped, upstream)
         if stage.words:
-            self.commands_seen.append(_forms(stage.words, unwrapped.argv))
+            self.commands_seen.append(_forms(stage.words, unwrapped.argv, files))
         head = unwrapped.argv[:1]
         files = [*unwrapped.code_files, *(head if head and self.file_key(head[0]) in self.written.keys() | self.downloaded.keys() else ())]
         for word in files:

@@ -104,3 +104,36 @@ def test_an_allow_list_needs_every_simple_command_to_match(policy: Policy, comma
 )
 def test_an_allow_list_passes_commands_made_only_of_allowed_ones(policy: Policy, command: str) -> None:
     assert policy.denial(command, "bash", [None]) is None
+
+
+_ALLOW_ECHO_WORDS = Policy(allow=[Rule(pattern=r"^echo [a-z ]*$")])
+
+
+@pytest.mark.parametrize(
+    ("policy", "command"),
+    [
+        (_ALLOW_DOCS, "systemctl restart app > /etc/passwd"),  # the allowed command, writing where it may not
+        (_ALLOW_DOCS, "systemctl status app >> /root/.ssh/authorized_keys"),
+        (_ALLOW_DOCS, "systemctl status app &> /etc/cron.d/x"),
+        (_ALLOW_DOCS, "systemctl status app; > /etc/passwd"),  # a redirection alone empties the file
+        (_ALLOW_DOCS, "systemctl status app < /etc/shadow"),
+        (_ALLOW_ECHO_WORDS, "echo hi > /etc/passwd"),
+        (_ALLOW_ECHO_WORDS, "echo $(echo hi > /etc/passwd)"),
+    ],
+)
+def test_an_allow_rule_covers_the_files_a_command_redirects_to(policy: Policy, command: str) -> None:
+    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["systemctl status app 2>&1", "systemctl status app 2>/dev/null", "systemctl status app >&2", "systemctl status app <<< hi"],
+)
+def test_redirections_that_touch_no_file_leave_an_allowed_command_allowed(command: str) -> None:
+    assert _ALLOW_DOCS.denial(command, "bash", [None]) is None
+
+
+def test_a_rule_that_names_the_redirection_allows_it() -> None:
+    policy = Policy(allow=[Rule(pattern=r"^systemctl status app( >> /var/log/app-status\.log)?$")])
+    assert policy.denial("systemctl status app >> /var/log/app-status.log", "bash", [None]) is None
+    assert policy.denial("systemctl status app >> /etc/passwd", "bash", [None]) is not None
