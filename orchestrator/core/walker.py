@@ -366,14 +366,14 @@ class Walk:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
-        files = _redirected_files(stage.redirects)
+        redirected = _redirected_files(stage.redirects)
         if unwrapped is None:
-            if files:  # a redirection alone is a command too: `> /etc/passwd` empties the file
-                self.commands_seen.append((files,))
+            if redirected:  # a redirection alone is a command too: `> /etc/passwd` empties the file
+                self.commands_seen.append((redirected,))
             return
         self.remember_writes(stage, unwrapped, upstream)
         if stage.words:
-            self.commands_seen.append(_forms(stage.words, unwrapped.argv, files))
+            self.commands_seen.append(_forms(stage.words, unwrapped.argv, redirected))
         head = unwrapped.argv[:1]
         files = [*unwrapped.code_files, *(head if head and self.file_key(head[0]) in self.written.keys() | self.downloaded.keys() else ())]
         for word in files:
