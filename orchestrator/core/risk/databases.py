@@ -7,7 +7,8 @@ and ALTER TABLE ... DROP are warnings.
 CLIs: `dropdb`, `mysqladmin drop`, `pg_dropcluster`, `redis-cli FLUSHALL/FLUSHDB`, Mongo
 `dropDatabase()`/`drop()`/`deleteMany({})`, `etcdctl del --prefix`/`--from-key`, `consul kv delete
 -recurse`, `influx bucket delete`, a `curl -X DELETE` of a whole Elasticsearch index pattern:
-critical. `dropuser`, `mongorestore --drop`, `pg_restore --clean`, `redis-cli DEL`, `curl -X
+critical. `redis-cli DEL/UNLINK` fed keys by xargs (`redis-cli --scan | xargs redis-cli del`): critical.
+`dropuser`, `mongorestore --drop`, `pg_restore --clean`, `redis-cli DEL`, `curl -X
 DELETE` of one index: warning. `pg_dump --clean` only writes a dump: safe.
 """
 
@@ -122,6 +123,20 @@ def sql_risks(sql: str) -> list[Risk]:
 _MONGO_DESTRUCTIVE = re.compile(r"dropDatabase\s*\(|\.drop\s*\(\s*\)|\.(?:deleteMany|remove)\s*\(\s*\{\s*\}\s*\)")
 
 
+# redis-cli's options that take a value: the command is the first word after the options.
+_REDIS_VALUES = frozenset("-h -p -s -a -u -r -i -n -d -D --user --pass --askuser --cacert --cacertdir --cert --key --tls-ciphers --tls-ciphersuites --sni --pattern --count --quoted-pattern --rdb --functions-rdb --memkeys-samples --eval --lru-test --intrinsic-latency --pipe-timeout".split())
+
+
+def _redis_command(args: list[str]) -> str | None:
+    i = 0
+    while i < len(args):
+        if args[i].startswith("-"):
+            i += 2 if args[i] in _REDIS_VALUES else 1
+            continue
+        return args[i]
+    return None
+
+
 def nosql_risks(inv: Invocation) -> list[Risk] | None:
     name = program(inv.argv[0])
     args = [w.text for w in inv.argv[1:]]
@@ -138,6 +153,18 @@ def nosql_risks(inv: Invocation) -> list[Risk] | None:
                     ("Back up with 'redis-cli --rdb' first",),
                 )
             ]
+        verb = _redis_command(args)
+        if verb is not None and verb.upper() in {"DEL", "UNLINK"}:
+            if inv.via_xargs:  # `redis-cli --scan | xargs redis-cli del`: every key the listing finds
+                return [
+                    Risk(
+                        "destructive_sql",
+                        "critical",
+                        f"Command 'xargs {name} {verb}' deletes every key its input lists - requires approval",
+                        ("Count the keys first: redis-cli --scan --pattern PATTERN | wc -l", "Back up with 'redis-cli --rdb' first"),
+                    )
+                ]
+            return [Risk("destructive_sql", "warning", f"Command '{name} {verb}' deletes keys")]
         return []
     for i, a in enumerate(args):
         script = args[i + 1] if a == "--eval" and i + 1 < len(args) else a.removeprefix("--eval=") if a.startswith("--eval=") else None
