@@ -124,7 +124,7 @@ _MONGO_DESTRUCTIVE = re.compile(r"dropDatabase\s*\(|\.drop\s*\(\s*\)|\.(?:delete
 
 
 # redis-cli's options that take a value: the command is the first word after the options.
-_REDIS_VALUES = frozenset("-h -p -s -a -u -r -i -n -d -D --user --pass --askuser --cacert --cacertdir --cert --key --tls-ciphers --tls-ciphersuites --sni --pattern --count --quoted-pattern --rdb --functions-rdb --memkeys-samples --eval --lru-test --intrinsic-latency --pipe-timeout".split())
+_REDIS_VALUES = frozenset(["-h", "-p", "-s", "-a", "-u", "-r", "-i", "-n", "-d", "-D", "--user", "--pass", "--askuser", "--cacert", "--cacertdir", "--cert", "--key", "--tls-ciphers", "--tls-ciphersuites", "--sni", "--pattern", "--count", "--quoted-pattern", "--rdb", "--functions-rdb", "--memkeys-samples", "--eval", "--lru-test", "--intrinsic-latency", "--pipe-timeout"])
 
 
 def _redis_command(args: list[str]) -> str | None:
