@@ -110,9 +110,6 @@ class Agent:
         while not await self._streams_ready():
             log.info("agent.waiting_for_streams", node=self.node_id)
             await asyncio.sleep(1.0)
-        # Who signs this agent's facts, on the log before the node is announced: its first job's
-        # facts then wait for no announcement, nor the orchestrator's fold for a JWT to check.
-        await _retry(self.bus.announce, what="identity announcement")
         # The first heartbeat announces the node; the orchestrator creates its dispatch
         # consumer before it registers the node, so before any dispatch to it. Not while
         # another agent runs as this node (NodeTaken).
