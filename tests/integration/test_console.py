@@ -603,3 +603,23 @@ def test_an_invalid_job_id_stops_at_once_and_bad_labels_are_refused(up: Up, page
     p.get_by_role("button", name="Run", exact=True).click()
     expect(p.locator("#r-result")).to_contain_text("not key=value")
     expect(p).to_have_url(re.compile("#/run$"))
+
+
+def test_a_test_run_in_progress_says_so_until_its_results_show(up: Up, page: Watched, tmp_path: Path) -> None:
+    p = page.page
+    armed, go = tmp_path / "armed", tmp_path / "go"
+    # Passes at once on the job's own exit; once armed, the re-test's verification job waits for `go`.
+    check = f"[ ! -e {armed} ] || while [ ! -e {go} ]; do sleep 0.1; done"
+    done = submit(up, "echo tested later", tests=[{"type": "command", "command": check}])
+    assert ended(up, done)["status"] == "succeeded"
+    goto(p, up, f"jobs/{done}")
+    tests = p.locator("section", has=p.locator("#tests-title"))
+    expect(tests).to_contain_text("All tests passed", timeout=30_000)
+    armed.touch()
+    p.get_by_role("button", name="Test").click()
+    # The request is in the log at once (the page follows it); the POST waits for the results.
+    expect(tests).to_contain_text("A test run is in progress", timeout=30_000)
+    expect(tests).not_to_contain_text("No tests ran")
+    go.touch()
+    expect(tests).to_contain_text("All tests passed", timeout=30_000)
+    expect(p.locator("main [role=status]").first).to_contain_text("Tests passed.", timeout=30_000)

@@ -175,9 +175,11 @@ export function jobView({ main, session, onFeed }, jobId) {
       clear(
         tests,
         h("h2", { id: "tests-title" }, "Tests"),
-        res.passed === null
-          ? h("p", { class: "muted" }, "No tests ran.")
-          : h("p", {}, res.passed ? "All tests passed." : "Some tests failed."),
+        res.pending
+          ? h("p", { class: "warn" }, "A test run is in progress: its results show here when it ends.")
+          : res.passed === null
+            ? h("p", { class: "muted" }, "No tests ran.")
+            : h("p", {}, res.passed ? "All tests passed." : "Some tests failed."),
         res.results.length
           ? h(
               "table",
@@ -227,6 +229,8 @@ export function jobView({ main, session, onFeed }, jobId) {
       const list = job.tests?.length ? job.tests : [{ type: "exit_code", expected: 0 }];
       const res = await api(`/api/v1/jobs/${enc}/test`, { method: "POST", body: { tests: list } });
       loadTests();
+      // A test with a verification job is judged when that job ends (the feed reloads this page then).
+      if (res.pending) return "Test run started.";
       return res.passed ? "Tests passed." : "Tests failed.";
     });
   const rollback = () =>
