@@ -141,11 +141,20 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         seen = normalised(expanded or command, interpreter or tool)
         whole = (command, expanded) if expanded and expanded != command else (command,)
         lines = (*whole, *(form for forms in seen.commands for form in forms))
-        deny = [r for r in self.deny if any(r.applies(tool, t) for t in targets)]
+        # A rule for the program that reads the command applies too: a job of tool `git` runs its
+        # command line under bash (decide.argv_for), so bash's rules cannot be stepped around by
+        # naming another tool.
+        reader = interpreter or tool
+        readers = (tool,) if reader == tool else (tool, reader)
+
+        def applies(rule: Rule, labels: Mapping[str, str] | None) -> bool:
+            return any(rule.applies(t, labels) for t in readers)
+
+        deny = [r for r in self.deny if any(applies(r, t) for t in targets)]
         for rule in deny:
             if any(rule.matches(c) for c in lines):
                 return rule.reason or f"command matches deny rule {rule.pattern!r}"
-        allow = [[r for r in self.allow if r.applies(tool, labels)] for labels in targets]
+        allow = [[r for r in self.allow if applies(r, labels)] for labels in targets]
         if not seen.complete and (deny or any(allow)):
             return "the command is too large or nested too deeply to check every command it runs against the policy's rules"
         for relevant in allow:

@@ -137,3 +137,14 @@ def test_a_rule_that_names_the_redirection_allows_it() -> None:
     policy = Policy(allow=[Rule(pattern=r"^systemctl status app( >> /var/log/app-status\.log)?$")])
     assert policy.denial("systemctl status app >> /var/log/app-status.log", "bash", [None]) is None
     assert policy.denial("systemctl status app >> /etc/passwd", "bash", [None]) is not None
+
+
+def test_rules_for_the_shell_apply_to_a_job_of_another_tool_whose_line_the_shell_reads() -> None:
+    # `--tool git` runs its command under bash (decide.argv_for): bash's rules still apply.
+    policy = Policy(allow=[Rule(pattern=r"^(date|id)$", tools=["bash", "sh"])], deny=[Rule(pattern=r"^touch ", tools=["bash"])])
+    assert policy.denial("touch /tmp/x", "git", [None], interpreter="bash") is not None
+    assert policy.denial("date", "git", [None], interpreter="bash") is None
+    assert policy.denial("rm -f /tmp/x", "git", [None], interpreter="bash") == "command matches no allow rule for this tool and node"
+    # A rule of the tool itself still counts beside the shell's.
+    both = Policy(allow=[Rule(pattern=r"^date$", tools=["bash"]), Rule(pattern=r"^git status$", tools=["git"])])
+    assert both.denial("git status", "git", [None], interpreter="bash") is None
