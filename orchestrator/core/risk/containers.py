@@ -7,9 +7,11 @@ and with `--volumes` data), `volume prune`, `volume rm`, `compose down -v/--volu
 Safe: `system df`, `compose down` alone (containers are rebuilt from the file), `--help`.
 Commands run inside a container (`docker exec`) are unwrapped and checked as themselves.
 `run`/`create` with a host directory bind-mounted read-write: the host's `/` or a system
-directory (/etc, /usr, /boot, /root, /var, ...) critical (`docker run -v /:/host alpine rm -rf
-/host` deletes the host's files); the Docker socket and `--privileged` warning. Read-only
-mounts (`:ro`, `readonly`) and named volumes are safe.
+directory (/etc, /usr, /boot, /root, /var, /var/lib/docker, /etc/cron.d, ...) critical
+(`docker run -v /:/host alpine rm -rf /host` deletes the host's files), however the options are
+spelled (global options first, `-itv`, `--mount Type=Bind,...`, `//`, `..`, `~`); the engine's
+socket (read-only or not) and `--privileged` warning. Read-only mounts (`:ro`, `readonly`),
+podman's overlays (`:O`), named volumes and application directories are safe.
 """
 
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
@@ -56,76 +58,127 @@ RULES: tuple[Rule, ...] = (
 )
 # fmt: on
 
-# `run`/`create` options that take a value (the image is the first word after the options).
-_RUN_VALUES = frozenset(
-    ["-v", "--volume", "--mount", "-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user", "--name", "--network", "--net", "-p", "--publish", "--entrypoint", "-l", "--label", "--label-file", "-h", "--hostname", "--add-host", "--dns", "--dns-search", "--dns-option", "--cpus", "-c", "--cpu-shares", "-m", "--memory", "--memory-swap", "--restart", "--log-driver", "--log-opt", "--pid", "--ipc", "--uts", "--userns", "--cap-add", "--cap-drop", "--device", "--security-opt", "--platform", "--pull", "--ulimit", "--tmpfs", "--shm-size", "--stop-signal", "--stop-timeout", "--runtime", "--cgroupns", "--cgroup-parent", "--health-cmd", "--health-interval", "--health-retries", "--health-timeout", "--expose", "--gpus", "--group-add", "--ip", "--ip6", "--link", "--mac-address", "--network-alias", "--volumes-from", "--cidfile", "--isolation", "--storage-opt", "--sysctl", "-a", "--attach"]
+# Global options before the verb (`docker --context prod run ...`) that take a value.
+_GLOBAL_VALUES = frozenset(
+    ["-H", "--host", "-c", "--context", "--config", "-l", "--log-level", "--tlscacert", "--tlscert", "--tlskey", "--url", "--connection", "--identity", "--root", "--runroot", "--storage-driver", "--storage-opt", "--cgroup-manager", "--events-backend", "--network-cmd-path", "--runtime", "--tmpdir", "--volumepath", "--module", "--namespace", "-n", "--address", "-a", "--data-root", "--cni-path", "--snapshotter"]
 )
-# Host directories whose read-write mount hands the container the host itself.
-_HOST_SYSTEM = frozenset(["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib64", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local"])
-_DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"})
+# `run`/`create` options that take a value (docker's and podman's); the image is the first word after the options.
+_RUN_VALUES = frozenset(
+    ["-v", "--volume", "--mount", "-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user", "--name", "--network", "--net", "-p", "--publish", "--entrypoint", "-l", "--label", "--label-file", "-h", "--hostname", "--add-host", "--annotation", "-a", "--attach", "--blkio-weight", "--blkio-weight-device", "--cap-add", "--cap-drop", "--cgroup-parent", "--cgroupns", "--cgroup-conf", "--cgroups", "--cidfile", "--cpu-count", "--cpu-percent", "--cpu-period", "--cpu-quota", "--cpu-rt-period", "--cpu-rt-runtime", "-c", "--cpu-shares", "--cpus", "--cpuset-cpus", "--cpuset-mems", "--device", "--device-cgroup-rule", "--device-read-bps", "--device-read-iops", "--device-write-bps", "--device-write-iops", "--dns", "--dns-option", "--dns-search", "--domainname", "--expose", "--gpus", "--group-add", "--health-cmd", "--health-interval", "--health-retries", "--health-start-interval", "--health-start-period", "--health-timeout", "--ip", "--ip6", "--ipc", "--isolation", "--kernel-memory", "--link", "--link-local-ip", "--log-driver", "--log-opt", "--mac-address", "-m", "--memory", "--memory-reservation", "--memory-swap", "--memory-swappiness", "--network-alias", "--oom-score-adj", "--pid", "--pids-limit", "--platform", "--pull", "--restart", "--runtime", "--security-opt", "--shm-size", "--stop-signal", "--stop-timeout", "--storage-opt", "--sysctl", "--tmpfs", "--ulimit", "--userns", "--uts", "--volume-driver", "--volumes-from", "--detach-keys", "--arch", "--authfile", "--chrootdirs", "--conmon-pidfile", "--decryption-key", "--env-merge", "--gidmap", "--hooks-dir", "--init-path", "--os", "--passwd-entry", "--personality", "--pod", "--pod-id-file", "--preserve-fds", "--requires", "--sdnotify", "--seccomp-policy", "--secret", "--subgidname", "--subuidname", "--systemd", "--timeout", "--tz", "--uidmap", "--umask", "--unsetenv", "--variant", "--rdt-class", "--pidfile", "--label-file"]
+)
+# Single-letter options that take a value (`-itv /:/h`: the last of a cluster takes it).
+_SHORT_VALUES = frozenset("vewuplhmca")
+# Host paths whose read-write mount hands the container the host itself (or its next boot).
+_HOST_SYSTEM = frozenset(
+    ["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/bin", "/usr/local/sbin", "/etc/cron.d", "/etc/sudoers.d", "/etc/systemd", "/etc/systemd/system", "/etc/ssh", "/etc/pam.d", "/etc/init.d", "/etc/profile.d", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/group", "/etc/crontab", "/etc/fstab", "/root/.ssh", "/var/spool/cron", "/var/lib/docker", "/var/lib/containers", "/var/lib/kubelet", "/var/lib/etcd", "/etc/kubernetes"]
+)
+_SOCKET_DIRS = frozenset({"/run", "/var/run", "/run/containerd", "/run/podman"})
+_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock", "/run/containerd/containerd.sock"})
+_HOME = "/root"  # `~` and $HOME in a job's command: the agent runs as root on the machines that matter
 
 
-def _mounts(args: list[str]) -> tuple[list[tuple[str, bool]], bool]:
-    """The host paths bind-mounted by `run`/`create` options (path, read-only), and `--privileged`;
-    the options end at the image."""
-    found: list[tuple[str, bool]] = []
-    privileged = False
+def _host_path(source: str, cwd: str | None) -> str | None:
+    """The host path a bind mount's source names, normalised (`//` and `..` resolved), or None
+    for a named volume. A relative source is taken from the job's working directory when known,
+    else from the deepest place it could climb out of (`../../..` may well be /)."""
+    for home in ("~", "$HOME", "${HOME}"):
+        if source == home or source.startswith(home + "/"):
+            source = _HOME + source[len(home) :]
+            break
+    if not source.startswith(("/", ".")):
+        return None
+    if not source.startswith("/"):
+        base = cwd if cwd and cwd.startswith("/") else "/"
+        source = posixpath.join(base, source)
+    return posixpath.normpath("/" + source.lstrip("/"))
+
+
+def _options(args: list[str], values: frozenset[str]) -> tuple[list[tuple[str, str | None]], int]:
+    """The leading options of `args` as (name, value) pairs, and where the first other word is."""
+    found: list[tuple[str, str | None]] = []
     i = 0
     while i < len(args):
         a = args[i]
-        if not a.startswith("-") or a == "--":
-            break
-        name, eq, inline = a.partition("=")
-        value = inline if eq else (args[i + 1] if name in _RUN_VALUES and i + 1 < len(args) else None)
-        if name.startswith("-v") and name not in ("-v", "--volume") and not eq:  # `-v/src:/dst`
-            name, value = "-v", a[2:]
-        if name in ("-v", "--volume") and value:
-            parts = value.split(":")
-            if parts[0].startswith("/") and len(parts) >= 2:
-                found.append((parts[0], len(parts) > 2 and "ro" in parts[2].split(",")))
-        elif name == "--mount" and value:
-            fields = dict(f.partition("=")[::2] for f in value.split(","))
+        if a == "--" or not a.startswith("-") or a == "-":
+            return found, i + (a == "--")
+        if a.startswith("--") or len(a) == 2:
+            name, eq, inline = a.partition("=")
+            if eq:
+                found.append((name, inline))
+            elif name in values:
+                found.append((name, args[i + 1] if i + 1 < len(args) else None))
+                i += 1
+            else:
+                found.append((name, None))
+        else:  # a cluster of single letters: `-itv /:/h`, `-tv/:/h`, `-v/:/h`
+            for k, letter in enumerate(a[1:], start=2):
+                if letter in _SHORT_VALUES:
+                    rest = a[k:]
+                    if rest:
+                        found.append((f"-{letter}", rest.removeprefix("=")))
+                    else:
+                        found.append((f"-{letter}", args[i + 1] if i + 1 < len(args) else None))
+                        i += 1
+                    break
+                found.append((f"-{letter}", None))
+        i += 1
+    return found, i
+
+
+def _mounts(options: list[tuple[str, str | None]], cwd: str | None) -> list[tuple[str, str, bool]]:
+    """(host path, as written, read-only) of each bind mount among `run`/`create` options."""
+    found: list[tuple[str, str, bool]] = []
+    for name, value in options:
+        if value is None:
+            continue
+        if name in ("-v", "--volume"):
+            source, _, rest = value.partition(":")
+            flags = rest.partition(":")[2].split(",")
+            host = _host_path(source, cwd)
+            if host is not None and rest:
+                # `ro`: read-only; podman's `O`: an overlay, writes never reach the host.
+                found.append((host, source, "ro" in flags or "O" in flags))
+        elif name == "--mount":
+            fields = {k.strip().lower(): v.strip() for k, _, v in (f.partition("=") for f in value.split(","))}
             source = fields.get("source") or fields.get("src") or ""
-            if fields.get("type", "volume") == "bind" and source.startswith("/"):
-                found.append((source, "readonly" in fields or "ro" in fields or fields.get("readonly") == "true"))
-        elif name == "--privileged" and inline in ("", "true"):
-            privileged = True
-        i += 2 if (name in _RUN_VALUES and not eq and not a.startswith("-v/")) else 1
-    return found, privileged
+            host = _host_path(source, cwd)
+            read_only = any(k in fields and fields[k].lower() not in ("false", "0") for k in ("readonly", "ro"))
+            if fields.get("type", "volume").lower() == "bind" and host is not None:
+                found.append((host, source, read_only))
+    return found
 
 
 def mount_risks(inv: Invocation) -> list[Risk] | None:
     """`docker run/create` with the host's own directories mounted read-write (None: not such a command)."""
-    args = inv.args
-    verbs = args[:2] if args[:1] == ["container"] else args[:1]
+    _, at = _options(inv.args, _GLOBAL_VALUES)
+    rest = inv.args[at:]
+    verbs = rest[:2] if rest[:1] == ["container"] else rest[:1]
     if not verbs or verbs[-1] not in ("run", "create"):
         return None
-    mounts, privileged = _mounts(args[len(verbs) :])
+    options, _ = _options(rest[len(verbs) :], _RUN_VALUES)
+    what = f"Command '{inv.name} {verbs[-1]}'"
     risks: list[Risk] = []
-    for source, read_only in mounts:
-        host = posixpath.normpath(source)
-        if read_only:
-            continue
-        if host in _HOST_SYSTEM:
+    for host, source, read_only in _mounts(options, inv.cwd):
+        if host in _SOCKETS or host in _SOCKET_DIRS:  # read-only or not: the API is the host's root
+            risks.append(Risk("privileged_container", "warning", f"{what} gives the container the engine's socket ({source}): it can start containers with the host's root"))
+        elif host in _HOST_SYSTEM and not read_only:
             where = "root filesystem" if host == "/" else host
             risks.append(
                 Risk(
                     "destructive_command",
                     "critical",
-                    f"Command '{inv.name} {verbs[-1]}' mounts the host's {where} read-write: what the container runs can change or delete the host's files - requires approval",
+                    f"{what} mounts the host's {where} read-write: what the container runs can change or delete the host's files - requires approval",
                     (f"Mount it read-only ('-v {source}:/host:ro') or mount only the directory the container needs",),
                 )
             )
-        elif host in _DOCKER_SOCKETS:
-            risks.append(Risk("privileged_container", "warning", f"Command '{inv.name} {verbs[-1]}' gives the container the engine's socket: it can start containers with the host's root"))
-    if privileged:
+    if any(name == "--privileged" and value in (None, "true") for name, value in options):
         risks.append(Risk("privileged_container", "warning", f"Command '{inv.name} {verbs[-1]} --privileged' gives the container every capability and the host's devices"))
     return risks or None
 
 
 PACK = Pack(
     name="containers",
-    summary="docker/podman/nerdctl prune, volume rm, rm -f, compose down -v; run with the host's / mounted read-write",
+    summary="docker/podman/nerdctl prune, volume rm, rm -f, compose down -v; run with the host's / or system directories mounted read-write",
     rules=RULES,
     handlers={name: mount_risks for name in ("docker", "podman", "nerdctl", "finch")},
 )
