@@ -86,6 +86,8 @@ def _transition(job: JobView, ev: Admission | OnNode | Outcome | AfterTheFact, t
     if isinstance(ev, JobDenied) and (refused := denial_refusal(job.deciders, ev.by)) is not None:
         # By someone the hold did not name (an approval by them is answered with a new hold: decide).
         return job, refused
+    if job.status in _DECISION_NOT_AFTER.get(type(ev), ()):
+        return job, f"{event_type(ev)} cannot follow status {job.status}: refused"
     if isinstance(ev, Admission):
         return _admission(job, ev, ts), None
     if isinstance(ev, NodeFact):
@@ -192,6 +194,19 @@ def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
 
 # The facts a node reports about the attempt it runs, and the statuses each may follow.
 NodeFact = JobAccepted | JobStarted | JobExited
+# The statuses a placement decision can never follow: the orchestrator decides from the job's
+# last event, and none of its decisions takes a job back from its node (decide.decide_job). One
+# there is a copy of an older decision published again, which would make the job wait for an
+# exit that can no longer count, or place it a second time.
+_RAN = frozenset({S.DISPATCHED, S.ACCEPTED, S.RUNNING, S.EXITED})
+_DECISION_NOT_AFTER: dict[type, frozenset[JobStatus]] = {
+    JobValidated: _RAN | {S.ASSIGNED},
+    JobApprovalRequired: _RAN | {S.ASSIGNED},
+    JobQueued: _RAN | {S.ASSIGNED},
+    JobAssigned: _RAN,
+    JobDispatch: _RAN - {S.DISPATCHED},
+}
+
 _FACT_AFTER: dict[type, tuple[str, frozenset[JobStatus]]] = {
     JobAccepted: ("accepted", frozenset({S.DISPATCHED})),
     JobStarted: ("started", frozenset({S.ACCEPTED})),

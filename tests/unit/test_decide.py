@@ -37,6 +37,7 @@ from schemas.events import (
     JobTested,
     JobTestRequested,
     JobTimedOut,
+    JobValidated,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
@@ -493,6 +494,7 @@ def fold_to_exit(exit_event: JobExited) -> JobView:
     apply(subjects.job("j1", "requested"), JobRequested(command="sleep 100"))
     for out in decide.decide_job(jobs["j1"], f, NOW):
         apply(out.subject, out.event)
+    apply(subjects.job("j1", "validated"), JobValidated())  # (the service's analysis, not decide_job's)
     # Facts count only after the dispatch of their attempt to their node.
     apply(subjects.job("j1", "assigned"), JobAssigned(node="n1", attempt=1))
     apply(subjects.dispatch("j1", "n1"), JobDispatch(attempt=1, tool="bash", command="sleep 100", argv=["bash", "-c", "sleep 100"]))

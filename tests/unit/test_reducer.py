@@ -38,6 +38,7 @@ from schemas.events import (
     JobStarted,
     JobSucceeded,
     JobTimedOut,
+    JobValidated,
     NodeLost,
     NodeRegistered,
 )
@@ -636,3 +637,27 @@ def test_garbage_on_a_nodes_subjects_moves_its_last_seq() -> None:
     fold.nodes["n1"] = NodeView(node_id="n1", last_seq=1)
     applied = fold.apply(Record(seq=5, subject="nexus.evt.node.n1.registered", stream_ts=stream_ts(5), raw=b"\xff", error="bad"))
     assert applied.node is not None and applied.node.last_seq == 5
+
+
+@pytest.mark.parametrize("copied", [1, 2, 3])  # assigned, dispatch, and a `validated` of another time
+def test_an_older_decision_published_again_cannot_take_a_running_job_back(copied: int) -> None:
+    # A copy of the orchestrator's own signed decision (same bytes, a new msg id) after the job
+    # moved on: refused with the reason, and the agent's exit still counts (attack review).
+    fold = started()
+    older = [
+        rec(10, subjects.job("j1", "validated"), JobValidated(ts=at(1))),
+        *(rec(10, r.subject, r.event) for r in lifecycle()[1:3] if r.event is not None),
+    ]
+    copy = older[copied % 3]
+    applied = fold.apply(copy)
+    assert applied.row.error is not None and "cannot follow status running: refused" in applied.row.error
+    assert fold.jobs["j1"].status == "running"
+    fold.apply(lifecycle()[5])  # exited
+    assert fold.jobs["j1"].status == "exited"
+
+
+def test_a_dispatch_sent_again_before_acceptance_still_counts() -> None:
+    # The orchestrator re-sends a dispatch whose publish it never saw acknowledged (decide._on_node).
+    fold = Fold().all(lifecycle()[:3])
+    again = fold.apply(rec(4, lifecycle()[2].subject, lifecycle()[2].event))  # type: ignore[arg-type]
+    assert again.row.error is None and fold.jobs["j1"].status == "dispatched"
