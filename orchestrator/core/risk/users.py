@@ -4,9 +4,11 @@ rewritten across system paths.
 Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
 `chmod 777 /` or on vital files, a mode that locks out a vital file or program (`chmod 000
 /etc/sudoers`, `chmod -x /bin/chmod`), `userdel -r` / `deluser --remove-home` (the home directory goes
-too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
+too), deleting or locking root (`passwd -d root`, `usermod -L root`, a login shell that refuses
+logins: `usermod -s /sbin/nologin root`, `chsh -s /bin/false root`), `crontab -r` (every job of
 the user, without asking), writing a `sudoers` file with `>`.
-Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
+Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -s /sbin/nologin USER`,
+`usermod -G` without `-a` (drops
 the other groups), a world-writable `chmod -R` elsewhere, setuid bits, `crontab -ri`, `crontab
 FILE` (replaces the table).
 Safe: `crontab -l`, `id`, `getent`, `chmod -R 755 ./dist`, `chown -R app /srv/app/releases/42`.
@@ -21,7 +23,7 @@ import re
 from orchestrator.core.risk.filesystem import VITAL
 from orchestrator.core.risk.paths import REASON, Place, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
-from orchestrator.core.risk_types import Invocation, Risk, Severity, Word
+from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, approval_phrase
 
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
 _WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
@@ -135,6 +137,19 @@ def _user_target(inv: Invocation) -> str:
     return words[-1] if words else ""
 
 
+_NO_LOGIN = re.compile(r"^(?:/usr)?(?:/s?bin/)?(?:nologin|false)$")
+
+
+def _shell(args: list[str]) -> str | None:
+    """The login shell `usermod -s`/`chsh -s` sets."""
+    for i, a in enumerate(args):
+        if a in {"-s", "--shell"} and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--shell="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def account_risks(inv: Invocation) -> list[Risk] | None:
     name, args = inv.name, inv.args
     user = _user_target(inv)
@@ -156,6 +171,17 @@ def account_risks(inv: Invocation) -> list[Risk] | None:
                 "warning",
                 f"Command '{name}' deletes user '{user}' - review before running",
                 (f"Lock the account instead: usermod -L {user}",),
+            )
+        ]
+    if name in {"usermod", "chsh"} and (shell := _shell(args)) is not None and _NO_LOGIN.match(shell):
+        sev = "critical" if user in {"root", ""} or user == shell else "warning"
+        who = "root (or the current user)" if user in {"", shell} else f"'{user}'"
+        return [
+            Risk(
+                "account_change",
+                sev,
+                f"Command '{name} {' '.join(args)}' gives {who} a shell that refuses logins - {approval_phrase(sev)}",
+                ("Lock a service account's password instead (usermod -L USER); never change root's shell to nologin",),
             )
         ]
     if name in {"passwd", "usermod", "chage"}:
@@ -248,6 +274,7 @@ PACK = Pack(
         "passwd": account_risks,
         "usermod": account_risks,
         "chage": account_risks,
+        "chsh": account_risks,
         "crontab": crontab_risks,
         "setfacl": lambda inv: _acl_risks(inv),
         "chattr": lambda inv: _acl_risks(inv),
