@@ -174,13 +174,13 @@ def account_risks(inv: Invocation) -> list[Risk] | None:
             )
         ]
     if name in {"usermod", "chsh"} and (shell := _shell(args)) is not None and _NO_LOGIN.match(shell):
-        sev = "critical" if user in {"root", ""} or user == shell else "warning"
+        level: Severity = "critical" if user in {"root", ""} or user == shell else "warning"
         who = "root (or the current user)" if user in {"", shell} else f"'{user}'"
         return [
             Risk(
                 "account_change",
-                sev,
-                f"Command '{name} {' '.join(args)}' gives {who} a shell that refuses logins - {approval_phrase(sev)}",
+                level,
+                f"Command '{name} {' '.join(args)}' gives {who} a shell that refuses logins - {approval_phrase(level)}",
                 ("Lock a service account's password instead (usermod -L USER); never change root's shell to nologin",),
             )
         ]
