@@ -38,6 +38,7 @@ SQL_CLIENTS: dict[str, frozenset[str]] = {
     "duckdb": frozenset({"-c", "-s", "-cmd"}),
     "sqlite3": frozenset({"-cmd"}),
     "influx": frozenset({"-execute"}),  # InfluxDB 1.x's InfluxQL
+    "cockroach": frozenset({"-e", "--execute"}),  # cockroach sql -e
 }
 _POSITIONAL_SQL = frozenset({"sqlite3", "duckdb"})  # client DB [SQL ...]
 _SQLITE_VALUE_OPTS = frozenset({"-init", "-separator", "-newline", "-nullvalue", "-vfs", "-maxsize", "-mmap"})
