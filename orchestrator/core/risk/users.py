@@ -4,14 +4,16 @@ rewritten across system paths.
 Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
 `chmod 777 /` or on vital files, a mode that locks out a vital file or program (`chmod 000
 /etc/sudoers`, `chmod -x /bin/chmod`), `userdel -r` / `deluser --remove-home` (the home directory goes
-too), deleting or locking root (`passwd -d root`, `usermod -L root`, a login shell that refuses
-logins: `usermod -s /sbin/nologin root`, `chsh -s /bin/false root`), `crontab -r` (every job of
+too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
 the user, without asking), writing a `sudoers` file with `>`.
-Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -s /sbin/nologin USER`,
-`usermod -G` without `-a` (drops
+Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
 the other groups), a world-writable `chmod -R` elsewhere, setuid bits, `crontab -ri`, `crontab
 FILE` (replaces the table).
 Safe: `crontab -l`, `id`, `getent`, `chmod -R 755 ./dist`, `chown -R app /srv/app/releases/42`.
+
+A login shell that refuses logins (`usermod -s /sbin/nologin`, `chsh -s /bin/false`) locks the
+account out as surely as a locked password: critical for root (or with no user named, which is
+root under sudo), a warning for another user; another shell (`chsh -s /bin/zsh`) is safe.
 """
 
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
