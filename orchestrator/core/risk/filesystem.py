@@ -15,7 +15,8 @@ emptied by `sed -i` with a delete command: critical; copied over from another fi
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
 
 `journalctl` vacuuming to less than a day (`--vacuum-time=1s`, `--vacuum-size=1K`,
-`--vacuum-files=1`) deletes nearly every archived log: a warning.
+`--vacuum-files=1`) deletes nearly every archived log: a warning. Appending to /etc/sudoers (`>>`,
+`tee -a`) grants sudo rights past visudo's syntax check: a warning.
 """
 
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
@@ -451,6 +452,15 @@ def redirect_risks(op: str, target: str, cwd: str | None) -> list[Risk]:
                 (
                     f"Back it up first (cp -a {found.path} {found.path}.bak) and append with >> or edit it with a tool that validates it (visudo, vipw)",
                 ),
+            )
+        ]
+    if op in {">>", "&>>"} and found.path == "/etc/sudoers":
+        return [
+            Risk(
+                "system_permissions",
+                "warning",
+                "Command appends to /etc/sudoers: it grants sudo rights, and a syntax error there breaks sudo for everyone - review before running",
+                ("Write a file in /etc/sudoers.d/ and check it with visudo -cf FILE",),
             )
         ]
     return []

@@ -114,6 +114,15 @@ def permission_risks(inv: Invocation) -> list[Risk]:
                     ("Check the mode first: programs need x, and /etc/sudoers is 0440",),
                 )
             ]
+        if world and VITAL.match(found.path) and found.path != "/etc":
+            return [
+                Risk(
+                    "system_permissions",
+                    "critical",
+                    f"Command '{change}' on '{target.text}' lets every user rewrite a file the node needs to boot or log in - requires approval",
+                    ("Check the mode first: /etc/shadow is 0640 or 0000, /etc/passwd 0644, /etc/sudoers 0440",),
+                )
+            ]
         if (recursive and world) or (found.kind in {"system", "home"} and world):
             return [
                 Risk(
