@@ -3,8 +3,8 @@
 `shell_of(language, source)` returns the shell commands a piece of inline code amounts to, so
 the shell analysis rates them: `shutil.rmtree('/srv')` becomes `rm -rf /srv`, `os.remove(p)`
 `rm p`, `os.system("...")`, `subprocess.run([...])`, Perl/Ruby/PHP `system`, backticks and
-`qx{}`, Perl's `unlink glob "/etc/*"`, Node `execSync`/`spawnSync`, `fs.rmSync(p, {recursive:
-true})`, Lua `os.execute`, awk `system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`. A `fork` in a
+`qx{}`, Node `execSync`/`spawnSync`, `fs.rmSync(p, {recursive: true})`, Lua `os.execute`, awk
+`system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`. A `fork` in a
 loop that never ends (`perl -e 'fork while 1'`) becomes the shell's fork bomb.
 
 Python is parsed with `ast`: names bound to string constants are followed, string
@@ -245,7 +245,7 @@ def _quote(text: str) -> str:
 _STRING = r"""(?:'((?:\\.|[^'\\])*)'|"((?:\\.|[^"\\])*)")"""
 _CALL = re.compile(
     r"\b(system|exec|execSync|spawnSync|shell_exec|passthru|popen|proc_open|execute|Popen|spawn|run|call|check_output|check_call|"
-    r"rm_rf|rm_r|rmtree|remove_tree|rmSync|rmdirSync|unlink|unlinkSync|remove|rimraf|delete|removeSync)\s*\(?\s*(?:glob\s*\(?\s*)?((?:"
+    r"rm_rf|rm_r|rmtree|remove_tree|rmSync|rmdirSync|unlink|unlinkSync|remove|rimraf|delete|removeSync)\s*\(?\s*((?:"
     + _STRING
     + r"\s*,?\s*)+)",
 )

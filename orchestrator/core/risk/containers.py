@@ -62,7 +62,7 @@ _RUN_VALUES = frozenset(
     ["-v", "--volume", "--mount", "-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user", "--name", "--network", "--net", "-p", "--publish", "--entrypoint", "-l", "--label", "--label-file", "-h", "--hostname", "--add-host", "--dns", "--dns-search", "--dns-option", "--cpus", "-c", "--cpu-shares", "-m", "--memory", "--memory-swap", "--restart", "--log-driver", "--log-opt", "--pid", "--ipc", "--uts", "--userns", "--cap-add", "--cap-drop", "--device", "--security-opt", "--platform", "--pull", "--ulimit", "--tmpfs", "--shm-size", "--stop-signal", "--stop-timeout", "--runtime", "--cgroupns", "--cgroup-parent", "--health-cmd", "--health-interval", "--health-retries", "--health-timeout", "--expose", "--gpus", "--group-add", "--ip", "--ip6", "--link", "--mac-address", "--network-alias", "--volumes-from", "--cidfile", "--isolation", "--storage-opt", "--sysctl", "-a", "--attach"]
 )
 # Host directories whose read-write mount hands the container the host itself.
-_HOST_SYSTEM = frozenset(["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib64", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local", "/var/lib/docker", "/var/lib/containerd"])
+_HOST_SYSTEM = frozenset(["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib64", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local"])
 _DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"})
 
 
