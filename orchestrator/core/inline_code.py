@@ -4,7 +4,8 @@
 the shell analysis rates them: `shutil.rmtree('/srv')` becomes `rm -rf /srv`, `os.remove(p)`
 `rm p`, `os.system("...")`, `subprocess.run([...])`, Perl/Ruby/PHP `system`, backticks and
 `qx{}`, Node `execSync`/`spawnSync`, `fs.rmSync(p, {recursive: true})`, Lua `os.execute`, awk
-`system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`.
+`system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`. A `fork` in a
+loop that never ends (`perl -e 'fork while 1'`) becomes the shell's fork bomb.
 
 Python is parsed with `ast`: names bound to string constants are followed, string
 concatenation, `os.path.join` and f-strings are folded (their computed parts become `$PYVAR`, so
@@ -57,6 +58,13 @@ _SHELL_CALLS = frozenset(
         "execute",
     }
 )
+# `fork` in a loop that never ends (`perl -e 'fork while 1'`, `while True: os.fork()`, Ruby's
+# `loop { fork }`): the same as the shell's fork bomb, which is what it is reported as.
+_FORK_LOOP = re.compile(
+    r"\bfork\b\s*(?:\(\s*\))?\s*(?:while|until)\s*\(?\s*(?:1|true|True|!0|0)\b"
+    r"|(?:\bwhile\s*\(?\s*(?:1|true|True)\s*\)?\s*[:{]|\bfor\s*\(\s*;\s*;\s*\)\s*\{|\bloop\s*(?:do\b|\{))[^{}]{0,40}?\bfork\b"
+)
+FORK_BOMB_SHELL = ":(){ :|:& };:"
 _DOWNLOAD_HINTS = ("urlopen", "requests", "urllib", "http", "fetch", "wget", "curl", "socket")
 
 
@@ -71,6 +79,8 @@ def shell_of(language: str, source: str, depth: int = 0) -> Reading:
     """What the code runs, as shell command lines; never raises."""
     source = source[:_MAX_SOURCE]
     out = Reading()
+    if _FORK_LOOP.search(source):
+        out.shell.append(FORK_BOMB_SHELL)
     if language == "python":
         try:
             with warnings.catch_warnings():  # `1a` is a SyntaxWarning; pytest turns warnings into errors

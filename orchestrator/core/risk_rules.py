@@ -19,7 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.core.risk import cloud, containers, databases, disks, filesystem, iac, kubernetes, network, power, users, vcs, vms
+from orchestrator.core.risk import (
+    cloud,
+    containers,
+    databases,
+    disks,
+    filesystem,
+    iac,
+    kubernetes,
+    network,
+    packages,
+    power,
+    users,
+    vcs,
+    vms,
+)
 from orchestrator.core.risk.table import Handler, Pack, Rule, evaluate
 from orchestrator.core.risk_types import Invocation, Risk
 
@@ -35,6 +49,7 @@ PACKS: tuple[Pack, ...] = (
     vms.PACK,
     network.PACK,
     users.PACK,
+    packages.PACK,
     power.PACK,
 )
 

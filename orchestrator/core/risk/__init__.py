@@ -14,6 +14,7 @@ the few checks a table cannot say (path classes, SQL text, partition scripts).
     vms          Proxmox, libvirt, VirtualBox, Vagrant, LXD/Incus; backups: restic, borg, duplicity ...
     network      iptables/nft/ufw/firewalld flushes, links and routes taken down
     users        users, groups, passwords, crontab, chmod/chown/setfacl on system paths
+    packages     apt/dnf/yum/rpm/dpkg/pacman/apk removing essential packages or skipping dependencies; npm unpublish
     power        shutdown/reboot/halt, systemctl power verbs, sysrq, services stopped, kill of init
 
 `orchestrator.core.risk_rules.command_risks` sends each command to the packs that know its program.

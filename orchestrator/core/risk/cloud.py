@@ -7,8 +7,10 @@ delete`, `hcloud server delete`, `oci ... terminate`), recursive object deletes 
 --recursive`, `gsutil rm -r`, `gcloud storage rm -r`, `mc rm --recursive`, `s3cmd del -r`,
 `azcopy remove`), bucket removal with contents (`aws s3 rb --force`, `gsutil rb`, `mc rb`),
 syncs that delete at the destination (`aws s3 sync --delete`, `gsutil rsync -d`, `azcopy sync
---delete-destination=true`, `mc mirror --remove`), `heroku apps:destroy`, `gh repo delete`.
-Warning: single-object deletes, stopping or rebooting instances, removing tags or members.
+--delete-destination=true`, `mc mirror --remove`), `heroku apps:destroy`, `gh repo delete`, `gh api -X
+DELETE repos/OWNER/REPO`, `bq rm -r/-d` (a dataset).
+Warning: single-object deletes (`bq rm TABLE`, other `gh api -X DELETE`), stopping or rebooting
+instances, removing tags or members.
 Safe: describe/list/get, `--dryrun`/`--dry-run`, `--generate-cli-skeleton`, `help`.
 """
 
@@ -16,7 +18,10 @@ Safe: describe/list/get, `--dryrun`/`--dry-run`, `--generate-cli-skeleton`, `hel
 
 from __future__ import annotations
 
-from orchestrator.core.risk.table import Pack, Rule, tool
+import re
+
+from orchestrator.core.risk.table import Pack, Rule, positionals, tool
+from orchestrator.core.risk_types import Invocation, Risk
 
 _AWS = tool(
     "aws",
@@ -76,6 +81,10 @@ _PAAS = tool(
     values="-a --app -r --remote -R --repo --project --token --scope --stage -s --region",
 )
 
+_BQ = tool("bq", values="--project_id --location --format --dataset_id --api --apilog", clusters=False)
+_GH_API = tool("gh", values="-X --method -H --header -f -F --field --raw-field -q --jq -t --template --hostname -p --preview --input --cache")
+# A repository or organisation itself, not something in it: `gh api -X DELETE repos/org/repo`.
+_GH_WHOLE = re.compile(r"^/?(?:repos/[^/]+/[^/]+|orgs/[^/]+)/?$")
 _HELP = ("--help", "-h", "help")
 _AWS_SAFE = ("--dryrun", "--dry-run", "--generate-cli-skeleton", "--help")
 _AWS_LIST_FIRST = (
@@ -126,12 +135,28 @@ RULES: tuple[Rule, ...] = (
     # PaaS and code hosting
     Rule("cloud.paas-destroy", _PAAS, ("apps:destroy|destroy|pg:reset|remove|rm|projects:delete|sites:delete|terminate|delete", "**"), "critical", "deletes an application, database or project", unless=("--help", "-h"), suggestion="Back up its data first (e.g. heroku pg:backups:capture) and name the exact app", type="cloud_destroy"),
     Rule("cloud.paas-apps-destroy", _PAAS, ("apps|app|repo|project|projects|volumes|volume|secrets", "destroy|delete|remove|rm"), "critical", "deletes an application, repository or its data", unless=("--help", "-h"), type="cloud_destroy"),
+    Rule("cloud.bq-rm-dataset", _BQ, ("rm",), "critical", "deletes a dataset (with -r, every table in it)", flags=("-r", "--recursive", "-d", "--dataset"), type="cloud_destroy"),
+    Rule("cloud.bq-rm", _BQ, ("rm",), "warning", "deletes a table, view or model", unless=("--help",), type="cloud_destroy"),
     Rule("cloud.gh-release-delete", _PAAS, ("release|run|cache|secret|variable|label", "delete"), "warning", "deletes a release, run or setting", type="cloud_destroy"),
 )
 # fmt: on
 
+def gh_api_risks(inv: Invocation) -> list[Risk] | None:
+    """`gh api -X DELETE PATH`: a whole repository or organisation is critical, anything else a warning."""
+    args = inv.args
+    words = positionals(args, _GH_API)
+    method = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-X", "--method"}), None)
+    method = method or next((a.split("=", 1)[-1] if a.startswith("--method=") else a[2:] for a in args if a.startswith(("-XDELETE", "--method="))), None)
+    if words[:1] != ["api"] or len(words) < 2 or (method or "").upper() != "DELETE":
+        return None
+    if _GH_WHOLE.match(words[1]):
+        return [Risk("cloud_destroy", "critical", f"Command 'gh api -X DELETE {words[1]}' deletes a repository or organisation with everything in it - requires approval", ("Archive it instead: gh repo archive",))]
+    return [Risk("cloud_destroy", "warning", f"Command 'gh api -X DELETE {words[1]}' deletes a GitHub resource - review before running")]
+
+
 PACK = Pack(
     name="cloud",
-    summary="aws, gcloud/gsutil, az/azcopy, doctl, hcloud, oci, linode-cli, scw, openstack, s3cmd, mc, PaaS CLIs",
+    summary="aws, gcloud/gsutil, az/azcopy, doctl, hcloud, oci, linode-cli, scw, openstack, s3cmd, mc, bq, PaaS CLIs, gh api DELETE",
     rules=RULES,
+    handlers={"gh": gh_api_risks},
 )

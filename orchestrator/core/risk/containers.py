@@ -3,7 +3,7 @@
 Critical: `system prune` (any form: it removes stopped containers, unused networks and images,
 and with `--volumes` data), `volume prune`, `volume rm`, `compose down -v/--volumes` and
 `compose rm -v`, `system reset`. Warning: `image/container/network/builder prune`, `rm -f`, `rmi -f`,
-`compose down --rmi all`, `swarm leave --force`, `stack rm`, `service rm`.
+`compose down --rmi all`, `swarm leave --force`, `stack rm`, `service rm`, `kill $(docker ps -q)`.
 Safe: `system df`, `compose down` alone (containers are rebuilt from the file), `--help`.
 Commands run inside a container (`docker exec`) are unwrapped and checked as themselves.
 `run`/`create` with a host directory bind-mounted read-write: the host's `/` or a system
@@ -50,6 +50,7 @@ RULES: tuple[Rule, ...] = (
     Rule("containers.compose-rm-f", _DOCKER, ("compose", "rm"), "warning", "removes the project's containers without asking", flags=("-f", "--force"), unless=_HELP),
     Rule("containers.prune", _DOCKER, ("image|container|network|builder|buildx|pod", "prune"), "warning", "deletes unused objects", unless=_HELP, suggestion=_DF),
     Rule("containers.rm-force", _DOCKER, ("rm|rmi|container|image|pod", "**"), "warning", "force-removes containers or images (running ones included)", flags=("-f", "--force"), unless=_HELP),
+    Rule("containers.kill-all", _DOCKER, ("kill", "**", "$(*"), "warning", "kills every container a listing names, without a clean stop", unless=_HELP, suggestion="Stop them cleanly instead: docker stop $(docker ps -q)"),
     Rule("containers.swarm-leave", _DOCKER, ("swarm", "leave"), "warning", "takes the node out of the swarm", flags=("-f", "--force")),
     Rule("containers.stack-rm", _DOCKER, ("stack|service|secret|config|network", "rm|remove"), "warning", "removes a running stack, service or secret", unless=_HELP),
     Rule("containers.down-v", _COMPOSE, ("down|rm",), "critical", "removes the project's volumes with their data", flags=("-v", "--volumes"), unless=_HELP, suggestion="Run 'docker-compose down' without -v to keep the volumes"),

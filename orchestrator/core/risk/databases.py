@@ -8,6 +8,10 @@ CLIs: `dropdb`, `mysqladmin drop`, `pg_dropcluster`, `redis-cli FLUSHALL/FLUSHDB
 `dropDatabase()`/`drop()`/`deleteMany({})`, `etcdctl del --prefix`/`--from-key`, `consul kv delete
 -recurse`, `influx bucket delete`, a `curl -X DELETE` of a whole Elasticsearch index pattern:
 critical. `redis-cli DEL/UNLINK` fed keys by xargs (`redis-cli --scan | xargs redis-cli del`): critical.
+Also critical: `vault secrets/auth disable`, `vault kv metadata delete`, `kafka-topics --delete`,
+`rabbitmqctl reset/force_reset/delete_vhost`, InfluxQL through `influx -execute`, a Cypher
+DELETE of an unfiltered MATCH (`cypher-shell "MATCH (n) DETACH DELETE n"`).
+`vault kv delete/destroy`, `kafka-consumer-groups --delete`, `rabbitmqctl delete_queue/purge_queue`,
 `dropuser`, `mongorestore --drop`, `pg_restore --clean`, `redis-cli DEL`, `curl -X
 DELETE` of one index: warning. `pg_dump --clean` only writes a dump: safe.
 """
@@ -33,6 +37,8 @@ SQL_CLIENTS: dict[str, frozenset[str]] = {
     "trino": frozenset({"--execute"}),
     "duckdb": frozenset({"-c", "-s", "-cmd"}),
     "sqlite3": frozenset({"-cmd"}),
+    "influx": frozenset({"-execute"}),  # InfluxDB 1.x's InfluxQL
+    "cockroach": frozenset({"-e", "--execute"}),  # cockroach sql -e
 }
 _POSITIONAL_SQL = frozenset({"sqlite3", "duckdb"})  # client DB [SQL ...]
 _SQLITE_VALUE_OPTS = frozenset({"-init", "-separator", "-newline", "-nullvalue", "-vfs", "-maxsize", "-mmap"})
@@ -180,8 +186,31 @@ def nosql_risks(inv: Invocation) -> list[Risk] | None:
     return []
 
 
-def client_sql_risks(inv: Invocation) -> list[Risk]:
-    return [r for text in sql_texts(inv) for r in sql_risks(text)]
+def client_sql_risks(inv: Invocation) -> list[Risk] | None:
+    """Risks of the SQL on a client's command line; None when it has none (`influx bucket delete`
+    is then read by the rows)."""
+    texts = sql_texts(inv)
+    return [r for text in texts for r in sql_risks(text)] if texts else None
+
+
+_CYPHER_VALUES = frozenset(["-a", "--address", "-u", "--username", "-p", "--password", "-d", "--database", "--format", "-f", "--file", "-P", "--param", "--encryption", "--access-mode"])
+_CYPHER_DELETE = re.compile(r"\b(?:DETACH\s+)?DELETE\b", re.I)
+
+
+def cypher_risks(inv: Invocation) -> list[Risk] | None:
+    """`cypher-shell QUERY`: a DELETE of what an unfiltered MATCH finds (no WHERE, no property map)
+    is critical, another DELETE a warning; DROP DATABASE as in SQL."""
+    args = inv.args
+    queries = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in _CYPHER_VALUES)]
+    for query in queries:
+        if risks := [r for r in sql_risks(query) if "DROP" in r.message]:
+            return risks
+        if _CYPHER_DELETE.search(query):
+            unfiltered = not _SQL_WHERE.search(query) and "{" not in query
+            if unfiltered:
+                return [Risk("destructive_sql", "critical", f"Cypher '{query[:80]}' deletes every node the MATCH finds (no filter) - requires approval", ("Count them first: replace DELETE with RETURN count(*)",))]
+            return [Risk("destructive_sql", "warning", f"Cypher '{query[:80]}' deletes nodes - review before running")]
+    return None
 
 
 _INDEX_ALL = re.compile(r"(?:^|/)(?:_all|\*|[\w.-]*\*)(?:[/?]|$)")
@@ -215,6 +244,10 @@ _MYSQLADMIN = tool("mysqladmin", "mariadb-admin", values="-h --host -P --port -u
 _ETCD = tool("etcdctl", values="--endpoints --cacert --cert --key --user --dial-timeout --command-timeout")
 _CONSUL = tool("consul", values="-http-addr -token -datacenter", clusters=False)
 _INFLUX = tool("influx", values="--host --token -t --org -o --org-id --bucket-id -i --name -n", clusters=True)
+_VAULT = tool("vault", values="-address -namespace -ns -format -mount -field -output-curl-string -ca-cert -client-cert -client-key", clusters=False)
+_KAFKA_TOPICS = tool("kafka-topics", "kafka-topics.sh", values="--bootstrap-server --zookeeper --topic --command-config --partitions --replication-factor --config")
+_KAFKA_GROUPS = tool("kafka-consumer-groups", "kafka-consumer-groups.sh", values="--bootstrap-server --group --topic --command-config --to-datetime --to-offset --shift-by")
+_RABBITMQ = tool("rabbitmqctl", values="-n --node -p --vhost -t --timeout")
 _MONGO_TOOLS = tool("mongorestore", "pg_restore", values="-d --dbname -h --host -U --username -p --port --uri")
 _DUMP_FIRST = "Take a dump first (pg_dump -Fc DB > DB.dump / mysqldump DB > DB.sql)"
 
@@ -229,6 +262,13 @@ RULES: tuple[Rule, ...] = (
     Rule("databases.consul-kv-recurse", _CONSUL, ("kv", "delete"), "critical", "deletes every key under the prefix", flags=("-recurse",), type="destructive_sql"),
     Rule("databases.influx-delete", _INFLUX, ("bucket|org|v1", "delete"), "critical", "deletes a bucket or organisation with its data", type="destructive_sql"),
     Rule("databases.influx-delete-data", _INFLUX, ("delete",), "critical", "deletes points in a time range", type="destructive_sql"),
+    Rule("databases.vault-secrets-disable", _VAULT, ("secrets|auth", "disable"), "critical", "disables a secrets engine or auth method and deletes everything stored under it", suggestion="List what it holds first: vault kv list PATH", type="destructive_sql"),
+    Rule("databases.vault-metadata-delete", _VAULT, ("kv", "metadata", "delete"), "critical", "deletes every version of a secret and its history", type="destructive_sql"),
+    Rule("databases.vault-kv-destroy", _VAULT, ("kv", "destroy|delete"), "warning", "deletes or destroys versions of a secret", type="destructive_sql"),
+    Rule("databases.kafka-topic-delete", _KAFKA_TOPICS, (), "critical", "deletes topics and every message in them", flags=("--delete",), type="destructive_sql"),
+    Rule("databases.kafka-group-delete", _KAFKA_GROUPS, (), "warning", "deletes consumer groups or resets their offsets", flags=("--delete", "--delete-offsets", "--execute"), type="destructive_sql"),
+    Rule("databases.rabbitmq-reset", _RABBITMQ, ("reset|force_reset|delete_vhost",), "critical", "deletes every queue, message, user and vhost of the node (or of a vhost)", type="destructive_sql"),
+    Rule("databases.rabbitmq-delete", _RABBITMQ, ("delete_queue|purge_queue|delete_user",), "warning", "deletes or empties a queue, or deletes a user", type="destructive_sql"),
     Rule("databases.restore-drop", _MONGO_TOOLS, (), "warning", "drops existing objects before restoring", flags=("--drop", "--clean", "-c"), type="destructive_sql"),
 )
 # fmt: on
@@ -245,5 +285,6 @@ PACK = Pack(
         "curl": curl_delete_risks,
         **{name: client_sql_risks for name in SQL_CLIENTS},
         "clickhouse": client_sql_risks,
+        "cypher-shell": cypher_risks,
     },
 )

@@ -13,6 +13,10 @@ by a device (`cp /dev/null /etc/passwd`, `install ... /dev/null F`, `ln -sf X /e
 emptied by `sed -i` with a delete command: critical; copied over from another file: a warning.
 `tar -c` with a block device as the archive: critical. `rsync --delete` and `rclone sync/purge/delete`:
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
+
+`journalctl` vacuuming to less than a day (`--vacuum-time=1s`, `--vacuum-size=1K`,
+`--vacuum-files=1`) deletes nearly every archived log: a warning. Appending to /etc/sudoers (`>>`,
+`tee -a`) grants sudo rights past visudo's syntax check: a warning.
 """
 
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
@@ -418,6 +422,7 @@ PACK = Pack(
         "sed": sed_risks,
         "tar": tar_risks,
         "tee": lambda inv: tee_risks(inv),
+        "journalctl": lambda inv: journal_risks(inv),
     },
 )
 
@@ -449,6 +454,15 @@ def redirect_risks(op: str, target: str, cwd: str | None) -> list[Risk]:
                 ),
             )
         ]
+    if op in {">>", "&>>"} and found.path == "/etc/sudoers":
+        return [
+            Risk(
+                "system_permissions",
+                "warning",
+                "Command appends to /etc/sudoers: it grants sudo rights, and a syntax error there breaks sudo for everyone - review before running",
+                ("Write a file in /etc/sudoers.d/ and check it with visudo -cf FILE",),
+            )
+        ]
     return []
 
 
@@ -457,3 +471,16 @@ def tee_risks(inv: Invocation) -> list[Risk] | None:
     op = ">>" if has_flag(inv.args, "-a") or has_flag(inv.args, "--append") else ">"
     risks = [r for a in inv.args if not a.startswith("-") and not is_block_device(a) for r in redirect_risks(op, a, inv.cwd)]
     return risks or None
+
+
+# `journalctl --vacuum-time=1s` (or --vacuum-size=1K, --vacuum-files=1): every archived journal goes.
+_VACUUM_ALL = re.compile(r"^--vacuum-(?:time=\d*(?:us|ms|s|sec|m|min|h)?|size=\d*[BK]?|files=[01])$")
+
+
+def journal_risks(inv: Invocation) -> list[Risk] | None:
+    args = inv.args
+    joined = [f"{a}={args[i + 1]}" if a.startswith("--vacuum-") and "=" not in a and i + 1 < len(args) else a for i, a in enumerate(args)]
+    wiping = [a for a in joined if _VACUUM_ALL.match(a) and not re.match(r"--vacuum-time=(?:\d{3,}|2[4-9]|[3-9]\d)h$", a)]
+    if not wiping:
+        return None
+    return [Risk("destructive_command", "warning", f"Command 'journalctl {wiping[0]}' deletes nearly every archived log of the node - review before running", ("Keep a useful window, e.g. --vacuum-time=14d",))]

@@ -1,9 +1,11 @@
 """Kubernetes pack: kubectl/oc deletes, drains and scale-downs, helm uninstall, kustomize deletes.
 
 Critical: `kubectl delete` of anything but a single pod (namespaces, deployments, PVCs, `-f`,
-`-k`, `--all`, `-A`, label selectors), `scale --replicas=0`, `helm uninstall`, `velero`-free
+`-k`, `--all`, `-A`, label selectors), `scale --replicas=0`, `helm uninstall`, `argocd app delete`
+(it cascades by default), `flux uninstall`, `istioctl uninstall`, `velero`-free
 deletes of CRDs, `kubectl delete pod ... --force --grace-period=0`.
-Warning: deleting one pod (its controller replaces it), `drain`, `cordon` of all nodes,
+Warning: deleting one pod (its controller replaces it), `drain` (also `oc adm drain`),
+`argocd app delete --cascade=false`, `cordon` of all nodes,
 `taint ...:NoExecute`, `replace --force`, `apply --prune`, `helm rollback`, `helm upgrade --force`.
 Safe: every form with `--dry-run` (other than `--dry-run=none`), `get`, `describe`, `diff`.
 """
@@ -61,13 +63,20 @@ def kubectl_risks(inv: Invocation) -> list[Risk] | None:
     ]
 
 
+_ARGOCD = tool("argocd", values="--server --auth-token --grpc-web-root-path -p --propagation-policy -l --selector --project --app-namespace -N")
+_MESH = tool("flux", "istioctl", values="-n --namespace --context --kubeconfig --timeout -f --filename -r --revision")
+
 # fmt: off
 RULES: tuple[Rule, ...] = (
     Rule("kubernetes.scale-zero", _KUBECTL, ("scale",), "critical", "scales workloads to zero replicas, taking them offline", flags=("--replicas=0",), unless=("--dry-run=client", "--dry-run=server", "--dry-run"), suggestion="Scale down step by step, or check what runs first: kubectl get deploy", type="infra_destroy"),
+    Rule("kubernetes.oc-adm-drain", _KUBECTL, ("adm", "drain"), "warning", "evicts every pod from a node", unless=("--dry-run=client", "--dry-run=server", "--dry-run"), type="infra_destroy"),
     Rule("kubernetes.drain", _KUBECTL, ("drain",), "warning", "evicts every pod from a node", unless=("--dry-run=client", "--dry-run=server", "--dry-run"), suggestion="Preview it first: {cmd} --dry-run=client", type="infra_destroy"),
     Rule("kubernetes.taint-noexecute", _KUBECTL, ("taint", "**", "*:noexecute"), "warning", "evicts pods that do not tolerate the taint", type="infra_destroy"),
     Rule("kubernetes.replace-force", _KUBECTL, ("replace|apply",), "warning", "deletes and re-creates or prunes resources", flags=("--force", "--prune"), unless=("--dry-run=client", "--dry-run=server"), suggestion="Preview it first: kubectl diff -f FILE", type="infra_destroy"),
     Rule("kubernetes.helm-uninstall", _HELM, ("uninstall|delete|del|un",), "critical", "removes a release and the resources it created", unless=("--dry-run", "--help", "-h"), suggestion="Preview it first: {cmd} --dry-run", type="infra_destroy"),
+    Rule("kubernetes.argocd-delete-orphan", _ARGOCD, ("app", "delete|rm"), "warning", "deletes an application, leaving its resources running", flags=("--cascade=false",), type="infra_destroy"),
+    Rule("kubernetes.argocd-delete", _ARGOCD, ("app|appset", "delete|rm"), "critical", "deletes an application and (cascading, the default) every resource it deployed", unless=("--help", "-h"), suggestion="Keep the resources: {cmd} --cascade=false", type="infra_destroy"),
+    Rule("kubernetes.mesh-uninstall", _MESH, ("uninstall",), "critical", "removes the controller and its custom resources from the cluster", unless=("--dry-run", "-d", "--help", "-h"), type="infra_destroy"),
     Rule("kubernetes.helm-rollback", _HELM, ("rollback",), "warning", "rolls a release back", unless=("--dry-run",), type="infra_destroy"),
     Rule("kubernetes.helm-force", _HELM, ("upgrade",), "warning", "replaces resources by force", flags=("--force", "--reset-values"), unless=("--dry-run",), type="infra_destroy"),
 )

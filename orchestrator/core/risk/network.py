@@ -4,9 +4,10 @@ On a node reached over the network, these cut the operator (and Nexus) off, or o
 Critical: `iptables/ip6tables -F/-X/-Z` (all chains), a DROP/REJECT default policy, `nft flush
 ruleset` / `delete table`, `ufw reset` / `ufw disable`, `firewall-cmd --panic-on`, `pfctl -F all`,
 `ip link set DEV down`, `ip addr flush`, `ip route flush` / `del default`, `ifdown`, `nmcli
-networking off`, `nmcli con down/delete`, `route del default`, `ipset destroy`, `tc ... loss 100%`.
+networking off`, `nmcli con down/delete`, `route del default`, `ifconfig DEV 0.0.0.0`, a DROP/REJECT
+rule for port 22 (`iptables -I INPUT -p tcp --dport 22 -j DROP`) from any source.
 Warning: deleting single rules (`iptables -D`, `ufw delete`, `nft delete rule`), appending a
-blanket DROP, `iptables-restore` from a file, `firewall-cmd --remove-*` with `--permanent`.
+blanket DROP (also `-s 0.0.0.0/0`), `iptables-restore` from a file, `firewall-cmd --remove-*` with `--permanent`.
 Safe: listing (`-L`, `-S`, `list ruleset`, `ufw status`, `ip addr show`), `iptables-save`.
 """
 
@@ -42,6 +43,8 @@ RULES: tuple[Rule, ...] = (
     Rule("network.iptables-flush", _IPT, (), "critical", "deletes every firewall rule or chain", flags=("-F", "--flush", "-X", "--delete-chain"), suggestion=_SAVE_FIRST, type="network_cut"),
     Rule("network.iptables-policy-drop", _IPT, ("**", "drop|reject"), "critical", "sets a default policy that drops traffic, SSH included", flags=("-P", "--policy"), suggestion=_SAVE_FIRST, type="network_cut"),
     Rule("network.iptables-delete", _IPT, (), "warning", "deletes or replaces a firewall rule", flags=("-D", "--delete", "-R", "--replace", "-Z", "--zero"), suggestion=_SAVE_FIRST, type="network_cut"),
+    Rule("network.iptables-drop-ssh", _IPT, ("**", "drop|reject"), "critical", "blocks SSH, the way in to the node", flags=("--dport=22", "--dport=ssh", "--dports=22", "--destination-port=22"), unless=("-s", "--source", "-D", "--delete"), suggestion=_SAVE_FIRST, type="network_cut"),
+    Rule("network.iptables-drop-any-source", _IPT, ("**", "drop|reject"), "warning", "adds a rule that drops traffic from every address", flags=("-s=0.0.0.0/0", "--source=0.0.0.0/0", "-s=0/0"), unless=("--dport", "--sport", "-p", "--protocol", "-m", "--match", "-d", "--destination"), type="network_cut"),
     Rule("network.iptables-drop-all", _IPT, ("**", "drop|reject"), "warning", "adds a rule that drops all traffic of a chain", flags=("-A", "--append", "-I", "--insert"), unless=("-s", "--source", "--dport", "--sport", "-p", "--protocol", "-m", "--match", "-d", "--destination"), type="network_cut"),
     Rule("network.nft-flush", _NFT, ("flush|delete", "ruleset|table|chain"), "critical", "deletes firewall rules", unless=("-c", "--check"), suggestion="Save the rules first: nft list ruleset > ruleset.backup", type="network_cut"),
     Rule("network.nft-delete-rule", _NFT, ("delete|destroy|flush", "**"), "warning", "deletes firewall rules or sets", unless=("-c", "--check"), type="network_cut"),
@@ -58,6 +61,7 @@ RULES: tuple[Rule, ...] = (
     Rule("network.ip-del", _IP, ("addr|address|a|route|r|ro|rule|link", "del|delete|d"), "warning", "removes an address, route or link", type="network_cut"),
     Rule("network.ifdown", tool("ifdown"), (), "critical", "takes a network interface down", suggestion=_CONSOLE, type="network_cut"),
     Rule("network.ifconfig-down", tool("ifconfig"), ("*", "down"), "critical", "takes a network interface down", suggestion=_CONSOLE, type="network_cut"),
+    Rule("network.ifconfig-no-address", tool("ifconfig"), ("*", "0.0.0.0|0"), "critical", "removes the interface's address", suggestion=_CONSOLE, type="network_cut"),
     Rule("network.route-del", tool("route", values="-A"), ("del|delete|flush",), "critical", "removes routes", suggestion=_CONSOLE, type="network_cut"),
     Rule("network.nmcli-off", _NMCLI, ("networking|n|net", "off"), "critical", "switches networking off", suggestion=_CONSOLE, type="network_cut"),
     Rule("network.nmcli-radio-off", _NMCLI, ("radio|r", "**", "off"), "warning", "switches radios off", type="network_cut"),

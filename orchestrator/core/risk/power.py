@@ -6,9 +6,13 @@ hibernate/rescue/emergency/soft-reboot, `isolate rescue.target`), `init 0/1/6`, 
 /proc/sysrq-trigger, `kill` of PID 1 or of every process (`kill -9 -1`), stopping, disabling or
 masking the units that carry remote access (ssh, sshd, networking, NetworkManager, ...).
 Also critical: killing those services' processes (`pkill sshd`, `killall -9 sshd`, `kill -9
-$(pgrep sshd)`) and every process of root (`pkill -u root`).
+$(pgrep sshd)`), every process of root (`pkill -u root`), and every process (`killall5`, a pkill
+pattern that matches anything: `pkill -9 .`, `pkill -f .`, `killall -r .`).
 Warning: stopping, disabling, masking or killing any other service (systemctl, service,
-/etc/init.d, rc-service, update-rc.d, chkconfig), `killall5`, `pkill -u USER`.
+/etc/init.d, rc-service, update-rc.d, chkconfig), killing a known service's processes by name
+(`pkill nginx`, `killall -9 java`, `kill -9 $(pgrep -f postgres)`), `pkill -u USER`.
+Quiet on purpose: `kill PID` of one process (the operator named it), `pkill -f my-script` and
+other programs that are not a service, and reload or log-reopen signals (`-HUP`, `-USR1`).
 Safe: `shutdown -c` (cancels), `shutdown -k` (only warns), `reboot/halt --wtmp-only` (-w: only
 writes the record), `systemctl ... --when=cancel`, `--help`, `systemctl status/restart/reload`.
 """
@@ -138,6 +142,41 @@ _PKILL = tool("pkill", "killall", values="-u --user -g -G -P -t -s -U -F --pidfi
 _PROCESS_LOOKUP = re.compile(r"\$\((?:pgrep|pidof|pkill)\s+(?:-\S+\s+)*([\w@.-]+)")
 
 
+# Processes that are a service: killing one stops what the node serves (`pkill nginx`, `killall
+# -9 java`). A one-off script (`pkill -f my-test-script`) or a desktop program is not on it.
+SERVICE_PROCESSES = frozenset(
+    [
+        "java",
+        "nginx",
+        "apache2",
+        "httpd",
+        "haproxy",
+        "envoy",
+        "traefik",
+        "caddy",
+        "postgres",
+        "postmaster",
+        "mysqld",
+        "mariadbd",
+        "mongod",
+        "redis-server",
+        "memcached",
+        "elasticsearch",
+        "beam.smp",
+        "rabbitmq-server",
+        "dockerd",
+        "containerd",
+        "kubelet",
+        "etcd",
+        "consul",
+        "vault",
+        "named",
+        "php-fpm",
+    ]
+)
+# A pkill pattern that matches every process name or command line.
+_EVERYTHING = frozenset({".", ".*", ".+", "^", "$", "^.*", "^.*$", ""})
+
 _GENTLE_SIGNALS = frozenset({"HUP", "1", "USR1", "10", "USR2", "12", "CONT", "18", "WINCH", "28", "0"})
 
 
@@ -158,25 +197,56 @@ def _cuts_access(process: str) -> Risk:
     )
 
 
+def _stops_service(process: str) -> Risk:
+    return Risk(
+        "service_stop",
+        "warning",
+        f"Command kills '{process}', which stops the service it runs - review before running",
+        ("Stop it through its service manager instead (systemctl stop UNIT), so it shuts down cleanly",),
+    )
+
+
+def _service(pattern: str) -> str | None:
+    """The service a process name or `-f` pattern names (`postgres`, `^nginx: master`, `/usr/bin/java -jar x`)."""
+    words = pattern.strip("^$").split()
+    name = words[0].rsplit("/", 1)[-1].removesuffix(":") if words else ""
+    return name if name in SERVICE_PROCESSES or name.startswith("php-fpm") else None
+
+
 def pkill_risks(inv: Invocation) -> list[Risk] | None:
     args = inv.args
     if inv.name == "pgrep" or _gentle(args):
         return None
-    for name in positionals(args, _PKILL):
+    patterns = positionals(args, _PKILL)
+    for name in patterns:
         if name.removesuffix(":") in REMOTE_ACCESS_UNITS:
             return [_cuts_access(name)]
+    regex = inv.name == "pkill" or has_flag(args, "-r") or "--regexp" in args
+    if regex and any(p in _EVERYTHING for p in patterns):
+        return [
+            Risk(
+                "power",
+                "critical",
+                f"Command '{inv.line[:120]}' matches every process on the node (sshd, the agent, init's children) - requires approval",
+                ("Name the process exactly: pkill -x NAME",),
+            )
+        ]
     users = [args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-u", "--user", "-U"}]
     users += [a.split("=", 1)[1] for a in args if a.startswith("--user=")] + [a[2:] for a in args if re.fullmatch(r"-u\S+", a)]
     if any(u in {"root", "0"} for u in ",".join(users).split(",")):
         return [Risk("power", "critical", f"Command '{inv.line[:120]}' kills every process of root (sshd, the agent, ...) - requires approval", ("Name the processes to stop instead",))]
-    return None
+    services = [s for p in patterns if (s := _service(p))]
+    return [_stops_service(services[0])] if services and not users else None
 
 
 def kill_risks(inv: Invocation) -> list[Risk] | None:
     args = inv.args
     for a in args:
-        if (m := _PROCESS_LOOKUP.search(a)) and m.group(1) in REMOTE_ACCESS_UNITS and not _gentle(args):
-            return [_cuts_access(m.group(1))]
+        if (m := _PROCESS_LOOKUP.search(a)) and not _gentle(args):
+            if m.group(1) in REMOTE_ACCESS_UNITS:
+                return [_cuts_access(m.group(1))]
+            if service := _service(m.group(1)):
+                return [_stops_service(service)]
     if args[:1] in (["-0"], ["-s", "0"], ["-n", "0"]) or args[:2] in (["-s", "0"], ["-n", "0"]) or "-l" in args:
         return None  # signal 0 only checks that the process exists
     if args[:1] in (["-s"], ["-n"]):

@@ -10,6 +10,10 @@ Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` witho
 the other groups), a world-writable `chmod -R` elsewhere, setuid bits, `crontab -ri`, `crontab
 FILE` (replaces the table).
 Safe: `crontab -l`, `id`, `getent`, `chmod -R 755 ./dist`, `chown -R app /srv/app/releases/42`.
+
+A login shell that refuses logins (`usermod -s /sbin/nologin`, `chsh -s /bin/false`) locks the
+account out as surely as a locked password: critical for root (or with no user named, which is
+root under sudo), a warning for another user; another shell (`chsh -s /bin/zsh`) is safe.
 """
 
 # ruff: noqa: E501 - a pack keeps one rule per line, so it reads as a table
@@ -21,7 +25,7 @@ import re
 from orchestrator.core.risk.filesystem import VITAL
 from orchestrator.core.risk.paths import REASON, Place, place
 from orchestrator.core.risk.table import Pack, Rule, has_flag, tool
-from orchestrator.core.risk_types import Invocation, Risk, Severity, Word
+from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, approval_phrase
 
 _CHMOD_OPTIONS = frozenset({"-R", "-c", "-f", "-v", "--recursive", "--changes", "--silent", "--quiet", "--verbose"})
 _WORLD_WRITABLE = re.compile(r"^(?:[0-7]?[0-7][0-7][2367]|[ugo]*[ao][ugo]*[+=][rwxXst]*w[rwxXst]*|\+?w|\+?[rwx]*w[rwx]*)$")
@@ -110,6 +114,15 @@ def permission_risks(inv: Invocation) -> list[Risk]:
                     ("Check the mode first: programs need x, and /etc/sudoers is 0440",),
                 )
             ]
+        if world and VITAL.match(found.path) and found.path != "/etc":
+            return [
+                Risk(
+                    "system_permissions",
+                    "critical",
+                    f"Command '{change}' on '{target.text}' lets every user rewrite a file the node needs to boot or log in - requires approval",
+                    ("Check the mode first: /etc/shadow is 0640 or 0000, /etc/passwd 0644, /etc/sudoers 0440",),
+                )
+            ]
         if (recursive and world) or (found.kind in {"system", "home"} and world):
             return [
                 Risk(
@@ -135,6 +148,19 @@ def _user_target(inv: Invocation) -> str:
     return words[-1] if words else ""
 
 
+_NO_LOGIN = re.compile(r"^(?:/usr)?(?:/s?bin/)?(?:nologin|false)$")
+
+
+def _shell(args: list[str]) -> str | None:
+    """The login shell `usermod -s`/`chsh -s` sets."""
+    for i, a in enumerate(args):
+        if a in {"-s", "--shell"} and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--shell="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def account_risks(inv: Invocation) -> list[Risk] | None:
     name, args = inv.name, inv.args
     user = _user_target(inv)
@@ -156,6 +182,17 @@ def account_risks(inv: Invocation) -> list[Risk] | None:
                 "warning",
                 f"Command '{name}' deletes user '{user}' - review before running",
                 (f"Lock the account instead: usermod -L {user}",),
+            )
+        ]
+    if name in {"usermod", "chsh"} and (shell := _shell(args)) is not None and _NO_LOGIN.match(shell):
+        level: Severity = "critical" if user in {"root", ""} or user == shell else "warning"
+        who = "root (or the current user)" if user in {"", shell} else f"'{user}'"
+        return [
+            Risk(
+                "account_change",
+                level,
+                f"Command '{name} {' '.join(args)}' gives {who} a shell that refuses logins - {approval_phrase(level)}",
+                ("Lock a service account's password instead (usermod -L USER); never change root's shell to nologin",),
             )
         ]
     if name in {"passwd", "usermod", "chage"}:
@@ -248,6 +285,7 @@ PACK = Pack(
         "passwd": account_risks,
         "usermod": account_risks,
         "chage": account_risks,
+        "chsh": account_risks,
         "crontab": crontab_risks,
         "setfacl": lambda inv: _acl_risks(inv),
         "chattr": lambda inv: _acl_risks(inv),

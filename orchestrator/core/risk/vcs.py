@@ -6,7 +6,8 @@ Critical: `git reset --hard`, `git clean -f` (with -d/-x or not), `git checkout 
 remotely, `git filter-branch` / `filter-repo`; `hg purge --all`, `hg update --clean`, `svn revert -R`.
 Warning: `git clean -fX` (ignored files only), `git reset --merge/--keep`, `git stash drop`,
 `git branch -D`, `push --force-with-lease` onto a protected branch, deleting other remote
-branches, `reflog expire`/`gc --prune=now`, `git rm -r`, `hg strip`, `hg revert --all`.
+branches, `reflog expire`/`gc --prune=now`, `git rm -r`, `git update-ref -d`, `git worktree
+remove --force`, `hg strip`, `hg revert --all`.
 Safe: the previews (`git clean -n`, `--dry-run`), `git restore --staged`, `checkout -b`.
 """
 
@@ -206,6 +207,18 @@ def _push(cmd: str, rest: list[str]) -> list[Risk]:
     return []
 
 
+def _update_ref(cmd: str, rest: list[str]) -> list[Risk]:
+    if not (has_flag(rest, "-d") or "--delete" in rest):
+        return []
+    return [_risk("warning", cmd, "deletes a ref (a branch or tag) without the checks of git branch -d", "Delete branches with 'git branch -d', which refuses unmerged work")]
+
+
+def _worktree(cmd: str, rest: list[str]) -> list[Risk]:
+    if rest[:1] != ["remove"] or not (has_flag(rest, "-f") or "--force" in rest):
+        return []
+    return [_risk("warning", cmd, "removes a worktree with its uncommitted changes", "See what would be lost first: git -C WORKTREE status")]
+
+
 _GIT_SUBCOMMANDS = {
     "clean": _clean,
     "reset": _reset,
@@ -221,6 +234,8 @@ _GIT_SUBCOMMANDS = {
     "prune": _prune,
     "rm": _rm,
     "push": _push,
+    "update-ref": _update_ref,
+    "worktree": _worktree,
 }
 
 _HG = tool("hg", values="-R --repository --cwd --config -r --rev -I -X")

@@ -43,6 +43,9 @@ _SNAPSHOT_FIRST = "Snapshot or back up the guest first (vzdump / virsh snapshot-
 # fmt: off
 RULES: tuple[Rule, ...] = (
     Rule("vms.pve-destroy", _PVE, ("destroy|free",), "critical", "deletes a guest or volume with its disks", suggestion=_SNAPSHOT_FIRST, type="vm_destroy"),
+    Rule("vms.pvesh-snapshot", tool("pvesh"), ("delete", "*/snapshot/*"), "warning", "deletes a snapshot", type="vm_destroy"),
+    Rule("vms.pvesh-guest", tool("pvesh"), ("delete", "*/qemu/*|*/lxc/*|*/storage/*"), "critical", "deletes a guest with its disks, or a storage volume", suggestion=_SNAPSHOT_FIRST, type="vm_destroy"),
+    Rule("vms.pvesh-delete", tool("pvesh"), ("delete",), "warning", "deletes a Proxmox object", type="vm_destroy"),
     Rule("vms.pve-stop", _PVE, ("stop|reset|shutdown|reboot",), "warning", "stops or resets a guest", type="vm_destroy"),
     Rule("vms.virsh-undefine-storage", _VIRSH, ("undefine",), "critical", "deletes the guest definition and its disks", flags=("--remove-all-storage", "--storage", "--wipe-storage"), suggestion=_SNAPSHOT_FIRST, type="vm_destroy"),
     Rule("vms.virsh-vol-delete", _VIRSH, ("vol-delete|vol-wipe|pool-delete|snapshot-delete",), "critical", "deletes a storage volume, pool or snapshot", type="vm_destroy"),
