@@ -145,6 +145,14 @@ def _written_in(word: Word, name: str, value: Word) -> Word:
     return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
 
 
+def _bound(word: Word, binding: dict[str, Word]) -> Word:
+    if not word.dynamic:
+        return word
+    for name, value in binding.items():
+        word = _written_in(word, name, value)
+    return word
+
+
 def _computed_script(word: Word, runner: str) -> Risk:
     """A script read by a shell whose name is only known at run time: the output of a tool printing
     its shell setup (`source <(kubectl completion bash)`) is info; anything else fails closed."""
@@ -317,11 +325,12 @@ class Walk:
                         stage.text,
                     )
                 return
-            words = self.substitute(stage.words)
+            variants = self.substitute(stage.words)
             before = self.assign(stage)
-            stage = replace(stage, words=words)
-            unwrapped = unwrap(stage.words) if stage.words else None
-            self.simple(stage, unwrapped, upstream, depth)
+            for words in variants:  # one command per value of a variable: each is what may run
+                stage = replace(stage, words=words)
+                unwrapped = unwrap(stage.words) if stage.words else None
+                self.simple(stage, unwrapped, upstream, depth)
             if before is not None:  # `X=/ cmd`: X is cmd's alone
                 self.variables = before
             if unwrapped is not None:
@@ -345,21 +354,20 @@ class Walk:
             name, _, value = word.text.partition("=")
             new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
         for name, values in new.items():
-            self.variables[name] = [v for value in values for v in self.substitute((value,))][:_MAX_VALUES]
+            self.variables[name] = [v for value in values for (v,) in self.substitute((value,))][:_MAX_VALUES]
         return before
 
-    def substitute(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
-        """Words with the variables the command assigned written in, one word per value."""
-        if not self.variables:
-            return words
-        out: list[Word] = []
-        for word in words:
-            names = [n for n in _VARIABLE.findall(word.text) if n in self.variables] if word.dynamic else []
-            variants = [word]
-            for name in dict.fromkeys(names):
-                variants = [_written_in(v, name, value) for v in variants for value in self.variables[name]][:_MAX_VALUES]
-            out.extend(variants)
-        return tuple(out)
+    def substitute(self, words: tuple[Word, ...]) -> list[tuple[Word, ...]]:
+        """The words with the variables the command assigned written in: the command once per
+        value (`for h in a b; do ssh $h CMD`: `ssh a CMD` and `ssh b CMD`), never several values
+        in one command, where a value would take another word's place (`ssh a b CMD`)."""
+        names = dict.fromkeys(n for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables)
+        if not names:
+            return [words]
+        bindings: list[dict[str, Word]] = [{}]
+        for name in names:
+            bindings = [{**b, name: value} for b in bindings for value in self.variables[name]][:_MAX_VALUES]
+        return [tuple(_bound(word, binding) for word in words) for binding in bindings]
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         for redirect in stage.redirects:

@@ -113,3 +113,43 @@ def test_everyday_commands_stay_below_critical(command: str) -> None:
 
 def test_a_redirection_target_that_expands_to_nothing_is_no_analysis_failure() -> None:
     assert [f.type for f in analyze("echo > {,}").findings] == []
+
+
+# A second review's findings (2026-12-06).
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "for h in web1 web2; do ssh $h 'sudo shutdown -h now'; done",
+        "for h in a b; do ssh $h 'rm -rf /'; done",
+        "for h in a b c; do ssh -n $h 'rm -rf /'; done",
+        "for d in /srv /etc; do for h in a b; do ssh $h rm -rf $d; done; done",
+        "for h in a b; do ssh -o BatchMode=yes $h sudo reboot; done",
+    ],
+)
+def test_a_loop_runs_the_command_once_per_value(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+def test_each_value_of_a_loop_is_a_command_of_its_own() -> None:
+    assert normalised_commands("for d in a b; do rm -rf $d; done") == ["rm -rf a", "rm -rf b"]
+    assert normalised_commands("for h in a b; do ssh $h uptime; done") == ["ssh a uptime", "uptime", "ssh b uptime", "uptime"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "salt -G 'os:Ubuntu' cmd.run 'shutdown -r now'",
+        "salt -L 'a,b' cmd.run 'rm -rf /'",
+        "salt --grain os:Ubuntu cmd.run 'rm -rf /'",
+        "salt -b 10% -C 'G@os:Debian and web*' cmd.run 'rm -rf /'",
+        "salt --async -v -t 30 -E 'web[0-9]+' system.reboot",
+        "salt-ssh '*' cmd.run 'reboot'",
+        "salt-call cmd.run 'rm -rf /'",
+        "ansible all -b -a 'rm -rf /var/lib/mysql'",
+        "ansible web -i inv --become -m ansible.builtin.shell -a 'rm -rf /'",
+    ],
+)
+def test_salt_and_ansible_targets_and_options_are_skipped(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
