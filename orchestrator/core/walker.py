@@ -26,6 +26,7 @@ from orchestrator.core.shell_parse import (
     ASSIGNMENT,
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
+    Group,
     Collector,
     Pipeline,
     Redirect,
@@ -59,6 +60,7 @@ _SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 _MAX_VALUES = 16
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
+_CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
 
 
@@ -81,6 +83,7 @@ class _Upstream:
     stages: list[_Stage] = field(default_factory=list)
     programs: set[str] = field(default_factory=set)
     text: str = ""  # e.g. "curl -fsSL URL" when checking "curl -fsSL URL | sudo bash"
+    group: Group | None = None  # the compound stage just before: `(crontab -l; echo ...) | crontab -`
 
     @property
     def feeder(self) -> _Stage | None:
@@ -118,6 +121,10 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     if any(w.text == "{}" for w in argv):
         return tuple(x for w in argv for x in (items[:1] if w.text == "{}" else [w]))
     return argv + tuple(items)
+
+
+def _lists_crontab(argv: tuple[Word, ...]) -> bool:
+    return bool(argv) and program(argv[0]) == "crontab" and any(w.text == "-l" for w in argv[1:])
 
 
 def _forms(words: tuple[Word, ...], argv: tuple[Word, ...], files: str = "") -> tuple[str, ...]:
@@ -302,13 +309,14 @@ class Walk:
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
         pipelines = fallback_pipelines(text)
         # The tokenizer keeps `$(...)` inside its words: read them as the parser would have.
-        subs = [sub for p in pipelines for c in p if c for w in c.words if w.dynamic for sub in substitutions(w.text)]
+        subs = [sub for p in pipelines for c in p if isinstance(c, SimpleCommand) for w in c.words if w.dynamic for sub in substitutions(w.text)]
         return pipelines, bombs, [": " + " ".join(subs)] if subs else []
 
     def pipeline(self, stages: Pipeline, depth: int) -> None:
         upstream = _Upstream()
         for stage in stages:
-            if stage is None:
+            if isinstance(stage, Group):
+                upstream = _Upstream(text=stage.text, group=stage)
                 continue
             self.commands += 1
             if self.commands > MAX_COMMANDS:
@@ -339,6 +347,7 @@ class Walk:
                 upstream.stages.append((stage, unwrapped))
                 upstream.programs.update(program(w) for w in unwrapped.argv[:1])
             upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+            upstream.group = None
 
     def assign(self, stage: SimpleCommand) -> dict[str, list[Word]] | None:
         """Record the variables a stage sets; the variables to restore after it when they were
@@ -486,9 +495,9 @@ class Walk:
             collector.visit(nodes[0])
         except RecursionError:
             return None
-        if len(collector.pipelines) != 1 or None in collector.pipelines[0]:
+        if len(collector.pipelines) != 1 or any(isinstance(s, Group) for s in collector.pipelines[0]):
             return None
-        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if s is not None]
+        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if isinstance(s, SimpleCommand)]
         return _literal_stages(stages)
 
     def code(self, language: str, source: str, depth: int, origin: str, dynamic: bool = False) -> None:
@@ -518,6 +527,9 @@ class Walk:
         if mode is None:
             return
         body = _heredoc(stage)
+        if mode == "cron":
+            self.crontab(stage, body, upstream, depth)
+            return
         runner = f"'{program(argv[0])}'" if argv else "a remote shell"
         if mode == "shell" and body is not None and re.fullmatch(r"\s*(?:\$\(.*\)|`.*`)\s*", body, re.S):
             self.nested(Word(body.strip(), True), stage, depth, runner)  # `bash <<< "$(...)"`
@@ -540,13 +552,55 @@ class Walk:
             return
         if mode == "shell":
             self.script(body, depth + 1, stage.text)
-        elif mode == "cron":
-            self.script("\n".join(_CRON_LINE.sub("", line) for line in body.splitlines() if line.strip()), depth + 1, stage.text)
         elif mode == "code":
             self.code(unwrapped.language, body, depth + 1, stage.text)
         elif mode == "sql":
             for risk in sql_risks(body):
                 self.add(risk, stage.text)
+
+    def crontab(self, stage: SimpleCommand, body: str | None, upstream: _Upstream, depth: int) -> None:
+        """`crontab -` installs what it reads as the whole cron table: the commands of the lines
+        written literally are checked; a table with none, unless the old one is listed back
+        into it, deletes every job (`echo "" | crontab -`, as `crontab -r`); a table computed at
+        run time (`crontab -l | grep -v backup | crontab -`) replaces them unseen."""
+        group = upstream.group
+        lists = group.lists_crontab if group else any(_lists_crontab(u.argv) for _, u in upstream.stages)
+        if body is None and group is not None:
+            if not group.complete:
+                self.cron_lines(group.output, depth, stage.text)
+            body = group.output if group.complete else None
+        elif body is None and upstream.stages:
+            body = None if upstream.programs & DOWNLOADERS else _literal_stages(upstream.stages)
+        elif body is None:
+            return
+        piped = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+        if body is None:
+            self.add(
+                Risk(
+                    "account_change",
+                    "warning",
+                    "Command replaces the user's whole cron table with text computed at run time - review before running",
+                    (_CRON_BACKUP,),
+                ),
+                piped,
+            )
+            return
+        if not self.cron_lines(body, depth, stage.text) and not lists:
+            self.add(
+                Risk(
+                    "account_change",
+                    "critical",
+                    "Command replaces the user's cron table with an empty one: every cron job is deleted - requires approval",
+                    (_CRON_BACKUP,),
+                ),
+                piped,
+            )
+
+    def cron_lines(self, table: str, depth: int, origin: str) -> bool:
+        """Check the commands of a cron table's lines; whether it has any."""
+        commands = [c for line in table.splitlines() if (c := _CRON_LINE.sub("", line)).strip()]
+        self.script("\n".join(commands), depth + 1, origin)
+        return bool(commands)
 
     def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv

@@ -153,3 +153,22 @@ def test_each_value_of_a_loop_is_a_command_of_its_own() -> None:
 )
 def test_salt_and_ansible_targets_and_options_are_skipped(command: str) -> None:
     assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("(crontab -l; echo '* * * * * rm -rf /') | crontab -", "critical"),
+        ("{ crontab -l; echo '* * * * * rm -rf /'; } | crontab -", "critical"),
+        ("(crontab -l | grep -v x; echo '* * * * * rm -rf /') | crontab -", "critical"),
+        ('echo "" | crontab -', "critical"),
+        ("crontab - <<< ''", "critical"),
+        ("crontab /dev/null", "critical"),
+        ("crontab -l | grep -v backup | crontab -", "warning"),
+        ('(crontab -l; echo "0 3 * * * /usr/local/bin/backup") | crontab -', None),
+        ('echo "0 3 * * * /usr/local/bin/backup" | crontab -', None),
+        ("crontab -u www-data -l", None),
+    ],
+)
+def test_what_crontab_installs_is_read_from_groups_and_pipes(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
