@@ -19,7 +19,7 @@ from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
 from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
 from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
-from orchestrator.core.risk.filesystem import FIND_DELETERS, find_delete_severity, find_parts
+from orchestrator.core.risk.filesystem import FIND_DELETERS, emptied_risks, find_delete_severity, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
@@ -121,6 +121,18 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     if any(w.text == "{}" for w in argv):
         return tuple(x for w in argv for x in (items[:1] if w.text == "{}" else [w]))
     return argv + tuple(items)
+
+
+def _emptied(stage: SimpleCommand, unwrapped: Unwrapped | None) -> list[tuple[str, str]]:
+    """The files a command empties by writing nothing into them: `> F`, `: > F`, `cat /dev/null > F`,
+    `tee F < /dev/null`."""
+    argv = unwrapped.argv if unwrapped else ()
+    texts = [w.text for w in argv]
+    if not texts or texts in (["true"], [":"], ["cat", "/dev/null"]):
+        return [(f"{r.op} {r.target}", r.target) for r in stage.redirects if r.op in {">", ">|", "&>"} and r.target]
+    if program(argv[0]) == "tee" and any(r.op == "<" and r.target == "/dev/null" for r in stage.redirects):
+        return [(f"tee {t} < /dev/null", t) for t in texts[1:] if not t.startswith("-")]
+    return []
 
 
 def _lists_crontab(argv: tuple[Word, ...]) -> bool:
@@ -383,6 +395,9 @@ class Walk:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
+        for how, target in _emptied(stage, unwrapped):
+            for risk in emptied_risks(how, Word(target), self.cwd):
+                self.add(risk, stage.text)
         redirected = _redirected_files(stage.redirects)
         if unwrapped is None:
             if redirected:  # a redirection alone is a command too: `> /etc/passwd` empties the file

@@ -172,3 +172,28 @@ def test_salt_and_ansible_targets_and_options_are_skipped(command: str) -> None:
 )
 def test_what_crontab_installs_is_read_from_groups_and_pipes(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("truncate -s0 /var/log/syslog", "warning"),
+        ("> /var/log/syslog", "warning"),
+        ("cat /dev/null > /var/log/messages", "warning"),
+        ("find /var/log -type f -exec truncate -s 0 {} \\;", "warning"),
+        ("truncate -s 0 /var/lib/mysql/ibdata1", "critical"),
+        ("ln -sf /dev/null /etc/hosts", "critical"),
+        ("cp /dev/null /etc/hosts", "critical"),
+        ("sudo tee /etc/hosts < /dev/null", "critical"),
+        (": > /etc/hosts", "critical"),
+        ("truncate --size=0 /etc/nginx/nginx.conf", "critical"),
+        ("mv /usr/bin/sudo /tmp/", "critical"),
+        ("mv /usr/bin/python3 /usr/bin/python3.bak", "critical"),
+        ("truncate -s 0 /var/log/app/app.log", None),
+        ("truncate -s 10G /tmp/sparse.img", None),
+        ("echo hi > /etc/motd", None),
+        ("truncate -s 0 app.log", None),
+    ],
+)
+def test_a_file_emptied_is_rated_by_where_it_is(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]

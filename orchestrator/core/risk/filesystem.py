@@ -8,9 +8,13 @@ Recursive delete (`rm -r`, `find -delete`, `srm -r`) by path class (`risk.paths`
 Non-recursive `rm`/`unlink` is critical on files the node cannot boot or log in without
 (`/etc/passwd`, `/boot/...`, `/usr/bin/...`, `/etc/*`), a warning on other system files.
 `shred`/`srm`/`wipe` destroy beyond recovery: critical. `mv` of root, home or system paths,
-or anything moved onto /dev/null: critical (also `mv /usr/bin/* DIR`). A vital file replaced
+of a vital file (`mv /usr/bin/sudo /tmp/`), or anything moved onto /dev/null: critical (also
+`mv /usr/bin/* DIR`). A vital file replaced
 by a device (`cp /dev/null /etc/passwd`, `install ... /dev/null F`, `ln -sf X /etc/passwd`) or
 emptied by `sed -i` with a delete command: critical; copied over from another file: a warning.
+A file emptied (`truncate -s 0`, `: > F`, `> F`, `cp /dev/null F`, `ln -sf /dev/null F`, `tee F
+< /dev/null`): critical under /etc and /var/lib/SERVICE/, a warning for the system's logs (files
+directly in /var/log, /var/log/audit/); an application's logs (/var/log/app/app.log) stay quiet.
 `tar -c` with a block device as the archive: critical. `rsync --delete` and `rclone sync/purge/delete`:
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
 """
@@ -20,6 +24,7 @@ critical unless they preview (`-n`, `--dry-run`); a warning into scratch or buil
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from orchestrator.core.risk.disks import is_block_device
 from orchestrator.core.risk.paths import REASON, PathKind, Place, contents_base, is_top_level, place
@@ -246,6 +251,15 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
         ]
     for src in sources:
         found = place(src, inv.cwd)
+        if VITAL.match(found.path) and found.path != "/etc" and not src.text.endswith("*"):
+            return [
+                Risk(
+                    "destructive_command",
+                    "critical",
+                    f"Command moves '{found.path}' away, a file the system needs to boot or log in - requires approval",
+                    (f"Copy it instead (cp -a {found.path} {found.path}.bak) and leave the original in place",),
+                )
+            ]
         if (found.kind in {"root", "home"} or (found.kind == "system" and is_top_level(found))) and (
             not src.text.endswith("*") or _OS_TREE.match(found.path)
         ):
@@ -290,6 +304,8 @@ def copy_risks(inv: Invocation) -> list[Risk] | None:
     words = positionals(inv.args, _INSTALL) if name == "install" else [a for a in inv.args if not a.startswith("-")]
     if len(words) < 2:
         return None
+    if words[0] == "/dev/null" and (emptied := emptied_risks(f"{name} /dev/null", Word(words[-1]), inv.cwd)):
+        return emptied
     return _replaced(name, Word(words[-1]), "/dev/" if name == "ln" and words[0].startswith("/dev/") else words[0], inv.cwd)
 
 
@@ -382,7 +398,44 @@ def truncate_risks(inv: Invocation) -> list[Risk] | None:
                     f"Command 'truncate' empties '{found.path}', a file the system needs - requires approval",
                 )
             ]
-    return None
+    args = inv.args
+    size = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-s", "--size"}), None)
+    size = size or next((a.split("=", 1)[1] if "=" in a else a[2:] for a in args if a.startswith(("-s", "--size="))), None)
+    if size is None or not re.fullmatch(r"0+[KMGTPEkmgtpe]?[Bb]?", size):
+        return None
+    return worst(r for w in files for r in emptied_risks("truncate -s 0", w, inv.cwd)) or None
+
+
+_EMPTIED: tuple[tuple[re.Pattern[str], Severity, str], ...] = (
+    (re.compile(r"^/etc/."), "critical", "a system configuration file"),
+    (re.compile(r"^/var/lib/[^/]+/."), "critical", "a service's data (a database or state file)"),
+    # The system's own logs (/var/log/syslog, auth.log, audit/), not an application's directory of them.
+    (re.compile(r"^/var/log(?:/[^/]+|/(?:audit|journal)/.+)?$"), "warning", "a system log: its records are lost"),
+)
+
+
+def emptied_risks(how: str, target: Word, cwd: str | None) -> list[Risk]:
+    """A file emptied (`truncate -s 0 F`, `: > F`, `cp /dev/null F`, `ln -sf /dev/null F`): by
+    where it is. Files the node needs to boot or log in are the callers' own rules (`VITAL`)."""
+    found = place(target, cwd)
+    if VITAL.match(found.path):
+        return []
+    for pattern, severity, what in _EMPTIED:
+        if pattern.match(found.path):
+            return [
+                Risk(
+                    "destructive_command",
+                    severity,
+                    f"Command '{how}' empties '{found.path}', {what} - {approval_phrase(severity)}",
+                    (f"Back it up first: cp -a {found.path} {found.path}.bak",),
+                )
+            ]
+    return []
+
+
+def worst(risks: Iterable[Risk]) -> list[Risk]:
+    found = max(risks, key=lambda r: SEVERITY_RANK[r.severity], default=None)
+    return [found] if found else []
 
 
 _RCLONE = tool("rclone", values="--config --filter --include --exclude --transfers --checkers --bwlimit --log-file --backup-dir")
