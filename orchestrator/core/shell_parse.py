@@ -278,8 +278,18 @@ class Collector:
                 if part.kind == "word" or words:
                     words.extend(self.word(part))
                 else:
-                    assignments.extend(self.word(part))
+                    assignments.extend(self.array(part) or self.word(part))
         return SimpleCommand(tuple(words), tuple(redirects), self.text(node), tuple(assignments))
+
+    def array(self, node: Any) -> list[Word]:
+        """`a=(x y)`, which `desugar` blanked to `a=`: one assignment per item, read from the source."""
+        end = node.pos[1]
+        if not self.text(node).endswith("=") or self.source[end : end + 1] != "(":
+            return []
+        close = _closing_paren(self.source, end)
+        items = [_unquote(m.group(0)) for m in _TOKEN.finditer(self.source[end + 1 : close]) if m.lastgroup == "word"]
+        name = self.text(node).rstrip("+=")
+        return [Word(f"{name}={w.text}", w.dynamic) for w in items[:64]]
 
     def redirect(self, node: Any) -> Redirect:
         output = node.output

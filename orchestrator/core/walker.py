@@ -59,6 +59,8 @@ _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
 _SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 _MAX_VALUES = 16
+_DEFAULT = re.compile(r"\$\{([A-Za-z_]\w*):?[-=]([^}$`]*)\}")
+_ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
@@ -172,7 +174,8 @@ def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
 
 
 def _written_in(word: Word, name: str, value: Word) -> Word:
-    text = re.sub(r"\$(?:\{" + name + r"\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
+    """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in."""
+    text = re.sub(r"\$(?:\{" + name + r"(?:\[[^]]*\]|:?[-=][^}]*)?\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
     return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
 
 
@@ -233,6 +236,7 @@ class Walk:
         self.variables: dict[str, list[Word]] = {}  # assigned in the command itself: `X=/; rm -rf $X`
         self.written: dict[str, str] = {}  # files the command writes with literal text: path -> text
         self.downloaded: dict[str, str] = {}  # files it downloads: path -> the downloader
+        self.positional: tuple[Word, ...] | None = None  # set by `set -- ARGS`: what "$@" expands to
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
@@ -365,6 +369,8 @@ class Walk:
                 self.simple(stage, unwrapped, upstream, depth)
             if before is not None:  # `X=/ cmd`: X is cmd's alone
                 self.variables = before
+            if unwrapped is not None and [w.text for w in unwrapped.argv[:2]] == ["set", "--"]:
+                self.positional = unwrapped.argv[2:]
             if unwrapped is not None:
                 if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
                     self.cwd = _cd_target(unwrapped.argv, self.cwd)
@@ -394,12 +400,16 @@ class Walk:
         """The words with the variables the command assigned written in: the command once per
         value (`for h in a b; do ssh $h CMD`: `ssh a CMD` and `ssh b CMD`), never several values
         in one command, where a value would take another word's place (`ssh a b CMD`)."""
-        names = dict.fromkeys(n for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables)
-        if not names:
+        if self.positional is not None:
+            words = tuple(x for w in words for x in (self.positional if w.dynamic and w.text in _ALL_POSITIONAL else (w,)))
+        values = {n: self.variables[n] for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables}
+        # `${X:-/}` when X is not the command's own: the default is what runs when X is unset.
+        values |= {n: [Word(d), Word(f"${{{n}}}", True)] for w in words if w.dynamic for n, d in _DEFAULT.findall(w.text) if n not in values}
+        if not values:
             return [words]
         bindings: list[dict[str, Word]] = [{}]
-        for name in names:
-            bindings = [{**b, name: value} for b in bindings for value in self.variables[name]][:_MAX_VALUES]
+        for name, options in values.items():
+            bindings = [{**b, name: value} for b in bindings for value in options][:_MAX_VALUES]
         return [tuple(_bound(word, binding) for word in words) for binding in bindings]
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:

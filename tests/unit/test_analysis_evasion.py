@@ -213,3 +213,22 @@ def test_a_file_emptied_is_rated_by_where_it_is(command: str, severity: str | No
 )
 def test_a_download_named_after_its_url_is_known_when_run(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("TARGET=${TARGET:-/}; rm -rf $TARGET", "critical"),
+        ("rm -rf ${PREFIX:-/usr}/", "critical"),
+        ('rm -rf "${X:-/}"', "critical"),
+        ('rm -rf "${X:=/etc}"', "critical"),
+        ('dirs=(/etc /usr); rm -rf "${dirs[@]}"', "critical"),
+        ('dirs=(/tmp/a /etc); rm -rf "${dirs[1]}"', "critical"),
+        ('set -- -rf /; rm "$@"', "critical"),
+        ('rm -rf "${BUILD:-build}"', "warning"),  # the default is safe; a value from outside is not known
+        ('files=(a.log b.log); rm -f "${files[@]}"', None),
+        ('set -- a b; echo "$@"', None),
+    ],
+)
+def test_defaults_arrays_and_set_are_what_runs(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
