@@ -126,11 +126,11 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
 
 
 def _emptied(stage: SimpleCommand, unwrapped: Unwrapped | None) -> list[tuple[str, str]]:
-    """The files a command empties by writing nothing into them: `> F`, `: > F`, `cat /dev/null > F`,
+    """The files a command empties by writing nothing into them: `> F`, `: > F`, `echo "" > F`,
     `tee F < /dev/null`."""
     argv = unwrapped.argv if unwrapped else ()
     texts = [w.text for w in argv]
-    if not texts or texts in (["true"], [":"], ["cat", "/dev/null"]):
+    if not texts or texts in (["true"], [":"], ["cat", "/dev/null"]) or _prints_nothing(texts):
         return [(f"{r.op} {r.target}", r.target) for r in stage.redirects if r.op in {">", ">|", "&>"} and r.target]
     if program(argv[0]) == "tee" and any(r.op == "<" and r.target == "/dev/null" for r in stage.redirects):
         return [(f"tee {t} < /dev/null", t) for t in texts[1:] if not t.startswith("-")]
@@ -147,6 +147,11 @@ def _named_by_url(name: str, argv: tuple[Word, ...]) -> list[Word]:
     urls = [w for w in argv[1:] if not w.dynamic and re.match(r"(?:https?|ftp)://", w.text)]
     files = [posixpath.basename(re.sub(r"[?#].*", "", url.text.split("://", 1)[1])) for url in urls] if named else []
     return [Word(f) for f in files if f and "/" not in f]
+
+
+def _prints_nothing(texts: list[str]) -> bool:
+    """`echo ""`, `echo -n`, `printf ''`: a line break at most."""
+    return texts[0] in {"echo", "printf"} and all(t in {"", "-n", "-e", "-ne", "-en"} for t in texts[1:])
 
 
 def _lists_crontab(argv: tuple[Word, ...]) -> bool:

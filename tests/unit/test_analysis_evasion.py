@@ -232,3 +232,28 @@ def test_a_download_named_after_its_url_is_known_when_run(command: str, severity
 )
 def test_defaults_arrays_and_set_are_what_runs(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("git submodule foreach --recursive git reset --hard", "critical"),
+        ("git -C repo submodule foreach 'git clean -fdx'", "critical"),
+        ("git submodule foreach git pull", None),
+        ("tar -xzf backup.tar.gz -C /", "critical"),
+        ("tar --overwrite -xf rootfs.tar --directory=/usr", "critical"),
+        ("cd / && tar xzf /tmp/b.tgz", "critical"),
+        ("tar -xzf app.tgz -C /opt/app", None),
+        ("tar -tzf app.tgz -C /", None),
+        ("sed -i 's/^root:.*//' /etc/shadow", "critical"),
+        ("sed -i 's/foo/bar/' /etc/passwd", None),
+        ("rm ~/.ssh/authorized_keys", "critical"),
+        ('echo "" > ~/.ssh/authorized_keys', "critical"),
+        (": > /home/bob/.ssh/authorized_keys", "critical"),
+        ("echo 'ssh-ed25519 AAAA deploy' >> ~/.ssh/authorized_keys", None),
+        ("find . -type d -name __pycache__ -exec rm -rf {} +", "info"),
+        ("find . -name __pycache__ -o -name src -exec rm -rf {} +", "warning"),
+    ],
+)
+def test_smaller_forms_of_the_second_review(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
