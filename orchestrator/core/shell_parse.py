@@ -2,7 +2,8 @@
 
 `Collector` flattens a bashlex AST into `Pipeline`s of `SimpleCommand`s: pipelines, `&&`/`||`/
 `;`, subshells and `{ }` groups, if/for/while bodies, function bodies, `$(...)`, backticks and
-`<(...)`; a compound stage of a pipeline is a `Group`, with what it writes when that is literal. A substitution that only echoes literal words is folded (`$(echo rm) -rf /` gives the
+`<(...)`; a compound stage of a pipeline is a `Group`, with what it writes when that is
+literal. A substitution that only echoes literal words is folded (`$(echo rm) -rf /` gives the
 words `rm -rf /`); function bodies that run themselves in the background or piped into
 themselves (`:(){ :|:& };:`) are reported as fork bombs.
 
@@ -565,7 +566,7 @@ def _unquote(raw: str) -> Word:
 
 def fallback_pipelines(text: str) -> list[Pipeline]:
     pipelines: list[Pipeline] = []
-    stages: list[SimpleCommand | None] = []
+    stages: list[SimpleCommand | Group] = []
     words: list[Word] = []
     redirects: list[Redirect] = []
     pending: str | None = None

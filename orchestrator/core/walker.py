@@ -26,8 +26,8 @@ from orchestrator.core.shell_parse import (
     ASSIGNMENT,
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
-    Group,
     Collector,
+    Group,
     Pipeline,
     Redirect,
     SimpleCommand,
@@ -342,7 +342,8 @@ class Walk:
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
         pipelines = fallback_pipelines(text)
         # The tokenizer keeps `$(...)` inside its words: read them as the parser would have.
-        subs = [sub for p in pipelines for c in p if isinstance(c, SimpleCommand) for w in c.words if w.dynamic for sub in substitutions(w.text)]
+        words = [w for p in pipelines for c in p if isinstance(c, SimpleCommand) for w in c.words if w.dynamic]
+        subs = [sub for w in words for sub in substitutions(w.text)]
         return pipelines, bombs, [": " + " ".join(subs)] if subs else []
 
     def pipeline(self, stages: Pipeline, depth: int) -> None:
@@ -409,7 +410,8 @@ class Walk:
             words = tuple(x for w in words for x in (self.positional if w.dynamic and w.text in _ALL_POSITIONAL else (w,)))
         values = {n: self.variables[n] for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables}
         # `${X:-/}` when X is not the command's own: the default is what runs when X is unset.
-        values |= {n: [Word(d), Word(f"${{{n}}}", True)] for w in words if w.dynamic for n, d in _DEFAULT.findall(w.text) if n not in values}
+        defaults = [found for w in words if w.dynamic for found in _DEFAULT.findall(w.text)]
+        values |= {n: [Word(d), Word(f"${{{n}}}", True)] for n, d in defaults if n not in values}
         if not values:
             return [words]
         bindings: list[dict[str, Word]] = [{}]
