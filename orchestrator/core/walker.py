@@ -10,6 +10,7 @@ The caps on work are described in `orchestrator.core.analysis`.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
@@ -180,15 +181,19 @@ def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
 
 def _written_in(word: Word, name: str, value: Word) -> Word:
     """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in."""
-    text = re.sub(r"\$(?:\{" + name + r"(?:\[[^]]*\]|:?[-=][^}]*)?\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
+    text = _reference(name).sub(lambda _: value.text, word.text)
     return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
 
 
+@functools.lru_cache(maxsize=256)
+def _reference(name: str) -> re.Pattern[str]:
+    return re.compile(r"\$(?:\{" + name + r"(?:\[[^]]*\]|:?[-=][^}]*)?\}|" + name + r"(?!\w))")
+
+
 def _bound(word: Word, binding: dict[str, Word]) -> Word:
-    if not word.dynamic:
-        return word
     for name, value in binding.items():
-        word = _written_in(word, name, value)
+        if word.dynamic and name in word.text:
+            word = _written_in(word, name, value)
     return word
 
 
@@ -352,9 +357,10 @@ class Walk:
             if isinstance(stage, Group):
                 upstream = _Upstream(text=stage.text, group=stage)
                 continue
-            self.commands += 1
+            variants = self.substitute(stage.words) if self.commands < MAX_COMMANDS else [stage.words]
+            self.commands += len(variants)  # each value's command is walked, and counts
             if self.commands > MAX_COMMANDS:
-                if self.complete or self.commands == MAX_COMMANDS + 1:
+                if self.commands - len(variants) <= MAX_COMMANDS:  # the first stage past the cap
                     # Fail closed: the commands past the cap are unknown, so they hold like a destructive one.
                     self.complete = False
                     self.add(
@@ -367,7 +373,6 @@ class Walk:
                         stage.text,
                     )
                 return
-            variants = self.substitute(stage.words)
             before = self.assign(stage)
             for words in variants:  # one command per value of a variable: each is what may run
                 stage = replace(stage, words=words)

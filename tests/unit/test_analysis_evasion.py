@@ -273,3 +273,10 @@ def test_smaller_forms_of_the_second_review(command: str, severity: str | None) 
 )
 def test_code_in_other_languages_and_engine_state_mounts(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+def test_each_value_of_a_loop_counts_against_the_command_cap() -> None:
+    items = " ".join(f"h{i}" for i in range(16))
+    body = "echo $h; " * 300  # 300 commands, 4,800 with one per host
+    result = analyze(f"for h in {items}; do {body}done")
+    assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)
