@@ -61,6 +61,7 @@ _SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 _MAX_VALUES = 16
 _DEFAULT = re.compile(r"\$\{([A-Za-z_]\w*):?[-=]([^}$`]*)\}")
+_LISTING = re.compile(r"\$\(\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*\)|`\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*`")
 _ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
@@ -183,6 +184,12 @@ def _written_in(word: Word, name: str, value: Word) -> Word:
     """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in."""
     text = _reference(name).sub(lambda _: value.text, word.text)
     return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
+
+
+def _listing(value: Word) -> Word:
+    """`$(ls DIR)` as a value: any entry of DIR, written `*` (`for d in $(ls /); do rm -rf /$d`
+    deletes what `rm -rf /*` does)."""
+    return Word("*") if value.dynamic and _LISTING.fullmatch(value.text) else value
 
 
 @functools.lru_cache(maxsize=256)
@@ -404,7 +411,7 @@ class Walk:
             name, _, value = word.text.partition("=")
             new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
         for name, values in new.items():
-            self.variables[name] = [v for value in values for (v,) in self.substitute((value,))][:_MAX_VALUES]
+            self.variables[name] = [v for value in values for (v,) in self.substitute((_listing(value),))][:_MAX_VALUES]
         return before
 
     def substitute(self, words: tuple[Word, ...]) -> list[tuple[Word, ...]]:

@@ -126,6 +126,9 @@ def test_a_redirection_target_that_expands_to_nothing_is_no_analysis_failure() -
         "for h in a b c; do ssh -n $h 'rm -rf /'; done",
         "for d in /srv /etc; do for h in a b; do ssh $h rm -rf $d; done; done",
         "for h in a b; do ssh -o BatchMode=yes $h sudo reboot; done",
+        "while read h; do ssh -n $h 'rm -rf /'; done < hosts",
+        "for d in $(ls /); do rm -rf /$d; done",
+        "for d in `ls /etc`; do rm -rf /etc/$d; done",
     ],
 )
 def test_a_loop_runs_the_command_once_per_value(command: str) -> None:
