@@ -362,7 +362,8 @@ class Walk:
         upstream = _Upstream()
         for stage in stages:
             if isinstance(stage, Group):
-                upstream = _Upstream(text=stage.text, group=stage)
+                upstream.group = stage
+                upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
                 continue
             variants = self.substitute(stage.words) if self.commands < MAX_COMMANDS else [stage.words]
             self.commands += len(variants)  # each value's command is walked, and counts
