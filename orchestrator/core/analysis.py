@@ -31,7 +31,8 @@ Decisions worth knowing:
   warning and is checked by a text-level tokenizer, so `rm -rf / '` is still critical.
 - Work is capped so 100 KB of input takes well under a second: 8 KB per bashlex parse, 16 KB
   of bashlex parsing per call (each parse also costs 256 characters of that budget), 5 levels
-  of nested code and 4,000 simple commands. Past the parse caps the text-level fallback takes
+  of nested code and 4,000 simple commands (a command run once per value of a variable, as in
+  a `for` loop, counts once per value, at most 16). Past the parse caps the text-level fallback takes
   over; past the nesting or command caps the command fails closed (critical `unparseable`),
   and policy rules refuse it (they cannot see every command).
 - `tool` names the program that receives `command`: for a SQL client (`psql`, `mysql`, ...)

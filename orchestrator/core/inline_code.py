@@ -261,8 +261,22 @@ def _unescape(text: str) -> str:
 _HOME_EXPR = re.compile(r"\b(?:process\.env\.HOME|os\.homedir\(\)|ENV\[['\"]HOME['\"]\]|\$ENV\{HOME\}|getenv\(['\"]HOME['\"]\))")
 
 
+# Perl's `unlink glob "/etc/*"` and `unlink </etc/*>`: every file the pattern matches.
+_GLOB_UNLINK = re.compile(r"\bunlink\s*\(?\s*(?:glob\s*\(?\s*" + _STRING + r"|<([^<>\s]+)>)")
+# `eval(file_get_contents("https://..."))`: code fetched from the network and run.
+_EVAL_DOWNLOAD = re.compile(
+    r"\b(?:eval|exec|assert|instance_eval)\s*\(?\s*(?:file_get_contents|URI\.open|open|urlopen|get|LWP::Simple::get)\s*\(?\s*['\"](?:https?|ftp)://"
+)
+
+
 def _patterns(source: str, out: Reading) -> None:
     source = _HOME_EXPR.sub("'~'", source)  # the home directory, however the language spells it
+    if _EVAL_DOWNLOAD.search(source):
+        out.hidden.append("code it downloads")
+        out.downloaded = True
+    for m in _GLOB_UNLINK.finditer(source):
+        pattern = _unescape(next(g for g in m.groups() if g is not None))
+        out.shell.append(f"rm -f {' '.join(shlex.quote(p) for p in pattern.split())}")
     for m in _CALL.finditer(source):
         name = m.group(1)
         literals = [_unescape(a or b) for a, b in _LITERAL.findall(m.group(2))]

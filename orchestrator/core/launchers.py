@@ -4,8 +4,8 @@
 handle the launchers whose code goes somewhere other than the next argv words: `parallel CMD
 ::: ARGS` (one script per argument, `{}` filled in), `tar --to-command` and
 `--checkpoint-action=exec=`, ansible ad-hoc modules (`-m shell -a CMD`, and `-m file/user/
-service/reboot` written as the shell command they amount to), `salt TARGET cmd.run CMD`,
-pdsh/clush/pssh, interpreters given code (`python -c`, `perl -e`, `node -e`, `php -r`, `lua -e`,
+service/reboot` written as the shell command they amount to), `salt`/`salt-ssh TARGET cmd.run
+CMD` (and `salt-call cmd.run CMD`), pdsh/clush/pssh, interpreters given code (`python -c`, `perl -e`, `node -e`, `php -r`, `lua -e`,
 `awk 'PROGRAM'`, or code on stdin) and `vi -c ':!CMD'`.
 """
 
@@ -57,7 +57,10 @@ _VALUES: dict[str, frozenset[str]] = {
         "clush": "-w -x -g -X -l -t -u -f -R -o -b",
         "pssh": "-h -H -l -p -o -e -t -O -x -X",
         "parallel-ssh": "-h -H -l -p -o -e -t -O -x -X",
-        "salt": "-t --timeout -G --grain -L -N -E -C --out -b --batch-size",
+        # -G/-L/-E/-C/-N/-I/-S/-R (--grain, --list, ...) only say how to read the target, the next word.
+        "salt": "-t --timeout -b --batch-size --batch-wait --out --out-file --out-indent -l --log-level -c --config-dir "
+        "-a --auth --return --return-config --subset -d --delimiter --roster --roster-file --priv --user --passwd "
+        "--extra-filerefs --thin-extra-modules -W --rand-thin-dir",
     }.items()
 }
 DONE: tuple[Word, ...] = (Word("\x00done"),)  # the code went elsewhere: nothing runs next
@@ -158,7 +161,9 @@ def _ansible(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, .
 
 
 def _salt(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
-    rest = [w for w in args[skip_options(args, _VALUES["salt"]) :]]
+    rest = list(args[skip_options(args, _VALUES["salt"]) :])
+    if name == "salt-call":  # runs on this minion: no target
+        rest[:0] = [Word("local")]
     if len(rest) >= 3 and rest[1].text in {"cmd.run", "cmd.shell", "cmd.run_all", "cmd.script"}:
         out.scripts.append(joined(rest[2:]))
     elif len(rest) >= 2 and rest[1].text in {"system.reboot", "system.shutdown", "system.poweroff", "system.halt"}:
@@ -243,4 +248,6 @@ LAUNCHERS: dict[str, Step] = {
     "tar": _tar,
     "ansible": _ansible,
     "salt": _salt,
+    "salt-ssh": _salt,
+    "salt-call": _salt,
 }

@@ -2,7 +2,8 @@
 
 `Collector` flattens a bashlex AST into `Pipeline`s of `SimpleCommand`s: pipelines, `&&`/`||`/
 `;`, subshells and `{ }` groups, if/for/while bodies, function bodies, `$(...)`, backticks and
-`<(...)`. A substitution that only echoes literal words is folded (`$(echo rm) -rf /` gives the
+`<(...)`; a compound stage of a pipeline is a `Group`, with what it writes when that is
+literal. A substitution that only echoes literal words is folded (`$(echo rm) -rf /` gives the
 words `rm -rf /`); function bodies that run themselves in the background or piped into
 themselves (`:(){ :|:& };:`) are reported as fork bombs.
 
@@ -72,7 +73,19 @@ class SimpleCommand:
     assignments: tuple[Word, ...] = ()  # `NAME=value` before the words; a `for` loop's variable, once per item
 
 
-Pipeline = tuple[SimpleCommand | None, ...]  # None: a compound stage, walked on its own
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A compound stage of a pipeline (`( ... )`, `{ ...; }`, a loop), walked on its own. What
+    it writes, for the next stage: `output`, the text its literal echo/printf commands write;
+    `complete` when nothing else writes, `lists_crontab` when `crontab -l` writes the cron table."""
+
+    text: str
+    output: str = ""
+    complete: bool = False
+    lists_crontab: bool = False
+
+
+Pipeline = tuple[SimpleCommand | Group, ...]
 
 # --- bashlex ------------------------------------------------------------------------------
 
@@ -153,12 +166,12 @@ class Collector:
         if kind == "command":
             self.pipelines.append((self.simple(node),))
         elif kind == "pipeline":
-            stages: list[SimpleCommand | None] = []
+            stages: list[SimpleCommand | Group] = []
             for part in node.parts:
                 if part.kind == "command":
                     stages.append(self.simple(part))
                 elif part.kind not in {"pipe", "reservedword"}:
-                    stages.append(None)
+                    stages.append(self.group(part))
                     self.visit(part)
             self.pipelines.append(tuple(stages))
         elif kind == "function":
@@ -180,6 +193,31 @@ class Collector:
             self.word_parts(node)
         elif kind in {"commandsubstitution", "processsubstitution"}:
             self.visit(node.command)
+
+    def group(self, node: Any) -> Group:
+        """What a compound stage writes: `(crontab -l; echo '* * * * * job') | crontab -`."""
+        writes: list[str] = []
+        complete = node.kind == "compound"
+        lists_crontab = False
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.kind == "command":
+                words = [str(p.word) for p in n.parts if p.kind == "word"]
+                if words[:1] == ["crontab"] and "-l" in words:
+                    lists_crontab = True
+                elif (text := _echo_constant(n, self.source)) is not None:
+                    writes.append(text)
+                else:
+                    complete = False
+            elif n.kind == "pipeline":
+                complete = False
+                stack.extend(p for p in n.parts if p.kind == "command")
+            elif n.kind in {"compound", "list"}:
+                stack.extend(reversed([p for p in (getattr(n, "list", None) or n.parts) if p.kind != "operator"]))
+            elif n.kind != "reservedword":
+                complete = False
+        return Group(self.text(node), "\n".join(writes), complete, lists_crontab)
 
     def loop_variable(self, node: Any) -> SimpleCommand | None:
         """`for d in / /etc` as the assignments `d=/` and `d=/etc`, so the body is read with them."""
@@ -241,8 +279,18 @@ class Collector:
                 if part.kind == "word" or words:
                     words.extend(self.word(part))
                 else:
-                    assignments.extend(self.word(part))
+                    assignments.extend(self.array(part) or self.word(part))
         return SimpleCommand(tuple(words), tuple(redirects), self.text(node), tuple(assignments))
+
+    def array(self, node: Any) -> list[Word]:
+        """`a=(x y)`, which `desugar` blanked to `a=`: one assignment per item, read from the source."""
+        end = node.pos[1]
+        if not self.text(node).endswith("=") or self.source[end : end + 1] != "(":
+            return []
+        close = _closing_paren(self.source, end)
+        items = [_unquote(m.group(0)) for m in _TOKEN.finditer(self.source[end + 1 : close]) if m.lastgroup == "word"]
+        name = self.text(node).rstrip("+=")
+        return [Word(f"{name}={w.text}", w.dynamic) for w in items[:64]]
 
     def redirect(self, node: Any) -> Redirect:
         output = node.output
@@ -518,7 +566,7 @@ def _unquote(raw: str) -> Word:
 
 def fallback_pipelines(text: str) -> list[Pipeline]:
     pipelines: list[Pipeline] = []
-    stages: list[SimpleCommand | None] = []
+    stages: list[SimpleCommand | Group] = []
     words: list[Word] = []
     redirects: list[Redirect] = []
     pending: str | None = None

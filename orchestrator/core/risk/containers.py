@@ -7,7 +7,8 @@ and with `--volumes` data), `volume prune`, `volume rm`, `compose down -v/--volu
 Safe: `system df`, `compose down` alone (containers are rebuilt from the file), `--help`.
 Commands run inside a container (`docker exec`) are unwrapped and checked as themselves.
 `run`/`create` with a host directory bind-mounted read-write: the host's `/` or a system
-directory (/etc, /usr, /boot, /root, /var, /var/lib/docker, /etc/cron.d, ...) critical
+directory (/etc, /usr, /boot, /root, /var, /etc/cron.d, ...) or the engines' state (/var/lib/docker,
+/var/lib/containerd, /var/lib/kubelet, ...) critical
 (`docker run -v /:/host alpine rm -rf /host` deletes the host's files), however the options are
 spelled (global options first, `-itv`, `--mount Type=Bind,...`, `//`, `..`, `~`); the engine's
 socket (read-only or not) and `--privileged` warning. Read-only mounts (`:ro`, `readonly`),
@@ -69,9 +70,11 @@ _RUN_VALUES = frozenset(
 )
 # Single-letter options that take a value (`-itv /:/h`: the last of a cluster takes it).
 _SHORT_VALUES = frozenset("vewuplhmca")
-# Host paths whose read-write mount hands the container the host itself (or its next boot).
+# Host paths whose read-write mount hands the container the host itself (or its next boot), and the
+# state of the container engines and the kubelet. A service's own data directory
+# (`-v /var/lib/mysql:/var/lib/mysql`) is how databases run in containers: not here.
 _HOST_SYSTEM = frozenset(
-    ["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/bin", "/usr/local/sbin", "/etc/cron.d", "/etc/sudoers.d", "/etc/systemd", "/etc/systemd/system", "/etc/ssh", "/etc/pam.d", "/etc/init.d", "/etc/profile.d", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/group", "/etc/crontab", "/etc/fstab", "/root/.ssh", "/var/spool/cron", "/var/lib/docker", "/var/lib/containers", "/var/lib/kubelet", "/var/lib/etcd", "/etc/kubernetes"]
+    ["/", "/etc", "/usr", "/boot", "/root", "/var", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/home", "/srv", "/opt", "/dev", "/sys", "/proc", "/var/lib", "/usr/local", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/bin", "/usr/local/sbin", "/etc/cron.d", "/etc/sudoers.d", "/etc/systemd", "/etc/systemd/system", "/etc/ssh", "/etc/pam.d", "/etc/init.d", "/etc/profile.d", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/group", "/etc/crontab", "/etc/fstab", "/root/.ssh", "/var/spool/cron", "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers", "/var/lib/kubelet", "/var/lib/etcd", "/etc/kubernetes"]
 )
 _SOCKET_DIRS = frozenset({"/run", "/var/run", "/run/containerd", "/run/podman"})
 _SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock", "/run/containerd/containerd.sock"})

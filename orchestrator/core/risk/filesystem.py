@@ -1,17 +1,23 @@
 """Filesystem pack: recursive deletes by the class of the path, find -delete, shredding, moving
 system paths away, sync tools that delete at the destination, and truncating redirections.
 
-Recursive delete (`rm -r`, `find -delete`, `srm -r`) by path class (`risk.paths`):
+Recursive delete (`rm -r`, `find -delete`, `srm -r`) by path class (`risk.paths`); a find matching only
+cache directories by name (`-name __pycache__`) is info:
   root, home, home_data, system          critical
   broad, project, dynamic, input, other  warning
   guarded, scratch, build                info
 Non-recursive `rm`/`unlink` is critical on files the node cannot boot or log in without
-(`/etc/passwd`, `/boot/...`, `/usr/bin/...`, `/etc/*`), a warning on other system files.
+(`/etc/passwd`, `/boot/...`, `/usr/bin/...`, `/etc/*`) and on `~/.ssh/authorized_keys`, a warning
+on other system files.
 `shred`/`srm`/`wipe` destroy beyond recovery: critical. `mv` of root, home or system paths,
-or anything moved onto /dev/null: critical (also `mv /usr/bin/* DIR`). A vital file replaced
+of a vital file (`mv /usr/bin/sudo /tmp/`), or anything moved onto /dev/null: critical (also
+`mv /usr/bin/* DIR`). A vital file replaced
 by a device (`cp /dev/null /etc/passwd`, `install ... /dev/null F`, `ln -sf X /etc/passwd`) or
-emptied by `sed -i` with a delete command: critical; copied over from another file: a warning.
-`tar -c` with a block device as the archive: critical. `rsync --delete` and `rclone sync/purge/delete`:
+emptied by `sed -i` with a delete command (or `s/^root:.*//`): critical; copied over from another file: a warning.
+A file emptied (`truncate -s 0`, `: > F`, `> F`, `cp /dev/null F`, `ln -sf /dev/null F`, `tee F
+< /dev/null`): critical under /etc and /var/lib/SERVICE/ and for `.ssh/authorized_keys`, a warning for the system's logs (files
+directly in /var/log, /var/log/audit/); an application's logs (/var/log/app/app.log) stay quiet.
+`tar -c` with a block device as the archive, `tar -x` into / or an OS tree (`-C /`): critical. `rsync --delete` and `rclone sync/purge/delete`:
 critical unless they preview (`-n`, `--dry-run`); a warning into scratch or build dirs.
 
 `journalctl` vacuuming to less than a day (`--vacuum-time=1s`, `--vacuum-size=1K`,
@@ -24,6 +30,7 @@ critical unless they preview (`-n`, `--dry-run`); a warning into scratch or buil
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from orchestrator.core.risk.disks import is_block_device
 from orchestrator.core.risk.paths import REASON, PathKind, Place, contents_base, is_top_level, place
@@ -102,7 +109,7 @@ def delete_risk(flag: str, targets: list[Word], cwd: str | None, recursive: bool
         found = place(target, cwd)
         if recursive:
             rated: Severity | None = RECURSIVE_DELETE[found.kind]
-        elif VITAL.match(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
+        elif VITAL.match(found.path) or AUTHORIZED_KEYS.search(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
             rated = "critical"
         else:
             rated = "warning" if found.kind == "root" or (found.kind == "system" and is_top_level(found)) else None
@@ -218,12 +225,26 @@ def find_delete_severity(roots: tuple[Word, ...] | list[Word], cwd: str | None) 
     return "info" if kinds <= {"scratch", "build", "guarded"} else "warning"
 
 
+# Caches a tool makes again on its next run (not node_modules or *.pyc: a reinstall, a rebuild).
+_CACHES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+
+def _only_caches(argv: tuple[Word, ...]) -> bool:
+    """`find . -name __pycache__ -exec rm -rf {} +`: every match is a cache directory."""
+    names = [argv[i + 1].text for i, w in enumerate(argv[:-1]) if w.text in {"-name", "-iname"}]
+    if not names or any(w.text in {"-o", "-or", ",", "!", "-not"} for w in argv):
+        return False
+    return all(n in _CACHES for n in names)
+
+
 def find_risks(inv: Invocation) -> list[Risk]:
     roots, execs, delete = find_parts(inv.argv)
     deleters = [c for c in execs if program(c[0]) in FIND_DELETERS]
     if not delete and not deleters:
         return []
     sev = find_delete_severity(roots, inv.cwd)
+    if sev == "warning" and _only_caches(inv.argv):
+        sev = "info"
     how = "-delete" if delete else f"-exec {deleters[0][0].text}"
     where = " ".join(r.text for r in roots)
     tail = "" if sev == "info" else f" - {approval_phrase(sev)}"
@@ -250,6 +271,15 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
         ]
     for src in sources:
         found = place(src, inv.cwd)
+        if VITAL.match(found.path) and found.path != "/etc" and not src.text.endswith("*"):
+            return [
+                Risk(
+                    "destructive_command",
+                    "critical",
+                    f"Command moves '{found.path}' away, a file the system needs to boot or log in - requires approval",
+                    (f"Copy it instead (cp -a {found.path} {found.path}.bak) and leave the original in place",),
+                )
+            ]
         if (found.kind in {"root", "home"} or (found.kind == "system" and is_top_level(found))) and (
             not src.text.endswith("*") or _OS_TREE.match(found.path)
         ):
@@ -267,6 +297,9 @@ def mv_risks(inv: Invocation) -> list[Risk] | None:
 _OS_TREE = re.compile(r"^/(?:etc|boot|s?bin|lib(?:32|64)?|usr(?:/s?bin|/lib(?:32|64)?)?)$")
 _INSTALL = tool("install", values="-m --mode -o --owner -g --group -t --target-directory -S --suffix")
 _SED_DELETE = re.compile(r"(?:^|[;}\s/$\d])d\s*$")
+# `s/^root:.*//`: a substitution that blanks whole lines is a delete too.
+_SED_BLANK = re.compile(r"^s(.)\^?[^\n]*\.\*\$?\1\1[gI0-9]*$")
+AUTHORIZED_KEYS = re.compile(r"(?:^|/)\.ssh/authorized_keys2?$")
 
 
 def _replaced(verb: str, target: Word, source: str, cwd: str | None) -> list[Risk] | None:
@@ -294,6 +327,8 @@ def copy_risks(inv: Invocation) -> list[Risk] | None:
     words = positionals(inv.args, _INSTALL) if name == "install" else [a for a in inv.args if not a.startswith("-")]
     if len(words) < 2:
         return None
+    if words[0] == "/dev/null" and (emptied := emptied_risks(f"{name} /dev/null", Word(words[-1]), inv.cwd)):
+        return emptied
     return _replaced(name, Word(words[-1]), "/dev/" if name == "ln" and words[0].startswith("/dev/") else words[0], inv.cwd)
 
 
@@ -306,7 +341,7 @@ def sed_risks(inv: Invocation) -> list[Risk] | None:
     script = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-e", "--expression"}), None)
     files = words if script is not None else words[1:]
     script = script if script is not None else (words[0] if words else "")
-    if not _SED_DELETE.search(script):
+    if not _SED_DELETE.search(script) and not _SED_BLANK.match(script):
         return None
     for f in files:
         found = place(Word(f), inv.cwd)
@@ -317,7 +352,8 @@ def sed_risks(inv: Invocation) -> list[Risk] | None:
 
 
 def tar_risks(inv: Invocation) -> list[Risk] | None:
-    """`tar -c` (or `-r`, `-u`) whose archive is a block device: the disk is overwritten."""
+    """`tar -c` (or `-r`, `-u`) whose archive is a block device: the disk is overwritten; `tar -x`
+    into `/` or an OS tree (`-C /`, `-C /usr`): the system's files are overwritten."""
     args = inv.args
     if not args:
         return None
@@ -337,6 +373,13 @@ def tar_risks(inv: Invocation) -> list[Risk] | None:
     if writes and archive is not None and is_block_device(archive):
         return [Risk("device_write", "critical", f"Command 'tar' writes its archive onto block device '{archive}', destroying its data - requires approval",
                      (f"Double-check the target first with lsblk -f {archive}; write the archive to a file instead",))]
+    extracts = "x" in letters or any(a in {"--extract", "--get"} for a in args)
+    into = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-C", "--directory"}), None)
+    into = next((a.split("=", 1)[1] for a in args if a.startswith("--directory=")), into) or inv.cwd
+    where = place(Word(into)).path if extracts and into is not None else ""
+    if where == "/" or _OS_TREE.match(where):
+        return [Risk("destructive_command", "critical", f"Command 'tar' extracts an archive into '{where}', overwriting the system's files with whatever it holds - requires approval",
+                     (f"List it first (tar -tf {archive or 'ARCHIVE'}) and extract into an empty directory, then copy what you need",))]
     return None
 
 
@@ -386,7 +429,45 @@ def truncate_risks(inv: Invocation) -> list[Risk] | None:
                     f"Command 'truncate' empties '{found.path}', a file the system needs - requires approval",
                 )
             ]
-    return None
+    args = inv.args
+    size = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-s", "--size"}), None)
+    size = size or next((a.split("=", 1)[1] if "=" in a else a[2:] for a in args if a.startswith(("-s", "--size="))), None)
+    if size is None or not re.fullmatch(r"0+[KMGTPEkmgtpe]?[Bb]?", size):
+        return None
+    return worst(r for w in files for r in emptied_risks("truncate -s 0", w, inv.cwd)) or None
+
+
+_EMPTIED: tuple[tuple[re.Pattern[str], Severity, str], ...] = (
+    (AUTHORIZED_KEYS, "critical", "the keys users log in with over SSH"),
+    (re.compile(r"^/etc/."), "critical", "a system configuration file"),
+    (re.compile(r"^/var/lib/[^/]+/."), "critical", "a service's data (a database or state file)"),
+    # The system's own logs (/var/log/syslog, auth.log, audit/), not an application's directory of them.
+    (re.compile(r"^/var/log(?:/[^/]+|/(?:audit|journal)/.+)?$"), "warning", "a system log: its records are lost"),
+)
+
+
+def emptied_risks(how: str, target: Word, cwd: str | None) -> list[Risk]:
+    """A file emptied (`truncate -s 0 F`, `: > F`, `cp /dev/null F`, `ln -sf /dev/null F`): by
+    where it is. Files the node needs to boot or log in are the callers' own rules (`VITAL`)."""
+    found = place(target, cwd)
+    if VITAL.match(found.path):
+        return []
+    for pattern, severity, what in _EMPTIED:
+        if pattern.search(found.path):
+            return [
+                Risk(
+                    "destructive_command",
+                    severity,
+                    f"Command '{how}' empties '{found.path}', {what} - {approval_phrase(severity)}",
+                    (f"Back it up first: cp -a {found.path} {found.path}.bak",),
+                )
+            ]
+    return []
+
+
+def worst(risks: Iterable[Risk]) -> list[Risk]:
+    found = max(risks, key=lambda r: SEVERITY_RANK[r.severity], default=None)
+    return [found] if found else []
 
 
 _RCLONE = tool("rclone", values="--config --filter --include --exclude --transfers --checkers --bwlimit --log-file --backup-dir")

@@ -4,8 +4,8 @@ rewritten across system paths.
 Critical: `chmod/chown/chgrp -R` (and `setfacl -R`, `chattr -R`) on root, home or system paths,
 `chmod 777 /` or on vital files, a mode that locks out a vital file or program (`chmod 000
 /etc/sudoers`, `chmod -x /bin/chmod`), `userdel -r` / `deluser --remove-home` (the home directory goes
-too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` (every job of
-the user, without asking), writing a `sudoers` file with `>`.
+too), deleting or locking root (`passwd -d root`, `usermod -L root`), `crontab -r` and `crontab
+/dev/null` (every job of the user, without asking), writing a `sudoers` file with `>`.
 Warning: `userdel`/`deluser`/`groupdel`, `passwd -d/-l USER`, `usermod -G` without `-a` (drops
 the other groups), a world-writable `chmod -R` elsewhere, setuid bits, `crontab -ri`, `crontab
 FILE` (replaces the table).
@@ -234,7 +234,8 @@ def account_risks(inv: Invocation) -> list[Risk] | None:
 
 def crontab_risks(inv: Invocation) -> list[Risk] | None:
     args = inv.args
-    if has_flag(args, "-r") or "--remove" in args:
+    files = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1 : i] != ["-u"]]
+    if has_flag(args, "-r") or "--remove" in args or files[:1] == ["/dev/null"]:
         if has_flag(args, "-i"):
             return [
                 Risk(
@@ -247,11 +248,11 @@ def crontab_risks(inv: Invocation) -> list[Risk] | None:
             Risk(
                 "account_change",
                 "critical",
-                "Command 'crontab -r' deletes every cron job of the user without asking - requires approval",
+                f"Command 'crontab {'/dev/null' if files[:1] == ['/dev/null'] else '-r'}' deletes every cron job of the user "
+                "without asking - requires approval",
                 ("Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e",),
             )
         ]
-    files = [a for a in args if not a.startswith("-")]
     if files and files[0] != "-" and not has_flag(args, "-l"):
         return [
             Risk(
