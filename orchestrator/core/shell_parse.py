@@ -63,6 +63,7 @@ class Redirect:
     op: str
     target: str | None  # None for fd duplication and heredocs
     body: str | None = None  # heredoc or here-string text fed on stdin
+    expands: bool = False  # a heredoc with its delimiter unquoted: bash runs the `$(...)` in its body
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,8 @@ class Collector:
             lines = str(heredoc.value).split("\n")[:-1]  # the last line is the delimiter
             if node.type == "<<-":
                 lines = [line.lstrip("\t") for line in lines]
-            return Redirect(node.type, None, "\n".join(lines))
+            delimiter = self.text(output) if hasattr(output, "pos") else str(getattr(output, "word", ""))
+            return Redirect(node.type, None, "\n".join(lines), expands=not any(q in delimiter for q in "'\"\\"))
         if node.type == "<<<":
             return Redirect(node.type, None, target)
         return Redirect(node.type, target)

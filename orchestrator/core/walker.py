@@ -437,6 +437,10 @@ class Walk:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):
                     self.add(risk, stage.text)
+            if redirect.expands and redirect.body:
+                # `cat <<X` (delimiter unquoted): the command substitutions in the body run first.
+                for found in substitutions(redirect.body):
+                    self.script(found[2:-1] if found.startswith("$(") else found[1:-1], depth + 1, stage.text)
         for how, target in _emptied(stage, unwrapped):
             for risk in emptied_risks(how, Word(target), self.cwd):
                 self.add(risk, stage.text)

@@ -287,3 +287,31 @@ def test_each_value_of_a_loop_counts_against_the_command_cap() -> None:
     body = "echo $h; " * 300  # 300 commands, 4,800 with one per host
     result = analyze(f"for h in {items}; do {body}done")
     assert any(f.type == "unparseable" and f.severity == "critical" for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "cat <<X\n$(rm -rf /)\nX",
+        "cat <<X\n`rm -rf /`\nX",
+        "cat <<-X\n\t$(shutdown -h now)\n\tX",
+        "tee /tmp/out <<EOF\nhello ${x:-`reboot`}\nEOF",
+    ],
+)
+def test_command_substitutions_in_an_unquoted_heredoc_run_and_are_read(command: str) -> None:
+    # bash expands a heredoc's body when its delimiter is unquoted (attack review: `cat <<X` hid them).
+    assert "critical" in {f.severity for f in analyze(command).findings}
+
+
+@pytest.mark.parametrize("command", ["cat <<'X'\n$(rm -rf /)\nX", 'cat <<"X"\n$(rm -rf /)\nX', "cat <<X\nhome is $HOME\nX"])
+def test_a_quoted_heredoc_is_data(command: str) -> None:
+    assert analyze(command).findings == []
+
+
+def test_an_allow_list_sees_the_commands_of_a_heredoc_body() -> None:
+    from orchestrator.core.policy import Policy, Rule
+
+    policy = Policy(allow=[Rule(pattern=r"^(date|tee /tmp/allowed)$")])
+    assert policy.denial("tee /tmp/allowed <<X\n$(echo pwned > /tmp/other; id -un)\nX", "bash", [None]) is not None
+    assert policy.denial("tee /tmp/allowed <<'X'\n$(echo pwned > /tmp/other)\nX", "bash", [None]) is None
+    assert normalised_commands("date <<X\n$(touch /tmp/x)\nX")[0] == "touch /tmp/x"
