@@ -158,10 +158,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         if not seen.complete and (deny or any(allow)):
             return "the command is too large or nested too deeply to check every command it runs against the policy's rules"
         for relevant in allow:
-            # Every simple command must match an allow rule in one of its forms; the line as a whole
-            # only counts when it holds no command at all (`echo hi; id` must not pass as `^echo`).
+            # Every simple command must match an allow rule exactly as it runs (its first form: with
+            # its wrappers, the variables it sets and its program's path; `flock F date`,
+            # `PATH=/tmp date` or `/tmp/date` are not `^date$`); the line as a whole only counts
+            # when it holds no command at all (`echo hi; id` must not pass as `^echo`).
             if seen.commands:
-                allowed = all(any(r.matches(f) for r in relevant for f in forms) for forms in seen.commands)
+                allowed = all(any(r.matches(forms[0]) for r in relevant) for forms in seen.commands)
             else:
                 allowed = any(r.matches(c) for r in relevant for c in whole)
             if relevant and not allowed:

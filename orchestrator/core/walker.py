@@ -160,11 +160,17 @@ def _lists_crontab(argv: tuple[Word, ...]) -> bool:
     return bool(argv) and program(argv[0]) == "crontab" and any(w.text == "-l" for w in argv[1:])
 
 
-def _forms(words: tuple[Word, ...], argv: tuple[Word, ...], files: str = "") -> tuple[str, ...]:
+def _forms(words: tuple[Word, ...], argv: tuple[Word, ...], files: str = "", assignments: tuple[Word, ...] = ()) -> tuple[str, ...]:
     """A simple command as written, as unwrapped, and with the program named without its path
     (`sudo /sbin/shutdown -h now`: also `/sbin/shutdown -h now` and `shutdown -h now`); each
-    with the files it redirects to or from (`_redirected_files`), which are part of what it does."""
-    forms = [" ".join(w.text for w in words)]
+    with the files it redirects to or from (`_redirected_files`), which are part of what it does.
+    The first form is the exact one, the only one allow rules see (policy.denial): with the
+    variables it sets for itself (`PATH=/tmp/x date`) and an absolute program path resolved
+    (`/opt/app/bin/../../../usr/bin/touch`), so no wrapper, variable or path slips past a rule."""
+    head = [posixpath.normpath(words[0].text) if words[0].text.startswith("/") and not words[0].dynamic else words[0].text] if words else []
+    forms = [" ".join([*(a.text for a in assignments), *head, *(w.text for w in words[1:])])]
+    if assignments or head[:1] != [w.text for w in words[:1]]:
+        forms.append(" ".join(w.text for w in words))  # as written, for deny rules
     if argv:
         forms.append(" ".join(w.text for w in argv))
         if "/" in argv[0].text and not argv[0].dynamic:
@@ -451,7 +457,7 @@ class Walk:
             return
         self.remember_writes(stage, unwrapped, upstream)
         if stage.words:
-            self.commands_seen.append(_forms(stage.words, unwrapped.argv, redirected))
+            self.commands_seen.append(_forms(stage.words, unwrapped.argv, redirected, stage.assignments))
         head = unwrapped.argv[:1]
         files = [*unwrapped.code_files, *(head if head and self.file_key(head[0]) in self.written.keys() | self.downloaded.keys() else ())]
         for word in files:

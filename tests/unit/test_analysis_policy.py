@@ -148,3 +148,40 @@ def test_rules_for_the_shell_apply_to_a_job_of_another_tool_whose_line_the_shell
     # A rule of the tool itself still counts beside the shell's.
     both = Policy(allow=[Rule(pattern=r"^date$", tools=["bash"]), Rule(pattern=r"^git status$", tools=["git"])])
     assert both.denial("git status", "git", [None], interpreter="bash") is None
+
+
+_ALLOW_DATE = Policy(allow=[Rule(pattern=r"^(date|echo hi)$")])
+
+
+@pytest.mark.parametrize(
+    ("policy", "command"),
+    [
+        (_ALLOW_DATE, "flock /tmp/na date"),  # a wrapper that writes a file
+        (_ALLOW_DATE, "strace -o /tmp/na date"),
+        (_ALLOW_DATE, "/usr/bin/time -o /tmp/na date"),
+        (_ALLOW_DATE, "PATH=/tmp/evil:/usr/bin date"),  # the variables it sets for itself
+        (_ALLOW_DATE, "LD_PRELOAD=/tmp/evil.so date"),
+        (_ALLOW_DATE, "BASH_ENV=/tmp/evil date"),
+        (_ALLOW_DATE, "/tmp/evil/date"),  # another program of the same name
+        (_ALLOW_DATE, "./date"),
+        (_ALLOW_DATE, "xargs -a /etc/hostname echo hi"),
+        (_ALLOW_DATE, "sudo date"),
+        (_ALLOW_DOCS, "/opt/app/bin/../../../usr/bin/touch /tmp/x"),  # out of the allowed directory
+        (_ALLOW_DOCS, "PATH=/tmp/evil systemctl restart app"),
+    ],
+)
+def test_an_allow_rule_matches_the_command_exactly_as_it_runs(policy: Policy, command: str) -> None:
+    # Attack review: wrappers, variables and paths were peeled before the allow rules saw the command.
+    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+
+
+def test_an_allow_rule_that_names_the_wrapper_or_path_allows_it() -> None:
+    policy = Policy(allow=[Rule(pattern=r"^(sudo )?(/usr/bin/)?date$")])
+    assert policy.denial("sudo date", "bash", [None]) is None
+    assert policy.denial("/usr/bin/date", "bash", [None]) is None
+    assert policy.denial("/usr/bin/../bin/date", "bash", [None]) is None  # resolved: /usr/bin/date
+    assert policy.denial("/tmp/date", "bash", [None]) is not None
+    # Deny rules still see every form: the program without its path, unwrapped.
+    deny = Policy(deny=[Rule(pattern=r"^date")])
+    assert deny.denial("PATH=/x /usr/local/bin/date", "bash", [None]) is not None
+    assert deny.denial("sudo date", "bash", [None]) is not None
