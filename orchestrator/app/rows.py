@@ -39,7 +39,7 @@ def json_columns(*views: type[msgspec.Struct]) -> frozenset[str]:
 
 JSON_COLUMNS = json_columns(JobView, NodeView, PipelineView, StepView)
 
-JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "cancel_sent"})
+JOB_HIDDEN = frozenset({"env", "instance", "placement", "checks", "retest", "retest_job", "retest_by", "test_requests", "cancel_sent"})
 """Fields of a job's view that no surface shows: `env` (it may hold secrets) and the orchestrator's own bookkeeping."""
 JOB_SHOWN = tuple(f.name for f in msgspec.structs.fields(JobView) if f.name not in JOB_HIDDEN)
 """A job's state as every surface shows it (`GET /api/v1/jobs/:id`, `nexus show`)."""

@@ -9,6 +9,7 @@ Views are frozen: every step returns a new `JobView` (`msgspec.structs.replace`)
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import assert_never
 
@@ -16,7 +17,7 @@ from msgspec.structs import replace
 
 from orchestrator.core.authorship import denial_refusal
 from orchestrator.core.views import JobStatus, JobView
-from schemas.codec import event_type
+from schemas.codec import encode, event_type
 from schemas.events import (
     JobAccepted,
     JobApprovalRequired,
@@ -303,9 +304,20 @@ def _after_the_fact(job: JobView, ev: AfterTheFact, ts: datetime, seq: int) -> S
         case JobTestRequested():
             if not job.terminal or job.retest:
                 return job, "tests can run on a finished job, one request at a time; ignored"
-            return replace(job, retest=list(ev.tests), retest_job=verification_job_id(job.job_id, seq), retest_by=ev.requested_by), None
+            retest = replace(job, retest=list(ev.tests), retest_job=verification_job_id(job.job_id, seq), retest_by=ev.requested_by)
+            if ev.ts is None:  # (a request without its own time cannot be told from a copy of one)
+                return retest, None
+            if (mark := _digest(ev)) in job.test_requests:
+                # The same request (its time, tests and requester) stored again under a new msg id:
+                # a copy, which would run the tests' commands once more in its author's name.
+                return job, "a copy of a test request already taken: refused"
+            return replace(retest, test_requests=[*job.test_requests, mark]), None
         case _:
             assert_never(ev)
+
+
+def _digest(ev: JobTestRequested) -> str:
+    return hashlib.sha256(encode(ev)).hexdigest()[:32]
 
 
 def verification_job_id(job_id: str, seq: int) -> str:

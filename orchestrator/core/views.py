@@ -122,6 +122,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     retest: list[JobTest] = []
     retest_job: str | None = None
     retest_by: str | None = None
+    # Every test request taken so far, by its content's digest: a copy published again is refused.
+    test_requests: list[str] = []
     rollback_job: str | None = None
     rolled_back_at: datetime | None = None
     cancel_requested: bool = False

@@ -18,7 +18,7 @@ import pytest
 from orchestrator.client import new_job_id
 from schemas import subjects
 from tests.conftest import wait_for
-from tests.integration.test_bus_auth import Up, _row, connect, up  # noqa: F401  (`up`: the stack fixture)
+from tests.integration.test_bus_auth import Up, _issue, _row, connect, up  # noqa: F401  (`up`: the stack fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,3 +66,32 @@ async def _running(up: Up, job_id: str) -> bool:  # noqa: F811
 
 async def _ended(up: Up, job_id: str) -> bool:  # noqa: F811
     return await _status(up, job_id) in ("succeeded", "failed", "lost")
+
+
+async def test_a_copy_of_another_users_test_request_is_refused(up: Up, tmp_path: Path) -> None:  # noqa: F811
+    # A submitter re-publishes alice's signed `test_requested` (same bytes, new msg id): it must
+    # not run her tests' commands again in her name.
+    alice, mallory = await _issue(up, "submitter", "alice-t"), await _issue(up, "submitter", "mallory-t")
+    ran = tmp_path / "ran"
+    job_id = new_job_id()
+    code, out = await up.nexus("run", "--id", job_id, "--node", up.node, "--", "true", creds=alice)
+    assert code == 0, out
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(f"- type: command\n  command: echo x >> {ran}\n")
+    code, out = await up.nexus("test", job_id, "-f", str(tests), creds=alice)
+    assert code == 0, out
+    assert ran.read_text() == "x\n"
+
+    nc = await connect(up, mallory)
+    try:
+        js = nc.jetstream()
+        older = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.job(job_id, "test_requested"), direct=True)
+        signed = {k: v for k, v in (older.headers or {}).items() if k.startswith("Nexus-")}
+        await js.publish(older.subject or "", older.data or b"", headers={**signed, "Nats-Msg-Id": f"copy-{uuid.uuid4().hex}"})
+    finally:
+        await nc.close()
+    (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND type = 'job.test_requested' AND error IS NOT NULL")
+    assert error == "a copy of a test request already taken: refused"
+    code, out = await up.nexus("sql", f"SELECT count(*) AS n FROM events WHERE job_id = '{job_id}' AND type = 'job.tested'", "--json")
+    assert code == 0 and json.loads(out)[0]["n"] == 1, out
+    assert ran.read_text() == "x\n"  # the command ran once

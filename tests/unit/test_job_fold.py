@@ -113,3 +113,34 @@ def test_a_decision_on_a_job_not_waiting_for_one_is_ignored_with_a_note() -> Non
     held = JobView(job_id="j", status=JobStatus.APPROVAL_REQUIRED, command="x")
     after, note = evolve_job(held, "j", JobApproved(by="bob"), NOW, 9)
     assert note is None and after is not None and (after.status, after.approved_by) == (JobStatus.APPROVED, "bob")
+
+
+def test_a_copy_of_a_test_request_already_taken_is_refused() -> None:
+    # Attack review: a submitter re-published another user's signed test_requested (same bytes,
+    # new msg id) and the tests' commands ran again in that user's name.
+    from schemas.events import JobTestRequested
+    from schemas.values import ExitCodeTest
+
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    done = JobView(job_id="j1", status=JobStatus.SUCCEEDED, command="true")
+    asked = JobTestRequested(ts=at, tests=[ExitCodeTest(expected=0)], requested_by="alice")
+    first, note = evolve_job(done, "j1", asked, at, 10)
+    assert note is None and first is not None and first.retest_job == "j1-t10"
+    answered = msgspec.structs.replace(first, retest=[], retest_job=None, retest_by=None)  # its `tested` came
+    again, note = evolve_job(answered, "j1", asked, at, 20)
+    assert note == "a copy of a test request already taken: refused" and again is not None and again.retest == []
+    later = msgspec.structs.replace(asked, ts=datetime(2026, 12, 6, 0, 1, tzinfo=UTC))  # a new request
+    fresh, note = evolve_job(answered, "j1", later, at, 30)
+    assert note is None and fresh is not None and fresh.retest_job == "j1-t30"
+
+
+def test_test_requests_without_their_own_time_are_all_taken() -> None:
+    from schemas.events import JobTestRequested
+    from schemas.values import ExitCodeTest
+
+    done = JobView(job_id="j1", status=JobStatus.SUCCEEDED, command="true")
+    asked = JobTestRequested(tests=[ExitCodeTest(expected=0)])  # a foreign client's, no `ts`
+    first, _ = evolve_job(done, "j1", asked, datetime(2026, 12, 6, tzinfo=UTC), 10)
+    assert first is not None
+    again, note = evolve_job(msgspec.structs.replace(first, retest=[]), "j1", asked, datetime(2026, 12, 6, tzinfo=UTC), 20)
+    assert note is None and again is not None and again.retest_job == "j1-t20"
