@@ -7,7 +7,8 @@ and ALTER TABLE ... DROP are warnings.
 CLIs: `dropdb`, `mysqladmin drop`, `pg_dropcluster`, `redis-cli FLUSHALL/FLUSHDB`, Mongo
 `dropDatabase()`/`drop()`/`deleteMany({})`, `etcdctl del --prefix`/`--from-key`, `consul kv delete
 -recurse`, `influx bucket delete`, a `curl -X DELETE` of a whole Elasticsearch index pattern:
-critical. `redis-cli DEL/UNLINK` fed keys by xargs (`redis-cli --scan | xargs redis-cli del`): critical.
+critical. `redis-cli DEL/UNLINK` fed keys by xargs or a listing (`redis-cli --scan | xargs redis-cli del`,
+`redis-cli del $(redis-cli --scan)`): critical.
 Also critical: `vault secrets/auth disable`, `vault kv metadata delete`, `kafka-topics --delete`,
 `rabbitmqctl reset/force_reset/delete_vhost`, InfluxQL through `influx -execute`, a Cypher
 DELETE of an unfiltered MATCH (`cypher-shell "MATCH (n) DETACH DELETE n"`).
@@ -133,6 +134,10 @@ _MONGO_DESTRUCTIVE = re.compile(r"dropDatabase\s*\(|\.drop\s*\(\s*\)|\.(?:delete
 _REDIS_VALUES = frozenset(["-h", "-p", "-s", "-a", "-u", "-r", "-i", "-n", "-d", "-D", "--user", "--pass", "--askuser", "--cacert", "--cacertdir", "--cert", "--key", "--tls-ciphers", "--tls-ciphersuites", "--sni", "--pattern", "--count", "--quoted-pattern", "--rdb", "--functions-rdb", "--memkeys-samples", "--eval", "--lru-test", "--intrinsic-latency", "--pipe-timeout"])
 
 
+# A command substitution that lists keys (`$(redis-cli --scan)`, `` `redis-cli keys '*'` ``).
+_KEY_LISTING = re.compile(r"(?:\$\(|`)\s*\S*(?:redis|valkey)-cli\b[^)`]*(?:--scan|\bkeys\b)", re.IGNORECASE)
+
+
 def _redis_command(args: list[str]) -> str | None:
     i = 0
     while i < len(args):
@@ -161,12 +166,14 @@ def nosql_risks(inv: Invocation) -> list[Risk] | None:
             ]
         verb = _redis_command(args)
         if verb is not None and verb.upper() in {"DEL", "UNLINK"}:
-            if inv.via_xargs:  # `redis-cli --scan | xargs redis-cli del`: every key the listing finds
+            listed = any(_KEY_LISTING.search(a) for a in args)  # `redis-cli del $(redis-cli --scan)`
+            if inv.via_xargs or listed:  # `redis-cli --scan | xargs redis-cli del`: every key the listing finds
+                how = f"{name} {verb} $(...)" if listed else f"xargs {name} {verb}"
                 return [
                     Risk(
                         "destructive_sql",
                         "critical",
-                        f"Command 'xargs {name} {verb}' deletes every key its input lists - requires approval",
+                        f"Command '{how}' deletes every key its input lists - requires approval",
                         ("Count the keys first: redis-cli --scan --pattern PATTERN | wc -l", "Back up with 'redis-cli --rdb' first"),
                     )
                 ]
