@@ -283,6 +283,15 @@ def _eval(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]
     return DONE
 
 
+def _trap(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
+    """`trap 'CMD' EXIT`: CMD runs when the signal comes (at the latest when the shell exits).
+    `trap - SIG`, `trap -p`, `trap -l` run nothing."""
+    rest = args[1:] if args[:1] and args[0].text == "--" else args
+    if len(rest) > 1 and rest[0].text not in ("-", ""):
+        out.evals.append(rest[0])
+    return DONE
+
+
 def _source(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
     out.code_files.extend(args[:1])
     return DONE
@@ -321,6 +330,7 @@ _WRAPPERS: dict[str, Step] = {
     "podman": _exec_in,
     "nerdctl": _exec_in,
     "eval": _eval,
+    "trap": _trap,
     "source": _source,
     ".": _source,
     "busybox": _busybox,

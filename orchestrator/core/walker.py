@@ -182,8 +182,12 @@ def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
     """The files a simple command's redirections write or read, as written (`> /etc/passwd`,
     `< /etc/shadow`): an allow rule for `systemctl restart app` is no rule for
     `systemctl restart app > /etc/passwd`. Not fd duplications (`2>&1`), heredocs and
-    here-strings (data in the command itself), or /dev/null."""
-    return " ".join(f"{r.op} {r.target}" for r in redirects if r.target is not None and r.body is None and r.target != "/dev/null")
+    here-strings (data in the command itself), or /dev/null and the job's own streams."""
+    return " ".join(f"{r.op} {r.target}" for r in redirects if r.target is not None and r.body is None and r.target not in _NO_FILE)
+
+
+# Redirection targets that are no file of the machine's: the job's own streams.
+_NO_FILE = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty", "/dev/fd/0", "/dev/fd/1", "/dev/fd/2"})
 
 
 def _written_in(word: Word, name: str, value: Word) -> Word:
@@ -700,6 +704,8 @@ class Walk:
         if program(head) == "find" and depth < _MAX_DEPTH:
             find_roots, execs, _ = find_parts(argv)
             for cmd in execs:
+                words = tuple(find_roots[0] if w.text == "{}" else w for w in cmd)
                 if program(cmd[0]) not in FIND_DELETERS:
-                    words = tuple(find_roots[0] if w.text == "{}" else w for w in cmd)
                     self.simple(SimpleCommand(words, (), stage.text), unwrap(words), _Upstream(), depth + 1)
+                else:  # its risk is the find's (find_delete_severity); the policy's rules still see it
+                    self.commands_seen.append(_forms(words, words))

@@ -185,3 +185,25 @@ def test_an_allow_rule_that_names_the_wrapper_or_path_allows_it() -> None:
     deny = Policy(deny=[Rule(pattern=r"^date")])
     assert deny.denial("PATH=/x /usr/local/bin/date", "bash", [None]) is not None
     assert deny.denial("sudo date", "bash", [None]) is not None
+
+
+_DENY_RM = Policy(deny=[Rule(pattern=r"^rm( |$)")])
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["find /tmp/x -exec rm -f {} +", "find /tmp -name '*.log' -exec rm {} \\;", "trap 'rm -f /tmp/x' EXIT", "trap -- 'rm -rf /tmp/y' INT TERM"],
+)
+def test_deny_rules_see_commands_run_by_find_and_by_a_trap(command: str) -> None:
+    # Attack review: both ran past a `^rm` deny rule.
+    assert _DENY_RM.denial(command, "bash", [None]) == "command matches deny rule '^rm( |$)'"
+
+
+@pytest.mark.parametrize("command", ["trap - EXIT", "trap -p", "trap 'echo bye' INT"])
+def test_a_trap_that_runs_nothing_denied_passes(command: str) -> None:
+    assert _DENY_RM.denial(command, "bash", [None]) is None
+
+
+@pytest.mark.parametrize("command", ["echo hi 2>/dev/stderr", "echo hi >/dev/stdout", "echo hi > /dev/tty"])
+def test_redirections_to_the_jobs_own_streams_touch_no_file(command: str) -> None:
+    assert Policy(allow=[Rule(pattern=r"^echo hi$")]).denial(command, "bash", [None]) is None
