@@ -192,7 +192,12 @@ _DENY_RM = Policy(deny=[Rule(pattern=r"^rm( |$)")])
 
 @pytest.mark.parametrize(
     "command",
-    ["find /tmp/x -exec rm -f {} +", "find /tmp -name '*.log' -exec rm {} \\;", "trap 'rm -f /tmp/x' EXIT", "trap -- 'rm -rf /tmp/y' INT TERM"],
+    [
+        "find /tmp/x -exec rm -f {} +",
+        "find /tmp -name '*.log' -exec rm {} \\;",
+        "trap 'rm -f /tmp/x' EXIT",
+        "trap -- 'rm -rf /tmp/y' INT TERM",
+    ],
 )
 def test_deny_rules_see_commands_run_by_find_and_by_a_trap(command: str) -> None:
     # Attack review: both ran past a `^rm` deny rule.
