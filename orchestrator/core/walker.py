@@ -19,7 +19,15 @@ from typing import NamedTuple
 from orchestrator.core import inline_code, payloads
 from orchestrator.core.launchers import Unwrapped
 from orchestrator.core.payloads import DECODERS, DOWNLOADERS, ENV_SETUP, ENV_TOOLS, HIDDEN_SUGGESTION, hidden_risk, remote_risk
-from orchestrator.core.risk.databases import SQL_CLIENTS, is_sql_client, sql_risks
+from orchestrator.core.risk.databases import (
+    REDIS_CLIENTS,
+    SQL_CLIENTS,
+    is_sql_client,
+    redis_listed_risk,
+    redis_reads_commands,
+    redis_text_risks,
+    sql_risks,
+)
 from orchestrator.core.risk.filesystem import FIND_DELETERS, emptied_risks, find_delete_severity, find_parts
 from orchestrator.core.risk_rules import command_risks, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
@@ -596,7 +604,9 @@ class Walk:
 
     def stdin(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv
-        mode = unwrapped.stdin or ("sql" if argv and is_sql_client(Invocation(argv)) else None)
+        mode: str | None = unwrapped.stdin or ("sql" if argv and is_sql_client(Invocation(argv)) else None)
+        if mode is None and argv and redis_reads_commands(Invocation(argv)):
+            mode = "redis"
         if mode is None:
             return
         body = _heredoc(stage)
@@ -614,7 +624,9 @@ class Walk:
                 return
             body = _literal_stages(upstream.stages)
             if body is None:
-                if mode != "sql" and upstream.programs & DECODERS:
+                if mode == "redis" and upstream.programs & REDIS_CLIENTS:
+                    self.add(redis_listed_risk(), piped)
+                elif mode not in ("sql", "redis") and upstream.programs & DECODERS:
                     self.add(hidden_risk(runner), piped)
                 return
             if upstream.programs & DECODERS:
@@ -629,6 +641,9 @@ class Walk:
             self.code(unwrapped.language, body, depth + 1, stage.text)
         elif mode == "sql":
             for risk in sql_risks(body):
+                self.add(risk, stage.text)
+        elif mode == "redis":
+            for risk in redis_text_risks(body):
                 self.add(risk, stage.text)
 
     def crontab(self, stage: SimpleCommand, body: str | None, upstream: _Upstream, depth: int) -> None:

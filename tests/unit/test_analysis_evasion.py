@@ -315,3 +315,22 @@ def test_an_allow_list_sees_the_commands_of_a_heredoc_body() -> None:
     assert policy.denial("tee /tmp/allowed <<X\n$(echo pwned > /tmp/other; id -un)\nX", "bash", [None]) is not None
     assert policy.denial("tee /tmp/allowed <<'X'\n$(echo pwned > /tmp/other)\nX", "bash", [None]) is None
     assert normalised_commands("date <<X\n$(touch /tmp/x)\nX")[0] == "touch /tmp/x"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo FLUSHALL | redis-cli",
+        "redis-cli -n 2 <<< FLUSHDB",
+        "redis-cli --scan | sed 's/^/DEL /' | redis-cli",
+        "redis-cli --scan | awk '{print \"DEL \"$0}' | redis-cli --pipe",
+    ],
+)
+def test_redis_commands_read_on_stdin_are_read(command: str) -> None:
+    # Attack and corpus reviews: redis-cli's stdin was never read.
+    assert "critical" in {f.severity for f in analyze(command).findings}
+
+
+@pytest.mark.parametrize("command", ["echo PING | redis-cli", "redis-cli --pipe < /srv/app/bulk-load.txt", "redis-cli INFO"])
+def test_redis_reading_harmless_input_is_quiet(command: str) -> None:
+    assert analyze(command).findings == []

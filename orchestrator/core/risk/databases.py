@@ -8,7 +8,8 @@ CLIs: `dropdb`, `mysqladmin drop`, `pg_dropcluster`, `redis-cli FLUSHALL/FLUSHDB
 `dropDatabase()`/`drop()`/`deleteMany({})`, `etcdctl del --prefix`/`--from-key`, `consul kv delete
 -recurse`, `influx bucket delete`, a `curl -X DELETE` of a whole Elasticsearch index pattern:
 critical. `redis-cli DEL/UNLINK` fed keys by xargs or a listing (`redis-cli --scan | xargs redis-cli del`,
-`redis-cli del $(redis-cli --scan)`): critical.
+`redis-cli del $(redis-cli --scan)`), and FLUSHALL/FLUSHDB read on its input or commands built
+from a key listing (`echo FLUSHALL | redis-cli`, `redis-cli --scan | sed 's/^/DEL /' | redis-cli`): critical.
 Also critical: `vault secrets/auth disable`, `vault kv metadata delete`, `kafka-topics --delete`,
 `rabbitmqctl reset/force_reset/delete_vhost`, InfluxQL through `influx -execute`, a Cypher
 DELETE of an unfiltered MATCH (`cypher-shell "MATCH (n) DETACH DELETE n"`).
@@ -146,6 +147,37 @@ def _redis_command(args: list[str]) -> str | None:
             continue
         return args[i]
     return None
+
+
+REDIS_CLIENTS = frozenset({"redis-cli", "valkey-cli"})
+
+
+def redis_reads_commands(inv: Invocation) -> bool:
+    """`redis-cli` with no command of its own (or `--pipe`) runs the commands it reads on stdin."""
+    return inv.name in REDIS_CLIENTS and _redis_command(inv.args) is None
+
+
+def redis_text_risks(text: str) -> list[Risk]:
+    """The commands of a text fed to `redis-cli` on stdin (`echo FLUSHALL | redis-cli`), as if given as arguments."""
+    risks: list[Risk] = []
+    for line in text.splitlines():
+        words = line.split()
+        verb = words[0].upper() if words else ""
+        if verb in {"FLUSHALL", "FLUSHDB"}:
+            risks.append(Risk("destructive_sql", "critical", f"Command 'redis-cli' reads {verb} on its input: it deletes every key - requires approval", ("Back up with 'redis-cli --rdb' first",)))
+        elif verb in {"DEL", "UNLINK"}:
+            risks.append(Risk("destructive_sql", "warning", f"Command 'redis-cli' reads {verb} on its input: it deletes keys"))
+    return list(dict.fromkeys(risks))
+
+
+def redis_listed_risk() -> Risk:
+    """`redis-cli --scan | sed 's/^/DEL /' | redis-cli`: commands made from a key listing, unseen."""
+    return Risk(
+        "destructive_sql",
+        "critical",
+        "Command 'redis-cli' runs commands built at run time from a key listing (every key it finds) - requires approval",
+        ("Count the keys first: redis-cli --scan --pattern PATTERN | wc -l", "Back up with 'redis-cli --rdb' first"),
+    )
 
 
 def nosql_risks(inv: Invocation) -> list[Risk] | None:
