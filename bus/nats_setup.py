@@ -35,6 +35,10 @@ SETUP_DEADLINE_S = 60.0
 # starting it lasts a moment only.
 NO_JETSTREAM_AFTER_S = 5.0
 _UNAVAILABLE = (503, 504)  # JetStream not ready yet (no meta leader, no stream leader yet)
+# "stream not found" for a stream just listed or created: a forming cluster's members do not all
+# know it yet (CI saw an update of NEXUS_EVENTS answered so while its Raft group was elected).
+# Setting up again is harmless: a stream that really is missing is created on the next try.
+STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use with a different configuration"
 
 
@@ -50,7 +54,8 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits, *, deadline
                 log.info("streams.ready", tries=tries, waited_s=round(time.monotonic() - started, 1))
             return
         except nats.js.errors.APIError as exc:
-            if exc.code not in _UNAVAILABLE or time.monotonic() - started > deadline_s:
+            settling = exc.code in _UNAVAILABLE or exc.err_code == STREAM_NOT_FOUND
+            if not settling or time.monotonic() - started > deadline_s:
                 raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
             why = exc.description or "JetStream temporarily unavailable"
         except nats.errors.NoRespondersError:
