@@ -39,6 +39,9 @@ _UNAVAILABLE = (503, 504)  # JetStream not ready yet (no meta leader, no stream 
 # know it yet (CI saw an update of NEXUS_EVENTS answered so while its Raft group was elected).
 # Setting up again is harmless: a stream that really is missing is created on the next try.
 STREAM_NOT_FOUND = 10059
+# "no suitable peers for placement": fewer members online than the streams' replicas, as while a
+# cluster forms (CI saw it once); a cluster that stays short says so after the deadline.
+NO_PEERS = 10005
 STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use with a different configuration"
 
 
@@ -54,7 +57,7 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits, *, deadline
                 log.info("streams.ready", tries=tries, waited_s=round(time.monotonic() - started, 1))
             return
         except nats.js.errors.APIError as exc:
-            settling = exc.code in _UNAVAILABLE or exc.err_code == STREAM_NOT_FOUND
+            settling = exc.code in _UNAVAILABLE or exc.err_code in (STREAM_NOT_FOUND, NO_PEERS)
             if not settling or time.monotonic() - started > deadline_s:
                 raise BusError(f"cannot set up JetStream streams: {exc.description}") from None
             why = exc.description or "JetStream temporarily unavailable"
