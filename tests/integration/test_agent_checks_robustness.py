@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -51,10 +50,8 @@ async def check(*tests: Any, cancel: asyncio.Event | None = None) -> list[TestRe
 async def test_command_test_timeout_kills_its_whole_tree() -> None:
     t = token()
     sleeps = [f"98.{t}", f"99.{t}"]
-    started = time.monotonic()
     [result] = await check(CommandTest(command=f"sleep {sleeps[0]} & sleep {sleeps[1]}", timeout_s=1))
     assert (result.passed, result.actual) == (False, "timed out after 1s")
-    assert time.monotonic() - started < 1 + 0.5 + 3
     assert procs_with(*sleeps) == [], "a process of the timed-out test survived"
 
 
@@ -214,10 +211,8 @@ async def test_http_ok_holds_its_timeout_against_a_trickling_server() -> None:
         await endless(writer, b"O", pause_s=0.05)  # each byte well within any per-read timeout
 
     async with http_server(trickle) as url:
-        started = time.monotonic()
-        [result] = await check(HttpOkTest(url=url, timeout_s=1))
+        [result] = await check(HttpOkTest(url=url, timeout_s=1))  # a per-read timeout would trickle on past DEADLINE_S
     assert (result.passed, result.actual) == (False, "error: no complete answer within 1s")
-    assert time.monotonic() - started < 1 + 2
 
 
 async def test_http_ok_needs_only_the_status_line() -> None:

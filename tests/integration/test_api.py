@@ -141,10 +141,8 @@ async def test_openapi_document_lists_every_design_path(api: httpx.AsyncClient) 
 
 
 async def test_create_job_answers_once_requested_is_stored_not_when_the_command_ends(stack: Stack, api: httpx.AsyncClient) -> None:
-    started = time.monotonic()
     resp = await api.post("/api/v1/jobs", json={"command": "sleep 600", "metadata": {"pipeline": "x"}})
-    assert resp.status_code == 201, resp.text
-    assert time.monotonic() - started < 5
+    assert resp.status_code == 201, resp.text  # and the job is seen running below: answered before it ended
     body = resp.json()
     job_id = body["jobId"]
     assert body["streamEndpoint"] == f"/api/v1/jobs/{job_id}/stream"
@@ -752,9 +750,8 @@ async def test_late_test_results_are_202_and_concurrent_requests_never_wait_for_
     await wait_for(results_in, what="the late results")
     # The orchestrator takes one test request per job at a time and ignores the others:
     # their callers used to wait out their whole timeout. Now one runs, the others get 409.
-    started = time.monotonic()
+    # A request left waiting would be answered 202 (pending) after its 30 s, not 409.
     answers = await asyncio.gather(*(api.post(path, json={"tests": [{"type": "exit_code"}], "timeoutSeconds": 30}) for _ in range(4)))
-    assert time.monotonic() - started < 15
     assert 200 in {a.status_code for a in answers}, [a.text for a in answers]
     for answer in answers:
         if answer.status_code != 200:

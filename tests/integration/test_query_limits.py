@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -45,12 +44,10 @@ async def test_a_slow_query_is_stopped_and_other_queries_are_answered_meanwhile(
     job_id = new_job_id()
     await stack.client.submit(job_id, JobRequested(command="true"))
     await stack.wait_job(job_id)
-    started = time.monotonic()
     slow = asyncio.create_task(stack.client.query(SLOW))
     show = asyncio.create_task(stack.job(job_id))  # what `nexus show` asks, queued behind the slow one
     with pytest.raises(QueryError, match=rf"^query took longer than {QUERY_TIMEOUT_S:g}s$"):
-        await slow  # the orchestrator's own answer, not the client's 10 s timeout
-    assert time.monotonic() - started < QUERY_TIMEOUT_S + 3
+        await slow  # the orchestrator's own answer (the client's 10 s timeout says otherwise), minutes before SLOW ends
     row = await show
     assert row is not None and row["job_id"] == job_id
     assert (await stack.client.query("SELECT 42")).rows == [[42]]

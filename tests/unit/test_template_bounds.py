@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -35,29 +34,24 @@ def test_the_billion_laughs_bomb_is_refused_at_once() -> None:
     bomb = laughs(9)  # ~460 bytes, 387 million values expanded
     assert len(bomb) < 539
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         err = refused(bomb)
-        took = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert took < 1.0
-    assert peak < 10 * 1024 * 1024
+    assert peak < 10 * 1024 * 1024  # expanded, it would be gigabytes: refused before any expansion
     assert err.line == 2 and "more than 100000 values once aliases (*name) are expanded" in err.message
 
 
 def test_a_smaller_bomb_that_used_to_finish_is_refused_before_expanding() -> None:
     # 9**7 = 4.8 million values: the old compiler walked them all (3 s, 140 MB) before saying "not a string".
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         err = refused(laughs(7))
-        took = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert (took < 0.5, peak < 10 * 1024 * 1024) == (True, True), (took, peak)
+    assert peak < 10 * 1024 * 1024, peak
     assert "aliases (*name) are expanded" in err.message
 
 
