@@ -72,6 +72,7 @@ class SimpleCommand:
     redirects: tuple[Redirect, ...]
     text: str
     assignments: tuple[Word, ...] = ()  # `NAME=value` before the words; a `for` loop's variable, once per item
+    fed: bool = False  # a `while read` loop's command as xargs of the stages before: read for its risks alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,9 @@ def _is_fork_bomb(name: str, body: Any) -> bool:
     return False
 
 
+_READ_VALUES = frozenset(["-a", "-d", "-i", "-n", "-N", "-p", "-t", "-u"])  # read's options that take a value
+
+
 class Collector:
     """Flattens a bashlex AST into pipelines of simple commands."""
 
@@ -157,6 +161,7 @@ class Collector:
         self.pipelines: list[Pipeline] = []
         self.fork_bombs: list[str] = []
         self.scripts: list[str] = []  # $(...) inside ${x:-...}, which bashlex leaves as text
+        self.commands: dict[tuple[int, int], SimpleCommand] = {}  # by source position, as visited
 
     def text(self, node: Any) -> str:
         start, end = node.pos
@@ -165,16 +170,21 @@ class Collector:
     def visit(self, node: Any) -> None:
         kind = node.kind
         if kind == "command":
-            self.pipelines.append((self.simple(node),))
+            self.commands[node.pos] = command = self.simple(node)
+            self.pipelines.append((command,))
         elif kind == "pipeline":
             stages: list[SimpleCommand | Group] = []
+            fed: list[Pipeline] = []
             for part in node.parts:
                 if part.kind == "command":
                     stages.append(self.simple(part))
                 elif part.kind not in {"pipe", "reservedword"}:
+                    upstream = tuple(stages)
                     stages.append(self.group(part))
                     self.visit(part)
+                    fed += [(*upstream, command) for command in self.read_loop(part)] if upstream else []
             self.pipelines.append(tuple(stages))
+            self.pipelines += fed
         elif kind == "function":
             if _is_fork_bomb(str(node.name.word), node.body):
                 self.fork_bombs.append(self.text(node))
@@ -219,6 +229,41 @@ class Collector:
             elif n.kind != "reservedword":
                 complete = False
         return Group(self.text(node), "\n".join(writes), complete, lists_crontab)
+
+    def read_loop(self, node: Any) -> list[SimpleCommand]:
+        """`LIST | while read f; do rm -f "$f"; done` as `LIST | xargs rm -f "$f"`: each command of
+        the body that uses what `read` took, run for every line the stages before list (the
+        xargs rules then see a find's roots or a key listing). The body itself is walked as
+        written too; these copies are read for their risks only (`fed`)."""
+        loop = node.list[0] if node.kind == "compound" and len(node.list) == 1 else node
+        if loop.kind not in {"while", "until"} or len(loop.parts) < 4 or loop.parts[1].kind != "list":
+            return []
+        condition = [p for p in loop.parts[1].parts if p.kind == "command"]
+        words = [str(p.word) for p in condition[0].parts if p.kind == "word"] if len(condition) == 1 else []
+        if words[:1] != ["read"]:
+            return []
+        names: list[str] = []
+        rest = iter(words[1:])
+        for word in rest:
+            if word.startswith("-"):
+                if word in _READ_VALUES:
+                    next(rest, None)
+            elif re.fullmatch(r"[A-Za-z_]\w*", word):
+                names.append(word)
+        if not names:
+            names = ["REPLY"]
+        uses = re.compile(r"\$(?:\{(?:" + "|".join(names) + r")\}|(?:" + "|".join(names) + r")\b)")
+        fed: list[SimpleCommand] = []
+        stack = list(loop.parts[2:])
+        while stack:
+            n = stack.pop()
+            if n.kind == "command":
+                command = self.commands.get(n.pos)
+                if command is not None and command.words and any(uses.search(w.text) for w in command.words):
+                    fed.append(SimpleCommand((Word("xargs"), Word("-I{}"), *command.words), (), command.text, fed=True))
+            elif n.kind not in {"while", "until", "commandsubstitution", "processsubstitution"}:
+                stack.extend(_children(n))
+        return fed[::-1]
 
     def loop_variable(self, node: Any) -> SimpleCommand | None:
         """`for d in / /etc` as the assignments `d=/` and `d=/etc`, so the body is read with them."""

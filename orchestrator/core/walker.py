@@ -451,6 +451,10 @@ class Walk:
         return [tuple(_bound(word, binding) for word in words) for binding in bindings]
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
+        if stage.fed:  # a copy of a `while read` loop's command, as xargs would run it: its risks alone
+            if unwrapped is not None and unwrapped.argv:
+                self.invocation(stage, unwrapped, upstream, depth)
+            return
         for redirect in stage.redirects:
             if redirect.target is not None:
                 for risk in redirect_risks(redirect.op, redirect.target, self.cwd):

@@ -56,6 +56,10 @@ VITAL = re.compile(
     r"|boot/.+|s?bin/.+|usr/s?bin/.+|lib(?:32|64)?/.+|usr/lib(?:32|64)?/[^/]+\.so[.\d]*|etc)$"
 )
 
+# Deleted (not rewritten: a new /etc/hosts is routine), these leave the node unable to name itself
+# or resolve names, log users in or load libraries: `rm /etc/hosts` is held like `mv /etc/hosts /tmp`.
+_ETC_NEEDED = re.compile(r"^/etc/(?:hosts|hostname|nsswitch\.conf|machine-id|login\.defs|ld\.so\.conf|inittab|os-release|profile|environment)$")
+
 
 def rm_suggestions(found: Place, target: str) -> tuple[str, ...]:
     kind, path = found.kind, found.path
@@ -109,7 +113,12 @@ def delete_risk(flag: str, targets: list[Word], cwd: str | None, recursive: bool
         found = place(target, cwd)
         if recursive:
             rated: Severity | None = RECURSIVE_DELETE[found.kind]
-        elif VITAL.match(found.path) or AUTHORIZED_KEYS.search(found.path) or (found.kind in {"system", "root", "home"} and target.text.endswith("*")):
+        elif (
+            VITAL.match(found.path)
+            or _ETC_NEEDED.match(found.path)
+            or AUTHORIZED_KEYS.search(found.path)
+            or (found.kind in {"system", "root", "home"} and target.text.endswith("*"))
+        ):
             rated = "critical"
         else:
             rated = "warning" if found.kind == "root" or (found.kind == "system" and is_top_level(found)) else None
