@@ -177,7 +177,8 @@ class Collector:
             fed: list[Pipeline] = []
             for part in node.parts:
                 if part.kind == "command":
-                    stages.append(self.simple(part))
+                    self.commands[part.pos] = command = self.simple(part)
+                    stages.append(command)
                 elif part.kind not in {"pipe", "reservedword"}:
                     upstream = tuple(stages)
                     stages.append(self.group(part))
@@ -195,6 +196,8 @@ class Collector:
             redirects = tuple(self.redirect(r) for r in getattr(node, "redirects", None) or ())
             if redirects:
                 self.pipelines.append((SimpleCommand((), redirects, self.text(node)),))
+            if feed := self.process_feed(node):  # `while read f; do ...; done < <(find /etc)`
+                self.pipelines += [(*feed, command) for command in self.read_loop(node)]
         elif kind in {"list", "if", "for", "while", "until"}:
             if kind == "for" and (loop := self.loop_variable(node)) is not None:
                 self.pipelines.append((loop,))
@@ -264,6 +267,20 @@ class Collector:
             elif n.kind not in {"while", "until", "commandsubstitution", "processsubstitution"}:
                 stack.extend(_children(n))
         return fed[::-1]
+
+    def process_feed(self, node: Any) -> tuple[SimpleCommand, ...]:
+        """The commands of a process substitution a compound reads (`done < <(find /etc)`), as visited."""
+        for redirect in getattr(node, "redirects", None) or ():
+            if redirect.type != "<":
+                continue
+            for part in getattr(redirect.output, "parts", None) or ():
+                if part.kind != "processsubstitution":
+                    continue
+                inner = part.command
+                parts = [inner] if inner.kind == "command" else [c for c in getattr(inner, "parts", ()) if c.kind == "command"]
+                if inner.kind in {"command", "pipeline"} and parts and all(c.pos in self.commands for c in parts):
+                    return tuple(self.commands[c.pos] for c in parts)
+        return ()
 
     def loop_variable(self, node: Any) -> SimpleCommand | None:
         """`for d in / /etc` as the assignments `d=/` and `d=/etc`, so the body is read with them."""
