@@ -111,6 +111,11 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
     summary: dict[str, Any] = {
         "db": str(db), "last_seq": projection.applied_seq, "events": counts[0], "jobs": counts[1], "nodes": counts[2]
     }  # fmt: skip
+    # Only an admin's signature on the file's end (and on its masked copies) is trusted by an audit
+    # of the file: anyone else could have signed a file with rows removed from its end.
+    signer = identity.author if identity is not None else None
+    auditable = signer is not None and signer.role == "admin"
+    summary["auditable"] = auditable
     if as_json:
         print_json(summary)
     else:
@@ -119,6 +124,14 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
             f"{summary['jobs']} jobs, {summary['nodes']} nodes",
             highlight=False,
         )
+        if not auditable:
+            who = f"the {signer.role} identity '{signer.name}'" if signer is not None else "no credentials"
+            err.print(
+                f"note: made with {who}, so `nexus audit verify --db {db}` will not accept this file (only an "
+                "admin's signature on its end proves nothing was cut from it); audit the log itself with "
+                "`nexus audit verify`, or have an admin make the replay",
+                highlight=False,
+            )
 
 
 def nodes(

@@ -164,6 +164,22 @@ async def _finished(running: Up, job_id: str) -> dict[str, Any] | None:
     return job if job.get("status") in ("succeeded", "failed", "rejected") else None
 
 
+async def test_a_replay_says_whether_an_audit_of_the_file_will_accept_it(up: Up, tmp_path: Path) -> None:  # noqa: F811
+    code, out = await up.nexus("run", "-q", "--", "echo", "replayed")
+    assert code == 0, out
+    viewer = tmp_path / "viewer.creds"
+    code, out = await up.nexus("creds", "new", "--role", "viewer", "--name", "audrey", "--keyring", str(up.creds), "-o", str(viewer))
+    assert code == 0, out
+    code, out = await up.nexus("replay", "--db", str(tmp_path / "viewer.duckdb"), creds=viewer)
+    assert code == 0 and "note: made with the viewer identity 'audrey'" in out and "nexus audit verify" in out, out
+    code, report = await verify(up, "--db", str(tmp_path / "viewer.duckdb"))
+    assert code == 1 and "not signed by an admin" in json.dumps(report["problems"]), report
+    code, out = await up.nexus("replay", "--json", "--db", str(tmp_path / "admin.duckdb"))
+    assert code == 0 and json.loads(out.splitlines()[-1])["auditable"] is True, out
+    code, report = await verify(up, "--db", str(tmp_path / "admin.duckdb"))
+    assert code == 0, report["problems"]
+
+
 async def test_a_file_from_before_the_chain_goes_on_with_the_chain_recomputed_from_the_log(tmp_path: Path) -> None:
     bus = MemoryBus()
     await bus.ensure_streams()
