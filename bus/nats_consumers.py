@@ -71,6 +71,10 @@ class NatsRequest:
         try:
             if not self._msg.reply:
                 raise ValueError("the request has no reply subject")
+            if not subjects.is_reply_inbox(self._msg.reply):
+                # Answers are signed: sent anywhere else (`nexus.evt.job.X.validated`, a KV key),
+                # they would be stored as this process's own events.
+                raise ValueError(f"the reply subject {self._msg.reply!r} is not an inbox (_INBOX.*)")
             for data in parts:
                 headers = {PARTS_HEADER: str(len(parts))}
                 if self._identity is not None:

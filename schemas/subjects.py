@@ -69,6 +69,17 @@ def node_inbox(node_id: str) -> str:
     return f"_INBOX_NODE.{check_id(node_id, 'node id')}"
 
 
+REPLY_PREFIXES = frozenset({"_INBOX", "_INBOX_NODE"})
+
+
+def is_reply_inbox(subject: str) -> bool:
+    """An inbox an answer may go to (`_INBOX.<...>`, an agent's `_INBOX_NODE.<node>.<...>`), and
+    nothing else: a request's reply subject is the asker's to choose, and a signed answer sent
+    to `nexus.evt.job.X.validated` would be stored in the log as the orchestrator's decision."""
+    head, dot, rest = subject.partition(".")
+    return head in REPLY_PREFIXES and bool(dot and rest) and not any(c in subject for c in " \t\r\n*>")
+
+
 def dispatch(job_id: str, node_id: str) -> str:
     return f"nexus.evt.job.{check_id(job_id, 'job id')}.dispatch.{check_id(node_id, 'node id')}"
 

@@ -190,3 +190,22 @@ def test_output_attempt() -> None:
     assert subjects.output_attempt("nexus.out.j1.3") == 3
     # A chunk of no attempt (never counted), not an error: an agent may publish on these.
     assert subjects.output_attempt("nexus.out.j1.x.n1") == subjects.output_attempt("nexus.out.j1.x") == 0
+
+
+@pytest.mark.parametrize(
+    ("subject", "inbox"),
+    [
+        ("_INBOX.abc.def", True),
+        ("_INBOX_NODE.web-1.x", True),
+        ("_INBOX", False),
+        ("_INBOX.", False),
+        ("_INBOX.*", False),
+        ("_INBOX.>", False),
+        ("nexus.evt.job.j1.validated", False),
+        ("$KV.nexus-keys.orchestrator", False),
+        ("nexus.out.j1.1.web-1", False),
+        ("_INBOXES.x", False),
+    ],
+)
+def test_answers_go_to_inboxes_only(subject: str, inbox: bool) -> None:
+    assert subjects.is_reply_inbox(subject) is inbox
