@@ -414,6 +414,13 @@ class NatsBus:
             inbox.put(msg)
 
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
+        if subject == subjects.EVENTS_ALL:
+            # The whole stream, not only what `nexus.evt.>` matches: a push consumer that anyone
+            # who may read can make delivers into the stream's subjects, and the stream then stores
+            # the message under its first subject (`nexus.out.J.1.N` in NEXUS_EVENTS). Filtered
+            # out, such a message would be a gap in the record (and a reader waiting for the
+            # last sequence would wait for good); read, it is recorded as rejected.
+            subject = ">"
         # A short timeout: on a cluster that lost its JetStream meta leader the create goes
         # unanswered until a new one is elected, and records() should ask again soon after.
         js = self.nc.jetstream(timeout=ORDERED_CREATE_S)

@@ -31,6 +31,7 @@ class OutputGate:
     def __init__(self, verifier: Verifier | None) -> None:
         self.verifier = verifier
         self.nodes: dict[int, str] = {}
+        self.counted: dict[tuple[int, int], int] = {}  # (attempt, chunk number) -> the seq that counts
 
     def learn(self, rec: Record) -> None:
         match rec.event:
@@ -49,6 +50,13 @@ class OutputGate:
         if enforcing and self.verifier is not None:
             checked = self.verifier.check_output(chunk.subject, chunk.data, chunk.signer, chunk.signature)
             author, problem = checked.author, checked.problem
-        return authorship.output_refusal(
+        refused = authorship.output_refusal(
             attempt=chunk.attempt, attempt_node=attempt_node, chunk_node=chunk.node, author=author, problem=problem, enforcing=enforcing
         )
+        if refused is None and chunk.number > 0:
+            # A chunk stored again (a reader's push consumer can deliver the stream's own messages
+            # back into it once the duplicate window has passed) counts once: output stays byte-exact.
+            first = self.counted.setdefault((chunk.attempt, chunk.number), chunk.seq)
+            if first != chunk.seq:
+                return f"a copy of chunk {chunk.number} of attempt {chunk.attempt}, counted at seq {first}"
+        return refused

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from bus.port import OutputChunk
 from orchestrator.core.authorship import output_refusal
+from orchestrator.output_gate import OutputGate
 from schemas.records import Author
 
 AGENT_N1 = Author(key="UN1", name="n1", role="agent", node="n1")
@@ -50,3 +54,15 @@ def test_without_identities_the_node_in_the_subject_decides() -> None:
 def test_anything_else_is_refused_with_its_reason(chunk_node: str | None, author: Author | None, problem: str | None, why: str) -> None:
     reason = refusal(chunk_node, author, problem=problem)
     assert reason is not None and why in reason and reason.endswith("refused")
+
+
+def test_a_chunk_stored_again_counts_once() -> None:
+    gate = OutputGate(None)  # no identities: the node in the subject decides
+    gate.nodes[1] = "n1"
+
+    def chunk(seq: int, number: int) -> OutputChunk:
+        return OutputChunk(seq=seq, attempt=1, number=number, data=b"x", stream_ts=datetime.now(UTC), subject="nexus.out.j.1.n1")
+
+    assert [gate.judge(chunk(s, n)) for s, n in ((5, 1), (5, 1), (6, 2))] == [None, None, None]  # judged again: the same verdict
+    assert gate.judge(chunk(90, 1)) == "a copy of chunk 1 of attempt 1, counted at seq 5"
+    assert gate.judge(chunk(7, 0)) is None and gate.judge(chunk(8, 0)) is None  # no number: nothing to tell copies by
