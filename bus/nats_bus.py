@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, HeartbeatMoved, NotAllowed, NotSetUp
 from bus.logs import Logger
-from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, map_publish_errors, map_read_errors, to_output_chunk, to_record
+from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, bucket_api, map_publish_errors, map_read_errors, to_output_chunk, to_record
 from bus.port import (
     DEFAULT_LIMITS,
     OutputChunk,
@@ -48,7 +48,7 @@ from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
 from schemas.events import NodeHeartbeat
 from schemas.records import Author, Record
-from schemas.secrets import OrchestratorKey
+from schemas.secrets import KEYS_BUCKET, OrchestratorKey
 from schemas.trust import SIG_HEADER, SIGNER_HEADER
 
 if TYPE_CHECKING:
@@ -424,7 +424,9 @@ class NatsBus:
         # A short timeout: on a cluster that lost its JetStream meta leader the create goes
         # unanswered until a new one is elected, and records() should ask again soon after.
         js = self.nc.jetstream(timeout=ORDERED_CREATE_S)
-        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
+        # Refused (these credentials may not read the stream): NotAllowed at once, not a timeout to retry.
+        subscribing = js.subscribe(subject, stream=stream, ordered_consumer=True, config=cfg, cb=on_msg)
+        sub = await self._unless_refused(subscribing, _api_of(stream), f"reading stream {stream}")
         try:
             yield
         finally:
@@ -704,7 +706,9 @@ class NatsBus:
         # handle is only names (the bucket's subjects), so it stays right across reconnects.
         if self._nodes_kv is None:
             with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-                self._nodes_kv = await self.js.key_value(subjects.NODES_BUCKET)
+                looking_up = self.js.key_value(subjects.NODES_BUCKET)
+                what = f"reading bucket {subjects.NODES_BUCKET}"
+                self._nodes_kv = await self._unless_refused(looking_up, bucket_api(subjects.NODES_BUCKET), what)
         return self._nodes_kv
 
     async def put_heartbeat(self, hb: NodeHeartbeat, *, revision: int | None = None) -> int:
@@ -746,7 +750,8 @@ class NatsBus:
         """The orchestrator's sealing key record, None when there is none (see bus.nats_keys)."""
         from bus import nats_keys
 
-        return await nats_keys.orchestrator_key(self.js)
+        reading = nats_keys.orchestrator_key(self.js)
+        return await self._unless_refused(reading, bucket_api(KEYS_BUCKET), f"reading bucket {KEYS_BUCKET}")
 
     def heartbeats_behind_s(self) -> float:
         behind_from = self.beats_behind_from

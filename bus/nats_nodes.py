@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, NotAllowed
 from bus.logs import Logger
-from bus.nats_translate import map_read_errors
+from bus.nats_translate import bucket_api, map_read_errors
 from bus.port import raise_if_cancelling
 from schemas import codec, subjects
 from schemas.errors import DecodeError
@@ -113,14 +113,17 @@ async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
     the API every second used up the server's consumers.)"""
     kv = await bus._kv()
     prefix = f"$KV.{subjects.NODES_BUCKET}."
+    # Refused (an agent reads its own key alone): NotAllowed at once, not an unanswered request.
+    refused, what = bucket_api(subjects.NODES_BUCKET), f"reading bucket {subjects.NODES_BUCKET}"
     with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-        info = await bus.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
+        listing = bus.js.stream_info(f"KV_{subjects.NODES_BUCKET}", subjects_filter=f"{prefix}>")
+        info = await bus._unless_refused(listing, refused, what)
     keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
 
     async def one(key: str) -> NodeHeartbeat | None:
         try:
             with map_read_errors(f"bucket {subjects.NODES_BUCKET}"):
-                entry = await kv.get(key)
+                entry = await bus._unless_refused(kv.get(key), refused, what)
         except nats.js.errors.KeyNotFoundError:  # deleted, or expired since the listing
             return None
         if entry.value is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import nats.errors
@@ -83,6 +83,14 @@ def map_publish_errors(subject: str, expected_seq: int | None) -> Iterator[None]
 def is_nats_error(exc: BaseException) -> bool:
     """An error of nats-py that escaped translation (callers map it to "unavailable")."""
     return isinstance(exc, nats.errors.Error | nats.js.errors.Error)
+
+
+def bucket_api(bucket: str) -> Callable[[str], bool]:
+    """Whether a subject the server refused is a request on KV bucket `bucket`: its stream's API
+    (`$JS.API.STREAM.INFO.KV_<bucket>`, a consumer with a filter after the name) or a direct get
+    of a key (`$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>`). nats-py reports it in lower case."""
+    stream = f".kv_{bucket.lower()}"
+    return lambda s: s.lower().startswith("$js.api.") and (s.lower().endswith(stream) or f"{stream}." in s.lower())
 
 
 def to_output_chunk(msg: Msg) -> OutputChunk:

@@ -5,7 +5,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -230,10 +230,11 @@ async def _up(
     from orchestrator.embedded import EmbeddedNats
 
     # What can fail at once fails first, before any child process exists.
+    data.mkdir(parents=True, exist_ok=True)
+    held = _hold(data)  # noqa: F841 - the lock lasts as long as the file is open
     listener = _listen(api) if api is not None else None
     server: EmbeddedNats | None = None
     try:
-        data.mkdir(parents=True, exist_ok=True)
         if nats_url is None:
             identities = _embedded_identities(data / "creds", local.node_id)
             server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log", auth=identities.server_config)
@@ -249,6 +250,27 @@ async def _up(
         if server is not None:
             await server.stop()
         _log().info("nexus.stopped")
+
+
+def _hold(data: Path) -> IO[str]:
+    """Take the data directory for this `nexus up`, or stop here: a second one would start a
+    second nats-server on the same JetStream store (the log) before anything else noticed."""
+    import fcntl
+
+    path = data / "up.lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held open (locked) for the process's life
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        fail(f"another `nexus up` runs on {data} (pid {pid}); stop it first, or give this one its own --data. Nothing was started")
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 @dataclass(frozen=True)

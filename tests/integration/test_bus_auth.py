@@ -550,6 +550,16 @@ async def test_reading_what_the_credentials_may_not_read_says_so(up: Up) -> None
     # Nor ask the orchestrator: said so (it said "the orchestrator did not answer within 10s").
     code, out = await up.nexus("show", job_id, creds=agent)
     assert code == 1 and "not allowed" in out and "asking nexus.rpc.query" in out and "did not answer" not in out, out
+    # The log, the nodes bucket, the keys bucket: each said at once (audit verify waited for good;
+    # `nodes` and `replay` said "no answer from JetStream (TimeoutError)" after 10 s).
+    for args, what in (
+        (("audit", "verify"), "reading stream NEXUS_EVENTS"),
+        (("nodes",), "reading bucket nexus-nodes"),
+        (("replay", "--db", str(up.data / "agent-replay.duckdb")), "reading bucket nexus-keys"),
+    ):
+        code, out = await asyncio.wait_for(up.nexus(*args, creds=agent), 60)
+        assert code == 1 and f"not allowed: the server refuses {what} from 'agent-read-1' (agent)" in out, (args, out)
+        assert "no answer" not in out and "Traceback" not in out, (args, out)
 
 
 async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:

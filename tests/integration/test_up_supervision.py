@@ -35,3 +35,15 @@ async def test_a_killed_embedded_server_is_started_again_and_jobs_run(up: Up) ->
 
     await wait_for(runs, 90, what="a job to run after the restart")
     assert up.proc.returncode is None  # still up
+
+
+async def test_a_second_nexus_up_on_the_same_data_starts_nothing(up: Up) -> None:  # noqa: F811
+    server = running_pid(up.data)
+    log = (up.data / "nats-server.log").read_text()
+    code, out = await up.nexus("up", "--data", str(up.data), "--port", "-1", "--no-api", "--node", "second")
+    assert code == 1 and f"another `nexus up` runs on {up.data} (pid {up.proc.pid})" in out and "Nothing was started" in out, out
+    # No second server opened the store; the first one still runs it and its pid file names it.
+    assert (up.data / "nats-server.log").read_text() == log
+    assert running_pid(up.data) == server is not None
+    code, out = await up.nexus("run", "--", "echo still up")
+    assert code == 0 and "still up" in out, out
