@@ -64,6 +64,17 @@ CredsOpt = Annotated[
     ),
 ]
 DEFAULT_CREDS = DATA_DIR / "creds" / "admin.creds"
+# Every verb takes --creds (DESIGN §9); a verb that never connects to NATS (`nexus creds`, which
+# signs with the keyring; `nexus schema`) takes it and says it is not used, rather than refuse it.
+OfflineCredsOpt = Annotated[
+    Path | None,
+    typer.Option("--creds", help="Taken like every verb's, and not needed: this verb does not connect to NATS.", show_default=False),
+]
+
+
+def unused_creds(creds: Path | None, why: str) -> None:
+    if creds is not None:
+        err.print(f"note: --creds {creds} is not used: {why} and does not connect to NATS", highlight=False)
 
 
 def creds_file(given: Path | None = None) -> Path | None:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.common import DATA_DIR, JsonOpt, err, fail, out, parse_duration, print_json
+from orchestrator.cli.common import DATA_DIR, JsonOpt, OfflineCredsOpt, err, fail, out, parse_duration, print_json, unused_creds
 
 if TYPE_CHECKING:
     from orchestrator.trust.keyring import Keyring
@@ -40,6 +40,7 @@ def new(
         str | None, typer.Option("--expires", help="The server stops accepting it after this long (e.g. 90d, 12h); default: never.")
     ] = None,
     json: JsonOpt = False,
+    creds: OfflineCredsOpt = None,
 ) -> None:
     """Issue a credentials file (user JWT + nkey seed, mode 0600) with ROLE's permissions.
 
@@ -48,6 +49,7 @@ def new(
     read), approver (a submitter who may also approve and deny), viewer (read only),
     agent (one node: its dispatches, its facts, its output, its heartbeat).
     """
+    unused_creds(creds, "`nexus creds` signs with the keyring (--keyring)")
     from orchestrator.trust.keyring import Keyring, KeyringError
     from orchestrator.trust.roles import ROLES
 
@@ -84,8 +86,10 @@ def new(
 def list_(
     keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
     json: JsonOpt = False,
+    creds: OfflineCredsOpt = None,
 ) -> None:
     """The identities this keyring issued (since it kept a list), oldest first, and which are revoked."""
+    unused_creds(creds, "`nexus creds` signs with the keyring (--keyring)")
     from datetime import UTC, datetime
 
     from orchestrator.cli.tables import fit_table
@@ -120,6 +124,7 @@ def revoke(
     ] = None,
     keyring: Annotated[Path, typer.Option("--keyring", help="The keys that sign identities (the directory `nexus up` created).")] = KEYRING,
     json: JsonOpt = False,
+    creds: OfflineCredsOpt = None,
 ) -> None:
     """Revoke identities now: the server refuses their credentials and drops their connections.
 
@@ -130,6 +135,7 @@ def revoke(
     still verifies. Issue the person or node new credentials with `nexus creds new`; revoking
     `nexus up`'s own services stops them until its next start, which issues them anew.
     """
+    unused_creds(creds, "`nexus creds` signs with the keyring (--keyring)")
     from orchestrator import embedded
     from orchestrator.trust.keyring import KeyringError
 

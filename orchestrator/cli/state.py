@@ -13,6 +13,7 @@ from orchestrator.cli.common import (
     DbOpt,
     JsonOpt,
     NatsOpt,
+    OfflineCredsOpt,
     connect,
     err,
     fail,
@@ -23,6 +24,7 @@ from orchestrator.cli.common import (
     print_table,
     query,
     run_async,
+    unused_creds,
 )
 
 
@@ -203,8 +205,11 @@ async def _nodes(
 
 def schema(
     as_json: Annotated[bool, typer.Option("--json", help="Accepted for uniformity: the schema is JSON either way.")] = False,
+    creds: OfflineCredsOpt = None,
 ) -> None:
     """Print the JSON Schema of every event."""
     from schemas import export
+
+    unused_creds(creds, "`nexus schema` prints this program's own schema")
 
     export.main()

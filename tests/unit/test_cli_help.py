@@ -4,6 +4,8 @@ and "out" on two lines)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from click.testing import CliRunner
 
@@ -34,3 +36,18 @@ def test_nothing_is_cut_at_80_columns(verb: list[str]) -> None:
     lines = help_lines(verb, 80)
     assert not any("…" in line for line in lines), [line for line in lines if "…" in line]
     assert any("./.nexus/creds/" in line for line in lines)
+
+
+def _leaves(group: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    found: list[tuple[list[str], Any]] = []
+    for name, cmd in getattr(group, "commands", {}).items():
+        found += _leaves(cmd, [*path, name]) if hasattr(cmd, "commands") else [([*path, name], cmd)]
+    return found
+
+
+def test_every_verb_takes_creds() -> None:
+    """DESIGN §9: "Every CLI verb takes --creds" (`nexus creds new --creds F` said "No such option")."""
+    verbs = _leaves(command([]), [])
+    assert len(verbs) > 25, [v for v, _ in verbs]
+    lacking = [" ".join(v) for v, cmd in verbs if not any("--creds" in p.opts for p in cmd.params)]
+    assert lacking == []
