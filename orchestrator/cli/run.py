@@ -262,6 +262,9 @@ def submit(
 
     Waits a moment for the analysis verdict and shows its findings, an approval
     hold or a rejection on stderr. Stdin is not forwarded: the job's stdin is closed at once.
+
+    Exit codes: 0 submitted (it runs, is queued or held for approval, or no verdict came in
+    time); 125 rejected at once (it will never run; the id is still printed).
     """
     flags = JobFlags(
         node=node, label=label, prefer=prefer, tool=tool, cwd=cwd, env=env, secret=secret, timeout=timeout, priority=priority,
@@ -275,7 +278,7 @@ def submit(
 async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
     from orchestrator.app import jobs as jobs_app
     from orchestrator.app.jobs import job_id_of
-    from orchestrator.cli.follow import JobReport, Say
+    from orchestrator.cli.follow import EXIT_NEXUS, JobReport, Say
 
     job_id = job_id_of(cmd)
     say = Say(enabled=not as_json)
@@ -293,6 +296,8 @@ async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
         print_json({"job_id": job_id, "seq": seq, "status": report.status, "warnings": report.warnings_json()})
     else:
         print(job_id)
+    if report.final is not None and report.status != "succeeded":  # ended before it ran: rejected at once
+        raise typer.Exit(EXIT_NEXUS)  # `J=$(nexus submit ...) && ...` must not go on
 
 
 async def _await_verdict(client: "NexusClient", report: "JobReport") -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -289,8 +290,12 @@ async def test_run_and_submit_show_the_analysis_findings_before_the_output(stack
     code, out, err = await stack.nexus("submit", "--", command)
     assert code == 0 and re.fullmatch(rb"j-[0-9a-f]+-[0-9a-f]+\n", out), out
     assert b"analysis: critical" in err
+    # Rejected at once: the id is printed, and the exit says it will never run (it said 0).
     code, out, err = await stack.nexus("submit", "--node", "nope", "--", "true")
-    assert code == 0 and b"rejected: node 'nope' is not registered" in err, err
+    assert code == 125 and b"rejected: node 'nope' is not registered" in err, err
+    assert re.fullmatch(rb"j-[0-9a-f]+-[0-9a-f]+\n", out), out
+    code, out, err = await stack.nexus("submit", "--json", "--", 'echo "unclosed')
+    assert code == 125 and json.loads(out)["status"] == "rejected", (out, err)
 
 
 async def test_a_job_after_one_that_does_not_exist_is_refused_at_submit(stack: Stack) -> None:
