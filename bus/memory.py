@@ -167,6 +167,9 @@ class MemoryBus:
     def identity(self) -> Identity | None:
         return None
 
+    async def credentials_refused(self) -> str | None:
+        return None
+
     @property
     def connected(self) -> bool:
         return not self._closed

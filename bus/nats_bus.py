@@ -124,6 +124,7 @@ class NatsBus:
         # Subjects the server refused to this connection (permissions violations), to say why,
         # and the operations waiting for an answer that such a refusal means will never come.
         self.denied: set[str] = set()
+        self._creds: str | os.PathLike[str] | None = None  # to ask, when the connection drops, whether they are still let in
         self._refusal_waiters: list[tuple[asyncio.Future[str], Callable[[str], bool]]] = []
         # A CLI's publishes say "not allowed" at once; a daemon's hot path spares the extra task
         # per publish (its permissions are its own role's; a refusal is logged, and the ack times out).
@@ -237,7 +238,20 @@ class NatsBus:
             nc.options["reconnect_time_wait"] = CLI_RECONNECT_WAIT_S
         bus = cls(nc, url, identity)
         bus.publishes_wait_for_refusals = not daemon
+        bus._creds = creds
         return bus
+
+    async def credentials_refused(self) -> str | None:
+        """See EventBus.credentials_refused: a connection of its own with the same credentials,
+        once. (A revoked identity's connection is just dropped: nats-py then retries in silence.)"""
+        if self._creds is None:
+            return None
+        try:
+            probe = await NatsBus.connect(self.url, name="nexus-credentials-probe", creds=self._creds)
+        except BusUnavailable as exc:
+            return str(exc) if "refused the credentials" in str(exc) else None
+        await probe.close()
+        return None
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Drain (flush what was published), but never hang on it: a pull request

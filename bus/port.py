@@ -110,6 +110,11 @@ class EventBus(Protocol):
 
     async def close(self) -> None: ...
 
+    async def credentials_refused(self) -> str | None:
+        """While the connection is down: whether the server now refuses its credentials (revoked,
+        expired), said as the reason; None when it would let them in, or cannot be asked."""
+        ...
+
     @property
     def connected(self) -> bool: ...
 

@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 
 import msgspec
 
-from bus.errors import BusError, BusUnavailable
+from bus.errors import BusError, BusUnavailable, NotAllowed
 from bus.logs import Logger
 from bus.port import EventBus, OutputChunk, raise_if_cancelling
 from orchestrator.core.authorship import OpenHolds
@@ -44,6 +44,7 @@ DRAIN_S = 10.0  # after the verdict, how long to wait for announced output
 RECONNECT_S = 60.0
 """How long a follower waits for a lost connection to come back (a broker restart) before it gives up."""
 RECONNECT_POLL_S = 0.2  # how often a follower looks whether the connection is back
+CREDENTIALS_CHECK_S = 2.0  # down this long, a follower asks whether its credentials are still let in (revoked, expired)
 
 
 class Followed(msgspec.Struct, frozen=True):
@@ -163,7 +164,12 @@ async def follow_job(
 async def _wait_connected(bus: EventBus, job_id: str, lost_since: float, reconnect_s: float) -> None:
     """Until the bus is connected again, or BusUnavailable once `reconnect_s` have passed
     since the connection was found lost."""
+    asked = False
     while True:
+        if not asked and time.monotonic() - lost_since >= CREDENTIALS_CHECK_S:
+            asked = True  # once: a server that is merely away answers nothing either way
+            if (refused := await bus.credentials_refused()) is not None:
+                raise NotAllowed(f"{refused}; the connection was dropped and the job goes on")
         if time.monotonic() - lost_since >= reconnect_s:
             why = f"lost the connection while following job {job_id}; it did not come back within {reconnect_s:g}s (the job goes on)"
             raise BusUnavailable(bus.url, why)

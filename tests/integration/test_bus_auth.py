@@ -64,9 +64,7 @@ async def connect(up: Up, creds: Path | None, inbox_prefix: str = "_INBOX") -> n
         pass
 
     kwargs = {"user_credentials": str(creds)} if creds is not None else {}
-    return await nats.connect(
-        up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, inbox_prefix=inbox_prefix, **kwargs
-    )
+    return await nats.connect(up.url, error_cb=quiet, allow_reconnect=False, max_reconnect_attempts=0, inbox_prefix=inbox_prefix, **kwargs)
 
 
 async def refused(up: Up, creds: Path, subject: str, payload: bytes = b"{}") -> None:
@@ -694,6 +692,32 @@ async def test_a_revoked_identity_is_refused_at_once_and_others_keep_working(up:
     # Asked for someone it never issued: a clear error, nothing changed.
     done = subprocess.run([NEXUS, "creds", "revoke", "mallory", "--keyring", str(up.creds)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "no identity named 'mallory'" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_follower_whose_credentials_are_revoked_is_told_so(up: Up) -> None:
+    """It said "lost the connection to NATS ... waiting up to 60s for it", and waited that long."""
+    job_id = new_job_id()
+    code, out = await up.nexus("submit", "--id", job_id, "--", "sleep 120")
+    assert code == 0, out
+    auditor = await _issue(up, "viewer", "auditor")
+    env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(auditor)}
+    follower = await asyncio.create_subprocess_exec(
+        NEXUS, "logs", "-f", job_id, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        code, out = await up.nexus("history", job_id, creds=auditor)  # the same credentials work until now
+        assert code == 0, out
+        revoke = [NEXUS, "creds", "revoke", "auditor", "--keyring", str(up.creds)]
+        done = await asyncio.to_thread(subprocess.run, revoke, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        _, err = await asyncio.wait_for(follower.communicate(), 45)
+    finally:
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+        await up.nexus("cancel", job_id)
+    said = err.decode()
+    assert follower.returncode == 1 and "the server refused the credentials" in said and "may have been revoked" in said, said
 
 
 async def test_agents_read_their_dispatches_from_nexus_dispatch_and_older_credentials_from_the_log(
