@@ -4,7 +4,9 @@ an in-process orchestrator and agent on a real DuckDB file, and `wait_for`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import sys
 import time
@@ -51,6 +53,29 @@ async def wait_stalled(progress: Callable[[], int], task: asyncio.Task[Any], tim
         if (now := progress()) != last:
             last, stable_since = now, time.monotonic()
     return last
+
+
+@dataclass
+class LogsJson:
+    """`nexus logs --json` read back: per stream, its bytes and its text view, and the `end` line."""
+
+    data: dict[str, bytes]
+    text: dict[str, str]
+    end: dict[str, Any]
+
+
+def read_logs_json(out: bytes | str) -> LogsJson:
+    """The JSON lines of `nexus logs --json`: `output_chunk`s, then one `end`, last."""
+    *chunks, end = [json.loads(line) for line in (out.decode() if isinstance(out, bytes) else out).splitlines()]
+    assert end["type"] == "end" and all(c["type"] == "output_chunk" for c in chunks), out
+    data: dict[str, list[bytes]] = {}
+    text: dict[str, list[str]] = {}
+    for c in chunks:
+        data.setdefault(c["stream"], []).append(base64.b64decode(c["data_b64"]))
+        text.setdefault(c["stream"], []).append(c["text"])
+    logs = LogsJson({k: b"".join(v) for k, v in data.items()}, {k: "".join(v) for k, v in text.items()}, end)
+    assert end["bytes"] == sum(map(len, logs.data.values()))
+    return logs
 
 
 @pytest.fixture

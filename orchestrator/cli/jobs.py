@@ -127,7 +127,9 @@ def logs(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Write the raw PTY bytes (ANSI escapes and all).")] = False,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines: an output_chunk (text, data_b64) per chunk, then end.")
+    ] = False,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
@@ -146,14 +148,15 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
         size = 0
-        text: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        attempts: dict[str, int] = {}  # --json: the attempt each stream is at
         stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
         stream = _followed(client, job_id) if follow else stored
         async for chunk, attempt, which in stream:
             # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
             if as_json:
                 size += len(chunk)
-                text[which].append(views.feed(attempt, which, chunk))
+                attempts[which] = attempt
+                _json_chunk(attempt, which, views.feed(attempt, which, chunk), chunk)
             elif raw:
                 out_file = sys.stderr if which == "stderr" else sys.stdout
                 out_file.buffer.write(chunk)
@@ -161,12 +164,27 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             else:
                 _write_text(which, views.feed(attempt, which, chunk))
     for which, rest in views.finish().items():
-        if as_json:
-            text[which].append(rest)
-        else:
+        if not as_json:
             _write_text(which, rest)
+        elif rest:
+            _json_chunk(attempts[which], which, rest, b"")
     if as_json:
-        print_json({"job_id": job_id, "bytes": size, "text": "".join(text["stdout"]), "stderr": "".join(text["stderr"])})
+        _json_line({"type": "end", "job_id": job_id, "bytes": size})
+
+
+def _json_chunk(attempt: int, stream: str, text: str, data: bytes) -> None:
+    """One `output_chunk` line of `logs --json`: the text view and the raw bytes (base64) of one
+    stored chunk, as the API's SSE `output_chunk` has them (`data_b64` empty: the text the view
+    held back until the end)."""
+    _json_line({"type": "output_chunk", "attempt": attempt, "stream": stream, "text": text, "data_b64": data})
+
+
+def _json_line(value: dict[str, Any]) -> None:
+    """A line of JSON (bytes as base64), written at once: `logs -f --json` is read as it comes."""
+    import msgspec
+
+    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+    sys.stdout.buffer.flush()
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":

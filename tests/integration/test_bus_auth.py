@@ -32,7 +32,7 @@ from bus.logs import structlog_module
 from bus.nats_bus import NatsBus
 from orchestrator.client import new_job_id
 from schemas import subjects
-from tests.conftest import NEXUS, wait_for
+from tests.conftest import NEXUS, read_logs_json, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -422,8 +422,8 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     for args in (["logs", job_id, "--json"], ["logs", "--follow", job_id, "--json"]):
         code, out = await up.nexus(*args)
         assert code == 0, out
-        shown = json.loads(out.splitlines()[-1])
-        assert shown["text"].strip() == "genuine", (args, out)
+        lines = "\n".join(x for x in out.splitlines() if x.startswith('{"type":'))  # (stderr is in `out` too)
+        assert read_logs_json(lines).text["stdout"].strip() == "genuine", (args, out)
     code, out = await up.nexus("logs", job_id)
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 

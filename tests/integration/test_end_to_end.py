@@ -12,7 +12,7 @@ from orchestrator.app.metrics import pipeline_metrics
 from orchestrator.client import new_job_id
 from schemas import subjects
 from schemas.events import JobRequested
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, read_logs_json, wait_for
 
 
 async def test_echo_prints_hello_and_exits_zero(stack: Stack) -> None:
@@ -149,11 +149,13 @@ async def test_cli_json_outputs(stack: Stack) -> None:
     code, out, _ = await stack.nexus("submit", "--json", "--id", "js-1", "--", "echo", "x")
     assert code == 0 and json.loads(out)["job_id"] == "js-1"
     await stack.wait_job("js-1")
-    for args in (["jobs", "--json"], ["show", "js-1", "--json"], ["history", "js-1", "--json"], ["logs", "js-1", "--json"],
+    for args in (["jobs", "--json"], ["show", "js-1", "--json"], ["history", "js-1", "--json"],
                  ["sql", "SELECT count(*) AS n FROM jobs", "--json"], ["nodes", "--json"]):  # fmt: skip
         code, out, err = await stack.nexus(*args)
         assert code == 0, (args, err)
         json.loads(out)
+    code, out, err = await stack.nexus("logs", "js-1", "--json")  # JSON lines: output_chunk..., end
+    assert code == 0 and read_logs_json(out).data == {"stdout": b"x\n"}, err
     _, out, _ = await stack.nexus("show", "js-1", "--json")
     assert json.loads(out)["status"] == "succeeded"
 

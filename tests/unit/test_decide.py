@@ -486,9 +486,7 @@ def test_verdict_after_exit(view: JobView, expected: object, kind: str) -> None:
             id="timed-out",
         ),
         pytest.param(job(status="failed", exited_at=NOW, signal=11), "no exit code (killed by signal 11)", id="signal"),
-        pytest.param(
-            job(status="failed", exited_at=NOW, reason="bash: not found"), "no exit code (bash: not found)", id="not-started"
-        ),
+        pytest.param(job(status="failed", exited_at=NOW, reason="bash: not found"), "no exit code (bash: not found)", id="not-started"),
         pytest.param(job(status="cancelled"), "no exit code (the job never exited: cancelled)", id="never-ran"),
         pytest.param(job(status="succeeded", exited_at=NOW, exit_code=0), "0", id="exit-0"),
     ],
