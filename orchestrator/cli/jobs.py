@@ -127,7 +127,9 @@ def logs(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Write the raw PTY bytes (ANSI escapes and all).")] = False,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One JSON object: {"job_id", "text", "stderr", "bytes"}, written as the output is read.')
+    ] = False,
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
@@ -145,15 +147,13 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
     async with connect(nats_url, follows=follow) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        size = 0
-        text: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        writer = _JsonLogs(job_id) if as_json else None
         stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
         stream = _followed(client, job_id) if follow else stored
         async for chunk, attempt, which in stream:
             # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
-            if as_json:
-                size += len(chunk)
-                text[which].append(views.feed(attempt, which, chunk))
+            if writer is not None:
+                writer.feed(which, views.feed(attempt, which, chunk), len(chunk))
             elif raw:
                 out_file = sys.stderr if which == "stderr" else sys.stdout
                 out_file.buffer.write(chunk)
@@ -161,12 +161,50 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             else:
                 _write_text(which, views.feed(attempt, which, chunk))
     for which, rest in views.finish().items():
-        if as_json:
-            text[which].append(rest)
+        if writer is not None:
+            writer.feed(which, rest, 0)
         else:
             _write_text(which, rest)
-    if as_json:
-        print_json({"job_id": job_id, "bytes": size, "text": "".join(text["stdout"]), "stderr": "".join(text["stderr"])})
+    if writer is not None:
+        writer.finish()
+
+
+class _JsonLogs:
+    """`logs --json`: one object, `{"job_id", "text", "stderr", "bytes"}`, written as the output is
+    read, so that its memory does not grow with the output (it held the whole text view: 1.27 GB
+    for 254 MB). The text goes out as it comes, escaped piece by piece inside one JSON string; the
+    stderr text waits in a temporary file until the stdout string is closed."""
+
+    def __init__(self, job_id: str) -> None:
+        import tempfile
+
+        import msgspec
+
+        self._encode = msgspec.json.encode
+        self._out = sys.stdout.buffer
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
+        self.bytes = 0
+        self._out.write(b'{"job_id":' + self._encode(job_id) + b',"text":"')
+
+    def feed(self, stream: str, text: str, size: int) -> None:
+        self.bytes += size
+        if text:
+            escaped = self._encode(text)[1:-1]  # the string's JSON form without its quotes
+            if stream == "stderr":
+                self._stderr.write(escaped)
+            else:
+                self._out.write(escaped)
+                self._out.flush()  # `logs -f --json` is read as it comes
+
+    def finish(self) -> None:
+        import shutil
+
+        self._out.write(b'","stderr":"')
+        self._stderr.seek(0)
+        shutil.copyfileobj(self._stderr, self._out)
+        self._stderr.close()
+        self._out.write(b'","bytes":' + str(self.bytes).encode() + b"}\n")
+        self._out.flush()
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":

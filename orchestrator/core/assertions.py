@@ -145,10 +145,15 @@ def scan_text(tests: Sequence[JobTest], text: str) -> OutputScan:
 
 
 def evaluate(
-    tests: Sequence[JobTest], exit_code: int | None, output: OutputScan | str | None, checks: Sequence[TestResult]
+    tests: Sequence[JobTest],
+    exit_code: int | None,
+    output: OutputScan | str | None,
+    checks: Sequence[TestResult],
+    no_exit_code: str = "no exit code",
 ) -> list[TestResult]:
     """One result per test, in the order given. `output`: the scan of the attempt's
-    output for these tests (or its whole text view), None when it cannot be read."""
+    output for these tests (or its whole text view), None when it cannot be read.
+    `no_exit_code`: what an exit_code test got when there is no exit code (and why)."""
     if isinstance(output, str):
         output = scan_text(tests, output)
     node_results = iter(checks)
@@ -156,7 +161,12 @@ def evaluate(
     for test in tests:
         if isinstance(test, ExitCodeTest):
             results.append(
-                TestResult(type="exit_code", passed=exit_code == test.expected, expected=str(test.expected), actual=str(exit_code))
+                TestResult(
+                    type="exit_code",
+                    passed=exit_code == test.expected,
+                    expected=str(test.expected),
+                    actual=no_exit_code if exit_code is None else str(exit_code),
+                )
             )
         elif isinstance(test, OutputContainsTest):
             results.append(_output_contains(test, output))

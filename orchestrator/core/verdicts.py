@@ -71,9 +71,18 @@ def retest(job: JobView, now: datetime, verification: JobView | None, output: Ou
         if not child.terminal:
             return []
         checks = [r for r in child.test_results if r.type in ("file_exists", "http_ok", "command")] or list(child.checks)
-    results = evaluate(job.retest, job.exit_code, output, checks)
+    results = evaluate(job.retest, job.exit_code, output, checks, no_exit_code(job))
     tested = JobTested(ts=now, attempt=job.attempt, passed=all(r.passed for r in results), results=results)
     return [Outgoing(subjects.job(job.job_id, "tested"), tested, msgids.job(job.job_id, "tested", job.last_seq))]
+
+
+def no_exit_code(job: JobView) -> str:
+    """What an exit_code test of `job` got when the job has no exit code, and why."""
+    if job.exited_at is None:
+        return f"no exit code (the job never exited: {job.status})"
+    why = [f"killed by signal {job.signal}"] if job.signal else []
+    why += {"cancel": ["cancelled"], "timeout": ["timed out"]}.get(job.killed_by or "", [])
+    return f"no exit code ({', '.join(why) or job.reason or 'did not exit normally'})"
 
 
 def verdict(job: JobView, now: datetime) -> Outgoing:

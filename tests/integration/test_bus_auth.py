@@ -417,11 +417,12 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     assert status == "failed"  # "ALL GOOD" is nowhere in what local-1's agent wrote
     info = await up.admin.js.stream_info(subjects.OUTPUT_STREAM, subjects_filter=subjects.output_all(job_id))
     assert sum((info.state.subjects or {}).values()) == 5  # the forgeries are in the log, as evidence
+    env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(up.creds / "admin.creds")}
     for args in (["logs", job_id, "--json"], ["logs", "--follow", job_id, "--json"]):
-        code, out = await up.nexus(*args)
-        assert code == 0, out
-        shown = json.loads(out.splitlines()[-1])
-        assert shown["text"].strip() == "genuine", (args, out)
+        # stdout alone: the JSON is written as it is read, and the refusals go to stderr meanwhile.
+        done = await asyncio.to_thread(subprocess.run, [NEXUS, *args], capture_output=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["text"].strip() == "genuine", (args, done.stdout)
     code, out = await up.nexus("logs", job_id)
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 

@@ -2,7 +2,8 @@
 
 1. Diagnostics (a refused chunk, say) go to stderr: stdout is the job's output, byte for byte.
 2. The text view reads a character (and an escape sequence) cut between two chunks whole,
-   in `nexus logs` and in the `text` of the API's stream.
+   in `nexus logs` and in the `text` of the API's stream. `nexus logs --json` gives the text
+   view in one object, written as it is read: memory bounded whatever the size of the output.
 3. `nexus run`, `nexus logs -f` and the API's stream ride out a broker restart (kill -9,
    restart on the same port and store): every line once, in order, the right exit code;
    a stream that cannot go on ends with an `error` message, never a traceback.
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,7 +88,7 @@ async def test_client_diagnostics_go_to_stderr_never_into_the_output(stack: Stac
     code, raw, err = await stack.nexus("logs", "--raw", "quiet-1")
     assert (code, raw) == (0, b"hi\n") and b"output.refused" in err
     code, out, err = await stack.nexus("logs", "--json", "quiet-1")
-    assert code == 0 and json.loads(out)["text"] == "hi\n"
+    assert code == 0 and json.loads(out) == {"job_id": "quiet-1", "text": "hi\n", "stderr": "", "bytes": 3}
     assert b"output.refused" in err
 
 
@@ -114,7 +116,7 @@ async def test_the_text_view_reads_characters_cut_between_chunks_whole(stack: St
     assert code == 0, err
     assert out.decode() == _EXPECTED
     code, out, err = await stack.nexus("logs", "--json", "utf-1")
-    assert code == 0 and json.loads(out)["text"] == _EXPECTED
+    assert code == 0 and json.loads(out)["text"] == _EXPECTED, err
 
     async with serve_api(stack.client) as http, http.stream("GET", "/api/v1/jobs/utf-1/stream") as resp:
         messages = [json.loads(line[6:]) async for line in resp.aiter_lines() if line.startswith("data: ")]
@@ -122,6 +124,62 @@ async def test_the_text_view_reads_characters_cut_between_chunks_whole(stack: St
     assert b"".join(base64.b64decode(m["dataB64"]) for m in output) == raw
     assert "".join(m["text"] for m in output) == _EXPECTED
     assert messages[-1]["type"] == "done"
+
+
+async def test_logs_json_gives_what_the_text_view_held_back_to_the_end(stack: Stack) -> None:
+    code, _, err = await stack.nexus("run", "-q", "--no-tty", "--id", "cut-1", "--", "printf 'x\\342\\202'")
+    assert code == 0, err
+    code, out, err = await stack.nexus("logs", "--json", "cut-1")
+    assert code == 0 and json.loads(out) == {"job_id": "cut-1", "text": "x\ufffd", "stderr": "", "bytes": 3}, (out, err)
+
+
+async def test_logs_follow_json_writes_each_chunk_as_it_comes(stack: Stack, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    command = f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"
+    code, _, err = await stack.nexus("submit", "--no-tty", "--id", "fj-1", "--", command)
+    assert code == 0, err
+    logs = await Follower.start(stack.url, tmp_path, "logs", "-f", "--json", "fj-1")
+    # The first chunk's text, while the job still waits for the gate: not held until the end.
+    await wait_for(lambda: b'"text":"first\\n' in logs.out, 30, what="the first chunk's text")
+    gate.touch()
+    assert await logs.wait(60) == 0, logs.err.decode()
+    assert json.loads(logs.out) == {"job_id": "fj-1", "text": "first\nsecond\n", "stderr": "", "bytes": 13}
+
+
+# 48 MiB holding every byte value (half of them not UTF-8) and control characters.
+_BIG = "import sys; b = bytes(range(256)) * 4096; [sys.stdout.buffer.write(b) for _ in range(48)]"
+_BIG_BYTES = bytes(range(256)) * 4096 * 48
+# The peak RSS (kB) of the command it runs, its stdout into a file: the only child of this process.
+_PEAK = (
+    "import resource, subprocess, sys; out = open(sys.argv[1], 'wb');"
+    " code = subprocess.run(sys.argv[2:], stdout=out).returncode;"
+    " print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+async def _peak_rss(stack: Stack, into: Path, *args: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PEAK, str(into), NEXUS, *args, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NEXUS_NATS_URL": stack.url},
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    code, peak = map(int, out.split())
+    assert code == 0, (args, code)
+    return peak
+
+
+async def test_logs_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Path) -> None:
+    """It held the whole text view, joined it and encoded it at once: 1.27 GB for 254 MB of
+    output. Now it is written as it is read: its peak is `--raw`'s plus less than the output's size."""
+    code, _, err = await stack.nexus("submit", "--no-tty", "--id", "big-1", "--", f'python3 -c "{_BIG}"')
+    assert code == 0, err
+    assert (await stack.wait_job("big-1", timeout=120))["status"] == "succeeded"
+    raw_peak = await _peak_rss(stack, tmp_path / "raw", "logs", "--raw", "big-1")
+    json_peak = await _peak_rss(stack, tmp_path / "json", "logs", "--json", "big-1")
+    assert json_peak - raw_peak < len(_BIG_BYTES) // 1024 * 2 // 3, (json_peak, raw_peak)
+    assert (tmp_path / "raw").read_bytes() == _BIG_BYTES
+    shown = json.loads((tmp_path / "json").read_bytes())
+    assert shown == {"job_id": "big-1", "text": text_view(_BIG_BYTES), "stderr": "", "bytes": len(_BIG_BYTES)}
 
 
 # ---------------------------------------------------------------- 3. a broker restart

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.client import new_job_id
 from schemas.events import JobRequested
 from schemas.values import CommandTest, ExitCodeTest, FileExistsTest, HttpOkTest, OutputContainsTest
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_for
 
 
 @pytest.fixture
@@ -97,6 +97,27 @@ async def test_tests_run_later_on_a_finished_job(stack: Stack, tmp_path) -> None
     assert verification.rows == [[2]]
     code, _, err = await stack.nexus("test", "no-such-job", "--expect-exit", "0")
     assert code == 1 and b"no job" in err
+
+
+async def test_tests_on_a_job_cancelled_while_running_say_why_there_is_no_exit_code(stack: Stack, tmp_path: Path) -> None:
+    """Not `got None`: the same words in `nexus test` and in the API's results (both read `tested`)."""
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="sleep 300"))
+
+    async def running() -> bool:
+        return (await stack.job(job_id) or {}).get("status") == "running"
+
+    await wait_for(running, what="the job running")
+    code, _, err = await stack.nexus("cancel", job_id)
+    assert code == 0, err
+    assert (await stack.wait_job(job_id))["status"] == "cancelled"
+    spec = tmp_path / "t.yaml"
+    spec.write_text("- {type: exit_code, expected: 0}\n")
+    code, out, err = await stack.nexus("test", job_id, "--tests", str(spec))
+    assert code == 1, err
+    assert "FAIL  exit_code: expected 0, got no exit code (killed by signal 15, cancelled)" in out.decode(), out
+    row = await stack.job(job_id)
+    assert row is not None and [r["actual"] for r in json.loads(row["test_results"])] == ["no exit code (killed by signal 15, cancelled)"]
 
 
 async def test_a_retest_and_a_rollback_run_in_the_jobs_working_dir_with_its_env(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]

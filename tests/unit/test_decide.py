@@ -472,6 +472,33 @@ def test_verdict_after_exit(view: JobView, expected: object, kind: str) -> None:
     assert out.msg_id == f"job:j1:{kind}:{view.attempt}"
 
 
+@pytest.mark.parametrize(
+    ("view", "actual"),
+    [
+        pytest.param(
+            job(status="cancelled", exited_at=NOW, signal=15, killed_by="cancel"),
+            "no exit code (killed by signal 15, cancelled)",
+            id="cancelled-while-running",
+        ),
+        pytest.param(
+            job(status="timed_out", exited_at=NOW, signal=9, killed_by="timeout"),
+            "no exit code (killed by signal 9, timed out)",
+            id="timed-out",
+        ),
+        pytest.param(job(status="failed", exited_at=NOW, signal=11), "no exit code (killed by signal 11)", id="signal"),
+        pytest.param(job(status="failed", exited_at=NOW, reason="bash: not found"), "no exit code (bash: not found)", id="not-started"),
+        pytest.param(job(status="cancelled"), "no exit code (the job never exited: cancelled)", id="never-ran"),
+        pytest.param(job(status="succeeded", exited_at=NOW, exit_code=0), "0", id="exit-0"),
+    ],
+)
+def test_a_later_exit_code_test_says_why_there_is_no_exit_code(view: JobView, actual: str) -> None:
+    """Not Python's `None`: the CLI and the API show this `actual` as it is."""
+    asked = msgspec.structs.replace(view, node="n1", attempt=1, retest=[ExitCodeTest(expected=0)])
+    (out,) = decide.decide_job(asked, fleet(hb("n1")), NOW)
+    assert isinstance(out.event, JobTested)
+    assert [(r.actual, r.passed) for r in out.event.results] == [(actual, actual == "0")]
+
+
 def test_verdict_does_not_need_a_live_node() -> None:
     assert isinstance(only(decide.decide_job(exited(exit_code=0), fleet(), NOW)).event, JobSucceeded)
 
