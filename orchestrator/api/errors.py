@@ -37,7 +37,7 @@ from bus.errors import BusError
 from bus.nats_translate import is_nats_error
 from bus.urls import redact_url
 from orchestrator.api.models import Problem
-from orchestrator.app.errors import AppError, NoSuchJob
+from orchestrator.app.errors import AppError, NoSuchJob, Unrunnable
 from orchestrator.errors import OrchestratorUnavailable, QueryError
 from schemas.errors import InvalidId, NexusError
 from schemas.limits import MAX_EVENT_BYTES
@@ -190,6 +190,8 @@ def to_problem(exc: Exception) -> ProblemError:
             return ProblemError(exc.status_code, "http-error", exc.detail or "HTTP error", exc.detail, headers=exc.headers)
         case NoSuchJob():
             return unknown_job(exc.job_id)
+        case Unrunnable():  # the body's fields say it, as a body no model takes is said
+            return ProblemError(exc.http_status, exc.slug, exc.title, f"invalid request body: {exc}")
         case AppError():
             return ProblemError(exc.http_status, exc.slug, exc.title, str(exc))
         case OrchestratorUnavailable() | BusError():

@@ -40,11 +40,11 @@ from orchestrator.api.openapi import problems
 from orchestrator.app import jobs as jobs_app
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.jobs import CancelJob, DecideJob
+from orchestrator.app.refusals import refuse_unrunnable
 from orchestrator.app.rows import decoded
 from orchestrator.client import new_job_id
 from orchestrator.core.admission import Submission, worst
-from orchestrator.core.assertions import tests_problem
-from orchestrator.core.judge import judge, syntax_problem, unrunnable
+from orchestrator.core.judge import judge
 from orchestrator.core.views import JobStatus
 from schemas import subjects
 from schemas.events import JobRequested
@@ -112,20 +112,6 @@ async def load_job(ctx: ApiContext, job_id: str) -> JobOut:
 
 
 # ---------------------------------------------------------------- analysis
-
-
-def refuse_unrunnable(sub: Submission, where: str = "") -> None:
-    """A request the analysis would reject as `invalid_request` (core.judge.invalid), refused at
-    submit with its reason, not accepted and rejected later: 400 `invalid-body` when no process
-    could take it (an empty command, a NUL byte, an env name, a job waiting for itself), 422
-    `invalid-command` when bash would refuse its shell syntax and `invalid-test` for a test that
-    could never be judged (a bad pattern): the API document cannot say either."""
-    if (why := tests_problem(sub.tests)) is not None:  # a string the document cannot constrain
-        raise ProblemError(422, "invalid-test", "Invalid test", f"{where}{why}")
-    if (why := unrunnable(sub)) is not None:
-        raise ProblemError(400, "invalid-body", "Bad request", f"invalid request body: {where}{why}")
-    if (why := syntax_problem(sub)) is not None:
-        raise ProblemError(422, "invalid-command", "Invalid command", f"{where}{why}")
 
 
 @post(

@@ -1,7 +1,7 @@
 """Node routes: the fleet, one node, and the node the orchestrator would pick now.
 
 Registration (tools, labels, capacity) comes from the `nodes` table, liveness
-and the agent's own load from its heartbeat in the `nexus-nodes` bucket.
+and the agent's own load from its heartbeat in the `nexus-nodes` bucket (app.nodes.fleet).
 """
 
 from __future__ import annotations
@@ -20,60 +20,14 @@ from orchestrator.api.models import NodeList, NodeOut, OptimalNode
 from orchestrator.api.openapi import problems
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.nodes import FindOptimalNode
-from orchestrator.app.rows import decoded
 from schemas import subjects
-from schemas.events import NodeHeartbeat
 from schemas.limits import MAX_LABELS, MAX_NAME_CHARS
-
-_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at, last_seen FROM nodes"
 
 
 async def fleet(ctx: ApiContext) -> dict[str, NodeOut]:
-    """Every node known from the log or from a heartbeat, by id."""
-    rows = (await ctx.client.query(_NODE_SQL)).dicts()
-    # One read of the bucket per request, and no consumer left behind (see NatsBus.heartbeats).
-    beats = await ctx.client.bus.heartbeats()
-    now = datetime.now(UTC)
-    out: dict[str, NodeOut] = {}
-    for row in map(decoded, rows):
-        hb = beats.get(row["node_id"])
-        out[row["node_id"]] = NodeOut(
-            node_id=row["node_id"],
-            status=row["status"],
-            live=row["status"] == "online" and _live(hb, now, ctx.node_ttl_s),
-            tools=row["tools"] or [],
-            labels=row["labels"] or {},
-            max_jobs=row["max_jobs"],
-            active_jobs=hb.active_jobs if hb else 0,
-            hostname=row["hostname"],
-            version=row["version"],
-            registered_at=msgspec.convert(row["registered_at"], datetime | None),
-            # Its heartbeat, else the last one known when it was found lost (the bucket forgets it).
-            last_seen=hb.ts if hb else msgspec.convert(row["last_seen"], datetime | None),
-        )
-    for node_id, hb in beats.items():
-        if node_id not in out:  # heard from, not registered by the orchestrator yet
-            out[node_id] = _from_heartbeat(hb, now, ctx.node_ttl_s)
-    return dict(sorted(out.items()))
-
-
-def _live(hb: NodeHeartbeat | None, now: datetime, ttl_s: float) -> bool:
-    return hb is not None and (now - hb.ts).total_seconds() <= ttl_s
-
-
-def _from_heartbeat(hb: NodeHeartbeat, now: datetime, ttl_s: float) -> NodeOut:
-    return NodeOut(
-        node_id=hb.node,
-        status="unregistered",
-        live=_live(hb, now, ttl_s),
-        tools=hb.tools,
-        labels=hb.labels,
-        max_jobs=hb.max_jobs,
-        active_jobs=hb.active_jobs,
-        hostname=hb.hostname,
-        version=hb.version,
-        last_seen=hb.ts,
-    )
+    """Every node known from the log or from a heartbeat, by id (app.nodes.fleet, as `nexus nodes`)."""
+    nodes = await nodes_app.fleet(ctx.client, ttl_s=ctx.node_ttl_s, now=datetime.now(UTC))
+    return {node_id: msgspec.convert(node, NodeOut, from_attributes=True) for node_id, node in nodes.items()}
 
 
 async def node_known(ctx: ApiContext, node_id: str) -> bool:

@@ -103,7 +103,7 @@ def _constrain(param: dict[str, Any]) -> None:
         param["schema"] = {"type": "array", "items": items, "maxItems": MAX_LABELS}
 
 
-# What POST /api/v1/jobs refuses before storing (core.judge.invalid, api/jobs.py `refuse_unrunnable`),
+# What POST /api/v1/jobs refuses before storing (core.judge.invalid, app/refusals.py `refuse_unrunnable`),
 # said in the document as patterns: a command with something to run, no NUL byte a process could
 # not take, env names without `=`. The server's answer is its own 400 `invalid-body`, with the reason.
 _NO_NUL = "^[^\\x00]*$"

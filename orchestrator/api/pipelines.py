@@ -13,13 +13,11 @@ from orchestrator.api.auth import identity_of, require
 from orchestrator.api.bounds import check_fits
 from orchestrator.api.context import Ctx
 from orchestrator.api.errors import ProblemError
-from orchestrator.api.jobs import refuse_unrunnable
 from orchestrator.api.models import CreatePipelineRequest, PipelineCreated, PipelineOut
 from orchestrator.api.openapi import problems
 from orchestrator.app import pipelines as pipelines_app
 from orchestrator.app.pipelines import RunPipeline
-from orchestrator.core.admission import Submission
-from orchestrator.core.pipeline import spec_companions
+from orchestrator.app.refusals import refuse_unrunnable_steps
 from orchestrator.templates import TemplateError, compile_template
 from schemas import subjects
 
@@ -49,16 +47,7 @@ async def create_pipeline(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
         spec = compile_template(data.template, data.variables, file="template")
     except TemplateError as exc:
         raise ProblemError(422, "invalid-template", "Invalid pipeline template", str(exc)) from None
-    for step in spec.steps:
-        sub = Submission(
-            command=step.command,
-            tool=step.tool,
-            env=dict(step.env),
-            tests=list(step.tests),
-            working_dir=step.working_dir,
-            companions=spec_companions(step),
-        )
-        refuse_unrunnable(sub, f"step {step.id!r}: ")
+    refuse_unrunnable_steps(spec)
     by = identity_of(request.scope).user
     cmd = RunPipeline(spec=spec, variables=data.variables, pipeline_id=data.pipeline_id, requested_by=by, source="api")
     pipeline_id = pipelines_app.pipeline_id_of(cmd)

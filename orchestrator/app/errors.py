@@ -14,6 +14,8 @@
         +-- NotYours             another user's sealed secrets, asked for by someone else   403, exit 1
         +-- InvalidRequest       the request itself is wrong (a bad option or field)       400, exit 2
             +-- InvalidTest        a test that could never be judged (a bad pattern)         422
+            +-- Unrunnable         no process could take the command (empty, a NUL byte)     400
+            +-- InvalidCommand     shell text bash would refuse to parse                     422
             +-- ConflictingFields  one field under two names, two values                422
             +-- NoSuchDependency   `after` names a job the log has never seen               422
             +-- ReservedJobId      a chosen job id shaped like a pipeline step's job id      400
@@ -126,6 +128,21 @@ class InvalidTest(InvalidRequest):
     http_status = 422
     slug = "invalid-test"
     title = "Invalid test"
+
+
+class Unrunnable(InvalidRequest):
+    """A job no process could take (an empty command, a NUL byte, a bad env name, a job `after`
+    itself): phase 1 would reject it as `invalid_request`."""
+
+    slug = "invalid-body"
+
+
+class InvalidCommand(InvalidRequest):
+    """Shell text bash would refuse to parse (`echo "hello`): the job could only fail."""
+
+    http_status = 422
+    slug = "invalid-command"
+    title = "Invalid command"
 
 
 class ConflictingFields(InvalidRequest):

@@ -1,10 +1,12 @@
-"""Node queries: the optimal node, ranked once (the core's `decide.optimal_node`: live, capable,
-free, then `prefer` and cost), for `nexus nodes --optimal` and `GET /api/v1/nodes/optimal`; and
-the fleet as phase 1 sees it (`candidates`), for `nexus validate` and the API's validate."""
+"""Node queries: the fleet as people see it (`fleet`), for `nexus nodes` and `GET /api/v1/nodes`;
+the optimal node, ranked once (the core's `decide.optimal_node`: live, capable, free, then
+`prefer` and cost), for `nexus nodes --optimal` and `GET /api/v1/nodes/optimal`; and the fleet
+as phase 1 sees it (`candidates`), for `nexus validate` and the API's validate."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -14,7 +16,78 @@ from orchestrator.core import decide
 from orchestrator.core.admission import Candidate
 from orchestrator.core.decide import Fleet
 from orchestrator.core.views import NodeView
+from schemas.events import NodeHeartbeat
 from schemas.limits import Labels, Name
+
+NodeStatus = Literal["online", "stopped", "lost", "unregistered"]
+
+
+class NodeState(msgspec.Struct, frozen=True, kw_only=True):
+    """A node: its registration from the event log (the `nodes` table), its load and liveness
+    from its heartbeat in the `nexus-nodes` bucket. `status`: `online` as registered, `stopped`
+    when its agent's last heartbeat says it stopped cleanly, `lost` when the orchestrator found it
+    silent, `unregistered` when heard from but not registered yet. `live` only while it beats."""
+
+    node_id: str
+    status: NodeStatus
+    live: bool
+    tools: list[str] = []
+    labels: dict[str, str] = {}
+    max_jobs: int = 1
+    active_jobs: int = 0
+    hostname: str = ""
+    version: str = ""
+    registered_at: datetime | None = None
+    last_seen: datetime | None = None
+
+
+_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at, last_seen FROM nodes"
+
+
+async def fleet(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str, NodeState]:
+    """Every node known, registered in the log or heard from, by id. A node stays listed once
+    registered: its heartbeat leaves the bucket some time after it stops, its registration does not."""
+    rows = (await client.query(_NODE_SQL)).dicts()
+    # One read of the bucket per call, and no consumer left behind (see NatsBus.heartbeats).
+    beats = await client.bus.heartbeats()
+    out: dict[str, NodeState] = {}
+    for row in map(decoded, rows):
+        hb = beats.get(row["node_id"])
+        status: NodeStatus = "stopped" if hb is not None and hb.stopped else row["status"]
+        out[row["node_id"]] = NodeState(
+            node_id=row["node_id"],
+            status=status,
+            live=status == "online" and _live(hb, now, ttl_s),
+            tools=row["tools"] or [],
+            labels=row["labels"] or {},
+            max_jobs=row["max_jobs"],
+            active_jobs=hb.active_jobs if hb else 0,
+            hostname=row["hostname"],
+            version=row["version"],
+            registered_at=msgspec.convert(row["registered_at"], datetime | None),
+            # Its heartbeat, else the last one known when it was found lost (the bucket forgets it).
+            last_seen=hb.ts if hb else msgspec.convert(row["last_seen"], datetime | None),
+        )
+    for node_id, hb in beats.items():
+        if node_id not in out:  # heard from, not registered by the orchestrator yet
+            out[node_id] = NodeState(
+                node_id=hb.node,
+                status="stopped" if hb.stopped else "unregistered",
+                live=_live(hb, now, ttl_s),
+                tools=hb.tools,
+                labels=hb.labels,
+                max_jobs=hb.max_jobs,
+                active_jobs=hb.active_jobs,
+                hostname=hb.hostname,
+                version=hb.version,
+                last_seen=hb.ts,
+            )
+    return dict(sorted(out.items()))
+
+
+def _live(hb: NodeHeartbeat | None, now: datetime, ttl_s: float) -> bool:
+    """Beating: a heartbeat within `ttl_s`, and not the last one of an agent that stopped."""
+    return hb is not None and not hb.stopped and (now - hb.ts).total_seconds() <= ttl_s
 
 
 class FindOptimalNode(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ from orchestrator.app.errors import NoSuchPipeline, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient, Rows
-from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipeline, pipeline_jobs, shown
+from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipeline, pipeline_jobs, requested_only, shown
 from orchestrator.vetting import Vetting, vetted
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -137,7 +137,8 @@ Query = Callable[[str, Sequence[Any]], Awaitable[Rows]]
 
 async def pipeline_view(query: Query, pipeline_id: str) -> PipelineView | None:
     """A pipeline as its views show it (core.pipeline_views.shown: where its jobs ran, what they
-    wait for), from the state `query` reads (the orchestrator's, or a DuckDB file); None if unknown."""
+    wait for; `requested_only`: no job listed that was never requested), from the state `query`
+    reads (the orchestrator's, or a DuckDB file); None if unknown."""
     head = await query("SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])
     if not head.rows:
         return None
@@ -147,7 +148,7 @@ async def pipeline_view(query: Query, pipeline_id: str) -> PipelineView | None:
     ids = pipeline_jobs(view)
     jobs = await query("SELECT job_id, status, reason, node FROM jobs WHERE list_contains(?::VARCHAR[], job_id)", [ids]) if ids else None
     states = {r[0]: StepJobState(status=r[1], reason=r[2], node=r[3]) for r in jobs.rows} if jobs is not None else {}
-    return shown(view, states)
+    return shown(requested_only(view, states.keys()), states)
 
 
 async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> AsyncIterator[Record]:

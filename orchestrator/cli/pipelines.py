@@ -66,7 +66,8 @@ def run(
     """Check a template, submit it, and follow it step by step. Exits 1 if the pipeline failed.
 
     The template is refused before anything runs when it has a syntax error,
-    an unknown key, a missing field, an unknown step in `needs` or a cycle.
+    an unknown key, a missing field, an unknown step in `needs` or a cycle, or when a
+    step could only fail (its command is not valid bash, or empty): exit 2, nothing stored.
     """
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.pipelines import RunPipeline
@@ -83,7 +84,9 @@ def run(
 @run_async
 async def _run(pid: str, cmd: "pipelines_app.RunPipeline", detach: bool, output: bool, as_json: bool, nats_url: str) -> bool:
     from orchestrator.app import pipelines as pipelines_app
+    from orchestrator.app.refusals import refuse_unrunnable_steps
 
+    refuse_unrunnable_steps(cmd.spec)  # as POST /api/v1/pipelines: a step that can only fail stores nothing
     async with connect(nats_url) as client:
         await pipelines_app.submit(client, pid, await pipelines_app.request_for(client, cmd))
         if detach:

@@ -146,7 +146,8 @@ def nodes(
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
-    """Registered nodes: tools, labels, load and liveness (from their heartbeats)."""
+    """Registered nodes: tools, labels, load and liveness (registration from the log, liveness and
+    load from their heartbeats; a node whose agent stopped stays listed, not live), as GET /api/v1/nodes."""
     _nodes(optimal, tool, parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)
 
 
@@ -154,6 +155,7 @@ def nodes(
 async def _nodes(
     optimal: bool, tool: str, labels: dict[str, str], prefer: dict[str, str], as_json: bool, ttl: float, nats_url: str
 ) -> None:
+    import msgspec
     from rich.markup import escape
 
     from orchestrator.app import nodes as nodes_app
@@ -164,7 +166,8 @@ async def _nodes(
     async with connect(nats_url) as client:
         if optimal:
             choice = await nodes_app.optimal_node(client, FindOptimalNode(tool=tool, labels=labels, prefer=prefer), ttl_s=ttl, now=now)
-        beats = await client.bus.heartbeats()
+        else:
+            fleet = await nodes_app.fleet(client, ttl_s=ttl, now=now)
     if optimal:
         node, why = choice.node, choice.reason
         if as_json:
@@ -174,32 +177,19 @@ async def _nodes(
         else:
             out.print(f"{node}  [dim]{escape(fmt(why, one_line=True))}[/dim]", highlight=False)  # why: labels as nodes sent them
         return
-    items = []
-    for node_id, hb in sorted(beats.items()):
-        age = max(0.0, (now - hb.ts).total_seconds())  # a node's clock a little ahead of ours is not "-0.0s ago"
-        items.append(
-            {
-                "node": node_id,
-                "live": age <= ttl,
-                "last_seen_s": round(age, 1),
-                "active_jobs": hb.active_jobs,
-                "max_jobs": hb.max_jobs,
-                "labels": hb.labels,
-                "tools": hb.tools,
-                "hostname": hb.hostname,
-            }
-        )
     if as_json:
-        print_json(items)
+        print_json([msgspec.to_builtins(n) for n in fleet.values()])  # the fields of GET /api/v1/nodes, snake_case
         return
-    if not items:
-        err.print("no nodes have sent a heartbeat (start one with `nexus agent --node ID`)", highlight=False)
+    if not fleet:
+        err.print("no nodes have registered or sent a heartbeat (start one with `nexus agent --node ID`)", highlight=False)
         return
-    rows = Rows(["node", "live", "load", "labels", "last seen", "tools"], [])
-    for i in items:
-        labels = ",".join(f"{k}={v}" for k, v in i["labels"].items())
-        load = f"{i['active_jobs']}/{i['max_jobs']}"
-        rows.rows.append([i["node"], "yes" if i["live"] else "NO", load, labels, f"{i['last_seen_s']}s ago", " ".join(i["tools"])])
+    rows = Rows(["node", "live", "status", "load", "labels", "last seen", "tools"], [])
+    for n in fleet.values():
+        # A node's clock a little ahead of ours is not "-0.0s ago".
+        seen = f"{max(0.0, (now - n.last_seen).total_seconds()):.1f}s ago" if n.last_seen else "never"
+        load = f"{n.active_jobs}/{n.max_jobs}"
+        pairs = ",".join(f"{k}={v}" for k, v in n.labels.items())
+        rows.rows.append([n.node_id, "yes" if n.live else "NO", n.status, load, pairs, seen, " ".join(n.tools)])
     print_table(rows, drop=("tools", "labels"))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never
 
@@ -304,6 +304,26 @@ def shown(view: PipelineView, jobs: Mapping[str, StepJobState]) -> PipelineView:
     if view.status in ("running", "rolling_back") and waiting:
         reason = "; ".join([*waiting, *([view.reason] if view.reason else [])])
     return replace(view, steps=steps, reason=reason)
+
+
+def requested_only(view: PipelineView, requested: Collection[str]) -> PipelineView:
+    """The view with only the step jobs that were requested (`requested`: the ids the log holds a
+    job under). A step plans all its jobs when it starts, but with `max_parallel` requests them a
+    few at a time, and one that fails early never requests the rest: those are not listed as if
+    sent to their node, but counted in the step's reason as not started."""
+    steps: list[StepView] = []
+    for s in view.steps:
+        planned = (*s.jobs, *s.health_checks, *s.rollbacks)
+        unsent = [j for j in planned if j.job_id not in requested]
+        if not unsent:
+            steps.append(s)
+            continue
+        where = [j.node for j in unsent if j.node]
+        note = f"{len(unsent)} job(s) not started" + (" yet" if s.status == "running" else "") + (f" ({', '.join(where)})" if where else "")
+        sent = [[j for j in jobs if j.job_id in requested] for jobs in (s.jobs, s.health_checks, s.rollbacks)]
+        reason = f"{s.reason}; {note}" if s.reason else note
+        steps.append(replace(s, jobs=sent[0], health_checks=sent[1], rollbacks=sent[2], reason=reason))
+    return replace(view, steps=steps)
 
 
 def waiting_note(job_id: str, job: StepJobState | None) -> str | None:

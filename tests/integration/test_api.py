@@ -296,6 +296,36 @@ async def test_nodes_and_the_optimal_node(stack: Stack, api: httpx.AsyncClient) 
     assert labelled["node"] is None and "env" in labelled["reason"]
 
 
+async def test_a_node_that_stopped_stays_listed_not_live_on_the_cli_and_the_api_alike(stack: Stack, api: httpx.AsyncClient) -> None:
+    """`kill -TERM` of an agent: `nexus nodes` still said it was live (its last heartbeat was
+    recent) and, once the bucket forgot the heartbeat, listed it no more, while the API listed it
+    as lost from the log. Both now read app.nodes.fleet."""
+    await stack.start_agent("web-2")
+    await wait_for(lambda: stack.orchestrator.nodes.get("web-2") is not None, what="web-2 registered")
+    await stack.stop_agent("web-2")  # a clean stop: its last heartbeat says so
+
+    async def both() -> tuple[dict[str, tuple[str, bool]], dict[str, tuple[str, bool]]]:
+        code, out, err = await stack.nexus("nodes", "--json")
+        assert code == 0, err
+        cli = {n["node_id"]: (n["status"], n["live"]) for n in json.loads(out)}
+        via_api = {n["nodeId"]: (n["status"], n["live"]) for n in (await api.get("/api/v1/nodes")).json()["nodes"]}
+        return cli, via_api
+
+    cli, via_api = await both()
+    assert cli == via_api == {"node-1": ("online", True), "web-2": ("stopped", False)}
+    code, out, _ = await stack.nexus("nodes")
+    assert code == 0 and b"web-2" in out and b"stopped" in out
+
+    await (await stack.client.bus.nodes_kv()).purge("web-2")  # the bucket forgets it, as its TTL does
+
+    async def lost() -> bool:
+        return (await stack.client.query("SELECT status FROM nodes WHERE node_id = 'web-2'")).rows == [["lost"]]
+
+    await wait_for(lost, what="web-2 found lost by the orchestrator")
+    cli, via_api = await both()
+    assert cli == via_api == {"node-1": ("online", True), "web-2": ("lost", False)}
+
+
 async def test_polling_the_nodes_leaves_no_consumer_behind(stack: Stack, api: httpx.AsyncClient) -> None:
     """kv.keys() left a consumer per call on the KV stream for 5 minutes: after ~1,000
     calls the server refused new consumers and every state read answered 500."""

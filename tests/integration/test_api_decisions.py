@@ -157,16 +157,18 @@ async def test_a_policy_rejection_keeps_the_findings_and_a_lost_node_its_last_he
     assert "remote_code" in {w["type"] for w in job["warnings"]}
     # A node lost, then forgotten by the heartbeat bucket (its TTL; here: purged): its last heartbeat stays known.
     await stack.stop_agent("node-1")
-    await wait_for(lambda: _node_lost(api), timeout=60, what="node-1 lost")
+    assert (await api.get("/api/v1/nodes/node-1")).json()["status"] == "stopped"  # its last heartbeat says so
+    await wait_for(lambda: _node_lost(stack), timeout=60, what="node-1 lost")
     kv = await stack.client.bus.js.key_value(subjects.NODES_BUCKET)  # type: ignore[attr-defined]
     await kv.purge("node-1")
     await wait_for(lambda: _no_heartbeat(stack), what="the heartbeat gone")
     node = (await api.get("/api/v1/nodes/node-1")).json()
-    assert node["live"] is False and node["lastSeen"] is not None, node
+    assert node["live"] is False and node["status"] == "lost" and node["lastSeen"] is not None, node
 
 
-async def _node_lost(api: httpx.AsyncClient) -> bool:
-    return bool((await api.get("/api/v1/nodes/node-1")).json()["status"] == "lost")
+async def _node_lost(stack: Stack) -> bool:
+    """Found lost by the orchestrator, in the log (the API says `stopped` while the bucket holds its last heartbeat)."""
+    return (await stack.client.query("SELECT status FROM nodes WHERE node_id = 'node-1'")).rows == [["lost"]]
 
 
 async def _no_heartbeat(stack: Stack) -> bool:

@@ -116,6 +116,45 @@ async def test_bad_templates_are_refused_before_anything_runs(stack: Stack, tmp_
     assert rows.rows == [[0]]
 
 
+async def test_a_step_that_is_not_valid_bash_is_refused_as_the_api_refuses_it(stack: Stack, tmp_path: Path) -> None:
+    """`nexus pipeline run` published such a pipeline, whose step was then rejected; the API
+    refused it up front (422 invalid-command). Both check it in one place (app.refusals)."""
+    bad = tmp_path / "unclosed.yaml"
+    bad.write_text('name: x\nsteps:\n  - id: a\n    command: echo "unclosed\n')
+    code, _, err = await stack.nexus("pipeline", "run", str(bad), "--id", "unclosed-1")
+    assert code == 2 and b"step 'a'" in err and b"not valid bash syntax" in err and b"Traceback" not in err, err
+    assert await stack.client.bus.last_seq(subject="nexus.evt.pipeline.unclosed-1.>") == 0
+    async with serve_api(stack.client) as api:
+        refused = await api.post("/api/v1/pipelines", json={"template": bad.read_text(), "pipelineId": "unclosed-2"})
+    assert refused.status_code == 422 and refused.json()["type"].endswith("invalid-command"), refused.text
+    assert " ".join(refused.json()["detail"].split()) in " ".join(err.decode().split())  # one reason, both surfaces
+
+
+async def test_a_job_never_requested_is_listed_by_neither_show_nor_the_api(stack: Stack, tmp_path: Path) -> None:
+    """The first two nodes unknown, max_parallel 2: both jobs are rejected, the step fails, and its
+    third job (node-1) is never requested. Both surfaces listed it, as if sent to node-1."""
+    (tmp_path / "fan.yaml").write_text(
+        "name: fan\nsteps:\n  - id: a\n    nodes: [nope-1, nope-2, node-1]\n    max_parallel: 2\n    command: 'true'\n"
+    )
+    code, _, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--id", "fan-unsent", "--json")
+    assert code == 1, err
+
+    async def failed() -> bool:
+        rows = await stack.client.query("SELECT status FROM pipelines WHERE pipeline_id = 'fan-unsent'")
+        return rows.rows == [["failed"]]
+
+    await wait_for(failed, what="the pipeline failed in the state")
+    code, stdout, err = await stack.nexus("pipeline", "show", "fan-unsent", "--json")
+    assert code == 0, err
+    step = json.loads(stdout)["steps"][0]
+    assert [j["job_id"] for j in step["jobs"]] == ["fan-unsent-s0-0", "fan-unsent-s0-1"]
+    assert all([await stack.job(j["job_id"]) for j in step["jobs"]])
+    assert step["reason"].endswith("; 1 job(s) not started (node-1)"), step["reason"]
+    async with serve_api(stack.client) as api:
+        got = (await api.get("/api/v1/pipelines/fan-unsent")).json()["steps"][0]
+    assert ([j["jobId"] for j in got["jobs"]], got["reason"]) == (["fan-unsent-s0-0", "fan-unsent-s0-1"], step["reason"])
+
+
 async def test_orchestrator_killed_mid_pipeline_resumes_without_running_a_step_twice(stack: Stack, tmp_path: Path) -> None:
     await stack.stop_orchestrator()  # this test runs the orchestrator as a real process
     db = tmp_path / "crash.duckdb"

@@ -28,6 +28,7 @@ from orchestrator.core.pipeline_views import (
     next_deadline,
     of_pipeline,
     pipeline_jobs,
+    requested_only,
     shown,
     step_job_id,
 )
@@ -923,6 +924,22 @@ def test_a_running_step_says_what_its_jobs_wait_for_and_where_they_ran() -> None
     assert queued.steps[1].reason == "job rel-1-s1-0 is queued: node 'prod-1' is not heard from"
     placed = shown(sim.view(), {"rel-1-s1-0": StepJobState(status="assigned", node="prod-1")})
     assert (placed.steps[1].reason, placed.reason) == (None, None)
+
+
+def test_a_planned_job_never_requested_is_not_listed_as_sent_to_its_node() -> None:
+    """max_parallel 2 on three nodes, the first two rejected: the step fails before the third job
+    is requested. `nexus pipeline show` and the API listed it anyway, on its node."""
+    sim = Sim(spec(step("deploy", nodes=["w1", "w2", "w3"], max_parallel=2)))
+    sim.settle()
+    sim.finish("rel-1-s0-0", "rejected", "node 'w1' is not registered")
+    sim.finish("rel-1-s0-1", "rejected", "node 'w2' is not registered")
+    view = sim.view()
+    assert view.steps[0].status == "failed" and len(view.steps[0].jobs) == 3  # the plan, as folded
+    deploy = requested_only(view, sim.jobs.keys()).steps[0]
+    assert [j.job_id for j in deploy.jobs] == ["rel-1-s0-0", "rel-1-s0-1"]
+    assert deploy.reason is not None and deploy.reason.startswith(view.steps[0].reason or "?")
+    assert deploy.reason.endswith("; 1 job(s) not started (w3)")
+    assert requested_only(view, [j.job_id for j in view.steps[0].jobs]) == view
 
 
 @pytest.mark.parametrize("pid", ["rel-1", "p" * 64])

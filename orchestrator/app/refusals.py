@@ -1,0 +1,40 @@
+"""Requests refused before anything is stored: what phase 1 would reject as `invalid_request`
+(core.judge.invalid) can only fail, so a job or a pipeline holding it is refused at submit with
+the reason, on every surface alike (`POST /api/v1/jobs`, `POST /api/v1/pipelines`,
+`nexus pipeline run`), rather than stored and rejected later."""
+
+from __future__ import annotations
+
+from orchestrator.app.errors import InvalidCommand, InvalidTest, Unrunnable
+from orchestrator.core.admission import Submission
+from orchestrator.core.assertions import tests_problem
+from orchestrator.core.judge import syntax_problem, unrunnable
+from orchestrator.core.pipeline import spec_companions
+from schemas.pipelines import PipelineSpec
+
+
+def refuse_unrunnable(sub: Submission, where: str = "") -> None:
+    """InvalidTest for a test that could never be judged (a bad pattern), Unrunnable when no
+    process could take it (an empty command, a NUL byte, an env name, a job waiting for itself),
+    InvalidCommand when bash would refuse its shell syntax; `where` prefixes the reason."""
+    if (why := tests_problem(sub.tests)) is not None:
+        raise InvalidTest(f"{where}{why}")
+    if (why := unrunnable(sub)) is not None:
+        raise Unrunnable(f"{where}{why}")
+    if (why := syntax_problem(sub)) is not None:
+        raise InvalidCommand(f"{where}{why}")
+
+
+def refuse_unrunnable_steps(spec: PipelineSpec) -> None:
+    """`refuse_unrunnable` for each step of a compiled template, as its jobs would be judged
+    (with the step's health check and rollback)."""
+    for step in spec.steps:
+        sub = Submission(
+            command=step.command,
+            tool=step.tool,
+            env=dict(step.env),
+            tests=list(step.tests),
+            working_dir=step.working_dir,
+            companions=spec_companions(step),
+        )
+        refuse_unrunnable(sub, f"step {step.id!r}: ")
