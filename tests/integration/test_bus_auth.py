@@ -424,6 +424,7 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["text"].strip() == "genuine", (args, done.stdout)
     code, out = await up.nexus("logs", job_id)
+    assert code == 0, out
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 
 
