@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats
@@ -112,6 +112,13 @@ def _api_of(stream: str) -> Callable[[str], bool]:
 
 
 T = TypeVar("T")
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Read what an abandoned operation ended with: an exception it raised while being cancelled
+    (nats-py turns some cancellations into its own errors) is no "never retrieved" at exit."""
+    if not task.cancelled():
+        task.exception()
 
 
 class NatsBus:
@@ -364,8 +371,9 @@ class NatsBus:
         finally:
             self._refusal_waiters.remove(entry)
             refused.cancel()
-            if not task.done():
+            if not task.done():  # we were cancelled: so is the operation, and what it ends with is read
                 task.cancel()
+                task.add_done_callback(_retrieved)
 
     def _not_allowed(self, what: str, *, subject: str | None = None) -> NotAllowed:
         who = f"{self._identity.author.name!r} ({self._identity.author.role})" if self._identity else "these credentials"

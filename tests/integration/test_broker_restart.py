@@ -100,4 +100,10 @@ async def test_broker_kill_and_restart_mid_burst(server_and_stack: tuple[Embedde
         await stack.client.submit(pinned, JobRequested(command="echo pinned", node="node-1"))
         assert (await stack.wait_job(pinned, timeout=30))["status"] == "succeeded"
     finally:
+        # The services stop while the restarted server still runs (the outage under test is over),
+        # then the server: the fixture's own teardown holds the first, killed one.
+        for node in list(stack.agents):
+            await stack.stop_agent(node)
+        while stack.orchestrators:
+            await stack.stop_orchestrator()
         await server.stop()
