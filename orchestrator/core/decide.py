@@ -68,6 +68,13 @@ class Fleet:
         hb = self.heartbeats.get(node_id)
         return hb is not None and (now - hb.ts).total_seconds() - self.lag_s <= self.ttl_s
 
+    def takes_jobs(self, node_id: str, now: datetime) -> bool:
+        """Live, and its agent has not said it stopped: a node whose agent is being stopped (a
+        restart, an upgrade) is given no new job, which would wait there, or be declared lost
+        once the heartbeat is old. What it already holds is judged by `is_live` as before."""
+        hb = self.heartbeats.get(node_id)
+        return hb is not None and not hb.stopped and self.is_live(node_id, now)
+
     def last_heard(self, node_id: str) -> datetime | None:
         """The node's last heartbeat, else when it was last known to be there (lost, registered)."""
         hb = self.heartbeats.get(node_id)
@@ -345,7 +352,7 @@ class _Known(Mapping[str, Candidate]):
 def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:
     if job.requested_node is not None:
         target = job.requested_node
-        candidates = [target] if fleet.is_live(target, now) and job.tool in fleet.heartbeats[target].tools else []
+        candidates = [target] if fleet.takes_jobs(target, now) and job.tool in fleet.heartbeats[target].tools else []
         waiting = f"node {target!r} is not heard from (offline); waiting for it to come back"
     else:
         candidates = capable_nodes(fleet, job.tool, job.labels, now)
@@ -446,11 +453,11 @@ def _sealed_dispatch(job: JobView, attempt: int, now: datetime, hb: NodeHeartbea
 
 
 def capable_nodes(fleet: Fleet, tool: str, labels: Mapping[str, str], now: datetime) -> list[str]:
-    """Live nodes that have the tool and match the label selector, by name."""
+    """Nodes that take jobs (live, not stopping), have the tool and match the label selector, by name."""
     return sorted(
         n
         for n, hb in fleet.heartbeats.items()
-        if fleet.is_live(n, now) and tool in hb.tools and all(hb.labels.get(k) == v for k, v in labels.items())
+        if fleet.takes_jobs(n, now) and tool in hb.tools and all(hb.labels.get(k) == v for k, v in labels.items())
     )
 
 

@@ -128,6 +128,19 @@ def test_explicit_unknown_node_is_rejected() -> None:
     assert "n9" in ev.reason
 
 
+def test_a_node_whose_agent_stopped_gets_no_new_job_but_keeps_what_it_holds() -> None:
+    """Its last heartbeat says it stopped (a restart): a job placed there in the heartbeat's last
+    seconds waited, then was declared lost with the node. Now it goes elsewhere, or waits."""
+    stopping = msgspec.structs.replace(hb("n1"), stopped=True)
+    f = fleet(stopping, hb("n2"))
+    assert assigned_node(decide.decide_job(job(), f, NOW)) == "n2"
+    pinned = only(decide.decide_job(job(requested_node="n1"), f, NOW))
+    assert isinstance(pinned.event, JobQueued) and "waiting" in pinned.event.reason
+    # What was dispatched to it before is not declared lost while the heartbeat is fresh: a
+    # restarted agent takes it from its consumer.
+    assert decide.decide_job(job(status="dispatched", node="n1", attempt=1), f, NOW) == []
+
+
 @pytest.mark.parametrize(
     "f",
     [
