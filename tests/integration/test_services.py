@@ -8,7 +8,9 @@ import os
 import re
 import shutil
 import signal
+from datetime import UTC, datetime
 
+import msgspec
 import nats
 
 from orchestrator.client import new_job_id
@@ -124,7 +126,12 @@ async def test_stopping_an_agent_kills_its_jobs_and_reports_them(stack: Stack) -
 
 async def test_a_duplicate_request_between_dispatch_and_accept_does_not_strand_the_job(stack: Stack) -> None:
     await stack.start_agent("late")
-    await stack.stop_agent("late")  # its heartbeat stays valid for a while: the job is dispatched to it
+    await stack.stop_agent("late")
+    # As if it died without a word (kill -9): its last heartbeat, fresh and not `stopped`, stays
+    # valid for a while, so the job is dispatched to it (a node that said it stopped gets none).
+    last, _ = await stack.client.bus.node_heartbeat("late")
+    assert last is not None and last.stopped
+    await stack.client.bus.put_heartbeat(msgspec.structs.replace(last, stopped=False, ts=datetime.now(UTC)))
     job_id = new_job_id()
     await stack.client.submit(job_id, JobRequested(command="echo ran", node="late"))
 
