@@ -35,7 +35,6 @@ from schemas.events import (
     ends_job,
 )
 from schemas.records import Record
-from schemas.text import text_view
 
 if TYPE_CHECKING:  # rich is imported when there is something to print: `nexus run -q` does without it
     from rich.text import Text
@@ -235,14 +234,12 @@ class JobReport:
         found = self.validated.warnings if self.validated is not None else []
         return [{"type": w.type, "severity": w.severity, "message": w.message} for w in found]
 
-    def to_json(self, output: bytes, code: int, stderr: bytes = b"") -> dict[str, Any]:
-        """`output`: the job's output (a `tty: false` job's stdout); `stderr`: a `tty: false` job's stderr."""
+    def summary(self, code: int | None) -> dict[str, Any]:
+        """`nexus run --json`'s fields besides the output: how the job ended, and `code`, the exit
+        code of `nexus run` itself (None: it stopped on an error)."""
         return {
-            "job_id": self.job_id,
             "status": self.status,
             "exit_code": self.exited.exit_code if self.exited else None,
             "exit": code,
             "warnings": self.warnings_json(),
-            "output": text_view(output),
-            "stderr": text_view(stderr),
         }

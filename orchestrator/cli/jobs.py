@@ -139,6 +139,7 @@ def logs(
 
 @run_async
 async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: str) -> None:
+    from orchestrator.cli.json_stream import StreamedJson
     from schemas import subjects
     from schemas.text import TextViews
 
@@ -147,64 +148,31 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
     async with connect(nats_url, follows=follow) as client:
         if await client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
             fail(f"no job {job_id!r}")
-        writer = _JsonLogs(job_id) if as_json else None
+        writer = StreamedJson({"job_id": job_id}, "text") if as_json else None
         stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
         stream = _followed(client, job_id) if follow else stored
-        async for chunk, attempt, which in stream:
-            # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
-            if writer is not None:
-                writer.feed(which, views.feed(attempt, which, chunk), len(chunk))
-            elif raw:
-                out_file = sys.stderr if which == "stderr" else sys.stdout
-                out_file.buffer.write(chunk)
-                out_file.buffer.flush()
-            else:
-                _write_text(which, views.feed(attempt, which, chunk))
+        try:
+            async for chunk, attempt, which in stream:
+                # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
+                if writer is not None:
+                    writer.feed(which, views.feed(attempt, which, chunk), len(chunk))
+                elif raw:
+                    out_file = sys.stderr if which == "stderr" else sys.stdout
+                    out_file.buffer.write(chunk)
+                    out_file.buffer.flush()
+                else:
+                    _write_text(which, views.feed(attempt, which, chunk))
+        except BaseException as e:
+            if writer is not None:  # the object stays whole: what was read, and why it stops there
+                writer.finish({"bytes": writer.bytes, "error": str(e) or type(e).__name__})
+            raise
     for which, rest in views.finish().items():
         if writer is not None:
             writer.feed(which, rest, 0)
         else:
             _write_text(which, rest)
     if writer is not None:
-        writer.finish()
-
-
-class _JsonLogs:
-    """`logs --json`: one object, `{"job_id", "text", "stderr", "bytes"}`, written as the output is
-    read, so that its memory does not grow with the output (it held the whole text view: 1.27 GB
-    for 254 MB). The text goes out as it comes, escaped piece by piece inside one JSON string; the
-    stderr text waits in a temporary file until the stdout string is closed."""
-
-    def __init__(self, job_id: str) -> None:
-        import tempfile
-
-        import msgspec
-
-        self._encode = msgspec.json.encode
-        self._out = sys.stdout.buffer
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
-        self.bytes = 0
-        self._out.write(b'{"job_id":' + self._encode(job_id) + b',"text":"')
-
-    def feed(self, stream: str, text: str, size: int) -> None:
-        self.bytes += size
-        if text:
-            escaped = self._encode(text)[1:-1]  # the string's JSON form without its quotes
-            if stream == "stderr":
-                self._stderr.write(escaped)
-            else:
-                self._out.write(escaped)
-                self._out.flush()  # `logs -f --json` is read as it comes
-
-    def finish(self) -> None:
-        import shutil
-
-        self._out.write(b'","stderr":"')
-        self._stderr.seek(0)
-        shutil.copyfileobj(self._stderr, self._out)
-        self._stderr.close()
-        self._out.write(b'","bytes":' + str(self.bytes).encode() + b"}\n")
-        self._out.flush()
+        writer.finish({"bytes": writer.bytes})
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":

@@ -56,6 +56,7 @@ from orchestrator.cli.job_options import (
 if TYPE_CHECKING:  # imported where used: `nexus --help` must not pay for the bus and the app layer
     from orchestrator.app.jobs import SubmitJob
     from orchestrator.cli.follow import JobReport, OutputSink, Say
+    from orchestrator.cli.json_stream import StreamedJson
     from orchestrator.client import NexusClient
     from schemas.records import Record
 
@@ -121,6 +122,7 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
     from orchestrator.app import jobs as jobs_app
     from orchestrator.app.jobs import job_id_of
     from orchestrator.cli.follow import JobReport, OutputSink, Say
+    from orchestrator.cli.json_stream import StreamedJson
 
     job_id = job_id_of(cmd)
     say = Say(enabled=not (quiet or as_json))
@@ -130,10 +132,16 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
         await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
-        output, stderr = bytearray(), bytearray()
+        # --json: one object, its output written as it is read (memory bounded whatever its size)
+        writer = StreamedJson({"job_id": job_id}, "output") if as_json else None
         with CancelOnSignal(client, job_id, say) as guard:
-            sink = OutputSink(on_gone=lambda: guard.cancel("stdout closed"))
-            ended = await guard.follow(_follow(client, report, (output, stderr) if as_json else sink))
+            sink = writer or OutputSink(on_gone=lambda: guard.cancel("stdout closed"))
+            try:
+                ended = await guard.follow(_follow(client, report, sink))
+            except BaseException as e:
+                if writer is not None:  # the object stays whole: what was read, and why it stops there
+                    writer.finish({**report.summary(None), "error": str(e) or type(e).__name__})
+                raise
     code = report.exit_code()
     if ended:
         if (verdict := report.verdict()) is not None:
@@ -141,22 +149,29 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
     else:
         code = 128 + guard.detached_by
         say(f"stopped following job {job_id}; `nexus logs {job_id} -f` picks it up")
-    if as_json:
-        print_json(report.to_json(bytes(output), code, bytes(stderr)))
+    if writer is not None:
+        writer.finish(report.summary(code))
     return code
 
 
-async def _follow(client: "NexusClient", report: "JobReport", output: "tuple[bytearray, bytearray] | OutputSink") -> None:
+async def _follow(client: "NexusClient", report: "JobReport", output: "StreamedJson | OutputSink") -> None:
+    from orchestrator.cli.json_stream import StreamedJson
+    from schemas.text import TextViews
+
+    views = TextViews()  # --json: a character may be cut between two chunks
     async for item in client.follow(report.job_id):
         if item.output is not None:
-            if isinstance(output, tuple):
-                output[item.stream == "stderr"].extend(item.output)
+            if isinstance(output, StreamedJson):
+                output.feed(item.stream, views.feed(item.attempt, item.stream, item.output), len(item.output))
             else:
                 output.write(item.output, item.stream)
         elif item.record is not None:
             report.on_record(item.record)
         elif item.notice is not None:  # the connection lost or back: said even with -q, since it may take a while
             report.say.tell(item.notice)
+    if isinstance(output, StreamedJson):
+        for stream, rest in views.finish().items():
+            output.feed(stream, rest, 0)
 
 
 class CancelOnSignal:

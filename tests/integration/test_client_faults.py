@@ -182,6 +182,33 @@ async def test_logs_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Pa
     assert shown == {"job_id": "big-1", "text": text_view(_BIG_BYTES), "stderr": "", "bytes": len(_BIG_BYTES)}
 
 
+async def test_run_json_writes_each_chunk_as_it_comes(stack: Stack, tmp_path: Path) -> None:
+    """`nexus run --json` held the whole output until the job ended; its text now goes out as it
+    is read, in the same one object."""
+    gate = tmp_path / "gate"
+    command = f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second >&2; exit 3"
+    run = await Follower.start(stack.url, tmp_path, "run", "--json", "--no-tty", "--id", "rj-1", "--", command)
+    await wait_for(lambda: b'"output":"first\\n' in run.out, 30, what="the first chunk's text")
+    gate.touch()
+    assert await run.wait(60) == 3, run.err.decode()
+    shown = json.loads(run.out)
+    assert shown == {
+        "job_id": "rj-1", "output": "first\n", "stderr": "second\n", "status": "failed", "exit_code": 3, "exit": 3, "warnings": [],
+    }  # fmt: skip
+
+
+async def test_run_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Path) -> None:
+    """Its peak is that of `nexus run` writing the raw bytes, plus less than the output's size."""
+    command = f'python3 -c "{_BIG}"'
+    raw_peak = await _peak_rss(stack, tmp_path / "raw", "run", "-q", "--no-tty", "--id", "rbig-1", "--", command)
+    json_peak = await _peak_rss(stack, tmp_path / "json", "run", "--json", "--no-tty", "--id", "rbig-2", "--", command)
+    assert json_peak - raw_peak < len(_BIG_BYTES) // 1024 * 2 // 3, (json_peak, raw_peak)
+    assert (tmp_path / "raw").read_bytes() == _BIG_BYTES
+    shown = json.loads((tmp_path / "json").read_bytes())
+    assert shown["output"] == text_view(_BIG_BYTES) and shown["stderr"] == ""
+    assert (shown["status"], shown["exit_code"], shown["exit"]) == ("succeeded", 0, 0)
+
+
 # ---------------------------------------------------------------- 3. a broker restart
 
 
