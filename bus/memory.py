@@ -63,6 +63,7 @@ class _Stored:
     ts: datetime
     number: int = 0  # output chunks: the chunk number header
     stream: OutputStream = "stdout"  # output chunks: the stream header
+    node: str | None = None  # output chunks: the node header
 
 
 @dataclass
@@ -76,11 +77,13 @@ class _Stream:
                 return msg.seq
         return 0
 
-    def append(self, subject: str, data: bytes, msg_id: str | None, number: int = 0, stream: OutputStream = "stdout") -> Published:
+    def append(
+        self, subject: str, data: bytes, msg_id: str | None, number: int = 0, stream: OutputStream = "stdout", node: str | None = None
+    ) -> Published:
         if msg_id is not None and msg_id in self.msg_ids:
             return Published(seq=self.msg_ids[msg_id], duplicate=True)
         seq = len(self.messages) + 1
-        self.messages.append(_Stored(seq, subject, data, datetime.now(UTC), number, stream))
+        self.messages.append(_Stored(seq, subject, data, datetime.now(UTC), number, stream, node))
         if msg_id is not None:
             self.msg_ids[msg_id] = seq
         return Published(seq=seq, duplicate=False)
@@ -221,7 +224,7 @@ class MemoryBus:
         self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
         self._stream(subjects.OUTPUT_STREAM).append(
-            subjects.output(job_id, attempt, node_id), data, msgids.output(job_id, attempt, number, token), number, stream
+            subjects.output(job_id, attempt), data, msgids.output(job_id, attempt, number, token), number, stream, node_id
         )
         self._changed()
 
@@ -482,5 +485,5 @@ def _record(m: _Stored) -> Record:
 def _chunk(m: _Stored) -> OutputChunk:
     return OutputChunk(
         seq=m.seq, attempt=subjects.output_attempt(m.subject), number=m.number, data=m.data, stream_ts=m.ts,
-        stream=m.stream, subject=m.subject,
+        stream=m.stream, subject=m.subject, claimed_node=m.node,
     )  # fmt: skip

@@ -30,7 +30,16 @@ from nats.js.kv import KeyValue
 
 from bus.errors import BusError, BusUnavailable, HeartbeatMoved, NotAllowed, NotSetUp
 from bus.logs import Logger
-from bus.nats_translate import CHUNK_HEADER, STREAM_HEADER, bucket_api, map_publish_errors, map_read_errors, to_output_chunk, to_record
+from bus.nats_translate import (
+    CHUNK_HEADER,
+    NODE_HEADER,
+    STREAM_HEADER,
+    bucket_api,
+    map_publish_errors,
+    map_read_errors,
+    to_output_chunk,
+    to_record,
+)
 from bus.port import (
     DEFAULT_LIMITS,
     OutputChunk,
@@ -138,6 +147,15 @@ class NatsBus:
         self.publishes_wait_for_refusals = True
         self._announced = identity is None
         self._verifier = _verifier_for(identity)
+        # Agent credentials issued before output took DESIGN §3's subject (2026-12-06) allow output
+        # only under the node (`nexus.out.*.*.<node>`): such an agent publishes there until they
+        # are re-issued (readers take both; `nexus creds new` issues the new permission).
+        self._output_under_node = (
+            identity is not None
+            and identity.author.node is not None
+            and identity.may_publish(f"nexus.out.*.*.{identity.author.node}")
+            and not identity.may_publish("nexus.out.*.*")
+        )
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self._nodes_kv: KeyValue | None = None  # see _kv
@@ -391,10 +409,12 @@ class NatsBus:
     async def publish_output(
         self, job_id: str, attempt: int, number: int, data: bytes, node_id: str, stream: OutputStream = "stdout", *, token: str
     ) -> None:
-        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number, token), CHUNK_HEADER: str(number)}
+        headers = {"Nats-Msg-Id": msgids.output(job_id, attempt, number, token), CHUNK_HEADER: str(number), NODE_HEADER: node_id}
         if stream != "stdout":
             headers[STREAM_HEADER] = stream
-        subject = subjects.output(job_id, attempt, node_id)
+        subject = subjects.output(job_id, attempt)
+        if self._output_under_node:
+            subject = f"{subject}.{subjects.check_id(node_id, 'node id')}"
         if self.identity is not None:
             headers.update(self.identity.sign_output(subject, data))
         with map_publish_errors(subject, None):

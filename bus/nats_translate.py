@@ -29,6 +29,8 @@ _LAST_SEQ = re.compile(r"wrong last sequence: (\d+)")
 CHUNK_HEADER = "Nexus-Chunk"
 # Present (value "stderr") only on a `tty: false` job's stderr chunks; absent means stdout.
 STREAM_HEADER = "Nexus-Stream"
+NODE_HEADER = "Nexus-Node"
+"""The node whose agent published an output chunk: a claim, which its signature proves."""
 
 
 def output_stream(headers: dict[str, str] | None) -> OutputStream:
@@ -104,6 +106,7 @@ def to_output_chunk(msg: Msg) -> OutputChunk:
         seq=seq, attempt=subjects.output_attempt(msg.subject), number=number, data=msg.data, stream_ts=ts,
         stream=output_stream(headers),
         subject=msg.subject, signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
+        claimed_node=headers.get(NODE_HEADER),
     )  # fmt: skip
 
 

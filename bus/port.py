@@ -66,11 +66,13 @@ class OutputChunk(msgspec.Struct, frozen=True):
     subject: str = ""
     signer: str | None = None  # Nexus-Signer / Nexus-Sig: who signed it (bus.identity.output_signing_input)
     signature: str | None = None
+    claimed_node: str | None = None  # Nexus-Node: the node its publisher says ran it
 
     @property
     def node(self) -> str | None:
-        """The node that published it (None: a subject of releases before the node id)."""
-        return subjects.output_node(self.subject)
+        """The node its publisher says ran it (None: it does not say), from its `Nexus-Node`
+        header or, in releases that put it there, its subject. Its signature proves it or not."""
+        return subjects.output_node(self.subject) or self.claimed_node
 
 
 class Delivery(Protocol):

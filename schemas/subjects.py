@@ -150,13 +150,15 @@ def trust(ident: str, kind: str) -> str:
     return f"nexus.evt.trust.{check_id(ident, 'trust id')}.{kind}"
 
 
-def output(job_id: str, attempt: int, node_id: str) -> str:
-    """Raw output of one attempt of a job, from the node that ran it: `nexus.out.<job_id>.<attempt>.<node_id>`."""
-    return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}.{check_id(node_id, 'node id')}"
+def output(job_id: str, attempt: int) -> str:
+    """Raw output of one attempt of a job: `nexus.out.<job_id>.<attempt>` (DESIGN §3). The node
+    that ran it says so in the chunk's `Nexus-Node` header and proves it by its signature."""
+    return f"nexus.out.{check_id(job_id, 'job id')}.{attempt}"
 
 
 def output_all(job_id: str) -> str:
-    """All output of a job (also the `nexus.out.<job_id>.<attempt>` of releases before the node id)."""
+    """All output of a job (also the `nexus.out.<job_id>.<attempt>.<node_id>` of the releases
+    that put the node in the subject, and of agents whose credentials still say so)."""
     return f"nexus.out.{check_id(job_id, 'job id')}.>"
 
 
@@ -228,7 +230,8 @@ def entity_filter(subject: str) -> str:
 
 
 def output_node(subject: str) -> str | None:
-    """The node of an output subject `nexus.out.<job_id>.<attempt>.<node_id>` (None: no node in it)."""
+    """The node of an output subject of the releases that named it, `nexus.out.<job_id>.<attempt>.<node_id>`
+    (None: no node in it, as in `nexus.out.<job_id>.<attempt>`)."""
     parts = subject.split(".")
     return parts[4] if len(parts) == 5 and parts[:2] == ["nexus", "out"] else None
 

@@ -11,7 +11,7 @@ Event ids are positions in the two JetStream streams the job lives in:
     id: <E>:<O>:done     the `done` message: the stream is complete
 
 Both streams are read with ordered consumers (app.follow): events filtered on
-`nexus.evt.job.<id>.>`, output on `nexus.out.<id>.*`, each in stream order.
+`nexus.evt.job.<id>.>`, output on `nexus.out.<id>.>`, each in stream order.
 Each message sent advances one of the two numbers, so a client that reconnects
 with `Last-Event-ID: E:O` gets exactly the events after E and the chunks after
 O: no gap and no repeat, whatever the interleaving of the two streams was.

@@ -117,18 +117,16 @@ def output_refusal(
     """Why an output chunk must not count (None: it may). Output is a node fact: it counts only
     from the node the orchestrator gave the attempt to (`attempt_node`, from its `assigned` or
     `dispatch`) and, once identities are enforced, only signed by that node's agent (or admin).
-    `problem`: what the signature check found. A chunk whose subject names no node (releases
-    before the node id) counts only where nothing is enforced."""
+    `problem`: what the signature check found. `chunk_node`: the node the chunk says it comes from
+    (its `Nexus-Node` header), a claim: the signature is the proof."""
     if attempt_node is None:
         return f"output of attempt {attempt}, which the orchestrator gave to no node: refused"
     if chunk_node is not None and chunk_node != attempt_node:
         return f"output from node {chunk_node!r} for attempt {attempt}, which runs on {attempt_node!r}: refused"
     if not enforcing:
         return None
-    if chunk_node is None:
-        return f"output of attempt {attempt} without a node in its subject: refused"
     if problem is not None:
         return f"output {problem}: refused"
-    if author is not None and author.role == "agent" and author.node != chunk_node:
-        return f"output for node {chunk_node!r} signed by the agent of {author.node!r}: refused"
+    if author is not None and author.role == "agent" and author.node != attempt_node:
+        return f"output for node {attempt_node!r} signed by the agent of {author.node!r}: refused"
     return _needs(author, "output", frozenset({"agent", "admin"}), "the node's agent")

@@ -3,11 +3,12 @@
 The server enforces these: they are written into each user's JWT by `nexus creds
 new` / `nexus up`. A permission names subjects, so everything an identity may
 touch is expressible by subject: a node's facts end in its node id
-(`nexus.evt.job.<id>.<kind>.<node>`), its output too (`nexus.out.<job>.<attempt>.<node>`),
-its heartbeat is the KV key `$KV.nexus-nodes.<node>`, and its dispatch consumer is
+(`nexus.evt.job.<id>.<kind>.<node>`), its heartbeat is the KV key `$KV.nexus-nodes.<node>`, and its dispatch consumer is
 the durable `agent-<node>` on NEXUS_DISPATCH (created by the orchestrator, never by the
 agent; it filters the node's one subject there, the server's copies of its dispatches
-and cancels).
+and cancels). Its output is on DESIGN §3's `nexus.out.<job>.<attempt>`, which names no node:
+of that, only what the attempt's node signed counts (core.authorship.output_refusal), as of
+its facts (which job a node runs is the orchestrator's to say, never the server's).
 
 Readers create only ephemeral consumers: an ordered push consumer on the event log
 (`$JS.API.CONSUMER.CREATE.NEXUS_EVENTS`, no name) or a pull consumer on the output
@@ -85,7 +86,10 @@ def _agent(node: str) -> list[str]:
     durable = f"agent-{node}"
     return [
         *(f"nexus.evt.job.*.{kind}.{node}" for kind in subjects.NODE_FACTS),
-        f"nexus.out.*.*.{node}",
+        # Output of any job's attempt (DESIGN §3's `nexus.out.<job>.<attempt>` names no node): only
+        # what the agent of the attempt's node signed counts (core.authorship.output_refusal), as for
+        # a fact of its own node about another node's job.
+        "nexus.out.*.*",
         f"$KV.{subjects.NODES_BUCKET}.{node}",
         # Its own heartbeat, read back: is another agent running under this node id? (agent.node_claim)
         f"$JS.API.DIRECT.GET.KV_{subjects.NODES_BUCKET}.$KV.{subjects.NODES_BUCKET}.{node}",

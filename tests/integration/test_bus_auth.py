@@ -155,15 +155,17 @@ async def test_a_submitter_runs_jobs_through_the_external_contract(up: Up, tmp_p
         await nc.publish(subjects.job(job_id, "requested"), _request(f"echo signed-output && touch {marker}"))
         await nc.flush()
         await wait_for(marker.exists, 30, what="the submitter's job to run")
-        # Its output as any reader gets it: raw bytes, signed by the node's agent over their digest.
-        out = await nc.jetstream().subscribe(subjects.output_all(job_id), ordered_consumer=True)
+        # Its output as any reader gets it, on DESIGN §3's `nexus.out.<job>.<attempt>`: raw bytes,
+        # signed by the node's agent over their digest, the node named in a header.
+        out = await nc.jetstream().subscribe(f"nexus.out.{job_id}.1", ordered_consumer=True)
         chunk = await out.next_msg(timeout=10)
         await out.unsubscribe()
-        assert chunk.data == b"signed-output\n"
+        shown = (chunk.subject, chunk.data, (chunk.headers or {}).get("Nexus-Node"))
+        assert shown == (f"nexus.out.{job_id}.1", b"signed-output\n", "local-1")
         signer, sig = (chunk.headers or {})[SIGNER_HEADER], (chunk.headers or {})[SIG_HEADER]
         assert output_signature_holds(chunk.subject, chunk.data, signer, sig)
         assert not output_signature_holds(chunk.subject, b"altered-output\n", signer, sig)
-        assert not output_signature_holds(subjects.output(job_id, 2, "local-1"), chunk.data, signer, sig)
+        assert not output_signature_holds(subjects.output(job_id, 2), chunk.data, signer, sig)
         # And it may read its job's events back, and submit with a JetStream ack.
         got = await nc.jetstream().subscribe(subjects.job_all(job_id), ordered_consumer=True)
         first = await got.next_msg(timeout=5)
@@ -235,7 +237,7 @@ async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
     fact = b'{"type": "job.exited", "node": "local-1", "attempt": 1, "exit_code": 0}'
     # Facts about another node's work, its output, its heartbeat, its consumer: all refused.
     await refused(up, rogue, subjects.fact(job_id, "exited", up.node), fact)
-    await refused(up, rogue, subjects.output(job_id, 1, up.node), b"forged output")
+    await refused(up, rogue, f"nexus.out.{job_id}.1.{up.node}", b"forged output")  # output under another node's name
     await refused(up, rogue, f"$KV.nexus-nodes.{up.node}", b'{"node": "local-1", "cost": 0}')
     await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
     await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}.agent-{up.node}", b'{"batch": 1}')
@@ -392,24 +394,24 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'running'")
     rogue_creds = await _issue(up, "agent", "rogue-3", node="rogue-3")
     rogue = await NatsBus.connect(up.url, name="rogue", creds=rogue_creds)
-    try:  # on its own node's subject: the server lets it, the readers do not count it
+    try:  # on the job's output subject (any agent may publish there): the readers do not count it
         await rogue.publish_output(job_id, 1, 2, b"ALL GOOD (from rogue-3)\n", "rogue-3", token="rogue")
         # Nor garbage where an attempt and a chunk number belong: no reader may fail on it.
-        await rogue.js.publish(f"nexus.out.{job_id}.x.rogue-3", b"ALL GOOD (no attempt)\n", headers={"Nexus-Chunk": "\u00b2"})
+        await rogue.js.publish(f"nexus.out.{job_id}.x", b"ALL GOOD (no attempt)\n", headers={"Nexus-Chunk": "\u00b2"})
     finally:
         await rogue.close()
-    await refused(up, rogue_creds, subjects.output(job_id, 1, up.node), b"ALL GOOD (as local-1)\n")
-    # Where a server lets anyone publish on the node's subject (an operator's own, laxer server):
-    # unsigned, or signed by another node's agent, it still does not count.
+    await refused(up, rogue_creds, f"nexus.out.{job_id}.1.{up.node}", b"ALL GOOD (as local-1)\n")
+    # Naming the job's node (its Nexus-Node header), unsigned or signed by another node's agent:
+    # it still does not count.
     nc = await connect(up, up.creds / "admin.creds")
     try:
-        subject = subjects.output(job_id, 1, up.node)
-        await nc.jetstream().publish(subject, b"ALL GOOD (unsigned)\n", headers={"Nexus-Chunk": "3"})
+        subject = subjects.output(job_id, 1)
+        await nc.jetstream().publish(subject, b"ALL GOOD (unsigned)\n", headers={"Nexus-Chunk": "3", "Nexus-Node": up.node})
         from bus.identity import Identity
 
         forged = b"ALL GOOD (signed by rogue-3)\n"
         signed = Identity.from_creds(rogue_creds).sign_output(subject, forged)
-        await nc.jetstream().publish(subject, forged, headers={"Nexus-Chunk": "4", **signed})
+        await nc.jetstream().publish(subject, forged, headers={"Nexus-Chunk": "4", "Nexus-Node": up.node, **signed})
     finally:
         await nc.close()
     gate.touch()
@@ -428,6 +430,41 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 
 
+async def test_an_agent_whose_credentials_predate_the_design_output_subject_keeps_working(
+    up: Up, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agent credentials issued before output took DESIGN §3's `nexus.out.<job>.<attempt>` allow
+    output only under the node (`nexus.out.*.*.<node>`): such an agent publishes there (what its
+    JWT allows), and its output counts, until its credentials are issued again."""
+    from orchestrator.trust import roles
+    from orchestrator.trust.keyring import Keyring
+
+    current = roles._agent
+    monkeypatch.setattr(roles, "_agent", lambda node: [f"nexus.out.*.*.{node}" if s == "nexus.out.*.*" else s for s in current(node)])
+    creds = Keyring(up.creds).issue("agent", "old-1", "old-1").path
+    monkeypatch.undo()
+    env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(creds)}
+    agent = await asyncio.create_subprocess_exec(
+        NEXUS, "agent", "--node", "old-1", "--state-dir", str(tmp_path / "old-1"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+
+        async def online() -> bool:
+            code, out = await up.nexus("nodes", "--json")
+            return code == 0 and any(n["node_id"] == "old-1" and n["status"] == "online" for n in json.loads(out))
+
+        await wait_for(online, 30, what="node old-1 online")
+        job_id = new_job_id()
+        code, out = await up.nexus("run", "--node", "old-1", "--id", job_id, "--", "echo from-old-credentials")
+        assert code == 0 and "from-old-credentials" in out and "output.refused" not in out, out
+        info = await up.admin.js.stream_info(subjects.OUTPUT_STREAM, subjects_filter=subjects.output_all(job_id))
+        assert list(info.state.subjects or {}) == [f"nexus.out.{job_id}.1.old-1"]
+    finally:
+        agent.terminate()
+        await agent.wait()
+
+
 async def test_another_nodes_agent_cannot_have_a_jobs_output_dropped_as_a_duplicate(up: Up) -> None:
     """JetStream's duplicate window is the whole stream's, not one subject's: a chunk whose
     Nats-Msg-Id anyone could compute, another node's agent could store first (on its own
@@ -437,7 +474,7 @@ async def test_another_nodes_agent_cannot_have_a_jobs_output_dropped_as_a_duplic
     try:
         for number in range(4):  # the ids the agent's first chunks of attempt 1 used to carry
             msg_id = f"out:{job_id}:1:{number}"
-            await evil.js.publish(subjects.output(job_id, 1, "evil"), b"EVIL", headers={"Nats-Msg-Id": msg_id, "Nexus-Chunk": "1"})
+            await evil.js.publish(subjects.output(job_id, 1), b"EVIL", headers={"Nats-Msg-Id": msg_id, "Nexus-Chunk": "1"})
     finally:
         await evil.close()
     for verb in (("run", "-q", "--id", job_id, "--", "echo secret-result-42"), ("logs", "--raw", job_id)):

@@ -80,7 +80,7 @@ async def test_client_diagnostics_go_to_stderr_never_into_the_output(stack: Stac
     assert (code, out) == (0, b"hi\n"), err
     # Output from a node that did not run the job: followers refuse it and log that they did.
     nc = stack.client.bus.nc  # type: ignore[attr-defined]
-    await nc.jetstream().publish(subjects.output("quiet-1", 1, "evil"), b"FORGED\n", headers={"Nexus-Chunk": "99"})
+    await nc.jetstream().publish(subjects.output("quiet-1", 1), b"FORGED\n", headers={"Nexus-Chunk": "99", "Nexus-Node": "evil"})
 
     code, out, err = await stack.nexus("logs", "quiet-1")
     assert (code, out) == (0, b"hi\n"), err

@@ -26,7 +26,7 @@ FORGED_REPLIES = [
     "nexus.evt.job.{job}.validated",
     "nexus.evt.job.{job}.cancelled",
     "$KV.nexus-keys.orchestrator",
-    "nexus.out.{job}.1.local-1",
+    "nexus.out.{job}.1",
 ]
 
 

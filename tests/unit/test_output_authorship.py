@@ -31,11 +31,13 @@ def refusal(
 def test_the_attempts_node_signed_by_its_agent_or_admin_counts() -> None:
     assert refusal("n1", AGENT_N1) is None
     assert refusal("n1", ADMIN) is None
+    # DESIGN §3's `nexus.out.<job>.<attempt>` with no Nexus-Node header: the signature says who
+    assert refusal(None, AGENT_N1) is None
 
 
-def test_without_identities_the_node_in_the_subject_decides() -> None:
+def test_without_identities_the_node_the_chunk_names_decides() -> None:
     assert refusal("n1", enforcing=False) is None
-    assert refusal(None, enforcing=False) is None  # a subject of releases before the node id
+    assert refusal(None, enforcing=False) is None  # it names none
     assert "runs on 'n1'" in str(refusal("n2", enforcing=False))
     assert "gave to no node" in str(refusal("n1", attempt_node=None, enforcing=False))
 
@@ -48,7 +50,8 @@ def test_without_identities_the_node_in_the_subject_decides() -> None:
         ("n1", None, None, "unsigned output"),
         ("n1", VIEWER, None, "only the node's agent"),
         ("n1", None, "signature by 'n1' does not verify (altered or forged)", "does not verify"),
-        (None, AGENT_N1, None, "without a node in its subject"),
+        (None, AGENT_N2, None, "signed by the agent of 'n2'"),  # names no node: the signer's decides
+        (None, None, None, "unsigned output"),
     ],
 )
 def test_anything_else_is_refused_with_its_reason(chunk_node: str | None, author: Author | None, problem: str | None, why: str) -> None:
