@@ -122,7 +122,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:8"
+PERMISSIONS_VERSION = "perms:9"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 
