@@ -19,14 +19,15 @@ from orchestrator.core.views import NodeView
 from schemas.events import NodeHeartbeat
 from schemas.limits import Labels, Name
 
-NodeStatus = Literal["online", "stopped", "lost", "unregistered"]
+NodeStatus = Literal["online", "stopped", "lost", "unregistered", "unknown"]
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     """A node: its registration from the event log (the `nodes` table), its load and liveness
     from its heartbeat in the `nexus-nodes` bucket. `status`: `online` as registered, `stopped`
     when its agent's last heartbeat says it stopped cleanly, `lost` when the orchestrator found it
-    silent, `unregistered` when heard from but not registered yet. `live` only while it beats."""
+    silent, `unregistered` when heard from but not registered yet, `unknown` when the orchestrator
+    did not answer (`heard`: only heartbeats to go by). `live` only while it beats."""
 
     node_id: str
     status: NodeStatus
@@ -70,19 +71,31 @@ async def fleet(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str
         )
     for node_id, hb in beats.items():
         if node_id not in out:  # heard from, not registered by the orchestrator yet
-            out[node_id] = NodeState(
-                node_id=hb.node,
-                status="stopped" if hb.stopped else "unregistered",
-                live=_live(hb, now, ttl_s),
-                tools=hb.tools,
-                labels=hb.labels,
-                max_jobs=hb.max_jobs,
-                active_jobs=hb.active_jobs,
-                hostname=hb.hostname,
-                version=hb.version,
-                last_seen=hb.ts,
-            )
+            out[node_id] = _from_heartbeat(hb, "unregistered", now, ttl_s)
     return dict(sorted(out.items()))
+
+
+async def heard(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str, NodeState]:
+    """The nodes as their heartbeats in the bucket say, for when the orchestrator does not answer
+    (`nexus nodes` while it is down: which agents still beat is what one wants to know then).
+    Registration is not known: `unknown`, or `stopped` when the agent said so."""
+    beats = await client.bus.heartbeats()
+    return {node_id: _from_heartbeat(hb, "unknown", now, ttl_s) for node_id, hb in sorted(beats.items())}
+
+
+def _from_heartbeat(hb: NodeHeartbeat, status: NodeStatus, now: datetime, ttl_s: float) -> NodeState:
+    return NodeState(
+        node_id=hb.node,
+        status="stopped" if hb.stopped else status,
+        live=_live(hb, now, ttl_s),
+        tools=hb.tools,
+        labels=hb.labels,
+        max_jobs=hb.max_jobs,
+        active_jobs=hb.active_jobs,
+        hostname=hb.hostname,
+        version=hb.version,
+        last_seen=hb.ts,
+    )
 
 
 def _live(hb: NodeHeartbeat | None, now: datetime, ttl_s: float) -> bool:

@@ -161,13 +161,18 @@ async def _nodes(
     from orchestrator.app import nodes as nodes_app
     from orchestrator.app.nodes import FindOptimalNode
     from orchestrator.client import Rows
+    from orchestrator.errors import OrchestratorUnavailable
 
     now = datetime.now(UTC)
     async with connect(nats_url) as client:
         if optimal:
             choice = await nodes_app.optimal_node(client, FindOptimalNode(tool=tool, labels=labels, prefer=prefer), ttl_s=ttl, now=now)
         else:
-            fleet = await nodes_app.fleet(client, ttl_s=ttl, now=now)
+            try:
+                fleet = await nodes_app.fleet(client, ttl_s=ttl, now=now)
+            except OrchestratorUnavailable as exc:  # which agents still beat is what one wants to know then
+                err.print(f"{exc}: the nodes as their heartbeats say (status `unknown`: registration not known)", highlight=False)
+                fleet = await nodes_app.heard(client, ttl_s=ttl, now=now)
     if optimal:
         node, why = choice.node, choice.reason
         if as_json:

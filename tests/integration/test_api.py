@@ -326,6 +326,21 @@ async def test_a_node_that_stopped_stays_listed_not_live_on_the_cli_and_the_api_
     assert cli == via_api == {"node-1": ("online", True), "web-2": ("lost", False)}
 
 
+async def test_nodes_without_an_orchestrator_lists_the_heartbeats_and_says_so(stack: Stack) -> None:
+    """`nexus nodes` asks the orchestrator; with none answering it failed, when which agents still
+    beat is what one wants to know. It lists them from the bucket, registration `unknown`."""
+    await stack.start_agent("web-3")
+    await stack.stop_agent("web-3")  # its last heartbeat says it stopped
+    await stack.stop_orchestrator()
+    code, out, err = await stack.nexus("nodes", "--json")
+    assert code == 0, err
+    assert b"no orchestrator answers" in err and b"heartbeats" in err
+    shown = {n["node_id"]: (n["status"], n["live"]) for n in json.loads(out)}
+    assert shown == {"node-1": ("unknown", True), "web-3": ("stopped", False)}
+    code, out, err = await stack.nexus("nodes")
+    assert code == 0 and b"node-1" in out and b"unknown" in out, err
+
+
 async def test_polling_the_nodes_leaves_no_consumer_behind(stack: Stack, api: httpx.AsyncClient) -> None:
     """kv.keys() left a consumer per call on the KV stream for 5 minutes: after ~1,000
     calls the server refused new consumers and every state read answered 500."""
