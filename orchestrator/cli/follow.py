@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.app.narrate import narrate
+from orchestrator.cli import process
 from orchestrator.cli.common import err
 from orchestrator.cli.terminal_text import printable, printable_text
 from schemas.codec import event_type
@@ -118,10 +119,7 @@ class OutputSink:
             sys.stdout.buffer.flush()
         except OSError:
             self.gone = True
-            # Later writes (and the interpreter's flush at exit) go nowhere instead of failing again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            process.drop_stdout()
             self.on_gone()
 
     def _write_stderr(self, data: bytes) -> None:

@@ -10,12 +10,14 @@ not part of JSON: readers see the same object as when it was encoded in one go.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from orchestrator.cli import process
 
 
 class StreamedJson:
@@ -23,14 +25,18 @@ class StreamedJson:
 
     Nothing is written before the first `feed` or `finish`, so a verb that fails before the
     job's output starts prints no half object; `finish` closes it (also after an error, with
-    the error in `tail`) and may be called once."""
+    the error in `tail`) and may be called once. When stdout is gone (a closed pipe, as with
+    `| head`), `on_gone` is called once and the rest is dropped (`nexus run` then cancels the
+    job, as it does without --json); without `on_gone` the error is raised."""
 
-    def __init__(self, head: dict[str, Any], text_key: str) -> None:
+    def __init__(self, head: dict[str, Any], text_key: str, on_gone: Callable[[], None] | None = None) -> None:
         self._head = head
         self._text_key = text_key
+        self._on_gone = on_gone
         self._out = sys.stdout.buffer
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
         self._opened = False
+        self.gone = False
         self.bytes = 0
 
     def feed(self, stream: str, text: str, size: int) -> None:
@@ -43,23 +49,34 @@ class StreamedJson:
             self._stderr.write(escaped)
             return
         self._open()
-        self._out.write(escaped)
-        self._out.flush()  # a followed job's text is read as it comes
+        self._write(escaped, flush=True)  # a followed job's text is read as it comes
 
     def finish(self, tail: dict[str, Any]) -> None:
         self._open()
-        self._out.write(b'","stderr":"')
+        self._write(b'","stderr":"')
         self._stderr.seek(0)
-        shutil.copyfileobj(self._stderr, self._out)
+        while piece := self._stderr.read(1 << 20):
+            self._write(piece)
         self._stderr.close()
-        self._out.write(b'"')
-        for key, value in tail.items():
-            self._out.write(b"," + msgspec.json.encode(key) + b":" + msgspec.json.encode(value))
-        self._out.write(b"}\n")
-        self._out.flush()
+        fields = b"".join(b"," + msgspec.json.encode(key) + b":" + msgspec.json.encode(value) for key, value in tail.items())
+        self._write(b'"' + fields + b"}\n", flush=True)
 
     def _open(self) -> None:
         if not self._opened:
             self._opened = True
-            self._out.write(b"{" + b"".join(msgspec.json.encode(k) + b":" + msgspec.json.encode(v) + b"," for k, v in self._head.items()))
-            self._out.write(msgspec.json.encode(self._text_key) + b':"')
+            head = b"".join(msgspec.json.encode(k) + b":" + msgspec.json.encode(v) + b"," for k, v in self._head.items())
+            self._write(b"{" + head + msgspec.json.encode(self._text_key) + b':"')
+
+    def _write(self, data: bytes, *, flush: bool = False) -> None:
+        if self.gone:
+            return
+        try:
+            self._out.write(data)
+            if flush:
+                self._out.flush()
+        except OSError:
+            if self._on_gone is None:
+                raise
+            self.gone = True
+            process.drop_stdout()
+            self._on_gone()

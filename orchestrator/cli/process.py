@@ -39,6 +39,14 @@ def started() -> None:
     gc.enable()
 
 
+def drop_stdout() -> None:
+    """Nobody reads our stdout any more (a closed pipe or terminal): later writes, and the
+    interpreter's flush at exit, go to /dev/null instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def exit_now(code: int) -> NoReturn:
     """End the process with `code` once what it printed is flushed, without the interpreter's
     teardown: no atexit handlers, no finalizers, other threads killed."""

@@ -133,9 +133,10 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
         say(f"job {job_id} submitted")
         report = JobReport(job_id, say)
         # --json: one object, its output written as it is read (memory bounded whatever its size)
-        writer = StreamedJson({"job_id": job_id}, "output") if as_json else None
         with CancelOnSignal(client, job_id, say) as guard:
-            sink = writer or OutputSink(on_gone=lambda: guard.cancel("stdout closed"))
+            gone = lambda: guard.cancel("stdout closed")  # noqa: E731 - as without --json: the job is cancelled
+            writer = StreamedJson({"job_id": job_id}, "output", on_gone=gone) if as_json else None
+            sink = writer or OutputSink(on_gone=gone)
             try:
                 ended = await guard.follow(_follow(client, report, sink))
             except BaseException as e:

@@ -243,6 +243,26 @@ async def test_output_nobody_reads_any_more_cancels_the_job(stack: Stack) -> Non
     assert (await stack.wait_job(job_id))["status"] == "cancelled"
 
 
+async def test_json_output_nobody_reads_any_more_cancels_the_job_too(stack: Stack) -> None:
+    """`nexus run --json` writes the output as it comes now: a closed stdout cancels the job, as
+    without --json (it exited 1 and left the job running)."""
+    job_id = new_job_id()
+    read_end, write_end = os.pipe()
+    proc = await _spawn(stack, "run", "--json", "--id", job_id, "--", "while true; do echo tick; sleep 0.05; done", stdout=write_end)
+    os.close(write_end)
+    assert proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 64), 30)  # its output has begun
+        assert first.startswith(b'{"job_id":'), first
+        os.close(read_end)  # like `| head -c 100` exiting
+        rest = await asyncio.wait_for(proc.stderr.read(), 30)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130, rest
+    finally:
+        await _reap(proc)
+    assert b"Traceback" not in rest, rest
+    assert (await stack.wait_job(job_id))["status"] == "cancelled"
+
+
 # ---------------------------------------------------------------- cancel, choices
 
 
