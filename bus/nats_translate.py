@@ -31,6 +31,7 @@ CHUNK_HEADER = "Nexus-Chunk"
 STREAM_HEADER = "Nexus-Stream"
 NODE_HEADER = "Nexus-Node"
 """The node whose agent published an output chunk: a claim, which its signature proves."""
+NOT_A_NODE = "(not a node id)"
 
 
 def output_stream(headers: dict[str, str] | None) -> OutputStream:
@@ -106,8 +107,14 @@ def to_output_chunk(msg: Msg) -> OutputChunk:
         seq=seq, attempt=subjects.output_attempt(msg.subject), number=number, data=msg.data, stream_ts=ts,
         stream=output_stream(headers),
         subject=msg.subject, signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
-        claimed_node=headers.get(NODE_HEADER),
+        claimed_node=_node_claim(headers.get(NODE_HEADER)),
     )  # fmt: skip
+
+
+def _node_claim(said: str | None) -> str | None:
+    """A chunk's `Nexus-Node` as a node id; anything else (any bytes may come) as a value that is
+    no node's, so the chunk is refused for it without carrying it into logs and messages."""
+    return said if said is None or subjects.is_valid_id(said) else NOT_A_NODE
 
 
 def to_record(msg: Msg) -> Record:

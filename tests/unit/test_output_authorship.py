@@ -69,3 +69,21 @@ def test_a_chunk_stored_again_counts_once() -> None:
     assert [gate.judge(chunk(s, n)) for s, n in ((5, 1), (5, 1), (6, 2))] == [None, None, None]  # judged again: the same verdict
     assert gate.judge(chunk(90, 1)) == "a copy of chunk 1 of attempt 1, counted at seq 5"
     assert gate.judge(chunk(7, 0)) is None and gate.judge(chunk(8, 0)) is None  # no number: nothing to tell copies by
+
+
+@pytest.mark.parametrize("said", ["n1", None, "x" * 100_000, "n1.n2", "n\u00e91", ""])
+def test_the_node_a_chunk_names_is_read_as_a_node_id_or_as_none(said: str | None) -> None:
+    """`Nexus-Node` is any bytes a publisher put there: a node id is taken as it is; anything else
+    is refused as no node's, and never carried into logs and messages."""
+    from nats.aio.msg import Msg
+
+    from bus.nats_translate import NOT_A_NODE, to_output_chunk
+
+    headers = {"Nexus-Chunk": "1"} | ({"Nexus-Node": said} if said is not None else {})
+    reply = "$JS.ACK.NEXUS_OUTPUT.c.1.7.7.1765000000000000000.0"
+    chunk = to_output_chunk(Msg(_client=None, subject="nexus.out.j.1", reply=reply, data=b"x", headers=headers))  # type: ignore[arg-type]
+    assert chunk.node == (said if said in ("n1", None) else NOT_A_NODE)
+    gate = OutputGate(None)
+    gate.nodes[1] = "n1"
+    verdict = gate.judge(chunk)
+    assert verdict is None if said in ("n1", None) else (verdict is not None and "(not a node id)" in verdict and len(verdict) < 200)
