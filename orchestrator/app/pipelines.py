@@ -163,10 +163,13 @@ async def records(client: NexusClient, pipeline_id: str, from_seq: int = 1) -> A
 
 WAIT_KINDS = ("approval_required", "queued", "assigned")
 """Kinds of job events that say whether a job waits (held for approval, queued) or stopped (placed)."""
+FOLLOWED_KINDS = ("requested", *WAIT_KINDS)
+"""What `followed` reads of step jobs: that each was requested (a job planned but never requested
+is not shown as sent: core.pipeline_views.requested_only), and whether it waits."""
 
 
 async def followed(client: NexusClient, pipeline_id: str) -> AsyncGenerator[Record, None]:
-    """`records` of the pipeline, live, and with them, from its request on, the WAIT_KINDS records
+    """`records` of the pipeline, live, and with them, from its request on, the FOLLOWED_KINDS records
     of jobs shaped as its step jobs (core.pipeline_views.of_pipeline): what `nexus pipeline run`
     needs to say that a step waits, for an approval or a node. The two come in log order each,
     not with each other: a job's record may come before the `step_started` that names it."""
@@ -197,7 +200,7 @@ async def followed(client: NexusClient, pipeline_id: str) -> AsyncGenerator[Reco
             if isinstance(item, BaseException):
                 raise item
             if len(tasks) == 1:
-                tasks += [asyncio.create_task(pump(jobs(kind, item.seq))) for kind in WAIT_KINDS]
+                tasks += [asyncio.create_task(pump(jobs(kind, item.seq))) for kind in FOLLOWED_KINDS]
             yield item
     finally:
         for task in tasks:

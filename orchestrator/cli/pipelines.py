@@ -108,7 +108,8 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.narrate import narrate
-    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline, shown
+    from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, evolve_pipeline
+    from orchestrator.errors import NexusError
     from schemas.pipelines import PipelineEvent
 
     view: PipelineView | None = None
@@ -136,7 +137,7 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
                     if view is None:
                         continue
                     if isinstance(screen, Live):
-                        screen.update(_table(shown(view, waits.states)), refresh=True)
+                        screen.update(_table(waits.shown(view)), refresh=True)
                     elif lines:
                         for step, note in waits.news():
                             err.print(f"{fmt(ts)}  step {escape(fmt(step))}: {escape(fmt(note, one_line=True))}", highlight=False)
@@ -148,7 +149,10 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
         for task in tails.values():
             task.cancel()
     assert view is not None
-    view = shown(view, waits.states)
+    try:  # as `nexus pipeline show` has it once the orchestrator stored the end
+        view = await pipelines_app.pipeline_view(client.query, pid) or waits.shown(view)
+    except NexusError:  # no orchestrator to ask any more: as folded here
+        view = waits.shown(view)
     if lines:
         style = STATUS_STYLE.get(view.status, "")
         reason = f": {escape(fmt(view.reason, one_line=True))}" if view.reason else ""
@@ -162,6 +166,7 @@ class _Waits:
 
     def __init__(self) -> None:
         self.states: dict[str, StepJobState] = {}
+        self.requested: set[str] = set()  # step jobs seen requested (a planned job may never be)
         self._step_of: dict[str, str] = {}  # job id -> its step, once the view plans it
         self._untold: set[str] = set()
         self._noted: set[str] = set()  # jobs whose state is a wait (core.pipeline_views.waiting_note)
@@ -169,13 +174,25 @@ class _Waits:
     def planned(self, view: "PipelineView") -> None:
         self._step_of = {j.job_id: s.step_id for s in view.steps for j in (*s.jobs, *s.health_checks, *s.rollbacks)}
 
+    def shown(self, view: "PipelineView") -> "PipelineView":
+        """The view as `nexus pipeline show` has it, from what the records said so far: the step
+        jobs requested (a job with a wait was requested too), where they ran, what they wait for."""
+        from orchestrator.core.pipeline_views import requested_only, shown
+
+        return shown(requested_only(view, self.requested | self.states.keys()), self.states)
+
     def learn(self, rec: "Record") -> bool:
-        """Take a job's record; whether what the views show changed (a wait began or ended)."""
+        """Take a job's record; whether what the views show changed (a job requested, a wait began or ended)."""
         from orchestrator.core.pipeline_views import StepJobState, waiting_note
         from schemas import subjects
-        from schemas.events import JobApprovalRequired, JobAssigned, JobQueued
+        from schemas.events import JobApprovalRequired, JobAssigned, JobQueued, JobRequested
 
         ev = rec.event
+        if isinstance(ev, JobRequested):
+            job_id = subjects.parse(rec.subject).id
+            new = job_id not in self.requested
+            self.requested.add(job_id)
+            return new
         if not isinstance(ev, JobApprovalRequired | JobQueued | JobAssigned):
             return False
         ref = subjects.parse(rec.subject)

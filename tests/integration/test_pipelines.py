@@ -130,14 +130,16 @@ async def test_a_step_that_is_not_valid_bash_is_refused_as_the_api_refuses_it(st
     assert " ".join(refused.json()["detail"].split()) in " ".join(err.decode().split())  # one reason, both surfaces
 
 
-async def test_a_job_never_requested_is_listed_by_neither_show_nor_the_api(stack: Stack, tmp_path: Path) -> None:
+async def test_a_job_never_requested_is_listed_by_neither_run_show_nor_the_api(stack: Stack, tmp_path: Path) -> None:
     """The first two nodes unknown, max_parallel 2: both jobs are rejected, the step fails, and its
     third job (node-1) is never requested. Both surfaces listed it, as if sent to node-1."""
     (tmp_path / "fan.yaml").write_text(
         "name: fan\nsteps:\n  - id: a\n    nodes: [nope-1, nope-2, node-1]\n    max_parallel: 2\n    command: 'true'\n"
     )
-    code, _, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--id", "fan-unsent", "--json")
+    code, ran, err = await stack.nexus("pipeline", "run", str(tmp_path / "fan.yaml"), "--id", "fan-unsent", "--json")
     assert code == 1, err
+    # `nexus pipeline run` itself says the same (its --json, and the table it shows live).
+    assert json.loads(ran)["steps"][0]["jobs"] == ["fan-unsent-s0-0", "fan-unsent-s0-1"], ran
 
     async def failed() -> bool:
         rows = await stack.client.query("SELECT status FROM pipelines WHERE pipeline_id = 'fan-unsent'")
