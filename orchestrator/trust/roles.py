@@ -88,8 +88,10 @@ def _agent(node: str) -> list[str]:
         *(f"nexus.evt.job.*.{kind}.{node}" for kind in subjects.NODE_FACTS),
         # Output of any job's attempt (DESIGN §3's `nexus.out.<job>.<attempt>` names no node): only
         # what the agent of the attempt's node signed counts (core.authorship.output_refusal), as for
-        # a fact of its own node about another node's job.
+        # a fact of its own node about another node's job. And under its own node, where agents
+        # from before 2026-12-06 publish it: such an agent given new credentials keeps working.
         "nexus.out.*.*",
+        f"nexus.out.*.*.{node}",
         f"$KV.{subjects.NODES_BUCKET}.{node}",
         # Its own heartbeat, read back: is another agent running under this node id? (agent.node_claim)
         f"$JS.API.DIRECT.GET.KV_{subjects.NODES_BUCKET}.$KV.{subjects.NODES_BUCKET}.{node}",
