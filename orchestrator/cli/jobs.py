@@ -155,7 +155,7 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             async for chunk, attempt, which in stream:
                 # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
                 if writer is not None:
-                    writer.feed(which, views.feed(attempt, which, chunk), len(chunk))
+                    writer.feed(attempt, which, chunk)
                 elif raw:
                     out_file = sys.stderr if which == "stderr" else sys.stdout
                     out_file.buffer.write(chunk)
@@ -166,13 +166,11 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             if writer is not None:  # the object stays whole: what was read, and why it stops there
                 writer.finish({"bytes": writer.bytes, "error": str(e) or type(e).__name__})
             raise
-    for which, rest in views.finish().items():
-        if writer is not None:
-            writer.feed(which, rest, 0)
-        else:
-            _write_text(which, rest)
     if writer is not None:
         writer.finish({"bytes": writer.bytes})
+    else:
+        for which, rest in views.finish().items():
+            _write_text(which, rest)
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":

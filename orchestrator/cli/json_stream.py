@@ -18,10 +18,13 @@ from typing import Any
 import msgspec
 
 from orchestrator.cli import process
+from schemas.text import TextViews
 
 
 class StreamedJson:
-    """`{**head, text_key: "<stdout text>", "stderr": "<stderr text>", **tail}` on stdout.
+    """`{**head, text_key: "<stdout text>", "stderr": "<stderr text>", **tail}` on stdout, the
+    text views (schemas.text) of the raw chunks fed, each stream of each attempt read across its
+    chunks (a character cut between two is read whole).
 
     Nothing is written before the first `feed` or `finish`, so a verb that fails before the
     job's output starts prints no half object; `finish` closes it (also after an error, with
@@ -35,13 +38,17 @@ class StreamedJson:
         self._on_gone = on_gone
         self._out = sys.stdout.buffer
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
+        self._views = TextViews()
         self._opened = False
         self.gone = False
         self.bytes = 0
 
-    def feed(self, stream: str, text: str, size: int) -> None:
-        """Add `text` (the text view of `size` raw bytes) to the stream it came from."""
-        self.bytes += size
+    def feed(self, attempt: int, stream: str, raw: bytes) -> None:
+        """Add a chunk of raw output of `attempt` to the stream it came from."""
+        self.bytes += len(raw)
+        self._add(stream, self._views.feed(attempt, stream, raw))
+
+    def _add(self, stream: str, text: str) -> None:
         if not text:
             return
         escaped = msgspec.json.encode(text)[1:-1]  # the string's JSON form without its quotes
@@ -52,6 +59,9 @@ class StreamedJson:
         self._write(escaped, flush=True)  # a followed job's text is read as it comes
 
     def finish(self, tail: dict[str, Any]) -> None:
+        """Close the object: what the text views still held, then the fields of `tail`."""
+        for stream, rest in self._views.finish().items():
+            self._add(stream, rest)
         self._open()
         self._write(b'","stderr":"')
         self._stderr.seek(0)

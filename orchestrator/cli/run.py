@@ -157,22 +157,17 @@ async def _run(cmd: "SubmitJob", quiet: bool, as_json: bool, nats_url: str) -> i
 
 async def _follow(client: "NexusClient", report: "JobReport", output: "StreamedJson | OutputSink") -> None:
     from orchestrator.cli.json_stream import StreamedJson
-    from schemas.text import TextViews
 
-    views = TextViews()  # --json: a character may be cut between two chunks
     async for item in client.follow(report.job_id):
         if item.output is not None:
             if isinstance(output, StreamedJson):
-                output.feed(item.stream, views.feed(item.attempt, item.stream, item.output), len(item.output))
+                output.feed(item.attempt, item.stream, item.output)
             else:
                 output.write(item.output, item.stream)
         elif item.record is not None:
             report.on_record(item.record)
         elif item.notice is not None:  # the connection lost or back: said even with -q, since it may take a while
             report.say.tell(item.notice)
-    if isinstance(output, StreamedJson):
-        for stream, rest in views.finish().items():
-            output.feed(stream, rest, 0)
 
 
 class CancelOnSignal:
