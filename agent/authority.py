@@ -1,4 +1,5 @@
-"""Whether a dispatch or cancel may be obeyed: signed by the orchestrator, for this node, unexpired.
+"""Whether a dispatch or cancel may be obeyed: signed by the orchestrator, for this node, unexpired;
+and whose a node fact read back from the log is.
 
 With credentials (an authenticated bus) the agent runs nothing it cannot verify:
 the message must carry a valid signature (bus.identity) by an identity with the
@@ -13,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from bus.errors import BusError
-from bus.identity import Verifier
+from bus.identity import Checked, Verifier
 from bus.logs import Logger
 from bus.port import EventBus
-from schemas.events import JobDispatch
+from schemas.events import JobDispatch, NodeFact
 from schemas.records import Record
 
 log = Logger("nexus.agent")
@@ -39,10 +40,7 @@ class Authority:
         when the signer is new and its announcement cannot be read at the moment."""
         if self.verifier is None:
             return None
-        checked = self.verifier.check(rec)
-        if checked.author is None and rec.signer is not None and rec.signer not in self.verifier.known:
-            await self._learn(rec.signer)
-            checked = self.verifier.check(rec)
+        checked = await self._checked(rec)
         if checked.author is None:
             return checked.problem or "unsigned: only the orchestrator's signed dispatches run here"
         if checked.author.role != "admin":
@@ -53,6 +51,27 @@ class Authority:
             if rec.event.expires_at < now:
                 return f"the dispatch expired at {rec.event.expires_at.isoformat()}"
         return None
+
+    async def is_fact_of(self, rec: Record, node: str) -> bool:
+        """Whether `rec` is a fact of node `node` (accepted, started, exited): one naming it,
+        signed by its agent or the orchestrator. On DESIGN §3's subject (`nexus.evt.job.<id>.
+        accepted`) any agent may publish a fact about any job; the others count for no one, so
+        they must not stop a dispatch here either. Without credentials nothing can be checked:
+        a fact's word (its `node`) is taken. Raises CannotCheckYet as `refusal` does."""
+        if not isinstance(rec.event, NodeFact) or rec.event.node != node:
+            return False
+        if self.verifier is None:
+            return True
+        author = (await self._checked(rec)).author
+        return author is not None and (author.role == "admin" or (author.role == "agent" and author.node == node))
+
+    async def _checked(self, rec: Record) -> Checked:
+        assert self.verifier is not None
+        checked = self.verifier.check(rec)
+        if checked.author is None and rec.signer is not None and rec.signer not in self.verifier.known:
+            await self._learn(rec.signer)
+            checked = self.verifier.check(rec)
+        return checked
 
     async def _learn(self, key: str) -> None:
         assert self.verifier is not None

@@ -37,7 +37,8 @@ from bus.sealing import SealedValueError, SealingKey
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import NexusError
-from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeHeartbeat
+from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeFact, NodeHeartbeat
+from schemas.records import Record
 from schemas.secrets import is_sealed
 
 log = Logger("nexus.agent")
@@ -239,7 +240,7 @@ class Agent:
 
     async def _accept(self, job_id: str, dispatch: JobDispatch, msg: Delivery) -> None:
         accepted = JobAccepted(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, instance=self.instance)
-        out = Outgoing(subjects.fact(job_id, "accepted", self.node_id), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
+        out = Outgoing(subjects.fact(job_id, "accepted"), accepted, msgids.job(job_id, "accepted", dispatch.attempt))
         expected = msg.record.seq
         pub: Published | None = None
         try:
@@ -272,10 +273,15 @@ class Agent:
             return
         # An `accepted` for this attempt stored before is either ours (its ack was lost with a
         # dropped connection: run it, or the job waits forever) or another process's (never run).
-        seen_before = pub is None or pub.duplicate
-        if seen_before and not await self._accepted_by_us(job_id, msg.record.seq, dispatch.attempt):
-            log.warning("job.already_accepted", job_id=job_id, reason="accepted by another agent process; not running it")
-            return
+        if pub is None or pub.duplicate:
+            try:
+                ours = await self._accepted_by_us(job_id, msg.record.seq, dispatch.attempt)
+            except BusError as exc:  # the dispatch is acked: it is not delivered again; never run it blind
+                log.error("job.accept_unclear", job_id=job_id, error=str(exc), reason="whose acceptance is stored? not running it")
+                return
+            if not ours:
+                log.warning("job.already_accepted", job_id=job_id, reason="accepted by another agent process; not running it")
+                return
         self._started[key] = None
         # Noted now (a redelivery is refused from here on), synced to disk by the run before
         # it spawns anything: the fsync does not hold up the next dispatch.
@@ -291,7 +297,7 @@ class Agent:
     async def _accepted_by_us(self, job_id: str, dispatch_seq: int, attempt: int) -> bool:
         """Is the job's `accepted` after this dispatch our own (this process, this attempt),
         with nothing after it that forbids running (a cancel, a loss, an outcome)?"""
-        later = [r for r in await self.bus.node_history(job_id, self.node_id, dispatch_seq + 1) if r.event is not None]
+        later = await self._history(job_id, dispatch_seq + 1)
         ours = next((r for r in later if isinstance(r.event, JobAccepted) and r.event.attempt == attempt), None)
         if ours is None or not isinstance(ours.event, JobAccepted) or ours.event.instance != self.instance:
             return False
@@ -306,13 +312,29 @@ class Agent:
         before its dispatch. What else came (a duplicate request, a test request) it may not read:
         `last_seq` is the job's last sequence as the server gave it with the refusal, and the
         reads, made after it, cover everything up to it."""
-        later = await self.bus.node_history(job_id, self.node_id, dispatch_seq + 1)
-        # Only events that decode count: garbage on the job's subjects must not cost it its run.
+        later = await self._history(job_id, dispatch_seq + 1)
         blocking = {"assigned", "dispatch", "accepted", "started", "exited", "cancel", "cancel_requested", "cancelled", "lost",
                     "rejected", "denied", "succeeded", "failed", "timed_out"}  # fmt: skip
-        if any(r.event is not None and r.kind in blocking for r in later):
+        if any(r.kind in blocking for r in later):
             return None
         return max(last_seq or 0, later[-1].seq if later else dispatch_seq)
+
+    async def _history(self, job_id: str, from_seq: int) -> list[Record]:
+        """The job's events from `from_seq` as this node may read them (subjects.node_view_filters),
+        less what must not count here: garbage on the job's subjects, and facts that are not this
+        node's (any agent may publish a fact about any job; Authority.is_fact_of)."""
+        found = []
+        for rec in await self.bus.node_history(job_id, self.node_id, from_seq):
+            if rec.event is None:
+                continue
+            if isinstance(rec.event, NodeFact):
+                try:
+                    if not await self.authority.is_fact_of(rec, self.node_id):
+                        continue
+                except CannotCheckYet as exc:
+                    raise BusError(f"job {job_id}: {exc}", retryable=True) from None
+            found.append(rec)
+        return found
 
     async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
         """Run the accepted job once a slot is free. Two orchestrators can each count a slot
@@ -323,7 +345,7 @@ class Agent:
             self.running.pop(job_id, None)
             never = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, killed_by="cancel",
                               error="cancelled while waiting for a free slot; never started")  # fmt: skip
-            out = Outgoing(subjects.fact(job_id, "exited", self.node_id), never, msgids.job(job_id, "exited", dispatch.attempt))
+            out = Outgoing(subjects.fact(job_id, "exited"), never, msgids.job(job_id, "exited", dispatch.attempt))
             await _retry(lambda: self.bus.publish(out))
             log.info("job.exited", job_id=job_id, killed_by="cancel", started=False)
             return
@@ -371,7 +393,7 @@ class Agent:
             ev = JobStarted(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, pid=pid)
             await _retry(
                 lambda: self.bus.publish(
-                    Outgoing(subjects.fact(job_id, "started", self.node_id), ev, msgids.job(job_id, "started", attempt))
+                    Outgoing(subjects.fact(job_id, "started"), ev, msgids.job(job_id, "started", attempt))
                 )
             )
 
@@ -429,7 +451,7 @@ class Agent:
         finally:
             self.running.pop(job_id, None)
         exited = _masked(exited, secrets)
-        out = Outgoing(subjects.fact(job_id, "exited", self.node_id), exited, msgids.job(job_id, "exited", attempt))
+        out = Outgoing(subjects.fact(job_id, "exited"), exited, msgids.job(job_id, "exited", attempt))
         await _retry(lambda: self.bus.publish(out))
         log.info("job.exited", job_id=job_id, exit_code=exited.exit_code, killed_by=exited.killed_by)
 

@@ -48,6 +48,7 @@ from bus.nats_bus import NatsBus
 from orchestrator.client import NexusClient, new_job_id
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.trust.keyring import Keyring
+from schemas import subjects
 from schemas.events import JobRequested
 
 BIN = Path(sys.executable).parent
@@ -107,7 +108,7 @@ class Exits:
         self.changed = asyncio.Event()
 
     async def on_msg(self, msg: object) -> None:
-        job_id = msg.subject.split(".")[3]  # type: ignore[attr-defined]  # nexus.evt.job.<id>.exited.<node>
+        job_id = msg.subject.split(".")[3]  # type: ignore[attr-defined]  # nexus.evt.job.<id>.exited
         self.seen.setdefault(job_id, time.monotonic())
         self.changed.set()
 
@@ -260,7 +261,7 @@ async def measure(
             res.figures[f"rss_{name}_mib"] = sum(rss_mib(p) for p in pids[name])
 
         exits = Exits()
-        sub = await bus.nc.subscribe("nexus.evt.job.*.exited.*", cb=exits.on_msg)
+        sub = await bus.nc.subscribe(subjects.job_kind_all("exited"), cb=exits.on_msg)
         try:
             # Fan-out: `echo hi` on every node at once; first as each node's first job (the agents
             # announce their identities on the log and learn the orchestrator's), then again, as a

@@ -55,7 +55,7 @@ from bus.urls import redact_url
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import DecodeError
-from schemas.events import NodeHeartbeat
+from schemas.events import JobAccepted, NodeFact, NodeHeartbeat
 from schemas.records import Author, Record
 from schemas.secrets import KEYS_BUCKET, OrchestratorKey
 from schemas.trust import SIG_HEADER, SIGNER_HEADER
@@ -123,6 +123,26 @@ def _api_of(stream: str) -> Callable[[str], bool]:
 T = TypeVar("T")
 
 
+def _only_under_node(identity: Identity | None, subject: str) -> bool:
+    """Whether `identity` is an agent's that may publish `subject` only with its node appended."""
+    if identity is None or identity.author.node is None:
+        return False
+    return identity.may_publish(f"{subject}.{identity.author.node}") and not identity.may_publish(subject)
+
+
+def _stored_record(subject: str, msg: api.RawStreamMsg) -> Record:
+    """A message read by a direct get, as a record (`event` None: it does not decode)."""
+    headers, raw = msg.headers or {}, msg.data or b""
+    try:
+        event, error = codec.decode(subject, raw), None
+    except DecodeError as exc:
+        event, error = None, exc.reason
+    return Record(
+        seq=int(msg.seq or 0), subject=subject, stream_ts=datetime.now(UTC), raw=raw, event=event, error=error,
+        signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
+    )  # fmt: skip
+
+
 def _retrieved(task: asyncio.Future[Any]) -> None:
     """Read what an abandoned operation ended with: an exception it raised while being cancelled
     (nats-py turns some cancellations into its own errors) is no "never retrieved" at exit."""
@@ -147,15 +167,12 @@ class NatsBus:
         self.publishes_wait_for_refusals = True
         self._announced = identity is None
         self._verifier = _verifier_for(identity)
-        # Agent credentials issued before output took DESIGN §3's subject (2026-12-06) allow output
-        # only under the node (`nexus.out.*.*.<node>`): such an agent publishes there until they
-        # are re-issued (readers take both; `nexus creds new` issues the new permission).
-        self._output_under_node = (
-            identity is not None
-            and identity.author.node is not None
-            and identity.may_publish(f"nexus.out.*.*.{identity.author.node}")
-            and not identity.may_publish("nexus.out.*.*")
-        )
+        # Agent credentials issued before facts and output took DESIGN §3's subjects (2026-12-06)
+        # allow them only under the node (`nexus.evt.job.*.exited.<node>`, `nexus.out.*.*.<node>`):
+        # such an agent publishes there until they are re-issued (readers take both; `nexus creds
+        # new` and `nexus up` issue the new permissions).
+        self._facts_under_node = _only_under_node(identity, subjects.job_kind_all("exited"))
+        self._output_under_node = _only_under_node(identity, "nexus.out.*.*")
         self.url = redact_url(url)  # for messages only: nothing connects with it again
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self._nodes_kv: KeyValue | None = None  # see _kv
@@ -303,6 +320,9 @@ class NatsBus:
         holds the event's msg id, the event is stored under a derived id, never dropped."""
         if not self._announced:
             await self._announce()
+        if self._facts_under_node and isinstance(out.event, NodeFact):
+            assert self._identity is not None and self._identity.author.node is not None
+            out = msgspec.structs.replace(out, subject=subjects.fact_under_node(out.subject, self._identity.author.node))
         pub = await self._publish_once(out, expected_seq)
         if pub.duplicate and await self._id_taken(out, pub.seq):
             log.warning("bus.msg_id_taken", subject=out.subject, msg_id=out.msg_id, holder_seq=pub.seq)
@@ -335,7 +355,21 @@ class NatsBus:
                     stored = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
             except BusError:
                 return True  # not readable by this identity: not provably ours; storing it again is the safe side
-        return id_taken_by_another(out, stored.subject or out.subject, stored.data or b"")
+        subject, data = stored.subject or out.subject, stored.data or b""
+        if isinstance(out.event, JobAccepted) and not await self._claimed_by_our_node(_stored_record(subject, stored)):
+            return True
+        return id_taken_by_another(out, subject, data)
+
+    async def _claimed_by_our_node(self, holder: Record) -> bool:
+        """Whether the `accepted` holding our msg id may claim the attempt for our node: signed by
+        an agent of our node (another process of it, or our own earlier publish). Any agent may
+        publish on DESIGN §3's `nexus.evt.job.<job>.accepted`; another node's holding the id is
+        not a claim on our attempt. Without an identity nothing can be told: the holder wins."""
+        if self._identity is None or self._verifier is None:
+            return True
+        author = await self._author(holder)
+        own = self._identity.author
+        return author is not None and (author.key == own.key or (author.role == "agent" and author.node == own.node))
 
     async def _publish_once(self, out: Outgoing, expected_seq: int | None) -> Published:
         headers = {"Nats-Msg-Id": out.msg_id}
@@ -682,16 +716,8 @@ class NatsBus:
                 msg = await self.js.get_msg(subjects.EVENTS_STREAM, subject=subject, direct=True)
             except nats.js.errors.NotFoundError:
                 return None
-        headers = msg.headers or {}
-        raw = msg.data or b""
-        try:
-            event = codec.decode(subject, raw)
-        except DecodeError:
-            return None
-        return Record(
-            seq=int(msg.seq or 0), subject=subject, stream_ts=datetime.now(UTC), raw=raw, event=event,
-            signer=headers.get(SIGNER_HEADER), signature=headers.get(SIG_HEADER),
-        )  # fmt: skip
+        rec = _stored_record(subject, msg)
+        return rec if rec.event is not None else None
 
     async def output_chunks(
         self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64

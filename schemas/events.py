@@ -288,6 +288,9 @@ JobEvent = (
     | JobLost
 )
 NodeEvent = NodeRegistered | NodeLost
+NodeFact = JobAccepted | JobStarted | JobExited
+"""The facts a node reports about the attempt it runs (subjects.NODE_FACTS): they count only from
+that node, signed by its agent (core.authorship, core.job_fold)."""
 
 
 # ---------------------------------------------------------------- api events

@@ -89,27 +89,37 @@ def cancel(job_id: str, node_id: str) -> str:
 
 
 NODE_FACTS = ("accepted", "started", "exited")
-"""Job kinds that are facts from the node that ran the job: their subjects end in the node id,
-so the server can let an agent publish only its own (DESIGN §9)."""
+"""Job kinds that are facts from the node that ran the job. They are on DESIGN §3's
+`nexus.evt.job.<job_id>.<kind>`, which names no node: any agent may publish there, and only
+the fact signed by the agent of the node the job's attempt is on counts (core.authorship,
+core.job_fold), as for output. Agents whose credentials were issued before 2026-12-06 publish
+them under their node (`fact_under_node`); readers take both."""
 
 
-def fact(job_id: str, kind: str, node_id: str) -> str:
-    """`nexus.evt.job.<job_id>.<kind>.<node_id>`, for the node facts (NODE_FACTS)."""
+def fact(job_id: str, kind: str) -> str:
+    """`nexus.evt.job.<job_id>.<kind>`, for the node facts (NODE_FACTS)."""
     if kind not in NODE_FACTS:
         raise InvalidSubject(kind, f"not a node fact (one of {', '.join(NODE_FACTS)})")
-    return f"nexus.evt.job.{check_id(job_id, 'job id')}.{kind}.{check_id(node_id, 'node id')}"
+    return job(job_id, kind)
+
+
+def fact_under_node(subject: str, node_id: str) -> str:
+    """`nexus.evt.job.<job_id>.<kind>.<node_id>`: where a node fact goes from an agent whose
+    credentials allow it only under its node (issued before 2026-12-06)."""
+    return f"{subject}.{check_id(node_id, 'node id')}"
 
 
 AGENT_JOB_KINDS = ("assigned", "cancel_requested", "cancelled", "lost", "rejected", "denied", "succeeded", "failed", "timed_out",
                    *NODE_FACTS)  # fmt: skip
 """The job-level events a node's agent may read of a job: those that stop a dispatch from running
-(a newer attempt, a cancel, a loss, an outcome; node facts of releases before the node id). Never
+(a newer attempt, a cancel, a loss, an outcome; node facts, any node's). Never
 the request (the command and its environment), nor anything else about other people's jobs."""
 
 
 def node_view_filters(job_id: str, node_id: str) -> list[str]:
     """What of one job a node's agent may read, one filter each: the job-level events that can stop
-    a dispatch (AGENT_JOB_KINDS) and its own node's (`nexus.evt.job.<id>.<kind>.<node>`); never the
+    a dispatch (AGENT_JOB_KINDS) and its own node's (`nexus.evt.job.<id>.<kind>.<node>`: its dispatches
+    and cancels, and facts from agents with credentials from before 2026-12-06); never the
     job's request, never another node's dispatches."""
     check_id(job_id, "job id")
     check_id(node_id, "node id")
@@ -194,7 +204,7 @@ def parse(subject: str) -> SubjectRef:
         if len(parts) != 6 or not is_valid_id(parts[5]):
             raise InvalidSubject(subject, f"{kind} needs exactly one node id after it")
         node_id = parts[5]
-    elif family == "job" and kind in NODE_FACTS and len(parts) == 6:  # 5 tokens: before the node id
+    elif family == "job" and kind in NODE_FACTS and len(parts) == 6:  # under the node: agents' credentials from before 2026-12-06
         if not is_valid_id(parts[5]):
             raise InvalidSubject(subject, f"invalid node id {parts[5]!r}")
         node_id = parts[5]

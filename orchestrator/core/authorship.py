@@ -9,7 +9,7 @@ credentials) is read as before, so old logs replay unchanged.
     requests  (requested, cancel_requested, test_requested)   anyone the server let publish them;
               unsigned ones too (the external contract: any NATS client with a submitter credential)
     approvals (approved, denied)                                approver or admin, signed
-    node facts (accepted, started, exited)                      the agent of the node in the subject, signed
+    node facts (accepted, started, exited)                      the agent of the node they name, signed
     everything else (decisions, node and pipeline decisions,
               the API's audit trail, checkpoints)               admin (the orchestrator, the API), signed
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
-from schemas.events import JobApprovalRequired, JobApproved, JobCancelRequested, JobDenied, JobRequested, JobTestRequested
+from schemas.events import JobApprovalRequired, JobApproved, JobCancelRequested, JobDenied, JobRequested, JobTestRequested, NodeFact
 from schemas.limits import MAX_REASON_CHARS
 from schemas.pipelines import PipelineApproved, PipelineDenied, PipelineRequested
 from schemas.records import Author, Record
@@ -43,10 +43,13 @@ def refusal(rec: Record, *, problem: str | None, enforcing: bool) -> str | None:
     if ref.kind in APPROVALS and ref.family in ("job", "pipeline"):
         return _needs(author, what, APPROVERS, "an approver")
     if ref.family == "job" and ref.kind in NODE_FACTS:
-        if author is not None and author.role == "agent" and ref.node is not None and author.node != ref.node:
-            return f"{what} for node {ref.node!r} signed by the agent of {author.node!r}: refused"
-        if author is not None and author.role == "agent" and ref.node is None:
-            return f"{what} without a node in its subject: refused"
+        # The node it is a fact of: its subject's, under the node (agents' credentials from
+        # before 2026-12-06), else its payload's (DESIGN §3's subject names none). The job's
+        # fold then counts it only from the node the attempt is on (core.job_fold).
+        claimed = rec.event.node if isinstance(rec.event, NodeFact) else None
+        node = ref.node if ref.node is not None else claimed
+        if author is not None and author.role == "agent" and author.node != node:
+            return f"{what} for node {node!r} signed by the agent of {author.node!r}: refused"
         return _needs(author, what, frozenset({"agent", "admin"}), "the node's agent")
     return _needs(author, what, frozenset({"admin"}), "the orchestrator")
 

@@ -42,6 +42,7 @@ from schemas.events import (
     JobTestRequested,
     JobTimedOut,
     JobValidated,
+    NodeFact,
 )
 from schemas.secrets import Redaction, masked
 
@@ -193,8 +194,7 @@ def denied(job: JobView, ev: JobDenied, ts: datetime) -> JobView:
 
 # ---------------------------------------------------------------- on the node
 
-# The facts a node reports about the attempt it runs, and the statuses each may follow.
-NodeFact = JobAccepted | JobStarted | JobExited
+# The facts a node reports about the attempt it runs (schemas.events.NodeFact), and the statuses each may follow.
 # The statuses a placement decision can never follow: the orchestrator decides from the job's
 # last event, and none of its decisions takes a job back from its node (decide.decide_job). One
 # there is a copy of an older decision published again, which would make the job wait for an

@@ -14,13 +14,13 @@ import msgspec
 from msgspec.structs import replace
 
 from orchestrator.core.audit import CopyKind
-from orchestrator.core.job_fold import NodeFact, evolve_job, touched
+from orchestrator.core.job_fold import evolve_job, touched
 from orchestrator.core.pipeline_views import PipelineView, evolve_pipeline
 from orchestrator.core.views import JobView, NodeView
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
-from schemas.events import ApiEvent, Event, JobEvent, JobRequested, NodeEvent, NodeLost, NodeRegistered
+from schemas.events import ApiEvent, Event, JobEvent, JobRequested, NodeEvent, NodeFact, NodeLost, NodeRegistered
 from schemas.pipelines import PipelineEvent
 from schemas.records import Record
 from schemas.trust import TrustAnnounced, TrustCheckpoint

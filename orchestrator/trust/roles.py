@@ -2,13 +2,14 @@
 
 The server enforces these: they are written into each user's JWT by `nexus creds
 new` / `nexus up`. A permission names subjects, so everything an identity may
-touch is expressible by subject: a node's facts end in its node id
-(`nexus.evt.job.<id>.<kind>.<node>`), its heartbeat is the KV key `$KV.nexus-nodes.<node>`, and its dispatch consumer is
-the durable `agent-<node>` on NEXUS_DISPATCH (created by the orchestrator, never by the
-agent; it filters the node's one subject there, the server's copies of its dispatches
-and cancels). Its output is on DESIGN §3's `nexus.out.<job>.<attempt>`, which names no node:
-of that, only what the attempt's node signed counts (core.authorship.output_refusal), as of
-its facts (which job a node runs is the orchestrator's to say, never the server's).
+touch is expressible by subject: a node's heartbeat is the KV key `$KV.nexus-nodes.<node>`, and
+its dispatch consumer is the durable `agent-<node>` on NEXUS_DISPATCH (created by the
+orchestrator, never by the agent; it filters the node's one subject there, the server's copies
+of its dispatches and cancels). Its facts and output are on DESIGN §3's subjects,
+`nexus.evt.job.<job>.<kind>` and `nexus.out.<job>.<attempt>`, which name no node: which job a
+node runs is the orchestrator's to say, never the server's, so of what agents publish there only
+what the attempt's node signed counts (core.authorship, core.job_fold); anything else is kept
+in the log, marked rejected with its reason (docs/security.md).
 
 Readers create only ephemeral consumers: an ordered push consumer on the event log
 (`$JS.API.CONSUMER.CREATE.NEXUS_EVENTS`, no name) or a pull consumer on the output
@@ -85,11 +86,12 @@ def _approve() -> list[str]:
 def _agent(node: str) -> list[str]:
     durable = f"agent-{node}"
     return [
+        # Facts and output of any job's attempt (DESIGN §3's `nexus.evt.job.<job>.<kind>` and
+        # `nexus.out.<job>.<attempt>` name no node): only what the agent of the attempt's node
+        # signed counts (core.authorship). And under its own node, where agents from before
+        # 2026-12-06 publish them: such an agent given new credentials keeps working.
+        *(subjects.job_kind_all(kind) for kind in subjects.NODE_FACTS),
         *(f"nexus.evt.job.*.{kind}.{node}" for kind in subjects.NODE_FACTS),
-        # Output of any job's attempt (DESIGN §3's `nexus.out.<job>.<attempt>` names no node): only
-        # what the agent of the attempt's node signed counts (core.authorship.output_refusal), as for
-        # a fact of its own node about another node's job. And under its own node, where agents
-        # from before 2026-12-06 publish it: such an agent given new credentials keeps working.
         "nexus.out.*.*",
         f"nexus.out.*.*.{node}",
         f"$KV.{subjects.NODES_BUCKET}.{node}",
@@ -108,7 +110,9 @@ def _agent(node: str) -> list[str]:
         f"$JS.API.CONSUMER.CREATE.{EVENTS}.*.nexus.evt.job.*.*.{node}",
         # Who signed a dispatch: the signer's announcement, by a direct get naming its subject.
         f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.trust.*.announced",
-        # Its own last fact on a subject, when a publish came back "duplicate" (bus.port.id_taken_by_another).
+        # The last fact on a subject it publishes to, when a publish came back "duplicate": its own,
+        # or another's holding its msg id (bus.port.id_taken_by_another).
+        *(f"$JS.API.DIRECT.GET.{EVENTS}.{subjects.job_kind_all(kind)}" for kind in subjects.NODE_FACTS),
         f"$JS.API.DIRECT.GET.{EVENTS}.nexus.evt.job.*.*.{node}",
         # Its own dispatch consumer, and nothing else's: on NEXUS_DISPATCH (it holds the node's
         # copies alone), and on NEXUS_EVENTS for an orchestrator or agent from before it.
@@ -124,7 +128,7 @@ def _agent(node: str) -> list[str]:
     ]
 
 
-PERMISSIONS_VERSION = "perms:9"
+PERMISSIONS_VERSION = "perms:10"
 """Tagged on every issued JWT; credentials issued under an older layout are issued again by `nexus up`."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent.authority import Authority, CannotCheckYet
@@ -18,7 +19,7 @@ from bus.errors import BusError
 from bus.identity import Identity
 from schemas import codec, subjects
 from schemas.envelope import Envelope
-from schemas.events import JobDispatch
+from schemas.events import JobAccepted, JobDispatch
 from schemas.records import Record
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -101,3 +102,36 @@ def test_an_agent_connects_under_the_private_inbox_its_credentials_grant(identit
     older = dict(agent.claims["nats"], sub={"allow": ["_INBOX.>"]})
     token = nats_jwt.encode(keyring._seed("account"), agent.key, "agent-n1", older)
     assert Identity(token, agent._kp.seed).inbox_prefix is None
+
+
+async def test_only_the_nodes_own_signed_facts_are_its_facts(identities: tuple[Identity, Identity], tmp_path: Path) -> None:
+    """On DESIGN §3's `nexus.evt.job.<id>.accepted` any agent may publish a fact about any job:
+    when the agent reads a job's history back (is this dispatch still runnable? is the stored
+    `accepted` ours?), only facts naming its node and signed by its agent or the orchestrator
+    are its node's; another agent's, even naming this node, must not stop a dispatch here."""
+    from orchestrator.trust.keyring import Keyring
+
+    agent, orchestrator = identities
+    rogue = Identity.from_creds(Keyring(tmp_path / "creds").issue("agent", "agent-n2", node="n2").path)
+    announced = {who.key: _announcement(who) for who in (agent, orchestrator, rogue)}
+
+    class _Bus(_Lookups):
+        async def announcement(self, key: str) -> Record | None:
+            return announced.get(key)
+
+    authority = Authority(_Bus(agent, None, failures=0))  # type: ignore[arg-type]
+    subject, fact = subjects.fact("j-1", "accepted"), JobAccepted(node="n1", attempt=1, instance="i")
+    assert await authority.is_fact_of(_signed(agent, subject, fact, 9), "n1")
+    assert await authority.is_fact_of(_signed(orchestrator, subject, fact, 9), "n1")
+    assert not await authority.is_fact_of(_signed(rogue, subject, fact, 9), "n1")  # names n1, signed by n2's agent
+    assert not await authority.is_fact_of(_signed(agent, subject, JobAccepted(node="n2", attempt=1), 9), "n1")  # another node's
+    unsigned = Record(seq=9, subject=subject, stream_ts=NOW, raw=codec.encode(fact), event=fact)
+    assert not await authority.is_fact_of(unsigned, "n1")
+    forged = msgspec.structs.replace(_signed(agent, subject, fact, 9), raw=codec.encode(JobAccepted(node="n1", attempt=2)))
+    assert not await authority.is_fact_of(forged, "n1")  # altered after signing
+
+    # Without credentials nothing can be checked: the fact's word is taken.
+    class _Open:
+        identity = None
+
+    assert await Authority(_Open()).is_fact_of(unsigned, "n1")  # type: ignore[arg-type]

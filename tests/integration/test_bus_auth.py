@@ -151,6 +151,7 @@ async def test_a_submitter_runs_jobs_through_the_external_contract(up: Up, tmp_p
     try:
         marker = tmp_path / "ran-by-submitter"
         job_id = new_job_id()
+        exits = await nc.subscribe(subjects.job_kind_all("exited"))  # every job's exit, live (DESIGN §3's shape)
         # A plain core-NATS publish (no JetStream ack), as DESIGN §4 promises.
         await nc.publish(subjects.job(job_id, "requested"), _request(f"echo signed-output && touch {marker}"))
         await nc.flush()
@@ -166,6 +167,11 @@ async def test_a_submitter_runs_jobs_through_the_external_contract(up: Up, tmp_p
         assert output_signature_holds(chunk.subject, chunk.data, signer, sig)
         assert not output_signature_holds(chunk.subject, b"altered-output\n", signer, sig)
         assert not output_signature_holds(subjects.output(job_id, 2), chunk.data, signer, sig)
+        # Its node's facts on DESIGN §3's `nexus.evt.job.<job>.<kind>`, signed by the node's agent.
+        exited = await exits.next_msg(timeout=10)
+        assert exited.subject == subjects.fact(job_id, "exited") and json.loads(exited.data)["node"] == "local-1"
+        assert (exited.headers or {}).get(SIGNER_HEADER)
+        await exits.unsubscribe()
         # And it may read its job's events back, and submit with a JetStream ack.
         got = await nc.jetstream().subscribe(subjects.job_all(job_id), ordered_consumer=True)
         first = await got.next_msg(timeout=5)
@@ -235,9 +241,9 @@ async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
     rogue = await _issue(up, "agent", "rogue", node="rogue-1")
     job_id = new_job_id()
     fact = b'{"type": "job.exited", "node": "local-1", "attempt": 1, "exit_code": 0}'
-    # Facts about another node's work, its output, its heartbeat, its consumer: all refused.
-    await refused(up, rogue, subjects.fact(job_id, "exited", up.node), fact)
-    await refused(up, rogue, f"nexus.out.{job_id}.1.{up.node}", b"forged output")  # output under another node's name
+    # Facts and output under another node's name, its heartbeat, its consumer: all refused.
+    await refused(up, rogue, subjects.fact_under_node(subjects.fact(job_id, "exited"), up.node), fact)
+    await refused(up, rogue, f"nexus.out.{job_id}.1.{up.node}", b"forged output")
     await refused(up, rogue, f"$KV.nexus-nodes.{up.node}", b'{"node": "local-1", "cost": 0}')
     await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.agent-{up.node}", b'{"batch": 1}')
     await refused(up, rogue, f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}.agent-{up.node}", b'{"batch": 1}')
@@ -245,14 +251,14 @@ async def test_an_agent_identity_speaks_only_for_its_own_node(up: Up) -> None:
     # Nor submit jobs or make decisions.
     await refused(up, rogue, subjects.job(job_id, "requested"), _request("echo from-a-rogue-agent"))
     await refused(up, rogue, subjects.job(job_id, "succeeded"), b"{}")
-    # Its own facts pass the server (the reducer then checks them against the job: unknown here);
-    # the JetStream ack comes back under its own inbox prefix, as for any agent.
+    # Facts on DESIGN §3's subject, and under its own node, pass the server (the readers then check
+    # who signed them and the job's attempt: test_a_rogue_agents_facts_change_nothing...); the
+    # JetStream ack comes back under its own inbox prefix, as for any agent.
     nc = await connect(up, rogue, inbox_prefix=subjects.node_inbox("rogue-1"))
     try:
-        ack = await nc.jetstream().publish(
-            subjects.fact(job_id, "exited", "rogue-1"), b'{"type": "job.exited", "node": "rogue-1", "attempt": 1}'
-        )
-        assert ack.seq > 0
+        own = b'{"type": "job.exited", "node": "rogue-1", "attempt": 1}'
+        for subject in (subjects.fact(job_id, "exited"), subjects.fact_under_node(subjects.fact(job_id, "exited"), "rogue-1")):
+            assert (await nc.jetstream().publish(subject, own)).seq > 0
     finally:
         await nc.close()
 
@@ -275,6 +281,12 @@ async def _issue(up: Up, role: str, name: str, node: str | None = None, *extra: 
     path = Path(done.stdout.strip())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     return path
+
+
+async def _rows(up: Up, sql: str) -> list[list[object]]:
+    code, out = await up.nexus("sql", sql, "--json")
+    assert code == 0, out
+    return [list(row.values()) for row in json.loads(out)]
 
 
 async def _row(up: Up, sql: str) -> list[object]:
@@ -354,19 +366,24 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     finally:
         await nc.close()
     await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'running'")
-    # A rogue agent may publish facts on its own node's subjects; about this job they change nothing.
+    # A rogue agent may publish facts about any job (DESIGN §3's subject names no node): about
+    # this one, as itself or claiming to be the job's node, they change nothing.
     rogue = await NatsBus.connect(up.url, name="rogue", creds=await _issue(up, "agent", "rogue-2", node="rogue-2"))
     try:
         from schemas import msgids
         from schemas.envelope import Outgoing
         from schemas.events import JobExited
 
-        fake = JobExited(node="rogue-2", attempt=1, exit_code=0)
-        await rogue.publish(Outgoing(subjects.fact(job_id, "exited", "rogue-2"), fake, msgids.job(job_id, "exited", 1)))
+        for claimed in ("rogue-2", up.node):
+            fake = JobExited(node=claimed, attempt=1, exit_code=0)
+            await rogue.publish(Outgoing(subjects.fact(job_id, "exited"), fake, msgids.job(job_id, "exited", f"{claimed}-forged")))
     finally:
         await rogue.close()
-    (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND subject LIKE '%.exited.rogue-2'")
-    assert "refused" in str(error)
+    sql = f"SELECT error FROM events WHERE job_id = '{job_id}' AND author = 'rogue-2' AND json_extract_string(payload, '$.node') = '{{}}'"
+    (as_itself,) = await _row(up, sql.format("rogue-2"))
+    assert "refused" in str(as_itself)
+    (as_local,) = await _row(up, sql.format(up.node))
+    assert as_local == f"job.exited for node '{up.node}' signed by the agent of 'rogue-2': refused"
     (status,) = await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}'")
     assert status == "running"  # the forged exit ended nothing
     gate.touch()
@@ -377,8 +394,8 @@ async def test_an_unsigned_request_names_no_one_and_a_rogue_agents_fact_changes_
     code, out = await up.nexus("history", job_id)
     assert code == 0 and "requested" in out and "claimed-ceo" not in out, out
     # And the rogue's exit shows as the orchestrator judged it: not counted, with the reason.
-    (line,) = [x for x in out.splitlines() if ".exited" in x and "rogue-2" in x]
-    assert "not counted" in line and "refused" in line, out
+    lines = [x for x in out.splitlines() if ".exited" in x and "rogue-2" in x]
+    assert len(lines) == 2 and all("not counted" in x and "refused" in x for x in lines), out
 
 
 async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_agent(up: Up, tmp_path: Path) -> None:
@@ -430,17 +447,24 @@ async def test_output_counts_only_from_the_node_that_ran_the_job_signed_by_its_a
     assert out.count("output.refused") == 4 and "ALL GOOD" not in out, out
 
 
-async def test_an_agent_whose_credentials_predate_the_design_output_subject_keeps_working(
+async def test_an_agent_whose_credentials_predate_the_design_subjects_keeps_working(
     up: Up, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Agent credentials issued before output took DESIGN §3's `nexus.out.<job>.<attempt>` allow
-    output only under the node (`nexus.out.*.*.<node>`): such an agent publishes there (what its
-    JWT allows), and its output counts, until its credentials are issued again."""
+    """Agent credentials issued before facts and output took DESIGN §3's `nexus.evt.job.<job>.<kind>`
+    and `nexus.out.<job>.<attempt>` allow them only under the node (`nexus.evt.job.*.exited.<node>`,
+    `nexus.out.*.*.<node>`): such an agent publishes there (what its JWT allows), and its facts
+    and output count, until its credentials are issued again."""
     from orchestrator.trust import roles
     from orchestrator.trust.keyring import Keyring
 
     current = roles._agent
-    monkeypatch.setattr(roles, "_agent", lambda node: [f"nexus.out.*.*.{node}" if s == "nexus.out.*.*" else s for s in current(node)])
+    design = {subjects.job_kind_all(kind) for kind in subjects.NODE_FACTS}
+
+    def older(node: str) -> list[str]:  # the permissions of agent credentials issued before 2026-12-06
+        allowed = [f"nexus.out.*.*.{node}" if s == "nexus.out.*.*" else s for s in current(node)]
+        return [s for s in allowed if s not in design and s.removeprefix(f"$JS.API.DIRECT.GET.{subjects.EVENTS_STREAM}.") not in design]
+
+    monkeypatch.setattr(roles, "_agent", older)
     creds = Keyring(up.creds).issue("agent", "old-1", "old-1").path
     monkeypatch.undo()
     env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(creds)}
@@ -460,9 +484,88 @@ async def test_an_agent_whose_credentials_predate_the_design_output_subject_keep
         assert code == 0 and "from-old-credentials" in out and "output.refused" not in out, out
         info = await up.admin.js.stream_info(subjects.OUTPUT_STREAM, subjects_filter=subjects.output_all(job_id))
         assert list(info.state.subjects or {}) == [f"nexus.out.{job_id}.1.old-1"]
+        info = await up.admin.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=f"nexus.evt.job.{job_id}.*.old-1")
+        under_node = [f"nexus.evt.job.{job_id}.{k}.old-1" for k in ("accepted", "dispatch", "exited", "started")]
+        assert sorted(info.state.subjects or {}) == under_node
     finally:
         agent.terminate()
         await agent.wait()
+
+
+async def test_another_agents_fact_cannot_stop_a_dispatch_from_running(up: Up, tmp_path: Path) -> None:
+    """Any agent may publish a fact about any job on DESIGN §3's subject. A forged `accepted`
+    naming the job's node, stored between the dispatch and that node's own acceptance, must not
+    count for the node's agent either: it accepts and runs the job (it would otherwise take the
+    job for accepted elsewhere and never run it)."""
+    creds = await _issue(up, "agent", "held-1", node="held-1")
+    env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(creds)}
+    agent = await asyncio.create_subprocess_exec(
+        NEXUS, "agent", "--node", "held-1", "--state-dir", str(tmp_path / "held-1"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    rogue = await NatsBus.connect(up.url, name="rogue", creds=await _issue(up, "agent", "rogue-5", node="rogue-5"))
+    try:
+
+        async def online() -> bool:
+            code, out = await up.nexus("nodes", "--json")
+            return code == 0 and any(n["node_id"] == "held-1" and n["status"] == "online" for n in json.loads(out))
+
+        await wait_for(online, 30, what="node held-1 online")
+        job_id, marker = new_job_id(), tmp_path / "ran"
+        agent.send_signal(signal.SIGSTOP)  # the dispatch waits for it, unaccepted
+        try:
+            await up.admin.js.publish(subjects.job(job_id, "requested"), _request(f"touch {marker}", node="held-1"))
+
+            async def dispatched() -> bool:
+                return await up.stored(subjects.dispatch(job_id, "held-1")) == 1
+
+            await wait_for(dispatched, 10, what="the dispatch to held-1")
+            from schemas import msgids
+            from schemas.envelope import Outgoing
+            from schemas.events import JobAccepted
+
+            forged = JobAccepted(node="held-1", attempt=1, instance="forged")
+            await rogue.publish(Outgoing(subjects.fact(job_id, "accepted"), forged, msgids.job(job_id, "accepted", "forged")))
+        finally:
+            agent.send_signal(signal.SIGCONT)
+        (status,) = await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed', 'lost')")
+        assert status == "succeeded" and marker.exists()
+        (error,) = await _row(up, f"SELECT error FROM events WHERE job_id = '{job_id}' AND author = 'rogue-5'")
+        assert error == "job.accepted for node 'held-1' signed by the agent of 'rogue-5': refused"
+    finally:
+        await rogue.close()
+        agent.terminate()
+        await agent.wait()
+
+
+async def test_another_nodes_agent_cannot_have_a_jobs_facts_dropped_as_duplicates(up: Up) -> None:
+    """The facts' msg ids (`job:<id>:accepted:<attempt>`) anyone can compute, and any agent may
+    publish on their subjects: stored first by another node's agent, they must not make the
+    real facts be dropped as duplicates (the agent stores its own under a derived id)."""
+    job_id = new_job_id()
+    held = "$NEXUS_UNSET_PROGRAM"  # held for approval (a program known only at run time), and harmless: it is unset
+    code, out = await up.nexus("submit", "--id", job_id, "--", held)
+    assert code == 0, out
+    await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status = 'approval_required'")
+    evil = await NatsBus.connect(up.url, name="evil", creds=await _issue(up, "agent", "evil-2", node="evil-2"))
+    try:
+        from schemas.envelope import Outgoing
+        from schemas.events import JobAccepted
+
+        # The acceptance signed (its own, naming its node: a claim on attempt 1), the others unsigned.
+        await evil.publish(Outgoing(subjects.fact(job_id, "accepted"), JobAccepted(node="evil-2", attempt=1), f"job:{job_id}:accepted:1"))
+        for kind in ("started", "exited"):
+            squat = json.dumps({"type": f"job.{kind}", "node": "evil-2", "attempt": 1, "pid": 1}).encode()
+            await evil.js.publish(subjects.fact(job_id, kind), squat, headers={"Nats-Msg-Id": f"job:{job_id}:{kind}:1"})
+    finally:
+        await evil.close()
+    code, out = await up.nexus("approve", job_id)
+    assert code == 0, out
+    (status,) = await _row(up, f"SELECT status FROM jobs WHERE job_id = '{job_id}' AND status IN ('succeeded', 'failed', 'lost')")
+    assert status == "succeeded"  # it ran, once (bash: an unset program is an empty command, exit 0)
+    facts = "type IN ('job.accepted', 'job.started', 'job.exited')"
+    rows = await _rows(up, f"SELECT type, author FROM events WHERE job_id = '{job_id}' AND {facts} AND error IS NULL")
+    assert sorted(rows) == [["job.accepted", "agent-local-1"], ["job.exited", "agent-local-1"], ["job.started", "agent-local-1"]]
 
 
 async def test_another_nodes_agent_cannot_have_a_jobs_output_dropped_as_a_duplicate(up: Up) -> None:
@@ -628,7 +731,8 @@ async def test_an_agent_cannot_read_another_nodes_dispatches(up: Up) -> None:
         seen = await bus.node_history(job_id, "peek-1")
     finally:
         await bus.close()
-    assert {r.kind for r in seen} == {"assigned", "succeeded"}
+    # (Other nodes' facts are on the job's own subjects, DESIGN §3, as its outcome is: no command, no output.)
+    assert {r.kind for r in seen} == {"assigned", "accepted", "started", "exited", "succeeded"}
     assert all(not r.subject.endswith(f".{up.node}") for r in seen)
     assert b"for-local-1-only" not in b"".join(r.raw for r in seen)
 

@@ -136,25 +136,25 @@ async def signed_log(tmp_path: Path) -> AsyncIterator[Signed]:
                 dispatch = JobDispatch(attempt=1, tool="bash", command=f"echo {j}", argv=["bash", "-c", f"echo {j}"])
                 await event(subjects.dispatch(j, NODE), dispatch, orch)
             for j in group:
-                await event(subjects.fact(j, "accepted", NODE), JobAccepted(node=NODE, attempt=1), agent)
-                await event(subjects.fact(j, "started", NODE), JobStarted(node=NODE, attempt=1, pid=100), agent)
+                await event(subjects.fact(j, "accepted"), JobAccepted(node=NODE, attempt=1), agent)
+                await event(subjects.fact(j, "started"), JobStarted(node=NODE, attempt=1, pid=100), agent)
             if start == 40:  # a forged exit, then the genuine checkpoint (its verdicts name the forgery)
-                await event(subjects.fact("job-41", "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
+                await event(subjects.fact("job-41", "exited"), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
                 vouched_upto = await checkpoint(who=orch)
             untrusted = {120: {"who": orch, "chain_ok": False}, 160: {"who": orch, "alter": True}, 200: {"who": alice},
                          240: {"who": stranger}}  # fmt: skip
             if start in untrusted:  # checkpoints that must vouch for nothing, each after a forged exit
-                await event(subjects.fact(group[1], "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
+                await event(subjects.fact(group[1], "exited"), JobExited(node=NODE, attempt=1, exit_code=9), agent, alter=True)
                 await checkpoint(**untrusted[start])  # type: ignore[arg-type]
             for j in group:
-                await event(subjects.fact(j, "exited", NODE), JobExited(node=NODE, attempt=1, exit_code=0), agent)
+                await event(subjects.fact(j, "exited"), JobExited(node=NODE, attempt=1, exit_code=0), agent)
                 await event(subjects.job(j, "succeeded"), JobSucceeded(attempt=1), orch)
         # What must be refused or marked, some about jobs settled thousands of records ago.
         await event(subjects.job("job-1", "succeeded"), JobSucceeded(attempt=1), alice)  # a submitter's decision
         await event(subjects.job("job-2", "validated"), JobValidated(severity="info"), orch, alter=True)  # altered
         await event(subjects.job("job-3", "succeeded"), JobSucceeded(attempt=1), None)  # unsigned decision
         await event(subjects.job("job-4", "succeeded"), JobSucceeded(attempt=1), stranger)  # nobody announced it
-        await event(subjects.fact("job-5", "started", "n2"), JobStarted(node="n2", attempt=1, pid=1), agent)  # another node
+        await event(subjects.fact("job-5", "started"), JobStarted(node="n2", attempt=1, pid=1), agent)  # another node
         await put(subjects.job("job-6", "validated"), b'{"type": "job.validated", "severity": 12}', orch)  # does not decode
         await put(subjects.job("job-8", "validated"), b'{"type": "job.validated"}\x00', orch)  # a NUL byte
         await event(subjects.job("job-9", "succeeded"), JobSucceeded(attempt=1), orch)  # late: the job is settled

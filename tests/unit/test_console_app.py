@@ -25,7 +25,7 @@ def rec(subject: str, event: object, seq: int = 7) -> Record:
 def test_the_feed_tells_a_jobs_status_after_each_event_and_skips_other_families() -> None:
     asked = feed_item(rec(subjects.job("j1", "requested"), JobRequested(command="echo hi", requested_by="ann")))
     assert asked is not None and (asked.entity, asked.id, asked.kind, asked.status, asked.seq) == ("job", "j1", "requested", "requested", 7)
-    started = feed_item(rec(subjects.fact("j1", "started", "n1"), JobStarted(attempt=1, pid=4, node="n1")))
+    started = feed_item(rec(subjects.fact("j1", "started"), JobStarted(attempt=1, pid=4, node="n1")))
     assert started is not None and started.status == "running" and started.node == "n1"
     done = feed_item(rec(subjects.pipeline("p1", "succeeded"), PipelineSucceeded()))
     assert done is not None and (done.entity, done.id, done.status) == ("pipeline", "p1", None)

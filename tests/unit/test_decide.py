@@ -538,9 +538,9 @@ def fold_to_exit(exit_event: JobExited) -> JobView:
     # Facts count only after the dispatch of their attempt to their node.
     apply(subjects.job("j1", "assigned"), JobAssigned(node="n1", attempt=1))
     apply(subjects.dispatch("j1", "n1"), JobDispatch(attempt=1, tool="bash", command="sleep 100", argv=["bash", "-c", "sleep 100"]))
-    apply(subjects.fact("j1", "accepted", "n1"), JobAccepted(node="n1", attempt=1, instance="i1"))
-    apply(subjects.fact("j1", "started", "n1"), JobStarted(node="n1", attempt=1, pid=1))
-    apply(subjects.fact("j1", "exited", "n1"), exit_event)
+    apply(subjects.fact("j1", "accepted"), JobAccepted(node="n1", attempt=1, instance="i1"))
+    apply(subjects.fact("j1", "started"), JobStarted(node="n1", attempt=1, pid=1))
+    apply(subjects.fact("j1", "exited"), exit_event)
     return jobs["j1"]
 
 

@@ -32,8 +32,8 @@ ID_BUILDERS = [
     pytest.param(lambda i: subjects.pipeline(i, "started"), id="pipeline"),
     pytest.param(lambda i: subjects.node(i, "registered"), id="node"),
     pytest.param(lambda i: subjects.output(i, 1), id="output"),
-    pytest.param(lambda i: subjects.fact(i, "exited", "n1"), id="fact"),
-    pytest.param(lambda i: subjects.fact("j1", "exited", i), id="fact-node"),
+    pytest.param(lambda i: subjects.fact(i, "exited"), id="fact"),
+    pytest.param(lambda i: subjects.fact_under_node("nexus.evt.job.j1.exited", i), id="fact-node"),
     pytest.param(subjects.output_all, id="output_all"),
 ]
 
@@ -50,9 +50,13 @@ def test_builders_produce_the_design_shapes() -> None:
     assert subjects.node("web-001", "lost") == "nexus.evt.node.web-001.lost"
     assert subjects.output("j1", 2) == "nexus.out.j1.2"
     assert subjects.output_all("j1") == "nexus.out.j1.>"
-    assert subjects.fact("j1", "exited", "n1") == "nexus.evt.job.j1.exited.n1"
+    assert subjects.fact("j1", "exited") == "nexus.evt.job.j1.exited"  # DESIGN §3: no node in it
+    assert subjects.parse("nexus.evt.job.j1.exited").node is None
+    # Under the node: agents whose credentials predate DESIGN §3's subject, and logs they wrote.
+    assert subjects.fact_under_node(subjects.fact("j1", "exited"), "n1") == "nexus.evt.job.j1.exited.n1"
     assert subjects.parse("nexus.evt.job.j1.exited.n1").node == "n1"
-    assert subjects.parse("nexus.evt.job.j1.exited").node is None  # logs written before the node id
+    with pytest.raises(InvalidSubject):
+        subjects.fact("j1", "requested")
 
 
 def test_agent_filters_cover_its_dispatches_and_cancels() -> None:
