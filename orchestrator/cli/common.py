@@ -33,13 +33,32 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DATA_DIR = Path(".nexus")
+UP_URL_FILE = "nats.url"
+"""Where `nexus up` writes its embedded server's URL in its data directory while it runs (its port
+may be any: `--port -1`); verbs run in the same directory connect there by default."""
+
+
+def _embedded_url(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """--nats when given (or NEXUS_NATS_URL); else the URL a `nexus up` running from this
+    directory wrote (./.nexus/nats.url); else the default."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is None or source.name != "DEFAULT":
+        return value
+    try:
+        written = (DATA_DIR / UP_URL_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return value
+    return written if written.startswith("nats://") and len(written) < 256 else value
+
 
 NatsOpt = Annotated[
     str,
     typer.Option(
         "--nats",
         envvar="NEXUS_NATS_URL",
-        help="NATS URL, or several comma separated (default: the embedded server of `nexus up`).",
+        help="NATS URL, or several comma separated (default: the embedded server of the `nexus up` running from this directory, "
+        "which writes ./.nexus/nats.url; else the one shown).",
+        callback=_embedded_url,
         show_default=True,
     ),
 ]

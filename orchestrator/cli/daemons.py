@@ -13,6 +13,7 @@ from bus.urls import redact_url
 from orchestrator.cli.common import (
     DATA_DIR,
     DEFAULT_NATS,
+    UP_URL_FILE,
     CredsOpt,
     NatsOpt,
     creds_file,
@@ -240,6 +241,7 @@ async def _up(
             server = EmbeddedNats(data / "jetstream", port=port, log_file=data / "nats-server.log", auth=identities.server_config)
             nats_url = await server.start()
             _log().info("nats.started", url=redact_url(nats_url), store=str(data / "jetstream"), creds=str(data / "creds"))
+            (data / UP_URL_FILE).write_text(nats_url + "\n", encoding="utf-8")  # for the verbs run here (common.NatsOpt)
         else:
             given = creds_file(creds)
             identities = Identities(given, given, given, given, None, "")
@@ -248,6 +250,7 @@ async def _up(
         if listener is not None:
             listener.close()
         if server is not None:
+            (data / UP_URL_FILE).unlink(missing_ok=True)
             await server.stop()
         _log().info("nexus.stopped")
 

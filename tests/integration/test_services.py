@@ -70,6 +70,44 @@ async def test_nexus_up_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path) ->
             await proc.wait()
 
 
+async def test_verbs_run_where_nexus_up_runs_find_its_server_on_any_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`nexus up --port -1` (any free port) writes its server's URL to ./.nexus/nats.url: the
+    verbs run from the same directory connect there with no --nats or NEXUS_NATS_URL, as they
+    take ./.nexus/creds/admin.creds; --nats still wins, and the file goes when `nexus up` stops."""
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "up", "--port", "-1", "--no-api", "--node", "here-1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXUS_NATS_URL", "NEXUS_NATS_CREDS")}
+
+    async def nexus(*args: str) -> tuple[int, bytes]:
+        p = await asyncio.create_subprocess_exec(
+            NEXUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path
+        )
+        out, _ = await p.communicate()
+        assert p.returncode is not None
+        return p.returncode, out
+
+    try:
+        url = (await _read_until(proc.stderr, rb"NATS (nats://\S+),")).group(1).decode()
+        drain = asyncio.create_task(proc.stderr.read())
+        assert not url.endswith(":4222") and (tmp_path / ".nexus" / "nats.url").read_text().strip() == url
+        assert await nexus("run", "-q", "--", "echo", "found-it") == (0, b"found-it\n")
+        code, out = await nexus("jobs", "--nats", "nats://127.0.0.1:1")
+        assert code == 1 and b"cannot reach NATS at nats://127.0.0.1:1" in out
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await drain
+        assert not (tmp_path / ".nexus" / "nats.url").exists()
+        code, out = await nexus("jobs")
+        assert code == 1 and b"cannot reach NATS at nats://127.0.0.1:4222" in out, out
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
 async def test_killed_agent_makes_its_running_job_lost_and_the_next_job_goes_elsewhere(stack: Stack) -> None:
     env = {**os.environ, "NEXUS_NATS_URL": stack.url}
     agent = await asyncio.create_subprocess_exec(
