@@ -278,7 +278,7 @@ class MemoryBus:
             yield batch[i : i + 1000]
 
     async def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 8
     ) -> AsyncGenerator[OutputChunk, None]:
         stream = self._stream(subjects.OUTPUT_STREAM)
         pattern = subjects.output_all(job_id)
@@ -312,7 +312,7 @@ class MemoryBus:
                 signal = self._signal
                 for name, stream in ((subjects.EVENTS_STREAM, self._events), (subjects.OUTPUT_STREAM, self._output)):
                     for m in stream.since(seqs[name], patterns[name]):
-                        into.put_nowait(_record(m) if name == subjects.EVENTS_STREAM else _chunk(m))
+                        await into.put(_record(m) if name == subjects.EVENTS_STREAM else _chunk(m))
                         seqs[name] = m.seq + 1
                 await signal.wait()
 

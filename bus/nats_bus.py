@@ -76,6 +76,16 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 BEHIND_CHECK_S = 2.0
 ORDERED_CREATE_S = 4.0  # creating a log follower's ordered consumer (see _ordered)
 CLI_RECONNECT_WAIT_S = 0.5  # between a following CLI's attempts to reconnect
+# A follower's output feed (job_feed): about how many bytes of chunks it pulls at a time from a
+# backlog (a chunk is at most 1 MiB, the server's message limit; small ones come up to 64 at a
+# time), how long a backlog pull waits to fill up, the long poll once caught up, and the wait
+# before a failed consumer is made again.
+OUTPUT_FEED_BYTES = 4 << 20
+OUTPUT_FEED_MAX_BATCH = 64
+OUTPUT_FEED_BATCH = 8  # output_chunks's (a reader of stored output, no feed)
+OUTPUT_BACKLOG_WAIT_S = 0.05
+OUTPUT_POLL_S = 1.0
+OUTPUT_RETRY_S = 1.0
 
 
 def _refused_reason(creds: str | os.PathLike[str] | None) -> str:
@@ -586,44 +596,71 @@ class NatsBus:
         self, job_id: str, into: asyncio.Queue[object], *, events_from: int = 1, output_from: int = 1
     ) -> AsyncIterator[None]:
         """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each
-        kind in stream order (ordered consumers on both streams); the caller owns the
-        queue and may put its own sentinels in it."""
+        kind in stream order; the caller owns the queue and may put its own sentinels in it.
 
-        def put(convert: Callable[[Msg], object]) -> Callable[[Msg], Awaitable[None]]:
-            async def on_msg(msg: Msg) -> None:
-                into.put_nowait(convert(msg))
+        Events come through an ordered push consumer (a job has few). Output is pulled a few
+        chunks at a time as `into` makes room (a bounded queue is the reader's pace): a push
+        consumer's server sends on ahead of a slow reader, and nats-py held a job's whole output
+        (hundreds of MB for one slow SSE client) or, past its pending limit, dropped chunks."""
 
-            return on_msg
+        async def put(msg: Msg) -> None:
+            await into.put(to_record(msg))
 
-        def cfg(start: int) -> api.ConsumerConfig:
-            return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1))
-
-        subs: list[JetStreamContext.PushSubscription] = []
+        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(events_from, 1))
+        with map_read_errors(f"following job {job_id}"):
+            events = await self.js.subscribe(
+                subjects.job_all(job_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=cfg, cb=put
+            )
+        output = asyncio.create_task(self._pull_output(job_id, into, output_from), name=f"output-{job_id}")
         try:
-            with map_read_errors(f"following job {job_id}"):
-                subs.append(
-                    await self.js.subscribe(
-                        subjects.job_all(job_id),
-                        stream=subjects.EVENTS_STREAM,
-                        ordered_consumer=True,
-                        config=cfg(events_from),
-                        cb=put(to_record),
-                    )
-                )
-                subs.append(
-                    await self.js.subscribe(
-                        subjects.output_all(job_id),
-                        stream=subjects.OUTPUT_STREAM,
-                        ordered_consumer=True,
-                        config=cfg(output_from),
-                        cb=put(to_output_chunk),
-                    )
-                )
             yield
         finally:
-            for sub in subs:
+            output.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await output
+            with contextlib.suppress(Exception):
+                await events.unsubscribe()
+
+    async def _pull_output(self, job_id: str, into: asyncio.Queue[object], start: int) -> None:
+        """A job's output chunks from `start` into `into`, in stream order: from a backlog about
+        OUTPUT_FEED_BYTES at a time (by the size of the chunks so far), once caught up one long poll
+        at a time (a new chunk is handed on as it is stored). A consumer that fails is made again
+        from the next chunk (no gap, no repeat); a lost connection is the follower's to see (it
+        makes the feed again)."""
+        subject = subjects.output_all(job_id)
+        while True:
+            cfg = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1), ack_policy=api.AckPolicy.NONE,
+                inactive_threshold=60.0, mem_storage=True,
+            )  # fmt: skip
+            try:
+                sub = await self.js.pull_subscribe(subject, stream=subjects.OUTPUT_STREAM, config=cfg)
+            except Exception as exc:  # nats-py raises many kinds; the next turn tries again
+                log.debug("follow.output_consumer_failed", job_id=job_id, error=str(exc))
+                await asyncio.sleep(OUTPUT_RETRY_S)
+                continue
+            batch, largest = 1, 1
+            try:
+                while True:
+                    try:
+                        msgs = await sub.fetch(batch, timeout=OUTPUT_BACKLOG_WAIT_S if batch > 1 else OUTPUT_POLL_S)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        batch = 1  # caught up: wait for the next chunk alone, handed on as it comes
+                        continue
+                    for msg in msgs:
+                        largest = max(largest, len(msg.data))
+                        await into.put(to_output_chunk(msg))
+                        start = int(msg.metadata.sequence.stream) + 1
+                    # A full pull: more is stored, take the next few at once; else wait for one.
+                    batch = max(1, min(OUTPUT_FEED_MAX_BATCH, OUTPUT_FEED_BYTES // largest)) if len(msgs) == batch else 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # as above: made again from the next chunk
+                log.debug("follow.output_fetch_failed", job_id=job_id, error=str(exc))
+                await asyncio.sleep(OUTPUT_RETRY_S)
+            finally:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await asyncio.wait_for(asyncio.shield(self._drop_consumer(sub, subjects.OUTPUT_STREAM)), OUTPUT_RETRY_S)
 
     async def _behind(self, next_seq: int, subject: str) -> bool:
         """Does the log hold something at or after `next_seq` that we have not been sent?"""
@@ -720,11 +757,11 @@ class NatsBus:
         return rec if rec.event is not None else None
 
     async def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = OUTPUT_FEED_BATCH
     ) -> AsyncGenerator[OutputChunk, None]:
         """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end.
 
-        Read with a pull consumer, `batch` chunks (at most 32 KiB each) at a time, so
+        Read with a pull consumer, `batch` chunks (at most 1 MiB each) at a time, so
         memory stays bounded however large the output is."""
         subject = subjects.output_all(job_id)
         try:

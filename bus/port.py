@@ -176,7 +176,7 @@ class EventBus(Protocol):
         """The last `nexus.evt.trust.<key>.announced` (None: that key never announced itself)."""
 
     def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 64
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 8
     ) -> AsyncGenerator[OutputChunk, None]:
         """A job's stored output, all attempts, in order; with `follow_until`, wait for more until it says stop."""
 
@@ -186,7 +186,8 @@ class EventBus(Protocol):
     def job_feed(
         self, job_id: str, into: asyncio.Queue[object], *, events_from: int = 1, output_from: int = 1
     ) -> AbstractAsyncContextManager[None]:
-        """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each kind in stream order."""
+        """While open, put the job's event `Record`s and `OutputChunk`s into `into`, each kind in stream
+        order, waiting while `into` is full: a bounded queue holds the feed to its reader's pace."""
 
     # ---- heartbeats (not the audit trail)
     async def put_heartbeat(self, hb: NodeHeartbeat, *, revision: int | None = None) -> int:

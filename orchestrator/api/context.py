@@ -8,6 +8,7 @@ from typing import Literal
 
 from litestar.di import NamedDependency
 
+from orchestrator.app.follow import stop_feed
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
 
@@ -29,7 +30,7 @@ class ApiContext:
     def stop_streams(self) -> None:
         self.stopping = True
         for queue in self.streams:
-            queue.put_nowait(STOP)
+            stop_feed(queue, STOP)
 
 
 # How a route handler asks for the context (Litestar's explicit named dependency).

@@ -33,7 +33,6 @@ position sent, so a client that reconnects with it resumes once NATS is back).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -55,7 +54,7 @@ from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_job
 from orchestrator.api.models import POSITION_PATTERN, DoneEvent, ErrorEvent, OutputChunkEvent, StatusEvent
 from orchestrator.api.openapi import problems
-from orchestrator.app.follow import follow_job
+from orchestrator.app.follow import feed_queue, follow_job
 from orchestrator.app.narrate import narrate, status_after, verdict_reason
 from schemas import subjects
 from schemas.events import (
@@ -127,7 +126,7 @@ def _done(job_id: str, state: _JobState) -> DoneEvent:
 
 async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -> AsyncIterator[bytes]:
     """The SSE bytes of one client's stream, from `start` until `done` (or the server stops)."""
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    queue = feed_queue()
     ctx.streams.add(queue)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()

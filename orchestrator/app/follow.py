@@ -45,6 +45,26 @@ RECONNECT_S = 60.0
 """How long a follower waits for a lost connection to come back (a broker restart) before it gives up."""
 RECONNECT_POLL_S = 0.2  # how often a follower looks whether the connection is back
 CREDENTIALS_CHECK_S = 2.0  # down this long, a follower asks whether its credentials are still let in (revoked, expired)
+FEED_MAX = 4
+"""Items a follower's feed holds ahead of it (an output chunk is at most 1 MiB): the feed waits
+while it is full, so a slow reader (a slow SSE client, a `nexus run` piped into a slow program)
+holds the server back instead of growing with the job's output."""
+
+
+def feed_queue() -> asyncio.Queue[object]:
+    """The queue to give `follow_job` when something else may end it (`stop_feed`)."""
+    return asyncio.Queue(maxsize=FEED_MAX)
+
+
+def stop_feed(queue: asyncio.Queue[object], sentinel: object) -> None:
+    """End the follower reading `queue` (follow_job returns at an item that is neither a record nor
+    a chunk) now, even when the feed has filled it: what is dropped to make room was not read."""
+    while True:
+        try:
+            queue.put_nowait(sentinel)
+            return
+        except asyncio.QueueFull:
+            queue.get_nowait()
 
 
 class Followed(msgspec.Struct, frozen=True):
@@ -71,10 +91,11 @@ async def follow_job(
     """The job's records and chunks as they come (see the module docstring).
 
     Anything put into `queue` that is neither a record nor a chunk (a server's
-    stop sentinel) ends the stream. A lost connection is waited for, `reconnect_s`
+    stop sentinel, `stop_feed`) ends the stream; a bounded queue (`feed_queue`) keeps the
+    feed to the reader's pace. A lost connection is waited for, `reconnect_s`
     (default RECONNECT_S) at most, BusUnavailable after that; once it is back, both
     streams are read again from after the last item read: no gap, no repeat."""
-    queue = queue if queue is not None else asyncio.Queue()
+    queue = queue if queue is not None else feed_queue()
     reconnect_s = RECONNECT_S if reconnect_s is None else reconnect_s
     readers = JobReaders(bus, job_id)
     order: StoreOrder | None = None

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -182,6 +183,33 @@ async def test_logs_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Pa
     assert shown == {"job_id": "big-1", "text": text_view(_BIG_BYTES), "stderr": "", "bytes": len(_BIG_BYTES)}
 
 
+async def _slow_follow(stack: Stack, *args: str) -> tuple[bytes, int]:
+    """`nexus ARGS` read slowly (1 MiB every 10 ms): what it wrote, and its peak RSS (kB)."""
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, *args, stdout=asyncio.subprocess.PIPE, env={**os.environ, "NEXUS_NATS_URL": stack.url}
+    )
+    assert proc.stdout is not None
+    got, peak = bytearray(), 0
+    while chunk := await asyncio.wait_for(proc.stdout.read(1 << 20), 60):
+        got += chunk
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)
+    assert await proc.wait() == 0
+    return bytes(got), peak
+
+
+async def test_nexus_run_into_a_slow_reader_holds_a_few_chunks(stack: Stack) -> None:
+    """`nexus run` into a slow reader (a pipe into a slow program) peaks at what it does for a
+    small job plus a few chunks, not the output's size: its writes hold it back, and its feed
+    holds a few chunks (the API's, whose writes do not block the loop: the SSE test below)."""
+    small, small_peak = await _slow_follow(stack, "run", "-q", "--no-tty", "--", "echo small")
+    big, big_peak = await _slow_follow(stack, "run", "-q", "--no-tty", "--", f'python3 -c "{_BIG}"')
+    assert small == b"small\n" and big == _BIG_BYTES
+    assert big_peak - small_peak < len(_BIG_BYTES) // 1024 // 2, (big_peak, small_peak)
+
+
 async def test_run_json_writes_each_chunk_as_it_comes(stack: Stack, tmp_path: Path) -> None:
     """`nexus run --json` held the whole output until the job ended; its text now goes out as it
     is read, in the same one object."""
@@ -276,6 +304,47 @@ async def test_followers_ride_out_a_broker_restart(process_stack: ProcessStack) 
     assert rows is not None and rows.rows == [[1]]  # it ran once
     log = (stack.logs / "api.log").read_text()
     assert "Traceback" not in log and "ExceptionGroup" not in log
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(240)
+async def test_a_slow_sse_client_holds_the_server_back_not_the_api(process_stack: ProcessStack) -> None:
+    """The API's SSE stream reads a job's output at its client's pace. Its consumer's server sent
+    on ahead of a slow client and the API held what came (nats-py keeps up to 256 MiB per
+    consumer, then drops what comes): one slow client of a job with 400 MB of output grew
+    `nexus up` by 400 MB (74 MB for 48 MiB). Now the API grows by a few chunks whatever the
+    output's size (40 MB for 48 MiB), and the stream is whole."""
+    stack = process_stack
+    api_port = free_port()
+    api = await stack._spawn("api", "api", "--port", str(api_port))
+    await wait_for(lambda: _answers(api_port), 30, what="the API answering")
+    big = _BIG.replace("range(48)", "range(96)")  # 96 MiB: twice what the API grew by before, holding it
+    run = await asyncio.create_subprocess_exec(
+        NEXUS, "run", "-q", "--no-tty", "--id", "sse-big", "--", f'python3 -c "{big}"',
+        stdout=asyncio.subprocess.DEVNULL, env={**os.environ, "NEXUS_NATS_URL": stack.url},
+    )  # fmt: skip
+    assert await asyncio.wait_for(run.wait(), 120) == 0
+    before, raw, done = _rss_kb(api.pid, "VmRSS"), bytearray(), None
+    url = f"http://127.0.0.1:{api_port}/api/v1/jobs/sse-big/stream"
+    async with httpx.AsyncClient(timeout=120) as http, http.stream("GET", url) as resp:
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():  # read slowly: the client's pace, not the server's
+            if line.startswith("data: "):
+                message = json.loads(line[6:])
+                if message["type"] == "output_chunk":
+                    raw += base64.b64decode(message["dataB64"])
+                    await asyncio.sleep(0.02)
+                elif message["type"] == "done":
+                    done = message
+                    break
+    grew = _rss_kb(api.pid, "VmHWM") - before
+    assert done is not None and done["status"] == "succeeded" and bytes(raw) == _BIG_BYTES * 2
+    # A few chunks in flight, each with its text view and JSON (~40 MB): not the output's 96 MiB.
+    assert grew < len(_BIG_BYTES) * 2 // 1024 * 2 // 3, (grew, before)
 
 
 async def _answers(port: int) -> bool:
