@@ -78,8 +78,8 @@ ORDERED_CREATE_S = 4.0  # creating a log follower's ordered consumer (see _order
 CLI_RECONNECT_WAIT_S = 0.5  # between a following CLI's attempts to reconnect
 # A follower's output feed (job_feed): about how many bytes of chunks it pulls at a time from a
 # backlog (a chunk is at most 1 MiB, the server's message limit; small ones come up to 64 at a
-# time), how long a backlog pull waits to fill up, the long poll once caught up, and the wait
-# before a failed consumer is made again.
+# time), how long a pull from a backlog may wait (it asks for no more than are stored: none),
+# the long poll once caught up, and the wait before a failed consumer is made again.
 OUTPUT_FEED_BYTES = 4 << 20
 OUTPUT_FEED_MAX_BATCH = 64
 OUTPUT_FEED_BATCH = 8  # output_chunks's (a reader of stored output, no feed)
@@ -623,10 +623,10 @@ class NatsBus:
 
     async def _pull_output(self, job_id: str, into: asyncio.Queue[object], start: int) -> None:
         """A job's output chunks from `start` into `into`, in stream order: from a backlog about
-        OUTPUT_FEED_BYTES at a time (by the size of the chunks so far), once caught up one long poll
-        at a time (a new chunk is handed on as it is stored). A consumer that fails is made again
-        from the next chunk (no gap, no repeat); a lost connection is the follower's to see (it
-        makes the feed again)."""
+        OUTPUT_FEED_BYTES at a time (by the largest chunk so far, and what the last one said is
+        stored after it), once caught up one long poll at a time (a new chunk is handed on as it
+        is stored). A consumer that fails is made again from the next chunk (no gap, no repeat);
+        a lost connection is the follower's to see (it makes the feed again)."""
         subject = subjects.output_all(job_id)
         while True:
             cfg = api.ConsumerConfig(
@@ -651,8 +651,10 @@ class NatsBus:
                         largest = max(largest, len(msg.data))
                         await into.put(to_output_chunk(msg))
                         start = int(msg.metadata.sequence.stream) + 1
-                    # A full pull: more is stored, take the next few at once; else wait for one.
-                    batch = max(1, min(OUTPUT_FEED_MAX_BATCH, OUTPUT_FEED_BYTES // largest)) if len(msgs) == batch else 1
+                    # As many as are stored after it, up to ~OUTPUT_FEED_BYTES (a pull for no more
+                    # than are there comes back at once); none: one long poll for the next.
+                    pending = int(msgs[-1].metadata.num_pending or 0) if msgs else 0
+                    batch = max(1, min(pending, OUTPUT_FEED_MAX_BATCH, OUTPUT_FEED_BYTES // largest))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # as above: made again from the next chunk
