@@ -183,33 +183,6 @@ async def test_logs_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Pa
     assert shown == {"job_id": "big-1", "text": text_view(_BIG_BYTES), "stderr": "", "bytes": len(_BIG_BYTES)}
 
 
-async def _slow_follow(stack: Stack, *args: str) -> tuple[bytes, int]:
-    """`nexus ARGS` read slowly (1 MiB every 10 ms): what it wrote, and its peak RSS (kB)."""
-    proc = await asyncio.create_subprocess_exec(
-        NEXUS, *args, stdout=asyncio.subprocess.PIPE, env={**os.environ, "NEXUS_NATS_URL": stack.url}
-    )
-    assert proc.stdout is not None
-    got, peak = bytearray(), 0
-    while chunk := await asyncio.wait_for(proc.stdout.read(1 << 20), 60):
-        got += chunk
-        with contextlib.suppress(OSError):
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))  # type: ignore[union-attr]
-        await asyncio.sleep(0.01)
-    assert await proc.wait() == 0
-    return bytes(got), peak
-
-
-async def test_nexus_run_into_a_slow_reader_holds_a_few_chunks(stack: Stack) -> None:
-    """`nexus run` into a slow reader (a pipe into a slow program) peaks at what it does for a
-    small job plus a few chunks, not the output's size: its writes hold it back, and its feed
-    holds a few chunks (the API's, whose writes do not block the loop: the SSE test below)."""
-    small, small_peak = await _slow_follow(stack, "run", "-q", "--no-tty", "--", "echo small")
-    big, big_peak = await _slow_follow(stack, "run", "-q", "--no-tty", "--", f'python3 -c "{_BIG}"')
-    assert small == b"small\n" and big == _BIG_BYTES
-    assert big_peak - small_peak < len(_BIG_BYTES) // 1024 // 2, (big_peak, small_peak)
-
-
 async def test_run_json_writes_each_chunk_as_it_comes(stack: Stack, tmp_path: Path) -> None:
     """`nexus run --json` held the whole output until the job ended; its text now goes out as it
     is read, in the same one object."""
