@@ -278,7 +278,7 @@ class MemoryBus:
             yield batch[i : i + 1000]
 
     async def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 8
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int | None = None
     ) -> AsyncGenerator[OutputChunk, None]:
         stream = self._stream(subjects.OUTPUT_STREAM)
         pattern = subjects.output_all(job_id)
@@ -286,7 +286,7 @@ class MemoryBus:
         next_seq = 1
         while True:
             raise_if_cancelling()
-            for m in stream.since(next_seq, pattern)[:batch]:
+            for m in stream.since(next_seq, pattern)[: batch or 64]:
                 next_seq = m.seq + 1
                 yield _chunk(m)
                 if follow_until is None and m.seq >= end:

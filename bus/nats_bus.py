@@ -82,7 +82,6 @@ CLI_RECONNECT_WAIT_S = 0.5  # between a following CLI's attempts to reconnect
 # the long poll once caught up, and the wait before a failed consumer is made again.
 OUTPUT_FEED_BYTES = 4 << 20
 OUTPUT_FEED_MAX_BATCH = 64
-OUTPUT_FEED_BATCH = 8  # output_chunks's (a reader of stored output, no feed)
 OUTPUT_BACKLOG_WAIT_S = 0.05
 OUTPUT_POLL_S = 1.0
 OUTPUT_RETRY_S = 1.0
@@ -138,6 +137,11 @@ def _only_under_node(identity: Identity | None, subject: str) -> bool:
     if identity is None or identity.author.node is None:
         return False
     return identity.may_publish(f"{subject}.{identity.author.node}") and not identity.may_publish(subject)
+
+
+def _output_batch(largest: int) -> int:
+    """How many chunks to pull at a time, the largest so far `largest` bytes: about OUTPUT_FEED_BYTES."""
+    return max(1, min(OUTPUT_FEED_MAX_BATCH, OUTPUT_FEED_BYTES // max(largest, 1)))
 
 
 def _stored_record(subject: str, msg: api.RawStreamMsg) -> Record:
@@ -642,6 +646,7 @@ class NatsBus:
             batch, largest = 1, 1
             try:
                 while True:
+                    batch = max(batch, 1)
                     try:
                         msgs = await sub.fetch(batch, timeout=OUTPUT_BACKLOG_WAIT_S if batch > 1 else OUTPUT_POLL_S)
                     except (nats.errors.TimeoutError, TimeoutError):
@@ -654,7 +659,7 @@ class NatsBus:
                     # As many as are stored after it, up to ~OUTPUT_FEED_BYTES (a pull for no more
                     # than are there comes back at once); none: one long poll for the next.
                     pending = int(msgs[-1].metadata.num_pending or 0) if msgs else 0
-                    batch = max(1, min(pending, OUTPUT_FEED_MAX_BATCH, OUTPUT_FEED_BYTES // largest))
+                    batch = min(pending, _output_batch(largest))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # as above: made again from the next chunk
@@ -759,12 +764,13 @@ class NatsBus:
         return rec if rec.event is not None else None
 
     async def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = OUTPUT_FEED_BATCH
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int | None = None
     ) -> AsyncGenerator[OutputChunk, None]:
         """Stored output of a job, all attempts, in order. Without `follow_until` it stops at the end.
 
-        Read with a pull consumer, `batch` chunks (at most 1 MiB each) at a time, so
-        memory stays bounded however large the output is."""
+        Read with a pull consumer, `batch` chunks at a time (default: about OUTPUT_FEED_BYTES by
+        the largest chunk so far, at most 1 MiB each), so memory stays bounded however large the
+        output is."""
         subject = subjects.output_all(job_id)
         try:
             end = await self.last_seq(subjects.OUTPUT_STREAM, subject)
@@ -776,17 +782,19 @@ class NatsBus:
             deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True
         )
         sub = await self.js.pull_subscribe(subject, stream=subjects.OUTPUT_STREAM, config=cfg)
+        largest = 1
         try:
             while True:
                 raise_if_cancelling()
                 try:
-                    msgs = await sub.fetch(batch, timeout=0.2 if follow_until is not None else 5.0)
+                    msgs = await sub.fetch(batch or _output_batch(largest), timeout=0.2 if follow_until is not None else 5.0)
                 except (nats.errors.TimeoutError, TimeoutError):
                     if follow_until is not None and follow_until():
                         return
                     continue
                 for msg in msgs:
                     meta = msg.metadata
+                    largest = max(largest, len(msg.data))
                     yield to_output_chunk(msg)
                     if follow_until is None and meta.sequence.stream >= end:
                         return

@@ -176,7 +176,7 @@ class EventBus(Protocol):
         """The last `nexus.evt.trust.<key>.announced` (None: that key never announced itself)."""
 
     def output_chunks(
-        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int = 8
+        self, job_id: str, *, follow_until: Callable[[], bool] | None = None, batch: int | None = None
     ) -> AsyncGenerator[OutputChunk, None]:
         """A job's stored output, all attempts, in order; with `follow_until`, wait for more until it says stop."""
 
