@@ -263,6 +263,20 @@ class NodeLost(Envelope, frozen=True, kw_only=True, tag="node.lost"):
     last_seen: Timestamp | None = None
 
 
+class NodeDrained(Envelope, frozen=True, kw_only=True, tag="node.drained"):
+    """An operator took the node out of placement (maintenance): it gets no new job until it is
+    undrained; what it runs goes on, and jobs asked for on it wait. Its agent keeps beating."""
+
+    reason: str = ""
+    by: str | None = None
+
+
+class NodeUndrained(Envelope, frozen=True, kw_only=True, tag="node.undrained"):
+    """The node takes jobs again."""
+
+    by: str | None = None
+
+
 JobEvent = (
     JobRequested
     | JobValidated
@@ -287,7 +301,7 @@ JobEvent = (
     | JobCancelled
     | JobLost
 )
-NodeEvent = NodeRegistered | NodeLost
+NodeEvent = NodeRegistered | NodeLost | NodeDrained | NodeUndrained
 NodeFact = JobAccepted | JobStarted | JobExited
 """The facts a node reports about the attempt it runs (subjects.NODE_FACTS): they count only from
 that node, signed by its agent (core.authorship, core.job_fold)."""

@@ -29,6 +29,11 @@ def node(node_id: str, kind: str, seq: int) -> str:
     return f"node:{node_id}:{kind}:{seq}"
 
 
+def node_change(node_id: str, kind: str, token: str) -> str:
+    """`node:<id>:<kind>:<token>`: an operator's change to a node (drained, undrained), each its own."""
+    return f"node:{node_id}:{kind}:{token}"
+
+
 def output(job_id: str, attempt: int, number: int, token: str) -> str:
     """`out:<id>:<attempt>:<chunk number>:<token>`. The duplicate window is the whole stream's,
     not one subject's: an id anyone could compute, another node's agent could store first (on

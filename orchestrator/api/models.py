@@ -474,6 +474,20 @@ class NodeOut(_Out, frozen=True, kw_only=True):
     last_seen: datetime | None = None
 
 
+class DrainRequest(_Body, frozen=True, kw_only=True):
+    """Why the node is drained, for the record."""
+
+    reason: Text | None = None
+
+
+class DrainRecorded(_Out, frozen=True, kw_only=True):
+    """The change is in the log (`seq`); placement follows as the orchestrator folds it."""
+
+    node_id: str
+    drained: bool
+    seq: int
+
+
 class NodeList(_Out, frozen=True, kw_only=True):
     nodes: list[NodeOut]
 

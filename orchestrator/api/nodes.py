@@ -1,4 +1,4 @@
-"""Node routes: the fleet, one node, and the node the orchestrator would pick now.
+"""Node routes: the fleet, one node, the node the orchestrator would pick now, and draining one.
 
 Registration (tools, labels, capacity) comes from the `nodes` table, liveness
 and the agent's own load from its heartbeat in the `nexus-nodes` bucket (app.nodes.fleet).
@@ -7,19 +7,19 @@ and the agent's own load from its heartbeat in the `nexus-nodes` bucket (app.nod
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import get
-from litestar.params import FromPath, QueryParameter
+from litestar import Request, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from orchestrator.api.auth import require
+from orchestrator.api.auth import identity_of, require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_node
-from orchestrator.api.models import NodeList, NodeOut, OptimalNode
+from orchestrator.api.models import DrainRecorded, DrainRequest, NodeList, NodeOut, OptimalNode
 from orchestrator.api.openapi import problems
 from orchestrator.app import nodes as nodes_app
-from orchestrator.app.nodes import FindOptimalNode
+from orchestrator.app.nodes import DrainNode, FindOptimalNode
 from schemas import subjects
 from schemas.limits import MAX_LABELS, MAX_NAME_CHARS
 
@@ -88,4 +88,34 @@ async def get_node(node_id: FromPath[str], ctx: Ctx) -> NodeOut:
     return node
 
 
-ROUTES = [list_nodes, optimal_node, get_node]
+@post(
+    "/api/v1/nodes/{node_id:str}/drain",
+    status_code=202,
+    guards=[require("admin")],
+    summary="Take a node out of placement (maintenance): no new job goes there",
+    responses=problems(404, body=True),
+)
+async def drain_node(
+    node_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[DrainRequest | None] = None
+) -> DrainRecorded:
+    """`node.drained` in the log, by the caller: what the node runs goes on, jobs asked for on it
+    wait, no other job goes there until `undrain` (as `nexus nodes --drain`)."""
+    change = DrainNode(node_id=node_id, reason=(data.reason or "") if data is not None else "", by=identity_of(request.scope).user)
+    seq = await nodes_app.drain(ctx.client, change, now=datetime.now(UTC))
+    return DrainRecorded(node_id=node_id, drained=True, seq=seq)
+
+
+@post(
+    "/api/v1/nodes/{node_id:str}/undrain",
+    status_code=202,
+    guards=[require("admin")],
+    summary="Let a drained node take jobs again",
+    responses=problems(404),
+)
+async def undrain_node(node_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> DrainRecorded:
+    change = DrainNode(node_id=node_id, drain=False, by=identity_of(request.scope).user)
+    seq = await nodes_app.drain(ctx.client, change, now=datetime.now(UTC))
+    return DrainRecorded(node_id=node_id, drained=False, seq=seq)
+
+
+ROUTES = [list_nodes, optimal_node, get_node, drain_node, undrain_node]

@@ -4,6 +4,7 @@
     +-- AppError                 a use case refused; `http_status` and `exit_code` say how each surface answers
         +-- NoSuchJob            nothing in the log under this job id                     404, exit 1
         +-- NoSuchPipeline       nothing in the log under this pipeline id                404, exit 1
+        +-- UnknownNode          no node registered under this id                          404, exit 1
         +-- WrongState           the job is not in a state where this makes sense          409, exit 1
             +-- JobFinished      the job already ended (`status`): nothing to cancel       409, exit 1
             +-- NotHeld          the job is not waiting for approval                       409, exit 1
@@ -51,6 +52,16 @@ class NoSuchPipeline(AppError):
     def __init__(self, pipeline_id: str) -> None:
         self.pipeline_id = pipeline_id
         super().__init__(f"no pipeline {pipeline_id!r}")
+
+
+class UnknownNode(AppError):
+    http_status = 404
+    slug = "unknown-node"
+    title = "Unknown node"
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(f"no node {node_id!r} registered (see `nexus nodes`)")
 
 
 class SecretsUnprotected(AppError):

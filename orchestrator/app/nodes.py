@@ -6,25 +6,30 @@ as phase 1 sees it (`candidates`), for `nexus validate` and the API's validate."
 from __future__ import annotations
 
 from datetime import datetime
+from secrets import token_hex
 from typing import Literal
 
 import msgspec
 
+from orchestrator.app.errors import UnknownNode
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient
 from orchestrator.core import decide
 from orchestrator.core.admission import Candidate
 from orchestrator.core.decide import Fleet
 from orchestrator.core.views import NodeView
-from schemas.events import NodeHeartbeat
+from schemas import msgids, subjects
+from schemas.envelope import Outgoing
+from schemas.events import NodeDrained, NodeHeartbeat, NodeUndrained
 from schemas.limits import Labels, Name
 
-NodeStatus = Literal["online", "stopped", "lost", "unregistered", "unknown"]
+NodeStatus = Literal["online", "drained", "stopped", "lost", "unregistered", "unknown"]
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     """A node: its registration from the event log (the `nodes` table), its load and liveness
-    from its heartbeat in the `nexus-nodes` bucket. `status`: `online` as registered, `stopped`
+    from its heartbeat in the `nexus-nodes` bucket. `status`: `online` as registered, `drained`
+    when an operator took it out of placement (`nexus nodes --drain`), `stopped`
     when its agent's last heartbeat says it stopped cleanly, `lost` when the orchestrator found it
     silent, `unregistered` when heard from but not registered yet, `unknown` when the orchestrator
     did not answer (`heard`: only heartbeats to go by). `live` only while it beats."""
@@ -42,7 +47,7 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     last_seen: datetime | None = None
 
 
-_NODE_SQL = "SELECT node_id, status, tools, labels, max_jobs, hostname, version, registered_at, last_seen FROM nodes"
+_NODE_SQL = "SELECT node_id, status, drained, tools, labels, max_jobs, hostname, version, registered_at, last_seen FROM nodes"
 
 
 async def fleet(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str, NodeState]:
@@ -55,10 +60,13 @@ async def fleet(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str
     for row in map(decoded, rows):
         hb = beats.get(row["node_id"])
         status: NodeStatus = "stopped" if hb is not None and hb.stopped else row["status"]
+        registered = status == "online"
+        if registered and row["drained"]:
+            status = "drained"
         out[row["node_id"]] = NodeState(
             node_id=row["node_id"],
             status=status,
-            live=status == "online" and _live(hb, now, ttl_s),
+            live=registered and _live(hb, now, ttl_s),
             tools=row["tools"] or [],
             labels=row["labels"] or {},
             max_jobs=row["max_jobs"],
@@ -120,10 +128,41 @@ class OptimalChoice(msgspec.Struct, frozen=True, kw_only=True):
 async def optimal_node(client: NexusClient, query: FindOptimalNode, *, ttl_s: float, now: datetime) -> OptimalChoice:
     """The scheduler's choice, from the nodes' heartbeats (their load as they report it)."""
     beats = await client.bus.heartbeats()
-    fleet = Fleet(views={}, heartbeats=beats, load={n: hb.active_jobs for n, hb in beats.items()}, ttl_s=ttl_s)
+    drained = {row["node_id"]: NodeView(node_id=row["node_id"], drained=True) for row in (await client.query(_DRAINED_SQL)).dicts()}
+    fleet = Fleet(views=drained, heartbeats=beats, load={n: hb.active_jobs for n, hb in beats.items()}, ttl_s=ttl_s)
     node, why = decide.optimal_node(fleet, query.tool, query.labels, query.prefer, now)
     candidates = sorted(decide.capable_nodes(fleet, query.tool, query.labels, now))
     return OptimalChoice(node=node, candidates=candidates, reason=why)
+
+
+_DRAINED_SQL = "SELECT node_id FROM nodes WHERE drained"
+
+
+class DrainNode(msgspec.Struct, frozen=True, kw_only=True):
+    """Take a node out of placement (`drain`), or put it back (`drain=False`)."""
+
+    node_id: str
+    drain: bool = True
+    reason: str = ""
+    by: str | None = None
+    """Who asks, when an admin service asks for its caller (the API: the token's user); else the
+    identity that signs it."""
+
+
+async def drain(client: NexusClient, change: DrainNode, *, now: datetime) -> int:
+    """Publish `node.drained` (no new job goes to the node; what it runs goes on; jobs asked for on
+    it wait) or `node.undrained`, signed by this client's identity; the log's sequence. Only an
+    admin may (the server refuses anyone else; the log refuses an unsigned one once identities are
+    enforced). A node the orchestrator never registered is refused: UnknownNode."""
+    node_id = subjects.check_id(change.node_id, "node id")
+    if not (await client.query("SELECT node_id FROM nodes WHERE node_id = ?", [node_id])).dicts():
+        raise UnknownNode(node_id)
+    identity = client.bus.identity
+    by = change.by or (identity.author.name if identity is not None else None)
+    kind = "drained" if change.drain else "undrained"
+    event = NodeDrained(ts=now, reason=change.reason, by=by) if change.drain else NodeUndrained(ts=now, by=by)
+    published = await client.bus.publish(Outgoing(subjects.node(node_id, kind), event, msgids.node_change(node_id, kind, token_hex(8))))
+    return published.seq
 
 
 async def candidates(client: NexusClient, *, ttl_s: float, now: datetime) -> dict[str, Candidate]:

@@ -143,12 +143,42 @@ def nodes(
     prefer: Annotated[list[str] | None, typer.Option("--prefer", help="With --optimal: preferred labels KEY=VALUE.")] = None,
     as_json: JsonOpt = False,
     ttl: Annotated[float, typer.Option("--ttl", help="Seconds without heartbeat after which a node counts as offline.")] = 10.0,
+    drain: Annotated[
+        str | None,
+        typer.Option("--drain", metavar="NODE", help="Take NODE out of placement: no new job goes there (running ones go on). Admin only."),
+    ] = None,
+    undrain: Annotated[str | None, typer.Option("--undrain", metavar="NODE", help="Let NODE take jobs again. Admin only.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="With --drain: why, for the record.")] = "",
     nats_url: NatsOpt = DEFAULT_NATS,
     creds: CredsOpt = None,
 ) -> None:
     """Registered nodes: tools, labels, load and liveness (registration from the log, liveness and
-    load from their heartbeats; a node whose agent stopped stays listed, not live), as GET /api/v1/nodes."""
+    load from their heartbeats; a node whose agent stopped stays listed, not live), as GET /api/v1/nodes.
+
+    `--drain NODE` takes a node out of placement for maintenance (`node.drained` in the log; it
+    shows as `drained`): it gets no new job, what it runs goes on, jobs asked for on it wait.
+    `--undrain NODE` puts it back. A restart of its agent does not undrain it."""
+    if drain is not None or undrain is not None:
+        if drain is not None and undrain is not None:
+            fail("give --drain or --undrain, not both", code=2)
+        _drain(drain or undrain or "", drain is not None, reason, as_json, nats_url)
+        return
     _nodes(optimal, tool, parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)
+
+
+@run_async
+async def _drain(node_id: str, draining: bool, reason: str, as_json: bool, nats_url: str) -> None:
+    from orchestrator.app import nodes as nodes_app
+
+    async with connect(nats_url) as client:
+        seq = await nodes_app.drain(client, nodes_app.DrainNode(node_id=node_id, drain=draining, reason=reason), now=datetime.now(UTC))
+    if as_json:
+        print_json({"node_id": node_id, "drained": draining, "seq": seq})
+    elif draining:
+        told = f"node {node_id} drained: no new job goes there; what it runs goes on (`nexus nodes --undrain {node_id}`)"
+        out.print(told, highlight=False)
+    else:
+        out.print(f"node {node_id} undrained: it takes jobs again", highlight=False)
 
 
 @run_async

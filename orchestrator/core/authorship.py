@@ -9,6 +9,7 @@ credentials) is read as before, so old logs replay unchanged.
     requests  (requested, cancel_requested, test_requested)   anyone the server let publish them;
               unsigned ones too (the external contract: any NATS client with a submitter credential)
     approvals (approved, denied)                                approver or admin, signed
+    node drained / undrained (an operator's)                    admin, signed
     node facts (accepted, started, exited)                      the agent of the node they name, signed
     everything else (decisions, node and pipeline decisions,
               the API's audit trail, checkpoints)               admin (the orchestrator, the API), signed
@@ -51,6 +52,8 @@ def refusal(rec: Record, *, problem: str | None, enforcing: bool) -> str | None:
         if author is not None and author.role == "agent" and author.node != node:
             return f"{what} for node {node!r} signed by the agent of {author.node!r}: refused"
         return _needs(author, what, frozenset({"agent", "admin"}), "the node's agent")
+    if ref.family == "node" and ref.kind in ("drained", "undrained"):
+        return _needs(author, what, frozenset({"admin"}), "an admin")
     return _needs(author, what, frozenset({"admin"}), "the orchestrator")
 
 

@@ -73,7 +73,12 @@ class Fleet:
         restart, an upgrade) is given no new job, which would wait there, or be declared lost
         once the heartbeat is old. What it already holds is judged by `is_live` as before."""
         hb = self.heartbeats.get(node_id)
-        return hb is not None and not hb.stopped and self.is_live(node_id, now)
+        return hb is not None and not hb.stopped and self.is_live(node_id, now) and not self.drained(node_id)
+
+    def drained(self, node_id: str) -> bool:
+        """Taken out of placement by an operator (`node.drained`): no new job goes there."""
+        view = self.views.get(node_id)
+        return view is not None and view.drained
 
     def last_heard(self, node_id: str) -> datetime | None:
         """The node's last heartbeat, else when it was last known to be there (lost, registered)."""
@@ -354,10 +359,19 @@ def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = No
         target = job.requested_node
         candidates = [target] if fleet.takes_jobs(target, now) and job.tool in fleet.heartbeats[target].tools else []
         waiting = f"node {target!r} is not heard from (offline); waiting for it to come back"
+        drained_only = False
+        if fleet.drained(target) and fleet.is_live(target, now):
+            waiting = f"node {target!r} is drained (no new jobs); waiting until it is undrained"
+            if not candidates and job.tool in fleet.heartbeats[target].tools:
+                return [] if job.status == "queued" and job.reason == waiting else [out(job, JobQueued(ts=now, reason=waiting), "queued")]
     else:
         candidates = capable_nodes(fleet, job.tool, job.labels, now)
         sel = f" with labels {job.labels}" if job.labels else ""
         waiting = f"no live node{sel} has tool {job.tool!r}; waiting for one to come back"
+        drained = sorted(n for n, hb in fleet.heartbeats.items() if fleet.drained(n) and job.tool in hb.tools and fleet.is_live(n, now))
+        drained_only = bool(drained)
+        if drained:
+            waiting = f"no node{sel} that takes jobs has tool {job.tool!r} (drained: {', '.join(drained)}); waiting for one"
     if not candidates:
         if fleet.warming(now):
             return []
@@ -366,7 +380,8 @@ def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = No
             return reject(job, now, *problem)
         # A node that was live a moment ago and is merely not heard from (a broker
         # restart, a network blip) makes the job wait, not fail: up to the grace.
-        waiting += f" (at most {fleet.offline_grace_s:g}s after its last heartbeat, then the job is rejected)"
+        if not drained_only:  # a drained node beats on: the job waits for it until it is undrained
+            waiting += f" (at most {fleet.offline_grace_s:g}s after its last heartbeat, then the job is rejected)"
         return [] if job.status == "queued" else [out(job, JobQueued(ts=now, reason=waiting), "queued")]
     if job.secrets:
         keyed = [n for n in candidates if fleet.heartbeats[n].sealing_key]

@@ -20,7 +20,18 @@ from orchestrator.core.views import JobView, NodeView
 from schemas import subjects
 from schemas.codec import event_type
 from schemas.errors import InvalidSubject
-from schemas.events import ApiEvent, Event, JobEvent, JobRequested, NodeEvent, NodeFact, NodeLost, NodeRegistered
+from schemas.events import (
+    ApiEvent,
+    Event,
+    JobEvent,
+    JobRequested,
+    NodeDrained,
+    NodeEvent,
+    NodeFact,
+    NodeLost,
+    NodeRegistered,
+    NodeUndrained,
+)
 from schemas.pipelines import PipelineEvent
 from schemas.records import Record
 from schemas.trust import TrustAnnounced, TrustCheckpoint
@@ -193,5 +204,9 @@ def evolve_node(node: NodeView | None, node_id: str, ev: NodeEvent, ts: datetime
             # Without the heartbeat (gone from the bucket before the orchestrator looked, e.g. across
             # its restart), the last one known is the one its latest registration answered.
             return replace(view, status="lost", lost_at=ts, last_seen=ev.last_seen or view.registered_at, last_seq=seq)
+        case NodeDrained():
+            return replace(view, drained=True, drained_at=ts, drain_reason=ev.reason or None, last_seq=seq)
+        case NodeUndrained():
+            return replace(view, drained=False, drained_at=None, drain_reason=None, last_seq=seq)
         case _:
             assert_never(ev)

@@ -178,3 +178,7 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     """The last heartbeat known when the node was found lost (`node.lost`'s `last_seen`, else the
     time of its latest registration): it outlives the heartbeat, which the bucket drops after its TTL."""
     last_seq: int = 0
+    drained: bool = False
+    """Taken out of placement by an operator (`node.drained`) until `node.undrained`: registrations keep it."""
+    drained_at: datetime | None = None
+    drain_reason: str | None = None

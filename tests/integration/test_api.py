@@ -326,6 +326,53 @@ async def test_a_node_that_stopped_stays_listed_not_live_on_the_cli_and_the_api_
     assert cli == via_api == {"node-1": ("online", True), "web-2": ("lost", False)}
 
 
+async def test_a_drained_node_gets_no_new_job_until_undrained_on_the_cli_and_the_api(stack: Stack, api: httpx.AsyncClient) -> None:
+    """DESIGN §3's `node.drained`: an operator takes a node out of placement for maintenance. It
+    shows as `drained`, the optimal node skips it, a job waits saying why, and it runs once the
+    node is undrained. The API's call is recorded under its caller."""
+    code, out, err = await stack.nexus("nodes", "--drain", "node-1", "--reason", "kernel upgrade", "--json")
+    assert code == 0, err
+    assert json.loads(out)["drained"] is True
+
+    async def drained() -> bool:
+        nodes = (await api.get("/api/v1/nodes")).json()["nodes"]
+        return nodes[0]["status"] == "drained" and nodes[0]["live"] is True
+
+    await wait_for(drained, what="node-1 drained")
+    best = (await api.get("/api/v1/nodes/optimal", params={"tool": "bash"})).json()
+    assert best["node"] is None and best["candidates"] == []
+    code, out, _ = await stack.nexus("nodes")
+    assert code == 0 and b"drained" in out
+    code, _, err = await stack.nexus("submit", "--id", "drained-1", "--node", "node-1", "--", "echo after")
+    assert code == 0, err
+
+    async def waiting() -> bool:
+        job = (await api.get("/api/v1/jobs/drained-1")).json()
+        return job["status"] == "queued" and "drained" in (job.get("reason") or "")
+
+    await wait_for(waiting, what="the job waiting for the drained node")
+    # Undrained over the API: the job runs.
+    resp = await api.post("/api/v1/nodes/node-1/undrain")
+    assert resp.status_code == 202 and resp.json()["drained"] is False, resp.text
+    assert (await stack.wait_job("drained-1"))["status"] == "succeeded"
+    # Drained over the API, with a reason, by its caller; then back again.
+    resp = await api.post("/api/v1/nodes/node-1/drain", json={"reason": "disk swap"})
+    assert resp.status_code == 202 and resp.json() == {"nodeId": "node-1", "drained": True, "seq": resp.json()["seq"]}
+    assert (await api.post("/api/v1/nodes/node-1/undrain")).status_code == 202
+    sql = "SELECT type, payload FROM events WHERE node_id = 'node-1' AND type LIKE 'node.%drained' ORDER BY seq"
+    rows = (await stack.client.query(sql)).dicts()
+    said = [(r["type"], json.loads(r["payload"]).get("reason"), json.loads(r["payload"]).get("by")) for r in rows]
+    assert said[:3] == [
+        ("node.drained", "kernel upgrade", None),
+        ("node.undrained", None, "anonymous"),
+        ("node.drained", "disk swap", "anonymous"),
+    ]
+    # A node no one registered is refused, on both.
+    assert_problem(await api.post("/api/v1/nodes/nope/drain"), 404, "unknown-node", "nope")
+    code, _, err = await stack.nexus("nodes", "--drain", "nope")
+    assert code == 1 and b"no node 'nope' registered" in err
+
+
 async def test_nodes_without_an_orchestrator_lists_the_heartbeats_and_says_so(stack: Stack) -> None:
     """`nexus nodes` asks the orchestrator; with none answering it failed, when which agents still
     beat is what one wants to know. It lists them from the bucket, registration `unknown`."""

@@ -612,6 +612,27 @@ async def test_the_agent_runs_only_signed_dispatches_and_never_the_same_attempt_
     assert f"{job_id} 1" in (up.data / "agents" / up.node / "ran.log").read_text().splitlines()
 
 
+async def test_only_an_admin_drains_a_node(up: Up) -> None:
+    """A drained node gets no new job: taking one out of placement is an admin's act. The server
+    refuses it from a submitter and from an agent (even for its own node); the CLI says so."""
+    rogue = await _issue(up, "agent", "rogue-d", node="rogue-d")
+    for creds in (up.creds / "submitter.creds", rogue):
+        await refused(up, creds, subjects.node(up.node, "drained"), b'{"type": "node.drained", "reason": "forged"}')
+    await refused(up, rogue, subjects.node("rogue-d", "drained"), b'{"type": "node.drained"}')
+    code, out = await up.nexus("nodes", "--drain", up.node, creds=up.creds / "submitter.creds")
+    assert code == 1 and "not allowed" in out, out
+    code, out = await up.nexus("nodes", "--drain", up.node, "--reason", "patching")
+    assert code == 0 and f"node {up.node} drained" in out, out
+    (author,) = await _row(up, f"SELECT author FROM events WHERE type = 'node.drained' AND node_id = '{up.node}' AND error IS NULL")
+    assert author == "admin"
+    code, out = await up.nexus("nodes", "--json")
+    assert code == 0 and json.loads(out)[0]["status"] == "drained", out
+    code, out = await up.nexus("nodes", "--undrain", up.node)
+    assert code == 0, out
+    code, out = await up.nexus("run", "-q", "--", "echo", "runs-again")
+    assert (code, out) == (0, "runs-again\n")
+
+
 async def test_a_heartbeat_under_another_nodes_key_is_not_that_nodes(up: Up) -> None:
     # Only an admin can write another key at all; even then the value must name its own key.
     kv = await up.admin.js.key_value("nexus-nodes")

@@ -37,9 +37,11 @@ from schemas.events import (
     JobTestRequested,
     JobTimedOut,
     JobValidated,
+    NodeDrained,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
+    NodeUndrained,
 )
 from schemas.rpc import QueryRequest, QueryResult
 from schemas.trust import TrustAnnounced, TrustCheckpoint
@@ -129,6 +131,8 @@ SAMPLES: list[Event] = [
     JobLost(ts=T0, node="web-001", attempt=1, reason="heartbeat expired"),
     NodeRegistered(ts=T0, tools=["bash", "python3"], labels={"zone": "eu"}, max_jobs=4, hostname="h", version="0.1"),
     NodeLost(ts=T0, reason="no heartbeat", last_seen=T0 - timedelta(seconds=30)),
+    NodeDrained(ts=T0, reason="kernel upgrade", by="ops"),
+    NodeUndrained(ts=T0, by="ops"),
     ApiCalled(ts=T0, user="alice", role="operator", method="POST", path="/api/v1/jobs", status=201, allowed=True),
     TrustAnnounced(ts=T0, jwt="eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln"),
     TrustCheckpoint(ts=T0, upto_seq=1000, chain="0" * 64),
@@ -286,7 +290,7 @@ def test_naive_timestamps_are_refused(subject: str, payload: bytes) -> None:
         ),
         pytest.param(subjects.job("j1", "bogus"), b"{}", "unknown event type 'job.bogus'", id="unknown-kind"),
         pytest.param(subjects.pipeline("p1", "started"), b"{}", "pipeline.started", id="no-pipeline-events"),
-        pytest.param(subjects.node("n1", "drained"), b"{}", "node.drained", id="unknown-node-kind"),
+        pytest.param(subjects.node("n1", "bogus"), b"{}", "node.bogus", id="unknown-node-kind"),
         pytest.param("foo.bar", b"{}", "not of the form", id="foreign-subject"),
         pytest.param("nexus.out.j1.1", b"{}", "not of the form", id="output-subject"),
         pytest.param("nexus.evt.job.a b.requested", b'{"command": "x"}', "invalid job id", id="bad-id"),

@@ -141,6 +141,30 @@ def test_a_node_whose_agent_stopped_gets_no_new_job_but_keeps_what_it_holds() ->
     assert decide.decide_job(job(status="dispatched", node="n1", attempt=1), f, NOW) == []
 
 
+def test_a_drained_node_gets_no_new_job_and_jobs_asked_for_on_it_wait_until_it_is_undrained() -> None:
+    """DESIGN §3's `node.drained`: an operator took the node out of placement (maintenance). It
+    beats on, so the jobs that need it wait for it (never rejected for its silence), saying why."""
+    f = fleet(hb("n1"), hb("n2"))
+    f.views["n1"] = msgspec.structs.replace(f.views["n1"], drained=True)
+    assert assigned_node(decide.decide_job(job(), f, NOW)) == "n2"
+    pinned = only(decide.decide_job(job(requested_node="n1"), f, NOW))
+    assert isinstance(pinned.event, JobQueued)
+    assert pinned.event.reason == "node 'n1' is drained (no new jobs); waiting until it is undrained"
+    queued = job(requested_node="n1", status="queued", reason=pinned.event.reason)
+    assert decide.decide_job(queued, f, NOW) == []  # said once
+    # The only node with the tool drained: wait for it, not for a heartbeat's grace.
+    alone = fleet(hb("n1"))
+    alone.views["n1"] = msgspec.structs.replace(alone.views["n1"], drained=True)
+    waiting = only(decide.decide_job(job(), alone, NOW))
+    assert isinstance(waiting.event, JobQueued) and "(drained: n1)" in waiting.event.reason
+    assert "after its last heartbeat" not in waiting.event.reason
+    # What it already runs is its own: not lost, not moved.
+    assert decide.decide_job(job(status="running", node="n1", attempt=1), f, NOW) == []
+    # Undrained: it takes jobs again.
+    f.views["n1"] = msgspec.structs.replace(f.views["n1"], drained=False)
+    assert assigned_node(decide.decide_job(queued, f, NOW)) == "n1"
+
+
 @pytest.mark.parametrize(
     "f",
     [

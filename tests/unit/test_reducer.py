@@ -469,6 +469,23 @@ def test_rejected_before_assignment() -> None:
 # ---------------------------------------------------------------- nodes
 
 
+def test_a_drain_outlasts_registrations_until_undrained() -> None:
+    from schemas.events import NodeDrained, NodeUndrained
+
+    f = Fold()
+    f.apply(rec(1, subjects.node("n1", "registered"), NodeRegistered(ts=at(1), tools=["bash"])))
+    a = f.apply(rec(2, subjects.node("n1", "drained"), NodeDrained(ts=at(2), reason="kernel upgrade", by="ops")))
+    assert a.node is not None
+    assert (a.node.drained, a.node.drained_at, a.node.drain_reason, a.node.status) == (True, at(2), "kernel upgrade", "online")
+    assert (a.row.type, a.row.node_id) == ("node.drained", "n1")
+    # Its agent restarting (registered again) or the node lost and back: still drained.
+    f.apply(rec(3, subjects.node("n1", "lost"), NodeLost(ts=at(3), reason="no heartbeat")))
+    a = f.apply(rec(4, subjects.node("n1", "registered"), NodeRegistered(ts=at(4), tools=["bash"])))
+    assert a.node is not None and a.node.drained and a.node.status == "online"
+    a = f.apply(rec(5, subjects.node("n1", "undrained"), NodeUndrained(ts=at(5), by="ops")))
+    assert a.node is not None and (a.node.drained, a.node.drained_at, a.node.drain_reason) == (False, None, None)
+
+
 def test_node_registered_then_lost_then_back() -> None:
     f = Fold()
     reg = NodeRegistered(ts=at(1), tools=["bash"], labels={"zone": "eu"}, max_jobs=2, hostname="h1", version="0.1")
