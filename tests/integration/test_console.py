@@ -381,6 +381,24 @@ def test_nodes_show_liveness_load_tools_heartbeat_and_their_jobs(up: Up, page: W
     expect(p.locator("#f-node")).to_have_value("local-1")
 
 
+def test_a_drained_node_says_so_on_its_card(up: Up, page: Watched) -> None:
+    p = page.page
+    with up.http() as http:
+        assert http.post("/api/v1/nodes/local-1/drain", json={"reason": "console test"}).status_code == 202
+        until(lambda: http.get("/api/v1/nodes/local-1").json()["status"] == "drained", what="local-1 drained")
+    try:
+        goto(p, up, "nodes")
+        badge = p.locator('article[data-node="local-1"] h2 .badge.s-drained')
+        expect(badge).to_have_text("drained")
+    finally:
+        with up.http() as http:
+            assert http.post("/api/v1/nodes/local-1/undrain").status_code == 202
+            until(lambda: http.get("/api/v1/nodes/local-1").json()["status"] == "online", what="local-1 undrained")
+    goto(p, up, "nodes")
+    expect(p.locator('article[data-node="local-1"]')).to_contain_text("live")
+    expect(p.locator('article[data-node="local-1"] .s-drained')).to_have_count(0)
+
+
 def test_metrics_draws_charts_over_time_with_the_since_choice(up: Up, page: Watched) -> None:
     p = page.page
     goto(p, up, "metrics")

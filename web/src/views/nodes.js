@@ -22,7 +22,15 @@ export function nodesView({ main, onFeed }) {
           return h(
             "article",
             { class: `card node ${n.live ? "live" : "lost"}`, dataset: { node: n.nodeId }, "aria-label": `Node ${n.nodeId}` },
-            h("h2", {}, n.nodeId, " ", h("span", { class: `badge ${n.live ? "s-succeeded" : "s-lost"}` }, n.live ? "live" : "lost")),
+            h(
+              "h2",
+              {},
+              n.nodeId,
+              " ",
+              h("span", { class: `badge ${n.live ? "s-succeeded" : "s-lost"}` }, n.live ? "live" : "lost"),
+              // Taken out of placement by an admin (`nexus nodes --drain`): no new job goes there.
+              n.status === "drained" ? [" ", h("span", { class: "badge s-drained", title: "no new job goes to this node" }, "drained")] : null,
+            ),
             h(
               "dl",
               { class: "facts" },
