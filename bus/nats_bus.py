@@ -646,7 +646,6 @@ class NatsBus:
             batch, largest = 1, 1
             try:
                 while True:
-                    batch = max(batch, 1)
                     try:
                         msgs = await sub.fetch(batch, timeout=OUTPUT_BACKLOG_WAIT_S if batch > 1 else OUTPUT_POLL_S)
                     except (nats.errors.TimeoutError, TimeoutError):
@@ -659,7 +658,7 @@ class NatsBus:
                     # As many as are stored after it, up to ~OUTPUT_FEED_BYTES (a pull for no more
                     # than are there comes back at once); none: one long poll for the next.
                     pending = int(msgs[-1].metadata.num_pending or 0) if msgs else 0
-                    batch = min(pending, _output_batch(largest))
+                    batch = max(1, min(pending, _output_batch(largest)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # as above: made again from the next chunk
