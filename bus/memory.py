@@ -321,8 +321,7 @@ class MemoryBus:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
 
     # ------------------------------------------------------------ heartbeats
 

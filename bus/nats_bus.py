@@ -620,8 +620,7 @@ class NatsBus:
             yield
         finally:
             output.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await output
+            await asyncio.wait({output})  # its end, not its CancelledError: a cancellation of our own still comes through
             with contextlib.suppress(Exception):
                 await events.unsubscribe()
 
@@ -633,6 +632,7 @@ class NatsBus:
         a lost connection is the follower's to see (it makes the feed again)."""
         subject = subjects.output_all(job_id)
         while True:
+            raise_if_cancelling()
             cfg = api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1), ack_policy=api.AckPolicy.NONE,
                 inactive_threshold=60.0, mem_storage=True,
@@ -646,6 +646,7 @@ class NatsBus:
             batch, largest = 1, 1
             try:
                 while True:
+                    raise_if_cancelling()  # the fetch's wait_for may have swallowed the feed's end (Python 3.11)
                     try:
                         msgs = await sub.fetch(batch, timeout=OUTPUT_BACKLOG_WAIT_S if batch > 1 else OUTPUT_POLL_S)
                     except (nats.errors.TimeoutError, TimeoutError):

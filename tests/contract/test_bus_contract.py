@@ -222,6 +222,19 @@ class BusContract:
         # Both kinds carry the server's time of storing them: what puts a replay's output among its events.
         assert records[0].stream_ts <= chunks[0].stream_ts <= records[1].stream_ts
 
+    async def test_a_job_feed_closes_while_output_arrives(self, bus: EventBus) -> None:
+        """Closing a feed the moment a chunk reaches its pull: on Python 3.11, nats-py's fetch
+        (an `asyncio.wait_for`) swallowed that cancellation and the feed pulled on forever, so
+        `nexus run` hung after the job's last byte (seen in CI; the first round here, every time)."""
+        for round_ in range(20):
+            job = f"close-{round_}"
+            queue: asyncio.Queue[object] = asyncio.Queue()
+            async with asyncio.timeout(10):
+                async with bus.job_feed(job, queue):
+                    await bus.publish_output(job, 1, 1, b"first", "n1", token="t")
+                    assert isinstance(await queue.get(), OutputChunk)  # the feed's next pull waits for the second
+                    await bus.publish_output(job, 1, 2, b"second", "n1", token="t")
+
     # ---------------------------------------------------------------- heartbeats
 
     async def test_heartbeats_snapshot_and_watch(self, bus: EventBus) -> None:
