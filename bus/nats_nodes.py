@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -86,6 +86,8 @@ async def _deliver_beats(
                 on_snapshot()
                 on_snapshot = None
             continue
+        stored_at = entry.created if isinstance(entry.created, datetime) else None
+        bus.beats_read = (int(entry.revision or 0), stored_at or datetime.now(UTC))
         if entry.value is None or entry.operation is not None:
             continue
         try:
@@ -96,7 +98,7 @@ async def _deliver_beats(
             # The server lets node N's agent write only key N: a value naming another node is not its own.
             log.warning("heartbeat.refused", key=entry.key, names=hb.node, reason="a heartbeat under another node's key")
             continue
-        created = entry.created if isinstance(entry.created, datetime) else hb.ts
+        created = stored_at or hb.ts
         # More stored after this one (entry.delta: the watch's pending count): we are reading
         # `created` while the server is further on (NatsBus.heartbeats_behind_s).
         bus.beats_behind_from = created if entry.delta else None

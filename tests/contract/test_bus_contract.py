@@ -385,6 +385,38 @@ class TestNatsBus(BusContract):
         await fresh_bus.ensure_streams()
         return fresh_bus
 
+    async def test_a_heartbeat_watch_that_reads_nothing_more_is_behind(self, bus: NatsBus) -> None:
+        """A watch whose consumer went with the bucket's stream leader reads nothing until it is
+        made again, and does not know it: the orchestrator's probe sees that the bucket holds more
+        than it read, so the nodes' silence meanwhile is not counted (they were declared lost)."""
+
+        async def watching() -> asyncio.Task[None]:
+            snapshot = asyncio.Event()
+
+            async def on_beat(hb: NodeHeartbeat) -> None:
+                pass
+
+            task = asyncio.create_task(bus.watch_heartbeats(on_beat, snapshot.set, idle_s=5.0))
+            await asyncio.wait_for(snapshot.wait(), 10)
+            return task
+
+        await bus.put_heartbeat(NodeHeartbeat(node="n1", ts=TS))
+        watch = await watching()
+        assert await bus.heartbeats_writable() and bus.heartbeats_behind_s() == 0.0  # read all there is
+        watch.cancel()  # from here it reads nothing, as a watch whose consumer is gone
+        await asyncio.wait({watch})
+        await bus.put_heartbeat(NodeHeartbeat(node="n2", ts=TS))
+        await bus.put_heartbeat(NodeHeartbeat(node="n1", ts=TS))
+        assert await bus.heartbeats_writable()
+        await wait_for(lambda: bus.heartbeats_behind_s() > 0.05, what="the silence counted as the watch's")
+        watch = await watching()  # made again: it reads the latest of every node
+        try:
+            await wait_for(lambda: bus.beats_read is not None and bus.beats_read[0] == 3, what="the watch caught up")
+            assert await bus.heartbeats_writable() and bus.heartbeats_behind_s() == 0.0
+        finally:
+            watch.cancel()
+            await asyncio.wait({watch})
+
     async def test_heartbeats_look_up_the_bucket_once(self, bus: NatsBus, nats_url: str) -> None:
         """nats-py looks a bucket up with a STREAM.INFO request: made on every heartbeat, it
         cost the server more than the put itself, 2,500 times a second with 5,000 nodes."""
