@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from bus.port import EventBus
+from bus.port import EventBus, raise_if_cancelling
 from orchestrator.app.errors import NoSuchJob
 from orchestrator.app.narrate import narrate, status_after
 from orchestrator.app.rows import decoded
@@ -76,6 +76,7 @@ async def fleet_feed(
     task = asyncio.create_task(pump(), name="console.feed")
     try:
         while True:
+            raise_if_cancelling()  # wait_for below may swallow a cancellation that races with an item (Python 3.11)
             try:
                 item = await asyncio.wait_for(queue.get(), idle_s)
             except TimeoutError:
