@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
@@ -270,7 +270,8 @@ class JobReaders:
             self._vetting = Vetting(bus)
         self.gate = OutputGate(self._vetting.verifier if self._vetting is not None else None)
         self._holds = OpenHolds()
-        self._held: deque[OutputChunk] = deque()
+        self._held: deque[OutputChunk] = deque()  # since the last release
+        self._waiting: dict[int, list[OutputChunk]] = {}  # by attempt: its node is not known yet
 
     async def record(self, rec: Record) -> Record:
         if self._vetting is not None:
@@ -286,21 +287,34 @@ class JobReaders:
 
     @property
     def waiting(self) -> bool:
-        """Whether the first held chunk waits for its attempt's node."""
-        return bool(self._held) and self.gate.judge(self._held[0]) == WAIT
+        """Whether a chunk held since the last `release` waits for its attempt's node."""
+        return any(self.gate.judge(chunk) == WAIT for chunk in self._held)
 
-    def release(self, *, final: bool = False) -> Iterator[OutputChunk]:
-        """The held chunks that count, in order, up to the first that must still wait
-        (`final`: none waits any more; what is still unknown is refused)."""
-        while self._held:
-            verdict = self.gate.judge(self._held[0], final=final)
+    def release(self, *, final: bool = False) -> list[OutputChunk]:
+        """The held chunks that count, in order; those whose attempt's node is not known yet
+        stay held (`final`: none waits any more; what is still unknown is refused).
+
+        A waiting chunk holds back only its own attempt's chunks (they wait together), not the
+        rest: a chunk of an attempt that never comes (any agent may store one on any job) held
+        every chunk after it, so the job's live output stopped until it ended and the reader held
+        all of it meanwhile."""
+        ready = [chunk for attempt in list(self._waiting) if final or attempt in self.gate.nodes for chunk in self._waiting.pop(attempt)]
+        if ready:  # older than what was held since
+            ready.extend(self._held)
+            ready.sort(key=lambda chunk: chunk.seq)
+        else:
+            ready = list(self._held)
+        self._held.clear()
+        released: list[OutputChunk] = []
+        for chunk in ready:
+            verdict = self.gate.judge(chunk, final=final)
             if verdict == WAIT:
-                return
-            chunk = self._held.popleft()
-            if verdict is None:
-                yield chunk
+                self._waiting.setdefault(chunk.attempt, []).append(chunk)
+            elif verdict is None:
+                released.append(chunk)
             else:
                 log.warning("output.refused", job_id=self.job_id, seq=chunk.seq, reason=verdict)
+        return released
 
 
 async def job_output(bus: EventBus, job_id: str) -> AsyncGenerator[OutputChunk, None]:

@@ -198,6 +198,24 @@ async def test_run_json_writes_each_chunk_as_it_comes(stack: Stack, tmp_path: Pa
     }  # fmt: skip
 
 
+async def test_a_chunk_of_an_attempt_that_never_comes_holds_no_other_output_back(stack: Stack, tmp_path: Path) -> None:
+    """A follower holds a chunk whose attempt's node it does not know yet (its record may come
+    after it). A chunk of an attempt that never comes (any agent may store one on any job) held
+    every chunk after it: the job's live output stopped for all its followers until it ended, and
+    each of them (the API, for every SSE client) held all of it meanwhile. Only that attempt's
+    chunks wait now; the job's own go on, and the stray is refused at the end."""
+    gate, end = tmp_path / "gate", tmp_path / "end"
+    command = f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second; while [ ! -e {end} ]; do sleep 0.05; done"
+    run = await Follower.start(stack.url, tmp_path, "run", "--no-tty", "--id", "stray-1", "--", command)
+    await wait_for(lambda: b"first\n" in run.out, 30, what="the job's first line")
+    await stack.client.bus.publish_output("stray-1", 7, 1, b"never counted\n", "node-1", token="stray")
+    gate.touch()
+    await wait_for(lambda: b"second\n" in run.out, 30, what="the job's next line, while it runs")
+    end.touch()
+    assert await run.wait(60) == 0, run.err.decode()
+    assert bytes(run.out) == b"first\nsecond\n"
+
+
 async def test_run_json_is_written_in_bounded_memory(stack: Stack, tmp_path: Path) -> None:
     """Its peak is that of `nexus run` writing the raw bytes, plus less than the output's size (it
     held all of it, as text and as JSON: 583 MB for these 48 MiB, against 37 MB raw). Looser than
