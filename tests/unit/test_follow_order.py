@@ -60,3 +60,33 @@ def test_live_items_go_as_they_come() -> None:
     assert drain(order) == [("chunk", 1)]
     order.add(record(1, 4))
     assert drain(order) == [("record", 1)]
+
+
+# ---------------------------------------------------------------- JobReaders: held chunks
+
+
+def assigned(seq: int, attempt: int, node: str) -> Record:
+    from schemas.events import JobAssigned
+
+    event = JobAssigned(ts=T0, node=node, attempt=attempt)
+    return Record(seq=seq, subject="nexus.evt.job.j1.assigned", event=event, stream_ts=T0, raw=b"{}")
+
+
+def out(seq: int, attempt: int, node: str = "n1") -> OutputChunk:
+    return OutputChunk(seq=seq, attempt=attempt, number=seq, data=b"x", claimed_node=node, stream_ts=T0)
+
+
+async def test_a_chunk_of_an_unknown_attempt_holds_back_only_its_own_attempt() -> None:
+    from bus.memory import MemoryBus
+    from orchestrator.app.follow import JobReaders
+
+    readers = JobReaders(MemoryBus(), "j1")
+    await readers.record(assigned(1, 1, "n1"))
+    for chunk in (out(1, 1), out(2, 7), out(3, 1), out(4, 2), out(5, 7), out(6, 2)):
+        await readers.hold(chunk)
+    assert [c.seq for c in readers.release()] == [1, 3]  # attempts 2 and 7: their nodes not known yet
+    await readers.hold(out(7, 1))
+    await readers.record(assigned(8, 2, "n1"))
+    assert [c.seq for c in readers.release()] == [4, 6, 7]  # attempt 2's, in the order stored
+    assert readers.release(final=True) == []  # attempt 7 never came: refused
+    assert readers.release(final=True) == []
