@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -57,6 +58,7 @@ OUTPUT_CHUNK_MAX = 1024 * 1024  # PTY and pipes (`tty: false`) alike
 HEADER_ROOM = 4096
 STOPPED_BEAT_S = 2.0  # how long a stopping agent tries to say so
 CHECK_RETRY_S = 1.0  # a dispatch whose signer could not be looked up is delivered again after this
+STREAMS_FIRST_POLL_S = 0.1  # an agent that finds no streams yet looks again after this, backing off to 1 s
 
 
 @dataclass
@@ -109,9 +111,7 @@ class Agent:
 
     async def run(self) -> None:
         """Run until cancelled. Waits for the orchestrator to create the streams if needed."""
-        while not await self._streams_ready():
-            log.info("agent.waiting_for_streams", node=self.node_id)
-            await asyncio.sleep(1.0)
+        await self._until_streams_ready()
         # The first heartbeat announces the node; the orchestrator creates its dispatch
         # consumer before it registers the node, so before any dispatch to it. Not while
         # another agent runs as this node (NodeTaken).
@@ -136,6 +136,20 @@ class Agent:
         with contextlib.suppress(NexusError, TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(STOPPED_BEAT_S):
                 await asyncio.shield(self.claim.beat(msgspec.structs.replace(self._heartbeat(), stopped=True)))
+
+    async def _until_streams_ready(self) -> None:
+        """Until the orchestrator has made the streams. Asked again after 0.1 s, backing off to 1 s
+        with jitter: an agent started with its orchestrator (`nexus up`) found them made 0.1 s
+        after its first look and waited a whole second more; a fleet started before its
+        orchestrator does not ask the server's JetStream API 10 times a second per agent for long."""
+        pause, waited, told_at = STREAMS_FIRST_POLL_S, 0.0, None
+        while not await self._streams_ready():
+            if told_at is None or waited - told_at >= 30.0:
+                log.info("agent.waiting_for_streams", node=self.node_id)
+                told_at = waited
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 1.5, 1.0) * random.uniform(0.8, 1.2)
 
     async def _streams_ready(self) -> bool:
         try:
