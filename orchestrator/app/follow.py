@@ -45,6 +45,9 @@ RECONNECT_S = 60.0
 """How long a follower waits for a lost connection to come back (a broker restart) before it gives up."""
 RECONNECT_POLL_S = 0.2  # how often a follower looks whether the connection is back
 CREDENTIALS_CHECK_S = 2.0  # down this long, a follower asks whether its credentials are still let in (revoked, expired)
+QUIET_CHECK_S = 1.0
+"""How often a follower that gets nothing looks whether its connection is still there (the API's
+SSE stream, whose `idle_s` is its 15 s keepalive, noticed a lost NATS only at the next keepalive)."""
 FEED_MAX = 4
 """Items a follower's feed holds ahead of it (an output chunk is at most 1 MiB): the feed waits
 while it is full, so a slow reader (a slow SSE client, a `nexus run` piped into a slow program)
@@ -103,6 +106,7 @@ async def follow_job(
     output_end: int | None = None
     last_output = output_after
     last_item = time.monotonic()
+    quiet_since = last_item  # since the last item or `idle` the reader was given
     lost_since: float | None = None  # when the connection was found lost, until following again
     told = False  # whether the follower was told it was lost
     while True:  # one turn per connection: after a reconnect the feed is made again
@@ -133,7 +137,7 @@ async def follow_job(
                 item = order.next()
                 if item is None:
                     try:
-                        got = await asyncio.wait_for(queue.get(), idle_s if not verdict_seen else min(idle_s, DRAIN_S))
+                        got = await asyncio.wait_for(queue.get(), min(idle_s, QUIET_CHECK_S))
                     except TimeoutError:
                         if not bus.connected or bus.reconnected_at != connection:
                             break  # the feed's consumers may be gone with the connection: make them again
@@ -144,9 +148,11 @@ async def follow_job(
                             for chunk in readers.release(final=True):
                                 yield Followed(chunk=chunk)
                             return
-                        yield Followed(idle=True)
+                        if time.monotonic() - quiet_since >= idle_s:
+                            quiet_since = time.monotonic()
+                            yield Followed(idle=True)
                         continue
-                    last_item = time.monotonic()
+                    last_item = quiet_since = time.monotonic()
                     if not isinstance(got, Record | OutputChunk):
                         return
                     order.add(got)
