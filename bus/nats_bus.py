@@ -196,7 +196,8 @@ class NatsBus:
         self.reconnects = 0  # long-lived subscriptions compare it to know they must be made again
         self.beats_behind_from: datetime | None = None  # the heartbeat watch's read position when behind
         # The last entry the heartbeat watch read: its revision (the bucket stream's sequence) and
-        # when it was stored. heartbeats_writable compares it with what the bucket holds.
+        # when it was stored; heartbeats_writable compares it with what the bucket holds
+        # (bus.nats_nodes.note_stored).
         self.beats_read: tuple[int, datetime] | None = None
 
     @property
@@ -883,22 +884,10 @@ class NatsBus:
                 info = await self.js.stream_info(f"KV_{subjects.NODES_BUCKET}")
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError):
             return False
-        self._note_beats_stored(int(info.state.last_seq or 0))
-        return info.cluster is None or bool(info.cluster.leader)
+        from bus import nats_nodes
 
-    def _note_beats_stored(self, last_seq: int) -> None:
-        """The bucket holds entries up to `last_seq`: if the watch has not read them, it is behind
-        from the last entry it read (heartbeats_behind_s), whether or not it knows. A watch whose
-        consumer went with a stream leader reads nothing until it is made again (up to its idle
-        time); meanwhile every node looked silent to the orchestrator, and was declared lost."""
-        read = self.beats_read
-        if read is None:
-            return
-        if last_seq > read[0]:
-            if self.beats_behind_from is None:
-                self.beats_behind_from = read[1]
-        else:
-            self.beats_behind_from = None
+        nats_nodes.note_stored(self, int(info.state.last_seq or 0))
+        return info.cluster is None or bool(info.cluster.leader)
 
     async def heartbeats(self) -> dict[str, NodeHeartbeat]:
         """A snapshot of the bucket, `ts` as the agent sent it (see bus.nats_nodes.snapshot)."""

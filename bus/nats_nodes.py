@@ -108,6 +108,22 @@ async def _deliver_beats(
             on_snapshot = None
 
 
+def note_stored(bus: NatsBus, last_seq: int) -> None:
+    """The bucket holds entries up to `last_seq` (the orchestrator's probe asks): if the watch has
+    not read them, it is behind from the last entry it read (heartbeats_behind_s), whether or not
+    it knows. A watch whose consumer went with a stream leader reads nothing until it is made
+    again (up to its idle time); meanwhile every node looked silent to the orchestrator, and was
+    declared lost."""
+    read = bus.beats_read
+    if read is None:
+        return
+    if last_seq > read[0]:
+        if bus.beats_behind_from is None:
+            bus.beats_behind_from = read[1]
+    else:
+        bus.beats_behind_from = None
+
+
 async def snapshot(bus: NatsBus) -> dict[str, NodeHeartbeat]:
     """A snapshot of the bucket (`ts` as the agent sent it), without creating a consumer:
     the keys come from the stream's subject list, each value from a direct get. (`kv.keys()`

@@ -304,13 +304,11 @@ class JobReaders:
         rest: a chunk of an attempt that never comes (any agent may store one on any job) held
         every chunk after it, so the job's live output stopped until it ended and the reader held
         all of it meanwhile."""
-        ready = [chunk for attempt in list(self._waiting) if final or attempt in self.gate.nodes for chunk in self._waiting.pop(attempt)]
-        if ready:  # older than what was held since
-            ready.extend(self._held)
-            ready.sort(key=lambda chunk: chunk.seq)
-        else:
-            ready = list(self._held)
+        ready = list(self._held)
         self._held.clear()
+        for attempt in [a for a in self._waiting if final or a in self.gate.nodes]:
+            ready.extend(self._waiting.pop(attempt))  # older than what was held since
+        ready.sort(key=lambda chunk: chunk.seq)
         released: list[OutputChunk] = []
         for chunk in ready:
             verdict = self.gate.judge(chunk, final=final)
