@@ -25,7 +25,7 @@ import msgspec
 from agent.authority import Authority, CannotCheckYet
 from agent.capabilities import discover_tools
 from agent.checks import describe, run_checks
-from agent.environment import job_environment
+from agent.environment import inherited, job_environment
 from agent.ledger import Ledger
 from agent.masking import mask_text, maskable
 from agent.node_claim import NodeClaim, NodeTaken
@@ -97,6 +97,8 @@ class Agent:
         # Without one (in-process agents in tests) a key lives as long as the process.
         self.sealing_key = sealing_key or SealingKey.generate()
         self.pass_env = pass_env
+        # What jobs inherit of our environment, taken once (reading os.environ decodes every variable).
+        self.inherited_env = inherited(os.environ, pass_env)
         self.instance = uuid.uuid4().hex[:12]
         self.claim = NodeClaim(bus, self.node_id, self.instance)  # one agent per node id
         self.running: dict[str, _Running] = {}
@@ -419,7 +421,7 @@ class Agent:
                 await asyncio.to_thread(os.fsync, unsynced)
             job_env, secrets = self._open_secrets(dispatch.env)
             # A minimal environment (agent.environment), never the agent's own whole one.
-            env = job_environment(os.environ, nexus_env, job_env, self.pass_env)
+            env = job_environment(self.inherited_env, nexus_env, job_env, self.pass_env)
             spec = RunSpec(
                 argv=dispatch.argv,
                 cwd=dispatch.working_dir,

@@ -19,6 +19,7 @@ import msgspec
 
 from bus.identity import Identity, Verifier, signatures_hold
 from orchestrator.core import audit, reducer
+from orchestrator.core.active_jobs import ActiveJobs
 from orchestrator.core.pipeline_views import PIPELINE_TERMINAL, PipelineView
 from orchestrator.core.views import TERMINAL, JobView, NodeView
 from orchestrator.secrets import redact_record
@@ -64,7 +65,7 @@ class Projection:
         if verifier is not None:  # what it learnt before a restart: the identities announced so far
             for rec in store.announcements(self.applied_seq):
                 verifier.learn(rec)
-        self.jobs: dict[str, JobView] = store.active_jobs(TERMINAL)
+        self.jobs = ActiveJobs(store.active_jobs(TERMINAL))
         self.nodes: dict[str, NodeView] = store.all_nodes()
         self.pipelines: dict[str, PipelineView] = store.load_pipelines(running_only=True)
         self.changed_pipelines: dict[str, PipelineView] = {}
@@ -132,11 +133,11 @@ class Projection:
             return {}
         self._load_missing(batch)
         clock.lap("load")
-        saved = (dict(self.jobs), dict(self.nodes), dict(self.pipelines))
+        saved = (self.jobs.snapshot(), dict(self.nodes), dict(self.pipelines))
         try:
             return self._apply(batch)
         except Exception as exc:  # a poison record: isolate it, never stop the fold
-            self.jobs, self.nodes, self.pipelines = saved
+            self.jobs, self.nodes, self.pipelines = ActiveJobs(saved[0]), saved[1], saved[2]
             if len(batch) > 1:
                 changed: dict[str, JobView] = {}
                 pipes: dict[str, PipelineView] = {}
@@ -177,7 +178,8 @@ class Projection:
     def _load_missing(self, batch: list[Record]) -> None:
         """Bring the views of older jobs and pipelines the batch names into memory."""
         missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
-        self.jobs.update(self.store.load_jobs(j for j in missing if j))
+        for job in self.store.load_jobs(j for j in missing if j).values():
+            self.jobs.put(job)
         missing_pipes = {pipeline_id_of(r.subject) for r in batch} - set(self.pipelines) - {None}
         self.pipelines.update(self.store.load_pipelines(p for p in missing_pipes if p))
 
@@ -192,7 +194,8 @@ class Projection:
             if applied.row.error and self.on_ignored:
                 self.on_ignored(rec, applied.row.error)
             if applied.job is not None:
-                self.jobs[applied.job.job_id] = dirty_jobs[applied.job.job_id] = applied.job
+                self.jobs.put(applied.job)
+                dirty_jobs[applied.job.job_id] = applied.job
             if applied.node is not None:
                 self.nodes[applied.node.node_id] = dirty_nodes[applied.node.node_id] = applied.node
             if applied.pipeline is not None:
@@ -211,8 +214,8 @@ class Projection:
             self._digests.pop(rec.seq, None)
             self._links.pop(rec.seq, None)
             self._masked.discard(rec.seq)
-        for job_id in [j for j, v in self.jobs.items() if v.settled]:
-            del self.jobs[job_id]
+        for job_id in list(self.jobs.settled):
+            self.jobs.drop(job_id)
         for pipeline_id in [p for p, v in self.pipelines.items() if v.status in PIPELINE_TERMINAL]:
             del self.pipelines[pipeline_id]
         self.changed_pipelines = dirty_pipes
@@ -261,7 +264,7 @@ class Projection:
         self._links.pop(rec.seq, None)
         self._masked.discard(rec.seq)
         for j in jobs:
-            self.jobs[j.job_id] = j
+            self.jobs.put(j)
         for n in nodes:
             self.nodes[n.node_id] = n
         for p in pipes:

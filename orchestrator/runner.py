@@ -52,6 +52,13 @@ class Runner:
         self.bus = bus
         self.pending: dict[str, InFlight] = {}
 
+    def folded(self, key: str, last_seq: int) -> None:
+        """The entity's view has folded up to `last_seq`: our publish at or before it is no longer
+        in flight (kept, `pending` would grow by every job the orchestrator ever decided)."""
+        mine = self.pending.get(key)
+        if mine is not None and mine.seq <= last_seq:
+            del self.pending[key]
+
     async def publish(self, plan: Plan) -> Published:
         expected = plan.expected
         try:

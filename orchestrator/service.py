@@ -31,6 +31,7 @@ from bus.port import EventBus, Request, StreamLimits, raise_if_cancelling
 from bus.sealing import SealingKey
 from orchestrator.audit import chain_upto
 from orchestrator.core import assertions, decide, planner
+from orchestrator.core.active_jobs import ActiveJobs
 from orchestrator.core.admission import Candidate
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
@@ -178,7 +179,7 @@ class Orchestrator:
                 task.cancel()
 
     @property
-    def jobs(self) -> dict[str, JobView]:
+    def jobs(self) -> ActiveJobs:
         return self.projection.jobs
 
     @property
@@ -235,7 +236,10 @@ class Orchestrator:
         if self._unattested >= self.checkpoint_every:
             self._attest_now.set()
         self._touched_pipelines = planner.pipelines_touched(self.projection.changed_pipelines, changed.values())
+        for pipeline_id, pipeline in self.projection.changed_pipelines.items():
+            self.runner.folded(planner.pipeline_key(pipeline_id), pipeline.last_seq)
         for job_id, job in changed.items():
+            self.runner.folded(planner.job_key(job_id), job.last_seq)
             if not job.state.before_dispatch:
                 self._secrets.pop(job_id, None)
             if job.terminal:

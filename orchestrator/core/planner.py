@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.core import decide
+from orchestrator.core.active_jobs import ActiveJobs
 from orchestrator.core.outgoing import reject
 from orchestrator.core.pipeline import decide_pipeline
 from orchestrator.core.pipeline_views import PipelineView
@@ -65,6 +66,9 @@ def job_key(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+_JOB = job_key("")
+
+
 def node_key(node_id: str) -> str:
     return f"node:{node_id}"
 
@@ -85,7 +89,7 @@ def waiting(pending: Pending, key: str, last_seq: int) -> bool:
 def fleet(
     nodes: Mapping[str, NodeView],
     beats: Mapping[str, NodeHeartbeat],
-    jobs: Mapping[str, JobView],
+    jobs: ActiveJobs,
     pending: Pending,
     *,
     ttl_s: float,
@@ -94,25 +98,27 @@ def fleet(
     offline_grace_s: float = decide.Fleet.offline_grace_s,
 ) -> decide.Fleet:
     """The fleet as decisions see it: a job assigned by a publish not folded in yet holds its slot."""
-    load: dict[str, int] = {}
-    for job_id, job in jobs.items():
-        node = job.node if job.on_node else None
-        mine = pending.get(job_key(job_id))
-        if mine is not None and mine.seq > job.last_seq and mine.node:
-            node = mine.node
-        if node:
-            load[node] = load.get(node, 0) + 1
+    load = dict(jobs.load)
+    for key, mine in pending.items():  # what is in flight: the runner forgets what the log has caught up with
+        job = jobs.get(key.removeprefix(_JOB)) if key.startswith(_JOB) else None
+        if job is None or not mine.node or mine.seq <= job.last_seq:
+            continue
+        if job.on_node and job.node:  # its slot moves to the node of our decision
+            left = load[job.node] - 1
+            if left:
+                load[job.node] = left
+            else:
+                del load[job.node]
+        load[mine.node] = load.get(mine.node, 0) + 1
     warming_until = quiet_since + timedelta(seconds=ttl_s)
     return decide.Fleet(
         views=nodes, heartbeats=beats, load=load, ttl_s=ttl_s, warming_until=warming_until, lag_s=lag_s, offline_grace_s=offline_grace_s
     )
 
 
-def jobs_due(
-    jobs: Mapping[str, JobView], touched: Iterable[str], pending: Pending, priority_of: Callable[[str | None, int], int]
-) -> list[JobView]:
+def jobs_due(jobs: ActiveJobs, touched: Iterable[str], pending: Pending, priority_of: Callable[[str | None, int], int]) -> list[JobView]:
     """The jobs to decide now, most urgent first: those touched, and every queued one."""
-    ids = set(touched) | {j for j, v in jobs.items() if v.status == "queued"}
+    ids = set(touched) | jobs.queued
     due = [jobs[j] for j in ids if j in jobs and not waiting(pending, job_key(j), jobs[j].last_seq)]
     return sorted(due, key=lambda v: (-priority_of(v.requested_by, v.priority), v.first_seq))
 

@@ -18,6 +18,7 @@ from bench.fleet_sim import Fleet, node_name
 from bus.nats_bus import NatsBus
 from bus.nats_setup import MAX_CONSUMERS
 from orchestrator.client import NexusClient, new_job_id
+from orchestrator.core import planner
 from orchestrator.embedded import EmbeddedNats
 from orchestrator.service import Orchestrator
 from orchestrator.store import DuckDBStore
@@ -93,6 +94,11 @@ async def test_simulated_fleet_registers_and_runs_a_fan_out(sim: SimStack) -> No
     statuses = await wait_for(finished, 60, what="the fan-out to finish")
     assert {j: statuses[j] for j in jobs} == {j: f"succeeded@{n}" for j, n in jobs.items()}
     assert statuses[failing] == f"failed@{nodes[0]}"
+
+    # Folded in, the orchestrator's decisions are no longer in flight: it keeps nothing per job it
+    # ever decided (its in-flight map grew by every job until a restart), nor the finished jobs.
+    assert {planner.job_key(j) for j in ids} & orch.runner.pending.keys() == set()
+    assert set(ids) & set(orch.jobs) == set() and not orch.jobs.queued and orch.jobs.load == {}
 
     for job_id in jobs:  # the output each simulated agent published, as stored
         chunks = [c.data async for c in sim.admin.output_chunks(job_id)]

@@ -12,6 +12,7 @@ from bus.errors import BusError
 from bus.memory import MemoryBus
 from bus.port import Published as PubAck
 from orchestrator.core import planner
+from orchestrator.core.active_jobs import ActiveJobs
 from orchestrator.core.views import JobStatus, JobView
 from orchestrator.runner import Outcome, Runner
 from schemas import msgids, subjects
@@ -68,9 +69,15 @@ async def test_a_plan_goes_out_as_one_chain_and_is_remembered_until_folded(bus: 
     mine = runner.pending[planner.job_key("j1")]
     assert mine.node == "n1" and mine.seq == job.last_seq + 2
     # Until the projection folds our events in, the job is not due and its slot is taken.
-    assert planner.jobs_due({"j1": job}, ["j1"], runner.pending, lambda _u, p: p) == []
-    fleet = planner.fleet({}, {}, {"j1": job}, runner.pending, ttl_s=10, quiet_since=NOW)
+    active = ActiveJobs({"j1": job})
+    assert planner.jobs_due(active, ["j1"], runner.pending, lambda _u, p: p) == []
+    fleet = planner.fleet({}, {}, active, runner.pending, ttl_s=10, quiet_since=NOW)
     assert fleet.load == {"n1": 1}
+    # Folded in: nothing of ours is in flight for it any more, and the runner forgets it.
+    runner.folded(planner.job_key("j1"), mine.seq - 1)
+    assert planner.job_key("j1") in runner.pending
+    runner.folded(planner.job_key("j1"), mine.seq)
+    assert runner.pending == {}
 
 
 async def test_a_stale_plan_is_dropped_for_the_planner_to_decide_again(bus: FlakyBus) -> None:
