@@ -321,10 +321,12 @@ class Orchestrator:
             now = datetime.now(UTC)
             fleet = self._fleet()
             touched_ids = set(touched)
-            due = planner.jobs_due(self.jobs, touched_ids, self.runner.pending, self.policy.priority_of)
             # Counted only when a queued job could be skipped (it walks every node: 1,000 of them
             # on every batch of a fleet's fan-out, 6 % of the orchestrator's samples there).
-            free = _free_slots(fleet, now) if any(j.status == "queued" and j.job_id not in touched_ids for j in due) else None
+            free = None if self.jobs.queued.keys() <= touched_ids else _free_slots(fleet, now)
+            # No slot free: the queue waits, and is not even sorted (thousands deep in a burst).
+            queued = () if free == 0 else self.jobs.queued
+            due = planner.jobs_due(self.jobs, touched_ids, queued, self.runner.pending, self.policy.priority_of)
             plans: list[tuple[JobView, planner.Plan]] = []
             for job in due:
                 if free == 0 and job.status == "queued" and job.job_id not in touched_ids:

@@ -11,7 +11,7 @@ It is read as a mapping of job id to view; it changes only through `put` and `dr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from orchestrator.core.views import JobView
 
@@ -20,7 +20,7 @@ class ActiveJobs(Mapping[str, JobView]):
     def __init__(self, jobs: Mapping[str, JobView] | None = None) -> None:
         self._jobs: dict[str, JobView] = {}
         self._on: dict[str, str] = {}  # job id -> the node it holds a slot on
-        self.queued: set[str] = set()
+        self.queued: dict[str, None] = {}  # in the order they were queued: nearly the order they are decided in
         self.settled: set[str] = set()
         self.load: dict[str, int] = {}  # node -> jobs holding a slot on it
         for job in (jobs or {}).values():
@@ -42,9 +42,9 @@ class ActiveJobs(Mapping[str, JobView]):
         job_id = job.job_id
         self._jobs[job_id] = job
         if job.status == "queued":
-            self.queued.add(job_id)
+            self.queued.setdefault(job_id)
         else:
-            self.queued.discard(job_id)
+            self.queued.pop(job_id, None)
         if job.settled:
             self.settled.add(job_id)
         else:
@@ -53,9 +53,14 @@ class ActiveJobs(Mapping[str, JobView]):
 
     def drop(self, job_id: str) -> None:
         if self._jobs.pop(job_id, None) is not None:
-            self.queued.discard(job_id)
+            self.queued.pop(job_id, None)
             self.settled.discard(job_id)
             self._hold(job_id, None)
+
+    def views_of(self, job_ids: Iterable[str]) -> list[JobView]:
+        """The views of those of `job_ids` that are active (at the dict's speed: the queue may be long)."""
+        jobs = self._jobs
+        return [jobs[j] for j in job_ids if j in jobs]
 
     def snapshot(self) -> dict[str, JobView]:
         """The views as they are now (`ActiveJobs(snapshot)` is this again)."""

@@ -116,11 +116,20 @@ def fleet(
     )
 
 
-def jobs_due(jobs: ActiveJobs, touched: Iterable[str], pending: Pending, priority_of: Callable[[str | None, int], int]) -> list[JobView]:
-    """The jobs to decide now, most urgent first: those touched, and every queued one."""
-    ids = set(touched) | jobs.queued
-    due = [jobs[j] for j in ids if j in jobs and not waiting(pending, job_key(j), jobs[j].last_seq)]
-    return sorted(due, key=lambda v: (-priority_of(v.requested_by, v.priority), v.first_seq))
+def jobs_due(
+    jobs: ActiveJobs, touched: Iterable[str], queued: Iterable[str], pending: Pending, priority_of: Callable[[str | None, int], int]
+) -> list[JobView]:
+    """The jobs to decide now, most urgent first: those touched and those `queued` (the queue, or
+    none of it while no slot is free), less those whose last decision is not folded in yet."""
+    ids = dict.fromkeys(queued)  # the queue comes in the order it was queued: the sort below finds it nearly sorted
+    ids.update(dict.fromkeys(touched))
+    held = {j for key in pending if key.startswith(_JOB) and (j := key.removeprefix(_JOB)) in ids}  # in flight: few
+    due = jobs.views_of(ids)
+    if held:
+        due = [v for v in due if v.job_id not in held or not waiting(pending, job_key(v.job_id), v.last_seq)]
+    # Priority first, then the order of request, as one integer (sequences are below 2**64): a
+    # deep queue is sorted after every batch, and integers compare much faster than tuples.
+    return sorted(due, key=lambda v: (-priority_of(v.requested_by, v.priority) << 64) + v.first_seq)
 
 
 def plan_job(job: JobView, outs: Iterable[Outgoing]) -> Plan:

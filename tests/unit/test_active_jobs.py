@@ -56,13 +56,28 @@ def test_the_indexes_follow_every_put_and_drop() -> None:
         }
         pending[planner.pipeline_key("p1")] = planner.InFlight(seq=99, node="n1")  # not a job's: no slot
         assert dict(active) == plain
-        assert active.queued == {j for j, v in plain.items() if v.status == "queued"}
+        assert set(active.queued) == {j for j, v in plain.items() if v.status == "queued"}
         assert active.settled == {j for j, v in plain.items() if v.settled}
         assert active.load == scanned_load(plain, {})
         fleet = planner.fleet({}, {}, active, pending, ttl_s=10, quiet_since=NOW)
         assert fleet.load == scanned_load(plain, pending)
-        due = planner.jobs_due(active, ["j1", "j999"], pending, lambda _u, p: p)
+        due = planner.jobs_due(active, ["j1", "j999"], active.queued, pending, lambda _u, p: p)
         expected = {j for j, v in plain.items() if v.status == "queued" or j == "j1"}
         expected = {j for j in expected if not planner.waiting(pending, planner.job_key(j), plain[j].last_seq)}
         assert {v.job_id for v in due} == expected
         assert ActiveJobs(active.snapshot()).load == active.load
+
+
+def test_due_jobs_come_by_priority_then_by_request_order() -> None:
+    rnd = random.Random(11)
+    seqs = rnd.sample(range(1, 2**63), 500)  # any sequence JetStream may give (below 2**64)
+    views = [JobView(job_id=f"j{i}", status="queued", command="true", first_seq=seq, priority=rnd.randint(-3, 3))
+             for i, seq in enumerate(seqs)]  # fmt: skip
+    active = ActiveJobs({v.job_id: v for v in views})
+    touched = JobView(job_id="t", status="validated", command="true", first_seq=2**63, priority=9)
+    active.put(touched)
+    due = planner.jobs_due(active, ["t"], active.queued, {}, lambda _user, priority: priority)
+    assert [v.job_id for v in due] == [v.job_id for v in sorted([*views, touched], key=lambda v: (-v.priority, v.first_seq))]
+    # While no slot is free the queue is not due at all: only what the batch touched.
+    alone = planner.jobs_due(active, ["j1", "t"], (), {}, lambda _user, priority: priority)
+    assert [v.job_id for v in alone] == sorted(["t", "j1"], key=lambda j: (-active[j].priority, active[j].first_seq))

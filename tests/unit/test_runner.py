@@ -70,7 +70,7 @@ async def test_a_plan_goes_out_as_one_chain_and_is_remembered_until_folded(bus: 
     assert mine.node == "n1" and mine.seq == job.last_seq + 2
     # Until the projection folds our events in, the job is not due and its slot is taken.
     active = ActiveJobs({"j1": job})
-    assert planner.jobs_due(active, ["j1"], runner.pending, lambda _u, p: p) == []
+    assert planner.jobs_due(active, ["j1"], active.queued, runner.pending, lambda _u, p: p) == []
     fleet = planner.fleet({}, {}, active, runner.pending, ttl_s=10, quiet_since=NOW)
     assert fleet.load == {"n1": 1}
     # Folded in: nothing of ours is in flight for it any more, and the runner forgets it.
