@@ -177,11 +177,11 @@ class Projection:
 
     def _load_missing(self, batch: list[Record]) -> None:
         """Bring the views of older jobs and pipelines the batch names into memory."""
-        missing = {job_id_of(r.subject) for r in batch} - set(self.jobs) - {None}
-        for job in self.store.load_jobs(j for j in missing if j).values():
+        missing = {j for r in batch if (j := job_id_of(r.subject)) and j not in self.jobs}  # what the batch names, not all active
+        for job in self.store.load_jobs(missing).values():
             self.jobs.put(job)
-        missing_pipes = {pipeline_id_of(r.subject) for r in batch} - set(self.pipelines) - {None}
-        self.pipelines.update(self.store.load_pipelines(p for p in missing_pipes if p))
+        missing_pipes = {p for r in batch if (p := pipeline_id_of(r.subject)) and p not in self.pipelines}
+        self.pipelines.update(self.store.load_pipelines(missing_pipes))
 
     def _apply(self, batch: list[Record]) -> dict[str, JobView]:
         folded = []
