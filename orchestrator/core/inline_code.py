@@ -4,7 +4,8 @@
 the shell analysis rates them: `shutil.rmtree('/srv')` becomes `rm -rf /srv`, `os.remove(p)`
 `rm p`, `os.system("...")`, `subprocess.run([...])`, Perl/Ruby/PHP `system`, backticks and
 `qx{}`, Node `execSync`/`spawnSync`, `fs.rmSync(p, {recursive: true})`, Lua `os.execute`, awk
-`system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`. A `fork` in a
+`system()` and pipes to a command, and `open(p, 'w')` of a file becomes `: > p`. Perl's and
+Ruby's quote-like strings (`q{...}`, `qw(...)`, `%q(...)`) are read as the strings they are. A `fork` in a
 loop that never ends (`perl -e 'fork while 1'`) becomes the shell's fork bomb.
 
 Python is parsed with `ast`: names bound to string constants are followed, string
@@ -96,7 +97,7 @@ def shell_of(language: str, source: str, depth: int = 0) -> Reading:
     elif language == "awk":
         _awk(source, out)
     else:
-        _patterns(source, out)
+        _patterns(_quote_like(language, source) if language in _QUOTE_LIKE else source, out)
     return out
 
 
@@ -245,13 +246,53 @@ def _quote(text: str) -> str:
 _STRING = r"""(?:'((?:\\.|[^'\\])*)'|"((?:\\.|[^"\\])*)")"""
 _CALL = re.compile(
     r"\b(system|exec|execSync|spawnSync|shell_exec|passthru|popen|proc_open|execute|Popen|spawn|run|call|check_output|check_call|"
-    r"rm_rf|rm_r|rmtree|remove_tree|rmSync|rmdirSync|unlink|unlinkSync|remove|rimraf|delete|removeSync)\s*\(?\s*((?:"
+    r"rm_rf|rm_r|rmtree|remove_tree|rmSync|rmdirSync|unlink|unlinkSync|remove|rimraf|delete|removeSync)\s*\(?\s*\*?((?:"
     + _STRING
     + r"\s*,?\s*)+)",
 )
 _LITERAL = re.compile(_STRING)
 _BACKTICK = re.compile(r"`([^`]+)`|\bqx\s*(?:\{([^}]*)\}|\(([^)]*)\)|/([^/]*)/)|%x\(([^)]*)\)")
 _RECURSIVE_OPT = re.compile(r"recursive\s*:\s*true|\{\s*force\s*:\s*true\s*,\s*recursive")
+
+
+# Perl's `q{...}`, `qq(...)`, `qw[...]` and Ruby's `%q(...)`, `%Q{...}`, `%(...)`, `%w[...]`:
+# strings without quote marks (`system(q{rm -rf /})`), read as the quoted strings they are.
+_QUOTE_LIKE = {  # the delimiters people use; never a quote mark, so `"100%"` stays a string
+    "perl": re.compile(r"(?<![\w$@&%])(q[qw]?)\s*([{(\[</|!#~,])"),
+    "ruby": re.compile(r"(?<![\w$@&])(%[qQwW]?)([{(\[<|!])"),
+}
+_CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _quote_like(language: str, source: str) -> str:
+    parts: list[str] = []
+    pos = 0
+    while m := _QUOTE_LIKE[language].search(source, pos):
+        opening = m.group(2)
+        closing = _CLOSING.get(opening, opening)
+        depth, i = 1, m.end()
+        while i < len(source) and depth:
+            if source[i] == "\\":
+                i += 1
+            elif source[i] == closing:
+                depth -= 1
+            elif source[i] == opening and closing != opening:
+                depth += 1
+            i += 1
+        if depth:  # not closed: not one of these
+            parts.append(source[pos : m.end()])
+            pos = m.end()
+            continue
+        body = source[m.end() : i - 1]
+        words = body.split() if m.group(1).endswith(("w", "W")) else [body]
+        parts.append(source[pos : m.start()] + ", ".join(f'"{_escape(w)}"' for w in words))
+        pos = i
+    parts.append(source[pos:])
+    return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return re.sub(r'(["\\])', r"\\\1", text)
 
 
 def _unescape(text: str) -> str:

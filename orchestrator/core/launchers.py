@@ -6,7 +6,7 @@ handle the launchers whose code goes somewhere other than the next argv words: `
 `--checkpoint-action=exec=`, ansible ad-hoc modules (`-m shell -a CMD`, and `-m file/user/
 service/reboot` written as the shell command they amount to), `salt`/`salt-ssh TARGET cmd.run
 CMD` (and `salt-call cmd.run CMD`), pdsh/clush/pssh, interpreters given code (`python -c`, `perl -e`, `node -e`, `php -r`, `lua -e`,
-`awk 'PROGRAM'`, or code on stdin) and `vi -c ':!CMD'`.
+`awk 'PROGRAM'`, or code on stdin), `vi -c ':!CMD'` and sed's `e COMMAND`.
 """
 
 from __future__ import annotations
@@ -239,7 +239,29 @@ def read_vi(args: tuple[Word, ...], out: Unwrapped) -> None:
                 out.scripts.append(Word(m2.group(2), cmd.dynamic))
 
 
+_SED_VALUES = frozenset({"-e", "--expression", "-f", "--file", "-l", "--line-length"})
+_SED_ADDRESS = r"(?:\d+(?:~\d+)?|\$|/(?:\\.|[^/\\\n])*/[IM]*)"
+# GNU sed's `e COMMAND` (runs COMMAND, to the end of its line) after an optional address...
+_SED_EXEC = re.compile(r"(?:^|[\n;{}])\s*(?:" + _SED_ADDRESS + r"(?:\s*,\s*" + _SED_ADDRESS + r")?)?\s*!?\s*e[ \t]+([^\n]+)")
+# ...and `s/RE/REPLACEMENT/e`, which runs what the substitution made: the replacement, as written.
+_SED_SUBST_EXEC = re.compile(r"\bs([^\w\s\\])((?:\\.|(?!\1)[^\\\n])*)\1((?:\\.|(?!\1)[^\\\n])*)\1[gpIiMm0-9]*e")
+
+
+def _sed(name: str, args: tuple[Word, ...], out: Unwrapped) -> None:
+    """sed runs shell commands its script names (GNU `e COMMAND`, the `e` flag of `s`)."""
+    scripts = [args[i + 1] for i, w in enumerate(args[:-1]) if w.text in {"-e", "--expression"}]
+    scripts += [Word(w.text.split("=", 1)[1], w.dynamic) for w in args if w.text.startswith("--expression=")]
+    if not scripts and (i := skip_options(args, _SED_VALUES)) < len(args):
+        scripts.append(args[i])
+    for script in scripts:
+        for m in _SED_EXEC.finditer(script.text):
+            out.scripts.append(Word(m.group(1), script.dynamic))
+        for m in _SED_SUBST_EXEC.finditer(script.text):
+            out.scripts.append(Word(re.sub(r"\\(.)", r"\1", m.group(3)), script.dynamic))
+
+
 LAUNCHERS: dict[str, Step] = {
+    "sed": _sed,
     "pdsh": _fleet,
     "clush": _fleet,
     "pssh": _fleet,

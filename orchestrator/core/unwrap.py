@@ -6,8 +6,9 @@ systemd-run, strace, numactl, gosu, chroot, flock, watch, xargs, su/runuser, bus
 kubectl/oc/docker/podman exec, ...) and collects what is handed elsewhere to run:
 
 - shell text to parse again: `sh -c`/`bash -c`, `su -c`, `ssh host CMD`, `env -S`, `flock -c`,
-  `watch CMD`, `script -c`, `git submodule foreach CMD`, pdsh/clush/pssh commands, `parallel CMD ::: ARGS` (one script per
-  argument, `{}` filled in), `vi -c ':!CMD'`, `tar --to-command`/`--checkpoint-action=exec=`,
+  `watch CMD`, `script -c`, `git submodule foreach CMD`, `git -c core.pager=CMD` (and the other
+  settings git runs), pdsh/clush/pssh commands, `parallel CMD ::: ARGS` (one script per
+  argument, `{}` filled in), `vi -c ':!CMD'`, sed's `e CMD`, `tar --to-command`/`--checkpoint-action=exec=`,
   `salt TARGET cmd.run CMD`, and ansible ad-hoc modules (`-m shell -a CMD`, and `-m file/user/
   service/reboot` written as the shell command they amount to);
 - `eval` words, kept apart: a computed `eval "$X"` is itself a finding;
@@ -20,6 +21,7 @@ kubectl/oc/docker/podman exec, ...) and collects what is handed elsewhere to run
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from typing import Literal
@@ -297,8 +299,23 @@ def _source(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ..
     return DONE
 
 
+# `git -c KEY=VALUE`: settings whose value git runs as shell text (an alias only when it starts with `!`).
+_GIT_SHELL_SETTING = re.compile(
+    r"core\.(?:pager|editor|sshcommand|fsmonitor|askpass)|pager\.[^=]+|sequence\.editor|diff\.external|gpg(?:\.\w+)?\.program"
+    r"|(?:diff|merge|filter)\.[^=]+\.(?:command|textconv|driver|clean|smudge|process)|credential(?:\.[^=]+)?\.helper"
+    r"|uploadpack\.packobjectshook|alias\.[^=]+",
+    re.I,
+)
+
+
 def _git(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...] | None:
-    """`git submodule foreach [--recursive] CMD` runs CMD as shell text in every submodule."""
+    """`git submodule foreach [--recursive] CMD` runs CMD as shell text in every submodule, and
+    `git -c core.pager=CMD ...` (and the other settings git runs) runs CMD."""
+    for option, setting in itertools.pairwise(args):
+        key, eq, value = setting.text.partition("=")
+        runs = not key.lower().startswith("alias.") or value.startswith("!")
+        if option.text == "-c" and eq and runs and _GIT_SHELL_SETTING.fullmatch(key):
+            out.scripts.append(Word(value.removeprefix("!"), setting.dynamic))
     texts = [a.text for a in args]
     if "submodule" not in texts[:3] or "foreach" not in texts:
         return None

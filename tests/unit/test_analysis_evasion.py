@@ -334,3 +334,36 @@ def test_redis_commands_read_on_stdin_are_read(command: str) -> None:
 @pytest.mark.parametrize("command", ["echo PING | redis-cli", "redis-cli --pipe < /srv/app/bulk-load.txt", "redis-cli INFO"])
 def test_redis_reading_harmless_input_is_quiet(command: str) -> None:
     assert analyze(command).findings == []
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        # Perl's and Ruby's strings without quote marks, around the calls that run them.
+        ('perl -e "system(q{rm -rf /etc})"', "critical"),
+        ("perl -e 'system qq(rm -rf /etc)'", "critical"),
+        ("perl -e 'system qw(rm -rf /etc)'", "critical"),
+        ("perl -e 'exec q!shutdown -h now!'", "critical"),
+        ("ruby -e 'system(%q(rm -rf /etc))'", "critical"),
+        ("ruby -e 'system(*%w[rm -rf /etc])'", "critical"),
+        ("perl -e 'print \"100%\"; system(\"rm -rf /etc\")'", "critical"),
+        ("perl -e 'my %h = (q => 1); print q{hello}'", None),
+        ("ruby -e 'puts %w[a b c].join'", None),
+        # sed runs shell commands: GNU `e COMMAND`, and the `e` flag of `s`.
+        ("sed -n '1e rm -rf /etc' /etc/hostname", "critical"),
+        ("sed -e 's/x/y/' -e '$e rm -rf /srv' notes.txt", "critical"),
+        ("sed --expression='2e shutdown -h now' notes.txt", "critical"),
+        ("sed 's/.*/rm -rf \\/etc/e' list.txt", "critical"),
+        ("sed -n '/^e /p' notes.txt", None),
+        ("sed 's/e/E/g' notes.txt", None),
+        # git runs some settings given with -c as shell text.
+        ("git -c core.pager='rm -rf /etc' log", "critical"),
+        ("git -c alias.x='!rm -rf /etc' x", "critical"),
+        ("git -c credential.helper='!f() { rm -rf /srv; }; f' push", "critical"),
+        ("git -c core.pager=less log", None),
+        ("git -c alias.st=status st", None),
+        ("git -c user.name='rm -rf /' commit -m x", None),
+    ],
+)
+def test_code_in_quote_like_strings_sed_scripts_and_git_settings_is_read(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
