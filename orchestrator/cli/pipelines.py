@@ -71,12 +71,14 @@ def run(
     """
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.app.pipelines import RunPipeline
-    from orchestrator.templates import load_template
+    from orchestrator.templates import TemplateError, load_template
 
     variables = parse_pairs(var, "--var")
-    cmd = RunPipeline(
-        spec=load_template(file, variables), variables=variables, pipeline_id=pipeline_id, requested_by=default_user(), source=str(file)
-    )
+    try:
+        spec = load_template(file, variables)
+    except TemplateError as exc:  # refused before anything is stored, as the help says
+        fail(str(exc), 2)
+    cmd = RunPipeline(spec=spec, variables=variables, pipeline_id=pipeline_id, requested_by=default_user(), source=str(file))
     ok = _run(pipelines_app.pipeline_id_of(cmd), cmd, detach, output, as_json, nats_url)
     raise typer.Exit(0 if ok else 1)
 

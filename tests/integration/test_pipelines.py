@@ -108,10 +108,15 @@ async def test_bad_templates_are_refused_before_anything_runs(stack: Stack, tmp_
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nsteps:\n  - id: a\n    command: echo a\n    needs: [nope]\n")
     code, _, err = await stack.nexus("pipeline", "run", str(bad))
-    assert code == 1 and b"bad.yaml" in err and b"nope" in err and b"Traceback" not in err
+    assert code == 2 and b"bad.yaml" in err and b"nope" in err and b"Traceback" not in err  # exit 2: docs/cli.md
     bad.write_text("name: x\nsteps:\n  - id: a\n    comand: echo a\n")
     code, _, err = await stack.nexus("pipeline", "run", str(bad))
-    assert code == 1 and b"bad.yaml:4" in err, err
+    assert code == 2 and b"bad.yaml:4" in err, err
+    bad.write_text("name: x\nsteps: [\n")
+    code, _, err = await stack.nexus("pipeline", "run", str(bad))
+    assert code == 2 and b"YAML syntax error" in err, err
+    code, _, err = await stack.nexus("pipeline", "run", str(tmp_path / "missing.yaml"))
+    assert code == 2 and b"cannot read the template" in err, err
     rows = await stack.client.query("SELECT count(*) FROM pipelines")
     assert rows.rows == [[0]]
 

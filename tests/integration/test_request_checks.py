@@ -58,7 +58,7 @@ async def test_an_output_pattern_re2_refuses_is_refused_before_anything_runs(sta
         f"name: p\nsteps:\n  - id: s\n    command: touch {marker}\n    tests:\n      - {{type: output_contains, pattern: '(a'}}\n"
     )
     code, _, err = await stack.nexus("pipeline", "run", str(pipeline))
-    assert code == 1 and b"p.yaml:6" in err and b"invalid pattern" in err, err
+    assert code == 2 and b"p.yaml:6" in err and b"invalid pattern" in err, err  # refused, nothing stored (docs/cli.md)
     job_id = new_job_id()
     await _publish(stack, job_id, {"command": f"touch {marker}", "tests": [{"type": "output_contains", "pattern": "(a"}]})
     code_, reason = await _rejected(stack, job_id)
@@ -73,7 +73,7 @@ async def test_a_variable_the_template_does_not_know_is_refused_with_a_guess(sta
     path = tmp_path / "v.yaml"
     path.write_text(template)
     code, _, err = await stack.nexus("pipeline", "run", str(path), "--var", "verison=1.2.3")
-    assert code == 1 and b"v.yaml" in err and b"variable 'verison'" in err and b"did you mean 'version'?" in err, err
+    assert code == 2 and b"v.yaml" in err and b"variable 'verison'" in err and b"did you mean 'version'?" in err, err
     async with serve_api(stack.client) as http:
         resp = await http.post("/api/v1/pipelines", json={"template": template, "variables": {"verison": "1.2.3"}})
         assert_problem(resp, 422, "invalid-template", "did you mean 'version'?")
