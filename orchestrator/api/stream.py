@@ -198,8 +198,12 @@ async def stream_job(
     subjects.check_id(job_id, "job id")
     given = [p for p in (_position(last_event_id), _position(last_event_id_query)) if p is not None]
     start = given[0] if given else Position()  # the header wins over the query string
-    if await ctx.client.bus.last_seq(subject=subjects.job_all(job_id)) == 0:
+    last = await ctx.client.bus.last_seq(subject=subjects.job_all(job_id))
+    if last == 0:
         raise unknown_job(job_id)
+    if start.events > last:  # no client was sent that: resuming "after" it would skip what comes
+        detail = f"Last-Event-ID {start} is past the job's log (its last event is at {last})"
+        raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", detail)
     if start.done:
         return Response(b"", status_code=204)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

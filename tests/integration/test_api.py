@@ -275,6 +275,9 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     await stack.wait_job(job_id)
     bad_id = await api.get(f"/api/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "x:y"})
     assert_problem(bad_id, 400, "invalid-last-event-id", "x:y")
+    # A position past the job's last event was never sent: resuming "after" it would skip what comes.
+    ahead = await api.get(f"/api/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "99999:0"})
+    assert_problem(ahead, 400, "invalid-last-event-id", "past the job's log")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/approve"), 409, "wrong-state", "not waiting for approval")
     assert_problem(await api.post("/api/v1/jobs/nope/deny"), 404, "unknown-job")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/rollback"), 422, "no-rollback-command")
