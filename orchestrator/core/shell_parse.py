@@ -498,6 +498,8 @@ def syntax_error(text: str) -> str | None:
     line that ends inside an `if`/`for`/`while`/`(`/`{` or after `|`/`&&`, and a token no
     command can start with (`echo )`, `&& ls`, `fi`). Text bashlex cannot read for other reasons
     is left to the analysis' fallback (None)."""
+    if (unclosed := _unclosed_arithmetic(text)) is not None:
+        return unclosed
     if _BASHLEX_GAPS.search(text) or not has_words(text):
         return None
     try:
@@ -517,6 +519,36 @@ def syntax_error(text: str) -> str | None:
     token = re.fullmatch(r"unexpected token '(.*)'", message)
     if token and token.group(1) in _STRAY_TOKENS:
         return f"syntax error near unexpected token '{token.group(1)}' (at character {error.position + 1})"
+    return None
+
+
+_COMMAND_START = re.compile(r"(?:^|[;&|(\n{!]|(?<![\w-])(?:if|then|else|elif|do|while|until|time))\s*$")
+
+
+def _unclosed_arithmetic(text: str) -> str | None:
+    """bash's error for a `$((` or a `((` command never closed (bashlex does not read arithmetic),
+    or None. Quotes and escapes are followed as bash follows them; inside, parentheses count."""
+    if "<<" in text:  # a heredoc's body is expanded only when it runs: `bash -n` passes it
+        return None
+    i, quote = 0, ""
+    while i < len(text):
+        c = text[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "#" and not quote and (i == 0 or text[i - 1] in " \t\n;&|()"):
+            i = text.find("\n", i)  # a comment, to the end of its line
+            if i < 0:
+                return None
+        elif c == "\\":
+            i += 1  # the next character is taken as it is
+        elif c == '"' or (c == "'" and not quote):
+            quote = "" if quote == c else quote or c
+        elif text.startswith("$((", i) or (not quote and text.startswith("((", i) and _COMMAND_START.search(text[:i])):
+            end = _closing_paren(text, i + 1 if c == "$" else i)
+            if end < 0:
+                return "unexpected EOF while looking for matching `)'"
+            i = end
+        i += 1
     return None
 
 

@@ -151,6 +151,9 @@ def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
         ({"command": "if true; then echo x"}, "the command is not valid bash syntax: the command ends too early"),
         ({"command": "for i in 1 2; do echo $i"}, "the command is not valid bash syntax: the command ends too early"),
         ({"command": "echo )"}, "the command is not valid bash syntax: syntax error near unexpected token ')'"),
+        ({"command": "echo $(("}, "the command is not valid bash syntax: unexpected EOF while looking for matching `)'"),
+        ({"command": "echo $(( (1 + 2)"}, "the command is not valid bash syntax: unexpected EOF while looking for matching `)'"),
+        ({"command": "if (( x > 1; then echo big; fi"}, "the command is not valid bash syntax: unexpected EOF while looking"),
         ({"command": "ls |"}, "the command is not valid bash syntax: the command ends too early"),
         ({"command": "&& ls"}, "the command is not valid bash syntax: syntax error near unexpected token '&&'"),
         ({"command": "ls", "tool": "sh", "tests": [CommandTest(command="test -f 'x")]}, "a test command is not valid bash syntax"),
@@ -187,6 +190,10 @@ def test_what_a_process_can_be_given_stays_valid() -> None:
         ("case $x in a) echo 'a)';; esac", "bash"),
         ("[[ $x =~ ^(a|b)$ ]] && echo y", "bash"),
         ("for ((i=0; i<3; i++)); do echo $i; done", "bash"),
+        ("echo $(( (1 + 2) * 3 )) $(echo $((4)))", "bash"),
+        ("echo '$((' \"\\$((\" # $((", "bash"),  # quoted, escaped, a comment: no arithmetic
+        ("cat <<EOF\n$((\nEOF", "bash"),  # a heredoc's body: `bash -n` passes it
+        ("f() { (( x++ )); }; f", "bash"),
         ("() { echo anonymous; }", "zsh"),  # zsh grammar (an anonymous function): not checked as bash
     ],
 )
