@@ -92,6 +92,29 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
     assert modules & VERB_MODULES == verb_modules
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("jobs", "--status", "bogus"), "nexus: error: Invalid value for '--status': 'bogus' is not one of 'requested',"),
+        (("run", "--timeout", "-1", "--", "true"), "nexus: error: Invalid value for '--timeout': -1.0 is not in the range"),
+        (("run",), "nexus: error: Missing argument 'command'. (see 'nexus run -h')"),
+        (("bogusverb",), "nexus: error: No such command 'bogusverb'. (see 'nexus -h')"),
+    ],
+)
+async def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
+    """docs/cli.md: errors are one line on stderr, `nexus: error: ...`; usage errors exit 2 (they
+    were typer's boxed panel of five lines)."""
+    code, _, output, _ = await _probe(tmp_path, *args)
+    assert code == 2 and output.startswith(said) and output.count("\n") == 1, output
+
+
+async def test_nexus_alone_prints_its_verbs(tmp_path: Path) -> None:
+    """`nexus` with no verb printed nothing at all (typer's error printer skips a no-arguments
+    help, which the plain verb list had not printed itself)."""
+    code, _, said, _ = await _probe(tmp_path)
+    assert code == 2 and said.startswith("Usage: nexus [OPTIONS] COMMAND") and "Jobs:" in said, said
+
+
 async def test_the_verb_list_is_plain_text_grouped_by_panel(tmp_path: Path) -> None:
     code, modules, said, _ = await _probe(tmp_path, "--help")
     assert code == 0
