@@ -35,7 +35,7 @@ from orchestrator.core.active_jobs import ActiveJobs
 from orchestrator.core.admission import Candidate
 from orchestrator.core.judge import judge, submission_of
 from orchestrator.core.outgoing import reject
-from orchestrator.core.pipeline import step_companions
+from orchestrator.core.pipeline import approved_with, step_companions
 from orchestrator.core.pipeline_views import pipeline_jobs
 from orchestrator.core.policy import Policy
 from orchestrator.core.views import JobView, NodeView
@@ -54,7 +54,7 @@ from schemas.records import Record
 from schemas.rpc import QueryResult
 from schemas.secrets import Redaction
 from schemas.trust import TrustCheckpoint
-from schemas.values import JobTest
+from schemas.values import Finding, JobTest
 
 log = structlog.get_logger("nexus.orchestrator")
 
@@ -418,7 +418,16 @@ class Orchestrator:
         if self._candidates[0] is not fleet or self._candidates[1] != now:
             self._candidates = (fleet, now, decide.candidates(fleet, now))
         verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, self._candidates[2])
+        if verdict.approval_needed and (run := approved_with(view, job, self._job_view, enforcing=self.projection.enforcing)):
+            # Approved once, with the step's run job on this node: not held a second time.
+            said = f"approved with the step's run job {run.job_id} on {run.node} by {run.approved_by}"
+            note = Finding(type="approved_with_step", severity="info", message=said)
+            verdict = msgspec.structs.replace(verdict, approval_needed=False, approval_reason=None, findings=[*verdict.findings, note])
         return decide.Review(judgement=verdict, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _job_view(self, job_id: str) -> JobView | None:
+        """A job's view, active or not (from the store: a finished job is dropped from memory)."""
+        return self.jobs.get(job_id) or self.store.load_jobs([job_id]).get(job_id)
 
     async def _scan_output(self, job: JobView, tests: Sequence[JobTest]) -> assertions.OutputScan | None:
         """The output tests run over the attempt's stored output chunk by chunk, in

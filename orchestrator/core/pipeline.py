@@ -26,7 +26,9 @@ Rules (docs/pipelines.md has the user's version):
   template names approvers, one of those): `Policy.may_approve`, never the template alone. Any
   other answer is recorded as `approval_refused` with the reason; the step keeps waiting.
 - A step's run jobs are judged with the step's health check and rollback (`step_companions`):
-  their worst finding counts for the job, so approval is asked before the step changes anything.
+  their worst finding counts for the job, so approval is asked before the step changes anything,
+  and once: a health check or rollback on a node where the step's run job was approved is not
+  held again (`approved_with`).
 - When every step ended and one failed, the `rollback` command of each step
   runs on every node where the step's job succeeded (the failed step's included:
   a stopped rollout is undone on the batches already done), one step at a time,
@@ -35,7 +37,7 @@ Rules (docs/pipelines.md has the user's version):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -500,6 +502,30 @@ def step_companions(view: PipelineView | None, metadata: Mapping[str, MetaValue]
     if view is None or step is None:
         return []
     return spec_companions(view.spec.steps[step.position])
+
+
+def approved_with(
+    view: PipelineView | None, job: JobView, load: Callable[[str], JobView | None], *, enforcing: bool
+) -> JobView | None:
+    """The approved run job of the step whose approval covered `job`, that step's health check or
+    rollback on the same node: the run job was judged with them (`step_companions`), and a person
+    approved all three at once. None when `job` is not such a job (a foreign request under its id
+    included, when identities are enforced: it must be the orchestrator's, as `_Ctx.foreign` says)."""
+    role, name = job.metadata.get("role"), job.metadata.get("step")
+    step = view.step(name) if view is not None and isinstance(name, str) else None
+    if view is None or step is None or role not in ("health_check", "rollback") or job.requested_node is None:
+        return None
+    spec = view.spec.steps[step.position]
+    if job.command != (spec.health_check if role == "health_check" else spec.rollback) or job.tool != spec.tool:
+        return None
+    if enforcing and job.requester_role != ORCHESTRATOR_ROLE:
+        return None
+    for planned in step.jobs:
+        run = load(planned.job_id)
+        mine = run is not None and (not enforcing or run.requester_role == ORCHESTRATOR_ROLE)
+        if mine and run is not None and run.node == job.requested_node and run.approved_by is not None:
+            return run
+    return None
 
 
 def spec_companions(spec: StepSpec) -> list[Companion]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import uuid
 from pathlib import Path
 
 from tests.conftest import NEXUS, Stack, wait_for
@@ -332,3 +333,40 @@ async def test_a_step_whose_job_is_held_says_so_and_steps_show_where_their_jobs_
 async def _status(stack: Stack, job_id: str, status: str) -> bool:
     row = await stack.job(job_id)
     return bool(row and row["status"] == status)
+
+
+async def test_a_steps_health_check_and_rollback_are_not_held_again_after_its_job_was_approved(stack: Stack, tmp_path: Path) -> None:
+    """docs/pipelines.md: a step's run job is judged with its health check and rollback, so approval
+    is asked before the step starts, once. A black-box audit saw both held a second time after the
+    run job was approved: the rollout stalled on its health check, and a failed deploy's undo waited
+    for a person too."""
+    gone = f"/srv/nexus-test-{uuid.uuid4().hex}"  # never there: the critical commands delete nothing
+    (tmp_path / "once.yaml").write_text(
+        "name: once\nsteps:\n"
+        f"  - {{id: deploy, nodes: [node-1], command: 'true', health_check: 'rm -rf {gone}-hc', rollback: 'rm -rf {gone}-rb'}}\n"
+        "  - {id: verify, needs: [deploy], command: 'false'}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        NEXUS, "pipeline", "run", str(tmp_path / "once.yaml"), "--id", "once1", "--json",
+        env={**os.environ, "NEXUS_NATS_URL": stack.url}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await wait_for(lambda: _status(stack, "once1-s0-0", "approval_required"), what="the step's run job held, with its companions")
+    code, _, err = await stack.nexus("approve", "once1-s0-0")
+    assert code == 0, err
+    stdout, err = await asyncio.wait_for(proc.communicate(), 60)  # no second hold to wait on
+    assert proc.returncode == 1, err
+    assert json.loads(stdout)["status"] == "failed", stdout
+    rows = await stack.client.query(
+        "SELECT job_id, payload->>'role' FROM (SELECT job_id, metadata AS payload FROM jobs) WHERE job_id LIKE 'once1-s0-%' ORDER BY job_id"
+    )
+    companions = [job_id for job_id, role in rows.rows if role in ("health_check", "rollback")]
+    assert len(companions) == 2, rows.rows
+    for job_id in companions:
+        row = await stack.job(job_id)
+        assert row is not None and row["status"] == "succeeded", row
+        said = await stack.client.query(
+            "SELECT payload->>'approval_needed', payload FROM events WHERE job_id = ? AND type = 'job.validated'", [job_id]
+        )
+        assert said.rows[0][0] == "false" and "approved with the step's run job once1-s0-0" in said.rows[0][1], said.rows
+    held = await stack.client.query("SELECT count(*) FROM events WHERE job_id LIKE 'once1-%' AND type = 'job.approval_required'")
+    assert held.rows == [[1]]

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core import planner
-from orchestrator.core.pipeline import decide_pipeline, step_companions
+from orchestrator.core.pipeline import approved_with, decide_pipeline, step_companions
 from orchestrator.core.pipeline_views import (
     PipelineView,
     StepJobState,
@@ -698,6 +698,36 @@ def test_a_steps_run_jobs_come_with_its_health_check_and_rollback() -> None:
     ]
     assert step_companions(view, {**run.metadata, "role": "rollback"}) == []
     assert step_companions(None, run.metadata) == []
+
+
+def test_a_health_check_or_rollback_is_approved_with_its_run_job_on_that_node_only() -> None:
+    """Approval is asked once, with the run job: its companions on that node are not held again.
+    Nothing else rides on that approval: another command, node or step, a run job nobody
+    approved, or (identities enforced) a request that is not the orchestrator's."""
+    sim = Sim(spec(step("deploy", nodes=["n1", "n2"], health_check="curl -f localhost", rollback="rm -rf /srv/app")))
+    sim.settle()
+    view = sim.view()
+    jobs = {j: msgspec.structs.replace(v, node=v.requested_node, requester_role="admin") for j, v in sim.jobs.items()}
+    run = jobs["rel-1-s0-0"]
+    jobs[run.job_id] = msgspec.structs.replace(run, approved_by="bob")
+    meta = {**run.metadata, "role": "rollback"}
+    undo = JobView(job_id="rel-1-s0-rb-0", status="requested", command="rm -rf /srv/app", requested_node=run.node,
+                   metadata=meta, requester_role="admin")  # fmt: skip
+    assert undo.requested_node == "n1"
+    found = approved_with(view, undo, jobs.get, enforcing=True)
+    assert found is not None and found.job_id == run.job_id
+    check = msgspec.structs.replace(undo, command="curl -f localhost", metadata={**meta, "role": "health_check"})
+    assert approved_with(view, check, jobs.get, enforcing=True) == found
+    others = [
+        msgspec.structs.replace(undo, command="rm -rf /"),  # not the step's rollback
+        msgspec.structs.replace(undo, requested_node="n2"),  # n2's run job was not approved
+        msgspec.structs.replace(undo, requester_role="submitter"),  # a foreign request under the id
+        msgspec.structs.replace(undo, metadata={**meta, "role": "run"}),  # a run job is judged itself
+        msgspec.structs.replace(undo, metadata={**meta, "step": "other"}),
+    ]
+    assert [approved_with(view, o, jobs.get, enforcing=True) for o in others] == [None] * len(others)
+    assert approved_with(view, others[2], jobs.get, enforcing=False) == found  # no identities: nothing says who
+    assert approved_with(None, undo, jobs.get, enforcing=True) is None
 
 
 def test_approval_gate_denied_fails_the_pipeline() -> None:
