@@ -39,7 +39,7 @@ def prometheus_text(m: PipelineMetrics) -> str:
     p.sample("nexus_analysis_validations_total", m.analysis.total_validations)
     p.family("nexus_analysis_validation_failures_total", "counter", "Analyses that found the command invalid.")
     p.sample("nexus_analysis_validation_failures_total", m.analysis.validation_failures)
-    p.family("nexus_analysis_approvals_required_total", "counter", "Jobs held for approval.")
+    p.family("nexus_analysis_approvals_required_total", "counter", "Holds for approval (a refused answer renews one).")
     p.sample("nexus_analysis_approvals_required_total", m.analysis.approvals_required)
 
     p.family("nexus_coordination_queue_depth", "gauge", "Jobs queued for lack of node capacity.")
@@ -79,7 +79,7 @@ def prometheus_text(m: PipelineMetrics) -> str:
     p.family("nexus_deploy_deployments_total", "counter", "Pipelines that ended, by result.")
     p.sample("nexus_deploy_deployments_total", m.deploy.successful_deployments, result="succeeded")
     p.sample("nexus_deploy_deployments_total", m.deploy.failed_deployments, result="failed")
-    p.family("nexus_deploy_rollbacks_total", "counter", "Rollbacks (job.rolled_back events).")
+    p.family("nexus_deploy_rollbacks_total", "counter", "Pipelines rolled back (pipeline.rolled_back events).")
     p.sample("nexus_deploy_rollbacks_total", m.deploy.rollbacks)
     p.family("nexus_deploy_rollback_seconds_mean", "gauge", "Mean rollback time.")
     p.sample("nexus_deploy_rollback_seconds_mean", m.deploy.avg_rollback_time / 1000)

@@ -307,8 +307,8 @@ async def decision_answer(
                     if rec is None:
                         continue
                     if rec.seq == seq:
-                        if not isinstance(rec.event, JobApproved | JobDenied):
-                            return DecisionAnswer(outcome="refused", reason=rec.error)
+                        if not isinstance(rec.event, JobApproved | JobDenied):  # it does not count: the job waits on
+                            return DecisionAnswer(outcome="refused", status="approval_required", reason=rec.error)
                         by = rec.event.by
                         if decision == "denied":
                             return await _denial_answer(client, seq, by)
@@ -330,6 +330,6 @@ async def _denial_answer(client: NexusClient, seq: int, by: str) -> DecisionAnsw
         return DecisionAnswer(outcome="pending", by=by)
     if not rows:
         return DecisionAnswer(outcome="pending", by=by)
-    if rows[0][0] is not None:
-        return DecisionAnswer(outcome="refused", by=by, reason=str(rows[0][0]))
+    if rows[0][0] is not None:  # the job waits on, held
+        return DecisionAnswer(outcome="refused", by=by, status="approval_required", reason=str(rows[0][0]))
     return DecisionAnswer(outcome="acted", by=by, status="denied")

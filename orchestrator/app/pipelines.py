@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from bus.errors import StaleDecision
-from orchestrator.app.errors import NoSuchPipeline, PipelineExists, WrongState
+from orchestrator.app.errors import NoSuchPipeline, NoSuchStep, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient, Rows
@@ -232,6 +232,9 @@ async def decide_step(client: NexusClient, cmd: DecideStep) -> int:
             waiting.add(r.event.step)
         elif isinstance(r.event, PipelineApproved | PipelineDenied):
             waiting.discard(r.event.step)
+    asked = next((r.event for r in history if isinstance(r.event, PipelineRequested)), None)
+    if asked is not None and cmd.step not in {step.id for step in asked.spec.steps}:
+        raise NoSuchStep(pid, cmd.step)
     if cmd.step not in waiting:
         raise WrongState(f"step {cmd.step!r} of pipeline {pid!r} is not waiting for approval")
     ev = (PipelineApproved if cmd.decision == "approved" else PipelineDenied)(step=cmd.step, by=cmd.by, reason=cmd.reason)
@@ -253,7 +256,7 @@ async def step_answer(client: NexusClient, cmd: DecideStep, seq: int, timeout_s:
                 ev = rec.event
                 if rec.seq == seq:
                     if not isinstance(ev, PipelineApproved | PipelineDenied):
-                        return DecisionAnswer(outcome="refused", reason=rec.error)
+                        return DecisionAnswer(outcome="refused", status="waiting_approval", reason=rec.error)
                     by = ev.by
                 elif isinstance(ev, PipelineApprovalRefused) and ev.step == cmd.step:
                     return DecisionAnswer(outcome="refused", by=by, status="waiting_approval", reason=ev.reason)

@@ -94,7 +94,7 @@ async def test_an_approval_the_policy_refuses_is_answered_so_and_not_counted(sta
     # job): refused too, not counted; the job waits on.
     res = await api.post(f"/api/v1/jobs/{held}/deny", json={"timeoutSeconds": 5})
     said = res.json()
-    assert (said["outcome"], said["status"]) == ("refused", None) and "'anonymous' may not deny this job" in said["reason"], said
+    assert (said["outcome"], said["status"]) == ("refused", "approval_required") and "'anonymous' may not deny this job" in said["reason"], said
     assert (await stack.job(held))["status"] == "approval_required"
     assert (await api.get("/api/v1/metrics/pipeline")).json()["analysis"]["denied"] == 0
 
@@ -129,6 +129,9 @@ async def test_a_gate_approval_by_someone_not_listed_is_answered_refused_with_wh
     assert (said["outcome"], said["status"]) == ("refused", "waiting_approval")
     assert "not among this pipeline's approvers (bob)" in said["reason"]
     assert await waiting()  # the gate waits on
+    # A step the pipeline does not have is unknown (404), not a step in the wrong state (409).
+    missing = await api.post(f"/api/v1/pipelines/{pid}/steps/nosuch/approve", json={})
+    assert_problem(missing, 404, "unknown-step", f"pipeline '{pid}' has no step 'nosuch'")
 
 
 async def test_tests_are_refused_on_a_job_that_never_ran_and_history_goes_past_the_end(stack: Stack, api: httpx.AsyncClient) -> None:
