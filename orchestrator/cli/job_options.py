@@ -93,12 +93,14 @@ def request_from(command: list[str], flags: JobFlags) -> SubmitJob:
     """The submit command given by the shared run/submit options."""
     from orchestrator.app.jobs import SubmitJob
     from schemas import subjects
+    from schemas.errors import InvalidId
 
     if not command:
         fail("no command given: nexus run -- CMD ...", 2)
     line = command[0] if len(command) == 1 else shlex.join(command)
-    if flags.node is not None:
-        subjects.check_id(flags.node, "node id")
+    for value, what in ((flags.node, "node id"), (flags.job_id, "job id")):
+        if value is not None and not subjects.is_valid_id(value):
+            fail(str(InvalidId(value, what)), 2)  # a usage error: nothing was asked of anyone
     if flags.retries and not flags.idempotent:
         fail("--retries needs --idempotent: Nexus never re-runs a command that is not declared safe to repeat", 2)
     return SubmitJob(

@@ -99,6 +99,8 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
         (("run", "--timeout", "-1", "--", "true"), "nexus: error: Invalid value for '--timeout': -1.0 is not in the range"),
         (("run",), "nexus: error: Missing argument 'command'. (see 'nexus run -h')"),
         (("bogusverb",), "nexus: error: No such command 'bogusverb'. (see 'nexus -h')"),
+        (("run", "--node", "a b", "--", "true"), "nexus: error: invalid node id 'a b': ids match"),
+        (("submit", "--id", "x.y", "--", "true"), "nexus: error: invalid job id 'x.y': ids match"),
     ],
 )
 async def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
