@@ -15,6 +15,12 @@ can tell it), the order within each is.
 Stdin is ``/dev/null``: the first read gets end-of-file, as with the PTY's EOF.
 The command leads its own session (``start_new_session``), so the tree is found
 and killed the same way as for a PTY job.
+
+A PTY job ends with its terminal when the agent is killed (`kill -9`): the kernel hangs the
+terminal up. Pipes give no such signal (a job that does not write never notices), so each job
+has a watchdog: a `sh` reading a pipe only the agent holds. The agent tells it the job is over
+(a line); if instead the pipe closes with the agent, it SIGKILLs the job's process group, so
+a job never outlives its agent to overlap an idempotent retry (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from agent import job_signals, process_tree
 from agent.masking import OutputMasker
 from agent.pty_output import PtyReader, deliver, drain
 from agent.pty_runner import Reaper, RunResult, RunSpec, SpawnFailed, StartedCallback, resolve_argv, supervise
+from bus.logs import Logger
+
+log = Logger("nexus.agent")
 
 Stream = Literal["stdout", "stderr"]
 PIPE_SIZE = 1024 * 1024  # Linux's default pipe-max-size
@@ -56,6 +65,7 @@ class PipeRunner:
         started = time.monotonic()
         proc, fds = _spawn(spec, argv)
         pid = proc.pid
+        watchdog = _Watchdog.start(pid)
         reaper = Reaper(loop, pid)
         readers = {name: PtyReader(loop, fd, cap=4 * spec.chunk_max, chunk=spec.chunk_max, read_size=spec.chunk_max)
                    for name, fd in fds.items()}  # fmt: skip
@@ -88,6 +98,8 @@ class PipeRunner:
                 delivery.cancel()
             raise
         finally:
+            if watchdog is not None:
+                watchdog.release(loop)
             for reader in readers.values():
                 reader.stop()
             for fd in fds.values():
@@ -125,6 +137,42 @@ async def _deliver_both(readers: dict[Stream, PtyReader], on_output: StreamCallb
     finally:
         for task in tasks:
             task.cancel()
+
+
+# Reads its stdin; end-of-file without the agent's line: the agent is gone, kill the job's group.
+_WATCHDOG = 'read _ || kill -9 -"$1" 2>/dev/null'  # dash and bash: a negative pid is the group
+
+
+class _Watchdog:
+    def __init__(self, pid: int, line: int) -> None:
+        self.pid = pid
+        self.line = line  # our end of its stdin: held by the agent alone (close-on-exec)
+
+    @classmethod
+    def start(cls, pgid: int) -> _Watchdog | None:
+        """A watchdog of the job's process group; None (logged) if none could start: the job runs anyway."""
+        ours, theirs = os.pipe()  # both close-on-exec: no job inherits our end
+        try:
+            pid = os.posix_spawn(
+                "/bin/sh", ["/bin/sh", "-c", _WATCHDOG, "nexus-job-watchdog", str(pgid)], {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, ours, 0), (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, 1, 2)],
+                setsid=True,
+            )  # fmt: skip
+        except (OSError, AttributeError, NotImplementedError) as exc:  # (no posix_spawn or its setsid here)
+            os.close(theirs)
+            log.warning("job.no_watchdog", pid=pgid, error=str(exc), consequence="the job outlives the agent if it is killed")
+            return None
+        finally:
+            os.close(ours)
+        return cls(pid, theirs)
+
+    def release(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The job is over: the watchdog reads our line and ends without killing anything (reaped when it has)."""
+        with contextlib.suppress(OSError):
+            os.write(self.line, b"\n")
+        os.close(self.line)
+        Reaper(loop, self.pid)
 
 
 def _kill_pipe_holders(read_fds: list[int]) -> None:

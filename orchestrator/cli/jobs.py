@@ -78,7 +78,9 @@ async def _jobs(status: str | None, node: str | None, limit: int, as_json: bool,
 
 async def _job_row(nats_url: str, db: Any, job_id: str) -> dict[str, Any]:
     from orchestrator.app.rows import JOB_SHOWN, decoded
+    from schemas import subjects
 
+    subjects.check_id(job_id, "job id")  # as logs and history say it: no job could have this id
     rows = await query(nats_url, db, f"SELECT {', '.join(JOB_SHOWN)} FROM jobs WHERE job_id = ?", [job_id])
     if not rows.rows:
         fail(f"no job {job_id!r}")

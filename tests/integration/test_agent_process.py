@@ -4,7 +4,8 @@
 - Two agents with one `--node`: the second is refused while the first lives, a stalled first
   one stops once another took its node over, and nothing runs twice (DESIGN §8).
 - An agent started under `nohup` (SIGHUP ignored) or with signals blocked gives its jobs the
-  default signal state: they end with their terminal, not outlive the agent.
+  default signal state: they end with their terminal, not outlive the agent; a `tty: false` job
+  ends by its watchdog.
 """
 
 from __future__ import annotations
@@ -134,22 +135,33 @@ async def test_jobs_start_with_default_signals_whatever_the_agent_inherited(stac
     assert masks == {"SigBlk": 0, "SigIgn": masks["SigIgn"] & GLIBC_INTERNAL}, out
 
 
-async def test_a_job_of_an_agent_under_nohup_ends_with_its_terminal_when_the_agent_is_killed(stack: ProcessStack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tty", [True, False], ids=["pty", "pipes"])
+async def test_a_job_of_an_agent_under_nohup_ends_when_the_agent_is_killed(stack: ProcessStack, tmp_path: Path, tty: bool) -> None:
+    """PTY: the kernel hangs the job's terminal up. Pipes: its watchdog kills the job's process
+    group (a black-box audit saw a `--no-tty` job outlive its agent and overlap its retry)."""
     agent = await stack.start_agent(NODE, wrapper=LAUNCHER)
     pid_file = tmp_path / "job.pid"
     sub = await Submitter.connect(stack.url)
     try:
-        await sub.submit("orphan", f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; sleep 300", node=NODE)
+        await sub.submit("orphan", f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; sleep 300", node=NODE, tty=tty)
     finally:
         await sub.close()
     await wait_for(pid_file.exists, 30, what="the job to run")
     pid = int(pid_file.read_text())
-    await stack.kill(agent)  # kill -9: its end of the job's terminal closes, the kernel hangs the job up
+    assert _group(pid), "the job's shell and its sleep"
+    await stack.kill(agent)  # kill -9
 
-    def gone() -> bool:
+    await wait_for(lambda: not _group(pid), 30, what=f"every process of the job's group (pid {pid}) to end with the agent")
+
+
+def _group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
         try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            return True
-
-    await wait_for(gone, 30, what=f"the job's shell (pid {pid}) to end with its terminal")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
