@@ -657,6 +657,9 @@ class NatsBus:
                         batch = 1  # caught up: wait for the next chunk alone, handed on as it comes
                         continue
                     for msg in msgs:
+                        # Again: a cancellation the fetch swallowed would leave us waiting on a
+                        # full queue nobody reads any more (`nexus submit` hung 5 s, 1 run in 60).
+                        raise_if_cancelling()
                         largest = max(largest, len(msg.data))
                         await into.put(to_output_chunk(msg))
                         start = int(msg.metadata.sequence.stream) + 1

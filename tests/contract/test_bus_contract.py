@@ -235,6 +235,19 @@ class BusContract:
                     assert isinstance(await queue.get(), OutputChunk)  # the feed's next pull waits for the second
                     await bus.publish_output(job, 1, 2, b"second", "n1", token="t")
 
+    async def test_a_job_feed_closes_while_its_reader_is_full(self, bus: EventBus) -> None:
+        """The same cancellation, swallowed by the fetch of a chunk the reader (a bounded
+        queue, full: the follower has stopped reading) will never take: the pull then waited
+        on the full queue forever (`nexus submit` hung 5 s after its verdict, 1 run in 60)."""
+        for round_ in range(20):
+            job = f"full-{round_}"
+            queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+            async with asyncio.timeout(10):
+                async with bus.job_feed(job, queue):
+                    await bus.publish_output(job, 1, 1, b"first", "n1", token="t")
+                    await wait_for(queue.full, what="the first chunk in the queue")  # the pull waits for the second
+                    await bus.publish_output(job, 1, 2, b"second", "n1", token="t")
+
     # ---------------------------------------------------------------- heartbeats
 
     async def test_heartbeats_snapshot_and_watch(self, bus: EventBus) -> None:
