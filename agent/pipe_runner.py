@@ -151,21 +151,21 @@ class _Watchdog:
     @classmethod
     def start(cls, pgid: int) -> _Watchdog | None:
         """A watchdog of the job's process group; None (logged) if none could start: the job runs anyway."""
-        ours, theirs = os.pipe()  # both close-on-exec: no job inherits our end
+        read_end, write_end = os.pipe()  # both close-on-exec: no job inherits the agent's end
         try:
             pid = os.posix_spawn(
                 "/bin/sh", ["/bin/sh", "-c", _WATCHDOG, "nexus-job-watchdog", str(pgid)], {},
-                file_actions=[(os.POSIX_SPAWN_DUP2, ours, 0), (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                               (os.POSIX_SPAWN_DUP2, 1, 2)],
                 setsid=True,
             )  # fmt: skip
         except (OSError, AttributeError, NotImplementedError) as exc:  # (no posix_spawn or its setsid here)
-            os.close(theirs)
+            os.close(write_end)
             log.warning("job.no_watchdog", pid=pgid, error=str(exc), consequence="the job outlives the agent if it is killed")
             return None
         finally:
-            os.close(ours)
-        return cls(pid, theirs)
+            os.close(read_end)
+        return cls(pid, write_end)
 
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
         """The job is over: the watchdog reads our line and ends without killing anything (reaped when it has)."""
