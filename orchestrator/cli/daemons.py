@@ -554,6 +554,15 @@ async def _api(nats_url: str, creds: Path | None, host: str, port: int, auth: Pa
     from orchestrator.client import NexusClient
 
     bus = await NatsBus.connect(nats_url, name="nexus-api", daemon=True, creds=creds)
+    me = bus.identity.author if bus.identity is not None else None
+    if auth is not None and me is not None and not me.service:
+        await bus.close()
+        # Only an admin service identity may name the user it authenticated (docs/security.md).
+        fail(
+            f"--auth: the API connects as {me.name!r} ({me.role}), not an admin service identity, so the record would name "
+            f"{me.name!r} for every token's user; give it credentials from `nexus creds new --role admin --service --name api`",
+            2,
+        )
     try:
         serving = serve(NexusClient(bus), host=host, port=port, auth_file=auth, policy=policy, node_ttl_s=node_ttl)
         await _until_signal(asyncio.create_task(serving))

@@ -161,6 +161,10 @@ class Keyring:
             raise KeyringError(f"invalid name {name!r}: 1-64 of letters, digits, and _ . @ -")
         if role == "agent" and node is None:
             raise KeyringError("an agent identity needs --node")
+        # The record shows names: one name, one role (a submitter named "orchestrator" read as the
+        # orchestrator in `nexus history`, and revoking the name took the real one down too).
+        if (other := next((i for i in self.issued() if i.name == name and i.role != role), None)) is not None:
+            raise KeyringError(f"{name!r} already names an identity with role {other.role!r} here: one name, one role; pick another name")
         user_seed = nats_jwt.new_seed("user")
         user_pub = nats_jwt.public_key(user_seed)
         try:

@@ -1003,3 +1003,14 @@ async def test_a_readers_consumer_made_to_outlive_everyone_is_removed_once_unuse
     finally:
         await live.unsubscribe()
         await nc.close()
+
+
+async def test_the_api_with_tokens_refuses_to_start_as_an_identity_that_cannot_name_their_users(up: Up, tmp_path: Path) -> None:
+    """DESIGN §9: the record names the token's user for the HTTP API, and only an admin service
+    identity may name the user it authenticated. An audit followed the production guide (an admin
+    identity without --service) and every request and approval was recorded as 'api-ops'."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[[token]]\nuser = "otto"\nrole = "operator"\ntoken = "' + "t" * 32 + '"\n')
+    plain = await _issue(up, "admin", "api-ops")
+    code, out = await up.nexus("api", "--port", "0", "--auth", str(tokens), creds=plain)
+    assert code == 2 and "not an admin service identity" in out and "--service" in out, out

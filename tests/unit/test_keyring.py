@@ -55,3 +55,15 @@ def test_a_damaged_revocation_list_is_said_not_ignored(ring: Keyring) -> None:
     (ring.dir / "revocations.json").write_text("{not json")
     with pytest.raises(KeyringError, match=r"revocations\.json is damaged"):
         ring.server_config()
+
+
+def test_one_name_is_one_role(tmp_path: Path) -> None:
+    """Names are what the record shows: a submitter named "orchestrator" read as the orchestrator
+    in `nexus history`, and revoking that name took the real one down too. Another key for the
+    same name and role (a rotation) is fine."""
+    ring = Keyring(tmp_path / "keys")
+    ring.ensure()
+    ring.issue("admin", "orchestrator", service=True)
+    with pytest.raises(KeyringError, match="'orchestrator' already names an identity with role 'admin'"):
+        ring.issue("submitter", "orchestrator")
+    assert ring.issue("admin", "orchestrator", service=True).name == "orchestrator"
