@@ -94,7 +94,8 @@ async def test_an_approval_the_policy_refuses_is_answered_so_and_not_counted(sta
     # job): refused too, not counted; the job waits on.
     res = await api.post(f"/api/v1/jobs/{held}/deny", json={"timeoutSeconds": 5})
     said = res.json()
-    assert (said["outcome"], said["status"]) == ("refused", "approval_required") and "'anonymous' may not deny this job" in said["reason"], said
+    assert (said["outcome"], said["status"]) == ("refused", "approval_required"), said  # the job waits on
+    assert "'anonymous' may not deny this job" in said["reason"], said
     assert (await stack.job(held))["status"] == "approval_required"
     assert (await api.get("/api/v1/metrics/pipeline")).json()["analysis"]["denied"] == 0
 
