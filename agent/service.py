@@ -99,6 +99,7 @@ class Agent:
         self.pass_env = pass_env
         # What jobs inherit of our environment, taken once (reading os.environ decodes every variable).
         self.inherited_env = inherited(os.environ, pass_env)
+        self._refusal_asked = False  # whether this outage's cause was asked of the server (credentials_refused)
         self.instance = uuid.uuid4().hex[:12]
         self.claim = NodeClaim(bus, self.node_id, self.instance)  # one agent per node id
         self.running: dict[str, _Running] = {}
@@ -214,6 +215,12 @@ class Agent:
             await self.claim.beat(self._heartbeat())
         except BusError as exc:
             log.warning("agent.heartbeat_failed", error=str(exc))
+            if not self._refusal_asked:  # once per outage: a revoked identity's connection is just dropped
+                self._refusal_asked = True
+                if (refused := await self.bus.credentials_refused()) is not None:
+                    log.error("agent.credentials_refused", reason=refused, consequence="no dispatch reaches this node; it keeps trying")
+        else:
+            self._refusal_asked = False
 
     async def _consume(self, deliveries: AsyncIterator[Delivery]) -> None:
         async for delivery in deliveries:

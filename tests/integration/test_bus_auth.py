@@ -1014,3 +1014,34 @@ async def test_the_api_with_tokens_refuses_to_start_as_an_identity_that_cannot_n
     plain = await _issue(up, "admin", "api-ops")
     code, out = await up.nexus("api", "--port", "0", "--auth", str(tokens), creds=plain)
     assert code == 2 and "not an admin service identity" in out and "--service" in out, out
+
+
+async def test_an_agent_whose_credentials_are_revoked_says_so(up: Up, tmp_path: Path) -> None:
+    """It logged "connection closed" once a second, and nothing about why (an audit)."""
+    creds = await _issue(up, "agent", "rev-1", node="rev-1")
+    env = {**os.environ, "NEXUS_NATS_URL": up.url, "NEXUS_NATS_CREDS": str(creds)}
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as sink:
+        agent = await asyncio.create_subprocess_exec(
+            NEXUS, "agent", "--node", "rev-1", "--state-dir", str(tmp_path / "rev-1"), "--heartbeat", "0.5",
+            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+
+        async def online() -> bool:
+            code, out = await up.nexus("nodes", "--json")
+            return code == 0 and any(n["node_id"] == "rev-1" and n["status"] == "online" for n in json.loads(out))
+
+        await wait_for(online, 30, what="node rev-1 online")
+        revoke = [NEXUS, "creds", "revoke", "rev-1", "--keyring", str(up.creds)]
+        done = await asyncio.to_thread(subprocess.run, revoke, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+        def said() -> bool:
+            text = log_path.read_text(errors="replace")
+            return "agent.credentials_refused" in text and "may have been revoked" in text
+
+        await wait_for(said, 30, what="the agent to say its credentials were refused")
+    finally:
+        agent.kill()
+        await agent.wait()
