@@ -101,7 +101,6 @@ class LogWatch:
     def __init__(self, bus: NatsBus) -> None:
         self.bus = bus
         self.jobs: dict[str, JobTrace] = defaultdict(JobTrace)
-        self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[object] = []
 
     async def start(self, *, output: bool = False) -> None:
@@ -159,11 +158,6 @@ class LogWatch:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()  # type: ignore[attr-defined]
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 async def wait_ready(client: NexusClient, timeout_s: float = 60.0) -> None:

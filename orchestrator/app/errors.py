@@ -4,7 +4,7 @@
     +-- AppError                 a use case refused; `http_status` and `exit_code` say how each surface answers
         +-- NoSuchJob            nothing in the log under this job id                     404, exit 1
         +-- NoSuchPipeline       nothing in the log under this pipeline id                404, exit 1
-            +-- NoSuchStep       the pipeline has no step of that name                    404, exit 1
+        +-- NoSuchStep           the pipeline has no step of that name                    404, exit 1
         +-- UnknownNode          no node registered under this id                          404, exit 1
         +-- WrongState           the job is not in a state where this makes sense          409, exit 1
             +-- JobFinished      the job already ended (`status`): nothing to cancel       409, exit 1
@@ -55,13 +55,14 @@ class NoSuchPipeline(AppError):
         super().__init__(f"no pipeline {pipeline_id!r}")
 
 
-class NoSuchStep(NoSuchPipeline):
+class NoSuchStep(AppError):
+    http_status = 404
     slug = "unknown-step"
     title = "Unknown step"
 
     def __init__(self, pipeline_id: str, step: str) -> None:
-        super().__init__(pipeline_id)
-        self.args = (f"pipeline {pipeline_id!r} has no step {step!r}",)
+        self.pipeline_id, self.step = pipeline_id, step
+        super().__init__(f"pipeline {pipeline_id!r} has no step {step!r}")
 
 
 class UnknownNode(AppError):

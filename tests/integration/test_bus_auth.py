@@ -283,6 +283,11 @@ async def _issue(up: Up, role: str, name: str, node: str | None = None, *extra: 
     return path
 
 
+async def _node_online(up: Up, node: str) -> bool:
+    code, out = await up.nexus("nodes", "--json")
+    return code == 0 and any(n["node_id"] == node and n["status"] == "online" for n in json.loads(out))
+
+
 async def _rows(up: Up, sql: str) -> list[list[object]]:
     code, out = await up.nexus("sql", sql, "--json")
     assert code == 0, out
@@ -473,12 +478,7 @@ async def test_an_agent_whose_credentials_predate_the_design_subjects_keeps_work
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
-
-        async def online() -> bool:
-            code, out = await up.nexus("nodes", "--json")
-            return code == 0 and any(n["node_id"] == "old-1" and n["status"] == "online" for n in json.loads(out))
-
-        await wait_for(online, 30, what="node old-1 online")
+        await wait_for(lambda: _node_online(up, "old-1"), 30, what="node old-1 online")
         job_id = new_job_id()
         code, out = await up.nexus("run", "--node", "old-1", "--id", job_id, "--", "echo from-old-credentials")
         assert code == 0 and "from-old-credentials" in out and "output.refused" not in out, out
@@ -505,12 +505,7 @@ async def test_another_agents_fact_cannot_stop_a_dispatch_from_running(up: Up, t
     )  # fmt: skip
     rogue = await NatsBus.connect(up.url, name="rogue", creds=await _issue(up, "agent", "rogue-5", node="rogue-5"))
     try:
-
-        async def online() -> bool:
-            code, out = await up.nexus("nodes", "--json")
-            return code == 0 and any(n["node_id"] == "held-1" and n["status"] == "online" for n in json.loads(out))
-
-        await wait_for(online, 30, what="node held-1 online")
+        await wait_for(lambda: _node_online(up, "held-1"), 30, what="node held-1 online")
         job_id, marker = new_job_id(), tmp_path / "ran"
         agent.send_signal(signal.SIGSTOP)  # the dispatch waits for it, unaccepted
         try:
@@ -1027,12 +1022,7 @@ async def test_an_agent_whose_credentials_are_revoked_says_so(up: Up, tmp_path: 
             stdout=sink, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path,
         )  # fmt: skip
     try:
-
-        async def online() -> bool:
-            code, out = await up.nexus("nodes", "--json")
-            return code == 0 and any(n["node_id"] == "rev-1" and n["status"] == "online" for n in json.loads(out))
-
-        await wait_for(online, 30, what="node rev-1 online")
+        await wait_for(lambda: _node_online(up, "rev-1"), 30, what="node rev-1 online")
         revoke = [NEXUS, "creds", "revoke", "rev-1", "--keyring", str(up.creds)]
         done = await asyncio.to_thread(subprocess.run, revoke, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
