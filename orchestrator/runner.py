@@ -24,6 +24,7 @@ import structlog
 from bus.errors import BusError, StaleDecision
 from bus.port import EventBus
 from orchestrator.core.planner import InFlight, Plan
+from schemas.envelope import Outgoing
 
 log = structlog.get_logger("nexus.orchestrator")
 
@@ -40,6 +41,7 @@ class Published:
     outcome: Outcome
     expected: int | None = None  # the sequence the next own event would have expected
     error: BusError | None = None
+    refused: Outgoing | None = None  # the event the server refused for good
 
     @property
     def settled(self) -> bool:
@@ -61,6 +63,7 @@ class Runner:
 
     async def publish(self, plan: Plan) -> Published:
         expected = plan.expected
+        out: Outgoing | None = None
         try:
             for out in plan.outs:
                 if plan.is_own(out):
@@ -75,5 +78,7 @@ class Runner:
             return Published(Outcome.STALE, expected)
         except BusError as exc:
             log.error("decision.publish_failed", entity=plan.key, error=str(exc), retryable=exc.retryable)
-            return Published(Outcome.RETRY if exc.retryable else Outcome.REFUSED, expected, exc)
+            if exc.retryable:
+                return Published(Outcome.RETRY, expected, exc)
+            return Published(Outcome.REFUSED, expected, exc, refused=out)
         return Published(Outcome.DONE, expected)

@@ -467,7 +467,11 @@ class Orchestrator:
                 jobs = {j: self.jobs[j] for j in wanted if j in self.jobs}
                 jobs.update(self.store.load_jobs(j for j in wanted if j not in jobs))
                 plan = planner.plan_pipeline(view, jobs, self._fleet(), datetime.now(UTC), self.policy, enforcing=self.projection.enforcing)
-                await self.runner.publish(plan)
+                done = await self.runner.publish(plan)
+                if done.outcome is Outcome.REFUSED and done.expected is not None:
+                    # Decided again it would be refused again: end it with the reason instead.
+                    end = planner.pipeline_refused(view, done.refused, done.expected, datetime.now(UTC), str(done.error))
+                    await self.runner.publish(end)
 
     async def _publish_queued(self) -> None:
         """Rejections of undecodable requests, then events about other jobs (rollback

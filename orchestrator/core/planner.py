@@ -26,7 +26,7 @@ from schemas.envelope import Outgoing
 from schemas.errors import InvalidSubject
 from schemas.events import JobAssigned, JobRejected, NodeHeartbeat, NodeLost, NodeRegistered
 from schemas.limits import MAX_REASON_CHARS
-from schemas.pipelines import PipelineRejected
+from schemas.pipelines import PipelineFailed, PipelineRejected, PipelineStepFinished, PipelineStepStarted
 from schemas.records import Record
 
 
@@ -140,6 +140,23 @@ def refused(job: JobView, expected: int, now: datetime, why: str) -> Plan:
     """The job's decision was refused for good (too large, say): reject the job, so it never holds a node's slot."""
     out = reject(job, now, "publish_refused", f"a decision for this job could not be stored: {why}")
     return Plan(key=job_key(job.job_id), outs=tuple(out), own=subjects.job(job.job_id, ""), expected=expected)
+
+
+def pipeline_refused(view: PipelineView, refused: Outgoing | None, expected: int, now: datetime, why: str) -> Plan:
+    """A pipeline's decision was refused for good (a step over thousands of nodes whose
+    `step_started` is over the size limit, say): deciding again gives the same event, so the
+    pipeline would wait for ever. A step that could not start fails (what ran before is rolled
+    back as for any failed step); any other refused decision fails the pipeline."""
+    if refused is not None and isinstance(refused.event, PipelineStepStarted):
+        step = refused.event.step
+        reason = f"its start could not be stored: {why}"[:MAX_REASON_CHARS]
+        kind, msg_id = "step_finished", msgids.pipeline(view.pipeline_id, "step_finished", step)
+        event: PipelineStepFinished | PipelineFailed = PipelineStepFinished(ts=now, step=step, status="failed", reason=reason)
+    else:
+        kind, msg_id = "failed", msgids.pipeline(view.pipeline_id, "failed")
+        event = PipelineFailed(ts=now, reason=f"a decision for this pipeline could not be stored: {why}"[:MAX_REASON_CHARS])
+    out = Outgoing(subjects.pipeline(view.pipeline_id, kind), event, msg_id)
+    return Plan(key=pipeline_key(view.pipeline_id), outs=(out,), own=subjects.pipeline(view.pipeline_id, ""), expected=expected)
 
 
 def rejection(rec: Record, now: datetime) -> Plan | None:

@@ -370,3 +370,27 @@ async def test_a_steps_health_check_and_rollback_are_not_held_again_after_its_jo
         assert said.rows[0][0] == "false" and "approved with the step's run job once1-s0-0" in said.rows[0][1], said.rows
     held = await stack.client.query("SELECT count(*) FROM events WHERE job_id LIKE 'once1-%' AND type = 'job.approval_required'")
     assert held.rows == [[1]]
+
+
+async def test_a_step_whose_start_is_too_large_to_store_fails_and_what_ran_is_rolled_back(stack: Stack, tmp_path: Path) -> None:
+    # 3,000 long node names: the template and its request fit, but the step's `step_started`
+    # (every node and every job id) is over the event size limit. Deciding again gives the same
+    # event: the pipeline used to stay `running` for good, the refusal logged once a second.
+    log = tmp_path / "log"
+    nodes = ", ".join(f"n{'x' * 58}{i:05d}" for i in range(3000))
+    (tmp_path / "wide.yaml").write_text(f"""
+name: wide
+steps:
+  - {{id: first, command: echo first >> {log}, rollback: echo undo-first >> {log}}}
+  - id: wide
+    command: echo never
+    nodes: [{nodes}]
+""")
+    code, stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "wide.yaml"), "--json", timeout=60)
+    assert code == 1, err
+    body = json.loads(stdout)
+    assert body["status"] == "failed"
+    first, wide = body["steps"]
+    assert (first["status"], wide["status"]) == ("succeeded", "failed")
+    assert "its start could not be stored" in wide["reason"] and "over the limit" in wide["reason"]
+    assert lines(log) == ["first", "undo-first"]

@@ -13,11 +13,13 @@ from bus.memory import MemoryBus
 from bus.port import Published as PubAck
 from orchestrator.core import planner
 from orchestrator.core.active_jobs import ActiveJobs
+from orchestrator.core.pipeline_views import PipelineView
 from orchestrator.core.views import JobStatus, JobView
 from orchestrator.runner import Outcome, Runner
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobAssigned, JobDispatch, JobQueued, JobRequested, JobRolledBack
+from schemas.pipelines import PipelineRollbackStarted, PipelineSpec, PipelineStepStarted, StepSpec
 from schemas.records import Record
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,6 +109,25 @@ async def test_a_refusal_for_good_becomes_the_jobs_rejection(bus: FlakyBus) -> N
     assert (await runner.publish(planner.refused(job, done.expected, NOW, str(done.error)))).outcome is Outcome.DONE
     kinds = [subjects.parse(r.subject).kind async for batch in bus.read_records(subjects.job_all("j1")) for r in batch]
     assert kinds == ["requested", "rejected"]
+
+
+async def test_a_pipeline_decision_refused_for_good_fails_the_step_or_the_pipeline(bus: FlakyBus) -> None:
+    spec = PipelineSpec(name="p", steps=[StepSpec(id="wide", command="true")])
+    view = PipelineView(pipeline_id="p1", name="p", spec=spec, last_seq=0)
+    started = PipelineStepStarted(ts=NOW, step="wide", jobs=[])
+    runner = Runner(bus)
+    for refused, kind in ((started, "step_finished"), (PipelineRollbackStarted(ts=NOW, steps=["wide"], reason="x"), "failed")):
+        name = "step_started" if refused is started else "rollback_started"
+        out = Outgoing(subjects.pipeline("p1", name), refused, msgids.pipeline("p1", name))
+        plan = planner.Plan(key=planner.pipeline_key("p1"), outs=(out,), own=subjects.pipeline("p1", ""), expected=view.last_seq)
+        bus.fail, bus.retryable = 1, False
+        done = await runner.publish(plan)
+        assert done.outcome is Outcome.REFUSED and done.refused is out
+        end = planner.pipeline_refused(view, done.refused, view.last_seq, NOW, str(done.error))
+        assert [subjects.parse(o.subject).kind for o in end.outs] == [kind]
+        assert "could not be stored: no ack for" in end.outs[0].event.reason  # type: ignore[attr-defined]
+        if kind == "step_finished":
+            assert (end.outs[0].event.step, end.outs[0].event.status) == ("wide", "failed")  # type: ignore[attr-defined]
 
 
 async def test_queued_plans_stand_on_their_message_ids(bus: FlakyBus) -> None:
