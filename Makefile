@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## nats-server + orchestrator + one agent, in the foreground
 	$(VENV)/bin/nexus up
 
-test: $(VENV)/.installed browser  ## the whole suite: unit and integration (the console's in headless Chromium)
-	$(PY) -m pytest
+test: $(VENV)/.installed browser  ## the whole suite: unit and integration (the console's in headless Chromium), two files at a time
+	$(PY) -m pytest -n 2 --dist loadfile
 
 CHROMIUM ?= /usr/bin/chromium
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get

@@ -204,6 +204,7 @@ class DuckDBStore:
         except duckdb.IOException as exc:
             raise QueryError(f"cannot open {self.path}: {exc}") from None
         self.con.execute("SET TimeZone='UTC'")
+        self.con.execute(_NO_PROGRESS_BAR)
         # Who signs the file's end (`head`) as rows are stored: (key, sign), set by the projection
         # that writes (a signing identity's key and its copy signature); None: the head stays unsigned.
         self.head_signer: tuple[str, Callable[[bytes], str]] | None = None
@@ -410,7 +411,8 @@ def run_query(
     failed, slower than `timeout_s` or larger than `max_rows`. Safe to call in a thread
     with a cursor of its own."""
     text = _read_only_text(con, sql)
-    con.execute("SET enable_progress_bar = false")  # a slow query must not draw on the orchestrator's terminal
+    if con.execute("SELECT current_setting('enable_progress_bar')").fetchone() != (False,):
+        con.execute(_NO_PROGRESS_BAR)  # a cursor of its own: DuckDB's default depends on the terminal
     con.execute("BEGIN TRANSACTION READ ONLY")
     try:
         with _Deadline(con, timeout_s) as deadline:
@@ -429,6 +431,10 @@ def run_query(
                 raise QueryError(str(exc).splitlines()[0]) from None
     finally:
         con.execute("ROLLBACK")
+
+
+_NO_PROGRESS_BAR = "SET enable_progress_bar = false"
+"""A slow query must not draw on the orchestrator's terminal."""
 
 
 class _Deadline:

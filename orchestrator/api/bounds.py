@@ -31,10 +31,11 @@ from litestar.exceptions import ValidationException
 from litestar.types import ASGIApp, HTTPRequestEvent, HTTPScope, Receive, ReceiveMessage, Scope, Send
 
 from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, too_large
+from orchestrator.app.refusals import refuse_too_large
 from orchestrator.core.decide import dispatch_for
 from schemas import codec
 from schemas.events import Event, JobRequested
-from schemas.limits import MAX_DEPTH, MAX_ENV_VALUE_CHARS, MAX_EVENT_BYTES
+from schemas.limits import MAX_DEPTH, MAX_ENV_VALUE_CHARS
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -175,9 +176,7 @@ def _invalid(message: str) -> ValidationException:
 
 def check_fits(event: Event, what: str) -> None:
     """413 unless `event` fits on the bus: a request is refused here, not published and lost."""
-    size = len(codec.encode(event))
-    if size > MAX_EVENT_BYTES:
-        raise too_large(f"{what} would be an event of {size} bytes, over the limit of {MAX_EVENT_BYTES}")
+    refuse_too_large(event, what)
 
 
 def check_job_fits(req: JobRequested) -> None:

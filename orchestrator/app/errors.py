@@ -143,6 +143,15 @@ class InvalidRequest(AppError):
     exit_code = 2
 
 
+class TooLarge(InvalidRequest):
+    """A request whose event the bus would refuse for its size (schemas.limits.MAX_EVENT_BYTES):
+    refused before anything is stored, not published and lost."""
+
+    http_status = 413
+    slug = "too-large"
+    title = "Request too large"
+
+
 class InvalidTest(InvalidRequest):
     """A test that could never be judged (an output_contains pattern RE2 refuses): what the API
     document cannot say of a string, so 422 rather than 400."""

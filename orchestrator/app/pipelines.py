@@ -15,6 +15,7 @@ import msgspec
 from bus.errors import StaleDecision
 from orchestrator.app.errors import NoSuchPipeline, NoSuchStep, PipelineExists, WrongState
 from orchestrator.app.jobs import ANONYMOUS, DecisionAnswer, record_name, sealed_env
+from orchestrator.app.refusals import refuse_too_large
 from orchestrator.app.rows import decoded
 from orchestrator.client import NexusClient, Rows
 from orchestrator.core.pipeline_views import PipelineView, StepJobState, of_pipeline, pipeline_jobs, requested_only, shown
@@ -92,7 +93,9 @@ async def submit(client: NexusClient, pipeline_id: str, req: PipelineRequested) 
     """Store the request; the pipeline id is the idempotency key. The same id with the same
     request again is the same pipeline (`created`: false); with a different one it is refused
     (PipelineExists), as a job's id is: else the caller would follow the old pipeline as if
-    the new one ran. Checked again after the publish, for a different request that came first."""
+    the new one ran. Checked again after the publish, for a different request that came first.
+    A request the bus would refuse for its size is TooLarge, before anything is stored."""
+    refuse_too_large(req, "the pipeline's request")
     earlier = await _first_request(client, pipeline_id)
     if earlier is None:
         seq = await client.submit_pipeline(pipeline_id, req)

@@ -5,12 +5,22 @@ the reason, on every surface alike (`POST /api/v1/jobs`, `POST /api/v1/pipelines
 
 from __future__ import annotations
 
-from orchestrator.app.errors import InvalidCommand, InvalidTest, Unrunnable
+from orchestrator.app.errors import InvalidCommand, InvalidTest, TooLarge, Unrunnable
 from orchestrator.core.admission import Submission
 from orchestrator.core.assertions import tests_problem
 from orchestrator.core.judge import syntax_problem, unrunnable
 from orchestrator.core.pipeline import spec_companions
+from schemas import codec
+from schemas.events import Event
+from schemas.limits import MAX_EVENT_BYTES
 from schemas.pipelines import PipelineSpec
+
+
+def refuse_too_large(event: Event, what: str) -> None:
+    """TooLarge unless `event` fits on the bus."""
+    size = len(codec.encode(event))
+    if size > MAX_EVENT_BYTES:
+        raise TooLarge(f"{what} would be an event of {size} bytes, over the limit of {MAX_EVENT_BYTES}")
 
 
 def refuse_unrunnable(sub: Submission, where: str = "") -> None:

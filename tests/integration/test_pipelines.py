@@ -394,3 +394,13 @@ steps:
     assert (first["status"], wide["status"]) == ("succeeded", "failed")
     assert "its start could not be stored" in wide["reason"] and "over the limit" in wide["reason"]
     assert lines(log) == ["first", "undo-first"]
+
+
+async def test_a_template_whose_request_is_too_large_to_store_is_refused_with_exit_2(stack: Stack, tmp_path: Path) -> None:
+    nodes = ", ".join(f"n{'x' * 58}{i:05d}" for i in range(9000))  # the request over 512 KiB, the file under 1 MiB
+    (tmp_path / "huge.yaml").write_text(f"name: huge\nsteps:\n  - id: wide\n    command: echo never\n    nodes: [{nodes}]\n")
+    code, _stdout, err = await stack.nexus("pipeline", "run", str(tmp_path / "huge.yaml"), "-d")
+    assert code == 2, err
+    assert b"the pipeline's request would be an event of" in err and b"over the limit of 524288" in err
+    code, stdout, _ = await stack.nexus("pipeline", "list", "--json")
+    assert json.loads(stdout) == []  # nothing stored
