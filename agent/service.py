@@ -65,6 +65,7 @@ STREAMS_FIRST_POLL_S = 0.1  # an agent that finds no streams yet looks again aft
 class _Running:
     attempt: int
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its process is gone, its exit reported
 
 
 class Agent:
@@ -312,8 +313,16 @@ class Agent:
         if len(self._started) > 10_000:
             del self._started[next(iter(self._started))]
         run = _Running(attempt=dispatch.attempt)
+        older = self.running.get(job_id)
+        if older is not None:
+            # A newer attempt comes only after the older one was declared lost (this agent was
+            # paused or cut off past its heartbeats' TTL): its outcome no longer counts, and the
+            # two must never run side by side (an idempotent job is not a concurrent-safe one).
+            log.warning("job.older_attempt_stopped", job_id=job_id, attempt=older.attempt, new_attempt=dispatch.attempt,
+                        reason="a newer attempt was dispatched here: the old one is killed before it starts")  # fmt: skip
+            older.cancel.set()
         self.running[job_id] = run
-        task = asyncio.create_task(self._admit(job_id, dispatch, run, unsynced))
+        task = asyncio.create_task(self._admit(job_id, dispatch, run, unsynced, after=older))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -359,13 +368,25 @@ class Agent:
             found.append(rec)
         return found
 
-    async def _admit(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None) -> None:
-        """Run the accepted job once a slot is free. Two orchestrators can each count a slot
-        free on this node (each decides alone), so the agent enforces --max-jobs itself: a
-        dispatch beyond it is accepted (it is this node's, exactly once) and waits here, in
-        arrival order; cancelled while it waits, it ends cancelled without ever starting."""
+    async def _admit(
+        self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None = None, *, after: _Running | None = None
+    ) -> None:
+        """Run the accepted job once a slot is free, and once the job's older attempt (`after`)
+        has ended. Two orchestrators can each count a slot free on this node (each decides alone),
+        so the agent enforces --max-jobs itself: a dispatch beyond it is accepted (it is this
+        node's, exactly once) and waits here, in arrival order; cancelled while it waits, it ends
+        cancelled without ever starting."""
+        try:
+            if after is not None:
+                await after.ended.wait()
+            await self._admitted(job_id, dispatch, run, unsynced)
+        finally:
+            if self.running.get(job_id) is run:
+                del self.running[job_id]
+            run.ended.set()
+
+    async def _admitted(self, job_id: str, dispatch: JobDispatch, run: _Running, unsynced: int | None) -> None:
         if not await self._take_slot(job_id, run):
-            self.running.pop(job_id, None)
             never = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=dispatch.attempt, killed_by="cancel",
                               error="cancelled while waiting for a free slot; never started")  # fmt: skip
             out = Outgoing(subjects.fact(job_id, "exited"), never, msgids.job(job_id, "exited", dispatch.attempt))
@@ -472,7 +493,8 @@ class Agent:
             log.exception("job.run_failed", job_id=job_id)
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"agent error: {describe(exc)}")
         finally:
-            self.running.pop(job_id, None)
+            if self.running.get(job_id) is run:
+                del self.running[job_id]
         exited = _masked(exited, secrets)
         out = Outgoing(subjects.fact(job_id, "exited"), exited, msgids.job(job_id, "exited", attempt))
         await _retry(lambda: self.bus.publish(out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,26 @@ async def test_a_dispatch_no_process_can_take_ends_with_a_clear_reason(
     await bus.publish(Outgoing(subjects.dispatch("j1", "n1"), ev, msgids.job("j1", "dispatch", 1)))
     exited = await wait_for(lambda: _exited(bus, "j1"), what="the job to exit")
     assert exited.error is not None and exited.error.startswith(f"could not start: {said}"), exited.error
+
+
+async def test_a_newer_attempt_on_the_same_node_starts_only_once_the_older_is_killed(
+    running: tuple[MemoryBus, Agent], tmp_path: Path
+) -> None:
+    """Paused past its heartbeats' TTL, the agent finds its running attempt declared lost and the
+    retry dispatched to itself: the two ran side by side (an idempotent job is not one that may
+    run twice at once). The older one is killed first; the newer one then runs."""
+    bus, agent = running
+    marks = tmp_path / "marks"
+    script = f'echo start-$NEXUS_ATTEMPT >> {marks}; [ "$NEXUS_ATTEMPT" = 2 ] || sleep 30; echo end-$NEXUS_ATTEMPT >> {marks}'
+    for attempt in (1, 2):
+        ev = JobDispatch(attempt=attempt, tool="bash", command=script, argv=["bash", "-c", script])
+        await bus.publish(Outgoing(subjects.dispatch("j1", "n1"), ev, msgids.job("j1", "dispatch", attempt)))
+        await wait_for(lambda a=attempt: marks.exists() and f"start-{a}" in marks.read_text(), what=f"attempt {attempt} to start")
+    await wait_for(lambda: marks.read_text().endswith("end-2\n"), what="attempt 2 to end")
+    assert marks.read_text().splitlines() == ["start-1", "start-2", "end-2"]
+    events = [(type(r.event).__name__, getattr(r.event, "attempt", None), r.seq) for r in await _history(bus, "j1")]
+    exited_1 = next(seq for kind, attempt, seq in events if (kind, attempt) == ("JobExited", 1))
+    started_2 = next(seq for kind, attempt, seq in events if (kind, attempt) == ("JobStarted", 2))
+    assert exited_1 < started_2, events  # the older one reported gone before the newer one started
+    assert [e.killed_by for r in await _history(bus, "j1") if isinstance(e := r.event, JobExited)] == ["cancel", None]
+    await wait_for(lambda: not agent.running, what="the agent to hold no job")
