@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,15 @@ class RequestSecrets:
             except SealedValueError as exc:
                 raise CannotSeal(f"the node's sealing key is unusable: {exc.reason}") from None
         return sealed
+
+    def opened(self) -> dict[str, str]:
+        """The clear values that open (for the analysis, which never shows them); one that does not
+        is left out: sealing it for the node refuses the job with the reason."""
+        found = {}
+        for name, value in self._values.items():
+            with contextlib.suppress(CannotSeal):
+                found[name] = self._open(name, value) if is_sealed(value) else value
+        return found
 
     def _open(self, name: str, value: str) -> str:
         """The clear value, if it was sealed to us for this job or its requester; else CannotSeal."""

@@ -373,7 +373,8 @@ class Orchestrator:
             await self.runner.publish(planner.refused(job, done.expected, datetime.now(UTC), str(done.error)))
 
     async def _context(self, job: JobView, fleet: decide.Fleet, now: datetime) -> decide.Context:
-        review = self._review(job, fleet, now) if job.status == "requested" else None
+        sealer = await self._sealer(job)
+        review = self._review(job, fleet, now, sealer) if job.status == "requested" else None
         # The tests judged now: the attempt's own on exit, and those of a later test run.
         judged = [*(job.tests if job.status == "exited" else ()), *job.retest]
         output = await self._scan_output(job, judged) if assertions.needs_output(judged) else None
@@ -383,10 +384,7 @@ class Orchestrator:
         statuses: dict[str, str] = {}
         if job.after:  # only jobs requested before this one count (decide.Context.statuses)
             statuses = {j: v.status for j, v in self._jobs_named(job.after).items() if 0 < v.first_seq < job.first_seq}
-        sealer = await self._sealer(job)
-        return decide.Context(
-            policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer
-        )
+        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer)
 
     def _jobs_named(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The known jobs among `job_ids`: from memory while active, else from the store."""
@@ -407,9 +405,10 @@ class Orchestrator:
                 return None
         return self._secrets[job.job_id]
 
-    def _review(self, job: JobView, fleet: decide.Fleet, now: datetime) -> decide.Review:
+    def _review(self, job: JobView, fleet: decide.Fleet, now: datetime, sealer: RequestSecrets | None = None) -> decide.Review:
         """Phase 1's one verdict (core.judge), timed: the time goes into `validated`. A pipeline
-        step's run job is judged with the step's health check and rollback."""
+        step's run job is judged with the step's health check and rollback, and any job with its
+        secret values opened (judged, never shown)."""
         pipeline = job.metadata.get("pipeline")
         view = self.projection.pipelines.get(pipeline) if isinstance(pipeline, str) else None
         started = time.perf_counter()
@@ -417,7 +416,8 @@ class Orchestrator:
         # fan-out of 1,000 jobs over 1,000 nodes built a million of them (bench/fleet.py).
         if self._candidates[0] is not fleet or self._candidates[1] != now:
             self._candidates = (fleet, now, decide.candidates(fleet, now))
-        verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, self._candidates[2])
+        secrets = sealer.opened() if sealer is not None else None
+        verdict = judge(submission_of(job, step_companions(view, job.metadata)), self.policy, self._candidates[2], secrets)
         if verdict.approval_needed and (run := approved_with(view, job, self._job_view, enforcing=self.projection.enforcing)):
             # Approved once, with the step's run job on this node: not held a second time.
             said = f"approved with the step's run job {run.job_id} on {run.node} by {run.approved_by}"

@@ -44,10 +44,12 @@ from orchestrator.core.admission import Candidate, Companion, Judgement, Submiss
 from orchestrator.core.analysis import analyze
 from orchestrator.core.assertions import tests_problem
 from orchestrator.core.policy import Policy
+from orchestrator.core.risk_types import SEVERITY_RANK, Severity
 from orchestrator.core.shell_parse import syntax_error
 from orchestrator.core.views import JobView
 from schemas import runnable
 from schemas.limits import MAX_COMMAND_CHARS
+from schemas.secrets import MASK, is_sealed
 from schemas.values import CommandTest, Finding
 
 # dispatch_for stamps a time on the dispatch; nothing judged depends on it.
@@ -70,9 +72,11 @@ class _Run(NamedTuple):
     expanded: str
 
 
-def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None) -> Judgement:
+def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None, secrets: Mapping[str, str] | None = None) -> Judgement:
     """The verdict on `sub` under `policy`. `nodes`: every node known (live or not), or None when
-    the fleet is not at hand (`nexus validate` offline: the selectors stand for the target)."""
+    the fleet is not at hand (`nexus validate` offline: the selectors stand for the target).
+    `secrets`: the clear values of secret env entries the submission holds masked or sealed
+    (the orchestrator opens them); those it holds in clear are used as they are."""
     if (why := invalid(sub)) is not None:
         return Judgement(invalid=why, reason=why, findings=[Finding(type="invalid_request", severity="critical", message=why)])
     targets = _targets(sub, nodes)
@@ -89,6 +93,7 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
         found += [_in(run.role, f) for f in result.findings]
         suggestions += [s for s in result.suggestions if s not in suggestions]
     found += _unreadable_code(sub, values)
+    found += _with_secrets(sub, values, runs, secrets or {}, worst(found))
     findings = [_truthful(f, policy, production) for f in dict.fromkeys(found)]
 
     held = [f for f in findings if policy.needs_approval(f.severity, production)]
@@ -198,6 +203,33 @@ def _reader(role: str, argv: list[str], values: Mapping[str, str]) -> _Run:
         return _Run(role, argv[2], argv[0], job_env.expand(argv[2], values))
     line = shlex.join(argv)
     return _Run(role, line, "bash", line)
+
+
+def _with_secrets(
+    sub: Submission, values: Mapping[str, str], runs: list[_Run], opened: Mapping[str, str], seen: Severity | None
+) -> list[Finding]:
+    """The code judged again with the secret env values written out: `rm -rf $DIR_TOKEN` with
+    `DIR_TOKEN=/` is what `rm -rf $DIR` with `DIR=/` is. What that finds never reaches a finding
+    (findings are stored in the log): only its severity does, when it is worse than what was
+    seen without the secrets. (Env entries run as code are judged apart: a secret one fails
+    closed, `_unreadable_code`.)"""
+    hidden = {n: v for n, v in sub.env.items() if n not in values and v != MASK and not is_sealed(v)}
+    hidden.update((n, v) for n, v in opened.items() if n in sub.env and n not in values)
+    if not hidden:
+        return []
+    worse: tuple[Severity, str] | None = None
+    for before, run in zip(runs, _runs(sub, {**values, **hidden}), strict=False):
+        if run.role.startswith("env ") or run.expanded == before.expanded:
+            continue
+        severity = worst(analyze(run.expanded, run.interpreter, sub.working_dir).findings)
+        if severity is not None and (worse is None or SEVERITY_RANK[severity] > SEVERITY_RANK[worse[0]]):
+            worse = (severity, run.role)
+    if worse is None or (seen is not None and SEVERITY_RANK[worse[0]] <= SEVERITY_RANK[seen]):
+        return []
+    severity, role = worse
+    message = (f"the {role or 'command'} is {severity} with its secret env values written out (what it would do "
+               f"is not shown: that would show the secrets){_HOLDS}")  # fmt: skip
+    return [Finding(type="secret_value", severity=severity, message=message)]
 
 
 def _unreadable_code(sub: Submission, values: Mapping[str, str]) -> list[Finding]:

@@ -198,7 +198,7 @@ async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process
         "name: secret-step\n"
         "steps:\n"
         "  - id: use\n"
-        f"    command: 'printf %s \"$DB_PASSWORD $API_TOKEN\" > {marker_file}; echo \"pw=$DB_PASSWORD\"'\n"
+        f'    command: \'printf %s "$DB_PASSWORD $API_TOKEN" > {marker_file}; echo "pw=$DB_PASSWORD"\'\n'
         f"    nodes: [{NODE}]\n"
         "    env:\n"
         f"      DB_PASSWORD: {password}\n"
@@ -233,3 +233,27 @@ async def test_a_replay_masks_what_the_orchestrator_masks_by_its_own_patterns_to
     assert code == 0, (out, err)
     for path in (db, Path(f"{db}.wal")):
         assert not path.exists() or value.encode() not in path.read_bytes(), path
+
+
+async def test_a_destructive_value_in_a_secret_is_held_like_one_in_clear_and_never_shown(stack: Stack) -> None:
+    """`rm -rf $DIR_TOKEN` with DIR_TOKEN=/ sealed: the orchestrator opens the value to judge the
+    command as it will run (`rm -rf $DIR` with DIR=/ is held for approval), and no finding, event
+    or row shows the value. It used to pass as a warning and run."""
+    await stack.start_agent("safe-node")
+    target = f"/{secrets.token_hex(6)}-must-not-appear"  # a top-level directory: critical to delete
+    job_id = new_job_id()
+    code, _out, err = await stack.nexus("submit", "--id", job_id, "--env", f"DIR_TOKEN={target}", "--", "rm -rf $DIR_TOKEN")
+    assert code == 0, err
+    await wait_for(lambda: (j := stack.orchestrator.jobs.get(job_id)) and j.status == "approval_required", what="the hold")
+    code, shown, _ = await stack.nexus("show", job_id, "--json")
+    assert code == 0 and target.encode() not in shown
+    assert any(f["type"] == "secret_value" and f["severity"] == "critical" for f in json.loads(shown)["warnings"]), shown
+    bus = stack.client.bus
+    assert isinstance(bus, NatsBus)
+    assert not any(target.encode() in data for data in await _raw_messages(bus, subjects.EVENTS_STREAM))
+    # The same with a harmless value is not held, and says nothing of its secret.
+    calm = new_job_id()
+    code, _out, err = await stack.nexus("submit", "--id", calm, "--env", "DIR_TOKEN=/tmp/x-nexus-calm", "--", "rm -rf $DIR_TOKEN")
+    assert code == 0, err
+    done = await stack.wait_job(calm)
+    assert done["status"] == "succeeded" and "secret_value" not in json.dumps(done)

@@ -247,6 +247,25 @@ def test_a_secret_is_never_expanded_into_a_finding() -> None:
     assert [f.type for f in explicit.findings] == ["unresolved_command"]
 
 
+def test_a_secret_is_judged_as_its_value_and_only_the_severity_is_told() -> None:
+    # A secret in an argument: `rm -rf $DIR_TOKEN` is what `rm -rf $DIR` is with the same value.
+    for secret in ("/", "/var/lib/s3cr3t"):
+        held = verdict("rm -rf $DIR_TOKEN", env={"DIR_TOKEN": secret})
+        assert held.approval_needed and held.severity == "critical"
+        assert [f.type for f in held.findings if f.severity == "critical"] == ["secret_value"]
+    assert all("s3cr3t" not in f.message and "s3cr3t" not in (f.command or "") for f in held.findings)
+    # Masked or sealed in the view (the orchestrator's case), opened and handed over: the same.
+    masked = judge(
+        Submission(command="dd if=/dev/zero of=$DEV_TOKEN", env={"DEV_TOKEN": "********"}), Policy(), None, {"DEV_TOKEN": "/dev/sda"}
+    )
+    assert masked.approval_needed and "secret_value" in {f.type for f in masked.findings}
+    in_test = verdict("true", env={"Q_SECRET": "/"}, tests=[CommandTest(command="rm -rf $Q_SECRET")])
+    assert in_test.approval_needed and "the test command is critical" in in_test.findings[-1].message
+    # A harmless value, or one no worse than what the text alone shows: nothing more is said.
+    assert "secret_value" not in {f.type for f in verdict("rm -rf $DIR_TOKEN", env={"DIR_TOKEN": "/tmp/x"}).findings}
+    assert verdict('curl -H "Authorization: Bearer $API_TOKEN" https://example.com', env={"API_TOKEN": "abc"}).severity is None
+
+
 @pytest.mark.parametrize(
     ("env", "kind"),
     [
