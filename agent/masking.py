@@ -3,9 +3,9 @@
 The output is masked as a stream: a secret split across two reads of the terminal is
 still found, because bytes that could be the start of a secret are held back until the
 next bytes show whether they are (or until the end of output). Everything else passes
-byte-exact; only the secret's exact bytes are replaced, by schemas.secrets.MASK.
-Values shorter than MIN_MASKED_BYTES are not masked (they would garble the output and
-hide nothing).
+byte-exact; only the secret's exact bytes are replaced, by schemas.secrets.MASK (a value
+of several lines: also each of its lines). Values (lines) shorter than MIN_MASKED_BYTES are
+not masked (they would garble the output and hide nothing).
 """
 
 from __future__ import annotations
@@ -18,8 +18,15 @@ MASK_BYTES = MASK.encode()
 
 
 def maskable(values: Iterable[str]) -> tuple[bytes, ...]:
-    """The byte strings to mask for these clear secret values, longest first."""
-    found = {v.encode("utf-8", errors="surrogatepass") for v in values}
+    """The byte strings to mask for these clear secret values, longest first. A value of several
+    lines (a private key, a certificate, a connection file) is masked whole and line by line:
+    `grep`, `head` or a tool's error message prints one line of it."""
+    found: set[bytes] = set()
+    for value in values:
+        whole = value.encode("utf-8", errors="surrogatepass")
+        found.add(whole)
+        if b"\n" in whole:
+            found.update(line.strip() for line in whole.splitlines())
     return tuple(sorted((b for b in found if len(b) >= MIN_MASKED_BYTES), key=lambda b: (-len(b), b)))
 
 

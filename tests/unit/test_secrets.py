@@ -313,3 +313,14 @@ def test_bound_values_say_for_whom_and_need_someone() -> None:
         seal_bound("v", key.public_key)
     with pytest.raises(SealedValueError, match="not sealed"):
         key.open(seal_bound("v", key.public_key, requester="a"))  # the agent opens only what is sealed for the node
+
+
+def test_each_line_of_a_secret_of_several_lines_is_masked_too() -> None:
+    key = "-----BEGIN KEY-----\r\nZq9KeyLine07\nZq9KeyLine08\n  x\n-----END KEY-----\n"
+    secrets = maskable([key])
+    assert b"Zq9KeyLine07" in secrets and b"-----BEGIN KEY-----" in secrets and b"x" not in secrets
+    m = OutputMasker(secrets)
+    # `echo "$SSH_PRIVATE_KEY" | head -2`, in two reads: no line of it in clear.
+    out = m.feed(b"-----BEGIN KEY-----\nZq9Key") + m.feed(b"Line07\ndone\n") + m.flush()
+    assert out == MASK_BYTES + b"\n" + MASK_BYTES + b"\ndone\n"
+    assert mask_text("bad key line: Zq9KeyLine08", secrets) == f"bad key line: {MASK_BYTES.decode()}"
