@@ -81,6 +81,11 @@ def _verify(key: str, data: bytes, signature: bytes) -> bool:
         return False
 
 
+def is_account_key(key: str) -> bool:
+    """Whether `key` is an account's public nkey (A..., with a good checksum)."""
+    return key.startswith("A") and _verify_key(key) is not None
+
+
 @functools.lru_cache(maxsize=4096)
 def _verify_key(key: str) -> nacl.signing.VerifyKey | None:
     """The Ed25519 key inside a public nkey (base32: a prefix byte, 32 key bytes, a CRC-16).

@@ -18,6 +18,7 @@ import msgspec
 
 from bus.errors import StaleDecision
 from orchestrator.app.errors import (
+    ConflictingFields,
     JobChanged,
     JobExists,
     JobFinished,
@@ -114,6 +115,8 @@ def job_request(cmd: SubmitJob, now: datetime, key: OrchestratorKey | None = Non
     `key`, for `requester` (the name the record will give the request: `record_name`; by
     default the one it claims); without a key a request with secrets is refused
     (SecretsUnprotected), never published in clear."""
+    if clash := sorted(n for n in cmd.secret_env.keys() & cmd.env.keys() if cmd.env[n] != cmd.secret_env[n]):
+        raise ConflictingFields(f"env {', '.join(clash)} given both in clear and as a secret, with different values: give each once")
     fields = msgspec.structs.asdict(cmd)
     del fields["job_id"], fields["secret_env"]
     env = sealed_env({**cmd.env, **cmd.secret_env}, cmd.secret_env, key, requester=requester or cmd.requested_by)

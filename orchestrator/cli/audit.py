@@ -41,6 +41,12 @@ def verify(
     forgeries are listed, not an error. Exit 0 only when everything holds; 1 otherwise,
     naming each bad event by its seq.
     """
+    from bus.identity import is_account_key
+
+    for key in account_key or ():
+        if not is_account_key(key):
+            hint = "56 characters, A...: `nexus creds new --json` prints it as 'account'"
+            fail(f"--account-key {key!r} is not an account's public key ({hint})", 2)
     _verify(db, list(account_key or ()), as_json, nats_url)
 
 

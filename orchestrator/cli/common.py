@@ -161,7 +161,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         import asyncio
 
         from orchestrator.app.errors import AppError
-        from schemas.errors import NexusError
+        from schemas.errors import InvalidId, NexusError
 
         async def started() -> T:
             # The verb's first wait for I/O ends start-up: it has imported what it runs with.
@@ -178,7 +178,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             raise typer.Exit(exc.exit_code) from None
         except NexusError as exc:
             err.print(f"nexus: error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, InvalidId) else 1) from None  # an id nothing can have: usage
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 

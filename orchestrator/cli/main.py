@@ -52,12 +52,12 @@ def _error(exc: Exception) -> int:
         hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
         err.print(f"nexus: error: {exc.format_message()}{hint}", markup=False, highlight=False)
         return exc.exit_code
-    from schemas.errors import NexusError  # imported only now: `nexus --help` does without the schemas
+    from schemas.errors import InvalidId, NexusError  # imported only now: `nexus --help` does without the schemas
 
     if not isinstance(exc, NexusError):
         raise exc
     err.print(f"nexus: error: {exc}", markup=False, highlight=False)
-    return 1
+    return 2 if isinstance(exc, InvalidId) else 1  # an id no job, node or pipeline can have: a usage error
 
 
 if __name__ == "__main__":

@@ -280,7 +280,9 @@ async def _show(pipeline_id: str, as_json: bool, db: Path | None, nats_url: str)
 
     from orchestrator.app import pipelines as pipelines_app
     from orchestrator.client import Rows
+    from schemas import subjects
 
+    subjects.check_id(pipeline_id, "pipeline id")  # no pipeline could have it: a usage error, before any connection
     if db is not None:
         view = await pipelines_app.pipeline_view(lambda sql, params: query(nats_url, db, sql, params), pipeline_id)
     else:

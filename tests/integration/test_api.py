@@ -186,6 +186,9 @@ async def test_rerun_requests_the_same_again_its_secrets_still_sealed(stack: Sta
     # A secret near the env value bound outgrows it once sealed: 413 with the name, not a 503.
     big = await api.post("/api/v1/jobs", json={"command": "true", "secretEnv": {"BIG": "x" * 16_000}})
     assert_problem(big, 413, "too-large", "'BIG'", "once sealed")
+    # One name in clear and as a secret, two values: which one ran was a silent choice.
+    clash = await api.post("/api/v1/jobs", json={"command": "true", "env": {"X": "clear"}, "secretEnv": {"X": "secret"}})
+    assert_problem(clash, 422, "conflicting-fields", "env X given both in clear and as a secret")
 
 
 def request_of(history: list[Any]) -> JobRequested:

@@ -27,6 +27,7 @@ from orchestrator.audit import chain_upto
 from orchestrator.core import audit
 from orchestrator.projection import Projection
 from orchestrator.store import DuckDBStore
+from orchestrator.trust.nats_jwt import new_seed, public_key
 from schemas import codec, msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.events import JobRequested
@@ -103,8 +104,11 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
         code, text = await up.nexus("audit", "verify", "--db", str(path), "--account-key", account)
         assert code == 1 and f"seq {seq}:" in text and "FAILED" in text, text
     # The wrong account key: nothing in the file is provably anyone's.
-    code, found = await verify(up, "--db", str(copy), "--account-key", "A" + "B" * 55)
+    code, found = await verify(up, "--db", str(copy), "--account-key", public_key(new_seed("account")))
     assert code == 1 and any(p["seq"] is None and "no identity" in p["what"] for p in found["problems"])
+    # Not an account key at all: a usage error, not 2,000 problems.
+    code, text = await up.nexus("audit", "verify", "--db", str(copy), "--account-key", "A" + "B" * 55)
+    assert code == 2 and "is not an account's public key" in text, text
 
 
 async def test_masked_rows_are_proven_by_the_replays_signature_and_a_rewritten_request_is_caught(up: Up, tmp_path: Path) -> None:  # noqa: F811

@@ -101,6 +101,8 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
         (("bogusverb",), "nexus: error: No such command 'bogusverb'. (see 'nexus -h')"),
         (("run", "--node", "a b", "--", "true"), "nexus: error: invalid node id 'a b': ids match"),
         (("submit", "--id", "x.y", "--", "true"), "nexus: error: invalid job id 'x.y': ids match"),
+        (("show", "x.y"), "nexus: error: invalid job id 'x.y': ids match"),
+        (("pipeline", "show", "x.y"), "nexus: error: invalid pipeline id 'x.y': ids match"),
     ],
 )
 async def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) -> None:

@@ -644,3 +644,14 @@ def test_a_test_run_in_progress_says_so_until_its_results_show(up: Up, page: Wat
     go.touch()
     expect(tests).to_contain_text("All tests passed", timeout=30_000)
     expect(p.locator("main [role=status]").first).to_contain_text("Tests passed.", timeout=30_000)
+
+
+def test_binary_output_is_shown_without_an_error_per_odd_byte(up: Up, page: Watched) -> None:
+    """xterm.js logged a "Parsing error" on the console for each sequence of random bytes it
+    could not read (about a hundred for 20 KB): the page said it was broken when it was not."""
+    p = page.page
+    job_id = submit(up, "head -c 20000 /dev/urandom; echo; echo binary-done")
+    p.goto(f"{up.url}/#/jobs/{job_id}")
+    until(lambda: "binary-done" in terminal_text(p), what="the output to its end")
+    expect(p.locator("#stream-state")).to_have_text("(complete)", timeout=30_000)
+    assert [e for e in page.console_errors if "xterm" in e] == [], page.console_errors[:3]

@@ -29,6 +29,8 @@ export function jobView({ main, session, onFeed }, jobId) {
     scrollback: 10000,
     fontSize: 13,
     theme: { background: "#111418", foreground: "#e6e6e6" },
+    // Binary output is shown as it comes; xterm.js would log a parsing error per odd byte.
+    logLevel: "off",
   });
   const output = []; // raw bytes, for the download
   const head = h("section", { class: "card", "aria-labelledby": "job-title" });
