@@ -114,6 +114,9 @@ async def feed(
         if not last_event_id.isdigit() or int(last_event_id) > INT64_MAX:
             raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", f"expected a log sequence, got {last_event_id!r}")
         after = int(last_event_id)
+        if after > (last := await ctx.client.bus.last_seq()):  # never sent: resuming after it would skip what comes
+            detail = f"Last-Event-ID {after} is past the log's end (its last event is at {last})"
+            raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", detail)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Stream(_feed(ctx, after), media_type="text/event-stream", headers=headers)
 

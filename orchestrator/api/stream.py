@@ -204,6 +204,9 @@ async def stream_job(
     if start.events > last:  # no client was sent that: resuming "after" it would skip what comes
         detail = f"Last-Event-ID {start} is past the job's log (its last event is at {last})"
         raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", detail)
+    if start.output and start.output > (last_output := await ctx.client.bus.last_seq(subjects.OUTPUT_STREAM, subjects.output_all(job_id))):
+        detail = f"Last-Event-ID {start} is past the job's output (its last chunk is at {last_output or 'none yet'})"
+        raise ProblemError(400, "invalid-last-event-id", "Invalid Last-Event-ID", detail)
     if start.done:
         return Response(b"", status_code=204)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -281,6 +281,13 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     # A position past the job's last event was never sent: resuming "after" it would skip what comes.
     ahead = await api.get(f"/api/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "99999:0"})
     assert_problem(ahead, 400, "invalid-last-event-id", "past the job's log")
+    # So is one past its output: every chunk would have been skipped, the stream still "complete".
+    seq = (await api.get(f"/api/v1/jobs/{job_id}")).json()["firstSeq"]
+    output_ahead = await api.get(f"/api/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": f"{seq}:999999"})
+    assert_problem(output_ahead, 400, "invalid-last-event-id", "past the job's output", "none yet")
+    # The console's feed checks its position the same way.
+    assert_problem(await api.get("/api/v1/feed", headers={"Last-Event-ID": "abc"}), 400, "invalid-last-event-id", "abc")
+    assert_problem(await api.get("/api/v1/feed", headers={"Last-Event-ID": "99999999"}), 400, "invalid-last-event-id", "past the log's end")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/approve"), 409, "wrong-state", "not waiting for approval")
     assert_problem(await api.post("/api/v1/jobs/nope/deny"), 404, "unknown-job")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/rollback"), 422, "no-rollback-command")
