@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import stat
 import time
 import tomllib
 from collections.abc import Callable
@@ -117,9 +118,16 @@ class Tokens:
                 raise ApiError(f"{where}: a token must have at least 16 characters")
             if digest in by_digest:
                 raise ApiError(f"{where}: the same token is listed twice")
+            if (role := next((i.role for i in by_digest.values() if i.user == entry.user), entry.role)) != entry.role:
+                raise ApiError(
+                    f"{where}: {entry.user!r} is listed as {role} before; one user, one role (the record names users, not tokens)"
+                )
             by_digest[digest] = Identity(user=entry.user, role=entry.role)
         if not by_digest:
             raise ApiError(f"API token file {path} lists no [[token]]; leave the file out to run open on loopback")
+        if any(e.token is not None for e in parsed.token) and (mode := path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+            fix = "the file holds tokens in clear and other users can read it: chmod 600 it, or list sha256 = ... instead"
+            log.warning("api.tokens_readable", path=str(path), mode=f"{stat.S_IMODE(mode):04o}", fix=fix)
         return cls(by_digest)
 
     def identify(self, token: str) -> Identity | None:

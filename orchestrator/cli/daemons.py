@@ -232,6 +232,9 @@ async def _up(
 
     # What can fail at once fails first, before any child process exists.
     data.mkdir(parents=True, exist_ok=True)
+    # Its credentials, the JetStream store and the DuckDB file (every command, every finding):
+    # for this user only, as `creds/` always was (a directory made by an older `nexus up` was 0755).
+    data.chmod(0o700)
     held = _hold(data)  # noqa: F841 - the lock lasts as long as the file is open
     listener = _listen(api) if api is not None else None
     server: EmbeddedNats | None = None
@@ -439,7 +442,7 @@ async def _orchestrator(
     from orchestrator.service import Orchestrator
     from orchestrator.store import DuckDBStore
 
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # made here: for this user only
     store = DuckDBStore(db)
     bus = await NatsBus.connect(nats_url, name="nexus-orchestrator", daemon=True, creds=creds)
     try:

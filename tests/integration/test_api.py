@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import structlog.testing
 
+from orchestrator.api.auth import Tokens
 from orchestrator.api.errors import ApiError
 from orchestrator.api.server import serve
 from orchestrator.app.jobs import first_request
@@ -748,6 +750,23 @@ async def test_open_mode_is_loopback_only_and_bad_token_files_are_clear(stack: S
         await serve(stack.client, host="127.0.0.1", port=free_port(), auth_file=bad)
     with pytest.raises(ApiError, match="cannot read"):
         await serve(stack.client, host="127.0.0.1", port=free_port(), auth_file=tmp_path / "missing.toml")
+    # One user, one role: the record names the user, and could not say which role acted.
+    bad.write_text(
+        '[[token]]\nuser = "a"\nrole = "viewer"\nsha256 = "'
+        + "1" * 64
+        + '"\n\n[[token]]\nuser = "a"\nrole = "admin"\nsha256 = "'
+        + "2" * 64
+        + '"\n'
+    )
+    with pytest.raises(ApiError, match="'a' is listed as viewer before; one user, one role"):
+        Tokens.load(bad)
+    # Tokens in clear that other users can read: said at start (0600 or sha256 entries say nothing).
+    bad.write_text('[[token]]\nuser = "a"\nrole = "viewer"\ntoken = "0123456789abcdefghij"\n')
+    for mode, warned in ((0o644, True), (0o600, False)):
+        bad.chmod(mode)
+        with structlog.testing.capture_logs() as logs:
+            Tokens.load(bad)
+        assert any(e["event"] == "api.tokens_readable" and e["mode"] == f"{mode:04o}" for e in logs) is warned, logs
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -134,6 +134,8 @@ async def test_the_embedded_server_refuses_anonymous_clients_and_writes_private_
     for name in ("admin.creds", "submitter.creds", "operator.nk", "account.nk", "system.nk"):
         mode = stat.S_IMODE((up.creds / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
+    # The data directory (the DuckDB file: every command and finding) is this user's alone.
+    assert stat.S_IMODE(up.data.stat().st_mode) == 0o700, oct(up.data.stat().st_mode)
     # A daemon without credentials stops at once and says why (it does not retry forever).
     env = {k: v for k, v in os.environ.items() if k != "NEXUS_NATS_CREDS"} | {"NEXUS_NATS_URL": up.url}
     agent = await asyncio.create_subprocess_exec(
