@@ -41,7 +41,7 @@ from orchestrator.client import NexusClient
 from orchestrator.console.assets import SWAGGER, ConsoleAssets
 from orchestrator.core.policy import Policy
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to a text type
 
 
 @get("/health", summary="Liveness of the API and its NATS connection (no auth)", responses=problems(public=True))

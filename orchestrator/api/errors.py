@@ -17,6 +17,7 @@ internals in `detail`.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ from bus.urls import redact_url
 from orchestrator.api.models import Problem
 from orchestrator.app.errors import AppError, NoSuchJob, Unrunnable
 from orchestrator.errors import OrchestratorUnavailable, QueryError
+from schemas.envelope import Id
 from schemas.errors import InvalidId, NexusError
 from schemas.limits import MAX_EVENT_BYTES
 
@@ -121,6 +123,10 @@ _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 
 
+_ID_REGEX = f"matching regex {typing.get_args(Id)[1].pattern!r}"  # schemas.envelope.Id, as msgspec says it
+_ID_SAID = "of 1 to 64 letters, digits, '_' or '-'"
+
+
 def plain_body_error(message: str, key: str | None = None) -> str:
     """A body decoder's message (msgspec: "Object missing required field `command`", "Expected
     `int`, got `str` - at `$.tests[0].expected`") in plain words, naming the field by its path in the
@@ -134,7 +140,9 @@ def plain_body_error(message: str, key: str | None = None) -> str:
         return f"`{_joined(path, missing['field'])}` is required"
     if unknown := _UNKNOWN.match(text):
         return f"`{_joined(path, unknown['field'])}` is not a field of this body"
-    text = text[:1].lower() + text[1:]
+    text = text.replace(_ID_REGEX, _ID_SAID)
+    if not text[:2].isupper():  # "Expected ..." reads on after the path; "JSON is malformed" stays
+        text = text[:1].lower() + text[1:]
     return f"`{path}`: {text}" if path else text
 
 

@@ -264,6 +264,11 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     assert_problem(await api.post("/api/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}), 400, "invalid-body")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "timeoutSeconds": 0}), 400, "invalid-body")
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "no.pe"}), 400, "invalid-body")
+    said = (await api.post("/api/v1/jobs", json={"command": "x", "jobId": "a.b"})).json()["detail"]
+    assert said.endswith("`jobId`: expected `str` of 1 to 64 letters, digits, '_' or '-'"), said  # not the regex
+    lone = b'{"command": "\\ud800"}'  # a lone surrogate: msgspec's message kept as it says it
+    said = (await api.post("/api/v1/jobs", content=lone, headers={"content-type": "application/json"})).json()["detail"]
+    assert "JSON is malformed" in said, said
     assert_problem(await api.post("/api/v1/jobs", json={"command": "x", "nodeId": "nope"}), 422, "unknown-node", "nope")
     for path in ("/api/v1/jobs/nope", "/api/v1/jobs/nope/stream"):
         assert_problem(await api.get(path), 404, "unknown-job", "nope")

@@ -110,7 +110,9 @@ async def test_pipeline_metrics_match_the_log_counted_by_hand(stack: Stack) -> N
 
         hands = {job_id: Hand(await stack.client.history(job_id)) for job_id in ids}
         got = (await api.get("/api/v1/metrics/pipeline")).json()
-        prom = (await api.get("/metrics")).text
+        scraped = await api.get("/metrics")
+        prom = scraped.text
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"  # the charset once
 
     ran = [h for h in hands.values() if h.ran]
     by_end = {k: sum(1 for h in ran if h.end == k) for k in RAN}
