@@ -34,6 +34,8 @@ from typing import Any, NoReturn
 import msgspec
 import yaml
 
+from orchestrator.app.errors import InvalidRequest, InvalidTest
+from orchestrator.app.refusals import refuse_unrunnable_step
 from orchestrator.bounded_yaml import YamlLimitError, compose_bounded
 from schemas.errors import NexusError
 from schemas.limits import MAX_PIPELINE_STEPS
@@ -428,7 +430,7 @@ class _Compiler:
     def convert(self, raw: _RawStep) -> StepSpec:
         try:
             # strict=False: "2" from a variable may fill an int field; types never get looser than that.
-            return msgspec.convert(raw.fields, StepSpec, strict=False)
+            step = msgspec.convert(raw.fields, StepSpec, strict=False)
         except msgspec.ValidationError as exc:
             message, _, path = str(exc).partition(" - at `$")
             tokens = re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.)\]", path.rstrip("`"))
@@ -448,6 +450,11 @@ class _Compiler:
                 message = "not a valid id: ids match [A-Za-z0-9_-]{1,64} (no dots, spaces or wildcards)"
             label = raw.fields.get("id", "?")
             self.fail(where, f"step {label}: {name + ': ' if name else ''}{message}")
+        try:  # a step that could only fail (its command is not bash, a test pattern RE2 refuses...)
+            refuse_unrunnable_step(step)
+        except InvalidRequest as exc:
+            self.fail(raw.nodes.get("tests" if isinstance(exc, InvalidTest) else "command", raw.where), str(exc))
+        return step
 
 
 def _kind(node: Node) -> str:

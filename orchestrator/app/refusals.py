@@ -13,7 +13,7 @@ from orchestrator.core.pipeline import spec_companions
 from schemas import codec
 from schemas.events import Event
 from schemas.limits import MAX_EVENT_BYTES
-from schemas.pipelines import PipelineSpec
+from schemas.pipelines import PipelineSpec, StepSpec
 
 
 def refuse_too_large(event: Event, what: str) -> None:
@@ -36,15 +36,20 @@ def refuse_unrunnable(sub: Submission, where: str = "") -> None:
 
 
 def refuse_unrunnable_steps(spec: PipelineSpec) -> None:
-    """`refuse_unrunnable` for each step of a compiled template, as its jobs would be judged
-    (with the step's health check and rollback)."""
+    """`refuse_unrunnable_step` for each step of a compiled template."""
     for step in spec.steps:
-        sub = Submission(
-            command=step.command,
-            tool=step.tool,
-            env=dict(step.env),
-            tests=list(step.tests),
-            working_dir=step.working_dir,
-            companions=spec_companions(step),
-        )
-        refuse_unrunnable(sub, f"step {step.id!r}: ")
+        refuse_unrunnable_step(step)
+
+
+def refuse_unrunnable_step(step: StepSpec) -> None:
+    """`refuse_unrunnable` for one step, as its jobs would be judged (with its health check and
+    rollback). The template compiler asks it of each step, to name the line."""
+    sub = Submission(
+        command=step.command,
+        tool=step.tool,
+        env=dict(step.env),
+        tests=list(step.tests),
+        working_dir=step.working_dir,
+        companions=spec_companions(step),
+    )
+    refuse_unrunnable(sub, f"step {step.id!r}: ")

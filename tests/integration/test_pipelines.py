@@ -124,7 +124,8 @@ async def test_bad_templates_are_refused_before_anything_runs(stack: Stack, tmp_
 
 async def test_a_step_that_is_not_valid_bash_is_refused_as_the_api_refuses_it(stack: Stack, tmp_path: Path) -> None:
     """`nexus pipeline run` published such a pipeline, whose step was then rejected; the API
-    refused it up front (422 invalid-command). Both check it in one place (app.refusals)."""
+    refused it up front. Both check it in one place (app.refusals, asked by the template
+    compiler, which names the line)."""
     bad = tmp_path / "unclosed.yaml"
     bad.write_text('name: x\nsteps:\n  - id: a\n    command: echo "unclosed\n')
     code, _, err = await stack.nexus("pipeline", "run", str(bad), "--id", "unclosed-1")
@@ -132,8 +133,10 @@ async def test_a_step_that_is_not_valid_bash_is_refused_as_the_api_refuses_it(st
     assert await stack.client.bus.last_seq(subject="nexus.evt.pipeline.unclosed-1.>") == 0
     async with serve_api(stack.client) as api:
         refused = await api.post("/api/v1/pipelines", json={"template": bad.read_text(), "pipelineId": "unclosed-2"})
-    assert refused.status_code == 422 and refused.json()["type"].endswith("invalid-command"), refused.text
-    assert " ".join(refused.json()["detail"].split()) in " ".join(err.decode().split())  # one reason, both surfaces
+    assert refused.status_code == 422 and refused.json()["type"].endswith("invalid-template"), refused.text
+    # One reason on both surfaces, with the line of the step's command (the file named as each knows it).
+    assert refused.json()["detail"].startswith("template:4: step 'a'") and err.decode().startswith(f"nexus: error: {bad}:4: step 'a'")
+    assert refused.json()["detail"].split(":4: ", 1)[1] in err.decode()
 
 
 async def test_a_job_never_requested_is_listed_by_neither_run_show_nor_the_api(stack: Stack, tmp_path: Path) -> None:
