@@ -37,6 +37,7 @@ from schemas.pipelines import (
     StepJob,
     resolve_needs,
 )
+from schemas.secrets import shown_env
 
 PipelineStatus = Literal["running", "rolling_back", "succeeded", "failed", "rejected"]
 StepState = Literal["pending", "waiting_approval", "approved", "denied", "running", "succeeded", "failed", "skipped"]
@@ -303,7 +304,13 @@ def shown(view: PipelineView, jobs: Mapping[str, StepJobState]) -> PipelineView:
     reason = view.reason
     if view.status in ("running", "rolling_back") and waiting:
         reason = "; ".join([*waiting, *([view.reason] if view.reason else [])])
-    return replace(view, steps=steps, reason=reason)
+    # Secret values as every view shows them (a job's env too): the mask, not the sealed text.
+    spec = replace(view.spec, steps=[replace(s, env=_shown(s.env)) if s.env else s for s in view.spec.steps])
+    return replace(view, steps=steps, reason=reason, spec=spec, variables=_shown(view.variables))
+
+
+def _shown(values: Mapping[str, str]) -> dict[str, str]:
+    return {n: str(v) for n, v in shown_env(values).items()}
 
 
 def requested_only(view: PipelineView, requested: Collection[str]) -> PipelineView:

@@ -23,6 +23,7 @@ from orchestrator.client import new_job_id
 from schemas import subjects
 from schemas.secrets import MASK
 from tests.conftest import NEXUS, Stack, wait_for
+from tests.integration.api_support import serve_api
 
 NODE = "vault-node"
 
@@ -207,6 +208,11 @@ async def test_a_pipeline_steps_secret_is_sealed_too(stack: Stack, agent_process
     code, out, err = await stack.nexus("pipeline", "run", str(template), "--var", f"mytok={token}", "--json")
     assert code == 0, (out, err)
     assert marker_file.read_text() == f"{password} {token}"  # the step's job saw the values
+    # Its views show the mask, as a job's do, not the sealed text.
+    async with serve_api(stack.client) as api:
+        shown = (await api.get(f"/api/v1/pipelines/{json.loads(out)['pipeline_id']}")).json()
+    assert shown["spec"]["steps"][0]["env"] == {"DB_PASSWORD": MASK, "API_TOKEN": MASK}, shown["spec"]
+    assert shown["variables"] == {"mytok": MASK}, shown["variables"]
     _, events, _ = await stack.nexus("sql", "SELECT payload FROM events", "--json")
     assert token.encode() not in events and password.encode() not in events
     bus = stack.client.bus
