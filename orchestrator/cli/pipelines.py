@@ -128,10 +128,11 @@ async def _follow(client: "NexusClient", pid: str, *, live: bool, lines: bool, o
                         if view is not None:
                             waits.planned(view)
                         if output:
+                            role = _ROLES.get(type(rec.event).__name__, "")
                             for job in getattr(rec.event, "jobs", []):
                                 if job.job_id not in tails:
-                                    label = f"{getattr(rec.event, 'step', '?')}@{job.node or 'any'}"
-                                    tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, label))
+                                    name = f"{getattr(rec.event, 'step', '?')}{role}"
+                                    tails[job.job_id] = asyncio.create_task(_tail(client, job.job_id, name, job.node))
                         if lines and not isinstance(screen, Live) and view is not None:
                             err.print(f"{fmt(ts)}  {escape(fmt(narrate(rec).message, one_line=True))}", highlight=False)
                     elif not waits.learn(rec):
@@ -220,20 +221,28 @@ class _Waits:
         return found
 
 
-async def _tail(client: "NexusClient", job_id: str, label: str) -> None:
-    """Print one step job's output as it comes, line by line, prefixed."""
+_ROLES = {"PipelineHealthCheckStarted": " health check", "PipelineStepRollbackStarted": " rollback"}
+"""How `nexus pipeline run -o` names a step's jobs that are not its run jobs."""
+
+
+async def _tail(client: "NexusClient", job_id: str, name: str, node: str | None) -> None:
+    """Print one step job's output as it comes, line by line, prefixed with the step (and what the
+    job is to it) and the node: one named by the step, else the one it was assigned to."""
+    from schemas.events import JobAssigned
     from schemas.text import text_view
 
     pending = ""
     async for item in client.follow(job_id):
+        if item.record is not None and isinstance(item.record.event, JobAssigned):
+            node = item.record.event.node
         if item.output is None:
             continue
         pending += text_view(item.output)
         *complete, pending = pending.split("\n")
         for line in complete:
-            out.print(f"{label} | {line}", highlight=False, markup=False)
+            out.print(f"{name}@{node or 'any'} | {line}", highlight=False, markup=False)
     if pending:
-        out.print(f"{label} | {pending}", highlight=False, markup=False)
+        out.print(f"{name}@{node or 'any'} | {pending}", highlight=False, markup=False)
 
 
 def _table(view: "PipelineView") -> "Table":

@@ -249,15 +249,19 @@ async def test_local_examples_run(stack: Stack, tmp_path: Path) -> None:
 
 async def test_pipeline_run_can_stream_step_output(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "out.yaml").write_text(
-        'name: out\nsteps:\n  - {id: a, command: "echo hello from a; echo second line"}\n  - {id: b, command: "printf tail"}\n'
+        "name: out\nsteps:\n"
+        '  - {id: a, command: "echo hello from a; echo second line", rollback: "echo undoing a"}\n'
+        '  - {id: b, command: "printf tail; exit 3"}\n'
     )
     code, stdout, err = await stack.nexus("pipeline", "run", "--output", str(tmp_path / "out.yaml"))
-    assert code == 0, err
+    assert code == 1, err
     printed = stdout.decode().splitlines()
-    # Each step's lines whole and in order; steps are followed at once, so a step's last line
-    # may come after the next step's first on a loaded machine (seen in CI).
-    assert [line for line in printed if line.startswith("a@any | ")] == ["a@any | hello from a", "a@any | second line"]
-    assert [line for line in printed if line.startswith("b@any | ")] == ["b@any | tail"]
+    # Each step's lines whole and in order, named by the node its job ran on (it named none); steps
+    # are followed at once, so a step's last line may come after the next step's first on a
+    # loaded machine (seen in CI). The rollback's output says it is the rollback's.
+    assert [line for line in printed if line.startswith("a@")] == ["a@node-1 | hello from a", "a@node-1 | second line"]
+    assert [line for line in printed if line.startswith("b@")] == ["b@node-1 | tail"]
+    assert [line for line in printed if line.startswith("a rollback@")] == ["a rollback@node-1 | undoing a"]
 
 
 async def test_a_pipeline_id_reused_for_a_different_request_is_refused_and_the_same_one_is_followed(stack: Stack, tmp_path: Path) -> None:
