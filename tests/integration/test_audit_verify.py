@@ -103,6 +103,17 @@ async def test_audit_verify_proves_the_log_and_its_replays_and_names_what_was_ta
         assert seq in [p["seq"] for p in found["problems"]], (path.name, found["problems"])
         code, text = await up.nexus("audit", "verify", "--db", str(path), "--account-key", account)
         assert code == 1 and f"seq {seq}:" in text and "FAILED" in text, text
+    # The derived tables too: a job's outcome rewritten, a job made up, a node removed.
+    for name, change, said in (
+        ("status", "UPDATE jobs SET status = 'failed', exit_code = 1 WHERE job_id = 'audit-2'",
+         "jobs: the row audit-2 differs from what the log gives in status, exit_code"),
+        ("made-up", "INSERT INTO jobs (job_id, status, command) VALUES ('ghost', 'succeeded', 'true')",
+         "jobs: the row ghost is not in the log: added"),
+        ("node", f"DELETE FROM nodes WHERE node_id = '{up.node}'", f"nodes: the row {up.node} is missing, though the log has it"),
+    ):  # fmt: skip
+        edited = _tampered(copy, tmp_path / f"derived-{name}.duckdb", lambda con, sql=change: con.execute(sql))
+        code, found = await verify(up, "--db", str(edited), "--account-key", account)
+        assert code == 1 and any(p["what"].startswith(said) for p in found["problems"]), (name, found["problems"])
     # The wrong account key: nothing in the file is provably anyone's.
     code, found = await verify(up, "--db", str(copy), "--account-key", public_key(new_seed("account")))
     assert code == 1 and any(p["seq"] is None and "no identity" in p["what"] for p in found["problems"])
