@@ -32,6 +32,7 @@ from orchestrator.api.models import (
     JobCreated,
     JobList,
     JobOut,
+    NoFields,
     ValidateRequest,
     ValidateResponse,
     ValidationWarning,
@@ -192,9 +193,11 @@ async def create_job(data: JSONBody[CreateJobRequest], ctx: Ctx, request: Reques
     status_code=201,
     guards=[require("operator")],
     summary="Run a job's request again, as a new job",
-    responses=problems(403, 404),
+    responses=problems(403, 404, body=True),
 )
-async def rerun_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> Response[JobCreated]:
+async def rerun_job(
+    job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[NoFields | None] = None
+) -> Response[JobCreated]:
     """The job's stored request again under a new id, every field the same (its env too, secret
     values still sealed: a view shows them masked, so no client could send them back), requested
     by the caller. What the console's Re-run button does. A request with secrets sealed for its

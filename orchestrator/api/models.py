@@ -474,6 +474,10 @@ class NodeOut(_Out, frozen=True, kw_only=True):
     last_seen: datetime | None = None
 
 
+class NoFields(_Body, frozen=True, kw_only=True):
+    """The body of a call that takes none: nothing, or `{}` (any field is refused)."""
+
+
 class DrainRequest(_Body, frozen=True, kw_only=True):
     """Why the node is drained, for the record."""
 

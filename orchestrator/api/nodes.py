@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from orchestrator.api.auth import identity_of, require
 from orchestrator.api.context import ApiContext, Ctx
 from orchestrator.api.errors import ProblemError, unknown_node
-from orchestrator.api.models import DrainRecorded, DrainRequest, NodeList, NodeOut, OptimalNode
+from orchestrator.api.models import DrainRecorded, DrainRequest, NodeList, NodeOut, NoFields, OptimalNode
 from orchestrator.api.openapi import problems
 from orchestrator.app import nodes as nodes_app
 from orchestrator.app.nodes import DrainNode, FindOptimalNode
@@ -110,9 +110,11 @@ async def drain_node(
     status_code=202,
     guards=[require("admin")],
     summary="Let a drained node take jobs again",
-    responses=problems(404),
+    responses=problems(404, body=True),
 )
-async def undrain_node(node_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> DrainRecorded:
+async def undrain_node(
+    node_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[NoFields | None] = None
+) -> DrainRecorded:
     change = DrainNode(node_id=node_id, drain=False, by=identity_of(request.scope).user)
     seq = await nodes_app.drain(ctx.client, change, now=datetime.now(UTC))
     return DrainRecorded(node_id=node_id, drained=False, seq=seq)

@@ -296,6 +296,9 @@ async def test_errors_are_problem_json(stack: Stack, api: httpx.AsyncClient) -> 
     assert_problem(await api.get("/api/v1/feed", headers={"Last-Event-ID": "abc"}), 400, "invalid-last-event-id", "abc")
     assert_problem(await api.get("/api/v1/feed", headers={"Last-Event-ID": "99999999"}), 400, "invalid-last-event-id", "past the log's end")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/approve"), 409, "wrong-state", "not waiting for approval")
+    # Calls that take no body refuse one with fields, as every body refuses unknown fields.
+    assert_problem(await api.post(f"/api/v1/jobs/{job_id}/rerun", json={"x": 1}), 400, "invalid-body", "`x` is not a field")
+    assert_problem(await api.post("/api/v1/nodes/node-1/undrain", json={"x": 1}), 400, "invalid-body", "`x` is not a field")
     assert_problem(await api.post("/api/v1/jobs/nope/deny"), 404, "unknown-job")
     assert_problem(await api.post(f"/api/v1/jobs/{job_id}/rollback"), 422, "no-rollback-command")
     assert_problem(await api.post("/api/v1/jobs/nope/test", json={"tests": [{"type": "exit_code"}]}), 404, "unknown-job")
