@@ -248,7 +248,7 @@ class _Replay:
         cols = [c for c, a, b in zip(columns, row, want, strict=True) if a != b]
         if key[0] in self.unproven_authors and set(cols) <= _AUTHOR_COLUMNS:
             return None
-        return f"differs from what the log gives in {', '.join(cols)}: altered"
+        return f"differs from what the log gives in {', '.join(cols)}: altered (or written by another Nexus version: replay the log)"
 
     def finish(self, *, last_seq: int | None, head_chain: str | None = None) -> AuditReport:
         report = self.trail.report

@@ -157,7 +157,9 @@ def _admission(job: JobView, ev: Admission, ts: datetime) -> JobView:
         case JobValidated():
             return validated(job, ev, ts)
         case JobApprovalRequired():
-            return replace(job, status=S.APPROVAL_REQUIRED, reason=ev.reason, deciders=ev.deciders)
+            # Held again after an approval that did not count (its author may not approve): that
+            # approval is nobody's, so the record no longer names an approver.
+            return replace(job, status=S.APPROVAL_REQUIRED, reason=ev.reason, deciders=ev.deciders, approved_by=None)
         case JobApproved():
             return approved(job, ev)
         case JobDenied():

@@ -117,7 +117,9 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
     if not policy.may_submit(sub.user):
         return msgspec.structs.replace(refused, denied="permission_denied", reason=f"user {sub.user!r} may not submit jobs")
     for run in runs:
-        denial = policy.denial(run.text, sub.tool, targets, interpreter=run.interpreter, expanded=run.expanded)
+        denial = policy.denial(
+            run.text, sub.tool, targets, interpreter=run.interpreter, expanded=run.expanded, env_path=sub.env.get("PATH")
+        )
         if denial is not None:
             return msgspec.structs.replace(refused, denied="policy_denied", reason=f"{_label(run.role)}{denial}")
     if nodes is not None and (problem := placement_problem(sub.nodes, sub.labels, sub.tool, nodes)) is not None:

@@ -130,10 +130,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         *,
         interpreter: str | None = None,
         expanded: str | None = None,
+        env_path: str | None = None,
     ) -> str | None:
         """Why the command is refused on these target label sets, or None. Rules apply by the
         job's `tool`; `interpreter` is the program that reads the command (default: the tool);
-        `expanded` is the command with the job's env written out (what runs), when it differs."""
+        `expanded` is the command with the job's env written out (what runs), when it differs;
+        `env_path`: the PATH the job's env gives, if any."""
         targets = list(targets) or [None]
         # Rules also see each simple command as it will run (quotes removed, wrappers peeled, nested
         # code included, the program without its path), so `shutdow""n`, `/sbin/shutdown` or
@@ -155,6 +157,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             if any(rule.matches(c) for c in lines):
                 return rule.reason or f"command matches deny rule {rule.pattern!r}"
         allow = [[r for r in self.allow if applies(r, labels)] for labels in targets]
+        if env_path is not None and any(allow):
+            # Every program of the command would be looked up there first: `date` may be any file
+            # named date, and allow rules name programs (`PATH=/tmp/x date` is not `^date$`).
+            return f"the job's env sets PATH ({env_path[:200]!r}): where allow rules apply, programs come from the node's own PATH"
         if not seen.complete and (deny or any(allow)):
             return "the command is too large or nested too deeply to check every command it runs against the policy's rules"
         for relevant in allow:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.views import ON_NODE, PLACEABLE, TERMINAL, JobStatus, JobView
-from schemas.events import JobApproved, JobDenied, JobEvent, JobRequested
+from schemas.events import JobApprovalRequired, JobApproved, JobDenied, JobEvent, JobRequested
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -144,3 +144,15 @@ def test_test_requests_without_their_own_time_are_all_taken() -> None:
     assert first is not None
     again, note = evolve_job(msgspec.structs.replace(first, retest=[]), "j1", asked, datetime(2026, 12, 6, tzinfo=UTC), 20)
     assert note is None and again is not None and again.retest_job == "j1-t20"
+
+
+def test_an_approval_that_did_not_count_names_no_approver_once_the_job_is_held_again() -> None:
+    """Audit: `nexus approve` by an admin not among the approvers was refused (held again), then
+    an approver denied it, and the record said `approved_by: admin` on a denied job."""
+    held = JobView(job_id="j", status=JobStatus.APPROVAL_REQUIRED, command="x")
+    approved, _ = evolve_job(held, "j", JobApproved(by="admin"), NOW, 9)
+    assert approved is not None and approved.approved_by == "admin"
+    again, _ = evolve_job(approved, "j", JobApprovalRequired(reason="'admin' may not approve this job"), NOW, 10)
+    assert again is not None and (again.status, again.approved_by) == (JobStatus.APPROVAL_REQUIRED, None)
+    denied, _ = evolve_job(again, "j", JobDenied(by="carol"), NOW, 11)
+    assert denied is not None and (denied.status, denied.approved_by) == (JobStatus.DENIED, None)

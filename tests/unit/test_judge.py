@@ -128,6 +128,16 @@ def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
     assert said.severity == "critical"
 
 
+def test_a_path_in_env_is_refused_where_allow_rules_apply() -> None:
+    """Audit: `--env PATH=/tmp/evil:/usr/bin -- date` ran /tmp/evil/date on a node whose allow list
+    is `^date$`; `PATH=/tmp/evil date` written in the command was refused."""
+    rules = Policy(allow=[Rule(pattern=r"^date$", labels={"env": "prod"})])
+    said = verdict("date", rules, env={"PATH": "/tmp/evil:/usr/bin:/bin"})
+    assert said.denied == "policy_denied" and "env sets PATH" in (said.reason or ""), said.reason
+    assert verdict("date", rules).denied is None  # the node's own PATH: allowed
+    assert verdict("date", rules, nodes=["dev-1"], env={"PATH": "/opt/app/bin:/usr/bin"}).denied is None  # no allow rule there
+
+
 # ---------------------------------------------------------------- what can run at all
 
 
