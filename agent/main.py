@@ -67,6 +67,7 @@ async def serve(opts: AgentOptions) -> None:
     state_dir = opts.state_dir or default_state_dir(opts.node)
     _reuse_big_buffers()
     key = SealingKey.load_or_create(state_dir / SEALING_KEY_FILE)
+    _check_node_of(opts.creds, opts.node)
     bus = await NatsBus.connect(opts.nats_url, name=f"nexus-agent-{opts.node}", daemon=True, creds=opts.creds)
     try:
         agent = Agent(
@@ -172,6 +173,28 @@ def options(argv: Sequence[str] | None = None) -> tuple[AgentOptions, argparse.N
         heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace, state_dir=ns.state_dir, pass_env=tuple(ns.pass_env),
     )  # fmt: skip
     return opts, ns
+
+
+class OtherNodesCredentials(NexusError):
+    """Agent credentials issued for another node: the server would refuse every dispatch and fact."""
+
+
+def _check_node_of(creds: str | None, node: str) -> None:
+    """Stop at once when the credentials are another node's agent identity (the server would let
+    this agent read and publish nothing of its own, and it would retry for ever)."""
+    if creds is None:
+        return
+    from bus.identity import Identity, IdentityError
+
+    try:
+        author = Identity.from_creds(creds).author
+    except IdentityError:
+        return  # unreadable credentials are the connection's to report, with its own words
+    if author.role == "agent" and author.node is not None and author.node != node:
+        raise OtherNodesCredentials(
+            f"{creds} is the agent identity of node {author.node!r}, not {node!r}: run this agent as --node {author.node}, "
+            f"or issue this node its own: nexus creds new --role agent --node {node}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

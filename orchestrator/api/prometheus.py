@@ -35,7 +35,7 @@ def _number(value: float) -> str:
 def prometheus_text(m: PipelineMetrics) -> str:
     """The same metrics for Prometheus (seconds, as Prometheus expects, not milliseconds)."""
     p = _Exposition()
-    p.family("nexus_analysis_validations_total", "counter", "Jobs analysed (job.validated events).")
+    p.family("nexus_analysis_validations_total", "counter", "Jobs analysed (job.validated events and the analysis' rejections).")
     p.sample("nexus_analysis_validations_total", m.analysis.total_validations)
     p.family("nexus_analysis_validation_failures_total", "counter", "Analyses that found the command invalid.")
     p.sample("nexus_analysis_validation_failures_total", m.analysis.validation_failures)

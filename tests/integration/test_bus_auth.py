@@ -143,6 +143,15 @@ async def test_the_embedded_server_refuses_anonymous_clients_and_writes_private_
     )  # fmt: skip
     said, _ = await asyncio.wait_for(agent.communicate(), 30)
     assert agent.returncode != 0 and b"requires credentials" in said, said
+    # Another node's agent credentials: it stops at once and says whose they are (it retried for
+    # ever, every read refused, with a hint about old-style credentials).
+    other = await _issue(up, "agent", "creds-of-a", "node-a")
+    agent = await asyncio.create_subprocess_exec(
+        NEXUS, "agent", "--node", "node-b", "--creds", str(other), "--state-dir", str(up.data.parent / "node-b-state"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=up.data.parent,
+    )  # fmt: skip
+    said, _ = await asyncio.wait_for(agent.communicate(), 30)
+    assert agent.returncode == 1 and b"is the agent identity of node 'node-a', not 'node-b'" in said, said
     # A CLI verb without credentials is refused with a clear error, not a traceback.
     code, out = await up.nexus("jobs", creds=up.creds / "no-such.creds")
     assert code != 0 and "no-such.creds" in out and "Traceback" not in out
