@@ -26,6 +26,7 @@ from orchestrator.api.auth import Tokens
 from orchestrator.api.errors import ApiError
 from orchestrator.api.http_protocol import MAX_CONNECTIONS, HeadsInTime
 from orchestrator.api.loopback import is_loopback
+from orchestrator.app.jobs import ANONYMOUS
 from orchestrator.client import NexusClient
 from orchestrator.core.policy import Policy
 
@@ -121,7 +122,11 @@ async def _serve(client: NexusClient, listener: ApiListener, policy: Policy | No
     )
     server = _Server(config)
     if tokens is None:
-        log.warning("api.open", url=url, detail="no token file: the API is open to anyone on this machine, as admin")
+        detail = "no token file: the API is open to anyone on this machine, as admin"
+        if policy is not None and policy.users and not policy.may_submit(ANONYMOUS):
+            # Open mode records every request as `anonymous`, which the policy's `users:` judges.
+            detail += f"; but the policy's users: list lets {ANONYMOUS!r} submit nothing, so every job over HTTP is refused"
+        log.warning("api.open", url=url, detail=detail)
     log.info("api.listening", url=url, auth="tokens" if tokens else "open")
     serving = asyncio.ensure_future(server.serve(sockets=[listener.sock]))
     try:
