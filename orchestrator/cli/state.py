@@ -138,7 +138,7 @@ async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_
 
 def nodes(
     optimal: Annotated[bool, typer.Option("--optimal", help="Only the node a job would get now, and why.")] = False,
-    tool: Annotated[str, typer.Option("--tool", help="With --optimal: the tool the job needs.")] = "bash",
+    tool: Annotated[str | None, typer.Option("--tool", help="With --optimal: the tool the job needs (default: bash).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="With --optimal: node selector KEY=VALUE.")] = None,
     prefer: Annotated[list[str] | None, typer.Option("--prefer", help="With --optimal: preferred labels KEY=VALUE.")] = None,
     as_json: JsonOpt = False,
@@ -158,12 +158,19 @@ def nodes(
     `--drain NODE` takes a node out of placement for maintenance (`node.drained` in the log; it
     shows as `drained`): it gets no new job, what it runs goes on, jobs asked for on it wait.
     `--undrain NODE` puts it back. A restart of its agent does not undrain it."""
+    if reason and drain is None:
+        fail("--reason goes with --drain", code=2)
+    given = [flag for flag, on in (("--tool", tool is not None), ("--label", bool(label)), ("--prefer", bool(prefer))) if on]
+    if given and not optimal:
+        fail(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimal (the node a job would get)", code=2)
     if drain is not None or undrain is not None:
         if drain is not None and undrain is not None:
             fail("give --drain or --undrain, not both", code=2)
+        if optimal:
+            fail("give --optimal or --drain/--undrain, not both", code=2)
         _drain(drain or undrain or "", drain is not None, reason, as_json, nats_url)
         return
-    _nodes(optimal, tool, parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)
+    _nodes(optimal, tool or "bash", parse_pairs(label, "--label"), parse_pairs(prefer, "--prefer"), as_json, ttl, nats_url)
 
 
 @run_async

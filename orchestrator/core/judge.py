@@ -115,7 +115,13 @@ def judge(sub: Submission, policy: Policy, nodes: Mapping[str, Candidate] | None
     # A job that will not run needs no approval: refused, or no node could ever take it.
     refused = msgspec.structs.replace(verdict, approval_needed=False, approval_reason=None)
     if not policy.may_submit(sub.user):
-        return msgspec.structs.replace(refused, denied="permission_denied", reason=f"user {sub.user!r} may not submit jobs")
+        return msgspec.structs.replace(
+            refused,
+            denied="permission_denied",
+            reason=f"user {sub.user!r} may not submit jobs"
+            if sub.user is not None
+            else "an unsigned request (no user) may not submit jobs where the policy lists users",
+        )
     for run in runs:
         denial = policy.denial(
             run.text, sub.tool, targets, interpreter=run.interpreter, expanded=run.expanded, env_path=sub.env.get("PATH")

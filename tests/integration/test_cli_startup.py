@@ -103,6 +103,8 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
         (("submit", "--id", "x.y", "--", "true"), "nexus: error: invalid job id 'x.y': ids match"),
         (("show", "x.y"), "nexus: error: invalid job id 'x.y': ids match"),
         (("pipeline", "show", "x.y"), "nexus: error: invalid pipeline id 'x.y': ids match"),
+        (("nodes", "--tool", "bash"), "nexus: error: --tool goes with --optimal"),  # it listed every node as if not given
+        (("nodes", "--reason", "x"), "nexus: error: --reason goes with --drain"),
     ],
 )
 async def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
