@@ -28,6 +28,8 @@ from orchestrator.api.http_protocol import MAX_CONNECTIONS, HeadsInTime
 from orchestrator.api.loopback import is_loopback
 from orchestrator.app.jobs import ANONYMOUS
 from orchestrator.client import NexusClient
+from orchestrator.core.admission import Submission
+from orchestrator.core.judge import judge
 from orchestrator.core.policy import Policy
 
 log = structlog.get_logger("nexus.api")
@@ -123,7 +125,7 @@ async def _serve(client: NexusClient, listener: ApiListener, policy: Policy | No
     server = _Server(config)
     if tokens is None:
         detail = "no token file: the API is open to anyone on this machine, as admin"
-        if policy is not None and policy.users and not policy.may_submit(ANONYMOUS):
+        if policy is not None and judge(Submission(command="true", user=ANONYMOUS), policy, None).denied == "permission_denied":
             # Open mode records every request as `anonymous`, which the policy's `users:` judges.
             detail += f"; but the policy's users: list lets {ANONYMOUS!r} submit nothing, so every job over HTTP is refused"
         log.warning("api.open", url=url, detail=detail)
