@@ -253,8 +253,8 @@ class Agent:
             return
         if isinstance(event, JobCancel):
             run = self.running.get(job_id)
-            if run is not None:
-                log.info("job.cancelling", job_id=job_id)
+            if run is not None and run.attempt <= event.attempt:  # never a newer attempt's: this kill is not for it
+                log.info("job.cancelling", job_id=job_id, attempt=run.attempt)
                 run.cancel.set()
             await msg.ack()
         elif isinstance(event, JobDispatch):

@@ -231,7 +231,16 @@ def _on_node(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = 
     retry = job.idempotent and job.attempt <= job.retries
     if retry:
         why += f"; retrying as attempt {job.attempt + 1} (declared idempotent, retries={job.retries})"
-    return [out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry), "lost")]
+    lost = out(job, JobLost(ts=now, node=job.node, attempt=job.attempt, reason=why, will_retry=retry), "lost")
+    if job.status == S.ASSIGNED:
+        return [lost]  # never dispatched: nothing to kill
+    # Then a kill for the attempt, after the verdict (chained: never sent unless the loss is stored):
+    # an agent that was only paused or cut off reads it when it is back and ends the process, whose
+    # outcome no longer counts, instead of letting it run beside a retry elsewhere.
+    kill = Outgoing(
+        subjects.cancel(job.job_id, job.node), JobCancel(ts=now, attempt=job.attempt), msgids.job(job.job_id, "cancel", job.attempt)
+    )
+    return [lost, kill]
 
 
 def candidates(fleet: Fleet, now: datetime) -> dict[str, Candidate]:

@@ -233,7 +233,17 @@ def _not_from_the_runner(job: JobView, ev: NodeFact) -> str | None:
 def _on_node(job: JobView, ev: OnNode, ts: datetime) -> JobView:
     match ev:
         case JobAssigned():
-            return replace(job, status=S.ASSIGNED, node=ev.node, attempt=ev.attempt, assigned_at=ts, placement=ev.reason, reason=None)
+            # A new attempt: a kill sent to the last one (declared lost) is not this one's.
+            return replace(
+                job,
+                status=S.ASSIGNED,
+                node=ev.node,
+                attempt=ev.attempt,
+                assigned_at=ts,
+                placement=ev.reason,
+                reason=None,
+                cancel_sent=False,
+            )
         case JobDispatch():
             return replace(job, status=S.DISPATCHED)
         case JobAccepted():

@@ -15,7 +15,7 @@ from bus.memory import MemoryBus
 from bus.port import Published
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
-from schemas.events import JobAccepted, JobDispatch, JobExited, JobStarted
+from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted
 from schemas.records import Record
 from tests.conftest import wait_for
 
@@ -172,3 +172,20 @@ async def test_a_newer_attempt_on_the_same_node_starts_only_once_the_older_is_ki
     assert exited_1 < started_2, events  # the older one reported gone before the newer one started
     assert [e.killed_by for r in await _history(bus, "j1") if isinstance(e := r.event, JobExited)] == ["cancel", None]
     await wait_for(lambda: not agent.running, what="the agent to hold no job")
+
+
+async def test_a_kill_for_an_older_attempt_leaves_the_newer_one_running(running: tuple[MemoryBus, Agent], tmp_path: Path) -> None:
+    """The orchestrator sends a kill after it declares an attempt lost (for an agent that was only
+    paused); one that comes once the retry runs on this same node must not end the retry."""
+    bus, agent = running
+    marks = tmp_path / "marks"
+    script = f"echo start >> {marks}; sleep 30"
+    ev = JobDispatch(attempt=2, tool="bash", command=script, argv=["bash", "-c", script])
+    await bus.publish(Outgoing(subjects.dispatch("j1", "n1"), ev, msgids.job("j1", "dispatch", 2)))
+    await wait_for(lambda: marks.exists(), what="attempt 2 to start")
+    await bus.publish(Outgoing(subjects.cancel("j1", "n1"), JobCancel(attempt=1), msgids.job("j1", "cancel", 1)))
+    await wait_for(lambda: bus.settled("n1"), what="the agent to take the old attempt's kill")
+    assert not agent.running["j1"].cancel.is_set() and await _exited(bus, "j1") is None  # the kill was taken, not obeyed
+    await bus.publish(Outgoing(subjects.cancel("j1", "n1"), JobCancel(attempt=2), msgids.job("j1", "cancel", 2)))
+    exited = await wait_for(lambda: _exited(bus, "j1"), what="attempt 2 killed by its own cancel")
+    assert (exited.attempt, exited.killed_by) == (2, "cancel")

@@ -624,7 +624,7 @@ def test_cancel_on_node_sends_one_cancel_to_the_agent(status: str) -> None:
 
 def test_cancel_sent_to_a_vanished_node_ends_lost() -> None:
     view = job(status="running", node="n1", attempt=1, cancel_requested=True, cancel_sent=True)
-    assert isinstance(only(decide.decide_job(view, fleet(hb("n1", age=TTL + 1)), NOW)).event, JobLost)
+    assert isinstance(decide.decide_job(view, fleet(hb("n1", age=TTL + 1)), NOW)[0].event, JobLost)
 
 
 def test_cancel_after_exit_still_gives_the_verdict() -> None:
@@ -651,18 +651,24 @@ def test_terminal_jobs_get_no_decision(status: str) -> None:
 )
 def test_job_on_a_silent_node_is_lost(status: str, f: Fleet) -> None:
     view = job(status=status, node="n1", attempt=2)
-    out = only(decide.decide_job(view, f, NOW))
+    out, *kill = decide.decide_job(view, f, NOW)
     assert isinstance(out.event, JobLost)
     assert (out.event.node, out.event.attempt, out.event.ts) == ("n1", 2, NOW)
     assert "heartbeats" in out.event.reason
     assert (out.subject, out.msg_id) == ("nexus.evt.job.j1.lost", "job:j1:lost:2")
+    # Then a kill for that attempt (audit: a paused agent, back, ran it beside its retry elsewhere);
+    # an attempt only assigned was never dispatched: nothing to kill.
+    if status == "assigned":
+        assert kill == []
+    else:
+        assert [(k.subject, k.msg_id, k.event.attempt) for k in kill] == [("nexus.evt.job.j1.cancel.n1", "job:j1:cancel:2", 2)]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("status", ["accepted", "running"])
 def test_agent_restart_under_a_running_job_is_lost(status: str) -> None:
     view = job(status=status, node="n1", attempt=1, instance="boot-1")
-    out = only(decide.decide_job(view, fleet(hb("n1", instance="boot-2")), NOW))
-    assert isinstance(out.event, JobLost)
+    out, kill = decide.decide_job(view, fleet(hb("n1", instance="boot-2")), NOW)
+    assert isinstance(out.event, JobLost) and isinstance(kill.event, JobCancel)
     assert "restarted" in out.event.reason
 
 

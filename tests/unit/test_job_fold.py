@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.core.job_fold import evolve_job
 from orchestrator.core.views import ON_NODE, PLACEABLE, TERMINAL, JobStatus, JobView
-from schemas.events import JobApprovalRequired, JobApproved, JobDenied, JobEvent, JobRequested
+from schemas.events import JobApprovalRequired, JobApproved, JobAssigned, JobDenied, JobEvent, JobRequested
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -156,3 +156,11 @@ def test_an_approval_that_did_not_count_names_no_approver_once_the_job_is_held_a
     assert again is not None and (again.status, again.approved_by) == (JobStatus.APPROVAL_REQUIRED, None)
     denied, _ = evolve_job(again, "j", JobDenied(by="carol"), NOW, 11)
     assert denied is not None and (denied.status, denied.approved_by) == (JobStatus.DENIED, None)
+
+
+def test_a_kill_sent_to_a_lost_attempt_is_not_the_retrys() -> None:
+    """After `lost` the orchestrator sends the attempt a kill (`cancel_sent`); the retry's own
+    cancel must still go out when asked: a new assignment starts with no kill sent."""
+    retried = JobView(job_id="j", status=JobStatus.VALIDATED, command="x", node="n1", attempt=1, cancel_sent=True)  # lost, will retry
+    again, _ = evolve_job(retried, "j", JobAssigned(node="n2", attempt=2, candidates=["n2"], reason="retry"), NOW, 12)
+    assert again is not None and (again.attempt, again.cancel_sent) == (2, False)
