@@ -158,6 +158,13 @@ def test_a_drained_node_gets_no_new_job_and_jobs_asked_for_on_it_wait_until_it_i
     waiting = only(decide.decide_job(job(), alone, NOW))
     assert isinstance(waiting.event, JobQueued) and "(drained: n1)" in waiting.event.reason
     assert "after its last heartbeat" not in waiting.event.reason
+    # A drained node the job's selector does not match is no reason to wait for it (audit: the
+    # reason named an unrelated drained node and left out the grace the job was then rejected at).
+    db_down = fleet(hb("n1"), hb("db-1", labels={"role": "db"}, age=TTL + 1))  # the db node's agent stopped a moment ago
+    db_down.views["n1"] = msgspec.structs.replace(db_down.views["n1"], drained=True)
+    other = only(decide.decide_job(job(labels={"role": "db"}), db_down, NOW))
+    assert isinstance(other.event, JobQueued) and "drained" not in other.event.reason, other.event.reason
+    assert "after its last heartbeat, then the job is rejected" in other.event.reason
     # What it already runs is its own: not lost, not moved.
     assert decide.decide_job(job(status="running", node="n1", attempt=1), f, NOW) == []
     # Undrained: it takes jobs again.
