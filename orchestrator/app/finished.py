@@ -50,7 +50,8 @@ class NoRollbackCommand(AppError):
     title = "No rollback command"
 
     def __init__(self) -> None:
-        super().__init__("give `command`, or submit jobs with metadata.rollback")
+        said = "the job has no undo command: give one (`nexus rollback -c CMD`, the API's `command`)"
+        super().__init__(f"{said}, or submit jobs with metadata.rollback")
 
 
 class RunTests(msgspec.Struct, frozen=True, kw_only=True):

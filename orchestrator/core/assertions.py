@@ -150,10 +150,12 @@ def evaluate(
     output: OutputScan | str | None,
     checks: Sequence[TestResult],
     no_exit_code: str = "no exit code",
+    no_node_result: str = "no result from the agent",
 ) -> list[TestResult]:
     """One result per test, in the order given. `output`: the scan of the attempt's
     output for these tests (or its whole text view), None when it cannot be read.
-    `no_exit_code`: what an exit_code test got when there is no exit code (and why)."""
+    `no_exit_code`: what an exit_code test got when there is no exit code (and why);
+    `no_node_result`: what a node-side test got when the node gave no result (and why)."""
     if isinstance(output, str):
         output = scan_text(tests, output)
     node_results = iter(checks)
@@ -174,7 +176,7 @@ def evaluate(
             found = next(node_results, None)
             if found is None:
                 kind = str(test.__struct_config__.tag)
-                found = TestResult(type=kind, passed=False, expected="checked on the node", actual="no result from the agent")
+                found = TestResult(type=kind, passed=False, expected="checked on the node", actual=no_node_result)
             results.append(found)
     return results
 

@@ -71,7 +71,12 @@ def retest(job: JobView, now: datetime, verification: JobView | None, output: Ou
         if not child.terminal:
             return []
         checks = [r for r in child.test_results if r.type in ("file_exists", "http_ok", "command")] or list(child.checks)
-    results = evaluate(job.retest, job.exit_code, output, checks, no_exit_code(job))
+    missing = "no result from the agent"
+    if node_tests and verification is not None and not checks:  # it never ran: say why (a policy refused it, say)
+        missing = f"no result: the verification job {verification.job_id} was {verification.status}" + (
+            f" ({verification.reason})" if verification.reason else ""
+        )
+    results = evaluate(job.retest, job.exit_code, output, checks, no_exit_code(job), missing)
     tested = JobTested(ts=now, attempt=job.attempt, passed=all(r.passed for r in results), results=results)
     return [Outgoing(subjects.job(job.job_id, "tested"), tested, msgids.job(job.job_id, "tested", job.last_seq))]
 

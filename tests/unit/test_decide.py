@@ -910,3 +910,17 @@ def test_the_verification_job_runs_where_the_job_ran_without_its_secrets() -> No
     out = only(decide.decide_job(view, fleet(hb("n1")), NOW))
     assert isinstance(out.event, JobRequested)
     assert (out.event.working_dir, out.event.env) == ("/srv/app", {"OUT": "dist"})
+
+
+def test_a_verification_job_that_never_ran_says_why_in_the_result() -> None:
+    """Audit: `nexus test` printed "no result from the agent" when the policy had rejected the
+    verification job (a deny rule on its test command)."""
+    done = job(status="succeeded", node="n1", attempt=1, exit_code=0, last_seq=9)
+    asked = JobTestRequested(ts=NOW, tests=[FileExistsTest(path="/etc/hostname")], requested_by="alice")
+    view, _ = evolve_job(done, "j1", asked, NOW, 10)
+    assert view is not None and view.retest_job is not None
+    refused = job(job_id=view.retest_job, status="rejected", reason="Test command: no whoami anywhere")
+    tested = only(decide.decide_job(view, fleet(hb("n1")), NOW, decide.Context(verification=refused)))
+    assert isinstance(tested.event, JobTested) and not tested.event.passed
+    said = tested.event.results[0].actual
+    assert said == f"no result: the verification job {view.retest_job} was rejected (Test command: no whoami anywhere)", said
