@@ -367,3 +367,24 @@ def test_redis_reading_harmless_input_is_quiet(command: str) -> None:
 )
 def test_code_in_quote_like_strings_sed_scripts_and_git_settings_is_read(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+# --- a third review (2027-01): word splitting, globbed names, aliases and history, `~$(...)` ---------
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("echo ~$(rm -rf /var/www)", "critical"),
+        ("echo ~`rm -rf /var/www`", "critical"),
+        ("echo ~root$(rm -rf /var/www)", "critical"),
+        ("ls ~${X:-$(rm -rf /var/www)}", "critical"),
+        ("~$(whoami)", "critical"),  # a command name bash computes at run time
+        ("echo ~", None),
+        ("cp ~/a ~/b", None),
+        ("ls ~/$(date +%F)", None),
+        ("cd ~$USER", None),
+    ],
+)
+def test_a_substitution_right_after_a_tilde_runs_and_is_read(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
