@@ -344,7 +344,9 @@ class Collector:
         if not subs and not any(p.kind == "parameter" or _expanding_tilde(p) for p in parts):
             dynamic = False
         programs = frozenset().union(*(_programs(s.command) for s in subs))
-        return [Word(text, dynamic, programs)]
+        expansions = [(p.pos[0] - start, p.pos[1] - start) for p in parts if p.kind in _EXPANSIONS]
+        split = dynamic and _unquoted_expansion(raw, expansions)
+        return [Word(text, dynamic, programs, split)]
 
     def simple(self, node: Any) -> SimpleCommand:
         words: list[Word] = []
@@ -399,6 +401,29 @@ def _expanding_tilde(part: Any) -> bool:
 
 
 _MAX_BRACE_WORDS = 64
+
+
+def _unquoted_expansion(raw: str, spans: list[tuple[int, int]]) -> bool:
+    """Whether one of the expansion `spans` (offsets into the raw word) stands outside quotes,
+    where bash splits its value into words: `$c` and `x$c` do, `"$c"` and `'$c'` do not."""
+    starts = dict(spans)
+    quote = ""
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if i in starts and quote != "'":
+            if not quote:
+                return True
+            i = starts[i]
+            continue
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            i += 1
+        elif c == '"' or (not quote and c == "'"):
+            quote = "" if quote == c else c
+        i += 1
+    return False
 
 
 def unquote(raw: str, kept: list[tuple[int, int]] | None = None) -> str:
@@ -671,7 +696,7 @@ def has_words(text: str) -> bool:
 
 def _unquote(raw: str) -> Word:
     out: list[str] = []
-    dynamic = False
+    dynamic = split = False
     for m in _PIECE.finditer(raw):
         single, double, escaped, bare = m.groups()
         if single is not None:
@@ -682,9 +707,9 @@ def _unquote(raw: str) -> Word:
         elif escaped is not None:
             out.append(escaped)
         else:
-            dynamic |= "$" in bare or "`" in bare
+            split |= "$" in bare or "`" in bare
             out.append(bare)
-    return Word("".join(out), dynamic)
+    return Word("".join(out), dynamic or split, split=split)
 
 
 def fallback_pipelines(text: str) -> list[Pipeline]:

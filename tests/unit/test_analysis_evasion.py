@@ -388,3 +388,43 @@ def test_code_in_quote_like_strings_sed_scripts_and_git_settings_is_read(command
 )
 def test_a_substitution_right_after_a_tilde_runs_and_is_read(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        # An unquoted variable the command assigned itself is split into words, as bash splits it.
+        ('c="rm -rf /var/www"; $c', "critical"),
+        ('c="sudo rm -rf /var/www"; $c', "critical"),
+        ('c="rm -rf"; $c /var/www', "critical"),
+        ('x="-rf /var/www"; rm $x', "critical"),
+        ('set -- "rm -rf /var/www"; $*', "critical"),
+        # Benign: quoted, harmless values, splitting for one command only.
+        ('c="hello"; echo $c', None),
+        ('cmd="ls -la"; $cmd /tmp', None),
+        ('opts="-a -v"; rsync $opts src/ dst/', None),
+        ('set -- "rm -rf /var/www"; "$@"', None),  # one word: a program named `rm -rf /var/www`
+        ('c=""; $c', None),
+        ('IFS=, read -r a b <<< "x,y"; echo "$a"', None),
+        ('while IFS= read -r line; do echo "$line"; done < list.txt', None),
+        ('for f in *.log; do gzip "$f"; done', None),
+    ],
+)
+def test_an_unquoted_variable_is_split_into_words_as_bash_splits_it(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["IFS=_; c=rm_-rf_/var/www; $c", "IFS=_; c=env_whoami; $c", "IFS=,; set -- rm,-rf,/var/www; $*", "read -r IFS; c=a_b; $c", "IFS=_; sudo $c"],
+)
+def test_a_command_name_split_on_a_changed_ifs_fails_closed(command: str) -> None:
+    result = analyze(command)
+    assert result.severity == "critical"
+    assert any(f.type == "unresolved_command" and "IFS" in f.message for f in result.findings), result.findings
+
+
+def test_a_variable_split_into_words_is_what_the_rules_see() -> None:
+    assert "rm -rf /var/www" in normalised_commands('c="rm -rf /var/www"; $c')
+    assert "whoami" in normalised_commands('c="env whoami"; $c')
+    assert "rm -rf /var/www" in normalised_commands("IFS=,; set -- rm,-rf,/var/www; $*")

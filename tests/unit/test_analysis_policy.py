@@ -220,3 +220,8 @@ _DENY_WHOAMI = Policy(deny=[Rule(pattern=r"^whoami", reason="no whoami")])
 @pytest.mark.parametrize("command", ["echo ~$(whoami)", "echo ~`whoami`", "echo x~$(whoami)"])
 def test_deny_rules_see_a_substitution_wherever_it_is_in_a_word(command: str) -> None:
     assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
+
+
+@pytest.mark.parametrize("command", ['c="env whoami"; $c', 'c="sudo whoami"; $c', "c=whoami; $c --help"])
+def test_deny_rules_see_a_variable_split_into_the_command_it_runs(command: str) -> None:
+    assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
