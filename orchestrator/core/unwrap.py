@@ -355,6 +355,8 @@ _WRAPPERS: dict[str, Step] = {
     **LAUNCHERS,
 }
 
+# Every program `unwrap` reads as running something else: what a pattern naming a program is tried against.
+RUNNERS = frozenset({*_PREFIXES, *_WRAPPERS, *SHELLS, *LANGUAGES, *VI, "command"})
 
 _POSITIONAL = re.compile(r"\$(?:\{([0-9@*])\}|([0-9@*]))")
 

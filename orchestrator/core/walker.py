@@ -14,6 +14,7 @@ import functools
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 from orchestrator.core import inline_code, payloads
@@ -29,7 +30,8 @@ from orchestrator.core.risk.databases import (
     sql_risks,
 )
 from orchestrator.core.risk.filesystem import FIND_DELETERS, emptied_risks, find_delete_severity, find_parts
-from orchestrator.core.risk_rules import command_risks, redirect_risks
+from orchestrator.core.risk.paths import GLOB
+from orchestrator.core.risk_rules import command_risks, known_programs, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
     ASSIGNMENT,
@@ -46,7 +48,7 @@ from orchestrator.core.shell_parse import (
     substitutions,
     try_bashlex,
 )
-from orchestrator.core.unwrap import unwrap
+from orchestrator.core.unwrap import RUNNERS, unwrap
 
 _MAX_DEPTH = 5
 # bashlex costs 4 to 30 microseconds per character (backticks are the slowest), plus a fixed
@@ -74,6 +76,8 @@ _ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
 _IFS = " \t\n"  # bash's default IFS
 # Words that change IFS other than by assigning it: `read IFS`, `unset IFS`, `printf -v IFS ...`.
 _NAMES_IFS = re.compile(r"(?:-v)?IFS(?:\+?=.*)?", re.S)
+# The program names a pattern in a command name is matched against (`/usr/bin/r[m]` can be `rm`).
+_KNOWN_PROGRAMS = tuple(sorted(known_programs() | RUNNERS | DOWNLOADERS | DECODERS))
 _CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
@@ -303,6 +307,25 @@ def _split_name(name: str) -> Risk:
         "what it runs cannot be checked - requires approval",
         (_SPELL_OUT,),
     )
+
+
+def _globbed_name(name: str, matches: list[str]) -> Risk:
+    """A command name with a pattern in it (`/sbin/shutdow?`, `/usr/bin/r[m]`): bash runs whatever
+    file matches when it runs. The known programs it can match are judged as well."""
+    could = f" (it can match {', '.join(matches[:8])}{', ...' if len(matches) > 8 else ''})" if matches else ""
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command name '{_clip(name)}' is a pattern the shell expands when it runs{could}; "
+        "what it runs cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
+def _matching_programs(name: str) -> list[str]:
+    pattern = posixpath.basename(name).replace("[^", "[!")
+    hidden = pattern.startswith(".")  # a pattern matches a leading dot only when it starts with one
+    return [p for p in _KNOWN_PROGRAMS if fnmatchcase(p, pattern) and (hidden or not p.startswith("."))][:_MAX_VALUES]
 
 
 def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
@@ -777,6 +800,17 @@ class Walk:
         self.script("\n".join(commands), depth + 1, origin)
         return bool(commands)
 
+    def globbed(self, stage: SimpleCommand, head: Word, args: tuple[Word, ...], upstream: _Upstream, depth: int) -> None:
+        """A command name that is a pattern fails closed; each known program it can match is
+        walked as the command too (its risks, and forms the policy's rules see)."""
+        matches = _matching_programs(head.text)
+        self.add(_globbed_name(head.text, matches), stage.text)
+        if depth >= _MAX_DEPTH:
+            return
+        for name in matches:
+            words = (replace(head, text=posixpath.join(posixpath.dirname(head.text), name)), *args)
+            self.simple(SimpleCommand(words, (), stage.text), unwrap(words), upstream, depth + 1)
+
     def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv
         head = argv[0]
@@ -784,6 +818,8 @@ class Walk:
             self.add(remote_risk(downloads[0], "the shell"), stage.text)
         elif head.dynamic:
             self.add(_computed_name(head.text), stage.text)
+        elif GLOB.search(program(head)):
+            self.globbed(stage, head, unwrapped.argv[1:], upstream, depth)
         if head.split and self.ifs() != _IFS:
             self.add(_split_name(head.text), stage.text)
         feeder = upstream.feeder

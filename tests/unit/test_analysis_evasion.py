@@ -416,7 +416,13 @@ def test_an_unquoted_variable_is_split_into_words_as_bash_splits_it(command: str
 
 @pytest.mark.parametrize(
     "command",
-    ["IFS=_; c=rm_-rf_/var/www; $c", "IFS=_; c=env_whoami; $c", "IFS=,; set -- rm,-rf,/var/www; $*", "read -r IFS; c=a_b; $c", "IFS=_; sudo $c"],
+    [
+        "IFS=_; c=rm_-rf_/var/www; $c",
+        "IFS=_; c=env_whoami; $c",
+        "IFS=,; set -- rm,-rf,/var/www; $*",
+        "read -r IFS; c=a_b; $c",
+        "IFS=_; sudo $c",
+    ],
 )
 def test_a_command_name_split_on_a_changed_ifs_fails_closed(command: str) -> None:
     result = analyze(command)
@@ -428,3 +434,44 @@ def test_a_variable_split_into_words_is_what_the_rules_see() -> None:
     assert "rm -rf /var/www" in normalised_commands('c="rm -rf /var/www"; $c')
     assert "whoami" in normalised_commands('c="env whoami"; $c')
     assert "rm -rf /var/www" in normalised_commands("IFS=,; set -- rm,-rf,/var/www; $*")
+
+
+@pytest.mark.parametrize(
+    ("command", "could_be"),
+    [
+        ("/sbin/shutdow? -h now", "shutdown -h now"),
+        ("/usr/sbin/reboo[t]", "reboot"),
+        ("/usr/bin/r[m] -rf /srv/x", "rm -rf /srv/x"),
+        ("sudo /usr/bin/r[m] -rf /srv/x", "rm -rf /srv/x"),
+        ("/usr/bin/s?do rm -rf /srv/x", "rm -rf /srv/x"),
+        ("/usr/bin/whoam[i]", None),  # no pack knows whoami: held all the same
+        ("./deplo*", None),
+    ],
+)
+def test_a_command_name_with_a_pattern_fails_closed_and_what_it_can_match_is_judged(command: str, could_be: str | None) -> None:
+    result = analyze(command)
+    assert result.severity == "critical"
+    assert any(f.type == "unresolved_command" and "pattern" in f.message for f in result.findings), result.findings
+    if could_be is not None:
+        assert could_be in normalised_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("rm -rf /sr[v]/x", "critical"),
+        ("rm -rf /va[r]/www", "critical"),
+        ("rm -rf /v??/www", "critical"),
+        ("rm -rf /*/www", "critical"),
+        ("rm -rf /ho[m]e/bob", "critical"),
+        ("rm -rf /var/ww?", "critical"),
+        ("rm -rf /[e]tc", "critical"),
+        ("rm -rf /srv/app/releases/4?", "warning"),
+        ("rm -rf /tmp/build-[0-9]*", "info"),
+        ("ls *.txt", None),
+        ("[ -f /etc/hosts ] && echo yes", None),
+        ("rm -f /var/log/app/*.gz", None),
+    ],
+)
+def test_a_pattern_in_a_path_is_rated_as_the_worst_place_it_can_match(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]

@@ -225,3 +225,7 @@ def test_deny_rules_see_a_substitution_wherever_it_is_in_a_word(command: str) ->
 @pytest.mark.parametrize("command", ['c="env whoami"; $c', 'c="sudo whoami"; $c', "c=whoami; $c --help"])
 def test_deny_rules_see_a_variable_split_into_the_command_it_runs(command: str) -> None:
     assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
+
+
+def test_deny_rules_see_the_known_programs_a_pattern_in_a_command_name_matches() -> None:
+    assert _DENY_SHUTDOWN.denial("/sbin/shutdow? -h now", "bash", [None]) == "no shutdowns"
