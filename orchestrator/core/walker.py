@@ -328,6 +328,27 @@ def _matching_programs(name: str) -> list[str]:
     return [p for p in _KNOWN_PROGRAMS if fnmatchcase(p, pattern) and (hidden or not p.startswith("."))][:_MAX_VALUES]
 
 
+def _history_risk(argv: tuple[Word, ...]) -> Risk | None:
+    """`fc` runs commands again from the shell's history (`fc -s`, or after an editor), and
+    `history -s TEXT` puts text there to be run: what runs is only known at run time. `fc -l`,
+    `history` and `history -c` list or clear it."""
+    texts = [w.text for w in argv[1:]]
+    if program(argv[0]) == "fc":
+        if any(t.startswith("-") and "l" in t and "s" not in t and "e" not in t for t in texts):
+            return None
+        what = "runs commands again from the shell's history"
+    elif "-s" in texts:
+        what = "adds text to the shell's history, to be run again by `fc`"
+    else:
+        return None
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command {what}; what runs is only known at run time and cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
 def _cd_target(argv: tuple[Word, ...], cwd: str | None) -> str | None:
     args = [w for w in argv[1:] if not w.text.startswith("-")]
     if not args:
@@ -820,6 +841,11 @@ class Walk:
             self.add(_computed_name(head.text), stage.text)
         elif GLOB.search(program(head)):
             self.globbed(stage, head, unwrapped.argv[1:], upstream, depth)
+        elif program(head) in {"fc", "history"} and (risk := _history_risk(argv)) is not None:
+            self.add(risk, stage.text)
+            added = argv[[w.text for w in argv].index("-s") + 1 :] if any(w.text == "-s" for w in argv) else ()
+            if added:  # `history -s TEXT`: what a later `fc -s` runs, read as the shell text it is
+                self.nested(Word(" ".join(w.text for w in added), any(w.dynamic for w in added)), stage, depth, "history")
         if head.split and self.ifs() != _IFS:
             self.add(_split_name(head.text), stage.text)
         feeder = upstream.feeder

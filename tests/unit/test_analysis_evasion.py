@@ -475,3 +475,23 @@ def test_a_command_name_with_a_pattern_fails_closed_and_what_it_can_match_is_jud
 )
 def test_a_pattern_in_a_path_is_rated_as_the_worst_place_it_can_match(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ('shopt -s expand_aliases\nalias zz="rm -rf /srv/x"\nzz', "critical"),
+        ("alias rmf='rm -rf /var/www'", "critical"),
+        ('alias x="$CMD"', "critical"),
+        ('set -o history\nhistory -s "rm -rf /var/www"\nfc -s', "critical"),
+        ("set -o history\nhistory -s true\nfc -s", "critical"),  # what fc runs is the history's, known only at run time
+        ("fc -e vi 10", "critical"),
+        ("alias ll='ls -la'", None),
+        ("alias", None),
+        ("fc -l", None),
+        ("history | tail -20", None),
+        ("history -c", None),
+    ],
+)
+def test_aliases_are_read_as_code_and_history_reruns_fail_closed(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]

@@ -229,3 +229,8 @@ def test_deny_rules_see_a_variable_split_into_the_command_it_runs(command: str) 
 
 def test_deny_rules_see_the_known_programs_a_pattern_in_a_command_name_matches() -> None:
     assert _DENY_SHUTDOWN.denial("/sbin/shutdow? -h now", "bash", [None]) == "no shutdowns"
+
+
+@pytest.mark.parametrize("command", ["alias zz=whoami\nzz", "shopt -s expand_aliases; alias zz='env whoami'; zz"])
+def test_deny_rules_see_what_an_alias_runs(command: str) -> None:
+    assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
