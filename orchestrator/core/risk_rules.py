@@ -69,6 +69,11 @@ def _index(packs: Sequence[Pack]) -> tuple[dict[str, list[Handler]], dict[str, l
 _HANDLERS, _RULES = _index(PACKS)
 
 
+def known_programs() -> frozenset[str]:
+    """Every program name a pack rates: what a pattern naming a program (`/usr/bin/r[m]`) is tried against."""
+    return frozenset(_HANDLERS) | frozenset(_RULES)
+
+
 def pack_of(name: str) -> str | None:
     """The pack that knows program `name`, for the benchmark's per-domain figures."""
     for pack in PACKS:

@@ -21,6 +21,9 @@ class Word:
     text: str
     dynamic: bool = False
     substituted: frozenset[str] = frozenset()  # programs run by $(...) / <(...) inside the word
+    # An expansion outside quotes (`$c`, not `"$c"`): bash splits its value into words on IFS, so
+    # `c="rm -rf /x"; $c` runs `rm` with two arguments.
+    split: bool = False
 
 
 @dataclass(frozen=True, slots=True)

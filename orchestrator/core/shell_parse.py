@@ -9,7 +9,9 @@ themselves (`:(){ :|:& };:`) are reported as fork bombs.
 
 bashlex lacks a few constructs, so `desugar` rewrites them in place at equal length before a
 second attempt: quoted heredoc delimiters, `$((...))`, `[[ ]]`, `time`, `coproc`, `select`,
-array assignments; code hidden inside the rewritten parts is returned to be parsed on its own.
+array assignments, a `~` before a backtick group; code hidden inside the rewritten parts is
+returned to be parsed on its own. A `$(...)` bashlex reads as part of a tilde prefix (`~$(id)`)
+is found in the source and parsed on its own too (`Collector.hidden_substitutions`).
 Input bashlex still cannot parse (unbalanced quotes, `case`, regexes inside `[[ ]]`) goes to
 `fallback_pipelines`, a text-level tokenizer that still finds the commands (`rm -rf / '`), and
 `FORK_BOMB_TEXT` matches the fork-bomb shape on the raw text. The fallback stops after
@@ -300,10 +302,24 @@ class Collector:
         for part in getattr(node, "parts", None) or ():
             if part.kind in {"commandsubstitution", "processsubstitution"}:
                 self.visit(part.command)
-            elif part.kind == "parameter" and (subs := substitutions(str(getattr(part, "value", "")))):
+            elif part.kind in {"parameter", "tilde"} and (subs := self.hidden_substitutions(part, node)):
                 self.scripts.append(": " + " ".join(subs))
             else:
                 self.word_parts(part)
+
+    def hidden_substitutions(self, part: Any, word: Any) -> list[str]:
+        """The `$(...)` and backticks bashlex leaves as text: inside `${x:-...}`, and in a tilde
+        prefix. It reads `~$(id)` as one tilde (and `~$(rm -rf /x)` only up to the first `/`),
+        but no login name has a `$` or a backtick, so bash leaves the tilde alone and runs them:
+        read from the source up to the word's end, but those starting after the tilde's span,
+        which bashlex parsed itself."""
+        if part.kind == "parameter":
+            return substitutions(str(getattr(part, "value", "")))
+        if not _expanding_tilde(part):
+            return []
+        start, end = part.pos
+        rest = self.source[start : word.pos[1]]
+        return [sub for sub in substitutions(rest) if rest.find(sub) < end - start]
 
     def word(self, node: Any) -> list[Word]:
         parts = getattr(node, "parts", None) or []
@@ -316,7 +332,7 @@ class Collector:
         start = node.pos[0]
         text = unquote(raw, [(p.pos[0] - start, p.pos[1] - start) for p in parts if p.kind in _EXPANSIONS])
         subs = [p for p in parts if p.kind in {"commandsubstitution", "processsubstitution"}]
-        dynamic = bool(subs) or any(p.kind == "parameter" for p in parts)
+        dynamic = bool(subs) or any(p.kind == "parameter" or _expanding_tilde(p) for p in parts)
         if len(subs) == 1 and self.text(subs[0]) == text:
             folded = _echo_constant(subs[0].command, self.source)
             if folded is not None:
@@ -325,10 +341,12 @@ class Collector:
             if (folded := _echo_constant(sub.command, self.source)) is not None and "\n" not in folded.strip():
                 text = text.replace(self.text(sub), folded.strip(), 1)
                 subs.remove(sub)
-        if not subs and not any(p.kind == "parameter" for p in parts):
+        if not subs and not any(p.kind == "parameter" or _expanding_tilde(p) for p in parts):
             dynamic = False
         programs = frozenset().union(*(_programs(s.command) for s in subs))
-        return [Word(text, dynamic, programs)]
+        expansions = [(p.pos[0] - start, p.pos[1] - start) for p in parts if p.kind in _EXPANSIONS]
+        split = dynamic and _unquoted_expansion(raw, expansions)
+        return [Word(text, dynamic, programs, split)]
 
     def simple(self, node: Any) -> SimpleCommand:
         words: list[Word] = []
@@ -374,7 +392,38 @@ class Collector:
 
 
 _EXPANSIONS = frozenset({"parameter", "commandsubstitution", "processsubstitution", "tilde"})
+
+
+def _expanding_tilde(part: Any) -> bool:
+    """A tilde prefix bashlex read with an expansion in it (`~$(id)`, `~$USER`): no login name has
+    a `$` or a backtick, so bash expands the rest at run time."""
+    return part.kind == "tilde" and ("$" in str(part.value) or "`" in str(part.value))
+
+
 _MAX_BRACE_WORDS = 64
+
+
+def _unquoted_expansion(raw: str, spans: list[tuple[int, int]]) -> bool:
+    """Whether one of the expansion `spans` (offsets into the raw word) stands outside quotes,
+    where bash splits its value into words: `$c` and `x$c` do, `"$c"` and `'$c'` do not."""
+    starts = dict(spans)
+    quote = ""
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if i in starts and quote != "'":
+            if not quote:
+                return True
+            i = starts[i]
+            continue
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            i += 1
+        elif c == '"' or (not quote and c == "'"):
+            quote = "" if quote == c else c
+        i += 1
+    return False
 
 
 def unquote(raw: str, kept: list[tuple[int, int]] | None = None) -> str:
@@ -574,6 +623,9 @@ def desugar(text: str) -> tuple[str, list[str]]:
     text = re.sub(r"(?<=\s)\]\](?=$|[\s;&|)])", "] ", text)
     text = re.sub(r"(?<![^\s;&|({!])(?:time(?:\s+-p)?|coproc)(?=\s)", lambda m: " " * len(m.group(0)), text)
     text = re.sub(r"(?<![^\s;&|({])select(?=\s)", "for   ", text)
+    # bashlex fails on a backtick group inside a tilde prefix (`~\`id -u\``); no login name has a `$` or
+    # a backtick, so bash leaves that `~` as it is and runs the group: any other letter reads the same.
+    text = re.sub(r"~(?=[$`])", "x", text)
     return text, hidden
 
 
@@ -644,7 +696,7 @@ def has_words(text: str) -> bool:
 
 def _unquote(raw: str) -> Word:
     out: list[str] = []
-    dynamic = False
+    dynamic = split = False
     for m in _PIECE.finditer(raw):
         single, double, escaped, bare = m.groups()
         if single is not None:
@@ -655,9 +707,9 @@ def _unquote(raw: str) -> Word:
         elif escaped is not None:
             out.append(escaped)
         else:
-            dynamic |= "$" in bare or "`" in bare
+            split |= "$" in bare or "`" in bare
             out.append(bare)
-    return Word("".join(out), dynamic)
+    return Word("".join(out), dynamic or split, split=split)
 
 
 def fallback_pipelines(text: str) -> list[Pipeline]:

@@ -294,6 +294,17 @@ def _trap(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]
     return DONE
 
 
+def _alias(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
+    """`alias zz='rm -rf /x'`: bash runs the value wherever `zz` starts a command later (in a
+    script too, after `shopt -s expand_aliases`), so the value is read as shell text, as
+    `eval`'s words are. `alias` alone and `alias -p` only list."""
+    for arg in args:
+        alias, sep, value = arg.text.partition("=")
+        if sep and alias and not alias.startswith("-") and value.strip():
+            out.scripts.append(Word(value, arg.dynamic, arg.substituted))
+    return DONE
+
+
 def _source(name: str, args: tuple[Word, ...], out: Unwrapped) -> tuple[Word, ...]:
     out.code_files.extend(args[:1])
     return DONE
@@ -347,6 +358,7 @@ _WRAPPERS: dict[str, Step] = {
     "podman": _exec_in,
     "nerdctl": _exec_in,
     "eval": _eval,
+    "alias": _alias,
     "trap": _trap,
     "source": _source,
     ".": _source,
@@ -355,6 +367,8 @@ _WRAPPERS: dict[str, Step] = {
     **LAUNCHERS,
 }
 
+# Every program `unwrap` reads as running something else: what a pattern naming a program is tried against.
+RUNNERS = frozenset({*_PREFIXES, *_WRAPPERS, *SHELLS, *LANGUAGES, *VI, "command"})
 
 _POSITIONAL = re.compile(r"\$(?:\{([0-9@*])\}|([0-9@*]))")
 

@@ -14,6 +14,7 @@ import functools
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 from orchestrator.core import inline_code, payloads
@@ -29,7 +30,8 @@ from orchestrator.core.risk.databases import (
     sql_risks,
 )
 from orchestrator.core.risk.filesystem import FIND_DELETERS, emptied_risks, find_delete_severity, find_parts
-from orchestrator.core.risk_rules import command_risks, redirect_risks
+from orchestrator.core.risk.paths import GLOB
+from orchestrator.core.risk_rules import command_risks, known_programs, redirect_risks
 from orchestrator.core.risk_types import Invocation, Risk, Severity, Word, program
 from orchestrator.core.shell_parse import (
     ASSIGNMENT,
@@ -46,7 +48,7 @@ from orchestrator.core.shell_parse import (
     substitutions,
     try_bashlex,
 )
-from orchestrator.core.unwrap import unwrap
+from orchestrator.core.unwrap import RUNNERS, unwrap
 
 _MAX_DEPTH = 5
 # bashlex costs 4 to 30 microseconds per character (backticks are the slowest), plus a fixed
@@ -71,6 +73,11 @@ _MAX_VALUES = 16
 _DEFAULT = re.compile(r"\$\{([A-Za-z_]\w*):?[-=]([^}$`]*)\}")
 _LISTING = re.compile(r"\$\(\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*\)|`\s*ls(?:\s+-[\w-]+)*(?:\s+[^\s*?$`()]+)?\s*`")
 _ALL_POSITIONAL = frozenset({"$@", "${@}", "$*", "${*}"})
+_IFS = " \t\n"  # bash's default IFS
+# Words that change IFS other than by assigning it: `read IFS`, `unset IFS`, `printf -v IFS ...`.
+_NAMES_IFS = re.compile(r"(?:-v)?IFS(?:\+?=.*)?", re.S)
+# The program names a pattern in a command name is matched against (`/usr/bin/r[m]` can be `rm`).
+_KNOWN_PROGRAMS = tuple(sorted(known_programs() | RUNNERS | DOWNLOADERS | DECODERS))
 _CRON_BACKUP = "Back the table up first: crontab -l > crontab.backup; edit single jobs with crontab -e"
 # A crontab line's schedule (`* * * * *`, `@reboot`) and comments: what is left is the command.
 _CRON_LINE = re.compile(r"^\s*(?:#.*|@\w+\s+|(?:\S+\s+){5}|[A-Za-z_]\w*=.*)")
@@ -198,10 +205,53 @@ def _redirected_files(redirects: tuple[Redirect, ...]) -> str:
 _NO_FILE = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty", "/dev/fd/0", "/dev/fd/1", "/dev/fd/2"})
 
 
-def _written_in(word: Word, name: str, value: Word) -> Word:
-    """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in."""
-    text = _reference(name).sub(lambda _: value.text, word.text)
-    return Word(text, bool(_EXPANSION.search(text)), word.substituted | value.substituted)
+def _written_in(word: Word, name: str, value: Word, ifs: str) -> tuple[Word, ...]:
+    """`$NAME`, `${NAME}`, `${NAME[@]}` and `${NAME:-default}` with the value written in; outside
+    quotes (`word.split`) the value is split into words on `ifs` as bash splits it, so
+    `c="rm -rf /x"; $c` is `rm -rf /x`, three words, and `$c/y` with `c="a b"` is `a` and `b/y`."""
+    pieces = _reference(name).split(word.text)
+    if len(pieces) == 1:
+        return (word,)
+    fields = _fields(value.text, ifs) if word.split else [value.text]
+    texts = [pieces[0]]
+    for piece in pieces[1:]:
+        if fields:
+            texts[-1] += fields[0]
+            texts += fields[1:]
+        texts[-1] += piece
+    if word.split:
+        texts = [t for t in texts if t]  # an unquoted expansion to nothing is no word at all
+    substituted = word.substituted | value.substituted
+    return tuple(Word(t, bool(_EXPANSION.search(t)), substituted, word.split) for t in texts)
+
+
+def _fields(text: str, ifs: str) -> list[str]:
+    """A value split on the characters of IFS (empty fields dropped), keeping `$(...)`, `${...}`
+    and backticks whole: a value the script computes is one unknown word, not its source's."""
+    fields: list[str] = []
+    current: list[str] = []
+    depth = 0
+    tick = False
+    previous = ""
+    for c in text:
+        if c == "`":
+            tick = not tick
+        elif depth and c in "({":
+            depth += 1
+        elif depth and c in ")}":
+            depth -= 1
+        elif previous == "$" and c in "({":
+            depth = 1
+        previous = c
+        if c in ifs and not depth and not tick:
+            if current:
+                fields.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+    if current:
+        fields.append("".join(current))
+    return fields
 
 
 def _listing(value: Word) -> Word:
@@ -215,11 +265,11 @@ def _reference(name: str) -> re.Pattern[str]:
     return re.compile(r"\$(?:\{" + name + r"(?:\[[^]]*\]|:?[-=][^}]*)?\}|" + name + r"(?!\w))")
 
 
-def _bound(word: Word, binding: dict[str, Word]) -> Word:
+def _bound(word: Word, binding: dict[str, Word], ifs: str) -> tuple[Word, ...]:
+    words: tuple[Word, ...] = (word,)
     for name, value in binding.items():
-        if word.dynamic and name in word.text:
-            word = _written_in(word, name, value)
-    return word
+        words = tuple(x for w in words for x in (_written_in(w, name, value, ifs) if w.dynamic and name in w.text else (w,)))
+    return words
 
 
 def _computed_script(word: Word, runner: str) -> Risk:
@@ -243,6 +293,58 @@ def _computed_name(name: str) -> Risk:
         "critical",
         f"Command name '{_clip(name)}' is only known at run time (a variable or a command's output); "
         "what it runs cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
+def _split_name(name: str) -> Risk:
+    """A command name made by splitting an unquoted expansion after the command changed IFS
+    (`IFS=_; c=env_whoami; $c`): what it splits into is only known when it runs."""
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command name '{_clip(name)}' comes from an unquoted expansion split on an IFS the command changed; "
+        "what it runs cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
+def _globbed_name(name: str, matches: list[str]) -> Risk:
+    """A command name with a pattern in it (`/sbin/shutdow?`, `/usr/bin/r[m]`): bash runs whatever
+    file matches when it runs. The known programs it can match are judged as well."""
+    could = f" (it can match {', '.join(matches[:8])}{', ...' if len(matches) > 8 else ''})" if matches else ""
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command name '{_clip(name)}' is a pattern the shell expands when it runs{could}; "
+        "what it runs cannot be checked - requires approval",
+        (_SPELL_OUT,),
+    )
+
+
+def _matching_programs(name: str) -> list[str]:
+    pattern = posixpath.basename(name).replace("[^", "[!")
+    hidden = pattern.startswith(".")  # a pattern matches a leading dot only when it starts with one
+    return [p for p in _KNOWN_PROGRAMS if fnmatchcase(p, pattern) and (hidden or not p.startswith("."))][:_MAX_VALUES]
+
+
+def _history_risk(argv: tuple[Word, ...]) -> Risk | None:
+    """`fc` runs commands again from the shell's history (`fc -s`, or after an editor), and
+    `history -s TEXT` puts text there to be run: what runs is only known at run time. `fc -l`,
+    `history` and `history -c` list or clear it."""
+    texts = [w.text for w in argv[1:]]
+    if program(argv[0]) == "fc":
+        if any(t.startswith("-") and "l" in t and "s" not in t and "e" not in t for t in texts):
+            return None
+        what = "runs commands again from the shell's history"
+    elif "-s" in texts:
+        what = "adds text to the shell's history, to be run again by `fc`"
+    else:
+        return None
+    return Risk(
+        "unresolved_command",
+        "critical",
+        f"Command {what}; what runs is only known at run time and cannot be checked - requires approval",
         (_SPELL_OUT,),
     )
 
@@ -408,6 +510,8 @@ class Walk:
                 self.variables = before
             if unwrapped is not None and [w.text for w in unwrapped.argv[:2]] == ["set", "--"]:
                 self.positional = unwrapped.argv[2:]
+            if unwrapped is not None and any(_NAMES_IFS.fullmatch(w.text) for w in unwrapped.argv[1:]) and "IFS" not in self.variables:
+                self.variables["IFS"] = [Word("$IFS", True)]  # changed some other way: word splitting is unknown from here
             if unwrapped is not None:
                 if len(stages) == 1 and unwrapped.argv and program(unwrapped.argv[0]) in {"cd", "pushd"}:
                     self.cwd = _cd_target(unwrapped.argv, self.cwd)
@@ -428,7 +532,8 @@ class Walk:
         new: dict[str, list[Word]] = {}
         for word in given:
             name, _, value = word.text.partition("=")
-            new.setdefault(name.rstrip("+"), []).append(replace(word, text=value))
+            # An assignment's value is not split (`c=$x` keeps x's spaces); where it is used may be.
+            new.setdefault(name.rstrip("+"), []).append(replace(word, text=value, split=False))
         for name, values in new.items():
             self.variables[name] = [v for value in values for (v,) in self.substitute((_listing(value),))][:_MAX_VALUES]
         return before
@@ -437,8 +542,9 @@ class Walk:
         """The words with the variables the command assigned written in: the command once per
         value (`for h in a b; do ssh $h CMD`: `ssh a CMD` and `ssh b CMD`), never several values
         in one command, where a value would take another word's place (`ssh a b CMD`)."""
+        ifs = self.ifs() or _IFS
         if self.positional is not None:
-            words = tuple(x for w in words for x in (self.positional if w.dynamic and w.text in _ALL_POSITIONAL else (w,)))
+            words = tuple(x for w in words for x in (self.arguments(w, ifs) if w.dynamic and w.text in _ALL_POSITIONAL else (w,)))
         values = {n: self.variables[n] for w in words if w.dynamic for n in _VARIABLE.findall(w.text) if n in self.variables}
         # `${X:-/}` when X is not the command's own: the default is what runs when X is unset.
         defaults = [found for w in words if w.dynamic for found in _DEFAULT.findall(w.text)]
@@ -448,7 +554,23 @@ class Walk:
         bindings: list[dict[str, Word]] = [{}]
         for name, options in values.items():
             bindings = [{**b, name: value} for b in bindings for value in options][:_MAX_VALUES]
-        return [tuple(_bound(word, binding) for word in words) for binding in bindings]
+        return [tuple(x for word in words for x in _bound(word, binding, ifs)) for binding in bindings]
+
+    def arguments(self, word: Word, ifs: str) -> tuple[Word, ...]:
+        """What `"$@"` stands for after `set -- ARGS`: the arguments; unquoted (`$*`, `$@`), each
+        split again on IFS (`IFS=,; set -- rm,-rf,/x; $*` runs `rm -rf /x`)."""
+        given = self.positional or ()
+        if not word.split:
+            return given
+        return tuple(Word(f, bool(_EXPANSION.search(f)), w.substituted, True) for w in given for f in _fields(w.text, ifs))
+
+    def ifs(self) -> str | None:
+        """The characters bash splits unquoted expansions on: its default unless the command set
+        IFS itself, None when it set it to something not known before it runs."""
+        values = self.variables.get("IFS")
+        if values is None:
+            return _IFS
+        return values[0].text if len(values) == 1 and not values[0].dynamic else None
 
     def simple(self, stage: SimpleCommand, unwrapped: Unwrapped | None, upstream: _Upstream, depth: int) -> None:
         if stage.fed:  # a copy of a `while read` loop's command, as xargs would run it: its risks alone
@@ -699,6 +821,17 @@ class Walk:
         self.script("\n".join(commands), depth + 1, origin)
         return bool(commands)
 
+    def globbed(self, stage: SimpleCommand, head: Word, args: tuple[Word, ...], upstream: _Upstream, depth: int) -> None:
+        """A command name that is a pattern fails closed; each known program it can match is
+        walked as the command too (its risks, and forms the policy's rules see)."""
+        matches = _matching_programs(head.text)
+        self.add(_globbed_name(head.text, matches), stage.text)
+        if depth >= _MAX_DEPTH:
+            return
+        for name in matches:
+            words = (replace(head, text=posixpath.join(posixpath.dirname(head.text), name)), *args)
+            self.simple(SimpleCommand(words, (), stage.text), unwrap(words), upstream, depth + 1)
+
     def invocation(self, stage: SimpleCommand, unwrapped: Unwrapped, upstream: _Upstream, depth: int) -> None:
         argv = unwrapped.argv
         head = argv[0]
@@ -706,6 +839,15 @@ class Walk:
             self.add(remote_risk(downloads[0], "the shell"), stage.text)
         elif head.dynamic:
             self.add(_computed_name(head.text), stage.text)
+        elif GLOB.search(program(head)):
+            self.globbed(stage, head, unwrapped.argv[1:], upstream, depth)
+        elif program(head) in {"fc", "history"} and (risk := _history_risk(argv)) is not None:
+            self.add(risk, stage.text)
+            added = argv[[w.text for w in argv].index("-s") + 1 :] if any(w.text == "-s" for w in argv) else ()
+            if added:  # `history -s TEXT`: what a later `fc -s` runs, read as the shell text it is
+                self.nested(Word(" ".join(w.text for w in added), any(w.dynamic for w in added)), stage, depth, "history")
+        if head.split and self.ifs() != _IFS:
+            self.add(_split_name(head.text), stage.text)
         feeder = upstream.feeder
         fed = feeder[1].argv if feeder else ()
         roots = tuple(find_parts(fed)[0]) if unwrapped.via_xargs and fed and program(fed[0]) == "find" else ()

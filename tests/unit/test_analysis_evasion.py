@@ -367,3 +367,131 @@ def test_redis_reading_harmless_input_is_quiet(command: str) -> None:
 )
 def test_code_in_quote_like_strings_sed_scripts_and_git_settings_is_read(command: str, severity: str | None) -> None:
     assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+# --- a third review (2027-01): word splitting, globbed names, aliases and history, `~$(...)` ---------
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("echo ~$(rm -rf /var/www)", "critical"),
+        ("echo ~`rm -rf /var/www`", "critical"),
+        ("echo ~root$(rm -rf /var/www)", "critical"),
+        ("ls ~${X:-$(rm -rf /var/www)}", "critical"),
+        ("~$(whoami)", "critical"),  # a command name bash computes at run time
+        ("echo ~", None),
+        ("cp ~/a ~/b", None),
+        ("ls ~/$(date +%F)", None),
+        ("cd ~$USER", None),
+    ],
+)
+def test_a_substitution_right_after_a_tilde_runs_and_is_read(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        # An unquoted variable the command assigned itself is split into words, as bash splits it.
+        ('c="rm -rf /var/www"; $c', "critical"),
+        ('c="sudo rm -rf /var/www"; $c', "critical"),
+        ('c="rm -rf"; $c /var/www', "critical"),
+        ('x="-rf /var/www"; rm $x', "critical"),
+        ('set -- "rm -rf /var/www"; $*', "critical"),
+        # Benign: quoted, harmless values, splitting for one command only.
+        ('c="hello"; echo $c', None),
+        ('cmd="ls -la"; $cmd /tmp', None),
+        ('opts="-a -v"; rsync $opts src/ dst/', None),
+        ('set -- "rm -rf /var/www"; "$@"', None),  # one word: a program named `rm -rf /var/www`
+        ('c=""; $c', None),
+        ('IFS=, read -r a b <<< "x,y"; echo "$a"', None),
+        ('while IFS= read -r line; do echo "$line"; done < list.txt', None),
+        ('for f in *.log; do gzip "$f"; done', None),
+    ],
+)
+def test_an_unquoted_variable_is_split_into_words_as_bash_splits_it(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "IFS=_; c=rm_-rf_/var/www; $c",
+        "IFS=_; c=env_whoami; $c",
+        "IFS=,; set -- rm,-rf,/var/www; $*",
+        "read -r IFS; c=a_b; $c",
+        "IFS=_; sudo $c",
+    ],
+)
+def test_a_command_name_split_on_a_changed_ifs_fails_closed(command: str) -> None:
+    result = analyze(command)
+    assert result.severity == "critical"
+    assert any(f.type == "unresolved_command" and "IFS" in f.message for f in result.findings), result.findings
+
+
+def test_a_variable_split_into_words_is_what_the_rules_see() -> None:
+    assert "rm -rf /var/www" in normalised_commands('c="rm -rf /var/www"; $c')
+    assert "whoami" in normalised_commands('c="env whoami"; $c')
+    assert "rm -rf /var/www" in normalised_commands("IFS=,; set -- rm,-rf,/var/www; $*")
+
+
+@pytest.mark.parametrize(
+    ("command", "could_be"),
+    [
+        ("/sbin/shutdow? -h now", "shutdown -h now"),
+        ("/usr/sbin/reboo[t]", "reboot"),
+        ("/usr/bin/r[m] -rf /srv/x", "rm -rf /srv/x"),
+        ("sudo /usr/bin/r[m] -rf /srv/x", "rm -rf /srv/x"),
+        ("/usr/bin/s?do rm -rf /srv/x", "rm -rf /srv/x"),
+        ("/usr/bin/whoam[i]", None),  # no pack knows whoami: held all the same
+        ("./deplo*", None),
+    ],
+)
+def test_a_command_name_with_a_pattern_fails_closed_and_what_it_can_match_is_judged(command: str, could_be: str | None) -> None:
+    result = analyze(command)
+    assert result.severity == "critical"
+    assert any(f.type == "unresolved_command" and "pattern" in f.message for f in result.findings), result.findings
+    if could_be is not None:
+        assert could_be in normalised_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ("rm -rf /sr[v]/x", "critical"),
+        ("rm -rf /va[r]/www", "critical"),
+        ("rm -rf /v??/www", "critical"),
+        ("rm -rf /*/www", "critical"),
+        ("rm -rf /ho[m]e/bob", "critical"),
+        ("rm -rf /var/ww?", "critical"),
+        ("rm -rf /[e]tc", "critical"),
+        ("rm -rf /srv/app/releases/4?", "warning"),
+        ("rm -rf /tmp/build-[0-9]*", "info"),
+        ("ls *.txt", None),
+        ("[ -f /etc/hosts ] && echo yes", None),
+        ("rm -f /var/log/app/*.gz", None),
+    ],
+)
+def test_a_pattern_in_a_path_is_rated_as_the_worst_place_it_can_match(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]
+
+
+@pytest.mark.parametrize(
+    ("command", "severity"),
+    [
+        ('shopt -s expand_aliases\nalias zz="rm -rf /srv/x"\nzz', "critical"),
+        ("alias rmf='rm -rf /var/www'", "critical"),
+        ('alias x="$CMD"', "critical"),
+        ('set -o history\nhistory -s "rm -rf /var/www"\nfc -s', "critical"),
+        ("set -o history\nhistory -s true\nfc -s", "critical"),  # what fc runs is the history's, known only at run time
+        ("fc -e vi 10", "critical"),
+        ("alias ll='ls -la'", None),
+        ("alias", None),
+        ("fc -l", None),
+        ("history | tail -20", None),
+        ("history -c", None),
+    ],
+)
+def test_aliases_are_read_as_code_and_history_reruns_fail_closed(command: str, severity: str | None) -> None:
+    assert analyze(command).severity == severity, [f.message for f in analyze(command).findings]

@@ -212,3 +212,25 @@ def test_a_trap_that_runs_nothing_denied_passes(command: str) -> None:
 @pytest.mark.parametrize("command", ["echo hi 2>/dev/stderr", "echo hi >/dev/stdout", "echo hi > /dev/tty"])
 def test_redirections_to_the_jobs_own_streams_touch_no_file(command: str) -> None:
     assert Policy(allow=[Rule(pattern=r"^echo hi$")]).denial(command, "bash", [None]) is None
+
+
+_DENY_WHOAMI = Policy(deny=[Rule(pattern=r"^whoami", reason="no whoami")])
+
+
+@pytest.mark.parametrize("command", ["echo ~$(whoami)", "echo ~`whoami`", "echo x~$(whoami)"])
+def test_deny_rules_see_a_substitution_wherever_it_is_in_a_word(command: str) -> None:
+    assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
+
+
+@pytest.mark.parametrize("command", ['c="env whoami"; $c', 'c="sudo whoami"; $c', "c=whoami; $c --help"])
+def test_deny_rules_see_a_variable_split_into_the_command_it_runs(command: str) -> None:
+    assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
+
+
+def test_deny_rules_see_the_known_programs_a_pattern_in_a_command_name_matches() -> None:
+    assert _DENY_SHUTDOWN.denial("/sbin/shutdow? -h now", "bash", [None]) == "no shutdowns"
+
+
+@pytest.mark.parametrize("command", ["alias zz=whoami\nzz", "shopt -s expand_aliases; alias zz='env whoami'; zz"])
+def test_deny_rules_see_what_an_alias_runs(command: str) -> None:
+    assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"

@@ -118,6 +118,43 @@ def test_offline_the_selectors_stand_for_the_target() -> None:
     assert offline.approval_needed and offline.unplaceable is None and offline.node_findings == []
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        'c="rm -rf /var/www"; $c',
+        "IFS=,; set -- rm,-rf,/var/www; $*",
+        "/sbin/shutdow? -h now",
+        "/usr/bin/r[m] -rf /srv/x",
+        "rm -rf /va[r]/www",
+        'shopt -s expand_aliases\nalias zz="rm -rf /srv/x"\nzz',
+        'set -o history\nhistory -s "rm -rf /var/www"\nfc -s',
+        "echo ~$(rm -rf /var/www)",
+    ],
+)
+def test_forms_that_hid_a_critical_command_are_held(command: str) -> None:
+    """A review's bypasses (2027-01): each was valid with no finding; each runs something critical, so each is held."""
+    said = verdict(command, Policy())
+    assert said.invalid is None and not said.valid and said.approval_needed and said.severity == "critical", said.findings
+
+
+@pytest.mark.parametrize(
+    "command",
+    ['c="env whoami"; $c', "IFS=_; c=env_whoami; $c", "/usr/bin/whoam[i]", "alias zz=whoami\nzz", "echo ~$(whoami)"],
+)
+def test_forms_that_stepped_around_a_deny_rule_are_refused_or_held(command: str) -> None:
+    said = verdict(command, Policy(deny=[Rule(pattern=r"^whoami", reason="no whoami")]))
+    assert said.denied == "policy_denied" or said.approval_needed, said
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["ls *.txt", "echo ~", "cp ~/a ~/b", 'c="hello"; echo $c', 'for f in *.log; do gzip "$f"; done', "alias ll='ls -la'"],
+)
+def test_their_everyday_counterparts_stay_unflagged(command: str) -> None:
+    said = verdict(command, Policy())
+    assert said.valid and not said.approval_needed and said.severity is None, said.findings
+
+
 def test_permission_then_deny_rules_and_the_findings_stay_visible() -> None:
     people = Policy(users={"vic": ["viewer"]})
     assert judge(Submission(command="true", user="vic"), people, FLEET).denied == "permission_denied"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from orchestrator.core.risk_types import Word
@@ -230,7 +231,29 @@ def _home(path: str) -> Place:
     return Place("home_data", f"{user}/{norm}")
 
 
+# A path component the shell expands as a pattern: `*`, `?` or a bracket expression (`[e]tc`).
+GLOB = re.compile(r"[*?]|\[!?\^?\]?[^]]*\]")
+# Names a pattern component is tried against: what makes a path a system or home place.
+_NAMES = frozenset({*SYSTEM_TOP, *(part for p in _SYSTEM_SECOND for part in p.split("/") if part), "tmp", "shm"})
+_KIND_RANK: dict[PathKind, int] = {"root": 6, "home": 5, "system": 4, "home_data": 3, "other": 2, "build": 1, "scratch": 0}
+_MAX_MATCHES = 64
+
+
 def _absolute(norm: str) -> Place:
+    """An absolute path's place; one with a pattern in it (`/va[r]/www`, `/*/www`) is rated as the
+    worst place it can match among the names that matter (`/var/www`: system), never as a
+    literal name (`va[r]`, an `other` path) that bash would not leave as it is."""
+    if not GLOB.search(norm):
+        return _named(norm)
+    candidates = [""]
+    for part in (p for p in norm.split("/") if p):
+        names = [n for n in sorted(_NAMES) if fnmatchcase(n, part.replace("[^", "[!"))] if GLOB.search(part) else []
+        candidates = [f"{c}/{n}" for c in candidates for n in [*names, part]][:_MAX_MATCHES]
+    worst = max((_named(c) for c in candidates), key=lambda found: _KIND_RANK.get(found.kind, 0))
+    return Place(worst.kind, norm)
+
+
+def _named(norm: str) -> Place:
     parts = [p for p in norm.split("/") if p]
     if not parts:
         return Place("root", "/")
