@@ -153,8 +153,10 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
         writer = StreamedJson({"job_id": job_id}, "text") if as_json else None
         stored = ((c.data, c.attempt, c.stream) async for c in client.output(job_id))
         stream = _followed(client, job_id) if follow else stored
+        got = 0
         try:
             async for chunk, attempt, which in stream:
+                got += len(chunk)
                 # A `tty: false` job's stderr goes to stderr, its stdout to stdout (a PTY job has stdout only).
                 if writer is not None:
                     writer.feed(attempt, which, chunk)
@@ -168,11 +170,27 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             if writer is not None:  # the object stays whole: what was read, and why it stops there
                 writer.finish({"bytes": writer.bytes, "error": str(e) or type(e).__name__})
             raise
+        if writer is None and not got and not follow:
+            await _say_why_no_output(client, job_id)
     if writer is not None:
         writer.finish({"bytes": writer.bytes})
     else:
         for which, rest in views.finish().items():
             _write_text(which, rest)
+
+
+async def _say_why_no_output(client: "NexusClient", job_id: str) -> None:
+    """A job with no output at all: say on stderr where it stands (rejected, held, queued...)."""
+    from orchestrator.errors import NexusError
+
+    try:
+        rows = await client.query("SELECT status, reason FROM jobs WHERE job_id = ?", [job_id])
+    except NexusError:  # no orchestrator to ask: the silence stands
+        return
+    if rows.rows:
+        status, reason = rows.rows[0]
+        if status != "succeeded":
+            err.print(f"note: {job_id} has no output: it is {status}" + (f" ({reason})" if reason else ""), highlight=False, markup=False)
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":
