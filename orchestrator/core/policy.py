@@ -163,7 +163,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             return f"the job's env sets PATH ({env_path[:200]!r}): where allow rules apply, programs come from the node's own PATH"
         if not seen.complete and (deny or any(allow)):
             return "the command is too large or nested too deeply to check every command it runs against the policy's rules"
-        for relevant in allow:
+        for labels, relevant in zip(targets, allow, strict=True):
             # Every simple command must match an allow rule exactly as it runs (its first form: with
             # its wrappers, the variables it sets and its program's path; `flock F date`,
             # `PATH=/tmp date` or `/tmp/date` are not `^date$`); the line as a whole only counts
@@ -173,7 +173,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             else:
                 allowed = any(r.matches(c) for r in relevant for c in whole)
             if relevant and not allowed:
-                return "command matches no allow rule for this tool and node"
+                where = f" (a node labelled {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))})" if labels else ""
+                return f"command matches no allow rule for this tool and node{where}; aim it elsewhere with --node or --label"
         return None
 
     def needs_approval(self, severity: str | None, production: bool) -> bool:

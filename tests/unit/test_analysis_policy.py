@@ -41,7 +41,10 @@ def test_allow_rules_accept_the_same_command_however_it_is_quoted() -> None:
 
 @pytest.mark.parametrize("command", ["systemctl restart app; rm -rf /", "systemctl stop app", "rm -rf /"])
 def test_allow_rules_still_refuse_anything_else(command: str) -> None:
-    assert _ALLOW_APP.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+    assert (
+        _ALLOW_APP.denial(command, "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
 
 
 def test_normalised_commands_list_each_form() -> None:
@@ -61,7 +64,7 @@ _TOO_MANY = "true; " * 4001
         "sudo /sbin/shutdown -h now",
         "{shutdown,-h,now}",
         "bash -c 'bash -c '\"'\"'uname'\"'\"''",
-        "bash -c 'bash -c \"uname\"'\"\"",
+        'bash -c \'bash -c "uname"\'""',
     ],
 )
 def test_deny_rules_see_paths_braces_and_nested_quoting(command: str) -> None:
@@ -90,7 +93,10 @@ _ALLOW_DOCS = Policy(allow=[Rule(pattern=r"^(systemctl (status|restart) app|/opt
     ],
 )
 def test_an_allow_list_needs_every_simple_command_to_match(policy: Policy, command: str) -> None:
-    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+    assert (
+        policy.denial(command, "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,7 +128,10 @@ _ALLOW_ECHO_WORDS = Policy(allow=[Rule(pattern=r"^echo [a-z ]*$")])
     ],
 )
 def test_an_allow_rule_covers_the_files_a_command_redirects_to(policy: Policy, command: str) -> None:
-    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+    assert (
+        policy.denial(command, "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +153,10 @@ def test_rules_for_the_shell_apply_to_a_job_of_another_tool_whose_line_the_shell
     policy = Policy(allow=[Rule(pattern=r"^(date|id)$", tools=["bash", "sh"])], deny=[Rule(pattern=r"^touch ", tools=["bash"])])
     assert policy.denial("touch /tmp/x", "git", [None], interpreter="bash") is not None
     assert policy.denial("date", "git", [None], interpreter="bash") is None
-    assert policy.denial("rm -f /tmp/x", "git", [None], interpreter="bash") == "command matches no allow rule for this tool and node"
+    assert (
+        policy.denial("rm -f /tmp/x", "git", [None], interpreter="bash")
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
     # A rule of the tool itself still counts beside the shell's.
     both = Policy(allow=[Rule(pattern=r"^date$", tools=["bash"]), Rule(pattern=r"^git status$", tools=["git"])])
     assert both.denial("git status", "git", [None], interpreter="bash") is None
@@ -172,7 +184,10 @@ _ALLOW_DATE = Policy(allow=[Rule(pattern=r"^(date|echo hi)$")])
 )
 def test_an_allow_rule_matches_the_command_exactly_as_it_runs(policy: Policy, command: str) -> None:
     # Attack review: wrappers, variables and paths were peeled before the allow rules saw the command.
-    assert policy.denial(command, "bash", [None]) == "command matches no allow rule for this tool and node"
+    assert (
+        policy.denial(command, "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
 
 
 def test_an_allow_rule_that_names_the_wrapper_or_path_allows_it() -> None:
@@ -234,3 +249,14 @@ def test_deny_rules_see_the_known_programs_a_pattern_in_a_command_name_matches()
 @pytest.mark.parametrize("command", ["alias zz=whoami\nzz", "shopt -s expand_aliases; alias zz='env whoami'; zz"])
 def test_deny_rules_see_what_an_alias_runs(command: str) -> None:
     assert _DENY_WHOAMI.denial(command, "bash", [None]) == "no whoami"
+
+
+def test_an_allow_list_refusal_names_the_labels_of_the_node_it_is_for() -> None:
+    """Audit: an untargeted job was refused "for this tool and node" with no node named, because a
+    production node could have been chosen; the reason now says which, and how to aim it."""
+    policy = Policy(allow=[Rule(pattern=r"^date$", labels={"env": "prod"})])
+    said = policy.denial("id", "bash", [{"env": "dev"}, {"env": "prod", "role": "web"}])
+    assert (
+        said
+        == "command matches no allow rule for this tool and node (a node labelled env=prod, role=web); aim it elsewhere with --node or --label"
+    )

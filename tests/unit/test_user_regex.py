@@ -34,8 +34,14 @@ def test_a_catastrophic_output_pattern_on_a_long_input_stays_linear() -> None:
 def test_a_catastrophic_deny_rule_returns_at_once() -> None:
     policy = Policy(deny=[Rule(pattern=CATASTROPHIC, reason="no")], allow=[Rule(pattern="^(x+x+)+y$")])
     started = time.perf_counter()
-    assert policy.denial("a" * 100_000 + "!", "bash", [None]) == "command matches no allow rule for this tool and node"
-    assert policy.denial("x" * 100_000, "bash", [None]) == "command matches no allow rule for this tool and node"
+    assert (
+        policy.denial("a" * 100_000 + "!", "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
+    assert (
+        policy.denial("x" * 100_000, "bash", [None])
+        == "command matches no allow rule for this tool and node; aim it elsewhere with --node or --label"
+    )
     assert time.perf_counter() - started < 0.5
     assert policy.denial("aaa", "bash", [None]) == "no"
 
