@@ -50,6 +50,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from bus.errors import BusError
 from bus.port import EventBus
+from orchestrator.api.bounds import CLIENT_GONE_KEY
 from orchestrator.api.errors import ApiError, send_problem, unauthorized
 from schemas import msgids, subjects
 from schemas.envelope import Outgoing
@@ -169,6 +170,14 @@ def identity_of(scope: Scope) -> Identity:
 # ---------------------------------------------------------------- audit events
 
 
+def _unanswered(scope: HTTPScope) -> tuple[int, str]:
+    """The status and reason the audit trail gives a call that got no answer: 499 (nginx's "client
+    closed request") when the client left first, else 500 (ours failed)."""
+    if cast("dict[str, Any]", scope).get(CLIENT_GONE_KEY):
+        return 499, "the client closed the connection before its request was read"
+    return 500, "no response"
+
+
 def new_request_id() -> str:
     return f"r-{int(time.time() * 1000):x}-{secrets.token_hex(4)}"
 
@@ -212,10 +221,10 @@ class AuditedApp:
             raise  # the server is stopping mid-request: no answer, and no bus to record it on
         except BaseException:
             if not answered and not public:  # the app failed before answering: still on the record
-                await self._audit(scope, request_id, ident, 500, "no response", started)
+                await self._audit(scope, request_id, ident, *_unanswered(scope), started)
             raise
         if not answered and not public:
-            await self._audit(scope, request_id, ident, 500, "no response", started)
+            await self._audit(scope, request_id, ident, *_unanswered(scope), started)
 
     def _authenticate(self, scope: HTTPScope) -> tuple[Identity | None, str | None]:
         if self.tokens is None:

@@ -21,8 +21,9 @@ neither the OpenAPI document nor the bus allow; `strict_body` (a
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Request
@@ -75,6 +76,12 @@ def _problem_in_headers(scope: HTTPScope, max_bytes: int) -> ProblemError | None
     return None
 
 
+BODY_READ_S = 15.0
+"""Longest wait for the next piece of a request body."""
+CLIENT_GONE_KEY = "nexus.client_gone"
+"""Set in the scope when the client left before its request was read."""
+
+
 class BoundedBody:
     """ASGI layer: read the body (bounded), check it, then hand it on to the app unchanged."""
 
@@ -94,8 +101,14 @@ class BoundedBody:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_READ_S)
+            except TimeoutError:  # a body announced and never sent would hold the connection for ever
+                detail = f"the request body did not come: nothing for {BODY_READ_S:g}s"
+                await send_problem(send, ProblemError(408, "body-timeout", "Request timeout", detail), scope["path"])
+                return
             if message["type"] != "http.request":
+                cast("dict[str, Any]", scope)[CLIENT_GONE_KEY] = True  # for the audit trail: not an error of ours
                 return  # the client left before sending its body
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])

@@ -21,8 +21,9 @@ import nats.errors
 import pytest
 
 from orchestrator.api import jobs as jobs_routes
+from schemas.events import ApiCalled
 from schemas.limits import MAX_COMMAND_CHARS, MAX_DEPTH, MAX_ENV_ENTRIES, MAX_EVENT_BYTES, MAX_NAME_CHARS
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_for
 from tests.integration.api_support import assert_problem, bare_stack, serve_api
 
 
@@ -231,3 +232,36 @@ async def test_a_request_head_that_never_ends_is_cut_off(stack: Stack, monkeypat
         await writer.drain()
         assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 200")
         writer.close()
+
+
+async def test_a_body_that_never_comes_is_408_and_a_client_that_leaves_is_not_our_error(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: `Content-Length: 100` and then 11 bytes held the connection for good; a client that
+    gave up was recorded in `api.called` as a 500, an internal error that never happened."""
+    from orchestrator.api import bounds
+
+    monkeypatch.setattr(bounds, "BODY_READ_S", 0.5)
+    head = b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    async with serve_api(stack.client) as http:
+        host, port = http.base_url.host, http.base_url.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(head + b'{"command":')
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 30)
+        assert answer.startswith(b"HTTP/1.1 408") and b"body-timeout" in answer, answer[:300]
+        writer.close()
+        # A client that leaves half way: on the record as 499, not 500.
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(head + b'{"command":')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        async def recorded() -> list[int]:
+            calls = [r.event async for batch in stack.client.bus.read_records(subject="nexus.evt.api.>") for r in batch]
+            found = [c.status for c in calls if isinstance(c, ApiCalled) and c.path == "/api/v1/jobs"]
+            return found if len(found) == 2 else []
+
+        statuses = await wait_for(recorded, what="both calls on the record")
+        assert sorted(statuses) == [408, 499], statuses
