@@ -298,7 +298,7 @@ async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
     report = JobReport(job_id, say, following=False)
     async with connect(nats_url) as client:
         seq = (await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))).seq
-        heard = await _await_verdict(client, report)
+        heard = await _await_verdict(client, report, waits_for_jobs=bool(cmd.after))
     if not heard:
         say(f"no analysis verdict within {VERDICT_WAIT_S:g}s (is the orchestrator running?); the job waits for it")
     elif (verdict := report.verdict()) is not None:
@@ -311,16 +311,19 @@ async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
         raise typer.Exit(EXIT_NEXUS)  # `J=$(nexus submit ...) && ...` must not go on
 
 
-async def _await_verdict(client: "NexusClient", report: "JobReport") -> bool:
-    """Follow the job until the analysis phase answered (validated, held or rejected)."""
+async def _await_verdict(client: "NexusClient", report: "JobReport", *, waits_for_jobs: bool = False) -> bool:
+    """Follow the job until the analysis phase answered (validated, held or rejected); for a job
+    that `waits_for_jobs` (`--after`), until the decision on those jobs that follows at once
+    (queued to wait for them, placed, or rejected: one of them failed), so that a job that can
+    never run is told as rejected."""
     import asyncio
 
-    from schemas.events import JobApprovalRequired, JobValidated, ends_job
+    from schemas.events import JobApprovalRequired, JobAssigned, JobQueued, JobValidated, ends_job
 
     def answered(rec: "Record") -> bool:
         if isinstance(rec.event, JobValidated):
-            return not rec.event.approval_needed  # else the hold comes next, in the same decision
-        return isinstance(rec.event, JobApprovalRequired) or ends_job(rec.event)
+            return not rec.event.approval_needed and not waits_for_jobs  # else the hold, or the wait, comes next
+        return isinstance(rec.event, JobApprovalRequired | JobQueued | JobAssigned) or ends_job(rec.event)
 
     try:
         async with asyncio.timeout(VERDICT_WAIT_S):

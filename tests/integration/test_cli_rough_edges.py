@@ -324,3 +324,20 @@ async def test_a_job_after_one_that_does_not_exist_is_refused_at_submit(stack: S
     code, out, err = await stack.nexus("submit", "--after", "nope", "--", "echo", "x")
     assert code == 2 and out == b"" and b"no job 'nope'" in err and b"Traceback" not in err, err
     assert await stack.client.bus.last_seq() == before
+
+
+async def test_a_job_after_one_that_failed_is_told_rejected_at_submit(stack: Stack) -> None:
+    """Audit: `nexus submit --after FAILED` exited 0 saying `validated`; the job was rejected
+    (dependency_failed) the same millisecond. It never runs: exit 125, as for any job rejected at once."""
+    code, _, _ = await stack.nexus("run", "-q", "--id", "dep-fails", "--", "exit 3")
+    assert code == 3
+    code, out, err = await stack.nexus("submit", "--json", "--after", "dep-fails", "--", "echo", "x")
+    assert code == 125 and json.loads(out)["status"] == "rejected", (out, err)
+    code, _, err = await stack.nexus("submit", "--after", "dep-fails", "--", "echo", "x")
+    assert code == 125 and b"did not succeed: dep-fails" in err, err
+    # One that waits for a job still running is submitted (0), queued to wait for it.
+    code, out, err = await stack.nexus("submit", "--id", "dep-runs", "--", "sleep 5")
+    assert code == 0, err
+    code, out, err = await stack.nexus("submit", "--json", "--after", "dep-runs", "--", "echo", "y")
+    assert code == 0 and json.loads(out)["status"] == "queued", (out, err)
+    await stack.nexus("cancel", "dep-runs")
