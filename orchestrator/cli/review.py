@@ -182,24 +182,32 @@ def deny(
 @run_async
 async def _decide(target: str, step: str | None, kind: Decision, reason: str | None, wait: float, as_json: bool, nats_url: str) -> bool:
     """Publish the decision, wait for the orchestrator's answer, say it; False when refused."""
+    from bus.errors import NotAllowed
     from orchestrator.app import jobs as jobs_app
     from orchestrator.app import pipelines as pipelines_app
 
+    ids = {"job_id": target} if step is None else {"pipeline_id": target, "step": step}
     async with connect(nats_url) as client:
         identity = client.bus.identity
         # What the record will name: the credentials' name (no credentials: an open bus proves nobody).
         sent = identity.author.name if identity is not None else default_user()
-        if step is None:
-            seq = await jobs_app.decide(client, jobs_app.DecideJob(job_id=target, decision=kind, by=sent, reason=reason))
-            answer = await jobs_app.decision_answer(client, target, kind, seq, wait)
-        else:
-            cmd = pipelines_app.DecideStep(pipeline_id=target, step=step, decision=kind, by=sent, reason=reason)
-            seq = await pipelines_app.decide_step(client, cmd)
-            answer = await pipelines_app.step_answer(client, cmd, seq, wait)
+        try:
+            if step is None:
+                seq = await jobs_app.decide(client, jobs_app.DecideJob(job_id=target, decision=kind, by=sent, reason=reason))
+                answer = await jobs_app.decision_answer(client, target, kind, seq, wait)
+            else:
+                cmd = pipelines_app.DecideStep(pipeline_id=target, step=step, decision=kind, by=sent, reason=reason)
+                seq = await pipelines_app.decide_step(client, cmd)
+                answer = await pipelines_app.step_answer(client, cmd, seq, wait)
+        except NotAllowed as exc:
+            if not as_json:
+                raise
+            # --json promises one object with the outcome: the server refused it before the log.
+            print_json({**ids, "decision": kind, "seq": None, "outcome": "refused", "status": None, "reason": str(exc), "by": sent})
+            return False
     by = answer.by or sent
     what = f"job {target}" if step is None else f"pipeline {target} step {step}"
     if as_json:
-        ids = {"job_id": target} if step is None else {"pipeline_id": target, "step": step}
         print_json({**ids, "decision": kind, "seq": seq, **plain(answer), "by": by})
     elif answer.outcome == "refused":
         # The orchestrator's reason names the identity and why ("'bob' may not approve this job; ...").

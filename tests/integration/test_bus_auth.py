@@ -661,6 +661,10 @@ async def test_an_approval_is_recorded_under_the_approvers_identity_not_its_by(u
     # A typed name is never the approver: refused with the reason, nothing recorded.
     code, out = await up.nexus("approve", job_id, "--by", "mallory", creds=alice)
     assert code == 2 and "--by is not taken" in out and "Traceback" not in out, out
+    # A submitter's approval is refused by the server: with --json, still one object saying so.
+    code, out = await up.nexus("approve", job_id, "--json", creds=up.creds / "submitter.creds")
+    said = json.loads(out.splitlines()[-1])
+    assert code == 1 and (said["outcome"], said["seq"]) == ("refused", None) and "not allowed" in said["reason"], out
     # The CLI says who the record names (the credentials' name), not $USER, and what the orchestrator did.
     code, out = await up.nexus("approve", job_id, "--json", creds=alice, env={"USER": "mallory"})
     assert code == 0, out
