@@ -233,8 +233,14 @@ def parse_pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"{what} must look like KEY=VALUE, got {item!r}", 2)
+        if what in _EXACT and (key != key.strip() or value != value.strip()):
+            # Labels match exactly: `env=prod ` is not `env=prod`, and would quietly not count as production.
+            fail(f"{what} {item!r} has spaces around its key or value; labels match exactly", 2)
         pairs[key] = value
     return pairs
+
+
+_EXACT = ("--label", "--prefer")
 
 
 def print_json(value: Any) -> None:

@@ -105,6 +105,7 @@ async def test_help_loads_no_heavy_module(tmp_path: Path, args: tuple[str, ...],
         (("pipeline", "show", "x.y"), "nexus: error: invalid pipeline id 'x.y': ids match"),
         (("nodes", "--tool", "bash"), "nexus: error: --tool goes with --optimal"),  # it listed every node as if not given
         (("nodes", "--reason", "x"), "nexus: error: --reason goes with --drain"),
+        (("run", "-l", "env=prod ", "--", "true"), "nexus: error: --label 'env=prod ' has spaces around its key or value"),
     ],
 )
 async def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
