@@ -127,6 +127,12 @@ def _runnable(body: dict[str, Any]) -> None:
         props[name]["additionalProperties"]["pattern"] = _NO_NUL
 
 
+def _nullable(body: dict[str, Any]) -> bool:
+    """Whether a request body's schema takes null: the route's body is optional."""
+    schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+    return any(s.get("type") == "null" for s in schema.get("oneOf", schema.get("anyOf", [])))
+
+
 def refine(document: dict[str, Any], *, secured: bool, public_prefixes: tuple[str, ...]) -> dict[str, Any]:
     """The document Litestar generated, with the schemas, ids and security the server enforces."""
     doc = copy.deepcopy(document)
@@ -139,6 +145,9 @@ def refine(document: dict[str, Any], *, secured: bool, public_prefixes: tuple[st
                 continue
             for param in operation.get("parameters", []):
                 _constrain(param)
+            body = operation.get("requestBody")
+            if body is not None and _nullable(body):
+                body["required"] = False  # `JSONBody[X | None] = None`: no body at all is fine (Litestar says required)
             if secured and path.startswith(public_prefixes):
                 operation["security"] = []
     if not secured:

@@ -52,8 +52,9 @@ async def test_requests_no_process_can_take_are_rejected_with_the_reason(stack: 
 
 
 async def test_the_api_refuses_at_submit_what_the_analysis_would_reject(stack: Stack) -> None:
-    """400 `invalid-body` with the analysis' own reason, for jobs and pipeline steps, and nothing
-    stored (they were answered 201 and rejected later); validate says invalid with that reason."""
+    """400 `invalid-body` with the analysis' own reason for jobs (422 `invalid-template` with the
+    line for pipeline steps), and nothing stored (they were answered 201 and rejected later);
+    validate says invalid with that reason."""
     bodies = [
         ({"command": "  \t"}, "the command is empty"),
         ({"command": "echo \x00 nul"}, "the command holds a NUL byte"),
@@ -77,7 +78,7 @@ async def test_the_api_refuses_at_submit_what_the_analysis_would_reject(stack: S
         for change, said in steps:
             template = json.dumps({"name": "bad", "steps": [step | change]})
             resp = await http.post("/api/v1/pipelines", json={"template": template, "pipelineId": "bad-pipeline"})
-            assert_problem(resp, 400, "invalid-body", said)
+            assert_problem(resp, 422, "invalid-template", f"template:1: {said}")  # a template error: with its line
         assert (await http.post("/api/v1/jobs/validate", json={"command": "echo fine"})).json()["invalid"] is None
     assert await stack.client.bus.last_seq(subject="nexus.evt.job.>") == 0
     assert await stack.client.bus.last_seq(subject="nexus.evt.pipeline.>") == 0
