@@ -166,6 +166,11 @@ async def test_a_newer_attempt_on_the_same_node_starts_only_once_the_older_is_ki
         await wait_for(lambda a=attempt: marks.exists() and f"start-{a}" in marks.read_text(), what=f"attempt {attempt} to start")
     await wait_for(lambda: marks.read_text().endswith("end-2\n"), what="attempt 2 to end")
     assert marks.read_text().splitlines() == ["start-1", "start-2", "end-2"]
+
+    async def both_exited() -> bool:
+        return sum(isinstance(r.event, JobExited) for r in await _history(bus, "j1")) == 2
+
+    await wait_for(both_exited, what="both attempts' exited")  # the file is written before the process ends
     events = [(type(r.event).__name__, getattr(r.event, "attempt", None), r.seq) for r in await _history(bus, "j1")]
     exited_1 = next(seq for kind, attempt, seq in events if (kind, attempt) == ("JobExited", 1))
     started_2 = next(seq for kind, attempt, seq in events if (kind, attempt) == ("JobStarted", 2))
