@@ -194,15 +194,21 @@ async def _say_why_no_output(client: "NexusClient", job_id: str) -> None:
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":
-    """The job's output as it comes; notices (the connection lost, or back) on stderr."""
+    """The job's output as it comes; on stderr, notices (the connection lost, or back) and why no
+    output comes yet or ever (held for approval, queued, rejected or denied), as `nexus run` says."""
     from orchestrator.cli.follow import Say
+    from schemas.events import JobApprovalRequired, JobDenied, JobQueued, JobRejected
 
     say = Say()
+    told: dict[type, str] = {JobApprovalRequired: "waiting for approval", JobQueued: "queued", JobRejected: "rejected", JobDenied: "denied"}
     async for item in client.follow(job_id):
         if item.output is not None:
             yield item.output, item.attempt, item.stream
         elif item.notice is not None:
             say(item.notice)
+        elif item.record is not None and (ev := item.record.event) is not None and (what := told.get(type(ev))) is not None:
+            why = f"by {ev.by}" + (f": {ev.reason}" if ev.reason else "") if isinstance(ev, JobDenied) else getattr(ev, "reason", None)
+            say(f"job {job_id} {what}" + (f": {why}" if why else ""))
 
 
 def _write_text(stream: str, text: str) -> None:

@@ -341,3 +341,24 @@ async def test_a_job_after_one_that_failed_is_told_rejected_at_submit(stack: Sta
     code, out, err = await stack.nexus("submit", "--json", "--after", "dep-runs", "--", "echo", "y")
     assert code == 0 and json.loads(out)["status"] == "queued", (out, err)
     await stack.nexus("cancel", "dep-runs")
+
+
+async def test_logs_says_why_a_job_has_no_output(stack: Stack) -> None:
+    """Audit: `nexus logs -f` of a held job waited in silence, and `nexus logs` of a job that never
+    ran printed nothing at all; both now say where the job stands, on stderr (stdout stays output)."""
+    code, _, err = await stack.nexus("submit", "--id", "logs-held", "--", "rm -rf /nexus-logs-test-nothing")
+    assert code == 0, err
+    await wait_for(lambda: (j := stack.orchestrator.jobs.get("logs-held")) and j.status == "approval_required", what="the hold")
+    code, out, err = await stack.nexus("logs", "logs-held")
+    assert code == 0 and out == b"" and b"note: logs-held has no output: it is approval_required" in err, err
+    env = {**os.environ, "NEXUS_NATS_URL": stack.url}
+    follower = await asyncio.create_subprocess_exec(
+        NEXUS, "logs", "-f", "logs-held", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=stack.tmp
+    )
+    assert follower.stderr is not None
+    said = await asyncio.wait_for(follower.stderr.readline(), 30)
+    assert b"job logs-held waiting for approval: critical command needs approval" in said, said
+    code, _, err = await stack.nexus("deny", "logs-held", "--reason", "not today")
+    assert code == 0, err
+    out, rest = await asyncio.wait_for(follower.communicate(), 30)
+    assert follower.returncode == 0 and out == b"" and b"job logs-held denied: by " in rest and b"not today" in rest, rest
