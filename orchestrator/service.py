@@ -384,7 +384,9 @@ class Orchestrator:
         statuses: dict[str, str] = {}
         if job.after:  # only jobs requested before this one count (decide.Context.statuses)
             statuses = {j: v.status for j, v in self._jobs_named(job.after).items() if 0 < v.first_seq < job.first_seq}
-        return decide.Context(policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer)
+        return decide.Context(
+            policy=self.policy, review=review, statuses=statuses, output=output, verification=verification, sealer=sealer
+        )
 
     def _jobs_named(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The known jobs among `job_ids`: from memory while active, else from the store."""

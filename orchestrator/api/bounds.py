@@ -9,7 +9,7 @@
         Litestar
           `strict_body`      decodes the body strictly into the route's model, which
                              carries the field bounds of schemas.limits (400 `invalid-body`)
-          handlers           `check_fits`/`check_job_fits`: 413 `too-large` for an event
+          handlers           `check_job_fits` (and app.refusals.refuse_too_large): 413 `too-large` for an event
                              the bus would refuse (MAX_EVENT_BYTES, a dispatch included)
 
 The depth is measured on the raw bytes (strings skipped) before any decoder
@@ -35,7 +35,7 @@ from orchestrator.api.errors import MAX_BODY_BYTES, ProblemError, send_problem, 
 from orchestrator.app.refusals import refuse_too_large
 from orchestrator.core.decide import dispatch_for
 from schemas import codec
-from schemas.events import Event, JobRequested
+from schemas.events import JobRequested
 from schemas.limits import MAX_DEPTH, MAX_ENV_VALUE_CHARS
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -187,11 +187,6 @@ def _invalid(message: str) -> ValidationException:
 # ---------------------------------------------------------------- events a request would publish
 
 
-def check_fits(event: Event, what: str) -> None:
-    """413 unless `event` fits on the bus: a request is refused here, not published and lost."""
-    refuse_too_large(event, what)
-
-
 def check_job_fits(req: JobRequested) -> None:
     """The job's request, and the dispatch the orchestrator will build from it (the command
     twice, env, node-side tests), must both fit: the decider would reject it as `too_large`.
@@ -203,6 +198,6 @@ def check_job_fits(req: JobRequested) -> None:
                 f"env {name!r} is {len(value)} characters once sealed, over the limit of {MAX_ENV_VALUE_CHARS}: "
                 "a secret value may hold about 12 KiB"
             )
-    check_fits(req, "the job's request")
+    refuse_too_large(req, "the job's request")
     dispatch = dispatch_for(req, 1, req.ts or datetime.now(UTC))
-    check_fits(dispatch, "the job's dispatch (its command twice, env and node tests)")
+    refuse_too_large(dispatch, "the job's dispatch (its command twice, env and node tests)")

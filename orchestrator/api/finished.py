@@ -17,13 +17,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.auth import identity_of, require
-from orchestrator.api.bounds import check_fits, check_job_fits
+from orchestrator.api.bounds import check_job_fits
 from orchestrator.api.context import Ctx
 from orchestrator.api.jobs import load_job, stream_endpoint
 from orchestrator.api.models import RollbackRequest, RollbackStarted, TestRequest, TestResultOut, TestResults
 from orchestrator.api.openapi import problems
 from orchestrator.app import finished as finished_app
 from orchestrator.app.finished import RollBack, RunTests
+from orchestrator.app.refusals import refuse_too_large
 from orchestrator.client import new_job_id
 
 
@@ -46,7 +47,7 @@ async def test_job(job_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, A
     """Publishes `test_requested` and answers with the `tested` results (node-side checks
     run in a verification job on the job's node)."""
     ev = finished_app.tests_request(RunTests(job_id=job_id, tests=list(data.tests), by=identity_of(request.scope).user), datetime.now(UTC))
-    check_fits(ev, "the test request")
+    refuse_too_large(ev, "the test request")
     seq = await finished_app.request_tests(ctx.client, job_id, ev)
     try:
         tested = await ctx.client.wait_tested(job_id, seq, data.timeout_s)

@@ -71,7 +71,6 @@ RETRY_MS = 1000
 _encoder = msgspec.json.Encoder()
 log = Logger("nexus.api")
 
-
 @dataclass(frozen=True)
 class Position:
     """Where a client is in a job's stream: see the module docstring."""
@@ -111,14 +110,8 @@ def describe(rec: Record, state: _JobState) -> StatusEvent:
     state.status = status_after(rec, state.status)
     ts = rec.event.ts if rec.event is not None and rec.event.ts is not None else rec.stream_ts
     return StatusEvent(
-        category=told.category,
-        message=told.message,
-        status=state.status,
-        level=told.level,
-        seq=rec.seq,
-        ts=ts,
-        node=told.node,
-        attempt=told.attempt,
+        category=told.category, message=told.message, status=state.status, level=told.level,
+        seq=rec.seq, ts=ts, node=told.node, attempt=told.attempt,
     )
 
 
@@ -178,12 +171,8 @@ async def follow(bus: EventBus, job_id: str, start: Position, ctx: ApiContext) -
 def _chunk(chunk: OutputChunk, views: TextViews) -> OutputChunkEvent:
     data = chunk.data
     return OutputChunkEvent(
-        text=views.feed(chunk.attempt, chunk.stream, data),
-        data_b64=base64.b64encode(data).decode(),
-        attempt=chunk.attempt,
-        chunk=chunk.number,
-        seq=chunk.seq,
-        stream=chunk.stream,
+        text=views.feed(chunk.attempt, chunk.stream, data), data_b64=base64.b64encode(data).decode(),
+        attempt=chunk.attempt, chunk=chunk.number, seq=chunk.seq, stream=chunk.stream,
     )
 
 

@@ -363,6 +363,11 @@ class _Known(Mapping[str, Candidate]):
         return sum(1 for _ in self)
 
 
+def _fits(job: JobView, hb: NodeHeartbeat) -> bool:
+    """The node has the job's tool and the labels it selects."""
+    return job.tool in hb.tools and all(hb.labels.get(k) == v for k, v in job.labels.items())
+
+
 def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = None) -> list[Outgoing]:
     if job.requested_node is not None:
         target = job.requested_node
@@ -377,14 +382,8 @@ def _place(job: JobView, fleet: Fleet, now: datetime, sealer: Sealer | None = No
         candidates = capable_nodes(fleet, job.tool, job.labels, now)
         sel = f" with labels {job.labels}" if job.labels else ""
         waiting = f"no live node{sel} has tool {job.tool!r}; waiting for one to come back"
-        drained = sorted(
-            n
-            for n, hb in fleet.heartbeats.items()
-            if fleet.drained(n)
-            and job.tool in hb.tools
-            and fleet.is_live(n, now)
-            and all(hb.labels.get(k) == v for k, v in job.labels.items())
-        )  # only those the job could have had: a drained node outside its selector is no reason to wait
+        # Only those the job could have had: a drained node outside its selector is no reason to wait.
+        drained = sorted(n for n, hb in fleet.heartbeats.items() if fleet.drained(n) and fleet.is_live(n, now) and _fits(job, hb))
         drained_only = bool(drained)
         if drained:
             waiting = f"no node{sel} that takes jobs has tool {job.tool!r} (drained: {', '.join(drained)}); waiting for one"

@@ -234,16 +234,8 @@ def _on_node(job: JobView, ev: OnNode, ts: datetime) -> JobView:
     match ev:
         case JobAssigned():
             # A new attempt: a kill sent to the last one (declared lost) is not this one's.
-            return replace(
-                job,
-                status=S.ASSIGNED,
-                node=ev.node,
-                attempt=ev.attempt,
-                assigned_at=ts,
-                placement=ev.reason,
-                reason=None,
-                cancel_sent=False,
-            )
+            attempt = {"node": ev.node, "attempt": ev.attempt, "assigned_at": ts, "placement": ev.reason, "cancel_sent": False}
+            return replace(job, status=S.ASSIGNED, reason=None, **attempt)
         case JobDispatch():
             return replace(job, status=S.DISPATCHED)
         case JobAccepted():
