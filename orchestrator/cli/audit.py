@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, creds_file, err, fail, out, print_json, run_async
+from orchestrator.cli.common import DEFAULT_NATS, CredsOpt, JsonOpt, NatsOpt, connect, creds_file, err, fail, out, print_json, run_long
 from orchestrator.cli.terminal_text import printable
 
 if TYPE_CHECKING:  # the audit machinery is imported when `verify` runs, not for `nexus --help`
@@ -50,7 +50,7 @@ def verify(
     _verify(db, list(account_key or ()), as_json, nats_url)
 
 
-@run_async
+@run_long
 async def _verify(db: Path | None, account_keys: list[str], as_json: bool, nats_url: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -5,7 +5,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -21,7 +21,7 @@ from orchestrator.cli.common import (
     fail,
     parse_duration,
     parse_pairs,
-    run_async,
+    run_long,
 )
 
 if TYPE_CHECKING:  # the services (and the bus, the policy) are imported when a daemon starts: short CLI verbs stay fast
@@ -145,14 +145,6 @@ def _redaction(extra: str | None) -> "Redaction":
 
 
 @dataclass(frozen=True)
-class AgentExtras:
-    """`nexus agent`'s secrets options: where its sealing key lives, what more of its environment jobs get."""
-
-    state_dir: Path | None = None
-    pass_env: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class LocalAgent:
     node_id: str
     labels: dict[str, str]
@@ -215,7 +207,7 @@ def up(
     _up(nats_url, creds, data, port, local, liveness, load_policy(policy), api, redaction=_redaction(redacted_vars))
 
 
-@run_async
+@run_long
 async def _up(
     nats_url: str | None,
     creds: Path | None,
@@ -432,7 +424,7 @@ def orchestrator(
     _orchestrator(nats_url, creds_file(creds), db, liveness, load_policy(policy), limits, _redaction(redacted_vars))
 
 
-@run_async
+@run_long
 async def _orchestrator(
     nats_url: str, creds: Path | None, db: Path, liveness: Liveness, policy: "Policy", limits: "StreamLimits", redaction: "Redaction"
 ) -> None:
@@ -489,44 +481,38 @@ def agent(
     """Run a node agent: take this node's dispatches and run them in a PTY.
 
     Give it an agent identity for this node (`nexus creds new --role agent --node ID`)."""
-    from agent import logs
     from schemas import subjects
 
-    logs.configure(log_level, json=log_json)
     subjects.check_id(node, "node id")
     labels = parse_pairs(label, "--label")
-    extras = AgentExtras(state_dir=state_dir, pass_env=tuple(pass_env or ()))
-    _agent(nats_url, creds_file(creds), node, labels, max_jobs, tuple(tool or ()), heartbeat, kill_grace, extras)
+    args = ["--node", node, "--max-jobs", str(max_jobs), "--heartbeat", repr(heartbeat), "--kill-grace", repr(kill_grace)]
+    args += ["--log-level", log_level]
+    args += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
+    args += [a for name in tool or () for a in ("--tool", name)]
+    args += [a for name in pass_env or () for a in ("--pass-env", name)]
+    args += ["--state-dir", str(state_dir)] if state_dir is not None else []
+    args += ["--log-json"] if log_json else []
+    _become_agent_program(args, nats_url, creds_file(creds))
 
 
-@run_async
-async def _agent(
-    nats_url: str,
-    creds: Path | None,
-    node: str,
-    labels: dict[str, str],
-    max_jobs: int,
-    tools: tuple[str, ...],
-    heartbeat: float,
-    kill_grace: float,
-    extras: AgentExtras,
-) -> None:
-    from agent.main import AgentOptions, serve
+def _become_agent_program(args: list[str], nats_url: str, creds: Path | None) -> NoReturn:
+    """Run the agent-only program (`nexus-agent`, agent/main.py: the same agent) in this process's
+    place, with the same pid: without the CLI's own modules (typer, click), ~2 MiB less of each
+    node's memory (docs/benchmarks.md). The URL and the credentials go in its environment, not on
+    its command line, which `ps` shows to everyone."""
+    import sys
 
-    # The same code as `nexus-agent` (the agent-only install): one agent, two entry points.
-    opts = AgentOptions(
-        node=node,
-        nats_url=nats_url,
-        creds=str(creds) if creds else None,
-        labels=labels,
-        max_jobs=max_jobs,
-        tools=tools,
-        heartbeat_s=heartbeat,
-        state_dir=extras.state_dir,
-        pass_env=extras.pass_env,
-        kill_grace_s=kill_grace,
-    )
-    await serve(opts)
+    env = {**os.environ, "NEXUS_NATS_URL": nats_url}
+    if creds is not None:
+        env["NEXUS_NATS_CREDS"] = str(creds)
+    else:
+        env.pop("NEXUS_NATS_CREDS", None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    program = Path(sys.executable).parent / "nexus-agent"  # the console script installed beside `nexus`
+    if program.is_file():
+        os.execve(program, [str(program), *args], env)
+    os.execve(sys.executable, [sys.executable, "-m", "agent.main", *args], env)
 
 
 def api(
@@ -548,7 +534,7 @@ def api(
     _api(nats_url, creds_file(creds), host, port, auth, load_policy(policy), node_ttl)
 
 
-@run_async
+@run_long
 async def _api(nats_url: str, creds: Path | None, host: str, port: int, auth: Path | None, policy: "Policy", node_ttl: float) -> None:
     import asyncio
 

@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     print_table,
     query,
     run_async,
+    run_long,
     unused_creds,
 )
 
@@ -72,7 +73,7 @@ def replay(
     _replay(db, until, force, as_json, nats_url)
 
 
-@run_async
+@run_long
 async def _replay(db: Path, until: str | None, force: bool, as_json: bool, nats_url: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

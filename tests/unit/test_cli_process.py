@@ -12,9 +12,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import typer
+import uvloop
 
 from orchestrator.cli import process
-from orchestrator.cli.common import run_async
+from orchestrator.cli.common import CliError, run_async, run_long
 
 
 @pytest.fixture
@@ -47,6 +49,36 @@ def test_a_verb_in_a_process_that_collects_changes_nothing(restore_gc: None) -> 
     _verb(seen)
     assert seen == [True, True, True]
     assert gc.get_freeze_count() == frozen
+
+
+@run_async
+async def _which_loop() -> type:
+    return type(asyncio.get_running_loop())
+
+
+@run_long
+async def _which_loop_long() -> type:
+    return type(asyncio.get_running_loop())
+
+
+@run_long
+async def _fails_long() -> None:
+    await asyncio.sleep(0)
+    raise CliError("no such thing", 2)
+
+
+def test_a_long_verb_runs_on_libuvs_loop_a_short_one_on_asyncios(restore_gc: None) -> None:
+    # The services, replay and audit run on uvloop (less CPU per event); a short verb does not import it.
+    assert _which_loop_long() is uvloop.Loop
+    assert _which_loop() is not uvloop.Loop
+    assert issubclass(_which_loop(), asyncio.BaseEventLoop)
+
+
+def test_a_long_verb_fails_as_a_short_one_does(restore_gc: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as ended:
+        _fails_long()
+    assert ended.value.exit_code == 2
+    assert "nexus: error: no such thing" in capsys.readouterr().err
 
 
 # A child that prints without flushing (stdout a pipe, no PYTHONUNBUFFERED), then ends at once.
