@@ -28,6 +28,7 @@ from bus.sealing import SealingKey
 from bus.urls import DEFAULT_URL
 from schemas import subjects
 from schemas.errors import NexusError
+from schemas.limits import JOB_OUTPUT_MAX_BYTES
 
 log = Logger("nexus.agent")
 
@@ -41,6 +42,7 @@ SEALING_KEY_FILE = "sealing.key"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MALLOC_MMAP_THRESHOLD = 8 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 16 * 1024 * 1024
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class AgentOptions:
     kill_grace_s: float = 5.0
     state_dir: Path | None = None  # None: default_state_dir(node)
     pass_env: tuple[str, ...] = ()
+    output_max: int | None = JOB_OUTPUT_MAX_BYTES  # bytes of each attempt's output kept (None: all)
 
 
 def default_state_dir(node: str) -> Path:
@@ -75,7 +78,7 @@ async def serve(opts: AgentOptions) -> None:
         agent = Agent(
             bus, opts.node, labels=opts.labels, max_jobs=opts.max_jobs, extra_tools=opts.tools,
             heartbeat_s=opts.heartbeat_s, kill_grace_s=opts.kill_grace_s, sealing_key=key, pass_env=opts.pass_env,
-            state_dir=state_dir,
+            state_dir=state_dir, output_max=opts.output_max,
         )  # fmt: skip
         await _until_signal(asyncio.create_task(agent.run(), name="agent"), grace_s=opts.kill_grace_s + 10.0)
     finally:
@@ -160,6 +163,11 @@ def parser() -> argparse.ArgumentParser:
         "--pass-env", action="append", default=[], metavar="NAME",
         help="Also give jobs this variable of the agent's environment (besides PATH, HOME, LANG, ...); repeatable.",
     )  # fmt: skip
+    p.add_argument(
+        "--output-max-mb", type=float, default=JOB_OUTPUT_MAX_BYTES / MIB, metavar="MIB",
+        help=f"Output kept of each job, in MiB (default {JOB_OUTPUT_MAX_BYTES // MIB}; 0: no limit). Past it the job runs on, "
+        "its output is read and dropped, and its `exited` event says how much (output_dropped).",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="Log level (default info).")
     p.add_argument("--log-json", action="store_true", help="Log as JSON lines.")
     return p
@@ -170,9 +178,12 @@ def options(argv: Sequence[str] | None = None) -> tuple[AgentOptions, argparse.N
     ns = p.parse_args(argv)
     if ns.max_jobs < 1 or ns.heartbeat < 0.1 or ns.kill_grace < 0:
         p.error("--max-jobs must be >= 1, --heartbeat >= 0.1 and --kill-grace >= 0")
+    if not 0 <= ns.output_max_mb < 2**43:  # NaN included
+        p.error(f"--output-max-mb takes a size in MiB, 0 for no limit; got {ns.output_max_mb}")
     opts = AgentOptions(
         node=ns.node, nats_url=ns.nats, creds=ns.creds, labels=dict(ns.label), max_jobs=ns.max_jobs, tools=tuple(ns.tool),
         heartbeat_s=ns.heartbeat, kill_grace_s=ns.kill_grace, state_dir=ns.state_dir, pass_env=tuple(ns.pass_env),
+        output_max=max(int(ns.output_max_mb * MIB), 1) if ns.output_max_mb else None,
     )  # fmt: skip
     return opts, ns
 

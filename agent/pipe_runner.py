@@ -38,7 +38,7 @@ from typing import Literal
 
 from agent import job_signals, process_tree
 from agent.masking import OutputMasker
-from agent.pty_output import PtyReader, deliver, drain
+from agent.pty_output import OutputBudget, PtyReader, deliver, drain
 from agent.pty_runner import Reaper, RunResult, RunSpec, SpawnFailed, StartedCallback, resolve_argv, supervise
 from bus.logs import Logger
 
@@ -69,6 +69,7 @@ class PipeRunner:
         reaper = Reaper(loop, pid)
         readers = {name: PtyReader(loop, fd, cap=4 * spec.chunk_max, chunk=spec.chunk_max, read_size=spec.chunk_max)
                    for name, fd in fds.items()}  # fmt: skip
+        budget = OutputBudget(spec.output_max)  # both streams together
         delivery: asyncio.Task[None] | None = None
         status: int | None = None
         try:
@@ -76,7 +77,7 @@ class PipeRunner:
                 await on_started(pid)
             for reader in readers.values():  # only now, so no chunk can overtake on_started
                 reader.start()
-            delivery = asyncio.create_task(_deliver_both(readers, on_output, spec))
+            delivery = asyncio.create_task(_deliver_both(readers, on_output, spec, budget))
             killed_by = await supervise(spec, reaper.exited, delivery, cancel, started)
             if killed_by is not None:
                 await process_tree.kill_tree(pid, spec.kill_grace_s)
@@ -114,11 +115,13 @@ class PipeRunner:
             output_bytes=sum(r.delivered_bytes for r in readers.values()),
             chunks=sum(r.delivered_chunks for r in readers.values()),
             killed_by=killed_by,
+            output_dropped=budget.dropped,
         )
 
 
-async def _deliver_both(readers: dict[Stream, PtyReader], on_output: StreamCallback, spec: RunSpec) -> None:
-    """Deliver each stream in order, each with its own masker (a secret may be split across its chunks)."""
+async def _deliver_both(readers: dict[Stream, PtyReader], on_output: StreamCallback, spec: RunSpec, budget: OutputBudget) -> None:
+    """Deliver each stream in order, each with its own masker (a secret may be split across its chunks),
+    both within the one budget of the run."""
 
     def sink(name: Stream) -> Callable[[bytes], Awaitable[None]]:
         async def send(data: bytes) -> None:
@@ -128,7 +131,7 @@ async def _deliver_both(readers: dict[Stream, PtyReader], on_output: StreamCallb
 
     tasks = [
         asyncio.create_task(
-            deliver(reader, sink(name), spec.chunk_max, spec.flush_interval_s, OutputMasker(spec.secrets) if spec.secrets else None)
+            deliver(reader, sink(name), spec.chunk_max, spec.flush_interval_s, OutputMasker(spec.secrets) if spec.secrets else None, budget)
         )
         for name, reader in readers.items()
     ]

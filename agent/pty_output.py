@@ -25,6 +25,28 @@ DRAIN_MAX_S = 2.0
 OutputCallback = Callable[[bytes], Awaitable[None]]
 
 
+class OutputBudget:
+    """How much of one run's output is kept: its first `limit` bytes, whatever the streams (None:
+    all of it). What comes after is still read, so the command never blocks on a full terminal,
+    and counted in `dropped`; what is kept is a byte-exact prefix of the output."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.kept = 0
+        self.dropped = 0
+
+    def keep(self, chunk: bytes) -> bytes:
+        """The part of `chunk` that is kept (all of it, a prefix, or nothing)."""
+        if self.limit is None:
+            return chunk
+        room = max(self.limit - self.kept, 0)
+        if len(chunk) > room:
+            self.dropped += len(chunk) - room
+            chunk = chunk[:room]
+        self.kept += len(chunk)
+        return chunk
+
+
 class PtyReader:
     """Reads the pty master (or a pipe) into a bounded buffer.
 
@@ -137,13 +159,21 @@ class PtyReader:
 
 
 async def deliver(
-    reader: PtyReader, on_output: OutputCallback, chunk_max: int, interval_s: float, masker: OutputMasker | None = None
+    reader: PtyReader,
+    on_output: OutputCallback,
+    chunk_max: int,
+    interval_s: float,
+    masker: OutputMasker | None = None,
+    budget: OutputBudget | None = None,
 ) -> None:
     """Hand buffered bytes to ``on_output`` in order, coalesced into chunks; with a
     ``masker``, the job's secrets replaced by the mask first (a secret split across two
-    chunks included: the bytes that may start one wait for the next chunk)."""
+    chunks included: the bytes that may start one wait for the next chunk); with a
+    ``budget``, only what it keeps (what is past it is read and dropped)."""
 
     async def publish(chunk: bytes) -> None:
+        if budget is not None:
+            chunk = budget.keep(chunk)
         if chunk:
             await on_output(chunk)
             reader.delivered_bytes += len(chunk)

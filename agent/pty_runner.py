@@ -39,7 +39,7 @@ from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 
 from agent import job_signals, process_tree, pty_spawn
 from agent.masking import OutputMasker
-from agent.pty_output import OutputCallback, PtyReader, deliver, drain
+from agent.pty_output import OutputBudget, OutputCallback, PtyReader, deliver, drain
 from schemas import runnable
 
 
@@ -57,6 +57,7 @@ class RunSpec:
     chunk_max: int = 32 * 1024
     flush_interval_s: float = 0.05
     secrets: tuple[bytes, ...] = ()  # replaced by the mask in the output (agent.masking)
+    output_max: int | None = None  # output kept, in bytes (None: all); the rest is read and dropped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +70,7 @@ class RunResult:
     output_bytes: int
     chunks: int
     killed_by: Literal["timeout", "cancel"] | None
+    output_dropped: int = 0  # read past spec.output_max, not kept
 
 
 class SpawnFailed(Exception):
@@ -107,6 +109,7 @@ class PtyRunner:
         tty = _pty_device(proc.fd, pid)
         reaper = Reaper(loop, pid)
         reader = PtyReader(loop, proc.fd, cap=4 * spec.chunk_max, chunk=spec.chunk_max)
+        budget = OutputBudget(spec.output_max)
         delivery: asyncio.Task[None] | None = None
         try:
             if on_started is not None:
@@ -114,7 +117,7 @@ class PtyRunner:
             # Started only now so no chunk can overtake on_started.
             reader.start()
             masker = OutputMasker(spec.secrets) if spec.secrets else None
-            delivery = asyncio.create_task(deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s, masker))
+            delivery = asyncio.create_task(deliver(reader, on_output, spec.chunk_max, spec.flush_interval_s, masker, budget))
             killed_by = await supervise(spec, reaper.exited, delivery, cancel, started)
             if killed_by is not None:
                 await process_tree.kill_tree(pid, spec.kill_grace_s, tty=tty)
@@ -146,6 +149,7 @@ class PtyRunner:
             output_bytes=reader.delivered_bytes,
             chunks=reader.delivered_chunks,
             killed_by=killed_by,
+            output_dropped=budget.dropped,
         )
 
 

@@ -39,6 +39,7 @@ from schemas import msgids, subjects
 from schemas.envelope import Outgoing
 from schemas.errors import NexusError
 from schemas.events import JobAccepted, JobCancel, JobDispatch, JobExited, JobStarted, NodeFact, NodeHeartbeat
+from schemas.limits import JOB_OUTPUT_MAX_BYTES
 from schemas.records import Record
 from schemas.secrets import is_sealed
 
@@ -82,6 +83,7 @@ class Agent:
         sealing_key: SealingKey | None = None,
         pass_env: tuple[str, ...] = (),
         state_dir: Path | None = None,
+        output_max: int | None = JOB_OUTPUT_MAX_BYTES,
     ) -> None:
         self.bus = bus
         # What this node ran, kept across restarts (never the same attempt twice), and
@@ -98,6 +100,7 @@ class Agent:
         # Without one (in-process agents in tests) a key lives as long as the process.
         self.sealing_key = sealing_key or SealingKey.generate()
         self.pass_env = pass_env
+        self.output_max = output_max  # output kept of each attempt, in bytes (None: all of it)
         # What jobs inherit of our environment, taken once (reading os.environ decodes every variable).
         self.inherited_env = inherited(os.environ, pass_env)
         self._refusal_asked = False  # whether this outage's cause was asked of the server (credentials_refused)
@@ -457,6 +460,7 @@ class Agent:
                 timeout_s=dispatch.timeout_s,
                 kill_grace_s=self.kill_grace_s,
                 secrets=secrets,
+                output_max=self.output_max,
                 # A server configured with a smaller max_payload gets smaller chunks, never refused ones.
                 chunk_max=min(OUTPUT_CHUNK_MAX, self.bus.max_payload - HEADER_ROOM),
             )
@@ -486,7 +490,10 @@ class Agent:
                 killed_by=killed_by,
                 first_output_at=first_output_at,
                 checks=checks,
+                output_dropped=result.output_dropped,
             )
+            if result.output_dropped:
+                log.warning("job.output_dropped", job_id=job_id, kept=result.output_bytes, dropped=result.output_dropped)
         except SpawnFailed as exc:
             exited = JobExited(ts=datetime.now(UTC), node=self.node_id, attempt=attempt, error=f"could not start: {exc.reason}")
         except Exception as exc:

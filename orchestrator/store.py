@@ -49,6 +49,17 @@ def _column_type(tp: Any) -> str:
     return _SQL_TYPES.get(tp, "JSON")
 
 
+def _sql_literal(value: Any) -> str | None:
+    """`value` as a SQL literal, for a plain bool, int or str (None for anything else)."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int) and not isinstance(value, enum.Enum):
+        return str(int(value))
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        return "'" + value.replace("'", "''") + "'"
+    return None
+
+
 class _Table:
     """Column layout of a msgspec Struct as a DuckDB table, and conversions both ways."""
 
@@ -59,6 +70,9 @@ class _Table:
         hints = typing.get_type_hints(struct, include_extras=False)
         fields = msgspec.structs.fields(struct)
         self.columns = [(f.name, _column_type(hints[f.name])) for f in fields if f.name not in exclude]
+        # What a column added to an existing table holds in its old rows: the field's default when
+        # it is a plain number, flag or text (an old job dropped no output: 0, as a replay folds it).
+        self._added_defaults = {f.name: literal for f in fields if (literal := _sql_literal(f.default)) is not None}
         # Rows as one JSON document: JSON columns travel as their text and are cast like `?::JSON` would.
         self.plain = not exclude and all(t not in ("JSON", "DOUBLE") for _, t in self.columns) and all(
             f.encode_name == f.name for f in fields
@@ -91,7 +105,8 @@ class _Table:
         added = set()
         for name, sqltype in self.columns:
             if name not in have:
-                con.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {sqltype}")
+                default = self._added_defaults.get(name)
+                con.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {sqltype}" + (f" DEFAULT {default}" if default else ""))
                 added.add(name)
         return added if existed else set()
 

@@ -18,6 +18,7 @@ from schemas.limits import (
     MAX_LIST_ITEMS,
     Attempt,
     Command,
+    Count,
     Env,
     Int64,
     Labels,
@@ -176,6 +177,9 @@ class JobExited(Envelope, frozen=True, kw_only=True, tag="job.exited"):
     checks: list[TestResult] = []
     first_output_at: Timestamp | None = None
     """When the agent read the first output byte (None: no output, or an older agent)."""
+    output_dropped: Count = 0
+    """Output read past the node's limit (`--output-max-mb`) and not kept: `output_bytes` is then the
+    byte-exact start of the output, and this much more was printed."""
 
 
 class JobTested(Envelope, frozen=True, kw_only=True, tag="job.tested"):

@@ -71,5 +71,10 @@ MetaValue = MetaText | Int64 | float | bool | None
 Metadata = Annotated[dict[Name, MetaValue], msgspec.Meta(max_length=MAX_METADATA_ENTRIES)]
 
 
+JOB_OUTPUT_MAX_BYTES = 1024 * 1024 * 1024
+"""Output an agent keeps of one attempt by default (`--output-max-mb`): past it the command runs on,
+its output is read and dropped, and `exited.output_dropped` counts it. One runaway job (`yes`) can
+then push at most this much of everyone's older output out of NEXUS_OUTPUT (8 GiB by default)."""
+
 DISPATCH_TTL_S = 15 * 60
 """A dispatch not accepted within this long of its decision is refused by the agent (signed expiry)."""

@@ -91,48 +91,93 @@ class _TokenFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class Tokens:
-    """Bearer tokens by their SHA-256, so the lookup never compares secrets directly."""
+    """Bearer tokens by their SHA-256, so the lookup never compares secrets directly.
 
-    def __init__(self, by_digest: dict[str, Identity]) -> None:
+    Loaded from a file, they follow it: the file is read again when it has changed (looked at
+    at most once a second, on a call), so a token removed from it is refused from then on, with
+    no restart. A file that no longer loads keeps the last tokens that did, and the log says why
+    (`api.tokens_reload_failed`), as a server keeps its configuration when a reload fails."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, by_digest: dict[str, Identity], path: Path | None = None) -> None:
         self.by_digest = by_digest
+        self.path = path
+        self._seen = _file_signature(path) if path is not None else None
+        self._next_check = time.monotonic() + self.RECHECK_S
 
     @classmethod
     def load(cls, path: Path) -> Tokens:
-        try:
-            raw = tomllib.loads(path.read_text())
-            parsed = msgspec.convert(raw, _TokenFile)
-        except OSError as exc:
-            raise ApiError(f"cannot read the API token file {path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-            raise ApiError(f"API token file {path}: {exc}") from None
-        by_digest: dict[str, Identity] = {}
-        for i, entry in enumerate(parsed.token, 1):
-            where = f"API token file {path}, token #{i} ({entry.user!r})"
-            if not entry.user:
-                raise ApiError(f"{where}: `user` is empty")
-            if (entry.sha256 is None) == (entry.token is None):
-                raise ApiError(f"{where}: give exactly one of `sha256` or `token`")
-            digest = (entry.sha256 or "").lower() if entry.sha256 is not None else _digest(entry.token or "")
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ApiError(f"{where}: `sha256` must be 64 hex digits")
-            if entry.token is not None and len(entry.token) < 16:
-                raise ApiError(f"{where}: a token must have at least 16 characters")
-            if digest in by_digest:
-                raise ApiError(f"{where}: the same token is listed twice")
-            if (role := next((i.role for i in by_digest.values() if i.user == entry.user), entry.role)) != entry.role:
-                raise ApiError(
-                    f"{where}: {entry.user!r} is listed as {role} before; one user, one role (the record names users, not tokens)"
-                )
-            by_digest[digest] = Identity(user=entry.user, role=entry.role)
-        if not by_digest:
-            raise ApiError(f"API token file {path} lists no [[token]]; leave the file out to run open on loopback")
-        if any(e.token is not None for e in parsed.token) and (mode := path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
-            fix = "the file holds tokens in clear and other users can read it: chmod 600 it, or list sha256 = ... instead"
-            log.warning("api.tokens_readable", path=str(path), mode=f"{stat.S_IMODE(mode):04o}", fix=fix)
-        return cls(by_digest)
+        seen = _file_signature(path)  # before reading: a change made while it is read is seen next time
+        tokens = cls(_read_token_file(path), path)
+        tokens._seen = seen
+        return tokens
 
     def identify(self, token: str) -> Identity | None:
+        self._follow_file()
         return self.by_digest.get(_digest(token))
+
+    def _follow_file(self) -> None:
+        now = time.monotonic()
+        if self.path is None or now < self._next_check:
+            return
+        self._next_check = now + self.RECHECK_S
+        seen = _file_signature(self.path)
+        if seen == self._seen:
+            return
+        self._seen = seen
+        try:
+            self.by_digest = _read_token_file(self.path)
+        except ApiError as exc:
+            kept = f"the {len(self.by_digest)} tokens loaded before"
+            log.error("api.tokens_reload_failed", path=str(self.path), error=str(exc), kept=kept)
+            return
+        log.info("api.tokens_reloaded", path=str(self.path), tokens=len(self.by_digest))
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is edited or replaced (None: it cannot be read)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read_token_file(path: Path) -> dict[str, Identity]:
+    """The tokens a file lists, checked (ApiError says what is wrong, and where)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+        parsed = msgspec.convert(raw, _TokenFile)
+    except OSError as exc:
+        raise ApiError(f"cannot read the API token file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(f"API token file {path}: {exc}") from None
+    by_digest: dict[str, Identity] = {}
+    for i, entry in enumerate(parsed.token, 1):
+        where = f"API token file {path}, token #{i} ({entry.user!r})"
+        if not entry.user:
+            raise ApiError(f"{where}: `user` is empty")
+        if (entry.sha256 is None) == (entry.token is None):
+            raise ApiError(f"{where}: give exactly one of `sha256` or `token`")
+        digest = (entry.sha256 or "").lower() if entry.sha256 is not None else _digest(entry.token or "")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ApiError(f"{where}: `sha256` must be 64 hex digits")
+        if entry.token is not None and len(entry.token) < 16:
+            raise ApiError(f"{where}: a token must have at least 16 characters")
+        if digest in by_digest:
+            raise ApiError(f"{where}: the same token is listed twice")
+        if (role := next((i.role for i in by_digest.values() if i.user == entry.user), entry.role)) != entry.role:
+            raise ApiError(
+                f"{where}: {entry.user!r} is listed as {role} before; one user, one role (the record names users, not tokens)"
+            )
+        by_digest[digest] = Identity(user=entry.user, role=entry.role)
+    if not by_digest:
+        raise ApiError(f"API token file {path} lists no [[token]]; leave the file out to run open on loopback")
+    if any(e.token is not None for e in parsed.token) and (mode := path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        fix = "the file holds tokens in clear and other users can read it: chmod 600 it, or list sha256 = ... instead"
+        log.warning("api.tokens_readable", path=str(path), mode=f"{stat.S_IMODE(mode):04o}", fix=fix)
+    return by_digest
 
 
 def _digest(token: str) -> str:

@@ -475,6 +475,15 @@ def agent(
         list[str] | None,
         typer.Option("--pass-env", help="Also give jobs this variable of the agent's environment (besides PATH, HOME, ...); repeatable."),
     ] = None,
+    output_max_mb: Annotated[
+        float,
+        typer.Option(
+            "--output-max-mb",
+            help="Output kept of each job, in MiB (0: no limit). Past it the job runs on, its output is read and dropped, "
+            "and its `exited` event says how much (output_dropped).",
+            min=0,
+        ),
+    ] = 1024.0,  # schemas.limits.JOB_OUTPUT_MAX_BYTES, in MiB (not imported: `nexus --help` stays light)
     log_level: LogOpt = "info",
     log_json: LogJsonOpt = False,
 ) -> None:
@@ -486,7 +495,7 @@ def agent(
     subjects.check_id(node, "node id")
     labels = parse_pairs(label, "--label")
     args = ["--node", node, "--max-jobs", str(max_jobs), "--heartbeat", repr(heartbeat), "--kill-grace", repr(kill_grace)]
-    args += ["--log-level", log_level]
+    args += ["--output-max-mb", repr(output_max_mb), "--log-level", log_level]
     args += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     args += [a for name in tool or () for a in ("--tool", name)]
     args += [a for name in pass_env or () for a in ("--pass-env", name)]

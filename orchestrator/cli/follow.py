@@ -162,6 +162,13 @@ def hold_lines(job_id: str, ev: JobApprovalRequired, *, following: bool) -> list
     ]
 
 
+def dropped_note(job_id: str, kept: int, dropped: int) -> str:
+    return (
+        f"job {job_id}: only the first {kept:,} bytes of its output were kept; {dropped:,} more were printed "
+        "past its node's limit (`nexus agent --output-max-mb`) and dropped"
+    )
+
+
 class JobReport:
     """What is known of one job from its events, told through `say` as it arrives."""
 
@@ -196,6 +203,8 @@ class JobReport:
                     self.say(line)
             case JobExited():
                 self.exited = ev
+                if ev.output_dropped:  # said even with -q: what was printed is not all there is
+                    self.say.tell(dropped_note(self.job_id, ev.output_bytes, ev.output_dropped))
             case JobApproved() | JobQueued() | JobAssigned() | JobStarted() | JobLost():  # a lost job here is retried
                 self.say(narrate(rec).message)
 
@@ -240,4 +249,4 @@ class JobReport:
             "exit_code": self.exited.exit_code if self.exited else None,
             "exit": code,
             "warnings": self.warnings_json(),
-        }
+        } | ({"output_dropped": self.exited.output_dropped} if self.exited and self.exited.output_dropped else {})

@@ -170,34 +170,39 @@ async def _logs(job_id: str, follow: bool, raw: bool, as_json: bool, nats_url: s
             if writer is not None:  # the object stays whole: what was read, and why it stops there
                 writer.finish({"bytes": writer.bytes, "error": str(e) or type(e).__name__})
             raise
-        if writer is None and not got and not follow:
-            await _say_why_no_output(client, job_id)
+        dropped = 0 if follow else await _note_what_is_missing(client, job_id, writer is None and not got)
     if writer is not None:
-        writer.finish({"bytes": writer.bytes})
+        writer.finish({"bytes": writer.bytes} | ({"output_dropped": dropped} if dropped else {}))
     else:
         for which, rest in views.finish().items():
             _write_text(which, rest)
 
 
-async def _say_why_no_output(client: "NexusClient", job_id: str) -> None:
-    """A job with no output at all: say on stderr where it stands (rejected, held, queued...)."""
+async def _note_what_is_missing(client: "NexusClient", job_id: str, none_printed: bool) -> int:
+    """Say on stderr what the printed output lacks: all of it (where the job stands: rejected, held,
+    queued...), or what its node dropped past its limit; returns the bytes dropped."""
+    from orchestrator.cli.follow import dropped_note
     from orchestrator.errors import NexusError
 
     try:
-        rows = await client.query("SELECT status, reason FROM jobs WHERE job_id = ?", [job_id])
+        rows = await client.query("SELECT status, reason, output_bytes, output_dropped FROM jobs WHERE job_id = ?", [job_id])
     except NexusError:  # no orchestrator to ask: the silence stands
-        return
-    if rows.rows:
-        status, reason = rows.rows[0]
-        if status != "succeeded":
-            err.print(f"note: {job_id} has no output: it is {status}" + (f" ({reason})" if reason else ""), highlight=False, markup=False)
+        return 0
+    if not rows.rows:
+        return 0
+    status, reason, kept, dropped = rows.rows[0]
+    if none_printed and status != "succeeded":
+        err.print(f"note: {job_id} has no output: it is {status}" + (f" ({reason})" if reason else ""), highlight=False, markup=False)
+    if dropped:
+        err.print(f"note: {dropped_note(job_id, kept or 0, dropped)}", highlight=False, markup=False)
+    return int(dropped or 0)
 
 
 async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[bytes, int, str]]":
     """The job's output as it comes; on stderr, notices (the connection lost, or back) and why no
     output comes yet or ever (held for approval, queued, rejected or denied), as `nexus run` says."""
-    from orchestrator.cli.follow import Say
-    from schemas.events import JobApprovalRequired, JobDenied, JobQueued, JobRejected
+    from orchestrator.cli.follow import Say, dropped_note
+    from schemas.events import JobApprovalRequired, JobDenied, JobExited, JobQueued, JobRejected
 
     say = Say()
     told: dict[type, str] = {JobApprovalRequired: "waiting for approval", JobQueued: "queued", JobRejected: "rejected", JobDenied: "denied"}
@@ -206,6 +211,8 @@ async def _followed(client: "NexusClient", job_id: str) -> "AsyncIterator[tuple[
             yield item.output, item.attempt, item.stream
         elif item.notice is not None:
             say(item.notice)
+        elif item.record is not None and isinstance(ev := item.record.event, JobExited) and ev.output_dropped:
+            say.tell(dropped_note(job_id, ev.output_bytes, ev.output_dropped))
         elif item.record is not None and (ev := item.record.event) is not None and (what := told.get(type(ev))) is not None:
             why = f"by {ev.by}" + (f": {ev.reason}" if ev.reason else "") if isinstance(ev, JobDenied) else getattr(ev, "reason", None)
             say(f"job {job_id} {what}" + (f": {why}" if why else ""))

@@ -262,6 +262,7 @@ def exited(job: JobView, ev: JobExited, ts: datetime) -> JobView:
         duration_ms=ev.duration_ms,
         output_bytes=ev.output_bytes,
         chunks=ev.chunks,
+        output_dropped=ev.output_dropped,
         exited_at=ts,
         checks=list(ev.checks),
         reason=ev.error or job.reason,

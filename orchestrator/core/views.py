@@ -115,6 +115,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: int | None = None
     output_bytes: int = 0
     chunks: int = 0
+    output_dropped: int = 0
+    """Output of the attempt read past its node's limit and not kept (JobExited.output_dropped)."""
     checks: list[TestResult] = []
     tests_passed: bool | None = None
     test_results: list[TestResult] = []

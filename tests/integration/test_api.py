@@ -686,6 +686,34 @@ async def test_only_its_requester_may_rerun_a_job_with_sealed_secrets(stack: Sta
         assert (await http.post(f"/api/v1/jobs/{plain}/rerun", headers=by("bob"))).status_code == 201
 
 
+async def test_a_token_removed_from_the_file_is_refused_without_a_restart(stack: Stack, token_file: Path) -> None:
+    """A leaked token is revoked by editing the file: the running API follows it (within a second);
+    a file that no longer loads keeps the tokens that last did, and one that loads again counts."""
+    async with running_api(stack, auth_file=token_file) as http:
+
+        async def status(role: str) -> int:
+            return (await http.get("/api/v1/jobs", headers=_as(role))).status_code
+
+        async def answers(role: str, code: int) -> bool:
+            return await status(role) == code
+
+        assert (await status("viewer"), await status("operator")) == (200, 200)
+        kept = token_file.read_text().split("\n\n")
+        token_file.write_text("\n\n".join(k for k in kept if 'user = "vera"' not in k))  # vera's token revoked
+        await wait_for(lambda: answers("viewer", 401), what="the revoked token refused")
+        assert await status("operator") == 200
+        with structlog.testing.capture_logs() as logs:
+            token_file.write_text("[[token]]\nthis is not TOML\n")  # a broken edit: the last good tokens stay
+
+            async def looked_at() -> bool:
+                return await answers("operator", 200) and any(e["event"] == "api.tokens_reload_failed" for e in logs)
+
+            await wait_for(looked_at, what="the broken file looked at")
+        assert (await status("operator"), await status("viewer")) == (200, 401)
+        token_file.write_text("\n\n".join(kept))  # vera back
+        await wait_for(lambda: answers("viewer", 200), what="the restored token taken")
+
+
 async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Stack, token_file: Path) -> None:
     async with running_api(stack, auth_file=token_file) as http:
         calls: list[tuple[httpx.Response, str | None, str, int]] = []

@@ -74,3 +74,16 @@ def test_a_file_from_before_requester_role_gets_it_from_the_requests_events_row(
     assert got == [("j1", "orchestrator", "admin"), ("j2", None, None)]
     store.close()
     assert rows(DuckDBStore(path), "SELECT requester_role FROM jobs WHERE job_id = 'j1'") == [("admin",)]
+
+
+def test_a_column_added_by_a_newer_version_holds_its_default_in_old_rows(tmp_path: Path) -> None:
+    # An old job dropped no output: 0, as a replay of its events folds it (audit verify --db compares both).
+    path = tmp_path / "old.duckdb"
+    old = DuckDBStore(path)
+    old.write_batch([], [job("j1", JobStatus.SUCCEEDED, exit_code=0)], [], 1)
+    old.con.execute("ALTER TABLE jobs DROP COLUMN output_dropped")
+    old.con.execute("ALTER TABLE jobs DROP COLUMN approved_by")  # a field whose default is None stays NULL
+    old.close()
+    store = DuckDBStore(path)
+    assert rows(store, "SELECT output_dropped, approved_by FROM jobs") == [(0, None)]
+    assert store.load_jobs(["j1"])["j1"] == job("j1", JobStatus.SUCCEEDED, exit_code=0)
