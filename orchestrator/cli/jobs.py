@@ -364,14 +364,26 @@ def rollback(
 async def _rollback(job_id: str, command: str | None, as_json: bool, nats_url: str) -> None:
     from orchestrator.app import finished as finished_app
     from orchestrator.app.finished import RollBack
+    from orchestrator.cli.follow import EXIT_NEXUS, JobReport, Say
+    from orchestrator.cli.run import VERDICT_WAIT_S, await_verdict
     from orchestrator.client import new_job_id
 
     async with connect(nats_url) as client:
         req = await finished_app.rollback_request(client, RollBack(job_id=job_id, command=command, by=default_user()), datetime.now(UTC))
         rollback_id = new_job_id()
         await client.submit(rollback_id, req)
+        if not as_json:
+            err.print(f"rolling back {job_id} on {req.node} as job {rollback_id}", highlight=False, markup=False)
+        # As `nexus submit`: the analysis' answer (a deny rule, a held undo), and a rollback refused at once exits 125.
+        report = JobReport(rollback_id, Say(enabled=not as_json), following=False)
+        heard = await await_verdict(client, report)
+    if not heard and not as_json:
+        err.print(f"no analysis verdict within {VERDICT_WAIT_S:g}s (is the orchestrator running?); the job waits for it")
+    elif heard and (verdict := report.verdict()) is not None:
+        report.say(verdict)
     if as_json:
-        print_json({"job_id": rollback_id, "rollback_of": job_id})
+        print_json({"job_id": rollback_id, "rollback_of": job_id, "status": report.status})
     else:
         out.print(rollback_id, highlight=False, markup=False)
-        err.print(f"rolling back {job_id} on {req.node} as job {rollback_id}", highlight=False, markup=False)
+    if report.final is not None and report.status != "succeeded":  # refused before it ran
+        raise typer.Exit(EXIT_NEXUS)

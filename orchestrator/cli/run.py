@@ -298,7 +298,7 @@ async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
     report = JobReport(job_id, say, following=False)
     async with connect(nats_url) as client:
         seq = (await jobs_app.submit(client, job_id, await jobs_app.request_for(client, cmd, datetime.now(UTC)))).seq
-        heard = await _await_verdict(client, report, waits_for_jobs=bool(cmd.after))
+        heard = await await_verdict(client, report, waits_for_jobs=bool(cmd.after))
     if not heard:
         say(f"no analysis verdict within {VERDICT_WAIT_S:g}s (is the orchestrator running?); the job waits for it")
     elif (verdict := report.verdict()) is not None:
@@ -311,7 +311,7 @@ async def _submit(cmd: "SubmitJob", as_json: bool, nats_url: str) -> None:
         raise typer.Exit(EXIT_NEXUS)  # `J=$(nexus submit ...) && ...` must not go on
 
 
-async def _await_verdict(client: "NexusClient", report: "JobReport", *, waits_for_jobs: bool = False) -> bool:
+async def await_verdict(client: "NexusClient", report: "JobReport", *, waits_for_jobs: bool = False) -> bool:
     """Follow the job until the analysis phase answered (validated, held or rejected); for a job
     that `waits_for_jobs` (`--after`), until the decision on those jobs that follows at once
     (queued to wait for them, placed, or rejected: one of them failed), so that a job that can

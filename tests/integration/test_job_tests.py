@@ -189,3 +189,8 @@ async def test_nexus_rollback_runs_the_undo_on_the_same_node_as_the_api_does(sta
     await stack.wait_job(plain)
     code, out, err = await stack.nexus("rollback", plain)
     assert code != 0 and b"rollback" in err and b"Traceback" not in err, err
+    # An undo the analysis refuses at once (it can never run): said, and exit 125, as `nexus submit` does.
+    code, out, err = await stack.nexus("rollback", job_id, "-c", "echo 'unterminated", "--json")
+    said = json.loads(out)
+    assert (code, said["status"]) == (125, "rejected"), (out, err)
+    assert (await stack.job(said["job_id"]))["status"] == "rejected"  # type: ignore[index]
