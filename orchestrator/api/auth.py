@@ -46,7 +46,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from bus.errors import BusError
 from bus.port import EventBus
@@ -244,16 +244,41 @@ class AuditedApp:
         started = time.monotonic()
         public = scope["path"] in PUBLIC_PATHS or self.public(scope)
         ident, refusal = self._authenticate(scope)
-        answered = False
+        answered = cut = False
 
         async def audited_send(message: Message) -> None:
-            nonlocal answered
+            nonlocal answered, cut
+            if cut:
+                return  # the response was ended for a revoked token: the app is told the client left
             if message["type"] == "http.response.start" and not answered:
                 answered = True
                 if not public or message["status"] in (401, 403):
                     await self._audit(scope, request_id, ident, message["status"], refusal, started)
                     message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and message.get("more_body") and self._revoked(scope, ident):
+                # A stream (SSE) outlives the call that opened it: it ends once its token is revoked
+                # (looked at as it sends; the client's reconnect then gets 401).
+                cut = True
+                log.warning("api.stream_cut", path=scope["path"], user=ident.user if ident else None, reason="its token was revoked")
+                await send({"type": "http.response.body", "body": b": the token of this stream was revoked\n\n", "more_body": False})
+                gone.set()  # the app stops its stream as when a client leaves (its readers closed)
+                return
             await send(message)
+
+        gone = asyncio.Event()
+
+        async def receive_or_gone() -> ReceiveMessage:
+            """The client's next message, or `http.disconnect` once the stream was cut (a GET has no body:
+            what a stream's handler awaits here is the client leaving)."""
+            if gone.is_set():
+                return {"type": "http.disconnect"}
+            got, cut_now = asyncio.ensure_future(receive()), asyncio.ensure_future(gone.wait())
+            await asyncio.wait((got, cut_now), return_when=asyncio.FIRST_COMPLETED)
+            cut_now.cancel()
+            if got.done():
+                return got.result()
+            got.cancel()
+            return {"type": "http.disconnect"}
 
         if ident is None and not public:
             await send_problem(audited_send, unauthorized(refusal or "authentication required"), scope["path"])
@@ -261,7 +286,7 @@ class AuditedApp:
         if ident is not None:
             scope["user"] = ident
         try:
-            await self.app(scope, receive, audited_send)
+            await self.app(scope, receive_or_gone if scope["method"] == "GET" and ident is not None else receive, audited_send)
         except asyncio.CancelledError:
             raise  # the server is stopping mid-request: no answer, and no bus to record it on
         except BaseException:
@@ -270,6 +295,13 @@ class AuditedApp:
             raise
         if not answered and not public:
             await self._audit(scope, request_id, ident, *_unanswered(scope), started)
+
+    def _revoked(self, scope: HTTPScope, ident: Identity | None) -> bool:
+        """Whether the token this call came with no longer names the same identity."""
+        if self.tokens is None or ident is None or ident.open:
+            return False
+        token = _bearer(scope)
+        return token is None or self.tokens.identify(token) != ident
 
     def _authenticate(self, scope: HTTPScope) -> tuple[Identity | None, str | None]:
         if self.tokens is None:

@@ -714,6 +714,40 @@ async def test_a_token_removed_from_the_file_is_refused_without_a_restart(stack:
         await wait_for(lambda: answers("viewer", 200), what="the restored token taken")
 
 
+async def test_a_stream_ends_once_its_token_is_revoked(stack: Stack, token_file: Path) -> None:
+    """An SSE stream outlives the call that opened it: revoking the token ends it (its reconnect then gets 401)."""
+    job_id = new_job_id()
+    await stack.client.submit(job_id, JobRequested(command="for i in $(seq 600); do echo tick $i; sleep 0.1; done"))
+    async with running_api(stack, auth_file=token_file) as http:
+        seen = 0
+
+        def revoke_after_two(events: list[Sse]) -> bool:
+            nonlocal seen
+            chunks = sum(e.data["type"] == "output_chunk" for e in events)
+            if chunks >= 2 and not seen:
+                seen = chunks
+                token_file.write_text("\n\n".join(k for k in token_file.read_text().split("\n\n") if 'user = "vera"' not in k))
+            return False  # read on: the server is to end it
+
+        async def output_readers() -> int:
+            return int((await stack.client.bus.js.stream_info("NEXUS_OUTPUT")).state.consumer_count)
+
+        before = await output_readers()
+        http.headers["Authorization"] = f"Bearer {TOKENS['viewer']}"
+        session = await read_sse(http, f"/api/v1/jobs/{job_id}/stream", stop_after=revoke_after_two, timeout=30)
+        assert session.status == 200 and seen >= 2
+        assert not any(e.data["type"] == "done" for e in session.events)  # cut, not finished: the job still runs
+        assert (await http.get(f"/api/v1/jobs/{job_id}/stream")).status_code == 401  # the reconnect
+        assert (await http.get("/api/v1/jobs", headers=_as("operator"))).status_code == 200
+
+        async def stream_closed() -> bool:  # the server's side stopped too: its output reader is gone
+            return await output_readers() == before
+
+        await wait_for(stream_closed, 10, what="the cut stream's reader closed")
+    await stack.client.cancel(job_id, by="test", reason="cleanup")
+    await stack.wait_job(job_id)
+
+
 async def test_roles_decide_who_may_do_what_and_every_call_is_audited(stack: Stack, token_file: Path) -> None:
     async with running_api(stack, auth_file=token_file) as http:
         calls: list[tuple[httpx.Response, str | None, str, int]] = []
