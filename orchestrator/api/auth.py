@@ -100,18 +100,16 @@ class Tokens:
 
     RECHECK_S = 1.0
 
-    def __init__(self, by_digest: dict[str, Identity], path: Path | None = None) -> None:
+    def __init__(self, by_digest: dict[str, Identity], path: Path | None = None, seen: tuple[int, int, int] | None = None) -> None:
         self.by_digest = by_digest
         self.path = path
-        self._seen = _file_signature(path) if path is not None else None
+        self._seen = seen  # the file's signature when it was read
         self._next_check = time.monotonic() + self.RECHECK_S
 
     @classmethod
     def load(cls, path: Path) -> Tokens:
         seen = _file_signature(path)  # before reading: a change made while it is read is seen next time
-        tokens = cls(_read_token_file(path), path)
-        tokens._seen = seen
-        return tokens
+        return cls(_read_token_file(path), path, seen)
 
     def identify(self, token: str) -> Identity | None:
         self._follow_file()
@@ -286,7 +284,8 @@ class AuditedApp:
         if ident is not None:
             scope["user"] = ident
         try:
-            await self.app(scope, receive_or_gone if scope["method"] == "GET" and ident is not None else receive, audited_send)
+            cuttable = self.tokens is not None and ident is not None and scope["method"] == "GET"  # a token's stream
+            await self.app(scope, receive_or_gone if cuttable else receive, audited_send)
         except asyncio.CancelledError:
             raise  # the server is stopping mid-request: no answer, and no bus to record it on
         except BaseException:
